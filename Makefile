@@ -1,0 +1,57 @@
+# One entry point for newcomers, CI and the demo. Everything runs from a fresh machine:
+# the virtualenv, Kafka (from Maven Central), Redis (from apt) and helm (go install) are
+# installed on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CACHE  ?= $(HOME)/.cache/pisano-sms
+HELM_VERSION := v3.19.0
+HELM   := $(CACHE)/helm-$(HELM_VERSION)/helm
+export PATH := $(dir $(HELM)):$(PATH)
+
+.PHONY: install helm up down demo test test-unit lint bench bench-limiter clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "[make] creating $(VENV) and installing the package with its dev tools"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+helm: $(HELM)
+
+$(HELM):
+	@echo "[make] building helm $(HELM_VERSION) with go install (once, about a minute)"
+	GOBIN=$(dir $(HELM)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+up: install
+	$(BIN)/python scripts/localstack.py up
+
+down:
+	$(BIN)/python scripts/localstack.py down
+
+## The main job on the local stack: Kafka, Redis, the Pisano simulator and the consumer.
+demo: up
+	$(BIN)/pisano-sms demo
+
+## The whole suite: starts Kafka and Redis itself (unless already up) and stops what it started.
+test: install helm
+	$(BIN)/python -m pytest tests
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check consumer tests scripts benchmarks
+	$(BIN)/mypy
+
+bench: up
+	$(BIN)/python benchmarks/throughput.py
+
+bench-limiter: up
+	$(BIN)/python benchmarks/limiter.py
+
+clean: down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,132 @@
+"""`pisano-sms check`: is the configuration usable, and does every dependency answer?
+
+Each check reports ok, failed (with the reason and what to do) or skipped. The Pisano check
+proves the token without sending an SMS: it posts an empty recipient list, which Pisano refuses
+with a validation error (13015 or 13028) only after it accepted the token. That request counts
+against the throttle, so it takes a slot from the shared limiter like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import redis
+from confluent_kafka import KafkaException
+
+from consumer.avro import build_decoder
+from consumer.errors import PisanoSmsError
+from consumer.kafka import make_producer
+from consumer.mapping import load_mapper
+from consumer.pisano import sharing_path
+from consumer.ratelimit import RateLimiter
+from consumer.redis_state import Keys, connect
+from consumer.settings import Settings, mask_url
+
+PROBE_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
+TOKEN_ACCEPTED_CODES = {13015, 13028, 13002}  # validation or unknown campaign: the token passed
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    status: str  # ok | failed | skipped
+    detail: str
+
+
+def run_checks(settings: Settings, campaign: str | None = None) -> Iterator[Result]:
+    yield _guard("config", lambda: _config(settings))
+    yield _guard("kafka", lambda: _kafka(settings))
+    yield _guard("redis", lambda: _redis(settings))
+    yield _guard("registry", lambda: _registry(settings))
+    yield _guard("pisano", lambda: _pisano(settings, campaign or PROBE_CAMPAIGN))
+
+
+def _guard(name: str, check: Callable[[], tuple[str, str]]) -> Result:
+    try:
+        status, detail = check()
+    except PisanoSmsError as exc:
+        status, detail = "failed", str(exc)
+    return Result(name, status, detail)
+
+
+def _config(settings: Settings) -> tuple[str, str]:
+    build_decoder(settings.schema_registry_url, settings.avro_schema_file)
+    load_mapper(settings)
+    settings.require("kafka_topics", "pisano_url")
+    settings.api_token()
+    windows = settings.pisano_rate_limits
+    return "ok", f"topics {','.join(settings.kafka_topics)}, group {settings.kafka_group_id}, throttle {windows}"
+
+
+def _kafka(settings: Settings) -> tuple[str, str]:
+    producer = make_producer(settings)
+    try:
+        metadata = producer.list_topics(timeout=10)
+    except KafkaException as exc:
+        return "failed", (f"{settings.kafka_bootstrap_servers}: {exc.args[0].str() if exc.args else exc}; "
+                          "check KAFKA_BOOTSTRAP_SERVERS and the security settings")
+    missing = [t for t in [*settings.kafka_topics, settings.dlq_topic] if t not in metadata.topics]
+    if missing:
+        return "failed", f"topic(s) {', '.join(missing)} do not exist; create them (the DLQ topic too)"
+    parts = ", ".join(f"{t} ({len(metadata.topics[t].partitions)} partitions)" for t in settings.kafka_topics)
+    return "ok", f"{settings.kafka_bootstrap_servers}: {parts}; DLQ {settings.dlq_topic}"
+
+
+def _redis(settings: Settings) -> tuple[str, str]:
+    url = settings.redis_url.get_secret_value()
+    client = connect(url, cluster=settings.redis_cluster)
+    try:
+        started = time.perf_counter()
+        client.ping()
+        elapsed = (time.perf_counter() - started) * 1000
+        version = client.info("server").get("redis_version", "?")
+    except redis.RedisError as exc:
+        return "failed", f"{mask_url(url)}: {exc}; check REDIS_URL and that Redis is up"
+    return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms)"
+
+
+def _registry(settings: Settings) -> tuple[str, str]:
+    if not settings.schema_registry_url:
+        source = settings.avro_schema_file or "the default schema"
+        return "skipped", f"SCHEMA_REGISTRY_URL not set; plain Avro with {source}"
+    try:
+        response = httpx.get(f"{settings.schema_registry_url}/subjects", timeout=10)
+    except httpx.HTTPError as exc:
+        return "failed", f"{settings.schema_registry_url}: {type(exc).__name__}; check SCHEMA_REGISTRY_URL"
+    if response.status_code != 200:
+        return "failed", f"{settings.schema_registry_url} answered HTTP {response.status_code}"
+    return "ok", f"{settings.schema_registry_url} ({len(response.json())} subjects)"
+
+
+def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
+    settings.require("pisano_url")
+    token = settings.api_token()
+    if settings.rate_windows:
+        client = connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
+        limiter = RateLimiter(client, Keys(settings.redis_key_prefix), token, settings.rate_windows,
+                              margin_ms=settings.pisano_rate_margin_ms, horizon_ms=60_000)
+        grant = limiter.acquire()
+        if not grant.granted:
+            return "failed", f"no throttle slot within a minute (next in {grant.wait_s:.0f}s); try again later"
+        time.sleep(grant.wait_s)
+    try:
+        response = httpx.post(
+            settings.pisano_url + sharing_path(campaign), json={"phone_numbers": []},
+            headers={"Authorization": f"Token token={token}"}, timeout=settings.pisano_timeout_ms / 1000,
+            verify=str(settings.pisano_ca_file) if settings.pisano_ca_file else settings.pisano_tls_verify,
+        )
+    except httpx.HTTPError as exc:
+        return "failed", f"{settings.pisano_url}: {type(exc).__name__}: {exc}; check PISANO_URL"
+    code = None
+    try:
+        code = int(response.json().get("code"))
+    except (ValueError, TypeError, AttributeError):
+        pass
+    if response.status_code == 401 or code in (13001, 13011, 13016, 13030, 13036):
+        return "failed", f"Pisano refused the token (HTTP {response.status_code}, code {code}); check PISANO_API_TOKEN"
+    if response.status_code in (400, 404) and code in TOKEN_ACCEPTED_CODES:
+        return "ok", f"{settings.pisano_url}: token accepted (probe answered HTTP {response.status_code} code {code})"
+    return "failed", f"{settings.pisano_url}: unexpected answer HTTP {response.status_code} code {code}"

@@ -1,0 +1,97 @@
+"""Every error this package raises, under one root.
+
+    PisanoSmsError                  root; `retriable` says whether trying again can help
+    ├── ConfigError                 configuration that cannot work (names the setting)
+    ├── RecordError                 one Kafka record cannot be processed; carries its dead-letter reason
+    │   ├── DecodeError             not Avro, unknown schema id, truncated    -> decode_error
+    │   ├── OversizeError           value larger than MAX_MESSAGE_BYTES      -> oversize
+    │   ├── InvalidEventError       no event id, no or invalid phone         -> invalid_event
+    │   └── UnroutableError         no campaign for the event                -> unroutable
+    ├── RegistryError               schema registry unreachable or failing (retriable)
+    ├── StateStoreError             Redis unreachable or failing (retriable: fail closed, resume)
+    └── PisanoError                 a call to the Pisano API did not succeed
+        ├── PisanoApiError          Pisano answered with an error status (HTTP status, Pisano code)
+        └── PisanoTransportError    no usable answer; `ambiguous` when the request may have arrived
+
+Third-party errors are wrapped with `raise ... from exc` so the cause stays in the traceback.
+"""
+
+from __future__ import annotations
+
+
+class PisanoSmsError(Exception):
+    """Root of the package's errors."""
+
+    retriable: bool = False
+
+
+class ConfigError(PisanoSmsError):
+    """A setting has a value that cannot work; the message names it and the expected form."""
+
+
+class RecordError(PisanoSmsError):
+    """One record cannot be processed; it is dead-lettered with `reason`, never retried forever."""
+
+    reason: str = "invalid_event"
+
+
+class DecodeError(RecordError):
+    reason = "decode_error"
+
+
+class OversizeError(RecordError):
+    reason = "oversize"
+
+
+class InvalidEventError(RecordError):
+    reason = "invalid_event"
+
+
+class UnroutableError(RecordError):
+    reason = "unroutable"
+
+
+class RegistryError(PisanoSmsError):
+    retriable = True
+
+
+class StateStoreError(PisanoSmsError):
+    """Redis could not be reached or refused a command; callers fail closed and try again later."""
+
+    retriable = True
+
+
+class PisanoError(PisanoSmsError):
+    """A call to Pisano did not succeed."""
+
+
+class PisanoApiError(PisanoError):
+    """Pisano answered with an error. `code` is Pisano's numeric code when the body carried one."""
+
+    def __init__(
+        self,
+        http_status: int,
+        code: int | None,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"HTTP {http_status}" + (f" code {code}" if code else "") + f": {message}")
+        self.http_status = http_status
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class PisanoTransportError(PisanoError):
+    """No usable answer came back.
+
+    `ambiguous` is True when the request may have reached Pisano (read timeout, connection reset
+    after the body was sent): resending could deliver a second SMS.
+    """
+
+    def __init__(self, message: str, *, ambiguous: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.ambiguous = ambiguous
+        self.retriable = not ambiguous

@@ -1,0 +1,153 @@
+"""Health and metrics over HTTP on HTTP_PORT, and the probe that keeps them current.
+
+    /healthz  alive: the poll loop went round within the last LIVENESS_S seconds
+              (a stuck loop gets the pod restarted; a slow Pisano or a Redis outage does not)
+    /readyz   ready: joined the consumer group (an assignment arrived, possibly empty: a replica
+              beyond the partition count is healthy and must not block a rollout), Kafka and
+              Redis reachable, the Pisano circuit closed, not shutting down
+    /metrics  Prometheus text format
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer.errors import StateStoreError
+from consumer.metrics import Metrics
+from consumer.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+LIVENESS_S = 60.0
+PROBE_INTERVAL_S = 2.0
+UTILISATION_INTERVAL_S = 5.0
+
+
+@dataclass
+class Health:
+    """Written by the poll loop and the probe, read by the HTTP server."""
+
+    joined: bool = False
+    kafka_ok: bool = True
+    redis_ok: bool = True
+    circuit_open: bool = False
+    stopping: bool = False
+    loop_at: float = field(default_factory=time.monotonic)
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.loop_at < LIVENESS_S
+
+    def ready(self) -> bool:
+        return self.joined and self.kafka_ok and self.redis_ok and not self.circuit_open and not self.stopping
+
+    def report(self) -> dict[str, Any]:
+        return {"ready": self.ready(), "alive": self.alive(), "joined_group": self.joined, "kafka": self.kafka_ok,
+                "redis": self.redis_ok, "circuit_open": self.circuit_open, "stopping": self.stopping}
+
+
+class HealthProbe:
+    """Checks Redis and Kafka reachability in the background, and the throttle's utilisation."""
+
+    def __init__(self, health: Health, metrics: Metrics, *, redis_client: Any, producer: Any, dlq_topic: str,
+                 limiter: RateLimiter | None) -> None:
+        self.health = health
+        self.metrics = metrics
+        self.redis = redis_client
+        self.producer = producer
+        self.dlq_topic = dlq_topic
+        self.limiter = limiter
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        last_utilisation = 0.0
+        while not self._stop.wait(PROBE_INTERVAL_S):
+            self._check_redis()
+            self._check_kafka()
+            now = time.monotonic()
+            if self.limiter is not None and self.health.redis_ok and now - last_utilisation >= UTILISATION_INTERVAL_S:
+                last_utilisation = now
+                try:
+                    for window, share in self.limiter.utilisation().items():
+                        self.metrics.throttle_utilisation.labels(str(window)).set(share)
+                except StateStoreError:
+                    pass
+
+    def _check_redis(self) -> None:
+        try:
+            self.redis.ping()
+            ok = True
+        except redis.RedisError:
+            ok = False
+        if ok != self.health.redis_ok:
+            log.log(logging.INFO if ok else logging.ERROR, "Redis is %s", "reachable again" if ok else "unreachable")
+        self.health.redis_ok = ok
+
+    def _check_kafka(self) -> None:
+        try:
+            self.producer.list_topics(self.dlq_topic, timeout=5)
+            ok = True
+        except Exception:  # KafkaException; any failure here only means "not reachable now"
+            ok = False
+        if ok != self.health.kafka_ok:
+            log.log(logging.INFO if ok else logging.ERROR, "Kafka is %s", "reachable again" if ok else "unreachable")
+        self.health.kafka_ok = ok
+
+
+class HealthServer:
+    def __init__(self, port: int, health: Health, metrics: Metrics, host: str = "0.0.0.0") -> None:
+        handler = _handler(health, metrics)
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="health-http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("health and metrics on :%d (/healthz, /readyz, /metrics)", self.port)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _handler(health: Health, metrics: Metrics) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok = health.alive()
+                self._send(200 if ok else 503, json.dumps({"alive": ok}).encode(), "application/json")
+            elif path == "/readyz":
+                self._send(200 if health.ready() else 503, json.dumps(health.report()).encode(), "application/json")
+            else:
+                self._send(404, b'{"error": "not found"}', "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: not news
+            pass
+
+    return Handler

@@ -1,0 +1,89 @@
+"""Kafka clients, configured in one fixed order: defaults, the user's librdkafka settings
+(security.protocol, sasl.*, ssl.*, ...), then what the consumer's guarantees depend on.
+
+Offsets are stored and committed only by the pipeline, after each record's outcome is durable
+(DESIGN.md invariant 1), so auto-commit and auto-store are enforced off whatever the user sets.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from consumer.settings import Settings
+
+log = logging.getLogger(__name__)
+librdkafka_log = logging.getLogger("librdkafka")
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "session.timeout.ms": 45_000,
+    "max.poll.interval.ms": 300_000,
+    # Bound what librdkafka prefetches; the pipeline buffers what it needs itself.
+    "queued.max.messages.kbytes": 65_536,
+    "fetch.wait.max.ms": 100,
+}
+CONSUMER_ENFORCED: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "partition.assignment.strategy": "cooperative-sticky",
+}
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "linger.ms": 5,
+    "compression.type": "lz4",
+}
+PRODUCER_ENFORCED: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+}
+
+
+def _base(settings: Settings, on_error: Any = None) -> dict[str, Any]:
+    def error_cb(error: KafkaError) -> None:
+        if on_error is not None:
+            on_error(error)
+        level = logging.ERROR if error.fatal() or error.code() == KafkaError._ALL_BROKERS_DOWN else logging.WARNING
+        log.log(level, "Kafka: %s", error.str())
+
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "error_cb": error_cb,
+            "logger": librdkafka_log}
+
+
+def consumer_config(settings: Settings, on_error: Any = None, **extra: Any) -> dict[str, Any]:
+    return {
+        **CONSUMER_DEFAULTS,
+        **_base(settings, on_error),
+        "group.id": settings.kafka_group_id,
+        **settings.kafka,
+        **extra,
+        **CONSUMER_ENFORCED,
+        # A record as large as we accept must fit through the fetch path.
+        "fetch.max.bytes": max(52_428_800, settings.max_message_bytes * 2),
+    }
+
+
+def producer_config(settings: Settings, on_error: Any = None, **extra: Any) -> dict[str, Any]:
+    return {
+        **PRODUCER_DEFAULTS,
+        **_base(settings, on_error),
+        **{k: v for k, v in settings.kafka.items() if not k.startswith(_CONSUMER_ONLY)},
+        **extra,
+        **PRODUCER_ENFORCED,
+        # Dead-letters carry the original value, which may be far larger than we accept.
+        "message.max.bytes": 64 * 1_048_576,
+    }
+
+
+# librdkafka warns about consumer properties given to a producer; keep its log clean.
+_CONSUMER_ONLY = ("group.", "session.", "max.poll.", "auto.", "enable.auto.", "fetch.", "queued.",
+                  "partition.assignment.", "isolation.", "heartbeat.", "check.crcs")
+
+
+def make_consumer(settings: Settings, on_error: Any = None, **extra: Any) -> Consumer:
+    return Consumer(consumer_config(settings, on_error, **extra))
+
+
+def make_producer(settings: Settings, on_error: Any = None, **extra: Any) -> Producer:
+    return Producer(producer_config(settings, on_error, **extra))

@@ -1,0 +1,69 @@
+"""Logging: JSON lines in production, plain text on a terminal; configured only by the CLI.
+
+Modules log through `logging.getLogger(__name__)` with lazy `%` arguments and pass context
+(`topic`, `partition`, `offset`, `campaign`) in `extra`; the JSON formatter turns it into fields.
+Phone numbers are masked with `mask_phone` before they reach a log call, and tokens never do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+CONTEXT_FIELDS = ("topic", "partition", "offset", "campaign", "request_id", "status", "code",
+                  "reason", "count", "wait_ms", "attempt")
+
+# Attributes every LogRecord has; anything else came in through `extra`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def mask_phone(phone: str) -> str:
+    """Keep the country code and last two digits: enough to correlate, not enough to call."""
+    if len(phone) <= 4:
+        return "*" * len(phone)
+    keep_head = 3 if phone.startswith("+") else 1
+    return phone[:keep_head] + "*" * (len(phone) - keep_head - 2) + phone[-2:]
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
+        context = [f"{key}={vars(record)[key]}" for key in CONTEXT_FIELDS if key in vars(record)]
+        if context:
+            line += "  [" + " ".join(context) + "]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(fmt: str = "auto", level: str = "INFO") -> None:
+    """Route every logger to stderr in the chosen format (`auto`: text on a terminal, else JSON)."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # httpx logs every request with its URL at INFO; our own request log says more and less.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -1,0 +1,226 @@
+"""Turning a decoded event into a Pisano recipient.
+
+The mapping file (DESIGN.md, "Mapping file") names, as JMESPath expressions into the decoded
+record, where the event id, the phone, the campaign and the recipient's attributes are. It is
+compiled once; plain dotted paths such as `customer.phone` skip JMESPath and walk the dicts
+directly, since they are nearly all paths in practice and this runs for every event.
+
+Events that need code use a mapper class of their own, registered under the entry point group
+`pisano_sms.mappers` and chosen with the `MAPPER` setting (README: "Mapping events that need
+code").
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import yaml
+
+from consumer.errors import ConfigError, InvalidEventError, UnroutableError
+from consumer.phones import PhoneNormaliser
+from consumer.resources import default_mapping_file
+from consumer.settings import Settings
+
+ENTRY_POINT_GROUP = "pisano_sms.mappers"
+MAX_EVENT_ID_CHARS = 256  # ids become Redis keys; a huge one is garbage, not an id
+MAX_ATTRIBUTE_CHARS = 1024
+
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_KEYS = {"event_id", "phone", "phone_region", "phone_format", "campaign_id", "campaign_routes",
+         "custom_attributes", "built_in_responses"}
+
+Path_ = Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class Recipient:
+    """What one event asks of Pisano: send `campaign_id`'s survey to `phone`."""
+
+    event_id: str
+    campaign_id: str
+    phone: str
+    custom_attributes: dict[str, str] = field(default_factory=dict)
+    built_in_responses: dict[str, str] = field(default_factory=dict)
+
+
+class Mapper:
+    """Base of every mapper: `map` turns a decoded record into a Recipient or raises
+    InvalidEventError / UnroutableError (the event is then dead-lettered with that reason)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Mapper:
+        raise NotImplementedError
+
+    def map(self, record: Mapping[str, Any]) -> Recipient:
+        raise NotImplementedError
+
+
+def compile_path(key: str, expression: Any) -> Path_:
+    if not isinstance(expression, str) or not expression.strip():
+        raise ConfigError(f"mapping {key}: expected a JMESPath expression, got {expression!r}")
+    if _DOTTED.match(expression):
+        steps = tuple(expression.split("."))
+
+        def walk(record: Any) -> Any:
+            for step in steps:
+                if not isinstance(record, Mapping):
+                    return None
+                record = record.get(step)
+            return record
+
+        return walk
+    try:
+        compiled = jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ConfigError(f"mapping {key}: {expression!r} is not valid JMESPath ({exc})") from None
+    return compiled.search
+
+
+def is_campaign_id(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _text(value: Any) -> str | None:
+    """Attribute values go to Pisano as strings; nested structures are not attributes."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return text[:MAX_ATTRIBUTE_CHARS]
+
+
+@dataclass(frozen=True)
+class CampaignRoutes:
+    field: Path_
+    routes: Mapping[str, str]
+    default: str | None
+
+
+class DeclarativeMapper(Mapper):
+    """The mapping file, compiled."""
+
+    def __init__(self, spec: Mapping[str, Any], source: str = "mapping") -> None:
+        unknown = set(spec) - _KEYS
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
+                              f"expected some of {', '.join(sorted(_KEYS))}")
+        for required in ("event_id", "phone"):
+            if required not in spec:
+                raise ConfigError(f"{source}: `{required}` is required (a path into the event)")
+        if "campaign_id" not in spec and "campaign_routes" not in spec:
+            raise ConfigError(f"{source}: set `campaign_id` (a path) or `campaign_routes`")
+        self.event_id = compile_path("event_id", spec["event_id"])
+        self.phone = compile_path("phone", spec["phone"])
+        self.phones = PhoneNormaliser(spec.get("phone_region"), spec.get("phone_format", "e164"))
+        self.campaign_id = (compile_path("campaign_id", spec["campaign_id"])
+                            if spec.get("campaign_id") else None)
+        self.routes = self._routes(spec.get("campaign_routes"), source)
+        self.custom_attributes = self._paths("custom_attributes", spec.get("custom_attributes"))
+        self.built_in_responses = self._paths("built_in_responses", spec.get("built_in_responses"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeclarativeMapper:
+        return cls.from_file(settings.mapping_file or default_mapping_file())
+
+    @classmethod
+    def from_file(cls, path: Path) -> DeclarativeMapper:
+        try:
+            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"MAPPING_FILE={path}: cannot read it ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"MAPPING_FILE={path}: not valid YAML; fix the file") from exc
+        if not isinstance(spec, dict):
+            raise ConfigError(f"MAPPING_FILE={path}: expected a mapping with event_id, phone, ...")
+        return cls(spec, source=f"MAPPING_FILE={path}")
+
+    @staticmethod
+    def _paths(key: str, spec: Any) -> tuple[tuple[str, Path_], ...]:
+        if spec is None:
+            return ()
+        if not isinstance(spec, dict):
+            raise ConfigError(f"mapping {key}: expected a mapping of name: path")
+        return tuple((str(name), compile_path(f"{key}.{name}", path)) for name, path in spec.items())
+
+    @staticmethod
+    def _routes(spec: Any, source: str) -> CampaignRoutes | None:
+        if spec is None:
+            return None
+        if not isinstance(spec, dict) or "field" not in spec or not isinstance(spec.get("routes"), dict):
+            raise ConfigError(f"{source}: campaign_routes needs `field` (a path) and `routes` "
+                              "(value: campaign id)")
+        routes = {str(k): str(v) for k, v in spec["routes"].items()}
+        default = spec.get("default")
+        for value in [*routes.values(), *([default] if default else [])]:
+            if not is_campaign_id(str(value)):
+                raise ConfigError(f"{source}: campaign_routes: {value!r} is not a campaign API id "
+                                  "(a UUID such as ae51458c-9e82-417f-8f1d-e074891ea5c1)")
+        return CampaignRoutes(compile_path("campaign_routes.field", spec["field"]), routes,
+                              str(default) if default else None)
+
+    def map(self, record: Mapping[str, Any]) -> Recipient:
+        event_id = _text(self.event_id(record))
+        if not event_id:
+            raise InvalidEventError("no event id at the mapping's event_id path")
+        if len(event_id) > MAX_EVENT_ID_CHARS:
+            raise InvalidEventError(f"event id longer than {MAX_EVENT_ID_CHARS} characters")
+        raw_phone = self.phone(record)
+        if not isinstance(raw_phone, str) or not raw_phone.strip():
+            raise InvalidEventError("no phone at the mapping's phone path")
+        phone = self.phones.normalise(raw_phone.strip())
+        return Recipient(
+            event_id=event_id,
+            campaign_id=self._campaign(record),
+            phone=phone,
+            custom_attributes=self._values(self.custom_attributes, record),
+            built_in_responses=self._values(self.built_in_responses, record),
+        )
+
+    def _campaign(self, record: Mapping[str, Any]) -> str:
+        campaign = _text(self.campaign_id(record)) if self.campaign_id else None
+        if campaign is None and self.routes is not None:
+            key = _text(self.routes.field(record))
+            campaign = self.routes.routes.get(key, self.routes.default) if key else self.routes.default
+            if campaign is None:
+                raise UnroutableError(f"no campaign route for {key!r} and no default route")
+        if campaign is None:
+            raise UnroutableError("the event names no campaign and there is no route table")
+        if not is_campaign_id(campaign):
+            raise UnroutableError(f"campaign {campaign[:64]!r} is not a campaign API id (a UUID)")
+        return campaign
+
+    @staticmethod
+    def _values(paths: tuple[tuple[str, Path_], ...], record: Mapping[str, Any]) -> dict[str, str]:
+        out = {}
+        for name, path in paths:
+            value = _text(path(record))
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def load_mapper(settings: Settings) -> Mapper:
+    """The mapper named by `MAPPER`, from the `pisano_sms.mappers` entry point group."""
+    if settings.mapper == "declarative":
+        return DeclarativeMapper.from_settings(settings)
+    found = entry_points(group=ENTRY_POINT_GROUP, name=settings.mapper)
+    if not found:
+        names = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+        raise ConfigError(f"MAPPER={settings.mapper!r}: no such mapper; installed: {', '.join(names)}")
+    mapper_class = next(iter(found)).load()
+    if not (isinstance(mapper_class, type) and issubclass(mapper_class, Mapper)):
+        raise ConfigError(f"MAPPER={settings.mapper!r}: {mapper_class!r} is not a consumer.mapping.Mapper")
+    return mapper_class.from_settings(settings)

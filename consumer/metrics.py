@@ -1,0 +1,65 @@
+"""Prometheus metrics, prefix `pisano_sms_`, in a registry of their own.
+
+Labels stay low-cardinality and harmless: no phone numbers, tokens, event ids, and no campaign
+ids either (events can carry any campaign id, so it would be an unbounded label).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "pisano_sms"
+
+SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 3000, 4000, 4500, 5000)
+SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        p = PREFIX
+        self.events_consumed = Counter(f"{p}_events_consumed", "Records polled from Kafka", ["topic"], registry=r)
+        self.events_decoded = Counter(f"{p}_events_decoded", "Records decoded and mapped to a recipient",
+                                      ["topic"], registry=r)
+        self.duplicates_skipped = Counter(f"{p}_duplicates_skipped", "Events skipped: their id was already delivered",
+                                          registry=r)
+        self.events_held = Counter(f"{p}_events_held", "Events held back: their id was in flight elsewhere",
+                                   registry=r)
+        self.recipients_delivered = Counter(f"{p}_recipients_delivered", "Recipients in requests Pisano accepted",
+                                            registry=r)
+        self.dead_letters = Counter(f"{p}_dead_letters", "Records dead-lettered (acknowledged by Kafka)",
+                                    ["reason", "code"], registry=r)
+        self.requests = Counter(f"{p}_requests", "Pisano requests by outcome (HTTP status, or transport)",
+                                ["status", "code"], registry=r)
+        self.batch_size = Histogram(f"{p}_batch_size", "Recipients per Pisano request", buckets=SIZE_BUCKETS,
+                                    registry=r)
+        self.batch_age = Histogram(f"{p}_batch_age_seconds", "How long a request's oldest event waited in the batch",
+                                   buckets=SECONDS_BUCKETS, registry=r)
+        self.end_to_end = Histogram(f"{p}_end_to_end_latency_seconds",
+                                    "Event timestamp to the request Pisano accepted", buckets=SECONDS_BUCKETS,
+                                    registry=r)
+        self.request_duration = Histogram(f"{p}_request_duration_seconds", "Duration of Pisano requests",
+                                          buckets=SECONDS_BUCKETS, registry=r)
+        self.throttle_wait = Histogram(f"{p}_throttle_wait_seconds", "Wait for a throttle slot after reserving it",
+                                       buckets=SECONDS_BUCKETS, registry=r)
+        self.throttle_slots = Counter(f"{p}_throttle_slots_granted", "Throttle slots reserved by this replica",
+                                      registry=r)
+        self.throttle_refusals = Counter(f"{p}_throttle_refusals", "Reservations refused: next slot beyond horizon",
+                                         registry=r)
+        self.throttle_pauses = Counter(f"{p}_throttle_pauses", "Fleet pauses after a 429 from Pisano", registry=r)
+        self.throttle_wasted = Counter(f"{p}_throttle_slots_wasted", "Reserved slots that found nothing to send",
+                                       registry=r)
+        self.throttle_utilisation = Gauge(f"{p}_throttle_window_utilisation",
+                                          "Share of each window's limit used by the fleet", ["window"], registry=r)
+        self.redis_errors = Counter(f"{p}_redis_errors", "Redis calls that failed", ["operation"], registry=r)
+        self.kafka_errors = Counter(f"{p}_kafka_errors", "Errors reported by librdkafka", ["code"], registry=r)
+        self.consumer_lag = Gauge(f"{p}_consumer_lag", "Records behind the end of the partition",
+                                  ["topic", "partition"], registry=r)
+        self.buffered_events = Gauge(f"{p}_buffered_events", "Events waiting in batches", registry=r)
+        self.in_flight_requests = Gauge(f"{p}_in_flight_requests", "Pisano requests under way", registry=r)
+        self.partitions_paused = Gauge(f"{p}_partitions_paused", "1 while fetching is paused for backpressure",
+                                       registry=r)
+        self.circuit_state = Gauge(f"{p}_circuit_state", "Pisano circuit: 0 closed, 1 open, 2 half-open",
+                                   registry=r)
+        self.assigned_partitions = Gauge(f"{p}_assigned_partitions", "Partitions assigned to this replica",
+                                         registry=r)

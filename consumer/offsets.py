@@ -1,0 +1,85 @@
+"""Which offsets may be committed: per partition, the highest contiguous finished offset.
+
+Records finish out of order (campaigns batch separately, dead-letters wait for their ack), so a
+partition commits only up to its oldest unfinished record. Each assignment of a partition gets a
+new epoch; an outcome that arrives for an earlier epoch (the partition was revoked meanwhile and
+its records will be processed again by their new owner) is ignored.
+
+Used from the poll loop only: no locking.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+from consumer.batching import TopicPartition
+
+_epochs = itertools.count(1)
+
+
+@dataclass
+class _Partition:
+    epoch: int
+    pending: deque[int] = field(default_factory=deque)
+    finished: set[int] = field(default_factory=set)
+    next_offset: int | None = None  # what a commit would store: the next record to process
+    committed: int | None = None
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartition, _Partition] = {}
+
+    def assign(self, tp: TopicPartition) -> None:
+        self._partitions[tp] = _Partition(next(_epochs))
+
+    def revoke(self, tp: TopicPartition) -> None:
+        self._partitions.pop(tp, None)
+
+    def assigned(self) -> list[TopicPartition]:
+        return list(self._partitions)
+
+    def epoch(self, tp: TopicPartition) -> int | None:
+        part = self._partitions.get(tp)
+        return part.epoch if part else None
+
+    def track(self, tp: TopicPartition, offset: int) -> int:
+        """Register a consumed record; returns the epoch its outcome must carry."""
+        part = self._partitions.get(tp)
+        if part is None:  # consumed before the assign callback ran: cannot happen, but be exact
+            self.assign(tp)
+            part = self._partitions[tp]
+        part.pending.append(offset)
+        return part.epoch
+
+    def finish(self, tp: TopicPartition, offset: int, epoch: int) -> None:
+        part = self._partitions.get(tp)
+        if part is None or part.epoch != epoch:
+            return
+        part.finished.add(offset)
+        pending = part.pending
+        while pending and pending[0] in part.finished:
+            done = pending.popleft()
+            part.finished.discard(done)
+            part.next_offset = done + 1
+
+    def unfinished(self, tp: TopicPartition) -> int:
+        part = self._partitions.get(tp)
+        return len(part.pending) if part else 0
+
+    def commit_points(self, tps: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Offsets to commit (only those that moved since the last `committed` call)."""
+        out = {}
+        for tp in tps if tps is not None else list(self._partitions):
+            part = self._partitions.get(tp)
+            if part and part.next_offset is not None and part.next_offset != part.committed:
+                out[tp] = part.next_offset
+        return out
+
+    def committed(self, points: dict[TopicPartition, int]) -> None:
+        for tp, offset in points.items():
+            part = self._partitions.get(tp)
+            if part is not None and (part.committed is None or offset > part.committed):
+                part.committed = offset

@@ -1,0 +1,46 @@
+"""Phone normalisation with `phonenumbers`: one canonical form per number, invalid ones refused.
+
+A number is the same recipient however it was typed (`0532 123 45 67`, `+90 532 1234567`), and
+Pisano keys its request maps by the number, so every phone goes through `normalise` first.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import phonenumbers
+
+from consumer.errors import ConfigError, InvalidEventError
+
+PhoneFormat = Literal["e164", "national"]
+_MAX_PHONE_CHARS = 64  # longer input is not a phone; refuse before the parser spends time on it
+
+
+class PhoneNormaliser:
+    def __init__(self, region: str | None, output: PhoneFormat) -> None:
+        if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ConfigError(
+                f"phone_region={region!r}: expected an ISO 3166 region code such as TR, DE or US"
+            )
+        if output not in ("e164", "national"):
+            raise ConfigError(f"phone_format={output!r}: expected e164 or national")
+        self.region = region
+        self.output = output
+        # Repeat customers are common; the cache keeps the parser off the hot path for them.
+        self.normalise = lru_cache(maxsize=65_536)(self._normalise)
+
+    def _normalise(self, raw: str) -> str:
+        if len(raw) > _MAX_PHONE_CHARS:
+            raise InvalidEventError("phone is too long to be a phone number")
+        try:
+            number = phonenumbers.parse(raw, self.region)
+        except phonenumbers.NumberParseException as exc:
+            raise InvalidEventError(f"phone is not a phone number ({exc._msg})") from None
+        if not phonenumbers.is_valid_number(number):
+            raise InvalidEventError("phone is not a valid number for its region")
+        if self.output == "e164":
+            return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+        national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+        # Pisano takes the number as one token; drop the spaces and dashes of the display form.
+        return "".join(ch for ch in str(national) if ch.isdigit() or ch == "+")

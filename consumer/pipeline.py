@@ -1,0 +1,414 @@
+"""The poll loop: Kafka records in, outcomes out, offsets committed only behind durable outcomes.
+
+    poll -> decode -> map -> batch (sender threads take it from there) ... outcome -> commit
+
+The loop never sleeps on anything but `consume` with a short timeout: throttle waits and Redis
+outages happen in the sender threads, and backpressure pauses the partitions while the loop
+keeps polling (DESIGN.md invariant 4). Records that cannot become a recipient are dead-lettered
+here with their reason (invariant 7); the others finish as delivered, skipped or dead-lettered
+by the senders (invariant 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from consumer.avro import Decoder, build_decoder
+from consumer.batching import Batcher, PendingEvent
+from consumer.deadletter import DeadLetterQueue, Failure, replay_count
+from consumer.dedup import Deduplicator
+from consumer.errors import DecodeError, OversizeError, RecordError, RegistryError
+from consumer.health import Health, HealthProbe
+from consumer.kafka import make_consumer, make_producer
+from consumer.mapping import Mapper, load_mapper
+from consumer.metrics import Metrics
+from consumer.offsets import OffsetTracker
+from consumer.pisano import PisanoClient
+from consumer.ratelimit import RateLimiter
+from consumer.redis_state import Keys, connect
+from consumer.sender import Outcome, RetryPolicy, Sender
+from consumer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_S = 0.05
+POLL_BATCH = 1000
+RESUME_AT = 0.5  # resume fetching once the buffers are down to half of MAX_BUFFERED_EVENTS
+REGISTRY_RETRY_S = 2.0
+GAUGE_INTERVAL_S = 5.0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: Any,
+        producer: Any,
+        decoder: Decoder,
+        mapper: Mapper,
+        batcher: Batcher,
+        sender_factory: Callable[[Callable[[Outcome], None]], Sender],
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.decoder = decoder
+        self.mapper = mapper
+        self.batcher = batcher
+        self.metrics = metrics
+        self.health = health
+        self.tracker = OffsetTracker()
+        self.dlq = DeadLetterQueue(producer, settings.dlq_topic)
+        self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self.sender = sender_factory(self.outcomes.put)
+        self._stop = threading.Event()
+        self._paused = False
+        self._deferred: deque[Any] = deque()  # records waiting for the schema registry
+        self._deferred_retry_at = 0.0
+        self._last_commit = 0.0
+        self._last_gauges = 0.0
+        self._consumed = {t: metrics.events_consumed.labels(t) for t in settings.kafka_topics}
+        self._decoded = {t: metrics.events_decoded.labels(t) for t in settings.kafka_topics}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (SIGTERM): stop fetching, flush, commit, leave the group."""
+        self._stop.set()
+
+    def run(self) -> None:
+        self.consumer.subscribe(self.settings.kafka_topics, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.sender.start()
+        log.info("consuming %s as group %s", ",".join(self.settings.kafka_topics), self.settings.kafka_group_id)
+        try:
+            while not self._stop.is_set():
+                self._step()
+            self._shutdown()
+        finally:
+            self.consumer.close()
+            self.producer.flush(5)
+            log.info("stopped")
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        self.health.loop_at = now
+        room = self.settings.max_buffered_events - self._load()
+        messages = self.consumer.consume(num_messages=max(1, min(POLL_BATCH, room)), timeout=POLL_TIMEOUT_S)
+        if messages:
+            self._ingest(messages, now)
+        if self._deferred and now >= self._deferred_retry_at:
+            self._retry_deferred(now)
+        self._drain_outcomes()
+        self.dlq.poll(0)
+        if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
+            self._commit()
+            self._last_commit = now
+        self._backpressure()
+        if now - self._last_gauges >= GAUGE_INTERVAL_S:
+            self._update_gauges()
+            self._last_gauges = now
+
+    def _shutdown(self) -> None:
+        grace = self.settings.shutdown_grace_ms / 1000
+        deadline = time.monotonic() + grace
+        log.info("stopping: flushing buffered events for up to %.0fs", grace, extra={"count": self.batcher.buffered})
+        self.health.stopping = True
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(assignment)
+        self.batcher.flush_all()
+        while time.monotonic() < deadline and (self.batcher.buffered or self.sender.in_flight() or self.dlq.in_flight):
+            self.consumer.consume(num_messages=1, timeout=POLL_TIMEOUT_S)  # serve callbacks, fetch nothing
+            self._drain_outcomes()
+            self.dlq.poll(0)
+        self.sender.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self._drain_outcomes()
+        self.dlq.flush(max(0.5, deadline - time.monotonic()))
+        self._drain_outcomes()
+        self._commit(sync=True)
+        left = self.batcher.buffered + self.sender.in_flight()
+        if left:
+            log.warning("stopped with %d events unsent; they stay uncommitted for the next owner",
+                        left, extra={"count": left})
+
+    # ------------------------------------------------------------------ records in
+
+    def _ingest(self, messages: list[Any], now: float) -> None:
+        events: list[PendingEvent] = []
+        max_bytes = self.settings.max_message_bytes
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._consume_error(error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            tp = (topic, partition)
+            epoch = self.tracker.track(tp, offset)
+            counter = self._consumed.get(topic)
+            if counter is not None:
+                counter.inc()
+            if self._deferred:
+                self._deferred.append((message, tp, epoch))
+                continue
+            try:
+                event = self._to_event(message, tp, offset, epoch, max_bytes, now)
+            except RegistryError as exc:
+                log.error("schema registry unavailable (%s); pausing until it answers", exc)
+                self._deferred.append((message, tp, epoch))
+                self._deferred_retry_at = now + REGISTRY_RETRY_S
+                continue
+            if event is not None:
+                events.append(event)
+        if events:
+            self.batcher.add(events)
+
+    def _to_event(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, max_bytes: int,
+                  now: float) -> PendingEvent | None:
+        """The record as a recipient on its way, or None once it is dead-lettered. Raises
+        RegistryError when the registry is away: the record may be fine, so it must wait."""
+        value = message.value()
+        try:
+            if value is None:
+                raise DecodeError("the record has no value (tombstone)")
+            if len(value) > max_bytes:
+                raise OversizeError(f"value of {len(value)} bytes exceeds MAX_MESSAGE_BYTES={max_bytes}")
+            record = self.decoder.decode(value)
+            try:
+                recipient = self.mapper.map(record)
+            except RecordError:
+                raise
+            except Exception as exc:  # a company's own mapper failing on one event is that event's problem
+                raise RecordError(f"the mapper failed: {type(exc).__name__}: {exc}"[:500]) from exc
+        except RecordError as exc:
+            self._dead_letter(message, tp, offset, epoch, Failure(exc.reason, str(exc)))
+            return None
+        counter = self._decoded.get(tp[0])
+        if counter is not None:
+            counter.inc()
+        replay = bool(message.headers()) and replay_count(message) > 0
+        return PendingEvent(message, tp, offset, epoch, recipient, now, replay)
+
+    def _retry_deferred(self, now: float) -> None:
+        events = []
+        while self._deferred:
+            message, tp, epoch = self._deferred[0]
+            if self.tracker.epoch(tp) == epoch:  # else revoked meanwhile: the next owner has it
+                try:
+                    event = self._to_event(message, tp, message.offset(), epoch,
+                                           self.settings.max_message_bytes, now)
+                except RegistryError:
+                    self._deferred_retry_at = now + REGISTRY_RETRY_S
+                    break
+                if event is not None:
+                    events.append(event)
+            self._deferred.popleft()
+        if events:
+            self.batcher.add(events)
+
+    def _consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        self.metrics.kafka_errors.labels(error.name()).inc()
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("Kafka consume error: %s", error.str())
+
+    def _dead_letter(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, failure: Failure) -> None:
+        log.warning("dead-lettering: %s", failure.message,
+                    extra={"topic": tp[0], "partition": tp[1], "offset": offset, "reason": failure.reason,
+                           "campaign": failure.campaign_id})
+
+        def done() -> None:
+            self.metrics.dead_letters.labels(failure.reason, str(failure.code or "")).inc()
+            self.tracker.finish(tp, offset, epoch)
+
+        self.dlq.send(message, failure, done)
+
+    # ------------------------------------------------------------------ outcomes back
+
+    def _drain_outcomes(self) -> None:
+        while True:
+            try:
+                outcome = self.outcomes.get_nowait()
+            except queue.Empty:
+                return
+            current = [e for e in outcome.events if self.tracker.epoch(e.tp) == e.epoch]
+            if outcome.kind in ("delivered", "skipped"):
+                for event in current:
+                    self.tracker.finish(event.tp, event.offset, event.epoch)
+                if outcome.kind == "delivered":
+                    self._observe_latency(current, outcome.accepted_at_ms)
+            elif outcome.kind == "requeue":
+                now = time.monotonic()
+                for event in current:
+                    event.enqueued_at = now
+                self.batcher.add(current)
+            else:
+                assert outcome.failure is not None
+                for event in current:
+                    self._dead_letter(event.message, event.tp, event.offset, event.epoch, outcome.failure)
+
+    def _observe_latency(self, events: list[PendingEvent], accepted_at_ms: int) -> None:
+        observe = self.metrics.end_to_end.observe
+        for event in events:
+            kind, timestamp = event.message.timestamp()
+            if timestamp > 0:
+                observe(max(0.0, (accepted_at_ms - timestamp) / 1000))
+
+    # ------------------------------------------------------------------ offsets
+
+    def _commit(self, sync: bool = False, tps: list[tuple[str, int]] | None = None) -> None:
+        points = self.tracker.commit_points(tps)
+        if not points:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in points.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+        except KafkaException as exc:
+            # Not fatal: the next commit carries the same or later offsets.
+            log.warning("commit failed (%s); will commit again", exc)
+            return
+        self.tracker.committed(points)
+
+    # ------------------------------------------------------------------ group membership
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self.tracker.assign((p.topic, p.partition))
+        self.health.joined = True
+        self.metrics.assigned_partitions.set(len(self.tracker.assigned()))
+        if partitions:
+            log.info("assigned %s", _names(partitions))
+        consumer.incremental_assign(partitions)
+        if self._paused and partitions:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        if not tps:
+            return
+        dropped = self.batcher.drop(lambda e: e.tp in tps)
+        self._deferred = deque(d for d in self._deferred if d[1] not in tps)
+        # Requests under way for these partitions finish (bounded) so their offsets can be committed
+        # now instead of being processed again by the next owner.
+        deadline = time.monotonic() + self.settings.revoke_grace_ms / 1000
+        while time.monotonic() < deadline and self.sender.in_flight(tps):
+            self._drain_outcomes()
+            self.dlq.poll(0.02)
+        self._drain_outcomes()
+        self.dlq.flush(max(0.0, deadline - time.monotonic()))
+        self._drain_outcomes()
+        self._commit(sync=True, tps=list(tps))
+        for tp in tps:
+            self.tracker.revoke(tp)
+        self.metrics.assigned_partitions.set(len(self.tracker.assigned()))
+        log.info("revoked %s (%d buffered events left for the next owner)", _names(partitions), len(dropped))
+        consumer.incremental_unassign(partitions)
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # The group moved on without us: someone else owns these now; committing would be wrong.
+        tps = {(p.topic, p.partition) for p in partitions}
+        self.batcher.drop(lambda e: e.tp in tps)
+        for tp in tps:
+            self.tracker.revoke(tp)
+        log.warning("lost %s (session timed out?); their records will be processed by the new owner",
+                    _names(partitions))
+        consumer.incremental_unassign(partitions)
+
+    # ------------------------------------------------------------------ flow control
+
+    def _load(self) -> int:
+        return self.batcher.buffered + self.sender.in_flight() + len(self._deferred)
+
+    def _backpressure(self) -> None:
+        load, limit = self._load(), self.settings.max_buffered_events
+        blocked = bool(self._deferred)
+        if not self._paused and (load >= limit or blocked):
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.pause(assignment)
+            self._paused = True
+            self.metrics.partitions_paused.set(1)
+            log.info("buffers full (%d events) or registry down: pausing fetch, still polling", load)
+        elif self._paused and load <= limit * RESUME_AT and not blocked:
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.resume(assignment)
+            self._paused = False
+            self.metrics.partitions_paused.set(0)
+            log.info("buffers drained (%d events): fetching again", load)
+
+    def _update_gauges(self) -> None:
+        self.metrics.buffered_events.set(self.batcher.buffered)
+        for tp in self.tracker.assigned():
+            try:
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            except KafkaException:
+                continue
+            committed = self.tracker.commit_points([tp]) or {}
+            position = committed.get(tp)
+            if position is None:
+                continue
+            self.metrics.consumer_lag.labels(tp[0], str(tp[1])).set(max(0, high - position))
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ",".join(f"{p.topic}[{p.partition}]" for p in partitions)
+
+
+def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tuple[Pipeline, HealthProbe]:
+    """Wire the real components from the settings (each fails fast with a ConfigError)."""
+    settings.require("kafka_topics", "pisano_url")
+    token = settings.api_token()
+    decoder = build_decoder(settings.schema_registry_url, settings.avro_schema_file)
+    mapper = load_mapper(settings)
+    redis_client = connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
+    keys = Keys(settings.redis_key_prefix)
+    dedup = Deduplicator(redis_client, keys, lease_ms=settings.claim_lease_ms, horizon_s=settings.dedup_horizon_s)
+    windows = settings.rate_windows
+    limiter = (RateLimiter(redis_client, keys, token, windows, margin_ms=settings.pisano_rate_margin_ms,
+                           horizon_ms=settings.throttle_horizon_ms) if windows else None)
+    client = PisanoClient(settings.pisano_url, token, timeout_s=settings.pisano_timeout_ms / 1000,
+                          connect_timeout_s=settings.pisano_connect_timeout_ms / 1000,
+                          max_connections=settings.max_in_flight_requests, tls_verify=settings.pisano_tls_verify,
+                          ca_file=settings.pisano_ca_file)
+    batcher = Batcher(settings.batch_max_recipients, settings.batch_max_wait_ms / 1000)
+    retry = RetryPolicy(settings.pisano_max_attempts, settings.pisano_retry_budget_ms / 1000,
+                        settings.pisano_backoff_base_ms / 1000, settings.pisano_backoff_max_ms / 1000)
+
+    def kafka_error(error: KafkaError) -> None:
+        metrics.kafka_errors.labels(error.name()).inc()
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            health.kafka_ok = False
+
+    def sender_factory(report: Callable[[Outcome], None]) -> Sender:
+        return Sender(batcher=batcher, dedup=dedup, client=client, limiter=limiter, metrics=metrics, report=report,
+                      retry=retry, threads=settings.max_in_flight_requests,
+                      throttle_horizon_s=settings.throttle_horizon_ms / 1000)
+
+    pipeline = Pipeline(
+        settings,
+        consumer=make_consumer(settings, kafka_error),
+        producer=make_producer(settings, kafka_error),
+        decoder=decoder,
+        mapper=mapper,
+        batcher=batcher,
+        sender_factory=sender_factory,
+        metrics=metrics,
+        health=health,
+    )
+    probe = HealthProbe(health, metrics, redis_client=redis_client, producer=pipeline.producer,
+                        dlq_topic=settings.dlq_topic, limiter=limiter)
+    return pipeline, probe

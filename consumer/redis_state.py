@@ -1,0 +1,58 @@
+"""The Redis connection, the key names, and the Lua scripts, in one place.
+
+Every key starts with a hash tag, so a Redis Cluster keeps the keys one script touches in one
+slot: `{<prefix>}` for the dedup keys of all events, `{<prefix>:rl:<token fingerprint>}` for a
+token's limiter. Tokens never appear in keys, only a SHA-256 fingerprint.
+
+redis-py's automatic retries are off: a command retried after a lost reply could apply twice
+(reserve two throttle slots); callers retry explicitly, with scripts written to be idempotent
+where it matters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib.resources import files
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.retry import Retry
+
+SOCKET_TIMEOUT_S = 2.0
+
+
+def connect(url: str, *, cluster: bool = False, timeout_s: float = SOCKET_TIMEOUT_S) -> Any:
+    """A client for REDIS_URL (redis://, rediss:// for TLS, user:password@ for ACL users)."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 15,
+        "client_name": "pisano-sms",
+    }
+    if cluster:
+        return redis.RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def token_fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def event(self, event_id: str) -> str:
+        return f"{{{self.prefix}}}:e:{event_id}"
+
+    def limiter(self, token: str) -> tuple[str, str]:
+        tag = f"{{{self.prefix}:rl:{token_fingerprint(token)}}}"
+        return f"{tag}:log", f"{tag}:meta"
+
+
+def load_script(client: Any, name: str) -> Script:
+    source = files("consumer").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    return client.register_script(source)  # type: ignore[no-any-return]

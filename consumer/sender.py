@@ -1,0 +1,320 @@
+"""Sender threads: throttle slot, claim, POST, settle, report.
+
+Each thread promises a slot for a due batch, reserves it in the shared limiter, sleeps until it
+(the batch keeps filling meanwhile), takes the batch, claims its event ids, POSTs, records the
+outcome in Redis and hands the outcome to the poll loop, which commits offsets or dead-letters.
+Threads sleep; the poll loop never does (DESIGN.md invariant 4).
+
+Redis unreachable means no slot and no claim, so no send (invariant 5): the thread backs off and
+tries again; the batches wait in the buffer, and the poll loop pauses fetching when it is full.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from consumer.batching import Batch, Batcher, PendingEvent, TopicPartition
+from consumer.deadletter import Failure
+from consumer.dedup import CLAIMED, DELIVERED, HELD, ClaimRequest, Deduplicator
+from consumer.errors import PisanoApiError, PisanoError, StateStoreError
+from consumer.failures import classify
+from consumer.metrics import Metrics
+from consumer.pisano import PisanoClient, build_body
+from consumer.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal["delivered", "skipped", "requeue", "dead_letter"]
+REDIS_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class Outcome:
+    kind: OutcomeKind
+    events: list[PendingEvent]
+    failure: Failure | None = None
+    accepted_at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    budget_s: float
+    backoff_base_s: float
+    backoff_max_s: float
+
+    def backoff(self, attempt: int, retry_after_s: float | None) -> float:
+        """Full-jitter exponential backoff; never sooner than the server's Retry-After."""
+        jittered = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
+        return max(jittered, retry_after_s or 0.0)
+
+
+@dataclass
+class _Work:
+    """What one thread has in flight, for the rebalance callback to wait on."""
+
+    partitions: Tally[TopicPartition] = field(default_factory=Tally)
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        batcher: Batcher,
+        dedup: Deduplicator,
+        client: PisanoClient,
+        limiter: RateLimiter | None,
+        metrics: Metrics,
+        report: Callable[[Outcome], None],
+        retry: RetryPolicy,
+        threads: int,
+        throttle_horizon_s: float,
+    ) -> None:
+        self.batcher = batcher
+        self.dedup = dedup
+        self.client = client
+        self.limiter = limiter
+        self.metrics = metrics
+        self.report = report
+        self.retry = retry
+        self.throttle_horizon_s = throttle_horizon_s
+        self._threads = [threading.Thread(target=self._run, name=f"sender-{i}", daemon=True) for i in range(threads)]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._work: dict[int, _Work] = {}
+        self._blocked_until = 0.0  # the next slot is beyond the horizon until then (all threads)
+        self._redis_failures = 0
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop taking work; threads finish the request they are in, up to `timeout`."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def in_flight(self, partitions: set[TopicPartition] | None = None) -> int:
+        """Events in requests under way (only those of `partitions` when given)."""
+        with self._lock:
+            return sum(n for work in self._work.values() for tp, n in work.partitions.items()
+                       if partitions is None or tp in partitions)
+
+    # ------------------------------------------------------------------ thread body
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.batcher.wait_for_demand(self._stop, timeout=0.5):
+                    continue
+                if not self._await_slot():
+                    self.batcher.cancel_promise()
+                    continue
+                batch = self.batcher.take()
+                if batch is None:
+                    self.metrics.throttle_wasted.inc()
+                    continue
+                self._process(batch)
+            except Exception:  # a bug here must not silently kill a sender thread
+                log.exception("sender thread error; continuing")
+                self._stop.wait(1.0)
+
+    def _await_slot(self) -> bool:
+        """Reserve a throttle slot and sleep until it; False when stopping."""
+        if self.limiter is None:
+            return True
+        while not self._stop.is_set():
+            blocked = self._blocked_until - time.monotonic()
+            if blocked > 0:
+                self._stop.wait(min(blocked, 1.0))
+                continue
+            try:
+                grant = self.limiter.acquire()
+            except StateStoreError as exc:
+                self._redis_down("throttle", exc)
+                continue
+            self._redis_failures = 0
+            if not grant.granted:
+                self.metrics.throttle_refusals.inc()
+                # Ask again when the slot would be within the horizon; until then hold nothing.
+                self._blocked_until = time.monotonic() + max(0.05, grant.wait_s - self.throttle_horizon_s)
+                continue
+            self.metrics.throttle_slots.inc()
+            self.metrics.throttle_wait.observe(grant.wait_s)
+            return not self._stop.wait(grant.wait_s) if grant.wait_s > 0 else True
+        return False
+
+    def _redis_down(self, operation: str, exc: StateStoreError) -> None:
+        self.metrics.redis_errors.labels(operation).inc()
+        delay = REDIS_BACKOFF_S[min(self._redis_failures, len(REDIS_BACKOFF_S) - 1)]
+        self._redis_failures += 1
+        if self._redis_failures in (1, 10) or self._redis_failures % 100 == 0:
+            log.error("Redis unavailable (%s): not sending until it is back; %s", operation, exc)
+        self._stop.wait(delay)
+
+    # ------------------------------------------------------------------ one request
+
+    def _process(self, batch: Batch) -> None:
+        ident = threading.get_ident()
+        with self._lock:
+            work = self._work[ident] = _Work(Tally(e.tp for e in batch.events))
+        try:
+            tag = self.dedup.new_tag()
+            claimed = self._claim(tag, batch, work)
+            if claimed:
+                self._deliver(tag, batch, claimed)
+        finally:
+            with self._lock:
+                self._work.pop(ident, None)
+
+    def _claim(self, tag: str, batch: Batch, work: _Work) -> list[PendingEvent]:
+        """Claim the batch's ids; report skipped, held and unknown ones; top up once if room."""
+        candidates = batch.events
+        claimed: list[PendingEvent] = []
+        for round_ in range(2):
+            try:
+                statuses = self.dedup.claim(tag, [ClaimRequest(e.recipient.event_id, e.replay) for e in candidates])
+            except StateStoreError as exc:
+                self.report(Outcome("requeue", candidates))
+                self._redis_down("claim", exc)
+                break
+            self._redis_failures = 0
+            skipped, held, unknown = [], [], []
+            for event, status in zip(candidates, statuses, strict=True):
+                if status == CLAIMED:
+                    claimed.append(event)
+                elif status == DELIVERED:
+                    skipped.append(event)
+                elif status == HELD:
+                    held.append(event)
+                else:
+                    unknown.append(event)
+            if skipped:
+                self.metrics.duplicates_skipped.inc(len(skipped))
+                self.report(Outcome("skipped", skipped))
+            if held:
+                self.metrics.events_held.inc(len(held))
+                self.report(Outcome("requeue", held))
+            if unknown:
+                self.report(Outcome("dead_letter", unknown, Failure(
+                    "ambiguous", "an earlier attempt for this event id may have reached Pisano "
+                    "(its outcome was never recorded); check, then replay", campaign_id=batch.campaign_id)))
+            room = self.batcher.max_recipients - len(claimed)
+            if round_ or room <= 0 or not (skipped or held or unknown):
+                break
+            # Skipped ids freed room in a request whose slot is already paid for.
+            candidates = self.batcher.top_up(Batch(batch.campaign_id, claimed), room)
+            if not candidates:
+                break
+            with self._lock:
+                work.partitions.update(e.tp for e in candidates)
+            batch.events = claimed + candidates
+        return claimed
+
+    def _deliver(self, tag: str, batch: Batch, events: list[PendingEvent]) -> None:
+        campaign = batch.campaign_id
+        body = build_body([e.recipient for e in events])
+        ids = [e.recipient.event_id for e in events]
+        started = time.monotonic()
+        attempt = 0
+        self.metrics.batch_size.observe(len(events))
+        self.metrics.batch_age.observe(batch.age(started))
+        while True:
+            attempt += 1
+            self.metrics.in_flight_requests.inc()
+            try:
+                accepted = self.client.send(campaign, body)
+            except PisanoError as error:
+                self._count_request(error)
+                verdict = classify(error)
+                spent = time.monotonic() - started
+                retry_after = error.retry_after_s if isinstance(error, PisanoApiError) else None
+                delay = self.retry.backoff(attempt, retry_after)
+                if (verdict.action == "retry" and attempt < self.retry.max_attempts
+                        and spent + delay < self.retry.budget_s):
+                    if self._wait_to_retry(error, delay):
+                        continue
+                    # Stopping: the request certainly failed, so the ids are free again, and the
+                    # records stay uncommitted for whoever consumes them next.
+                    self._settle(self.dedup.release, tag, ids)
+                    return
+                self._fail(tag, batch, events, error, verdict.action, verdict.reason, attempt)
+                return
+            finally:
+                self.metrics.in_flight_requests.dec()
+            self.metrics.requests.labels("200", "").inc()
+            self.metrics.request_duration.observe(accepted.elapsed_s)
+            self._settle(self.dedup.delivered, tag, ids)
+            self.metrics.recipients_delivered.inc(len(events))
+            log.info("delivered %d recipients", len(events),
+                     extra={"campaign": campaign, "request_id": accepted.request_id, "count": len(events),
+                            "attempt": attempt})
+            self.report(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000)))
+            return
+
+    def _wait_to_retry(self, error: PisanoError, delay: float) -> bool:
+        """Back off, then get a new slot (every attempt counts against Pisano's throttle)."""
+        if isinstance(error, PisanoApiError) and error.http_status == 429 and self.limiter is not None:
+            self.metrics.throttle_pauses.inc()
+            try:
+                self.limiter.pause(delay)
+            except StateStoreError as exc:
+                self.metrics.redis_errors.labels("throttle").inc()
+                log.error("could not pause the fleet's throttle: %s", exc)
+        if self._stop.wait(delay):
+            return False
+        return self._await_slot()
+
+    def _fail(self, tag: str, batch: Batch, events: list[PendingEvent], error: PisanoError, action: str,
+              reason: str, attempts: int) -> None:
+        ids = [e.recipient.event_id for e in events]
+        if action == "ambiguous":
+            self._settle(self.dedup.unknown, tag, ids)
+        else:
+            self._settle(self.dedup.release, tag, ids)
+            if action == "retry":  # retriable, but the attempts or the time budget ran out
+                reason = "throttled" if reason == "throttled" else "retries_exhausted"
+        api = error if isinstance(error, PisanoApiError) else None
+        failure = Failure(
+            reason=reason,
+            message=api.message if api else getattr(error, "message", str(error)),
+            code=api.code if api else None,
+            http_status=api.http_status if api else None,
+            campaign_id=batch.campaign_id,
+            attempts=attempts,
+        )
+        log.warning("request failed: %s; dead-lettering %d events", failure.message, len(events),
+                    extra={"campaign": batch.campaign_id, "status": failure.http_status, "code": failure.code,
+                           "reason": reason, "count": len(events), "attempt": attempts})
+        self.report(Outcome("dead_letter", events, failure))
+
+    def _settle(self, record: Callable[[str, list[str]], None], tag: str, ids: list[str]) -> None:
+        """Record a request's outcome in Redis, retrying while Redis is away (bounded)."""
+        for delay in (*REDIS_BACKOFF_S, *(5.0,) * 10):
+            try:
+                record(tag, ids)
+                return
+            except StateStoreError as exc:
+                self.metrics.redis_errors.labels("settle").inc()
+                log.error("could not record an outcome in Redis (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)  # not interruptible: this outcome must be recorded if at all possible
+        log.error("gave up recording an outcome in Redis; duplicates of these %d events will be "
+                  "dead-lettered as ambiguous once their claim lease expires", len(ids))
+
+    def _count_request(self, error: PisanoError) -> None:
+        if isinstance(error, PisanoApiError):
+            self.metrics.requests.labels(str(error.http_status), str(error.code or "")).inc()
+        else:
+            self.metrics.requests.labels("ambiguous" if getattr(error, "ambiguous", False) else "transport", "").inc()
+

@@ -1,0 +1,296 @@
+"""One settings object for every command.
+
+Sources, weakest first: defaults, the YAML `--config` file, the environment. Names are the
+environment names of DESIGN.md; the YAML file uses the same names (either case). librdkafka
+settings pass through untouched from the file's `kafka:` mapping, or from environment variables
+`KAFKA_CONFIG_<PROPERTY>` (dots as underscores, e.g. `KAFKA_CONFIG_SASL_PASSWORD`), which is how
+a Kubernetes Secret reaches them.
+
+Bad configuration fails at start with one line per problem naming the setting, the bad value and
+the expected form; secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from consumer.errors import ConfigError
+from consumer.windows import EXPECTED_FORM, PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
+
+KAFKA_PASSTHROUGH_ENV_PREFIX = "KAFKA_CONFIG_"
+MAX_CONFIG_FILE_BYTES = 1_048_576  # a config file is small; a huge one is a mistake or hostile
+_SECRET_HINTS = ("password", "secret", "token", "key")  # librdkafka names whose values are secret
+
+# The expected form of each setting, quoted when its value is rejected.
+EXPECTED = {
+    "kafka_topics": "a comma list of topic names, e.g. transactions,payments",
+    "pisano_url": "an http(s) URL such as https://api.pisano.co",
+    "redis_url": "redis://[user:password@]host:port/db or rediss:// for TLS",
+    "schema_registry_url": "an http(s) URL such as http://registry:8081",
+    "pisano_rate_limits": EXPECTED_FORM,
+    "batch_max_recipients": "an integer from 1 to 5000 (Pisano's limit per request)",
+    "http_port": "a TCP port from 0 to 65535 (0 turns the health server off)",
+    "kafka": "a mapping of librdkafka settings, e.g. {security.protocol: SASL_SSL}",
+    "log_format": "one of auto, json, text",
+    "log_level": "one of DEBUG, INFO, WARNING, ERROR",
+}
+
+
+def _split_comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The consumer's configuration (see the README's configuration reference)."""
+
+    model_config = SettingsConfigDict(extra="forbid", case_sensitive=False, validate_default=True)
+
+    # Kafka
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_topics: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    kafka_group_id: str = "pisano-sms-consumer"
+    kafka: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    dlq_topic: str = "pisano-sms.dlq"
+
+    # Redis
+    redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    redis_key_prefix: str = Field("pisano-sms", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    redis_cluster: bool = False
+
+    # Pisano
+    pisano_url: str = ""
+    pisano_api_token: SecretStr | None = None
+    pisano_api_token_file: Path | None = None
+    pisano_rate_limits: str = PISANO_CLOUD_LIMITS
+    pisano_rate_margin_ms: int = Field(100, ge=0, le=60_000)
+    pisano_timeout_ms: int = Field(30_000, ge=100, le=600_000)
+    pisano_connect_timeout_ms: int = Field(5_000, ge=100, le=120_000)
+    pisano_ca_file: Path | None = None
+    pisano_tls_verify: bool = True
+    pisano_max_attempts: int = Field(6, ge=1, le=50)
+    pisano_retry_budget_ms: int = Field(120_000, ge=0, le=3_600_000)
+    pisano_backoff_base_ms: int = Field(500, ge=1, le=600_000)
+    pisano_backoff_max_ms: int = Field(30_000, ge=1, le=3_600_000)
+
+    # Batching and flow
+    batch_max_recipients: int = Field(5000, ge=1, le=5000)
+    batch_max_wait_ms: int = Field(1000, ge=0, le=3_600_000)
+    max_in_flight_requests: int = Field(4, ge=1, le=64)
+    max_buffered_events: int = Field(100_000, ge=1, le=10_000_000)
+    max_message_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    throttle_horizon_ms: int = Field(30_000, ge=0, le=3_600_000)
+    shutdown_grace_ms: int = Field(30_000, ge=0, le=600_000)
+    revoke_grace_ms: int = Field(10_000, ge=0, le=120_000)
+    commit_interval_ms: int = Field(1_000, ge=10, le=60_000)
+
+    # Deduplication
+    dedup_horizon_s: int = Field(7 * 86_400, ge=60, le=366 * 86_400)
+
+    # Events
+    schema_registry_url: str | None = None
+    avro_schema_file: Path | None = None
+    mapping_file: Path | None = None
+    mapper: str = "declarative"
+
+    # Operations
+    http_port: int = Field(8080, ge=0, le=65535)
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The config file arrives as init values; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @field_validator("kafka_topics", mode="before")
+    @classmethod
+    def _topics(cls, value: Any) -> Any:
+        return _split_comma_list(value)
+
+    @field_validator("pisano_rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        parse_rate_limits(value)
+        return value
+
+    @field_validator("pisano_url", "schema_registry_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("not an http(s) URL")
+            return value.rstrip("/")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+            raise ValueError("not a redis:// URL")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _token_sources(self) -> Settings:
+        if self.pisano_api_token and self.pisano_api_token_file:
+            raise ValueError("set PISANO_API_TOKEN or PISANO_API_TOKEN_FILE, not both")
+        return self
+
+    # ----------------------------------------------------------------- derived values
+
+    @property
+    def rate_windows(self) -> tuple[RateWindow, ...]:
+        return parse_rate_limits(self.pisano_rate_limits)
+
+    @property
+    def claim_lease_ms(self) -> int:
+        """How long a dedup claim protects an event: longer than any attempt to deliver it (every
+        retry within the budget, its wait for a slot, the last request's timeouts), plus a margin for a slow Redis."""
+        return (self.pisano_retry_budget_ms + self.throttle_horizon_ms + self.pisano_timeout_ms
+                + self.pisano_connect_timeout_ms + 60_000)
+
+    def api_token(self) -> str:
+        """The Pisano token from the environment or the mounted file; ConfigError if neither."""
+        if self.pisano_api_token is not None:
+            return self.pisano_api_token.get_secret_value()
+        if self.pisano_api_token_file is not None:
+            try:
+                token = self.pisano_api_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"PISANO_API_TOKEN_FILE={self.pisano_api_token_file}: cannot read it "
+                    f"({exc.strerror}); mount the token file or set PISANO_API_TOKEN"
+                ) from exc
+            if token:
+                return token
+        raise ConfigError("PISANO_API_TOKEN is not set: set it, or PISANO_API_TOKEN_FILE")
+
+    def require(self, *names: str) -> None:
+        """Fail with one ConfigError naming every setting a command needs but has no value."""
+        missing = [n.upper() for n in names if not getattr(self, n)]
+        if missing:
+            raise ConfigError(
+                f"missing setting(s): {', '.join(missing)}; set them in the environment "
+                "or in the --config file"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting, safe to print: secrets are replaced by '***'."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "redis_url":
+                value = mask_url(value.get_secret_value())
+            elif isinstance(value, SecretStr):
+                value = "***"
+            elif name == "kafka":
+                value = {k: ("***" if is_secret_key(k) else v) for k, v in value.items()}
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name.upper()] = value
+        return out
+
+    def __repr_args__(self) -> Any:
+        return self.as_dict().items()
+
+
+def is_secret_key(name: str) -> bool:
+    return any(hint in name.lower() for hint in _SECRET_HINTS)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by '***'."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_CONFIG_FILE_BYTES:
+            raise ConfigError(f"--config {path}: larger than 1 MiB; is this the right file?")
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"--config {path}: not valid YAML{line}; fix the file") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of SETTING: value at the top")
+    return {str(key).lower(): value for key, value in data.items()}
+
+
+def _kafka_from_env(environ: dict[str, str]) -> dict[str, str]:
+    prefix = KAFKA_PASSTHROUGH_ENV_PREFIX
+    return {
+        key[len(prefix) :].lower().replace("_", "."): value
+        for key, value in environ.items()
+        if key.upper().startswith(prefix) and len(key) > len(prefix)
+    }
+
+
+def _describe(error: Any) -> str:
+    loc = error.get("loc") or ()
+    field = str(loc[0]) if loc else ""
+    reason = str(error.get("msg", "")).removeprefix("Value error, ")
+    if not field:
+        return reason
+    name = field.upper()
+    if error["type"] == "extra_forbidden":
+        return f"{name}: unknown setting; check its spelling against the README's reference"
+    secret = field in ("pisano_api_token", "redis_url") or (
+        field == "kafka" and len(loc) > 1 and is_secret_key(str(loc[1]))
+    )
+    value = error.get("input")
+    shown = "***" if secret else ("{...}" if isinstance(value, dict) else repr(value))
+    expected = EXPECTED.get(field)
+    if not expected:
+        return f"{name}={shown}: {reason}"
+    if error["type"] == "value_error":
+        return f"{name}={shown}: {reason}; expected {expected}"
+    return f"{name}={shown}: expected {expected}"
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Build the settings from the file and the environment, or raise ConfigError."""
+    file_values = _read_config_file(config_file) if config_file else {}
+    env_kafka = _kafka_from_env(dict(os.environ))
+    if env_kafka:
+        file_kafka = file_values.get("kafka") or {}
+        if not isinstance(file_kafka, dict):
+            raise ConfigError(f"KAFKA: expected {EXPECTED['kafka']}")
+        file_values["kafka"] = {**file_kafka, **env_kafka}
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors(include_url=False)]
+        raise ConfigError("; ".join(dict.fromkeys(lines))) from None

@@ -1,0 +1,516 @@
+#!/usr/bin/env python3
+"""The local stack: real Apache Kafka (KRaft) and Redis, for the demo, the tests and CI.
+
+    python scripts/localstack.py up       # install what is missing, start both, wait until they serve
+    python scripts/localstack.py status   # what runs, and the connection settings
+    python scripts/localstack.py env      # the settings as shell exports (eval "$(... env)")
+    python scripts/localstack.py down     # stop what `up` started (by pid) and delete its data
+
+Kafka comes from Maven Central as `org.apache.kafka` artifacts fetched with `mvn` into a cache
+outside the repository (~/.cache/pisano-sms), and runs with the machine's Java as one combined
+broker+controller. Redis is Debian's `redis-server` (installed with apt when missing). Runtime
+files (data, logs, pids) live in `.stack/` at the top of the checkout.
+
+Besides the plaintext listener, Kafka has a SASL_SSL listener with SCRAM-SHA-512 (user
+`pisano`, a self-signed CA in `.stack/tls/`), and Redis has an ACL user with a password, so the
+secured settings of a production deployment can be exercised locally.
+
+Tests import this module to restart Redis and Kafka in the middle of a scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+KAFKA_VERSION = "4.1.1"
+LOG4J_VERSION = "2.24.3"
+SLF4J_VERSION = "2.0.17"
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK_DIR = Path(os.environ.get("PISANO_STACK_DIR", ROOT / ".stack"))
+CACHE_DIR = Path(os.environ.get("PISANO_SMS_CACHE", Path.home() / ".cache" / "pisano-sms"))
+KAFKA_LIBS = CACHE_DIR / f"kafka-{KAFKA_VERSION}" / "libs"
+
+HOST = "127.0.0.1"
+KAFKA_PORT = int(os.environ.get("PISANO_STACK_KAFKA_PORT", "19092"))
+CONTROLLER_PORT = KAFKA_PORT + 1
+KAFKA_SASL_PORT = KAFKA_PORT + 2
+REDIS_PORT = int(os.environ.get("PISANO_STACK_REDIS_PORT", "16379"))
+
+# Local-only credentials for the secured listeners; they protect nothing but a throwaway stack.
+SASL_USER, SASL_PASSWORD = "pisano", "pisano-local-scram"
+REDIS_ACL_USER, REDIS_ACL_PASSWORD = "pisano", "pisano-local-acl"
+
+KAFKA_DIR = STACK_DIR / "kafka"
+REDIS_DIR = STACK_DIR / "redis"
+TLS_DIR = STACK_DIR / "tls"
+
+
+def say(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+class StackError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- installation
+
+
+def ensure_java() -> str:
+    java = shutil.which("java")
+    if not java:
+        raise StackError("java not found: install a JDK 17 or newer (e.g. apt-get install openjdk-17-jre-headless)")
+    return java
+
+
+def ensure_kafka_libs() -> Path:
+    if KAFKA_LIBS.is_dir() and any(KAFKA_LIBS.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+        return KAFKA_LIBS
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise StackError("mvn not found: install Maven (apt-get install maven) to fetch Kafka from Maven Central")
+    project = KAFKA_LIBS.parent
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "pom.xml").write_text(_kafka_pom(), encoding="utf-8")
+    say(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {KAFKA_LIBS} (once, ~45 MB)")
+    staging = project / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    result = subprocess.run(
+        [mvn, "-B", "-q", "-Dstyle.color=never", "dependency:copy-dependencies",
+         f"-DoutputDirectory={staging}"],
+        cwd=project,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"mvn could not fetch Kafka (exit {result.returncode}); check the Maven Central connection and rerun")
+    staging.rename(KAFKA_LIBS)  # only a complete download counts as installed
+    return KAFKA_LIBS
+
+
+def _kafka_pom() -> str:
+    deps = [
+        ("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
+        # Kafka 4 logs through log4j2; without a binding it would print nothing useful.
+        ("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
+        ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
+        # Pin the slf4j 2 API: a transitive 1.7 would silently drop the log4j2 binding.
+        ("org.slf4j", "slf4j-api", SLF4J_VERSION),
+    ]
+    items = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
+        for g, a, v in deps
+    )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local.pisano-sms</groupId><artifactId>kafka-runtime</artifactId><version>1</version>"
+        f"<dependencies>{items}</dependencies></project>\n"
+    )
+
+
+def ensure_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise StackError("redis-server not found: run `sudo apt-get install -y redis-server` and retry")
+    say("installing Debian's redis-server with apt")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
+        if subprocess.run(command, env=env, check=False).returncode != 0:
+            raise StackError(f"`{' '.join(command)}` failed; install redis-server by hand and retry")
+    # Debian's package starts a system-wide Redis on 6379; ours runs on its own port regardless.
+    found = shutil.which("redis-server")
+    if not found:
+        raise StackError("redis-server still not found after apt-get install")
+    return found
+
+
+def ensure_tls() -> None:
+    """A throwaway CA and a server certificate for localhost, for the SASL_SSL listener."""
+    if (TLS_DIR / "server.pem").exists():
+        return
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise StackError("openssl not found: apt-get install -y openssl")
+    TLS_DIR.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=TLS_DIR, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "3650", "-subj", "/CN=pisano-sms local CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=localhost")
+    (TLS_DIR / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n", encoding="utf-8")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "3650", "-extfile", "san.ext")
+    # Kafka's PEM keystore wants the PKCS#8 key followed by the certificate in one file.
+    run("pkcs8", "-topk8", "-nocrypt", "-in", "server.key", "-out", "server.pk8")
+    (TLS_DIR / "server.pem").write_text(
+        (TLS_DIR / "server.pk8").read_text() + (TLS_DIR / "server.crt").read_text(), encoding="utf-8"
+    )
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); it is not running.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _read_pid(name: str) -> int | None:
+    path = STACK_DIR / f"{name}.pid"
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _spawn(name: str, argv: list[str], log: Path, cwd: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives `up`, and a Ctrl-C in the terminal does not reach it
+        )
+    (STACK_DIR / f"{name}.pid").write_text(str(process.pid))
+    return process.pid
+
+
+def _stop(name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
+    pid = _read_pid(name)
+    if pid is None:
+        (STACK_DIR / f"{name}.pid").unlink(missing_ok=True)
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        while _pid_alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
+    (STACK_DIR / f"{name}.pid").unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def _redis_conf() -> str:
+    return "\n".join([
+        f"bind {HOST}",
+        f"port {REDIS_PORT}",
+        f"dir {REDIS_DIR}",
+        "daemonize no",
+        "protected-mode yes",
+        # AOF so a restart in a test keeps the dedup and limiter state, as a production Redis would.
+        "appendonly yes",
+        "appendfsync everysec",
+        'save ""',
+        "maxmemory-policy noeviction",
+        "user default on nopass ~* &* +@all",
+        f"user {REDIS_ACL_USER} on >{REDIS_ACL_PASSWORD} ~* &* +@all",
+        "",
+    ])
+
+
+def start_redis() -> None:
+    if _read_pid("redis") is not None:
+        return
+    server = ensure_redis_server()
+    REDIS_DIR.mkdir(parents=True, exist_ok=True)
+    conf = REDIS_DIR / "redis.conf"
+    conf.write_text(_redis_conf(), encoding="utf-8")
+    _spawn("redis", [server, str(conf)], REDIS_DIR / "redis.log", REDIS_DIR)
+    wait_redis()
+
+
+def stop_redis(kill: bool = False) -> None:
+    _stop("redis", signal.SIGKILL if kill else signal.SIGTERM)
+
+
+def wait_redis(timeout: float = 30.0) -> None:
+    import redis
+
+    client = redis.Redis(host=HOST, port=REDIS_PORT, socket_timeout=1, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.ping():
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise StackError(f"Redis did not answer PING within {timeout:.0f}s; see {REDIS_DIR / 'redis.log'}")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def _kafka_properties() -> str:
+    tls = TLS_DIR
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@{HOST}:{CONTROLLER_PORT}",
+        f"listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{CONTROLLER_PORT},"
+        f"SASL_SSL://localhost:{KAFKA_SASL_PORT}",
+        f"advertised.listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},SASL_SSL://localhost:{KAFKA_SASL_PORT}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={tls / 'server.pem'}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={tls / 'ca.pem'}",
+        f"log.dirs={KAFKA_DIR / 'data'}",
+        "num.partitions=1",
+        # A single broker: every internal topic has one replica; few partitions start fast.
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=4",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "transaction.state.log.num.partitions=4",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        # Tests send a 10 MB value to prove oversize records are dead-lettered, not stuck.
+        "message.max.bytes=16777216",
+        "replica.fetch.max.bytes=16777216",
+        "auto.create.topics.enable=true",
+        "",
+    ])
+
+
+def _log4j2_properties() -> str:
+    log = KAFKA_DIR / "server.log"
+    return "\n".join([
+        "status = warn",
+        "appender.file.type = File",
+        "appender.file.name = FILE",
+        f"appender.file.fileName = {log}",
+        "appender.file.layout.type = PatternLayout",
+        "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+        "rootLogger.level = INFO",
+        "rootLogger.appenderRef.file.ref = FILE",
+        "logger.kafka.name = kafka",
+        "logger.kafka.level = WARN",
+        "logger.apache.name = org.apache.kafka",
+        "logger.apache.level = WARN",
+        "",
+    ])
+
+
+def _java_cmd(main_class: str, *args: str, heap: str = "-Xmx768m") -> list[str]:
+    libs = ensure_kafka_libs()
+    return [
+        ensure_java(), "-Xms256m", heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+        "-cp", f"{libs}/*", main_class, *args,
+    ]
+
+
+def start_kafka() -> None:
+    if _read_pid("kafka") is not None:
+        return
+    ensure_kafka_libs()
+    ensure_tls()
+    KAFKA_DIR.mkdir(parents=True, exist_ok=True)
+    props = KAFKA_DIR / "server.properties"
+    props.write_text(_kafka_properties(), encoding="utf-8")
+    (KAFKA_DIR / "log4j2.properties").write_text(_log4j2_properties(), encoding="utf-8")
+    if not (KAFKA_DIR / "data" / "meta.properties").exists():
+        say("formatting Kafka storage (KRaft) with a SCRAM user for the SASL_SSL listener")
+        result = subprocess.run(
+            _java_cmd("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props),
+                      "--add-scram", f"SCRAM-SHA-512=[name={SASL_USER},password={SASL_PASSWORD}]",
+                      heap="-Xmx256m"),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
+    say(f"starting Kafka {KAFKA_VERSION} on {HOST}:{KAFKA_PORT}")
+    _spawn("kafka", _java_cmd("kafka.Kafka", str(props)), KAFKA_DIR / "stdout.log", KAFKA_DIR)
+    wait_kafka()
+
+
+def _cluster_id() -> str:
+    # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding.
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def stop_kafka(kill: bool = False) -> None:
+    _stop("kafka", signal.SIGKILL if kill else signal.SIGTERM, timeout=60)
+
+
+def wait_kafka(timeout: float = 180.0) -> None:
+    """Wait until a produce/consume round trip works: an open port is not a working broker."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    deadline = time.monotonic() + timeout
+    bootstrap = f"{HOST}:{KAFKA_PORT}"
+    topic = "__stack_check"
+    last_error = "no answer yet"
+    dots = 0
+    while time.monotonic() < deadline:
+        pid = _read_pid("kafka")
+        if pid is None:
+            raise StackError(f"Kafka exited while starting; see {KAFKA_DIR / 'server.log'} and {KAFKA_DIR / 'stdout.log'}")
+        if not _port_open(KAFKA_PORT):
+            time.sleep(0.5)
+            continue
+        try:
+            admin = AdminClient({"bootstrap.servers": bootstrap})
+            futures = admin.create_topics([NewTopic(topic, 1, 1)], operation_timeout=10)
+            for future in futures.values():
+                try:
+                    future.result(timeout=15)
+                except KafkaException as exc:
+                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                        raise
+            marker = uuid.uuid4().hex.encode()
+            producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 10000})
+            producer.produce(topic, marker)
+            if producer.flush(15) != 0:
+                raise StackError("produce not acknowledged")
+            consumer = Consumer({
+                "bootstrap.servers": bootstrap, "group.id": f"stack-check-{marker.decode()}",
+                "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            })
+            try:
+                consumer.subscribe([topic])
+                until = time.monotonic() + 30
+                while time.monotonic() < until:
+                    message = consumer.poll(0.5)
+                    if message is not None and not message.error() and message.value() == marker:
+                        return
+            finally:
+                consumer.close()
+            last_error = "produced a record but could not consume it back"
+        except (KafkaException, StackError) as exc:
+            last_error = str(exc)
+        dots += 1
+        if dots % 5 == 0:
+            say(f"still waiting for Kafka ({last_error})")
+        time.sleep(1)
+    raise StackError(f"Kafka did not serve within {timeout:.0f}s ({last_error}); see {KAFKA_DIR / 'server.log'}")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def settings() -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{KAFKA_PORT}",
+        "REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
+        "PISANO_STACK_KAFKA_SASL_BOOTSTRAP": f"localhost:{KAFKA_SASL_PORT}",
+        "PISANO_STACK_KAFKA_SASL_USER": SASL_USER,
+        "PISANO_STACK_KAFKA_SASL_PASSWORD": SASL_PASSWORD,
+        "PISANO_STACK_KAFKA_CA": str(TLS_DIR / "ca.pem"),
+        "PISANO_STACK_REDIS_ACL_USER": REDIS_ACL_USER,
+        "PISANO_STACK_REDIS_ACL_PASSWORD": REDIS_ACL_PASSWORD,
+    }
+
+
+def running() -> dict[str, bool]:
+    return {"kafka": _read_pid("kafka") is not None, "redis": _read_pid("redis") is not None}
+
+
+def up() -> dict[str, str]:
+    """Start whatever is not running yet; safe to call again."""
+    STACK_DIR.mkdir(parents=True, exist_ok=True)
+    start_redis()
+    start_kafka()
+    values = settings()
+    (STACK_DIR / "env.json").write_text(json.dumps(values, indent=2), encoding="utf-8")
+    return values
+
+
+def down() -> None:
+    """Stop what `up` started and delete its data (the Kafka download cache stays)."""
+    stopped = [name for name in ("kafka", "redis") if _stop(name)]
+    for path in (KAFKA_DIR, REDIS_DIR, STACK_DIR / "env.json"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    say(f"stopped {', '.join(stopped) if stopped else 'nothing (it was not running)'}; data removed")
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else "status"
+    try:
+        if command == "up":
+            values = up()
+            say("Kafka and Redis are serving:")
+            for key in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"):
+                print(f"  {key}={values[key]}")
+            say("stop them with: python scripts/localstack.py down")
+        elif command == "down":
+            down()
+        elif command == "env":
+            for key, value in settings().items():
+                print(f"export {key}={value}")
+        elif command == "status":
+            for name, alive in running().items():
+                print(f"{name}: {'running' if alive else 'stopped'}")
+            return 0 if all(running().values()) else 3
+        else:
+            print(__doc__)
+            return 2
+    except StackError as exc:
+        say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

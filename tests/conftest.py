@@ -1,0 +1,74 @@
+"""Session fixtures: the real local stack (Kafka + Redis) started once, unique names per test.
+
+Point the suite at an existing cluster by setting both KAFKA_BOOTSTRAP_SERVERS and REDIS_URL
+(the tests that restart Kafka or Redis are skipped then, since they need to own the processes).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import localstack  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Stack:
+    bootstrap: str
+    redis_url: str
+    local: bool  # True when the suite owns the processes and may restart them
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    bootstrap, redis_url = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
+    if bootstrap and redis_url:
+        yield Stack(bootstrap, redis_url, local=False)
+        return
+    was_running = all(localstack.running().values())
+    values = localstack.up()
+    yield Stack(values["KAFKA_BOOTSTRAP_SERVERS"], values["REDIS_URL"], local=True)
+    if not was_running:
+        localstack.down()
+
+
+@pytest.fixture
+def local_stack(stack: Stack) -> Stack:
+    if not stack.local:
+        pytest.skip("needs the suite's own local stack (restarts Kafka or Redis)")
+    return stack
+
+
+@pytest.fixture
+def redis_client(stack: Stack):  # type: ignore[no-untyped-def]
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def new_topic(stack: Stack) -> Callable[..., str]:
+    from tests.support.kafka import create_topic
+
+    def make(prefix: str = "events", partitions: int = 1) -> str:
+        name = unique(prefix)
+        create_topic(stack.bootstrap, name, partitions)
+        return name
+
+    return make

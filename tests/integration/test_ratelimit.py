@@ -1,0 +1,85 @@
+"""The shared limiter on real Redis, in one process (the multi-process proof is its own test)."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.ratelimit import RateLimiter
+from consumer.redis_state import Keys, connect
+from consumer.windows import parse_rate_limits
+from tests.conftest import Stack
+from tests.support.redis_trips import count_round_trips
+
+
+@pytest.fixture
+def limiter(stack: Stack, redis_client):  # type: ignore[no-untyped-def]
+    def build(windows: str, margin_ms: int = 0, horizon_ms: int = 60_000, token: str = "tok") -> RateLimiter:
+        return RateLimiter(connect(stack.redis_url), Keys("t"), token, parse_rate_limits(windows),
+                           margin_ms=margin_ms, horizon_ms=horizon_ms)
+
+    return build
+
+
+def test_slots_are_exactly_the_earliest_allowed(limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = limiter("3/1s,5/3s")
+    g = [rl.acquire().slot_ms for _ in range(8)]
+    assert g[2] - g[0] < 50  # three at once (a millisecond may pass between calls)
+    # each later slot is exactly when the binding window's oldest counted request leaves it
+    assert g[3] == g[0] + 1000  # 3/1s: the third newest was g0
+    assert g[4] == g[1] + 1000
+    assert g[5] == g[0] + 3000  # 5/3s: the fifth newest was g0
+    assert g[6] == g[1] + 3000
+    assert g[7] == g[2] + 3000
+
+
+def test_margin_is_added_to_every_period(limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = limiter("1/1s", margin_ms=50)
+    a, b = rl.acquire(), rl.acquire()
+    assert b.slot_ms - a.slot_ms == 1050
+
+
+def test_far_slot_is_refused_without_reserving(limiter, redis_client) -> None:  # type: ignore[no-untyped-def]
+    rl = limiter("2/10s", horizon_ms=1000)
+    assert rl.acquire().granted and rl.acquire().granted
+    refused = rl.acquire()
+    assert not refused.granted and 9.0 < refused.wait_s <= 10.0
+    assert redis_client.llen(rl._keys[0]) == 2
+
+
+def test_pause_holds_every_slot(limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = limiter("100/1s")
+    first = rl.acquire()
+    rl.pause(2.0)
+    after = rl.acquire()
+    assert after.slot_ms - first.slot_ms >= 2000
+
+
+def test_tokens_have_separate_budgets(limiter) -> None:  # type: ignore[no-untyped-def]
+    a, b = limiter("1/10s", token="a"), limiter("1/10s", token="b")
+    assert a.acquire().wait_s == 0 and b.acquire().wait_s == 0
+
+
+def test_lost_state_is_seeded_back_from_the_replicas(limiter, redis_client) -> None:  # type: ignore[no-untyped-def]
+    rl = limiter("2/5s")
+    first = [rl.acquire() for _ in range(2)]
+    redis_client.flushdb()  # Redis restarted without its data
+    after = rl.acquire()
+    assert after.slot_ms >= first[0].slot_ms + 5000  # the budget spent before the loss still counts
+    fresh = limiter("2/5s")  # a replica that never sent anything has nothing to seed
+    assert fresh.acquire().slot_ms >= after.slot_ms
+
+
+def test_keys_never_contain_the_token(limiter, redis_client) -> None:  # type: ignore[no-untyped-def]
+    limiter("1/1s", token="super-secret-token").acquire()
+    assert not [k for k in redis_client.keys("*") if b"super-secret" in k]
+
+
+def test_one_round_trip_per_acquisition(limiter, redis_client) -> None:  # type: ignore[no-untyped-def]
+    rl = limiter("1000/1s")
+    rl.acquire()  # loads the script
+    with count_round_trips() as trips:
+        for _ in range(50):
+            rl.acquire()
+    assert trips[0] == 50
+
+

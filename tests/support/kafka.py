@@ -1,0 +1,100 @@
+"""Kafka helpers for tests: topics, producing events, reading topics and committed offsets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, partitions, 1, config={"max.message.bytes": "16777216"})])
+    for future in futures.values():
+        future.result(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # metadata reaches the broker's cache a moment later
+        topic = admin.list_topics(name, timeout=5).topics.get(name)
+        if topic and topic.error is None and len(topic.partitions) == partitions:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"topic {name} not visible")
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
+            headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> int:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                         "message.max.bytes": 16 * 1024 * 1024, "batch.num.messages": 10000})
+    count = 0
+    for key, value in records:
+        while True:
+            try:
+                kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
+                if partition is not None:
+                    kwargs["partition"] = partition
+                producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+    if producer.flush(60) != 0:
+        raise RuntimeError("records not acknowledged")
+    return count
+
+
+def read_all(bootstrap: str, topic: str, expected: int | None = None, timeout: float = 60.0) -> list[Any]:
+    """Every record of `topic` (until `expected` were read, or the end of every partition)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    admin_topic = consumer.list_topics(topic, timeout=10).topics[topic]
+    partitions = [TopicPartition(topic, p, 0) for p in admin_topic.partitions]
+    consumer.assign(partitions)
+    ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
+    records: list[Any] = []
+    done: set[int] = {p for p, end in ends.items() if end == 0}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if expected is not None and len(records) >= expected:
+                break
+            if expected is None and len(done) == len(partitions):
+                break
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                if message.error().code() == message.error()._PARTITION_EOF:
+                    done.add(message.partition())
+                    continue
+                raise KafkaException(message.error())
+            records.append(message)
+    finally:
+        consumer.close()
+    return records
+
+
+def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        result = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: tp.offset for tp in result}
+    finally:
+        consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        consumer.close()
+
+
+def headers_of(message: Any) -> dict[str, str]:
+    return {k: (v or b"").decode() for k, v in (message.headers() or [])}

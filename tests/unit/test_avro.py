@@ -1,0 +1,109 @@
+import json
+import os
+import random
+import struct
+
+import fastavro
+import httpx
+import pytest
+
+from consumer.avro import RegistryClient, RegistryDecoder, SchemalessDecoder, load_schema_file
+from consumer.errors import ConfigError, DecodeError, RegistryError
+from consumer.resources import default_schema_file
+from consumer.samples import encode, encode_confluent, transaction
+
+SCHEMA = load_schema_file(default_schema_file())
+CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
+
+
+def test_round_trip_of_the_default_contract() -> None:
+    value = encode(transaction("e1", "+905321234567", CAMPAIGN, n=1))
+    record = SchemalessDecoder(SCHEMA).decode(value)
+    assert record["event_id"] == "e1"
+    assert record["customer"]["phone"] == "+905321234567"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_bytes_never_decode(seed: int) -> None:
+    rng = random.Random(seed)
+    decoder = SchemalessDecoder(SCHEMA)
+    for _ in range(300):
+        with pytest.raises(DecodeError):
+            decoder.decode(rng.randbytes(rng.randrange(0, 300)))
+
+
+def test_truncated_and_padded_records() -> None:
+    value = encode(transaction("e1", "+905321234567", CAMPAIGN))
+    decoder = SchemalessDecoder(SCHEMA)
+    with pytest.raises(DecodeError, match="truncated|not Avro"):
+        decoder.decode(value[:-5])
+    with pytest.raises(DecodeError, match="left over"):
+        decoder.decode(value + b"\x00\x01")
+
+
+def test_bad_schema_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "s.avsc"
+    path.write_text('{"type": "record"}')
+    with pytest.raises(ConfigError, match="not a valid Avro schema"):
+        load_schema_file(path)
+
+
+def registry(schemas: dict[int, dict], calls: list[int] | None = None, status: int = 200) -> RegistryClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        schema_id = int(request.url.path.rsplit("/", 1)[1])
+        if calls is not None:
+            calls.append(schema_id)
+        if status != 200:
+            return httpx.Response(status)
+        if schema_id not in schemas:
+            return httpx.Response(404, json={"error_code": 40403, "message": "Schema not found"})
+        return httpx.Response(200, json={"schema": json.dumps(schemas[schema_id])})
+
+    client = RegistryClient("http://registry")
+    client.http = httpx.Client(base_url="http://registry", transport=httpx.MockTransport(handler))
+    return client
+
+
+def test_registry_schema_fetched_once_per_id() -> None:
+    raw = json.loads(default_schema_file().read_text())
+    calls: list[int] = []
+    decoder = RegistryDecoder(registry({7: raw}, calls))
+    value = encode_confluent(transaction("e1", "+905321234567", CAMPAIGN), SCHEMA, 7)
+    for _ in range(3):
+        assert decoder.decode(value)["event_id"] == "e1"
+    assert calls == [7]
+
+
+def test_registry_unknown_id_and_wrong_magic() -> None:
+    decoder = RegistryDecoder(registry({}))
+    with pytest.raises(DecodeError, match="schema id 9 is not in the registry"):
+        decoder.decode(struct.pack(">bI", 0, 9) + b"\x02")
+    with pytest.raises(DecodeError, match="first byte 1"):
+        decoder.decode(b"\x01\x00\x00\x00\x07abc")
+    with pytest.raises(DecodeError, match="shorter than"):
+        decoder.decode(b"\x00\x00")
+
+
+def test_registry_down_is_retriable_not_a_bad_record() -> None:
+    decoder = RegistryDecoder(registry({}, status=503))
+    with pytest.raises(RegistryError):
+        decoder.decode(struct.pack(">bI", 0, 3) + b"\x02")
+
+
+def test_schema_evolution_reader_vs_writer() -> None:
+    old = {"type": "record", "name": "Txn", "fields": [
+        {"name": "id", "type": "string"}, {"name": "msisdn", "type": "string"}, {"name": "legacy", "type": "int"}]}
+    new_reader = fastavro.parse_schema({"type": "record", "name": "Txn", "fields": [
+        {"name": "id", "type": "string"}, {"name": "msisdn", "type": "string"},
+        {"name": "channel", "type": "string", "default": "web"}]})
+    value = encode_confluent({"id": "a", "msisdn": "+905321234567", "legacy": 3}, fastavro.parse_schema(old), 1)
+    record = RegistryDecoder(registry({1: old}), new_reader).decode(value)
+    assert record == {"id": "a", "msisdn": "+905321234567", "channel": "web"}
+
+
+def test_random_confluent_payloads_are_decode_errors() -> None:
+    raw = json.loads(default_schema_file().read_text())
+    decoder = RegistryDecoder(registry({1: raw}))
+    for _ in range(200):
+        with pytest.raises(DecodeError):
+            decoder.decode(struct.pack(">bI", 0, 1) + os.urandom(random.randrange(0, 100)))

@@ -1,0 +1,110 @@
+import threading
+from typing import Any
+
+from consumer.batching import Batcher, PendingEvent
+from consumer.mapping import Recipient
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ev(n: int, campaign: str = "A", phone: str | None = None, event_id: str | None = None, at: float = 100.0,
+       partition: int = 0) -> PendingEvent:
+    recipient = Recipient(event_id or f"e{n}", campaign, phone or f"+9053200{n:05d}")
+    return PendingEvent(message=None, tp=("t", partition), offset=n, epoch=1, recipient=recipient, enqueued_at=at)
+
+
+STOP = threading.Event()
+
+
+def test_full_batch_is_due_at_once_and_leaves_full() -> None:
+    clock = Clock()
+    batcher = Batcher(3, 10.0, clock)
+    batcher.add([ev(i) for i in range(7)])
+    assert batcher.wait_for_demand(STOP, 0)
+    assert batcher.wait_for_demand(STOP, 0)
+    assert not batcher.wait_for_demand(STOP, 0)  # the 7th event is not due yet: no third slot
+    assert [e.offset for e in batcher.take().events] == [0, 1, 2]  # type: ignore[union-attr]
+    assert batcher.buffered == 4
+
+
+def test_partial_batch_is_due_after_the_linger_time() -> None:
+    clock = Clock()
+    batcher = Batcher(5000, 1.0, clock)
+    batcher.add([ev(1)])
+    assert not batcher.wait_for_demand(STOP, 0)
+    clock.now += 1.0
+    assert batcher.wait_for_demand(STOP, 0)
+
+
+def test_batch_keeps_filling_until_its_slot() -> None:
+    clock = Clock()
+    batcher = Batcher(10, 1.0, clock)
+    batcher.add([ev(1)])
+    clock.now += 1.5
+    assert batcher.wait_for_demand(STOP, 0)
+    batcher.add([ev(i, at=clock.now) for i in range(2, 9)])  # arrive while the slot is awaited
+    assert len(batcher.take()) == 8  # type: ignore[arg-type]
+
+
+def test_a_phone_and_an_event_id_at_most_once_per_request() -> None:
+    batcher = Batcher(10, 0.0, Clock())
+    batcher.add([ev(1, phone="+1"), ev(2, phone="+1"), ev(3, event_id="e1"), ev(4)])
+    first = batcher.take()
+    assert first is not None
+    assert [e.offset for e in first.events] == [1, 4]
+    second = batcher.take()
+    assert second is not None and [e.offset for e in second.events] == [2, 3]
+
+
+def test_oldest_due_campaign_goes_first() -> None:
+    clock = Clock()
+    batcher = Batcher(100, 1.0, clock)
+    batcher.add([ev(1, "young", at=99.5), ev(2, "old", at=98.0), ev(3, "fresh", at=100.0)])
+    assert batcher.take().campaign_id == "old"  # type: ignore[union-attr]
+    assert batcher.take().campaign_id == "young"  # type: ignore[union-attr]
+    # nothing due any more, but a slot is not wasted while someone waits
+    assert batcher.take().campaign_id == "fresh"  # type: ignore[union-attr]
+    assert batcher.take() is None
+
+
+def test_drop_revoked_partitions() -> None:
+    batcher = Batcher(10, 1.0, Clock())
+    batcher.add([ev(i, partition=i % 2) for i in range(6)])
+    dropped = batcher.drop(lambda e: e.tp == ("t", 1))
+    assert sorted(e.offset for e in dropped) == [1, 3, 5]
+    assert batcher.buffered == 3
+
+
+def test_flush_all_makes_everything_due() -> None:
+    batcher = Batcher(100, 60.0, Clock())
+    batcher.add([ev(1, "a"), ev(2, "b")])
+    assert not batcher.wait_for_demand(STOP, 0)
+    batcher.flush_all()
+    assert batcher.wait_for_demand(STOP, 0) and batcher.wait_for_demand(STOP, 0)
+
+
+def test_top_up_excludes_phones_and_ids_already_in_the_request() -> None:
+    batcher = Batcher(10, 0.0, Clock())
+    batcher.add([ev(1), ev(2), ev(3, phone="+9053200000001")])
+    batch = batcher.take()
+    assert batch is not None
+    kept = batch.events[:1]  # as if the second one was skipped as a duplicate
+    batcher.add([ev(9, phone=kept[0].recipient.phone), ev(10)])
+    extra = batcher.top_up(type(batch)(batch.campaign_id, kept), 5)
+    assert [e.offset for e in extra] == [3, 10] or [e.offset for e in extra] == [10]
+
+
+def test_waiters_wake_when_events_arrive() -> None:
+    batcher = Batcher(2, 60.0)
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(batcher.wait_for_demand(STOP, 5)))
+    thread.start()
+    batcher.add([ev(1), ev(2)])
+    thread.join(5)
+    assert got == [True]

@@ -1,0 +1,43 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from consumer.errors import PisanoApiError, PisanoTransportError
+from consumer.failures import CODE_SCOPES, classify
+
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "pisano-api.md"
+
+
+def reference_codes() -> set[int]:
+    if not REFERENCE.exists():
+        pytest.skip("the shared reference is not beside this checkout")
+    return {int(code) for code in re.findall(r"\|\s*(13\d{3})\s*\|", REFERENCE.read_text())}
+
+
+def test_every_reference_code_is_classified() -> None:
+    assert reference_codes() == set(CODE_SCOPES)
+
+
+@pytest.mark.parametrize(("status", "code", "action", "scope"), [
+    (401, 13001, "dead_letter", "account"),
+    (404, 13002, "dead_letter", "request"),
+    (403, 13036, "dead_letter", "account"),
+    (400, 13034, "dead_letter", "request"),
+    (400, 13028, "dead_letter", "recipient"),
+    (400, 13017, "dead_letter", "recipient"),
+    (429, None, "retry", "request"),
+    (503, None, "retry", "request"),
+    (408, None, "retry", "request"),
+    (504, None, "ambiguous", "request"),
+    (413, None, "dead_letter", "recipient"),
+    (418, None, "dead_letter", "request"),
+])
+def test_api_errors(status: int, code: int | None, action: str, scope: str) -> None:
+    verdict = classify(PisanoApiError(status, code, "x"))
+    assert (verdict.action, verdict.scope) == (action, scope)
+
+
+def test_transport_errors() -> None:
+    assert classify(PisanoTransportError("refused", ambiguous=False)).action == "retry"
+    assert classify(PisanoTransportError("read timeout", ambiguous=True)).action == "ambiguous"

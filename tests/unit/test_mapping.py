@@ -1,0 +1,126 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.errors import ConfigError, InvalidEventError, UnroutableError
+from consumer.mapping import DeclarativeMapper, load_mapper
+from consumer.resources import default_mapping_file
+from consumer.settings import Settings
+
+CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
+OTHER = "9a1e0000-0000-4000-8000-000000000001"
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {"event_id": "e1", "customer": {"id": "c1", "phone": "+90 532 123 45 67",
+                                                              "name": "Ayşe", "email": None},
+                              "campaign_id": CAMPAIGN, "transaction_type": "CARD_PAYMENT"}
+    record.update(overrides)
+    return record
+
+
+def test_default_mapping() -> None:
+    recipient = DeclarativeMapper.from_file(default_mapping_file()).map(event())
+    assert recipient.event_id == "e1"
+    assert recipient.phone == "+905321234567"
+    assert recipient.campaign_id == CAMPAIGN
+    assert recipient.custom_attributes == {"name": "Ayşe", "external_id": "c1"}  # None values omitted
+    assert recipient.built_in_responses == {}
+
+
+FOREIGN = {
+    "event_id": "header.messageId",
+    "phone": "payload.party.contacts[?type=='MOBILE'] | [0].value",
+    "phone_region": "TR",
+    "phone_format": "national",
+    "campaign_routes": {"field": "payload.kind", "routes": {"LOAN": CAMPAIGN, "CARD": OTHER}},
+    "custom_attributes": {"name": "payload.party.fullName", "amount": "payload.amount"},
+    "built_in_responses": {"customerDetailedInformation1": "payload.branch.code"},
+}
+
+
+def foreign(kind: str = "LOAN", phone: str = "0532 123 45 67") -> dict[str, Any]:
+    return {"header": {"messageId": "m-1"},
+            "payload": {"kind": kind, "amount": 12.5, "branch": {"code": "IST-3"},
+                        "party": {"fullName": "Ali", "contacts": [{"type": "EMAIL", "value": "a@b"},
+                                                                  {"type": "MOBILE", "value": phone}]}}}
+
+
+def test_foreign_schema_with_jmespath_routes_and_national_format() -> None:
+    mapper = DeclarativeMapper(FOREIGN)
+    recipient = mapper.map(foreign())
+    assert (recipient.event_id, recipient.phone, recipient.campaign_id) == ("m-1", "05321234567", CAMPAIGN)
+    assert recipient.custom_attributes == {"name": "Ali", "amount": "12.5"}
+    assert recipient.built_in_responses == {"customerDetailedInformation1": "IST-3"}
+    assert mapper.map(foreign("CARD")).campaign_id == OTHER
+
+
+def test_no_route_is_unroutable() -> None:
+    with pytest.raises(UnroutableError, match="no campaign route for 'DEPOSIT'"):
+        DeclarativeMapper(FOREIGN).map(foreign("DEPOSIT"))
+
+
+def test_route_default() -> None:
+    spec = {**FOREIGN, "campaign_routes": {**FOREIGN["campaign_routes"], "default": OTHER}}
+    assert DeclarativeMapper(spec).map(foreign("DEPOSIT")).campaign_id == OTHER
+
+
+@pytest.mark.parametrize(("record", "error", "text"), [
+    (event(event_id=None), InvalidEventError, "no event id"),
+    (event(customer={"phone": None}), InvalidEventError, "no phone"),
+    (event(customer={"phone": "12"}), InvalidEventError, "phone"),
+    (event(customer={"phone": "+90 123"}), InvalidEventError, "not a valid number"),
+    (event(customer={"phone": "x" * 500}), InvalidEventError, "too long"),
+    (event(campaign_id=None), UnroutableError, "names no campaign"),
+    (event(campaign_id="not-a-uuid"), UnroutableError, "not a campaign API id"),
+    (event(event_id="e" * 300), InvalidEventError, "longer than"),
+])
+def test_bad_events(record: dict[str, Any], error: type[Exception], text: str) -> None:
+    with pytest.raises(error, match=text):
+        DeclarativeMapper.from_file(default_mapping_file()).map(record)
+
+
+def test_error_messages_never_contain_the_phone() -> None:
+    with pytest.raises(InvalidEventError) as raised:
+        DeclarativeMapper.from_file(default_mapping_file()).map(event(customer={"phone": "+90 532 000 11"}))
+    assert "532" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("spec", "text"), [
+    ({"phone": "a"}, "event_id"),
+    ({"event_id": "a", "phone": "b"}, "campaign_id"),
+    ({"event_id": "a", "phone": "b", "campaign_id": "c", "extra": 1}, "unknown key"),
+    ({"event_id": "a[", "phone": "b", "campaign_id": "c"}, "not valid JMESPath"),
+    ({"event_id": "a", "phone": "b", "campaign_id": "c", "phone_region": "XX"}, "ISO 3166"),
+    ({"event_id": "a", "phone": "b", "campaign_id": "c", "phone_format": "intl"}, "e164 or national"),
+    ({"event_id": "a", "phone": "b", "campaign_routes": {"field": "t", "routes": {"A": "nope"}}}, "not a campaign"),
+])
+def test_bad_mapping_files(spec: dict[str, Any], text: str) -> None:
+    with pytest.raises(ConfigError, match=text):
+        DeclarativeMapper(spec)
+
+
+def test_mapping_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        DeclarativeMapper.from_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("event_id: [")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        DeclarativeMapper.from_file(bad)
+
+
+def test_unknown_mapper_entry_point() -> None:
+    with pytest.raises(ConfigError, match="MAPPER='nope': no such mapper; installed: declarative"):
+        load_mapper(Settings(mapper="nope"))
+
+
+def test_entry_point_mapper_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import consumer.mapping as mapping
+
+    ep = EntryPoint("custom", "tests.unit.custom_mapper:UpperMapper", mapping.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(mapping, "entry_points", lambda group, name=None: [ep] if name in (None, "custom") else [])
+    mapper = load_mapper(Settings(mapper="custom"))
+    assert mapper.map({"id": "x", "tel": "+905321234567"}).event_id == "X"

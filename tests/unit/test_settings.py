@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import pytest
+
+from consumer.errors import ConfigError
+from consumer.settings import load_settings
+from consumer.windows import RateWindow
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith(("KAFKA_", "PISANO_", "REDIS_", "BATCH_", "DLQ_", "HTTP_PORT", "MAPPING_", "AVRO_")):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_follow_design() -> None:
+    settings = load_settings()
+    assert settings.batch_max_recipients == 5000
+    assert settings.rate_windows == (RateWindow(20, 5000), RateWindow(40, 25000), RateWindow(80, 125000),
+                                     RateWindow(160, 625000))
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("KAFKA_TOPICS: a,b\nbatch_max_wait_ms: 250\nkafka:\n  security.protocol: SASL_SSL\n")
+    monkeypatch.setenv("BATCH_MAX_WAIT_MS", "900")
+    monkeypatch.setenv("KAFKA_CONFIG_SASL_PASSWORD", "s3cret")
+    settings = load_settings(config)
+    assert settings.kafka_topics == ["a", "b"]
+    assert settings.batch_max_wait_ms == 900
+    assert settings.kafka == {"security.protocol": "SASL_SSL", "sasl.password": "s3cret"}
+
+
+def test_rate_limits_error_names_setting_value_and_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PISANO_RATE_LIMITS", "20 per 5")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    message = str(error.value)
+    assert message.startswith("PISANO_RATE_LIMITS='20 per 5'")
+    assert "expected N/Ts" in message
+
+
+def test_rate_limits_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PISANO_RATE_LIMITS", "off")
+    assert load_settings().rate_windows == ()
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("BATCH_MAX_RECIPIENTS", "9000", "BATCH_MAX_RECIPIENTS='9000': expected an integer from 1 to 5000"),
+    ("PISANO_URL", "ftp://x", "PISANO_URL='ftp://x'"),
+    ("REDIS_URL", "http://h", "REDIS_URL=***"),
+    ("HTTP_PORT", "abc", "HTTP_PORT='abc'"),
+])
+def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="^" + expected.replace("(", r"\(").replace("*", r"\*")):
+        load_settings()
+
+
+def test_unknown_setting_in_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("KAFKA_TOPCS: a\n")
+    with pytest.raises(ConfigError, match="KAFKA_TOPCS: unknown setting"):
+        load_settings(config)
+
+
+@pytest.mark.parametrize("content", ["a: [", "- just\n- a list\n"])
+def test_garbage_file_is_one_clear_error(tmp_path: Path, content: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(content)
+    with pytest.raises(ConfigError, match=r"--config .*c.yaml"):
+        load_settings(config)
+
+
+def test_secrets_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PISANO_API_TOKEN", "tok-123456")
+    monkeypatch.setenv("REDIS_URL", "redis://user:pw-98765@redis:6379/0")
+    monkeypatch.setenv("KAFKA_CONFIG_SASL_PASSWORD", "kafka-pw-555")
+    settings = load_settings()
+    shown = repr(settings) + str(settings.as_dict())
+    for secret in ("tok-123456", "pw-98765", "kafka-pw-555"):
+        assert secret not in shown
+    assert settings.api_token() == "tok-123456"
+
+
+def test_token_from_mounted_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    monkeypatch.setenv("PISANO_API_TOKEN_FILE", str(token_file))
+    assert load_settings().api_token() == "from-file"
+
+
+def test_missing_token_says_what_to_do() -> None:
+    with pytest.raises(ConfigError, match="PISANO_API_TOKEN is not set"):
+        load_settings().api_token()
