@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ def compile_path(key: str, expression: Any) -> Path_:
     return compiled.search
 
 
+@lru_cache(maxsize=4096)  # a deployment has a handful of campaigns; parsing a UUID per event adds up
 def is_campaign_id(value: str) -> bool:
     try:
         uuid.UUID(value)

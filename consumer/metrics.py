@@ -56,6 +56,11 @@ class Metrics:
         self.consumer_lag = Gauge(f"{p}_consumer_lag", "Records behind the end of the partition",
                                   ["topic", "partition"], registry=r)
         self.buffered_events = Gauge(f"{p}_buffered_events", "Events waiting in batches", registry=r)
+        self.held_events = Gauge(f"{p}_held_events", "Events waiting for another attempt on their id to end",
+                                 registry=r)
+        self.unfinished_records = Gauge(f"{p}_unfinished_records",
+                                        "Consumed records without an outcome yet (they hold back the commit)",
+                                        ["topic", "partition"], registry=r)
         self.in_flight_requests = Gauge(f"{p}_in_flight_requests", "Pisano requests under way", registry=r)
         self.partitions_paused = Gauge(f"{p}_partitions_paused", "1 while fetching is paused for backpressure",
                                        registry=r)

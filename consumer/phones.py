@@ -6,6 +6,7 @@ Pisano keys its request maps by the number, so every phone goes through `normali
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -15,6 +16,8 @@ from consumer.errors import ConfigError, InvalidEventError
 
 PhoneFormat = Literal["e164", "national"]
 _MAX_PHONE_CHARS = 64  # longer input is not a phone; refuse before the parser spends time on it
+_CANONICAL_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_COUNTRY_CODES = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 
 
 class PhoneNormaliser:
@@ -31,6 +34,8 @@ class PhoneNormaliser:
         self.normalise = lru_cache(maxsize=65_536)(self._normalise)
 
     def _normalise(self, raw: str) -> str:
+        if self.output == "e164" and _CANONICAL_E164.match(raw) and _valid_canonical_e164(raw):
+            return raw
         if len(raw) > _MAX_PHONE_CHARS:
             raise InvalidEventError("phone is too long to be a phone number")
         try:
@@ -44,3 +49,22 @@ class PhoneNormaliser:
         national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
         # Pisano takes the number as one token; drop the spaces and dashes of the display form.
         return "".join(ch for ch in str(national) if ch.isdigit() or ch == "+")
+
+
+def _valid_canonical_e164(raw: str) -> bool:
+    """Fast path for input already in E.164: build the number directly instead of parsing it.
+
+    Most events carry canonical numbers, and `phonenumbers.parse` costs twice the validity check.
+    Only a *valid* verdict is taken from here; anything else (a national part with leading zeros,
+    a national prefix to strip) goes through the full parser, which has the final word.
+    """
+    digits = raw[1:]
+    for length in (1, 2, 3):
+        country_code = int(digits[:length])
+        if country_code in _COUNTRY_CODES:
+            national = digits[length:]
+            if not national or national[0] == "0":
+                return False
+            number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
+            return bool(phonenumbers.is_valid_number(number))
+    return False

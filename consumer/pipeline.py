@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter as TallyCounter
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,7 @@ POLL_TIMEOUT_S = 0.05
 POLL_BATCH = 1000
 RESUME_AT = 0.5  # resume fetching once the buffers are down to half of MAX_BUFFERED_EVENTS
 REGISTRY_RETRY_S = 2.0
+HOLD_S = 2.0  # an event held back (its id in flight elsewhere) is tried again this much later
 GAUGE_INTERVAL_S = 5.0
 
 
@@ -51,7 +53,7 @@ class Pipeline:
         self,
         settings: Settings,
         *,
-        consumer: Any,
+        consumer_factory: Callable[[Callable[[KafkaError | None, list[TopicPartition]], None]], Any],
         producer: Any,
         decoder: Decoder,
         mapper: Mapper,
@@ -61,7 +63,7 @@ class Pipeline:
         health: Health,
     ) -> None:
         self.settings = settings
-        self.consumer = consumer
+        self.consumer = consumer_factory(self._on_commit)
         self.producer = producer
         self.decoder = decoder
         self.mapper = mapper
@@ -75,11 +77,10 @@ class Pipeline:
         self._stop = threading.Event()
         self._paused = False
         self._deferred: deque[Any] = deque()  # records waiting for the schema registry
+        self._held: deque[tuple[float, list[PendingEvent]]] = deque()  # ids in flight elsewhere
         self._deferred_retry_at = 0.0
         self._last_commit = 0.0
         self._last_gauges = 0.0
-        self._consumed = {t: metrics.events_consumed.labels(t) for t in settings.kafka_topics}
-        self._decoded = {t: metrics.events_decoded.labels(t) for t in settings.kafka_topics}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -110,6 +111,12 @@ class Pipeline:
             self._ingest(messages, now)
         if self._deferred and now >= self._deferred_retry_at:
             self._retry_deferred(now)
+        while self._held and self._held[0][0] <= now:
+            _, events = self._held.popleft()
+            current = [e for e in events if self.tracker.epoch(e.tp) == e.epoch]
+            for event in current:
+                event.enqueued_at = now
+            self.batcher.add(current)
         self._drain_outcomes()
         self.dlq.poll(0)
         if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
@@ -147,6 +154,7 @@ class Pipeline:
 
     def _ingest(self, messages: list[Any], now: float) -> None:
         events: list[PendingEvent] = []
+        consumed: TallyCounter[str] = TallyCounter()
         max_bytes = self.settings.max_message_bytes
         for message in messages:
             error = message.error()
@@ -156,9 +164,7 @@ class Pipeline:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             tp = (topic, partition)
             epoch = self.tracker.track(tp, offset)
-            counter = self._consumed.get(topic)
-            if counter is not None:
-                counter.inc()
+            consumed[topic] += 1
             if self._deferred:
                 self._deferred.append((message, tp, epoch))
                 continue
@@ -173,6 +179,12 @@ class Pipeline:
                 events.append(event)
         if events:
             self.batcher.add(events)
+        # Counted per poll, not per record: a metric lock per record is measurable at 20k/s.
+        for topic, count in consumed.items():
+            self.metrics.events_consumed.labels(topic).inc(count)
+        decoded = TallyCounter(e.tp[0] for e in events)
+        for topic, count in decoded.items():
+            self.metrics.events_decoded.labels(topic).inc(count)
 
     def _to_event(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, max_bytes: int,
                   now: float) -> PendingEvent | None:
@@ -194,9 +206,6 @@ class Pipeline:
         except RecordError as exc:
             self._dead_letter(message, tp, offset, epoch, Failure(exc.reason, str(exc)))
             return None
-        counter = self._decoded.get(tp[0])
-        if counter is not None:
-            counter.inc()
         replay = bool(message.headers()) and replay_count(message) > 0
         return PendingEvent(message, tp, offset, epoch, recipient, now, replay)
 
@@ -251,10 +260,9 @@ class Pipeline:
                 if outcome.kind == "delivered":
                     self._observe_latency(current, outcome.accepted_at_ms)
             elif outcome.kind == "requeue":
-                now = time.monotonic()
-                for event in current:
-                    event.enqueued_at = now
-                self.batcher.add(current)
+                # Back after a pause, not at once: the other attempt needs time to finish, and
+                # asking again right away would spend a throttle slot on nothing.
+                self._held.append((time.monotonic() + HOLD_S, current))
             else:
                 assert outcome.failure is not None
                 for event in current:
@@ -270,17 +278,26 @@ class Pipeline:
     # ------------------------------------------------------------------ offsets
 
     def _commit(self, sync: bool = False, tps: list[tuple[str, int]] | None = None) -> None:
+        """Commit what moved. An asynchronous commit counts only once its result comes back
+        (`_on_commit`): one that fails, as they do during a rebalance, is sent again next time."""
         points = self.tracker.commit_points(tps)
         if not points:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in points.items()]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+            result = self.consumer.commit(offsets=offsets, asynchronous=not sync)
         except KafkaException as exc:
-            # Not fatal: the next commit carries the same or later offsets.
             log.warning("commit failed (%s); will commit again", exc)
             return
-        self.tracker.committed(points)
+        if sync and result:
+            self._on_commit(None, result)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            log.info("commit not accepted (%s); will commit again", error.str())
+            return
+        self.tracker.committed({(p.topic, p.partition): p.offset for p in partitions
+                                if p.error is None and p.offset >= 0})
 
     # ------------------------------------------------------------------ group membership
 
@@ -301,6 +318,7 @@ class Pipeline:
             return
         dropped = self.batcher.drop(lambda e: e.tp in tps)
         self._deferred = deque(d for d in self._deferred if d[1] not in tps)
+        self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
         # Requests under way for these partitions finish (bounded) so their offsets can be committed
         # now instead of being processed again by the next owner.
         deadline = time.monotonic() + self.settings.revoke_grace_ms / 1000
@@ -330,7 +348,8 @@ class Pipeline:
     # ------------------------------------------------------------------ flow control
 
     def _load(self) -> int:
-        return self.batcher.buffered + self.sender.in_flight() + len(self._deferred)
+        held = sum(len(events) for _, events in self._held)
+        return self.batcher.buffered + self.sender.in_flight() + len(self._deferred) + held
 
     def _backpressure(self) -> None:
         load, limit = self._load(), self.settings.max_buffered_events
@@ -341,7 +360,8 @@ class Pipeline:
                 self.consumer.pause(assignment)
             self._paused = True
             self.metrics.partitions_paused.set(1)
-            log.info("buffers full (%d events) or registry down: pausing fetch, still polling", load)
+            why = "waiting for the schema registry" if blocked else f"buffers full ({load} events)"
+            log.info("%s: pausing fetch, still polling", why, extra={"count": load})
         elif self._paused and load <= limit * RESUME_AT and not blocked:
             assignment = self.consumer.assignment()
             if assignment:
@@ -352,7 +372,9 @@ class Pipeline:
 
     def _update_gauges(self) -> None:
         self.metrics.buffered_events.set(self.batcher.buffered)
+        self.metrics.held_events.set(sum(len(events) for _, events in self._held))
         for tp in self.tracker.assigned():
+            self.metrics.unfinished_records.labels(tp[0], str(tp[1])).set(self.tracker.unfinished(tp))
             try:
                 low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
@@ -400,7 +422,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
 
     pipeline = Pipeline(
         settings,
-        consumer=make_consumer(settings, kafka_error),
+        consumer_factory=lambda on_commit: make_consumer(settings, kafka_error, on_commit=on_commit),
         producer=make_producer(settings, kafka_error),
         decoder=decoder,
         mapper=mapper,

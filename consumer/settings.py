@@ -94,6 +94,7 @@ class Settings(BaseSettings):
 
     # Deduplication
     dedup_horizon_s: int = Field(7 * 86_400, ge=60, le=366 * 86_400)
+    dedup_claim_lease_ms: int | None = Field(None, ge=1_000, le=86_400_000)
 
     # Events
     schema_registry_url: str | None = None
@@ -168,6 +169,8 @@ class Settings(BaseSettings):
     def claim_lease_ms(self) -> int:
         """How long a dedup claim protects an event: longer than any attempt to deliver it (every
         retry within the budget, its wait for a slot, the last request's timeouts), plus a margin for a slow Redis."""
+        if self.dedup_claim_lease_ms is not None:
+            return self.dedup_claim_lease_ms
         return (self.pisano_retry_budget_ms + self.throttle_horizon_ms + self.pisano_timeout_ms
                 + self.pisano_connect_timeout_ms + 60_000)
 

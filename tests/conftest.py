@@ -72,3 +72,13 @@ def new_topic(stack: Stack) -> Callable[..., str]:
         return name
 
     return make
+
+
+@pytest.fixture
+def processes():  # type: ignore[no-untyped-def]
+    """Consumer processes started by a test; whatever is still running at the end is killed."""
+    started: list = []  # type: ignore[type-arg]
+    yield started
+    for process in started:
+        if process.alive():
+            process.kill()

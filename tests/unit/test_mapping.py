@@ -124,3 +124,38 @@ def test_entry_point_mapper_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mapping, "entry_points", lambda group, name=None: [ep] if name in (None, "custom") else [])
     mapper = load_mapper(Settings(mapper="custom"))
     assert mapper.map({"id": "x", "tel": "+905321234567"}).event_id == "X"
+
+
+def test_e164_fast_path_agrees_with_the_full_parser() -> None:
+    import random
+
+    import phonenumbers
+
+    from consumer.phones import PhoneNormaliser
+
+    rng = random.Random(7)
+    fast = PhoneNormaliser(None, "e164")
+    examples = [phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164)
+                for region in sorted(phonenumbers.SUPPORTED_REGIONS)
+                for n in [phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)] if n]
+    candidates = []
+    for example in examples:
+        for _ in range(40):
+            digits = list(example[1:])
+            digits[rng.randrange(len(digits))] = str(rng.randrange(10))
+            candidates.append("+" + "".join(digits))
+    agreed = 0
+    for raw in candidates:
+        try:
+            number = phonenumbers.parse(raw, None)
+            expected = (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+                        if phonenumbers.is_valid_number(number) else None)
+        except phonenumbers.NumberParseException:
+            expected = None
+        try:
+            got = fast.normalise(raw)
+        except InvalidEventError:
+            got = None
+        assert got == expected, raw
+        agreed += 1
+    assert agreed > 5000

@@ -1,0 +1,116 @@
+"""The `/_sim/` admin endpoints: read what the simulator saw, change its behaviour at runtime.
+
+GET  /_sim/healthz     {"status": "ok"}
+GET  /_sim/deliveries  delivery records (deliveries.py), oldest first;
+                       ?campaign=<id> filters, ?format=jsonl answers JSONL
+GET  /_sim/requests    request records, oldest first; ?campaign=<id> filters
+GET  /_sim/stats       requests by HTTP status and by code, recipients delivered,
+                       429s per token and per window, the current config
+POST /_sim/faults      JSON fault settings (config.FaultSettings field names), merged into
+                       the current ones; ?mode=replace resets the fields not given
+POST /_sim/config      JSON with any of tokens, campaigns (lists), any_campaign (bool),
+                       rate_limits ("20/5s,40/25s" or "off"; new windows start from an
+                       empty throttle log)
+POST /_sim/reset       clears the logs (not the JSONL file), the counters and the throttle;
+                       re-seeds the fault dice
+
+The POST endpoints answer with the resulting settings, tokens shown as fingerprints. A bad value
+answers 400 in the simulator's error shape with `"code": null`. There is no authentication: the
+simulator is for tests and staging networks, not for the open internet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from consumer.errors import ConfigError
+from consumer.simulator.answers import ErrorAnswer
+from consumer.simulator.config import FaultSettings
+from consumer.simulator.state import SimulatorState, simulator_state
+
+logger = logging.getLogger(__name__)
+
+
+def admin_routes() -> list[Route]:
+    return [
+        Route("/_sim/healthz", healthz, methods=["GET"]),
+        Route("/_sim/deliveries", deliveries, methods=["GET"]),
+        Route("/_sim/requests", requests, methods=["GET"]),
+        Route("/_sim/stats", stats, methods=["GET"]),
+        Route("/_sim/faults", faults, methods=["POST"]),
+        Route("/_sim/config", config, methods=["POST"]),
+        Route("/_sim/reset", reset, methods=["POST"]),
+    ]
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def deliveries(request: Request) -> Response:
+    log = _state(request).deliveries
+    campaign_id = request.query_params.get("campaign")
+    if request.query_params.get("format") == "jsonl":
+        return Response(log.jsonl(campaign_id), media_type="application/x-ndjson")
+    return JSONResponse(log.records(campaign_id))
+
+
+async def requests(request: Request) -> Response:
+    return JSONResponse(_state(request).requests.records(request.query_params.get("campaign")))
+
+
+async def stats(request: Request) -> Response:
+    return JSONResponse(_state(request).stats_dict())
+
+
+async def faults(request: Request) -> Response:
+    state = _state(request)
+    mode = request.query_params.get("mode", "merge")
+    if mode not in ("merge", "replace"):
+        return _bad_request("mode must be merge or replace")
+    try:
+        data = await _json_object(request)
+        base = state.config.faults if mode == "merge" else None
+        state.set_faults(FaultSettings.from_json(data, base))
+    except ConfigError as exc:
+        return _bad_request(str(exc))
+    return JSONResponse(state.config.faults.public_dict())
+
+
+async def config(request: Request) -> Response:
+    state = _state(request)
+    try:
+        state.set_config(state.config.with_changes(await _json_object(request)))
+    except ConfigError as exc:
+        return _bad_request(str(exc))
+    return JSONResponse(state.config.public_dict())
+
+
+async def reset(request: Request) -> Response:
+    _state(request).reset()
+    logger.info("simulator reset")
+    return JSONResponse({"status": "ok"})
+
+
+def _state(request: Request) -> SimulatorState:
+    return simulator_state(request.app)
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        data = json.loads(await request.body())
+    except ValueError as exc:
+        raise ConfigError("the body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise ConfigError("the body must be a JSON object")
+    return data
+
+
+def _bad_request(message: str) -> Response:
+    return ErrorAnswer.for_status(400, message).to_answer().to_response()

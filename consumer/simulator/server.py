@@ -1,0 +1,148 @@
+"""Running the simulator: `serve` in the foreground, `SimulatorServer` in a background thread.
+
+Both bind the listening socket themselves before uvicorn starts, so the URL is known (port 0
+picks a free port) and connections made right after are queued rather than refused. uvicorn is
+told not to configure logging (the CLI does) and not to write access logs (sharing.py logs one
+DEBUG line per request, without tokens or phone numbers).
+
+Stopping (SIGTERM or SIGINT for `serve`, `stop()` for `SimulatorServer`) is graceful: no new
+connections, requests in flight are answered. A request held by a hang fault ends when its
+client gives up; clients still waiting after GRACEFUL_SHUTDOWN_S get uvicorn's 500 as the
+server goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from consumer.simulator.app import create_app
+from consumer.simulator.clock import Clock
+from consumer.simulator.config import SimulatorConfig
+from consumer.simulator.state import SimulatorState, simulator_state
+from consumer.windows import format_rate_limits
+
+logger = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN_S = 5
+STARTUP_TIMEOUT_S = 10.0
+
+
+def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the simulator until SIGTERM or SIGINT; prints the URL it listens on once bound."""
+    app = create_app(config)
+    sock = _listen(host, port)
+    url = _url(host, sock)
+    _log_start(config, url)
+    print(f"Pisano simulator listening on {url}", flush=True)
+    _uvicorn(app).run(sockets=[sock])
+
+
+class SimulatorServer:
+    """The simulator on a background thread, for tests and benchmarks.
+
+        with SimulatorServer(SimulatorConfig(tokens=frozenset({"t"}), any_campaign=True)) as sim:
+            httpx.post(f"{sim.url}/v1/sms_campaigns/c/sms_sharings", ...)
+
+    `state` is the live SimulatorState; read it only while no request is in flight (or use the
+    admin endpoints, which run on the server's own loop).
+    """
+
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.app: Starlette = create_app(config, clock)
+        self._host = host
+        self._port = port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    @property
+    def state(self) -> SimulatorState:
+        return simulator_state(self.app)
+
+    def start(self) -> None:
+        sock = _listen(self._host, self._port)
+        self.url = _url(self._host, sock)
+        server = _uvicorn(self.app)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="pisano-simulator", daemon=True
+        )
+        thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                sock.close()
+                raise RuntimeError(f"the simulator did not start on {self.url}")
+            time.sleep(0.005)
+        self._server, self._thread = server, thread
+        _log_start(self.state.config, self.url)
+
+    def stop(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(GRACEFUL_SHUTDOWN_S + 5)
+        if self._thread.is_alive():
+            raise RuntimeError("the simulator did not stop")
+        self._server = self._thread = None
+
+    def __enter__(self) -> SimulatorServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _uvicorn(app: Starlette) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+    )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def _url(host: str, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _log_start(config: SimulatorConfig, url: str) -> None:
+    logger.info(
+        "Pisano simulator on %s: %d tokens, %s, throttle %s, delivery log %s",
+        url,
+        len(config.tokens),
+        "any campaign" if config.any_campaign else f"{len(config.campaigns)} campaigns",
+        format_rate_limits(config.rate_limits),
+        config.delivery_log_path or "in memory only",
+    )
+    if not config.tokens:
+        logger.warning("no tokens configured: every request gets 401 until POST /_sim/config")
