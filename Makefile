@@ -34,10 +34,11 @@ down:
 
 ## The main job on the local stack: Kafka, Redis, the Pisano simulator and the consumer.
 demo: up
-	$(BIN)/pisano-sms demo
+	$(BIN)/python scripts/localstack.py run -- $(BIN)/pisano-sms demo
 
-## The whole suite: starts Kafka and Redis itself (unless already up) and stops what it started.
-test: install helm
+## The whole suite: lint, then every test. Starts Kafka and Redis itself (unless already up)
+## and stops what it started.
+test: install helm lint
 	$(BIN)/python -m pytest tests
 
 test-unit: install
@@ -46,6 +47,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check consumer tests scripts benchmarks
 	$(BIN)/mypy
+	@echo "[make] lint ok"
 
 bench: up
 	$(BIN)/python benchmarks/throughput.py

@@ -168,7 +168,9 @@ class Batcher:
     def _oldest_campaign(self, now: float, *, due_only: bool) -> str | None:
         best, best_at = None, 0.0
         for campaign, queue in self._queues.items():
-            if queue and (not due_only or self._is_due(queue, now)) and (best is None or queue[0].enqueued_at < best_at):
+            if not queue or (due_only and not self._is_due(queue, now)):
+                continue
+            if best is None or queue[0].enqueued_at < best_at:
                 best, best_at = campaign, queue[0].enqueued_at
         return best
 

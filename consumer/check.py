@@ -8,6 +8,7 @@ against the throttle, so it takes a slot from the shared limiter like any other.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -121,10 +122,8 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
     except httpx.HTTPError as exc:
         return "failed", f"{settings.pisano_url}: {type(exc).__name__}: {exc}; check PISANO_URL"
     code = None
-    try:
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
         code = int(response.json().get("code"))
-    except (ValueError, TypeError, AttributeError):
-        pass
     if response.status_code == 401 or code in (13001, 13011, 13016, 13030, 13036):
         return "failed", f"Pisano refused the token (HTTP {response.status_code}, code {code}); check PISANO_API_TOKEN"
     if response.status_code in (400, 404) and code in TOKEN_ACCEPTED_CODES:

@@ -112,3 +112,64 @@ def check(settings: Settings, campaign: str | None) -> None:
         click.echo(f"{result.name:<9} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.detail}")
         failed |= result.status == "failed"
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@click.option("--port", default=8090, show_default=True, help="Port (0 picks a free one).")
+@click.option("--token", "tokens", multiple=True,
+              help="Accepted API token(s), repeatable or comma list. Default: PISANO_API_TOKEN.")
+@click.option("--campaign", "campaigns", multiple=True, help="Known campaign id(s), repeatable or comma list.")
+@click.option("--any-campaign", is_flag=True, help="Accept every campaign id as existing.")
+@click.option("--rate-limits", help="Throttle windows N/Ts,... or 'off'. Default: PISANO_RATE_LIMITS.")
+@click.option("--max-recipients", default=5000, show_default=True, help="Most phone numbers in one request.")
+@click.option("--delivery-log", type=click.Path(dir_okay=False), help="Append every delivery to this JSONL file.")
+@click.option("--memory-log-recipients", default=200_000, show_default=True,
+              help="Deliveries kept in memory for GET /_sim/deliveries (older ones only in the file).")
+@click.option("--seed", type=int, help="Seed the fault dice so a run repeats itself.")
+@click.option("--error-rate", "error_rates", multiple=True, help="Random error statuses, e.g. 503=0.1,500=0.05.")
+@click.option("--garbage-body-rate", default=0.0, help="Share of injected errors with an HTML body.")
+@click.option("--latency-ms", default=0.0, help="Added latency per answer.")
+@click.option("--latency-jitter-ms", default=0.0, help="Uniform extra latency up to this.")
+@click.option("--hang-rate", default=0.0, help="Share of requests never answered (not delivered).")
+@click.option("--hang-after-accept-rate", default=0.0, help="Share delivered, then never answered.")
+@click.option("--campaign-code", "campaign_codes", multiple=True, help="Force a code for a campaign: ID=13034.")
+@click.option("--token-code", "token_codes", multiple=True, help="Force a code for a token: TOKEN=13011.")
+@click.option("--poison-phone", "poison_phones", multiple=True, help="Phone(s) that fail any request holding them.")
+@click.option("--poison-code", default=13028, show_default=True, help="The code poison phones cause.")
+@configured
+def simulate(settings: Settings, host: str, port: int, tokens: tuple[str, ...], rate_limits: str | None,
+             **options: Any) -> None:
+    """Run a Pisano SMS sharing API simulator (for tests, the demo and staging).
+
+    Same endpoint and body as Pisano, token check, exact throttle windows per token, the
+    reference's error codes, fault injection, and a delivery log (GET /_sim/deliveries).
+    Admin endpoints: /_sim/stats, /_sim/requests, POST /_sim/faults, /_sim/config, /_sim/reset.
+    """
+    from consumer.simulator import SimulatorConfig, serve
+
+    logs.configure(settings.log_format, settings.log_level)
+    if not tokens and settings.pisano_api_token is None and settings.pisano_api_token_file is None:
+        fail("no token to accept: pass --token or set PISANO_API_TOKEN")
+    config = SimulatorConfig.from_options(
+        tokens=tokens or (settings.api_token(),),
+        rate_limits=rate_limits or settings.pisano_rate_limits,
+        **options,
+    )
+    serve(config, host=host, port=port)
+
+
+@main.command()
+@click.option("--events", default=10_000, show_default=True, help="Sample transactions to produce.")
+@configured
+def demo(settings: Settings, events: int) -> None:
+    """End to end on the local stack: simulator, sample events, consumer, report.
+
+    Needs Kafka and Redis (`make demo` starts them and runs this). Uses fresh topics and a fresh
+    Redis key prefix each run, with Pisano's cloud throttle (PISANO_RATE_LIMITS) in force.
+    """
+    from consumer.demo import run_demo
+
+    # Dead-letters are the point of part of the demo: the report shows them, the log need not.
+    logs.configure(settings.log_format, "ERROR")
+    run_demo(settings, events)

@@ -38,7 +38,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and key != "color_message":
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
@@ -67,3 +67,34 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     # httpx logs every request with its URL at INFO; our own request log says more and less.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+class LogBudget:
+    """At most `per_window` lines per key and window; the rest are counted and summarised.
+
+    A producer that starts sending garbage must not turn into thousands of identical log lines
+    a second: the dead-letter topic and the metrics carry every record, the log shows examples.
+    """
+
+    def __init__(self, per_window: int = 20, window_s: float = 60.0) -> None:
+        self.per_window = per_window
+        self.window_s = window_s
+        self._window_start = time.monotonic()
+        self._spent: dict[str, int] = {}
+
+    def allow(self, key: str) -> bool:
+        spent = self._spent.get(key, 0) + 1
+        self._spent[key] = spent
+        return spent <= self.per_window
+
+    def roll(self, logger: logging.Logger) -> None:
+        """Start a new window if this one is over, logging what was held back in it."""
+        now = time.monotonic()
+        if now - self._window_start < self.window_s:
+            return
+        for key, spent in sorted(self._spent.items()):
+            if spent > self.per_window:
+                logger.warning("%d more like that (%s) in the last %.0fs, not logged one by one",
+                               spent - self.per_window, key, self.window_s, extra={"reason": key})
+        self._spent.clear()
+        self._window_start = now

@@ -82,7 +82,8 @@ def compile_path(key: str, expression: Any) -> Path_:
         compiled = jmespath.compile(expression)
     except jmespath.exceptions.JMESPathError as exc:
         raise ConfigError(f"mapping {key}: {expression!r} is not valid JMESPath ({exc})") from None
-    return compiled.search
+    search: Path_ = compiled.search
+    return search
 
 
 @lru_cache(maxsize=4096)  # a deployment has a handful of campaigns; parsing a UUID per event adds up

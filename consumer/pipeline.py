@@ -29,6 +29,7 @@ from consumer.dedup import Deduplicator
 from consumer.errors import DecodeError, OversizeError, RecordError, RegistryError
 from consumer.health import Health, HealthProbe
 from consumer.kafka import make_consumer, make_producer
+from consumer.logs import LogBudget
 from consumer.mapping import Mapper, load_mapper
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
@@ -81,6 +82,7 @@ class Pipeline:
         self._deferred_retry_at = 0.0
         self._last_commit = 0.0
         self._last_gauges = 0.0
+        self._log_budget = LogBudget()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -126,6 +128,7 @@ class Pipeline:
         if now - self._last_gauges >= GAUGE_INTERVAL_S:
             self._update_gauges()
             self._last_gauges = now
+            self._log_budget.roll(log)
 
     def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace_ms / 1000
@@ -235,9 +238,10 @@ class Pipeline:
         log.warning("Kafka consume error: %s", error.str())
 
     def _dead_letter(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, failure: Failure) -> None:
-        log.warning("dead-lettering: %s", failure.message,
-                    extra={"topic": tp[0], "partition": tp[1], "offset": offset, "reason": failure.reason,
-                           "campaign": failure.campaign_id})
+        if self._log_budget.allow(failure.reason):
+            log.warning("dead-lettering: %s", failure.message,
+                        extra={"topic": tp[0], "partition": tp[1], "offset": offset, "reason": failure.reason,
+                               "campaign": failure.campaign_id})
 
         def done() -> None:
             self.metrics.dead_letters.labels(failure.reason, str(failure.code or "")).inc()
@@ -271,7 +275,7 @@ class Pipeline:
     def _observe_latency(self, events: list[PendingEvent], accepted_at_ms: int) -> None:
         observe = self.metrics.end_to_end.observe
         for event in events:
-            kind, timestamp = event.message.timestamp()
+            _, timestamp = event.message.timestamp()
             if timestamp > 0:
                 observe(max(0.0, (accepted_at_ms - timestamp) / 1000))
 
@@ -376,7 +380,7 @@ class Pipeline:
         for tp in self.tracker.assigned():
             self.metrics.unfinished_records.labels(tp[0], str(tp[1])).set(self.tracker.unfinished(tp))
             try:
-                low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
                 continue
             committed = self.tracker.commit_points([tp]) or {}

@@ -52,7 +52,8 @@ def encode_confluent(record: dict[str, Any], schema: Any, schema_id: int) -> byt
     return struct.pack(">bI", 0, schema_id) + encode(record, schema)
 
 
-def transactions(count: int, campaigns: list[str], *, start: int = 0, prefix: str = "evt") -> Iterator[tuple[bytes, bytes]]:
+def transactions(count: int, campaigns: list[str], *, start: int = 0,
+                 prefix: str = "evt") -> Iterator[tuple[bytes, bytes]]:
     """(key, value) pairs of `count` valid events with unique ids and phones, campaigns in turn."""
     for n in range(start, start + count):
         event_id = f"{prefix}-{n}"

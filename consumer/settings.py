@@ -262,7 +262,7 @@ def _kafka_from_env(environ: dict[str, str]) -> dict[str, str]:
 
 
 def _describe(error: Any) -> str:
-    loc = error.get("loc") or ()
+    loc: tuple[Any, ...] = tuple(error.get("loc") or ())
     field = str(loc[0]) if loc else ""
     reason = str(error.get("msg", "")).removeprefix("Value error, ")
     if not field:

@@ -5,6 +5,7 @@
     python scripts/localstack.py status   # what runs, and the connection settings
     python scripts/localstack.py env      # the settings as shell exports (eval "$(... env)")
     python scripts/localstack.py down     # stop what `up` started (by pid) and delete its data
+    python scripts/localstack.py run -- CMD...   # run CMD with the connection settings set
 
 Kafka comes from Maven Central as `org.apache.kafka` artifacts fetched with `mvn` into a cache
 outside the repository (~/.cache/pisano-sms), and runs with the machine's Java as one combined
@@ -20,6 +21,7 @@ Tests import this module to restart Redis and Kafka in the middle of a scenario.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -69,7 +71,8 @@ class StackError(RuntimeError):
 def ensure_java() -> str:
     java = shutil.which("java")
     if not java:
-        raise StackError("java not found: install a JDK 17 or newer (e.g. apt-get install openjdk-17-jre-headless)")
+        raise StackError("java not found: install a JDK 17 or newer "
+                         "(e.g. apt-get install openjdk-17-jre-headless)")
     return java
 
 
@@ -92,7 +95,8 @@ def ensure_kafka_libs() -> Path:
         check=False,
     )
     if result.returncode != 0:
-        raise StackError(f"mvn could not fetch Kafka (exit {result.returncode}); check the Maven Central connection and rerun")
+        raise StackError(f"mvn could not fetch Kafka (exit {result.returncode}); "
+                         "check the connection to Maven Central and rerun")
     staging.rename(KAFKA_LIBS)  # only a complete download counts as installed
     return KAFKA_LIBS
 
@@ -219,10 +223,8 @@ def _stop(name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child: nothing to reap
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _port_open(port: int) -> bool:
@@ -401,7 +403,8 @@ def wait_kafka(timeout: float = 180.0) -> None:
     while time.monotonic() < deadline:
         pid = _read_pid("kafka")
         if pid is None:
-            raise StackError(f"Kafka exited while starting; see {KAFKA_DIR / 'server.log'} and {KAFKA_DIR / 'stdout.log'}")
+            raise StackError(f"Kafka exited while starting; see {KAFKA_DIR / 'server.log'} "
+                             f"and {KAFKA_DIR / 'stdout.log'}")
         if not _port_open(KAFKA_PORT):
             time.sleep(0.5)
             continue
@@ -497,6 +500,12 @@ def main(argv: list[str]) -> int:
         elif command == "env":
             for key, value in settings().items():
                 print(f"export {key}={value}")
+        elif command == "run":
+            argv_rest = argv[argv.index("--") + 1:] if "--" in argv else argv[2:]
+            if not argv_rest:
+                print("usage: localstack.py run -- COMMAND [ARGS...]")
+                return 2
+            os.execvpe(argv_rest[0], argv_rest, {**os.environ, **settings()})
         elif command == "status":
             for name, alive in running().items():
                 print(f"{name}: {'running' if alive else 'stopped'}")

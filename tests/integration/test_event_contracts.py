@@ -19,7 +19,7 @@ from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
 from tests.support.registry import RegistryServer
-from tests.support.scenario import CAMPAIGNS, delivered_phones
+from tests.support.scenario import CAMPAIGNS
 
 TOKEN = "contracts-token-77"
 

@@ -36,12 +36,9 @@ class RegistryServer:
 
     def register(self, subject: str, schema: dict) -> int:  # type: ignore[type-arg]
         text = json.dumps(schema)
-        for schema_id, known in self.schemas.items():
-            if known == text:
-                break
-        else:
-            schema_id = len(self.schemas) + 1
-            self.schemas[schema_id] = text
+        known = {value: key for key, value in self.schemas.items()}
+        schema_id = known.get(text) or len(self.schemas) + 1
+        self.schemas[schema_id] = text
         self.subjects.setdefault(subject, []).append(schema_id)
         return schema_id
 

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Throughput of one consumer replica, end to end, against the raw ceiling of the same events.
+
+    make bench                                   # the stack must be able to start
+    python scripts/localstack.py run -- python benchmarks/throughput.py --events 200000
+
+N events (unique ids and phones, several campaigns) go into a fresh 6-partition topic on the
+local Kafka. The Pisano simulator runs in its own process, answers at once, throttle off. Then:
+
+- raw ceiling: a bare confluent-kafka consumer reads the same events and decodes the Avro, nothing
+  else: the most any Python consumer of this topic could do on this machine;
+- end to end: `pisano-sms run` in its own process, from its first poll until the group's
+  committed offsets reach the end of every partition (so every event delivered or dead-lettered);
+- Redis round trips per Pisano request (the server's count of script calls, divided by requests);
+- CPU microseconds per event by stage, each stage timed alone on 20,000 of the same events;
+- the consumer's peak RSS.
+
+Results print as a table and are appended as one JSON line to benchmarks/results/throughput.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from consumer.avro import SchemalessDecoder  # noqa: E402
+from consumer.batching import Batcher, PendingEvent  # noqa: E402
+from consumer.dedup import ClaimRequest, Deduplicator  # noqa: E402
+from consumer.mapping import DeclarativeMapper  # noqa: E402
+from consumer.pisano import PisanoClient, build_body  # noqa: E402
+from consumer.redis_state import Keys, connect  # noqa: E402
+from consumer.resources import default_mapping_file  # noqa: E402
+from consumer.samples import default_schema, transactions  # noqa: E402
+
+CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-000000000001",
+             "3f0c0000-0000-4000-8000-000000000002", "3f0c0000-0000-4000-8000-000000000003"]
+TOKEN = "bench-token"
+STAGE_SAMPLE = 20_000
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "consumer", "simulate", "--port", str(port), "--token", TOKEN, "--any-campaign",
+         "--rate-limits", "off", "--memory-log-recipients", "0"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LOG_LEVEL": "WARNING"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/_sim/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit("the simulator did not start")
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the future resolves
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+
+
+def produce(bootstrap: str, topic: str, events: int) -> None:
+    create_topic(bootstrap, topic, 6)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
+                         "compression.type": "lz4", "enable.idempotence": True})
+    started = time.monotonic()
+    for n, (key, value) in enumerate(transactions(events, CAMPAIGNS, prefix=f"b{uuid.uuid4().hex[:6]}")):
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if n % 50_000 == 0 and n:
+            say(f"  produced {n:,}")
+    producer.flush(120)
+    say(f"produced {events:,} events in {time.monotonic() - started:.1f}s")
+
+
+def raw_ceiling(bootstrap: str, topic: str, events: int) -> float:
+    """Consume + decode only: what the topic gives a Python consumer on this machine."""
+    decoder = SchemalessDecoder(default_schema())
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "queued.max.messages.kbytes": 65_536, "fetch.wait.max.ms": 100})
+    consumer.subscribe([topic])
+    seen = 0
+    started = None
+    while seen < events:
+        messages = consumer.consume(1000, 1.0)
+        if messages and started is None:
+            started = time.monotonic()
+        for message in messages:
+            if message.error() is None:
+                decoder.decode(message.value())
+                seen += 1
+    elapsed = time.monotonic() - (started or time.monotonic())
+    consumer.close()
+    return events / elapsed
+
+
+def committed_all(admin_consumer: Consumer, topic: str, ends: dict[int, int]) -> bool:
+    result = admin_consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+    return all(tp.offset == ends[tp.partition] for tp in result)
+
+
+def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, events: int) -> dict[str, Any]:
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    dlq = f"{topic}.dlq"
+    create_topic(bootstrap, dlq, 1)
+    port = free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPICS": topic, "KAFKA_GROUP_ID": group,
+           "DLQ_TOPIC": dlq, "REDIS_URL": redis_url, "PISANO_URL": simulator_url, "PISANO_API_TOKEN": TOKEN,
+           "PISANO_RATE_LIMITS": "off", "HTTP_PORT": str(port), "LOG_LEVEL": "WARNING",
+           "REDIS_KEY_PREFIX": group}
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(6)}
+    redis_client = redis.Redis.from_url(redis_url)
+    redis_client.config_resetstat()
+    process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=env, cwd=ROOT)
+    first_poll = None
+    try:
+        while first_poll is None:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+                consumed = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                               if line.startswith("pisano_sms_events_consumed_total"))
+                if consumed > 0:
+                    first_poll = time.monotonic()
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None:
+                raise SystemExit("the consumer exited")
+            time.sleep(0.01)
+        last_report = first_poll
+        while not committed_all(probe, topic, ends):
+            time.sleep(0.05)
+            if time.monotonic() - last_report > 2:
+                last_report = time.monotonic()
+                say(f"  {time.monotonic() - first_poll:.0f}s ...")
+        last_commit = time.monotonic()
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        peak_rss_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
+        ticks = os.sysconf("SC_CLK_TCK")
+        stat = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu_s = (int(stat[11]) + int(stat[12])) / ticks
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        probe.close()
+    commands = redis_client.info("commandstats")
+    script_calls = sum(v["calls"] for k, v in commands.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    stats = httpx.get(f"{simulator_url}/_sim/stats").json()
+    requests = stats["requests"]["by_status"].get("200", 0)
+    return {
+        "events_per_s": events / (last_commit - first_poll),
+        "seconds": last_commit - first_poll,
+        "requests": requests,
+        "recipients_delivered": stats["recipients_delivered"],
+        "redis_round_trips_per_request": script_calls / max(1, requests),
+        "peak_rss_mb": peak_rss_mb,
+        "consumer_cpu_us_per_event": cpu_s * 1e6 / events,
+    }
+
+
+def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) -> dict[str, float]:
+    """CPU microseconds per event of each stage, timed alone on the same events."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"stages-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    messages: list[Any] = []
+    started = time.process_time()
+    while len(messages) < STAGE_SAMPLE:
+        messages.extend(m for m in consumer.consume(1000, 1.0) if m.error() is None)
+    poll_cpu = time.process_time() - started
+    consumer.close()
+    messages = messages[:STAGE_SAMPLE]
+    values = [m.value() for m in messages]
+    count = len(values)
+    costs: dict[str, float] = {"poll": poll_cpu * 1e6 / count}
+
+    decoder = SchemalessDecoder(default_schema())
+    started = time.process_time()
+    records = [decoder.decode(v) for v in values]
+    costs["decode"] = (time.process_time() - started) * 1e6 / count
+
+    mapper = DeclarativeMapper.from_file(default_mapping_file())
+    started = time.process_time()
+    recipients = [mapper.map(r) for r in records]
+    costs["map"] = (time.process_time() - started) * 1e6 / count
+
+    batcher = Batcher(5000, 0.0)
+    started = time.process_time()
+    batcher.add(PendingEvent(m, (m.topic(), m.partition()), m.offset(), 1, r, 0.0)
+                for m, r in zip(messages, recipients, strict=True))
+    batches = []
+    while (batch := batcher.take()) is not None:
+        batches.append(batch)
+    costs["batch"] = (time.process_time() - started) * 1e6 / count
+
+    started = time.process_time()
+    bodies = [(b.campaign_id, build_body([e.recipient for e in b.events])) for b in batches]
+    costs["json_body"] = (time.process_time() - started) * 1e6 / count
+
+    dedup = Deduplicator(connect(redis_url), Keys(f"stages-{uuid.uuid4().hex[:6]}"), lease_ms=60_000,
+                         horizon_s=3600)
+    started = time.process_time()
+    for batch in batches:
+        tag = dedup.new_tag()
+        dedup.claim(tag, [ClaimRequest(e.recipient.event_id) for e in batch.events])
+        dedup.delivered(tag, [e.recipient.event_id for e in batch.events])
+    costs["dedup_claim_settle"] = (time.process_time() - started) * 1e6 / count
+
+    client = PisanoClient(simulator_url, TOKEN, timeout_s=30, connect_timeout_s=5, max_connections=1)
+    started = time.process_time()
+    for campaign, body in bodies:
+        client.send(campaign, body)
+    costs["http_post"] = (time.process_time() - started) * 1e6 / count
+    client.close()
+    costs["total"] = sum(costs.values())
+    return costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0")
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    say(f"{args.events:,} events, Kafka {bootstrap}, Redis {redis_url}, {os.cpu_count()} CPUs")
+    simulator, simulator_url = start_simulator()
+    try:
+        produce(bootstrap, topic, args.events)
+        say("raw ceiling: consume + Avro decode only")
+        ceiling = raw_ceiling(bootstrap, topic, args.events)
+        say(f"  {ceiling:,.0f} events/s")
+        say("end to end: pisano-sms run, first poll to last commit")
+        e2e = end_to_end(bootstrap, redis_url, topic, simulator_url, args.events)
+        say("CPU per event by stage")
+        stages = stage_costs(bootstrap, topic, redis_url, simulator_url)
+    finally:
+        simulator.send_signal(signal.SIGTERM)
+        simulator.wait(30)
+    result = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "events": args.events,
+              "raw_ceiling_events_per_s": round(ceiling), **{k: round(v, 2) for k, v in e2e.items()},
+              "ratio": round(e2e["events_per_s"] / ceiling, 3),
+              "cpu_us_per_event": {k: round(v, 2) for k, v in stages.items()}}
+    print()
+    print(f"  end to end          {e2e['events_per_s']:>10,.0f} events/s  ({e2e['seconds']:.1f}s, "
+          f"{e2e['requests']} requests, {e2e['recipients_delivered']:,} recipients delivered)")
+    print(f"  raw ceiling         {ceiling:>10,.0f} events/s  (consume + decode, same events)")
+    print(f"  ratio               {result['ratio']:>10.2f}")
+    print(f"  Redis round trips   {e2e['redis_round_trips_per_request']:>10.2f} per request (throttle off)")
+    print(f"  consumer CPU        {e2e['consumer_cpu_us_per_event']:>10.1f} us/event (whole process)")
+    print(f"  peak RSS            {e2e['peak_rss_mb']:>10.0f} MB")
+    print("  CPU us/event by stage (each alone): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    with open(out / "throughput.jsonl", "a", encoding="utf-8") as results:
+        results.write(json.dumps(result) + "\n")
+    if e2e["recipients_delivered"] != args.events:
+        raise SystemExit(f"only {e2e['recipients_delivered']:,} of {args.events:,} delivered")
+
+
+if __name__ == "__main__":
+    main()

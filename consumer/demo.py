@@ -1,0 +1,212 @@
+"""`pisano-sms demo`: the whole product on the local stack, in one command.
+
+Starts the Pisano simulator, creates a demo topic and its dead-letter topic, produces sample
+transaction events (with duplicates and invalid ones among them), runs the consumer with the
+cloud throttle until every record has an outcome, and reports what happened, checked against
+the simulator's own delivery log. Each run uses fresh topics and a fresh Redis key prefix, so it
+can be repeated and never touches other data.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from consumer.health import Health
+from consumer.kafka import make_producer
+from consumer.metrics import Metrics
+from consumer.pipeline import build_pipeline
+from consumer.samples import encode, phone_for, transaction
+from consumer.settings import Settings
+from consumer.simulator import SimulatorConfig, SimulatorServer
+
+CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-000000000001",
+             "3f0c0000-0000-4000-8000-000000000002"]
+DEMO_TOKEN = "demo-token"
+TIMEOUT_S = 300
+
+
+@dataclass
+class SampleTraffic:
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    unique: int = 0
+    duplicates: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+
+
+def sample_traffic(events: int, run_id: str, rng: random.Random) -> SampleTraffic:
+    """`events` unique transactions; about 5% sent twice, about 1% of each kind of bad record."""
+    traffic = SampleTraffic(unique=events)
+    for n in range(events):
+        event_id = f"demo-{run_id}-{n}"
+        value = encode(transaction(event_id, phone_for(n), CAMPAIGNS[n % len(CAMPAIGNS)], n=n))
+        traffic.records.append((event_id.encode(), value))
+        if rng.random() < 0.05:
+            traffic.records.append((event_id.encode(), value))
+            traffic.duplicates += 1
+        roll = rng.random()
+        if roll < 0.01:
+            bad = encode(transaction(f"{event_id}-x", "+90 123", CAMPAIGNS[0], n=n))
+            traffic.invalid["invalid_event"] += 1
+        elif roll < 0.02:
+            bad = encode(transaction(f"{event_id}-x", phone_for(n), None, n=n))
+            traffic.invalid["unroutable"] += 1
+        elif roll < 0.03:
+            bad = b"this is not an Avro record"
+            traffic.invalid["decode_error"] += 1
+        else:
+            continue
+        traffic.records.append((f"{event_id}-x".encode(), bad))
+    rng.shuffle(traffic.records)
+    return traffic
+
+
+def run_demo(settings: Settings, events: int) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    topic, dlq = f"pisano-sms-demo-{run_id}.transactions", f"pisano-sms-demo-{run_id}.dlq"
+    say(f"Kafka {settings.kafka_bootstrap_servers}, run {run_id}: creating {topic} (6 partitions) and {dlq}")
+    _create_topics(settings, {topic: 6, dlq: 1})
+
+    with SimulatorServer(SimulatorConfig(tokens=frozenset({DEMO_TOKEN}), campaigns=frozenset(CAMPAIGNS),
+                                         rate_limits=settings.rate_windows)) as simulator:
+        say(f"Pisano simulator on {simulator.url}, throttle {settings.pisano_rate_limits}")
+        traffic = sample_traffic(events, run_id, random.Random(run_id))
+        say(f"producing {len(traffic.records):,} records: {traffic.unique:,} transactions, "
+            f"{traffic.duplicates:,} duplicates, {sum(traffic.invalid.values()):,} invalid")
+        _produce(settings, topic, traffic.records)
+
+        demo_settings = settings.model_copy(update={
+            "kafka_topics": [topic], "dlq_topic": dlq, "kafka_group_id": f"pisano-sms-demo-{run_id}",
+            "pisano_url": simulator.url, "pisano_api_token": _secret(DEMO_TOKEN), "pisano_api_token_file": None,
+            "redis_key_prefix": f"pisano-sms-demo-{run_id}", "batch_max_wait_ms": 500, "mapping_file": None,
+            "schema_registry_url": None, "avro_schema_file": None, "mapper": "declarative",
+        })
+        metrics, health = Metrics(), Health()
+        pipeline, _probe = build_pipeline(demo_settings, metrics, health)
+        thread = threading.Thread(target=pipeline.run, name="demo-consumer", daemon=True)
+        started = time.monotonic()
+        thread.start()
+        try:
+            _wait_for_every_outcome(metrics, len(traffic.records), started)
+        finally:
+            pipeline.request_stop()
+            thread.join(60)
+        elapsed = time.monotonic() - started
+        deliveries = simulator.state.deliveries.records()
+        requests = simulator.state.requests.records()
+    _report(traffic, metrics, deliveries, requests, elapsed, dlq)
+
+
+def _secret(value: str) -> Any:
+    from pydantic import SecretStr
+
+    return SecretStr(value)
+
+
+def say(message: str) -> None:
+    click.echo(click.style("demo: ", fg="cyan") + message)
+
+
+def _create_topics(settings: Settings, topics: dict[str, int]) -> None:
+    config = {"bootstrap.servers": settings.kafka_bootstrap_servers, **settings.kafka}
+    admin = AdminClient(config)
+    futures = admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics.items()])
+    for name, future in futures.items():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            raise click.ClickException(f"cannot create topic {name} ({exc}); is Kafka up? (make up)") from exc
+
+
+def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(settings)
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(60):
+        raise click.ClickException("Kafka did not acknowledge the sample events within 60s")
+
+
+def _wait_for_every_outcome(metrics: Metrics, records: int, started: float) -> None:
+    """Every record ends delivered, skipped or dead-lettered; show progress until then."""
+    interactive = sys.stdout.isatty()
+    next_line = 0.0
+    while True:
+        done = _value(metrics, "recipients_delivered") + _value(metrics, "duplicates_skipped") \
+            + _value(metrics, "dead_letters")
+        consumed = _value(metrics, "events_consumed")
+        elapsed = time.monotonic() - started
+        line = f"  {elapsed:5.1f}s  consumed {consumed:>8,.0f}   with an outcome {done:>8,.0f} / {records:,}"
+        finished = done >= records
+        if interactive:
+            click.echo("\r" + line, nl=finished)
+        elif finished or elapsed >= next_line:
+            click.echo(line)
+            next_line += 2.0
+        if finished:
+            return
+        if elapsed > TIMEOUT_S:
+            raise click.ClickException(f"not every record had an outcome after {TIMEOUT_S}s; see the logs above")
+        time.sleep(0.25)
+
+
+def _value(metrics: Metrics, name: str, label: str | None = None) -> float:
+    total = 0.0
+    for family in metrics.registry.collect():
+        if family.name == f"pisano_sms_{name}":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and (label is None or label in sample.labels.values()):
+                    total += sample.value
+    return total
+
+
+def _report(traffic: SampleTraffic, metrics: Metrics, deliveries: list[dict[str, Any]],
+            requests: list[dict[str, Any]], elapsed: float, dlq: str) -> None:
+    phones = Counter(d["phone"] for d in deliveries)
+    dead: Counter[str] = Counter()
+    for family in metrics.registry.collect():
+        if family.name == "pisano_sms_dead_letters":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.value:
+                    dead[sample.labels["reason"]] += int(sample.value)
+    statuses = Counter(str(r.get("http_status")) for r in requests)
+    delivered = int(_value(metrics, "recipients_delivered"))
+    sizes = [r["recipients"] or 0 for r in requests if r.get("http_status") == 200]
+    click.echo()
+    click.secho(f"Demo finished in {elapsed:.1f}s", bold=True)
+    rows = [
+        ("events in", f"{len(traffic.records):,}", f"{traffic.unique:,} transactions, "
+         f"{traffic.duplicates:,} duplicates, {sum(traffic.invalid.values()):,} invalid"),
+        ("requests sent", f"{len(requests):,}", ", ".join(f"HTTP {s}: {n}" for s, n in sorted(statuses.items()))
+         + (f"; {min(sizes):,} to {max(sizes):,} recipients each" if sizes else "")),
+        ("recipients delivered", f"{delivered:,}",
+         f"simulator log: {sum(phones.values()):,} recipients, "
+         + ("each exactly once" if phones and max(phones.values()) == 1 else "SOME TWICE")),
+        ("duplicates skipped", f"{int(_value(metrics, 'duplicates_skipped')):,}", ""),
+        ("dead letters", f"{sum(dead.values()):,}", ", ".join(f"{r} {n}" for r, n in sorted(dead.items()))),
+    ]
+    for name, value, detail in rows:
+        click.echo(f"  {name:<22}{value:>8}   {detail}")
+    ok = delivered == traffic.unique == len(phones) and max(phones.values(), default=1) == 1 \
+        and dead == traffic.invalid
+    click.echo(f"  dead-letter topic: {dlq}")
+    if ok:
+        click.secho("Every transaction was delivered exactly once; every bad record is in the dead-letter topic.",
+                    fg="green")
+    else:
+        raise click.ClickException("the outcome does not match the sample traffic; see the report above")
+
