@@ -11,6 +11,7 @@ by the senders (invariant 1).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -333,9 +334,7 @@ class Pipeline:
         self.dlq.flush(max(0.0, deadline - time.monotonic()))
         self._drain_outcomes()
         self._commit(sync=True, tps=list(tps))
-        for tp in tps:
-            self.tracker.revoke(tp)
-        self.metrics.assigned_partitions.set(len(self.tracker.assigned()))
+        self._forget(tps)
         log.info("revoked %s (%d buffered events left for the next owner)", _names(partitions), len(dropped))
         consumer.incremental_unassign(partitions)
 
@@ -343,11 +342,20 @@ class Pipeline:
         # The group moved on without us: someone else owns these now; committing would be wrong.
         tps = {(p.topic, p.partition) for p in partitions}
         self.batcher.drop(lambda e: e.tp in tps)
-        for tp in tps:
-            self.tracker.revoke(tp)
+        self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
+        self._forget(tps)
         log.warning("lost %s (session timed out?); their records will be processed by the new owner",
                     _names(partitions))
         consumer.incremental_unassign(partitions)
+
+    def _forget(self, tps: set[tuple[str, int]]) -> None:
+        for tp in tps:
+            self.tracker.revoke(tp)
+            # Another replica reports these partitions now; a stale series would show false lag.
+            for gauge in (self.metrics.consumer_lag, self.metrics.unfinished_records):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp[0], str(tp[1]))
+        self.metrics.assigned_partitions.set(len(self.tracker.assigned()))
 
     # ------------------------------------------------------------------ flow control
 

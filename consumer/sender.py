@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 OutcomeKind = Literal["delivered", "skipped", "requeue", "dead_letter"]
 REDIS_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# The batch is taken, claimed and encoded this long before its slot, so that at the slot only the
+# POST remains: requests then reach Pisano a steady moment after their slots, and the throttle
+# margin only has to cover the network, not a claim of 5000 ids or a JSON body being built.
+PREPARE_LEAD_S = 0.2
 
 
 @dataclass
@@ -118,22 +122,26 @@ class Sender:
             try:
                 if not self.batcher.wait_for_demand(self._stop, timeout=0.5):
                     continue
-                if not self._await_slot():
+                slot_at = self._reserve_slot()
+                if slot_at is None or self._stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
                     self.batcher.cancel_promise()
                     continue
                 batch = self.batcher.take()
                 if batch is None:
                     self.metrics.throttle_wasted.inc()
                     continue
-                self._process(batch)
+                self._process(batch, slot_at)
             except Exception:  # a bug here must not silently kill a sender thread
                 log.exception("sender thread error; continuing")
                 self._stop.wait(1.0)
 
-    def _await_slot(self) -> bool:
-        """Reserve a throttle slot and sleep until it; False when stopping."""
+    def _reserve_slot(self) -> float | None:
+        """Reserve a throttle slot: its time on this process's monotonic clock (None if stopping).
+
+        The wait comes from Redis's clock, so only a duration crosses machines: clock skew
+        between replicas does not matter."""
         if self.limiter is None:
-            return True
+            return time.monotonic()
         while not self._stop.is_set():
             blocked = self._blocked_until - time.monotonic()
             if blocked > 0:
@@ -152,8 +160,8 @@ class Sender:
                 continue
             self.metrics.throttle_slots.inc()
             self.metrics.throttle_wait.observe(grant.wait_s)
-            return not self._stop.wait(grant.wait_s) if grant.wait_s > 0 else True
-        return False
+            return time.monotonic() + grant.wait_s
+        return None
 
     def _redis_down(self, operation: str, exc: StateStoreError) -> None:
         self.metrics.redis_errors.labels(operation).inc()
@@ -165,7 +173,7 @@ class Sender:
 
     # ------------------------------------------------------------------ one request
 
-    def _process(self, batch: Batch) -> None:
+    def _process(self, batch: Batch, slot_at: float) -> None:
         ident = threading.get_ident()
         with self._lock:
             work = self._work[ident] = _Work(Tally(e.tp for e in batch.events))
@@ -173,7 +181,7 @@ class Sender:
             tag = self.dedup.new_tag()
             claimed = self._claim(tag, batch, work)
             if claimed:
-                self._deliver(tag, batch, claimed)
+                self._deliver(tag, batch, claimed, slot_at)
         finally:
             with self._lock:
                 self._work.pop(ident, None)
@@ -222,10 +230,13 @@ class Sender:
             batch.events = claimed + candidates
         return claimed
 
-    def _deliver(self, tag: str, batch: Batch, events: list[PendingEvent]) -> None:
+    def _deliver(self, tag: str, batch: Batch, events: list[PendingEvent], slot_at: float) -> None:
         campaign = batch.campaign_id
         body = build_body([e.recipient for e in events])
         ids = [e.recipient.event_id for e in events]
+        if self._stop.wait(max(0.0, slot_at - time.monotonic())):
+            self._settle(self.dedup.release, tag, ids)  # never sent: free again, records stay uncommitted
+            return
         started = time.monotonic()
         attempt = 0
         self.metrics.batch_size.observe(len(events))
@@ -274,7 +285,8 @@ class Sender:
                 log.error("could not pause the fleet's throttle: %s", exc)
         if self._stop.wait(delay):
             return False
-        return self._await_slot()
+        slot_at = self._reserve_slot()
+        return slot_at is not None and not self._stop.wait(max(0.0, slot_at - time.monotonic()))
 
     def _fail(self, tag: str, batch: Batch, events: list[PendingEvent], error: PisanoError, action: str,
               reason: str, attempts: int) -> None:

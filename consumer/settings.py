@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     pisano_api_token: SecretStr | None = None
     pisano_api_token_file: Path | None = None
     pisano_rate_limits: str = PISANO_CLOUD_LIMITS
-    pisano_rate_margin_ms: int = Field(100, ge=0, le=60_000)
+    pisano_rate_margin_ms: int = Field(500, ge=0, le=60_000)
     pisano_timeout_ms: int = Field(30_000, ge=100, le=600_000)
     pisano_connect_timeout_ms: int = Field(5_000, ge=100, le=120_000)
     pisano_ca_file: Path | None = None

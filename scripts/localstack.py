@@ -192,6 +192,11 @@ def _read_pid(name: str) -> int | None:
     return pid if _pid_alive(pid) else None
 
 
+# Popen objects of what this process started: kept so they are reaped, not garbage collected
+# while running (Python warns about that).
+_children: dict[str, subprocess.Popen[bytes]] = {}
+
+
 def _spawn(name: str, argv: list[str], log: Path, cwd: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -200,6 +205,7 @@ def _spawn(name: str, argv: list[str], log: Path, cwd: Path) -> int:
             start_new_session=True,  # outlives `up`, and a Ctrl-C in the terminal does not reach it
         )
     (STACK_DIR / f"{name}.pid").write_text(str(process.pid))
+    _children[name] = process
     return process.pid
 
 
@@ -219,6 +225,9 @@ def _stop(name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
             _reap(pid)
             time.sleep(0.05)
     (STACK_DIR / f"{name}.pid").unlink(missing_ok=True)
+    child = _children.pop(name, None)
+    if child is not None:
+        child.wait()
     return True
 
 

@@ -1,0 +1,211 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "pisano-sms.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "pisano-sms.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pisano-sms.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pisano-sms.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "pisano-sms.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "pisano-sms.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: consumer
+{{- end }}
+
+{{- define "pisano-sms.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pisano-sms.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "pisano-sms.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the files go inside the container. The consumer reads these paths from the env names the
+ConfigMap sets (MAPPING_FILE, AVRO_SCHEMA_FILE, PISANO_API_TOKEN_FILE, KAFKA_CONFIG_SSL_*).
+Each volume gets its own directory: a mount nested in a ConfigMap or Secret volume breaks when
+the kubelet rewrites that volume.
+*/}}
+{{- define "pisano-sms.filesDir" -}}/etc/pisano-sms{{- end }}
+{{- define "pisano-sms.tokenDir" -}}/var/run/secrets/pisano-sms{{- end }}
+{{- define "pisano-sms.kafkaTlsDir" -}}/var/run/secrets/kafka-tls{{- end }}
+
+{{- define "pisano-sms.secretName" -}}
+{{- default (include "pisano-sms.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{/*
+"true" when the consumer talks SASL to Kafka (KAFKA_CONFIG_SECURITY_PROTOCOL SASL_PLAINTEXT or
+SASL_SSL): only then is the SASL password wired from the Secret.
+*/}}
+{{- define "pisano-sms.kafkaSasl" -}}
+{{- if hasPrefix "SASL_" (upper (toString (default "" .Values.config.KAFKA_CONFIG_SECURITY_PROTOCOL))) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the Kafka connection is TLS (SSL or SASL_SSL). */}}
+{{- define "pisano-sms.kafkaTlsOn" -}}
+{{- if hasSuffix "SSL" (upper (toString (default "" .Values.config.KAFKA_CONFIG_SECURITY_PROTOCOL))) }}true{{ end }}
+{{- end }}
+
+{{/*
+A config value as the string the consumer parses. Helm reads YAML numbers as float64, and
+`quote` alone would turn 1000000 into "1e+06", which no integer setting accepts.
+*/}}
+{{- define "pisano-sms.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) }}
+{{- int64 . | toString }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The settings the chart derives from other values, as YAML (env name: value).
+*/}}
+{{- define "pisano-sms.managedEnv" -}}
+HTTP_PORT: {{ .Values.httpPort | int64 | quote }}
+SHUTDOWN_GRACE_MS: {{ .Values.shutdownGraceMs | int64 | quote }}
+PISANO_API_TOKEN_FILE: {{ printf "%s/token" (include "pisano-sms.tokenDir" .) | quote }}
+{{- if .Values.mapping }}
+MAPPING_FILE: {{ printf "%s/mapping.yaml" (include "pisano-sms.filesDir" .) | quote }}
+{{- end }}
+{{- if .Values.avroSchema }}
+AVRO_SCHEMA_FILE: {{ printf "%s/schema.avsc" (include "pisano-sms.filesDir" .) | quote }}
+{{- end }}
+{{- with .Values.kafkaTls }}
+{{- if .secretName }}
+{{- if .caKey }}
+KAFKA_CONFIG_SSL_CA_LOCATION: {{ printf "%s/%s" (include "pisano-sms.kafkaTlsDir" $) .caKey | quote }}
+{{- end }}
+{{- if .certKey }}
+KAFKA_CONFIG_SSL_CERTIFICATE_LOCATION: {{ printf "%s/%s" (include "pisano-sms.kafkaTlsDir" $) .certKey | quote }}
+KAFKA_CONFIG_SSL_KEY_LOCATION: {{ printf "%s/%s" (include "pisano-sms.kafkaTlsDir" $) .keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Env names that carry secrets: they must come from the Secret, never from the ConfigMap.
+*/}}
+{{- define "pisano-sms.isSecretName" -}}
+{{- if or (has . (list "REDIS_URL" "PISANO_API_TOKEN")) (regexMatch "PASSWORD|SECRET|TOKEN|KEY_PEM" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+The ConfigMap's environment entries: `config` (empty values dropped) plus the managed ones.
+Fails the render on a key the chart manages or one that would put a secret in the ConfigMap.
+*/}}
+{{- define "pisano-sms.env" -}}
+{{- $managed := include "pisano-sms.managedEnv" . | fromYaml }}
+{{- $env := dict }}
+{{- range $name, $value := .Values.config }}
+{{- if hasKey $managed $name }}
+{{- fail (printf "config.%s is set by the chart; remove it from `config` (see the comment above `config` in values.yaml for the value that sets it)" $name) }}
+{{- end }}
+{{- if include "pisano-sms.isSecretName" $name }}
+{{- fail (printf "config.%s looks like a secret and `config` becomes a plain ConfigMap; put it in a Secret and pass it with `secrets` or `extraEnv` (secretKeyRef)" $name) }}
+{{- end }}
+{{- if not (or (kindIs "invalid" $value) (eq (toString $value) "")) }}
+{{- $_ := set $env $name (include "pisano-sms.envValue" $value) }}
+{{- end }}
+{{- end }}
+{{- toYaml (merge $env $managed) }}
+{{- end }}
+
+{{- define "pisano-sms.mappingFile" -}}
+{{- if kindIs "string" .Values.mapping }}{{ .Values.mapping }}{{ else }}{{ toYaml .Values.mapping }}{{ end }}
+{{- end }}
+
+{{- define "pisano-sms.avroSchemaFile" -}}
+{{- if kindIs "string" .Values.avroSchema }}{{ .Values.avroSchema }}{{ else }}{{ toPrettyJson .Values.avroSchema }}{{ end }}
+{{- end }}
+
+{{/*
+The pod's grace period: the consumer's own shutdown grace, rounded up to whole seconds, plus a
+margin for the flush's last request and the group leave. Kubernetes sends SIGKILL when it runs
+out, so it must always outlast SHUTDOWN_GRACE_MS.
+*/}}
+{{- define "pisano-sms.terminationGracePeriodSeconds" -}}
+{{- add (div (add (int64 .Values.shutdownGraceMs) 999) 1000) (int64 .Values.terminationGraceMarginSeconds) }}
+{{- end }}
+
+{{/*
+The consumer group and topics KEDA measures: the consumer's own (its default group when unset).
+*/}}
+{{- define "pisano-sms.groupId" -}}
+{{- default "pisano-sms-consumer" .Values.config.KAFKA_GROUP_ID }}
+{{- end }}
+
+{{/*
+KEDA's offsetResetPolicy must agree with what the consumer does for a group without commits:
+librdkafka's auto.offset.reset, "earliest" by default in this consumer (consumer/kafka.py).
+*/}}
+{{- define "pisano-sms.offsetResetPolicy" -}}
+{{- $reset := lower (toString (default "earliest" .Values.config.KAFKA_CONFIG_AUTO_OFFSET_RESET)) }}
+{{- if has $reset (list "latest" "largest" "end") }}latest{{ else }}earliest{{ end }}
+{{- end }}
+
+{{/* KEDA's name for the SASL mechanism in KAFKA_CONFIG_SASL_MECHANISM(S). */}}
+{{- define "pisano-sms.kedaSasl" -}}
+{{- $mechanism := upper (toString (coalesce .Values.config.KAFKA_CONFIG_SASL_MECHANISM .Values.config.KAFKA_CONFIG_SASL_MECHANISMS "GSSAPI")) }}
+{{- $known := dict "PLAIN" "plaintext" "SCRAM-SHA-256" "scram_sha256" "SCRAM-SHA-512" "scram_sha512" }}
+{{- if not (hasKey $known $mechanism) }}
+{{- fail (printf "keda.enabled: SASL mechanism %s is not wired by the chart (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 are); set KAFKA_CONFIG_SASL_MECHANISM or scale with `autoscaling`" $mechanism) }}
+{{- end }}
+{{- get $known $mechanism }}
+{{- end }}
+
+{{/* PromQL label matchers for this release's series in the alert rules. */}}
+{{- define "pisano-sms.alertSelector" -}}
+{{- default (printf "job=%q,namespace=%q" (include "pisano-sms.fullname" .) .Release.Namespace) .Values.prometheusRule.selector }}
+{{- end }}
+
+{{/*
+Checks across values that the schema cannot express. Included by the Deployment, which is
+always rendered.
+*/}}
+{{- define "pisano-sms.validate" -}}
+{{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
+{{- fail "autoscaling.enabled and keda.enabled are mutually exclusive: KEDA creates its own HorizontalPodAutoscaler for the Deployment, and two would fight over the replica count; turn one off" }}
+{{- end }}
+{{- if and .Values.kafkaTls.secretName (ne (empty .Values.kafkaTls.certKey) (empty .Values.kafkaTls.keyKey)) }}
+{{- fail "kafkaTls.certKey and kafkaTls.keyKey go together: set both for mutual TLS, or neither" }}
+{{- end }}
+{{- if .Values.keda.enabled }}
+{{- if not (and .Values.config.KAFKA_BOOTSTRAP_SERVERS .Values.config.KAFKA_TOPICS) }}
+{{- fail "keda.enabled needs config.KAFKA_BOOTSTRAP_SERVERS and config.KAFKA_TOPICS: KEDA measures the lag of those topics" }}
+{{- end }}
+{{- if and (include "pisano-sms.kafkaSasl" .) (not .Values.config.KAFKA_CONFIG_SASL_USERNAME) }}
+{{- fail "keda.enabled with SASL needs config.KAFKA_CONFIG_SASL_USERNAME: KEDA logs in as the consumer does" }}
+{{- end }}
+{{- end }}
+{{- $_ := include "pisano-sms.env" . }}
+{{- end }}

@@ -1,0 +1,569 @@
+"""The Helm chart, rendered by the real helm over a matrix of values.
+
+Every rendered manifest must parse; the core kinds are validated offline against Kubernetes'
+own schemas (kubernetes-validate, strict: unknown fields fail), the CRD kinds (ServiceMonitor,
+ScaledObject, TriggerAuthentication, PrometheusRule) are checked for the fields their operators
+require. On top: the pod is hardened, the probes hit the consumer's endpoints, secrets never
+reach a ConfigMap or a literal env value, the grace period outlasts the consumer's own, and the
+settings the chart writes are ones the consumer accepts.
+
+Needs helm: `make helm` builds it into ~/.cache/pisano-sms/helm-v3.19.0/ (`make test` does).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from consumer.settings import Settings, load_settings
+from tests.unit.test_observability_assets import exported_metric_names, metric_names_in
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "pisano-sms-consumer"
+HELM_VERSION = "v3.19.0"
+HELM_CACHED = Path.home() / ".cache" / "pisano-sms" / f"helm-{HELM_VERSION}" / "helm"
+RELEASE, NAMESPACE = "sms", "payments"
+FULLNAME = f"{RELEASE}-pisano-sms-consumer"
+
+# The oldest Kubernetes the chart supports and the newest kubernetes-validate knows.
+KUBERNETES_VERSIONS = ("1.25", kubernetes_validate.latest_version())
+CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication", "PrometheusRule"}
+
+# Recognisable secret values: none may appear outside the Secret.
+TOKEN = "tok-3b1f0c9e7d5a"
+REDIS_URL = "redis://pisano:redis-pw-8c2e@redis-master.data:6379/2"
+SASL_PASSWORD = "sasl-pw-55d0a1"
+
+BASE: dict[str, Any] = {
+    "config": {
+        "KAFKA_BOOTSTRAP_SERVERS": "kafka-0.kafka:9093,kafka-1.kafka:9093",
+        "KAFKA_TOPICS": "transactions,payments",
+        "PISANO_URL": "https://api.pisano.example",
+        "BATCH_MAX_WAIT_MS": 2000,
+    },
+    "secrets": {"pisanoApiToken": TOKEN, "redisUrl": REDIS_URL},
+}
+SASL_SSL = {
+    "KAFKA_CONFIG_SECURITY_PROTOCOL": "SASL_SSL",
+    "KAFKA_CONFIG_SASL_MECHANISM": "SCRAM-SHA-512",
+    "KAFKA_CONFIG_SASL_USERNAME": "svc-pisano-sms",
+}
+
+
+def merged(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge, later layers winning (as helm merges -f files)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "keda": merged(BASE, {
+        "config": SASL_SSL,
+        "secrets": {"kafkaSaslPassword": SASL_PASSWORD},
+        "kafkaTls": {"secretName": "kafka-client-tls", "certKey": "tls.crt", "keyKey": "tls.key"},
+        "keda": {"enabled": True, "minReplicas": 0, "lagThreshold": 5000},
+    }),
+    "hpa": merged(BASE, {"autoscaling": {"enabled": True, "maxReplicas": 4}}),
+    "service-monitor": merged(BASE, {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}),
+    "existing-secret": merged(BASE, {
+        "config": SASL_SSL,
+        "secrets": {"existingSecret": "pisano-sms-prod", "pisanoApiToken": "", "redisUrl": "",
+                    "keys": {"pisanoApiToken": "token", "redisUrl": "redis", "kafkaSaslPassword": "sasl"}},
+    }),
+    "dashboards-and-alerts": merged(BASE, {
+        "serviceMonitor": {"enabled": True},
+        "dashboards": {"enabled": True, "annotations": {"grafana_folder": "Pisano"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kps"},
+                           "rules": {"lagGrowing": {"threshold": 2000000}}},
+    }),
+    "files-and-spread": merged(BASE, {
+        "mapping": {"event_id": "transaction.id", "phone": "customer.mobile", "campaign_id": "campaign"},
+        "avroSchema": {"type": "record", "name": "Transaction", "fields": [{"name": "id", "type": "string"}]},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                       "whenUnsatisfiable": "ScheduleAnyway"}],
+        "shutdownGraceMs": 90500,
+    }),
+}
+
+
+# ------------------------------------------------------------------------------ helm
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    if HELM_CACHED.is_file():
+        return str(HELM_CACHED)
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path
+    pytest.fail(f"helm not found at {HELM_CACHED} nor on PATH: run `make helm` (it builds helm "
+                f"{HELM_VERSION} with go install, about a minute)", pytrace=False)
+
+
+def run_helm(helm: str, *args: str, values: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [helm, *args]
+    if values:
+        command += ["--values", "-"]
+    return subprocess.run(command, input=yaml.safe_dump(values) if values else None, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+@functools.cache
+def _render(helm: str, values_json: str) -> tuple[dict[str, Any], ...]:
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                      values=json.loads(values_json))
+    assert result.returncode == 0, result.stderr
+    docs = tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+    assert all(isinstance(doc, dict) and doc.get("kind") for doc in docs)
+    return docs
+
+
+def render(helm: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifests `helm template` produces (cached per values; callers get copies)."""
+    docs: list[dict[str, Any]] = json.loads(json.dumps(_render(helm, json.dumps(values, sort_keys=True))))
+    return docs
+
+
+def render_error(helm: str, values: dict[str, Any]) -> str:
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values)
+    assert result.returncode != 0, "expected the render to fail"
+    return result.stderr
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [doc for doc in docs if doc["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]]) -> set[str]:
+    return {doc["kind"] for doc in docs}
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = pod_spec(docs)["containers"]
+    assert [c["name"] for c in containers] == ["consumer"]
+    found: dict[str, Any] = containers[0]
+    return found
+
+
+def config_data(docs: list[dict[str, Any]]) -> dict[str, str]:
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == FULLNAME)
+    data: dict[str, str] = config_map["data"]
+    return data
+
+
+def env_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in container(docs)["env"]}
+
+
+@pytest.fixture(params=sorted(SCENARIOS))
+def scenario(request: pytest.FixtureRequest, helm: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    yield request.param, render(helm, SCENARIOS[request.param])
+
+
+# ------------------------------------------------------------------------------ lint
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+@pytest.mark.parametrize("name", ["defaults", "keda", "dashboards-and-alerts"])
+def test_helm_lint(helm: str, name: str, strict: bool) -> None:
+    args = ["lint", str(CHART)] + (["--strict"] if strict else [])
+    result = run_helm(helm, *args, values=SCENARIOS[name])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_chart_app_version_is_the_consumer_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == project["project"]["version"]
+
+
+# ------------------------------------------------------------------------------ every scenario
+
+
+def check_crd(doc: dict[str, Any]) -> None:
+    """The fields each CRD's operator needs (their schemas are not in kubernetes-validate)."""
+    kind, spec = doc["kind"], doc["spec"]
+    if kind == "ServiceMonitor":
+        assert spec["selector"]["matchLabels"]
+        assert spec["endpoints"] and all(e["port"] for e in spec["endpoints"])
+    elif kind == "ScaledObject":
+        assert spec["scaleTargetRef"]["name"]
+        assert spec["triggers"]
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "kafka"
+            # KEDA's metadata is map[string]string: a YAML number would be rejected.
+            assert all(isinstance(v, str) for v in trigger["metadata"].values()), trigger["metadata"]
+            for field in ("bootstrapServers", "consumerGroup", "topic", "lagThreshold"):
+                assert trigger["metadata"][field], field
+    elif kind == "TriggerAuthentication":
+        assert spec.get("secretTargetRef") or spec.get("env")
+        for ref in spec.get("secretTargetRef", []):
+            assert ref["parameter"] and ref["name"] and ref["key"]
+        for ref in spec.get("env", []):
+            assert ref["parameter"] and ref["name"]
+    elif kind == "PrometheusRule":
+        assert spec["groups"]
+        for group in spec["groups"]:
+            assert group["name"] and group["rules"]
+            for rule in group["rules"]:
+                assert rule["expr"] and ("alert" in rule) != ("record" in rule)
+                assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", rule["for"]), rule["for"]
+                assert all(isinstance(v, str) for v in {**rule["labels"], **rule["annotations"]}.values())
+    else:
+        raise AssertionError(f"no check for {kind}")
+
+
+def test_manifests_are_valid_kubernetes(scenario: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = scenario
+    assert {"Deployment", "ConfigMap", "Service", "ServiceAccount", "PodDisruptionBudget"} <= kinds(docs)
+    for doc in docs:
+        assert doc["metadata"]["name"]
+        if doc["kind"] in CRD_KINDS:
+            check_crd(doc)
+            continue
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(str(p) for p in exc.path)
+                pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {version} at {path}: "
+                            f"{exc.message}")
+
+
+def test_pod_is_hardened(scenario: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = scenario
+    spec = pod_spec(docs)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 10001
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = container(docs)["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] == 10001
+    tmp = next(m for m in container(docs)["volumeMounts"] if m["mountPath"] == "/tmp")
+    assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == tmp["name"])
+    service_account = one(docs, "ServiceAccount")
+    assert service_account["automountServiceAccountToken"] is False
+    assert spec["serviceAccountName"] == service_account["metadata"]["name"]
+
+
+def test_probes_hit_the_health_endpoints(scenario: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = scenario
+    consumer = container(docs)
+    ports = {p["name"]: p["containerPort"] for p in consumer["ports"]}
+    assert ports == {"http": int(config_data(docs)["HTTP_PORT"])}
+    assert consumer["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert consumer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert consumer["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    startup = consumer["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+    service = one(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_termination_grace_outlasts_the_consumers_shutdown(scenario: tuple[str, list[dict[str, Any]]]) -> None:
+    name, docs = scenario
+    grace_ms = int(config_data(docs)["SHUTDOWN_GRACE_MS"])
+    assert grace_ms == SCENARIOS[name].get("shutdownGraceMs", 30000)
+    assert pod_spec(docs)["terminationGracePeriodSeconds"] > grace_ms / 1000 + 5
+
+
+def test_secrets_stay_in_the_secret(scenario: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = scenario
+    for doc in docs:
+        if doc["kind"] != "Secret":
+            text = yaml.safe_dump(doc)
+            for secret in (TOKEN, REDIS_URL, "redis-pw-8c2e", SASL_PASSWORD):
+                assert secret not in text, f"{doc['kind']}/{doc['metadata']['name']} contains a secret"
+    data = config_data(docs)
+    assert not {"REDIS_URL", "PISANO_API_TOKEN", "KAFKA_CONFIG_SASL_PASSWORD"} & set(data)
+    env = env_of(docs)
+    for name, entry in env.items():
+        if re.search("PASSWORD|SECRET|TOKEN|REDIS_URL", name) and name != "PISANO_API_TOKEN_FILE":
+            assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name} must come from a Secret"
+        assert "value" not in entry or not re.search("PASSWORD|SECRET|TOKEN|URL", name), name
+    assert "PISANO_API_TOKEN" not in env  # the token is a file, not an env var
+
+
+def test_token_is_mounted_as_a_file(scenario: tuple[str, list[dict[str, Any]]]) -> None:
+    name, docs = scenario
+    secrets = merged({"existingSecret": "", "keys": {"pisanoApiToken": "pisano-api-token"}},
+                     SCENARIOS[name].get("secrets", {}))
+    token_file = Path(config_data(docs)["PISANO_API_TOKEN_FILE"])
+    assert token_file == Path("/var/run/secrets/pisano-sms/token")
+    mount = next(m for m in container(docs)["volumeMounts"] if m["mountPath"] == str(token_file.parent))
+    assert mount["readOnly"] is True and "subPath" not in mount  # subPath would freeze rotations
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == mount["name"])["secret"]
+    assert volume["secretName"] == (secrets["existingSecret"] or FULLNAME)
+    assert volume["items"] == [{"key": secrets["keys"]["pisanoApiToken"], "path": token_file.name}]
+    assert volume["defaultMode"] == 0o440 and pod_spec(docs)["securityContext"]["fsGroup"] == 10001
+
+
+def test_consumer_accepts_the_rendered_settings(scenario: tuple[str, list[dict[str, Any]]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feed the container's environment, as Kubernetes would build it, to the consumer's own
+    settings loader: every name must be a real setting and every value must parse."""
+    name, docs = scenario
+    data = config_data(docs)
+    secret_values = {"redis-url": REDIS_URL, "kafka-sasl-password": SASL_PASSWORD, "redis": REDIS_URL,
+                     "sasl": SASL_PASSWORD}
+    for variable in [*Settings.model_fields, "kafka_config_sasl_password"]:
+        monkeypatch.delenv(variable.upper(), raising=False)
+    for variable, entry in env_of(docs).items():
+        source = entry["valueFrom"]
+        if "configMapKeyRef" in source:
+            monkeypatch.setenv(variable, data[source["configMapKeyRef"]["key"]])
+        else:
+            monkeypatch.setenv(variable, secret_values[source["secretKeyRef"]["key"]])
+    for key in data:
+        if not key.startswith("KAFKA_CONFIG_") and "." not in key:
+            assert key.lower() in Settings.model_fields, f"ConfigMap key {key} is no consumer setting"
+    settings = load_settings(None)
+    assert settings.http_port == int(data["HTTP_PORT"])
+    assert str(settings.pisano_api_token_file) == "/var/run/secrets/pisano-sms/token"
+    if name != "defaults":
+        assert settings.kafka_topics == ["transactions", "payments"]
+        assert settings.redis_url.get_secret_value() == REDIS_URL
+    if "KAFKA_CONFIG_SECURITY_PROTOCOL" in data:
+        assert settings.kafka["security.protocol"] == "SASL_SSL"
+        assert settings.kafka["sasl.password"] == SASL_PASSWORD
+
+
+# ------------------------------------------------------------------------------ one scenario each
+
+
+def test_defaults_create_the_secret_and_no_optional_objects(helm: str) -> None:
+    docs = render(helm, {})
+    assert one(docs, "Secret")["metadata"]["name"] == FULLNAME
+    assert not kinds(docs) & (CRD_KINDS | {"HorizontalPodAutoscaler"})
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    assert "files" not in {v["name"] for v in pod_spec(docs)["volumes"]}
+    assert not {"MAPPING_FILE", "AVRO_SCHEMA_FILE"} & set(config_data(docs))
+
+
+def test_created_secret_holds_the_values(helm: str) -> None:
+    docs = render(helm, SCENARIOS["keda"])
+    data = {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret")["data"].items()}
+    assert data == {"pisano-api-token": TOKEN, "redis-url": REDIS_URL, "kafka-sasl-password": SASL_PASSWORD}
+
+
+def test_existing_secret_is_referenced_with_its_keys(helm: str) -> None:
+    docs = render(helm, SCENARIOS["existing-secret"])
+    assert "Secret" not in kinds(docs)
+    env = env_of(docs)
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "pisano-sms-prod", "key": "redis"}
+    assert env["KAFKA_CONFIG_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pisano-sms-prod", "key": "sasl"}
+    assert "checksum/secret" not in one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_sasl_password_only_with_sasl(helm: str) -> None:
+    assert "KAFKA_CONFIG_SASL_PASSWORD" not in env_of(render(helm, BASE))
+    assert "kafka-sasl-password" not in one(render(helm, BASE), "Secret")["data"]
+
+
+def test_keda_scales_on_the_consumers_lag(helm: str) -> None:
+    docs = render(helm, SCENARIOS["keda"])
+    assert "replicas" not in one(docs, "Deployment")["spec"]  # KEDA's HPA owns it
+    assert "HorizontalPodAutoscaler" not in kinds(docs)
+    scaled = one(docs, "ScaledObject")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == FULLNAME
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 6)
+    assert [t["metadata"]["topic"] for t in scaled["triggers"]] == ["transactions", "payments"]
+    for trigger in scaled["triggers"]:
+        meta = trigger["metadata"]
+        assert meta["bootstrapServers"] == BASE["config"]["KAFKA_BOOTSTRAP_SERVERS"]
+        assert meta["consumerGroup"] == "pisano-sms-consumer"
+        assert meta["lagThreshold"] == "5000"
+        assert (meta["sasl"], meta["tls"], meta["offsetResetPolicy"]) == ("scram_sha512", "enable", "earliest")
+        assert trigger["authenticationRef"]["name"] == FULLNAME
+    auth = one(docs, "TriggerAuthentication")["spec"]
+    refs = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["secretTargetRef"]}
+    assert refs == {"password": (FULLNAME, "kafka-sasl-password"), "ca": ("kafka-client-tls", "ca.crt"),
+                    "cert": ("kafka-client-tls", "tls.crt"), "key": ("kafka-client-tls", "tls.key")}
+    # The username is read from the consumer's env, which KEDA resolves through the ConfigMap.
+    assert auth["env"] == [{"parameter": "username", "name": "KAFKA_CONFIG_SASL_USERNAME", "containerName": "consumer"}]
+    assert "KAFKA_CONFIG_SASL_USERNAME" in env_of(docs)
+    data = config_data(docs)
+    assert data["KAFKA_CONFIG_SSL_CA_LOCATION"] == "/var/run/secrets/kafka-tls/ca.crt"
+    assert data["KAFKA_CONFIG_SSL_KEY_LOCATION"] == "/var/run/secrets/kafka-tls/tls.key"
+
+
+def test_keda_without_kafka_auth_needs_no_trigger_authentication(helm: str) -> None:
+    docs = render(helm, merged(BASE, {"keda": {"enabled": True},
+                                      "config": {"KAFKA_CONFIG_AUTO_OFFSET_RESET": "latest"}}))
+    assert "TriggerAuthentication" not in kinds(docs)
+    for trigger in one(docs, "ScaledObject")["spec"]["triggers"]:
+        assert "authenticationRef" not in trigger
+        assert "sasl" not in trigger["metadata"] and trigger["metadata"]["tls"] == "disable"
+        assert trigger["metadata"]["offsetResetPolicy"] == "latest"
+
+
+def test_hpa_scales_the_deployment_on_cpu(helm: str) -> None:
+    docs = render(helm, SCENARIOS["hpa"])
+    assert "replicas" not in one(docs, "Deployment")["spec"]
+    hpa = one(docs, "HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert hpa["maxReplicas"] == 4
+    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+    assert "ScaledObject" not in kinds(docs)
+
+
+def test_hpa_and_keda_together_fail_clearly(helm: str) -> None:
+    error = render_error(helm, merged(SCENARIOS["keda"], {"autoscaling": {"enabled": True}}))
+    assert "autoscaling.enabled and keda.enabled are mutually exclusive" in error
+
+
+def test_keda_with_sasl_needs_the_username(helm: str) -> None:
+    values = merged(SCENARIOS["keda"], {"config": {"KAFKA_CONFIG_SASL_USERNAME": None}})
+    assert "needs config.KAFKA_CONFIG_SASL_USERNAME" in render_error(helm, values)
+
+
+def test_service_monitor_scrapes_the_metrics_port(helm: str) -> None:
+    docs = render(helm, SCENARIOS["service-monitor"])
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    service = one(docs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+def test_disruption_budget_selects_the_pods(helm: str) -> None:
+    docs = render(helm, BASE)
+    pdb = one(docs, "PodDisruptionBudget")["spec"]
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pdb["maxUnavailable"] == 1
+
+
+def test_dashboard_ships_for_the_grafana_sidecar(helm: str) -> None:
+    docs = render(helm, SCENARIOS["dashboards-and-alerts"])
+    dashboard = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == f"{FULLNAME}-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Pisano"}
+    shipped = json.loads(dashboard["data"]["pisano-sms.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "pisano-sms.json").read_text(encoding="utf-8"))
+
+
+def test_alert_rules_render_scoped_to_the_release(helm: str) -> None:
+    docs = render(helm, SCENARIOS["dashboards-and-alerts"])
+    rule_object = one(docs, "PrometheusRule")
+    assert rule_object["metadata"]["labels"]["release"] == "kps"
+    rules = {r["alert"]: r for g in rule_object["spec"]["groups"] for r in g["rules"]}
+    exported = exported_metric_names()
+    selector = f'job="{FULLNAME}",namespace="{NAMESPACE}"'
+    for alert, rule in rules.items():
+        assert metric_names_in(rule["expr"]) <= exported, alert
+        # Every series the rule reads is this release's.
+        for metric in re.finditer(r"pisano_sms_\w+(\{[^}]*\})?", rule["expr"]):
+            assert metric.group(1) and selector in metric.group(1), f"{alert}: {metric.group(0)} is not scoped"
+        assert "{{ $" not in rule["expr"]
+    assert rules["PisanoSmsCircuitOpen"]["for"] == "5m"
+    assert rules["PisanoSmsThrottleSaturated"]["for"] == "30m"
+    assert ">= 0.95" in rules["PisanoSmsThrottleSaturated"]["expr"]
+    assert "> 2000000" in rules["PisanoSmsConsumerLagGrowing"]["expr"]  # an integer, not 2e+06
+    assert "{{ $labels.pod }}" in rules["PisanoSmsCircuitOpen"]["annotations"]["summary"]
+
+
+def test_mapping_and_schema_are_mounted_files(helm: str) -> None:
+    values = SCENARIOS["files-and-spread"]
+    docs = render(helm, values)
+    data = config_data(docs)
+    assert data["MAPPING_FILE"] == "/etc/pisano-sms/mapping.yaml"
+    assert data["AVRO_SCHEMA_FILE"] == "/etc/pisano-sms/schema.avsc"
+    assert yaml.safe_load(data["mapping.yaml"]) == values["mapping"]
+    assert json.loads(data["schema.avsc"]) == values["avroSchema"]
+    assert "mapping.yaml" not in env_of(docs) and "schema.avsc" not in env_of(docs)
+    mount = next(m for m in container(docs)["volumeMounts"] if m["mountPath"] == "/etc/pisano-sms")
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == mount["name"])
+    assert {i["path"] for i in volume["configMap"]["items"]} == {"mapping.yaml", "schema.avsc"}
+    spread = pod_spec(docs)["topologySpreadConstraints"][0]
+    assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_mapping_may_be_given_as_a_file(helm: str) -> None:
+    mapping = "event_id: id\nphone: customer.phone\ncampaign_id: campaign\n"
+    docs = render(helm, merged(BASE, {"mapping": mapping}))
+    assert config_data(docs)["mapping.yaml"] == mapping
+
+
+def test_grace_period_follows_shutdown_grace(helm: str) -> None:
+    for grace_ms, expected in ((30000, 45), (30500, 46), (90500, 106), (0, 15)):
+        docs = render(helm, merged(BASE, {"shutdownGraceMs": grace_ms}))
+        assert config_data(docs)["SHUTDOWN_GRACE_MS"] == str(grace_ms)
+        assert pod_spec(docs)["terminationGracePeriodSeconds"] == expected
+
+
+def test_large_numbers_reach_the_consumer_as_integers(helm: str) -> None:
+    docs = render(helm, merged(BASE, {"config": {"MAX_BUFFERED_EVENTS": 2000000, "REDIS_CLUSTER": True}}))
+    assert config_data(docs)["MAX_BUFFERED_EVENTS"] == "2000000"
+    assert config_data(docs)["REDIS_CLUSTER"] == "true"
+
+
+def test_config_checksum_rolls_pods_on_config_change(helm: str) -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        annotations = one(render(helm, values), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        value: str = annotations["checksum/config"]
+        return value
+
+    before = checksum(BASE)
+    assert checksum(merged(BASE, {"config": {"BATCH_MAX_WAIT_MS": 500}})) != before
+    assert checksum(merged(BASE, {"mapping": {"event_id": "id", "phone": "p", "campaign_id": "c"}})) != before
+    assert checksum(merged(BASE, {"shutdownGraceMs": 60000})) != before
+    assert checksum(merged(BASE, {"replicaCount": 5})) == before
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"REDIS_URL": "redis://x"}, "config.REDIS_URL looks like a secret"),
+    ({"PISANO_API_TOKEN": "t"}, "config.PISANO_API_TOKEN looks like a secret"),
+    ({"KAFKA_CONFIG_SASL_PASSWORD": "p"}, "config.KAFKA_CONFIG_SASL_PASSWORD looks like a secret"),
+    ({"SHUTDOWN_GRACE_MS": 1000}, "config.SHUTDOWN_GRACE_MS is set by the chart"),
+    ({"HTTP_PORT": 9000}, "config.HTTP_PORT is set by the chart"),
+])
+def test_config_refuses_secrets_and_chart_managed_settings(helm: str, config: dict[str, Any], message: str) -> None:
+    assert message in render_error(helm, merged(BASE, {"config": config}))
+
+
+@pytest.mark.parametrize("values", [
+    {"replicaCout": 3},
+    {"config": {"kafka_topics": "lower-case names are not env names"}},
+    {"httpPort": 0},
+    {"secrets": {"redisUrl": "http://not-redis"}},
+    {"image": {"digest": "latest"}},
+], ids=["typo", "env-name", "port-0", "redis-url", "digest"])
+def test_schema_rejects_bad_values(helm: str, values: dict[str, Any]) -> None:
+    assert "values don't meet the specifications of the schema" in render_error(helm, merged(BASE, values))
