@@ -1,14 +1,13 @@
 """`pisano-sms check`: is the configuration usable, and does every dependency answer?
 
 Each check reports ok, failed (with the reason and what to do) or skipped. The Pisano check
-proves the token without sending an SMS: it posts an empty recipient list, which Pisano refuses
-with a validation error (13015 or 13028) only after it accepted the token. That request counts
-against the throttle, so it takes a slot from the shared limiter like any other.
+proves the token without sending an SMS (`PisanoClient.probe_token`, as the circuit breaker's
+probe does). That request counts against the throttle, so it takes a slot from the shared limiter
+like any other.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,16 +17,14 @@ import redis
 from confluent_kafka import KafkaException
 
 from consumer.avro import build_decoder
-from consumer.errors import PisanoSmsError
+from consumer.errors import PisanoSmsError, PisanoTransportError
+from consumer.failures import CODE_SCOPES
 from consumer.kafka import make_producer
 from consumer.mapping import load_mapper
-from consumer.pisano import sharing_path
+from consumer.pisano import PROBE_CAMPAIGN, TOKEN_ACCEPTED_CODES, PisanoClient
 from consumer.ratelimit import RateLimiter
 from consumer.redis_state import Keys, connect
 from consumer.settings import Settings, mask_url
-
-PROBE_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
-TOKEN_ACCEPTED_CODES = {13015, 13028, 13002}  # validation or unknown campaign: the token passed
 
 
 @dataclass(frozen=True)
@@ -113,19 +110,19 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
         if not grant.granted:
             return "failed", f"no throttle slot within a minute (next in {grant.wait_s:.0f}s); try again later"
         time.sleep(grant.wait_s)
+    pisano = PisanoClient(settings.pisano_url, token, timeout_s=settings.pisano_timeout_ms / 1000,
+                          connect_timeout_s=settings.pisano_connect_timeout_ms / 1000, max_connections=1,
+                          tls_verify=settings.pisano_tls_verify, ca_file=settings.pisano_ca_file)
     try:
-        response = httpx.post(
-            settings.pisano_url + sharing_path(campaign), json={"phone_numbers": []},
-            headers={"Authorization": f"Token token={token}"}, timeout=settings.pisano_timeout_ms / 1000,
-            verify=str(settings.pisano_ca_file) if settings.pisano_ca_file else settings.pisano_tls_verify,
-        )
-    except httpx.HTTPError as exc:
-        return "failed", f"{settings.pisano_url}: {type(exc).__name__}: {exc}; check PISANO_URL"
-    code = None
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
-        code = int(response.json().get("code"))
-    if response.status_code == 401 or code in (13001, 13011, 13016, 13030, 13036):
-        return "failed", f"Pisano refused the token (HTTP {response.status_code}, code {code}); check PISANO_API_TOKEN"
-    if response.status_code in (400, 404) and code in TOKEN_ACCEPTED_CODES:
-        return "ok", f"{settings.pisano_url}: token accepted (probe answered HTTP {response.status_code} code {code})"
-    return "failed", f"{settings.pisano_url}: unexpected answer HTTP {response.status_code} code {code}"
+        answer = pisano.probe_token(campaign)
+    except PisanoTransportError as exc:
+        return "failed", f"{settings.pisano_url}: {exc.message}; check PISANO_URL"
+    finally:
+        pisano.close()
+    if answer is None or (answer.http_status in (400, 404) and answer.code in TOKEN_ACCEPTED_CODES):
+        shown = "HTTP 200" if answer is None else f"HTTP {answer.http_status} code {answer.code}"
+        return "ok", f"{settings.pisano_url}: token accepted (probe answered {shown})"
+    if answer.http_status in (401, 403) or CODE_SCOPES.get(answer.code or 0) == "account":
+        return "failed", (f"Pisano refused the token (HTTP {answer.http_status}, code {answer.code}: "
+                          f"{answer.message}); check PISANO_API_TOKEN")
+    return "failed", f"{settings.pisano_url}: unexpected answer HTTP {answer.http_status} code {answer.code}"

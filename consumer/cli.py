@@ -137,18 +137,24 @@ def check(settings: Settings, campaign: str | None) -> None:
 @click.option("--token-code", "token_codes", multiple=True, help="Force a code for a token: TOKEN=13011.")
 @click.option("--poison-phone", "poison_phones", multiple=True, help="Phone(s) that fail any request holding them.")
 @click.option("--poison-code", default=13028, show_default=True, help="The code poison phones cause.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Serve HTTPS with this certificate chain (PEM); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The private key of --tls-cert (PEM).")
 @configured
 def simulate(settings: Settings, host: str, port: int, tokens: tuple[str, ...], rate_limits: str | None,
-             **options: Any) -> None:
+             tls_cert: Path | None, tls_key: Path | None, **options: Any) -> None:
     """Run a Pisano SMS sharing API simulator (for tests, the demo and staging).
 
     Same endpoint and body as Pisano, token check, exact throttle windows per token, the
     reference's error codes, fault injection, and a delivery log (GET /_sim/deliveries).
     Admin endpoints: /_sim/stats, /_sim/requests, POST /_sim/faults, /_sim/config, /_sim/reset.
     """
-    from consumer.simulator import SimulatorConfig, serve
+    from consumer.simulator import SimulatorConfig, Tls, serve
 
     logs.configure(settings.log_format, settings.log_level)
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
     if not tokens and settings.pisano_api_token is None and settings.pisano_api_token_file is None:
         fail("no token to accept: pass --token or set PISANO_API_TOKEN")
     config = SimulatorConfig.from_options(
@@ -156,7 +162,7 @@ def simulate(settings: Settings, host: str, port: int, tokens: tuple[str, ...], 
         rate_limits=rate_limits or settings.pisano_rate_limits,
         **options,
     )
-    serve(config, host=host, port=port)
+    serve(config, host=host, port=port, tls=Tls(tls_cert, tls_key) if tls_cert and tls_key else None)
 
 
 @main.command()
@@ -173,3 +179,9 @@ def demo(settings: Settings, events: int) -> None:
     # Dead-letters are the point of part of the demo: the report shows them, the log need not.
     logs.configure(settings.log_format, "ERROR")
     run_demo(settings, events)
+
+
+from consumer.dlq_commands import dlq, replay  # noqa: E402
+
+main.add_command(replay)
+main.add_command(dlq)

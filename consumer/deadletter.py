@@ -38,6 +38,7 @@ OWN_HEADER_PREFIXES = ("pisano.", "dlq.")
 REPLAYS_HEADER = "dlq.replays"
 MAX_MESSAGE_CHARS = 1000
 RETRY_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
+SMALL_RECORD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class _Pending:
     on_done: Callable[[], None]
     attempts: int = 0
     omit_value: bool = False
+    sent_alone: bool = False  # retried once with its value after a batch it was in was too large
     not_before: float = 0.0
 
 
@@ -142,12 +144,21 @@ class DeadLetterQueue:
                 pending.omit_value = True
                 self._produce(pending)
             else:
+                pending.omit_value = False
                 self._later(pending, str(exc))
 
     def _delivered(self, pending: _Pending, err: KafkaError | None) -> None:
         if err is None:
             self.in_flight -= 1
             pending.on_done()
+            return
+        if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and not pending.omit_value and not pending.sent_alone \
+                and len(pending.message.value() or b"") < SMALL_RECORD_BYTES:
+            # The broker refuses a whole producer batch when it is too large: a small record
+            # may just have shared one with a large record. Once more, with its value.
+            # (The large neighbour goes again without its value, so they cannot fail together twice.)
+            pending.sent_alone = True
+            self._produce(pending)
             return
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and not pending.omit_value:
             # The dead-letter topic takes smaller records than the source; keep the headers (and
@@ -157,6 +168,9 @@ class DeadLetterQueue:
             pending.omit_value = True
             self._produce(pending)
             return
+        # Refused even without its value: the topic is misconfigured, not our record too large.
+        # Keep the value for the next attempt, once someone fixed the topic.
+        pending.omit_value = False
         self._later(pending, err.str())
 
     def _later(self, pending: _Pending, why: str) -> None:

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from consumer.circuit import CircuitBreaker, Trip
 from consumer.errors import StateStoreError
 from consumer.metrics import Metrics
 from consumer.ratelimit import RateLimiter
@@ -58,13 +60,16 @@ class HealthProbe:
     """Checks Redis and Kafka reachability in the background, and the throttle's utilisation."""
 
     def __init__(self, health: Health, metrics: Metrics, *, redis_client: Any, producer: Any, dlq_topic: str,
-                 limiter: RateLimiter | None) -> None:
+                 limiter: RateLimiter | None, circuit: CircuitBreaker,
+                 circuit_probe: Callable[[], bool | Trip | None]) -> None:
         self.health = health
         self.metrics = metrics
         self.redis = redis_client
         self.producer = producer
         self.dlq_topic = dlq_topic
         self.limiter = limiter
+        self.circuit = circuit
+        self.circuit_probe = circuit_probe
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
 
@@ -79,6 +84,7 @@ class HealthProbe:
         while not self._stop.wait(PROBE_INTERVAL_S):
             self._check_redis()
             self._check_kafka()
+            self._check_circuit()
             now = time.monotonic()
             if self.limiter is not None and self.health.redis_ok and now - last_utilisation >= UTILISATION_INTERVAL_S:
                 last_utilisation = now
@@ -97,6 +103,15 @@ class HealthProbe:
         if ok != self.health.redis_ok:
             log.log(logging.INFO if ok else logging.ERROR, "Redis is %s", "reachable again" if ok else "unreachable")
         self.health.redis_ok = ok
+
+    def _check_circuit(self) -> None:
+        try:
+            self.circuit.probe_if_due(self.circuit_probe)
+            state, _ = self.circuit.state()
+        except StateStoreError:
+            return  # Redis down is reported on its own
+        self.health.circuit_open = state != "closed"
+        self.metrics.circuit_state.set({"closed": 0, "open": 1, "half_open": 2}[state])
 
     def _check_kafka(self) -> None:
         try:

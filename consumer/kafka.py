@@ -56,7 +56,7 @@ def consumer_config(settings: Settings, on_error: Any = None, **extra: Any) -> d
         **CONSUMER_DEFAULTS,
         **_base(settings, on_error),
         "group.id": settings.kafka_group_id,
-        **settings.kafka,
+        **{k: v for k, v in settings.kafka.items() if not k.startswith(_PRODUCER_ONLY)},
         **extra,
         **CONSUMER_ENFORCED,
         # A record as large as we accept must fit through the fetch path.
@@ -76,9 +76,13 @@ def producer_config(settings: Settings, on_error: Any = None, **extra: Any) -> d
     }
 
 
-# librdkafka warns about consumer properties given to a producer; keep its log clean.
+# librdkafka warns about consumer properties given to a producer and the other way round; the
+# user's settings go to both clients, so each gets only what applies to it.
 _CONSUMER_ONLY = ("group.", "session.", "max.poll.", "auto.", "enable.auto.", "fetch.", "queued.",
                   "partition.assignment.", "isolation.", "heartbeat.", "check.crcs")
+_PRODUCER_ONLY = ("message.timeout.", "delivery.timeout.", "acks", "request.required.acks", "linger.",
+                  "queue.buffering.", "batch.", "compression.", "enable.idempotence", "retries",
+                  "message.send.max.retries", "transactional.")
 
 
 def make_consumer(settings: Settings, on_error: Any = None, **extra: Any) -> Consumer:

@@ -67,6 +67,9 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     # httpx logs every request with its URL at INFO; our own request log says more and less.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    for noisy in ("librdkafka", "consumer.kafka"):
+        logger = logging.getLogger(noisy)
+        logger.filters[:] = [RepeatFilter()]
 
 
 class LogBudget:
@@ -98,3 +101,24 @@ class LogBudget:
                                spent - self.per_window, key, self.window_s, extra={"reason": key})
         self._spent.clear()
         self._window_start = now
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the same kind of message through at most `per_window` times a window.
+
+    librdkafka reports a broker it cannot reach on every reconnect attempt, several times a
+    second per connection; one line every few seconds says the same thing.
+    """
+
+    def __init__(self, per_window: int = 3, window_s: float = 30.0) -> None:
+        super().__init__()
+        self.budget = LogBudget(per_window, window_s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.budget.roll(logging.getLogger(record.name))
+        return self.budget.allow(_kind(record.getMessage()))
+
+
+def _kind(message: str) -> str:
+    """Messages that differ only in numbers (ids, ports, timings) are the same kind."""
+    return "".join(ch for ch in message[:100] if not ch.isdigit())

@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.avro import Decoder, build_decoder
 from consumer.batching import Batcher, PendingEvent
+from consumer.circuit import CircuitBreaker, token_probe
 from consumer.deadletter import DeadLetterQueue, Failure, replay_count
 from consumer.dedup import Deduplicator
 from consumer.errors import DecodeError, OversizeError, RecordError, RegistryError
@@ -37,7 +38,7 @@ from consumer.offsets import OffsetTracker
 from consumer.pisano import PisanoClient
 from consumer.ratelimit import RateLimiter
 from consumer.redis_state import Keys, connect
-from consumer.sender import Outcome, RetryPolicy, Sender
+from consumer.sender import FailurePolicy, Outcome, RetryPolicy, Sender
 from consumer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -421,6 +422,10 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     batcher = Batcher(settings.batch_max_recipients, settings.batch_max_wait_ms / 1000)
     retry = RetryPolicy(settings.pisano_max_attempts, settings.pisano_retry_budget_ms / 1000,
                         settings.pisano_backoff_base_ms / 1000, settings.pisano_backoff_max_ms / 1000)
+    policy = FailurePolicy(retry, settings.ambiguous_policy, settings.isolation_budget_share)
+    circuit = CircuitBreaker(redis_client, keys, token, cooldown_ms=settings.circuit_cooldown_ms,
+                             max_cooldown_ms=settings.circuit_max_cooldown_ms,
+                             probe_lease_ms=settings.pisano_timeout_ms + settings.throttle_horizon_ms + 10_000)
 
     def kafka_error(error: KafkaError) -> None:
         metrics.kafka_errors.labels(error.name()).inc()
@@ -428,8 +433,8 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
             health.kafka_ok = False
 
     def sender_factory(report: Callable[[Outcome], None]) -> Sender:
-        return Sender(batcher=batcher, dedup=dedup, client=client, limiter=limiter, metrics=metrics, report=report,
-                      retry=retry, threads=settings.max_in_flight_requests,
+        return Sender(batcher=batcher, dedup=dedup, client=client, limiter=limiter, circuit=circuit, metrics=metrics,
+                      report=report, policy=policy, threads=settings.max_in_flight_requests,
                       throttle_horizon_s=settings.throttle_horizon_ms / 1000)
 
     pipeline = Pipeline(
@@ -444,5 +449,6 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
         health=health,
     )
     probe = HealthProbe(health, metrics, redis_client=redis_client, producer=pipeline.producer,
-                        dlq_topic=settings.dlq_topic, limiter=limiter)
+                        dlq_topic=settings.dlq_topic, limiter=limiter, circuit=circuit,
+                        circuit_probe=token_probe(client, limiter))
     return pipeline, probe

@@ -27,6 +27,9 @@ from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.mapping import Recipient
 
 MAX_ERROR_BODY_CHARS = 500
+PROBE_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
+# Answers to the token probe that Pisano gives only after accepting the token.
+TOKEN_ACCEPTED_CODES = frozenset({13015, 13028, 13002})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
              # A failed or stalled write means the body never arrived whole: Pisano cannot have
              # acted on a request it could not read to its end.
@@ -149,6 +152,19 @@ class PisanoClient:
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass  # a 200 is a success whatever its body says
         return Accepted(response.status_code, request_id, time.monotonic() - started)
+
+    def probe_token(self, campaign_id: str = PROBE_CAMPAIGN) -> PisanoApiError | None:
+        """Ask Pisano whether it accepts the token, without sending anyone an SMS.
+
+        An empty recipient list to the nil campaign is refused by validation (13015, 13028) or as
+        an unknown campaign (13002) only once the token passed; a wrong token is refused first.
+        Returns Pisano's answer as an error (None for a 200, which would also mean "accepted");
+        raises PisanoTransportError when no answer came."""
+        try:
+            self.send(campaign_id, b'{"phone_numbers":[]}')
+        except PisanoApiError as answer:
+            return answer
+        return None
 
     def close(self) -> None:
         self.http.close()

@@ -49,8 +49,15 @@ class Keys:
         return f"{{{self.prefix}}}:e:{event_id}"
 
     def limiter(self, token: str) -> tuple[str, str]:
-        tag = f"{{{self.prefix}:rl:{token_fingerprint(token)}}}"
+        tag = self._token_tag(token)
         return f"{tag}:log", f"{tag}:meta"
+
+    def circuit(self, token: str) -> tuple[str, str, str]:
+        tag = self._token_tag(token)
+        return f"{tag}:circuit", f"{tag}:circuit:cooldown", f"{tag}:circuit:probe"
+
+    def _token_tag(self, token: str) -> str:
+        return f"{{{self.prefix}:rl:{token_fingerprint(token)}}}"
 
 
 def load_script(client: Any, name: str) -> Script:

@@ -1,9 +1,18 @@
 """Sender threads: throttle slot, claim, POST, settle, report.
 
-Each thread promises a slot for a due batch, reserves it in the shared limiter, sleeps until it
-(the batch keeps filling meanwhile), takes the batch, claims its event ids, POSTs, records the
-outcome in Redis and hands the outcome to the poll loop, which commits offsets or dead-letters.
-Threads sleep; the poll loop never does (DESIGN.md invariant 4).
+Each thread promises a slot for a due batch, reserves it in the shared limiter, sleeps until
+shortly before it (the batch keeps filling meanwhile), takes the batch, claims its event ids,
+POSTs at the slot, records the outcome in Redis and hands it to the poll loop, which commits
+offsets or dead-letters. Threads sleep; the poll loop never does (DESIGN.md invariant 4).
+
+What a failure leads to is decided by `consumer.failures.classify`:
+- retriable (429, 5xx, 408, connection refused): retried with backoff, each attempt in a slot of
+  its own, within the attempt and time budget; then dead-lettered;
+- ambiguous (read timeout, 504): AMBIGUOUS_POLICY, by default dead-lettered as `ambiguous`;
+- account scope (wrong token, locked account): the fleet's circuit opens (consumer.circuit);
+- recipient scope (13028 invalid parameters, ...): the batch is split to find the bad recipients,
+  within ISOLATION_BUDGET_SHARE of the throttle budget (consumer.isolation);
+- request scope (unknown campaign, invalid flow): the whole batch is dead-lettered.
 
 Redis unreachable means no slot and no claim, so no send (invariant 5): the thread backs off and
 tries again; the batches wait in the buffer, and the poll loop pauses fetching when it is full.
@@ -21,17 +30,20 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from consumer.batching import Batch, Batcher, PendingEvent, TopicPartition
+from consumer.circuit import CircuitBreaker, Trip
 from consumer.deadletter import Failure
 from consumer.dedup import CLAIMED, DELIVERED, HELD, ClaimRequest, Deduplicator
 from consumer.errors import PisanoApiError, PisanoError, StateStoreError
-from consumer.failures import classify
+from consumer.failures import Verdict, classify
+from consumer.isolation import IsolationBudget, split
 from consumer.metrics import Metrics
-from consumer.pisano import PisanoClient, build_body
+from consumer.pisano import Accepted, PisanoClient, build_body
 from consumer.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 OutcomeKind = Literal["delivered", "skipped", "requeue", "dead_letter"]
+AmbiguousPolicy = Literal["dead_letter", "assume_delivered", "resend"]
 REDIS_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 # The batch is taken, claimed and encoded this long before its slot, so that at the slot only the
 # POST remains: requests then reach Pisano a steady moment after their slots, and the throttle
@@ -60,6 +72,24 @@ class RetryPolicy:
         return max(jittered, retry_after_s or 0.0)
 
 
+@dataclass(frozen=True)
+class FailurePolicy:
+    retry: RetryPolicy
+    ambiguous: AmbiguousPolicy
+    isolation_share: float
+
+
+@dataclass
+class _Sent:
+    """How one request (with its retries) ended."""
+
+    accepted: Accepted | None = None
+    error: PisanoError | None = None
+    verdict: Verdict | None = None
+    attempts: int = 0
+    abandoned: bool = False  # stopping: it never reached a final answer
+
+
 @dataclass
 class _Work:
     """What one thread has in flight, for the rebalance callback to wait on."""
@@ -75,9 +105,10 @@ class Sender:
         dedup: Deduplicator,
         client: PisanoClient,
         limiter: RateLimiter | None,
+        circuit: CircuitBreaker,
         metrics: Metrics,
         report: Callable[[Outcome], None],
-        retry: RetryPolicy,
+        policy: FailurePolicy,
         threads: int,
         throttle_horizon_s: float,
     ) -> None:
@@ -85,9 +116,11 @@ class Sender:
         self.dedup = dedup
         self.client = client
         self.limiter = limiter
+        self.circuit = circuit
         self.metrics = metrics
         self.report = report
-        self.retry = retry
+        self.policy = policy
+        self.retry = policy.retry
         self.throttle_horizon_s = throttle_horizon_s
         self._threads = [threading.Thread(target=self._run, name=f"sender-{i}", daemon=True) for i in range(threads)]
         self._stop = threading.Event()
@@ -122,6 +155,8 @@ class Sender:
             try:
                 if not self.batcher.wait_for_demand(self._stop, timeout=0.5):
                     continue
+                if self._short_circuit():
+                    continue
                 slot_at = self._reserve_slot()
                 if slot_at is None or self._stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
                     self.batcher.cancel_promise()
@@ -134,6 +169,23 @@ class Sender:
             except Exception:  # a bug here must not silently kill a sender thread
                 log.exception("sender thread error; continuing")
                 self._stop.wait(1.0)
+
+    def _short_circuit(self) -> bool:
+        """While the circuit is open, dead-letter the due batch at once, burning no slot."""
+        try:
+            state, trip = self.circuit.state()
+            if state == "closed":
+                return False
+        except StateStoreError as exc:
+            self.batcher.cancel_promise()
+            self._redis_down("circuit", exc)
+            return True
+        batch = self.batcher.take()
+        if batch is not None and trip is not None:
+            self.report(Outcome("dead_letter", batch.events, Failure(
+                "pisano_error", f"not sent, circuit open: Pisano answered {trip.message}", code=trip.code,
+                http_status=trip.http_status, campaign_id=batch.campaign_id, attempts=0)))
+        return True
 
     def _reserve_slot(self) -> float | None:
         """Reserve a throttle slot: its time on this process's monotonic clock (None if stopping).
@@ -171,7 +223,7 @@ class Sender:
             log.error("Redis unavailable (%s): not sending until it is back; %s", operation, exc)
         self._stop.wait(delay)
 
-    # ------------------------------------------------------------------ one request
+    # ------------------------------------------------------------------ one batch
 
     def _process(self, batch: Batch, slot_at: float) -> None:
         ident = threading.get_ident()
@@ -233,46 +285,57 @@ class Sender:
     def _deliver(self, tag: str, batch: Batch, events: list[PendingEvent], slot_at: float) -> None:
         campaign = batch.campaign_id
         body = build_body([e.recipient for e in events])
-        ids = [e.recipient.event_id for e in events]
         if self._stop.wait(max(0.0, slot_at - time.monotonic())):
-            self._settle(self.dedup.release, tag, ids)  # never sent: free again, records stay uncommitted
+            self._settle(self.dedup.release, tag, events)  # never sent: free again, records stay uncommitted
             return
-        started = time.monotonic()
-        attempt = 0
         self.metrics.batch_size.observe(len(events))
-        self.metrics.batch_age.observe(batch.age(started))
+        self.metrics.batch_age.observe(batch.age(time.monotonic()))
+        sent = self._send(campaign, body, first_slot_taken=True)
+        if sent.abandoned:
+            self._settle(self.dedup.release, tag, events)
+            return
+        if sent.accepted is not None:
+            self._delivered(tag, campaign, events, sent)
+            return
+        assert sent.error is not None and sent.verdict is not None
+        if sent.verdict.scope == "account" and sent.verdict.action == "dead_letter":
+            self._open_circuit(sent.error)
+        if _refused_for_a_recipient(sent) and len(events) > 1:
+            self._isolate(tag, campaign, events, sent)
+            return
+        self._failed(tag, campaign, events, sent)
+
+    def _send(self, campaign: str, body: bytes, *, first_slot_taken: bool) -> _Sent:
+        """POST one request, retrying what may be retried, each attempt in a throttle slot of its own."""
+        sent = _Sent()
+        started = time.monotonic()
+        if not first_slot_taken and not self._wait_for_slot():
+            sent.abandoned = True
+            return sent
         while True:
-            attempt += 1
+            sent.attempts += 1
             self.metrics.in_flight_requests.inc()
             try:
-                accepted = self.client.send(campaign, body)
+                sent.accepted = self.client.send(campaign, body)
             except PisanoError as error:
+                sent.error, sent.verdict = error, classify(error)
                 self._count_request(error)
-                verdict = classify(error)
-                spent = time.monotonic() - started
-                retry_after = error.retry_after_s if isinstance(error, PisanoApiError) else None
-                delay = self.retry.backoff(attempt, retry_after)
-                if (verdict.action == "retry" and attempt < self.retry.max_attempts
-                        and spent + delay < self.retry.budget_s):
-                    if self._wait_to_retry(error, delay):
-                        continue
-                    # Stopping: the request certainly failed, so the ids are free again, and the
-                    # records stay uncommitted for whoever consumes them next.
-                    self._settle(self.dedup.release, tag, ids)
-                    return
-                self._fail(tag, batch, events, error, verdict.action, verdict.reason, attempt)
-                return
             finally:
                 self.metrics.in_flight_requests.dec()
-            self.metrics.requests.labels("200", "").inc()
-            self.metrics.request_duration.observe(accepted.elapsed_s)
-            self._settle(self.dedup.delivered, tag, ids)
-            self.metrics.recipients_delivered.inc(len(events))
-            log.info("delivered %d recipients", len(events),
-                     extra={"campaign": campaign, "request_id": accepted.request_id, "count": len(events),
-                            "attempt": attempt})
-            self.report(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000)))
-            return
+            if sent.accepted is not None:
+                self.metrics.requests.labels("200", "").inc()
+                self.metrics.request_duration.observe(sent.accepted.elapsed_s)
+                return sent
+            assert sent.error is not None and sent.verdict is not None
+            retry_after = sent.error.retry_after_s if isinstance(sent.error, PisanoApiError) else None
+            delay = self.retry.backoff(sent.attempts, retry_after)
+            spent = time.monotonic() - started
+            if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
+                    and spent + delay < self.retry.budget_s:
+                if self._wait_to_retry(sent.error, delay):
+                    continue
+                sent.abandoned = True
+            return sent
 
     def _wait_to_retry(self, error: PisanoError, delay: float) -> bool:
         """Back off, then get a new slot (every attempt counts against Pisano's throttle)."""
@@ -285,34 +348,122 @@ class Sender:
                 log.error("could not pause the fleet's throttle: %s", exc)
         if self._stop.wait(delay):
             return False
+        return self._wait_for_slot()
+
+    def _wait_for_slot(self) -> bool:
         slot_at = self._reserve_slot()
         return slot_at is not None and not self._stop.wait(max(0.0, slot_at - time.monotonic()))
 
-    def _fail(self, tag: str, batch: Batch, events: list[PendingEvent], error: PisanoError, action: str,
-              reason: str, attempts: int) -> None:
-        ids = [e.recipient.event_id for e in events]
-        if action == "ambiguous":
-            self._settle(self.dedup.unknown, tag, ids)
+    # ------------------------------------------------------------------ outcomes
+
+    def _delivered(self, tag: str, campaign: str, events: list[PendingEvent], sent: _Sent) -> None:
+        assert sent.accepted is not None
+        self._settle(self.dedup.delivered, tag, events)
+        self.metrics.recipients_delivered.inc(len(events))
+        log.info("delivered %d recipients", len(events),
+                 extra={"campaign": campaign, "request_id": sent.accepted.request_id, "count": len(events),
+                        "attempt": sent.attempts})
+        self.report(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000)))
+
+    def _failed(self, tag: str, campaign: str, events: list[PendingEvent], sent: _Sent) -> None:
+        """A final failure of the whole request: settle the ids as its fate demands, dead-letter."""
+        assert sent.error is not None and sent.verdict is not None
+        reason = sent.verdict.reason
+        if sent.verdict.action == "ambiguous":
+            if self.policy.ambiguous == "assume_delivered":
+                log.warning("request fate unknown (%s); AMBIGUOUS_POLICY=assume_delivered: counting %d as delivered",
+                            sent.error, len(events), extra={"campaign": campaign, "count": len(events)})
+                self._settle(self.dedup.delivered, tag, events)
+                self.report(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000)))
+                return
+            if self.policy.ambiguous == "resend":
+                # At-least-once by choice: the ids are freed and the events go round again.
+                self._settle(self.dedup.release, tag, events)
+                self.report(Outcome("requeue", events))
+                return
+            self._settle(self.dedup.unknown, tag, events)
         else:
-            self._settle(self.dedup.release, tag, ids)
-            if action == "retry":  # retriable, but the attempts or the time budget ran out
+            self._settle(self.dedup.release, tag, events)
+            if sent.verdict.action == "retry":  # retriable, but the attempts or the time budget ran out
                 reason = "throttled" if reason == "throttled" else "retries_exhausted"
-        api = error if isinstance(error, PisanoApiError) else None
-        failure = Failure(
-            reason=reason,
-            message=api.message if api else getattr(error, "message", str(error)),
-            code=api.code if api else None,
-            http_status=api.http_status if api else None,
-            campaign_id=batch.campaign_id,
-            attempts=attempts,
-        )
+        failure = self._failure(reason, sent, campaign)
         log.warning("request failed: %s; dead-lettering %d events", failure.message, len(events),
-                    extra={"campaign": batch.campaign_id, "status": failure.http_status, "code": failure.code,
-                           "reason": reason, "count": len(events), "attempt": attempts})
+                    extra={"campaign": campaign, "status": failure.http_status, "code": failure.code,
+                           "reason": reason, "count": len(events), "attempt": sent.attempts})
         self.report(Outcome("dead_letter", events, failure))
 
-    def _settle(self, record: Callable[[str, list[str]], None], tag: str, ids: list[str]) -> None:
+    @staticmethod
+    def _failure(reason: str, sent: _Sent, campaign: str) -> Failure:
+        api = sent.error if isinstance(sent.error, PisanoApiError) else None
+        return Failure(
+            reason=reason,
+            message=api.message if api else getattr(sent.error, "message", str(sent.error)),
+            code=api.code if api else None,
+            http_status=api.http_status if api else None,
+            campaign_id=campaign,
+            attempts=sent.attempts,
+        )
+
+    def _isolate(self, tag: str, campaign: str, events: list[PendingEvent], first: _Sent) -> None:
+        """Split a refused batch to find the recipients that made Pisano refuse it.
+
+        A refused group is halved and its first half sent alone. Accepted: delivered, and the
+        second half must hold the culprit, so it is split in turn without being sent whole.
+        Refused: the first half is split in turn, and the second half is sent to learn its fate.
+        A single recipient refused on its own is dead-lettered with Pisano's answer. Groups
+        left when the budget is spent are dead-lettered with the code, marked not isolated.
+        """
+        budget = IsolationBudget.for_windows(self.limiter.windows if self.limiter else (), self.policy.isolation_share)
+        refused: list[tuple[list[PendingEvent], _Sent]] = [(events, first)]
+        spent = 0
+
+        def attempt(group: list[PendingEvent], because: _Sent) -> _Sent | bool:
+            """Send `group`: its refusal to split further, True when accepted, False otherwise."""
+            nonlocal spent
+            if not budget.spend():
+                self._unisolated(tag, campaign, group, because)
+                return False
+            spent += 1
+            sent = self._send(campaign, build_body([e.recipient for e in group]), first_slot_taken=False)
+            if sent.abandoned:
+                self._settle(self.dedup.release, tag, group)
+            elif sent.accepted is not None:
+                self._delivered(tag, campaign, group, sent)
+                return True
+            elif _refused_for_a_recipient(sent):
+                return sent
+            else:
+                self._failed(tag, campaign, group, sent)
+            return False
+
+        while refused:
+            group, answer = refused.pop()
+            if len(group) == 1:
+                self._failed(tag, campaign, group, answer)
+                continue
+            first_half, second_half = split(group)
+            first_answer = attempt(first_half, answer)
+            if isinstance(first_answer, _Sent):
+                refused.append((first_half, first_answer))
+            elif first_answer and len(second_half) > 1:
+                refused.append((second_half, answer))  # the culprit must be in here: split it unsent
+                continue
+            second_answer = attempt(second_half, answer)
+            if isinstance(second_answer, _Sent):
+                refused.append((second_half, second_answer))
+        log.info("isolated the recipients Pisano refused in %d extra requests", spent,
+                 extra={"campaign": campaign, "count": len(events)})
+
+    def _unisolated(self, tag: str, campaign: str, events: list[PendingEvent], refused: _Sent) -> None:
+        self._settle(self.dedup.release, tag, events)
+        failure = self._failure("pisano_error", refused, campaign)
+        failure = Failure(failure.reason, f"{failure.message} (not isolated: ISOLATION_BUDGET_SHARE spent)",
+                          failure.code, failure.http_status, campaign, refused.attempts)
+        self.report(Outcome("dead_letter", events, failure))
+
+    def _settle(self, record: Callable[[str, list[str]], None], tag: str, events: list[PendingEvent]) -> None:
         """Record a request's outcome in Redis, retrying while Redis is away (bounded)."""
+        ids = [e.recipient.event_id for e in events]
         for delay in (*REDIS_BACKOFF_S, *(5.0,) * 10):
             try:
                 record(tag, ids)
@@ -324,9 +475,23 @@ class Sender:
         log.error("gave up recording an outcome in Redis; duplicates of these %d events will be "
                   "dead-lettered as ambiguous once their claim lease expires", len(ids))
 
+    # ------------------------------------------------------------------ circuit
+
+    def _open_circuit(self, error: PisanoError) -> None:
+        api = error if isinstance(error, PisanoApiError) else None
+        try:
+            self.circuit.open(Trip(api.code if api else None, api.http_status if api else None, str(error)))
+        except StateStoreError as exc:
+            self.metrics.redis_errors.labels("circuit").inc()
+            log.error("could not open the circuit in Redis: %s", exc)
+        self.metrics.circuit_state.set(1)
+
     def _count_request(self, error: PisanoError) -> None:
         if isinstance(error, PisanoApiError):
             self.metrics.requests.labels(str(error.http_status), str(error.code or "")).inc()
         else:
             self.metrics.requests.labels("ambiguous" if getattr(error, "ambiguous", False) else "transport", "").inc()
 
+
+def _refused_for_a_recipient(sent: _Sent) -> bool:
+    return sent.verdict is not None and sent.verdict.action == "dead_letter" and sent.verdict.scope == "recipient"

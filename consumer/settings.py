@@ -40,6 +40,8 @@ EXPECTED = {
     "kafka": "a mapping of librdkafka settings, e.g. {security.protocol: SASL_SSL}",
     "log_format": "one of auto, json, text",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
+    "ambiguous_policy": "one of dead_letter (default: never resend on its own), assume_delivered, resend",
+    "isolation_budget_share": "a number from 0 to 1, the share of the longest window's limit",
 }
 
 
@@ -80,6 +82,10 @@ class Settings(BaseSettings):
     pisano_retry_budget_ms: int = Field(120_000, ge=0, le=3_600_000)
     pisano_backoff_base_ms: int = Field(500, ge=1, le=600_000)
     pisano_backoff_max_ms: int = Field(30_000, ge=1, le=3_600_000)
+    ambiguous_policy: Literal["dead_letter", "assume_delivered", "resend"] = "dead_letter"
+    isolation_budget_share: float = Field(0.25, ge=0.0, le=1.0)
+    circuit_cooldown_ms: int = Field(30_000, ge=100, le=3_600_000)
+    circuit_max_cooldown_ms: int = Field(600_000, ge=100, le=86_400_000)
 
     # Batching and flow
     batch_max_recipients: int = Field(5000, ge=1, le=5000)

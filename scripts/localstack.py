@@ -13,8 +13,8 @@ broker+controller. Redis is Debian's `redis-server` (installed with apt when mis
 files (data, logs, pids) live in `.stack/` at the top of the checkout.
 
 Besides the plaintext listener, Kafka has a SASL_SSL listener with SCRAM-SHA-512 (user
-`pisano`, a self-signed CA in `.stack/tls/`), and Redis has an ACL user with a password, so the
-secured settings of a production deployment can be exercised locally.
+`pisano`, a self-signed CA in `.stack/tls/`), and Redis has an ACL user with a password and a TLS
+port, so the secured settings of a production deployment can be exercised locally.
 
 Tests import this module to restart Redis and Kafka in the middle of a scenario.
 """
@@ -47,6 +47,7 @@ KAFKA_PORT = int(os.environ.get("PISANO_STACK_KAFKA_PORT", "19092"))
 CONTROLLER_PORT = KAFKA_PORT + 1
 KAFKA_SASL_PORT = KAFKA_PORT + 2
 REDIS_PORT = int(os.environ.get("PISANO_STACK_REDIS_PORT", "16379"))
+REDIS_TLS_PORT = REDIS_PORT + 1
 
 # Local-only credentials for the secured listeners; they protect nothing but a throwaway stack.
 SASL_USER, SASL_PASSWORD = "pisano", "pisano-local-scram"
@@ -259,6 +260,12 @@ def _redis_conf() -> str:
         "maxmemory-policy noeviction",
         "user default on nopass ~* &* +@all",
         f"user {REDIS_ACL_USER} on >{REDIS_ACL_PASSWORD} ~* &* +@all",
+        # A TLS port too (server certificate from the local CA), for rediss:// settings.
+        f"tls-port {REDIS_TLS_PORT}",
+        f"tls-cert-file {TLS_DIR / 'server.crt'}",
+        f"tls-key-file {TLS_DIR / 'server.key'}",
+        f"tls-ca-cert-file {TLS_DIR / 'ca.pem'}",
+        "tls-auth-clients optional",
         "",
     ])
 
@@ -267,6 +274,7 @@ def start_redis() -> None:
     if _read_pid("redis") is not None:
         return
     server = ensure_redis_server()
+    ensure_tls()
     REDIS_DIR.mkdir(parents=True, exist_ok=True)
     conf = REDIS_DIR / "redis.conf"
     conf.write_text(_redis_conf(), encoding="utf-8")
@@ -467,6 +475,8 @@ def settings() -> dict[str, str]:
         "PISANO_STACK_KAFKA_CA": str(TLS_DIR / "ca.pem"),
         "PISANO_STACK_REDIS_ACL_USER": REDIS_ACL_USER,
         "PISANO_STACK_REDIS_ACL_PASSWORD": REDIS_ACL_PASSWORD,
+        "PISANO_STACK_REDIS_TLS_URL": f"rediss://{HOST}:{REDIS_TLS_PORT}/0",
+        "PISANO_STACK_TLS_DIR": str(TLS_DIR),
     }
 
 

@@ -25,7 +25,7 @@ delivered, when, and in which batches.
 from consumer.simulator.app import create_app
 from consumer.simulator.clock import Clock, ManualClock, SystemClock
 from consumer.simulator.config import FaultSettings, SimulatorConfig
-from consumer.simulator.server import SimulatorServer, serve
+from consumer.simulator.server import SimulatorServer, Tls, serve
 
 __all__ = [
     "Clock",
@@ -34,6 +34,7 @@ __all__ = [
     "SimulatorConfig",
     "SimulatorServer",
     "SystemClock",
+    "Tls",
     "create_app",
     "serve",
 ]

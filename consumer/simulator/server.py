@@ -17,6 +17,8 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
@@ -34,14 +36,22 @@ GRACEFUL_SHUTDOWN_S = 5
 STARTUP_TIMEOUT_S = 10.0
 
 
-def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
+@dataclass(frozen=True)
+class Tls:
+    """HTTPS for the simulator: a certificate chain and its key (PEM files)."""
+
+    cert_file: Path
+    key_file: Path
+
+
+def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8080, tls: Tls | None = None) -> None:
     """Run the simulator until SIGTERM or SIGINT; prints the URL it listens on once bound."""
     app = create_app(config)
     sock = _listen(host, port)
-    url = _url(host, sock)
+    url = _url(host, sock, tls)
     _log_start(config, url)
     print(f"Pisano simulator listening on {url}", flush=True)
-    _uvicorn(app).run(sockets=[sock])
+    _uvicorn(app, tls).run(sockets=[sock])
 
 
 class SimulatorServer:
@@ -61,8 +71,10 @@ class SimulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Clock | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self.app: Starlette = create_app(config, clock)
+        self._tls = tls
         self._host = host
         self._port = port
         self._server: uvicorn.Server | None = None
@@ -75,8 +87,8 @@ class SimulatorServer:
 
     def start(self) -> None:
         sock = _listen(self._host, self._port)
-        self.url = _url(self._host, sock)
-        server = _uvicorn(self.app)
+        self.url = _url(self._host, sock, self._tls)
+        server = _uvicorn(self.app, self._tls)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="pisano-simulator", daemon=True
         )
@@ -113,10 +125,12 @@ class SimulatorServer:
         self.stop()
 
 
-def _uvicorn(app: Starlette) -> uvicorn.Server:
+def _uvicorn(app: Starlette, tls: Tls | None = None) -> uvicorn.Server:
     return uvicorn.Server(
         uvicorn.Config(
             app,
+            ssl_certfile=str(tls.cert_file) if tls else None,
+            ssl_keyfile=str(tls.key_file) if tls else None,
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -130,9 +144,10 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
-def _url(host: str, sock: socket.socket) -> str:
+def _url(host: str, sock: socket.socket, tls: Tls | None = None) -> str:
     port = sock.getsockname()[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _log_start(config: SimulatorConfig, url: str) -> None:

@@ -1,0 +1,163 @@
+"""A circuit breaker per Pisano token, shared by the fleet in Redis.
+
+When Pisano says the token or the account is wrong (README, failure classification: scope
+`account`), nothing will work until someone fixes it, so the fleet stops calling Pisano for that
+token instead of burning a throttle slot per batch to hear the same answer. While the circuit is
+open, batches are dead-lettered at once with the code Pisano gave. After a cool-down one replica
+asks Pisano whether it accepts the token now (an empty request that sends no SMS, `token_probe`);
+yes closes the circuit for everyone, no reopens it with a longer cool-down. The probe needs no
+traffic, so the fleet is ready again as soon as the token is fixed.
+
+Keys (hash-tagged with the token's limiter, so one cluster slot holds them):
+    ...:circuit            hash: code, status, message, cooldown_ms   (exists while not closed)
+    ...:circuit:cooldown   string with a TTL: the circuit is open while it exists, then half-open
+    ...:circuit:probe      string with a TTL: the replica that holds it probes
+Replicas read the state at most once a second, so a replica may send for up to a second after
+another one opened the circuit; it then hears the same answer and the circuit stays open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from consumer.errors import PisanoTransportError, StateStoreError
+from consumer.failures import CODE_SCOPES
+from consumer.pisano import TOKEN_ACCEPTED_CODES, PisanoClient
+from consumer.ratelimit import RateLimiter
+from consumer.redis_state import Keys
+
+log = logging.getLogger(__name__)
+
+State = Literal["closed", "open", "half_open"]
+REFRESH_S = 1.0
+STATE_TTL_MS = 86_400_000  # an abandoned open circuit does not outlive a day
+
+
+@dataclass(frozen=True)
+class Trip:
+    """Why the circuit opened: Pisano's answer, repeated on every dead-letter while it is open."""
+
+    code: int | None
+    http_status: int | None
+    message: str
+
+
+class CircuitBreaker:
+    def __init__(self, client: Any, keys: Keys, token: str, *, cooldown_ms: int, max_cooldown_ms: int,
+                 probe_lease_ms: int) -> None:
+        self.client = client
+        self.cooldown_ms = cooldown_ms
+        self.max_cooldown_ms = max_cooldown_ms
+        self.probe_lease_ms = probe_lease_ms
+        self._key, self._cooldown_key, self._probe_key = keys.circuit(token)
+        self._lock = threading.Lock()
+        self._state: State = "closed"
+        self._trip: Trip | None = None
+        self._read_at = 0.0
+
+    def state(self) -> tuple[State, Trip | None]:
+        """The fleet's state for this token, read from Redis at most once per REFRESH_S."""
+        with self._lock:
+            if time.monotonic() - self._read_at < REFRESH_S:
+                return self._state, self._trip
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self._key)
+            pipe.pttl(self._cooldown_key)
+            fields, cooldown_left = pipe.execute()
+        except redis.RedisError as exc:
+            raise StateStoreError(f"Redis unreachable reading the circuit ({exc})") from exc
+        fields = {k.decode(): v.decode() for k, v in fields.items()}
+        state: State = "closed" if not fields else ("open" if cooldown_left > 0 else "half_open")
+        trip = Trip(int(fields["code"]) if fields.get("code") else None,
+                    int(fields["status"]) if fields.get("status") else None,
+                    fields.get("message", "")) if fields else None
+        with self._lock:
+            self._state, self._trip, self._read_at = state, trip, time.monotonic()
+        return state, trip
+
+    def try_probe(self) -> bool:
+        """Become the one replica that probes a half-open circuit."""
+        try:
+            return bool(self.client.set(self._probe_key, "1", nx=True, px=self.probe_lease_ms))
+        except redis.RedisError as exc:
+            raise StateStoreError(f"Redis unreachable for the circuit probe ({exc})") from exc
+
+    def open(self, trip: Trip) -> None:
+        """Open (or reopen after a failed probe) with a cool-down twice the last, up to the maximum."""
+        try:
+            previous = self.client.hget(self._key, "cooldown_ms")
+            cooldown = min(self.max_cooldown_ms, int(previous) * 2) if previous else self.cooldown_ms
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self._key, mapping={"code": trip.code or "", "status": trip.http_status or "",
+                                          "message": trip.message[:500], "cooldown_ms": cooldown})
+            pipe.pexpire(self._key, STATE_TTL_MS)
+            pipe.set(self._cooldown_key, "1", px=cooldown)
+            pipe.delete(self._probe_key)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StateStoreError(f"Redis unreachable opening the circuit ({exc})") from exc
+        with self._lock:
+            self._state, self._trip, self._read_at = "open", trip, time.monotonic()
+        log.error("Pisano circuit OPEN for this token: Pisano answered %s (%s); not calling Pisano for %.0fs, "
+                  "dead-lettering meanwhile. Fix the token or the account, then replay the dead-letters",
+                  trip.code or trip.http_status, trip.message, cooldown / 1000,
+                  extra={"code": trip.code, "status": trip.http_status})
+
+    def probe_if_due(self, probe: Callable[[], bool | Trip | None]) -> None:
+        """Half-open: one replica asks Pisano (`probe`: True accepted, a Trip refused again, None
+        no verdict) and closes or reopens the circuit for the fleet."""
+        state, _ = self.state()
+        if state != "half_open" or not self.try_probe():
+            return
+        result = probe()
+        if result is True:
+            self.close()
+        elif isinstance(result, Trip):
+            self.open(result)
+        else:
+            try:  # no verdict (Pisano down, no slot): let the next round, on any replica, try again
+                self.client.delete(self._probe_key)
+            except redis.RedisError as exc:
+                raise StateStoreError(f"Redis unreachable for the circuit probe ({exc})") from exc
+
+    def close(self) -> None:
+        """Close after a successful probe (callers skip this while the circuit is closed)."""
+        try:
+            self.client.delete(self._key, self._cooldown_key, self._probe_key)
+        except redis.RedisError as exc:
+            raise StateStoreError(f"Redis unreachable closing the circuit ({exc})") from exc
+        with self._lock:
+            was = self._state
+            self._state, self._trip, self._read_at = "closed", None, time.monotonic()
+        if was != "closed":
+            log.warning("Pisano circuit CLOSED: Pisano accepts the token again")
+
+
+def token_probe(client: PisanoClient, limiter: RateLimiter | None) -> Callable[[], bool | Trip | None]:
+    """The probe of a half-open circuit: Pisano's verdict on the token, in a throttle slot."""
+
+    def probe() -> bool | Trip | None:
+        if limiter is not None:
+            grant = limiter.acquire()
+            if not grant.granted:
+                return None
+            time.sleep(grant.wait_s)
+        try:
+            answer = client.probe_token()
+        except PisanoTransportError:
+            return None
+        if answer is None or (answer.http_status in (400, 404) and answer.code in TOKEN_ACCEPTED_CODES):
+            return True
+        if answer.http_status in (401, 403) or CODE_SCOPES.get(answer.code or 0) == "account":
+            return Trip(answer.code, answer.http_status, answer.message)
+        return None
+
+    return probe

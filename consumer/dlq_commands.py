@@ -1,0 +1,195 @@
+"""The `replay` and `dlq stats` commands: options in, progress and a summary out.
+
+The work is done in consumer.replay and consumer.dlq_stats; this module checks the options
+(one line and exit 2 when one is wrong), shows progress on stderr (stdout carries only the
+summary, or the JSON of `dlq stats --json`) and prints counts, never a record's value: values
+carry phone numbers.
+
+consumer.cli imports this module at its end, once `configured` exists, and registers the
+commands; import them through consumer.cli, not directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from consumer import logs
+from consumer.cli import EXIT_CONFIG, configured, fail
+from consumer.deadletter import REASONS
+from consumer.dlq_read import Filters, TopicError
+from consumer.dlq_stats import collect_stats
+from consumer.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
+from consumer.settings import Settings
+
+EXIT_FAILED = 1
+PLAIN_PROGRESS_INTERVAL_S = 5.0
+BAR_REDRAW_S = 0.1
+
+
+class Progress:
+    """A bar on a terminal; elsewhere (a pipe, a CI log) a plain line every few seconds."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.interactive = sys.stderr.isatty()
+        self._bar: Any = None
+        self._shown = 0
+        self._next = time.monotonic() + (BAR_REDRAW_S if self.interactive else PLAIN_PROGRESS_INTERVAL_S)
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now < self._next and done < total:
+            return
+        if self.interactive:
+            if self._bar is None:
+                self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+                self._bar.__enter__()
+            self._bar.update(done - self._shown)
+            self._shown = done
+            self._next = now + BAR_REDRAW_S
+        elif done < total:
+            click.echo(f"{self.label}: {done:,} of {total:,} records ({100 * done // max(total, 1)}%)", err=True)
+            self._next = now + PLAIN_PROGRESS_INTERVAL_S
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def _quiet_kafka_logs(settings: Settings) -> None:
+    # These commands turn a Kafka failure into one line saying what to do; librdkafka's reconnect
+    # chatter would bury it.
+    logs.configure(settings.log_format, "WARNING")
+    logging.getLogger("consumer.kafka").setLevel(logging.CRITICAL)
+    logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
+
+
+@click.command("replay")
+@click.option("--error-code", "error_codes", multiple=True, metavar="CODE",
+              help="Only records with this Pisano error code (pisano.error.code), e.g. 13001. Repeatable.")
+@click.option("--reason", "reasons", multiple=True, metavar="REASON",
+              help=f"Only records with this dlq.reason ({', '.join(REASONS)}). Repeatable.")
+@click.option("--campaign", "campaigns", multiple=True, metavar="ID",
+              help="Only records of this campaign (dlq.campaign.id). Repeatable.")
+@click.option("--since", metavar="WHEN",
+              help="Only records that failed at or after WHEN (dlq.failed.at): ISO 8601 date or datetime, "
+                   "UTC unless it carries an offset; Z accepted.")
+@click.option("--until", metavar="WHEN", help="Only records that failed before WHEN (same form as --since).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Stop after N records that match the filters (the next run goes on from there).")
+@click.option("--max-replays", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Refuse records already replayed this many times (header dlq.replays).")
+@click.option("--from-topic", metavar="TOPIC", help="Read this topic instead of DLQ_TOPIC.")
+@click.option("--to-topic", metavar="TOPIC",
+              help="Re-publish to this topic instead of each record's dlq.original.topic.")
+@click.option("--group", metavar="GROUP",
+              help="Consumer group that keeps the position. Default: pisano-sms-replay- and a hash of the filters.")
+@click.option("--from-beginning", is_flag=True,
+              help="Ignore the group's position and read from the start (the new position is still committed).")
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed; publish and commit nothing.")
+@configured
+def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tuple[str, ...],
+                   campaigns: tuple[str, ...], since: str | None, until: str | None, limit: int | None,
+                   max_replays: int, from_topic: str | None, to_topic: str | None, group: str | None,
+                   from_beginning: bool, dry_run: bool) -> None:
+    """Re-publish dead-lettered records to their original topic, through the pipeline again.
+
+    Key, value and the original headers are re-published untouched, with dlq.replays one higher;
+    the consumers' dedup never sends a delivered event again, so replaying twice is safe. Filters
+    combine with AND. Reads up to the end of the topic as it is at start, and resumes where the
+    last run with the same filters stopped (its position is committed only once Kafka
+    acknowledged everything re-published before it).
+    """
+    try:
+        filters = Filters.from_options(error_codes, reasons, campaigns, since, until)
+    except ValueError as exc:
+        fail(str(exc))
+    plan = ReplayPlan(
+        source_topic=from_topic or settings.dlq_topic, group=group or default_group(filters), filters=filters,
+        limit=limit, max_replays=max_replays, to_topic=to_topic, dry_run=dry_run, from_beginning=from_beginning,
+        stale_before=datetime.now(UTC) - timedelta(seconds=settings.dedup_horizon_s),
+    )
+    _quiet_kafka_logs(settings)
+    progress = Progress(f"replay: reading {plan.source_topic}")
+    try:
+        summary = run_replay(settings, plan, progress)
+    except TopicError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    except ReplayError as exc:
+        fail(str(exc), EXIT_FAILED)
+    finally:
+        progress.close()
+    _print_replay(plan, summary)
+
+
+def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
+    would = "would replay" if plan.dry_run else "replayed"
+    title = f"Replay of {plan.source_topic} (group {plan.group})"
+    click.secho(title + (", dry run: nothing published, nothing committed" if plan.dry_run else ""), bold=True)
+    targets = ", ".join(f"{topic} {n:,}" for topic, n in sorted(summary.by_target.items()))
+    rows = [
+        ("read", summary.read, ""),
+        ("foreign", summary.verdicts[Verdict.FOREIGN], "no dead-letter headers: not written by pisano-sms, left alone"),
+        ("matched", summary.matched, "records that pass the filters"
+         + (f" (stopped at --limit {plan.limit})" if summary.limit_reached else "")),
+        (would, summary.replayed, f"to {targets}" if targets else ""),
+        ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE], "same origin as a record replayed in this run"),
+        ("refused: max replays", summary.verdicts[Verdict.OVER_MAX_REPLAYS],
+         f"replayed {plan.max_replays} times already (--max-replays): find out why they keep failing"),
+        ("refused: value omitted", summary.verdicts[Verdict.VALUE_OMITTED],
+         "the DLQ kept only the headers (too large): re-send from the source, dlq.original.*"),
+    ]
+    for name, count, detail in rows:
+        click.echo(f"  {name:<24}{count:>9,}   {detail}".rstrip())
+    for name, counter in (("by error code", summary.by_code), ("by campaign", summary.by_campaign),
+                          ("by reason", summary.by_reason)):
+        if counter:
+            click.echo(f"  {name:<24}" + ", ".join(f"{key} {n:,}" for key, n in counter.most_common()))
+    if summary.stale:
+        click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S: the consumers may "
+                    "no longer know whether those events were delivered, and would send them", fg="yellow")
+    if plan.dry_run:
+        return
+    click.echo("  position committed for group " + plan.group if summary.committed else "  nothing to commit")
+
+
+@click.group("dlq")
+def dlq_group() -> None:
+    """Look into the dead-letter topic (DLQ_TOPIC)."""
+
+
+@dlq_group.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@configured
+def stats(settings: Settings, as_json: bool) -> None:
+    """Counts of the dead-letter topic by error code, reason and campaign.
+
+    With unique origins (a source record dead-lettered twice counts once) and the oldest and
+    newest failure time. Reads the whole topic once and moves no consumer group's position.
+    """
+    _quiet_kafka_logs(settings)
+    progress = Progress(f"dlq stats: reading {settings.dlq_topic}")
+    try:
+        result = collect_stats(settings, settings.dlq_topic, progress)
+    except TopicError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        for line in result.table():
+            click.echo(line)
+
+
+# Declared types: consumer.cli imports these while this module imports consumer.cli, and mypy
+# cannot infer decorated names across that cycle.
+replay: click.Command = replay_command
+dlq: click.Group = dlq_group

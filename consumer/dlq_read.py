@@ -1,0 +1,284 @@
+"""Reading the dead-letter topic: a bounded read to the end offsets, typed dead-letters, filters.
+
+`replay` and `dlq stats` both read a topic from a start position up to the end offsets taken when
+they start, never waiting for records written after that: an SRE runs them to act on what is
+there now, and a DLQ that keeps growing (the cause is not fixed yet) must not keep them running.
+
+A record is one of ours when it carries the headers `consumer.deadletter` writes (reason, origin,
+failure time); anything else in the topic is *foreign* and parsed as None. Values hold phone
+numbers: a `DeadLetter` never shows its value or original headers in its repr.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from consumer.deadletter import OWN_HEADER_PREFIXES, REASONS, REPLAYS_HEADER
+from consumer.errors import PisanoSmsError
+
+log = logging.getLogger(__name__)
+
+METADATA_TIMEOUT_S = 10.0
+# A bounded read that gets nothing for this long is stuck (broker gone, partition leaderless).
+IDLE_TIMEOUT_S = 30.0
+CONSUME_BATCH = 500
+VALUE_OMITTED_HEADER = "dlq.value.omitted"
+# Without these a record was not written by consumer.deadletter.
+REQUIRED_HEADERS = ("dlq.reason", "dlq.original.topic", "dlq.original.partition", "dlq.original.offset",
+                    "dlq.failed.at")
+
+NO_VALUE = "-"  # a missing error code or campaign, in counts and tables
+Origin = tuple[str, int, int]  # dlq.original.topic, .partition, .offset
+
+
+class TopicError(PisanoSmsError):
+    """A topic cannot be read or written: Kafka unreachable, topic missing, or the read got stuck.
+    The message says what to check."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of the dead-letter topic, its headers parsed (DESIGN.md, "Dead-letter record")."""
+
+    partition: int  # where it sits in the dead-letter topic
+    offset: int
+    reason: str
+    origin: Origin
+    failed_at: datetime
+    replays: int
+    error_code: int | None = None
+    http_status: int | None = None
+    campaign_id: str | None = None
+    value_omitted: bool = False
+    key: bytes | None = None
+    value: bytes | None = field(default=None, repr=False)
+    # Headers the original record carried (not ours); may hold personal data too.
+    original_headers: tuple[tuple[str, bytes | None], ...] = field(default=(), repr=False)
+
+    @property
+    def code_label(self) -> str:
+        return str(self.error_code) if self.error_code is not None else NO_VALUE
+
+    @property
+    def campaign_label(self) -> str:
+        return self.campaign_id or NO_VALUE
+
+
+def parse_dead_letter(message: Any) -> DeadLetter | None:
+    """The record as a DeadLetter, or None when it was not written by us (foreign)."""
+    headers: list[tuple[str, bytes | None]] = message.headers() or []
+    own: dict[str, str] = {}
+    for name, raw in headers:
+        if name.startswith(OWN_HEADER_PREFIXES) and name not in own and raw is not None:
+            own[name] = raw.decode("utf-8", "replace")
+    if any(not own.get(name) for name in REQUIRED_HEADERS):
+        return None
+    try:
+        origin = (own["dlq.original.topic"], int(own["dlq.original.partition"]), int(own["dlq.original.offset"]))
+        failed_at = parse_when(own["dlq.failed.at"])
+    except ValueError:
+        return None
+    return DeadLetter(
+        partition=message.partition(),
+        offset=message.offset(),
+        reason=own["dlq.reason"],
+        origin=origin,
+        failed_at=failed_at,
+        replays=_int(own.get(REPLAYS_HEADER)) or 0,
+        error_code=_int(own.get("pisano.error.code")),
+        http_status=_int(own.get("pisano.http.status")),
+        campaign_id=own.get("dlq.campaign.id") or None,
+        value_omitted=VALUE_OMITTED_HEADER in own,
+        key=message.key(),
+        value=message.value(),
+        original_headers=tuple((k, v) for k, v in headers if not k.startswith(OWN_HEADER_PREFIXES)),
+    )
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def parse_when(text: str) -> datetime:
+    """An ISO 8601 date or datetime (`Z` or an offset; none means UTC) as an aware UTC datetime.
+    A date alone is its midnight UTC. Raises ValueError with the expected form."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an ISO 8601 date or datetime; "
+                         "expected e.g. 2026-01-31 or 2026-01-31T08:00:00Z") from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which dead-letters an SRE means; every given criterion must hold (AND), values of one
+    criterion are alternatives (OR). `since` is inclusive, `until` exclusive."""
+
+    error_codes: frozenset[int] = frozenset()
+    reasons: frozenset[str] = frozenset()
+    campaigns: frozenset[str] = frozenset()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @classmethod
+    def from_options(cls, error_codes: Iterable[str] = (), reasons: Iterable[str] = (), campaigns: Iterable[str] = (),
+                     since: str | None = None, until: str | None = None) -> Filters:
+        """The filters of the command-line options, or ValueError naming the option and the expected form."""
+        codes = tuple(error_codes)
+        for code in codes:
+            if not code.isdigit():
+                raise ValueError(f"--error-code {code!r}: expected a Pisano numeric error code, e.g. 13001")
+        reasons = tuple(reasons)
+        for reason in reasons:
+            if reason not in REASONS:
+                raise ValueError(f"--reason {reason!r}: not a dead-letter reason; expected one of {', '.join(REASONS)}")
+        filters = cls(frozenset(int(c) for c in codes), frozenset(reasons), frozenset(campaigns),
+                      _option_time("--since", since), _option_time("--until", until))
+        if filters.since and filters.until and filters.since >= filters.until:
+            raise ValueError(f"--since {since} is not before --until {until}: nothing could match")
+        return filters
+
+    def matches(self, letter: DeadLetter) -> bool:
+        return ((not self.error_codes or letter.error_code in self.error_codes)
+                and (not self.reasons or letter.reason in self.reasons)
+                and (not self.campaigns or letter.campaign_id in self.campaigns)
+                and (self.since is None or letter.failed_at >= self.since)
+                and (self.until is None or letter.failed_at < self.until))
+
+    def canonical(self) -> str:
+        """The same text for the same filter set, whatever the order the options came in."""
+        parts = [
+            "code=" + ",".join(str(c) for c in sorted(self.error_codes)),
+            "reason=" + ",".join(sorted(self.reasons)),
+            "campaign=" + ",".join(sorted(self.campaigns)),
+            "since=" + (self.since.isoformat() if self.since else ""),
+            "until=" + (self.until.isoformat() if self.until else ""),
+        ]
+        return ";".join(parts)
+
+
+def _option_time(option: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise ValueError(f"{option} {exc}") from exc
+
+
+@dataclass
+class Span:
+    partition: int
+    start: int
+    end: int  # the end offset when the read started: records at or after it are not read
+
+
+def describe_topic(client: Any, topic: str, bootstrap: str, hint: str) -> list[int]:
+    """The topic's partition ids, or TopicError saying what to do. `client` is a consumer, whose
+    metadata requests never auto-create a topic."""
+    try:
+        metadata = client.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        raise TopicError(f"cannot reach Kafka at {bootstrap} ({kafka_error_text(exc)}); check "
+                         "KAFKA_BOOTSTRAP_SERVERS and the security settings (kafka: in --config)") from exc
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None or not described.partitions:
+        raise TopicError(f"topic {topic} does not exist on {bootstrap}; {hint}")
+    return sorted(described.partitions)
+
+
+class TopicReader:
+    """Reads every partition of one topic from a start position up to the end offsets taken in
+    `open()`. The consumer must have `enable.partition.eof` on (a partition whose last offsets are
+    gone is finished by its EOF) and is only assigned, never subscribed: no group rebalance, and
+    nothing is committed unless the caller commits `positions()`."""
+
+    def __init__(self, consumer: Any, topic: str, bootstrap: str, *,
+                 start: Literal["committed", "beginning"], missing_hint: str) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.bootstrap = bootstrap
+        self.start = start
+        self.missing_hint = missing_hint
+        self.spans: list[Span] = []
+        self._positions: dict[int, int] = {}
+
+    @property
+    def total(self) -> int:
+        return sum(span.end - span.start for span in self.spans)
+
+    def open(self) -> None:
+        partitions = describe_topic(self.consumer, self.topic, self.bootstrap, self.missing_hint)
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        try:
+            committed = {tp.partition: tp.offset for tp in self.consumer.committed(tps, timeout=METADATA_TIMEOUT_S)} \
+                if self.start == "committed" else {}
+            for p in partitions:
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                                timeout=METADATA_TIMEOUT_S)
+                # A committed position older than the retention's low mark starts at the low mark.
+                start = max(low, committed.get(p, -1))
+                self.spans.append(Span(p, min(start, high), high))
+        except KafkaException as exc:
+            raise TopicError(f"cannot read the positions of {self.topic} ({kafka_error_text(exc)}); "
+                             "check that Kafka is up and that this user may read the topic and the group") from exc
+        self.consumer.assign([TopicPartition(self.topic, s.partition, s.start) for s in self.spans
+                              if s.start < s.end])
+        log.info("reading %s up to its end offsets: %d records", self.topic, self.total,
+                 extra={"topic": self.topic, "count": self.total})
+
+    def records(self) -> Iterator[Any]:
+        """The data records, partition by partition in offset order (partitions interleaved)."""
+        remaining = {s.partition: s.end for s in self.spans if s.start < s.end}
+        last_seen = time.monotonic()
+        while remaining:
+            batch = self.consumer.consume(CONSUME_BATCH, 0.5)
+            now = time.monotonic()
+            if not any(not m.error() or m.error().code() == KafkaError._PARTITION_EOF for m in batch):
+                if now - last_seen > IDLE_TIMEOUT_S:
+                    raise TopicError(f"no records from {self.topic} for {IDLE_TIMEOUT_S:.0f}s although "
+                                     f"{len(remaining)} partition(s) are not read to their end; check that "
+                                     "Kafka is up, then run again (it resumes)")
+            else:
+                last_seen = now
+            for message in batch:
+                error = message.error()
+                partition = message.partition()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if partition in remaining and message.offset() >= remaining[partition]:
+                            del remaining[partition]
+                        continue
+                    if error.fatal():
+                        raise TopicError(f"reading {self.topic} failed: {error.str()}") from KafkaException(error)
+                    log.warning("reading %s: %s", self.topic, error.str(), extra={"topic": self.topic})
+                    continue
+                end = remaining.get(partition)
+                if end is None or message.offset() >= end:  # written after the read started
+                    remaining.pop(partition, None)
+                    continue
+                if message.offset() == end - 1:
+                    del remaining[partition]
+                yield message
+
+    def processed(self, message: Any) -> None:
+        """Mark `message` handled: `positions()` may then move past it."""
+        self._positions[message.partition()] = message.offset() + 1
+
+    def positions(self) -> list[TopicPartition]:
+        """Commit positions: after the last processed record of each partition read."""
+        return [TopicPartition(self.topic, p, offset) for p, offset in sorted(self._positions.items())]
+
+
+def kafka_error_text(exc: KafkaException) -> str:
+    """The broker's or librdkafka's own words, without the KafkaError{...} wrapping."""
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)

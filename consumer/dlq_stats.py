@@ -1,0 +1,116 @@
+"""`pisano-sms dlq stats`: what is in the dead-letter topic, by error code, reason and campaign.
+
+One pass over the whole topic, from the low to the high watermarks taken at start, with an
+assigned consumer that never commits: looking must not move any group's position. Unique origins
+count the distinct source records (dead-lettering is at-least-once, so one may appear twice);
+they are kept as 64-bit hashes because a token outage can put millions of records in the DLQ.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from consumer.dlq_read import NO_VALUE, DeadLetter, TopicReader, parse_dead_letter
+from consumer.kafka import make_consumer
+from consumer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Never committed to nor joined: librdkafka only insists on a group id.
+STATS_GROUP = "pisano-sms-dlq-stats"
+
+RowKey = tuple[str, str, str]  # error code, reason, campaign
+
+
+@dataclass
+class Row:
+    records: int = 0
+    origins: set[int] = field(default_factory=set)
+    oldest: datetime | None = None
+    newest: datetime | None = None
+
+    def add(self, letter: DeadLetter) -> None:
+        self.records += 1
+        self.origins.add(hash(letter.origin))
+        if self.oldest is None or letter.failed_at < self.oldest:
+            self.oldest = letter.failed_at
+        if self.newest is None or letter.failed_at > self.newest:
+            self.newest = letter.failed_at
+
+
+@dataclass
+class DlqStats:
+    topic: str
+    records: int = 0
+    foreign: int = 0
+    rows: dict[RowKey, Row] = field(default_factory=dict)
+    origins: set[int] = field(default_factory=set)
+
+    def add(self, letter: DeadLetter | None) -> None:
+        self.records += 1
+        if letter is None:
+            self.foreign += 1
+            return
+        key = (letter.code_label, letter.reason, letter.campaign_label)
+        self.rows.setdefault(key, Row()).add(letter)
+        self.origins.add(hash(letter.origin))
+
+    def sorted_rows(self) -> list[tuple[RowKey, Row]]:
+        return sorted(self.rows.items(), key=lambda item: (-item[1].records, item[0]))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "records": self.records,
+            "foreign": self.foreign,
+            "unique_origins": len(self.origins),
+            "rows": [
+                {"error_code": None if code == NO_VALUE else code, "reason": reason,
+                 "campaign_id": None if campaign == NO_VALUE else campaign, "records": row.records,
+                 "unique_origins": len(row.origins), "oldest": _iso(row.oldest, "milliseconds"),
+                 "newest": _iso(row.newest, "milliseconds")}
+                for (code, reason, campaign), row in self.sorted_rows()
+            ],
+        }
+
+    def table(self) -> list[str]:
+        header = ("error code", "reason", "campaign", "records", "origins", "oldest failure", "newest failure")
+        lines = [[code, reason, campaign, f"{row.records:,}", f"{len(row.origins):,}", _iso(row.oldest) or "",
+                  _iso(row.newest) or ""] for (code, reason, campaign), row in self.sorted_rows()]
+        widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
+        numeric = {3, 4}
+
+        def render(cells: tuple[str, ...] | list[str]) -> str:
+            return "  ".join(cell.rjust(w) if i in numeric else cell.ljust(w)
+                             for i, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+        out = [render(header), *(render(cells) for cells in lines)]
+        out.append(f"{self.records:,} record(s) in {self.topic}, {len(self.origins):,} unique origin(s)"
+                   + (f", {self.foreign:,} foreign (not written by pisano-sms)" if self.foreign else ""))
+        return out
+
+
+def _iso(when: datetime | None, timespec: str = "seconds") -> str | None:
+    return when.isoformat(timespec=timespec).replace("+00:00", "Z") if when else None
+
+
+def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int], None] | None = None) -> DlqStats:
+    """Read `topic` once, to the end offsets it had when the read started."""
+    consumer = make_consumer(settings, **{"group.id": STATS_GROUP, "enable.partition.eof": True})
+    stats = DlqStats(topic)
+    try:
+        reader = TopicReader(consumer, topic, settings.kafka_bootstrap_servers, start="beginning",
+                             missing_hint="check DLQ_TOPIC")
+        reader.open()
+        for message in reader.records():
+            stats.add(parse_dead_letter(message))
+            if progress is not None:
+                progress(stats.records, reader.total)
+    finally:
+        consumer.close()
+    log.info("read %d dead-letter(s) from %s", stats.records, topic, extra={"topic": topic, "count": stats.records})
+    return stats

@@ -1,0 +1,252 @@
+"""`pisano-sms replay`: put dead-lettered records back on their original topic, once.
+
+The consumers treat a record with `dlq.replays` > 0 as a replay: their dedup lets it through for
+an event whose fate was unknown, never for one that was delivered (consumer.pipeline,
+consumer/lua/claim.lua). So replaying is safe to repeat; this module only has to re-publish the
+original key, value and headers untouched, count the replay, and not lose its place:
+
+* it reads the dead-letter topic with its own consumer group (one per filter set, so replays with
+  different filters never take each other's records) up to the end offsets taken at start;
+* it commits a position only once every record before it was re-published and acknowledged
+  (idempotent producer, acks=all, delivery reports awaited at each checkpoint): a crash re-publishes
+  at most what came after the last checkpoint, which the consumers' dedup then absorbs;
+* dead-lettering is at-least-once, so one origin (topic, partition, offset) may sit in the DLQ
+  several times: within a run it is re-published once;
+* a record replayed `max_replays` times already, or whose value was left out of the DLQ (too
+  large), is refused and counted, never published.
+
+A dry run reads the same records with the same decisions and publishes and commits nothing, so
+its counts are what a real run with the same filters would replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+from consumer.deadletter import REPLAYS_HEADER
+from consumer.dlq_read import (
+    DeadLetter,
+    Filters,
+    Origin,
+    TopicError,
+    TopicReader,
+    describe_topic,
+    kafka_error_text,
+    parse_dead_letter,
+)
+from consumer.errors import PisanoSmsError
+from consumer.kafka import make_consumer, make_producer
+from consumer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP_PREFIX = "pisano-sms-replay-"
+CHECKPOINT_INTERVAL_S = 2.0
+ACK_TIMEOUT_S = 60.0
+
+
+class ReplayError(PisanoSmsError):
+    """The replay stopped part-way; what was acknowledged before the last checkpoint is committed,
+    and a new run resumes from there."""
+
+
+class Verdict(StrEnum):
+    FOREIGN = "foreign"  # not written by pisano-sms
+    UNMATCHED = "unmatched"  # outside the filters
+    DUPLICATE = "duplicate"  # its origin was already re-published in this run
+    VALUE_OMITTED = "value_omitted"  # the DLQ has no value to re-publish
+    OVER_MAX_REPLAYS = "over_max_replays"
+    REPLAY = "replay"
+
+
+def default_group(filters: Filters) -> str:
+    """`pisano-sms-replay-` and a short hash of the filter set: stable across runs and machines
+    (not Python's salted hash()), different for different filters."""
+    return GROUP_PREFIX + hashlib.sha256(filters.canonical().encode()).hexdigest()[:10]
+
+
+def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_replays: int) -> Verdict:
+    """What to do with one of our dead-letters; the order decides which count a record lands in."""
+    if not filters.matches(letter):
+        return Verdict.UNMATCHED
+    if letter.origin in replayed:
+        return Verdict.DUPLICATE
+    if letter.value_omitted:
+        return Verdict.VALUE_OMITTED
+    if letter.replays >= max_replays:
+        return Verdict.OVER_MAX_REPLAYS
+    return Verdict.REPLAY
+
+
+def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes | None]]:
+    """The original record's headers, without ours (a failure of the replay gets fresh ones),
+    plus the replay count the consumers look for."""
+    return [*letter.original_headers, (REPLAYS_HEADER, str(letter.replays + 1).encode())]
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    source_topic: str
+    group: str
+    filters: Filters
+    limit: int | None = None  # stop after this many matched records
+    max_replays: int = 3
+    to_topic: str | None = None  # instead of each record's dlq.original.topic
+    dry_run: bool = False
+    from_beginning: bool = False
+    # Records that failed before this were dead-lettered longer ago than the dedup horizon: the
+    # consumers may have forgotten whether their events were delivered.
+    stale_before: datetime | None = None
+
+
+@dataclass
+class ReplaySummary:
+    read: int = 0
+    verdicts: Counter[Verdict] = field(default_factory=Counter)
+    # What was (or, in a dry run, would be) re-published, broken down.
+    by_code: Counter[str] = field(default_factory=Counter)
+    by_campaign: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_target: Counter[str] = field(default_factory=Counter)
+    stale: int = 0
+    committed: bool = False
+    limit_reached: bool = False
+
+    @property
+    def matched(self) -> int:
+        return self.read - self.verdicts[Verdict.FOREIGN] - self.verdicts[Verdict.UNMATCHED]
+
+    @property
+    def replayed(self) -> int:
+        return self.verdicts[Verdict.REPLAY]
+
+    def add_replay(self, letter: DeadLetter, target: str, stale_before: datetime | None) -> None:
+        self.by_code[letter.code_label] += 1
+        self.by_campaign[letter.campaign_label] += 1
+        self.by_reason[letter.reason] += 1
+        self.by_target[target] += 1
+        if stale_before is not None and letter.failed_at < stale_before:
+            self.stale += 1
+
+
+class _Publisher:
+    """Re-publishes records and tells, at a checkpoint, whether all of them were acknowledged."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.failure: KafkaError | None = None
+
+    def publish(self, topic: str, letter: DeadLetter) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=letter.key, value=letter.value, headers=replay_headers(letter),
+                                      on_delivery=self._delivered)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+
+    def _delivered(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None and self.failure is None:
+            self.failure = error
+
+    def wait_acknowledged(self) -> None:
+        left = self.producer.flush(ACK_TIMEOUT_S)
+        if left:
+            raise ReplayError(f"Kafka did not acknowledge {left} re-published record(s) within {ACK_TIMEOUT_S:.0f}s; "
+                              "positions after the last checkpoint were not committed: check the brokers, then "
+                              "run again (it resumes; the consumers skip what was delivered)")
+        if self.failure is not None:
+            raise ReplayError(f"Kafka refused a re-published record ({self.failure.str()}); positions after the "
+                              "last checkpoint were not committed: fix the cause (topic, ACLs), then run again")
+
+
+def run_replay(settings: Settings, plan: ReplayPlan,
+               progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
+    """Replay what `plan` selects; raises TopicError before anything is published when a topic is
+    missing or Kafka unreachable, ReplayError when publishing or committing fails part-way."""
+    consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
+    producer = None if plan.dry_run else make_producer(settings)
+    publisher = _Publisher(producer) if producer is not None else None
+    reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
+                         start="beginning" if plan.from_beginning else "committed",
+                         missing_hint="check DLQ_TOPIC or --from-topic")
+    summary = ReplaySummary()
+    known_targets: set[str] = set()
+    replayed: set[Origin] = set()
+
+    def checkpoint() -> None:
+        if publisher is None:
+            return
+        publisher.wait_acknowledged()
+        positions = reader.positions()
+        if not positions:
+            return
+        try:
+            consumer.commit(offsets=positions, asynchronous=False)
+        except KafkaException as exc:
+            raise ReplayError(f"could not commit the position of group {plan.group} ({kafka_error_text(exc)}); the "
+                              "records were re-published: a new run re-publishes them again and the consumers skip "
+                              "the delivered ones") from exc
+        summary.committed = True
+
+    try:
+        reader.open()
+        if plan.to_topic:
+            _check_target(consumer, plan.to_topic, settings, known_targets)
+        next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
+        for message in reader.records():
+            summary.read += 1
+            letter = parse_dead_letter(message)
+            verdict = Verdict.FOREIGN if letter is None else judge(letter, plan.filters, replayed, plan.max_replays)
+            if letter is not None and verdict is Verdict.REPLAY:
+                target = plan.to_topic or letter.origin[0]
+                try:
+                    # Checked in a dry run too: the real run would stop here, so the counts would differ.
+                    _check_target(consumer, target, settings, known_targets)
+                except TopicError:
+                    checkpoint()
+                    raise
+                replayed.add(letter.origin)
+                if publisher is not None:
+                    publisher.publish(target, letter)
+                summary.add_replay(letter, target, plan.stale_before)
+            summary.verdicts[verdict] += 1
+            reader.processed(message)
+            if progress is not None:
+                progress(summary.read, reader.total)
+            if plan.limit is not None and summary.matched >= plan.limit:
+                summary.limit_reached = True
+                break
+            if time.monotonic() >= next_checkpoint:
+                checkpoint()
+                next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
+        checkpoint()
+    except KeyboardInterrupt:
+        # Keep what was acknowledged: the next run starts after it instead of re-publishing it.
+        checkpoint()
+        raise
+    finally:
+        consumer.close()
+    log.info("replay of %s done: %d read, %d replayed", plan.source_topic, summary.read, summary.replayed,
+             extra={"topic": plan.source_topic, "count": summary.replayed})
+    return summary
+
+
+def _check_target(client: Any, topic: str, settings: Settings, known: set[str]) -> None:
+    # Producing to a missing topic would only fail after message.timeout.ms (5 minutes).
+    if topic not in known:
+        describe_topic(client, topic, settings.kafka_bootstrap_servers,
+                       "create it, or re-publish elsewhere with --to-topic")
+        known.add(topic)
+

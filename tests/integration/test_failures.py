@@ -1,0 +1,204 @@
+"""Every failure path on real Kafka, Redis and the simulator: retried and recovered, dead-lettered
+with Pisano's code, exhausted, ambiguous, isolated by bisection, cut off by the circuit breaker."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from consumer.pisano_codes import CODES
+from consumer.samples import phone_for
+from consumer.simulator import SimulatorConfig, SimulatorServer
+from tests.conftest import Stack
+from tests.support.consumers import wait_until
+from tests.support.runs import Run
+from tests.support.scenario import CAMPAIGNS
+
+TOKEN = "failures-token-9d"
+
+
+@pytest.fixture
+def run(stack: Stack, tmp_path: Path, redis_client, processes) -> Iterator[Run]:  # type: ignore[no-untyped-def]
+    config = SimulatorConfig(tokens=frozenset({TOKEN}), any_campaign=True, rate_limits=(),
+                             delivery_log_path=tmp_path / "deliveries.jsonl")
+    with SimulatorServer(config) as simulator:
+        yield Run(stack, simulator, tmp_path, processes, TOKEN)
+
+
+def requests_by_status(run: Run) -> Counter[int | None]:
+    return Counter(r["http_status"] for r in run.requests())
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503])
+def test_each_retriable_status_recovers(run: Run, new_topic: Callable[..., str], status: int) -> None:
+    run.faults(error_rates={str(status): 1.0})
+    records = run.events(300, CAMPAIGNS[0])
+    run.start(records, new_topics=new_topic)
+    wait_until(lambda: requests_by_status(run)[status] >= 2, 30, f"two {status} answers seen")
+    run.faults(error_rates={})
+    run.finish(dead_letters=0)
+    assert len(run.delivered()) == 300 and max(run.delivered().values()) == 1
+    assert run.dead == []
+
+
+def test_a_real_429_pauses_the_fleet_and_the_request_goes_in_a_later_slot(
+        run: Run, new_topic: Callable[..., str]) -> None:
+    # Pisano is stricter than we were told: its throttle answers 429 with Retry-After.
+    run.sim_config(rate_limits="1/2s")
+    records = run.events(40, CAMPAIGNS[0]) + run.events(40, CAMPAIGNS[1]) + run.events(40, CAMPAIGNS[2])
+    replica = run.start(records, new_topics=new_topic, PISANO_RATE_LIMITS="10/1s", PISANO_RATE_MARGIN_MS=0)
+    run.finish(dead_letters=0)
+    assert len(run.delivered()) == 120
+    assert requests_by_status(run)[429] >= 1
+    assert "Pisano throttled us: fleet paused" in replica.log_text()
+
+
+def test_retries_exhausted_are_dead_lettered_with_the_last_answer(run: Run, new_topic: Callable[..., str]) -> None:
+    run.faults(error_rates={"503": 1.0})
+    run.start(run.events(20, CAMPAIGNS[0]), new_topics=new_topic, PISANO_MAX_ATTEMPTS=3)
+    run.finish(dead_letters=20)
+    headers = run.dead_headers()
+    assert {h["dlq.reason"] for h in headers} == {"retries_exhausted"}
+    assert {h["pisano.http.status"] for h in headers} == {"503"}
+    assert {h["dlq.attempts"] for h in headers} == {"3"}
+    assert requests_by_status(run)[503] == 3
+
+
+REQUEST_SCOPE = [c for c in (13002, 13003, 13005, 13007, 13008, 13009, 13012, 13013, 13014, 13018, 13019, 13020,
+                             13026, 13029, 13031, 13034, 13035, 13037)]
+RECIPIENT_SCOPE = [13000, 13015, 13017, 13024, 13028, 13038]
+ACCOUNT_SCOPE = [13001, 13010, 13011, 13016, 13030, 13032, 13033, 13036]
+
+
+def campaign_for(code: int) -> str:
+    return f"00000000-0000-4000-8000-0000000{code}"
+
+
+def test_request_and_recipient_scope_codes_are_dead_lettered_with_their_headers(
+        run: Run, new_topic: Callable[..., str]) -> None:
+    codes = REQUEST_SCOPE + RECIPIENT_SCOPE
+    assert set(codes + ACCOUNT_SCOPE) == set(CODES)
+    run.faults(campaign_codes={campaign_for(code): code for code in codes})
+    records = [r for code in codes for r in run.events(3, campaign_for(code))]
+    run.start(records, new_topics=new_topic)
+    run.finish(dead_letters=len(records))
+    by_code = Counter(h["pisano.error.code"] for h in run.dead_headers())
+    assert by_code == {str(code): 3 for code in codes}
+    for headers in run.dead_headers():
+        code = int(headers["pisano.error.code"])
+        assert headers["pisano.http.status"] == str(CODES[code].http_status)
+        assert headers["dlq.reason"] == "pisano_error"
+        assert headers["dlq.campaign.id"] == campaign_for(code)
+        assert headers["dlq.original.topic"] == run.topic
+        assert CODES[code].message.split(":")[0] in headers["pisano.error.message"]
+    requests = Counter(r["campaign_id"] for r in run.requests())
+    # A whole-request refusal is not split; a recipient-scope refusal is split down to single recipients.
+    assert all(requests[campaign_for(code)] == 1 for code in REQUEST_SCOPE)
+    assert all(requests[campaign_for(code)] == 5 for code in RECIPIENT_SCOPE)  # 3 -> 1+2 -> 1+1
+
+
+@pytest.mark.parametrize("code", ACCOUNT_SCOPE)
+def test_account_scope_codes_open_the_circuit(run: Run, new_topic: Callable[..., str], code: int) -> None:
+    run.faults(token_codes={TOKEN: code})
+    replica = run.start(run.events(30, CAMPAIGNS[0]), new_topics=new_topic, BATCH_MAX_RECIPIENTS=10,
+                        CIRCUIT_COOLDOWN_MS=600_000)
+    run.finish(dead_letters=30)
+    assert {h["pisano.error.code"] for h in run.dead_headers()} == {str(code)}
+    assert {h["pisano.http.status"] for h in run.dead_headers()} == {str(CODES[code].http_status)}
+    # Requests already under way when the first answer came may finish (4 in flight at most);
+    # after that the circuit keeps every batch from Pisano.
+    assert len(run.requests()) <= 4
+    assert "circuit OPEN" in replica.log_text()
+
+
+def test_circuit_opens_stops_calls_probes_and_closes(run: Run, new_topic: Callable[..., str]) -> None:
+    run.sim_config(tokens=["the-right-token"])  # the consumer's token is wrong
+    replica = run.start(run.events(50, CAMPAIGNS[0]), new_topics=new_topic, BATCH_MAX_RECIPIENTS=10,
+                        CIRCUIT_COOLDOWN_MS=1500, BATCH_MAX_WAIT_MS=100)
+    run.wait_all_committed()
+    calls = len(run.requests())
+    assert calls <= 4  # those in flight when the first answer came
+    wait_until(lambda: replica.metric("pisano_sms_circuit_state") == 1, 10, "circuit state exported")
+    run.produce_more(run.events(30, CAMPAIGNS[1]))
+    run.wait_all_committed()
+    assert len(run.requests()) == calls  # open: dead-lettered without calling Pisano
+    assert httpx.get(f"{replica.url}/readyz").status_code == 503
+    assert httpx.get(f"{replica.url}/readyz").json()["circuit_open"] is True
+
+    run.sim_config(tokens=[TOKEN])  # the SRE fixes the token on the Pisano side
+    # After the cool-down a replica probes (an empty request that sends no SMS) and closes it.
+    wait_until(lambda: httpx.get(f"{replica.url}/readyz").status_code == 200, 30, "circuit closed, ready")
+    assert replica.metric("pisano_sms_circuit_state") == 0
+    run.produce_more(run.events(20, CAMPAIGNS[0]))
+    run.finish()
+    assert len(run.delivered()) == 20
+    assert Counter(h["pisano.error.code"] for h in run.dead_headers()) == {"13001": 80}
+    assert "circuit CLOSED" in replica.log_text()
+
+
+@pytest.mark.parametrize("fault", ["hang_after_accept_rate", "hang_rate"])
+def test_unknown_fate_is_dead_lettered_as_ambiguous_and_never_resent(
+        run: Run, new_topic: Callable[..., str], fault: str) -> None:
+    run.faults(**{fault: 1.0})
+    run.start(run.events(25, CAMPAIGNS[0]), new_topics=new_topic, PISANO_TIMEOUT_MS=1000)
+    run.wait_all_committed()
+    run.faults(**{fault: 0.0})
+    run.finish(dead_letters=25)
+    assert {h["dlq.reason"] for h in run.dead_headers()} == {"ambiguous"}
+    assert len(run.requests()) == 1  # not resent
+    assert len(run.delivered()) == (25 if fault == "hang_after_accept_rate" else 0)
+
+
+def test_504_is_ambiguous(run: Run, new_topic: Callable[..., str]) -> None:
+    run.faults(error_rates={"504": 1.0})
+    run.start(run.events(10, CAMPAIGNS[0]), new_topics=new_topic)
+    run.finish(dead_letters=10)
+    assert {(h["dlq.reason"], h["pisano.http.status"]) for h in run.dead_headers()} == {("ambiguous", "504")}
+
+
+@pytest.mark.parametrize(("policy", "delivered", "dead"), [("assume_delivered", 25, 0), ("resend", 25, 0)])
+def test_ambiguous_policies(run: Run, new_topic: Callable[..., str], policy: str, delivered: int,
+                            dead: int) -> None:
+    run.faults(hang_rate=1.0)
+    run.start(run.events(25, CAMPAIGNS[0]), new_topics=new_topic, PISANO_TIMEOUT_MS=1000, AMBIGUOUS_POLICY=policy)
+    wait_until(lambda: len(run.requests()) >= 1, 30, "the first request hung")
+    run.faults(hang_rate=0.0)
+    run.finish(dead_letters=dead)
+    if policy == "assume_delivered":
+        assert len(run.delivered()) == 0 and len(run.requests()) == 1  # counted as delivered, never sent again
+    else:
+        assert len(run.delivered()) == delivered and len(run.requests()) >= 2  # sent again: at-least-once
+
+
+def test_bisection_isolates_three_bad_recipients_in_five_thousand(run: Run, new_topic: Callable[..., str]) -> None:
+    records = run.events(5000, CAMPAIGNS[0])
+    poison = [phone_for(17), phone_for(2500), phone_for(4999)]
+    run.faults(poison_phones=poison)
+    # Throttle 400/1s: ISOLATION_BUDGET_SHARE 0.25 allows 100 requests for one search.
+    run.start(records, partitions=1, new_topics=new_topic, PISANO_RATE_LIMITS="400/1s", PISANO_RATE_MARGIN_MS=0,
+              BATCH_MAX_WAIT_MS=2000)
+    run.finish(dead_letters=3)
+    delivered = run.delivered()
+    assert len(delivered) == 4997 and max(delivered.values()) == 1
+    assert not set(poison) & set(delivered)
+    assert {h["pisano.error.code"] for h in run.dead_headers()} == {"13028"}
+    requests = run.requests()
+    assert requests[0]["recipients"] == 5000
+    assert len(requests) - 1 <= 100, len(requests)
+    print({"isolation_requests": len(requests) - 1})
+
+
+def test_isolation_budget_spent_dead_letters_the_rest(run: Run, new_topic: Callable[..., str]) -> None:
+    records = run.events(64, CAMPAIGNS[0])
+    run.faults(poison_phones=[phone_for(3)])
+    run.start(records, partitions=1, new_topics=new_topic, PISANO_RATE_LIMITS="40/1s", PISANO_RATE_MARGIN_MS=0,
+              ISOLATION_BUDGET_SHARE=0.1, BATCH_MAX_WAIT_MS=1500)  # 4 requests of search
+    run.finish()
+    assert len(run.requests()) == 1 + 4
+    not_isolated = [h for h in run.dead_headers() if "not isolated" in h["pisano.error.message"]]
+    assert not_isolated and all(h["pisano.error.code"] == "13028" for h in not_isolated)
+    assert len(run.delivered()) + len(run.dead) == 64

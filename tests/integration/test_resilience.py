@@ -1,0 +1,108 @@
+"""Dependencies going away: the dead-letter topic refusing writes, Kafka restarted, Redis stopped.
+Nothing is lost, nothing is committed early, nothing is sent twice, and the consumer recovers by
+itself; readiness says so meanwhile."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
+
+from consumer.simulator import SimulatorConfig, SimulatorServer
+from tests.conftest import Stack, localstack, unique
+from tests.support.consumers import wait_until
+from tests.support.kafka import committed, end_offsets, headers_of
+from tests.support.runs import Run
+from tests.support.scenario import CAMPAIGNS, mixed_traffic
+
+TOKEN = "resilience-token-2e"
+
+
+@pytest.fixture
+def run(stack: Stack, tmp_path: Path, redis_client, processes) -> Iterator[Run]:  # type: ignore[no-untyped-def]
+    config = SimulatorConfig(tokens=frozenset({TOKEN}), any_campaign=True, rate_limits=(),
+                             delivery_log_path=tmp_path / "deliveries.jsonl")
+    with SimulatorServer(config) as simulator:
+        yield Run(stack, simulator, tmp_path, processes, TOKEN)
+
+
+def test_dead_letter_topic_refusing_writes_holds_commits_and_loses_nothing(run: Run, new_topic) -> None:  # type: ignore[no-untyped-def]
+    stack = run.stack
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    dlq = unique("dlq")
+    # A topic that refuses every record (a misconfigured limit), until someone fixes it.
+    admin.create_topics([NewTopic(dlq, 1, 1, config={"max.message.bytes": "64"})])[dlq].result(30)
+    traffic = mixed_traffic(400, duplicate_every=0, invalid_every=50)
+    topic = new_topic(partitions=1)
+    run.topic, run.dlq, run.group = topic, dlq, unique("g")
+    from tests.support.kafka import produce
+
+    produce(stack.bootstrap, topic, traffic.records)
+    from tests.support.consumers import ConsumerProcess, consumer_env
+
+    env = consumer_env(bootstrap=stack.bootstrap, redis_url=stack.redis_url, topic=topic, dlq=dlq, group=run.group,
+                       pisano_url=run.simulator.url, token=TOKEN)
+    replica = ConsumerProcess(env, run.tmp_path / "consumer.log").start()
+    run.replica = replica
+    run.processes.append(replica)
+    wait_until(lambda: len(run.delivered()) == len(traffic.valid_phones), 60, "valid events delivered")
+    wait_until(lambda: "dead-letter to" in replica.log_text(), 30, "dead-letter failures seen")
+    # The first invalid record is at offset 1: nothing at or past it may be committed yet.
+    assert committed(stack.bootstrap, run.group, topic).get(0, -1001) <= 1
+    assert replica.alive()
+
+    for future in admin.incremental_alter_configs([ConfigResource(
+            ConfigResource.Type.TOPIC, dlq, incremental_configs=[ConfigEntry(
+                "max.message.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)])]).values():
+        future.result(30)
+    run.finish()
+    assert committed(stack.bootstrap, run.group, topic) == end_offsets(stack.bootstrap, topic)
+    origins = {h["dlq.original.offset"]: h["dlq.reason"] for h in run.dead_headers()}
+    assert Counter(origins.values()) == traffic.invalid
+    assert all("dlq.value.omitted" not in h for h in run.dead_headers())  # values kept once fixed
+    assert max(run.delivered().values()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_kafka_restart_mid_run(local_stack: Stack, run: Run, new_topic) -> None:  # type: ignore[no-untyped-def]
+    run.faults(latency_ms=150)  # keep the run going long enough to restart the broker under it
+    traffic = mixed_traffic(6000, duplicate_every=25, invalid_every=100)
+    replica = run.start(traffic.records, partitions=3, new_topics=new_topic, BATCH_MAX_RECIPIENTS=200,
+                        MAX_IN_FLIGHT_REQUESTS=2)
+    wait_until(lambda: len(run.delivered()) > 1500, 60, "a quarter delivered")
+    localstack.stop_kafka()
+    wait_until(lambda: httpx.get(f"{replica.url}/readyz").status_code == 503, 30, "not ready without Kafka")
+    assert httpx.get(f"{replica.url}/readyz").json()["kafka"] is False
+    localstack.start_kafka()
+    run.finish()
+    assert set(run.delivered()) == traffic.valid_phones and max(run.delivered().values()) == 1
+    origins = {(h["dlq.original.partition"], h["dlq.original.offset"]): h["dlq.reason"] for h in run.dead_headers()}
+    assert Counter(origins.values()) == traffic.invalid
+
+
+def test_readiness_follows_redis(local_stack: Stack, run: Run, new_topic) -> None:  # type: ignore[no-untyped-def]
+    replica = run.start(run.events(10, CAMPAIGNS[0]), new_topics=new_topic)
+    replica.wait_ready()
+    localstack.stop_redis()
+    try:
+        wait_until(lambda: httpx.get(f"{replica.url}/readyz").status_code == 503, 20, "not ready without Redis")
+        assert httpx.get(f"{replica.url}/readyz").json()["redis"] is False
+        assert httpx.get(f"{replica.url}/healthz").status_code == 200  # alive: no restart wanted
+        run.produce_more(run.events(10, CAMPAIGNS[1]))  # arrives while Redis is away: waits, fail closed
+    finally:
+        localstack.start_redis()
+    wait_until(lambda: httpx.get(f"{replica.url}/readyz").status_code == 200, 30, "ready again")
+    run.finish(dead_letters=0)
+    assert len(run.delivered()) == 20
+    assert [headers_of(m) for m in run.dead] == []
