@@ -435,7 +435,9 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     def sender_factory(report: Callable[[Outcome], None]) -> Sender:
         return Sender(batcher=batcher, dedup=dedup, client=client, limiter=limiter, circuit=circuit, metrics=metrics,
                       report=report, policy=policy, threads=settings.max_in_flight_requests,
-                      throttle_horizon_s=settings.throttle_horizon_ms / 1000)
+                      throttle_horizon_s=settings.throttle_horizon_ms / 1000,
+                      # Half the margin: two requests each late by at most this stay in their windows.
+                      max_lateness_s=settings.pisano_rate_margin_ms / 2000)
 
     pipeline = Pipeline(
         settings,

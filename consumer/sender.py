@@ -111,6 +111,7 @@ class Sender:
         policy: FailurePolicy,
         threads: int,
         throttle_horizon_s: float,
+        max_lateness_s: float,
     ) -> None:
         self.batcher = batcher
         self.dedup = dedup
@@ -122,6 +123,7 @@ class Sender:
         self.policy = policy
         self.retry = policy.retry
         self.throttle_horizon_s = throttle_horizon_s
+        self.max_lateness_s = max_lateness_s
         self._threads = [threading.Thread(target=self._run, name=f"sender-{i}", daemon=True) for i in range(threads)]
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -288,6 +290,13 @@ class Sender:
         if self._stop.wait(max(0.0, slot_at - time.monotonic())):
             self._settle(self.dedup.release, tag, events)  # never sent: free again, records stay uncommitted
             return
+        if self.limiter is not None and time.monotonic() - slot_at > self.max_lateness_s:
+            # Preparing overran the slot (a slow Redis, a busy CPU). Sent this late, the request
+            # could reach Pisano after a later slot's request and break a window; take a new slot.
+            self.metrics.throttle_wasted.inc()
+            if not self._wait_for_slot():
+                self._settle(self.dedup.release, tag, events)
+                return
         self.metrics.batch_size.observe(len(events))
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
         sent = self._send(campaign, body, first_slot_taken=True)
