@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from consumer.avro import SchemalessDecoder  # noqa: E402
 from consumer.batching import Batcher, PendingEvent  # noqa: E402
 from consumer.dedup import ClaimRequest, Deduplicator  # noqa: E402
+from consumer.kafka import produce_waiting  # noqa: E402
 from consumer.mapping import DeclarativeMapper  # noqa: E402
 from consumer.pisano import PisanoClient, build_body  # noqa: E402
 from consumer.redis_state import Keys, connect  # noqa: E402
@@ -94,12 +95,7 @@ def produce(bootstrap: str, topic: str, events: int) -> None:
                          "compression.type": "lz4", "enable.idempotence": True})
     started = time.monotonic()
     for n, (key, value) in enumerate(transactions(events, CAMPAIGNS, prefix=f"b{uuid.uuid4().hex[:6]}")):
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, topic, key=key, value=value)
         if n % 50_000 == 0 and n:
             say(f"  produced {n:,}")
     producer.flush(120)

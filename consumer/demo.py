@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.health import Health
-from consumer.kafka import make_producer
+from consumer.kafka import make_producer, produce_waiting
 from consumer.metrics import Metrics
 from consumer.pipeline import build_pipeline
 from consumer.samples import encode, phone_for, transaction
@@ -131,12 +131,7 @@ def _create_topics(settings: Settings, topics: dict[str, int]) -> None:
 def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     producer = make_producer(settings)
     for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_waiting(producer, topic, key=key, value=value)
     if producer.flush(60):
         raise click.ClickException("Kafka did not acknowledge the sample events within 60s")
 

@@ -85,6 +85,18 @@ _PRODUCER_ONLY = ("message.timeout.", "delivery.timeout.", "acks", "request.requ
                   "message.send.max.retries", "transactional.")
 
 
+def produce_waiting(producer: Producer, topic: str, **record: Any) -> None:
+    """Produce, waiting for room when librdkafka's local queue is full (delivery reports drain it).
+
+    For batch tools (replay, the demo); the poll loop must not wait, so it does not use this."""
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 def make_consumer(settings: Settings, on_error: Any = None, **extra: Any) -> Consumer:
     return Consumer(consumer_config(settings, on_error, **extra))
 

@@ -69,12 +69,14 @@ class OffsetTracker:
         part = self._partitions.get(tp)
         return len(part.pending) if part else 0
 
-    def commit_points(self, tps: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        """Offsets to commit (only those that moved since the last `committed` call)."""
+    def commit_points(self, tps: list[TopicPartition] | None = None, *, all_known: bool = False
+                      ) -> dict[TopicPartition, int]:
+        """Offsets to commit: those that moved since the broker last confirmed one, or with
+        `all_known` every partition that has a position (to repair a commit the broker lost)."""
         out = {}
         for tp in tps if tps is not None else list(self._partitions):
             part = self._partitions.get(tp)
-            if part and part.next_offset is not None and part.next_offset != part.committed:
+            if part and part.next_offset is not None and (all_known or part.next_offset != part.committed):
                 out[tp] = part.next_offset
         return out
 

@@ -49,6 +49,9 @@ RESUME_AT = 0.5  # resume fetching once the buffers are down to half of MAX_BUFF
 REGISTRY_RETRY_S = 2.0
 HOLD_S = 2.0  # an event held back (its id in flight elsewhere) is tried again this much later
 GAUGE_INTERVAL_S = 5.0
+# Every partition's position is committed again this often, moved or not: a coordinator that
+# fails over can lose a commit it had confirmed, and a confirmed commit is never sent twice.
+RECOMMIT_INTERVAL_S = 15.0
 
 
 class Pipeline:
@@ -83,6 +86,7 @@ class Pipeline:
         self._held: deque[tuple[float, list[PendingEvent]]] = deque()  # ids in flight elsewhere
         self._deferred_retry_at = 0.0
         self._last_commit = 0.0
+        self._last_recommit = time.monotonic()
         self._last_gauges = 0.0
         self._log_budget = LogBudget()
 
@@ -124,8 +128,11 @@ class Pipeline:
         self._drain_outcomes()
         self.dlq.poll(0)
         if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
-            self._commit()
+            recommit = now - self._last_recommit >= RECOMMIT_INTERVAL_S
+            self._commit(all_known=recommit)
             self._last_commit = now
+            if recommit:
+                self._last_recommit = now
         self._backpressure()
         if now - self._last_gauges >= GAUGE_INTERVAL_S:
             self._update_gauges()
@@ -149,7 +156,7 @@ class Pipeline:
         self._drain_outcomes()
         self.dlq.flush(max(0.5, deadline - time.monotonic()))
         self._drain_outcomes()
-        self._commit(sync=True)
+        self._commit(sync=True, all_known=True)
         left = self.batcher.buffered + self.sender.in_flight()
         if left:
             log.warning("stopped with %d events unsent; they stay uncommitted for the next owner",
@@ -283,10 +290,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ offsets
 
-    def _commit(self, sync: bool = False, tps: list[tuple[str, int]] | None = None) -> None:
+    def _commit(self, sync: bool = False, tps: list[tuple[str, int]] | None = None, all_known: bool = False) -> None:
         """Commit what moved. An asynchronous commit counts only once its result comes back
         (`_on_commit`): one that fails, as they do during a rebalance, is sent again next time."""
-        points = self.tracker.commit_points(tps)
+        points = self.tracker.commit_points(tps, all_known=all_known)
         if not points:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in points.items()]
@@ -302,8 +309,9 @@ class Pipeline:
         if error is not None:
             log.info("commit not accepted (%s); will commit again", error.str())
             return
-        self.tracker.committed({(p.topic, p.partition): p.offset for p in partitions
-                                if p.error is None and p.offset >= 0})
+        confirmed = {(p.topic, p.partition): p.offset for p in partitions if p.error is None and p.offset >= 0}
+        log.debug("commit confirmed: %s", ",".join(f"{t}[{p}]@{o}" for (t, p), o in confirmed.items()))
+        self.tracker.committed(confirmed)
 
     # ------------------------------------------------------------------ group membership
 
@@ -334,7 +342,7 @@ class Pipeline:
         self._drain_outcomes()
         self.dlq.flush(max(0.0, deadline - time.monotonic()))
         self._drain_outcomes()
-        self._commit(sync=True, tps=list(tps))
+        self._commit(sync=True, tps=list(tps), all_known=True)
         self._forget(tps)
         log.info("revoked %s (%d buffered events left for the next owner)", _names(partitions), len(dropped))
         consumer.incremental_unassign(partitions)

@@ -45,7 +45,7 @@ from consumer.dlq_read import (
     parse_dead_letter,
 )
 from consumer.errors import PisanoSmsError
-from consumer.kafka import make_consumer, make_producer
+from consumer.kafka import make_consumer, make_producer, produce_waiting
 from consumer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -147,13 +147,8 @@ class _Publisher:
         self.failure: KafkaError | None = None
 
     def publish(self, topic: str, letter: DeadLetter) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, key=letter.key, value=letter.value, headers=replay_headers(letter),
-                                      on_delivery=self._delivered)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain it
-                self.producer.poll(0.1)
+        produce_waiting(self.producer, topic, key=letter.key, value=letter.value, headers=replay_headers(letter),
+                        on_delivery=self._delivered)
         self.producer.poll(0)
 
     def _delivered(self, error: KafkaError | None, _message: Any) -> None:

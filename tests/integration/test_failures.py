@@ -4,29 +4,18 @@ with Pisano's code, exhausted, ambiguous, isolated by bisection, cut off by the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from consumer.pisano_codes import CODES
 from consumer.samples import phone_for
-from consumer.simulator import SimulatorConfig, SimulatorServer
-from tests.conftest import Stack
 from tests.support.consumers import wait_until
-from tests.support.runs import Run
+from tests.support.runs import RUN_TOKEN, Run
 from tests.support.scenario import CAMPAIGNS
 
-TOKEN = "failures-token-9d"
-
-
-@pytest.fixture
-def run(stack: Stack, tmp_path: Path, redis_client, processes) -> Iterator[Run]:  # type: ignore[no-untyped-def]
-    config = SimulatorConfig(tokens=frozenset({TOKEN}), any_campaign=True, rate_limits=(),
-                             delivery_log_path=tmp_path / "deliveries.jsonl")
-    with SimulatorServer(config) as simulator:
-        yield Run(stack, simulator, tmp_path, processes, TOKEN)
+TOKEN = RUN_TOKEN
 
 
 def requests_by_status(run: Run) -> Counter[int | None]:

@@ -5,8 +5,6 @@ itself; readiness says so meanwhile."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,22 +16,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, localstack, unique
 from tests.support.consumers import wait_until
 from tests.support.kafka import committed, end_offsets, headers_of
-from tests.support.runs import Run
+from tests.support.runs import RUN_TOKEN, Run
 from tests.support.scenario import CAMPAIGNS, mixed_traffic
 
-TOKEN = "resilience-token-2e"
-
-
-@pytest.fixture
-def run(stack: Stack, tmp_path: Path, redis_client, processes) -> Iterator[Run]:  # type: ignore[no-untyped-def]
-    config = SimulatorConfig(tokens=frozenset({TOKEN}), any_campaign=True, rate_limits=(),
-                             delivery_log_path=tmp_path / "deliveries.jsonl")
-    with SimulatorServer(config) as simulator:
-        yield Run(stack, simulator, tmp_path, processes, TOKEN)
+TOKEN = RUN_TOKEN
 
 
 def test_dead_letter_topic_refusing_writes_holds_commits_and_loses_nothing(run: Run, new_topic) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from consumer.kafka import produce_waiting
+
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -29,16 +31,9 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
                          "message.max.bytes": 16 * 1024 * 1024, "batch.num.messages": 10000})
     count = 0
+    where: dict[str, Any] = {} if partition is None else {"partition": partition}
     for key, value in records:
-        while True:
-            try:
-                kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
-                if partition is not None:
-                    kwargs["partition"] = partition
-                producer.produce(topic, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_waiting(producer, topic, key=key, value=value, headers=headers, **where)
         count += 1
     if producer.flush(60) != 0:
         raise RuntimeError("records not acknowledged")

@@ -17,6 +17,8 @@ from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import delivered_phones
 
+RUN_TOKEN = "run-token-3c9e"
+
 
 @dataclass
 class Run:
