@@ -7,9 +7,10 @@ commits (the consumer pauses on its full buffers), it never loses a record.
 
 Reasons (`dlq.reason`):
     pisano_error       Pisano refused the request (pisano.error.code / pisano.http.status say how)
-    throttled          still throttled (429) when the retry budget ran out
-    retries_exhausted  retriable failures (5xx, 408, connection) until the retry budget ran out
-    transport_error    the request could not be sent (connection refused, TLS) and was not retried
+    throttled          still throttled (429) when the attempts or the retry budget ran out
+    retries_exhausted  retriable answers (500, 502, 503, 408) until the attempts or the budget ran out
+    transport_error    no answer until the attempts or the budget ran out: the request could not be
+                       sent (connection refused, connect timeout, TLS handshake failed)
     ambiguous          the request may have reached Pisano (read timeout, 504, crash before the
                        outcome was recorded): not resent automatically; replay once checked
     decode_error       the value is not Avro for the schema (or unknown schema id, truncated)

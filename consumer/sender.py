@@ -393,8 +393,10 @@ class Sender:
             self._settle(self.dedup.unknown, tag, events)
         else:
             self._settle(self.dedup.release, tag, events)
-            if sent.verdict.action == "retry":  # retriable, but the attempts or the time budget ran out
-                reason = "throttled" if reason == "throttled" else "retries_exhausted"
+            if sent.verdict.action == "retry" and reason == "pisano_error":
+                # Retriable answers (5xx, 408) until the attempts or the time budget ran out. A 429
+                # keeps `throttled`, no answer at all keeps `transport_error`.
+                reason = "retries_exhausted"
         failure = self._failure(reason, sent, campaign)
         log.warning("request failed: %s; dead-lettering %d events", failure.message, len(events),
                     extra={"campaign": campaign, "status": failure.http_status, "code": failure.code,

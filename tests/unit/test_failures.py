@@ -5,6 +5,7 @@ import pytest
 
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.failures import CODE_SCOPES, classify
+from consumer.pisano_codes import CODES
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "pisano-api.md"
 
@@ -15,8 +16,12 @@ def reference_codes() -> set[int]:
     return {int(code) for code in re.findall(r"\|\s*(13\d{3})\s*\|", REFERENCE.read_text())}
 
 
-def test_every_reference_code_is_classified() -> None:
-    assert reference_codes() == set(CODE_SCOPES)
+def test_every_code_is_classified() -> None:
+    assert set(CODES) == set(CODE_SCOPES)
+
+
+def test_the_code_table_is_the_reference_s() -> None:
+    assert reference_codes() == set(CODES)
 
 
 @pytest.mark.parametrize(("status", "code", "action", "scope"), [
