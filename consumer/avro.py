@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")  # Confluent wire format: magic byte, 4-byte big-endian schema id
-REGISTRY_TIMEOUT_S = 10.0
+REGISTRY_TIMEOUT_S = 2.0  # asked from the poll loop: a hanging registry must not stall it for long
+
+
+class UnknownSchemaError(DecodeError):
+    """The registry says this schema id does not exist."""
 
 
 class Decoder(Protocol):
@@ -83,7 +87,7 @@ class RegistryClient:
         except httpx.HTTPError as exc:
             raise RegistryError(f"schema registry unreachable ({type(exc).__name__})") from exc
         if response.status_code == 404:
-            raise DecodeError(f"schema id {schema_id} is not in the registry")
+            raise UnknownSchemaError(f"schema id {schema_id} is not in the registry")
         if response.status_code != 200:
             raise RegistryError(f"schema registry answered HTTP {response.status_code} for id {schema_id}")
         try:
@@ -131,7 +135,9 @@ class RegistryDecoder:
                 raise DecodeError(f"schema id {schema_id} is not in the registry")
             try:
                 writer = self.registry.schema(schema_id)
-            except DecodeError:
+            except UnknownSchemaError:
+                # Only the registry's own "no such id" is remembered; a schema that did not parse
+                # (a proxy's error page answering 200, say) is asked for again next time.
                 if len(self._unknown) < 10_000:  # garbage ids must not grow memory without bound
                     self._unknown.add(schema_id)
                 raise

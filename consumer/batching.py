@@ -113,7 +113,7 @@ class Batcher:
                 remaining = deadline - now
                 if remaining <= 0:
                     return False
-                next_due = self._next_due_at()
+                next_due = self._next_due_at(now)
                 wake = remaining if next_due is None else min(remaining, max(0.001, next_due - now))
                 self._changed.wait(wake)
         return False
@@ -161,8 +161,9 @@ class Batcher:
             total += full + (1 if rest_due else 0)
         return total
 
-    def _next_due_at(self) -> float | None:
-        heads = [q[0].enqueued_at for q in self._queues.values() if q]
+    def _next_due_at(self, now: float) -> float | None:
+        """When the next queue that is not due yet becomes due (due ones are already counted)."""
+        heads = [q[0].enqueued_at for q in self._queues.values() if q and not self._is_due(q, now)]
         return min(heads) + self.max_wait_s if heads else None
 
     def _oldest_campaign(self, now: float, *, due_only: bool) -> str | None:

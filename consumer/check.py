@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
-import redis
 from confluent_kafka import KafkaException
 
 from consumer.avro import build_decoder
@@ -23,7 +22,7 @@ from consumer.kafka import make_producer
 from consumer.mapping import load_mapper
 from consumer.pisano import PROBE_CAMPAIGN, TOKEN_ACCEPTED_CODES, PisanoClient
 from consumer.ratelimit import RateLimiter
-from consumer.redis_state import Keys, connect
+from consumer.redis_state import REDIS_ERRORS, Keys, connect
 from consumer.settings import Settings, mask_url
 
 
@@ -81,7 +80,7 @@ def _redis(settings: Settings) -> tuple[str, str]:
         client.ping()
         elapsed = (time.perf_counter() - started) * 1000
         version = client.info("server").get("redis_version", "?")
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         return "failed", f"{mask_url(url)}: {exc}; check REDIS_URL and that Redis is up"
     return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms)"
 

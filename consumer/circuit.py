@@ -25,13 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import redis
-
 from consumer.errors import PisanoTransportError, StateStoreError
 from consumer.failures import CODE_SCOPES
+from consumer.logs import redact_phones
 from consumer.pisano import TOKEN_ACCEPTED_CODES, PisanoClient
 from consumer.ratelimit import RateLimiter
-from consumer.redis_state import Keys
+from consumer.redis_state import REDIS_ERRORS, Keys
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class CircuitBreaker:
             pipe.hgetall(self._key)
             pipe.pttl(self._cooldown_key)
             fields, cooldown_left = pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateStoreError(f"Redis unreachable reading the circuit ({exc})") from exc
         fields = {k.decode(): v.decode() for k, v in fields.items()}
         state: State = "closed" if not fields else ("open" if cooldown_left > 0 else "half_open")
@@ -87,7 +86,7 @@ class CircuitBreaker:
         """Become the one replica that probes a half-open circuit."""
         try:
             return bool(self.client.set(self._probe_key, "1", nx=True, px=self.probe_lease_ms))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateStoreError(f"Redis unreachable for the circuit probe ({exc})") from exc
 
     def open(self, trip: Trip) -> None:
@@ -97,18 +96,18 @@ class CircuitBreaker:
             cooldown = min(self.max_cooldown_ms, int(previous) * 2) if previous else self.cooldown_ms
             pipe = self.client.pipeline(transaction=True)
             pipe.hset(self._key, mapping={"code": trip.code or "", "status": trip.http_status or "",
-                                          "message": trip.message[:500], "cooldown_ms": cooldown})
+                                          "message": redact_phones(trip.message)[:500], "cooldown_ms": cooldown})
             pipe.pexpire(self._key, STATE_TTL_MS)
             pipe.set(self._cooldown_key, "1", px=cooldown)
             pipe.delete(self._probe_key)
             pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateStoreError(f"Redis unreachable opening the circuit ({exc})") from exc
         with self._lock:
             self._state, self._trip, self._read_at = "open", trip, time.monotonic()
         log.error("Pisano circuit OPEN for this token: Pisano answered %s (%s); not calling Pisano for %.0fs, "
                   "dead-lettering meanwhile. Fix the token or the account, then replay the dead-letters",
-                  trip.code or trip.http_status, trip.message, cooldown / 1000,
+                  trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000,
                   extra={"code": trip.code, "status": trip.http_status})
 
     def probe_if_due(self, probe: Callable[[], bool | Trip | None]) -> None:
@@ -125,14 +124,14 @@ class CircuitBreaker:
         else:
             try:  # no verdict (Pisano down, no slot): let the next round, on any replica, try again
                 self.client.delete(self._probe_key)
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise StateStoreError(f"Redis unreachable for the circuit probe ({exc})") from exc
 
     def close(self) -> None:
         """Close after a successful probe (callers skip this while the circuit is closed)."""
         try:
             self.client.delete(self._key, self._cooldown_key, self._probe_key)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateStoreError(f"Redis unreachable closing the circuit ({exc})") from exc
         with self._lock:
             was = self._state

@@ -60,8 +60,9 @@ def header_value(headers: list[tuple[str, bytes | None]] | None, name: str) -> s
 
 
 def replay_count(message: Any) -> int:
+    """The record's dlq.replays header; anything but a plain number counts as 0 (it is input)."""
     value = header_value(message.headers(), REPLAYS_HEADER)
-    return int(value) if value and value.isdigit() else 0
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 10 else 0
 
 
 def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | None = None) -> list[tuple[str, bytes]]:

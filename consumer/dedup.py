@@ -15,10 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from consumer.errors import StateStoreError
-from consumer.redis_state import Keys, load_script
+from consumer.redis_state import REDIS_ERRORS, Keys, load_script
 
 CLAIMED, DELIVERED, HELD, UNKNOWN = "C", "D", "H", "U"
 
@@ -53,7 +51,7 @@ class Deduplicator:
         replays = "".join("1" if r.replay else "0" for r in requests)
         try:
             result = self._claim(keys=keys, args=[tag, self.lease_ms, self.horizon_ms, replays])
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateStoreError(f"Redis refused the dedup claim ({type(exc).__name__}: {exc})") from exc
         statuses = result.decode() if isinstance(result, bytes) else str(result)
         if len(statuses) != len(requests):
@@ -75,13 +73,13 @@ class Deduplicator:
         keys = [self.keys.event(e) for e in event_ids]
         try:
             self._settle(keys=keys, args=[outcome, tag, self.horizon_ms])
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateStoreError(f"Redis refused the dedup update ({type(exc).__name__}: {exc})") from exc
 
     def state(self, event_id: str) -> str | None:
         """The raw state of one id (for `check`, tests and SREs): None, 'd', 'u' or a claim."""
         try:
             value = self.client.get(self.keys.event(event_id))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateStoreError(str(exc)) from exc
         return value.decode() if isinstance(value, bytes) else value

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -19,13 +20,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumer.circuit import CircuitBreaker, Trip
 from consumer.errors import StateStoreError
 from consumer.metrics import Metrics
 from consumer.ratelimit import RateLimiter
+from consumer.redis_state import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +83,29 @@ class HealthProbe:
     def _run(self) -> None:
         last_utilisation = 0.0
         while not self._stop.wait(PROBE_INTERVAL_S):
-            self._check_redis()
-            self._check_kafka()
-            self._check_circuit()
-            now = time.monotonic()
-            if self.limiter is not None and self.health.redis_ok and now - last_utilisation >= UTILISATION_INTERVAL_S:
-                last_utilisation = now
-                try:
-                    for window, share in self.limiter.utilisation().items():
-                        self.metrics.throttle_utilisation.labels(str(window)).set(share)
-                except StateStoreError:
-                    pass
+            try:
+                last_utilisation = self._round(last_utilisation)
+            except Exception:  # the probe must outlive any surprise, or readiness freezes
+                log.exception("health probe error; continuing")
+
+    def _round(self, last_utilisation: float) -> float:
+        """One round of checks; returns when the throttle utilisation was last read."""
+        self._check_redis()
+        self._check_kafka()
+        self._check_circuit()
+        now = time.monotonic()
+        if self.limiter is None or not self.health.redis_ok or now - last_utilisation < UTILISATION_INTERVAL_S:
+            return last_utilisation
+        with contextlib.suppress(StateStoreError):
+            for window, share in self.limiter.utilisation().items():
+                self.metrics.throttle_utilisation.labels(str(window)).set(share)
+        return now
 
     def _check_redis(self) -> None:
         try:
             self.redis.ping()
             ok = True
-        except redis.RedisError:
+        except REDIS_ERRORS:
             ok = False
         if ok != self.health.redis_ok:
             log.log(logging.INFO if ok else logging.ERROR, "Redis is %s", "reachable again" if ok else "unreachable")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -18,6 +19,15 @@ CONTEXT_FIELDS = ("topic", "partition", "offset", "campaign", "request_id", "sta
 
 # Attributes every LogRecord has; anything else came in through `extra`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+_PHONE_LIKE = re.compile(r"(?<![\w.])\+?\d[\d \-]{5,}\d(?![\w.])")
+
+
+def redact_phones(text: str) -> str:
+    """Mask anything in a text from outside (Pisano's error message, a mapper's exception) that
+    could be a phone number: we cannot know what the text echoes back."""
+    return _PHONE_LIKE.sub(lambda m: mask_phone(m.group(0).replace(" ", "").replace("-", "")), text)
 
 
 def mask_phone(phone: str) -> str:

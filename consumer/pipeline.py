@@ -31,7 +31,7 @@ from consumer.dedup import Deduplicator
 from consumer.errors import DecodeError, OversizeError, RecordError, RegistryError
 from consumer.health import Health, HealthProbe
 from consumer.kafka import make_consumer, make_producer
-from consumer.logs import LogBudget
+from consumer.logs import LogBudget, redact_phones
 from consumer.mapping import Mapper, load_mapper
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
@@ -248,7 +248,7 @@ class Pipeline:
 
     def _dead_letter(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, failure: Failure) -> None:
         if self._log_budget.allow(failure.reason):
-            log.warning("dead-lettering: %s", failure.message,
+            log.warning("dead-lettering: %s", redact_phones(failure.message),
                         extra={"topic": tp[0], "partition": tp[1], "offset": offset, "reason": failure.reason,
                                "campaign": failure.campaign_id})
 
@@ -369,8 +369,10 @@ class Pipeline:
     # ------------------------------------------------------------------ flow control
 
     def _load(self) -> int:
+        # Dead-letters waiting for their acknowledgement count too: with the dead-letter topic
+        # down they pile up, and fetching must stop before memory runs out.
         held = sum(len(events) for _, events in self._held)
-        return self.batcher.buffered + self.sender.in_flight() + len(self._deferred) + held
+        return self.batcher.buffered + self.sender.in_flight() + len(self._deferred) + held + self.dlq.in_flight
 
     def _backpressure(self) -> None:
         load, limit = self._load(), self.settings.max_buffered_events

@@ -19,10 +19,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from consumer.errors import StateStoreError
-from consumer.redis_state import Keys, load_script
+from consumer.redis_state import REDIS_ERRORS, Keys, load_script
 from consumer.windows import RateWindow
 
 log = logging.getLogger(__name__)
@@ -64,13 +62,16 @@ class RateLimiter:
         self._pause = load_script(client, "pause")
         self._lock = threading.Lock()
         self._generation = ""
+        self._seq = 0  # the highest reservation number Redis gave us: a state behind it rolled back
         self._mine: deque[int] = deque()  # slots this replica reserved, for seeding after a reset
 
     def acquire(self) -> Grant:
         """Reserve the earliest allowed slot: one round trip (two more only after a reset)."""
         for _ in range(3):
-            status, wait_ms, raw_generation, slot_ms = self._call(
-                self._acquire, [self._generation, self.margin_ms, self.horizon_ms, *self._window_args]
+            with self._lock:
+                seq_seen = self._seq
+            status, wait_ms, raw_generation, slot_ms, seq = self._call(
+                self._acquire, [self._generation, self.margin_ms, self.horizon_ms, seq_seen, *self._window_args]
             )
             generation = raw_generation.decode() if isinstance(raw_generation, bytes) else str(raw_generation)
             if status == -1:
@@ -80,6 +81,7 @@ class RateLimiter:
                 self._generation = generation
                 if status == 1:
                     self._remember(slot_ms)
+                    self._seq = max(self._seq, seq)
             return Grant(granted=status == 1, wait_s=max(0, wait_ms) / 1000, slot_ms=slot_ms)
         raise StateStoreError("the limiter state kept changing while reserving a slot; retrying later")
 
@@ -95,7 +97,7 @@ class RateLimiter:
             pipe.time()
             pipe.lrange(self._keys[0], 0, -1)
             (seconds, micros), entries = pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateStoreError(f"Redis unreachable reading the limiter ({exc})") from exc
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         slots = [int(e) for e in entries]
@@ -111,11 +113,11 @@ class RateLimiter:
 
     def _reseed(self, generation: str) -> None:
         with self._lock:
-            mine = list(self._mine)
+            mine, seq = list(self._mine), self._seq
         if mine:
             log.warning("limiter state was lost (Redis restarted?); restoring this replica's %d recent slots",
                         len(mine), extra={"count": len(mine)})
-        result = self._call(self._seed, [generation, self._keep, self._ttl_ms, *mine])
+        result = self._call(self._seed, [generation, self._keep, self._ttl_ms, seq, *mine])
         if result != -1:
             with self._lock:
                 self._generation = generation
@@ -123,5 +125,5 @@ class RateLimiter:
     def _call(self, script: Any, args: list[Any]) -> Any:
         try:
             return script(keys=self._keys, args=args)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateStoreError(f"Redis unreachable for the throttle ({type(exc).__name__}: {exc})") from exc

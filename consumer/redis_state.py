@@ -18,9 +18,13 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 SOCKET_TIMEOUT_S = 2.0
+# What a Redis call raises when Redis (or a cluster slot) is not available. Cluster errors such as
+# SlotNotCoveredError during a failover do not derive from RedisError.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
 
 
 def connect(url: str, *, cluster: bool = False, timeout_s: float = SOCKET_TIMEOUT_S) -> Any:

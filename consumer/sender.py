@@ -20,6 +20,7 @@ tries again; the batches wait in the buffer, and the poll loop pauses fetching w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -36,6 +37,7 @@ from consumer.dedup import CLAIMED, DELIVERED, HELD, ClaimRequest, Deduplicator
 from consumer.errors import PisanoApiError, PisanoError, StateStoreError
 from consumer.failures import Verdict, classify
 from consumer.isolation import IsolationBudget, split
+from consumer.logs import redact_phones
 from consumer.metrics import Metrics
 from consumer.pisano import Accepted, PisanoClient, build_body
 from consumer.ratelimit import RateLimiter
@@ -88,6 +90,7 @@ class _Sent:
     verdict: Verdict | None = None
     attempts: int = 0
     abandoned: bool = False  # stopping: it never reached a final answer
+    claim_lost: bool = False  # the ids' claims could not be renewed: not sent again
 
 
 @dataclass
@@ -154,21 +157,26 @@ class Sender:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            promised = False
             try:
                 if not self.batcher.wait_for_demand(self._stop, timeout=0.5):
                     continue
+                promised = True
                 if self._short_circuit():
                     continue
                 slot_at = self._reserve_slot()
                 if slot_at is None or self._stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
                     self.batcher.cancel_promise()
                     continue
+                promised = False
                 batch = self.batcher.take()
                 if batch is None:
                     self.metrics.throttle_wasted.inc()
                     continue
                 self._process(batch, slot_at)
             except Exception:  # a bug here must not silently kill a sender thread
+                if promised:  # a promise never kept would hold back a due batch for good
+                    self.batcher.cancel_promise()
                 log.exception("sender thread error; continuing")
                 self._stop.wait(1.0)
 
@@ -248,6 +256,10 @@ class Sender:
             try:
                 statuses = self.dedup.claim(tag, [ClaimRequest(e.recipient.event_id, e.replay) for e in candidates])
             except StateStoreError as exc:
+                # The script may have run and only its answer got lost: free what it may have
+                # claimed under this tag, or those ids would look in flight until the lease ends.
+                with contextlib.suppress(StateStoreError):
+                    self.dedup.release(tag, [e.recipient.event_id for e in candidates])
                 self.report(Outcome("requeue", candidates))
                 self._redis_down("claim", exc)
                 break
@@ -299,9 +311,8 @@ class Sender:
                 return
         self.metrics.batch_size.observe(len(events))
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
-        sent = self._send(campaign, body, first_slot_taken=True)
-        if sent.abandoned:
-            self._settle(self.dedup.release, tag, events)
+        sent = self._send(campaign, body, first_slot_taken=True, renew=lambda: self._renew(tag, events))
+        if self._unfinished(sent, tag, events):
             return
         if sent.accepted is not None:
             self._delivered(tag, campaign, events, sent)
@@ -314,14 +325,21 @@ class Sender:
             return
         self._failed(tag, campaign, events, sent)
 
-    def _send(self, campaign: str, body: bytes, *, first_slot_taken: bool) -> _Sent:
-        """POST one request, retrying what may be retried, each attempt in a throttle slot of its own."""
+    def _send(self, campaign: str, body: bytes, *, first_slot_taken: bool, renew: Callable[[], bool]) -> _Sent:
+        """POST one request, retrying what may be retried, each attempt in a throttle slot of its own.
+
+        Before every attempt but the first right after claiming, the claims are renewed: retries
+        and isolation can outlast a claim's lease, and an expired claim lets a replay send the
+        same event elsewhere."""
         sent = _Sent()
         started = time.monotonic()
         if not first_slot_taken and not self._wait_for_slot():
             sent.abandoned = True
             return sent
         while True:
+            if (sent.attempts or not first_slot_taken) and not renew():
+                sent.claim_lost = True
+                return sent
             sent.attempts += 1
             self.metrics.in_flight_requests.inc()
             try:
@@ -345,6 +363,30 @@ class Sender:
                     continue
                 sent.abandoned = True
             return sent
+
+    def _renew(self, tag: str, events: list[PendingEvent]) -> bool:
+        """Claim again under the same tag (idempotent; refreshes the lease). False: do not send."""
+        requests = [ClaimRequest(e.recipient.event_id, e.replay) for e in events]
+        for delay in REDIS_BACKOFF_S:
+            try:
+                return all(status == CLAIMED for status in self.dedup.claim(tag, requests))
+            except StateStoreError as exc:
+                self.metrics.redis_errors.labels("claim").inc()
+                log.error("could not renew claims (%s); retrying in %.1fs", exc, delay)
+                if self._stop.wait(delay):
+                    return False
+        return False
+
+    def _unfinished(self, sent: _Sent, tag: str, events: list[PendingEvent]) -> bool:
+        """Handle a request that never reached a final answer; True if so."""
+        if sent.abandoned:  # stopping: the ids are free again, the records stay uncommitted
+            self._settle(self.dedup.release, tag, events)
+            return True
+        if sent.claim_lost:  # their fate is decided again from Redis's state, later
+            self._settle(self.dedup.release, tag, events)
+            self.report(Outcome("requeue", events))
+            return True
+        return False
 
     def _wait_to_retry(self, error: PisanoError, delay: float) -> bool:
         """Back off, then get a new slot (every attempt counts against Pisano's throttle)."""
@@ -398,7 +440,7 @@ class Sender:
                 # keeps `throttled`, no answer at all keeps `transport_error`.
                 reason = "retries_exhausted"
         failure = self._failure(reason, sent, campaign)
-        log.warning("request failed: %s; dead-lettering %d events", failure.message, len(events),
+        log.warning("request failed: %s; dead-lettering %d events", redact_phones(failure.message), len(events),
                     extra={"campaign": campaign, "status": failure.http_status, "code": failure.code,
                            "reason": reason, "count": len(events), "attempt": sent.attempts})
         self.report(Outcome("dead_letter", events, failure))
@@ -435,9 +477,10 @@ class Sender:
                 self._unisolated(tag, campaign, group, because)
                 return False
             spent += 1
-            sent = self._send(campaign, build_body([e.recipient for e in group]), first_slot_taken=False)
-            if sent.abandoned:
-                self._settle(self.dedup.release, tag, group)
+            sent = self._send(campaign, build_body([e.recipient for e in group]), first_slot_taken=False,
+                              renew=lambda: self._renew(tag, group))
+            if self._unfinished(sent, tag, group):
+                pass
             elif sent.accepted is not None:
                 self._delivered(tag, campaign, group, sent)
                 return True

@@ -9,6 +9,7 @@ after Redis comes back.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,6 @@ def test_fleet_stays_inside_the_windows_through_a_redis_restart(
     # The backlog waits for slots, so requests leave full. Partial ones are each replica's
     # remainder of each campaign, and the odd one at the start or around the Redis outage.
     assert statistics.median(sizes) == 5000, sizes
-    assert statistics.mean(sizes) >= 4000, sizes
+    assert len(sizes) <= math.ceil(EVENTS / 5000) + 3 * len(CAMPAIGNS) + 3, sizes
     print(json.dumps({"requests": len(accepted), "mean": round(statistics.mean(sizes)),
                       "partial": [s for s in sizes if s < 4500], "sent_during_outage": sent_during_outage}))

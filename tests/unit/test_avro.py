@@ -107,3 +107,23 @@ def test_random_confluent_payloads_are_decode_errors() -> None:
     for _ in range(200):
         with pytest.raises(DecodeError):
             decoder.decode(struct.pack(">bI", 0, 1) + os.urandom(random.randrange(0, 100)))
+
+
+def test_a_garbage_schema_answer_is_asked_again_an_unknown_id_is_not() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        schema_id = int(request.url.path.rsplit("/", 1)[1])
+        calls.append(schema_id)
+        if schema_id == 1:
+            return httpx.Response(200, text="<html>proxy error</html>")
+        return httpx.Response(404, json={"error_code": 40403})
+
+    client = RegistryClient("http://registry")
+    client.http = httpx.Client(base_url="http://registry", transport=httpx.MockTransport(handler))
+    decoder = RegistryDecoder(client)
+    for _ in range(2):
+        for schema_id in (1, 2):
+            with pytest.raises(DecodeError):
+                decoder.decode(struct.pack(">bI", 0, schema_id) + b"\x02")
+    assert calls == [1, 2, 1]

@@ -108,3 +108,14 @@ def test_waiters_wake_when_events_arrive() -> None:
     batcher.add([ev(1), ev(2)])
     thread.join(5)
     assert got == [True]
+
+
+def test_idle_senders_sleep_while_the_due_batch_has_its_slot() -> None:
+    clock = Clock()
+    batcher = Batcher(10, 1.0, clock)
+    batcher.add([ev(1, at=90.0)])  # due since long
+    assert batcher.wait_for_demand(STOP, 0)  # one sender promised its slot
+    # The others must wait for new demand, not wake every millisecond for a batch already promised.
+    assert batcher._next_due_at(clock.now) is None
+    batcher.add([ev(2, "B", at=100.0)])
+    assert batcher._next_due_at(clock.now) == 101.0

@@ -52,3 +52,8 @@ def test_a_replayed_record_failing_again_gets_fresh_headers_and_keeps_its_replay
     names = [k for k, _ in headers]
     assert names.count("dlq.reason") == 1 and "pisano.error.code" not in names
     assert dict(headers)["dlq.replays"] == b"2"
+
+
+def test_a_hostile_replay_header_counts_as_zero() -> None:
+    for value in (b"\xc2\xb2", "²".encode(), b"-1", b"abc", b"9" * 40):
+        assert replay_count(FakeMessage([("dlq.replays", value)])) == 0
