@@ -164,6 +164,12 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
                 last_report = time.monotonic()
                 say(f"  {time.monotonic() - first_poll:.0f}s ...")
         last_commit = time.monotonic()
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        diagnostics = {name: sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                 if line.startswith(f"pisano_sms_{name}"))
+                       for name in ("events_held_total", "duplicates_skipped_total", "throttle_slots_wasted_total",
+                                    "batch_size_count", "redis_errors_total")}
+        say(f"  {diagnostics}")
         status = Path(f"/proc/{process.pid}/status").read_text()
         peak_rss_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
         ticks = os.sysconf("SC_CLK_TCK")
