@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from consumer.ratelimit import RateLimiter  # noqa: E402
-from consumer.redis_state import Keys, connect  # noqa: E402
-from consumer.windows import parse_rate_limits  # noqa: E402
+from consumer.config.windows import parse_rate_limits  # noqa: E402
+from consumer.state.limiter import RateLimiter  # noqa: E402
+from consumer.state.redis import Keys, connect  # noqa: E402
 from tests.support.redis_trips import count_round_trips  # noqa: E402
 
 WINDOWS = "100000000/1s,200000000/25s,400000000/625s"  # never binding: measures the reservation itself

@@ -41,15 +41,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from consumer.avro import SchemalessDecoder  # noqa: E402
-from consumer.batching import Batcher, PendingEvent  # noqa: E402
-from consumer.dedup import ClaimRequest, Deduplicator  # noqa: E402
-from consumer.kafka import produce_waiting  # noqa: E402
-from consumer.mapping import DeclarativeMapper  # noqa: E402
-from consumer.pisano import PisanoClient, build_body  # noqa: E402
-from consumer.redis_state import Keys, connect  # noqa: E402
-from consumer.resources import default_mapping_file  # noqa: E402
-from consumer.samples import default_schema, transactions  # noqa: E402
+from consumer.config.resources import default_mapping_file  # noqa: E402
+from consumer.delivery.batching import Batcher, PendingEvent  # noqa: E402
+from consumer.delivery.pisano import PisanoClient, build_body  # noqa: E402
+from consumer.ingest.avro import SchemalessDecoder  # noqa: E402
+from consumer.ingest.kafka import produce_waiting  # noqa: E402
+from consumer.ingest.mapping import DeclarativeMapper  # noqa: E402
+from consumer.ingest.samples import default_schema, transactions  # noqa: E402
+from consumer.state.dedup import ClaimRequest, Deduplicator  # noqa: E402
+from consumer.state.redis import Keys, connect  # noqa: E402
 
 CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-000000000001",
              "3f0c0000-0000-4000-8000-000000000002", "3f0c0000-0000-4000-8000-000000000003"]

@@ -9,49 +9,17 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from consumer import __version__, logs
-from consumer.errors import ConfigError
-from consumer.settings import Settings, load_settings
+from consumer import __version__
+from consumer.cli_common import config_option, configured, fail
+from consumer.config.settings import Settings
+from consumer.operations import logs
 
 log = logging.getLogger("consumer")
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_CONFIG = 2
-
-
-def config_option(command: F) -> F:
-    return click.option(
-        "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
-        help="YAML settings file (names as in the README); environment variables override it.",
-    )(command)
-
-
-def fail(message: str, code: int = EXIT_CONFIG) -> None:
-    click.echo(f"pisano-sms: error: {message}", err=True)
-    sys.exit(code)
-
-
-def configured(command: F) -> F:
-    """Load the settings (group's --config, or the command's) and pass them as `settings`."""
-
-    @wraps(command)
-    def wrapper(*args: Any, config_file: Path | None = None, **kwargs: Any) -> Any:
-        context = click.get_current_context()
-        path = config_file or (context.obj or {}).get("config_file")
-        try:
-            settings = load_settings(path)
-            return command(*args, settings=settings, **kwargs)
-        except ConfigError as exc:
-            fail(str(exc))
-
-    return config_option(wrapper)  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -71,8 +39,8 @@ def main(context: click.Context, config_file: Path | None) -> None:
 @configured
 def run(settings: Settings) -> None:
     """Run the consumer until SIGTERM or Ctrl-C (then flush, commit and exit 0)."""
-    from consumer.health import Health, HealthServer
-    from consumer.metrics import Metrics
+    from consumer.operations.health import Health, HealthServer
+    from consumer.operations.metrics import Metrics
     from consumer.pipeline import build_pipeline
 
     logs.configure(settings.log_format, settings.log_level)
@@ -103,7 +71,7 @@ def run(settings: Settings) -> None:
 @configured
 def check(settings: Settings, campaign: str | None) -> None:
     """Validate the configuration and reach Kafka, Redis, the registry and Pisano."""
-    from consumer.check import run_checks
+    from consumer.operations.check import run_checks
 
     logging.basicConfig(level=logging.CRITICAL)  # librdkafka's own retries would drown the report
     failed = False
@@ -181,7 +149,7 @@ def demo(settings: Settings, events: int) -> None:
     run_demo(settings, events)
 
 
-from consumer.dlq_commands import dlq, replay  # noqa: E402
+from consumer.sre.commands import dlq, replay  # noqa: E402
 
 main.add_command(replay)
 main.add_command(dlq)

@@ -23,23 +23,23 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from consumer.avro import Decoder, build_decoder
-from consumer.batching import Batcher, PendingEvent
-from consumer.circuit import CircuitBreaker, token_probe
-from consumer.deadletter import DeadLetterQueue, Failure, replay_count
-from consumer.dedup import Deduplicator
+from consumer.config.settings import Settings
+from consumer.delivery.batching import Batcher, PendingEvent
+from consumer.delivery.pisano import PisanoClient
+from consumer.delivery.sender import FailurePolicy, Outcome, RetryPolicy, Sender
 from consumer.errors import DecodeError, OversizeError, RecordError, RegistryError
-from consumer.health import Health, HealthProbe
-from consumer.kafka import make_consumer, make_producer
-from consumer.logs import LogBudget, redact_phones
-from consumer.mapping import Mapper, load_mapper
-from consumer.metrics import Metrics
-from consumer.offsets import OffsetTracker
-from consumer.pisano import PisanoClient
-from consumer.ratelimit import RateLimiter
-from consumer.redis_state import Keys, connect
-from consumer.sender import FailurePolicy, Outcome, RetryPolicy, Sender
-from consumer.settings import Settings
+from consumer.ingest.avro import Decoder, build_decoder
+from consumer.ingest.kafka import make_consumer, make_producer
+from consumer.ingest.mapping import Mapper, load_mapper
+from consumer.operations.health import Health, HealthProbe
+from consumer.operations.logs import LogBudget, redact_phones
+from consumer.operations.metrics import Metrics
+from consumer.outcomes.deadletter import DeadLetterQueue, Failure, replay_count
+from consumer.outcomes.offsets import OffsetTracker
+from consumer.state.circuit import CircuitBreaker, token_probe
+from consumer.state.dedup import Deduplicator
+from consumer.state.limiter import RateLimiter
+from consumer.state.redis import Keys, connect
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Every error body, whatever produced it, is
 
     {"status": "<status word>", "code": <Pisano code or null>, "message": "<text>"}
 
-For a Pisano code, status word, HTTP status and message come from `consumer.pisano_codes`; a
+For a Pisano code, status word, HTTP status and message come from `consumer.delivery.pisano_codes`; a
 message may add a detail after a colon ("Invalid parameters: phone_numbers[3] is not a phone
 number"), naming positions, never phone numbers. Answers Pisano has no code for (throttling,
 oversized bodies, injected server errors) carry `"code": null` and the status word is the HTTP
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from starlette.responses import Response
 
-from consumer.pisano_codes import CODES
+from consumer.delivery.pisano_codes import CODES
 
 JSON = "application/json"
 HTML = "text/html"

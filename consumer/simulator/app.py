@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from consumer.pisano_codes import RESOURCE_NOT_FOUND
+from consumer.delivery.pisano_codes import RESOURCE_NOT_FOUND
 from consumer.simulator.admin import admin_routes
 from consumer.simulator.answers import ErrorAnswer
 from consumer.simulator.clock import Clock, SystemClock

@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consumer.errors import ConfigError
-from consumer.pisano_codes import CODES, INVALID_PARAMETERS
-from consumer.simulator.redact import token_fingerprint
-from consumer.windows import (
+from consumer.config.windows import (
     EXPECTED_FORM,
     PISANO_CLOUD_LIMITS,
     RateWindow,
     format_rate_limits,
     parse_rate_limits,
 )
+from consumer.delivery.pisano_codes import CODES, INVALID_PARAMETERS
+from consumer.errors import ConfigError
+from consumer.simulator.redact import token_fingerprint
 
 PISANO_MAX_RECIPIENTS = 5000
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024

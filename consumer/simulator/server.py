@@ -24,11 +24,11 @@ from types import TracebackType
 import uvicorn
 from starlette.applications import Starlette
 
+from consumer.config.windows import format_rate_limits
 from consumer.simulator.app import create_app
 from consumer.simulator.clock import Clock
 from consumer.simulator.config import SimulatorConfig
 from consumer.simulator.state import SimulatorState, simulator_state
-from consumer.windows import format_rate_limits
 
 logger = logging.getLogger(__name__)
 

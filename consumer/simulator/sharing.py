@@ -34,7 +34,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from consumer.pisano_codes import RESOURCE_NOT_FOUND, WRONG_AUTHENTICATION_TOKEN
+from consumer.delivery.pisano_codes import RESOURCE_NOT_FOUND, WRONG_AUTHENTICATION_TOKEN
 from consumer.simulator.answers import (
     THROTTLED_MESSAGE,
     Answer,

@@ -14,12 +14,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from consumer.config.windows import format_rate_limits
 from consumer.simulator.clock import Clock
 from consumer.simulator.config import FaultSettings, SimulatorConfig
 from consumer.simulator.deliveries import DeliveryLog, RequestLog
 from consumer.simulator.stats import Stats
 from consumer.simulator.throttle import SlidingWindowThrottle
-from consumer.windows import format_rate_limits
 
 logger = logging.getLogger(__name__)
 

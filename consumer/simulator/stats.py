@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from consumer.windows import RateWindow
+from consumer.config.windows import RateWindow
 
 NO_ANSWER = "no_answer"  # the status key of requests that were never answered (hang faults)
 

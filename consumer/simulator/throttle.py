@@ -15,7 +15,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from consumer.windows import RateWindow
+from consumer.config.windows import RateWindow
 
 _NS_PER_MS = 1_000_000
 _NS_PER_S = 1_000_000_000

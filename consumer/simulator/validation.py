@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.pisano_codes import DUPLICATE_VALUE, INVALID_PARAMETERS, REQUIRED_FIELD_MISSING
+from consumer.delivery.pisano_codes import DUPLICATE_VALUE, INVALID_PARAMETERS, REQUIRED_FIELD_MISSING
 from consumer.simulator.answers import ErrorAnswer
 
 _PLAUSIBLE_PHONE = re.compile(r"\+?[0-9]{6,15}")

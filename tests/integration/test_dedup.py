@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from consumer.dedup import ClaimRequest, Deduplicator
-from consumer.redis_state import Keys, connect
+from consumer.state.dedup import ClaimRequest, Deduplicator
+from consumer.state.redis import Keys, connect
 from tests.conftest import Stack
 from tests.support.redis_trips import count_round_trips
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from consumer.samples import encode_confluent
+from consumer.ingest.samples import encode_confluent
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from consumer.pisano_codes import CODES
-from consumer.samples import phone_for
+from consumer.delivery.pisano_codes import CODES
+from consumer.ingest.samples import phone_for
 from tests.support.consumers import wait_until
 from tests.support.runs import RUN_TOKEN, Run
 from tests.support.scenario import CAMPAIGNS

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.avro import SchemalessDecoder
-from consumer.samples import default_schema
+from consumer.ingest.avro import SchemalessDecoder
+from consumer.ingest.samples import default_schema
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from consumer.simulator.config import FaultSettings
 from tests.conftest import Stack, unique

@@ -27,7 +27,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from consumer.settings import Settings, load_settings
+from consumer.config.settings import Settings, load_settings
 from tests.unit.test_observability_assets import exported_metric_names, metric_names_in
 
 ROOT = Path(__file__).resolve().parents[2]

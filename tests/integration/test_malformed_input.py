@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from consumer.resources import default_schema_file
-from consumer.samples import default_schema, encode_confluent, phone_for, transaction
+from consumer.config.resources import default_schema_file
+from consumer.ingest.samples import default_schema, encode_confluent, phone_for, transaction
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until

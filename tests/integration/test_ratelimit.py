@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.ratelimit import RateLimiter
-from consumer.redis_state import Keys, connect
-from consumer.windows import parse_rate_limits
+from consumer.config.windows import parse_rate_limits
+from consumer.state.limiter import RateLimiter
+from consumer.state.redis import Keys, connect
 from tests.conftest import Stack
 from tests.support.redis_trips import count_round_trips
 

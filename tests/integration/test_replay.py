@@ -1,7 +1,7 @@
 """`replay` and `dlq stats` on the real local Kafka (and, end to end, a real consumer and the simulator).
 
 The dead-letter records are written by the real code: source records are produced, consumed, and
-given the headers of `consumer.deadletter.dead_letter_headers` (or sent through the pipeline's
+given the headers of `consumer.outcomes.deadletter.dead_letter_headers` (or sent through the pipeline's
 `DeadLetterQueue`), with a mix of codes, reasons, campaigns and failure times.
 """
 
@@ -21,14 +21,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumer.deadletter import DeadLetterQueue, Failure, dead_letter_headers
-from consumer.dlq_read import Filters
-from consumer.dlq_stats import STATS_GROUP
-from consumer.kafka import make_producer
-from consumer.replay import ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
-from consumer.settings import Settings, load_settings
+from consumer.config.settings import Settings, load_settings
+from consumer.ingest.kafka import make_producer
+from consumer.outcomes.deadletter import DeadLetterQueue, Failure, dead_letter_headers
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from consumer.simulator.config import FaultSettings
+from consumer.sre.dlq_read import Filters
+from consumer.sre.dlq_stats import STATS_GROUP
+from consumer.sre.replay import ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
 from tests.conftest import Stack, unique
 from tests.support.consumers import ROOT, ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all

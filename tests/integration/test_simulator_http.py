@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from consumer.config.windows import parse_rate_limits
 from consumer.simulator import SimulatorConfig, SimulatorServer
-from consumer.windows import parse_rate_limits
 
 TOKEN = "integration-token"
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"

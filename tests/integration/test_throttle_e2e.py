@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from consumer.samples import transactions
+from consumer.config.windows import parse_rate_limits
+from consumer.ingest.samples import transactions
 from consumer.simulator import SimulatorConfig, SimulatorServer
-from consumer.windows import parse_rate_limits
 from tests.conftest import Stack, localstack, unique
 from tests.integration.test_throttle_fleet import violations
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from consumer.config.windows import parse_rate_limits
 from consumer.simulator import SimulatorConfig, SimulatorServer
-from consumer.windows import parse_rate_limits
 from tests.conftest import Stack
 from tests.support.consumers import ROOT
 

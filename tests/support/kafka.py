@@ -9,7 +9,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumer.kafka import produce_waiting
+from consumer.ingest.kafka import produce_waiting
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:

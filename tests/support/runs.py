@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from consumer.samples import encode, phone_for, transaction
+from consumer.ingest.samples import encode, phone_for, transaction
 from consumer.simulator import SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumer.samples import encode, phone_for, transaction
+from consumer.ingest.samples import encode, phone_for, transaction
 
 CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-000000000001",
              "3f0c0000-0000-4000-8000-000000000002"]

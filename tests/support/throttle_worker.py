@@ -38,9 +38,9 @@ def main() -> None:
 
     import httpx
 
-    from consumer.ratelimit import RateLimiter
-    from consumer.redis_state import Keys, connect
-    from consumer.windows import parse_rate_limits
+    from consumer.config.windows import parse_rate_limits
+    from consumer.state.limiter import RateLimiter
+    from consumer.state.redis import Keys, connect
 
     limiter = RateLimiter(connect(args.redis), Keys("throttle-test"), args.token, parse_rate_limits(args.windows),
                           margin_ms=args.margin_ms, horizon_ms=args.horizon_ms)

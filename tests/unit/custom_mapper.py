@@ -3,8 +3,8 @@
 from collections.abc import Mapping
 from typing import Any
 
-from consumer.mapping import Mapper, Recipient
-from consumer.settings import Settings
+from consumer.config.settings import Settings
+from consumer.ingest.mapping import Mapper, Recipient
 
 
 class UpperMapper(Mapper):

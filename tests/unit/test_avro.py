@@ -7,10 +7,10 @@ import fastavro
 import httpx
 import pytest
 
-from consumer.avro import RegistryClient, RegistryDecoder, SchemalessDecoder, load_schema_file
+from consumer.config.resources import default_schema_file
 from consumer.errors import ConfigError, DecodeError, RegistryError
-from consumer.resources import default_schema_file
-from consumer.samples import encode, encode_confluent, transaction
+from consumer.ingest.avro import RegistryClient, RegistryDecoder, SchemalessDecoder, load_schema_file
+from consumer.ingest.samples import encode, encode_confluent, transaction
 
 SCHEMA = load_schema_file(default_schema_file())
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"

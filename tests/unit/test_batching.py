@@ -1,8 +1,8 @@
 import threading
 from typing import Any
 
-from consumer.batching import Batcher, PendingEvent
-from consumer.mapping import Recipient
+from consumer.delivery.batching import Batcher, PendingEvent
+from consumer.ingest.mapping import Recipient
 
 
 class Clock:

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from consumer.deadletter import Failure, dead_letter_headers, replay_count
+from consumer.outcomes.deadletter import Failure, dead_letter_headers, replay_count
 
 
 class FakeMessage:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from consumer.deadletter import Failure, dead_letter_headers
-from consumer.dlq_read import DeadLetter, Filters, parse_dead_letter, parse_when
-from consumer.dlq_stats import DlqStats
-from consumer.replay import ReplaySummary, Verdict, default_group, judge, replay_headers
+from consumer.outcomes.deadletter import Failure, dead_letter_headers
+from consumer.sre.dlq_read import DeadLetter, Filters, parse_dead_letter, parse_when
+from consumer.sre.dlq_stats import DlqStats
+from consumer.sre.replay import ReplaySummary, Verdict, default_group, judge, replay_headers
 
 FAILED_AT = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
 
@@ -90,7 +90,7 @@ def test_optional_headers_absent_and_value_omitted() -> None:
 def test_records_without_our_headers_are_foreign() -> None:
     assert parse_dead_letter(FakeMessage(None)) is None
     assert parse_dead_letter(FakeMessage([("trace-id", b"abc")])) is None
-    # Some of ours, not all: not written by consumer.deadletter either.
+    # Some of ours, not all: not written by consumer.outcomes.deadletter either.
     assert parse_dead_letter(FakeMessage([("dlq.reason", b"ambiguous"), ("dlq.original.topic", b"t")])) is None
     broken = [(k, b"x" if k == "dlq.original.offset" else v) for k, v in dead_lettered(TOKEN_FAILURE).headers() or []]
     assert parse_dead_letter(FakeMessage(broken)) is None

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from consumer.delivery.failures import CODE_SCOPES, classify
+from consumer.delivery.pisano_codes import CODES
 from consumer.errors import PisanoApiError, PisanoTransportError
-from consumer.failures import CODE_SCOPES, classify
-from consumer.pisano_codes import CODES
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "pisano-api.md"
 

@@ -1,5 +1,5 @@
-from consumer.isolation import UNTHROTTLED_BUDGET, IsolationBudget, split
-from consumer.windows import parse_rate_limits
+from consumer.config.windows import parse_rate_limits
+from consumer.delivery.isolation import UNTHROTTLED_BUDGET, IsolationBudget, split
 
 
 def test_split_keeps_every_item_once() -> None:

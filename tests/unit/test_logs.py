@@ -1,6 +1,6 @@
 import logging
 
-from consumer.logs import LogBudget, RepeatFilter, mask_phone, redact_phones
+from consumer.operations.logs import LogBudget, RepeatFilter, mask_phone, redact_phones
 
 
 def test_mask_phone_keeps_country_code_and_two_digits() -> None:

@@ -3,10 +3,10 @@ from typing import Any
 
 import pytest
 
+from consumer.config.resources import default_mapping_file
+from consumer.config.settings import Settings
 from consumer.errors import ConfigError, InvalidEventError, UnroutableError
-from consumer.mapping import DeclarativeMapper, load_mapper
-from consumer.resources import default_mapping_file
-from consumer.settings import Settings
+from consumer.ingest.mapping import DeclarativeMapper, load_mapper
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 OTHER = "9a1e0000-0000-4000-8000-000000000001"
@@ -118,7 +118,7 @@ def test_unknown_mapper_entry_point() -> None:
 def test_entry_point_mapper_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib.metadata import EntryPoint
 
-    import consumer.mapping as mapping
+    import consumer.ingest.mapping as mapping
 
     ep = EntryPoint("custom", "tests.unit.custom_mapper:UpperMapper", mapping.ENTRY_POINT_GROUP)
     monkeypatch.setattr(mapping, "entry_points", lambda group, name=None: [ep] if name in (None, "custom") else [])
@@ -131,7 +131,7 @@ def test_e164_fast_path_agrees_with_the_full_parser() -> None:
 
     import phonenumbers
 
-    from consumer.phones import PhoneNormaliser
+    from consumer.ingest.phones import PhoneNormaliser
 
     rng = random.Random(7)
     fast = PhoneNormaliser(None, "e164")

@@ -2,7 +2,7 @@
 
 A renamed metric, a missing `_total` or a typo would otherwise leave an empty panel or an alert
 that can never fire, and nobody notices until the day it was needed. The names come from the
-consumer's own registry (`consumer.metrics.Metrics`), so these tests follow metrics.py.
+consumer's own registry (`consumer.operations.metrics.Metrics`), so these tests follow metrics.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from consumer.metrics import Metrics
+from consumer.operations.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "pisano-sms-consumer"
@@ -154,7 +154,7 @@ def test_dashboard_queries_only_exported_metrics(dashboard: dict[str, Any]) -> N
         names = metric_names_in(expr)
         assert names, f"{where}: {expr!r} selects no metric"
         unknown = names - exported
-        assert not unknown, f"{where}: {sorted(unknown)} not exported by consumer/metrics.py ({expr})"
+        assert not unknown, f"{where}: {sorted(unknown)} not exported by consumer/operations/metrics.py ({expr})"
 
 
 def test_dashboard_quantiles_read_histogram_buckets(dashboard: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-from consumer.offsets import OffsetTracker
+from consumer.outcomes.offsets import OffsetTracker
 
 TP = ("t", 0)
 

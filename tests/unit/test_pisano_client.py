@@ -3,9 +3,9 @@ import json
 import httpx
 import pytest
 
+from consumer.delivery.pisano import PisanoClient, build_body, parse_retry_after
 from consumer.errors import PisanoApiError, PisanoTransportError
-from consumer.mapping import Recipient
-from consumer.pisano import PisanoClient, build_body, parse_retry_after
+from consumer.ingest.mapping import Recipient
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from consumer.config.settings import load_settings
+from consumer.config.windows import RateWindow
 from consumer.errors import ConfigError
-from consumer.settings import load_settings
-from consumer.windows import RateWindow
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from consumer.config.windows import RateWindow
+from consumer.delivery.pisano_codes import CODES, PisanoCode
 from consumer.errors import ConfigError
-from consumer.pisano_codes import CODES, PisanoCode
 from consumer.simulator.config import (
     FaultSettings,
     SimulatorConfig,
@@ -18,7 +19,6 @@ from consumer.simulator.config import (
     split_items,
 )
 from consumer.simulator.redact import token_fingerprint
-from consumer.windows import RateWindow
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 

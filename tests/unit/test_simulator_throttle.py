@@ -7,12 +7,12 @@ import random
 
 import pytest
 
+from consumer.config.windows import RateWindow, parse_rate_limits
 from consumer.simulator.clock import ManualClock
 from consumer.simulator.config import SimulatorConfig
 from consumer.simulator.sharing import handle_sharing
 from consumer.simulator.state import SimulatorState
 from consumer.simulator.throttle import SlidingWindowThrottle, ThrottleDecision
-from consumer.windows import RateWindow, parse_rate_limits
 
 MS = 1_000_000
 S = 1_000_000_000

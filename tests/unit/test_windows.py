@@ -1,6 +1,6 @@
 import pytest
 
-from consumer.windows import RateWindow, format_rate_limits, parse_rate_limits
+from consumer.config.windows import RateWindow, format_rate_limits, parse_rate_limits
 
 
 def test_parses_and_sorts_by_period() -> None:

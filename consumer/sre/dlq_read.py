@@ -4,7 +4,7 @@
 they start, never waiting for records written after that: an SRE runs them to act on what is
 there now, and a DLQ that keeps growing (the cause is not fixed yet) must not keep them running.
 
-A record is one of ours when it carries the headers `consumer.deadletter` writes (reason, origin,
+A record is one of ours when it carries the headers `consumer.outcomes.deadletter` writes (reason, origin,
 failure time); anything else in the topic is *foreign* and parsed as None. Values hold phone
 numbers: a `DeadLetter` never shows its value or original headers in its repr.
 """
@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from consumer.deadletter import OWN_HEADER_PREFIXES, REASONS, REPLAYS_HEADER
 from consumer.errors import PisanoSmsError
+from consumer.outcomes.deadletter import OWN_HEADER_PREFIXES, REASONS, REPLAYS_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ METADATA_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0
 CONSUME_BATCH = 500
 VALUE_OMITTED_HEADER = "dlq.value.omitted"
-# Without these a record was not written by consumer.deadletter.
+# Without these a record was not written by consumer.outcomes.deadletter.
 REQUIRED_HEADERS = ("dlq.reason", "dlq.original.topic", "dlq.original.partition", "dlq.original.offset",
                     "dlq.failed.at")
 

@@ -5,13 +5,13 @@ shortly before it (the batch keeps filling meanwhile), takes the batch, claims i
 POSTs at the slot, records the outcome in Redis and hands it to the poll loop, which commits
 offsets or dead-letters. Threads sleep; the poll loop never does (DESIGN.md invariant 4).
 
-What a failure leads to is decided by `consumer.failures.classify`:
+What a failure leads to is decided by `consumer.delivery.failures.classify`:
 - retriable (429, 5xx, 408, connection refused): retried with backoff, each attempt in a slot of
   its own, within the attempt and time budget; then dead-lettered;
 - ambiguous (read timeout, 504): AMBIGUOUS_POLICY, by default dead-lettered as `ambiguous`;
-- account scope (wrong token, locked account): the fleet's circuit opens (consumer.circuit);
+- account scope (wrong token, locked account): the fleet's circuit opens (consumer.state.circuit);
 - recipient scope (13028 invalid parameters, ...): the batch is split to find the bad recipients,
-  within ISOLATION_BUDGET_SHARE of the throttle budget (consumer.isolation);
+  within ISOLATION_BUDGET_SHARE of the throttle budget (consumer.delivery.isolation);
 - request scope (unknown campaign, invalid flow): the whole batch is dead-lettered.
 
 Redis unreachable means no slot and no claim, so no send (invariant 5): the thread backs off and
@@ -30,17 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from consumer.batching import Batch, Batcher, PendingEvent, TopicPartition
-from consumer.circuit import CircuitBreaker, Trip
-from consumer.deadletter import Failure
-from consumer.dedup import CLAIMED, DELIVERED, HELD, ClaimRequest, Deduplicator
+from consumer.delivery.batching import Batch, Batcher, PendingEvent, TopicPartition
+from consumer.delivery.failures import Verdict, classify
+from consumer.delivery.isolation import IsolationBudget, split
+from consumer.delivery.pisano import Accepted, PisanoClient, build_body
 from consumer.errors import PisanoApiError, PisanoError, StateStoreError
-from consumer.failures import Verdict, classify
-from consumer.isolation import IsolationBudget, split
-from consumer.logs import redact_phones
-from consumer.metrics import Metrics
-from consumer.pisano import Accepted, PisanoClient, build_body
-from consumer.ratelimit import RateLimiter
+from consumer.operations.logs import redact_phones
+from consumer.operations.metrics import Metrics
+from consumer.outcomes.deadletter import Failure
+from consumer.state.circuit import CircuitBreaker, Trip
+from consumer.state.dedup import CLAIMED, DELIVERED, HELD, ClaimRequest, Deduplicator
+from consumer.state.limiter import RateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.circuit import CircuitBreaker, Trip
 from consumer.errors import StateStoreError
-from consumer.metrics import Metrics
-from consumer.ratelimit import RateLimiter
-from consumer.redis_state import REDIS_ERRORS
+from consumer.operations.metrics import Metrics
+from consumer.state.circuit import CircuitBreaker, Trip
+from consumer.state.limiter import RateLimiter
+from consumer.state.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import fastavro
 
-from consumer.avro import load_schema_file
-from consumer.resources import default_schema_file
+from consumer.config.resources import default_schema_file
+from consumer.ingest.avro import load_schema_file
 
 _schema: Any = None
 

@@ -2,7 +2,7 @@
 
 The consumers treat a record with `dlq.replays` > 0 as a replay: their dedup lets it through for
 an event whose fate was unknown, never for one that was delivered (consumer.pipeline,
-consumer/lua/claim.lua). So replaying is safe to repeat; this module only has to re-publish the
+consumer/state/lua/claim.lua). So replaying is safe to repeat; this module only has to re-publish the
 original key, value and headers untouched, count the replay, and not lose its place:
 
 * it reads the dead-letter topic with its own consumer group (one per filter set, so replays with
@@ -33,8 +33,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from consumer.deadletter import REPLAYS_HEADER
-from consumer.dlq_read import (
+from consumer.config.settings import Settings
+from consumer.errors import PisanoSmsError
+from consumer.ingest.kafka import make_consumer, make_producer, produce_waiting
+from consumer.outcomes.deadletter import REPLAYS_HEADER
+from consumer.sre.dlq_read import (
     DeadLetter,
     Filters,
     Origin,
@@ -44,9 +47,6 @@ from consumer.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
-from consumer.errors import PisanoSmsError
-from consumer.kafka import make_consumer, make_producer, produce_waiting
-from consumer.settings import Settings
 
 log = logging.getLogger(__name__)
 

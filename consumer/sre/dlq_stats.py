@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from consumer.dlq_read import NO_VALUE, DeadLetter, TopicReader, parse_dead_letter
-from consumer.kafka import make_consumer
-from consumer.settings import Settings
+from consumer.config.settings import Settings
+from consumer.ingest.kafka import make_consumer
+from consumer.sre.dlq_read import NO_VALUE, DeadLetter, TopicReader, parse_dead_letter
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import httpx
 from confluent_kafka import KafkaException
 
-from consumer.avro import build_decoder
+from consumer.config.settings import Settings, mask_url
+from consumer.delivery.failures import CODE_SCOPES
+from consumer.delivery.pisano import PROBE_CAMPAIGN, TOKEN_ACCEPTED_CODES, PisanoClient
 from consumer.errors import PisanoSmsError, PisanoTransportError
-from consumer.failures import CODE_SCOPES
-from consumer.kafka import make_producer
-from consumer.mapping import load_mapper
-from consumer.pisano import PROBE_CAMPAIGN, TOKEN_ACCEPTED_CODES, PisanoClient
-from consumer.ratelimit import RateLimiter
-from consumer.redis_state import REDIS_ERRORS, Keys, connect
-from consumer.settings import Settings, mask_url
+from consumer.ingest.avro import build_decoder
+from consumer.ingest.kafka import make_producer
+from consumer.ingest.mapping import load_mapper
+from consumer.state.limiter import RateLimiter
+from consumer.state.redis import REDIS_ERRORS, Keys, connect
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from consumer.config.windows import EXPECTED_FORM, PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
 from consumer.errors import ConfigError
-from consumer.windows import EXPECTED_FORM, PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
 
 KAFKA_PASSTHROUGH_ENV_PREFIX = "KAFKA_CONFIG_"
 MAX_CONFIG_FILE_BYTES = 1_048_576  # a config file is small; a huge one is a mistake or hostile

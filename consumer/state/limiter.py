@@ -19,9 +19,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from consumer.config.windows import RateWindow
 from consumer.errors import StateStoreError
-from consumer.redis_state import REDIS_ERRORS, Keys, load_script
-from consumer.windows import RateWindow
+from consumer.state.redis import REDIS_ERRORS, Keys, load_script
 
 log = logging.getLogger(__name__)
 

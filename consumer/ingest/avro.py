@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import fastavro
 import httpx
 
+from consumer.config.resources import default_schema_file
 from consumer.errors import ConfigError, DecodeError, RegistryError
-from consumer.resources import default_schema_file
 
 log = logging.getLogger(__name__)
 

@@ -77,7 +77,7 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     # httpx logs every request with its URL at INFO; our own request log says more and less.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-    for noisy in ("librdkafka", "consumer.kafka"):
+    for noisy in ("librdkafka", "consumer.ingest.kafka"):
         logger = logging.getLogger(noisy)
         logger.filters[:] = [RepeatFilter()]
 

@@ -25,10 +25,10 @@ import jmespath
 import jmespath.exceptions
 import yaml
 
+from consumer.config.resources import default_mapping_file
+from consumer.config.settings import Settings
 from consumer.errors import ConfigError, InvalidEventError, UnroutableError
-from consumer.phones import PhoneNormaliser
-from consumer.resources import default_mapping_file
-from consumer.settings import Settings
+from consumer.ingest.phones import PhoneNormaliser
 
 ENTRY_POINT_GROUP = "pisano_sms.mappers"
 MAX_EVENT_ID_CHARS = 256  # ids become Redis keys; a huge one is garbage, not an id
@@ -225,5 +225,5 @@ def load_mapper(settings: Settings) -> Mapper:
         raise ConfigError(f"MAPPER={settings.mapper!r}: no such mapper; installed: {', '.join(names)}")
     mapper_class = next(iter(found)).load()
     if not (isinstance(mapper_class, type) and issubclass(mapper_class, Mapper)):
-        raise ConfigError(f"MAPPER={settings.mapper!r}: {mapper_class!r} is not a consumer.mapping.Mapper")
+        raise ConfigError(f"MAPPER={settings.mapper!r}: {mapper_class!r} is not a consumer.ingest.mapping.Mapper")
     return mapper_class.from_settings(settings)

@@ -14,7 +14,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from consumer.batching import TopicPartition
+from consumer.delivery.batching import TopicPartition
 
 _epochs = itertools.count(1)
 

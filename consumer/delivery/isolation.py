@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from consumer.windows import RateWindow
+from consumer.config.windows import RateWindow
 
 T = TypeVar("T")
 

@@ -25,12 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from consumer.delivery.failures import CODE_SCOPES
+from consumer.delivery.pisano import TOKEN_ACCEPTED_CODES, PisanoClient
 from consumer.errors import PisanoTransportError, StateStoreError
-from consumer.failures import CODE_SCOPES
-from consumer.logs import redact_phones
-from consumer.pisano import TOKEN_ACCEPTED_CODES, PisanoClient
-from consumer.ratelimit import RateLimiter
-from consumer.redis_state import REDIS_ERRORS, Keys
+from consumer.operations.logs import redact_phones
+from consumer.state.limiter import RateLimiter
+from consumer.state.redis import REDIS_ERRORS, Keys
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.mapping import Recipient
+from consumer.ingest.mapping import Recipient
 
 TopicPartition = tuple[str, int]
 

@@ -65,5 +65,5 @@ class Keys:
 
 
 def load_script(client: Any, name: str) -> Script:
-    source = files("consumer").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    source = files("consumer.state").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
     return client.register_script(source)  # type: ignore[no-any-return]

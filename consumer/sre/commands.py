@@ -1,6 +1,6 @@
 """The `replay` and `dlq stats` commands: options in, progress and a summary out.
 
-The work is done in consumer.replay and consumer.dlq_stats; this module checks the options
+The work is done in consumer.sre.replay and consumer.sre.dlq_stats; this module checks the options
 (one line and exit 2 when one is wrong), shows progress on stderr (stdout carries only the
 summary, or the JSON of `dlq stats --json`) and prints counts, never a record's value: values
 carry phone numbers.
@@ -20,13 +20,13 @@ from typing import Any
 
 import click
 
-from consumer import logs
-from consumer.cli import EXIT_CONFIG, configured, fail
-from consumer.deadletter import REASONS
-from consumer.dlq_read import Filters, TopicError
-from consumer.dlq_stats import collect_stats
-from consumer.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
-from consumer.settings import Settings
+from consumer.cli_common import EXIT_CONFIG, configured, fail
+from consumer.config.settings import Settings
+from consumer.operations import logs
+from consumer.outcomes.deadletter import REASONS
+from consumer.sre.dlq_read import Filters, TopicError
+from consumer.sre.dlq_stats import collect_stats
+from consumer.sre.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
 
 EXIT_FAILED = 1
 PLAIN_PROGRESS_INTERVAL_S = 5.0
@@ -67,7 +67,7 @@ def _quiet_kafka_logs(settings: Settings) -> None:
     # These commands turn a Kafka failure into one line saying what to do; librdkafka's reconnect
     # chatter would bury it.
     logs.configure(settings.log_format, "WARNING")
-    logging.getLogger("consumer.kafka").setLevel(logging.CRITICAL)
+    logging.getLogger("consumer.ingest.kafka").setLevel(logging.CRITICAL)
     logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
 
 

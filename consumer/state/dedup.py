@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.errors import StateStoreError
-from consumer.redis_state import REDIS_ERRORS, Keys, load_script
+from consumer.state.redis import REDIS_ERRORS, Keys, load_script
 
 CLAIMED, DELIVERED, HELD, UNKNOWN = "C", "D", "H", "U"
 

@@ -24,7 +24,7 @@ import httpx
 
 from consumer import __version__
 from consumer.errors import PisanoApiError, PisanoTransportError
-from consumer.mapping import Recipient
+from consumer.ingest.mapping import Recipient
 
 MAX_ERROR_BODY_CHARS = 500
 PROBE_CAMPAIGN = "00000000-0000-0000-0000-000000000000"

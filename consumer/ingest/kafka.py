@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from consumer.settings import Settings
+from consumer.config.settings import Settings
 
 log = logging.getLogger(__name__)
 librdkafka_log = logging.getLogger("librdkafka")
