@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from consumer.config.windows import parse_rate_limits  # noqa: E402
-from consumer.state.limiter import RateLimiter  # noqa: E402
+from consumer.state.limiter import RedisLimiter  # noqa: E402
 from consumer.state.redis import Keys, connect  # noqa: E402
 from tests.support.redis_trips import count_round_trips  # noqa: E402
 
@@ -32,7 +32,7 @@ WINDOWS = "100000000/1s,200000000/25s,400000000/625s"  # never binding: measures
 
 
 def worker(redis_url: str, threads: int, seconds: float, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    limiter = RateLimiter(connect(redis_url), Keys("bench-limiter"), "bench-token", parse_rate_limits(WINDOWS),
+    limiter = RedisLimiter(connect(redis_url), Keys("bench-limiter"), "bench-token", parse_rate_limits(WINDOWS),
                           margin_ms=0, horizon_ms=60_000)
     counts = [0] * threads
     warm = threading.Barrier(threads + 1)

@@ -48,7 +48,7 @@ from consumer.ingest.avro import SchemalessDecoder  # noqa: E402
 from consumer.ingest.kafka import produce_waiting  # noqa: E402
 from consumer.ingest.mapping import DeclarativeMapper  # noqa: E402
 from consumer.ingest.samples import default_schema, transactions  # noqa: E402
-from consumer.state.dedup import ClaimRequest, Deduplicator  # noqa: E402
+from consumer.state.dedup import ClaimRequest, RedisDedup, Settlement  # noqa: E402
 from consumer.state.redis import Keys, connect  # noqa: E402
 
 CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-000000000001",
@@ -233,13 +233,13 @@ def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) 
     bodies = [(b.campaign_id, build_body([e.recipient for e in b.events])) for b in batches]
     costs["json_body"] = (time.process_time() - started) * 1e6 / count
 
-    dedup = Deduplicator(connect(redis_url), Keys(f"stages-{uuid.uuid4().hex[:6]}"), lease_ms=60_000,
+    dedup = RedisDedup(connect(redis_url), Keys(f"stages-{uuid.uuid4().hex[:6]}"), lease_ms=60_000,
                          horizon_s=3600)
     started = time.process_time()
     for batch in batches:
         tag = dedup.new_tag()
         dedup.claim(tag, [ClaimRequest(e.recipient.event_id) for e in batch.events])
-        dedup.delivered(tag, [e.recipient.event_id for e in batch.events])
+        dedup.settle(Settlement.DELIVERED, tag, [e.recipient.event_id for e in batch.events])
     costs["dedup_claim_settle"] = (time.process_time() - started) * 1e6 / count
 
     client = PisanoClient(simulator_url, TOKEN, timeout_s=30, connect_timeout_s=5, max_connections=1)

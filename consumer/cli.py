@@ -39,9 +39,9 @@ def main(context: click.Context, config_file: Path | None) -> None:
 @configured
 def run(settings: Settings) -> None:
     """Run the consumer until SIGTERM or Ctrl-C (then flush, commit and exit 0)."""
+    from consumer.app import build_pipeline
     from consumer.operations.health import Health, HealthServer
     from consumer.operations.metrics import Metrics
-    from consumer.pipeline import build_pipeline
 
     logs.configure(settings.log_format, settings.log_level)
     metrics, health = Metrics(), Health()

@@ -22,12 +22,12 @@ import click
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from consumer.app import build_pipeline
 from consumer.config.settings import Settings
 from consumer.ingest.kafka import make_producer, produce_waiting
 from consumer.ingest.samples import encode, phone_for, transaction
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
-from consumer.pipeline import build_pipeline
 from consumer.simulator import SimulatorConfig, SimulatorServer
 
 CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-000000000001",

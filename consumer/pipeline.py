@@ -4,7 +4,7 @@
 
 The loop never sleeps on anything but `consume` with a short timeout: throttle waits and Redis
 outages happen in the sender threads, and backpressure pauses the partitions while the loop
-keeps polling (DESIGN.md invariant 4). Records that cannot become a recipient are dead-lettered
+keeps polling (ARCHITECTURE.md invariant 4). Records that cannot become a recipient are dead-lettered
 here with their reason (invariant 7); the others finish as delivered, skipped or dead-lettered
 by the senders (invariant 1).
 """
@@ -24,22 +24,17 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.config.settings import Settings
-from consumer.delivery.batching import Batcher, PendingEvent
-from consumer.delivery.pisano import PisanoClient
-from consumer.delivery.sender import FailurePolicy, Outcome, RetryPolicy, Sender
+from consumer.delivery.batching import PendingEvent
+from consumer.delivery.lanes import Lanes
+from consumer.delivery.outcome import Outcome
 from consumer.errors import DecodeError, OversizeError, RecordError, RegistryError
-from consumer.ingest.avro import Decoder, build_decoder
-from consumer.ingest.kafka import make_consumer, make_producer
-from consumer.ingest.mapping import Mapper, load_mapper
-from consumer.operations.health import Health, HealthProbe
+from consumer.ingest.avro import Decoder
+from consumer.ingest.mapping import Mapper
+from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget, redact_phones
 from consumer.operations.metrics import Metrics
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure, replay_count
 from consumer.outcomes.offsets import OffsetTracker
-from consumer.state.circuit import CircuitBreaker, token_probe
-from consumer.state.dedup import Deduplicator
-from consumer.state.limiter import RateLimiter
-from consumer.state.redis import Keys, connect
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +58,7 @@ class Pipeline:
         producer: Any,
         decoder: Decoder,
         mapper: Mapper,
-        batcher: Batcher,
-        sender_factory: Callable[[Callable[[Outcome], None]], Sender],
+        delivery_factory: Callable[[Callable[[Outcome], None]], Lanes],
         metrics: Metrics,
         health: Health,
     ) -> None:
@@ -73,13 +67,13 @@ class Pipeline:
         self.producer = producer
         self.decoder = decoder
         self.mapper = mapper
-        self.batcher = batcher
         self.metrics = metrics
         self.health = health
         self.tracker = OffsetTracker()
         self.dlq = DeadLetterQueue(producer, settings.dlq_topic)
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self.sender = sender_factory(self.outcomes.put)
+        # The sending side, one lane per destination: batches are filled here, taken by senders.
+        self.delivery = delivery_factory(self.outcomes.put)
         self._stop = threading.Event()
         self._paused = False
         self._deferred: deque[Any] = deque()  # records waiting for the schema registry
@@ -99,7 +93,7 @@ class Pipeline:
     def run(self) -> None:
         self.consumer.subscribe(self.settings.kafka_topics, on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
-        self.sender.start()
+        self.delivery.start()
         log.info("consuming %s as group %s", ",".join(self.settings.kafka_topics), self.settings.kafka_group_id)
         try:
             while not self._stop.is_set():
@@ -124,7 +118,7 @@ class Pipeline:
             current = [e for e in events if self.tracker.epoch(e.tp) == e.epoch]
             for event in current:
                 event.enqueued_at = now
-            self.batcher.add(current)
+            self.delivery.add(current)
         self._drain_outcomes()
         self.dlq.poll(0)
         if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
@@ -142,22 +136,23 @@ class Pipeline:
     def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace_ms / 1000
         deadline = time.monotonic() + grace
-        log.info("stopping: flushing buffered events for up to %.0fs", grace, extra={"count": self.batcher.buffered})
+        log.info("stopping: flushing buffered events for up to %.0fs", grace, extra={"count": self.delivery.buffered})
         self.health.stopping = True
         assignment = self.consumer.assignment()
         if assignment:
             self.consumer.pause(assignment)
-        self.batcher.flush_all()
-        while time.monotonic() < deadline and (self.batcher.buffered or self.sender.in_flight() or self.dlq.in_flight):
+        self.delivery.flush_all()
+        while time.monotonic() < deadline and (self.delivery.buffered or self.delivery.in_flight()
+                                               or self.dlq.in_flight):
             self.consumer.consume(num_messages=1, timeout=POLL_TIMEOUT_S)  # serve callbacks, fetch nothing
             self._drain_outcomes()
             self.dlq.poll(0)
-        self.sender.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self.delivery.stop(timeout=max(0.0, deadline - time.monotonic()))
         self._drain_outcomes()
         self.dlq.flush(max(0.5, deadline - time.monotonic()))
         self._drain_outcomes()
         self._commit(sync=True, all_known=True)
-        left = self.batcher.buffered + self.sender.in_flight()
+        left = self.delivery.buffered + self.delivery.in_flight()
         if left:
             log.warning("stopped with %d events unsent; they stay uncommitted for the next owner",
                         left, extra={"count": left})
@@ -190,7 +185,7 @@ class Pipeline:
             if event is not None:
                 events.append(event)
         if events:
-            self.batcher.add(events)
+            self.delivery.add(events)
         # Counted per poll, not per record: a metric lock per record is measurable at 20k/s.
         for topic, count in consumed.items():
             self.metrics.events_consumed.labels(topic).inc(count)
@@ -236,7 +231,7 @@ class Pipeline:
                     events.append(event)
             self._deferred.popleft()
         if events:
-            self.batcher.add(events)
+            self.delivery.add(events)
 
     def _consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -330,13 +325,13 @@ class Pipeline:
         tps = {(p.topic, p.partition) for p in partitions}
         if not tps:
             return
-        dropped = self.batcher.drop(lambda e: e.tp in tps)
+        dropped = self.delivery.drop(lambda e: e.tp in tps)
         self._deferred = deque(d for d in self._deferred if d[1] not in tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
         # Requests under way for these partitions finish (bounded) so their offsets can be committed
         # now instead of being processed again by the next owner.
         deadline = time.monotonic() + self.settings.revoke_grace_ms / 1000
-        while time.monotonic() < deadline and self.sender.in_flight(tps):
+        while time.monotonic() < deadline and self.delivery.in_flight(tps):
             self._drain_outcomes()
             self.dlq.poll(0.02)
         self._drain_outcomes()
@@ -350,7 +345,7 @@ class Pipeline:
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # The group moved on without us: someone else owns these now; committing would be wrong.
         tps = {(p.topic, p.partition) for p in partitions}
-        self.batcher.drop(lambda e: e.tp in tps)
+        self.delivery.drop(lambda e: e.tp in tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
         self._forget(tps)
         log.warning("lost %s (session timed out?); their records will be processed by the new owner",
@@ -372,7 +367,7 @@ class Pipeline:
         # Dead-letters waiting for their acknowledgement count too: with the dead-letter topic
         # down they pile up, and fetching must stop before memory runs out.
         held = sum(len(events) for _, events in self._held)
-        return self.batcher.buffered + self.sender.in_flight() + len(self._deferred) + held + self.dlq.in_flight
+        return self.delivery.buffered + self.delivery.in_flight() + len(self._deferred) + held + self.dlq.in_flight
 
     def _backpressure(self) -> None:
         load, limit = self._load(), self.settings.max_buffered_events
@@ -394,7 +389,7 @@ class Pipeline:
             log.info("buffers drained (%d events): fetching again", load)
 
     def _update_gauges(self) -> None:
-        self.metrics.buffered_events.set(self.batcher.buffered)
+        self.metrics.buffered_events.set(self.delivery.buffered)
         self.metrics.held_events.set(sum(len(events) for _, events in self._held))
         for tp in self.tracker.assigned():
             self.metrics.unfinished_records.labels(tp[0], str(tp[1])).set(self.tracker.unfinished(tp))
@@ -411,56 +406,3 @@ class Pipeline:
 
 def _names(partitions: list[TopicPartition]) -> str:
     return ",".join(f"{p.topic}[{p.partition}]" for p in partitions)
-
-
-def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tuple[Pipeline, HealthProbe]:
-    """Wire the real components from the settings (each fails fast with a ConfigError)."""
-    settings.require("kafka_topics", "pisano_url")
-    token = settings.api_token()
-    decoder = build_decoder(settings.schema_registry_url, settings.avro_schema_file)
-    mapper = load_mapper(settings)
-    redis_client = connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
-    keys = Keys(settings.redis_key_prefix)
-    dedup = Deduplicator(redis_client, keys, lease_ms=settings.claim_lease_ms, horizon_s=settings.dedup_horizon_s)
-    windows = settings.rate_windows
-    limiter = (RateLimiter(redis_client, keys, token, windows, margin_ms=settings.pisano_rate_margin_ms,
-                           horizon_ms=settings.throttle_horizon_ms) if windows else None)
-    client = PisanoClient(settings.pisano_url, token, timeout_s=settings.pisano_timeout_ms / 1000,
-                          connect_timeout_s=settings.pisano_connect_timeout_ms / 1000,
-                          max_connections=settings.max_in_flight_requests, tls_verify=settings.pisano_tls_verify,
-                          ca_file=settings.pisano_ca_file)
-    batcher = Batcher(settings.batch_max_recipients, settings.batch_max_wait_ms / 1000)
-    retry = RetryPolicy(settings.pisano_max_attempts, settings.pisano_retry_budget_ms / 1000,
-                        settings.pisano_backoff_base_ms / 1000, settings.pisano_backoff_max_ms / 1000)
-    policy = FailurePolicy(retry, settings.ambiguous_policy, settings.isolation_budget_share)
-    circuit = CircuitBreaker(redis_client, keys, token, cooldown_ms=settings.circuit_cooldown_ms,
-                             max_cooldown_ms=settings.circuit_max_cooldown_ms,
-                             probe_lease_ms=settings.pisano_timeout_ms + settings.throttle_horizon_ms + 10_000)
-
-    def kafka_error(error: KafkaError) -> None:
-        metrics.kafka_errors.labels(error.name()).inc()
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            health.kafka_ok = False
-
-    def sender_factory(report: Callable[[Outcome], None]) -> Sender:
-        return Sender(batcher=batcher, dedup=dedup, client=client, limiter=limiter, circuit=circuit, metrics=metrics,
-                      report=report, policy=policy, threads=settings.max_in_flight_requests,
-                      throttle_horizon_s=settings.throttle_horizon_ms / 1000,
-                      # Half the margin: two requests each late by at most this stay in their windows.
-                      max_lateness_s=settings.pisano_rate_margin_ms / 2000)
-
-    pipeline = Pipeline(
-        settings,
-        consumer_factory=lambda on_commit: make_consumer(settings, kafka_error, on_commit=on_commit),
-        producer=make_producer(settings, kafka_error),
-        decoder=decoder,
-        mapper=mapper,
-        batcher=batcher,
-        sender_factory=sender_factory,
-        metrics=metrics,
-        health=health,
-    )
-    probe = HealthProbe(health, metrics, redis_client=redis_client, producer=pipeline.producer,
-                        dlq_topic=settings.dlq_topic, limiter=limiter, circuit=circuit,
-                        circuit_probe=token_probe(client, limiter))
-    return pipeline, probe

@@ -1,7 +1,7 @@
 """One settings object for every command.
 
 Sources, weakest first: defaults, the YAML `--config` file, the environment. Names are the
-environment names of DESIGN.md; the YAML file uses the same names (either case). librdkafka
+environment names of the README's configuration reference; the YAML file uses the same names (either case). librdkafka
 settings pass through untouched from the file's `kafka:` mapping, or from environment variables
 `KAFKA_CONFIG_<PROPERTY>` (dots as underscores, e.g. `KAFKA_CONFIG_SASL_PASSWORD`), which is how
 a Kubernetes Secret reaches them.
@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     isolation_budget_share: float = Field(0.25, ge=0.0, le=1.0)
     circuit_cooldown_ms: int = Field(30_000, ge=100, le=3_600_000)
     circuit_max_cooldown_ms: int = Field(600_000, ge=100, le=86_400_000)
+    # More Pisano accounts, by name (consumer/config/destinations.py); PISANO_* is `default`.
+    destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     # Batching and flow
     batch_max_recipients: int = Field(5000, ge=1, le=5000)
@@ -214,6 +216,9 @@ class Settings(BaseSettings):
                 value = mask_url(value.get_secret_value())
             elif isinstance(value, SecretStr):
                 value = "***"
+            elif name == "destinations":
+                value = {n: {k: ("***" if "token" in k and "file" not in k else v) for k, v in spec.items()}
+                         for n, spec in value.items()}
             elif name == "kafka":
                 value = {k: ("***" if is_secret_key(k) else v) for k, v in value.items()}
             elif isinstance(value, Path):

@@ -38,7 +38,7 @@ class Verdict:
 RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503})
 AMBIGUOUS_STATUSES = frozenset({504})
 
-# Pisano code -> scope, for every code of reference/pisano-api.md.
+# Pisano code -> scope, for every code of the vendor's table (tests/data/pisano_codes.md).
 CODE_SCOPES: dict[int, Scope] = {
     13000: "recipient",  # "An error occured": generic 400, may come from one recipient's data
     13001: "account",    # Wrong authentication token

@@ -1,6 +1,6 @@
 """Pisano's error codes as data: code -> (HTTP status, status word, message).
 
-Copied from the vendor's response code table (`reference/pisano-api.md`), spelling included
+Copied from the vendor's response code table (tests/data/pisano_codes.md), spelling included
 ("occured", "identitiy", the upper-case `NOT_FOUND` of 13002): the simulator answers with these
 exact words and the consumer reads them back, so both sides share this one table.
 """

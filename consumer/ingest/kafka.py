@@ -2,7 +2,7 @@
 (security.protocol, sasl.*, ssl.*, ...), then what the consumer's guarantees depend on.
 
 Offsets are stored and committed only by the pipeline, after each record's outcome is durable
-(DESIGN.md invariant 1), so auto-commit and auto-store are enforced off whatever the user sets.
+(ARCHITECTURE.md invariant 1), so auto-commit and auto-store are enforced off whatever the user sets.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Turning a decoded event into a Pisano recipient.
 
-The mapping file (DESIGN.md, "Mapping file") names, as JMESPath expressions into the decoded
+The mapping file (README, "The mapping file") names, as JMESPath expressions into the decoded
 record, where the event id, the phone, the campaign and the recipient's attributes are. It is
 compiled once; plain dotted paths such as `customer.phone` skip JMESPath and walk the dicts
 directly, since they are nearly all paths in practice and this runs for every event.

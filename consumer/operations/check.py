@@ -15,15 +15,16 @@ from dataclasses import dataclass
 import httpx
 from confluent_kafka import KafkaException
 
+from consumer.app import build_destination, build_state
+from consumer.config.destinations import destination_configs
 from consumer.config.settings import Settings, mask_url
-from consumer.delivery.failures import CODE_SCOPES
-from consumer.delivery.pisano import PROBE_CAMPAIGN, TOKEN_ACCEPTED_CODES, PisanoClient
+from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.errors import PisanoSmsError, PisanoTransportError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_producer
 from consumer.ingest.mapping import load_mapper
-from consumer.state.limiter import RateLimiter
-from consumer.state.redis import REDIS_ERRORS, Keys, connect
+from consumer.state.circuit import Trip, token_verdict
+from consumer.state.redis import REDIS_ERRORS, connect
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ def _guard(name: str, check: Callable[[], tuple[str, str]]) -> Result:
 def _config(settings: Settings) -> tuple[str, str]:
     build_decoder(settings.schema_registry_url, settings.avro_schema_file)
     load_mapper(settings)
-    settings.require("kafka_topics", "pisano_url")
-    settings.api_token()
+    settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
+    destination_configs(settings)
     windows = settings.pisano_rate_limits
     return "ok", f"topics {','.join(settings.kafka_topics)}, group {settings.kafka_group_id}, throttle {windows}"
 
@@ -99,29 +100,30 @@ def _registry(settings: Settings) -> tuple[str, str]:
 
 
 def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
-    settings.require("pisano_url")
-    token = settings.api_token()
-    if settings.rate_windows:
-        client = connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
-        limiter = RateLimiter(client, Keys(settings.redis_key_prefix), token, settings.rate_windows,
-                              margin_ms=settings.pisano_rate_margin_ms, horizon_ms=60_000)
-        grant = limiter.acquire()
-        if not grant.granted:
-            return "failed", f"no throttle slot within a minute (next in {grant.wait_s:.0f}s); try again later"
-        time.sleep(grant.wait_s)
-    pisano = PisanoClient(settings.pisano_url, token, timeout_s=settings.pisano_timeout_ms / 1000,
-                          connect_timeout_s=settings.pisano_connect_timeout_ms / 1000, max_connections=1,
-                          tls_verify=settings.pisano_tls_verify, ca_file=settings.pisano_ca_file)
-    try:
-        answer = pisano.probe_token(campaign)
-    except PisanoTransportError as exc:
-        return "failed", f"{settings.pisano_url}: {exc.message}; check PISANO_URL"
-    finally:
-        pisano.close()
-    if answer is None or (answer.http_status in (400, 404) and answer.code in TOKEN_ACCEPTED_CODES):
+    """Every destination's token, each probed in a slot of its own throttle."""
+    state = build_state(settings)
+    results = []
+    for config in destination_configs(settings).values():
+        destination = build_destination(config, settings, state, connections=1, horizon_ms=60_000)
+        try:
+            grant = destination.limiter.acquire()
+            if not grant.granted:
+                return "failed", f"{config.name}: no throttle slot within a minute (next in {grant.wait_s:.0f}s); " \
+                                 "try again later"
+            time.sleep(grant.wait_s)
+            answer = destination.client.probe_token(campaign)
+        except PisanoTransportError as exc:
+            return "failed", f"{config.name} {config.url}: {exc.message}; check its URL (PISANO_URL)"
+        finally:
+            destination.client.close()
+        verdict = token_verdict(answer)
+        if isinstance(verdict, Trip):
+            return "failed", (f"{config.name}: Pisano refused the token (HTTP {verdict.http_status}, "
+                              f"code {verdict.code}: {verdict.message}); check its token (PISANO_API_TOKEN)")
+        if verdict is None:
+            assert answer is not None
+            return "failed", (f"{config.name} {config.url}: unexpected answer HTTP {answer.http_status} "
+                              f"code {answer.code}")
         shown = "HTTP 200" if answer is None else f"HTTP {answer.http_status} code {answer.code}"
-        return "ok", f"{settings.pisano_url}: token accepted (probe answered {shown})"
-    if answer.http_status in (401, 403) or CODE_SCOPES.get(answer.code or 0) == "account":
-        return "failed", (f"Pisano refused the token (HTTP {answer.http_status}, code {answer.code}: "
-                          f"{answer.message}); check PISANO_API_TOKEN")
-    return "failed", f"{settings.pisano_url}: unexpected answer HTTP {answer.http_status} code {answer.code}"
+        results.append(f"{config.name} {config.url}: token accepted (probe answered {shown})")
+    return "ok", "; ".join(results)

@@ -15,20 +15,19 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from consumer.delivery.destination import Destination
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
-from consumer.state.circuit import CircuitBreaker, Trip
-from consumer.state.limiter import RateLimiter
 from consumer.state.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
+SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
 
 LIVENESS_S = 60.0
 PROBE_INTERVAL_S = 2.0
@@ -61,16 +60,13 @@ class HealthProbe:
     """Checks Redis and Kafka reachability in the background, and the throttle's utilisation."""
 
     def __init__(self, health: Health, metrics: Metrics, *, redis_client: Any, producer: Any, dlq_topic: str,
-                 limiter: RateLimiter | None, circuit: CircuitBreaker,
-                 circuit_probe: Callable[[], bool | Trip | None]) -> None:
+                 destinations: list[Destination]) -> None:
         self.health = health
         self.metrics = metrics
         self.redis = redis_client
         self.producer = producer
         self.dlq_topic = dlq_topic
-        self.limiter = limiter
-        self.circuit = circuit
-        self.circuit_probe = circuit_probe
+        self.destinations = destinations
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
 
@@ -94,11 +90,12 @@ class HealthProbe:
         self._check_kafka()
         self._check_circuit()
         now = time.monotonic()
-        if self.limiter is None or not self.health.redis_ok or now - last_utilisation < UTILISATION_INTERVAL_S:
+        if not self.health.redis_ok or now - last_utilisation < UTILISATION_INTERVAL_S:
             return last_utilisation
         with contextlib.suppress(StateStoreError):
-            for window, share in self.limiter.utilisation().items():
-                self.metrics.throttle_utilisation.labels(str(window)).set(share)
+            for destination in self.destinations:
+                for window, share in destination.limiter.utilisation().items():
+                    self.metrics.throttle_utilisation.labels(str(window)).set(share)
         return now
 
     def _check_redis(self) -> None:
@@ -112,13 +109,19 @@ class HealthProbe:
         self.health.redis_ok = ok
 
     def _check_circuit(self) -> None:
-        try:
-            self.circuit.probe_if_due(self.circuit_probe)
-            state, _ = self.circuit.state()
-        except StateStoreError:
-            return  # Redis down is reported on its own
-        self.health.circuit_open = state != "closed"
-        self.metrics.circuit_state.set({"closed": 0, "open": 1, "half_open": 2}[state])
+        states = []
+        for destination in self.destinations:
+            try:
+                destination.circuit.probe_if_due(destination.probe())
+                state, _ = destination.circuit.state()
+            except StateStoreError:
+                return  # Redis down is reported on its own
+            states.append(state)
+        # Not ready only when no destination can take traffic: one account's wrong token must
+        # not take the replicas serving the others out of the load balancer.
+        self.health.circuit_open = bool(states) and "closed" not in states
+        worst = max(states, key=SEVERITY.__getitem__, default="closed")
+        self.metrics.circuit_state.set({"closed": 0, "open": 1, "half_open": 2}[worst])
 
     def _check_kafka(self) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The dead-letter topic: failed records, untouched, with headers saying why (DESIGN.md).
+"""The dead-letter topic: failed records, untouched, with headers saying why (README, "Dead-letter records").
 
 The producer is idempotent with `acks=all`, and a record's offset is only committed once its
 dead-letter is acknowledged: the caller's `on_done` runs from the delivery report. A failed
@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError
 log = logging.getLogger(__name__)
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
-           "decode_error", "oversize", "invalid_event", "unroutable")
+           "decode_error", "oversize", "invalid_event", "unroutable", "internal_error")
 # Headers this consumer writes; a replayed record that fails again gets fresh ones.
 OWN_HEADER_PREFIXES = ("pisano.", "dlq.")
 REPLAYS_HEADER = "dlq.replays"

@@ -45,7 +45,7 @@ class TopicError(PisanoSmsError):
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One record of the dead-letter topic, its headers parsed (DESIGN.md, "Dead-letter record")."""
+    """One record of the dead-letter topic, its headers parsed (README, "Dead-letter records")."""
 
     partition: int  # where it sits in the dead-letter topic
     offset: int

@@ -1,4 +1,4 @@
-"""A circuit breaker per Pisano token, shared by the fleet in Redis.
+"""A circuit breaker per destination (a Pisano token), shared by the fleet in Redis.
 
 When Pisano says the token or the account is wrong (README, failure classification: scope
 `account`), nothing will work until someone fixes it, so the fleet stops calling Pisano for that
@@ -23,14 +23,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from consumer.delivery.failures import CODE_SCOPES
-from consumer.delivery.pisano import TOKEN_ACCEPTED_CODES, PisanoClient
-from consumer.errors import PisanoTransportError, StateStoreError
+from consumer.delivery.pisano import TOKEN_ACCEPTED_CODES
+from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.operations.logs import redact_phones
-from consumer.state.limiter import RateLimiter
-from consumer.state.redis import REDIS_ERRORS, Keys
+from consumer.state.limiter import Limiter
+from consumer.state.redis import Keys, translated
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +48,93 @@ class Trip:
     message: str
 
 
-class CircuitBreaker:
-    def __init__(self, client: Any, keys: Keys, token: str, *, cooldown_ms: int, max_cooldown_ms: int,
-                 probe_lease_ms: int) -> None:
-        self.client = client
-        self.cooldown_ms = cooldown_ms
-        self.max_cooldown_ms = max_cooldown_ms
-        self.probe_lease_ms = probe_lease_ms
-        self._key, self._cooldown_key, self._probe_key = keys.circuit(token)
-        self._lock = threading.Lock()
-        self._state: State = "closed"
-        self._trip: Trip | None = None
-        self._read_at = 0.0
+class TokenProbe(Protocol):
+    def probe_token(self) -> PisanoApiError | None:
+        """Pisano's answer to an empty request (None: accepted)."""
 
-    def state(self) -> tuple[State, Trip | None]:
-        """The fleet's state for this token, read from Redis at most once per REFRESH_S."""
-        with self._lock:
-            if time.monotonic() - self._read_at < REFRESH_S:
-                return self._state, self._trip
-        try:
+
+class CircuitStore(Protocol):
+    """Where the fleet keeps one destination's circuit: Redis (`RedisCircuitStore`) or memory
+    (`consumer.state.memory.MemoryCircuitStore`); both pass tests/contract/test_circuit_contract.py."""
+
+    def read(self) -> tuple[dict[str, str], int]:
+        """The trip's fields (empty: closed) and the cool-down left in ms (<= 0: over)."""
+
+    def previous_cooldown_ms(self) -> int | None:
+        """The cool-down of the trip in force, if any (a reopening doubles it)."""
+
+    def write_open(self, fields: dict[str, str], cooldown_ms: int) -> None:
+        """Open: store the trip, start the cool-down, drop any probe lease."""
+
+    def try_probe(self, lease_ms: int) -> bool:
+        """Take the probe lease if no one holds it."""
+
+    def release_probe(self) -> None:
+        """Give the probe lease back (the probe had no verdict)."""
+
+    def clear(self) -> None:
+        """Close: forget the trip, the cool-down and the probe lease."""
+
+
+class RedisCircuitStore:
+    def __init__(self, client: Any, keys: Keys, token: str) -> None:
+        self.client = client
+        self._key, self._cooldown_key, self._probe_key = keys.circuit(token)
+
+    def read(self) -> tuple[dict[str, str], int]:
+        with translated("reading the circuit"):
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(self._key)
             pipe.pttl(self._cooldown_key)
             fields, cooldown_left = pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise StateStoreError(f"Redis unreachable reading the circuit ({exc})") from exc
-        fields = {k.decode(): v.decode() for k, v in fields.items()}
+        return {k.decode(): v.decode() for k, v in fields.items()}, int(cooldown_left)
+
+    def previous_cooldown_ms(self) -> int | None:
+        with translated("reading the circuit"):
+            previous = self.client.hget(self._key, "cooldown_ms")
+        return int(previous) if previous else None
+
+    def write_open(self, fields: dict[str, str], cooldown_ms: int) -> None:
+        with translated("opening the circuit"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self._key, mapping={**fields, "cooldown_ms": cooldown_ms})
+            pipe.pexpire(self._key, STATE_TTL_MS)
+            pipe.set(self._cooldown_key, "1", px=cooldown_ms)
+            pipe.delete(self._probe_key)
+            pipe.execute()
+
+    def try_probe(self, lease_ms: int) -> bool:
+        with translated("the circuit probe"):
+            return bool(self.client.set(self._probe_key, "1", nx=True, px=lease_ms))
+
+    def release_probe(self) -> None:
+        with translated("the circuit probe"):
+            self.client.delete(self._probe_key)
+
+    def clear(self) -> None:
+        with translated("closing the circuit"):
+            self.client.delete(self._key, self._cooldown_key, self._probe_key)
+
+
+class CircuitBreaker:
+    def __init__(self, store: CircuitStore, *, cooldown_ms: int, max_cooldown_ms: int, probe_lease_ms: int,
+                 name: str = "default") -> None:
+        self.store = store
+        self.name = name
+        self.cooldown_ms = cooldown_ms
+        self.max_cooldown_ms = max_cooldown_ms
+        self.probe_lease_ms = probe_lease_ms
+        self._lock = threading.Lock()
+        self._state: State = "closed"
+        self._trip: Trip | None = None
+        self._read_at = -REFRESH_S
+
+    def state(self) -> tuple[State, Trip | None]:
+        """The fleet's state for this destination, read from the store at most once per REFRESH_S."""
+        with self._lock:
+            if time.monotonic() - self._read_at < REFRESH_S:
+                return self._state, self._trip
+        fields, cooldown_left = self.store.read()
         state: State = "closed" if not fields else ("open" if cooldown_left > 0 else "half_open")
         trip = Trip(int(fields["code"]) if fields.get("code") else None,
                     int(fields["status"]) if fields.get("status") else None,
@@ -84,31 +145,20 @@ class CircuitBreaker:
 
     def try_probe(self) -> bool:
         """Become the one replica that probes a half-open circuit."""
-        try:
-            return bool(self.client.set(self._probe_key, "1", nx=True, px=self.probe_lease_ms))
-        except REDIS_ERRORS as exc:
-            raise StateStoreError(f"Redis unreachable for the circuit probe ({exc})") from exc
+        return self.store.try_probe(self.probe_lease_ms)
 
     def open(self, trip: Trip) -> None:
         """Open (or reopen after a failed probe) with a cool-down twice the last, up to the maximum."""
-        try:
-            previous = self.client.hget(self._key, "cooldown_ms")
-            cooldown = min(self.max_cooldown_ms, int(previous) * 2) if previous else self.cooldown_ms
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hset(self._key, mapping={"code": trip.code or "", "status": trip.http_status or "",
-                                          "message": redact_phones(trip.message)[:500], "cooldown_ms": cooldown})
-            pipe.pexpire(self._key, STATE_TTL_MS)
-            pipe.set(self._cooldown_key, "1", px=cooldown)
-            pipe.delete(self._probe_key)
-            pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise StateStoreError(f"Redis unreachable opening the circuit ({exc})") from exc
+        previous = self.store.previous_cooldown_ms()
+        cooldown = min(self.max_cooldown_ms, previous * 2) if previous else self.cooldown_ms
+        self.store.write_open({"code": str(trip.code or ""), "status": str(trip.http_status or ""),
+                               "message": redact_phones(trip.message)[:500]}, cooldown)
         with self._lock:
             self._state, self._trip, self._read_at = "open", trip, time.monotonic()
-        log.error("Pisano circuit OPEN for this token: Pisano answered %s (%s); not calling Pisano for %.0fs, "
+        log.error("Pisano circuit OPEN for destination %s: Pisano answered %s (%s); not calling it for %.0fs, "
                   "dead-lettering meanwhile. Fix the token or the account, then replay the dead-letters",
-                  trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000,
-                  extra={"code": trip.code, "status": trip.http_status})
+                  self.name, trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000,
+                  extra={"code": trip.code, "status": trip.http_status, "destination": self.name})
 
     def probe_if_due(self, probe: Callable[[], bool | Trip | None]) -> None:
         """Half-open: one replica asks Pisano (`probe`: True accepted, a Trip refused again, None
@@ -121,42 +171,39 @@ class CircuitBreaker:
             self.close()
         elif isinstance(result, Trip):
             self.open(result)
-        else:
-            try:  # no verdict (Pisano down, no slot): let the next round, on any replica, try again
-                self.client.delete(self._probe_key)
-            except REDIS_ERRORS as exc:
-                raise StateStoreError(f"Redis unreachable for the circuit probe ({exc})") from exc
+        else:  # no verdict (Pisano down, no slot): let the next round, on any replica, try again
+            self.store.release_probe()
 
     def close(self) -> None:
         """Close after a successful probe (callers skip this while the circuit is closed)."""
-        try:
-            self.client.delete(self._key, self._cooldown_key, self._probe_key)
-        except REDIS_ERRORS as exc:
-            raise StateStoreError(f"Redis unreachable closing the circuit ({exc})") from exc
+        self.store.clear()
         with self._lock:
             was = self._state
             self._state, self._trip, self._read_at = "closed", None, time.monotonic()
         if was != "closed":
-            log.warning("Pisano circuit CLOSED: Pisano accepts the token again")
+            log.warning("Pisano circuit CLOSED for destination %s: Pisano accepts the token again", self.name)
 
 
-def token_probe(client: PisanoClient, limiter: RateLimiter | None) -> Callable[[], bool | Trip | None]:
+def token_verdict(answer: PisanoApiError | None) -> bool | Trip | None:
+    """What Pisano's answer to a token probe says: True accepted, a Trip refused, None unclear."""
+    if answer is None or (answer.http_status in (400, 404) and answer.code in TOKEN_ACCEPTED_CODES):
+        return True
+    if answer.http_status in (401, 403) or CODE_SCOPES.get(answer.code or 0) == "account":
+        return Trip(answer.code, answer.http_status, answer.message)
+    return None
+
+
+def token_probe(client: TokenProbe, limiter: Limiter) -> Callable[[], bool | Trip | None]:
     """The probe of a half-open circuit: Pisano's verdict on the token, in a throttle slot."""
 
     def probe() -> bool | Trip | None:
-        if limiter is not None:
-            grant = limiter.acquire()
-            if not grant.granted:
-                return None
-            time.sleep(grant.wait_s)
+        grant = limiter.acquire()
+        if not grant.granted:
+            return None
+        time.sleep(grant.wait_s)
         try:
-            answer = client.probe_token()
+            return token_verdict(client.probe_token())
         except PisanoTransportError:
             return None
-        if answer is None or (answer.http_status in (400, 404) and answer.code in TOKEN_ACCEPTED_CODES):
-            return True
-        if answer.http_status in (401, 403) or CODE_SCOPES.get(answer.code or 0) == "account":
-            return Trip(answer.code, answer.http_status, answer.message)
-        return None
 
     return probe

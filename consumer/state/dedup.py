@@ -1,4 +1,4 @@
-"""Fleet-wide deduplication of event ids in Redis (DESIGN.md invariants 1 and 2).
+"""Fleet-wide deduplication of event ids (ARCHITECTURE.md, invariants 1 and 2).
 
 Each request's event ids are claimed in one round trip before the POST, and settled in one
 round trip after it: delivered after a 200, released when the request certainly failed, marked
@@ -6,19 +6,35 @@ unknown when its fate is unknown. An id that was delivered is skipped; an id cla
 attempt elsewhere is held back and tried again later; an id whose claim outlived its lease (the
 claimer died between POST and settling) has an unknown fate and is dead-lettered as ambiguous,
 never silently resent.
+
+`DedupStore` is the contract; `RedisDedup` keeps the state in Redis (`lua/claim.lua`,
+`lua/settle.lua`), `consumer.state.memory.MemoryDedup` in memory for unit tests. Both pass
+tests/contract/test_dedup_contract.py.
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from consumer.errors import StateStoreError
-from consumer.state.redis import REDIS_ERRORS, Keys, load_script
+from consumer.state.redis import Keys, load_script, translated
 
-CLAIMED, DELIVERED, HELD, UNKNOWN = "C", "D", "H", "U"
+
+class ClaimStatus(enum.Enum):
+    CLAIMED = "C"  # claimed for the caller: it may send
+    DELIVERED = "D"  # delivered before: skip it
+    HELD = "H"  # claimed by a live attempt elsewhere: hold it back, try later
+    UNKNOWN = "U"  # an earlier attempt may have reached Pisano: dead-letter as ambiguous
+
+
+class Settlement(enum.Enum):
+    DELIVERED = "d"  # Pisano answered 200
+    UNKNOWN = "u"  # the request may have reached Pisano
+    RELEASED = "r"  # the request certainly failed or never left: the id may be sent again
 
 
 @dataclass(frozen=True)
@@ -27,59 +43,70 @@ class ClaimRequest:
     replay: bool = False
 
 
-class Deduplicator:
+class DedupStore(Protocol):
+    """What the sender needs from the dedup state, whatever keeps it."""
+
+    def new_tag(self) -> str:
+        """A claim tag for one request attempt; reusing it makes a retried claim idempotent."""
+
+    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> list[ClaimStatus]:
+        """One status per request, in order; claiming again under the same tag renews the lease."""
+
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
+        """Record a request's outcome: delivered and unknown overwrite any claim; released only
+        removes the caller's own claim."""
+
+    def state(self, event_id: str) -> str | None:
+        """The raw state of one id (for `check`, tests and SREs): None, 'd', 'u' or a claim."""
+
+
+def new_owner() -> str:
+    # One owner id per process: a restarted replica must not mistake its predecessor's claims
+    # for its own.
+    return uuid.uuid4().hex[:12]
+
+
+def new_tag(owner: str) -> str:
+    return f"{owner}|{uuid.uuid4().hex[:8]}"
+
+
+def parse_statuses(raw: Any, expected: int) -> list[ClaimStatus]:
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    if len(text) != expected:
+        raise StateStoreError("dedup claim answered for a different number of events")
+    return [ClaimStatus(c) for c in text]
+
+
+class RedisDedup:
     def __init__(self, client: Any, keys: Keys, *, lease_ms: int, horizon_s: int) -> None:
         self.client = client
         self.keys = keys
         self.lease_ms = lease_ms
         self.horizon_ms = horizon_s * 1000
-        # One owner id per process: a restarted replica must not mistake its predecessor's
-        # claims for its own.
-        self.owner = uuid.uuid4().hex[:12]
+        self.owner = new_owner()
         self._claim = load_script(client, "claim")
         self._settle = load_script(client, "settle")
 
     def new_tag(self) -> str:
-        """A claim tag for one request attempt; reusing it makes a retried claim idempotent."""
-        return f"{self.owner}|{uuid.uuid4().hex[:8]}"
+        return new_tag(self.owner)
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> str:
-        """One status char per request: C claimed, D delivered, H held elsewhere, U unknown."""
+    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> list[ClaimStatus]:
         if not requests:
-            return ""
+            return []
         keys = [self.keys.event(r.event_id) for r in requests]
         replays = "".join("1" if r.replay else "0" for r in requests)
-        try:
+        with translated("the dedup claim"):
             result = self._claim(keys=keys, args=[tag, self.lease_ms, self.horizon_ms, replays])
-        except REDIS_ERRORS as exc:
-            raise StateStoreError(f"Redis refused the dedup claim ({type(exc).__name__}: {exc})") from exc
-        statuses = result.decode() if isinstance(result, bytes) else str(result)
-        if len(statuses) != len(requests):
-            raise StateStoreError("dedup claim answered for a different number of events")
-        return statuses
+        return parse_statuses(result, len(requests))
 
-    def delivered(self, tag: str, event_ids: Sequence[str]) -> None:
-        self._settle_ids("d", tag, event_ids)
-
-    def unknown(self, tag: str, event_ids: Sequence[str]) -> None:
-        self._settle_ids("u", tag, event_ids)
-
-    def release(self, tag: str, event_ids: Sequence[str]) -> None:
-        self._settle_ids("r", tag, event_ids)
-
-    def _settle_ids(self, outcome: str, tag: str, event_ids: Sequence[str]) -> None:
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         if not event_ids:
             return
         keys = [self.keys.event(e) for e in event_ids]
-        try:
-            self._settle(keys=keys, args=[outcome, tag, self.horizon_ms])
-        except REDIS_ERRORS as exc:
-            raise StateStoreError(f"Redis refused the dedup update ({type(exc).__name__}: {exc})") from exc
+        with translated("the dedup update"):
+            self._settle(keys=keys, args=[outcome.value, tag, self.horizon_ms])
 
     def state(self, event_id: str) -> str | None:
-        """The raw state of one id (for `check`, tests and SREs): None, 'd', 'u' or a claim."""
-        try:
+        with translated("reading a dedup mark"):
             value = self.client.get(self.keys.event(event_id))
-        except REDIS_ERRORS as exc:
-            raise StateStoreError(str(exc)) from exc
         return value.decode() if isinstance(value, bytes) else value

@@ -9,6 +9,10 @@ pauses instead of holding a far slot.
 A 429 pauses the token's limiter for everyone (`lua/pause.lua`). If Redis loses the state
 (restart without persistence), each replica puts back the slots it reserved itself within the
 longest window (`lua/seed.lua`) before reserving again.
+
+`Limiter` is the contract: `RedisLimiter` (the fleet's), `NoLimiter` for PISANO_RATE_LIMITS=off,
+and `consumer.state.memory.MemoryLimiter` for unit tests; the Redis and memory ones pass
+tests/contract/test_limiter_contract.py.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from consumer.config.windows import RateWindow
 from consumer.errors import StateStoreError
-from consumer.state.redis import REDIS_ERRORS, Keys, load_script
+from consumer.state.redis import Keys, load_script, translated
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,37 @@ class Grant:
     slot_ms: int
 
 
-class RateLimiter:
+class Limiter(Protocol):
+    """A throttle: reserve a slot per request, pause everyone after a 429."""
+
+    windows: tuple[RateWindow, ...]
+
+    def acquire(self) -> Grant:
+        """Reserve the earliest allowed slot, or refuse with its wait when beyond the horizon."""
+
+    def pause(self, seconds: float) -> None:
+        """No slot for anyone before `seconds` from now (Pisano answered 429)."""
+
+    def utilisation(self) -> dict[RateWindow, float]:
+        """Share of each window's limit reserved in the window ending now."""
+
+
+class NoLimiter:
+    """PISANO_RATE_LIMITS=off: every request may leave at once (an on-premises Pisano)."""
+
+    windows: tuple[RateWindow, ...] = ()
+
+    def acquire(self) -> Grant:
+        return Grant(granted=True, wait_s=0.0, slot_ms=0)
+
+    def pause(self, seconds: float) -> None:
+        pass
+
+    def utilisation(self) -> dict[RateWindow, float]:
+        return {}
+
+
+class RedisLimiter:
     def __init__(
         self,
         client: Any,
@@ -47,7 +81,7 @@ class RateLimiter:
         horizon_ms: int,
     ) -> None:
         if not windows:
-            raise ValueError("a RateLimiter needs at least one window; use no limiter for 'off'")
+            raise ValueError("a RedisLimiter needs at least one window; use NoLimiter for 'off'")
         self.client = client
         self.windows = windows
         self.margin_ms = margin_ms
@@ -92,13 +126,11 @@ class RateLimiter:
 
     def utilisation(self) -> dict[RateWindow, float]:
         """Share of each window's limit reserved in the window ending now (for metrics)."""
-        try:
+        with translated("reading the limiter"):
             pipe = self.client.pipeline(transaction=False)
             pipe.time()
             pipe.lrange(self._keys[0], 0, -1)
             (seconds, micros), entries = pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise StateStoreError(f"Redis unreachable reading the limiter ({exc})") from exc
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         slots = [int(e) for e in entries]
         return {
@@ -123,7 +155,5 @@ class RateLimiter:
                 self._generation = generation
 
     def _call(self, script: Any, args: list[Any]) -> Any:
-        try:
+        with translated("the throttle"):
             return script(keys=self._keys, args=args)
-        except REDIS_ERRORS as exc:
-            raise StateStoreError(f"Redis unreachable for the throttle ({type(exc).__name__}: {exc})") from exc

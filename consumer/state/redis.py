@@ -12,6 +12,8 @@ where it matters.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from typing import Any
 
@@ -21,10 +23,23 @@ from redis.commands.core import Script
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
+from consumer.errors import StateStoreError
+
 SOCKET_TIMEOUT_S = 2.0
 # What a Redis call raises when Redis (or a cluster slot) is not available. Cluster errors such as
 # SlotNotCoveredError during a failover do not derive from RedisError.
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """The one place where Redis's exceptions become the project's StateStoreError.
+
+    Callers fail closed on StateStoreError (no slot, no claim: no send) and try again later."""
+    try:
+        yield
+    except REDIS_ERRORS as exc:
+        raise StateStoreError(f"Redis unreachable for {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def connect(url: str, *, cluster: bool = False, timeout_s: float = SOCKET_TIMEOUT_S) -> Any:

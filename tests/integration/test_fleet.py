@@ -3,7 +3,7 @@
 Afterwards nobody got a second SMS, every invalid event is dead-lettered with its reason, every
 duplicate was skipped, and the group's offsets are at the end of every partition. A SIGKILL can
 land while a request is in flight: its events then have an unknown fate and are dead-lettered as
-`ambiguous` (DESIGN.md invariant 2). The test then does what an SRE does: replays the ambiguous
+`ambiguous` (ARCHITECTURE.md invariant 2). The test then does what an SRE does: replays the ambiguous
 events that the Pisano side shows as not delivered, and checks that every valid event was
 delivered exactly once in the end.
 """

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from consumer.config.settings import Settings, load_settings
-from tests.unit.test_observability_assets import exported_metric_names, metric_names_in
+from tests.unit.operations.test_observability_assets import exported_metric_names, metric_names_in
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "pisano-sms-consumer"

@@ -2,7 +2,7 @@
 Redis over TLS with an ACL user and password, Pisano over HTTPS with a private CA, the token from
 a mounted file. While it runs, /metrics is scraped and its counters are checked against the
 simulator's delivery log and the dead-letter topic; afterwards the logs are searched for every
-secret and every phone number (DESIGN.md invariant 6)."""
+secret and every phone number (ARCHITECTURE.md invariant 6)."""
 
 from __future__ import annotations
 

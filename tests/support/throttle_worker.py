@@ -39,10 +39,10 @@ def main() -> None:
     import httpx
 
     from consumer.config.windows import parse_rate_limits
-    from consumer.state.limiter import RateLimiter
+    from consumer.state.limiter import RedisLimiter
     from consumer.state.redis import Keys, connect
 
-    limiter = RateLimiter(connect(args.redis), Keys("throttle-test"), args.token, parse_rate_limits(args.windows),
+    limiter = RedisLimiter(connect(args.redis), Keys("throttle-test"), args.token, parse_rate_limits(args.windows),
                           margin_ms=args.margin_ms, horizon_ms=args.horizon_ms)
     client = httpx.Client(base_url=args.pisano, headers={"Authorization": f"Token token={args.token}"},
                           limits=httpx.Limits(max_connections=args.threads))

@@ -120,7 +120,7 @@ def test_entry_point_mapper_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     import consumer.ingest.mapping as mapping
 
-    ep = EntryPoint("custom", "tests.unit.custom_mapper:UpperMapper", mapping.ENTRY_POINT_GROUP)
+    ep = EntryPoint("custom", "tests.unit.ingest.custom_mapper:UpperMapper", mapping.ENTRY_POINT_GROUP)
     monkeypatch.setattr(mapping, "entry_points", lambda group, name=None: [ep] if name in (None, "custom") else [])
     mapper = load_mapper(Settings(mapper="custom"))
     assert mapper.map({"id": "x", "tel": "+905321234567"}).event_id == "X"

@@ -17,7 +17,7 @@ import yaml
 
 from consumer.operations.metrics import Metrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm" / "pisano-sms-consumer"
 DASHBOARD = CHART / "dashboards" / "pisano-sms.json"
 RULES = CHART / "alerts" / "pisano-sms.rules.yaml"

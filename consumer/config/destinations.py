@@ -1,0 +1,133 @@
+"""Destinations: the Pisano accounts one fleet sends to, from the settings.
+
+The environment-only setup (`PISANO_URL`, `PISANO_API_TOKEN[_FILE]`, `PISANO_RATE_LIMITS`, ...)
+is the destination `default`. The YAML config may declare more under `destinations:`, each
+with its own URL, token, throttle windows, TLS and timeouts, and the campaigns it owns:
+
+    destinations:
+      retail:
+        url: https://api.pisano.co
+        api_token_file: /var/run/secrets/retail-token
+        rate_limits: 20/5s,40/25s,80/125s,160/625s
+        campaigns: [0b6f6e2c-...]
+
+A campaign belongs to one account at Pisano, so a campaign names its destination: a campaign
+listed by a destination goes there, any other to `default` (or is unroutable without one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from consumer.config.settings import Settings
+from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
+from consumer.errors import ConfigError
+
+DEFAULT = "default"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"  # a metric label value: bounded and tame
+
+
+class DestinationSettings(BaseModel):
+    """One entry of `destinations:` (names as the PISANO_* settings, without the prefix)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    api_token: SecretStr | None = None
+    api_token_file: Path | None = None
+    rate_limits: str = PISANO_CLOUD_LIMITS
+    rate_margin_ms: int = Field(500, ge=0, le=60_000)
+    timeout_ms: int = Field(30_000, ge=100, le=600_000)
+    connect_timeout_ms: int = Field(5_000, ge=100, le=120_000)
+    ca_file: Path | None = None
+    tls_verify: bool = True
+    max_recipients: int = Field(5000, ge=1, le=5000)
+    campaigns: list[str] = Field(default_factory=list)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        parse_rate_limits(value)
+        return value
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    name: str
+    url: str
+    token: str
+    windows: tuple[RateWindow, ...]
+    margin_ms: int
+    timeout_ms: int
+    connect_timeout_ms: int
+    ca_file: Path | None
+    tls_verify: bool
+    max_recipients: int
+    campaigns: frozenset[str]
+
+
+def read_token(value: SecretStr | None, file: Path | None, setting: str) -> str:
+    """A token given inline or as a mounted file (a trailing newline is not part of it)."""
+    if value is not None and file is not None:
+        raise ConfigError(f"{setting}: set the token or the token file, not both")
+    if value is not None:
+        token = value.get_secret_value().strip()
+    elif file is not None:
+        try:
+            token = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{setting}_FILE={file}: cannot read it ({exc.strerror}); mount the token file") from exc
+    else:
+        token = ""
+    if not token:
+        raise ConfigError(f"{setting} is not set: set it, or {setting}_FILE")
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise ConfigError(f"{setting}: the token holds spaces or control characters; check the Secret it comes from")
+    return token
+
+
+def destination_configs(settings: Settings) -> dict[str, DestinationConfig]:
+    """Every configured destination, validated; ConfigError naming the entry otherwise."""
+    import re
+
+    out: dict[str, DestinationConfig] = {}
+    if settings.pisano_url:
+        out[DEFAULT] = DestinationConfig(
+            DEFAULT, settings.pisano_url, settings.api_token(), settings.rate_windows,
+            settings.pisano_rate_margin_ms, settings.pisano_timeout_ms, settings.pisano_connect_timeout_ms,
+            settings.pisano_ca_file, settings.pisano_tls_verify, settings.batch_max_recipients, frozenset())
+    owners: dict[str, str] = {}
+    for name, raw in settings.destinations.items():
+        where = f"DESTINATIONS.{name}"
+        if not re.match(NAME_PATTERN, name) or name in out:
+            raise ConfigError(f"{where}: a destination name is 1-32 lowercase letters, digits, '-' or '_', "
+                              f"and '{DEFAULT}' is taken by PISANO_URL")
+        try:
+            spec = DestinationSettings.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in first.get("loc", ()))
+            raise ConfigError(f"{where}.{field}: {first.get('msg', 'invalid')}") from None
+        for campaign in spec.campaigns:
+            if campaign in owners:
+                raise ConfigError(f"{where}: campaign {campaign} is already routed to {owners[campaign]}")
+            owners[campaign] = name
+        out[name] = DestinationConfig(
+            name, spec.url.rstrip("/"), read_token(spec.api_token, spec.api_token_file, f"{where}.API_TOKEN"),
+            parse_rate_limits(spec.rate_limits), spec.rate_margin_ms, spec.timeout_ms, spec.connect_timeout_ms,
+            spec.ca_file, spec.tls_verify, min(spec.max_recipients, settings.batch_max_recipients),
+            frozenset(spec.campaigns))
+    if not out:
+        raise ConfigError("missing setting(s): PISANO_URL (or DESTINATIONS); set it in the environment "
+                          "or in the --config file")
+    return out
+
+
+def routes(configs: dict[str, DestinationConfig]) -> dict[str, str]:
+    """Campaign id -> destination name, for the campaigns a destination lists."""
+    return {campaign: c.name for c in configs.values() for campaign in c.campaigns}
+
+

@@ -1,0 +1,137 @@
+"""A batch's claim on its event ids, as a context manager (ARCHITECTURE.md invariants 1 and 2).
+
+Inside the `with`: claim the ids, renew the claims before every retry, mark which ids are in a
+request that may have left (`sending`), settle them with the request's fate. On exit, whatever
+way the block ends, every id still claimed is settled: released when no request carrying it
+may have left (it may be sent again), unknown when one may have (never resent on its own). So
+no exception can leave a claim behind to block its event for the whole lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from consumer.delivery.backoff import REDIS_BACKOFF
+from consumer.delivery.batching import PendingEvent
+from consumer.errors import StateStoreError
+from consumer.operations.metrics import Metrics
+from consumer.state.dedup import ClaimRequest, ClaimStatus, DedupStore, Settlement
+
+log = logging.getLogger(__name__)
+
+RENEW_TRIES = 5
+SETTLE_TRIES = 15  # about a minute of Redis outage: an outcome must be recorded if at all possible
+
+
+@dataclass
+class Claimed:
+    """The answer to one claim, event by event."""
+
+    claimed: list[PendingEvent] = field(default_factory=list)
+    delivered: list[PendingEvent] = field(default_factory=list)
+    held: list[PendingEvent] = field(default_factory=list)
+    unknown: list[PendingEvent] = field(default_factory=list)
+
+    def add(self, event: PendingEvent, status: ClaimStatus) -> None:
+        {ClaimStatus.CLAIMED: self.claimed, ClaimStatus.DELIVERED: self.delivered,
+         ClaimStatus.HELD: self.held, ClaimStatus.UNKNOWN: self.unknown}[status].append(event)
+
+
+class Claim:
+    def __init__(self, dedup: DedupStore, metrics: Metrics, stop: threading.Event) -> None:
+        self.dedup = dedup
+        self.metrics = metrics
+        self.stop = stop
+        self.tag = dedup.new_tag()
+        self._held: dict[str, bool] = {}  # claimed event id -> a request carrying it may have left
+        # Settled on exit, for the sender to report: (events, whether a request may have left).
+        self.left_over: list[tuple[str, bool]] = []
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if not self._held:
+            return
+        self.left_over = list(self._held.items())
+        unknown = [i for i, sent in self.left_over if sent]
+        released = [i for i, sent in self.left_over if not sent]
+        if error is not None:
+            log.error("batch processing failed after claiming (%s); settling %d claims: %d unknown, %d released",
+                      type(error).__name__, len(self.left_over), len(unknown), len(released))
+        self._held.clear()
+        try:
+            self._settle_ids(Settlement.UNKNOWN, unknown)
+            self._settle_ids(Settlement.RELEASED, released)
+        except Exception:  # never mask the error that brought us here; the lease bounds the claims
+            log.exception("could not settle %d left-over claims; they expire with their lease", len(self.left_over))
+
+    def claim(self, events: Sequence[PendingEvent]) -> Claimed:
+        """Claim the events' ids in one round trip; StateStoreError if Redis is away (then what
+        the script may have claimed before its answer got lost is released again)."""
+        try:
+            statuses = self.dedup.claim(self.tag, _requests(events))
+        except StateStoreError:
+            with contextlib.suppress(StateStoreError):
+                self.dedup.settle(Settlement.RELEASED, self.tag, [e.recipient.event_id for e in events])
+            raise
+        answer = Claimed()
+        for event, status in zip(events, statuses, strict=True):
+            answer.add(event, status)
+            if status is ClaimStatus.CLAIMED:
+                self._held[event.recipient.event_id] = False
+        return answer
+
+    def renew(self, events: Sequence[PendingEvent]) -> bool:
+        """Claim again under the same tag (idempotent; refreshes the lease). False: do not send."""
+        for attempt in range(1, RENEW_TRIES + 1):
+            try:
+                return all(s is ClaimStatus.CLAIMED for s in self.dedup.claim(self.tag, _requests(events)))
+            except StateStoreError as exc:
+                self.metrics.redis_errors.labels("claim").inc()
+                delay = REDIS_BACKOFF.delay(attempt)
+                log.error("could not renew claims (%s); retrying in %.1fs", exc, delay)
+                if self.stop.wait(delay):
+                    return False
+        return False
+
+    def sending(self, events: Sequence[PendingEvent]) -> None:
+        """These ids are about to leave in a request: from now on their fate may be unknown."""
+        for event in events:
+            self._held[event.recipient.event_id] = True
+
+    def settle(self, outcome: Settlement, events: Sequence[PendingEvent]) -> None:
+        """Record the fate of these events' request. Until it is recorded they stay held, so an
+        exception here still ends them as unknown on exit if a request may have left."""
+        ids = [e.recipient.event_id for e in events]
+        self._settle_ids(outcome, ids)
+        for event_id in ids:
+            self._held.pop(event_id, None)
+
+    def _settle_ids(self, outcome: Settlement, ids: list[str]) -> None:
+        """Record an outcome in Redis, retrying while Redis is away (bounded, not interruptible:
+        an outcome must be recorded if at all possible)."""
+        if not ids:
+            return
+        for attempt in range(1, SETTLE_TRIES + 1):
+            try:
+                self.dedup.settle(outcome, self.tag, ids)
+                return
+            except StateStoreError as exc:
+                self.metrics.redis_errors.labels("settle").inc()
+                delay = REDIS_BACKOFF.delay(attempt)
+                log.error("could not record an outcome in Redis (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+        log.error("gave up recording an outcome in Redis; duplicates of these %d events will be "
+                  "dead-lettered as ambiguous once their claim lease expires", len(ids))
+
+
+def _requests(events: Sequence[PendingEvent]) -> list[ClaimRequest]:
+    return [ClaimRequest(e.recipient.event_id, e.replay) for e in events]

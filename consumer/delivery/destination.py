@@ -1,0 +1,52 @@
+"""A destination: one Pisano account the fleet sends to.
+
+Everything the sending side needs to talk to it travels together: the HTTP client (base URL,
+token, TLS, timeouts), the fleet-wide throttle, the circuit breaker, the error classification
+and the most recipients per request. The sender talks to a destination, never to a client,
+limiter or circuit it found elsewhere. `consumer.app` builds one per configured destination;
+the environment-only setup (`PISANO_URL`, `PISANO_API_TOKEN`, ...) is the destination `default`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from consumer.delivery.failures import Verdict, classify
+from consumer.delivery.pisano import Accepted
+from consumer.errors import PisanoApiError, PisanoError
+from consumer.state.circuit import CircuitBreaker, Trip, token_probe
+from consumer.state.limiter import Limiter
+
+DEFAULT = "default"
+
+
+class PisanoApi(Protocol):
+    """The calls the sender makes: `consumer.delivery.pisano.PisanoClient` over HTTP, or a fake."""
+
+    def send(self, campaign_id: str, body: bytes) -> Accepted:
+        """POST one sms_sharings request; PisanoError when it did not succeed."""
+
+    def probe_token(self, campaign_id: str = ...) -> PisanoApiError | None:
+        """Ask whether the token is accepted, sending no SMS (None: accepted)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass
+class Destination:
+    name: str
+    client: PisanoApi
+    limiter: Limiter
+    circuit: CircuitBreaker
+    max_recipients: int = 5000
+    # How late after its slot a request may still leave: half the throttle margin, so two
+    # requests each late by at most this stay inside their windows.
+    max_lateness_s: float = 0.25
+    classify: Callable[[PisanoError], Verdict] = field(default=classify)
+
+    def probe(self) -> Callable[[], bool | Trip | None]:
+        """The half-open circuit's question to Pisano, in a throttle slot of this destination."""
+        return token_probe(self.client, self.limiter)

@@ -1,0 +1,33 @@
+"""Waiting out a Redis outage in a sender thread: counted, logged sparingly, backed off."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from consumer.delivery.backoff import REDIS_BACKOFF
+from consumer.errors import StateStoreError
+from consumer.operations.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class RedisOutage:
+    """Redis unreachable means no slot and no claim, so no send (ARCHITECTURE.md invariant 5):
+    the thread waits and tries again while the batches wait in the buffer."""
+
+    def __init__(self, metrics: Metrics, stop: threading.Event) -> None:
+        self.metrics = metrics
+        self.stop = stop
+        self._failures = 0
+
+    def failed(self, operation: str, exc: StateStoreError) -> None:
+        """Count the failure and wait before the next try (returns early when stopping)."""
+        self.metrics.redis_errors.labels(operation).inc()
+        self._failures += 1
+        if self._failures in (1, 10) or self._failures % 100 == 0:
+            log.error("Redis unavailable (%s): not sending until it is back; %s", operation, exc)
+        self.stop.wait(REDIS_BACKOFF.delay(self._failures))
+
+    def recovered(self) -> None:
+        self._failures = 0

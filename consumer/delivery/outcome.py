@@ -1,0 +1,54 @@
+"""How a batch's events end, as the sender hands them to the poll loop.
+
+delivered  Pisano accepted them: commit.            skipped  delivered before: commit.
+requeue    not sent, try again later (held elsewhere, Redis away, claim lost).
+dead_letter  with a Failure naming the reason: produce to the DLQ, then commit.
+
+`BatchReport` makes sure every event of a batch gets exactly one outcome: whatever is still
+open when the batch's processing ends (a bug, an exception from a library) gets the fallback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from consumer.delivery.batching import PendingEvent
+from consumer.outcomes.deadletter import Failure
+
+OutcomeKind = Literal["delivered", "skipped", "requeue", "dead_letter"]
+
+
+@dataclass
+class Outcome:
+    kind: OutcomeKind
+    events: list[PendingEvent]
+    failure: Failure | None = None
+    accepted_at_ms: int = 0
+
+
+class BatchReport:
+    """The outcomes of one batch's events: each event is reported once."""
+
+    def __init__(self, report: Callable[[Outcome], None], events: Iterable[PendingEvent] = ()) -> None:
+        self._report = report
+        self._open: dict[int, PendingEvent] = {id(e): e for e in events}
+        self._lock = threading.Lock()
+
+    def add(self, events: Iterable[PendingEvent]) -> None:
+        """Events joined the batch (a top-up after skipped ids freed room)."""
+        with self._lock:
+            self._open.update((id(e), e) for e in events)
+
+    def __call__(self, outcome: Outcome) -> None:
+        with self._lock:
+            fresh = [e for e in outcome.events if self._open.pop(id(e), None) is not None]
+        if fresh:
+            outcome.events = fresh
+            self._report(outcome)
+
+    def open_events(self) -> list[PendingEvent]:
+        with self._lock:
+            return list(self._open.values())

@@ -1,0 +1,185 @@
+"""In-memory state for unit tests and single-process tools: the same contracts as the Redis
+implementations (tests/contract/ runs both), with no server.
+
+They are faithful models of the Lua scripts (`lua/claim.lua`, `lua/settle.lua`,
+`lua/acquire.lua`, `lua/pause.lua`), not shortcuts: a sender unit test on these fakes exercises
+the same decisions a fleet makes on Redis. State is per object: share one object between the
+"replicas" of a test to model one Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from consumer.config.windows import RateWindow
+from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement, new_owner, new_tag
+from consumer.state.limiter import Grant
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Entry:
+    value: str
+    expires_at: int
+
+
+class MemoryDedup:
+    def __init__(self, *, lease_ms: int, horizon_s: int, clock: Callable[[], int] = _now_ms,
+                 shared: dict[str, _Entry] | None = None) -> None:
+        self.lease_ms = lease_ms
+        self.horizon_ms = horizon_s * 1000
+        self.clock = clock
+        self.owner = new_owner()
+        self._marks: dict[str, _Entry] = {} if shared is None else shared
+        self._lock = threading.Lock()
+
+    def replica(self) -> MemoryDedup:
+        """Another process's view of the same store (its own owner id)."""
+        return MemoryDedup(lease_ms=self.lease_ms, horizon_s=self.horizon_ms // 1000, clock=self.clock,
+                           shared=self._marks)
+
+    def new_tag(self) -> str:
+        return new_tag(self.owner)
+
+    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> list[ClaimStatus]:
+        now = self.clock()
+        mine = f"c|{tag}|"
+        out = []
+        with self._lock:
+            for request in requests:
+                value = self._get(request.event_id, now)
+                if value is None or value.startswith(mine):
+                    status = ClaimStatus.CLAIMED
+                elif value == "d":
+                    status = ClaimStatus.DELIVERED
+                elif value == "u":
+                    status = ClaimStatus.CLAIMED if request.replay else ClaimStatus.UNKNOWN
+                elif now - int(value.rsplit("|", 1)[1]) < self.lease_ms:
+                    status = ClaimStatus.HELD
+                else:
+                    status = ClaimStatus.CLAIMED if request.replay else ClaimStatus.UNKNOWN
+                if status is ClaimStatus.CLAIMED:
+                    self._marks[request.event_id] = _Entry(f"{mine}{now}", now + self.horizon_ms)
+                out.append(status)
+        return out
+
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
+        now = self.clock()
+        mine = f"c|{tag}|"
+        with self._lock:
+            for event_id in event_ids:
+                value = self._get(event_id, now)
+                if outcome is Settlement.RELEASED:
+                    if value is not None and value.startswith(mine):
+                        del self._marks[event_id]
+                elif outcome is Settlement.DELIVERED:
+                    self._marks[event_id] = _Entry("d", now + self.horizon_ms)
+                elif value != "d":
+                    self._marks[event_id] = _Entry("u", now + self.horizon_ms)
+
+    def state(self, event_id: str) -> str | None:
+        with self._lock:
+            return self._get(event_id, self.clock())
+
+    def _get(self, event_id: str, now: int) -> str | None:
+        entry = self._marks.get(event_id)
+        if entry is None or entry.expires_at <= now:
+            self._marks.pop(event_id, None)
+            return None
+        return entry.value
+
+
+@dataclass
+class _LimiterState:
+    slots: list[int] = field(default_factory=list)
+    pause_until: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class MemoryLimiter:
+    """The exact multi-window limiter of `lua/acquire.lua`, first come first served."""
+
+    def __init__(self, windows: tuple[RateWindow, ...], *, margin_ms: int, horizon_ms: int,
+                 clock: Callable[[], int] = _now_ms, shared: _LimiterState | None = None) -> None:
+        if not windows:
+            raise ValueError("a MemoryLimiter needs at least one window; use NoLimiter for 'off'")
+        self.windows = windows
+        self.margin_ms = margin_ms
+        self.horizon_ms = horizon_ms
+        self.clock = clock
+        self._state = shared or _LimiterState()
+        self._keep = max(w.limit for w in windows)
+
+    def replica(self) -> MemoryLimiter:
+        return MemoryLimiter(self.windows, margin_ms=self.margin_ms, horizon_ms=self.horizon_ms, clock=self.clock,
+                             shared=self._state)
+
+    def acquire(self) -> Grant:
+        state = self._state
+        with state.lock:
+            now = self.clock()
+            slot = max(now, state.pause_until, state.slots[-1] if state.slots else now)
+            for window in self.windows:
+                if len(state.slots) >= window.limit:
+                    slot = max(slot, state.slots[-window.limit] + window.period_ms + self.margin_ms)
+            wait = slot - now
+            if wait > self.horizon_ms:
+                return Grant(granted=False, wait_s=wait / 1000, slot_ms=slot)
+            state.slots.append(slot)
+            del state.slots[:-self._keep]
+            return Grant(granted=True, wait_s=wait / 1000, slot_ms=slot)
+
+    def pause(self, seconds: float) -> None:
+        with self._state.lock:
+            self._state.pause_until = max(self._state.pause_until, self.clock() + max(1, round(seconds * 1000)))
+
+    def utilisation(self) -> dict[RateWindow, float]:
+        with self._state.lock:
+            now, slots = self.clock(), list(self._state.slots)
+        return {w: sum(1 for s in slots if now - w.period_ms < s <= now) / w.limit for w in self.windows}
+
+
+class MemoryCircuitStore:
+    def __init__(self, clock: Callable[[], int] = _now_ms) -> None:
+        self.clock = clock
+        self._fields: dict[str, str] = {}
+        self._cooldown_until = 0
+        self._probe_until = 0
+        self._lock = threading.Lock()
+
+    def read(self) -> tuple[dict[str, str], int]:
+        with self._lock:
+            return dict(self._fields), self._cooldown_until - self.clock() if self._fields else -2
+
+    def previous_cooldown_ms(self) -> int | None:
+        with self._lock:
+            value = self._fields.get("cooldown_ms")
+        return int(value) if value else None
+
+    def write_open(self, fields: dict[str, str], cooldown_ms: int) -> None:
+        with self._lock:
+            self._fields = {**fields, "cooldown_ms": str(cooldown_ms)}
+            self._cooldown_until = self.clock() + cooldown_ms
+            self._probe_until = 0
+
+    def try_probe(self, lease_ms: int) -> bool:
+        with self._lock:
+            now = self.clock()
+            if self._probe_until > now:
+                return False
+            self._probe_until = now + lease_ms
+            return True
+
+    def release_probe(self) -> None:
+        with self._lock:
+            self._probe_until = 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._fields, self._cooldown_until, self._probe_until = {}, 0, 0
