@@ -55,6 +55,7 @@ class Attempts:
         self.slots = slots
         self.retry = retry
         self.metrics = metrics
+        self.dm = metrics.destination(destination.name)
         self.stop = stop
 
     def send(self, campaign: str, body: bytes, *, slot_taken: bool, renew: Callable[[], bool],
@@ -70,16 +71,16 @@ class Attempts:
                 return sent
             sent.attempts += 1
             sending()
-            self.metrics.in_flight_requests.inc()
+            self.dm.in_flight_requests.inc()
             try:
                 sent.accepted = self.destination.client.send(campaign, body)
             except PisanoError as error:
                 sent.error, sent.verdict = error, self.destination.classify(error)
                 self._count(error)
             finally:
-                self.metrics.in_flight_requests.dec()
+                self.dm.in_flight_requests.dec()
             if sent.accepted is not None:
-                self.metrics.requests.labels("200", "").inc()
+                self.dm.requests("200", "").inc()
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
                 return sent
             assert sent.error is not None and sent.verdict is not None
@@ -95,7 +96,7 @@ class Attempts:
     def _wait_to_retry(self, error: PisanoError, delay: float) -> bool:
         """Back off, then get a new slot (every attempt counts against Pisano's throttle)."""
         if isinstance(error, PisanoApiError) and error.http_status == 429:
-            self.metrics.throttle_pauses.inc()
+            self.dm.throttle_pauses.inc()
             try:
                 self.destination.limiter.pause(delay)
             except StateStoreError as exc:
@@ -107,6 +108,7 @@ class Attempts:
 
     def _count(self, error: PisanoError) -> None:
         if isinstance(error, PisanoApiError):
-            self.metrics.requests.labels(str(error.http_status), str(error.code or "")).inc()
+            self.dm.requests(str(error.http_status), str(error.code or "")).inc()
         else:
-            self.metrics.requests.labels("ambiguous" if getattr(error, "ambiguous", False) else "transport", "").inc()
+            kind = "ambiguous" if getattr(error, "ambiguous", False) else "transport"
+            self.dm.requests(kind, "").inc()

@@ -78,7 +78,9 @@ class Sender:
         self.policy = policy
         self._stop = threading.Event()
         self.outage = RedisOutage(metrics, self._stop)
-        self.slots = SlotReserver(destination.limiter, metrics, self._stop, self.outage, throttle_horizon_s)
+        self.slots = SlotReserver(destination.limiter, metrics, self._stop, self.outage, throttle_horizon_s,
+                                  destination.name)
+        self.dm = metrics.destination(destination.name)
         self.attempts = Attempts(destination, self.slots, policy.retry, metrics, self._stop)
         self._threads = [threading.Thread(target=self._run, name=f"sender-{destination.name}-{i}", daemon=True)
                          for i in range(threads)]
@@ -122,7 +124,7 @@ class Sender:
                 promised = False
                 batch = self.batcher.take()
                 if batch is None:
-                    self.metrics.throttle_wasted.inc()
+                    self.dm.throttle_wasted.inc()
                     continue
                 self.process(batch, slot_at)
             except Exception:  # a bug here must not silently kill a sender thread
@@ -208,7 +210,7 @@ class Sender:
         if time.monotonic() - slot_at > self.destination.max_lateness_s and self.destination.limiter.windows:
             # Preparing overran the slot (a slow Redis, a busy CPU). Sent this late, the request
             # could reach Pisano after a later slot's request and break a window; take a new slot.
-            self.metrics.throttle_wasted.inc()
+            self.dm.throttle_wasted.inc()
             if not self.slots.wait_for_slot():
                 return
         self.metrics.batch_size.observe(len(events))
@@ -281,7 +283,7 @@ class Sender:
                    outcomes: BatchReport) -> None:
         assert sent.accepted is not None
         claim.settle(Settlement.DELIVERED, events)
-        self.metrics.recipients_delivered.inc(len(events))
+        self.dm.recipients_delivered.inc(len(events))
         log.info("delivered %d recipients", len(events),
                  extra={"campaign": campaign, "request_id": sent.accepted.request_id, "count": len(events),
                         "attempt": sent.attempts, "destination": self.destination.name})
@@ -357,7 +359,7 @@ class Sender:
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("circuit").inc()
             log.error("could not open the circuit in Redis: %s", exc)
-        self.metrics.circuit_state.set(1)
+        self.dm.circuit_state.set(1)
 
 
 def _failure(reason: str, sent: Sent, campaign: str, note: str = "") -> Failure:

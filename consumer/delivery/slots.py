@@ -19,9 +19,10 @@ from consumer.state.limiter import Limiter
 
 class SlotReserver:
     def __init__(self, limiter: Limiter, metrics: Metrics, stop: threading.Event, outage: RedisOutage,
-                 horizon_s: float) -> None:
+                 horizon_s: float, destination: str) -> None:
         self.limiter = limiter
         self.metrics = metrics
+        self.dm = metrics.destination(destination)
         self.stop = stop
         self.outage = outage
         self.horizon_s = horizon_s
@@ -41,10 +42,10 @@ class SlotReserver:
                 continue
             self.outage.recovered()
             if not grant.granted:
-                self.metrics.throttle_refusals.inc()
+                self.dm.throttle_refusals.inc()
                 self._blocked_until = time.monotonic() + max(0.05, grant.wait_s - self.horizon_s)
                 continue
-            self.metrics.throttle_slots.inc()
+            self.dm.throttle_slots.inc()
             self.metrics.throttle_wait.observe(grant.wait_s)
             return time.monotonic() + grant.wait_s
         return None

@@ -27,7 +27,7 @@ from consumer.operations.metrics import Metrics
 from consumer.state.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
-SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
+CIRCUIT_VALUES = {"closed": 0, "open": 1, "half_open": 2}
 
 LIVENESS_S = 60.0
 PROBE_INTERVAL_S = 2.0
@@ -95,7 +95,7 @@ class HealthProbe:
         with contextlib.suppress(StateStoreError):
             for destination in self.destinations:
                 for window, share in destination.limiter.utilisation().items():
-                    self.metrics.throttle_utilisation.labels(str(window)).set(share)
+                    self.metrics.throttle_utilisation.labels(str(window), destination.name).set(share)
         return now
 
     def _check_redis(self) -> None:
@@ -117,11 +117,10 @@ class HealthProbe:
             except StateStoreError:
                 return  # Redis down is reported on its own
             states.append(state)
+            self.metrics.circuit_state.labels(destination.name).set(CIRCUIT_VALUES[state])
         # Not ready only when no destination can take traffic: one account's wrong token must
         # not take the replicas serving the others out of the load balancer.
         self.health.circuit_open = bool(states) and "closed" not in states
-        worst = max(states, key=SEVERITY.__getitem__, default="closed")
-        self.metrics.circuit_state.set({"closed": 0, "open": 1, "half_open": 2}[worst])
 
     def _check_kafka(self) -> None:
         try:

@@ -1,10 +1,14 @@
 """Prometheus metrics, prefix `pisano_sms_`, in a registry of their own.
 
 Labels stay low-cardinality and harmless: no phone numbers, tokens, event ids, and no campaign
-ids either (events can carry any campaign id, so it would be an unbounded label).
+ids either (events can carry any campaign id, so it would be an unbounded label). The
+`destination` label takes configured destination names only (consumer/config/destinations.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -26,11 +30,11 @@ class Metrics:
         self.events_held = Counter(f"{p}_events_held", "Events held back: their id was in flight elsewhere",
                                    registry=r)
         self.recipients_delivered = Counter(f"{p}_recipients_delivered", "Recipients in requests Pisano accepted",
-                                            registry=r)
+                                            ["destination"], registry=r)
         self.dead_letters = Counter(f"{p}_dead_letters", "Records dead-lettered (acknowledged by Kafka)",
                                     ["reason", "code"], registry=r)
         self.requests = Counter(f"{p}_requests", "Pisano requests by outcome (HTTP status, or transport)",
-                                ["status", "code"], registry=r)
+                                ["status", "code", "destination"], registry=r)
         self.batch_size = Histogram(f"{p}_batch_size", "Recipients per Pisano request", buckets=SIZE_BUCKETS,
                                     registry=r)
         self.batch_age = Histogram(f"{p}_batch_age_seconds", "How long a request's oldest event waited in the batch",
@@ -43,14 +47,16 @@ class Metrics:
         self.throttle_wait = Histogram(f"{p}_throttle_wait_seconds", "Wait for a throttle slot after reserving it",
                                        buckets=SECONDS_BUCKETS, registry=r)
         self.throttle_slots = Counter(f"{p}_throttle_slots_granted", "Throttle slots reserved by this replica",
-                                      registry=r)
+                                      ["destination"], registry=r)
         self.throttle_refusals = Counter(f"{p}_throttle_refusals", "Reservations refused: next slot beyond horizon",
-                                         registry=r)
-        self.throttle_pauses = Counter(f"{p}_throttle_pauses", "Fleet pauses after a 429 from Pisano", registry=r)
+                                         ["destination"], registry=r)
+        self.throttle_pauses = Counter(f"{p}_throttle_pauses", "Fleet pauses after a 429 from Pisano",
+                                       ["destination"], registry=r)
         self.throttle_wasted = Counter(f"{p}_throttle_slots_wasted", "Reserved slots that found nothing to send",
-                                       registry=r)
+                                       ["destination"], registry=r)
         self.throttle_utilisation = Gauge(f"{p}_throttle_window_utilisation",
-                                          "Share of each window's limit used by the fleet", ["window"], registry=r)
+                                          "Share of each window's limit used by the fleet", ["window", "destination"],
+                                          registry=r)
         self.redis_errors = Counter(f"{p}_redis_errors", "Redis calls that failed", ["operation"], registry=r)
         self.kafka_errors = Counter(f"{p}_kafka_errors", "Errors reported by librdkafka", ["code"], registry=r)
         self.consumer_lag = Gauge(f"{p}_consumer_lag", "Records behind the end of the partition",
@@ -61,10 +67,36 @@ class Metrics:
         self.unfinished_records = Gauge(f"{p}_unfinished_records",
                                         "Consumed records without an outcome yet (they hold back the commit)",
                                         ["topic", "partition"], registry=r)
-        self.in_flight_requests = Gauge(f"{p}_in_flight_requests", "Pisano requests under way", registry=r)
+        self.in_flight_requests = Gauge(f"{p}_in_flight_requests", "Pisano requests under way", ["destination"],
+                                        registry=r)
         self.partitions_paused = Gauge(f"{p}_partitions_paused", "1 while fetching is paused for backpressure",
                                        registry=r)
         self.circuit_state = Gauge(f"{p}_circuit_state", "Pisano circuit: 0 closed, 1 open, 2 half-open",
-                                   registry=r)
+                                   ["destination"], registry=r)
         self.assigned_partitions = Gauge(f"{p}_assigned_partitions", "Partitions assigned to this replica",
                                          registry=r)
+
+    def destination(self, name: str) -> DestinationMetrics:
+        """The metrics of one destination, its label bound."""
+        return DestinationMetrics(
+            name=name, requests_family=self.requests,
+            recipients_delivered=self.recipients_delivered.labels(name),
+            throttle_slots=self.throttle_slots.labels(name), throttle_refusals=self.throttle_refusals.labels(name),
+            throttle_pauses=self.throttle_pauses.labels(name), throttle_wasted=self.throttle_wasted.labels(name),
+            in_flight_requests=self.in_flight_requests.labels(name), circuit_state=self.circuit_state.labels(name))
+
+
+@dataclass(frozen=True)
+class DestinationMetrics:
+    name: str
+    requests_family: Counter
+    recipients_delivered: Any
+    throttle_slots: Any
+    throttle_refusals: Any
+    throttle_pauses: Any
+    throttle_wasted: Any
+    in_flight_requests: Any
+    circuit_state: Any
+
+    def requests(self, status: str, code: str) -> Any:
+        return self.requests_family.labels(status, code, self.name)

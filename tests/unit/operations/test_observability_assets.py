@@ -99,7 +99,7 @@ def test_exported_names_cover_what_the_exposition_shows() -> None:
     from prometheus_client import generate_latest
 
     metrics = Metrics()
-    metrics.requests.labels("200", "").inc()  # a labelled family only shows once it has a child
+    metrics.requests.labels("200", "", "default").inc()  # a labelled family only shows once it has a child
     shown = {line.split("{")[0].split(" ")[0]
              for line in generate_latest(metrics.registry).decode().splitlines() if not line.startswith("#")}
     assert shown <= exported_metric_names()
@@ -175,9 +175,9 @@ def test_dashboard_shows_every_metric_family(dashboard: dict[str, Any]) -> None:
 
 def test_dashboard_breaks_down_requests_and_dead_letters(dashboard: dict[str, Any]) -> None:
     exprs = [target["expr"] for panel in dashboard_panels(dashboard) for target in panel.get("targets", [])]
-    assert any("pisano_sms_requests_total" in e and "by (status, code)" in e for e in exprs)
+    assert any("pisano_sms_requests_total" in e and "by (destination, status, code)" in e for e in exprs)
     assert any("pisano_sms_dead_letters_total" in e and "by (reason, code)" in e for e in exprs)
-    assert any("pisano_sms_throttle_window_utilisation" in e and "by (window)" in e for e in exprs)
+    assert any("pisano_sms_throttle_window_utilisation" in e and "by (window, destination)" in e for e in exprs)
     assert any("histogram_quantile" in e and "pisano_sms_end_to_end_latency_seconds_bucket" in e for e in exprs)
 
 
