@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     avro_schema_file: Path | None = None
     mapping_file: Path | None = None
     mapper: str = "declarative"
+    mapper_options: dict[str, Any] = Field(default_factory=dict)  # passed to a plug-in mapper as is
+    phone_region: str | None = Field(None, pattern=r"^[A-Z]{2}$")
 
     # Operations
     http_port: int = Field(8080, ge=0, le=65535)

@@ -52,9 +52,27 @@ class Recipient:
     built_in_responses: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MapperContext:
+    """What a mapper plug-in is built from: its own options (`MAPPER_OPTIONS`), the mapping file
+    (`MAPPING_FILE`, or the packaged default) and the region for phones written without a
+    country code (`PHONE_REGION`). Deliberately small: a plug-in does not depend on every setting."""
+
+    options: Mapping[str, Any]
+    mapping_file: Path
+    phone_region: str | None = None
+
+
 class Mapper:
     """Base of every mapper: `map` turns a decoded record into a Recipient or raises
-    InvalidEventError / UnroutableError (the event is then dead-lettered with that reason)."""
+    InvalidEventError / UnroutableError (the event is then dead-lettered with that reason).
+
+    Build it in `from_context`. `from_settings(settings)` is the older form, still honoured for
+    mappers that define it and not `from_context`."""
+
+    @classmethod
+    def from_context(cls, context: MapperContext) -> Mapper:
+        raise NotImplementedError
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Mapper:
@@ -135,8 +153,12 @@ class DeclarativeMapper(Mapper):
         self.built_in_responses = self._paths("built_in_responses", spec.get("built_in_responses"))
 
     @classmethod
+    def from_context(cls, context: MapperContext) -> DeclarativeMapper:
+        return cls.from_file(context.mapping_file)
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> DeclarativeMapper:
-        return cls.from_file(settings.mapping_file or default_mapping_file())
+        return cls.from_context(mapper_context(settings))
 
     @classmethod
     def from_file(cls, path: Path) -> DeclarativeMapper:
@@ -215,15 +237,22 @@ class DeclarativeMapper(Mapper):
         return out
 
 
+def mapper_context(settings: Settings) -> MapperContext:
+    return MapperContext(options=dict(settings.mapper_options), mapping_file=settings.mapping_file
+                         or default_mapping_file(), phone_region=settings.phone_region)
+
+
 def load_mapper(settings: Settings) -> Mapper:
     """The mapper named by `MAPPER`, from the `pisano_sms.mappers` entry point group."""
     if settings.mapper == "declarative":
-        return DeclarativeMapper.from_settings(settings)
+        return DeclarativeMapper.from_context(mapper_context(settings))
     found = entry_points(group=ENTRY_POINT_GROUP, name=settings.mapper)
     if not found:
         names = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
         raise ConfigError(f"MAPPER={settings.mapper!r}: no such mapper; installed: {', '.join(names)}")
     mapper_class = next(iter(found)).load()
     if not (isinstance(mapper_class, type) and issubclass(mapper_class, Mapper)):
-        raise ConfigError(f"MAPPER={settings.mapper!r}: {mapper_class!r} is not a consumer.ingest.mapping.Mapper")
+        raise ConfigError(f"MAPPER={settings.mapper!r}: {mapper_class!r} is not a consumer.mapping.Mapper")
+    if mapper_class.from_context.__func__ is not Mapper.from_context.__func__:  # type: ignore[attr-defined]
+        return mapper_class.from_context(mapper_context(settings))
     return mapper_class.from_settings(settings)

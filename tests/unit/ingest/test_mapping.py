@@ -126,6 +126,18 @@ def test_entry_point_mapper_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert mapper.map({"id": "x", "tel": "+905321234567"}).event_id == "X"
 
 
+def test_a_plug_in_gets_its_small_context_not_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import consumer.ingest.mapping as mapping
+
+    ep = EntryPoint("ctx", "tests.unit.ingest.context_mapper:PrefixMapper", mapping.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(mapping, "entry_points", lambda group, name=None: [ep] if name in (None, "ctx") else [])
+    mapper = load_mapper(Settings(mapper="ctx", mapper_options={"prefix": "bank-"}, phone_region="TR"))
+    assert mapper.map({"id": "x", "tel": "+905321234567"}).event_id == "bank-x"
+    assert mapper.region == "TR"  # type: ignore[attr-defined]
+
+
 def test_e164_fast_path_agrees_with_the_full_parser() -> None:
     import random
 
