@@ -55,6 +55,8 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("starting with %s", {k: v for k, v in settings.as_dict().items() if v not in (None, {}, [])})
+    for danger in settings.insecure_transport():
+        log.warning("INSECURE (PISANO_ALLOW_INSECURE=true): %s; never in production", danger)
     probe.start()
     if server:
         server.start()

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import httpx
 from confluent_kafka import KafkaException
 
-from consumer.config.settings import Settings, mask_url
+from consumer.config.secrets import mask_url
+from consumer.config.settings import Settings
 from consumer.delivery.failures import CODE_SCOPES
 from consumer.delivery.pisano import PROBE_CAMPAIGN, TOKEN_ACCEPTED_CODES, PisanoClient
 from consumer.errors import PisanoSmsError, PisanoTransportError
