@@ -3,8 +3,9 @@
 Modules log through `logging.getLogger(__name__)` with lazy `%` arguments and pass context
 (`topic`, `partition`, `offset`, `campaign`) in `extra`; the JSON formatter turns it into fields.
 Phone numbers are masked with `mask_phone` before they reach a log call, and tokens never do.
-Both formatters also pass the message and any traceback through `redact_phones`: an exception's
-text (a mapper's, a library's) may quote a record, and no call site can be trusted to remember.
+Both formatters also pass the message and any traceback through `redact_text` (phones redacted,
+URL credentials masked): an exception's text (a mapper's, a library's, Pisano's) may quote a
+record or a URL, and no call site can be trusted to remember.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 import sys
 import time
 from typing import Any
+
+from consumer.config.secrets import mask_urls_in_text
 
 CONTEXT_FIELDS = ("topic", "partition", "offset", "campaign", "request_id", "status", "code",
                   "reason", "count", "wait_ms", "attempt")
@@ -40,6 +43,11 @@ def redact_phones(text: str) -> str:
     return _PHONE_LIKE.sub(lambda m: mask_phone(re.sub(r"[^\d+]", "", m.group(0))), text)
 
 
+def redact_text(text: str) -> str:
+    """A text fit for a log line: URL credentials masked, then phone numbers redacted."""
+    return redact_phones(mask_urls_in_text(text))
+
+
 def mask_phone(phone: str) -> str:
     """Keep the country code and last two digits: enough to correlate, not enough to call."""
     if len(phone) <= 4:
@@ -55,24 +63,24 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "msg": redact_phones(record.getMessage()),
+            "msg": redact_text(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_") and key != "color_message":
                 out[key] = value
         if record.exc_info:
-            out["exc"] = redact_phones(self.formatException(record.exc_info))
+            out["exc"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {redact_phones(record.getMessage())}"
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {redact_text(record.getMessage())}"
         context = [f"{key}={vars(record)[key]}" for key in CONTEXT_FIELDS if key in vars(record)]
         if context:
             line += "  [" + " ".join(context) + "]"
         if record.exc_info:
-            line += "\n" + redact_phones(self.formatException(record.exc_info))
+            line += "\n" + redact_text(self.formatException(record.exc_info))
         return line
 
 
