@@ -214,6 +214,9 @@ class PisanoClient:
                 "Authorization": f"Token token={token}",
                 "Content-Type": "application/json",
                 "User-Agent": f"pisano-sms-consumer/{__version__}",
+                # Uncompressed answers: a compressed one could inflate far past MAX_RESPONSE_BYTES
+                # within a single chunk before the cap is checked.
+                "Accept-Encoding": "identity",
             },
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),

@@ -36,11 +36,22 @@ MIN_PHONE_DIGITS = 7
 _PHONE_LIKE = re.compile(r"\+?\d(?:" + _SEPARATOR + r"{0,4}\d){" + str(MIN_PHONE_DIGITS - 1) + r",}")
 
 
+# A host:port address (brokers, Redis) looks like a dotted number; it is left readable.
+_IPV4_WITH_PORT = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d):\d")
+
+
 def redact_phones(text: str) -> str:
     """Mask anything in a text from outside (Pisano's error message, a mapper's exception) that
     could be a phone number: we cannot know what the text echoes back. Runs of 7 or more digits
-    are masked whatever separates them; shorter numbers (codes, counts, indexes) stay readable."""
-    return _PHONE_LIKE.sub(lambda m: mask_phone(re.sub(r"[^\d+]", "", m.group(0))), text)
+    are masked whatever separates them; shorter numbers (codes, counts, indexes) and IPv4
+    addresses with a port stay readable."""
+
+    def mask(match: re.Match[str]) -> str:
+        if _IPV4_WITH_PORT.match(text, match.start()) and match.group(0).count(".") == 3:
+            return match.group(0)
+        return mask_phone(re.sub(r"[^\d+]", "", match.group(0)))
+
+    return _PHONE_LIKE.sub(mask, text)
 
 
 def redact_text(text: str) -> str:

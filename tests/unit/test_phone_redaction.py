@@ -86,3 +86,9 @@ def test_formats_named_in_the_issue(text: str) -> None:
 def test_short_numbers_stay_readable() -> None:
     text = "HTTP 400 code 13028 at phone_numbers[3], attempt 2 of 6, 5000 recipients"
     assert redact_phones(text) == text
+
+
+def test_addresses_with_a_port_stay_readable() -> None:
+    text = "cannot reach Kafka at 10.100.200.30:9092 nor Redis at 192.168.10.20:6379"
+    assert redact_phones(text) == text
+    assert "532.123.45.67" not in redact_phones("call 0532.123.45.67:1")
