@@ -172,3 +172,15 @@ def test_replay_key_from_file_and_too_short(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("REPLAY_SIGNING_KEY", "short")
     with pytest.raises(ConfigError, match="shorter than 16"):
         load_settings().replay_key()
+
+
+def test_insecure_pisano_url_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from consumer.cli import main
+
+    monkeypatch.delenv("PISANO_ALLOW_INSECURE", raising=False)
+    monkeypatch.setenv("PISANO_URL", "http://pisano.internal")
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "PISANO_ALLOW_INSECURE=true" in result.output

@@ -54,3 +54,16 @@ def test_any_other_address_needs_an_admin_token(host: str) -> None:
 def test_server_refuses_to_bind_everywhere_without_a_token() -> None:
     with pytest.raises(ConfigError):
         SimulatorServer(SimulatorConfig(tokens=frozenset({"t"})), host="0.0.0.0")
+
+
+def test_simulate_command_refuses_an_open_admin_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from consumer.cli import main
+
+    monkeypatch.delenv("PISANO_SIM_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("PISANO_URL", raising=False)
+    result = CliRunner().invoke(main, ["simulate", "--host", "0.0.0.0", "--token", "tok-1", "--port", "0"])
+    assert result.exit_code == 2
+    assert "--admin-token" in result.output and "Traceback" not in result.output
+
