@@ -24,7 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from consumer.config.settings import Settings
 
 SIGNATURE_HEADER = "dlq.replay.signature"
 REPLAYS_HEADER = "dlq.replays"  # the same name as consumer.outcomes.deadletter.REPLAYS_HEADER
@@ -83,3 +89,22 @@ def verified_replays(key: bytes | None, topic: str, record_key: bytes | None, va
         return 0
     expected = _mac(key, topic, replays, signed_at_ms, record_key, value)
     return replays if hmac.compare_digest(mac, expected) else 0
+
+
+@dataclass(frozen=True)
+class ReplayVerifier:
+    """What a consumer holds to tell real replays from forged ones: the fleet's key (None when
+    REPLAY_SIGNING_KEY is not set: then nothing counts as a replay) and the dedup horizon."""
+
+    key: bytes | None = field(repr=False)
+    max_age_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReplayVerifier:
+        """ConfigError (at start) when the key file cannot be read or the key is too short."""
+        return cls(settings.replay_key(), settings.dedup_horizon_s * 1000)
+
+    def replays(self, topic: str, record_key: bytes | None, value: bytes | None, headers: Headers | None) -> int:
+        """The record's verified replay count; 0 for a fresh or forged one."""
+        return verified_replays(self.key, topic, record_key, value, headers, int(time.time() * 1000),
+                                self.max_age_ms)

@@ -120,3 +120,19 @@ def test_an_old_signature_in_the_dlq_is_dropped_and_signed_afresh() -> None:
     headers = replay_headers(first, KEY, "transactions", now_ms=NOW_MS)
     assert [v for k, v in headers if k == SIGNATURE_HEADER] == [sign(KEY, "transactions", 2, NOW_MS, first.key,
                                                                     first.value)]
+
+
+def test_replay_verifier_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from consumer.config.settings import Settings
+    from consumer.sre.replay_signature import ReplayVerifier
+
+    monkeypatch.delenv("REPLAY_SIGNING_KEY", raising=False)
+    monkeypatch.delenv("REPLAY_SIGNING_KEY_FILE", raising=False)
+    now_ms = int(time.time() * 1000)
+    headers = [("dlq.replays", b"1"), (SIGNATURE_HEADER, sign(KEY, "transactions", 1, now_ms, b"k", b"v"))]
+    verifier = ReplayVerifier.from_settings(Settings(replay_signing_key=KEY.decode()))
+    assert verifier.replays("transactions", b"k", b"v", headers) == 1
+    assert "fleet-replay-key" not in repr(verifier)
+    assert ReplayVerifier.from_settings(Settings()).replays("transactions", b"k", b"v", headers) == 0
