@@ -168,7 +168,8 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         if isinstance(value, str):
-            return SecretStr(check_token(value))
+            # Empty (an env entry left blank) means not set: commands that need no token still run.
+            return SecretStr(check_token(value)) if value.strip() else None
         return value
 
     @field_validator("redis_url")

@@ -31,7 +31,7 @@ def test_token_is_stripped_from_environment_and_file(raw: str, tmp_path: Path,
     assert load_settings().api_token() == "tok-123"
 
 
-@pytest.mark.parametrize("raw", ["tok 123", "tok\n123", "tok\x07123", "tók", "tok\u00a0123", "   "])
+@pytest.mark.parametrize("raw", ["tok 123", "tok\n123", "tok\x07123", "tók", "tok\u00a0123"])
 def test_malformed_token_is_refused_without_showing_it(raw: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PISANO_API_TOKEN", raw)
@@ -46,6 +46,14 @@ def test_malformed_token_is_refused_without_showing_it(raw: str, tmp_path: Path,
     with pytest.raises(ConfigError, match="PISANO_API_TOKEN_FILE=") as error:
         load_settings().api_token()
     assert "123" not in str(error.value)
+
+
+def test_blank_token_means_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PISANO_API_TOKEN", "  \n")
+    settings = load_settings()
+    assert settings.pisano_api_token is None
+    with pytest.raises(ConfigError, match="PISANO_API_TOKEN is not set"):
+        settings.api_token()
 
 
 def test_check_token_explains() -> None:
