@@ -136,6 +136,7 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
     port = free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPICS": topic, "KAFKA_GROUP_ID": group,
            "DLQ_TOPIC": dlq, "REDIS_URL": redis_url, "PISANO_URL": simulator_url, "PISANO_API_TOKEN": TOKEN,
+           "PISANO_ALLOW_INSECURE": "true",
            "PISANO_RATE_LIMITS": "off", "HTTP_PORT": str(port), "LOG_LEVEL": "WARNING",
            "REDIS_KEY_PREFIX": group}
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})

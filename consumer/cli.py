@@ -55,6 +55,8 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("starting with %s", {k: v for k, v in settings.as_dict().items() if v not in (None, {}, [])})
+    for danger in settings.insecure_transport():
+        log.warning("INSECURE (PISANO_ALLOW_INSECURE=true): %s; never in production", danger)
     probe.start()
     if server:
         server.start()
@@ -109,9 +111,12 @@ def check(settings: Settings, campaign: str | None) -> None:
               help="Serve HTTPS with this certificate chain (PEM); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The private key of --tls-cert (PEM).")
+@click.option("--admin-token", envvar="PISANO_SIM_ADMIN_TOKEN", metavar="TOKEN",
+              help="Bearer token the /_sim/ endpoints require; needed when --host is not loopback. "
+                   "Env: PISANO_SIM_ADMIN_TOKEN.")
 @configured
 def simulate(settings: Settings, host: str, port: int, tokens: tuple[str, ...], rate_limits: str | None,
-             tls_cert: Path | None, tls_key: Path | None, **options: Any) -> None:
+             tls_cert: Path | None, tls_key: Path | None, admin_token: str | None, **options: Any) -> None:
     """Run a Pisano SMS sharing API simulator (for tests, the demo and staging).
 
     Same endpoint and body as Pisano, token check, exact throttle windows per token, the
@@ -130,7 +135,8 @@ def simulate(settings: Settings, host: str, port: int, tokens: tuple[str, ...], 
         rate_limits=rate_limits or settings.pisano_rate_limits,
         **options,
     )
-    serve(config, host=host, port=port, tls=Tls(tls_cert, tls_key) if tls_cert and tls_key else None)
+    serve(config, host=host, port=port, tls=Tls(tls_cert, tls_key) if tls_cert and tls_key else None,
+          admin_token=admin_token)
 
 
 @main.command()

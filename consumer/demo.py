@@ -88,6 +88,7 @@ def run_demo(settings: Settings, events: int) -> None:
         demo_settings = settings.model_copy(update={
             "kafka_topics": [topic], "dlq_topic": dlq, "kafka_group_id": f"pisano-sms-demo-{run_id}",
             "pisano_url": simulator.url, "pisano_api_token": _secret(DEMO_TOKEN), "pisano_api_token_file": None,
+            "pisano_allow_insecure": True,  # the demo's simulator serves plain http on loopback
             "redis_key_prefix": f"pisano-sms-demo-{run_id}", "batch_max_wait_ms": 500, "mapping_file": None,
             "schema_registry_url": None, "avro_schema_file": None, "mapper": "declarative",
         })

@@ -469,6 +469,8 @@ def settings() -> dict[str, str]:
     return {
         "KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{KAFKA_PORT}",
         "REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
+        # The local stack's Pisano is the simulator on plain http.
+        "PISANO_ALLOW_INSECURE": "true",
         "PISANO_STACK_KAFKA_SASL_BOOTSTRAP": f"localhost:{KAFKA_SASL_PORT}",
         "PISANO_STACK_KAFKA_SASL_USER": SASL_USER,
         "PISANO_STACK_KAFKA_SASL_PASSWORD": SASL_PASSWORD,

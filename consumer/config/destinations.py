@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from consumer.config.secrets import check_token, mask_url, read_secret_file
 from consumer.config.settings import Settings
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
 from consumer.errors import ConfigError
@@ -70,23 +71,31 @@ class DestinationConfig:
 
 
 def read_token(value: SecretStr | None, file: Path | None, setting: str) -> str:
-    """A token given inline or as a mounted file (a trailing newline is not part of it)."""
+    """A token given inline or as a mounted file, stripped and checked as PISANO_API_TOKEN is."""
     if value is not None and file is not None:
         raise ConfigError(f"{setting}: set the token or the token file, not both")
     if value is not None:
-        token = value.get_secret_value().strip()
+        raw = value.get_secret_value()
     elif file is not None:
-        try:
-            token = file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{setting}_FILE={file}: cannot read it ({exc.strerror}); mount the token file") from exc
+        raw = read_secret_file(f"{setting}_FILE", file, "mount the token file")
     else:
-        token = ""
-    if not token:
         raise ConfigError(f"{setting} is not set: set it, or {setting}_FILE")
-    if not token.isprintable() or any(c.isspace() for c in token):
-        raise ConfigError(f"{setting}: the token holds spaces or control characters; check the Secret it comes from")
-    return token
+    try:
+        return check_token(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {exc}") from None
+
+
+def check_transport(spec: DestinationSettings, where: str, allow_insecure: bool) -> None:
+    """The PISANO_URL rule for every destination: no plain http or unverified TLS unless allowed."""
+    if allow_insecure:
+        return
+    if spec.url.lower().startswith("http://"):
+        raise ConfigError(f"{where}.URL={mask_url(spec.url)}: plain http sends the token and the customers' phone "
+                          "numbers unencrypted; use https://, or set PISANO_ALLOW_INSECURE=true for a test network")
+    if not spec.tls_verify:
+        raise ConfigError(f"{where}.TLS_VERIFY=false accepts any certificate; give the CA in ca_file instead, or "
+                          "set PISANO_ALLOW_INSECURE=true for a test network")
 
 
 def destination_configs(settings: Settings) -> dict[str, DestinationConfig]:
@@ -111,6 +120,7 @@ def destination_configs(settings: Settings) -> dict[str, DestinationConfig]:
             first = exc.errors(include_url=False)[0]
             field = ".".join(str(p) for p in first.get("loc", ()))
             raise ConfigError(f"{where}.{field}: {first.get('msg', 'invalid')}") from None
+        check_transport(spec, where, settings.pisano_allow_insecure)
         for campaign in spec.campaigns:
             if campaign in owners:
                 raise ConfigError(f"{where}: campaign {campaign} is already routed to {owners[campaign]}")

@@ -15,25 +15,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from consumer.config.secrets import check_token, is_secret_name, read_secret_file
+from consumer.config.secrets import mask_url as mask_url  # imported from here by older callers
 from consumer.config.windows import EXPECTED_FORM, PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
 from consumer.errors import ConfigError
 
 KAFKA_PASSTHROUGH_ENV_PREFIX = "KAFKA_CONFIG_"
 MAX_CONFIG_FILE_BYTES = 1_048_576  # a config file is small; a huge one is a mistake or hostile
-_SECRET_HINTS = ("password", "secret", "token", "key")  # librdkafka names whose values are secret
 
 # The expected form of each setting, quoted when its value is rejected.
 EXPECTED = {
     "kafka_topics": "a comma list of topic names, e.g. transactions,payments",
     "pisano_url": "an http(s) URL such as https://api.pisano.co",
     "redis_url": "redis://[user:password@]host:port/db or rediss:// for TLS",
-    "schema_registry_url": "an http(s) URL such as http://registry:8081",
+    "schema_registry_url": "an http(s) URL such as https://registry:8081 (credentials in "
+                           "SCHEMA_REGISTRY_USER / SCHEMA_REGISTRY_PASSWORD rather than in the URL)",
+    "pisano_api_token": "the API token: printable characters, no spaces inside",
     "pisano_rate_limits": EXPECTED_FORM,
     "batch_max_recipients": "an integer from 1 to 5000 (Pisano's limit per request)",
     "http_port": "a TCP port from 0 to 65535 (0 turns the health server off)",
@@ -78,6 +81,9 @@ class Settings(BaseSettings):
     pisano_connect_timeout_ms: int = Field(5_000, ge=100, le=120_000)
     pisano_ca_file: Path | None = None
     pisano_tls_verify: bool = True
+    # http:// or PISANO_TLS_VERIFY=false send the token where anyone on the path can read it:
+    # refused unless this says it is meant (the local simulator, a test network).
+    pisano_allow_insecure: bool = False
     pisano_max_attempts: int = Field(6, ge=1, le=50)
     pisano_retry_budget_ms: int = Field(120_000, ge=0, le=3_600_000)
     pisano_backoff_base_ms: int = Field(500, ge=1, le=600_000)
@@ -106,11 +112,21 @@ class Settings(BaseSettings):
 
     # Events
     schema_registry_url: str | None = None
+    schema_registry_user: str | None = None
+    schema_registry_password: SecretStr | None = None
+    schema_registry_password_file: Path | None = None
+    schema_registry_ca_file: Path | None = None
+    schema_registry_cert_file: Path | None = None  # client certificate (PEM), for mutual TLS
+    schema_registry_key_file: Path | None = None  # its private key, when not in the cert file
     avro_schema_file: Path | None = None
     mapping_file: Path | None = None
     mapper: str = "declarative"
     mapper_options: dict[str, Any] = Field(default_factory=dict)  # passed to a plug-in mapper as is
     phone_region: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+
+    # Replay: the key that signs replayed records (consumer.sre.replay_signature)
+    replay_signing_key: SecretStr | None = None
+    replay_signing_key_file: Path | None = None
 
     # Operations
     http_port: int = Field(8080, ge=0, le=65535)
@@ -150,6 +166,16 @@ class Settings(BaseSettings):
             return value.rstrip("/")
         return value
 
+    @field_validator("pisano_api_token", mode="before")
+    @classmethod
+    def _token(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            # Empty (an env entry left blank) means not set: commands that need no token still run.
+            return SecretStr(check_token(value)) if value.strip() else None
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr) -> SecretStr:
@@ -167,7 +193,44 @@ class Settings(BaseSettings):
     def _token_sources(self) -> Settings:
         if self.pisano_api_token and self.pisano_api_token_file:
             raise ValueError("set PISANO_API_TOKEN or PISANO_API_TOKEN_FILE, not both")
+        if self.schema_registry_password and self.schema_registry_password_file:
+            raise ValueError("set SCHEMA_REGISTRY_PASSWORD or SCHEMA_REGISTRY_PASSWORD_FILE, not both")
+        if self.replay_signing_key and self.replay_signing_key_file:
+            raise ValueError("set REPLAY_SIGNING_KEY or REPLAY_SIGNING_KEY_FILE, not both")
+        if self.schema_registry_url and urlsplit(self.schema_registry_url).username is not None \
+                and self.schema_registry_user:
+            raise ValueError("SCHEMA_REGISTRY_URL holds user:password@ and SCHEMA_REGISTRY_USER is set: "
+                             "keep the credentials in SCHEMA_REGISTRY_USER / SCHEMA_REGISTRY_PASSWORD only")
         return self
+
+    @model_validator(mode="after")
+    def _secure_transport(self) -> Settings:
+        if self.pisano_allow_insecure:
+            return self
+        if self.pisano_url.lower().startswith("http://"):
+            raise ValueError(f"PISANO_URL={mask_url(self.pisano_url)}: plain http sends the token and the "
+                             "customers' phone numbers unencrypted; use https://, or set "
+                             "PISANO_ALLOW_INSECURE=true for a local simulator or test network")
+        if not self.pisano_tls_verify:
+            raise ValueError("PISANO_TLS_VERIFY=false accepts any certificate, so anyone on the path can read "
+                             "the token; give Pisano's CA in PISANO_CA_FILE instead, or set "
+                             "PISANO_ALLOW_INSECURE=true for a test network")
+        return self
+
+    def insecure_transport(self) -> list[str]:
+        """What PISANO_ALLOW_INSECURE let through, for a loud warning at start (empty when secure)."""
+        found = []
+        if self.pisano_url.lower().startswith("http://"):
+            found.append(f"PISANO_URL={mask_url(self.pisano_url)} is plain http: the token and phone numbers "
+                         "travel unencrypted")
+        if not self.pisano_tls_verify:
+            found.append("PISANO_TLS_VERIFY=false: Pisano's certificate is not checked")
+        for name, spec in self.destinations.items():
+            if str(spec.get("url", "")).lower().startswith("http://"):
+                found.append(f"destination {name} is plain http: the token and phone numbers travel unencrypted")
+            if spec.get("tls_verify") is False:
+                found.append(f"destination {name}: its certificate is not checked")
+        return found
 
     # ----------------------------------------------------------------- derived values
 
@@ -185,20 +248,42 @@ class Settings(BaseSettings):
                 + self.pisano_connect_timeout_ms + 60_000)
 
     def api_token(self) -> str:
-        """The Pisano token from the environment or the mounted file; ConfigError if neither."""
+        """The Pisano token from the environment or the mounted file, stripped and checked (a
+        token with a newline or a space inside would end up in a request header, and from an HTTP
+        library's error text into logs); ConfigError if neither is set or it is malformed."""
         if self.pisano_api_token is not None:
             return self.pisano_api_token.get_secret_value()
         if self.pisano_api_token_file is not None:
+            token = read_secret_file("PISANO_API_TOKEN_FILE", self.pisano_api_token_file,
+                                     "mount the token file or set PISANO_API_TOKEN")
             try:
-                token = self.pisano_api_token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"PISANO_API_TOKEN_FILE={self.pisano_api_token_file}: cannot read it "
-                    f"({exc.strerror}); mount the token file or set PISANO_API_TOKEN"
-                ) from exc
-            if token:
-                return token
+                return check_token(token)
+            except ValueError as exc:
+                raise ConfigError(f"PISANO_API_TOKEN_FILE={self.pisano_api_token_file}: {exc}") from None
         raise ConfigError("PISANO_API_TOKEN is not set: set it, or PISANO_API_TOKEN_FILE")
+
+    def registry_password(self) -> str | None:
+        """The schema registry's password from the environment or its mounted file, or None."""
+        if self.schema_registry_password is not None:
+            return self.schema_registry_password.get_secret_value()
+        if self.schema_registry_password_file is not None:
+            return read_secret_file("SCHEMA_REGISTRY_PASSWORD_FILE", self.schema_registry_password_file,
+                                    "mount the password file or set SCHEMA_REGISTRY_PASSWORD")
+        return None
+
+    def replay_key(self) -> bytes | None:
+        """The key that signs and verifies replayed records, or None when none is configured."""
+        if self.replay_signing_key is not None:
+            key = self.replay_signing_key.get_secret_value()
+        elif self.replay_signing_key_file is not None:
+            key = read_secret_file("REPLAY_SIGNING_KEY_FILE", self.replay_signing_key_file,
+                                   "mount the key file or set REPLAY_SIGNING_KEY")
+        else:
+            return None
+        if len(key) < 16:
+            raise ConfigError("REPLAY_SIGNING_KEY: shorter than 16 characters; use a random key, e.g. "
+                              "`openssl rand -hex 32`, from the same Secret on every replica and the replay tool")
+        return key.encode()
 
     def require(self, *names: str) -> None:
         """Fail with one ConfigError naming every setting a command needs but has no value."""
@@ -216,6 +301,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name == "redis_url":
                 value = mask_url(value.get_secret_value())
+            elif name in ("pisano_url", "schema_registry_url") and value:
+                value = mask_url(value)
             elif isinstance(value, SecretStr):
                 value = "***"
             elif name == "destinations":
@@ -233,18 +320,8 @@ class Settings(BaseSettings):
 
 
 def is_secret_key(name: str) -> bool:
-    return any(hint in name.lower() for hint in _SECRET_HINTS)
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by '***'."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """Whether a librdkafka property's value is secret (its name holds password, secret, key...)."""
+    return is_secret_name(name)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -283,11 +360,18 @@ def _describe(error: Any) -> str:
     name = field.upper()
     if error["type"] == "extra_forbidden":
         return f"{name}: unknown setting; check its spelling against the README's reference"
-    secret = field in ("pisano_api_token", "redis_url") or (
+    secret = field in ("pisano_api_token", "redis_url", "schema_registry_password", "replay_signing_key") or (
         field == "kafka" and len(loc) > 1 and is_secret_key(str(loc[1]))
     )
     value = error.get("input")
-    shown = "***" if secret else ("{...}" if isinstance(value, dict) else repr(value))
+    if secret:
+        shown = "***"
+    elif isinstance(value, dict):
+        shown = "{...}"
+    elif isinstance(value, str) and field in ("pisano_url", "schema_registry_url"):
+        shown = repr(mask_url(value))
+    else:
+        shown = repr(value)
     expected = EXPECTED.get(field)
     if not expected:
         return f"{name}={shown}: {reason}"

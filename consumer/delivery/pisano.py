@@ -7,13 +7,26 @@ Errors are parsed defensively: Pisano's error body shape is not documented (refe
 paragraph), so the code is looked for in the usual places and an unreadable body still has its
 HTTP status. Transport failures say whether the request may have reached Pisano (`ambiguous`),
 because resending an ambiguous request could send someone a second SMS.
+
+An answer is read within bounds, whatever Pisano (or a proxy in front of it) sends:
+* at most MAX_RESPONSE_BYTES of body are read; the rest is dropped unread;
+* the whole request, answer included, has one deadline (connect timeout + timeout): a body that
+  trickles in for ever is cut off at it, by shutting the socket from a timer thread, since
+  httpx's timeouts are per read and a byte every second never trips them;
+* a body that does not parse (not JSON, nested deeper than the parser's recursion limit, a number
+  of thousands of digits) is an unreadable body: the status still decides the outcome.
+An error's text is built only from safe parts (the error's type, the OS reason, our own words):
+an HTTP library's message may quote request headers, and with them the token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +36,15 @@ from typing import Any
 import httpx
 
 from consumer import __version__
+from consumer.config.secrets import mask_urls_in_text
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.ingest.mapping import Recipient
 
 MAX_ERROR_BODY_CHARS = 500
+# Pisano's answers are a few hundred bytes; anything past this is not an answer worth reading.
+MAX_RESPONSE_BYTES = 64 * 1024
+MAX_CODE_DIGITS = 9
+MIN_SCRUBBED_SECRET = 8  # shorter "tokens" (tests) would mangle ordinary words
 PROBE_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
 # Answers to the token probe that Pisano gives only after accepting the token.
 TOKEN_ACCEPTED_CODES = frozenset({13015, 13028, 13002})
@@ -83,27 +101,97 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def parse_error(response: httpx.Response) -> PisanoApiError:
-    code: int | None = None
-    message = response.reason_phrase or f"HTTP {response.status_code}"
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or None when it is not: invalid, not UTF-8, nested too deep (RecursionError),
+    or holding an integer longer than Python converts (ValueError)."""
+    if not body:
+        return None
     try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        body = None
-        text = response.text.strip()
+        return json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+
+
+def parse_error(status: int, reason_phrase: str, body: bytes, retry_after: str | None = None,
+                secret: str | None = None) -> PisanoApiError:
+    """The error answer as a PisanoApiError; never raises, whatever the body holds. `secret` (the
+    token) is cut out of the message: a proxy's error page may echo the request's headers."""
+    if secret and len(secret) >= MIN_SCRUBBED_SECRET:
+        body = body.replace(secret.encode(), b"***")
+        reason_phrase = reason_phrase.replace(secret, "***")
+    code: int | None = None
+    message = reason_phrase or f"HTTP {status}"
+    parsed = parse_json(body)
+    if parsed is None:
+        text = body[: MAX_ERROR_BODY_CHARS * 4].decode("utf-8", "replace").strip()
         if text:
             message = text[:MAX_ERROR_BODY_CHARS]
-    if isinstance(body, dict):
-        nested = body.get("error")
-        fields = nested if isinstance(nested, dict) else body
+    if isinstance(parsed, dict):
+        nested = parsed.get("error")
+        fields = nested if isinstance(nested, dict) else parsed
         raw_code = fields.get("code", fields.get("status_code"))
-        if isinstance(raw_code, (int, str)) and str(raw_code).isdigit():
-            code = int(raw_code)
+        if isinstance(raw_code, bool):
+            raw_code = None
+        text_code = str(raw_code) if isinstance(raw_code, int) and abs(raw_code) < 10**MAX_CODE_DIGITS \
+            else raw_code if isinstance(raw_code, str) else ""
+        if text_code.isascii() and text_code.isdigit() and len(text_code) <= MAX_CODE_DIGITS:
+            code = int(text_code)
         found = fields.get("message") or (nested if isinstance(nested, str) else None)
         if isinstance(found, str) and found:
             message = found[:MAX_ERROR_BODY_CHARS]
-    return PisanoApiError(response.status_code, code, message,
-                          retry_after_s=parse_retry_after(response.headers.get("Retry-After")))
+    return PisanoApiError(status, code, message, retry_after_s=parse_retry_after(retry_after))
+
+
+def _safe_reason(exc: BaseException) -> str:
+    """The OS's or TLS's own reason behind an httpx error ("Connection refused"), never the httpx
+    message itself, which may quote the request."""
+    seen = exc
+    for _ in range(5):
+        cause = seen.__cause__ or seen.__context__
+        if cause is None:
+            break
+        seen = cause
+        if isinstance(seen, ssl.SSLError):
+            return str(seen.reason or "TLS error")
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+    return ""
+
+
+def _describe(exc: httpx.HTTPError, what: str) -> str:
+    reason = _safe_reason(exc)
+    return f"{type(exc).__name__}: {what}" + (f" ({reason})" if reason else "")
+
+
+def _cut_off(response: httpx.Response) -> None:
+    """Shut the answer's socket: a read blocked on it returns at once with an error."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already closed
+            # The plain socket's shutdown, also for a TLS socket: it only stops the transfer.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def read_bounded(response: httpx.Response, deadline: float) -> bytes:
+    """At most MAX_RESPONSE_BYTES of the body, read until `deadline` (time.monotonic()); what came
+    by then, if the body is larger, slower, or breaks off."""
+    chunks: list[bytes] = []
+    size = 0
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut_off, args=(response,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_RESPONSE_BYTES or time.monotonic() >= deadline:
+                break
+    except (httpx.HTTPError, OSError):
+        pass  # broken off (or cut at the deadline): the status already decides
+    finally:
+        watchdog.cancel()
+    return b"".join(chunks)[:MAX_RESPONSE_BYTES]
 
 
 class PisanoClient:
@@ -118,12 +206,17 @@ class PisanoClient:
         tls_verify: bool = True,
         ca_file: Path | None = None,
     ) -> None:
+        self.deadline_s = connect_timeout_s + timeout_s
+        self._token = token
         self.http = httpx.Client(
             base_url=base_url,
             headers={
                 "Authorization": f"Token token={token}",
                 "Content-Type": "application/json",
                 "User-Agent": f"pisano-sms-consumer/{__version__}",
+                # Uncompressed answers: a compressed one could inflate far past MAX_RESPONSE_BYTES
+                # within a single chunk before the cap is checked.
+                "Accept-Encoding": "identity",
             },
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -132,26 +225,29 @@ class PisanoClient:
 
     def send(self, campaign_id: str, body: bytes) -> Accepted:
         """POST one request. Raises PisanoApiError for an error answer, PisanoTransportError when
-        none came back (with `ambiguous` set when the request may have reached Pisano)."""
+        none came back (with `ambiguous` set when the request may have reached Pisano); nothing else."""
         started = time.monotonic()
+        deadline = started + self.deadline_s
         try:
-            response = self.http.post(sharing_path(campaign_id), content=body)
+            with self.http.stream("POST", sharing_path(campaign_id), content=body) as response:
+                status = response.status_code
+                answer = read_bounded(response, deadline)
+                reason_phrase, retry_after = response.reason_phrase, response.headers.get("Retry-After")
         except _NOT_SENT as exc:
-            raise PisanoTransportError(f"{type(exc).__name__}: request not sent ({exc})", ambiguous=False) from exc
+            raise PisanoTransportError(_describe(exc, "request not sent"), ambiguous=False) from exc
         except httpx.HTTPError as exc:
-            raise PisanoTransportError(
-                f"{type(exc).__name__}: no answer after sending ({exc})", ambiguous=True
-            ) from exc
-        if response.status_code != 200:
-            raise parse_error(response)
+            raise PisanoTransportError(_describe(exc, "no answer after sending"), ambiguous=True) from exc
+        except Exception as exc:  # whatever broke, the request may have left
+            raise PisanoTransportError(f"{type(exc).__name__}: the request failed unexpectedly; it may have "
+                                       "reached Pisano", ambiguous=True) from exc
+        if status != 200:
+            raise parse_error(status, mask_urls_in_text(reason_phrase), answer, retry_after, secret=self._token)
         request_id = None
-        try:
-            answer = response.json()
-            if isinstance(answer, dict) and answer.get("request_id") is not None:
-                request_id = str(answer["request_id"])
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            pass  # a 200 is a success whatever its body says
-        return Accepted(response.status_code, request_id, time.monotonic() - started)
+        parsed = parse_json(answer)  # a 200 is a success whatever its body says
+        if isinstance(parsed, dict) and isinstance(parsed.get("request_id"), (str, int)) \
+                and not isinstance(parsed["request_id"], bool):
+            request_id = str(parsed["request_id"])[:100]
+        return Accepted(status, request_id, time.monotonic() - started)
 
     def probe_token(self, campaign_id: str = PROBE_CAMPAIGN) -> PisanoApiError | None:
         """Ask Pisano whether it accepts the token, without sending anyone an SMS.

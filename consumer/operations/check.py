@@ -4,6 +4,9 @@ Each check reports ok, failed (with the reason and what to do) or skipped. The P
 proves the token without sending an SMS (`PisanoClient.probe_token`, as the circuit breaker's
 probe does). That request counts against the throttle, so it takes a slot from the shared limiter
 like any other.
+
+The report is pasted into tickets and chats: URLs are shown with their credentials masked, and no
+text from a library or a server is shown without its URL credentials masked and phones redacted.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from confluent_kafka import KafkaException
 
 from consumer.app import build_destination, build_state
 from consumer.config.destinations import destination_configs
-from consumer.config.settings import Settings, mask_url
+from consumer.config.registry import registry_connection
+from consumer.config.secrets import mask_url, mask_urls_in_text
+from consumer.config.settings import Settings
 from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.errors import PisanoSmsError, PisanoTransportError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_producer
 from consumer.ingest.mapping import load_mapper
+from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
 from consumer.state.redis import REDIS_ERRORS, connect
 
@@ -47,7 +53,7 @@ def _guard(name: str, check: Callable[[], tuple[str, str]]) -> Result:
         status, detail = check()
     except PisanoSmsError as exc:
         status, detail = "failed", str(exc)
-    return Result(name, status, detail)
+    return Result(name, status, redact_phones(mask_urls_in_text(detail)))
 
 
 def _config(settings: Settings) -> tuple[str, str]:
@@ -56,7 +62,11 @@ def _config(settings: Settings) -> tuple[str, str]:
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     destination_configs(settings)
     windows = settings.pisano_rate_limits
-    return "ok", f"topics {','.join(settings.kafka_topics)}, group {settings.kafka_group_id}, throttle {windows}"
+    detail = f"topics {','.join(settings.kafka_topics)}, group {settings.kafka_group_id}, throttle {windows}"
+    insecure = settings.insecure_transport()
+    if insecure:
+        detail += "; INSECURE (PISANO_ALLOW_INSECURE=true): " + "; ".join(insecure)
+    return "ok", detail
 
 
 def _kafka(settings: Settings) -> tuple[str, str]:
@@ -82,21 +92,32 @@ def _redis(settings: Settings) -> tuple[str, str]:
         elapsed = (time.perf_counter() - started) * 1000
         version = client.info("server").get("redis_version", "?")
     except REDIS_ERRORS as exc:
-        return "failed", f"{mask_url(url)}: {exc}; check REDIS_URL and that Redis is up"
+        return "failed", f"{mask_url(url)}: {mask_urls_in_text(str(exc))}; check REDIS_URL and that Redis is up"
     return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms)"
 
 
 def _registry(settings: Settings) -> tuple[str, str]:
-    if not settings.schema_registry_url:
+    connection = registry_connection(settings)
+    if connection is None:
         source = settings.avro_schema_file or "the default schema"
         return "skipped", f"SCHEMA_REGISTRY_URL not set; plain Avro with {source}"
+    url = connection.url
     try:
-        response = httpx.get(f"{settings.schema_registry_url}/subjects", timeout=10)
+        with httpx.Client(timeout=10, **connection.client_options()) as client:  # type: ignore[arg-type]
+            response = client.get("/subjects")
+            subjects = response.json() if response.status_code == 200 else None
     except httpx.HTTPError as exc:
-        return "failed", f"{settings.schema_registry_url}: {type(exc).__name__}; check SCHEMA_REGISTRY_URL"
+        return "failed", f"{url}: {type(exc).__name__}; check SCHEMA_REGISTRY_URL and SCHEMA_REGISTRY_CA_FILE"
+    except ValueError:
+        return "failed", f"{url} answered 200 with a body that is not JSON; is SCHEMA_REGISTRY_URL the registry?"
+    if response.status_code in (401, 403):
+        return "failed", (f"{url} answered HTTP {response.status_code}; check SCHEMA_REGISTRY_USER and "
+                          "SCHEMA_REGISTRY_PASSWORD (or the client certificate)")
     if response.status_code != 200:
-        return "failed", f"{settings.schema_registry_url} answered HTTP {response.status_code}"
-    return "ok", f"{settings.schema_registry_url} ({len(response.json())} subjects)"
+        return "failed", f"{url} answered HTTP {response.status_code}"
+    auth = f" as {connection.auth[0]}" if connection.auth else ""
+    count = len(subjects) if isinstance(subjects, list) else "?"
+    return "ok", f"{url}{auth} ({count} subjects)"
 
 
 def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
@@ -105,6 +126,7 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
     results = []
     for config in destination_configs(settings).values():
         destination = build_destination(config, settings, state, connections=1, horizon_ms=60_000)
+        shown_url = mask_url(config.url)
         try:
             grant = destination.limiter.acquire()
             if not grant.granted:
@@ -113,17 +135,17 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
             time.sleep(grant.wait_s)
             answer = destination.client.probe_token(campaign)
         except PisanoTransportError as exc:
-            return "failed", f"{config.name} {config.url}: {exc.message}; check its URL (PISANO_URL)"
+            return "failed", f"{config.name} {shown_url}: {exc.message}; check its URL (PISANO_URL)"
         finally:
             destination.client.close()
         verdict = token_verdict(answer)
         if isinstance(verdict, Trip):
-            return "failed", (f"{config.name}: Pisano refused the token (HTTP {verdict.http_status}, "
-                              f"code {verdict.code}: {verdict.message}); check its token (PISANO_API_TOKEN)")
+            return "failed", (f"{config.name}: Pisano refused the token (HTTP {verdict.http_status}, code "
+                              f"{verdict.code}: {redact_phones(verdict.message)}); check its token (PISANO_API_TOKEN)")
         if verdict is None:
             assert answer is not None
-            return "failed", (f"{config.name} {config.url}: unexpected answer HTTP {answer.http_status} "
-                              f"code {answer.code}")
+            return "failed", f"{config.name} {shown_url}: unexpected answer HTTP {answer.http_status} " \
+                             f"code {answer.code}"
         shown = "HTTP 200" if answer is None else f"HTTP {answer.http_status} code {answer.code}"
-        results.append(f"{config.name} {config.url}: token accepted (probe answered {shown})")
+        results.append(f"{config.name} {shown_url}: token accepted (probe answered {shown})")
     return "ok", "; ".join(results)

@@ -3,6 +3,9 @@
 Modules log through `logging.getLogger(__name__)` with lazy `%` arguments and pass context
 (`topic`, `partition`, `offset`, `campaign`) in `extra`; the JSON formatter turns it into fields.
 Phone numbers are masked with `mask_phone` before they reach a log call, and tokens never do.
+Both formatters also pass the message and any traceback through `redact_text` (phones redacted,
+URL credentials masked): an exception's text (a mapper's, a library's, Pisano's) may quote a
+record or a URL, and no call site can be trusted to remember.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+from consumer.config.secrets import mask_urls_in_text
+
 CONTEXT_FIELDS = ("topic", "partition", "offset", "campaign", "request_id", "status", "code",
                   "reason", "count", "wait_ms", "attempt")
 
@@ -21,13 +26,37 @@ CONTEXT_FIELDS = ("topic", "partition", "offset", "campaign", "request_id", "sta
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-_PHONE_LIKE = re.compile(r"(?<![\w.])\+?\d[\d \-]{5,}\d(?![\w.])")
+# What people and systems put between the digits of a phone number: any Unicode space (also
+# non-breaking and narrow ones), dots, hyphens and dashes, slashes, brackets.
+_SEPARATOR = r"[\s.\-/()\u2010-\u2015\u2212]"
+# A phone-like run: an optional + or 00, then at least MIN_PHONE_DIGITS digits (any script: the
+# phone library reads Arabic-Indic and full-width digits too) with up to 4 separator characters between
+# any two. Letters around it do not protect it (`905321234567x`, `tel:0532...`).
+MIN_PHONE_DIGITS = 7
+_PHONE_LIKE = re.compile(r"\+?\d(?:" + _SEPARATOR + r"{0,4}\d){" + str(MIN_PHONE_DIGITS - 1) + r",}")
+
+
+# A host:port address (brokers, Redis) looks like a dotted number; it is left readable.
+_IPV4_WITH_PORT = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d):\d")
 
 
 def redact_phones(text: str) -> str:
     """Mask anything in a text from outside (Pisano's error message, a mapper's exception) that
-    could be a phone number: we cannot know what the text echoes back."""
-    return _PHONE_LIKE.sub(lambda m: mask_phone(m.group(0).replace(" ", "").replace("-", "")), text)
+    could be a phone number: we cannot know what the text echoes back. Runs of 7 or more digits
+    are masked whatever separates them; shorter numbers (codes, counts, indexes) and IPv4
+    addresses with a port stay readable."""
+
+    def mask(match: re.Match[str]) -> str:
+        if _IPV4_WITH_PORT.match(text, match.start()) and match.group(0).count(".") == 3:
+            return match.group(0)
+        return mask_phone(re.sub(r"[^\d+]", "", match.group(0)))
+
+    return _PHONE_LIKE.sub(mask, text)
+
+
+def redact_text(text: str) -> str:
+    """A text fit for a log line: URL credentials masked, then phone numbers redacted."""
+    return redact_phones(mask_urls_in_text(text))
 
 
 def mask_phone(phone: str) -> str:
@@ -45,24 +74,24 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_text(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_") and key != "color_message":
                 out[key] = value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {redact_text(record.getMessage())}"
         context = [f"{key}={vars(record)[key]}" for key in CONTEXT_FIELDS if key in vars(record)]
         if context:
             line += "  [" + " ".join(context) + "]"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + redact_text(self.formatException(record.exc_info))
         return line
 
 

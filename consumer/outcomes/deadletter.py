@@ -30,6 +30,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
+from consumer.config.secrets import mask_urls_in_text
+from consumer.operations.logs import redact_phones
+
 log = logging.getLogger(__name__)
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
@@ -65,6 +68,13 @@ def replay_count(message: Any) -> int:
     return int(value) if value and value.isascii() and value.isdigit() and len(value) < 10 else 0
 
 
+def error_text(message: str) -> str:
+    """An error message as it may stand in a header: every reader of the DLQ sees it, so no phone
+    number (Pisano's or a mapper's text may echo one) and no URL credential. Cut before redacting
+    (the work stays bounded) with room to spare, then again after (no half number is left)."""
+    return redact_phones(mask_urls_in_text(message[: MAX_MESSAGE_CHARS * 4]))[:MAX_MESSAGE_CHARS]
+
+
 def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | None = None) -> list[tuple[str, bytes]]:
     original = [(k, v if v is not None else b"") for k, v in (message.headers() or [])
                 if not k.startswith(OWN_HEADER_PREFIXES)]
@@ -72,7 +82,7 @@ def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | No
     added: dict[str, str | int | None] = {
         "pisano.error.code": failure.code,
         "pisano.http.status": failure.http_status,
-        "pisano.error.message": failure.message[:MAX_MESSAGE_CHARS],
+        "pisano.error.message": error_text(failure.message),
         "dlq.reason": failure.reason,
         "dlq.original.topic": message.topic(),
         "dlq.original.partition": message.partition(),

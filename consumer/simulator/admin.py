@@ -15,14 +15,20 @@ POST /_sim/reset       clears the logs (not the JSONL file), the counters and th
                        re-seeds the fault dice
 
 The POST endpoints answer with the resulting settings, tokens shown as fingerprints. A bad value
-answers 400 in the simulator's error shape with `"code": null`. There is no authentication: the
-simulator is for tests and staging networks, not for the open internet.
+answers 400 in the simulator's error shape with `"code": null`.
+
+These endpoints show every recipient's full phone number and change the simulator's behaviour.
+On loopback (the default) only local processes reach them. Bound to any other address, the
+simulator needs an admin token (server.py refuses to start without one), and every `/_sim/`
+request must carry it as `Authorization: Bearer <admin token>`; without it the answer is 401.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -37,16 +43,33 @@ from consumer.simulator.state import SimulatorState, simulator_state
 logger = logging.getLogger(__name__)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
 def admin_routes() -> list[Route]:
     return [
-        Route("/_sim/healthz", healthz, methods=["GET"]),
-        Route("/_sim/deliveries", deliveries, methods=["GET"]),
-        Route("/_sim/requests", requests, methods=["GET"]),
-        Route("/_sim/stats", stats, methods=["GET"]),
-        Route("/_sim/faults", faults, methods=["POST"]),
-        Route("/_sim/config", config, methods=["POST"]),
-        Route("/_sim/reset", reset, methods=["POST"]),
+        Route("/_sim/healthz", _guarded(healthz), methods=["GET"]),
+        Route("/_sim/deliveries", _guarded(deliveries), methods=["GET"]),
+        Route("/_sim/requests", _guarded(requests), methods=["GET"]),
+        Route("/_sim/stats", _guarded(stats), methods=["GET"]),
+        Route("/_sim/faults", _guarded(faults), methods=["POST"]),
+        Route("/_sim/config", _guarded(config), methods=["POST"]),
+        Route("/_sim/reset", _guarded(reset), methods=["POST"]),
     ]
+
+
+def _guarded(endpoint: Endpoint) -> Endpoint:
+    async def guarded(request: Request) -> Response:
+        expected: str | None = getattr(request.app.state, "admin_token", None)
+        if expected is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+                return ErrorAnswer.for_status(401, "the /_sim/ endpoints need Authorization: Bearer <admin token> "
+                                              "(--admin-token of the simulator)").to_answer().to_response()
+        return await endpoint(request)
+
+    guarded.__name__ = endpoint.__name__
+    return guarded
 
 
 async def healthz(request: Request) -> Response:

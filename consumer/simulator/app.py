@@ -31,8 +31,9 @@ from consumer.simulator.state import SimulatorState, simulator_state
 SHARING_PATH = "/v1/sms_campaigns/{campaign_id}/sms_sharings"
 
 
-def create_app(config: SimulatorConfig, clock: Clock | None = None) -> Starlette:
-    """The app; its SimulatorState is `app.state.simulator` (see `simulator_state`)."""
+def create_app(config: SimulatorConfig, clock: Clock | None = None, admin_token: str | None = None) -> Starlette:
+    """The app; its SimulatorState is `app.state.simulator` (see `simulator_state`). With
+    `admin_token`, the `/_sim/` endpoints answer only requests that carry it (admin.py)."""
     app = Starlette(
         routes=[
             Route(SHARING_PATH, share, methods=["POST"]),
@@ -42,6 +43,7 @@ def create_app(config: SimulatorConfig, clock: Clock | None = None) -> Starlette
         exception_handlers={404: _not_found, 405: _method_not_allowed},
     )
     app.state.simulator = SimulatorState(config, clock or SystemClock())
+    app.state.admin_token = admin_token
     return app
 
 

@@ -13,6 +13,7 @@ server goes.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -25,6 +26,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from consumer.config.windows import format_rate_limits
+from consumer.errors import ConfigError
 from consumer.simulator.app import create_app
 from consumer.simulator.clock import Clock
 from consumer.simulator.config import SimulatorConfig
@@ -44,9 +46,11 @@ class Tls:
     key_file: Path
 
 
-def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8080, tls: Tls | None = None) -> None:
+def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8080, tls: Tls | None = None,
+          admin_token: str | None = None) -> None:
     """Run the simulator until SIGTERM or SIGINT; prints the URL it listens on once bound."""
-    app = create_app(config)
+    require_admin_token(host, admin_token)
+    app = create_app(config, admin_token=admin_token)
     sock = _listen(host, port)
     url = _url(host, sock, tls)
     _log_start(config, url)
@@ -72,8 +76,10 @@ class SimulatorServer:
         port: int = 0,
         clock: Clock | None = None,
         tls: Tls | None = None,
+        admin_token: str | None = None,
     ) -> None:
-        self.app: Starlette = create_app(config, clock)
+        require_admin_token(host, admin_token)
+        self.app: Starlette = create_app(config, clock, admin_token)
         self._tls = tls
         self._host = host
         self._port = port
@@ -123,6 +129,25 @@ class SimulatorServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def require_admin_token(host: str, admin_token: str | None) -> None:
+    """Refuse to expose the admin endpoints (full phone numbers, fault switches) beyond this
+    machine without a token."""
+    if admin_token is not None and len(admin_token) < 8:
+        raise ConfigError("--admin-token: shorter than 8 characters; use a random one, e.g. `openssl rand -hex 16`")
+    if not is_loopback(host) and admin_token is None:
+        raise ConfigError(f"--host {host} exposes /_sim/ (every recipient's phone number) beyond this machine; "
+                          "pass --admin-token (or PISANO_SIM_ADMIN_TOKEN), or bind 127.0.0.1")
 
 
 def _uvicorn(app: Starlette, tls: Tls | None = None) -> uvicorn.Server:

@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,7 +89,8 @@ def _quiet_kafka_logs(settings: Settings) -> None:
               help="Refuse records already replayed this many times (header dlq.replays).")
 @click.option("--from-topic", metavar="TOPIC", help="Read this topic instead of DLQ_TOPIC.")
 @click.option("--to-topic", metavar="TOPIC",
-              help="Re-publish to this topic instead of each record's dlq.original.topic.")
+              help="Re-publish to this topic instead of each record's dlq.original.topic (which must be one "
+                   "of KAFKA_TOPICS).")
 @click.option("--group", metavar="GROUP",
               help="Consumer group that keeps the position. Default: pisano-sms-replay- and a hash of the filters.")
 @click.option("--from-beginning", is_flag=True,
@@ -100,6 +102,10 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
                    max_replays: int, from_topic: str | None, to_topic: str | None, group: str | None,
                    from_beginning: bool, dry_run: bool) -> None:
     """Re-publish dead-lettered records to their original topic, through the pipeline again.
+
+    Only to the consumers' topics (KAFKA_TOPICS) or --to-topic: a dead-letter naming any other
+    topic is refused, as is one whose headers are malformed. With REPLAY_SIGNING_KEY each record
+    is signed, so the consumers can tell a real replay from a forged dlq.replays header.
 
     Key, value and the original headers are re-published untouched, with dlq.replays one higher;
     the consumers' dedup never sends a delivered event again, so replaying twice is safe. Filters
@@ -145,6 +151,11 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
          f"replayed {plan.max_replays} times already (--max-replays): find out why they keep failing"),
         ("refused: value omitted", summary.verdicts[Verdict.VALUE_OMITTED],
          "the DLQ kept only the headers (too large): re-send from the source, dlq.original.*"),
+        ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
+         "dlq.original.topic is not in KAFKA_TOPICS: check the record; --to-topic if it is right"
+         + (f" ({_top(summary.not_consumer_topics)})" if summary.not_consumer_topics else "")),
+        ("refused: malformed", summary.verdicts[Verdict.MALFORMED],
+         "our headers, but unusable" + (f" ({_top(summary.malformed)})" if summary.malformed else "")),
     ]
     for name, count, detail in rows:
         click.echo(f"  {name:<24}{count:>9,}   {detail}".rstrip())
@@ -155,9 +166,17 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     if summary.stale:
         click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S: the consumers may "
                     "no longer know whether those events were delivered, and would send them", fg="yellow")
+    if not summary.signed and summary.replayed:
+        click.secho("  warning: REPLAY_SIGNING_KEY is not set: these records carry no replay signature, and "
+                    "consumers that check signatures treat them as fresh records (an event of unknown fate "
+                    "is not sent)", fg="yellow")
     if plan.dry_run:
         return
     click.echo("  position committed for group " + plan.group if summary.committed else "  nothing to commit")
+
+
+def _top(counter: Counter[str], shown: int = 3) -> str:
+    return ", ".join(f"{key[:80]} {n:,}" for key, n in counter.most_common(shown))
 
 
 @click.group("dlq")

@@ -5,13 +5,17 @@ they start, never waiting for records written after that: an SRE runs them to ac
 there now, and a DLQ that keeps growing (the cause is not fixed yet) must not keep them running.
 
 A record is one of ours when it carries the headers `consumer.outcomes.deadletter` writes (reason, origin,
-failure time); anything else in the topic is *foreign* and parsed as None. Values hold phone
-numbers: a `DeadLetter` never shows its value or original headers in its repr.
+failure time); anything else in the topic is *foreign* and parsed as None. One that carries them
+but malformed (a header name that is not UTF-8, a count that is not a number, an origin topic
+Kafka would not accept, the same header twice with different values) raises MalformedDeadLetter
+with the reason, so the caller refuses that record and goes on. Values hold phone numbers: a
+`DeadLetter` never shows its value or original headers in its repr.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +40,15 @@ REQUIRED_HEADERS = ("dlq.reason", "dlq.original.topic", "dlq.original.partition"
 
 NO_VALUE = "-"  # a missing error code or campaign, in counts and tables
 Origin = tuple[str, int, int]  # dlq.original.topic, .partition, .offset
+
+
+# Kafka's own rule for topic names.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+MAX_NUMBER_DIGITS = 18
+
+
+class MalformedDeadLetter(PisanoSmsError):
+    """A record with our headers that cannot be trusted as written by us; the message is the reason."""
 
 
 class TopicError(PisanoSmsError):
@@ -72,28 +85,43 @@ class DeadLetter:
 
 
 def parse_dead_letter(message: Any) -> DeadLetter | None:
-    """The record as a DeadLetter, or None when it was not written by us (foreign)."""
-    headers: list[tuple[str, bytes | None]] = message.headers() or []
+    """The record as a DeadLetter, None when it was not written by us (foreign), or
+    MalformedDeadLetter saying why it cannot be used. Reads `message.headers()` once: on a header
+    name that is not UTF-8 it raises SystemError, and a second call can crash the interpreter."""
+    try:
+        headers: list[tuple[str, bytes | None]] = list(message.headers() or [])
+    except Exception as exc:  # SystemError, UnicodeDecodeError: bytes from any producer
+        raise MalformedDeadLetter(f"unreadable headers ({type(exc).__name__}): a header name is not UTF-8") from None
     own: dict[str, str] = {}
     for name, raw in headers:
-        if name.startswith(OWN_HEADER_PREFIXES) and name not in own and raw is not None:
-            own[name] = raw.decode("utf-8", "replace")
+        if not name.startswith(OWN_HEADER_PREFIXES) or raw is None:
+            continue
+        text = raw.decode("utf-8", "replace")
+        if name in own and own[name] != text:
+            raise MalformedDeadLetter(f"header {name} twice with different values")
+        own[name] = text
     if any(not own.get(name) for name in REQUIRED_HEADERS):
         return None
+    topic = own["dlq.original.topic"]
+    if not _TOPIC_NAME.fullmatch(topic):
+        raise MalformedDeadLetter("dlq.original.topic is not a Kafka topic name")
+    partition = _required_number(own, "dlq.original.partition")
+    offset = _required_number(own, "dlq.original.offset")
     try:
-        origin = (own["dlq.original.topic"], int(own["dlq.original.partition"]), int(own["dlq.original.offset"]))
         failed_at = parse_when(own["dlq.failed.at"])
     except ValueError:
-        return None
+        raise MalformedDeadLetter("dlq.failed.at is not an ISO 8601 time") from None
+    if own["dlq.reason"] not in REASONS:
+        raise MalformedDeadLetter("dlq.reason is not a dead-letter reason")
     return DeadLetter(
         partition=message.partition(),
         offset=message.offset(),
         reason=own["dlq.reason"],
-        origin=origin,
+        origin=(topic, partition, offset),
         failed_at=failed_at,
-        replays=_int(own.get(REPLAYS_HEADER)) or 0,
-        error_code=_int(own.get("pisano.error.code")),
-        http_status=_int(own.get("pisano.http.status")),
+        replays=_number(own, REPLAYS_HEADER) or 0,
+        error_code=_number(own, "pisano.error.code"),
+        http_status=_number(own, "pisano.http.status"),
         campaign_id=own.get("dlq.campaign.id") or None,
         value_omitted=VALUE_OMITTED_HEADER in own,
         key=message.key(),
@@ -102,8 +130,22 @@ def parse_dead_letter(message: Any) -> DeadLetter | None:
     )
 
 
-def _int(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() else None
+def _number(own: dict[str, str], name: str) -> int | None:
+    """A numeric header of ours, None when absent; MalformedDeadLetter when present but not a plain
+    number (str.isdigit alone takes '²', which int() refuses)."""
+    text = own.get(name)
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_NUMBER_DIGITS):
+        raise MalformedDeadLetter(f"{name} is not a number")
+    return int(text)
+
+
+def _required_number(own: dict[str, str], name: str) -> int:
+    number = _number(own, name)
+    if number is None:
+        raise MalformedDeadLetter(f"{name} is empty")
+    return number
 
 
 def parse_when(text: str) -> datetime:

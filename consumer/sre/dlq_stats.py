@@ -16,7 +16,7 @@ from typing import Any
 
 from consumer.config.settings import Settings
 from consumer.ingest.kafka import make_consumer
-from consumer.sre.dlq_read import NO_VALUE, DeadLetter, TopicReader, parse_dead_letter
+from consumer.sre.dlq_read import NO_VALUE, DeadLetter, MalformedDeadLetter, TopicReader, parse_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class DlqStats:
     topic: str
     records: int = 0
     foreign: int = 0
+    malformed: int = 0  # our headers, unusable (MalformedDeadLetter)
     rows: dict[RowKey, Row] = field(default_factory=dict)
     origins: set[int] = field(default_factory=set)
 
@@ -67,6 +68,7 @@ class DlqStats:
             "topic": self.topic,
             "records": self.records,
             "foreign": self.foreign,
+            "malformed": self.malformed,
             "unique_origins": len(self.origins),
             "rows": [
                 {"error_code": None if code == NO_VALUE else code, "reason": reason,
@@ -90,7 +92,8 @@ class DlqStats:
 
         out = [render(header), *(render(cells) for cells in lines)]
         out.append(f"{self.records:,} record(s) in {self.topic}, {len(self.origins):,} unique origin(s)"
-                   + (f", {self.foreign:,} foreign (not written by pisano-sms)" if self.foreign else ""))
+                   + (f", {self.foreign:,} foreign (not written by pisano-sms)" if self.foreign else "")
+                   + (f", {self.malformed:,} malformed (our headers, unusable)" if self.malformed else ""))
         return out
 
 
@@ -107,7 +110,11 @@ def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int],
                              missing_hint="check DLQ_TOPIC")
         reader.open()
         for message in reader.records():
-            stats.add(parse_dead_letter(message))
+            try:
+                stats.add(parse_dead_letter(message))
+            except MalformedDeadLetter:
+                stats.records += 1
+                stats.malformed += 1
             if progress is not None:
                 progress(stats.records, reader.total)
     finally:

@@ -13,7 +13,13 @@ original key, value and headers untouched, count the replay, and not lose its pl
 * dead-lettering is at-least-once, so one origin (topic, partition, offset) may sit in the DLQ
   several times: within a run it is re-published once;
 * a record replayed `max_replays` times already, or whose value was left out of the DLQ (too
-  large), is refused and counted, never published.
+  large), is refused and counted, never published;
+* the DLQ is input like any topic: whoever can write to it chooses `dlq.original.topic`. A record
+  is re-published only to one of the consumers' own topics (KAFKA_TOPICS) or to the SRE's explicit
+  `--to-topic`, never to whatever topic a header names; a record whose headers are malformed is
+  refused with the reason, never a crash;
+* with REPLAY_SIGNING_KEY, each re-published record carries a signature
+  (consumer.sre.replay_signature) without which the consumers do not treat it as a replay.
 
 A dry run reads the same records with the same decisions and publishes and commits nothing, so
 its counts are what a real run with the same filters would replay.
@@ -40,6 +46,7 @@ from consumer.outcomes.deadletter import REPLAYS_HEADER
 from consumer.sre.dlq_read import (
     DeadLetter,
     Filters,
+    MalformedDeadLetter,
     Origin,
     TopicError,
     TopicReader,
@@ -47,6 +54,7 @@ from consumer.sre.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
+from consumer.sre.replay_signature import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,8 @@ class Verdict(StrEnum):
     DUPLICATE = "duplicate"  # its origin was already re-published in this run
     VALUE_OMITTED = "value_omitted"  # the DLQ has no value to re-publish
     OVER_MAX_REPLAYS = "over_max_replays"
+    MALFORMED = "malformed"  # our headers, but not usable (reason counted in ReplaySummary.malformed)
+    NOT_CONSUMER_TOPIC = "not_consumer_topic"  # dlq.original.topic is not in KAFKA_TOPICS, no --to-topic
     REPLAY = "replay"
 
 
@@ -88,10 +98,16 @@ def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_repla
     return Verdict.REPLAY
 
 
-def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes | None]]:
+def replay_headers(letter: DeadLetter, signing_key: bytes | None = None, topic: str = "",
+                   now_ms: int | None = None) -> list[tuple[str, bytes | None]]:
     """The original record's headers, without ours (a failure of the replay gets fresh ones),
-    plus the replay count the consumers look for."""
-    return [*letter.original_headers, (REPLAYS_HEADER, str(letter.replays + 1).encode())]
+    plus the replay count the consumers look for and, with a key, its signature for `topic`."""
+    replays = letter.replays + 1
+    headers: list[tuple[str, bytes | None]] = [*letter.original_headers, (REPLAYS_HEADER, str(replays).encode())]
+    if signing_key is not None:
+        signed_at = now_ms if now_ms is not None else int(time.time() * 1000)
+        headers.append((SIGNATURE_HEADER, sign(signing_key, topic, replays, signed_at, letter.key, letter.value)))
+    return headers
 
 
 @dataclass(frozen=True)
@@ -121,10 +137,14 @@ class ReplaySummary:
     stale: int = 0
     committed: bool = False
     limit_reached: bool = False
+    signed: bool = False  # the re-published records carry a replay signature
+    malformed: Counter[str] = field(default_factory=Counter)  # reason -> records refused
+    not_consumer_topics: Counter[str] = field(default_factory=Counter)  # named topic -> records refused
 
     @property
     def matched(self) -> int:
-        return self.read - self.verdicts[Verdict.FOREIGN] - self.verdicts[Verdict.UNMATCHED]
+        return (self.read - self.verdicts[Verdict.FOREIGN] - self.verdicts[Verdict.UNMATCHED]
+                - self.verdicts[Verdict.MALFORMED])
 
     @property
     def replayed(self) -> int:
@@ -142,13 +162,14 @@ class ReplaySummary:
 class _Publisher:
     """Re-publishes records and tells, at a checkpoint, whether all of them were acknowledged."""
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(self, producer: Any, signing_key: bytes | None) -> None:
         self.producer = producer
+        self.signing_key = signing_key
         self.failure: KafkaError | None = None
 
     def publish(self, topic: str, letter: DeadLetter) -> None:
-        produce_waiting(self.producer, topic, key=letter.key, value=letter.value, headers=replay_headers(letter),
-                        on_delivery=self._delivered)
+        produce_waiting(self.producer, topic, key=letter.key, value=letter.value,
+                        headers=replay_headers(letter, self.signing_key, topic), on_delivery=self._delivered)
         self.producer.poll(0)
 
     def _delivered(self, error: KafkaError | None, _message: Any) -> None:
@@ -170,13 +191,15 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
     """Replay what `plan` selects; raises TopicError before anything is published when a topic is
     missing or Kafka unreachable, ReplayError when publishing or committing fails part-way."""
+    signing_key = settings.replay_key()  # a ConfigError before anything is read
+    consumer_topics = frozenset(settings.kafka_topics)
     consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
     producer = None if plan.dry_run else make_producer(settings)
-    publisher = _Publisher(producer) if producer is not None else None
+    publisher = _Publisher(producer, signing_key) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
                          start="beginning" if plan.from_beginning else "committed",
                          missing_hint="check DLQ_TOPIC or --from-topic")
-    summary = ReplaySummary()
+    summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
     replayed: set[Origin] = set()
 
@@ -202,8 +225,18 @@ def run_replay(settings: Settings, plan: ReplayPlan,
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
         for message in reader.records():
             summary.read += 1
-            letter = parse_dead_letter(message)
-            verdict = Verdict.FOREIGN if letter is None else judge(letter, plan.filters, replayed, plan.max_replays)
+            try:
+                letter = parse_dead_letter(message)
+            except MalformedDeadLetter as exc:
+                letter, verdict = None, Verdict.MALFORMED
+                summary.malformed[str(exc)] += 1
+            else:
+                verdict = Verdict.FOREIGN if letter is None else judge(letter, plan.filters, replayed,
+                                                                       plan.max_replays)
+            if letter is not None and verdict is Verdict.REPLAY and plan.to_topic is None \
+                    and letter.origin[0] not in consumer_topics:
+                verdict = Verdict.NOT_CONSUMER_TOPIC
+                summary.not_consumer_topics[letter.origin[0]] += 1
             if letter is not None and verdict is Verdict.REPLAY:
                 target = plan.to_topic or letter.origin[0]
                 try:

@@ -26,7 +26,8 @@ def pisano_sms(*args: str, env: dict[str, str], timeout: float = 120) -> subproc
 
 def base_env(stack: Stack, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "PISANO_", "REDIS_"))}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, REDIS_URL=stack.redis_url, **extra)
+    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, REDIS_URL=stack.redis_url, PISANO_ALLOW_INSECURE="true",
+               **extra)
     return env
 
 

@@ -45,6 +45,8 @@ CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication", "Prometh
 TOKEN = "tok-3b1f0c9e7d5a"
 REDIS_URL = "redis://pisano:redis-pw-8c2e@redis-master.data:6379/2"
 SASL_PASSWORD = "sasl-pw-55d0a1"
+REGISTRY_PASSWORD = "sr-pw-90e4b2"
+REPLAY_KEY = "replay-key-1c7e5a3f9b"
 
 BASE: dict[str, Any] = {
     "config": {
@@ -94,6 +96,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "dashboards": {"enabled": True, "annotations": {"grafana_folder": "Pisano"}},
         "prometheusRule": {"enabled": True, "labels": {"release": "kps"},
                            "rules": {"lagGrowing": {"threshold": 2000000}}},
+    }),
+    "registry-and-replay": merged(BASE, {
+        "config": {"SCHEMA_REGISTRY_URL": "https://schema-registry.kafka:8081", "SCHEMA_REGISTRY_USER": "svc-sms"},
+        "secrets": {"schemaRegistryPassword": REGISTRY_PASSWORD, "replaySigningKey": REPLAY_KEY},
+        "schemaRegistryTls": {"secretName": "registry-client-tls", "certKey": "tls.crt", "keyKey": "tls.key"},
     }),
     "files-and-spread": merged(BASE, {
         "mapping": {"event_id": "transaction.id", "phone": "customer.mobile", "campaign_id": "campaign"},
@@ -305,13 +312,13 @@ def test_secrets_stay_in_the_secret(scenario: tuple[str, list[dict[str, Any]]]) 
     for doc in docs:
         if doc["kind"] != "Secret":
             text = yaml.safe_dump(doc)
-            for secret in (TOKEN, REDIS_URL, "redis-pw-8c2e", SASL_PASSWORD):
+            for secret in (TOKEN, REDIS_URL, "redis-pw-8c2e", SASL_PASSWORD, REGISTRY_PASSWORD, REPLAY_KEY):
                 assert secret not in text, f"{doc['kind']}/{doc['metadata']['name']} contains a secret"
     data = config_data(docs)
     assert not {"REDIS_URL", "PISANO_API_TOKEN", "KAFKA_CONFIG_SASL_PASSWORD"} & set(data)
     env = env_of(docs)
     for name, entry in env.items():
-        if re.search("PASSWORD|SECRET|TOKEN|REDIS_URL", name) and name != "PISANO_API_TOKEN_FILE":
+        if re.search("PASSWORD|SECRET|TOKEN|REDIS_URL", name) and not name.endswith("_FILE"):  # a file path
             assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name} must come from a Secret"
         assert "value" not in entry or not re.search("PASSWORD|SECRET|TOKEN|URL", name), name
     assert "PISANO_API_TOKEN" not in env  # the token is a file, not an env var
@@ -327,7 +334,7 @@ def test_token_is_mounted_as_a_file(scenario: tuple[str, list[dict[str, Any]]]) 
     assert mount["readOnly"] is True and "subPath" not in mount  # subPath would freeze rotations
     volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == mount["name"])["secret"]
     assert volume["secretName"] == (secrets["existingSecret"] or FULLNAME)
-    assert volume["items"] == [{"key": secrets["keys"]["pisanoApiToken"], "path": token_file.name}]
+    assert volume["items"][0] == {"key": secrets["keys"]["pisanoApiToken"], "path": token_file.name}
     assert volume["defaultMode"] == 0o440 and pod_spec(docs)["securityContext"]["fsGroup"] == 10001
 
 
@@ -386,6 +393,29 @@ def test_existing_secret_is_referenced_with_its_keys(helm: str) -> None:
     assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "pisano-sms-prod", "key": "redis"}
     assert env["KAFKA_CONFIG_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pisano-sms-prod", "key": "sasl"}
     assert "checksum/secret" not in one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_registry_password_replay_key_and_registry_tls_are_files_from_secrets(helm: str) -> None:
+    docs = render(helm, SCENARIOS["registry-and-replay"])
+    data = config_data(docs)
+    assert data["SCHEMA_REGISTRY_USER"] == "svc-sms"
+    assert data["SCHEMA_REGISTRY_PASSWORD_FILE"] == "/var/run/secrets/pisano-sms/schema-registry-password"
+    assert data["REPLAY_SIGNING_KEY_FILE"] == "/var/run/secrets/pisano-sms/replay-signing-key"
+    assert data["SCHEMA_REGISTRY_CA_FILE"] == "/var/run/secrets/schema-registry-tls/ca.crt"
+    assert data["SCHEMA_REGISTRY_CERT_FILE"] == "/var/run/secrets/schema-registry-tls/tls.crt"
+    assert data["SCHEMA_REGISTRY_KEY_FILE"] == "/var/run/secrets/schema-registry-tls/tls.key"
+    secret = {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret")["data"].items()}
+    assert secret["schema-registry-password"] == REGISTRY_PASSWORD and secret["replay-signing-key"] == REPLAY_KEY
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert volumes["pisano-token"]["secret"]["items"][1:] == [
+        {"key": "schema-registry-password", "path": "schema-registry-password"},
+        {"key": "replay-signing-key", "path": "replay-signing-key"}]
+    assert volumes["schema-registry-tls"]["secret"]["secretName"] == "registry-client-tls"
+    # With an existing Secret the chart wires the optional keys only when told they are there.
+    existing = merged(SCENARIOS["existing-secret"], {"config": {"SCHEMA_REGISTRY_USER": "svc-sms"}})
+    assert "REPLAY_SIGNING_KEY_FILE" not in config_data(render(helm, existing))
+    told = merged(existing, {"secrets": {"hasSchemaRegistryPassword": True, "hasReplaySigningKey": True}})
+    assert {"SCHEMA_REGISTRY_PASSWORD_FILE", "REPLAY_SIGNING_KEY_FILE"} <= set(config_data(render(helm, told)))
 
 
 def test_sasl_password_only_with_sasl(helm: str) -> None:
@@ -553,9 +583,17 @@ def test_config_checksum_rolls_pods_on_config_change(helm: str) -> None:
     ({"KAFKA_CONFIG_SASL_PASSWORD": "p"}, "config.KAFKA_CONFIG_SASL_PASSWORD looks like a secret"),
     ({"SHUTDOWN_GRACE_MS": 1000}, "config.SHUTDOWN_GRACE_MS is set by the chart"),
     ({"HTTP_PORT": 9000}, "config.HTTP_PORT is set by the chart"),
+    ({"REPLAY_SIGNING_KEY": "k" * 20}, "config.REPLAY_SIGNING_KEY looks like a secret"),
+    ({"SCHEMA_REGISTRY_URL": "https://u:pw@registry:8081"}, "config.SCHEMA_REGISTRY_URL holds a credential"),
+    ({"SCHEMA_REGISTRY_URL": "https://registry:8081/?Password=pw"}, "config.SCHEMA_REGISTRY_URL holds a credential"),
 ])
 def test_config_refuses_secrets_and_chart_managed_settings(helm: str, config: dict[str, Any], message: str) -> None:
     assert message in render_error(helm, merged(BASE, {"config": config}))
+
+
+def test_registry_password_needs_its_user(helm: str) -> None:
+    values = merged(BASE, {"secrets": {"schemaRegistryPassword": REGISTRY_PASSWORD}})
+    assert "config.SCHEMA_REGISTRY_USER is empty" in render_error(helm, values)
 
 
 @pytest.mark.parametrize("values", [
@@ -564,6 +602,7 @@ def test_config_refuses_secrets_and_chart_managed_settings(helm: str, config: di
     {"httpPort": 0},
     {"secrets": {"redisUrl": "http://not-redis"}},
     {"image": {"digest": "latest"}},
-], ids=["typo", "env-name", "port-0", "redis-url", "digest"])
+    {"secrets": {"replaySigningKey": "too-short"}},
+], ids=["typo", "env-name", "port-0", "redis-url", "digest", "short-replay-key"])
 def test_schema_rejects_bad_values(helm: str, values: dict[str, Any]) -> None:
     assert "values don't meet the specifications of the schema" in render_error(helm, merged(BASE, values))

@@ -34,6 +34,7 @@ def secured_env(stack: Stack, tmp_path: Path, **base: str) -> dict[str, str]:
         "rediss://", f"rediss://{values['PISANO_STACK_REDIS_ACL_USER']}:{values['PISANO_STACK_REDIS_ACL_PASSWORD']}@")
     env = {**base}
     env.pop("PISANO_API_TOKEN", None)
+    env.pop("PISANO_ALLOW_INSECURE", None)  # production: HTTPS with verification, nothing allowed
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": values["PISANO_STACK_KAFKA_SASL_BOOTSTRAP"],
         "KAFKA_CONFIG_SECURITY_PROTOCOL": "SASL_SSL",

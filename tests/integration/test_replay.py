@@ -29,6 +29,7 @@ from consumer.simulator.config import FaultSettings
 from consumer.sre.dlq_read import Filters
 from consumer.sre.dlq_stats import STATS_GROUP
 from consumer.sre.replay import ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
+from consumer.sre.replay_signature import verified_replays
 from tests.conftest import Stack, unique
 from tests.support.consumers import ROOT, ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
@@ -55,9 +56,15 @@ class Spec:
     omit_value: bool = False
 
 
+# The source topic of each DLQ built here: replay publishes only to the consumers' topics
+# (KAFKA_TOPICS), so the settings of a replay of that DLQ name it.
+SOURCE_OF_DLQ: dict[str, str] = {}
+
+
 def build_dlq(stack: Stack, source: str, dlq: str, specs: list[Spec], foreign: int = 0) -> list[Any]:
     """Produce one source record per spec, consume them, dead-letter them with the real headers;
     the source records (in spec order) come back."""
+    SOURCE_OF_DLQ[dlq] = source
     producer = Producer({"bootstrap.servers": stack.bootstrap, "enable.idempotence": True})
     for n, spec in enumerate(specs):
         headers: list[tuple[str, str | bytes | None]] = [("trace-id", f"trace-{n}".encode())]
@@ -87,6 +94,7 @@ def settings(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], S
     def make(dlq: str) -> Settings:
         monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", stack.bootstrap)
         monkeypatch.setenv("DLQ_TOPIC", dlq)
+        monkeypatch.setenv("KAFKA_TOPICS", SOURCE_OF_DLQ.get(dlq, ""))
         return load_settings()
 
     return make
@@ -235,6 +243,7 @@ def test_since_and_until(stack: Stack, new_topic: Callable[..., str], settings: 
 def test_value_omitted_by_the_dead_letter_queue_is_refused(
         stack: Stack, new_topic: Callable[..., str], settings: Callable[[str], Settings]) -> None:
     source, dlq = new_topic("source"), unique("small-dlq")
+    SOURCE_OF_DLQ[dlq] = source
     admin = AdminClient({"bootstrap.servers": stack.bootstrap})
     for future in admin.create_topics([NewTopic(dlq, 1, 1, config={"max.message.bytes": "4096"})]).values():
         future.result(timeout=30)
@@ -276,7 +285,8 @@ def pisano_sms(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 def cli_env(stack: Stack, dlq: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "PISANO_", "REDIS_", "DLQ_"))}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, DLQ_TOPIC=dlq, **extra)
+    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, DLQ_TOPIC=dlq, KAFKA_TOPICS=SOURCE_OF_DLQ.get(dlq, ""))
+    env.update(extra)
     return env
 
 
@@ -398,7 +408,7 @@ def test_replayed_events_are_delivered_once_and_a_second_replay_sends_nothing(  
         assert len(delivered_phones(log)) == 20
         simulator.state.set_faults(FaultSettings())
 
-        first = pisano_sms("replay", "--error-code", "13034", env=cli_env(stack, dlq))
+        first = pisano_sms("replay", "--error-code", "13034", env=cli_env(stack, dlq, KAFKA_TOPICS=topic))
         assert first.returncode == 0, first.stderr
         assert count_in(first.stdout, "replayed") == 10
         wait_until(all_committed, 60, "the replay committed")
@@ -406,9 +416,43 @@ def test_replayed_events_are_delivered_once_and_a_second_replay_sends_nothing(  
         assert set(phones) == traffic.valid_phones and max(phones.values()) == 1
 
         skipped_before = replica.metric("pisano_sms_duplicates_skipped_total")
-        second = pisano_sms("replay", "--error-code", "13034", "--from-beginning", env=cli_env(stack, dlq))
+        second = pisano_sms("replay", "--error-code", "13034", "--from-beginning",
+                            env=cli_env(stack, dlq, KAFKA_TOPICS=topic))
         assert count_in(second.stdout, "replayed") == 10
         wait_until(all_committed, 60, "the second replay committed")
         assert delivered_phones(log) == phones  # nobody got a second SMS
         assert replica.metric("pisano_sms_duplicates_skipped_total") - skipped_before == 10
         assert replica.terminate() == 0
+
+
+def test_hostile_dead_letters_are_refused_and_real_replays_are_signed(
+        stack: Stack, new_topic: Callable[..., str], settings: Callable[[str], Settings],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever writes to the DLQ chooses its headers: a record naming a topic the consumers do not
+    read goes nowhere, a malformed one is refused with its reason, and what is replayed carries a
+    signature the consumers can check (consumer.sre.replay_signature)."""
+    source, elsewhere, dlq = new_topic("source"), new_topic("not-consumed"), new_topic("dlq")
+    originals = build_dlq(stack, source, dlq, [Spec(TOKEN_13001)])
+    good = dict(dead_letter_headers(originals[0], TOKEN_13001, NOW))
+    producer = Producer({"bootstrap.servers": stack.bootstrap})
+    redirected = {**good, "dlq.original.topic": elsewhere.encode(), "dlq.original.offset": b"1"}
+    malformed = {**good, "dlq.original.offset": b"2", "dlq.replays": "\u00b2".encode()}
+    for headers in (redirected, malformed):
+        producer.produce(dlq, key=b"evt-x", value=b"forged", headers=list(headers.items()))
+    assert producer.flush(30) == 0
+    key = "replay-key-for-this-test-0123456789"
+    monkeypatch.setenv("REPLAY_SIGNING_KEY", key)
+    summary = replay(settings(dlq))
+    assert summary.verdicts == {Verdict.REPLAY: 1, Verdict.NOT_CONSUMER_TOPIC: 1, Verdict.MALFORMED: 1}
+    assert summary.not_consumer_topics == {elsewhere: 1}
+    assert list(summary.malformed) == ["dlq.replays is not a number"]
+    assert summary.signed
+    assert read_all(stack.bootstrap, elsewhere) == []
+    replayed = [m for m in read_all(stack.bootstrap, source, expected=2) if m.offset() == 1]
+    assert len(replayed) == 1
+    message = replayed[0]
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    assert verified_replays(key.encode(), source, message.key(), message.value(), message.headers(), now_ms,
+                            86_400_000) == 1
+    assert verified_replays(b"a-key-the-source-producer-guessed", source, message.key(), message.value(),
+                            message.headers(), now_ms, 86_400_000) == 0

@@ -25,9 +25,9 @@ from tests.support.scenario import CAMPAIGNS, delivered_phones, mixed_traffic
 RIGHT_TOKEN, WRONG_TOKEN = "sre-right-token-51", "sre-wrong-token-19"
 
 
-def replay(stack: Stack, dlq: str, *args: str) -> str:
+def replay(stack: Stack, topic: str, dlq: str, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DLQ_", "REDIS_", "PISANO_"))}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, DLQ_TOPIC=dlq)
+    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, DLQ_TOPIC=dlq, KAFKA_TOPICS=topic)
     result = subprocess.run([sys.executable, "-m", "consumer", "replay", *args], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -69,9 +69,9 @@ def test_wrong_token_dead_letters_then_fix_and_replay_exactly_once(
         # The token is fixed (a new Secret, the pods restart), then the SRE replays 13001.
         fixed = ConsumerProcess({**env, "PISANO_API_TOKEN": RIGHT_TOKEN}, tmp_path / "fixed.log").start()
         processes.append(fixed)
-        dry = replay(stack, dlq, "--error-code", "13001", "--dry-run")
+        dry = replay(stack, topic, dlq, "--error-code", "13001", "--dry-run")
         assert number(dry, "would replay") == len(traffic.records)
-        first = replay(stack, dlq, "--error-code", "13001")
+        first = replay(stack, topic, dlq, "--error-code", "13001")
         assert number(first, "replayed") == number(dry, "would replay")
         ends = end_offsets(stack.bootstrap, topic)
         wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "replayed records processed")
@@ -80,11 +80,11 @@ def test_wrong_token_dead_letters_then_fix_and_replay_exactly_once(
         assert fixed.metric("pisano_sms_duplicates_skipped_total") == traffic.duplicates
 
         # The same replay again: the group resumed past everything, so nothing is read.
-        second = replay(stack, dlq, "--error-code", "13001")
+        second = replay(stack, topic, dlq, "--error-code", "13001")
         assert number(second, "replayed") == 0
         # Even from the beginning: everything goes round again and dedup stops every send.
         requests_before = len(simulator.state.requests.records())
-        again = replay(stack, dlq, "--error-code", "13001", "--from-beginning")
+        again = replay(stack, topic, dlq, "--error-code", "13001", "--from-beginning")
         assert number(again, "replayed") == len(traffic.records)
         ends = end_offsets(stack.bootstrap, topic)
         wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "second replay processed")
@@ -133,12 +133,12 @@ def test_sigkill_while_dead_lettering_loses_nothing_and_replays_send_nothing_twi
         assert max(delivered_phones(log).values()) == 1  # ...once
 
         set_faults(simulator)  # the flow is fixed
-        output = replay(stack, dlq, "--error-code", "13034")
+        output = replay(stack, topic, dlq, "--error-code", "13034")
         assert number(output, "replayed") == len(bad_events)  # duplicate origins published once
         ends = end_offsets(stack.bootstrap, topic)
         wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "replay processed")
         # Even the duplicate dead-letters, replayed on purpose, send nothing twice.
-        again = replay(stack, dlq, "--error-code", "13034", "--from-beginning")
+        again = replay(stack, topic, dlq, "--error-code", "13034", "--from-beginning")
         assert number(again, "replayed") == len(bad_events)
         ends = end_offsets(stack.bootstrap, topic)
         wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "second replay processed")

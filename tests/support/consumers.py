@@ -35,6 +35,7 @@ def consumer_env(*, bootstrap: str, redis_url: str, topic: str, dlq: str, group:
         "REDIS_URL": redis_url,
         "PISANO_URL": pisano_url,
         "PISANO_API_TOKEN": token,
+        "PISANO_ALLOW_INSECURE": "true",  # the simulator serves plain http
         "PISANO_RATE_LIMITS": "off",
         "BATCH_MAX_WAIT_MS": "200",
         "LOG_FORMAT": "json",

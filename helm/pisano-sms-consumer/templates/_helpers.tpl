@@ -56,6 +56,19 @@ the kubelet rewrites that volume.
 {{- define "pisano-sms.filesDir" -}}/etc/pisano-sms{{- end }}
 {{- define "pisano-sms.tokenDir" -}}/var/run/secrets/pisano-sms{{- end }}
 {{- define "pisano-sms.kafkaTlsDir" -}}/var/run/secrets/kafka-tls{{- end }}
+{{- define "pisano-sms.registryTlsDir" -}}/var/run/secrets/schema-registry-tls{{- end }}
+
+{{/* "true" when the Secret holds the schema registry's password (wired as a file). */}}
+{{- define "pisano-sms.hasRegistryPassword" -}}
+{{- if .Values.secrets.existingSecret }}{{ if .Values.secrets.hasSchemaRegistryPassword }}true{{ end }}
+{{- else if .Values.secrets.schemaRegistryPassword }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the Secret holds the replay signing key (wired as a file). */}}
+{{- define "pisano-sms.hasReplayKey" -}}
+{{- if .Values.secrets.existingSecret }}{{ if .Values.secrets.hasReplaySigningKey }}true{{ end }}
+{{- else if .Values.secrets.replaySigningKey }}true{{ end }}
+{{- end }}
 
 {{- define "pisano-sms.secretName" -}}
 {{- default (include "pisano-sms.fullname" .) .Values.secrets.existingSecret }}
@@ -93,6 +106,23 @@ The settings the chart derives from other values, as YAML (env name: value).
 HTTP_PORT: {{ .Values.httpPort | int64 | quote }}
 SHUTDOWN_GRACE_MS: {{ .Values.shutdownGraceMs | int64 | quote }}
 PISANO_API_TOKEN_FILE: {{ printf "%s/token" (include "pisano-sms.tokenDir" .) | quote }}
+{{- if include "pisano-sms.hasRegistryPassword" . }}
+SCHEMA_REGISTRY_PASSWORD_FILE: {{ printf "%s/schema-registry-password" (include "pisano-sms.tokenDir" .) | quote }}
+{{- end }}
+{{- if include "pisano-sms.hasReplayKey" . }}
+REPLAY_SIGNING_KEY_FILE: {{ printf "%s/replay-signing-key" (include "pisano-sms.tokenDir" .) | quote }}
+{{- end }}
+{{- with .Values.schemaRegistryTls }}
+{{- if .secretName }}
+{{- if .caKey }}
+SCHEMA_REGISTRY_CA_FILE: {{ printf "%s/%s" (include "pisano-sms.registryTlsDir" $) .caKey | quote }}
+{{- end }}
+{{- if .certKey }}
+SCHEMA_REGISTRY_CERT_FILE: {{ printf "%s/%s" (include "pisano-sms.registryTlsDir" $) .certKey | quote }}
+SCHEMA_REGISTRY_KEY_FILE: {{ printf "%s/%s" (include "pisano-sms.registryTlsDir" $) .keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if .Values.mapping }}
 MAPPING_FILE: {{ printf "%s/mapping.yaml" (include "pisano-sms.filesDir" .) | quote }}
 {{- end }}
@@ -116,7 +146,7 @@ KAFKA_CONFIG_SSL_KEY_LOCATION: {{ printf "%s/%s" (include "pisano-sms.kafkaTlsDi
 Env names that carry secrets: they must come from the Secret, never from the ConfigMap.
 */}}
 {{- define "pisano-sms.isSecretName" -}}
-{{- if or (has . (list "REDIS_URL" "PISANO_API_TOKEN")) (regexMatch "PASSWORD|SECRET|TOKEN|KEY_PEM" .) }}true{{ end }}
+{{- if or (has . (list "REDIS_URL" "PISANO_API_TOKEN")) (regexMatch "PASSWORD|SECRET|TOKEN|KEY_PEM|SIGNING_KEY" .) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -132,6 +162,9 @@ Fails the render on a key the chart manages or one that would put a secret in th
 {{- end }}
 {{- if include "pisano-sms.isSecretName" $name }}
 {{- fail (printf "config.%s looks like a secret and `config` becomes a plain ConfigMap; put it in a Secret and pass it with `secrets` or `extraEnv` (secretKeyRef)" $name) }}
+{{- end }}
+{{- if regexMatch "://[^/@ ]*@|(?i)[?&][^=&]*(password|secret|token|key)[^=&]*=" (toString $value) }}
+{{- fail (printf "config.%s holds a credential (user:password@ or a secret query parameter) and `config` becomes a plain ConfigMap; put the credential in a Secret (secrets.*, e.g. secrets.schemaRegistryPassword with config.SCHEMA_REGISTRY_USER)" $name) }}
 {{- end }}
 {{- if not (or (kindIs "invalid" $value) (eq (toString $value) "")) }}
 {{- $_ := set $env $name (include "pisano-sms.envValue" $value) }}
@@ -198,6 +231,12 @@ always rendered.
 {{- end }}
 {{- if and .Values.kafkaTls.secretName (ne (empty .Values.kafkaTls.certKey) (empty .Values.kafkaTls.keyKey)) }}
 {{- fail "kafkaTls.certKey and kafkaTls.keyKey go together: set both for mutual TLS, or neither" }}
+{{- end }}
+{{- if and .Values.schemaRegistryTls.secretName (ne (empty .Values.schemaRegistryTls.certKey) (empty .Values.schemaRegistryTls.keyKey)) }}
+{{- fail "schemaRegistryTls.certKey and schemaRegistryTls.keyKey go together: set both for mutual TLS, or neither" }}
+{{- end }}
+{{- if and (include "pisano-sms.hasRegistryPassword" .) (not .Values.config.SCHEMA_REGISTRY_USER) }}
+{{- fail "the schema registry password is wired but config.SCHEMA_REGISTRY_USER is empty: set the user it belongs to" }}
 {{- end }}
 {{- if .Values.keda.enabled }}
 {{- if not (and .Values.config.KAFKA_BOOTSTRAP_SERVERS .Values.config.KAFKA_TOPICS) }}

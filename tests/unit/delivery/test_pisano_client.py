@@ -1,9 +1,14 @@
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
-from consumer.delivery.pisano import PisanoClient, build_body, parse_retry_after
+from consumer.delivery.pisano import MAX_RESPONSE_BYTES, PisanoClient, build_body, parse_retry_after
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.ingest.mapping import Recipient
 
@@ -81,3 +86,122 @@ def test_connect_failure_is_certain_read_timeout_is_ambiguous() -> None:
 
 def test_a_200_with_any_body_is_success() -> None:
     assert client_with(lambda r: httpx.Response(200, text="OK")).send(CAMPAIGN, b"{}").http_status == 200
+
+
+# ----------------------------------------------------------------- hostile answers (issue 10, items 8 and 10)
+
+TOKEN = "secret-token-0123456789"
+
+
+def test_transport_error_text_never_quotes_the_request() -> None:
+    def leak(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError(f"broken while sending {dict(request.headers)}", request=request)
+
+    client = PisanoClient("https://pisano.test", TOKEN, timeout_s=1, connect_timeout_s=1, max_connections=1)
+    client.http = httpx.Client(base_url="https://pisano.test", headers=client.http.headers,
+                               transport=httpx.MockTransport(leak))
+    with pytest.raises(PisanoTransportError) as error:
+        client.send(CAMPAIGN, b"{}")
+    assert TOKEN not in str(error.value) and "Authorization" not in str(error.value)
+    assert str(error.value).startswith("ReadError: no answer after sending")
+
+
+def test_an_error_page_echoing_the_token_is_scrubbed() -> None:
+    client = PisanoClient("https://pisano.test", TOKEN, timeout_s=1, connect_timeout_s=1, max_connections=1)
+    echo = httpx.MockTransport(lambda r: httpx.Response(502, text=f"proxy saw {r.headers['Authorization']}"))
+    client.http = httpx.Client(base_url="https://pisano.test", headers=client.http.headers, transport=echo)
+    with pytest.raises(PisanoApiError) as error:
+        client.send(CAMPAIGN, b"{}")
+    assert TOKEN not in str(error.value)
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,  # RecursionError in the JSON parser
+    b'{"code": ' + b"9" * 5000 + b"}",  # longer than Python's int conversion limit
+    b'{"code": "' + b"9" * 5000 + b'"}',
+    b'{"code": "\xc2\xb2"}',  # a digit to str.isdigit, not to int()
+    b'{"code": true, "message": 5}',
+    b"\x00\xff garbage",
+    b"",
+])
+@pytest.mark.parametrize("status", [200, 400, 503])
+def test_unparseable_answers_are_classified_by_status(body: bytes, status: int) -> None:
+    client = client_with(lambda r: httpx.Response(status, content=body))
+    if status == 200:
+        assert client.send(CAMPAIGN, b"{}").http_status == 200
+        return
+    with pytest.raises(PisanoApiError) as error:
+        client.send(CAMPAIGN, b"{}")
+    assert error.value.http_status == status and error.value.code is None
+    assert len(error.value.message) <= 500
+
+
+def test_response_size_is_capped() -> None:
+    read: list[int] = []
+
+    def endless() -> Iterator[bytes]:
+        for _ in range(10_000):
+            read.append(1)
+            yield b"x" * 1024
+
+    with pytest.raises(PisanoApiError) as error:
+        client_with(lambda r: httpx.Response(500, content=endless())).send(CAMPAIGN, b"{}")
+    assert len(read) <= MAX_RESPONSE_BYTES // 1024 + 1
+    assert error.value.http_status == 500
+
+
+@contextmanager
+def trickling_server(status: int, interval_s: float) -> Iterator[str]:
+    """A server that answers headers at once, then one body byte every `interval_s`, for ever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                               "Content-Length: 100000000\r\n\r\n{".encode())
+            while not stop.is_set():
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+                stop.wait(interval_s)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_a_slow_endless_body_does_not_hold_a_sender_past_the_deadline(status: int) -> None:
+    with trickling_server(status, 0.05) as url:
+        client = PisanoClient(url, TOKEN, timeout_s=0.6, connect_timeout_s=0.4, max_connections=1)
+        started = time.monotonic()
+        try:
+            if status == 200:
+                assert client.send(CAMPAIGN, b"{}").http_status == 200
+            else:
+                with pytest.raises(PisanoApiError):
+                    client.send(CAMPAIGN, b"{}")
+        finally:
+            client.close()
+        elapsed = time.monotonic() - started
+    assert elapsed < client.deadline_s + 0.3, elapsed
+
+
+def test_stalled_body_is_cut_at_the_deadline_not_after_each_read_timeout() -> None:
+    # A byte every 0.5 s never trips the 0.8 s read timeout; only the overall deadline (1.0 s) ends it.
+    with trickling_server(503, 0.5) as url:
+        client = PisanoClient(url, TOKEN, timeout_s=0.8, connect_timeout_s=0.2, max_connections=1)
+        started = time.monotonic()
+        with pytest.raises(PisanoApiError):
+            client.send(CAMPAIGN, b"{}")
+        client.close()
+        assert time.monotonic() - started < 1.3

@@ -30,3 +30,18 @@ def test_repeat_filter_treats_numbers_as_the_same_message() -> None:
     assert repeat.filter(record("FAIL [rdkafka#consumer-2] Connect to 127.0.0.1:19092 failed (after 3ms)"))
     assert not repeat.filter(record("FAIL [rdkafka#consumer-7] Connect to 127.0.0.1:19092 failed (after 90ms)"))
     assert repeat.filter(record("something else"))
+
+
+def test_formatters_redact_phones_and_url_credentials_whatever_the_call_site() -> None:
+    from consumer.operations.logs import JsonFormatter, TextFormatter
+
+    try:
+        raise ValueError("mapper choked on 0532.123.45.67 at https://u:pw-77@host/x")
+    except ValueError:
+        import sys
+        record = logging.LogRecord("t", logging.ERROR, "", 0, "failed for %s via %s", ("905321234567x",
+                                   "redis://h/0?password=pw-88"), sys.exc_info())
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        for leaked in ("5321234567", "123.45.67", "pw-77", "pw-88"):
+            assert leaked not in line, line

@@ -1,0 +1,79 @@
+"""Secrets in settings: checking a token, reading a mounted secret file, masking URL credentials.
+
+A secret must never reach a log line, a `check` report, a config error or a dead-letter header.
+Credentials hide in two places of a URL: the user info (`redis://user:pw@host`) and the query
+(`redis://host/0?password=pw`); `mask_url` replaces both, and `mask_urls_in_text` does it for every
+URL inside a text someone else wrote (an exception's message quotes the URL it failed on).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from consumer.errors import ConfigError
+
+MASK = "***"
+MAX_SECRET_FILE_BYTES = 64 * 1024  # a token or password file is small; a large one is the wrong file
+# Query parameter and librdkafka property names whose values are secret.
+SECRET_NAME_HINTS = ("password", "passwd", "secret", "token", "key", "auth", "credential")
+# Printable ASCII without space: what goes into an HTTP header verbatim.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+# Any `scheme://userinfo@` and any `secret-name=value` in a text.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#]*)@")
+_SECRET_PARAM = re.compile(r"(?P<name>[\w.-]*(?:" + "|".join(SECRET_NAME_HINTS) + r")[\w.-]*)=(?P<value>[^&\s#]+)",
+                           re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    return any(hint in name.lower() for hint in SECRET_NAME_HINTS)
+
+
+def check_token(raw: str) -> str:
+    """The token without surrounding whitespace (a mounted file ends with a newline); ValueError
+    saying what is wrong if it is empty or holds anything but printable characters, which would
+    otherwise break the Authorization header or be echoed in an HTTP library's error."""
+    token = raw.strip()
+    if not token:
+        raise ValueError("the token is empty; set the API token Pisano gave you")
+    if not _TOKEN_CHARS.fullmatch(token):
+        raise ValueError("the token holds a space, a line break or a non-printable character inside; "
+                         "copy it again from Pisano (the token itself is not shown)")
+    return token
+
+
+def read_secret_file(setting: str, path: Path, hint: str) -> str:
+    """The stripped text of a mounted secret file, or ConfigError naming the setting (never the content)."""
+    try:
+        if path.stat().st_size > MAX_SECRET_FILE_BYTES:
+            raise ConfigError(f"{setting}={path}: larger than 64 KiB, not a secret file; {hint}")
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{setting}={path}: cannot read it ({exc.strerror}); {hint}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{setting}={path}: not UTF-8 text; {hint}") from None
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password and every secret query parameter replaced by '***'."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None or "@" in netloc:
+            user_info, _, host = netloc.rpartition("@")
+            user = user_info.partition(":")[0]
+            netloc = f"{user}:{MASK}@{host}" if user else f"{MASK}@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode([(k, MASK if is_secret_name(k) else v) for k, v in pairs], safe="*/:")
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return mask_urls_in_text(url)  # not parseable as a URL: mask by pattern
+
+
+def mask_urls_in_text(text: str) -> str:
+    """`text` with the credentials of every URL in it masked, and every `password=...`-like pair."""
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
+    return _SECRET_PARAM.sub(lambda m: f"{m.group('name')}={MASK}", text)

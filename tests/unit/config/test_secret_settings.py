@@ -1,0 +1,194 @@
+"""Secrets in the settings: tokens checked, URL credentials masked everywhere, registry credentials
+as their own settings, insecure transport refused unless asked for."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from consumer.config.registry import registry_connection
+from consumer.config.secrets import check_token, mask_url, mask_urls_in_text
+from consumer.config.settings import load_settings
+from consumer.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith(("KAFKA_", "PISANO_", "REDIS_", "SCHEMA_", "REPLAY_", "AVRO_")):
+            monkeypatch.delenv(key)
+
+
+@pytest.mark.parametrize("raw", ["tok-123\n", "  tok-123  ", "tok-123\r\n"])
+def test_token_is_stripped_from_environment_and_file(raw: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PISANO_API_TOKEN", raw)
+    assert load_settings().api_token() == "tok-123"
+    monkeypatch.delenv("PISANO_API_TOKEN")
+    token_file = tmp_path / "token"
+    token_file.write_text(raw)
+    monkeypatch.setenv("PISANO_API_TOKEN_FILE", str(token_file))
+    assert load_settings().api_token() == "tok-123"
+
+
+@pytest.mark.parametrize("raw", ["tok 123", "tok\n123", "tok\x07123", "tók", "tok\u00a0123"])
+def test_malformed_token_is_refused_without_showing_it(raw: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PISANO_API_TOKEN", raw)
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert "PISANO_API_TOKEN=***" in str(error.value)
+    assert "123" not in str(error.value)
+    monkeypatch.delenv("PISANO_API_TOKEN")
+    token_file = tmp_path / "token"
+    token_file.write_text(raw)
+    monkeypatch.setenv("PISANO_API_TOKEN_FILE", str(token_file))
+    with pytest.raises(ConfigError, match="PISANO_API_TOKEN_FILE=") as error:
+        load_settings().api_token()
+    assert "123" not in str(error.value)
+
+
+def test_blank_token_means_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PISANO_API_TOKEN", "  \n")
+    settings = load_settings()
+    assert settings.pisano_api_token is None
+    with pytest.raises(ConfigError, match="PISANO_API_TOKEN is not set"):
+        settings.api_token()
+
+
+def test_check_token_explains() -> None:
+    with pytest.raises(ValueError, match="space, a line break"):
+        check_token("a b")
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("redis://user:pw-1@h:6379/0", "redis://user:***@h:6379/0"),
+    ("redis://:pw-1@h/0", "redis://***@h/0"),
+    ("redis://h:6379/0?password=pw-1&db=1", "redis://h:6379/0?password=***&db=1"),
+    ("rediss://h/0?ssl_ca_certs=/ca.pem", "rediss://h/0?ssl_ca_certs=/ca.pem"),
+    ("https://u:p%40w-1@reg:8081/x", "https://u:***@reg:8081/x"),
+    ("https://reg:8081", "https://reg:8081"),
+])
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_mask_urls_in_text() -> None:
+    text = "ConnectError for url 'https://u:pw-1@reg/x?token=t-2' and redis://h/0?password=pw-3 !"
+    masked = mask_urls_in_text(text)
+    for secret in ("pw-1", "t-2", "pw-3"):
+        assert secret not in masked
+    assert "reg/x" in masked
+
+
+def test_every_url_credential_masked_in_the_start_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://h:6379/0?password=redis-pw-1")
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "https://sr-user:sr-pw-2@registry:8081")
+    monkeypatch.setenv("PISANO_URL", "https://pu:pisano-pw-3@api.pisano.test")
+    monkeypatch.setenv("SCHEMA_REGISTRY_PASSWORD", "sr-pw-4")
+    monkeypatch.setenv("REPLAY_SIGNING_KEY", "replay-key-5-0123456789")
+    settings = load_settings()
+    shown = repr(settings) + str(settings.as_dict())
+    for secret in ("redis-pw-1", "sr-pw-2", "pisano-pw-3", "sr-pw-4", "replay-key-5"):
+        assert secret not in shown
+    assert "registry:8081" in shown
+
+
+def test_config_errors_mask_url_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "ftp://sr-user:sr-pw-2@registry")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert "SCHEMA_REGISTRY_URL=" in str(error.value)
+    assert "sr-pw-2" not in str(error.value)
+    monkeypatch.delenv("SCHEMA_REGISTRY_URL")
+    monkeypatch.setenv("PISANO_URL", "http://u:pisano-pw-3@api.test")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert "PISANO_ALLOW_INSECURE" in str(error.value)
+    assert "pisano-pw-3" not in str(error.value)
+
+
+def test_registry_credentials_are_their_own_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    password = tmp_path / "pw"
+    password.write_text("sr-pw\n")
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "https://registry:8081/")
+    monkeypatch.setenv("SCHEMA_REGISTRY_USER", "sr-user")
+    monkeypatch.setenv("SCHEMA_REGISTRY_PASSWORD_FILE", str(password))
+    connection = registry_connection(load_settings())
+    assert connection is not None
+    assert connection.url == "https://registry:8081"
+    assert connection.auth == ("sr-user", "sr-pw")
+    assert "sr-pw" not in repr(connection)
+    assert connection.client_options()["auth"] == ("sr-user", "sr-pw")
+
+
+def test_registry_url_credentials_move_out_of_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "https://sr-user:p%40ss@registry:8081")
+    connection = registry_connection(load_settings())
+    assert connection is not None
+    assert connection.url == "https://registry:8081"
+    assert connection.auth == ("sr-user", "p@ss")
+
+
+def test_registry_credentials_not_in_both_places(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "https://a:b@registry:8081")
+    monkeypatch.setenv("SCHEMA_REGISTRY_USER", "a")
+    with pytest.raises(ConfigError, match="SCHEMA_REGISTRY_USER"):
+        load_settings()
+
+
+def test_registry_ca_file_must_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "https://registry:8081")
+    monkeypatch.setenv("SCHEMA_REGISTRY_CA_FILE", str(bad))
+    with pytest.raises(ConfigError, match=r"SCHEMA_REGISTRY_CA_FILE=.*mount the registry's CA"):
+        registry_connection(load_settings())
+    monkeypatch.delenv("SCHEMA_REGISTRY_CA_FILE")
+    monkeypatch.setenv("SCHEMA_REGISTRY_KEY_FILE", str(bad))
+    with pytest.raises(ConfigError, match="without SCHEMA_REGISTRY_CERT_FILE"):
+        registry_connection(load_settings())
+
+
+@pytest.mark.parametrize(("env", "refused"), [
+    ({"PISANO_URL": "http://pisano.test"}, "plain http"),
+    ({"PISANO_URL": "https://pisano.test", "PISANO_TLS_VERIFY": "false"}, "PISANO_TLS_VERIFY=false"),
+])
+def test_insecure_transport_needs_explicit_consent(env: dict[str, str], refused: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=refused + ".*PISANO_ALLOW_INSECURE=true"):
+        load_settings()
+    monkeypatch.setenv("PISANO_ALLOW_INSECURE", "true")
+    settings = load_settings()
+    assert [w for w in settings.insecure_transport() if refused.split()[0] in w or "http" in w]
+
+
+def test_secure_transport_has_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PISANO_URL", "https://pisano.test")
+    assert load_settings().insecure_transport() == []
+
+
+def test_replay_key_from_file_and_too_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123\n")
+    monkeypatch.setenv("REPLAY_SIGNING_KEY_FILE", str(key))
+    assert load_settings().replay_key() == b"0123456789abcdef0123"
+    monkeypatch.delenv("REPLAY_SIGNING_KEY_FILE")
+    assert load_settings().replay_key() is None
+    monkeypatch.setenv("REPLAY_SIGNING_KEY", "short")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        load_settings().replay_key()
+
+
+def test_insecure_pisano_url_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from consumer.cli import main
+
+    monkeypatch.delenv("PISANO_ALLOW_INSECURE", raising=False)
+    monkeypatch.setenv("PISANO_URL", "http://pisano.internal")
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "PISANO_ALLOW_INSECURE=true" in result.output

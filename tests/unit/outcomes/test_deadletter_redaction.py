@@ -1,0 +1,37 @@
+"""The dead-letter header texts hold no phone number and no credential, whatever the error said."""
+
+from consumer.outcomes.deadletter import MAX_MESSAGE_CHARS, Failure, dead_letter_headers, error_text
+
+
+class FakeMessage:
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+    def topic(self) -> str:
+        return "transactions"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 7
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+
+def test_error_message_header_is_redacted() -> None:
+    text = ("Invalid parameters: 0532.123.45.67, 905321234567x, +90\u00a0532\u00a0123\u00a045\u00a067 "
+            "via https://user:reg-pw-1@registry/x?token=t-2")
+    headers = dict(dead_letter_headers(FakeMessage(), Failure("pisano_error", text, code=13028)))
+    shown = headers["pisano.error.message"].decode()
+    for leaked in ("123.45.67", "5321234567", "532\u00a0123", "reg-pw-1", "t-2"):
+        assert leaked not in shown
+    assert shown.startswith("Invalid parameters:")
+
+
+def test_error_text_is_bounded_and_cut_numbers_do_not_leak() -> None:
+    text = "x" * (MAX_MESSAGE_CHARS - 5) + " +905321234567"
+    shown = error_text(text * 50)
+    assert len(shown) <= MAX_MESSAGE_CHARS
+    assert "53212" not in shown

@@ -1,0 +1,138 @@
+"""The DLQ is input: malformed headers make a record refused with a reason, never a crash; replay
+signatures cannot be forged or moved to another record."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.outcomes.deadletter import Failure
+from consumer.sre.dlq_read import MalformedDeadLetter, parse_dead_letter
+from consumer.sre.replay import replay_headers
+from consumer.sre.replay_signature import SIGNATURE_HEADER, sign, verified_replays
+from tests.unit.sre.test_dlq_filters import TOKEN_FAILURE, FakeMessage, dead_lettered, letter
+
+KEY = b"fleet-replay-key-0123456789abcdef"
+NOW_MS = 1_800_000_000_000
+DAY_MS = 86_400_000
+
+
+class UnreadableHeaders(FakeMessage):
+    """confluent_kafka raises SystemError for a header name that is not UTF-8."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.calls = 0
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        self.calls += 1
+        raise SystemError("<built-in method headers> returned a result with an exception set")
+
+
+def with_header(name: str, value: bytes) -> FakeMessage:
+    headers = [(k, v) for k, v in dead_lettered(TOKEN_FAILURE).headers() or [] if k != name]
+    return FakeMessage([*headers, (name, value)], topic="pisano-sms.dlq", partition=0, offset=7)
+
+
+def test_unreadable_header_names_are_refused_after_one_read() -> None:
+    message = UnreadableHeaders()
+    with pytest.raises(MalformedDeadLetter, match="header name is not UTF-8"):
+        parse_dead_letter(message)
+    assert message.calls == 1  # a second call can crash the interpreter
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("dlq.original.offset", b"x", "dlq.original.offset is not a number"),
+    ("dlq.original.partition", "\u00b2".encode(), "dlq.original.partition is not a number"),
+    ("dlq.replays", b"abc", "dlq.replays is not a number"),
+    ("dlq.replays", b"9" * 40, "dlq.replays is not a number"),
+    ("dlq.replays", "\u0663".encode(), "dlq.replays is not a number"),
+    ("pisano.error.code", b"1e5", "pisano.error.code is not a number"),
+    ("dlq.original.topic", b"../../other topic", "not a Kafka topic name"),
+    ("dlq.original.topic", b"\xff\xfe", "not a Kafka topic name"),
+    ("dlq.failed.at", b"yesterday", "not an ISO 8601 time"),
+    ("dlq.reason", b"because", "not a dead-letter reason"),
+])
+def test_malformed_headers_are_refused_with_the_reason(name: str, value: bytes, reason: str) -> None:
+    with pytest.raises(MalformedDeadLetter, match=reason):
+        parse_dead_letter(with_header(name, value))
+
+
+def test_conflicting_duplicate_headers_are_refused() -> None:
+    headers = [*(dead_lettered(TOKEN_FAILURE).headers() or []), ("dlq.replays", b"0"), ("dlq.replays", b"5")]
+    with pytest.raises(MalformedDeadLetter, match="twice"):
+        parse_dead_letter(FakeMessage(headers))
+
+
+# ----------------------------------------------------------------------------- signatures
+
+def test_a_signed_replay_verifies() -> None:
+    value, key = b"\x02avro", b"evt-1"
+    headers = [("dlq.replays", b"1"), (SIGNATURE_HEADER, sign(KEY, "transactions", 1, NOW_MS, key, value))]
+    assert verified_replays(KEY, "transactions", key, value, headers, NOW_MS + 1000, DAY_MS) == 1
+
+
+@pytest.mark.parametrize("change", ["no_key", "wrong_key", "other_value", "other_topic", "other_count",
+                                    "too_old", "future", "two_signatures", "garbage", "unsigned", "none_value"])
+def test_a_replay_signature_cannot_be_forged_or_moved(change: str) -> None:
+    value, key = b"\x02avro", b"evt-1"
+    signature = sign(KEY, "transactions", 1, NOW_MS, key, value)
+    headers: list[tuple[str, bytes | None]] = [("dlq.replays", b"1"), (SIGNATURE_HEADER, signature)]
+    verify_key, topic, now = KEY, "transactions", NOW_MS
+    if change == "no_key":
+        verify_key = None  # type: ignore[assignment]
+    elif change == "wrong_key":
+        verify_key = b"another-key-0123456789abcdef"
+    elif change == "other_value":
+        value = b"\x02avro-with-another-event-id"
+    elif change == "other_topic":
+        topic = "payments"
+    elif change == "other_count":
+        headers = [("dlq.replays", b"2"), (SIGNATURE_HEADER, signature)]
+    elif change == "too_old":
+        now = NOW_MS + 2 * DAY_MS
+    elif change == "future":
+        now = NOW_MS - DAY_MS
+    elif change == "two_signatures":
+        headers.append((SIGNATURE_HEADER, signature))
+    elif change == "garbage":
+        headers = [("dlq.replays", b"1"), (SIGNATURE_HEADER, b"v1:1:\xff:zz")]
+    elif change == "unsigned":
+        headers = [("dlq.replays", b"1")]
+    elif change == "none_value":
+        headers = [("dlq.replays", b"1"), (SIGNATURE_HEADER, None)]
+    assert verified_replays(verify_key, topic, key, value, headers, now, DAY_MS) == 0
+
+
+def test_replay_headers_carry_a_signature_for_the_target_topic() -> None:
+    dead = letter(Failure("ambiguous", "timeout"), original_headers=[("trace-id", b"abc")])
+    headers = replay_headers(dead, KEY, "transactions", now_ms=NOW_MS)
+    assert [name for name, _ in headers] == ["trace-id", "dlq.replays", SIGNATURE_HEADER]
+    assert verified_replays(KEY, "transactions", dead.key, dead.value, headers, NOW_MS, DAY_MS) == 1
+    assert verified_replays(KEY, "elsewhere", dead.key, dead.value, headers, NOW_MS, DAY_MS) == 0
+    # Without a key: unsigned, exactly as before.
+    assert replay_headers(dead) == [("trace-id", b"abc"), ("dlq.replays", b"1")]
+
+
+def test_an_old_signature_in_the_dlq_is_dropped_and_signed_afresh() -> None:
+    # A replay that failed again: its DLQ record holds the old signature among our headers.
+    first = letter(original_headers=[("trace-id", b"abc"), ("dlq.replays", b"1"),
+                                     (SIGNATURE_HEADER, b"v1:1:1:old")])
+    headers = replay_headers(first, KEY, "transactions", now_ms=NOW_MS)
+    assert [v for k, v in headers if k == SIGNATURE_HEADER] == [sign(KEY, "transactions", 2, NOW_MS, first.key,
+                                                                    first.value)]
+
+
+def test_replay_verifier_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from consumer.config.settings import Settings
+    from consumer.sre.replay_signature import ReplayVerifier
+
+    monkeypatch.delenv("REPLAY_SIGNING_KEY", raising=False)
+    monkeypatch.delenv("REPLAY_SIGNING_KEY_FILE", raising=False)
+    now_ms = int(time.time() * 1000)
+    headers = [("dlq.replays", b"1"), (SIGNATURE_HEADER, sign(KEY, "transactions", 1, now_ms, b"k", b"v"))]
+    verifier = ReplayVerifier.from_settings(Settings(replay_signing_key=KEY.decode()))
+    assert verifier.replays("transactions", b"k", b"v", headers) == 1
+    assert "fleet-replay-key" not in repr(verifier)
+    assert ReplayVerifier.from_settings(Settings()).replays("transactions", b"k", b"v", headers) == 0
