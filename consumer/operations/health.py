@@ -4,7 +4,8 @@
               (a stuck loop gets the pod restarted; a slow Pisano or a Redis outage does not)
     /readyz   ready: joined the consumer group (an assignment arrived, possibly empty: a replica
               beyond the partition count is healthy and must not block a rollout), Kafka and
-              Redis reachable, the Pisano circuit closed, not shutting down
+              Redis reachable, the schema registry answering, the Pisano circuit closed, no
+              record waiting for an outcome longer than STUCK_RECORD_MS, not shutting down
     /metrics  Prometheus text format
 """
 
@@ -43,6 +44,8 @@ class Health:
     kafka_ok: bool = True
     redis_ok: bool = True
     circuit_open: bool = False
+    registry_ok: bool = True
+    stuck: bool = False  # a record has had no outcome for STUCK_RECORD_MS
     stopping: bool = False
     loop_at: float = field(default_factory=time.monotonic)
 
@@ -50,11 +53,13 @@ class Health:
         return time.monotonic() - self.loop_at < LIVENESS_S
 
     def ready(self) -> bool:
-        return self.joined and self.kafka_ok and self.redis_ok and not self.circuit_open and not self.stopping
+        return (self.joined and self.kafka_ok and self.redis_ok and self.registry_ok and not self.circuit_open
+                and not self.stuck and not self.stopping)
 
     def report(self) -> dict[str, Any]:
         return {"ready": self.ready(), "alive": self.alive(), "joined_group": self.joined, "kafka": self.kafka_ok,
-                "redis": self.redis_ok, "circuit_open": self.circuit_open, "stopping": self.stopping}
+                "redis": self.redis_ok, "schema_registry": self.registry_ok, "circuit_open": self.circuit_open,
+                "stuck_record": self.stuck, "stopping": self.stopping}
 
 
 class HealthProbe:

@@ -30,6 +30,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
+from consumer.ingest.records import InboundRecord, headers_of
+
 log = logging.getLogger(__name__)
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
@@ -61,12 +63,12 @@ def header_value(headers: list[tuple[str, bytes | None]] | None, name: str) -> s
 
 def replay_count(message: Any) -> int:
     """The record's dlq.replays header; anything but a plain number counts as 0 (it is input)."""
-    value = header_value(message.headers(), REPLAYS_HEADER)
+    value = header_value(headers_of(message), REPLAYS_HEADER)
     return int(value) if value and value.isascii() and value.isdigit() and len(value) < 10 else 0
 
 
 def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | None = None) -> list[tuple[str, bytes]]:
-    original = [(k, v if v is not None else b"") for k, v in (message.headers() or [])
+    original = [(k, v if v is not None else b"") for k, v in headers_of(message)
                 if not k.startswith(OWN_HEADER_PREFIXES)]
     _, timestamp = message.timestamp()
     added: dict[str, str | int | None] = {
@@ -109,7 +111,8 @@ class DeadLetterQueue:
 
     def send(self, message: Any, failure: Failure, on_done: Callable[[], None]) -> None:
         self.in_flight += 1
-        self._produce(_Pending(message, failure, on_done))
+        # Read once: a retried dead-letter must not read a Kafka message's headers again.
+        self._produce(_Pending(InboundRecord.of(message), failure, on_done))
 
     def poll(self, timeout: float = 0.0) -> None:
         self.producer.poll(timeout)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.errors import PisanoSmsError
+from consumer.ingest.records import read_headers
 from consumer.outcomes.deadletter import OWN_HEADER_PREFIXES, REASONS, REPLAYS_HEADER
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,10 @@ class DeadLetter:
 
 def parse_dead_letter(message: Any) -> DeadLetter | None:
     """The record as a DeadLetter, or None when it was not written by us (foreign)."""
-    headers: list[tuple[str, bytes | None]] = message.headers() or []
+    # Read once and safely: a header name that is not UTF-8 makes this record foreign, not a crash.
+    headers, header_error = read_headers(message)
+    if header_error is not None:
+        return None
     own: dict[str, str] = {}
     for name, raw in headers:
         if name.startswith(OWN_HEADER_PREFIXES) and name not in own and raw is not None:
