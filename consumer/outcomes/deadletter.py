@@ -13,7 +13,10 @@ Reasons (`dlq.reason`):
                        sent (connection refused, connect timeout, TLS handshake failed)
     ambiguous          the request may have reached Pisano (read timeout, 504, crash before the
                        outcome was recorded): not resent automatically; replay once checked
-    decode_error       the value is not Avro for the schema (or unknown schema id, truncated)
+    decode_error       the value is not Avro for the schema (or unknown schema id, truncated), or its
+                       headers could not be read (a header name that is not UTF-8: they are dropped)
+    unsupported_schema the writer schema is refused: recursive, nested deeper than 32 levels, items
+                       that take no bytes, or not an Avro schema (Protobuf, JSON Schema)
     oversize           the value is larger than MAX_MESSAGE_BYTES
     invalid_event      no event id, no phone, or a phone that is not a valid number
     unroutable         no campaign for the event (no campaign id, no route, not a campaign id)
@@ -35,7 +38,7 @@ from consumer.ingest.records import InboundRecord, headers_of
 log = logging.getLogger(__name__)
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
-           "decode_error", "oversize", "invalid_event", "unroutable")
+           "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema")
 # Headers this consumer writes; a replayed record that fails again gets fresh ones.
 OWN_HEADER_PREFIXES = ("pisano.", "dlq.")
 REPLAYS_HEADER = "dlq.replays"
