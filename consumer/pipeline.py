@@ -101,6 +101,7 @@ class Pipeline:
         self._backlog: deque[tuple[InboundRecord, tuple[str, int], int]] = deque()
         self._held: deque[tuple[float, list[PendingEvent]]] = deque()  # ids in flight elsewhere
         self._registry_retry_at = 0.0
+        self._record_bytes = 1024  # moving average of a record's size: how many fit in the byte room
         self._registry_failures = 0
         self._last_commit = 0.0
         self._last_recommit = time.monotonic()
@@ -130,7 +131,8 @@ class Pipeline:
     def _step(self) -> None:
         now = time.monotonic()
         self.health.loop_at = now
-        room = self.settings.max_buffered_events - self._load()
+        room = min(self.settings.max_buffered_events - self._load(),
+                   (self.settings.max_buffered_bytes - self.tracker.unfinished_bytes) // self._record_bytes)
         # With a backlog the turn's time goes to decoding it; the poll only serves callbacks then.
         timeout = 0.0 if self._backlog else POLL_TIMEOUT_S
         messages = self.consumer.consume(num_messages=max(1, min(POLL_BATCH, room)), timeout=timeout)
@@ -186,6 +188,7 @@ class Pipeline:
     def _take(self, messages: list[Any], now: float) -> None:
         """Snapshot each message (its headers read once, safely) and queue it for decoding."""
         consumed: TallyCounter[str] = TallyCounter()
+        taken_bytes = 0
         for message in messages:
             error = message.error()
             if error is not None:
@@ -193,9 +196,14 @@ class Pipeline:
                 continue
             record = InboundRecord.of(message)
             tp = (record.topic(), record.partition())
-            epoch = self.tracker.track(tp, record.offset(), record.size, now)
+            size = record.size
+            epoch = self.tracker.track(tp, record.offset(), size, now)
+            taken_bytes += size
             consumed[tp[0]] += 1
             self._backlog.append((record, tp, epoch))
+        taken = sum(consumed.values())
+        if taken:
+            self._record_bytes = max(1, (self._record_bytes + taken_bytes // taken) // 2)
         # Counted per poll, not per record: a metric lock per record is measurable at 20k/s.
         for topic, count in consumed.items():
             self.metrics.events_consumed.labels(topic).inc(count)
