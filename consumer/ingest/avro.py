@@ -261,7 +261,7 @@ class RegistryDecoder:
                 raise
             except UnsupportedSchemaError as exc:
                 _remember(self._unsupported, schema_id, str(exc))
-                log.warning("schema id %d refused: %s", schema_id, exc)
+                log.warning("%s; its records are dead-lettered as unsupported_schema", exc)
                 raise
             self._unknown.pop(schema_id, None)
             self._writers[schema_id] = writer

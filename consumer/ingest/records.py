@@ -1,8 +1,13 @@
 """A consumed Kafka record, read once into plain Python values.
 
-`confluent_kafka.Message.headers()` raises `SystemError` when a header *name* is not valid UTF-8
-(any librdkafka or Go producer can write one), and calling it a second time on that message
-crashes the interpreter. So every message is read exactly once, inside the record's own guard,
+`confluent_kafka.Message.headers()` fails when a header *name* is not valid UTF-8 (any librdkafka
+or Go producer can write one): it returns a list holding a NULL item *and* leaves the decode error
+set. Called through the generic C call path, Python turns that into a `SystemError`; but once the
+call site in the poll loop is warm, Python 3.11's specialised call instruction skips that check
+and runs on with the broken list, and the process crashes (a segmentation fault, seen in the
+hostile-corpus test). So the call goes through `operator.methodcaller`, which always takes the
+checked path, and a second call on that message would return the broken list: every message is
+read exactly once, inside the record's own guard,
 into an `InboundRecord`; from then on the pipeline, the batches and the dead-letter queue only
 see the snapshot, whose `headers()` can be called any number of times. A record whose headers
 could not be read keeps `header_error` and no headers: it is dead-lettered with that reason
@@ -14,9 +19,13 @@ offset, key, value, headers, timestamp), so the dead-letter code reads either.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 Headers = list[tuple[str, bytes | None]]
+
+# A C-level call: always checked for "a result with an exception set" (see the module docstring).
+_call_headers = operator.methodcaller("headers")
 
 # Python object overhead of a snapshot and its fields, counted with the value in MAX_BUFFERED_BYTES.
 _OVERHEAD_BYTES = 400
@@ -27,7 +36,7 @@ def read_headers(message: Any) -> tuple[Headers, str | None]:
 
     Call it once per message: see the module docstring for why a second call is not safe."""
     try:
-        headers = message.headers()
+        headers = _call_headers(message)
     except Exception as exc:  # SystemError from a header name that is not UTF-8; any other is the same case
         return [], f"a header could not be read ({type(exc).__name__}: header names must be UTF-8)"
     if headers is None:
