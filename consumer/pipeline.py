@@ -8,12 +8,13 @@ keeps polling (DESIGN.md invariant 4). Records that cannot become a recipient ar
 here with their reason (invariant 7); the others finish as delivered, skipped or dead-lettered
 by the senders (invariant 1).
 
-Every consumed message is read once into an `InboundRecord` and goes through one guard,
-`consumer.ingest.intake.decode_and_map`: the process never dies of a record. Records wait in a
-backlog and are decoded in slices of at most TURN_BUDGET_S per turn, so one fetch of large or
-slow records cannot hold the loop (and its liveness clock) past a turn; while records wait there,
-or for the schema registry, fetching is paused. Memory is bounded in events
-(MAX_BUFFERED_EVENTS) and in bytes (MAX_BUFFERED_BYTES) of records without an outcome.
+Every consumed message is read once into an `InboundRecord` and waits in the `Backlog`, which
+decodes it through one guard (`consumer.ingest.intake.decode_and_map`): the process never dies of
+a record. A turn decodes for at most TURN_BUDGET_S, so one fetch of large or slow records cannot
+hold the loop (and its liveness clock) past a turn; while records wait there, or for the schema
+registry, fetching is paused. Memory is bounded in events (MAX_BUFFERED_EVENTS) and in bytes
+(MAX_BUFFERED_BYTES) of records without an outcome, and a record without an outcome for
+STUCK_RECORD_MS makes the replica not ready.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import random
 import threading
 import time
 from collections import Counter as TallyCounter
@@ -35,16 +35,15 @@ from consumer.config.settings import Settings
 from consumer.delivery.batching import Batcher, PendingEvent
 from consumer.delivery.pisano import PisanoClient
 from consumer.delivery.sender import FailurePolicy, Outcome, RetryPolicy, Sender
-from consumer.errors import RecordError, RegistryError
 from consumer.ingest.avro import Decoder, build_decoder
-from consumer.ingest.intake import decode_and_map
+from consumer.ingest.backlog import Backlog
 from consumer.ingest.kafka import make_consumer, make_producer
 from consumer.ingest.mapping import Mapper, load_mapper
 from consumer.ingest.records import InboundRecord
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.logs import LogBudget, redact_phones
 from consumer.operations.metrics import Metrics
-from consumer.outcomes.deadletter import DeadLetterQueue, Failure, replay_count
+from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.outcomes.offsets import OffsetTracker
 from consumer.state.circuit import CircuitBreaker, token_probe
 from consumer.state.dedup import Deduplicator
@@ -60,8 +59,6 @@ RESUME_AT = 0.5  # resume fetching once the buffers are down to half of MAX_BUFF
 # One record can still take longer (a 1 MiB record through a JMESPath filter takes about 2 s),
 # which MAX_MESSAGE_BYTES bounds far below the 60 s liveness window.
 TURN_BUDGET_S = 0.2
-# A failing registry is asked again after these waits (jittered), the last one repeated.
-REGISTRY_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 HOLD_S = 2.0  # an event held back (its id in flight elsewhere) is tried again this much later
 GAUGE_INTERVAL_S = 5.0
 # Every partition's position is committed again this often, moved or not: a coordinator that
@@ -97,16 +94,17 @@ class Pipeline:
         self.sender = sender_factory(self.outcomes.put)
         self._stop = threading.Event()
         self._paused = False
-        # Consumed records not decoded yet: the rest of a turn's slice, or waiting for the registry.
-        self._backlog: deque[tuple[InboundRecord, tuple[str, int], int]] = deque()
         self._held: deque[tuple[float, list[PendingEvent]]] = deque()  # ids in flight elsewhere
-        self._registry_retry_at = 0.0
         self._record_bytes = 1024  # moving average of a record's size: how many fit in the byte room
-        self._registry_failures = 0
         self._last_commit = 0.0
         self._last_recommit = time.monotonic()
         self._last_gauges = 0.0
         self._log_budget = LogBudget()
+        # Consumed records not decoded yet: the rest of a turn's slice, or waiting for the registry.
+        self.backlog = Backlog(decoder, mapper, settings.max_message_bytes, metrics=metrics, health=health,
+                               dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
+                                   record, tp, record.offset(), epoch, failure),
+                               log_budget=self._log_budget)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -134,12 +132,16 @@ class Pipeline:
         room = min(self.settings.max_buffered_events - self._load(),
                    (self.settings.max_buffered_bytes - self.tracker.unfinished_bytes) // self._record_bytes)
         # With a backlog the turn's time goes to decoding it; the poll only serves callbacks then.
-        timeout = 0.0 if self._backlog else POLL_TIMEOUT_S
+        timeout = 0.0 if self.backlog else POLL_TIMEOUT_S
         messages = self.consumer.consume(num_messages=max(1, min(POLL_BATCH, room)), timeout=timeout)
         if messages:
             self._take(messages, now)
-        if self._backlog and now >= self._registry_retry_at:
-            self._decode_backlog(now, now + TURN_BUDGET_S)
+        if self.backlog:
+            events = self.backlog.decode(now, now + TURN_BUDGET_S, self.tracker.epoch)
+            if events:
+                self.batcher.add(events)
+                for topic, count in TallyCounter(e.tp[0] for e in events).items():
+                    self.metrics.events_decoded.labels(topic).inc(count)
         while self._held and self._held[0][0] <= now:
             _, events = self._held.popleft()
             current = [e for e in events if self.tracker.epoch(e.tp) == e.epoch]
@@ -200,66 +202,13 @@ class Pipeline:
             epoch = self.tracker.track(tp, record.offset(), size, now)
             taken_bytes += size
             consumed[tp[0]] += 1
-            self._backlog.append((record, tp, epoch))
+            self.backlog.add(record, tp, epoch)
         taken = sum(consumed.values())
         if taken:
             self._record_bytes = max(1, (self._record_bytes + taken_bytes // taken) // 2)
         # Counted per poll, not per record: a metric lock per record is measurable at 20k/s.
         for topic, count in consumed.items():
             self.metrics.events_consumed.labels(topic).inc(count)
-
-    def _decode_backlog(self, now: float, deadline: float) -> None:
-        """Decode and map from the head of the backlog until it is empty, the turn's time is up,
-        or the registry fails (then the record waits at the head, in order)."""
-        events: list[PendingEvent] = []
-        max_bytes = self.settings.max_message_bytes
-        backlog = self._backlog
-        registry_was_failing = self._registry_failures > 0
-        try:
-            while backlog:
-                record, tp, epoch = backlog[0]
-                if self.tracker.epoch(tp) == epoch:  # else revoked meanwhile: the next owner has it
-                    try:
-                        recipient = decode_and_map(record, self.decoder, self.mapper, max_bytes)
-                    except RegistryError as exc:
-                        self._registry_failed(exc, now)
-                        return
-                    except RecordError as exc:
-                        self._dead_letter(record, tp, record.offset(), epoch, Failure(exc.reason, str(exc)))
-                    else:
-                        replay = bool(record.headers()) and replay_count(record) > 0
-                        events.append(PendingEvent(record, tp, record.offset(), epoch, recipient, now, replay))
-                    if registry_was_failing:
-                        registry_was_failing = False
-                        self._registry_recovered()
-                backlog.popleft()
-                if time.monotonic() >= deadline:
-                    return
-        finally:
-            if events:
-                self.batcher.add(events)
-                for topic, count in TallyCounter(e.tp[0] for e in events).items():
-                    self.metrics.events_decoded.labels(topic).inc(count)
-
-    def _registry_failed(self, exc: RegistryError, now: float) -> None:
-        if exc.kind == "busy":  # our own bound on registry requests: not a failure, just wait a little
-            self._registry_retry_at = now + (exc.retry_after_s or 0.05)
-            return
-        self.metrics.registry_errors.labels(exc.kind).inc()
-        backoff = REGISTRY_BACKOFF_S[min(self._registry_failures, len(REGISTRY_BACKOFF_S) - 1)]
-        self._registry_failures += 1
-        # Jittered so that a fleet does not ask a recovering registry all at once.
-        self._registry_retry_at = now + backoff * random.uniform(0.5, 1.0)
-        if self.health.registry_ok or self._log_budget.allow("registry"):
-            log.error("schema registry failing (%s); records wait, partitions pause; asking again in %.0fs",
-                      exc, backoff)
-        self.health.registry_ok = False
-
-    def _registry_recovered(self) -> None:
-        self._registry_failures = 0
-        if not self.health.registry_ok:
-            log.info("schema registry answering again; decoding resumes")
-        self.health.registry_ok = True
 
     def _consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -354,7 +303,7 @@ class Pipeline:
         if not tps:
             return
         dropped = self.batcher.drop(lambda e: e.tp in tps)
-        self._backlog = deque(b for b in self._backlog if b[1] not in tps)
+        self.backlog.drop(tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
         # Requests under way for these partitions finish (bounded) so their offsets can be committed
         # now instead of being processed again by the next owner.
@@ -374,7 +323,7 @@ class Pipeline:
         # The group moved on without us: someone else owns these now; committing would be wrong.
         tps = {(p.topic, p.partition) for p in partitions}
         self.batcher.drop(lambda e: e.tp in tps)
-        self._backlog = deque(b for b in self._backlog if b[1] not in tps)
+        self.backlog.drop(tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
         self._forget(tps)
         log.warning("lost %s (session timed out?); their records will be processed by the new owner",
@@ -396,22 +345,22 @@ class Pipeline:
         # Dead-letters waiting for their acknowledgement count too: with the dead-letter topic
         # down they pile up, and fetching must stop before memory runs out.
         held = sum(len(events) for _, events in self._held)
-        return self.batcher.buffered + self.sender.in_flight() + len(self._backlog) + held + self.dlq.in_flight
+        return self.batcher.buffered + self.sender.in_flight() + len(self.backlog) + held + self.dlq.in_flight
 
     def _backpressure(self) -> None:
         load, limit = self._load(), self.settings.max_buffered_events
         held_bytes, byte_limit = self.tracker.unfinished_bytes, self.settings.max_buffered_bytes
-        blocked = bool(self._backlog)  # records wait for the next turn's slice, or for the registry
+        blocked = bool(self.backlog)  # records wait for the next turn's slice, or for the registry
         if not self._paused and (load >= limit or held_bytes >= byte_limit or blocked):
             assignment = self.consumer.assignment()
             if assignment:
                 self.consumer.pause(assignment)
             self._paused = True
             self.metrics.partitions_paused.set(1)
-            if self._registry_failures:
+            if self.backlog.waiting_for_registry:
                 why = "waiting for the schema registry"
             elif blocked:
-                why = f"decoding a backlog of {len(self._backlog)} records"
+                why = f"decoding a backlog of {len(self.backlog)} records"
             else:
                 why = f"buffers full ({load} events, {held_bytes} bytes)"
             log.info("%s: pausing fetch, still polling", why, extra={"count": load})
@@ -448,14 +397,7 @@ class Pipeline:
         back in silence."""
         age = self.tracker.oldest_unfinished_age(now)
         self.metrics.oldest_unfinished_age.set(age)
-        stuck = age * 1000 >= self.settings.stuck_record_ms
-        if stuck and not self.health.stuck:
-            log.error("a record has had no outcome for %.0fs (STUCK_RECORD_MS=%d): not ready; look for dead-letter "
-                      "errors (DLQ_TOPIC) and Redis or registry failures in this log", age,
-                      self.settings.stuck_record_ms)
-        elif self.health.stuck and not stuck:
-            log.info("the oldest record without an outcome is %.0fs old: ready again", age)
-        self.health.stuck = stuck
+        self.health.observe_oldest_record(age, self.settings.stuck_record_ms / 1000)
 
 
 def _names(partitions: list[TopicPartition]) -> str:

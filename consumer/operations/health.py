@@ -52,6 +52,17 @@ class Health:
     def alive(self) -> bool:
         return time.monotonic() - self.loop_at < LIVENESS_S
 
+    def observe_oldest_record(self, age_s: float, limit_s: float) -> None:
+        """The age of the oldest record without an outcome; past `limit_s` (STUCK_RECORD_MS) the
+        replica is not ready."""
+        stuck = age_s >= limit_s
+        if stuck and not self.stuck:
+            log.error("a record has had no outcome for %.0fs (STUCK_RECORD_MS=%.0f): not ready; look in this log "
+                      "for dead-letter failures (DLQ_TOPIC), Redis or schema registry errors", age_s, limit_s * 1000)
+        elif self.stuck and not stuck:
+            log.info("the oldest record without an outcome is %.0fs old: ready again", age_s)
+        self.stuck = stuck
+
     def ready(self) -> bool:
         return (self.joined and self.kafka_ok and self.redis_ok and self.registry_ok and not self.circuit_open
                 and not self.stuck and not self.stopping)

@@ -134,3 +134,31 @@ def test_headers_are_read_once_and_safely() -> None:
     assert snapshot.headers() == [] and InboundRecord.of(snapshot) is snapshot
     assert message.calls == 1
     assert read_headers(type("M", (), {"headers": lambda self: [(b"\xff", b"v")]})())[1] is not None
+
+
+def test_reading_the_dead_letter_topic_survives_header_names_that_are_not_utf8() -> None:
+    from consumer.outcomes.deadletter import DeadLetterQueue, Failure
+    from consumer.sre.dlq_read import parse_dead_letter
+
+    message = HostileHeaders()
+    assert parse_dead_letter(message) is None  # foreign, not a crash
+    assert message.calls == 1
+
+    class RefusingOnce:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def produce(self, *args: Any, **kwargs: Any) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise BufferError  # produced again later: the headers must not be read again
+
+        def poll(self, timeout: float = 0) -> int:
+            return 0
+
+    message = HostileHeaders()
+    dlq = DeadLetterQueue(RefusingOnce(), "dlq")
+    dlq.send(message, Failure("decode_error", "bad"), lambda: None)
+    dlq._retry[0].not_before = 0
+    dlq.poll()
+    assert message.calls == 1

@@ -124,11 +124,11 @@ def test_a_registry_that_refuses_us_makes_records_wait_and_the_replica_not_ready
     assert not loop.health.ready() and loop.health.report()["schema_registry"] is False
     assert loop.metrics.registry_errors.labels("permission")._value.get() == 1  # type: ignore[attr-defined]
     assert consumer.paused and not producer.produced and loop.batcher.buffered == 0
-    first_retry = loop._registry_retry_at - time.monotonic()
-    loop._registry_retry_at = 0
+    first_retry = loop.backlog._retry_at - time.monotonic()
+    loop.backlog._retry_at = 0
     loop._step()
-    assert loop._registry_retry_at - time.monotonic() > first_retry  # backing off
+    assert loop.backlog._retry_at - time.monotonic() > first_retry  # backing off
     registry.kind = None
-    loop._registry_retry_at = 0
+    loop.backlog._retry_at = 0
     loop._step()
     assert loop.health.ready() and loop.batcher.buffered == 3 and not producer.produced
