@@ -106,7 +106,7 @@ class Backlog:
         # Jittered so that a fleet does not ask a recovering registry all at once.
         self._retry_at = now + backoff * random.uniform(0.5, 1.0)
         if self.health.registry_ok or self.log_budget.allow("registry"):
-            log.error("schema registry failing (%s); records wait, partitions pause; asking again in %.0fs",
+            log.error("schema registry unavailable (%s); records wait, partitions pause; asking again in %.0fs",
                       exc, backoff)
         self.health.registry_ok = False
 
