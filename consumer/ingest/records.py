@@ -37,16 +37,13 @@ def read_headers(message: Any) -> tuple[Headers, str | None]:
     Call it once per message: see the module docstring for why a second call is not safe."""
     try:
         headers = _call_headers(message)
+        clean: Headers = []
+        for name, value in headers or ():
+            if not isinstance(name, str) or not (value is None or isinstance(value, bytes)):
+                return [], "a header is not a (UTF-8 name, bytes value) pair"
+            clean.append((name, value))
     except Exception as exc:  # SystemError from a header name that is not UTF-8; any other is the same case
         return [], f"a header could not be read ({type(exc).__name__}: header names must be UTF-8)"
-    if headers is None:
-        return [], None
-    clean: Headers = []
-    for item in headers:
-        name, value = item
-        if not isinstance(name, str) or not (value is None or isinstance(value, bytes)):
-            return [], "a header is not a (UTF-8 name, bytes value) pair"
-        clean.append((name, value))
     return clean, None
 
 
