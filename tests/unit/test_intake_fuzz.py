@@ -10,6 +10,7 @@ import random
 import struct
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -27,12 +28,14 @@ LIMIT_S = 0.050
 SEED = 20261202
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 MAX_BYTES = 1_048_576
+WHEN = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)  # fixed, so that the seed alone decides every case
 
 
 def base_records(rng: random.Random) -> list[bytes]:
     records = []
     for n in range(40):
         record = transaction(f"evt-{n}", phone_for(n), CAMPAIGN if n % 5 else None, n=n)
+        record["occurred_at"] = WHEN
         record["attributes"] = {f"k{i}": "v" * rng.randrange(0, 40) for i in range(rng.randrange(0, 30))}
         records.append(encode(record))
     return records
@@ -91,7 +94,7 @@ def structured(rng: random.Random, n: int) -> bytes:
                          rng.choice(campaigns), n=n, name=rng.choice([None, "x" * 100_000, "Ayşe"]))
     if rng.random() < 0.1:
         record["attributes"] = {f"k{i}": "v" for i in range(10_000)}
-    record["occurred_at"] = rng.choice([record["occurred_at"], 253_402_300_799_000, -62_135_596_800_000, 0])
+    record["occurred_at"] = rng.choice([WHEN, 253_402_300_799_000, -62_135_596_800_000, 0])
     try:
         return encode(record)
     except Exception:  # the writer refuses a value (a timestamp out of range): the bytes are hostile anyway
@@ -145,9 +148,9 @@ def test_ten_thousand_mutations_each_end_in_an_event_or_a_reason_within_50_ms() 
         record = InboundRecord("t", 0, n, None, value, [], (1, 0))
         decoder = framed if confluent else plain
         verdict, took = run_once(record, decoder, mapper)
-        if took > LIMIT_S:
+        if took > LIMIT_S / 10:
             # A 2-core machine shared with other work stalls now and then; the input's own cost is
-            # the best of a few runs.
+            # the best of a few runs (so the printed worst time is the input's, not the machine's).
             took = min(took, *(run_once(record, decoder, mapper)[1] for _ in range(3)))
         assert took <= LIMIT_S, f"case {n} ({len(value)} bytes) took {took * 1000:.1f} ms"
         verdicts[verdict] += 1
