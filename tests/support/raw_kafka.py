@@ -1,5 +1,5 @@
 """Producing one record with raw bytes as header names, over Kafka's wire protocol (Produce v3,
-record batch v2, single broker).
+record batch v2, plaintext, sent to the partition's leader).
 
 confluent_kafka's producer only takes `str` header names and the Java client only writes UTF-8,
 but the protocol carries any bytes: a librdkafka or Go producer can write a name that is not
@@ -12,6 +12,8 @@ from __future__ import annotations
 import socket
 import struct
 import time
+
+from confluent_kafka.admin import AdminClient
 
 _CRC32C_TABLE: list[int] = []
 for _n in range(256):
@@ -57,8 +59,10 @@ def record_batch(key: bytes | None, value: bytes | None, headers: list[tuple[byt
 
 def produce_raw(bootstrap: str, topic: str, partition: int, key: bytes | None, value: bytes | None,
                 headers: list[tuple[bytes, bytes | None]]) -> None:
-    """Produce one record with acks=all to the broker at `bootstrap` (the partition's leader)."""
-    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    """Produce one record with acks=all to the partition's leader."""
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    leader = metadata.brokers[metadata.topics[topic].partitions[partition].leader]
+    host, port = leader.host, leader.port
     batch = record_batch(key, value, headers)
     client_id = b"raw-test"
     name = topic.encode()
