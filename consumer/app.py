@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from consumer.config.destinations import DestinationConfig, destination_configs, routes
+from consumer.config.registry import registry_connection
 from consumer.config.settings import Settings
 from consumer.delivery.attempts import RetryPolicy
 from consumer.delivery.backoff import Backoff
@@ -29,6 +30,7 @@ from consumer.ingest.mapping import Mapper, Recipient, load_mapper
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
+from consumer.sre.replay_signature import ReplayVerifier
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.dedup import RedisDedup
 from consumer.state.limiter import Limiter, NoLimiter, RedisLimiter
@@ -107,7 +109,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     state = build_state(settings)
     destinations = build_destinations(settings, state)
-    decoder = build_decoder(settings.schema_registry_url, settings.avro_schema_file)
+    decoder = build_decoder(registry_connection(settings), settings.avro_schema_file)
     route = router(destinations, settings)
     mapper = RoutedMapper(load_mapper(settings), route)
     dedup = RedisDedup(state.client, state.keys, lease_ms=settings.claim_lease_ms,
@@ -138,6 +140,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
         delivery_factory=delivery,
         metrics=metrics,
         health=health,
+        replays=ReplayVerifier.from_settings(settings),
     )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
                         dlq_topic=settings.dlq_topic, destinations=list(destinations.values()))

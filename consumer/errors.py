@@ -4,10 +4,11 @@
     ├── ConfigError                 configuration that cannot work (names the setting)
     ├── RecordError                 one Kafka record cannot be processed; carries its dead-letter reason
     │   ├── DecodeError             not Avro, unknown schema id, truncated    -> decode_error
+    │   │   └── UnsupportedSchemaError  writer schema recursive, too deep, not Avro -> unsupported_schema
     │   ├── OversizeError           value larger than MAX_MESSAGE_BYTES      -> oversize
     │   ├── InvalidEventError       no event id, no or invalid phone         -> invalid_event
     │   └── UnroutableError         no campaign for the event                -> unroutable
-    ├── RegistryError               schema registry unreachable or failing (retriable)
+    ├── RegistryError               schema registry unreachable or failing (retriable); `kind` says how
     ├── StateStoreError             Redis unreachable or failing (retriable: fail closed, resume)
     └── PisanoError                 a call to the Pisano API did not succeed
         ├── PisanoApiError          Pisano answered with an error status (HTTP status, Pisano code)
@@ -39,6 +40,13 @@ class DecodeError(RecordError):
     reason = "decode_error"
 
 
+class UnsupportedSchemaError(DecodeError):
+    """The writer schema is one this consumer refuses to decode with (recursive, nested too deeply,
+    or not Avro): decoding with it could exhaust the stack or loop on a few hostile bytes."""
+
+    reason = "unsupported_schema"
+
+
 class OversizeError(RecordError):
     reason = "oversize"
 
@@ -52,7 +60,16 @@ class UnroutableError(RecordError):
 
 
 class RegistryError(PisanoSmsError):
+    """The registry did not give a schema. `kind`: `unreachable` (no answer), `permission` (401, 403:
+    its credentials or ACLs), `server` (5xx or any other answer), `busy` (our own bound on registry
+    requests per second is spent: not the registry's fault, try again shortly)."""
+
     retriable = True
+
+    def __init__(self, message: str, kind: str = "server", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after_s = retry_after_s
 
 
 class StateStoreError(PisanoSmsError):

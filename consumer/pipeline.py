@@ -1,12 +1,20 @@
 """The poll loop: Kafka records in, outcomes out, offsets committed only behind durable outcomes.
 
-    poll -> decode -> map -> batch (sender threads take it from there) ... outcome -> commit
+    poll -> backlog -> decode -> map -> batch (sender threads take it from there) ... outcome -> commit
 
 The loop never sleeps on anything but `consume` with a short timeout: throttle waits and Redis
 outages happen in the sender threads, and backpressure pauses the partitions while the loop
 keeps polling (ARCHITECTURE.md invariant 4). Records that cannot become a recipient are dead-lettered
 here with their reason (invariant 7); the others finish as delivered, skipped or dead-lettered
 by the senders (invariant 1).
+
+Every consumed message is read once into an `InboundRecord` and waits in the `Backlog`, which
+decodes it through one guard (`consumer.ingest.intake.decode_and_map`): the process never dies of
+a record. A turn decodes for at most TURN_BUDGET_S, so one fetch of large or slow records cannot
+hold the loop (and its liveness clock) past a turn; while records wait there, or for the schema
+registry, fetching is paused. Memory is bounded in events (MAX_BUFFERED_EVENTS) and in bytes
+(MAX_BUFFERED_BYTES) of records without an outcome, and a record without an outcome for
+STUCK_RECORD_MS makes the replica not ready.
 """
 
 from __future__ import annotations
@@ -27,21 +35,26 @@ from consumer.config.settings import Settings
 from consumer.delivery.batching import PendingEvent
 from consumer.delivery.lanes import Lanes
 from consumer.delivery.outcome import Outcome
-from consumer.errors import DecodeError, OversizeError, RecordError, RegistryError
 from consumer.ingest.avro import Decoder
+from consumer.ingest.backlog import Backlog
 from consumer.ingest.mapping import Mapper
+from consumer.ingest.records import InboundRecord
 from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget, redact_phones
 from consumer.operations.metrics import Metrics
-from consumer.outcomes.deadletter import DeadLetterQueue, Failure, replay_count
+from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.outcomes.offsets import OffsetTracker
+from consumer.sre.replay_signature import ReplayVerifier
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 0.05
 POLL_BATCH = 1000
-RESUME_AT = 0.5  # resume fetching once the buffers are down to half of MAX_BUFFERED_EVENTS
-REGISTRY_RETRY_S = 2.0
+RESUME_AT = 0.5  # resume fetching once the buffers are down to half of MAX_BUFFERED_EVENTS (and bytes)
+# Decode and map for at most this long per turn; the rest of the backlog waits for the next turn.
+# One record can still take longer (a 1 MiB record through a JMESPath filter takes about 2 s),
+# which MAX_MESSAGE_BYTES bounds far below the 60 s liveness window.
+TURN_BUDGET_S = 0.2
 HOLD_S = 2.0  # an event held back (its id in flight elsewhere) is tried again this much later
 GAUGE_INTERVAL_S = 5.0
 # Every partition's position is committed again this often, moved or not: a coordinator that
@@ -61,6 +74,7 @@ class Pipeline:
         delivery_factory: Callable[[Callable[[Outcome], None]], Lanes],
         metrics: Metrics,
         health: Health,
+        replays: ReplayVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer_factory(self._on_commit)
@@ -76,13 +90,19 @@ class Pipeline:
         self.delivery = delivery_factory(self.outcomes.put)
         self._stop = threading.Event()
         self._paused = False
-        self._deferred: deque[Any] = deque()  # records waiting for the schema registry
         self._held: deque[tuple[float, list[PendingEvent]]] = deque()  # ids in flight elsewhere
-        self._deferred_retry_at = 0.0
+        self._record_bytes = 1024  # moving average of a record's size: how many fit in the byte room
         self._last_commit = 0.0
         self._last_recommit = time.monotonic()
         self._last_gauges = 0.0
         self._log_budget = LogBudget()
+        # Consumed records not decoded yet: the rest of a turn's slice, or waiting for the registry.
+        self.backlog = Backlog(decoder, mapper, settings.max_message_bytes, metrics=metrics, health=health,
+                               dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
+                                   record, tp, record.offset(), epoch, failure),
+                               log_budget=self._log_budget,
+                               verify_replays=(lambda r: replays.replays(r.topic(), r.key(), r.value(), r.headers()))
+                               if replays is not None else (lambda r: 0))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -107,12 +127,19 @@ class Pipeline:
     def _step(self) -> None:
         now = time.monotonic()
         self.health.loop_at = now
-        room = self.settings.max_buffered_events - self._load()
-        messages = self.consumer.consume(num_messages=max(1, min(POLL_BATCH, room)), timeout=POLL_TIMEOUT_S)
+        room = min(self.settings.max_buffered_events - self._load(),
+                   (self.settings.max_buffered_bytes - self.tracker.unfinished_bytes) // self._record_bytes)
+        # With a backlog the turn's time goes to decoding it; the poll only serves callbacks then.
+        timeout = 0.0 if self.backlog else POLL_TIMEOUT_S
+        messages = self.consumer.consume(num_messages=max(1, min(POLL_BATCH, room)), timeout=timeout)
         if messages:
-            self._ingest(messages, now)
-        if self._deferred and now >= self._deferred_retry_at:
-            self._retry_deferred(now)
+            self._take(messages, now)
+        if self.backlog:
+            events = self.backlog.decode(now, now + TURN_BUDGET_S, self.tracker.epoch)
+            if events:
+                self.delivery.add(events)
+                for topic, count in TallyCounter(e.tp[0] for e in events).items():
+                    self.metrics.events_decoded.labels(topic).inc(count)
         while self._held and self._held[0][0] <= now:
             _, events = self._held.popleft()
             current = [e for e in events if self.tracker.epoch(e.tp) == e.epoch]
@@ -159,79 +186,28 @@ class Pipeline:
 
     # ------------------------------------------------------------------ records in
 
-    def _ingest(self, messages: list[Any], now: float) -> None:
-        events: list[PendingEvent] = []
+    def _take(self, messages: list[Any], now: float) -> None:
+        """Snapshot each message (its headers read once, safely) and queue it for decoding."""
         consumed: TallyCounter[str] = TallyCounter()
-        max_bytes = self.settings.max_message_bytes
+        taken_bytes = 0
         for message in messages:
             error = message.error()
             if error is not None:
                 self._consume_error(error)
                 continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            tp = (topic, partition)
-            epoch = self.tracker.track(tp, offset)
-            consumed[topic] += 1
-            if self._deferred:
-                self._deferred.append((message, tp, epoch))
-                continue
-            try:
-                event = self._to_event(message, tp, offset, epoch, max_bytes, now)
-            except RegistryError as exc:
-                log.error("schema registry unavailable (%s); pausing until it answers", exc)
-                self._deferred.append((message, tp, epoch))
-                self._deferred_retry_at = now + REGISTRY_RETRY_S
-                continue
-            if event is not None:
-                events.append(event)
-        if events:
-            self.delivery.add(events)
+            record = InboundRecord.of(message)
+            tp = (record.topic(), record.partition())
+            size = record.size
+            epoch = self.tracker.track(tp, record.offset(), size, now)
+            taken_bytes += size
+            consumed[tp[0]] += 1
+            self.backlog.add(record, tp, epoch)
+        taken = sum(consumed.values())
+        if taken:
+            self._record_bytes = max(1, (self._record_bytes + taken_bytes // taken) // 2)
         # Counted per poll, not per record: a metric lock per record is measurable at 20k/s.
         for topic, count in consumed.items():
             self.metrics.events_consumed.labels(topic).inc(count)
-        decoded = TallyCounter(e.tp[0] for e in events)
-        for topic, count in decoded.items():
-            self.metrics.events_decoded.labels(topic).inc(count)
-
-    def _to_event(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, max_bytes: int,
-                  now: float) -> PendingEvent | None:
-        """The record as a recipient on its way, or None once it is dead-lettered. Raises
-        RegistryError when the registry is away: the record may be fine, so it must wait."""
-        value = message.value()
-        try:
-            if value is None:
-                raise DecodeError("the record has no value (tombstone)")
-            if len(value) > max_bytes:
-                raise OversizeError(f"value of {len(value)} bytes exceeds MAX_MESSAGE_BYTES={max_bytes}")
-            record = self.decoder.decode(value)
-            try:
-                recipient = self.mapper.map(record)
-            except RecordError:
-                raise
-            except Exception as exc:  # a company's own mapper failing on one event is that event's problem
-                raise RecordError(f"the mapper failed: {type(exc).__name__}: {exc}"[:500]) from exc
-        except RecordError as exc:
-            self._dead_letter(message, tp, offset, epoch, Failure(exc.reason, str(exc)))
-            return None
-        replay = bool(message.headers()) and replay_count(message) > 0
-        return PendingEvent(message, tp, offset, epoch, recipient, now, replay)
-
-    def _retry_deferred(self, now: float) -> None:
-        events = []
-        while self._deferred:
-            message, tp, epoch = self._deferred[0]
-            if self.tracker.epoch(tp) == epoch:  # else revoked meanwhile: the next owner has it
-                try:
-                    event = self._to_event(message, tp, message.offset(), epoch,
-                                           self.settings.max_message_bytes, now)
-                except RegistryError:
-                    self._deferred_retry_at = now + REGISTRY_RETRY_S
-                    break
-                if event is not None:
-                    events.append(event)
-            self._deferred.popleft()
-        if events:
-            self.delivery.add(events)
 
     def _consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -326,7 +302,7 @@ class Pipeline:
         if not tps:
             return
         dropped = self.delivery.drop(lambda e: e.tp in tps)
-        self._deferred = deque(d for d in self._deferred if d[1] not in tps)
+        self.backlog.drop(tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
         # Requests under way for these partitions finish (bounded) so their offsets can be committed
         # now instead of being processed again by the next owner.
@@ -346,6 +322,7 @@ class Pipeline:
         # The group moved on without us: someone else owns these now; committing would be wrong.
         tps = {(p.topic, p.partition) for p in partitions}
         self.delivery.drop(lambda e: e.tp in tps)
+        self.backlog.drop(tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
         self._forget(tps)
         log.warning("lost %s (session timed out?); their records will be processed by the new owner",
@@ -367,20 +344,27 @@ class Pipeline:
         # Dead-letters waiting for their acknowledgement count too: with the dead-letter topic
         # down they pile up, and fetching must stop before memory runs out.
         held = sum(len(events) for _, events in self._held)
-        return self.delivery.buffered + self.delivery.in_flight() + len(self._deferred) + held + self.dlq.in_flight
+        return self.delivery.buffered + self.delivery.in_flight() + len(self.backlog) + held + self.dlq.in_flight
 
     def _backpressure(self) -> None:
         load, limit = self._load(), self.settings.max_buffered_events
-        blocked = bool(self._deferred)
-        if not self._paused and (load >= limit or blocked):
+        held_bytes, byte_limit = self.tracker.unfinished_bytes, self.settings.max_buffered_bytes
+        blocked = bool(self.backlog)  # records wait for the next turn's slice, or for the registry
+        if not self._paused and (load >= limit or held_bytes >= byte_limit or blocked):
             assignment = self.consumer.assignment()
             if assignment:
                 self.consumer.pause(assignment)
             self._paused = True
             self.metrics.partitions_paused.set(1)
-            why = "waiting for the schema registry" if blocked else f"buffers full ({load} events)"
+            if self.backlog.waiting_for_registry:
+                why = "waiting for the schema registry"
+            elif blocked:
+                why = f"decoding a backlog of {len(self.backlog)} records"
+            else:
+                why = f"buffers full ({load} events, {held_bytes} bytes)"
             log.info("%s: pausing fetch, still polling", why, extra={"count": load})
-        elif self._paused and load <= limit * RESUME_AT and not blocked:
+        elif (self._paused and load <= limit * RESUME_AT and held_bytes <= byte_limit * RESUME_AT
+              and not blocked):
             assignment = self.consumer.assignment()
             if assignment:
                 self.consumer.resume(assignment)
@@ -390,6 +374,8 @@ class Pipeline:
 
     def _update_gauges(self) -> None:
         self.metrics.buffered_events.set(self.delivery.buffered)
+        self.metrics.buffered_bytes.set(self.tracker.unfinished_bytes)
+        self._check_stuck(time.monotonic())
         self.metrics.held_events.set(sum(len(events) for _, events in self._held))
         for tp in self.tracker.assigned():
             self.metrics.unfinished_records.labels(tp[0], str(tp[1])).set(self.tracker.unfinished(tp))
@@ -402,6 +388,15 @@ class Pipeline:
             if position is None:
                 continue
             self.metrics.consumer_lag.labels(tp[0], str(tp[1])).set(max(0, high - position))
+
+
+    def _check_stuck(self, now: float) -> None:
+        """A record without an outcome for STUCK_RECORD_MS (its dead-letter refused for good, say)
+        makes the replica not ready and fires the chart's alert, instead of holding its partition
+        back in silence."""
+        age = self.tracker.oldest_unfinished_age(now)
+        self.metrics.oldest_unfinished_age.set(age)
+        self.health.observe_oldest_record(age, self.settings.stuck_record_ms / 1000)
 
 
 def _names(partitions: list[TopicPartition]) -> str:

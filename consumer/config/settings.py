@@ -100,7 +100,11 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(1000, ge=0, le=3_600_000)
     max_in_flight_requests: int = Field(4, ge=1, le=64)
     max_buffered_events: int = Field(100_000, ge=1, le=10_000_000)
+    # Bytes held by records without an outcome; with the 64 MiB librdkafka prefetches and the
+    # dead-letter producer's copies, 256 MiB fits the chart's 1 GiB memory limit.
+    max_buffered_bytes: int = Field(268_435_456, ge=4 * 1_048_576, le=64 * 1_073_741_824)
     max_message_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    stuck_record_ms: int = Field(900_000, ge=10_000, le=86_400_000)
     throttle_horizon_ms: int = Field(30_000, ge=0, le=3_600_000)
     shutdown_grace_ms: int = Field(30_000, ge=0, le=600_000)
     revoke_grace_ms: int = Field(10_000, ge=0, le=120_000)

@@ -4,6 +4,19 @@ Schemas are parsed once (the local one at start, registry ones the first time th
 seen) and fastavro errors become DecodeError, so a record that does not decode is dead-lettered
 instead of crashing the consumer or being retried forever. A registry that cannot be reached is
 a RegistryError instead: the record is fine, the registry is not, so it is retried later.
+
+Hostile input, and what bounds it:
+- fastavro has no depth limit, and a few bytes can claim billions of array items. So every
+  schema is checked before it is used (`check_schema`): no recursion, at most MAX_SCHEMA_DEPTH
+  levels of nesting, no array whose items take no bytes. With such a schema a record's depth is
+  bounded and every item costs at least a byte, so decoding is bounded by MAX_MESSAGE_BYTES. A
+  writer schema from the registry that fails the check is remembered as `unsupported_schema`.
+- Registry answers are classified: 200 with an Avro schema (cached for good: an id never
+  changes), 200 with another schema type or an unusable schema (`unsupported_schema`, cached for
+  good), 404 (`decode_error`, remembered for UNKNOWN_ID_TTL_S, then asked again), 401/403
+  (`permission`), anything else or no answer (`server`, `unreachable`): the records wait.
+- Registry requests are bounded (REGISTRY_REQUESTS_PER_S, burst REGISTRY_BURST): a stream of
+  garbage schema ids waits for the bound instead of sending one request per record.
 """
 
 from __future__ import annotations
@@ -11,23 +24,33 @@ from __future__ import annotations
 import io
 import json
 import logging
+import ssl
 import struct
 import threading
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import fastavro
 import httpx
 
+from consumer.config.registry import RegistryConnection
 from consumer.config.resources import default_schema_file
-from consumer.errors import ConfigError, DecodeError, RegistryError
+from consumer.errors import ConfigError, DecodeError, RegistryError, UnsupportedSchemaError
 
 log = logging.getLogger(__name__)
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")  # Confluent wire format: magic byte, 4-byte big-endian schema id
 REGISTRY_TIMEOUT_S = 2.0  # asked from the poll loop: a hanging registry must not stall it for long
+MAX_SCHEMA_DEPTH = 32  # nesting levels (records, arrays, maps); real contracts use a handful
+UNKNOWN_ID_TTL_S = 300.0  # a 404 is asked again after this (a registry replica may lag behind)
+REGISTRY_REQUESTS_PER_S = 50.0
+REGISTRY_BURST = 100
+MAX_REMEMBERED_IDS = 10_000  # per cache: garbage ids must not grow memory without bound
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
 
 class UnknownSchemaError(DecodeError):
@@ -40,11 +63,81 @@ class Decoder(Protocol):
 
 def load_schema_file(path: Path) -> Any:
     try:
-        return fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
+        schema = fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
     except OSError as exc:
         raise ConfigError(f"AVRO_SCHEMA_FILE={path}: cannot read it ({exc.strerror})") from exc
     except (ValueError, fastavro.schema.SchemaParseException) as exc:
         raise ConfigError(f"AVRO_SCHEMA_FILE={path}: not a valid Avro schema ({exc})") from exc
+    try:
+        check_schema(schema)
+    except UnsupportedSchemaError as exc:
+        raise ConfigError(f"AVRO_SCHEMA_FILE={path}: {exc}; flatten the schema") from exc
+    return schema
+
+
+def check_schema(schema: Any) -> None:
+    """Raise UnsupportedSchemaError if decoding with this parsed schema could recurse without
+    bound, nest deeper than MAX_SCHEMA_DEPTH, or read items that take no bytes (module docstring)."""
+    named: Mapping[str, Any] = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
+    depth_of: dict[str, int] = {}  # named types already measured: a DAG of references stays linear
+
+    def depth(node: Any, defining: tuple[str, ...]) -> int:
+        if isinstance(node, str):
+            if node in _PRIMITIVES:
+                return 0
+            if node in defining:
+                raise UnsupportedSchemaError(f"the schema is recursive ({node} contains itself)")
+            if node not in depth_of:
+                if node not in named:
+                    raise UnsupportedSchemaError(f"the schema names an undefined type {node!r}")
+                depth_of[node] = depth(named[node], defining)
+            return depth_of[node]
+        if isinstance(node, list):  # a union: as deep as its deepest branch
+            return max((depth(branch, defining) for branch in node), default=0)
+        if not isinstance(node, dict):
+            raise UnsupportedSchemaError("the schema holds something that is not a type")
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            name = node.get("name", "")
+            inner = (*defining, name)
+            found = 1 + max((depth(field.get("type"), inner) for field in node.get("fields", ())), default=0)
+            depth_of[name] = found
+        elif kind == "array":
+            if _min_bytes(node.get("items"), named) == 0:
+                raise UnsupportedSchemaError("an array's items take no bytes (a few bytes could claim billions)")
+            found = 1 + depth(node.get("items"), defining)
+        elif kind == "map":
+            found = 1 + depth(node.get("values"), defining)
+        else:
+            found = 0 if kind in _PRIMITIVES or kind in ("enum", "fixed") else depth(kind, defining)
+        if found > MAX_SCHEMA_DEPTH:
+            raise UnsupportedSchemaError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
+        return found
+
+    depth(schema, ())
+
+
+def _min_bytes(node: Any, named: Mapping[str, Any], seen: frozenset[str] = frozenset()) -> int:
+    """The fewest bytes a value of this type can take (0 or 1 is all that matters here)."""
+    if isinstance(node, str):
+        if node == "null":
+            return 0
+        if node in _PRIMITIVES:
+            return 1
+        if node in seen or node not in named:
+            return 1  # recursion and undefined names are refused by check_schema itself
+        return _min_bytes(named[node], named, seen | {node})
+    if isinstance(node, list) or not isinstance(node, dict):
+        return 1  # a union's branch index takes a byte
+    kind = node.get("type")
+    if kind in ("record", "error"):
+        inner = seen | {node.get("name", "")}
+        return min(1, sum(_min_bytes(field.get("type"), named, inner) for field in node.get("fields", ())))
+    if kind == "fixed":
+        return min(1, int(node.get("size", 0)))
+    if kind in ("array", "map", "enum") or kind in _PRIMITIVES:
+        return 0 if kind == "null" else 1
+    return _min_bytes(kind, named, seen)
 
 
 def _read(payload: bytes, offset: int, writer: Any, reader: Any) -> Mapping[str, Any]:
@@ -75,30 +168,48 @@ class SchemalessDecoder:
 
 
 class RegistryClient:
-    """The Confluent REST subset the decoder needs: `GET /schemas/ids/{id}`."""
+    """The Confluent REST subset the decoder needs: `GET /schemas/ids/{id}`, answers classified
+    (module docstring)."""
 
-    def __init__(self, url: str, *, verify: bool | str = True) -> None:
-        self.http = httpx.Client(base_url=url, timeout=REGISTRY_TIMEOUT_S, verify=verify,
+    def __init__(self, url: str, *, verify: ssl.SSLContext | bool | str = True,
+                 auth: tuple[str, str] | None = None) -> None:
+        self.http = httpx.Client(base_url=url, timeout=REGISTRY_TIMEOUT_S, verify=verify, auth=auth,
                                  headers={"Accept": "application/vnd.schemaregistry.v1+json"})
 
     def schema(self, schema_id: int) -> Any:
         try:
             response = self.http.get(f"/schemas/ids/{schema_id}")
         except httpx.HTTPError as exc:
-            raise RegistryError(f"schema registry unreachable ({type(exc).__name__})") from exc
-        if response.status_code == 404:
+            raise RegistryError(f"schema registry unreachable ({type(exc).__name__}); check SCHEMA_REGISTRY_URL "
+                                "and the network", kind="unreachable") from exc
+        status = response.status_code
+        if status == 404:
             raise UnknownSchemaError(f"schema id {schema_id} is not in the registry")
-        if response.status_code != 200:
-            raise RegistryError(f"schema registry answered HTTP {response.status_code} for id {schema_id}")
+        if status in (401, 403):
+            raise RegistryError(f"schema registry refused this consumer (HTTP {status}); check its credentials "
+                                "and the registry's ACLs", kind="permission")
+        if status != 200:
+            raise RegistryError(f"schema registry answered HTTP {status} for id {schema_id}", kind="server")
         try:
             body = response.json()
-            if body.get("schemaType", "AVRO") != "AVRO":
-                raise DecodeError(f"schema id {schema_id} is {body['schemaType']}, not Avro")
-            return fastavro.parse_schema(json.loads(body["schema"]))
-        except DecodeError:
-            raise
+            text = body["schema"]
+            schema_type = body.get("schemaType", "AVRO")
+            if not isinstance(text, str):
+                raise TypeError("`schema` is not a string")
+        except Exception as exc:  # a proxy's error page answering 200: the registry's trouble, not the record's
+            raise RegistryError(f"schema registry answered 200 without a schema for id {schema_id} "
+                                f"({type(exc).__name__}); is SCHEMA_REGISTRY_URL the registry?", kind="server") from exc
+        if schema_type != "AVRO":
+            raise UnsupportedSchemaError(f"schema id {schema_id} is {str(schema_type)[:32]}, not Avro")
+        try:
+            schema = fastavro.parse_schema(json.loads(text))
         except Exception as exc:
-            raise DecodeError(f"schema id {schema_id} is not a usable Avro schema ({exc})"[:300]) from exc
+            raise UnsupportedSchemaError(f"schema id {schema_id} is not a usable Avro schema ({exc})"[:300]) from exc
+        try:
+            check_schema(schema)
+        except UnsupportedSchemaError as exc:
+            raise UnsupportedSchemaError(f"schema id {schema_id}: {exc}") from exc
+        return schema
 
     def close(self) -> None:
         self.http.close()
@@ -111,11 +222,18 @@ class RegistryDecoder:
     evolve their schema (add fields with defaults, drop fields) without breaking the mapping.
     """
 
-    def __init__(self, registry: RegistryClient, reader_schema: Any | None = None) -> None:
+    def __init__(self, registry: RegistryClient, reader_schema: Any | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.reader_schema = reader_schema
+        self.clock = clock
         self._writers: dict[int, Any] = {}
-        self._unknown: set[int] = set()  # ids the registry said do not exist: do not ask again
+        # Ids the registry said do not exist, until when not to ask again (oldest first).
+        self._unknown: OrderedDict[int, float] = OrderedDict()
+        # Ids whose schema is refused for good (not Avro, recursive, ...), with the reason.
+        self._unsupported: OrderedDict[int, str] = OrderedDict()
+        self._tokens = float(REGISTRY_BURST)
+        self._tokens_at = clock()
         self._lock = threading.Lock()
 
     def decode(self, value: bytes) -> Mapping[str, Any]:
@@ -131,23 +249,49 @@ class RegistryDecoder:
 
     def _fetch(self, schema_id: int) -> Any:
         with self._lock:
-            if schema_id in self._unknown:
+            now = self.clock()
+            refused = self._unsupported.get(schema_id)
+            if refused is not None:
+                raise UnsupportedSchemaError(refused)
+            until = self._unknown.get(schema_id)
+            if until is not None and now < until:
                 raise DecodeError(f"schema id {schema_id} is not in the registry")
+            self._spend_token(now)
             try:
                 writer = self.registry.schema(schema_id)
             except UnknownSchemaError:
-                # Only the registry's own "no such id" is remembered; a schema that did not parse
-                # (a proxy's error page answering 200, say) is asked for again next time.
-                if len(self._unknown) < 10_000:  # garbage ids must not grow memory without bound
-                    self._unknown.add(schema_id)
+                _remember(self._unknown, schema_id, now + UNKNOWN_ID_TTL_S)
                 raise
+            except UnsupportedSchemaError as exc:
+                _remember(self._unsupported, schema_id, str(exc))
+                log.warning("%s; its records are dead-lettered as unsupported_schema", exc)
+                raise
+            self._unknown.pop(schema_id, None)
             self._writers[schema_id] = writer
             log.info("schema id %d loaded from the registry", schema_id)
             return writer
 
+    def _spend_token(self, now: float) -> None:
+        self._tokens = min(float(REGISTRY_BURST), self._tokens + (now - self._tokens_at) * REGISTRY_REQUESTS_PER_S)
+        self._tokens_at = now
+        if self._tokens < 1:
+            wait = (1 - self._tokens) / REGISTRY_REQUESTS_PER_S
+            raise RegistryError(f"more than {REGISTRY_REQUESTS_PER_S:.0f} registry requests per second; waiting",
+                                kind="busy", retry_after_s=wait)
+        self._tokens -= 1
 
-def build_decoder(registry_url: str | None, schema_file: Path | None) -> Decoder:
-    if registry_url:
+
+def _remember(cache: OrderedDict[int, Any], schema_id: int, value: Any) -> None:
+    cache[schema_id] = value
+    cache.move_to_end(schema_id)
+    while len(cache) > MAX_REMEMBERED_IDS:
+        cache.popitem(last=False)
+
+
+def build_decoder(registry: RegistryConnection | None, schema_file: Path | None) -> Decoder:
+    """Confluent framing through the registry (its URL without credentials, basic auth, TLS from
+    consumer/config/registry.py), or plain Avro with the schema file."""
+    if registry is not None:
         reader = load_schema_file(schema_file) if schema_file else None
-        return RegistryDecoder(RegistryClient(registry_url), reader)
+        return RegistryDecoder(RegistryClient(registry.url, verify=registry.verify, auth=registry.auth), reader)
     return SchemalessDecoder(load_schema_file(schema_file or default_schema_file()))

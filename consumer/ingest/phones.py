@@ -19,6 +19,11 @@ PhoneFormat = Literal["e164", "national"]
 _MAX_PHONE_CHARS = 64  # longer input is not a phone; refuse before the parser spends time on it
 _CANONICAL_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _COUNTRY_CODES = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+# A mobile number as people write it: an optional leading +, then digits (any script: phonenumbers
+# folds them to ASCII) and separators. Letters are refused before the parser sees them: it reads
+# them as a vanity number (`+90 541 ABC 45 67` becomes +905412224567, a number nobody gave), and
+# it also accepts `tel:` URIs and extensions, which are not a customer's mobile number either.
+_DIGITS_AND_SEPARATORS = re.compile(r"^\+?[\d\s().\-/]+$")
 
 
 class PhoneNormaliser:
@@ -39,6 +44,9 @@ class PhoneNormaliser:
             return raw
         if len(raw) > _MAX_PHONE_CHARS:
             raise InvalidEventError("phone is too long to be a phone number")
+        if not _DIGITS_AND_SEPARATORS.match(raw):
+            raise InvalidEventError("phone holds characters other than digits and separators "
+                                    "(space . - / parentheses, one leading +); fix the producer's phone field")
         try:
             number = phonenumbers.parse(raw, self.region)
         except phonenumbers.NumberParseException as exc:

@@ -57,7 +57,7 @@ def _guard(name: str, check: Callable[[], tuple[str, str]]) -> Result:
 
 
 def _config(settings: Settings) -> tuple[str, str]:
-    build_decoder(settings.schema_registry_url, settings.avro_schema_file)
+    build_decoder(registry_connection(settings), settings.avro_schema_file)
     load_mapper(settings)
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     destination_configs(settings)

@@ -4,7 +4,8 @@
               (a stuck loop gets the pod restarted; a slow Pisano or a Redis outage does not)
     /readyz   ready: joined the consumer group (an assignment arrived, possibly empty: a replica
               beyond the partition count is healthy and must not block a rollout), Kafka and
-              Redis reachable, the Pisano circuit closed, not shutting down
+              Redis reachable, the schema registry answering, the Pisano circuit closed, no
+              record waiting for an outcome longer than STUCK_RECORD_MS, not shutting down
     /metrics  Prometheus text format
 """
 
@@ -42,18 +43,33 @@ class Health:
     kafka_ok: bool = True
     redis_ok: bool = True
     circuit_open: bool = False
+    registry_ok: bool = True
+    stuck: bool = False  # a record has had no outcome for STUCK_RECORD_MS
     stopping: bool = False
     loop_at: float = field(default_factory=time.monotonic)
 
     def alive(self) -> bool:
         return time.monotonic() - self.loop_at < LIVENESS_S
 
+    def observe_oldest_record(self, age_s: float, limit_s: float) -> None:
+        """The age of the oldest record without an outcome; past `limit_s` (STUCK_RECORD_MS) the
+        replica is not ready."""
+        stuck = age_s >= limit_s
+        if stuck and not self.stuck:
+            log.error("a record has had no outcome for %.0fs (STUCK_RECORD_MS=%.0f): not ready; look in this log "
+                      "for dead-letter failures (DLQ_TOPIC), Redis or schema registry errors", age_s, limit_s * 1000)
+        elif self.stuck and not stuck:
+            log.info("the oldest record without an outcome is %.0fs old: ready again", age_s)
+        self.stuck = stuck
+
     def ready(self) -> bool:
-        return self.joined and self.kafka_ok and self.redis_ok and not self.circuit_open and not self.stopping
+        return (self.joined and self.kafka_ok and self.redis_ok and self.registry_ok and not self.circuit_open
+                and not self.stuck and not self.stopping)
 
     def report(self) -> dict[str, Any]:
         return {"ready": self.ready(), "alive": self.alive(), "joined_group": self.joined, "kafka": self.kafka_ok,
-                "redis": self.redis_ok, "circuit_open": self.circuit_open, "stopping": self.stopping}
+                "redis": self.redis_ok, "schema_registry": self.registry_ok, "circuit_open": self.circuit_open,
+                "stuck_record": self.stuck, "stopping": self.stopping}
 
 
 class HealthProbe:

@@ -67,6 +67,15 @@ class Metrics:
         self.unfinished_records = Gauge(f"{p}_unfinished_records",
                                         "Consumed records without an outcome yet (they hold back the commit)",
                                         ["topic", "partition"], registry=r)
+        self.buffered_bytes = Gauge(f"{p}_buffered_bytes",
+                                    "Bytes held by consumed records without an outcome (MAX_BUFFERED_BYTES)",
+                                    registry=r)
+        self.oldest_unfinished_age = Gauge(f"{p}_oldest_unfinished_record_age_seconds",
+                                           "Age of the oldest consumed record without an outcome (STUCK_RECORD_MS)",
+                                           registry=r)
+        self.registry_errors = Counter(f"{p}_schema_registry_errors",
+                                       "Schema registry failures (records wait): unreachable, permission, server",
+                                       ["kind"], registry=r)
         self.in_flight_requests = Gauge(f"{p}_in_flight_requests", "Pisano requests under way", ["destination"],
                                         registry=r)
         self.partitions_paused = Gauge(f"{p}_partitions_paused", "1 while fetching is paused for backpressure",

@@ -13,7 +13,10 @@ Reasons (`dlq.reason`):
                        sent (connection refused, connect timeout, TLS handshake failed)
     ambiguous          the request may have reached Pisano (read timeout, 504, crash before the
                        outcome was recorded): not resent automatically; replay once checked
-    decode_error       the value is not Avro for the schema (or unknown schema id, truncated)
+    decode_error       the value is not Avro for the schema (or unknown schema id, truncated), or its
+                       headers could not be read (a header name that is not UTF-8: they are dropped)
+    unsupported_schema the writer schema is refused: recursive, nested deeper than 32 levels, items
+                       that take no bytes, or not an Avro schema (Protobuf, JSON Schema)
     oversize           the value is larger than MAX_MESSAGE_BYTES
     invalid_event      no event id, no phone, or a phone that is not a valid number
     unroutable         no campaign for the event (no campaign id, no route, not a campaign id)
@@ -31,12 +34,13 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from consumer.config.secrets import mask_urls_in_text
+from consumer.ingest.records import InboundRecord, headers_of
 from consumer.operations.logs import redact_phones
 
 log = logging.getLogger(__name__)
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
-           "decode_error", "oversize", "invalid_event", "unroutable", "internal_error")
+           "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema", "internal_error")
 # Headers this consumer writes; a replayed record that fails again gets fresh ones.
 OWN_HEADER_PREFIXES = ("pisano.", "dlq.")
 REPLAYS_HEADER = "dlq.replays"
@@ -63,8 +67,11 @@ def header_value(headers: list[tuple[str, bytes | None]] | None, name: str) -> s
 
 
 def replay_count(message: Any) -> int:
-    """The record's dlq.replays header; anything but a plain number counts as 0 (it is input)."""
-    value = header_value(message.headers(), REPLAYS_HEADER)
+    """A consumed record's verified replay count; for any other message (a dead-letter read back
+    by the SRE tools) its dlq.replays header, where anything but a plain number counts as 0."""
+    if isinstance(message, InboundRecord):
+        return message.replays
+    value = header_value(headers_of(message), REPLAYS_HEADER)
     return int(value) if value and value.isascii() and value.isdigit() and len(value) < 10 else 0
 
 
@@ -76,7 +83,7 @@ def error_text(message: str) -> str:
 
 
 def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | None = None) -> list[tuple[str, bytes]]:
-    original = [(k, v if v is not None else b"") for k, v in (message.headers() or [])
+    original = [(k, v if v is not None else b"") for k, v in headers_of(message)
                 if not k.startswith(OWN_HEADER_PREFIXES)]
     _, timestamp = message.timestamp()
     added: dict[str, str | int | None] = {
@@ -119,7 +126,8 @@ class DeadLetterQueue:
 
     def send(self, message: Any, failure: Failure, on_done: Callable[[], None]) -> None:
         self.in_flight += 1
-        self._produce(_Pending(message, failure, on_done))
+        # Read once: a retried dead-letter must not read a Kafka message's headers again.
+        self._produce(_Pending(InboundRecord.of(message), failure, on_done))
 
     def poll(self, timeout: float = 0.0) -> None:
         self.producer.poll(timeout)

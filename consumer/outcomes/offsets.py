@@ -5,6 +5,11 @@ partition commits only up to its oldest unfinished record. Each assignment of a 
 new epoch; an outcome that arrives for an earlier epoch (the partition was revoked meanwhile and
 its records will be processed again by their new owner) is ignored.
 
+Each record also carries its size and when it was consumed, for two bounds the poll loop keeps:
+the bytes held by records without an outcome (MAX_BUFFERED_BYTES pauses fetching), and the age of
+the oldest of them (past STUCK_RECORD_MS the replica reports itself not ready: a record that can
+never get an outcome must not hold its partition back silently).
+
 Used from the poll loop only: no locking.
 """
 
@@ -23,6 +28,8 @@ _epochs = itertools.count(1)
 class _Partition:
     epoch: int
     pending: deque[int] = field(default_factory=deque)
+    consumed_at: deque[float] = field(default_factory=deque)  # beside `pending`, one per record
+    sizes: dict[int, int] = field(default_factory=dict)  # bytes of each record without an outcome
     finished: set[int] = field(default_factory=set)
     next_offset: int | None = None  # what a commit would store: the next record to process
     committed: int | None = None
@@ -31,12 +38,16 @@ class _Partition:
 class OffsetTracker:
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _Partition] = {}
+        self.unfinished_bytes = 0
 
     def assign(self, tp: TopicPartition) -> None:
+        self.revoke(tp)
         self._partitions[tp] = _Partition(next(_epochs))
 
     def revoke(self, tp: TopicPartition) -> None:
-        self._partitions.pop(tp, None)
+        part = self._partitions.pop(tp, None)
+        if part is not None:
+            self.unfinished_bytes -= sum(part.sizes.values())
 
     def assigned(self) -> list[TopicPartition]:
         return list(self._partitions)
@@ -45,29 +56,43 @@ class OffsetTracker:
         part = self._partitions.get(tp)
         return part.epoch if part else None
 
-    def track(self, tp: TopicPartition, offset: int) -> int:
-        """Register a consumed record; returns the epoch its outcome must carry."""
+    def track(self, tp: TopicPartition, offset: int, size: int = 0, now: float = 0.0) -> int:
+        """Register a consumed record of `size` bytes, consumed at `now` (monotonic); returns the
+        epoch its outcome must carry."""
         part = self._partitions.get(tp)
         if part is None:  # consumed before the assign callback ran: cannot happen, but be exact
             self.assign(tp)
             part = self._partitions[tp]
         part.pending.append(offset)
+        part.consumed_at.append(now)
+        if size:
+            part.sizes[offset] = size
+            self.unfinished_bytes += size
         return part.epoch
 
     def finish(self, tp: TopicPartition, offset: int, epoch: int) -> None:
         part = self._partitions.get(tp)
         if part is None or part.epoch != epoch:
             return
-        part.finished.add(offset)
         pending = part.pending
+        if not pending or offset < pending[0] or offset in part.finished:
+            return  # already has its outcome (a dead-letter acknowledged twice, say)
+        part.finished.add(offset)
+        self.unfinished_bytes -= part.sizes.pop(offset, 0)
         while pending and pending[0] in part.finished:
             done = pending.popleft()
+            part.consumed_at.popleft()
             part.finished.discard(done)
             part.next_offset = done + 1
 
     def unfinished(self, tp: TopicPartition) -> int:
         part = self._partitions.get(tp)
         return len(part.pending) if part else 0
+
+    def oldest_unfinished_age(self, now: float) -> float:
+        """Seconds since the oldest record without an outcome was consumed (0 when there is none)."""
+        oldest = min((part.consumed_at[0] for part in self._partitions.values() if part.consumed_at), default=now)
+        return max(0.0, now - oldest)
 
     def commit_points(self, tps: list[TopicPartition] | None = None, *, all_known: bool = False
                       ) -> dict[TopicPartition, int]:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.errors import PisanoSmsError
+from consumer.ingest.records import read_headers
 from consumer.outcomes.deadletter import OWN_HEADER_PREFIXES, REASONS, REPLAYS_HEADER
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,12 @@ class DeadLetter:
 
 def parse_dead_letter(message: Any) -> DeadLetter | None:
     """The record as a DeadLetter, None when it was not written by us (foreign), or
-    MalformedDeadLetter saying why it cannot be used. Reads `message.headers()` once: on a header
-    name that is not UTF-8 it raises SystemError, and a second call can crash the interpreter."""
-    try:
-        headers: list[tuple[str, bytes | None]] = list(message.headers() or [])
-    except Exception as exc:  # SystemError, UnicodeDecodeError: bytes from any producer
-        raise MalformedDeadLetter(f"unreadable headers ({type(exc).__name__}): a header name is not UTF-8") from None
+    MalformedDeadLetter saying why it cannot be used."""
+    # Read once and safely (consumer/ingest/records.py): a header name that is not UTF-8 must
+    # not crash the reader.
+    headers, header_error = read_headers(message)
+    if header_error is not None:
+        raise MalformedDeadLetter("unreadable headers: a header name is not UTF-8 (or not a name/bytes pair)")
     own: dict[str, str] = {}
     for name, raw in headers:
         if not name.startswith(OWN_HEADER_PREFIXES) or raw is None:

@@ -11,6 +11,7 @@ delivered exactly once in the end.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,9 @@ from consumer.ingest.avro import SchemalessDecoder
 from consumer.ingest.samples import default_schema
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from consumer.simulator.config import FaultSettings
+from consumer.sre.replay_signature import sign
 from tests.conftest import Stack, unique
-from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
+from tests.support.consumers import REPLAY_KEY, ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import delivered_phones, mixed_traffic
 
@@ -89,8 +91,12 @@ def test_three_replicas_a_join_and_a_sigkill(stack: Stack, new_topic: Callable[.
         # The SRE step: replay what Pisano's side shows as not delivered.
         to_replay = [m for m in ambiguous if decoder.decode(m.value())["customer"]["phone"] not in phones]
         if to_replay:
-            produce(stack.bootstrap, topic, [(m.key(), m.value()) for m in to_replay],
-                    headers=[("dlq.replays", b"1")])
+            # As `pisano-sms replay` does: each record signed with the fleet's key, or it is no replay.
+            now_ms = int(time.time() * 1000)
+            for m in to_replay:
+                signature = sign(REPLAY_KEY.encode(), topic, 1, now_ms, m.key(), m.value())
+                produce(stack.bootstrap, topic, [(m.key(), m.value())],
+                        headers=[("dlq.replays", b"1"), ("dlq.replay.signature", signature)])
             ends = end_offsets(stack.bootstrap, topic)
             wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 60, "replay consumed")
         for replica in survivors:

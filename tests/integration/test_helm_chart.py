@@ -561,6 +561,7 @@ def test_grace_period_follows_shutdown_grace(helm: str) -> None:
 def test_large_numbers_reach_the_consumer_as_integers(helm: str) -> None:
     docs = render(helm, merged(BASE, {"config": {"MAX_BUFFERED_EVENTS": 2000000, "REDIS_CLUSTER": True}}))
     assert config_data(docs)["MAX_BUFFERED_EVENTS"] == "2000000"
+    assert config_data(docs)["MAX_BUFFERED_BYTES"] == "268435456"  # maxBufferedBytes, passed down
     assert config_data(docs)["REDIS_CLUSTER"] == "true"
 
 

@@ -15,6 +15,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
+# The fleet's replay signing key in tests: replays of ambiguous events must be signed with it.
+REPLAY_KEY = "test-replay-signing-key-4f1c0e"
 
 
 def free_port() -> int:
@@ -42,6 +44,7 @@ def consumer_env(*, bootstrap: str, redis_url: str, topic: str, dlq: str, group:
         "KAFKA_CONFIG_SESSION_TIMEOUT_MS": "10000",
         "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS": "1000",
         "PYTHONUNBUFFERED": "1",
+        "REPLAY_SIGNING_KEY": REPLAY_KEY,
     })
     env.update({k: str(v) for k, v in overrides.items()})
     return env

@@ -20,6 +20,7 @@ CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 class RegistryServer:
     def __init__(self) -> None:
         self.schemas: dict[int, str] = {}
+        self.types: dict[int, str] = {}  # schemaType of ids that are not Avro (PROTOBUF, JSON)
         self.subjects: dict[str, list[int]] = {}
         self.fetches: list[int] = []
         self.down = False  # answer 503 to everything, as a registry in trouble would
@@ -42,6 +43,14 @@ class RegistryServer:
         self.subjects.setdefault(subject, []).append(schema_id)
         return schema_id
 
+    def register_text(self, subject: str, text: str, schema_type: str) -> int:
+        """A schema of another type (PROTOBUF, JSON), stored as its text."""
+        schema_id = len(self.schemas) + 1
+        self.schemas[schema_id] = text
+        self.types[schema_id] = schema_type
+        self.subjects.setdefault(subject, []).append(schema_id)
+        return schema_id
+
     async def _list(self, request: Request) -> JSONResponse:
         if self.down:
             return JSONResponse({"error_code": 50301, "message": "unavailable"}, 503)
@@ -59,7 +68,10 @@ class RegistryServer:
         self.fetches.append(schema_id)
         if schema_id not in self.schemas:
             return JSONResponse({"error_code": 40403, "message": "Schema not found"}, 404)
-        return JSONResponse({"schema": self.schemas[schema_id]}, media_type=CONTENT_TYPE)
+        body = {"schema": self.schemas[schema_id]}
+        if schema_id in self.types:
+            body["schemaType"] = self.types[schema_id]
+        return JSONResponse(body, media_type=CONTENT_TYPE)
 
     def __enter__(self) -> RegistryServer:
         self._thread.start()

@@ -105,6 +105,7 @@ The settings the chart derives from other values, as YAML (env name: value).
 {{- define "pisano-sms.managedEnv" -}}
 HTTP_PORT: {{ .Values.httpPort | int64 | quote }}
 SHUTDOWN_GRACE_MS: {{ .Values.shutdownGraceMs | int64 | quote }}
+MAX_BUFFERED_BYTES: {{ .Values.maxBufferedBytes | int64 | quote }}
 PISANO_API_TOKEN_FILE: {{ printf "%s/token" (include "pisano-sms.tokenDir" .) | quote }}
 {{- if include "pisano-sms.hasRegistryPassword" . }}
 SCHEMA_REGISTRY_PASSWORD_FILE: {{ printf "%s/schema-registry-password" (include "pisano-sms.tokenDir" .) | quote }}

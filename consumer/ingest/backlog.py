@@ -1,0 +1,120 @@
+"""Consumed records waiting to be decoded and mapped, in the order they were consumed.
+
+The poll loop decodes from the head of the backlog for at most a turn's time budget, so one fetch
+of large or slow records cannot hold it (or its liveness clock) for long; the rest waits for the
+next turn. Every record goes through `consumer.ingest.intake.decode_and_map`, the one guard: it
+becomes a PendingEvent or is dead-lettered with its reason.
+
+When the schema registry fails (RegistryError) the record stays at the head and everything behind
+it waits, in order, with a bounded, jittered backoff: the records may be fine, so they are never
+dead-lettered for it. Meanwhile `/readyz` is false and `schema_registry_errors_total{kind}`
+counts the failures; our own bound on registry requests per second (`busy`) only waits a little.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+
+from consumer.delivery.batching import PendingEvent, TopicPartition
+from consumer.errors import RecordError, RegistryError
+from consumer.ingest.avro import Decoder
+from consumer.ingest.intake import decode_and_map
+from consumer.ingest.mapping import Mapper
+from consumer.ingest.records import InboundRecord
+from consumer.operations.health import Health
+from consumer.operations.logs import LogBudget
+from consumer.operations.metrics import Metrics
+from consumer.outcomes.deadletter import Failure
+
+log = logging.getLogger(__name__)
+
+# A failing registry is asked again after these waits (jittered), the last one repeated.
+REGISTRY_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+
+DeadLetter = Callable[[InboundRecord, TopicPartition, int, Failure], None]
+
+
+class Backlog:
+    def __init__(self, decoder: Decoder, mapper: Mapper, max_message_bytes: int, *, metrics: Metrics,
+                 health: Health, dead_letter: DeadLetter, log_budget: LogBudget,
+                 verify_replays: Callable[[InboundRecord], int] = lambda record: 0) -> None:
+        self.decoder = decoder
+        self.mapper = mapper
+        self.max_message_bytes = max_message_bytes
+        self.metrics = metrics
+        self.health = health
+        self.dead_letter = dead_letter
+        self.log_budget = log_budget
+        # A record is a replay only if the replay tool signed it; by default nothing is.
+        self.verify_replays = verify_replays
+        self._records: deque[tuple[InboundRecord, TopicPartition, int]] = deque()
+        self._retry_at = 0.0
+        self._failures = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def waiting_for_registry(self) -> bool:
+        return self._failures > 0
+
+    def add(self, record: InboundRecord, tp: TopicPartition, epoch: int) -> None:
+        self._records.append((record, tp, epoch))
+
+    def drop(self, tps: set[TopicPartition]) -> None:
+        """Forget the records of partitions revoked from us: their next owner reads them again."""
+        self._records = deque(item for item in self._records if item[1] not in tps)
+
+    def decode(self, now: float, deadline: float, epoch_of: Callable[[TopicPartition], int | None]
+               ) -> list[PendingEvent]:
+        """Events from the head of the backlog, until it is empty, `deadline` (monotonic) has
+        passed, or the registry fails; records that cannot be events are dead-lettered."""
+        events: list[PendingEvent] = []
+        if now < self._retry_at:
+            return events
+        records = self._records
+        was_failing = self._failures > 0
+        while records:
+            record, tp, epoch = records[0]
+            if epoch_of(tp) == epoch:  # else revoked meanwhile: the next owner has it
+                try:
+                    recipient = decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes)
+                except RegistryError as exc:
+                    self._failed(exc, now)
+                    return events
+                except RecordError as exc:
+                    self.dead_letter(record, tp, epoch, Failure(exc.reason, str(exc)))
+                else:
+                    record.replays = self.verify_replays(record)
+                    events.append(PendingEvent(record, tp, record.offset(), epoch, recipient, now, record.replays > 0))
+                if was_failing:
+                    was_failing = False
+                    self._recovered()
+            records.popleft()
+            if time.monotonic() >= deadline:
+                break
+        return events
+
+    def _failed(self, exc: RegistryError, now: float) -> None:
+        if exc.kind == "busy":  # our own bound on registry requests: not a failure, just wait a little
+            self._retry_at = now + (exc.retry_after_s or 0.05)
+            return
+        self.metrics.registry_errors.labels(exc.kind).inc()
+        backoff = REGISTRY_BACKOFF_S[min(self._failures, len(REGISTRY_BACKOFF_S) - 1)]
+        self._failures += 1
+        # Jittered so that a fleet does not ask a recovering registry all at once.
+        self._retry_at = now + backoff * random.uniform(0.5, 1.0)
+        if self.health.registry_ok or self.log_budget.allow("registry"):
+            log.error("schema registry unavailable (%s); records wait, partitions pause; asking again in %.0fs",
+                      exc, backoff)
+        self.health.registry_ok = False
+
+    def _recovered(self) -> None:
+        self._failures = 0
+        if not self.health.registry_ok:
+            log.info("schema registry answering again; decoding resumes")
+        self.health.registry_ok = True

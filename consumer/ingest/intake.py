@@ -1,0 +1,135 @@
+"""From a consumed record to a recipient, or to the reason it cannot be one.
+
+    InboundRecord -> size and header checks -> decode -> map -> check the Recipient -> Recipient
+                                                     any failure -> RecordError (its dead-letter reason)
+
+`decode_and_map` is the one guard every record goes through in the poll loop: whatever the bytes,
+the schema or the mapper, it returns a Recipient or raises a RecordError (RegistryError when the
+record may be fine and the registry is not). The fuzz test holds it to that.
+
+The Recipient is checked here, at the pipeline's boundary, whatever mapper made it (custom mappers
+too): what leaves this point is serialised into a Pisano request after its event id is claimed in
+Redis, so a value that cannot be serialised would fail after the claim and lose the batch. What
+is checked, and why:
+- the event id: a non-empty string of at most MAX_EVENT_ID_CHARS (it becomes a Redis key);
+- the campaign: a UUID in its canonical 8-4-4-4-12 form (it goes into the request's URL path, so
+  `../`, `urn:uuid:` or braces must never reach it) -> unroutable, as the README says for campaigns;
+- the phone: canonical, either E.164 (`+` and 7 to 15 digits) or national digits only;
+- attributes: at most MAX_ATTRIBUTES names of at most MAX_ATTRIBUTE_NAME_CHARS characters, each
+  value a JSON scalar: a string of at most MAX_ATTRIBUTE_CHARS, a bool, None, an integer within 64
+  bits or a finite float. A datetime, a nested structure, NaN or a huge integer is a violation.
+A violation dead-letters that event alone as `invalid_event` (campaign: `unroutable`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from consumer.errors import (
+    DecodeError,
+    InvalidEventError,
+    OversizeError,
+    RecordError,
+    RegistryError,
+    UnroutableError,
+)
+from consumer.ingest.avro import Decoder
+from consumer.ingest.mapping import MAX_ATTRIBUTE_CHARS, MAX_EVENT_ID_CHARS, Mapper, Recipient, is_campaign_id
+from consumer.ingest.records import InboundRecord
+
+MAX_ATTRIBUTES = 256
+MAX_ATTRIBUTE_NAME_CHARS = 256
+_INT_LIMIT = 2**63  # Pisano's JSON numbers; past 4,300 digits Python cannot even print an int
+_CANONICAL_PHONE = re.compile(r"^(\+[1-9][0-9]{6,14}|[0-9]{4,17})\Z")
+
+
+def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_bytes: int) -> Recipient:
+    """The record's recipient; RecordError (with its reason) when it cannot have one."""
+    if record.header_error is not None:
+        raise DecodeError(f"{record.header_error}; the key and value are kept untouched")
+    value = record.value()
+    if value is None:
+        raise DecodeError("the record has no value (tombstone)")
+    if len(value) > max_bytes:
+        raise OversizeError(f"value of {len(value)} bytes exceeds MAX_MESSAGE_BYTES={max_bytes}")
+    try:
+        decoded = decoder.decode(value)
+    except (RecordError, RegistryError):
+        raise
+    except Exception as exc:  # a decoder bug on one record is that record's problem, never the fleet's
+        raise DecodeError(f"the decoder failed: {type(exc).__name__}: {_short(exc)}") from exc
+    try:
+        recipient = mapper.map(decoded)
+    except RecordError:
+        raise
+    except Exception as exc:  # a company's own mapper failing on one event is that event's problem
+        raise RecordError(f"the mapper failed: {type(exc).__name__}: {_short(exc)}") from exc
+    return check_recipient(recipient)
+
+
+def _short(exc: Exception) -> str:
+    try:
+        return str(exc)[:400]
+    except Exception:  # a hostile __str__ (or a huge int in it) must not escape the guard
+        return "(no message)"
+
+
+def check_recipient(recipient: Any) -> Recipient:
+    """The recipient, if every field is what Pisano and Redis can take; see the module docstring."""
+    if not isinstance(recipient, Recipient):
+        raise InvalidEventError(f"the mapper returned a {type(recipient).__name__}, not a Recipient")
+    event_id = recipient.event_id
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_CHARS \
+            or not _encodable(event_id):
+        raise InvalidEventError(f"the event id must be a string of 1 to {MAX_EVENT_ID_CHARS} characters")
+    campaign = recipient.campaign_id
+    if not isinstance(campaign, str) or not is_campaign_id(campaign):
+        raise UnroutableError("the campaign id is not a campaign API id (a UUID such as "
+                              "ae51458c-9e82-417f-8f1d-e074891ea5c1)")
+    phone = recipient.phone
+    if not isinstance(phone, str) or not _CANONICAL_PHONE.match(phone):
+        raise InvalidEventError("the phone is not canonical (E.164 such as +905321234567, or national digits "
+                                "only); normalise it with consumer.ingest.phones.PhoneNormaliser")
+    _check_attributes("custom_attributes", recipient.custom_attributes)
+    _check_attributes("built_in_responses", recipient.built_in_responses)
+    return recipient
+
+
+def _check_attributes(field: str, attributes: Any) -> None:
+    if not isinstance(attributes, Mapping):
+        raise InvalidEventError(f"{field} must be a mapping of name to value")
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidEventError(f"{field} has {len(attributes)} names; at most {MAX_ATTRIBUTES} are sent")
+    for name, value in attributes.items():
+        if not isinstance(name, str) or not name or len(name) > MAX_ATTRIBUTE_NAME_CHARS or not _encodable(name):
+            raise InvalidEventError(f"{field}: a name is not a string of 1 to {MAX_ATTRIBUTE_NAME_CHARS} characters")
+        if not _scalar(value):
+            raise InvalidEventError(f"{field}[{name[:64]!r}]: a {type(value).__name__} is not a JSON scalar "
+                                    f"(string of at most {MAX_ATTRIBUTE_CHARS} characters, bool, null, "
+                                    "64-bit integer or finite number); convert it in the mapper")
+
+
+def _scalar(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, str):
+        return len(value) <= MAX_ATTRIBUTE_CHARS and _encodable(value)
+    if isinstance(value, int):
+        return -_INT_LIMIT <= value < _INT_LIMIT
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return False
+
+
+def _encodable(text: str) -> bool:
+    """UTF-8 can carry it: a lone surrogate from a custom mapper cannot go into a request body."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,117 @@
+"""A consumed Kafka record, read once into plain Python values.
+
+`confluent_kafka.Message.headers()` fails when a header *name* is not valid UTF-8 (any librdkafka
+or Go producer can write one): it returns a list holding a NULL item *and* leaves the decode error
+set. Called through the generic C call path, Python turns that into a `SystemError`; but once the
+call site in the poll loop is warm, Python 3.11's specialised call instruction skips that check
+and runs on with the broken list, and the process crashes (a segmentation fault, seen in the
+hostile-corpus test). So the call goes through `operator.methodcaller`, which always takes the
+checked path, and a second call on that message would return the broken list: every message is
+read exactly once, inside the record's own guard,
+into an `InboundRecord`; from then on the pipeline, the batches and the dead-letter queue only
+see the snapshot, whose `headers()` can be called any number of times. A record whose headers
+could not be read keeps `header_error` and no headers: it is dead-lettered with that reason
+(its key and value untouched), and its partition moves on.
+
+`InboundRecord` has the methods of `Message` the rest of the code uses (topic, partition,
+offset, key, value, headers, timestamp), so the dead-letter code reads either.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+Headers = list[tuple[str, bytes | None]]
+
+# A C-level call: always checked for "a result with an exception set" (see the module docstring).
+_call_headers = operator.methodcaller("headers")
+
+# Python object overhead of a snapshot and its fields, counted with the value in MAX_BUFFERED_BYTES.
+_OVERHEAD_BYTES = 400
+
+
+def read_headers(message: Any) -> tuple[Headers, str | None]:
+    """The message's headers and None, or no headers and why they could not be read.
+
+    Call it once per message: see the module docstring for why a second call is not safe."""
+    try:
+        headers = _call_headers(message)
+        clean: Headers = []
+        for name, value in headers or ():
+            if not isinstance(name, str) or not (value is None or isinstance(value, bytes)):
+                return [], "a header is not a (UTF-8 name, bytes value) pair"
+            clean.append((name, value))
+    except Exception as exc:  # SystemError from a header name that is not UTF-8; any other is the same case
+        return [], f"a header could not be read ({type(exc).__name__}: header names must be UTF-8)"
+    return clean, None
+
+
+class InboundRecord:
+    """One Kafka record as plain values; see the module docstring."""
+
+    __slots__ = ("_headers", "_key", "_offset", "_partition", "_timestamp", "_topic", "_value", "header_error",
+                 "replays")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                 headers: Headers, timestamp: tuple[int, int], header_error: str | None = None) -> None:
+        self._topic = topic
+        self._partition = partition
+        self._offset = offset
+        self._key = key
+        self._value = value
+        self._headers = headers
+        self._timestamp = timestamp
+        self.header_error = header_error
+        # The replay count whose signature verified (consumer/sre/replay_signature.py); 0 for a
+        # fresh record or a forged `dlq.replays` header. Set once the record is decoded.
+        self.replays = 0
+
+    @classmethod
+    def of(cls, message: Any) -> InboundRecord:
+        """The snapshot of a consumed message (a snapshot is returned as it is)."""
+        if isinstance(message, InboundRecord):
+            return message
+        headers, error = read_headers(message)
+        return cls(message.topic(), message.partition(), message.offset(), message.key(), message.value(),
+                   headers, message.timestamp(), error)
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> Headers:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._timestamp
+
+    @property
+    def size(self) -> int:
+        """Memory this record holds while it waits for its outcome (MAX_BUFFERED_BYTES counts it)."""
+        size = _OVERHEAD_BYTES + len(self._value or b"") + len(self._key or b"")
+        for name, value in self._headers:
+            size += len(name) + len(value or b"") + 64
+        return size
+
+    def __repr__(self) -> str:  # the value and headers may hold personal data
+        return f"InboundRecord({self._topic}[{self._partition}]@{self._offset}, {len(self._value or b'')} bytes)"
+
+
+
+def headers_of(message: Any) -> Headers:
+    """The headers of a snapshot, or of a raw message read safely (for the DLQ and replay tools)."""
+    if isinstance(message, InboundRecord):
+        return message.headers()
+    return read_headers(message)[0]

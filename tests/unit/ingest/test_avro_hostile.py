@@ -1,0 +1,151 @@
+"""Hostile schemas and registry answers (issue 10, items 2 and 3): nothing decodes with a schema
+that can recurse or nest without bound, and the registry's failures are classified."""
+
+import json
+import struct
+from typing import Any
+
+import fastavro
+import httpx
+import pytest
+
+from consumer.config.resources import default_schema_file
+from consumer.errors import ConfigError, DecodeError, RegistryError, UnsupportedSchemaError
+from consumer.ingest import avro
+from consumer.ingest.avro import RegistryClient, RegistryDecoder, check_schema, load_schema_file
+from consumer.ingest.samples import encode_confluent, transaction
+
+DEFAULT = json.loads(default_schema_file().read_text())
+CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
+RECURSIVE = {"type": "record", "name": "Node", "fields": [
+    {"name": "v", "type": "string"}, {"name": "next", "type": ["null", "Node"], "default": None}]}
+MUTUAL = {"type": "record", "name": "A", "fields": [
+    {"name": "b", "type": {"type": "record", "name": "B", "fields": [
+        {"name": "a", "type": {"type": "array", "items": "A"}}]}}]}
+NULL_ITEMS = {"type": "record", "name": "R", "fields": [{"name": "xs", "type": {"type": "array", "items": "null"}}]}
+
+
+def nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "record", "name": "L0", "fields": [{"name": "v", "type": "int"}]}
+    for n in range(1, levels):
+        schema = {"type": "record", "name": f"L{n}", "fields": [{"name": "inner", "type": schema}]}
+    return schema
+
+
+@pytest.mark.parametrize(("schema", "text"), [
+    (RECURSIVE, "recursive"), (MUTUAL, "recursive"), (nested(40), "deeper"), (NULL_ITEMS, "take no bytes"),
+    ({"type": "array", "items": {"type": "array", "items": {"type": "record", "name": "E", "fields": []}}},
+     "take no bytes"),
+])
+def test_refused_schemas(schema: dict[str, Any], text: str) -> None:
+    with pytest.raises(UnsupportedSchemaError, match=text):
+        check_schema(fastavro.parse_schema(schema))
+
+
+def test_accepted_schemas() -> None:
+    check_schema(fastavro.parse_schema(DEFAULT))
+    check_schema(fastavro.parse_schema(nested(30)))
+    shared = {"type": "record", "name": "Money", "fields": [{"name": "v", "type": "long"}]}
+    check_schema(fastavro.parse_schema({"type": "record", "name": "T", "fields": [
+        {"name": "a", "type": shared}, {"name": "b", "type": "Money"}, {"name": "c", "type": ["null", "Money"]}]}))
+
+
+def test_a_recursive_local_schema_stops_the_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "s.avsc"
+    path.write_text(json.dumps(RECURSIVE))
+    with pytest.raises(ConfigError, match="recursive"):
+        load_schema_file(path)
+
+
+def client(handler: Any) -> RegistryClient:
+    registry = RegistryClient("http://registry")
+    registry.http = httpx.Client(base_url="http://registry", transport=httpx.MockTransport(handler))
+    return registry
+
+
+def framed(schema_id: int, body: bytes = b"\x02") -> bytes:
+    return struct.pack(">bI", 0, schema_id) + body
+
+
+def test_a_deep_record_of_a_recursive_writer_schema_is_refused_when_fetched() -> None:
+    """Before: fastavro recursed through 10 KB of nested nodes and the process died in the poll loop."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(200, json={"schema": json.dumps(RECURSIVE)})
+
+    decoder = RegistryDecoder(client(handler))
+    body = b"\x02a\x02" * 5000 + b"\x02a\x00"  # 5000 nested nodes
+    for _ in range(3):
+        with pytest.raises(UnsupportedSchemaError, match="recursive") as raised:
+            decoder.decode(framed(5, body))
+        assert raised.value.reason == "unsupported_schema"
+    assert len(calls) == 1  # refused for good: an id's schema never changes
+
+
+@pytest.mark.parametrize(("answer", "error", "kind"), [
+    (httpx.Response(403, json={"error_code": 40301}), RegistryError, "permission"),
+    (httpx.Response(401), RegistryError, "permission"),
+    (httpx.Response(500), RegistryError, "server"),
+    (httpx.Response(429), RegistryError, "server"),
+    (httpx.Response(200, text="<html>proxy</html>"), RegistryError, "server"),
+    (httpx.Response(200, json={"schema": 5}), RegistryError, "server"),
+    (httpx.Response(200, json={"schema": "syntax = 'proto3';", "schemaType": "PROTOBUF"}),
+     UnsupportedSchemaError, None),
+    (httpx.Response(200, json={"schema": "{\"type\": \"record\"}"}), UnsupportedSchemaError, None),
+])
+def test_registry_answers_are_classified(answer: httpx.Response, error: type[Exception], kind: str | None) -> None:
+    decoder = RegistryDecoder(client(lambda request: answer))
+    with pytest.raises(error) as raised:
+        decoder.decode(framed(3))
+    if kind is not None:
+        assert isinstance(raised.value, RegistryError) and raised.value.kind == kind
+
+
+def test_unreachable_registry() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(RegistryError) as raised:
+        RegistryDecoder(client(handler)).decode(framed(3))
+    assert raised.value.kind == "unreachable"
+
+
+def test_unknown_ids_are_remembered_for_a_while_and_requests_are_bounded() -> None:
+    calls: list[int] = []
+    now = [0.0]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        schema_id = int(request.url.path.rsplit("/", 1)[1])
+        calls.append(schema_id)
+        if schema_id == 1:
+            return httpx.Response(200, json={"schema": json.dumps(DEFAULT)})
+        return httpx.Response(404, json={"error_code": 40403})
+
+    decoder = RegistryDecoder(client(handler), clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(DecodeError, match="not in the registry"):
+            decoder.decode(framed(9))
+    assert calls == [9]
+    now[0] += avro.UNKNOWN_ID_TTL_S + 1
+    with pytest.raises(DecodeError):
+        decoder.decode(framed(9))
+    assert calls == [9, 9]  # a 404 is not remembered for ever
+
+    # 20,000 distinct garbage ids: at most the burst goes to the registry at once, then the
+    # records wait for the bound (a RegistryError of kind `busy`, not a dead-letter).
+    calls.clear()
+    busy = 0
+    for schema_id in range(1000, 21_000):
+        try:
+            decoder.decode(framed(schema_id))
+        except RegistryError as exc:
+            assert exc.kind == "busy" and exc.retry_after_s and exc.retry_after_s > 0
+            busy += 1
+        except DecodeError:
+            pass
+    assert len(calls) <= avro.REGISTRY_BURST and busy == 20_000 - len(calls)
+    now[0] += 1.0  # a second later, REGISTRY_REQUESTS_PER_S more
+    value = encode_confluent(transaction("e1", "+905321234567", CAMPAIGN), fastavro.parse_schema(DEFAULT), 1)
+    assert decoder.decode(value)["event_id"] == "e1"
