@@ -27,7 +27,8 @@ RIGHT_TOKEN, WRONG_TOKEN = "sre-right-token-51", "sre-wrong-token-19"
 
 def replay(stack: Stack, topic: str, dlq: str, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DLQ_", "REDIS_", "PISANO_"))}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, DLQ_TOPIC=dlq, KAFKA_TOPICS=topic, REPLAY_SIGNING_KEY=REPLAY_KEY)
+    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, DLQ_TOPIC=dlq, KAFKA_TOPICS=topic,
+               REPLAY_SIGNING_KEY=REPLAY_KEY)
     result = subprocess.run([sys.executable, "-m", "consumer", "replay", *args], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
