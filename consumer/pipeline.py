@@ -101,7 +101,8 @@ class Pipeline:
                                dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
                                    record, tp, record.offset(), epoch, failure),
                                log_budget=self._log_budget,
-                               verify_replays=(lambda r: replays.replays(r.topic(), r.key(), r.value(), r.headers()))
+                               verify_replays=(lambda r: replays.replays(r.topic(), r.key(), r.value(), r.headers())
+                                               if r.headers() else 0)
                                if replays is not None else (lambda r: 0))
 
     # ------------------------------------------------------------------ lifecycle

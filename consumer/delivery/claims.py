@@ -39,8 +39,14 @@ class Claimed:
     unknown: list[PendingEvent] = field(default_factory=list)
 
     def add(self, event: PendingEvent, status: ClaimStatus) -> None:
-        {ClaimStatus.CLAIMED: self.claimed, ClaimStatus.DELIVERED: self.delivered,
-         ClaimStatus.HELD: self.held, ClaimStatus.UNKNOWN: self.unknown}[status].append(event)
+        if status is ClaimStatus.CLAIMED:
+            self.claimed.append(event)
+        elif status is ClaimStatus.DELIVERED:
+            self.delivered.append(event)
+        elif status is ClaimStatus.HELD:
+            self.held.append(event)
+        else:
+            self.unknown.append(event)
 
 
 class Claim:

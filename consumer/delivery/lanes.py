@@ -31,6 +31,9 @@ class Lanes:
         return sum(lane.batcher.buffered for lane in self.lanes.values())
 
     def add(self, events: Iterable[PendingEvent]) -> None:
+        if len(self.lanes) == 1:  # one destination: nothing to route
+            next(iter(self.lanes.values())).batcher.add(events)
+            return
         by_lane: dict[str, list[PendingEvent]] = {}
         for event in events:
             by_lane.setdefault(self.route(event.recipient.campaign_id), []).append(event)

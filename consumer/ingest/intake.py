@@ -99,6 +99,15 @@ def check_recipient(recipient: Any) -> Recipient:
 
 
 def _check_attributes(field: str, attributes: Any) -> None:
+    # The common case (a dict of short ASCII strings, as the declarative mapper writes) is decided
+    # in one pass of cheap checks: this runs for every event.
+    if type(attributes) is dict and len(attributes) <= MAX_ATTRIBUTES:
+        for name, value in attributes.items():
+            if not (type(name) is str and type(value) is str and 0 < len(name) <= MAX_ATTRIBUTE_NAME_CHARS
+                    and len(value) <= MAX_ATTRIBUTE_CHARS and name.isascii() and value.isascii()):
+                break
+        else:
+            return
     if not isinstance(attributes, Mapping):
         raise InvalidEventError(f"{field} must be a mapping of name to value")
     if len(attributes) > MAX_ATTRIBUTES:
