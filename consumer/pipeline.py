@@ -102,7 +102,8 @@ class Pipeline:
                                    record, tp, record.offset(), epoch, failure),
                                log_budget=self._log_budget,
                                verify_replays=(lambda r: replays.replays(r.topic(), r.key(), r.value(), r.headers()))
-                               if replays is not None else (lambda r: 0))
+                               if replays is not None else (lambda r: 0),
+                               stale_after_ms=settings.stale_after_ms)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -41,7 +41,8 @@ DeadLetter = Callable[[InboundRecord, TopicPartition, int, Failure], None]
 class Backlog:
     def __init__(self, decoder: Decoder, mapper: Mapper, max_message_bytes: int, *, metrics: Metrics,
                  health: Health, dead_letter: DeadLetter, log_budget: LogBudget,
-                 verify_replays: Callable[[InboundRecord], int] = lambda record: 0) -> None:
+                 verify_replays: Callable[[InboundRecord], int] = lambda record: 0,
+                 stale_after_ms: int | None = None) -> None:
         self.decoder = decoder
         self.mapper = mapper
         self.max_message_bytes = max_message_bytes
@@ -51,6 +52,8 @@ class Backlog:
         self.log_budget = log_budget
         # A record is a replay only if the replay tool signed it; by default nothing is.
         self.verify_replays = verify_replays
+        # Records older than this (Kafka timestamp) are dead-lettered as `stale` (intake.check_age).
+        self.stale_after_ms = stale_after_ms
         self._records: deque[tuple[InboundRecord, TopicPartition, int]] = deque()
         self._retry_at = 0.0
         self._failures = 0
@@ -82,7 +85,8 @@ class Backlog:
             record, tp, epoch = records[0]
             if epoch_of(tp) == epoch:  # else revoked meanwhile: the next owner has it
                 try:
-                    recipient = decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes)
+                    recipient = decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes,
+                                               stale_after_ms=self.stale_after_ms, now_ms=int(time.time() * 1000))
                 except RegistryError as exc:
                     self._failed(exc, now)
                     return events

@@ -20,6 +20,8 @@ Reasons (`dlq.reason`):
     oversize           the value is larger than MAX_MESSAGE_BYTES
     invalid_event      no event id, no phone, or a phone that is not a valid number
     unroutable         no campaign for the event (no campaign id, no route, not a campaign id)
+    stale              older (Kafka timestamp) than DEDUP_HORIZON_S minus STALE_MARGIN_S: whether it was
+                       delivered may be forgotten, so it is never sent (a re-read of a retained topic)
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from consumer.operations.logs import redact_phones
 log = logging.getLogger(__name__)
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
-           "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema", "internal_error")
+           "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema", "internal_error", "stale")
 # Headers this consumer writes; a replayed record that fails again gets fresh ones.
 OWN_HEADER_PREFIXES = ("pisano.", "dlq.")
 REPLAYS_HEADER = "dlq.replays"
