@@ -44,7 +44,7 @@ from consumer.operations.logs import LogBudget, redact_phones
 from consumer.operations.metrics import Metrics
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.outcomes.offsets import OffsetTracker
-from consumer.sre.replay_signature import ReplayVerifier
+from consumer.sre.replay_signature import NOT_A_REPLAY, ReplayVerifier
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ class Pipeline:
                                dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
                                    record, tp, record.offset(), epoch, failure),
                                log_budget=self._log_budget,
-                               verify_replays=(lambda r: replays.replays(r.topic(), r.key(), r.value(), r.headers()))
-                               if replays is not None else (lambda r: 0),
+                               verify_replay=(lambda r: replays.replay(r.topic(), r.key(), r.value(), r.headers()))
+                               if replays is not None else (lambda r: NOT_A_REPLAY),
                                stale_after_ms=settings.stale_after_ms)
 
     # ------------------------------------------------------------------ lifecycle

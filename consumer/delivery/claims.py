@@ -37,10 +37,14 @@ class Claimed:
     delivered: list[PendingEvent] = field(default_factory=list)
     held: list[PendingEvent] = field(default_factory=list)
     unknown: list[PendingEvent] = field(default_factory=list)
+    # The attempt whose unknown mark each unknown event found: its dead-letter's dlq.attempt.id.
+    unknown_attempts: list[str] = field(default_factory=list)
 
-    def add(self, event: PendingEvent, status: ClaimStatus) -> None:
+    def add(self, event: PendingEvent, status: ClaimStatus, attempt: str = "") -> None:
         {ClaimStatus.CLAIMED: self.claimed, ClaimStatus.DELIVERED: self.delivered,
          ClaimStatus.HELD: self.held, ClaimStatus.UNKNOWN: self.unknown}[status].append(event)
+        if status is ClaimStatus.UNKNOWN:
+            self.unknown_attempts.append(attempt)
 
 
 class Claim:
@@ -83,8 +87,8 @@ class Claim:
                 self.dedup.settle(Settlement.RELEASED, self.tag, [e.recipient.event_id for e in events])
             raise
         answer = Claimed()
-        for event, status in zip(events, statuses, strict=True):
-            answer.add(event, status)
+        for event, status, attempt in zip(events, statuses, statuses.attempts, strict=True):
+            answer.add(event, status, attempt)
             if status is ClaimStatus.CLAIMED:
                 self._held[event.recipient.event_id] = False
         return answer
@@ -134,4 +138,4 @@ class Claim:
 
 
 def _requests(events: Sequence[PendingEvent]) -> list[ClaimRequest]:
-    return [ClaimRequest(e.recipient.event_id, e.replay) for e in events]
+    return [ClaimRequest(e.recipient.event_id, e.replay_of) for e in events]

@@ -29,6 +29,7 @@ from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget
 from consumer.operations.metrics import Metrics
 from consumer.outcomes.deadletter import Failure
+from consumer.sre.replay_signature import NOT_A_REPLAY, VerifiedReplay
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ DeadLetter = Callable[[InboundRecord, TopicPartition, int, Failure], None]
 class Backlog:
     def __init__(self, decoder: Decoder, mapper: Mapper, max_message_bytes: int, *, metrics: Metrics,
                  health: Health, dead_letter: DeadLetter, log_budget: LogBudget,
-                 verify_replays: Callable[[InboundRecord], int] = lambda record: 0,
+                 verify_replay: Callable[[InboundRecord], VerifiedReplay] = lambda record: NOT_A_REPLAY,
                  stale_after_ms: int | None = None) -> None:
         self.decoder = decoder
         self.mapper = mapper
@@ -51,7 +52,7 @@ class Backlog:
         self.dead_letter = dead_letter
         self.log_budget = log_budget
         # A record is a replay only if the replay tool signed it; by default nothing is.
-        self.verify_replays = verify_replays
+        self.verify_replay = verify_replay
         # Records older than this (Kafka timestamp) are dead-lettered as `stale` (intake.check_age).
         self.stale_after_ms = stale_after_ms
         self._records: deque[tuple[InboundRecord, TopicPartition, int]] = deque()
@@ -93,8 +94,9 @@ class Backlog:
                 except RecordError as exc:
                     self.dead_letter(record, tp, epoch, Failure(exc.reason, str(exc)))
                 else:
-                    record.replays = self.verify_replays(record)
-                    events.append(PendingEvent(record, tp, record.offset(), epoch, recipient, now, record.replays > 0))
+                    replay = self.verify_replay(record)
+                    record.replays = replay.count
+                    events.append(PendingEvent(record, tp, record.offset(), epoch, recipient, now, replay.attempt))
                 if was_failing:
                     was_failing = False
                     self._recovered()

@@ -46,6 +46,7 @@ REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", 
 # Headers this consumer writes; a replayed record that fails again gets fresh ones.
 OWN_HEADER_PREFIXES = ("pisano.", "dlq.")
 REPLAYS_HEADER = "dlq.replays"
+ATTEMPT_HEADER = "dlq.attempt.id"
 MAX_MESSAGE_CHARS = 1000
 RETRY_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
 SMALL_RECORD_BYTES = 64 * 1024
@@ -59,6 +60,9 @@ class Failure:
     http_status: int | None = None
     campaign_id: str | None = None
     attempts: int = 0
+    # ambiguous only: the attempt whose unknown mark stands in Redis; a replay of this dead-letter
+    # may override that mark and no other (consumer/state/dedup.py)
+    attempt_id: str | None = None
 
 
 def header_value(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
@@ -99,6 +103,7 @@ def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | No
         "dlq.original.timestamp": timestamp if timestamp and timestamp > 0 else None,
         "dlq.campaign.id": failure.campaign_id,
         "dlq.attempts": failure.attempts,
+        ATTEMPT_HEADER: failure.attempt_id,
         "dlq.failed.at": (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         REPLAYS_HEADER: replay_count(message),
     }
