@@ -45,6 +45,7 @@ from consumer.operations.metrics import Metrics
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.outcomes.offsets import OffsetTracker
 from consumer.sre.replay_signature import NOT_A_REPLAY, ReplayVerifier
+from consumer.state.dead_letters import DeadLetterMarks
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Pipeline:
         metrics: Metrics,
         health: Health,
         replays: ReplayVerifier | None = None,
+        dead_letter_marks: DeadLetterMarks | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer_factory(self._on_commit)
@@ -84,7 +86,8 @@ class Pipeline:
         self.metrics = metrics
         self.health = health
         self.tracker = OffsetTracker()
-        self.dlq = DeadLetterQueue(producer, settings.dlq_topic)
+        # With marks, a record read again after a SIGKILL or rebalance is dead-lettered only once.
+        self.dlq = DeadLetterQueue(producer, settings.dlq_topic, marks=dead_letter_marks)
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         # The sending side, one lane per destination: batches are filled here, taken by senders.
         self.delivery = delivery_factory(self.outcomes.put)

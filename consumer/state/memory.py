@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from consumer.config.windows import RateWindow
+from consumer.state.dead_letters import Origin
 from consumer.state.dedup import (
     LEGACY_ATTEMPT,
     ClaimRequest,
@@ -114,6 +115,29 @@ class MemoryDedup:
             self._marks.pop(event_id, None)
             return None
         return entry.value
+
+
+class MemoryDeadLetterMarks:
+    """The dead-letter marks of `consumer.state.dead_letters.RedisDeadLetterMarks`, in memory."""
+
+    def __init__(self, *, horizon_s: int, clock: Callable[[], int] = _now_ms) -> None:
+        self.horizon_ms = horizon_s * 1000
+        self.clock = clock
+        self._marks: dict[tuple[str, int, int], _Entry] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, origins: Sequence[Origin]) -> list[bool]:
+        now = self.clock()
+        with self._lock:
+            found = [self._marks.get((o.topic, o.partition, o.offset)) for o in origins]
+        return [e is not None and e.expires_at > now and e.value == o.fingerprint
+                for o, e in zip(origins, found, strict=True)]
+
+    def mark(self, origins: Sequence[Origin]) -> None:
+        now = self.clock()
+        with self._lock:
+            for o in origins:
+                self._marks[(o.topic, o.partition, o.offset)] = _Entry(o.fingerprint, now + self.horizon_ms)
 
 
 @dataclass
