@@ -32,6 +32,7 @@ from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.sre.replay_signature import ReplayVerifier
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
+from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import RedisDedup
 from consumer.state.limiter import Limiter, NoLimiter, RedisLimiter
 from consumer.state.redis import Keys, connect
@@ -141,6 +142,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
         metrics=metrics,
         health=health,
         replays=ReplayVerifier.from_settings(settings),
+        dead_letter_marks=RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s),
     )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
                         dlq_topic=settings.dlq_topic, destinations=list(destinations.values()))

@@ -7,7 +7,8 @@
     │   │   └── UnsupportedSchemaError  writer schema recursive, too deep, not Avro -> unsupported_schema
     │   ├── OversizeError           value larger than MAX_MESSAGE_BYTES      -> oversize
     │   ├── InvalidEventError       no event id, no or invalid phone         -> invalid_event
-    │   └── UnroutableError         no campaign for the event                -> unroutable
+    │   ├── UnroutableError         no campaign for the event                -> unroutable
+    │   └── StaleRecordError        older than the dedup horizon allows      -> stale
     ├── RegistryError               schema registry unreachable or failing (retriable); `kind` says how
     ├── StateStoreError             Redis unreachable or failing (retriable: fail closed, resume)
     └── PisanoError                 a call to the Pisano API did not succeed
@@ -57,6 +58,10 @@ class InvalidEventError(RecordError):
 
 class UnroutableError(RecordError):
     reason = "unroutable"
+
+
+class StaleRecordError(RecordError):
+    reason = "stale"
 
 
 class RegistryError(PisanoSmsError):

@@ -44,7 +44,8 @@ from consumer.operations.logs import LogBudget, redact_phones
 from consumer.operations.metrics import Metrics
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.outcomes.offsets import OffsetTracker
-from consumer.sre.replay_signature import ReplayVerifier
+from consumer.sre.replay_signature import NOT_A_REPLAY, ReplayVerifier
+from consumer.state.dead_letters import DeadLetterMarks
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Pipeline:
         metrics: Metrics,
         health: Health,
         replays: ReplayVerifier | None = None,
+        dead_letter_marks: DeadLetterMarks | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer_factory(self._on_commit)
@@ -84,7 +86,8 @@ class Pipeline:
         self.metrics = metrics
         self.health = health
         self.tracker = OffsetTracker()
-        self.dlq = DeadLetterQueue(producer, settings.dlq_topic)
+        # With marks, a record read again after a SIGKILL or rebalance is dead-lettered only once.
+        self.dlq = DeadLetterQueue(producer, settings.dlq_topic, marks=dead_letter_marks)
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         # The sending side, one lane per destination: batches are filled here, taken by senders.
         self.delivery = delivery_factory(self.outcomes.put)
@@ -101,9 +104,10 @@ class Pipeline:
                                dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
                                    record, tp, record.offset(), epoch, failure),
                                log_budget=self._log_budget,
-                               verify_replays=(lambda r: replays.replays(r.topic(), r.key(), r.value(), r.headers())
-                                               if r.headers() else 0)
-                               if replays is not None else (lambda r: 0))
+                               verify_replay=(lambda r: replays.replay(r.topic(), r.key(), r.value(), r.headers())
+                                              if r.headers() else NOT_A_REPLAY)
+                               if replays is not None else (lambda r: NOT_A_REPLAY),
+                               stale_after_ms=settings.stale_after_ms)
 
     # ------------------------------------------------------------------ lifecycle
 

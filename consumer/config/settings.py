@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # Deduplication
     dedup_horizon_s: int = Field(7 * 86_400, ge=60, le=366 * 86_400)
     dedup_claim_lease_ms: int | None = Field(None, ge=1_000, le=86_400_000)
+    # A record older than DEDUP_HORIZON_S minus this is dead-lettered as `stale`, never sent: its
+    # delivered mark may be gone (README, "Offsets, retention and the dedup horizon").
+    stale_margin_s: int = Field(86_400, ge=0, le=366 * 86_400)
 
     # Events
     schema_registry_url: str | None = None
@@ -206,6 +209,19 @@ class Settings(BaseSettings):
             raise ValueError("SCHEMA_REGISTRY_URL holds user:password@ and SCHEMA_REGISTRY_USER is set: "
                              "keep the credentials in SCHEMA_REGISTRY_USER / SCHEMA_REGISTRY_PASSWORD only")
         return self
+
+    @model_validator(mode="after")
+    def _stale_margin(self) -> Settings:
+        if self.stale_margin_s >= self.dedup_horizon_s:
+            raise ValueError(f"STALE_MARGIN_S={self.stale_margin_s} must be less than DEDUP_HORIZON_S="
+                             f"{self.dedup_horizon_s}, or every record would be dead-lettered as stale; lower it "
+                             "(it needs to cover the producers' clock skew and the longest wait before a claim)")
+        return self
+
+    @property
+    def stale_after_ms(self) -> int:
+        """Age (Kafka timestamp to now) past which a record is `stale`."""
+        return (self.dedup_horizon_s - self.stale_margin_s) * 1000
 
     @model_validator(mode="after")
     def _secure_transport(self) -> Settings:

@@ -38,7 +38,9 @@ class PendingEvent:
     epoch: int
     recipient: Recipient
     enqueued_at: float
-    replay: bool = False
+    # A verified replay of an ambiguous dead-letter: the attempt whose unknown mark it may override
+    # (consumer/state/dedup.py); None for every other record.
+    replay_of: str | None = None
 
 
 @dataclass(slots=True)

@@ -37,8 +37,10 @@ class Claimed:
     delivered: list[PendingEvent] = field(default_factory=list)
     held: list[PendingEvent] = field(default_factory=list)
     unknown: list[PendingEvent] = field(default_factory=list)
+    # The attempt whose unknown mark each unknown event found: its dead-letter's dlq.attempt.id.
+    unknown_attempts: list[str] = field(default_factory=list)
 
-    def add(self, event: PendingEvent, status: ClaimStatus) -> None:
+    def add(self, event: PendingEvent, status: ClaimStatus, attempt: str = "") -> None:
         if status is ClaimStatus.CLAIMED:
             self.claimed.append(event)
         elif status is ClaimStatus.DELIVERED:
@@ -47,6 +49,7 @@ class Claimed:
             self.held.append(event)
         else:
             self.unknown.append(event)
+            self.unknown_attempts.append(attempt)
 
 
 class Claim:
@@ -89,8 +92,8 @@ class Claim:
                 self.dedup.settle(Settlement.RELEASED, self.tag, [e.recipient.event_id for e in events])
             raise
         answer = Claimed()
-        for event, status in zip(events, statuses, strict=True):
-            answer.add(event, status)
+        for event, status, attempt in zip(events, statuses, statuses.attempts, strict=True):
+            answer.add(event, status, attempt)
             if status is ClaimStatus.CLAIMED:
                 self._held[event.recipient.event_id] = False
         return answer
@@ -140,4 +143,4 @@ class Claim:
 
 
 def _requests(events: Sequence[PendingEvent]) -> list[ClaimRequest]:
-    return [ClaimRequest(e.recipient.event_id, e.replay) for e in events]
+    return [ClaimRequest(e.recipient.event_id, e.replay_of) for e in events]

@@ -183,7 +183,8 @@ class Sender:
         unknown = [e for e in open_events if e.recipient.event_id in may_have_left]
         rest = [e for e in open_events if e.recipient.event_id not in may_have_left]
         if unknown:
-            outcomes(Outcome("dead_letter", unknown, Failure("ambiguous", AMBIGUOUS_MESSAGE, campaign_id=campaign)))
+            outcomes(Outcome("dead_letter", unknown, Failure("ambiguous", AMBIGUOUS_MESSAGE, campaign_id=campaign,
+                                                             attempt_id=claim.tag)))
         if rest:
             message = f"not sent: internal error ({type(failed).__name__}); report it, then replay"
             outcomes(Outcome("dead_letter", rest, Failure("internal_error", message, campaign_id=campaign)))
@@ -238,9 +239,9 @@ class Sender:
             if answer.held:
                 self.metrics.events_held.inc(len(answer.held))
                 outcomes(Outcome("requeue", answer.held))
-            if answer.unknown:
-                outcomes(Outcome("dead_letter", answer.unknown,
-                                 Failure("ambiguous", AMBIGUOUS_MESSAGE, campaign_id=batch.campaign_id)))
+            for attempt, unknown in _by_attempt(answer.unknown, answer.unknown_attempts).items():
+                outcomes(Outcome("dead_letter", unknown, Failure("ambiguous", AMBIGUOUS_MESSAGE,
+                                                                 campaign_id=batch.campaign_id, attempt_id=attempt)))
             room = self.destination.max_recipients - len(claimed)
             if round_ or room <= 0 or len(answer.claimed) == len(candidates):
                 break
@@ -313,7 +314,8 @@ class Sender:
                 # Retriable answers (5xx, 408) until the attempts or the time budget ran out. A 429
                 # keeps `throttled`, no answer at all keeps `transport_error`.
                 reason = "retries_exhausted"
-        failure = _failure(reason, sent, campaign, note)
+        failure = _failure(reason, sent, campaign, note,
+                           attempt_id=claim.tag if sent.verdict.action == "ambiguous" else None)
         log.warning("request failed: %s; dead-lettering %d events", redact_phones(failure.message), len(events),
                     extra={"campaign": campaign, "status": failure.http_status, "code": failure.code,
                            "reason": reason, "count": len(events), "attempt": sent.attempts,
@@ -362,7 +364,16 @@ class Sender:
         self.dm.circuit_state.set(1)
 
 
-def _failure(reason: str, sent: Sent, campaign: str, note: str = "") -> Failure:
+def _by_attempt(events: list[PendingEvent], attempts: list[str]) -> dict[str, list[PendingEvent]]:
+    """Events of unknown fate grouped by the attempt whose mark they found: one dead-letter
+    failure (one dlq.attempt.id) per attempt."""
+    groups: dict[str, list[PendingEvent]] = {}
+    for event, attempt in zip(events, attempts, strict=True):
+        groups.setdefault(attempt, []).append(event)
+    return groups
+
+
+def _failure(reason: str, sent: Sent, campaign: str, note: str = "", attempt_id: str | None = None) -> Failure:
     api = sent.error if isinstance(sent.error, PisanoApiError) else None
     return Failure(
         reason=reason,
@@ -371,4 +382,5 @@ def _failure(reason: str, sent: Sent, campaign: str, note: str = "") -> Failure:
         http_status=api.http_status if api else None,
         campaign_id=campaign,
         attempts=sent.attempts,
+        attempt_id=attempt_id,
     )

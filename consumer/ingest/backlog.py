@@ -29,6 +29,7 @@ from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget
 from consumer.operations.metrics import Metrics
 from consumer.outcomes.deadletter import Failure
+from consumer.sre.replay_signature import NOT_A_REPLAY, VerifiedReplay
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ DeadLetter = Callable[[InboundRecord, TopicPartition, int, Failure], None]
 class Backlog:
     def __init__(self, decoder: Decoder, mapper: Mapper, max_message_bytes: int, *, metrics: Metrics,
                  health: Health, dead_letter: DeadLetter, log_budget: LogBudget,
-                 verify_replays: Callable[[InboundRecord], int] = lambda record: 0) -> None:
+                 verify_replay: Callable[[InboundRecord], VerifiedReplay] = lambda record: NOT_A_REPLAY,
+                 stale_after_ms: int | None = None) -> None:
         self.decoder = decoder
         self.mapper = mapper
         self.max_message_bytes = max_message_bytes
@@ -50,7 +52,9 @@ class Backlog:
         self.dead_letter = dead_letter
         self.log_budget = log_budget
         # A record is a replay only if the replay tool signed it; by default nothing is.
-        self.verify_replays = verify_replays
+        self.verify_replay = verify_replay
+        # Records older than this (Kafka timestamp) are dead-lettered as `stale` (intake.check_age).
+        self.stale_after_ms = stale_after_ms
         self._records: deque[tuple[InboundRecord, TopicPartition, int]] = deque()
         self._retry_at = 0.0
         self._failures = 0
@@ -82,15 +86,17 @@ class Backlog:
             record, tp, epoch = records[0]
             if epoch_of(tp) == epoch:  # else revoked meanwhile: the next owner has it
                 try:
-                    recipient = decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes)
+                    recipient = decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes,
+                                               stale_after_ms=self.stale_after_ms, now_ms=int(time.time() * 1000))
                 except RegistryError as exc:
                     self._failed(exc, now)
                     return events
                 except RecordError as exc:
                     self.dead_letter(record, tp, epoch, Failure(exc.reason, str(exc)))
                 else:
-                    record.replays = self.verify_replays(record)
-                    events.append(PendingEvent(record, tp, record.offset(), epoch, recipient, now, record.replays > 0))
+                    replay = self.verify_replay(record)
+                    record.replays = replay.count
+                    events.append(PendingEvent(record, tp, record.offset(), epoch, recipient, now, replay.attempt))
                 if was_failing:
                     was_failing = False
                     self._recovered()

@@ -1,6 +1,6 @@
 """From a consumed record to a recipient, or to the reason it cannot be one.
 
-    InboundRecord -> size and header checks -> decode -> map -> check the Recipient -> Recipient
+    InboundRecord -> age, size and header checks -> decode -> map -> check the Recipient -> Recipient
                                                      any failure -> RecordError (its dead-letter reason)
 
 `decode_and_map` is the one guard every record goes through in the poll loop: whatever the bytes,
@@ -19,6 +19,11 @@ is checked, and why:
   value a JSON scalar: a string of at most MAX_ATTRIBUTE_CHARS, a bool, None, an integer within 64
   bits or a finite float. A datetime, a nested structure, NaN or a huge integer is a violation.
 A violation dead-letters that event alone as `invalid_event` (campaign: `unroutable`).
+
+The age comes first: a record whose Kafka timestamp is older than DEDUP_HORIZON_S minus
+STALE_MARGIN_S is `stale`. Its delivered mark may have expired, so sending it could send a second
+SMS; this happens when a group re-reads a retained topic (offsets lost after
+`offsets.retention.minutes`, `auto.offset.reset=earliest`, a renamed group, a new topic with history).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from consumer.errors import (
     OversizeError,
     RecordError,
     RegistryError,
+    StaleRecordError,
     UnroutableError,
 )
 from consumer.ingest.avro import Decoder
@@ -46,8 +52,11 @@ _INT_LIMIT = 2**63  # Pisano's JSON numbers; past 4,300 digits Python cannot eve
 _CANONICAL_PHONE = re.compile(r"^(\+[1-9][0-9]{6,14}|[0-9]{4,17})\Z")
 
 
-def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_bytes: int) -> Recipient:
+def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_bytes: int, *,
+                   stale_after_ms: int | None = None, now_ms: int = 0) -> Recipient:
     """The record's recipient; RecordError (with its reason) when it cannot have one."""
+    if stale_after_ms is not None:
+        check_age(record, stale_after_ms, now_ms)
     if record.header_error is not None:
         raise DecodeError(f"{record.header_error}; the key and value are kept untouched")
     value = record.value()
@@ -68,6 +77,17 @@ def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_
     except Exception as exc:  # a company's own mapper failing on one event is that event's problem
         raise RecordError(f"the mapper failed: {type(exc).__name__}: {_short(exc)}") from exc
     return check_recipient(recipient)
+
+
+def check_age(record: InboundRecord, stale_after_ms: int, now_ms: int) -> None:
+    """StaleRecordError when the record's Kafka timestamp is more than `stale_after_ms` old; a
+    record without a timestamp passes (Kafka has written one on every record since 0.10)."""
+    _, timestamp = record.timestamp()
+    if timestamp > 0 and now_ms - timestamp > stale_after_ms:
+        raise StaleRecordError(
+            f"the record is {(now_ms - timestamp) / 3_600_000:.1f} h old, past DEDUP_HORIZON_S minus STALE_MARGIN_S "
+            f"({stale_after_ms / 3_600_000:.1f} h): whether it was delivered may be forgotten, so it was not sent; "
+            "replay it only if Pisano shows it was never delivered")
 
 
 def _short(exc: Exception) -> str:

@@ -5,6 +5,11 @@ dead-letter is acknowledged: the caller's `on_done` runs from the delivery repor
 delivery is produced again after a backoff, for ever: the dead-letter topic being down stops
 commits (the consumer pauses on its full buffers), it never loses a record.
 
+Once per origin: with `marks` (consumer/state/dead_letters.py), each acknowledged dead-letter
+marks its origin, and a record read again after a SIGKILL or a rebalance whose origin is marked
+ends at once, without a second copy. Dead-letters are therefore produced from `poll()`, where a
+turn's worth of them is looked up in one round trip.
+
 Reasons (`dlq.reason`):
     pisano_error       Pisano refused the request (pisano.error.code / pisano.http.status say how)
     throttled          still throttled (429) when the attempts or the retry budget ran out
@@ -20,6 +25,8 @@ Reasons (`dlq.reason`):
     oversize           the value is larger than MAX_MESSAGE_BYTES
     invalid_event      no event id, no phone, or a phone that is not a valid number
     unroutable         no campaign for the event (no campaign id, no route, not a campaign id)
+    stale              older (Kafka timestamp) than DEDUP_HORIZON_S minus STALE_MARGIN_S: whether it was
+                       delivered may be forgotten, so it is never sent (a re-read of a retained topic)
 """
 
 from __future__ import annotations
@@ -34,19 +41,25 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from consumer.config.secrets import mask_urls_in_text
+from consumer.errors import StateStoreError
 from consumer.ingest.records import InboundRecord, headers_of
 from consumer.operations.logs import redact_phones
+from consumer.state.dead_letters import DeadLetterMarks, Origin
 
 log = logging.getLogger(__name__)
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
-           "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema", "internal_error")
+           "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema", "internal_error", "stale")
 # Headers this consumer writes; a replayed record that fails again gets fresh ones.
 OWN_HEADER_PREFIXES = ("pisano.", "dlq.")
 REPLAYS_HEADER = "dlq.replays"
+ATTEMPT_HEADER = "dlq.attempt.id"
 MAX_MESSAGE_CHARS = 1000
 RETRY_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
 SMALL_RECORD_BYTES = 64 * 1024
+# After Redis failed for the marks, dead-letter without them this long before asking again: the
+# poll loop must not wait a socket timeout on every turn (ARCHITECTURE.md, invariant 4).
+MARKS_PAUSE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,9 @@ class Failure:
     http_status: int | None = None
     campaign_id: str | None = None
     attempts: int = 0
+    # ambiguous only: the attempt whose unknown mark stands in Redis; a replay of this dead-letter
+    # may override that mark and no other (consumer/state/dedup.py)
+    attempt_id: str | None = None
 
 
 def header_value(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
@@ -97,6 +113,7 @@ def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | No
         "dlq.original.timestamp": timestamp if timestamp and timestamp > 0 else None,
         "dlq.campaign.id": failure.campaign_id,
         "dlq.attempts": failure.attempts,
+        ATTEMPT_HEADER: failure.attempt_id,
         "dlq.failed.at": (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         REPLAYS_HEADER: replay_count(message),
     }
@@ -112,31 +129,83 @@ class _Pending:
     omit_value: bool = False
     sent_alone: bool = False  # retried once with its value after a batch it was in was too large
     not_before: float = 0.0
+    origin: Origin | None = None  # with dead-letter marks only
 
 
 class DeadLetterQueue:
     """Produces dead-letters; `poll()` must be called from the poll loop (delivery reports)."""
 
-    def __init__(self, producer: Any, topic: str, on_failure: Callable[[], None] | None = None) -> None:
+    def __init__(self, producer: Any, topic: str, on_failure: Callable[[], None] | None = None,
+                 marks: DeadLetterMarks | None = None) -> None:
         self.producer = producer
         self.topic = topic
         self.in_flight = 0
+        self.already_dead_lettered = 0  # records read again whose dead-letter was acknowledged before
         self._retry: list[_Pending] = []
         self._on_failure = on_failure
+        self.marks = marks
+        self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
+        self._acknowledged: list[Origin] = []  # to mark in the next poll()
+        self._marks_paused_until = 0.0
 
     def send(self, message: Any, failure: Failure, on_done: Callable[[], None]) -> None:
         self.in_flight += 1
         # Read once: a retried dead-letter must not read a Kafka message's headers again.
-        self._produce(_Pending(InboundRecord.of(message), failure, on_done))
+        pending = _Pending(InboundRecord.of(message), failure, on_done)
+        if self.marks is None:
+            self._produce(pending)
+            return
+        pending.origin = Origin.of(pending.message)
+        self._unchecked.append(pending)
 
     def poll(self, timeout: float = 0.0) -> None:
+        self._produce_unchecked()
         self.producer.poll(timeout)
+        self._write_marks()
         if self._retry:
             now = time.monotonic()
             due = [p for p in self._retry if p.not_before <= now]
             self._retry = [p for p in self._retry if p.not_before > now]
             for pending in due:
                 self._produce(pending)
+
+    def _produce_unchecked(self) -> None:
+        """Produce the dead-letters sent since the last poll, except those whose origin was
+        dead-lettered before (one lookup for all of them)."""
+        pending, self._unchecked = self._unchecked, []
+        if not pending or self.marks is None:
+            return
+        seen = [False] * len(pending)
+        if time.monotonic() >= self._marks_paused_until:
+            try:
+                seen = self.marks.seen([p.origin for p in pending if p.origin is not None])
+            except StateStoreError as exc:
+                self._marks_failed("read", exc)
+        for item, before in zip(pending, seen, strict=True):
+            if before:
+                self.in_flight -= 1
+                self.already_dead_lettered += 1
+                item.on_done()
+            else:
+                self._produce(item)
+        skipped = sum(seen)
+        if skipped:  # only after a restart or a rebalance: rare, and one line per turn
+            log.info("%d records read again were dead-lettered before (a restart or rebalance before their "
+                     "commit); not dead-lettered twice", skipped, extra={"count": skipped})
+
+    def _write_marks(self) -> None:
+        origins, self._acknowledged = self._acknowledged, []
+        if not origins or self.marks is None or time.monotonic() < self._marks_paused_until:
+            return  # paused: these records may get a second copy if read again
+        try:
+            self.marks.mark(origins)
+        except StateStoreError as exc:
+            self._marks_failed("write", exc)
+
+    def _marks_failed(self, what: str, exc: StateStoreError) -> None:
+        self._marks_paused_until = time.monotonic() + MARKS_PAUSE_S
+        log.warning("could not %s dead-letter marks (%s); dead-lettering without them for %.0fs: a record read "
+                    "again after a restart may get a second dead-letter", what, exc, MARKS_PAUSE_S)
 
     def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` for every dead-letter to be acknowledged."""
@@ -170,6 +239,8 @@ class DeadLetterQueue:
     def _delivered(self, pending: _Pending, err: KafkaError | None) -> None:
         if err is None:
             self.in_flight -= 1
+            if pending.origin is not None:
+                self._acknowledged.append(pending.origin)
             pending.on_done()
             return
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and not pending.omit_value and not pending.sent_alone \

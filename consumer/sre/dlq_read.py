@@ -26,7 +26,9 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.errors import PisanoSmsError
 from consumer.ingest.records import read_headers
-from consumer.outcomes.deadletter import OWN_HEADER_PREFIXES, REASONS, REPLAYS_HEADER
+from consumer.outcomes.deadletter import ATTEMPT_HEADER, OWN_HEADER_PREFIXES, REASONS, REPLAYS_HEADER
+from consumer.sre.replay_signature import ATTEMPT_ID
+from consumer.state.dedup import LEGACY_ATTEMPT
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,19 @@ class DeadLetter:
     http_status: int | None = None
     campaign_id: str | None = None
     value_omitted: bool = False
+    attempt_id: str | None = None  # dlq.attempt.id: the attempt whose unknown mark stands (ambiguous)
     key: bytes | None = None
     value: bytes | None = field(default=None, repr=False)
     # Headers the original record carried (not ours); may hold personal data too.
     original_headers: tuple[tuple[str, bytes | None], ...] = field(default=(), repr=False)
+
+    @property
+    def replay_attempt(self) -> str | None:
+        """The attempt whose unknown mark a replay of this record may override: an ambiguous
+        record's own (one written before attempts were named gets the legacy "-"), no other's."""
+        if self.reason != "ambiguous":
+            return None
+        return self.attempt_id or LEGACY_ATTEMPT
 
     @property
     def code_label(self) -> str:
@@ -114,6 +125,9 @@ def parse_dead_letter(message: Any) -> DeadLetter | None:
         raise MalformedDeadLetter("dlq.failed.at is not an ISO 8601 time") from None
     if own["dlq.reason"] not in REASONS:
         raise MalformedDeadLetter("dlq.reason is not a dead-letter reason")
+    attempt = own.get(ATTEMPT_HEADER) or None
+    if attempt is not None and not ATTEMPT_ID.fullmatch(attempt):
+        raise MalformedDeadLetter(f"{ATTEMPT_HEADER} is not an attempt id")
     return DeadLetter(
         partition=message.partition(),
         offset=message.offset(),
@@ -125,6 +139,7 @@ def parse_dead_letter(message: Any) -> DeadLetter | None:
         http_status=_number(own, "pisano.http.status"),
         campaign_id=own.get("dlq.campaign.id") or None,
         value_omitted=VALUE_OMITTED_HEADER in own,
+        attempt_id=attempt,
         key=message.key(),
         value=message.value(),
         original_headers=tuple((k, v) for k, v in headers if not k.startswith(OWN_HEADER_PREFIXES)),

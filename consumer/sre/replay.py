@@ -1,8 +1,10 @@
 """`pisano-sms replay`: put dead-lettered records back on their original topic, once.
 
-The consumers treat a record with `dlq.replays` > 0 as a replay: their dedup lets it through for
-an event whose fate was unknown, never for one that was delivered (consumer.pipeline,
-consumer/state/lua/claim.lua). So replaying is safe to repeat; this module only has to re-publish the
+The consumers treat a record with a signed `dlq.replays` > 0 as a replay: their dedup lets a
+replay of an `ambiguous` dead-letter override the unknown mark of the attempt that dead-letter
+names (`dlq.attempt.id`, re-published signed as `dlq.replay.attempt`), never another attempt's
+mark and never a delivered event (consumer/state/dedup.py, consumer/state/lua/claim.lua). So
+replaying is safe to repeat; this module only has to re-publish the
 original key, value and headers untouched, count the replay, and not lose its place:
 
 * it reads the dead-letter topic with its own consumer group (one per filter set, so replays with
@@ -54,7 +56,7 @@ from consumer.sre.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
-from consumer.sre.replay_signature import SIGNATURE_HEADER, sign
+from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +103,18 @@ def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_repla
 def replay_headers(letter: DeadLetter, signing_key: bytes | None = None, topic: str = "",
                    now_ms: int | None = None) -> list[tuple[str, bytes | None]]:
     """The original record's headers, without ours (a failure of the replay gets fresh ones),
-    plus the replay count the consumers look for and, with a key, its signature for `topic`."""
+    plus the replay count the consumers look for and, with a key, its signature for `topic`.
+    A replay of an ambiguous record also names the attempt whose unknown mark it may override
+    (the one the SRE checked), inside the signature: the consumers honour it only signed."""
     replays = letter.replays + 1
     headers: list[tuple[str, bytes | None]] = [*letter.original_headers, (REPLAYS_HEADER, str(replays).encode())]
     if signing_key is not None:
         signed_at = now_ms if now_ms is not None else int(time.time() * 1000)
-        headers.append((SIGNATURE_HEADER, sign(signing_key, topic, replays, signed_at, letter.key, letter.value)))
+        attempt = letter.replay_attempt
+        if attempt is not None:
+            headers.append((ATTEMPT_HEADER, attempt.encode()))
+        headers.append((SIGNATURE_HEADER, sign(signing_key, topic, replays, signed_at, letter.key, letter.value,
+                                               attempt)))
     return headers
 
 

@@ -7,6 +7,12 @@ attempt elsewhere is held back and tried again later; an id whose claim outlived
 claimer died between POST and settling) has an unknown fate and is dead-lettered as ambiguous,
 never silently resent.
 
+An unknown mark names the attempt that wrote it (its claim tag). The ambiguous dead-letter carries
+that attempt id (`dlq.attempt.id`), and only a signed replay of that dead-letter may override the
+mark (`ClaimRequest.replay_of`): after an SRE checked with Pisano that this attempt did not
+deliver. Another copy of the event, a replay of another reason, or a replay of an older attempt
+finds a mark it does not name and is dead-lettered as ambiguous again, naming the mark's attempt.
+
 `DedupStore` is the contract; `RedisDedup` keeps the state in Redis (`lua/claim.lua`,
 `lua/settle.lua`), `consumer.state.memory.MemoryDedup` in memory for unit tests. Both pass
 tests/contract/test_dedup_contract.py.
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,10 +43,25 @@ class Settlement(enum.Enum):
     RELEASED = "r"  # the request certainly failed or never left: the id may be sent again
 
 
+# The attempt of an unknown mark written before marks named their attempt.
+LEGACY_ATTEMPT = "-"
+
+
 @dataclass(frozen=True)
 class ClaimRequest:
     event_id: str
-    replay: bool = False
+    # A verified replay of an ambiguous dead-letter: the attempt (dlq.attempt.id) whose unknown
+    # mark the SRE checked, the only one it may override. None for every other record.
+    replay_of: str | None = None
+
+
+class ClaimStatuses(list[ClaimStatus]):
+    """One status per request, in order; `attempts[i]` names the attempt whose unknown mark made
+    request i UNKNOWN (its ambiguous dead-letter carries it), '' for the other statuses."""
+
+    def __init__(self, statuses: Iterable[ClaimStatus], attempts: Sequence[str]) -> None:
+        super().__init__(statuses)
+        self.attempts = list(attempts)
 
 
 class DedupStore(Protocol):
@@ -49,15 +70,15 @@ class DedupStore(Protocol):
     def new_tag(self) -> str:
         """A claim tag for one request attempt; reusing it makes a retried claim idempotent."""
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> list[ClaimStatus]:
+    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
         """One status per request, in order; claiming again under the same tag renews the lease."""
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
-        """Record a request's outcome: delivered and unknown overwrite any claim; released only
-        removes the caller's own claim."""
+        """Record a request's outcome: delivered and unknown (naming the attempt `tag`) overwrite any
+        claim; released only removes the caller's own claim."""
 
     def state(self, event_id: str) -> str | None:
-        """The raw state of one id (for `check`, tests and SREs): None, 'd', 'u' or a claim."""
+        """The raw state of one id (for `check`, tests and SREs): None, 'd', 'u|<attempt>' or a claim."""
 
 
 def new_owner() -> str:
@@ -70,11 +91,23 @@ def new_tag(owner: str) -> str:
     return f"{owner}|{uuid.uuid4().hex[:8]}"
 
 
-def parse_statuses(raw: Any, expected: int) -> list[ClaimStatus]:
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    if len(text) != expected:
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def parse_statuses(raw: Any, expected: int) -> ClaimStatuses:
+    """lua/claim.lua's reply: {statuses, attempt of each U in order}."""
+    if not isinstance(raw, list | tuple) or not raw:
+        raise StateStoreError("dedup claim answered in an unexpected form")
+    statuses = [ClaimStatus(c) for c in _text(raw[0])]
+    if len(statuses) != expected:
         raise StateStoreError("dedup claim answered for a different number of events")
-    return [ClaimStatus(c) for c in text]
+    unknown = iter(_text(a) for a in raw[1:])
+    try:
+        attempts = [next(unknown) if s is ClaimStatus.UNKNOWN else "" for s in statuses]
+    except StopIteration:
+        raise StateStoreError("dedup claim answered without the attempt of an unknown mark") from None
+    return ClaimStatuses(statuses, attempts)
 
 
 class RedisDedup:
@@ -90,13 +123,13 @@ class RedisDedup:
     def new_tag(self) -> str:
         return new_tag(self.owner)
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> list[ClaimStatus]:
+    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
         if not requests:
-            return []
+            return ClaimStatuses([], [])
         keys = [self.keys.event(r.event_id) for r in requests]
-        replays = "".join("1" if r.replay else "0" for r in requests)
+        overrides = [r.replay_of or "" for r in requests]
         with translated("the dedup claim"):
-            result = self._claim(keys=keys, args=[tag, self.lease_ms, self.horizon_ms, replays])
+            result = self._claim(keys=keys, args=[tag, self.lease_ms, self.horizon_ms, *overrides])
         return parse_statuses(result, len(requests))
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:

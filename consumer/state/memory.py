@@ -15,7 +15,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from consumer.config.windows import RateWindow
-from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement, new_owner, new_tag
+from consumer.state.dead_letters import Origin
+from consumer.state.dedup import (
+    LEGACY_ATTEMPT,
+    ClaimRequest,
+    ClaimStatus,
+    ClaimStatuses,
+    Settlement,
+    new_owner,
+    new_tag,
+)
 from consumer.state.limiter import Grant
 
 
@@ -47,27 +56,40 @@ class MemoryDedup:
     def new_tag(self) -> str:
         return new_tag(self.owner)
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> list[ClaimStatus]:
+    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
         now = self.clock()
         mine = f"c|{tag}|"
-        out = []
+        out, attempts = [], []
         with self._lock:
             for request in requests:
                 value = self._get(request.event_id, now)
+                attempt, expired = "", False
                 if value is None or value.startswith(mine):
                     status = ClaimStatus.CLAIMED
                 elif value == "d":
                     status = ClaimStatus.DELIVERED
                 elif value == "u":
-                    status = ClaimStatus.CLAIMED if request.replay else ClaimStatus.UNKNOWN
-                elif now - int(value.rsplit("|", 1)[1]) < self.lease_ms:
-                    status = ClaimStatus.HELD
+                    attempt = LEGACY_ATTEMPT
+                elif value.startswith("u|"):
+                    attempt = value[2:]
                 else:
-                    status = ClaimStatus.CLAIMED if request.replay else ClaimStatus.UNKNOWN
+                    owner_tag, _, claimed_at = value[2:].rpartition("|")
+                    if now - (int(claimed_at) if claimed_at.isdigit() else 0) < self.lease_ms:
+                        status = ClaimStatus.HELD
+                    else:
+                        attempt, expired = owner_tag or LEGACY_ATTEMPT, True
+                if attempt:
+                    if request.replay_of and request.replay_of == attempt:
+                        status = ClaimStatus.CLAIMED
+                    else:
+                        status = ClaimStatus.UNKNOWN
+                        if expired:
+                            self._marks[request.event_id] = _Entry(f"u|{attempt}", now + self.horizon_ms)
                 if status is ClaimStatus.CLAIMED:
                     self._marks[request.event_id] = _Entry(f"{mine}{now}", now + self.horizon_ms)
                 out.append(status)
-        return out
+                attempts.append(attempt if status is ClaimStatus.UNKNOWN else "")
+        return ClaimStatuses(out, attempts)
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         now = self.clock()
@@ -81,7 +103,7 @@ class MemoryDedup:
                 elif outcome is Settlement.DELIVERED:
                     self._marks[event_id] = _Entry("d", now + self.horizon_ms)
                 elif value != "d":
-                    self._marks[event_id] = _Entry("u", now + self.horizon_ms)
+                    self._marks[event_id] = _Entry(f"u|{tag}", now + self.horizon_ms)
 
     def state(self, event_id: str) -> str | None:
         with self._lock:
@@ -93,6 +115,29 @@ class MemoryDedup:
             self._marks.pop(event_id, None)
             return None
         return entry.value
+
+
+class MemoryDeadLetterMarks:
+    """The dead-letter marks of `consumer.state.dead_letters.RedisDeadLetterMarks`, in memory."""
+
+    def __init__(self, *, horizon_s: int, clock: Callable[[], int] = _now_ms) -> None:
+        self.horizon_ms = horizon_s * 1000
+        self.clock = clock
+        self._marks: dict[tuple[str, int, int], _Entry] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, origins: Sequence[Origin]) -> list[bool]:
+        now = self.clock()
+        with self._lock:
+            found = [self._marks.get((o.topic, o.partition, o.offset)) for o in origins]
+        return [e is not None and e.expires_at > now and e.value == o.fingerprint
+                for o, e in zip(origins, found, strict=True)]
+
+    def mark(self, origins: Sequence[Origin]) -> None:
+        now = self.clock()
+        with self._lock:
+            for o in origins:
+                self._marks[(o.topic, o.partition, o.offset)] = _Entry(o.fingerprint, now + self.horizon_ms)
 
 
 @dataclass

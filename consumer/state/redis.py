@@ -67,6 +67,11 @@ class Keys:
     def event(self, event_id: str) -> str:
         return f"{{{self.prefix}}}:e:{event_id}"
 
+    def dead_letter(self, topic: str, partition: int, offset: int) -> str:
+        """The mark of a record dead-lettered already (consumer/state/dead_letters.py); in the
+        dedup keys' slot, so one MGET reads a batch of them on a Redis Cluster too."""
+        return f"{{{self.prefix}}}:dl:{topic}:{partition}:{offset}"
+
     def limiter(self, token: str) -> tuple[str, str]:
         tag = self._token_tag(token)
         return f"{tag}:log", f"{tag}:meta"

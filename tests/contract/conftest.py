@@ -13,9 +13,10 @@ import pytest
 
 from consumer.config.windows import parse_rate_limits
 from consumer.state.circuit import CircuitStore, RedisCircuitStore
+from consumer.state.dead_letters import DeadLetterMarks, RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.limiter import Limiter, RedisLimiter
-from consumer.state.memory import MemoryCircuitStore, MemoryDedup, MemoryLimiter
+from consumer.state.memory import MemoryCircuitStore, MemoryDeadLetterMarks, MemoryDedup, MemoryLimiter
 from consumer.state.redis import Keys, connect
 
 IMPLEMENTATIONS = ["memory", "redis"]
@@ -63,3 +64,13 @@ def circuit_store(request: pytest.FixtureRequest) -> CircuitStore:
     if request.param == "memory":
         return MemoryCircuitStore()
     return RedisCircuitStore(connect(_redis_url(request)), Keys("t"), "tok")
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def make_marks(request: pytest.FixtureRequest) -> Callable[..., DeadLetterMarks]:
+    def build(horizon_s: int = 3600) -> Any:
+        if request.param == "memory":
+            return MemoryDeadLetterMarks(horizon_s=horizon_s)
+        return RedisDeadLetterMarks(connect(_redis_url(request)), Keys("t"), horizon_s=horizon_s)
+
+    return build

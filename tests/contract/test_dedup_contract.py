@@ -1,14 +1,16 @@
-"""The dedup store's contract: claim, settle, hold back, unknown fate, replays."""
+"""The dedup store's contract: claim, settle, hold back, unknown fate, replays scoped to the
+attempt an SRE checked (issue 11, finding 1)."""
 
 from __future__ import annotations
 
 import time
 
-from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
+from consumer.state.dedup import LEGACY_ATTEMPT, ClaimRequest, ClaimStatus, RedisDedup, Settlement
+from consumer.state.memory import _Entry
 
 
-def ids(*names: str, replay: bool = False) -> list[ClaimRequest]:
-    return [ClaimRequest(n, replay) for n in names]
+def ids(*names: str, replay_of: str | None = None) -> list[ClaimRequest]:
+    return [ClaimRequest(n, replay_of) for n in names]
 
 
 def codes(statuses: list[ClaimStatus]) -> str:
@@ -42,12 +44,58 @@ def test_a_retried_claim_is_idempotent(make_dedup) -> None:  # type: ignore[no-u
     assert codes(a.claim(a.new_tag(), ids("e1"))) == "H"  # another request of the same replica: held
 
 
-def test_expired_claim_is_unknown_and_only_a_replay_may_send_it(make_dedup) -> None:  # type: ignore[no-untyped-def]
+def test_expired_claim_is_unknown_and_only_a_replay_of_that_attempt_may_send_it(make_dedup) -> None:  # type: ignore[no-untyped-def]
     crashed, survivor = make_dedup(2, lease_ms=300)
-    crashed.claim(crashed.new_tag(), ids("e1"))  # then the process died before settling
+    attempt = crashed.new_tag()
+    crashed.claim(attempt, ids("e1"))  # then the process died before settling
     time.sleep(0.4)
-    assert codes(survivor.claim(survivor.new_tag(), ids("e1"))) == "U"
-    assert codes(survivor.claim(survivor.new_tag(), ids("e1", replay=True))) == "C"
+    found = survivor.claim(survivor.new_tag(), ids("e1"))
+    assert codes(found) == "U" and found.attempts == [attempt]  # what the ambiguous dead-letter names
+    assert survivor.state("e1") == f"u|{attempt}"  # from now on unknown: its late owner cannot renew it
+    assert codes(crashed.claim(attempt, ids("e1"))) == "U"
+    assert codes(survivor.claim(survivor.new_tag(), ids("e1", replay_of="someone|else"))) == "U"
+    assert codes(survivor.claim(survivor.new_tag(), ids("e1", replay_of=attempt))) == "C"
+
+
+def test_two_copies_of_an_ambiguous_event_replayed_send_at_most_once(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """Finding 1: copy 1's replay times out again; copy 2, naming the attempt the SRE checked,
+    must not override the new attempt's mark, which nobody checked."""
+    (a,) = make_dedup()
+    first = a.new_tag()
+    a.claim(first, ids("e1"))
+    a.settle(Settlement.UNKNOWN, first, ["e1"])  # read timeout: dead-lettered twice (two DLQ copies)
+    copy1, copy2 = a.new_tag(), a.new_tag()
+    assert codes(a.claim(copy1, ids("e1", replay_of=first))) == "C"
+    assert codes(a.claim(copy2, ids("e1", replay_of=first))) == "H"  # copy 1 is in flight
+    a.settle(Settlement.UNKNOWN, copy1, ["e1"])  # ...and its fate is unknown again
+    again = a.claim(copy2, ids("e1", replay_of=first))
+    assert codes(again) == "U" and again.attempts == [copy1]  # dead-lettered again, naming copy 1's attempt
+    # Once the SRE checked copy 1's attempt, its own dead-letter may be replayed; delivered ends it.
+    assert codes(a.claim(copy2, ids("e1", replay_of=copy1))) == "C"
+    a.settle(Settlement.DELIVERED, copy2, ["e1"])
+    assert codes(a.claim(a.new_tag(), ids("e1", replay_of=copy1))) == "D"
+
+
+def test_a_replay_of_another_reason_never_overrides_an_unknown_mark(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """Finding 1, variant: a duplicate dead-lettered with 13001 (no claim taken) and replayed after
+    the token fix carries no attempt: its sibling's unknown mark stands."""
+    (a,) = make_dedup()
+    sibling = a.new_tag()
+    a.claim(sibling, ids("e1"))
+    a.settle(Settlement.UNKNOWN, sibling, ["e1"])
+    replayed = a.claim(a.new_tag(), ids("e1", replay_of=None))
+    assert codes(replayed) == "U" and replayed.attempts == [sibling]
+
+
+def test_an_unknown_mark_from_before_attempts_were_named_is_attempt_dash(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    (a,) = make_dedup()
+    if isinstance(a, RedisDedup):
+        a.client.set(a.keys.event("e1"), "u")
+    else:
+        a._marks["e1"] = _Entry("u", a.clock() + 60_000)
+    found = a.claim(a.new_tag(), ids("e1"))
+    assert codes(found) == "U" and found.attempts == [LEGACY_ATTEMPT]
+    assert codes(a.claim(a.new_tag(), ids("e1", replay_of=LEGACY_ATTEMPT))) == "C"
 
 
 def test_a_replay_never_sends_a_delivered_event(make_dedup) -> None:  # type: ignore[no-untyped-def]
@@ -55,7 +103,7 @@ def test_a_replay_never_sends_a_delivered_event(make_dedup) -> None:  # type: ig
     tag = a.new_tag()
     a.claim(tag, ids("e1"))
     a.settle(Settlement.DELIVERED, tag, ["e1"])
-    assert codes(a.claim(a.new_tag(), ids("e1", replay=True))) == "D"
+    assert codes(a.claim(a.new_tag(), ids("e1", replay_of=tag))) == "D"
 
 
 def test_unknown_fate_is_kept_and_never_downgrades_delivered(make_dedup) -> None:  # type: ignore[no-untyped-def]
@@ -65,7 +113,7 @@ def test_unknown_fate_is_kept_and_never_downgrades_delivered(make_dedup) -> None
     a.settle(Settlement.UNKNOWN, tag, ["e1"])
     a.settle(Settlement.DELIVERED, tag, ["e2"])
     a.settle(Settlement.UNKNOWN, tag, ["e2"])
-    assert a.state("e1") == "u" and a.state("e2") == "d"
+    assert a.state("e1") == f"u|{tag}" and a.state("e2") == "d"
     assert codes(a.claim(a.new_tag(), ids("e1", "e2"))) == "UD"
 
 

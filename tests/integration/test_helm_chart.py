@@ -607,3 +607,24 @@ def test_registry_password_needs_its_user(helm: str) -> None:
 ], ids=["typo", "env-name", "port-0", "redis-url", "digest", "short-replay-key"])
 def test_schema_rejects_bad_values(helm: str, values: dict[str, Any]) -> None:
     assert "values don't meet the specifications of the schema" in render_error(helm, merged(BASE, values))
+
+
+def release_notes(helm: str, values: dict[str, Any], tmp_path: Path) -> str:
+    """NOTES.txt as `helm install` prints it (`helm template` skips it, and a dry-run install
+    needs a cluster): rendered through a copy of the chart that includes it in a manifest."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "_notes_for_test.tpl").write_text('{{- define "test.notes" -}}\n' + notes + "{{- end -}}\n")
+    (chart / "templates" / "notes-for-test.yaml").write_text('notes: {{ include "test.notes" . | toJson }}\n')
+    result = run_helm(helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, "--show-only",
+                      "templates/notes-for-test.yaml", values=values)
+    assert result.returncode == 0, result.stderr
+    return str(yaml.safe_load(result.stdout)["notes"])
+
+
+def test_the_notes_warn_when_keda_may_scale_to_zero(helm: str, tmp_path: Path) -> None:
+    """Issue 11, finding 2: with no member, the group's offsets expire after offsets.retention.minutes."""
+    to_zero = release_notes(helm, merged(BASE, {"keda": {"enabled": True, "minReplicas": 0}}), tmp_path / "zero")
+    assert "WARNING: keda.minReplicas is 0" in to_zero and "offsets.retention.minutes" in to_zero
+    assert "minReplicas" not in release_notes(helm, merged(BASE, {"keda": {"enabled": True}}), tmp_path / "one")

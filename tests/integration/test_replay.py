@@ -29,7 +29,7 @@ from consumer.simulator.config import FaultSettings
 from consumer.sre.dlq_read import Filters
 from consumer.sre.dlq_stats import STATS_GROUP
 from consumer.sre.replay import ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
-from consumer.sre.replay_signature import verified_replays
+from consumer.sre.replay_signature import verified_replay
 from tests.conftest import Stack, unique
 from tests.support.consumers import ROOT, ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
@@ -452,7 +452,7 @@ def test_hostile_dead_letters_are_refused_and_real_replays_are_signed(
     assert len(replayed) == 1
     message = replayed[0]
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    assert verified_replays(key.encode(), source, message.key(), message.value(), message.headers(), now_ms,
-                            86_400_000) == 1
-    assert verified_replays(b"a-key-the-source-producer-guessed", source, message.key(), message.value(),
-                            message.headers(), now_ms, 86_400_000) == 0
+    assert verified_replay(key.encode(), source, message.key(), message.value(), message.headers(), now_ms,
+                           86_400_000).count == 1
+    assert verified_replay(b"a-key-the-source-producer-guessed", source, message.key(), message.value(),
+                           message.headers(), now_ms, 86_400_000).count == 0

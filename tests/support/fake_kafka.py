@@ -4,6 +4,7 @@ for `consumer.pipeline.Pipeline` to run turn by turn with `_step()`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ class FakeMessage:
         self._value, self._key, self._headers = value, key, headers
         self.header_names_invalid = header_names_invalid
         self.header_calls = 0
+        self._timestamp = int(time.time() * 1000)  # produced just now: never stale
 
     def error(self) -> None:
         return None
@@ -58,7 +60,7 @@ class FakeMessage:
         return self._value
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
+        return (1, self._timestamp)
 
 
 class FakeConsumer:

@@ -62,10 +62,10 @@ class FakePisano:
         return [p for request in self.requests for p in request]
 
 
-def event(i: int, campaign: str = CAMPAIGN, replay: bool = False, partition: int = 0) -> PendingEvent:
+def event(i: int, campaign: str = CAMPAIGN, replay_of: str | None = None, partition: int = 0) -> PendingEvent:
     recipient = Recipient(event_id=f"e{i}", campaign_id=campaign, phone=f"+9053212{i:05d}")
     return PendingEvent(message=None, tp=("t", partition), offset=i, epoch=0, recipient=recipient, enqueued_at=0.0,
-                        replay=replay)
+                        replay_of=replay_of)
 
 
 @dataclass
@@ -91,6 +91,14 @@ class Rig:
 
     def reasons(self) -> dict[str, str]:
         return {e.recipient.event_id: o.failure.reason for o in self.outcomes if o.failure for e in o.events}
+
+    def attempts(self) -> dict[str, str | None]:
+        """Event id -> the attempt id its dead-letter names (dlq.attempt.id)."""
+        return {e.recipient.event_id: o.failure.attempt_id for o in self.outcomes if o.failure for e in o.events}
+
+    def unknown_mark(self, event_id: str) -> str:
+        """The unknown mark an ambiguous dead-letter's replay may override: the one it names."""
+        return f"u|{self.attempts()[event_id]}"
 
     def outcome_count(self) -> int:
         return sum(len(o.events) for o in self.outcomes)

@@ -27,11 +27,14 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
-            headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> int:
+            headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
+            timestamp_ms: int | None = None) -> int:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
                          "message.max.bytes": 16 * 1024 * 1024, "batch.num.messages": 10000})
     count = 0
     where: dict[str, Any] = {} if partition is None else {"partition": partition}
+    if timestamp_ms is not None:  # CreateTime as the producer says, e.g. a record from last week
+        where["timestamp"] = timestamp_ms
     for key, value in records:
         produce_waiting(producer, topic, key=key, value=value, headers=headers, **where)
         count += 1

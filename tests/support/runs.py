@@ -54,8 +54,9 @@ class Run:
         self.processes.append(self.replica)
         return self.replica
 
-    def produce_more(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        produce(self.stack.bootstrap, self.topic, records)
+    def produce_more(self, records: Iterable[tuple[bytes | None, bytes | None]],
+                     timestamp_ms: int | None = None) -> None:
+        produce(self.stack.bootstrap, self.topic, records, timestamp_ms=timestamp_ms)
 
     def wait_all_committed(self, timeout: float = 90) -> None:
         ends = end_offsets(self.stack.bootstrap, self.topic)

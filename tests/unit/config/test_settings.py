@@ -12,7 +12,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for key in list(os.environ):
-        if key.startswith(("KAFKA_", "PISANO_", "REDIS_", "BATCH_", "DLQ_", "HTTP_PORT", "MAPPING_", "AVRO_")):
+        if key.startswith(("KAFKA_", "PISANO_", "REDIS_", "BATCH_", "DLQ_", "HTTP_PORT", "MAPPING_", "AVRO_",
+                           "DEDUP_", "STALE_")):
             monkeypatch.delenv(key)
 
 
@@ -96,3 +97,12 @@ def test_token_from_mounted_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_missing_token_says_what_to_do() -> None:
     with pytest.raises(ConfigError, match="PISANO_API_TOKEN is not set"):
         load_settings().api_token()
+
+
+def test_stale_margin_must_leave_room_under_the_horizon(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().stale_after_ms == 6 * 86_400_000  # 7 days minus a day
+    monkeypatch.setenv("DEDUP_HORIZON_S", "3600")
+    with pytest.raises(ConfigError, match="STALE_MARGIN_S=86400 must be less than DEDUP_HORIZON_S=3600"):
+        load_settings()
+    monkeypatch.setenv("STALE_MARGIN_S", "600")
+    assert load_settings().stale_after_ms == 3_000_000

@@ -52,6 +52,7 @@ def test_delivered_ids_are_skipped_held_ones_requeued_unknown_ones_dead_lettered
     r.process([event(i) for i in range(4)])
     assert r.kinds() == {"e0": {"skipped"}, "e1": {"requeue"}, "e2": {"dead_letter"}, "e3": {"delivered"}}
     assert r.reasons() == {"e2": "ambiguous"}
+    assert r.attempts() == {"e2": tag}  # the attempt whose mark stands: the only one a replay may override
     assert r.pisano.sent_phones == [event(3).recipient.phone]
 
 
@@ -84,7 +85,8 @@ def test_an_ambiguous_answer_follows_the_policy(policy: str, kind: str, mark: st
     r = rig(FakePisano([PisanoTransportError("read timeout", ambiguous=True)]), ambiguous=policy)
     r.process([event(1)])
     assert len(r.pisano.requests) == 1  # never retried on its own
-    assert r.kinds() == {"e1": {kind}} and r.dedup.state("e1") == mark
+    assert r.kinds() == {"e1": {kind}}
+    assert r.dedup.state("e1") == (r.unknown_mark("e1") if mark == "u" else mark)
 
 
 def test_a_wrong_token_opens_the_circuit_and_dead_letters_with_the_code() -> None:
@@ -165,7 +167,7 @@ def test_an_exception_from_the_client_after_sending_is_ambiguous(error: BaseExce
     r = rig(FakePisano([error]))
     r.process([event(1), event(2)])
     assert r.reasons() == {"e1": "ambiguous", "e2": "ambiguous"}  # the request may have arrived
-    assert r.dedup.state("e1") == "u"  # never resent without a check
+    assert r.dedup.state("e1") == r.unknown_mark("e1")  # never resent without a check
     assert_one_outcome_each(r, 2)
 
 
@@ -180,7 +182,7 @@ def test_an_exception_recording_delivery_is_ambiguous_never_free_to_resend() -> 
 
     r.dedup.settle = settle  # type: ignore[method-assign]
     r.process([event(1)])
-    assert r.reasons() == {"e1": "ambiguous"} and r.dedup.state("e1") == "u"
+    assert r.reasons() == {"e1": "ambiguous"} and r.dedup.state("e1") == r.unknown_mark("e1")
 
 
 def test_an_exception_renewing_before_a_retry_is_ambiguous() -> None:
@@ -215,3 +217,19 @@ def test_an_event_is_never_sent_twice_across_replicas() -> None:
     a.process([event(i) for i in range(10)])
     b.process([event(i) for i in range(5, 15)])
     assert len(pisano.sent_phones) == len(set(pisano.sent_phones)) == 15
+
+
+def test_a_replay_is_sent_only_over_the_unknown_mark_of_the_attempt_it_names() -> None:
+    """Issue 11, finding 1: the SRE checked one attempt; a replay naming another (or none) finds
+    a mark nobody checked and is dead-lettered again, naming that mark's attempt."""
+    from consumer.state.dedup import ClaimRequest
+
+    r = rig()
+    other = r.dedup.replica()
+    tag = other.new_tag()
+    other.claim(tag, [ClaimRequest("e1"), ClaimRequest("e2"), ClaimRequest("e3")])
+    other.settle(Settlement.UNKNOWN, tag, ["e1", "e2", "e3"])
+    r.process([event(1, replay_of=tag), event(2, replay_of="aaaaaaaaaaaa|bbbbbbbb"), event(3)])
+    assert r.kinds() == {"e1": {"delivered"}, "e2": {"dead_letter"}, "e3": {"dead_letter"}}
+    assert r.attempts() == {"e2": tag, "e3": tag}
+    assert r.pisano.sent_phones == [event(1).recipient.phone]

@@ -163,3 +163,31 @@ def test_reading_the_dead_letter_topic_survives_header_names_that_are_not_utf8()
     dlq._retry[0].not_before = 0
     dlq.poll()
     assert message.calls == 1
+
+
+def test_a_record_older_than_the_horizon_minus_the_margin_is_stale_before_anything_else() -> None:
+    from consumer.errors import StaleRecordError
+
+    now = 10_000_000_000
+    def record(timestamp: int) -> InboundRecord:
+        return InboundRecord("t", 0, 1, b"k", b"not avro", [], (1, timestamp))
+
+    class Untouched:
+        def decode(self, value: bytes) -> Any:
+            raise AssertionError("a stale record is never decoded")
+
+    with pytest.raises(StaleRecordError) as caught:
+        decode_and_map(record(now - 3_600_001), Untouched(), Mapper(), 1 << 20,  # type: ignore[arg-type]
+                       stale_after_ms=3_600_000, now_ms=now)
+    assert caught.value.reason == "stale" and "replay it only if" in str(caught.value)
+    with pytest.raises(DecodeError):  # young enough: goes on to decoding
+        decode_and_map(record(now - 3_600_000), _Failing(), Mapper(), 1 << 20,  # type: ignore[arg-type]
+                       stale_after_ms=3_600_000, now_ms=now)
+    with pytest.raises(DecodeError):  # no timestamp: no age to judge
+        decode_and_map(record(-1), _Failing(), Mapper(), 1 << 20,  # type: ignore[arg-type]
+                       stale_after_ms=3_600_000, now_ms=now)
+
+
+class _Failing:
+    def decode(self, value: bytes) -> Any:
+        raise DecodeError("not avro")

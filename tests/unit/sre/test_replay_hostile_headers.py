@@ -8,12 +8,17 @@ import pytest
 from consumer.outcomes.deadletter import Failure
 from consumer.sre.dlq_read import MalformedDeadLetter, parse_dead_letter
 from consumer.sre.replay import replay_headers
-from consumer.sre.replay_signature import SIGNATURE_HEADER, sign, verified_replays
+from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, VerifiedReplay, sign, verified_replay
 from tests.unit.sre.test_dlq_filters import TOKEN_FAILURE, FakeMessage, dead_lettered, letter
 
 KEY = b"fleet-replay-key-0123456789abcdef"
 NOW_MS = 1_800_000_000_000
 DAY_MS = 86_400_000
+ATTEMPT = "0123456789ab|cdef0123"
+
+
+def verified_replays(*args: object) -> int:
+    return verified_replay(*args).count  # type: ignore[arg-type]
 
 
 class UnreadableHeaders(FakeMessage):
@@ -51,6 +56,7 @@ def test_unreadable_header_names_are_refused_after_one_read() -> None:
     ("dlq.original.topic", b"\xff\xfe", "not a Kafka topic name"),
     ("dlq.failed.at", b"yesterday", "not an ISO 8601 time"),
     ("dlq.reason", b"because", "not a dead-letter reason"),
+    ("dlq.attempt.id", b"abc|def\nforged", "dlq.attempt.id is not an attempt id"),
 ])
 def test_malformed_headers_are_refused_with_the_reason(name: str, value: bytes, reason: str) -> None:
     with pytest.raises(MalformedDeadLetter, match=reason):
@@ -104,13 +110,44 @@ def test_a_replay_signature_cannot_be_forged_or_moved(change: str) -> None:
 
 
 def test_replay_headers_carry_a_signature_for_the_target_topic() -> None:
-    dead = letter(Failure("ambiguous", "timeout"), original_headers=[("trace-id", b"abc")])
+    dead = letter(Failure("ambiguous", "timeout", attempt_id=ATTEMPT), original_headers=[("trace-id", b"abc")])
     headers = replay_headers(dead, KEY, "transactions", now_ms=NOW_MS)
-    assert [name for name, _ in headers] == ["trace-id", "dlq.replays", SIGNATURE_HEADER]
-    assert verified_replays(KEY, "transactions", dead.key, dead.value, headers, NOW_MS, DAY_MS) == 1
+    assert [name for name, _ in headers] == ["trace-id", "dlq.replays", ATTEMPT_HEADER, SIGNATURE_HEADER]
+    assert verified_replay(KEY, "transactions", dead.key, dead.value, headers, NOW_MS, DAY_MS) == \
+        VerifiedReplay(1, ATTEMPT)
     assert verified_replays(KEY, "elsewhere", dead.key, dead.value, headers, NOW_MS, DAY_MS) == 0
     # Without a key: unsigned, exactly as before.
     assert replay_headers(dead) == [("trace-id", b"abc"), ("dlq.replays", b"1")]
+
+
+def test_only_a_replay_of_an_ambiguous_dead_letter_names_an_attempt() -> None:
+    """Issue 11, finding 1: a 13001 replay must never override a sibling's unknown mark; an
+    ambiguous one written before attempts were named may override only a legacy mark."""
+    token = letter(TOKEN_FAILURE)
+    headers = replay_headers(token, KEY, "transactions", now_ms=NOW_MS)
+    assert ATTEMPT_HEADER not in dict(headers)
+    assert verified_replay(KEY, "transactions", token.key, token.value, headers, NOW_MS, DAY_MS) == \
+        VerifiedReplay(1, None)
+    legacy = letter(Failure("ambiguous", "timeout"))
+    assert dict(replay_headers(legacy, KEY, "transactions", now_ms=NOW_MS))[ATTEMPT_HEADER] == b"-"
+
+
+@pytest.mark.parametrize("change", ["other_attempt", "added_attempt", "removed_attempt", "two_attempts"])
+def test_the_attempt_a_replay_may_override_cannot_be_forged(change: str) -> None:
+    value, key = b"\x02avro", b"evt-1"
+    signed = sign(KEY, "transactions", 1, NOW_MS, key, value, ATTEMPT)
+    headers: list[tuple[str, bytes | None]] = [("dlq.replays", b"1"), (ATTEMPT_HEADER, ATTEMPT.encode()),
+                                               (SIGNATURE_HEADER, signed)]
+    if change == "other_attempt":  # a source producer naming a mark it wants overridden
+        headers[1] = (ATTEMPT_HEADER, b"aaaaaaaaaaaa|bbbbbbbb")
+    elif change == "added_attempt":  # a 13001 replay given an attempt afterwards
+        headers = [("dlq.replays", b"1"), (ATTEMPT_HEADER, ATTEMPT.encode()),
+                   (SIGNATURE_HEADER, sign(KEY, "transactions", 1, NOW_MS, key, value))]
+    elif change == "removed_attempt":
+        headers = [headers[0], headers[2]]
+    elif change == "two_attempts":
+        headers.append((ATTEMPT_HEADER, ATTEMPT.encode()))
+    assert verified_replay(KEY, "transactions", key, value, headers, NOW_MS, DAY_MS) == VerifiedReplay()
 
 
 def test_an_old_signature_in_the_dlq_is_dropped_and_signed_afresh() -> None:
@@ -133,6 +170,6 @@ def test_replay_verifier_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     now_ms = int(time.time() * 1000)
     headers = [("dlq.replays", b"1"), (SIGNATURE_HEADER, sign(KEY, "transactions", 1, now_ms, b"k", b"v"))]
     verifier = ReplayVerifier.from_settings(Settings(replay_signing_key=KEY.decode()))
-    assert verifier.replays("transactions", b"k", b"v", headers) == 1
+    assert verifier.replay("transactions", b"k", b"v", headers).count == 1
     assert "fleet-replay-key" not in repr(verifier)
-    assert ReplayVerifier.from_settings(Settings()).replays("transactions", b"k", b"v", headers) == 0
+    assert ReplayVerifier.from_settings(Settings()).replay("transactions", b"k", b"v", headers).count == 0

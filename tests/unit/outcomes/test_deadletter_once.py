@@ -1,0 +1,70 @@
+"""Dead-lettering once per origin (issue 11, finding 9): a record read again after its dead-letter
+was acknowledged (a SIGKILL or rebalance before the commit) ends without a second copy; without
+Redis, dead-lettering goes on, at-least-once."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from consumer.errors import StateStoreError
+from consumer.ingest.records import InboundRecord
+from consumer.outcomes.deadletter import DeadLetterQueue, Failure
+from consumer.state.dead_letters import Origin
+from consumer.state.memory import MemoryDeadLetterMarks
+from tests.support.fake_kafka import FakeProducer
+
+FAILURE = Failure("invalid_event", "no phone")
+
+
+def record(offset: int, value: bytes = b"v") -> InboundRecord:
+    return InboundRecord("t", 0, offset, b"k", value, [], (1, 1_800_000_000_000))
+
+
+def run(dlq: DeadLetterQueue, records: list[InboundRecord]) -> list[int]:
+    done: list[int] = []
+    for r in records:
+        dlq.send(r, FAILURE, functools.partial(done.append, r.offset()))
+    dlq.poll()  # looks the marks up, produces
+    dlq.poll()  # acknowledgements, marks written
+    return done
+
+
+def test_a_record_read_again_after_its_dead_letter_was_acknowledged_is_not_dead_lettered_twice() -> None:
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    before, producer = FakeProducer(), FakeProducer()
+    assert run(DeadLetterQueue(before, "dlq", marks=marks), [record(1), record(2)]) == [1, 2]
+    # The replica died before committing; the next owner reads 1, 2 and 3 again.
+    after = DeadLetterQueue(producer, "dlq", marks=marks)
+    assert sorted(run(after, [record(1), record(2), record(3)])) == [1, 2, 3]  # every record ends
+    assert [p["headers"]["dlq.original.offset"] for p in producer.produced] == [b"3"]
+    assert after.already_dead_lettered == 2 and after.in_flight == 0
+
+
+def test_a_new_record_at_an_old_origin_is_dead_lettered() -> None:
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    run(DeadLetterQueue(FakeProducer(), "dlq", marks=marks), [record(1)])
+    producer = FakeProducer()
+    run(DeadLetterQueue(producer, "dlq", marks=marks), [record(1, value=b"a topic created again")])
+    assert len(producer.produced) == 1
+
+
+class DownMarks:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def seen(self, origins: Any) -> list[bool]:
+        self.calls += 1
+        raise StateStoreError("Redis unreachable for reading dead-letter marks")
+
+    def mark(self, origins: list[Origin]) -> None:
+        self.calls += 1
+        raise StateStoreError("Redis unreachable for writing dead-letter marks")
+
+
+def test_without_redis_dead_letters_go_on_and_redis_is_not_asked_every_turn() -> None:
+    marks, producer = DownMarks(), FakeProducer()
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks)
+    assert run(dlq, [record(1)]) == [1]
+    assert run(dlq, [record(2)]) == [2]
+    assert len(producer.produced) == 2 and marks.calls == 1  # paused after the first failure
