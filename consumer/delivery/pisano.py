@@ -85,6 +85,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def parse_error(response: httpx.Response) -> PisanoApiError:
     code: int | None = None
+    pisano_body = False
     message = response.reason_phrase or f"HTTP {response.status_code}"
     try:
         body = response.json()
@@ -96,13 +97,16 @@ def parse_error(response: httpx.Response) -> PisanoApiError:
     if isinstance(body, dict):
         nested = body.get("error")
         fields = nested if isinstance(nested, dict) else body
+        # Pisano's error carries a code (maybe null) and a status word; a gateway's own JSON
+        # (Kong, AWS API Gateway) only a message. Who answered decides what a 502 means.
+        pisano_body = "code" in fields or "status" in fields
         raw_code = fields.get("code", fields.get("status_code"))
         if isinstance(raw_code, (int, str)) and str(raw_code).isdigit():
             code = int(raw_code)
         found = fields.get("message") or (nested if isinstance(nested, str) else None)
         if isinstance(found, str) and found:
             message = found[:MAX_ERROR_BODY_CHARS]
-    return PisanoApiError(response.status_code, code, message,
+    return PisanoApiError(response.status_code, code, message, pisano_body=pisano_body,
                           retry_after_s=parse_retry_after(response.headers.get("Retry-After")))
 
 

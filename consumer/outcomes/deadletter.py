@@ -8,11 +8,12 @@ commits (the consumer pauses on its full buffers), it never loses a record.
 Reasons (`dlq.reason`):
     pisano_error       Pisano refused the request (pisano.error.code / pisano.http.status say how)
     throttled          still throttled (429) when the attempts or the retry budget ran out
-    retries_exhausted  retriable answers (500, 502, 503, 408) until the attempts or the budget ran out
+    retries_exhausted  retriable answers (500, 503, 408, a 502 from Pisano itself) until the
+                       attempts or the budget ran out
     transport_error    no answer until the attempts or the budget ran out: the request could not be
                        sent (connection refused, connect timeout, TLS handshake failed)
-    ambiguous          the request may have reached Pisano (read timeout, 504, crash before the
-                       outcome was recorded): not resent automatically; replay once checked
+    ambiguous          the request may have reached Pisano (read timeout, 504, a gateway's 502,
+                       crash before the outcome was recorded): not resent automatically; replay once checked
     decode_error       the value is not Avro for the schema (or unknown schema id, truncated)
     oversize           the value is larger than MAX_MESSAGE_BYTES
     invalid_event      no event id, no phone, or a phone that is not a valid number

@@ -149,6 +149,20 @@ def test_504_is_ambiguous(run: Run, new_topic: Callable[..., str]) -> None:
     assert {(h["dlq.reason"], h["pisano.http.status"]) for h in run.dead_headers()} == {("ambiguous", "504")}
 
 
+def test_a_gateway_502_after_pisano_accepted_is_ambiguous_and_never_resent(
+        run: Run, new_topic: Callable[..., str]) -> None:
+    # Pisano delivered, then the load balancer in front of it answered a bare 502 (HTML). Retried
+    # as "not processed", every recipient would get a second SMS.
+    run.faults(bad_gateway_after_accept_rate=1.0)
+    run.start(run.events(25, CAMPAIGNS[0]), new_topics=new_topic)
+    run.wait_all_committed()
+    run.faults(bad_gateway_after_accept_rate=0.0)
+    run.finish(dead_letters=25)
+    assert {(h["dlq.reason"], h["pisano.http.status"]) for h in run.dead_headers()} == {("ambiguous", "502")}
+    assert len(run.requests()) == 1  # not retried
+    assert max(run.delivered().values()) == 1 and len(run.delivered()) == 25
+
+
 @pytest.mark.parametrize(("policy", "delivered", "dead"), [("assume_delivered", 25, 0), ("resend", 25, 0)])
 def test_ambiguous_policies(run: Run, new_topic: Callable[..., str], policy: str, delivered: int,
                             dead: int) -> None:
