@@ -40,7 +40,7 @@ from consumer.delivery.isolation import IsolationBudget, bisect
 from consumer.delivery.outage import RedisOutage
 from consumer.delivery.outcome import BatchReport, Outcome
 from consumer.delivery.pisano import build_body
-from consumer.delivery.slots import SlotReserver
+from consumer.delivery.slots import PREPARE_LEAD_S, SlotReserver
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.operations.logs import redact_phones
 from consumer.operations.metrics import Metrics
@@ -51,10 +51,6 @@ from consumer.state.dedup import DedupStore, Settlement
 log = logging.getLogger(__name__)
 
 AmbiguousPolicy = Literal["dead_letter", "assume_delivered", "resend"]
-# The batch is taken, claimed and encoded this long before its slot, so that at the slot only the
-# POST remains: requests then reach Pisano a steady moment after their slots, and the throttle
-# margin only has to cover the network, not a claim of 5000 ids or a JSON body being built.
-PREPARE_LEAD_S = 0.2
 AMBIGUOUS_MESSAGE = ("an earlier attempt for this event id may have reached Pisano (its outcome was never "
                      "recorded); check, then replay")
 
@@ -79,7 +75,8 @@ class Sender:
         self._stop = threading.Event()
         self.outage = RedisOutage(metrics, self._stop)
         self.slots = SlotReserver(destination.limiter, metrics, self._stop, self.outage, throttle_horizon_s,
-                                  destination.name)
+                                  destination.name,
+                                  destination.max_lateness_s if destination.limiter.windows else None)
         self.dm = metrics.destination(destination.name)
         self.attempts = Attempts(destination, self.slots, policy.retry, metrics, self._stop)
         self._threads = [threading.Thread(target=self._run, name=f"sender-{destination.name}-{i}", daemon=True)
@@ -205,17 +202,11 @@ class Sender:
             return
         campaign = batch.campaign_id
         body = build_body([e.recipient for e in events])
-        if self._stop.wait(max(0.0, slot_at - time.monotonic())):
-            return  # never sent: the claim is released on exit, the records stay uncommitted
-        if time.monotonic() - slot_at > self.destination.max_lateness_s and self.destination.limiter.windows:
-            # Preparing overran the slot (a slow Redis, a busy CPU). Sent this late, the request
-            # could reach Pisano after a later slot's request and break a window; take a new slot.
-            self.dm.throttle_wasted.inc()
-            if not self.slots.wait_for_slot():
-                return
         self.metrics.batch_size.observe(len(events))
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
-        sent = self.attempts.send(campaign, body, slot_taken=True, renew=lambda: claim.renew(events),
+        # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
+        # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
+        sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=True, renew=lambda: claim.renew(events),
                                   sending=lambda: claim.sending(events))
         self._conclude(claim, campaign, events, sent, outcomes, first=True)
 
@@ -348,7 +339,7 @@ class Sender:
                  extra={"campaign": campaign, "count": len(events), "destination": self.destination.name})
 
     def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent]) -> Sent:
-        return self.attempts.send(campaign, build_body([e.recipient for e in group]), slot_taken=False,
+        return self.attempts.send(campaign, build_body([e.recipient for e in group]), slot_at=None,
                                   renew=lambda: claim.renew(group), sending=lambda: claim.sending(group))
 
     def _open_circuit(self, sent: Sent) -> None:
