@@ -1,14 +1,22 @@
 """Batching recipients per campaign into Pisano requests.
 
-One queue per campaign. A campaign is *due* when it holds a full request's worth of recipients,
-or when its oldest event has waited `BATCH_MAX_WAIT_MS`. Senders promise a throttle slot for
-each due request (`wait_for_demand`), and only *take* the batch when the slot arrives, so a batch
-keeps filling while it waits for its slot: under load, requests leave full. At take time the
-oldest due campaign goes first; with no campaign due, a slot is not wasted on nothing if any
-recipient is waiting.
+One queue per campaign. A campaign is *due* when it holds a full request's worth of sendable
+recipients, or when its oldest sendable event has waited `BATCH_MAX_WAIT_MS`. Senders promise a
+throttle slot for each due request (`wait_for_demand`), and only *take* the batch when the slot
+arrives, so a batch keeps filling while it waits for its slot: under load, requests leave full.
 
-A request carries a phone and an event id at most once (Pisano keys its maps by phone); a second
-event for the same phone waits for the next request.
+Fairness. Throttle slots are the scarce resource (160 requests per 625 s on Pisano's cloud), so
+campaigns take turns: at take time the due campaign served least recently goes first (round
+robin; among campaigns never served, the oldest first). A campaign with a backlog therefore gets
+every n-th request of n due campaigns, never all of them. With no campaign due, a slot is not
+wasted on nothing if any recipient is waiting.
+
+A request carries a phone and an event id at most once (Pisano keys its maps by phone). Within a
+campaign, only the first waiting event of a phone is *sendable*; the phone's later events wait
+aside, in order, and the next one becomes sendable (its wait counted from then) when the one
+before it is taken into a request. So 3,000 events of one phone go out one per request, each in
+its campaign's turn, and never make their campaign look old or due: they cannot starve the other
+campaigns, and the scan for a request never walks over them.
 
 Thread-safety: the poll loop adds and drops, the sender threads take; one lock guards it all.
 """
@@ -54,16 +62,52 @@ class Batch:
         return now - self.oldest_enqueued_at
 
 
+class _Campaign:
+    """One campaign's waiting events: the sendable ones (at most one per phone) in the order they
+    became sendable, and each phone's later events aside."""
+
+    __slots__ = ("later", "ready", "served")
+
+    def __init__(self) -> None:
+        self.ready: deque[tuple[float, PendingEvent]] = deque()  # (sendable since, event)
+        self.later: dict[str, deque[PendingEvent]] = {}  # phone -> events behind its sendable one
+        self.served = 0  # the take counter when this campaign last got a request (round robin)
+
+    def add(self, event: PendingEvent, since: float) -> None:
+        phone = event.recipient.phone
+        if phone in self.later:
+            self.later[phone].append(event)
+        else:
+            self.later[phone] = deque()  # the phone now has its sendable event
+            self.ready.append((since, event))
+
+    def taken(self, event: PendingEvent, now: float) -> None:
+        """`event` left in a request: its phone's next event becomes sendable."""
+        phone = event.recipient.phone
+        waiting = self.later.get(phone)
+        if waiting:
+            self.ready.append((now, waiting.popleft()))
+        else:
+            self.later.pop(phone, None)
+
+    def __len__(self) -> int:
+        return len(self.ready)
+
+    def oldest(self) -> float:
+        return self.ready[0][0]
+
+
 class Batcher:
     def __init__(self, max_recipients: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_recipients = max_recipients
         self.max_wait_s = max_wait_s
         self.clock = clock
-        self._queues: dict[str, deque[PendingEvent]] = {}
+        self._queues: dict[str, _Campaign] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._promised = 0  # slots senders are fetching for due batches
         self._flush_all = False  # shutdown or rebalance: everything is due now
+        self._takes = 0  # requests taken so far: the round robin's clock
         self.buffered = 0
 
     # ---------------------------------------------------------------- poll loop side
@@ -73,8 +117,8 @@ class Batcher:
             for event in events:
                 queue = self._queues.get(event.recipient.campaign_id)
                 if queue is None:
-                    queue = self._queues[event.recipient.campaign_id] = deque()
-                queue.append(event)
+                    queue = self._queues[event.recipient.campaign_id] = _Campaign()
+                queue.add(event, event.enqueued_at)
                 self.buffered += 1
             self._changed.notify_all()
 
@@ -82,11 +126,25 @@ class Batcher:
         """Remove and return the buffered events matching (partitions revoked from us)."""
         dropped: list[PendingEvent] = []
         with self._lock:
+            now = self.clock()
             for campaign, queue in list(self._queues.items()):
-                kept: deque[PendingEvent] = deque()
-                for event in queue:
-                    (dropped if should_drop(event) else kept).append(event)
-                if kept:
+                kept = _Campaign()
+                kept.served = queue.served
+                for since, event in queue.ready:
+                    if should_drop(event):
+                        dropped.append(event)
+                    else:
+                        kept.add(event, since)
+                for waiting in queue.later.values():
+                    for event in waiting:
+                        (dropped if should_drop(event) else kept.later.setdefault(event.recipient.phone, deque())
+                         ).append(event)
+                # A phone whose sendable event was dropped: its next kept event is sendable now.
+                sendable = {e.recipient.phone for _, e in kept.ready}
+                for phone, waiting in kept.later.items():
+                    if waiting and phone not in sendable:
+                        kept.ready.append((now, waiting.popleft()))
+                if kept.ready:
                     self._queues[campaign] = kept
                 else:
                     del self._queues[campaign]
@@ -124,13 +182,16 @@ class Batcher:
             self._changed.notify_all()
 
     def take(self) -> Batch | None:
-        """Fulfil a promise: the oldest due campaign's next request, else the oldest waiting one."""
+        """Fulfil a promise: the next request of the due campaign whose turn it is (least recently
+        served), else of the waiting campaign whose turn it is."""
         with self._lock:
             self._promised = max(0, self._promised - 1)
             now = self.clock()
-            campaign = self._oldest_campaign(now, due_only=True) or self._oldest_campaign(now, due_only=False)
+            campaign = self._next_turn(now, due_only=True) or self._next_turn(now, due_only=False)
             if campaign is None:
                 return None
+            self._takes += 1
+            self._queues[campaign].served = self._takes
             batch = self._take_from(campaign, self.max_recipients, [])
             self._changed.notify_all()
             return batch
@@ -145,10 +206,9 @@ class Batcher:
 
     # ---------------------------------------------------------------- inside the lock
 
-    def _is_due(self, queue: deque[PendingEvent], now: float) -> bool:
+    def _is_due(self, queue: _Campaign, now: float) -> bool:
         return bool(queue) and (
-            self._flush_all or len(queue) >= self.max_recipients
-            or now - queue[0].enqueued_at >= self.max_wait_s
+            self._flush_all or len(queue) >= self.max_recipients or now - queue.oldest() >= self.max_wait_s
         )
 
     def _due_batches(self, now: float) -> int:
@@ -156,46 +216,55 @@ class Batcher:
         for queue in self._queues.values():
             full, rest = divmod(len(queue), self.max_recipients)
             # The remainder after the full requests is due on its own oldest event's age.
-            rest_due = rest and (self._flush_all or now - queue[full * self.max_recipients].enqueued_at
+            rest_due = rest and (self._flush_all or now - queue.ready[full * self.max_recipients][0]
                                  >= self.max_wait_s)
             total += full + (1 if rest_due else 0)
         return total
 
     def _next_due_at(self, now: float) -> float | None:
         """When the next queue that is not due yet becomes due (due ones are already counted)."""
-        heads = [q[0].enqueued_at for q in self._queues.values() if q and not self._is_due(q, now)]
+        heads = [q.oldest() for q in self._queues.values() if q and not self._is_due(q, now)]
         return min(heads) + self.max_wait_s if heads else None
 
-    def _oldest_campaign(self, now: float, *, due_only: bool) -> str | None:
-        best, best_at = None, 0.0
+    def _next_turn(self, now: float, *, due_only: bool) -> str | None:
+        """The campaign served least recently (the oldest first among equals)."""
+        best, best_key = None, (0, 0.0)
         for campaign, queue in self._queues.items():
             if not queue or (due_only and not self._is_due(queue, now)):
                 continue
-            if best is None or queue[0].enqueued_at < best_at:
-                best, best_at = campaign, queue[0].enqueued_at
+            key = (queue.served, queue.oldest())
+            if best is None or key < best_key:
+                best, best_key = campaign, key
         return best
 
     def _take_from(self, campaign: str, limit: int, already: list[PendingEvent]) -> Batch:
-        """Up to `limit` events, none sharing a phone or an event id with `already` or each other."""
+        """Up to `limit` sendable events, none sharing a phone or an event id with `already` or
+        each other (sendable events have distinct phones; `already` may share one with them)."""
         queue = self._queues[campaign]
-        batch = Batch(campaign, oldest_enqueued_at=queue[0].enqueued_at)
+        now = self.clock()
+        batch = Batch(campaign, oldest_enqueued_at=queue.ready[0][1].enqueued_at if queue.ready else now)
         phones = {e.recipient.phone for e in already}
         event_ids = {e.recipient.event_id for e in already}
-        skipped: list[PendingEvent] = []
-        # Bound the scan: a queue full of one phone must not cost O(queue) per request.
+        skipped: list[tuple[float, PendingEvent]] = []
+        # Bound the scan: skips are rare (a top-up's phones, a duplicate event id), but never O(queue).
         budget = limit * 4
-        while queue and len(batch.events) < limit and budget > 0:
+        taken: list[PendingEvent] = []
+        while queue.ready and len(batch.events) < limit and budget > 0:
             budget -= 1
-            event = queue.popleft()
-            recipient = event.recipient
+            entry = queue.ready.popleft()
+            recipient = entry[1].recipient
             if recipient.phone in phones or recipient.event_id in event_ids:
-                skipped.append(event)
+                skipped.append(entry)
                 continue
             phones.add(recipient.phone)
             event_ids.add(recipient.event_id)
-            batch.events.append(event)
-        queue.extendleft(reversed(skipped))
-        if not queue:
+            batch.events.append(entry[1])
+            taken.append(entry[1])
+        queue.ready.extendleft(reversed(skipped))
+        # Only now: a phone's next event must not join the request its previous one is in.
+        for event in taken:
+            queue.taken(event, now)
+        if not queue.ready:
             del self._queues[campaign]
         self.buffered -= len(batch.events)
         return batch
