@@ -13,10 +13,9 @@ wasted on nothing if any recipient is waiting.
 
 A request carries a phone and an event id at most once (Pisano keys its maps by phone). Within a
 campaign, only the first waiting event of a phone is *sendable*; the phone's later events wait
-aside, in order, and the next one becomes sendable (its wait counted from then) when the one
-before it is taken into a request. So 3,000 events of one phone go out one per request, each in
-its campaign's turn, and never make their campaign look old or due: they cannot starve the other
-campaigns, and the scan for a request never walks over them.
+aside, in order, and the next one becomes sendable when the one before it is taken into a
+request. So 3,000 events of one phone go out one per request, each in its campaign's turn: they
+cannot starve the other campaigns, and the scan for a request never walks over them.
 
 Thread-safety: the poll loop adds and drops, the sender threads take; one lock guards it all.
 """
@@ -81,12 +80,19 @@ class _Campaign:
             self.later[phone] = deque()  # the phone now has its sendable event
             self.ready.append((since, event))
 
-    def taken(self, event: PendingEvent, now: float) -> None:
+    def taken(self, event: PendingEvent) -> None:
         """`event` left in a request: its phone's next event becomes sendable."""
-        phone = event.recipient.phone
+        self.promote(event.recipient.phone)
+
+    def promote(self, phone: str) -> None:
+        """The phone's next event becomes sendable. It has waited since it arrived, so it counts
+        as that old (a phone with a backlog is due, and takes its turn), but no older than the
+        newest sendable event: the sendable ones stay in age order."""
         waiting = self.later.get(phone)
         if waiting:
-            self.ready.append((now, waiting.popleft()))
+            following = waiting.popleft()
+            since = max(following.enqueued_at, self.ready[-1][0]) if self.ready else following.enqueued_at
+            self.ready.append((since, following))
         else:
             self.later.pop(phone, None)
 
@@ -126,7 +132,6 @@ class Batcher:
         """Remove and return the buffered events matching (partitions revoked from us)."""
         dropped: list[PendingEvent] = []
         with self._lock:
-            now = self.clock()
             for campaign, queue in list(self._queues.items()):
                 kept = _Campaign()
                 kept.served = queue.served
@@ -141,9 +146,9 @@ class Batcher:
                          ).append(event)
                 # A phone whose sendable event was dropped: its next kept event is sendable now.
                 sendable = {e.recipient.phone for _, e in kept.ready}
-                for phone, waiting in kept.later.items():
+                for phone, waiting in list(kept.later.items()):
                     if waiting and phone not in sendable:
-                        kept.ready.append((now, waiting.popleft()))
+                        kept.promote(phone)
                 if kept.ready:
                     self._queues[campaign] = kept
                 else:
@@ -263,7 +268,7 @@ class Batcher:
         queue.ready.extendleft(reversed(skipped))
         # Only now: a phone's next event must not join the request its previous one is in.
         for event in taken:
-            queue.taken(event, now)
+            queue.taken(event)
         if not queue.ready:
             del self._queues[campaign]
         self.buffered -= len(batch.events)

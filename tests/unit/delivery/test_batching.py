@@ -135,7 +135,7 @@ def test_one_busy_phone_does_not_starve_other_campaigns_under_pisano_windows() -
     clock_ms = [0]
     limiter = MemoryLimiter(parse_rate_limits("20/5s,40/25s,80/125s,160/625s"), margin_ms=500,
                             horizon_ms=10**9, clock=lambda: clock_ms[0])
-    batcher = Batcher(50, 1.0, lambda: clock_ms[0] / 1000)  # requests of 50: the budget is scarce
+    batcher = Batcher(10, 1.0, lambda: clock_ms[0] / 1000)  # requests of 10: the budget is scarce
     batcher.add([ev(n, "busy", phone="+905320000001", at=0.0) for n in range(3000)])
     campaigns = ["busy", "A", "B", "C"]
     arrived, serial, order, sent = 0.0, 100_000, [], []
@@ -144,7 +144,7 @@ def test_one_busy_phone_does_not_starve_other_campaigns_under_pisano_windows() -
     for _ in range(600):
         clock_ms[0] = limiter.acquire().slot_ms
         now = clock_ms[0] / 1000
-        while arrived <= now:  # 5 events per second and campaign (the budget carries ~3): a backlog
+        while arrived <= now:  # 5 events per second and campaign (its share carries 0.6): a backlog
             batcher.add([ev(serial + i, c, at=arrived) for i, c in enumerate(campaigns[1:])])
             arrived, serial = arrived + 0.2, serial + 3
         due = {c for c, q in batcher._queues.items() if batcher._is_due(q, now)}
@@ -157,26 +157,26 @@ def test_one_busy_phone_does_not_starve_other_campaigns_under_pisano_windows() -
             worst[campaign] = max(worst[campaign], missed[campaign])
         missed[batch.campaign_id] = 0
     assert max(worst.values()) <= 2 * len(campaigns), f"slots waited while due: {worst}"
-    shares = {c: order.count(c) for c in campaigns}
-    # The ordinary campaigns are always due; the phone's next event only a second after its last
-    # request (it became sendable then), so in bursts of slots falling at once it sits a few out.
-    assert all(shares[c] >= 600 // len(campaigns) for c in campaigns[1:]), shares
-    assert shares["busy"] >= 0.8 * 600 / len(campaigns), shares
-    print({"requests": shares, "most slots waited while due": worst})
+    # In the first bursts (20 slots at once) the ordinary campaigns run out of due events and the
+    # phone takes the slots no one else needs. Once the budget is the bottleneck, every campaign
+    # is due at every slot and each gets a quarter of the requests.
+    shares = {c: order[300:].count(c) for c in campaigns}
+    assert max(shares.values()) - min(shares.values()) <= 1, shares
+    print({"requests, second half": shares, "most slots waited while due": worst})
     busy = [b for b in sent if b.campaign_id == "busy"]
     assert all(len(b) == 1 for b in busy)
     assert [b.events[0].offset for b in busy] == list(range(len(busy)))
 
 
-def test_a_phone_s_later_events_do_not_make_their_campaign_due() -> None:
+def test_a_phone_s_backlog_takes_its_turns_one_event_per_request() -> None:
     clock = Clock()
     batcher = Batcher(100, 1.0, clock)
-    batcher.add([ev(n, "busy", phone="+1", at=90.0) for n in range(50)])  # long due
-    assert batcher.take().campaign_id == "busy"  # type: ignore[union-attr]
-    # The phone's next event became sendable just now: its campaign is not due for a second.
-    assert not batcher.wait_for_demand(STOP, 0)
-    clock.now += 1.0
-    assert batcher.wait_for_demand(STOP, 0) and not batcher.wait_for_demand(STOP, 0)
+    batcher.add([ev(n, "busy", phone="+1", at=90.0) for n in range(50)])  # one phone, long due
+    batcher.add([ev(100 + n, "A", at=90.5) for n in range(150)])
+    taken = [batcher.take() for _ in range(5)]
+    assert [(b.campaign_id, len(b)) for b in taken] == [  # type: ignore[union-attr]
+        ("busy", 1), ("A", 100), ("busy", 1), ("A", 50), ("busy", 1)]
+    assert [b.events[0].offset for b in taken if b.campaign_id == "busy"] == [0, 1, 2]  # type: ignore[union-attr]
 
 
 def test_campaigns_take_turns_even_with_a_backlog() -> None:
