@@ -186,13 +186,24 @@ class Batcher:
             self._promised = max(0, self._promised - 1)
             self._changed.notify_all()
 
-    def take(self) -> Batch | None:
+    def peek(self) -> str | None:
+        """The campaign whose turn it is now (what `take` without `skip` would pick)."""
+        with self._lock:
+            now = self.clock()
+            return self._next_turn(now, due_only=True) or self._next_turn(now, due_only=False)
+
+    def take(self, skip: frozenset[str] = frozenset(), only: str | None = None) -> Batch | None:
         """Fulfil a promise: the next request of the due campaign whose turn it is (least recently
-        served), else of the waiting campaign whose turn it is."""
+        served), else of the waiting campaign whose turn it is. `skip`: campaigns not to send now
+        (their circuit is open: `peek` finds them for dead-lettering); `only`: that campaign's."""
         with self._lock:
             self._promised = max(0, self._promised - 1)
             now = self.clock()
-            campaign = self._next_turn(now, due_only=True) or self._next_turn(now, due_only=False)
+            if only is not None:
+                campaign: str | None = only if only in self._queues else None
+            else:
+                campaign = (self._next_turn(now, due_only=True, skip=skip)
+                            or self._next_turn(now, due_only=False, skip=skip))
             if campaign is None:
                 return None
             self._takes += 1
@@ -231,11 +242,11 @@ class Batcher:
         heads = [q.oldest() for q in self._queues.values() if q and not self._is_due(q, now)]
         return min(heads) + self.max_wait_s if heads else None
 
-    def _next_turn(self, now: float, *, due_only: bool) -> str | None:
+    def _next_turn(self, now: float, *, due_only: bool, skip: frozenset[str] = frozenset()) -> str | None:
         """The campaign served least recently (the oldest first among equals)."""
         best, best_key = None, (0, 0.0)
         for campaign, queue in self._queues.items():
-            if not queue or (due_only and not self._is_due(queue, now)):
+            if not queue or campaign in skip or (due_only and not self._is_due(queue, now)):
                 continue
             key = (queue.served, queue.oldest())
             if best is None or key < best_key:

@@ -82,6 +82,14 @@ CODE_SCOPES: dict[int, Scope] = {
     13038: "recipient",  # Required customer identity keys not present
 }
 
+# Request-scope codes that mean the campaign itself is broken, whatever the batch holds: its
+# circuit opens for the fleet (consumer.state.campaigns) instead of every batch spending a slot.
+CAMPAIGN_CODES = frozenset({
+    13002,  # Requested resource not found: no such campaign at this account
+    13005,  # This node, nor any of their parent has any flow
+    13034,  # Invalid Flow
+})
+
 # When an error answer carries no (known) code, its HTTP status decides.
 STATUS_SCOPES: dict[int, Scope] = {
     400: "recipient", 413: "recipient", 422: "recipient",

@@ -77,9 +77,11 @@ class CircuitStore(Protocol):
 
 
 class RedisCircuitStore:
-    def __init__(self, client: Any, keys: Keys, token: str) -> None:
+    def __init__(self, client: Any, keys: Keys, token: str, campaign: str | None = None) -> None:
+        """The token's circuit, or with `campaign` that campaign's (consumer.state.campaigns)."""
         self.client = client
-        self._key, self._cooldown_key, self._probe_key = keys.circuit(token)
+        self._key, self._cooldown_key, self._probe_key = (
+            keys.circuit(token) if campaign is None else keys.campaign_circuit(token, campaign))
 
     def read(self) -> tuple[dict[str, str], int]:
         with translated("reading the circuit"):
@@ -118,9 +120,10 @@ class RedisCircuitStore:
 
 class CircuitBreaker:
     def __init__(self, store: CircuitStore, *, cooldown_ms: int, max_cooldown_ms: int, probe_lease_ms: int,
-                 name: str = "default") -> None:
+                 name: str = "default", subject: str = "the token or the account") -> None:
         self.store = store
         self.name = name
+        self.subject = subject  # what Pisano refused, for the logs: what to fix
         self.cooldown_ms = cooldown_ms
         self.max_cooldown_ms = max_cooldown_ms
         self.probe_lease_ms = probe_lease_ms
@@ -143,6 +146,11 @@ class CircuitBreaker:
             self._state, self._trip, self._read_at = state, trip, time.monotonic()
         return state, trip
 
+    def known_state(self) -> State:
+        """The state as last read or set here, without asking the store."""
+        with self._lock:
+            return self._state
+
     def try_probe(self) -> bool:
         """Become the one replica that probes a half-open circuit."""
         return self.store.try_probe(self.probe_lease_ms)
@@ -156,8 +164,8 @@ class CircuitBreaker:
         with self._lock:
             self._state, self._trip, self._read_at = "open", trip, time.monotonic()
         log.error("Pisano circuit OPEN for destination %s: Pisano answered %s (%s); not calling it for %.0fs, "
-                  "dead-lettering meanwhile. Fix the token or the account, then replay the dead-letters",
-                  self.name, trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000,
+                  "dead-lettering meanwhile. Fix %s, then replay the dead-letters",
+                  self.name, trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000, self.subject,
                   extra={"code": trip.code, "status": trip.http_status, "destination": self.name})
 
     def probe_if_due(self, probe: Callable[[], bool | Trip | None]) -> None:
@@ -181,7 +189,7 @@ class CircuitBreaker:
             was = self._state
             self._state, self._trip, self._read_at = "closed", None, time.monotonic()
         if was != "closed":
-            log.warning("Pisano circuit CLOSED for destination %s: Pisano accepts the token again", self.name)
+            log.warning("Pisano circuit CLOSED for destination %s: Pisano accepts %s again", self.name, self.subject)
 
 
 def token_verdict(answer: PisanoApiError | None) -> bool | Trip | None:

@@ -15,7 +15,7 @@ from consumer.config.windows import parse_rate_limits
 from consumer.state.circuit import CircuitStore, RedisCircuitStore
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.limiter import Limiter, RedisLimiter
-from consumer.state.memory import MemoryCircuitStore, MemoryDedup, MemoryLimiter
+from consumer.state.memory import MemoryCircuitStore, MemoryCircuitStores, MemoryDedup, MemoryLimiter
 from consumer.state.redis import Keys, connect
 
 IMPLEMENTATIONS = ["memory", "redis"]
@@ -63,3 +63,12 @@ def circuit_store(request: pytest.FixtureRequest) -> CircuitStore:
     if request.param == "memory":
         return MemoryCircuitStore()
     return RedisCircuitStore(connect(_redis_url(request)), Keys("t"), "tok")
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def campaign_stores(request: pytest.FixtureRequest) -> Callable[[str], CircuitStore]:
+    """A store per campaign of one destination, as `consumer.state.campaigns` uses them."""
+    if request.param == "memory":
+        return MemoryCircuitStores()
+    client = connect(_redis_url(request))
+    return lambda campaign: RedisCircuitStore(client, Keys("t"), "tok", campaign)

@@ -183,7 +183,8 @@ def test_dashboard_breaks_down_requests_and_dead_letters(dashboard: dict[str, An
 
 # ------------------------------------------------------------------------------ the alert rules
 
-EXPECTED_ALERTS = {"PisanoSmsCircuitOpen", "PisanoSmsDeadLetterRateHigh", "PisanoSmsConsumerLagGrowing",
+EXPECTED_ALERTS = {"PisanoSmsCircuitOpen", "PisanoSmsCampaignCircuitOpen", "PisanoSmsDeadLetterRateHigh",
+                   "PisanoSmsConsumerLagGrowing",
                    "PisanoSmsThrottleSaturated", "PisanoSmsNoDeliveries", "PisanoSmsRedisErrors"}
 
 
