@@ -46,6 +46,7 @@ class PendingEvent:
     recipient: Recipient
     enqueued_at: float
     replay: bool = False
+    sendable_since: float = 0.0  # set by the Batcher: since when it may join a request
 
 
 @dataclass(slots=True)
@@ -63,44 +64,73 @@ class Batch:
 
 class _Campaign:
     """One campaign's waiting events: the sendable ones (at most one per phone) in the order they
-    became sendable, and each phone's later events aside."""
+    became sendable, and the later events of phones that have one sendable, aside."""
 
-    __slots__ = ("later", "ready", "served")
+    __slots__ = ("later", "ready", "sendable", "served")
 
     def __init__(self) -> None:
-        self.ready: deque[tuple[float, PendingEvent]] = deque()  # (sendable since, event)
-        self.later: dict[str, deque[PendingEvent]] = {}  # phone -> events behind its sendable one
+        self.ready: deque[PendingEvent] = deque()  # in `sendable_since` order
+        self.sendable: set[str] = set()  # phones with an event in `ready`
+        self.later: dict[str, deque[PendingEvent]] = {}  # phone -> its events behind that one
         self.served = 0  # the take counter when this campaign last got a request (round robin)
 
     def add(self, event: PendingEvent, since: float) -> None:
         phone = event.recipient.phone
-        if phone in self.later:
-            self.later[phone].append(event)
+        if phone in self.sendable:
+            self.later.setdefault(phone, deque()).append(event)
         else:
-            self.later[phone] = deque()  # the phone now has its sendable event
-            self.ready.append((since, event))
+            self.sendable.add(phone)
+            event.sendable_since = since
+            self.ready.append(event)
 
     def taken(self, event: PendingEvent) -> None:
-        """`event` left in a request: its phone's next event becomes sendable."""
-        self.promote(event.recipient.phone)
+        """`event` left in a request: its phone's next event becomes sendable.
 
-    def promote(self, phone: str) -> None:
-        """The phone's next event becomes sendable. It has waited since it arrived, so it counts
-        as that old (a phone with a backlog is due, and takes its turn), but no older than the
-        newest sendable event: the sendable ones stay in age order."""
+        That event has waited since it arrived, so it counts as that old (a phone's backlog is due
+        and takes its turn), but no older than the newest sendable event: `ready` stays in age
+        order."""
+        phone = event.recipient.phone
         waiting = self.later.get(phone)
-        if waiting:
-            following = waiting.popleft()
-            since = max(following.enqueued_at, self.ready[-1][0]) if self.ready else following.enqueued_at
-            self.ready.append((since, following))
-        else:
-            self.later.pop(phone, None)
+        if not waiting:
+            self.sendable.discard(phone)
+            return
+        following = waiting.popleft()
+        if not waiting:
+            del self.later[phone]
+        self._append(following)
+
+    def _append(self, event: PendingEvent) -> None:
+        event.sendable_since = max(event.enqueued_at, self.ready[-1].sendable_since) if self.ready \
+            else event.enqueued_at
+        self.ready.append(event)
+
+    def without(self, should_drop: Callable[[PendingEvent], bool], dropped: list[PendingEvent]) -> _Campaign:
+        """A copy without the events matching (appended to `dropped`); a phone whose sendable
+        event was dropped has its next kept one sendable."""
+        kept = _Campaign()
+        kept.served = self.served
+        for event in self.ready:
+            if should_drop(event):
+                dropped.append(event)
+            else:
+                kept.ready.append(event)
+                kept.sendable.add(event.recipient.phone)
+        for phone, waiting in self.later.items():
+            for event in waiting:
+                if should_drop(event):
+                    dropped.append(event)
+                elif phone in kept.sendable:
+                    kept.later.setdefault(phone, deque()).append(event)
+                else:
+                    kept.sendable.add(phone)
+                    kept._append(event)
+        return kept
 
     def __len__(self) -> int:
         return len(self.ready)
 
     def oldest(self) -> float:
-        return self.ready[0][0]
+        return self.ready[0].sendable_since
 
 
 class Batcher:
@@ -133,22 +163,7 @@ class Batcher:
         dropped: list[PendingEvent] = []
         with self._lock:
             for campaign, queue in list(self._queues.items()):
-                kept = _Campaign()
-                kept.served = queue.served
-                for since, event in queue.ready:
-                    if should_drop(event):
-                        dropped.append(event)
-                    else:
-                        kept.add(event, since)
-                for waiting in queue.later.values():
-                    for event in waiting:
-                        (dropped if should_drop(event) else kept.later.setdefault(event.recipient.phone, deque())
-                         ).append(event)
-                # A phone whose sendable event was dropped: its next kept event is sendable now.
-                sendable = {e.recipient.phone for _, e in kept.ready}
-                for phone, waiting in list(kept.later.items()):
-                    if waiting and phone not in sendable:
-                        kept.promote(phone)
+                kept = queue.without(should_drop, dropped)
                 if kept.ready:
                     self._queues[campaign] = kept
                 else:
@@ -232,7 +247,7 @@ class Batcher:
         for queue in self._queues.values():
             full, rest = divmod(len(queue), self.max_recipients)
             # The remainder after the full requests is due on its own oldest event's age.
-            rest_due = rest and (self._flush_all or now - queue.ready[full * self.max_recipients][0]
+            rest_due = rest and (self._flush_all or now - queue.ready[full * self.max_recipients].sendable_since
                                  >= self.max_wait_s)
             total += full + (1 if rest_due else 0)
         return total
@@ -258,27 +273,25 @@ class Batcher:
         each other (sendable events have distinct phones; `already` may share one with them)."""
         queue = self._queues[campaign]
         now = self.clock()
-        batch = Batch(campaign, oldest_enqueued_at=queue.ready[0][1].enqueued_at if queue.ready else now)
+        batch = Batch(campaign, oldest_enqueued_at=queue.ready[0].enqueued_at if queue.ready else now)
         phones = {e.recipient.phone for e in already}
         event_ids = {e.recipient.event_id for e in already}
-        skipped: list[tuple[float, PendingEvent]] = []
+        skipped: list[PendingEvent] = []
         # Bound the scan: skips are rare (a top-up's phones, a duplicate event id), but never O(queue).
         budget = limit * 4
-        taken: list[PendingEvent] = []
         while queue.ready and len(batch.events) < limit and budget > 0:
             budget -= 1
-            entry = queue.ready.popleft()
-            recipient = entry[1].recipient
+            event = queue.ready.popleft()
+            recipient = event.recipient
             if recipient.phone in phones or recipient.event_id in event_ids:
-                skipped.append(entry)
+                skipped.append(event)
                 continue
             phones.add(recipient.phone)
             event_ids.add(recipient.event_id)
-            batch.events.append(entry[1])
-            taken.append(entry[1])
+            batch.events.append(event)
         queue.ready.extendleft(reversed(skipped))
         # Only now: a phone's next event must not join the request its previous one is in.
-        for event in taken:
+        for event in batch.events:
             queue.taken(event)
         if not queue.ready:
             del self._queues[campaign]
