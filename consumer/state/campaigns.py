@@ -113,5 +113,5 @@ class CampaignCircuits:
                 breaker = self._breakers[campaign] = CircuitBreaker(
                     self.stores(campaign), cooldown_ms=self.cooldown_ms, max_cooldown_ms=self.max_cooldown_ms,
                     probe_lease_ms=self.probe_lease_ms, name=f"{self.name}, campaign {campaign}",
-                    subject="the campaign at Pisano (its id, its flow)")
+                    subject="the campaign", fix="the campaign id (mapping, route table) or its flow at Pisano")
             return breaker

@@ -120,10 +120,11 @@ class RedisCircuitStore:
 
 class CircuitBreaker:
     def __init__(self, store: CircuitStore, *, cooldown_ms: int, max_cooldown_ms: int, probe_lease_ms: int,
-                 name: str = "default", subject: str = "the token or the account") -> None:
+                 name: str = "default", subject: str = "the token", fix: str = "the token or the account") -> None:
         self.store = store
         self.name = name
-        self.subject = subject  # what Pisano refused, for the logs: what to fix
+        self.subject = subject  # what Pisano refused or accepts, for the logs
+        self.fix = fix  # what an SRE fixes before replaying
         self.cooldown_ms = cooldown_ms
         self.max_cooldown_ms = max_cooldown_ms
         self.probe_lease_ms = probe_lease_ms
@@ -165,7 +166,7 @@ class CircuitBreaker:
             self._state, self._trip, self._read_at = "open", trip, time.monotonic()
         log.error("Pisano circuit OPEN for destination %s: Pisano answered %s (%s); not calling it for %.0fs, "
                   "dead-lettering meanwhile. Fix %s, then replay the dead-letters",
-                  self.name, trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000, self.subject,
+                  self.name, trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000, self.fix,
                   extra={"code": trip.code, "status": trip.http_status, "destination": self.name})
 
     def probe_if_due(self, probe: Callable[[], bool | Trip | None]) -> None:
