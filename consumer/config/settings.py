@@ -175,11 +175,12 @@ class Settings(BaseSettings):
             return self
         needed, name, timeout, connect = self._slowest_request()
         if self.dedup_claim_lease_ms < needed:
-            where = "" if name == "default" else f" of destination {name}"
+            timeouts = (f"PISANO_TIMEOUT_MS {timeout} + PISANO_CONNECT_TIMEOUT_MS {connect}" if name == "default"
+                        else f"destination {name}: timeout_ms {timeout} + connect_timeout_ms {connect}")
             raise ValueError(
-                f"DEDUP_CLAIM_LEASE_MS={self.dedup_claim_lease_ms}: shorter than one request may take{where} "
-                f"(PISANO_TIMEOUT_MS {timeout} + PISANO_CONNECT_TIMEOUT_MS {connect} + {self.claim_lease_margin_ms} "
-                f"margin); set it to at least {needed}, or leave it unset to derive it")
+                f"DEDUP_CLAIM_LEASE_MS={self.dedup_claim_lease_ms}: shorter than one request may take "
+                f"({timeouts} + {self.claim_lease_margin_ms} margin); set it to at least {needed}, "
+                "or leave it unset to derive it")
         return self
 
     def _slowest_request(self) -> tuple[int, str, int, int]:
