@@ -16,8 +16,11 @@ campaigns need. So the first such answer opens the campaign's circuit for the wh
   the next batch probes again.
 
 Each campaign's state is a `CircuitBreaker` over a `CircuitStore` of its own (keys
-`...:cc:<campaign>` beside the token's circuit in Redis; `MemoryCircuitStore`s in memory), read at
-most once a second per campaign. Tests: tests/contract/test_campaign_circuit_contract.py.
+`...:cc:<campaign>` beside the token's circuit in Redis; `MemoryCircuitStore`s in memory). While
+open it is read at most once a second per campaign (to see the cool-down end); while closed only
+every CLOSED_REFRESH_S, so the common case costs no Redis round trip per request: a replica that
+has not read the news yet sends at most one more batch, and Pisano's answer to it opens the
+circuit here too. Tests: tests/contract/test_campaign_circuit_contract.py.
 A Redis error here never stops a send: this breaker saves slots, it guards no invariant.
 """
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Admission = Literal["send", "probe"] | Trip
 MAX_TRACKED = 1000  # closed campaigns are forgotten beyond this many (ids come from records)
+CLOSED_REFRESH_S = 30.0
 
 
 class CampaignCircuits:
@@ -94,7 +98,7 @@ class CampaignCircuits:
         breaker = self._breaker(campaign)
         try:
             if isinstance(verdict, Trip):
-                breaker.open(verdict)
+                breaker.open(verdict, reopen=admission == "probe")
             elif verdict is True and (admission == "probe" or breaker.known_state() != "closed"):
                 breaker.close()
             elif admission == "probe":
@@ -113,5 +117,6 @@ class CampaignCircuits:
                 breaker = self._breakers[campaign] = CircuitBreaker(
                     self.stores(campaign), cooldown_ms=self.cooldown_ms, max_cooldown_ms=self.max_cooldown_ms,
                     probe_lease_ms=self.probe_lease_ms, name=f"{self.name}, campaign {campaign}",
-                    subject="the campaign", fix="the campaign id (mapping, route table) or its flow at Pisano")
+                    subject="the campaign", fix="the campaign id (mapping, route table) or its flow at Pisano",
+                    closed_refresh_s=CLOSED_REFRESH_S)
             return breaker

@@ -120,7 +120,8 @@ class RedisCircuitStore:
 
 class CircuitBreaker:
     def __init__(self, store: CircuitStore, *, cooldown_ms: int, max_cooldown_ms: int, probe_lease_ms: int,
-                 name: str = "default", subject: str = "the token", fix: str = "the token or the account") -> None:
+                 name: str = "default", subject: str = "the token", fix: str = "the token or the account",
+                 closed_refresh_s: float | None = None) -> None:
         self.store = store
         self.name = name
         self.subject = subject  # what Pisano refused or accepts, for the logs
@@ -132,11 +133,14 @@ class CircuitBreaker:
         self._state: State = "closed"
         self._trip: Trip | None = None
         self._read_at = -REFRESH_S
+        # While closed, how long the state read here stays good (default REFRESH_S).
+        self.closed_refresh_s = closed_refresh_s
 
     def state(self) -> tuple[State, Trip | None]:
         """The fleet's state for this destination, read from the store at most once per REFRESH_S."""
         with self._lock:
-            if time.monotonic() - self._read_at < REFRESH_S:
+            refresh = REFRESH_S if self._state != "closed" or self.closed_refresh_s is None else self.closed_refresh_s
+            if time.monotonic() - self._read_at < refresh:
                 return self._state, self._trip
         fields, cooldown_left = self.store.read()
         state: State = "closed" if not fields else ("open" if cooldown_left > 0 else "half_open")
@@ -156,9 +160,16 @@ class CircuitBreaker:
         """Become the one replica that probes a half-open circuit."""
         return self.store.try_probe(self.probe_lease_ms)
 
-    def open(self, trip: Trip) -> None:
-        """Open (or reopen after a failed probe) with a cool-down twice the last, up to the maximum."""
+    def open(self, trip: Trip, *, reopen: bool = True) -> None:
+        """Open (or reopen after a failed probe) with a cool-down twice the last, up to the maximum.
+        `reopen=False`: a request sent while another replica opened it heard the same answer; the
+        trip in force stays as it is (no doubling), it is only learned here."""
         previous = self.store.previous_cooldown_ms()
+        if previous and not reopen:
+            with self._lock:
+                self._read_at = -REFRESH_S  # read the trip in force on the next look
+            self.state()
+            return
         cooldown = min(self.max_cooldown_ms, previous * 2) if previous else self.cooldown_ms
         self.store.write_open({"code": str(trip.code or ""), "status": str(trip.http_status or ""),
                                "message": redact_phones(trip.message)[:500]}, cooldown)

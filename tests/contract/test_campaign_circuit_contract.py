@@ -55,3 +55,12 @@ def test_a_refused_probe_reopens_longer_and_no_verdict_frees_the_probe(campaign_
     assert b.admit(BROKEN) == "probe"
     b.record(BROKEN, "probe", None)  # a 503: no verdict
     assert a.admit(BROKEN) == "probe"
+
+
+def test_a_replica_that_had_not_heard_yet_does_not_lengthen_the_cool_down(campaign_stores) -> None:  # type: ignore[no-untyped-def]
+    a, b = circuits(campaign_stores), circuits(campaign_stores)
+    assert b.admit(BROKEN) == "send"  # b read "closed" and keeps it for a while
+    a.record(BROKEN, "send", TRIP)
+    b.record(BROKEN, "send", TRIP)  # b's batch got the same answer
+    assert campaign_stores(BROKEN).previous_cooldown_ms() == 300  # not doubled
+    assert b.blocked() == {BROKEN}
