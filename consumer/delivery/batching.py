@@ -32,6 +32,7 @@ from typing import Any
 from consumer.ingest.mapping import Recipient
 
 TopicPartition = tuple[str, int]
+MAX_REMEMBERED_TURNS = 10_000  # campaigns whose last turn is remembered while they have no events
 
 
 @dataclass(slots=True)
@@ -66,13 +67,12 @@ class _Campaign:
     """One campaign's waiting events: the sendable ones (at most one per phone) in the order they
     became sendable, and the later events of phones that have one sendable, aside."""
 
-    __slots__ = ("later", "ready", "sendable", "served")
+    __slots__ = ("later", "ready", "sendable")
 
     def __init__(self) -> None:
         self.ready: deque[PendingEvent] = deque()  # in `sendable_since` order
         self.sendable: set[str] = set()  # phones with an event in `ready`
         self.later: dict[str, deque[PendingEvent]] = {}  # phone -> its events behind that one
-        self.served = 0  # the take counter when this campaign last got a request (round robin)
 
     def add(self, event: PendingEvent, since: float) -> None:
         phone = event.recipient.phone
@@ -108,7 +108,6 @@ class _Campaign:
         """A copy without the events matching (appended to `dropped`); a phone whose sendable
         event was dropped has its next kept one sendable."""
         kept = _Campaign()
-        kept.served = self.served
         for event in self.ready:
             if should_drop(event):
                 dropped.append(event)
@@ -144,6 +143,9 @@ class Batcher:
         self._promised = 0  # slots senders are fetching for due batches
         self._flush_all = False  # shutdown or rebalance: everything is due now
         self._takes = 0  # requests taken so far: the round robin's clock
+        # Campaign -> the take when it last got a request. Kept when its queue empties: a campaign
+        # emptied by each of its requests must not come back as never served, ahead of everyone.
+        self._served: dict[str, int] = {}
         self.buffered = 0
 
     # ---------------------------------------------------------------- poll loop side
@@ -222,7 +224,9 @@ class Batcher:
             if campaign is None:
                 return None
             self._takes += 1
-            self._queues[campaign].served = self._takes
+            self._served[campaign] = self._takes
+            if len(self._served) > MAX_REMEMBERED_TURNS:  # campaign ids come from records: bounded
+                self._served = {c: n for c, n in self._served.items() if c in self._queues}
             batch = self._take_from(campaign, self.max_recipients, [])
             self._changed.notify_all()
             return batch
@@ -263,7 +267,7 @@ class Batcher:
         for campaign, queue in self._queues.items():
             if not queue or campaign in skip or (due_only and not self._is_due(queue, now)):
                 continue
-            key = (queue.served, queue.oldest())
+            key = (self._served.get(campaign, 0), queue.oldest())
             if best is None or key < best_key:
                 best, best_key = campaign, key
         return best

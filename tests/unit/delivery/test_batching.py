@@ -197,3 +197,23 @@ def test_revoking_a_phone_s_sendable_event_makes_its_next_one_sendable() -> None
     assert [e.offset for e in batcher.take().events] == [2]  # type: ignore[union-attr]
     assert [e.offset for e in batcher.take().events] == [3]  # type: ignore[union-attr]
     assert batcher.take() is None
+
+
+def test_a_campaign_that_empties_each_turn_does_not_jump_the_queue_when_it_returns() -> None:
+    # Trickle campaigns are emptied by each of their requests, and refilled at once. Coming back,
+    # they must not count as never served, or they would take every slot from the backlog.
+    clock = Clock()
+    batcher = Batcher(10, 1.0, clock)
+    batcher.add([ev(n, "backlog", at=50.0) for n in range(200)])
+    serial = 1000
+    for i in range(2):
+        batcher.add([ev(serial + i, f"trickle{i}", at=clock.now - 2)])
+    order = []
+    for _ in range(12):
+        taken = batcher.take()
+        assert taken is not None
+        order.append(taken.campaign_id)
+        if taken.campaign_id.startswith("trickle"):
+            serial += 10
+            batcher.add([ev(serial, taken.campaign_id, at=clock.now - 2)])
+    assert order.count("backlog") == 4, order
