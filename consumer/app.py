@@ -31,6 +31,7 @@ from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.sre.replay_signature import ReplayVerifier
+from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import RedisDedup
@@ -68,8 +69,13 @@ def build_destination(config: DestinationConfig, settings: Settings, state: Stat
     circuit = CircuitBreaker(RedisCircuitStore(state.client, state.keys, config.token),
                              cooldown_ms=settings.circuit_cooldown_ms, max_cooldown_ms=settings.circuit_max_cooldown_ms,
                              probe_lease_ms=config.timeout_ms + horizon + 10_000, name=config.name)
+    campaigns = CampaignCircuits(lambda campaign: RedisCircuitStore(state.client, state.keys, config.token, campaign),
+                                 cooldown_ms=settings.circuit_cooldown_ms,
+                                 max_cooldown_ms=settings.circuit_max_cooldown_ms,
+                                 probe_lease_ms=settings.claim_lease_ms, name=config.name)
     return Destination(config.name, client, build_limiter(config, state, horizon), circuit,
-                       max_recipients=config.max_recipients, max_lateness_s=config.margin_ms / 2000)
+                       max_recipients=config.max_recipients, max_lateness_s=config.margin_ms / 2000,
+                       campaigns=campaigns)
 
 
 def build_destinations(settings: Settings, state: State) -> dict[str, Destination]:

@@ -103,6 +103,8 @@ def check(settings: Settings, campaign: str | None) -> None:
 @click.option("--latency-jitter-ms", default=0.0, help="Uniform extra latency up to this.")
 @click.option("--hang-rate", default=0.0, help="Share of requests never answered (not delivered).")
 @click.option("--hang-after-accept-rate", default=0.0, help="Share delivered, then never answered.")
+@click.option("--bad-gateway-after-accept-rate", default=0.0,
+              help="Share delivered, then answered with a gateway's bare 502 (HTML, no Pisano body).")
 @click.option("--campaign-code", "campaign_codes", multiple=True, help="Force a code for a campaign: ID=13034.")
 @click.option("--token-code", "token_codes", multiple=True, help="Force a code for a token: TOKEN=13011.")
 @click.option("--poison-phone", "poison_phones", multiple=True, help="Phone(s) that fail any request holding them.")

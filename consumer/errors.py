@@ -88,7 +88,12 @@ class PisanoError(PisanoSmsError):
 
 
 class PisanoApiError(PisanoError):
-    """Pisano answered with an error. `code` is Pisano's numeric code when the body carried one."""
+    """Pisano answered with an error. `code` is Pisano's numeric code when the body carried one.
+
+    `pisano_body` says the body was Pisano's own JSON error (a `code` or `status` field): Pisano
+    itself answered. Without it, a proxy or gateway in front of Pisano may have answered instead,
+    which for a 502 leaves open whether the request reached Pisano.
+    """
 
     def __init__(
         self,
@@ -97,12 +102,14 @@ class PisanoApiError(PisanoError):
         message: str,
         *,
         retry_after_s: float | None = None,
+        pisano_body: bool = False,
     ) -> None:
         super().__init__(f"HTTP {http_status}" + (f" code {code}" if code else "") + f": {message}")
         self.http_status = http_status
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+        self.pisano_body = pisano_body
 
 
 class PisanoTransportError(PisanoError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -196,6 +196,37 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    # ----------------------------------------------------------------- claim lease (issue 11)
+    # A claim is renewed right before each POST (consumer/delivery/slots.py `ready`), so its lease
+    # must outlive the longest request it guards: connect and answer timeouts, plus this margin
+    # for the slot's lead time, a late POST and settling the outcome on a slow Redis.
+    claim_lease_margin_ms: ClassVar[int] = 10_000
+
+    @model_validator(mode="after")
+    def _claim_lease_outlives_a_request(self) -> Settings:
+        if self.dedup_claim_lease_ms is None:
+            return self
+        needed, name, timeout, connect = self._slowest_request()
+        if self.dedup_claim_lease_ms < needed:
+            timeouts = (f"PISANO_TIMEOUT_MS {timeout} + PISANO_CONNECT_TIMEOUT_MS {connect}" if name == "default"
+                        else f"destination {name}: timeout_ms {timeout} + connect_timeout_ms {connect}")
+            raise ValueError(
+                f"DEDUP_CLAIM_LEASE_MS={self.dedup_claim_lease_ms}: shorter than one request may take "
+                f"({timeouts} + {self.claim_lease_margin_ms} margin); set it to at least {needed}, "
+                "or leave it unset to derive it")
+        return self
+
+    def _slowest_request(self) -> tuple[int, str, int, int]:
+        """The lease one request needs, for the destination with the longest timeouts:
+        (lease, destination, timeout, connect timeout)."""
+        candidates = [("default", self.pisano_timeout_ms, self.pisano_connect_timeout_ms)]
+        for name, spec in self.destinations.items():
+            timeout, connect = spec.get("timeout_ms", 30_000), spec.get("connect_timeout_ms", 5_000)
+            if isinstance(timeout, int) and isinstance(connect, int):  # else destinations.py refuses it
+                candidates.append((name, timeout, connect))
+        name, timeout, connect = max(candidates, key=lambda c: c[1] + c[2])
+        return timeout + connect + self.claim_lease_margin_ms, name, timeout, connect
+
     @model_validator(mode="after")
     def _token_sources(self) -> Settings:
         if self.pisano_api_token and self.pisano_api_token_file:
@@ -264,8 +295,8 @@ class Settings(BaseSettings):
         retry within the budget, its wait for a slot, the last request's timeouts), plus a margin for a slow Redis."""
         if self.dedup_claim_lease_ms is not None:
             return self.dedup_claim_lease_ms
-        return (self.pisano_retry_budget_ms + self.throttle_horizon_ms + self.pisano_timeout_ms
-                + self.pisano_connect_timeout_ms + 60_000)
+        _, _, timeout, connect = self._slowest_request()
+        return self.pisano_retry_budget_ms + self.throttle_horizon_ms + timeout + connect + 60_000
 
     def api_token(self) -> str:
         """The Pisano token from the environment or the mounted file, stripped and checked (a

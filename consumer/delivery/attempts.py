@@ -1,8 +1,10 @@
 """One request to Pisano with its retries: each attempt in a throttle slot of its own.
 
-Before every attempt but the first right after claiming, the claims are renewed: retries can
-outlast a claim's lease, and an expired claim lets a replay send the same event elsewhere.
-Just before each POST the claim learns that its ids may now have left (`sending`), so an
+Before every attempt the claims are renewed inside the slot's lead time (`SlotReserver.ready`),
+except a first attempt whose claims were just taken for its slot: retries and bisection can
+outlast a claim's lease, and an expired claim lets a replay send the same event elsewhere. The
+renewal comes before the slot, never between the slot and the POST, so it cannot make a POST
+late. Just before each POST the claim learns that its ids may now have left (`sending`), so an
 exception from then on settles them as unknown, never as free to send again.
 """
 
@@ -58,15 +60,18 @@ class Attempts:
         self.dm = metrics.destination(destination.name)
         self.stop = stop
 
-    def send(self, campaign: str, body: bytes, *, slot_taken: bool, renew: Callable[[], bool],
-             sending: Callable[[], None]) -> Sent:
+    def send(self, campaign: str, body: bytes, *, slot_at: float | None, renew: Callable[[], bool],
+             sending: Callable[[], None], fresh: bool = False) -> Sent:
+        """POST at `slot_at` (None: reserve a slot first), retrying in slots of their own.
+        `fresh`: the claims were taken within this slot's lead time."""
         sent = Sent()
         started = time.monotonic()
-        if not slot_taken and not self.slots.wait_for_slot():
-            sent.abandoned = True
-            return sent
         while True:
-            if (sent.attempts or not slot_taken) and not renew():
+            ready = self.slots.ready(slot_at, renew, fresh=fresh and not sent.attempts)
+            if ready == "stopped":
+                sent.abandoned = True
+                return sent
+            if ready == "refused":
                 sent.claim_lost = True
                 return sent
             sent.attempts += 1
@@ -88,13 +93,14 @@ class Attempts:
             delay = self.retry.backoff.delay(sent.attempts, retry_after)
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
                     and time.monotonic() - started + delay < self.retry.budget_s:
-                if self._wait_to_retry(sent.error, delay):
+                if self._back_off(sent.error, delay):
+                    slot_at = None  # every attempt counts against Pisano's throttle: a new slot
                     continue
                 sent.abandoned = True
             return sent
 
-    def _wait_to_retry(self, error: PisanoError, delay: float) -> bool:
-        """Back off, then get a new slot (every attempt counts against Pisano's throttle)."""
+    def _back_off(self, error: PisanoError, delay: float) -> bool:
+        """Wait before retrying (after a 429, the whole fleet waits); False when stopping."""
         if isinstance(error, PisanoApiError) and error.http_status == 429:
             self.dm.throttle_pauses.inc()
             try:
@@ -102,9 +108,7 @@ class Attempts:
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("throttle").inc()
                 log.error("could not pause the fleet's throttle: %s", exc)
-        if self.stop.wait(delay):
-            return False
-        return self.slots.wait_for_slot()
+        return not self.stop.wait(delay)
 
     def _count(self, error: PisanoError) -> None:
         if isinstance(error, PisanoApiError):

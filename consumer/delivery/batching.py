@@ -1,14 +1,21 @@
 """Batching recipients per campaign into Pisano requests.
 
-One queue per campaign. A campaign is *due* when it holds a full request's worth of recipients,
-or when its oldest event has waited `BATCH_MAX_WAIT_MS`. Senders promise a throttle slot for
-each due request (`wait_for_demand`), and only *take* the batch when the slot arrives, so a batch
-keeps filling while it waits for its slot: under load, requests leave full. At take time the
-oldest due campaign goes first; with no campaign due, a slot is not wasted on nothing if any
-recipient is waiting.
+One queue per campaign. A campaign is *due* when it holds a full request's worth of sendable
+recipients, or when its oldest sendable event has waited `BATCH_MAX_WAIT_MS`. Senders promise a
+throttle slot for each due request (`wait_for_demand`), and only *take* the batch when the slot
+arrives, so a batch keeps filling while it waits for its slot: under load, requests leave full.
 
-A request carries a phone and an event id at most once (Pisano keys its maps by phone); a second
-event for the same phone waits for the next request.
+Fairness. Throttle slots are the scarce resource (160 requests per 625 s on Pisano's cloud), so
+campaigns take turns: at take time the due campaign served least recently goes first (round
+robin; among campaigns never served, the oldest first). A campaign with a backlog therefore gets
+every n-th request of n due campaigns, never all of them. With no campaign due, a slot is not
+wasted on nothing if any recipient is waiting.
+
+A request carries a phone and an event id at most once (Pisano keys its maps by phone). Within a
+campaign, only the first waiting event of a phone is *sendable*; the phone's later events wait
+aside, in order, and the next one becomes sendable when the one before it is taken into a
+request. So 3,000 events of one phone go out one per request, each in its campaign's turn: they
+cannot starve the other campaigns, and the scan for a request never walks over them.
 
 Thread-safety: the poll loop adds and drops, the sender threads take; one lock guards it all.
 """
@@ -25,6 +32,7 @@ from typing import Any
 from consumer.ingest.mapping import Recipient
 
 TopicPartition = tuple[str, int]
+MAX_REMEMBERED_TURNS = 10_000  # campaigns whose last turn is remembered while they have no events
 
 
 @dataclass(slots=True)
@@ -41,6 +49,7 @@ class PendingEvent:
     # A verified replay of an ambiguous dead-letter: the attempt whose unknown mark it may override
     # (consumer/state/dedup.py); None for every other record.
     replay_of: str | None = None
+    sendable_since: float = 0.0  # set by the Batcher: since when it may join a request
 
 
 @dataclass(slots=True)
@@ -56,16 +65,89 @@ class Batch:
         return now - self.oldest_enqueued_at
 
 
+class _Campaign:
+    """One campaign's waiting events: the sendable ones (at most one per phone) in the order they
+    became sendable, and the later events of phones that have one sendable, aside."""
+
+    __slots__ = ("later", "ready", "sendable")
+
+    def __init__(self) -> None:
+        self.ready: deque[PendingEvent] = deque()  # in `sendable_since` order
+        self.sendable: set[str] = set()  # phones with an event in `ready`
+        self.later: dict[str, deque[PendingEvent]] = {}  # phone -> its events behind that one
+
+    def add(self, event: PendingEvent, since: float) -> None:
+        phone = event.recipient.phone
+        if phone in self.sendable:
+            self.later.setdefault(phone, deque()).append(event)
+        else:
+            self.sendable.add(phone)
+            event.sendable_since = since
+            self.ready.append(event)
+
+    def taken(self, event: PendingEvent) -> None:
+        """`event` left in a request: its phone's next event becomes sendable.
+
+        That event has waited since it arrived, so it counts as that old (a phone's backlog is due
+        and takes its turn), but no older than the newest sendable event: `ready` stays in age
+        order."""
+        phone = event.recipient.phone
+        waiting = self.later.get(phone)
+        if not waiting:
+            self.sendable.discard(phone)
+            return
+        following = waiting.popleft()
+        if not waiting:
+            del self.later[phone]
+        self._append(following)
+
+    def _append(self, event: PendingEvent) -> None:
+        event.sendable_since = max(event.enqueued_at, self.ready[-1].sendable_since) if self.ready \
+            else event.enqueued_at
+        self.ready.append(event)
+
+    def without(self, should_drop: Callable[[PendingEvent], bool], dropped: list[PendingEvent]) -> _Campaign:
+        """A copy without the events matching (appended to `dropped`); a phone whose sendable
+        event was dropped has its next kept one sendable."""
+        kept = _Campaign()
+        for event in self.ready:
+            if should_drop(event):
+                dropped.append(event)
+            else:
+                kept.ready.append(event)
+                kept.sendable.add(event.recipient.phone)
+        for phone, waiting in self.later.items():
+            for event in waiting:
+                if should_drop(event):
+                    dropped.append(event)
+                elif phone in kept.sendable:
+                    kept.later.setdefault(phone, deque()).append(event)
+                else:
+                    kept.sendable.add(phone)
+                    kept._append(event)
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.ready)
+
+    def oldest(self) -> float:
+        return self.ready[0].sendable_since
+
+
 class Batcher:
     def __init__(self, max_recipients: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_recipients = max_recipients
         self.max_wait_s = max_wait_s
         self.clock = clock
-        self._queues: dict[str, deque[PendingEvent]] = {}
+        self._queues: dict[str, _Campaign] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._promised = 0  # slots senders are fetching for due batches
         self._flush_all = False  # shutdown or rebalance: everything is due now
+        self._takes = 0  # requests taken so far: the round robin's clock
+        # Campaign -> the take when it last got a request. Kept when its queue empties: a campaign
+        # emptied by each of its requests must not come back as never served, ahead of everyone.
+        self._served: dict[str, int] = {}
         self.buffered = 0
 
     # ---------------------------------------------------------------- poll loop side
@@ -75,8 +157,8 @@ class Batcher:
             for event in events:
                 queue = self._queues.get(event.recipient.campaign_id)
                 if queue is None:
-                    queue = self._queues[event.recipient.campaign_id] = deque()
-                queue.append(event)
+                    queue = self._queues[event.recipient.campaign_id] = _Campaign()
+                queue.add(event, event.enqueued_at)
                 self.buffered += 1
             self._changed.notify_all()
 
@@ -85,10 +167,8 @@ class Batcher:
         dropped: list[PendingEvent] = []
         with self._lock:
             for campaign, queue in list(self._queues.items()):
-                kept: deque[PendingEvent] = deque()
-                for event in queue:
-                    (dropped if should_drop(event) else kept).append(event)
-                if kept:
+                kept = queue.without(should_drop, dropped)
+                if kept.ready:
                     self._queues[campaign] = kept
                 else:
                     del self._queues[campaign]
@@ -125,14 +205,30 @@ class Batcher:
             self._promised = max(0, self._promised - 1)
             self._changed.notify_all()
 
-    def take(self) -> Batch | None:
-        """Fulfil a promise: the oldest due campaign's next request, else the oldest waiting one."""
+    def peek(self) -> str | None:
+        """The campaign whose turn it is now (what `take` without `skip` would pick)."""
+        with self._lock:
+            now = self.clock()
+            return self._next_turn(now, due_only=True) or self._next_turn(now, due_only=False)
+
+    def take(self, skip: frozenset[str] = frozenset(), only: str | None = None) -> Batch | None:
+        """Fulfil a promise: the next request of the due campaign whose turn it is (least recently
+        served), else of the waiting campaign whose turn it is. `skip`: campaigns not to send now
+        (their circuit is open: `peek` finds them for dead-lettering); `only`: that campaign's."""
         with self._lock:
             self._promised = max(0, self._promised - 1)
             now = self.clock()
-            campaign = self._oldest_campaign(now, due_only=True) or self._oldest_campaign(now, due_only=False)
+            if only is not None:
+                campaign: str | None = only if only in self._queues else None
+            else:
+                campaign = (self._next_turn(now, due_only=True, skip=skip)
+                            or self._next_turn(now, due_only=False, skip=skip))
             if campaign is None:
                 return None
+            self._takes += 1
+            self._served[campaign] = self._takes
+            if len(self._served) > MAX_REMEMBERED_TURNS:  # campaign ids come from records: bounded
+                self._served = {c: n for c, n in self._served.items() if c in self._queues}
             batch = self._take_from(campaign, self.max_recipients, [])
             self._changed.notify_all()
             return batch
@@ -147,10 +243,9 @@ class Batcher:
 
     # ---------------------------------------------------------------- inside the lock
 
-    def _is_due(self, queue: deque[PendingEvent], now: float) -> bool:
+    def _is_due(self, queue: _Campaign, now: float) -> bool:
         return bool(queue) and (
-            self._flush_all or len(queue) >= self.max_recipients
-            or now - queue[0].enqueued_at >= self.max_wait_s
+            self._flush_all or len(queue) >= self.max_recipients or now - queue.oldest() >= self.max_wait_s
         )
 
     def _due_batches(self, now: float) -> int:
@@ -158,37 +253,41 @@ class Batcher:
         for queue in self._queues.values():
             full, rest = divmod(len(queue), self.max_recipients)
             # The remainder after the full requests is due on its own oldest event's age.
-            rest_due = rest and (self._flush_all or now - queue[full * self.max_recipients].enqueued_at
+            rest_due = rest and (self._flush_all or now - queue.ready[full * self.max_recipients].sendable_since
                                  >= self.max_wait_s)
             total += full + (1 if rest_due else 0)
         return total
 
     def _next_due_at(self, now: float) -> float | None:
         """When the next queue that is not due yet becomes due (due ones are already counted)."""
-        heads = [q[0].enqueued_at for q in self._queues.values() if q and not self._is_due(q, now)]
+        heads = [q.oldest() for q in self._queues.values() if q and not self._is_due(q, now)]
         return min(heads) + self.max_wait_s if heads else None
 
-    def _oldest_campaign(self, now: float, *, due_only: bool) -> str | None:
-        best, best_at = None, 0.0
+    def _next_turn(self, now: float, *, due_only: bool, skip: frozenset[str] = frozenset()) -> str | None:
+        """The campaign served least recently (the oldest first among equals)."""
+        best, best_key = None, (0, 0.0)
         for campaign, queue in self._queues.items():
-            if not queue or (due_only and not self._is_due(queue, now)):
+            if not queue or campaign in skip or (due_only and not self._is_due(queue, now)):
                 continue
-            if best is None or queue[0].enqueued_at < best_at:
-                best, best_at = campaign, queue[0].enqueued_at
+            key = (self._served.get(campaign, 0), queue.oldest())
+            if best is None or key < best_key:
+                best, best_key = campaign, key
         return best
 
     def _take_from(self, campaign: str, limit: int, already: list[PendingEvent]) -> Batch:
-        """Up to `limit` events, none sharing a phone or an event id with `already` or each other."""
+        """Up to `limit` sendable events, none sharing a phone or an event id with `already` or
+        each other (sendable events have distinct phones; `already` may share one with them)."""
         queue = self._queues[campaign]
-        batch = Batch(campaign, oldest_enqueued_at=queue[0].enqueued_at)
+        now = self.clock()
+        batch = Batch(campaign, oldest_enqueued_at=queue.ready[0].enqueued_at if queue.ready else now)
         phones = {e.recipient.phone for e in already}
         event_ids = {e.recipient.event_id for e in already}
         skipped: list[PendingEvent] = []
-        # Bound the scan: a queue full of one phone must not cost O(queue) per request.
+        # Bound the scan: skips are rare (a top-up's phones, a duplicate event id), but never O(queue).
         budget = limit * 4
-        while queue and len(batch.events) < limit and budget > 0:
+        while queue.ready and len(batch.events) < limit and budget > 0:
             budget -= 1
-            event = queue.popleft()
+            event = queue.ready.popleft()
             recipient = event.recipient
             if recipient.phone in phones or recipient.event_id in event_ids:
                 skipped.append(event)
@@ -196,8 +295,11 @@ class Batcher:
             phones.add(recipient.phone)
             event_ids.add(recipient.event_id)
             batch.events.append(event)
-        queue.extendleft(reversed(skipped))
-        if not queue:
+        queue.ready.extendleft(reversed(skipped))
+        # Only now: a phone's next event must not join the request its previous one is in.
+        for event in batch.events:
+            queue.taken(event)
+        if not queue.ready:
             del self._queues[campaign]
         self.buffered -= len(batch.events)
         return batch

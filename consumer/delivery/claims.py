@@ -26,6 +26,7 @@ from consumer.state.dedup import ClaimRequest, ClaimStatus, DedupStore, Settleme
 log = logging.getLogger(__name__)
 
 RENEW_TRIES = 5
+CLAIM_TRIES = 3  # a lost reply is asked again under the same tag; then Redis counts as away
 SETTLE_TRIES = 15  # about a minute of Redis outage: an outcome must be recorded if at all possible
 
 
@@ -83,14 +84,30 @@ class Claim:
             log.exception("could not settle %d left-over claims; they expire with their lease", len(self.left_over))
 
     def claim(self, events: Sequence[PendingEvent]) -> Claimed:
-        """Claim the events' ids in one round trip; StateStoreError if Redis is away (then what
-        the script may have claimed before its answer got lost is released again)."""
-        try:
-            statuses = self.dedup.claim(self.tag, _requests(events))
-        except StateStoreError:
-            with contextlib.suppress(StateStoreError):
-                self.dedup.settle(Settlement.RELEASED, self.tag, [e.recipient.event_id for e in events])
-            raise
+        """Claim the events' ids in one round trip; StateStoreError if Redis stays away.
+
+        A lost reply (a timeout, a failover) leaves the ids maybe claimed under this tag. Claims
+        are idempotent per tag, so the claim is asked again under the same tag: its answer says
+        what is really ours. Parked instead, with a release that may fail as well, the ids would
+        stay claimed for the whole lease and then end as ambiguous without ever being sent, each
+        round wasting a throttle slot. Only if Redis stays away is what the
+        script may have claimed released, and the error raised."""
+        requests = _requests(events)
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                statuses = self.dedup.claim(self.tag, requests)
+                break
+            except StateStoreError as exc:
+                delay = REDIS_BACKOFF.delay(tries)
+                if tries < CLAIM_TRIES:  # the last failure is counted by the caller's outage
+                    self.metrics.redis_errors.labels("claim").inc()
+                    log.warning("claim reply lost (%s); claiming again under the same tag in %.1fs", exc, delay)
+                if tries >= CLAIM_TRIES or self.stop.wait(delay):
+                    with contextlib.suppress(StateStoreError):
+                        self.dedup.settle(Settlement.RELEASED, self.tag, [e.recipient.event_id for e in events])
+                    raise
         answer = Claimed()
         for event, status, attempt in zip(events, statuses, statuses.attempts, strict=True):
             answer.add(event, status, attempt)

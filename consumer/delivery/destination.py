@@ -1,10 +1,11 @@
 """A destination: one Pisano account the fleet sends to.
 
 Everything the sending side needs to talk to it travels together: the HTTP client (base URL,
-token, TLS, timeouts), the fleet-wide throttle, the circuit breaker, the error classification
-and the most recipients per request. The sender talks to a destination, never to a client,
-limiter or circuit it found elsewhere. `consumer.app` builds one per configured destination;
-the environment-only setup (`PISANO_URL`, `PISANO_API_TOKEN`, ...) is the destination `default`.
+token, TLS, timeouts), the fleet-wide throttle, the circuit breakers (the token's and one per
+campaign), the error classification and the most recipients per request. The sender talks to a
+destination, never to a client, limiter or circuit it found elsewhere. `consumer.app` builds one
+per configured destination; the environment-only setup (`PISANO_URL`, `PISANO_API_TOKEN`, ...) is
+the destination `default`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Protocol
 from consumer.delivery.failures import Verdict, classify
 from consumer.delivery.pisano import Accepted
 from consumer.errors import PisanoApiError, PisanoError
+from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, Trip, token_probe
 from consumer.state.limiter import Limiter
+from consumer.state.memory import MemoryCircuitStores
 
 DEFAULT = "default"
 
@@ -46,6 +49,10 @@ class Destination:
     # requests each late by at most this stay inside their windows.
     max_lateness_s: float = 0.25
     classify: Callable[[PisanoError], Verdict] = field(default=classify)
+    # A circuit per campaign (unknown campaign, no flow): `consumer.app` keeps them in Redis for
+    # the fleet; in memory for unit tests and single-process tools.
+    campaigns: CampaignCircuits = field(default_factory=lambda: CampaignCircuits(
+        MemoryCircuitStores(), cooldown_ms=30_000, max_cooldown_ms=600_000, probe_lease_ms=60_000))
 
     def probe(self) -> Callable[[], bool | Trip | None]:
         """The half-open circuit's question to Pisano, in a throttle slot of this destination."""

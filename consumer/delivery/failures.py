@@ -12,9 +12,15 @@ that come without one (README, "Failure classification"). Scopes:
   parameters, 13017 duplicate value, 13038 identity keys missing, ...): split the batch to find
   the bad ones, deliver the rest.
 
-Retriable failures (408, 429, 500/502/503, connection errors) are retried with backoff. A 504 is
+Retriable failures (408, 429, 500/503, connection errors) are retried with backoff. A 504 is
 not retried: a gateway that timed out waiting for Pisano cannot say whether Pisano acted, so it
-follows the ambiguous policy like a read timeout.
+follows the ambiguous policy like a read timeout. A 502 depends on who wrote it:
+- with Pisano's own JSON error body (`PisanoApiError.pisano_body`), Pisano answered and refused
+  the request: retried like a 503;
+- without (an HTML page, plain text, an empty body, a gateway's own JSON): a proxy or load
+  balancer answered because its upstream failed, which may have happened after Pisano received
+  the request (a reset while Pisano was answering, a response the proxy could not read). Its
+  fate is unknown: the ambiguous policy, never a blind resend.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class Verdict:
 
 RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503})
 AMBIGUOUS_STATUSES = frozenset({504})
+# Retriable only when Pisano itself wrote the answer; from a gateway, ambiguous.
+RETRIABLE_FROM_PISANO_ONLY = frozenset({502})
 
 # Pisano code -> scope, for every code of the vendor's table (tests/data/pisano_codes.md).
 CODE_SCOPES: dict[int, Scope] = {
@@ -74,6 +82,14 @@ CODE_SCOPES: dict[int, Scope] = {
     13038: "recipient",  # Required customer identity keys not present
 }
 
+# Request-scope codes that mean the campaign itself is broken, whatever the batch holds: its
+# circuit opens for the fleet (consumer.state.campaigns) instead of every batch spending a slot.
+CAMPAIGN_CODES = frozenset({
+    13002,  # Requested resource not found: no such campaign at this account
+    13005,  # This node, nor any of their parent has any flow
+    13034,  # Invalid Flow
+})
+
 # When an error answer carries no (known) code, its HTTP status decides.
 STATUS_SCOPES: dict[int, Scope] = {
     400: "recipient", 413: "recipient", 422: "recipient",
@@ -88,6 +104,8 @@ def classify(error: PisanoError) -> Verdict:
         return Verdict("retry", "request", "transport_error")
     assert isinstance(error, PisanoApiError)
     status = error.http_status
+    if status in RETRIABLE_FROM_PISANO_ONLY and not error.pisano_body:
+        return Verdict("ambiguous", "request", "ambiguous")
     if status in RETRIABLE_STATUSES:
         return Verdict("retry", "request", "throttled" if status == 429 else "pisano_error")
     if status in AMBIGUOUS_STATUSES:

@@ -120,6 +120,7 @@ def parse_error(status: int, reason_phrase: str, body: bytes, retry_after: str |
         body = body.replace(secret.encode(), b"***")
         reason_phrase = reason_phrase.replace(secret, "***")
     code: int | None = None
+    pisano_body = False
     message = reason_phrase or f"HTTP {status}"
     parsed = parse_json(body)
     if parsed is None:
@@ -129,6 +130,9 @@ def parse_error(status: int, reason_phrase: str, body: bytes, retry_after: str |
     if isinstance(parsed, dict):
         nested = parsed.get("error")
         fields = nested if isinstance(nested, dict) else parsed
+        # Pisano's error carries a code (maybe null) and a status word; a gateway's own JSON
+        # (Kong, AWS API Gateway) only a message. Who answered decides what a 502 means.
+        pisano_body = "code" in fields or "status" in fields
         raw_code = fields.get("code", fields.get("status_code"))
         if isinstance(raw_code, bool):
             raw_code = None
@@ -139,7 +143,8 @@ def parse_error(status: int, reason_phrase: str, body: bytes, retry_after: str |
         found = fields.get("message") or (nested if isinstance(nested, str) else None)
         if isinstance(found, str) and found:
             message = found[:MAX_ERROR_BODY_CHARS]
-    return PisanoApiError(status, code, message, retry_after_s=parse_retry_after(retry_after))
+    return PisanoApiError(status, code, message, pisano_body=pisano_body,
+                          retry_after_s=parse_retry_after(retry_after))
 
 
 def _safe_reason(exc: BaseException) -> str:

@@ -14,7 +14,10 @@ What a failure leads to is decided by the destination's classification
 - account scope (wrong token, locked account): the destination's circuit opens;
 - recipient scope (13028 invalid parameters, ...): the batch is bisected to find the bad
   recipients, within ISOLATION_BUDGET_SHARE of the throttle budget (`isolation.bisect`);
-- request scope (unknown campaign, invalid flow): the whole batch is dead-lettered.
+- request scope (unknown campaign, invalid flow): the whole batch is dead-lettered; when the
+  code says the campaign itself is broken (13002, 13005, 13034), the campaign's circuit opens
+  and its batches are dead-lettered without a slot until a probe batch is accepted
+  (`campaign_gate`, `consumer.state.campaigns`).
 
 Any exception while a batch is processed still ends in an outcome for each of its events:
 `internal_error` if no request carrying it may have left (its claim released), `ambiguous` if
@@ -34,13 +37,14 @@ from typing import Literal
 
 from consumer.delivery.attempts import Attempts, RetryPolicy, Sent
 from consumer.delivery.batching import Batch, Batcher, PendingEvent, TopicPartition
+from consumer.delivery.campaign_gate import CampaignGate, open_failure
 from consumer.delivery.claims import Claim
 from consumer.delivery.destination import Destination
 from consumer.delivery.isolation import IsolationBudget, bisect
 from consumer.delivery.outage import RedisOutage
 from consumer.delivery.outcome import BatchReport, Outcome
 from consumer.delivery.pisano import build_body
-from consumer.delivery.slots import SlotReserver
+from consumer.delivery.slots import PREPARE_LEAD_S, SlotReserver
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.operations.logs import redact_phones
 from consumer.operations.metrics import Metrics
@@ -51,10 +55,6 @@ from consumer.state.dedup import DedupStore, Settlement
 log = logging.getLogger(__name__)
 
 AmbiguousPolicy = Literal["dead_letter", "assume_delivered", "resend"]
-# The batch is taken, claimed and encoded this long before its slot, so that at the slot only the
-# POST remains: requests then reach Pisano a steady moment after their slots, and the throttle
-# margin only has to cover the network, not a claim of 5000 ids or a JSON body being built.
-PREPARE_LEAD_S = 0.2
 AMBIGUOUS_MESSAGE = ("an earlier attempt for this event id may have reached Pisano (its outcome was never "
                      "recorded); check, then replay")
 
@@ -79,7 +79,8 @@ class Sender:
         self._stop = threading.Event()
         self.outage = RedisOutage(metrics, self._stop)
         self.slots = SlotReserver(destination.limiter, metrics, self._stop, self.outage, throttle_horizon_s,
-                                  destination.name)
+                                  destination.name,
+                                  destination.max_lateness_s if destination.limiter.windows else None)
         self.dm = metrics.destination(destination.name)
         self.attempts = Attempts(destination, self.slots, policy.retry, metrics, self._stop)
         self._threads = [threading.Thread(target=self._run, name=f"sender-{destination.name}-{i}", daemon=True)
@@ -115,14 +116,14 @@ class Sender:
                 if not self.batcher.wait_for_demand(self._stop, timeout=0.5):
                     continue
                 promised = True
-                if self._short_circuit():
+                if self._short_circuit() or self._campaign_short_circuit():
                     promised = False
                     continue
                 slot_at = self.slots.reserve()
                 if slot_at is None or self._stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
                     continue
                 promised = False
-                batch = self.batcher.take()
+                batch = self.batcher.take(skip=self.destination.campaigns.blocked())
                 if batch is None:
                     self.dm.throttle_wasted.inc()
                     continue
@@ -153,21 +154,40 @@ class Sender:
             self.report(Outcome("requeue", batch.events))
         return True
 
+    def _campaign_short_circuit(self) -> bool:
+        """If the campaign whose turn it is has an open circuit (it does not exist at Pisano, has
+        no flow), dead-letter its due batch at once, burning no slot."""
+        campaign = self.batcher.peek()
+        trip = self.destination.campaigns.trip_if_open(campaign) if campaign is not None else None
+        if campaign is None or trip is None:
+            return False
+        batch = self.batcher.take(only=campaign)
+        if batch is not None:
+            self.report(Outcome("dead_letter", batch.events, open_failure(trip, campaign)))
+        return True
+
     # ------------------------------------------------------------------ one batch
 
     def process(self, batch: Batch, slot_at: float) -> None:
         """Claim, send and settle one batch: every event ends with exactly one outcome."""
         outcomes = BatchReport(self.report, batch.events)
+        gate = CampaignGate.enter(self.destination.campaigns, batch.campaign_id)
+        if gate.refusal is not None:  # its circuit opened while the slot was awaited
+            self.dm.throttle_wasted.inc()
+            outcomes(Outcome("dead_letter", batch.events, open_failure(gate.refusal, batch.campaign_id)))
+            return
         claim = Claim(self.dedup, self.metrics, self._stop)
         failed: BaseException | None = None
         with self._tracking(batch):
             try:
                 with claim:
-                    self._deliver(claim, batch, slot_at, outcomes)
+                    self._deliver(claim, batch, slot_at, outcomes, gate)
             except Exception as exc:
                 failed = exc
                 log.exception("error while sending a batch of campaign %s; its events are dead-lettered",
                               batch.campaign_id)
+            finally:
+                gate.close()
             self._conclude_open(outcomes, claim, batch.campaign_id, failed)
 
     def _conclude_open(self, outcomes: BatchReport, claim: Claim, campaign: str, failed: BaseException | None) -> None:
@@ -200,25 +220,19 @@ class Sender:
             with self._lock:
                 self._work.pop(ident, None)
 
-    def _deliver(self, claim: Claim, batch: Batch, slot_at: float, outcomes: BatchReport) -> None:
+    def _deliver(self, claim: Claim, batch: Batch, slot_at: float, outcomes: BatchReport, gate: CampaignGate) -> None:
         events = self._claim(claim, batch, outcomes)
         if not events:
             return
         campaign = batch.campaign_id
         body = build_body([e.recipient for e in events])
-        if self._stop.wait(max(0.0, slot_at - time.monotonic())):
-            return  # never sent: the claim is released on exit, the records stay uncommitted
-        if time.monotonic() - slot_at > self.destination.max_lateness_s and self.destination.limiter.windows:
-            # Preparing overran the slot (a slow Redis, a busy CPU). Sent this late, the request
-            # could reach Pisano after a later slot's request and break a window; take a new slot.
-            self.dm.throttle_wasted.inc()
-            if not self.slots.wait_for_slot():
-                return
         self.metrics.batch_size.observe(len(events))
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
-        sent = self.attempts.send(campaign, body, slot_taken=True, renew=lambda: claim.renew(events),
+        # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
+        # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
+        sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=True, renew=lambda: claim.renew(events),
                                   sending=lambda: claim.sending(events))
-        self._conclude(claim, campaign, events, sent, outcomes, first=True)
+        self._conclude(claim, campaign, events, sent, outcomes, gate, first=True)
 
     def _claim(self, claim: Claim, batch: Batch, outcomes: BatchReport) -> list[PendingEvent]:
         """Claim the batch's ids; report skipped, held and unknown ones; top up once if room."""
@@ -256,9 +270,10 @@ class Sender:
         return claimed
 
     def _conclude(self, claim: Claim, campaign: str, events: list[PendingEvent], sent: Sent,
-                  outcomes: BatchReport, *, first: bool) -> Sent | bool | None:
+                  outcomes: BatchReport, gate: CampaignGate, *, first: bool) -> Sent | bool | None:
         """Settle and report a request's events by its fate. Returns what bisection needs: True
         accepted, the answer when refused for a recipient (not settled yet), None otherwise."""
+        gate.judge(sent)
         if sent.abandoned:  # stopping: free again, the records stay uncommitted
             claim.settle(Settlement.RELEASED, events)
             return None
@@ -274,7 +289,7 @@ class Sender:
             self._open_circuit(sent)
         if sent.refused_for_a_recipient and len(events) > 1:
             if first:
-                self._isolate(claim, campaign, events, sent, outcomes)
+                self._isolate(claim, campaign, events, sent, outcomes, gate)
                 return None
             return sent
         self._failed(claim, campaign, events, sent, outcomes)
@@ -323,7 +338,7 @@ class Sender:
         outcomes(Outcome("dead_letter", events, failure))
 
     def _isolate(self, claim: Claim, campaign: str, events: list[PendingEvent], first: Sent,
-                 outcomes: BatchReport) -> None:
+                 outcomes: BatchReport, gate: CampaignGate) -> None:
         """Drive the bisection (`isolation.bisect`) that finds the recipients Pisano refused."""
         budget = IsolationBudget.for_windows(self.destination.limiter.windows, self.policy.isolation_share)
         steps = bisect(events, first, budget)
@@ -336,7 +351,7 @@ class Sender:
                 if step.kind == "send":
                     requests += 1
                     reply = self._conclude(claim, campaign, step.group, self._send_group(claim, campaign, step.group),
-                                           outcomes, first=False)
+                                           outcomes, gate, first=False)
                 elif step.kind == "alone":
                     self._failed(claim, campaign, step.group, step.because, outcomes)
                 else:
@@ -350,7 +365,7 @@ class Sender:
                  extra={"campaign": campaign, "count": len(events), "destination": self.destination.name})
 
     def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent]) -> Sent:
-        return self.attempts.send(campaign, build_body([e.recipient for e in group]), slot_taken=False,
+        return self.attempts.send(campaign, build_body([e.recipient for e in group]), slot_at=None,
                                   renew=lambda: claim.renew(group), sending=lambda: claim.sending(group))
 
     def _open_circuit(self, sent: Sent) -> None:

@@ -4,28 +4,46 @@ A slot's time arrives as a wait measured on Redis's clock, so only a duration cr
 clock skew between replicas does not matter. A slot further away than the horizon is refused
 with its wait; then no thread of this sender asks again until the slot would be within reach,
 so a replica holds no far slot and does not hammer Redis.
+
+`ready` is the one way to a POST: it renews the request's claims inside the slot's lead time,
+then sleeps to the slot, so Redis round trips never push a POST past its slot; a request that
+would still leave late takes a new slot and renews again (ARCHITECTURE.md invariants 2 and 3).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Literal
 
 from consumer.delivery.outage import RedisOutage
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
 from consumer.state.limiter import Limiter
 
+# Work for a request (taking its batch, claiming or renewing its ids, building its body) starts
+# this long before its slot, so that at the slot only the POST remains: requests reach Pisano a
+# steady moment after their slots, and the throttle margin only has to cover the network.
+PREPARE_LEAD_S = 0.2
+# A sleeping thread wakes a few milliseconds after its slot whatever it does; lateness below this
+# is that noise, not preparation overrunning the slot (with PISANO_RATE_MARGIN_MS=0 every request
+# would otherwise count as late and take slot after slot).
+LATENESS_FLOOR_S = 0.02
+Ready = Literal["go", "refused", "stopped"]
+
 
 class SlotReserver:
     def __init__(self, limiter: Limiter, metrics: Metrics, stop: threading.Event, outage: RedisOutage,
-                 horizon_s: float, destination: str) -> None:
+                 horizon_s: float, destination: str, max_lateness_s: float | None = None) -> None:
         self.limiter = limiter
         self.metrics = metrics
         self.dm = metrics.destination(destination)
         self.stop = stop
         self.outage = outage
         self.horizon_s = horizon_s
+        # How late after its slot a POST may still leave (None: no throttle, any time is fine).
+        self.max_lateness_s = None if max_lateness_s is None else max(LATENESS_FLOOR_S, max_lateness_s)
         self._blocked_until = 0.0  # shared by the threads: the next slot is beyond the horizon until then
 
     def reserve(self) -> float | None:
@@ -50,7 +68,32 @@ class SlotReserver:
             return time.monotonic() + grant.wait_s
         return None
 
-    def wait_for_slot(self) -> bool:
-        """Reserve a slot and sleep until it; False when stopping."""
-        slot_at = self.reserve()
-        return slot_at is not None and not self.stop.wait(max(0.0, slot_at - time.monotonic()))
+    def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: bool = False) -> Ready:
+        """Be ready to POST at `slot_at` (a new slot is reserved when None): sleep to the slot's
+        lead time, `renew` the claims there, sleep to the slot. `fresh`: the claims were just
+        taken for this slot, no renewal needed unless the request moves to a later slot.
+
+        If preparing overran the slot by more than `max_lateness_s` (a slow Redis, a busy CPU),
+        the request could reach Pisano after a later slot's request and break a window: it takes
+        a new slot, and renews again unless that slot falls within the lead time of the renewal
+        just made (an immediate slot: renewing again would only make it late again).
+        "go": POST now; "refused": a claim could not be renewed (do not send); "stopped"."""
+        renewed_at = time.monotonic() if fresh else None
+        while True:
+            if slot_at is None:
+                slot_at = self.reserve()
+                if slot_at is None:
+                    return "stopped"
+            if renewed_at is None or slot_at - renewed_at > PREPARE_LEAD_S:
+                if self.stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
+                    return "stopped"
+                if not renew():
+                    return "refused"
+                renewed_at = time.monotonic()
+            if self.max_lateness_s is not None and time.monotonic() - slot_at > self.max_lateness_s:
+                self.dm.throttle_wasted.inc()
+                slot_at = None
+                continue
+            if self.stop.wait(max(0.0, slot_at - time.monotonic())):
+                return "stopped"
+            return "go"

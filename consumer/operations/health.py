@@ -134,6 +134,8 @@ class HealthProbe:
                 return  # Redis down is reported on its own
             states.append(state)
             self.metrics.circuit_state.labels(destination.name).set(CIRCUIT_VALUES[state])
+            # One broken campaign does not make the replica unready: the others still deliver.
+            self.metrics.campaign_circuits_open.labels(destination.name).set(destination.campaigns.open_count())
         # Not ready only when no destination can take traffic: one account's wrong token must
         # not take the replicas serving the others out of the load balancer.
         self.health.circuit_open = bool(states) and "closed" not in states

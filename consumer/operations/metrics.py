@@ -82,6 +82,11 @@ class Metrics:
                                        registry=r)
         self.circuit_state = Gauge(f"{p}_circuit_state", "Pisano circuit: 0 closed, 1 open, 2 half-open",
                                    ["destination"], registry=r)
+        # A count per destination, never a campaign label: campaign ids come from records.
+        self.campaign_circuits_open = Gauge(f"{p}_campaign_circuits_open",
+                                            "Campaigns whose circuit is open or half-open (unknown campaign, "
+                                            "no flow): their batches are dead-lettered without a request",
+                                            ["destination"], registry=r)
         self.assigned_partitions = Gauge(f"{p}_assigned_partitions", "Partitions assigned to this replica",
                                          registry=r)
 

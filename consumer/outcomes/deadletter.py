@@ -13,11 +13,12 @@ turn's worth of them is looked up in one round trip.
 Reasons (`dlq.reason`):
     pisano_error       Pisano refused the request (pisano.error.code / pisano.http.status say how)
     throttled          still throttled (429) when the attempts or the retry budget ran out
-    retries_exhausted  retriable answers (500, 502, 503, 408) until the attempts or the budget ran out
+    retries_exhausted  retriable answers (500, 503, 408, a 502 from Pisano itself) until the
+                       attempts or the budget ran out
     transport_error    no answer until the attempts or the budget ran out: the request could not be
                        sent (connection refused, connect timeout, TLS handshake failed)
-    ambiguous          the request may have reached Pisano (read timeout, 504, crash before the
-                       outcome was recorded): not resent automatically; replay once checked
+    ambiguous          the request may have reached Pisano (read timeout, 504, a gateway's 502,
+                       crash before the outcome was recorded): not resent automatically; replay once checked
     decode_error       the value is not Avro for the schema (or unknown schema id, truncated), or its
                        headers could not be read (a header name that is not UTF-8: they are dropped)
     unsupported_schema the writer schema is refused: recursive, nested deeper than 32 levels, items

@@ -46,6 +46,9 @@ class FaultSettings:
     latency_jitter_ms: float = 0.0  # a uniform extra from 0 to this
     hang_rate: float = 0.0  # no answer and no delivery
     hang_after_accept_rate: float = 0.0  # delivered, then no answer
+    # Delivered, then a bare 502 (HTML, no Pisano body): a gateway whose upstream broke while
+    # answering. The client cannot know it was delivered.
+    bad_gateway_after_accept_rate: float = 0.0
     campaign_codes: dict[str, int] = field(default_factory=dict)  # campaign id -> Pisano code
     token_codes: dict[str, int] = field(default_factory=dict)  # token -> Pisano code
     poison_phones: frozenset[str] = frozenset()
@@ -61,6 +64,9 @@ class FaultSettings:
         _check_rate("garbage_body_rate", self.garbage_body_rate)
         _check_rate("hang_rate", self.hang_rate)
         _check_rate("hang_after_accept_rate", self.hang_after_accept_rate)
+        _check_rate("bad_gateway_after_accept_rate", self.bad_gateway_after_accept_rate)
+        if self.hang_after_accept_rate + self.bad_gateway_after_accept_rate > 1 + 1e-9:
+            raise ConfigError("hang_after_accept_rate and bad_gateway_after_accept_rate add up to more than 1")
         if self.latency_ms < 0 or self.latency_jitter_ms < 0:
             raise ConfigError("latency_ms and latency_jitter_ms must be >= 0")
         for campaign, code in self.campaign_codes.items():
@@ -106,6 +112,7 @@ class FaultSettings:
             "latency_jitter_ms": self.latency_jitter_ms,
             "hang_rate": self.hang_rate,
             "hang_after_accept_rate": self.hang_after_accept_rate,
+            "bad_gateway_after_accept_rate": self.bad_gateway_after_accept_rate,
             "campaign_codes": dict(sorted(self.campaign_codes.items())),
             "token_codes": {token_fingerprint(t): c for t, c in sorted(self.token_codes.items())},
             "poison_phones": sorted(self.poison_phones),
@@ -155,6 +162,7 @@ class SimulatorConfig:
         latency_jitter_ms: float = 0.0,
         hang_rate: float = 0.0,
         hang_after_accept_rate: float = 0.0,
+        bad_gateway_after_accept_rate: float = 0.0,
         campaign_codes: str | Iterable[str] = (),
         token_codes: str | Iterable[str] = (),
         poison_phones: str | Iterable[str] = (),
@@ -172,6 +180,7 @@ class SimulatorConfig:
             latency_jitter_ms=latency_jitter_ms,
             hang_rate=hang_rate,
             hang_after_accept_rate=hang_after_accept_rate,
+            bad_gateway_after_accept_rate=bad_gateway_after_accept_rate,
             campaign_codes=parse_code_map("campaign_codes", campaign_codes),
             token_codes=parse_code_map("token_codes", token_codes),
             poison_phones=frozenset(split_items(poison_phones)),

@@ -15,6 +15,7 @@ In this order; the first that applies gives the answer:
 10. fault poison_phones              -> poison_code (default 400 13028), the whole request fails
 11. accepted: recipients appended to the delivery log, then
     fault hang_after_accept_rate     -> no answer (the client cannot know it was delivered)
+    fault bad_gateway_after_accept_rate -> a bare 502 with a gateway's HTML page (likewise)
     otherwise                        -> 200 {"status": "ok", "request_id", "accepted"}
 
 Steps 1-5 consume no throttle budget, nor does a 429. Added latency (latency_ms plus a uniform
@@ -131,9 +132,13 @@ def handle_sharing(
                     sharing.built_in_responses,
                 )
             )
-            if faults.hang_after_accept_rate and rng.random() < faults.hang_after_accept_rate:
+            after = rng.random() if faults.hang_after_accept_rate or faults.bad_gateway_after_accept_rate else 1.0
+            if after < faults.hang_after_accept_rate:
                 fault = "hang_after_accept"
                 answer = None
+            elif after < faults.hang_after_accept_rate + faults.bad_gateway_after_accept_rate:
+                fault = "bad_gateway_after_accept"
+                answer = garbage_answer(502)
             else:
                 answer = success_answer(request_id, len(sharing.phone_numbers))
     except ErrorAnswer as error:

@@ -77,9 +77,11 @@ class CircuitStore(Protocol):
 
 
 class RedisCircuitStore:
-    def __init__(self, client: Any, keys: Keys, token: str) -> None:
+    def __init__(self, client: Any, keys: Keys, token: str, campaign: str | None = None) -> None:
+        """The token's circuit, or with `campaign` that campaign's (consumer.state.campaigns)."""
         self.client = client
-        self._key, self._cooldown_key, self._probe_key = keys.circuit(token)
+        self._key, self._cooldown_key, self._probe_key = (
+            keys.circuit(token) if campaign is None else keys.campaign_circuit(token, campaign))
 
     def read(self) -> tuple[dict[str, str], int]:
         with translated("reading the circuit"):
@@ -118,9 +120,12 @@ class RedisCircuitStore:
 
 class CircuitBreaker:
     def __init__(self, store: CircuitStore, *, cooldown_ms: int, max_cooldown_ms: int, probe_lease_ms: int,
-                 name: str = "default") -> None:
+                 name: str = "default", subject: str = "the token", fix: str = "the token or the account",
+                 closed_refresh_s: float | None = None) -> None:
         self.store = store
         self.name = name
+        self.subject = subject  # what Pisano refused or accepts, for the logs
+        self.fix = fix  # what an SRE fixes before replaying
         self.cooldown_ms = cooldown_ms
         self.max_cooldown_ms = max_cooldown_ms
         self.probe_lease_ms = probe_lease_ms
@@ -128,11 +133,14 @@ class CircuitBreaker:
         self._state: State = "closed"
         self._trip: Trip | None = None
         self._read_at = -REFRESH_S
+        # While closed, how long the state read here stays good (default REFRESH_S).
+        self.closed_refresh_s = closed_refresh_s
 
     def state(self) -> tuple[State, Trip | None]:
         """The fleet's state for this destination, read from the store at most once per REFRESH_S."""
         with self._lock:
-            if time.monotonic() - self._read_at < REFRESH_S:
+            refresh = REFRESH_S if self._state != "closed" or self.closed_refresh_s is None else self.closed_refresh_s
+            if time.monotonic() - self._read_at < refresh:
                 return self._state, self._trip
         fields, cooldown_left = self.store.read()
         state: State = "closed" if not fields else ("open" if cooldown_left > 0 else "half_open")
@@ -143,21 +151,33 @@ class CircuitBreaker:
             self._state, self._trip, self._read_at = state, trip, time.monotonic()
         return state, trip
 
+    def known_state(self) -> State:
+        """The state as last read or set here, without asking the store."""
+        with self._lock:
+            return self._state
+
     def try_probe(self) -> bool:
         """Become the one replica that probes a half-open circuit."""
         return self.store.try_probe(self.probe_lease_ms)
 
-    def open(self, trip: Trip) -> None:
-        """Open (or reopen after a failed probe) with a cool-down twice the last, up to the maximum."""
+    def open(self, trip: Trip, *, reopen: bool = True) -> None:
+        """Open (or reopen after a failed probe) with a cool-down twice the last, up to the maximum.
+        `reopen=False`: a request sent while another replica opened it heard the same answer; the
+        trip in force stays as it is (no doubling), it is only learned here."""
         previous = self.store.previous_cooldown_ms()
+        if previous and not reopen:
+            with self._lock:
+                self._read_at = -REFRESH_S  # read the trip in force on the next look
+            self.state()
+            return
         cooldown = min(self.max_cooldown_ms, previous * 2) if previous else self.cooldown_ms
         self.store.write_open({"code": str(trip.code or ""), "status": str(trip.http_status or ""),
                                "message": redact_phones(trip.message)[:500]}, cooldown)
         with self._lock:
             self._state, self._trip, self._read_at = "open", trip, time.monotonic()
         log.error("Pisano circuit OPEN for destination %s: Pisano answered %s (%s); not calling it for %.0fs, "
-                  "dead-lettering meanwhile. Fix the token or the account, then replay the dead-letters",
-                  self.name, trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000,
+                  "dead-lettering meanwhile. Fix %s, then replay the dead-letters",
+                  self.name, trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000, self.fix,
                   extra={"code": trip.code, "status": trip.http_status, "destination": self.name})
 
     def probe_if_due(self, probe: Callable[[], bool | Trip | None]) -> None:
@@ -181,7 +201,7 @@ class CircuitBreaker:
             was = self._state
             self._state, self._trip, self._read_at = "closed", None, time.monotonic()
         if was != "closed":
-            log.warning("Pisano circuit CLOSED for destination %s: Pisano accepts the token again", self.name)
+            log.warning("Pisano circuit CLOSED for destination %s: Pisano accepts %s again", self.name, self.subject)
 
 
 def token_verdict(answer: PisanoApiError | None) -> bool | Trip | None:

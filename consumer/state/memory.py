@@ -228,3 +228,20 @@ class MemoryCircuitStore:
     def clear(self) -> None:
         with self._lock:
             self._fields, self._cooldown_until, self._probe_until = {}, 0, 0
+
+
+class MemoryCircuitStores:
+    """One MemoryCircuitStore per campaign (consumer.state.campaigns): share one object between
+    the "replicas" of a test to model one Redis."""
+
+    def __init__(self, clock: Callable[[], int] = _now_ms) -> None:
+        self.clock = clock
+        self._stores: dict[str, MemoryCircuitStore] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, campaign: str) -> MemoryCircuitStore:
+        with self._lock:
+            store = self._stores.get(campaign)
+            if store is None:
+                store = self._stores[campaign] = MemoryCircuitStore(self.clock)
+            return store

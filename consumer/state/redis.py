@@ -80,6 +80,11 @@ class Keys:
         tag = self._token_tag(token)
         return f"{tag}:circuit", f"{tag}:circuit:cooldown", f"{tag}:circuit:probe"
 
+    def campaign_circuit(self, token: str, campaign: str) -> tuple[str, str, str]:
+        """One campaign's circuit at the token's account (campaign ids are UUIDs: safe in a key)."""
+        tag = self._token_tag(token)
+        return f"{tag}:cc:{campaign}", f"{tag}:cc:{campaign}:cooldown", f"{tag}:cc:{campaign}:probe"
+
     def _token_tag(self, token: str) -> str:
         return f"{{{self.prefix}:rl:{token_fingerprint(token)}}}"
 

@@ -16,7 +16,13 @@ from consumer.state.circuit import CircuitStore, RedisCircuitStore
 from consumer.state.dead_letters import DeadLetterMarks, RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.limiter import Limiter, RedisLimiter
-from consumer.state.memory import MemoryCircuitStore, MemoryDeadLetterMarks, MemoryDedup, MemoryLimiter
+from consumer.state.memory import (
+    MemoryCircuitStore,
+    MemoryCircuitStores,
+    MemoryDeadLetterMarks,
+    MemoryDedup,
+    MemoryLimiter,
+)
 from consumer.state.redis import Keys, connect
 
 IMPLEMENTATIONS = ["memory", "redis"]
@@ -74,3 +80,12 @@ def make_marks(request: pytest.FixtureRequest) -> Callable[..., DeadLetterMarks]
         return RedisDeadLetterMarks(connect(_redis_url(request)), Keys("t"), horizon_s=horizon_s)
 
     return build
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def campaign_stores(request: pytest.FixtureRequest) -> Callable[[str], CircuitStore]:
+    """A store per campaign of one destination, as `consumer.state.campaigns` uses them."""
+    if request.param == "memory":
+        return MemoryCircuitStores()
+    client = connect(_redis_url(request))
+    return lambda campaign: RedisCircuitStore(client, Keys("t"), "tok", campaign)

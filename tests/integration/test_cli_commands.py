@@ -98,3 +98,13 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_run_refuses_a_claim_lease_shorter_than_a_request(stack: Stack) -> None:
+    # A lease of 1 s would expire while a 30 s request is under way: another replica could then
+    # take the event (a replay would send it a second time). Refused at start, naming the setting.
+    env = base_env(stack, KAFKA_TOPICS="t", PISANO_URL="http://127.0.0.1:9", PISANO_API_TOKEN="x",
+                   DEDUP_CLAIM_LEASE_MS="1000")
+    result = pisano_sms("run", env=env, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "DEDUP_CLAIM_LEASE_MS=1000" in result.stderr and "at least 45000" in result.stderr

@@ -3,6 +3,7 @@ with Pisano's code, exhausted, ambiguous, isolated by bisection, cut off by the 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -90,6 +91,31 @@ def test_request_and_recipient_scope_codes_are_dead_lettered_with_their_headers(
     assert all(requests[campaign_for(code)] == 5 for code in RECIPIENT_SCOPE)  # 3 -> 1+2 -> 1+1
 
 
+def test_a_broken_campaign_opens_its_own_circuit_spends_no_slots_and_is_probed_back(
+        run: Run, new_topic: Callable[..., str]) -> None:
+    broken = campaign_for(13002)  # e.g. a typo in a route table: Pisano has no such campaign
+    run.faults(campaign_codes={broken: 13002})
+    records = run.events(100, broken) + run.events(100, CAMPAIGNS[0])
+    replica = run.start(records, new_topics=new_topic, BATCH_MAX_RECIPIENTS=10, MAX_IN_FLIGHT_REQUESTS=1,
+                        PISANO_RATE_LIMITS="100/1s", PISANO_RATE_MARGIN_MS=0, CIRCUIT_COOLDOWN_MS=2000)
+    run.wait_all_committed()
+    by_campaign = Counter(r["campaign_id"] for r in run.requests())
+    assert by_campaign[broken] == 1  # the first answer opened its circuit: 9 batches, no request
+    assert by_campaign[CAMPAIGNS[0]] == 10  # the other campaign is not held back
+    assert replica.metric("pisano_sms_throttle_slots_granted_total") <= 11 + 1
+    wait_until(lambda: replica.metric("pisano_sms_campaign_circuits_open") == 1, 10, "the open circuit exported")
+    assert httpx.get(f"{replica.url}/readyz").status_code == 200  # one campaign does not unready a replica
+
+    run.faults(campaign_codes={})  # the campaign is created at Pisano
+    time.sleep(2.5)  # the cool-down: the next batch probes
+    run.produce_more(run.events(20, broken))
+    run.finish(dead_letters=100)
+    assert {(h["pisano.error.code"], h["dlq.campaign.id"]) for h in run.dead_headers()} == {("13002", broken)}
+    assert sum(1 for h in run.dead_headers() if "campaign circuit open" in h["pisano.error.message"]) == 90
+    assert len(run.delivered()) == 100 + 20
+    assert "circuit CLOSED for destination default, campaign" in replica.log_text()
+
+
 @pytest.mark.parametrize("code", ACCOUNT_SCOPE)
 def test_account_scope_codes_open_the_circuit(run: Run, new_topic: Callable[..., str], code: int) -> None:
     run.faults(token_codes={TOKEN: code})
@@ -147,6 +173,20 @@ def test_504_is_ambiguous(run: Run, new_topic: Callable[..., str]) -> None:
     run.start(run.events(10, CAMPAIGNS[0]), new_topics=new_topic)
     run.finish(dead_letters=10)
     assert {(h["dlq.reason"], h["pisano.http.status"]) for h in run.dead_headers()} == {("ambiguous", "504")}
+
+
+def test_a_gateway_502_after_pisano_accepted_is_ambiguous_and_never_resent(
+        run: Run, new_topic: Callable[..., str]) -> None:
+    # Pisano delivered, then the load balancer in front of it answered a bare 502 (HTML). Retried
+    # as "not processed", every recipient would get a second SMS.
+    run.faults(bad_gateway_after_accept_rate=1.0)
+    run.start(run.events(25, CAMPAIGNS[0]), new_topics=new_topic)
+    run.wait_all_committed()
+    run.faults(bad_gateway_after_accept_rate=0.0)
+    run.finish(dead_letters=25)
+    assert {(h["dlq.reason"], h["pisano.http.status"]) for h in run.dead_headers()} == {("ambiguous", "502")}
+    assert len(run.requests()) == 1  # not retried
+    assert max(run.delivered().values()) == 1 and len(run.delivered()) == 25
 
 
 @pytest.mark.parametrize(("policy", "delivered", "dead"), [("assume_delivered", 25, 0), ("resend", 25, 0)])

@@ -47,7 +47,9 @@ def test_three_replicas_a_join_and_a_sigkill(stack: Stack, new_topic: Callable[.
     with SimulatorServer(config) as simulator:
         env = consumer_env(bootstrap=stack.bootstrap, redis_url=stack.redis_url, topic=topic, dlq=dlq,
                            group=group, pisano_url=simulator.url, token=TOKEN, BATCH_MAX_RECIPIENTS=250,
-                           MAX_IN_FLIGHT_REQUESTS=2, DEDUP_CLAIM_LEASE_MS=8000)
+                           MAX_IN_FLIGHT_REQUESTS=2, PISANO_TIMEOUT_MS=2000, PISANO_CONNECT_TIMEOUT_MS=1000,
+                           # the shortest lease these timeouts allow (settings: timeouts + 10 s)
+                           DEDUP_CLAIM_LEASE_MS=13000)
         replicas = [ConsumerProcess(env, tmp_path / f"replica-{i}.log").start() for i in range(3)]
         processes.extend(replicas)
         valid = len(traffic.valid_phones)

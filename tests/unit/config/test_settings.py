@@ -106,3 +106,39 @@ def test_stale_margin_must_leave_room_under_the_horizon(monkeypatch: pytest.Monk
         load_settings()
     monkeypatch.setenv("STALE_MARGIN_S", "600")
     assert load_settings().stale_after_ms == 3_000_000
+
+
+# ------------------------------------------------------------------ claim lease vs request timeouts
+
+def test_a_claim_lease_shorter_than_a_request_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A claim is renewed right before each POST; it must then outlive the request it guards, or
+    # another replica may take the event while the request is still under way.
+    monkeypatch.setenv("DEDUP_CLAIM_LEASE_MS", "1000")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    message = str(error.value)
+    assert message.startswith("DEDUP_CLAIM_LEASE_MS=1000")
+    assert "PISANO_TIMEOUT_MS" in message and "45000" in message  # 30000 + 5000 + a 10000 margin
+
+
+def test_a_claim_lease_is_checked_against_every_destination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("DEDUP_CLAIM_LEASE_MS: 60000\ndestinations:\n  slow:\n    url: https://pisano.bank.internal\n"
+                      "    timeout_ms: 120000\n    campaigns: []\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(config)
+    assert "DEDUP_CLAIM_LEASE_MS=60000" in str(error.value) and "slow" in str(error.value)
+
+
+def test_the_derived_claim_lease_covers_the_slowest_destination(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("destinations:\n  slow:\n    url: https://pisano.bank.internal\n    timeout_ms: 600000\n")
+    settings = load_settings(config)
+    assert settings.claim_lease_ms >= 600_000 + 5_000 + 10_000
+    monkey_default = load_settings()
+    assert monkey_default.claim_lease_ms == 120_000 + 30_000 + 30_000 + 5_000 + 60_000
+
+
+def test_a_long_enough_claim_lease_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEDUP_CLAIM_LEASE_MS", "45000")
+    assert load_settings().claim_lease_ms == 45_000

@@ -44,3 +44,21 @@ def test_api_errors(status: int, code: int | None, action: str, scope: str) -> N
 def test_transport_errors() -> None:
     assert classify(PisanoTransportError("refused", ambiguous=False)).action == "retry"
     assert classify(PisanoTransportError("read timeout", ambiguous=True)).action == "ambiguous"
+
+
+# ------------------------------------------------------------------ 502: who answered decides
+
+@pytest.mark.parametrize(("error", "action", "reason"), [
+    # Pisano itself answered (its JSON error body): it refused the request before acting on it.
+    (PisanoApiError(502, None, "Bad Gateway", pisano_body=True), "retry", "pisano_error"),
+    # A gateway answered for it (HTML, plain text or nothing): the request may have reached Pisano.
+    (PisanoApiError(502, None, "<html>502 Bad Gateway</html>"), "ambiguous", "ambiguous"),
+    (PisanoApiError(502, None, "Bad Gateway"), "ambiguous", "ambiguous"),
+    # Other 5xx keep their classification whoever answered.
+    (PisanoApiError(503, None, "<html>503</html>"), "retry", "pisano_error"),
+    (PisanoApiError(500, None, "Internal Server Error", pisano_body=True), "retry", "pisano_error"),
+    (PisanoApiError(504, None, "Gateway Timeout", pisano_body=True), "ambiguous", "ambiguous"),
+])
+def test_a_502_is_classified_by_who_answered(error: PisanoApiError, action: str, reason: str) -> None:
+    verdict = classify(error)
+    assert (verdict.action, verdict.reason) == (action, reason)

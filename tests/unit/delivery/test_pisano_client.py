@@ -60,6 +60,21 @@ def test_errors_are_parsed_defensively(response: httpx.Response, status: int, co
     assert message in error.value.message
 
 
+@pytest.mark.parametrize(("response", "pisano_body"), [
+    (httpx.Response(502, json={"status": "bad_gateway", "code": None, "message": "Bad Gateway"}), True),
+    (httpx.Response(400, json={"error": {"code": "13028", "message": "Invalid parameters"}}), True),
+    (httpx.Response(502, text="<html>502 Bad Gateway</html>"), False),
+    (httpx.Response(502), False),
+    (httpx.Response(502, text="upstream connect error or disconnect/reset before headers"), False),
+    # An API gateway's own JSON (Kong, AWS API Gateway) carries a message, never Pisano's code or status.
+    (httpx.Response(502, json={"message": "An invalid response was received from the upstream server"}), False),
+])
+def test_an_error_body_says_whether_pisano_wrote_it(response: httpx.Response, pisano_body: bool) -> None:
+    with pytest.raises(PisanoApiError) as error:
+        client_with(lambda request: response).send(CAMPAIGN, b"{}")
+    assert error.value.pisano_body is pisano_body
+
+
 def test_retry_after_header() -> None:
     response = httpx.Response(429, headers={"Retry-After": "7"}, json={"message": "slow down"})
     with pytest.raises(PisanoApiError) as error:

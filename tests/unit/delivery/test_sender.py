@@ -4,13 +4,14 @@ claim behind, and never sends an event twice."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
 from consumer.delivery.pisano import Accepted
 from consumer.errors import PisanoApiError, PisanoTransportError, StateStoreError
 from consumer.state.dedup import Settlement
-from tests.support.fakes import FakePisano, event, rig, windows_limiter
+from tests.support.fakes import CAMPAIGN, FakePisano, event, rig, windows_limiter
 
 OK = Accepted(200, "req", 0.01)
 
@@ -233,3 +234,76 @@ def test_a_replay_is_sent_only_over_the_unknown_mark_of_the_attempt_it_names() -
     assert r.kinds() == {"e1": {"delivered"}, "e2": {"dead_letter"}, "e3": {"dead_letter"}}
     assert r.attempts() == {"e2": tag, "e3": tag}
     assert r.pisano.sent_phones == [event(1).recipient.phone]
+
+
+# ---------------------------------------------------------------- a circuit per campaign
+
+OTHER = "9a1e0000-0000-4000-8000-000000000001"
+
+
+def campaign_rig(pisano: FakePisano, cooldown_ms: int = 60_000):  # type: ignore[no-untyped-def]
+    from consumer.state.campaigns import CampaignCircuits
+    from consumer.state.memory import MemoryCircuitStores
+
+    limiter = windows_limiter("1000/1s")
+    r = rig(pisano, limiter=limiter)
+    r.sender.destination.campaigns = CampaignCircuits(MemoryCircuitStores(), cooldown_ms=cooldown_ms,
+                                                      max_cooldown_ms=10 * cooldown_ms, probe_lease_ms=60_000)
+    return r, limiter
+
+
+def run_once(r) -> None:  # type: ignore[no-untyped-def]
+    """One round of a sender thread, as `Sender._run` does it."""
+    assert r.batcher.wait_for_demand(r.sender._stop, 0)
+    if r.sender._campaign_short_circuit():
+        return
+    slot_at = r.sender.slots.reserve()
+    batch = r.batcher.take(skip=r.sender.destination.campaigns.blocked())
+    assert batch is not None
+    r.sender.process(batch, slot_at)
+
+
+@pytest.mark.parametrize("code", [13002, 13005, 13034])
+def test_a_broken_campaign_opens_its_circuit_and_its_batches_spend_no_slot(code: int) -> None:
+    broken = lambda phones: PisanoApiError(404, code, "Requested resource not found!")  # noqa: E731
+    r, limiter = campaign_rig(FakePisano([broken]))
+    r.process([event(1)])
+    assert r.reasons() == {"e1": "pisano_error"}
+    r.batcher.add([event(2), event(3, campaign=OTHER)])
+    r.batcher.flush_all()
+    slots = len(limiter._state.slots)
+    run_once(r)  # the broken campaign's turn: dead-lettered at once
+    assert len(limiter._state.slots) == slots and len(r.pisano.requests) == 1
+    failure = next(o.failure for o in r.outcomes if o.events[0].recipient.event_id == "e2")
+    assert failure is not None and failure.code == code and "campaign circuit open" in failure.message
+    run_once(r)  # the other campaign still sends
+    assert r.kinds()["e3"] == {"delivered"} and len(r.pisano.requests) == 2
+
+
+def test_a_broken_campaign_is_probed_with_a_real_batch_and_closed_when_accepted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("consumer.state.circuit.REFRESH_S", 0.0)  # read the fleet's state every time
+    broken = PisanoApiError(404, 13002, "Requested resource not found!")
+    r, _ = campaign_rig(FakePisano([broken, broken]), cooldown_ms=50)
+    r.process([event(1)])
+    time.sleep(0.06)
+    r.process([event(2)])  # half-open: this batch is the probe; refused again
+    circuits = r.sender.destination.campaigns
+    assert circuits.blocked() == {CAMPAIGN}
+    assert circuits.stores(CAMPAIGN).previous_cooldown_ms() == 100  # reopened, twice as long
+    r.batcher.add([event(3)])
+    r.batcher.flush_all()
+    run_once(r)
+    assert r.kinds()["e3"] == {"dead_letter"} and len(r.pisano.requests) == 2
+    time.sleep(0.11)
+    r.process([event(4)])  # probe again: the campaign was created at Pisano meanwhile
+    assert r.kinds()["e4"] == {"delivered"} and circuits.blocked() == frozenset()
+    r.process([event(5)])
+    assert r.kinds()["e5"] == {"delivered"}
+
+
+def test_other_request_scope_codes_do_not_open_a_campaign_circuit() -> None:
+    r, _ = campaign_rig(FakePisano([PisanoApiError(403, 13013, "Permission denied")]))
+    r.process([event(1)])
+    r.process([event(2)])
+    assert r.kinds() == {"e1": {"dead_letter"}, "e2": {"delivered"}}

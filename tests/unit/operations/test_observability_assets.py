@@ -183,9 +183,9 @@ def test_dashboard_breaks_down_requests_and_dead_letters(dashboard: dict[str, An
 
 # ------------------------------------------------------------------------------ the alert rules
 
-EXPECTED_ALERTS = {"PisanoSmsCircuitOpen", "PisanoSmsDeadLetterRateHigh", "PisanoSmsConsumerLagGrowing",
-                   "PisanoSmsThrottleSaturated", "PisanoSmsNoDeliveries", "PisanoSmsRedisErrors",
-                   "PisanoSmsRecordStuck", "PisanoSmsSchemaRegistryFailing"}
+EXPECTED_ALERTS = {"PisanoSmsCircuitOpen", "PisanoSmsCampaignCircuitOpen", "PisanoSmsDeadLetterRateHigh",
+                   "PisanoSmsConsumerLagGrowing", "PisanoSmsThrottleSaturated", "PisanoSmsNoDeliveries",
+                   "PisanoSmsRedisErrors", "PisanoSmsRecordStuck", "PisanoSmsSchemaRegistryFailing"}
 
 
 @pytest.fixture(scope="module")

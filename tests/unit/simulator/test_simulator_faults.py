@@ -226,3 +226,14 @@ def test_latency_is_fixed_plus_uniform_jitter() -> None:
 def test_latency_applies_to_error_answers_too() -> None:
     state = make_state(FaultSettings(latency_ms=30))
     assert handle_sharing(state, None, "c1", BODY).delay_s == 0.03
+
+
+def test_a_bad_gateway_after_accept_delivers_then_answers_a_bare_502() -> None:
+    # What a load balancer answers when Pisano's connection breaks while it answers: the
+    # recipients were delivered, the client sees a 502 without Pisano's error body.
+    state = make_state(FaultSettings(bad_gateway_after_accept_rate=1.0))
+    handling = send(state)
+    assert handling.answer is not None and handling.answer.http_status == 502
+    assert handling.answer.media_type == "text/html" and b"502 Bad Gateway" in handling.answer.body
+    assert handling.record.fault == "bad_gateway_after_accept"
+    assert [r["phone"] for r in state.deliveries.records()] == PHONES
