@@ -31,7 +31,7 @@ from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.dedup import RedisDedup
-from consumer.state.limiter import Limiter, NoLimiter, RedisLimiter
+from consumer.state.limiter import Limiter, LimiterHeartbeat, NoLimiter, RedisLimiter
 from consumer.state.redis import Keys, connect
 
 
@@ -48,11 +48,11 @@ def build_state(settings: Settings) -> State:
                  Keys(settings.redis_key_prefix))
 
 
-def build_limiter(config: DestinationConfig, state: State, horizon_ms: int) -> Limiter:
+def build_limiter(config: DestinationConfig, state: State, horizon_ms: int, grace_ms: int) -> Limiter:
     if not config.windows:
         return NoLimiter()
     return RedisLimiter(state.client, state.keys, config.token, config.windows, margin_ms=config.margin_ms,
-                        horizon_ms=horizon_ms)
+                        horizon_ms=horizon_ms, grace_ms=grace_ms)
 
 
 def build_destination(config: DestinationConfig, settings: Settings, state: State, *,
@@ -65,7 +65,7 @@ def build_destination(config: DestinationConfig, settings: Settings, state: Stat
     circuit = CircuitBreaker(RedisCircuitStore(state.client, state.keys, config.token),
                              cooldown_ms=settings.circuit_cooldown_ms, max_cooldown_ms=settings.circuit_max_cooldown_ms,
                              probe_lease_ms=config.timeout_ms + horizon + 10_000, name=config.name)
-    return Destination(config.name, client, build_limiter(config, state, horizon), circuit,
+    return Destination(config.name, client, build_limiter(config, state, horizon, settings.throttle_grace_ms), circuit,
                        max_recipients=config.max_recipients, max_lateness_s=config.margin_ms / 2000)
 
 
@@ -140,5 +140,6 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
         health=health,
     )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
-                        dlq_topic=settings.dlq_topic, destinations=list(destinations.values()))
+                        dlq_topic=settings.dlq_topic, destinations=list(destinations.values()),
+                        heartbeat=LimiterHeartbeat([d.limiter for d in destinations.values()]))
     return pipeline, probe

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     max_buffered_events: int = Field(100_000, ge=1, le=10_000_000)
     max_message_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     throttle_horizon_ms: int = Field(30_000, ge=0, le=3_600_000)
+    # Fleet held while the throttle state is in doubt: at least two heartbeats (limiter.HEARTBEAT_S).
+    throttle_grace_ms: int = Field(5_000, ge=2_000, le=600_000)
     shutdown_grace_ms: int = Field(30_000, ge=0, le=600_000)
     revoke_grace_ms: int = Field(10_000, ge=0, le=120_000)
     commit_interval_ms: int = Field(1_000, ge=10, le=60_000)

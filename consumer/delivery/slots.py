@@ -43,7 +43,9 @@ class SlotReserver:
             self.outage.recovered()
             if not grant.granted:
                 self.dm.throttle_refusals.inc()
-                self._blocked_until = time.monotonic() + max(0.05, grant.wait_s - self.horizon_s)
+                # A fence holds every slot until its end; a far slot comes within reach earlier.
+                ahead = grant.wait_s if grant.held else grant.wait_s - self.horizon_s
+                self._blocked_until = time.monotonic() + max(0.05, ahead)
                 continue
             self.dm.throttle_slots.inc()
             self.metrics.throttle_wait.observe(grant.wait_s)

@@ -107,6 +107,10 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
         destination = build_destination(config, settings, state, connections=1, horizon_ms=60_000)
         try:
             grant = destination.limiter.acquire()
+            deadline = time.monotonic() + 60
+            while grant.held and time.monotonic() + grant.wait_s < deadline:  # a fence: wait it out
+                time.sleep(grant.wait_s)
+                grant = destination.limiter.acquire()
             if not grant.granted:
                 return "failed", f"{config.name}: no throttle slot within a minute (next in {grant.wait_s:.0f}s); " \
                                  "try again later"

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from consumer.delivery.destination import Destination
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
+from consumer.state.limiter import LimiterHeartbeat
 from consumer.state.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -60,21 +61,28 @@ class HealthProbe:
     """Checks Redis and Kafka reachability in the background, and the throttle's utilisation."""
 
     def __init__(self, health: Health, metrics: Metrics, *, redis_client: Any, producer: Any, dlq_topic: str,
-                 destinations: list[Destination]) -> None:
+                 destinations: list[Destination], heartbeat: LimiterHeartbeat | None = None) -> None:
         self.health = health
         self.metrics = metrics
         self.redis = redis_client
         self.producer = producer
         self.dlq_topic = dlq_topic
         self.destinations = destinations
+        # Its own thread: this probe's round can take seconds (Kafka, a circuit probe), and a
+        # heartbeat must reach the limiter within its grace.
+        self.heartbeat = heartbeat
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        if self.heartbeat:
+            self.heartbeat.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.heartbeat:
+            self.heartbeat.stop()
 
     def _run(self) -> None:
         last_utilisation = 0.0

@@ -58,7 +58,7 @@ def main() -> None:
             if not grant.granted:
                 with lock:
                     refusals[0] += 1
-                stop.wait(max(0.01, grant.wait_s - args.horizon_ms / 1000))
+                stop.wait(max(0.01, grant.wait_s if grant.held else grant.wait_s - args.horizon_ms / 1000))
                 continue
             stop.wait(grant.wait_s)
             phone = f"+90555{uuid.uuid4().int % 10_000_000:07d}"

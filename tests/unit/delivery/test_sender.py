@@ -75,7 +75,7 @@ def test_a_429_pauses_the_shared_throttle() -> None:
     r = rig(FakePisano([PisanoApiError(429, None, "Too many", retry_after_s=0.01), OK]), limiter=limiter)
     r.process([event(1)])
     assert r.kinds() == {"e1": {"delivered"}}
-    assert limiter._state.pause_until > 0
+    assert limiter.state.data.pause_until > 0
 
 
 @pytest.mark.parametrize(("policy", "kind", "mark"), [
