@@ -87,7 +87,7 @@ redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'fence_until', fence_unt
            'server', server)
 
 if ARGV[6] ~= '1' then
-  return {2, 0, epoch, 0, seq, event}
+  return {2, math.max(0, fence_until - now), epoch, 0, seq, event}
 end
 if fence_until > now then
   return {3, fence_until - now, epoch, fence_until, seq, event}
