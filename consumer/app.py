@@ -31,6 +31,7 @@ from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.dedup import RedisDedup
+from consumer.state.eviction import require_noeviction
 from consumer.state.limiter import Limiter, LimiterHeartbeat, NoLimiter, RedisLimiter
 from consumer.state.redis import Keys, connect
 
@@ -106,6 +107,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     """Wire the real components from the settings (each fails fast with a ConfigError)."""
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     state = build_state(settings)
+    require_noeviction(state.client, allow=settings.redis_allow_eviction)
     destinations = build_destinations(settings, state)
     decoder = build_decoder(settings.schema_registry_url, settings.avro_schema_file)
     route = router(destinations, settings)
@@ -141,5 +143,6 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
                         dlq_topic=settings.dlq_topic, destinations=list(destinations.values()),
-                        heartbeat=LimiterHeartbeat([d.limiter for d in destinations.values()]))
+                        heartbeat=LimiterHeartbeat([d.limiter for d in destinations.values()]),
+                        allow_eviction=settings.redis_allow_eviction)
     return pipeline, probe

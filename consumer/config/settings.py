@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
     redis_key_prefix: str = Field("pisano-sms", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     redis_cluster: bool = False
+    # Start and `check` refuse a Redis whose maxmemory-policy may evict delivered marks, unless this is set.
+    redis_allow_eviction: bool = False
 
     # Pisano
     pisano_url: str = ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from confluent_kafka import KafkaException
@@ -24,6 +25,7 @@ from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_producer
 from consumer.ingest.mapping import load_mapper
 from consumer.state.circuit import Trip, token_verdict
+from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
 from consumer.state.redis import REDIS_ERRORS, connect
 
 
@@ -80,10 +82,35 @@ def _redis(settings: Settings) -> tuple[str, str]:
         started = time.perf_counter()
         client.ping()
         elapsed = (time.perf_counter() - started) * 1000
-        version = client.info("server").get("redis_version", "?")
+        version = _redis_version(client)
+        eviction = _eviction(client, settings.redis_allow_eviction)
     except REDIS_ERRORS as exc:
         return "failed", f"{mask_url(url)}: {exc}; check REDIS_URL and that Redis is up"
-    return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms)"
+    if eviction.startswith("failed: "):
+        return "failed", f"{mask_url(url)}: {eviction.removeprefix('failed: ')}"
+    return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms, {eviction})"
+
+
+def _redis_version(client: Any) -> str:
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    except REDIS_ERRORS:
+        return "?"  # a user that may not run INFO; _eviction says what to do
+
+
+def _eviction(client: Any, allow: bool) -> str:
+    """The eviction policy: 'failed: ...' when it may evict delivered marks and nothing allows it."""
+    try:
+        memory = read_memory(client)
+    except RedisInfoDenied:
+        return f"{'maxmemory-policy unchecked (REDIS_ALLOW_EVICTION=true)' if allow else 'failed: ' + DENIED_HELP}"
+    problem = eviction_problem(memory)
+    if problem is None:
+        return f"maxmemory-policy noeviction, memory {memory.used_ratio:.0%} of maxmemory" if memory.max_bytes \
+            else "maxmemory-policy noeviction, no maxmemory"
+    if allow:
+        return f"maxmemory-policy {memory.policy} ALLOWED by REDIS_ALLOW_EVICTION=true: delivered marks may be evicted"
+    return f"failed: {problem}"
 
 
 def _registry(settings: Settings) -> tuple[str, str]:

@@ -58,6 +58,9 @@ class Metrics:
                                           "Share of each window's limit used by the fleet", ["window", "destination"],
                                           registry=r)
         self.redis_errors = Counter(f"{p}_redis_errors", "Redis calls that failed", ["operation"], registry=r)
+        self.redis_memory_used_ratio = Gauge(f"{p}_redis_memory_used_ratio",
+                                             "Redis used_memory / maxmemory (0 when maxmemory is 0: no limit)",
+                                             registry=r)
         self.kafka_errors = Counter(f"{p}_kafka_errors", "Errors reported by librdkafka", ["code"], registry=r)
         self.consumer_lag = Gauge(f"{p}_consumer_lag", "Records behind the end of the partition",
                                   ["topic", "partition"], registry=r)

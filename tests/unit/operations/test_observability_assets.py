@@ -184,7 +184,8 @@ def test_dashboard_breaks_down_requests_and_dead_letters(dashboard: dict[str, An
 # ------------------------------------------------------------------------------ the alert rules
 
 EXPECTED_ALERTS = {"PisanoSmsCircuitOpen", "PisanoSmsDeadLetterRateHigh", "PisanoSmsConsumerLagGrowing",
-                   "PisanoSmsThrottleSaturated", "PisanoSmsNoDeliveries", "PisanoSmsRedisErrors"}
+                   "PisanoSmsThrottleSaturated", "PisanoSmsNoDeliveries", "PisanoSmsRedisErrors",
+                   "PisanoSmsRedisMemoryHigh"}
 
 
 @pytest.fixture(scope="module")
