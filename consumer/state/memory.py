@@ -198,7 +198,7 @@ class MemoryLimiter:
         elif caller_seq > data.seq:
             fence(now + self._hold)
             data.seq = caller_seq
-        elif self.state.server != data.server or now - data.beat > self.grace_ms:
+        elif self.state.server != data.server or now - max(data.beat, data.fence_until) > self.grace_ms:
             fence(now + self.grace_ms)
         data.beat, data.server = now, self.state.server
         if data.epoch != caller_epoch:

@@ -143,3 +143,10 @@ def test_heartbeats_of_a_healthy_fleet_raise_no_fence(make_limiter) -> None:  # 
     for _ in range(3):
         a.heartbeat(), b.heartbeat()
         assert a.acquire().granted and b.acquire().granted
+
+
+def test_a_lone_caller_that_waits_out_the_grace_gets_its_slot(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("5/1s", horizon_ms=500, grace_ms=300)  # e.g. `pisano-sms check`: no heartbeat
+    held = rl.acquire()
+    time.sleep(held.wait_s + 0.05)
+    assert rl.acquire().granted  # the grace's own end is no sign of a lost state

@@ -80,7 +80,8 @@ elseif caller_epoch ~= '' and caller_epoch ~= epoch then
 elseif caller_seq > seq then
   fence(now + hold, 'rolled_back')
   seq = caller_seq  -- reported once: replicas that know less do not raise it again
-elseif server ~= last_server or now - beat > grace then
+elseif server ~= last_server or now - math.max(beat, fence_until) > grace then
+  -- (measured from the fence's end too: a lone caller waiting out a fence raises no new one)
   fence(now + grace, 'doubt')
 end
 redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'fence_until', fence_until, 'beat', now,
