@@ -39,11 +39,12 @@ def main() -> None:
     import httpx
 
     from consumer.config.windows import parse_rate_limits
-    from consumer.state.limiter import RedisLimiter
+    from consumer.state.limiter import LimiterHeartbeat, RedisLimiter
     from consumer.state.redis import Keys, connect
 
     limiter = RedisLimiter(connect(args.redis), Keys("throttle-test"), args.token, parse_rate_limits(args.windows),
                           margin_ms=args.margin_ms, horizon_ms=args.horizon_ms)
+    LimiterHeartbeat([limiter]).start()  # as in a replica: the state hears from it while it waits
     client = httpx.Client(base_url=args.pisano, headers={"Authorization": f"Token token={args.token}"},
                           limits=httpx.Limits(max_connections=args.threads))
     statuses: dict[str, int] = {}
