@@ -200,6 +200,8 @@ class LimiterHeartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)  # a beat in flight ends within the socket timeout
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -6,7 +6,7 @@ flushed per test). A fake that passes here behaves like Redis for the sender's u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.limiter import RedisLimiter
 from consumer.state.memory import MemoryCircuitStore, MemoryDedup, MemoryLimiter
 from consumer.state.redis import Keys, connect
+from tests.conftest import localstack
 
 IMPLEMENTATIONS = ["memory", "redis"]
 
@@ -48,6 +49,7 @@ class LimiterFleet:
         self.request = request
         self.memory: dict[str, MemoryLimiter] = {}
         self.redis: Any = None
+        self.clients: list[Any] = []
 
     def __call__(self, windows: str, margin_ms: int = 0, horizon_ms: int = 60_000, grace_ms: int = 0) -> Any:
         if self.request.param == "memory":
@@ -58,8 +60,14 @@ class LimiterFleet:
             return self.memory[windows].replica()
         if self.redis is None:
             self.redis = connect(_redis_url(self.request))
-        return RedisLimiter(self.redis, Keys("t"), "tok", parse_rate_limits(windows), margin_ms=margin_ms,
+            self.clients.append(self.redis)
+        self.clients.append(connect(_redis_url(self.request)))  # each replica its own connections
+        return RedisLimiter(self.clients[-1], Keys("t"), "tok", parse_rate_limits(windows), margin_ms=margin_ms,
                             horizon_ms=horizon_ms, grace_ms=grace_ms)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
 
     def _keys(self) -> list[str]:
         return list(Keys("t").limiter("tok"))
@@ -78,6 +86,18 @@ class LimiterFleet:
             return {w: limiter.state.snapshot() for w, limiter in self.memory.items()}
         return {key: self.redis.dump(key) for key in self._keys()}
 
+    def restart(self) -> None:
+        """Another server serves the same data: Redis restarted with its append-only file, or a
+        failover to a replica that had every write. Needs the suite's own local stack."""
+        if self.request.param == "memory":
+            for limiter in self.memory.values():
+                limiter.state.restart()
+            return
+        if not self.request.getfixturevalue("stack").local:
+            pytest.skip("restarting Redis needs the suite's own local stack")
+        localstack.stop_redis()
+        localstack.start_redis()
+
     def restore(self, snapshot: Any) -> None:
         """Redis comes back from that snapshot, in place (same server)."""
         if self.request.param == "memory":
@@ -92,8 +112,10 @@ class LimiterFleet:
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
-def make_limiter(request: pytest.FixtureRequest) -> LimiterFleet:
-    return LimiterFleet(request)
+def make_limiter(request: pytest.FixtureRequest) -> Iterator[LimiterFleet]:
+    fleet = LimiterFleet(request)
+    yield fleet
+    fleet.close()
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,9 +25,19 @@ HORIZON_MS, GRACE_MS = 500, 1000
 HOLD_MS = HORIZON_MS + 3000  # horizon + longest period (no margin)
 
 
-def _replica(stack: Stack) -> RedisLimiter:
-    return RedisLimiter(connect(stack.redis_url), Keys("fence"), "tok", parse_rate_limits(WINDOWS), margin_ms=0,
-                        horizon_ms=HORIZON_MS, grace_ms=GRACE_MS)
+@pytest.fixture
+def replica(stack: Stack, redis_client) -> Iterator[Callable[[], RedisLimiter]]:  # type: ignore[no-untyped-def]
+    """`replica()`: one more replica's limiter, with connections of its own (closed at the end)."""
+    clients: list[Any] = []
+
+    def build() -> RedisLimiter:
+        clients.append(connect(stack.redis_url))
+        return RedisLimiter(clients[-1], Keys("fence"), "tok", parse_rate_limits(WINDOWS), margin_ms=0,
+                            horizon_ms=HORIZON_MS, grace_ms=GRACE_MS)
+
+    yield build
+    for client in clients:
+        client.close()
 
 
 def _over_limit(slots: list[int]) -> list[str]:
@@ -80,9 +91,9 @@ def _restore(client: Any, snapshot: dict[str, Any]) -> None:
 
 @pytest.mark.timeout(90)
 def test_two_busy_replicas_and_an_idle_one_stay_inside_every_window_through_losses(
-        stack: Stack, redis_client) -> None:  # type: ignore[no-untyped-def]
-    idle_limiter = _replica(stack)
-    busy = [Busy(_replica(stack)), Busy(_replica(stack))]
+        replica, redis_client) -> None:  # type: ignore[no-untyped-def]
+    idle_limiter = replica()
+    busy = [Busy(replica()), Busy(replica())]
     heartbeat = LimiterHeartbeat([idle_limiter, *(b.limiter for b in busy)], interval_s=0.2)
     idle: list[int] = []
     _take(idle_limiter, 1, idle)  # first use: waits out the grace
@@ -111,8 +122,8 @@ def test_two_busy_replicas_and_an_idle_one_stay_inside_every_window_through_loss
 
 @pytest.mark.timeout(60)
 def test_a_redis_restart_that_kept_the_data_holds_the_fleet_for_the_grace_only(
-        local_stack: Stack, redis_client) -> None:  # type: ignore[no-untyped-def]
-    rl, slots = _replica(local_stack), []
+        local_stack: Stack, replica, redis_client) -> None:  # type: ignore[no-untyped-def]
+    rl, slots = replica(), []
     _take(rl, 1, slots)
     localstack.stop_redis()  # graceful: the append-only file holds every write
     localstack.start_redis()
@@ -126,8 +137,8 @@ def test_a_redis_restart_that_kept_the_data_holds_the_fleet_for_the_grace_only(
 
 @pytest.mark.timeout(60)
 def test_a_failover_that_lost_writes_holds_the_fleet_though_their_replica_is_idle(
-        local_stack: Stack, redis_client) -> None:  # type: ignore[no-untyped-def]
-    busy, idle = _replica(local_stack), _replica(local_stack)
+        local_stack: Stack, replica, redis_client) -> None:  # type: ignore[no-untyped-def]
+    busy, idle = replica(), replica()
     slots: list[int] = []
     _take(busy, 1, slots)
     snapshot = _dump(redis_client)  # what the promoted replica had received
