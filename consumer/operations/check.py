@@ -83,11 +83,11 @@ def _redis(settings: Settings) -> tuple[str, str]:
         client.ping()
         elapsed = (time.perf_counter() - started) * 1000
         version = _redis_version(client)
-        eviction = _eviction(client, settings.redis_allow_eviction)
+        safe, eviction = _eviction(client, settings.redis_allow_eviction)
     except REDIS_ERRORS as exc:
         return "failed", f"{mask_url(url)}: {exc}; check REDIS_URL and that Redis is up"
-    if eviction.startswith("failed: "):
-        return "failed", f"{mask_url(url)}: {eviction.removeprefix('failed: ')}"
+    if not safe:
+        return "failed", f"{mask_url(url)}: {eviction}"
     return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms, {eviction})"
 
 
@@ -98,19 +98,20 @@ def _redis_version(client: Any) -> str:
         return "?"  # a user that may not run INFO; _eviction says what to do
 
 
-def _eviction(client: Any, allow: bool) -> str:
-    """The eviction policy: 'failed: ...' when it may evict delivered marks and nothing allows it."""
+def _eviction(client: Any, allow: bool) -> tuple[bool, str]:
+    """Whether Redis keeps every delivered mark (or REDIS_ALLOW_EVICTION accepts it may not), and why."""
     try:
         memory = read_memory(client)
     except RedisInfoDenied:
-        return f"{'maxmemory-policy unchecked (REDIS_ALLOW_EVICTION=true)' if allow else 'failed: ' + DENIED_HELP}"
+        return (True, "maxmemory-policy unchecked (REDIS_ALLOW_EVICTION=true)") if allow else (False, DENIED_HELP)
     problem = eviction_problem(memory)
     if problem is None:
-        return f"maxmemory-policy noeviction, memory {memory.used_ratio:.0%} of maxmemory" if memory.max_bytes \
-            else "maxmemory-policy noeviction, no maxmemory"
+        used = f"memory {memory.used_ratio:.0%} of maxmemory" if memory.max_bytes else "no maxmemory"
+        return True, f"maxmemory-policy noeviction, {used}"
     if allow:
-        return f"maxmemory-policy {memory.policy} ALLOWED by REDIS_ALLOW_EVICTION=true: delivered marks may be evicted"
-    return f"failed: {problem}"
+        return True, (f"maxmemory-policy {memory.policy} ALLOWED by REDIS_ALLOW_EVICTION=true: "
+                      "delivered marks may be evicted")
+    return False, problem
 
 
 def _registry(settings: Settings) -> tuple[str, str]:
