@@ -41,6 +41,7 @@ class SlotReserver:
                 self.outage.failed("throttle", exc)
                 continue
             self.outage.recovered()
+            self.dm.throttle_fenced.set(1 if grant.held else 0)
             if not grant.granted:
                 self.dm.throttle_refusals.inc()
                 # A fence holds every slot until its end; a far slot comes within reach earlier.
