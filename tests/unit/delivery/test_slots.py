@@ -28,5 +28,5 @@ def test_a_fenced_fleet_waits_out_the_fence_and_says_so() -> None:
     assert slots.reserve() is not None
     # Held within the horizon, yet no slot was reserved until the fence ended, and no polling meanwhile.
     assert 0.25 < time.monotonic() - started < 1.0
-    assert fenced_at_call == [None, 1.0]  # one refusal (the fence), then the grant
+    assert fenced_at_call == [0.0, 1.0]  # one refusal (the fence), then the grant
     assert metrics.registry.get_sample_value("pisano_sms_throttle_fenced", {"destination": "default"}) == 0
