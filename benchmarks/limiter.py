@@ -5,9 +5,10 @@
     python scripts/localstack.py run -- python benchmarks/limiter.py --processes 4 --threads 8
 
 Every process runs threads that reserve slots back to back for `--seconds`, with windows so wide
-that every reservation is granted at once (the script's cost, not the wait, is measured). Round
+that every reservation is granted at once (the script's cost, not the wait, is measured); each
+thread first waits out the grace a new state starts with (consumer/state/lua/acquire.lua). Round
 trips are counted on the client side: every command packet sent, less the handshake of a new
-connection.
+connection. Redis's own time per script call comes from INFO commandstats.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ def worker(redis_url: str, threads: int, seconds: float, results: multiprocessin
     deadline = 0.0
 
     def loop(n: int) -> None:
-        limiter.acquire()  # first use: loads the script, opens this thread's connection
+        while not (grant := limiter.acquire()).granted:  # first use: the script, a connection, the grace
+            time.sleep(grant.wait_s)
         warm.wait()
         go.wait()
         while time.monotonic() < deadline:
-            limiter.acquire()
-            counts[n] += 1
+            if limiter.acquire().granted:
+                counts[n] += 1
 
     pool = [threading.Thread(target=loop, args=(n,)) for n in range(threads)]
     for thread in pool:
@@ -59,6 +61,12 @@ def worker(redis_url: str, threads: int, seconds: float, results: multiprocessin
     results.put((sum(counts), trips.operations))
 
 
+def _script_time(redis_url: str) -> tuple[int, int]:
+    """Script calls so far and the microseconds Redis spent in them."""
+    stats = connect(redis_url).info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, default=4)
@@ -68,6 +76,7 @@ def main() -> None:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0")
     print(f"[bench] {args.processes} processes x {args.threads} threads reserving slots for {args.seconds:.0f}s "
           f"on {redis_url}", flush=True)
+    redis_before = _script_time(redis_url)
     results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     procs = [multiprocessing.Process(target=worker, args=(redis_url, args.threads, args.seconds, results))
              for _ in range(args.processes)]
@@ -80,6 +89,9 @@ def main() -> None:
     trips = sum(t for _, t in totals)
     print(f"  reservations        {acquisitions / args.seconds:>10,.0f} per second ({acquisitions:,} in all)")
     print(f"  round trips         {trips / acquisitions:>10.3f} per reservation")
+    calls, usec = (a - b for a, b in zip(_script_time(redis_url), redis_before, strict=True))
+    if calls:  # Redis's own time: steady when the client machine is busy, unlike the rate above
+        print(f"  Redis time          {usec / calls:>10.1f} µs per script call (INFO commandstats)")
     if trips != acquisitions:
         raise SystemExit("a reservation took more than one round trip")
 

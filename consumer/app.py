@@ -35,7 +35,8 @@ from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import RedisDedup
-from consumer.state.limiter import Limiter, NoLimiter, RedisLimiter
+from consumer.state.eviction import require_noeviction
+from consumer.state.limiter import Limiter, LimiterHeartbeat, NoLimiter, RedisLimiter
 from consumer.state.redis import Keys, connect
 
 
@@ -52,11 +53,11 @@ def build_state(settings: Settings) -> State:
                  Keys(settings.redis_key_prefix))
 
 
-def build_limiter(config: DestinationConfig, state: State, horizon_ms: int) -> Limiter:
+def build_limiter(config: DestinationConfig, state: State, horizon_ms: int, grace_ms: int) -> Limiter:
     if not config.windows:
         return NoLimiter()
     return RedisLimiter(state.client, state.keys, config.token, config.windows, margin_ms=config.margin_ms,
-                        horizon_ms=horizon_ms)
+                        horizon_ms=horizon_ms, grace_ms=grace_ms)
 
 
 def build_destination(config: DestinationConfig, settings: Settings, state: State, *,
@@ -73,7 +74,8 @@ def build_destination(config: DestinationConfig, settings: Settings, state: Stat
                                  cooldown_ms=settings.circuit_cooldown_ms,
                                  max_cooldown_ms=settings.circuit_max_cooldown_ms,
                                  probe_lease_ms=settings.claim_lease_ms, name=config.name)
-    return Destination(config.name, client, build_limiter(config, state, horizon), circuit,
+    return Destination(config.name, client, build_limiter(config, state, horizon, settings.throttle_grace_ms),
+                       circuit,
                        max_recipients=config.max_recipients, max_lateness_s=config.margin_ms / 2000,
                        campaigns=campaigns)
 
@@ -115,6 +117,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     """Wire the real components from the settings (each fails fast with a ConfigError)."""
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     state = build_state(settings)
+    require_noeviction(state.client, allow=settings.redis_allow_eviction)
     destinations = build_destinations(settings, state)
     decoder = build_decoder(registry_connection(settings), settings.avro_schema_file)
     route = router(destinations, settings)
@@ -151,5 +154,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
         dead_letter_marks=RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s),
     )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
-                        dlq_topic=settings.dlq_topic, destinations=list(destinations.values()))
+                        dlq_topic=settings.dlq_topic, destinations=list(destinations.values()),
+                        heartbeat=LimiterHeartbeat([d.limiter for d in destinations.values()]),
+                        allow_eviction=settings.redis_allow_eviction)
     return pipeline, probe

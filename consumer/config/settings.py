@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
     redis_key_prefix: str = Field("pisano-sms", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     redis_cluster: bool = False
+    # Start and `check` refuse a Redis whose maxmemory-policy may evict delivered marks, unless this is set.
+    redis_allow_eviction: bool = False
 
     # Pisano
     pisano_url: str = ""
@@ -106,6 +108,8 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     stuck_record_ms: int = Field(900_000, ge=10_000, le=86_400_000)
     throttle_horizon_ms: int = Field(30_000, ge=0, le=3_600_000)
+    # Fleet held while the throttle state is in doubt: at least two heartbeats (limiter.HEARTBEAT_S).
+    throttle_grace_ms: int = Field(5_000, ge=2_000, le=600_000)
     shutdown_grace_ms: int = Field(30_000, ge=0, le=600_000)
     revoke_grace_ms: int = Field(10_000, ge=0, le=120_000)
     commit_interval_ms: int = Field(1_000, ge=10, le=60_000)

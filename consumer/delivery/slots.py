@@ -59,9 +59,12 @@ class SlotReserver:
                 self.outage.failed("throttle", exc)
                 continue
             self.outage.recovered()
+            self.dm.throttle_fenced.set(1 if grant.held else 0)
             if not grant.granted:
                 self.dm.throttle_refusals.inc()
-                self._blocked_until = time.monotonic() + max(0.05, grant.wait_s - self.horizon_s)
+                # A fence holds every slot until its end; a far slot comes within reach earlier.
+                ahead = grant.wait_s if grant.held else grant.wait_s - self.horizon_s
+                self._blocked_until = time.monotonic() + max(0.05, ahead)
                 continue
             self.dm.throttle_slots.inc()
             self.metrics.throttle_wait.observe(grant.wait_s)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from confluent_kafka import KafkaException
@@ -30,6 +31,7 @@ from consumer.ingest.kafka import make_producer
 from consumer.ingest.mapping import load_mapper
 from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
+from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
 from consumer.state.redis import REDIS_ERRORS, connect
 
 
@@ -90,10 +92,36 @@ def _redis(settings: Settings) -> tuple[str, str]:
         started = time.perf_counter()
         client.ping()
         elapsed = (time.perf_counter() - started) * 1000
-        version = client.info("server").get("redis_version", "?")
+        version = _redis_version(client)
+        safe, eviction = _eviction(client, settings.redis_allow_eviction)
     except REDIS_ERRORS as exc:
         return "failed", f"{mask_url(url)}: {mask_urls_in_text(str(exc))}; check REDIS_URL and that Redis is up"
-    return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms)"
+    if not safe:
+        return "failed", f"{mask_url(url)}: {eviction}"
+    return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms, {eviction})"
+
+
+def _redis_version(client: Any) -> str:
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    except REDIS_ERRORS:
+        return "?"  # a user that may not run INFO; _eviction says what to do
+
+
+def _eviction(client: Any, allow: bool) -> tuple[bool, str]:
+    """Whether Redis keeps every delivered mark (or REDIS_ALLOW_EVICTION accepts it may not), and why."""
+    try:
+        memory = read_memory(client)
+    except RedisInfoDenied:
+        return (True, "maxmemory-policy unchecked (REDIS_ALLOW_EVICTION=true)") if allow else (False, DENIED_HELP)
+    problem = eviction_problem(memory)
+    if problem is None:
+        used = f"memory {memory.used_ratio:.0%} of maxmemory" if memory.max_bytes else "no maxmemory"
+        return True, f"maxmemory-policy noeviction, {used}"
+    if allow:
+        return True, (f"maxmemory-policy {memory.policy} ALLOWED by REDIS_ALLOW_EVICTION=true: "
+                      "delivered marks may be evicted")
+    return False, problem
 
 
 def _registry(settings: Settings) -> tuple[str, str]:
@@ -129,6 +157,10 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
         shown_url = mask_url(config.url)
         try:
             grant = destination.limiter.acquire()
+            deadline = time.monotonic() + 60
+            while grant.held and time.monotonic() + grant.wait_s < deadline:  # a fence: wait it out
+                time.sleep(grant.wait_s)
+                grant = destination.limiter.acquire()
             if not grant.granted:
                 return "failed", f"{config.name}: no throttle slot within a minute (next in {grant.wait_s:.0f}s); " \
                                  "try again later"

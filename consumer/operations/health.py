@@ -25,6 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from consumer.delivery.destination import Destination
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
+from consumer.state.eviction import RedisInfoDenied, eviction_problem, read_memory
+from consumer.state.limiter import LimiterHeartbeat
 from consumer.state.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ CIRCUIT_VALUES = {"closed": 0, "open": 1, "half_open": 2}
 LIVENESS_S = 60.0
 PROBE_INTERVAL_S = 2.0
 UTILISATION_INTERVAL_S = 5.0
+MEMORY_INTERVAL_S = 15.0
 
 
 @dataclass
@@ -76,21 +79,32 @@ class HealthProbe:
     """Checks Redis and Kafka reachability in the background, and the throttle's utilisation."""
 
     def __init__(self, health: Health, metrics: Metrics, *, redis_client: Any, producer: Any, dlq_topic: str,
-                 destinations: list[Destination]) -> None:
+                 destinations: list[Destination], heartbeat: LimiterHeartbeat | None = None,
+                 allow_eviction: bool = False) -> None:
         self.health = health
         self.metrics = metrics
         self.redis = redis_client
         self.producer = producer
         self.dlq_topic = dlq_topic
         self.destinations = destinations
+        # Its own thread: this probe's round can take seconds (Kafka, a circuit probe), and a
+        # heartbeat must reach the limiter within its grace.
+        self.heartbeat = heartbeat
+        self.allow_eviction = allow_eviction
+        self._memory_at = 0.0
+        self._eviction_problem: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        if self.heartbeat:
+            self.heartbeat.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.heartbeat:
+            self.heartbeat.stop()
 
     def _run(self) -> None:
         last_utilisation = 0.0
@@ -106,6 +120,9 @@ class HealthProbe:
         self._check_kafka()
         self._check_circuit()
         now = time.monotonic()
+        if self.health.redis_ok and now - self._memory_at >= MEMORY_INTERVAL_S:
+            self._memory_at = now
+            self._check_memory()
         if not self.health.redis_ok or now - last_utilisation < UTILISATION_INTERVAL_S:
             return last_utilisation
         with contextlib.suppress(StateStoreError):
@@ -123,6 +140,21 @@ class HealthProbe:
         if ok != self.health.redis_ok:
             log.log(logging.INFO if ok else logging.ERROR, "Redis is %s", "reachable again" if ok else "unreachable")
         self.health.redis_ok = ok
+
+    def _check_memory(self) -> None:
+        """Redis memory use for the alert, and the eviction policy again: it can change at run time."""
+        try:
+            memory = read_memory(self.redis)
+        except RedisInfoDenied:
+            return  # not allowed to read it: the start said so
+        except REDIS_ERRORS:
+            return  # Redis down: reported on its own
+        self.metrics.redis_memory_used_ratio.set(memory.used_ratio)
+        problem = eviction_problem(memory)
+        if problem != self._eviction_problem and problem:
+            log.error("%s%s", "REDIS_ALLOW_EVICTION=true, but " if self.allow_eviction else "", problem,
+                      extra={"reason": "redis_eviction"})
+        self._eviction_problem = problem
 
     def _check_circuit(self) -> None:
         states = []

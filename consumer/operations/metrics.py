@@ -57,7 +57,13 @@ class Metrics:
         self.throttle_utilisation = Gauge(f"{p}_throttle_window_utilisation",
                                           "Share of each window's limit used by the fleet", ["window", "destination"],
                                           registry=r)
+        self.throttle_fenced = Gauge(f"{p}_throttle_fenced",
+                                     "1 while the fleet is held after the throttle state was lost or is in doubt",
+                                     ["destination"], registry=r)
         self.redis_errors = Counter(f"{p}_redis_errors", "Redis calls that failed", ["operation"], registry=r)
+        self.redis_memory_used_ratio = Gauge(f"{p}_redis_memory_used_ratio",
+                                             "Redis used_memory / maxmemory (0 when maxmemory is 0: no limit)",
+                                             registry=r)
         self.kafka_errors = Counter(f"{p}_kafka_errors", "Errors reported by librdkafka", ["code"], registry=r)
         self.consumer_lag = Gauge(f"{p}_consumer_lag", "Records behind the end of the partition",
                                   ["topic", "partition"], registry=r)
@@ -97,6 +103,7 @@ class Metrics:
             recipients_delivered=self.recipients_delivered.labels(name),
             throttle_slots=self.throttle_slots.labels(name), throttle_refusals=self.throttle_refusals.labels(name),
             throttle_pauses=self.throttle_pauses.labels(name), throttle_wasted=self.throttle_wasted.labels(name),
+            throttle_fenced=self.throttle_fenced.labels(name),
             in_flight_requests=self.in_flight_requests.labels(name), circuit_state=self.circuit_state.labels(name))
 
 
@@ -109,6 +116,7 @@ class DestinationMetrics:
     throttle_refusals: Any
     throttle_pauses: Any
     throttle_wasted: Any
+    throttle_fenced: Any
     in_flight_requests: Any
     circuit_state: Any
 

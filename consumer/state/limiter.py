@@ -6,9 +6,14 @@ trip; the caller then waits for its slot on its own (the wait comes back with th
 one polls Redis. A slot further away than the horizon is refused with its wait, so a replica
 pauses instead of holding a far slot.
 
-A 429 pauses the token's limiter for everyone (`lua/pause.lua`). If Redis loses the state
-(restart without persistence), each replica puts back the slots it reserved itself within the
-longest window (`lua/seed.lua`) before reserving again.
+A 429 pauses the token's limiter for everyone (`lua/pause.lua`).
+
+If Redis loses the state or rolls it back, the slots it forgot still count at Pisano. The
+script then fences the fleet (see `lua/acquire.lua`): when a loss is proven, no slot for
+horizon + longest period + margin; when the state is only in doubt (a new state, another Redis,
+no heartbeat for a while), no slot for a short grace, during which every live replica reports
+the epoch and reservation count it knows. That report must not depend on a replica being busy,
+so each replica runs `LimiterHeartbeat`, which asks every limiter's script each second.
 
 `Limiter` is the contract: `RedisLimiter` (the fleet's), `NoLimiter` for PISANO_RATE_LIMITS=off,
 and `consumer.state.memory.MemoryLimiter` for unit tests; the Redis and memory ones pass
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,14 +34,28 @@ from consumer.state.redis import Keys, load_script, translated
 
 log = logging.getLogger(__name__)
 
+# How long the fleet is held when the state is in doubt, and how often every replica reports to
+# the limiter: the grace must cover a heartbeat, a Redis round trip and some scheduling slack.
+GRACE_MS = 5_000
+HEARTBEAT_S = 1.0
+
+_FENCES = {
+    "lost": "the throttle state was lost (Redis restarted without data, flushed, or its keys deleted)",
+    "rolled_back": "the throttle state was rolled back (an older snapshot, or a failover that lost writes)",
+    "new": "a new throttle state (first use, or a loss no live replica has reported yet)",
+    "doubt": "the throttle state is in doubt (another Redis, or no heartbeat for a while)",
+}
+
 
 @dataclass(frozen=True)
 class Grant:
-    """A reserved slot (`granted`), or a refusal because the next slot is beyond the horizon."""
+    """A reserved slot (`granted`), or a refusal: the next slot is beyond the horizon, or the
+    fleet is fenced (`held`) after the state may have lost reservations. Ask again in `wait_s`."""
 
     granted: bool
     wait_s: float
     slot_ms: int
+    held: bool = False
 
 
 class Limiter(Protocol):
@@ -46,6 +65,9 @@ class Limiter(Protocol):
 
     def acquire(self) -> Grant:
         """Reserve the earliest allowed slot, or refuse with its wait when beyond the horizon."""
+
+    def heartbeat(self) -> None:
+        """Report what this replica knows of the state (it fences the fleet if the state lost it)."""
 
     def pause(self, seconds: float) -> None:
         """No slot for anyone before `seconds` from now (Pisano answered 429)."""
@@ -62,11 +84,20 @@ class NoLimiter:
     def acquire(self) -> Grant:
         return Grant(granted=True, wait_s=0.0, slot_ms=0)
 
+    def heartbeat(self) -> None:
+        pass
+
     def pause(self, seconds: float) -> None:
         pass
 
     def utilisation(self) -> dict[RateWindow, float]:
         return {}
+
+
+def fence_hold_ms(windows: Sequence[RateWindow], *, margin_ms: int, horizon_ms: int) -> int:
+    """How long a proven loss holds the fleet: a lost slot may lie `horizon` ahead of the loss,
+    and counts in every window for one longest period (plus the margin) after it."""
+    return horizon_ms + max(w.period_ms for w in windows) + margin_ms
 
 
 class RedisLimiter:
@@ -79,6 +110,7 @@ class RedisLimiter:
         *,
         margin_ms: int,
         horizon_ms: int,
+        grace_ms: int = GRACE_MS,
     ) -> None:
         if not windows:
             raise ValueError("a RedisLimiter needs at least one window; use NoLimiter for 'off'")
@@ -86,42 +118,29 @@ class RedisLimiter:
         self.windows = windows
         self.margin_ms = margin_ms
         self.horizon_ms = horizon_ms
+        self.grace_ms = grace_ms
         self._keys = list(keys.limiter(token))
         self._window_args = [v for w in windows for v in (w.limit, w.period_ms)]
-        self._keep = max(w.limit for w in windows)
-        self._longest_ms = max(w.period_ms for w in windows)
-        self._ttl_ms = self._longest_ms + margin_ms + horizon_ms + 60_000
         self._acquire = load_script(client, "acquire")
-        self._seed = load_script(client, "seed")
         self._pause = load_script(client, "pause")
         self._lock = threading.Lock()
-        self._generation = ""
-        self._seq = 0  # the highest reservation number Redis gave us: a state behind it rolled back
-        self._mine: deque[int] = deque()  # slots this replica reserved, for seeding after a reset
+        # What this replica knows of the state: its epoch and the highest reservation number
+        # Redis gave us in it. A state without them, or behind them, lost reservations.
+        self._epoch = ""
+        self._seq = 0
 
     def acquire(self) -> Grant:
-        """Reserve the earliest allowed slot: one round trip (two more only after a reset)."""
-        for _ in range(3):
-            with self._lock:
-                seq_seen = self._seq
-            status, wait_ms, raw_generation, slot_ms, seq = self._call(
-                self._acquire, [self._generation, self.margin_ms, self.horizon_ms, seq_seen, *self._window_args]
-            )
-            generation = raw_generation.decode() if isinstance(raw_generation, bytes) else str(raw_generation)
-            if status == -1:
-                self._reseed(generation)
-                continue
-            with self._lock:
-                self._generation = generation
-                if status == 1:
-                    self._remember(slot_ms)
-                    self._seq = max(self._seq, seq)
-            return Grant(granted=status == 1, wait_s=max(0, wait_ms) / 1000, slot_ms=slot_ms)
-        raise StateStoreError("the limiter state kept changing while reserving a slot; retrying later")
+        """Reserve the earliest allowed slot: one round trip."""
+        status, wait_ms, slot_ms = self._run(reserve=True)
+        return Grant(granted=status == 1, wait_s=max(0, wait_ms) / 1000, slot_ms=slot_ms, held=status == 3)
+
+    def heartbeat(self) -> None:
+        """Tell the state what we know of it, whether or not we are sending (one round trip)."""
+        self._run(reserve=False)
 
     def pause(self, seconds: float) -> None:
         """Stop the whole fleet's slots for `seconds` (a 429 from Pisano)."""
-        self._call(self._pause, [max(1, round(seconds * 1000)), self._ttl_ms])
+        self._call(self._pause, [max(1, round(seconds * 1000))])
         log.warning("Pisano throttled us: fleet paused for %.1fs", seconds, extra={"wait_ms": round(seconds * 1000)})
 
     def utilisation(self) -> dict[RateWindow, float]:
@@ -137,23 +156,59 @@ class RedisLimiter:
             w: sum(1 for s in slots if now_ms - w.period_ms < s <= now_ms) / w.limit for w in self.windows
         }
 
-    def _remember(self, slot_ms: int) -> None:
-        self._mine.append(slot_ms)
-        horizon = slot_ms - self._longest_ms - self.margin_ms
-        while self._mine and self._mine[0] < horizon:
-            self._mine.popleft()
-
-    def _reseed(self, generation: str) -> None:
+    def _run(self, *, reserve: bool) -> tuple[int, int, int]:
         with self._lock:
-            mine, seq = list(self._mine), self._seq
-        if mine:
-            log.warning("limiter state was lost (Redis restarted?); restoring this replica's %d recent slots",
-                        len(mine), extra={"count": len(mine)})
-        result = self._call(self._seed, [generation, self._keep, self._ttl_ms, seq, *mine])
-        if result != -1:
-            with self._lock:
-                self._generation = generation
+            epoch, seq_seen = self._epoch, self._seq
+        status, wait_ms, raw_epoch, slot_ms, seq, raw_event = self._call(
+            self._acquire,
+            [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0, *self._window_args],
+        )
+        new_epoch, event = _text(raw_epoch), _text(raw_event)
+        with self._lock:
+            if new_epoch != self._epoch:
+                self._epoch, self._seq = new_epoch, int(seq)
+            else:
+                self._seq = max(self._seq, int(seq))
+        if event in _FENCES:
+            # The fleet holds from now; say why and for how long (no token: keys carry a fingerprint).
+            log.warning("%s: no throttle slot for anyone for %.1fs", _FENCES[event], max(0, wait_ms) / 1000,
+                        extra={"reason": event, "wait_ms": wait_ms})
+        return int(status), int(wait_ms), int(slot_ms)
 
     def _call(self, script: Any, args: list[Any]) -> Any:
         with translated("the throttle"):
             return script(keys=self._keys, args=args)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class LimiterHeartbeat:
+    """Every second, each limiter reports what this replica knows of its state, busy or idle:
+    a loss only a quiet replica can prove is then proven within the grace (`lua/acquire.lua`)."""
+
+    def __init__(self, limiters: Sequence[Limiter], interval_s: float = HEARTBEAT_S) -> None:
+        self.limiters = list(limiters)
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="limiter-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        if self.limiters:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)  # a beat in flight ends within the socket timeout
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for limiter in self.limiters:
+                try:
+                    limiter.heartbeat()
+                except StateStoreError:
+                    pass  # Redis down: the senders report it; the next beat tries again
+                except Exception:  # the heartbeat must outlive any surprise, or fences go unproven
+                    log.exception("limiter heartbeat error; continuing")

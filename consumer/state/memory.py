@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from consumer.config.windows import RateWindow
 from consumer.state.dead_letters import Origin
@@ -25,7 +25,7 @@ from consumer.state.dedup import (
     new_owner,
     new_tag,
 )
-from consumer.state.limiter import Grant
+from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms
 
 
 def _now_ms() -> int:
@@ -141,52 +141,125 @@ class MemoryDeadLetterMarks:
 
 
 @dataclass
-class _LimiterState:
+class _LimiterData:
+    """What Redis holds for one token: the log and the meta hash of `lua/acquire.lua`."""
+
     slots: list[int] = field(default_factory=list)
+    epoch: str | None = None
+    seq: int = 0
+    fence_until: int = 0
     pause_until: int = 0
+    beat: int = 0
+    server: str = ""
+
+
+@dataclass
+class _LimiterState:
+    """One "Redis": its data, and which server holds it (a restart or failover changes that)."""
+
+    data: _LimiterData = field(default_factory=_LimiterData)
+    server: str = "memory-0"
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # Losses, for the contract tests: the same events they cause on Redis.
+    def snapshot(self) -> _LimiterData:
+        with self.lock:
+            return replace(self.data, slots=list(self.data.slots))
+
+    def restore(self, data: _LimiterData) -> None:
+        with self.lock:
+            self.data = replace(data, slots=list(data.slots))
+
+    def flush(self) -> None:
+        with self.lock:
+            self.data = _LimiterData()
+
+    def restart(self) -> None:
+        """Another server serves the same data (a restart that kept it, or a failover)."""
+        with self.lock:
+            self.server = f"memory-{int(self.server.rsplit('-', 1)[1]) + 1}"
 
 
 class MemoryLimiter:
-    """The exact multi-window limiter of `lua/acquire.lua`, first come first served."""
+    """The exact multi-window limiter of `lua/acquire.lua`, first come first served, fence included."""
 
     def __init__(self, windows: tuple[RateWindow, ...], *, margin_ms: int, horizon_ms: int,
-                 clock: Callable[[], int] = _now_ms, shared: _LimiterState | None = None) -> None:
+                 grace_ms: int = GRACE_MS, clock: Callable[[], int] = _now_ms,
+                 shared: _LimiterState | None = None) -> None:
         if not windows:
             raise ValueError("a MemoryLimiter needs at least one window; use NoLimiter for 'off'")
         self.windows = windows
         self.margin_ms = margin_ms
         self.horizon_ms = horizon_ms
+        self.grace_ms = grace_ms
         self.clock = clock
-        self._state = shared or _LimiterState()
+        self.state = shared or _LimiterState()
         self._keep = max(w.limit for w in windows)
+        self._hold = fence_hold_ms(windows, margin_ms=margin_ms, horizon_ms=horizon_ms)
+        self._epoch = ""
+        self._seq = 0
 
     def replica(self) -> MemoryLimiter:
-        return MemoryLimiter(self.windows, margin_ms=self.margin_ms, horizon_ms=self.horizon_ms, clock=self.clock,
-                             shared=self._state)
+        return MemoryLimiter(self.windows, margin_ms=self.margin_ms, horizon_ms=self.horizon_ms,
+                             grace_ms=self.grace_ms, clock=self.clock, shared=self.state)
 
     def acquire(self) -> Grant:
-        state = self._state
-        with state.lock:
+        with self.state.lock:
             now = self.clock()
-            slot = max(now, state.pause_until, state.slots[-1] if state.slots else now)
+            data = self._check(now)
+            if data.fence_until > now:
+                return Grant(granted=False, wait_s=(data.fence_until - now) / 1000, slot_ms=data.fence_until,
+                             held=True)
+            slot = max(now, data.pause_until, data.slots[-1] if data.slots else now)
             for window in self.windows:
-                if len(state.slots) >= window.limit:
-                    slot = max(slot, state.slots[-window.limit] + window.period_ms + self.margin_ms)
+                if len(data.slots) >= window.limit:
+                    slot = max(slot, data.slots[-window.limit] + window.period_ms + self.margin_ms)
             wait = slot - now
             if wait > self.horizon_ms:
                 return Grant(granted=False, wait_s=wait / 1000, slot_ms=slot)
-            state.slots.append(slot)
-            del state.slots[:-self._keep]
+            data.slots.append(slot)
+            del data.slots[:-self._keep]
+            data.seq += 1
+            self._seq = data.seq
             return Grant(granted=True, wait_s=wait / 1000, slot_ms=slot)
 
+    def heartbeat(self) -> None:
+        with self.state.lock:
+            self._check(self.clock())
+
+    def _check(self, now: int) -> _LimiterData:
+        """The fence of `lua/acquire.lua`: a proven loss holds the fleet, a doubt holds it briefly."""
+        data, caller_epoch, caller_seq = self.state.data, self._epoch, self._seq
+
+        def fence(until: int) -> None:
+            if until > data.fence_until and until > now:
+                data.fence_until = until
+
+        if data.epoch is None:
+            data.epoch, data.seq = str(now), 0
+            fence(now + (self._hold if caller_epoch else self.grace_ms))
+        elif caller_epoch and caller_epoch != data.epoch:
+            fence(now + self._hold)
+        elif caller_seq > data.seq:
+            fence(now + self._hold)
+            data.seq = caller_seq
+        elif self.state.server != data.server or now - max(data.beat, data.fence_until) > self.grace_ms:
+            fence(now + self.grace_ms)
+        data.beat, data.server = now, self.state.server
+        if data.epoch != caller_epoch:
+            self._epoch, self._seq = data.epoch, data.seq
+        else:
+            self._seq = max(self._seq, data.seq)
+        return data
+
     def pause(self, seconds: float) -> None:
-        with self._state.lock:
-            self._state.pause_until = max(self._state.pause_until, self.clock() + max(1, round(seconds * 1000)))
+        with self.state.lock:
+            data = self.state.data
+            data.pause_until = max(data.pause_until, self.clock() + max(1, round(seconds * 1000)))
 
     def utilisation(self) -> dict[RateWindow, float]:
-        with self._state.lock:
-            now, slots = self.clock(), list(self._state.slots)
+        with self.state.lock:
+            now, slots = self.clock(), list(self.state.data.slots)
         return {w: sum(1 for s in slots if now - w.period_ms < s <= now) / w.limit for w in self.windows}
 
 

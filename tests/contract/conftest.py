@@ -6,7 +6,7 @@ flushed per test). A fake that passes here behaves like Redis for the sender's u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from consumer.config.windows import parse_rate_limits
 from consumer.state.circuit import CircuitStore, RedisCircuitStore
 from consumer.state.dead_letters import DeadLetterMarks, RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
-from consumer.state.limiter import Limiter, RedisLimiter
+from consumer.state.limiter import RedisLimiter
 from consumer.state.memory import (
     MemoryCircuitStore,
     MemoryCircuitStores,
@@ -24,6 +24,7 @@ from consumer.state.memory import (
     MemoryLimiter,
 )
 from consumer.state.redis import Keys, connect
+from tests.conftest import localstack
 
 IMPLEMENTATIONS = ["memory", "redis"]
 
@@ -47,22 +48,81 @@ def make_dedup(request: pytest.FixtureRequest) -> Callable[..., list[DedupStore]
     return build
 
 
+class LimiterFleet:
+    """`fleet(windows, ...)`: one more replica's limiter on one shared store; and the losses that
+    store can suffer (`flush`, `snapshot`/`restore`), the same on Redis and in memory."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.request = request
+        self.memory: dict[str, MemoryLimiter] = {}
+        self.redis: Any = None
+        self.clients: list[Any] = []
+
+    def __call__(self, windows: str, margin_ms: int = 0, horizon_ms: int = 60_000, grace_ms: int = 0) -> Any:
+        if self.request.param == "memory":
+            if windows not in self.memory:
+                self.memory[windows] = MemoryLimiter(parse_rate_limits(windows), margin_ms=margin_ms,
+                                                     horizon_ms=horizon_ms, grace_ms=grace_ms)
+                return self.memory[windows]
+            return self.memory[windows].replica()
+        if self.redis is None:
+            self.redis = connect(_redis_url(self.request))
+            self.clients.append(self.redis)
+        self.clients.append(connect(_redis_url(self.request)))  # each replica its own connections
+        return RedisLimiter(self.clients[-1], Keys("t"), "tok", parse_rate_limits(windows), margin_ms=margin_ms,
+                            horizon_ms=horizon_ms, grace_ms=grace_ms)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+    def _keys(self) -> list[str]:
+        return list(Keys("t").limiter("tok"))
+
+    def flush(self) -> None:
+        """Redis restarted without its data (or FLUSHALL, or the keys deleted)."""
+        if self.request.param == "memory":
+            for limiter in self.memory.values():
+                limiter.state.flush()
+        else:
+            self.redis.delete(*self._keys())
+
+    def snapshot(self) -> Any:
+        """What an RDB file taken now holds."""
+        if self.request.param == "memory":
+            return {w: limiter.state.snapshot() for w, limiter in self.memory.items()}
+        return {key: self.redis.dump(key) for key in self._keys()}
+
+    def restart(self) -> None:
+        """Another server serves the same data: Redis restarted with its append-only file, or a
+        failover to a replica that had every write. Needs the suite's own local stack."""
+        if self.request.param == "memory":
+            for limiter in self.memory.values():
+                limiter.state.restart()
+            return
+        if not self.request.getfixturevalue("stack").local:
+            pytest.skip("restarting Redis needs the suite's own local stack")
+        localstack.stop_redis()
+        localstack.start_redis()
+
+    def restore(self, snapshot: Any) -> None:
+        """Redis comes back from that snapshot, in place (same server)."""
+        if self.request.param == "memory":
+            for windows, data in snapshot.items():
+                self.memory[windows].state.restore(data)
+            return
+        for key, value in snapshot.items():
+            if value is None:
+                self.redis.delete(key)
+            else:
+                self.redis.restore(key, 0, value, replace=True)
+
+
 @pytest.fixture(params=IMPLEMENTATIONS)
-def make_limiter(request: pytest.FixtureRequest) -> Callable[..., Limiter]:
-    shared: dict[str, Any] = {}
-
-    def build(windows: str, margin_ms: int = 0, horizon_ms: int = 60_000) -> Any:
-        if request.param == "memory":
-            if windows not in shared:
-                shared[windows] = MemoryLimiter(parse_rate_limits(windows), margin_ms=margin_ms, horizon_ms=horizon_ms)
-                return shared[windows]
-            return shared[windows].replica()
-        url = shared.get("url") or _redis_url(request)
-        shared["url"] = url
-        return RedisLimiter(connect(url), Keys("t"), "tok", parse_rate_limits(windows), margin_ms=margin_ms,
-                            horizon_ms=horizon_ms)
-
-    return build
+def make_limiter(request: pytest.FixtureRequest) -> Iterator[LimiterFleet]:
+    fleet = LimiterFleet(request)
+    yield fleet
+    fleet.close()
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+from consumer.config.windows import parse_rate_limits
+
 
 def test_slots_are_exactly_the_earliest_allowed(make_limiter) -> None:  # type: ignore[no-untyped-def]
     rl = make_limiter("3/1s,5/3s")
@@ -49,3 +53,111 @@ def test_utilisation_counts_the_window_ending_now(make_limiter) -> None:  # type
     rl.acquire(), rl.acquire()
     shares = rl.utilisation()
     assert list(shares.values()) == [0.5]
+
+
+# --- The fence: exact after any loss of the state, whoever happens to be busy -----------------
+#
+# Windows are short and the horizon small, so a proven loss holds the fleet for a few seconds
+# (horizon + longest period + margin); the grace is 0.3 s. Every test counts the slots granted
+# by all replicas, before and after the loss, per window.
+
+
+def _take(limiter, count: int, timeout_s: float = 15.0) -> list[int]:  # type: ignore[no-untyped-def]
+    """Reserve `count` slots as a sender does: on a refusal, ask again after its wait."""
+    slots: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while len(slots) < count:
+        assert time.monotonic() < deadline, f"only {len(slots)} of {count} slots in {timeout_s}s"
+        grant = limiter.acquire()
+        if grant.granted:
+            slots.append(grant.slot_ms)
+        else:
+            time.sleep(min(max(grant.wait_s, 0.01), 0.1))
+    return slots
+
+
+def _over_limit(slots: list[int], windows: str, margin_ms: int = 0) -> list[str]:
+    """Every window (N, T) that holds more than N slots: the N-th successor of a slot must come
+    at least T + margin after it."""
+    ordered = sorted(slots)
+    found = []
+    for window in parse_rate_limits(windows):
+        for j in range(window.limit, len(ordered)):
+            if ordered[j] - ordered[j - window.limit] < window.period_ms + margin_ms:
+                found.append(f"{window}: {window.limit + 1} slots within {ordered[j] - ordered[j - window.limit]} ms")
+    return found
+
+
+def test_an_idle_replicas_slots_still_count_after_the_state_is_lost(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    windows = "2/2s"
+    idle = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    busy = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    before = _take(idle, 2)  # the window is full; then this replica has nothing to send
+    make_limiter.flush()  # Redis restarted without its data
+    first = busy.acquire()  # the busy replica never saw the lost state: it cannot know
+    assert not first.granted and first.held
+    idle.heartbeat()  # the idle replica's heartbeat, within the grace, proves the loss
+    after = _take(busy, 4)
+    assert _over_limit(before + after, windows) == []
+    # proven at the heartbeat: held for horizon + longest period from it
+    assert min(after) >= max(before) + 2000
+
+
+def test_a_state_rolled_back_behind_an_idle_replica_holds_the_fleet(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    windows = "3/3s"
+    busy = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    idle = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    before = _take(busy, 1)
+    snapshot = make_limiter.snapshot()  # the last RDB file
+    time.sleep(0.4)  # older than the grace
+    before += _take(idle, 2)  # then the idle replica sends its last two requests
+    make_limiter.restore(snapshot)  # Redis comes back from that older file
+    assert busy.acquire().held  # nobody heartbeat the restored state since the snapshot: doubt
+    idle.heartbeat()  # the idle replica was given reservations the state no longer holds
+    after = _take(busy, 4)
+    assert _over_limit(before + after, windows) == []
+
+
+def test_a_loss_the_caller_itself_proves_holds_at_once(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("2/2s", horizon_ms=500, grace_ms=300)
+    before = _take(rl, 2)
+    make_limiter.flush()
+    held = rl.acquire()
+    assert held.held and 2.3 < held.wait_s <= 2.5  # horizon + longest period, from now
+    assert _over_limit(before + _take(rl, 2), "2/2s") == []
+
+
+def test_a_new_state_holds_the_fleet_for_the_grace_only(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("5/1s", horizon_ms=500, grace_ms=300)
+    first = rl.acquire()
+    assert first.held and 0.2 < first.wait_s <= 0.3
+    make_limiter("5/1s", horizon_ms=500, grace_ms=300).heartbeat()  # a replica that knows nothing proves nothing
+    granted = _take(rl, 1)[0]
+    assert granted - first.slot_ms < 150  # the first slot after the grace (give or take a poll)
+
+
+def test_heartbeats_of_a_healthy_fleet_raise_no_fence(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    a = make_limiter("100/1s", horizon_ms=500, grace_ms=300)
+    b = make_limiter("100/1s", horizon_ms=500, grace_ms=300)
+    _take(a, 1), _take(b, 1)
+    for _ in range(3):
+        a.heartbeat(), b.heartbeat()
+        assert a.acquire().granted and b.acquire().granted
+
+
+def test_a_lone_caller_that_waits_out_the_grace_gets_its_slot(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("5/1s", horizon_ms=500, grace_ms=300)  # e.g. `pisano-sms check`: no heartbeat
+    held = rl.acquire()
+    time.sleep(held.wait_s + 0.05)
+    assert rl.acquire().granted  # the grace's own end is no sign of a lost state
+
+
+def test_another_server_with_all_the_data_holds_the_fleet_for_the_grace_only(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("5/1s", horizon_ms=500, grace_ms=300)
+    _take(rl, 1)
+    make_limiter.restart()
+    held = rl.acquire()
+    assert held.held and held.wait_s <= 0.3  # the last writes may be missing until replicas report
+    rl.heartbeat()  # nothing this replica was given is missing: no hold
+    granted = _take(rl, 1)[0]
+    assert granted - held.slot_ms < 150

@@ -121,4 +121,6 @@ def rig(pisano: FakePisano | None = None, *, limiter: Limiter | None = None, max
 
 
 def windows_limiter(spec: str, **kwargs: Any) -> MemoryLimiter:
-    return MemoryLimiter(parse_rate_limits(spec), margin_ms=0, horizon_ms=kwargs.get("horizon_ms", 60_000))
+    # No grace: a sender's tests start on a state no replica could have lost (the fence has its own).
+    return MemoryLimiter(parse_rate_limits(spec), margin_ms=0, horizon_ms=kwargs.get("horizon_ms", 60_000),
+                         grace_ms=kwargs.get("grace_ms", 0))

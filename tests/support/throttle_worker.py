@@ -39,11 +39,12 @@ def main() -> None:
     import httpx
 
     from consumer.config.windows import parse_rate_limits
-    from consumer.state.limiter import RedisLimiter
+    from consumer.state.limiter import LimiterHeartbeat, RedisLimiter
     from consumer.state.redis import Keys, connect
 
     limiter = RedisLimiter(connect(args.redis), Keys("throttle-test"), args.token, parse_rate_limits(args.windows),
                           margin_ms=args.margin_ms, horizon_ms=args.horizon_ms)
+    LimiterHeartbeat([limiter]).start()  # as in a replica: the state hears from it while it waits
     client = httpx.Client(base_url=args.pisano, headers={"Authorization": f"Token token={args.token}"},
                           limits=httpx.Limits(max_connections=args.threads))
     statuses: dict[str, int] = {}
@@ -58,7 +59,7 @@ def main() -> None:
             if not grant.granted:
                 with lock:
                     refusals[0] += 1
-                stop.wait(max(0.01, grant.wait_s - args.horizon_ms / 1000))
+                stop.wait(max(0.01, grant.wait_s if grant.held else grant.wait_s - args.horizon_ms / 1000))
                 continue
             stop.wait(grant.wait_s)
             phone = f"+90555{uuid.uuid4().int % 10_000_000:07d}"

@@ -1,68 +1,121 @@
--- Reserve the earliest request slot that keeps every throttle window within its limit.
+-- Reserve the earliest request slot that keeps every throttle window within its limit, behind a
+-- fence that holds the whole fleet whenever the state may have lost reservations.
 --
 -- KEYS[1]  log: the reserved slot times (ms, Redis clock), ascending, newest last
--- KEYS[2]  meta: hash with `gen` (generation of this state), `seq` (reservations so far) and
---          `pause_until` (ms, after a 429)
--- ARGV[1]  the caller's generation, '' when it has none yet
--- ARGV[2]  margin ms added to every period: requests leave a little after their slot, not at it
--- ARGV[3]  horizon ms: a slot further away is refused (nothing reserved) with its wait
--- ARGV[4]  the highest `seq` the caller was given, 0 if none
--- ARGV[5..] limit, period-ms pairs, one pair per window
+-- KEYS[2]  meta: a hash that never expires, so that its absence means "lost" (or "never used"):
+--            epoch        id of this state's life; a new one each time the state is found missing
+--            seq          reservations so far in this epoch
+--            fence_until  no slot before this (ms): the fleet is held
+--            pause_until  no slot before this either (Pisano answered 429)
+--            beat         when a replica last read or wrote the state (every live replica does,
+--                         every second, idle or not: limiter.py's heartbeat)
+--            server       the replication id of the Redis that last wrote the state
+-- ARGV[1]  the caller's epoch, '' when it has none yet (a replica that never used the state)
+-- ARGV[2]  the highest `seq` the caller was given in that epoch, 0 if none
+-- ARGV[3]  margin ms added to every period: requests leave a little after their slot, not at it
+-- ARGV[4]  horizon ms: a slot further away is refused (nothing reserved) with its wait
+-- ARGV[5]  grace ms: how long to hold the fleet when the state is in doubt (see below)
+-- ARGV[6]  '1' reserve a slot; '0' heartbeat only (check the state and report what the caller knows)
+-- ARGV[7..] limit, period-ms pairs, one pair per window
 --
--- Returns {status, wait_ms, gen, slot_ms, seq}: status 1 granted, 0 refused beyond the horizon,
--- -1 the state was lost since the caller's generation (Redis restarted or flushed), or rolled
--- back behind a reservation the caller was given (an older snapshot restored, a failover that
--- lost writes): the caller seeds its own recent slots (seed.lua) and asks again.
+-- Returns {status, wait_ms, epoch, slot_ms, seq, event}: status 1 granted; 0 refused, nothing
+-- reserved, the slot is beyond the horizon; 3 refused, nothing reserved, the fleet is fenced:
+-- ask again after wait_ms; 2 heartbeat done. `event` names the fence this call raised ('' none), for the caller's log.
+--
+-- The fence. Lost reservations still count at Pisano, and one may be for a slot up to `horizon`
+-- ahead of the moment it was lost; so once a loss is proven the fleet is held for
+-- hold = horizon + longest period + margin from now, after which no lost slot is in any window.
+--   * proven loss: the caller knew an epoch and finds none or another one (Redis restarted
+--     without its data, FLUSHALL, keys deleted), or the caller was given a higher `seq` than the
+--     state holds (rolled back: an older snapshot, a failover that lost writes) -> hold.
+--   * doubt: no epoch and a caller that knows none (the first use, or a loss nobody alive
+--     remembers yet), another Redis (restart, failover: acknowledged writes may be missing), or
+--     no heartbeat for longer than the grace (an older snapshot restored, or a fleet back from
+--     zero) -> grace. Every live replica, idle or busy, heartbeats within the grace with the
+--     epoch and `seq` it knows; one that proves a loss turns the grace into a hold.
+-- While fenced, nothing is reserved, even within the horizon: a slot granted during the grace
+-- could fall inside a loss proven a moment later.
 --
 -- Slots are handed out first come, first served and never before an existing reservation, so
 -- the log stays sorted and only the newest `limit` entries matter to each window: a new slot at
 -- t is allowed by window (N, T) when the N-th newest entry is at or before t - T - margin.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local gen = redis.call('HGET', KEYS[2], 'gen')
-if not gen then
-  gen = tostring(now)
-  redis.call('HSET', KEYS[2], 'gen', gen)
-  if ARGV[1] ~= '' then
-    return {-1, 0, gen, 0, 0}
-  end
-elseif ARGV[1] ~= '' and ARGV[1] ~= gen then
-  return {-1, 0, gen, 0, 0}
+local margin, horizon, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local keep, longest = 1, 0
+for i = 7, #ARGV, 2 do
+  local limit, period = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  if limit > keep then keep = limit end
+  if period > longest then longest = period end
 end
-local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
-if tonumber(ARGV[4]) > seq then
-  return {-1, 0, gen, 0, seq}
+local hold = horizon + longest + margin
+
+-- Which Redis holds the data: the replication id changes on every restart and on a failover.
+-- A user that may not run INFO gets '' (only the heartbeat rule then catches those cases).
+local server = ''
+local info = redis.pcall('INFO', 'replication')
+if type(info) == 'string' then
+  server = string.match(info, 'master_replid:(%w+)') or ''
 end
 
-local margin, horizon = tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'fence_until', 'pause_until', 'beat', 'server')
+local epoch, seq = state[1], tonumber(state[2] or '0')
+local fence_until, pause_until = tonumber(state[3] or '0'), tonumber(state[4] or '0')
+local beat, last_server = tonumber(state[5] or '0'), state[6] or ''
+local caller_epoch, caller_seq = ARGV[1], tonumber(ARGV[2])
+local event = ''
+local function fence(until_ms, why)
+  if until_ms > fence_until and until_ms > now then  -- a zero grace raises nothing
+    fence_until = until_ms
+    event = why
+  end
+end
+
+if not epoch then
+  epoch, seq = tostring(now), 0
+  redis.call('PERSIST', KEYS[2])  -- a meta hash left with a TTL by an older version
+  if caller_epoch ~= '' then fence(now + hold, 'lost') else fence(now + grace, 'new') end
+elseif caller_epoch ~= '' and caller_epoch ~= epoch then
+  fence(now + hold, 'lost')
+elseif caller_seq > seq then
+  fence(now + hold, 'rolled_back')
+  seq = caller_seq  -- reported once: replicas that know less do not raise it again
+elseif server ~= last_server or now - math.max(beat, fence_until) > grace then
+  -- (measured from the fence's end too: a lone caller waiting out a fence raises no new one)
+  fence(now + grace, 'doubt')
+end
+redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'fence_until', fence_until, 'beat', now,
+           'server', server)
+
+if ARGV[6] ~= '1' then
+  return {2, math.max(0, fence_until - now), epoch, 0, seq, event}
+end
+if fence_until > now then
+  return {3, fence_until - now, epoch, fence_until, seq, event}
+end
+
 local slot = now
-local pause_until = tonumber(redis.call('HGET', KEYS[2], 'pause_until') or '0')
 if pause_until > slot then slot = pause_until end
 local length = redis.call('LLEN', KEYS[1])
 if length > 0 then
   local newest = tonumber(redis.call('LINDEX', KEYS[1], -1))
   if newest > slot then slot = newest end
 end
-local keep, longest = 1, 0
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local limit, period = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if length >= limit then
     local nth = tonumber(redis.call('LINDEX', KEYS[1], -limit))
     if nth + period + margin > slot then slot = nth + period + margin end
   end
-  if limit > keep then keep = limit end
-  if period > longest then longest = period end
 end
 
 local wait = slot - now
 if wait > horizon then
-  return {0, wait, gen, slot, seq}
+  return {0, wait, epoch, slot, seq, event}
 end
 redis.call('RPUSH', KEYS[1], slot)
 redis.call('LTRIM', KEYS[1], -keep, -1)
 -- An entry matters for one longest period after its slot; slots are at most `horizon` ahead.
-local ttl = longest + margin + horizon + 60000
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[1], longest + margin + horizon + 60000)
 seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-return {1, wait, gen, slot, seq}
+return {1, wait, epoch, slot, seq, event}

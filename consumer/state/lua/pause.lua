@@ -2,8 +2,9 @@
 --
 -- KEYS[2] meta (as in acquire.lua; KEYS[1] is passed so both keys share one cluster slot)
 -- ARGV[1] pause ms from now (Retry-After, or the caller's backoff when there was none)
--- ARGV[2] ttl ms
--- No slot starts before now + pause; a longer pause already set is kept.
+-- No slot starts before now + pause; a longer pause already set is kept. The meta hash keeps no
+-- TTL (its absence means "state lost" to acquire.lua), and a pause alone does not create an
+-- epoch: acquire.lua does.
 -- Returns the pause end (ms, Redis clock).
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -14,9 +15,4 @@ if pause_until > current then
 else
   pause_until = current
 end
-if redis.call('HEXISTS', KEYS[2], 'gen') == 0 then
-  -- keep the generation field present: its absence means "state lost" to acquire.lua
-  redis.call('HSET', KEYS[2], 'gen', tostring(now))
-end
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]))
 return pause_until

@@ -77,7 +77,7 @@ def test_a_429_pauses_the_shared_throttle() -> None:
     r = rig(FakePisano([PisanoApiError(429, None, "Too many", retry_after_s=0.01), OK]), limiter=limiter)
     r.process([event(1)])
     assert r.kinds() == {"e1": {"delivered"}}
-    assert limiter._state.pause_until > 0
+    assert limiter.state.data.pause_until > 0
 
 
 @pytest.mark.parametrize(("policy", "kind", "mark"), [
@@ -271,9 +271,9 @@ def test_a_broken_campaign_opens_its_circuit_and_its_batches_spend_no_slot(code:
     assert r.reasons() == {"e1": "pisano_error"}
     r.batcher.add([event(2), event(3, campaign=OTHER)])
     r.batcher.flush_all()
-    slots = len(limiter._state.slots)
+    slots = len(limiter.state.data.slots)
     run_once(r)  # the broken campaign's turn: dead-lettered at once
-    assert len(limiter._state.slots) == slots and len(r.pisano.requests) == 1
+    assert len(limiter.state.data.slots) == slots and len(r.pisano.requests) == 1
     failure = next(o.failure for o in r.outcomes if o.events[0].recipient.event_id == "e2")
     assert failure is not None and failure.code == code and "campaign circuit open" in failure.message
     run_once(r)  # the other campaign still sends

@@ -185,7 +185,8 @@ def test_dashboard_breaks_down_requests_and_dead_letters(dashboard: dict[str, An
 
 EXPECTED_ALERTS = {"PisanoSmsCircuitOpen", "PisanoSmsCampaignCircuitOpen", "PisanoSmsDeadLetterRateHigh",
                    "PisanoSmsConsumerLagGrowing", "PisanoSmsThrottleSaturated", "PisanoSmsNoDeliveries",
-                   "PisanoSmsRedisErrors", "PisanoSmsRecordStuck", "PisanoSmsSchemaRegistryFailing"}
+                   "PisanoSmsRedisErrors", "PisanoSmsRecordStuck", "PisanoSmsSchemaRegistryFailing",
+                   "PisanoSmsRedisMemoryHigh"}
 
 
 @pytest.fixture(scope="module")

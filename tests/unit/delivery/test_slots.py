@@ -1,0 +1,32 @@
+"""A sender's slot reservation while the throttle is fenced (the state was lost or is in doubt)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from consumer.delivery.outage import RedisOutage
+from consumer.delivery.slots import SlotReserver
+from consumer.operations.metrics import Metrics
+from tests.support.fakes import windows_limiter
+
+
+def test_a_fenced_fleet_waits_out_the_fence_and_says_so() -> None:
+    limiter = windows_limiter("10/1s", horizon_ms=60_000, grace_ms=300)  # a new state: held for the grace
+    metrics, stop = Metrics(), threading.Event()
+    slots = SlotReserver(limiter, metrics, stop, RedisOutage(metrics, stop), horizon_s=60.0, destination="default")
+    fenced_at_call = []  # the gauge as each call to the limiter begins
+    original = limiter.acquire
+
+    def watched():  # type: ignore[no-untyped-def]
+        fenced_at_call.append(metrics.registry.get_sample_value("pisano_sms_throttle_fenced",
+                                                                {"destination": "default"}))
+        return original()
+
+    limiter.acquire = watched  # type: ignore[method-assign]
+    started = time.monotonic()
+    assert slots.reserve() is not None
+    # Held within the horizon, yet no slot was reserved until the fence ended, and no polling meanwhile.
+    assert 0.25 < time.monotonic() - started < 1.0
+    assert fenced_at_call == [0.0, 1.0]  # one refusal (the fence), then the grant
+    assert metrics.registry.get_sample_value("pisano_sms_throttle_fenced", {"destination": "default"}) == 0
