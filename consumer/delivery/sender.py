@@ -163,8 +163,19 @@ class Sender:
             return False
         batch = self.batcher.take(only=campaign)
         if batch is not None:
-            self.report(Outcome("dead_letter", batch.events, open_failure(trip, campaign)))
+            self._refused_by_campaign(batch, trip, self.report)
         return True
+
+    def _refused_by_campaign(self, batch: Batch, trip: Trip, report: Callable[[Outcome], None]) -> None:
+        """A batch its campaign's open circuit refuses: dead-lettered with the code, except the
+        events an SRE replayed (the campaign was fixed, by the look of it): those wait for the
+        circuit's probe, so a replay made within the cool-down is not dead-lettered again."""
+        replays = [e for e in batch.events if _replayed(e)]
+        rest = [e for e in batch.events if not _replayed(e)]
+        if replays:
+            report(Outcome("requeue", replays))
+        if rest:
+            report(Outcome("dead_letter", rest, open_failure(trip, batch.campaign_id)))
 
     # ------------------------------------------------------------------ one batch
 
@@ -174,7 +185,7 @@ class Sender:
         gate = CampaignGate.enter(self.destination.campaigns, batch.campaign_id)
         if gate.refusal is not None:  # its circuit opened while the slot was awaited
             self.dm.throttle_wasted.inc()
-            outcomes(Outcome("dead_letter", batch.events, open_failure(gate.refusal, batch.campaign_id)))
+            self._refused_by_campaign(batch, gate.refusal, outcomes)
             return
         claim = Claim(self.dedup, self.metrics, self._stop)
         failed: BaseException | None = None
@@ -399,3 +410,8 @@ def _failure(reason: str, sent: Sent, campaign: str, note: str = "", attempt_id:
         attempts=sent.attempts,
         attempt_id=attempt_id,
     )
+
+
+def _replayed(event: PendingEvent) -> bool:
+    """A record `pisano-sms replay` published and signed (consumer/sre/replay_signature.py)."""
+    return event.replay_of is not None or getattr(event.message, "replays", 0) > 0

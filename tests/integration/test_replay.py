@@ -31,7 +31,7 @@ from consumer.sre.dlq_stats import STATS_GROUP
 from consumer.sre.replay import ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
 from consumer.sre.replay_signature import verified_replay
 from tests.conftest import Stack, unique
-from tests.support.consumers import ROOT, ConsumerProcess, consumer_env, wait_until
+from tests.support.consumers import REPLAY_KEY, ROOT, ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import CAMPAIGNS, delivered_phones, mixed_traffic
 
@@ -285,7 +285,9 @@ def pisano_sms(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 def cli_env(stack: Stack, dlq: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "PISANO_", "REDIS_", "DLQ_"))}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, DLQ_TOPIC=dlq, KAFKA_TOPICS=SOURCE_OF_DLQ.get(dlq, ""))
+    # The SRE holds the fleet's replay key (README, "SRE replay"), as the replicas do.
+    env.update(KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap, DLQ_TOPIC=dlq, KAFKA_TOPICS=SOURCE_OF_DLQ.get(dlq, ""),
+               REPLAY_SIGNING_KEY=REPLAY_KEY)
     env.update(extra)
     return env
 
