@@ -1,0 +1,113 @@
+"""What a chaos run is judged by, computed from the simulator's own logs and the dead-letter topic.
+
+Nothing here trusts the consumers' metrics: deliveries come from the simulator's delivery log,
+request times from its request log (its monotonic clock, the one its throttle counts with), and
+outcomes from the dead-letter topic and the committed offsets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from consumer.config.windows import RateWindow
+from consumer.ingest.avro import SchemalessDecoder
+from consumer.ingest.samples import default_schema
+from consumer.sre.dlq_read import DeadLetter, parse_dead_letter
+
+
+def violations(times_ns: list[int], limit: int, period_ns: int) -> int:
+    """Requests that found `limit` others in the half-open window (t - T, t] before them.
+
+    The same rule as the simulator's throttle and tests/integration/test_throttle_fleet.py."""
+    return sum(1 for j in range(limit, len(times_ns)) if times_ns[j] - times_ns[j - limit] < period_ns)
+
+
+def window_violations(requests: Iterable[Mapping[str, Any]], windows: Iterable[RateWindow]) -> dict[str, int]:
+    """Violations per window over every request that reached Pisano's throttle: the ones it let
+    through (whatever the answer after it, as Pisano counts them) and the ones it refused with a
+    throttle 429. A fleet that kept its windows has none, and no throttle 429 either."""
+    times = sorted(int(r["clock_ns"]) for r in requests if _reached_throttle(r))
+    return {f"{w.limit}/{w.period_ms}ms": violations(times, w.limit, w.period_ms * 1_000_000) for w in windows}
+
+
+def _reached_throttle(request: Mapping[str, Any]) -> bool:
+    """Not refused before the throttle (consumer/simulator/sharing.py steps 1-5: body, token, campaign)."""
+    if request["fault"] in ("token_code", "campaign_code"):
+        return False
+    return not (request["fault"] is None and request["http_status"] in (401, 404, 413))
+
+
+def throttle_refusals(requests: Iterable[Mapping[str, Any]]) -> int:
+    """429s the simulator's throttle gave (an injected 429 of the storm carries fault=error_rate)."""
+    return sum(1 for r in requests if r["http_status"] == 429 and r["fault"] is None)
+
+
+def delivered_phones(delivery_log: Path) -> Counter[str]:
+    phones: Counter[str] = Counter()
+    if delivery_log.exists():
+        with delivery_log.open("rb") as log:
+            for line in log:
+                if line.endswith(b"\n"):  # the simulator may be writing the last line
+                    phones[json.loads(line)["phone"]] += 1
+    return phones
+
+
+@dataclass
+class Outcomes:
+    """Each valid event's fate, before the SRE step."""
+
+    events: int
+    delivered: int = 0
+    delivered_twice: int = 0
+    lost: list[str] = field(default_factory=list)  # event ids with neither a delivery nor a dead letter
+    dead_letters: Counter[str] = field(default_factory=Counter)  # reason -> distinct events
+    dead_letter_records: int = 0  # records in the DLQ (at-least-once: copies of one origin)
+    ambiguous_delivered: int = 0  # ambiguous, and the simulator's log shows the delivery
+    ambiguous_not_delivered: int = 0
+    unambiguous_but_delivered: list[str] = field(default_factory=list)  # a dead letter that lies
+    to_replay: dict[str, DeadLetter] = field(default_factory=dict)  # event id -> one of its letters
+
+
+def account(events: Mapping[str, str], phones: Counter[str], dead: Iterable[Any]) -> Outcomes:
+    """`events` maps each valid event id to its phone (one phone per event in a chaos run)."""
+    decoder = SchemalessDecoder(default_schema())
+    outcomes = Outcomes(events=len(events))
+    reasons: dict[str, set[str]] = {}
+    letters: dict[str, DeadLetter] = {}
+    for message in dead:
+        outcomes.dead_letter_records += 1
+        letter = parse_dead_letter(message)
+        if letter is None or letter.value is None:
+            continue
+        event_id = str(decoder.decode(letter.value)["event_id"])
+        reasons.setdefault(event_id, set()).add(letter.reason)
+        letters.setdefault(event_id, letter)
+    for event_id, phone in events.items():
+        count = phones.get(phone, 0)
+        outcomes.delivered += count > 0
+        outcomes.delivered_twice += count > 1
+        why = reasons.get(event_id, set())
+        if count == 0 and not why:
+            outcomes.lost.append(event_id)
+        for reason in why:
+            outcomes.dead_letters[reason] += 1
+        if "ambiguous" in why:
+            if count:
+                outcomes.ambiguous_delivered += 1
+            else:
+                outcomes.ambiguous_not_delivered += 1
+        elif why and count:
+            outcomes.unambiguous_but_delivered.append(event_id)
+        if why and not count:
+            outcomes.to_replay[event_id] = letters[event_id]
+    return outcomes
+
+
+def table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"| {name.ljust(width)} | {value} |" for name, value in rows)
