@@ -18,7 +18,9 @@ SRE step follows: what the delivery log shows as not delivered is replayed (sign
 from __future__ import annotations
 
 import argparse
+import logging
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -50,6 +52,8 @@ from tests.support.kafka import committed, create_topic, end_offsets, read_all
 from tests.support.scenario import CAMPAIGNS
 
 TOKEN = "chaos-token-7d2e41"
+_QUIET = logging.getLogger("chaos.kafka")
+_QUIET.setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class ChaosPlan:
 class Result:
     rows: list[tuple[str, str]]
     outcomes: Outcomes
-    violations: dict[str, int]
+    violations: dict[str, list[int]]  # window -> monotonic ns of the requests that exceeded it
     throttle_429: int
     final_missing: int
     final_twice: int
@@ -106,6 +110,7 @@ class Chaos:
         self.kills = 0
         self.unexpected_exits: list[str] = []
         self.produced = 0
+        self.happened: list[tuple[int, str]] = []  # (monotonic ns, action): violations are told against it
         self.snapshot: dict[bytes, tuple[bytes, int]] = {}
         self.events: dict[str, str] = {}
         self.records: list[tuple[bytes, bytes]] = []
@@ -139,6 +144,7 @@ class Chaos:
             self.env = env
             self.replicas = [self._start(i) for i in range(plan.replicas)]
             started = time.monotonic()
+            self.started_ns = time.monotonic_ns()
             self._chaos(started)
             self.say("all events produced and every fault done; waiting for every record's outcome")
             self._wait_committed(plan.drain_timeout_s)
@@ -146,7 +152,7 @@ class Chaos:
             requests = [r for r in simulator.state.requests.records()]
             outcomes = account(self.events, delivered_phones(self.log), read_all(self.bootstrap, self.dlq))
             replayed = self._sre_replay(outcomes)
-            exit_codes = [self._terminate(r) for r in self.replicas]
+            exit_codes = [self._terminate(slot, r) for slot, r in enumerate(self.replicas)]
         final = delivered_phones(self.log)
         final_missing = sum(1 for phone in self.events.values() if final.get(phone, 0) == 0)
         final_twice = sum(1 for phone in self.events.values() if final.get(phone, 0) > 1)
@@ -190,6 +196,7 @@ class Chaos:
             while pending and pending[0][0] <= now:
                 _, action = pending.pop(0)
                 self.say(f"{now:6.1f}s  {action}")
+                self.happened.append((time.monotonic_ns(), action))
                 if action == "restart_kafka":  # slow: the other faults go on meanwhile
                     helpers.append(threading.Thread(target=self._restart_kafka, daemon=True))
                     helpers[-1].start()
@@ -204,8 +211,10 @@ class Chaos:
             helper.join()
 
     def _produce(self, started: float) -> None:
+        # The broker's restart is planned: its connection errors are not news (the logger is quiet).
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20, "enable.idempotence": True,
-                             "message.timeout.ms": 900_000, "batch.num.messages": 10_000})
+                             "message.timeout.ms": 900_000, "batch.num.messages": 10_000},
+                            logger=_QUIET)
         total = len(self.records)
         while self.produced < total:
             share = min(1.0, (time.monotonic() - started) / self.plan.produce_s)
@@ -295,6 +304,9 @@ class Chaos:
         """Replay, signed, every dead-lettered event the delivery log shows as not delivered."""
         if not outcomes.to_replay:
             return 0
+        # An SRE replays once the incident is over: Pisano answers again, so a replay is not
+        # itself lost to an injected fault.
+        self._faults(error_rates={}, hang_rate=0, hang_after_accept_rate=0)
         producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
         for letter in outcomes.to_replay.values():
             produce_waiting(producer, self.topic, key=letter.key, value=letter.value,
@@ -305,11 +317,12 @@ class Chaos:
         self._wait_committed(self.plan.drain_timeout_s)
         return len(outcomes.to_replay)
 
-    @staticmethod
-    def _terminate(replica: ConsumerProcess) -> int | None:
+    def _terminate(self, slot: int, replica: ConsumerProcess) -> int | None:
+        """SIGTERM, one replica after the other as in a rolling stop; None if it did not exit."""
         try:
             return replica.terminate(timeout=90)
-        except Exception:
+        except subprocess.TimeoutExpired:
+            self.say(f"replica-{slot} did not exit within 90 s of SIGTERM; killed. Its log: {replica.log_path}")
             replica.kill()
             return None
 
@@ -327,8 +340,7 @@ class Chaos:
                               f"hangs {faults.count('hang'):,}, delivered-then-hang "
                               f"{faults.count('hang_after_accept'):,}"),
             ("throttle windows (scaled)", f"{self.plan.windows}, margin {self.plan.margin_ms} ms"),
-            ("window violations", f"{sum(result.violations.values())} "
-                                  f"({', '.join(f'{w}: {n}' for w, n in result.violations.items())})"),
+            ("window violations", self._violations_text(result.violations)),
             ("throttle 429s from the simulator", str(result.throttle_429)),
             ("events lost", f"{len(o.lost)}"),
             ("events delivered twice", f"{o.delivered_twice}"),
@@ -343,6 +355,21 @@ class Chaos:
             ("replica exits", f"unexpected {len(result.unexpected_exits)}, SIGTERM exit codes {result.exit_codes}"),
             ("duration (first event to last commit)", f"{duration:.0f} s"),
         ]
+
+
+    def _violations_text(self, found: dict[str, list[int]]) -> str:
+        """How many per window, and for the first of each the fault that came last before it (the
+        simulator runs in this process, so its monotonic clock is this one)."""
+        parts = []
+        for window, times in found.items():
+            text = f"{window}: {len(times)}"
+            if times:
+                before = [(t, a) for t, a in self.happened if t <= times[0]]
+                at = (times[0] - self.started_ns) / 1e9
+                after = (f", {(times[0] - before[-1][0]) / 1e9:.1f} s after {before[-1][1]}" if before else "")
+                text += f" (first at {at:.1f} s{after})"
+            parts.append(text)
+        return f"{sum(len(t) for t in found.values())}: " + ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

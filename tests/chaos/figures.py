@@ -20,19 +20,18 @@ from consumer.ingest.samples import default_schema
 from consumer.sre.dlq_read import DeadLetter, parse_dead_letter
 
 
-def violations(times_ns: list[int], limit: int, period_ns: int) -> int:
-    """Requests that found `limit` others in the half-open window (t - T, t] before them.
+def violating(times_ns: list[int], limit: int, period_ns: int) -> list[int]:
+    """Times of the requests that found `limit` others in the half-open window (t - T, t] before
+    them: the rule of the simulator's throttle and tests/integration/test_throttle_fleet.py."""
+    return [times_ns[j] for j in range(limit, len(times_ns)) if times_ns[j] - times_ns[j - limit] < period_ns]
 
-    The same rule as the simulator's throttle and tests/integration/test_throttle_fleet.py."""
-    return sum(1 for j in range(limit, len(times_ns)) if times_ns[j] - times_ns[j - limit] < period_ns)
 
-
-def window_violations(requests: Iterable[Mapping[str, Any]], windows: Iterable[RateWindow]) -> dict[str, int]:
-    """Violations per window over every request that reached Pisano's throttle: the ones it let
-    through (whatever the answer after it, as Pisano counts them) and the ones it refused with a
-    throttle 429. A fleet that kept its windows has none, and no throttle 429 either."""
+def window_violations(requests: Iterable[Mapping[str, Any]], windows: Iterable[RateWindow]) -> dict[str, list[int]]:
+    """Violating request times per window, over every request that reached Pisano's throttle: the
+    ones it let through (whatever the answer after it, as Pisano counts them) and the ones it
+    refused with a throttle 429. A fleet that kept its windows has none, and no throttle 429."""
     times = sorted(int(r["clock_ns"]) for r in requests if _reached_throttle(r))
-    return {f"{w.limit}/{w.period_ms}ms": violations(times, w.limit, w.period_ms * 1_000_000) for w in windows}
+    return {f"{w.limit}/{w.period_ms}ms": violating(times, w.limit, w.period_ms * 1_000_000) for w in windows}
 
 
 def _reached_throttle(request: Mapping[str, Any]) -> bool:
