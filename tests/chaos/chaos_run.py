@@ -42,6 +42,7 @@ from tests.chaos.figures import (
     Outcomes,
     account,
     delivered_phones,
+    describe_violations,
     table,
     throttle_refusals,
     window_violations,
@@ -149,9 +150,9 @@ class Chaos:
             self.say("all events produced and every fault done; waiting for every record's outcome")
             self._wait_committed(plan.drain_timeout_s)
             duration = time.monotonic() - started
-            requests = [r for r in simulator.state.requests.records()]
             outcomes = account(self.events, delivered_phones(self.log), read_all(self.bootstrap, self.dlq))
             replayed = self._sre_replay(outcomes)
+            requests = simulator.state.requests.records()  # the replays' requests too
             exit_codes = [self._terminate(slot, r) for slot, r in enumerate(self.replicas)]
         final = delivered_phones(self.log)
         final_missing = sum(1 for phone in self.events.values() if final.get(phone, 0) == 0)
@@ -340,7 +341,7 @@ class Chaos:
                               f"hangs {faults.count('hang'):,}, delivered-then-hang "
                               f"{faults.count('hang_after_accept'):,}"),
             ("throttle windows (scaled)", f"{self.plan.windows}, margin {self.plan.margin_ms} ms"),
-            ("window violations", self._violations_text(result.violations)),
+            ("window violations", describe_violations(result.violations, self.happened, self.started_ns)),
             ("throttle 429s from the simulator", str(result.throttle_429)),
             ("events lost", f"{len(o.lost)}"),
             ("events delivered twice", f"{o.delivered_twice}"),
@@ -355,21 +356,6 @@ class Chaos:
             ("replica exits", f"unexpected {len(result.unexpected_exits)}, SIGTERM exit codes {result.exit_codes}"),
             ("duration (first event to last commit)", f"{duration:.0f} s"),
         ]
-
-
-    def _violations_text(self, found: dict[str, list[int]]) -> str:
-        """How many per window, and for the first of each the fault that came last before it (the
-        simulator runs in this process, so its monotonic clock is this one)."""
-        parts = []
-        for window, times in found.items():
-            text = f"{window}: {len(times)}"
-            if times:
-                before = [(t, a) for t, a in self.happened if t <= times[0]]
-                at = (times[0] - self.started_ns) / 1e9
-                after = (f", {(times[0] - before[-1][0]) / 1e9:.1f} s after {before[-1][1]}" if before else "")
-                text += f" (first at {at:.1f} s{after})"
-            parts.append(text)
-        return f"{sum(len(t) for t in found.values())}: " + ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,25 @@ def window_violations(requests: Iterable[Mapping[str, Any]], windows: Iterable[R
     return {f"{w.limit}/{w.period_ms}ms": violating(times, w.limit, w.period_ms * 1_000_000) for w in windows}
 
 
+def describe_violations(found: Mapping[str, list[int]], happened: list[tuple[int, str]], start_ns: int) -> str:
+    """How many per window, and for the first of each the three kinds of fault that came last
+    before it, with how long before (the simulator runs in the chaos run's process, so its
+    monotonic clock is the run's)."""
+    parts = []
+    for window, times in found.items():
+        text = f"{window}: {len(times)}"
+        if times:
+            latest: dict[str, int] = {}
+            for t, action in happened:
+                if t <= times[0]:
+                    latest[action] = t
+            recent = sorted(latest.items(), key=lambda item: -item[1])[:3]
+            after = "".join(f", {(times[0] - t) / 1e9:.1f} s after {a}" for a, t in recent)
+            text += f" (first at {(times[0] - start_ns) / 1e9:.1f} s{after})"
+        parts.append(text)
+    return f"{sum(len(t) for t in found.values())}: " + ", ".join(parts)
+
+
 def _reached_throttle(request: Mapping[str, Any]) -> bool:
     """Not refused before the throttle (consumer/simulator/sharing.py steps 1-5: body, token, campaign)."""
     if request["fault"] in ("token_code", "campaign_code"):
