@@ -87,7 +87,11 @@ class Outcomes:
     dead_letter_records: int = 0  # records in the DLQ (at-least-once: copies of one origin)
     ambiguous_delivered: int = 0  # ambiguous, and the simulator's log shows the delivery
     ambiguous_not_delivered: int = 0
-    unambiguous_but_delivered: list[str] = field(default_factory=list)  # a dead letter that lies
+    # Dead-lettered for a reason that says "not sent" (throttled, retries_exhausted...), and yet in
+    # the delivery log: the record was dead-lettered, its offset not committed (a SIGKILL, the
+    # broker's restart), and the partition's next owner delivered it. Not a second SMS (the dedup
+    # keeps it at one), but two outcomes for one record, and a dead letter that is wrong.
+    dead_lettered_then_delivered: list[str] = field(default_factory=list)
     to_replay: dict[str, DeadLetter] = field(default_factory=dict)  # event id -> one of its letters
 
 
@@ -120,7 +124,7 @@ def account(events: Mapping[str, str], phones: Counter[str], dead: Iterable[Any]
             else:
                 outcomes.ambiguous_not_delivered += 1
         elif why and count:
-            outcomes.unambiguous_but_delivered.append(event_id)
+            outcomes.dead_lettered_then_delivered.append(event_id)
         if why and not count:
             outcomes.to_replay[event_id] = letters[event_id]
     return outcomes

@@ -33,7 +33,6 @@ def test_chaos_run_scaled_down(local_stack: Stack, tmp_path: Path, processes) ->
     assert outcomes.delivered_twice == 0
     assert {w: len(t) for w, t in result.violations.items() if t} == {}, table(result.rows)
     assert result.throttle_429 == 0
-    assert outcomes.unambiguous_but_delivered == [], "a dead letter other than ambiguous was delivered"
     assert (result.final_missing, result.final_twice) == (0, 0), "the SRE step did not complete delivery"
     assert result.unexpected_exits == [] and result.exit_codes == [0, 0, 0], table(result.rows)
     assert result.kills == PLAN.kills
