@@ -36,8 +36,8 @@ def window_violations(requests: Iterable[Mapping[str, Any]], windows: Iterable[R
 
 def describe_violations(found: Mapping[str, list[int]], happened: list[tuple[int, str]], start_ns: int) -> str:
     """How many per window, and for the first of each the three kinds of fault that came last
-    before it, with how long before (the simulator runs in the chaos run's process, so its
-    monotonic clock is the run's)."""
+    before it (and the limiter's restore, if earlier), with how long before. The simulator runs in
+    the chaos run's process, so its monotonic clock is the run's."""
     parts = []
     for window, times in found.items():
         text = f"{window}: {len(times)}"
@@ -47,6 +47,8 @@ def describe_violations(found: Mapping[str, list[int]], happened: list[tuple[int
                 if t <= times[0]:
                     latest[action] = t
             recent = sorted(latest.items(), key=lambda item: -item[1])[:3]
+            if "restore_limiter" in latest and "restore_limiter" not in dict(recent):  # the usual suspect
+                recent.append(("restore_limiter", latest["restore_limiter"]))
             after = "".join(f", {(times[0] - t) / 1e9:.1f} s after {a}" for a, t in recent)
             text += f" (first at {(times[0] - start_ns) / 1e9:.1f} s{after})"
         parts.append(text)
