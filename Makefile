@@ -9,7 +9,7 @@ HELM_VERSION := v3.19.0
 HELM   := $(CACHE)/helm-$(HELM_VERSION)/helm
 export PATH := $(dir $(HELM)):$(PATH)
 
-.PHONY: install helm up down demo test test-unit lint bench bench-limiter clean
+.PHONY: install helm up down demo test test-unit lint bench bench-limiter chaos clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +54,10 @@ bench: up
 
 bench-limiter: up
 	$(BIN)/python benchmarks/limiter.py
+
+## Every fault at once on a fleet of three replicas, 100,000 events; prints the figures (README, "Chaos").
+chaos: up
+	$(BIN)/python -m tests.chaos.chaos_run --events 100000
 
 clean: down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

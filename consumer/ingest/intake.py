@@ -14,7 +14,8 @@ is checked, and why:
 - the event id: a non-empty string of at most MAX_EVENT_ID_CHARS (it becomes a Redis key);
 - the campaign: a UUID in its canonical 8-4-4-4-12 form (it goes into the request's URL path, so
   `../`, `urn:uuid:` or braces must never reach it) -> unroutable, as the README says for campaigns;
-- the phone: canonical, either E.164 (`+` and 7 to 15 digits) or national digits only;
+- the phone: canonical, exactly what a phone format of consumer/ingest/phones.py produces
+  (`CANONICAL_PHONE`: E.164 with its `+`, or digits only), never a separator or a stray sign;
 - attributes: at most MAX_ATTRIBUTES names of at most MAX_ATTRIBUTE_NAME_CHARS characters, each
   value a JSON scalar: a string of at most MAX_ATTRIBUTE_CHARS, a bool, None, an integer within 64
   bits or a finite float. A datetime, a nested structure, NaN or a huge integer is a violation.
@@ -29,7 +30,6 @@ SMS; this happens when a group re-reads a retained topic (offsets lost after
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,12 +44,12 @@ from consumer.errors import (
 )
 from consumer.ingest.avro import Decoder
 from consumer.ingest.mapping import MAX_ATTRIBUTE_CHARS, MAX_EVENT_ID_CHARS, Mapper, Recipient, is_campaign_id
+from consumer.ingest.phones import CANONICAL_PHONE
 from consumer.ingest.records import InboundRecord
 
 MAX_ATTRIBUTES = 256
 MAX_ATTRIBUTE_NAME_CHARS = 256
 _INT_LIMIT = 2**63  # Pisano's JSON numbers; past 4,300 digits Python cannot even print an int
-_CANONICAL_PHONE = re.compile(r"^(\+[1-9][0-9]{6,14}|[0-9]{4,17})\Z")
 
 
 def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_bytes: int, *,
@@ -110,9 +110,10 @@ def check_recipient(recipient: Any) -> Recipient:
         raise UnroutableError("the campaign id is not a campaign API id (a UUID such as "
                               "ae51458c-9e82-417f-8f1d-e074891ea5c1)")
     phone = recipient.phone
-    if not isinstance(phone, str) or not _CANONICAL_PHONE.match(phone):
-        raise InvalidEventError("the phone is not canonical (E.164 such as +905321234567, or national digits "
-                                "only); normalise it with consumer.ingest.phones.PhoneNormaliser")
+    if not isinstance(phone, str) or not CANONICAL_PHONE.match(phone):
+        raise InvalidEventError("the phone is not canonical (E.164 such as +905321234567, or digits only "
+                                "such as 905321234567, 05321234567 or 5321234567); normalise it with "
+                                "consumer.ingest.phones.PhoneNormaliser")
     _check_attributes("custom_attributes", recipient.custom_attributes)
     _check_attributes("built_in_responses", recipient.built_in_responses)
     return recipient

@@ -33,8 +33,8 @@ MAX_EVENT_ID_CHARS = 256  # ids become Redis keys; a huge one is garbage, not an
 MAX_ATTRIBUTE_CHARS = 1024
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_KEYS = {"event_id", "phone", "phone_region", "phone_format", "campaign_id", "campaign_routes",
-         "custom_attributes", "built_in_responses"}
+_KEYS = {"event_id", "phone", "phone_region", "phone_format", "phone_foreign", "campaign_id",
+         "campaign_routes", "custom_attributes", "built_in_responses"}
 
 Path_ = Callable[[Any], Any]
 
@@ -143,7 +143,8 @@ class DeclarativeMapper(Mapper):
             raise ConfigError(f"{source}: set `campaign_id` (a path) or `campaign_routes`")
         self.event_id = compile_path("event_id", spec["event_id"])
         self.phone = compile_path("phone", spec["phone"])
-        self.phones = PhoneNormaliser(spec.get("phone_region"), spec.get("phone_format", "e164"))
+        self.phones = PhoneNormaliser(spec.get("phone_region"), spec.get("phone_format", "e164"),
+                                      spec.get("phone_foreign", "e164"))
         self.campaign_id = (compile_path("campaign_id", spec["campaign_id"])
                             if spec.get("campaign_id") else None)
         self.routes = self._routes(spec.get("campaign_routes"), source)

@@ -15,9 +15,21 @@ import phonenumbers
 
 from consumer.errors import ConfigError, InvalidEventError
 
-PhoneFormat = Literal["e164", "national"]
+PhoneFormat = Literal["e164", "e164_digits", "national", "national_significant"]
+ForeignPolicy = Literal["e164", "reject"]
+PHONE_FORMATS: tuple[PhoneFormat, ...] = ("e164", "e164_digits", "national", "national_significant")
+FOREIGN_POLICIES: tuple[ForeignPolicy, ...] = ("e164", "reject")
+_NATIONAL_FORMATS = ("national", "national_significant")
 _MAX_PHONE_CHARS = 64  # longer input is not a phone; refuse before the parser spends time on it
 _CANONICAL_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# Every string a format above can produce, and nothing with a separator or a stray sign in it; the
+# pipeline's recipient check (consumer/ingest/intake.py) accepts exactly this. E.164 is `+` and 3 to
+# 15 digits (a calling code and a national number of at least 2 digits, phonenumbers' bound: Iran's
+# valid +989601 has 6); e164_digits, national and national_significant are digits only, 4 to 17 (a
+# national significant number is at most 17, Italy's keeps its leading 0, and a national form with
+# its prefix, the leading 0 or 8, stays within 17), checked over every region's example numbers in
+# tests/unit/ingest/test_phone_formats.py.
+CANONICAL_PHONE = re.compile(r"^(\+[1-9][0-9]{2,14}|[0-9]{4,17})\Z")
 _COUNTRY_CODES = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 # A mobile number as people write it: an optional leading +, then digits (any script: phonenumbers
 # folds them to ASCII) and separators. Letters are refused before the parser sees them: it reads
@@ -27,21 +39,42 @@ _DIGITS_AND_SEPARATORS = re.compile(r"^\+?[\d\s().\-/]+$")
 
 
 class PhoneNormaliser:
-    def __init__(self, region: str | None, output: PhoneFormat) -> None:
+    """`normalise(raw)` writes a valid number in `output`:
+
+    - `e164` `+905321234567` (the default), `e164_digits` `905321234567` (Pisano strips the `+`
+      before its SMS provider anyway), `national` `05321234567`, `national_significant`
+      `5321234567` (the form in Pisano's own client samples).
+    - A national form only means something inside `region`'s numbering plan: written without its
+      country code, `+447911123456` would become `07911123456`, which in Turkey dials someone else.
+      So a number whose calling code is not the region's is written in E.164 (`foreign="e164"`) or
+      refused as an invalid event (`foreign="reject"`), never stripped of its country code. Regions
+      sharing a calling code (US and CA, GB and JE) share one numbering plan, so theirs stay national.
+    """
+
+    def __init__(self, region: str | None, output: PhoneFormat, foreign: ForeignPolicy = "e164") -> None:
         if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
             raise ConfigError(
                 f"phone_region={region!r}: expected an ISO 3166 region code such as TR, DE or US"
             )
-        if output not in ("e164", "national"):
-            raise ConfigError(f"phone_format={output!r}: expected e164 or national")
+        if output not in PHONE_FORMATS:
+            raise ConfigError(f"phone_format={output!r}: expected one of {', '.join(PHONE_FORMATS)}")
+        if foreign not in FOREIGN_POLICIES:
+            raise ConfigError(f"phone_foreign={foreign!r}: expected one of {', '.join(FOREIGN_POLICIES)}")
+        if output in _NATIONAL_FORMATS and region is None:
+            # Without a region every number is foreign to it: the national form would drop every
+            # country code, so there is no safe meaning for it.
+            raise ConfigError(f"phone_format={output}: set phone_region (e.g. TR) too; a national form "
+                              "is only unambiguous inside one region's numbering plan")
         self.region = region
         self.output = output
+        self.foreign = foreign
+        self._region_code = phonenumbers.country_code_for_region(region) if region else 0
         # Repeat customers are common; the cache keeps the parser off the hot path for them.
         self.normalise = lru_cache(maxsize=65_536)(self._normalise)
 
     def _normalise(self, raw: str) -> str:
-        if self.output == "e164" and _CANONICAL_E164.match(raw) and _valid_canonical_e164(raw):
-            return raw
+        if self.output in ("e164", "e164_digits") and _CANONICAL_E164.match(raw) and _valid_canonical_e164(raw):
+            return raw if self.output == "e164" else raw[1:]
         if len(raw) > _MAX_PHONE_CHARS:
             raise InvalidEventError("phone is too long to be a phone number")
         if not _DIGITS_AND_SEPARATORS.match(raw):
@@ -53,11 +86,22 @@ class PhoneNormaliser:
             raise InvalidEventError(f"phone is not a phone number ({exc._msg})") from None
         if not phonenumbers.is_valid_number(number):
             raise InvalidEventError("phone is not a valid number for its region")
+        e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
         if self.output == "e164":
-            return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+            return e164
+        if self.output == "e164_digits":
+            return e164[1:]
+        if number.country_code != self._region_code:
+            if self.foreign == "reject":
+                raise InvalidEventError(f"phone has a country code outside phone_region {self.region}, "
+                                        "and phone_foreign is reject; set phone_foreign: e164 to send it "
+                                        "in E.164")
+            return e164
+        if self.output == "national_significant":
+            return str(phonenumbers.national_significant_number(number))
         national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
         # Pisano takes the number as one token; drop the spaces and dashes of the display form.
-        return "".join(ch for ch in str(national) if ch.isdigit() or ch == "+")
+        return "".join(ch for ch in str(national) if ch.isdigit())
 
 
 def _valid_canonical_e164(raw: str) -> bool:

@@ -93,7 +93,7 @@ def test_error_messages_never_contain_the_phone() -> None:
     ({"event_id": "a", "phone": "b", "campaign_id": "c", "extra": 1}, "unknown key"),
     ({"event_id": "a[", "phone": "b", "campaign_id": "c"}, "not valid JMESPath"),
     ({"event_id": "a", "phone": "b", "campaign_id": "c", "phone_region": "XX"}, "ISO 3166"),
-    ({"event_id": "a", "phone": "b", "campaign_id": "c", "phone_format": "intl"}, "e164 or national"),
+    ({"event_id": "a", "phone": "b", "campaign_id": "c", "phone_format": "intl"}, "e164, e164_digits, national"),
     ({"event_id": "a", "phone": "b", "campaign_routes": {"field": "t", "routes": {"A": "nope"}}}, "not a campaign"),
 ])
 def test_bad_mapping_files(spec: dict[str, Any], text: str) -> None:
