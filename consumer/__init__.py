@@ -1,3 +1,3 @@
 """pisano-sms-consumer: Kafka transaction events in, batched Pisano SMS sharings out."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
