@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from consumer.config.settings import load_settings
+from consumer.config.loading import load_settings
 from consumer.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -27,7 +27,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from consumer.config.settings import Settings, load_settings
+from consumer.config.loading import load_settings
+from consumer.config.settings import Settings
 from tests.unit.operations.test_observability_assets import exported_metric_names, metric_names_in
 
 ROOT = Path(__file__).resolve().parents[2]

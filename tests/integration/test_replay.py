@@ -21,7 +21,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumer.config.settings import Settings, load_settings
+from consumer.config.loading import load_settings
+from consumer.config.settings import Settings
 from consumer.ingest.kafka import make_producer
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure, dead_letter_headers
 from consumer.simulator import SimulatorConfig, SimulatorServer

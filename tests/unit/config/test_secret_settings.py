@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from consumer.config.loading import load_settings
 from consumer.config.registry import registry_connection
 from consumer.config.secrets import check_token, mask_url, mask_urls_in_text
-from consumer.config.settings import load_settings
 from consumer.errors import ConfigError
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.config.settings import load_settings
+from consumer.config.loading import load_settings
 from consumer.config.windows import RateWindow
 from consumer.errors import ConfigError
 
