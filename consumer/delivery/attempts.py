@@ -61,13 +61,13 @@ class Attempts:
         self.stop = stop
 
     def send(self, campaign: str, body: bytes, *, slot_at: float | None, renew: Callable[[], bool],
-             sending: Callable[[], None], fresh: bool = False) -> Sent:
+             sending: Callable[[], None], fresh: float | None = None) -> Sent:
         """POST at `slot_at` (None: reserve a slot first), retrying in slots of their own.
-        `fresh`: the claims were taken within this slot's lead time."""
+        `fresh`: when (monotonic) the claims were taken, if for this slot."""
         sent = Sent()
         started = time.monotonic()
         while True:
-            ready = self.slots.ready(slot_at, renew, fresh=fresh and not sent.attempts)
+            ready = self.slots.ready(slot_at, renew, fresh=None if sent.attempts else fresh)
             if ready == "stopped":
                 sent.abandoned = True
                 return sent

@@ -59,6 +59,9 @@ class Claim:
         self.metrics = metrics
         self.stop = stop
         self.tag = dedup.new_tag()
+        # When the batch's first claim was asked (monotonic): a lease runs from there, however
+        # long the rest of the preparation took.
+        self.claimed_at: float | None = None
         self._held: dict[str, bool] = {}  # claimed event id -> a request carrying it may have left
         # Settled on exit, for the sender to report: (events, whether a request may have left).
         self.left_over: list[tuple[str, bool]] = []
@@ -93,6 +96,8 @@ class Claim:
         round wasting a throttle slot. Only if Redis stays away is what the
         script may have claimed released, and the error raised."""
         requests = _requests(events)
+        if self.claimed_at is None:
+            self.claimed_at = time.monotonic()
         tries = 0
         while True:
             tries += 1

@@ -167,9 +167,10 @@ class Sender:
         return True
 
     def _refused_by_campaign(self, batch: Batch, trip: Trip, report: Callable[[Outcome], None]) -> None:
-        """A batch its campaign's open circuit refuses: dead-lettered with the code, except the
-        events an SRE replayed (the campaign was fixed, by the look of it): those wait for the
-        circuit's probe, so a replay made within the cool-down is not dead-lettered again."""
+        """A batch its campaign's open circuit refuses before any slot is reserved: dead-lettered
+        with the code, except the events an SRE replayed (the campaign was fixed, by the look of
+        it): those wait for the circuit's probe, so a replay made within the cool-down is not
+        dead-lettered again. Waiting costs no slot: this check comes before the reservation."""
         replays = [e for e in batch.events if _replayed(e)]
         rest = [e for e in batch.events if not _replayed(e)]
         if replays:
@@ -182,10 +183,17 @@ class Sender:
     def process(self, batch: Batch, slot_at: float) -> None:
         """Claim, send and settle one batch: every event ends with exactly one outcome."""
         outcomes = BatchReport(self.report, batch.events)
-        gate = CampaignGate.enter(self.destination.campaigns, batch.campaign_id)
-        if gate.refusal is not None:  # its circuit opened while the slot was awaited
+        try:
+            gate = CampaignGate.enter(self.destination.campaigns, batch.campaign_id)
+        except Exception as exc:  # e.g. a malformed circuit hash: the batch still gets its outcomes
+            log.exception("could not read the campaign's circuit; the batch is dead-lettered")
+            self._conclude_open(outcomes, Claim(self.dedup, self.metrics, self._stop), batch.campaign_id, exc)
+            return
+        if gate.refusal is not None:  # its circuit opened, or another replica probes, while the slot was awaited
+            # This slot is spent either way: dead-letter the whole batch (replays too), rather than
+            # send replays round again to spend a slot per turn while another replica probes.
             self.dm.throttle_wasted.inc()
-            self._refused_by_campaign(batch, gate.refusal, outcomes)
+            outcomes(Outcome("dead_letter", batch.events, open_failure(gate.refusal, batch.campaign_id)))
             return
         claim = Claim(self.dedup, self.metrics, self._stop)
         failed: BaseException | None = None
@@ -241,8 +249,8 @@ class Sender:
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
         # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
-        sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=True, renew=lambda: claim.renew(events),
-                                  sending=lambda: claim.sending(events))
+        sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=claim.claimed_at,
+                                  renew=lambda: claim.renew(events), sending=lambda: claim.sending(events))
         self._conclude(claim, campaign, events, sent, outcomes, gate, first=True)
 
     def _claim(self, claim: Claim, batch: Batch, outcomes: BatchReport) -> list[PendingEvent]:

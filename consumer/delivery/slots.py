@@ -71,17 +71,17 @@ class SlotReserver:
             return time.monotonic() + grant.wait_s
         return None
 
-    def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: bool = False) -> Ready:
+    def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: float | None = None) -> Ready:
         """Be ready to POST at `slot_at` (a new slot is reserved when None): sleep to the slot's
-        lead time, `renew` the claims there, sleep to the slot. `fresh`: the claims were just
-        taken for this slot, no renewal needed unless the request moves to a later slot.
+        lead time, `renew` the claims there, sleep to the slot. `fresh`: when (monotonic) the claims
+        were taken for this slot; no renewal is needed while the slot is within the lead time of it.
 
         If preparing overran the slot by more than `max_lateness_s` (a slow Redis, a busy CPU),
         the request could reach Pisano after a later slot's request and break a window: it takes
         a new slot, and renews again unless that slot falls within the lead time of the renewal
         just made (an immediate slot: renewing again would only make it late again).
         "go": POST now; "refused": a claim could not be renewed (do not send); "stopped"."""
-        renewed_at = time.monotonic() if fresh else None
+        renewed_at = fresh
         while True:
             if slot_at is None:
                 slot_at = self.reserve()

@@ -85,6 +85,10 @@ class Backlog:
         while records:
             record, tp, epoch = records[0]
             if epoch_of(tp) == epoch:  # else revoked meanwhile: the next owner has it
+                # Verified before decoding: a replay dead-lettered at intake carries its count,
+                # so `replay --max-replays` stops it too.
+                replay = self.verify_replay(record)
+                record.replays = replay.count
                 try:
                     recipient = decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes,
                                                stale_after_ms=self.stale_after_ms, now_ms=int(time.time() * 1000))
@@ -94,8 +98,6 @@ class Backlog:
                 except RecordError as exc:
                     self.dead_letter(record, tp, epoch, Failure(exc.reason, str(exc)))
                 else:
-                    replay = self.verify_replay(record)
-                    record.replays = replay.count
                     events.append(PendingEvent(record, tp, record.offset(), epoch, recipient, now, replay.attempt))
                 if was_failing:
                     was_failing = False

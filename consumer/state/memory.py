@@ -9,6 +9,7 @@ the same decisions a fleet makes on Redis. State is per object: share one object
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from consumer.state.dedup import (
     new_tag,
 )
 from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms
+
+_CLAIM = re.compile(r"c\|(.*)\|([0-9]+)", re.S)
 
 
 def _now_ms() -> int:
@@ -63,7 +66,8 @@ class MemoryDedup:
         with self._lock:
             for request in requests:
                 value = self._get(request.event_id, now)
-                attempt, expired = "", False
+                attempt: str | None = None
+                expired = False
                 if value is None or value.startswith(mine):
                     status = ClaimStatus.CLAIMED
                 elif value == "d":
@@ -73,12 +77,13 @@ class MemoryDedup:
                 elif value.startswith("u|"):
                     attempt = value[2:]
                 else:
-                    owner_tag, _, claimed_at = value[2:].rpartition("|")
-                    if now - (int(claimed_at) if claimed_at.isdigit() else 0) < self.lease_ms:
+                    # As claim.lua's '^c|(.*)|(%d+)$': a malformed claim has no owner and time 0.
+                    match = _CLAIM.fullmatch(value)
+                    if now - (int(match.group(2)) if match else 0) < self.lease_ms:
                         status = ClaimStatus.HELD
                     else:
-                        attempt, expired = owner_tag or LEGACY_ATTEMPT, True
-                if attempt:
+                        attempt, expired = match.group(1) if match else LEGACY_ATTEMPT, True
+                if attempt is not None:
                     if request.replay_of and request.replay_of == attempt:
                         status = ClaimStatus.CLAIMED
                     else:
@@ -88,7 +93,7 @@ class MemoryDedup:
                 if status is ClaimStatus.CLAIMED:
                     self._marks[request.event_id] = _Entry(f"{mine}{now}", now + self.horizon_ms)
                 out.append(status)
-                attempts.append(attempt if status is ClaimStatus.UNKNOWN else "")
+                attempts.append(attempt if status is ClaimStatus.UNKNOWN and attempt is not None else "")
         return ClaimStatuses(out, attempts)
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
