@@ -8,14 +8,16 @@ run that code, the harness (simulator, Kafka, proxy) stays this one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from urllib.parse import urlparse
 
 import pytest
 
 from tests.conftest import Stack
-from tests.support.consumers import CONSUMER_ROOT
+from tests.support.consumers import CONSUMER_ROOT, wait_until
 from tests.support.redis_proxy import RedisProxy
 from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
@@ -65,3 +67,33 @@ def test_a_lost_claim_reply_is_claimed_again_and_sent_once_not_parked_until_ambi
     delivered = run.delivered()
     assert len(delivered) == 40 and max(delivered.values()) == 1
     assert took < LEASE_MS / 1000, f"took {took:.1f}s: the events waited out the lease"
+
+
+def test_a_retry_renews_its_claims_before_its_slot_so_a_slow_redis_never_breaks_a_window(
+        run: Run, proxy: RedisProxy, new_topic: Callable[..., str]) -> None:
+    # Finding 6. Every claim and renewal takes 0.15 s (a busy Redis), less than the 0.2 s lead
+    # time a request is prepared in. Pisano allows 1 request a second, and so does the replica,
+    # with a 0.1 s margin: slots 1.1 s apart. The first request gets a 503 and is retried in a
+    # later slot. Renewed inside that slot's lead time, the retry leaves at its slot. Before the
+    # fix the renewal sat between the slot and the POST: the retry left 0.15 s late, 0.95 s before
+    # the next slot's request, which Pisano counted in the same window and answered 429.
+    sha = hashlib.sha1(claim_script().encode()).hexdigest().encode()
+    proxy.delay(sha, 0.15)
+    run.sim_config(rate_limits="1/1s")
+    run.faults(error_rates={"503": 1.0})
+    run.start(run.events(8, CAMPAIGNS[0]), new_topics=new_topic, REDIS_URL=proxy.url, BATCH_MAX_RECIPIENTS=1,
+              PISANO_RATE_LIMITS="1/1s", PISANO_RATE_MARGIN_MS=100, THROTTLE_GRACE_MS=2000)
+    wait_until(lambda: any(r["http_status"] == 503 for r in run.requests()), 20, "a first request got a 503")
+    run.faults(error_rates={})
+    run.wait_all_committed(timeout=40)
+    run.finish()
+
+    requests = sorted(run.requests(), key=lambda r: r["clock_ns"])
+    statuses = Counter(r["http_status"] for r in requests)
+    gaps = [(b["clock_ns"] - a["clock_ns"]) / 1e9 for a, b in itertools.pairwise(requests)]
+    assert statuses[503] >= 1 and proxy.delayed > 8, (statuses, proxy.delayed)  # retried, renewals slowed
+    assert statuses[429] == 0, f"Pisano's window broken: {statuses}, gaps {[round(g, 2) for g in gaps]}"
+    assert min(gaps) >= 1.0, [round(g, 2) for g in gaps]
+    assert run.dead == []
+    delivered = run.delivered()
+    assert len(delivered) == 8 and max(delivered.values()) == 1
