@@ -16,8 +16,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import Stack
-from tests.support.consumers import CONSUMER_ROOT, wait_until
+from consumer.ingest.samples import phone_for
+from tests.conftest import Stack, unique
+from tests.support.consumers import CONSUMER_ROOT, ConsumerProcess, consumer_env, wait_until
+from tests.support.kafka import committed, end_offsets
 from tests.support.redis_proxy import RedisProxy
 from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
@@ -97,3 +99,44 @@ def test_a_retry_renews_its_claims_before_its_slot_so_a_slow_redis_never_breaks_
     assert run.dead == []
     delivered = run.delivered()
     assert len(delivered) == 8 and max(delivered.values()) == 1
+
+
+def test_a_request_moved_to_a_later_slot_renews_its_claims_so_no_other_replica_finds_them_lapsed(
+        run: Run, proxy: RedisProxy, redis_client, new_topic: Callable[..., str]) -> None:  # type: ignore[no-untyped-def]
+    # Finding 6, the lease. Replica A may send 1 request per 14.5 s. Its first claim takes 0.5 s
+    # (a Redis stall), more than the 0.2 s lead time plus half the margin: the request is late for
+    # its slot and moves to the next one, 15 s later. Pisano then takes 5.5 s to answer. The
+    # lease, 16.1 s, is the shortest the start check allows for a 6 s request. Renewed in the
+    # new slot's lead time, the claim outlives the request. Before the fix the first POST in a
+    # re-reserved slot skipped the renewal: the claim, 15 s old when the request left, lapsed
+    # while Pisano was answering, and replica B, holding a duplicate of the event, found it of
+    # unknown fate and dead-lettered it `ambiguous` although A delivered it. Now B waits (held)
+    # and skips it once A marked it delivered. (B reads the same topic in a group of its own, so
+    # no rebalance moves A's partition, and without a throttle, so it asks every 2 s.)
+    sha = hashlib.sha1(claim_script().encode()).hexdigest().encode()
+    proxy.delay(sha, 0.5, times=1)
+    records = run.events(1, CAMPAIGNS[0])
+    key = "{pisano-sms}:e:" + records[0][0].decode()
+    lease = {"PISANO_TIMEOUT_MS": 6000, "PISANO_CONNECT_TIMEOUT_MS": 100, "DEDUP_CLAIM_LEASE_MS": 16_100}
+    run.faults(latency_ms=5500)
+    a = run.start(records, partitions=1, new_topics=new_topic, REDIS_URL=proxy.url, PISANO_RATE_LIMITS="1/14500ms",
+                  PISANO_RATE_MARGIN_MS=500, THROTTLE_GRACE_MS=2000, **lease)
+    wait_until(lambda: (redis_client.get(key) or b"").startswith(b"c|"), 20, "A claimed the event")
+    b_group = unique("g")
+    b_env = consumer_env(bootstrap=run.stack.bootstrap, redis_url=run.stack.redis_url, topic=run.topic, dlq=run.dlq,
+                         group=b_group, pisano_url=run.simulator.url, token=run.token, **lease)
+    b = ConsumerProcess(b_env, run.tmp_path / "b.log").start()
+    run.processes.append(b)
+    ends = end_offsets(run.stack.bootstrap, run.topic)
+    wait_until(lambda: committed(run.stack.bootstrap, b_group, run.topic) == ends, 40, "B ended its copy")
+    run.wait_all_committed(timeout=40)
+    wasted = a.metric("pisano_sms_throttle_slots_wasted_total")
+    skipped = b.metric("pisano_sms_duplicates_skipped_total")
+    run.finish()
+    assert b.terminate() == 0
+
+    assert proxy.delayed == 1 and wasted >= 1, "A's first slot was not missed"
+    reasons = [h.get("dlq.reason") for h in run.dead_headers()]
+    assert reasons == [], f"dead-lettered: {reasons}"
+    assert run.delivered() == Counter({phone_for(0): 1})
+    assert skipped == 1

@@ -45,6 +45,7 @@ class RedisProxy:
     _down_until: float = 0.0
     _delay_marker: bytes | None = None
     _delay_s: float = 0.0
+    _delay_times: int | None = None  # how many more commands to delay (None: all)
     _conns: list[_Conn] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -63,10 +64,10 @@ class RedisProxy:
         with self._lock:
             self._lose_marker, self._down_s = marker, down_s
 
-    def delay(self, marker: bytes, seconds: float) -> None:
-        """Hold every command holding `marker` for `seconds` before it reaches Redis."""
+    def delay(self, marker: bytes, seconds: float, times: int | None = None) -> None:
+        """Hold the commands holding `marker` (every one, or the next `times`) for `seconds`."""
         with self._lock:
-            self._delay_marker, self._delay_s = marker, seconds
+            self._delay_marker, self._delay_s, self._delay_times = marker, seconds, times
 
     def close(self) -> None:
         self._listener.close()
@@ -106,7 +107,10 @@ class RedisProxy:
                 with self._lock:
                     if self._lose_marker is not None and self._lose_marker in seen:
                         self._lose_marker, conn.drop_reply = None, True
-                    slow = self._delay_s if self._delay_marker is not None and self._delay_marker in seen else 0.0
+                    slow = 0.0
+                    if self._delay_marker is not None and self._delay_marker in seen and self._delay_times != 0:
+                        slow = self._delay_s
+                        self._delay_times = None if self._delay_times is None else self._delay_times - 1
                 if slow:
                     self.delayed += 1
                     time.sleep(slow)
