@@ -15,6 +15,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
+# The source tree the replicas run (`python -m consumer` from there): this one, or an older
+# checkout, to show that an end-to-end test fails on the code before a fix.
+CONSUMER_ROOT = Path(os.environ.get("PISANO_TEST_CONSUMER_ROOT", ROOT))
 # The fleet's replay signing key in tests: replays of ambiguous events must be signed with it.
 REPLAY_KEY = "test-replay-signing-key-4f1c0e"
 
@@ -59,7 +62,7 @@ class ConsumerProcess:
 
     def start(self) -> ConsumerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=self.env, cwd=ROOT,
+        self.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=self.env, cwd=CONSUMER_ROOT,
                                         stdout=log, stderr=subprocess.STDOUT)
         log.close()
         return self
