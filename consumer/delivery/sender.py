@@ -170,7 +170,7 @@ class Sender:
         """A batch its campaign's open circuit refuses before any slot is reserved: dead-lettered
         with the code, except the events an SRE replayed (the campaign was fixed, by the look of
         it): those wait for the circuit's probe, so a replay made within the cool-down is not
-        dead-lettered again. Waiting costs no slot: this check comes before the reservation."""
+        dead-lettered again."""
         replays = [e for e in batch.events if _replayed(e)]
         rest = [e for e in batch.events if not _replayed(e)]
         if replays:
@@ -189,11 +189,12 @@ class Sender:
             log.exception("could not read the campaign's circuit; the batch is dead-lettered")
             self._conclude_open(outcomes, Claim(self.dedup, self.metrics, self._stop), batch.campaign_id, exc)
             return
-        if gate.refusal is not None:  # its circuit opened, or another replica probes, while the slot was awaited
-            # This slot is spent either way: dead-letter the whole batch (replays too), rather than
-            # send replays round again to spend a slot per turn while another replica probes.
+        if gate.refusal is not None:  # its circuit opened, or another batch probes, while the slot was awaited
+            # Replays wait for the probe's verdict even here: dead-lettered again they would need
+            # another replay. While a probe is under way each such turn spends a slot; a probe
+            # lasts one request (at most the claim lease if its replica dies).
             self.dm.throttle_wasted.inc()
-            outcomes(Outcome("dead_letter", batch.events, open_failure(gate.refusal, batch.campaign_id)))
+            self._refused_by_campaign(batch, gate.refusal, outcomes)
             return
         claim = Claim(self.dedup, self.metrics, self._stop)
         failed: BaseException | None = None

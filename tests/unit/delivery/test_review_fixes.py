@@ -30,11 +30,11 @@ def test_an_error_reading_the_campaign_circuit_still_ends_every_event() -> None:
     assert r.reasons() == {"e1": "internal_error", "e2": "internal_error"} and not r.pisano.requests
 
 
-def test_a_refusal_after_the_slot_dead_letters_replays_too_instead_of_spending_a_slot_per_turn() -> None:
+def test_a_refusal_after_the_slot_keeps_replays_waiting_and_dead_letters_the_rest() -> None:
     r = rig(FakePisano())
     r.sender.destination.campaigns.admit = lambda campaign: Trip(13034, 400, "Invalid Flow")  # type: ignore[method-assign]
     r.process([event(1, replay_of="a|b"), event(2)])
-    assert r.kinds() == {"e1": {"dead_letter"}, "e2": {"dead_letter"}}
+    assert r.kinds() == {"e1": {"requeue"}, "e2": {"dead_letter"}}
 
 
 def test_claims_taken_long_before_the_slot_are_renewed_before_the_post() -> None:
