@@ -11,6 +11,7 @@ from typing import Any
 
 from consumer.ingest.samples import encode_confluent, phone_for, transaction
 from tests.support.scenario import CAMPAIGNS
+from tests.support.zigzag import varint
 
 CAMPAIGN = CAMPAIGNS[0]
 UNKNOWN_CAMPAIGN = "deadbeef-0000-4000-8000-000000000000"  # a campaign id Pisano does not know
@@ -37,18 +38,6 @@ class Hostile:
     raw_headers: list[tuple[bytes, bytes | None]] | None = None  # header names that are not UTF-8
     phone: str | None = None  # the canonical phone Pisano receives, when delivered
 
-
-def varint(value: int) -> bytes:
-    value = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def corpus(schema: Any, ids: dict[str, int]) -> list[Hostile]:

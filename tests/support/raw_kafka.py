@@ -15,6 +15,8 @@ import time
 
 from confluent_kafka.admin import AdminClient
 
+from tests.support.zigzag import varint as _varint
+
 _CRC32C_TABLE: list[int] = []
 for _n in range(256):
     _crc = _n
@@ -29,18 +31,6 @@ def crc32c(data: bytes) -> int:
         crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
 
-
-def _varint(value: int) -> bytes:
-    value = (value << 1) ^ (value >> 63)  # zigzag
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _bytes(data: bytes | None) -> bytes:

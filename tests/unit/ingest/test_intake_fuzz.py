@@ -22,6 +22,7 @@ from consumer.ingest.intake import decode_and_map
 from consumer.ingest.mapping import DeclarativeMapper, Recipient
 from consumer.ingest.records import InboundRecord
 from consumer.ingest.samples import default_schema, encode, phone_for, transaction
+from tests.support.zigzag import varint
 
 CASES = 10_000
 LIMIT_S = 0.050
@@ -40,18 +41,6 @@ def base_records(rng: random.Random) -> list[bytes]:
         records.append(encode(record))
     return records
 
-
-def varint(value: int) -> bytes:
-    value = (value << 1) ^ (value >> 63)  # zigzag
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def mutate(rng: random.Random, value: bytes, others: list[bytes]) -> bytes:
