@@ -130,34 +130,56 @@ def _valid_canonical_e164(raw: str) -> bool:
 # Number types in the order phonenumbers tries them; a number of none of them is not valid.
 _TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
           "fixed_line", "mobile")
-_Desc = tuple[re.Pattern[str], frozenset[int]]
 
 
 @lru_cache(maxsize=512)
 def _validator(country_code: int) -> Callable[[str], bool] | None:
     """phonenumbers' own validity rule for a calling code of one region, with its patterns compiled
     once: the national number matches the general description and at least one number type
-    (length and pattern, as `phonenumberutil._number_type_helper` does)."""
+    (length and pattern, as `phonenumberutil._number_type_helper` does).
+
+    The types that allow a length are joined into one alternation per length, so a number costs
+    two regex matches, not one per type (a mobile number, the common case, is the last type
+    phonenumbers tries)."""
     regions = _COUNTRY_CODES.get(country_code, ())
     if len(regions) != 1:
         return None
     metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, regions[0])
     if metadata is None:
         return None
-
-    def compiled(desc: Any) -> _Desc | None:
-        if desc is None or not desc.national_number_pattern:
-            return None
-        return re.compile(desc.national_number_pattern), frozenset(desc.possible_length or ())
-
-    general = compiled(metadata.general_desc)
-    types = [d for d in (compiled(getattr(metadata, name, None)) for name in _TYPES) if d is not None]
-
-    def matches(desc: _Desc, national: str) -> bool:
-        pattern, lengths = desc
-        return (not lengths or len(national) in lengths) and pattern.fullmatch(national) is not None
+    general = _described(metadata.general_desc)
+    if general is None:
+        return None
+    types = [d for d in (_described(getattr(metadata, name, None)) for name in _TYPES) if d is not None]
+    by_length = _joined_by_length(types)
+    general_pattern, general_lengths = general
+    other_lengths = by_length.get(None)
 
     def valid(national: str) -> bool:
-        return general is not None and matches(general, national) and any(matches(t, national) for t in types)
+        if general_lengths and len(national) not in general_lengths:
+            return False
+        if general_pattern.fullmatch(national) is None:
+            return False
+        joined = by_length.get(len(national)) or other_lengths
+        return joined is not None and joined.fullmatch(national) is not None
 
     return valid
+
+
+def _described(desc: Any) -> tuple[re.Pattern[str], frozenset[int]] | None:
+    if desc is None or not desc.national_number_pattern:
+        return None
+    return re.compile(desc.national_number_pattern), frozenset(desc.possible_length or ())
+
+
+def _joined_by_length(types: list[Any]) -> dict[int | None, re.Pattern[str]]:
+    """One alternation of the type patterns that allow each length; key None for a length no
+    type lists (only the types without a length list allow it)."""
+    lengths = {n for _, allowed in types for n in allowed}
+    any_length = [pattern.pattern for pattern, allowed in types if not allowed]
+    out: dict[int | None, re.Pattern[str]] = {}
+    for length in (*lengths, None):
+        patterns = [pattern.pattern for pattern, allowed in types if length in allowed] + any_length
+        if patterns:
+            out[length] = re.compile("|".join(f"(?:{p})" for p in patterns))
+    return out
