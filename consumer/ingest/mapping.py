@@ -84,22 +84,48 @@ def compile_path(key: str, expression: Any) -> Path_:
     if not isinstance(expression, str) or not expression.strip():
         raise ConfigError(f"mapping {key}: expected a JMESPath expression, got {expression!r}")
     if _DOTTED.match(expression):
-        steps = tuple(expression.split("."))
-
-        def walk(record: Any) -> Any:
-            for step in steps:
-                if not isinstance(record, Mapping):
-                    return None
-                record = record.get(step)
-            return record
-
-        return walk
+        return _dotted(tuple(expression.split(".")))
     try:
         compiled = jmespath.compile(expression)
     except jmespath.exceptions.JMESPathError as exc:
         raise ConfigError(f"mapping {key}: {expression!r} is not valid JMESPath ({exc})") from None
     search: Path_ = compiled.search
     return search
+
+
+def _dotted(steps: tuple[str, ...]) -> Path_:
+    """A dotted path as plain lookups. Decoded Avro records are dicts: `type(...) is dict` decides
+    that at once, where `isinstance(..., Mapping)` goes through the ABC machinery on every step
+    of every event; other mappings (a plug-in's) still take the general walk."""
+    if len(steps) == 1:
+        (first,) = steps
+
+        def one(record: Any) -> Any:
+            if type(record) is dict:
+                return record.get(first)
+            return record.get(first) if isinstance(record, Mapping) else None
+
+        return one
+    if len(steps) == 2:
+        outer, inner = steps
+
+        def two(record: Any) -> Any:
+            if type(record) is dict:
+                nested = record.get(outer)
+                if type(nested) is dict:
+                    return nested.get(inner)
+            return _walk(steps, record)
+
+        return two
+    return lambda record: _walk(steps, record)
+
+
+def _walk(steps: tuple[str, ...], record: Any) -> Any:
+    for step in steps:
+        if not isinstance(record, Mapping):
+            return None
+        record = record.get(step)
+    return record
 
 
 # The canonical 8-4-4-4-12 form only: `uuid.UUID` also takes braces, `urn:uuid:` and bare hex, and
@@ -113,6 +139,8 @@ def is_campaign_id(value: str) -> bool:
 
 def _text(value: Any) -> str | None:
     """Attribute values go to Pisano as strings; nested structures are not attributes."""
+    if type(value) is str:  # nearly every value: skip the checks below
+        return value if len(value) <= MAX_ATTRIBUTE_CHARS else value[:MAX_ATTRIBUTE_CHARS]
     if value is None or isinstance(value, (dict, list)):
         return None
     if isinstance(value, bool):
