@@ -41,7 +41,7 @@ from consumer.ingest.mapping import Mapper
 from consumer.ingest.records import InboundRecord
 from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget, redact_phones
-from consumer.operations.metrics import Metrics
+from consumer.operations.metrics import Metrics, observe_many
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.outcomes.offsets import OffsetTracker
 from consumer.sre.replay_signature import NOT_A_REPLAY, ReplayVerifier
@@ -258,11 +258,8 @@ class Pipeline:
                     self._dead_letter(event.message, event.tp, event.offset, event.epoch, outcome.failure)
 
     def _observe_latency(self, events: list[PendingEvent], accepted_at_ms: int) -> None:
-        observe = self.metrics.end_to_end.observe
-        for event in events:
-            _, timestamp = event.message.timestamp()
-            if timestamp > 0:
-                observe(max(0.0, (accepted_at_ms - timestamp) / 1000))
+        stamps = [event.message.timestamp()[1] for event in events]
+        observe_many(self.metrics.end_to_end, [max(0.0, (accepted_at_ms - t) / 1000) for t in stamps if t > 0])
 
     # ------------------------------------------------------------------ offsets
 

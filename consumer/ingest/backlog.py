@@ -82,6 +82,8 @@ class Backlog:
             return events
         records = self._records
         was_failing = self._failures > 0
+        # One wall-clock reading per turn: a turn lasts milliseconds, the stale limit is hours.
+        now_ms = int(time.time() * 1000)
         while records:
             record, tp, epoch = records[0]
             if epoch_of(tp) == epoch:  # else revoked meanwhile: the next owner has it
@@ -91,7 +93,7 @@ class Backlog:
                 record.replays = replay.count
                 try:
                     recipient = decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes,
-                                               stale_after_ms=self.stale_after_ms, now_ms=int(time.time() * 1000))
+                                               stale_after_ms=self.stale_after_ms, now_ms=now_ms)
                 except RegistryError as exc:
                     self._failed(exc, now)
                     return events
@@ -103,7 +105,7 @@ class Backlog:
                     was_failing = False
                     self._recovered()
             records.popleft()
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:  # every record: a plug-in mapper may be slow
                 break
         return events
 

@@ -7,6 +7,9 @@ ids either (events can carry any campaign id, so it would be an unbounded label)
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,3 +125,18 @@ class DestinationMetrics:
 
     def requests(self, status: str, code: str) -> Any:
         return self.requests_family.labels(status, code, self.name)
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """`histogram.observe(a)` for every amount, with one lock taken per bucket touched instead of
+    two per amount: a delivered request observes the latency of up to 5000 events at once.
+
+    It fills the same buckets and sum as `observe` (tests/unit/operations/test_metrics.py checks
+    both against each other), through prometheus_client's own bucket values."""
+    if not amounts:
+        return
+    counts = Tally(bisect_left(histogram._upper_bounds, amount) for amount in amounts)
+    histogram._sum.inc(sum(amounts))
+    for index, count in counts.items():
+        histogram._buckets[index].inc(count)
+
