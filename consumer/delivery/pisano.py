@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from consumer import __version__
 from consumer.config.secrets import mask_urls_in_text
@@ -74,7 +75,14 @@ def build_body(recipients: Sequence[Recipient]) -> bytes:
         body["custom_attributes"] = custom
     if built_in:
         body["built_in_responses"] = built_in
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    # orjson writes the same compact UTF-8 JSON as json.dumps(separators=(",", ":"),
+    # ensure_ascii=False).encode(), several times faster: a body carries up to 5000 recipients.
+    # Like json.dumps it refuses dates and dataclasses (orjson would write them): only the JSON
+    # scalars that the recipient check allows reach a body.
+    return orjson.dumps(body, option=_STRICT)
+
+
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def _verify(tls_verify: bool, ca_file: Path | None) -> ssl.SSLContext | bool:

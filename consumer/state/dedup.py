@@ -23,8 +23,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from consumer.errors import StateStoreError
 from consumer.state.redis import Keys, load_script, translated
@@ -47,8 +46,10 @@ class Settlement(enum.Enum):
 LEGACY_ATTEMPT = "-"
 
 
-@dataclass(frozen=True)
-class ClaimRequest:
+class ClaimRequest(NamedTuple):
+    """One id to claim. A named tuple, not a frozen dataclass: one is built per event of every
+    request, and a tuple builds several times faster."""
+
     event_id: str
     # A verified replay of an ambiguous dead-letter: the attempt (dlq.attempt.id) whose unknown
     # mark the SRE checked, the only one it may override. None for every other record.

@@ -220,3 +220,18 @@ def test_stalled_body_is_cut_at_the_deadline_not_after_each_read_timeout() -> No
             client.send(CAMPAIGN, b"{}")
         client.close()
         assert time.monotonic() - started < 1.3
+
+
+def test_the_body_is_the_compact_utf8_json_of_the_standard_library() -> None:
+    """build_body writes with orjson; its bytes must be what json.dumps would have sent."""
+    recipients = [
+        Recipient("e1", CAMPAIGN, "+905321234567", {"name": "Ayşe Çelik", "quote": 'say "hi"\\now', "ctl": "\t\x01"},
+                   {"nps": "10"}),
+        Recipient("e2", CAMPAIGN, "+905321234568", {"n": 1, "big": 2**63 - 1, "neg": -(2**63), "f": 0.5, "b": True,
+                                                    "none": None, "emoji": "🙂", "ls": "\u2028"}),
+        Recipient("e3", CAMPAIGN, "+905321234569"),
+    ]
+    expected = {"phone_numbers": [r.phone for r in recipients],
+                "custom_attributes": {r.phone: r.custom_attributes for r in recipients if r.custom_attributes},
+                "built_in_responses": {r.phone: r.built_in_responses for r in recipients if r.built_in_responses}}
+    assert build_body(recipients) == json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode()

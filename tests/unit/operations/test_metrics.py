@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from prometheus_client import CollectorRegistry, Histogram
 
 from consumer.operations.metrics import observe_many
