@@ -40,6 +40,7 @@ def main(context: click.Context, config_file: Path | None) -> None:
 def run(settings: Settings) -> None:
     """Run the consumer until SIGTERM or Ctrl-C (then flush, commit and exit 0)."""
     from consumer.app import build_pipeline
+    from consumer.operations import collector
     from consumer.operations.health import Health, HealthServer
     from consumer.operations.metrics import Metrics
 
@@ -60,6 +61,7 @@ def run(settings: Settings) -> None:
     probe.start()
     if server:
         server.start()
+    collector.tune_for_throughput()
     try:
         pipeline.run()
     finally:
