@@ -390,8 +390,9 @@ class Pipeline:
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
                 continue
-            committed = self.tracker.commit_points([tp]) or {}
-            position = committed.get(tp)
+            # Every partition with a position, committed or not: a partition whose commit point
+            # has not moved (caught up, or stuck behind a record without an outcome) still has a lag.
+            position = self.tracker.commit_points([tp], all_known=True).get(tp)
             if position is None:
                 continue
             self.metrics.consumer_lag.labels(tp[0], str(tp[1])).set(max(0, high - position))

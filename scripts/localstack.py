@@ -48,6 +48,8 @@ CONTROLLER_PORT = KAFKA_PORT + 1
 KAFKA_SASL_PORT = KAFKA_PORT + 2
 REDIS_PORT = int(os.environ.get("PISANO_STACK_REDIS_PORT", "16379"))
 REDIS_TLS_PORT = REDIS_PORT + 1
+# The tests' Prometheus (tests/support/prometheus.py), beside Kafka's three ports.
+PROMETHEUS_PORT = int(os.environ.get("PISANO_STACK_PROMETHEUS_PORT", str(KAFKA_PORT + 5)))
 
 # Local-only credentials for the secured listeners; they protect nothing but a throwaway stack.
 SASL_USER, SASL_PASSWORD = "pisano", "pisano-local-scram"
