@@ -9,7 +9,8 @@
 
 Kafka comes from Maven Central as `org.apache.kafka` artifacts fetched with `mvn` into a cache
 outside the repository (~/.cache/pisano-sms), and runs with the machine's Java as one combined
-broker+controller. Redis is Debian's `redis-server` (installed with apt when missing). Runtime
+broker+controller. Redis is Debian's `redis-server` (installed with apt when missing), and so is
+Prometheus with `promtool` (`ensure_prometheus`, for the tests of the alerts and the dashboard). Runtime
 files (data, logs, pids) live in `.stack/` at the top of the checkout.
 
 Besides the plaintext listener, Kafka has a SASL_SSL listener with SCRAM-SHA-512 (user
