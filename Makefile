@@ -1,5 +1,5 @@
 # One entry point for newcomers, CI and the demo. Everything runs from a fresh machine:
-# the virtualenv, Kafka (from Maven Central), Redis (from apt) and helm (go install) are
+# the virtualenv, Kafka (from Maven Central), Redis and Prometheus (from apt) and helm (go install) are
 # installed on first use.
 PYTHON ?= python3
 VENV   := .venv

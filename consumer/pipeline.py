@@ -35,6 +35,7 @@ from consumer.config.settings import Settings
 from consumer.delivery.batching import PendingEvent
 from consumer.delivery.lanes import Lanes
 from consumer.delivery.outcome import Outcome
+from consumer.delivery.pisano_codes import code_label
 from consumer.ingest.avro import Decoder
 from consumer.ingest.backlog import Backlog
 from consumer.ingest.mapping import Mapper
@@ -87,7 +88,8 @@ class Pipeline:
         self.health = health
         self.tracker = OffsetTracker()
         # With marks, a record read again after a SIGKILL or rebalance is dead-lettered only once.
-        self.dlq = DeadLetterQueue(producer, settings.dlq_topic, marks=dead_letter_marks)
+        self.dlq = DeadLetterQueue(producer, settings.dlq_topic, marks=dead_letter_marks,
+                                   group=settings.kafka_group_id, compat_headers=settings.dlq_compat_headers)
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         # The sending side, one lane per destination: batches are filled here, taken by senders.
         self.delivery = delivery_factory(self.outcomes.put)
@@ -229,7 +231,7 @@ class Pipeline:
                                "campaign": failure.campaign_id})
 
         def done() -> None:
-            self.metrics.dead_letters.labels(failure.reason, str(failure.code or "")).inc()
+            self.metrics.dead_letters.labels(failure.reason, code_label(failure.code)).inc()
             self.tracker.finish(tp, offset, epoch)
 
         self.dlq.send(message, failure, done)
@@ -385,8 +387,9 @@ class Pipeline:
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
                 continue
-            committed = self.tracker.commit_points([tp]) or {}
-            position = committed.get(tp)
+            # Every partition with a position, committed or not: a partition whose commit point
+            # has not moved (caught up, or stuck behind a record without an outcome) still has a lag.
+            position = self.tracker.commit_points([tp], all_known=True).get(tp)
             if position is None:
                 continue
             self.metrics.consumer_lag.labels(tp[0], str(tp[1])).set(max(0, high - position))

@@ -9,7 +9,8 @@
 
 Kafka comes from Maven Central as `org.apache.kafka` artifacts fetched with `mvn` into a cache
 outside the repository (~/.cache/pisano-sms), and runs with the machine's Java as one combined
-broker+controller. Redis is Debian's `redis-server` (installed with apt when missing). Runtime
+broker+controller. Redis is Debian's `redis-server` (installed with apt when missing), and so is
+Prometheus with `promtool` (`ensure_prometheus`, for the tests of the alerts and the dashboard). Runtime
 files (data, logs, pids) live in `.stack/` at the top of the checkout.
 
 Besides the plaintext listener, Kafka has a SASL_SSL listener with SCRAM-SHA-512 (user
@@ -48,6 +49,8 @@ CONTROLLER_PORT = KAFKA_PORT + 1
 KAFKA_SASL_PORT = KAFKA_PORT + 2
 REDIS_PORT = int(os.environ.get("PISANO_STACK_REDIS_PORT", "16379"))
 REDIS_TLS_PORT = REDIS_PORT + 1
+# The tests' Prometheus (tests/support/prometheus.py), beside Kafka's three ports.
+PROMETHEUS_PORT = int(os.environ.get("PISANO_STACK_PROMETHEUS_PORT", str(KAFKA_PORT + 5)))
 
 # Local-only credentials for the secured listeners; they protect nothing but a throwaway stack.
 SASL_USER, SASL_PASSWORD = "pisano", "pisano-local-scram"
@@ -138,6 +141,44 @@ def ensure_redis_server() -> str:
     if not found:
         raise StackError("redis-server still not found after apt-get install")
     return found
+
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+PROMTOOL = Path("/usr/bin/promtool")
+
+
+def ensure_prometheus() -> tuple[str, str]:
+    """Debian's `prometheus` package (it ships `promtool`), for the tests of the alert rules and
+    the dashboard. Only its binaries are used: tests start their own Prometheus on a port of the
+    stack; the package's own service must not start and take port 9090."""
+    if PROMETHEUS.is_file() and PROMTOOL.is_file():
+        return str(PROMETHEUS), str(PROMTOOL)
+    if os.geteuid() != 0:
+        raise StackError("prometheus not found: run `sudo apt-get install -y --no-install-recommends "
+                         "prometheus` and retry")
+    say("installing Debian's prometheus (with promtool) with apt")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    # Debian's invoke-rc.d and deb-systemd-invoke ask /usr/sbin/policy-rc.d whether a package may
+    # start its service; exit 101 says no. Put one in place only for this install if the machine
+    # has none (Docker images ship one), and remove it afterwards.
+    policy = Path("/usr/sbin/policy-rc.d")
+    placed = not policy.exists()
+    if placed:
+        policy.write_text("#!/bin/sh\n# placed by pisano-sms localstack.py while installing prometheus\nexit 101\n",
+                          encoding="utf-8")
+        policy.chmod(0o755)
+    try:
+        # No recommends: prometheus-node-exporter would be one more service the tests do not use.
+        for command in (["apt-get", "update", "-qq"],
+                        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]):
+            if subprocess.run(command, env=env, check=False).returncode != 0:
+                raise StackError(f"`{' '.join(command)}` failed; install prometheus by hand and retry")
+    finally:
+        if placed:
+            policy.unlink(missing_ok=True)
+    if not (PROMETHEUS.is_file() and PROMTOOL.is_file()):
+        raise StackError(f"{PROMETHEUS} or {PROMTOOL} still missing after apt-get install prometheus")
+    return str(PROMETHEUS), str(PROMTOOL)
 
 
 def ensure_tls() -> None:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     kafka_group_id: str = "pisano-sms-consumer"
     kafka: dict[str, str | int | float | bool] = Field(default_factory=dict)
     dlq_topic: str = "pisano-sms.dlq"
+    # Kafka Connect's and Spring Kafka's dead-letter headers beside ours, for generic DLQ tooling.
+    dlq_compat_headers: bool = True
 
     # Redis
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")

@@ -20,6 +20,7 @@ from consumer.delivery.backoff import Backoff
 from consumer.delivery.destination import Destination
 from consumer.delivery.failures import Verdict
 from consumer.delivery.pisano import Accepted
+from consumer.delivery.pisano_codes import code_label
 from consumer.delivery.slots import SlotReserver
 from consumer.errors import PisanoApiError, PisanoError, StateStoreError
 from consumer.operations.metrics import Metrics
@@ -112,7 +113,7 @@ class Attempts:
 
     def _count(self, error: PisanoError) -> None:
         if isinstance(error, PisanoApiError):
-            self.dm.requests(str(error.http_status), str(error.code or "")).inc()
+            self.dm.requests(str(error.http_status), code_label(error.code)).inc()
         else:
             kind = "ambiguous" if getattr(error, "ambiguous", False) else "transport"
             self.dm.requests(kind, "").inc()

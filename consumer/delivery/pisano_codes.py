@@ -68,3 +68,15 @@ CODES: dict[int, PisanoCode] = {
         400, "bad_request", "Required customer identitiy keys not present in params!"
     ),
 }
+
+
+OTHER_CODE_LABEL = "other"
+
+
+def code_label(code: int | None) -> str:
+    """The `code` label of a metric: a code of the table above, "" for none, and "other" for any
+    other value. Pisano's answer (or a proxy's) may carry any number there; a label value taken
+    from it unchecked would grow the metric without bound."""
+    if code is None:
+        return ""
+    return str(code) if code in CODES else OTHER_CODE_LABEL

@@ -19,6 +19,12 @@ PREFIX = "pisano_sms"
 
 SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 3000, 4000, 4500, 5000)
 SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+# The label values of the failure counters, known in advance: each series exists at 0 from the
+# start, so that rate() sees the first failure (a counter born at 1 has no increase to show) and
+# the dashboard shows 0 rather than "no data". Operations: consumer/delivery/ (slots, claims,
+# sender, attempts); kinds: consumer.errors.RegistryError.
+REDIS_OPERATIONS = ("throttle", "claim", "settle", "circuit")
+REGISTRY_ERROR_KINDS = ("unreachable", "permission", "server")
 
 
 class Metrics:
@@ -98,6 +104,10 @@ class Metrics:
                                             ["destination"], registry=r)
         self.assigned_partitions = Gauge(f"{p}_assigned_partitions", "Partitions assigned to this replica",
                                          registry=r)
+        for operation in REDIS_OPERATIONS:
+            self.redis_errors.labels(operation)
+        for kind in REGISTRY_ERROR_KINDS:
+            self.registry_errors.labels(kind)
 
     def destination(self, name: str) -> DestinationMetrics:
         """The metrics of one destination, its label bound."""

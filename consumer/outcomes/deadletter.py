@@ -45,6 +45,7 @@ from consumer.config.secrets import mask_urls_in_text
 from consumer.errors import StateStoreError
 from consumer.ingest.records import InboundRecord, headers_of
 from consumer.operations.logs import redact_phones
+from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_headers
 from consumer.state.dead_letters import DeadLetterMarks, Origin
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", 
            "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema", "internal_error", "stale")
 # Headers this consumer writes; a replayed record that fails again gets fresh ones.
 OWN_HEADER_PREFIXES = ("pisano.", "dlq.")
+# Ours and the other tools' we write beside them (DLQ_COMPAT_HEADERS): what a record being
+# dead-lettered again, or replayed, loses.
+WRITTEN_HEADER_PREFIXES = OWN_HEADER_PREFIXES + COMPAT_HEADER_PREFIXES
 REPLAYS_HEADER = "dlq.replays"
 ATTEMPT_HEADER = "dlq.attempt.id"
 MAX_MESSAGE_CHARS = 1000
@@ -99,26 +103,33 @@ def error_text(message: str) -> str:
     return redact_phones(mask_urls_in_text(message[: MAX_MESSAGE_CHARS * 4]))[:MAX_MESSAGE_CHARS]
 
 
-def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | None = None) -> list[tuple[str, bytes]]:
+def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | None = None, *,
+                        group: str | None = None, compat: bool = False) -> list[tuple[str, bytes]]:
+    """The original headers (without ours or the compat sets: a record failing again gets fresh
+    ones), then ours, then with `compat` Connect's and Spring's (consumer/outcomes/compat_headers.py)."""
     original = [(k, v if v is not None else b"") for k, v in headers_of(message)
-                if not k.startswith(OWN_HEADER_PREFIXES)]
+                if not k.startswith(WRITTEN_HEADER_PREFIXES)]
     _, timestamp = message.timestamp()
+    message_text = error_text(failure.message)
     added: dict[str, str | int | None] = {
         "pisano.error.code": failure.code,
         "pisano.http.status": failure.http_status,
-        "pisano.error.message": error_text(failure.message),
+        "pisano.error.message": message_text,
         "dlq.reason": failure.reason,
         "dlq.original.topic": message.topic(),
         "dlq.original.partition": message.partition(),
         "dlq.original.offset": message.offset(),
         "dlq.original.timestamp": timestamp if timestamp and timestamp > 0 else None,
+        "dlq.original.consumer.group": group,
         "dlq.campaign.id": failure.campaign_id,
         "dlq.attempts": failure.attempts,
         ATTEMPT_HEADER: failure.attempt_id,
         "dlq.failed.at": (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         REPLAYS_HEADER: replay_count(message),
     }
-    return original + [(k, str(v).encode()) for k, v in added.items() if v is not None]
+    ours = [(k, str(v).encode()) for k, v in added.items() if v is not None]
+    others = compat_headers(message, failure.reason, message_text, group or "") if compat else []
+    return original + ours + others
 
 
 @dataclass
@@ -137,9 +148,12 @@ class DeadLetterQueue:
     """Produces dead-letters; `poll()` must be called from the poll loop (delivery reports)."""
 
     def __init__(self, producer: Any, topic: str, on_failure: Callable[[], None] | None = None,
-                 marks: DeadLetterMarks | None = None) -> None:
+                 marks: DeadLetterMarks | None = None, *, group: str | None = None,
+                 compat_headers: bool = False) -> None:
         self.producer = producer
         self.topic = topic
+        self.group = group  # dlq.original.consumer.group (and the compat sets' group)
+        self.compat_headers = compat_headers
         self.in_flight = 0
         self.already_dead_lettered = 0  # records read again whose dead-letter was acknowledged before
         self._retry: list[_Pending] = []
@@ -217,7 +231,7 @@ class DeadLetterQueue:
 
     def _produce(self, pending: _Pending) -> None:
         message = pending.message
-        headers = dead_letter_headers(message, pending.failure)
+        headers = dead_letter_headers(message, pending.failure, group=self.group, compat=self.compat_headers)
         value = message.value()
         if pending.omit_value:
             headers.append(("dlq.value.omitted", str(len(value or b"")).encode()))

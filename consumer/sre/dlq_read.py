@@ -26,7 +26,13 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.errors import PisanoSmsError
 from consumer.ingest.records import read_headers
-from consumer.outcomes.deadletter import ATTEMPT_HEADER, OWN_HEADER_PREFIXES, REASONS, REPLAYS_HEADER
+from consumer.outcomes.deadletter import (
+    ATTEMPT_HEADER,
+    OWN_HEADER_PREFIXES,
+    REASONS,
+    REPLAYS_HEADER,
+    WRITTEN_HEADER_PREFIXES,
+)
 from consumer.sre.replay_signature import ATTEMPT_ID
 from consumer.state.dedup import LEGACY_ATTEMPT
 
@@ -142,7 +148,8 @@ def parse_dead_letter(message: Any) -> DeadLetter | None:
         attempt_id=attempt,
         key=message.key(),
         value=message.value(),
-        original_headers=tuple((k, v) for k, v in headers if not k.startswith(OWN_HEADER_PREFIXES)),
+        # The compat sets (DLQ_COMPAT_HEADERS) go too: a replayed record carries none of them.
+        original_headers=tuple((k, v) for k, v in headers if not k.startswith(WRITTEN_HEADER_PREFIXES)),
     )
 
 

@@ -95,4 +95,6 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def headers_of(message: Any) -> dict[str, str]:
-    return {k: (v or b"").decode() for k, v in (message.headers() or [])}
+    """Header values as text. Spring Kafka's `kafka_dlt-original-partition` / `-offset` /
+    `-timestamp` on a dead letter are binary (DLQ_COMPAT_HEADERS): read them from the raw headers."""
+    return {k: (v or b"").decode(errors="replace") for k, v in (message.headers() or [])}
