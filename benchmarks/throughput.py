@@ -13,7 +13,8 @@ local Kafka. The Pisano simulator runs in its own process, answers at once, thro
   committed offsets reach the end of every partition (so every event delivered or dead-lettered);
 - Redis round trips per Pisano request (the server's count of script calls, divided by requests);
 - CPU microseconds per event by stage, each stage timed alone on 20,000 of the same events;
-- the consumer's peak RSS.
+- the consumer's peak RSS, and the memory added per 100,000 events held while the throttle
+  keeps them waiting.
 
 Results print as a table and are appended as one JSON line to benchmarks/results/throughput.jsonl.
 """
@@ -55,6 +56,7 @@ CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-00
              "3f0c0000-0000-4000-8000-000000000002", "3f0c0000-0000-4000-8000-000000000003"]
 TOKEN = "bench-token"
 STAGE_SAMPLE = 20_000
+GAUGE_WAIT_S = 6  # the consumer's gauges refresh every 5 s
 
 
 def say(message: str) -> None:
@@ -89,8 +91,9 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
 
 
-def produce(bootstrap: str, topic: str, events: int) -> None:
-    create_topic(bootstrap, topic, 6)
+def produce(bootstrap: str, topic: str, events: int, *, create: bool = True) -> None:
+    if create:
+        create_topic(bootstrap, topic, 6)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
                          "compression.type": "lz4", "enable.idempotence": True})
     started = time.monotonic()
@@ -195,6 +198,55 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
     }
 
 
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(f"pisano_sms_{name}"))
+
+
+def _rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def buffered_memory(bootstrap: str, redis_url: str, simulator_url: str, events: int = 100_000) -> float:
+    """RSS added per 100,000 events held in memory: the consumer starts on an empty topic (its
+    baseline), then `events` arrive while the throttle lets one request an hour leave, so they
+    stay buffered up to MAX_BUFFERED_EVENTS."""
+    topic = f"mem-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, 6)
+    group = f"mem-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, f"{topic}.dlq", 1)
+    port = free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPICS": topic, "KAFKA_GROUP_ID": group,
+           "DLQ_TOPIC": f"{topic}.dlq", "REDIS_URL": redis_url, "PISANO_URL": simulator_url,
+           "PISANO_API_TOKEN": TOKEN, "PISANO_ALLOW_INSECURE": "true", "PISANO_RATE_LIMITS": "1/3600s",
+           "MAX_BUFFERED_EVENTS": str(events), "MAX_BUFFERED_BYTES": str(2**31), "HTTP_PORT": str(port),
+           "LOG_LEVEL": "WARNING", "REDIS_KEY_PREFIX": group}
+    process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        time.sleep(3)  # assigned, polling an empty topic: the baseline
+        baseline = _rss_mb(process.pid)
+        produce(bootstrap, topic, events + events // 10, create=False)
+        held = 0.0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and held < events * 0.9:
+            time.sleep(1)
+            held = _metric(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text, "unfinished_records")
+        time.sleep(GAUGE_WAIT_S)  # the gauge and the memory settle
+        held = _metric(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text, "unfinished_records")
+        grown = _rss_mb(process.pid) - baseline
+        say(f"  {held:,.0f} events held, RSS {baseline:.0f} MB -> {baseline + grown:.0f} MB")
+        return grown * 100_000 / max(1.0, held)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
 def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) -> dict[str, float]:
     """CPU microseconds per event of each stage, timed alone on the same events."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"stages-{uuid.uuid4().hex[:6]}",
@@ -271,13 +323,17 @@ def main() -> None:
         e2e = end_to_end(bootstrap, redis_url, topic, simulator_url, args.events)
         say("CPU per event by stage")
         stages = stage_costs(bootstrap, topic, redis_url, simulator_url)
+        say("memory: RSS per 100,000 buffered events")
+        rss_per_100k = buffered_memory(bootstrap, redis_url, simulator_url)
     finally:
         simulator.send_signal(signal.SIGTERM)
         simulator.wait(30)
     result = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "events": args.events,
               "raw_ceiling_events_per_s": round(ceiling), **{k: round(v, 2) for k, v in e2e.items()},
               "ratio": round(e2e["events_per_s"] / ceiling, 3),
-              "cpu_us_per_event": {k: round(v, 2) for k, v in stages.items()}}
+              "cpu_us_per_event": {k: round(v, 2) for k, v in stages.items()},
+              "cpu_over_stage_sum": round(e2e["consumer_cpu_us_per_event"] / stages["total"], 2),
+              "rss_mb_per_100k_buffered": round(rss_per_100k, 1)}
     print()
     print(f"  end to end          {e2e['events_per_s']:>10,.0f} events/s  ({e2e['seconds']:.1f}s, "
           f"{e2e['requests']} requests, {e2e['recipients_delivered']:,} recipients delivered)")
@@ -285,7 +341,9 @@ def main() -> None:
     print(f"  ratio               {result['ratio']:>10.2f}")
     print(f"  Redis round trips   {e2e['redis_round_trips_per_request']:>10.2f} per request (throttle off)")
     print(f"  consumer CPU        {e2e['consumer_cpu_us_per_event']:>10.1f} us/event (whole process)")
+    print(f"  CPU / stage sum     {result['cpu_over_stage_sum']:>10.2f}  (whole process over the stages timed alone)")
     print(f"  peak RSS            {e2e['peak_rss_mb']:>10.0f} MB")
+    print(f"  RSS per 100k held   {rss_per_100k:>10.0f} MB  (events buffered while the throttle holds them)")
     print("  CPU us/event by stage (each alone): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
