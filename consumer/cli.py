@@ -42,8 +42,10 @@ def run(settings: Settings) -> None:
     from consumer.app import build_pipeline
     from consumer.operations.health import Health, HealthServer
     from consumer.operations.metrics import Metrics
+    from consumer.operations.tracing import configure as configure_tracing
 
     logs.configure(settings.log_format, settings.log_level)
+    tracing = configure_tracing(settings.kafka_group_id)  # README "Tracing": off unless OTEL_* asks
     metrics, health = Metrics(), Health()
     pipeline, probe = build_pipeline(settings, metrics, health)
     server = HealthServer(settings.http_port, health, metrics) if settings.http_port else None
@@ -66,6 +68,7 @@ def run(settings: Settings) -> None:
         probe.stop()
         if server:
             server.stop()
+        tracing.shutdown()  # exports the spans still buffered
 
 
 @main.command()

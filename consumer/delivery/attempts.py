@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.destination import Destination
 from consumer.delivery.failures import Verdict
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.slots import SlotReserver
-from consumer.errors import PisanoApiError, PisanoError, StateStoreError
+from consumer.errors import PisanoApiError, PisanoError, PisanoTransportError, StateStoreError
+from consumer.operations import tracing
 from consumer.operations.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -59,11 +61,15 @@ class Attempts:
         self.metrics = metrics
         self.dm = metrics.destination(destination.name)
         self.stop = stop
+        # Pisano's host, for the request's span (a test's fake client has none).
+        base_url = getattr(getattr(destination.client, "http", None), "base_url", None)
+        self.server = str(getattr(base_url, "host", "") or "")
 
     def send(self, campaign: str, body: bytes, *, slot_at: float | None, renew: Callable[[], bool],
-             sending: Callable[[], None], fresh: float | None = None) -> Sent:
+             sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = ()) -> Sent:
         """POST at `slot_at` (None: reserve a slot first), retrying in slots of their own.
-        `fresh`: when (monotonic) the claims were taken, if for this slot."""
+        `fresh`: when (monotonic) the claims were taken, if for this slot. `events`: the request's
+        pending events, whose trace contexts its span links to when tracing is on."""
         sent = Sent()
         started = time.monotonic()
         while True:
@@ -77,13 +83,18 @@ class Attempts:
             sent.attempts += 1
             sending()
             self.dm.in_flight_requests.inc()
+            span = tracing.start_request(self.destination.name, self.server, campaign, events, sent.attempts)
+            failure: PisanoError | None = None
             try:
                 sent.accepted = self.destination.client.send(campaign, body)
             except PisanoError as error:
+                failure = error
                 sent.error, sent.verdict = error, self.destination.classify(error)
                 self._count(error)
             finally:
                 self.dm.in_flight_requests.dec()
+                if span is not None:
+                    _end_span(span, sent.accepted, failure)
             if sent.accepted is not None:
                 self.dm.requests("200", "").inc()
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
@@ -116,3 +127,15 @@ class Attempts:
         else:
             kind = "ambiguous" if getattr(error, "ambiguous", False) else "transport"
             self.dm.requests(kind, "").inc()
+
+
+def _end_span(span: Any, accepted: Accepted | None, failure: PisanoError | None) -> None:
+    """The attempt's answer on its span (an exception other than a PisanoError: `internal`)."""
+    if accepted is not None:
+        tracing.end_request(span, accepted.http_status, None, None)
+    elif isinstance(failure, PisanoApiError):
+        tracing.end_request(span, failure.http_status, failure.code, str(failure.http_status))
+    elif isinstance(failure, PisanoTransportError):
+        tracing.end_request(span, None, None, "ambiguous" if failure.ambiguous else "transport")
+    else:
+        tracing.end_request(span, None, None, "internal")
