@@ -32,8 +32,8 @@ from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.sre.replay_signature import ReplayVerifier
-from consumer.state.campaigns import CampaignCircuits
 from consumer.state.accounts import account_key
+from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import RedisDedup

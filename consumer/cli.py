@@ -72,15 +72,19 @@ def run(settings: Settings) -> None:
 
 
 @main.command()
-@click.option("--campaign", help="Campaign id for the Pisano probe (default: a nil UUID).")
+@click.option("--campaign", help="Campaign id for the Pisano probe (default: a nil UUID); with --campaigns, "
+                                "checked too.")
+@click.option("--campaigns", "campaigns", is_flag=True,
+              help="Also prove that every routed campaign exists at its destination and has a flow, with an "
+                   "empty request that sends no SMS (one throttle slot each).")
 @configured
-def check(settings: Settings, campaign: str | None) -> None:
+def check(settings: Settings, campaign: str | None, campaigns: bool) -> None:
     """Validate the configuration and reach Kafka, Redis, the registry and Pisano."""
     from consumer.operations.check import run_checks
 
     logging.basicConfig(level=logging.CRITICAL)  # librdkafka's own retries would drown the report
     failed = False
-    for result in run_checks(settings, campaign):
+    for result in run_checks(settings, campaign, campaigns):
         colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[result.status]
         click.echo(f"{result.name:<9} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.detail}")
         failed |= result.status == "failed"

@@ -42,12 +42,34 @@ class Result:
     detail: str
 
 
-def run_checks(settings: Settings, campaign: str | None = None) -> Iterator[Result]:
+def run_checks(settings: Settings, campaign: str | None = None, campaigns: bool = False) -> Iterator[Result]:
     yield _guard("config", lambda: _config(settings))
     yield _guard("kafka", lambda: _kafka(settings))
     yield _guard("redis", lambda: _redis(settings))
     yield _guard("registry", lambda: _registry(settings))
     yield _guard("pisano", lambda: _pisano(settings, campaign or PROBE_CAMPAIGN))
+    if campaigns:  # consumer/operations/preflight.py: one empty request per routed campaign
+        yield from _campaigns(settings, (campaign,) if campaign else ())
+
+
+def _campaigns(settings: Settings, extra: tuple[str, ...]) -> Iterator[Result]:
+    from consumer.operations.preflight import check_campaigns
+
+    found = 0
+    try:
+        for result in check_campaigns(settings, extra):
+            if isinstance(result, str):
+                yield Result("campaign", "skipped", result)
+                continue
+            found += 1
+            detail = f"{result.destination} {result.campaign}: {result.status}: {result.detail}"
+            yield Result("campaign", "ok" if result.ok else "failed", redact_phones(mask_urls_in_text(detail)))
+    except PisanoSmsError as exc:
+        yield Result("campaign", "failed", redact_phones(mask_urls_in_text(str(exc))))
+        return
+    if not found:
+        yield Result("campaign", "skipped", "no routed campaign to check (no destination lists campaigns and the "
+                                            "mapping has no campaign_routes); pass --campaign ID")
 
 
 def _guard(name: str, check: Callable[[], tuple[str, str]]) -> Result:

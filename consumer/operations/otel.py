@@ -115,8 +115,9 @@ class RequestSpans:
             "pisano.campaign.id": campaign,
             "pisano.attempt": attempt,
             "http.request.method": "POST",
-            "server.address": server,
         }
+        if server:
+            attributes["server.address"] = server
         if topic is not None:
             attributes["messaging.destination.name"] = topic
         if self.consumer_group:

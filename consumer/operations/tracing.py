@@ -15,6 +15,7 @@ Off, nothing of OpenTelemetry is imported and a request costs one global read
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -71,7 +72,7 @@ def configure(consumer_group: str | None = None, environ: Mapping[str, str] | No
     if not enabled_by(environ):
         return Tracing()
     try:
-        from consumer.operations import otel
+        otel = importlib.import_module("consumer.operations.otel")  # imports opentelemetry
     except ImportError:
         log.warning("OpenTelemetry is configured (OTEL_* settings) but not installed: no traces; install "
                     "the extra: pip install 'pisano-sms-consumer[otel]'")
