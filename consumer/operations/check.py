@@ -28,7 +28,7 @@ from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.errors import PisanoSmsError, PisanoTransportError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_producer
-from consumer.ingest.mapping import load_mapper
+from consumer.ingest.mapping import is_campaign_id, load_mapper
 from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
 from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
@@ -62,8 +62,11 @@ def _campaigns(settings: Settings, extra: tuple[str, ...]) -> Iterator[Result]:
                 yield Result("campaign", "skipped", result)
                 continue
             found += 1
-            detail = f"{result.destination} {result.campaign}: {result.status}: {result.detail}"
-            yield Result("campaign", "ok" if result.ok else "failed", redact_phones(mask_urls_in_text(detail)))
+            # A campaign API id (a UUID) is shown as it is: a run of its digits is not a phone number.
+            campaign = result.campaign if is_campaign_id(result.campaign) else redact_phones(result.campaign)
+            detail = f"{result.destination} {campaign}: {result.status}: " \
+                     + redact_phones(mask_urls_in_text(result.detail))
+            yield Result("campaign", "ok" if result.ok else "failed", detail)
     except PisanoSmsError as exc:
         yield Result("campaign", "failed", redact_phones(mask_urls_in_text(str(exc))))
         return

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
@@ -86,19 +86,25 @@ def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter | None:
 class RequestSpans:
     """Starts and ends the span of each Pisano request (see the module docstring)."""
 
-    def __init__(self, tracer: Tracer, consumer_group: str | None = None) -> None:
+    def __init__(self, tracer: Tracer, consumer_group: str | None = None, max_links: int | None = None) -> None:
         self.tracer = tracer
         self.consumer_group = consumer_group
+        # The SDK keeps at most OTEL_SPAN_LINK_COUNT_LIMIT links (128 by default) and drops the
+        # rest: past it, no more traceparents are parsed.
+        self.max_links = SpanLimits().max_links if max_links is None else max_links
 
     def start(self, destination: str, server: str, campaign: str, events: Sequence[Any], attempt: int) -> Span:
         links: list[Link] = []
         seen: set[tuple[int, int]] = set()
         topics: set[str] = set()
+        room = self.max_links if self.max_links is not None else len(events)
         for event in events:
-            message = getattr(event, "message", None)
+            message = event.message
             if not isinstance(message, InboundRecord):  # a raw message's headers may be read once only
                 continue
             topics.add(message.topic())
+            if len(links) >= room:
+                continue
             context = traceparent_of(message.headers())
             if context is None or context[:2] in seen:
                 continue

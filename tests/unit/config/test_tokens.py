@@ -177,7 +177,7 @@ def test_provider_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     VAULT["retail"] = RuntimeError("down")
     with pytest.raises(ConfigError, match="for destination retail failed"):
         destination_configs(settings)
-    with pytest.raises(ConfigError, match="no such provider in the entry point group pisano_sms.token_providers"):
+    with pytest.raises(ConfigError, match=r"no such provider in the entry point group pisano_sms\.token_providers"):
         load_token_provider("no-such-provider")
     with pytest.raises(ConfigError, match="cannot load it"):
         load_token_provider("no_such_module_xyz:get")

@@ -169,3 +169,17 @@ def test_events_without_a_snapshot_are_not_read(exported: InMemorySpanExporter) 
     (span,) = exported.get_finished_spans()
     assert span.links == () or list(span.links) == []
     assert span.name == "process" and span.attributes["messaging.batch.message_count"] == 2  # type: ignore[index]
+
+
+def test_links_stop_at_the_sdks_limit() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(RequestSpans(provider.get_tracer("test"), max_links=2))
+    try:
+        rig().process([traced_event(i, other_parent(i)) for i in range(5)])
+    finally:
+        tracing.install(None)
+    (span,) = exporter.get_finished_spans()
+    assert [link.context.trace_id for link in span.links] == [1, 2]
+    assert span.attributes["messaging.batch.message_count"] == 5  # type: ignore[index]
