@@ -12,21 +12,36 @@ The trade-off, and how to undo it: a destination keeps its state across any chan
 also one that moves it to another Pisano account (a wrong token fixed); two destinations that
 shared a token keep sharing after one is rotated. Both err on the side of the smaller budget.
 To give a destination fresh state, stop the fleet and delete `{prefix}:account:<name>`.
+
+Redis unreachable at start is no reason to refuse to start (the replica fails closed until it
+answers): the current token's fingerprint is used then, with a warning. That is the recorded
+one unless the token was rotated since the first start; if it was, restart the replica once
+Redis answers, or it counts its requests apart from the fleet's (Pisano's 429s still pause it).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from consumer.errors import StateStoreError
 from consumer.state.redis import AccountKey, Keys, token_fingerprint, translated
+
+log = logging.getLogger(__name__)
 
 
 def account_key(client: Any, keys: Keys, destination: str, token: str) -> AccountKey:
     """The fingerprint that keys `destination`'s throttle and circuit state (see the docstring)."""
     key = keys.account(destination)
-    with translated(f"the account of destination {destination}"):
-        client.set(key, token_fingerprint(token), nx=True)
-        recorded = client.get(key)
+    try:
+        with translated(f"the account of destination {destination}"):
+            client.set(key, token_fingerprint(token), nx=True)
+            recorded = client.get(key)
+    except StateStoreError as exc:
+        log.warning("destination %s: %s; its throttle and circuit state are keyed by the current token; if "
+                    "the token was rotated since the fleet first started, restart this replica once Redis "
+                    "answers", destination, exc)
+        return AccountKey(token_fingerprint(token))
     if isinstance(recorded, bytes):
         recorded = recorded.decode("ascii", "replace")
     if not isinstance(recorded, str) or len(recorded) != len(token_fingerprint("")):

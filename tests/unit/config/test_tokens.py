@@ -228,3 +228,42 @@ def test_account_keys_use_a_recorded_fingerprint_as_it_is() -> None:
     assert keys.circuit(recorded) == keys.circuit(OLD)
     assert keys.campaign_circuit(recorded, CAMPAIGN) == keys.campaign_circuit(OLD, CAMPAIGN)
     assert keys.limiter(NEW) != keys.limiter(OLD)
+
+
+class FakeRedis:
+    """SET NX and GET, or down."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.data: dict[str, bytes] = {}
+        self.down = down
+
+    def set(self, key: str, value: str, nx: bool = False) -> bool:
+        import redis
+
+        if self.down:
+            raise redis.ConnectionError("Connection refused")
+        if nx and key in self.data:
+            return False
+        self.data[key] = value.encode()
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+
+def test_a_destination_keeps_the_account_of_its_first_token() -> None:
+    from consumer.state.accounts import account_key
+
+    client, keys = FakeRedis(), Keys("p")
+    first = account_key(client, keys, "retail", OLD)
+    assert first == token_fingerprint(OLD) and isinstance(first, AccountKey)
+    assert account_key(client, keys, "retail", NEW) == first  # rotated, or a replica started after it
+    assert keys.limiter(account_key(client, keys, "retail", NEW)) == keys.limiter(OLD)
+    assert account_key(client, keys, "cards", NEW) == token_fingerprint(NEW)  # each destination its own
+
+
+def test_redis_down_at_start_keys_by_the_current_token_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from consumer.state.accounts import account_key
+
+    assert account_key(FakeRedis(down=True), Keys("p"), "retail", NEW) == token_fingerprint(NEW)
+    assert "restart this replica once Redis answers" in caplog.text and NEW not in caplog.text
