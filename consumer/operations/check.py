@@ -3,7 +3,7 @@
 Each check reports ok, failed (with the reason and what to do) or skipped. The Pisano check
 proves the token without sending an SMS (`PisanoClient.probe_token`, as the circuit breaker's
 probe does). That request counts against the throttle, so it takes a slot from the shared limiter
-like any other.
+like any other. `--campaigns` adds one line per routed campaign (`preflight.py`).
 
 The report is pasted into tickets and chats: URLs are shown with their credentials masked, and no
 text from a library or a server is shown without its URL credentials masked and phones redacted.

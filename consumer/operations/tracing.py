@@ -96,15 +96,33 @@ def start_request(destination: str, server: str, campaign: str, events: Sequence
     spans = _spans
     if spans is None:
         return None
-    return spans.start(destination, server, campaign, events, attempt)
+    try:
+        return spans.start(destination, server, campaign, events, attempt)
+    except Exception as exc:  # tracing must never decide a request's fate
+        _failed("start", exc)
+        return None
 
 
 def end_request(span: Any, http_status: int | None, code: int | None, error_type: str | None) -> None:
     spans = _spans
-    if spans is not None:
-        spans.end(span, http_status, code, error_type)
-    else:
-        span.end()  # turned off while it was in flight
+    try:
+        if spans is not None:
+            spans.end(span, http_status, code, error_type)
+        else:
+            span.end()  # turned off while it was in flight
+    except Exception as exc:
+        _failed("end", exc)
+
+
+_reported: set[str] = set()
+
+
+def _failed(what: str, exc: Exception) -> None:
+    """Once per kind of failure: a tracing error is logged, never raised into a request."""
+    kind = f"{what}:{type(exc).__name__}"
+    if kind not in _reported:
+        _reported.add(kind)
+        log.error("tracing failed to %s a span (%s); the request goes on untraced", what, type(exc).__name__)
 
 
 def parse_traceparent(value: bytes | None) -> tuple[int, int, int] | None:

@@ -183,3 +183,26 @@ def test_links_stop_at_the_sdks_limit() -> None:
     (span,) = exporter.get_finished_spans()
     assert [link.context.trace_id for link in span.links] == [1, 2]
     assert span.attributes["messaging.batch.message_count"] == 5  # type: ignore[index]
+
+
+class BrokenSpans:
+    def start(self, *args: object) -> object:
+        raise RuntimeError("exporter bug")
+
+    def end(self, *args: object) -> None:
+        raise RuntimeError("exporter bug")
+
+
+def test_a_tracing_failure_never_touches_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    tracing._reported.clear()
+    tracing.install(BrokenSpans())  # type: ignore[arg-type]
+    try:
+        r = rig()
+        r.process([traced_event(1, VALID), traced_event(2, VALID)])
+        r.process([traced_event(3, VALID)])
+    finally:
+        tracing.install(None)
+    assert r.kinds() == {"e1": {"delivered"}, "e2": {"delivered"}, "e3": {"delivered"}}
+    assert caplog.text.count("tracing failed to start a span") == 1
+    tracing.end_request(BrokenSpans(), 200, None, None)  # a span that cannot end: logged, not raised
+    assert "tracing failed to end a span" in caplog.text
