@@ -47,6 +47,9 @@ class TokenSource(Protocol):
     def current(self) -> str:
         """The token for the next request."""
 
+    def refresh(self) -> bool:
+        """Read the source again now; True when the token changed."""
+
     def close(self) -> None:
         """Stop watching (nothing to do for a fixed token)."""
 
@@ -57,6 +60,9 @@ class StaticToken:
 
     def current(self) -> str:
         return self._token
+
+    def refresh(self) -> bool:
+        return False
 
     def close(self) -> None:
         pass
@@ -76,6 +82,7 @@ class RefreshingToken:
         self._fetch = fetch
         self._interval_s = interval_s
         self._problem: str | None = None
+        self._lock = threading.Lock()  # the watch thread, and a sender whose token was just refused
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rotations = 0
@@ -95,6 +102,10 @@ class RefreshingToken:
 
     def refresh(self) -> bool:
         """Fetch once; True when the token changed. Never raises."""
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         try:
             raw = self._fetch()
         except Exception as exc:  # a provider is foreign code: whatever it raises keeps the last token

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consumer.config.tokens import TokenSource
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.destination import Destination
 from consumer.delivery.failures import Verdict
@@ -64,6 +65,7 @@ class Attempts:
         # Pisano's host, for the request's span (a test's fake client has none).
         base_url = getattr(getattr(destination.client, "http", None), "base_url", None)
         self.server = str(getattr(base_url, "host", "") or "")
+        self.tokens: TokenSource | None = getattr(destination.client, "tokens", None)  # None: a fake
 
     def send(self, campaign: str, body: bytes, *, slot_at: float | None, renew: Callable[[], bool],
              sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = ()) -> Sent:
@@ -83,6 +85,7 @@ class Attempts:
             sent.attempts += 1
             sending()
             self.dm.in_flight_requests.inc()
+            carried = self.tokens.current() if self.tokens is not None else None
             span = tracing.start_request(self.destination.name, self.server, campaign, events, sent.attempts)
             failure: PisanoError | None = None
             try:
@@ -100,6 +103,9 @@ class Attempts:
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
                 return sent
             assert sent.error is not None and sent.verdict is not None
+            if self._refused_a_rotated_token(carried, sent):
+                slot_at = None  # Pisano acted on nothing: the same request again, new token, new slot
+                continue
             retry_after = sent.error.retry_after_s if isinstance(sent.error, PisanoApiError) else None
             delay = self.retry.backoff.delay(sent.attempts, retry_after)
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
@@ -109,6 +115,23 @@ class Attempts:
                     continue
                 sent.abandoned = True
             return sent
+
+    def _refused_a_rotated_token(self, carried: str | None, sent: Sent) -> bool:
+        """Pisano refused the token the request carried, and the source holds a newer one (read
+        again now, not at the next poll): the old token was revoked a moment before this replica
+        saw the new one. Retry with it instead of opening the circuit."""
+        assert sent.verdict is not None
+        if carried is None or self.tokens is None or sent.verdict.scope != "account" \
+                or sent.attempts >= self.retry.max_attempts:
+            return False
+        self.tokens.refresh()
+        if self.tokens.current() == carried:
+            return False
+        log.warning("destination %s: Pisano refused the token the request carried (%s), and the token has "
+                    "changed since: sending again with the new one", self.destination.name,
+                    type(sent.error).__name__ if not isinstance(sent.error, PisanoApiError)
+                    else f"HTTP {sent.error.http_status} code {sent.error.code}")
+        return True
 
     def _back_off(self, error: PisanoError, delay: float) -> bool:
         """Wait before retrying (after a 429, the whole fleet waits); False when stopping."""

@@ -267,3 +267,25 @@ def test_redis_down_at_start_keys_by_the_current_token_with_a_warning(caplog: py
 
     assert account_key(FakeRedis(down=True), Keys("p"), "retail", NEW) == token_fingerprint(NEW)
     assert "restart this replica once Redis answers" in caplog.text and NEW not in caplog.text
+
+
+def test_a_token_refused_right_after_a_rotation_is_sent_again_with_the_new_one() -> None:
+    from consumer.errors import PisanoApiError
+    from tests.support.fakes import FakePisano, event, rig
+
+    secret = {"token": OLD}
+    source = RefreshingToken("default", OLD, lambda: secret["token"], "the token file", 3600)
+    pisano = FakePisano([PisanoApiError(401, 13001, "Wrong authentication token")])
+    pisano.tokens = source  # type: ignore[attr-defined]
+    r = rig(pisano)
+    secret["token"] = NEW  # the old token is revoked and the new one mounted before the poll saw it
+    r.process([event(1), event(2)])
+    assert r.kinds() == {"e1": {"delivered"}, "e2": {"delivered"}}
+    assert len(pisano.requests) == 2 and source.current() == NEW
+    assert r.sender.destination.circuit.state()[0] == "closed"
+
+    # A refusal with no newer token opens the circuit as before: the token is really wrong.
+    pisano.answers.append(PisanoApiError(401, 13001, "Wrong authentication token"))
+    r.process([event(3)])
+    assert r.reasons() == {"e3": "pisano_error"} and len(pisano.requests) == 3
+    assert r.sender.destination.circuit.state()[0] == "open"
