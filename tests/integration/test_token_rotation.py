@@ -51,3 +51,24 @@ def test_a_rotated_token_file_is_used_without_a_restart_or_a_failed_request(
     assert keys and all(token_fingerprint(OLD) in k for k in keys), keys
     assert not [k for k in keys if token_fingerprint(NEW) in k]
     assert redis_client.get("{pisano-sms}:account:default") == token_fingerprint(OLD).encode()
+
+
+def test_a_token_revoked_before_the_replica_saw_the_new_one_loses_no_event(
+        run: Run, new_topic: Callable[..., str], tmp_path: Path) -> None:
+    run.sim_config(tokens=[OLD])
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    volume = SecretVolume(secret, OLD)
+    # Polled once an hour: only the refusal makes the replica read the Secret again.
+    replica = run.start(run.events(100, CAMPAIGN), new_topics=new_topic, PISANO_API_TOKEN="",
+                        PISANO_API_TOKEN_FILE=str(volume.path), PISANO_TOKEN_REFRESH_MS=3_600_000)
+    run.wait_all_committed()
+    volume.update(NEW)
+    run.sim_config(tokens=[NEW])  # revoked at once: the next request carries a refused token
+    run.produce_more(run.events(100, CAMPAIGN))
+    run.finish(dead_letters=0)
+    assert sum(run.delivered().values()) == 200 and set(run.delivered().values()) == {1}
+    statuses = [r["http_status"] for r in run.requests()]
+    # Each request in flight at the switch (several sender threads) is refused once, then resent.
+    assert 401 in statuses and set(statuses) == {200, 401} and statuses[-1] == 200, statuses
+    assert "the token has changed since: sending again with the new one" in replica.log_text()
