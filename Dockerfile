@@ -16,9 +16,13 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY consumer ./consumer
 # Every dependency ships manylinux wheels (amd64 and arm64), so no compiler is needed here either.
+# EXTRAS: `otel` puts OpenTelemetry in the image, so tracing needs only the OTEL_* environment
+# (README, "Tracing"; off and free without it); `--build-arg EXTRAS=` leaves it out.
+ARG EXTRAS=otel
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install /wheels/*.whl
+ && wheel="$(ls /wheels/*.whl)" \
+ && /opt/venv/bin/pip install "${wheel}${EXTRAS:+[$EXTRAS]}"
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 \

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError
 from consumer.config.destinations import DestinationConfig, destination_configs, routes
 from consumer.config.registry import registry_connection
 from consumer.config.settings import Settings
+from consumer.config.tokens import token_source
 from consumer.delivery.attempts import RetryPolicy
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.batching import Batcher
@@ -31,6 +32,7 @@ from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.sre.replay_signature import ReplayVerifier
+from consumer.state.accounts import account_key
 from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.dead_letters import RedisDeadLetterMarks
@@ -53,28 +55,33 @@ def build_state(settings: Settings) -> State:
                  Keys(settings.redis_key_prefix))
 
 
-def build_limiter(config: DestinationConfig, state: State, horizon_ms: int, grace_ms: int) -> Limiter:
+def build_limiter(config: DestinationConfig, state: State, horizon_ms: int, grace_ms: int,
+                  account: str | None = None) -> Limiter:
     if not config.windows:
         return NoLimiter()
-    return RedisLimiter(state.client, state.keys, config.token, config.windows, margin_ms=config.margin_ms,
+    return RedisLimiter(state.client, state.keys, account or config.token, config.windows, margin_ms=config.margin_ms,
                         horizon_ms=horizon_ms, grace_ms=grace_ms)
 
 
 def build_destination(config: DestinationConfig, settings: Settings, state: State, *,
                       connections: int, horizon_ms: int | None = None) -> Destination:
-    """One Pisano account: client, fleet-wide throttle and circuit (state keyed by its token)."""
+    """One Pisano account: client, fleet-wide throttle and circuit (state keyed by its first token,
+    consumer/state/accounts.py, so a rotated token keeps them)."""
     horizon = settings.throttle_horizon_ms if horizon_ms is None else horizon_ms
-    client = PisanoClient(config.url, config.token, timeout_s=config.timeout_ms / 1000,
+    account = account_key(state.client, state.keys, config.name, config.token)
+    tokens = token_source(config.name, config.token, token_file=config.token_file,
+                          provider=settings.pisano_token_provider, interval_s=settings.pisano_token_refresh_ms / 1000)
+    client = PisanoClient(config.url, tokens, timeout_s=config.timeout_ms / 1000,
                           connect_timeout_s=config.connect_timeout_ms / 1000, max_connections=connections,
                           tls_verify=config.tls_verify, ca_file=config.ca_file)
-    circuit = CircuitBreaker(RedisCircuitStore(state.client, state.keys, config.token),
+    circuit = CircuitBreaker(RedisCircuitStore(state.client, state.keys, account),
                              cooldown_ms=settings.circuit_cooldown_ms, max_cooldown_ms=settings.circuit_max_cooldown_ms,
                              probe_lease_ms=config.timeout_ms + horizon + 10_000, name=config.name)
-    campaigns = CampaignCircuits(lambda campaign: RedisCircuitStore(state.client, state.keys, config.token, campaign),
+    campaigns = CampaignCircuits(lambda campaign: RedisCircuitStore(state.client, state.keys, account, campaign),
                                  cooldown_ms=settings.circuit_cooldown_ms,
                                  max_cooldown_ms=settings.circuit_max_cooldown_ms,
                                  probe_lease_ms=settings.claim_lease_ms, name=config.name)
-    return Destination(config.name, client, build_limiter(config, state, horizon, settings.throttle_grace_ms),
+    return Destination(config.name, client, build_limiter(config, state, horizon, settings.throttle_grace_ms, account),
                        circuit,
                        max_recipients=config.max_recipients, max_lateness_s=config.margin_ms / 2000,
                        campaigns=campaigns)

@@ -43,8 +43,10 @@ def run(settings: Settings) -> None:
     from consumer.operations import collector
     from consumer.operations.health import Health, HealthServer
     from consumer.operations.metrics import Metrics
+    from consumer.operations.tracing import configure as configure_tracing
 
     logs.configure(settings.log_format, settings.log_level)
+    tracing = configure_tracing(settings.kafka_group_id)  # README "Tracing": off unless OTEL_* asks
     metrics, health = Metrics(), Health()
     pipeline, probe = build_pipeline(settings, metrics, health)
     server = HealthServer(settings.http_port, health, metrics) if settings.http_port else None
@@ -68,18 +70,23 @@ def run(settings: Settings) -> None:
         probe.stop()
         if server:
             server.stop()
+        tracing.shutdown()  # exports the spans still buffered
 
 
 @main.command()
-@click.option("--campaign", help="Campaign id for the Pisano probe (default: a nil UUID).")
+@click.option("--campaign", help="Campaign id for the Pisano probe (default: a nil UUID); with --campaigns, "
+                                "checked too.")
+@click.option("--campaigns", "campaigns", is_flag=True,
+              help="Also prove that every routed campaign exists at its destination and has a flow, with an "
+                   "empty request that sends no SMS (one throttle slot each).")
 @configured
-def check(settings: Settings, campaign: str | None) -> None:
+def check(settings: Settings, campaign: str | None, campaigns: bool) -> None:
     """Validate the configuration and reach Kafka, Redis, the registry and Pisano."""
     from consumer.operations.check import run_checks
 
     logging.basicConfig(level=logging.CRITICAL)  # librdkafka's own retries would drown the report
     failed = False
-    for result in run_checks(settings, campaign):
+    for result in run_checks(settings, campaign, campaigns):
         colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[result.status]
         click.echo(f"{result.name:<9} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.detail}")
         failed |= result.status == "failed"

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from consumer.config.secrets import check_token, mask_url, read_secret_file
 from consumer.config.settings import Settings
+from consumer.config.tokens import first_token, load_token_provider
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
 from consumer.errors import ConfigError
 
@@ -68,6 +69,7 @@ class DestinationConfig:
     tls_verify: bool
     max_recipients: int
     campaigns: frozenset[str]
+    token_file: Path | None = None  # watched for a rotated token (consumer/config/tokens.py)
 
 
 def read_token(value: SecretStr | None, file: Path | None, setting: str) -> str:
@@ -103,11 +105,15 @@ def destination_configs(settings: Settings) -> dict[str, DestinationConfig]:
     import re
 
     out: dict[str, DestinationConfig] = {}
+    spec_name = settings.pisano_token_provider
+    provider = load_token_provider(spec_name) if spec_name else None
     if settings.pisano_url:
+        token = first_token(provider, DEFAULT, spec_name) if provider and spec_name else settings.api_token()
         out[DEFAULT] = DestinationConfig(
-            DEFAULT, settings.pisano_url, settings.api_token(), settings.rate_windows,
+            DEFAULT, settings.pisano_url, token, settings.rate_windows,
             settings.pisano_rate_margin_ms, settings.pisano_timeout_ms, settings.pisano_connect_timeout_ms,
-            settings.pisano_ca_file, settings.pisano_tls_verify, settings.batch_max_recipients, frozenset())
+            settings.pisano_ca_file, settings.pisano_tls_verify, settings.batch_max_recipients, frozenset(),
+            settings.pisano_api_token_file)
     owners: dict[str, str] = {}
     for name, raw in settings.destinations.items():
         where = f"DESTINATIONS.{name}"
@@ -125,11 +131,18 @@ def destination_configs(settings: Settings) -> dict[str, DestinationConfig]:
             if campaign in owners:
                 raise ConfigError(f"{where}: campaign {campaign} is already routed to {owners[campaign]}")
             owners[campaign] = name
+        if provider and spec_name:
+            if spec.api_token is not None or spec.api_token_file is not None:
+                raise ConfigError(f"{where}: PISANO_TOKEN_PROVIDER gives every destination's token; "
+                                  "remove api_token / api_token_file")
+            token = first_token(provider, name, spec_name)
+        else:
+            token = read_token(spec.api_token, spec.api_token_file, f"{where}.API_TOKEN")
         out[name] = DestinationConfig(
-            name, spec.url.rstrip("/"), read_token(spec.api_token, spec.api_token_file, f"{where}.API_TOKEN"),
+            name, spec.url.rstrip("/"), token,
             parse_rate_limits(spec.rate_limits), spec.rate_margin_ms, spec.timeout_ms, spec.connect_timeout_ms,
             spec.ca_file, spec.tls_verify, min(spec.max_recipients, settings.batch_max_recipients),
-            frozenset(spec.campaigns))
+            frozenset(spec.campaigns), spec.api_token_file)
     if not out:
         raise ConfigError("missing setting(s): PISANO_URL (or DESTINATIONS); set it in the environment "
                           "or in the --config file")

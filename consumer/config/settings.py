@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     pisano_url: str = ""
     pisano_api_token: SecretStr | None = None
     pisano_api_token_file: Path | None = None
+    # A company's own secret source for every destination's token (consumer/config/tokens.py),
+    # and how often a token file or the provider is read again for a rotated token.
+    pisano_token_provider: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
+    pisano_token_refresh_ms: int = Field(1_000, ge=100, le=3_600_000)
     pisano_rate_limits: str = PISANO_CLOUD_LIMITS
     pisano_rate_margin_ms: int = Field(500, ge=0, le=60_000)
     pisano_timeout_ms: int = Field(30_000, ge=100, le=600_000)
@@ -214,6 +218,9 @@ class Settings(BaseSettings):
     def _token_sources(self) -> Settings:
         if self.pisano_api_token and self.pisano_api_token_file:
             raise ValueError("set PISANO_API_TOKEN or PISANO_API_TOKEN_FILE, not both")
+        if self.pisano_token_provider and (self.pisano_api_token or self.pisano_api_token_file):
+            raise ValueError("PISANO_TOKEN_PROVIDER gives every destination's token: unset PISANO_API_TOKEN "
+                             "and PISANO_API_TOKEN_FILE")
         if self.schema_registry_password and self.schema_registry_password_file:
             raise ValueError("set SCHEMA_REGISTRY_PASSWORD or SCHEMA_REGISTRY_PASSWORD_FILE, not both")
         if self.replay_signing_key and self.replay_signing_key_file:

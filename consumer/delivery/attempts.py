@@ -13,16 +13,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from consumer.config.tokens import TokenSource
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.destination import Destination
 from consumer.delivery.failures import Verdict
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.pisano_codes import code_label
 from consumer.delivery.slots import SlotReserver
-from consumer.errors import PisanoApiError, PisanoError, StateStoreError
+from consumer.errors import PisanoApiError, PisanoError, PisanoTransportError, StateStoreError
+from consumer.operations import tracing
 from consumer.operations.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -60,11 +63,16 @@ class Attempts:
         self.metrics = metrics
         self.dm = metrics.destination(destination.name)
         self.stop = stop
+        # Pisano's host, for the request's span (a test's fake client has none).
+        base_url = getattr(getattr(destination.client, "http", None), "base_url", None)
+        self.server = str(getattr(base_url, "host", "") or "")
+        self.tokens: TokenSource | None = getattr(destination.client, "tokens", None)  # None: a fake
 
     def send(self, campaign: str, body: bytes, *, slot_at: float | None, renew: Callable[[], bool],
-             sending: Callable[[], None], fresh: float | None = None) -> Sent:
+             sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = ()) -> Sent:
         """POST at `slot_at` (None: reserve a slot first), retrying in slots of their own.
-        `fresh`: when (monotonic) the claims were taken, if for this slot."""
+        `fresh`: when (monotonic) the claims were taken, if for this slot. `events`: the request's
+        pending events, whose trace contexts its span links to when tracing is on."""
         sent = Sent()
         started = time.monotonic()
         while True:
@@ -78,18 +86,27 @@ class Attempts:
             sent.attempts += 1
             sending()
             self.dm.in_flight_requests.inc()
+            carried = self.tokens.current() if self.tokens is not None else None
+            span = tracing.start_request(self.destination.name, self.server, campaign, events, sent.attempts)
+            failure: PisanoError | None = None
             try:
                 sent.accepted = self.destination.client.send(campaign, body)
             except PisanoError as error:
+                failure = error
                 sent.error, sent.verdict = error, self.destination.classify(error)
                 self._count(error)
             finally:
                 self.dm.in_flight_requests.dec()
+                if span is not None:
+                    _end_span(span, sent.accepted, failure)
             if sent.accepted is not None:
                 self.dm.requests("200", "").inc()
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
                 return sent
             assert sent.error is not None and sent.verdict is not None
+            if self._refused_a_rotated_token(carried, sent):
+                slot_at = None  # Pisano acted on nothing: the same request again, new token, new slot
+                continue
             retry_after = sent.error.retry_after_s if isinstance(sent.error, PisanoApiError) else None
             delay = self.retry.backoff.delay(sent.attempts, retry_after)
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
@@ -99,6 +116,23 @@ class Attempts:
                     continue
                 sent.abandoned = True
             return sent
+
+    def _refused_a_rotated_token(self, carried: str | None, sent: Sent) -> bool:
+        """Pisano refused the token the request carried, and the source holds a newer one (read
+        again now, not at the next poll): the old token was revoked a moment before this replica
+        saw the new one. Retry with it instead of opening the circuit."""
+        assert sent.verdict is not None
+        if carried is None or self.tokens is None or sent.verdict.scope != "account" \
+                or sent.attempts >= self.retry.max_attempts:
+            return False
+        self.tokens.refresh()
+        if self.tokens.current() == carried:
+            return False
+        log.warning("destination %s: Pisano refused the token the request carried (%s), and the token has "
+                    "changed since: sending again with the new one", self.destination.name,
+                    type(sent.error).__name__ if not isinstance(sent.error, PisanoApiError)
+                    else f"HTTP {sent.error.http_status} code {sent.error.code}")
+        return True
 
     def _back_off(self, error: PisanoError, delay: float) -> bool:
         """Wait before retrying (after a 429, the whole fleet waits); False when stopping."""
@@ -117,3 +151,15 @@ class Attempts:
         else:
             kind = "ambiguous" if getattr(error, "ambiguous", False) else "transport"
             self.dm.requests(kind, "").inc()
+
+
+def _end_span(span: Any, accepted: Accepted | None, failure: PisanoError | None) -> None:
+    """The attempt's answer on its span (an exception other than a PisanoError: `internal`)."""
+    if accepted is not None:
+        tracing.end_request(span, accepted.http_status, None, None)
+    elif isinstance(failure, PisanoApiError):
+        tracing.end_request(span, failure.http_status, failure.code, str(failure.http_status))
+    elif isinstance(failure, PisanoTransportError):
+        tracing.end_request(span, None, None, "ambiguous" if failure.ambiguous else "transport")
+    else:
+        tracing.end_request(span, None, None, "internal")

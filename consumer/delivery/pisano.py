@@ -38,6 +38,7 @@ import orjson
 
 from consumer import __version__
 from consumer.config.secrets import mask_urls_in_text
+from consumer.config.tokens import StaticToken, TokenSource
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.ingest.mapping import Recipient
 
@@ -211,7 +212,7 @@ class PisanoClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | TokenSource,
         *,
         timeout_s: float,
         connect_timeout_s: float,
@@ -220,11 +221,12 @@ class PisanoClient:
         ca_file: Path | None = None,
     ) -> None:
         self.deadline_s = connect_timeout_s + timeout_s
-        self._token = token
+        # The token is read per request (a rotated token takes effect on the next one), and this
+        # client closes its source (the thread watching a token file or provider).
+        self.tokens: TokenSource = StaticToken(token) if isinstance(token, str) else token
         self.http = httpx.Client(
             base_url=base_url,
             headers={
-                "Authorization": f"Token token={token}",
                 "Content-Type": "application/json",
                 "User-Agent": f"pisano-sms-consumer/{__version__}",
                 # Uncompressed answers: a compressed one could inflate far past MAX_RESPONSE_BYTES
@@ -241,8 +243,10 @@ class PisanoClient:
         none came back (with `ambiguous` set when the request may have reached Pisano); nothing else."""
         started = time.monotonic()
         deadline = started + self.deadline_s
+        token = self.tokens.current()  # this request keeps it, whatever rotates meanwhile
         try:
-            with self.http.stream("POST", sharing_path(campaign_id), content=body) as response:
+            with self.http.stream("POST", sharing_path(campaign_id), content=body,
+                                  headers={"Authorization": f"Token token={token}"}) as response:
                 status = response.status_code
                 answer = read_bounded(response, deadline)
                 reason_phrase, retry_after = response.reason_phrase, response.headers.get("Retry-After")
@@ -254,7 +258,7 @@ class PisanoClient:
             raise PisanoTransportError(f"{type(exc).__name__}: the request failed unexpectedly; it may have "
                                        "reached Pisano", ambiguous=True) from exc
         if status != 200:
-            raise parse_error(status, mask_urls_in_text(reason_phrase), answer, retry_after, secret=self._token)
+            raise parse_error(status, mask_urls_in_text(reason_phrase), answer, retry_after, secret=token)
         request_id = None
         parsed = parse_json(answer)  # a 200 is a success whatever its body says
         if isinstance(parsed, dict) and isinstance(parsed.get("request_id"), (str, int)) \
@@ -276,4 +280,5 @@ class PisanoClient:
         return None
 
     def close(self) -> None:
+        self.tokens.close()
         self.http.close()

@@ -251,7 +251,8 @@ class Sender:
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
         # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
         sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=claim.claimed_at,
-                                  renew=lambda: claim.renew(events), sending=lambda: claim.sending(events))
+                                  renew=lambda: claim.renew(events), sending=lambda: claim.sending(events),
+                                  events=events)
         self._conclude(claim, campaign, events, sent, outcomes, gate, first=True)
 
     def _claim(self, claim: Claim, batch: Batch, outcomes: BatchReport) -> list[PendingEvent]:
@@ -386,7 +387,8 @@ class Sender:
 
     def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent]) -> Sent:
         return self.attempts.send(campaign, build_body([e.recipient for e in group]), slot_at=None,
-                                  renew=lambda: claim.renew(group), sending=lambda: claim.sending(group))
+                                  renew=lambda: claim.renew(group), sending=lambda: claim.sending(group),
+                                  events=group)
 
     def _open_circuit(self, sent: Sent) -> None:
         api = sent.error if isinstance(sent.error, PisanoApiError) else None

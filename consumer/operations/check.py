@@ -3,7 +3,7 @@
 Each check reports ok, failed (with the reason and what to do) or skipped. The Pisano check
 proves the token without sending an SMS (`PisanoClient.probe_token`, as the circuit breaker's
 probe does). That request counts against the throttle, so it takes a slot from the shared limiter
-like any other.
+like any other. `--campaigns` adds one line per routed campaign (`preflight.py`).
 
 The report is pasted into tickets and chats: URLs are shown with their credentials masked, and no
 text from a library or a server is shown without its URL credentials masked and phones redacted.
@@ -28,7 +28,7 @@ from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.errors import PisanoSmsError, PisanoTransportError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_producer
-from consumer.ingest.mapping import load_mapper
+from consumer.ingest.mapping import is_campaign_id, load_mapper
 from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
 from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
@@ -42,12 +42,37 @@ class Result:
     detail: str
 
 
-def run_checks(settings: Settings, campaign: str | None = None) -> Iterator[Result]:
+def run_checks(settings: Settings, campaign: str | None = None, campaigns: bool = False) -> Iterator[Result]:
     yield _guard("config", lambda: _config(settings))
     yield _guard("kafka", lambda: _kafka(settings))
     yield _guard("redis", lambda: _redis(settings))
     yield _guard("registry", lambda: _registry(settings))
     yield _guard("pisano", lambda: _pisano(settings, campaign or PROBE_CAMPAIGN))
+    if campaigns:  # consumer/operations/preflight.py: one empty request per routed campaign
+        yield from _campaigns(settings, (campaign,) if campaign else ())
+
+
+def _campaigns(settings: Settings, extra: tuple[str, ...]) -> Iterator[Result]:
+    from consumer.operations.preflight import check_campaigns
+
+    found = 0
+    try:
+        for result in check_campaigns(settings, extra):
+            if isinstance(result, str):
+                yield Result("campaign", "skipped", result)
+                continue
+            found += 1
+            # A campaign API id (a UUID) is shown as it is: a run of its digits is not a phone number.
+            campaign = result.campaign if is_campaign_id(result.campaign) else redact_phones(result.campaign)
+            detail = f"{result.destination} {campaign}: {result.status}: " \
+                     + redact_phones(mask_urls_in_text(result.detail))
+            yield Result("campaign", "ok" if result.ok else "failed", detail)
+    except PisanoSmsError as exc:
+        yield Result("campaign", "failed", redact_phones(mask_urls_in_text(str(exc))))
+        return
+    if not found:
+        yield Result("campaign", "skipped", "no routed campaign to check (no destination lists campaigns and the "
+                                            "mapping has no campaign_routes); pass --campaign ID")
 
 
 def _guard(name: str, check: Callable[[], tuple[str, str]]) -> Result:

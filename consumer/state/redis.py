@@ -60,6 +60,11 @@ def token_fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
+class AccountKey(str):
+    """A token fingerprint already chosen for a destination (consumer/state/accounts.py): the key
+    methods below, given one in place of a token, use it as it is."""
+
+
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -85,8 +90,13 @@ class Keys:
         tag = self._token_tag(token)
         return f"{tag}:cc:{campaign}", f"{tag}:cc:{campaign}:cooldown", f"{tag}:cc:{campaign}:probe"
 
+    def account(self, destination: str) -> str:
+        """The fingerprint a destination's state is keyed by, kept across token rotations."""
+        return f"{{{self.prefix}}}:account:{destination}"
+
     def _token_tag(self, token: str) -> str:
-        return f"{{{self.prefix}:rl:{token_fingerprint(token)}}}"
+        fingerprint = token if isinstance(token, AccountKey) else token_fingerprint(token)
+        return f"{{{self.prefix}:rl:{fingerprint}}}"
 
 
 def load_script(client: Any, name: str) -> Script:
