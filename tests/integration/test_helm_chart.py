@@ -980,3 +980,9 @@ def test_chart_carries_artifact_hub_annotations() -> None:
     changes = yaml.safe_load(annotations["artifacthub.io/changes"])
     assert changes and all(c["kind"] in {"added", "changed", "deprecated", "removed", "fixed", "security"}
                            and c["description"] for c in changes)
+
+
+def test_the_notes_point_at_helm_test(helm: str, tmp_path: Path) -> None:
+    assert f"helm test {RELEASE} -n {NAMESPACE} --logs" in release_notes(helm, BASE, tmp_path / "on")
+    off = release_notes(helm, merged(BASE, {"tests": {"enabled": False}}), tmp_path / "off")
+    assert "helm test" not in off and "-- pisano-sms check" in off
