@@ -1,15 +1,17 @@
 # One entry point for newcomers, CI and the demo. Everything runs from a fresh machine:
-# the virtualenv, Kafka (from Maven Central), Redis and Prometheus (from apt) and helm (go install) are
-# installed on first use.
+# the virtualenv, Kafka (from Maven Central), Redis and Prometheus (from apt), helm and kube-score
+# (go install) are installed on first use.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CACHE  ?= $(HOME)/.cache/pisano-sms
 HELM_VERSION := v3.19.0
 HELM   := $(CACHE)/helm-$(HELM_VERSION)/helm
-export PATH := $(dir $(HELM)):$(PATH)
+KUBE_SCORE_VERSION := v1.20.0
+KUBE_SCORE := $(CACHE)/kube-score-$(KUBE_SCORE_VERSION)/kube-score
+export PATH := $(dir $(HELM)):$(dir $(KUBE_SCORE)):$(PATH)
 
-.PHONY: install helm up down demo test test-unit lint bench bench-limiter chaos clean
+.PHONY: install helm kube-score up down demo test test-unit lint bench bench-limiter chaos clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +28,13 @@ $(HELM):
 	@echo "[make] building helm $(HELM_VERSION) with go install (once, about a minute)"
 	GOBIN=$(dir $(HELM)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
+## The chart's manifests are scored with kube-score in the suite (tests/integration/test_helm_chart.py).
+kube-score: $(KUBE_SCORE)
+
+$(KUBE_SCORE):
+	@echo "[make] building kube-score $(KUBE_SCORE_VERSION) with go install (once, about a minute)"
+	GOBIN=$(dir $(KUBE_SCORE)) go install github.com/zegl/kube-score/cmd/kube-score@$(KUBE_SCORE_VERSION)
+
 up: install
 	$(BIN)/python scripts/localstack.py up
 
@@ -38,7 +47,7 @@ demo: up
 
 ## The whole suite: lint, then every test. Starts Kafka and Redis itself (unless already up)
 ## and stops what it started.
-test: install helm lint
+test: install helm kube-score lint
 	$(BIN)/python -m pytest tests
 
 test-unit: install

@@ -49,7 +49,9 @@ def run(settings: Settings) -> None:
     tracing = configure_tracing(settings.kafka_group_id)  # README "Tracing": off unless OTEL_* asks
     metrics, health = Metrics(), Health()
     pipeline, probe = build_pipeline(settings, metrics, health)
-    server = HealthServer(settings.http_port, health, metrics) if settings.http_port else None
+    server = HealthServer(settings.http_port, health, metrics, str(settings.http_bind_address),
+                          max_connections=settings.http_max_connections,
+                          request_timeout_s=settings.http_request_timeout_ms / 1000) if settings.http_port else None
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("%s received: stopping", signal.Signals(signum).name)

@@ -32,6 +32,7 @@ EXPECTED = {
     "pisano_rate_limits": EXPECTED_FORM,
     "batch_max_recipients": "an integer from 1 to 5000 (Pisano's limit per request)",
     "http_port": "a TCP port from 0 to 65535 (0 turns the health server off)",
+    "http_bind_address": "an IP address to listen on, e.g. 0.0.0.0 (every IPv4 interface), :: or 127.0.0.1",
     "kafka": "a mapping of librdkafka settings, e.g. {security.protocol: SASL_SSL}",
     "log_format": "one of auto, json, text",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",

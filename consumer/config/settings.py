@@ -12,11 +12,12 @@ is consumer/config/loading.py.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.config.secrets import check_token, is_secret_name, read_secret_file
@@ -124,6 +125,14 @@ class Settings(BaseSettings):
 
     # Operations
     http_port: int = Field(8080, ge=0, le=65535)
+    # The health server's address: every IPv4 interface by default (as before 0.3.0); "::" for
+    # IPv6 or dual-stack, 127.0.0.1 to keep it on the host. An IP literal, never a name to resolve.
+    http_bind_address: IPvAnyAddress = IPv4Address("0.0.0.0")
+    # Bounds on the health server's connections, so idle or slow clients cannot hold it: at most
+    # this many at once (more are answered 503 and closed), each closed unless its request arrives
+    # and its answer is taken within the timeout. Answers close the connection (no keep-alive).
+    http_max_connections: int = Field(16, ge=1, le=1024)
+    http_request_timeout_ms: int = Field(5000, ge=100, le=60_000)
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -351,7 +360,7 @@ class Settings(BaseSettings):
                          for n, spec in value.items()}
             elif name == "kafka":
                 value = {k: ("***" if is_secret_key(k) else v) for k, v in value.items()}
-            elif isinstance(value, Path):
+            elif isinstance(value, Path | IPv4Address | IPv6Address):
                 value = str(value)
             out[name.upper()] = value
         return out

@@ -12,8 +12,11 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import ipaddress
 import json
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -184,24 +187,118 @@ class HealthProbe:
 
 
 class HealthServer:
-    def __init__(self, port: int, health: Health, metrics: Metrics, host: str = "0.0.0.0") -> None:
-        handler = _handler(health, metrics)
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+    """/healthz, /readyz and /metrics on one port, with bounded connections.
+
+    A thread per connection, so without bounds a client that opens connections and sends
+    nothing (or a byte now and then: a slowloris) would pile up threads and starve the kubelet's
+    probes. Here at most `max_connections` are served at once; a connection beyond them is
+    answered 503 and closed at once; each connection must deliver its request and take its
+    answer within `request_timeout_s` in total (not per read), and is closed after one answer.
+    The NetworkPolicy (chart) keeps strangers off the port; these bounds keep a misbehaving
+    neighbour from taking the pod down with it.
+    """
+
+    def __init__(self, port: int, health: Health, metrics: Metrics, host: str = "0.0.0.0", *,
+                 max_connections: int = 16, request_timeout_s: float = 5.0) -> None:
+        handler = _handler(health, metrics, request_timeout_s)
+        self.server = _BoundedHTTPServer((host, port), handler, max_connections=max_connections)
+        self.host = host
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="health-http", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
-        log.info("health and metrics on :%d (/healthz, /readyz, /metrics)", self.port)
+        log.info("health and metrics on %s port %d (/healthz, /readyz, /metrics)", self.host, self.port)
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
 
-def _handler(health: Health, metrics: Metrics) -> type[BaseHTTPRequestHandler]:
+# Sent, without reading anything, to a connection beyond the cap.
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_BUSY_LOG_INTERVAL_S = 60.0
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Connections waiting to be accepted while the accept loop works; a probe that lands here
+    # waits microseconds, since accepting (or refusing) never blocks on a client.
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
+                 max_connections: int) -> None:
+        # IPv6 literals ("::" listens on both families where the kernel allows dual stack).
+        self.address_family = socket.AF_INET6 if ipaddress.ip_address(address[0]).version == 6 else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self.refused = 0
+        self._refused_logged_at = -_BUSY_LOG_INTERVAL_S
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # hands it to a thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up or reset mid-answer: its problem, not a traceback on stderr.
+        log.debug("health server: a connection failed", exc_info=True)
+
+    def _refuse(self, request: socket.socket) -> None:
+        self.refused += 1
+        with contextlib.suppress(OSError):
+            request.setblocking(False)  # a fresh socket's buffer takes these bytes; never wait
+            request.send(_BUSY)
+        self.shutdown_request(request)
+        now = time.monotonic()
+        if now - self._refused_logged_at >= _BUSY_LOG_INTERVAL_S:
+            self._refused_logged_at = now
+            log.warning("health server: %d connections open (HTTP_MAX_CONNECTIONS), refusing more with 503 "
+                        "(%d so far); a client is holding connections open", self.max_connections, self.refused)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket as a raw stream whose reads all end by one deadline (per read, a client
+    sending a byte every few seconds would hold the connection forever)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request not received in time")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
+def _handler(health: Health, metrics: Metrics, request_timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # HTTP/1.0: one request per connection, so no idle keep-alive connection holds a slot.
+        protocol_version = "HTTP/1.0"
+
+        def setup(self) -> None:
+            self.deadline = time.monotonic() + request_timeout_s
+            super().setup()
+            self.rfile.close()  # the plain socket file: replaced by one that honours the deadline
+            self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.deadline))
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -215,6 +312,9 @@ def _handler(health: Health, metrics: Metrics) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b'{"error": "not found"}', "application/json")
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
+            # The answer too must be taken by the deadline: a client that stops reading /metrics
+            # would otherwise block this thread on a full send buffer.
+            self.connection.settimeout(max(self.deadline - time.monotonic(), 0.001))
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

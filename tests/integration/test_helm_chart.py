@@ -5,9 +5,12 @@ own schemas (kubernetes-validate, strict: unknown fields fail), the CRD kinds (S
 ScaledObject, TriggerAuthentication, PrometheusRule) are checked for the fields their operators
 require. On top: the pod is hardened, the probes hit the consumer's endpoints, secrets never
 reach a ConfigMap or a literal env value, the grace period outlasts the consumer's own, and the
-settings the chart writes are ones the consumer accepts.
+settings the chart writes are ones the consumer accepts. kube-score scores every scenario's
+manifests, with no critical finding or warning (the checks skipped, each with its reason, are in
+KUBE_SCORE_SKIPS and the chart README, "kube-score").
 
-Needs helm: `make helm` builds it into ~/.cache/pisano-sms/helm-v3.19.0/ (`make test` does).
+Needs helm and kube-score: `make helm kube-score` builds them into ~/.cache/pisano-sms/
+(`make test` does).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import kubernetes_validate
 import pytest
 import yaml
@@ -35,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "pisano-sms-consumer"
 HELM_VERSION = "v3.19.0"
 HELM_CACHED = Path.home() / ".cache" / "pisano-sms" / f"helm-{HELM_VERSION}" / "helm"
+KUBE_SCORE_VERSION = "v1.20.0"
+KUBE_SCORE_CACHED = Path.home() / ".cache" / "pisano-sms" / f"kube-score-{KUBE_SCORE_VERSION}" / "kube-score"
 RELEASE, NAMESPACE = "sms", "payments"
 FULLNAME = f"{RELEASE}-pisano-sms-consumer"
 
@@ -48,6 +54,8 @@ REDIS_URL = "redis://pisano:redis-pw-8c2e@redis-master.data:6379/2"
 SASL_PASSWORD = "sasl-pw-55d0a1"
 REGISTRY_PASSWORD = "sr-pw-90e4b2"
 REPLAY_KEY = "replay-key-1c7e5a3f9b"
+DIGEST = "sha256:" + "5f" * 32
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
 BASE: dict[str, Any] = {
     "config": {
@@ -110,7 +118,56 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                                        "whenUnsatisfiable": "ScheduleAnyway"}],
         "shutdownGraceMs": 90500,
     }),
+    "network-policy": merged(BASE, {
+        "config": {"SCHEMA_REGISTRY_URL": "http://schema-registry.kafka:8081"},
+        "networkPolicy": {
+            "ingress": {"from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "monitoring"}}}]},
+            "egress": {
+                "kafka": {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "kafka"}}}]},
+                "redis": {"ports": [6379, 26379]},
+                "pisano": {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]},
+                "extra": [{"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "otel"}}}],
+                           "ports": [{"protocol": "TCP", "port": 4317}]}],
+            },
+        },
+    }),
+    "replay-job": merged(BASE, {
+        "config": SASL_SSL,
+        "secrets": {"kafkaSaslPassword": SASL_PASSWORD, "replaySigningKey": REPLAY_KEY},
+        "replay": {"enabled": True, "runId": "inc4711", "dryRun": False, "errorCodes": [13001, "13034"],
+                   "reasons": ["pisano_error", "ambiguous"], "campaigns": ["3f0c2a1e-0000-4000-8000-000000000001"],
+                   "since": "2026-11-26T10:00Z", "until": "2026-11-27", "limit": 500, "maxReplays": 2,
+                   "toTopic": "transactions", "group": "replay-inc4711"},
+        "tests": {"campaign": "3f0c2a1e-0000-4000-8000-000000000001"},
+    }),
+    "digest-pinned": merged(BASE, {
+        "image": {"repository": "registry.example.com/pisano-sms-consumer", "digest": DIGEST,
+                  "pullPolicy": "IfNotPresent"},
+        "replay": {"enabled": True, "runId": "dry-1"},
+    }),
+    "no-test-pod": merged(BASE, {"tests": {"enabled": False}}),
+    "cpu-limit-hard-spread": merged(BASE, {
+        "resources": {"limits": {"cpu": "2"}},
+        "podAntiAffinity": "hard",
+        "httpBindAddress": "::",
+    }),
 }
+
+# kube-score checks skipped per scenario, and why (the chart README, "kube-score", says the same).
+KUBE_SCORE_SKIPS: dict[str, dict[str, str]] = {
+    # KEDA creates the HorizontalPodAutoscaler at run time, so kube-score sees a Deployment with
+    # no replica count (Kubernetes' default, 1) and no autoscaler.
+    "keda": {"deployment-replicas": "KEDA's HorizontalPodAutoscaler owns the replica count"},
+    # A digest is immutable: IfNotPresent cannot run a stale image, and lets pods start while the
+    # registry is down; what it gives up is the registry's check of the pull secret on each start.
+    "digest-pinned": {"container-image-pull-policy": "the image is pinned by digest"},
+    # The tools' NetworkPolicy is for replay Jobs created later, outside the release (chart
+    # README, "Replay as a Job"); without the test pod nothing in the render matches it yet.
+    "no-test-pod": {"networkpolicy-targets-pod": "the replay Jobs it selects are created later"},
+}
+# The consumer has no CPU limit unless resources.limits.cpu is set: throttled by a CFS quota, a
+# busy replica misses Kafka's poll interval and its probes (values.yaml, `resources`).
+CPU_LIMIT_SKIP = "--ignore-container-cpu-limit"
 
 
 # ------------------------------------------------------------------------------ helm
@@ -125,6 +182,17 @@ def helm() -> str:
         return on_path
     pytest.fail(f"helm not found at {HELM_CACHED} nor on PATH: run `make helm` (it builds helm "
                 f"{HELM_VERSION} with go install, about a minute)", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def kube_score() -> str:
+    if KUBE_SCORE_CACHED.is_file():
+        return str(KUBE_SCORE_CACHED)
+    on_path = shutil.which("kube-score")
+    if on_path:
+        return on_path
+    pytest.fail(f"kube-score not found at {KUBE_SCORE_CACHED} nor on PATH: run `make kube-score` (it builds "
+                f"kube-score {KUBE_SCORE_VERSION} with go install, about a minute)", pytrace=False)
 
 
 def run_helm(helm: str, *args: str, values: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
@@ -198,7 +266,7 @@ def scenario(request: pytest.FixtureRequest, helm: str) -> Iterator[tuple[str, l
 
 
 @pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
-@pytest.mark.parametrize("name", ["defaults", "keda", "dashboards-and-alerts"])
+@pytest.mark.parametrize("name", ["defaults", "keda", "dashboards-and-alerts", "replay-job", "network-policy"])
 def test_helm_lint(helm: str, name: str, strict: bool) -> None:
     args = ["lint", str(CHART)] + (["--strict"] if strict else [])
     result = run_helm(helm, *args, values=SCENARIOS[name])
@@ -629,3 +697,307 @@ def test_the_notes_warn_when_keda_may_scale_to_zero(helm: str, tmp_path: Path) -
     to_zero = release_notes(helm, merged(BASE, {"keda": {"enabled": True, "minReplicas": 0}}), tmp_path / "zero")
     assert "WARNING: keda.minReplicas is 0" in to_zero and "offsets.retention.minutes" in to_zero
     assert "minReplicas" not in release_notes(helm, merged(BASE, {"keda": {"enabled": True}}), tmp_path / "one")
+
+
+# ------------------------------------------------------------------------------ issue 15: kube-score
+
+
+def test_kube_score_finds_nothing_critical(scenario: tuple[str, list[dict[str, Any]]], helm: str,
+                                           kube_score: str) -> None:
+    """Every scenario's manifests, scored as rendered (CRDs are left alone by kube-score)."""
+    name, _ = scenario
+    values = SCENARIOS[name]
+    manifests = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values)
+    assert manifests.returncode == 0, manifests.stderr
+    command = [kube_score, "score", "--output-format", "ci", "--kubernetes-version", "v1.25",
+               "--enable-optional-test", "container-seccomp-profile",
+               "--enable-optional-test", "container-ports-check"]
+    if "cpu" not in values.get("resources", {}).get("limits", {}):
+        command.append(CPU_LIMIT_SKIP)
+    for check in KUBE_SCORE_SKIPS.get(name, {}):
+        command += ["--ignore-test", check]
+    result = subprocess.run([*command, "-"], input=manifests.stdout, capture_output=True, text=True, timeout=60,
+                            check=False)
+    findings = [line for line in result.stdout.splitlines() if line.startswith(("[CRITICAL]", "[WARNING]"))]
+    assert not findings, "\n".join(findings)
+    scored = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("[OK]")}
+    pods = {doc["metadata"]["name"] for doc in render(helm, values) if doc["kind"] in {"Deployment", "Job", "Pod"}}
+    assert pods <= scored, f"kube-score did not score {pods - scored}"  # it read what we rendered
+
+
+def test_kube_score_reports_what_the_chart_fixed(helm: str, kube_score: str, tmp_path: Path) -> None:
+    """The test above can fail: with the 0.2.0 chart's settings back, kube-score names each of them."""
+    values = merged(BASE, {"image": {"pullPolicy": "IfNotPresent"}, "networkPolicy": {"enabled": False},
+                           "resources": {"requests": {"ephemeral-storage": None},
+                                         "limits": {"ephemeral-storage": None}},
+                           "podAntiAffinity": ""})
+    manifests = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values)
+    assert manifests.returncode == 0, manifests.stderr
+    result = subprocess.run([kube_score, "score", "--output-format", "ci", CPU_LIMIT_SKIP, "-"],
+                            input=manifests.stdout, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    for finding in ("ImagePullPolicy is not set to Always", "Ephemeral Storage limit is not set",
+                    "Ephemeral Storage request is not set", "does not have a matching NetworkPolicy",
+                    "does not have a host podAntiAffinity set"):
+        assert finding in result.stdout, finding
+
+
+# ------------------------------------------------------------------------------ issue 15: NetworkPolicy
+
+
+def policies(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc["spec"] for doc in docs if doc["kind"] == "NetworkPolicy"}
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and In expressions, all the chart uses) against pod labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In"
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def pod_labels_by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    out = {}
+    for doc in docs:
+        if doc["kind"] in {"Deployment", "Job"}:
+            out[doc["kind"]] = doc["spec"]["template"]["metadata"]["labels"]
+        elif doc["kind"] == "Pod":
+            out["Pod"] = doc["metadata"]["labels"]
+    return out
+
+
+def egress_ports(rule: dict[str, Any]) -> list[tuple[str, int | str]]:
+    return [(port["protocol"], port["port"]) for port in rule["ports"]]
+
+
+def test_network_policy_lets_in_metrics_only_and_out_to_the_dependencies(helm: str) -> None:
+    docs = render(helm, SCENARIOS["network-policy"])
+    found = policies(docs)
+    consumer, tools = found[FULLNAME], found[f"{FULLNAME}-tools"]
+    labels = pod_labels_by_kind(docs)
+    # Each pod is selected by exactly one policy: the consumer's by its own, the check by the tools'.
+    assert selects(consumer["podSelector"], labels["Deployment"])
+    assert not selects(tools["podSelector"], labels["Deployment"])
+    assert selects(tools["podSelector"], labels["Pod"]) and not selects(consumer["podSelector"], labels["Pod"])
+    assert consumer["policyTypes"] == tools["policyTypes"] == ["Ingress", "Egress"]
+    # In: the metrics/health port only, from the monitoring namespace. The tools take nothing.
+    assert consumer["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}],
+                                    "from": SCENARIOS["network-policy"]["networkPolicy"]["ingress"]["from"]}]
+    assert "http" in {p["name"] for p in container(docs)["ports"]}
+    assert "ingress" not in tools
+    # Out: Kafka (the bootstrap servers' port), Redis, Pisano, the registry, DNS, then the extra rule.
+    kafka, redis, pisano, registry, dns, extra = consumer["egress"]
+    assert egress_ports(kafka) == [("TCP", 9093)]
+    assert kafka["to"] == [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "kafka"}}}]
+    assert egress_ports(redis) == [("TCP", 6379), ("TCP", 26379)] and "to" not in redis
+    assert egress_ports(pisano) == [("TCP", 443)] and pisano["to"][0]["ipBlock"]["except"] == ["10.0.0.0/8"]
+    assert egress_ports(registry) == [("TCP", 8081)]
+    assert egress_ports(dns) == [("UDP", 53), ("TCP", 53)]
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "kube-system"}}}]
+    assert egress_ports(extra) == [("TCP", 4317)]
+    # The replay Job and the check talk to the same places.
+    assert tools["egress"] == consumer["egress"]
+
+
+@pytest.mark.parametrize(("values", "kafka", "redis", "pisano"), [
+    ({}, [9092], [6379], [443]),
+    ({"config": {"KAFKA_BOOTSTRAP_SERVERS": "a:9094, b:9095,c:9094", "PISANO_URL": "http://pisano.local:8080"},
+      "secrets": {"redisUrl": "rediss://u:p@redis.data:6380/0"}}, [9094, 9095], [6380], [8080]),
+    # With an existing Secret the chart cannot read the Redis URL: Redis's default port.
+    ({"secrets": {"existingSecret": "mine", "redisUrl": "redis://r:7000"}}, [9092], [6379], [443]),
+], ids=["defaults", "from-config", "existing-secret"])
+def test_network_policy_ports_follow_the_configuration(helm: str, values: dict[str, Any], kafka: list[int],
+                                                       redis: list[int], pisano: list[int]) -> None:
+    egress = policies(render(helm, values))[FULLNAME]["egress"]
+    assert [[port for _, port in egress_ports(rule)] for rule in egress[:3]] == [kafka, redis, pisano]
+    assert len(egress) == 4  # no SCHEMA_REGISTRY_URL: no rule for it; then DNS
+
+
+def test_network_policy_can_be_turned_off(helm: str) -> None:
+    assert "NetworkPolicy" not in kinds(render(helm, merged(BASE, {"networkPolicy": {"enabled": False}})))
+
+
+# ------------------------------------------------------------------------------ issue 15: replay Job, helm test
+
+
+def job(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Job")
+
+
+def same_pod_as_the_consumer(docs: list[dict[str, Any]], spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """The tool pod runs the consumer's image with its settings, Secrets, files and hardening."""
+    consumer_pod, consumer = pod_spec(docs), container(docs)
+    assert [c["name"] for c in spec["containers"]] == [name]
+    tool = spec["containers"][0]
+    for field in ("image", "imagePullPolicy", "env", "volumeMounts", "securityContext"):
+        assert tool[field] == consumer[field], field
+    for field in ("securityContext", "volumes", "serviceAccountName", "automountServiceAccountToken",
+                  "enableServiceLinks"):
+        assert spec[field] == consumer_pod[field], field
+    assert spec["restartPolicy"] == "Never"
+    assert {"cpu", "memory", "ephemeral-storage"} <= set(tool["resources"]["limits"])
+    return dict(tool)
+
+
+def test_replay_job_is_opt_in(helm: str) -> None:
+    assert "Job" not in kinds(render(helm, BASE))
+    assert "replay.runId is required" in render_error(helm, merged(BASE, {"replay": {"enabled": True}}))
+
+
+def test_replay_job_name_is_never_cut(helm: str) -> None:
+    """The runbook waits for job/<fullname>-replay-<runId>: a name cut to 63 characters would
+    differ from it, and two run ids alike up to the cut would collide."""
+    fullname = "payments-pisano-sms-consumer-prod"  # a long release name leaves less for the run id
+    longest = 63 - len(f"{fullname}-replay-")
+    fits = merged(BASE, {"fullnameOverride": fullname, "replay": {"enabled": True, "runId": "a" * longest}})
+    assert job(render(helm, fits))["metadata"]["name"] == f"{fullname}-replay-{'a' * longest}"
+    error = render_error(helm, merged(fits, {"replay": {"runId": "a" * (longest + 1)}}))
+    assert f"use a runId of at most {longest}" in error
+
+
+def test_replay_job_runs_the_replay_with_the_consumers_pod(helm: str) -> None:
+    docs = render(helm, SCENARIOS["replay-job"])
+    replay = job(docs)
+    assert replay["metadata"]["name"] == f"{FULLNAME}-replay-inc4711"
+    spec = replay["spec"]
+    assert (spec["parallelism"], spec["completions"], spec["backoffLimit"]) == (1, 1, 0)
+    assert spec["ttlSecondsAfterFinished"] == 604800 and spec["activeDeadlineSeconds"] == 3600
+    tool = same_pod_as_the_consumer(docs, spec["template"]["spec"], "replay")
+    assert tool["args"] == [
+        "replay", "--error-code", "13001", "--error-code", "13034", "--reason", "pisano_error", "--reason", "ambiguous",
+        "--campaign", "3f0c2a1e-0000-4000-8000-000000000001", "--since", "2026-11-26T10:00Z", "--until", "2026-11-27",
+        "--limit", "500", "--max-replays", "2", "--to-topic", "transactions", "--group", "replay-inc4711"]
+    assert replay["metadata"]["annotations"]["pisano-sms/replay-args"] == " ".join(tool["args"])
+    # It signs with the fleet's key: the same file the consumers verify with.
+    assert config_data(docs)["REPLAY_SIGNING_KEY_FILE"] == "/var/run/secrets/pisano-sms/replay-signing-key"
+    # Its pod is no consumer: the Service, the PodDisruptionBudget and the Deployment leave it alone.
+    labels = spec["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "replay"
+    for selector in (one(docs, "Service")["spec"]["selector"],
+                     one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+                     one(docs, "Deployment")["spec"]["selector"]["matchLabels"]):
+        assert not selector.items() <= labels.items()
+    assert selects(policies(docs)[f"{FULLNAME}-tools"]["podSelector"], labels)
+
+
+def test_replay_job_args_are_ones_the_cli_accepts(helm: str) -> None:
+    """Parsed by the real `pisano-sms replay` (options and filters), without running it."""
+    from consumer.cli import main
+    from consumer.sre.dlq_read import Filters
+
+    for scenario in ("replay-job", "digest-pinned"):
+        args = job(render(helm, SCENARIOS[scenario]))["spec"]["template"]["spec"]["containers"][0]["args"]
+        command = main.get_command(click.Context(main), args[0])
+        assert args[0] == "replay" and command is not None
+        with command.make_context(args[0], list(args[1:])) as context:
+            params = context.params
+        Filters.from_options(params["error_codes"], params["reasons"], params["campaigns"], params["since"],
+                             params["until"])
+        if scenario == "digest-pinned":  # the defaults: a dry run, no filters
+            assert params["dry_run"] is True and not params["error_codes"] and params["max_replays"] == 3
+        else:
+            assert params["dry_run"] is False and params["limit"] == 500 and params["to_topic"] == "transactions"
+
+
+def test_replay_of_ambiguous_needs_the_signing_key(helm: str) -> None:
+    unsigned = merged(BASE, {"replay": {"enabled": True, "runId": "x", "reasons": ["ambiguous"], "dryRun": False}})
+    assert "no replay signing key is wired" in render_error(helm, unsigned)
+    # A dry run publishes nothing, so it may count them without the key.
+    assert "Job" in kinds(render(helm, merged(unsigned, {"replay": {"dryRun": True}})))
+
+
+@pytest.mark.parametrize("replay", [{"runId": "INC_4711"}, {"runId": "x", "reasons": ["typo"]},
+                                    {"runId": "x", "since": "last tuesday"}, {"runId": "x", "errorCodes": ["13x"]}],
+                         ids=["run-id", "reason", "since", "error-code"])
+def test_schema_rejects_bad_replay_values(helm: str, replay: dict[str, Any]) -> None:
+    values = merged(BASE, {"replay": {"enabled": True, **replay}})
+    assert "values don't meet the specifications of the schema" in render_error(helm, values)
+
+
+def test_helm_test_hook_runs_check_with_the_consumers_pod(helm: str) -> None:
+    docs = render(helm, SCENARIOS["replay-job"])
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["name"] == f"{FULLNAME}-check"
+    assert pod["metadata"]["annotations"] == {"helm.sh/hook": "test",
+                                              "helm.sh/hook-delete-policy": "before-hook-creation"}
+    tool = same_pod_as_the_consumer(docs, pod["spec"], "check")
+    assert tool["args"] == ["check", "--campaign", "3f0c2a1e-0000-4000-8000-000000000001"]
+    assert one(render(helm, BASE), "Pod")["spec"]["containers"][0]["args"] == ["check"]
+    assert "Pod" not in kinds(render(helm, merged(BASE, {"tests": {"enabled": False}})))
+    # `helm template --skip-tests` (what GitOps tools apply) leaves it out: it is a hook only.
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--skip-tests", values=BASE)
+    assert result.returncode == 0 and "kind: Pod\n" not in result.stdout
+
+
+# ------------------------------------------------------------------------------ issue 15: hardening
+
+
+def test_scheduling_spreads_replicas_over_nodes_and_zones(helm: str) -> None:
+    default = pod_spec(render(helm, BASE))
+    preferred = default["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    term = preferred[0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    deployment = one(render(helm, BASE), "Deployment")
+    assert term["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert default["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert default["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "ScheduleAnyway"
+    hard = pod_spec(render(helm, SCENARIOS["cpu-limit-hard-spread"]))["affinity"]["podAntiAffinity"]
+    assert hard["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == "kubernetes.io/hostname"
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["sms"]}]}]}}}
+    assert pod_spec(render(helm, merged(BASE, {"affinity": own})))["affinity"] == own
+    none = pod_spec(render(helm, merged(BASE, {"podAntiAffinity": "", "topologySpreadConstraints": []})))
+    assert "affinity" not in none and "topologySpreadConstraints" not in none
+
+
+def test_resources_bound_ephemeral_storage_and_cpu_limit_is_an_option(helm: str) -> None:
+    resources = container(render(helm, BASE))["resources"]
+    assert resources["requests"]["ephemeral-storage"] == "128Mi" and resources["limits"]["ephemeral-storage"] == "256Mi"
+    assert "cpu" not in resources["limits"]
+    # /tmp's emptyDir fits in the limit with the log files beside it.
+    assert container(render(helm, SCENARIOS["cpu-limit-hard-spread"]))["resources"]["limits"]["cpu"] == "2"
+
+
+def test_image_pull_policy_and_digest_pinning(helm: str) -> None:
+    default = container(render(helm, BASE))
+    assert default["imagePullPolicy"] == "Always" and default["image"] == "pisano-sms-consumer:0.2.0"
+    docs = render(helm, SCENARIOS["digest-pinned"])
+    pinned = f"registry.example.com/pisano-sms-consumer@{DIGEST}"
+    assert container(docs)["image"] == pinned and container(docs)["imagePullPolicy"] == "IfNotPresent"
+    assert job(docs)["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
+    assert one(docs, "Pod")["spec"]["containers"][0]["image"] == pinned
+
+
+def test_health_server_bind_address(helm: str) -> None:
+    assert config_data(render(helm, BASE))["HTTP_BIND_ADDRESS"] == "0.0.0.0"
+    assert config_data(render(helm, SCENARIOS["cpu-limit-hard-spread"]))["HTTP_BIND_ADDRESS"] == "::"
+    for loopback in ("127.0.0.1", "::1"):
+        assert "is a loopback address" in render_error(helm, merged(BASE, {"httpBindAddress": loopback}))
+    assert "config.HTTP_BIND_ADDRESS is set by the chart" in render_error(
+        helm, merged(BASE, {"config": {"HTTP_BIND_ADDRESS": "0.0.0.0"}}))
+    # The connection bounds are consumer settings, passed through `config`.
+    data = config_data(render(helm, merged(BASE, {"config": {"HTTP_MAX_CONNECTIONS": 32}})))
+    assert data["HTTP_MAX_CONNECTIONS"] == "32"
+
+
+def test_chart_carries_artifact_hub_annotations() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    annotations = chart["annotations"]
+    assert all(isinstance(value, str) for value in annotations.values())  # Chart.yaml annotations are strings
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert annotations["artifacthub.io/license"] == project["license"]["text"]
+    images = yaml.safe_load(annotations["artifacthub.io/images"])
+    assert images == [{"name": "consumer", "image": f"pisano-sms-consumer:{chart['appVersion']}"}]
+    changes = yaml.safe_load(annotations["artifacthub.io/changes"])
+    assert changes and all(c["kind"] in {"added", "changed", "deprecated", "removed", "fixed", "security"}
+                           and c["description"] for c in changes)
+
+
+def test_the_notes_point_at_helm_test(helm: str, tmp_path: Path) -> None:
+    assert f"helm test {RELEASE} -n {NAMESPACE} --logs" in release_notes(helm, BASE, tmp_path / "on")
+    off = release_notes(helm, merged(BASE, {"tests": {"enabled": False}}), tmp_path / "off")
+    assert "helm test" not in off and "-- pisano-sms check" in off

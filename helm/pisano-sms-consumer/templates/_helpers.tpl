@@ -104,6 +104,7 @@ The settings the chart derives from other values, as YAML (env name: value).
 */}}
 {{- define "pisano-sms.managedEnv" -}}
 HTTP_PORT: {{ .Values.httpPort | int64 | quote }}
+HTTP_BIND_ADDRESS: {{ .Values.httpBindAddress | quote }}
 SHUTDOWN_GRACE_MS: {{ .Values.shutdownGraceMs | int64 | quote }}
 MAX_BUFFERED_BYTES: {{ .Values.maxBufferedBytes | int64 | quote }}
 PISANO_API_TOKEN_FILE: {{ printf "%s/token" (include "pisano-sms.tokenDir" .) | quote }}
@@ -247,5 +248,284 @@ always rendered.
 {{- fail "keda.enabled with SASL needs config.KAFKA_CONFIG_SASL_USERNAME: KEDA logs in as the consumer does" }}
 {{- end }}
 {{- end }}
+{{- if regexMatch "^(127\\.|::1$|::ffff:127\\.)|^localhost$" (toString .Values.httpBindAddress) }}
+{{- fail (printf "httpBindAddress %s is a loopback address: the kubelet's probes and Prometheus come in on the pod's IP and would never reach it; use 0.0.0.0, or :: on IPv6" .Values.httpBindAddress) }}
+{{- end }}
 {{- $_ := include "pisano-sms.env" . }}
+{{- end }}
+
+{{/*
+The pods the chart runs besides the consumer's (the replay Job, the `helm test` check): labels
+without app.kubernetes.io/name, so the Deployment's selector, the Service, the PodDisruptionBudget
+and the consumer's NetworkPolicy never pick them up. Call with (dict "root" $ "component" "replay").
+*/}}
+{{- define "pisano-sms.toolSelectorLabels" -}}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/part-of: {{ include "pisano-sms.name" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "pisano-sms.toolLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "pisano-sms.toolSelectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end }}
+
+{{/* The components of the tool pods, for the NetworkPolicy that selects them. */}}
+{{- define "pisano-sms.toolComponents" -}}
+{{- list "replay" "check" | toJson }}
+{{- end }}
+
+{{/*
+The container's env: each ConfigMap key by name (not envFrom: the same ConfigMap holds the
+files), the secrets by secretKeyRef, then extraEnv. Shared by the Deployment, the replay Job
+and the test Pod, so all three run with the same settings.
+*/}}
+{{- define "pisano-sms.containerEnv" -}}
+{{- $fullname := include "pisano-sms.fullname" . }}
+{{- $secretName := include "pisano-sms.secretName" . }}
+{{- range $name, $_ := include "pisano-sms.env" . | fromYaml }}
+- name: {{ $name }}
+  valueFrom:
+    configMapKeyRef:
+      name: {{ $fullname }}
+      key: {{ $name }}
+{{- end }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secretName }}
+      key: {{ .Values.secrets.keys.redisUrl }}
+{{- if include "pisano-sms.kafkaSasl" . }}
+- name: KAFKA_CONFIG_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secretName }}
+      key: {{ .Values.secrets.keys.kafkaSaslPassword }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The container's mounts: /tmp, the secret files, the mapping and schema, TLS files, extras. */}}
+{{- define "pisano-sms.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: pisano-token
+  mountPath: {{ include "pisano-sms.tokenDir" . }}
+  readOnly: true
+{{- if or .Values.mapping .Values.avroSchema }}
+- name: files
+  mountPath: {{ include "pisano-sms.filesDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.kafkaTls.secretName }}
+- name: kafka-tls
+  mountPath: {{ include "pisano-sms.kafkaTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.schemaRegistryTls.secretName }}
+- name: schema-registry-tls
+  mountPath: {{ include "pisano-sms.registryTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The pod's volumes, matching pisano-sms.volumeMounts. */}}
+{{- define "pisano-sms.volumes" -}}
+# The root filesystem is read-only; /tmp is the one writable place (Python's tempfile).
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+# A file rather than an env var: it stays out of `kubectl describe`, /proc/<pid>/environ
+# and crash dumps. 0440 with fsGroup 10001: readable by the consumer's group only.
+- name: pisano-token
+  secret:
+    secretName: {{ include "pisano-sms.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.secrets.keys.pisanoApiToken }}
+        path: token
+      {{- if include "pisano-sms.hasRegistryPassword" . }}
+      - key: {{ .Values.secrets.keys.schemaRegistryPassword }}
+        path: schema-registry-password
+      {{- end }}
+      {{- if include "pisano-sms.hasReplayKey" . }}
+      - key: {{ .Values.secrets.keys.replaySigningKey }}
+        path: replay-signing-key
+      {{- end }}
+{{- if or .Values.mapping .Values.avroSchema }}
+- name: files
+  configMap:
+    name: {{ include "pisano-sms.fullname" . }}
+    items:
+      {{- if .Values.mapping }}
+      - key: mapping.yaml
+        path: mapping.yaml
+      {{- end }}
+      {{- if .Values.avroSchema }}
+      - key: schema.avsc
+        path: schema.avsc
+      {{- end }}
+{{- end }}
+{{- with .Values.kafkaTls }}
+{{- if .secretName }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+    items:
+      {{- range compact (list .caKey .certKey .keyKey) }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.schemaRegistryTls }}
+{{- if .secretName }}
+- name: schema-registry-tls
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+    items:
+      {{- range compact (list .caKey .certKey .keyKey) }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod-level fields every pod of the chart shares: the service account without a token, no
+service links, the pull secrets, the pod security context, and where it may be scheduled.
+*/}}
+{{- define "pisano-sms.podCommon" -}}
+serviceAccountName: {{ include "pisano-sms.serviceAccountName" . }}
+# The consumer never calls the Kubernetes API, so it gets no token to lose.
+automountServiceAccountToken: false
+# Kubernetes would otherwise inject <SERVICE>_PORT-style variables for every Service in
+# the namespace; a Service called "kafka" or "redis" would then pollute the environment
+# that the consumer reads its settings from.
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The consumer's affinity: `affinity` as given, or else the podAntiAffinity preset that keeps
+replicas on different nodes ("soft": preferred; "hard": required).
+*/}}
+{{- define "pisano-sms.affinity" -}}
+{{- if .Values.affinity }}
+{{- toYaml .Values.affinity }}
+{{- else if eq .Values.podAntiAffinity "soft" }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "pisano-sms.selectorLabels" . | nindent 12 }}
+{{- else if eq .Values.podAntiAffinity "hard" }}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "pisano-sms.selectorLabels" . | nindent 10 }}
+{{- end }}
+{{- end }}
+
+{{/* The port of a URL: the explicit one, else the scheme's default (https 443, redis 6379). */}}
+{{- define "pisano-sms.urlPort" -}}
+{{- $url := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- if $port }}{{ $port }}
+{{- else }}{{ get (dict "http" "80" "https" "443" "redis" "6379" "rediss" "6379") $url.scheme | default "443" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The NetworkPolicy's egress rules, as YAML: for each dependency the ports (given, or read from
+the URL the chart knows) and the optional peers; DNS; then networkPolicy.egress.extra. Shared by
+the consumer's policy and the tools' one: the replay Job and the check talk to the same places.
+*/}}
+{{- define "pisano-sms.egressRules" -}}
+{{- $egress := .Values.networkPolicy.egress }}
+{{- $targets := list }}
+{{- /* Kafka: the bootstrap servers' ports (brokers usually advertise the same listener port). */}}
+{{- $kafkaPorts := $egress.kafka.ports }}
+{{- if not $kafkaPorts }}
+{{- range splitList "," (toString (default "" .Values.config.KAFKA_BOOTSTRAP_SERVERS)) }}
+{{- $port := regexFind ":[0-9]+$" (trim .) | trimPrefix ":" }}
+{{- if $port }}{{ $kafkaPorts = append $kafkaPorts (int $port) }}{{ end }}
+{{- end }}
+{{- $kafkaPorts = default (list 9092) (uniq $kafkaPorts) }}
+{{- end }}
+{{- $targets = append $targets (dict "ports" $kafkaPorts "to" $egress.kafka.to) }}
+{{- /* Redis: the port of secrets.redisUrl when the chart creates the Secret, else 6379. */}}
+{{- $redisPorts := $egress.redis.ports }}
+{{- if not $redisPorts }}
+{{- $redisPorts = list (int (include "pisano-sms.urlPort" (default "redis://redis" (ternary "" .Values.secrets.redisUrl (not (empty .Values.secrets.existingSecret)))))) }}
+{{- end }}
+{{- $targets = append $targets (dict "ports" $redisPorts "to" $egress.redis.to) }}
+{{- $pisanoPorts := $egress.pisano.ports }}
+{{- if not $pisanoPorts }}
+{{- $pisanoPorts = list (int (include "pisano-sms.urlPort" (default "https://api.pisano.co" .Values.config.PISANO_URL))) }}
+{{- end }}
+{{- $targets = append $targets (dict "ports" $pisanoPorts "to" $egress.pisano.to) }}
+{{- $registryPorts := $egress.schemaRegistry.ports }}
+{{- if and (not $registryPorts) .Values.config.SCHEMA_REGISTRY_URL }}
+{{- $registryPorts = list (int (include "pisano-sms.urlPort" .Values.config.SCHEMA_REGISTRY_URL)) }}
+{{- end }}
+{{- if $registryPorts }}
+{{- $targets = append $targets (dict "ports" $registryPorts "to" $egress.schemaRegistry.to) }}
+{{- end }}
+{{- range $targets }}
+- ports:
+    {{- range .ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+  {{- with .to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+- ports:
+    {{- range $egress.dns.ports }}
+    - protocol: UDP
+      port: {{ . }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+  {{- with $egress.dns.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- with $egress.extra }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}

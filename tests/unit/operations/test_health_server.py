@@ -1,0 +1,175 @@
+"""The health server's bind address and its bounds on connections (issue 15, point 6).
+
+A client that opens connections and sends nothing, or trickles a byte now and then, must not
+hold the server: past HTTP_MAX_CONNECTIONS a connection is answered 503 at once, and each
+connection is closed when its request has not arrived (or its answer not been taken) within
+HTTP_REQUEST_TIMEOUT_MS in total. Real sockets on the loopback interface; no stack needed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+
+import pytest
+from prometheus_client import Gauge
+
+from consumer.config.loading import load_settings
+from consumer.errors import ConfigError
+from consumer.operations.health import Health, HealthServer
+from consumer.operations.metrics import Metrics
+
+
+@contextmanager
+def serving(host: str = "127.0.0.1", metrics: Metrics | None = None, **bounds: float) -> Iterator[HealthServer]:
+    health = Health(joined=True)
+    server = HealthServer(0, health, metrics or Metrics(), host, **bounds)  # type: ignore[arg-type]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def connect(server: HealthServer) -> socket.socket:
+    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def get(server: HealthServer, path: str) -> tuple[int, bytes]:
+    with closing(connect(server)) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: pod\r\n\r\n".encode())
+        raw = read_all(sock)  # ends: the server closes after one answer, keep-alive or not
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_endpoints_answer_and_close_the_connection() -> None:
+    with serving() as server:
+        assert get(server, "/healthz") == (200, b'{"alive": true}')
+        status, body = get(server, "/readyz")
+        assert status == 200 and json.loads(body)["ready"] is True
+        status, body = get(server, "/metrics")
+        assert status == 200 and b"pisano_sms_" in body
+        assert get(server, "/nope")[0] == 404
+
+
+def test_binds_only_the_configured_address() -> None:
+    with serving("127.0.0.1") as server:
+        listening = server.server.socket.getsockname()
+        assert listening[0] == "127.0.0.1" and server.server.socket.family == socket.AF_INET
+
+
+def test_ipv6_address_listens_on_ipv6() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this kernel")
+    try:
+        server_cm = serving("::1")
+        server = server_cm.__enter__()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        assert server.server.socket.family == socket.AF_INET6
+        assert get(server, "/healthz")[0] == 200
+    finally:
+        server_cm.__exit__(None, None, None)
+
+
+def test_idle_connections_beyond_the_cap_are_refused_and_the_server_recovers() -> None:
+    with serving(max_connections=3, request_timeout_s=1.0) as server:
+        idle = [connect(server) for _ in range(3)]
+        try:
+            # Each idle connection holds a slot until its deadline: the next one is refused at once,
+            # with an answer rather than a hang.
+            time.sleep(0.2)
+            with closing(connect(server)) as extra:
+                extra.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                try:
+                    answer = read_all(extra)
+                except ConnectionResetError:  # the request was unread when the socket closed
+                    answer = b"HTTP/1.0 503"
+            assert answer.startswith(b"HTTP/1.0 503")
+            assert server.server.refused >= 1
+            # The idle ones are closed by the server when their deadline passes...
+            for sock in idle:
+                assert read_all(sock) == b""
+        finally:
+            for sock in idle:
+                sock.close()
+        # ...and their slots are free again.
+        assert get(server, "/healthz")[0] == 200
+
+
+def test_a_trickling_request_is_cut_at_the_deadline_not_per_read() -> None:
+    """A slowloris: a byte every 0.1 s would satisfy any per-read timeout of 1 s forever."""
+    with serving(request_timeout_s=1.0) as server, closing(connect(server)) as sock:
+        request = b"GET /healthz HTTP/1.0\r\nX-Padding: " + b"a" * 100 + b"\r\n\r\n"
+        sent = 0
+        try:
+            for byte in request:
+                sock.sendall(bytes([byte]))
+                sent += 1
+                time.sleep(0.1)
+                sock.setblocking(False)
+                try:
+                    if sock.recv(1) == b"":
+                        break  # the server hung up
+                except BlockingIOError:
+                    pass
+                finally:
+                    sock.setblocking(True)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert sent < len(request), "the server let a trickling client hold its connection"
+
+
+def test_a_client_that_never_reads_its_answer_does_not_hold_a_slot() -> None:
+    metrics = Metrics()
+    # An answer of several MB: more than the socket buffers take, so the write blocks.
+    padding = Gauge("test_padding", "fills /metrics", ["name"], registry=metrics.registry)
+    for n in range(40_000):
+        padding.labels(f"{n:08d}" + "x" * 120).set(n)
+    with serving(metrics=metrics, max_connections=1, request_timeout_s=1.0) as server:
+        lazy = connect(server)
+        lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        try:
+            lazy.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")  # and never reads the answer
+            # The one slot comes back once the deadline passes.
+            for _ in range(50):
+                if get(server, "/healthz")[0] == 200:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the slot held by a client that does not read was never freed")
+        finally:
+            lazy.close()
+
+
+def test_settings_defaults_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_BIND_ADDRESS", "HTTP_MAX_CONNECTIONS", "HTTP_REQUEST_TIMEOUT_MS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(None)
+    assert str(settings.http_bind_address) == "0.0.0.0"  # as before: every IPv4 interface
+    assert (settings.http_max_connections, settings.http_request_timeout_ms) == (16, 5000)
+    assert settings.as_dict()["HTTP_BIND_ADDRESS"] == "0.0.0.0"
+    monkeypatch.setenv("HTTP_BIND_ADDRESS", "::")
+    assert str(load_settings(None).http_bind_address) == "::"
+    for name, value in (("HTTP_BIND_ADDRESS", "pod.local"), ("HTTP_MAX_CONNECTIONS", "0"),
+                        ("HTTP_REQUEST_TIMEOUT_MS", "10")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=name):
+            load_settings(None)
+        monkeypatch.delenv(name)
