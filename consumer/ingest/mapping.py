@@ -134,7 +134,20 @@ _CAMPAIGN_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
 
 
 def is_campaign_id(value: str) -> bool:
-    return _CAMPAIGN_ID.match(value) is not None
+    # A fleet routes to a handful of campaigns: each distinct id is matched once, then found in a
+    # set (bounded, since ids come from records).
+    if type(value) is str and value in _VALID_CAMPAIGNS:  # a str subclass could fake equality
+        return True
+    if _CAMPAIGN_ID.match(value) is None:
+        return False
+    if len(_VALID_CAMPAIGNS) >= _MAX_REMEMBERED_CAMPAIGNS:
+        _VALID_CAMPAIGNS.clear()
+    _VALID_CAMPAIGNS.add(value)
+    return True
+
+
+_VALID_CAMPAIGNS: set[str] = set()
+_MAX_REMEMBERED_CAMPAIGNS = 4096
 
 
 def _text(value: Any) -> str | None:
