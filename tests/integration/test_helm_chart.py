@@ -885,7 +885,8 @@ def test_tracing_values_render_the_otel_environment(helm: str) -> None:
     # The collector's credentials come from their Secret, into every pod of the chart.
     for spec in [pod_spec(docs), one(docs, "Pod")["spec"]]:
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
-        assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"] == {"secretKeyRef": {"name": "otel-auth", "key": "headers"}}
+        assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"] == {
+            "secretKeyRef": {"name": "otel-auth", "key": "headers"}}
     # Off by default: no OTEL_* at all, so the consumer imports nothing of OpenTelemetry.
     off = render(helm, BASE)
     assert not [k for k in config_data(off) if k.startswith("OTEL_")]
