@@ -32,7 +32,7 @@ from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.sre.replay_signature import ReplayVerifier
-from consumer.state.accounts import account_key
+from consumer.state.accounts import AccountRecord, account_key
 from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.dead_letters import RedisDeadLetterMarks
@@ -60,7 +60,8 @@ def build_limiter(config: DestinationConfig, state: State, horizon_ms: int, grac
     if not config.windows:
         return NoLimiter()
     return RedisLimiter(state.client, state.keys, account or config.token, config.windows, margin_ms=config.margin_ms,
-                        horizon_ms=horizon_ms, grace_ms=grace_ms)
+                        horizon_ms=horizon_ms, grace_ms=grace_ms,
+                        account=AccountRecord(state.client, state.keys, config.name))
 
 
 def build_destination(config: DestinationConfig, settings: Settings, state: State, *,

@@ -129,7 +129,8 @@ class Settings(BaseSettings):
     # IPv6 or dual-stack, 127.0.0.1 to keep it on the host. An IP literal, never a name to resolve.
     http_bind_address: IPvAnyAddress = IPv4Address("0.0.0.0")
     # Bounds on the health server's connections, so idle or slow clients cannot hold it: at most
-    # this many at once (more are answered 503 and closed), each closed unless its request arrives
+    # this many at once (a newcomer closes the oldest one without a request; 503 when all are
+    # being answered), each closed unless its request arrives
     # and its answer is taken within the timeout. Answers close the connection (no keep-alive).
     http_max_connections: int = Field(16, ge=1, le=1024)
     http_request_timeout_ms: int = Field(5000, ge=100, le=60_000)

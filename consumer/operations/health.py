@@ -191,9 +191,12 @@ class HealthServer:
 
     A thread per connection, so without bounds a client that opens connections and sends
     nothing (or a byte now and then: a slowloris) would pile up threads and starve the kubelet's
-    probes. Here at most `max_connections` are served at once; a connection beyond them is
-    answered 503 and closed at once; each connection must deliver its request and take its
-    answer within `request_timeout_s` in total (not per read), and is closed after one answer.
+    probes. Here at most `max_connections` are served at once; each connection must deliver its
+    request and take its answer within `request_timeout_s` in total (not per read), and is closed
+    after one answer. A connection beyond the cap makes room by closing the oldest connection that
+    has not sent its whole request yet: a client holding idle connections open loses them to the
+    newcomers instead of making every kubelet probe fail (a failed liveness probe restarts the
+    pod). Only when every slot is answering a request is a newcomer answered 503 and closed.
     The NetworkPolicy (chart) keeps strangers off the port; these bounds keep a misbehaving
     neighbour from taking the pod down with it.
     """
@@ -231,26 +234,74 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
         # IPv6 literals ("::" listens on both families where the kernel allows dual stack).
         self.address_family = socket.AF_INET6 if ipaddress.ip_address(address[0]).version == 6 else socket.AF_INET
         self._slots = threading.BoundedSemaphore(max_connections)
+        # Borrowed by newcomers that closed an idle connection, until its thread has ended: at
+        # most twice the cap of threads, ever.
+        self._spare = threading.BoundedSemaphore(max_connections)
+        # Served connections whose request has not arrived yet, oldest first (dicts keep order),
+        # and the pool each connection's slot came from.
+        self._waiting: dict[Any, None] = {}
+        self._pools: dict[Any, threading.BoundedSemaphore] = {}
+        self._waiting_lock = threading.Lock()
         self.max_connections = max_connections
         self.refused = 0
+        self.evicted = 0
         self._refused_logged_at = -_BUSY_LOG_INTERVAL_S
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if self._slots.acquire(blocking=False):
+            pool = self._slots
+        elif self._spare.acquire(blocking=False):
+            # A newcomer beyond the cap takes the slot of the connection it closes; that one's
+            # thread ends within milliseconds and gives back the spare slot in its stead.
+            taken = self._evict_oldest_waiting()
+            if taken is None:
+                self._spare.release()
+                self._refuse(request)  # every slot is answering a request
+                return
+            pool = taken
+        else:
             self._refuse(request)
             return
+        with self._waiting_lock:
+            self._waiting[request] = None
+            self._pools[request] = pool
         try:
             super().process_request(request, client_address)  # hands it to a thread
         except BaseException:
-            self._slots.release()
+            self._done(request)
             raise
+
+    def _evict_oldest_waiting(self) -> threading.BoundedSemaphore | None:
+        """Close the oldest connection without a request; its slot's pool (the caller holds a
+        spare one, which the closed connection's thread releases when it ends)."""
+        with self._waiting_lock:
+            oldest = next(iter(self._waiting), None)
+            if oldest is None:
+                return None
+            del self._waiting[oldest]
+            taken, self._pools[oldest] = self._pools[oldest], self._spare
+        with contextlib.suppress(OSError):
+            oldest.shutdown(socket.SHUT_RDWR)  # its blocked read returns at once; its thread ends
+        self.evicted += 1
+        return taken
+
+    def request_received(self, request: Any) -> None:
+        """The connection's request has arrived: it is no longer one to close for a newcomer."""
+        with self._waiting_lock:
+            self._waiting.pop(request, None)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._done(request)
+
+    def _done(self, request: Any) -> None:
+        with self._waiting_lock:
+            self._waiting.pop(request, None)
+            pool = self._pools.pop(request)
+        pool.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hung up or reset mid-answer: its problem, not a traceback on stderr.
@@ -298,6 +349,12 @@ def _handler(health: Health, metrics: Metrics, request_timeout_s: float) -> type
             super().setup()
             self.rfile.close()  # the plain socket file: replaced by one that honours the deadline
             self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.deadline))
+
+        def parse_request(self) -> bool:
+            parsed = super().parse_request()
+            if parsed:
+                self.server.request_received(self.connection)  # type: ignore[attr-defined]
+            return parsed
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

@@ -11,6 +11,13 @@ validates the body, which an empty list fails (400 13015 / 13028): that answer p
 campaign is ready, and no phone number was given to send to. The simulator answers in this order
 (`consumer/simulator/sharing.py`). Each request takes a slot from the destination's throttle,
 shared with the running fleet, as any other request to Pisano: it spends the same budget.
+
+That order is not in Pisano's reference, so it is checked, once per destination, before its
+campaigns: the same empty request for a campaign id that cannot exist (the nil UUID of the token
+probe). Only a 404 there shows that the campaign is looked up before the body is validated; a
+destination that answers it otherwise (a validation code: it validates first) cannot prove a
+campaign this way, and its campaigns that drew a validation answer are reported `unproven`, not
+ok. A preflight must never pass a campaign it did not prove.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from consumer.config.destinations import DEFAULT, destination_configs, routes
 from consumer.config.secrets import mask_url
 from consumer.config.settings import Settings
 from consumer.delivery.destination import Destination
+from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.delivery.pisano_codes import RESOURCE_NOT_FOUND
 from consumer.errors import PisanoApiError, PisanoTransportError, StateStoreError
 from consumer.ingest.mapping import DeclarativeMapper, is_campaign_id, load_mapper
@@ -40,7 +48,7 @@ MARGIN_S = 60.0
 class CampaignResult:
     destination: str
     campaign: str
-    status: str  # ok | unknown campaign | no flow | invalid flow | wrong token | throttled | failed
+    status: str  # ok | unknown campaign | no flow | invalid flow | wrong token | throttled | unproven | failed
     detail: str
 
     @property
@@ -102,6 +110,7 @@ def check_campaigns(settings: Settings, extra: tuple[str, ...] = ()) -> Iterator
     configs = destination_configs(settings)
     owners = routes(configs)  # as `consumer.app.router` routes: a listed campaign, else `default`
     destinations: dict[str, Destination] = {}
+    looks_up_first: dict[str, str | None] = {}  # per destination: None if proven, else why not
     try:
         for campaign in campaigns:
             name = owners.get(campaign, DEFAULT)
@@ -115,10 +124,27 @@ def check_campaigns(settings: Settings, extra: tuple[str, ...] = ()) -> Iterator
             if name not in destinations:
                 destinations[name] = build_destination(configs[name], settings, state, connections=1,
                                                        horizon_ms=60_000)
-            yield _check_one(destinations[name], campaign, mask_url(configs[name].url))
+                looks_up_first[name] = _control(destinations[name])
+            result = _check_one(destinations[name], campaign, mask_url(configs[name].url))
+            unproven = looks_up_first[name]
+            if result.ok and unproven is not None:
+                result = CampaignResult(name, campaign, "unproven", f"{result.detail}, but {unproven}")
+            yield result
     finally:
         for destination in destinations.values():
             destination.client.close()
+
+
+def _control(destination: Destination) -> str | None:
+    """None when the destination answers the empty request for a campaign that cannot exist with
+    a 404 (it looks the campaign up before it validates the body); else why its answers to the
+    empty request prove nothing about a campaign (the module docstring)."""
+    result = _check_one(destination, PROBE_CAMPAIGN, "")
+    if result.status == "unknown campaign":
+        return None
+    return (f"the same request for the nil campaign id, which exists nowhere, got no 404 ({result.status}: "
+            f"{result.detail}): this destination may validate the body before it looks the campaign up, so "
+            "that answer proves nothing; check the campaign in Pisano")
 
 
 def _check_one(destination: Destination, campaign: str, shown_url: str) -> CampaignResult:

@@ -30,7 +30,8 @@ from typing import Any, Protocol
 
 from consumer.config.windows import RateWindow
 from consumer.errors import StateStoreError
-from consumer.state.redis import Keys, load_script, translated
+from consumer.state.accounts import AccountRecord
+from consumer.state.redis import AccountKey, Keys, load_script, token_fingerprint, translated
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class RedisLimiter:
         margin_ms: int,
         horizon_ms: int,
         grace_ms: int = GRACE_MS,
+        account: AccountRecord | None = None,
     ) -> None:
         if not windows:
             raise ValueError("a RedisLimiter needs at least one window; use NoLimiter for 'off'")
@@ -119,7 +121,12 @@ class RedisLimiter:
         self.margin_ms = margin_ms
         self.horizon_ms = horizon_ms
         self.grace_ms = grace_ms
+        self._key_names = keys
         self._keys = list(keys.limiter(token))
+        # The destination's record of the fingerprint its state is keyed by, followed on each
+        # heartbeat (consumer/state/accounts.py): None for a limiter of no destination (tests).
+        self._account = account
+        self._fingerprint = token if isinstance(token, AccountKey) else token_fingerprint(token)
         self._window_args = [v for w in windows for v in (w.limit, w.period_ms)]
         self._acquire = load_script(client, "acquire")
         self._pause = load_script(client, "pause")
@@ -135,8 +142,25 @@ class RedisLimiter:
         return Grant(granted=status == 1, wait_s=max(0, wait_ms) / 1000, slot_ms=slot_ms, held=status == 3)
 
     def heartbeat(self) -> None:
-        """Tell the state what we know of it, whether or not we are sending (one round trip)."""
+        """Tell the state what we know of it, whether or not we are sending (one round trip, two
+        with the destination's record)."""
+        if self._account is not None:
+            self._follow_account(self._account)
         self._run(reserve=False)
+
+    def _follow_account(self, account: AccountRecord) -> None:
+        recorded = account.follow(self._fingerprint)
+        if recorded == self._fingerprint:
+            return
+        # Another fingerprint was recorded after the record was lost (with the state: FLUSHALL, a
+        # restart without data). Count where the fleet counts; the epoch we knew stays ours, so
+        # the next call proves the loss on those keys too and holds the fleet.
+        keys = list(self._key_names.limiter(AccountKey(recorded)))
+        with self._lock:
+            self._keys, self._fingerprint = keys, recorded
+        log.warning("destination %s: its throttle state is recorded under another token fingerprint (Redis lost "
+                    "its data and a replica started with a rotated token); this replica's limiter moves there",
+                    account.destination, extra={"reason": "account_moved"})
 
     def pause(self, seconds: float) -> None:
         """Stop the whole fleet's slots for `seconds` (a 429 from Pisano)."""
@@ -158,14 +182,17 @@ class RedisLimiter:
 
     def _run(self, *, reserve: bool) -> tuple[int, int, int]:
         with self._lock:
-            epoch, seq_seen = self._epoch, self._seq
+            epoch, seq_seen, keys = self._epoch, self._seq, self._keys
         status, wait_ms, raw_epoch, slot_ms, seq, raw_event = self._call(
             self._acquire,
             [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0, *self._window_args],
+            keys,
         )
         new_epoch, event = _text(raw_epoch), _text(raw_event)
         with self._lock:
-            if new_epoch != self._epoch:
+            if keys is not self._keys:
+                pass  # an answer of the keys we just left (`_follow_account`): not what we know of the new ones
+            elif new_epoch != self._epoch:
                 self._epoch, self._seq = new_epoch, int(seq)
             else:
                 self._seq = max(self._seq, int(seq))
@@ -175,9 +202,9 @@ class RedisLimiter:
                         extra={"reason": event, "wait_ms": wait_ms})
         return int(status), int(wait_ms), int(slot_ms)
 
-    def _call(self, script: Any, args: list[Any]) -> Any:
+    def _call(self, script: Any, args: list[Any], keys: list[str] | None = None) -> Any:
         with translated("the throttle"):
-            return script(keys=self._keys, args=args)
+            return script(keys=self._keys if keys is None else keys, args=args)
 
 
 def _text(value: Any) -> str:

@@ -33,6 +33,7 @@ import yaml
 
 from consumer.config.loading import load_settings
 from consumer.config.settings import Settings
+from consumer.operations import tracing
 from tests.unit.operations.test_observability_assets import exported_metric_names, metric_names_in
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +55,7 @@ REDIS_URL = "redis://pisano:redis-pw-8c2e@redis-master.data:6379/2"
 SASL_PASSWORD = "sasl-pw-55d0a1"
 REGISTRY_PASSWORD = "sr-pw-90e4b2"
 REPLAY_KEY = "replay-key-1c7e5a3f9b"
+OTEL_HEADERS = "authorization=Bearer otel-key-7d41c2"
 DIGEST = "sha256:" + "5f" * 32
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
@@ -146,6 +148,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "replay": {"enabled": True, "runId": "dry-1"},
     }),
     "no-test-pod": merged(BASE, {"tests": {"enabled": False}}),
+    "tracing-and-token-provider": merged(BASE, {
+        "tokens": {"provider": "mycompany.secrets:pisano_token", "refreshMs": 5000},
+        "secrets": {"pisanoApiToken": "", "replaySigningKey": REPLAY_KEY},
+        "tracing": {"endpoint": "http://otel-collector.observability:4318", "serviceName": "sms-prod",
+                    "sampler": "parentbased_traceidratio", "samplerArg": "0.25", "linkCountLimit": 5000,
+                    "resourceAttributes": "deployment.environment=prod",
+                    "headersSecret": {"name": "otel-auth", "key": "headers"},
+                    "egress": {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "observability"}}}]}},
+    }),
     "cpu-limit-hard-spread": merged(BASE, {
         "resources": {"limits": {"cpu": "2"}},
         "podAntiAffinity": "hard",
@@ -266,7 +277,8 @@ def scenario(request: pytest.FixtureRequest, helm: str) -> Iterator[tuple[str, l
 
 
 @pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
-@pytest.mark.parametrize("name", ["defaults", "keda", "dashboards-and-alerts", "replay-job", "network-policy"])
+@pytest.mark.parametrize("name", ["defaults", "keda", "dashboards-and-alerts", "replay-job", "network-policy",
+                                  "tracing-and-token-provider"])
 def test_helm_lint(helm: str, name: str, strict: bool) -> None:
     args = ["lint", str(CHART)] + (["--strict"] if strict else [])
     result = run_helm(helm, *args, values=SCENARIOS[name])
@@ -386,8 +398,11 @@ def test_secrets_stay_in_the_secret(scenario: tuple[str, list[dict[str, Any]]]) 
     data = config_data(docs)
     assert not {"REDIS_URL", "PISANO_API_TOKEN", "KAFKA_CONFIG_SASL_PASSWORD"} & set(data)
     env = env_of(docs)
+    # Settings about where the token comes from, not the token: plain ConfigMap entries.
+    token_settings = {"PISANO_TOKEN_PROVIDER", "PISANO_TOKEN_REFRESH_MS"}
     for name, entry in env.items():
-        if re.search("PASSWORD|SECRET|TOKEN|REDIS_URL", name) and not name.endswith("_FILE"):  # a file path
+        if re.search("PASSWORD|SECRET|TOKEN|REDIS_URL|OTEL_EXPORTER_OTLP_HEADERS", name) \
+                and not name.endswith("_FILE") and name not in token_settings:  # a file path
             assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name} must come from a Secret"
         assert "value" not in entry or not re.search("PASSWORD|SECRET|TOKEN|URL", name), name
     assert "PISANO_API_TOKEN" not in env  # the token is a file, not an env var
@@ -395,6 +410,8 @@ def test_secrets_stay_in_the_secret(scenario: tuple[str, list[dict[str, Any]]]) 
 
 def test_token_is_mounted_as_a_file(scenario: tuple[str, list[dict[str, Any]]]) -> None:
     name, docs = scenario
+    if SCENARIOS[name].get("tokens", {}).get("provider"):
+        pytest.skip("a token provider gives the token (test_token_provider_replaces_the_token_file)")
     secrets = merged({"existingSecret": "", "keys": {"pisanoApiToken": "pisano-api-token"}},
                      SCENARIOS[name].get("secrets", {}))
     token_file = Path(config_data(docs)["PISANO_API_TOKEN_FILE"])
@@ -414,7 +431,7 @@ def test_consumer_accepts_the_rendered_settings(scenario: tuple[str, list[dict[s
     name, docs = scenario
     data = config_data(docs)
     secret_values = {"redis-url": REDIS_URL, "kafka-sasl-password": SASL_PASSWORD, "redis": REDIS_URL,
-                     "sasl": SASL_PASSWORD}
+                     "sasl": SASL_PASSWORD, "headers": OTEL_HEADERS}
     for variable in [*Settings.model_fields, "kafka_config_sasl_password"]:
         monkeypatch.delenv(variable.upper(), raising=False)
     for variable, entry in env_of(docs).items():
@@ -424,11 +441,21 @@ def test_consumer_accepts_the_rendered_settings(scenario: tuple[str, list[dict[s
         else:
             monkeypatch.setenv(variable, secret_values[source["secretKeyRef"]["key"]])
     for key in data:
-        if not key.startswith("KAFKA_CONFIG_") and "." not in key:
+        # OTEL_*: read by OpenTelemetry's SDK (consumer/operations/tracing.py decides on or off)
+        if not key.startswith(("KAFKA_CONFIG_", "OTEL_")) and "." not in key:
             assert key.lower() in Settings.model_fields, f"ConfigMap key {key} is no consumer setting"
     settings = load_settings(None)
     assert settings.http_port == int(data["HTTP_PORT"])
-    assert str(settings.pisano_api_token_file) == "/var/run/secrets/pisano-sms/token"
+    tracing_values = SCENARIOS[name].get("tracing", {})
+    assert tracing.enabled_by({k: v for k, v in data.items() if k.startswith("OTEL_")}) \
+        == bool(tracing_values.get("endpoint"))
+    provider = SCENARIOS[name].get("tokens", {}).get("provider")
+    assert settings.pisano_token_provider == provider
+    assert settings.pisano_token_refresh_ms == SCENARIOS[name].get("tokens", {}).get("refreshMs", 1000)
+    if provider:
+        assert settings.pisano_api_token_file is None
+    else:
+        assert str(settings.pisano_api_token_file) == "/var/run/secrets/pisano-sms/token"
     if name != "defaults":
         assert settings.kafka_topics == ["transactions", "payments"]
         assert settings.redis_url.get_secret_value() == REDIS_URL
@@ -656,6 +683,11 @@ def test_config_checksum_rolls_pods_on_config_change(helm: str) -> None:
     ({"REPLAY_SIGNING_KEY": "k" * 20}, "config.REPLAY_SIGNING_KEY looks like a secret"),
     ({"SCHEMA_REGISTRY_URL": "https://u:pw@registry:8081"}, "config.SCHEMA_REGISTRY_URL holds a credential"),
     ({"SCHEMA_REGISTRY_URL": "https://registry:8081/?Password=pw"}, "config.SCHEMA_REGISTRY_URL holds a credential"),
+    ({"PISANO_TOKEN_PROVIDER": "vault"}, "config.PISANO_TOKEN_PROVIDER is set by the chart from tokens.provider"),
+    ({"PISANO_TOKEN_REFRESH_MS": 500}, "config.PISANO_TOKEN_REFRESH_MS is set by the chart from tokens.refreshMs"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "is set by the chart from tracing.endpoint"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, "is set by the chart from tracing.endpoint"),
+    ({"OTEL_EXPORTER_OTLP_HEADERS": "api-key=k"}, "is set by the chart from tracing.headersSecret"),
 ])
 def test_config_refuses_secrets_and_chart_managed_settings(helm: str, config: dict[str, Any], message: str) -> None:
     assert message in render_error(helm, merged(BASE, {"config": config}))
@@ -673,7 +705,12 @@ def test_registry_password_needs_its_user(helm: str) -> None:
     {"secrets": {"redisUrl": "http://not-redis"}},
     {"image": {"digest": "latest"}},
     {"secrets": {"replaySigningKey": "too-short"}},
-], ids=["typo", "env-name", "port-0", "redis-url", "digest", "short-replay-key"])
+    {"tracing": {"endpoint": "grpc://otel-collector:4317"}},
+    {"tracing": {"sampler": "sometimes"}},
+    {"tokens": {"refreshMs": 10}},
+    {"tokens": {"provider": "no spaces allowed"}},
+], ids=["typo", "env-name", "port-0", "redis-url", "digest", "short-replay-key", "otlp-grpc", "sampler",
+        "token-refresh", "token-provider"])
 def test_schema_rejects_bad_values(helm: str, values: dict[str, Any]) -> None:
     assert "values don't meet the specifications of the schema" in render_error(helm, merged(BASE, values))
 
@@ -815,6 +852,68 @@ def test_network_policy_ports_follow_the_configuration(helm: str, values: dict[s
     egress = policies(render(helm, values))[FULLNAME]["egress"]
     assert [[port for _, port in egress_ports(rule)] for rule in egress[:3]] == [kafka, redis, pisano]
     assert len(egress) == 4  # no SCHEMA_REGISTRY_URL: no rule for it; then DNS
+
+
+def test_network_policy_lets_spans_out_to_the_collector(helm: str) -> None:
+    """Tracing on: both policies let the pods reach the collector, on the endpoint's port and to
+    the peers of tracing.egress; off, no rule for it."""
+    values = SCENARIOS["tracing-and-token-provider"]
+    found = policies(render(helm, values))
+    for policy in found.values():
+        collector = policy["egress"][3]  # after Kafka, Redis and Pisano; before DNS
+        assert egress_ports(collector) == [("TCP", 4318)]
+        assert collector["to"] == values["tracing"]["egress"]["to"]
+    https = merged(BASE, {"tracing": {"endpoint": "https://otlp.vendor.example", "egress": {"ports": []}}})
+    assert egress_ports(policies(render(helm, https))[FULLNAME]["egress"][3]) == [("TCP", 443)]
+    given = merged(BASE, {"tracing": {"endpoint": "http://c:4318", "egress": {"ports": [4318, 14318]}}})
+    assert egress_ports(policies(render(helm, given))[FULLNAME]["egress"][3]) == [("TCP", 4318), ("TCP", 14318)]
+    assert len(policies(render(helm, BASE))[FULLNAME]["egress"]) == 4  # Kafka, Redis, Pisano, DNS
+
+
+def test_tracing_values_render_the_otel_environment(helm: str) -> None:
+    docs = render(helm, SCENARIOS["tracing-and-token-provider"])
+    data = config_data(docs)
+    assert {k: v for k, v in data.items() if k.startswith("OTEL_")} == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "sms-prod",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_SPAN_LINK_COUNT_LIMIT": "5000",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod",
+    }
+    # The collector's credentials come from their Secret, into every pod of the chart.
+    for spec in [pod_spec(docs), one(docs, "Pod")["spec"]]:
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"] == {
+            "secretKeyRef": {"name": "otel-auth", "key": "headers"}}
+    # Off by default: no OTEL_* at all, so the consumer imports nothing of OpenTelemetry.
+    off = render(helm, BASE)
+    assert not [k for k in config_data(off) if k.startswith("OTEL_")]
+    assert "OTEL_EXPORTER_OTLP_HEADERS" not in env_of(off)
+    # A headers Secret without tracing on wires nothing.
+    quiet = render(helm, merged(BASE, {"tracing": {"headersSecret": {"name": "otel-auth", "key": "headers"}}}))
+    assert "OTEL_EXPORTER_OTLP_HEADERS" not in env_of(quiet)
+
+
+def test_token_provider_replaces_the_token_file(helm: str) -> None:
+    """PISANO_TOKEN_PROVIDER and a token file are exclusive for the consumer (settings refuse
+    both): with a provider, no token file is set nor mounted; the other secret files still are."""
+    docs = render(helm, SCENARIOS["tracing-and-token-provider"])
+    data = config_data(docs)
+    assert data["PISANO_TOKEN_PROVIDER"] == "mycompany.secrets:pisano_token"
+    assert data["PISANO_TOKEN_REFRESH_MS"] == "5000"
+    assert "PISANO_API_TOKEN_FILE" not in data
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == "pisano-token")["secret"]
+    assert volume["items"] == [{"key": "replay-signing-key", "path": "replay-signing-key"}]
+    # Nothing else to mount: no volume at all (a Secret volume with no items would mount every key).
+    alone = render(helm, merged(BASE, {"tokens": {"provider": "vault"}}))
+    assert "pisano-token" not in {v["name"] for v in pod_spec(alone)["volumes"]}
+    assert "pisano-token" not in {m["name"] for m in container(alone)["volumeMounts"]}
+    # Without one: the token file, refreshed every second by default.
+    default = config_data(render(helm, BASE))
+    assert default["PISANO_API_TOKEN_FILE"] == "/var/run/secrets/pisano-sms/token"
+    assert default["PISANO_TOKEN_REFRESH_MS"] == "1000" and "PISANO_TOKEN_PROVIDER" not in default
 
 
 def test_network_policy_can_be_turned_off(helm: str) -> None:

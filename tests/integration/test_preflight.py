@@ -66,9 +66,10 @@ def test_check_campaigns_reports_each_routed_campaign(stack: Stack, new_topic: C
         assert not log_a.exists() or log_a.read_text() == ""
         assert not log_b.exists() or log_b.read_text() == ""
         # Every request took a slot of the shared limiter (default and retail share the token, so
-        # one budget): two token probes and four campaigns.
+        # one budget): two token probes, two controls (the nil campaign, once per destination)
+        # and four campaigns.
         meta = redis_client.hgetall(f"{{pisano-sms:rl:{token_fingerprint(GOOD)}}}:meta")
-        assert int(meta[b"seq"]) == 6, meta
+        assert int(meta[b"seq"]) == 8, meta
 
         # Only the campaigns that are ready: exit 0.
         destinations["retail"]["campaigns"] = [C_OK]
@@ -77,3 +78,20 @@ def test_check_campaigns_reports_each_routed_campaign(stack: Stack, new_topic: C
         assert fixed.returncode == 0, fixed.stdout + fixed.stderr
         assert set(lines_of(fixed.stdout)) == {C_OK, C_ROUTED}
         assert "cannot be listed" not in fixed.stdout  # this mapping takes campaigns from its routes only
+
+
+def test_a_destination_that_validates_the_body_first_proves_no_campaign(
+        stack: Stack, new_topic: Callable[..., str], tmp_path: Path) -> None:
+    """A Pisano that answers the empty request with a validation code whatever the campaign (here
+    a simulator that takes every campaign id, the nil one too) cannot prove a campaign exists:
+    the preflight says so instead of passing it."""
+    log = tmp_path / "deliveries.jsonl"
+    config = SimulatorConfig(tokens=frozenset({GOOD}), any_campaign=True, rate_limits=(), delivery_log_path=log)
+    with SimulatorServer(config) as sim:
+        env = base_env(stack, KAFKA_TOPICS=new_topic(), DLQ_TOPIC=new_topic("dlq"), PISANO_URL=sim.url,
+                       PISANO_API_TOKEN=GOOD, PISANO_RATE_LIMITS="off")
+        result = pisano_sms("check", "--campaigns", "--campaign", C_OK, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = lines_of(result.stdout)[C_OK]
+    assert "failed" in line and "unproven" in line and "nil campaign id" in line, line
+    assert not log.exists() or log.read_text() == ""

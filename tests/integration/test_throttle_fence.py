@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from consumer.config.windows import parse_rate_limits
+from consumer.state.accounts import AccountRecord, account_key
 from consumer.state.limiter import LimiterHeartbeat, RedisLimiter
-from consumer.state.redis import Keys, connect
+from consumer.state.redis import AccountKey, Keys, connect, token_fingerprint
 from tests.conftest import Stack, localstack
 
 WINDOWS = "4/1s,8/3s"
@@ -152,3 +153,41 @@ def test_a_failover_that_lost_writes_holds_the_fleet_though_their_replica_is_idl
     assert held.held and held.wait_s > (HOLD_MS - 300) / 1000
     _take(busy, 4, slots)
     assert _over_limit(slots) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_replica_started_with_a_rotated_token_after_a_loss_counts_with_the_fleet(
+        stack: Stack, redis_client) -> None:  # type: ignore[no-untyped-def]
+    """FLUSHALL (or Redis back without its data) takes the destination's account record with the
+    limiter's state; a replica then started with a rotated token records its new fingerprint.
+    The live replica follows that record on its heartbeat, proving the loss on those keys: no
+    window is exceeded, neither by a fresh limiter granting after the short grace of a new state
+    while the lost slots still count at Pisano, nor by two limiters for one account."""
+    keys, windows = Keys("fence"), parse_rate_limits(WINDOWS)
+    clients = [connect(stack.redis_url), connect(stack.redis_url)]
+    try:
+        def limiter(client: Any, token: str) -> RedisLimiter:
+            return RedisLimiter(client, keys, AccountKey(account_key(client, keys, "default", token)), windows,
+                                margin_ms=0, horizon_ms=HORIZON_MS, grace_ms=GRACE_MS,
+                                account=AccountRecord(client, keys, "default"))
+
+        live, slots_live = limiter(clients[0], "tok-old"), []
+        _take(live, 8, slots_live)  # the 8/3s window full
+        redis_client.flushall()
+        started = limiter(clients[1], "tok-new")  # before the live replica's next heartbeat
+        assert redis_client.get(keys.account("default")) == token_fingerprint("tok-new").encode()
+        live.heartbeat()
+        started.heartbeat()
+        busy = [Busy(live), Busy(started)]
+        for b in busy:
+            b.thread.start()
+        time.sleep(HOLD_MS / 1000 + 3.5)
+        for b in busy:
+            b.stop.set()
+            b.thread.join()
+        slots = slots_live + busy[0].slots + busy[1].slots
+        assert _over_limit(slots) == []
+        assert busy[0].slots and busy[1].slots  # both sent, on one set of keys, after the hold
+    finally:
+        for client in clients:
+            client.close()

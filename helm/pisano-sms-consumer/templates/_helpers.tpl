@@ -70,6 +70,12 @@ the kubelet rewrites that volume.
 {{- else if .Values.secrets.replaySigningKey }}true{{ end }}
 {{- end }}
 
+{{/* "true" when the Secret has files to mount: the token (unless a token provider gives it), the
+registry password, the replay signing key. */}}
+{{- define "pisano-sms.hasSecretFiles" -}}
+{{- if or (not .Values.tokens.provider) (include "pisano-sms.hasRegistryPassword" .) (include "pisano-sms.hasReplayKey" .) }}true{{ end }}
+{{- end }}
+
 {{- define "pisano-sms.secretName" -}}
 {{- default (include "pisano-sms.fullname" .) .Values.secrets.existingSecret }}
 {{- end }}
@@ -107,7 +113,33 @@ HTTP_PORT: {{ .Values.httpPort | int64 | quote }}
 HTTP_BIND_ADDRESS: {{ .Values.httpBindAddress | quote }}
 SHUTDOWN_GRACE_MS: {{ .Values.shutdownGraceMs | int64 | quote }}
 MAX_BUFFERED_BYTES: {{ .Values.maxBufferedBytes | int64 | quote }}
+{{- if .Values.tokens.provider }}
+PISANO_TOKEN_PROVIDER: {{ .Values.tokens.provider | quote }}
+{{- else }}
 PISANO_API_TOKEN_FILE: {{ printf "%s/token" (include "pisano-sms.tokenDir" .) | quote }}
+{{- end }}
+PISANO_TOKEN_REFRESH_MS: {{ .Values.tokens.refreshMs | int64 | quote }}
+{{- with .Values.tracing }}
+{{- if .endpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ .endpoint | quote }}
+OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf"
+{{- with .serviceName }}
+OTEL_SERVICE_NAME: {{ . | quote }}
+{{- end }}
+{{- with .sampler }}
+OTEL_TRACES_SAMPLER: {{ . | quote }}
+{{- end }}
+{{- with .samplerArg }}
+OTEL_TRACES_SAMPLER_ARG: {{ . | quote }}
+{{- end }}
+{{- if .linkCountLimit }}
+OTEL_SPAN_LINK_COUNT_LIMIT: {{ .linkCountLimit | int64 | quote }}
+{{- end }}
+{{- with .resourceAttributes }}
+OTEL_RESOURCE_ATTRIBUTES: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if include "pisano-sms.hasRegistryPassword" . }}
 SCHEMA_REGISTRY_PASSWORD_FILE: {{ printf "%s/schema-registry-password" (include "pisano-sms.tokenDir" .) | quote }}
 {{- end }}
@@ -158,7 +190,11 @@ Fails the render on a key the chart manages or one that would put a secret in th
 {{- define "pisano-sms.env" -}}
 {{- $managed := include "pisano-sms.managedEnv" . | fromYaml }}
 {{- $env := dict }}
+{{- $owned := dict "PISANO_TOKEN_PROVIDER" "tokens.provider" "PISANO_TOKEN_REFRESH_MS" "tokens.refreshMs" "OTEL_EXPORTER_OTLP_ENDPOINT" "tracing.endpoint" "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" "tracing.endpoint" "OTEL_EXPORTER_OTLP_HEADERS" "tracing.headersSecret" "OTEL_EXPORTER_OTLP_TRACES_HEADERS" "tracing.headersSecret" }}
 {{- range $name, $value := .Values.config }}
+{{- if hasKey $owned $name }}
+{{- fail (printf "config.%s is set by the chart from %s (the NetworkPolicy and the Secret follow it there); remove it from `config`" $name (get $owned $name)) }}
+{{- end }}
 {{- if hasKey $managed $name }}
 {{- fail (printf "config.%s is set by the chart; remove it from `config` (see the comment above `config` in values.yaml for the value that sets it)" $name) }}
 {{- end }}
@@ -304,6 +340,15 @@ and the test Pod, so all three run with the same settings.
       name: {{ $secretName }}
       key: {{ .Values.secrets.keys.kafkaSaslPassword }}
 {{- end }}
+{{- with .Values.tracing }}
+{{- if and .endpoint .headersSecret.name }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .headersSecret.name }}
+      key: {{ required "tracing.headersSecret.key: the key of the Secret that holds OTEL_EXPORTER_OTLP_HEADERS" .headersSecret.key }}
+{{- end }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -313,9 +358,11 @@ and the test Pod, so all three run with the same settings.
 {{- define "pisano-sms.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if include "pisano-sms.hasSecretFiles" . }}
 - name: pisano-token
   mountPath: {{ include "pisano-sms.tokenDir" . }}
   readOnly: true
+{{- end }}
 {{- if or .Values.mapping .Values.avroSchema }}
 - name: files
   mountPath: {{ include "pisano-sms.filesDir" . }}
@@ -344,13 +391,16 @@ and the test Pod, so all three run with the same settings.
     sizeLimit: 64Mi
 # A file rather than an env var: it stays out of `kubectl describe`, /proc/<pid>/environ
 # and crash dumps. 0440 with fsGroup 10001: readable by the consumer's group only.
+{{- if include "pisano-sms.hasSecretFiles" . }}
 - name: pisano-token
   secret:
     secretName: {{ include "pisano-sms.secretName" . }}
     defaultMode: 0440
     items:
+      {{- if not .Values.tokens.provider }}
       - key: {{ .Values.secrets.keys.pisanoApiToken }}
         path: token
+      {{- end }}
       {{- if include "pisano-sms.hasRegistryPassword" . }}
       - key: {{ .Values.secrets.keys.schemaRegistryPassword }}
         path: schema-registry-password
@@ -359,6 +409,7 @@ and the test Pod, so all three run with the same settings.
       - key: {{ .Values.secrets.keys.replaySigningKey }}
         path: replay-signing-key
       {{- end }}
+{{- end }}
 {{- if or .Values.mapping .Values.avroSchema }}
 - name: files
   configMap:
@@ -502,6 +553,12 @@ the consumer's policy and the tools' one: the replay Job and the check talk to t
 {{- end }}
 {{- if $registryPorts }}
 {{- $targets = append $targets (dict "ports" $registryPorts "to" $egress.schemaRegistry.to) }}
+{{- end }}
+{{- /* The OpenTelemetry collector, when tracing is on: a blocked export would lose every span. */}}
+{{- with .Values.tracing }}
+{{- if .endpoint }}
+{{- $targets = append $targets (dict "ports" (default (list (int (include "pisano-sms.urlPort" .endpoint))) .egress.ports) "to" .egress.to) }}
+{{- end }}
 {{- end }}
 {{- range $targets }}
 - ports:

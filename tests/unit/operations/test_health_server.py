@@ -1,18 +1,20 @@
 """The health server's bind address and its bounds on connections (issue 15, point 6).
 
 A client that opens connections and sends nothing, or trickles a byte now and then, must not
-hold the server: past HTTP_MAX_CONNECTIONS a connection is answered 503 at once, and each
-connection is closed when its request has not arrived (or its answer not been taken) within
-HTTP_REQUEST_TIMEOUT_MS in total. Real sockets on the loopback interface; no stack needed.
+hold the server: past HTTP_MAX_CONNECTIONS a newcomer closes the oldest connection that has not
+sent its request (503 only when every slot is answering one), and each connection is closed when
+its request has not arrived (or its answer not been taken) within HTTP_REQUEST_TIMEOUT_MS in
+total. Real sockets on the loopback interface; no stack needed.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 
 import pytest
 from prometheus_client import Gauge
@@ -88,13 +90,64 @@ def test_ipv6_address_listens_on_ipv6() -> None:
         server_cm.__exit__(None, None, None)
 
 
-def test_idle_connections_beyond_the_cap_are_refused_and_the_server_recovers() -> None:
-    with serving(max_connections=3, request_timeout_s=1.0) as server:
+def test_idle_connections_beyond_the_cap_make_room_for_a_probe() -> None:
+    """Connections that send nothing fill every slot: a probe still gets its answer at once (the
+    oldest idle connection is closed for it), long before the idle ones' deadline. A 503 there
+    fails the kubelet's probes, and failed liveness probes restart the pod."""
+    with serving(max_connections=3, request_timeout_s=30.0) as server:
         idle = [connect(server) for _ in range(3)]
         try:
-            # Each idle connection holds a slot until its deadline: the next one is refused at once,
-            # with an answer rather than a hang.
             time.sleep(0.2)
+            started = time.monotonic()
+            assert get(server, "/healthz") == (200, b'{"alive": true}')
+            assert time.monotonic() - started < 5.0  # not the idle ones' deadline (30 s)
+            assert server.server.evicted == 1 and server.server.refused == 0
+            assert read_all(idle[0]) == b""  # the oldest was closed for it
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_a_flood_of_idle_connections_does_not_fail_the_probes() -> None:
+    """A neighbour opening idle connections as fast as it can, for as long as the probes run."""
+    with serving(max_connections=4, request_timeout_s=30.0) as server:
+        stop, opened = threading.Event(), []
+
+        def flood() -> None:
+            while not stop.is_set():
+                with suppress(OSError):
+                    opened.append(connect(server))
+                time.sleep(0.002)
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        try:
+            time.sleep(0.3)
+            statuses = [get(server, "/healthz")[0] for _ in range(20)]
+        finally:
+            stop.set()
+            flooder.join()
+            for sock in opened:
+                sock.close()
+        assert statuses == [200] * 20
+        assert server.server.evicted > 20  # the flood's connections were the ones closed
+
+
+def test_when_every_slot_is_answering_a_newcomer_is_refused() -> None:
+    """Slots held by connections that sent their request (a client that does not read a large
+    /metrics) are not closed for a newcomer: it gets 503 at once, and the slots come back at the
+    deadline."""
+    metrics = Metrics()
+    padding = Gauge("test_padding", "fills /metrics", ["name"], registry=metrics.registry)
+    for n in range(40_000):
+        padding.labels(f"{n:08d}" + "x" * 120).set(n)
+    with serving(metrics=metrics, max_connections=2, request_timeout_s=2.0) as server:
+        lazy = [connect(server) for _ in range(2)]
+        try:
+            for sock in lazy:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")  # and never read the answer
+            time.sleep(0.5)
             with closing(connect(server)) as extra:
                 extra.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
                 try:
@@ -102,15 +155,16 @@ def test_idle_connections_beyond_the_cap_are_refused_and_the_server_recovers() -
                 except ConnectionResetError:  # the request was unread when the socket closed
                     answer = b"HTTP/1.0 503"
             assert answer.startswith(b"HTTP/1.0 503")
-            assert server.server.refused >= 1
-            # The idle ones are closed by the server when their deadline passes...
-            for sock in idle:
-                assert read_all(sock) == b""
+            assert server.server.refused >= 1 and server.server.evicted == 0
         finally:
-            for sock in idle:
+            for sock in lazy:
                 sock.close()
-        # ...and their slots are free again.
-        assert get(server, "/healthz")[0] == 200
+        for _ in range(50):  # their slots are free again after the deadline
+            if get(server, "/healthz")[0] == 200:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the slots were never freed")
 
 
 def test_a_trickling_request_is_cut_at_the_deadline_not_per_read() -> None:
