@@ -687,6 +687,19 @@ def kill_cluster_node(port: int) -> None:
     _stop(_cluster_name(port), signal.SIGKILL)
 
 
+def cut_replication(replica: int) -> None:
+    """Cut a replica off its master (a stalled link): the replica stays up and in the cluster,
+    but the master's newest writes exist nowhere else. It drops the link and cannot log in again
+    (a password the master does not have) until `restore_replication`."""
+    node = _node(replica)
+    node.config_set("masterauth", "link-cut-by-the-test")
+    node.execute_command("CLIENT KILL TYPE master")
+
+
+def restore_replication(replica: int) -> None:
+    _node(replica).config_set("masterauth", "")
+
+
 def wait_failover(killed: int, timeout: float = 30.0) -> int:
     """After a master was killed: wait until its replica is promoted and every slot is served
     again; return the new master's port."""
