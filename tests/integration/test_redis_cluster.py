@@ -66,8 +66,9 @@ def fleet_env(stack: Stack, cluster: ClusterStack, simulator: SimulatorServer, t
 
 def check_throttle(simulator: SimulatorServer) -> int:
     """No 429 and no window exceeded at the simulator, which enforces the same windows; the requests."""
-    times = sorted(r["clock_ns"] for r in simulator.state.requests.records() if r["http_status"] == 200)
-    throttled = [(r["clock_ns"] - times[0]) / 1e9 for r in simulator.state.requests.records() if r["http_status"] == 429]
+    records = simulator.state.requests.records()
+    times = sorted(r["clock_ns"] for r in records if r["http_status"] == 200)
+    throttled = [(r["clock_ns"] - times[0]) / 1e9 for r in records if r["http_status"] == 429]
     assert throttled == [], f"429 at {throttled} s; 200 at {[(t - times[0]) / 1e9 for t in times]}"
     for window in parse_rate_limits(WINDOWS):
         assert violations(times, window.limit, window.period_ms * 1_000_000) == 0, window
