@@ -171,8 +171,8 @@ def main() -> None:
               f"{r['keys_per_node']} ({r['largest_node_share_of_keys']})")
     nowait, wait = results[2], results[3]
     per_batch_ms = (wait["seconds"] - nowait["seconds"]) / wait["batches"] * args.threads * 1000
-    print(f"\nDEDUP_WAIT_REPLICAS=1 costs {per_batch_ms:.1f} ms per batch of {args.batch} "
-          f"(claim + settle, {args.threads} threads): {wait['events_per_s']:,} against {nowait['events_per_s']:,} events/s")
+    print(f"\nDEDUP_WAIT_REPLICAS=1 costs {per_batch_ms:.1f} ms per batch of {args.batch} (claim + settle, "
+          f"{args.threads} threads): {wait['events_per_s']:,} against {nowait['events_per_s']:,} events/s")
     print(f"\nsizing from {on_cluster['bytes_per_event']} bytes per remembered event (cluster masters), "
           f"a {HORIZON_S // 86_400}-day horizon, masters of {args.shard_gib:g} GiB filled to {args.fill:.0%}:")
     print("  memory = events a day x 7 x bytes per event (on the masters; twice that with one replica each)")

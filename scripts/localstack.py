@@ -561,9 +561,21 @@ def cluster_url() -> str:
 
 
 def _node(port: int) -> Any:
+    """A client of one node; use it in `with`, so its connection is closed."""
     import redis
 
     return redis.Redis(host=HOST, port=port, socket_timeout=2, socket_connect_timeout=1)
+
+
+def node_command(port: int, *command: Any) -> Any:
+    """One command to one node (e.g. `CLUSTER FAILOVER` to a replica)."""
+    with _node(port) as client:
+        return client.execute_command(*command)
+
+
+def _replication(port: int) -> dict[str, Any]:
+    with _node(port) as client:
+        return dict(client.info("replication"))
 
 
 def start_cluster_node(port: int) -> None:
@@ -582,11 +594,10 @@ def start_cluster_node(port: int) -> None:
 def _wait_ping(port: int, timeout: float = 30.0) -> None:
     import redis
 
-    client = _node(port)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if client.ping():
+            if node_command(port, "PING"):
                 return
         except redis.RedisError:
             pass
@@ -617,7 +628,7 @@ def start_redis_cluster() -> None:
 
 
 def _cluster_info(port: int) -> dict[str, str]:
-    info = _node(port).execute_command("CLUSTER INFO")  # redis-py answers a dict of strings
+    info = node_command(port, "CLUSTER INFO")  # redis-py answers a dict of strings
     return {str(key): str(value) for key, value in info.items()}
 
 
@@ -630,7 +641,7 @@ def cluster_topology(ports: tuple[int, ...] = CLUSTER_PORTS) -> dict[int, list[i
         if _read_pid(_cluster_name(port)) is None:
             continue
         try:
-            info = _node(port).info("replication")
+            info = _replication(port)
         except redis.RedisError:
             continue
         if info.get("role") == "master":
@@ -639,7 +650,7 @@ def cluster_topology(ports: tuple[int, ...] = CLUSTER_PORTS) -> dict[int, list[i
         if _read_pid(_cluster_name(port)) is None:
             continue
         try:
-            info = _node(port).info("replication")
+            info = _replication(port)
         except redis.RedisError:
             continue
         if info.get("role") == "slave" and info.get("master_link_status") == "up":
@@ -673,9 +684,8 @@ def wait_cluster(timeout: float = 60.0, replicas: int = 1) -> None:
 
 def cluster_master_of(key: str) -> int:
     """The port of the master that serves `key` now."""
-    client = _node(CLUSTER_PORTS[0])
-    slot = int(client.execute_command("CLUSTER KEYSLOT", key))
-    for start, end, master, *_ in client.execute_command("CLUSTER SLOTS"):
+    slot = int(node_command(CLUSTER_PORTS[0], "CLUSTER KEYSLOT", key))
+    for start, end, master, *_ in node_command(CLUSTER_PORTS[0], "CLUSTER SLOTS"):
         if int(start) <= slot <= int(end):
             return int(master[1])
     raise StackError(f"no master serves slot {slot}")
@@ -691,13 +701,12 @@ def cut_replication(replica: int) -> None:
     """Cut a replica off its master (a stalled link): the replica stays up and in the cluster,
     but the master's newest writes exist nowhere else. It drops the link and cannot log in again
     (a password the master does not have) until `restore_replication`."""
-    node = _node(replica)
-    node.config_set("masterauth", "link-cut-by-the-test")
-    node.execute_command("CLIENT KILL TYPE master")
+    node_command(replica, "CONFIG SET", "masterauth", "link-cut-by-the-test")
+    node_command(replica, "CLIENT KILL TYPE master")
 
 
 def restore_replication(replica: int) -> None:
-    _node(replica).config_set("masterauth", "")
+    node_command(replica, "CONFIG SET", "masterauth", "")
 
 
 def wait_failover(killed: int, timeout: float = 30.0) -> int:

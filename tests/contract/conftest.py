@@ -27,7 +27,7 @@ from consumer.state.memory import (
     MemoryLimiter,
 )
 from consumer.state.redis import Keys, connect
-from tests.conftest import localstack
+from tests.conftest import close_redis, localstack
 
 IMPLEMENTATIONS = ["memory", "redis", "cluster"]
 
@@ -36,9 +36,12 @@ def _connect(request: pytest.FixtureRequest) -> Any:
     """A new client of the Redis of this variant (single or cluster), flushed once per test."""
     if request.param == "cluster":
         request.getfixturevalue("cluster_client")  # flushes every master
-        return connect(request.getfixturevalue("redis_cluster").url, cluster=True)
-    request.getfixturevalue("redis_client")  # flushes db 0
-    return connect(str(request.getfixturevalue("stack").redis_url))
+        client = connect(request.getfixturevalue("redis_cluster").url, cluster=True)
+    else:
+        request.getfixturevalue("redis_client")  # flushes db 0
+        client = connect(str(request.getfixturevalue("stack").redis_url))
+    request.addfinalizer(lambda: close_redis(client))
+    return client
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -81,7 +84,7 @@ class LimiterFleet:
 
     def close(self) -> None:
         for client in self.clients:
-            client.close()
+            close_redis(client)
 
     def _keys(self) -> list[str]:
         return list(Keys("t").limiter("tok"))
@@ -122,7 +125,7 @@ class LimiterFleet:
             pytest.skip("a failover needs the suite's own local cluster")
         master = localstack.cluster_master_of(self._keys()[0])
         (replica,) = localstack.cluster_topology()[master][:1]
-        localstack._node(replica).execute_command("CLUSTER FAILOVER")
+        localstack.node_command(replica, "CLUSTER FAILOVER")
         deadline = time.monotonic() + 30
         while localstack.cluster_master_of(self._keys()[0]) != replica:
             assert time.monotonic() < deadline, "the replica did not take over"

@@ -29,7 +29,9 @@ from consumer.simulator.config import FaultSettings
 from consumer.state.dedup import ClaimRequest, ClaimStatus, RedisDedup, Settlement
 from consumer.state.redis import Keys, connect
 from consumer.state.replication import ReplicatedDedup, ReplicationWait
-from tests.conftest import ClusterStack, Stack, localstack, unique
+from tests.conftest import ClusterStack, Stack, close_redis, localstack, unique
+from tests.integration.test_cli_commands import base_env, pisano_sms
+from tests.integration.test_redis_eviction import _line
 from tests.integration.test_throttle_fleet import violations
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
@@ -48,7 +50,7 @@ def keys_per_master(url: str, prefix: str) -> dict[str, int]:
         return {node.name: sum(1 for _ in client.get_redis_connection(node).scan_iter(match=f"*{prefix}*", count=1000))
                 for node in client.get_primaries()}
     finally:
-        client.close()
+        close_redis(client)
 
 
 def fleet_env(stack: Stack, cluster: ClusterStack, simulator: SimulatorServer, topic: str, dlq: str, group: str,
@@ -204,10 +206,23 @@ def test_a_master_killed_mid_run_loses_nothing_and_the_duplicate_exposure_holds(
         assert 0 < len(second) <= bound
 
 
-def test_the_dedup_state_spreads_over_the_masters(redis_cluster: ClusterStack, cluster_client) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def connected(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """`connected(url, cluster=...)`: a client of the consumer's kind, closed after the test."""
+
+    def make(url: str, cluster: bool = False) -> Any:
+        client = connect(url, cluster=cluster)
+        request.addfinalizer(lambda: close_redis(client))
+        return client
+
+    return make
+
+
+def test_the_dedup_state_spreads_over_the_masters(redis_cluster: ClusterStack, cluster_client,  # type: ignore[no-untyped-def]
+                                                  connected) -> None:
     """AWAITS the dedup layout of branch h-dedup: on 0.2.0 every dedup key sits in one hash slot."""
     prefix = unique("psms")
-    dedup = RedisDedup(connect(redis_cluster.url, cluster=True), Keys(prefix), lease_ms=60_000, horizon_s=3600)
+    dedup = RedisDedup(connected(redis_cluster.url, cluster=True), Keys(prefix), lease_ms=60_000, horizon_s=3600)
     for batch in range(20):
         ids = [f"spread-{batch}-{n}" for n in range(500)]
         tag = dedup.new_tag()
@@ -218,8 +233,9 @@ def test_the_dedup_state_spreads_over_the_masters(redis_cluster: ClusterStack, c
 
 
 def test_waiting_for_replicas_holds_on_a_cluster_and_fails_closed_without_them(
-        stack: Stack, redis_client, redis_cluster: ClusterStack, cluster_client) -> None:  # type: ignore[no-untyped-def]
-    client = connect(redis_cluster.url, cluster=True)
+        stack: Stack, redis_client, redis_cluster: ClusterStack, cluster_client,  # type: ignore[no-untyped-def]
+        connected) -> None:
+    client = connected(redis_cluster.url, cluster=True)
     prefix = unique("psms")
     dedup = ReplicatedDedup(RedisDedup(client, Keys(prefix), lease_ms=60_000, horizon_s=3600),
                             ReplicationWait(client, prefix, replicas=1, timeout_ms=1000))
@@ -236,8 +252,21 @@ def test_waiting_for_replicas_holds_on_a_cluster_and_fails_closed_without_them(
     # Two replicas per master do not exist here, and a single Redis has none: fail closed.
     with pytest.raises(StateStoreError, match="replicas"):
         ReplicationWait(client, prefix, replicas=2, timeout_ms=100)()
-    single = connect(stack.redis_url)
+    single = connected(stack.redis_url)
     strict = ReplicatedDedup(RedisDedup(single, Keys(prefix), lease_ms=60_000, horizon_s=3600),
                              ReplicationWait(single, prefix, replicas=1, timeout_ms=100))
     with pytest.raises(StateStoreError, match="replicas"):
         strict.claim(strict.new_tag(), [ClaimRequest("w-0")])
+
+
+def test_check_says_whether_the_replicas_acknowledge(stack: Stack, redis_cluster: ClusterStack,  # type: ignore[no-untyped-def]
+                                                      cluster_client) -> None:
+    on_cluster = {**base_env(stack), "REDIS_URL": redis_cluster.url, "REDIS_CLUSTER": "true",
+                  "DEDUP_WAIT_REPLICAS": "1"}
+    line = _line(pisano_sms("check", env=on_cluster).stdout, "redis")
+    assert line.split()[1] == "ok" and "DEDUP_WAIT_REPLICAS=1 acknowledged" in line
+    line = _line(pisano_sms("check", env={**on_cluster, "DEDUP_WAIT_REPLICAS": "2",
+                                          "DEDUP_WAIT_TIMEOUT_MS": "100"}).stdout, "redis")
+    assert line.split()[1] == "failed" and "only 1 of 2" in line and "lower DEDUP_WAIT_REPLICAS" in line
+    single = {**base_env(stack), "DEDUP_WAIT_REPLICAS": "1", "DEDUP_WAIT_TIMEOUT_MS": "100"}
+    assert _line(pisano_sms("check", env=single).stdout, "redis").split()[1] == "failed"  # no replica at all
