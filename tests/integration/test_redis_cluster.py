@@ -137,7 +137,8 @@ def test_a_fleet_on_the_cluster_delivers_exactly_once_within_the_windows(
     phones = delivered_phones(log)
     assert set(phones) == traffic.valid_phones and max(phones.values()) == 1
     assert check_dead_letters(stack, dlq, traffic) == []
-    assert skipped == traffic.duplicates
+    # Every duplicate copy skipped (a record read again after a rebalance is skipped once more).
+    assert skipped >= traffic.duplicates
     keys, sizes = keys_per_master(redis_cluster.url, prefix), bytes_per_master(redis_cluster.url, prefix)
     print(json.dumps({"requests": requests, "skipped": skipped, "keys_per_master": keys, "bytes_per_master": sizes}))
     # AWAITS the dedup layout of branch h-dedup: on 0.2.0 every dedup key sits in one hash slot,
