@@ -11,7 +11,7 @@ KUBE_SCORE_VERSION := v1.20.0
 KUBE_SCORE := $(CACHE)/kube-score-$(KUBE_SCORE_VERSION)/kube-score
 export PATH := $(dir $(HELM)):$(dir $(KUBE_SCORE)):$(PATH)
 
-.PHONY: install helm kube-score up down demo test test-unit lint bench bench-limiter chaos clean
+.PHONY: install helm kube-score up up-cluster down demo test test-unit lint bench bench-limiter bench-sizing chaos clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ $(KUBE_SCORE):
 up: install
 	$(BIN)/python scripts/localstack.py up
 
+## The stack plus a local Redis Cluster (three masters, three replicas) beside the single Redis.
+up-cluster: install
+	$(BIN)/python scripts/localstack.py up --redis-cluster
+
 down:
 	$(BIN)/python scripts/localstack.py down
 
@@ -63,6 +67,10 @@ bench: up
 
 bench-limiter: up
 	$(BIN)/python benchmarks/limiter.py
+
+## 1,000,000 remembered events on the Redis Cluster and the single Redis: keys, bytes, throughput (README, "Redis Cluster").
+bench-sizing: up-cluster
+	$(BIN)/python scripts/localstack.py run -- $(BIN)/python benchmarks/sizing.py --events 1000000
 
 ## Every fault at once on a fleet of three replicas, 100,000 events; prints the figures (README, "Chaos").
 chaos: up

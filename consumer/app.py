@@ -36,10 +36,11 @@ from consumer.state.accounts import AccountRecord, account_key
 from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.dead_letters import RedisDeadLetterMarks
-from consumer.state.dedup import RedisDedup
+from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.eviction import require_noeviction
 from consumer.state.limiter import Limiter, LimiterHeartbeat, NoLimiter, RedisLimiter
 from consumer.state.redis import Keys, connect
+from consumer.state.replication import ReplicatedDedup, ReplicationWait
 
 
 @dataclass
@@ -53,6 +54,15 @@ class State:
 def build_state(settings: Settings) -> State:
     return State(connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster),
                  Keys(settings.redis_key_prefix))
+
+
+def build_dedup(settings: Settings, state: State) -> DedupStore:
+    dedup = RedisDedup(state.client, state.keys, lease_ms=settings.claim_lease_ms, horizon_s=settings.dedup_horizon_s)
+    if not settings.dedup_wait_replicas:
+        return dedup
+    wait = ReplicationWait(state.client, settings.redis_key_prefix, replicas=settings.dedup_wait_replicas,
+                           timeout_ms=settings.dedup_wait_timeout_ms)
+    return ReplicatedDedup(dedup, wait)
 
 
 def build_limiter(config: DestinationConfig, state: State, horizon_ms: int, grace_ms: int,
@@ -130,8 +140,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     decoder = build_decoder(registry_connection(settings), settings.avro_schema_file)
     route = router(destinations, settings)
     mapper = RoutedMapper(load_mapper(settings), route)
-    dedup = RedisDedup(state.client, state.keys, lease_ms=settings.claim_lease_ms,
-                       horizon_s=settings.dedup_horizon_s)
+    dedup = build_dedup(settings, state)
     policy = failure_policy(settings)
 
     def kafka_error(error: KafkaError) -> None:

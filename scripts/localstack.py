@@ -2,6 +2,7 @@
 """The local stack: real Apache Kafka (KRaft) and Redis, for the demo, the tests and CI.
 
     python scripts/localstack.py up       # install what is missing, start both, wait until they serve
+    python scripts/localstack.py up --redis-cluster   # and a Redis Cluster (3 masters, 3 replicas)
     python scripts/localstack.py status   # what runs, and the connection settings
     python scripts/localstack.py env      # the settings as shell exports (eval "$(... env)")
     python scripts/localstack.py down     # stop what `up` started (by pid) and delete its data
@@ -17,7 +18,13 @@ Besides the plaintext listener, Kafka has a SASL_SSL listener with SCRAM-SHA-512
 `pisano`, a self-signed CA in `.stack/tls/`), and Redis has an ACL user with a password and a TLS
 port, so the secured settings of a production deployment can be exercised locally.
 
-Tests import this module to restart Redis and Kafka in the middle of a scenario.
+With `--redis-cluster`, six more `redis-server` nodes in cluster mode (three masters, three
+replicas, a 2 s node timeout so a killed master fails over in seconds) run beside the single
+Redis, on ports REDIS_PORT+100..+105; `env` then prints PISANO_STACK_REDIS_CLUSTER_URL.
+
+Tests import this module to restart Redis and Kafka in the middle of a scenario, and to kill a
+cluster master, wait for its replica's promotion and restart the node (`kill_cluster_node`,
+`wait_failover`, `restart_cluster_node`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -503,6 +511,237 @@ def wait_kafka(timeout: float = 180.0) -> None:
     raise StackError(f"Kafka did not serve within {timeout:.0f}s ({last_error}); see {KAFKA_DIR / 'server.log'}")
 
 
+# --------------------------------------------------------------------------- Redis Cluster
+# `up --redis-cluster`: three masters and three replicas of Debian's redis-server in cluster mode,
+# beside the single Redis (which stays the default). Ports derive from the single Redis's port:
+# the nodes on REDIS_PORT+100..+105, their cluster bus on +110..+115 (set explicitly, so the bus
+# never lands on another stack's port as the default port+10000 could).
+
+CLUSTER_BASE_PORT = int(os.environ.get("PISANO_STACK_REDIS_CLUSTER_PORT", str(REDIS_PORT + 100)))
+CLUSTER_PORTS = tuple(CLUSTER_BASE_PORT + i for i in range(6))
+CLUSTER_DIR = STACK_DIR / "redis-cluster"
+# A master silent this long is failed over to its replica: small, for fast failovers in tests.
+CLUSTER_NODE_TIMEOUT_MS = 2000
+
+
+def _cluster_name(port: int) -> str:
+    return f"redis-cluster-{port}"
+
+
+def _cluster_node_conf(port: int) -> str:
+    return "\n".join([
+        f"bind {HOST}",
+        f"port {port}",
+        f"cluster-port {port + 10}",
+        f"dir {CLUSTER_DIR / str(port)}",
+        "daemonize no",
+        "protected-mode yes",
+        "cluster-enabled yes",
+        "cluster-config-file nodes.conf",
+        f"cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}",
+        # A replica is promoted however long its link was down: a test kills a master on purpose.
+        "cluster-replica-validity-factor 0",
+        "appendonly yes",
+        "appendfsync everysec",
+        'save ""',
+        "maxmemory-policy noeviction",
+        # Replicas sync straight from memory, at once: a restarted node is a replica again in a second.
+        "repl-diskless-sync yes",
+        "repl-diskless-sync-delay 0",
+        "",
+    ])
+
+
+def cluster_running() -> bool:
+    return all(_read_pid(_cluster_name(port)) is not None for port in CLUSTER_PORTS)
+
+
+def cluster_url() -> str:
+    return f"redis://{HOST}:{CLUSTER_PORTS[0]}/0"
+
+
+def _node(port: int) -> Any:
+    """A client of one node; use it in `with`, so its connection is closed."""
+    import redis
+
+    return redis.Redis(host=HOST, port=port, socket_timeout=2, socket_connect_timeout=1)
+
+
+def node_command(port: int, *command: Any) -> Any:
+    """One command to one node (e.g. `CLUSTER FAILOVER` to a replica)."""
+    with _node(port) as client:
+        return client.execute_command(*command)
+
+
+def _replication(port: int) -> dict[str, Any]:
+    with _node(port) as client:
+        return dict(client.info("replication"))
+
+
+def start_cluster_node(port: int) -> None:
+    """Start one node (again): a node that was in the cluster rejoins it from its nodes.conf."""
+    if _read_pid(_cluster_name(port)) is not None:
+        return
+    server = ensure_redis_server()
+    directory = CLUSTER_DIR / str(port)
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "redis.conf"
+    conf.write_text(_cluster_node_conf(port), encoding="utf-8")
+    _spawn(_cluster_name(port), [server, str(conf)], directory / "redis.log", directory)
+    _wait_ping(port)
+
+
+def _wait_ping(port: int, timeout: float = 30.0) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if node_command(port, "PING"):
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise StackError(f"Redis Cluster node {port} did not answer PING within {timeout:.0f}s; "
+                             f"see {CLUSTER_DIR / str(port) / 'redis.log'}")
+        time.sleep(0.1)
+
+
+def start_redis_cluster() -> None:
+    """Start the six nodes, create the cluster the first time, wait until it serves every slot."""
+    CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
+    for port in CLUSTER_PORTS:
+        start_cluster_node(port)
+    if int(_cluster_info(CLUSTER_PORTS[0]).get("cluster_slots_assigned", "0")) == 0:
+        cli = shutil.which("redis-cli")
+        if not cli:
+            raise StackError("redis-cli not found (Debian's redis-tools, installed with redis-server)")
+        say(f"creating a Redis Cluster: 3 masters, 3 replicas on {HOST}:{CLUSTER_PORTS[0]}-{CLUSTER_PORTS[-1]}")
+        result = subprocess.run(
+            [cli, "--cluster", "create", *(f"{HOST}:{port}" for port in CLUSTER_PORTS),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"redis-cli --cluster create failed: {result.stdout}{result.stderr}")
+    wait_cluster()
+
+
+def _cluster_info(port: int) -> dict[str, str]:
+    info = node_command(port, "CLUSTER INFO")  # redis-py answers a dict of strings
+    return {str(key): str(value) for key, value in info.items()}
+
+
+def cluster_topology(ports: tuple[int, ...] = CLUSTER_PORTS) -> dict[int, list[int]]:
+    """Each live master's port and the ports of its replicas whose link is up, as the nodes see it."""
+    import redis
+
+    masters: dict[int, list[int]] = {}
+    for port in ports:
+        if _read_pid(_cluster_name(port)) is None:
+            continue
+        try:
+            info = _replication(port)
+        except redis.RedisError:
+            continue
+        if info.get("role") == "master":
+            masters.setdefault(port, [])
+    for port in ports:
+        if _read_pid(_cluster_name(port)) is None:
+            continue
+        try:
+            info = _replication(port)
+        except redis.RedisError:
+            continue
+        if info.get("role") == "slave" and info.get("master_link_status") == "up":
+            master = int(info["master_port"])
+            if master in masters:
+                masters[master].append(port)
+    return masters
+
+
+def wait_cluster(timeout: float = 60.0, replicas: int = 1) -> None:
+    """Until every live node says the cluster is ok, three masters serve the slots, and each has
+    `replicas` replicas with their link up (a test then knows whom it kills and who takes over)."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            live = [port for port in CLUSTER_PORTS if _read_pid(_cluster_name(port)) is not None]
+            states = {port: _cluster_info(port).get("cluster_state") for port in live}
+            topology = cluster_topology()
+            if (all(state == "ok" for state in states.values()) and len(topology) == 3
+                    and all(len(r) >= replicas for r in topology.values())):
+                return
+            last = f"states {states}, masters and replicas {topology}"
+        except redis.RedisError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise StackError(f"the Redis Cluster did not settle within {timeout:.0f}s ({last}); see {CLUSTER_DIR}/*/redis.log")
+
+
+def cluster_master_of(key: str) -> int:
+    """The port of the master that serves `key` now."""
+    slot = int(node_command(CLUSTER_PORTS[0], "CLUSTER KEYSLOT", key))
+    for start, end, master, *_ in node_command(CLUSTER_PORTS[0], "CLUSTER SLOTS"):
+        if int(start) <= slot <= int(end):
+            return int(master[1])
+    raise StackError(f"no master serves slot {slot}")
+
+
+def kill_cluster_node(port: int) -> None:
+    """SIGKILL one node, as a crashed machine: no goodbye to the cluster, writes not yet
+    replicated are lost."""
+    _stop(_cluster_name(port), signal.SIGKILL)
+
+
+def cut_replication(replica: int) -> None:
+    """Cut a replica off its master (a stalled link): the replica stays up and in the cluster,
+    but the master's newest writes exist nowhere else. It drops the link and cannot log in again
+    (a password the master does not have) until `restore_replication`."""
+    node_command(replica, "CONFIG SET", "masterauth", "link-cut-by-the-test")
+    node_command(replica, "CLIENT KILL TYPE master")
+
+
+def restore_replication(replica: int) -> None:
+    node_command(replica, "CONFIG SET", "masterauth", "")
+
+
+def wait_failover(killed: int, timeout: float = 30.0) -> int:
+    """After a master was killed: wait until its replica is promoted and every slot is served
+    again; return the new master's port."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            live = [p for p in CLUSTER_PORTS if p != killed and _read_pid(_cluster_name(p)) is not None]
+            if all(_cluster_info(p).get("cluster_state") == "ok" for p in live):
+                masters = cluster_topology()
+                if len(masters) == 3 and killed not in masters:
+                    # the new master: the one whose replica list is empty (its replica is gone)
+                    orphans = [m for m, r in masters.items() if not r]
+                    if orphans:
+                        return orphans[0]
+        except redis.RedisError:
+            pass
+        time.sleep(0.1)
+    raise StackError(f"no replica of the killed master {killed} was promoted within {timeout:.0f}s")
+
+
+def restart_cluster_node(port: int, timeout: float = 60.0) -> None:
+    """Start a killed node again: it rejoins as a replica of the master that replaced it; wait
+    until every master has a replica again."""
+    start_cluster_node(port)
+    wait_cluster(timeout)
+
+
+def stop_redis_cluster() -> list[str]:
+    return [_cluster_name(port) for port in CLUSTER_PORTS if _stop(_cluster_name(port))]
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -520,18 +759,26 @@ def settings() -> dict[str, str]:
         "PISANO_STACK_REDIS_ACL_PASSWORD": REDIS_ACL_PASSWORD,
         "PISANO_STACK_REDIS_TLS_URL": f"rediss://{HOST}:{REDIS_TLS_PORT}/0",
         "PISANO_STACK_TLS_DIR": str(TLS_DIR),
+        **cluster_settings(),
     }
+
+
+def cluster_settings() -> dict[str, str]:
+    """The Redis Cluster's URL, when it runs (a consumer takes it with REDIS_CLUSTER=true)."""
+    return {"PISANO_STACK_REDIS_CLUSTER_URL": cluster_url()} if cluster_running() else {}
 
 
 def running() -> dict[str, bool]:
     return {"kafka": _read_pid("kafka") is not None, "redis": _read_pid("redis") is not None}
 
 
-def up() -> dict[str, str]:
+def up(redis_cluster: bool = False) -> dict[str, str]:
     """Start whatever is not running yet; safe to call again."""
     STACK_DIR.mkdir(parents=True, exist_ok=True)
     start_redis()
     start_kafka()
+    if redis_cluster:
+        start_redis_cluster()
     values = settings()
     (STACK_DIR / "env.json").write_text(json.dumps(values, indent=2), encoding="utf-8")
     return values
@@ -540,7 +787,8 @@ def up() -> dict[str, str]:
 def down() -> None:
     """Stop what `up` started and delete its data (the Kafka download cache stays)."""
     stopped = [name for name in ("kafka", "redis") if _stop(name)]
-    for path in (KAFKA_DIR, REDIS_DIR, STACK_DIR / "env.json"):
+    stopped += stop_redis_cluster()
+    for path in (KAFKA_DIR, REDIS_DIR, CLUSTER_DIR, STACK_DIR / "env.json"):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -552,10 +800,11 @@ def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "status"
     try:
         if command == "up":
-            values = up()
+            values = up(redis_cluster="--redis-cluster" in argv)
             say("Kafka and Redis are serving:")
-            for key in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"):
-                print(f"  {key}={values[key]}")
+            for key in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "PISANO_STACK_REDIS_CLUSTER_URL"):
+                if key in values:
+                    print(f"  {key}={values[key]}")
             say("stop them with: python scripts/localstack.py down")
         elif command == "down":
             down()
@@ -571,6 +820,8 @@ def main(argv: list[str]) -> int:
         elif command == "status":
             for name, alive in running().items():
                 print(f"{name}: {'running' if alive else 'stopped'}")
+            if cluster_running():
+                print(f"redis-cluster: running ({cluster_url()}, REDIS_CLUSTER=true)")
             return 0 if all(running().values()) else 3
         else:
             print(__doc__)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,53 @@ def stack() -> Iterator[Stack]:
     yield Stack(values["KAFKA_BOOTSTRAP_SERVERS"], values["REDIS_URL"], local=True)
     if not was_running:
         localstack.down()
+
+
+@dataclass(frozen=True)
+class ClusterStack:
+    url: str  # a seed node; clients connect with REDIS_CLUSTER=true (RedisCluster)
+    local: bool  # True when the suite owns the nodes and may kill them
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(stack: Stack) -> Iterator[ClusterStack]:
+    """A Redis Cluster (three masters, three replicas), started once, only when a test asks for it.
+
+    PISANO_TEST_REDIS_CLUSTER_URL points the suite at an existing cluster (the failover tests are
+    skipped then); otherwise the local stack's (`localstack.py up --redis-cluster`)."""
+    url = os.environ.get("PISANO_TEST_REDIS_CLUSTER_URL")
+    if url:
+        yield ClusterStack(url, local=False)
+        return
+    if not stack.local:
+        pytest.skip("no Redis Cluster: set PISANO_TEST_REDIS_CLUSTER_URL to test against one")
+    was_running = localstack.cluster_running()
+    localstack.start_redis_cluster()
+    yield ClusterStack(localstack.cluster_url(), local=True)
+    if not was_running:
+        localstack.stop_redis_cluster()
+
+
+def close_redis(client: Any) -> None:
+    """Close a client and its sockets. redis-py's RedisCluster.close() leaves each node's pooled
+    connections open (Python then warns of unclosed sockets, an error in this suite)."""
+    for node in client.get_nodes() if hasattr(client, "get_nodes") else ():
+        if node.redis_connection is not None:
+            node.redis_connection.connection_pool.disconnect()
+    client.close()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: ClusterStack):  # type: ignore[no-untyped-def]
+    """A client of the cluster, every master flushed (the cluster twin of `redis_client`)."""
+    import redis
+
+    if redis_cluster.local:
+        localstack.wait_cluster()  # a failover test before may have left a node rejoining
+    client = redis.RedisCluster.from_url(redis_cluster.url)
+    client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    yield client
+    close_redis(client)
 
 
 @pytest.fixture

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     # A record older than DEDUP_HORIZON_S minus this is dead-lettered as `stale`, never sent: its
     # delivered mark may be gone (README, "Offsets, retention and the dedup horizon").
     stale_margin_s: int = Field(86_400, ge=0, le=366 * 86_400)
+    # Replicas of every master that must hold a claim before its POST and a delivered mark before
+    # its outcome counts (Redis WAIT; consumer/state/replication.py). 0: Redis's asynchronous
+    # replication as is, a failover may lose the last writes.
+    dedup_wait_replicas: int = Field(0, ge=0, le=5)
+    dedup_wait_timeout_ms: int = Field(1_000, ge=10, le=60_000)
 
     # Events
     schema_registry_url: str | None = None

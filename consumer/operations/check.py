@@ -25,7 +25,7 @@ from consumer.config.registry import registry_connection
 from consumer.config.secrets import mask_url, mask_urls_in_text
 from consumer.config.settings import Settings
 from consumer.delivery.pisano import PROBE_CAMPAIGN
-from consumer.errors import PisanoSmsError, PisanoTransportError
+from consumer.errors import PisanoSmsError, PisanoTransportError, StateStoreError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_producer
 from consumer.ingest.mapping import is_campaign_id, load_mapper
@@ -33,6 +33,7 @@ from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
 from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
 from consumer.state.redis import REDIS_ERRORS, connect
+from consumer.state.replication import ReplicationWait
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,25 @@ def _redis(settings: Settings) -> tuple[str, str]:
         return "failed", f"{mask_url(url)}: {mask_urls_in_text(str(exc))}; check REDIS_URL and that Redis is up"
     if not safe:
         return "failed", f"{mask_url(url)}: {eviction}"
-    return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms, {eviction})"
+    acknowledged, replicas = _replicas(client, settings)
+    if not acknowledged:
+        return "failed", f"{mask_url(url)}: {replicas}"
+    return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms, {eviction}{replicas})"
+
+
+def _replicas(client: Any, settings: Settings) -> tuple[bool, str]:
+    """With DEDUP_WAIT_REPLICAS, whether every master's replicas acknowledge a write in time, as
+    each claim and settlement will need, and what to say ('' when the setting is 0)."""
+    if not settings.dedup_wait_replicas:
+        return True, ""
+    wait = ReplicationWait(client, settings.redis_key_prefix, replicas=settings.dedup_wait_replicas,
+                           timeout_ms=settings.dedup_wait_timeout_ms)
+    try:
+        wait()
+    except StateStoreError as exc:
+        return False, (f"{exc}; every claim would fail closed: give every master that many replicas, "
+                       "or lower DEDUP_WAIT_REPLICAS")
+    return True, f", DEDUP_WAIT_REPLICAS={settings.dedup_wait_replicas} acknowledged by every master's replicas"
 
 
 def _redis_version(client: Any) -> str:

@@ -130,6 +130,7 @@ class RedisLimiter:
         self._window_args = [v for w in windows for v in (w.limit, w.period_ms)]
         self._acquire = load_script(client, "acquire")
         self._pause = load_script(client, "pause")
+        self._utilisation = load_script(client, "utilisation")
         self._lock = threading.Lock()
         # What this replica knows of the state: its epoch and the highest reservation number
         # Redis gave us in it. A state without them, or behind them, lost reservations.
@@ -170,10 +171,7 @@ class RedisLimiter:
     def utilisation(self) -> dict[RateWindow, float]:
         """Share of each window's limit reserved in the window ending now (for metrics)."""
         with translated("reading the limiter"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.time()
-            pipe.lrange(self._keys[0], 0, -1)
-            (seconds, micros), entries = pipe.execute()
+            seconds, micros, *entries = self._utilisation(keys=[self._keys[0]])
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         slots = [int(e) for e in entries]
         return {

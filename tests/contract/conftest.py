@@ -1,11 +1,14 @@
-"""Contract tests: each runs against the in-memory implementation and the Redis one.
+"""Contract tests: each runs against the in-memory implementation, a single Redis and a Redis Cluster.
 
 The memory variants need nothing; the Redis variants use the suite's real local Redis (db 0,
-flushed per test). A fake that passes here behaves like Redis for the sender's unit tests.
+flushed per test), the cluster variants the local stack's Redis Cluster (three masters, three
+replicas, every master flushed per test; started once, on the first cluster test). A fake that
+passes here behaves like Redis for the sender's unit tests.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,14 +27,21 @@ from consumer.state.memory import (
     MemoryLimiter,
 )
 from consumer.state.redis import Keys, connect
-from tests.conftest import localstack
+from tests.conftest import close_redis, localstack
 
-IMPLEMENTATIONS = ["memory", "redis"]
+IMPLEMENTATIONS = ["memory", "redis", "cluster"]
 
 
-def _redis_url(request: pytest.FixtureRequest) -> str:
-    request.getfixturevalue("redis_client")  # flushes db 0
-    return str(request.getfixturevalue("stack").redis_url)
+def _connect(request: pytest.FixtureRequest) -> Any:
+    """A new client of the Redis of this variant (single or cluster), flushed once per test."""
+    if request.param == "cluster":
+        request.getfixturevalue("cluster_client")  # flushes every master
+        client = connect(request.getfixturevalue("redis_cluster").url, cluster=True)
+    else:
+        request.getfixturevalue("redis_client")  # flushes db 0
+        client = connect(str(request.getfixturevalue("stack").redis_url))
+    request.addfinalizer(lambda: close_redis(client))
+    return client
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -42,8 +52,8 @@ def make_dedup(request: pytest.FixtureRequest) -> Callable[..., list[DedupStore]
         if request.param == "memory":
             first = MemoryDedup(lease_ms=lease_ms, horizon_s=horizon_s)
             return [first, *(first.replica() for _ in range(replicas - 1))]
-        url = _redis_url(request)
-        return [RedisDedup(connect(url), Keys("t"), lease_ms=lease_ms, horizon_s=horizon_s) for _ in range(replicas)]
+        return [RedisDedup(_connect(request), Keys("t"), lease_ms=lease_ms, horizon_s=horizon_s)
+                for _ in range(replicas)]
 
     return build
 
@@ -66,15 +76,15 @@ class LimiterFleet:
                 return self.memory[windows]
             return self.memory[windows].replica()
         if self.redis is None:
-            self.redis = connect(_redis_url(self.request))
+            self.redis = _connect(self.request)
             self.clients.append(self.redis)
-        self.clients.append(connect(_redis_url(self.request)))  # each replica its own connections
+        self.clients.append(_connect(self.request))  # each replica its own connections
         return RedisLimiter(self.clients[-1], Keys("t"), "tok", parse_rate_limits(windows), margin_ms=margin_ms,
                             horizon_ms=horizon_ms, grace_ms=grace_ms)
 
     def close(self) -> None:
         for client in self.clients:
-            client.close()
+            close_redis(client)
 
     def _keys(self) -> list[str]:
         return list(Keys("t").limiter("tok"))
@@ -100,10 +110,27 @@ class LimiterFleet:
             for limiter in self.memory.values():
                 limiter.state.restart()
             return
+        if self.request.param == "cluster":
+            self._failover()
+            return
         if not self.request.getfixturevalue("stack").local:
             pytest.skip("restarting Redis needs the suite's own local stack")
         localstack.stop_redis()
         localstack.start_redis()
+
+    def _failover(self) -> None:
+        """On a cluster: the replica of the limiter's master takes over (CLUSTER FAILOVER, which
+        waits until the replica has every write), as in a planned maintenance."""
+        if not self.request.getfixturevalue("redis_cluster").local:
+            pytest.skip("a failover needs the suite's own local cluster")
+        master = localstack.cluster_master_of(self._keys()[0])
+        (replica,) = localstack.cluster_topology()[master][:1]
+        localstack.node_command(replica, "CLUSTER FAILOVER")
+        deadline = time.monotonic() + 30
+        while localstack.cluster_master_of(self._keys()[0]) != replica:
+            assert time.monotonic() < deadline, "the replica did not take over"
+            time.sleep(0.1)
+        localstack.wait_cluster()
 
     def restore(self, snapshot: Any) -> None:
         """Redis comes back from that snapshot, in place (same server)."""
@@ -129,7 +156,7 @@ def make_limiter(request: pytest.FixtureRequest) -> Iterator[LimiterFleet]:
 def circuit_store(request: pytest.FixtureRequest) -> CircuitStore:
     if request.param == "memory":
         return MemoryCircuitStore()
-    return RedisCircuitStore(connect(_redis_url(request)), Keys("t"), "tok")
+    return RedisCircuitStore(_connect(request), Keys("t"), "tok")
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -137,7 +164,7 @@ def make_marks(request: pytest.FixtureRequest) -> Callable[..., DeadLetterMarks]
     def build(horizon_s: int = 3600) -> Any:
         if request.param == "memory":
             return MemoryDeadLetterMarks(horizon_s=horizon_s)
-        return RedisDeadLetterMarks(connect(_redis_url(request)), Keys("t"), horizon_s=horizon_s)
+        return RedisDeadLetterMarks(_connect(request), Keys("t"), horizon_s=horizon_s)
 
     return build
 
@@ -147,5 +174,5 @@ def campaign_stores(request: pytest.FixtureRequest) -> Callable[[str], CircuitSt
     """A store per campaign of one destination, as `consumer.state.campaigns` uses them."""
     if request.param == "memory":
         return MemoryCircuitStores()
-    client = connect(_redis_url(request))
+    client = _connect(request)
     return lambda campaign: RedisCircuitStore(client, Keys("t"), "tok", campaign)

@@ -80,17 +80,24 @@ def test_kafka_restart_mid_run(local_stack: Stack, run: Run, new_topic) -> None:
     assert Counter(origins.values()) == traffic.invalid
 
 
-def test_readiness_follows_redis(local_stack: Stack, run: Run, new_topic) -> None:  # type: ignore[no-untyped-def]
-    replica = run.start(run.events(10, CAMPAIGNS[0]), new_topics=new_topic)
+@pytest.mark.parametrize("redis", ["single", "cluster"])
+def test_readiness_follows_redis(redis: str, local_stack: Stack, run: Run, new_topic,  # type: ignore[no-untyped-def]
+                                 request: pytest.FixtureRequest) -> None:
+    settings, stop, start = {}, localstack.stop_redis, localstack.start_redis
+    if redis == "cluster":  # every node of the Redis Cluster away, then back with its data
+        request.getfixturevalue("cluster_client")
+        settings = {"REDIS_URL": request.getfixturevalue("redis_cluster").url, "REDIS_CLUSTER": "true"}
+        stop, start = localstack.stop_redis_cluster, localstack.start_redis_cluster
+    replica = run.start(run.events(10, CAMPAIGNS[0]), new_topics=new_topic, **settings)
     replica.wait_ready()
-    localstack.stop_redis()
+    stop()
     try:
         wait_until(lambda: httpx.get(f"{replica.url}/readyz").status_code == 503, 20, "not ready without Redis")
         assert httpx.get(f"{replica.url}/readyz").json()["redis"] is False
         assert httpx.get(f"{replica.url}/healthz").status_code == 200  # alive: no restart wanted
         run.produce_more(run.events(10, CAMPAIGNS[1]))  # arrives while Redis is away: waits, fail closed
     finally:
-        localstack.start_redis()
+        start()
     wait_until(lambda: httpx.get(f"{replica.url}/readyz").status_code == 200, 30, "ready again")
     run.finish(dead_letters=0)
     assert len(run.delivered()) == 20

@@ -1,0 +1,63 @@
+"""ReplicatedDedup: a claim is relied on, and an outcome reported, only after the wait for replicas."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.errors import StateStoreError
+from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
+from consumer.state.memory import MemoryDedup
+from consumer.state.replication import ReplicatedDedup
+
+
+class Wait:
+    """Counts the waits; fails them while `replicas_away`."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.replicas_away = False
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.replicas_away:
+            raise StateStoreError("only 0 of 1 Redis replicas acknowledged")
+
+
+def store() -> tuple[ReplicatedDedup, Wait]:
+    wait = Wait()
+    return ReplicatedDedup(MemoryDedup(lease_ms=60_000, horizon_s=3600), wait), wait
+
+
+def test_a_granted_claim_and_every_settlement_wait_for_the_replicas() -> None:
+    dedup, wait = store()
+    tag = dedup.new_tag()
+    assert dedup.claim(tag, [ClaimRequest("e1")]) == [ClaimStatus.CLAIMED]
+    assert wait.calls == 1
+    dedup.settle(Settlement.DELIVERED, tag, ["e1"])
+    assert wait.calls == 2
+    assert dedup.state("e1") == "d"
+
+
+def test_a_claim_that_grants_nothing_sends_nothing_and_does_not_wait() -> None:
+    dedup, wait = store()
+    tag = dedup.new_tag()
+    dedup.claim(tag, [ClaimRequest("e1")])
+    dedup.settle(Settlement.DELIVERED, tag, ["e1"])
+    calls = wait.calls
+    assert dedup.claim(dedup.new_tag(), [ClaimRequest("e1")]) == [ClaimStatus.DELIVERED]
+    dedup.settle(Settlement.RELEASED, tag, [])
+    assert wait.calls == calls
+
+
+def test_replicas_away_fail_the_claim_closed_and_a_retry_under_the_same_tag_succeeds() -> None:
+    dedup, wait = store()
+    tag = dedup.new_tag()
+    wait.replicas_away = True
+    with pytest.raises(StateStoreError):
+        dedup.claim(tag, [ClaimRequest("e1")])  # no POST: the sender treats it as Redis away
+    with pytest.raises(StateStoreError):
+        dedup.settle(Settlement.DELIVERED, tag, ["e1"])  # the sender retries the settlement
+    wait.replicas_away = False
+    assert dedup.claim(tag, [ClaimRequest("e2")]) == [ClaimStatus.CLAIMED]
+    dedup.settle(Settlement.DELIVERED, tag, ["e1", "e2"])  # settling again is idempotent
+    assert dedup.state("e1") == dedup.state("e2") == "d"
