@@ -118,7 +118,10 @@ class RoutedMapper:
         self.route = route
 
     def map(self, record: Any) -> Recipient:
-        recipient = self.mapper.map(record)
+        return self.map_kafka(record, None)
+
+    def map_kafka(self, record: Any, kafka: Any) -> Recipient:
+        recipient = self.mapper.map_kafka(record, kafka)
         if self.route(recipient.campaign_id) is None:
             raise UnroutableError(f"campaign {recipient.campaign_id} belongs to no configured destination; "
                                   "list it under a destination's `campaigns` or set PISANO_URL")

@@ -5,6 +5,10 @@ record, where the event id, the phone, the campaign and the recipient's attribut
 compiled once; plain dotted paths such as `customer.phone` skip JMESPath and walk the dicts
 directly, since they are nearly all paths in practice and this runs for every event.
 
+A path may also read the Kafka record itself (`$kafka.key`, `$kafka.headers.<name>`, ...:
+consumer/ingest/kafka_paths.py), an attribute may declare its type (consumer/ingest/attribute_types.py),
+and `event_time` names the event's own time for MAX_EVENT_AGE (consumer/ingest/freshness.py).
+
 Events that need code use a mapper class of their own, registered under the entry point group
 `pisano_sms.mappers` and chosen with the `MAPPER` setting (README: "Mapping events that need
 code").
@@ -12,6 +16,7 @@ code").
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +31,11 @@ import yaml
 from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
 from consumer.errors import ConfigError, InvalidEventError, UnroutableError
+from consumer.ingest.attribute_types import Converter, converter, event_time_ms, time_zone
+from consumer.ingest.kafka_paths import compile_kafka_path, is_kafka_path
 from consumer.ingest.phones import PhoneNormaliser
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "pisano_sms.mappers"
 MAX_EVENT_ID_CHARS = 256  # ids become Redis keys; a huge one is garbage, not an id
@@ -34,9 +43,12 @@ MAX_ATTRIBUTE_CHARS = 1024
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _KEYS = {"event_id", "phone", "phone_region", "phone_format", "phone_foreign", "campaign_id",
-         "campaign_routes", "custom_attributes", "built_in_responses"}
+         "campaign_routes", "custom_attributes", "built_in_responses", "event_time", "time_zone"}
+EXTERNAL_ID_WARNING = ("the mapping sends no `external_id` custom attribute: Pisano's unsubscribe only holds "
+                       "for customers sent with their external_id, and suppression by external id cannot match")
 
-Path_ = Callable[[Any], Any]
+# A path reads (decoded value, Kafka record); the record is None when `map(value)` is called alone.
+Path_ = Callable[[Any, Any], Any]
 
 
 @dataclass(slots=True)
@@ -48,6 +60,9 @@ class Recipient:
     phone: str
     custom_attributes: dict[str, str] = field(default_factory=dict)
     built_in_responses: dict[str, str] = field(default_factory=dict)
+    # When the event happened (epoch ms), from the mapping's `event_time`; None: the Kafka timestamp
+    # stands for it (MAX_EVENT_AGE, consumer/ingest/freshness.py).
+    event_time_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,18 +94,25 @@ class Mapper:
     def map(self, record: Mapping[str, Any]) -> Recipient:
         raise NotImplementedError
 
+    def map_kafka(self, record: Mapping[str, Any], kafka: Any) -> Recipient:
+        """`map` with the Kafka record beside the decoded value (an `InboundRecord`); the pipeline
+        calls this. Mappers that do not read Kafka metadata need not define it."""
+        return self.map(record)
+
 
 def compile_path(key: str, expression: Any) -> Path_:
     if not isinstance(expression, str) or not expression.strip():
         raise ConfigError(f"mapping {key}: expected a JMESPath expression, got {expression!r}")
     if _DOTTED.match(expression):
         return _dotted(tuple(expression.split(".")))
+    if is_kafka_path(expression):
+        return compile_kafka_path(key, expression)
     try:
         compiled = jmespath.compile(expression)
     except jmespath.exceptions.JMESPathError as exc:
         raise ConfigError(f"mapping {key}: {expression!r} is not valid JMESPath ({exc})") from None
-    search: Path_ = compiled.search
-    return search
+    search = compiled.search
+    return lambda record, kafka: search(record)
 
 
 def _dotted(steps: tuple[str, ...]) -> Path_:
@@ -100,7 +122,7 @@ def _dotted(steps: tuple[str, ...]) -> Path_:
     if len(steps) == 1:
         (first,) = steps
 
-        def one(record: Any) -> Any:
+        def one(record: Any, kafka: Any) -> Any:
             if type(record) is dict:
                 return record.get(first)
             return record.get(first) if isinstance(record, Mapping) else None
@@ -109,7 +131,7 @@ def _dotted(steps: tuple[str, ...]) -> Path_:
     if len(steps) == 2:
         outer, inner = steps
 
-        def two(record: Any) -> Any:
+        def two(record: Any, kafka: Any) -> Any:
             if type(record) is dict:
                 nested = record.get(outer)
                 if type(nested) is dict:
@@ -117,7 +139,7 @@ def _dotted(steps: tuple[str, ...]) -> Path_:
             return _walk(steps, record)
 
         return two
-    return lambda record: _walk(steps, record)
+    return lambda record, kafka: _walk(steps, record)
 
 
 def _walk(steps: tuple[str, ...], record: Any) -> Any:
@@ -182,6 +204,7 @@ class DeclarativeMapper(Mapper):
                 raise ConfigError(f"{source}: `{required}` is required (a path into the event)")
         if "campaign_id" not in spec and "campaign_routes" not in spec:
             raise ConfigError(f"{source}: set `campaign_id` (a path) or `campaign_routes`")
+        self.zone = time_zone(spec.get("time_zone"))
         self.event_id = compile_path("event_id", spec["event_id"])
         self.phone = compile_path("phone", spec["phone"])
         self.phones = PhoneNormaliser(spec.get("phone_region"), spec.get("phone_format", "e164"),
@@ -191,6 +214,14 @@ class DeclarativeMapper(Mapper):
         self.routes = self._routes(spec.get("campaign_routes"), source)
         self.custom_attributes = self._paths("custom_attributes", spec.get("custom_attributes"))
         self.built_in_responses = self._paths("built_in_responses", spec.get("built_in_responses"))
+        self.custom_types = self._types("custom_attributes", spec.get("custom_attributes"))
+        self.built_in_types = self._types("built_in_responses", spec.get("built_in_responses"))
+        self.event_time = compile_path("event_time", spec["event_time"]) if spec.get("event_time") else None
+        # Said once, at load (and by `pisano-sms check`): not an error, some companies have none.
+        self.warnings: list[str] = []
+        if "external_id" not in (spec.get("custom_attributes") or {}):
+            self.warnings.append(EXTERNAL_ID_WARNING)
+            log.warning("%s: %s", source, EXTERNAL_ID_WARNING)
 
     @classmethod
     def from_context(cls, context: MapperContext) -> DeclarativeMapper:
@@ -214,11 +245,25 @@ class DeclarativeMapper(Mapper):
 
     @staticmethod
     def _paths(key: str, spec: Any) -> tuple[tuple[str, Path_], ...]:
+        """The plain (string) attributes: `name: path`, or `name: {path: ..., type: string}`."""
         if spec is None:
             return ()
         if not isinstance(spec, dict):
             raise ConfigError(f"mapping {key}: expected a mapping of name: path")
-        return tuple((str(name), compile_path(f"{key}.{name}", path)) for name, path in spec.items())
+        return tuple((str(name), compile_path(f"{key}.{name}", _attribute(key, name, path)[0]))
+                     for name, path in spec.items() if _attribute(key, name, path)[1] == "string")
+
+    def _types(self, key: str, spec: Any) -> tuple[tuple[str, Path_, Converter], ...]:
+        """The typed attributes: `name: {path: ..., type: integer}` (consumer/ingest/attribute_types.py)."""
+        if not isinstance(spec, dict):
+            return ()
+        typed = []
+        for name, value in spec.items():
+            path, kind = _attribute(key, name, value)
+            if kind != "string":
+                where = f"{key}.{name}"
+                typed.append((str(name), compile_path(where, path), converter(kind, self.zone, where)))
+        return tuple(typed)
 
     @staticmethod
     def _routes(spec: Any, source: str) -> CampaignRoutes | None:
@@ -237,27 +282,44 @@ class DeclarativeMapper(Mapper):
                               str(default) if default else None)
 
     def map(self, record: Mapping[str, Any]) -> Recipient:
-        event_id = _text(self.event_id(record))
+        return self.map_kafka(record, None)
+
+    def map_kafka(self, record: Mapping[str, Any], kafka: Any) -> Recipient:
+        event_id = _text(self.event_id(record, kafka))
         if not event_id:
             raise InvalidEventError("no event id at the mapping's event_id path")
         if len(event_id) > MAX_EVENT_ID_CHARS:
             raise InvalidEventError(f"event id longer than {MAX_EVENT_ID_CHARS} characters")
-        raw_phone = self.phone(record)
+        raw_phone = self.phone(record, kafka)
         if not isinstance(raw_phone, str) or not raw_phone.strip():
             raise InvalidEventError("no phone at the mapping's phone path")
         phone = self.phones.normalise(raw_phone.strip())
+        custom = self._values(self.custom_attributes, record, kafka)
+        if self.custom_types:
+            _typed(self.custom_types, record, kafka, custom)
+        built_in = self._values(self.built_in_responses, record, kafka)
+        if self.built_in_types:
+            _typed(self.built_in_types, record, kafka, built_in)
         return Recipient(
             event_id=event_id,
-            campaign_id=self._campaign(record),
+            campaign_id=self._campaign(record, kafka),
             phone=phone,
-            custom_attributes=self._values(self.custom_attributes, record),
-            built_in_responses=self._values(self.built_in_responses, record),
+            custom_attributes=custom,
+            built_in_responses=built_in,
+            event_time_ms=self._event_time(record, kafka) if self.event_time is not None else None,
         )
 
-    def _campaign(self, record: Mapping[str, Any]) -> str:
-        campaign = _text(self.campaign_id(record)) if self.campaign_id else None
+    def _event_time(self, record: Mapping[str, Any], kafka: Any) -> int:
+        assert self.event_time is not None
+        value = self.event_time(record, kafka)
+        if value is None:  # the Kafka timestamp is no stand-in: the event may be older than its record
+            raise InvalidEventError("no event time at the mapping's event_time path")
+        return event_time_ms(value, self.zone)
+
+    def _campaign(self, record: Mapping[str, Any], kafka: Any) -> str:
+        campaign = _text(self.campaign_id(record, kafka)) if self.campaign_id else None
         if campaign is None and self.routes is not None:
-            key = _text(self.routes.field(record))
+            key = _text(self.routes.field(record, kafka))
             campaign = self.routes.routes.get(key, self.routes.default) if key else self.routes.default
             if campaign is None:
                 raise UnroutableError(f"no campaign route for {key!r} and no default route")
@@ -268,13 +330,32 @@ class DeclarativeMapper(Mapper):
         return campaign
 
     @staticmethod
-    def _values(paths: tuple[tuple[str, Path_], ...], record: Mapping[str, Any]) -> dict[str, str]:
+    def _values(paths: tuple[tuple[str, Path_], ...], record: Mapping[str, Any], kafka: Any) -> dict[str, str]:
         out = {}
         for name, path in paths:
-            value = _text(path(record))
+            value = _text(path(record, kafka))
             if value is not None:
                 out[name] = value
         return out
+
+
+def _typed(typed: tuple[tuple[str, Path_, Converter], ...], record: Mapping[str, Any], kafka: Any,
+           out: dict[str, str]) -> None:
+    for name, path, convert in typed:
+        value = path(record, kafka)
+        if value is not None:
+            out[name] = convert(value)
+
+
+def _attribute(key: str, name: Any, spec: Any) -> tuple[Any, str]:
+    """(path, type) of one attribute: a plain path is a string attribute."""
+    if not isinstance(spec, dict):
+        return spec, "string"
+    unknown = set(spec) - {"path", "type"}
+    if unknown or "path" not in spec:
+        raise ConfigError(f"mapping {key}.{name}: expected a path, or {{path: ..., type: ...}} "
+                          "with type one of string, integer, float, boolean, date, datetime")
+    return spec["path"], str(spec.get("type", "string"))
 
 
 def mapper_context(settings: Settings) -> MapperContext:
