@@ -16,6 +16,7 @@ from consumer.config.destinations import DestinationConfig, destination_configs,
 from consumer.config.registry import registry_connection
 from consumer.config.settings import Settings
 from consumer.config.tokens import token_source
+from consumer.delivery.admission import Admission
 from consumer.delivery.attempts import RetryPolicy
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.batching import Batcher
@@ -26,8 +27,9 @@ from consumer.delivery.pisano import PisanoClient
 from consumer.delivery.sender import FailurePolicy, Sender
 from consumer.errors import UnroutableError
 from consumer.ingest.avro import build_decoder
+from consumer.ingest.freshness import Freshness
 from consumer.ingest.kafka import make_consumer, make_producer
-from consumer.ingest.mapping import Mapper, Recipient, load_mapper
+from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient, load_mapper
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
@@ -41,6 +43,7 @@ from consumer.state.eviction import require_noeviction
 from consumer.state.limiter import Limiter, LimiterHeartbeat, NoLimiter, RedisLimiter
 from consumer.state.redis import Keys, connect
 from consumer.state.replication import ReplicatedDedup, ReplicationWait
+from consumer.state.suppression import OptOutHasher, RedisOptOutList, Suppression
 
 
 @dataclass
@@ -128,6 +131,27 @@ class RoutedMapper:
         return recipient
 
 
+def phone_reading(settings: Settings, mapper: Mapper) -> tuple[str | None, bool]:
+    """(region, digits are E.164) of the recipients' phones: how to read them back into E.164."""
+    if isinstance(mapper, DeclarativeMapper):
+        return mapper.phones.region, mapper.phones.output == "e164_digits"
+    return settings.phone_region, settings.phone_region is None
+
+
+def opt_out_hasher(settings: Settings, mapper: Mapper) -> OptOutHasher | None:
+    key = settings.opt_out_key()
+    return None if key is None else OptOutHasher(key, phone_reading(settings, mapper)[0])
+
+
+def build_admission(settings: Settings, state: State, mapper: Mapper) -> Admission:
+    """The contact policy at admission: MAX_EVENT_AGE, and the opt-out list when SUPPRESSION_KEY is set."""
+    age = settings.max_event_age_ms
+    hasher = opt_out_hasher(settings, mapper)
+    suppression = None if hasher is None else Suppression(
+        hasher, RedisOptOutList(state.client, state.keys), digits_are_e164=phone_reading(settings, mapper)[1])
+    return Admission(freshness=Freshness(age) if age else None, suppression=suppression)
+
+
 def router(destinations: dict[str, Destination], settings: Settings) -> Callable[[str], str | None]:
     owned = routes(destination_configs(settings))
     fallback = DEFAULT if DEFAULT in destinations else None
@@ -142,7 +166,9 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     destinations = build_destinations(settings, state)
     decoder = build_decoder(registry_connection(settings), settings.avro_schema_file)
     route = router(destinations, settings)
-    mapper = RoutedMapper(load_mapper(settings), route)
+    loaded = load_mapper(settings)
+    mapper = RoutedMapper(loaded, route)
+    admission = build_admission(settings, state, loaded)
     dedup = build_dedup(settings, state)
     policy = failure_policy(settings)
 
@@ -157,7 +183,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
             batcher = Batcher(destination.max_recipients, settings.batch_max_wait_ms / 1000)
             sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
                             policy=policy, threads=settings.max_in_flight_requests,
-                            throttle_horizon_s=settings.throttle_horizon_ms / 1000)
+                            throttle_horizon_s=settings.throttle_horizon_ms / 1000, admission=admission)
             lanes[name] = Lane(batcher, sender)
         return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
 

@@ -172,3 +172,7 @@ from consumer.sre.commands import dlq, replay  # noqa: E402
 
 main.add_command(replay)
 main.add_command(dlq)
+
+from consumer.sre.suppress import suppress  # noqa: E402
+
+main.add_command(suppress)

@@ -34,10 +34,11 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from consumer.config.settings import Settings
 from consumer.delivery.batching import PendingEvent
 from consumer.delivery.lanes import Lanes
-from consumer.delivery.outcome import Outcome
+from consumer.delivery.outcome import FILTERED, Outcome
 from consumer.delivery.pisano_codes import code_label
 from consumer.ingest.avro import Decoder
 from consumer.ingest.backlog import Backlog
+from consumer.ingest.freshness import Freshness
 from consumer.ingest.mapping import Mapper
 from consumer.ingest.records import InboundRecord
 from consumer.operations.health import Health
@@ -109,7 +110,9 @@ class Pipeline:
                                verify_replay=(lambda r: replays.replay(r.topic(), r.key(), r.value(), r.headers())
                                               if r.headers() else NOT_A_REPLAY)
                                if replays is not None else (lambda r: NOT_A_REPLAY),
-                               stale_after_ms=settings.stale_after_ms)
+                               stale_after_ms=settings.stale_after_ms,
+                               freshness=Freshness(settings.max_event_age_ms) if settings.max_event_age_ms else None,
+                               expire=lambda events: self.outcomes.put(Outcome("expired", events)))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -245,10 +248,12 @@ class Pipeline:
             except queue.Empty:
                 return
             current = [e for e in outcome.events if self.tracker.epoch(e.tp) == e.epoch]
-            if outcome.kind in ("delivered", "skipped"):
+            if outcome.kind in ("delivered", "skipped", "expired", "suppressed"):
                 for event in current:
                     self.tracker.finish(event.tp, event.offset, event.epoch)
-                if outcome.kind == "delivered":
+                if outcome.kind in FILTERED:
+                    self.metrics.events_filtered.labels(outcome.kind).inc(len(current))
+                elif outcome.kind == "delivered":
                     self._observe_latency(current, outcome.accepted_at_ms)
             elif outcome.kind == "requeue":
                 # Back after a pause, not at once: the other attempt needs time to finish, and

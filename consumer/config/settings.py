@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     dedup_wait_replicas: int = Field(0, ge=0, le=5)
     dedup_wait_timeout_ms: int = Field(1_000, ge=10, le=60_000)
 
+    # Contact policy (README, "Contact policy"): events older than this end as `expired`, unsent
+    # (consumer/ingest/freshness.py); a duration such as 48h, 90m, 2d, 3600s.
+    max_event_age: str | None = Field(None, pattern=r"^\s*[0-9]+\s*(s|m|h|d)\s*$")
+    # The key of the opt-out list's hashes (consumer/state/suppression.py); without it no list is consulted.
+    suppression_key: SecretStr | None = None
+    suppression_key_file: Path | None = None
+
     # Events
     schema_registry_url: str | None = None
     schema_registry_user: str | None = None
@@ -253,6 +260,41 @@ class Settings(BaseSettings):
                              f"{self.dedup_horizon_s}, or every record would be dead-lettered as stale; lower it "
                              "(it needs to cover the producers' clock skew and the longest wait before a claim)")
         return self
+
+    @property
+    def max_event_age_ms(self) -> int | None:
+        """MAX_EVENT_AGE in milliseconds, or None when events never expire."""
+        if self.max_event_age is None:
+            return None
+        text = self.max_event_age.strip()
+        return int(text[:-1].strip()) * {"s": 1, "m": 60, "h": 3600, "d": 86_400}[text[-1]] * 1000
+
+    @model_validator(mode="after")
+    def _max_event_age(self) -> Settings:
+        # Past the stale limit a record is dead-lettered as `stale` before its age is weighed, so a
+        # longer MAX_EVENT_AGE would never apply: refuse it rather than let it mislead.
+        age = self.max_event_age_ms
+        if age is not None and not 0 < age <= self.stale_after_ms:
+            raise ValueError(f"MAX_EVENT_AGE={self.max_event_age.strip() if self.max_event_age else ''}: must be "
+                             "more than 0 and at most DEDUP_HORIZON_S minus STALE_MARGIN_S "
+                             f"({self.stale_after_ms // 1000} s), past which records are dead-lettered as stale")
+        if self.suppression_key and self.suppression_key_file:
+            raise ValueError("set SUPPRESSION_KEY or SUPPRESSION_KEY_FILE, not both")
+        return self
+
+    def opt_out_key(self) -> bytes | None:
+        """The key of the opt-out list's hashes, or None when no list is configured."""
+        if self.suppression_key is not None:
+            key = self.suppression_key.get_secret_value()
+        elif self.suppression_key_file is not None:
+            key = read_secret_file("SUPPRESSION_KEY_FILE", self.suppression_key_file,
+                                   "mount the key file or set SUPPRESSION_KEY")
+        else:
+            return None
+        if len(key) < 16:
+            raise ConfigError("SUPPRESSION_KEY: shorter than 16 characters; use a random key, e.g. "
+                              "`openssl rand -hex 32`, the same on every replica and for `pisano-sms suppress`")
+        return key.encode()
 
     @property
     def stale_after_ms(self) -> int:

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+from consumer.delivery.admission import Admission
 from consumer.delivery.attempts import Attempts, RetryPolicy, Sent
 from consumer.delivery.batching import Batch, Batcher, PendingEvent, TopicPartition
 from consumer.delivery.campaign_gate import CampaignGate, open_failure
@@ -69,8 +70,10 @@ class FailurePolicy:
 class Sender:
     def __init__(self, *, destination: Destination, batcher: Batcher, dedup: DedupStore, metrics: Metrics,
                  report: Callable[[Outcome], None], policy: FailurePolicy, threads: int,
-                 throttle_horizon_s: float) -> None:
+                 throttle_horizon_s: float, admission: Admission | None = None) -> None:
         self.destination = destination
+        # The contact policy, screened before each claim (consumer/delivery/admission.py).
+        self.admission = admission if admission else None
         self.batcher = batcher
         self.dedup = dedup
         self.metrics = metrics
@@ -260,6 +263,15 @@ class Sender:
         candidates = batch.events
         claimed: list[PendingEvent] = []
         for round_ in range(2):
+            if self.admission is not None:
+                try:
+                    candidates = self.admission.screen(candidates, outcomes)
+                except StateStoreError as exc:  # fail closed, like the claim: nothing is sent
+                    outcomes(Outcome("requeue", candidates))
+                    self.outage.failed("suppression", exc)
+                    break
+                if not candidates:
+                    break
             try:
                 answer = claim.claim(candidates)
             except StateStoreError as exc:

@@ -77,11 +77,7 @@ def _integer(value: Any, where: str) -> str:
         number = value
     elif isinstance(value, bool):
         raise _refuse(where, value, "integer")
-    elif isinstance(value, int):
-        number = int(value)
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+    elif _whole(value):
         number = int(value)
     elif isinstance(value, str) and _INTEGER.match(value.strip()):
         number = int(value.strip())
@@ -90,6 +86,15 @@ def _integer(value: Any, where: str) -> str:
     if not -_INT_LIMIT <= number < _INT_LIMIT:
         raise _refuse(where, value, "integer (64 bits)")
     return str(number)
+
+
+def _whole(value: Any) -> bool:
+    """An int subclass, or a float or decimal with nothing after the point."""
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
 
 
 def _float(value: Any, where: str) -> str:

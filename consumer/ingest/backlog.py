@@ -22,6 +22,7 @@ from collections.abc import Callable
 from consumer.delivery.batching import PendingEvent, TopicPartition
 from consumer.errors import RecordError, RegistryError
 from consumer.ingest.avro import Decoder
+from consumer.ingest.freshness import Freshness
 from consumer.ingest.intake import decode_and_map
 from consumer.ingest.mapping import Mapper
 from consumer.ingest.records import InboundRecord
@@ -43,7 +44,8 @@ class Backlog:
     def __init__(self, decoder: Decoder, mapper: Mapper, max_message_bytes: int, *, metrics: Metrics,
                  health: Health, dead_letter: DeadLetter, log_budget: LogBudget,
                  verify_replay: Callable[[InboundRecord], VerifiedReplay] = lambda record: NOT_A_REPLAY,
-                 stale_after_ms: int | None = None) -> None:
+                 stale_after_ms: int | None = None, freshness: Freshness | None = None,
+                 expire: Callable[[list[PendingEvent]], None] = lambda events: None) -> None:
         self.decoder = decoder
         self.mapper = mapper
         self.max_message_bytes = max_message_bytes
@@ -55,6 +57,9 @@ class Backlog:
         self.verify_replay = verify_replay
         # Records older than this (Kafka timestamp) are dead-lettered as `stale` (intake.check_age).
         self.stale_after_ms = stale_after_ms
+        # Events past MAX_EVENT_AGE end here as `expired` (consumer/ingest/freshness.py), unsent.
+        self.freshness = freshness
+        self.expire = expire
         self._records: deque[tuple[InboundRecord, TopicPartition, int]] = deque()
         self._retry_at = 0.0
         self._failures = 0
@@ -80,6 +85,16 @@ class Backlog:
         events: list[PendingEvent] = []
         if now < self._retry_at:
             return events
+        expired: list[PendingEvent] = []
+        try:
+            self._decode(events, expired, now, deadline, epoch_of)
+        finally:
+            if expired:
+                self.expire(expired)
+        return events
+
+    def _decode(self, events: list[PendingEvent], expired: list[PendingEvent], now: float, deadline: float,
+                epoch_of: Callable[[TopicPartition], int | None]) -> None:
         records = self._records
         was_failing = self._failures > 0
         # One wall-clock reading per turn: a turn lasts milliseconds, the stale limit is hours.
@@ -96,18 +111,21 @@ class Backlog:
                                                stale_after_ms=self.stale_after_ms, now_ms=now_ms)
                 except RegistryError as exc:
                     self._failed(exc, now)
-                    return events
+                    return
                 except RecordError as exc:
                     self.dead_letter(record, tp, epoch, Failure(exc.reason, str(exc)))
                 else:
-                    events.append(PendingEvent(record, tp, record.offset(), epoch, recipient, now, replay.attempt))
+                    event = PendingEvent(record, tp, record.offset(), epoch, recipient, now, replay.attempt)
+                    if self.freshness is not None and self.freshness.too_old(recipient, record, now_ms):
+                        expired.append(event)
+                    else:
+                        events.append(event)
                 if was_failing:
                     was_failing = False
                     self._recovered()
             records.popleft()
             if time.monotonic() >= deadline:  # every record: a plug-in mapper may be slow
                 break
-        return events
 
     def _failed(self, exc: RegistryError, now: float) -> None:
         if exc.kind == "busy":  # our own bound on registry requests: not a failure, just wait a little

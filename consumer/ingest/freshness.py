@@ -1,0 +1,44 @@
+"""MAX_EVENT_AGE: a survey about a payment made days ago is not sent (issue 13, point 3).
+
+An event's age runs from its own time: the mapping's `event_time` when set (the moment of the
+transaction), else the record's Kafka timestamp. An event older than MAX_EVENT_AGE ends with the
+outcome `expired`: never sent, never claimed, counted in `pisano_sms_events_filtered_total{reason}`
+and committed like a skipped duplicate. It is not a dead letter: nothing is wrong with it and
+nothing should be replayed.
+
+It is weighed twice: at intake, for every event (one comparison, no Redis), and again at
+admission just before the claim (consumer/delivery/admission.py), for events that waited since:
+held back while their id was in flight elsewhere, in a Redis outage, or by a policy that holds
+events (quiet hours): those call `Freshness.expired(event, now_ms)` before letting them go.
+
+Not to be confused with `stale` (consumer/ingest/intake.py): a record older than DEDUP_HORIZON_S
+minus STALE_MARGIN_S by its Kafka timestamp may have lost its delivered mark, so it is
+dead-lettered to be looked at. Settings refuse a MAX_EVENT_AGE beyond that limit: stale is checked
+first and would always win.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Freshness:
+    def __init__(self, max_age_ms: int) -> None:
+        self.max_age_ms = max_age_ms
+
+    @staticmethod
+    def event_time_ms(recipient: Any, record: Any) -> int | None:
+        """When the event happened: the mapping's event_time, else the record's Kafka timestamp."""
+        stamp = recipient.event_time_ms
+        if stamp is not None:
+            return stamp  # type: ignore[no-any-return]
+        _, stamp = record.timestamp()
+        return stamp if stamp > 0 else None  # as the stale check: no timestamp, no age
+
+    def too_old(self, recipient: Any, record: Any, now_ms: int) -> bool:
+        stamp = self.event_time_ms(recipient, record)
+        return stamp is not None and now_ms - stamp > self.max_age_ms
+
+    def expired(self, event: Any, now_ms: int) -> bool:
+        """Whether a PendingEvent is past MAX_EVENT_AGE at `now_ms` (wall clock, epoch ms)."""
+        return self.too_old(event.recipient, event.message, now_ms)

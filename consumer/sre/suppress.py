@@ -1,0 +1,256 @@
+"""`pisano-sms suppress add|remove|check|import|export`: the opt-out list (consumer/state/suppression.py).
+
+Phones are canonicalised with the mapping's region before hashing (`0532 123 45 67` and
+`+905321234567` are one entry) and only their keyed hashes reach Redis. Nothing here prints a
+phone or an id the operator did not type: `import` names bad rows by line number, `export`
+writes the stored hashes (the list cannot be turned back into phones without trying every number
+under SUPPRESSION_KEY, which is the point).
+
+`import FILE` reads a CSV with a header holding `phone` and/or `external_id` (other columns are
+ignored); each non-empty cell is one entry. It is idempotent (SADD): importing the same file twice
+adds nothing the second time, and the summary says how many were already there.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from consumer.cli_common import configured, fail
+from consumer.config.settings import Settings
+from consumer.errors import InvalidEventError, PisanoSmsError, StateStoreError
+from consumer.operations import logs
+from consumer.state.suppression import CHUNK, OptOutHasher, OptOutList, RedisOptOutList
+
+EXIT_NOT_LISTED = 1
+PLAIN_PROGRESS_ROWS = 100_000
+MAX_INVALID_SHOWN = 20
+
+
+def _open(settings: Settings) -> tuple[OptOutHasher, OptOutList]:
+    from consumer.app import build_state, opt_out_hasher
+    from consumer.ingest.mapping import load_mapper
+
+    logs.configure(settings.log_format, "ERROR")  # the mapping's warnings belong to `check`, not here
+    mapper = load_mapper(settings)
+    hasher = opt_out_hasher(settings, mapper)
+    if hasher is None:
+        fail("SUPPRESSION_KEY (or SUPPRESSION_KEY_FILE) is not set: the opt-out list is keyed by it; set the "
+             "same key the consumers use")
+    assert hasher is not None
+    state = build_state(settings)
+    return hasher, RedisOptOutList(state.client, state.keys)
+
+
+def _entries(hasher: OptOutHasher, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> list[str]:
+    if not phones and not external_ids:
+        fail("name at least one --phone or --external-id")
+    out = []
+    for number, phone in enumerate(phones, 1):
+        try:
+            out.append(hasher.phone(phone))
+        except InvalidEventError as exc:
+            fail(f"--phone number {number}: {exc}")
+    for external_id in external_ids:
+        try:
+            out.append(hasher.external_id(external_id))
+        except InvalidEventError as exc:
+            fail(f"--external-id: {exc}")
+    return out
+
+
+def _values(command: Any) -> Any:
+    command = click.option("--external-id", "external_ids", multiple=True, metavar="ID",
+                           help="A customer's external id (the `external_id` attribute). Repeatable.")(command)
+    return click.option("--phone", "phones", multiple=True, metavar="PHONE",
+                        help="A phone number in any form the mapping accepts. Repeatable.")(command)
+
+
+@click.group("suppress")
+def suppress() -> None:
+    """The opt-out list: phones and external ids never surveyed (needs SUPPRESSION_KEY)."""
+
+
+@suppress.command("add")
+@_values
+@configured
+def add(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> None:
+    """Put phones and/or external ids on the opt-out list."""
+    hasher, store = _open(settings)
+    entries = _entries(hasher, phones, external_ids)
+    added = _guarded(lambda: store.add(entries))
+    click.echo(f"added {added}, already on the list {len(set(entries)) - added}")
+
+
+@suppress.command("remove")
+@_values
+@configured
+def remove(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> None:
+    """Take phones and/or external ids off the opt-out list."""
+    hasher, store = _open(settings)
+    entries = _entries(hasher, phones, external_ids)
+    removed = _guarded(lambda: store.remove(entries))
+    click.echo(f"removed {removed}, not on the list {len(set(entries)) - removed}")
+
+
+@suppress.command("check")
+@_values
+@configured
+def check(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> None:
+    """Say whether each value is on the list (exit 0 if all are, 1 if any is not)."""
+    hasher, store = _open(settings)
+    entries = _entries(hasher, phones, external_ids)
+    found = _guarded(lambda: store.contains(entries))
+    typed = [f"phone {p}" for p in phones] + [f"external id {x}" for x in external_ids]
+    for label, listed in zip(typed, found, strict=True):  # only what the operator typed is shown
+        click.echo(f"{label}: {'suppressed' if listed else 'not on the list'}")
+    sys.exit(0 if all(found) else EXIT_NOT_LISTED)
+
+
+@dataclass
+class ImportSummary:
+    rows: int = 0
+    entries: int = 0
+    added: int = 0
+    invalid: list[tuple[int, str]] = field(default_factory=list)  # (line, what), never the value
+
+    @property
+    def already(self) -> int:
+        return self.entries - self.added
+
+
+def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
+               progress: Any = lambda rows: None) -> ImportSummary:
+    """Add every phone and external id of a CSV to the list, in pipelined chunks (see the module docstring)."""
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if header is None:
+        raise click.UsageError("the file is empty; expected a header with phone and/or external_id")
+    names = [name.strip().lower() for name in header]
+    phone_at = names.index("phone") if "phone" in names else None
+    external_at = names.index("external_id") if "external_id" in names else None
+    if phone_at is None and external_at is None:
+        raise click.UsageError("the header names no `phone` or `external_id` column")
+    summary = ImportSummary()
+    chunk: list[str] = []
+    phone_entry, external_entry = hasher.phone, hasher.external_id
+    for line, row in enumerate(reader, 2):
+        summary.rows += 1
+        for at, entry, what in ((phone_at, phone_entry, "phone"), (external_at, external_entry, "external_id")):
+            if at is None or at >= len(row) or not row[at].strip():
+                continue
+            try:
+                chunk.append(entry(row[at]))
+            except InvalidEventError as exc:
+                summary.invalid.append((line, f"{what}: {exc}"))
+        if len(chunk) >= CHUNK:
+            _flush(store, chunk, summary)
+            progress(summary.rows)
+    _flush(store, chunk, summary)
+    progress(summary.rows)
+    return summary
+
+
+def _flush(store: OptOutList, chunk: list[str], summary: ImportSummary) -> None:
+    if chunk:
+        summary.entries += len(chunk)
+        summary.added += store.add(chunk)
+        chunk.clear()
+
+
+class RowProgress:
+    """A running count on a terminal; elsewhere a line every PLAIN_PROGRESS_ROWS rows."""
+
+    def __init__(self, total: int | None) -> None:
+        self.interactive = sys.stderr.isatty()
+        self.total = total
+        self._bar: Any = None
+        self._shown = 0
+        self._next_line = PLAIN_PROGRESS_ROWS
+
+    def __call__(self, rows: int) -> None:
+        if self.interactive:
+            if self._bar is None:
+                self._bar = click.progressbar(length=self.total or 0, label="importing", file=sys.stderr)
+                self._bar.__enter__()
+            self._bar.update(rows - self._shown)
+            self._shown = rows
+        elif rows >= self._next_line:
+            click.echo(f"importing: {rows:,} rows", err=True)
+            self._next_line = (rows // PLAIN_PROGRESS_ROWS + 1) * PLAIN_PROGRESS_ROWS
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def _count_rows(path: Path) -> int:
+    with path.open("rb") as raw:
+        return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: raw.read(1 << 20), b"")) - 1)
+
+
+@suppress.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@configured
+def import_command(settings: Settings, file: Path) -> None:
+    """Add every phone and external_id of a CSV FILE (with a header) to the list; idempotent."""
+    hasher, store = _open(settings)
+    started = time.monotonic()
+    progress = RowProgress(_count_rows(file) if sys.stderr.isatty() else None)
+    try:
+        with file.open(newline="", encoding="utf-8-sig") as handle:
+            summary = _guarded(lambda: import_csv(handle, hasher, store, progress))
+    except UnicodeDecodeError:
+        fail(f"{file}: not UTF-8 text")
+    finally:
+        progress.close()
+    click.echo(f"rows read {summary.rows:,}; entries {summary.entries:,}: added {summary.added:,}, already on "
+               f"the list {summary.already:,}; invalid {len(summary.invalid):,}; "
+               f"{time.monotonic() - started:.1f} s")
+    for line, what in summary.invalid[:MAX_INVALID_SHOWN]:
+        click.echo(f"  line {line}: {what}")
+    if len(summary.invalid) > MAX_INVALID_SHOWN:
+        click.echo(f"  ... and {len(summary.invalid) - MAX_INVALID_SHOWN:,} more invalid rows")
+
+
+@suppress.command("export")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of standard output.")
+@configured
+def export(settings: Settings, output: Path | None) -> None:
+    """Write the list's entries (keyed hashes, `p:` phones, `x:` external ids), one a line.
+
+    Phones cannot be exported in clear: only their hashes are stored. Keep the source list (the
+    CRM's opt-outs) as the record of who opted out; an export is for audits and comparisons."""
+    _, store = _open(settings)
+
+    def write(sink: IO[str]) -> int:
+        count = 0
+        sink.write("entry\n")
+        for entry in store.entries():
+            sink.write(entry + "\n")
+            count += 1
+        return count
+
+    if output is None:
+        count = _guarded(lambda: write(sys.stdout))
+    else:
+        with output.open("w", encoding="utf-8") as sink:
+            count = _guarded(lambda: write(sink))
+    click.echo(f"exported {count:,} entries", err=True)
+
+
+def _guarded(action: Any) -> Any:
+    try:
+        return action()
+    except StateStoreError as exc:
+        fail(f"{exc}; check REDIS_URL and that Redis is up", code=1)
+    except PisanoSmsError as exc:
+        fail(str(exc))
+    return None

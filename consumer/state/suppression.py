@@ -1,0 +1,227 @@
+"""The opt-out list: phones and external ids that must not be surveyed (issue 13, point 4).
+
+A customer who opted out (KVKK, İYS consent for commercial messages) is never sent a survey: at
+admission, just before the dedup claim, each event of a batch is looked up by its phone and its
+`external_id` attribute, and an event on the list ends with the outcome `suppressed`, unsent and
+unclaimed (consumer/delivery/admission.py). Operators manage the list with `pisano-sms suppress`
+(consumer/sre/suppress.py).
+
+What is stored is never the phone or the id: an entry is the HMAC-SHA256 of the canonical value
+under SUPPRESSION_KEY (a secret every replica and the CLI share), cut to 128 bits, prefixed by its
+kind: `p:<32 hex>` for a phone, `x:<32 hex>` for an external id. A keyed hash, not a plain one: the
+phone space is small (Turkish mobiles are about 10^9 numbers), so a plain or salted SHA-256 of a
+leaked list could be reversed by trying every number; without the key it cannot. The price: the
+list cannot be exported in clear, and changing the key empties it in effect (re-import the source
+list under the new key). 128 bits leave no collision in any list a company could hold.
+
+Phones are canonical before hashing (E.164 through the mapping's PhoneNormaliser and its region),
+so `0532 123 45 67` and `+905321234567` are one entry; external ids are taken as written, without
+surrounding whitespace.
+
+The list is one Redis set, `{<prefix>}:optout`: one SMISMEMBER per batch answers for all its
+events in one round trip. Its hash tag is the dedup keys' own, so on a Redis Cluster it lives in
+their slot (a script could read it with the claim); an entry takes about 80 bytes there (two
+million entries, a million customers by phone and external id, measured 160 MB).
+
+`OptOutList` is the contract; `RedisOptOutList` and `MemoryOptOutList` (below, small enough to live
+beside it) both pass tests/contract/test_suppression_contract.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+import phonenumbers
+
+from consumer.errors import InvalidEventError
+from consumer.ingest.phones import _CANONICAL_E164, PhoneNormaliser, _valid_canonical_e164
+from consumer.state.redis import Keys, translated
+
+PHONE, EXTERNAL_ID = "p", "x"
+CHUNK = 10_000  # members per command when adding or removing in bulk
+
+
+class OptOutList(Protocol):
+    """The stored entries (already hashed: see `OptOutHasher`)."""
+
+    def add(self, entries: Sequence[str]) -> int:
+        """Add entries; how many were not there before (adding twice is harmless)."""
+
+    def remove(self, entries: Sequence[str]) -> int:
+        """Remove entries; how many were there."""
+
+    def contains(self, entries: Sequence[str]) -> list[bool]:
+        """One answer per entry, in order, in one round trip."""
+
+    def entries(self) -> Iterator[str]:
+        """Every entry, in no particular order (for export)."""
+
+    def size(self) -> int: ...
+
+
+class OptOutHasher:
+    """Canonical phone or external id -> entry. `region` reads national numbers (the mapping's)."""
+
+    def __init__(self, key: bytes, region: str | None) -> None:
+        self._key = key
+        self._phones = PhoneNormaliser(region, "e164")
+        self._national = _national_fast_path(region)
+
+    def phone(self, raw: str) -> str:
+        """The entry of a phone in any form the mapping accepts; InvalidEventError if it is not one."""
+        text = raw.strip()
+        e164 = self._national(text) if self._national is not None and not text.startswith("+") else None
+        return self._entry(PHONE, e164 or self._phones.normalise(text))
+
+    def external_id(self, raw: str) -> str:
+        value = raw.strip()
+        if not value:
+            raise InvalidEventError("an empty external id")
+        return self._entry(EXTERNAL_ID, value)
+
+    def _entry(self, kind: str, canonical: str) -> str:
+        digest = hmac.new(self._key, f"{kind}:{canonical}".encode(), hashlib.sha256).hexdigest()
+        return f"{kind}:{digest[:32]}"
+
+
+_SEPARATORS = str.maketrans("", "", " .-/()")
+
+
+def _national_fast_path(region: str | None) -> Callable[[str], str | None] | None:
+    """For a region whose national prefix is a plain `0` (Turkey, most of Europe): a national
+    number as `+<calling code><number without the 0>`, if phones.py's own fast validator finds it
+    valid; None sends it to the full parser. An import of a million national numbers through
+    `phonenumbers.parse` alone takes most of a minute; this keeps it to seconds. Regions with
+    prefix rewriting (Argentina's 15, Mexico's 044) always take the parser."""
+    if region is None:
+        return None
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.national_prefix_transform_rule or \
+            (metadata.national_prefix_for_parsing or metadata.national_prefix) != "0":
+        return None
+    code = f"+{phonenumbers.country_code_for_region(region)}"
+
+    def national(text: str) -> str | None:
+        digits = text.translate(_SEPARATORS)
+        if not digits.isdigit() or not digits.isascii():
+            return None
+        candidate = code + (digits[1:] if digits.startswith("0") else digits)
+        if _CANONICAL_E164.match(candidate) and _valid_canonical_e164(candidate):
+            return candidate
+        return None
+
+    return national
+
+
+class Suppression:
+    """What admission asks: which of these recipients are on the list (one round trip)."""
+
+    def __init__(self, hasher: OptOutHasher, store: OptOutList, *, digits_are_e164: bool) -> None:
+        self.hasher = hasher
+        self.store = store
+        # Recipients' phones are canonical in the mapping's phone_format: with e164_digits a phone
+        # of digits only is E.164 without its `+`; with a national format it is read in the region.
+        self.digits_are_e164 = digits_are_e164
+
+    def suppressed(self, recipients: Sequence[Any]) -> list[bool | None]:
+        """One answer per recipient: its phone or its external_id attribute is on the list; None
+        when its phone cannot be read as a number to look up (a plug-in mapper's digits-only phone
+        without a region). StateStoreError when Redis does not answer (the caller fails closed)."""
+        entries: list[str] = []
+        owners: list[int] = []
+        answers: list[bool | None] = [False] * len(recipients)
+        for index, recipient in enumerate(recipients):
+            try:
+                entries.append(self._phone_entry(recipient.phone))
+            except InvalidEventError:
+                answers[index] = None
+                continue
+            owners.append(index)
+            external = recipient.custom_attributes.get("external_id")
+            if isinstance(external, str) and external.strip():
+                entries.append(self.hasher.external_id(external))
+                owners.append(index)
+        if not entries:
+            return answers
+        for owner, found in zip(owners, self.store.contains(entries), strict=True):
+            if found and answers[owner] is not None:
+                answers[owner] = True
+        return answers
+
+    def _phone_entry(self, phone: str) -> str:
+        if self.digits_are_e164 and not phone.startswith("+"):
+            phone = "+" + phone
+        return self.hasher.phone(phone)
+
+
+class RedisOptOutList:
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.key = f"{{{keys.prefix}}}:optout"
+
+    def add(self, entries: Sequence[str]) -> int:
+        return self._bulk("sadd", entries)
+
+    def remove(self, entries: Sequence[str]) -> int:
+        return self._bulk("srem", entries)
+
+    def _bulk(self, command: str, entries: Sequence[str]) -> int:
+        if not entries:
+            return 0
+        with translated("the opt-out list"):
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(entries), CHUNK):
+                getattr(pipe, command)(self.key, *entries[start:start + CHUNK])
+            return sum(int(n) for n in pipe.execute())
+
+    def contains(self, entries: Sequence[str]) -> list[bool]:
+        if not entries:
+            return []
+        with translated("the opt-out list"):
+            return [bool(n) for n in self.client.smismember(self.key, list(entries))]
+
+    def entries(self) -> Iterator[str]:
+        with translated("the opt-out list"):
+            for member in self.client.sscan_iter(self.key, count=10_000):
+                yield member.decode() if isinstance(member, bytes) else str(member)
+
+    def size(self) -> int:
+        with translated("the opt-out list"):
+            return int(self.client.scard(self.key))
+
+
+class MemoryOptOutList:
+    """The in-memory twin, for unit tests and single-process tools."""
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self._entries = set(entries)
+        self._lock = threading.Lock()
+
+    def add(self, entries: Sequence[str]) -> int:
+        with self._lock:
+            before = len(self._entries)
+            self._entries.update(entries)
+            return len(self._entries) - before
+
+    def remove(self, entries: Sequence[str]) -> int:
+        with self._lock:
+            before = len(self._entries)
+            self._entries.difference_update(entries)
+            return before - len(self._entries)
+
+    def contains(self, entries: Sequence[str]) -> list[bool]:
+        with self._lock:
+            return [entry in self._entries for entry in entries]
+
+    def entries(self) -> Iterator[str]:
+        with self._lock:
+            snapshot = list(self._entries)
+        return iter(snapshot)
+
+    def size(self) -> int:
+        with self._lock:
+            return len(self._entries)
