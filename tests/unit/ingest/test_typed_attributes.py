@@ -1,0 +1,121 @@
+"""Issue 13 point 7: typed custom attributes (consumer/ingest/attribute_types.py)."""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import fastavro
+import pytest
+
+from consumer.errors import ConfigError, InvalidEventError
+from consumer.ingest.intake import check_recipient
+from consumer.ingest.mapping import EXTERNAL_ID_WARNING, DeclarativeMapper
+
+CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
+
+
+def mapper(attributes: dict[str, Any], **spec: Any) -> DeclarativeMapper:
+    return DeclarativeMapper({"event_id": "id", "phone": "phone", "campaign_id": "campaign",
+                              "custom_attributes": {"external_id": "id", **attributes}, **spec})
+
+
+def mapped(attributes: dict[str, Any], value: Any, **spec: Any) -> str | None:
+    record = {"id": "e1", "phone": "+905321234567", "campaign": CAMPAIGN, "v": value}
+    recipient = check_recipient(mapper(attributes, **spec).map(record))
+    return recipient.custom_attributes.get("x")
+
+
+@pytest.mark.parametrize(("kind", "value", "sent"), [
+    ("integer", 42, "42"), ("integer", "-7", "-7"), ("integer", 3.0, "3"), ("integer", Decimal("12.00"), "12"),
+    ("float", 12.5, "12.5"), ("float", Decimal("12.50"), "12.50"), ("float", "1e3", "1000"), ("float", 7, "7"),
+    ("boolean", True, "true"), ("boolean", "FALSE", "false"), ("boolean", 1, "true"), ("boolean", "0", "false"),
+    ("date", date(2024, 9, 17), "2024-09-17"), ("date", "2024-09-17", "2024-09-17"),
+    ("date", datetime(2024, 9, 17, 23, 30, tzinfo=UTC), "2024-09-17"),
+    ("datetime", datetime(2024, 9, 17, 4, 59, 35, 123000, tzinfo=UTC), "2024-09-17 04:59:35"),
+    ("datetime", "2024-09-17 04:59:35", "2024-09-17 04:59:35"),
+    ("datetime", "2024-09-17T07:59:35+03:00", "2024-09-17 04:59:35"),
+    ("string", 12, "12"), ("string", "as is", "as is"),
+])
+def test_values_are_converted_to_the_type_s_written_form(kind: str, value: Any, sent: str) -> None:
+    assert mapped({"x": {"path": "v", "type": kind}}, value) == sent
+
+
+@pytest.mark.parametrize(("kind", "value"), [
+    ("integer", "12.5"), ("integer", True), ("integer", 2.5), ("integer", 2**70), ("integer", "12a"),
+    ("float", "NaN"), ("float", float("inf")), ("float", "1,5"), ("float", False),
+    ("boolean", "yes"), ("boolean", 2), ("date", "17.09.2024"), ("date", "2024-02-30"), ("date", 19983),
+    ("datetime", "2024-09-17"), ("datetime", "2024-13-01 00:00:00"), ("datetime", 1726549175000),
+])
+def test_a_value_that_cannot_be_converted_is_an_invalid_event_naming_the_attribute(kind: str, value: Any) -> None:
+    with pytest.raises(InvalidEventError, match=f"custom_attributes.x: .* is not a valid {kind}"):
+        mapped({"x": {"path": "v", "type": kind}}, value)
+
+
+def test_the_value_itself_is_never_in_the_error() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        mapped({"x": {"path": "v", "type": "integer"}}, "+905321234567 secret")
+    assert "905321234567" not in str(caught.value)
+
+
+def test_a_missing_value_leaves_the_attribute_out() -> None:
+    assert mapped({"x": {"path": "v", "type": "integer"}}, None) is None
+
+
+def test_timestamps_are_written_in_the_mapping_s_time_zone() -> None:
+    moment = datetime(2024, 9, 17, 22, 30, tzinfo=UTC)
+    assert mapped({"x": {"path": "v", "type": "datetime"}}, moment, time_zone="Europe/Istanbul") == \
+        "2024-09-18 01:30:00"
+    assert mapped({"x": {"path": "v", "type": "date"}}, moment, time_zone="Europe/Istanbul") == "2024-09-18"
+
+
+def test_avro_logical_types_convert() -> None:
+    schema = fastavro.parse_schema({"type": "record", "name": "E", "fields": [
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}}]})
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, schema, {"at": datetime(2024, 9, 17, 4, 59, 35, tzinfo=UTC),
+                                                "day": date(2024, 9, 17), "amount": Decimal("12.50")})
+    buffer.seek(0)
+    decoded = fastavro.schemaless_reader(buffer, schema)
+    record = {"id": "e1", "phone": "+905321234567", "campaign": CAMPAIGN, **decoded}
+    m = mapper({"at": {"path": "at", "type": "datetime"}, "day": {"path": "day", "type": "date"},
+                "amount": {"path": "amount", "type": "float"}})
+    assert check_recipient(m.map(record)).custom_attributes == {
+        "external_id": "e1", "at": "2024-09-17 04:59:35", "day": "2024-09-17", "amount": "12.50"}
+
+
+def test_built_in_responses_may_be_typed_too() -> None:
+    m = DeclarativeMapper({"event_id": "id", "phone": "phone", "campaign_id": "campaign",
+                           "custom_attributes": {"external_id": "id"},
+                           "built_in_responses": {"customerDetailedInformation1": {"path": "v", "type": "integer"}}})
+    r = m.map({"id": "e1", "phone": "+905321234567", "campaign": CAMPAIGN, "v": 5.0})
+    assert r.built_in_responses == {"customerDetailedInformation1": "5"}
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"x": {"path": "v", "type": "money"}}, "type 'money' is not one of"),
+    ({"x": {"type": "integer"}}, "expected a path"),
+    ({"x": {"path": "v", "kind": "integer"}}, "expected a path"),
+])
+def test_a_bad_type_declaration_is_refused_at_load(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        mapper(spec)
+
+
+def test_an_unknown_time_zone_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError, match="time_zone: 'Mars/Olympus' is not an IANA time zone"):
+        mapper({}, time_zone="Mars/Olympus")
+
+
+def test_a_mapping_without_external_id_warns_once_at_load(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="consumer.ingest.mapping"):
+        m = DeclarativeMapper({"event_id": "id", "phone": "phone", "campaign_id": "campaign"})
+    assert m.warnings == [EXTERNAL_ID_WARNING]
+    assert [r.getMessage() for r in caplog.records if EXTERNAL_ID_WARNING in r.getMessage()]
+    assert mapper({}).warnings == []
+    assert mapper({}, custom_attributes={"external_id": {"path": "id", "type": "integer"}}).warnings == []
