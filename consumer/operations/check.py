@@ -86,11 +86,15 @@ def _guard(name: str, check: Callable[[], tuple[str, str]]) -> Result:
 
 def _config(settings: Settings) -> tuple[str, str]:
     build_decoder(registry_connection(settings), settings.avro_schema_file)
-    load_mapper(settings)
+    mapper = load_mapper(settings)
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     destination_configs(settings)
     windows = settings.pisano_rate_limits
     detail = f"topics {','.join(settings.kafka_topics)}, group {settings.kafka_group_id}, throttle {windows}"
+    for warning in getattr(mapper, "warnings", ()):
+        detail += f"; WARNING (mapping): {warning}"
+    if settings.opt_out_key() is None:
+        detail += "; no opt-out list (SUPPRESSION_KEY not set)"
     insecure = settings.insecure_transport()
     if insecure:
         detail += "; INSECURE (PISANO_ALLOW_INSECURE=true): " + "; ".join(insecure)
