@@ -3,8 +3,9 @@
 Starts the Pisano simulator, creates a demo topic and its dead-letter topic, produces sample
 transaction events (with duplicates and invalid ones among them), runs the consumer with the
 cloud throttle until every record has an outcome, and reports what happened, checked against
-the simulator's own delivery log. Each run uses fresh topics and a fresh Redis key prefix, so it
-can be repeated and never touches other data.
+the simulator's own delivery log. The contact policy is on (MAX_EVENT_AGE=48h, an opt-out list):
+a few customers opted out and a few records are three days old; neither is sent. Each run uses
+fresh topics and a fresh Redis key prefix, so it can be repeated and never touches other data.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from consumer.ingest.samples import encode, phone_for, transaction
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
 from consumer.simulator import SimulatorConfig, SimulatorServer
+from consumer.state.redis import Keys
 
 CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-000000000001",
              "3f0c0000-0000-4000-8000-000000000002"]
 DEMO_TOKEN = "demo-token"
+DEMO_MAX_EVENT_AGE = "48h"
+OLD_RECORD_AGE_MS = 3 * 86_400_000  # older than DEMO_MAX_EVENT_AGE, within the stale limit (6 days)
 TIMEOUT_S = 300
 
 
@@ -42,6 +46,9 @@ class SampleTraffic:
     unique: int = 0
     duplicates: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
+    opted_out: list[str] = field(default_factory=list)  # phones on the opt-out list
+    suppressed: int = 0  # transactions of those phones: never sent
+    old_records: list[tuple[bytes, bytes]] = field(default_factory=list)  # three days old: expired
 
 
 def sample_traffic(events: int, run_id: str, rng: random.Random) -> SampleTraffic:
@@ -50,6 +57,12 @@ def sample_traffic(events: int, run_id: str, rng: random.Random) -> SampleTraffi
     for n in range(events):
         event_id = f"demo-{run_id}-{n}"
         value = encode(transaction(event_id, phone_for(n), CAMPAIGNS[n % len(CAMPAIGNS)], n=n))
+        if n % 200 == 7:  # a customer who opted out (KVKK / İYS)
+            traffic.opted_out.append(phone_for(n))
+            traffic.suppressed += 1
+        if n % 200 == 11:  # a transaction whose record sat three days in an outbox
+            traffic.old_records.append((event_id.encode(), value))
+            continue
         traffic.records.append((event_id.encode(), value))
         if rng.random() < 0.05:
             traffic.records.append((event_id.encode(), value))
@@ -81,9 +94,12 @@ def run_demo(settings: Settings, events: int) -> None:
                                          rate_limits=settings.rate_windows)) as simulator:
         say(f"Pisano simulator on {simulator.url}, throttle {settings.pisano_rate_limits}")
         traffic = sample_traffic(events, run_id, random.Random(run_id))
-        say(f"producing {len(traffic.records):,} records: {traffic.unique:,} transactions, "
-            f"{traffic.duplicates:,} duplicates, {sum(traffic.invalid.values()):,} invalid")
+        total = len(traffic.records) + len(traffic.old_records)
+        say(f"producing {total:,} records: {traffic.unique:,} transactions, "
+            f"{traffic.duplicates:,} duplicates, {sum(traffic.invalid.values()):,} invalid, "
+            f"{len(traffic.old_records):,} of them three days old (MAX_EVENT_AGE={DEMO_MAX_EVENT_AGE})")
         _produce(settings, topic, traffic.records)
+        _produce(settings, topic, traffic.old_records, timestamp_ms=int(time.time() * 1000) - OLD_RECORD_AGE_MS)
 
         demo_settings = settings.model_copy(update={
             "kafka_topics": [topic], "dlq_topic": dlq, "kafka_group_id": f"pisano-sms-demo-{run_id}",
@@ -91,14 +107,18 @@ def run_demo(settings: Settings, events: int) -> None:
             "pisano_allow_insecure": True,  # the demo's simulator serves plain http on loopback
             "redis_key_prefix": f"pisano-sms-demo-{run_id}", "batch_max_wait_ms": 500, "mapping_file": None,
             "schema_registry_url": None, "avro_schema_file": None, "mapper": "declarative",
+            "max_event_age": DEMO_MAX_EVENT_AGE, "suppression_key": _secret(uuid.uuid4().hex),
+            "suppression_key_file": None,
         })
+        _opt_out(demo_settings, traffic.opted_out)
+        say(f"opt-out list: {len(traffic.opted_out):,} customers (their phones stored as keyed hashes)")
         metrics, health = Metrics(), Health()
         pipeline, _probe = build_pipeline(demo_settings, metrics, health)
         thread = threading.Thread(target=pipeline.run, name="demo-consumer", daemon=True)
         started = time.monotonic()
         thread.start()
         try:
-            _wait_for_every_outcome(metrics, len(traffic.records), started)
+            _wait_for_every_outcome(metrics, total, started)
         finally:
             pipeline.request_stop()
             thread.join(60)
@@ -129,10 +149,24 @@ def _create_topics(settings: Settings, topics: dict[str, int]) -> None:
             raise click.ClickException(f"cannot create topic {name} ({exc}); is Kafka up? (make up)") from exc
 
 
-def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+def _opt_out(settings: Settings, phones: list[str]) -> None:
+    """Put the phones on the demo's opt-out list, as `pisano-sms suppress add` would."""
+    from consumer.app import build_state, opt_out_hasher
+    from consumer.ingest.mapping import load_mapper
+    from consumer.state.suppression import RedisOptOutList
+
+    hasher = opt_out_hasher(settings, load_mapper(settings))
+    assert hasher is not None
+    RedisOptOutList(build_state(settings).client, Keys(settings.redis_key_prefix)).add(
+        [hasher.phone(phone) for phone in phones])
+
+
+def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
+             timestamp_ms: int | None = None) -> None:
     producer = make_producer(settings)
+    when = {} if timestamp_ms is None else {"timestamp": timestamp_ms}
     for key, value in records:
-        produce_waiting(producer, topic, key=key, value=value)
+        produce_waiting(producer, topic, key=key, value=value, **when)
     if producer.flush(60):
         raise click.ClickException("Kafka did not acknowledge the sample events within 60s")
 
@@ -143,7 +177,7 @@ def _wait_for_every_outcome(metrics: Metrics, records: int, started: float) -> N
     next_line = 0.0
     while True:
         done = _value(metrics, "recipients_delivered") + _value(metrics, "duplicates_skipped") \
-            + _value(metrics, "dead_letters")
+            + _value(metrics, "dead_letters") + _value(metrics, "events_filtered")
         consumed = _value(metrics, "events_consumed")
         elapsed = time.monotonic() - started
         line = f"  {elapsed:5.1f}s  consumed {consumed:>8,.0f}   with an outcome {done:>8,.0f} / {records:,}"
@@ -181,11 +215,14 @@ def _report(traffic: SampleTraffic, metrics: Metrics, deliveries: list[dict[str,
                     dead[sample.labels["reason"]] += int(sample.value)
     statuses = Counter(str(r.get("http_status")) for r in requests)
     delivered = int(_value(metrics, "recipients_delivered"))
+    expired, suppressed = int(_value(metrics, "events_filtered", "expired")), \
+        int(_value(metrics, "events_filtered", "suppressed"))
+    opted_out_sent = sum(phones[p] for p in traffic.opted_out)
     sizes = [r["recipients"] or 0 for r in requests if r.get("http_status") == 200]
     click.echo()
     click.secho(f"Demo finished in {elapsed:.1f}s", bold=True)
     rows = [
-        ("events in", f"{len(traffic.records):,}", f"{traffic.unique:,} transactions, "
+        ("events in", f"{len(traffic.records) + len(traffic.old_records):,}", f"{traffic.unique:,} transactions, "
          f"{traffic.duplicates:,} duplicates, {sum(traffic.invalid.values()):,} invalid"),
         ("requests sent", f"{len(requests):,}", ", ".join(f"HTTP {s}: {n}" for s, n in sorted(statuses.items()))
          + (f"; {min(sizes):,} to {max(sizes):,} recipients each" if sizes else "")),
@@ -193,16 +230,21 @@ def _report(traffic: SampleTraffic, metrics: Metrics, deliveries: list[dict[str,
          f"simulator log: {sum(phones.values()):,} recipients, "
          + ("each exactly once" if phones and max(phones.values()) == 1 else "SOME TWICE")),
         ("duplicates skipped", f"{int(_value(metrics, 'duplicates_skipped')):,}", ""),
+        ("suppressed", f"{suppressed:,}", f"on the opt-out list, never sent (simulator log: {opted_out_sent} of "
+         f"their phones)"),
+        ("expired", f"{expired:,}", f"older than MAX_EVENT_AGE={DEMO_MAX_EVENT_AGE}, never sent"),
         ("dead letters", f"{sum(dead.values()):,}", ", ".join(f"{r} {n}" for r, n in sorted(dead.items()))),
     ]
     for name, value, detail in rows:
         click.echo(f"  {name:<22}{value:>8}   {detail}")
-    ok = delivered == traffic.unique == len(phones) and max(phones.values(), default=1) == 1 \
-        and dead == traffic.invalid
+    sent = traffic.unique - traffic.suppressed - len(traffic.old_records)
+    ok = delivered == sent == len(phones) and max(phones.values(), default=1) == 1 \
+        and dead == traffic.invalid and suppressed == traffic.suppressed and not opted_out_sent \
+        and expired == len(traffic.old_records)
     click.echo(f"  dead-letter topic: {dlq}")
     if ok:
-        click.secho("Every transaction was delivered exactly once; every bad record is in the dead-letter topic.",
-                    fg="green")
+        click.secho("Every transaction was delivered exactly once, except the opted-out and the expired ones, "
+                    "never sent; every bad record is in the dead-letter topic.", fg="green")
     else:
         raise click.ClickException("the outcome does not match the sample traffic; see the report above")
 
