@@ -47,7 +47,7 @@ class SampleTraffic:
     duplicates: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     opted_out: list[str] = field(default_factory=list)  # phones on the opt-out list
-    suppressed: int = 0  # transactions of those phones: never sent
+    suppressed: int = 0  # records of those phones (duplicates too): never sent
     old_records: list[tuple[bytes, bytes]] = field(default_factory=list)  # three days old: expired
 
 
@@ -57,7 +57,8 @@ def sample_traffic(events: int, run_id: str, rng: random.Random) -> SampleTraffi
     for n in range(events):
         event_id = f"demo-{run_id}-{n}"
         value = encode(transaction(event_id, phone_for(n), CAMPAIGNS[n % len(CAMPAIGNS)], n=n))
-        if n % 200 == 7:  # a customer who opted out (KVKK / İYS)
+        opted_out = n % 200 == 7  # a customer who opted out (KVKK / İYS)
+        if opted_out:
             traffic.opted_out.append(phone_for(n))
             traffic.suppressed += 1
         if n % 200 == 11:  # a transaction whose record sat three days in an outbox
@@ -67,6 +68,7 @@ def sample_traffic(events: int, run_id: str, rng: random.Random) -> SampleTraffi
         if rng.random() < 0.05:
             traffic.records.append((event_id.encode(), value))
             traffic.duplicates += 1
+            traffic.suppressed += opted_out
         roll = rng.random()
         if roll < 0.01:
             bad = encode(transaction(f"{event_id}-x", "+90 123", CAMPAIGNS[0], n=n))
@@ -237,7 +239,7 @@ def _report(traffic: SampleTraffic, metrics: Metrics, deliveries: list[dict[str,
     ]
     for name, value, detail in rows:
         click.echo(f"  {name:<22}{value:>8}   {detail}")
-    sent = traffic.unique - traffic.suppressed - len(traffic.old_records)
+    sent = traffic.unique - len(traffic.opted_out) - len(traffic.old_records)
     ok = delivered == sent == len(phones) and max(phones.values(), default=1) == 1 \
         and dead == traffic.invalid and suppressed == traffic.suppressed and not opted_out_sent \
         and expired == len(traffic.old_records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +36,10 @@ def test_demo_runs_end_to_end(stack: Stack) -> None:
     result = pisano_sms("demo", "--events", "1500", env=base_env(stack))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Every transaction was delivered exactly once" in result.stdout
-    assert "recipients delivered     1,500" in result.stdout
+    # 1,500 transactions, of which 8 customers opted out and 8 records are three days old.
+    assert "recipients delivered     1,484" in result.stdout
+    assert re.search(r"suppressed +(8|9|1[0-6]) ", result.stdout)  # 8 customers, and any duplicates of theirs
+    assert "expired                      8" in result.stdout
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ def simulator():  # type: ignore[no-untyped-def]
 
 
 def test_check_reports_each_dependency(stack: Stack, new_topic: Callable[..., str],
-                                       simulator: SimulatorServer) -> None:
+                                       simulator: SimulatorServer, tmp_path: Path) -> None:
     topic, dlq = new_topic(), new_topic("dlq")
     env = base_env(stack, KAFKA_TOPICS=topic, DLQ_TOPIC=dlq, PISANO_URL=simulator.url,
                    PISANO_API_TOKEN="good-token", PISANO_RATE_LIMITS="20/5s")
@@ -56,6 +60,12 @@ def test_check_reports_each_dependency(stack: Stack, new_topic: Callable[..., st
     assert "ok" in lines["kafka"] and "ok" in lines["redis"] and "ok" in lines["pisano"]
     assert "skipped" in lines["registry"]
     assert "token accepted" in lines["pisano"]
+    assert "no opt-out list (SUPPRESSION_KEY not set)" in lines["config"]
+
+    no_external_id = tmp_path / "mapping.yaml"
+    no_external_id.write_text("event_id: event_id\nphone: customer.phone\ncampaign_id: campaign_id\n")
+    warned = pisano_sms("check", env={**env, "MAPPING_FILE": str(no_external_id)})
+    assert "WARNING (mapping): the mapping sends no `external_id`" in warned.stdout
 
     wrong = pisano_sms("check", env={**env, "PISANO_API_TOKEN": "wrong-token"})
     assert wrong.returncode == 1
