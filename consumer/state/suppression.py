@@ -29,7 +29,6 @@ beside it) both pass tests/contract/test_suppression_contract.py.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -84,8 +83,9 @@ class OptOutHasher:
         return self._entry(EXTERNAL_ID, value)
 
     def _entry(self, kind: str, canonical: str) -> str:
-        digest = hmac.new(self._key, f"{kind}:{canonical}".encode(), hashlib.sha256).hexdigest()
-        return f"{kind}:{digest[:32]}"
+        # hmac.digest: the one-shot C path, several times faster than hmac.new for short values.
+        digest = hmac.digest(self._key, f"{kind}:{canonical}".encode(), "sha256")
+        return f"{kind}:{digest[:16].hex()}"
 
 
 _SEPARATORS = str.maketrans("", "", " .-/()")
