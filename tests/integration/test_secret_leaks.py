@@ -32,6 +32,7 @@ from tests.support.scenario import mixed_traffic
 
 REGISTRY_PASSWORD = "sr-pw-4d1e9b7c"
 REPLAY_KEY = "replay-key-6a0f3e9d2c7b1a85"
+SUPPRESSION_KEY = "opt-out-key-8e2b61f0c9d4a7"
 
 
 class EchoingPisano(BaseHTTPRequestHandler):
@@ -92,7 +93,8 @@ def test_no_secret_or_phone_in_logs_dead_letters_or_check(local_stack: Stack, ne
         env = secured_env(stack, tmp_path, **consumer_env(
             bootstrap=stack.bootstrap, redis_url=stack.redis_url, topic=topic, dlq=dlq, group=group,
             pisano_url=pisano_url, token=TOKEN, BATCH_MAX_RECIPIENTS=10))
-        env.update(SCHEMA_REGISTRY_PASSWORD=REGISTRY_PASSWORD, REPLAY_SIGNING_KEY=REPLAY_KEY)
+        env.update(SCHEMA_REGISTRY_PASSWORD=REGISTRY_PASSWORD, REPLAY_SIGNING_KEY=REPLAY_KEY,
+                   SUPPRESSION_KEY=SUPPRESSION_KEY)
         replica = ConsumerProcess(env, tmp_path / "consumer.log").start()
         processes.append(replica)
         replica.wait_ready()
@@ -117,7 +119,7 @@ def test_no_secret_or_phone_in_logs_dead_letters_or_check(local_stack: Stack, ne
     assert "DEBUG" in logs
     everything = {"log": logs, "dead-letter headers": dlq_headers, "check": reports}
     secrets = [TOKEN, env["KAFKA_CONFIG_SASL_PASSWORD"], redis_password, REGISTRY_PASSWORD, REPLAY_KEY,
-               "proxy-pw-31c7"]
+               SUPPRESSION_KEY, "proxy-pw-31c7"]
     phones = {form for phone in traffic.valid_phones for form in phone_forms(phone)}
     leaks = {where: [s for s in [*secrets, *phones] if s in text] for where, text in everything.items()}
     assert leaks == {where: [] for where in everything}
