@@ -124,7 +124,8 @@ class RoutedMapper:
         return self.map_kafka(record, None)
 
     def map_kafka(self, record: Any, kafka: Any) -> Recipient:
-        recipient = self.mapper.map_kafka(record, kafka)
+        map_kafka = getattr(self.mapper, "map_kafka", None)  # a duck-typed mapper may have only `map`
+        recipient = map_kafka(record, kafka) if map_kafka is not None else self.mapper.map(record)
         if self.route(recipient.campaign_id) is None:
             raise UnroutableError(f"campaign {recipient.campaign_id} belongs to no configured destination; "
                                   "list it under a destination's `campaigns` or set PISANO_URL")
