@@ -119,13 +119,16 @@ class RoutedMapper:
     def __init__(self, mapper: Mapper, route: Callable[[str], str | None]) -> None:
         self.mapper = mapper
         self.route = route
+        # Resolved once: a duck-typed mapper may have only `map`.
+        inner = getattr(mapper, "map_kafka", None)
+        self._map_kafka: Callable[[Any, Any], Recipient] = inner if inner is not None else (
+            lambda record, kafka: mapper.map(record))
 
     def map(self, record: Any) -> Recipient:
         return self.map_kafka(record, None)
 
     def map_kafka(self, record: Any, kafka: Any) -> Recipient:
-        map_kafka = getattr(self.mapper, "map_kafka", None)  # a duck-typed mapper may have only `map`
-        recipient = map_kafka(record, kafka) if map_kafka is not None else self.mapper.map(record)
+        recipient = self._map_kafka(record, kafka)
         if self.route(recipient.campaign_id) is None:
             raise UnroutableError(f"campaign {recipient.campaign_id} belongs to no configured destination; "
                                   "list it under a destination's `campaigns` or set PISANO_URL")

@@ -72,9 +72,14 @@ def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_
         raise DecodeError(f"the decoder failed: {type(exc).__name__}: {_short(exc)}") from exc
     try:
         # The Kafka record goes beside the value for `$kafka.*` paths; a mapper without
-        # `map_kafka` (one not derived from Mapper) is called as it always was.
-        map_kafka = getattr(mapper, "map_kafka", None)
-        recipient = map_kafka(decoded, record) if map_kafka is not None else mapper.map(decoded)
+        # `map_kafka` (one not derived from Mapper) is called as it always was. Asked this way, the
+        # common case costs no lookup beyond the call itself.
+        try:
+            recipient = mapper.map_kafka(decoded, record)
+        except AttributeError:
+            if hasattr(mapper, "map_kafka"):
+                raise
+            recipient = mapper.map(decoded)
     except RecordError:
         raise
     except Exception as exc:  # a company's own mapper failing on one event is that event's problem

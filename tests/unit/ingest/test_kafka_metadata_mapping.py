@@ -92,3 +92,15 @@ def test_a_mapper_without_map_kafka_is_called_as_before() -> None:
 
     with pytest.raises(Exception, match="campaign"):
         decode_and_map(record([]), Decoded(), Old(), 1024)  # type: ignore[arg-type]
+
+
+def test_an_attribute_error_inside_a_mapper_is_that_event_s_failure_not_a_fallback() -> None:
+    from consumer.errors import RecordError
+    from consumer.ingest.mapping import Mapper
+
+    class Buggy(Mapper):
+        def map(self, value: Any) -> Any:
+            return None.phone  # type: ignore[attr-defined]
+
+    with pytest.raises(RecordError, match="the mapper failed: AttributeError"):
+        decode_and_map(record([]), Decoded(), Buggy(), 1024)
