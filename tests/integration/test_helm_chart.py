@@ -514,6 +514,20 @@ def test_registry_password_replay_key_and_registry_tls_are_files_from_secrets(he
     assert {"SCHEMA_REGISTRY_PASSWORD_FILE", "REPLAY_SIGNING_KEY_FILE"} <= set(config_data(render(helm, told)))
 
 
+def test_the_suppression_key_is_a_file_from_the_secret(helm: str) -> None:
+    key = "opt-out-key-5c1e0a9b7d3f"
+    docs = render(helm, merged(BASE, {"secrets": {"suppressionKey": key}}))
+    assert config_data(docs)["SUPPRESSION_KEY_FILE"] == "/var/run/secrets/pisano-sms/suppression-key"
+    assert base64.b64decode(one(docs, "Secret")["data"]["suppression-key"]).decode() == key
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert {"key": "suppression-key", "path": "suppression-key"} in volumes["pisano-token"]["secret"]["items"]
+    assert "SUPPRESSION_KEY_FILE" not in config_data(render(helm, BASE))
+    existing = SCENARIOS["existing-secret"]
+    assert "SUPPRESSION_KEY_FILE" not in config_data(render(helm, existing))
+    told = merged(existing, {"secrets": {"hasSuppressionKey": True}})
+    assert "SUPPRESSION_KEY_FILE" in config_data(render(helm, told))
+
+
 def test_sasl_password_only_with_sasl(helm: str) -> None:
     assert "KAFKA_CONFIG_SASL_PASSWORD" not in env_of(render(helm, BASE))
     assert "kafka-sasl-password" not in one(render(helm, BASE), "Secret")["data"]

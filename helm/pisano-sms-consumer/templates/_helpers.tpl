@@ -70,10 +70,16 @@ the kubelet rewrites that volume.
 {{- else if .Values.secrets.replaySigningKey }}true{{ end }}
 {{- end }}
 
+{{/* "true" when the Secret holds the opt-out list's key (wired as a file). */}}
+{{- define "pisano-sms.hasSuppressionKey" -}}
+{{- if .Values.secrets.existingSecret }}{{ if .Values.secrets.hasSuppressionKey }}true{{ end }}
+{{- else if .Values.secrets.suppressionKey }}true{{ end }}
+{{- end }}
+
 {{/* "true" when the Secret has files to mount: the token (unless a token provider gives it), the
-registry password, the replay signing key. */}}
+registry password, the replay signing key, the opt-out list's key. */}}
 {{- define "pisano-sms.hasSecretFiles" -}}
-{{- if or (not .Values.tokens.provider) (include "pisano-sms.hasRegistryPassword" .) (include "pisano-sms.hasReplayKey" .) }}true{{ end }}
+{{- if or (not .Values.tokens.provider) (include "pisano-sms.hasRegistryPassword" .) (include "pisano-sms.hasReplayKey" .) (include "pisano-sms.hasSuppressionKey" .) }}true{{ end }}
 {{- end }}
 
 {{- define "pisano-sms.secretName" -}}
@@ -145,6 +151,9 @@ SCHEMA_REGISTRY_PASSWORD_FILE: {{ printf "%s/schema-registry-password" (include 
 {{- end }}
 {{- if include "pisano-sms.hasReplayKey" . }}
 REPLAY_SIGNING_KEY_FILE: {{ printf "%s/replay-signing-key" (include "pisano-sms.tokenDir" .) | quote }}
+{{- end }}
+{{- if include "pisano-sms.hasSuppressionKey" . }}
+SUPPRESSION_KEY_FILE: {{ printf "%s/suppression-key" (include "pisano-sms.tokenDir" .) | quote }}
 {{- end }}
 {{- with .Values.schemaRegistryTls }}
 {{- if .secretName }}
@@ -408,6 +417,10 @@ and the test Pod, so all three run with the same settings.
       {{- if include "pisano-sms.hasReplayKey" . }}
       - key: {{ .Values.secrets.keys.replaySigningKey }}
         path: replay-signing-key
+      {{- end }}
+      {{- if include "pisano-sms.hasSuppressionKey" . }}
+      - key: {{ .Values.secrets.keys.suppressionKey }}
+        path: suppression-key
       {{- end }}
 {{- end }}
 {{- if or .Values.mapping .Values.avroSchema }}
