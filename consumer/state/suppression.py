@@ -29,7 +29,7 @@ beside it) both pass tests/contract/test_suppression_contract.py.
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
@@ -66,7 +66,12 @@ class OptOutHasher:
     """Canonical phone or external id -> entry. `region` reads national numbers (the mapping's)."""
 
     def __init__(self, key: bytes, region: str | None) -> None:
-        self._key = key
+        # HMAC-SHA256 with its two padded key blocks hashed once (RFC 2104): each entry then costs
+        # two copies and two short updates, 0.55 us against 1.4 us for hmac.digest, which keys
+        # OpenSSL's HMAC anew every time. Admission hashes every event of every batch.
+        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         self._phones = PhoneNormaliser(region, "e164")
         self._national = _national_fast_path(region)
 
@@ -82,10 +87,16 @@ class OptOutHasher:
             raise InvalidEventError("an empty external id")
         return self._entry(EXTERNAL_ID, value)
 
+    def canonical_phone(self, e164: str) -> str:
+        """The entry of a phone already in canonical E.164 (a recipient's): no parsing."""
+        return self._entry(PHONE, e164)
+
     def _entry(self, kind: str, canonical: str) -> str:
-        # hmac.digest: the one-shot C path, several times faster than hmac.new for short values.
-        digest = hmac.digest(self._key, f"{kind}:{canonical}".encode(), "sha256")
-        return f"{kind}:{digest[:16].hex()}"
+        inner = self._inner.copy()
+        inner.update(f"{kind}:{canonical}".encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return f"{kind}:{outer.digest()[:16].hex()}"
 
 
 _SEPARATORS = str.maketrans("", "", " .-/()")
@@ -153,8 +164,11 @@ class Suppression:
         return answers
 
     def _phone_entry(self, phone: str) -> str:
-        if self.digits_are_e164 and not phone.startswith("+"):
-            phone = "+" + phone
+        # A recipient's phone passed the recipient check: `+` and digits is canonical E.164 already.
+        if phone.startswith("+"):
+            return self.hasher.canonical_phone(phone)
+        if self.digits_are_e164:
+            return self.hasher.canonical_phone("+" + phone)
         return self.hasher.phone(phone)
 
 
