@@ -1,4 +1,5 @@
-"""The opt-out list's contract (consumer/state/suppression.py), on Redis and in memory."""
+"""The opt-out list's contract (consumer/state/suppression.py), on Redis, on a Redis Cluster and
+in memory."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 import pytest
 
 from consumer.errors import InvalidEventError
-from consumer.state.redis import Keys, connect
+from consumer.state.redis import Keys
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher, OptOutList, RedisOptOutList, Suppression
-from tests.contract.conftest import IMPLEMENTATIONS, _redis_url
+from tests.contract.conftest import IMPLEMENTATIONS, _connect
 
 KEY = b"contract-key-0123456789"
 
@@ -21,8 +22,7 @@ def make_list(request: pytest.FixtureRequest) -> Callable[[], OptOutList]:
     if request.param == "memory":
         shared = MemoryOptOutList()
         return lambda: shared
-    url = _redis_url(request)
-    return lambda: RedisOptOutList(connect(url), Keys("t"))
+    return lambda: RedisOptOutList(_connect(request), Keys("t"))
 
 
 def test_add_is_idempotent_and_counts_what_was_new(make_list: Callable[[], Any]) -> None:
