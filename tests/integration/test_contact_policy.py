@@ -1,7 +1,11 @@
 """Issue 13: the contact policy and the mapping's new inputs, end to end with two replicas and
 the simulator: MAX_EVENT_AGE (expired), the opt-out list (suppressed), Kafka metadata in the
 mapping, typed attributes. Expired and suppressed events are final outcomes: never sent, never
-dead-lettered, committed, counted in pisano_sms_events_filtered_total{reason}."""
+dead-lettered, committed, counted in pisano_sms_events_filtered_total{reason}.
+
+What each test holds exactly comes from the simulator's delivery log and the dead-letter topic.
+The replicas' counters are at least the expected counts: a record ended but not yet committed
+when the group rebalances is read again by the next owner, and ends (and is counted) again."""
 
 from __future__ import annotations
 
@@ -43,6 +47,8 @@ def two_replicas(run: Run, new_topic: Callable[..., str], **settings: Any) -> li
                        PISANO_BACKOFF_BASE_MS=50, PISANO_BACKOFF_MAX_MS=500, **settings)
     replicas = [ConsumerProcess(env, run.tmp_path / f"{run.topic}-{i}.log").start() for i in range(2)]
     run.processes.extend(replicas)
+    for replica in replicas:  # both in the group before the records come: fewer rebalances mid-run
+        replica.wait_ready()
     return replicas
 
 
@@ -94,7 +100,7 @@ custom_attributes: {external_id: customer.id}
 
     delivered = run.delivered()
     assert set(delivered) == {phone_for(n) for n in range(20, 40)} and max(delivered.values()) == 1
-    assert metrics["pisano_sms_events_filtered_total{reason=expired}"] == 20
+    assert metrics["pisano_sms_events_filtered_total{reason=expired}"] >= 20
     assert metrics["pisano_sms_events_filtered_total{reason=suppressed}"] == 0
 
 
@@ -129,7 +135,8 @@ def test_opted_out_phones_and_external_ids_are_suppressed_never_sent(run: Run, n
 
     delivered = run.delivered()
     assert set(delivered) == {phone_for(n) for n in range(15, 40)} and max(delivered.values()) == 1
-    assert metrics["pisano_sms_events_filtered_total{reason=suppressed}"] == 15
+    assert metrics["pisano_sms_events_filtered_total{reason=suppressed}"] >= 15
+    assert metrics["pisano_sms_events_filtered_total{reason=expired}"] == 0
     removed = cli.invoke(main, ["suppress", "remove", "--external-id", "cust-10"], env=env)
     assert removed.output.strip() == "removed 1, not on the list 0"
 
@@ -161,7 +168,8 @@ custom_attributes:
 
     delivered = run.delivered()
     assert set(delivered) == {phone_for(n) for n in range(30)} and max(delivered.values()) == 1
-    assert metrics["pisano_sms_duplicates_skipped_total"] == 5
+    # The five relayed again carry new payload ids: skipped by their header id, never sent twice.
+    assert metrics["pisano_sms_duplicates_skipped_total"] >= 5
     lines = [json.loads(line) for line in run.simulator_log.read_text().splitlines()]
     by_phone = {line["phone"]: line for line in lines}
     assert by_phone[phone_for(7)]["campaign_id"] == CAMPAIGNS[0]
