@@ -1,0 +1,144 @@
+"""Where the dedup state of an event id lives in Redis (README, "The dedup state in Redis").
+
+An id's mark is a field of a hash, keyed by its bucket and its time slice:
+
+- **bucket**: one of `BUCKETS`, chosen by a digest of the id. Each bucket has its own hash tag,
+  and the tags are picked so that the buckets' cluster slots lie evenly over the slot space: any
+  master owning a range of slots owns that share of the buckets, so a cluster spreads the marks
+  (and the fleet's dedup work) over its masters: each gets its share of the 64 buckets within
+  two (21 or 22 of 64 with three masters). A batch's claim is one script per bucket it
+  touches, pipelined per node (one EVALSHA for all buckets on a single Redis).
+- **field**: 14 bytes of the digest (the bucket takes 6 more bits): 118 bits of the id. Two ids
+  share a mark only if these collide: at 70 million live marks, a chance below 1e-20 per horizon.
+  A collision would make the later id skipped, held or dead-lettered as ambiguous: never sent twice.
+- **slice**: marks written in time slice `floor(now / slice_ms)` go into that slice's hash, which
+  expires at the slice's end plus the horizon. So a mark lives between the horizon and the horizon
+  plus one slice (`slice_ms` = horizon / `SLICES` when the layout was created), without per-field
+  expiry (Redis 7.4's HPEXPIRE is not needed). A lookup reads every live slice of the bucket, newest
+  first; the newest holding the id is its state.
+
+The layout (bucket count, slice length, and until when marks written by 0.2.0 must still be read)
+is created once per key prefix by the first replica and stored in Redis, so every replica uses
+the same one whatever its own settings: a replica computing other key names would miss marks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from consumer.state.redis import Keys
+
+log = logging.getLogger(__name__)
+
+BUCKETS = 64
+SLICES = 8  # slices per horizon: a mark lives between the horizon and 1 + 1/SLICES of it
+FIELD_BYTES = 14  # a 14-byte field fills the same 16-byte allocation as a shorter one
+LAYOUT_VERSION = 1
+# Finding 0.2.0's marks at the first start: SCAN calls of this many keys, at most this many calls.
+# A database too large to scan is assumed to hold them (their reads then cost for one horizon).
+LEGACY_SCAN_COUNT = 1000
+LEGACY_SCAN_CALLS = 200
+# Local clocks may lag Redis's: 0.2.0's marks are read this much longer than their horizon.
+LEGACY_CLOCK_MARGIN_MS = 300_000
+
+
+def digest(event_id: str) -> tuple[int, bytes]:
+    """(bucket number before the modulo, field) of an id."""
+    raw = hashlib.blake2b(event_id.encode(), digest_size=FIELD_BYTES + 1).digest()
+    return raw[0], raw[1:]
+
+
+@dataclass(frozen=True)
+class Layout:
+    buckets: int
+    slice_ms: int
+    legacy_until_ms: int  # Redis time until which 0.2.0's marks may exist; 0: there were none
+
+    def encode(self) -> str:
+        return json.dumps({"version": LAYOUT_VERSION, "buckets": self.buckets, "slice_ms": self.slice_ms,
+                           "legacy_until_ms": self.legacy_until_ms})
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Layout:
+        data = json.loads(raw)
+        if data.get("version") != LAYOUT_VERSION:
+            raise ValueError(f"dedup layout version {data.get('version')} is not {LAYOUT_VERSION}: "
+                             "written by a newer release")
+        return cls(int(data["buckets"]), int(data["slice_ms"]), int(data["legacy_until_ms"]))
+
+    def legacy_active(self, now_ms: float | None = None) -> bool:
+        now = time.time() * 1000 if now_ms is None else now_ms
+        return self.legacy_until_ms > 0 and now < self.legacy_until_ms + LEGACY_CLOCK_MARGIN_MS
+
+    def slices_read(self, horizon_ms: int) -> int:
+        """How many slice hashes a lookup reads (every live one, and the next for a lagging clock)."""
+        return math.ceil(horizon_ms / self.slice_ms) + 2
+
+
+class BucketNames:
+    """The hash tag of each bucket of one key prefix, spread evenly over the cluster slots."""
+
+    def __init__(self, keys: Keys, buckets: int) -> None:
+        self.keys = keys
+        self.buckets = buckets
+
+    @cached_property
+    def bases(self) -> list[str]:
+        return [self._spread(b) for b in range(self.buckets)]
+
+    def _spread(self, bucket: int) -> str:
+        # The first candidate whose slot falls in the bucket's share of the slot space: the same
+        # on every replica, and every master owning a range of slots gets that share of the
+        # buckets, give or take the two at its range's ends.
+        low = bucket * REDIS_CLUSTER_HASH_SLOTS // self.buckets
+        high = (bucket + 1) * REDIS_CLUSTER_HASH_SLOTS // self.buckets
+        for candidate in range(1_000_000):
+            base = self.keys.dedup_bucket(bucket, candidate)
+            if low <= key_slot(base.encode()) < high:
+                return base
+        raise AssertionError("no hash tag found for a dedup bucket")  # 1e6 tries at p = 1/64: never
+
+
+def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> Layout:
+    """The prefix's layout, created by the first replica to ask."""
+    name = keys.dedup_layout()
+    raw = client.get(name)
+    if raw is None:
+        seconds, micros = client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        legacy = legacy_marks_may_exist(client, keys, cluster=cluster)
+        proposed = Layout(BUCKETS, math.ceil(horizon_ms / SLICES), now_ms + horizon_ms if legacy else 0)
+        if client.set(name, proposed.encode(), nx=True):
+            log.warning("dedup layout created: %d buckets, slices of %d s%s", proposed.buckets,
+                        proposed.slice_ms // 1000,
+                        ", reading 0.2.0's marks for one horizon" if legacy else "")
+        raw = client.get(name)
+    layout = Layout.decode(raw)
+    if layout.slices_read(horizon_ms) > 2 * SLICES + 2:
+        log.warning("DEDUP_HORIZON_S is %.1f times the horizon the dedup layout was made for: each lookup "
+                    "reads %d slices (README, \"The dedup state in Redis\")",
+                    horizon_ms / (layout.slice_ms * SLICES), layout.slices_read(horizon_ms))
+    return layout
+
+
+def legacy_marks_may_exist(client: Any, keys: Keys, *, cluster: bool) -> bool:
+    """Whether marks written by 0.2.0 (`Keys.event`) may be in Redis: all sit in the prefix's slot."""
+    node = client.get_redis_connection(client.get_node_from_key(keys.event("x"))) if cluster else client
+    pattern = keys.event("*")
+    cursor = 0
+    for _ in range(LEGACY_SCAN_CALLS):
+        cursor, found = node.scan(cursor, match=pattern, count=LEGACY_SCAN_COUNT)
+        if found:
+            return True
+        if int(cursor) == 0:
+            return False
+    return True
