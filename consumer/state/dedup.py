@@ -202,7 +202,10 @@ class RedisDedup:
         count = len(self._buckets)
         for i, event_id in enumerate(event_ids):
             bucket, field = digest(event_id)
-            by_bucket.setdefault(bucket % count, []).append((i, field))
+            rows = by_bucket.get(bucket % count)
+            if rows is None:
+                rows = by_bucket[bucket % count] = []
+            rows.append((i, field))
         return [(self._buckets[b], by_bucket[b]) for b in sorted(by_bucket)]
 
     def _replies_by_call(self, groups: list[tuple[str, list[tuple[int, bytes]]]]

@@ -40,9 +40,18 @@ local function hash_call(command, key, items, count)
   end
 end
 
-local function keep_until(key, at)
-  -- never shorten a slice's life: a replica with a longer horizon may have written to it
+-- A new slice hash starts with a field whose value is too long for the compact small-hash
+-- encoding (hash-max-listpack-value, 64 bytes by default): a listpack is searched field by
+-- field, and a busy slice hash would pay that for its first 512 marks.
+local SENTINEL = '#'
+local SENTINEL_VALUE = 'a time slice of the pisano-sms dedup marks: each field a digest of an event id'
+
+-- Write field/value pairs into a slice hash that lives until `at` at least (never shortened: a
+-- replica with a longer horizon may have written to it).
+local function write_slice(key, items, count, at)
   local ttl = call('PTTL', key)
+  if ttl == -2 then call('HSET', key, SENTINEL, SENTINEL_VALUE) end
+  hash_call('HSET', key, items, count)
   if ttl < 0 or now + ttl < at then call('PEXPIREAT', key, at) end
 end
 
@@ -67,8 +76,7 @@ for g = 1, groups do
     for j = 1, n do
       writes[2 * j - 1], writes[2 * j] = sub(packed, (j - 1) * width + 1, j * width), 'd'
     end
-    hash_call('HSET', key, writes, 2 * n)
-    keep_until(key, expire_at)
+    write_slice(key, writes, 2 * n, expire_at)
     changed = changed + n
   else
     for j = 1, n do fields[j] = sub(packed, (j - 1) * width + 1, j * width) end
@@ -113,10 +121,7 @@ for g = 1, groups do
         end
       end
     end
-    if w > 0 then
-      hash_call('HSET', key, writes, w)
-      keep_until(key, expire_at)
-    end
+    if w > 0 then write_slice(key, writes, w, expire_at) end
     if removed then
       for s, removed_fields in pairs(removed) do
         hash_call('HDEL', base .. ':' .. s, removed_fields, #removed_fields)
