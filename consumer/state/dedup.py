@@ -13,8 +13,9 @@ mark (`ClaimRequest.replay_of`): after an SRE checked with Pisano that this atte
 deliver. Another copy of the event, a replay of another reason, or a replay of an older attempt
 finds a mark it does not name and is dead-lettered as ambiguous again, naming the mark's attempt.
 
-`DedupStore` is the contract; `RedisDedup` keeps the state in Redis (`lua/claim.lua`,
-`lua/settle.lua`), `consumer.state.memory.MemoryDedup` in memory for unit tests. Both pass
+`DedupStore` is the contract; `RedisDedup` keeps the state in Redis (laid out in buckets and time
+slices: `dedup_layout.py`; `lua/claim.lua`, `lua/settle.lua`, `lua/peek.lua`),
+`consumer.state.memory.MemoryDedup` in memory for unit tests. Both pass
 tests/contract/test_dedup_contract.py.
 """
 
@@ -31,7 +32,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from consumer.errors import StateStoreError
-from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, digest, load_layout
+from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, digests, load_layout
 from consumer.state.redis import Keys, load_script, translated
 
 
@@ -96,6 +97,9 @@ def new_tag(owner: str) -> str:
     return f"{owner}|{uuid.uuid4().hex[:8]}"
 
 
+_STATUSES = {s.value: s for s in ClaimStatus}
+
+
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
@@ -104,7 +108,10 @@ def parse_statuses(raw: Any, expected: int) -> ClaimStatuses:
     """lua/claim.lua's reply: {statuses, attempt of each U in order}."""
     if not isinstance(raw, list | tuple) or not raw:
         raise StateStoreError("dedup claim answered in an unexpected form")
-    statuses = [ClaimStatus(c) for c in _text(raw[0])]
+    try:
+        statuses = [_STATUSES[c] for c in _text(raw[0])]
+    except KeyError:
+        raise StateStoreError("dedup claim answered an unknown status") from None
     if len(statuses) != expected:
         raise StateStoreError("dedup claim answered for a different number of events")
     unknown = iter(_text(a) for a in raw[1:])
@@ -141,6 +148,7 @@ class RedisDedup:
         self._scripts = {name: load_script(client, name) for name in ("claim", "settle", "peek")}
         self._layout: Layout | None = None
         self._buckets: list[str] = []
+        self._layout_copy = ""
         self._lock = threading.Lock()
 
     def new_tag(self) -> str:
@@ -193,6 +201,7 @@ class RedisDedup:
             if self._layout is None:
                 layout = load_layout(self.client, self.keys, self.horizon_ms, cluster=self.cluster)
                 self._buckets = BucketNames(self.keys, layout.buckets).bases
+                self._layout_copy = layout.encode()
                 self._layout = layout
             return self._layout
 
@@ -200,8 +209,7 @@ class RedisDedup:
         """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order."""
         by_bucket: dict[int, list[tuple[int, bytes]]] = {}
         count = len(self._buckets)
-        for i, event_id in enumerate(event_ids):
-            bucket, field = digest(event_id)
+        for i, (bucket, field) in enumerate(digests(event_ids)):
             rows = by_bucket.get(bucket % count)
             if rows is None:
                 rows = by_bucket[bucket % count] = []
@@ -235,15 +243,16 @@ class RedisDedup:
         script = self._scripts[name]
         if not self.cluster:
             keys = [base for base, _ in calls] + legacy.keys
-            args = [*head, len(calls), legacy.mode, FIELD_BYTES, *(a for _, call_args in calls for a in call_args)]
+            args = [*head, len(calls), legacy.mode, FIELD_BYTES, self._layout_copy,
+                    *(a for _, call_args in calls for a in call_args)]
             return [script(keys=keys, args=args)]
         for attempt in (1, 2):
             pipe = self.client.pipeline()
             for base, call_args in calls:
                 # redis-py blocks pipe.evalsha on a cluster, and would ask a node for the keys of
                 # each EVALSHA (COMMAND GETKEYS, one more round trip each): the bucket names its node.
-                pipe.execute_command("EVALSHA", script.sha, 1, base, *head, 1, legacy.mode, FIELD_BYTES, *call_args,
-                                     target_nodes=self.client.get_node_from_key(base))
+                pipe.execute_command("EVALSHA", script.sha, 1, base, *head, 1, legacy.mode, FIELD_BYTES,
+                                     self._layout_copy, *call_args, target_nodes=self.client.get_node_from_key(base))
             replies = pipe.execute(raise_on_error=False)
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
                 # A master that restarted or was promoted lacks the script: load it on every

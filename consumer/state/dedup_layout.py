@@ -29,12 +29,14 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from consumer.errors import StateStoreError
 from consumer.state.redis import Keys
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ BUCKETS = 64
 SLICES = 8  # slices per horizon: a mark lives between the horizon and 1 + 1/SLICES of it
 FIELD_BYTES = 14  # a 14-byte field fills the same 16-byte allocation as a shorter one
 LAYOUT_VERSION = 1
+SENTINEL = "#"  # each slice hash's extra field: a copy of the layout (lua/claim.lua)
 # Finding 0.2.0's marks at the first start: SCAN calls of this many keys, at most this many calls.
 # A database of more keys than these allow (2 million) is assumed to hold them: they are then read
 # for one horizon.
@@ -52,11 +55,17 @@ LEGACY_SCAN_CALLS = 200
 LEGACY_CLOCK_MARGIN_MS = 300_000
 
 
+def digests(event_ids: Iterable[str]) -> Iterator[tuple[int, bytes]]:
+    """(bucket number before the modulo, field) of each id: from its SHA-256 (the fastest digest
+    of the standard library here, through OpenSSL, and allowed in FIPS mode)."""
+    sha256, end = hashlib.sha256, FIELD_BYTES + 1
+    for event_id in event_ids:
+        raw = sha256(event_id.encode()).digest()
+        yield raw[0], raw[1:end]
+
+
 def digest(event_id: str) -> tuple[int, bytes]:
-    """(bucket number before the modulo, field) of an id: from its SHA-256 (the fastest digest of
-    the standard library here, through OpenSSL, and allowed in FIPS mode)."""
-    raw = hashlib.sha256(event_id.encode()).digest()
-    return raw[0], raw[1:FIELD_BYTES + 1]
+    return next(digests([event_id]))
 
 
 @dataclass(frozen=True)
@@ -66,8 +75,9 @@ class Layout:
     legacy_until_ms: int  # Redis time until which 0.2.0's marks may exist; 0: there were none
 
     def encode(self) -> str:
-        return json.dumps({"version": LAYOUT_VERSION, "buckets": self.buckets, "slice_ms": self.slice_ms,
-                           "legacy_until_ms": self.legacy_until_ms})
+        # More than 64 bytes in any case: each slice hash holds a copy (lua/claim.lua).
+        return json.dumps({"what": "pisano-sms dedup layout", "version": LAYOUT_VERSION, "buckets": self.buckets,
+                           "slice_ms": self.slice_ms, "legacy_until_ms": self.legacy_until_ms})
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Layout:
@@ -111,18 +121,27 @@ class BucketNames:
 
 
 def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> Layout:
-    """The prefix's layout, created by the first replica to ask."""
+    """The prefix's layout, created by the first replica to ask.
+
+    If the layout's key was lost while marks remain (deleted by hand, a partial restore), it is
+    taken back from a slice hash, which carries it in its field '#': a layout made afresh from
+    this replica's horizon could slice time differently and miss every mark."""
     name = keys.dedup_layout()
     raw = client.get(name)
     if raw is None:
-        seconds, micros = client.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        legacy = legacy_marks_may_exist(client, keys, cluster=cluster)
-        proposed = Layout(BUCKETS, math.ceil(horizon_ms / SLICES), now_ms + horizon_ms if legacy else 0)
-        if client.set(name, proposed.encode(), nx=True):
-            log.warning("dedup layout created: %d buckets, slices of %d s%s", proposed.buckets,
-                        proposed.slice_ms // 1000,
-                        ", reading 0.2.0's marks for one horizon" if legacy else "")
+        raw = _layout_of_existing_slices(client, keys, cluster=cluster)
+        if raw is not None:
+            log.error("dedup layout key %s was missing; restored from the marks' own copy", name)
+            client.set(name, raw, nx=True)
+        else:
+            seconds, micros = client.time()
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            legacy = _found(_masters(client, keys.event("x"), cluster), keys.event("*")) is not False
+            proposed = Layout(BUCKETS, math.ceil(horizon_ms / SLICES), now_ms + horizon_ms if legacy else 0)
+            if client.set(name, proposed.encode(), nx=True):
+                log.warning("dedup layout created: %d buckets, slices of %d s%s", proposed.buckets,
+                            proposed.slice_ms // 1000,
+                            ", reading 0.2.0's marks for one horizon" if legacy else "")
         raw = client.get(name)
     layout = Layout.decode(raw)
     if layout.slices_read(horizon_ms) > 2 * SLICES + 2:
@@ -132,15 +151,40 @@ def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> L
     return layout
 
 
-def legacy_marks_may_exist(client: Any, keys: Keys, *, cluster: bool) -> bool:
-    """Whether marks written by 0.2.0 (`Keys.event`) may be in Redis: all sit in the prefix's slot."""
-    node = client.get_redis_connection(client.get_node_from_key(keys.event("x"))) if cluster else client
-    pattern = keys.event("*")
-    cursor = 0
-    for _ in range(LEGACY_SCAN_CALLS):
-        cursor, found = node.scan(cursor, match=pattern, count=LEGACY_SCAN_COUNT)
-        if found:
-            return True
-        if int(cursor) == 0:
-            return False
-    return True
+def _layout_of_existing_slices(client: Any, keys: Keys, *, cluster: bool) -> bytes | None:
+    nodes = _masters(client, None, cluster)
+    for node in nodes:
+        key = _found([node], keys.dedup_slices())
+        if isinstance(key, bytes):
+            copy = node.hget(key, SENTINEL)
+            if copy is None:
+                raise StateStoreError(f"dedup marks exist ({key!r}) but their layout is lost: restore "
+                                      f"{keys.dedup_layout()} from a backup")
+            return bytes(copy)
+    return None
+
+
+def _masters(client: Any, key: str | None, cluster: bool) -> list[Any]:
+    """Plain clients of the masters to scan: the one holding `key`'s slot, or every one."""
+    if not cluster:
+        return [client]
+    if key is not None:
+        return [client.get_redis_connection(client.get_node_from_key(key))]
+    return [client.get_redis_connection(node) for node in client.get_primaries()]
+
+
+def _found(nodes: list[Any], pattern: str) -> bytes | bool | None:
+    """A key matching the pattern on these nodes; False if there is none; None if the keyspace
+    was too large to scan (`LEGACY_SCAN_CALLS` SCANs of `LEGACY_SCAN_COUNT` per node)."""
+    complete = True
+    for node in nodes:
+        cursor = 0
+        for _ in range(LEGACY_SCAN_CALLS):
+            cursor, found = node.scan(cursor, match=pattern, count=LEGACY_SCAN_COUNT)
+            if found:
+                return bytes(found[0])
+            if int(cursor) == 0:
+                break
+        else:
+            complete = False
+    return False if complete else None

@@ -79,6 +79,10 @@ class Keys:
     def dedup_layout(self) -> str:
         return f"{{{self.prefix}}}:dedup:layout"
 
+    def dedup_slices(self) -> str:
+        """A SCAN pattern matching every dedup slice hash of the prefix."""
+        return f"{{{self.prefix}:d:*"
+
     def dead_letter(self, topic: str, partition: int, offset: int) -> str:
         """The mark of a record dead-lettered already (consumer/state/dead_letters.py); in the
         dedup keys' slot, so one MGET reads a batch of them on a Redis Cluster too."""

@@ -93,8 +93,9 @@ def test_marks_take_a_third_of_the_memory_of_0_2_0s_keys(make, redis_client) -> 
 def test_a_digest_collision_never_sends_twice(make, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     # Two ids share a mark only if 118 bits of their digests collide (dedup_layout.py). Should it
     # happen, the later id is held back, skipped or dead-lettered as ambiguous, never sent again.
-    real = dedup_module.digest
-    monkeypatch.setattr(dedup_module, "digest", lambda event_id: real("twin" if event_id in ("a", "b") else event_id))
+    real = dedup_module.digests
+    monkeypatch.setattr(dedup_module, "digests",
+                        lambda event_ids: real("twin" if e in ("a", "b") else e for e in event_ids))
     a, b = make(), make()
     tag = a.new_tag()
     assert codes(a.claim(tag, ids("a"))) == "C"
@@ -116,6 +117,19 @@ def test_the_first_replica_fixes_the_layout_for_the_fleet(make, redis_client) ->
     second.settle(Settlement.DELIVERED, tag, ["e2"])
     ttls = [redis_client.pttl(k) for k in slice_keys(redis_client)]
     assert max(ttls) > 7000_000  # the longer horizon keeps the slice it wrote to; never shortened
+
+
+def test_a_lost_layout_key_is_restored_from_the_marks_copy(make, redis_client) -> None:  # type: ignore[no-untyped-def]
+    first = make(horizon_s=3600)
+    tag = first.new_tag()
+    first.claim(tag, ids("e1"))
+    first.settle(Settlement.DELIVERED, tag, ["e1"])
+    layout = redis_client.get(Keys("t").dedup_layout())
+    redis_client.delete(Keys("t").dedup_layout())
+    # A replica with another horizon would have sliced time otherwise, and missed the mark.
+    later = make(horizon_s=7200)
+    assert codes(later.claim(later.new_tag(), ids("e1"))) == "D"
+    assert redis_client.get(Keys("t").dedup_layout()) == layout
 
 
 def test_a_flushed_script_cache_is_reloaded(make, redis_client) -> None:  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@
 -- ARGV[6]     0.2.0's marks: '' not read, 'k' read from KEYS[G+i], 'a' their values are arguments
 --             (a cluster reads them beforehand from their own slot)
 -- ARGV[7]     the length of a field (a digest of the id)
+-- ARGV[8]     the layout (consumer/state/dedup_layout.py), copied into each new slice hash
 -- then per bucket: n; the n fields concatenated (one argument: fewer arguments to parse); k and
 --             k pairs (index, override); with 'a': m and m pairs (index, 0.2.0 value), only for
 --             the ids that have one. The override is the attempt whose unknown mark the id may
@@ -66,11 +67,11 @@ local function hash_call(command, key, items, count)
   end
 end
 
--- A new slice hash starts with a field whose value is too long for the compact small-hash
--- encoding (hash-max-listpack-value, 64 bytes by default): a listpack is searched field by
--- field, and a busy slice hash would pay that for its first 512 marks.
-local SENTINEL = '#'
-local SENTINEL_VALUE = 'a time slice of the pisano-sms dedup marks: each field a digest of an event id'
+-- A new slice hash starts with field '#' holding the layout (ARGV[8]): a copy should its key be
+-- lost, and a value too long for the compact small-hash encoding (hash-max-listpack-value, 64
+-- bytes by default), which is searched field by field: a busy slice hash would pay that for
+-- its first 512 marks.
+local SENTINEL, SENTINEL_VALUE = '#', ARGV[8]
 
 -- Write field/value pairs into a slice hash that lives until `at` at least (never shortened: a
 -- replica with a longer horizon may have written to it).
@@ -91,7 +92,7 @@ local function pairs_at(pos)
 end
 
 local out, reply = {}, {''}
-local pos, legacy_index, out_count = 8, 0, 0
+local pos, legacy_index, out_count = 9, 0, 0
 for g = 1, groups do
   local base = KEYS[g]
   local n, packed = tonumber(ARGV[pos]), ARGV[pos + 1]

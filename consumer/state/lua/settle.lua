@@ -12,6 +12,7 @@
 -- ARGV[5]     G, the number of buckets
 -- ARGV[6]     0.2.0's marks (read for "u" only): '' not read, 'k' from KEYS[G+i], 'a' as arguments
 -- ARGV[7]     the length of a field
+-- ARGV[8]     the layout, copied into each new slice hash
 -- then per bucket: n; the n fields concatenated; with 'a': m and m pairs (index, 0.2.0 value)
 --
 -- Delivered and unknown are facts about the request and overwrite any claim; release only
@@ -40,11 +41,11 @@ local function hash_call(command, key, items, count)
   end
 end
 
--- A new slice hash starts with a field whose value is too long for the compact small-hash
--- encoding (hash-max-listpack-value, 64 bytes by default): a listpack is searched field by
--- field, and a busy slice hash would pay that for its first 512 marks.
-local SENTINEL = '#'
-local SENTINEL_VALUE = 'a time slice of the pisano-sms dedup marks: each field a digest of an event id'
+-- A new slice hash starts with field '#' holding the layout (ARGV[8]): a copy should its key be
+-- lost, and a value too long for the compact small-hash encoding (hash-max-listpack-value, 64
+-- bytes by default), which is searched field by field: a busy slice hash would pay that for
+-- its first 512 marks.
+local SENTINEL, SENTINEL_VALUE = '#', ARGV[8]
 
 -- Write field/value pairs into a slice hash that lives until `at` at least (never shortened: a
 -- replica with a longer horizon may have written to it).
@@ -63,7 +64,7 @@ local function remove(removed, s, field)
 end
 
 local changed = 0
-local pos, legacy_index = 8, 0
+local pos, legacy_index = 9, 0
 for g = 1, groups do
   local base = KEYS[g]
   local n, packed = tonumber(ARGV[pos]), ARGV[pos + 1]
