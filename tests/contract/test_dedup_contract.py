@@ -120,7 +120,7 @@ def test_unknown_fate_is_kept_and_never_downgrades_delivered(make_dedup) -> None
 
 def test_marks_are_kept_for_the_horizon_and_forgotten_within_one_slice_more(make_dedup) -> None:  # type: ignore[no-untyped-def]
     """The granularity (dedup_layout.py): a mark lives between the horizon and the horizon plus
-    one slice (horizon / SLICES). With a 1 s horizon: at least 1 s, at most 1.125 s."""
+    one slice (horizon / SLICES). With a 1 s horizon: at least 1 s, at most 1 + 1/SLICES s."""
     (a,) = make_dedup(horizon_s=1)
     tag = a.new_tag()
     a.claim(tag, ids("e1"))
