@@ -12,9 +12,10 @@ from one process, so it measures any version of the layout:
   minus before, per event; and `MEMORY USAGE` of the keys holding them, per event;
 - the spread: how many of those keys and marks each master holds (a cluster only);
 - server CPU: `used_cpu_user + used_cpu_sys` (INFO cpu, summed over the masters) per event, in a
-  steady state: a short horizon (`--steady-horizon-s`), first filled for longer than a horizon so
-  that old marks expire while new ones arrive, as in production, then measured over `--marks`
-  more events. The server's expiry work is counted, since production pays it too;
+  steady state: a short horizon (`--steady-horizon-s`), first filled at `--steady-rate` events/s
+  for longer than a horizon so that old marks expire while new ones arrive, as in production
+  (every version then holds the same number of live marks), then measured over `--marks` more
+  events at full speed. The server's expiry work is counted, since production pays it too;
 - round trips per batch, counted from the client side.
 
 The Redis must be one the benchmark may fill: it uses a fresh key prefix and deletes nothing.
@@ -89,15 +90,18 @@ def memory_figures(url: str, cluster: bool, marks: int, batch: int) -> dict[str,
             "memory_usage_bytes_per_mark": usage / (marks + batch), "per_node": per_node}
 
 
-def cpu_figures(url: str, cluster: bool, marks: int, batch: int, horizon_s: int) -> dict[str, Any]:
+def cpu_figures(url: str, cluster: bool, marks: int, batch: int, horizon_s: int, rate: int) -> dict[str, Any]:
     client = connect(url, cluster=cluster, timeout_s=30)
     nodes = masters(client)
     dedup = RedisDedup(client, Keys(f"bc{uuid.uuid4().hex[:6]}"), lease_ms=60_000, horizon_s=horizon_s)
-    fill_until = time.monotonic() + horizon_s * 1.3
+    # Filled at a fixed rate, so that every version holds the same number of live marks.
+    started = time.monotonic()
+    fill_until = started + horizon_s * 1.3
     filled = 0
     while time.monotonic() < fill_until:
-        drive(dedup, "f", filled, batch * 10, batch)
-        filled += batch * 10
+        drive(dedup, "f", filled, batch, batch)
+        filled += batch
+        time.sleep(max(0.0, started + filled / rate - time.monotonic()))
     say(f"  filled {filled:,} events over {horizon_s * 1.3:.0f}s (horizon {horizon_s}s)")
     before = cpu_s(nodes)
     started = time.monotonic()
@@ -113,14 +117,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--marks", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--steady-horizon-s", type=int, default=16)
+    parser.add_argument("--steady-horizon-s", type=int, default=32)
+    parser.add_argument("--steady-rate", type=int, default=20_000, help="events/s while filling")
     args = parser.parse_args()
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0")
     cluster = os.environ.get("REDIS_CLUSTER", "").lower() in ("1", "true", "yes")
     say(f"Redis {url}{' (cluster)' if cluster else ''}, {args.marks:,} events in batches of {args.batch}")
     memory = memory_figures(url, cluster, args.marks, args.batch)
     say("steady state: old marks expire while new ones arrive")
-    cpu = cpu_figures(url, cluster, args.marks, args.batch, args.steady_horizon_s)
+    cpu = cpu_figures(url, cluster, args.marks, args.batch, args.steady_horizon_s, args.steady_rate)
     print()
     print(f"  memory per event    {memory['used_memory_bytes_per_mark']:>8.1f} B (INFO used_memory delta), "
           f"{memory['memory_usage_bytes_per_mark']:.1f} B (MEMORY USAGE of the keys)")

@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 
 BUCKETS = 64
 # Slices per horizon: a mark lives between the horizon and 1 + 1/SLICES of it, and a lookup reads
-# SLICES + 1 slice hashes. Measured with a million live marks (README, "Benchmarks"): 8 slices cost
-# Redis about as much CPU per event as 0.2.0's keys, 4 slices 38% less, 2 slices 53% less; memory
-# at the slice boundary +12.5%, +25%, +50%. 4 halves both memory (at its peak) and CPU.
-SLICES = 4
+# SLICES + 1 slice hashes. Measured by benchmarks/dedup.py in a steady state (README,
+# "Benchmarks"): Redis CPU per event 7.3 us with 8 slices, 6.0 with 4, 5.5 with 2 (0.2.0: 14.5);
+# memory at a slice's end +12.5%, +25%, +50% over the horizon's marks. Memory is what a bank runs
+# short of first: 8.
+SLICES = 8
 FIELD_BYTES = 14  # a 14-byte field fills the same 16-byte allocation as a shorter one
 LAYOUT_VERSION = 1
 SENTINEL = "#"  # each slice hash's extra field: a copy of the layout (lua/claim.lua)
