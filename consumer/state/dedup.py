@@ -32,7 +32,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from consumer.errors import StateStoreError
-from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, digests, load_layout
+from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, by_bucket, load_layout
 from consumer.state.redis import Keys, load_script, translated
 
 
@@ -161,9 +161,11 @@ class RedisDedup:
             layout = self._layout_loaded()
             groups = self._group([r.event_id for r in requests])
             legacy = self._legacy(layout, groups, [r.event_id for r in requests])
+            replays = any(r.replay_of for r in requests)
             calls = []
             for g, (base, rows) in enumerate(groups):
-                overrides = [(j + 1, requests[i].replay_of) for j, (i, _) in enumerate(rows) if requests[i].replay_of]
+                overrides = [(j + 1, requests[i].replay_of) for j, (i, _) in enumerate(rows)
+                             if requests[i].replay_of] if replays else []
                 calls.append((base, [*_packed(rows), *_sparse(overrides), *legacy.arguments(g)]))
             replies = self._run("claim", [tag, self.lease_ms, self.horizon_ms, layout.slice_ms], calls, legacy)
         statuses: list[ClaimStatus | None] = [None] * len(requests)
@@ -207,14 +209,8 @@ class RedisDedup:
 
     def _group(self, event_ids: Sequence[str]) -> list[tuple[str, list[tuple[int, bytes]]]]:
         """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order."""
-        by_bucket: dict[int, list[tuple[int, bytes]]] = {}
-        count = len(self._buckets)
-        for i, (bucket, field) in enumerate(digests(event_ids)):
-            rows = by_bucket.get(bucket % count)
-            if rows is None:
-                rows = by_bucket[bucket % count] = []
-            rows.append((i, field))
-        return [(self._buckets[b], by_bucket[b]) for b in sorted(by_bucket)]
+        bases = self._buckets
+        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases))) if rows]
 
     def _replies_by_call(self, groups: list[tuple[str, list[tuple[int, bytes]]]]
                          ) -> list[tuple[str, list[tuple[int, bytes]]]]:

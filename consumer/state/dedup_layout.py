@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -60,17 +60,23 @@ LEGACY_SCAN_CALLS = 200
 LEGACY_CLOCK_MARGIN_MS = 300_000
 
 
-def digests(event_ids: Iterable[str]) -> Iterator[tuple[int, bytes]]:
-    """(bucket number before the modulo, field) of each id: from its SHA-256 (the fastest digest
-    of the standard library here, through OpenSSL, and allowed in FIPS mode)."""
+def by_bucket(event_ids: Iterable[str], buckets: int) -> list[list[tuple[int, bytes]]]:
+    """For each bucket, the (index, field) of the ids in it, from each id's SHA-256 (the fastest
+    digest of the standard library here, through OpenSSL, and allowed in FIPS mode): its first
+    byte modulo the bucket count (256 / buckets must be whole), the next FIELD_BYTES the field."""
     sha256, end = hashlib.sha256, FIELD_BYTES + 1
-    for event_id in event_ids:
+    rows: list[list[tuple[int, bytes]]] = [[] for _ in range(buckets)]
+    for i, event_id in enumerate(event_ids):
         raw = sha256(event_id.encode()).digest()
-        yield raw[0], raw[1:end]
+        rows[raw[0] % buckets].append((i, raw[1:end]))
+    return rows
 
 
 def digest(event_id: str) -> tuple[int, bytes]:
-    return next(digests([event_id]))
+    """(bucket number before the modulo, field) of one id."""
+    rows = by_bucket([event_id], 256)
+    bucket = next(b for b, found in enumerate(rows) if found)
+    return bucket, rows[bucket][0][1]
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,10 @@ def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> L
                             proposed.slice_ms // 1000,
                             ", reading 0.2.0's marks for one horizon" if legacy else "")
         raw = client.get(name)
-    layout = Layout.decode(raw)
+    try:
+        layout = Layout.decode(raw)
+    except (ValueError, KeyError) as exc:  # a newer release's layout, or not one at all: fail closed
+        raise StateStoreError(f"cannot use the dedup layout in {name}: {exc}") from exc
     if layout.slices_read(horizon_ms) > 2 * SLICES + 2:
         log.warning("DEDUP_HORIZON_S is %.1f times the horizon the dedup layout was made for: each lookup "
                     "reads %d slices (README, \"The dedup state in Redis\")",

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from consumer.errors import StateStoreError
 from consumer.state import dedup as dedup_module
 from consumer.state.dedup import ClaimRequest, ClaimStatus, RedisDedup, Settlement
 from consumer.state.dedup_layout import BUCKETS, SLICES, Layout, digest
@@ -93,9 +94,9 @@ def test_marks_take_a_third_of_the_memory_of_0_2_0s_keys(make, redis_client) -> 
 def test_a_digest_collision_never_sends_twice(make, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     # Two ids share a mark only if 118 bits of their digests collide (dedup_layout.py). Should it
     # happen, the later id is held back, skipped or dead-lettered as ambiguous, never sent again.
-    real = dedup_module.digests
-    monkeypatch.setattr(dedup_module, "digests",
-                        lambda event_ids: real("twin" if e in ("a", "b") else e for e in event_ids))
+    real = dedup_module.by_bucket
+    monkeypatch.setattr(dedup_module, "by_bucket",
+                        lambda event_ids, buckets: real(["twin" if e in ("a", "b") else e for e in event_ids], buckets))
     a, b = make(), make()
     tag = a.new_tag()
     assert codes(a.claim(tag, ids("a"))) == "C"
@@ -130,6 +131,12 @@ def test_a_lost_layout_key_is_restored_from_the_marks_copy(make, redis_client) -
     later = make(horizon_s=7200)
     assert codes(later.claim(later.new_tag(), ids("e1"))) == "D"
     assert redis_client.get(Keys("t").dedup_layout()) == layout
+
+
+def test_a_layout_from_a_newer_release_fails_closed(make, redis_client) -> None:  # type: ignore[no-untyped-def]
+    redis_client.set(Keys("t").dedup_layout(), Layout(BUCKETS, 1000, 0).encode().replace('"version": 1', '"version": 2'))
+    with pytest.raises(StateStoreError, match="newer release"):
+        make().claim("o|n", ids("e1"))
 
 
 def test_a_flushed_script_cache_is_reloaded(make, redis_client) -> None:  # type: ignore[no-untyped-def]
