@@ -134,7 +134,8 @@ def test_a_lost_layout_key_is_restored_from_the_marks_copy(make, redis_client) -
 
 
 def test_a_layout_from_a_newer_release_fails_closed(make, redis_client) -> None:  # type: ignore[no-untyped-def]
-    redis_client.set(Keys("t").dedup_layout(), Layout(BUCKETS, 1000, 0).encode().replace('"version": 1', '"version": 2'))
+    newer = Layout(BUCKETS, 1000, 0).encode().replace('"version": 1', '"version": 2')
+    redis_client.set(Keys("t").dedup_layout(), newer)
     with pytest.raises(StateStoreError, match="newer release"):
         make().claim("o|n", ids("e1"))
 
