@@ -12,6 +12,7 @@ local Kafka. The Pisano simulator runs in its own process, answers at once, thro
 - end to end: `pisano-sms run` in its own process, from its first poll until the group's
   committed offsets reach the end of every partition (so every event delivered or dead-lettered);
 - Redis round trips per Pisano request (the server's count of script calls, divided by requests);
+- Redis server CPU per event (INFO cpu, used_cpu_user + used_cpu_sys, over the end-to-end run);
 - CPU microseconds per event by stage, each stage timed alone on 20,000 of the same events;
 - the consumer's peak RSS, and the memory added per 100,000 events held while the throttle
   keeps them waiting.
@@ -146,6 +147,7 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
     ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(6)}
     redis_client = redis.Redis.from_url(redis_url)
     redis_client.config_resetstat()
+    redis_cpu_before = redis_cpu_s(redis_client)
     process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=env, cwd=ROOT)
     first_poll = None
     try:
@@ -168,6 +170,7 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
                 last_report = time.monotonic()
                 say(f"  {time.monotonic() - first_poll:.0f}s ...")
         last_commit = time.monotonic()
+        redis_cpu = redis_cpu_s(redis_client) - redis_cpu_before
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         diagnostics = {name: sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                                  if line.startswith(f"pisano_sms_{name}"))
@@ -193,6 +196,7 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
         "requests": requests,
         "recipients_delivered": stats["recipients_delivered"],
         "redis_round_trips_per_request": script_calls / max(1, requests),
+        "redis_cpu_us_per_event": redis_cpu * 1e6 / events,
         "peak_rss_mb": peak_rss_mb,
         "consumer_cpu_us_per_event": cpu_s * 1e6 / events,
     }
@@ -245,6 +249,12 @@ def buffered_memory(bootstrap: str, redis_url: str, simulator_url: str, events: 
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+def redis_cpu_s(client: Any) -> float:
+    """The Redis server's CPU time so far (all its threads, user and system)."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) -> dict[str, float]:
@@ -340,6 +350,7 @@ def main() -> None:
     print(f"  raw ceiling         {ceiling:>10,.0f} events/s  (consume + decode, same events)")
     print(f"  ratio               {result['ratio']:>10.2f}")
     print(f"  Redis round trips   {e2e['redis_round_trips_per_request']:>10.2f} per request (throttle off)")
+    print(f"  Redis server CPU    {e2e['redis_cpu_us_per_event']:>10.2f} us/event (INFO cpu, whole run)")
     print(f"  consumer CPU        {e2e['consumer_cpu_us_per_event']:>10.1f} us/event (whole process)")
     print(f"  CPU / stage sum     {result['cpu_over_stage_sum']:>10.2f}  (whole process over the stages timed alone)")
     print(f"  peak RSS            {e2e['peak_rss_mb']:>10.0f} MB")

@@ -13,19 +13,25 @@ mark (`ClaimRequest.replay_of`): after an SRE checked with Pisano that this atte
 deliver. Another copy of the event, a replay of another reason, or a replay of an older attempt
 finds a mark it does not name and is dead-lettered as ambiguous again, naming the mark's attempt.
 
-`DedupStore` is the contract; `RedisDedup` keeps the state in Redis (`lua/claim.lua`,
-`lua/settle.lua`), `consumer.state.memory.MemoryDedup` in memory for unit tests. Both pass
+`DedupStore` is the contract; `RedisDedup` keeps the state in Redis (laid out in buckets and time
+slices: `dedup_layout.py`; `lua/claim.lua`, `lua/settle.lua`, `lua/peek.lua`),
+`consumer.state.memory.MemoryDedup` in memory for unit tests. Both pass
 tests/contract/test_dedup_contract.py.
 """
 
 from __future__ import annotations
 
 import enum
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
+import redis
+from redis.exceptions import NoScriptError
+
 from consumer.errors import StateStoreError
+from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, by_bucket, load_layout
 from consumer.state.redis import Keys, load_script, translated
 
 
@@ -92,6 +98,9 @@ def new_tag(owner: str) -> str:
     return f"{owner}|{uuid.uuid4().hex[:8]}"
 
 
+_STATUSES = {s.value: s for s in ClaimStatus}
+
+
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
@@ -100,7 +109,10 @@ def parse_statuses(raw: Any, expected: int) -> ClaimStatuses:
     """lua/claim.lua's reply: {statuses, attempt of each U in order}."""
     if not isinstance(raw, list | tuple) or not raw:
         raise StateStoreError("dedup claim answered in an unexpected form")
-    statuses = [ClaimStatus(c) for c in _text(raw[0])]
+    try:
+        statuses = [_STATUSES[c] for c in _text(raw[0])]
+    except KeyError:
+        raise StateStoreError("dedup claim answered an unknown status") from None
     if len(statuses) != expected:
         raise StateStoreError("dedup claim answered for a different number of events")
     unknown = iter(_text(a) for a in raw[1:])
@@ -112,14 +124,33 @@ def parse_statuses(raw: Any, expected: int) -> ClaimStatuses:
 
 
 class RedisDedup:
+    """The dedup state in Redis, laid out in buckets and time slices (dedup_layout.py).
+
+    A single Redis runs one script per claim or settle for all buckets: one round trip, atomic.
+    A Redis Cluster runs one script per bucket (a script's keys share one slot), pipelined: one
+    round trip per master the batch touches, sent to all of them before any reply is read.
+    Statuses are per id, so atomicity per bucket is all they need. If any bucket's script fails,
+    the whole call raises StateStoreError: the caller fails closed, and asks again under the same
+    tag (claims are idempotent per tag) or releases; what succeeded elsewhere is the caller's own
+    claims, re-claimed by the retry or expiring with their lease.
+
+    Marks written by 0.2.0 (`Keys.event`, one string per id) are read, never written, until one
+    horizon after the layout was created: in the script on a single Redis, by one MGET from their
+    own slot before the scripts on a cluster. They count only where no slice holds the id.
+    """
+
     def __init__(self, client: Any, keys: Keys, *, lease_ms: int, horizon_s: int) -> None:
         self.client = client
         self.keys = keys
         self.lease_ms = lease_ms
         self.horizon_ms = horizon_s * 1000
         self.owner = new_owner()
-        self._claim = load_script(client, "claim")
-        self._settle = load_script(client, "settle")
+        self.cluster = isinstance(client, redis.RedisCluster)
+        self._scripts = {name: load_script(client, name) for name in ("claim", "settle", "peek")}
+        self._layout: Layout | None = None
+        self._buckets: list[str] = []
+        self._layout_copy = ""
+        self._lock = threading.Lock()
 
     def new_tag(self) -> str:
         return new_tag(self.owner)
@@ -127,20 +158,127 @@ class RedisDedup:
     def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
         if not requests:
             return ClaimStatuses([], [])
-        keys = [self.keys.event(r.event_id) for r in requests]
-        overrides = [r.replay_of or "" for r in requests]
         with translated("the dedup claim"):
-            result = self._claim(keys=keys, args=[tag, self.lease_ms, self.horizon_ms, *overrides])
-        return parse_statuses(result, len(requests))
+            layout = self._layout_loaded()
+            groups = self._group([r.event_id for r in requests])
+            legacy = self._legacy(layout, groups, [r.event_id for r in requests])
+            replays = any(r.replay_of for r in requests)
+            calls = []
+            for g, (base, rows) in enumerate(groups):
+                overrides = [(j + 1, requests[i].replay_of) for j, (i, _) in enumerate(rows)
+                             if requests[i].replay_of] if replays else []
+                calls.append((base, [*_packed(rows), *_sparse(overrides), *legacy.arguments(g)]))
+            replies = self._run("claim", [tag, self.lease_ms, self.horizon_ms, layout.slice_ms], calls, legacy)
+        statuses: list[ClaimStatus | None] = [None] * len(requests)
+        attempts = [""] * len(requests)
+        for (_, rows), reply in zip(self._replies_by_call(groups), replies, strict=True):
+            parsed = parse_statuses(reply, len(rows))
+            for (i, _), status, attempt in zip(rows, parsed, parsed.attempts, strict=True):
+                statuses[i], attempts[i] = status, attempt
+        return ClaimStatuses([s for s in statuses if s is not None], attempts)
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         if not event_ids:
             return
-        keys = [self.keys.event(e) for e in event_ids]
         with translated("the dedup update"):
-            self._settle(keys=keys, args=[outcome.value, tag, self.horizon_ms])
+            layout = self._layout_loaded()
+            groups = self._group(event_ids)
+            # Only an unknown mark must not cover a delivered one; delivered overwrites and a
+            # release touches only the caller's claims, which 0.2.0 never wrote.
+            legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
+            calls = [(base, [*_packed(rows), *legacy.arguments(g)]) for g, (base, rows) in enumerate(groups)]
+            self._run("settle", [outcome.value, tag, self.horizon_ms, layout.slice_ms], calls, legacy)
 
     def state(self, event_id: str) -> str | None:
         with translated("reading a dedup mark"):
-            value = self.client.get(self.keys.event(event_id))
+            layout = self._layout_loaded()
+            (base, rows), = self._group([event_id])
+            value = self._scripts["peek"](keys=[base], args=[self.horizon_ms, layout.slice_ms, rows[0][1]])
+            if value is None and layout.legacy_active():
+                value = self.client.get(self.keys.event(event_id))
         return value.decode() if isinstance(value, bytes) else value
+
+    def _layout_loaded(self) -> Layout:
+        # Read (or created) on first use, not at construction: a replica starts while Redis is away.
+        with self._lock:
+            if self._layout is None:
+                layout = load_layout(self.client, self.keys, self.horizon_ms, cluster=self.cluster)
+                self._buckets = BucketNames(self.keys, layout.buckets).bases
+                self._layout_copy = layout.encode()
+                self._layout = layout
+            return self._layout
+
+    def _group(self, event_ids: Sequence[str]) -> list[tuple[str, list[tuple[int, bytes]]]]:
+        """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order."""
+        bases = self._buckets
+        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases))) if rows]
+
+    def _replies_by_call(self, groups: list[tuple[str, list[tuple[int, bytes]]]]
+                         ) -> list[tuple[str, list[tuple[int, bytes]]]]:
+        """The groups each reply of `_run` answers for, in order: one call per bucket on a
+        cluster, one call for all of them on a single Redis."""
+        if self.cluster:
+            return groups
+        return [("", [row for _, rows in groups for row in rows])]
+
+    def _legacy(self, layout: Layout, groups: list[tuple[str, list[tuple[int, bytes]]]],
+                event_ids: Sequence[str]) -> _Legacy:
+        """How the scripts read 0.2.0's marks of these ids."""
+        if not event_ids or not layout.legacy_active():
+            return _Legacy("", [], [])
+        keys = [[self.keys.event(event_ids[i]) for i, _ in rows] for _, rows in groups]
+        if not self.cluster:
+            return _Legacy("k", [k for group in keys for k in group], [])
+        # All in the prefix's slot: one read, not atomic with the scripts, which is sound since
+        # nothing writes these keys any more (a fleet never mixes 0.2.0 and 0.3.0: README).
+        values = iter(self.client.mget([k for group in keys for k in group]))
+        found = [[(j + 1, v) for j, v in enumerate([next(values) for _ in group]) if v is not None]
+                 for group in keys]
+        return _Legacy("a", [], found)
+
+    def _run(self, name: str, head: list[Any], calls: list[tuple[str, list[Any]]], legacy: _Legacy) -> list[Any]:
+        script = self._scripts[name]
+        if not self.cluster:
+            keys = [base for base, _ in calls] + legacy.keys
+            args = [*head, len(calls), legacy.mode, FIELD_BYTES, self._layout_copy,
+                    *(a for _, call_args in calls for a in call_args)]
+            return [script(keys=keys, args=args)]
+        for attempt in (1, 2):
+            pipe = self.client.pipeline()
+            for base, call_args in calls:
+                # redis-py blocks pipe.evalsha on a cluster, and would ask a node for the keys of
+                # each EVALSHA (COMMAND GETKEYS, one more round trip each): the bucket names its node.
+                pipe.execute_command("EVALSHA", script.sha, 1, base, *head, 1, legacy.mode, FIELD_BYTES,
+                                     self._layout_copy, *call_args, target_nodes=self.client.get_node_from_key(base))
+            replies = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                # A master that restarted or was promoted lacks the script: load it on every
+                # master and run the whole call again (each script is idempotent per tag).
+                self.client.script_load(script.script)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return list(replies)
+        raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class _Legacy:
+    """0.2.0's marks for the scripts: mode '' not read; 'k' their keys, read by the script (a
+    single Redis); 'a' per bucket the (index, value) of those found (a cluster)."""
+
+    mode: str
+    keys: list[str]
+    found: list[list[tuple[int, Any]]]
+
+    def arguments(self, group: int) -> list[Any]:
+        return _sparse(self.found[group]) if self.mode == "a" else []
+
+
+def _packed(rows: list[tuple[int, bytes]]) -> list[Any]:
+    return [len(rows), b"".join(field for _, field in rows)]
+
+
+def _sparse(items: list[tuple[int, Any]]) -> list[Any]:
+    return [len(items), *(x for item in items for x in item)]

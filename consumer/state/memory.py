@@ -9,6 +9,7 @@ the same decisions a fleet makes on Redis. State is per object: share one object
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -26,6 +27,7 @@ from consumer.state.dedup import (
     new_owner,
     new_tag,
 )
+from consumer.state.dedup_layout import SLICES
 from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms
 
 _CLAIM = re.compile(r"c\|(.*)\|([0-9]+)", re.S)
@@ -42,10 +44,14 @@ class _Entry:
 
 
 class MemoryDedup:
+    """`RedisDedup` in memory. Marks expire as the Redis layout's time slices do (dedup_layout.py):
+    a mark written in slice `now // slice_ms` is forgotten at that slice's end plus the horizon."""
+
     def __init__(self, *, lease_ms: int, horizon_s: int, clock: Callable[[], int] = _now_ms,
                  shared: dict[str, _Entry] | None = None) -> None:
         self.lease_ms = lease_ms
         self.horizon_ms = horizon_s * 1000
+        self.slice_ms = math.ceil(self.horizon_ms / SLICES)
         self.clock = clock
         self.owner = new_owner()
         self._marks: dict[str, _Entry] = {} if shared is None else shared
@@ -89,9 +95,9 @@ class MemoryDedup:
                     else:
                         status = ClaimStatus.UNKNOWN
                         if expired:
-                            self._marks[request.event_id] = _Entry(f"u|{attempt}", now + self.horizon_ms)
+                            self._marks[request.event_id] = _Entry(f"u|{attempt}", self._expiry(now))
                 if status is ClaimStatus.CLAIMED:
-                    self._marks[request.event_id] = _Entry(f"{mine}{now}", now + self.horizon_ms)
+                    self._marks[request.event_id] = _Entry(f"{mine}{now}", self._expiry(now))
                 out.append(status)
                 attempts.append(attempt if status is ClaimStatus.UNKNOWN and attempt is not None else "")
         return ClaimStatuses(out, attempts)
@@ -106,13 +112,16 @@ class MemoryDedup:
                     if value is not None and value.startswith(mine):
                         del self._marks[event_id]
                 elif outcome is Settlement.DELIVERED:
-                    self._marks[event_id] = _Entry("d", now + self.horizon_ms)
+                    self._marks[event_id] = _Entry("d", self._expiry(now))
                 elif value != "d":
-                    self._marks[event_id] = _Entry(f"u|{tag}", now + self.horizon_ms)
+                    self._marks[event_id] = _Entry(f"u|{tag}", self._expiry(now))
 
     def state(self, event_id: str) -> str | None:
         with self._lock:
             return self._get(event_id, self.clock())
+
+    def _expiry(self, now: int) -> int:
+        return (now // self.slice_ms + 1) * self.slice_ms + self.horizon_ms
 
     def _get(self, event_id: str, now: int) -> str | None:
         entry = self._marks.get(event_id)

@@ -1,8 +1,10 @@
 """The Redis connection, the key names, and the Lua scripts, in one place.
 
 Every key starts with a hash tag, so a Redis Cluster keeps the keys one script touches in one
-slot: `{<prefix>}` for the dedup keys of all events, `{<prefix>:rl:<token fingerprint>}` for a
-token's limiter. Tokens never appear in keys, only a SHA-256 fingerprint.
+slot: `{<prefix>:d:<bucket>:<n>}` for each dedup bucket (spread over the slots:
+consumer/state/dedup_layout.py), `{<prefix>:rl:<token fingerprint>}` for a token's limiter and
+circuits, `{<prefix>}` for the dedup layout, the dead-letter marks and 0.2.0's dedup marks.
+Tokens never appear in keys, only a SHA-256 fingerprint.
 
 redis-py's automatic retries are off: a command retried after a lost reply could apply twice
 (reserve two throttle slots); callers retry explicitly, with scripts written to be idempotent
@@ -70,7 +72,21 @@ class Keys:
         self.prefix = prefix
 
     def event(self, event_id: str) -> str:
+        """An event's dedup mark as 0.2.0 wrote it: read, never written, for one horizon after the
+        upgrade (consumer/state/dedup.py)."""
         return f"{{{self.prefix}}}:e:{event_id}"
+
+    def dedup_bucket(self, bucket: int, candidate: int) -> str:
+        """A dedup bucket's hash tag; its slice hashes are `<tag>:<slice>` (dedup_layout.py picks
+        the candidate that puts the bucket in its share of the cluster slots)."""
+        return f"{{{self.prefix}:d:{bucket}:{candidate}}}"
+
+    def dedup_layout(self) -> str:
+        return f"{{{self.prefix}}}:dedup:layout"
+
+    def dedup_slices(self) -> str:
+        """A SCAN pattern matching every dedup slice hash of the prefix."""
+        return f"{{{self.prefix}:d:*"
 
     def dead_letter(self, topic: str, partition: int, offset: int) -> str:
         """The mark of a record dead-lettered already (consumer/state/dead_letters.py); in the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from consumer.state.dedup import LEGACY_ATTEMPT, ClaimRequest, ClaimStatus, RedisDedup, Settlement
+from consumer.state.dedup_layout import SLICES
 from consumer.state.memory import _Entry
 
 
@@ -117,11 +118,16 @@ def test_unknown_fate_is_kept_and_never_downgrades_delivered(make_dedup) -> None
     assert codes(a.claim(a.new_tag(), ids("e1", "e2"))) == "UD"
 
 
-def test_marks_are_forgotten_after_the_horizon(make_dedup) -> None:  # type: ignore[no-untyped-def]
+def test_marks_are_kept_for_the_horizon_and_forgotten_within_one_slice_more(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """The granularity (dedup_layout.py): a mark lives between the horizon and the horizon plus
+    one slice (horizon / SLICES). With a 1 s horizon: at least 1 s, at most 1 + 1/SLICES s."""
     (a,) = make_dedup(horizon_s=1)
     tag = a.new_tag()
     a.claim(tag, ids("e1"))
     a.settle(Settlement.DELIVERED, tag, ["e1"])
+    written = time.monotonic()
     assert a.state("e1") == "d"
-    time.sleep(1.1)
+    time.sleep(max(0.0, written + 0.95 - time.monotonic()))
+    assert a.state("e1") == "d"  # remembered for the whole horizon
+    time.sleep(max(0.0, written + 1.0 + 1 / SLICES + 0.05 - time.monotonic()))
     assert a.state("e1") is None

@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import pytest
 
 from consumer.ingest.samples import phone_for
+from consumer.state.dedup import RedisDedup
+from consumer.state.redis import Keys
 from tests.conftest import Stack, unique
 from tests.support.consumers import CONSUMER_ROOT, ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import committed, end_offsets
@@ -116,12 +118,12 @@ def test_a_request_moved_to_a_later_slot_renews_its_claims_so_no_other_replica_f
     sha = hashlib.sha1(claim_script().encode()).hexdigest().encode()
     proxy.delay(sha, 0.5, times=1)
     records = run.events(1, CAMPAIGNS[0])
-    key = "{pisano-sms}:e:" + records[0][0].decode()
+    marks = RedisDedup(redis_client, Keys("pisano-sms"), lease_ms=16_100, horizon_s=7 * 86_400)
     lease = {"PISANO_TIMEOUT_MS": 6000, "PISANO_CONNECT_TIMEOUT_MS": 100, "DEDUP_CLAIM_LEASE_MS": 16_100}
     run.faults(latency_ms=5500)
     a = run.start(records, partitions=1, new_topics=new_topic, REDIS_URL=proxy.url, PISANO_RATE_LIMITS="1/14500ms",
                   PISANO_RATE_MARGIN_MS=500, THROTTLE_GRACE_MS=2000, **lease)
-    wait_until(lambda: (redis_client.get(key) or b"").startswith(b"c|"), 20, "A claimed the event")
+    wait_until(lambda: (marks.state(records[0][0].decode()) or "").startswith("c|"), 20, "A claimed the event")
     b_group = unique("g")
     b_env = consumer_env(bootstrap=run.stack.bootstrap, redis_url=run.stack.redis_url, topic=run.topic, dlq=run.dlq,
                          group=b_group, pisano_url=run.simulator.url, token=run.token, **lease)

@@ -95,10 +95,13 @@ def test_three_replicas_a_join_and_a_sigkill(stack: Stack, new_topic: Callable[.
         if to_replay:
             # As `pisano-sms replay` does: each record signed with the fleet's key, or it is no replay.
             now_ms = int(time.time() * 1000)
+            # A replay of an ambiguous dead-letter names its attempt, or it overrides no mark.
             for m in to_replay:
-                signature = sign(REPLAY_KEY.encode(), topic, 1, now_ms, m.key(), m.value())
+                attempt = headers_of(m)["dlq.attempt.id"]
+                signature = sign(REPLAY_KEY.encode(), topic, 1, now_ms, m.key(), m.value(), attempt)
                 produce(stack.bootstrap, topic, [(m.key(), m.value())],
-                        headers=[("dlq.replays", b"1"), ("dlq.replay.signature", signature)])
+                        headers=[("dlq.replays", b"1"), ("dlq.replay.signature", signature),
+                                 ("dlq.replay.attempt", attempt.encode())])
             ends = end_offsets(stack.bootstrap, topic)
             wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 60, "replay consumed")
         for replica in survivors:

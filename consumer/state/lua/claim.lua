@@ -1,68 +1,174 @@
--- Claim the event ids of one request, atomically, in one round trip.
+-- Claim the event ids of one request, atomically per bucket, in one round trip.
 --
--- KEYS[i]    the dedup key of the i-th event
--- ARGV[1]    claim tag "<owner>|<attempt nonce>": the id of this attempt. Running the same call
---            again (a retry after a lost reply, a renewal) finds its own claims and answers C
---            again instead of H
--- ARGV[2]    lease ms: a claim older than this was left by a replica that died or stalled between
---            claiming and marking, so the event may or may not have reached Pisano
--- ARGV[3]    horizon ms: how long any state is kept (DEDUP_HORIZON_S)
--- ARGV[3+i]  the attempt whose unknown mark the i-th record may override, '' for none: a signed
---            replay of an `ambiguous` dead-letter names the attempt an SRE checked with Pisano
---            (its `dlq.attempt.id`); any other record names none. So a replay never overrides a
---            mark written by an attempt nobody checked: a second DLQ copy, or a copy whose
---            replay is itself ambiguous, finds another attempt's mark and is dead-lettered again.
+-- Layout (consumer/state/dedup_layout.py): an id's mark is field <digest> of the hash
+-- "<bucket tag>:<slice>", slice = floor(time / slice ms), which expires at the slice's end plus
+-- the horizon. A lookup reads the bucket's live slices, newest first (and the next one, which
+-- holds marks written while Redis's clock was ahead): the newest holding the id is its state.
+-- Every write goes to the current slice and removes the id from the slice it was found in.
+--
+-- KEYS[g]     the tag of the g-th bucket of this call (one on a Redis Cluster: one slot per call)
+-- KEYS[G+i]   with ARGV[6] = 'k': the key 0.2.0 kept the i-th id's mark in (counted over all
+--             buckets in order), read for one horizon after the upgrade (a single Redis)
+-- ARGV[1]     claim tag "<owner>|<attempt nonce>": the id of this attempt. Running the same call
+--             again (a retry after a lost reply, a renewal) finds its own claims and answers C
+--             again instead of H
+-- ARGV[2]     lease ms: a claim older than this was left by a replica that died or stalled between
+--             claiming and marking, so the event may or may not have reached Pisano
+-- ARGV[3]     horizon ms: how long any state is kept (DEDUP_HORIZON_S), at least
+-- ARGV[4]     slice ms
+-- ARGV[5]     G, the number of buckets
+-- ARGV[6]     0.2.0's marks: '' not read, 'k' read from KEYS[G+i], 'a' their values are arguments
+--             (a cluster reads them beforehand from their own slot)
+-- ARGV[7]     the length of a field (a digest of the id)
+-- ARGV[8]     the layout (consumer/state/dedup_layout.py), copied into each new slice hash
+-- then per bucket: n; the n fields concatenated (one argument: fewer arguments to parse); k and
+--             k pairs (index, override); with 'a': m and m pairs (index, 0.2.0 value), only for
+--             the ids that have one. The override is the attempt whose unknown mark the id may
+--             override (ids without one have none): a signed replay of an
+--             `ambiguous` dead-letter names the attempt an SRE checked with Pisano (its
+--             `dlq.attempt.id`); any other record names none. So a replay never overrides a mark
+--             written by an attempt nobody checked: a second DLQ copy, or a copy whose replay is
+--             itself ambiguous, finds another attempt's mark and is dead-lettered again.
 --
 -- Values: "d" delivered; "u|<attempt>" fate unknown after that attempt ("u" alone, written before
 -- attempts were recorded, counts as attempt "-"); "c|<owner>|<nonce>|<claimed at ms>" claimed.
 -- A claim past its lease becomes "u|<its attempt>" when found: its fate is unknown from then on,
--- and its late owner can no longer renew it.
--- Returns {statuses, attempts}: one char per key (C claimed for the caller, D already delivered:
--- skip it, H claimed by a live attempt elsewhere: hold it back, U fate unknown: dead-letter as
--- ambiguous), then for each U in order the attempt whose mark it is.
-local now_parts = redis.call('TIME')
+-- and its late owner can no longer renew it. A 0.2.0 mark counts when no slice holds the id.
+-- Returns {statuses, attempts}: one char per id in argument order (C claimed for the caller,
+-- D already delivered: skip it, H claimed by a live attempt elsewhere: hold it back, U fate
+-- unknown: dead-letter as ambiguous), then for each U in order the attempt whose mark it is.
+local call, sub = redis.call, string.sub
+local now_parts = call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local tag, lease, horizon = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local tag, lease, horizon, slice = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local groups, legacy_mode = tonumber(ARGV[5]), ARGV[6]
 local mine = 'c|' .. tag .. '|'
+local mine_len = #mine
 local claim = mine .. now
-local out = {}
-local reply = {''}
-for i, key in ipairs(KEYS) do
-  local value = redis.call('GET', key)
-  local state, attempt, expired
-  if not value then
-    state = 'C'
-  elseif value == 'd' then
-    state = 'D'
-  elseif string.sub(value, 1, #mine) == mine then
-    state = 'C'
-  elseif value == 'u' then
-    attempt = '-'
-  elseif string.sub(value, 1, 2) == 'u|' then
-    attempt = string.sub(value, 3)
-  else
-    local owner_tag, claimed_at = string.match(value, '^c|(.*)|(%d+)$')
-    if now - (tonumber(claimed_at) or 0) < lease then
-      state = 'H'
-    else
-      attempt, expired = owner_tag or '-', true
-    end
+local current = math.floor(now / slice)
+local oldest = math.floor((now - horizon) / slice)
+local expire_at = (current + 1) * slice + horizon
+local CHUNK = 2000 -- unpack() stays well below Lua's stack limit
+
+local function hmget(key, fields, n)
+  if n <= CHUNK then return call('HMGET', key, unpack(fields)) end
+  local out = {}
+  for first = 1, n, CHUNK do
+    local last = math.min(first + CHUNK - 1, n)
+    local values = call('HMGET', key, unpack(fields, first, last))
+    for j = first, last do out[j] = values[j - first + 1] end
   end
-  if attempt then
-    if ARGV[3 + i] ~= '' and ARGV[3 + i] == attempt then
-      state = 'C'
-    else
-      state = 'U'
-      reply[#reply + 1] = attempt
-      if expired then
-        redis.call('SET', key, 'u|' .. attempt, 'PX', horizon)
+  return out
+end
+
+local function hash_call(command, key, items, count)
+  for first = 1, count, CHUNK do
+    call(command, key, unpack(items, first, math.min(first + CHUNK - 1, count)))
+  end
+end
+
+-- A new slice hash starts with field '#' holding the layout (ARGV[8]): a copy should its key be
+-- lost, and a value too long for the compact small-hash encoding (hash-max-listpack-value, 64
+-- bytes by default), which is searched field by field: a busy slice hash would pay that for
+-- its first 512 marks.
+local SENTINEL, SENTINEL_VALUE = '#', ARGV[8]
+
+-- Write field/value pairs into a slice hash that lives until `at` at least (never shortened: a
+-- replica with a longer horizon may have written to it).
+local function write_slice(key, items, count, at)
+  local ttl = call('PTTL', key)
+  if ttl == -2 then call('HSET', key, SENTINEL, SENTINEL_VALUE) end
+  hash_call('HSET', key, items, count)
+  if ttl < 0 or now + ttl < at then call('PEXPIREAT', key, at) end
+end
+
+local width = tonumber(ARGV[7])
+
+-- k pairs (index, value) from ARGV[pos + 1] on, into a table by index
+local function pairs_at(pos)
+  local k, into = tonumber(ARGV[pos]), {}
+  for i = 1, k do into[tonumber(ARGV[pos + 2 * i - 1])] = ARGV[pos + 2 * i] end
+  return into, pos + 1 + 2 * k
+end
+
+local out, reply = {}, {''}
+local pos, legacy_index, out_count = 9, 0, 0
+for g = 1, groups do
+  local base = KEYS[g]
+  local n, packed = tonumber(ARGV[pos]), ARGV[pos + 1]
+  local fields, overrides, legacy = {}, nil, {}
+  for j = 1, n do fields[j] = sub(packed, (j - 1) * width + 1, j * width) end
+  overrides, pos = pairs_at(pos + 2)
+  if legacy_mode == 'a' then
+    legacy, pos = pairs_at(pos)
+  elseif legacy_mode == 'k' then
+    for j = 1, n do
+      legacy[j] = call('GET', KEYS[groups + legacy_index + j])
+    end
+    legacy_index = legacy_index + n
+  end
+  local found, where = {}, {}
+  for s = current + 1, oldest, -1 do
+    local key = base .. ':' .. s
+    if call('EXISTS', key) == 1 then
+      local values = hmget(key, fields, n)
+      for j = 1, n do
+        local value = values[j]
+        if value and not found[j] then found[j], where[j] = value, s end
       end
     end
   end
-  if state == 'C' then
-    redis.call('SET', key, claim, 'PX', horizon)
+  local writes, moved, w = {}, nil, 0
+  for j = 1, n do
+    local value = found[j]
+    if not value and legacy[j] then value = legacy[j] end
+    local state, attempt, expired, write
+    if not value then
+      state, write = 'C', claim
+    elseif value == 'd' then
+      state = 'D'
+    elseif sub(value, 1, mine_len) == mine then
+      state, write = 'C', claim
+    elseif value == 'u' then
+      attempt = '-'
+    elseif sub(value, 1, 2) == 'u|' then
+      attempt = sub(value, 3)
+    else
+      local owner_tag, claimed_at = string.match(value, '^c|(.*)|(%d+)$')
+      if now - (tonumber(claimed_at) or 0) < lease then
+        state = 'H'
+      else
+        attempt, expired = owner_tag or '-', true
+      end
+    end
+    if attempt then
+      if overrides[j] == attempt then
+        state, write = 'C', claim
+      else
+        state = 'U'
+        reply[#reply + 1] = attempt
+        if expired then write = 'u|' .. attempt end
+      end
+    end
+    if write then
+      writes[w + 1], writes[w + 2] = fields[j], write
+      w = w + 2
+      local s = where[j]
+      if s and s ~= current then
+        moved = moved or {}
+        moved[s] = moved[s] or {}
+        table.insert(moved[s], fields[j])
+      end
+    end
+    out_count = out_count + 1
+    out[out_count] = state
   end
-  out[i] = state
+  if w > 0 then write_slice(base .. ':' .. current, writes, w, expire_at) end
+  if moved then
+    for s, moved_fields in pairs(moved) do
+      hash_call('HDEL', base .. ':' .. s, moved_fields, #moved_fields)
+    end
+  end
 end
 reply[1] = table.concat(out)
 return reply

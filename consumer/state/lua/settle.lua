@@ -1,34 +1,132 @@
--- Record the outcome of one request for its event ids.
+-- Record the outcome of one request for its event ids, atomically per bucket.
 --
--- KEYS[i]  the dedup key of the i-th event
--- ARGV[1]  outcome: "d" delivered (Pisano answered 200), "u" fate unknown (ambiguous), or
---          "r" release (the request certainly failed: the event may be sent again)
--- ARGV[2]  claim tag "<owner>|<attempt nonce>" of the caller: the attempt id
--- ARGV[3]  horizon ms
+-- Layout as in lua/claim.lua: field <digest> of "<bucket tag>:<slice>", newest slice first.
+--
+-- KEYS[g]     the tag of the g-th bucket of this call (one on a Redis Cluster)
+-- KEYS[G+i]   with ARGV[6] = 'k': the key 0.2.0 kept the i-th id's mark in
+-- ARGV[1]     outcome: "d" delivered (Pisano answered 200), "u" fate unknown (ambiguous), or
+--             "r" release (the request certainly failed: the event may be sent again)
+-- ARGV[2]     claim tag "<owner>|<attempt nonce>" of the caller: the attempt id
+-- ARGV[3]     horizon ms
+-- ARGV[4]     slice ms
+-- ARGV[5]     G, the number of buckets
+-- ARGV[6]     0.2.0's marks (read for "u" only): '' not read, 'k' from KEYS[G+i], 'a' as arguments
+-- ARGV[7]     the length of a field
+-- ARGV[8]     the layout, copied into each new slice hash
+-- then per bucket: n; the n fields concatenated; with 'a': m and m pairs (index, 0.2.0 value)
 --
 -- Delivered and unknown are facts about the request and overwrite any claim; release only
 -- removes the caller's own claim, never a delivered mark or someone else's claim. An unknown
 -- mark names its attempt ("u|<tag>"): only a replay of the dead-letter that carries this
 -- attempt id may override it (lua/claim.lua).
--- Returns how many keys changed.
-local outcome, tag, horizon = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- Delivered is written without reading: it wins over whatever older slices hold. (Only a claim
+-- written in a later slice, by a Redis whose clock then went back a whole slice, would hide it:
+-- that id then ends as ambiguous once the claim's lease passed, never sent again.)
+-- Returns how many ids changed.
+local call, sub = redis.call, string.sub
+local now_parts = call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local outcome, tag, horizon, slice = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local groups, legacy_mode, width = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local mine = 'c|' .. tag .. '|'
+local mine_len = #mine
+local current = math.floor(now / slice)
+local oldest = math.floor((now - horizon) / slice)
+local expire_at = (current + 1) * slice + horizon
+local CHUNK = 2000 -- unpack() stays well below Lua's stack limit
+
+local function hash_call(command, key, items, count)
+  for first = 1, count, CHUNK do
+    call(command, key, unpack(items, first, math.min(first + CHUNK - 1, count)))
+  end
+end
+
+-- A new slice hash starts with field '#' holding the layout (ARGV[8]): a copy should its key be
+-- lost, and a value too long for the compact small-hash encoding (hash-max-listpack-value, 64
+-- bytes by default), which is searched field by field: a busy slice hash would pay that for
+-- its first 512 marks.
+local SENTINEL, SENTINEL_VALUE = '#', ARGV[8]
+
+-- Write field/value pairs into a slice hash that lives until `at` at least (never shortened: a
+-- replica with a longer horizon may have written to it).
+local function write_slice(key, items, count, at)
+  local ttl = call('PTTL', key)
+  if ttl == -2 then call('HSET', key, SENTINEL, SENTINEL_VALUE) end
+  hash_call('HSET', key, items, count)
+  if ttl < 0 or now + ttl < at then call('PEXPIREAT', key, at) end
+end
+
+local function remove(removed, s, field)
+  removed = removed or {}
+  removed[s] = removed[s] or {}
+  table.insert(removed[s], field)
+  return removed
+end
+
 local changed = 0
-for _, key in ipairs(KEYS) do
-  if outcome == 'r' then
-    local value = redis.call('GET', key)
-    if value and string.sub(value, 1, #mine) == mine then
-      redis.call('DEL', key)
-      changed = changed + 1
+local pos, legacy_index = 9, 0
+for g = 1, groups do
+  local base = KEYS[g]
+  local n, packed = tonumber(ARGV[pos]), ARGV[pos + 1]
+  pos = pos + 2
+  local key = base .. ':' .. current
+  local fields, legacy = {}, {}
+  if outcome == 'd' then
+    -- field, value pairs straight from the packed fields
+    local writes = {}
+    for j = 1, n do
+      writes[2 * j - 1], writes[2 * j] = sub(packed, (j - 1) * width + 1, j * width), 'd'
     end
-  elseif outcome == 'd' then
-    redis.call('SET', key, 'd', 'PX', horizon)
-    changed = changed + 1
+    write_slice(key, writes, 2 * n, expire_at)
+    changed = changed + n
   else
-    -- never downgrade a delivered mark to unknown
-    if redis.call('GET', key) ~= 'd' then
-      redis.call('SET', key, 'u|' .. tag, 'PX', horizon)
-      changed = changed + 1
+    for j = 1, n do fields[j] = sub(packed, (j - 1) * width + 1, j * width) end
+    if legacy_mode == 'a' then
+      local k = tonumber(ARGV[pos])
+      for i = 1, k do legacy[tonumber(ARGV[pos + 2 * i - 1])] = ARGV[pos + 2 * i] end
+      pos = pos + 1 + 2 * k
+    elseif legacy_mode == 'k' then
+      for j = 1, n do legacy[j] = call('GET', KEYS[groups + legacy_index + j]) end
+      legacy_index = legacy_index + n
+    end
+    local found, where = {}, {}
+    for s = current + 1, oldest, -1 do
+      local slice_key = base .. ':' .. s
+      if call('EXISTS', slice_key) == 1 then
+        for first = 1, n, CHUNK do
+          local last = math.min(first + CHUNK - 1, n)
+          local got = call('HMGET', slice_key, unpack(fields, first, last))
+          for j = first, last do
+            local value = got[j - first + 1]
+            if value and not found[j] then found[j], where[j] = value, s end
+          end
+        end
+      end
+    end
+    local writes, removed, w = {}, nil, 0
+    for j = 1, n do
+      local value, s = found[j], where[j]
+      if outcome == 'r' then
+        if value and sub(value, 1, mine_len) == mine then
+          removed = remove(removed, s, fields[j])
+          changed = changed + 1
+        end
+      else
+        if not value and legacy[j] then value = legacy[j] end
+        -- never downgrade a delivered mark to unknown
+        if value ~= 'd' then
+          writes[w + 1], writes[w + 2] = fields[j], 'u|' .. tag
+          w = w + 2
+          if s and s ~= current then removed = remove(removed, s, fields[j]) end
+          changed = changed + 1
+        end
+      end
+    end
+    if w > 0 then write_slice(key, writes, w, expire_at) end
+    if removed then
+      for s, removed_fields in pairs(removed) do
+        hash_call('HDEL', base .. ':' .. s, removed_fields, #removed_fields)
+      end
     end
   end
 end
