@@ -50,6 +50,16 @@ def keys_per_master(url: str, prefix: str) -> dict[str, int]:
     return {name: len(keys) for name, keys in _keys_per_master(url, prefix).items()}
 
 
+def dedup_keys_per_master(url: str, prefix: str) -> dict[str, int]:
+    """How many dedup keys (the marks' hashes, `{<prefix>:d:<bucket>:<n>}:<slice>`) each master holds."""
+    client = redis.RedisCluster.from_url(url)
+    try:
+        return {node.name: sum(1 for _ in client.get_redis_connection(node).scan_iter(
+            match=f"{{{prefix}:d:*", count=1000)) for node in client.get_primaries()}
+    finally:
+        close_redis(client)
+
+
 def bytes_per_master(url: str, prefix: str) -> dict[str, int]:
     """The bytes (MEMORY USAGE) of the keys under `prefix` on each master: the share of the state
     each holds whatever the layout, many small keys or a few large ones."""
@@ -141,8 +151,10 @@ def test_a_fleet_on_the_cluster_delivers_exactly_once_within_the_windows(
     assert skipped >= traffic.duplicates
     keys, sizes = keys_per_master(redis_cluster.url, prefix), bytes_per_master(redis_cluster.url, prefix)
     print(json.dumps({"requests": requests, "skipped": skipped, "keys_per_master": keys, "bytes_per_master": sizes}))
-    # AWAITS the dedup layout of branch h-dedup: on 0.2.0 every dedup key sits in one hash slot,
-    # so one master holds them all and this fails.
+    # On 0.2.0 every dedup key sat in one hash slot: one master held them all. Both measures: the
+    # dedup keys and the bytes of all the state (the dead-letter marks share one slot, the marks do not).
+    dedup_keys = dedup_keys_per_master(redis_cluster.url, prefix)
+    assert largest_share(dedup_keys) <= MAX_SHARE, dedup_keys
     assert largest_share(sizes) <= MAX_SHARE, (keys, sizes)
 
 
@@ -249,7 +261,7 @@ def connected(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
 def test_the_dedup_state_spreads_over_the_masters(redis_cluster: ClusterStack, cluster_client,  # type: ignore[no-untyped-def]
                                                   connected) -> None:
-    """AWAITS the dedup layout of branch h-dedup: on 0.2.0 every dedup key sits in one hash slot."""
+    """On 0.2.0 every dedup key sat in one hash slot, on one master."""
     prefix = unique("psms")
     dedup = RedisDedup(connected(redis_cluster.url, cluster=True), Keys(prefix), lease_ms=60_000, horizon_s=3600)
     for batch in range(20):
@@ -258,6 +270,8 @@ def test_the_dedup_state_spreads_over_the_masters(redis_cluster: ClusterStack, c
         assert set(dedup.claim(tag, [ClaimRequest(i) for i in ids])) == {ClaimStatus.CLAIMED}
         dedup.settle(Settlement.DELIVERED, tag, ids)
     keys, sizes = keys_per_master(redis_cluster.url, prefix), bytes_per_master(redis_cluster.url, prefix)
+    dedup_keys = dedup_keys_per_master(redis_cluster.url, prefix)
+    assert sum(dedup_keys.values()) >= 64 and largest_share(dedup_keys) <= MAX_SHARE, dedup_keys
     assert largest_share(sizes) <= MAX_SHARE, (keys, sizes)
 
 
