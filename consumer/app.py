@@ -32,6 +32,7 @@ from consumer.ingest.kafka import make_consumer, make_producer
 from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient, load_mapper
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
+from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
 from consumer.pipeline import Pipeline
 from consumer.sre.replay_signature import ReplayVerifier
 from consumer.state.accounts import AccountRecord, account_key
@@ -162,6 +163,16 @@ def router(destinations: dict[str, Destination], settings: Settings) -> Callable
     return lambda campaign: owned.get(campaign, fallback)
 
 
+def build_receipts(settings: Settings, producer: Any, route: Callable[[str], str | None],
+                   metrics: Metrics) -> ReceiptWriter | None:
+    """The receipt writer on the dead-letters' producer, or None without OUTCOME_TOPIC."""
+    if not settings.outcome_topic:
+        return None
+    return ReceiptWriter(producer, settings.outcome_topic, group=settings.kafka_group_id,
+                         hasher=PhoneHasher(settings.outcome_salt()), codec=ReceiptCodec(settings.outcome_schema_id),
+                         route=route, on_acknowledged=lambda outcome: metrics.receipts.labels(outcome).inc())
+
+
 def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tuple[Pipeline, HealthProbe]:
     """Wire the real components from the settings (each fails fast with a ConfigError)."""
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
@@ -191,10 +202,11 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
             lanes[name] = Lane(batcher, sender)
         return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
 
+    producer = make_producer(settings, kafka_error)
     pipeline = Pipeline(
         settings,
         consumer_factory=lambda on_commit: make_consumer(settings, kafka_error, on_commit=on_commit),
-        producer=make_producer(settings, kafka_error),
+        producer=producer,
         decoder=decoder,
         mapper=mapper,  # type: ignore[arg-type]
         delivery_factory=delivery,
@@ -202,6 +214,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
         health=health,
         replays=ReplayVerifier.from_settings(settings),
         dead_letter_marks=RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s),
+        receipts=build_receipts(settings, producer, route, metrics),
     )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
                         dlq_topic=settings.dlq_topic, destinations=list(destinations.values()),

@@ -15,6 +15,11 @@ hold the loop (and its liveness clock) past a turn; while records wait there, or
 registry, fetching is paused. Memory is bounded in events (MAX_BUFFERED_EVENTS) and in bytes
 (MAX_BUFFERED_BYTES) of records without an outcome, and a record without an outcome for
 STUCK_RECORD_MS makes the replica not ready.
+
+With receipts (OUTCOME_TOPIC, consumer/outcomes/receipts.py), a record finishes only once its
+receipt is acknowledged: every final outcome goes through `_finish`, which produces the receipt
+and finishes the offset from its delivery report; a dead-letter's receipt follows the dead-letter's
+acknowledgement.
 """
 
 from __future__ import annotations
@@ -39,13 +44,14 @@ from consumer.delivery.pisano_codes import code_label
 from consumer.ingest.avro import Decoder
 from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
-from consumer.ingest.mapping import Mapper
+from consumer.ingest.mapping import Mapper, Recipient
 from consumer.ingest.records import InboundRecord
 from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget, redact_phones
 from consumer.operations.metrics import Metrics, observe_many
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.outcomes.offsets import OffsetTracker
+from consumer.outcomes.receipts import ReceiptWriter
 from consumer.sre.replay_signature import NOT_A_REPLAY, ReplayVerifier
 from consumer.state.dead_letters import DeadLetterMarks
 
@@ -79,6 +85,7 @@ class Pipeline:
         health: Health,
         replays: ReplayVerifier | None = None,
         dead_letter_marks: DeadLetterMarks | None = None,
+        receipts: ReceiptWriter | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer_factory(self._on_commit)
@@ -91,6 +98,7 @@ class Pipeline:
         # With marks, a record read again after a SIGKILL or rebalance is dead-lettered only once.
         self.dlq = DeadLetterQueue(producer, settings.dlq_topic, marks=dead_letter_marks,
                                    group=settings.kafka_group_id, compat_headers=settings.dlq_compat_headers)
+        self.receipts = receipts  # with OUTCOME_TOPIC: on the same producer as the dead-letters
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         # The sending side, one lane per destination: batches are filled here, taken by senders.
         self.delivery = delivery_factory(self.outcomes.put)
@@ -158,6 +166,8 @@ class Pipeline:
             self.delivery.add(current)
         self._drain_outcomes()
         self.dlq.poll(0)
+        if self.receipts is not None:
+            self.receipts.poll(0)
         if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
             recommit = now - self._last_recommit >= RECOMMIT_INTERVAL_S
             self._commit(all_known=recommit)
@@ -180,14 +190,17 @@ class Pipeline:
             self.consumer.pause(assignment)
         self.delivery.flush_all()
         while time.monotonic() < deadline and (self.delivery.buffered or self.delivery.in_flight()
-                                               or self.dlq.in_flight):
+                                               or self.dlq.in_flight or self._receipts_in_flight()):
             self.consumer.consume(num_messages=1, timeout=POLL_TIMEOUT_S)  # serve callbacks, fetch nothing
             self._drain_outcomes()
             self.dlq.poll(0)
+            if self.receipts is not None:
+                self.receipts.poll(0)
         self.delivery.stop(timeout=max(0.0, deadline - time.monotonic()))
         self._drain_outcomes()
         self.dlq.flush(max(0.5, deadline - time.monotonic()))
         self._drain_outcomes()
+        self._flush_receipts(max(0.5, deadline - time.monotonic()))
         self._commit(sync=True, all_known=True)
         left = self.delivery.buffered + self.delivery.in_flight()
         if left:
@@ -227,7 +240,8 @@ class Pipeline:
             raise KafkaException(error)
         log.warning("Kafka consume error: %s", error.str())
 
-    def _dead_letter(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, failure: Failure) -> None:
+    def _dead_letter(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, failure: Failure,
+                     recipient: Recipient | None = None) -> None:
         if self._log_budget.allow(failure.reason):
             log.warning("dead-lettering: %s", redact_phones(failure.message),
                         extra={"topic": tp[0], "partition": tp[1], "offset": offset, "reason": failure.reason,
@@ -235,9 +249,33 @@ class Pipeline:
 
         def done() -> None:
             self.metrics.dead_letters.labels(failure.reason, code_label(failure.code)).inc()
-            self.tracker.finish(tp, offset, epoch)
+            # The receipt after the dead-letter's acknowledgement: a receipt never names a
+            # dead-letter that is not there (a record read again is not dead-lettered twice).
+            self._finish(message, tp, offset, epoch, "dead_letter", recipient=recipient, failure=failure)
 
         self.dlq.send(message, failure, done)
+
+    def _finish(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, kind: str, *,
+                recipient: Recipient | None = None, failure: Failure | None = None, reason: str | None = None,
+                request_id: str | None = None, pisano_request_id: str | None = None,
+                decided_at_ms: int | None = None) -> None:
+        """A record's final outcome (`kind`: an outcome kind, or a receipt outcome such as
+        `cooldown`): with receipts, its offset finishes once its receipt is acknowledged."""
+        if self.receipts is None:
+            self.tracker.finish(tp, offset, epoch)
+            return
+        if self.tracker.epoch(tp) != epoch:
+            return  # revoked meanwhile: its next owner reads it again and writes its receipt
+        self.receipts.record(message, kind, lambda: self.tracker.finish(tp, offset, epoch), recipient=recipient,
+                             failure=failure, reason=reason, request_id=request_id,
+                             pisano_request_id=pisano_request_id, decided_at_ms=decided_at_ms)
+
+    def _receipts_in_flight(self) -> int:
+        return self.receipts.in_flight if self.receipts is not None else 0
+
+    def _flush_receipts(self, timeout: float) -> None:
+        if self.receipts is not None:
+            self.receipts.flush(timeout)
 
     # ------------------------------------------------------------------ outcomes back
 
@@ -250,7 +288,10 @@ class Pipeline:
             current = [e for e in outcome.events if self.tracker.epoch(e.tp) == e.epoch]
             if outcome.kind in ("delivered", "skipped", "expired", "suppressed"):
                 for event in current:
-                    self.tracker.finish(event.tp, event.offset, event.epoch)
+                    self._finish(event.message, event.tp, event.offset, event.epoch, outcome.kind,
+                                 recipient=event.recipient, request_id=outcome.request_id,
+                                 pisano_request_id=outcome.pisano_request_id,
+                                 decided_at_ms=outcome.accepted_at_ms or None)
                 if outcome.kind in FILTERED:
                     self.metrics.events_filtered.labels(outcome.kind).inc(len(current))
                 elif outcome.kind == "delivered":
@@ -262,7 +303,8 @@ class Pipeline:
             else:
                 assert outcome.failure is not None
                 for event in current:
-                    self._dead_letter(event.message, event.tp, event.offset, event.epoch, outcome.failure)
+                    self._dead_letter(event.message, event.tp, event.offset, event.epoch, outcome.failure,
+                                      recipient=event.recipient)
 
     def _observe_latency(self, events: list[PendingEvent], accepted_at_ms: int) -> None:
         stamps = [event.message.timestamp()[1] for event in events]
@@ -322,6 +364,7 @@ class Pipeline:
         self._drain_outcomes()
         self.dlq.flush(max(0.0, deadline - time.monotonic()))
         self._drain_outcomes()
+        self._flush_receipts(max(0.0, deadline - time.monotonic()))
         self._commit(sync=True, tps=list(tps), all_known=True)
         self._forget(tps)
         log.info("revoked %s (%d buffered events left for the next owner)", _names(partitions), len(dropped))
@@ -353,7 +396,8 @@ class Pipeline:
         # Dead-letters waiting for their acknowledgement count too: with the dead-letter topic
         # down they pile up, and fetching must stop before memory runs out.
         held = sum(len(events) for _, events in self._held)
-        return self.delivery.buffered + self.delivery.in_flight() + len(self.backlog) + held + self.dlq.in_flight
+        return self.delivery.buffered + self.delivery.in_flight() + len(self.backlog) + held + self.dlq.in_flight \
+            + self._receipts_in_flight()
 
     def _backpressure(self) -> None:
         load, limit = self._load(), self.settings.max_buffered_events

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     dlq_topic: str = "pisano-sms.dlq"
     # Kafka Connect's and Spring Kafka's dead-letter headers beside ours, for generic DLQ tooling.
     dlq_compat_headers: bool = True
+    # Receipts (consumer/outcomes/receipts.py): one record per input record, its outcome; off when unset.
+    outcome_topic: str | None = None
+    outcome_phone_salt: SecretStr | None = None
+    outcome_phone_salt_file: Path | None = None
+    # The registry id of schemas/receipt.avsc: receipts in the Confluent wire format (else schemaless Avro).
+    outcome_schema_id: int | None = Field(None, ge=0, le=2**31 - 1)
 
     # Redis
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
@@ -247,6 +253,12 @@ class Settings(BaseSettings):
             raise ValueError("set SCHEMA_REGISTRY_PASSWORD or SCHEMA_REGISTRY_PASSWORD_FILE, not both")
         if self.replay_signing_key and self.replay_signing_key_file:
             raise ValueError("set REPLAY_SIGNING_KEY or REPLAY_SIGNING_KEY_FILE, not both")
+        if self.outcome_phone_salt and self.outcome_phone_salt_file:
+            raise ValueError("set OUTCOME_PHONE_SALT or OUTCOME_PHONE_SALT_FILE, not both")
+        if self.outcome_topic and not (self.outcome_phone_salt or self.outcome_phone_salt_file):
+            raise ValueError("OUTCOME_TOPIC needs OUTCOME_PHONE_SALT (or OUTCOME_PHONE_SALT_FILE): receipts carry the "
+                             "phone only as a salted hash; use a random salt, e.g. `openssl rand -hex 32`, kept as "
+                             "a secret and shared with whoever looks phones up in the receipts")
         if self.schema_registry_url and urlsplit(self.schema_registry_url).username is not None \
                 and self.schema_registry_user:
             raise ValueError("SCHEMA_REGISTRY_URL holds user:password@ and SCHEMA_REGISTRY_USER is set: "
@@ -382,6 +394,21 @@ class Settings(BaseSettings):
             raise ConfigError("REPLAY_SIGNING_KEY: shorter than 16 characters; use a random key, e.g. "
                               "`openssl rand -hex 32`, from the same Secret on every replica and the replay tool")
         return key.encode()
+
+    def outcome_salt(self) -> str:
+        """The salt of the receipts' phone hashes (consumer/outcomes/receipts.py); ConfigError if
+        missing or shorter than 16 characters."""
+        if self.outcome_phone_salt is not None:
+            salt = self.outcome_phone_salt.get_secret_value()
+        elif self.outcome_phone_salt_file is not None:
+            salt = read_secret_file("OUTCOME_PHONE_SALT_FILE", self.outcome_phone_salt_file,
+                                    "mount the salt file or set OUTCOME_PHONE_SALT")
+        else:
+            raise ConfigError("OUTCOME_PHONE_SALT is not set: set it, or OUTCOME_PHONE_SALT_FILE")
+        if len(salt) < 16:
+            raise ConfigError("OUTCOME_PHONE_SALT: shorter than 16 characters; use a random salt, e.g. "
+                              "`openssl rand -hex 32`")
+        return salt
 
     def require(self, *names: str) -> None:
         """Fail with one ConfigError naming every setting a command needs but has no value."""

@@ -6,6 +6,10 @@ outlast a claim's lease, and an expired claim lets a replay send the same event 
 renewal comes before the slot, never between the slot and the POST, so it cannot make a POST
 late. Just before each POST the claim learns that its ids may now have left (`sending`), so an
 exception from then on settles them as unknown, never as free to send again.
+
+Every attempt gets a request id of its own (32 hex digits), logged with its answer; the one of
+the attempt that decided the events' fate goes into their receipts (consumer/outcomes/receipts.py),
+so a receipt leads to the log line of its request.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +53,7 @@ class Sent:
     attempts: int = 0
     abandoned: bool = False  # stopping: it never reached a final answer
     claim_lost: bool = False  # the ids' claims could not be renewed: not sent again
+    request_id: str | None = None  # this consumer's id of the last attempt (module docstring)
 
     @property
     def refused_for_a_recipient(self) -> bool:
@@ -84,6 +90,7 @@ class Attempts:
                 sent.claim_lost = True
                 return sent
             sent.attempts += 1
+            sent.request_id = uuid.uuid4().hex
             sending()
             self.dm.in_flight_requests.inc()
             carried = self.tokens.current() if self.tokens is not None else None
@@ -99,6 +106,7 @@ class Attempts:
                 self.dm.in_flight_requests.dec()
                 if span is not None:
                     _end_span(span, sent.accepted, failure)
+            self._log(campaign, sent)
             if sent.accepted is not None:
                 self.dm.requests("200", "").inc()
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
@@ -133,6 +141,17 @@ class Attempts:
                     type(sent.error).__name__ if not isinstance(sent.error, PisanoApiError)
                     else f"HTTP {sent.error.http_status} code {sent.error.code}")
         return True
+
+    def _log(self, campaign: str, sent: Sent) -> None:
+        """One line per request (a few per second at most: each takes a throttle slot)."""
+        answer = f"HTTP {sent.accepted.http_status}" if sent.accepted is not None \
+            else f"{type(sent.error).__name__} ({sent.verdict.reason if sent.verdict else ''})"
+        # The id in `extra` only: the message is redacted, and 7 digits in a row of hex would be masked.
+        log.info("request answered: %s", answer,
+                 extra={"campaign": campaign, "request_id": sent.request_id, "attempt": sent.attempts,
+                        "pisano_request_id": sent.accepted.request_id if sent.accepted is not None else None,
+                        "status": sent.error.http_status if isinstance(sent.error, PisanoApiError) else None,
+                        "destination": self.destination.name})
 
     def _back_off(self, error: PisanoError, delay: float) -> bool:
         """Wait before retrying (after a 429, the whole fleet waits); False when stopping."""

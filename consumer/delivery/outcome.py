@@ -31,6 +31,9 @@ class Outcome:
     events: list[PendingEvent]
     failure: Failure | None = None
     accepted_at_ms: int = 0
+    # delivered: the id this consumer gave the request Pisano accepted, and Pisano's own if it sent one
+    request_id: str | None = None
+    pisano_request_id: str | None = None
 
 
 class BatchReport:

@@ -334,9 +334,11 @@ class Sender:
         claim.settle(Settlement.DELIVERED, events)
         self.dm.recipients_delivered.inc(len(events))
         log.info("delivered %d recipients", len(events),
-                 extra={"campaign": campaign, "request_id": sent.accepted.request_id, "count": len(events),
+                 extra={"campaign": campaign, "request_id": sent.request_id, "count": len(events),
+                        "pisano_request_id": sent.accepted.request_id,
                         "attempt": sent.attempts, "destination": self.destination.name})
-        outcomes(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000)))
+        outcomes(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000), request_id=sent.request_id,
+                         pisano_request_id=sent.accepted.request_id))
 
     def _failed(self, claim: Claim, campaign: str, events: list[PendingEvent], sent: Sent,
                 outcomes: BatchReport, note: str = "") -> None:
@@ -348,7 +350,8 @@ class Sender:
                 log.warning("request fate unknown (%s); AMBIGUOUS_POLICY=assume_delivered: counting %d as delivered",
                             redact_phones(str(sent.error)), len(events), extra={"campaign": campaign})
                 claim.settle(Settlement.DELIVERED, events)
-                outcomes(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000)))
+                outcomes(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000),
+                                 request_id=sent.request_id))
                 return
             if self.policy.ambiguous == "resend":
                 # At-least-once by choice: the ids are freed and the events go round again.
@@ -432,6 +435,7 @@ def _failure(reason: str, sent: Sent, campaign: str, note: str = "", attempt_id:
         campaign_id=campaign,
         attempts=sent.attempts,
         attempt_id=attempt_id,
+        request_id=sent.request_id,
     )
 
 

@@ -20,6 +20,7 @@ offset, key, value, headers, timestamp), so the dead-letter code reads either.
 from __future__ import annotations
 
 import operator
+import time
 from typing import Any
 
 Headers = list[tuple[str, bytes | None]]
@@ -50,8 +51,8 @@ def read_headers(message: Any) -> tuple[Headers, str | None]:
 class InboundRecord:
     """One Kafka record as plain values; see the module docstring."""
 
-    __slots__ = ("_headers", "_key", "_offset", "_partition", "_timestamp", "_topic", "_value", "header_error",
-                 "replays")
+    __slots__ = ("_headers", "_key", "_offset", "_partition", "_timestamp", "_topic", "_value", "consumed_at_ms",
+                 "header_error", "replays")
 
     def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                  headers: Headers, timestamp: tuple[int, int], header_error: str | None = None) -> None:
@@ -66,6 +67,8 @@ class InboundRecord:
         # The replay count whose signature verified (consumer/sre/replay_signature.py); 0 for a
         # fresh record or a forged `dlq.replays` header. Set once the record is decoded.
         self.replays = 0
+        # When this process read it (epoch ms), for its receipt (consumer/outcomes/receipts.py).
+        self.consumed_at_ms = int(time.time() * 1000)
 
     @classmethod
     def of(cls, message: Any) -> InboundRecord:

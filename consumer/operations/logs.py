@@ -19,7 +19,7 @@ from typing import Any
 
 from consumer.config.secrets import mask_urls_in_text
 
-CONTEXT_FIELDS = ("topic", "partition", "offset", "campaign", "request_id", "status", "code",
+CONTEXT_FIELDS = ("topic", "partition", "offset", "campaign", "request_id", "pisano_request_id", "status", "code",
                   "reason", "count", "wait_ms", "attempt")
 
 # Attributes every LogRecord has; anything else came in through `extra`.

@@ -26,6 +26,8 @@ SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 
 REDIS_OPERATIONS = ("throttle", "claim", "settle", "circuit", "suppression")
 REGISTRY_ERROR_KINDS = ("unreachable", "permission", "server")
 FILTER_REASONS = ("expired", "suppressed")  # consumer/delivery/outcome.py FILTERED
+# schemas/receipt.avsc's outcome symbols (consumer/outcomes/receipts.py RECEIPT_OUTCOMES, which a test compares).
+RECEIPT_OUTCOMES = ("accepted", "duplicate", "cooldown", "suppressed", "expired", "dead_lettered")
 
 
 class Metrics:
@@ -48,6 +50,8 @@ class Metrics:
                                             ["destination"], registry=r)
         self.dead_letters = Counter(f"{p}_dead_letters", "Records dead-lettered (acknowledged by Kafka)",
                                     ["reason", "code"], registry=r)
+        self.receipts = Counter(f"{p}_receipts", "Receipts acknowledged by Kafka (OUTCOME_TOPIC), by outcome",
+                                ["outcome"], registry=r)
         self.requests = Counter(f"{p}_requests", "Pisano requests by outcome (HTTP status, or transport)",
                                 ["status", "code", "destination"], registry=r)
         self.batch_size = Histogram(f"{p}_batch_size", "Recipients per Pisano request", buckets=SIZE_BUCKETS,
@@ -114,6 +118,8 @@ class Metrics:
             self.redis_errors.labels(operation)
         for kind in REGISTRY_ERROR_KINDS:
             self.registry_errors.labels(kind)
+        for outcome in RECEIPT_OUTCOMES:
+            self.receipts.labels(outcome)
 
     def destination(self, name: str) -> DestinationMetrics:
         """The metrics of one destination, its label bound."""

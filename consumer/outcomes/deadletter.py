@@ -78,6 +78,9 @@ class Failure:
     # ambiguous only: the attempt whose unknown mark stands in Redis; a replay of this dead-letter
     # may override that mark and no other (consumer/state/dedup.py)
     attempt_id: str | None = None
+    # the id this consumer gave the last request for these events (consumer/delivery/attempts.py),
+    # for the receipt (consumer/outcomes/receipts.py); None when no request was made
+    request_id: str | None = None
 
 
 def header_value(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:

@@ -1,0 +1,275 @@
+"""The outcome topic (receipts): one Avro record per input record, saying how it ended (README, "Receipts").
+
+    record's outcome -> Receipt (phone as a salted hash) -> Avro (schemas/receipt.avsc) -> OUTCOME_TOPIC
+                                                              acknowledged -> its offset may be committed
+
+With OUTCOME_TOPIC set, a record's offset is committed only once its receipt is acknowledged, as
+for dead-letters: the producer is the dead-letter queue's (idempotent, `acks=all`), and a failed
+delivery is produced again after a backoff, for ever; a receipt topic that is down stops commits
+and, through the full buffers, fetching; it never loses a receipt. A dead-lettered record gets its
+receipt after its dead-letter is acknowledged, so a receipt never names a dead-letter that is not there.
+
+At least once per record: a replica that dies (or loses a partition) after a receipt was
+acknowledged and before the offset's commit leaves the record to be read again, and it gets a
+second receipt with the same origin coordinates. The second says what the second pass saw: a
+dead-lettered record `dead_lettered` again (its dead-letter is not written twice,
+consumer/state/dead_letters.py), a delivered one `duplicate` (dedup stopped a second SMS). So a
+reader takes the *first* receipt of each origin (topic, partition, offset); all receipts of one
+record have the same key, so they are in one partition of the receipt topic, in order.
+
+The key is the event id; a record without one (it could not be decoded or mapped) is keyed by its
+origin, `topic[partition]@offset`. The value is schemaless Avro, or with OUTCOME_SCHEMA_ID the
+Confluent wire format (magic byte 0, the 4-byte schema id, then the Avro body) for the id under
+which the operator registered schemas/receipt.avsc: the consumer never registers schemas itself.
+
+The phone is never in clear: `phone_hash` is the lower-case hex SHA-256 of OUTCOME_PHONE_SALT
+followed by the canonical phone (what was sent to Pisano, e.g. `+905321234567`), both UTF-8, so a
+CRM holding the salt can compute it for a lookup, and no one without it can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import struct
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka import KafkaError
+
+from consumer.ingest.mapping import Recipient
+from consumer.outcomes.deadletter import RETRY_BACKOFF_S, Failure, error_text
+
+log = logging.getLogger(__name__)
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "receipt.avsc"
+# The receipt's outcome symbols (schemas/receipt.avsc), in the schema's order.
+ReceiptOutcome = typing.Literal["accepted", "duplicate", "cooldown", "suppressed", "expired", "dead_lettered"]
+RECEIPT_OUTCOMES: tuple[str, ...] = typing.get_args(ReceiptOutcome)
+# The poll loop's outcome kinds (consumer/delivery/outcome.py) whose name differs from the
+# receipt's; a policy's kind (cooldown, suppressed, expired) is its receipt outcome as it is.
+_FROM_KIND = {"delivered": "accepted", "skipped": "duplicate", "dead_letter": "dead_lettered"}
+MIN_SALT_CHARS = 16
+_WIRE_MAGIC = 0
+
+
+def receipt_outcome(kind: str) -> str:
+    """The receipt outcome of a final outcome kind of the poll loop; ValueError for one that is
+    not final (requeue) or unknown."""
+    outcome = _FROM_KIND.get(kind, kind)
+    if outcome not in RECEIPT_OUTCOMES:
+        raise ValueError(f"no receipt outcome for {kind!r}; add it to schemas/receipt.avsc and RECEIPT_OUTCOMES")
+    return outcome
+
+
+def load_schema(path: Path = SCHEMA_FILE) -> Any:
+    return fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
+
+
+class PhoneHasher:
+    """SHA-256 of the salt followed by the canonical phone, lower-case hex (module docstring)."""
+
+    def __init__(self, salt: str) -> None:
+        if len(salt) < MIN_SALT_CHARS:
+            raise ValueError(f"the salt is shorter than {MIN_SALT_CHARS} characters")
+        self._salted = hashlib.sha256(salt.encode("utf-8"))
+
+    def __call__(self, phone: str) -> str:
+        digest = self._salted.copy()  # the salt's state, hashed once
+        digest.update(phone.encode("utf-8"))
+        return digest.hexdigest()
+
+    def __repr__(self) -> str:  # the salt is a secret
+        return "PhoneHasher(***)"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One record's outcome; the fields of schemas/receipt.avsc, timestamps in epoch milliseconds."""
+
+    origin_topic: str
+    origin_partition: int
+    origin_offset: int
+    consumer_group: str
+    outcome: str
+    consumed_at: int
+    decided_at: int
+    event_id: str | None = None
+    campaign_id: str | None = None
+    destination: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    pisano_http_status: int | None = None
+    pisano_code: int | None = None
+    request_id: str | None = None
+    pisano_request_id: str | None = None
+    attempts: int = 0
+    phone_hash: str | None = None
+    event_time: int | None = None
+
+    @property
+    def key(self) -> bytes:
+        """The event id; the origin for a record without one."""
+        if self.event_id is not None:
+            return self.event_id.encode("utf-8")
+        return origin_key(self.origin_topic, self.origin_partition, self.origin_offset)
+
+    @property
+    def origin(self) -> tuple[str, int, int]:
+        return self.origin_topic, self.origin_partition, self.origin_offset
+
+
+def origin_key(topic: str, partition: int, offset: int) -> bytes:
+    return f"{topic}[{partition}]@{offset}".encode()
+
+
+def build_receipt(message: Any, outcome: str, *, group: str, hasher: PhoneHasher,
+                  recipient: Recipient | None = None, failure: Failure | None = None,
+                  destination: str | None = None, reason: str | None = None, request_id: str | None = None,
+                  pisano_request_id: str | None = None, attempts: int = 0,
+                  decided_at_ms: int | None = None) -> Receipt:
+    """The receipt of `message` (a consumed record) ending in `outcome` (RECEIPT_OUTCOMES)."""
+    if outcome not in RECEIPT_OUTCOMES:
+        raise ValueError(f"not a receipt outcome: {outcome!r}")
+    now_ms = int(time.time() * 1000)
+    _, timestamp = message.timestamp()
+    campaign = recipient.campaign_id if recipient is not None else failure.campaign_id if failure else None
+    return Receipt(
+        origin_topic=message.topic(), origin_partition=message.partition(), origin_offset=message.offset(),
+        consumer_group=group, outcome=outcome,
+        consumed_at=getattr(message, "consumed_at_ms", 0) or now_ms,
+        decided_at=decided_at_ms or now_ms,
+        event_id=recipient.event_id if recipient is not None else None,
+        campaign_id=campaign,
+        destination=destination,
+        reason=failure.reason if failure is not None else reason,
+        detail=error_text(failure.message) if failure is not None and failure.message else None,
+        pisano_http_status=failure.http_status if failure is not None else None,
+        pisano_code=failure.code if failure is not None else None,
+        request_id=failure.request_id if failure is not None else request_id,
+        pisano_request_id=pisano_request_id,
+        attempts=failure.attempts if failure is not None else attempts,
+        phone_hash=hasher(recipient.phone) if recipient is not None else None,
+        event_time=timestamp if timestamp and timestamp > 0 else None,
+    )
+
+
+class ReceiptCodec:
+    """Receipts to Avro bytes and back: schemaless, or the Confluent wire format with `schema_id`."""
+
+    def __init__(self, schema_id: int | None = None, schema: Any = None) -> None:
+        self.schema = schema if schema is not None else load_schema()
+        self.schema_id = schema_id
+        self._header = struct.pack(">bI", _WIRE_MAGIC, schema_id) if schema_id is not None else b""
+
+    def encode(self, receipt: Receipt) -> bytes:
+        buffer = io.BytesIO()
+        buffer.write(self._header)
+        fastavro.schemaless_writer(buffer, self.schema, vars(receipt))
+        return buffer.getvalue()
+
+    def decode(self, value: bytes) -> Receipt:
+        """A receipt as written (either format: the header's length is known from `schema_id`)."""
+        buffer = io.BytesIO(value)
+        if self._header and buffer.read(len(self._header)) != self._header:
+            raise ValueError("not a receipt of this schema id (Confluent wire format header)")
+        fields = fastavro.schemaless_reader(buffer, self.schema, None)
+        assert isinstance(fields, dict)
+        for name in ("event_time", "consumed_at", "decided_at"):
+            if isinstance(fields.get(name), datetime):
+                fields[name] = int(fields[name].timestamp() * 1000)
+        return Receipt(**fields)
+
+
+@dataclass
+class _Pending:
+    key: bytes
+    value: bytes
+    outcome: str
+    on_done: Callable[[], None]
+    attempts: int = 0
+    not_before: float = 0.0
+
+
+class ReceiptWriter:
+    """Produces receipts; `on_done` runs from the delivery report once Kafka acknowledged one.
+    `poll()` must be called from the poll loop (it serves the producer's delivery reports)."""
+
+    def __init__(self, producer: Any, topic: str, *, group: str, hasher: PhoneHasher, codec: ReceiptCodec,
+                 route: Callable[[str], str | None] = lambda campaign: None,
+                 on_acknowledged: Callable[[str], None] = lambda outcome: None) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.group = group
+        self.hasher = hasher
+        self.codec = codec
+        self.route = route  # campaign -> destination name
+        self.on_acknowledged = on_acknowledged  # the metric, by outcome
+        self.in_flight = 0
+        self._retry: list[_Pending] = []
+
+    def record(self, message: Any, kind: str, on_done: Callable[[], None], *, recipient: Recipient | None = None,
+               failure: Failure | None = None, reason: str | None = None, request_id: str | None = None,
+               pisano_request_id: str | None = None, attempts: int = 0, decided_at_ms: int | None = None) -> None:
+        """Produce the receipt of `message` ending as `kind` (an outcome kind of the poll loop or a
+        receipt outcome); `on_done` once it is acknowledged."""
+        outcome = receipt_outcome(kind)
+        campaign = recipient.campaign_id if recipient is not None else failure.campaign_id if failure else None
+        routed = campaign is not None and not (failure is not None and failure.reason == "unroutable")
+        receipt = build_receipt(message, outcome, group=self.group, hasher=self.hasher, recipient=recipient,
+                                failure=failure, destination=self.route(campaign) if routed and campaign else None,
+                                reason=reason, request_id=request_id, pisano_request_id=pisano_request_id,
+                                attempts=attempts, decided_at_ms=decided_at_ms)
+        self.write(receipt, on_done)
+
+    def write(self, receipt: Receipt, on_done: Callable[[], None]) -> None:
+        self.in_flight += 1
+        self._produce(_Pending(receipt.key, self.codec.encode(receipt), receipt.outcome, on_done))
+
+    def poll(self, timeout: float = 0.0) -> None:
+        if self._retry:
+            now = time.monotonic()
+            due = [p for p in self._retry if p.not_before <= now]
+            self._retry = [p for p in self._retry if p.not_before > now]
+            for pending in due:
+                self._produce(pending)
+        self.producer.poll(timeout)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to `timeout` for every receipt to be acknowledged."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            self.poll(min(0.1, max(0.0, deadline - time.monotonic())))
+        return self.in_flight == 0
+
+    def _produce(self, pending: _Pending) -> None:
+        try:
+            self.producer.produce(self.topic, key=pending.key, value=pending.value,
+                                  on_delivery=lambda err, _msg: self._delivered(pending, err))
+        except BufferError:
+            self._later(pending, "the producer queue is full")
+        except Exception as exc:  # KafkaException: the client refused it outright (unknown topic, ...)
+            self._later(pending, str(exc))
+
+    def _delivered(self, pending: _Pending, err: KafkaError | None) -> None:
+        if err is not None:
+            self._later(pending, err.str())
+            return
+        self.in_flight -= 1
+        self.on_acknowledged(pending.outcome)
+        pending.on_done()
+
+    def _later(self, pending: _Pending, why: str) -> None:
+        backoff = RETRY_BACKOFF_S[min(pending.attempts, len(RETRY_BACKOFF_S) - 1)]
+        pending.attempts += 1
+        pending.not_before = time.monotonic() + backoff
+        self._retry.append(pending)
+        log.error("receipt to %s failed (%s); producing it again in %.1fs, offsets wait", self.topic, why, backoff)
