@@ -1,0 +1,288 @@
+"""Receipts (consumer/outcomes/receipts.py): the schema round trip, the salted phone hash, the
+writer that holds a record's commit until its receipt is acknowledged, and the poll loop writing
+exactly one receipt per record whatever its outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import typing
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+
+from consumer.config.resources import default_mapping_file
+from consumer.config.settings import Settings
+from consumer.delivery.attempts import RetryPolicy
+from consumer.delivery.backoff import Backoff
+from consumer.delivery.batching import Batcher
+from consumer.delivery.destination import Destination
+from consumer.delivery.lanes import Lane, Lanes
+from consumer.delivery.outcome import Outcome, OutcomeKind
+from consumer.delivery.pisano import Accepted
+from consumer.delivery.sender import FailurePolicy, Sender
+from consumer.errors import ConfigError, PisanoApiError
+from consumer.ingest.avro import SchemalessDecoder
+from consumer.ingest.mapping import DeclarativeMapper, Recipient
+from consumer.ingest.records import InboundRecord
+from consumer.ingest.samples import default_schema, encode, phone_for, transaction
+from consumer.operations import metrics as metrics_module
+from consumer.operations.health import Health
+from consumer.operations.metrics import Metrics
+from consumer.outcomes.deadletter import Failure
+from consumer.outcomes.receipts import (
+    RECEIPT_OUTCOMES,
+    SCHEMA_FILE,
+    PhoneHasher,
+    Receipt,
+    ReceiptCodec,
+    ReceiptWriter,
+    build_receipt,
+    receipt_outcome,
+)
+from consumer.pipeline import Pipeline
+from consumer.state.circuit import CircuitBreaker
+from consumer.state.limiter import NoLimiter
+from consumer.state.memory import MemoryCircuitStore, MemoryDedup
+from tests.support.fake_kafka import FakeConsumer, FakeMessage
+from tests.support.fakes import FakePisano
+
+SALT = "a-salt-of-sixteen-or-more-characters"
+PHONE = "+905321234567"
+CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
+REFUSED = "9a1e0000-0000-4000-8000-000000000001"  # Pisano refuses it: unknown campaign
+
+
+def message(offset: int = 7, value: bytes = b"v") -> InboundRecord:
+    return InboundRecord("transactions", 3, offset, b"k", value, [], (1, 1_700_000_000_000))
+
+
+def test_the_schema_lists_every_outcome_and_the_metric_the_same() -> None:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert schema["namespace"] == "com.pisano.sms"
+    outcome = next(f for f in schema["fields"] if f["name"] == "outcome")
+    assert tuple(outcome["type"]["symbols"]) == RECEIPT_OUTCOMES == metrics_module.RECEIPT_OUTCOMES
+    assert {f["name"] for f in schema["fields"]} == set(Receipt.__dataclass_fields__)
+
+
+def test_every_final_outcome_kind_has_a_receipt_outcome() -> None:
+    kinds = [k for k in typing.get_args(OutcomeKind) if k != "requeue"]
+    assert {receipt_outcome(k) for k in kinds} >= {"accepted", "duplicate", "dead_lettered"}
+    for policy in ("cooldown", "suppressed", "expired"):  # contact policies name their outcome as is
+        assert receipt_outcome(policy) == policy
+    with pytest.raises(ValueError):
+        receipt_outcome("requeue")
+
+
+def test_the_phone_is_a_salted_sha256_the_crm_can_compute() -> None:
+    hasher = PhoneHasher(SALT)
+    assert hasher(PHONE) == hashlib.sha256((SALT + PHONE).encode()).hexdigest()
+    assert hasher(PHONE) != PhoneHasher(SALT + "x")(PHONE)
+    assert SALT not in repr(hasher)
+    with pytest.raises(ValueError):
+        PhoneHasher("short")
+
+
+@pytest.mark.parametrize("schema_id", [None, 42])
+def test_a_receipt_round_trips_through_avro_without_the_phone_in_clear(schema_id: int | None) -> None:
+    recipient = Recipient("tx-1", CAMPAIGN, PHONE, {"name": "Ayşe"})
+    failure = Failure("pisano_error", f"refused {PHONE}: unknown campaign", code=13002, http_status=404,
+                      campaign_id=CAMPAIGN, attempts=2, request_id="ab" * 16)
+    receipt = build_receipt(message(), "dead_lettered", group="g", hasher=PhoneHasher(SALT), recipient=recipient,
+                            failure=failure, destination="default")
+    codec = ReceiptCodec(schema_id)
+    value = codec.encode(receipt)
+    assert codec.decode(value) == receipt
+    assert PHONE.encode() not in value and PHONE[1:].encode() not in value and b"5321234567" not in value
+    assert receipt.detail is not None and "5321234567" not in receipt.detail  # the error text is redacted too
+    assert (receipt.reason, receipt.pisano_code, receipt.pisano_http_status, receipt.attempts) == \
+        ("pisano_error", 13002, 404, 2)
+    assert receipt.request_id == "ab" * 16 and receipt.event_time == 1_700_000_000_000
+    assert receipt.key == b"tx-1"
+    if schema_id is not None:
+        assert value[:5] == b"\x00\x00\x00\x00\x2a"  # Confluent wire format: magic byte, schema id 42
+
+
+def test_a_record_without_an_event_id_is_keyed_by_its_origin() -> None:
+    failure = Failure("decode_error", "not Avro")
+    receipt = build_receipt(message(offset=9), "dead_lettered", group="g", hasher=PhoneHasher(SALT), failure=failure)
+    assert receipt.event_id is None and receipt.phone_hash is None
+    assert receipt.key == b"transactions[3]@9"
+    assert ReceiptCodec().decode(ReceiptCodec().encode(receipt)) == receipt
+
+
+def test_outcome_topic_needs_a_salt() -> None:
+    with pytest.raises(ValueError, match="OUTCOME_PHONE_SALT"):
+        Settings(outcome_topic="receipts")
+    with pytest.raises(ConfigError, match="16 characters"):
+        Settings(outcome_topic="receipts", outcome_phone_salt="short").outcome_salt()
+    assert Settings(outcome_topic="receipts", outcome_phone_salt=SALT).outcome_salt() == SALT
+
+
+class HoldingProducer:
+    """Records every record by topic; delivery reports wait until `ack()` (or fail with `fail()`)."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes, bytes]] = []
+        self._reports: list[tuple[str, Callable[[Any, Any], None]]] = []
+        self.hold: set[str] = set()  # topics whose reports wait
+        self.failing: set[str] = set()  # topics whose reports say the delivery failed
+
+    def produce(self, topic: str, key: Any = None, value: Any = None, headers: Any = None,
+                on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+        self.produced.append((topic, key, value))
+        if on_delivery is not None:
+            self._reports.append((topic, on_delivery))
+
+    def poll(self, timeout: float = 0) -> int:
+        due = [(t, r) for t, r in self._reports if t not in self.hold]
+        self._reports = [(t, r) for t, r in self._reports if t in self.hold]
+        for topic, report in due:
+            report(KafkaError(KafkaError._MSG_TIMED_OUT) if topic in self.failing else None, None)
+        return len(due)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll()
+        return 0
+
+    def on(self, topic: str) -> list[tuple[str, bytes, bytes]]:
+        return [p for p in self.produced if p[0] == topic]
+
+
+def test_the_writer_calls_back_only_once_acknowledged_and_produces_a_failed_receipt_again() -> None:
+    producer = HoldingProducer()
+    acknowledged: list[str] = []
+    writer = ReceiptWriter(producer, "receipts", group="g", hasher=PhoneHasher(SALT), codec=ReceiptCodec(),
+                           on_acknowledged=acknowledged.append)
+    done: list[int] = []
+    producer.failing.add("receipts")
+    writer.record(message(), "skipped", lambda: done.append(1), recipient=Recipient("tx-1", CAMPAIGN, PHONE))
+    writer.poll()
+    assert done == [] and writer.in_flight == 1  # failed: produced again after a backoff, never dropped
+    producer.failing.clear()
+    writer._retry[0].not_before = 0.0
+    writer.poll()
+    writer.poll()
+    assert done == [1] and writer.in_flight == 0 and acknowledged == ["duplicate"]
+    assert len(producer.on("receipts")) == 2
+
+
+# ---------------------------------------------------------------- the poll loop with receipts
+
+
+def loop_with_receipts(pisano: FakePisano) -> tuple[Pipeline, FakeConsumer, HoldingProducer, Metrics]:
+    consumer, producer, metrics = FakeConsumer(), HoldingProducer(), Metrics()
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", batch_max_wait_ms=0,
+                      outcome_topic="receipts", outcome_phone_salt=SALT, dlq_topic="dlq")
+    dedup = MemoryDedup(lease_ms=60_000, horizon_s=3600)
+    circuit = CircuitBreaker(MemoryCircuitStore(), cooldown_ms=1000, max_cooldown_ms=2000, probe_lease_ms=1000)
+    destination = Destination("default", pisano, NoLimiter(), circuit)
+    policy = FailurePolicy(RetryPolicy(1, 10.0, Backoff(0.001, 0.002)), "dead_letter", 0.25)
+
+    def delivery(report: Callable[[Outcome], None]) -> Lanes:
+        batcher = Batcher(config.batch_max_recipients, 0.0)
+        sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
+                        policy=policy, threads=1, throttle_horizon_s=30.0)
+        return Lanes({"default": Lane(batcher, sender)}, route=lambda campaign: "default")
+
+    receipts = ReceiptWriter(producer, "receipts", group=config.kafka_group_id, hasher=PhoneHasher(SALT),
+                             codec=ReceiptCodec(), route=lambda campaign: "default",
+                             on_acknowledged=lambda outcome: metrics.receipts.labels(outcome).inc())
+    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=producer,
+                    decoder=SchemalessDecoder(default_schema()),
+                    mapper=DeclarativeMapper.from_file(default_mapping_file()), delivery_factory=delivery,
+                    metrics=metrics, health=Health(joined=True), receipts=receipts)
+    loop.tracker.assign(("t", 0))
+    loop.delivery.start()
+    return loop, consumer, producer, metrics
+
+
+def turn_until(loop: Pipeline, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        loop._step()
+        loop._commit()
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def mixed_records() -> list[FakeMessage]:
+    """Delivered (0, 1), a duplicate of 0 (2), not Avro (3), refused by Pisano (4)."""
+    values = [encode(transaction("tx-0", phone_for(0), CAMPAIGN, n=0)),
+              encode(transaction("tx-1", phone_for(1), CAMPAIGN, n=1)),
+              encode(transaction("tx-0", phone_for(0), CAMPAIGN, n=0)),
+              b"not avro",
+              encode(transaction("tx-4", phone_for(4), REFUSED, n=4))]
+    return [FakeMessage("t", 0, offset, value) for offset, value in enumerate(values)]
+
+
+def refusing(campaign: str) -> FakePisano:
+    class Refusing(FakePisano):
+        def send(self, campaign_id: str, body: bytes) -> Accepted:
+            if campaign_id == campaign:
+                raise PisanoApiError(404, 13002, "campaign not found")
+            return super().send(campaign_id, body)
+
+    return Refusing(default=Accepted(200, "pisano-req-1", 0.01))
+
+
+def test_every_record_gets_exactly_one_receipt_and_commits_wait_for_it() -> None:
+    loop, consumer, producer, metrics = loop_with_receipts(refusing(REFUSED))
+    producer.hold.add("receipts")
+    consumer.queue = mixed_records()[:2]
+    try:
+        turn_until(loop, lambda: len(producer.on("receipts")) == 2)
+        for _ in range(5):
+            loop._step()
+            loop._commit()
+        assert ("t", 0) not in consumer.committed  # delivered, but the receipts are not acknowledged
+        producer.hold.clear()
+        turn_until(loop, lambda: consumer.committed.get(("t", 0)) == 2)
+        consumer.queue = mixed_records()[2:]
+        turn_until(loop, lambda: consumer.committed.get(("t", 0)) == 5)
+    finally:
+        loop.delivery.stop(2)
+    codec = ReceiptCodec()
+    receipts = [codec.decode(value) for _, _, value in producer.on("receipts")]
+    assert sorted(r.origin_offset for r in receipts) == [0, 1, 2, 3, 4]  # one per record
+    by_offset = {r.origin_offset: r for r in receipts}
+    assert [by_offset[n].outcome for n in range(5)] == ["accepted", "accepted", "duplicate", "dead_lettered",
+                                                         "dead_lettered"]
+    accepted = by_offset[0]
+    assert accepted.pisano_request_id == "pisano-req-1" and re.fullmatch(r"[0-9a-f]{32}", accepted.request_id or "")
+    assert accepted.phone_hash == PhoneHasher(SALT)(phone_for(0)) and accepted.destination == "default"
+    assert accepted.event_time is not None and accepted.consumed_at <= accepted.decided_at
+    assert by_offset[3].reason == "decode_error" and by_offset[3].event_id is None
+    refused = by_offset[4]
+    assert (refused.reason, refused.pisano_code, refused.event_id) == ("pisano_error", 13002, "tx-4")
+    assert re.fullmatch(r"[0-9a-f]{32}", refused.request_id or "")
+    # A dead-lettered record's receipt comes after its dead-letter, which is there.
+    assert len(producer.on("dlq")) == 2
+    topics = [t for t, _, _ in producer.produced]
+    assert topics.index("dlq") < topics.index("receipts", topics.index("dlq"))
+    counts = Counter({s.labels["outcome"]: int(s.value) for f in metrics.registry.collect()
+                      if f.name == "pisano_sms_receipts" for s in f.samples if s.name.endswith("_total")})
+    assert +counts == Counter({"accepted": 2, "duplicate": 1, "dead_lettered": 2})
+
+
+def test_a_dead_letter_is_committed_only_after_its_receipt() -> None:
+    loop, consumer, producer, _ = loop_with_receipts(FakePisano())
+    producer.hold.add("receipts")
+    consumer.queue = [FakeMessage("t", 0, 0, b"not avro")]
+    try:
+        turn_until(loop, lambda: len(producer.on("receipts")) == 1)
+        for _ in range(5):
+            loop._step()
+            loop._commit()
+        assert len(producer.on("dlq")) == 1 and ("t", 0) not in consumer.committed
+        producer.hold.clear()
+        turn_until(loop, lambda: consumer.committed.get(("t", 0)) == 1)
+    finally:
+        loop.delivery.stop(2)
