@@ -6,11 +6,16 @@ cloud throttle until every record has an outcome, and reports what happened, che
 the simulator's own delivery log. The contact policy is on (MAX_EVENT_AGE=48h, an opt-out list):
 a few customers opted out and a few records are three days old; neither is sent. Each run uses
 fresh topics and a fresh Redis key prefix, so it can be repeated and never touches other data.
+
+Receipts are on (OUTCOME_TOPIC, with a salt made for the run): a record counts as done once its
+receipt is acknowledged, and at the end the receipt topic is read back and its counts per outcome
+are checked against the metrics, the simulator's log and the dead-letters.
 """
 
 from __future__ import annotations
 
 import random
+import secrets
 import sys
 import threading
 import time
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.app import build_pipeline
@@ -29,6 +34,7 @@ from consumer.ingest.kafka import make_producer, produce_waiting
 from consumer.ingest.samples import encode, phone_for, transaction
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
+from consumer.outcomes.receipts import Receipt, ReceiptCodec, first_receipts
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from consumer.state.redis import Keys
 
@@ -89,8 +95,10 @@ def sample_traffic(events: int, run_id: str, rng: random.Random) -> SampleTraffi
 def run_demo(settings: Settings, events: int) -> None:
     run_id = uuid.uuid4().hex[:8]
     topic, dlq = f"pisano-sms-demo-{run_id}.transactions", f"pisano-sms-demo-{run_id}.dlq"
-    say(f"Kafka {settings.kafka_bootstrap_servers}, run {run_id}: creating {topic} (6 partitions) and {dlq}")
-    _create_topics(settings, {topic: 6, dlq: 1})
+    receipts = f"pisano-sms-demo-{run_id}.receipts"
+    say(f"Kafka {settings.kafka_bootstrap_servers}, run {run_id}: creating {topic} (6 partitions), {dlq} and "
+        f"{receipts} (3 partitions)")
+    _create_topics(settings, {topic: 6, dlq: 1, receipts: 3})
 
     with SimulatorServer(SimulatorConfig(tokens=frozenset({DEMO_TOKEN}), campaigns=frozenset(CAMPAIGNS),
                                          rate_limits=settings.rate_windows)) as simulator:
@@ -111,6 +119,9 @@ def run_demo(settings: Settings, events: int) -> None:
             "schema_registry_url": None, "avro_schema_file": None, "mapper": "declarative",
             "max_event_age": DEMO_MAX_EVENT_AGE, "suppression_key": _secret(uuid.uuid4().hex),
             "suppression_key_file": None,
+            # A salt for this run only: the demo's phones are samples, and nobody looks them up.
+            "outcome_topic": receipts, "outcome_phone_salt": _secret(secrets.token_hex(32)),
+            "outcome_phone_salt_file": None, "outcome_schema_id": None,
         })
         _opt_out(demo_settings, traffic.opted_out)
         say(f"opt-out list: {len(traffic.opted_out):,} customers (their phones stored as keyed hashes)")
@@ -127,7 +138,9 @@ def run_demo(settings: Settings, events: int) -> None:
         elapsed = time.monotonic() - started
         deliveries = simulator.state.deliveries.records()
         requests = simulator.state.requests.records()
+    written = read_receipts(settings, receipts)
     _report(traffic, metrics, deliveries, requests, elapsed, dlq)
+    _report_receipts(traffic, metrics, written, deliveries, receipts)
 
 
 def _secret(value: str) -> Any:
@@ -174,12 +187,11 @@ def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
 
 
 def _wait_for_every_outcome(metrics: Metrics, records: int, started: float) -> None:
-    """Every record ends delivered, skipped or dead-lettered; show progress until then."""
+    """Every record ends with an outcome, whichever (its receipt acknowledged); show progress until then."""
     interactive = sys.stdout.isatty()
     next_line = 0.0
     while True:
-        done = _value(metrics, "recipients_delivered") + _value(metrics, "duplicates_skipped") \
-            + _value(metrics, "dead_letters") + _value(metrics, "events_filtered")
+        done = _value(metrics, "receipts")
         consumed = _value(metrics, "events_consumed")
         elapsed = time.monotonic() - started
         line = f"  {elapsed:5.1f}s  consumed {consumed:>8,.0f}   with an outcome {done:>8,.0f} / {records:,}"
@@ -250,3 +262,58 @@ def _report(traffic: SampleTraffic, metrics: Metrics, deliveries: list[dict[str,
     else:
         raise click.ClickException("the outcome does not match the sample traffic; see the report above")
 
+
+
+def read_receipts(settings: Settings, topic: str, timeout_s: float = 60) -> list[Receipt]:
+    """Every receipt in `topic`, in each partition's order."""
+    codec = ReceiptCodec()
+    reader = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, **settings.kafka,
+                       "group.id": f"pisano-sms-demo-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                       "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        reader.assign([TopicPartition(topic, p, 0) for p in partitions])
+        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        done = {p for p, end in ends.items() if end == 0}
+        receipts: list[Receipt] = []
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(partitions):
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"could not read {topic} to its end within {timeout_s:.0f}s")
+            message = reader.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == error._PARTITION_EOF:
+                    done.add(message.partition())
+                    continue
+                raise click.ClickException(f"reading {topic}: {error.str()}")
+            receipts.append(codec.decode(message.value() or b""))
+            if (message.offset() or 0) + 1 >= ends[message.partition()]:
+                done.add(message.partition())
+        return receipts
+    finally:
+        reader.close()
+
+
+def _report_receipts(traffic: SampleTraffic, metrics: Metrics, written: list[Receipt],
+                     deliveries: list[dict[str, Any]], topic: str) -> None:
+    """The receipt topic's counts per outcome (each record's first receipt), checked against the
+    metrics and the simulator's log."""
+    first = first_receipts(written)
+    counts = Counter(r.outcome for r in first.values())
+    again = len(written) - len(first)
+    click.echo(f"  {'receipts':<22}{len(written):>8,}   "
+               + ", ".join(f"{outcome} {n:,}" for outcome, n in sorted(counts.items()))
+               + (f"; {again:,} records read again got a second receipt" if again else ""))
+    click.echo(f"  receipt topic: {topic} ('accepted' means accepted by Pisano, not that an SMS was sent)")
+    dead = int(_value(metrics, "dead_letters"))
+    expected = {"accepted": len(deliveries), "duplicate": int(_value(metrics, "duplicates_skipped")),
+                "dead_lettered": dead}
+    mismatched = {k: (counts.get(k, 0), v) for k, v in expected.items() if counts.get(k, 0) != v}
+    if len(first) != len(traffic.records) or mismatched:
+        raise click.ClickException(f"the receipt topic holds {len(first):,} records' receipts for "
+                                   f"{len(traffic.records):,} records; (receipts, expected) by outcome: {mismatched}")
+    click.secho(f"Every record has {'exactly one receipt' if not again else 'its receipts'}, and they match the "
+                "simulator's log and the dead-letter topic.", fg="green")

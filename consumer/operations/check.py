@@ -89,6 +89,8 @@ def _config(settings: Settings) -> tuple[str, str]:
     mapper = load_mapper(settings)
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     destination_configs(settings)
+    if settings.outcome_topic:
+        settings.outcome_salt()  # refused if missing or too short, as at start
     windows = settings.pisano_rate_limits
     detail = f"topics {','.join(settings.kafka_topics)}, group {settings.kafka_group_id}, throttle {windows}"
     for warning in getattr(mapper, "warnings", ()):
@@ -108,11 +110,14 @@ def _kafka(settings: Settings) -> tuple[str, str]:
     except KafkaException as exc:
         return "failed", (f"{settings.kafka_bootstrap_servers}: {exc.args[0].str() if exc.args else exc}; "
                           "check KAFKA_BOOTSTRAP_SERVERS and the security settings")
-    missing = [t for t in [*settings.kafka_topics, settings.dlq_topic] if t not in metadata.topics]
+    receipts = [settings.outcome_topic] if settings.outcome_topic else []
+    missing = [t for t in [*settings.kafka_topics, settings.dlq_topic, *receipts] if t not in metadata.topics]
     if missing:
-        return "failed", f"topic(s) {', '.join(missing)} do not exist; create them (the DLQ topic too)"
+        return "failed", (f"topic(s) {', '.join(missing)} do not exist; create them (the DLQ topic too"
+                          + (", and OUTCOME_TOPIC)" if receipts else ")"))
     parts = ", ".join(f"{t} ({len(metadata.topics[t].partitions)} partitions)" for t in settings.kafka_topics)
-    return "ok", f"{settings.kafka_bootstrap_servers}: {parts}; DLQ {settings.dlq_topic}"
+    return "ok", f"{settings.kafka_bootstrap_servers}: {parts}; DLQ {settings.dlq_topic}" \
+        + (f"; receipts {settings.outcome_topic}" if receipts else "")
 
 
 def _redis(settings: Settings) -> tuple[str, str]:

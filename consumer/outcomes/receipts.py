@@ -36,7 +36,7 @@ import logging
 import struct
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -273,3 +273,12 @@ class ReceiptWriter:
         pending.not_before = time.monotonic() + backoff
         self._retry.append(pending)
         log.error("receipt to %s failed (%s); producing it again in %.1fs, offsets wait", self.topic, why, backoff)
+
+
+def first_receipts(receipts: Iterable[Receipt]) -> dict[tuple[str, int, int], Receipt]:
+    """Each origin's first receipt, from receipts in the order of their partition of the receipt
+    topic: the record's outcome (a second one comes from reading it again, module docstring)."""
+    first: dict[tuple[str, int, int], Receipt] = {}
+    for receipt in receipts:
+        first.setdefault(receipt.origin, receipt)
+    return first
