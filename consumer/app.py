@@ -42,6 +42,7 @@ from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.eviction import require_noeviction
 from consumer.state.limiter import Limiter, LimiterHeartbeat, NoLimiter, RedisLimiter
+from consumer.state.receipt_marks import RedisReceiptMarks
 from consumer.state.redis import Keys, connect
 from consumer.state.replication import ReplicatedDedup, ReplicationWait
 from consumer.state.suppression import OptOutHasher, RedisOptOutList, Suppression
@@ -163,14 +164,15 @@ def router(destinations: dict[str, Destination], settings: Settings) -> Callable
     return lambda campaign: owned.get(campaign, fallback)
 
 
-def build_receipts(settings: Settings, producer: Any, route: Callable[[str], str | None],
+def build_receipts(settings: Settings, state: State, producer: Any, route: Callable[[str], str | None],
                    metrics: Metrics) -> ReceiptWriter | None:
-    """The receipt writer on the dead-letters' producer, or None without OUTCOME_TOPIC."""
+    """The receipt writer on the dead-letters' producer, with its marks in Redis; None without OUTCOME_TOPIC."""
     if not settings.outcome_topic:
         return None
     return ReceiptWriter(producer, settings.outcome_topic, group=settings.kafka_group_id,
                          hasher=PhoneHasher(settings.outcome_salt()), codec=ReceiptCodec(settings.outcome_schema_id),
-                         route=route, on_acknowledged=lambda outcome: metrics.receipts.labels(outcome).inc())
+                         route=route, on_acknowledged=lambda outcome: metrics.receipts.labels(outcome).inc(),
+                         marks=RedisReceiptMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s))
 
 
 def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tuple[Pipeline, HealthProbe]:
@@ -214,7 +216,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
         health=health,
         replays=ReplayVerifier.from_settings(settings),
         dead_letter_marks=RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s),
-        receipts=build_receipts(settings, producer, route, metrics),
+        receipts=build_receipts(settings, state, producer, route, metrics),
     )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
                         dlq_topic=settings.dlq_topic, destinations=list(destinations.values()),

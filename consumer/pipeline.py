@@ -334,12 +334,16 @@ class Pipeline:
         confirmed = {(p.topic, p.partition): p.offset for p in partitions if p.error is None and p.offset >= 0}
         log.debug("commit confirmed: %s", ",".join(f"{t}[{p}]@{o}" for (t, p), o in confirmed.items()))
         self.tracker.committed(confirmed)
+        if self.receipts is not None:
+            self.receipts.committed(confirmed)
 
     # ------------------------------------------------------------------ group membership
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self.tracker.assign((p.topic, p.partition))
+        if self.receipts is not None:  # the records of these partitions that have their receipt already
+            self.receipts.assigned([(p.topic, p.partition) for p in partitions])
         self.health.joined = True
         self.metrics.assigned_partitions.set(len(self.tracker.assigned()))
         if partitions:
@@ -382,6 +386,8 @@ class Pipeline:
         consumer.incremental_unassign(partitions)
 
     def _forget(self, tps: set[tuple[str, int]]) -> None:
+        if self.receipts is not None:
+            self.receipts.forget(tps)
         for tp in tps:
             self.tracker.revoke(tp)
             # Another replica reports these partitions now; a stale series would show false lag.

@@ -9,13 +9,19 @@ delivery is produced again after a backoff, for ever; a receipt topic that is do
 and, through the full buffers, fetching; it never loses a receipt. A dead-lettered record gets its
 receipt after its dead-letter is acknowledged, so a receipt never names a dead-letter that is not there.
 
-At least once per record: a replica that dies (or loses a partition) after a receipt was
-acknowledged and before the offset's commit leaves the record to be read again, and it gets a
-second receipt with the same origin coordinates. The second says what the second pass saw: a
-dead-lettered record `dead_lettered` again (its dead-letter is not written twice,
-consumer/state/dead_letters.py), a delivered one `duplicate` (dedup stopped a second SMS). So a
-reader takes the *first* receipt of each origin (topic, partition, offset); all receipts of one
-record have the same key, so they are in one partition of the receipt topic, in order.
+Once per record: a partition commits only up to its oldest record without an outcome, so after a
+rebalance or a crash its next owner reads again records that already have a receipt. With `marks`
+(consumer/state/receipt_marks.py) each acknowledged receipt marks its origin, a replica assigned a
+partition loads its marks, and a record marked already ends without a second receipt.
+
+What is left is at least once: a receipt acknowledged but not marked yet when its replica dies
+(the mark is written in the next poll turn), or acknowledged while Redis is away (receipts go on
+without marks for MARKS_PAUSE_S), gets a second receipt with the same origin coordinates when read
+again. The second says what the second pass saw: a dead-lettered record `dead_lettered` again (its
+dead-letter is not written twice, consumer/state/dead_letters.py), a delivered one `duplicate`
+(dedup stopped a second SMS). So a reader takes the *first* receipt of each origin (topic,
+partition, offset): all receipts of one record have the same key, so they are in one partition of
+the receipt topic, in order.
 
 The key is the event id; a record without one (it could not be decoded or mapped) is keyed by its
 origin, `topic[partition]@offset`. The value is schemaless Avro, or with OUTCOME_SCHEMA_ID the
@@ -45,8 +51,11 @@ from typing import Any
 import fastavro
 from confluent_kafka import KafkaError
 
+from consumer.errors import StateStoreError
 from consumer.ingest.mapping import Recipient
-from consumer.outcomes.deadletter import RETRY_BACKOFF_S, Failure, error_text
+from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
+from consumer.state.dead_letters import Origin
+from consumer.state.receipt_marks import ReceiptMarks, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +204,7 @@ class _Pending:
     value: bytes
     outcome: str
     on_done: Callable[[], None]
+    origin: Origin | None = None  # with marks only
     attempts: int = 0
     not_before: float = 0.0
 
@@ -205,7 +215,8 @@ class ReceiptWriter:
 
     def __init__(self, producer: Any, topic: str, *, group: str, hasher: PhoneHasher, codec: ReceiptCodec,
                  route: Callable[[str], str | None] = lambda campaign: None,
-                 on_acknowledged: Callable[[str], None] = lambda outcome: None) -> None:
+                 on_acknowledged: Callable[[str], None] = lambda outcome: None,
+                 marks: ReceiptMarks | None = None) -> None:
         self.producer = producer
         self.topic = topic
         self.group = group
@@ -215,6 +226,13 @@ class ReceiptWriter:
         self.on_acknowledged = on_acknowledged  # the metric, by outcome
         self.in_flight = 0
         self._retry: list[_Pending] = []
+        self.marks = marks
+        self.already_receipted = 0  # records read again whose receipt was acknowledged before
+        self._receipted: dict[TopicPartition, dict[int, str]] = {}  # the marks loaded at assignment
+        self._acknowledged: list[Origin] = []  # to mark in the next poll()
+        self._commits: dict[TopicPartition, int] = {}  # confirmed commit points: marks below them go
+        self._marks_paused_until = 0.0
+        self._skipped = 0  # since the last poll(), for one log line per turn
 
     def record(self, message: Any, kind: str, on_done: Callable[[], None], *, recipient: Recipient | None = None,
                failure: Failure | None = None, reason: str | None = None, request_id: str | None = None,
@@ -222,17 +240,71 @@ class ReceiptWriter:
         """Produce the receipt of `message` ending as `kind` (an outcome kind of the poll loop or a
         receipt outcome); `on_done` once it is acknowledged."""
         outcome = receipt_outcome(kind)
+        origin = Origin.of(message) if self.marks is not None else None
+        if origin is not None and self._receipted.get((origin.topic, origin.partition), {}).get(origin.offset) \
+                == origin.fingerprint:
+            self.already_receipted += 1  # read again after a rebalance or a restart: it has its receipt
+            self._skipped += 1
+            on_done()
+            return
         campaign = recipient.campaign_id if recipient is not None else failure.campaign_id if failure else None
         routed = campaign is not None and not (failure is not None and failure.reason == "unroutable")
         receipt = build_receipt(message, outcome, group=self.group, hasher=self.hasher, recipient=recipient,
                                 failure=failure, destination=self.route(campaign) if routed and campaign else None,
                                 reason=reason, request_id=request_id, pisano_request_id=pisano_request_id,
                                 attempts=attempts, decided_at_ms=decided_at_ms)
-        self.write(receipt, on_done)
+        self.write(receipt, on_done, origin)
 
-    def write(self, receipt: Receipt, on_done: Callable[[], None]) -> None:
+    def write(self, receipt: Receipt, on_done: Callable[[], None], origin: Origin | None = None) -> None:
         self.in_flight += 1
-        self._produce(_Pending(receipt.key, self.codec.encode(receipt), receipt.outcome, on_done))
+        self._produce(_Pending(receipt.key, self.codec.encode(receipt), receipt.outcome, on_done, origin))
+
+    # ---------------------------------------------------------------- marks (the poll loop's group callbacks)
+
+    def assigned(self, tps: list[TopicPartition]) -> None:
+        """Load the marks of newly assigned partitions: their records with a receipt already."""
+        if self.marks is None or self._marks_paused():
+            return
+        try:
+            for tp in tps:
+                receipted = self.marks.receipted(self.group, tp)
+                if receipted:
+                    self._receipted[tp] = receipted
+        except StateStoreError as exc:
+            self._marks_failed("read", exc)
+
+    def forget(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            self._receipted.pop(tp, None)
+
+    def committed(self, points: dict[TopicPartition, int]) -> None:
+        """Commits the broker confirmed: the marks below them are removed in the next poll()."""
+        for tp, offset in points.items():
+            self._commits[tp] = max(offset, self._commits.get(tp, offset))
+            receipted = self._receipted.get(tp)
+            if receipted:
+                for below in [n for n in receipted if n < offset]:
+                    del receipted[below]
+
+    def write_marks(self) -> None:
+        """Mark the receipts acknowledged since the last call, remove the marks below commits."""
+        origins, self._acknowledged = self._acknowledged, []
+        commits, self._commits = self._commits, {}
+        if self.marks is None or (not origins and not commits) or self._marks_paused():
+            return  # paused: these records may get a second receipt if read again
+        try:
+            self.marks.mark(self.group, origins)
+            self.marks.forget_below(self.group, commits)
+        except StateStoreError as exc:
+            self._marks_failed("write", exc)
+
+    def _marks_paused(self) -> bool:
+        return time.monotonic() < self._marks_paused_until
+
+    def _marks_failed(self, what: str, exc: StateStoreError) -> None:
+        self._marks_paused_until = time.monotonic() + MARKS_PAUSE_S
+        log.warning("could not %s receipt marks (%s); writing receipts without them for %.0fs: a record read "
+                    "again after a rebalance or restart may get a second receipt", what, exc, MARKS_PAUSE_S)
 
     def poll(self, timeout: float = 0.0) -> None:
         if self._retry:
@@ -242,12 +314,18 @@ class ReceiptWriter:
             for pending in due:
                 self._produce(pending)
         self.producer.poll(timeout)
+        self.write_marks()
+        if self._skipped:  # only after a restart or a rebalance: one line per turn
+            log.info("%d records read again had their receipt already (a restart or rebalance before their "
+                     "commit); no second receipt", self._skipped, extra={"count": self._skipped})
+            self._skipped = 0
 
     def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` for every receipt to be acknowledged."""
         deadline = time.monotonic() + timeout
         while self.in_flight and time.monotonic() < deadline:
             self.poll(min(0.1, max(0.0, deadline - time.monotonic())))
+        self.write_marks()  # before the commit that follows a flush (revoke): the next owner loads them
         return self.in_flight == 0
 
     def _produce(self, pending: _Pending) -> None:
@@ -264,6 +342,8 @@ class ReceiptWriter:
             self._later(pending, err.str())
             return
         self.in_flight -= 1
+        if pending.origin is not None:
+            self._acknowledged.append(pending.origin)
         self.on_acknowledged(pending.outcome)
         pending.on_done()
 

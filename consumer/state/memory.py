@@ -13,7 +13,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from consumer.config.windows import RateWindow
@@ -332,3 +332,28 @@ class MemoryCircuitStores:
             if store is None:
                 store = self._stores[campaign] = MemoryCircuitStore(self.clock)
             return store
+
+
+class MemoryReceiptMarks:
+    """The receipt marks of `consumer.state.receipt_marks.RedisReceiptMarks`, in memory (no expiry:
+    a test's partitions are never abandoned)."""
+
+    def __init__(self) -> None:
+        self._marks: dict[tuple[str, str, int], dict[int, str]] = {}
+        self._lock = threading.Lock()
+
+    def receipted(self, group: str, tp: tuple[str, int]) -> dict[int, str]:
+        with self._lock:
+            return dict(self._marks.get((group, *tp), {}))
+
+    def mark(self, group: str, origins: Sequence[Origin]) -> None:
+        with self._lock:
+            for o in origins:
+                self._marks.setdefault((group, o.topic, o.partition), {})[o.offset] = o.fingerprint
+
+    def forget_below(self, group: str, points: Mapping[tuple[str, int], int]) -> None:
+        with self._lock:
+            for tp, offset in points.items():
+                marks = self._marks.get((group, *tp), {})
+                for below in [n for n in marks if n < offset]:
+                    del marks[below]

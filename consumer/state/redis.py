@@ -93,6 +93,10 @@ class Keys:
         dedup keys' slot, so one MGET reads a batch of them on a Redis Cluster too."""
         return f"{{{self.prefix}}}:dl:{topic}:{partition}:{offset}"
 
+    def receipts(self, group: str, topic: str, partition: int) -> str:
+        """The receipt marks of one partition for one group (consumer/state/receipt_marks.py)."""
+        return f"{{{self.prefix}}}:rc:{group}:{topic}:{partition}"
+
     def limiter(self, token: str) -> tuple[str, str]:
         tag = self._token_tag(token)
         return f"{tag}:log", f"{tag}:meta"

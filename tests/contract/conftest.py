@@ -25,7 +25,9 @@ from consumer.state.memory import (
     MemoryDeadLetterMarks,
     MemoryDedup,
     MemoryLimiter,
+    MemoryReceiptMarks,
 )
+from consumer.state.receipt_marks import ReceiptMarks, RedisReceiptMarks
 from consumer.state.redis import Keys, connect
 from tests.conftest import close_redis, localstack
 
@@ -176,3 +178,10 @@ def campaign_stores(request: pytest.FixtureRequest) -> Callable[[str], CircuitSt
         return MemoryCircuitStores()
     client = _connect(request)
     return lambda campaign: RedisCircuitStore(client, Keys("t"), "tok", campaign)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def receipt_marks(request: pytest.FixtureRequest) -> ReceiptMarks:
+    if request.param == "memory":
+        return MemoryReceiptMarks()
+    return RedisReceiptMarks(connect(_redis_url(request)), Keys("t"), horizon_s=3600)

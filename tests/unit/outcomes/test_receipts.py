@@ -48,7 +48,7 @@ from consumer.outcomes.receipts import (
 from consumer.pipeline import Pipeline
 from consumer.state.circuit import CircuitBreaker
 from consumer.state.limiter import NoLimiter
-from consumer.state.memory import MemoryCircuitStore, MemoryDedup
+from consumer.state.memory import MemoryCircuitStore, MemoryDedup, MemoryReceiptMarks
 from tests.support.fake_kafka import FakeConsumer, FakeMessage
 from tests.support.fakes import FakePisano
 
@@ -170,6 +170,32 @@ def test_the_writer_calls_back_only_once_acknowledged_and_produces_a_failed_rece
     writer.poll()
     assert done == [1] and writer.in_flight == 0 and acknowledged == ["duplicate"]
     assert len(producer.on("receipts")) == 2
+
+
+def test_a_record_read_again_by_the_next_owner_gets_no_second_receipt() -> None:
+    marks, producer = MemoryReceiptMarks(), HoldingProducer()
+
+    def writer() -> ReceiptWriter:
+        return ReceiptWriter(producer, "receipts", group="g", hasher=PhoneHasher(SALT), codec=ReceiptCodec(),
+                             marks=marks)
+
+    first, done = writer(), []
+    first.assigned([("transactions", 3)])
+    first.record(message(offset=7), "delivered", lambda: done.append(7), recipient=Recipient("tx-1", CAMPAIGN, PHONE))
+    first.poll()  # acknowledged, then marked in the same turn
+    assert done == [7] and set(marks.receipted("g", ("transactions", 3))) == {7}
+    second = writer()  # the partition's next owner, after a rebalance before the commit
+    second.assigned([("transactions", 3)])
+    second.record(message(offset=7), "skipped", lambda: done.append(-7), recipient=Recipient("tx-1", CAMPAIGN, PHONE))
+    assert done == [7, -7] and len(producer.on("receipts")) == 1 and second.already_receipted == 1
+    # Another record at that offset (the topic was created again) is not the one receipted.
+    second.record(message(offset=7, value=b"other"), "dead_letter", lambda: done.append(70),
+                  failure=Failure("decode_error", "not Avro"))
+    second.poll()
+    assert done[-1] == 70 and len(producer.on("receipts")) == 2
+    second.committed({("transactions", 3): 8})
+    second.poll()
+    assert marks.receipted("g", ("transactions", 3)) == {}  # committed past: never read again
 
 
 # ---------------------------------------------------------------- the poll loop with receipts
