@@ -40,6 +40,9 @@ def test_demo_runs_end_to_end(stack: Stack) -> None:
     assert "recipients delivered     1,484" in result.stdout
     assert re.search(r"suppressed +(8|9|1[0-6]) ", result.stdout)  # 8 customers, and any duplicates of theirs
     assert "expired                      8" in result.stdout
+    receipts = next(line for line in result.stdout.splitlines() if line.strip().startswith("receipts"))
+    assert "accepted 1,484" in receipts and "expired 8" in receipts and "suppressed" in receipts
+    assert "Every record has exactly one receipt" in result.stdout
 
 
 @pytest.fixture
@@ -73,6 +76,10 @@ def test_check_reports_each_dependency(stack: Stack, new_topic: Callable[..., st
 
     missing = pisano_sms("check", env={**env, "KAFKA_TOPICS": "no-such-topic-xyz"})
     assert missing.returncode == 1 and "no-such-topic-xyz do not exist" in missing.stdout
+
+    no_receipts = pisano_sms("check", env={**env, "OUTCOME_TOPIC": "no-receipts-xyz",
+                                           "OUTCOME_PHONE_SALT": "a-salt-of-sixteen-characters"})
+    assert no_receipts.returncode == 1 and "no-receipts-xyz do not exist" in no_receipts.stdout
 
     no_redis = pisano_sms("check", env={**env, "REDIS_URL": "redis://127.0.0.1:1/0"}, timeout=60)
     assert no_redis.returncode == 1
