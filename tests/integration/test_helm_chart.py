@@ -56,6 +56,7 @@ SASL_PASSWORD = "sasl-pw-55d0a1"
 REGISTRY_PASSWORD = "sr-pw-90e4b2"
 REPLAY_KEY = "replay-key-1c7e5a3f9b"
 OTEL_HEADERS = "authorization=Bearer otel-key-7d41c2"
+OUTCOME_SALT = "outcome-salt-5d2b7e19c4"
 DIGEST = "sha256:" + "5f" * 32
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
@@ -109,8 +110,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                            "rules": {"lagGrowing": {"threshold": 2000000}}},
     }),
     "registry-and-replay": merged(BASE, {
-        "config": {"SCHEMA_REGISTRY_URL": "https://schema-registry.kafka:8081", "SCHEMA_REGISTRY_USER": "svc-sms"},
-        "secrets": {"schemaRegistryPassword": REGISTRY_PASSWORD, "replaySigningKey": REPLAY_KEY},
+        "config": {"SCHEMA_REGISTRY_URL": "https://schema-registry.kafka:8081", "SCHEMA_REGISTRY_USER": "svc-sms",
+                   "OUTCOME_TOPIC": "pisano-sms.receipts"},
+        "secrets": {"schemaRegistryPassword": REGISTRY_PASSWORD, "replaySigningKey": REPLAY_KEY,
+                    "outcomePhoneSalt": OUTCOME_SALT},
         "schemaRegistryTls": {"secretName": "registry-client-tls", "certKey": "tls.crt", "keyKey": "tls.key"},
     }),
     "files-and-spread": merged(BASE, {
@@ -497,21 +500,26 @@ def test_registry_password_replay_key_and_registry_tls_are_files_from_secrets(he
     assert data["SCHEMA_REGISTRY_USER"] == "svc-sms"
     assert data["SCHEMA_REGISTRY_PASSWORD_FILE"] == "/var/run/secrets/pisano-sms/schema-registry-password"
     assert data["REPLAY_SIGNING_KEY_FILE"] == "/var/run/secrets/pisano-sms/replay-signing-key"
+    assert data["OUTCOME_PHONE_SALT_FILE"] == "/var/run/secrets/pisano-sms/outcome-phone-salt"
     assert data["SCHEMA_REGISTRY_CA_FILE"] == "/var/run/secrets/schema-registry-tls/ca.crt"
     assert data["SCHEMA_REGISTRY_CERT_FILE"] == "/var/run/secrets/schema-registry-tls/tls.crt"
     assert data["SCHEMA_REGISTRY_KEY_FILE"] == "/var/run/secrets/schema-registry-tls/tls.key"
     secret = {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret")["data"].items()}
     assert secret["schema-registry-password"] == REGISTRY_PASSWORD and secret["replay-signing-key"] == REPLAY_KEY
+    assert secret["outcome-phone-salt"] == OUTCOME_SALT
     volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
     assert volumes["pisano-token"]["secret"]["items"][1:] == [
         {"key": "schema-registry-password", "path": "schema-registry-password"},
-        {"key": "replay-signing-key", "path": "replay-signing-key"}]
+        {"key": "replay-signing-key", "path": "replay-signing-key"},
+        {"key": "outcome-phone-salt", "path": "outcome-phone-salt"}]
     assert volumes["schema-registry-tls"]["secret"]["secretName"] == "registry-client-tls"
     # With an existing Secret the chart wires the optional keys only when told they are there.
     existing = merged(SCENARIOS["existing-secret"], {"config": {"SCHEMA_REGISTRY_USER": "svc-sms"}})
     assert "REPLAY_SIGNING_KEY_FILE" not in config_data(render(helm, existing))
-    told = merged(existing, {"secrets": {"hasSchemaRegistryPassword": True, "hasReplaySigningKey": True}})
-    assert {"SCHEMA_REGISTRY_PASSWORD_FILE", "REPLAY_SIGNING_KEY_FILE"} <= set(config_data(render(helm, told)))
+    told = merged(existing, {"secrets": {"hasSchemaRegistryPassword": True, "hasReplaySigningKey": True,
+                                         "hasOutcomePhoneSalt": True}})
+    assert {"SCHEMA_REGISTRY_PASSWORD_FILE", "REPLAY_SIGNING_KEY_FILE", "OUTCOME_PHONE_SALT_FILE"} \
+        <= set(config_data(render(helm, told)))
 
 
 def test_the_suppression_key_is_a_file_from_the_secret(helm: str) -> None:
@@ -695,6 +703,7 @@ def test_config_checksum_rolls_pods_on_config_change(helm: str) -> None:
     ({"SHUTDOWN_GRACE_MS": 1000}, "config.SHUTDOWN_GRACE_MS is set by the chart"),
     ({"HTTP_PORT": 9000}, "config.HTTP_PORT is set by the chart"),
     ({"REPLAY_SIGNING_KEY": "k" * 20}, "config.REPLAY_SIGNING_KEY looks like a secret"),
+    ({"OUTCOME_PHONE_SALT": "s" * 20}, "config.OUTCOME_PHONE_SALT looks like a secret"),
     ({"SCHEMA_REGISTRY_URL": "https://u:pw@registry:8081"}, "config.SCHEMA_REGISTRY_URL holds a credential"),
     ({"SCHEMA_REGISTRY_URL": "https://registry:8081/?Password=pw"}, "config.SCHEMA_REGISTRY_URL holds a credential"),
     ({"PISANO_TOKEN_PROVIDER": "vault"}, "config.PISANO_TOKEN_PROVIDER is set by the chart from tokens.provider"),
@@ -705,6 +714,11 @@ def test_config_checksum_rolls_pods_on_config_change(helm: str) -> None:
 ])
 def test_config_refuses_secrets_and_chart_managed_settings(helm: str, config: dict[str, Any], message: str) -> None:
     assert message in render_error(helm, merged(BASE, {"config": config}))
+
+
+def test_outcome_topic_needs_its_salt(helm: str) -> None:
+    values = merged(BASE, {"config": {"OUTCOME_TOPIC": "pisano-sms.receipts"}})
+    assert "config.OUTCOME_TOPIC needs the salt" in render_error(helm, values)
 
 
 def test_registry_password_needs_its_user(helm: str) -> None:
@@ -723,8 +737,9 @@ def test_registry_password_needs_its_user(helm: str) -> None:
     {"tracing": {"sampler": "sometimes"}},
     {"tokens": {"refreshMs": 10}},
     {"tokens": {"provider": "no spaces allowed"}},
+    {"secrets": {"outcomePhoneSalt": "too-short"}},
 ], ids=["typo", "env-name", "port-0", "redis-url", "digest", "short-replay-key", "otlp-grpc", "sampler",
-        "token-refresh", "token-provider"])
+        "token-refresh", "token-provider", "short-outcome-salt"])
 def test_schema_rejects_bad_values(helm: str, values: dict[str, Any]) -> None:
     assert "values don't meet the specifications of the schema" in render_error(helm, merged(BASE, values))
 

@@ -70,6 +70,12 @@ the kubelet rewrites that volume.
 {{- else if .Values.secrets.replaySigningKey }}true{{ end }}
 {{- end }}
 
+{{/* "true" when the Secret holds the receipts' phone salt (wired as a file). */}}
+{{- define "pisano-sms.hasOutcomeSalt" -}}
+{{- if .Values.secrets.existingSecret }}{{ if .Values.secrets.hasOutcomePhoneSalt }}true{{ end }}
+{{- else if .Values.secrets.outcomePhoneSalt }}true{{ end }}
+{{- end }}
+
 {{/* "true" when the Secret holds the opt-out list's key (wired as a file). */}}
 {{- define "pisano-sms.hasSuppressionKey" -}}
 {{- if .Values.secrets.existingSecret }}{{ if .Values.secrets.hasSuppressionKey }}true{{ end }}
@@ -79,7 +85,7 @@ the kubelet rewrites that volume.
 {{/* "true" when the Secret has files to mount: the token (unless a token provider gives it), the
 registry password, the replay signing key, the opt-out list's key. */}}
 {{- define "pisano-sms.hasSecretFiles" -}}
-{{- if or (not .Values.tokens.provider) (include "pisano-sms.hasRegistryPassword" .) (include "pisano-sms.hasReplayKey" .) (include "pisano-sms.hasSuppressionKey" .) }}true{{ end }}
+{{- if or (not .Values.tokens.provider) (include "pisano-sms.hasRegistryPassword" .) (include "pisano-sms.hasReplayKey" .) (include "pisano-sms.hasSuppressionKey" .) (include "pisano-sms.hasOutcomeSalt" .) }}true{{ end }}
 {{- end }}
 
 {{- define "pisano-sms.secretName" -}}
@@ -155,6 +161,9 @@ REPLAY_SIGNING_KEY_FILE: {{ printf "%s/replay-signing-key" (include "pisano-sms.
 {{- if include "pisano-sms.hasSuppressionKey" . }}
 SUPPRESSION_KEY_FILE: {{ printf "%s/suppression-key" (include "pisano-sms.tokenDir" .) | quote }}
 {{- end }}
+{{- if include "pisano-sms.hasOutcomeSalt" . }}
+OUTCOME_PHONE_SALT_FILE: {{ printf "%s/outcome-phone-salt" (include "pisano-sms.tokenDir" .) | quote }}
+{{- end }}
 {{- with .Values.schemaRegistryTls }}
 {{- if .secretName }}
 {{- if .caKey }}
@@ -189,7 +198,7 @@ KAFKA_CONFIG_SSL_KEY_LOCATION: {{ printf "%s/%s" (include "pisano-sms.kafkaTlsDi
 Env names that carry secrets: they must come from the Secret, never from the ConfigMap.
 */}}
 {{- define "pisano-sms.isSecretName" -}}
-{{- if or (has . (list "REDIS_URL" "PISANO_API_TOKEN")) (regexMatch "PASSWORD|SECRET|TOKEN|KEY_PEM|SIGNING_KEY" .) }}true{{ end }}
+{{- if or (has . (list "REDIS_URL" "PISANO_API_TOKEN")) (regexMatch "PASSWORD|SECRET|TOKEN|KEY_PEM|SIGNING_KEY|SALT" .) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -281,6 +290,9 @@ always rendered.
 {{- end }}
 {{- if and .Values.schemaRegistryTls.secretName (ne (empty .Values.schemaRegistryTls.certKey) (empty .Values.schemaRegistryTls.keyKey)) }}
 {{- fail "schemaRegistryTls.certKey and schemaRegistryTls.keyKey go together: set both for mutual TLS, or neither" }}
+{{- end }}
+{{- if and .Values.config.OUTCOME_TOPIC (not (include "pisano-sms.hasOutcomeSalt" .)) }}
+{{- fail "config.OUTCOME_TOPIC needs the salt of the receipts' phone hashes: set secrets.outcomePhoneSalt (16+ characters, e.g. `openssl rand -hex 32`), or secrets.hasOutcomePhoneSalt with existingSecret" }}
 {{- end }}
 {{- if and (include "pisano-sms.hasRegistryPassword" .) (not .Values.config.SCHEMA_REGISTRY_USER) }}
 {{- fail "the schema registry password is wired but config.SCHEMA_REGISTRY_USER is empty: set the user it belongs to" }}
@@ -421,6 +433,10 @@ and the test Pod, so all three run with the same settings.
       {{- if include "pisano-sms.hasSuppressionKey" . }}
       - key: {{ .Values.secrets.keys.suppressionKey }}
         path: suppression-key
+      {{- end }}
+      {{- if include "pisano-sms.hasOutcomeSalt" . }}
+      - key: {{ .Values.secrets.keys.outcomePhoneSalt }}
+        path: outcome-phone-salt
       {{- end }}
 {{- end }}
 {{- if or .Values.mapping .Values.avroSchema }}
