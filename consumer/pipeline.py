@@ -257,7 +257,7 @@ class Pipeline:
 
     def _finish(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, kind: str, *,
                 recipient: Recipient | None = None, failure: Failure | None = None, reason: str | None = None,
-                request_id: str | None = None, pisano_request_id: str | None = None,
+                request_id: str | None = None, pisano_request_id: str | None = None, attempts: int = 0,
                 decided_at_ms: int | None = None) -> None:
         """A record's final outcome (`kind`: an outcome kind, or a receipt outcome such as
         `cooldown`): with receipts, its offset finishes once its receipt is acknowledged."""
@@ -268,7 +268,7 @@ class Pipeline:
             return  # revoked meanwhile: its next owner reads it again and writes its receipt
         self.receipts.record(message, kind, lambda: self.tracker.finish(tp, offset, epoch), recipient=recipient,
                              failure=failure, reason=reason, request_id=request_id,
-                             pisano_request_id=pisano_request_id, decided_at_ms=decided_at_ms)
+                             pisano_request_id=pisano_request_id, attempts=attempts, decided_at_ms=decided_at_ms)
 
     def _receipts_in_flight(self) -> int:
         return self.receipts.in_flight if self.receipts is not None else 0
@@ -290,7 +290,7 @@ class Pipeline:
                 for event in current:
                     self._finish(event.message, event.tp, event.offset, event.epoch, outcome.kind,
                                  recipient=event.recipient, request_id=outcome.request_id,
-                                 pisano_request_id=outcome.pisano_request_id,
+                                 pisano_request_id=outcome.pisano_request_id, attempts=outcome.attempts,
                                  decided_at_ms=outcome.accepted_at_ms or None)
                 if outcome.kind in FILTERED:
                     self.metrics.events_filtered.labels(outcome.kind).inc(len(current))

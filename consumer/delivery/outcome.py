@@ -34,6 +34,7 @@ class Outcome:
     # delivered: the id this consumer gave the request Pisano accepted, and Pisano's own if it sent one
     request_id: str | None = None
     pisano_request_id: str | None = None
+    attempts: int = 0  # delivered: requests made for the batch, retries included
 
 
 class BatchReport:

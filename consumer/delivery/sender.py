@@ -338,7 +338,7 @@ class Sender:
                         "pisano_request_id": sent.accepted.request_id,
                         "attempt": sent.attempts, "destination": self.destination.name})
         outcomes(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000), request_id=sent.request_id,
-                         pisano_request_id=sent.accepted.request_id))
+                         pisano_request_id=sent.accepted.request_id, attempts=sent.attempts))
 
     def _failed(self, claim: Claim, campaign: str, events: list[PendingEvent], sent: Sent,
                 outcomes: BatchReport, note: str = "") -> None:
@@ -351,7 +351,7 @@ class Sender:
                             redact_phones(str(sent.error)), len(events), extra={"campaign": campaign})
                 claim.settle(Settlement.DELIVERED, events)
                 outcomes(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000),
-                                 request_id=sent.request_id))
+                                 request_id=sent.request_id, attempts=sent.attempts))
                 return
             if self.policy.ambiguous == "resend":
                 # At-least-once by choice: the ids are freed and the events go round again.

@@ -308,6 +308,7 @@ def test_every_record_gets_exactly_one_receipt_and_commits_wait_for_it() -> None
     assert accepted.pisano_request_id == "pisano-req-1" and re.fullmatch(r"[0-9a-f]{32}", accepted.request_id or "")
     assert accepted.phone_hash == PhoneHasher(SALT)(phone_for(0)) and accepted.destination == "default"
     assert accepted.event_time is not None and accepted.consumed_at <= accepted.decided_at
+    assert accepted.attempts == 1 and by_offset[2].attempts == 0  # a duplicate made no request
     assert by_offset[3].reason == "decode_error" and by_offset[3].event_id is None
     refused = by_offset[4]
     assert (refused.reason, refused.pisano_code, refused.event_id) == ("pisano_error", 13002, "tx-4")
