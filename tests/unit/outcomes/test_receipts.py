@@ -28,7 +28,7 @@ from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.outcome import Outcome, OutcomeKind
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.sender import FailurePolicy, Sender
-from consumer.errors import ConfigError, PisanoApiError
+from consumer.errors import ConfigError, PisanoApiError, StateStoreError
 from consumer.ingest.avro import SchemalessDecoder
 from consumer.ingest.mapping import DeclarativeMapper, Recipient
 from consumer.ingest.records import InboundRecord
@@ -219,6 +219,36 @@ def test_a_record_read_again_by_the_next_owner_gets_no_second_receipt() -> None:
     second.committed({("transactions", 3): 8})
     second.poll()
     assert marks.receipted("g", ("transactions", 3)) == {}  # committed past: never read again
+
+
+class AwayMarks:
+    """Redis away: every call fails."""
+
+    calls = 0
+
+    def receipted(self, group: str, tp: Any) -> dict[int, str]:
+        self.calls += 1
+        raise StateStoreError("Redis unreachable")
+
+    def mark(self, group: str, origins: Any) -> None:
+        self.calls += 1
+        raise StateStoreError("Redis unreachable")
+
+    def forget_below(self, group: str, points: Any) -> None:
+        self.calls += 1
+        raise StateStoreError("Redis unreachable")
+
+
+def test_receipts_go_on_without_marks_while_redis_is_away() -> None:
+    producer, marks, done = HoldingProducer(), AwayMarks(), []
+    writer = ReceiptWriter(producer, "receipts", group="g", hasher=PhoneHasher(SALT), codec=ReceiptCodec(),
+                           marks=marks)
+    writer.assigned([("transactions", 3)])  # fails: marks paused, the poll loop does not wait on Redis again
+    for offset in range(3):
+        writer.record(message(offset=offset), "skipped", lambda: done.append(1),
+                      recipient=Recipient(f"tx-{offset}", CAMPAIGN, PHONE))
+        writer.poll()
+    assert done == [1, 1, 1] and len(producer.on("receipts")) == 3 and marks.calls == 1
 
 
 # ---------------------------------------------------------------- the poll loop with receipts
