@@ -154,9 +154,15 @@ def test_a_replica_killed_mid_run_leaves_no_record_without_a_receipt(
     delivered = run.delivered()
     assert max(delivered.values()) == 1
     hasher = PhoneHasher(SALT)
+    sent = {hasher(p) for p in delivered}
     accepted = {r.phone_hash for r in first.values() if r.outcome == "accepted"}
     ambiguous = {r.phone_hash for r in first.values() if r.reason == "ambiguous"}
-    assert accepted <= {hasher(p) for p in delivered} <= accepted | ambiguous
+    # A request accepted by Pisano whose events' receipts the killed replica had not seen
+    # acknowledged: read again, those events find their id delivered and their first receipt says
+    # `duplicate` (README, "Receipts": the dedup mark does not say which record delivered it).
+    duplicates = {r.phone_hash for r in first.values() if r.outcome == "duplicate"}
+    assert accepted <= sent <= accepted | ambiguous | duplicates
+    unreceipted = sent - accepted - ambiguous
     dead = {(h["dlq.original.topic"], int(h["dlq.original.partition"]), int(h["dlq.original.offset"]))
             for h in map(headers_of, read_all(run.stack.bootstrap, run.dlq))}
     assert {o for o, r in first.items() if r.outcome == "dead_lettered"} == dead
@@ -167,4 +173,5 @@ def test_a_replica_killed_mid_run_leaves_no_record_without_a_receipt(
     assert all(r.origin in before for r in repeats)
     pairs = Counter((first[r.origin].outcome, r.outcome) for r in repeats)
     assert set(pairs) <= {("accepted", "duplicate"), ("duplicate", "duplicate"), ("dead_lettered", "dead_lettered")}
-    print(f"\nkilled after {len(before)} of {len(first)} records had receipts; second receipts: {dict(pairs) or 0}")
+    print(f"\nkilled after {len(before)} of {len(first)} records had receipts; second receipts: {dict(pairs) or 0}; "
+          f"accepted but first receipted `duplicate`: {len(unreceipted)}")
