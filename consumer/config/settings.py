@@ -255,6 +255,9 @@ class Settings(BaseSettings):
             raise ValueError("set REPLAY_SIGNING_KEY or REPLAY_SIGNING_KEY_FILE, not both")
         if self.outcome_phone_salt and self.outcome_phone_salt_file:
             raise ValueError("set OUTCOME_PHONE_SALT or OUTCOME_PHONE_SALT_FILE, not both")
+        if self.outcome_topic and (self.outcome_topic in self.kafka_topics or self.outcome_topic == self.dlq_topic):
+            raise ValueError(f"OUTCOME_TOPIC={self.outcome_topic} is also KAFKA_TOPICS or DLQ_TOPIC: receipts need a "
+                             "topic of their own (read from KAFKA_TOPICS, every receipt would make another)")
         if self.outcome_topic and not (self.outcome_phone_salt or self.outcome_phone_salt_file):
             raise ValueError("OUTCOME_TOPIC needs OUTCOME_PHONE_SALT (or OUTCOME_PHONE_SALT_FILE): receipts carry the "
                              "phone only as a salted hash; use a random salt, e.g. `openssl rand -hex 32`, kept as "

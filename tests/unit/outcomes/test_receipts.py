@@ -145,6 +145,9 @@ def test_outcome_topic_needs_a_salt() -> None:
     with pytest.raises(ConfigError, match="16 characters"):
         Settings(outcome_topic="receipts", outcome_phone_salt="short").outcome_salt()
     assert Settings(outcome_topic="receipts", outcome_phone_salt=SALT).outcome_salt() == SALT
+    for clash in ({"kafka_topics": ["a", "receipts"]}, {"dlq_topic": "receipts"}):
+        with pytest.raises(ValueError, match="a topic of their own"):
+            Settings(outcome_topic="receipts", outcome_phone_salt=SALT, **clash)
 
 
 class HoldingProducer:
