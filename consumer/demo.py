@@ -300,7 +300,7 @@ def read_receipts(settings: Settings, topic: str, timeout_s: float = 60) -> list
 def _report_receipts(traffic: SampleTraffic, metrics: Metrics, written: list[Receipt],
                      deliveries: list[dict[str, Any]], topic: str) -> None:
     """The receipt topic's counts per outcome (each record's first receipt), checked against the
-    metrics and the simulator's log."""
+    metrics and the simulator's log: every outcome the receipts name must be counted there too."""
     first = first_receipts(written)
     counts = Counter(r.outcome for r in first.values())
     again = len(written) - len(first)
@@ -310,8 +310,10 @@ def _report_receipts(traffic: SampleTraffic, metrics: Metrics, written: list[Rec
     click.echo(f"  receipt topic: {topic} ('accepted' means accepted by Pisano, not that an SMS was sent)")
     dead = int(_value(metrics, "dead_letters"))
     expected = {"accepted": len(deliveries), "duplicate": int(_value(metrics, "duplicates_skipped")),
-                "dead_lettered": dead}
-    mismatched = {k: (counts.get(k, 0), v) for k, v in expected.items() if counts.get(k, 0) != v}
+                "dead_lettered": dead, "expired": int(_value(metrics, "events_filtered", "expired")),
+                "suppressed": int(_value(metrics, "events_filtered", "suppressed"))}
+    mismatched = {k: (counts.get(k, 0), expected.get(k)) for k in set(counts) | set(expected)
+                  if counts.get(k, 0) != expected.get(k, 0)}
     if len(first) != len(traffic.records) or mismatched:
         raise click.ClickException(f"the receipt topic holds {len(first):,} records' receipts for "
                                    f"{len(traffic.records):,} records; (receipts, expected) by outcome: {mismatched}")

@@ -67,6 +67,8 @@ RECEIPT_OUTCOMES: tuple[str, ...] = typing.get_args(ReceiptOutcome)
 # The poll loop's outcome kinds (consumer/delivery/outcome.py) whose name differs from the
 # receipt's; a policy's kind (cooldown, suppressed, expired) is its receipt outcome as it is.
 _FROM_KIND = {"delivered": "accepted", "skipped": "duplicate", "dead_letter": "dead_lettered"}
+# The reason of a contact policy's outcome, when its report names none (README, "Contact policy").
+_POLICY_REASONS = {"expired": "max_event_age", "suppressed": "opt_out_list"}
 MIN_SALT_CHARS = 16
 _WIRE_MAGIC = 0
 
@@ -164,7 +166,7 @@ def build_receipt(message: Any, outcome: str, *, group: str, hasher: PhoneHasher
         event_id=recipient.event_id if recipient is not None else None,
         campaign_id=campaign,
         destination=destination,
-        reason=failure.reason if failure is not None else reason,
+        reason=failure.reason if failure is not None else reason or _POLICY_REASONS.get(outcome),
         detail=error_text(failure.message) if failure is not None and failure.message else None,
         pisano_http_status=failure.http_status if failure is not None else None,
         pisano_code=failure.code if failure is not None else None,
@@ -172,7 +174,8 @@ def build_receipt(message: Any, outcome: str, *, group: str, hasher: PhoneHasher
         pisano_request_id=pisano_request_id,
         attempts=failure.attempts if failure is not None else attempts,
         phone_hash=hasher(recipient.phone) if recipient is not None else None,
-        event_time=timestamp if timestamp and timestamp > 0 else None,
+        event_time=recipient.event_time_ms if recipient is not None and recipient.event_time_ms is not None
+        else timestamp if timestamp and timestamp > 0 else None,
     )
 
 

@@ -184,4 +184,4 @@ def campaign_stores(request: pytest.FixtureRequest) -> Callable[[str], CircuitSt
 def receipt_marks(request: pytest.FixtureRequest) -> ReceiptMarks:
     if request.param == "memory":
         return MemoryReceiptMarks()
-    return RedisReceiptMarks(connect(_redis_url(request)), Keys("t"), horizon_s=3600)
+    return RedisReceiptMarks(_connect(request), Keys("t"), horizon_s=3600)

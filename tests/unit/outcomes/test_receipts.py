@@ -131,6 +131,18 @@ def test_the_encoder_writes_what_fastavro_writes() -> None:
         assert codec.decode(codec.encode(receipt)) == receipt
 
 
+def test_a_contact_policys_outcome_has_its_receipt_with_the_policy_as_reason() -> None:
+    hasher = PhoneHasher(SALT)
+    recipient = Recipient("tx-9", CAMPAIGN, PHONE, event_time_ms=1_600_000_000_000)
+    expired = build_receipt(message(), receipt_outcome("expired"), group="g", hasher=hasher, recipient=recipient)
+    suppressed = build_receipt(message(), receipt_outcome("suppressed"), group="g", hasher=hasher,
+                               recipient=Recipient("tx-9", CAMPAIGN, PHONE))
+    assert (expired.outcome, expired.reason, expired.event_time) == ("expired", "max_event_age", 1_600_000_000_000)
+    assert (suppressed.outcome, suppressed.reason, suppressed.event_time) == \
+        ("suppressed", "opt_out_list", 1_700_000_000_000)  # no event_time mapped: the Kafka timestamp
+    assert suppressed.phone_hash == hasher(PHONE) and suppressed.request_id is None
+
+
 def test_a_record_without_an_event_id_is_keyed_by_its_origin() -> None:
     failure = Failure("decode_error", "not Avro")
     receipt = build_receipt(message(offset=9), "dead_lettered", group="g", hasher=PhoneHasher(SALT), failure=failure)
