@@ -1,6 +1,7 @@
 """Issue 13, point 5: the outcome topic. A mixed run (delivered, duplicates, invalid records, a
-campaign Pisano refuses) on two replicas leaves exactly one receipt per input record, whose counts
-match the simulator's delivery log and the dead-letter topic; a replica SIGKILLed before its
+campaign Pisano refuses, opted-out customers, records past MAX_EVENT_AGE) on two replicas leaves
+exactly one receipt per input record, whose counts match the simulator's delivery log and the
+dead-letter topic; a replica SIGKILLed before its
 commits leaves no record without a receipt, and the second receipts of the records read again are
 the README's at-least-once exposure, nothing more."""
 
@@ -11,8 +12,13 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+
+from consumer.cli import main
+from consumer.ingest.samples import encode, phone_for, transaction
 from consumer.outcomes.receipts import PhoneHasher, Receipt, ReceiptCodec, first_receipts
 from tests.conftest import unique
 from tests.support.consumers import ConsumerProcess, wait_until
@@ -21,6 +27,7 @@ from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS, Traffic, mixed_traffic
 
 SALT = "receipts-test-salt-0123456789abcdef"
+OPT_OUT_KEY = "opt-out-key-for-receipts-0123456789"
 REFUSED = CAMPAIGNS[2]  # Pisano answers 13034 for it: dead-lettered by the senders, after a request
 
 
@@ -43,13 +50,18 @@ def second_replica(run: Run, first: ConsumerProcess, name: str, **settings: str)
     return replica
 
 
-def check_against_the_run(run: Run, traffic: Traffic, first: dict[tuple[str, int, int], Receipt]) -> None:
-    """Each record's (first) receipt against the input, the simulator's log and the DLQ."""
+def check_against_the_run(run: Run, traffic: Traffic, first: dict[tuple[str, int, int], Receipt], *,
+                          expired: int = 0, suppressed: int = 0) -> None:
+    """Each record's (first) receipt against the input, the simulator's log and the DLQ; `expired`
+    records more than the traffic (produced old), `suppressed` of the traffic's."""
     ends = end_offsets(run.stack.bootstrap, run.topic)
-    assert sum(ends.values()) == len(traffic.records)
+    assert sum(ends.values()) == len(traffic.records) + expired
     assert sorted(first) == sorted((run.topic, p, o) for p, end in ends.items() for o in range(end))
     counts = Counter(r.outcome for r in first.values())
-    assert set(counts) == {"accepted", "duplicate", "dead_lettered"}
+    assert counts["expired"] == expired and counts["suppressed"] == suppressed
+    assert all(r.reason == {"expired": "max_event_age", "suppressed": "opt_out_list"}[r.outcome]
+               for r in first.values() if r.outcome in ("expired", "suppressed"))
+    assert set(counts) <= {"accepted", "duplicate", "dead_lettered", "expired", "suppressed"}
     delivered = run.delivered()
     assert max(delivered.values()) == 1
     assert counts["accepted"] == len(delivered)
@@ -59,7 +71,9 @@ def check_against_the_run(run: Run, traffic: Traffic, first: dict[tuple[str, int
     copies = Counter(key for key, _ in traffic.records)
     refused_copies = sum(n - 1 for key, n in copies.items()
                          if n > 1 and any(k == key and REFUSED.encode() in (v or b"") for k, v in traffic.records))
-    assert counts["duplicate"] == traffic.duplicates - refused_copies
+    suppressed_ids = {r.event_id for r in first.values() if r.outcome == "suppressed"}
+    opted_out_copies = sum(n - 1 for key, n in copies.items() if n > 1 and key and key.decode() in suppressed_ids)
+    assert counts["duplicate"] == traffic.duplicates - refused_copies - opted_out_copies
     dead = {(h["dlq.original.topic"], int(h["dlq.original.partition"]), int(h["dlq.original.offset"])): h["dlq.reason"]
             for h in map(headers_of, read_all(run.stack.bootstrap, run.dlq))}
     assert {o: r.reason for o, r in first.items() if r.outcome == "dead_lettered"} == dead
@@ -68,17 +82,39 @@ def check_against_the_run(run: Run, traffic: Traffic, first: dict[tuple[str, int
     assert reasons["pisano_error"] == sum(1 for r in first.values() if r.campaign_id == REFUSED) > 0
 
 
-def test_two_replicas_write_exactly_one_receipt_per_record(run: Run, new_topic: Callable[..., str]) -> None:
+def opt_out(run: Run, phones: list[str], tmp_path: Path) -> None:
+    """Put these phones on the opt-out list, as an operator would (`pisano-sms suppress import`)."""
+    csv = tmp_path / "opt-outs.csv"
+    csv.write_text("phone,external_id\n" + "".join(f"{phone},\n" for phone in phones))
+    result = CliRunner().invoke(main, ["suppress", "import", str(csv)],
+                                env={"REDIS_URL": run.stack.redis_url, "SUPPRESSION_KEY": OPT_OUT_KEY})
+    assert result.exit_code == 0, result.output
+
+
+def test_two_replicas_write_exactly_one_receipt_per_record(run: Run, new_topic: Callable[..., str],
+                                                          tmp_path: Path) -> None:
+    """Delivered, duplicates, invalid, refused by Pisano, suppressed (opt-out list) and expired
+    (MAX_EVENT_AGE): one receipt each."""
     run.faults(campaign_codes={REFUSED: 13034})
     traffic = mixed_traffic(900, duplicate_every=10, invalid_every=20, prefix=unique("rcpt"))
-    first_replica, topic = start(run, new_topic, traffic)
+    opted_out = [n for n in range(1, 30, 3)]  # n % 3 == 1: campaigns Pisano accepts; n=10 has a duplicate
+    opt_out(run, [phone_for(n) for n in opted_out], tmp_path)
+    old = [(f"old-{n}".encode(), encode(transaction(f"{unique('old')}-{n}", phone_for(5000 + n), CAMPAIGNS[0], n=n)))
+           for n in range(12)]
+    policy = {"MAX_EVENT_AGE": "2m", "SUPPRESSION_KEY": OPT_OUT_KEY}
+    first_replica, topic = start(run, new_topic, traffic, **policy)
+    run.produce_more(old, timestamp_ms=int(time.time() * 1000) - 600_000)  # ten minutes old
     second = second_replica(run, first_replica, "second")
     run.wait_all_committed(90)
     assert first_replica.terminate() == 0 and second.terminate() == 0
     written = receipts_of(run, topic)
     first = first_receipts(written)
-    assert len(written) == len(first) == len(traffic.records), "a record without a receipt, or two"
-    check_against_the_run(run, traffic, first)
+    assert len(written) == len(first) == len(traffic.records) + len(old), "a record without a receipt, or two"
+    suppressed = sum(1 for key, _ in traffic.records if key and int(key.rsplit(b"-", 1)[1]) in opted_out
+                     and not key.startswith(b"bad-"))
+    check_against_the_run(run, traffic, first, expired=len(old), suppressed=suppressed)
+    assert {r.phone_hash for r in first.values() if r.outcome == "suppressed"} == \
+        {PhoneHasher(SALT)(phone_for(n)) for n in opted_out}
     refused = [r for r in first.values() if r.campaign_id == REFUSED and r.outcome == "dead_lettered"]
     assert refused and all(r.reason == "pisano_error" and r.phone_hash for r in refused)
     assert any(r.pisano_code == 13034 and r.request_id for r in refused)  # the batches that made a request
