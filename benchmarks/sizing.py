@@ -39,10 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from consumer.state.dedup import ClaimRequest, ClaimStatus, DedupStore, RedisDedup, Settlement  # noqa: E402
+from consumer.state.dedup_layout import SLICES  # noqa: E402
 from consumer.state.redis import Keys, connect  # noqa: E402
 from consumer.state.replication import ReplicatedDedup, ReplicationWait  # noqa: E402
 
 HORIZON_S = 7 * 86_400  # DEDUP_HORIZON_S's default
+PEAK_DAYS = HORIZON_S / 86_400 * (1 + 1 / SLICES)
 LEASE_MS = 240_000
 
 
@@ -122,7 +124,9 @@ def sizing(bytes_per_event: float, args: argparse.Namespace) -> list[dict[str, A
     budget = args.shard_gib * 2**30 * args.fill
     rows = []
     for per_day in (1e6, 10e6, 100e6):
-        held = per_day * HORIZON_S / 86_400 * bytes_per_event  # on the masters; each replica as much again
+        # A mark lives up to one time slice past the horizon (consumer/state/dedup_layout.py):
+        # the peak holds horizon + one slice of events. On the masters; each replica as much again.
+        held = per_day * PEAK_DAYS * bytes_per_event
         rows.append({"events_per_day": int(per_day), "gib_on_masters": round(held / 2**30, 2),
                      "gib_with_one_replica_each": round(2 * held / 2**30, 2),
                      "masters": max(3, math.ceil(held / budget))})
@@ -178,7 +182,8 @@ def main() -> None:
           f"{args.threads} threads): {wait['events_per_s']:,} against {nowait['events_per_s']:,} events/s")
     print(f"\nsizing from {on_cluster['bytes_per_event']} bytes per remembered event (cluster masters), "
           f"a {HORIZON_S // 86_400}-day horizon, masters of {args.shard_gib:g} GiB filled to {args.fill:.0%}:")
-    print("  memory = events a day x 7 x bytes per event (on the masters; twice that with one replica each)")
+    print(f"  memory = events a day x {PEAK_DAYS:g} days (the horizon and one slice) x bytes per event"
+          " (on the masters; twice that with one replica each)")
     print("  masters = max(3, ceil(memory / (maxmemory x fill))), with the keys spread evenly over the masters")
     for row in sizing(on_cluster["bytes_per_event"], args):
         print(f"  {row['events_per_day']:>11,} events/day: {row['gib_on_masters']:>8} GiB on the masters, "
