@@ -11,7 +11,7 @@ KUBE_SCORE_VERSION := v1.20.0
 KUBE_SCORE := $(CACHE)/kube-score-$(KUBE_SCORE_VERSION)/kube-score
 export PATH := $(dir $(HELM)):$(dir $(KUBE_SCORE)):$(PATH)
 
-.PHONY: install helm kube-score up down demo test test-unit lint bench bench-limiter chaos clean
+.PHONY: install helm kube-score up down demo test test-unit lint bench bench-limiter bench-latency chaos clean
 
 install: $(VENV)/.installed
 
@@ -63,6 +63,11 @@ bench: up
 
 bench-limiter: up
 	$(BIN)/python benchmarks/limiter.py
+
+## Latency under Pisano's windows (steady loads, a spike) and saturation by a backlog, before and
+## after pacing; about 20 minutes (README, "Benchmarks").
+bench-latency: up
+	$(BIN)/python benchmarks/latency.py --mode all
 
 ## Every fault at once on a fleet of three replicas, 100,000 events; prints the figures (README, "Chaos").
 chaos: up
