@@ -37,6 +37,8 @@ from consumer.config.windows import RateWindow
 from consumer.delivery.batching import Batcher
 from consumer.delivery.slots import SlotReserver
 
+STOP_CHECK_S = 0.5  # a thread waiting for its turn notices a stop within this
+
 
 def pace_interval_ms(windows: Sequence[RateWindow], margin_ms: int, share: float) -> int:
     """The fleet's spacing of paced requests; 0 when pacing is off (share 0, or no throttle)."""
@@ -74,8 +76,9 @@ class Pacer:
             while (remaining := deadline - time.monotonic()) > 0 and not self.stop.is_set():
                 with self._lock:
                     seen = self._urgent
-                if not self.batcher.wait_for_full(self.stop, remaining, more_than=seen):
-                    return False
+                # In slices: a stop does not wake the batcher's condition.
+                if not self.batcher.wait_for_full(self.stop, min(remaining, STOP_CHECK_S), more_than=seen):
+                    continue
                 if self._claim_urgent():
                     state["urgent"] = True
                     return True
