@@ -4,6 +4,7 @@ waits its turn."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -57,18 +58,18 @@ def test_a_trickle_is_paced_one_turn_after_the_newest_reservation() -> None:
         assert batch is not None and len(batch) == 1
         slots.append(limiter.state.data.slots[-1])
     # One turn apart: never less; more only by a wake-up's lateness (the slot is then "now").
-    assert all(300 <= b - a < 600 for a, b in zip(slots, slots[1:], strict=False))
+    assert all(300 <= b - a < 600 for a, b in itertools.pairwise(slots))
 
 
 def test_a_paced_request_keeps_filling_its_batch_until_its_turn() -> None:
-    pacer, batcher, limiter, _ = rig(pace_ms=400)
+    pacer, batcher, _, _ = rig(pace_ms=400)
     batcher.add([ev(0)])
     pacer.reserve()
     batcher.take()
     batcher.add([ev(1)])
     arrivals = threading.Timer(0.1, lambda: batcher.add([ev(2), ev(3)]))  # during the paced wait
     arrivals.start()
-    slot_at, urgent = pacer.reserve()
+    _, urgent = pacer.reserve()
     arrivals.join()
     batch = batcher.take()
     assert not urgent and batch is not None and len(batch) == 3  # one request for the three
