@@ -2,9 +2,9 @@
 
 Each thread promises a slot for a due batch (`Batcher.wait_for_demand`), reserves it
 (`slots.SlotReserver`; paced unless the batch is full: `pacing.Pacer`), sleeps until shortly
-before it while the batch keeps filling, takes the batch, claims its event ids (`claims.Claim`), POSTs at the slot with retries (`attempts`),
-settles the ids with the request's fate and reports every event's outcome to the poll loop
-(`outcome.BatchReport`). Threads sleep; the poll loop never does.
+before it while the batch keeps filling, takes the batch, claims its event ids (`claims.Claim`),
+POSTs at the slot with retries (`attempts`), settles the ids with the request's fate and reports
+every event's outcome to the poll loop (`outcome.BatchReport`). Threads sleep; the poll loop never does.
 
 What a failure leads to is decided by the destination's classification
 (`consumer.delivery.failures`):
