@@ -168,7 +168,7 @@ class Settings(BaseSettings):
         # Below 0.1 a paced request would wait ten sustainable intervals (over 39 s on the cloud):
         # a typo, not a policy.
         if 0 < value < 0.1:
-            raise ValueError("0 (no pacing) or a share from 0.1 to 1")
+            raise ValueError("below 0.1 a paced request would wait over ten sustainable intervals")
         return value
 
     @field_validator("pisano_url", "schema_registry_url")
