@@ -18,6 +18,9 @@ share (after), on a fresh topic, consumer group, Redis key prefix and simulator.
   stops, the run waits until every event is delivered.
 - spike: 20,000 events at once after a quiet period, real time (the consumer's own speed is not
   compressible): latency, requests, and when the first request and the last acceptance came.
+- mixed: the same spike on top of a steady 1 event/s after `--mixed-minutes` (time compressed):
+  whether the burst budget is still there when the spike comes. Converted back, its figures
+  include the consumer's own time to read 20,000 events, tenfold.
 - saturation: a backlog of `--backlog` events (more than one longest window carries), windows
   compressed `--saturation-compress` fold (default 5): requests accepted within the first longest
   window from the first request, as a share of that window's 160, and mean recipients per request.
@@ -237,6 +240,41 @@ def spike(bootstrap: str, redis_url: str, workdir: Path, *, count: int, pace_sha
     return figures
 
 
+def spike_in_stream(bootstrap: str, redis_url: str, workdir: Path, *, count: int, rate: float, minutes: float,
+                    fold: float, pace_share: str) -> dict[str, Any]:
+    """A steady stream for `minutes`, then a spike of `count` events on top of it (time compressed)."""
+    run = Run(bootstrap, redis_url, compressed(parse_rate_limits(PISANO_CLOUD_LIMITS), fold), fold=fold,
+              pace_share=pace_share, workdir=workdir)
+    run.start()
+    try:
+        wall_rate, wall_s = rate * fold, minutes * 60 / fold
+        say(f"  spike of {count:,} after {minutes:g} min of {rate:g} event/s, share {pace_share} (x{fold:g})")
+        out, prefix, stream = producer(bootstrap), uuid.uuid4().hex[:6], {}
+        started = time.monotonic()
+        for n, (phone, value) in enumerate(events(prefix, 0, int(wall_rate * wall_s))):
+            time.sleep(max(0.0, started + n / wall_rate - time.monotonic()))
+            stream[phone] = int(time.time() * 1000)
+            out.produce(run.topic, key=phone.encode(), value=value)
+            out.poll(0)
+        spiked, first = {}, time.time()
+        for phone, value in events(prefix, 10_000_000 - count, count):
+            spiked[phone] = int(time.time() * 1000)
+            out.produce(run.topic, key=phone.encode(), value=value)
+            out.poll(0)
+        out.flush(30)
+        delivered = run.wait_delivered(len(stream) + count, 625 / fold + 60)
+    finally:
+        run.stop()
+    figures = latency_figures(spiked, delivered, run.requests(), fold)
+    after = sorted(r["time_ms"] for r in run.requests()["accepted"] if r["time_ms"] >= first * 1000)
+    figures["first_request_s"] = round((after[0] - first * 1000) * fold / 1000, 1) if after else None
+    figures["all_delivered_s"] = round((max(delivered[p] for p in spiked if p in delivered) - first * 1000)
+                                       * fold / 1000, 1)
+    figures["requests"] = len(after)
+    del figures["recipients_per_request"]
+    return figures
+
+
 def saturation(bootstrap: str, redis_url: str, workdir: Path, topic: str, *, backlog: int, fold: float,
                pace_share: str) -> dict[str, Any]:
     windows = parse_rate_limits(compressed(parse_rate_limits(PISANO_CLOUD_LIMITS), fold))
@@ -307,13 +345,15 @@ def table(title: str, rows: list[tuple[str, dict[str, Any]]], columns: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=["latency", "saturation", "all"], default="all")
+    parser.add_argument("--mode", choices=["latency", "saturation", "mixed", "all"], default="all")
     parser.add_argument("--minutes", type=float, default=25.0, help="each steady load, in real-time minutes")
     parser.add_argument("--compress", type=float, default=10.0, help="time compression of the steady loads")
     parser.add_argument("--rates", default="1,10", help="steady loads, events/s")
     parser.add_argument("--spike", type=int, default=20_000)
     parser.add_argument("--backlog", type=int, default=850_000)
     parser.add_argument("--saturation-compress", type=float, default=5.0)
+    parser.add_argument("--mixed-minutes", type=float, default=10.0,
+                        help="the steady stream before the spike in mixed mode, real-time minutes")
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0")
@@ -338,6 +378,15 @@ def main() -> None:
             say(f"    {figures}")
             spike_rows.append((f"spike {args.spike:,}, {name}", figures))
             results.append({"scenario": "spike", "events": args.spike, "pace_share": share, **figures})
+    if args.mode in ("mixed", "all"):
+        for name, share in shares:
+            figures = spike_in_stream(bootstrap, redis_url, workdir, count=args.spike, rate=1.0,
+                                      minutes=args.mixed_minutes, fold=args.compress, pace_share=share)
+            say(f"    {figures}")
+            spike_rows.append((f"spike {args.spike:,} after {args.mixed_minutes:g} min of 1 event/s "
+                               f"(x{args.compress:g}), {name}", figures))
+            results.append({"scenario": "spike_in_stream", "events": args.spike, "minutes": args.mixed_minutes,
+                            "compress": args.compress, "pace_share": share, **figures})
     if args.mode in ("saturation", "all"):
         say(f"producing a backlog of {args.backlog:,} events")
         topic = produce_backlog(bootstrap, args.backlog)
@@ -354,7 +403,8 @@ def main() -> None:
         table(f"Latency, steady load, {args.minutes:g} min, time compressed x{args.compress:g} (figures converted "
               "back to real time), event produced -> accepted by the simulator", latency_rows, latency_columns)
     if spike_rows:
-        table("Spike after a quiet period, real time", spike_rows,
+        table("Spike (after a quiet period: real time; in a stream: compressed, converted back, the consumer's "
+              "own reading time included tenfold)", spike_rows,
               ["first_request_s", "all_delivered_s", *latency_columns])
     if saturation_rows:
         table(f"Saturation, backlog {args.backlog:,}, windows compressed x{args.saturation_compress:g}",
