@@ -55,6 +55,9 @@ class SlotReserver:
         # The fleet's pace (0: none) and its next paced turn as last seen (monotonic; shared by the threads).
         self.pace_ms = pace_ms if limiter.windows else 0
         self._turn_at = 0.0
+        # With a throttle, no slot sooner than the preparation's lead: a request prepared after an
+        # immediate slot (a claim of 5000 ids on a busy machine) would leave late and lose it.
+        self._prepare_s = PREPARE_LEAD_S if max_lateness_s is not None else 0.0
 
     def reserve(self, turn_wait: Callable[[float], bool] | None = None) -> float | None:
         """Reserve a slot: its time on this process's monotonic clock (None if stopping).
@@ -68,13 +71,13 @@ class SlotReserver:
                 self.stop.wait(min(blocked, 1.0))
                 continue
             if pace_ms and turn_wait is not None:
-                ahead = self._turn_at - time.monotonic()
+                ahead = self._turn_at - self._prepare_s - time.monotonic()  # the turn's slot, less the lead
                 if ahead > 0:
                     if turn_wait(ahead):
                         pace_ms = 0
                     continue
             try:
-                grant = self.limiter.acquire(pace_ms)
+                grant = self.limiter.acquire(pace_ms, round(self._prepare_s * 1000))
             except StateStoreError as exc:
                 self.outage.failed("throttle", exc)
                 continue

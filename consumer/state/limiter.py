@@ -70,6 +70,7 @@ class Grant:
 
 
 def pace_lead_ms(pace_ms: int) -> int:
+    """How far ahead a paced turn is reserved rather than refused (plus the caller's preparation)."""
     return int(pace_ms * PACE_LEAD_SHARE)
 
 
@@ -79,9 +80,10 @@ class Limiter(Protocol):
     windows: tuple[RateWindow, ...]
     margin_ms: int
 
-    def acquire(self, pace_ms: int = 0) -> Grant:
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         """Reserve the earliest allowed slot, or refuse with its wait when beyond the horizon.
-        `pace_ms` > 0: a paced request, also no earlier than the newest reservation + pace_ms."""
+        `pace_ms` > 0: a paced request, also no earlier than the newest reservation + pace_ms.
+        `prepare_ms`: no slot before now + prepare_ms (the caller's preparation time)."""
 
     def heartbeat(self) -> None:
         """Report what this replica knows of the state (it fences the fleet if the state lost it)."""
@@ -99,7 +101,7 @@ class NoLimiter:
     windows: tuple[RateWindow, ...] = ()
     margin_ms = 0
 
-    def acquire(self, pace_ms: int = 0) -> Grant:
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         return Grant(granted=True, wait_s=0.0, slot_ms=0)
 
     def heartbeat(self) -> None:
@@ -147,9 +149,9 @@ class RedisLimiter:
         self._epoch = ""
         self._seq = 0
 
-    def acquire(self, pace_ms: int = 0) -> Grant:
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         """Reserve the earliest allowed slot (paced: not before its turn): one round trip."""
-        status, wait_ms, slot_ms = self._run(reserve=True, pace_ms=pace_ms)
+        status, wait_ms, slot_ms = self._run(reserve=True, pace_ms=pace_ms, prepare_ms=prepare_ms)
         return Grant(granted=status == 1, wait_s=max(0, wait_ms) / 1000, slot_ms=slot_ms, held=status == 3,
                      paced=status == 4)
 
@@ -175,13 +177,13 @@ class RedisLimiter:
             w: sum(1 for s in slots if now_ms - w.period_ms < s <= now_ms) / w.limit for w in self.windows
         }
 
-    def _run(self, *, reserve: bool, pace_ms: int = 0) -> tuple[int, int, int]:
+    def _run(self, *, reserve: bool, pace_ms: int = 0, prepare_ms: int = 0) -> tuple[int, int, int]:
         with self._lock:
             epoch, seq_seen = self._epoch, self._seq
         status, wait_ms, raw_epoch, slot_ms, seq, raw_event = self._call(
             self._acquire,
             [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0,
-             max(0, pace_ms), pace_lead_ms(pace_ms), *self._window_args],
+             max(0, pace_ms), pace_lead_ms(pace_ms) + max(0, prepare_ms), max(0, prepare_ms), *self._window_args],
         )
         new_epoch, event = _text(raw_epoch), _text(raw_event)
         with self._lock:

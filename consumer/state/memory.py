@@ -208,20 +208,20 @@ class MemoryLimiter:
         return MemoryLimiter(self.windows, margin_ms=self.margin_ms, horizon_ms=self.horizon_ms,
                              grace_ms=self.grace_ms, clock=self.clock, shared=self.state)
 
-    def acquire(self, pace_ms: int = 0) -> Grant:
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         with self.state.lock:
             now = self.clock()
             data = self._check(now)
             if data.fence_until > now:
                 return Grant(granted=False, wait_s=(data.fence_until - now) / 1000, slot_ms=data.fence_until,
                              held=True)
-            slot = max(now, data.pause_until, data.slots[-1] if data.slots else now)
+            slot = max(now + max(0, prepare_ms), data.pause_until, data.slots[-1] if data.slots else now)
             for window in self.windows:
                 if len(data.slots) >= window.limit:
                     slot = max(slot, data.slots[-window.limit] + window.period_ms + self.margin_ms)
             if pace_ms > 0 and data.slots and data.slots[-1] + pace_ms > slot:
                 turn = data.slots[-1] + pace_ms
-                if turn - now > pace_lead_ms(pace_ms):
+                if turn - now > pace_lead_ms(pace_ms) + max(0, prepare_ms):
                     return Grant(granted=False, wait_s=(turn - now) / 1000, slot_ms=turn, paced=True)
                 slot = turn
             wait = slot - now

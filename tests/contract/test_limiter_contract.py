@@ -209,3 +209,13 @@ def test_a_fence_holds_paced_requests_too(make_limiter) -> None:  # type: ignore
     rl = make_limiter("5/1s", grace_ms=300)
     held = rl.acquire(pace_ms=100)
     assert held.held and not held.granted and not held.paced
+
+
+def test_no_slot_sooner_than_the_callers_preparation(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("100/1s")
+    first = rl.acquire(prepare_ms=200)  # an idle limiter: the slot is the preparation's lead away
+    assert first.granted and 0.15 < first.wait_s <= 0.2
+    later = rl.acquire(prepare_ms=200)  # never before an existing reservation either
+    assert later.granted and later.slot_ms >= first.slot_ms
+    paced = rl.acquire(pace_ms=1000, prepare_ms=200)  # the turn counts from that (future) slot
+    assert paced.paced and paced.slot_ms == later.slot_ms + 1000

@@ -19,7 +19,9 @@
 -- ARGV[7]  pace ms: 0 for the earliest allowed slot; else a paced request, whose slot is also no
 --          earlier than the newest reservation + pace (consumer/delivery/pacing.py)
 -- ARGV[8]  pace lead ms: a paced slot at most this far ahead is reserved; a later one is refused
--- ARGV[9..] limit, period-ms pairs, one pair per window
+-- ARGV[9]  prepare ms: no slot before now + this (the caller prepares its request before the slot,
+--          so an immediate slot would find it late)
+-- ARGV[10..] limit, period-ms pairs, one pair per window
 --
 -- Returns {status, wait_ms, epoch, slot_ms, seq, event}: status 1 granted; 0 refused, nothing
 -- reserved, the slot is beyond the horizon; 3 refused, nothing reserved, the fleet is fenced:
@@ -52,7 +54,7 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local margin, horizon, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep, longest = 1, 0
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   local limit, period = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if limit > keep then keep = limit end
   if period > longest then longest = period end
@@ -103,7 +105,7 @@ if fence_until > now then
   return {3, fence_until - now, epoch, fence_until, seq, event}
 end
 
-local slot = now
+local slot = now + tonumber(ARGV[9])
 if pause_until > slot then slot = pause_until end
 local length = redis.call('LLEN', KEYS[1])
 local newest = nil
@@ -111,7 +113,7 @@ if length > 0 then
   newest = tonumber(redis.call('LINDEX', KEYS[1], -1))
   if newest > slot then slot = newest end
 end
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   local limit, period = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if length >= limit then
     local nth = tonumber(redis.call('LINDEX', KEYS[1], -limit))
