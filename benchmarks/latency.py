@@ -224,8 +224,9 @@ def spike(bootstrap: str, redis_url: str, workdir: Path, *, count: int, pace_sha
     try:
         say(f"  spike of {count:,} after a quiet period, share {pace_share}, real time")
         out, prefix, produced = producer(bootstrap), uuid.uuid4().hex[:6], {}
+        spike_events = list(events(prefix, 0, count))  # encoded beforehand: the spike arrives at once
         first = time.time()
-        for phone, value in events(prefix, 0, count):
+        for phone, value in spike_events:
             produced[phone] = int(time.time() * 1000)
             out.produce(run.topic, key=phone.encode(), value=value)
             out.poll(0)
@@ -256,8 +257,9 @@ def spike_in_stream(bootstrap: str, redis_url: str, workdir: Path, *, count: int
             stream[phone] = int(time.time() * 1000)
             out.produce(run.topic, key=phone.encode(), value=value)
             out.poll(0)
+        spike_events = list(events(prefix, 10_000_000 - count, count))
         spiked, first = {}, time.time()
-        for phone, value in events(prefix, 10_000_000 - count, count):
+        for phone, value in spike_events:
             spiked[phone] = int(time.time() * 1000)
             out.produce(run.topic, key=phone.encode(), value=value)
             out.poll(0)
