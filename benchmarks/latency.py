@@ -292,13 +292,17 @@ def saturation(bootstrap: str, redis_url: str, workdir: Path, topic: str, *, bac
         say(f"  saturation: backlog {backlog:,}, share {pace_share}, windows x{fold:g}: the first "
             f"{longest.period_ms / 1000:.0f}s from the first request, or until its {longest.limit} requests are spent")
         first_ns = None
+        # The shorter windows never hold the fleet back longer than the 80/125s one's gap (95 s
+        # real): a longer silence means the longest window's slots are all spent (or wasted).
+        silence_ns = (max(w.period_ms for w in windows if w is not longest) * 1_000_000) * 0.9
         while True:
             time.sleep(1)
             accepted = [r["clock_ns"] for r in run.simulator.state.requests.records() if r["http_status"] == 200]
             if accepted and first_ns is None:
                 first_ns = min(accepted)
             if first_ns is not None and (len(accepted) >= longest.limit
-                                         or time.monotonic_ns() > first_ns + period_ns + 2e9):
+                                         or time.monotonic_ns() > first_ns + period_ns + 2e9
+                                         or time.monotonic_ns() - max(accepted) > silence_ns):
                 break  # no more can be accepted in the window: its budget is spent, or it is over
             if time.monotonic() - started > longest.period_ms / 1000 + 120:
                 break
