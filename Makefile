@@ -11,7 +11,7 @@ KUBE_SCORE_VERSION := v1.20.0
 KUBE_SCORE := $(CACHE)/kube-score-$(KUBE_SCORE_VERSION)/kube-score
 export PATH := $(dir $(HELM)):$(dir $(KUBE_SCORE)):$(PATH)
 
-.PHONY: install helm kube-score up up-cluster down demo test test-unit lint bench bench-limiter bench-sizing chaos clean
+.PHONY: install helm kube-score up up-cluster down demo test test-unit lint bench bench-limiter bench-latency bench-sizing chaos clean
 
 install: $(VENV)/.installed
 
@@ -71,6 +71,11 @@ bench-limiter: up
 ## 1,000,000 remembered events on the Redis Cluster and the single Redis: keys, bytes, throughput (README, "Redis Cluster").
 bench-sizing: up-cluster
 	$(BIN)/python scripts/localstack.py run -- $(BIN)/python benchmarks/sizing.py --events 1000000
+
+## Latency under Pisano's windows (steady loads, a spike) and saturation by a backlog, before and
+## after pacing; about 20 minutes (README, "Benchmarks").
+bench-latency: up
+	$(BIN)/python benchmarks/latency.py --mode all
 
 ## Every fault at once on a fleet of three replicas, 100,000 events; prints the figures (README, "Chaos").
 chaos: up

@@ -200,7 +200,8 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
             batcher = Batcher(destination.max_recipients, settings.batch_max_wait_ms / 1000)
             sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
                             policy=policy, threads=settings.max_in_flight_requests,
-                            throttle_horizon_s=settings.throttle_horizon_ms / 1000, admission=admission)
+                            throttle_horizon_s=settings.throttle_horizon_ms / 1000, admission=admission,
+                            pace_share=settings.pisano_pace_share)
             lanes[name] = Lane(batcher, sender)
         return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
 

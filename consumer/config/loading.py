@@ -38,6 +38,8 @@ EXPECTED = {
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
     "ambiguous_policy": "one of dead_letter (default: never resend on its own), assume_delivered, resend",
     "isolation_budget_share": "a number from 0 to 1, the share of the longest window's limit",
+    "pisano_pace_share": "0 (no pacing) or a number from 0.1 to 1, the share of the binding window's "
+                         "sustainable rate that requests of batches not full keep to",
 }
 
 

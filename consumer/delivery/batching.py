@@ -200,6 +200,25 @@ class Batcher:
                 self._changed.wait(wake)
         return False
 
+    def full_requests(self) -> int:
+        """Requests that would leave full now (while flushing: every due one)."""
+        with self._lock:
+            return self._full_requests()
+
+    def wait_for_full(self, stop: threading.Event, timeout: float, more_than: int) -> bool:
+        """Block up to `timeout` until more than `more_than` requests are full (or, while flushing,
+        due): the pace's wake-up (consumer/delivery/pacing.py). True if so."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not stop.is_set():
+                if self._full_requests() > more_than:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return False
+
     def cancel_promise(self) -> None:
         with self._lock:
             self._promised = max(0, self._promised - 1)
@@ -257,6 +276,11 @@ class Batcher:
                                  >= self.max_wait_s)
             total += full + (1 if rest_due else 0)
         return total
+
+    def _full_requests(self) -> int:
+        if self._flush_all:
+            return self._due_batches(self.clock())
+        return sum(len(queue) // self.max_recipients for queue in self._queues.values())
 
     def _next_due_at(self, now: float) -> float | None:
         """When the next queue that is not due yet becomes due (due ones are already counted)."""

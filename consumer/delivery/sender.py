@@ -1,10 +1,10 @@
 """Sender threads for one destination: slot, claim, POST, settle, report.
 
 Each thread promises a slot for a due batch (`Batcher.wait_for_demand`), reserves it
-(`slots.SlotReserver`), sleeps until shortly before it while the batch keeps filling, takes the
-batch, claims its event ids (`claims.Claim`), POSTs at the slot with retries (`attempts`),
-settles the ids with the request's fate and reports every event's outcome to the poll loop
-(`outcome.BatchReport`). Threads sleep; the poll loop never does.
+(`slots.SlotReserver`; paced unless the batch is full: `pacing.Pacer`), sleeps until shortly
+before it while the batch keeps filling, takes the batch, claims its event ids (`claims.Claim`),
+POSTs at the slot with retries (`attempts`), settles the ids with the request's fate and reports
+every event's outcome to the poll loop (`outcome.BatchReport`). Threads sleep; the poll loop never does.
 
 What a failure leads to is decided by the destination's classification
 (`consumer.delivery.failures`):
@@ -44,6 +44,7 @@ from consumer.delivery.destination import Destination
 from consumer.delivery.isolation import IsolationBudget, bisect
 from consumer.delivery.outage import RedisOutage
 from consumer.delivery.outcome import BatchReport, Outcome
+from consumer.delivery.pacing import Pacer, pace_interval_ms
 from consumer.delivery.pisano import build_body
 from consumer.delivery.slots import PREPARE_LEAD_S, SlotReserver
 from consumer.errors import PisanoApiError, StateStoreError
@@ -70,7 +71,8 @@ class FailurePolicy:
 class Sender:
     def __init__(self, *, destination: Destination, batcher: Batcher, dedup: DedupStore, metrics: Metrics,
                  report: Callable[[Outcome], None], policy: FailurePolicy, threads: int,
-                 throttle_horizon_s: float, admission: Admission | None = None) -> None:
+                 throttle_horizon_s: float, admission: Admission | None = None,
+                 pace_share: float = 0.0) -> None:
         self.destination = destination
         # The contact policy, screened before each claim (consumer/delivery/admission.py).
         self.admission = admission if admission else None
@@ -83,7 +85,10 @@ class Sender:
         self.outage = RedisOutage(metrics, self._stop)
         self.slots = SlotReserver(destination.limiter, metrics, self._stop, self.outage, throttle_horizon_s,
                                   destination.name,
-                                  destination.max_lateness_s if destination.limiter.windows else None)
+                                  destination.max_lateness_s if destination.limiter.windows else None,
+                                  pace_interval_ms(destination.limiter.windows, destination.limiter.margin_ms,
+                                                   pace_share) if pace_share else 0)
+        self.pacer = Pacer(batcher, self.slots, self._stop)
         self.dm = metrics.destination(destination.name)
         self.attempts = Attempts(destination, self.slots, policy.retry, metrics, self._stop)
         self._threads = [threading.Thread(target=self._run, name=f"sender-{destination.name}-{i}", daemon=True)
@@ -122,11 +127,16 @@ class Sender:
                 if self._short_circuit() or self._campaign_short_circuit():
                     promised = False
                     continue
-                slot_at = self.slots.reserve()
-                if slot_at is None or self._stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
-                    continue
-                promised = False
-                batch = self.batcher.take(skip=self.destination.campaigns.blocked())
+                # Paced unless its batch is full (consumer/delivery/pacing.py); an urgent slot is
+                # counted until its batch is taken, so one full batch makes one urgent slot.
+                slot_at, urgent = self.pacer.reserve()
+                try:
+                    if slot_at is None or self._stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
+                        continue
+                    promised = False
+                    batch = self.batcher.take(skip=self.destination.campaigns.blocked())
+                finally:
+                    self.pacer.taken(urgent)
                 if batch is None:
                     self.dm.throttle_wasted.inc()
                     continue

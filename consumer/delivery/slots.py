@@ -5,6 +5,12 @@ clock skew between replicas does not matter. A slot further away than the horizo
 with its wait; then no thread of this sender asks again until the slot would be within reach,
 so a replica holds no far slot and does not hammer Redis.
 
+A *paced* reservation (a batch that is not full, `consumer/delivery/pacing.py`) first waits on
+this process's clock for the fleet's next paced turn as the last answer gave it, so that it asks
+Redis once per request; the script refuses a turn that is not due (another replica took it) with
+the wait to the next one. While it waits, `turn_wait` may end the pace (a full batch came): the
+request then takes the earliest allowed slot like any other.
+
 `ready` is the one way to a POST: it renews the request's claims inside the slot's lead time,
 then sleeps to the slot, so Redis round trips never push a POST past its slot; a request that
 would still leave late takes a new slot and renews again (ARCHITECTURE.md invariants 2 and 3).
@@ -35,7 +41,8 @@ Ready = Literal["go", "refused", "stopped"]
 
 class SlotReserver:
     def __init__(self, limiter: Limiter, metrics: Metrics, stop: threading.Event, outage: RedisOutage,
-                 horizon_s: float, destination: str, max_lateness_s: float | None = None) -> None:
+                 horizon_s: float, destination: str, max_lateness_s: float | None = None,
+                 pace_ms: int = 0) -> None:
         self.limiter = limiter
         self.metrics = metrics
         self.dm = metrics.destination(destination)
@@ -45,21 +52,40 @@ class SlotReserver:
         # How late after its slot a POST may still leave (None: no throttle, any time is fine).
         self.max_lateness_s = None if max_lateness_s is None else max(LATENESS_FLOOR_S, max_lateness_s)
         self._blocked_until = 0.0  # shared by the threads: the next slot is beyond the horizon until then
+        # The fleet's pace (0: none) and its next paced turn as last seen (monotonic; shared by the threads).
+        self.pace_ms = pace_ms if limiter.windows else 0
+        self._turn_at = 0.0
+        # With a throttle, no slot sooner than the preparation's lead: a request prepared after an
+        # immediate slot (a claim of 5000 ids on a busy machine) would leave late and lose it.
+        self._prepare_s = PREPARE_LEAD_S if max_lateness_s is not None else 0.0
 
-    def reserve(self) -> float | None:
-        """Reserve a slot: its time on this process's monotonic clock (None if stopping)."""
+    def reserve(self, turn_wait: Callable[[float], bool] | None = None) -> float | None:
+        """Reserve a slot: its time on this process's monotonic clock (None if stopping).
+
+        `turn_wait`: a paced request (when the sender paces); it is called to wait up to that many
+        seconds for the pace's turn and returns True if the request is no longer paced."""
+        pace_ms = self.pace_ms if turn_wait is not None else 0
         while not self.stop.is_set():
             blocked = self._blocked_until - time.monotonic()
             if blocked > 0:
                 self.stop.wait(min(blocked, 1.0))
                 continue
+            if pace_ms and turn_wait is not None:
+                ahead = self._turn_at - self._prepare_s - time.monotonic()  # the turn's slot, less the lead
+                if ahead > 0:
+                    if turn_wait(ahead):
+                        pace_ms = 0
+                    continue
             try:
-                grant = self.limiter.acquire()
+                grant = self.limiter.acquire(pace_ms, round(self._prepare_s * 1000))
             except StateStoreError as exc:
                 self.outage.failed("throttle", exc)
                 continue
             self.outage.recovered()
             self.dm.throttle_fenced.set(1 if grant.held else 0)
+            if grant.paced:  # another request took the turn: wait for the next one
+                self._turn_at = max(self._turn_at, time.monotonic() + grant.wait_s)
+                continue
             if not grant.granted:
                 self.dm.throttle_refusals.inc()
                 # A fence holds every slot until its end; a far slot comes within reach earlier.
@@ -68,7 +94,10 @@ class SlotReserver:
                 continue
             self.dm.throttle_slots.inc()
             self.metrics.throttle_wait.observe(grant.wait_s)
-            return time.monotonic() + grant.wait_s
+            slot_at = time.monotonic() + grant.wait_s
+            if self.pace_ms:  # any reservation is the newest for a while: the next turn is a pace after it
+                self._turn_at = max(self._turn_at, slot_at + self.pace_ms / 1000)
+            return slot_at
         return None
 
     def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: float | None = None) -> Ready:

@@ -8,6 +8,11 @@ pauses instead of holding a far slot.
 
 A 429 pauses the token's limiter for everyone (`lua/pause.lua`).
 
+A *paced* reservation (`acquire(pace_ms=...)`, a batch that is not full: consumer/delivery/pacing.py)
+also keeps `pace_ms` after the fleet's newest reservation; its turn is refused (`Grant.paced`)
+rather than reserved when it lies further ahead than `PACE_LEAD_SHARE` of the pace, so a full
+batch is never queued behind a small one. The windows are checked the same way for both.
+
 If Redis loses the state or rolls it back, the slots it forgot still count at Pisano. The
 script then fences the fleet (see `lua/acquire.lua`): when a loss is proven, no slot for
 horizon + longest period + margin; when the state is only in doubt (a new state, another Redis,
@@ -39,6 +44,10 @@ log = logging.getLogger(__name__)
 # the limiter: the grace must cover a heartbeat, a Redis round trip and some scheduling slack.
 GRACE_MS = 5_000
 HEARTBEAT_S = 1.0
+# A paced turn at most this share of the pace ahead is reserved at once (the caller waits for it
+# on its own clock): enough to absorb a round trip and a wake-up's lateness, so a sender that
+# waited for the turn it was told is granted it in one call.
+PACE_LEAD_SHARE = 0.125
 
 _FENCES = {
     "lost": "the throttle state was lost (Redis restarted without data, flushed, or its keys deleted)",
@@ -50,22 +59,32 @@ _FENCES = {
 
 @dataclass(frozen=True)
 class Grant:
-    """A reserved slot (`granted`), or a refusal: the next slot is beyond the horizon, or the
-    fleet is fenced (`held`) after the state may have lost reservations. Ask again in `wait_s`."""
+    """A reserved slot (`granted`), or a refusal: the next slot is beyond the horizon, the
+    fleet is fenced (`held`) after the state may have lost reservations, or a paced request's
+    turn is not due yet (`paced`). Ask again in `wait_s`."""
 
     granted: bool
     wait_s: float
     slot_ms: int
     held: bool = False
+    paced: bool = False
+
+
+def pace_lead_ms(pace_ms: int) -> int:
+    """How far ahead a paced turn is reserved rather than refused (plus the caller's preparation)."""
+    return int(pace_ms * PACE_LEAD_SHARE)
 
 
 class Limiter(Protocol):
     """A throttle: reserve a slot per request, pause everyone after a 429."""
 
     windows: tuple[RateWindow, ...]
+    margin_ms: int
 
-    def acquire(self) -> Grant:
-        """Reserve the earliest allowed slot, or refuse with its wait when beyond the horizon."""
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        """Reserve the earliest allowed slot, or refuse with its wait when beyond the horizon.
+        `pace_ms` > 0: a paced request, also no earlier than the newest reservation + pace_ms.
+        `prepare_ms`: no slot before now + prepare_ms (the caller's preparation time)."""
 
     def heartbeat(self) -> None:
         """Report what this replica knows of the state (it fences the fleet if the state lost it)."""
@@ -81,8 +100,9 @@ class NoLimiter:
     """PISANO_RATE_LIMITS=off: every request may leave at once (an on-premises Pisano)."""
 
     windows: tuple[RateWindow, ...] = ()
+    margin_ms = 0
 
-    def acquire(self) -> Grant:
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         return Grant(granted=True, wait_s=0.0, slot_ms=0)
 
     def heartbeat(self) -> None:
@@ -137,10 +157,11 @@ class RedisLimiter:
         self._epoch = ""
         self._seq = 0
 
-    def acquire(self) -> Grant:
-        """Reserve the earliest allowed slot: one round trip."""
-        status, wait_ms, slot_ms = self._run(reserve=True)
-        return Grant(granted=status == 1, wait_s=max(0, wait_ms) / 1000, slot_ms=slot_ms, held=status == 3)
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        """Reserve the earliest allowed slot (paced: not before its turn): one round trip."""
+        status, wait_ms, slot_ms = self._run(reserve=True, pace_ms=pace_ms, prepare_ms=prepare_ms)
+        return Grant(granted=status == 1, wait_s=max(0, wait_ms) / 1000, slot_ms=slot_ms, held=status == 3,
+                     paced=status == 4)
 
     def heartbeat(self) -> None:
         """Tell the state what we know of it, whether or not we are sending (one round trip, two
@@ -178,12 +199,13 @@ class RedisLimiter:
             w: sum(1 for s in slots if now_ms - w.period_ms < s <= now_ms) / w.limit for w in self.windows
         }
 
-    def _run(self, *, reserve: bool) -> tuple[int, int, int]:
+    def _run(self, *, reserve: bool, pace_ms: int = 0, prepare_ms: int = 0) -> tuple[int, int, int]:
         with self._lock:
             epoch, seq_seen, keys = self._epoch, self._seq, self._keys
         status, wait_ms, raw_epoch, slot_ms, seq, raw_event = self._call(
             self._acquire,
-            [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0, *self._window_args],
+            [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0,
+             max(0, pace_ms), pace_lead_ms(pace_ms) + max(0, prepare_ms), max(0, prepare_ms), *self._window_args],
             keys,
         )
         new_epoch, event = _text(raw_epoch), _text(raw_event)

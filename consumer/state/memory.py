@@ -28,7 +28,7 @@ from consumer.state.dedup import (
     new_tag,
 )
 from consumer.state.dedup_layout import SLICES
-from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms
+from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms, pace_lead_ms
 
 _CLAIM = re.compile(r"c\|(.*)\|([0-9]+)", re.S)
 
@@ -195,7 +195,7 @@ class _LimiterState:
 
 
 class MemoryLimiter:
-    """The exact multi-window limiter of `lua/acquire.lua`, first come first served, fence included."""
+    """The exact multi-window limiter of `lua/acquire.lua`, first come first served, fence and pace included."""
 
     def __init__(self, windows: tuple[RateWindow, ...], *, margin_ms: int, horizon_ms: int,
                  grace_ms: int = GRACE_MS, clock: Callable[[], int] = _now_ms,
@@ -217,17 +217,22 @@ class MemoryLimiter:
         return MemoryLimiter(self.windows, margin_ms=self.margin_ms, horizon_ms=self.horizon_ms,
                              grace_ms=self.grace_ms, clock=self.clock, shared=self.state)
 
-    def acquire(self) -> Grant:
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         with self.state.lock:
             now = self.clock()
             data = self._check(now)
             if data.fence_until > now:
                 return Grant(granted=False, wait_s=(data.fence_until - now) / 1000, slot_ms=data.fence_until,
                              held=True)
-            slot = max(now, data.pause_until, data.slots[-1] if data.slots else now)
+            slot = max(now + max(0, prepare_ms), data.pause_until, data.slots[-1] if data.slots else now)
             for window in self.windows:
                 if len(data.slots) >= window.limit:
                     slot = max(slot, data.slots[-window.limit] + window.period_ms + self.margin_ms)
+            if pace_ms > 0 and data.slots and data.slots[-1] + pace_ms > slot:
+                turn = data.slots[-1] + pace_ms
+                if turn - now > pace_lead_ms(pace_ms) + max(0, prepare_ms):
+                    return Grant(granted=False, wait_s=(turn - now) / 1000, slot_ms=turn, paced=True)
+                slot = turn
             wait = slot - now
             if wait > self.horizon_ms:
                 return Grant(granted=False, wait_s=wait / 1000, slot_ms=slot)

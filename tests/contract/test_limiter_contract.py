@@ -161,3 +161,61 @@ def test_another_server_with_all_the_data_holds_the_fleet_for_the_grace_only(mak
     rl.heartbeat()  # nothing this replica was given is missing: no hold
     granted = _take(rl, 1)[0]
     assert granted - held.slot_ms < 150
+
+
+# --- The pace (consumer/delivery/pacing.py): a paced request keeps `pace_ms` after the newest --
+# reservation, is refused (nothing reserved) while its turn is further than the lead, and never
+# takes a slot the windows would not allow. Requests that are not paced are unaffected.
+
+
+def test_a_paced_request_waits_its_turn_without_reserving(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("100/1s")
+    first = rl.acquire(pace_ms=2000)  # nothing reserved before: no turn to keep
+    assert first.granted and first.wait_s < 0.05
+    refused = rl.acquire(pace_ms=2000)
+    assert not refused.granted and refused.paced and not refused.held
+    assert abs(refused.slot_ms - (first.slot_ms + 2000)) <= 1 and 1.9 < refused.wait_s <= 2.0
+    again = rl.acquire(pace_ms=2000)  # the refusal reserved nothing: the same turn
+    assert again.paced and again.slot_ms == refused.slot_ms
+    urgent = rl.acquire()  # a full batch is not queued behind the paced turn
+    assert urgent.granted and urgent.slot_ms - first.slot_ms < 50
+
+
+def test_a_paced_turn_within_the_lead_is_reserved_at_the_turn(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("100/1s")
+    first = rl.acquire(pace_ms=200)
+    time.sleep(0.19)  # the turn is 10 ms away: within the lead (an eighth of the pace)
+    paced = rl.acquire(pace_ms=200)
+    assert paced.granted and paced.slot_ms == first.slot_ms + 200
+
+
+def test_the_pace_counts_from_any_reservation_of_the_fleet(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_limiter("100/1s"), make_limiter("100/1s")
+    urgent = a.acquire()  # another replica's full batch
+    paced = b.acquire(pace_ms=1000)
+    assert paced.paced and abs(paced.slot_ms - (urgent.slot_ms + 1000)) <= 1
+
+
+def test_a_paced_slot_still_keeps_every_window(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("2/1s", margin_ms=20)
+    slots = [rl.acquire().slot_ms, rl.acquire().slot_ms]
+    time.sleep(0.1)
+    paced = rl.acquire(pace_ms=80)  # its turn is past, but the window allows no slot before g0 + 1020
+    assert paced.granted and paced.slot_ms == slots[0] + 1020
+    assert _over_limit([*slots, paced.slot_ms], "2/1s", margin_ms=20) == []
+
+
+def test_a_fence_holds_paced_requests_too(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("5/1s", grace_ms=300)
+    held = rl.acquire(pace_ms=100)
+    assert held.held and not held.granted and not held.paced
+
+
+def test_no_slot_sooner_than_the_callers_preparation(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("100/1s")
+    first = rl.acquire(prepare_ms=200)  # an idle limiter: the slot is the preparation's lead away
+    assert first.granted and 0.15 < first.wait_s <= 0.2
+    later = rl.acquire(prepare_ms=200)  # never before an existing reservation either
+    assert later.granted and later.slot_ms >= first.slot_ms
+    paced = rl.acquire(pace_ms=1000, prepare_ms=200)  # the turn counts from that (future) slot
+    assert paced.paced and paced.slot_ms == later.slot_ms + 1000

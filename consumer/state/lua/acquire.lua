@@ -16,11 +16,22 @@
 -- ARGV[4]  horizon ms: a slot further away is refused (nothing reserved) with its wait
 -- ARGV[5]  grace ms: how long to hold the fleet when the state is in doubt (see below)
 -- ARGV[6]  '1' reserve a slot; '0' heartbeat only (check the state and report what the caller knows)
--- ARGV[7..] limit, period-ms pairs, one pair per window
+-- ARGV[7]  pace ms: 0 for the earliest allowed slot; else a paced request, whose slot is also no
+--          earlier than the newest reservation + pace (consumer/delivery/pacing.py)
+-- ARGV[8]  pace lead ms: a paced slot at most this far ahead is reserved; a later one is refused
+-- ARGV[9]  prepare ms: no slot before now + this (the caller prepares its request before the slot,
+--          so an immediate slot would find it late)
+-- ARGV[10..] limit, period-ms pairs, one pair per window
 --
 -- Returns {status, wait_ms, epoch, slot_ms, seq, event}: status 1 granted; 0 refused, nothing
 -- reserved, the slot is beyond the horizon; 3 refused, nothing reserved, the fleet is fenced:
--- ask again after wait_ms; 2 heartbeat done. `event` names the fence this call raised ('' none), for the caller's log.
+-- ask again after wait_ms; 4 refused, nothing reserved, the pace's turn comes in wait_ms; 2
+-- heartbeat done. `event` names the fence this call raised ('' none), for the caller's log.
+--
+-- The pace. A paced request (a batch that is not full) is not reserved ahead of its turn: the
+-- fleet's turns are `pace` apart whoever takes them, and a turn further than the lead is refused,
+-- so a full batch that comes meanwhile is never queued behind a small one. The windows stay the
+-- guard: a paced slot is the later of its turn and the earliest allowed slot.
 --
 -- The fence. Lost reservations still count at Pisano, and one may be for a slot up to `horizon`
 -- ahead of the moment it was lost; so once a loss is proven the fleet is held for
@@ -43,7 +54,7 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local margin, horizon, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep, longest = 1, 0
-for i = 7, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   local limit, period = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if limit > keep then keep = limit end
   if period > longest then longest = period end
@@ -94,19 +105,28 @@ if fence_until > now then
   return {3, fence_until - now, epoch, fence_until, seq, event}
 end
 
-local slot = now
+local slot = now + tonumber(ARGV[9])
 if pause_until > slot then slot = pause_until end
 local length = redis.call('LLEN', KEYS[1])
+local newest = nil
 if length > 0 then
-  local newest = tonumber(redis.call('LINDEX', KEYS[1], -1))
+  newest = tonumber(redis.call('LINDEX', KEYS[1], -1))
   if newest > slot then slot = newest end
 end
-for i = 7, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   local limit, period = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if length >= limit then
     local nth = tonumber(redis.call('LINDEX', KEYS[1], -limit))
     if nth + period + margin > slot then slot = nth + period + margin end
   end
+end
+
+local pace, lead = tonumber(ARGV[7]), tonumber(ARGV[8])
+if pace > 0 and newest and newest + pace > slot then
+  if newest + pace - now > lead then
+    return {4, newest + pace - now, epoch, newest + pace, seq, event}
+  end
+  slot = newest + pace
 end
 
 local wait = slot - now

@@ -44,6 +44,12 @@ def test_rate_limits_error_names_setting_value_and_form(monkeypatch: pytest.Monk
     assert "expected N/Ts" in message
 
 
+def test_pace_share_defaults_on_and_0_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().pisano_pace_share == 0.8
+    monkeypatch.setenv("PISANO_PACE_SHARE", "0")
+    assert load_settings().pisano_pace_share == 0
+
+
 def test_rate_limits_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PISANO_RATE_LIMITS", "off")
     assert load_settings().rate_windows == ()
@@ -54,6 +60,9 @@ def test_rate_limits_off(monkeypatch: pytest.MonkeyPatch) -> None:
     ("PISANO_URL", "ftp://x", "PISANO_URL='ftp://x'"),
     ("REDIS_URL", "http://h", "REDIS_URL=***"),
     ("HTTP_PORT", "abc", "HTTP_PORT='abc'"),
+    ("PISANO_PACE_SHARE", "0.05", "PISANO_PACE_SHARE='0.05': below 0.1 a paced request would wait"),
+    ("PISANO_PACE_SHARE", "1.5", "PISANO_PACE_SHARE='1.5'"),
+    ("PISANO_PACE_SHARE", "-1", "PISANO_PACE_SHARE='-1'"),
 ])
 def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str) -> None:
     monkeypatch.setenv(name, value)

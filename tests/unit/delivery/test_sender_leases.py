@@ -37,7 +37,7 @@ class SlotsAhead:
     def __init__(self, timeline: Timeline) -> None:
         self.timeline = timeline
 
-    def acquire(self) -> Grant:
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         self.timeline.slots.append(time.monotonic() + SLOT_WAIT_S)
         return Grant(granted=True, wait_s=SLOT_WAIT_S, slot_ms=0)
 
@@ -151,7 +151,7 @@ def test_a_claim_redis_never_answers_parks_the_events_and_frees_them() -> None:
 class ImmediateSlots(SlotsAhead):
     """A throttle with budget to spare: every slot is now."""
 
-    def acquire(self) -> Grant:
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         self.timeline.slots.append(time.monotonic())
         return Grant(granted=True, wait_s=0.0, slot_ms=0)
 

@@ -18,10 +18,10 @@ def test_a_fenced_fleet_waits_out_the_fence_and_says_so() -> None:
     fenced_at_call = []  # the gauge as each call to the limiter begins
     original = limiter.acquire
 
-    def watched():  # type: ignore[no-untyped-def]
+    def watched(pace_ms=0, prepare_ms=0):  # type: ignore[no-untyped-def]
         fenced_at_call.append(metrics.registry.get_sample_value("pisano_sms_throttle_fenced",
                                                                 {"destination": "default"}))
-        return original()
+        return original(pace_ms, prepare_ms)
 
     limiter.acquire = watched  # type: ignore[method-assign]
     started = time.monotonic()
