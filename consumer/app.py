@@ -24,6 +24,7 @@ from consumer.delivery.destination import DEFAULT, Destination
 from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.outcome import Outcome
 from consumer.delivery.pisano import PisanoClient
+from consumer.delivery.quiet_hours import QuietHours
 from consumer.delivery.sender import FailurePolicy, Sender
 from consumer.errors import UnroutableError
 from consumer.ingest.avro import build_decoder
@@ -38,6 +39,7 @@ from consumer.sre.replay_signature import ReplayVerifier
 from consumer.state.accounts import AccountRecord, account_key
 from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
+from consumer.state.clock import RedisWallClock, SystemWallClock, WallClock
 from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.eviction import require_noeviction
@@ -158,6 +160,22 @@ def build_admission(settings: Settings, state: State, mapper: Mapper) -> Admissi
     return Admission(freshness=Freshness(age) if age else None, suppression=suppression)
 
 
+def build_quiet_hours(settings: Settings, state: State, metrics: Metrics) -> dict[str, QuietHours]:
+    """Each destination's send windows (none configured: no entry, no check on the send path)."""
+    campaigns = settings.send_windows[1]
+    configs = destination_configs(settings)
+    if not campaigns and all(c.send_window is None for c in configs.values()):
+        return {}
+    redis_clock = settings.send_window_clock == "redis"
+    clock: WallClock = RedisWallClock(state.client, state.keys) if redis_clock else SystemWallClock()
+    out = {}
+    for name, config in configs.items():
+        gate = QuietHours(name, config.send_window, campaigns, clock, metrics)
+        if gate:
+            out[name] = gate
+    return out
+
+
 def router(destinations: dict[str, Destination], settings: Settings) -> Callable[[str], str | None]:
     owned = routes(destination_configs(settings))
     fallback = DEFAULT if DEFAULT in destinations else None
@@ -188,6 +206,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     admission = build_admission(settings, state, loaded)
     dedup = build_dedup(settings, state)
     policy = failure_policy(settings)
+    quiet_hours = build_quiet_hours(settings, state, metrics)
 
     def kafka_error(error: KafkaError) -> None:
         metrics.kafka_errors.labels(error.name()).inc()
@@ -197,11 +216,13 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     def delivery(report: Callable[[Outcome], None]) -> Lanes:
         lanes = {}
         for name, destination in destinations.items():
-            batcher = Batcher(destination.max_recipients, settings.batch_max_wait_ms / 1000)
+            gate = quiet_hours.get(name)
+            batcher = Batcher(destination.max_recipients, settings.batch_max_wait_ms / 1000,
+                              holds=gate.holds if gate else None)
             sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
                             policy=policy, threads=settings.max_in_flight_requests,
                             throttle_horizon_s=settings.throttle_horizon_ms / 1000, admission=admission,
-                            pace_share=settings.pisano_pace_share)
+                            pace_share=settings.pisano_pace_share, quiet_hours=gate)
             lanes[name] = Lane(batcher, sender)
         return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
 

@@ -189,7 +189,9 @@ class Pipeline:
         if assignment:
             self.consumer.pause(assignment)
         self.delivery.flush_all()
-        while time.monotonic() < deadline and (self.delivery.buffered or self.delivery.in_flight()
+        # Events held by quiet hours are not waited for: they stay uncommitted for the next owner.
+        waiting = len(self.delivery.held_events())
+        while time.monotonic() < deadline and (self.delivery.buffered > waiting or self.delivery.in_flight()
                                                or self.dlq.in_flight or self._receipts_in_flight()):
             self.consumer.consume(num_messages=1, timeout=POLL_TIMEOUT_S)  # serve callbacks, fetch nothing
             self._drain_outcomes()
@@ -434,7 +436,11 @@ class Pipeline:
     def _update_gauges(self) -> None:
         self.metrics.buffered_events.set(self.delivery.buffered)
         self.metrics.buffered_bytes.set(self.tracker.unfinished_bytes)
-        self._check_stuck(time.monotonic())
+        waiting = self.delivery.held_events()
+        self.metrics.send_window_held_events.set(len(waiting))
+        now = time.monotonic()
+        self.tracker.waiting([(e.tp, e.offset) for e in waiting if self.tracker.epoch(e.tp) == e.epoch], now)
+        self._check_stuck(now)
         self.metrics.held_events.set(sum(len(events) for _, events in self._held))
         for tp in self.tracker.assigned():
             self.metrics.unfinished_records.labels(tp[0], str(tp[1])).set(self.tracker.unfinished(tp))
@@ -453,7 +459,7 @@ class Pipeline:
     def _check_stuck(self, now: float) -> None:
         """A record without an outcome for STUCK_RECORD_MS (its dead-letter refused for good, say)
         makes the replica not ready and fires the chart's alert, instead of holding its partition
-        back in silence."""
+        back in silence. Records held by quiet hours are not stuck (`OffsetTracker.waiting`)."""
         age = self.tracker.oldest_unfinished_age(now)
         self.metrics.oldest_unfinished_age.set(age)
         self.health.observe_oldest_record(age, self.settings.stuck_record_ms / 1000)

@@ -9,6 +9,7 @@ with its own URL, token, throttle windows, TLS and timeouts, and the campaigns i
         url: https://api.pisano.co
         api_token_file: /var/run/secrets/retail-token
         rate_limits: 20/5s,40/25s,80/125s,160/625s
+        send_window: Mon-Fri 09:00-21:00 Europe/Istanbul   # optional: overrides SEND_WINDOW
         campaigns: [0b6f6e2c-...]
 
 A campaign belongs to one account at Pisano, so a campaign names its destination: a campaign
@@ -23,6 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from consumer.config.secrets import check_token, mask_url, read_secret_file
+from consumer.config.send_window import SendWindow, parse_send_window
 from consumer.config.settings import Settings
 from consumer.config.tokens import first_token, load_token_provider
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
@@ -48,11 +50,19 @@ class DestinationSettings(BaseModel):
     tls_verify: bool = True
     max_recipients: int = Field(5000, ge=1, le=5000)
     campaigns: list[str] = Field(default_factory=list)
+    send_window: str | None = None  # overrides SEND_WINDOW for this account's campaigns
 
     @field_validator("rate_limits")
     @classmethod
     def _rate_limits(cls, value: str) -> str:
         parse_rate_limits(value)
+        return value
+
+    @field_validator("send_window")
+    @classmethod
+    def _send_window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_send_window(value)
         return value
 
 
@@ -70,6 +80,7 @@ class DestinationConfig:
     max_recipients: int
     campaigns: frozenset[str]
     token_file: Path | None = None  # watched for a rotated token (consumer/config/tokens.py)
+    send_window: SendWindow | None = None  # its quiet hours: its own send_window, else SEND_WINDOW
 
 
 def read_token(value: SecretStr | None, file: Path | None, setting: str) -> str:
@@ -113,7 +124,7 @@ def destination_configs(settings: Settings) -> dict[str, DestinationConfig]:
             DEFAULT, settings.pisano_url, token, settings.rate_windows,
             settings.pisano_rate_margin_ms, settings.pisano_timeout_ms, settings.pisano_connect_timeout_ms,
             settings.pisano_ca_file, settings.pisano_tls_verify, settings.batch_max_recipients, frozenset(),
-            settings.pisano_api_token_file)
+            settings.pisano_api_token_file, settings.send_windows[0])
     owners: dict[str, str] = {}
     for name, raw in settings.destinations.items():
         where = f"DESTINATIONS.{name}"
@@ -142,7 +153,8 @@ def destination_configs(settings: Settings) -> dict[str, DestinationConfig]:
             name, spec.url.rstrip("/"), token,
             parse_rate_limits(spec.rate_limits), spec.rate_margin_ms, spec.timeout_ms, spec.connect_timeout_ms,
             spec.ca_file, spec.tls_verify, min(spec.max_recipients, settings.batch_max_recipients),
-            frozenset(spec.campaigns), spec.api_token_file)
+            frozenset(spec.campaigns), spec.api_token_file,
+            parse_send_window(spec.send_window) if spec.send_window is not None else settings.send_windows[0])
     if not out:
         raise ConfigError("missing setting(s): PISANO_URL (or DESTINATIONS); set it in the environment "
                           "or in the --config file")

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from consumer.config.secrets import check_token, is_secret_name, read_secret_file
 from consumer.config.secrets import mask_url as mask_url  # imported from here by older callers
+from consumer.config.send_window import SendWindow, SendWindowError, parse_send_window
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
 from consumer.errors import ConfigError
 
@@ -122,6 +123,12 @@ class Settings(BaseSettings):
     # Contact policy (README, "Contact policy"): events older than this end as `expired`, unsent
     # (consumer/ingest/freshness.py); a duration such as 48h, 90m, 2d, 3600s.
     max_event_age: str | None = Field(None, pattern=r"^\s*[0-9]+\s*(s|m|h|d)\s*$")
+    # Quiet hours (README, "Quiet hours: SEND_WINDOW"): no request leaves outside the window
+    # (consumer/config/send_window.py); a destination's `send_window` and a campaign's entry here
+    # override it. SEND_WINDOW_CLOCK=redis is for tests and demos only (consumer/state/clock.py).
+    send_window: str | None = None
+    campaign_send_windows: dict[str, str] = Field(default_factory=dict)
+    send_window_clock: Literal["system", "redis"] = "system"
     # The key of the opt-out list's hashes (consumer/state/suppression.py); without it no list is consulted.
     suppression_key: SecretStr | None = None
     suppression_key_file: Path | None = None
@@ -209,6 +216,31 @@ class Settings(BaseSettings):
             # Empty (an env entry left blank) means not set: commands that need no token still run.
             return SecretStr(check_token(value)) if value.strip() else None
         return value
+
+    @field_validator("send_window")
+    @classmethod
+    def _send_window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_send_window(value)
+        return value
+
+    @field_validator("campaign_send_windows")
+    @classmethod
+    def _campaign_send_windows(cls, value: dict[str, str]) -> dict[str, str]:
+        for campaign, text in value.items():
+            if not campaign.strip():
+                raise ValueError("a campaign id is empty; key each window by its campaign's id")
+            try:
+                parse_send_window(text)
+            except SendWindowError as exc:
+                raise ValueError(f"campaign {campaign}: {exc}") from None
+        return value
+
+    @property
+    def send_windows(self) -> tuple[SendWindow | None, dict[str, SendWindow]]:
+        """SEND_WINDOW (None: none) and CAMPAIGN_SEND_WINDOWS, parsed."""
+        return (parse_send_window(self.send_window) if self.send_window is not None else None,
+                {campaign: parse_send_window(text) for campaign, text in self.campaign_send_windows.items()})
 
     @field_validator("redis_url")
     @classmethod

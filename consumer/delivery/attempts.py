@@ -4,8 +4,11 @@ Before every attempt the claims are renewed inside the slot's lead time (`SlotRe
 except a first attempt whose claims were just taken for its slot: retries and bisection can
 outlast a claim's lease, and an expired claim lets a replay send the same event elsewhere. The
 renewal comes before the slot, never between the slot and the POST, so it cannot make a POST
-late. Just before each POST the claim learns that its ids may now have left (`sending`), so an
-exception from then on settles them as unknown, never as free to send again.
+late. An attempt whose send window has closed meanwhile (a retry's backoff ran past it) is not
+sent: `held_by_window`, its claims released and its events back to wait for the opening
+(consumer/delivery/quiet_hours.py). Just before each POST the claim learns that its ids may now
+have left (`sending`), so an exception from then on settles them as unknown, never as free to
+send again.
 
 Every attempt gets a request id of its own (32 hex digits), logged with its answer; the one of
 the attempt that decided the events' fate goes into their receipts (consumer/outcomes/receipts.py),
@@ -54,6 +57,7 @@ class Sent:
     abandoned: bool = False  # stopping: it never reached a final answer
     claim_lost: bool = False  # the ids' claims could not be renewed: not sent again
     request_id: str | None = None  # this consumer's id of the last attempt (module docstring)
+    held_by_window: bool = False  # its send window closed before this attempt: not sent, wait for the opening
 
     @property
     def refused_for_a_recipient(self) -> bool:
@@ -62,8 +66,9 @@ class Sent:
 
 class Attempts:
     def __init__(self, destination: Destination, slots: SlotReserver, retry: RetryPolicy, metrics: Metrics,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, sending_allowed: Callable[[str], bool] | None = None) -> None:
         self.destination = destination
+        self.sending_allowed = sending_allowed  # the campaign's send window (None: no quiet hours)
         self.slots = slots
         self.retry = retry
         self.metrics = metrics
@@ -88,6 +93,10 @@ class Attempts:
                 return sent
             if ready == "refused":
                 sent.claim_lost = True
+                return sent
+            if self.sending_allowed is not None and not self.sending_allowed(campaign):
+                self.dm.throttle_wasted.inc()
+                sent.held_by_window = True
                 return sent
             sent.attempts += 1
             sent.request_id = uuid.uuid4().hex

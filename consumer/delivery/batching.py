@@ -17,6 +17,10 @@ aside, in order, and the next one becomes sendable when the one before it is tak
 request. So 3,000 events of one phone go out one per request, each in its campaign's turn: they
 cannot starve the other campaigns, and the scan for a request never walks over them.
 
+Quiet hours. A campaign the `holds` predicate names (its send window is closed,
+consumer/delivery/quiet_hours.py) is neither due nor anyone's turn, whatever its age, a flush or
+a circuit: its events wait, promised no slot, until the predicate lets them go.
+
 Thread-safety: the poll loop adds and drops, the sender threads take; one lock guards it all.
 """
 
@@ -135,10 +139,13 @@ class _Campaign:
 
 
 class Batcher:
-    def __init__(self, max_recipients: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_recipients: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic,
+                 holds: Callable[[str], bool] | None = None) -> None:
         self.max_recipients = max_recipients
         self.max_wait_s = max_wait_s
         self.clock = clock
+        # Campaigns held back (outside their send window); asked under the lock: must not block.
+        self.holds: Callable[[str], bool] = holds or (lambda campaign: False)
         self._queues: dict[str, _Campaign] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -175,6 +182,12 @@ class Batcher:
             self.buffered -= len(dropped)
             self._changed.notify_all()
         return dropped
+
+    def held_events(self) -> list[PendingEvent]:
+        """The buffered events of held campaigns (waiting for their send window: not stuck)."""
+        with self._lock:
+            return [event for campaign, queue in self._queues.items() if self.holds(campaign)
+                    for event in (*queue.ready, *(e for waiting in queue.later.values() for e in waiting))]
 
     def flush_all(self, enabled: bool = True) -> None:
         with self._lock:
@@ -238,7 +251,7 @@ class Batcher:
             self._promised = max(0, self._promised - 1)
             now = self.clock()
             if only is not None:
-                campaign: str | None = only if only in self._queues else None
+                campaign: str | None = only if only in self._queues and not self.holds(only) else None
             else:
                 campaign = (self._next_turn(now, due_only=True, skip=skip)
                             or self._next_turn(now, due_only=False, skip=skip))
@@ -269,7 +282,9 @@ class Batcher:
 
     def _due_batches(self, now: float) -> int:
         total = 0
-        for queue in self._queues.values():
+        for campaign, queue in self._queues.items():
+            if self.holds(campaign):
+                continue
             full, rest = divmod(len(queue), self.max_recipients)
             # The remainder after the full requests is due on its own oldest event's age.
             rest_due = rest and (self._flush_all or now - queue.ready[full * self.max_recipients].sendable_since
@@ -284,14 +299,14 @@ class Batcher:
 
     def _next_due_at(self, now: float) -> float | None:
         """When the next queue that is not due yet becomes due (due ones are already counted)."""
-        heads = [q.oldest() for q in self._queues.values() if q and not self._is_due(q, now)]
+        heads = [q.oldest() for c, q in self._queues.items() if q and not self._is_due(q, now) and not self.holds(c)]
         return min(heads) + self.max_wait_s if heads else None
 
     def _next_turn(self, now: float, *, due_only: bool, skip: frozenset[str] = frozenset()) -> str | None:
         """The campaign served least recently (the oldest first among equals)."""
         best, best_key = None, (0, 0.0)
         for campaign, queue in self._queues.items():
-            if not queue or campaign in skip or (due_only and not self._is_due(queue, now)):
+            if not queue or campaign in skip or (due_only and not self._is_due(queue, now)) or self.holds(campaign):
                 continue
             key = (self._served.get(campaign, 0), queue.oldest())
             if best is None or key < best_key:

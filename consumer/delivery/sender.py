@@ -46,6 +46,7 @@ from consumer.delivery.outage import RedisOutage
 from consumer.delivery.outcome import BatchReport, Outcome
 from consumer.delivery.pacing import Pacer, pace_interval_ms
 from consumer.delivery.pisano import build_body
+from consumer.delivery.quiet_hours import QuietHours
 from consumer.delivery.slots import PREPARE_LEAD_S, SlotReserver
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.operations.logs import redact_phones
@@ -72,7 +73,7 @@ class Sender:
     def __init__(self, *, destination: Destination, batcher: Batcher, dedup: DedupStore, metrics: Metrics,
                  report: Callable[[Outcome], None], policy: FailurePolicy, threads: int,
                  throttle_horizon_s: float, admission: Admission | None = None,
-                 pace_share: float = 0.0) -> None:
+                 pace_share: float = 0.0, quiet_hours: QuietHours | None = None) -> None:
         self.destination = destination
         # The contact policy, screened before each claim (consumer/delivery/admission.py).
         self.admission = admission if admission else None
@@ -90,7 +91,8 @@ class Sender:
                                                    pace_share) if pace_share else 0)
         self.pacer = Pacer(batcher, self.slots, self._stop)
         self.dm = metrics.destination(destination.name)
-        self.attempts = Attempts(destination, self.slots, policy.retry, metrics, self._stop)
+        self.attempts = Attempts(destination, self.slots, policy.retry, metrics, self._stop,
+                                 quiet_hours.sending_allowed if quiet_hours else None)
         self._threads = [threading.Thread(target=self._run, name=f"sender-{destination.name}-{i}", daemon=True)
                          for i in range(threads)]
         self._lock = threading.Lock()
@@ -320,7 +322,7 @@ class Sender:
         if sent.abandoned:  # stopping: free again, the records stay uncommitted
             claim.settle(Settlement.RELEASED, events)
             return None
-        if sent.claim_lost:  # their fate is decided again from Redis's state, later
+        if sent.claim_lost or sent.held_by_window:  # decided again later (from Redis's state; at the opening)
             claim.settle(Settlement.RELEASED, events)
             outcomes(Outcome("requeue", events))
             return None

@@ -112,6 +112,13 @@ class Metrics:
                                             "Campaigns whose circuit is open or half-open (unknown campaign, "
                                             "no flow): their batches are dead-lettered without a request",
                                             ["destination"], registry=r)
+        # Quiet hours (consumer/delivery/quiet_hours.py): `window` is `destination` or a campaign id
+        # of CAMPAIGN_SEND_WINDOWS (from the configuration, never from records: bounded).
+        self.send_window_open = Gauge(f"{p}_send_window_open", "1 while the send window is open, 0 while closed",
+                                      ["destination", "window"], registry=r)
+        self.send_window_held_events = Gauge(f"{p}_send_window_held_events",
+                                             "Buffered events held until their send window opens (not stuck)",
+                                             registry=r)
         self.assigned_partitions = Gauge(f"{p}_assigned_partitions", "Partitions assigned to this replica",
                                          registry=r)
         for operation in REDIS_OPERATIONS:

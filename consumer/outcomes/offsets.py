@@ -8,7 +8,8 @@ its records will be processed again by their new owner) is ignored.
 Each record also carries its size and when it was consumed, for two bounds the poll loop keeps:
 the bytes held by records without an outcome (MAX_BUFFERED_BYTES pauses fetching), and the age of
 the oldest of them (past STUCK_RECORD_MS the replica reports itself not ready: a record that can
-never get an outcome must not hold its partition back silently).
+never get an outcome must not hold its partition back silently). A record held by quiet hours is
+waiting by design, not stuck: its age runs from the last time it was seen held (`waiting`).
 
 Used from the poll loop only: no locking.
 """
@@ -31,6 +32,7 @@ class _Partition:
     consumed_at: deque[float] = field(default_factory=deque)  # beside `pending`, one per record
     sizes: dict[int, int] = field(default_factory=dict)  # bytes of each record without an outcome
     finished: set[int] = field(default_factory=set)
+    waited: dict[int, float] = field(default_factory=dict)  # record -> when last seen held by quiet hours
     next_offset: int | None = None  # what a commit would store: the next record to process
     committed: int | None = None
 
@@ -78,6 +80,7 @@ class OffsetTracker:
         if not pending or offset < pending[0] or offset in part.finished:
             return  # already has its outcome (a dead-letter acknowledged twice, say)
         part.finished.add(offset)
+        part.waited.pop(offset, None)
         self.unfinished_bytes -= part.sizes.pop(offset, 0)
         while pending and pending[0] in part.finished:
             done = pending.popleft()
@@ -89,9 +92,29 @@ class OffsetTracker:
         part = self._partitions.get(tp)
         return len(part.pending) if part else 0
 
+    def waiting(self, records: list[tuple[TopicPartition, int]], now: float) -> None:
+        """These records wait by design (held by quiet hours): their age for the stuck check runs
+        from `now`, so a held backlog is not stuck, and once let go it ages from its release."""
+        for tp, offset in records:
+            part = self._partitions.get(tp)
+            if part is not None and part.pending and offset >= part.pending[0] and offset not in part.finished:
+                part.waited[offset] = now
+
     def oldest_unfinished_age(self, now: float) -> float:
-        """Seconds since the oldest record without an outcome was consumed (0 when there is none)."""
-        oldest = min((part.consumed_at[0] for part in self._partitions.values() if part.consumed_at), default=now)
+        """Seconds since the oldest record without an outcome was consumed, or last seen waiting
+        by design (`waiting`); 0 when there is none."""
+        oldest = now
+        for part in self._partitions.values():
+            for offset, consumed_at in zip(part.pending, part.consumed_at, strict=False):
+                if consumed_at >= oldest:
+                    break  # consumed in order, and a wait only makes a record younger: the rest is younger
+                waited = part.waited.get(offset)
+                if waited is None:
+                    if offset not in part.finished:
+                        oldest = consumed_at
+                        break
+                else:
+                    oldest = min(oldest, waited)
         return max(0.0, now - oldest)
 
     def commit_points(self, tps: list[TopicPartition] | None = None, *, all_known: bool = False

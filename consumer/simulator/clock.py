@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+from consumer.state.clock import WallClock
+
 
 class Clock(Protocol):
     def monotonic_ns(self) -> int: ...
@@ -44,3 +46,15 @@ class ManualClock:
         if ms < 0 or ns < 0:
             raise ValueError("a monotonic clock does not go back")
         self._elapsed_ns += ms * 1_000_000 + ns
+
+
+class SharedClock(SystemClock):
+    """The process's monotonic clock (the throttle's), and the wall clock of SEND_WINDOW_CLOCK=redis
+    (consumer/state/clock.py): the simulator stamps its deliveries with the consumers' time, so a
+    test that moves that clock can check every acceptance against the send window."""
+
+    def __init__(self, wall: WallClock) -> None:
+        self.wall = wall
+
+    def wall_ns(self) -> int:
+        return self.wall.now_ms() * 1_000_000

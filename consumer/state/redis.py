@@ -110,6 +110,10 @@ class Keys:
         tag = self._token_tag(token)
         return f"{tag}:cc:{campaign}", f"{tag}:cc:{campaign}:cooldown", f"{tag}:cc:{campaign}:probe"
 
+    def clock_offset(self) -> str:
+        """The shift of SEND_WINDOW_CLOCK=redis (consumer/state/clock.py), in ms: tests and demos only."""
+        return f"{{{self.prefix}}}:clock:offset_ms"
+
     def account(self, destination: str) -> str:
         """The fingerprint a destination's state is keyed by, kept across token rotations."""
         return f"{{{self.prefix}}}:account:{destination}"
