@@ -106,7 +106,7 @@ class Rig:
 
 def rig(pisano: FakePisano | None = None, *, limiter: Limiter | None = None, max_attempts: int = 3,
         ambiguous: str = "dead_letter", isolation_share: float = 0.25, dedup: MemoryDedup | None = None,
-        max_recipients: int = 5000, stop: threading.Event | None = None) -> Rig:
+        max_recipients: int = 5000, stop: threading.Event | None = None, quiet_hours: Any = None) -> Rig:
     pisano = pisano or FakePisano()
     dedup = dedup or MemoryDedup(lease_ms=60_000, horizon_s=3600)
     circuit = CircuitBreaker(MemoryCircuitStore(), cooldown_ms=60_000, max_cooldown_ms=120_000, probe_lease_ms=1000)
@@ -116,7 +116,7 @@ def rig(pisano: FakePisano | None = None, *, limiter: Limiter | None = None, max
     policy = FailurePolicy(RetryPolicy(max_attempts, 60.0, Backoff(0.001, 0.002)), ambiguous,  # type: ignore[arg-type]
                            isolation_share)
     sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=Metrics(), report=outcomes.append,
-                    policy=policy, threads=1, throttle_horizon_s=30.0)
+                    policy=policy, threads=1, throttle_horizon_s=30.0, quiet_hours=quiet_hours)
     return Rig(sender, pisano, dedup, batcher, outcomes)
 
 

@@ -100,3 +100,34 @@ def test_always_never_closes() -> None:
 def test_errors_say_what_to_write(text: str, says: str) -> None:
     with pytest.raises(SendWindowError, match=says):
         parse_send_window(text)
+
+
+def test_settings_check_every_window_and_destinations_inherit_or_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.config.destinations import destination_configs
+    from consumer.config.loading import load_settings
+    from consumer.config.settings import Settings
+    from consumer.errors import ConfigError
+
+    token = "t" * 32
+    monkeypatch.setenv("SEND_WINDOW", "Mon-Fri 9-21 Europe/Istanbul")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert "SEND_WINDOW" in str(error.value) and "is not a range HH:MM-HH:MM such as 09:00-21:00" in str(error.value)
+    monkeypatch.delenv("SEND_WINDOW")
+    with pytest.raises(ValueError, match="campaign c-1: 'Europe/Nowhere' is not a time zone"):
+        Settings(campaign_send_windows={"c-1": "09:00-21:00 Europe/Nowhere"})
+    with pytest.raises(ConfigError, match=r"DESTINATIONS\.retail\.send_window: .*'Fry' is not a day; write Mon"):
+        destination_configs(Settings(pisano_url="https://api.pisano.co", pisano_api_token=token,
+                                     destinations={"retail": {"url": "https://eu.pisano.co", "api_token": token,
+                                                              "send_window": "Mon-Fry 09:00-21:00 UTC"}}))
+
+    settings = Settings(pisano_url="https://api.pisano.co", pisano_api_token=token, send_window="09:00-21:00 UTC",
+                        campaign_send_windows={"c-1": "always"},
+                        destinations={"retail": {"url": "https://eu.pisano.co", "api_token": token,
+                                                 "send_window": "Sat 10:00-14:00 Europe/Istanbul"},
+                                      "card": {"url": "https://eu.pisano.co", "api_token": token}})
+    configs = destination_configs(settings)
+    assert str(configs["default"].send_window) == "09:00-21:00 UTC"
+    assert str(configs["card"].send_window) == "09:00-21:00 UTC"
+    assert str(configs["retail"].send_window) == "Sat 10:00-14:00 Europe/Istanbul"
+    assert settings.send_windows[1]["c-1"].always

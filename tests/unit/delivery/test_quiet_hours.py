@@ -99,3 +99,20 @@ def test_records_held_by_the_window_are_not_stuck_and_age_from_their_release() -
     tracker.finish(("t", 0), 0, tracker.epoch(("t", 0)) or 0)
     tracker.finish(("t", 0), 1, tracker.epoch(("t", 0)) or 0)
     assert tracker.oldest_unfinished_age(1300.0) == 0.0
+
+
+def test_a_retry_after_the_window_closed_is_not_sent_and_its_events_wait() -> None:
+    from consumer.errors import PisanoApiError
+    from tests.support.fakes import FakePisano, event, rig
+
+    wall = Wall(utc_ms(20, 59, 58))
+
+    def unavailable_until_closing(phones: list[str]) -> PisanoApiError:
+        wall.ms = utc_ms(21)  # the backoff runs past the closing
+        return PisanoApiError(503, None, "Service Unavailable")
+
+    r = rig(FakePisano([unavailable_until_closing]), quiet_hours=gate(wall))
+    r.process([event(1), event(2)])
+    assert len(r.pisano.requests) == 1  # no retry outside the window
+    assert r.kinds() == {"e1": {"requeue"}, "e2": {"requeue"}}  # back to wait for the opening
+    assert r.dedup.state("e1") is None and r.dedup.state("e2") is None  # released: sendable at the opening
