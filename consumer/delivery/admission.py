@@ -11,8 +11,9 @@ Both are final outcomes: the events are never claimed or sent, and they are comm
 skipped duplicates. A Redis failure while the list is read fails closed like the claim: nothing of
 the batch is sent; the events wait and are tried again (StateStoreError to the sender).
 
-The Sender calls `screen` in `_claim`, before each claim (a top-up is screened too). A policy that
-holds events back (quiet hours) should ask `freshness.expired(event, now_ms)` before letting one go.
+The Sender calls `screen` in `_claim`, before each claim (a top-up is screened too). Events held
+back by quiet hours (consumer/delivery/quiet_hours.py) come through here when their window opens,
+so one that grew past MAX_EVENT_AGE overnight ends as `expired`.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ nothing should be replayed.
 
 It is weighed twice: at intake, for every event (one comparison, no Redis), and again at
 admission just before the claim (consumer/delivery/admission.py), for events that waited since:
-held back while their id was in flight elsewhere, in a Redis outage, or by a policy that holds
-events (quiet hours): those call `Freshness.expired(event, now_ms)` before letting them go.
+held back while their id was in flight elsewhere, in a Redis outage, or by quiet hours
+(consumer/delivery/quiet_hours.py), whose held events pass admission when their window opens.
 
 Not to be confused with `stale` (consumer/ingest/intake.py): a record older than DEDUP_HORIZON_S
 minus STALE_MARGIN_S by its Kafka timestamp may have lost its delivered mark, so it is
