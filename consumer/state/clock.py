@@ -47,6 +47,7 @@ class RedisWallClock:
         self.refresh_s = refresh_s
         self._reading = (time.monotonic(), time.time_ns() // 1_000_000)  # replaced whole: no lock needed
         self._failing = False
+        self._closed = threading.Event()
         self.refresh()
         threading.Thread(target=self._run, name="send-window-clock", daemon=True).start()
 
@@ -67,9 +68,12 @@ class RedisWallClock:
         self._failing = False
         self._reading = (time.monotonic(), int(seconds) * 1000 + int(micros) // 1000 + int(offset or 0))
 
+    def close(self) -> None:
+        """Stop reading Redis (the clock keeps running on its last reading)."""
+        self._closed.set()
+
     def _run(self) -> None:
-        while True:
-            time.sleep(self.refresh_s)
+        while not self._closed.wait(self.refresh_s):
             self.refresh()
 
 

@@ -55,9 +55,12 @@ def istanbul_ms(hour: int) -> int:
 def simulator(redis_client: Any, tmp_path: Path) -> Iterator[SimulatorServer]:
     config = SimulatorConfig(tokens=frozenset({RUN_TOKEN}), any_campaign=True, delivery_log_path=tmp_path / "d.jsonl",
                              rate_limits=SimulatorConfig.from_options(rate_limits=RATE_LIMITS).rate_limits)
-    clock = SharedClock(RedisWallClock(redis_client, Keys("pisano-sms"), refresh_s=0.05))
-    with SimulatorServer(config, clock=clock) as server:
-        yield server
+    wall = RedisWallClock(redis_client, Keys("pisano-sms"), refresh_s=0.05)
+    try:
+        with SimulatorServer(config, clock=SharedClock(wall)) as server:
+            yield server
+    finally:
+        wall.close()
 
 
 def test_held_outside_the_window_then_drained_in_full_batches_at_opening(
