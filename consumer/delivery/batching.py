@@ -183,6 +183,12 @@ class Batcher:
             self._changed.notify_all()
         return dropped
 
+    def held_count(self) -> int:
+        """How many buffered events are held (one sum per campaign: cheap)."""
+        with self._lock:
+            return sum(len(queue) + sum(len(w) for w in queue.later.values())
+                       for campaign, queue in self._queues.items() if self.holds(campaign))
+
     def held_events(self) -> list[PendingEvent]:
         """The buffered events of held campaigns (waiting for their send window: not stuck)."""
         with self._lock:

@@ -43,6 +43,9 @@ class Lanes:
     def drop(self, should_drop: Callable[[PendingEvent], bool]) -> list[PendingEvent]:
         return [e for lane in self.lanes.values() for e in lane.batcher.drop(should_drop)]
 
+    def held_count(self) -> int:
+        return sum(lane.batcher.held_count() for lane in self.lanes.values())
+
     def held_events(self) -> list[PendingEvent]:
         """Events waiting for their send window (quiet hours), every lane."""
         return [e for lane in self.lanes.values() for e in lane.batcher.held_events()]

@@ -72,7 +72,8 @@ def test_held_outside_the_window_then_drained_in_full_batches_at_opening(
     env = consumer_env(bootstrap=stack.bootstrap, redis_url=stack.redis_url, topic=topic, dlq=dlq, group=group,
                        pisano_url=simulator.url, token=RUN_TOKEN, SEND_WINDOW=WINDOW, SEND_WINDOW_CLOCK="redis",
                        PISANO_RATE_LIMITS=RATE_LIMITS, PISANO_RATE_MARGIN_MS=50, BATCH_MAX_RECIPIENTS=BATCH,
-                       MAX_EVENT_AGE="25s", PISANO_BACKOFF_BASE_MS=50, PISANO_BACKOFF_MAX_MS=500)
+                       MAX_EVENT_AGE="25s", STUCK_RECORD_MS=10_000, PISANO_BACKOFF_BASE_MS=50,
+                       PISANO_BACKOFF_MAX_MS=500)
     replicas = [ConsumerProcess(env, tmp_path / f"r{i}.log").start() for i in range(2)]
     processes.extend(replicas)
     for replica in replicas:
@@ -80,9 +81,9 @@ def test_held_outside_the_window_then_drained_in_full_batches_at_opening(
 
     prefix = unique("quiet")
     campaigns = CAMPAIGNS[:2]
-    # One event paid 18 s ago: fresh when read, older than MAX_EVENT_AGE by the opening. In a
+    # One event paid 12 s ago: fresh when read, older than MAX_EVENT_AGE by the opening. In a
     # campaign of its own: ended at admission, it would leave its batch one short.
-    stale_ms = int(time.time() * 1000) - 18_000
+    stale_ms = int(time.time() * 1000) - 12_000
     produce(stack.bootstrap, topic, [(CAMPAIGNS[2].encode(), encode(transaction(f"{prefix}-old", phone_for(999),
                                                                                 CAMPAIGNS[2], n=999)))],
             timestamp_ms=stale_ms)
@@ -90,17 +91,20 @@ def test_held_outside_the_window_then_drained_in_full_batches_at_opening(
     produce(stack.bootstrap, topic, [(campaigns[n % 2].encode(),
                                       encode(transaction(f"{prefix}-{n}", phone_for(n), campaigns[n % 2], n=n)))
                                      for n in numbers])
+    produced_at = time.monotonic()
     total = 2 * PER_CAMPAIGN + 1
 
     # Closed: every event held (the gauge, refreshed every 5 s), nothing sent, nothing committed,
-    # both replicas ready (held events are not stuck).
+    # and, held for longer than STUCK_RECORD_MS, not stuck: both replicas ready.
     wait_until(lambda: sum(r.metric("pisano_sms_send_window_held_events") for r in replicas) == total, 30,
                "every event held by the closed window")
     assert sum(r.metric("pisano_sms_send_window_open") for r in replicas) == 0
     assert simulator.state.stats.as_dict()["requests"]["total"] == 0
     assert not all_committed(stack.bootstrap, group, topic)
+    wait_until(lambda: time.monotonic() - produced_at > 14, 30, "held longer than STUCK_RECORD_MS")
     for replica in replicas:
-        assert httpx.get(f"{replica.url}/readyz", timeout=5).status_code == 200
+        assert httpx.get(f"{replica.url}/readyz", timeout=5).status_code == 200, replica.log_tail()
+        assert replica.metric("pisano_sms_oldest_unfinished_record_age_seconds") < 10
     wait_until(lambda: time.time() * 1000 - stale_ms > 26_000, 30, "the old event past MAX_EVENT_AGE")
     assert simulator.state.stats.as_dict()["requests"]["total"] == 0
 

@@ -70,7 +70,7 @@ def test_held_campaigns_are_never_due_and_drain_in_full_batches_at_opening() -> 
     assert free is not None and free.campaign_id == "free" and len(free) == 2
     assert batcher.take() is None  # even a promise-less take never hands out a held batch
     assert batcher.peek() is None
-    assert [e.offset for e in batcher.held_events()] == list(range(7))
+    assert [e.offset for e in batcher.held_events()] == list(range(7)) and batcher.held_count() == 7
     assert metrics.send_window_open.labels("default", "destination")._value.get() == 0
 
     wall.ms = utc_ms(9)
@@ -79,7 +79,7 @@ def test_held_campaigns_are_never_due_and_drain_in_full_batches_at_opening() -> 
         batch = batcher.take()
         assert batch is not None
         sizes.append(len(batch))
-    assert sizes == [3, 3, 1] and batcher.buffered == 0 and batcher.held_events() == []
+    assert sizes == [3, 3, 1] and batcher.buffered == 0 and batcher.held_events() == [] and batcher.held_count() == 0
     assert metrics.send_window_open.labels("default", "destination")._value.get() == 1
 
 
