@@ -301,7 +301,11 @@ class Batcher:
     def _full_requests(self) -> int:
         if self._flush_all:
             return self._due_batches(self.clock())
-        return sum(len(queue) // self.max_recipients for queue in self._queues.values())
+        # A held campaign's full batches are no one's to send yet: they must not make a paced
+        # request of another campaign urgent. At its window's opening they count, and its
+        # backlog leaves as a backlog: full batches back to back.
+        return sum(len(queue) // self.max_recipients for campaign, queue in self._queues.items()
+                   if not self.holds(campaign))
 
     def _next_due_at(self, now: float) -> float | None:
         """When the next queue that is not due yet becomes due (due ones are already counted)."""

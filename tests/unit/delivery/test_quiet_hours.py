@@ -116,3 +116,12 @@ def test_a_retry_after_the_window_closed_is_not_sent_and_its_events_wait() -> No
     assert len(r.pisano.requests) == 1  # no retry outside the window
     assert r.kinds() == {"e1": {"requeue"}, "e2": {"requeue"}}  # back to wait for the opening
     assert r.dedup.state("e1") is None and r.dedup.state("e2") is None  # released: sendable at the opening
+
+
+def test_a_held_backlog_makes_no_request_urgent_until_its_window_opens() -> None:
+    wall = Wall(utc_ms(3))
+    batcher = Batcher(3, 1.0, holds=gate(wall).holds)
+    batcher.add([ev(n, "any") for n in range(7)] + [ev(7, "free")])
+    assert batcher.full_requests() == 0  # the `free` campaign's one event is paced, not urgent
+    wall.ms = utc_ms(9)
+    assert batcher.full_requests() == 2  # the morning backlog: full batches back to back
