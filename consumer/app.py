@@ -92,7 +92,10 @@ def build_destination(config: DestinationConfig, settings: Settings, state: Stat
     client = PisanoClient(config.url, tokens, timeout_s=config.timeout_ms / 1000,
                           connect_timeout_s=config.connect_timeout_ms / 1000, max_connections=connections,
                           tls_verify=config.tls_verify, ca_file=config.ca_file)
-    circuit = CircuitBreaker(RedisCircuitStore(state.client, state.keys, account),
+    # The wrong-token circuit belongs to the token this replica started with, not to the account:
+    # pods restarted with a corrected token must not inherit the open circuit of the wrong one.
+    # Throttle and campaign circuits stay with the account (Pisano's budget, its campaigns).
+    circuit = CircuitBreaker(RedisCircuitStore(state.client, state.keys, config.token),
                              cooldown_ms=settings.circuit_cooldown_ms, max_cooldown_ms=settings.circuit_max_cooldown_ms,
                              probe_lease_ms=config.timeout_ms + horizon + 10_000, name=config.name)
     campaigns = CampaignCircuits(lambda campaign: RedisCircuitStore(state.client, state.keys, account, campaign),

@@ -6,6 +6,7 @@ Point the suite at an existing cluster by setting both KAFKA_BOOTSTRAP_SERVERS a
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -130,3 +131,19 @@ def processes():  # type: ignore[no-untyped-def]
     for process in started:
         if process.alive():
             process.kill()
+
+
+@pytest.fixture(autouse=True)
+def _loggers_enabled() -> Iterator[None]:
+    """Tests that read `caplog` see the project's loggers whatever ran before them: a library
+    configuring logging in-process (dictConfig's disable_existing_loggers) or a test calling
+    `logs.configure` must not silence them for the rest of the session."""
+    root = logging.getLogger()
+    level = root.level
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("consumer") and isinstance(logger, logging.Logger):
+            logger.disabled = False
+            logger.propagate = True
+    yield
+    root.setLevel(level)
+
