@@ -14,18 +14,19 @@ from confluent_kafka import KafkaError
 
 from consumer.config.destinations import DestinationConfig, destination_configs, routes
 from consumer.config.registry import registry_connection
-from consumer.config.settings import Settings
+from consumer.config.settings import Settings, duration_ms
 from consumer.config.tokens import token_source
 from consumer.delivery.admission import Admission
 from consumer.delivery.attempts import RetryPolicy
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.batching import Batcher
+from consumer.delivery.contacts import ContactCooldown, CooldownWindows
 from consumer.delivery.destination import DEFAULT, Destination
 from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.outcome import Outcome
 from consumer.delivery.pisano import PisanoClient
 from consumer.delivery.sender import FailurePolicy, Sender
-from consumer.errors import UnroutableError
+from consumer.errors import ConfigError, UnroutableError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.kafka import make_consumer, make_producer
@@ -38,6 +39,7 @@ from consumer.sre.replay_signature import ReplayVerifier
 from consumer.state.accounts import AccountRecord, account_key
 from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
+from consumer.state.cooldown import RedisCooldown
 from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.eviction import require_noeviction
@@ -158,6 +160,31 @@ def build_admission(settings: Settings, state: State, mapper: Mapper) -> Admissi
     return Admission(freshness=Freshness(age) if age else None, suppression=suppression)
 
 
+def cooldown_windows(settings: Settings) -> CooldownWindows:
+    """CONTACT_COOLDOWN and its overrides: per destination (`contact_cooldown` of its entry), per campaign."""
+    return CooldownWindows(
+        duration_ms(settings.contact_cooldown),
+        {c.name: c.contact_cooldown_ms for c in destination_configs(settings).values()
+         if c.contact_cooldown_ms is not None},
+        {campaign: duration_ms(value) for campaign, value in settings.contact_cooldown_campaigns.items()})
+
+
+NO_KEY = ("CONTACT_COOLDOWN needs SUPPRESSION_KEY (or SUPPRESSION_KEY_FILE): phones are kept in Redis only as "
+          "keyed hashes under it, never in clear; set it to a random key (e.g. `openssl rand -hex 32`), the "
+          "same on every replica, or set CONTACT_COOLDOWN=0")
+
+
+def build_cooldown(settings: Settings, state: State, admission: Admission) -> ContactCooldown | None:
+    """The per-phone contact cooldown when any campaign has one (it needs SUPPRESSION_KEY)."""
+    windows = cooldown_windows(settings)
+    if not windows:
+        return None
+    if admission.suppression is None:
+        raise ConfigError(NO_KEY)
+    store = RedisCooldown(state.client, lease_ms=settings.claim_lease_ms, ttl_ms=windows.longest_ms)
+    return ContactCooldown(store, windows, state.keys, admission.suppression.phone_entry)
+
+
 def router(destinations: dict[str, Destination], settings: Settings) -> Callable[[str], str | None]:
     owned = routes(destination_configs(settings))
     fallback = DEFAULT if DEFAULT in destinations else None
@@ -186,6 +213,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     loaded = load_mapper(settings)
     mapper = RoutedMapper(loaded, route)
     admission = build_admission(settings, state, loaded)
+    cooldown = build_cooldown(settings, state, admission)
     dedup = build_dedup(settings, state)
     policy = failure_policy(settings)
 
@@ -201,7 +229,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
             sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
                             policy=policy, threads=settings.max_in_flight_requests,
                             throttle_horizon_s=settings.throttle_horizon_ms / 1000, admission=admission,
-                            pace_share=settings.pisano_pace_share)
+                            pace_share=settings.pisano_pace_share, cooldown=cooldown)
             lanes[name] = Lane(batcher, sender)
         return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
 

@@ -20,9 +20,10 @@ one may have. So no exception leaves a reservation behind, and no phone in coold
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -143,10 +144,9 @@ class PhoneReservation:
                     log.warning("phone reservation reply lost (%s); asking again under the same tag in %.1fs",
                                 exc, delay)
                 if tries >= RESERVE_TRIES or self.stop.wait(delay):
-                    try:
+                    # A reservation left behind blocks its phone for one lease, then counts as a contact.
+                    with contextlib.suppress(StateStoreError):
                         self.policy.store.settle(PhoneFate.RELEASED, self.tag, [r.key for r in requests])
-                    except StateStoreError:
-                        pass  # a reservation left behind blocks its phone for one lease, then counts as a contact
                     raise
 
     def renew(self, events: Sequence[PendingEvent]) -> bool:

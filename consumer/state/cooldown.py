@@ -124,7 +124,7 @@ class RedisCooldown:
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
         if not keys:
             return
-        calls = [([keys[i] for i in rows], []) for rows in _by_bucket(keys)]
+        calls: list[tuple[list[str], list[str]]] = [([keys[i] for i in rows], []) for rows in _by_bucket(keys)]
         with translated("the phone reservation's outcome"):
             self._run(self._settle, [fate.value, tag, self.ttl_ms], calls)
 
