@@ -192,10 +192,13 @@ class Claim:
         exception here still ends them as unknown on exit if a request may have left."""
         ids = [e.recipient.event_id for e in events]
         self._settle_ids(outcome, ids)
-        if self.phones is not None:
-            self.phones.settle(PHONE_FATES[outcome], ids)
         for event_id in ids:
             self._held.pop(event_id, None)
+        if self.phones is not None:
+            try:
+                self.phones.settle(PHONE_FATES[outcome], ids)
+            except Exception:  # the ids' fate stands; a reservation left behind expires into a contact
+                log.exception("could not settle %d phone reservations", len(ids))
 
     def _settle_ids(self, outcome: Settlement, ids: list[str]) -> None:
         """Record an outcome in Redis, retrying while Redis is away (bounded, not interruptible:
