@@ -9,9 +9,9 @@ lease ran out (its replica died between POST and settling) counts as a contact m
 ran out, for the same reason.
 
 Keys hold no phone: a phone's key is the keyed hash of its canonical E.164 (the opt-out list's
-`OptOutHasher`, under SUPPRESSION_KEY), `{<prefix>:p<bucket>}:cd:<32 hex>`. The bucket (one of
-`BUCKETS`, from the hash) is the key's hash tag, so a Redis Cluster spreads the phones over its
-masters; one script call covers the phones of one bucket, so a batch costs one script per bucket it
+`OptOutHasher`, under SUPPRESSION_KEY), `{<prefix>:p:<bucket>:<n>}:cd:<32 hex>`. The bucket (one of
+`BUCKETS`, from the hash) is the key's hash tag, its slots spread evenly like the dedup buckets', so
+a Redis Cluster spreads the phones over its masters; one script call covers the phones of one bucket, so a batch costs one script per bucket it
 touches, pipelined: one round trip per master (a single Redis runs one script for the whole batch).
 A phone's state is one key, so atomicity per key is all the reservation needs.
 
@@ -23,6 +23,7 @@ tests/contract/test_cooldown_contract.py.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import threading
 import time
@@ -30,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import redis
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import NoScriptError
 
 from consumer.errors import StateStoreError
@@ -62,7 +64,21 @@ class PhoneRequest(NamedTuple):
 
 def phone_key(keys: Keys, digest_hex: str) -> str:
     """The key of a phone from its keyed hash (32 hex digits): bucket from the hash itself."""
-    return f"{{{keys.prefix}:p{int(digest_hex[:4], 16) % BUCKETS}}}:cd:{digest_hex}"
+    return f"{bucket_tags(keys.prefix)[int(digest_hex[:4], 16) % BUCKETS]}:cd:{digest_hex}"
+
+
+@functools.lru_cache(maxsize=16)
+def bucket_tags(prefix: str) -> tuple[str, ...]:
+    """Each bucket's hash tag: the first candidate whose slot lies in the bucket's share of the
+    slot space (as the dedup buckets', consumer/state/dedup_layout.py), so each master of a
+    cluster owns its share of the buckets, the same on every replica."""
+    keys = Keys(prefix)
+    tags = []
+    for bucket in range(BUCKETS):
+        low, high = bucket * REDIS_CLUSTER_HASH_SLOTS // BUCKETS, (bucket + 1) * REDIS_CLUSTER_HASH_SLOTS // BUCKETS
+        tags.append(next(tag for tag in (keys.phone_bucket(bucket, c) for c in range(1_000_000))
+                         if low <= key_slot(tag.encode()) < high))
+    return tuple(tags)
 
 
 class CooldownStore(Protocol):

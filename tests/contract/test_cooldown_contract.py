@@ -106,6 +106,10 @@ def test_a_batch_over_every_bucket_answers_in_order(make_cooldown) -> None:  # t
     assert codes(b.reserve("b|1", phones(*numbers), window_ms=DAY)) == expected
 
 
-def test_keys_hold_no_phone_and_spread_over_buckets() -> None:
+def test_keys_hold_no_phone_and_their_buckets_spread_evenly_over_the_slots() -> None:
+    from redis.crc import key_slot
+
     k = phone_key(Keys("pfx"), "ab" * 16)
-    assert k == f"{{pfx:p{0xabab % BUCKETS}}}:cd:{'ab' * 16}"
+    assert k.startswith(f"{{pfx:p:{0xabab % BUCKETS}:") and k.endswith(f"}}:cd:{'ab' * 16}")
+    slots = sorted(key_slot(phone_key(Keys("pfx"), f"{b:04x}" + "0" * 28).encode()) for b in range(BUCKETS))
+    assert [s * BUCKETS // 16384 for s in slots] == list(range(BUCKETS))  # one bucket in each 64th
