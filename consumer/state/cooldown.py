@@ -11,9 +11,10 @@ ran out, for the same reason.
 Keys hold no phone: a phone's key is the keyed hash of its canonical E.164 (the opt-out list's
 `OptOutHasher`, under SUPPRESSION_KEY), `{<prefix>:p:<bucket>:<n>}:cd:<32 hex>`. The bucket (one of
 `BUCKETS`, from the hash) is the key's hash tag, its slots spread evenly like the dedup buckets', so
-a Redis Cluster spreads the phones over its masters; one script call covers the phones of one bucket, so a batch costs one script per bucket it
-touches, pipelined: one round trip per master (a single Redis runs one script for the whole batch).
-A phone's state is one key, so atomicity per key is all the reservation needs.
+a Redis Cluster spreads the phones over its masters. One script call covers the phones of one
+bucket; a batch's calls are pipelined, sent before any reply is read: one round trip on a single
+Redis, one per master on a cluster. A phone's state is one key, so atomicity per key is all the
+reservation needs.
 
 `CooldownStore` is the contract; `RedisCooldown` (`lua/reserve_phones.lua`,
 `lua/settle_phones.lua`) and `MemoryCooldown` (below) both pass
