@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError
 
 from consumer.config.destinations import DestinationConfig, destination_configs, routes
 from consumer.config.registry import registry_connection
-from consumer.config.settings import Settings, duration_ms
+from consumer.config.settings import NO_COOLDOWN_KEY, Settings, duration_ms
 from consumer.config.tokens import token_source
 from consumer.delivery.admission import Admission
 from consumer.delivery.attempts import RetryPolicy
@@ -169,18 +169,13 @@ def cooldown_windows(settings: Settings) -> CooldownWindows:
         {campaign: duration_ms(value) for campaign, value in settings.contact_cooldown_campaigns.items()})
 
 
-NO_KEY = ("CONTACT_COOLDOWN needs SUPPRESSION_KEY (or SUPPRESSION_KEY_FILE): phones are kept in Redis only as "
-          "keyed hashes under it, never in clear; set it to a random key (e.g. `openssl rand -hex 32`), the "
-          "same on every replica, or set CONTACT_COOLDOWN=0")
-
-
 def build_cooldown(settings: Settings, state: State, admission: Admission) -> ContactCooldown | None:
     """The per-phone contact cooldown when any campaign has one (it needs SUPPRESSION_KEY)."""
     windows = cooldown_windows(settings)
     if not windows:
         return None
     if admission.suppression is None:
-        raise ConfigError(NO_KEY)
+        raise ConfigError(NO_COOLDOWN_KEY)  # the settings refuse this already; kept for callers that skip them
     store = RedisCooldown(state.client, lease_ms=settings.claim_lease_ms, ttl_ms=windows.longest_ms)
     return ContactCooldown(store, windows, state.keys, admission.suppression.phone_entry)
 

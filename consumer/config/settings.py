@@ -12,6 +12,7 @@ is consumer/config/loading.py.
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -28,6 +29,9 @@ from consumer.errors import ConfigError
 # A duration of s, m, h or d; or 0 (a policy turned off).
 DURATION_OR_ZERO = r"^\s*(0|[0-9]+\s*(s|m|h|d))\s*$"
 MAX_COOLDOWN_MS = 366 * 86_400_000
+NO_COOLDOWN_KEY = ("CONTACT_COOLDOWN needs SUPPRESSION_KEY (or SUPPRESSION_KEY_FILE): phones are kept in Redis "
+                   "only as keyed hashes under it, never in clear; set it to a random key (e.g. `openssl rand "
+                   "-hex 32`), the same on every replica, or set every cooldown to 0")
 
 
 def duration_ms(text: str) -> int:
@@ -333,6 +337,13 @@ class Settings(BaseSettings):
         for name, value in cooldowns.items():
             if duration_ms(value) > MAX_COOLDOWN_MS:
                 raise ValueError(f"{name}={value.strip()}: at most 366d")
+        # A destination's own is checked in full by consumer/config/destinations.py.
+        per_destination = [str(spec.get("contact_cooldown", "0")) for spec in self.destinations.values()
+                           if isinstance(spec, dict)]
+        on = any(duration_ms(v) for v in cooldowns.values()) or any(
+            re.match(DURATION_OR_ZERO, v) and duration_ms(v) for v in per_destination)
+        if on and self.suppression_key is None and self.suppression_key_file is None:
+            raise ValueError(NO_COOLDOWN_KEY)
         return self
 
     def opt_out_key(self) -> bytes | None:
