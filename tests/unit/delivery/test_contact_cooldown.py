@@ -11,8 +11,8 @@ from consumer.delivery.contacts import ContactCooldown, CooldownWindows
 from consumer.delivery.pisano import Accepted
 from consumer.errors import PisanoApiError, PisanoTransportError, StateStoreError
 from consumer.ingest.mapping import Recipient
-from consumer.state.cooldown import MemoryCooldown, PhoneRequest, PhoneStatus
-from consumer.state.dedup import ClaimRequest, ClaimStatus
+from consumer.state.cooldown import MemoryCooldown, PhoneFate, PhoneRequest, PhoneStatus
+from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
 from consumer.state.redis import Keys
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
 from tests.support.fakes import CAMPAIGN, FakePisano, Rig, event, rig
@@ -46,7 +46,10 @@ def phone_state(cooldown: ContactCooldown, i: int) -> str | None:
 
 
 def unclaimed(r: Rig, *event_ids: str) -> bool:
-    statuses = r.dedup.claim(r.dedup.new_tag(), [ClaimRequest(i) for i in event_ids])
+    """Nobody holds or delivered these ids: a fresh claim gets them all (and lets them go again)."""
+    tag = r.dedup.new_tag()
+    statuses = r.dedup.claim(tag, [ClaimRequest(i) for i in event_ids])
+    r.dedup.settle(Settlement.RELEASED, tag, list(event_ids))
     return all(s is ClaimStatus.CLAIMED for s in statuses)
 
 
@@ -166,3 +169,43 @@ def test_a_replay_of_an_ambiguous_event_may_send_over_its_own_attempts_contact_o
     r.process([event(1, replay_of=attempt)])  # the SRE checked with Pisano: not delivered
     assert [o.kind for o in r.outcomes] == ["dead_letter", "cooldown", "delivered"]
     assert (phone_state(cooldown, 1) or "").startswith("c|")
+
+
+class LosesFirstReply(MemoryCooldown):
+    """Reserves, then loses the reply once (a timeout after Redis ran the script)."""
+
+    lost = False
+
+    def reserve(self, tag, requests, *, window_ms):  # type: ignore[no-untyped-def]
+        statuses = super().reserve(tag, requests, window_ms=window_ms)
+        if not self.lost:
+            self.lost = True
+            raise StateStoreError("reply lost")
+        return statuses
+
+
+def test_a_lost_reservation_reply_is_asked_again_under_the_same_tag_and_finds_its_own() -> None:
+    r = rig()
+    cooldown = cooled(r, policy(LosesFirstReply(lease_ms=60_000, ttl_ms=DAY)))
+    r.process([event(1)])
+    assert r.kinds() == {"e1": {"delivered"}}
+    assert (phone_state(cooldown, 1) or "").startswith("c|")
+
+
+def test_a_phone_taken_over_before_a_retry_is_not_sent_and_its_event_goes_round_again() -> None:
+    """The renewal before a retry finds the phone contacted by another attempt (its own lease ran
+    out meanwhile, and the other request was accepted): the retry is not sent."""
+    r = rig()
+    cooldown = cooled(r)
+    key = cooldown.key(event(1).recipient.phone)
+
+    def taken_over(phones):  # type: ignore[no-untyped-def]
+        cooldown.store.settle(PhoneFate.ACCEPTED, "other|attempt", [key])
+        return PisanoApiError(503, None, "Service Unavailable")
+
+    r.pisano.answers = [taken_over]
+    r.process([event(1)])
+    assert len(r.pisano.requests) == 1 and r.kinds() == {"e1": {"requeue"}}
+    assert unclaimed(r, "e1")
+    r.process([event(1)])  # round again: the other attempt's contact stands
+    assert r.kinds()["e1"] == {"requeue", "cooldown"} and len(r.pisano.requests) == 1
