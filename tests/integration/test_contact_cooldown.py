@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from confluent_kafka import Producer
 
 from consumer.ingest.kafka import produce_waiting
 from consumer.ingest.samples import encode, phone_for, transaction
-from tests.conftest import unique
+from tests.conftest import ClusterStack, close_redis, unique
 from tests.integration.test_contact_policy import OPT_OUT_KEY, finish, two_replicas
 from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
@@ -90,3 +91,30 @@ def test_the_cooldown_starts_only_when_accepted_and_ends(run: Run, new_topic: Ca
     delivered = run.delivered()
     assert delivered == {**{phone_for(n): 1 for n in range(10)}, **{phone_for(n): 2 for n in range(10, 20)}}
     assert {h["dlq.reason"] for h in run.dead_headers()} == {"pisano_error"}
+
+
+def cooldown_keys_per_master(url: str, prefix: str) -> dict[str, int]:
+    """How many phone keys (`{<prefix>:p:<bucket>:<n>}:cd:<hash>`) each master holds."""
+    client = redis.RedisCluster.from_url(url)
+    try:
+        return {node.name: sum(1 for _ in client.get_redis_connection(node).scan_iter(
+            match=f"{{{prefix}:p:*", count=1000)) for node in client.get_primaries()}
+    finally:
+        close_redis(client)
+
+
+def test_on_a_redis_cluster_the_phones_spread_over_the_masters_and_each_is_accepted_once(
+        run: Run, new_topic: Callable[..., str], redis_cluster: ClusterStack, cluster_client) -> None:  # type: ignore[no-untyped-def]
+    prefix, phones = unique("psms"), 3 * PHONES_PER_TRIAL
+    replicas = two_replicas(run, new_topic, CONTACT_COOLDOWN="30d", SUPPRESSION_KEY=OPT_OUT_KEY,
+                            BATCH_MAX_WAIT_MS=20, MAX_IN_FLIGHT_REQUESTS=4, REDIS_URL=redis_cluster.url,
+                            REDIS_CLUSTER="true", REDIS_KEY_PREFIX=prefix)
+    produce_at_once(run.stack.bootstrap, run.topic, [r for n in range(phones) for r in pair(n, prefix)])
+    metrics = finish(run, replicas, dead_letters=0)
+
+    delivered = run.delivered()
+    assert set(delivered) == {phone_for(n) for n in range(phones)} and max(delivered.values()) == 1
+    assert metrics["pisano_sms_events_filtered_total{reason=cooldown}"] >= phones
+    per_master = cooldown_keys_per_master(redis_cluster.url, prefix)
+    assert sum(per_master.values()) == phones and len(per_master) == 3
+    assert max(per_master.values()) <= 0.5 * phones, per_master  # 64 buckets evenly over the slots
