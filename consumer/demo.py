@@ -334,7 +334,8 @@ def _report_receipts(records: int, metrics: Metrics, written: list[Receipt],
     dead = int(_value(metrics, "dead_letters"))
     expected = {"accepted": len(deliveries), "duplicate": int(_value(metrics, "duplicates_skipped")),
                 "dead_lettered": dead, "expired": int(_value(metrics, "events_filtered", "expired")),
-                "suppressed": int(_value(metrics, "events_filtered", "suppressed"))}
+                "suppressed": int(_value(metrics, "events_filtered", "suppressed")),
+                "cooldown": int(_value(metrics, "events_filtered", "cooldown"))}
     mismatched = {k: (counts.get(k, 0), expected.get(k)) for k in set(counts) | set(expected)
                   if counts.get(k, 0) != expected.get(k, 0)}
     if len(first) != records or mismatched:
