@@ -1,6 +1,7 @@
 """Issue 13 point 1, end to end with two replicas and the simulator: the per-phone contact
 cooldown is fleet-wide and atomic with the claim (the same phone for two campaigns at the same
-moment, on two replicas: exactly one accepted, over many trials), starts only when Pisano
+moment, on two replicas: exactly one accepted, the other receipted as `cooldown`, over many
+trials), starts only when Pisano
 accepted a request, and ends. An event inside the cooldown ends as `cooldown`: never sent, never
 dead-lettered, committed, counted in pisano_sms_events_filtered_total{reason="cooldown"}.
 
@@ -18,8 +19,10 @@ from confluent_kafka import Producer
 
 from consumer.ingest.kafka import produce_waiting
 from consumer.ingest.samples import encode, phone_for, transaction
+from consumer.outcomes.receipts import first_receipts
 from tests.conftest import ClusterStack, close_redis, unique
 from tests.integration.test_contact_policy import OPT_OUT_KEY, finish, two_replicas
+from tests.integration.test_receipts import SALT, receipts_of
 from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
 
@@ -45,9 +48,10 @@ def pair(n: int, prefix: str) -> list[tuple[int, dict[str, Any]]]:
 
 def test_the_same_phone_for_two_campaigns_on_two_replicas_is_accepted_exactly_once(
         run: Run, new_topic: Callable[..., str]) -> None:
-    prefix = unique("cool")
+    prefix, receipts = unique("cool"), new_topic("receipts", partitions=3)
     replicas = two_replicas(run, new_topic, CONTACT_COOLDOWN="30d", SUPPRESSION_KEY=OPT_OUT_KEY,
-                            BATCH_MAX_WAIT_MS=20, MAX_IN_FLIGHT_REQUESTS=4)
+                            BATCH_MAX_WAIT_MS=20, MAX_IN_FLIGHT_REQUESTS=4, OUTCOME_TOPIC=receipts,
+                            OUTCOME_PHONE_SALT=SALT)
     phones = 0
     for trial in range(TRIALS):
         numbers = range(trial * PHONES_PER_TRIAL, (trial + 1) * PHONES_PER_TRIAL)
@@ -60,6 +64,13 @@ def test_the_same_phone_for_two_campaigns_on_two_replicas_is_accepted_exactly_on
     assert set(delivered) == {phone_for(n) for n in range(phones)}
     assert max(delivered.values()) == 1, [p for p, n in delivered.items() if n > 1][:3]
     assert metrics["pisano_sms_events_filtered_total{reason=cooldown}"] >= phones
+    # Each phone's two records: one receipt `accepted`, the other `cooldown` with the policy as reason.
+    first = first_receipts(receipts_of(run, receipts)).values()
+    by_phone: dict[str, list[tuple[str, str | None]]] = {}
+    for receipt in first:
+        by_phone.setdefault(receipt.phone_hash or "", []).append((receipt.outcome, receipt.reason))
+    assert len(first) == 2 * phones and len(by_phone) == phones
+    assert all(sorted(found) == [("accepted", None), ("cooldown", "contact_cooldown")] for found in by_phone.values())
     # How often the race was close (a phone held by the other attempt, its event requeued): printed,
     # not asserted, since it depends on timing.
     print(f"{phones} phones, 2 campaigns each: {sum(delivered.values())} accepted, "
