@@ -39,14 +39,14 @@ from consumer.sre.replay_signature import ReplayVerifier
 from consumer.state.accounts import AccountRecord, account_key
 from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
-from consumer.state.cooldown import RedisCooldown
+from consumer.state.cooldown import CooldownStore, RedisCooldown
 from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.eviction import require_noeviction
 from consumer.state.limiter import Limiter, LimiterHeartbeat, NoLimiter, RedisLimiter
 from consumer.state.receipt_marks import RedisReceiptMarks
 from consumer.state.redis import Keys, connect
-from consumer.state.replication import ReplicatedDedup, ReplicationWait
+from consumer.state.replication import ReplicatedCooldown, ReplicatedDedup, ReplicationWait
 from consumer.state.suppression import OptOutHasher, RedisOptOutList, Suppression
 
 
@@ -176,7 +176,11 @@ def build_cooldown(settings: Settings, state: State, admission: Admission) -> Co
         return None
     if admission.suppression is None:
         raise ConfigError(NO_COOLDOWN_KEY)  # the settings refuse this already; kept for callers that skip them
-    store = RedisCooldown(state.client, lease_ms=settings.claim_lease_ms, ttl_ms=windows.longest_ms)
+    store: CooldownStore = RedisCooldown(state.client, lease_ms=settings.claim_lease_ms, ttl_ms=windows.longest_ms)
+    if settings.dedup_wait_replicas:  # contacts on replicas too: a failover must not forget one
+        store = ReplicatedCooldown(store, ReplicationWait(state.client, settings.redis_key_prefix,
+                                                          replicas=settings.dedup_wait_replicas,
+                                                          timeout_ms=settings.dedup_wait_timeout_ms))
     return ContactCooldown(store, windows, state.keys, admission.suppression.phone_entry)
 
 
