@@ -102,7 +102,7 @@ def _config(settings: Settings) -> tuple[str, str]:
         c.contact_cooldown_ms is not None for c in configs.values())
     if cooldown or overrides:
         detail += f"; contact cooldown {settings.contact_cooldown.strip()}" + (
-            f" ({overrides} overrides)" if overrides else "")
+            f" ({overrides} override{'' if overrides == 1 else 's'})" if overrides else "")
     insecure = settings.insecure_transport()
     if insecure:
         detail += "; INSECURE (PISANO_ALLOW_INSECURE=true): " + "; ".join(insecure)
