@@ -185,6 +185,3 @@ class PhoneReservation:
         held = list(self._held)
         self.settle(PhoneFate.UNKNOWN, [i for i in held if i in may_have_left])
         self.settle(PhoneFate.RELEASED, [i for i in held if i not in may_have_left])
-
-    def holds(self, event_id: str) -> bool:
-        return event_id in self._held

@@ -45,7 +45,8 @@ class Metrics:
                                        "CONTACT_COOLDOWN)", ["reason"], registry=r)
         for reason in FILTER_REASONS:
             self.events_filtered.labels(reason)
-        self.events_held = Counter(f"{p}_events_held", "Events held back: their id was in flight elsewhere",
+        self.events_held = Counter(f"{p}_events_held",
+                                   "Events held back: their id (or phone, CONTACT_COOLDOWN) was in flight elsewhere",
                                    registry=r)
         self.recipients_delivered = Counter(f"{p}_recipients_delivered", "Recipients in requests Pisano accepted",
                                             ["destination"], registry=r)
