@@ -14,19 +14,20 @@ from confluent_kafka import KafkaError
 
 from consumer.config.destinations import DestinationConfig, destination_configs, routes
 from consumer.config.registry import registry_connection
-from consumer.config.settings import Settings
+from consumer.config.settings import NO_COOLDOWN_KEY, Settings, duration_ms
 from consumer.config.tokens import token_source
 from consumer.delivery.admission import Admission
 from consumer.delivery.attempts import RetryPolicy
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.batching import Batcher
+from consumer.delivery.contacts import ContactCooldown, CooldownWindows
 from consumer.delivery.destination import DEFAULT, Destination
 from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.outcome import Outcome
 from consumer.delivery.pisano import PisanoClient
 from consumer.delivery.quiet_hours import QuietHours
 from consumer.delivery.sender import FailurePolicy, Sender
-from consumer.errors import UnroutableError
+from consumer.errors import ConfigError, UnroutableError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.kafka import make_consumer, make_producer
@@ -40,13 +41,14 @@ from consumer.state.accounts import AccountRecord, account_key
 from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
 from consumer.state.clock import RedisWallClock, SystemWallClock, WallClock
+from consumer.state.cooldown import CooldownStore, RedisCooldown
 from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.eviction import require_noeviction
 from consumer.state.limiter import Limiter, LimiterHeartbeat, NoLimiter, RedisLimiter
 from consumer.state.receipt_marks import RedisReceiptMarks
 from consumer.state.redis import Keys, connect
-from consumer.state.replication import ReplicatedDedup, ReplicationWait
+from consumer.state.replication import ReplicatedCooldown, ReplicatedDedup, ReplicationWait
 from consumer.state.suppression import OptOutHasher, RedisOptOutList, Suppression
 
 
@@ -179,6 +181,30 @@ def build_quiet_hours(settings: Settings, state: State, metrics: Metrics) -> dic
     return out
 
 
+def cooldown_windows(settings: Settings) -> CooldownWindows:
+    """CONTACT_COOLDOWN and its overrides: per destination (`contact_cooldown` of its entry), per campaign."""
+    return CooldownWindows(
+        duration_ms(settings.contact_cooldown),
+        {c.name: c.contact_cooldown_ms for c in destination_configs(settings).values()
+         if c.contact_cooldown_ms is not None},
+        {campaign: duration_ms(value) for campaign, value in settings.contact_cooldown_campaigns.items()})
+
+
+def build_cooldown(settings: Settings, state: State, admission: Admission) -> ContactCooldown | None:
+    """The per-phone contact cooldown when any campaign has one (it needs SUPPRESSION_KEY)."""
+    windows = cooldown_windows(settings)
+    if not windows:
+        return None
+    if admission.suppression is None:
+        raise ConfigError(NO_COOLDOWN_KEY)  # the settings refuse this already; kept for callers that skip them
+    store: CooldownStore = RedisCooldown(state.client, lease_ms=settings.claim_lease_ms, ttl_ms=windows.longest_ms)
+    if settings.dedup_wait_replicas:  # contacts on replicas too: a failover must not forget one
+        store = ReplicatedCooldown(store, ReplicationWait(state.client, settings.redis_key_prefix,
+                                                          replicas=settings.dedup_wait_replicas,
+                                                          timeout_ms=settings.dedup_wait_timeout_ms))
+    return ContactCooldown(store, windows, state.keys, admission.suppression.phone_entry)
+
+
 def router(destinations: dict[str, Destination], settings: Settings) -> Callable[[str], str | None]:
     owned = routes(destination_configs(settings))
     fallback = DEFAULT if DEFAULT in destinations else None
@@ -207,6 +233,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     loaded = load_mapper(settings)
     mapper = RoutedMapper(loaded, route)
     admission = build_admission(settings, state, loaded)
+    cooldown = build_cooldown(settings, state, admission)
     dedup = build_dedup(settings, state)
     policy = failure_policy(settings)
     quiet_hours = build_quiet_hours(settings, state, metrics)
@@ -225,7 +252,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
             sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
                             policy=policy, threads=settings.max_in_flight_requests,
                             throttle_horizon_s=settings.throttle_horizon_ms / 1000, admission=admission,
-                            pace_share=settings.pisano_pace_share, quiet_hours=gate)
+                            pace_share=settings.pisano_pace_share, quiet_hours=gate, cooldown=cooldown)
             lanes[name] = Lane(batcher, sender)
         return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
 

@@ -3,8 +3,10 @@
 Starts the Pisano simulator, creates a demo topic and its dead-letter topic, produces sample
 transaction events (with duplicates and invalid ones among them), runs the consumer with the
 cloud throttle until every record has an outcome, and reports what happened, checked against
-the simulator's own delivery log. The contact policy is on (MAX_EVENT_AGE=48h, an opt-out list):
-a few customers opted out and a few records are three days old; neither is sent. Each run uses
+the simulator's own delivery log. The contact policy is on (MAX_EVENT_AGE=48h, an opt-out list,
+CONTACT_COOLDOWN=30d): a few customers opted out, a few records are three days old, and a few
+customers made a second transaction that another campaign would survey; none of those is sent
+(of each customer's two surveys, one goes out). Each run uses
 fresh topics and a fresh Redis key prefix, so it can be repeated and never touches other data.
 
 Receipts are on (OUTCOME_TOPIC, with a salt made for the run): a record counts as done once its
@@ -42,6 +44,7 @@ CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-00
              "3f0c0000-0000-4000-8000-000000000002"]
 DEMO_TOKEN = "demo-token"
 DEMO_MAX_EVENT_AGE = "48h"
+DEMO_CONTACT_COOLDOWN = "30d"
 OLD_RECORD_AGE_MS = 3 * 86_400_000  # older than DEMO_MAX_EVENT_AGE, within the stale limit (6 days)
 TIMEOUT_S = 300
 
@@ -55,6 +58,9 @@ class SampleTraffic:
     opted_out: list[str] = field(default_factory=list)  # phones on the opt-out list
     suppressed: int = 0  # records of those phones (duplicates too): never sent
     old_records: list[tuple[bytes, bytes]] = field(default_factory=list)  # three days old: expired
+    # Customers with a second transaction, for another campaign: one of their two surveys is sent,
+    # the other ends as `cooldown`.
+    surveyed_twice: list[str] = field(default_factory=list)
 
 
 def sample_traffic(events: int, run_id: str, rng: random.Random) -> SampleTraffic:
@@ -71,6 +77,12 @@ def sample_traffic(events: int, run_id: str, rng: random.Random) -> SampleTraffi
             traffic.old_records.append((event_id.encode(), value))
             continue
         traffic.records.append((event_id.encode(), value))
+        if n % 200 == 23:  # a second transaction, another campaign would survey it: the cooldown's
+            again = f"{event_id}-again"
+            traffic.records.append((again.encode(), encode(transaction(
+                again, phone_for(n), CAMPAIGNS[(n + 1) % len(CAMPAIGNS)], n=n))))
+            traffic.surveyed_twice.append(phone_for(n))
+            continue  # no duplicate of these: either of the two may win, a duplicate would end either way
         if rng.random() < 0.05:
             traffic.records.append((event_id.encode(), value))
             traffic.duplicates += 1
@@ -107,7 +119,9 @@ def run_demo(settings: Settings, events: int) -> None:
         total = len(traffic.records) + len(traffic.old_records)
         say(f"producing {total:,} records: {traffic.unique:,} transactions, "
             f"{traffic.duplicates:,} duplicates, {sum(traffic.invalid.values()):,} invalid, "
-            f"{len(traffic.old_records):,} of them three days old (MAX_EVENT_AGE={DEMO_MAX_EVENT_AGE})")
+            f"{len(traffic.old_records):,} of them three days old (MAX_EVENT_AGE={DEMO_MAX_EVENT_AGE}), "
+            f"{len(traffic.surveyed_twice):,} customers' second transaction for another campaign "
+            f"(CONTACT_COOLDOWN={DEMO_CONTACT_COOLDOWN})")
         _produce(settings, topic, traffic.records)
         _produce(settings, topic, traffic.old_records, timestamp_ms=int(time.time() * 1000) - OLD_RECORD_AGE_MS)
 
@@ -118,7 +132,8 @@ def run_demo(settings: Settings, events: int) -> None:
             "redis_key_prefix": f"pisano-sms-demo-{run_id}", "batch_max_wait_ms": 500, "mapping_file": None,
             "schema_registry_url": None, "avro_schema_file": None, "mapper": "declarative",
             "max_event_age": DEMO_MAX_EVENT_AGE, "suppression_key": _secret(uuid.uuid4().hex),
-            "suppression_key_file": None,
+            "suppression_key_file": None, "contact_cooldown": DEMO_CONTACT_COOLDOWN,
+            "contact_cooldown_campaigns": {},
             # A salt for this run only: the demo's phones are samples, and nobody looks them up.
             "outcome_topic": receipts, "outcome_phone_salt": _secret(secrets.token_hex(32)),
             "outcome_phone_salt_file": None, "outcome_schema_id": None,
@@ -232,12 +247,15 @@ def _report(traffic: SampleTraffic, metrics: Metrics, deliveries: list[dict[str,
     expired, suppressed = int(_value(metrics, "events_filtered", "expired")), \
         int(_value(metrics, "events_filtered", "suppressed"))
     opted_out_sent = sum(phones[p] for p in traffic.opted_out)
+    cooled = int(_value(metrics, "events_filtered", "cooldown"))
+    twice_sent = Counter(phones[p] for p in traffic.surveyed_twice)
     sizes = [r["recipients"] or 0 for r in requests if r.get("http_status") == 200]
     click.echo()
     click.secho(f"Demo finished in {elapsed:.1f}s", bold=True)
     rows = [
         ("events in", f"{len(traffic.records) + len(traffic.old_records):,}", f"{traffic.unique:,} transactions, "
-         f"{traffic.duplicates:,} duplicates, {sum(traffic.invalid.values()):,} invalid"),
+         f"{traffic.duplicates:,} duplicates, {sum(traffic.invalid.values()):,} invalid, "
+         f"{len(traffic.surveyed_twice):,} customers' second transactions"),
         ("requests sent", f"{len(requests):,}", ", ".join(f"HTTP {s}: {n}" for s, n in sorted(statuses.items()))
          + (f"; {min(sizes):,} to {max(sizes):,} recipients each" if sizes else "")),
         ("recipients delivered", f"{delivered:,}",
@@ -247,6 +265,9 @@ def _report(traffic: SampleTraffic, metrics: Metrics, deliveries: list[dict[str,
         ("suppressed", f"{suppressed:,}", f"on the opt-out list, never sent (simulator log: {opted_out_sent} of "
          f"their phones)"),
         ("expired", f"{expired:,}", f"older than MAX_EVENT_AGE={DEMO_MAX_EVENT_AGE}, never sent"),
+        ("cooldown", f"{cooled:,}", f"a second survey within CONTACT_COOLDOWN={DEMO_CONTACT_COOLDOWN}, never sent "
+         f"(simulator log: of {len(traffic.surveyed_twice)} customers with two transactions, "
+         f"{twice_sent[1]} surveyed once, {sum(n for k, n in twice_sent.items() if k != 1)} not once)"),
         ("dead letters", f"{sum(dead.values()):,}", ", ".join(f"{r} {n}" for r, n in sorted(dead.items()))),
     ]
     for name, value, detail in rows:
@@ -254,11 +275,13 @@ def _report(traffic: SampleTraffic, metrics: Metrics, deliveries: list[dict[str,
     sent = traffic.unique - len(traffic.opted_out) - len(traffic.old_records)
     ok = delivered == sent == len(phones) and max(phones.values(), default=1) == 1 \
         and dead == traffic.invalid and suppressed == traffic.suppressed and not opted_out_sent \
-        and expired == len(traffic.old_records)
+        and expired == len(traffic.old_records) \
+        and cooled == len(traffic.surveyed_twice) == twice_sent[1]
     click.echo(f"  dead-letter topic: {dlq}")
     if ok:
-        click.secho("Every transaction was delivered exactly once, except the opted-out and the expired ones, "
-                    "never sent; every bad record is in the dead-letter topic.", fg="green")
+        click.secho("Every transaction was delivered exactly once, except the opted-out, the expired ones and "
+                    "second surveys within the cooldown, never sent; every bad record is in the dead-letter topic.",
+                    fg="green")
     else:
         raise click.ClickException("the outcome does not match the sample traffic; see the report above")
 
@@ -311,7 +334,8 @@ def _report_receipts(records: int, metrics: Metrics, written: list[Receipt],
     dead = int(_value(metrics, "dead_letters"))
     expected = {"accepted": len(deliveries), "duplicate": int(_value(metrics, "duplicates_skipped")),
                 "dead_lettered": dead, "expired": int(_value(metrics, "events_filtered", "expired")),
-                "suppressed": int(_value(metrics, "events_filtered", "suppressed"))}
+                "suppressed": int(_value(metrics, "events_filtered", "suppressed")),
+                "cooldown": int(_value(metrics, "events_filtered", "cooldown"))}
     mismatched = {k: (counts.get(k, 0), expected.get(k)) for k in set(counts) | set(expected)
                   if counts.get(k, 0) != expected.get(k, 0)}
     if len(first) != records or mismatched:

@@ -57,6 +57,9 @@ from consumer.state.dead_letters import DeadLetterMarks
 
 log = logging.getLogger(__name__)
 
+# Outcomes that end a record with nothing more to make durable: its offset may be committed.
+FINISHED = ("delivered", "skipped", *FILTERED)
+
 POLL_TIMEOUT_S = 0.05
 POLL_BATCH = 1000
 RESUME_AT = 0.5  # resume fetching once the buffers are down to half of MAX_BUFFERED_EVENTS (and bytes)
@@ -288,7 +291,7 @@ class Pipeline:
             except queue.Empty:
                 return
             current = [e for e in outcome.events if self.tracker.epoch(e.tp) == e.epoch]
-            if outcome.kind in ("delivered", "skipped", "expired", "suppressed"):
+            if outcome.kind in FINISHED:
                 for event in current:
                     self._finish(event.message, event.tp, event.offset, event.epoch, outcome.kind,
                                  recipient=event.recipient, request_id=outcome.request_id,

@@ -11,6 +11,7 @@ with its own URL, token, throttle windows, TLS and timeouts, and the campaigns i
         rate_limits: 20/5s,40/25s,80/125s,160/625s
         send_window: Mon-Fri 09:00-21:00 Europe/Istanbul   # optional: overrides SEND_WINDOW
         campaigns: [0b6f6e2c-...]
+        contact_cooldown: 14d          # overrides CONTACT_COOLDOWN for its campaigns
 
 A campaign belongs to one account at Pisano, so a campaign names its destination: a campaign
 listed by a destination goes there, any other to `default` (or is unroutable without one).
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from consumer.config.secrets import check_token, mask_url, read_secret_file
 from consumer.config.send_window import SendWindow, parse_send_window
-from consumer.config.settings import Settings
+from consumer.config.settings import DURATION_OR_ZERO, MAX_COOLDOWN_MS, Settings, duration_ms
 from consumer.config.tokens import first_token, load_token_provider
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
 from consumer.errors import ConfigError
@@ -51,6 +52,14 @@ class DestinationSettings(BaseModel):
     max_recipients: int = Field(5000, ge=1, le=5000)
     campaigns: list[str] = Field(default_factory=list)
     send_window: str | None = None  # overrides SEND_WINDOW for this account's campaigns
+    contact_cooldown: str | None = Field(None, pattern=DURATION_OR_ZERO)
+
+    @field_validator("contact_cooldown")
+    @classmethod
+    def _contact_cooldown(cls, value: str | None) -> str | None:
+        if value is not None and duration_ms(value) > MAX_COOLDOWN_MS:
+            raise ValueError("at most 366d")
+        return value
 
     @field_validator("rate_limits")
     @classmethod
@@ -81,6 +90,7 @@ class DestinationConfig:
     campaigns: frozenset[str]
     token_file: Path | None = None  # watched for a rotated token (consumer/config/tokens.py)
     send_window: SendWindow | None = None  # its quiet hours: its own send_window, else SEND_WINDOW
+    contact_cooldown_ms: int | None = None  # its override of CONTACT_COOLDOWN, if any
 
 
 def read_token(value: SecretStr | None, file: Path | None, setting: str) -> str:
@@ -154,7 +164,8 @@ def destination_configs(settings: Settings) -> dict[str, DestinationConfig]:
             parse_rate_limits(spec.rate_limits), spec.rate_margin_ms, spec.timeout_ms, spec.connect_timeout_ms,
             spec.ca_file, spec.tls_verify, min(spec.max_recipients, settings.batch_max_recipients),
             frozenset(spec.campaigns), spec.api_token_file,
-            parse_send_window(spec.send_window) if spec.send_window is not None else settings.send_windows[0])
+            parse_send_window(spec.send_window) if spec.send_window is not None else settings.send_windows[0],
+            None if spec.contact_cooldown is None else duration_ms(spec.contact_cooldown))
     if not out:
         raise ConfigError("missing setting(s): PISANO_URL (or DESTINATIONS); set it in the environment "
                           "or in the --config file")

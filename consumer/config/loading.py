@@ -40,6 +40,8 @@ EXPECTED = {
     "isolation_budget_share": "a number from 0 to 1, the share of the longest window's limit",
     "pisano_pace_share": "0 (no pacing) or a number from 0.1 to 1, the share of the binding window's "
                          "sustainable rate that requests of batches not full keep to",
+    "contact_cooldown": "a duration such as 30d, 12h, 90m or 3600s, or 0 (off)",
+    "contact_cooldown_campaigns": "a mapping of campaign id to a duration such as 7d, or 0 (off)",
 }
 
 

@@ -12,6 +12,7 @@ is consumer/config/loading.py.
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -25,6 +26,21 @@ from consumer.config.secrets import mask_url as mask_url  # imported from here b
 from consumer.config.send_window import SendWindow, SendWindowError, parse_send_window
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
 from consumer.errors import ConfigError
+
+# A duration of s, m, h or d; or 0 (a policy turned off).
+DURATION_OR_ZERO = r"^\s*(0|[0-9]+\s*(s|m|h|d))\s*$"
+MAX_COOLDOWN_MS = 366 * 86_400_000
+NO_COOLDOWN_KEY = ("CONTACT_COOLDOWN needs SUPPRESSION_KEY (or SUPPRESSION_KEY_FILE): phones are kept in Redis "
+                   "only as keyed hashes under it, never in clear; set it to a random key (e.g. `openssl rand "
+                   "-hex 32`), the same on every replica, or set every cooldown to 0")
+
+
+def duration_ms(text: str) -> int:
+    """`30d`, `12h`, `90m`, `3600s` or `0` in milliseconds (the text matches DURATION_OR_ZERO)."""
+    value = text.strip()
+    if value == "0":
+        return 0
+    return int(value[:-1].strip()) * {"s": 1, "m": 60, "h": 3600, "d": 86_400}[value[-1]] * 1000
 
 
 def _split_comma_list(value: Any) -> Any:
@@ -132,6 +148,12 @@ class Settings(BaseSettings):
     # The key of the opt-out list's hashes (consumer/state/suppression.py); without it no list is consulted.
     suppression_key: SecretStr | None = None
     suppression_key_file: Path | None = None
+    # A phone contacted (accepted by Pisano) is not contacted again within this (consumer/delivery/
+    # contacts.py): a duration such as 30d, 12h; 0 off. Overridden per destination (`contact_cooldown`
+    # of its entry) and per campaign (this mapping, campaign id -> duration).
+    contact_cooldown: str = Field("0", pattern=DURATION_OR_ZERO)
+    contact_cooldown_campaigns: dict[str, Annotated[str, Field(pattern=DURATION_OR_ZERO)]] = Field(
+        default_factory=dict)
 
     # Events
     schema_registry_url: str | None = None
@@ -325,8 +347,7 @@ class Settings(BaseSettings):
         """MAX_EVENT_AGE in milliseconds, or None when events never expire."""
         if self.max_event_age is None:
             return None
-        text = self.max_event_age.strip()
-        return int(text[:-1].strip()) * {"s": 1, "m": 60, "h": 3600, "d": 86_400}[text[-1]] * 1000
+        return duration_ms(self.max_event_age)
 
     @model_validator(mode="after")
     def _max_event_age(self) -> Settings:
@@ -339,6 +360,22 @@ class Settings(BaseSettings):
                              f"({self.stale_after_ms // 1000} s), past which records are dead-lettered as stale")
         if self.suppression_key and self.suppression_key_file:
             raise ValueError("set SUPPRESSION_KEY or SUPPRESSION_KEY_FILE, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _contact_cooldown(self) -> Settings:
+        cooldowns = {"CONTACT_COOLDOWN": self.contact_cooldown,
+                     **{f"CONTACT_COOLDOWN_CAMPAIGNS.{c}": v for c, v in self.contact_cooldown_campaigns.items()}}
+        for name, value in cooldowns.items():
+            if duration_ms(value) > MAX_COOLDOWN_MS:
+                raise ValueError(f"{name}={value.strip()}: at most 366d")
+        # A destination's own is checked in full by consumer/config/destinations.py.
+        per_destination = [str(spec.get("contact_cooldown", "0")) for spec in self.destinations.values()
+                           if isinstance(spec, dict)]
+        on = any(duration_ms(v) for v in cooldowns.values()) or any(
+            re.match(DURATION_OR_ZERO, v) and duration_ms(v) for v in per_destination)
+        if on and self.suppression_key is None and self.suppression_key_file is None:
+            raise ValueError(NO_COOLDOWN_KEY)
         return self
 
     def opt_out_key(self) -> bytes | None:

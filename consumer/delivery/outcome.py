@@ -4,7 +4,9 @@ delivered  Pisano accepted them: commit.            skipped  delivered before: c
 requeue    not sent, try again later (held elsewhere, Redis away, claim lost).
 dead_letter  with a Failure naming the reason: produce to the DLQ, then commit.
 expired    past MAX_EVENT_AGE, never sent: commit.  suppressed  on the opt-out list, never sent: commit.
-           (contact policy: consumer/ingest/freshness.py, consumer/delivery/admission.py; final, not failures)
+cooldown   its phone was contacted within the campaign's CONTACT_COOLDOWN, never sent: commit.
+           (contact policy: consumer/ingest/freshness.py, consumer/delivery/admission.py,
+           consumer/delivery/contacts.py; final, not failures)
 
 `BatchReport` makes sure every event of a batch gets exactly one outcome: whatever is still
 open when the batch's processing ends (a bug, an exception from a library) gets the fallback.
@@ -20,9 +22,9 @@ from typing import Literal
 from consumer.delivery.batching import PendingEvent
 from consumer.outcomes.deadletter import Failure
 
-OutcomeKind = Literal["delivered", "skipped", "requeue", "dead_letter", "expired", "suppressed"]
+OutcomeKind = Literal["delivered", "skipped", "requeue", "dead_letter", "expired", "suppressed", "cooldown"]
 # Final outcomes of the contact policy: committed like `skipped`, counted by reason.
-FILTERED: tuple[OutcomeKind, ...] = ("expired", "suppressed")
+FILTERED: tuple[OutcomeKind, ...] = ("expired", "suppressed", "cooldown")
 
 
 @dataclass

@@ -35,11 +35,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from consumer.delivery.admission import Admission
+from consumer.delivery.admission import UNCHECKABLE, Admission
 from consumer.delivery.attempts import Attempts, RetryPolicy, Sent
 from consumer.delivery.batching import Batch, Batcher, PendingEvent, TopicPartition
 from consumer.delivery.campaign_gate import CampaignGate, open_failure
 from consumer.delivery.claims import Claim
+from consumer.delivery.contacts import ContactCooldown
 from consumer.delivery.destination import Destination
 from consumer.delivery.isolation import IsolationBudget, bisect
 from consumer.delivery.outage import RedisOutage
@@ -73,10 +74,13 @@ class Sender:
     def __init__(self, *, destination: Destination, batcher: Batcher, dedup: DedupStore, metrics: Metrics,
                  report: Callable[[Outcome], None], policy: FailurePolicy, threads: int,
                  throttle_horizon_s: float, admission: Admission | None = None,
-                 pace_share: float = 0.0, quiet_hours: QuietHours | None = None) -> None:
+                 pace_share: float = 0.0, quiet_hours: QuietHours | None = None,
+                 cooldown: ContactCooldown | None = None) -> None:
         self.destination = destination
         # The contact policy, screened before each claim (consumer/delivery/admission.py).
         self.admission = admission if admission else None
+        # The per-phone cooldown, reserved with each claim (consumer/delivery/contacts.py).
+        self.cooldown = cooldown
         self.batcher = batcher
         self.dedup = dedup
         self.metrics = metrics
@@ -211,7 +215,7 @@ class Sender:
             self.dm.throttle_wasted.inc()
             self._refused_by_campaign(batch, gate.refusal, outcomes)
             return
-        claim = Claim(self.dedup, self.metrics, self._stop)
+        claim = self._new_claim(batch.campaign_id)
         failed: BaseException | None = None
         with self._tracking(batch):
             try:
@@ -224,6 +228,12 @@ class Sender:
             finally:
                 gate.close()
             self._conclude_open(outcomes, claim, batch.campaign_id, failed)
+
+    def _new_claim(self, campaign: str) -> Claim:
+        if self.cooldown is None:
+            return Claim(self.dedup, self.metrics, self._stop)
+        return Claim(self.dedup, self.metrics, self._stop, cooldown=self.cooldown,
+                     window_ms=self.cooldown.windows.window_ms(self.destination.name, campaign))
 
     def _conclude_open(self, outcomes: BatchReport, claim: Claim, campaign: str, failed: BaseException | None) -> None:
         """The events the batch's processing left without an outcome."""
@@ -298,6 +308,15 @@ class Sender:
             if answer.held:
                 self.metrics.events_held.inc(len(answer.held))
                 outcomes(Outcome("requeue", answer.held))
+            if answer.cooling:
+                log.info("%d events not sent: phone contacted within its cooldown", len(answer.cooling),
+                         extra={"count": len(answer.cooling), "campaign": batch.campaign_id})
+                outcomes(Outcome("cooldown", answer.cooling))
+            if answer.phone_held:  # another attempt has the phone now: its fate decides, later
+                self.metrics.events_held.inc(len(answer.phone_held))
+                outcomes(Outcome("requeue", answer.phone_held))
+            if answer.uncheckable:
+                outcomes(Outcome("dead_letter", answer.uncheckable, Failure("invalid_event", UNCHECKABLE)))
             for attempt, unknown in _by_attempt(answer.unknown, answer.unknown_attempts).items():
                 outcomes(Outcome("dead_letter", unknown, Failure("ambiguous", AMBIGUOUS_MESSAGE,
                                                                  campaign_id=batch.campaign_id, attempt_id=attempt)))

@@ -23,7 +23,7 @@ from consumer.app import build_destination, build_state
 from consumer.config.destinations import destination_configs
 from consumer.config.registry import registry_connection
 from consumer.config.secrets import mask_url, mask_urls_in_text
-from consumer.config.settings import Settings
+from consumer.config.settings import Settings, duration_ms
 from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.errors import PisanoSmsError, PisanoTransportError, StateStoreError
 from consumer.ingest.avro import build_decoder
@@ -88,7 +88,7 @@ def _config(settings: Settings) -> tuple[str, str]:
     build_decoder(registry_connection(settings), settings.avro_schema_file)
     mapper = load_mapper(settings)
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
-    destination_configs(settings)
+    configs = destination_configs(settings)
     if settings.outcome_topic:
         settings.outcome_salt()  # refused if missing or too short, as at start
     windows = settings.pisano_rate_limits
@@ -97,6 +97,12 @@ def _config(settings: Settings) -> tuple[str, str]:
         detail += f"; WARNING (mapping): {warning}"
     if settings.opt_out_key() is None:
         detail += "; no opt-out list (SUPPRESSION_KEY not set)"
+    cooldown = duration_ms(settings.contact_cooldown)
+    overrides = len(settings.contact_cooldown_campaigns) + sum(
+        c.contact_cooldown_ms is not None for c in configs.values())
+    if cooldown or overrides:
+        detail += f"; contact cooldown {settings.contact_cooldown.strip()}" + (
+            f" ({overrides} override{'' if overrides == 1 else 's'})" if overrides else "")
     insecure = settings.insecure_transport()
     if insecure:
         detail += "; INSECURE (PISANO_ALLOW_INSECURE=true): " + "; ".join(insecure)

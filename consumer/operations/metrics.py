@@ -23,9 +23,9 @@ SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 
 # start, so that rate() sees the first failure (a counter born at 1 has no increase to show) and
 # the dashboard shows 0 rather than "no data". Operations: consumer/delivery/ (slots, claims,
 # sender, attempts); kinds: consumer.errors.RegistryError.
-REDIS_OPERATIONS = ("throttle", "claim", "settle", "circuit", "suppression")
+REDIS_OPERATIONS = ("throttle", "claim", "settle", "circuit", "suppression", "cooldown")
 REGISTRY_ERROR_KINDS = ("unreachable", "permission", "server")
-FILTER_REASONS = ("expired", "suppressed")  # consumer/delivery/outcome.py FILTERED
+FILTER_REASONS = ("expired", "suppressed", "cooldown")  # consumer/delivery/outcome.py FILTERED
 # schemas/receipt.avsc's outcome symbols (consumer/outcomes/receipts.py RECEIPT_OUTCOMES, which a test compares).
 RECEIPT_OUTCOMES = ("accepted", "duplicate", "cooldown", "suppressed", "expired", "dead_lettered")
 
@@ -41,10 +41,12 @@ class Metrics:
                                           registry=r)
         self.events_filtered = Counter(f"{p}_events_filtered",
                                        "Events not sent by the contact policy (expired: past MAX_EVENT_AGE; "
-                                       "suppressed: on the opt-out list)", ["reason"], registry=r)
+                                       "suppressed: on the opt-out list; cooldown: phone contacted within "
+                                       "CONTACT_COOLDOWN)", ["reason"], registry=r)
         for reason in FILTER_REASONS:
             self.events_filtered.labels(reason)
-        self.events_held = Counter(f"{p}_events_held", "Events held back: their id was in flight elsewhere",
+        self.events_held = Counter(f"{p}_events_held",
+                                   "Events held back: their id (or phone, CONTACT_COOLDOWN) was in flight elsewhere",
                                    registry=r)
         self.recipients_delivered = Counter(f"{p}_recipients_delivered", "Recipients in requests Pisano accepted",
                                             ["destination"], registry=r)

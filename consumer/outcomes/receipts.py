@@ -68,7 +68,7 @@ RECEIPT_OUTCOMES: tuple[str, ...] = typing.get_args(ReceiptOutcome)
 # receipt's; a policy's kind (cooldown, suppressed, expired) is its receipt outcome as it is.
 _FROM_KIND = {"delivered": "accepted", "skipped": "duplicate", "dead_letter": "dead_lettered"}
 # The reason of a contact policy's outcome, when its report names none (README, "Contact policy").
-_POLICY_REASONS = {"expired": "max_event_age", "suppressed": "opt_out_list"}
+_POLICY_REASONS = {"expired": "max_event_age", "suppressed": "opt_out_list", "cooldown": "contact_cooldown"}
 MIN_SALT_CHARS = 16
 _WIRE_MAGIC = 0
 

@@ -81,6 +81,11 @@ class Keys:
         the candidate that puts the bucket in its share of the cluster slots)."""
         return f"{{{self.prefix}:d:{bucket}:{candidate}}}"
 
+    def phone_bucket(self, bucket: int, candidate: int) -> str:
+        """A contact cooldown bucket's hash tag; its phones' keys are `<tag>:cd:<keyed hash>`
+        (consumer/state/cooldown.py picks the candidate, as the dedup buckets' are picked)."""
+        return f"{{{self.prefix}:p:{bucket}:{candidate}}}"
+
     def dedup_layout(self) -> str:
         return f"{{{self.prefix}}}:dedup:layout"
 

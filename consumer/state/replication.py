@@ -15,6 +15,9 @@ master and waits there: a master replicates its writes in order, and the marker 
 dedup writes that had already answered, so once a replica has the marker it has them too. This
 works whatever the layout of the dedup keys (they may move to other slots, RedisDedup is not
 touched), at the price of one marker write and one `WAIT` per master per call.
+
+`ReplicatedCooldown` does the same for the contact cooldown's phone reservations and contacts
+(consumer/state/cooldown.py): a contact lost in a failover would let a second survey through.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import redis
 
 from consumer.errors import StateStoreError
+from consumer.state.cooldown import CooldownStore, PhoneFate, PhoneRequest, PhoneStatus
 from consumer.state.dedup import ClaimRequest, ClaimStatus, ClaimStatuses, DedupStore, Settlement
 from consumer.state.redis import translated
 
@@ -108,3 +112,25 @@ class ReplicatedDedup:
 
     def state(self, event_id: str) -> str | None:
         return self.inner.state(event_id)
+
+
+class ReplicatedCooldown:
+    """A CooldownStore whose reservations and contacts are replicated before the caller goes on."""
+
+    def __init__(self, inner: CooldownStore, wait: Callable[[], None]) -> None:
+        self.inner = inner
+        self.wait = wait
+
+    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
+        statuses = self.inner.reserve(tag, requests, window_ms=window_ms)
+        if any(status is PhoneStatus.RESERVED for status in statuses):  # a POST follows
+            self.wait()
+        return statuses
+
+    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
+        self.inner.settle(fate, tag, keys)
+        if keys and fate is not PhoneFate.RELEASED:  # a release lost in a failover only blocks a phone longer
+            self.wait()
+
+    def state(self, key: str) -> str | None:
+        return self.inner.state(key)

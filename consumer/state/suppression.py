@@ -147,7 +147,7 @@ class Suppression:
         answers: list[bool | None] = [False] * len(recipients)
         for index, recipient in enumerate(recipients):
             try:
-                entries.append(self._phone_entry(recipient.phone))
+                entries.append(self.phone_entry(recipient.phone))
             except InvalidEventError:
                 answers[index] = None
                 continue
@@ -163,7 +163,9 @@ class Suppression:
                 answers[owner] = True
         return answers
 
-    def _phone_entry(self, phone: str) -> str:
+    def phone_entry(self, phone: str) -> str:
+        """The entry of a recipient's phone (the contact cooldown keys phones by it too);
+        InvalidEventError when it cannot be read back into E.164."""
         # A recipient's phone passed the recipient check: `+` and digits is canonical E.164 already.
         if phone.startswith("+"):
             return self.hasher.canonical_phone(phone)

@@ -16,6 +16,7 @@ import pytest
 
 from consumer.config.windows import parse_rate_limits
 from consumer.state.circuit import CircuitStore, RedisCircuitStore
+from consumer.state.cooldown import CooldownStore, MemoryCooldown, RedisCooldown
 from consumer.state.dead_letters import DeadLetterMarks, RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.limiter import RedisLimiter
@@ -56,6 +57,19 @@ def make_dedup(request: pytest.FixtureRequest) -> Callable[..., list[DedupStore]
             return [first, *(first.replica() for _ in range(replicas - 1))]
         return [RedisDedup(_connect(request), Keys("t"), lease_ms=lease_ms, horizon_s=horizon_s)
                 for _ in range(replicas)]
+
+    return build
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def make_cooldown(request: pytest.FixtureRequest) -> Callable[..., list[CooldownStore]]:
+    """`make_cooldown(replicas, lease_ms=..., ttl_ms=...)`: that many processes' views of one store."""
+
+    def build(replicas: int = 1, lease_ms: int = 60_000, ttl_ms: int = 3_600_000) -> list[Any]:
+        if request.param == "memory":
+            first = MemoryCooldown(lease_ms=lease_ms, ttl_ms=ttl_ms)
+            return [first, *(first.replica() for _ in range(replicas - 1))]
+        return [RedisCooldown(_connect(request), lease_ms=lease_ms, ttl_ms=ttl_ms) for _ in range(replicas)]
 
     return build
 

@@ -42,7 +42,11 @@ def test_demo_runs_end_to_end(stack: Stack) -> None:
     assert "expired                      8" in result.stdout
     receipts = next(line for line in result.stdout.splitlines() if line.strip().startswith("receipts"))
     assert "accepted 1,484" in receipts and "expired 8" in receipts and "suppressed" in receipts
+    assert "cooldown 8" in receipts
     assert "Every record has exactly one receipt" in result.stdout
+    # 8 customers made a second transaction for another campaign: one survey each, the other cooled.
+    assert "cooldown                     8   a second survey within CONTACT_COOLDOWN=30d" in result.stdout
+    assert "of 8 customers with two transactions, 8 surveyed once, 0 not once" in result.stdout
 
 
 @pytest.fixture

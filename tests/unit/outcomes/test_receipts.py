@@ -141,6 +141,8 @@ def test_a_contact_policys_outcome_has_its_receipt_with_the_policy_as_reason() -
     assert (suppressed.outcome, suppressed.reason, suppressed.event_time) == \
         ("suppressed", "opt_out_list", 1_700_000_000_000)  # no event_time mapped: the Kafka timestamp
     assert suppressed.phone_hash == hasher(PHONE) and suppressed.request_id is None
+    cooled = build_receipt(message(), receipt_outcome("cooldown"), group="g", hasher=hasher, recipient=recipient)
+    assert (cooled.outcome, cooled.reason) == ("cooldown", "contact_cooldown")
 
 
 def test_a_record_without_an_event_id_is_keyed_by_its_origin() -> None:

@@ -61,3 +61,22 @@ def test_replicas_away_fail_the_claim_closed_and_a_retry_under_the_same_tag_succ
     assert dedup.claim(tag, [ClaimRequest("e2")]) == [ClaimStatus.CLAIMED]
     dedup.settle(Settlement.DELIVERED, tag, ["e1", "e2"])  # settling again is idempotent
     assert dedup.state("e1") == dedup.state("e2") == "d"
+
+
+def test_a_granted_phone_reservation_and_every_contact_wait_for_the_replicas() -> None:
+    from consumer.state.cooldown import MemoryCooldown, PhoneFate, PhoneRequest, PhoneStatus
+    from consumer.state.replication import ReplicatedCooldown
+
+    wait = Wait()
+    phones = ReplicatedCooldown(MemoryCooldown(lease_ms=60_000, ttl_ms=60_000), wait)
+    assert phones.reserve("a|1", [PhoneRequest("k1")], window_ms=60_000) == [PhoneStatus.RESERVED]
+    assert wait.calls == 1
+    assert phones.reserve("b|1", [PhoneRequest("k1")], window_ms=60_000) == [PhoneStatus.HELD]
+    assert wait.calls == 1  # nothing granted: nothing relied on
+    phones.settle(PhoneFate.ACCEPTED, "a|1", ["k1"])
+    assert wait.calls == 2 and (phones.state("k1") or "").startswith("c|")
+    phones.settle(PhoneFate.RELEASED, "a|1", ["k1"])
+    assert wait.calls == 2  # a release lost in a failover blocks the phone longer, never lets one through
+    wait.replicas_away = True
+    with pytest.raises(StateStoreError):  # fail closed: the reservation is not relied on
+        phones.reserve("c|1", [PhoneRequest("k2")], window_ms=60_000)

@@ -1,0 +1,255 @@
+"""The contact cooldown's shared state: when each phone was last contacted (issue 13, point 1).
+
+A phone is reserved by one request attempt before its POST, fleet-wide and atomically: of two
+replicas admitting the same phone for two campaigns at the same moment, one reserves it and the
+other finds it held (and holds its event back). After Pisano's 200 the reservation becomes a
+contact mark, the start of the cooldown; a request that certainly failed releases it; a request
+of unknown fate leaves a contact mark too (the customer may have been texted). A reservation whose
+lease ran out (its replica died between POST and settling) counts as a contact made when the lease
+ran out, for the same reason.
+
+Keys hold no phone: a phone's key is the keyed hash of its canonical E.164 (the opt-out list's
+`OptOutHasher`, under SUPPRESSION_KEY), `{<prefix>:p:<bucket>:<n>}:cd:<32 hex>`. The bucket (one of
+`BUCKETS`, from the hash) is the key's hash tag, its slots spread evenly like the dedup buckets', so
+a Redis Cluster spreads the phones over its masters. One script call covers the phones of one
+bucket; a batch's calls are pipelined, sent before any reply is read: one round trip on a single
+Redis, one per master on a cluster. A phone's state is one key, so atomicity per key is all the
+reservation needs.
+
+`CooldownStore` is the contract; `RedisCooldown` (`lua/reserve_phones.lua`,
+`lua/settle_phones.lua`) and `MemoryCooldown` (below) both pass
+tests/contract/test_cooldown_contract.py.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import redis
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import NoScriptError
+
+from consumer.errors import StateStoreError
+from consumer.state.redis import Keys, load_script, translated
+
+# Hash tags the phones are spread over: enough that a cluster's masters each get several, few
+# enough that a batch of thousands of phones touches each bucket with many of them.
+BUCKETS = 64
+
+
+class PhoneStatus(enum.Enum):
+    RESERVED = "R"  # reserved for the caller: it may send
+    COOLING = "C"  # contacted within the campaign's cooldown: do not send (outcome `cooldown`)
+    HELD = "H"  # reserved by a live attempt elsewhere: hold the event back, try later
+
+
+class PhoneFate(enum.Enum):
+    ACCEPTED = "d"  # Pisano answered 200: the cooldown starts now
+    UNKNOWN = "u"  # the request may have reached Pisano: counted as a contact now
+    RELEASED = "r"  # certainly not sent: the caller's own reservation is removed
+
+
+class PhoneRequest(NamedTuple):
+    """One phone to reserve: its hashed key (`phone_key`), and for a signed replay of an ambiguous
+    dead-letter the attempt whose unknown mark it may override (None for every other record)."""
+
+    key: str
+    replay_of: str | None = None
+
+
+def phone_key(keys: Keys, digest_hex: str) -> str:
+    """The key of a phone from its keyed hash (32 hex digits): bucket from the hash itself."""
+    return f"{bucket_tags(keys.prefix)[int(digest_hex[:4], 16) % BUCKETS]}:cd:{digest_hex}"
+
+
+@functools.lru_cache(maxsize=16)
+def bucket_tags(prefix: str) -> tuple[str, ...]:
+    """Each bucket's hash tag: the first candidate whose slot lies in the bucket's share of the
+    slot space (as the dedup buckets', consumer/state/dedup_layout.py), so each master of a
+    cluster owns its share of the buckets, the same on every replica."""
+    keys = Keys(prefix)
+    tags = []
+    for bucket in range(BUCKETS):
+        low, high = bucket * REDIS_CLUSTER_HASH_SLOTS // BUCKETS, (bucket + 1) * REDIS_CLUSTER_HASH_SLOTS // BUCKETS
+        tags.append(next(tag for tag in (keys.phone_bucket(bucket, c) for c in range(1_000_000))
+                         if low <= key_slot(tag.encode()) < high))
+    return tuple(tags)
+
+
+class CooldownStore(Protocol):
+    """What the sender needs from the cooldown state, whatever keeps it."""
+
+    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
+        """One status per request, in order. Reserving again under the same tag renews the lease."""
+
+    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
+        """Record a request's fate for its phones: accepted and unknown write a contact whatever the
+        key holds; released removes only the caller's own reservation."""
+
+    def state(self, key: str) -> str | None:
+        """The raw value of one phone's key (for tests and SREs)."""
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+_STATUSES = {s.value: s for s in PhoneStatus}
+
+
+def parse_statuses(raw: Any, expected: int) -> list[PhoneStatus]:
+    try:
+        statuses = [_STATUSES[c] for c in _text(raw)]
+    except KeyError:
+        raise StateStoreError("the phone reservation answered an unknown status") from None
+    if len(statuses) != expected:
+        raise StateStoreError("the phone reservation answered for a different number of phones")
+    return statuses
+
+
+class RedisCooldown:
+    """The cooldown state in Redis: one string per phone, its bucket its hash tag."""
+
+    def __init__(self, client: Any, *, lease_ms: int, ttl_ms: int) -> None:
+        self.client = client
+        self.lease_ms = lease_ms
+        self.ttl_ms = ttl_ms
+        self.cluster = isinstance(client, redis.RedisCluster)
+        self._reserve = load_script(client, "reserve_phones")
+        self._settle = load_script(client, "settle_phones")
+
+    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
+        if not requests:
+            return []
+        groups = _by_bucket([r.key for r in requests])
+        head = [tag, self.lease_ms, window_ms, self.ttl_ms]
+        calls = [([requests[i].key for i in rows], [requests[i].replay_of or "" for i in rows]) for rows in groups]
+        with translated("the phone reservation"):
+            replies = self._run(self._reserve, head, calls)
+        statuses: list[PhoneStatus | None] = [None] * len(requests)
+        for rows, reply in zip(groups, replies, strict=True):
+            for i, status in zip(rows, parse_statuses(reply, len(rows)), strict=True):
+                statuses[i] = status
+        return [s for s in statuses if s is not None]
+
+    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        calls: list[tuple[list[str], list[str]]] = [([keys[i] for i in rows], []) for rows in _by_bucket(keys)]
+        with translated("the phone reservation's outcome"):
+            self._run(self._settle, [fate.value, tag, self.ttl_ms], calls)
+
+    def state(self, key: str) -> str | None:
+        with translated("reading a phone's cooldown"):
+            value = self.client.get(key)
+        return None if value is None else _text(value)
+
+    def _run(self, script: Any, head: list[Any], calls: list[tuple[list[str], list[str]]]) -> list[Any]:
+        """One reply per call. A single Redis runs the script once per call too, in one pipeline
+        (one round trip); a cluster gets one pipeline per master, sent before any reply is read."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, tail in calls:
+                options: dict[str, Any] = {}
+                if self.cluster:
+                    # redis-py's cluster pipeline refuses evalsha and would ask a node for the keys
+                    # of a raw EVALSHA (one more round trip): the bucket names its node.
+                    options["target_nodes"] = self.client.get_node_from_key(keys[0])
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *head, *tail, **options)
+            replies = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                # A Redis that restarted, or a master just promoted, lacks the script: load it (on
+                # every master) and run the whole call again; both scripts are idempotent per tag.
+                self.client.script_load(script.script)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return list(replies)
+        raise AssertionError("unreachable")
+
+
+def _by_bucket(keys: Sequence[str]) -> list[list[int]]:
+    """Indexes of the keys, grouped by their hash tag (the bucket), in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key[:key.index("}") + 1], []).append(index)
+    return list(groups.values())
+
+
+_VALUE = re.compile(r"([a-z])\|(\d+)\|(.*)")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MemoryCooldown:
+    """The in-memory twin (same rules as the scripts), for unit tests and the demo's fakes."""
+
+    def __init__(self, *, lease_ms: int, ttl_ms: int, clock: Callable[[], int] = _now_ms,
+                 shared: dict[str, tuple[str, int]] | None = None) -> None:
+        self.lease_ms = lease_ms
+        self.ttl_ms = ttl_ms
+        self.clock = clock
+        self._values: dict[str, tuple[str, int]] = {} if shared is None else shared  # key -> (value, expires at)
+        self._lock = threading.Lock()
+
+    def replica(self) -> MemoryCooldown:
+        """Another process's view of the same store."""
+        return MemoryCooldown(lease_ms=self.lease_ms, ttl_ms=self.ttl_ms, clock=self.clock, shared=self._values)
+
+    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
+        now = self.clock()
+        out = []
+        with self._lock:
+            for request in requests:
+                value = self._get(request.key, now)
+                status = PhoneStatus.RESERVED
+                if value is not None:
+                    match = _VALUE.fullmatch(value)
+                    kind, at, owner = (match.group(1), int(match.group(2)), match.group(3)) if match else ("", now, "")
+                    if kind == "r" and owner == tag and now < at:
+                        status = PhoneStatus.RESERVED
+                    elif kind == "r" and now < at:
+                        status = PhoneStatus.HELD
+                    elif kind == "u" and owner and owner == request.replay_of:
+                        status = PhoneStatus.RESERVED
+                    elif now - at < window_ms:
+                        status = PhoneStatus.COOLING
+                if status is PhoneStatus.RESERVED:
+                    self._values[request.key] = (f"r|{now + self.lease_ms}|{tag}", now + self.lease_ms + self.ttl_ms)
+                out.append(status)
+        return out
+
+    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
+        now = self.clock()
+        with self._lock:
+            for key in keys:
+                if fate is PhoneFate.RELEASED:
+                    value = self._get(key, now)
+                    match = _VALUE.fullmatch(value) if value is not None else None
+                    if match and match.group(1) == "r" and match.group(3) == tag:
+                        del self._values[key]
+                else:
+                    kind = "c" if fate is PhoneFate.ACCEPTED else "u"
+                    self._values[key] = (f"{kind}|{now}|{tag}", now + self.ttl_ms)
+
+    def state(self, key: str) -> str | None:
+        with self._lock:
+            return self._get(key, self.clock())
+
+    def _get(self, key: str, now: int) -> str | None:
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        if now >= entry[1]:
+            del self._values[key]
+            return None
+        return entry[0]

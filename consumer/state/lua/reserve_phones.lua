@@ -1,0 +1,46 @@
+-- Reserve the phones of one request for the contact cooldown, atomically per call (issue 13, 1).
+--
+-- KEYS[i]    the cooldown key of the i-th phone (consumer/state/cooldown.py: a keyed hash of the
+--            phone, never the phone; on a Redis Cluster all keys of one call share a bucket's slot)
+-- ARGV[1]    reservation tag: the dedup claim tag of this attempt. Running the same call again (a
+--            retry after a lost reply, a renewal before a retry) finds its own reservations and
+--            answers R again
+-- ARGV[2]    lease ms (DEDUP_CLAIM_LEASE_MS): a reservation older than this was left by a replica
+--            that died or stalled between reserving and settling: its request may have reached
+--            Pisano, so it counts as a contact made when the lease ran out
+-- ARGV[3]    window ms: this campaign's cooldown; a contact younger than this refuses the phone
+-- ARGV[4]    ttl ms: how long a contact is kept (the configuration's longest cooldown)
+-- ARGV[4+i]  the attempt whose unknown mark the i-th phone may override ('' for none): a signed
+--            replay of an `ambiguous` dead-letter, whose own attempt left that mark
+--
+-- Values: "r|<lease until ms>|<tag>" reserved; "c|<at ms>|<tag>" accepted by Pisano at that time;
+-- "u|<at ms>|<tag>" fate unknown since then (counted as a contact: the customer may have been texted).
+-- Returns one char per key: R reserved for the caller (it may send), C in cooldown (the phone was
+-- contacted within the window: do not send), H reserved by a live attempt elsewhere (hold back).
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local tag, lease, window, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local reservation = 'r|' .. (now + lease) .. '|' .. tag
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  local state = 'R'
+  if value then
+    local kind, at, owner = string.match(value, '^(%a)|(%d+)|(.*)$')
+    at = tonumber(at) or now  -- a malformed value counts as a contact made now: never a send
+    if kind == 'r' and owner == tag and now < at then
+      state = 'R'  -- our own live reservation: renewed below
+    elseif kind == 'r' and now < at then
+      state = 'H'
+    elseif kind == 'u' and owner == ARGV[4 + i] and owner ~= '' then
+      state = 'R'  -- the replay of the ambiguous attempt that left this mark, checked by an SRE
+    elseif now - at < window then
+      state = 'C'
+    end
+  end
+  if state == 'R' then
+    redis.call('SET', key, reservation, 'PX', lease + ttl)
+  end
+  out[i] = state
+end
+return table.concat(out)
