@@ -115,7 +115,9 @@ def test_every_dashboard_query_and_alert_rule_evaluates_on_a_real_run(
                        dlq=dlq, group=group, pisano_url=run.simulator.url, token=run.token,
                        PISANO_BACKOFF_BASE_MS=50, PISANO_BACKOFF_MAX_MS=500,
                        # A throttle, so the windows' utilisation and the slot waits have values.
-                       PISANO_RATE_LIMITS="40/1s,2000/1m", KAFKA_CONFIG_TOPIC_METADATA_REFRESH_INTERVAL_MS=1000)
+                       PISANO_RATE_LIMITS="40/1s,2000/1m", KAFKA_CONFIG_TOPIC_METADATA_REFRESH_INTERVAL_MS=1000,
+                       # A send window open all day, so the quiet-hours panel has its gauges.
+                       SEND_WINDOW="00:00-24:00 UTC")
     replica = ConsumerProcess(env, tmp_path / "replica.log")
     run.processes.append(replica)
     target = Target(f"127.0.0.1:{replica.port}", {"namespace": NAMESPACE, "pod": POD})
