@@ -33,10 +33,9 @@ from typing import Any, NamedTuple, Protocol
 
 import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-from redis.exceptions import NoScriptError
 
 from consumer.errors import StateStoreError
-from consumer.state.redis import Keys, load_script, translated
+from consumer.state.redis import Keys, load_script, run_per_bucket, translated
 
 # Hash tags the phones are spread over: enough that a cluster's masters each get several, few
 # enough that a batch of thousands of phones touches each bucket with many of them.
@@ -151,28 +150,9 @@ class RedisCooldown:
         return None if value is None else _text(value)
 
     def _run(self, script: Any, head: list[Any], calls: list[tuple[list[str], list[str]]]) -> list[Any]:
-        """One reply per call. A single Redis runs the script once per call too, in one pipeline
-        (one round trip); a cluster gets one pipeline per master, sent before any reply is read."""
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for keys, tail in calls:
-                options: dict[str, Any] = {}
-                if self.cluster:
-                    # redis-py's cluster pipeline refuses evalsha and would ask a node for the keys
-                    # of a raw EVALSHA (one more round trip): the bucket names its node.
-                    options["target_nodes"] = self.client.get_node_from_key(keys[0])
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *head, *tail, **options)
-            replies = pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                # A Redis that restarted, or a master just promoted, lacks the script: load it (on
-                # every master) and run the whole call again; both scripts are idempotent per tag.
-                self.client.script_load(script.script)
-                continue
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return list(replies)
-        raise AssertionError("unreachable")
+        """One reply per call, in one pipeline (one pipeline per master on a cluster)."""
+        return run_per_bucket(self.client, script, [(keys, [*head, *tail]) for keys, tail in calls],
+                              cluster=self.cluster)
 
 
 def _by_bucket(keys: Sequence[str]) -> list[list[int]]:

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import redis
-from redis.exceptions import NoScriptError
 
 from consumer.errors import StateStoreError
 from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, by_bucket, load_layout
-from consumer.state.redis import Keys, load_script, translated
+from consumer.state.redis import Keys, load_script, run_per_bucket, translated
 
 
 class ClaimStatus(enum.Enum):
@@ -244,24 +243,8 @@ class RedisDedup:
             args = [*head, len(calls), legacy.mode, FIELD_BYTES, self._layout_copy,
                     *(a for _, call_args in calls for a in call_args)]
             return [script(keys=keys, args=args)]
-        for attempt in (1, 2):
-            pipe = self.client.pipeline()
-            for base, call_args in calls:
-                # redis-py blocks pipe.evalsha on a cluster, and would ask a node for the keys of
-                # each EVALSHA (COMMAND GETKEYS, one more round trip each): the bucket names its node.
-                pipe.execute_command("EVALSHA", script.sha, 1, base, *head, 1, legacy.mode, FIELD_BYTES,
-                                     self._layout_copy, *call_args, target_nodes=self.client.get_node_from_key(base))
-            replies = pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                # A master that restarted or was promoted lacks the script: load it on every
-                # master and run the whole call again (each script is idempotent per tag).
-                self.client.script_load(script.script)
-                continue
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return list(replies)
-        raise AssertionError("unreachable")
+        return run_per_bucket(self.client, script, [([base], [*head, 1, legacy.mode, FIELD_BYTES, self._layout_copy,
+                                                             *call_args]) for base, call_args in calls], cluster=True)
 
 
 @dataclass(frozen=True)

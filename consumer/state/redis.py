@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 from consumer.errors import StateStoreError
@@ -131,3 +131,29 @@ class Keys:
 def load_script(client: Any, name: str) -> Script:
     source = files("consumer.state").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
     return client.register_script(source)  # type: ignore[no-any-return]
+
+
+def run_per_bucket(client: Any, script: Script, calls: list[tuple[list[str], list[Any]]], *,
+                   cluster: bool) -> list[Any]:
+    """Run `script` once per call (its keys, its arguments) in one pipeline: one reply per call.
+
+    On a cluster each call goes to the node of its first key, named explicitly: redis-py's
+    cluster pipeline refuses evalsha, and would ask a node for the keys of a raw EVALSHA (one
+    more round trip each). A Redis that restarted, or a master just promoted, lacks the script:
+    it is loaded (on every master) and the whole pipeline run again, so the scripts passed here
+    must be idempotent per call. The first error among the replies is raised."""
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False) if not cluster else client.pipeline()
+        for keys, args in calls:
+            options: dict[str, Any] = {"target_nodes": client.get_node_from_key(keys[0])} if cluster else {}
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **options)
+        replies = pipe.execute(raise_on_error=False)
+        if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+            client.script_load(script.script)
+            continue
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return list(replies)
+    raise AssertionError("unreachable")
+
