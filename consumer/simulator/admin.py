@@ -77,19 +77,22 @@ async def healthz(request: Request) -> Response:
 
 
 async def deliveries(request: Request) -> Response:
-    log = _state(request).deliveries
+    state = _state(request)
+    log = state.deliveries
     campaign_id = request.query_params.get("campaign")
     if request.query_params.get("format") == "jsonl":
-        return Response(log.jsonl(campaign_id), media_type="application/x-ndjson")
-    return JSONResponse(log.records(campaign_id))
+        return Response(await state.serial(log.jsonl, campaign_id), media_type="application/x-ndjson")
+    return JSONResponse(await state.serial(log.records, campaign_id))
 
 
 async def requests(request: Request) -> Response:
-    return JSONResponse(_state(request).requests.records(request.query_params.get("campaign")))
+    state = _state(request)
+    return JSONResponse(await state.serial(state.requests.records, request.query_params.get("campaign")))
 
 
 async def stats(request: Request) -> Response:
-    return JSONResponse(_state(request).stats_dict())
+    state = _state(request)
+    return JSONResponse(await state.serial(state.stats_dict))
 
 
 async def faults(request: Request) -> Response:
@@ -99,8 +102,8 @@ async def faults(request: Request) -> Response:
         return _bad_request("mode must be merge or replace")
     try:
         data = await _json_object(request)
-        base = state.config.faults if mode == "merge" else None
-        state.set_faults(FaultSettings.from_json(data, base))
+        await state.serial(lambda: state.set_faults(
+            FaultSettings.from_json(data, state.config.faults if mode == "merge" else None)))
     except ConfigError as exc:
         return _bad_request(str(exc))
     return JSONResponse(state.config.faults.public_dict())
@@ -109,14 +112,16 @@ async def faults(request: Request) -> Response:
 async def config(request: Request) -> Response:
     state = _state(request)
     try:
-        state.set_config(state.config.with_changes(await _json_object(request)))
+        changes = await _json_object(request)
+        await state.serial(lambda: state.set_config(state.config.with_changes(changes)))
     except ConfigError as exc:
         return _bad_request(str(exc))
     return JSONResponse(state.config.public_dict())
 
 
 async def reset(request: Request) -> Response:
-    _state(request).reset()
+    state = _state(request)
+    await state.serial(state.reset)
     logger.info("simulator reset")
     return JSONResponse({"status": "ok"})
 

@@ -4,10 +4,10 @@
     /_sim/...                                               admin (admin.py)
 
 This module does the HTTP part of a sharing request: it reads the body up to the size limit
-(refusing a declared Content-Length over it without reading), hands the decision to
-`handle_sharing`, waits the injected latency, and for hang faults answers nothing until the
-client disconnects. Unknown paths answer 404 with code 13002 and wrong methods 405, in the same
-error body shape as everything else.
+(refusing a declared Content-Length over it without reading), stamps its arrival, hands the
+decision to `handle_sharing` on the state's worker thread (state.py), waits the injected
+latency, and for hang faults answers nothing until the client disconnects. Unknown paths answer
+404 with code 13002 and wrong methods 405, in the same error body shape as everything else.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from consumer.simulator.admin import admin_routes
 from consumer.simulator.answers import ErrorAnswer
 from consumer.simulator.clock import Clock, SystemClock
 from consumer.simulator.config import SimulatorConfig
-from consumer.simulator.sharing import handle_sharing
+from consumer.simulator.sharing import Arrival, handle_sharing
 from consumer.simulator.state import SimulatorState, simulator_state
 
 SHARING_PATH = "/v1/sms_campaigns/{campaign_id}/sms_sharings"
@@ -53,8 +53,11 @@ async def share(request: Request) -> Response:
         body = await _read_body(request, state.config.max_body_bytes)
     except ClientDisconnect:
         return Response()  # the request never fully arrived: nothing to decide, no one to answer
-    handling = handle_sharing(
-        state, request.headers.get("authorization"), request.path_params["campaign_id"], body
+    # Stamped here, on the loop, and submitted at once: the worker decides requests in the
+    # order of their stamps, so the throttle log stays in time order.
+    arrived = Arrival(state.clock.monotonic_ns(), state.clock.wall_ns())
+    handling = await state.serial(
+        handle_sharing, state, request.headers.get("authorization"), request.path_params["campaign_id"], body, arrived
     )
     if handling.answer is None:
         await _until_disconnected(request)

@@ -117,6 +117,7 @@ class SimulatorServer:
         if self._thread.is_alive():
             raise RuntimeError("the simulator did not stop")
         self._server = self._thread = None
+        self.state.close()
 
     def __enter__(self) -> SimulatorServer:
         self.start()

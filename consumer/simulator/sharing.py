@@ -23,8 +23,9 @@ jitter) delays every answer, after the decision and the delivery record: a clien
 during it has still been delivered to. Random faults draw from one seeded generator in the order
 above, so a seeded run repeats itself request for request.
 
-Everything here is synchronous: the decision for a request is taken and recorded without
-yielding to the event loop, which is what keeps the throttle log in time order and exact.
+Everything here is synchronous and runs on the state's one worker thread (state.py), request
+after request in the order they arrived: the throttle counts each at its arrival stamp, so the
+throttle log stays in time order and exact.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ _AUTHORIZATION = re.compile(r'Token\s+token=(?:"([^"]*)"|([^\s"]+))\s*')
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """When a request's body had fully arrived, on the simulator's clock."""
+
+    monotonic_ns: int
+    wall_ns: int
+
+
+@dataclass(frozen=True)
 class Handling:
     answer: Answer | None  # None: never answer
     delay_s: float  # added latency before answering
@@ -62,11 +71,13 @@ class Handling:
 
 
 def handle_sharing(
-    state: SimulatorState, authorization: str | None, campaign_id: str, body: bytes | None
+    state: SimulatorState, authorization: str | None, campaign_id: str, body: bytes | None,
+    arrived: Arrival | None = None,
 ) -> Handling:
-    """Decide and record one request; `body` is None when it was too large to read."""
-    now_ns = state.clock.monotonic_ns()
-    wall_ns = state.clock.wall_ns()
+    """Decide and record one request; `body` is None when it was too large to read. `arrived`:
+    its arrival stamp (None: now)."""
+    now_ns = arrived.monotonic_ns if arrived else state.clock.monotonic_ns()
+    wall_ns = arrived.wall_ns if arrived else state.clock.wall_ns()
     request_id = str(uuid.uuid4())
     config = state.config
     faults = config.faults

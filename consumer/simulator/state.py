@@ -1,16 +1,23 @@
 """The simulator's mutable state: configuration, throttle, fault dice, logs and counters.
 
-One instance per app. It is touched only from the event loop that serves the app, and every
-request is decided without an `await` in between (see sharing.py), so no lock is needed.
+One instance per app. Everything that reads or changes it runs on the state's one worker thread
+(`serial`), in the order it was submitted, so no lock is needed: requests are decided one at a
+time in the order they arrived, and the admin endpoints see and change the state between two
+decisions. The event loop only reads bodies and stamps arrivals, so a request's arrival time is
+not pushed back by the work of deciding the ones before it (Pisano counts a request against its
+throttle when it arrives, whatever its servers are busy with).
 Runtime changes from the admin endpoints go through `set_config` / `set_faults`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 
@@ -22,6 +29,7 @@ from consumer.simulator.stats import Stats
 from consumer.simulator.throttle import SlidingWindowThrottle
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SimulatorState:
@@ -33,6 +41,16 @@ class SimulatorState:
         self.deliveries = DeliveryLog(config.delivery_log_path, config.memory_log_recipients)
         self.requests = RequestLog()
         self.stats = Stats()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pisano-sim-state")
+
+    async def serial(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the state's worker thread, after everything submitted before it."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    def close(self) -> None:
+        """Stop the worker thread after what was submitted (a later `serial` starts a new one)."""
+        self._worker.shutdown(wait=True)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pisano-sim-state")
 
     def set_config(self, config: SimulatorConfig) -> None:
         """Apply new settings; new throttle windows start from an empty log."""
