@@ -5,12 +5,18 @@ the same tag instead of leaving the ids claimed for the whole lease."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
+import pytest
+
+from consumer.config.settings import Settings
 from consumer.config.windows import parse_rate_limits
 from consumer.delivery.batching import Batch
 from consumer.delivery.pisano import Accepted
+from consumer.delivery import slots
+from consumer.delivery.slots import PREPARE_LEAD_S, RENEWAL_REACH_S
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.dedup import Settlement
 from consumer.state.limiter import Grant
@@ -102,9 +108,11 @@ def test_each_bisection_request_renews_before_its_slot() -> None:
     assert_each_post_renewed_in_its_lead_and_on_time(timeline, r.sender.destination.max_lateness_s)
 
 
-def test_a_first_post_in_a_slot_reserved_again_renews_its_claims() -> None:
+def test_a_first_post_in_a_slot_reserved_again_renews_its_claims(monkeypatch: pytest.MonkeyPatch) -> None:
     # Preparing overran the slot (a slow Redis): the request takes a new slot, and its claims,
-    # taken before the old one, are renewed before the new one.
+    # taken before the old one and further from the new one than a renewal reaches, are renewed
+    # before the new one.
+    monkeypatch.setattr(slots, "RENEWAL_REACH_S", SLOT_WAIT_S / 2)
     r, timeline = timed_rig(FakePisano(), renew_s=0.0)
     r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() - 5.0)
     assert r.kinds() == {"e1": {"delivered"}}
@@ -172,3 +180,45 @@ def test_a_slow_renewal_for_an_immediate_slot_costs_one_slot_more_not_the_budget
     r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 0.2)
     assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 2
     assert len(timeline.slots) == 2  # the retry's slot, and one more after its renewal overran it
+
+
+class SlotsAfterTheLead(SlotsAhead):
+    """A throttle with budget to spare that, like the real one, grants no slot sooner than the
+    preparation's lead (`prepare_ms`)."""
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        self.timeline.slots.append(time.monotonic() + prepare_ms / 1000)
+        return Grant(granted=True, wait_s=prepare_ms / 1000, slot_ms=0)
+
+
+def test_a_renewal_slower_than_the_lead_costs_one_slot_more_not_a_slot_per_turn() -> None:
+    # A retry's renewal of 5000 ids on a slow Redis overruns its slot's lead time and the request
+    # loses the slot. The next slot is a lead time after that renewal (the limiter grants none sooner):
+    # renewing for it again would overrun it again, slot after slot, and never send.
+    timeline = Timeline()
+    r = rig(FakePisano([PisanoApiError(503, None, "busy"), OK]), limiter=SlotsAfterTheLead(timeline))  # type: ignore[arg-type]
+    real_claim = r.dedup.claim
+    calls = []
+
+    def slow_renewal(tag, requests):  # type: ignore[no-untyped-def]
+        calls.append(time.monotonic())
+        if len(calls) > 1:
+            time.sleep(PREPARE_LEAD_S + r.sender.slots.max_lateness_s + 0.1)
+        return real_claim(tag, requests)
+
+    r.dedup.claim = slow_renewal  # type: ignore[method-assign]
+    done = threading.Thread(target=r.sender.process, args=(Batch(CAMPAIGN, [event(1)]),),
+                            kwargs={"slot_at": r.sender.slots.reserve()}, daemon=True)
+    done.start()
+    done.join(5)
+    stopped = done.is_alive()
+    r.sender._stop.set()
+    assert not stopped, f"still renewing after {len(timeline.slots)} slots"
+    assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 2
+    # The first request's slot; the retry's, lost to its renewal; the next one, not renewed for.
+    assert len(timeline.slots) == 3 and len(calls) == 2
+
+
+def test_a_renewal_covers_a_slot_only_within_the_claim_lease_margin() -> None:
+    # Skipping a renewal relies on the claim's lease outliving the request by its margin.
+    assert RENEWAL_REACH_S < Settings.claim_lease_margin_ms / 1000 / 2
