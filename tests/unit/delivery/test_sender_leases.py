@@ -13,9 +13,9 @@ import pytest
 
 from consumer.config.settings import Settings
 from consumer.config.windows import parse_rate_limits
+from consumer.delivery import slots
 from consumer.delivery.batching import Batch
 from consumer.delivery.pisano import Accepted
-from consumer.delivery import slots
 from consumer.delivery.slots import PREPARE_LEAD_S, RENEWAL_REACH_S
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.dedup import Settlement
@@ -221,4 +221,4 @@ def test_a_renewal_slower_than_the_lead_costs_one_slot_more_not_a_slot_per_turn(
 
 def test_a_renewal_covers_a_slot_only_within_the_claim_lease_margin() -> None:
     # Skipping a renewal relies on the claim's lease outliving the request by its margin.
-    assert RENEWAL_REACH_S < Settings.claim_lease_margin_ms / 1000 / 2
+    assert Settings.claim_lease_margin_ms / 1000 / 2 > RENEWAL_REACH_S
