@@ -175,9 +175,10 @@ class Sender:
 
     def _campaign_short_circuit(self) -> bool:
         """If the campaign whose turn it is has an open circuit (it does not exist at Pisano, has
-        no flow), dead-letter its due batch at once, burning no slot."""
+        no flow), or a half-open one that another batch probes, dead-letter its due batch at once
+        (its replays wait for the verdict), burning no slot."""
         campaign = self.batcher.peek()
-        trip = self.destination.campaigns.trip_if_open(campaign) if campaign is not None else None
+        trip = self.destination.campaigns.trip_if_refused(campaign) if campaign is not None else None
         if campaign is None or trip is None:
             return False
         batch = self.batcher.take(only=campaign)
@@ -208,10 +209,10 @@ class Sender:
             log.exception("could not read the campaign's circuit; the batch is dead-lettered")
             self._conclude_open(outcomes, Claim(self.dedup, self.metrics, self._stop), batch.campaign_id, exc)
             return
-        if gate.refusal is not None:  # its circuit opened, or another batch probes, while the slot was awaited
+        if gate.refusal is not None:  # its circuit opened, or another batch began probing, while the slot was awaited
             # Replays wait for the probe's verdict even here: dead-lettered again they would need
-            # another replay. While a probe is under way each such turn spends a slot; a probe
-            # lasts one request (at most the claim lease if its replica dies).
+            # another replay. Only a race costs this slot: while a probe is under way, the turn
+            # is refused before any slot (`_campaign_short_circuit`).
             self.dm.throttle_wasted.inc()
             self._refused_by_campaign(batch, gate.refusal, outcomes)
             return

@@ -56,13 +56,18 @@ class CampaignCircuits:
         """The fleet's state for the campaign (read from the store at most once a second)."""
         return self._breaker(campaign).state()[0]
 
-    def trip_if_open(self, campaign: str) -> Trip | None:
-        """Why the campaign's circuit is open, or None when it is not (or Redis cannot say)."""
+    def trip_if_refused(self, campaign: str) -> Trip | None:
+        """The Trip a batch of the campaign would be refused with by `admit` after its slot: the
+        circuit is open, or half-open while another batch probes it. None when it may be sent or
+        probed (or Redis cannot say)."""
+        breaker = self._breaker(campaign)
         try:
-            state, trip = self._breaker(campaign).state()
+            state, trip = breaker.state()
+            if state == "closed" or (state == "half_open" and not breaker.store.probe_held()):
+                return None
         except StateStoreError:
             return None
-        return (trip or Trip(None, None, "campaign circuit open")) if state == "open" else None
+        return trip or Trip(None, None, "campaign circuit open")
 
     def blocked(self) -> frozenset[str]:
         """Campaigns known here to be open: their batches are not worth a slot."""

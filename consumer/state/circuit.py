@@ -72,6 +72,9 @@ class CircuitStore(Protocol):
     def release_probe(self) -> None:
         """Give the probe lease back (the probe had no verdict)."""
 
+    def probe_held(self) -> bool:
+        """Whether someone holds the probe lease (not taking it)."""
+
     def clear(self) -> None:
         """Close: forget the trip, the cool-down and the probe lease."""
 
@@ -112,6 +115,10 @@ class RedisCircuitStore:
     def release_probe(self) -> None:
         with translated("the circuit probe"):
             self.client.delete(self._probe_key)
+
+    def probe_held(self) -> bool:
+        with translated("the circuit probe"):
+            return bool(self.client.exists(self._probe_key))
 
     def clear(self) -> None:
         with translated("closing the circuit"):

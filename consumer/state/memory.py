@@ -317,6 +317,10 @@ class MemoryCircuitStore:
         with self._lock:
             self._probe_until = 0
 
+    def probe_held(self) -> bool:
+        with self._lock:
+            return self._probe_until > self.clock()
+
     def clear(self) -> None:
         with self._lock:
             self._fields, self._cooldown_until, self._probe_until = {}, 0, 0

@@ -27,8 +27,8 @@ def test_a_campaign_opens_for_the_fleet_and_only_itself(campaign_stores) -> None
     a, b = circuits(campaign_stores), circuits(campaign_stores)
     assert a.admit(BROKEN) == "send"
     a.record(BROKEN, "send", TRIP)
-    assert b.admit(BROKEN) == TRIP and b.trip_if_open(BROKEN) == TRIP
-    assert b.admit(FINE) == "send" and b.trip_if_open(FINE) is None
+    assert b.admit(BROKEN) == TRIP and b.trip_if_refused(BROKEN) == TRIP
+    assert b.admit(FINE) == "send" and b.trip_if_refused(FINE) is None
     assert b.blocked() == {BROKEN} and b.open_count() == 1
 
 
@@ -36,7 +36,9 @@ def test_one_replica_probes_with_a_real_batch_then_closes_for_all(campaign_store
     a, b = circuits(campaign_stores), circuits(campaign_stores)
     a.record(BROKEN, "send", TRIP)
     time.sleep(0.35)
+    assert b.trip_if_refused(BROKEN) is None  # half-open, no one probes: a batch may
     assert a.admit(BROKEN) == "probe"
+    assert b.trip_if_refused(BROKEN) == TRIP  # known before any slot is spent on it
     assert b.admit(BROKEN) == TRIP  # the others keep dead-lettering while one probes
     a.record(BROKEN, "probe", True)
     assert b.admit(BROKEN) == "send" and b.blocked() == frozenset()

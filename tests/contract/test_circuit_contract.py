@@ -32,7 +32,9 @@ def test_half_open_after_the_cooldown_and_one_replica_probes(circuit_store) -> N
     a.open(TRIP)
     time.sleep(0.35)
     assert fresh_state(b)[0] == "half_open"
+    assert not circuit_store.probe_held()
     assert a.try_probe() and not b.try_probe()
+    assert circuit_store.probe_held()  # seen without taking it
 
 
 def test_probe_accepted_closes_refused_reopens_longer(circuit_store) -> None:  # type: ignore[no-untyped-def]
@@ -56,4 +58,5 @@ def test_no_verdict_frees_the_probe_for_the_next_round(circuit_store) -> None:  
     time.sleep(0.35)
     fresh_state(a)
     a.probe_if_due(lambda: None)
+    assert not circuit_store.probe_held()
     assert fresh_state(b)[0] == "half_open" and b.try_probe()

@@ -307,3 +307,24 @@ def test_other_request_scope_codes_do_not_open_a_campaign_circuit() -> None:
     r.process([event(1)])
     r.process([event(2)])
     assert r.kinds() == {"e1": {"dead_letter"}, "e2": {"delivered"}}
+
+
+def test_while_another_replica_probes_a_campaign_its_batches_spend_no_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Half-open, and another replica holds the probe (its batch is under way, or the replica died
+    # and the lease runs out): a batch here would be refused after its slot. Replays wait for the
+    # verdict (requeued, back every HOLD_S): each turn used to spend a slot, for up to the lease.
+    monkeypatch.setattr("consumer.state.circuit.REFRESH_S", 0.0)
+    broken = PisanoApiError(404, 13002, "Requested resource not found!")
+    r, limiter = campaign_rig(FakePisano([broken]), cooldown_ms=50)
+    r.process([event(1)])
+    time.sleep(0.06)
+    circuits = r.sender.destination.campaigns
+    assert circuits.stores(CAMPAIGN).try_probe(60_000)  # another replica probes
+    slots = len(limiter.state.data.slots)
+    for turn in range(3):
+        r.batcher.add([event(10 + turn, replay_of="aaaaaaaaaaaa|bbbbbbbb"), event(20 + turn)])
+        r.batcher.flush_all()
+        run_once(r)
+    assert len(limiter.state.data.slots) == slots and len(r.pisano.requests) == 1
+    assert all(r.kinds()[f"e{10 + turn}"] == {"requeue"} for turn in range(3))
+    assert {r.reasons()[f"e{20 + turn}"] for turn in range(3)} == {"pisano_error"}
