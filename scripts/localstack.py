@@ -446,10 +446,14 @@ def start_kafka() -> None:
 
 
 def _cluster_id() -> str:
-    # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding.
+    # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding. One in 64 starts
+    # with "-", which the storage tool's argument parser takes for an option: draw another.
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def stop_kafka(kill: bool = False) -> None:
