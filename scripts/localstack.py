@@ -307,6 +307,8 @@ def _redis_conf() -> str:
         "appendfsync everysec",
         'save ""',
         "maxmemory-policy noeviction",
+        # As README recommends: an expiring slice hash of dedup marks is freed in the background.
+        "lazyfree-lazy-expire yes",
         "user default on nopass ~* &* +@all",
         f"user {REDIS_ACL_USER} on >{REDIS_ACL_PASSWORD} ~* &* +@all",
         # A TLS port too (server certificate from the local CA), for rediss:// settings.
@@ -549,6 +551,7 @@ def _cluster_node_conf(port: int) -> str:
         "appendfsync everysec",
         'save ""',
         "maxmemory-policy noeviction",
+        "lazyfree-lazy-expire yes",
         # Replicas sync straight from memory, at once: a restarted node is a replica again in a second.
         "repl-diskless-sync yes",
         "repl-diskless-sync-delay 0",
