@@ -1129,3 +1129,24 @@ def test_the_notes_point_at_helm_test(helm: str, tmp_path: Path) -> None:
     assert f"helm test {RELEASE} -n {NAMESPACE} --logs" in release_notes(helm, BASE, tmp_path / "on")
     off = release_notes(helm, merged(BASE, {"tests": {"enabled": False}}), tmp_path / "off")
     assert "helm test" not in off and "-- pisano-sms check" in off
+
+
+def test_upgrade_strategy_is_rolling_unless_recreate_is_asked(helm: str) -> None:
+    # An upgrade whose versions must not run side by side (0.2.x -> 0.3.0) asks for Recreate.
+    assert one(render(helm, BASE), "Deployment")["spec"]["strategy"] == {"type": "RollingUpdate"}
+    rolling = merged(BASE, {"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}})
+    assert one(render(helm, rolling), "Deployment")["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    recreate = one(render(helm, merged(BASE, {"strategy": {"type": "Recreate"}})), "Deployment")
+    assert recreate["spec"]["strategy"] == {"type": "Recreate"}
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(recreate, version, strict=True)
+
+
+@pytest.mark.parametrize("strategy", [
+    {"type": "Recreate", "rollingUpdate": {"maxSurge": 1}},
+    {"type": "BlueGreen"},
+], ids=["recreate-with-rolling-settings", "unknown-type"])
+def test_schema_rejects_bad_strategies(helm: str, strategy: dict[str, Any]) -> None:
+    error = render_error(helm, merged(BASE, {"strategy": strategy}))
+    assert "values don't meet the specifications of the schema" in error
