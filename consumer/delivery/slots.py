@@ -36,7 +36,7 @@ PREPARE_LEAD_S = 0.2
 # is that noise, not preparation overrunning the slot (with PISANO_RATE_MARGIN_MS=0 every request
 # would otherwise count as late and take slot after slot).
 LATENESS_FLOOR_S = 0.02
-# A renewal (or the claim) made at most this long before a slot covers it: the claim's lease
+# A renewal (or the claim) made at most this long before a POST leaves covers it: the claim's lease
 # outlives the longest request by a margin (Settings.claim_lease_margin_ms, 10 s), so renewing
 # nearer the slot buys nothing. Any nearer bound loses a request on a slow Redis: a renewal that
 # overruns its slot's lead time makes the request take the next slot, which the limiter grants a
@@ -109,8 +109,8 @@ class SlotReserver:
     def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: float | None = None) -> Ready:
         """Be ready to POST at `slot_at` (a new slot is reserved when None): sleep to the slot's
         lead time, `renew` the claims there, sleep to the slot. `fresh`: when (monotonic) the claims
-        were taken for this slot; no renewal is needed while the slot is within RENEWAL_REACH_S of
-        them, nor of a renewal.
+        were taken for this slot; no renewal is needed while the POST leaves (at the slot, or now if
+        that is later) within RENEWAL_REACH_S of them, nor of a renewal.
 
         If preparing overran the slot by more than `max_lateness_s` (a slow Redis, a busy CPU),
         the request could reach Pisano after a later slot's request and break a window: it takes
@@ -123,7 +123,9 @@ class SlotReserver:
                 slot_at = self.reserve()
                 if slot_at is None:
                     return "stopped"
-            if renewed_at is None or slot_at - renewed_at > RENEWAL_REACH_S:
+            # Reach counts to when the POST leaves: its slot, or now if preparing overran it (by
+            # up to max_lateness_s, half of PISANO_RATE_MARGIN_MS, which the lease check ignores).
+            if renewed_at is None or max(slot_at, time.monotonic()) - renewed_at > RENEWAL_REACH_S:
                 if self.stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
                     return "stopped"
                 if not renew():

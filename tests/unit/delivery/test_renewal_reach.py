@@ -1,0 +1,45 @@
+"""A renewal (or the claim) covers a POST only if the POST leaves within RENEWAL_REACH_S of it.
+
+`SlotReserver.ready` skips the renewal for a slot near the claim. A POST may still leave up to
+`max_lateness_s` after its slot (PISANO_RATE_MARGIN_MS / 2), and the claim's lease only has
+Settings.claim_lease_margin_ms to spare beyond the request: the reach must count from when the
+POST leaves, not from when its slot was."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from consumer.delivery.outage import RedisOutage
+from consumer.delivery.slots import RENEWAL_REACH_S, SlotReserver
+from consumer.operations.metrics import Metrics
+from consumer.state.limiter import NoLimiter
+
+
+def reserver(max_lateness_s: float) -> SlotReserver:
+    metrics, stop = Metrics(), threading.Event()
+    return SlotReserver(NoLimiter(), metrics, stop, RedisOutage(metrics, stop), 30.0, "default",
+                        max_lateness_s=max_lateness_s)
+
+
+def test_a_post_leaving_late_after_a_slot_near_the_claim_renews_first() -> None:
+    # PISANO_RATE_MARGIN_MS=10000: a POST may leave 5 s after its slot. The claims were taken
+    # 4 s ago, the slot was 1.5 s after them: preparing (a slow Redis) overran it by 2.5 s.
+    slots = reserver(5.0)
+    renewals: list[float] = []
+
+    def renew() -> bool:
+        renewals.append(time.monotonic())
+        return True
+
+    now = time.monotonic()
+    assert slots.ready(now - 2.5, renew, fresh=now - 4.0) == "go"
+    assert len(renewals) == 1  # the POST would leave 4 s after the claims: beyond their reach
+
+
+def test_a_post_within_reach_of_the_claim_does_not_renew() -> None:
+    slots = reserver(5.0)
+    renewals: list[float] = []
+    now = time.monotonic()
+    assert slots.ready(now + 0.05, lambda: renewals.append(now) is None, fresh=now - RENEWAL_REACH_S / 2) == "go"
+    assert not renewals
