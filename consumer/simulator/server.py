@@ -65,7 +65,7 @@ class SimulatorServer:
             httpx.post(f"{sim.url}/v1/sms_campaigns/c/sms_sharings", ...)
 
     `state` is the live SimulatorState; read it only while no request is in flight (or use the
-    admin endpoints, which run on the server's own loop).
+    admin endpoints, which run between two decisions on the state's worker thread).
     """
 
     def __init__(

@@ -7,7 +7,8 @@ budget. The log keeps only what the longest window can still see, so it holds at
 N entries per token.
 
 Times are integer nanoseconds from a monotonic clock; callers must ask in non-decreasing time
-order (the simulator decides every request synchronously on one event loop, so they do).
+order (the simulator stamps each request on arrival and decides them on one worker thread in
+that order, consumer/simulator/state.py, so they do).
 """
 
 from __future__ import annotations
