@@ -103,7 +103,8 @@ class Attempts:
             sending()
             self.dm.in_flight_requests.inc()
             carried = self.tokens.current() if self.tokens is not None else None
-            span = tracing.start_request(self.destination.name, self.server, campaign, events, sent.attempts)
+            span = tracing.start_request(self.destination.name, self.server, campaign, events, sent.attempts,
+                                         sent.request_id)
             failure: PisanoError | None = None
             try:
                 sent.accepted = self.destination.client.send(campaign, body)
@@ -184,7 +185,7 @@ class Attempts:
 def _end_span(span: Any, accepted: Accepted | None, failure: PisanoError | None) -> None:
     """The attempt's answer on its span (an exception other than a PisanoError: `internal`)."""
     if accepted is not None:
-        tracing.end_request(span, accepted.http_status, None, None)
+        tracing.end_request(span, accepted.http_status, None, None, accepted.request_id)
     elif isinstance(failure, PisanoApiError):
         tracing.end_request(span, failure.http_status, failure.code, str(failure.http_status))
     elif isinstance(failure, PisanoTransportError):

@@ -93,7 +93,8 @@ class RequestSpans:
         # rest: past it, no more traceparents are parsed.
         self.max_links = SpanLimits().max_links if max_links is None else max_links
 
-    def start(self, destination: str, server: str, campaign: str, events: Sequence[Any], attempt: int) -> Span:
+    def start(self, destination: str, server: str, campaign: str, events: Sequence[Any], attempt: int,
+              request_id: str | None = None) -> Span:
         links: list[Link] = []
         seen: set[tuple[int, int]] = set()
         topics: set[str] = set()
@@ -122,6 +123,8 @@ class RequestSpans:
             "pisano.attempt": attempt,
             "http.request.method": "POST",
         }
+        if request_id:
+            attributes["pisano.request_id"] = request_id
         if server:
             attributes["server.address"] = server
         if topic is not None:
@@ -131,7 +134,10 @@ class RequestSpans:
         return self.tracer.start_span(f"process {topic}" if topic else "process", kind=SpanKind.CONSUMER,
                                       links=links, attributes=attributes)
 
-    def end(self, span: Span, http_status: int | None, code: int | None, error_type: str | None) -> None:
+    def end(self, span: Span, http_status: int | None, code: int | None, error_type: str | None,
+            pisano_request_id: str | None = None) -> None:
+        if pisano_request_id:
+            span.set_attribute("pisano.response.request_id", pisano_request_id)
         if http_status is not None:
             span.set_attribute("http.response.status_code", http_status)
         if code is not None:

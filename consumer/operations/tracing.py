@@ -91,23 +91,25 @@ def install(spans: RequestSpans | None) -> None:
     _spans = spans
 
 
-def start_request(destination: str, server: str, campaign: str, events: Sequence[Any], attempt: int) -> Any:
+def start_request(destination: str, server: str, campaign: str, events: Sequence[Any], attempt: int,
+                  request_id: str | None = None) -> Any:
     """The span of one attempt, started; None when tracing is off (the whole cost then)."""
     spans = _spans
     if spans is None:
         return None
     try:
-        return spans.start(destination, server, campaign, events, attempt)
+        return spans.start(destination, server, campaign, events, attempt, request_id)
     except Exception as exc:  # tracing must never decide a request's fate
         _failed("start", exc)
         return None
 
 
-def end_request(span: Any, http_status: int | None, code: int | None, error_type: str | None) -> None:
+def end_request(span: Any, http_status: int | None, code: int | None, error_type: str | None,
+                pisano_request_id: str | None = None) -> None:
     spans = _spans
     try:
         if spans is not None:
-            spans.end(span, http_status, code, error_type)
+            spans.end(span, http_status, code, error_type, pisano_request_id)
         else:
             span.end()  # turned off while it was in flight
     except Exception as exc:

@@ -126,6 +126,9 @@ def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | No
         "dlq.original.consumer.group": group,
         "dlq.campaign.id": failure.campaign_id,
         "dlq.attempts": failure.attempts,
+        # The consumer's id of the last request that carried the event: its log line, its span
+        # and its receipt name the same id.
+        "dlq.request.id": failure.request_id,
         ATTEMPT_HEADER: failure.attempt_id,
         "dlq.failed.at": (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         REPLAYS_HEADER: replay_count(message),

@@ -3,6 +3,7 @@ with Pisano's code, exhausted, ambiguous, isolated by bisection, cut off by the 
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -58,6 +59,9 @@ def test_retries_exhausted_are_dead_lettered_with_the_last_answer(run: Run, new_
     assert {h["pisano.http.status"] for h in headers} == {"503"}
     assert {h["dlq.attempts"] for h in headers} == {"3"}
     assert requests_by_status(run)[503] == 3
+    # The last request's id, as its log line names it: one request carried all 20.
+    (request_id,) = {h["dlq.request.id"] for h in headers}
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id) and request_id in run.replica.log_text()
 
 
 REQUEST_SCOPE = [c for c in (13002, 13003, 13005, 13007, 13008, 13009, 13012, 13013, 13014, 13018, 13019, 13020,

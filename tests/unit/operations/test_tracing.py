@@ -109,10 +109,11 @@ def test_a_request_span_links_each_events_trace_and_follows_messaging_convention
         exported: InMemorySpanExporter) -> None:
     events = [traced_event(0, VALID), traced_event(1, VALID), traced_event(2, other_parent(2)),
               traced_event(3, b"not-a-traceparent"), traced_event(4, None)]
-    r = rig(FakePisano([Accepted(200, "req", 0.01)]))
+    r = rig(FakePisano([Accepted(200, "pisano-req-1", 0.01)]))
     r.process(events)
     assert r.kinds() == {f"e{i}": {"delivered"} for i in range(5)}
     (span,) = exported.get_finished_spans()
+    (delivered,) = [o for o in r.outcomes if o.kind == "delivered"]
     assert span.name == "process transactions" and span.kind is SpanKind.CONSUMER
     assert dict(span.attributes or {}) == {
         "messaging.system": "kafka",
@@ -124,6 +125,8 @@ def test_a_request_span_links_each_events_trace_and_follows_messaging_convention
         "pisano.destination": "default",
         "pisano.campaign.id": CAMPAIGN,
         "pisano.attempt": 1,
+        "pisano.request_id": delivered.request_id,  # as in the request's log line and receipt
+        "pisano.response.request_id": "pisano-req-1",
         "http.request.method": "POST",
         "http.response.status_code": 200,
     }

@@ -26,7 +26,7 @@ class FakeMessage:
 def test_design_headers_are_added_and_originals_kept() -> None:
     message = FakeMessage([("trace-id", b"abc")])
     failure = Failure("pisano_error", "Wrong authentication token", code=13001, http_status=401,
-                      campaign_id="c-1", attempts=1)
+                      campaign_id="c-1", attempts=1, request_id="9f2c0d3e4b5a46f7a8b9c0d1e2f3a4b5")
     headers = dict(dead_letter_headers(message, failure, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)))
     assert headers == {
         "trace-id": b"abc",
@@ -40,6 +40,7 @@ def test_design_headers_are_added_and_originals_kept() -> None:
         "dlq.original.timestamp": b"1700000000000",
         "dlq.campaign.id": b"c-1",
         "dlq.attempts": b"1",
+        "dlq.request.id": b"9f2c0d3e4b5a46f7a8b9c0d1e2f3a4b5",
         "dlq.failed.at": b"2026-01-02T03:04:05.000Z",
         "dlq.replays": b"0",
     }
