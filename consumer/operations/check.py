@@ -103,10 +103,27 @@ def _config(settings: Settings) -> tuple[str, str]:
     if cooldown or overrides:
         detail += f"; contact cooldown {settings.contact_cooldown.strip()}" + (
             f" ({overrides} override{'' if overrides == 1 else 's'})" if overrides else "")
+    detail += _send_windows(settings, configs)
     insecure = settings.insecure_transport()
     if insecure:
         detail += "; INSECURE (PISANO_ALLOW_INSECURE=true): " + "; ".join(insecure)
     return "ok", detail
+
+
+def _send_windows(settings: Settings, configs: dict[str, Any]) -> str:
+    """The quiet hours in force, and whether each window is open now (by this machine's clock;
+    with SEND_WINDOW_CLOCK=redis the replicas read Redis's)."""
+    default, campaigns = settings.send_windows
+    windows = {f"destination {name}": config.send_window for name, config in configs.items()
+               if config.send_window is not None and config.send_window != default}
+    windows.update((f"campaign {campaign}", window) for campaign, window in campaigns.items())
+    if default is not None:
+        windows = {"SEND_WINDOW": default, **windows}
+    if not windows:
+        return ""
+    now_ms = int(time.time() * 1000)
+    return "; send windows: " + ", ".join(
+        f"{scope} {window} ({'open' if window.is_open(now_ms) else 'closed'} now)" for scope, window in windows.items())
 
 
 def _kafka(settings: Settings) -> tuple[str, str]:

@@ -131,3 +131,22 @@ def test_settings_check_every_window_and_destinations_inherit_or_override(monkey
     assert str(configs["card"].send_window) == "09:00-21:00 UTC"
     assert str(configs["retail"].send_window) == "Sat 10:00-14:00 Europe/Istanbul"
     assert settings.send_windows[1]["c-1"].always
+
+
+def test_check_reports_each_window_in_force_and_whether_it_is_open_now() -> None:
+    from consumer.config.destinations import destination_configs
+    from consumer.config.settings import Settings
+    from consumer.operations.check import _send_windows
+
+    token = "t" * 32
+    settings = Settings(pisano_url="https://api.pisano.co", pisano_api_token=token, send_window="00:00-24:00 UTC",
+                        campaign_send_windows={"c-1": "Mon-Sun 00:00-00:01 Pacific/Kiritimati"},
+                        destinations={"retail": {"url": "https://eu.pisano.co", "api_token": token,
+                                                 "send_window": "always"},
+                                      "card": {"url": "https://eu.pisano.co", "api_token": token}})
+    report = _send_windows(settings, destination_configs(settings))
+    assert report.startswith("; send windows: SEND_WINDOW 00:00-24:00 UTC (open now), destination retail always "
+                             "(open now), campaign c-1 Mon-Sun 00:00-00:01 Pacific/Kiritimati (")
+    assert "destination card" not in report and "destination default" not in report  # they inherit SEND_WINDOW
+    plain = Settings(pisano_url="https://api.pisano.co", pisano_api_token=token)
+    assert _send_windows(plain, destination_configs(plain)) == ""
