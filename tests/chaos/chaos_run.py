@@ -50,7 +50,7 @@ from tests.chaos.figures import (
 )
 from tests.conftest import localstack, unique
 from tests.support.consumers import REPLAY_KEY, ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, create_topic, end_offsets, read_all
+from tests.support.kafka import all_committed, create_topic, end_offsets, read_all
 from tests.support.scenario import CAMPAIGNS
 
 TOKEN = "chaos-token-7d2e41"
@@ -307,7 +307,7 @@ class Chaos:
 
         def done() -> bool:
             self._restart_the_dead()
-            return committed(self.bootstrap, self.group, self.topic) == ends
+            return all_committed(self.bootstrap, self.group, self.topic, ends)
 
         wait_until(done, timeout, "every record has an outcome (offsets committed to the end)", interval=2)
 

@@ -21,7 +21,7 @@ from consumer.state.dedup import RedisDedup
 from consumer.state.redis import Keys
 from tests.conftest import Stack, unique
 from tests.support.consumers import CONSUMER_ROOT, ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets
+from tests.support.kafka import all_committed, end_offsets
 from tests.support.redis_proxy import RedisProxy
 from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
@@ -130,7 +130,7 @@ def test_a_request_moved_to_a_later_slot_renews_its_claims_so_no_other_replica_f
     b = ConsumerProcess(b_env, run.tmp_path / "b.log").start()
     run.processes.append(b)
     ends = end_offsets(run.stack.bootstrap, run.topic)
-    wait_until(lambda: committed(run.stack.bootstrap, b_group, run.topic) == ends, 40, "B ended its copy")
+    wait_until(lambda: all_committed(run.stack.bootstrap, b_group, run.topic, ends), 40, "B ended its copy")
     run.wait_all_committed(timeout=40)
     wasted = a.metric("pisano_sms_throttle_slots_wasted_total")
     skipped = b.metric("pisano_sms_duplicates_skipped_total")

@@ -27,7 +27,7 @@ from consumer.ingest.samples import encode, phone_for, transaction
 from tests.conftest import unique
 from tests.integration.test_helm_chart import BASE, NAMESPACE, RELEASE, helm, merged, render  # noqa: F401
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, produce
+from tests.support.kafka import produce
 from tests.support.prometheus import Prometheus, Target, finite_values, running_prometheus
 from tests.support.runs import Run
 from tests.unit.operations.test_observability_assets import DASHBOARD, EXPECTED_ALERTS, dashboard_panels
@@ -133,7 +133,7 @@ def test_every_dashboard_query_and_alert_rule_evaluates_on_a_real_run(
         ])
 
         def all_committed() -> bool:
-            return committed(run.stack.bootstrap, group, topic) == end_offsets(run.stack.bootstrap, topic)
+            return all_committed(run.stack.bootstrap, group, topic)
 
         wait_until(all_committed, 90, "the first wave has its outcomes")
         # The same events again: their ids are marked delivered, so they are skipped.

@@ -16,7 +16,7 @@ from consumer.ingest.samples import encode, phone_for, transaction
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import CAMPAIGNS, delivered_phones, mixed_traffic
 
 TOKEN_A, TOKEN_B = "dest-a-token-71f", "dest-b-token-0c2"
@@ -60,7 +60,7 @@ def test_two_destinations_each_exactly_once_and_a_circuit_of_its_own(
         processes.extend(replicas)
 
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 180, "every record has an outcome")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 180, "every record has an outcome")
         phones = delivered_phones(a_log) + delivered_phones(b_log)
         assert set(phones) == traffic.valid_phones and max(phones.values()) == 1, "lost or sent twice"
         assert set(campaigns_in(a_log)) == set(CAMPAIGNS[:2]), "a campaign reached the wrong account"
@@ -74,7 +74,7 @@ def test_two_destinations_each_exactly_once_and_a_circuit_of_its_own(
                                                               CAMPAIGNS[n % 3], n=n))) for n in range(600)]
         produce(stack.bootstrap, topic, late)
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 120, "late records have outcomes")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 120, "late records have outcomes")
         late_a = {phone_for(50_000 + n) for n in range(600) if n % 3 != 2}
         late_b = {phone_for(50_000 + n) for n in range(600) if n % 3 == 2}
         delivered_a = delivered_phones(a_log)

@@ -17,7 +17,7 @@ from consumer.ingest.samples import encode_confluent
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, committed, end_offsets, headers_of, produce, read_all
 from tests.support.registry import RegistryServer
 from tests.support.scenario import CAMPAIGNS
 
@@ -60,7 +60,7 @@ def run_until_committed(stack: Stack, env: dict[str, str], topic: str, group: st
     if before_wait:
         before_wait()
     ends = end_offsets(stack.bootstrap, topic)
-    wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "all offsets committed")
+    wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 90, "all offsets committed")
     return replica
 
 
@@ -98,7 +98,7 @@ def test_registry_wire_format_with_evolution_and_an_outage(
         assert committed(stack.bootstrap, group, topic) != end_offsets(stack.bootstrap, topic)
         registry.down = False
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 60, "resumed after the outage")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 60, "resumed after the outage")
         assert replica.terminate() == 0
         assert registry.fetches.count(v1) == 1  # parsed once, cached per id
 

@@ -25,7 +25,7 @@ from consumer.simulator.config import FaultSettings
 from consumer.sre.replay_signature import sign
 from tests.conftest import Stack, unique
 from tests.support.consumers import REPLAY_KEY, ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import delivered_phones, mixed_traffic
 
 TOKEN = "fleet-token-31c"
@@ -63,7 +63,7 @@ def test_three_replicas_a_join_and_a_sigkill(stack: Stack, new_topic: Callable[.
         survivors = [*replicas[1:], joiner]
 
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 180,
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 180,
                    "the survivors committed every partition to its end")
         skipped = victim_skipped + sum(r.metric("pisano_sms_duplicates_skipped_total") for r in survivors)
 
@@ -103,7 +103,7 @@ def test_three_replicas_a_join_and_a_sigkill(stack: Stack, new_topic: Callable[.
                         headers=[("dlq.replays", b"1"), ("dlq.replay.signature", signature),
                                  ("dlq.replay.attempt", attempt.encode())])
             ends = end_offsets(stack.bootstrap, topic)
-            wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 60, "replay consumed")
+            wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 60, "replay consumed")
         for replica in survivors:
             assert replica.terminate() == 0, replica.log_tail()
 

@@ -28,7 +28,7 @@ from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
 from tests.support.hostile import NULL_ITEMS, RECURSIVE, Hostile, corpus, nested_schema
-from tests.support.kafka import committed, end_offsets, headers_of, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, read_all
 from tests.support.raw_kafka import produce_raw
 from tests.support.registry import RegistryServer
 from tests.support.scenario import CAMPAIGNS, delivered_phones
@@ -123,7 +123,7 @@ def test_hostile_corpus_with_two_replicas(stack: Stack, tmp_path: Path, redis_cl
         def finished() -> bool:
             for replica in replicas:
                 assert replica.alive(), f"a replica exited:\n{replica.log_tail()}"
-            return committed(stack.bootstrap, group, topic) == ends
+            return all_committed(stack.bootstrap, group, topic, ends)
 
         wait_until(finished, 120, "every record has an outcome and the offsets reach the end")
         dead_expected = [item for item in items if item.expected != "delivered"]

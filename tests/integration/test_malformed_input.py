@@ -17,7 +17,7 @@ from consumer.ingest.samples import default_schema, encode_confluent, phone_for,
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
 from tests.support.registry import RegistryServer
 from tests.support.scenario import CAMPAIGNS, delivered_phones
 
@@ -77,7 +77,7 @@ def test_every_kind_of_bad_record_is_dead_lettered_with_its_reason(
         replica = ConsumerProcess(env, tmp_path / "consumer.log").start()
         processes.append(replica)
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "every record has an outcome")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 90, "every record has an outcome")
         assert replica.alive()
         dead_count = replica.metric("pisano_sms_dead_letters_total")
         assert replica.terminate() == 0

@@ -13,7 +13,7 @@ from consumer.ingest.samples import encode, transaction
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import CAMPAIGNS, delivered_phones
 
 TOKEN = "phone-format-token-2a"
@@ -52,7 +52,7 @@ def test_national_significant_keeps_a_foreign_number_whole(  # type: ignore[no-u
         replica = ConsumerProcess(env, tmp_path / "replica.log").start()
         processes.append(replica)
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 60, "every record has an outcome")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 60, "every record has an outcome")
         assert replica.terminate() == 0, replica.log_tail()
     assert set(delivered_phones(log)) == expected
     assert "07911123456" not in delivered_phones(log) and "7911123456" not in delivered_phones(log)

@@ -11,7 +11,7 @@ import pytest
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import delivered_phones, mixed_traffic
 
 TOKEN = "test-token-5f2a9c"
@@ -35,7 +35,7 @@ def test_one_replica_delivers_each_event_once_and_dead_letters_the_rest(
                        pisano_url=simulator.url, token=TOKEN)
     replica = ConsumerProcess(env, tmp_path / "consumer.log").start()
     ends = end_offsets(stack.bootstrap, topic)
-    wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 120,
+    wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 120,
                "offsets committed to the end of every partition")
     assert replica.metric("pisano_sms_duplicates_skipped_total") == traffic.duplicates
     assert replica.terminate() == 0

@@ -19,7 +19,7 @@ import pytest
 from consumer.simulator import SimulatorConfig, SimulatorServer, Tls
 from tests.conftest import Stack, localstack, unique
 from tests.support.consumers import ROOT, ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import delivered_phones, mixed_traffic
 
 TOKEN = "prod-token-7f3a9c2e51d04b8a"
@@ -79,7 +79,7 @@ def test_secured_run_metrics_match_and_logs_keep_secrets(local_stack: Stack, new
         replica.wait_ready()
         mid_run = replica.metric("pisano_sms_events_consumed_total")
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 120, "every record has an outcome")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 120, "every record has an outcome")
         wait_until(lambda: replica.metric("pisano_sms_dead_letters_total") == sum(traffic.invalid.values()), 10,
                    "dead-letter acknowledgements counted")
 

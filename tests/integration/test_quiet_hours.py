@@ -30,7 +30,7 @@ from consumer.state.clock import RedisWallClock, clock_offset_to
 from consumer.state.redis import Keys
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, produce, read_all
+from tests.support.kafka import all_committed, produce, read_all
 from tests.support.runs import RUN_TOKEN
 from tests.support.scenario import CAMPAIGNS, delivered_phones
 
@@ -39,11 +39,6 @@ ISTANBUL = ZoneInfo("Europe/Istanbul")
 RATE_LIMITS = "3/1s,6/4s"
 BATCH = 10
 PER_CAMPAIGN = 25
-
-
-def all_committed(bootstrap: str, group: str, topic: str) -> bool:
-    positions = committed(bootstrap, group, topic)
-    return all(positions.get(p, 0) >= end for p, end in end_offsets(bootstrap, topic).items() if end > 0)
 
 
 def istanbul_ms(hour: int) -> int:

@@ -36,7 +36,7 @@ from tests.integration.test_cli_commands import base_env, pisano_sms
 from tests.integration.test_redis_eviction import _line
 from tests.integration.test_throttle_fleet import violations
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import Traffic, delivered_phones, mixed_traffic
 
 TOKEN = "cluster-token-7d2"
@@ -138,7 +138,7 @@ def test_a_fleet_on_the_cluster_delivers_exactly_once_within_the_windows(
         replicas = [ConsumerProcess(env, tmp_path / f"replica-{i}.log").start() for i in range(3)]
         processes.extend(replicas)
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 150, "every partition committed")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 150, "every partition committed")
         skipped = sum(r.metric("pisano_sms_duplicates_skipped_total") for r in replicas)
         for replica in replicas:
             assert replica.terminate() == 0, replica.log_tail()
@@ -214,12 +214,12 @@ def test_a_master_killed_mid_run_loses_nothing_and_the_duplicate_exposure_holds(
         # DEDUP_WAIT_REPLICAS=1 the fleet holds (fails closed) meanwhile, then goes on.
         localstack.restart_cluster_node(victim)
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 180, "every partition committed")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 180, "every partition committed")
         first_pass = delivered_phones(log)
         # Every event once more: each must be skipped, unless its delivered mark was lost.
         produce(stack.bootstrap, topic, [r for r in traffic.records if r[0] and r[0].startswith(b"evt-")])
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 120, "the copies committed")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 120, "the copies committed")
         for replica in replicas:
             assert replica.terminate() == 0, replica.log_tail()
         requests = check_throttle(simulator)

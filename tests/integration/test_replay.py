@@ -33,7 +33,7 @@ from consumer.sre.replay import ReplayPlan, ReplaySummary, Verdict, default_grou
 from consumer.sre.replay_signature import verified_replay
 from tests.conftest import Stack, unique
 from tests.support.consumers import REPLAY_KEY, ROOT, ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, committed, headers_of, produce, read_all
 from tests.support.scenario import CAMPAIGNS, delivered_phones, mixed_traffic
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -109,8 +109,7 @@ def replay(settings: Settings, filters: Filters | None = None, **options: Any) -
 
 def at_end(stack: Stack, group: str, topic: str) -> bool:
     """The group's position is at the end of every partition that has records."""
-    positions = committed(stack.bootstrap, group, topic)
-    return all(positions[p] == end for p, end in end_offsets(stack.bootstrap, topic).items() if end > 0)
+    return all_committed(stack.bootstrap, group, topic)
 
 
 def counts(summary: ReplaySummary) -> tuple[Any, ...]:
@@ -403,10 +402,7 @@ def test_replayed_events_are_delivered_once_and_a_second_replay_sends_nothing(  
         replica = ConsumerProcess(env, tmp_path / "consumer.log").start()
         processes.append(replica)
 
-        def all_committed() -> bool:
-            return committed(stack.bootstrap, group, topic) == end_offsets(stack.bootstrap, topic)
-
-        wait_until(all_committed, 60, "the first pass committed")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic), 60, "the first pass committed")
         assert len(read_all(stack.bootstrap, dlq, expected=10)) == 10
         assert len(delivered_phones(log)) == 20
         simulator.state.set_faults(FaultSettings())

@@ -27,7 +27,7 @@ import pytest
 from tests.conftest import Stack, localstack, unique
 from tests.integration.test_production_settings import TOKEN, secured_env
 from tests.support.consumers import ROOT, ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, produce, read_all
 from tests.support.scenario import mixed_traffic
 
 REGISTRY_PASSWORD = "sr-pw-4d1e9b7c"
@@ -99,7 +99,7 @@ def test_no_secret_or_phone_in_logs_dead_letters_or_check(local_stack: Stack, ne
         processes.append(replica)
         replica.wait_ready()
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 120, "every record has an outcome")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 120, "every record has an outcome")
         assert replica.terminate() == 0
 
         registry_env = {**env, "SCHEMA_REGISTRY_URL": f"https://sr-user:{REGISTRY_PASSWORD}@127.0.0.1:9/"}

@@ -19,7 +19,7 @@ import pytest
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import REPLAY_KEY, ROOT, ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import CAMPAIGNS, delivered_phones, mixed_traffic
 
 RIGHT_TOKEN, WRONG_TOKEN = "sre-right-token-51", "sre-wrong-token-19"
@@ -60,7 +60,7 @@ def test_wrong_token_dead_letters_then_fix_and_replay_exactly_once(
         wrong = ConsumerProcess(env, tmp_path / "wrong.log").start()
         processes.append(wrong)
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "all dead-lettered")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 90, "all dead-lettered")
         assert wrong.terminate() == 0
         dead = read_all(stack.bootstrap, dlq)
         assert {headers_of(m)["pisano.error.code"] for m in dead} == {"13001"}
@@ -75,7 +75,7 @@ def test_wrong_token_dead_letters_then_fix_and_replay_exactly_once(
         first = replay(stack, topic, dlq, "--error-code", "13001")
         assert number(first, "replayed") == number(dry, "would replay")
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "replayed records processed")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 90, "replayed records processed")
         phones = delivered_phones(log)
         assert set(phones) == traffic.valid_phones and max(phones.values()) == 1
         assert fixed.metric("pisano_sms_duplicates_skipped_total") == traffic.duplicates
@@ -88,7 +88,7 @@ def test_wrong_token_dead_letters_then_fix_and_replay_exactly_once(
         again = replay(stack, topic, dlq, "--error-code", "13001", "--from-beginning")
         assert number(again, "replayed") == len(traffic.records)
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "second replay processed")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 90, "second replay processed")
         assert len(simulator.state.requests.records()) == requests_before
         assert delivered_phones(log) == phones
         assert fixed.terminate() == 0
@@ -120,7 +120,7 @@ def test_sigkill_while_dead_lettering_loses_nothing_and_replays_send_nothing_twi
         second = ConsumerProcess(env, tmp_path / "second.log").start()
         processes.append(second)
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 120, "everything has an outcome")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 120, "everything has an outcome")
 
         dead = read_all(stack.bootstrap, dlq)
         origins = Counter((headers_of(m)["dlq.original.partition"], headers_of(m)["dlq.original.offset"])
@@ -137,12 +137,12 @@ def test_sigkill_while_dead_lettering_loses_nothing_and_replays_send_nothing_twi
         output = replay(stack, topic, dlq, "--error-code", "13034")
         assert number(output, "replayed") == len(bad_events)  # duplicate origins published once
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "replay processed")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 90, "replay processed")
         # Even the duplicate dead-letters, replayed on purpose, send nothing twice.
         again = replay(stack, topic, dlq, "--error-code", "13034", "--from-beginning")
         assert number(again, "replayed") == len(bad_events)
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 90, "second replay processed")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 90, "second replay processed")
         assert second.terminate() == 0
     phones = delivered_phones(log)
     assert set(phones) == traffic.valid_phones and max(phones.values()) == 1

@@ -22,7 +22,7 @@ from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack, localstack, unique
 from tests.integration.test_throttle_fleet import violations
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, produce
+from tests.support.kafka import all_committed, end_offsets, produce
 from tests.support.scenario import CAMPAIGNS, delivered_phones
 
 WINDOWS = "4/1s,8/5s"
@@ -59,7 +59,7 @@ def test_fleet_stays_inside_the_windows_through_a_redis_restart(
         localstack.start_redis()
 
         ends = end_offsets(stack.bootstrap, topic)
-        wait_until(lambda: committed(stack.bootstrap, group, topic) == ends, 180, "everything committed")
+        wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 180, "everything committed")
         for replica in replicas:
             assert replica.terminate() == 0, replica.log_tail()
         requests = simulator.state.requests.records()

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.ingest.kafka import produce_waiting
@@ -83,6 +83,17 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         return {tp.partition: tp.offset for tp in result}
     finally:
         consumer.close()
+
+
+def all_committed(bootstrap: str, group: str, topic: str, ends: dict[int, int] | None = None) -> bool:
+    """Every record of the topic (up to `ends`, default the end offsets now) has its offset
+    committed by the group. A partition without records has nothing to commit: the consumer
+    commits no offset for it (-1001, none), and the producer's sticky partitioner may well
+    leave a partition of a small test topic empty."""
+    ends = end_offsets(bootstrap, topic) if ends is None else ends
+    positions = committed(bootstrap, group, topic)
+    return all(positions.get(p) == end or (end == 0 and positions.get(p) == OFFSET_INVALID)
+               for p, end in ends.items())
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

@@ -14,7 +14,7 @@ from consumer.ingest.samples import encode, phone_for, transaction
 from consumer.simulator import SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
 from tests.support.scenario import delivered_phones
 
 RUN_TOKEN = "run-token-3c9e"
@@ -60,7 +60,7 @@ class Run:
 
     def wait_all_committed(self, timeout: float = 90) -> None:
         ends = end_offsets(self.stack.bootstrap, self.topic)
-        wait_until(lambda: committed(self.stack.bootstrap, self.group, self.topic) == ends, timeout,
+        wait_until(lambda: all_committed(self.stack.bootstrap, self.group, self.topic, ends), timeout,
                    "every record has an outcome")
 
     def finish(self, dead_letters: int | None = None) -> None:
