@@ -291,13 +291,13 @@ class DeclarativeMapper(Mapper):
         if len(event_id) > MAX_EVENT_ID_CHARS:
             raise InvalidEventError(f"event id longer than {MAX_EVENT_ID_CHARS} characters")
         raw_phone = self.phone(record, kafka)
-        if not isinstance(raw_phone, str) or not raw_phone.strip():
+        if not isinstance(raw_phone, str) or not (raw_phone := raw_phone.strip()):
             raise InvalidEventError("no phone at the mapping's phone path")
-        phone = self.phones.normalise(raw_phone.strip())
+        phone = self.phones.normalise(raw_phone)
         custom = self._values(self.custom_attributes, record, kafka)
         if self.custom_types:
             _typed(self.custom_types, record, kafka, custom)
-        built_in = self._values(self.built_in_responses, record, kafka)
+        built_in = self._values(self.built_in_responses, record, kafka) if self.built_in_responses else {}
         if self.built_in_types:
             _typed(self.built_in_types, record, kafka, built_in)
         return Recipient(
