@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Protocol
 import redis
 
 from consumer.errors import StateStoreError
-from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, by_bucket, load_layout
+from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Digests, Layout, by_bucket, load_layout
 from consumer.state.redis import Keys, load_script, run_per_bucket, translated
 
 
@@ -151,6 +151,8 @@ class RedisDedup:
         self._buckets: list[str] = []
         self._layout_copy = ""
         self._lock = threading.Lock()
+        # The digests of the ids claimed and not settled yet: computed once per id, not per call.
+        self._digests = Digests()
 
     def new_tag(self) -> str:
         return new_tag(self.owner)
@@ -175,7 +177,10 @@ class RedisDedup:
             parsed = parse_statuses(reply, len(rows))
             for (i, _), status, attempt in zip(rows, parsed, parsed.attempts, strict=True):
                 statuses[i], attempts[i] = status, attempt
-        return ClaimStatuses([s for s in statuses if s is not None], attempts)
+        answer = ClaimStatuses([s for s in statuses if s is not None], attempts)
+        if answer.count(ClaimStatus.CLAIMED) != len(answer):  # the others are not this attempt's to settle
+            self._digests.forget(r.event_id for r, s in zip(requests, answer, strict=True) if s is not ClaimStatus.CLAIMED)
+        return answer
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         if not event_ids:
@@ -188,6 +193,8 @@ class RedisDedup:
             legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
             calls = [(base, [*_packed(rows), *legacy.arguments(g)]) for g, (base, rows) in enumerate(groups)]
             self._run("settle", [outcome.value, tag, self.horizon_ms, layout.slice_ms], calls, legacy)
+        if outcome is not Settlement.RELEASED:  # final for this replica; a released id may be claimed again
+            self._digests.forget(event_ids)
 
     def state(self, event_id: str) -> str | None:
         with translated("reading a dedup mark"):
@@ -211,7 +218,7 @@ class RedisDedup:
     def _group(self, event_ids: Sequence[str]) -> list[tuple[str, list[tuple[int, bytes]]]]:
         """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order."""
         bases = self._buckets
-        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases))) if rows]
+        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases), self._digests)) if rows]
 
     def _replies_by_call(self, groups: list[tuple[str, list[tuple[int, bytes]]]]
                          ) -> list[tuple[str, list[tuple[int, bytes]]]]:

@@ -60,16 +60,51 @@ LEGACY_SCAN_CALLS = 200
 LEGACY_CLOCK_MARGIN_MS = 300_000
 
 
-def by_bucket(event_ids: Iterable[str], buckets: int) -> list[list[tuple[int, bytes]]]:
+def by_bucket(event_ids: Iterable[str], buckets: int, known: Digests | None = None) -> list[list[tuple[int, bytes]]]:
     """For each bucket, the (index, field) of the ids in it, from each id's SHA-256 (the fastest
     digest of the standard library here, through OpenSSL, and allowed in FIPS mode): its first
-    byte modulo the bucket count (256 / buckets must be whole), the next FIELD_BYTES the field."""
+    byte modulo the bucket count (256 / buckets must be whole), the next FIELD_BYTES the field.
+
+    With `known`, digests already computed are taken from it and new ones kept in it: a request's
+    ids are claimed, then settled, and each call would hash every id again."""
     sha256, end = hashlib.sha256, FIELD_BYTES + 1
     rows: list[list[tuple[int, bytes]]] = [[] for _ in range(buckets)]
+    if known is None:
+        for i, event_id in enumerate(event_ids):
+            raw = sha256(event_id.encode()).digest()
+            rows[raw[0] % buckets].append((i, raw[1:end]))
+        return rows
+    get = known.get
     for i, event_id in enumerate(event_ids):
-        raw = sha256(event_id.encode()).digest()
-        rows[raw[0] % buckets].append((i, raw[1:end]))
+        found = get(event_id)
+        if found is None:
+            raw = sha256(event_id.encode()).digest()
+            found = known.keep(event_id, (raw[0], raw[1:end]))
+        rows[found[0] % buckets].append((i, found[1]))
     return rows
+
+
+class Digests(dict[str, tuple[int, bytes]]):
+    """Event id -> (first byte, field) of its SHA-256, for the ids of requests under way: filled
+    by their claims, read by their settlements. Bounded: emptied when full (ids claimed and never
+    settled by this replica, whose marks others answered, would otherwise stay). Shared by the
+    sender threads: a lookup and an insertion are each atomic, and a digest is the same whoever
+    computed it."""
+
+    def __init__(self, limit: int = 50_000) -> None:  # ten full requests
+        super().__init__()
+        self.limit = limit
+
+    def keep(self, event_id: str, digest: tuple[int, bytes]) -> tuple[int, bytes]:
+        if len(self) >= self.limit:
+            self.clear()
+        self[event_id] = digest
+        return digest
+
+    def forget(self, event_ids: Iterable[str]) -> None:
+        pop = self.pop
+        for event_id in event_ids:
+            pop(event_id, None)
 
 
 def digest(event_id: str) -> tuple[int, bytes]:

@@ -15,7 +15,9 @@ from consumer.state.dedup_layout import (
     LEGACY_CLOCK_MARGIN_MS,
     SLICES,
     BucketNames,
+    Digests,
     Layout,
+    by_bucket,
     digest,
 )
 from consumer.state.redis import Keys
@@ -80,3 +82,16 @@ def test_a_lookup_reads_every_live_slice_and_the_next() -> None:
     layout = Layout(64, -(-horizon // SLICES), 0)
     assert layout.slices_read(horizon) == SLICES + 2
     assert layout.slices_read(2 * horizon) == 2 * SLICES + 2  # a horizon raised later reads more
+
+
+def test_digests_kept_between_claim_and_settle_give_the_same_buckets_and_fields() -> None:
+    # A request's ids are hashed once (RedisDedup keeps them from the claim to the settlement):
+    # what is read back must be exactly what hashing again gives, and the store stays bounded.
+    ids = [f"evt-{n}" for n in range(3000)] + [str(uuid.uuid4()) for _ in range(3000)]
+    known = Digests(limit=4000)
+    first = by_bucket(ids, BUCKETS, known)
+    assert len(known) <= 4000
+    assert first == by_bucket(ids, BUCKETS) == by_bucket(ids, BUCKETS, known)
+    known.forget(ids[:10])
+    assert not any(i in known for i in ids[:10])
+    assert by_bucket(ids[:10], 256, known) == by_bucket(ids[:10], 256)
