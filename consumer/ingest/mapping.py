@@ -333,8 +333,10 @@ class DeclarativeMapper(Mapper):
     def _values(paths: tuple[tuple[str, Path_], ...], record: Mapping[str, Any], kafka: Any) -> dict[str, str]:
         out = {}
         for name, path in paths:
-            value = _text(path(record, kafka))
-            if value is not None:
+            value = path(record, kafka)
+            if type(value) is str and len(value) <= MAX_ATTRIBUTE_CHARS:  # nearly every value: as `_text`
+                out[name] = value
+            elif (value := _text(value)) is not None:
                 out[name] = value
         return out
 
