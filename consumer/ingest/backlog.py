@@ -99,7 +99,8 @@ class Backlog:
         was_failing = self._failures > 0
         # One wall-clock reading per turn: a turn lasts milliseconds, the stale limit is hours.
         now_ms = int(time.time() * 1000)
-        decoder, mapper, max_bytes, stale_after_ms = self.decoder, self.mapper, self.max_message_bytes, self.stale_after_ms
+        decoder, mapper, max_bytes = self.decoder, self.mapper, self.max_message_bytes
+        stale_after_ms = self.stale_after_ms
         verify_replay, freshness, monotonic = self.verify_replay, self.freshness, time.monotonic
         while records:
             record, tp, epoch = records[0]

@@ -334,9 +334,8 @@ class DeclarativeMapper(Mapper):
         out = {}
         for name, path in paths:
             value = path(record, kafka)
-            if type(value) is str and len(value) <= MAX_ATTRIBUTE_CHARS:  # nearly every value: as `_text`
-                out[name] = value
-            elif (value := _text(value)) is not None:
+            # Nearly every value is a short string: kept as `_text` would keep it, without the call.
+            if (type(value) is str and len(value) <= MAX_ATTRIBUTE_CHARS) or (value := _text(value)) is not None:
                 out[name] = value
         return out
 

@@ -179,7 +179,8 @@ class RedisDedup:
                 statuses[i], attempts[i] = status, attempt
         answer = ClaimStatuses([s for s in statuses if s is not None], attempts)
         if answer.count(ClaimStatus.CLAIMED) != len(answer):  # the others are not this attempt's to settle
-            self._digests.forget(r.event_id for r, s in zip(requests, answer, strict=True) if s is not ClaimStatus.CLAIMED)
+            self._digests.forget(r.event_id for r, status in zip(requests, answer, strict=True)
+                                 if status is not ClaimStatus.CLAIMED)
         return answer
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
@@ -187,14 +188,13 @@ class RedisDedup:
             return
         with translated("the dedup update"):
             layout = self._layout_loaded()
-            groups = self._group(event_ids)
+            # Delivered and unknown are final here; a released id may be claimed again.
+            groups = self._group(event_ids, final=outcome is not Settlement.RELEASED)
             # Only an unknown mark must not cover a delivered one; delivered overwrites and a
             # release touches only the caller's claims, which 0.2.0 never wrote.
             legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
             calls = [(base, [*_packed(rows), *legacy.arguments(g)]) for g, (base, rows) in enumerate(groups)]
             self._run("settle", [outcome.value, tag, self.horizon_ms, layout.slice_ms], calls, legacy)
-        if outcome is not Settlement.RELEASED:  # final for this replica; a released id may be claimed again
-            self._digests.forget(event_ids)
 
     def state(self, event_id: str) -> str | None:
         with translated("reading a dedup mark"):
@@ -215,10 +215,12 @@ class RedisDedup:
                 self._layout = layout
             return self._layout
 
-    def _group(self, event_ids: Sequence[str]) -> list[tuple[str, list[tuple[int, bytes]]]]:
-        """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order."""
+    def _group(self, event_ids: Sequence[str], final: bool = False) -> list[tuple[str, list[tuple[int, bytes]]]]:
+        """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order. `final`:
+        their digests are not kept for a later call."""
         bases = self._buckets
-        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases), self._digests)) if rows]
+        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases), self._digests, final))
+                if rows]
 
     def _replies_by_call(self, groups: list[tuple[str, list[tuple[int, bytes]]]]
                          ) -> list[tuple[str, list[tuple[int, bytes]]]]:

@@ -88,10 +88,19 @@ def test_digests_kept_between_claim_and_settle_give_the_same_buckets_and_fields(
     # A request's ids are hashed once (RedisDedup keeps them from the claim to the settlement):
     # what is read back must be exactly what hashing again gives, and the store stays bounded.
     ids = [f"evt-{n}" for n in range(3000)] + [str(uuid.uuid4()) for _ in range(3000)]
-    known = Digests(limit=4000)
-    first = by_bucket(ids, BUCKETS, known)
-    assert len(known) <= 4000
-    assert first == by_bucket(ids, BUCKETS) == by_bucket(ids, BUCKETS, known)
+    fresh = by_bucket(ids, BUCKETS)
+    known = Digests(limit=10_000)
+    assert by_bucket(ids, BUCKETS, known) == fresh and len(known) == len(ids)  # the claim keeps them
+    known[ids[0]] = (0, b"\0" * FIELD_BYTES)  # read back, not hashed again: this one moves
+    again = by_bucket(ids, BUCKETS, known)
+    assert again != fresh and sum(map(len, again)) == len(ids)
+    del known[ids[0]]
+    assert by_bucket(ids, BUCKETS, known, final=True) == fresh  # the settlement takes them out
+    assert len(known) == 0
+    known.update((i, (0, b"")) for i in ids[:10])
     known.forget(ids[:10])
-    assert not any(i in known for i in ids[:10])
-    assert by_bucket(ids[:10], 256, known) == by_bucket(ids[:10], 256)
+    assert len(known) == 0
+    small = Digests(limit=4000)
+    by_bucket(ids, BUCKETS, small)
+    assert len(small) == len(ids)
+    assert by_bucket(ids[:1], BUCKETS, small) == by_bucket(ids[:1], BUCKETS) and len(small) == 1  # full: emptied first
