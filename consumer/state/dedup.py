@@ -123,6 +123,11 @@ def parse_statuses(raw: Any, expected: int) -> ClaimStatuses:
     return ClaimStatuses(statuses, attempts)
 
 
+def _all_claimed(raw: Any, expected: int) -> bool:
+    """lua/claim.lua's reply says every one of `expected` ids is claimed (parse_statuses agrees)."""
+    return isinstance(raw, list | tuple) and bool(raw) and _text(raw[0]) == "C" * expected
+
+
 class RedisDedup:
     """The dedup state in Redis, laid out in buckets and time slices (dedup_layout.py).
 
@@ -162,8 +167,9 @@ class RedisDedup:
             return ClaimStatuses([], [])
         with translated("the dedup claim"):
             layout = self._layout_loaded()
-            groups = self._group([r.event_id for r in requests])
-            legacy = self._legacy(layout, groups, [r.event_id for r in requests])
+            event_ids = [r.event_id for r in requests]
+            groups = self._group(event_ids)
+            legacy = self._legacy(layout, groups, event_ids)
             replays = any(r.replay_of for r in requests)
             calls = []
             for g, (base, rows) in enumerate(groups):
@@ -171,9 +177,14 @@ class RedisDedup:
                              if requests[i].replay_of] if replays else []
                 calls.append((base, [*_packed(rows), *_sparse(overrides), *legacy.arguments(g)]))
             replies = self._run("claim", [tag, self.lease_ms, self.horizon_ms, layout.slice_ms], calls, legacy)
+        by_call = self._replies_by_call(groups)
+        if all(_all_claimed(reply, len(rows)) for (_, rows), reply in zip(by_call, replies, strict=True)):
+            # The common answer, taken whole: what parse_statuses would make of it, without a
+            # status object per id.
+            return ClaimStatuses([ClaimStatus.CLAIMED] * len(requests), [""] * len(requests))
         statuses: list[ClaimStatus | None] = [None] * len(requests)
         attempts = [""] * len(requests)
-        for (_, rows), reply in zip(self._replies_by_call(groups), replies, strict=True):
+        for (_, rows), reply in zip(by_call, replies, strict=True):
             parsed = parse_statuses(reply, len(rows))
             for (i, _), status, attempt in zip(rows, parsed, parsed.attempts, strict=True):
                 statuses[i], attempts[i] = status, attempt
