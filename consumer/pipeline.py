@@ -216,20 +216,24 @@ class Pipeline:
 
     def _take(self, messages: list[Any], now: float) -> None:
         """Snapshot each message (its headers read once, safely) and queue it for decoding."""
-        consumed: TallyCounter[str] = TallyCounter()
+        consumed: dict[str, int] = {}
         taken_bytes = 0
+        now_ms = int(time.time() * 1000)  # when these were read, for receipts: once per poll
+        track, add, snapshot = self.tracker.track, self.backlog.add, InboundRecord.of
+        tps: dict[tuple[str, int], tuple[str, int]] = {}  # one tuple per partition, not per record
         for message in messages:
             error = message.error()
             if error is not None:
                 self._consume_error(error)
                 continue
-            record = InboundRecord.of(message)
-            tp = (record.topic(), record.partition())
+            record = snapshot(message, now_ms)
+            topic = record.topic()
+            tp = (topic, record.partition())
+            tp = tps.setdefault(tp, tp)
             size = record.size
-            epoch = self.tracker.track(tp, record.offset(), size, now)
             taken_bytes += size
-            consumed[tp[0]] += 1
-            self.backlog.add(record, tp, epoch)
+            consumed[topic] = consumed.get(topic, 0) + 1
+            add(record, tp, track(tp, record.offset(), size, now))
         taken = sum(consumed.values())
         if taken:
             self._record_bytes = max(1, (self._record_bytes + taken_bytes // taken) // 2)
@@ -285,18 +289,24 @@ class Pipeline:
     # ------------------------------------------------------------------ outcomes back
 
     def _drain_outcomes(self) -> None:
+        epoch_of = self.tracker.epoch
         while True:
             try:
                 outcome = self.outcomes.get_nowait()
             except queue.Empty:
                 return
-            current = [e for e in outcome.events if self.tracker.epoch(e.tp) == e.epoch]
+            current = [e for e in outcome.events if epoch_of(e.tp) == e.epoch]
             if outcome.kind in FINISHED:
-                for event in current:
-                    self._finish(event.message, event.tp, event.offset, event.epoch, outcome.kind,
-                                 recipient=event.recipient, request_id=outcome.request_id,
-                                 pisano_request_id=outcome.pisano_request_id, attempts=outcome.attempts,
-                                 decided_at_ms=outcome.accepted_at_ms or None)
+                if self.receipts is None:  # nothing more to make durable: the offsets finish now
+                    finish = self.tracker.finish
+                    for event in current:
+                        finish(event.tp, event.offset, event.epoch)
+                else:
+                    for event in current:
+                        self._finish(event.message, event.tp, event.offset, event.epoch, outcome.kind,
+                                     recipient=event.recipient, request_id=outcome.request_id,
+                                     pisano_request_id=outcome.pisano_request_id, attempts=outcome.attempts,
+                                     decided_at_ms=outcome.accepted_at_ms or None)
                 if outcome.kind in FILTERED:
                     self.metrics.events_filtered.labels(outcome.kind).inc(len(current))
                 elif outcome.kind == "delivered":

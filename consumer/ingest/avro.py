@@ -140,11 +140,71 @@ def _min_bytes(node: Any, named: Mapping[str, Any], seen: frozenset[str] = froze
     return _min_bytes(kind, named, seen)
 
 
-def _read(payload: bytes, offset: int, writer: Any, reader: Any) -> Mapping[str, Any]:
-    buffer = io.BytesIO(payload)
-    buffer.seek(offset)
+Reader = Callable[[io.BytesIO], Any]
+
+# fastavro's own record reader, under `schemaless_reader`: (buffer, writer, named schemas, reader,
+# options). Per record, `schemaless_reader` compares the two schemas (a deep comparison when there
+# is a reader schema), fills fresh named-schema tables by walking both and builds its options:
+# about 1 us of the 6 a record of the default schema takes. `reader_for` does that once per
+# schema pair. The function is not fastavro's public API, so it is used only if a probe at load
+# reads a record through it exactly as `schemaless_reader` does; otherwise `schemaless_reader`.
+_READ_DATA: Any = getattr(getattr(fastavro, "_read", None), "_read_data", None)
+_OPTIONS = {"return_record_name": False, "return_record_name_override": False, "handle_unicode_errors": "strict",
+            "return_named_type": False, "return_named_type_override": False}
+_PROBE_SCHEMA = {"type": "record", "name": "Probe", "fields": [
+    {"name": "s", "type": "string"}, {"name": "n", "type": ["null", "long"]},
+    {"name": "m", "type": {"type": "map", "values": "string"}}]}
+_PROBE = b"\x04ok\x02\x54\x02\x02k\x02v\x00"  # {"s": "ok", "n": 42, "m": {"k": "v"}}
+
+
+def _direct(writer: Any, reader: Any) -> Reader | None:
+    if _READ_DATA is None:
+        return None
+    if writer == reader:  # as schemaless_reader: no resolution into the same schema
+        reader = None
+    named: dict[str, dict[str, Any]] = {"writer": {}, "reader": {}}
+    writer = fastavro.parse_schema(writer, named["writer"])
+    if reader:
+        reader = fastavro.parse_schema(reader, named["reader"])
+    read_data, options = _READ_DATA, dict(_OPTIONS)
+
+    def read(buffer: io.BytesIO) -> Any:
+        return read_data(buffer, writer, named, reader, options)
+
+    return read
+
+
+def reader_for(writer: Any, reader: Any = None) -> Reader:
+    """A function reading one record of `writer` (resolved into `reader`, if given) from a buffer:
+    what `fastavro.schemaless_reader(buffer, writer, reader)` returns or raises."""
+    direct = _direct(writer, reader) if _DIRECT_WORKS else None
+    if direct is not None:
+        return direct
+    return lambda buffer: fastavro.schemaless_reader(buffer, writer, reader)
+
+
+def _direct_works() -> bool:
     try:
-        record = fastavro.schemaless_reader(buffer, writer, reader)
+        probe = _direct(fastavro.parse_schema(_PROBE_SCHEMA), None)
+        if probe is None:
+            return False
+        buffer = io.BytesIO(_PROBE)
+        expected = fastavro.schemaless_reader(io.BytesIO(_PROBE), fastavro.parse_schema(_PROBE_SCHEMA))
+        return bool(probe(buffer) == expected == {"s": "ok", "n": 42, "m": {"k": "v"}}
+                    and buffer.tell() == len(_PROBE))
+    except Exception:  # another fastavro's internals: its public reader it is
+        return False
+
+
+_DIRECT_WORKS = _direct_works()
+
+
+def _read(payload: bytes, offset: int, read: Reader) -> Mapping[str, Any]:
+    buffer = io.BytesIO(payload)
+    if offset:
+        buffer.seek(offset)
+    try:
+        record = read(buffer)
     except (EOFError, StopIteration) as exc:
         raise DecodeError("truncated Avro record") from exc
     except Exception as exc:  # fastavro raises bare ValueError, IndexError, UnicodeDecodeError...
@@ -162,9 +222,10 @@ class SchemalessDecoder:
 
     def __init__(self, schema: Any) -> None:
         self.schema = schema
+        self._read = reader_for(schema)
 
     def decode(self, value: bytes) -> Mapping[str, Any]:
-        return _read(value, 0, self.schema, None)
+        return _read(value, 0, self._read)
 
 
 class RegistryClient:
@@ -227,7 +288,8 @@ class RegistryDecoder:
         self.registry = registry
         self.reader_schema = reader_schema
         self.clock = clock
-        self._writers: dict[int, Any] = {}
+        # Schema id -> the reader of its records (the writer schema resolved into the reader schema).
+        self._readers: dict[int, Reader] = {}
         # Ids the registry said do not exist, until when not to ask again (oldest first).
         self._unknown: OrderedDict[int, float] = OrderedDict()
         # Ids whose schema is refused for good (not Avro, recursive, ...), with the reason.
@@ -242,12 +304,12 @@ class RegistryDecoder:
         magic, schema_id = _HEADER.unpack_from(value)
         if magic != MAGIC_BYTE:
             raise DecodeError(f"not Confluent wire format (first byte {magic}, expected 0)")
-        writer = self._writers.get(schema_id)
-        if writer is None:
-            writer = self._fetch(schema_id)
-        return _read(value, _HEADER.size, writer, self.reader_schema)
+        read = self._readers.get(schema_id)
+        if read is None:
+            read = self._fetch(schema_id)
+        return _read(value, _HEADER.size, read)
 
-    def _fetch(self, schema_id: int) -> Any:
+    def _fetch(self, schema_id: int) -> Reader:
         with self._lock:
             now = self.clock()
             refused = self._unsupported.get(schema_id)
@@ -267,9 +329,9 @@ class RegistryDecoder:
                 log.warning("%s; its records are dead-lettered as unsupported_schema", exc)
                 raise
             self._unknown.pop(schema_id, None)
-            self._writers[schema_id] = writer
+            read = self._readers[schema_id] = reader_for(writer, self.reader_schema)
             log.info("schema id %d loaded from the registry", schema_id)
-            return writer
+            return read
 
     def _spend_token(self, now: float) -> None:
         self._tokens = min(float(REGISTRY_BURST), self._tokens + (now - self._tokens_at) * REGISTRY_REQUESTS_PER_S)

@@ -99,16 +99,19 @@ class Backlog:
         was_failing = self._failures > 0
         # One wall-clock reading per turn: a turn lasts milliseconds, the stale limit is hours.
         now_ms = int(time.time() * 1000)
+        decoder, mapper, max_bytes = self.decoder, self.mapper, self.max_message_bytes
+        stale_after_ms = self.stale_after_ms
+        verify_replay, freshness, monotonic = self.verify_replay, self.freshness, time.monotonic
         while records:
             record, tp, epoch = records[0]
             if epoch_of(tp) == epoch:  # else revoked meanwhile: the next owner has it
                 # Verified before decoding: a replay dead-lettered at intake carries its count,
                 # so `replay --max-replays` stops it too.
-                replay = self.verify_replay(record)
+                replay = verify_replay(record)
                 record.replays = replay.count
                 try:
-                    recipient = decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes,
-                                               stale_after_ms=self.stale_after_ms, now_ms=now_ms)
+                    recipient = decode_and_map(record, decoder, mapper, max_bytes,
+                                               stale_after_ms=stale_after_ms, now_ms=now_ms)
                 except RegistryError as exc:
                     self._failed(exc, now)
                     return
@@ -116,7 +119,7 @@ class Backlog:
                     self.dead_letter(record, tp, epoch, Failure(exc.reason, str(exc)))
                 else:
                     event = PendingEvent(record, tp, record.offset(), epoch, recipient, now, replay.attempt)
-                    if self.freshness is not None and self.freshness.too_old(recipient, record, now_ms):
+                    if freshness is not None and freshness.too_old(recipient, record, now_ms):
                         expired.append(event)
                     else:
                         events.append(event)
@@ -124,7 +127,7 @@ class Backlog:
                     was_failing = False
                     self._recovered()
             records.popleft()
-            if time.monotonic() >= deadline:  # every record: a plug-in mapper may be slow
+            if monotonic() >= deadline:  # every record: a plug-in mapper may be slow
                 break
 
     def _failed(self, exc: RegistryError, now: float) -> None:

@@ -131,6 +131,8 @@ def _check_attributes(field: str, attributes: Any) -> None:
     # The common case (a dict of short ASCII strings, as the declarative mapper writes) is decided
     # in one pass of cheap checks: this runs for every event.
     if type(attributes) is dict and len(attributes) <= MAX_ATTRIBUTES:
+        if not attributes:  # built-in responses, mostly
+            return
         for name, value in attributes.items():
             if not (type(name) is str and type(value) is str and 0 < len(name) <= MAX_ATTRIBUTE_NAME_CHARS
                     and len(value) <= MAX_ATTRIBUTE_CHARS and name.isascii() and value.isascii()):

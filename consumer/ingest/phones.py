@@ -113,18 +113,28 @@ def _valid_canonical_e164(raw: str) -> bool:
     regions share) goes through the full parser, which has the final word.
     """
     digits = raw[1:]
+    found = _calling_code(digits[:3])
+    if found is None:
+        return False
+    length, country_code, validate = found
+    national = digits[length:]
+    if not national or national[0] == "0":
+        return False
+    if validate is not None:
+        return validate(national)
+    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
+    return bool(phonenumbers.is_valid_number(number))
+
+
+@lru_cache(maxsize=1024)  # keyed by the first three digits: at most 900 of them
+def _calling_code(head: str) -> tuple[int, int, Callable[[str], bool] | None] | None:
+    """(its length, the calling code, its validator) of a number starting with `head`: calling
+    codes are prefix-free, so the first one of 1, 2 or 3 digits is the number's."""
     for length in (1, 2, 3):
-        country_code = int(digits[:length])
+        country_code = int(head[:length])
         if country_code in _COUNTRY_CODES:
-            national = digits[length:]
-            if not national or national[0] == "0":
-                return False
-            validate = _validator(country_code)
-            if validate is not None:
-                return validate(national)
-            number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
-            return bool(phonenumbers.is_valid_number(number))
-    return False
+            return length, country_code, _validator(country_code)
+    return None
 
 
 # Number types in the order phonenumbers tries them; a number of none of them is not valid.

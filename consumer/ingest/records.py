@@ -39,7 +39,9 @@ def read_headers(message: Any) -> tuple[Headers, str | None]:
     try:
         headers = _call_headers(message)
         clean: Headers = []
-        for name, value in headers or ():
+        if not headers:  # nearly every record: nothing to check
+            return clean, None
+        for name, value in headers:
             if not isinstance(name, str) or not (value is None or isinstance(value, bytes)):
                 return [], "a header is not a (UTF-8 name, bytes value) pair"
             clean.append((name, value))
@@ -51,11 +53,12 @@ def read_headers(message: Any) -> tuple[Headers, str | None]:
 class InboundRecord:
     """One Kafka record as plain values; see the module docstring."""
 
-    __slots__ = ("_headers", "_key", "_offset", "_partition", "_timestamp", "_topic", "_value", "consumed_at_ms",
-                 "header_error", "replays")
+    __slots__ = ("_headers", "_key", "_offset", "_partition", "_size", "_timestamp", "_topic", "_value",
+                 "consumed_at_ms", "header_error", "replays")
 
     def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                 headers: Headers, timestamp: tuple[int, int], header_error: str | None = None) -> None:
+                 headers: Headers, timestamp: tuple[int, int], header_error: str | None = None,
+                 consumed_at_ms: int | None = None) -> None:
         self._topic = topic
         self._partition = partition
         self._offset = offset
@@ -67,17 +70,24 @@ class InboundRecord:
         # The replay count whose signature verified (consumer/sre/replay_signature.py); 0 for a
         # fresh record or a forged `dlq.replays` header. Set once the record is decoded.
         self.replays = 0
-        # When this process read it (epoch ms), for its receipt (consumer/outcomes/receipts.py).
-        self.consumed_at_ms = int(time.time() * 1000)
+        # When this process read it (epoch ms), for its receipt (consumer/outcomes/receipts.py); the
+        # poll loop reads the clock once per poll and passes it.
+        self.consumed_at_ms = int(time.time() * 1000) if consumed_at_ms is None else consumed_at_ms
+        # Memory this record holds while it waits for its outcome (MAX_BUFFERED_BYTES counts it):
+        # computed once, the poll loop and the offsets read it.
+        size = _OVERHEAD_BYTES + len(value or b"") + len(key or b"")
+        for name, header in headers:
+            size += len(name) + len(header or b"") + 64
+        self._size = size
 
     @classmethod
-    def of(cls, message: Any) -> InboundRecord:
+    def of(cls, message: Any, consumed_at_ms: int | None = None) -> InboundRecord:
         """The snapshot of a consumed message (a snapshot is returned as it is)."""
         if isinstance(message, InboundRecord):
             return message
         headers, error = read_headers(message)
         return cls(message.topic(), message.partition(), message.offset(), message.key(), message.value(),
-                   headers, message.timestamp(), error)
+                   headers, message.timestamp(), error, consumed_at_ms)
 
     def topic(self) -> str:
         return self._topic
@@ -103,10 +113,7 @@ class InboundRecord:
     @property
     def size(self) -> int:
         """Memory this record holds while it waits for its outcome (MAX_BUFFERED_BYTES counts it)."""
-        size = _OVERHEAD_BYTES + len(self._value or b"") + len(self._key or b"")
-        for name, value in self._headers:
-            size += len(name) + len(value or b"") + 64
-        return size
+        return self._size
 
     def __repr__(self) -> str:  # the value and headers may hold personal data
         return f"InboundRecord({self._topic}[{self._partition}]@{self._offset}, {len(self._value or b'')} bytes)"

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Protocol
 import redis
 
 from consumer.errors import StateStoreError
-from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, by_bucket, load_layout
+from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Digests, Layout, by_bucket, load_layout
 from consumer.state.redis import Keys, load_script, run_per_bucket, translated
 
 
@@ -123,6 +123,11 @@ def parse_statuses(raw: Any, expected: int) -> ClaimStatuses:
     return ClaimStatuses(statuses, attempts)
 
 
+def _all_claimed(raw: Any, expected: int) -> bool:
+    """lua/claim.lua's reply says every one of `expected` ids is claimed (parse_statuses agrees)."""
+    return isinstance(raw, list | tuple) and bool(raw) and _text(raw[0]) == "C" * expected
+
+
 class RedisDedup:
     """The dedup state in Redis, laid out in buckets and time slices (dedup_layout.py).
 
@@ -151,6 +156,8 @@ class RedisDedup:
         self._buckets: list[str] = []
         self._layout_copy = ""
         self._lock = threading.Lock()
+        # The digests of the ids claimed and not settled yet: computed once per id, not per call.
+        self._digests = Digests()
 
     def new_tag(self) -> str:
         return new_tag(self.owner)
@@ -160,8 +167,9 @@ class RedisDedup:
             return ClaimStatuses([], [])
         with translated("the dedup claim"):
             layout = self._layout_loaded()
-            groups = self._group([r.event_id for r in requests])
-            legacy = self._legacy(layout, groups, [r.event_id for r in requests])
+            event_ids = [r.event_id for r in requests]
+            groups = self._group(event_ids)
+            legacy = self._legacy(layout, groups, event_ids)
             replays = any(r.replay_of for r in requests)
             calls = []
             for g, (base, rows) in enumerate(groups):
@@ -169,20 +177,30 @@ class RedisDedup:
                              if requests[i].replay_of] if replays else []
                 calls.append((base, [*_packed(rows), *_sparse(overrides), *legacy.arguments(g)]))
             replies = self._run("claim", [tag, self.lease_ms, self.horizon_ms, layout.slice_ms], calls, legacy)
+        by_call = self._replies_by_call(groups)
+        if all(_all_claimed(reply, len(rows)) for (_, rows), reply in zip(by_call, replies, strict=True)):
+            # The common answer, taken whole: what parse_statuses would make of it, without a
+            # status object per id.
+            return ClaimStatuses([ClaimStatus.CLAIMED] * len(requests), [""] * len(requests))
         statuses: list[ClaimStatus | None] = [None] * len(requests)
         attempts = [""] * len(requests)
-        for (_, rows), reply in zip(self._replies_by_call(groups), replies, strict=True):
+        for (_, rows), reply in zip(by_call, replies, strict=True):
             parsed = parse_statuses(reply, len(rows))
             for (i, _), status, attempt in zip(rows, parsed, parsed.attempts, strict=True):
                 statuses[i], attempts[i] = status, attempt
-        return ClaimStatuses([s for s in statuses if s is not None], attempts)
+        answer = ClaimStatuses([s for s in statuses if s is not None], attempts)
+        if answer.count(ClaimStatus.CLAIMED) != len(answer):  # the others are not this attempt's to settle
+            self._digests.forget(r.event_id for r, status in zip(requests, answer, strict=True)
+                                 if status is not ClaimStatus.CLAIMED)
+        return answer
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         if not event_ids:
             return
         with translated("the dedup update"):
             layout = self._layout_loaded()
-            groups = self._group(event_ids)
+            # Delivered and unknown are final here; a released id may be claimed again.
+            groups = self._group(event_ids, final=outcome is not Settlement.RELEASED)
             # Only an unknown mark must not cover a delivered one; delivered overwrites and a
             # release touches only the caller's claims, which 0.2.0 never wrote.
             legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
@@ -208,10 +226,12 @@ class RedisDedup:
                 self._layout = layout
             return self._layout
 
-    def _group(self, event_ids: Sequence[str]) -> list[tuple[str, list[tuple[int, bytes]]]]:
-        """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order."""
+    def _group(self, event_ids: Sequence[str], final: bool = False) -> list[tuple[str, list[tuple[int, bytes]]]]:
+        """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order. `final`:
+        their digests are not kept for a later call."""
         bases = self._buckets
-        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases))) if rows]
+        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases), self._digests, final))
+                if rows]
 
     def _replies_by_call(self, groups: list[tuple[str, list[tuple[int, bytes]]]]
                          ) -> list[tuple[str, list[tuple[int, bytes]]]]:
