@@ -236,19 +236,7 @@ class Claim:
         not use (suppressed, skipped, held, ambiguous, or refused by the cooldown); retried like any
         settlement. A release that never lands costs only time: a claim or a reservation lapses
         with its lease (a reservation then counts as a contact: at worst a survey not sent)."""
-        if not ids and not keys:
-            return
-        for attempt in range(1, SETTLE_TRIES + 1):
-            try:
-                together(self._release_steps(ids, keys))
-                return
-            except StateStoreError as exc:
-                self.metrics.redis_errors.labels("settle").inc()
-                delay = REDIS_BACKOFF.delay(attempt)
-                log.error("could not release claims in Redis (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-        log.error("gave up releasing %d claims and %d phone reservations in Redis; they lapse with their lease",
-                  len(ids), len(keys))
+        self._record(Settlement.RELEASED, ids, keys)
 
     def renew(self, events: Sequence[PendingEvent]) -> bool:
         """Claim again under the same tag (idempotent; refreshes the lease), and the phones with
@@ -274,26 +262,31 @@ class Claim:
         self._held.update(dict.fromkeys((e.recipient.event_id for e in events), True))
 
     def settle(self, outcome: Settlement, events: Sequence[PendingEvent]) -> None:
-        """Record the fate of these events' request. Until it is recorded they stay held, so an
-        exception here still ends them as unknown on exit if a request may have left."""
+        """Record the fate of these events' request, for their ids and their phones in one round
+        trip. Until it is recorded they stay held, so an exception here still ends them as unknown
+        on exit if a request may have left."""
         ids = [e.recipient.event_id for e in events]
-        self._settle_ids(outcome, ids)
+        # Taken from the reservation first: a phone whose fate could not be recorded is not settled
+        # again on exit; its reservation expires into a contact.
+        keys = self.phones.keys_of(ids) if self.phones is not None else []
+        self._record(outcome, ids, keys)
         for event_id in ids:
             self._held.pop(event_id, None)
-        if self.phones is not None:
-            try:
-                self.phones.settle(PHONE_FATES[outcome], ids)
-            except Exception:  # the ids' fate stands; a reservation left behind expires into a contact
-                log.exception("could not settle %d phone reservations", len(ids))
 
     def _settle_ids(self, outcome: Settlement, ids: list[str]) -> None:
-        """Record an outcome in Redis, retrying while Redis is away (bounded, not interruptible:
-        an outcome must be recorded if at all possible)."""
-        if not ids:
+        self._record(outcome, ids, [])
+
+    def _record(self, outcome: Settlement, ids: list[str], keys: list[str]) -> None:
+        """Record an outcome in Redis for these ids and phone keys (one round trip), retrying while
+        Redis is away (bounded, not interruptible: an outcome must be recorded if at all possible)."""
+        if not ids and not keys:
             return
+        steps: list[Step[Any]] = [self.dedup.stage_settle(outcome, self.tag, ids)]
+        if self.phones is not None and keys:
+            steps.append(self.phones.policy.store.stage_settle(PHONE_FATES[outcome], self.tag, keys))
         for attempt in range(1, SETTLE_TRIES + 1):
             try:
-                self.dedup.settle(outcome, self.tag, ids)
+                together(steps)
                 return
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("settle").inc()
@@ -301,7 +294,8 @@ class Claim:
                 log.error("could not record an outcome in Redis (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
         log.error("gave up recording an outcome in Redis; duplicates of these %d events will be "
-                  "dead-lettered as ambiguous once their claim lease expires", len(ids))
+                  "dead-lettered as ambiguous once their claim lease expires, and their %d phone reservations "
+                  "count as contacts once it does", len(ids), len(keys))
 
 
 def _requests(events: Sequence[PendingEvent]) -> list[ClaimRequest]:

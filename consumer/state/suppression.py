@@ -1,9 +1,9 @@
 """The opt-out list: phones and external ids that must not be surveyed (issue 13, point 4).
 
-A customer who opted out (KVKK, İYS consent for commercial messages) is never sent a survey: at
-admission, just before the dedup claim, each event of a batch is looked up by its phone and its
-`external_id` attribute, and an event on the list ends with the outcome `suppressed`, unsent and
-unclaimed (consumer/delivery/admission.py). Operators manage the list with `pisano-sms suppress`
+A customer who opted out (KVKK, İYS consent for commercial messages) is never sent a survey: each
+event of a batch is looked up by its phone and its `external_id` attribute, in the round trip of
+the batch's dedup claim (consumer/delivery/claims.py), and an event on the list ends with the
+outcome `suppressed`, unsent, its claim released. Operators manage the list with `pisano-sms suppress`
 (consumer/sre/suppress.py).
 
 What is stored is never the phone or the id: an entry is the HMAC-SHA256 of the canonical value
@@ -19,8 +19,8 @@ so `0532 123 45 67` and `+905321234567` are one entry; external ids are taken as
 surrounding whitespace.
 
 The list is one Redis set, `{<prefix>}:optout`: one SMISMEMBER per batch answers for all its
-events in one round trip. Its hash tag is the dedup keys' own, so on a Redis Cluster it lives in
-their slot (a script could read it with the claim); an entry takes about 80 bytes there (two
+events, sent in the claim's pipeline (`stage_contains`, consumer/state/trip.py). Its hash tag is
+the dedup keys' own, so on a Redis Cluster it lives in their slot; an entry takes about 80 bytes there (two
 million entries, a million customers by phone and external id, measured 160 MB).
 
 `OptOutList` is the contract; `RedisOptOutList` and `MemoryOptOutList` (below, small enough to live
