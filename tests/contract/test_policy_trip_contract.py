@@ -31,6 +31,7 @@ from consumer.state.memory import MemoryDedup
 from consumer.state.redis import Keys
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher, OptOutList, RedisOptOutList, Suppression
 from tests.contract.conftest import IMPLEMENTATIONS, _connect
+from tests.support.redis_trips import HANDSHAKE, _command_name
 
 DAY = 86_400_000
 HASHER = OptOutHasher(b"trip-contract-key-0123456789", "TR")
@@ -77,12 +78,14 @@ def fleet(request: pytest.FixtureRequest) -> Callable[[], Replica]:
 
 @pytest.fixture
 def packets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[int]]:
-    """Packets sent to Redis, by server port, while the test runs."""
+    """Packets sent to Redis, by server port, while the test runs (tests/support/redis_trips.py
+    counts them by command; here the port tells the masters apart)."""
     sent: Counter[int] = Counter()
     original = redis.connection.AbstractConnection.send_packed_command
 
     def counting(self: Any, command: Any, check_health: bool = True) -> None:
-        sent[self.port] += 1
+        if _command_name(command) not in HANDSHAKE:  # a new connection's own packets are not the trip's
+            sent[self.port] += 1
         original(self, command, check_health)
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
