@@ -11,10 +11,11 @@ ran out, for the same reason.
 Keys hold no phone: a phone's key is the keyed hash of its canonical E.164 (the opt-out list's
 `OptOutHasher`, under SUPPRESSION_KEY), `{<prefix>:p:<bucket>:<n>}:cd:<32 hex>`. The bucket (one of
 `BUCKETS`, from the hash) is the key's hash tag, its slots spread evenly like the dedup buckets', so
-a Redis Cluster spreads the phones over its masters. One script call covers the phones of one
-bucket; a batch's calls are pipelined, sent before any reply is read: one round trip on a single
-Redis, one per master on a cluster. A phone's state is one key, so atomicity per key is all the
-reservation needs.
+a Redis Cluster spreads the phones over its masters. On a cluster one script call covers the
+phones of one bucket, on a single Redis one call covers them all; a batch's calls are pipelined,
+sent before any reply is read, with the batch's dedup claim (`stage_reserve`,
+consumer/state/trip.py): one round trip on a single Redis, one per master on a cluster. A phone's
+state is one key, so atomicity per key is all the reservation needs.
 
 `CooldownStore` is the contract; `RedisCooldown` (`lua/reserve_phones.lua`,
 `lua/settle_phones.lua`) and `MemoryCooldown` (below) both pass

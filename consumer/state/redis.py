@@ -175,9 +175,3 @@ def _pipelined(client: Any, calls: Sequence[Call], cluster: bool) -> list[Any]:
         else:
             pipe.execute_command(call.command, *call.keys, *call.args, **options)
     return list(pipe.execute(raise_on_error=False))
-
-
-def run_per_bucket(client: Any, script: Script, calls: list[tuple[list[str], list[Any]]], *,
-                   cluster: bool) -> list[Any]:
-    """Run `script` once per call (its keys, its arguments) in one pipeline: one reply per call."""
-    return run_calls(client, [Call(keys, args, script) for keys, args in calls], cluster=cluster)
