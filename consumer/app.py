@@ -58,6 +58,7 @@ class State:
 
     client: Any
     keys: Keys
+    wait: ReplicationWait | None = None  # DEDUP_WAIT_REPLICAS's, built on first use (`replication_wait`)
 
 
 def build_state(settings: Settings) -> State:
@@ -65,13 +66,21 @@ def build_state(settings: Settings) -> State:
                  Keys(settings.redis_key_prefix))
 
 
+def replication_wait(settings: Settings, state: State) -> ReplicationWait | None:
+    """DEDUP_WAIT_REPLICAS's wait, one per process: the dedup store and the contact cooldown share
+    it, so a round trip holding claims and phone reservations waits once (consumer/state/trip.py)."""
+    if not settings.dedup_wait_replicas:
+        return None
+    if state.wait is None:
+        state.wait = ReplicationWait(state.client, settings.redis_key_prefix, replicas=settings.dedup_wait_replicas,
+                                     timeout_ms=settings.dedup_wait_timeout_ms)
+    return state.wait
+
+
 def build_dedup(settings: Settings, state: State) -> DedupStore:
     dedup = RedisDedup(state.client, state.keys, lease_ms=settings.claim_lease_ms, horizon_s=settings.dedup_horizon_s)
-    if not settings.dedup_wait_replicas:
-        return dedup
-    wait = ReplicationWait(state.client, settings.redis_key_prefix, replicas=settings.dedup_wait_replicas,
-                           timeout_ms=settings.dedup_wait_timeout_ms)
-    return ReplicatedDedup(dedup, wait)
+    wait = replication_wait(settings, state)
+    return dedup if wait is None else ReplicatedDedup(dedup, wait)
 
 
 def build_limiter(config: DestinationConfig, state: State, horizon_ms: int, grace_ms: int,
@@ -198,10 +207,9 @@ def build_cooldown(settings: Settings, state: State, admission: Admission) -> Co
     if admission.suppression is None:
         raise ConfigError(NO_COOLDOWN_KEY)  # the settings refuse this already; kept for callers that skip them
     store: CooldownStore = RedisCooldown(state.client, lease_ms=settings.claim_lease_ms, ttl_ms=windows.longest_ms)
-    if settings.dedup_wait_replicas:  # contacts on replicas too: a failover must not forget one
-        store = ReplicatedCooldown(store, ReplicationWait(state.client, settings.redis_key_prefix,
-                                                          replicas=settings.dedup_wait_replicas,
-                                                          timeout_ms=settings.dedup_wait_timeout_ms))
+    wait = replication_wait(settings, state)
+    if wait is not None:  # contacts on replicas too: a failover must not forget one
+        store = ReplicatedCooldown(store, wait)
     return ContactCooldown(store, windows, state.keys, admission.suppression.phone_entry)
 
 

@@ -7,8 +7,9 @@ may have left (it may be sent again), unknown when one may have (never resent on
 no exception can leave a claim behind to block its event for the whole lease.
 
 With the contact cooldown on, the claim also drives the batch's phone reservations
-(`contacts.PhoneReservation`, same tag): phones are reserved for the ids just claimed, and every
-renewal, settlement and the exit path do for a phone what they do for its id.
+(`contacts.PhoneReservation`, same tag), and with the opt-out list on, its lookup: the list is
+asked, the ids claimed and the phones reserved in one round trip (`claim`); every renewal,
+settlement and the exit path do for a phone what they do for its id.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from consumer.delivery.backoff import REDIS_BACKOFF
 from consumer.delivery.batching import PendingEvent
 from consumer.delivery.contacts import ContactCooldown, PhoneReservation
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
-from consumer.state.cooldown import PhoneFate
-from consumer.state.dedup import ClaimRequest, ClaimStatus, DedupStore, Settlement
+from consumer.state.cooldown import PhoneFate, PhoneStatus
+from consumer.state.dedup import ClaimRequest, ClaimStatus, ClaimStatuses, DedupStore, Settlement
+from consumer.state.suppression import Suppression
+from consumer.state.trip import Step, together
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,10 @@ class Claimed:
     cooling: list[PendingEvent] = field(default_factory=list)
     phone_held: list[PendingEvent] = field(default_factory=list)
     uncheckable: list[PendingEvent] = field(default_factory=list)
+    # Events the opt-out list refused (their claims released, never sent): on the list; phone that
+    # cannot be looked up (dead-lettered as invalid_event, like `uncheckable`).
+    suppressed: list[PendingEvent] = field(default_factory=list)
+    unlisted: list[PendingEvent] = field(default_factory=list)
 
     def add(self, event: PendingEvent, status: ClaimStatus, attempt: str = "") -> None:
         if status is ClaimStatus.CLAIMED:
@@ -69,8 +77,11 @@ class Claimed:
 
 class Claim:
     def __init__(self, dedup: DedupStore, metrics: Metrics, stop: threading.Event, *,
-                 cooldown: ContactCooldown | None = None, window_ms: int = 0) -> None:
+                 cooldown: ContactCooldown | None = None, window_ms: int = 0,
+                 suppression: Suppression | None = None) -> None:
         self.dedup = dedup
+        # The opt-out list, looked up in the claim's round trip (README "The opt-out list").
+        self.suppression = suppression
         self.metrics = metrics
         self.stop = stop
         self.tag = dedup.new_tag()
@@ -110,71 +121,134 @@ class Claim:
             log.exception("could not settle %d left-over claims; they expire with their lease", len(self.left_over))
 
     def claim(self, events: Sequence[PendingEvent]) -> Claimed:
-        """Claim the events' ids in one round trip; StateStoreError if Redis stays away.
+        """Look the events up in the opt-out list, claim their ids and reserve their phones, in one
+        round trip (one pipelined packet per master: consumer/state/trip.py); StateStoreError if
+        Redis stays away.
+
+        The three answers come together, so the claim and the reservation are optimistic: each
+        event's id is claimed even if the list has it, each phone reserved even if its id turns out
+        delivered, held or of unknown fate. What the event does not use is released afterwards
+        (one more round trip, only when there is such an event), so the outcomes are the ones the
+        steps taken in turn would give: suppressed before skipped, skipped or ambiguous before
+        cooldown. Signed replays of ambiguous dead-letters are the exception: with the opt-out list
+        on, they are claimed only once it has answered (a second round trip, for them alone), since
+        releasing a replay's claim would erase the unknown mark it overrode.
 
         A lost reply (a timeout, a failover) leaves the ids maybe claimed under this tag. Claims
-        are idempotent per tag, so the claim is asked again under the same tag: its answer says
-        what is really ours. Parked instead, with a release that may fail as well, the ids would
-        stay claimed for the whole lease and then end as ambiguous without ever being sent, each
-        round wasting a throttle slot. Only if Redis stays away is what the
-        script may have claimed released, and the error raised."""
-        requests = _requests(events)
+        and reservations are idempotent per tag, so the trip is asked again under the same tag: its
+        answer says what is really ours. Parked instead, with a release that may fail as well, the
+        ids would stay claimed for the whole lease and then end as ambiguous without ever being
+        sent, each round wasting a throttle slot. Only if Redis stays away is what the scripts may
+        have claimed or reserved released, and the error raised."""
         if self.claimed_at is None:
             self.claimed_at = time.monotonic()
+        answer = Claimed()
+        lists = self.suppression is not None
+        first = [e for e in events if not (lists and e.replay_of)]
+        replays = [e for e in events if lists and e.replay_of]
+        refused = self._trip(answer, list(events) if lists else [], first)
+        replays = [e for e in replays if e.recipient.event_id not in refused]
+        if replays:
+            self._trip(answer, [], replays)
+        return answer
+
+    def _trip(self, answer: Claimed, screen: list[PendingEvent], claim: list[PendingEvent]) -> set[str]:
+        """One round trip: the opt-out lookup of `screen`, the claim of `claim` and their phones.
+        Adds what it learnt to `answer`; returns the ids the opt-out list refused."""
+        lookup = self.suppression.lookup([e.recipient for e in screen]) \
+            if self.suppression is not None and screen else None
+        asked = self.phones.ask(claim) if self.phones is not None and claim else None
+        requests = _requests(claim)
+        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests)]
+        if lookup is not None:
+            assert self.suppression is not None
+            steps.append(self.suppression.stage(lookup))
+        if asked is not None:
+            assert self.phones is not None
+            steps.append(self.phones.step(asked))
+        answers = self._ask(steps, [r.event_id for r in requests], [r.key for r in asked.requests] if asked else [])
+        statuses: ClaimStatuses = answers[0]
+        refused: set[str] = set()
+        if lookup is not None:
+            for event, listed in zip(screen, answers[1], strict=True):
+                if listed is None:
+                    answer.unlisted.append(event)
+                elif listed:
+                    answer.suppressed.append(event)
+                else:
+                    continue
+                refused.add(event.recipient.event_id)
+        release: list[str] = []
+        claimed: list[PendingEvent] = []
+        if not refused and len(statuses) == len(claim) and statuses.count(ClaimStatus.CLAIMED) == len(claim):
+            claimed = list(claim)  # the common answer, taken whole: this runs for every event of every request
+        else:
+            for event, status, attempt in zip(claim, statuses, statuses.attempts, strict=True):
+                if event.recipient.event_id in refused:
+                    if status is ClaimStatus.CLAIMED:
+                        release.append(event.recipient.event_id)
+                elif status is ClaimStatus.CLAIMED:
+                    claimed.append(event)
+                else:
+                    answer.add(event, status, attempt)
+        unused: list[str] = []
+        if asked is not None:
+            assert self.phones is not None
+            phones, unused = self.phones.take(asked, answers[-1], claimed)
+            refusals = phones.cooling + phones.held + phones.uncheckable
+            release += [e.recipient.event_id for e in refusals]
+            claimed = phones.reserved
+            answer.cooling += phones.cooling
+            answer.phone_held += phones.held
+            answer.uncheckable += phones.uncheckable
+        answer.claimed += claimed
+        self._held.update(dict.fromkeys((e.recipient.event_id for e in claimed), False))
+        self._release(release, unused)
+        return refused
+
+    def _ask(self, steps: list[Step[Any]], ids: list[str], keys: list[str]) -> list[Any]:
+        """`together(steps)`, asked again under the same tag after a lost reply; if Redis stays
+        away, what the trip may have claimed or reserved is released and StateStoreError raised."""
         tries = 0
         while True:
             tries += 1
             try:
-                statuses = self.dedup.claim(self.tag, requests)
-                break
+                return together(steps)
             except StateStoreError as exc:
                 delay = REDIS_BACKOFF.delay(tries)
                 if tries < CLAIM_TRIES:  # the last failure is counted by the caller's outage
                     self.metrics.redis_errors.labels("claim").inc()
                     log.warning("claim reply lost (%s); claiming again under the same tag in %.1fs", exc, delay)
                 if tries >= CLAIM_TRIES or self.stop.wait(delay):
+                    # A reservation left behind blocks its phone for one lease, then counts as a contact.
                     with contextlib.suppress(StateStoreError):
-                        self.dedup.settle(Settlement.RELEASED, self.tag, [e.recipient.event_id for e in events])
+                        together(self._release_steps(ids, keys))
                     raise
-        if len(statuses) == len(events) and statuses.count(ClaimStatus.CLAIMED) == len(events):
-            # The common answer, taken whole: this runs for every event of every request.
-            self._held.update(dict.fromkeys((r.event_id for r in requests), False))
-            return self._reserve_phones(Claimed(claimed=list(events)))
-        answer = Claimed()
-        for event, status, attempt in zip(events, statuses, statuses.attempts, strict=True):
-            answer.add(event, status, attempt)
-            if status is ClaimStatus.CLAIMED:
-                self._held[event.recipient.event_id] = False
-        return self._reserve_phones(answer)
 
-    def _reserve_phones(self, answer: Claimed) -> Claimed:
-        """Reserve the phones of the ids just claimed; release the claims of those refused. If
-        Redis stays away, the ids just claimed are released too and StateStoreError raised."""
-        if self.phones is None or not answer.claimed:
-            return answer
-        try:
-            phones = self.phones.reserve(answer.claimed)
-        except StateStoreError:
-            with contextlib.suppress(StateStoreError):
-                self.dedup.settle(Settlement.RELEASED, self.tag, [e.recipient.event_id for e in answer.claimed])
-            for event in answer.claimed:
-                self._held.pop(event.recipient.event_id, None)
-            raise
-        refused = phones.cooling + phones.held + phones.uncheckable
-        if refused:
-            self.settle(Settlement.RELEASED, refused)
-        answer.claimed = phones.reserved
-        answer.cooling, answer.phone_held, answer.uncheckable = phones.cooling, phones.held, phones.uncheckable
-        return answer
+    def _release_steps(self, ids: list[str], keys: list[str]) -> list[Step[Any]]:
+        steps: list[Step[Any]] = [self.dedup.stage_settle(Settlement.RELEASED, self.tag, ids)]
+        if self.phones is not None and keys:
+            steps.append(self.phones.policy.store.stage_settle(PhoneFate.RELEASED, self.tag, keys))
+        return steps
+
+    def _release(self, ids: list[str], keys: list[str]) -> None:
+        """Release, in one round trip, the ids claimed and the phones reserved that their events do
+        not use (suppressed, skipped, held, ambiguous, or refused by the cooldown); retried like any
+        settlement. A release that never lands costs only time: a claim or a reservation lapses
+        with its lease (a reservation then counts as a contact: at worst a survey not sent)."""
+        self._record(Settlement.RELEASED, ids, keys)
 
     def renew(self, events: Sequence[PendingEvent]) -> bool:
         """Claim again under the same tag (idempotent; refreshes the lease), and the phones with
-        them. False: do not send."""
+        them, in one round trip. False: do not send."""
         for attempt in range(1, RENEW_TRIES + 1):
             try:
-                if not all(s is ClaimStatus.CLAIMED for s in self.dedup.claim(self.tag, _requests(events))):
-                    return False
-                return self.phones is None or self.phones.renew(events)
+                steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events))]
+                if self.phones is not None:
+                    steps.append(self.phones.renewal(events))
+                answers = together(steps)
+                return all(s is ClaimStatus.CLAIMED for s in answers[0]) and \
+                    all(s is PhoneStatus.RESERVED for answer in answers[1:] for s in answer)
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("claim").inc()
                 delay = REDIS_BACKOFF.delay(attempt)
@@ -188,26 +262,31 @@ class Claim:
         self._held.update(dict.fromkeys((e.recipient.event_id for e in events), True))
 
     def settle(self, outcome: Settlement, events: Sequence[PendingEvent]) -> None:
-        """Record the fate of these events' request. Until it is recorded they stay held, so an
-        exception here still ends them as unknown on exit if a request may have left."""
+        """Record the fate of these events' request, for their ids and their phones in one round
+        trip. Until it is recorded they stay held, so an exception here still ends them as unknown
+        on exit if a request may have left."""
         ids = [e.recipient.event_id for e in events]
-        self._settle_ids(outcome, ids)
+        # Taken from the reservation first: a phone whose fate could not be recorded is not settled
+        # again on exit; its reservation expires into a contact.
+        keys = self.phones.keys_of(ids) if self.phones is not None else []
+        self._record(outcome, ids, keys)
         for event_id in ids:
             self._held.pop(event_id, None)
-        if self.phones is not None:
-            try:
-                self.phones.settle(PHONE_FATES[outcome], ids)
-            except Exception:  # the ids' fate stands; a reservation left behind expires into a contact
-                log.exception("could not settle %d phone reservations", len(ids))
 
     def _settle_ids(self, outcome: Settlement, ids: list[str]) -> None:
-        """Record an outcome in Redis, retrying while Redis is away (bounded, not interruptible:
-        an outcome must be recorded if at all possible)."""
-        if not ids:
+        self._record(outcome, ids, [])
+
+    def _record(self, outcome: Settlement, ids: list[str], keys: list[str]) -> None:
+        """Record an outcome in Redis for these ids and phone keys (one round trip), retrying while
+        Redis is away (bounded, not interruptible: an outcome must be recorded if at all possible)."""
+        if not ids and not keys:
             return
+        steps: list[Step[Any]] = [self.dedup.stage_settle(outcome, self.tag, ids)]
+        if self.phones is not None and keys:
+            steps.append(self.phones.policy.store.stage_settle(PHONE_FATES[outcome], self.tag, keys))
         for attempt in range(1, SETTLE_TRIES + 1):
             try:
-                self.dedup.settle(outcome, self.tag, ids)
+                together(steps)
                 return
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("settle").inc()
@@ -215,7 +294,8 @@ class Claim:
                 log.error("could not record an outcome in Redis (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
         log.error("gave up recording an outcome in Redis; duplicates of these %d events will be "
-                  "dead-lettered as ambiguous once their claim lease expires", len(ids))
+                  "dead-lettered as ambiguous once their claim lease expires, and their %d phone reservations "
+                  "count as contacts once it does", len(ids), len(keys))
 
 
 def _requests(events: Sequence[PendingEvent]) -> list[ClaimRequest]:

@@ -1,13 +1,16 @@
 """The per-phone contact cooldown at admission (issue 13, point 1; README "Contact cooldown").
 
-    batch taken -> admission (expired, suppressed) -> claim ids (dedup) -> reserve phones -> POST
+    batch taken -> admission (expired) -> one round trip: opt-out list, claim ids, reserve phones -> POST
 
 A customer surveyed (by any campaign of the fleet) is not surveyed again within the cooldown of the
 campaign that would survey them now: CONTACT_COOLDOWN, overridden per destination and per campaign
-(`CooldownWindows`). Phones are reserved after the ids are claimed, by the same attempt (the claim
-tag), and only for the ids claimed: so an id delivered before ends as `skipped`, not `cooldown`
-(its own delivery started the cooldown), and an id of unknown fate is still dead-lettered as
-`ambiguous`. A phone in cooldown ends its event as `cooldown` (final, committed, counted, never
+(`CooldownWindows`). Phones are reserved by the same attempt as the ids (the claim tag), in the
+same round trip as the claim (`claims.Claim.claim`), so optimistically: for every event of the batch.
+Only the ids claimed keep theirs: so an id delivered before ends as `skipped`, not `cooldown` (its
+own delivery started the cooldown), and an id of unknown fate is still dead-lettered as
+`ambiguous`; the phones of the others are released at once, which puts back any contact a
+reservation covered (lua/settle_phones.lua), so the state is as if they had never been asked. A
+phone in cooldown ends its event as `cooldown` (final, committed, counted, never
 sent); a phone reserved by a live attempt elsewhere holds its event back (`requeue`): when it comes
 round again the other attempt has either been accepted (then `cooldown`) or failed (then it may go).
 Either way the event's id claim is released at once.
@@ -20,7 +23,6 @@ one may have. So no exception leaves a reservation behind, and no phone in coold
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -33,10 +35,10 @@ from consumer.errors import InvalidEventError, StateStoreError
 from consumer.operations.metrics import Metrics
 from consumer.state.cooldown import CooldownStore, PhoneFate, PhoneRequest, PhoneStatus, phone_key
 from consumer.state.redis import Keys
+from consumer.state.trip import Step
 
 log = logging.getLogger(__name__)
 
-RESERVE_TRIES = 3  # a lost reply is asked again under the same tag (idempotent); then Redis counts as away
 SETTLE_TRIES = 15  # as claims.SETTLE_TRIES: a contact must be recorded if at all possible
 
 
@@ -87,6 +89,15 @@ class Reserved:
     uncheckable: list[PendingEvent] = field(default_factory=list)
 
 
+@dataclass
+class Asked:
+    """The phones a trip asks for (`PhoneReservation.ask`): each event's phone key (None: its phone
+    cannot be read back into E.164), and one request per phone not yet held by the batch."""
+
+    keys: dict[str, str | None] = field(default_factory=dict)  # event id -> its phone's key
+    requests: list[PhoneRequest] = field(default_factory=list)
+
+
 class PhoneReservation:
     """One batch's phone reservations, under its claim tag."""
 
@@ -99,65 +110,70 @@ class PhoneReservation:
         self.stop = stop
         self._held: dict[str, str] = {}  # event id -> phone key reserved for it
 
-    def reserve(self, events: Sequence[PendingEvent]) -> Reserved:
-        """Reserve the events' phones in one round trip (per master); StateStoreError if Redis stays
-        away, after releasing what the script may have reserved."""
-        answer = Reserved()
-        asked: list[PendingEvent] = []
-        requests: list[PhoneRequest] = []
-        taken = {key: event_id for event_id, key in self._held.items()}
+    def ask(self, events: Sequence[PendingEvent]) -> Asked:
+        """The reservations to ask for these events, before anyone knows which of their ids will be
+        claimed (optimistic: they travel with the claim, `claims.Claim.claim`). A phone the batch
+        holds already is not asked again; a phone twice is asked once, for the first event."""
+        asked = Asked()
+        held = set(self._held.values())
+        seen: set[str] = set()
         for event in events:
             try:
-                key = self.policy.key(event.recipient.phone)
+                key: str | None = self.policy.key(event.recipient.phone)
             except InvalidEventError:
+                key = None
+            asked.keys[event.recipient.event_id] = key
+            if key is not None and key not in held and key not in seen:
+                seen.add(key)
+                asked.requests.append(PhoneRequest(key, event.replay_of))
+        return asked
+
+    def step(self, asked: Asked) -> Step[list[PhoneStatus]]:
+        return self.policy.store.stage_reserve(self.tag, asked.requests, window_ms=self.window_ms)
+
+    def take(self, asked: Asked, statuses: Sequence[PhoneStatus],
+             claimed: Sequence[PendingEvent]) -> tuple[Reserved, list[str]]:
+        """Give each phone reserved to the first event claimed that has it (and the same replay
+        scope: a reservation that overrode a replay's unknown contact is that replay's alone); the
+        other events claimed are refused as they would have been, asked one by one after their
+        claim. Also returns the keys reserved that no event claimed takes: to release."""
+        answer = Reserved()
+        status_of = {r.key: (s, r.replay_of) for r, s in zip(asked.requests, statuses, strict=True)}
+        taken: set[str] = set()
+        holders = set(self._held.values())
+        for event in claimed:
+            key = asked.keys.get(event.recipient.event_id)
+            if key is None:
                 answer.uncheckable.append(event)
                 continue
-            owner = taken.setdefault(key, event.recipient.event_id)
-            if owner != event.recipient.event_id:  # the same phone twice in one request: one waits
+            status, scope = status_of.get(key, (PhoneStatus.HELD, None))
+            # The same phone twice in one request: one waits. A reservation that may have overridden
+            # a replay's unknown contact is that replay's alone.
+            if key in holders or key in taken or \
+                    (status is PhoneStatus.RESERVED and scope is not None and scope != event.replay_of):
                 answer.held.append(event)
-                continue
-            asked.append(event)
-            requests.append(PhoneRequest(key, event.replay_of))
-        if not requests:
-            return answer
-        statuses = self._reserve(requests)
-        for event, request, status in zip(asked, requests, statuses, strict=True):
-            if status is PhoneStatus.RESERVED:
+            elif status is PhoneStatus.RESERVED:
+                taken.add(key)
                 answer.reserved.append(event)
-                self._held[event.recipient.event_id] = request.key
+                self._held[event.recipient.event_id] = key
             elif status is PhoneStatus.COOLING:
                 answer.cooling.append(event)
             else:
                 answer.held.append(event)
-        return answer
+        unused = [r.key for r, s in zip(asked.requests, statuses, strict=True)
+                  if s is PhoneStatus.RESERVED and r.key not in taken]
+        return answer, unused
 
-    def _reserve(self, requests: list[PhoneRequest]) -> list[PhoneStatus]:
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                return self.policy.store.reserve(self.tag, requests, window_ms=self.window_ms)
-            except StateStoreError as exc:
-                delay = REDIS_BACKOFF.delay(tries)
-                if tries < RESERVE_TRIES:
-                    self.metrics.redis_errors.labels("cooldown").inc()
-                    log.warning("phone reservation reply lost (%s); asking again under the same tag in %.1fs",
-                                exc, delay)
-                if tries >= RESERVE_TRIES or self.stop.wait(delay):
-                    # A reservation left behind blocks its phone for one lease, then counts as a contact.
-                    with contextlib.suppress(StateStoreError):
-                        self.policy.store.settle(PhoneFate.RELEASED, self.tag, [r.key for r in requests])
-                    raise
-
-    def renew(self, events: Sequence[PendingEvent]) -> bool:
-        """Reserve again under the same tag (refreshes the lease); False if any phone is no longer
-        ours (do not send). StateStoreError is left to the caller's renewal loop."""
+    def renewal(self, events: Sequence[PendingEvent]) -> Step[list[PhoneStatus]]:
+        """Reserve again under the same tag (refreshes the lease): every answer must be RESERVED,
+        else a phone is no longer ours (do not send)."""
         requests = [PhoneRequest(self._held[e.recipient.event_id], e.replay_of) for e in events
                     if e.recipient.event_id in self._held]
-        if not requests:
-            return True
-        statuses = self.policy.store.reserve(self.tag, requests, window_ms=self.window_ms)
-        return all(s is PhoneStatus.RESERVED for s in statuses)
+        return self.policy.store.stage_reserve(self.tag, requests, window_ms=self.window_ms)
+
+    def keys_of(self, event_ids: Sequence[str]) -> list[str]:
+        """The keys held for these events, no longer held (their fate is about to be recorded)."""
+        return [self._held.pop(i) for i in event_ids if i in self._held]
 
     def settle(self, fate: PhoneFate, event_ids: Sequence[str]) -> None:
         """Record the fate of these events' request for their phones (retried while Redis is

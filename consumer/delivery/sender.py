@@ -231,9 +231,10 @@ class Sender:
             self._conclude_open(outcomes, claim, batch.campaign_id, failed)
 
     def _new_claim(self, campaign: str) -> Claim:
+        suppression = self.admission.suppression if self.admission is not None else None
         if self.cooldown is None:
-            return Claim(self.dedup, self.metrics, self._stop)
-        return Claim(self.dedup, self.metrics, self._stop, cooldown=self.cooldown,
+            return Claim(self.dedup, self.metrics, self._stop, suppression=suppression)
+        return Claim(self.dedup, self.metrics, self._stop, cooldown=self.cooldown, suppression=suppression,
                      window_ms=self.cooldown.windows.window_ms(self.destination.name, campaign))
 
     def _conclude_open(self, outcomes: BatchReport, claim: Claim, campaign: str, failed: BaseException | None) -> None:
@@ -287,22 +288,23 @@ class Sender:
         claimed: list[PendingEvent] = []
         for round_ in range(2):
             if self.admission is not None:
-                try:
-                    candidates = self.admission.screen(candidates, outcomes)
-                except StateStoreError as exc:  # fail closed, like the claim: nothing is sent
-                    outcomes(Outcome("requeue", candidates))
-                    self.outage.failed("suppression", exc)
-                    break
+                candidates = self.admission.screen(candidates, outcomes)
                 if not candidates:
                     break
             try:
-                answer = claim.claim(candidates)
-            except StateStoreError as exc:
+                answer = claim.claim(candidates)  # with the opt-out lookup and the phones: one round trip
+            except StateStoreError as exc:  # fail closed: nothing is sent
                 outcomes(Outcome("requeue", candidates))
                 self.outage.failed("claim", exc)
                 break
             self.outage.recovered()
             claimed += answer.claimed
+            if answer.suppressed:
+                log.info("%d events not sent: on the opt-out list", len(answer.suppressed),
+                         extra={"count": len(answer.suppressed)})
+                outcomes(Outcome("suppressed", answer.suppressed))
+            if answer.unlisted:
+                outcomes(Outcome("dead_letter", answer.unlisted, Failure("invalid_event", UNCHECKABLE)))
             if answer.delivered:
                 self.metrics.duplicates_skipped.inc(len(answer.delivered))
                 outcomes(Outcome("skipped", answer.delivered))
@@ -322,7 +324,9 @@ class Sender:
                 outcomes(Outcome("dead_letter", unknown, Failure("ambiguous", AMBIGUOUS_MESSAGE,
                                                                  campaign_id=batch.campaign_id, attempt_id=attempt)))
             room = self.destination.max_recipients - len(claimed)
-            if round_ or room <= 0 or len(answer.claimed) == len(candidates):
+            # (Events the opt-out list refused free no room: they were screened out before the claim.)
+            screened = len(candidates) - len(answer.suppressed) - len(answer.unlisted)
+            if round_ or room <= 0 or len(answer.claimed) == screened:
                 break
             # Skipped ids freed room in a request whose slot is already paid for.
             candidates = self.batcher.top_up(Batch(batch.campaign_id, claimed), room)

@@ -11,10 +11,11 @@ ran out, for the same reason.
 Keys hold no phone: a phone's key is the keyed hash of its canonical E.164 (the opt-out list's
 `OptOutHasher`, under SUPPRESSION_KEY), `{<prefix>:p:<bucket>:<n>}:cd:<32 hex>`. The bucket (one of
 `BUCKETS`, from the hash) is the key's hash tag, its slots spread evenly like the dedup buckets', so
-a Redis Cluster spreads the phones over its masters. One script call covers the phones of one
-bucket; a batch's calls are pipelined, sent before any reply is read: one round trip on a single
-Redis, one per master on a cluster. A phone's state is one key, so atomicity per key is all the
-reservation needs.
+a Redis Cluster spreads the phones over its masters. On a cluster one script call covers the
+phones of one bucket, on a single Redis one call covers them all; a batch's calls are pipelined,
+sent before any reply is read, with the batch's dedup claim (`stage_reserve`,
+consumer/state/trip.py): one round trip on a single Redis, one per master on a cluster. A phone's
+state is one key, so atomicity per key is all the reservation needs.
 
 `CooldownStore` is the contract; `RedisCooldown` (`lua/reserve_phones.lua`,
 `lua/settle_phones.lua`) and `MemoryCooldown` (below) both pass
@@ -35,7 +36,8 @@ import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from consumer.errors import StateStoreError
-from consumer.state.redis import Keys, load_script, run_per_bucket, translated
+from consumer.state.redis import Call, Keys, load_script, translated
+from consumer.state.trip import Step, together
 
 # Hash tags the phones are spread over: enough that a cluster's masters each get several, few
 # enough that a batch of thousands of phones touches each bucket with many of them.
@@ -87,9 +89,16 @@ class CooldownStore(Protocol):
     def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
         """One status per request, in order. Reserving again under the same tag renews the lease."""
 
+    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> Step[list[PhoneStatus]]:
+        """`reserve` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
+
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
         """Record a request's fate for its phones: accepted and unknown write a contact whatever the
-        key holds; released removes only the caller's own reservation."""
+        key holds; released removes only the caller's own reservation, and puts back the contact
+        it covered (a contact older than the reserving campaign's window, still within another's)."""
+
+    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> Step[None]:
+        """`settle` as a step of a shared round trip."""
 
     def state(self, key: str) -> str | None:
         """The raw value of one phone's key (for tests and SREs)."""
@@ -124,35 +133,46 @@ class RedisCooldown:
         self._settle = load_script(client, "settle_phones")
 
     def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
+        answer: list[PhoneStatus] = together([self.stage_reserve(tag, requests, window_ms=window_ms)])[0]
+        return answer
+
+    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> Step[list[PhoneStatus]]:
+        """The reservation's calls, to run alone or in a round trip shared with other stores."""
         if not requests:
-            return []
-        groups = _by_bucket([r.key for r in requests])
+            return Step.answered([])
+        groups = self._groups([r.key for r in requests])
         head = [tag, self.lease_ms, window_ms, self.ttl_ms]
-        calls = [([requests[i].key for i in rows], [requests[i].replay_of or "" for i in rows]) for rows in groups]
-        with translated("the phone reservation"):
-            replies = self._run(self._reserve, head, calls)
-        statuses: list[PhoneStatus | None] = [None] * len(requests)
-        for rows, reply in zip(groups, replies, strict=True):
-            for i, status in zip(rows, parse_statuses(reply, len(rows)), strict=True):
-                statuses[i] = status
-        return [s for s in statuses if s is not None]
+        calls = [Call([requests[i].key for i in rows], [*head, *(requests[i].replay_of or "" for i in rows)],
+                      self._reserve) for rows in groups]
+
+        def read(replies: list[Any]) -> list[PhoneStatus]:
+            statuses: list[PhoneStatus | None] = [None] * len(requests)
+            for rows, reply in zip(groups, replies, strict=True):
+                for i, status in zip(rows, parse_statuses(reply, len(rows)), strict=True):
+                    statuses[i] = status
+            return [s for s in statuses if s is not None]
+
+        return Step.remote("the phone reservation", self.client, calls, read)
 
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
+        together([self.stage_settle(fate, tag, keys)])
+
+    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> Step[None]:
         if not keys:
-            return
-        calls: list[tuple[list[str], list[str]]] = [([keys[i] for i in rows], []) for rows in _by_bucket(keys)]
-        with translated("the phone reservation's outcome"):
-            self._run(self._settle, [fate.value, tag, self.ttl_ms], calls)
+            return Step.answered(None)
+        calls = [Call([keys[i] for i in rows], [fate.value, tag, self.ttl_ms], self._settle)
+                 for rows in self._groups(keys)]
+        return Step.remote("the phone reservation's outcome", self.client, calls, lambda replies: None)
 
     def state(self, key: str) -> str | None:
         with translated("reading a phone's cooldown"):
             value = self.client.get(key)
         return None if value is None else _text(value)
 
-    def _run(self, script: Any, head: list[Any], calls: list[tuple[list[str], list[str]]]) -> list[Any]:
-        """One reply per call, in one pipeline (one pipeline per master on a cluster)."""
-        return run_per_bucket(self.client, script, [(keys, [*head, *tail]) for keys, tail in calls],
-                              cluster=self.cluster)
+    def _groups(self, keys: Sequence[str]) -> list[list[int]]:
+        """One script call per bucket on a cluster (a call's keys share a slot); one for all on a
+        single Redis."""
+        return _by_bucket(keys) if self.cluster else [list(range(len(keys)))]
 
 
 def _by_bucket(keys: Sequence[str]) -> list[list[int]]:
@@ -163,7 +183,8 @@ def _by_bucket(keys: Sequence[str]) -> list[list[int]]:
     return list(groups.values())
 
 
-_VALUE = re.compile(r"([a-z])\|(\d+)\|(.*)")
+# kind|at|owner, and after `#` the contact a reservation covers (put back if it is released)
+_VALUE = re.compile(r"([a-z])\|(\d+)\|([^#]*)#?(.*)", re.S)
 
 
 def _now_ms() -> int:
@@ -191,22 +212,30 @@ class MemoryCooldown:
         with self._lock:
             for request in requests:
                 value = self._get(request.key, now)
-                status = PhoneStatus.RESERVED
+                status, covered = PhoneStatus.RESERVED, ""
                 if value is not None:
                     match = _VALUE.fullmatch(value)
-                    kind, at, owner = (match.group(1), int(match.group(2)), match.group(3)) if match else ("", now, "")
+                    kind, at, owner, prior = (match.group(1), int(match.group(2)), match.group(3), match.group(4)) \
+                        if match else ("", now, "", "")
+                    own = value.split("#", 1)[0]
                     if kind == "r" and owner == tag and now < at:
-                        status = PhoneStatus.RESERVED
+                        covered = prior  # a renewal keeps what the reservation covers
                     elif kind == "r" and now < at:
                         status = PhoneStatus.HELD
                     elif kind == "u" and owner and owner == request.replay_of:
-                        status = PhoneStatus.RESERVED
+                        covered = own
                     elif now - at < window_ms:
                         status = PhoneStatus.COOLING
+                    else:
+                        covered = own
                 if status is PhoneStatus.RESERVED:
-                    self._values[request.key] = (f"r|{now + self.lease_ms}|{tag}", now + self.lease_ms + self.ttl_ms)
+                    reservation = f"r|{now + self.lease_ms}|{tag}" + (f"#{covered}" if covered else "")
+                    self._values[request.key] = (reservation, now + self.lease_ms + self.ttl_ms)
                 out.append(status)
         return out
+
+    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> Step[list[PhoneStatus]]:
+        return Step.local("the phone reservation", lambda: self.reserve(tag, requests, window_ms=window_ms))
 
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
         now = self.clock()
@@ -216,10 +245,18 @@ class MemoryCooldown:
                     value = self._get(key, now)
                     match = _VALUE.fullmatch(value) if value is not None else None
                     if match and match.group(1) == "r" and match.group(3) == tag:
-                        del self._values[key]
+                        covered = _VALUE.fullmatch(match.group(4)) if match.group(4) else None
+                        expires = int(covered.group(2)) + self.ttl_ms if covered else now
+                        if covered and expires > now:
+                            self._values[key] = (match.group(4), expires)
+                        else:
+                            del self._values[key]
                 else:
                     kind = "c" if fate is PhoneFate.ACCEPTED else "u"
                     self._values[key] = (f"{kind}|{now}|{tag}", now + self.ttl_ms)
+
+    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> Step[None]:
+        return Step.local("the phone reservation's outcome", lambda: self.settle(fate, tag, keys))
 
     def state(self, key: str) -> str | None:
         with self._lock:

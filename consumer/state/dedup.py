@@ -32,7 +32,8 @@ import redis
 
 from consumer.errors import StateStoreError
 from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Digests, Layout, by_bucket, load_layout
-from consumer.state.redis import Keys, load_script, run_per_bucket, translated
+from consumer.state.redis import Call, Keys, load_script, translated
+from consumer.state.trip import Step, together
 
 
 class ClaimStatus(enum.Enum):
@@ -80,9 +81,15 @@ class DedupStore(Protocol):
     def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
         """One status per request, in order; claiming again under the same tag renews the lease."""
 
+    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
+        """`claim` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
+
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         """Record a request's outcome: delivered and unknown (naming the attempt `tag`) overwrite any
         claim; released only removes the caller's own claim."""
+
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+        """`settle` as a step of a shared round trip."""
 
     def state(self, event_id: str) -> str | None:
         """The raw state of one id (for `check`, tests and SREs): None, 'd', 'u|<attempt>' or a claim."""
@@ -163,40 +170,54 @@ class RedisDedup:
         return new_tag(self.owner)
 
     def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
+        answer: ClaimStatuses = together([self.stage_claim(tag, requests)])[0]
+        return answer
+
+    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
+        """The claim's calls, to run alone (`claim`) or in a round trip shared with other stores
+        (consumer/state/trip.py)."""
         if not requests:
-            return ClaimStatuses([], [])
+            return Step.answered(ClaimStatuses([], []))
         with translated("the dedup claim"):
             layout = self._layout_loaded()
             event_ids = [r.event_id for r in requests]
             groups = self._group(event_ids)
             legacy = self._legacy(layout, groups, event_ids)
-            replays = any(r.replay_of for r in requests)
-            calls = []
-            for g, (base, rows) in enumerate(groups):
-                overrides = [(j + 1, requests[i].replay_of) for j, (i, _) in enumerate(rows)
-                             if requests[i].replay_of] if replays else []
-                calls.append((base, [*_packed(rows), *_sparse(overrides), *legacy.arguments(g)]))
-            replies = self._run("claim", [tag, self.lease_ms, self.horizon_ms, layout.slice_ms], calls, legacy)
+        replays = any(r.replay_of for r in requests)
+        calls = []
+        for g, (base, rows) in enumerate(groups):
+            overrides = [(j + 1, requests[i].replay_of) for j, (i, _) in enumerate(rows)
+                         if requests[i].replay_of] if replays else []
+            calls.append((base, [*_packed(rows), *_sparse(overrides), *legacy.arguments(g)]))
+        head = [tag, self.lease_ms, self.horizon_ms, layout.slice_ms]
+        return Step.remote("the dedup claim", self.client, self._calls("claim", head, calls, legacy),
+                           lambda replies: self._statuses(groups, replies, event_ids))
+
+    def _statuses(self, groups: list[tuple[str, list[tuple[int, bytes]]]], replies: list[Any],
+                  event_ids: list[str]) -> ClaimStatuses:
         by_call = self._replies_by_call(groups)
         if all(_all_claimed(reply, len(rows)) for (_, rows), reply in zip(by_call, replies, strict=True)):
             # The common answer, taken whole: what parse_statuses would make of it, without a
             # status object per id.
-            return ClaimStatuses([ClaimStatus.CLAIMED] * len(requests), [""] * len(requests))
-        statuses: list[ClaimStatus | None] = [None] * len(requests)
-        attempts = [""] * len(requests)
+            return ClaimStatuses([ClaimStatus.CLAIMED] * len(event_ids), [""] * len(event_ids))
+        statuses: list[ClaimStatus | None] = [None] * len(event_ids)
+        attempts = [""] * len(event_ids)
         for (_, rows), reply in zip(by_call, replies, strict=True):
             parsed = parse_statuses(reply, len(rows))
             for (i, _), status, attempt in zip(rows, parsed, parsed.attempts, strict=True):
                 statuses[i], attempts[i] = status, attempt
         answer = ClaimStatuses([s for s in statuses if s is not None], attempts)
         if answer.count(ClaimStatus.CLAIMED) != len(answer):  # the others are not this attempt's to settle
-            self._digests.forget(r.event_id for r, status in zip(requests, answer, strict=True)
+            self._digests.forget(event_id for event_id, status in zip(event_ids, answer, strict=True)
                                  if status is not ClaimStatus.CLAIMED)
         return answer
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
+        together([self.stage_settle(outcome, tag, event_ids)])
+
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
         if not event_ids:
-            return
+            return Step.answered(None)
         with translated("the dedup update"):
             layout = self._layout_loaded()
             # Delivered and unknown are final here; a released id may be claimed again.
@@ -204,8 +225,10 @@ class RedisDedup:
             # Only an unknown mark must not cover a delivered one; delivered overwrites and a
             # release touches only the caller's claims, which 0.2.0 never wrote.
             legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
-            calls = [(base, [*_packed(rows), *legacy.arguments(g)]) for g, (base, rows) in enumerate(groups)]
-            self._run("settle", [outcome.value, tag, self.horizon_ms, layout.slice_ms], calls, legacy)
+        calls = [(base, [*_packed(rows), *legacy.arguments(g)]) for g, (base, rows) in enumerate(groups)]
+        return Step.remote("the dedup update", self.client,
+                           self._calls("settle", [outcome.value, tag, self.horizon_ms, layout.slice_ms], calls, legacy),
+                           lambda replies: None)
 
     def state(self, event_id: str) -> str | None:
         with translated("reading a dedup mark"):
@@ -235,7 +258,7 @@ class RedisDedup:
 
     def _replies_by_call(self, groups: list[tuple[str, list[tuple[int, bytes]]]]
                          ) -> list[tuple[str, list[tuple[int, bytes]]]]:
-        """The groups each reply of `_run` answers for, in order: one call per bucket on a
+        """The groups each reply of `_calls` answers for, in order: one call per bucket on a
         cluster, one call for all of them on a single Redis."""
         if self.cluster:
             return groups
@@ -256,15 +279,16 @@ class RedisDedup:
                  for group in keys]
         return _Legacy("a", [], found)
 
-    def _run(self, name: str, head: list[Any], calls: list[tuple[str, list[Any]]], legacy: _Legacy) -> list[Any]:
+    def _calls(self, name: str, head: list[Any], calls: list[tuple[str, list[Any]]], legacy: _Legacy) -> list[Call]:
+        """One script call for all buckets on a single Redis; one per bucket on a cluster."""
         script = self._scripts[name]
         if not self.cluster:
             keys = [base for base, _ in calls] + legacy.keys
             args = [*head, len(calls), legacy.mode, FIELD_BYTES, self._layout_copy,
                     *(a for _, call_args in calls for a in call_args)]
-            return [script(keys=keys, args=args)]
-        return run_per_bucket(self.client, script, [([base], [*head, 1, legacy.mode, FIELD_BYTES, self._layout_copy,
-                                                             *call_args]) for base, call_args in calls], cluster=True)
+            return [Call(keys, args, script)]
+        return [Call([base], [*head, 1, legacy.mode, FIELD_BYTES, self._layout_copy, *call_args], script)
+                for base, call_args in calls]
 
 
 @dataclass(frozen=True)

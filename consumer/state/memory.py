@@ -29,6 +29,7 @@ from consumer.state.dedup import (
 )
 from consumer.state.dedup_layout import SLICES
 from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms, pace_lead_ms
+from consumer.state.trip import Step
 
 _CLAIM = re.compile(r"c\|(.*)\|([0-9]+)", re.S)
 
@@ -101,6 +102,12 @@ class MemoryDedup:
                 out.append(status)
                 attempts.append(attempt if status is ClaimStatus.UNKNOWN and attempt is not None else "")
         return ClaimStatuses(out, attempts)
+
+    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
+        return Step.local("the dedup claim", lambda: self.claim(tag, requests))
+
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+        return Step.local("the dedup update", lambda: self.settle(outcome, tag, event_ids))
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         now = self.clock()

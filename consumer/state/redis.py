@@ -14,10 +14,10 @@ where it matters.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.resources import files
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
@@ -133,27 +133,45 @@ def load_script(client: Any, name: str) -> Script:
     return client.register_script(source)  # type: ignore[no-any-return]
 
 
-def run_per_bucket(client: Any, script: Script, calls: list[tuple[list[str], list[Any]]], *,
-                   cluster: bool) -> list[Any]:
-    """Run `script` once per call (its keys, its arguments) in one pipeline: one reply per call.
+class Call(NamedTuple):
+    """One command of a shared pipeline: a script's EVALSHA (`script` set) or a plain `command`.
+    On a cluster it goes to the node of its first key."""
+
+    keys: list[str]
+    args: list[Any]
+    script: Script | None = None
+    command: str = ""
+
+
+def run_calls(client: Any, calls: Sequence[Call], *, cluster: bool) -> list[Any]:
+    """Run every call in one pipeline: one reply per call, in order; one network round trip on a
+    single Redis, one per master on a cluster, sent to all of them before any reply is read.
 
     On a cluster each call goes to the node of its first key, named explicitly: redis-py's
     cluster pipeline refuses evalsha, and would ask a node for the keys of a raw EVALSHA (one
-    more round trip each). A Redis that restarted, or a master just promoted, lacks the script:
-    it is loaded (on every master) and the whole pipeline run again, so the scripts passed here
-    must be idempotent per call. The first error among the replies is raised."""
-    for attempt in (1, 2):
-        pipe = client.pipeline(transaction=False) if not cluster else client.pipeline()
-        for keys, args in calls:
-            options: dict[str, Any] = {"target_nodes": client.get_node_from_key(keys[0])} if cluster else {}
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **options)
-        replies = pipe.execute(raise_on_error=False)
-        if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+    more round trip each). A Redis that restarted, or a master just promoted, lacks a script:
+    each script that answered NOSCRIPT is loaded (on every master) and the calls that answered it
+    are run again, only those (the others ran). The first error among the replies is raised."""
+    replies = _pipelined(client, calls, cluster)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        scripts = {script.sha: script for script in (calls[i].script for i in missing) if script is not None}
+        for script in scripts.values():
             client.script_load(script.script)
-            continue
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return list(replies)
-    raise AssertionError("unreachable")
+        for i, reply in zip(missing, _pipelined(client, [calls[i] for i in missing], cluster), strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
+
+def _pipelined(client: Any, calls: Sequence[Call], cluster: bool) -> list[Any]:
+    pipe = client.pipeline() if cluster else client.pipeline(transaction=False)
+    for call in calls:
+        options: dict[str, Any] = {"target_nodes": client.get_node_from_key(call.keys[0])} if cluster else {}
+        if call.script is not None:
+            pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args, **options)
+        else:
+            pipe.execute_command(call.command, *call.keys, *call.args, **options)
+    return list(pipe.execute(raise_on_error=False))

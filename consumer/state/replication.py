@@ -18,6 +18,10 @@ touched), at the price of one marker write and one `WAIT` per master per call.
 
 `ReplicatedCooldown` does the same for the contact cooldown's phone reservations and contacts
 (consumer/state/cooldown.py): a contact lost in a failover would let a second survey through.
+
+Both wrap their store's steps too (consumer/state/trip.py): a claim and a phone reservation sent
+in one round trip are followed by one wait, when the two wrappers share their `ReplicationWait`
+(consumer/app.py builds one), and it runs before the caller reads the answers, so before any POST.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from consumer.errors import StateStoreError
 from consumer.state.cooldown import CooldownStore, PhoneFate, PhoneRequest, PhoneStatus
 from consumer.state.dedup import ClaimRequest, ClaimStatus, ClaimStatuses, DedupStore, Settlement
 from consumer.state.redis import translated
+from consumer.state.trip import Step, together
 
 # The marker only has to outlive one wait; it expires on its own.
 MARKER_TTL_MS = 60_000
@@ -99,16 +104,19 @@ class ReplicatedDedup:
         return self.inner.new_tag()
 
     def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
-        statuses = self.inner.claim(tag, requests)
+        answer: ClaimStatuses = together([self.stage_claim(tag, requests)])[0]
+        return answer
+
+    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
         # Only a claim granted is relied on (a POST follows); the other statuses send nothing.
-        if any(status is ClaimStatus.CLAIMED for status in statuses):
-            self.wait()
-        return statuses
+        return self.inner.stage_claim(tag, requests).then_wait(
+            self.wait, lambda statuses: any(status is ClaimStatus.CLAIMED for status in statuses))
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
-        self.inner.settle(outcome, tag, event_ids)
-        if event_ids:
-            self.wait()
+        together([self.stage_settle(outcome, tag, event_ids)])
+
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+        return self.inner.stage_settle(outcome, tag, event_ids).then_wait(self.wait, lambda _: bool(event_ids))
 
     def state(self, event_id: str) -> str | None:
         return self.inner.state(event_id)
@@ -122,15 +130,21 @@ class ReplicatedCooldown:
         self.wait = wait
 
     def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
-        statuses = self.inner.reserve(tag, requests, window_ms=window_ms)
-        if any(status is PhoneStatus.RESERVED for status in statuses):  # a POST follows
-            self.wait()
-        return statuses
+        answer: list[PhoneStatus] = together([self.stage_reserve(tag, requests, window_ms=window_ms)])[0]
+        return answer
+
+    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> Step[list[PhoneStatus]]:
+        return self.inner.stage_reserve(tag, requests, window_ms=window_ms).then_wait(  # a POST follows
+            self.wait, lambda statuses: any(status is PhoneStatus.RESERVED for status in statuses))
 
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
-        self.inner.settle(fate, tag, keys)
-        if keys and fate is not PhoneFate.RELEASED:  # a release lost in a failover only blocks a phone longer
-            self.wait()
+        together([self.stage_settle(fate, tag, keys)])
+
+    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> Step[None]:
+        # A release lost in a failover only blocks a phone longer (or, covering a contact, forgets
+        # an older contact, one the campaign that reserved did not count anyway).
+        return self.inner.stage_settle(fate, tag, keys).then_wait(
+            self.wait, lambda _: bool(keys) and fate is not PhoneFate.RELEASED)
 
     def state(self, key: str) -> str | None:
         return self.inner.state(key)

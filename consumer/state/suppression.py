@@ -1,9 +1,9 @@
 """The opt-out list: phones and external ids that must not be surveyed (issue 13, point 4).
 
-A customer who opted out (KVKK, İYS consent for commercial messages) is never sent a survey: at
-admission, just before the dedup claim, each event of a batch is looked up by its phone and its
-`external_id` attribute, and an event on the list ends with the outcome `suppressed`, unsent and
-unclaimed (consumer/delivery/admission.py). Operators manage the list with `pisano-sms suppress`
+A customer who opted out (KVKK, İYS consent for commercial messages) is never sent a survey: each
+event of a batch is looked up by its phone and its `external_id` attribute, in the round trip of
+the batch's dedup claim (consumer/delivery/claims.py), and an event on the list ends with the
+outcome `suppressed`, unsent, its claim released. Operators manage the list with `pisano-sms suppress`
 (consumer/sre/suppress.py).
 
 What is stored is never the phone or the id: an entry is the HMAC-SHA256 of the canonical value
@@ -19,8 +19,8 @@ so `0532 123 45 67` and `+905321234567` are one entry; external ids are taken as
 surrounding whitespace.
 
 The list is one Redis set, `{<prefix>}:optout`: one SMISMEMBER per batch answers for all its
-events in one round trip. Its hash tag is the dedup keys' own, so on a Redis Cluster it lives in
-their slot (a script could read it with the claim); an entry takes about 80 bytes there (two
+events, sent in the claim's pipeline (`stage_contains`, consumer/state/trip.py). Its hash tag is
+the dedup keys' own, so on a Redis Cluster it lives in their slot; an entry takes about 80 bytes there (two
 million entries, a million customers by phone and external id, measured 160 MB).
 
 `OptOutList` is the contract; `RedisOptOutList` and `MemoryOptOutList` (below, small enough to live
@@ -38,7 +38,8 @@ import phonenumbers
 
 from consumer.errors import InvalidEventError
 from consumer.ingest.phones import _CANONICAL_E164, PhoneNormaliser, _valid_canonical_e164
-from consumer.state.redis import Keys, translated
+from consumer.state.redis import Call, Keys, translated
+from consumer.state.trip import Step
 
 PHONE, EXTERNAL_ID = "p", "x"
 CHUNK = 10_000  # members per command when adding or removing in bulk
@@ -55,6 +56,10 @@ class OptOutList(Protocol):
 
     def contains(self, entries: Sequence[str]) -> list[bool]:
         """One answer per entry, in order, in one round trip."""
+
+    def stage_contains(self, entries: Sequence[str]) -> Step[list[bool]]:
+        """`contains` as a step of a round trip shared with other stores (consumer/state/trip.py):
+        the opt-out lookup of a batch travels with its dedup claim (consumer/delivery/claims.py)."""
 
     def entries(self) -> Iterator[str]:
         """Every entry, in no particular order (for export)."""
@@ -142,26 +147,33 @@ class Suppression:
         """One answer per recipient: its phone or its external_id attribute is on the list; None
         when its phone cannot be read as a number to look up (a plug-in mapper's digits-only phone
         without a region). StateStoreError when Redis does not answer (the caller fails closed)."""
+        lookup = self.lookup(recipients)
+        return lookup.answers(self.store.contains(lookup.entries) if lookup.entries else [])
+
+    def lookup(self, recipients: Sequence[Any]) -> Lookup:
+        """The entries to ask for these recipients, and how to read the answers (`suppressed` in
+        two halves, so that the asking can share a round trip: `stage`)."""
         entries: list[str] = []
         owners: list[int] = []
-        answers: list[bool | None] = [False] * len(recipients)
+        uncheckable: set[int] = set()
         for index, recipient in enumerate(recipients):
             try:
                 entries.append(self.phone_entry(recipient.phone))
             except InvalidEventError:
-                answers[index] = None
+                uncheckable.add(index)
                 continue
             owners.append(index)
             external = recipient.custom_attributes.get("external_id")
             if isinstance(external, str) and external.strip():
                 entries.append(self.hasher.external_id(external))
                 owners.append(index)
-        if not entries:
-            return answers
-        for owner, found in zip(owners, self.store.contains(entries), strict=True):
-            if found and answers[owner] is not None:
-                answers[owner] = True
-        return answers
+        return Lookup(len(recipients), entries, owners, uncheckable)
+
+    def stage(self, lookup: Lookup) -> Step[list[bool | None]]:
+        """The lookup as a step of a shared round trip: its answer is `suppressed`'s."""
+        if not lookup.entries:
+            return Step.answered(lookup.answers([]))
+        return self.store.stage_contains(lookup.entries).map(lookup.answers)
 
     def phone_entry(self, phone: str) -> str:
         """The entry of a recipient's phone (the contact cooldown keys phones by it too);
@@ -172,6 +184,25 @@ class Suppression:
         if self.digits_are_e164:
             return self.hasher.canonical_phone("+" + phone)
         return self.hasher.phone(phone)
+
+
+class Lookup:
+    """A batch's entries for the opt-out list (`Suppression.lookup`): which recipient each entry
+    belongs to, and the recipients whose phone cannot be looked up."""
+
+    def __init__(self, count: int, entries: list[str], owners: list[int], uncheckable: set[int]) -> None:
+        self.count = count
+        self.entries = entries
+        self.owners = owners
+        self.uncheckable = uncheckable
+
+    def answers(self, found: Sequence[bool]) -> list[bool | None]:
+        """Per recipient: on the list (True), not (False), cannot be looked up (None)."""
+        out: list[bool | None] = [None if i in self.uncheckable else False for i in range(self.count)]
+        for owner, hit in zip(self.owners, found, strict=True):
+            if hit:
+                out[owner] = True
+        return out
 
 
 class RedisOptOutList:
@@ -199,6 +230,12 @@ class RedisOptOutList:
             return []
         with translated("the opt-out list"):
             return [bool(n) for n in self.client.smismember(self.key, list(entries))]
+
+    def stage_contains(self, entries: Sequence[str]) -> Step[list[bool]]:
+        if not entries:
+            return Step.answered([])
+        return Step.remote("the opt-out list", self.client, [Call([self.key], list(entries), command="SMISMEMBER")],
+                           lambda replies: [bool(n) for n in replies[0]])
 
     def entries(self) -> Iterator[str]:
         with translated("the opt-out list"):
@@ -232,6 +269,9 @@ class MemoryOptOutList:
     def contains(self, entries: Sequence[str]) -> list[bool]:
         with self._lock:
             return [entry in self._entries for entry in entries]
+
+    def stage_contains(self, entries: Sequence[str]) -> Step[list[bool]]:
+        return Step.local("the opt-out list", lambda: self.contains(entries))
 
     def entries(self) -> Iterator[str]:
         with self._lock:

@@ -113,3 +113,47 @@ def test_keys_hold_no_phone_and_their_buckets_spread_evenly_over_the_slots() -> 
     assert k.startswith(f"{{pfx:p:{0xabab % BUCKETS}:") and k.endswith(f"}}:cd:{'ab' * 16}")
     slots = sorted(key_slot(phone_key(Keys("pfx"), f"{b:04x}" + "0" * 28).encode()) for b in range(BUCKETS))
     assert [s * BUCKETS // 16384 for s in slots] == list(range(BUCKETS))  # one bucket in each 64th
+
+
+def test_a_released_reservation_puts_back_the_contact_it_covered(make_cooldown) -> None:  # type: ignore[no-untyped-def]
+    """A 300 ms campaign reserves a phone whose contact a 1-day campaign still counts; the request is
+    not sent (or the reservation was optimistic and its event skipped): the contact is back, with
+    its expiry, and the 1-day campaign still finds the phone cooling."""
+    a, b = make_cooldown(2, ttl_ms=5_000)
+    a.reserve("a|1", phones(1), window_ms=DAY)
+    a.settle(PhoneFate.ACCEPTED, "a|1", [key(1)])
+    contact = a.state(key(1))
+    time.sleep(0.4)
+    assert codes(b.reserve("b|1", phones(1), window_ms=300)) == "R"
+    assert codes(b.reserve("b|1", phones(1), window_ms=300)) == "R"  # renewed: still covering it
+    assert codes(a.reserve("a|2", phones(1), window_ms=DAY)) == "H"
+    b.settle(PhoneFate.RELEASED, "b|1", [key(1)])
+    assert a.state(key(1)) == contact
+    assert codes(a.reserve("a|2", phones(1), window_ms=DAY)) == "C"
+    # An accepted request replaces what it covered: its own contact is the last one.
+    assert codes(b.reserve("b|2", phones(1), window_ms=300)) == "R"
+    b.settle(PhoneFate.ACCEPTED, "b|2", [key(1)])
+    assert (a.state(key(1)) or "").startswith("c|") and "#" not in (a.state(key(1)) or "")
+    assert a.state(key(1)) != contact
+
+
+def test_a_released_replay_puts_back_the_unknown_contact_it_overrode(make_cooldown) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_cooldown(2)
+    a.reserve("a|1", phones(1), window_ms=DAY)
+    a.settle(PhoneFate.UNKNOWN, "a|1", [key(1)])
+    assert codes(b.reserve("b|1", phones(1, replay_of="a|1"), window_ms=DAY)) == "R"
+    b.settle(PhoneFate.RELEASED, "b|1", [key(1)])  # the replay was not sent after all
+    assert (a.state(key(1)) or "").startswith("u|")
+    assert codes(b.reserve("b|2", phones(1), window_ms=DAY)) == "C"
+    assert codes(b.reserve("b|3", phones(1, replay_of="a|1"), window_ms=DAY)) == "R"
+
+
+def test_a_covered_contact_past_its_ttl_is_not_put_back(make_cooldown) -> None:  # type: ignore[no-untyped-def]
+    (a,) = make_cooldown(1, ttl_ms=600, lease_ms=60_000)
+    a.reserve("a|1", phones(1), window_ms=DAY)
+    a.settle(PhoneFate.ACCEPTED, "a|1", [key(1)])
+    time.sleep(0.3)
+    assert codes(a.reserve("a|2", phones(1), window_ms=100)) == "R"
+    time.sleep(0.5)  # the covered contact's own expiry passed meanwhile
+    a.settle(PhoneFate.RELEASED, "a|2", [key(1)])
+    assert a.state(key(1)) is None

@@ -15,6 +15,11 @@
 --
 -- Values: "r|<lease until ms>|<tag>" reserved; "c|<at ms>|<tag>" accepted by Pisano at that time;
 -- "u|<at ms>|<tag>" fate unknown since then (counted as a contact: the customer may have been texted).
+-- A reservation made over a contact (one older than this campaign's window, which another
+-- campaign's longer window may still count; or the unknown contact a replay may override) keeps it
+-- after a '#': "r|<until>|<tag>#c|<at>|<tag>". A release puts it back (lua/settle_phones.lua), so
+-- a reservation that is not used (its request refused, or its event skipped, held back or
+-- suppressed after an optimistic reservation: consumer/delivery/claims.py) forgets no contact.
 -- Returns one char per key: R reserved for the caller (it may send), C in cooldown (the phone was
 -- contacted within the window: do not send), H reserved by a live attempt elsewhere (hold back).
 local now_parts = redis.call('TIME')
@@ -24,22 +29,29 @@ local reservation = 'r|' .. (now + lease) .. '|' .. tag
 local out = {}
 for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
-  local state = 'R'
+  local state, covered = 'R', ''
   if value then
-    local kind, at, owner = string.match(value, '^(%a)|(%d+)|(.*)$')
+    local kind, at, owner, prior = string.match(value, '^(%a)|(%d+)|([^#]*)#?(.*)$')
+    local own = string.match(value, '^[^#]*')  -- the value without what it covers
     at = tonumber(at) or now  -- a malformed value counts as a contact made now: never a send
     if kind == 'r' and owner == tag and now < at then
-      state = 'R'  -- our own live reservation: renewed below
+      state, covered = 'R', prior  -- our own live reservation: renewed below, still covering its contact
     elseif kind == 'r' and now < at then
       state = 'H'
     elseif kind == 'u' and owner == ARGV[4 + i] and owner ~= '' then
-      state = 'R'  -- the replay of the ambiguous attempt that left this mark, checked by an SRE
+      state, covered = 'R', own  -- the replay of the ambiguous attempt that left this mark, checked by an SRE
     elseif now - at < window then
       state = 'C'
+    else
+      covered = own  -- a contact outside this campaign's window
     end
   end
   if state == 'R' then
-    redis.call('SET', key, reservation, 'PX', lease + ttl)
+    if covered ~= '' then
+      redis.call('SET', key, reservation .. '#' .. covered, 'PX', lease + ttl)
+    else
+      redis.call('SET', key, reservation, 'PX', lease + ttl)
+    end
   end
   out[i] = state
 end

@@ -1,5 +1,6 @@
-"""Issue 13 points 3 and 4 at admission: expired and suppressed events end before the claim,
-are never claimed or sent; a Redis failure fails closed (consumer/delivery/admission.py)."""
+"""Issue 13 points 3 and 4: expired events end before the claim, suppressed ones in the claim's
+round trip (consumer/delivery/admission.py, consumer/delivery/claims.py); neither is sent nor left
+claimed; a Redis failure fails closed."""
 
 from __future__ import annotations
 

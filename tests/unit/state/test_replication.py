@@ -80,3 +80,30 @@ def test_a_granted_phone_reservation_and_every_contact_wait_for_the_replicas() -
     wait.replicas_away = True
     with pytest.raises(StateStoreError):  # fail closed: the reservation is not relied on
         phones.reserve("c|1", [PhoneRequest("k2")], window_ms=60_000)
+
+
+def test_a_claim_and_its_phones_in_one_trip_wait_once_and_before_the_answer_is_read() -> None:
+    """consumer/state/trip.py: the dedup store and the cooldown share the process's wait, so the
+    round trip holding the claim and the phone reservations waits once; a wait that fails fails the
+    whole trip (nothing is sent), and an answer that grants nothing does not wait."""
+    from consumer.state.cooldown import MemoryCooldown, PhoneRequest, PhoneStatus
+    from consumer.state.replication import ReplicatedCooldown
+    from consumer.state.trip import together
+
+    wait = Wait()
+    dedup = ReplicatedDedup(MemoryDedup(lease_ms=60_000, horizon_s=3600), wait)
+    phones = ReplicatedCooldown(MemoryCooldown(lease_ms=60_000, ttl_ms=86_400_000), wait)
+    tag = dedup.new_tag()
+    claims, reserved = together([dedup.stage_claim(tag, [ClaimRequest("e1")]),
+                                 phones.stage_reserve(tag, [PhoneRequest("{t:p:0:0}:cd:1")], window_ms=60_000)])
+    assert claims == [ClaimStatus.CLAIMED] and reserved == [PhoneStatus.RESERVED] and wait.calls == 1
+    wait.replicas_away = True
+    with pytest.raises(StateStoreError):
+        together([dedup.stage_claim(tag, [ClaimRequest("e2")]), phones.stage_reserve(tag, [], window_ms=60_000)])
+    wait.replicas_away = False
+    calls = wait.calls
+    other = dedup.new_tag()
+    assert together([dedup.stage_claim(other, [ClaimRequest("e1")]),
+                     phones.stage_reserve(other, [PhoneRequest("{t:p:0:0}:cd:1")], window_ms=60_000)]) == \
+        [[ClaimStatus.HELD], [PhoneStatus.HELD]]
+    assert wait.calls == calls
