@@ -27,7 +27,7 @@ from consumer.ingest.samples import encode, phone_for, transaction
 from tests.conftest import unique
 from tests.integration.test_helm_chart import BASE, NAMESPACE, RELEASE, helm, merged, render  # noqa: F401
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import produce
+from tests.support.kafka import all_committed, produce
 from tests.support.prometheus import Prometheus, Target, finite_values, running_prometheus
 from tests.support.runs import Run
 from tests.unit.operations.test_observability_assets import DASHBOARD, EXPECTED_ALERTS, dashboard_panels
@@ -132,14 +132,14 @@ def test_every_dashboard_query_and_alert_rule_evaluates_on_a_real_run(
             (b"not-avro", b"\x00\x00\x00\x00\x07 this is not an Avro record"),
         ])
 
-        def all_committed() -> bool:
+        def caught_up() -> bool:
             return all_committed(run.stack.bootstrap, group, topic)
 
-        wait_until(all_committed, 90, "the first wave has its outcomes")
+        wait_until(caught_up, 90, "the first wave has its outcomes")
         # The same events again: their ids are marked delivered, so they are skipped.
         produce(run.stack.bootstrap, topic, first_wave[:20])
         produce(run.stack.bootstrap, topic, events("dash2", 60, campaign, 2000))
-        wait_until(all_committed, 90, "the second wave has its outcomes")
+        wait_until(caught_up, 90, "the second wave has its outcomes")
         time.sleep(4 * SCRAPE_S + 2)  # the last increases scraped, and one rate window past them
         ended = time.time()
         assert prometheus.targets_up()

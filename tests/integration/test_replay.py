@@ -402,7 +402,10 @@ def test_replayed_events_are_delivered_once_and_a_second_replay_sends_nothing(  
         replica = ConsumerProcess(env, tmp_path / "consumer.log").start()
         processes.append(replica)
 
-        wait_until(lambda: all_committed(stack.bootstrap, group, topic), 60, "the first pass committed")
+        def caught_up() -> bool:
+            return all_committed(stack.bootstrap, group, topic)
+
+        wait_until(caught_up, 60, "the first pass committed")
         assert len(read_all(stack.bootstrap, dlq, expected=10)) == 10
         assert len(delivered_phones(log)) == 20
         simulator.state.set_faults(FaultSettings())
@@ -410,7 +413,7 @@ def test_replayed_events_are_delivered_once_and_a_second_replay_sends_nothing(  
         first = pisano_sms("replay", "--error-code", "13034", env=cli_env(stack, dlq, KAFKA_TOPICS=topic))
         assert first.returncode == 0, first.stderr
         assert count_in(first.stdout, "replayed") == 10
-        wait_until(all_committed, 60, "the replay committed")
+        wait_until(caught_up, 60, "the replay committed")
         phones = delivered_phones(log)
         assert set(phones) == traffic.valid_phones and max(phones.values()) == 1
 
@@ -418,7 +421,7 @@ def test_replayed_events_are_delivered_once_and_a_second_replay_sends_nothing(  
         second = pisano_sms("replay", "--error-code", "13034", "--from-beginning",
                             env=cli_env(stack, dlq, KAFKA_TOPICS=topic))
         assert count_in(second.stdout, "replayed") == 10
-        wait_until(all_committed, 60, "the second replay committed")
+        wait_until(caught_up, 60, "the second replay committed")
         assert delivered_phones(log) == phones  # nobody got a second SMS
         assert replica.metric("pisano_sms_duplicates_skipped_total") - skipped_before == 10
         assert replica.terminate() == 0
