@@ -11,7 +11,7 @@ KUBE_SCORE_VERSION := v1.20.0
 KUBE_SCORE := $(CACHE)/kube-score-$(KUBE_SCORE_VERSION)/kube-score
 export PATH := $(dir $(HELM)):$(dir $(KUBE_SCORE)):$(PATH)
 
-.PHONY: install helm kube-score up up-cluster down demo test test-unit lint bench bench-limiter bench-latency bench-sizing chaos clean
+.PHONY: install helm kube-score up up-cluster down demo test test-unit lint bench bench-limiter bench-poll bench-latency bench-sizing chaos clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,10 @@ bench: up
 
 bench-limiter: up
 	$(BIN)/python benchmarks/limiter.py
+
+## The poll loop's own CPU per event (snapshot, decode, map, check, batch, offsets), 100,000 events.
+bench-poll: up
+	$(BIN)/python scripts/localstack.py run -- $(BIN)/python benchmarks/poll_loop.py --events 100000
 
 ## 1,000,000 remembered events on the Redis Cluster and the single Redis: keys, bytes, throughput (README, "Redis Cluster").
 bench-sizing: up-cluster
