@@ -58,7 +58,8 @@ class PhoneFate(enum.Enum):
 
 class PhoneRequest(NamedTuple):
     """One phone to reserve: its hashed key (`phone_key`), and for a signed replay of an ambiguous
-    dead-letter the attempt whose unknown mark it may override (None for every other record)."""
+    dead-letter the attempt whose unknown mark, or lapsed reservation, it may override (None for every
+    other record)."""
 
     key: str
     replay_of: str | None = None
@@ -222,8 +223,8 @@ class MemoryCooldown:
                         covered = prior  # a renewal keeps what the reservation covers
                     elif kind == "r" and now < at:
                         status = PhoneStatus.HELD
-                    elif kind == "u" and owner and owner == request.replay_of:
-                        covered = own
+                    elif kind in ("u", "r") and owner and owner == request.replay_of:
+                        covered = own  # as reserve_phones.lua: the replay's own attempt's unknown or lapsed contact
                     elif now - at < window_ms:
                         status = PhoneStatus.COOLING
                     else:

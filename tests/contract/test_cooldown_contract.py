@@ -157,3 +157,18 @@ def test_a_covered_contact_past_its_ttl_is_not_put_back(make_cooldown) -> None: 
     time.sleep(0.5)  # the covered contact's own expiry passed meanwhile
     a.settle(PhoneFate.RELEASED, "a|2", [key(1)])
     assert a.state(key(1)) is None
+
+
+def test_a_replay_of_the_attempt_whose_reservation_lapsed_may_override_it(make_cooldown) -> None:  # type: ignore[no-untyped-def]
+    """A lapsed reservation is the contact of an attempt of unknown fate (its replica died between
+    the POST and settling), as an unknown mark is: the signed replay of that attempt's ambiguous
+    dead-letter may send over it, and a release puts it back; nothing else may."""
+    crashed, survivor = make_cooldown(2, lease_ms=300)
+    crashed.reserve("a|1", phones(1), window_ms=DAY)
+    time.sleep(0.4)
+    assert codes(survivor.reserve("b|1", phones(1, replay_of="other|x"), window_ms=DAY)) == "C"
+    assert codes(survivor.reserve("b|2", phones(1, replay_of="a|1"), window_ms=DAY)) == "R"
+    survivor.settle(PhoneFate.RELEASED, "b|2", [key(1)])  # the replay was not sent after all
+    assert (survivor.state(key(1)) or "").startswith("r|")
+    assert codes(survivor.reserve("b|3", phones(1), window_ms=DAY)) == "C"
+    assert codes(survivor.reserve("b|4", phones(1, replay_of="a|1"), window_ms=DAY)) == "R"

@@ -10,8 +10,8 @@
 --            Pisano, so it counts as a contact made when the lease ran out
 -- ARGV[3]    window ms: this campaign's cooldown; a contact younger than this refuses the phone
 -- ARGV[4]    ttl ms: how long a contact is kept (the configuration's longest cooldown)
--- ARGV[4+i]  the attempt whose unknown mark the i-th phone may override ('' for none): a signed
---            replay of an `ambiguous` dead-letter, whose own attempt left that mark
+-- ARGV[4+i]  the attempt whose unknown mark, or lapsed reservation, the i-th phone may override
+--            ('' for none): a signed replay of an `ambiguous` dead-letter, whose own attempt left it
 --
 -- Values: "r|<lease until ms>|<tag>" reserved; "c|<at ms>|<tag>" accepted by Pisano at that time;
 -- "u|<at ms>|<tag>" fate unknown since then (counted as a contact: the customer may have been texted).
@@ -38,8 +38,12 @@ for i, key in ipairs(KEYS) do
       state, covered = 'R', prior  -- our own live reservation: renewed below, still covering its contact
     elseif kind == 'r' and now < at then
       state = 'H'
-    elseif kind == 'u' and owner == ARGV[4 + i] and owner ~= '' then
-      state, covered = 'R', own  -- the replay of the ambiguous attempt that left this mark, checked by an SRE
+    elseif (kind == 'u' or kind == 'r') and owner == ARGV[4 + i] and owner ~= '' then
+      -- The replay of the ambiguous attempt that left this contact, checked by an SRE: its unknown
+      -- mark, or its reservation that lapsed (a live one answered H above). A replica killed between
+      -- the POST and settling leaves only the lapsed reservation; refused here, the replay would end
+      -- as `cooldown`, final, and the survey the SRE checked would never go.
+      state, covered = 'R', own
     elseif now - at < window then
       state = 'C'
     else

@@ -13,6 +13,7 @@ from consumer.errors import PisanoApiError, PisanoTransportError, StateStoreErro
 from consumer.ingest.mapping import Recipient
 from consumer.state.cooldown import MemoryCooldown, PhoneFate, PhoneRequest, PhoneStatus
 from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
+from consumer.state.memory import MemoryDedup
 from consumer.state.redis import Keys
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
 from tests.support.fakes import CAMPAIGN, FakePisano, Rig, event, rig
@@ -209,3 +210,29 @@ def test_a_phone_taken_over_before_a_retry_is_not_sent_and_its_event_goes_round_
     assert unclaimed(r, "e1")
     r.process([event(1)])  # round again: the other attempt's contact stands
     assert r.kinds()["e1"] == {"requeue", "cooldown"} and len(r.pisano.requests) == 1
+
+
+def test_a_replay_of_a_killed_replicas_attempt_may_send_over_its_lapsed_reservation() -> None:
+    """A replica killed between the POST and recording the answer leaves its id's claim and its
+    phone's reservation to lapse (README "Contact cooldown": the commonest unknown fate). The next
+    copy finds the lapsed claim and is dead-lettered as ambiguous naming that attempt; the SRE
+    checks with Pisano (not delivered) and replays it: the replay may send over the contact its own
+    attempt left, which here is the lapsed reservation, not a `u|` contact. It must not end as
+    `cooldown` (final: the survey the SRE asked for would never go), and no other event may."""
+    now = [1_000_000_000]
+    dedup = MemoryDedup(lease_ms=60_000, horizon_s=3600, clock=lambda: now[0])
+    store = MemoryCooldown(lease_ms=60_000, ttl_ms=30 * DAY, clock=lambda: now[0])
+    r = rig(dedup=dedup)
+    cooldown = cooled(r, policy(store))
+    killed = dedup.replica()
+    tag = killed.new_tag()
+    assert killed.claim(tag, [ClaimRequest("e1")]) == [ClaimStatus.CLAIMED]
+    assert store.replica().reserve(tag, [PhoneRequest(cooldown.key(event(1).recipient.phone))],
+                                   window_ms=30 * DAY) == [PhoneStatus.RESERVED]
+    now[0] += 61_000  # the lease ran out: the replica is gone
+    r.process([event(1)])  # a copy read again
+    assert r.kinds() == {"e1": {"dead_letter"}} and r.attempts()["e1"] == tag
+    r.process([same_phone(1, "x1", CAMPAIGN)])  # another event for the customer: the lapse counts
+    r.process([event(1, replay_of=tag)])  # the signed replay of that dead letter
+    assert [o.kind for o in r.outcomes] == ["dead_letter", "cooldown", "delivered"]
+    assert len(r.pisano.requests) == 1 and (phone_state(cooldown, 1) or "").startswith("c|")
