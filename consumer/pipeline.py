@@ -401,6 +401,9 @@ class Pipeline:
         consumer.incremental_unassign(partitions)
 
     def _forget(self, tps: set[tuple[str, int]]) -> None:
+        # Their dead-letters and receipts not acknowledged by now are the next owner's to write:
+        # produced again here after an outage, they would be second copies.
+        self.dlq.forget(tps)
         if self.receipts is not None:
             self.receipts.forget(tps)
         for tp in tps:

@@ -7,11 +7,23 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from confluent_kafka import KafkaException, TopicPartition
+
 from consumer.config.resources import default_mapping_file
+from consumer.config.settings import Settings
+from consumer.delivery.batching import Batcher
+from consumer.delivery.lanes import Lane, Lanes
 from consumer.ingest.avro import SchemalessDecoder
 from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient
 from consumer.ingest.samples import default_schema, encode, phone_for, transaction
-from tests.support.fake_kafka import CAMPAIGN, FakeMessage, pipeline
+from consumer.operations.health import Health
+from consumer.operations.metrics import Metrics
+from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
+from consumer.pipeline import Pipeline
+from consumer.state.memory import MemoryDeadLetterMarks, MemoryReceiptMarks
+from tests.support.fake_kafka import CAMPAIGN, FakeConsumer, FakeMessage, FakeProducer, IdleSender, pipeline
+
+SALT = "a-salt-of-sixteen-or-more-characters"
 
 MAPPER = DeclarativeMapper.from_file(default_mapping_file())
 
@@ -44,3 +56,117 @@ def test_a_mappers_event_time_that_is_not_epoch_ms_dead_letters_its_record_not_t
     assert [p["headers"]["dlq.reason"] for p in producer.produced] == [b"invalid_event", b"invalid_event"]
     loop._commit()
     assert consumer.committed == {("t", 0): 2}
+
+
+# ---------------------------------------------------------------- a rebalance while the DLQ is down
+
+
+def owner(marks: MemoryDeadLetterMarks, **settings: Any) -> tuple[Pipeline, FakeConsumer, FakeProducer]:
+    loop, consumer, producer = pipeline(SchemalessDecoder(default_schema()), MAPPER, revoke_grace_ms=0, **settings)
+    loop.dlq.marks = marks  # shared by the fleet, as in Redis
+    consumer.incremental_unassign = lambda partitions: None  # type: ignore[attr-defined]
+    return loop, consumer, producer
+
+
+def retry_now(*queues: Any) -> None:
+    for q in queues:
+        for pending in q._retry:
+            pending.not_before = 0.0
+
+
+def test_a_dead_letter_that_waits_for_the_dlq_when_its_partition_is_revoked_is_not_written_twice() -> None:
+    """Before: the old owner kept producing the revoked partition's dead-letter again after a
+    backoff, for ever; its offset was not committed (no acknowledgement), so the next owner read
+    the record and dead-lettered it too (the marks were empty: neither copy was acknowledged yet).
+    Once the DLQ topic was back, both copies landed: two dead-letters for one record, without a
+    crash. (And the old owner's `dlq.in_flight` counted the abandoned copy against its buffers.)"""
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    old, old_consumer, old_producer = owner(marks)
+    bad = FakeMessage("t", 0, 0, b"not avro")
+    old_producer.refuse = True  # the DLQ topic refuses writes
+    old_consumer.queue = [bad]
+    for _ in range(3):
+        old._step()
+    assert old.dlq.in_flight == 1 and not old_producer.produced
+    old._on_revoke(old_consumer, [TopicPartition("t", 0)])
+    assert ("t", 0) not in old_consumer.committed  # no outcome: the next owner reads it again
+    new, new_consumer, new_producer = owner(marks)
+    new_producer.refuse = True
+    new_consumer.queue = [bad]
+    for _ in range(3):
+        new._step()
+    old_producer.refuse = new_producer.refuse = False  # the DLQ topic is back
+    for _ in range(3):
+        retry_now(old.dlq, new.dlq)
+        old._step()
+        new._step()
+        new._commit()
+    assert len(old_producer.produced) + len(new_producer.produced) == 1
+    assert new_consumer.committed == {("t", 0): 1}
+    assert old.dlq.in_flight == 0
+
+
+class TopicProducer(FakeProducer):
+    """Acknowledges on the next poll, except what goes to a topic in `down` (refused at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+        self.topics: list[str] = []
+
+    def produce(self, topic: str, key: Any = None, value: Any = None, headers: Any = None,
+                on_delivery: Any = None) -> None:
+        if topic in self.down:
+            raise KafkaException(f"{topic}: topic authorization failed")
+        self.topics.append(topic)
+        super().produce(topic, key, value, headers, on_delivery)
+
+
+def receipts_owner(marks: MemoryReceiptMarks) -> tuple[Pipeline, FakeConsumer, TopicProducer]:
+    consumer, producer = FakeConsumer(), TopicProducer()
+    consumer.incremental_unassign = lambda partitions: None  # type: ignore[attr-defined]
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", revoke_grace_ms=0,
+                      outcome_topic="receipts", outcome_phone_salt=SALT, dlq_topic="dlq")
+    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), IdleSender())}, route=lambda campaign: "default")  # type: ignore[arg-type]
+    receipts = ReceiptWriter(producer, "receipts", group=config.kafka_group_id, hasher=PhoneHasher(SALT),
+                             codec=ReceiptCodec(), marks=marks)
+    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=producer,
+                    decoder=SchemalessDecoder(default_schema()), mapper=MAPPER,
+                    delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True),
+                    receipts=receipts)
+    loop.tracker.assign(("t", 0))
+    receipts.assigned([("t", 0)])
+    return loop, consumer, producer
+
+
+def test_a_receipt_that_waits_for_its_topic_when_its_partition_is_revoked_is_not_written_twice() -> None:
+    """Before: as for dead-letters, the old owner produced the revoked partition's receipt again
+    after a backoff, for ever, while the next owner, reading the uncommitted record again, wrote
+    its own (the marks it loaded at assignment could not know of a receipt not yet acknowledged):
+    two receipts for one record without a crash, in whichever order the two backoffs ended."""
+    marks = MemoryReceiptMarks()
+    old, old_consumer, old_producer = receipts_owner(marks)
+    bad = FakeMessage("t", 0, 0, b"not avro")
+    old_producer.down.add("receipts")
+    old_consumer.queue = [bad]
+    for _ in range(3):
+        old._step()
+    assert old_producer.topics == ["dlq"] and old.receipts is not None and old.receipts.in_flight == 1
+    old._on_revoke(old_consumer, [TopicPartition("t", 0)])
+    assert ("t", 0) not in old_consumer.committed  # no receipt: the next owner reads it again
+    new, new_consumer, new_producer = receipts_owner(marks)
+    new_producer.down.add("receipts")
+    new_consumer.queue = [bad]
+    for _ in range(3):
+        new._step()
+    old_producer.down.clear()
+    new_producer.down.clear()  # the receipt topic is back
+    assert old.receipts is not None and new.receipts is not None
+    for _ in range(3):
+        retry_now(old.receipts, new.receipts)
+        old._step()
+        new._step()
+        new._commit()
+    assert old_producer.topics.count("receipts") + new_producer.topics.count("receipts") == 1
+    assert new_consumer.committed == {("t", 0): 1}
+    assert old.receipts.in_flight == 0
