@@ -3,7 +3,9 @@ test names the way a record could end with no outcome, two, or hold its partitio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,8 +13,14 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
+from consumer.delivery.attempts import RetryPolicy
+from consumer.delivery.backoff import Backoff
 from consumer.delivery.batching import Batcher
+from consumer.delivery.destination import Destination
 from consumer.delivery.lanes import Lane, Lanes
+from consumer.delivery.outcome import Outcome
+from consumer.delivery.pisano import Accepted
+from consumer.delivery.sender import FailurePolicy, Sender
 from consumer.ingest.avro import SchemalessDecoder
 from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient
 from consumer.ingest.samples import default_schema, encode, phone_for, transaction
@@ -20,8 +28,11 @@ from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
 from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
 from consumer.pipeline import Pipeline
-from consumer.state.memory import MemoryDeadLetterMarks, MemoryReceiptMarks
+from consumer.state.circuit import CircuitBreaker
+from consumer.state.limiter import NoLimiter
+from consumer.state.memory import MemoryCircuitStore, MemoryDeadLetterMarks, MemoryDedup, MemoryReceiptMarks
 from tests.support.fake_kafka import CAMPAIGN, FakeConsumer, FakeMessage, FakeProducer, IdleSender, pipeline
+from tests.support.fakes import FakePisano
 
 SALT = "a-salt-of-sixteen-or-more-characters"
 
@@ -170,3 +181,70 @@ def test_a_receipt_that_waits_for_its_topic_when_its_partition_is_revoked_is_not
     assert old_producer.topics.count("receipts") + new_producer.topics.count("receipts") == 1
     assert new_consumer.committed == {("t", 0): 1}
     assert old.receipts.in_flight == 0
+
+
+# ---------------------------------------------------------------- a request that outlives a revocation
+
+
+class GatedPisano(FakePisano):
+    """Holds every request until `gate` opens, as a slow Pisano or a retry's later slot would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def send(self, campaign_id: str, body: bytes) -> Accepted:
+        self.gate.wait(10)
+        return super().send(campaign_id, body)
+
+
+def test_an_event_accepted_after_its_partition_was_revoked_still_gets_its_accepted_receipt() -> None:
+    """Before: the revocation waits REVOKE_GRACE_MS for requests under way (10 s; a retry waiting
+    for its throttle slot takes longer), then hands the partition over; the request accepted
+    after that reported `delivered` for an old epoch, which the poll loop dropped. The next owner
+    read the record again, found its id delivered and wrote the record's only receipt: `duplicate`,
+    though this replica's request had it accepted, after a rebalance, not a crash."""
+    pisano = GatedPisano()
+    consumer, producer, metrics = FakeConsumer(), TopicProducer(), Metrics()
+    consumer.incremental_unassign = lambda partitions: None  # type: ignore[attr-defined]
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", batch_max_wait_ms=0,
+                      revoke_grace_ms=0, outcome_topic="receipts", outcome_phone_salt=SALT, dlq_topic="dlq")
+    dedup = MemoryDedup(lease_ms=60_000, horizon_s=3600)
+    circuit = CircuitBreaker(MemoryCircuitStore(), cooldown_ms=1000, max_cooldown_ms=2000, probe_lease_ms=1000)
+    destination = Destination("default", pisano, NoLimiter(), circuit)
+    policy = FailurePolicy(RetryPolicy(1, 10.0, Backoff(0.001, 0.002)), "dead_letter", 0.25)
+
+    def delivery(report: Callable[[Outcome], None]) -> Lanes:
+        batcher = Batcher(config.batch_max_recipients, 0.0)
+        sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
+                        policy=policy, threads=1, throttle_horizon_s=30.0)
+        return Lanes({"default": Lane(batcher, sender)}, route=lambda campaign: "default")
+
+    receipts = ReceiptWriter(producer, "receipts", group=config.kafka_group_id, hasher=PhoneHasher(SALT),
+                             codec=ReceiptCodec(), route=lambda campaign: "default")
+    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=producer,
+                    decoder=SchemalessDecoder(default_schema()), mapper=MAPPER, delivery_factory=delivery,
+                    metrics=metrics, health=Health(joined=True), receipts=receipts)
+    loop.tracker.assign(("t", 0))
+    loop.delivery.start()
+    consumer.queue = [good(0)]
+    try:
+        deadline = time.monotonic() + 5
+        while loop.delivery.in_flight() == 0 and time.monotonic() < deadline:
+            loop._step()
+            time.sleep(0.01)
+        assert loop.delivery.in_flight() == 1
+        loop._on_revoke(consumer, [TopicPartition("t", 0)])  # the request is still under way
+        pisano.gate.set()
+        deadline = time.monotonic() + 5
+        while dedup.state("e-0") != "d" or loop.delivery.in_flight():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for _ in range(3):
+            loop._step()
+    finally:
+        pisano.gate.set()
+        loop.delivery.stop(2)
+    written = [ReceiptCodec().decode(p["value"]) for p in producer.produced if p["key"] == b"e-0"]
+    assert [(r.outcome, r.origin_offset) for r in written] == [("accepted", 0)]
+    assert ("t", 0) not in consumer.committed  # the old owner commits nothing: the partition is not its own
