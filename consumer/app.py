@@ -166,12 +166,15 @@ def opt_out_hasher(settings: Settings, mapper: Mapper) -> OptOutHasher | None:
 
 
 def build_admission(settings: Settings, state: State, mapper: Mapper) -> Admission:
-    """The contact policy at admission: MAX_EVENT_AGE, and the opt-out list when SUPPRESSION_KEY is set."""
+    """The contact policy at admission: the stale guard, MAX_EVENT_AGE, and the opt-out list when
+    SUPPRESSION_KEY is set."""
     age = settings.max_event_age_ms
     hasher = opt_out_hasher(settings, mapper)
     suppression = None if hasher is None else Suppression(
         hasher, RedisOptOutList(state.client, state.keys), digits_are_e164=phone_reading(settings, mapper)[1])
-    return Admission(freshness=Freshness(age) if age else None, suppression=suppression)
+    # The stale guard again before the claim: an event may wait past its margin (quiet hours).
+    return Admission(freshness=Freshness(age) if age else None, suppression=suppression,
+                     stale_after_ms=settings.stale_after_ms)
 
 
 def build_quiet_hours(settings: Settings, state: State, metrics: Metrics) -> dict[str, QuietHours]:

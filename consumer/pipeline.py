@@ -296,6 +296,8 @@ class Pipeline:
             except queue.Empty:
                 return
             current = [e for e in outcome.events if epoch_of(e.tp) == e.epoch]
+            if outcome.kind == "delivered" and self.receipts is not None and len(current) < len(outcome.events):
+                self._late_acceptance([e for e in outcome.events if epoch_of(e.tp) != e.epoch], outcome)
             if outcome.kind in FINISHED:
                 if self.receipts is None:  # nothing more to make durable: the offsets finish now
                     finish = self.tracker.finish
@@ -320,6 +322,18 @@ class Pipeline:
                 for event in current:
                     self._dead_letter(event.message, event.tp, event.offset, event.epoch, outcome.failure,
                                       recipient=event.recipient)
+
+    def _late_acceptance(self, events: list[PendingEvent], outcome: Outcome) -> None:
+        """Events Pisano accepted after their partition was revoked or lost (a request outlives
+        REVOKE_GRACE_MS: a retry waiting for its throttle slot, a slow Pisano). Their offsets are
+        the next owner's, who reads them again and finds their ids delivered: its receipt can only
+        say `duplicate`. Only this replica knows they were accepted, so their receipts are written
+        here, committing nothing: the first receipt of each origin tells the truth."""
+        assert self.receipts is not None
+        for event in events:
+            self.receipts.record(event.message, "delivered", lambda: None, recipient=event.recipient,
+                                 request_id=outcome.request_id, pisano_request_id=outcome.pisano_request_id,
+                                 attempts=outcome.attempts, decided_at_ms=outcome.accepted_at_ms or None)
 
     def _observe_latency(self, events: list[PendingEvent], accepted_at_ms: int) -> None:
         stamps = [event.message.timestamp()[1] for event in events]
@@ -401,6 +415,9 @@ class Pipeline:
         consumer.incremental_unassign(partitions)
 
     def _forget(self, tps: set[tuple[str, int]]) -> None:
+        # Their dead-letters and receipts not acknowledged by now are the next owner's to write:
+        # produced again here after an outage, they would be second copies.
+        self.dlq.forget(tps)
         if self.receipts is not None:
             self.receipts.forget(tps)
         for tp in tps:

@@ -2,6 +2,10 @@
 
     batch taken -> admission: expired? -> one round trip: suppressed? claim (dedup), phones -> POST
 
+- `stale` (a dead letter, as at intake, consumer/ingest/intake.py): older by its Kafka timestamp
+  than DEDUP_HORIZON_S minus STALE_MARGIN_S now. Intake weighed it on arrival; an event that waited
+  since (quiet hours hold one over a weekend, 60 h, far past the 1-day margin) could otherwise be
+  claimed after its delivered mark expired, and a re-read record be sent a second time.
 - `expired`: past MAX_EVENT_AGE now (consumer/ingest/freshness.py). Intake already ended the
   events that were too old on arrival; these are the ones that grew old while they waited.
 - `suppressed`: the phone or external id is on the opt-out list (consumer/state/suppression.py),
@@ -25,7 +29,10 @@ from collections.abc import Callable, Sequence
 
 from consumer.delivery.batching import PendingEvent
 from consumer.delivery.outcome import Outcome
+from consumer.errors import StaleRecordError
 from consumer.ingest.freshness import Freshness
+from consumer.ingest.intake import check_age
+from consumer.outcomes.deadletter import Failure
 from consumer.state.suppression import Suppression
 
 UNCHECKABLE = ("the phone cannot be looked up in the opt-out list (digits only, and no PHONE_REGION to read "
@@ -33,19 +40,23 @@ UNCHECKABLE = ("the phone cannot be looked up in the opt-out list (digits only, 
 
 
 class Admission:
-    def __init__(self, *, freshness: Freshness | None = None, suppression: Suppression | None = None) -> None:
+    def __init__(self, *, freshness: Freshness | None = None, suppression: Suppression | None = None,
+                 stale_after_ms: int | None = None) -> None:
         self.freshness = freshness
         self.suppression = suppression
+        self.stale_after_ms = stale_after_ms
 
     def __bool__(self) -> bool:
-        return self.freshness is not None or self.suppression is not None
+        return self.freshness is not None or self.suppression is not None or self.stale_after_ms is not None
 
     def screen(self, events: Sequence[PendingEvent], report: Callable[[Outcome], None]) -> list[PendingEvent]:
-        """The events that may be claimed; the others are reported (expired). The opt-out list is
-        not asked here: it travels with the claim (`claims.Claim`, given `suppression`)."""
+        """The events that may be claimed; the others are reported (stale, expired). The opt-out
+        list is not asked here: it travels with the claim (`claims.Claim`, given `suppression`)."""
+        now_ms = int(time.time() * 1000)
+        if self.stale_after_ms is not None:
+            events = self._not_stale(events, report, self.stale_after_ms, now_ms)
         if self.freshness is None:
             return list(events)
-        now_ms = int(time.time() * 1000)
         admitted: list[PendingEvent] = []
         expired: list[PendingEvent] = []
         for event in events:
@@ -53,3 +64,19 @@ class Admission:
         if expired:
             report(Outcome("expired", expired))
         return admitted
+
+    @staticmethod
+    def _not_stale(events: Sequence[PendingEvent], report: Callable[[Outcome], None], stale_after_ms: int,
+                   now_ms: int) -> Sequence[PendingEvent]:
+        stale: list[tuple[PendingEvent, str]] = []
+        for event in events:
+            try:
+                check_age(event.message, stale_after_ms, now_ms)
+            except StaleRecordError as exc:
+                stale.append((event, str(exc)))
+        if not stale:
+            return events
+        for event, message in stale:  # one dead-letter failure each: the message names its age
+            report(Outcome("dead_letter", [event], Failure("stale", message, campaign_id=event.recipient.campaign_id)))
+        gone = {id(event) for event, _ in stale}
+        return [event for event in events if id(event) not in gone]

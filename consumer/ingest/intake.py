@@ -16,6 +16,7 @@ is checked, and why:
   `../`, `urn:uuid:` or braces must never reach it) -> unroutable, as the README says for campaigns;
 - the phone: canonical, exactly what a phone format of consumer/ingest/phones.py produces
   (`CANONICAL_PHONE`: E.164 with its `+`, or digits only), never a separator or a stray sign;
+- the event time, when the mapper gives one: epoch milliseconds, an int within 64 bits;
 - attributes: at most MAX_ATTRIBUTES names of at most MAX_ATTRIBUTE_NAME_CHARS characters, each
   value a JSON scalar: a string of at most MAX_ATTRIBUTE_CHARS, a bool, None, an integer within 64
   bits or a finite float. A datetime, a nested structure, NaN or a huge integer is a violation.
@@ -124,6 +125,14 @@ def check_recipient(recipient: Any) -> Recipient:
                                 "consumer.ingest.phones.PhoneNormaliser")
     _check_attributes("custom_attributes", recipient.custom_attributes)
     _check_attributes("built_in_responses", recipient.built_in_responses)
+    # Outside this guard it is subtracted from the clock (MAX_EVENT_AGE, at intake and admission)
+    # and written as an Avro long (the receipt): anything but epoch milliseconds in 64 bits (a
+    # custom mapper passing on an Avro timestamp, which decodes to a datetime, or a float) would
+    # raise in the poll loop, a crash loop on this record, instead of dead-lettering it.
+    event_time = recipient.event_time_ms
+    if event_time is not None and (type(event_time) is not int or not -_INT_LIMIT <= event_time < _INT_LIMIT):
+        raise InvalidEventError(f"event_time_ms must be epoch milliseconds (an int), not a "
+                                f"{type(event_time).__name__}; convert it in the mapper")
     return recipient
 
 

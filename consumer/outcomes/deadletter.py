@@ -148,6 +148,7 @@ class _Pending:
     sent_alone: bool = False  # retried once with its value after a batch it was in was too large
     not_before: float = 0.0
     origin: Origin | None = None  # with dead-letter marks only
+    generation: int = 0  # its partition's generation when it was sent (`DeadLetterQueue.forget`)
 
 
 class DeadLetterQueue:
@@ -168,16 +169,38 @@ class DeadLetterQueue:
         self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
         self._marks_paused_until = 0.0
+        # Bumped when a partition is revoked or lost: its dead-letters sent before are abandoned.
+        self._generations: dict[tuple[str, int], int] = {}
 
     def send(self, message: Any, failure: Failure, on_done: Callable[[], None]) -> None:
         self.in_flight += 1
         # Read once: a retried dead-letter must not read a Kafka message's headers again.
         pending = _Pending(InboundRecord.of(message), failure, on_done)
+        pending.generation = self._generations.get((pending.message.topic(), pending.message.partition()), 0)
         if self.marks is None:
             self._produce(pending)
             return
         pending.origin = Origin.of(pending.message)
         self._unchecked.append(pending)
+
+    def forget(self, tps: set[tuple[str, int]]) -> None:
+        """Partitions revoked from us or lost: their dead-letters not acknowledged yet are
+        abandoned. Their records were not committed, so the next owner reads them again and
+        dead-letters them itself; ours, produced again after a DLQ outage, would be a second copy
+        of the same record. (One already at the broker may still land: the marks' window.)"""
+        for tp in tps:
+            self._generations[tp] = self._generations.get(tp, 0) + 1
+        self._unchecked = self._keep(self._unchecked)
+        self._retry = self._keep(self._retry)
+
+    def _abandoned(self, pending: _Pending) -> bool:
+        message = pending.message
+        return pending.generation != self._generations.get((message.topic(), message.partition()), 0)
+
+    def _keep(self, pendings: list[_Pending]) -> list[_Pending]:
+        kept = [p for p in pendings if not self._abandoned(p)]
+        self.in_flight -= len(pendings) - len(kept)
+        return kept
 
     def poll(self, timeout: float = 0.0) -> None:
         self._produce_unchecked()
@@ -286,6 +309,9 @@ class DeadLetterQueue:
         self._later(pending, err.str())
 
     def _later(self, pending: _Pending, why: str) -> None:
+        if self._abandoned(pending):  # its partition is someone else's now (`forget`): not produced again
+            self.in_flight -= 1
+            return
         backoff = RETRY_BACKOFF_S[min(pending.attempts, len(RETRY_BACKOFF_S) - 1)]
         pending.attempts += 1
         pending.not_before = time.monotonic() + backoff

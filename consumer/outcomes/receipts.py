@@ -261,6 +261,8 @@ class _Pending:
     origin: Origin | None = None  # with marks only
     attempts: int = 0
     not_before: float = 0.0
+    tp: TopicPartition = ("", 0)  # the record's partition and its generation when this was written
+    generation: int = 0  # (`ReceiptWriter.forget`)
 
 
 class ReceiptWriter:
@@ -287,6 +289,8 @@ class ReceiptWriter:
         self._commits: dict[TopicPartition, int] = {}  # confirmed commit points: marks below them go
         self._marks_paused_until = 0.0
         self._skipped = 0  # since the last poll(), for one log line per turn
+        # Bumped when a partition is revoked or lost: its receipts written before are abandoned.
+        self._generations: dict[TopicPartition, int] = {}
 
     def record(self, message: Any, kind: str, on_done: Callable[[], None], *, recipient: Recipient | None = None,
                failure: Failure | None = None, reason: str | None = None, request_id: str | None = None,
@@ -311,7 +315,9 @@ class ReceiptWriter:
 
     def write(self, receipt: Receipt, on_done: Callable[[], None], origin: Origin | None = None) -> None:
         self.in_flight += 1
-        self._produce(_Pending(receipt.key, self.codec.encode(receipt), receipt.outcome, on_done, origin))
+        tp = (receipt.origin_topic, receipt.origin_partition)
+        self._produce(_Pending(receipt.key, self.codec.encode(receipt), receipt.outcome, on_done, origin, tp=tp,
+                               generation=self._generations.get(tp, 0)))
 
     # ---------------------------------------------------------------- marks (the poll loop's group callbacks)
 
@@ -328,8 +334,19 @@ class ReceiptWriter:
             self._marks_failed("read", exc)
 
     def forget(self, tps: set[TopicPartition]) -> None:
+        """Partitions revoked from us or lost. Their receipts not acknowledged yet are abandoned:
+        their records were not committed, so the next owner reads them again and writes their
+        receipts; ours, produced again after an outage of the receipt topic, would be second ones
+        (and might land first). One already at the broker may still land: the marks' window."""
         for tp in tps:
             self._receipted.pop(tp, None)
+            self._generations[tp] = self._generations.get(tp, 0) + 1
+        kept = [p for p in self._retry if not self._abandoned(p)]
+        self.in_flight -= len(self._retry) - len(kept)
+        self._retry = kept
+
+    def _abandoned(self, pending: _Pending) -> bool:
+        return pending.generation != self._generations.get(pending.tp, 0)
 
     def committed(self, points: dict[TopicPartition, int]) -> None:
         """Commits the broker confirmed: the marks below them are removed in the next poll()."""
@@ -402,6 +419,9 @@ class ReceiptWriter:
         pending.on_done()
 
     def _later(self, pending: _Pending, why: str) -> None:
+        if self._abandoned(pending):  # its partition is someone else's now (`forget`): not produced again
+            self.in_flight -= 1
+            return
         backoff = RETRY_BACKOFF_S[min(pending.attempts, len(RETRY_BACKOFF_S) - 1)]
         pending.attempts += 1
         pending.not_before = time.monotonic() + backoff

@@ -7,9 +7,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from consumer.app import build_admission
+from consumer.config.resources import default_mapping_file
+from consumer.config.settings import Settings
 from consumer.delivery.admission import Admission
 from consumer.errors import StateStoreError
 from consumer.ingest.freshness import Freshness
+from consumer.ingest.mapping import DeclarativeMapper
 from consumer.ingest.records import InboundRecord
 from consumer.state.dedup import ClaimRequest, ClaimStatus
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
@@ -82,3 +86,22 @@ def test_without_a_policy_admission_is_skipped() -> None:
     r.sender.admission = None
     r.process([stamped(0, 10 * 86_400_000)])  # type: ignore[list-item]
     assert r.kinds() == {"e0": {"delivered"}}
+
+
+def test_an_event_that_grew_past_the_stale_limit_while_it_waited_is_dead_lettered_as_stale_not_sent() -> None:
+    """The stale guard weighed a record's age at intake only. One re-read after its group lost its
+    offsets, 5.5 days old (under the 6-day limit), then held by quiet hours over a weekend (Fri
+    21:00 to Mon 09:00: 60 h) was claimed at 8 days, past DEDUP_HORIZON_S: its delivered mark could
+    be gone and the claim succeed, a second SMS. STALE_MARGIN_S (1 day) does not cover that wait.
+    Before: sent (the production admission had nothing to check without MAX_EVENT_AGE)."""
+    settings = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid")
+    admission = build_admission(settings, None, DeclarativeMapper.from_file(default_mapping_file()))  # type: ignore[arg-type]
+    r = rig()
+    r.sender.admission = admission if admission else None  # as Sender.__init__ takes it
+    waited = stamped(0, settings.stale_after_ms + 3_600_000)
+    fresh = stamped(1, settings.stale_after_ms - 3_600_000)
+    r.process([waited, fresh])  # type: ignore[list-item]
+    assert r.kinds() == {"e0": {"dead_letter"}, "e1": {"delivered"}}
+    assert r.reasons() == {"e0": "stale"}
+    assert r.pisano.sent_phones == ["+905321200001"]
+    assert unclaimed(r, "e0")

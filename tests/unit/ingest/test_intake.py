@@ -51,6 +51,11 @@ def test_a_good_recipient_passes() -> None:
     ({"campaign_id": "urn:uuid:ae51458c-9e82-417f-8f1d-e074891ea5c1"}, UnroutableError),
     ({"campaign_id": "ae51458c9e82417f8f1de074891ea5c1"}, UnroutableError),
     ({"campaign_id": None}, UnroutableError),
+    ({"event_time_ms": datetime(2026, 1, 1, tzinfo=UTC)}, InvalidEventError),  # an Avro timestamp passed on
+    ({"event_time_ms": 1.7e12}, InvalidEventError),
+    ({"event_time_ms": "2026-01-01T00:00:00Z"}, InvalidEventError),
+    ({"event_time_ms": True}, InvalidEventError),
+    ({"event_time_ms": 10**30}, InvalidEventError),
 ])
 def test_violations_are_refused(overrides: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):

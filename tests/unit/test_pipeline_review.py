@@ -1,0 +1,250 @@
+"""Adversarial review of the outcome path (poll loop, dead letters, receipts, revocations): each
+test names the way a record could end with no outcome, two, or hold its partition, before the fix."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaException, TopicPartition
+
+from consumer.config.resources import default_mapping_file
+from consumer.config.settings import Settings
+from consumer.delivery.attempts import RetryPolicy
+from consumer.delivery.backoff import Backoff
+from consumer.delivery.batching import Batcher
+from consumer.delivery.destination import Destination
+from consumer.delivery.lanes import Lane, Lanes
+from consumer.delivery.outcome import Outcome
+from consumer.delivery.pisano import Accepted
+from consumer.delivery.sender import FailurePolicy, Sender
+from consumer.ingest.avro import SchemalessDecoder
+from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient
+from consumer.ingest.samples import default_schema, encode, phone_for, transaction
+from consumer.operations.health import Health
+from consumer.operations.metrics import Metrics
+from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
+from consumer.pipeline import Pipeline
+from consumer.state.circuit import CircuitBreaker
+from consumer.state.limiter import NoLimiter
+from consumer.state.memory import MemoryCircuitStore, MemoryDeadLetterMarks, MemoryDedup, MemoryReceiptMarks
+from tests.support.fake_kafka import CAMPAIGN, FakeConsumer, FakeMessage, FakeProducer, IdleSender, pipeline
+from tests.support.fakes import FakePisano
+
+SALT = "a-salt-of-sixteen-or-more-characters"
+
+MAPPER = DeclarativeMapper.from_file(default_mapping_file())
+
+
+def good(offset: int) -> FakeMessage:
+    record = transaction(f"e-{offset}", phone_for(offset), CAMPAIGN, n=offset)
+    return FakeMessage("t", 0, offset, encode(record), key=f"e-{offset}".encode())
+
+
+class EventTimeAsDatetime(Mapper):
+    """A company's mapper that passes an Avro `timestamp-millis` on as it is: fastavro decodes it
+    to a datetime, not epoch milliseconds."""
+
+    def map(self, record: Mapping[str, Any]) -> Recipient:
+        recipient = MAPPER.map(record)
+        recipient.event_time_ms = datetime.now(UTC)  # type: ignore[assignment]
+        return recipient
+
+
+def test_a_mappers_event_time_that_is_not_epoch_ms_dead_letters_its_record_not_the_poll_loop() -> None:
+    """Before: `check_recipient` let any `event_time_ms` through; with MAX_EVENT_AGE the poll loop
+    raised TypeError (`now_ms - datetime`) in `Backlog.decode`, outside the record's guard: the
+    replica died, restarted, read the same record and died again (a crash loop, the partition stuck);
+    with receipts the receipt's encoder raised the same way after the SMS was sent."""
+    loop, consumer, producer = pipeline(SchemalessDecoder(default_schema()), EventTimeAsDatetime(),
+                                        max_event_age="1h")
+    consumer.queue = [good(0), good(1)]
+    for _ in range(3):
+        loop._step()
+    assert [p["headers"]["dlq.reason"] for p in producer.produced] == [b"invalid_event", b"invalid_event"]
+    loop._commit()
+    assert consumer.committed == {("t", 0): 2}
+
+
+# ---------------------------------------------------------------- a rebalance while the DLQ is down
+
+
+def owner(marks: MemoryDeadLetterMarks, **settings: Any) -> tuple[Pipeline, FakeConsumer, FakeProducer]:
+    loop, consumer, producer = pipeline(SchemalessDecoder(default_schema()), MAPPER, revoke_grace_ms=0, **settings)
+    loop.dlq.marks = marks  # shared by the fleet, as in Redis
+    consumer.incremental_unassign = lambda partitions: None  # type: ignore[attr-defined]
+    return loop, consumer, producer
+
+
+def retry_now(*queues: Any) -> None:
+    for q in queues:
+        for pending in q._retry:
+            pending.not_before = 0.0
+
+
+def test_a_dead_letter_that_waits_for_the_dlq_when_its_partition_is_revoked_is_not_written_twice() -> None:
+    """Before: the old owner kept producing the revoked partition's dead-letter again after a
+    backoff, for ever; its offset was not committed (no acknowledgement), so the next owner read
+    the record and dead-lettered it too (the marks were empty: neither copy was acknowledged yet).
+    Once the DLQ topic was back, both copies landed: two dead-letters for one record, without a
+    crash. (And the old owner's `dlq.in_flight` counted the abandoned copy against its buffers.)"""
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    old, old_consumer, old_producer = owner(marks)
+    bad = FakeMessage("t", 0, 0, b"not avro")
+    old_producer.refuse = True  # the DLQ topic refuses writes
+    old_consumer.queue = [bad]
+    for _ in range(3):
+        old._step()
+    assert old.dlq.in_flight == 1 and not old_producer.produced
+    old._on_revoke(old_consumer, [TopicPartition("t", 0)])
+    assert ("t", 0) not in old_consumer.committed  # no outcome: the next owner reads it again
+    new, new_consumer, new_producer = owner(marks)
+    new_producer.refuse = True
+    new_consumer.queue = [bad]
+    for _ in range(3):
+        new._step()
+    old_producer.refuse = new_producer.refuse = False  # the DLQ topic is back
+    for _ in range(3):
+        retry_now(old.dlq, new.dlq)
+        old._step()
+        new._step()
+        new._commit()
+    assert len(old_producer.produced) + len(new_producer.produced) == 1
+    assert new_consumer.committed == {("t", 0): 1}
+    assert old.dlq.in_flight == 0
+
+
+class TopicProducer(FakeProducer):
+    """Acknowledges on the next poll, except what goes to a topic in `down` (refused at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+        self.topics: list[str] = []
+
+    def produce(self, topic: str, key: Any = None, value: Any = None, headers: Any = None,
+                on_delivery: Any = None) -> None:
+        if topic in self.down:
+            raise KafkaException(f"{topic}: topic authorization failed")
+        self.topics.append(topic)
+        super().produce(topic, key, value, headers, on_delivery)
+
+
+def receipts_owner(marks: MemoryReceiptMarks) -> tuple[Pipeline, FakeConsumer, TopicProducer]:
+    consumer, producer = FakeConsumer(), TopicProducer()
+    consumer.incremental_unassign = lambda partitions: None  # type: ignore[attr-defined]
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", revoke_grace_ms=0,
+                      outcome_topic="receipts", outcome_phone_salt=SALT, dlq_topic="dlq")
+    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), IdleSender())}, route=lambda campaign: "default")  # type: ignore[arg-type]
+    receipts = ReceiptWriter(producer, "receipts", group=config.kafka_group_id, hasher=PhoneHasher(SALT),
+                             codec=ReceiptCodec(), marks=marks)
+    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=producer,
+                    decoder=SchemalessDecoder(default_schema()), mapper=MAPPER,
+                    delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True),
+                    receipts=receipts)
+    loop.tracker.assign(("t", 0))
+    receipts.assigned([("t", 0)])
+    return loop, consumer, producer
+
+
+def test_a_receipt_that_waits_for_its_topic_when_its_partition_is_revoked_is_not_written_twice() -> None:
+    """Before: as for dead-letters, the old owner produced the revoked partition's receipt again
+    after a backoff, for ever, while the next owner, reading the uncommitted record again, wrote
+    its own (the marks it loaded at assignment could not know of a receipt not yet acknowledged):
+    two receipts for one record without a crash, in whichever order the two backoffs ended."""
+    marks = MemoryReceiptMarks()
+    old, old_consumer, old_producer = receipts_owner(marks)
+    bad = FakeMessage("t", 0, 0, b"not avro")
+    old_producer.down.add("receipts")
+    old_consumer.queue = [bad]
+    for _ in range(3):
+        old._step()
+    assert old_producer.topics == ["dlq"] and old.receipts is not None and old.receipts.in_flight == 1
+    old._on_revoke(old_consumer, [TopicPartition("t", 0)])
+    assert ("t", 0) not in old_consumer.committed  # no receipt: the next owner reads it again
+    new, new_consumer, new_producer = receipts_owner(marks)
+    new_producer.down.add("receipts")
+    new_consumer.queue = [bad]
+    for _ in range(3):
+        new._step()
+    old_producer.down.clear()
+    new_producer.down.clear()  # the receipt topic is back
+    assert old.receipts is not None and new.receipts is not None
+    for _ in range(3):
+        retry_now(old.receipts, new.receipts)
+        old._step()
+        new._step()
+        new._commit()
+    assert old_producer.topics.count("receipts") + new_producer.topics.count("receipts") == 1
+    assert new_consumer.committed == {("t", 0): 1}
+    assert old.receipts.in_flight == 0
+
+
+# ---------------------------------------------------------------- a request that outlives a revocation
+
+
+class GatedPisano(FakePisano):
+    """Holds every request until `gate` opens, as a slow Pisano or a retry's later slot would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def send(self, campaign_id: str, body: bytes) -> Accepted:
+        self.gate.wait(10)
+        return super().send(campaign_id, body)
+
+
+def test_an_event_accepted_after_its_partition_was_revoked_still_gets_its_accepted_receipt() -> None:
+    """Before: the revocation waits REVOKE_GRACE_MS for requests under way (10 s; a retry waiting
+    for its throttle slot takes longer), then hands the partition over; the request accepted
+    after that reported `delivered` for an old epoch, which the poll loop dropped. The next owner
+    read the record again, found its id delivered and wrote the record's only receipt: `duplicate`,
+    though this replica's request had it accepted, after a rebalance, not a crash."""
+    pisano = GatedPisano()
+    consumer, producer, metrics = FakeConsumer(), TopicProducer(), Metrics()
+    consumer.incremental_unassign = lambda partitions: None  # type: ignore[attr-defined]
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", batch_max_wait_ms=0,
+                      revoke_grace_ms=0, outcome_topic="receipts", outcome_phone_salt=SALT, dlq_topic="dlq")
+    dedup = MemoryDedup(lease_ms=60_000, horizon_s=3600)
+    circuit = CircuitBreaker(MemoryCircuitStore(), cooldown_ms=1000, max_cooldown_ms=2000, probe_lease_ms=1000)
+    destination = Destination("default", pisano, NoLimiter(), circuit)
+    policy = FailurePolicy(RetryPolicy(1, 10.0, Backoff(0.001, 0.002)), "dead_letter", 0.25)
+
+    def delivery(report: Callable[[Outcome], None]) -> Lanes:
+        batcher = Batcher(config.batch_max_recipients, 0.0)
+        sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
+                        policy=policy, threads=1, throttle_horizon_s=30.0)
+        return Lanes({"default": Lane(batcher, sender)}, route=lambda campaign: "default")
+
+    receipts = ReceiptWriter(producer, "receipts", group=config.kafka_group_id, hasher=PhoneHasher(SALT),
+                             codec=ReceiptCodec(), route=lambda campaign: "default")
+    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=producer,
+                    decoder=SchemalessDecoder(default_schema()), mapper=MAPPER, delivery_factory=delivery,
+                    metrics=metrics, health=Health(joined=True), receipts=receipts)
+    loop.tracker.assign(("t", 0))
+    loop.delivery.start()
+    consumer.queue = [good(0)]
+    try:
+        deadline = time.monotonic() + 5
+        while loop.delivery.in_flight() == 0 and time.monotonic() < deadline:
+            loop._step()
+            time.sleep(0.01)
+        assert loop.delivery.in_flight() == 1
+        loop._on_revoke(consumer, [TopicPartition("t", 0)])  # the request is still under way
+        pisano.gate.set()
+        deadline = time.monotonic() + 5
+        while dedup.state("e-0") != "d" or loop.delivery.in_flight():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for _ in range(3):
+            loop._step()
+    finally:
+        pisano.gate.set()
+        loop.delivery.stop(2)
+    written = [ReceiptCodec().decode(p["value"]) for p in producer.produced if p["key"] == b"e-0"]
+    assert [(r.outcome, r.origin_offset) for r in written] == [("accepted", 0)]
+    assert ("t", 0) not in consumer.committed  # the old owner commits nothing: the partition is not its own
