@@ -202,6 +202,12 @@ class Sender:
 
     def process(self, batch: Batch, slot_at: float) -> None:
         """Claim, send and settle one batch: every event ends with exactly one outcome."""
+        # In flight from here: a taken batch is no longer buffered, and a revoke waits only for
+        # what is buffered or in flight (the campaign circuit below may be a Redis read).
+        with self._tracking(batch):
+            self._process(batch, slot_at)
+
+    def _process(self, batch: Batch, slot_at: float) -> None:
         outcomes = BatchReport(self.report, batch.events)
         try:
             gate = CampaignGate.enter(self.destination.campaigns, batch.campaign_id)
@@ -218,17 +224,16 @@ class Sender:
             return
         claim = self._new_claim(batch.campaign_id)
         failed: BaseException | None = None
-        with self._tracking(batch):
-            try:
-                with claim:
-                    self._deliver(claim, batch, slot_at, outcomes, gate)
-            except Exception as exc:
-                failed = exc
-                log.exception("error while sending a batch of campaign %s; its events are dead-lettered",
-                              batch.campaign_id)
-            finally:
-                gate.close()
-            self._conclude_open(outcomes, claim, batch.campaign_id, failed)
+        try:
+            with claim:
+                self._deliver(claim, batch, slot_at, outcomes, gate)
+        except Exception as exc:
+            failed = exc
+            log.exception("error while sending a batch of campaign %s; its events are dead-lettered",
+                          batch.campaign_id)
+        finally:
+            gate.close()
+        self._conclude_open(outcomes, claim, batch.campaign_id, failed)
 
     def _new_claim(self, campaign: str) -> Claim:
         suppression = self.admission.suppression if self.admission is not None else None

@@ -328,3 +328,31 @@ def test_while_another_replica_probes_a_campaign_its_batches_spend_no_slot(monke
     assert len(limiter.state.data.slots) == slots and len(r.pisano.requests) == 1
     assert all(r.kinds()[f"e{10 + turn}"] == {"requeue"} for turn in range(3))
     assert {r.reasons()[f"e{20 + turn}"] for turn in range(3)} == {"pisano_error"}
+
+
+def test_a_batch_counts_as_in_flight_from_its_take_while_its_campaign_circuit_is_read() -> None:
+    # A revoke waits for the events in flight on its partitions (REVOKE_GRACE_MS). The campaign
+    # circuit is read from Redis after the batch is taken: a batch not counted then was neither
+    # buffered nor in flight, and a revoke at that moment handed its records over at once.
+    import threading
+
+    r = rig()
+    reading, go_on = threading.Event(), threading.Event()
+    circuits = r.sender.destination.campaigns
+    admit = circuits.admit
+
+    def slow_admit(campaign: str):  # type: ignore[no-untyped-def]
+        reading.set()
+        assert go_on.wait(5)
+        return admit(campaign)
+
+    circuits.admit = slow_admit  # type: ignore[method-assign]
+    worker = threading.Thread(target=r.process, args=([event(i) for i in range(3)],))
+    worker.start()
+    try:
+        assert reading.wait(5)
+        assert r.sender.in_flight() == 3
+    finally:
+        go_on.set()
+        worker.join(5)
+    assert r.sender.in_flight() == 0 and r.kinds() == {f"e{i}": {"delivered"} for i in range(3)}
