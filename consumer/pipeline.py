@@ -46,6 +46,7 @@ from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.mapping import Mapper, Recipient
 from consumer.ingest.records import InboundRecord
+from consumer.operations.collector import FullPasses
 from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget, redact_phones
 from consumer.operations.metrics import Metrics, observe_many
@@ -113,6 +114,7 @@ class Pipeline:
         self._last_recommit = time.monotonic()
         self._last_gauges = 0.0
         self._log_budget = LogBudget()
+        self._full_passes = FullPasses(time.monotonic())  # cyclic garbage lives a minute at most
         # Consumed records not decoded yet: the rest of a turn's slice, or waiting for the registry.
         self.backlog = Backlog(decoder, mapper, settings.max_message_bytes, metrics=metrics, health=health,
                                dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
@@ -182,6 +184,7 @@ class Pipeline:
             self._update_gauges()
             self._last_gauges = now
             self._log_budget.roll(log)
+            self._full_passes.collect_if_due(now)
 
     def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace_ms / 1000
