@@ -232,7 +232,7 @@ def _read(payload: bytes, offset: int, read: Reader) -> Mapping[str, Any]:
     if end != len(payload):
         # Random bytes often decode "successfully" as a prefix; a real record uses every byte.
         raise DecodeError(f"not Avro for this schema ({len(payload) - end} bytes left over)")
-    if not isinstance(record, Mapping):
+    if record.__class__ is not dict and not isinstance(record, Mapping):  # a dict is the usual case, checked fast
         raise DecodeError("the Avro value is not a record")
     return record
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fastavro
@@ -83,9 +83,9 @@ _RUNTIME = {"_long": _long, "_size": _size, "_float": struct.Struct("<f").unpack
 _SHIPPED: Any = getattr(fastavro, "_logical_readers", None)
 _INLINE_TIMESTAMPS: dict[str, tuple[Any, datetime, str]] = {
     key: (getattr(_SHIPPED, function, None), epoch, prefix) for key, function, epoch, prefix in (
-        ("long-timestamp-millis", "read_timestamp_millis", datetime(1970, 1, 1, tzinfo=timezone.utc), "0, "),
+        ("long-timestamp-millis", "read_timestamp_millis", datetime(1970, 1, 1, tzinfo=UTC), "0, "),
         ("long-local-timestamp-millis", "read_local_timestamp_millis", datetime(1970, 1, 1), "0, "),
-        ("long-timestamp-micros", "read_timestamp_micros", datetime(1970, 1, 1, tzinfo=timezone.utc), ""),
+        ("long-timestamp-micros", "read_timestamp_micros", datetime(1970, 1, 1, tzinfo=UTC), ""),
         ("long-local-timestamp-micros", "read_local_timestamp_micros", datetime(1970, 1, 1), ""))
     if getattr(_SHIPPED, function, None) is not None}
 
@@ -113,7 +113,7 @@ def compile_reader(writer: Any) -> CompiledReader:
               f"        return {value}, p",
               "    return read"]
     namespace: dict[str, Any] = dict(_RUNTIME)
-    exec(compile("\n".join(lines), "<avro reader>", "exec"), namespace)  # noqa: S102 - generated, no schema text in it
+    exec(compile("\n".join(lines), "<avro reader>", "exec"), namespace)
     read: CompiledReader = namespace["_make"](*gen.args)
     return read
 
@@ -143,7 +143,7 @@ class _Generator:
         elif isinstance(node, dict):
             kind = node.get("type")
             if kind in ("record", "error", "enum", "fixed"):
-                self.uses[node.get("name")] += 1
+                self.uses[str(node.get("name"))] += 1
             if kind in ("record", "error"):
                 for field in node.get("fields", ()):
                     self.count_uses(field.get("type") if isinstance(field, dict) else None)
@@ -257,13 +257,13 @@ class _Generator:
         out.append(f"{'    ' * indent}{value}, p = {function}(b, p, L)")
         return value
 
-    def primitive(self, kind: str, out: list[str], indent: int) -> str:
+    def primitive(self, kind: str, out: list[str], indent: int, into: str | None = None) -> str:
         pad = "    " * indent
         if kind == "null":
             return "None"
         if kind in ("int", "long"):
-            return self.varint(out, indent)
-        value = self.var()
+            return self.varint(out, indent, into)
+        value = into or self.var()
         if kind == "boolean":
             out.append(f"{pad}{value} = b[p] != 0")
             out.append(f"{pad}p += 1")
@@ -287,9 +287,9 @@ class _Generator:
             out.append(f"{pad}p = e")
         return value
 
-    def varint(self, out: list[str], indent: int) -> str:
+    def varint(self, out: list[str], indent: int, into: str | None = None) -> str:
         pad = "    " * indent
-        value = self.var()
+        value = into or self.var()
         out.append(f"{pad}c = b[p]")
         out.append(f"{pad}if c & 0x80:")
         out.append(f"{pad}    {value}, p = _long(b, p)")
@@ -304,17 +304,18 @@ class _Generator:
         pad = "    " * indent
         code, value = self.var("i"), self.var()
         # The branch index stays zigzag-coded (branch n is 2n): one byte is compared as it is.
-        out.append(f"{pad}c = b[p]")
-        out.append(f"{pad}if c & 0x80:")
+        out.append(f"{pad}{code} = b[p]")
+        out.append(f"{pad}if {code} & 0x80:")
         out.append(f"{pad}    {code}, p = _long(b, p)")
         out.append(f"{pad}    {code} = ({code} << 1) ^ ({code} >> 63)")
         out.append(f"{pad}else:")
-        out.append(f"{pad}    {code} = c")
         out.append(f"{pad}    p += 1")
         for number, branch in enumerate(branches):
             out.append(f"{pad}{'if' if number == 0 else 'elif'} {code} == {2 * number}:")
-            read = self.emit(branch, out, indent + 1, depth + 1)
-            out.append(f"{pad}    {value} = {read}")
+            if isinstance(branch, str) and branch in _PRIMITIVES and branch != "null":
+                self.primitive(branch, out, indent + 1, into=value)  # straight into the union's value
+            else:
+                out.append(f"{pad}    {value} = {self.emit(branch, out, indent + 1, depth + 1)}")
         out.append(f"{pad}else:")
         out.append(f"{pad}    raise ValueError(f'union index {{({code} >> 1) ^ -({code} & 1)}} out of range')")
         return value
