@@ -11,6 +11,9 @@ Hostile input, and what bounds it:
   levels of nesting, no array whose items take no bytes. With such a schema a record's depth is
   bounded and every item costs at least a byte, so decoding is bounded by MAX_MESSAGE_BYTES. A
   writer schema from the registry that fails the check is remembered as `unsupported_schema`.
+- Records read without schema resolution go through a reader generated for their schema
+  (avro_compiled.py: about 60% of fastavro's time, the same values, stricter on three kinds of
+  invalid bytes); a schema it leaves alone, or a resolution, through fastavro.
 - Registry answers are classified: 200 with an Avro schema (cached for good: an id never
   changes), 200 with another schema type or an unusable schema (`unsupported_schema`, cached for
   good), 404 (`decode_error`, remembered for UNKNOWN_ID_TTL_S, then asked again), 401/403

@@ -40,6 +40,7 @@ CompiledReader = Callable[[bytes, int], tuple[Any, int]]
 
 MAX_DEPTH = 64  # avro.check_schema allows 32 levels; deeper is not ours to read
 MAX_UNION_BRANCHES = 100  # a chain of `elif`s; longer ones stay with fastavro
+MAX_LINES = 30_000  # about 0.5 s to compile; a schema of thousands of fields would stall the poll loop longer
 _HELPER_INDENT = 12  # deeper code goes into its own function: Python nests at most 20 loops, 100 indents
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _MASK64 = (1 << 64) - 1
@@ -99,7 +100,9 @@ def compile_reader(writer: Any) -> CompiledReader:
     gen.count_uses(parsed)
     body: list[str] = []
     value = gen.emit(parsed, body, 3, 0)
-    lines = [f"def _make({', '.join(gen.params) or ''}):"]
+    if len(body) + sum(map(len, gen.helpers)) > MAX_LINES:
+        raise Unsupported(f"the reader would take over {MAX_LINES} lines")
+    lines = [f"def _make({', '.join(gen.params)}):"]
     for helper in gen.helpers:
         lines += helper
     lines += ["    def read(b, p):",
@@ -381,20 +384,23 @@ class _Generator:
         return converted
 
 
-def _min_bytes(node: Any, named: dict[str, Any]) -> int:
+def _min_bytes(node: Any, named: dict[str, Any], seen: frozenset[str] = frozenset()) -> int:
     """0 if a value of this type can take no bytes, else 1 (an item count is then bounded by the
-    bytes left). Recursion is refused before this is asked."""
+    bytes left)."""
     if isinstance(node, str):
         if node in _PRIMITIVES:
             return 0 if node == "null" else 1
-        return _min_bytes(named.get(node), named) if node in named else 1
+        if node in seen or node not in named:
+            return 1  # recursion and undefined names are refused anyway
+        return _min_bytes(named[node], named, seen | {node})
     if isinstance(node, list) or not isinstance(node, dict):
         return 1  # a union's branch index takes a byte
     kind = node.get("type")
     if kind in ("record", "error"):
-        return min(1, sum(_min_bytes(field.get("type"), named) for field in node.get("fields", ())))
+        inner = seen | {str(node.get("name"))}
+        return min(1, sum(_min_bytes(field.get("type"), named, inner) for field in node.get("fields", ())))
     if kind == "fixed":
-        return min(1, node.get("size", 0)) if type(node.get("size")) is int else 1
+        return min(1, node["size"]) if type(node.get("size")) is int else 1
     return 0 if kind == "null" else 1
 
 

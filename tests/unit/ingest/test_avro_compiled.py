@@ -473,6 +473,12 @@ def test_a_schema_the_compiler_leaves_alone_is_read_by_fastavro() -> None:
         compile_reader(wide)
     payload = varint(100) + b"z"
     assert reader_for(wide)(payload, 0) == ({"x": b"z"}, len(payload))
+    huge = fastavro.parse_schema({"type": "record", "name": "W", "fields": [
+        {"name": f"f{n}", "type": ["null", "string"]} for n in range(3000)]})  # compiling it would stall the poll loop
+    with pytest.raises(Unsupported, match="lines"):
+        compile_reader(huge)
+    payload = b"\x00" * 2999 + b"\x02\x02z"
+    assert reader_for(huge)(payload, 0)[0]["f2999"] == "z"
 
 
 def test_shared_and_deep_named_types(monkeypatch: pytest.MonkeyPatch) -> None:
