@@ -9,7 +9,8 @@ returning `(value, end)`, so no BytesIO per record. Compiled once per schema.
 What it promises (tests/unit/ingest/test_avro_compiled.py checks it against fastavro):
 - A value it returns is what fastavro returns for the same bytes, with the same bytes used.
   Logical types go through fastavro's own converters (`fastavro.read.LOGICAL_READERS`, looked up
-  when the reader is compiled), called as fastavro calls them.
+  when the reader is compiled), called as fastavro calls them; the four timestamps, where that
+  table holds the converter fastavro ships, are its same sum written inline (`_INLINE_TIMESTAMPS`).
 - Where fastavro raises, it raises: EOFError when the bytes end early, ValueError otherwise (or
   what a logical converter raises). It is stricter on three invalid inputs fastavro reads anyway:
   a negative union or enum index (fastavro indexes its list from the end), a varint longer than
