@@ -8,7 +8,9 @@ N events (unique ids and phones, several campaigns) go into a fresh 6-partition 
 local Kafka. The Pisano simulator runs in its own process, answers at once, throttle off. Then:
 
 - raw ceiling: a bare confluent-kafka consumer reads the same events and decodes the Avro, nothing
-  else: the most any Python consumer of this topic could do on this machine;
+  else: the most any Python consumer of this topic could do on this machine; with the consumer's
+  own reader (generated for the schema) and, as the issue's plain consumer does, with
+  `fastavro.schemaless_reader`, each with its ratio;
 - end to end: `pisano-sms run` in its own process, from its first poll until the group's
   committed offsets reach the end of every partition (so every event delivered or dead-lettered);
 - Redis round trips per Pisano request (the server's count of script calls, divided by requests);
@@ -24,6 +26,7 @@ Results print as a table and are appended as one JSON line to benchmarks/results
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -36,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import httpx
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -107,9 +111,15 @@ def produce(bootstrap: str, topic: str, events: int, *, create: bool = True) -> 
     say(f"produced {events:,} events in {time.monotonic() - started:.1f}s")
 
 
-def raw_ceiling(bootstrap: str, topic: str, events: int) -> float:
-    """Consume + decode only: what the topic gives a Python consumer on this machine."""
-    decoder = SchemalessDecoder(default_schema())
+def raw_ceiling(bootstrap: str, topic: str, events: int, plain: bool = False) -> float:
+    """Consume + decode only: what the topic gives a Python consumer on this machine, decoding
+    with the consumer's own reader (generated for the schema), or with `plain` as a plain consumer
+    would: `fastavro.schemaless_reader` per record (the issue's hand-written consumer)."""
+    schema = default_schema()
+    decode: Any = SchemalessDecoder(schema).decode
+    if plain:
+        def decode(value: bytes) -> Any:
+            return fastavro.schemaless_reader(io.BytesIO(value), schema)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "queued.max.messages.kbytes": 65_536, "fetch.wait.max.ms": 100})
@@ -122,7 +132,7 @@ def raw_ceiling(bootstrap: str, topic: str, events: int) -> float:
             started = time.monotonic()
         for message in messages:
             if message.error() is None:
-                decoder.decode(message.value())
+                decode(message.value())
                 seen += 1
     elapsed = time.monotonic() - (started or time.monotonic())
     consumer.close()
@@ -342,6 +352,9 @@ def main() -> None:
         say("raw ceiling: consume + Avro decode only")
         ceiling = raw_ceiling(bootstrap, topic, args.events)
         say(f"  {ceiling:,.0f} events/s")
+        say("raw ceiling of a plain consumer: consume + fastavro.schemaless_reader")
+        plain_ceiling = raw_ceiling(bootstrap, topic, args.events, plain=True)
+        say(f"  {plain_ceiling:,.0f} events/s")
         say("end to end: pisano-sms run, first poll to last commit")
         e2e = end_to_end(bootstrap, redis_url, topic, simulator_url, args.events)
         say("CPU per event by stage")
@@ -354,6 +367,10 @@ def main() -> None:
     result = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "events": args.events,
               "raw_ceiling_events_per_s": round(ceiling), **{k: round(v, 2) for k, v in e2e.items()},
               "ratio": round(e2e["events_per_s"] / ceiling, 3),
+              "plain_raw_ceiling_events_per_s": round(plain_ceiling),
+              "ratio_to_plain": round(e2e["events_per_s"] / plain_ceiling, 3),
+              "cpu_after_start_over_stage_sum": round(
+                  e2e["consumer_cpu_after_start_us_per_event"] / stages["total"], 2),
               "cpu_us_per_event": {k: round(v, 2) for k, v in stages.items()},
               "cpu_over_stage_sum": round(e2e["consumer_cpu_us_per_event"] / stages["total"], 2),
               "rss_mb_per_100k_buffered": round(rss_per_100k, 1)}
@@ -362,12 +379,15 @@ def main() -> None:
           f"{e2e['requests']} requests, {e2e['recipients_delivered']:,} recipients delivered)")
     print(f"  raw ceiling         {ceiling:>10,.0f} events/s  (consume + decode, same events)")
     print(f"  ratio               {result['ratio']:>10.2f}")
+    print(f"  plain raw ceiling   {plain_ceiling:>10,.0f} events/s  (consume + fastavro.schemaless_reader)")
+    print(f"  ratio to plain      {result['ratio_to_plain']:>10.2f}")
     print(f"  Redis round trips   {e2e['redis_round_trips_per_request']:>10.2f} per request (throttle off)")
     print(f"  Redis server CPU    {e2e['redis_cpu_us_per_event']:>10.2f} us/event (INFO cpu, whole run)")
     print(f"  consumer CPU        {e2e['consumer_cpu_us_per_event']:>10.1f} us/event (whole process)")
     print(f"  after start-up      {e2e['consumer_cpu_after_start_us_per_event']:>10.1f} us/event "
           "(from the first poll to the last commit)")
     print(f"  CPU / stage sum     {result['cpu_over_stage_sum']:>10.2f}  (whole process over the stages timed alone)")
+    print(f"    after start-up    {result['cpu_after_start_over_stage_sum']:>10.2f}")
     print(f"  peak RSS            {e2e['peak_rss_mb']:>10.0f} MB")
     print(f"  RSS per 100k held   {rss_per_100k:>10.0f} MB  (events buffered while the throttle holds them)")
     print("  CPU us/event by stage (each alone): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
