@@ -44,17 +44,23 @@ class BatchReport:
 
     def __init__(self, report: Callable[[Outcome], None], events: Iterable[PendingEvent] = ()) -> None:
         self._report = report
-        self._open: dict[int, PendingEvent] = {id(e): e for e in events}
+        self._open: dict[int, PendingEvent] = _by_identity(events)
         self._lock = threading.Lock()
 
     def add(self, events: Iterable[PendingEvent]) -> None:
         """Events joined the batch (a top-up after skipped ids freed room)."""
         with self._lock:
-            self._open.update((id(e), e) for e in events)
+            self._open.update(_by_identity(events))
 
     def __call__(self, outcome: Outcome) -> None:
         with self._lock:
-            fresh = [e for e in outcome.events if self._open.pop(id(e), None) is not None]
+            events, still_open = outcome.events, self._open
+            if len(events) == len(still_open) and still_open.keys() == set(map(id, events)):
+                # Every open event, each once (a delivered batch): all fresh, taken whole.
+                still_open.clear()
+                fresh = events
+            else:
+                fresh = [e for e in events if still_open.pop(id(e), None) is not None]
         if fresh:
             outcome.events = fresh
             self._report(outcome)
@@ -62,3 +68,9 @@ class BatchReport:
     def open_events(self) -> list[PendingEvent]:
         with self._lock:
             return list(self._open.values())
+
+
+def _by_identity(events: Iterable[PendingEvent]) -> dict[int, PendingEvent]:
+    # Keyed by identity: a pending event is a dataclass compared by value, so not hashable.
+    listed = list(events)
+    return dict(zip(map(id, listed), listed))

@@ -24,14 +24,15 @@ from __future__ import annotations
 import enum
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from itertools import chain, repeat
+from typing import Any, NamedTuple, Protocol, overload
 
 import redis
 
 from consumer.errors import StateStoreError
-from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Digests, Layout, by_bucket, load_layout
+from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Digests, Layout, Rows, by_bucket, load_layout
 from consumer.state.redis import Call, Keys, load_script, translated
 from consumer.state.trip import Step, together
 
@@ -61,6 +62,44 @@ class ClaimRequest(NamedTuple):
     # A verified replay of an ambiguous dead-letter: the attempt (dlq.attempt.id) whose unknown
     # mark the SRE checked, the only one it may override. None for every other record.
     replay_of: str | None = None
+
+
+class ClaimRequests(Sequence[ClaimRequest]):
+    """The ids of one request to claim, as columns: the sender's claims hold a request's 5,000 ids,
+    and RedisDedup reads the columns as they are, with no ClaimRequest built per id. Any other
+    store sees a sequence of ClaimRequest."""
+
+    __slots__ = ("event_ids", "replays")
+
+    def __init__(self, event_ids: list[str], replays: list[str | None] | None = None) -> None:
+        self.event_ids = event_ids
+        # Each id's `replay_of`, in order; None when no id is a replay (the common case).
+        self.replays = replays if replays is not None and any(replays) else None
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> ClaimRequest: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ClaimRequests: ...
+
+    def __getitem__(self, index: int | slice) -> ClaimRequest | ClaimRequests:
+        if isinstance(index, slice):
+            return ClaimRequests(self.event_ids[index], self.replays[index] if self.replays else None)
+        return ClaimRequest(self.event_ids[index], self.replays[index] if self.replays else None)
+
+    def __iter__(self) -> Iterator[ClaimRequest]:
+        return map(ClaimRequest, self.event_ids, self.replays or repeat(None))
+
+
+def _columns(requests: Sequence[ClaimRequest]) -> tuple[list[str], list[str | None] | None]:
+    """(the ids, their `replay_of` or None when no id is a replay) of any sequence of requests."""
+    if isinstance(requests, ClaimRequests):
+        return requests.event_ids, requests.replays
+    replays = [r.replay_of for r in requests]
+    return [r.event_id for r in requests], replays if any(replays) else None
 
 
 class ClaimStatuses(list[ClaimStatus]):
@@ -180,31 +219,29 @@ class RedisDedup:
             return Step.answered(ClaimStatuses([], []))
         with translated("the dedup claim"):
             layout = self._layout_loaded()
-            event_ids = [r.event_id for r in requests]
+            event_ids, replays = _columns(requests)
             groups = self._group(event_ids)
             legacy = self._legacy(layout, groups, event_ids)
-        replays = any(r.replay_of for r in requests)
         calls = []
         for g, (base, rows) in enumerate(groups):
-            overrides = [(j + 1, requests[i].replay_of) for j, (i, _) in enumerate(rows)
-                         if requests[i].replay_of] if replays else []
+            overrides = [(j + 1, replays[i]) for j, i in enumerate(rows.indexes) if replays[i]] if replays else []
             calls.append((base, [*_packed(rows), *_sparse(overrides), *legacy.arguments(g)]))
         head = [tag, self.lease_ms, self.horizon_ms, layout.slice_ms]
         return Step.remote("the dedup claim", self.client, self._calls("claim", head, calls, legacy),
                            lambda replies: self._statuses(groups, replies, event_ids))
 
-    def _statuses(self, groups: list[tuple[str, list[tuple[int, bytes]]]], replies: list[Any],
-                  event_ids: list[str]) -> ClaimStatuses:
-        by_call = self._replies_by_call(groups)
-        if all(_all_claimed(reply, len(rows)) for (_, rows), reply in zip(by_call, replies, strict=True)):
+    def _statuses(self, groups: list[tuple[str, Rows]], replies: list[Any], event_ids: list[str]) -> ClaimStatuses:
+        counts = [len(rows) for _, rows in groups] if self.cluster else [len(event_ids)]
+        if all(_all_claimed(reply, count) for count, reply in zip(counts, replies, strict=True)):
             # The common answer, taken whole: what parse_statuses would make of it, without a
             # status object per id.
             return ClaimStatuses([ClaimStatus.CLAIMED] * len(event_ids), [""] * len(event_ids))
+        by_call = self._replies_by_call(groups)
         statuses: list[ClaimStatus | None] = [None] * len(event_ids)
         attempts = [""] * len(event_ids)
         for (_, rows), reply in zip(by_call, replies, strict=True):
             parsed = parse_statuses(reply, len(rows))
-            for (i, _), status, attempt in zip(rows, parsed, parsed.attempts, strict=True):
+            for i, status, attempt in zip(rows.indexes, parsed, parsed.attempts, strict=True):
                 statuses[i], attempts[i] = status, attempt
         answer = ClaimStatuses([s for s in statuses if s is not None], attempts)
         if answer.count(ClaimStatus.CLAIMED) != len(answer):  # the others are not this attempt's to settle
@@ -234,7 +271,7 @@ class RedisDedup:
         with translated("reading a dedup mark"):
             layout = self._layout_loaded()
             (base, rows), = self._group([event_id])
-            value = self._scripts["peek"](keys=[base], args=[self.horizon_ms, layout.slice_ms, rows[0][1]])
+            value = self._scripts["peek"](keys=[base], args=[self.horizon_ms, layout.slice_ms, rows.fields[0]])
             if value is None and layout.legacy_active():
                 value = self.client.get(self.keys.event(event_id))
         return value.decode() if isinstance(value, bytes) else value
@@ -249,27 +286,25 @@ class RedisDedup:
                 self._layout = layout
             return self._layout
 
-    def _group(self, event_ids: Sequence[str], final: bool = False) -> list[tuple[str, list[tuple[int, bytes]]]]:
-        """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order. `final`:
+    def _group(self, event_ids: Sequence[str], final: bool = False) -> list[tuple[str, Rows]]:
+        """The ids by bucket: (bucket tag, their indexes in the call and fields), in bucket order. `final`:
         their digests are not kept for a later call."""
         bases = self._buckets
         return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases), self._digests, final))
                 if rows]
 
-    def _replies_by_call(self, groups: list[tuple[str, list[tuple[int, bytes]]]]
-                         ) -> list[tuple[str, list[tuple[int, bytes]]]]:
+    def _replies_by_call(self, groups: list[tuple[str, Rows]]) -> list[tuple[str, Rows]]:
         """The groups each reply of `_calls` answers for, in order: one call per bucket on a
         cluster, one call for all of them on a single Redis."""
         if self.cluster:
             return groups
-        return [("", [row for _, rows in groups for row in rows])]
+        return [("", Rows(list(chain.from_iterable(rows.indexes for _, rows in groups)), []))]
 
-    def _legacy(self, layout: Layout, groups: list[tuple[str, list[tuple[int, bytes]]]],
-                event_ids: Sequence[str]) -> _Legacy:
+    def _legacy(self, layout: Layout, groups: list[tuple[str, Rows]], event_ids: Sequence[str]) -> _Legacy:
         """How the scripts read 0.2.0's marks of these ids."""
         if not event_ids or not layout.legacy_active():
             return _Legacy("", [], [])
-        keys = [[self.keys.event(event_ids[i]) for i, _ in rows] for _, rows in groups]
+        keys = [[self.keys.event(event_ids[i]) for i in rows.indexes] for _, rows in groups]
         if not self.cluster:
             return _Legacy("k", [k for group in keys for k in group], [])
         # All in the prefix's slot: one read, not atomic with the scripts, which is sound since
@@ -304,8 +339,8 @@ class _Legacy:
         return _sparse(self.found[group]) if self.mode == "a" else []
 
 
-def _packed(rows: list[tuple[int, bytes]]) -> list[Any]:
-    return [len(rows), b"".join(field for _, field in rows)]
+def _packed(rows: Rows) -> list[Any]:
+    return [len(rows), b"".join(rows.fields)]
 
 
 def _sparse(items: list[tuple[int, Any]]) -> list[Any]:
