@@ -59,8 +59,7 @@ from consumer.state.dedup import DedupStore, Settlement
 
 log = logging.getLogger(__name__)
 
-# C-level getters for the passes over a batch's events (up to 5,000 per request).
-_TP = attrgetter("tp")
+# A C-level getter for the passes over a batch's events (up to 5,000 per request).
 _RECIPIENT = attrgetter("recipient")
 
 AmbiguousPolicy = Literal["dead_letter", "assume_delivered", "resend"]
@@ -105,7 +104,7 @@ class Sender:
         self._threads = [threading.Thread(target=self._run, name=f"sender-{destination.name}-{i}", daemon=True)
                          for i in range(threads)]
         self._lock = threading.Lock()
-        self._work: dict[int, Tally[TopicPartition]] = {}
+        self._work: dict[int, _Work] = {}  # thread -> the batch it processes
 
     # ------------------------------------------------------------------ control
 
@@ -123,8 +122,9 @@ class Sender:
     def in_flight(self, partitions: set[TopicPartition] | None = None) -> int:
         """Events in requests under way (only those of `partitions` when given)."""
         with self._lock:
-            return sum(n for work in self._work.values() for tp, n in work.items()
-                       if partitions is None or tp in partitions)
+            if partitions is None:  # the poll loop's load, asked every turn
+                return sum(work.count for work in self._work.values())
+            return sum(n for work in self._work.values() for tp, n in work.by_partition().items() if tp in partitions)
 
     # ------------------------------------------------------------------ thread body
 
@@ -267,10 +267,10 @@ class Sender:
             outcomes(Outcome("dead_letter", rest, Failure("internal_error", message, campaign_id=campaign)))
 
     @contextmanager
-    def _tracking(self, batch: Batch) -> Iterator[Tally[TopicPartition]]:
+    def _tracking(self, batch: Batch) -> Iterator[_Work]:
         ident = threading.get_ident()
         with self._lock:
-            work = self._work[ident] = Tally(map(_TP, batch.events))
+            work = self._work[ident] = _Work(batch.events)
         try:
             yield work
         finally:
@@ -344,7 +344,7 @@ class Sender:
                 break
             outcomes.add(candidates)
             with self._lock:
-                self._work[threading.get_ident()].update(map(_TP, candidates))
+                self._work[threading.get_ident()].add(candidates)
             batch.events = claimed + candidates
         return claimed
 
@@ -460,6 +460,31 @@ class Sender:
             self.metrics.redis_errors.labels("circuit").inc()
             log.error("could not open the circuit in Redis: %s", exc)
         self.dm.circuit_state.set(1)
+
+
+class _Work:
+    """The events of the batch a sender thread processes, from its take to its last outcome (its
+    top-ups too), for `Sender.in_flight`. Their count is kept; their count per partition, wanted
+    only while a revoke waits for them, is made when first asked: not a pass over every batch's
+    events for a figure rarely read. Guarded by the sender's lock."""
+
+    __slots__ = ("_by_partition", "count", "events")
+
+    def __init__(self, events: list[PendingEvent]) -> None:
+        self.events = [list(events)]  # copies (of references): `_claim` rebinds the batch's list
+        self.count = len(events)
+        self._by_partition: Tally[TopicPartition] | None = None
+
+    def add(self, events: list[PendingEvent]) -> None:
+        self.events.append(list(events))
+        self.count += len(events)
+        if self._by_partition is not None:
+            self._by_partition.update(e.tp for e in events)
+
+    def by_partition(self) -> Tally[TopicPartition]:
+        if self._by_partition is None:
+            self._by_partition = Tally(e.tp for events in self.events for e in events)
+        return self._by_partition
 
 
 def _by_attempt(events: list[PendingEvent], attempts: list[str]) -> dict[str, list[PendingEvent]]:
