@@ -49,6 +49,7 @@ class Claimed:
     """The answer to one claim, event by event."""
 
     claimed: list[PendingEvent] = field(default_factory=list)
+    claimed_ids: list[str] = field(default_factory=list)  # their ids, in order: read once per request
     delivered: list[PendingEvent] = field(default_factory=list)
     held: list[PendingEvent] = field(default_factory=list)
     unknown: list[PendingEvent] = field(default_factory=list)
@@ -206,9 +207,11 @@ class Claim:
             answer.cooling += phones.cooling
             answer.phone_held += phones.held
             answer.uncheckable += phones.uncheckable
-        answer.claimed += claimed
         # Every id of the trip when all were claimed (the ids are in `claim`'s order then).
-        self._held.update(dict.fromkeys(ids if whole else event_ids(claimed), False))
+        claimed_ids = ids if whole else event_ids(claimed)
+        answer.claimed += claimed
+        answer.claimed_ids += claimed_ids
+        self._held.update(dict.fromkeys(claimed_ids, False))
         self._release(release, unused)
         return refused
 
@@ -263,15 +266,16 @@ class Claim:
                     return False
         return False
 
-    def sending(self, events: Sequence[PendingEvent]) -> None:
-        """These ids are about to leave in a request: from now on their fate may be unknown."""
-        self._held.update(dict.fromkeys(event_ids(events), True))
+    def sending(self, events: Sequence[PendingEvent], ids: list[str] | None = None) -> None:
+        """These ids are about to leave in a request: from now on their fate may be unknown.
+        `ids`: the events' ids in order, when the caller has them (`Claimed.claimed_ids`)."""
+        self._held.update(dict.fromkeys(event_ids(events) if ids is None else ids, True))
 
-    def settle(self, outcome: Settlement, events: Sequence[PendingEvent]) -> None:
+    def settle(self, outcome: Settlement, events: Sequence[PendingEvent], ids: list[str] | None = None) -> None:
         """Record the fate of these events' request, for their ids and their phones in one round
         trip. Until it is recorded they stay held, so an exception here still ends them as unknown
-        on exit if a request may have left."""
-        ids = event_ids(events)
+        on exit if a request may have left. `ids`: as for `sending`."""
+        ids = event_ids(events) if ids is None else ids
         # Taken from the reservation first: a phone whose fate could not be recorded is not settled
         # again on exit; its reservation expires into a contact.
         keys = self.phones.keys_of(ids) if self.phones is not None else []

@@ -278,7 +278,7 @@ class Sender:
                 self._work.pop(ident, None)
 
     def _deliver(self, claim: Claim, batch: Batch, slot_at: float, outcomes: BatchReport, gate: CampaignGate) -> None:
-        events = self._claim(claim, batch, outcomes)
+        events, ids = self._claim(claim, batch, outcomes)
         if not events:
             return
         campaign = batch.campaign_id
@@ -288,14 +288,16 @@ class Sender:
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
         # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
         sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=claim.claimed_at,
-                                  renew=lambda: claim.renew(events), sending=lambda: claim.sending(events),
+                                  renew=lambda: claim.renew(events), sending=lambda: claim.sending(events, ids),
                                   events=events)
-        self._conclude(claim, campaign, events, sent, outcomes, gate, first=True)
+        self._conclude(claim, campaign, events, sent, outcomes, gate, first=True, ids=ids)
 
-    def _claim(self, claim: Claim, batch: Batch, outcomes: BatchReport) -> list[PendingEvent]:
-        """Claim the batch's ids; report skipped, held and unknown ones; top up once if room."""
+    def _claim(self, claim: Claim, batch: Batch, outcomes: BatchReport) -> tuple[list[PendingEvent], list[str]]:
+        """Claim the batch's ids; report skipped, held and unknown ones; top up once if room.
+        Returns the events claimed and their ids, in order."""
         candidates = batch.events
         claimed: list[PendingEvent] = []
+        claimed_ids: list[str] = []
         for round_ in range(2):
             if self.admission is not None:
                 candidates = self.admission.screen(candidates, outcomes)
@@ -309,6 +311,7 @@ class Sender:
                 break
             self.outage.recovered()
             claimed += answer.claimed
+            claimed_ids += answer.claimed_ids
             if answer.suppressed:
                 log.info("%d events not sent: on the opt-out list", len(answer.suppressed),
                          extra={"count": len(answer.suppressed)})
@@ -346,12 +349,14 @@ class Sender:
             with self._lock:
                 self._work[threading.get_ident()].add(candidates)
             batch.events = claimed + candidates
-        return claimed
+        return claimed, claimed_ids
 
     def _conclude(self, claim: Claim, campaign: str, events: list[PendingEvent], sent: Sent,
-                  outcomes: BatchReport, gate: CampaignGate, *, first: bool) -> Sent | bool | None:
+                  outcomes: BatchReport, gate: CampaignGate, *, first: bool,
+                  ids: list[str] | None = None) -> Sent | bool | None:
         """Settle and report a request's events by its fate. Returns what bisection needs: True
-        accepted, the answer when refused for a recipient (not settled yet), None otherwise."""
+        accepted, the answer when refused for a recipient (not settled yet), None otherwise.
+        `ids`: the events' ids in order, when known (read once per request)."""
         gate.judge(sent)
         if sent.abandoned:  # stopping: free again, the records stay uncommitted
             claim.settle(Settlement.RELEASED, events)
@@ -361,7 +366,7 @@ class Sender:
             outcomes(Outcome("requeue", events))
             return None
         if sent.accepted is not None:
-            self._delivered(claim, campaign, events, sent, outcomes)
+            self._delivered(claim, campaign, events, sent, outcomes, ids)
             return True
         assert sent.error is not None and sent.verdict is not None
         if sent.verdict.scope == "account" and sent.verdict.action == "dead_letter":
@@ -375,9 +380,9 @@ class Sender:
         return None
 
     def _delivered(self, claim: Claim, campaign: str, events: list[PendingEvent], sent: Sent,
-                   outcomes: BatchReport) -> None:
+                   outcomes: BatchReport, ids: list[str] | None = None) -> None:
         assert sent.accepted is not None
-        claim.settle(Settlement.DELIVERED, events)
+        claim.settle(Settlement.DELIVERED, events, ids)
         self.dm.recipients_delivered.inc(len(events))
         log.info("delivered %d recipients", len(events),
                  extra={"campaign": campaign, "request_id": sent.request_id, "count": len(events),
