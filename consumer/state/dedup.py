@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Protocol, overload
 import redis
 
 from consumer.errors import StateStoreError
-from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Digests, Layout, Rows, by_bucket, load_layout
+from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, Rows, by_bucket, load_layout
 from consumer.state.redis import Call, Keys, load_script, translated
 from consumer.state.trip import Step, together
 
@@ -202,8 +202,8 @@ class RedisDedup:
         self._buckets: list[str] = []
         self._layout_copy = ""
         self._lock = threading.Lock()
-        # The digests of the ids claimed and not settled yet: computed once per id, not per call.
-        self._digests = Digests()
+        # The bucket groups of the latest claims: a settlement of the same ids takes them.
+        self._recent = RecentClaims()
 
     def new_tag(self) -> str:
         return new_tag(self.owner)
@@ -221,6 +221,7 @@ class RedisDedup:
             layout = self._layout_loaded()
             event_ids, replays = _columns(requests)
             groups = self._group(event_ids)
+            self._recent.keep(tag, event_ids, groups)
             legacy = self._legacy(layout, groups, event_ids)
         calls = []
         for g, (base, rows) in enumerate(groups):
@@ -243,11 +244,7 @@ class RedisDedup:
             parsed = parse_statuses(reply, len(rows))
             for i, status, attempt in zip(rows.indexes, parsed, parsed.attempts, strict=True):
                 statuses[i], attempts[i] = status, attempt
-        answer = ClaimStatuses([s for s in statuses if s is not None], attempts)
-        if answer.count(ClaimStatus.CLAIMED) != len(answer):  # the others are not this attempt's to settle
-            self._digests.forget(event_id for event_id, status in zip(event_ids, answer, strict=True)
-                                 if status is not ClaimStatus.CLAIMED)
-        return answer
+        return ClaimStatuses([s for s in statuses if s is not None], attempts)
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         together([self.stage_settle(outcome, tag, event_ids)])
@@ -257,8 +254,7 @@ class RedisDedup:
             return Step.answered(None)
         with translated("the dedup update"):
             layout = self._layout_loaded()
-            # Delivered and unknown are final here; a released id may be claimed again.
-            groups = self._group(event_ids, final=outcome is not Settlement.RELEASED)
+            groups = self._recent.take(tag, event_ids) or self._group(event_ids)
             # Only an unknown mark must not cover a delivered one; delivered overwrites and a
             # release touches only the caller's claims, which 0.2.0 never wrote.
             legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
@@ -286,12 +282,10 @@ class RedisDedup:
                 self._layout = layout
             return self._layout
 
-    def _group(self, event_ids: Sequence[str], final: bool = False) -> list[tuple[str, Rows]]:
-        """The ids by bucket: (bucket tag, their indexes in the call and fields), in bucket order. `final`:
-        their digests are not kept for a later call."""
+    def _group(self, event_ids: Sequence[str]) -> list[tuple[str, Rows]]:
+        """The ids by bucket: (bucket tag, their indexes in the call and fields), in bucket order."""
         bases = self._buckets
-        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases), self._digests, final))
-                if rows]
+        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases))) if rows]
 
     def _replies_by_call(self, groups: list[tuple[str, Rows]]) -> list[tuple[str, Rows]]:
         """The groups each reply of `_calls` answers for, in order: one call per bucket on a
@@ -324,6 +318,39 @@ class RedisDedup:
             return [Call(keys, args, script)]
         return [Call([base], [*head, 1, legacy.mode, FIELD_BYTES, self._layout_copy, *call_args], script)
                 for base, call_args in calls]
+
+
+class RecentClaims:
+    """The bucket groups (`RedisDedup._group`) of the latest claims, by tag. A request's ids are
+    claimed, then settled under the same tag, most often all of them at once (a delivered batch):
+    that settlement takes its claim's groups instead of hashing each of its 5,000 ids again. Any
+    other settlement (part of a batch, ids claimed in two rounds) is grouped afresh: a group is
+    reused only for the very ids it was made from, in the same order. Bounded: the claims of
+    requests never settled by this replica (an exception, a stop) are forgotten after `limit`
+    newer ones. Shared by the sender threads, under a lock."""
+
+    def __init__(self, limit: int = 32) -> None:
+        self.limit = limit
+        self._groups: dict[str, tuple[list[str], list[tuple[str, Rows]]]] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, tag: str, event_ids: Sequence[str], groups: list[tuple[str, Rows]]) -> None:
+        copy = list(event_ids)  # the caller's list may change; the groups hold these ids
+        with self._lock:
+            self._groups.pop(tag, None)  # a renewal moves its tag to the newest end
+            self._groups[tag] = (copy, groups)
+            while len(self._groups) > self.limit:
+                del self._groups[next(iter(self._groups))]
+
+    def take(self, tag: str, event_ids: Sequence[str]) -> list[tuple[str, Rows]] | None:
+        """The groups of `tag`'s latest claim if it was of exactly these ids, in this order."""
+        with self._lock:
+            found = self._groups.pop(tag, None)
+        if found is None:
+            return None
+        kept, groups = found
+        # One comparison in C (the same str objects, compared by identity first), not a hash per id.
+        return groups if kept == (event_ids if isinstance(event_ids, list) else list(event_ids)) else None
 
 
 @dataclass(frozen=True)
