@@ -82,5 +82,5 @@ class Admission:
             return events
         for event, message in stale:  # one dead-letter failure each: the message names its age
             report(Outcome("dead_letter", [event], Failure("stale", message, campaign_id=event.recipient.campaign_id)))
-        gone = {id(event) for event, _ in stale}
-        return [event for event in events if id(event) not in gone]
+        gone = {event for event, _ in stale}  # PendingEvent hashes by identity
+        return [event for event in events if event not in gone]

@@ -41,10 +41,14 @@ _PHONE = attrgetter("recipient.phone")
 MAX_REMEMBERED_TURNS = 10_000  # campaigns whose last turn is remembered while they have no events
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class PendingEvent:
     """A consumed record on its way to Pisano. The Kafka message is kept whole so a failure can
-    be dead-lettered with its original key, value and headers."""
+    be dead-lettered with its original key, value and headers.
+
+    Compared and hashed by identity: each is one read of a record, two reads of the same record
+    are two events (each ends with its own outcome), and the sender keeps a request's events in
+    sets and dicts (`outcome.BatchReport`) without a key object per event."""
 
     message: Any
     tp: TopicPartition

@@ -44,33 +44,28 @@ class BatchReport:
 
     def __init__(self, report: Callable[[Outcome], None], events: Iterable[PendingEvent] = ()) -> None:
         self._report = report
-        self._open: dict[int, PendingEvent] = _by_identity(events)
+        self._open: dict[PendingEvent, bool] = dict.fromkeys(events, True)  # PendingEvent hashes by identity
         self._lock = threading.Lock()
 
     def add(self, events: Iterable[PendingEvent]) -> None:
         """Events joined the batch (a top-up after skipped ids freed room)."""
         with self._lock:
-            self._open.update(_by_identity(events))
+            self._open.update(dict.fromkeys(events, True))
 
     def __call__(self, outcome: Outcome) -> None:
         with self._lock:
             events, still_open = outcome.events, self._open
-            if len(events) == len(still_open) and still_open.keys() == set(map(id, events)):
+            if len(events) == len(still_open) and still_open.keys() == set(events):
                 # Every open event, each once (a delivered batch): all fresh, taken whole.
                 still_open.clear()
                 fresh = events
             else:
-                fresh = [e for e in events if still_open.pop(id(e), None) is not None]
+                fresh = [e for e in events if still_open.pop(e, False)]
         if fresh:
             outcome.events = fresh
             self._report(outcome)
 
     def open_events(self) -> list[PendingEvent]:
         with self._lock:
-            return list(self._open.values())
+            return list(self._open)
 
-
-def _by_identity(events: Iterable[PendingEvent]) -> dict[int, PendingEvent]:
-    # Keyed by identity: a pending event is a dataclass compared by value, so not hashable.
-    listed = list(events)
-    return dict(zip(map(id, listed), listed))
