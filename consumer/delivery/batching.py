@@ -31,18 +31,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from consumer.ingest.mapping import Recipient
 
 TopicPartition = tuple[str, int]
+_PHONE = attrgetter("recipient.phone")
 MAX_REMEMBERED_TURNS = 10_000  # campaigns whose last turn is remembered while they have no events
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class PendingEvent:
     """A consumed record on its way to Pisano. The Kafka message is kept whole so a failure can
-    be dead-lettered with its original key, value and headers."""
+    be dead-lettered with its original key, value and headers.
+
+    Compared and hashed by identity: each is one read of a record, two reads of the same record
+    are two events (each ends with its own outcome), and the sender keeps a request's events in
+    sets and dicts (`outcome.BatchReport`) without a key object per event."""
 
     message: Any
     tp: TopicPartition
@@ -327,27 +333,34 @@ class Batcher:
         """Up to `limit` sendable events, none sharing a phone or an event id with `already` or
         each other (sendable events have distinct phones; `already` may share one with them)."""
         queue = self._queues[campaign]
+        ready = queue.ready
         now = self.clock()
-        batch = Batch(campaign, oldest_enqueued_at=queue.ready[0].enqueued_at if queue.ready else now)
+        batch = Batch(campaign, oldest_enqueued_at=ready[0].enqueued_at if ready else now)
+        taken = batch.events
         phones = {e.recipient.phone for e in already}
         event_ids = {e.recipient.event_id for e in already}
         skipped: list[PendingEvent] = []
         # Bound the scan: skips are rare (a top-up's phones, a duplicate event id), but never O(queue).
         budget = limit * 4
-        while queue.ready and len(batch.events) < limit and budget > 0:
+        # Bound methods in locals: this loop runs for every event of every request.
+        popleft, take, add_phone, add_id = ready.popleft, taken.append, phones.add, event_ids.add
+        while ready and len(taken) < limit and budget > 0:
             budget -= 1
-            event = queue.ready.popleft()
+            event = popleft()
             recipient = event.recipient
             if recipient.phone in phones or recipient.event_id in event_ids:
                 skipped.append(event)
                 continue
-            phones.add(recipient.phone)
-            event_ids.add(recipient.event_id)
-            batch.events.append(event)
-        queue.ready.extendleft(reversed(skipped))
+            add_phone(recipient.phone)
+            add_id(recipient.event_id)
+            take(event)
+        ready.extendleft(reversed(skipped))
         # Only now: a phone's next event must not join the request its previous one is in.
-        for event in batch.events:
-            queue.taken(event)
+        if queue.later:
+            for event in taken:
+                queue.taken(event)
+        else:  # no phone has a later event waiting: `taken` would only end each one's turn
+            queue.sendable.difference_update(map(_PHONE, taken))
         if not queue.ready:
             del self._queues[campaign]
         self.buffered -= len(batch.events)

@@ -18,8 +18,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from types import TracebackType
 from typing import Any
 
@@ -29,7 +30,7 @@ from consumer.delivery.contacts import ContactCooldown, PhoneReservation
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
 from consumer.state.cooldown import PhoneFate, PhoneStatus
-from consumer.state.dedup import ClaimRequest, ClaimStatus, ClaimStatuses, DedupStore, Settlement
+from consumer.state.dedup import ClaimRequests, ClaimStatus, ClaimStatuses, DedupStore, Settlement
 from consumer.state.suppression import Suppression
 from consumer.state.trip import Step, together
 
@@ -48,6 +49,7 @@ class Claimed:
     """The answer to one claim, event by event."""
 
     claimed: list[PendingEvent] = field(default_factory=list)
+    claimed_ids: list[str] = field(default_factory=list)  # their ids, in order: read once per request
     delivered: list[PendingEvent] = field(default_factory=list)
     held: list[PendingEvent] = field(default_factory=list)
     unknown: list[PendingEvent] = field(default_factory=list)
@@ -143,10 +145,12 @@ class Claim:
         if self.claimed_at is None:
             self.claimed_at = time.monotonic()
         answer = Claimed()
-        lists = self.suppression is not None
-        first = [e for e in events if not (lists and e.replay_of)]
-        replays = [e for e in events if lists and e.replay_of]
-        refused = self._trip(answer, list(events) if lists else [], first)
+        if self.suppression is None:
+            self._trip(answer, [], list(events))
+            return answer
+        first = [e for e in events if not e.replay_of]
+        replays = [e for e in events if e.replay_of]
+        refused = self._trip(answer, list(events), first)
         replays = [e for e in replays if e.recipient.event_id not in refused]
         if replays:
             self._trip(answer, [], replays)
@@ -158,15 +162,15 @@ class Claim:
         lookup = self.suppression.lookup([e.recipient for e in screen]) \
             if self.suppression is not None and screen else None
         asked = self.phones.ask(claim) if self.phones is not None and claim else None
-        requests = _requests(claim)
-        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests)]
+        ids = event_ids(claim)  # once for the claim, the release after a lost reply and `_held`
+        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(claim, ids))]
         if lookup is not None:
             assert self.suppression is not None
             steps.append(self.suppression.stage(lookup))
         if asked is not None:
             assert self.phones is not None
             steps.append(self.phones.step(asked))
-        answers = self._ask(steps, [r.event_id for r in requests], [r.key for r in asked.requests] if asked else [])
+        answers = self._ask(steps, ids, [r.key for r in asked.requests] if asked else [])
         statuses: ClaimStatuses = answers[0]
         refused: set[str] = set()
         if lookup is not None:
@@ -180,7 +184,8 @@ class Claim:
                 refused.add(event.recipient.event_id)
         release: list[str] = []
         claimed: list[PendingEvent] = []
-        if not refused and len(statuses) == len(claim) and statuses.count(ClaimStatus.CLAIMED) == len(claim):
+        whole = not refused and len(statuses) == len(claim) and statuses.count(ClaimStatus.CLAIMED) == len(claim)
+        if whole:
             claimed = list(claim)  # the common answer, taken whole: this runs for every event of every request
         else:
             for event, status, attempt in zip(claim, statuses, statuses.attempts, strict=True):
@@ -197,12 +202,16 @@ class Claim:
             phones, unused = self.phones.take(asked, answers[-1], claimed)
             refusals = phones.cooling + phones.held + phones.uncheckable
             release += [e.recipient.event_id for e in refusals]
+            whole = whole and len(phones.reserved) == len(claimed)
             claimed = phones.reserved
             answer.cooling += phones.cooling
             answer.phone_held += phones.held
             answer.uncheckable += phones.uncheckable
+        # Every id of the trip when all were claimed (the ids are in `claim`'s order then).
+        claimed_ids = ids if whole else event_ids(claimed)
         answer.claimed += claimed
-        self._held.update(dict.fromkeys((e.recipient.event_id for e in claimed), False))
+        answer.claimed_ids += claimed_ids
+        self._held.update(dict.fromkeys(claimed_ids, False))
         self._release(release, unused)
         return refused
 
@@ -243,7 +252,7 @@ class Claim:
         them, in one round trip. False: do not send."""
         for attempt in range(1, RENEW_TRIES + 1):
             try:
-                steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events))]
+                steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)))]
                 if self.phones is not None:
                     steps.append(self.phones.renewal(events))
                 answers = together(steps)
@@ -257,21 +266,25 @@ class Claim:
                     return False
         return False
 
-    def sending(self, events: Sequence[PendingEvent]) -> None:
-        """These ids are about to leave in a request: from now on their fate may be unknown."""
-        self._held.update(dict.fromkeys((e.recipient.event_id for e in events), True))
+    def sending(self, events: Sequence[PendingEvent], ids: list[str] | None = None) -> None:
+        """These ids are about to leave in a request: from now on their fate may be unknown.
+        `ids`: the events' ids in order, when the caller has them (`Claimed.claimed_ids`)."""
+        self._held.update(dict.fromkeys(event_ids(events) if ids is None else ids, True))
 
-    def settle(self, outcome: Settlement, events: Sequence[PendingEvent]) -> None:
+    def settle(self, outcome: Settlement, events: Sequence[PendingEvent], ids: list[str] | None = None) -> None:
         """Record the fate of these events' request, for their ids and their phones in one round
         trip. Until it is recorded they stay held, so an exception here still ends them as unknown
-        on exit if a request may have left."""
-        ids = [e.recipient.event_id for e in events]
+        on exit if a request may have left. `ids`: as for `sending`."""
+        ids = event_ids(events) if ids is None else ids
         # Taken from the reservation first: a phone whose fate could not be recorded is not settled
         # again on exit; its reservation expires into a contact.
         keys = self.phones.keys_of(ids) if self.phones is not None else []
         self._record(outcome, ids, keys)
-        for event_id in ids:
-            self._held.pop(event_id, None)
+        if len(ids) >= len(self._held) and self._held.keys() <= set(ids):
+            self._held.clear()  # the request held every id left (its whole batch): no pop per id
+        else:
+            for event_id in ids:
+                self._held.pop(event_id, None)
 
     def _settle_ids(self, outcome: Settlement, ids: list[str]) -> None:
         self._record(outcome, ids, [])
@@ -298,5 +311,16 @@ class Claim:
                   "count as contacts once it does", len(ids), len(keys))
 
 
-def _requests(events: Sequence[PendingEvent]) -> list[ClaimRequest]:
-    return [ClaimRequest(e.recipient.event_id, e.replay_of) for e in events]
+# C-level getters: a request's ids are read in several passes over its 5,000 events (claim,
+# sending, settlement), each a `map` instead of a comprehension run by the interpreter.
+_EVENT_ID = attrgetter("recipient.event_id")
+_REPLAY_OF = attrgetter("replay_of")
+
+
+def event_ids(events: Iterable[PendingEvent]) -> list[str]:
+    return list(map(_EVENT_ID, events))
+
+
+def _requests(events: Sequence[PendingEvent], ids: list[str]) -> ClaimRequests:
+    """The claim's requests as columns (`ClaimRequests`): no object per id."""
+    return ClaimRequests(ids, list(map(_REPLAY_OF, events)))

@@ -44,21 +44,28 @@ class BatchReport:
 
     def __init__(self, report: Callable[[Outcome], None], events: Iterable[PendingEvent] = ()) -> None:
         self._report = report
-        self._open: dict[int, PendingEvent] = {id(e): e for e in events}
+        self._open: dict[PendingEvent, bool] = dict.fromkeys(events, True)  # PendingEvent hashes by identity
         self._lock = threading.Lock()
 
     def add(self, events: Iterable[PendingEvent]) -> None:
         """Events joined the batch (a top-up after skipped ids freed room)."""
         with self._lock:
-            self._open.update((id(e), e) for e in events)
+            self._open.update(dict.fromkeys(events, True))
 
     def __call__(self, outcome: Outcome) -> None:
         with self._lock:
-            fresh = [e for e in outcome.events if self._open.pop(id(e), None) is not None]
+            events, still_open = outcome.events, self._open
+            if len(events) == len(still_open) and still_open.keys() == set(events):
+                # Every open event, each once (a delivered batch): all fresh, taken whole.
+                still_open.clear()
+                fresh = events
+            else:
+                fresh = [e for e in events if still_open.pop(e, False)]
         if fresh:
             outcome.events = fresh
             self._report(outcome)
 
     def open_events(self) -> list[PendingEvent]:
         with self._lock:
-            return list(self._open.values())
+            return list(self._open)
+

@@ -69,9 +69,20 @@ def sharing_path(campaign_id: str) -> str:
 
 def build_body(recipients: Sequence[Recipient]) -> bytes:
     """The reference's JSON body; the attribute maps are keyed by phone and omitted when empty."""
-    body: dict[str, Any] = {"phone_numbers": [r.phone for r in recipients]}
-    custom = {r.phone: r.custom_attributes for r in recipients if r.custom_attributes}
-    built_in = {r.phone: r.built_in_responses for r in recipients if r.built_in_responses}
+    # One pass over the recipients, not one per field: a request's 5,000 recipients were read
+    # long ago (their memory is cold), and each pass would fetch every one of them again.
+    phones: list[str] = []
+    custom: dict[str, dict[str, str]] = {}
+    built_in: dict[str, dict[str, str]] = {}
+    add_phone = phones.append
+    for r in recipients:
+        phone = r.phone
+        add_phone(phone)
+        if r.custom_attributes:
+            custom[phone] = r.custom_attributes
+        if r.built_in_responses:
+            built_in[phone] = r.built_in_responses
+    body: dict[str, Any] = {"phone_numbers": phones}
     if custom:
         body["custom_attributes"] = custom
     if built_in:

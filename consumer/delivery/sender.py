@@ -33,6 +33,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Literal
 
 from consumer.delivery.admission import UNCHECKABLE, Admission
@@ -57,6 +58,9 @@ from consumer.state.circuit import Trip
 from consumer.state.dedup import DedupStore, Settlement
 
 log = logging.getLogger(__name__)
+
+# A C-level getter for the passes over a batch's events (up to 5,000 per request).
+_RECIPIENT = attrgetter("recipient")
 
 AmbiguousPolicy = Literal["dead_letter", "assume_delivered", "resend"]
 AMBIGUOUS_MESSAGE = ("an earlier attempt for this event id may have reached Pisano (its outcome was never "
@@ -100,7 +104,7 @@ class Sender:
         self._threads = [threading.Thread(target=self._run, name=f"sender-{destination.name}-{i}", daemon=True)
                          for i in range(threads)]
         self._lock = threading.Lock()
-        self._work: dict[int, Tally[TopicPartition]] = {}
+        self._work: dict[int, _Work] = {}  # thread -> the batch it processes
 
     # ------------------------------------------------------------------ control
 
@@ -118,8 +122,9 @@ class Sender:
     def in_flight(self, partitions: set[TopicPartition] | None = None) -> int:
         """Events in requests under way (only those of `partitions` when given)."""
         with self._lock:
-            return sum(n for work in self._work.values() for tp, n in work.items()
-                       if partitions is None or tp in partitions)
+            if partitions is None:  # the poll loop's load, asked every turn
+                return sum(work.count for work in self._work.values())
+            return sum(n for work in self._work.values() for tp, n in work.by_partition().items() if tp in partitions)
 
     # ------------------------------------------------------------------ thread body
 
@@ -262,10 +267,10 @@ class Sender:
             outcomes(Outcome("dead_letter", rest, Failure("internal_error", message, campaign_id=campaign)))
 
     @contextmanager
-    def _tracking(self, batch: Batch) -> Iterator[Tally[TopicPartition]]:
+    def _tracking(self, batch: Batch) -> Iterator[_Work]:
         ident = threading.get_ident()
         with self._lock:
-            work = self._work[ident] = Tally(e.tp for e in batch.events)
+            work = self._work[ident] = _Work(batch.events)
         try:
             yield work
         finally:
@@ -273,24 +278,26 @@ class Sender:
                 self._work.pop(ident, None)
 
     def _deliver(self, claim: Claim, batch: Batch, slot_at: float, outcomes: BatchReport, gate: CampaignGate) -> None:
-        events = self._claim(claim, batch, outcomes)
+        events, ids = self._claim(claim, batch, outcomes)
         if not events:
             return
         campaign = batch.campaign_id
-        body = build_body([e.recipient for e in events])
+        body = build_body(list(map(_RECIPIENT, events)))
         self.metrics.batch_size.observe(len(events))
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
         # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
         sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=claim.claimed_at,
-                                  renew=lambda: claim.renew(events), sending=lambda: claim.sending(events),
+                                  renew=lambda: claim.renew(events), sending=lambda: claim.sending(events, ids),
                                   events=events)
-        self._conclude(claim, campaign, events, sent, outcomes, gate, first=True)
+        self._conclude(claim, campaign, events, sent, outcomes, gate, first=True, ids=ids)
 
-    def _claim(self, claim: Claim, batch: Batch, outcomes: BatchReport) -> list[PendingEvent]:
-        """Claim the batch's ids; report skipped, held and unknown ones; top up once if room."""
+    def _claim(self, claim: Claim, batch: Batch, outcomes: BatchReport) -> tuple[list[PendingEvent], list[str]]:
+        """Claim the batch's ids; report skipped, held and unknown ones; top up once if room.
+        Returns the events claimed and their ids, in order."""
         candidates = batch.events
         claimed: list[PendingEvent] = []
+        claimed_ids: list[str] = []
         for round_ in range(2):
             if self.admission is not None:
                 candidates = self.admission.screen(candidates, outcomes)
@@ -304,6 +311,7 @@ class Sender:
                 break
             self.outage.recovered()
             claimed += answer.claimed
+            claimed_ids += answer.claimed_ids
             if answer.suppressed:
                 log.info("%d events not sent: on the opt-out list", len(answer.suppressed),
                          extra={"count": len(answer.suppressed)})
@@ -339,14 +347,16 @@ class Sender:
                 break
             outcomes.add(candidates)
             with self._lock:
-                self._work[threading.get_ident()].update(e.tp for e in candidates)
+                self._work[threading.get_ident()].add(candidates)
             batch.events = claimed + candidates
-        return claimed
+        return claimed, claimed_ids
 
     def _conclude(self, claim: Claim, campaign: str, events: list[PendingEvent], sent: Sent,
-                  outcomes: BatchReport, gate: CampaignGate, *, first: bool) -> Sent | bool | None:
+                  outcomes: BatchReport, gate: CampaignGate, *, first: bool,
+                  ids: list[str] | None = None) -> Sent | bool | None:
         """Settle and report a request's events by its fate. Returns what bisection needs: True
-        accepted, the answer when refused for a recipient (not settled yet), None otherwise."""
+        accepted, the answer when refused for a recipient (not settled yet), None otherwise.
+        `ids`: the events' ids in order, when known (read once per request)."""
         gate.judge(sent)
         if sent.abandoned:  # stopping: free again, the records stay uncommitted
             claim.settle(Settlement.RELEASED, events)
@@ -356,7 +366,7 @@ class Sender:
             outcomes(Outcome("requeue", events))
             return None
         if sent.accepted is not None:
-            self._delivered(claim, campaign, events, sent, outcomes)
+            self._delivered(claim, campaign, events, sent, outcomes, ids)
             return True
         assert sent.error is not None and sent.verdict is not None
         if sent.verdict.scope == "account" and sent.verdict.action == "dead_letter":
@@ -370,9 +380,9 @@ class Sender:
         return None
 
     def _delivered(self, claim: Claim, campaign: str, events: list[PendingEvent], sent: Sent,
-                   outcomes: BatchReport) -> None:
+                   outcomes: BatchReport, ids: list[str] | None = None) -> None:
         assert sent.accepted is not None
-        claim.settle(Settlement.DELIVERED, events)
+        claim.settle(Settlement.DELIVERED, events, ids)
         self.dm.recipients_delivered.inc(len(events))
         log.info("delivered %d recipients", len(events),
                  extra={"campaign": campaign, "request_id": sent.request_id, "count": len(events),
@@ -442,7 +452,7 @@ class Sender:
                  extra={"campaign": campaign, "count": len(events), "destination": self.destination.name})
 
     def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent]) -> Sent:
-        return self.attempts.send(campaign, build_body([e.recipient for e in group]), slot_at=None,
+        return self.attempts.send(campaign, build_body(list(map(_RECIPIENT, group))), slot_at=None,
                                   renew=lambda: claim.renew(group), sending=lambda: claim.sending(group),
                                   events=group)
 
@@ -455,6 +465,31 @@ class Sender:
             self.metrics.redis_errors.labels("circuit").inc()
             log.error("could not open the circuit in Redis: %s", exc)
         self.dm.circuit_state.set(1)
+
+
+class _Work:
+    """The events of the batch a sender thread processes, from its take to its last outcome (its
+    top-ups too), for `Sender.in_flight`. Their count is kept; their count per partition, wanted
+    only while a revoke waits for them, is made when first asked: not a pass over every batch's
+    events for a figure rarely read. Guarded by the sender's lock."""
+
+    __slots__ = ("_by_partition", "count", "events")
+
+    def __init__(self, events: list[PendingEvent]) -> None:
+        self.events = [list(events)]  # copies (of references): `_claim` rebinds the batch's list
+        self.count = len(events)
+        self._by_partition: Tally[TopicPartition] | None = None
+
+    def add(self, events: list[PendingEvent]) -> None:
+        self.events.append(list(events))
+        self.count += len(events)
+        if self._by_partition is not None:
+            self._by_partition.update(e.tp for e in events)
+
+    def by_partition(self) -> Tally[TopicPartition]:
+        if self._by_partition is None:
+            self._by_partition = Tally(e.tp for events in self.events for e in events)
+        return self._by_partition
 
 
 def _by_attempt(events: list[PendingEvent], attempts: list[str]) -> dict[str, list[PendingEvent]]:

@@ -24,14 +24,15 @@ from __future__ import annotations
 import enum
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from itertools import chain, repeat
+from typing import Any, NamedTuple, Protocol, overload
 
 import redis
 
 from consumer.errors import StateStoreError
-from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Digests, Layout, by_bucket, load_layout
+from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, Rows, by_bucket, load_layout
 from consumer.state.redis import Call, Keys, load_script, translated
 from consumer.state.trip import Step, together
 
@@ -61,6 +62,44 @@ class ClaimRequest(NamedTuple):
     # A verified replay of an ambiguous dead-letter: the attempt (dlq.attempt.id) whose unknown
     # mark the SRE checked, the only one it may override. None for every other record.
     replay_of: str | None = None
+
+
+class ClaimRequests(Sequence[ClaimRequest]):
+    """The ids of one request to claim, as columns: the sender's claims hold a request's 5,000 ids,
+    and RedisDedup reads the columns as they are, with no ClaimRequest built per id. Any other
+    store sees a sequence of ClaimRequest."""
+
+    __slots__ = ("event_ids", "replays")
+
+    def __init__(self, event_ids: list[str], replays: list[str | None] | None = None) -> None:
+        self.event_ids = event_ids
+        # Each id's `replay_of`, in order; None when no id is a replay (the common case).
+        self.replays = replays if replays is not None and any(replays) else None
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> ClaimRequest: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ClaimRequests: ...
+
+    def __getitem__(self, index: int | slice) -> ClaimRequest | ClaimRequests:
+        if isinstance(index, slice):
+            return ClaimRequests(self.event_ids[index], self.replays[index] if self.replays else None)
+        return ClaimRequest(self.event_ids[index], self.replays[index] if self.replays else None)
+
+    def __iter__(self) -> Iterator[ClaimRequest]:
+        return map(ClaimRequest, self.event_ids, self.replays or repeat(None))
+
+
+def _columns(requests: Sequence[ClaimRequest]) -> tuple[list[str], list[str | None] | None]:
+    """(the ids, their `replay_of` or None when no id is a replay) of any sequence of requests."""
+    if isinstance(requests, ClaimRequests):
+        return requests.event_ids, requests.replays
+    replays = [r.replay_of for r in requests]
+    return [r.event_id for r in requests], replays if any(replays) else None
 
 
 class ClaimStatuses(list[ClaimStatus]):
@@ -163,8 +202,8 @@ class RedisDedup:
         self._buckets: list[str] = []
         self._layout_copy = ""
         self._lock = threading.Lock()
-        # The digests of the ids claimed and not settled yet: computed once per id, not per call.
-        self._digests = Digests()
+        # The bucket groups of the latest claims: a settlement of the same ids takes them.
+        self._recent = RecentClaims()
 
     def new_tag(self) -> str:
         return new_tag(self.owner)
@@ -180,37 +219,32 @@ class RedisDedup:
             return Step.answered(ClaimStatuses([], []))
         with translated("the dedup claim"):
             layout = self._layout_loaded()
-            event_ids = [r.event_id for r in requests]
+            event_ids, replays = _columns(requests)
             groups = self._group(event_ids)
+            self._recent.keep(tag, event_ids, groups)
             legacy = self._legacy(layout, groups, event_ids)
-        replays = any(r.replay_of for r in requests)
         calls = []
         for g, (base, rows) in enumerate(groups):
-            overrides = [(j + 1, requests[i].replay_of) for j, (i, _) in enumerate(rows)
-                         if requests[i].replay_of] if replays else []
+            overrides = [(j + 1, replays[i]) for j, i in enumerate(rows.indexes) if replays[i]] if replays else []
             calls.append((base, [*_packed(rows), *_sparse(overrides), *legacy.arguments(g)]))
         head = [tag, self.lease_ms, self.horizon_ms, layout.slice_ms]
         return Step.remote("the dedup claim", self.client, self._calls("claim", head, calls, legacy),
                            lambda replies: self._statuses(groups, replies, event_ids))
 
-    def _statuses(self, groups: list[tuple[str, list[tuple[int, bytes]]]], replies: list[Any],
-                  event_ids: list[str]) -> ClaimStatuses:
-        by_call = self._replies_by_call(groups)
-        if all(_all_claimed(reply, len(rows)) for (_, rows), reply in zip(by_call, replies, strict=True)):
+    def _statuses(self, groups: list[tuple[str, Rows]], replies: list[Any], event_ids: list[str]) -> ClaimStatuses:
+        counts = [len(rows) for _, rows in groups] if self.cluster else [len(event_ids)]
+        if all(_all_claimed(reply, count) for count, reply in zip(counts, replies, strict=True)):
             # The common answer, taken whole: what parse_statuses would make of it, without a
             # status object per id.
             return ClaimStatuses([ClaimStatus.CLAIMED] * len(event_ids), [""] * len(event_ids))
+        by_call = self._replies_by_call(groups)
         statuses: list[ClaimStatus | None] = [None] * len(event_ids)
         attempts = [""] * len(event_ids)
         for (_, rows), reply in zip(by_call, replies, strict=True):
             parsed = parse_statuses(reply, len(rows))
-            for (i, _), status, attempt in zip(rows, parsed, parsed.attempts, strict=True):
+            for i, status, attempt in zip(rows.indexes, parsed, parsed.attempts, strict=True):
                 statuses[i], attempts[i] = status, attempt
-        answer = ClaimStatuses([s for s in statuses if s is not None], attempts)
-        if answer.count(ClaimStatus.CLAIMED) != len(answer):  # the others are not this attempt's to settle
-            self._digests.forget(event_id for event_id, status in zip(event_ids, answer, strict=True)
-                                 if status is not ClaimStatus.CLAIMED)
-        return answer
+        return ClaimStatuses([s for s in statuses if s is not None], attempts)
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         together([self.stage_settle(outcome, tag, event_ids)])
@@ -220,8 +254,7 @@ class RedisDedup:
             return Step.answered(None)
         with translated("the dedup update"):
             layout = self._layout_loaded()
-            # Delivered and unknown are final here; a released id may be claimed again.
-            groups = self._group(event_ids, final=outcome is not Settlement.RELEASED)
+            groups = self._recent.take(tag, event_ids) or self._group(event_ids)
             # Only an unknown mark must not cover a delivered one; delivered overwrites and a
             # release touches only the caller's claims, which 0.2.0 never wrote.
             legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
@@ -234,7 +267,7 @@ class RedisDedup:
         with translated("reading a dedup mark"):
             layout = self._layout_loaded()
             (base, rows), = self._group([event_id])
-            value = self._scripts["peek"](keys=[base], args=[self.horizon_ms, layout.slice_ms, rows[0][1]])
+            value = self._scripts["peek"](keys=[base], args=[self.horizon_ms, layout.slice_ms, rows.fields[0]])
             if value is None and layout.legacy_active():
                 value = self.client.get(self.keys.event(event_id))
         return value.decode() if isinstance(value, bytes) else value
@@ -249,27 +282,23 @@ class RedisDedup:
                 self._layout = layout
             return self._layout
 
-    def _group(self, event_ids: Sequence[str], final: bool = False) -> list[tuple[str, list[tuple[int, bytes]]]]:
-        """The ids by bucket: (bucket tag, [(index in the call, field)]), in bucket order. `final`:
-        their digests are not kept for a later call."""
+    def _group(self, event_ids: Sequence[str]) -> list[tuple[str, Rows]]:
+        """The ids by bucket: (bucket tag, their indexes in the call and fields), in bucket order."""
         bases = self._buckets
-        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases), self._digests, final))
-                if rows]
+        return [(bases[b], rows) for b, rows in enumerate(by_bucket(event_ids, len(bases))) if rows]
 
-    def _replies_by_call(self, groups: list[tuple[str, list[tuple[int, bytes]]]]
-                         ) -> list[tuple[str, list[tuple[int, bytes]]]]:
+    def _replies_by_call(self, groups: list[tuple[str, Rows]]) -> list[tuple[str, Rows]]:
         """The groups each reply of `_calls` answers for, in order: one call per bucket on a
         cluster, one call for all of them on a single Redis."""
         if self.cluster:
             return groups
-        return [("", [row for _, rows in groups for row in rows])]
+        return [("", Rows(list(chain.from_iterable(rows.indexes for _, rows in groups)), []))]
 
-    def _legacy(self, layout: Layout, groups: list[tuple[str, list[tuple[int, bytes]]]],
-                event_ids: Sequence[str]) -> _Legacy:
+    def _legacy(self, layout: Layout, groups: list[tuple[str, Rows]], event_ids: Sequence[str]) -> _Legacy:
         """How the scripts read 0.2.0's marks of these ids."""
         if not event_ids or not layout.legacy_active():
             return _Legacy("", [], [])
-        keys = [[self.keys.event(event_ids[i]) for i, _ in rows] for _, rows in groups]
+        keys = [[self.keys.event(event_ids[i]) for i in rows.indexes] for _, rows in groups]
         if not self.cluster:
             return _Legacy("k", [k for group in keys for k in group], [])
         # All in the prefix's slot: one read, not atomic with the scripts, which is sound since
@@ -291,6 +320,39 @@ class RedisDedup:
                 for base, call_args in calls]
 
 
+class RecentClaims:
+    """The bucket groups (`RedisDedup._group`) of the latest claims, by tag. A request's ids are
+    claimed, then settled under the same tag, most often all of them at once (a delivered batch):
+    that settlement takes its claim's groups instead of hashing each of its 5,000 ids again. Any
+    other settlement (part of a batch, ids claimed in two rounds) is grouped afresh: a group is
+    reused only for the very ids it was made from, in the same order. Bounded: the claims of
+    requests never settled by this replica (an exception, a stop) are forgotten after `limit`
+    newer ones. Shared by the sender threads, under a lock."""
+
+    def __init__(self, limit: int = 32) -> None:
+        self.limit = limit
+        self._groups: dict[str, tuple[list[str], list[tuple[str, Rows]]]] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, tag: str, event_ids: Sequence[str], groups: list[tuple[str, Rows]]) -> None:
+        copy = list(event_ids)  # the caller's list may change; the groups hold these ids
+        with self._lock:
+            self._groups.pop(tag, None)  # a renewal moves its tag to the newest end
+            self._groups[tag] = (copy, groups)
+            while len(self._groups) > self.limit:
+                del self._groups[next(iter(self._groups))]
+
+    def take(self, tag: str, event_ids: Sequence[str]) -> list[tuple[str, Rows]] | None:
+        """The groups of `tag`'s latest claim if it was of exactly these ids, in this order."""
+        with self._lock:
+            found = self._groups.pop(tag, None)
+        if found is None:
+            return None
+        kept, groups = found
+        # One comparison in C (the same str objects, compared by identity first), not a hash per id.
+        return groups if kept == (event_ids if isinstance(event_ids, list) else list(event_ids)) else None
+
+
 @dataclass(frozen=True)
 class _Legacy:
     """0.2.0's marks for the scripts: mode '' not read; 'k' their keys, read by the script (a
@@ -304,8 +366,8 @@ class _Legacy:
         return _sparse(self.found[group]) if self.mode == "a" else []
 
 
-def _packed(rows: list[tuple[int, bytes]]) -> list[Any]:
-    return [len(rows), b"".join(field for _, field in rows)]
+def _packed(rows: Rows) -> list[Any]:
+    return [len(rows), b"".join(rows.fields)]
 
 
 def _sparse(items: list[tuple[int, Any]]) -> list[Any]:

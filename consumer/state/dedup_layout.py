@@ -60,59 +60,40 @@ LEGACY_SCAN_CALLS = 200
 LEGACY_CLOCK_MARGIN_MS = 300_000
 
 
-def by_bucket(event_ids: Iterable[str], buckets: int, known: Digests | None = None,
-              final: bool = False) -> list[list[tuple[int, bytes]]]:
-    """For each bucket, the (index, field) of the ids in it, from each id's SHA-256 (the fastest
-    digest of the standard library here, through OpenSSL, and allowed in FIPS mode): its first
-    byte modulo the bucket count (256 / buckets must be whole), the next FIELD_BYTES the field.
+@dataclass(slots=True)
+class Rows:
+    """One bucket's ids in a call: their indexes in the call and their fields, in the same order.
+    Two lists, not a list of (index, field) pairs: no tuple per id, and a script's packed fields
+    are one `b"".join(fields)`."""
 
-    With `known`, digests already computed are taken from it, and new ones kept in it: a request's
-    ids are claimed, then settled, and each call would hash every id again. `final`: the ids'
-    digests are not needed again (their settlement), so they are taken out of it."""
+    indexes: list[int]
+    fields: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.indexes)
+
+
+def by_bucket(event_ids: Iterable[str], buckets: int) -> list[Rows]:
+    """For each bucket, the indexes and fields of the ids in it, from each id's SHA-256 (the
+    fastest digest of the standard library here, through OpenSSL, and allowed in FIPS mode): its
+    first byte modulo the bucket count (256 / buckets must be whole), the next FIELD_BYTES the field."""
     sha256, end = hashlib.sha256, FIELD_BYTES + 1
-    rows: list[list[tuple[int, bytes]]] = [[] for _ in range(buckets)]
-    if known is None:
-        for i, event_id in enumerate(event_ids):
-            raw = sha256(event_id.encode()).digest()
-            rows[raw[0] % buckets].append((i, raw[1:end]))
-        return rows
-    if len(known) >= known.limit:
-        known.clear()
-    take = known.pop if final else known.get
+    rows = [Rows([], []) for _ in range(buckets)]
+    indexes = [r.indexes for r in rows]
+    fields = [r.fields for r in rows]
     for i, event_id in enumerate(event_ids):
-        found = take(event_id, None)
-        if found is None:
-            raw = sha256(event_id.encode()).digest()
-            found = (raw[0], raw[1:end])
-            if not final:
-                known[event_id] = found
-        rows[found[0] % buckets].append((i, found[1]))
+        raw = sha256(event_id.encode()).digest()
+        bucket = raw[0] % buckets
+        indexes[bucket].append(i)
+        fields[bucket].append(raw[1:end])
     return rows
-
-
-class Digests(dict[str, tuple[int, bytes]]):
-    """Event id -> (first byte, field) of its SHA-256, for the ids of requests under way: filled
-    by their claims, read and removed by their settlements. Bounded: emptied when full (ids claimed
-    and never settled by this replica, whose marks others answered, would otherwise stay), at the
-    start of a call, so it holds at most `limit` and one request's ids. Shared by the sender
-    threads: a lookup, an insertion and a removal are each atomic, and a digest is the same
-    whoever computed it."""
-
-    def __init__(self, limit: int = 50_000) -> None:  # ten full requests
-        super().__init__()
-        self.limit = limit
-
-    def forget(self, event_ids: Iterable[str]) -> None:
-        pop = self.pop
-        for event_id in event_ids:
-            pop(event_id, None)
 
 
 def digest(event_id: str) -> tuple[int, bytes]:
     """(bucket number before the modulo, field) of one id."""
     rows = by_bucket([event_id], 256)
     bucket = next(b for b, found in enumerate(rows) if found)
-    return bucket, rows[bucket][0][1]
+    return bucket, rows[bucket].fields[0]
 
 
 @dataclass(frozen=True)

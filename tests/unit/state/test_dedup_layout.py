@@ -15,7 +15,6 @@ from consumer.state.dedup_layout import (
     LEGACY_CLOCK_MARGIN_MS,
     SLICES,
     BucketNames,
-    Digests,
     Layout,
     by_bucket,
     digest,
@@ -84,23 +83,13 @@ def test_a_lookup_reads_every_live_slice_and_the_next() -> None:
     assert layout.slices_read(2 * horizon) == 2 * SLICES + 2  # a horizon raised later reads more
 
 
-def test_digests_kept_between_claim_and_settle_give_the_same_buckets_and_fields() -> None:
-    # A request's ids are hashed once (RedisDedup keeps them from the claim to the settlement):
-    # what is read back must be exactly what hashing again gives, and the store stays bounded.
+def test_the_rows_of_a_bucket_list_each_id_once_with_its_own_field() -> None:
+    # Rows hold indexes and fields as two lists: the i-th field is the i-th index's id's.
     ids = [f"evt-{n}" for n in range(3000)] + [str(uuid.uuid4()) for _ in range(3000)]
-    fresh = by_bucket(ids, BUCKETS)
-    known = Digests(limit=10_000)
-    assert by_bucket(ids, BUCKETS, known) == fresh and len(known) == len(ids)  # the claim keeps them
-    known[ids[0]] = (0, b"\0" * FIELD_BYTES)  # read back, not hashed again: this one moves
-    again = by_bucket(ids, BUCKETS, known)
-    assert again != fresh and sum(map(len, again)) == len(ids)
-    del known[ids[0]]
-    assert by_bucket(ids, BUCKETS, known, final=True) == fresh  # the settlement takes them out
-    assert len(known) == 0
-    known.update((i, (0, b"")) for i in ids[:10])
-    known.forget(ids[:10])
-    assert len(known) == 0
-    small = Digests(limit=4000)
-    by_bucket(ids, BUCKETS, small)
-    assert len(small) == len(ids)
-    assert by_bucket(ids[:1], BUCKETS, small) == by_bucket(ids[:1], BUCKETS) and len(small) == 1  # full: emptied first
+    rows = by_bucket(ids, BUCKETS)
+    assert sorted(i for r in rows for i in r.indexes) == list(range(len(ids)))
+    for bucket, r in enumerate(rows):
+        assert len(r) == len(r.indexes) == len(r.fields)
+        for i, field in zip(r.indexes, r.fields, strict=True):
+            first, own = digest(ids[i])
+            assert (first % BUCKETS, own) == (bucket, field) and len(field) == FIELD_BYTES
