@@ -84,6 +84,7 @@ def check_schema(schema: Any) -> None:
     bound, nest deeper than MAX_SCHEMA_DEPTH, or read items that take no bytes (module docstring)."""
     named: Mapping[str, Any] = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
     depth_of: dict[str, int] = {}  # named types already measured: a DAG of references stays linear
+    least: dict[str, int] = {}  # their fewest bytes (`_min_bytes`), likewise
 
     def depth(node: Any, defining: tuple[str, ...]) -> int:
         if isinstance(node, str):
@@ -107,7 +108,7 @@ def check_schema(schema: Any) -> None:
             found = 1 + max((depth(field.get("type"), inner) for field in node.get("fields", ())), default=0)
             depth_of[name] = found
         elif kind == "array":
-            if _min_bytes(node.get("items"), named) == 0:
+            if _min_bytes(node.get("items"), named, known=least) == 0:
                 raise UnsupportedSchemaError("an array's items take no bytes (a few bytes could claim billions)")
             found = 1 + depth(node.get("items"), defining)
         elif kind == "map":
@@ -121,8 +122,15 @@ def check_schema(schema: Any) -> None:
     depth(schema, ())
 
 
-def _min_bytes(node: Any, named: Mapping[str, Any], seen: frozenset[str] = frozenset()) -> int:
-    """The fewest bytes a value of this type can take (0 or 1 is all that matters here)."""
+def _min_bytes(node: Any, named: Mapping[str, Any], seen: frozenset[str] = frozenset(),
+               known: dict[str, int] | None = None) -> int:
+    """The fewest bytes a value of this type can take (0 or 1 is all that matters here).
+
+    `known`: the named types measured so far, by name (one walk of a schema shares it). A type
+    used at several places is measured once: a chain of records each holding the previous one
+    twice (once inline, once by name) is a few hundred bytes of JSON, and measured once per use it
+    would take 2**levels steps, stalling the poll loop that fetched it from the registry."""
+    known = {} if known is None else known
     if isinstance(node, str):
         if node == "null":
             return 0
@@ -130,18 +138,26 @@ def _min_bytes(node: Any, named: Mapping[str, Any], seen: frozenset[str] = froze
             return 1
         if node in seen or node not in named:
             return 1  # recursion and undefined names are refused by check_schema itself
-        return _min_bytes(named[node], named, seen | {node})
+        if node not in known:
+            known[node] = _min_bytes(named[node], named, seen | {node}, known)
+        return known[node]
     if isinstance(node, list) or not isinstance(node, dict):
         return 1  # a union's branch index takes a byte
     kind = node.get("type")
     if kind in ("record", "error"):
-        inner = seen | {node.get("name", "")}
-        return min(1, sum(_min_bytes(field.get("type"), named, inner) for field in node.get("fields", ())))
+        name = node.get("name", "")
+        if isinstance(name, str) and name in known:
+            return known[name]
+        inner = seen | {name}
+        found = min(1, sum(_min_bytes(field.get("type"), named, inner, known) for field in node.get("fields", ())))
+        if isinstance(name, str):
+            known[name] = found
+        return found
     if kind == "fixed":
         return min(1, int(node.get("size", 0)))
     if kind in ("array", "map", "enum") or kind in _PRIMITIVES:
         return 0 if kind == "null" else 1
-    return _min_bytes(kind, named, seen)
+    return _min_bytes(kind, named, seen, known)
 
 
 Reader = Callable[[bytes, int], tuple[Any, int]]  # (payload, offset) -> (value, the offset after it)

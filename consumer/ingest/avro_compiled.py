@@ -132,6 +132,7 @@ class _Generator:
         self.helpers: list[list[str]] = []
         self.named_helpers: dict[str, str] = {}
         self.uses: Counter[str] = Counter()
+        self.least: dict[str, int] = {}  # `_min_bytes` of the named types measured so far
         self.defining: list[str] = []
         self.serial = 0
 
@@ -347,7 +348,7 @@ class _Generator:
         value = self.var()
         out.append(f"{pad}{value} = []")
         count = self.varint(out, indent)
-        self.blocks(out, indent, count, _min_bytes(node.get("items"), self.named))
+        self.blocks(out, indent, count, _min_bytes(node.get("items"), self.named, known=self.least))
         item = self.emit(node.get("items"), out, indent + 2, depth + 1)
         out.append(f"{pad}        {value}.append({item})")
         self.block_end(out, indent, count)
@@ -385,21 +386,31 @@ class _Generator:
         return converted
 
 
-def _min_bytes(node: Any, named: dict[str, Any], seen: frozenset[str] = frozenset()) -> int:
+def _min_bytes(node: Any, named: dict[str, Any], seen: frozenset[str] = frozenset(),
+               known: dict[str, int] | None = None) -> int:
     """0 if a value of this type can take no bytes, else 1 (an item count is then bounded by the
-    bytes left)."""
+    bytes left). `known`: the named types measured so far, by name: each is measured once, not
+    once per use (avro._min_bytes says why)."""
+    known = {} if known is None else known
     if isinstance(node, str):
         if node in _PRIMITIVES:
             return 0 if node == "null" else 1
         if node in seen or node not in named:
             return 1  # recursion and undefined names are refused anyway
-        return _min_bytes(named[node], named, seen | {node})
+        if node not in known:
+            known[node] = _min_bytes(named[node], named, seen | {node}, known)
+        return known[node]
     if isinstance(node, list) or not isinstance(node, dict):
         return 1  # a union's branch index takes a byte
     kind = node.get("type")
     if kind in ("record", "error"):
-        inner = seen | {str(node.get("name"))}
-        return min(1, sum(_min_bytes(field.get("type"), named, inner) for field in node.get("fields", ())))
+        name = str(node.get("name"))
+        if name in known:
+            return known[name]
+        found = min(1, sum(_min_bytes(field.get("type"), named, seen | {name}, known)
+                           for field in node.get("fields", ())))
+        known[name] = found
+        return found
     if kind == "fixed":
         return min(1, node["size"]) if type(node.get("size")) is int else 1
     return 0 if kind == "null" else 1

@@ -149,3 +149,55 @@ def test_unknown_ids_are_remembered_for_a_while_and_requests_are_bounded() -> No
     now[0] += 1.0  # a second later, REGISTRY_REQUESTS_PER_S more
     value = encode_confluent(transaction("e1", "+905321234567", CAMPAIGN), fastavro.parse_schema(DEFAULT), 1)
     assert decoder.decode(value)["event_id"] == "e1"
+
+
+def shared_chain(levels: int, leaf: str = "long") -> dict[str, Any]:
+    """Each level's record holds the previous one twice: once defined inline, once by name. A few
+    hundred bytes of JSON; walked without remembering named types, 2**levels visits."""
+    chain: dict[str, Any] = {"type": "record", "name": "S0", "fields": [{"name": "v", "type": leaf}]}
+    for n in range(1, levels + 1):
+        chain = {"type": "record", "name": f"S{n}", "fields": [{"name": "a", "type": chain},
+                                                               {"name": "b", "type": f"S{n - 1}"}]}
+    return {"type": "record", "name": "Top", "fields": [{"name": "xs", "type": {"type": "array", "items": chain}}]}
+
+
+class VisitBudget:
+    """Wraps a module's `_min_bytes` (it calls itself through the module, so every visit counts)
+    and fails past a budget: a walk that visits a named type once per use, not once, fails fast
+    instead of stalling the test for hours."""
+
+    def __init__(self, module: Any, budget: int) -> None:
+        self.real, self.budget, self.visits = module._min_bytes, budget, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> int:
+        self.visits += 1
+        if self.visits > self.budget:
+            raise AssertionError(f"more than {self.budget} visits of the schema's types")
+        result: int = self.real(*args, **kwargs)
+        return result
+
+
+@pytest.mark.parametrize("leaf", ["long", "null"])
+def test_a_schema_reusing_named_types_is_checked_and_compiled_in_linear_time(
+        monkeypatch: pytest.MonkeyPatch, leaf: str) -> None:
+    """A registry schema whose types reuse each other (28 levels: depth allowed, 2**28 uses) is
+    checked and compiled in a visit per type, not per use: the poll loop fetching it must not stall
+    for hours (past max.poll.interval.ms, on every replica that takes the partition over)."""
+    from consumer.ingest import avro_compiled
+    for module in (avro, avro_compiled):
+        monkeypatch.setattr(module, "_min_bytes", VisitBudget(module, 2_000))
+    raw = shared_chain(28, leaf)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"schema": json.dumps(raw)})
+
+    client = RegistryClient("http://registry")
+    client.http = httpx.Client(base_url="http://registry", transport=httpx.MockTransport(handler))
+    decoder = RegistryDecoder(client)
+    payload = struct.pack(">bI", 0, 1) + b"\x00"  # an empty array
+    if leaf == "null":  # every item would take no bytes: refused, as a shallow such schema is
+        with pytest.raises(UnsupportedSchemaError, match="take no bytes"):
+            decoder.decode(payload)
+    else:
+        assert decoder.decode(payload) == {"xs": []}
+        assert avro.reader_for(fastavro.parse_schema(raw)).__qualname__ == "_make.<locals>.read"  # compiled
