@@ -16,7 +16,9 @@ local Kafka. The Pisano simulator runs in its own process, answers at once, thro
 - Redis round trips per Pisano request (the server's count of script calls, divided by requests);
 - Redis server CPU per event (INFO cpu, used_cpu_user + used_cpu_sys, over the end-to-end run);
 - the consumer's CPU per event, whole process (all threads), with and without its start-up;
-- CPU microseconds per event by stage, each stage timed alone on 20,000 of the same events;
+- CPU microseconds per event by stage, each stage timed alone on 20,000 of the same events (the
+  decode, batch and JSON stages best of three; mapping, dedup and POST once: a second pass would
+  find the phones cached, the ids claimed);
 - the consumer's peak RSS, and the memory added per 100,000 events held while the throttle
   keeps them waiting.
 
@@ -280,6 +282,18 @@ def redis_cpu_s(client: Any) -> float:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
+def _best(work: Any, count: int, runs: int = 3) -> tuple[Any, float]:
+    """`work()`'s result and its best CPU µs per event over `runs`: one cold pass in a process
+    whose heap the earlier stages filled measured whatever collection or allocator work landed in
+    it (the batch stage read 1.6 to 6.4 µs/event for the same code)."""
+    best, result = float("inf"), None
+    for _ in range(runs):
+        started = time.process_time()
+        result = work()
+        best = min(best, (time.process_time() - started) * 1e6 / count)
+    return result, best
+
+
 def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) -> dict[str, float]:
     """CPU microseconds per event of each stage, timed alone on the same events."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"stages-{uuid.uuid4().hex[:6]}",
@@ -297,27 +311,25 @@ def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) 
     costs: dict[str, float] = {"poll": poll_cpu * 1e6 / count}
 
     decoder = SchemalessDecoder(default_schema())
-    started = time.process_time()
-    records = [decoder.decode(v) for v in values]
-    costs["decode"] = (time.process_time() - started) * 1e6 / count
+    records, costs["decode"] = _best(lambda: [decoder.decode(v) for v in values], count)
 
     mapper = DeclarativeMapper.from_file(default_mapping_file())
     started = time.process_time()
     recipients = [mapper.map(r) for r in records]
     costs["map"] = (time.process_time() - started) * 1e6 / count
 
-    batcher = Batcher(5000, 0.0)
-    started = time.process_time()
-    batcher.add(PendingEvent(m, (m.topic(), m.partition()), m.offset(), 1, r, 0.0)
-                for m, r in zip(messages, recipients, strict=True))
-    batches = []
-    while (batch := batcher.take()) is not None:
-        batches.append(batch)
-    costs["batch"] = (time.process_time() - started) * 1e6 / count
+    def batched() -> list[Any]:
+        batcher = Batcher(5000, 0.0)
+        batcher.add(PendingEvent(m, (m.topic(), m.partition()), m.offset(), 1, r, 0.0)
+                    for m, r in zip(messages, recipients, strict=True))
+        taken = []
+        while (batch := batcher.take()) is not None:
+            taken.append(batch)
+        return taken
 
-    started = time.process_time()
-    bodies = [(b.campaign_id, build_body([e.recipient for e in b.events])) for b in batches]
-    costs["json_body"] = (time.process_time() - started) * 1e6 / count
+    batches, costs["batch"] = _best(batched, count)
+    bodies, costs["json_body"] = _best(
+        lambda: [(b.campaign_id, build_body([e.recipient for e in b.events])) for b in batches], count)
 
     dedup = RedisDedup(connect(redis_url), Keys(f"stages-{uuid.uuid4().hex[:6]}"), lease_ms=60_000,
                          horizon_s=3600)
