@@ -42,7 +42,7 @@ import httpx
 from consumer.config.registry import RegistryConnection
 from consumer.config.resources import default_schema_file
 from consumer.errors import ConfigError, DecodeError, RegistryError, UnsupportedSchemaError
-from consumer.ingest.avro_compiled import agrees_with_fastavro, compile_reader
+from consumer.ingest.avro_compiled import PRIMITIVES, agrees_with_fastavro, compile_reader, min_bytes
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ UNKNOWN_ID_TTL_S = 300.0  # a 404 is asked again after this (a registry replica 
 REGISTRY_REQUESTS_PER_S = 50.0
 REGISTRY_BURST = 100
 MAX_REMEMBERED_IDS = 10_000  # per cache: garbage ids must not grow memory without bound
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
 
 class UnknownSchemaError(DecodeError):
@@ -84,11 +83,11 @@ def check_schema(schema: Any) -> None:
     bound, nest deeper than MAX_SCHEMA_DEPTH, or read items that take no bytes (module docstring)."""
     named: Mapping[str, Any] = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
     depth_of: dict[str, int] = {}  # named types already measured: a DAG of references stays linear
-    least: dict[str, int] = {}  # their fewest bytes (`_min_bytes`), likewise
+    least: dict[str, int] = {}  # their fewest bytes (`min_bytes`), likewise
 
     def depth(node: Any, defining: tuple[str, ...]) -> int:
         if isinstance(node, str):
-            if node in _PRIMITIVES:
+            if node in PRIMITIVES:
                 return 0
             if node in defining:
                 raise UnsupportedSchemaError(f"the schema is recursive ({node} contains itself)")
@@ -108,56 +107,18 @@ def check_schema(schema: Any) -> None:
             found = 1 + max((depth(field.get("type"), inner) for field in node.get("fields", ())), default=0)
             depth_of[name] = found
         elif kind == "array":
-            if _min_bytes(node.get("items"), named, known=least) == 0:
+            if min_bytes(node.get("items"), named, known=least) == 0:
                 raise UnsupportedSchemaError("an array's items take no bytes (a few bytes could claim billions)")
             found = 1 + depth(node.get("items"), defining)
         elif kind == "map":
             found = 1 + depth(node.get("values"), defining)
         else:
-            found = 0 if kind in _PRIMITIVES or kind in ("enum", "fixed") else depth(kind, defining)
+            found = 0 if kind in PRIMITIVES or kind in ("enum", "fixed") else depth(kind, defining)
         if found > MAX_SCHEMA_DEPTH:
             raise UnsupportedSchemaError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
         return found
 
     depth(schema, ())
-
-
-def _min_bytes(node: Any, named: Mapping[str, Any], seen: frozenset[str] = frozenset(),
-               known: dict[str, int] | None = None) -> int:
-    """The fewest bytes a value of this type can take (0 or 1 is all that matters here).
-
-    `known`: the named types measured so far, by name (one walk of a schema shares it). A type
-    used at several places is measured once: a chain of records each holding the previous one
-    twice (once inline, once by name) is a few hundred bytes of JSON, and measured once per use it
-    would take 2**levels steps, stalling the poll loop that fetched it from the registry."""
-    known = {} if known is None else known
-    if isinstance(node, str):
-        if node == "null":
-            return 0
-        if node in _PRIMITIVES:
-            return 1
-        if node in seen or node not in named:
-            return 1  # recursion and undefined names are refused by check_schema itself
-        if node not in known:
-            known[node] = _min_bytes(named[node], named, seen | {node}, known)
-        return known[node]
-    if isinstance(node, list) or not isinstance(node, dict):
-        return 1  # a union's branch index takes a byte
-    kind = node.get("type")
-    if kind in ("record", "error"):
-        name = node.get("name", "")
-        if isinstance(name, str) and name in known:
-            return known[name]
-        inner = seen | {name}
-        found = min(1, sum(_min_bytes(field.get("type"), named, inner, known) for field in node.get("fields", ())))
-        if isinstance(name, str):
-            known[name] = found
-        return found
-    if kind == "fixed":
-        return min(1, int(node.get("size", 0)))
-    if kind in ("array", "map", "enum") or kind in _PRIMITIVES:
-        return 0 if kind == "null" else 1
-    return _min_bytes(kind, named, seen, known)
 
 
 Reader = Callable[[bytes, int], tuple[Any, int]]  # (payload, offset) -> (value, the offset after it)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,7 +43,7 @@ MAX_DEPTH = 64  # avro.check_schema allows 32 levels; deeper is not ours to read
 MAX_UNION_BRANCHES = 100  # a chain of `elif`s; longer ones stay with fastavro
 MAX_LINES = 30_000  # about 0.5 s to compile; a schema of thousands of fields would stall the poll loop longer
 _HELPER_INDENT = 12  # deeper code goes into its own function: Python nests at most 20 loops, 100 indents
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _MASK64 = (1 << 64) - 1
 
 
@@ -132,7 +132,7 @@ class _Generator:
         self.helpers: list[list[str]] = []
         self.named_helpers: dict[str, str] = {}
         self.uses: Counter[str] = Counter()
-        self.least: dict[str, int] = {}  # `_min_bytes` of the named types measured so far
+        self.least: dict[str, int] = {}  # `min_bytes` of the named types measured so far
         self.defining: list[str] = []
         self.serial = 0
 
@@ -143,7 +143,7 @@ class _Generator:
             for branch in node:
                 self.count_uses(branch)
         elif isinstance(node, str):
-            if node not in _PRIMITIVES:
+            if node not in PRIMITIVES:
                 self.uses[node] += 1
         elif isinstance(node, dict):
             kind = node.get("type")
@@ -173,7 +173,7 @@ class _Generator:
         if depth > MAX_DEPTH:
             raise Unsupported("the schema nests too deep")
         if isinstance(node, str):
-            if node in _PRIMITIVES:
+            if node in PRIMITIVES:
                 return self.primitive(node, out, indent)
             if node in self.defining:
                 raise Unsupported(f"the schema is recursive ({node!r})")
@@ -196,7 +196,7 @@ class _Generator:
             if indent > _HELPER_INDENT:
                 return self.call(self.helper(node, depth), out, indent)
             value = self.array(node, out, indent, depth) if kind == "array" else self.map(node, out, indent, depth)
-        elif isinstance(kind, str) and kind in _PRIMITIVES:
+        elif isinstance(kind, str) and kind in PRIMITIVES:
             value = self.primitive(kind, out, indent)
         else:
             raise Unsupported("an unknown type")
@@ -317,7 +317,7 @@ class _Generator:
         out.append(f"{pad}    p += 1")
         for number, branch in enumerate(branches):
             out.append(f"{pad}{'if' if number == 0 else 'elif'} {code} == {2 * number}:")
-            if isinstance(branch, str) and branch in _PRIMITIVES and branch != "null":
+            if isinstance(branch, str) and branch in PRIMITIVES and branch != "null":
                 self.primitive(branch, out, indent + 1, into=value)  # straight into the union's value
             else:
                 out.append(f"{pad}    {value} = {self.emit(branch, out, indent + 1, depth + 1)}")
@@ -348,7 +348,7 @@ class _Generator:
         value = self.var()
         out.append(f"{pad}{value} = []")
         count = self.varint(out, indent)
-        self.blocks(out, indent, count, _min_bytes(node.get("items"), self.named, known=self.least))
+        self.blocks(out, indent, count, min_bytes(node.get("items"), self.named, known=self.least))
         item = self.emit(node.get("items"), out, indent + 2, depth + 1)
         out.append(f"{pad}        {value}.append({item})")
         self.block_end(out, indent, count)
@@ -386,19 +386,24 @@ class _Generator:
         return converted
 
 
-def _min_bytes(node: Any, named: dict[str, Any], seen: frozenset[str] = frozenset(),
-               known: dict[str, int] | None = None) -> int:
-    """0 if a value of this type can take no bytes, else 1 (an item count is then bounded by the
-    bytes left). `known`: the named types measured so far, by name: each is measured once, not
-    once per use (avro._min_bytes says why)."""
+def min_bytes(node: Any, named: Mapping[str, Any], seen: frozenset[str] = frozenset(),
+              known: dict[str, int] | None = None) -> int:
+    """0 if a value of this type can take no bytes, else 1: all that matters to the schema check
+    (an array of such items is refused) and to the compiled reader (an item count is then bounded
+    by the bytes left).
+
+    `known`: the named types measured so far, by name (one walk of a schema shares it). A type
+    used at several places is measured once: a chain of records each holding the previous one
+    twice (once inline, once by name) is a few hundred bytes of JSON, and measured once per use it
+    would take 2**levels steps, stalling the poll loop that fetched it from the registry."""
     known = {} if known is None else known
     if isinstance(node, str):
-        if node in _PRIMITIVES:
+        if node in PRIMITIVES:
             return 0 if node == "null" else 1
         if node in seen or node not in named:
-            return 1  # recursion and undefined names are refused anyway
+            return 1  # recursion and undefined names are refused by the schema check itself
         if node not in known:
-            known[node] = _min_bytes(named[node], named, seen | {node}, known)
+            known[node] = min_bytes(named[node], named, seen | {node}, known)
         return known[node]
     if isinstance(node, list) or not isinstance(node, dict):
         return 1  # a union's branch index takes a byte
@@ -407,12 +412,14 @@ def _min_bytes(node: Any, named: dict[str, Any], seen: frozenset[str] = frozense
         name = str(node.get("name"))
         if name in known:
             return known[name]
-        found = min(1, sum(_min_bytes(field.get("type"), named, seen | {name}, known)
+        found = min(1, sum(min_bytes(field.get("type"), named, seen | {name}, known)
                            for field in node.get("fields", ())))
         known[name] = found
         return found
-    if kind == "fixed":
+    if kind == "fixed":  # a size that is not a whole number fails every read: counted as a byte
         return min(1, node["size"]) if type(node.get("size")) is int else 1
+    if isinstance(kind, str) and kind not in PRIMITIVES and kind not in ("array", "map", "enum"):
+        return min_bytes(kind, named, seen, known)  # {"type": "SomeNamedType"}
     return 0 if kind == "null" else 1
 
 
