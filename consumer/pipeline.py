@@ -32,6 +32,7 @@ import time
 from collections import Counter as TallyCounter
 from collections import deque
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -49,7 +50,7 @@ from consumer.ingest.records import InboundRecord
 from consumer.operations.collector import FullPasses
 from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget, redact_phones
-from consumer.operations.metrics import Metrics, observe_many
+from consumer.operations.metrics import Metrics, observe_ages
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.outcomes.offsets import OffsetTracker
 from consumer.outcomes.receipts import ReceiptWriter
@@ -73,6 +74,9 @@ GAUGE_INTERVAL_S = 5.0
 # Every partition's position is committed again this often, moved or not: a coordinator that
 # fails over can lose a commit it had confirmed, and a confirmed commit is never sent twice.
 RECOMMIT_INTERVAL_S = 15.0
+# An event's Kafka timestamp (epoch ms), read by a C-level getter: a delivered request's 5000
+# events have their end-to-end latency observed at once.
+_KAFKA_TIMESTAMP = attrgetter("message.timestamp_ms")
 
 
 class Pipeline:
@@ -339,8 +343,7 @@ class Pipeline:
                                  attempts=outcome.attempts, decided_at_ms=outcome.accepted_at_ms or None)
 
     def _observe_latency(self, events: list[PendingEvent], accepted_at_ms: int) -> None:
-        stamps = [event.message.timestamp()[1] for event in events]
-        observe_many(self.metrics.end_to_end, [max(0.0, (accepted_at_ms - t) / 1000) for t in stamps if t > 0])
+        observe_ages(self.metrics.end_to_end, accepted_at_ms, map(_KAFKA_TIMESTAMP, events))
 
     # ------------------------------------------------------------------ offsets
 
