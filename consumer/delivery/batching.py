@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -38,6 +39,7 @@ from consumer.ingest.mapping import Recipient
 
 TopicPartition = tuple[str, int]
 _PHONE = attrgetter("recipient.phone")
+_EVENT_ID = attrgetter("recipient.event_id")
 MAX_REMEMBERED_TURNS = 10_000  # campaigns whose last turn is remembered while they have no events
 
 
@@ -337,24 +339,8 @@ class Batcher:
         now = self.clock()
         batch = Batch(campaign, oldest_enqueued_at=ready[0].enqueued_at if ready else now)
         taken = batch.events
-        phones = {e.recipient.phone for e in already}
-        event_ids = {e.recipient.event_id for e in already}
-        skipped: list[PendingEvent] = []
-        # Bound the scan: skips are rare (a top-up's phones, a duplicate event id), but never O(queue).
-        budget = limit * 4
-        # Bound methods in locals: this loop runs for every event of every request.
-        popleft, take, add_phone, add_id = ready.popleft, taken.append, phones.add, event_ids.add
-        while ready and len(taken) < limit and budget > 0:
-            budget -= 1
-            event = popleft()
-            recipient = event.recipient
-            if recipient.phone in phones or recipient.event_id in event_ids:
-                skipped.append(event)
-                continue
-            add_phone(recipient.phone)
-            add_id(recipient.event_id)
-            take(event)
-        ready.extendleft(reversed(skipped))
+        if already or not _take_distinct_ids(ready, limit, taken):
+            _take_checked(ready, limit, already, taken)
         # Only now: a phone's next event must not join the request its previous one is in.
         if queue.later:
             for event in taken:
@@ -365,3 +351,44 @@ class Batcher:
             del self._queues[campaign]
         self.buffered -= len(batch.events)
         return batch
+
+
+def _take_distinct_ids(ready: deque[PendingEvent], limit: int, taken: list[PendingEvent]) -> bool:
+    """The first `limit` ready events into `taken`, if no two of them share an event id (True);
+    else nothing is taken (False). Ready events have distinct phones already, so that is the whole
+    check for a new request, made in C-level passes: nearly every request takes this way."""
+    head = list(islice(ready, limit))
+    if len(set(map(_EVENT_ID, head))) < len(head):
+        return False
+    if len(head) == len(ready):
+        ready.clear()
+    else:
+        popleft = ready.popleft
+        for _ in repeat(None, len(head)):
+            popleft()
+    taken.extend(head)
+    return True
+
+
+def _take_checked(ready: deque[PendingEvent], limit: int, already: list[PendingEvent],
+                  taken: list[PendingEvent]) -> None:
+    """Up to `limit` ready events into `taken`, skipping those that share a phone or an event id
+    with `already` or with one taken before (a top-up; a duplicate event id)."""
+    phones = {e.recipient.phone for e in already}
+    event_ids = {e.recipient.event_id for e in already}
+    skipped: list[PendingEvent] = []
+    # Bound the scan: skips are rare (a top-up's phones, a duplicate event id), but never O(queue).
+    budget = limit * 4
+    # Bound methods in locals: this loop runs for every event of the requests that come here.
+    popleft, take, add_phone, add_id = ready.popleft, taken.append, phones.add, event_ids.add
+    while ready and len(taken) < limit and budget > 0:
+        budget -= 1
+        event = popleft()
+        recipient = event.recipient
+        if recipient.phone in phones or recipient.event_id in event_ids:
+            skipped.append(event)
+            continue
+        add_phone(recipient.phone)
+        add_id(recipient.event_id)
+        take(event)
+    ready.extendleft(reversed(skipped))
