@@ -21,7 +21,6 @@ PHONE_FORMATS: tuple[PhoneFormat, ...] = ("e164", "e164_digits", "national", "na
 FOREIGN_POLICIES: tuple[ForeignPolicy, ...] = ("e164", "reject")
 _NATIONAL_FORMATS = ("national", "national_significant")
 _MAX_PHONE_CHARS = 64  # longer input is not a phone; refuse before the parser spends time on it
-_CANONICAL_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # Every string a format above can produce, and nothing with a separator or a stray sign in it; the
 # pipeline's recipient check (consumer/ingest/intake.py) accepts exactly this. E.164 is `+` and 3 to
 # 15 digits (a calling code and a national number of at least 2 digits, phonenumbers' bound: Iran's
@@ -73,7 +72,9 @@ class PhoneNormaliser:
         self.normalise = lru_cache(maxsize=65_536)(self._normalise)
 
     def _normalise(self, raw: str) -> str:
-        if self.output in ("e164", "e164_digits") and _CANONICAL_E164.match(raw) and _valid_canonical_e164(raw):
+        # Already E.164 (`+`, a digit other than 0, then 6 to 14 digits; str methods: a regex call costs more)?
+        if (self.output in ("e164", "e164_digits") and raw[:1] == "+" and 8 <= len(raw) <= 16 and raw[1] != "0"
+                and raw.isascii() and raw[1:].isdigit() and _valid_canonical_e164(raw)):
             return raw if self.output == "e164" else raw[1:]
         if len(raw) > _MAX_PHONE_CHARS:
             raise InvalidEventError("phone is too long to be a phone number")
@@ -148,9 +149,9 @@ def _validator(country_code: int) -> Callable[[str], bool] | None:
     once: the national number matches the general description and at least one number type
     (length and pattern, as `phonenumberutil._number_type_helper` does).
 
-    The types that allow a length are joined into one alternation per length, so a number costs
-    two regex matches, not one per type (a mobile number, the common case, is the last type
-    phonenumbers tries)."""
+    The types that allow a length are joined into one alternation per length, behind a lookahead
+    for the general description, so a number costs one regex match, not one per type (a mobile
+    number, the common case, is the last type phonenumbers tries)."""
     regions = _COUNTRY_CODES.get(country_code, ())
     if len(regions) != 1:
         return None
@@ -161,14 +162,12 @@ def _validator(country_code: int) -> Callable[[str], bool] | None:
     if general is None:
         return None
     types = [d for d in (_described(getattr(metadata, name, None)) for name in _TYPES) if d is not None]
-    by_length = _joined_by_length(types)
     general_pattern, general_lengths = general
+    by_length = _joined_by_length(types, general_pattern.pattern)
     other_lengths = by_length.get(None)
 
     def valid(national: str) -> bool:
         if general_lengths and len(national) not in general_lengths:
-            return False
-        if general_pattern.fullmatch(national) is None:
             return False
         joined = by_length.get(len(national)) or other_lengths
         return joined is not None and joined.fullmatch(national) is not None
@@ -182,14 +181,15 @@ def _described(desc: Any) -> tuple[re.Pattern[str], frozenset[int]] | None:
     return re.compile(desc.national_number_pattern), frozenset(desc.possible_length or ())
 
 
-def _joined_by_length(types: list[Any]) -> dict[int | None, re.Pattern[str]]:
-    """One alternation of the type patterns that allow each length; key None for a length no
-    type lists (only the types without a length list allow it)."""
+def _joined_by_length(types: list[Any], general: str) -> dict[int | None, re.Pattern[str]]:
+    """One alternation of the type patterns that allow each length, each behind a lookahead for
+    the whole number matching `general` (phonenumbers checks the general description first); key
+    None for a length no type lists (only the types without a length list allow it)."""
     lengths = {n for _, allowed in types for n in allowed}
     any_length = [pattern.pattern for pattern, allowed in types if not allowed]
     out: dict[int | None, re.Pattern[str]] = {}
     for length in (*lengths, None):
         patterns = [pattern.pattern for pattern, allowed in types if length in allowed] + any_length
         if patterns:
-            out[length] = re.compile("|".join(f"(?:{p})" for p in patterns))
+            out[length] = re.compile(f"(?=(?:{general})\\Z)(?:" + "|".join(f"(?:{p})" for p in patterns) + ")")
     return out
