@@ -32,7 +32,7 @@ import time
 from collections import Counter as TallyCounter
 from collections import deque
 from collections.abc import Callable
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -77,6 +77,7 @@ RECOMMIT_INTERVAL_S = 15.0
 # An event's Kafka timestamp (epoch ms), read by a C-level getter: a delivered request's 5000
 # events have their end-to-end latency observed at once.
 _KAFKA_TIMESTAMP = attrgetter("message.timestamp_ms")
+_TP = attrgetter("tp")
 
 
 class Pipeline:
@@ -165,7 +166,7 @@ class Pipeline:
             events = self.backlog.decode(now, now + TURN_BUDGET_S, self.tracker.epoch)
             if events:
                 self.delivery.add(events)
-                for topic, count in TallyCounter(e.tp[0] for e in events).items():
+                for topic, count in TallyCounter(map(itemgetter(0), map(_TP, events))).items():
                     self.metrics.events_decoded.labels(topic).inc(count)
         while self._held and self._held[0][0] <= now:
             _, events = self._held.popleft()
@@ -302,15 +303,15 @@ class Pipeline:
                 outcome = self.outcomes.get_nowait()
             except queue.Empty:
                 return
-            current = [e for e in outcome.events if epoch_of(e.tp) == e.epoch]
-            if outcome.kind == "delivered" and self.receipts is not None and len(current) < len(outcome.events):
-                self._late_acceptance([e for e in outcome.events if epoch_of(e.tp) != e.epoch], outcome)
+            if outcome.kind in FINISHED and self.receipts is None:
+                # Nothing more to make durable: the offsets of the events still ours finish now.
+                current = self.tracker.finish_events(outcome.events)
+            else:
+                current = [e for e in outcome.events if epoch_of(e.tp) == e.epoch]
+                if outcome.kind == "delivered" and self.receipts is not None and len(current) < len(outcome.events):
+                    self._late_acceptance([e for e in outcome.events if epoch_of(e.tp) != e.epoch], outcome)
             if outcome.kind in FINISHED:
-                if self.receipts is None:  # nothing more to make durable: the offsets finish now
-                    finish = self.tracker.finish
-                    for event in current:
-                        finish(event.tp, event.offset, event.epoch)
-                else:
+                if self.receipts is not None:
                     for event in current:
                         self._finish(event.message, event.tp, event.offset, event.epoch, outcome.kind,
                                      recipient=event.recipient, request_id=outcome.request_id,

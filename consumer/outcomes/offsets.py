@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import groupby, repeat, takewhile
+from operator import attrgetter
 
-from consumer.delivery.batching import TopicPartition
+from consumer.delivery.batching import PendingEvent, TopicPartition
 
 _epochs = itertools.count(1)
+_TP, _EPOCH, _OFFSET = attrgetter("tp"), attrgetter("epoch"), attrgetter("offset")
 
 
 @dataclass
@@ -74,19 +78,55 @@ class OffsetTracker:
 
     def finish(self, tp: TopicPartition, offset: int, epoch: int) -> None:
         part = self._partitions.get(tp)
-        if part is None or part.epoch != epoch:
-            return
+        if part is not None and part.epoch == epoch:
+            self._finish(part, (offset,))
+
+    def finish_events(self, events: Iterable[PendingEvent]) -> list[PendingEvent]:
+        """`finish` for every event of its partition's current epoch, a partition at a time in
+        C-level passes (a delivered request ends 5000 of them); returns those events, in
+        partition order. The others were revoked meanwhile: their next owner reads them again."""
+        current: list[PendingEvent] = []
+        for tp, group in groupby(sorted(events, key=_TP), _TP):
+            part = self._partitions.get(tp)
+            if part is None:
+                continue
+            events_of = list(group)
+            if any(map(part.epoch.__ne__, map(_EPOCH, events_of))):
+                events_of = [event for event in events_of if event.epoch == part.epoch]
+            current.extend(events_of)
+            self._finish(part, map(_OFFSET, events_of))
+        return current
+
+    def _finish(self, part: _Partition, offsets: Iterable[int]) -> None:
         pending = part.pending
-        if not pending or offset < pending[0] or offset in part.finished:
-            return  # already has its outcome (a dead-letter acknowledged twice, say)
-        part.finished.add(offset)
-        part.waited.pop(offset, None)
-        self.unfinished_bytes -= part.sizes.pop(offset, 0)
-        while pending and pending[0] in part.finished:
-            done = pending.popleft()
-            part.consumed_at.popleft()
-            part.finished.discard(done)
-            part.next_offset = done + 1
+        if not pending:
+            return
+        finished = part.finished
+        fresh = set(offsets)
+        fresh.difference_update(finished)  # already has its outcome (a dead-letter acknowledged twice, say)
+        if fresh and min(fresh) < pending[0]:  # committed already: must not stay in `finished`
+            fresh = {offset for offset in fresh if offset >= pending[0]}
+        if not fresh:
+            return
+        finished.update(fresh)
+        if part.waited:
+            for offset in fresh:
+                part.waited.pop(offset, None)
+        self.unfinished_bytes -= sum(map(part.sizes.pop, fresh, repeat(0)))
+        # The finished run at the head of the partition moves its commit point.
+        done = list(takewhile(finished.__contains__, pending))
+        if not done:
+            return
+        finished.difference_update(done)
+        if len(done) == len(pending):
+            pending.clear()
+            part.consumed_at.clear()
+        else:
+            left, left_at = pending.popleft, part.consumed_at.popleft
+            for _ in repeat(None, len(done)):
+                left()
+                left_at()
+        part.next_offset = done[-1] + 1
 
     def unfinished(self, tp: TopicPartition) -> int:
         part = self._partitions.get(tp)

@@ -1,3 +1,9 @@
+import random
+
+import pytest
+
+from consumer.delivery.batching import PendingEvent
+from consumer.ingest.mapping import Recipient
 from consumer.outcomes.offsets import OffsetTracker
 
 TP = ("t", 0)
@@ -60,3 +66,46 @@ def test_bytes_and_age_of_records_without_an_outcome() -> None:
     assert tracker.unfinished_bytes == 7 and tracker.oldest_unfinished_age(20.0) == 8.0
     tracker.revoke(("t", 1))
     assert tracker.unfinished_bytes == 0 and tracker.oldest_unfinished_age(20.0) == 0.0
+
+
+def _state(tracker: OffsetTracker) -> tuple[object, ...]:
+    tps = sorted(tracker.assigned())
+    return (tracker.commit_points(), tracker.unfinished_bytes, [tracker.unfinished(tp) for tp in tps],
+            tracker.oldest_unfinished_age(1_000.0),
+            [sorted(tracker._partitions[tp].finished) for tp in tps])  # nothing left behind in it
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_finishing_a_request_s_events_at_once_leaves_the_state_one_finish_each_would(seed: int) -> None:
+    """finish_events (a delivered request's 5000 events, a partition at a time) against finish per
+    event: outcomes out of order, twice, for an earlier assignment, for offsets committed already."""
+    rng = random.Random(seed)
+    one, many = OffsetTracker(), OffsetTracker()
+    tps = [("t", p) for p in range(3)]
+    events: list[PendingEvent] = []
+    for tracker in (one, many):
+        for tp in tps:
+            tracker.assign(tp)
+    for tp in tps:
+        for offset in range(0, 60, rng.choice((1, 1, 2))):  # a compacted partition has gaps
+            epoch = one.track(tp, offset, size=rng.randrange(1, 500), now=float(offset))
+            many.track(tp, offset, size=one._partitions[tp].sizes[offset], now=float(offset))
+            recipient = Recipient(f"{tp}-{offset}", "c", "+905320000000")
+            events.append(PendingEvent(None, tp, offset, epoch if rng.random() > 0.1 else epoch - 1, recipient, 0.0))
+    for tp in tps:  # a new assignment's epoch differs: make both trackers agree on it
+        many._partitions[tp].epoch = one._partitions[tp].epoch
+    rng.shuffle(events)
+    ended: list[PendingEvent] = []
+    while events:
+        request = [events.pop() for _ in range(min(len(events), rng.randrange(1, 25)))]
+        request += rng.sample(request, k=min(2, len(request)))  # some twice
+        request += rng.sample(ended, k=min(2, len(ended)))  # some again, in a later request
+        ended += request
+        for event in request:
+            one.finish(event.tp, event.offset, event.epoch)
+        current = many.finish_events(request)
+        assert sorted(id(e) for e in current) == sorted(id(e) for e in request
+                                                        if e.epoch == many._partitions[e.tp].epoch)
+        assert _state(many) == _state(one)
+        for tracker in (one, many):
+            tracker.committed(tracker.commit_points())
