@@ -22,6 +22,10 @@ local Kafka. The Pisano simulator runs in its own process, answers at once, thro
 - the consumer's peak RSS, and the memory added per 100,000 events held while the throttle
   keeps them waiting.
 
+The ceilings and the end-to-end run are measured `--runs` times (3), alternated, and each figure
+is its best (the spread is printed too): on a shared VM one run's throughput moves by 15% from one
+minute to the next, and noise only adds.
+
 Results print as a table and are appended as one JSON line to benchmarks/results/throughput.jsonl.
 """
 
@@ -148,7 +152,7 @@ def committed_all(admin_consumer: Consumer, topic: str, ends: dict[int, int]) ->
 
 def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, events: int) -> dict[str, Any]:
     group = f"bench-{uuid.uuid4().hex[:6]}"
-    dlq = f"{topic}.dlq"
+    dlq = f"{topic}.{group}.dlq"  # each run its own
     create_topic(bootstrap, dlq, 1)
     port = free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPICS": topic, "KAFKA_GROUP_ID": group,
@@ -163,6 +167,7 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
     ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(6)}
     redis_client = redis.Redis.from_url(redis_url)
     redis_client.config_resetstat()
+    before = httpx.get(f"{simulator_url}/_sim/stats").json()  # the simulator counts across runs
     redis_cpu_before = redis_cpu_s(redis_client)
     process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=env, cwd=ROOT)
     first_poll = None
@@ -205,12 +210,12 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
     commands = redis_client.info("commandstats")
     script_calls = sum(v["calls"] for k, v in commands.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
     stats = httpx.get(f"{simulator_url}/_sim/stats").json()
-    requests = stats["requests"]["by_status"].get("200", 0)
+    requests = stats["requests"]["by_status"].get("200", 0) - before["requests"]["by_status"].get("200", 0)
     return {
         "events_per_s": events / (last_commit - first_poll),
         "seconds": last_commit - first_poll,
         "requests": requests,
-        "recipients_delivered": stats["recipients_delivered"],
+        "recipients_delivered": stats["recipients_delivered"] - before["recipients_delivered"],
         "redis_round_trips_per_request": script_calls / max(1, requests),
         "redis_cpu_us_per_event": redis_cpu * 1e6 / events,
         "peak_rss_mb": peak_rss_mb,
@@ -219,6 +224,22 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
         # that a run of 200,000 events spreads at 2 to 3 us each): the cost of the work per event.
         "consumer_cpu_after_start_us_per_event": (cpu_s - cpu_at_first_poll) * 1e6 / events,
     }
+
+
+def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's best over the runs (most events/s, least CPU and memory), and the spread of
+    throughput and CPU: on a shared machine noise only adds, so the best is the closest to the
+    cost of the work itself (as `timeit` reports)."""
+    best = dict(min(runs, key=lambda run: run["consumer_cpu_after_start_us_per_event"]))
+    for key in best:
+        if key in ("events_per_s",):
+            best[key] = max(run[key] for run in runs)
+        elif key.endswith(("us_per_event", "_mb", "seconds", "per_request")):
+            best[key] = min(run[key] for run in runs)
+    best["recipients_delivered"] = min(run["recipients_delivered"] for run in runs)
+    best["spread"] = {key: [round(run[key], 2) for run in runs]
+                      for key in ("events_per_s", "consumer_cpu_after_start_us_per_event")}
+    return best
 
 
 def _cpu_s(pid: int) -> float:
@@ -353,6 +374,8 @@ def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3,
+                        help="ceilings and end-to-end runs, best of these (a shared VM's noise only adds)")
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0")
@@ -361,14 +384,23 @@ def main() -> None:
     simulator, simulator_url = start_simulator()
     try:
         produce(bootstrap, topic, args.events)
-        say("raw ceiling: consume + Avro decode only")
-        ceiling = raw_ceiling(bootstrap, topic, args.events)
-        say(f"  {ceiling:,.0f} events/s")
-        say("raw ceiling of a plain consumer: consume + fastavro.schemaless_reader")
-        plain_ceiling = raw_ceiling(bootstrap, topic, args.events, plain=True)
-        say(f"  {plain_ceiling:,.0f} events/s")
-        say("end to end: pisano-sms run, first poll to last commit")
-        e2e = end_to_end(bootstrap, redis_url, topic, simulator_url, args.events)
+        ceilings: list[float] = []
+        plain_ceilings: list[float] = []
+        runs: list[dict[str, Any]] = []
+        # Alternated, so that a slow minute of the machine falls on every kind of run alike.
+        for run in range(1, args.runs + 1):
+            say(f"run {run} of {args.runs}: raw ceiling: consume + Avro decode only")
+            ceilings.append(raw_ceiling(bootstrap, topic, args.events))
+            say(f"  {ceilings[-1]:,.0f} events/s")
+            say(f"run {run} of {args.runs}: raw ceiling of a plain consumer: consume + fastavro.schemaless_reader")
+            plain_ceilings.append(raw_ceiling(bootstrap, topic, args.events, plain=True))
+            say(f"  {plain_ceilings[-1]:,.0f} events/s")
+            say(f"run {run} of {args.runs}: end to end: pisano-sms run, first poll to last commit")
+            runs.append(end_to_end(bootstrap, redis_url, topic, simulator_url, args.events))
+            say(f"  {runs[-1]['events_per_s']:,.0f} events/s, "
+                f"{runs[-1]['consumer_cpu_after_start_us_per_event']:.1f} us/event after start-up")
+        ceiling, plain_ceiling = max(ceilings), max(plain_ceilings)
+        e2e = best_of(runs)
         say("CPU per event by stage")
         stages = stage_costs(bootstrap, topic, redis_url, simulator_url)
         say("memory: RSS per 100,000 buffered events")
@@ -376,8 +408,9 @@ def main() -> None:
     finally:
         simulator.send_signal(signal.SIGTERM)
         simulator.wait(30)
-    result = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "events": args.events,
-              "raw_ceiling_events_per_s": round(ceiling), **{k: round(v, 2) for k, v in e2e.items()},
+    result = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "events": args.events, "runs": args.runs,
+              "raw_ceiling_events_per_s": round(ceiling),
+              **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e2e.items()},
               "ratio": round(e2e["events_per_s"] / ceiling, 3),
               "plain_raw_ceiling_events_per_s": round(plain_ceiling),
               "ratio_to_plain": round(e2e["events_per_s"] / plain_ceiling, 3),
@@ -387,6 +420,9 @@ def main() -> None:
               "cpu_over_stage_sum": round(e2e["consumer_cpu_us_per_event"] / stages["total"], 2),
               "rss_mb_per_100k_buffered": round(rss_per_100k, 1)}
     print()
+    rates = ", ".join(f"{v:,.0f}" for v in e2e["spread"]["events_per_s"])
+    cpus = ", ".join(f"{v:.1f}" for v in e2e["spread"]["consumer_cpu_after_start_us_per_event"])
+    print(f"  best of {args.runs} runs each (every run: {rates} events/s; {cpus} us/event after start-up)")
     print(f"  end to end          {e2e['events_per_s']:>10,.0f} events/s  ({e2e['seconds']:.1f}s, "
           f"{e2e['requests']} requests, {e2e['recipients_delivered']:,} recipients delivered)")
     print(f"  raw ceiling         {ceiling:>10,.0f} events/s  (consume + decode, same events)")
@@ -407,8 +443,9 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     with open(out / "throughput.jsonl", "a", encoding="utf-8") as results:
         results.write(json.dumps(result) + "\n")
-    if e2e["recipients_delivered"] != args.events:
-        raise SystemExit(f"only {e2e['recipients_delivered']:,} of {args.events:,} delivered")
+    short = [run["recipients_delivered"] for run in runs if run["recipients_delivered"] != args.events]
+    if short:
+        raise SystemExit(f"a run delivered {short[0]:,} of {args.events:,} recipients")
 
 
 if __name__ == "__main__":
