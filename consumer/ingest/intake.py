@@ -45,7 +45,7 @@ from consumer.errors import (
 )
 from consumer.ingest.avro import Decoder
 from consumer.ingest.mapping import MAX_ATTRIBUTE_CHARS, MAX_EVENT_ID_CHARS, Mapper, Recipient, is_campaign_id
-from consumer.ingest.phones import CANONICAL_PHONE
+from consumer.ingest.phones import is_canonical_phone
 from consumer.ingest.records import InboundRecord
 
 MAX_ATTRIBUTES = 256
@@ -119,7 +119,7 @@ def check_recipient(recipient: Any) -> Recipient:
         raise UnroutableError("the campaign id is not a campaign API id (a UUID such as "
                               "ae51458c-9e82-417f-8f1d-e074891ea5c1)")
     phone = recipient.phone
-    if not isinstance(phone, str) or not CANONICAL_PHONE.match(phone):
+    if not isinstance(phone, str) or not is_canonical_phone(phone):
         raise InvalidEventError("the phone is not canonical (E.164 such as +905321234567, or digits only "
                                 "such as 905321234567, 05321234567 or 5321234567); normalise it with "
                                 "consumer.ingest.phones.PhoneNormaliser")

@@ -20,6 +20,7 @@ ForeignPolicy = Literal["e164", "reject"]
 PHONE_FORMATS: tuple[PhoneFormat, ...] = ("e164", "e164_digits", "national", "national_significant")
 FOREIGN_POLICIES: tuple[ForeignPolicy, ...] = ("e164", "reject")
 _NATIONAL_FORMATS = ("national", "national_significant")
+MAX_REMEMBERED_PHONES = 65_536
 _MAX_PHONE_CHARS = 64  # longer input is not a phone; refuse before the parser spends time on it
 _CANONICAL_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # Every string a format above can produce, and nothing with a separator or a stray sign in it; the
@@ -30,6 +31,17 @@ _CANONICAL_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # its prefix, the leading 0 or 8, stays within 17), checked over every region's example numbers in
 # tests/unit/ingest/test_phone_formats.py.
 CANONICAL_PHONE = re.compile(r"^(\+[1-9][0-9]{2,14}|[0-9]{4,17})\Z")
+
+
+def is_canonical_phone(phone: str) -> bool:
+    """`CANONICAL_PHONE` matches `phone`, decided with str methods (ASCII `isdigit` is exactly
+    0-9): the intake guard asks it for every event, and a regex call costs several times more
+    (tests/unit/ingest/test_phone_formats.py holds the two to the same verdicts)."""
+    if not phone.isascii():
+        return False
+    if phone[:1] == "+":
+        return 4 <= len(phone) <= 16 and phone[1] != "0" and phone[1:].isdigit()
+    return 4 <= len(phone) <= 17 and phone.isdigit()
 _COUNTRY_CODES = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 # A mobile number as people write it: an optional leading +, then digits (any script: phonenumbers
 # folds them to ASCII) and separators. Letters are refused before the parser sees them: it reads
@@ -69,8 +81,20 @@ class PhoneNormaliser:
         self.output = output
         self.foreign = foreign
         self._region_code = phonenumbers.country_code_for_region(region) if region else 0
-        # Repeat customers are common; the cache keeps the parser off the hot path for them.
-        self.normalise = lru_cache(maxsize=65_536)(self._normalise)
+        self._known: dict[str, str] = {}  # raw -> normalised, at most MAX_REMEMBERED_PHONES
+
+    def normalise(self, raw: str) -> str:
+        """`raw` written in `output`, or InvalidEventError. Repeat customers are common: the
+        numbers seen last (up to MAX_REMEMBERED_PHONES) skip the parser. The memory is dropped
+        whole when full, not kept in LRU order: for a stream of new customers an LRU's bookkeeping
+        on every miss cost more than the check itself."""
+        known = self._known.get(raw)
+        if known is None:
+            known = self._normalise(raw)
+            if len(self._known) >= MAX_REMEMBERED_PHONES:
+                self._known.clear()
+            self._known[raw] = known
+        return known
 
     def _normalise(self, raw: str) -> str:
         # Already E.164 (`_CANONICAL_E164`, tested with str methods here: a regex call costs more)?

@@ -1,15 +1,17 @@
 """Phone formats (issue 11, finding 8): e164, e164_digits, national, national_significant; a number
 outside the mapping's region is never written without its country code."""
 
+import random
 from typing import Any
 
 import phonenumbers
 import pytest
 
 from consumer.errors import ConfigError, InvalidEventError
+from consumer.ingest import phones
 from consumer.ingest.intake import check_recipient
 from consumer.ingest.mapping import DeclarativeMapper, Recipient
-from consumer.ingest.phones import PHONE_FORMATS, PhoneNormaliser
+from consumer.ingest.phones import CANONICAL_PHONE, PHONE_FORMATS, PhoneNormaliser, is_canonical_phone
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 
@@ -104,3 +106,29 @@ def test_the_pipeline_boundary_accepts_every_format_of_every_region() -> None:
 def test_the_pipeline_boundary_refuses_what_no_format_produces(phone: str) -> None:
     with pytest.raises(InvalidEventError, match="not canonical"):
         check_recipient(Recipient(event_id="e", campaign_id=CAMPAIGN, phone=phone))
+
+
+def test_the_canonical_check_by_str_methods_gives_the_regex_s_verdicts() -> None:
+    """is_canonical_phone (the intake guard's check, per event) against CANONICAL_PHONE itself,
+    over every string of up to 18 characters drawn from digits, signs, separators, a newline and
+    non-ASCII digits, at random, plus the lengths at each bound."""
+    rng = random.Random(11)
+    alphabet = "0123456789" * 4 + "+ -\n\t.\u0663\u0967\uff10a"  # Arabic-Indic, Devanagari, fullwidth digits
+    samples = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 19))) for _ in range(50_000)]
+    samples += [prefix + "1" * n for prefix in ("", "+", "+0", "0", "+1") for n in range(0, 20)]
+    samples += [s + "\n" for s in samples[-100:]]
+    for phone in samples:
+        assert is_canonical_phone(phone) == (CANONICAL_PHONE.match(phone) is not None), repr(phone)
+
+
+def test_remembered_numbers_are_bounded_and_a_refused_one_is_refused_each_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(phones, "MAX_REMEMBERED_PHONES", 100)
+    normaliser = PhoneNormaliser("TR", "e164")
+    for n in range(250):
+        assert normaliser.normalise(f"0532 {n:07d}") == f"+90532{n:07d}"
+        assert len(normaliser._known) <= 100
+    assert normaliser.normalise("0532 0000249") == "+905320000249"  # remembered, or parsed again
+    for _ in range(2):
+        with pytest.raises(InvalidEventError):
+            normaliser.normalise("0532 12")
