@@ -114,6 +114,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._paused = False
         self._held: deque[tuple[float, list[PendingEvent]]] = deque()  # ids in flight elsewhere
+        self._topic_names: dict[str, str] = {}  # one name object per topic (InboundRecord.of)
         self._record_bytes = 1024  # moving average of a record's size: how many fit in the byte room
         self._last_commit = 0.0
         self._last_recommit = time.monotonic()
@@ -227,14 +228,14 @@ class Pipeline:
         consumed: dict[str, int] = {}
         taken_bytes = 0
         now_ms = int(time.time() * 1000)  # when these were read, for receipts: once per poll
-        track, add, snapshot = self.tracker.track, self.backlog.add, InboundRecord.of
+        track, add, snapshot, topics = self.tracker.track, self.backlog.add, InboundRecord.of, self._topic_names
         tps: dict[tuple[str, int], tuple[str, int]] = {}  # one tuple per partition, not per record
         for message in messages:
             error = message.error()
             if error is not None:
                 self._consume_error(error)
                 continue
-            record = snapshot(message, now_ms)
+            record = snapshot(message, now_ms, topics)
             topic = record.topic()
             tp = (topic, record.partition())
             tp = tps.setdefault(tp, tp)

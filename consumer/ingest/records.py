@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import operator
 import time
+from collections.abc import Sequence
 from typing import Any
 
-Headers = list[tuple[str, bytes | None]]
+Headers = Sequence[tuple[str, bytes | None]]
+# A record without headers (nearly every one) shares this one: no empty list per buffered record.
+NO_HEADERS: Headers = ()
 
 # A C-level call: always checked for "a result with an exception set" (see the module docstring).
 _call_headers = operator.methodcaller("headers")
@@ -38,22 +41,22 @@ def read_headers(message: Any) -> tuple[Headers, str | None]:
     Call it once per message: see the module docstring for why a second call is not safe."""
     try:
         headers = _call_headers(message)
-        clean: Headers = []
         if not headers:  # nearly every record: nothing to check
-            return clean, None
+            return NO_HEADERS, None
+        clean: list[tuple[str, bytes | None]] = []
         for name, value in headers:
             if not isinstance(name, str) or not (value is None or isinstance(value, bytes)):
-                return [], "a header is not a (UTF-8 name, bytes value) pair"
+                return NO_HEADERS, "a header is not a (UTF-8 name, bytes value) pair"
             clean.append((name, value))
     except Exception as exc:  # SystemError from a header name that is not UTF-8; any other is the same case
-        return [], f"a header could not be read ({type(exc).__name__}: header names must be UTF-8)"
+        return NO_HEADERS, f"a header could not be read ({type(exc).__name__}: header names must be UTF-8)"
     return clean, None
 
 
 class InboundRecord:
     """One Kafka record as plain values; see the module docstring."""
 
-    __slots__ = ("_headers", "_key", "_offset", "_partition", "_size", "_timestamp", "_topic", "_value",
+    __slots__ = ("_headers", "_key", "_offset", "_partition", "_size", "_timestamp_type", "_topic", "_value",
                  "consumed_at_ms", "header_error", "replays", "timestamp_ms")
 
     def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
@@ -65,10 +68,10 @@ class InboundRecord:
         self._key = key
         self._value = value
         self._headers = headers
-        self._timestamp = timestamp
-        # The timestamp's milliseconds as an attribute too: the senders' stale check and the
-        # latency histogram read it for every event of a request, with C-level getters.
-        self.timestamp_ms = timestamp[1]
+        # Kept as its two ints (no tuple per buffered record); the milliseconds as an attribute:
+        # the senders' stale check and the latency histogram read it for every event of a
+        # request, with C-level getters.
+        self._timestamp_type, self.timestamp_ms = timestamp
         self.header_error = header_error
         # The replay count whose signature verified (consumer/sre/replay_signature.py); 0 for a
         # fresh record or a forged `dlq.replays` header. Set once the record is decoded.
@@ -84,12 +87,18 @@ class InboundRecord:
         self._size = size
 
     @classmethod
-    def of(cls, message: Any, consumed_at_ms: int | None = None) -> InboundRecord:
-        """The snapshot of a consumed message (a snapshot is returned as it is)."""
+    def of(cls, message: Any, consumed_at_ms: int | None = None, topics: dict[str, str] | None = None
+           ) -> InboundRecord:
+        """The snapshot of a consumed message (a snapshot is returned as it is). `topics`: the
+        topic names seen so far, so that every record of a topic shares one name (each message
+        has a copy of its own, which would stay with the record until its outcome)."""
         if isinstance(message, InboundRecord):
             return message
         headers, error = read_headers(message)
-        return cls(message.topic(), message.partition(), message.offset(), message.key(), message.value(),
+        topic = message.topic()
+        if topics is not None:
+            topic = topics.setdefault(topic, topic)
+        return cls(topic, message.partition(), message.offset(), message.key(), message.value(),
                    headers, message.timestamp(), error, consumed_at_ms)
 
     def topic(self) -> str:
@@ -111,7 +120,7 @@ class InboundRecord:
         return self._headers
 
     def timestamp(self) -> tuple[int, int]:
-        return self._timestamp
+        return self._timestamp_type, self.timestamp_ms
 
     @property
     def size(self) -> int:

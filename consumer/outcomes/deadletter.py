@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -83,7 +83,7 @@ class Failure:
     request_id: str | None = None
 
 
-def header_value(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
+def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:
     for key, value in headers or ():
         if key == name and value is not None:
             return value.decode("utf-8", "replace")
