@@ -156,19 +156,29 @@ _CAMPAIGN_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
 
 
 def is_campaign_id(value: str) -> bool:
-    # A fleet routes to a handful of campaigns: each distinct id is matched once, then found in a
-    # set (bounded, since ids come from records).
-    if type(value) is str and value in _VALID_CAMPAIGNS:  # a str subclass could fake equality
-        return True
+    return known_campaign(value) is not None
+
+
+def known_campaign(value: str) -> str | None:
+    """The campaign id equal to `value`, if `value` is one, as one shared object per id (each
+    record decodes a copy of its own, which would otherwise stay with its event until its outcome);
+    None if it is not a campaign id. A fleet routes to a handful of campaigns: each distinct id is
+    matched once, then found in a dict (bounded, since ids come from records)."""
+    exact = type(value) is str  # a str subclass could fake equality: matched each time, never remembered
+    if exact:
+        known = _VALID_CAMPAIGNS.get(value)
+        if known is not None:
+            return known
     if _CAMPAIGN_ID.match(value) is None:
-        return False
-    if len(_VALID_CAMPAIGNS) >= _MAX_REMEMBERED_CAMPAIGNS:
-        _VALID_CAMPAIGNS.clear()
-    _VALID_CAMPAIGNS.add(value)
-    return True
+        return None
+    if exact:
+        if len(_VALID_CAMPAIGNS) >= _MAX_REMEMBERED_CAMPAIGNS:
+            _VALID_CAMPAIGNS.clear()
+        _VALID_CAMPAIGNS[value] = value
+    return value
 
 
-_VALID_CAMPAIGNS: set[str] = set()
+_VALID_CAMPAIGNS: dict[str, str] = {}
 _MAX_REMEMBERED_CAMPAIGNS = 4096
 
 
@@ -321,9 +331,10 @@ class DeclarativeMapper(Mapper):
                 raise UnroutableError(f"no campaign route for {key!r} and no default route")
         if campaign is None:
             raise UnroutableError("the event names no campaign and there is no route table")
-        if not is_campaign_id(campaign):
+        known = known_campaign(campaign)
+        if known is None:
             raise UnroutableError(f"campaign {campaign[:64]!r} is not a campaign API id (a UUID)")
-        return campaign
+        return known
 
     @staticmethod
     def _values(paths: tuple[tuple[str, Path_], ...], record: Mapping[str, Any], kafka: Any) -> dict[str, str]:

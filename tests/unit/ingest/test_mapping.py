@@ -6,7 +6,7 @@ import pytest
 from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
 from consumer.errors import ConfigError, InvalidEventError, UnroutableError
-from consumer.ingest.mapping import DeclarativeMapper, load_mapper
+from consumer.ingest.mapping import _VALID_CAMPAIGNS, DeclarativeMapper, known_campaign, load_mapper
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 OTHER = "9a1e0000-0000-4000-8000-000000000001"
@@ -177,3 +177,23 @@ def test_e164_fast_path_agrees_with_the_full_parser() -> None:
         assert got == expected, raw
         agreed += 1
     assert agreed > 10_000
+
+
+def test_events_of_one_campaign_share_one_campaign_id_object() -> None:
+    """Each decoded record has its own copy of the campaign id; the buffered recipients hold one
+    shared object instead. A str subclass (a plug-in's) is checked on its own and never remembered."""
+    mapper = DeclarativeMapper.from_file(default_mapping_file())
+    recipients = [mapper.map(event(campaign_id=CAMPAIGN[:8] + CAMPAIGN[8:])) for _ in range(3)]  # 3 copies
+    assert len({id(recipient.campaign_id) for recipient in recipients}) == 1
+
+    class Sly(str):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = str.__hash__
+
+    assert known_campaign(Sly("not-a-uuid")) is None
+    fresh = "5a5a0000-0000-4000-8000-00000000beef"  # no other test uses it
+    assert known_campaign(Sly(fresh)) == fresh and fresh not in _VALID_CAMPAIGNS
+    with pytest.raises(UnroutableError, match="not a campaign API id"):
+        mapper.map(event(campaign_id=CAMPAIGN[:-1] + "z"))
