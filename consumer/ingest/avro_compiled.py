@@ -417,7 +417,8 @@ def min_bytes(node: Any, named: Mapping[str, Any], seen: frozenset[str] = frozen
         known[name] = found
         return found
     if kind == "fixed":  # a size that is not a whole number fails every read: counted as a byte
-        return min(1, node["size"]) if type(node.get("size")) is int else 1
+        size = node.get("size")
+        return min(1, int(size)) if isinstance(size, int) else 1  # bool too: fastavro reads `false` as 0
     if isinstance(kind, str) and kind not in PRIMITIVES and kind not in ("array", "map", "enum"):
         return min_bytes(kind, named, seen, known)  # {"type": "SomeNamedType"}
     return 0 if kind == "null" else 1

@@ -202,3 +202,13 @@ def test_a_schema_reusing_named_types_is_checked_and_compiled_in_linear_time(
     else:
         assert decoder.decode(payload) == {"xs": []}
         assert avro.reader_for(fastavro.parse_schema(raw)).__qualname__ == "_make.<locals>.read"  # compiled
+
+
+@pytest.mark.parametrize("size", [0, False])
+def test_an_array_of_fixed_items_that_read_no_bytes_is_refused(size: Any) -> None:
+    """fastavro reads a fixed of `"size": false` as 0 bytes (a bool is an int): five bytes would
+    claim ten million items, as a fixed of size 0 would."""
+    schema = fastavro.parse_schema({"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": {"type": "array", "items": {"type": "fixed", "name": "F", "size": size}}}]})
+    with pytest.raises(UnsupportedSchemaError):
+        avro.check_schema(schema)
