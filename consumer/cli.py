@@ -40,7 +40,7 @@ def main(context: click.Context, config_file: Path | None) -> None:
 def run(settings: Settings) -> None:
     """Run the consumer until SIGTERM or Ctrl-C (then flush, commit and exit 0)."""
     from consumer.app import build_pipeline
-    from consumer.operations import collector
+    from consumer.operations import collector, gil
     from consumer.operations.health import Health, HealthServer
     from consumer.operations.metrics import Metrics
     from consumer.operations.tracing import configure as configure_tracing
@@ -66,6 +66,7 @@ def run(settings: Settings) -> None:
     if server:
         server.start()
     collector.tune_for_throughput()
+    gil.hand_over_less_often()
     try:
         pipeline.run()
     finally:
