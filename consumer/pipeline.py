@@ -38,7 +38,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.config.settings import Settings
-from consumer.delivery.batching import PendingEvent
+from consumer.delivery.batching import KAFKA_TIMESTAMP, PendingEvent
 from consumer.delivery.lanes import Lanes
 from consumer.delivery.outcome import FILTERED, Outcome
 from consumer.delivery.pisano_codes import code_label
@@ -74,9 +74,6 @@ GAUGE_INTERVAL_S = 5.0
 # Every partition's position is committed again this often, moved or not: a coordinator that
 # fails over can lose a commit it had confirmed, and a confirmed commit is never sent twice.
 RECOMMIT_INTERVAL_S = 15.0
-# An event's Kafka timestamp (epoch ms), read by a C-level getter: a delivered request's 5000
-# events have their end-to-end latency observed at once.
-_KAFKA_TIMESTAMP = attrgetter("message.timestamp_ms")
 _TP = attrgetter("tp")
 
 
@@ -345,7 +342,7 @@ class Pipeline:
                                  attempts=outcome.attempts, decided_at_ms=outcome.accepted_at_ms or None)
 
     def _observe_latency(self, events: list[PendingEvent], accepted_at_ms: int) -> None:
-        observe_ages(self.metrics.end_to_end, accepted_at_ms, map(_KAFKA_TIMESTAMP, events))
+        observe_ages(self.metrics.end_to_end, accepted_at_ms, map(KAFKA_TIMESTAMP, events))
 
     # ------------------------------------------------------------------ offsets
 

@@ -26,18 +26,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 
-from consumer.delivery.batching import PendingEvent
+from consumer.delivery.batching import KAFKA_TIMESTAMP, PendingEvent
 from consumer.delivery.outcome import Outcome
 from consumer.errors import StaleRecordError
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.intake import check_age
 from consumer.outcomes.deadletter import Failure
 from consumer.state.suppression import Suppression
-
-# The event's Kafka timestamp (epoch ms; 0 or less: none), read by a C-level getter.
-_KAFKA_TIMESTAMP = attrgetter("message.timestamp_ms")
 
 UNCHECKABLE = ("the phone cannot be looked up in the opt-out list (digits only, and no PHONE_REGION to read "
                "it in); map phones to E.164 or set PHONE_REGION")
@@ -76,7 +72,7 @@ class Admission:
         # runs for every event of every request, and check_age, which judges and words the
         # message, is called only for the few it lets through.
         cutoff = now_ms - stale_after_ms
-        if min(map(_KAFKA_TIMESTAMP, events), default=cutoff) >= cutoff:
+        if min(map(KAFKA_TIMESTAMP, events), default=cutoff) >= cutoff:
             return events  # nearly every request: all fresh, decided by one C-level pass
         stale: list[tuple[PendingEvent, str]] = []
         for event in [event for event in events if 0 < event.message.timestamp_ms < cutoff]:

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from consumer.delivery.backoff import REDIS_BACKOFF
-from consumer.delivery.batching import PendingEvent
+from consumer.delivery.batching import EVENT_ID, PendingEvent
 from consumer.delivery.contacts import ContactCooldown, PhoneReservation
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
@@ -311,14 +311,11 @@ class Claim:
                   "count as contacts once it does", len(ids), len(keys))
 
 
-# C-level getters: a request's ids are read in several passes over its 5,000 events (claim,
-# sending, settlement), each a `map` instead of a comprehension run by the interpreter.
-_EVENT_ID = attrgetter("recipient.event_id")
-_REPLAY_OF = attrgetter("replay_of")
+_REPLAY_OF = attrgetter("replay_of")  # a C-level getter, as EVENT_ID (consumer/delivery/batching.py)
 
 
 def event_ids(events: Iterable[PendingEvent]) -> list[str]:
-    return list(map(_EVENT_ID, events))
+    return list(map(EVENT_ID, events))
 
 
 def _requests(events: Sequence[PendingEvent], ids: list[str]) -> ClaimRequests:
