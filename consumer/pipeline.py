@@ -32,13 +32,13 @@ import time
 from collections import Counter as TallyCounter
 from collections import deque
 from collections.abc import Callable
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.config.settings import Settings
-from consumer.delivery.batching import KAFKA_TIMESTAMP, PendingEvent
+from consumer.delivery.batching import KAFKA_TIMESTAMP, TP, PendingEvent
 from consumer.delivery.lanes import Lanes
 from consumer.delivery.outcome import FILTERED, Outcome
 from consumer.delivery.pisano_codes import code_label
@@ -74,7 +74,6 @@ GAUGE_INTERVAL_S = 5.0
 # Every partition's position is committed again this often, moved or not: a coordinator that
 # fails over can lose a commit it had confirmed, and a confirmed commit is never sent twice.
 RECOMMIT_INTERVAL_S = 15.0
-_TP = attrgetter("tp")
 
 
 class Pipeline:
@@ -164,7 +163,7 @@ class Pipeline:
             events = self.backlog.decode(now, now + TURN_BUDGET_S, self.tracker.epoch)
             if events:
                 self.delivery.add(events)
-                for topic, count in TallyCounter(map(itemgetter(0), map(_TP, events))).items():
+                for topic, count in TallyCounter(map(itemgetter(0), map(TP, events))).items():
                     self.metrics.events_decoded.labels(topic).inc(count)
         while self._held and self._held[0][0] <= now:
             _, events = self._held.popleft()

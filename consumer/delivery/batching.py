@@ -43,6 +43,8 @@ TopicPartition = tuple[str, int]
 _PHONE = attrgetter("recipient.phone")
 EVENT_ID = attrgetter("recipient.event_id")
 KAFKA_TIMESTAMP = attrgetter("message.timestamp_ms")  # epoch ms; 0 or less: none
+RECIPIENT, REPLAY_OF = attrgetter("recipient"), attrgetter("replay_of")
+TP, EPOCH, OFFSET = attrgetter("tp"), attrgetter("epoch"), attrgetter("offset")
 MAX_REMEMBERED_TURNS = 10_000  # campaigns whose last turn is remembered while they have no events
 
 

@@ -20,12 +20,11 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from types import TracebackType
 from typing import Any
 
 from consumer.delivery.backoff import REDIS_BACKOFF
-from consumer.delivery.batching import EVENT_ID, PendingEvent
+from consumer.delivery.batching import EVENT_ID, REPLAY_OF, PendingEvent
 from consumer.delivery.contacts import ContactCooldown, PhoneReservation
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
@@ -311,13 +310,10 @@ class Claim:
                   "count as contacts once it does", len(ids), len(keys))
 
 
-_REPLAY_OF = attrgetter("replay_of")  # a C-level getter, as EVENT_ID (consumer/delivery/batching.py)
-
-
 def event_ids(events: Iterable[PendingEvent]) -> list[str]:
     return list(map(EVENT_ID, events))
 
 
 def _requests(events: Sequence[PendingEvent], ids: list[str]) -> ClaimRequests:
     """The claim's requests as columns (`ClaimRequests`): no object per id."""
-    return ClaimRequests(ids, list(map(_REPLAY_OF, events)))
+    return ClaimRequests(ids, list(map(REPLAY_OF, events)))

@@ -33,12 +33,11 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Literal
 
 from consumer.delivery.admission import UNCHECKABLE, Admission
 from consumer.delivery.attempts import Attempts, RetryPolicy, Sent
-from consumer.delivery.batching import Batch, Batcher, PendingEvent, TopicPartition
+from consumer.delivery.batching import RECIPIENT, Batch, Batcher, PendingEvent, TopicPartition
 from consumer.delivery.campaign_gate import CampaignGate, open_failure
 from consumer.delivery.claims import Claim
 from consumer.delivery.contacts import ContactCooldown
@@ -59,8 +58,6 @@ from consumer.state.dedup import DedupStore, Settlement
 
 log = logging.getLogger(__name__)
 
-# A C-level getter for the passes over a batch's events (up to 5,000 per request).
-_RECIPIENT = attrgetter("recipient")
 
 AmbiguousPolicy = Literal["dead_letter", "assume_delivered", "resend"]
 AMBIGUOUS_MESSAGE = ("an earlier attempt for this event id may have reached Pisano (its outcome was never "
@@ -282,7 +279,7 @@ class Sender:
         if not events:
             return
         campaign = batch.campaign_id
-        body = build_body(list(map(_RECIPIENT, events)))
+        body = build_body(list(map(RECIPIENT, events)))
         self.metrics.batch_size.observe(len(events))
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
@@ -452,7 +449,7 @@ class Sender:
                  extra={"campaign": campaign, "count": len(events), "destination": self.destination.name})
 
     def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent]) -> Sent:
-        return self.attempts.send(campaign, build_body(list(map(_RECIPIENT, group))), slot_at=None,
+        return self.attempts.send(campaign, build_body(list(map(RECIPIENT, group))), slot_at=None,
                                   renew=lambda: claim.renew(group), sending=lambda: claim.sending(group),
                                   events=group)
 

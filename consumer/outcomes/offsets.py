@@ -21,12 +21,10 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import groupby, repeat, takewhile
-from operator import attrgetter
 
-from consumer.delivery.batching import PendingEvent, TopicPartition
+from consumer.delivery.batching import EPOCH, OFFSET, TP, PendingEvent, TopicPartition
 
 _epochs = itertools.count(1)
-_TP, _EPOCH, _OFFSET = attrgetter("tp"), attrgetter("epoch"), attrgetter("offset")
 
 
 @dataclass
@@ -86,15 +84,15 @@ class OffsetTracker:
         C-level passes (a delivered request ends 5000 of them); returns those events, in
         partition order. The others were revoked meanwhile: their next owner reads them again."""
         current: list[PendingEvent] = []
-        for tp, group in groupby(sorted(events, key=_TP), _TP):
+        for tp, group in groupby(sorted(events, key=TP), TP):
             part = self._partitions.get(tp)
             if part is None:
                 continue
             events_of = list(group)
-            if any(map(part.epoch.__ne__, map(_EPOCH, events_of))):
+            if any(map(part.epoch.__ne__, map(EPOCH, events_of))):
                 events_of = [event for event in events_of if event.epoch == part.epoch]
             current.extend(events_of)
-            self._finish(part, map(_OFFSET, events_of))
+            self._finish(part, map(OFFSET, events_of))
         return current
 
     def _finish(self, part: _Partition, offsets: Iterable[int]) -> None:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import phonenumbers
 
 from consumer.errors import InvalidEventError
-from consumer.ingest.phones import _CANONICAL_E164, PhoneNormaliser, _valid_canonical_e164
+from consumer.ingest.phones import PhoneNormaliser, is_valid_e164
 from consumer.state.redis import Call, Keys, translated
 from consumer.state.trip import Step
 
@@ -126,7 +126,7 @@ def _national_fast_path(region: str | None) -> Callable[[str], str | None] | Non
         if not digits.isdigit() or not digits.isascii():
             return None
         candidate = code + (digits[1:] if digits.startswith("0") else digits)
-        if _CANONICAL_E164.match(candidate) and _valid_canonical_e164(candidate):
+        if is_valid_e164(candidate):
             return candidate
         return None
 
