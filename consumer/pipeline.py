@@ -160,14 +160,14 @@ class Pipeline:
         if messages:
             self._take(messages, now)
         if self.backlog:
-            events = self.backlog.decode(now, now + TURN_BUDGET_S, self.tracker.epoch)
+            events = self.backlog.decode(now, now + TURN_BUDGET_S, self.tracker.live)
             if events:
                 self.delivery.add(events)
                 for topic, count in TallyCounter(map(itemgetter(0), map(TP, events))).items():
                     self.metrics.events_decoded.labels(topic).inc(count)
         while self._held and self._held[0][0] <= now:
             _, events = self._held.popleft()
-            current = [e for e in events if self.tracker.epoch(e.tp) == e.epoch]
+            current = [e for e in events if self.tracker.live(e.tp, e.epoch, e.offset)]
             for event in current:
                 event.enqueued_at = now
             self.delivery.add(current)
@@ -278,8 +278,8 @@ class Pipeline:
         if self.receipts is None:
             self.tracker.finish(tp, offset, epoch)
             return
-        if self.tracker.epoch(tp) != epoch:
-            return  # revoked meanwhile: its next owner reads it again and writes its receipt
+        if not self.tracker.live(tp, epoch, offset):
+            return  # revoked meanwhile (or read again): the copy that counts writes its receipt
         self.receipts.record(message, kind, lambda: self.tracker.finish(tp, offset, epoch), recipient=recipient,
                              failure=failure, reason=reason, request_id=request_id,
                              pisano_request_id=pisano_request_id, attempts=attempts, decided_at_ms=decided_at_ms)
@@ -294,7 +294,7 @@ class Pipeline:
     # ------------------------------------------------------------------ outcomes back
 
     def _drain_outcomes(self) -> None:
-        epoch_of = self.tracker.epoch
+        live = self.tracker.live
         while True:
             try:
                 outcome = self.outcomes.get_nowait()
@@ -304,9 +304,10 @@ class Pipeline:
                 # Nothing more to make durable: the offsets of the events still ours finish now.
                 current = self.tracker.finish_events(outcome.events)
             else:
-                current = [e for e in outcome.events if epoch_of(e.tp) == e.epoch]
+                current = [e for e in outcome.events if live(e.tp, e.epoch, e.offset)]
                 if outcome.kind == "delivered" and self.receipts is not None and len(current) < len(outcome.events):
-                    self._late_acceptance([e for e in outcome.events if epoch_of(e.tp) != e.epoch], outcome)
+                    self._late_acceptance([e for e in outcome.events if not live(e.tp, e.epoch, e.offset)],
+                                          outcome)
             if outcome.kind in FINISHED:
                 if self.receipts is not None:
                     for event in current:
@@ -477,7 +478,7 @@ class Pipeline:
         # record nears the stuck limit. A record let go keeps 3/4 of STUCK_RECORD_MS at least.
         if held and self.tracker.oldest_unfinished_age(now) >= self.settings.stuck_record_ms / 1000 / 4:
             self.tracker.waiting([(e.tp, e.offset) for e in self.delivery.held_events()
-                                  if self.tracker.epoch(e.tp) == e.epoch], now)
+                                  if self.tracker.live(e.tp, e.epoch, e.offset)], now)
         self._check_stuck(now)
         self.metrics.held_events.set(sum(len(events) for _, events in self._held))
         for tp in self.tracker.assigned():

@@ -78,23 +78,25 @@ class Backlog:
         """Forget the records of partitions revoked from us: their next owner reads them again."""
         self._records = deque(item for item in self._records if item[1] not in tps)
 
-    def decode(self, now: float, deadline: float, epoch_of: Callable[[TopicPartition], int | None]
+    def decode(self, now: float, deadline: float, live: Callable[[TopicPartition, int, int], bool]
                ) -> list[PendingEvent]:
         """Events from the head of the backlog, until it is empty, `deadline` (monotonic) has
-        passed, or the registry fails; records that cannot be events are dead-lettered."""
+        passed, or the registry fails; records that cannot be events are dead-lettered. `live(tp,
+        epoch, offset)`: whether a record still counts (consumer/outcomes/offsets.py); one that
+        does not is dropped undecoded."""
         events: list[PendingEvent] = []
         if now < self._retry_at:
             return events
         expired: list[PendingEvent] = []
         try:
-            self._decode(events, expired, now, deadline, epoch_of)
+            self._decode(events, expired, now, deadline, live)
         finally:
             if expired:
                 self.expire(expired)
         return events
 
     def _decode(self, events: list[PendingEvent], expired: list[PendingEvent], now: float, deadline: float,
-                epoch_of: Callable[[TopicPartition], int | None]) -> None:
+                live: Callable[[TopicPartition, int, int], bool]) -> None:
         records = self._records
         was_failing = self._failures > 0
         # One wall-clock reading per turn: a turn lasts milliseconds, the stale limit is hours.
@@ -104,7 +106,7 @@ class Backlog:
         verify_replay, freshness, monotonic = self.verify_replay, self.freshness, time.monotonic
         while records:
             record, tp, epoch = records[0]
-            if epoch_of(tp) == epoch:  # else revoked meanwhile: the next owner has it
+            if live(tp, epoch, record.offset()):  # else revoked, or read again: the other copy counts
                 # Verified before decoding: a replay dead-lettered at intake carries its count,
                 # so `replay --max-replays` stops it too.
                 replay = verify_replay(record)

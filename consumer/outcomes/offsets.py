@@ -11,18 +11,30 @@ the oldest of them (past STUCK_RECORD_MS the replica reports itself not ready: a
 never get an outcome must not hold its partition back silently). A record held by quiet hours is
 waiting by design, not stuck: its age runs from the last time it was seen held (`waiting`).
 
+A partition's fetch position can also move back within one assignment: librdkafka resets it when
+it detects log truncation (after an unclean leader election) or an out-of-range offset with
+`auto.offset.reset=earliest`. The records from the new position on are read again, and after a
+truncation they are not the records read before at the same offsets. So the partition starts a new
+epoch there: the copies read before at those offsets are dropped (their outcomes no longer count,
+so they can never finish a record read again), the records read before below the new position
+still count (they are not read again, and the commit point waits for them), and the commit point
+goes back to the new position at once (a restart must read those records again too).
+
 Used from the poll loop only: no locking.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import groupby, repeat, takewhile
 
 from consumer.delivery.batching import EPOCH, OFFSET, TP, PendingEvent, TopicPartition
+
+log = logging.getLogger(__name__)
 
 _epochs = itertools.count(1)
 
@@ -37,6 +49,10 @@ class _Partition:
     waited: dict[int, float] = field(default_factory=dict)  # record -> when last seen held by quiet hours
     next_offset: int | None = None  # what a commit would store: the next record to process
     committed: int | None = None
+    last: int = -1  # the highest offset tracked: a lower one means the position moved back
+    # Epochs read before the position moved back, each with the offset below which its records
+    # still count.
+    earlier: list[tuple[int, int]] = field(default_factory=list)
 
 
 class OffsetTracker:
@@ -60,6 +76,12 @@ class OffsetTracker:
         part = self._partitions.get(tp)
         return part.epoch if part else None
 
+    def live(self, tp: TopicPartition, epoch: int, offset: int) -> bool:
+        """Whether the outcome of this record (consumed in `epoch`) still counts: false once its
+        partition was revoked, or read again from at or below `offset` (see the docstring)."""
+        part = self._partitions.get(tp)
+        return part is not None and (epoch == part.epoch or _live_earlier(part, epoch, offset))
+
     def track(self, tp: TopicPartition, offset: int, size: int = 0, now: float = 0.0) -> int:
         """Register a consumed record of `size` bytes, consumed at `now` (monotonic); returns the
         epoch its outcome must carry."""
@@ -67,6 +89,9 @@ class OffsetTracker:
         if part is None:  # consumed before the assign callback ran: cannot happen, but be exact
             self.assign(tp)
             part = self._partitions[tp]
+        if offset <= part.last:
+            self._moved_back(tp, part, offset)
+        part.last = offset
         part.pending.append(offset)
         part.consumed_at.append(now)
         if size:
@@ -74,9 +99,28 @@ class OffsetTracker:
             self.unfinished_bytes += size
         return part.epoch
 
+    def _moved_back(self, tp: TopicPartition, part: _Partition, position: int) -> None:
+        log.warning("partition %s[%d] is read again from offset %d (it had been read up to %d): the log was "
+                    "truncated or its offset reset; records from there are processed again, and an event "
+                    "delivered already is skipped by its id", tp[0], tp[1], position, part.last,
+                    extra={"topic": tp[0], "partition": tp[1], "offset": position})
+        part.earlier = [(epoch, min(below, position)) for epoch, below in part.earlier]
+        part.earlier.append((part.epoch, position))
+        part.epoch = next(_epochs)
+        pending, sizes = part.pending, part.sizes
+        while pending and pending[-1] >= position:  # `pending` ascends: the copies read again are its tail
+            offset = pending.pop()
+            part.consumed_at.pop()
+            self.unfinished_bytes -= sizes.pop(offset, 0)
+            part.finished.discard(offset)
+            part.waited.pop(offset, None)
+        if not pending and (part.next_offset is None or part.next_offset > position):
+            part.next_offset = position
+        part.committed = None  # what the broker holds may now be past the new position
+
     def finish(self, tp: TopicPartition, offset: int, epoch: int) -> None:
         part = self._partitions.get(tp)
-        if part is not None and part.epoch == epoch:
+        if part is not None and (part.epoch == epoch or _live_earlier(part, epoch, offset)):
             self._finish(part, (offset,))
 
     def finish_events(self, events: Iterable[PendingEvent]) -> list[PendingEvent]:
@@ -90,7 +134,8 @@ class OffsetTracker:
                 continue
             events_of = list(group)
             if any(map(part.epoch.__ne__, map(EPOCH, events_of))):
-                events_of = [event for event in events_of if event.epoch == part.epoch]
+                events_of = [event for event in events_of
+                             if event.epoch == part.epoch or _live_earlier(part, event.epoch, event.offset)]
             current.extend(events_of)
             self._finish(part, map(OFFSET, events_of))
         return current
@@ -171,3 +216,10 @@ class OffsetTracker:
             part = self._partitions.get(tp)
             if part is not None and (part.committed is None or offset > part.committed):
                 part.committed = offset
+
+
+def _live_earlier(part: _Partition, epoch: int, offset: int) -> bool:
+    for earlier, below in part.earlier:
+        if earlier == epoch:
+            return offset < below
+    return False

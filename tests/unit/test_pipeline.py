@@ -132,3 +132,30 @@ def test_a_registry_that_refuses_us_makes_records_wait_and_the_replica_not_ready
     loop.backlog._retry_at = 0
     loop._step()
     assert loop.health.ready() and loop.delivery.buffered == 3 and not producer.produced
+
+
+def test_records_read_again_after_the_position_moved_back_are_committed_only_once_they_have_outcomes() -> None:
+    """librdkafka moves a partition's position back within one assignment after it detects log
+    truncation. Before: the outcomes of the first copies finished the offsets of the records read
+    again, and the commit point passed them (7 here) before they had any outcome: a restart then
+    would never have sent them."""
+    from consumer.delivery.outcome import Outcome
+
+    loop, consumer, _ = pipeline(SchemalessDecoder(default_schema()), MAPPER)
+    consumer.queue = [good(n) for n in range(10)]
+    while loop.delivery.buffered < 10:
+        loop._step()
+    first = loop.delivery.drop(lambda event: True)
+    consumer.queue = [good(5), good(6)]
+    while loop.delivery.buffered < 2:
+        loop._step()
+    loop.outcomes.put(Outcome("delivered", first, accepted_at_ms=int(time.time() * 1000)))
+    loop._drain_outcomes()
+    loop._commit()
+    assert consumer.committed == {("t", 0): 5}
+    again = loop.delivery.drop(lambda event: True)
+    assert [event.offset for event in again] == [5, 6]
+    loop.outcomes.put(Outcome("delivered", again, accepted_at_ms=int(time.time() * 1000)))
+    loop._drain_outcomes()
+    loop._commit()
+    assert consumer.committed == {("t", 0): 7}

@@ -69,7 +69,7 @@ def test_a_signed_replay_dead_lettered_at_intake_carries_its_replay_count() -> N
                       verify_replay=lambda record: VerifiedReplay(2, None))
     record = InboundRecord("t", 0, 5, b"k", b"garbage", [("dlq.replays", b"2")], (1, int(time.time() * 1000)))
     backlog.add(record, ("t", 0), 0)
-    backlog.decode(time.monotonic(), time.monotonic() + 1, lambda tp: 0)
+    backlog.decode(time.monotonic(), time.monotonic() + 1, lambda tp, epoch, offset: True)
     assert letters == [record] and record.replays == 2  # `replay --max-replays` can stop it
 
 

@@ -73,7 +73,7 @@ def test_by_kafka_timestamp_old_events_expire_and_fresh_ones_pass() -> None:
     b, expired, letters = backlog({}, {b"a": value("old", None), b"b": value("new", None)}, 48 * HOUR_MS)
     add(b, b"a", 1, now_ms - 49 * HOUR_MS)
     add(b, b"b", 2, now_ms - 47 * HOUR_MS)
-    events = b.decode(time.monotonic(), time.monotonic() + 5, lambda tp: 0)
+    events = b.decode(time.monotonic(), time.monotonic() + 5, lambda tp, epoch, offset: True)
     assert [e.recipient.event_id for e in events] == ["new"]
     assert [e.recipient.event_id for e in expired] == ["old"] and not letters
 
@@ -86,7 +86,7 @@ def test_the_mapping_s_event_time_wins_over_the_kafka_timestamp() -> None:
     fresh_kafka = int(time.time() * 1000)
     for offset, key in enumerate((b"a", b"b", b"c")):
         add(b, key, offset, fresh_kafka)  # produced just now, whatever the transaction's time
-    events = b.decode(time.monotonic(), time.monotonic() + 5, lambda tp: 0)
+    events = b.decode(time.monotonic(), time.monotonic() + 5, lambda tp, epoch, offset: True)
     assert [e.recipient.event_id for e in events] == ["paid-now"]
     assert [e.recipient.event_id for e in expired] == ["paid-4-days-ago"]
     # Declared but missing: no guess from the Kafka timestamp, a dead letter saying so.

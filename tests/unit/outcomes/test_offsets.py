@@ -109,3 +109,80 @@ def test_finishing_a_request_s_events_at_once_leaves_the_state_one_finish_each_w
         assert _state(many) == _state(one)
         for tracker in (one, many):
             tracker.committed(tracker.commit_points())
+
+
+# A partition's fetch position can move back within one assignment: librdkafka resets it after it
+# detects log truncation (an unclean leader election) or an out-of-range offset with
+# auto.offset.reset=earliest. The records from there on are read again, and may not be the ones
+# read before at the same offsets.
+
+def _read(tracker: OffsetTracker, offsets: range) -> int:
+    epoch = 0
+    for offset in offsets:
+        epoch = tracker.track(TP, offset, size=10)
+    return epoch
+
+
+def test_a_position_moved_back_is_committed_before_anything_past_it() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    first = _read(tracker, range(100, 110))
+    for offset in range(100, 110):
+        tracker.finish(TP, offset, first)
+    tracker.committed(tracker.commit_points())
+    again = _read(tracker, range(105, 108))
+    # A restart now must read 105 again: the commit point goes back to it at once.
+    assert tracker.commit_points() == {TP: 105}
+    tracker.committed({TP: 105})
+    for offset in range(105, 108):
+        tracker.finish(TP, offset, again)
+    assert tracker.commit_points() == {TP: 108}
+    assert tracker.unfinished_bytes == 0
+
+
+def test_the_first_copy_s_outcome_does_not_finish_the_record_read_again() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    first = _read(tracker, range(100, 110))
+    again = _read(tracker, range(105, 108))
+    assert again != first
+    for offset in range(100, 110):  # the first copies' outcomes, 105 to 109 included
+        tracker.finish(TP, offset, first)
+    assert tracker.commit_points() == {TP: 105}
+    assert not tracker.live(TP, first, 105) and tracker.live(TP, again, 105)
+    for offset in range(105, 108):
+        tracker.finish(TP, offset, again)
+    assert tracker.commit_points() == {TP: 108}
+    assert tracker.unfinished(TP) == 0 and tracker.unfinished_bytes == 0
+
+
+def test_records_below_the_new_position_still_hold_the_commit_point() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    first = _read(tracker, range(100, 110))
+    again = _read(tracker, range(105, 106))
+    tracker.finish(TP, 105, again)
+    assert tracker.commit_points() == {}  # 100 to 104 have no outcome yet: they are not read again
+    assert tracker.live(TP, first, 104)
+    for offset in range(100, 105):
+        tracker.finish(TP, offset, first)
+    assert tracker.commit_points() == {TP: 106}
+    # Only the bytes of records that can still get an outcome are counted: 100-104 and 105 twice
+    # would be 70; the first 105 to 109 were dropped when the position moved back.
+    assert tracker.unfinished_bytes == 0
+
+
+def test_a_position_moved_back_twice() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    first = _read(tracker, range(100, 110))
+    second = _read(tracker, range(106, 110))
+    third = _read(tracker, range(103, 104))
+    assert tracker.live(TP, first, 102) and not tracker.live(TP, first, 103)
+    assert not tracker.live(TP, second, 106) and tracker.live(TP, third, 103)
+    tracker.finish(TP, 103, third)
+    for offset in range(100, 110):
+        tracker.finish(TP, offset, first)
+        tracker.finish(TP, offset, second)
+    assert tracker.commit_points() == {TP: 104}
+    assert tracker.unfinished(TP) == 0 and tracker.unfinished_bytes == 0
