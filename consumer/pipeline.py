@@ -226,6 +226,7 @@ class Pipeline:
         now_ms = int(time.time() * 1000)  # when these were read, for receipts: once per poll
         track, add, snapshot, topics = self.tracker.track, self.backlog.add, InboundRecord.of, self._topic_names
         tps: dict[tuple[str, int], tuple[str, int]] = {}  # one tuple per partition, not per record
+        moves_back = self.tracker.moves_back
         for message in messages:
             error = message.error()
             if error is not None:
@@ -239,12 +240,25 @@ class Pipeline:
             taken_bytes += size
             consumed[topic] = consumed.get(topic, 0) + 1
             add(record, tp, track(tp, record.offset(), size, now))
+        if self.tracker.moves_back != moves_back:
+            self._drop_superseded()
         taken = sum(consumed.values())
         if taken:
             self._record_bytes = max(1, (self._record_bytes + taken_bytes // taken) // 2)
         # Counted per poll, not per record: a metric lock per record is measurable at 20k/s.
         for topic, count in consumed.items():
             self.metrics.events_consumed.labels(topic).inc(count)
+
+    def _drop_superseded(self) -> None:
+        """A partition's position moved back (consumer/outcomes/offsets.py): the first copies of
+        the records read again leave the batches and the held events, as a revoked partition's
+        do; those a sender holds already are sent, and their outcomes no longer count."""
+        live = self.tracker.live
+        dropped = self.delivery.drop(lambda e: not live(e.tp, e.epoch, e.offset))
+        self._held = deque((at, [e for e in events if live(e.tp, e.epoch, e.offset)]) for at, events in self._held)
+        if dropped:
+            log.info("%d buffered events dropped: their records are read again", len(dropped),
+                     extra={"count": len(dropped)})
 
     def _consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -331,10 +345,11 @@ class Pipeline:
 
     def _late_acceptance(self, events: list[PendingEvent], outcome: Outcome) -> None:
         """Events Pisano accepted after their partition was revoked or lost (a request outlives
-        REVOKE_GRACE_MS: a retry waiting for its throttle slot, a slow Pisano). Their offsets are
-        the next owner's, who reads them again and finds their ids delivered: its receipt can only
-        say `duplicate`. Only this replica knows they were accepted, so their receipts are written
-        here, committing nothing: the first receipt of each origin tells the truth."""
+        REVOKE_GRACE_MS: a retry waiting for its throttle slot, a slow Pisano), or after its
+        position moved back past them. Their offsets are the next owner's (or the copy's read
+        again), which finds their ids delivered: its receipt can only say `duplicate`. Only this
+        replica knows they were accepted, so their receipts are written here, committing nothing:
+        the first receipt of each origin tells the truth."""
         assert self.receipts is not None
         for event in events:
             self.receipts.record(event.message, "delivered", lambda: None, recipient=event.recipient,

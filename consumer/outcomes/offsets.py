@@ -53,12 +53,16 @@ class _Partition:
     # Epochs read before the position moved back, each with the offset below which its records
     # still count.
     earlier: list[tuple[int, int]] = field(default_factory=list)
+    # Once the position moved back, a commit confirmed at or below this may have been sent before:
+    # such confirmations say nothing of what the broker holds now (a later commit overrode it).
+    confirms_above: int = -1
 
 
 class OffsetTracker:
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _Partition] = {}
         self.unfinished_bytes = 0
+        self.moves_back = 0  # positions moved back so far: the poll loop then drops the first copies
 
     def assign(self, tp: TopicPartition) -> None:
         self.revoke(tp)
@@ -104,9 +108,7 @@ class OffsetTracker:
                     "truncated or its offset reset; records from there are processed again, and an event "
                     "delivered already is skipped by its id", tp[0], tp[1], position, part.last,
                     extra={"topic": tp[0], "partition": tp[1], "offset": position})
-        part.earlier = [(epoch, min(below, position)) for epoch, below in part.earlier]
-        part.earlier.append((part.epoch, position))
-        part.epoch = next(_epochs)
+        self.moves_back += 1
         pending, sizes = part.pending, part.sizes
         while pending and pending[-1] >= position:  # `pending` ascends: the copies read again are its tail
             offset = pending.pop()
@@ -114,9 +116,15 @@ class OffsetTracker:
             self.unfinished_bytes -= sizes.pop(offset, 0)
             part.finished.discard(offset)
             part.waited.pop(offset, None)
+        # Kept until the partition is revoked, so that `live` stays exact for every copy: one
+        # entry per move back, and those are rare.
+        part.earlier = [(epoch, min(below, position)) for epoch, below in part.earlier]
+        part.earlier.append((part.epoch, position))
+        part.epoch = next(_epochs)
         if not pending and (part.next_offset is None or part.next_offset > position):
             part.next_offset = position
         part.committed = None  # what the broker holds may now be past the new position
+        part.confirms_above = max(part.confirms_above, part.last + 1)  # above any commit sent before
 
     def finish(self, tp: TopicPartition, offset: int, epoch: int) -> None:
         part = self._partitions.get(tp)
@@ -124,9 +132,10 @@ class OffsetTracker:
             self._finish(part, (offset,))
 
     def finish_events(self, events: Iterable[PendingEvent]) -> list[PendingEvent]:
-        """`finish` for every event of its partition's current epoch, a partition at a time in
+        """`finish` for every event whose outcome still counts (`live`), a partition at a time in
         C-level passes (a delivered request ends 5000 of them); returns those events, in
-        partition order. The others were revoked meanwhile: their next owner reads them again."""
+        partition order. The others were revoked meanwhile (their next owner reads them again) or
+        read again after their partition's position moved back (the copy read again counts)."""
         current: list[PendingEvent] = []
         for tp, group in groupby(sorted(events, key=TP), TP):
             part = self._partitions.get(tp)
@@ -212,9 +221,13 @@ class OffsetTracker:
         return out
 
     def committed(self, points: dict[TopicPartition, int]) -> None:
+        """The broker confirmed these commits. Confirmations can arrive out of order, so only a
+        higher one counts; after a move back, only one above every commit sent before it (until
+        then the commit point is sent again each time: the broker may hold a lower one)."""
         for tp, offset in points.items():
             part = self._partitions.get(tp)
-            if part is not None and (part.committed is None or offset > part.committed):
+            if part is not None and offset > part.confirms_above \
+                    and (part.committed is None or offset > part.committed):
                 part.committed = offset
 
 

@@ -186,3 +186,24 @@ def test_a_position_moved_back_twice() -> None:
         tracker.finish(TP, offset, second)
     assert tracker.commit_points() == {TP: 104}
     assert tracker.unfinished(TP) == 0 and tracker.unfinished_bytes == 0
+
+
+def test_a_confirmation_of_a_commit_sent_before_the_position_moved_back_is_not_taken_for_the_broker_s() -> None:
+    """Found in review: the late confirmation of 110 was kept as what the broker holds, the real
+    one of 105 ignored as lower, and 110 was never committed again once the records read again
+    reached it (the broker stayed at 105)."""
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    first = _read(tracker, range(100, 110))
+    for offset in range(100, 110):
+        tracker.finish(TP, offset, first)
+    before = tracker.commit_points()
+    again = _read(tracker, range(105, 106))
+    after = tracker.commit_points()
+    assert (before, after) == ({TP: 110}, {TP: 105})
+    tracker.committed(before)  # late: sent before the move back
+    tracker.committed(after)
+    _read(tracker, range(106, 110))
+    for offset in range(105, 110):
+        tracker.finish(TP, offset, again)
+    assert tracker.commit_points() == {TP: 110}
