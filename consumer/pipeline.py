@@ -382,9 +382,9 @@ class Pipeline:
             return
         confirmed = {(p.topic, p.partition): p.offset for p in partitions if p.error is None and p.offset >= 0}
         log.debug("commit confirmed: %s", ",".join(f"{t}[{p}]@{o}" for (t, p), o in confirmed.items()))
-        self.tracker.committed(confirmed)
-        if self.receipts is not None:
-            self.receipts.committed(confirmed)
+        counted = self.tracker.committed(confirmed)
+        if self.receipts is not None:  # not a confirmation from before a move back: the marks above it still count
+            self.receipts.committed(counted)
 
     # ------------------------------------------------------------------ group membership
 

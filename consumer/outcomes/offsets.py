@@ -220,15 +220,18 @@ class OffsetTracker:
                 out[tp] = part.next_offset
         return out
 
-    def committed(self, points: dict[TopicPartition, int]) -> None:
-        """The broker confirmed these commits. Confirmations can arrive out of order, so only a
-        higher one counts; after a move back, only one above every commit sent before it (until
-        then the commit point is sent again each time: the broker may hold a lower one)."""
+    def committed(self, points: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The broker confirmed these commits; returns those that tell what it holds now.
+        Confirmations can arrive out of order, so only a higher one counts; after a move back,
+        only one above every commit sent before it (until then the commit point is sent again each
+        time: the broker may hold a lower one)."""
+        counted = {}
         for tp, offset in points.items():
             part = self._partitions.get(tp)
             if part is not None and offset > part.confirms_above \
                     and (part.committed is None or offset > part.committed):
-                part.committed = offset
+                part.committed = counted[tp] = offset
+        return counted
 
 
 def _live_earlier(part: _Partition, epoch: int, offset: int) -> bool:
