@@ -239,9 +239,10 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     state = build_state(settings)
     require_noeviction(state.client, allow=settings.redis_allow_eviction)
     destinations = build_destinations(settings, state)
-    decoder = build_decoder(registry_connection(settings), settings.avro_schema_file)
     route = router(destinations, settings)
     loaded = load_mapper(settings)
+    # Only the fields the mapper reads make the decoded record: the rest are checked, not kept.
+    decoder = build_decoder(registry_connection(settings), settings.avro_schema_file, loaded.fields_read())
     mapper = RoutedMapper(loaded, route)
     admission = build_admission(settings, state, loaded)
     cooldown = build_cooldown(settings, state, admission)

@@ -32,7 +32,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -156,17 +156,19 @@ def _direct(writer: Any, reader: Any) -> BufferReader | None:
     return read
 
 
-def reader_for(writer: Any, reader: Any = None) -> Reader:
+def reader_for(writer: Any, reader: Any = None, reads: Collection[tuple[str, ...]] | None = None) -> Reader:
     """A function reading one record of `writer` (resolved into `reader`, if given) from a payload
     at an offset: (what `fastavro.schemaless_reader(buffer, writer, reader)` returns, the offset
     after it), or an exception where fastavro raises one.
 
     Without resolution (no reader schema, or the writer's own) a reader generated for the schema
     (avro_compiled.py: about half fastavro's time) if a probe at load reads exactly as fastavro;
-    with resolution, or a schema that module leaves to fastavro, fastavro itself."""
+    with resolution, or a schema that module leaves to fastavro, fastavro itself. `reads`: the
+    record paths the mapper reads (`Mapper.fields_read`); a compiled reader leaves the other fields
+    out of the record, fastavro reads them all."""
     if _COMPILED_WORKS and (not reader or reader == writer):
         try:
-            return compile_reader(writer)
+            return compile_reader(writer, reads)
         except Exception as exc:  # Unsupported, or anything Python refuses to compile: fastavro reads it
             log.info("Avro schema read by fastavro, not a compiled reader (%s)", str(exc)[:200])
     direct = _direct(writer, reader) if _DIRECT_WORKS else None
@@ -220,9 +222,9 @@ def _read(payload: bytes, offset: int, read: Reader) -> Mapping[str, Any]:
 class SchemalessDecoder:
     """Plain Avro (no header), written with the one local schema."""
 
-    def __init__(self, schema: Any) -> None:
+    def __init__(self, schema: Any, reads: Collection[tuple[str, ...]] | None = None) -> None:
         self.schema = schema
-        self._read = reader_for(schema)
+        self._read = reader_for(schema, reads=reads)
 
     def decode(self, value: bytes) -> Mapping[str, Any]:
         return _read(value, 0, self._read)
@@ -284,9 +286,10 @@ class RegistryDecoder:
     """
 
     def __init__(self, registry: RegistryClient, reader_schema: Any | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, reads: Collection[tuple[str, ...]] | None = None) -> None:
         self.registry = registry
         self.reader_schema = reader_schema
+        self.reads = reads
         self.clock = clock
         # Schema id -> the reader of its records (the writer schema resolved into the reader schema).
         self._readers: dict[int, Reader] = {}
@@ -329,7 +332,7 @@ class RegistryDecoder:
                 log.warning("%s; its records are dead-lettered as unsupported_schema", exc)
                 raise
             self._unknown.pop(schema_id, None)
-            read = self._readers[schema_id] = reader_for(writer, self.reader_schema)
+            read = self._readers[schema_id] = reader_for(writer, self.reader_schema, self.reads)
             log.info("schema id %d loaded from the registry", schema_id)
             return read
 
@@ -350,10 +353,12 @@ def _remember(cache: OrderedDict[int, Any], schema_id: int, value: Any) -> None:
         cache.popitem(last=False)
 
 
-def build_decoder(registry: RegistryConnection | None, schema_file: Path | None) -> Decoder:
+def build_decoder(registry: RegistryConnection | None, schema_file: Path | None,
+                  reads: Collection[tuple[str, ...]] | None = None) -> Decoder:
     """Confluent framing through the registry (its URL without credentials, basic auth, TLS from
-    consumer/config/registry.py), or plain Avro with the schema file."""
+    consumer/config/registry.py), or plain Avro with the schema file; `reads` as in `reader_for`."""
     if registry is not None:
         reader = load_schema_file(schema_file) if schema_file else None
-        return RegistryDecoder(RegistryClient(registry.url, verify=registry.verify, auth=registry.auth), reader)
-    return SchemalessDecoder(load_schema_file(schema_file or default_schema_file()))
+        return RegistryDecoder(RegistryClient(registry.url, verify=registry.verify, auth=registry.auth), reader,
+                               reads=reads)
+    return SchemalessDecoder(load_schema_file(schema_file or default_schema_file()), reads)

@@ -19,6 +19,9 @@ What it promises (tests/unit/ingest/test_avro_compiled.py checks it against fast
 - A block count larger than the bytes left fails at once: every item takes at least a byte
   (avro.check_schema refuses arrays of items that take none; map keys are strings), so a few
   bytes claiming 2**60 items cannot loop.
+- Given the record paths a mapping reads (`compile_reader(writer, reads)`), the fields on none of
+  them are left out of their records, but read and checked all the same: what a path finds, the
+  bytes used and the errors are those of the whole reader (tests hold it to that).
 - Nothing from the schema becomes code: names, symbols, sizes and converters are arguments of
   the generated factory; the source holds only identifiers and numbers generated here, so a
   hostile registry schema cannot inject code.
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -92,12 +95,19 @@ _INLINE_TIMESTAMPS: dict[str, tuple[Any, datetime, str]] = {
     if getattr(_SHIPPED, function, None) is not None}
 
 
-def compile_reader(writer: Any) -> CompiledReader:
+def compile_reader(writer: Any, reads: Collection[tuple[str, ...]] | None = None) -> CompiledReader:
     """A reader of one value of this writer schema (parsed or not): `read(payload, offset)` returns
-    `(value, end)` or raises (module docstring)."""
+    `(value, end)` or raises (module docstring).
+
+    `reads`: the record paths the caller reads (field names from the top record down, as a
+    mapping's dotted paths), or None for all. A record field on none of them is left out of its
+    dict. It is still read and checked as it would be (the same bytes, the same errors: a record
+    is dead-lettered or not whatever the mapping reads), but a timestamp left out is checked against
+    datetime's range instead of converted: the conversion was a sixth of the default schema's
+    read. Records inside arrays, maps and shared named types are read whole."""
     named: dict[str, Any] = {}
     parsed = fastavro.parse_schema(writer, named)
-    gen = _Generator(named)
+    gen = _Generator(named, None if reads is None else frozenset(map(tuple, reads)))
     gen.count_uses(parsed)
     body: list[str] = []
     value = gen.emit(parsed, body, 3, 0)
@@ -125,8 +135,12 @@ def compile_reader(writer: Any) -> CompiledReader:
 class _Generator:
     """Source lines reading each node; every value from the schema becomes a factory argument."""
 
-    def __init__(self, named: dict[str, Any]) -> None:
+    def __init__(self, named: dict[str, Any], scope: frozenset[tuple[str, ...]] | None = None) -> None:
         self.named = named
+        # The paths still read below the record being generated (None: all of it), and whether
+        # the value being generated is left out (read, checked, not kept).
+        self.scope = scope
+        self.dropping = False
         self.params: list[str] = []
         self.args: list[Any] = []
         self.helpers: list[list[str]] = []
@@ -195,7 +209,12 @@ class _Generator:
         if kind == "array" or kind == "map":
             if indent > _HELPER_INDENT:
                 return self.call(self.helper(node, depth), out, indent)
-            value = self.array(node, out, indent, depth) if kind == "array" else self.map(node, out, indent, depth)
+            scope, self.scope = self.scope, None  # a dotted path does not index items: they are read whole
+            try:
+                value = (self.array(node, out, indent, depth) if kind == "array"
+                         else self.map(node, out, indent, depth))
+            finally:
+                self.scope = scope
         elif isinstance(kind, str) and kind in PRIMITIVES:
             value = self.primitive(kind, out, indent)
         else:
@@ -219,9 +238,15 @@ class _Generator:
         pad = "    " * indent
         if kind in ("record", "error"):
             pairs = []
-            for field in node.get("fields", ()):  # read in order; the dict built once they all are
-                value = self.emit(field["type"], out, indent, depth + 1)
-                pairs.append(f"{self.const(field['name'])}: {value}")
+            scope, dropping = self.scope, self.dropping
+            try:
+                for field in node.get("fields", ()):  # read in order; the dict built once they all are
+                    kept = self.enter(field["name"], scope, dropping)
+                    value = self.emit(field["type"], out, indent, depth + 1)
+                    if kept:
+                        pairs.append(f"{self.const(field['name'])}: {value}")
+            finally:
+                self.scope, self.dropping = scope, dropping
             return self.logical(node, "{" + ", ".join(pairs) + "}", out, indent)
         if kind == "enum":
             symbols = tuple(node.get("symbols", ()))
@@ -243,15 +268,30 @@ class _Generator:
             return self.logical(node, value, out, indent)
         raise Unsupported("an unknown named type")
 
+    def enter(self, name: str, scope: frozenset[tuple[str, ...]] | None, dropping: bool) -> bool:
+        """Set the scope of the record field `name` (in a record read with `scope`); whether the
+        field is kept in the record's dict."""
+        if scope is None or dropping:
+            self.scope = None
+            return True
+        below = frozenset(path[1:] for path in scope if path and path[0] == name)
+        self.scope = None if () in below else below or None
+        self.dropping = not below
+        return bool(below)
+
     def helper(self, node: Any, depth: int, name: str | None = None) -> str:
-        """A function reading `node`, defined once in the factory: `f(b, p, L)` -> (value, p)."""
+        """A function reading `node`, defined once in the factory: `f(b, p, L)` -> (value, p).
+        It reads the whole value (it may be called where other paths are read)."""
         function = self.var("h")
         body: list[str] = []
         if name is not None:
             self.defining.append(name)
+        scope, dropping = self.scope, self.dropping
+        self.scope, self.dropping = None, False
         try:
             value = self.named_body(node, body, 2, depth) if name is not None else self.emit(node, body, 2, depth)
         finally:
+            self.scope, self.dropping = scope, dropping
             if name is not None:
                 self.defining.pop()
         self.helpers.append([f"    def {function}(b, p, L):", *body, f"        return {value}, p"])
@@ -380,10 +420,24 @@ class _Generator:
         pad = "    " * indent
         inline = _INLINE_TIMESTAMPS.get(key)
         if inline is not None and convert is inline[0]:
-            out.append(f"{pad}{converted} = {self.const(inline[1])} + _timedelta(0, 0, {inline[2]}{value})")
+            conversion = f"{self.const(inline[1])} + _timedelta(0, 0, {inline[2]}{value})"
+            if self.dropping:  # left out: converted only where the conversion raises, to raise as it does
+                low, high = _timestamp_range(inline[1], inline[2])
+                out.append(f"{pad}if not {self.const(low)} <= {value} <= {self.const(high)}:")
+                out.append(f"{pad}    {conversion}")
+                return value
+            out.append(f"{pad}{converted} = {conversion}")
         else:
             out.append(f"{pad}{converted} = {self.const(convert)}({value}, {self.const(node)}, None)")
         return converted
+
+
+def _timestamp_range(epoch: datetime, prefix: str) -> tuple[int, int]:
+    """The numbers `epoch + timedelta(0, 0, <prefix>number)` converts without overflowing:
+    datetime's range in milliseconds (prefix "0, ") or microseconds since `epoch`."""
+    unit = timedelta(milliseconds=1) if prefix else timedelta(microseconds=1)
+    first, last = datetime.min.replace(tzinfo=epoch.tzinfo), datetime.max.replace(tzinfo=epoch.tzinfo)
+    return -((epoch - first) // unit), (last - epoch) // unit
 
 
 def min_bytes(node: Any, named: Mapping[str, Any], seen: frozenset[str] = frozenset(),

@@ -99,12 +99,19 @@ class Mapper:
         calls this. Mappers that do not read Kafka metadata need not define it."""
         return self.map(record)
 
+    def fields_read(self) -> frozenset[tuple[str, ...]] | None:
+        """The record paths `map` reads (field names from the top record down), so that the
+        decoder may leave the other fields out of the record it passes; None (this default) when
+        it may read any: the whole record."""
+        return None
+
 
 def compile_path(key: str, expression: Any) -> Path_:
     if not isinstance(expression, str) or not expression.strip():
         raise ConfigError(f"mapping {key}: expected a JMESPath expression, got {expression!r}")
-    if _DOTTED.match(expression):
-        return _dotted(tuple(expression.split(".")))
+    steps = _dotted_steps(expression)
+    if steps is not None:
+        return _dotted(steps)
     if is_kafka_path(expression):
         return compile_kafka_path(key, expression)
     try:
@@ -113,6 +120,24 @@ def compile_path(key: str, expression: Any) -> Path_:
         raise ConfigError(f"mapping {key}: {expression!r} is not valid JMESPath ({exc})") from None
     search = compiled.search
     return lambda record, kafka: search(record)
+
+
+def _dotted_steps(expression: str) -> tuple[str, ...] | None:
+    """The field names of a plain dotted path (`customer.phone`), or None for any other expression."""
+    return tuple(expression.split(".")) if _DOTTED.match(expression) else None
+
+
+def record_paths(expressions: list[str]) -> frozenset[tuple[str, ...]] | None:
+    """The record paths these (compiled, so valid) expressions read: a dotted path its fields, a
+    `$kafka.*` path none; None if one is JMESPath, which may read anything."""
+    paths = set()
+    for expression in expressions:
+        steps = _dotted_steps(expression)
+        if steps is not None:
+            paths.add(steps)
+        elif not is_kafka_path(expression):
+            return None
+    return frozenset(paths)
 
 
 def _dotted(steps: tuple[str, ...]) -> Path_:
@@ -227,11 +252,28 @@ class DeclarativeMapper(Mapper):
         self.custom_types = self._types("custom_attributes", spec.get("custom_attributes"))
         self.built_in_types = self._types("built_in_responses", spec.get("built_in_responses"))
         self.event_time = compile_path("event_time", spec["event_time"]) if spec.get("event_time") else None
+        # Every path above, for the decoder (`fields_read`): the fields no path reads are left out.
+        expressions = [spec["event_id"], spec["phone"]]
+        if spec.get("campaign_id"):
+            expressions.append(spec["campaign_id"])
+        if self.routes is not None:
+            expressions.append(spec["campaign_routes"]["field"])
+        for key in ("custom_attributes", "built_in_responses"):
+            expressions += _attribute_paths(key, spec.get(key))
+        if spec.get("event_time"):
+            expressions.append(spec["event_time"])
+        self._reads = record_paths(expressions)
         # Said once, at load (and by `pisano-sms check`): not an error, some companies have none.
         self.warnings: list[str] = []
         if "external_id" not in (spec.get("custom_attributes") or {}):
             self.warnings.append(EXTERNAL_ID_WARNING)
             log.warning("%s: %s", source, EXTERNAL_ID_WARNING)
+
+    def fields_read(self) -> frozenset[tuple[str, ...]] | None:
+        # A subclass mapping in its own way may read other fields: it gets the whole record.
+        if type(self).map_kafka is not DeclarativeMapper.map_kafka or type(self).map is not DeclarativeMapper.map:
+            return None
+        return self._reads
 
     @classmethod
     def from_context(cls, context: MapperContext) -> DeclarativeMapper:
@@ -353,6 +395,11 @@ def _typed(typed: tuple[tuple[str, Path_, Converter], ...], record: Mapping[str,
         value = path(record, kafka)
         if value is not None:
             out[name] = convert(value)
+
+
+def _attribute_paths(key: str, spec: Any) -> list[str]:
+    """The paths of an attribute map (checked by `_paths` and `_types` already)."""
+    return [_attribute(key, name, value)[0] for name, value in spec.items()] if isinstance(spec, dict) else []
 
 
 def _attribute(key: str, name: Any, spec: Any) -> tuple[Any, str]:

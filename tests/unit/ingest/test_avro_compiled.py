@@ -27,12 +27,13 @@ import fastavro
 import httpx
 import pytest
 
-from consumer.config.resources import default_schema_file
+from consumer.config.resources import default_mapping_file, default_schema_file
 from consumer.errors import DecodeError, UnsupportedSchemaError
 from consumer.ingest import avro as avro_module
 from consumer.ingest import avro_compiled
 from consumer.ingest.avro import RegistryClient, RegistryDecoder, SchemalessDecoder, check_schema, reader_for
 from consumer.ingest.avro_compiled import Unsupported, compile_reader
+from consumer.ingest.mapping import DeclarativeMapper
 from consumer.ingest.samples import encode, transaction
 from tests.support.zigzag import varint
 
@@ -582,3 +583,99 @@ def test_the_registry_path_reads_from_offset_5_and_fails_only_with_decode_errors
                 assert expected[1] == len(payload)
                 decoded += 1
     assert decoded > 200 and refused > 50
+
+
+# ---------------------------------------------------------------- reading only the paths a mapping reads
+
+
+def record_paths_of(node: Any, named: dict[str, Any], path: tuple[str, ...] = (),
+                    depth: int = 0) -> set[tuple[str, ...]]:
+    """Every path of field names into the schema's records (through unions and named types)."""
+    if depth > 6:
+        return set()
+    if isinstance(node, str):
+        return record_paths_of(named[node], named, path, depth + 1) if node in named else set()
+    if isinstance(node, list):
+        return set().union(*(record_paths_of(branch, named, path, depth + 1) for branch in node))
+    if isinstance(node, dict) and node.get("type") in ("record", "error"):
+        found: set[tuple[str, ...]] = set()
+        for field in node["fields"]:
+            below = (*path, field["name"])
+            found.add(below)
+            found |= record_paths_of(field["type"], named, below, depth + 1)
+        return found
+    return set()
+
+
+def walk(value: Any, path: tuple[str, ...]) -> Any:
+    """What a mapping's dotted path finds (consumer/ingest/mapping.py `_walk`)."""
+    for step in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
+def compare_projected(full: Any, projected: Any, reads: set[tuple[str, ...]], payload: bytes) -> str:
+    """Both raise the same, or both read the same bytes and every read path finds the same value."""
+    ours, theirs = outcome(projected, payload, 0), outcome(full, payload, 0)
+    if isinstance(theirs, Exception):
+        assert isinstance(ours, Exception), (payload, reads, ours, theirs)
+        assert (type(ours), str(ours)) == (type(theirs), str(theirs)), (payload, reads, ours, theirs)
+        return "both raise"
+    assert not isinstance(ours, Exception), (payload, reads, ours, theirs)
+    assert ours[1] == theirs[1], (payload, reads)
+    for path in reads:
+        assert same(walk(ours[0], path), walk(theirs[0], path)), (payload, path, ours, theirs)
+    return "same paths" if len(repr(ours[0])) == len(repr(theirs[0])) else "fewer fields"
+
+
+def test_a_reader_of_some_paths_reads_them_as_the_whole_reader_and_fails_where_it_fails() -> None:
+    """The projection may leave fields out, never change what a path finds, the bytes read or
+    whether (and how) a record fails: a record is dead-lettered or not whatever the mapping reads."""
+    rng = random.Random(SEED + 1)
+    counts = {"both raise": 0, "same paths": 0, "fewer fields": 0}
+    for _ in range(SCHEMAS // 2):
+        case = Case(rng)
+        paths = sorted(record_paths_of(case.schema, case.named))
+        full = compile_reader(case.schema)
+        for _ in range(3):
+            reads = set(rng.sample(paths, k=rng.randrange(0, len(paths) + 1)))
+            if rng.random() < 0.3:
+                reads.add(("no such field",))
+            projected = compile_reader(case.schema, reads)
+            for _ in range(VALUES_PER_SCHEMA // 2):
+                payload = case.payload()
+                if payload is None:
+                    continue
+                counts[compare_projected(full, projected, reads, payload)] += 1
+                for _ in range(MUTATIONS_PER_VALUE // 2):
+                    counts[compare_projected(full, projected, reads, mutate(rng, payload))] += 1
+    print(f"\nreaders of some paths vs the whole reader: {counts}")
+    assert counts["fewer fields"] > 500 and counts["both raise"] > 2000
+
+
+@pytest.mark.parametrize("kind", ["timestamp-millis", "local-timestamp-millis", "timestamp-micros",
+                                  "local-timestamp-micros"])
+def test_a_timestamp_left_out_fails_exactly_where_its_conversion_fails(kind: str) -> None:
+    schema = fastavro.parse_schema({"type": "record", "name": "R", "fields": [
+        {"name": "at", "type": {"type": "long", "logicalType": kind}}, {"name": "id", "type": "string"}]})
+    full, projected = compile_reader(schema), compile_reader(schema, [("id",)])
+    low, high = -62_135_596_800_000, 253_402_300_799_999  # datetime's range in milliseconds since 1970
+    if kind.endswith("micros"):
+        low, high = low * 1000, high * 1000 + 999
+    for number in (low - 1, low, low + 1, -1, 0, high - 1, high, high + 1, 2**63 - 1, -(2**63)):
+        payload = varint(number) + b"\x02x"
+        assert compare_projected(full, projected, {("id",)}, payload) == ("fewer fields" if low <= number <= high
+                                                                          else "both raise"), number
+
+
+def test_the_default_mapping_reads_a_sixth_less_of_the_default_schema() -> None:
+    """What the consumer decodes with the default mapping: the fields it maps, no datetime."""
+    schema = avro_module.load_schema_file(default_schema_file())
+    reads = DeclarativeMapper.from_file(default_mapping_file()).fields_read()
+    assert reads is not None
+    record = transaction("evt-1", "+905321234567", "ae51458c-9e82-417f-8f1d-e074891ea5c1", n=1)
+    value, _ = SchemalessDecoder(schema, reads)._read(encode(record, schema), 0)
+    assert list(value) == ["event_id", "customer", "campaign_id"]
+    assert value["customer"] == record["customer"]

@@ -197,3 +197,30 @@ def test_events_of_one_campaign_share_one_campaign_id_object() -> None:
     assert known_campaign(Sly(fresh)) == fresh and fresh not in _VALID_CAMPAIGNS
     with pytest.raises(UnroutableError, match="not a campaign API id"):
         mapper.map(event(campaign_id=CAMPAIGN[:-1] + "z"))
+
+
+def test_the_fields_a_mapping_reads_are_its_dotted_paths() -> None:
+    """The decoder leaves the other fields out of the record (consumer/ingest/avro_compiled.py)."""
+    spec = {"event_id": "event_id", "phone": "customer.phone", "campaign_routes": {
+                "field": "transaction_type", "routes": {"A": "ae51458c-9e82-417f-8f1d-e074891ea5c1"}},
+            "custom_attributes": {"external_id": "customer.id", "source": "$kafka.topic",
+                                  "amount": {"path": "payment.amount", "type": "float"}},
+            "built_in_responses": {"seen": {"path": "occurred_at", "type": "datetime"}},
+            "event_time": "occurred_at"}
+    assert DeclarativeMapper(spec).fields_read() == {
+        ("event_id",), ("customer", "phone"), ("transaction_type",), ("customer", "id"), ("payment", "amount"),
+        ("occurred_at",)}
+
+
+def test_a_mapping_with_a_jmespath_expression_or_a_subclass_reads_the_whole_record() -> None:
+    spec = {"event_id": "event_id", "phone": "customer.phone", "campaign_id": "campaign_id",
+            "custom_attributes": {"first": "customer.names[0]", "external_id": "customer.id"}}
+    assert DeclarativeMapper(spec).fields_read() is None
+
+    class ReadsMore(DeclarativeMapper):
+        def map(self, record: Any) -> Any:
+            return super().map(record)
+
+    spec["custom_attributes"] = {"external_id": "customer.id"}
+    assert DeclarativeMapper(spec).fields_read() is not None
+    assert ReadsMore(spec).fields_read() is None
