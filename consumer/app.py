@@ -31,7 +31,7 @@ from consumer.errors import ConfigError, UnroutableError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.kafka import make_consumer, make_producer
-from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient, load_mapper
+from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient, fields_read_by, load_mapper
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
 from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
@@ -242,7 +242,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
     route = router(destinations, settings)
     loaded = load_mapper(settings)
     # Only the fields the mapper reads make the decoded record: the rest are checked, not kept.
-    decoder = build_decoder(registry_connection(settings), settings.avro_schema_file, loaded.fields_read())
+    decoder = build_decoder(registry_connection(settings), settings.avro_schema_file, fields_read_by(loaded))
     mapper = RoutedMapper(loaded, route)
     admission = build_admission(settings, state, loaded)
     cooldown = build_cooldown(settings, state, admission)

@@ -81,7 +81,7 @@ def load_schema_file(path: Path) -> Any:
 def check_schema(schema: Any) -> None:
     """Raise UnsupportedSchemaError if decoding with this parsed schema could recurse without
     bound, nest deeper than MAX_SCHEMA_DEPTH, or read items that take no bytes (module docstring)."""
-    named: Mapping[str, Any] = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
+    named = _named_types(schema)
     depth_of: dict[str, int] = {}  # named types already measured: a DAG of references stays linear
     least: dict[str, int] = {}  # their fewest bytes (`min_bytes`), likewise
 
@@ -103,6 +103,9 @@ def check_schema(schema: Any) -> None:
         kind = node.get("type")
         if kind in ("record", "error"):
             name = node.get("name", "")
+            if not all(isinstance(field, dict) and isinstance(field.get("name"), str)
+                       for field in node.get("fields", ())):
+                raise UnsupportedSchemaError(f"record {str(name)[:64]!r} has a field name that is not a string")
             inner = (*defining, name)
             found = 1 + max((depth(field.get("type"), inner) for field in node.get("fields", ())), default=0)
             depth_of[name] = found
@@ -119,6 +122,28 @@ def check_schema(schema: Any) -> None:
         return found
 
     depth(schema, ())
+
+
+def _named_types(schema: Any) -> dict[str, Any]:
+    """Every named type the parsed schema defines, wherever: a dict schema lists them, a top-level
+    union does not (and a type defined in one branch can be used by name in a later one)."""
+    named: dict[str, Any] = dict(schema.get("__named_schemas", {})) if isinstance(schema, dict) else {}
+    nodes = [schema]
+    while nodes:  # a loop, not recursion: the schema is a tree of JSON, as deep as its author made it
+        node = nodes.pop()
+        if isinstance(node, list):
+            nodes.extend(node)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind in ("record", "error", "enum", "fixed") and isinstance(node.get("name"), str):
+                named.setdefault(node["name"], node)
+            if kind in ("record", "error"):
+                nodes.extend(field.get("type") for field in node.get("fields", ()) if isinstance(field, dict))
+            elif kind in ("array", "map"):
+                nodes.append(node.get("items" if kind == "array" else "values"))
+            elif isinstance(kind, (dict, list)):
+                nodes.append(kind)
+    return named
 
 
 Reader = Callable[[bytes, int], tuple[Any, int]]  # (payload, offset) -> (value, the offset after it)

@@ -112,6 +112,8 @@ def compile_reader(writer: Any, reads: Collection[tuple[str, ...]] | None = None
     body: list[str] = []
     value = gen.emit(parsed, body, 3, 0)
     if len(body) + sum(map(len, gen.helpers)) > MAX_LINES:
+        if reads is not None:  # a field left out can take more lines: the whole reader may fit
+            return compile_reader(writer)
         raise Unsupported(f"the reader would take over {MAX_LINES} lines")
     lines = [f"def _make({', '.join(gen.params)}):"]
     for helper in gen.helpers:

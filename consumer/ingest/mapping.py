@@ -140,6 +140,24 @@ def record_paths(expressions: list[str]) -> frozenset[tuple[str, ...]] | None:
     return frozenset(paths)
 
 
+def fields_read_by(mapper: Any) -> frozenset[tuple[str, ...]] | None:
+    """The paths `mapper.fields_read()` names, checked at start-up: None (the whole record) for a
+    mapper without the method; ConfigError for an answer that is not paths."""
+    method = getattr(mapper, "fields_read", None)  # a duck-typed plug-in may have only `map`
+    reads = method() if callable(method) else None
+    if reads is None:
+        return None
+    try:
+        paths = frozenset(reads) if not isinstance(reads, (str, bytes)) else None
+    except TypeError:
+        paths = None
+    if paths is None or not all(type(path) is tuple and path and all(type(step) is str for step in path)
+                                for path in paths):
+        raise ConfigError(f"{type(mapper).__name__}.fields_read() must return None or paths as tuples of field "
+                          "names, such as {('event_id',), ('customer', 'phone')}; fix the mapper")
+    return paths
+
+
 def _dotted(steps: tuple[str, ...]) -> Path_:
     """A dotted path as plain lookups. Decoded Avro records are dicts: `type(...) is dict` decides
     that at once, where `isinstance(..., Mapping)` goes through the ABC machinery on every step
@@ -262,7 +280,7 @@ class DeclarativeMapper(Mapper):
             expressions += _attribute_paths(key, spec.get(key))
         if spec.get("event_time"):
             expressions.append(spec["event_time"])
-        self._reads = record_paths(expressions)
+        self.mapping_paths = record_paths(expressions)
         # Said once, at load (and by `pisano-sms check`): not an error, some companies have none.
         self.warnings: list[str] = []
         if "external_id" not in (spec.get("custom_attributes") or {}):
@@ -270,10 +288,9 @@ class DeclarativeMapper(Mapper):
             log.warning("%s: %s", source, EXTERNAL_ID_WARNING)
 
     def fields_read(self) -> frozenset[tuple[str, ...]] | None:
-        # A subclass mapping in its own way may read other fields: it gets the whole record.
-        if type(self).map_kafka is not DeclarativeMapper.map_kafka or type(self).map is not DeclarativeMapper.map:
-            return None
-        return self._reads
+        # A subclass may read other fields in code of its own: it gets the whole record unless it
+        # says what it reads, overriding this (`mapping_paths` are those of the mapping file).
+        return self.mapping_paths if type(self) is DeclarativeMapper else None
 
     @classmethod
     def from_context(cls, context: MapperContext) -> DeclarativeMapper:

@@ -679,3 +679,16 @@ def test_the_default_mapping_reads_a_sixth_less_of_the_default_schema() -> None:
     value, _ = SchemalessDecoder(schema, reads)._read(encode(record, schema), 0)
     assert list(value) == ["event_id", "customer", "campaign_id"]
     assert value["customer"] == record["customer"]
+
+
+def test_a_schema_whose_projected_reader_is_too_long_is_read_whole_not_by_fastavro() -> None:
+    """Found in review: a timestamp left out takes two lines instead of one, so a schema of some
+    4,200 timestamps compiled whole but not projected, and was then read by fastavro, which takes a
+    negative union index: whether a record decoded depended on the mapping."""
+    fields = [{"name": f"t{n}", "type": {"type": "long", "logicalType": "timestamp-millis"}} for n in range(4200)]
+    schema = fastavro.parse_schema({"type": "record", "name": "R", "fields": [
+        *fields, {"name": "id", "type": ["null", "string"]}]})
+    payload = b"\x00" * 4200 + b"\x01\x02x"  # union index -1
+    for reads in (None, {("id",)}):
+        with pytest.raises(DecodeError, match="union index -1 out of range"):
+            SchemalessDecoder(schema, reads).decode(payload)

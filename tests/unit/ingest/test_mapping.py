@@ -6,7 +6,7 @@ import pytest
 from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
 from consumer.errors import ConfigError, InvalidEventError, UnroutableError
-from consumer.ingest.mapping import _VALID_CAMPAIGNS, DeclarativeMapper, known_campaign, load_mapper
+from consumer.ingest.mapping import _VALID_CAMPAIGNS, DeclarativeMapper, fields_read_by, known_campaign, load_mapper
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 OTHER = "9a1e0000-0000-4000-8000-000000000001"
@@ -218,9 +218,40 @@ def test_a_mapping_with_a_jmespath_expression_or_a_subclass_reads_the_whole_reco
     assert DeclarativeMapper(spec).fields_read() is None
 
     class ReadsMore(DeclarativeMapper):
-        def map(self, record: Any) -> Any:
-            return super().map(record)
+        """Found in review: it read a field no path names and got None for it (only an override
+        of `map` or `map_kafka` was taken for mapping in its own way)."""
+
+        @staticmethod
+        def _values(paths: Any, record: Any, kafka: Any) -> dict[str, str]:
+            return {**DeclarativeMapper._values(paths, record, kafka), "txn": str(record.get("transaction_type"))}
+
+    class SaysWhatItReads(ReadsMore):
+        def fields_read(self) -> frozenset[tuple[str, ...]] | None:
+            return None if self.mapping_paths is None else self.mapping_paths | {("transaction_type",)}
 
     spec["custom_attributes"] = {"external_id": "customer.id"}
     assert DeclarativeMapper(spec).fields_read() is not None
-    assert ReadsMore(spec).fields_read() is None
+    assert ReadsMore(spec).fields_read() is None  # a subclass gets the whole record unless it says
+    assert SaysWhatItReads(spec).fields_read() == {("event_id",), ("customer", "phone"), ("campaign_id",),
+                                                   ("customer", "id"), ("transaction_type",)}
+
+
+@pytest.mark.parametrize("answer", [{"event_id", "campaign_id"}, "event_id", [("customer", 1)], {()}, 7])
+def test_a_mapper_s_fields_read_that_are_not_paths_stop_the_start(answer: Any) -> None:
+    """Found in review: strings became tuples of characters (every record decoded to {})."""
+
+    class Odd(DeclarativeMapper):
+        def fields_read(self) -> Any:
+            return answer
+
+    with pytest.raises(ConfigError, match="fields_read"):
+        fields_read_by(Odd.from_file(default_mapping_file()))
+
+
+def test_a_mapper_without_fields_read_gets_the_whole_record() -> None:
+    class OnlyMap:
+        def map(self, record: Any) -> Any:
+            return record
+
+    assert fields_read_by(OnlyMap()) is None
+    assert fields_read_by(DeclarativeMapper.from_file(default_mapping_file())) is not None
