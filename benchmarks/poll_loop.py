@@ -117,9 +117,10 @@ def main() -> None:
     batcher = Batcher(5000, 1.0)
     lanes = Lanes({"default": Lane(batcher, NoSender())}, route=lambda campaign: "default")  # type: ignore[arg-type]
     settings = Settings(kafka_topics=[topic], pisano_url="https://pisano.invalid")
+    mapper = DeclarativeMapper.from_file(default_mapping_file())
     loop = Pipeline(settings, consumer_factory=lambda on_commit: source, producer=NoProducer(),
-                    decoder=SchemalessDecoder(default_schema()),
-                    mapper=DeclarativeMapper.from_file(default_mapping_file()),
+                    decoder=SchemalessDecoder(default_schema(), mapper.fields_read()),  # as `run` decodes
+                    mapper=mapper,
                     delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True))
     for partition in range(6):
         loop.tracker.assign((topic, partition))
