@@ -28,7 +28,7 @@ from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.errors import PisanoSmsError, PisanoTransportError, StateStoreError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_producer
-from consumer.ingest.mapping import is_campaign_id, load_mapper
+from consumer.ingest.mapping import fields_read_by, is_campaign_id, load_mapper
 from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
 from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
@@ -85,8 +85,9 @@ def _guard(name: str, check: Callable[[], tuple[str, str]]) -> Result:
 
 
 def _config(settings: Settings) -> tuple[str, str]:
-    build_decoder(registry_connection(settings), settings.avro_schema_file)
     mapper = load_mapper(settings)
+    # As `run` builds it: with the fields the mapper reads (a bad answer fails here, as at start).
+    build_decoder(registry_connection(settings), settings.avro_schema_file, fields_read_by(mapper))
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     configs = destination_configs(settings)
     if settings.outcome_topic:
