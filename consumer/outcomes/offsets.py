@@ -84,7 +84,7 @@ class OffsetTracker:
         """Whether the outcome of this record (consumed in `epoch`) still counts: false once its
         partition was revoked, or read again from at or below `offset` (see the docstring)."""
         part = self._partitions.get(tp)
-        return part is not None and (epoch == part.epoch or _live_earlier(part, epoch, offset))
+        return part is not None and _counts(part, epoch, offset)
 
     def track(self, tp: TopicPartition, offset: int, size: int = 0, now: float = 0.0) -> int:
         """Register a consumed record of `size` bytes, consumed at `now` (monotonic); returns the
@@ -128,7 +128,7 @@ class OffsetTracker:
 
     def finish(self, tp: TopicPartition, offset: int, epoch: int) -> None:
         part = self._partitions.get(tp)
-        if part is not None and (part.epoch == epoch or _live_earlier(part, epoch, offset)):
+        if part is not None and _counts(part, epoch, offset):
             self._finish(part, (offset,))
 
     def finish_events(self, events: Iterable[PendingEvent]) -> list[PendingEvent]:
@@ -143,8 +143,7 @@ class OffsetTracker:
                 continue
             events_of = list(group)
             if any(map(part.epoch.__ne__, map(EPOCH, events_of))):
-                events_of = [event for event in events_of
-                             if event.epoch == part.epoch or _live_earlier(part, event.epoch, event.offset)]
+                events_of = [event for event in events_of if _counts(part, event.epoch, event.offset)]
             current.extend(events_of)
             self._finish(part, map(OFFSET, events_of))
         return current
@@ -232,6 +231,11 @@ class OffsetTracker:
                     and (part.committed is None or offset > part.committed):
                 part.committed = counted[tp] = offset
         return counted
+
+
+def _counts(part: _Partition, epoch: int, offset: int) -> bool:
+    """Whether an outcome of the record at `offset`, consumed in `epoch`, counts in `part`."""
+    return epoch == part.epoch or _live_earlier(part, epoch, offset)
 
 
 def _live_earlier(part: _Partition, epoch: int, offset: int) -> bool:
