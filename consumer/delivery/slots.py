@@ -112,10 +112,10 @@ class SlotReserver:
         were taken for this slot; no renewal is needed while the POST leaves (at the slot, or now if
         that is later) within RENEWAL_REACH_S of them, nor of a renewal.
 
-        If preparing overran the slot by more than `max_lateness_s` (a slow Redis, a busy CPU),
-        the request could reach Pisano after a later slot's request and break a window: it takes
-        a new slot, and renews again only if that slot falls beyond the reach of the renewal just
-        made.
+        If preparing overran the slot, or the thread woke from its sleep, more than
+        `max_lateness_s` after it (a slow Redis, a busy CPU), the request could reach Pisano after
+        a later slot's request and break a window: it takes a new slot, and renews again only if
+        that slot falls beyond the reach of the renewal just made.
         "go": POST now; "refused": a claim could not be renewed (do not send); "stopped"."""
         renewed_at = fresh
         while True:
@@ -131,10 +131,12 @@ class SlotReserver:
                 if not renew():
                     return "refused"
                 renewed_at = time.monotonic()
+            if self.stop.wait(max(0.0, slot_at - time.monotonic())):
+                return "stopped"
+            # Checked after the last sleep, not before it: a thread given the CPU back late (a busy
+            # machine) would otherwise POST late, after a later slot's request.
             if self.max_lateness_s is not None and time.monotonic() - slot_at > self.max_lateness_s:
                 self.dm.throttle_wasted.inc()
                 slot_at = None
                 continue
-            if self.stop.wait(max(0.0, slot_at - time.monotonic())):
-                return "stopped"
             return "go"

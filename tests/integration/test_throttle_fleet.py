@@ -60,6 +60,7 @@ def test_four_skewed_processes_share_one_budget_exactly(stack: Stack, redis_clie
     ratios = [period / (times[j + limit] - times[j]) for j in steady]
     used = sum(ratios) / len(ratios)
     print(json.dumps({"requests": len(times), "measured": len(ratios), "utilisation": round(used, 4),
-                      "lowest": round(min(ratios), 4), "refusals": [r["refusals"] for r in results]}))
+                      "lowest": round(min(ratios), 4), "refusals": [r["refusals"] for r in results],
+                      "wasted": [r["wasted"] for r in results]}))
     assert len(ratios) >= 50
     assert used >= 0.99

@@ -43,3 +43,31 @@ def test_a_post_within_reach_of_the_claim_does_not_renew() -> None:
     now = time.monotonic()
     assert slots.ready(now + 0.05, lambda: renewals.append(now) is None, fresh=now - RENEWAL_REACH_S / 2) == "go"
     assert not renewals
+
+
+class _OversleepsOnce(threading.Event):
+    """A stop event whose first timed wait returns `by` seconds late: the thread got the CPU back
+    late, as on a busy machine."""
+
+    def __init__(self, by: float) -> None:
+        super().__init__()
+        self.by = by
+
+    def wait(self, timeout: float | None = None) -> bool:
+        stopped = super().wait(timeout)
+        if timeout and self.by:
+            time.sleep(self.by)
+            self.by = 0.0
+        return stopped
+
+
+def test_a_post_woken_late_past_its_slot_takes_a_new_slot() -> None:
+    # The check before the last sleep passed; the sleep itself ended 0.2 s after the slot. Sent
+    # now, the request could reach Pisano after a later slot's request: it must take a new slot.
+    metrics, stop = Metrics(), _OversleepsOnce(0.2)
+    slots = SlotReserver(NoLimiter(), metrics, stop, RedisOutage(metrics, stop), 30.0, "default",
+                         max_lateness_s=0.05)
+    now = time.monotonic()
+    assert slots.ready(now + 0.01, lambda: True, fresh=now) == "go"
+    assert metrics.throttle_wasted.labels("default")._value.get() == 1
+    assert metrics.throttle_slots.labels("default")._value.get() == 1  # the new slot
