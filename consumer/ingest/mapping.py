@@ -41,7 +41,7 @@ ENTRY_POINT_GROUP = "pisano_sms.mappers"
 MAX_EVENT_ID_CHARS = 256  # ids become Redis keys; a huge one is garbage, not an id
 MAX_ATTRIBUTE_CHARS = 1024
 
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _KEYS = {"event_id", "phone", "phone_region", "phone_format", "phone_foreign", "campaign_id",
          "campaign_routes", "custom_attributes", "built_in_responses", "event_time", "time_zone"}
 EXTERNAL_ID_WARNING = ("the mapping sends no `external_id` custom attribute: Pisano's unsubscribe only holds "
@@ -109,6 +109,9 @@ class Mapper:
 def compile_path(key: str, expression: Any) -> Path_:
     if not isinstance(expression, str) or not expression.strip():
         raise ConfigError(f"mapping {key}: expected a JMESPath expression, got {expression!r}")
+    # Surrounding whitespace is not part of a path (JMESPath ignores it too): a YAML `|` block
+    # ends one in a newline.
+    expression = expression.strip()
     steps = _dotted_steps(expression)
     if steps is not None:
         return _dotted(steps)
@@ -124,7 +127,8 @@ def compile_path(key: str, expression: Any) -> Path_:
 
 def _dotted_steps(expression: str) -> tuple[str, ...] | None:
     """The field names of a plain dotted path (`customer.phone`), or None for any other expression."""
-    return tuple(expression.split(".")) if _DOTTED.match(expression) else None
+    expression = expression.strip()  # as compile_path reads it
+    return tuple(expression.split(".")) if _DOTTED.fullmatch(expression) else None
 
 
 def record_paths(expressions: list[str]) -> frozenset[tuple[str, ...]] | None:

@@ -236,6 +236,19 @@ def test_a_mapping_with_a_jmespath_expression_or_a_subclass_reads_the_whole_reco
                                                    ("customer", "id"), ("transaction_type",)}
 
 
+
+def test_a_path_written_as_a_yaml_block_still_finds_its_field() -> None:
+    """A YAML `|` block ends the path in a newline. A dotted path's `$` matched before it, so
+    `customer.phone\n` looked for a field named `phone\n`: every event dead-lettered as invalid."""
+    spec = {"event_id": "event_id\n", "phone": "customer.phone\n", "campaign_id": "campaign_id",
+            "custom_attributes": {"external_id": "customer.id\n"}}
+    mapper = DeclarativeMapper(spec)
+    recipient = mapper.map(event())
+    assert (recipient.event_id, recipient.phone, recipient.custom_attributes) == (
+        "e1", "+905321234567", {"external_id": "c1"})
+    paths = mapper.fields_read()
+    assert paths is None or all(not step.endswith("\n") for path in paths for step in path)
+
 @pytest.mark.parametrize("answer", [{"event_id", "campaign_id"}, "event_id", [("customer", 1)], {()}, 7])
 def test_a_mapper_s_fields_read_that_are_not_paths_stop_the_start(answer: Any) -> None:
     """Found in review: strings became tuples of characters (every record decoded to {})."""
