@@ -398,8 +398,11 @@ class Pipeline:
         if partitions:
             log.info("assigned %s", _names(partitions))
         consumer.incremental_assign(partitions)
-        if self._paused and partitions:
-            consumer.pause(partitions)
+        # Said either way: librdkafka keeps a partition's pause across an unassign and an assign, so
+        # one revoked while the replica was paused, assigned back after it resumed, would never be
+        # fetched again.
+        if partitions:
+            (consumer.pause if self._paused else consumer.resume)(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
