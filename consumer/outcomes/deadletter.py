@@ -102,8 +102,11 @@ def replay_count(message: Any) -> int:
 def error_text(message: str) -> str:
     """An error message as it may stand in a header: every reader of the DLQ sees it, so no phone
     number (Pisano's or a mapper's text may echo one) and no URL credential. Cut before redacting
-    (the work stays bounded) with room to spare, then again after (no half number is left)."""
-    return redact_phones(mask_urls_in_text(message[: MAX_MESSAGE_CHARS * 4]))[:MAX_MESSAGE_CHARS]
+    (the work stays bounded) with room to spare, then again after (no half number is left). A lone
+    surrogate (valid in a JSON string, so in Pisano's answer or a mapper's error) is written as its
+    escape: strict UTF-8 refuses it, and the dead-letter could not be produced at all."""
+    text = message[: MAX_MESSAGE_CHARS * 4].encode("utf-8", "backslashreplace").decode("utf-8")
+    return redact_phones(mask_urls_in_text(text))[:MAX_MESSAGE_CHARS]
 
 
 def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | None = None, *,
@@ -133,7 +136,7 @@ def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | No
         "dlq.failed.at": (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         REPLAYS_HEADER: replay_count(message),
     }
-    ours = [(k, str(v).encode()) for k, v in added.items() if v is not None]
+    ours = [(k, str(v).encode("utf-8", "backslashreplace")) for k, v in added.items() if v is not None]
     others = compat_headers(message, failure.reason, message_text, group or "") if compat else []
     return original + ours + others
 
@@ -260,7 +263,12 @@ class DeadLetterQueue:
 
     def _produce(self, pending: _Pending) -> None:
         message = pending.message
-        headers = dead_letter_headers(message, pending.failure, group=self.group, compat=self.compat_headers)
+        try:
+            headers = dead_letter_headers(message, pending.failure, group=self.group, compat=self.compat_headers)
+        except Exception as exc:  # one record's text must never stop the poll loop: its reason still goes
+            log.error("could not write the dead-letter headers (%s); sending the reason and origin only",
+                      type(exc).__name__, extra=_context(message))
+            headers = _minimal_headers(message, pending.failure)
         value = message.value()
         if pending.omit_value:
             headers.append(("dlq.value.omitted", str(len(value or b"")).encode()))
@@ -320,6 +328,15 @@ class DeadLetterQueue:
             self._on_failure()
         log.error("dead-letter to %s failed (%s); producing it again in %.1fs, offsets wait", self.topic, why,
                   backoff, extra=_context(pending.message))
+
+
+def _minimal_headers(message: Any, failure: Failure) -> list[tuple[str, bytes]]:
+    """The reason and the origin, from values of our own: what `replay` and the alerts need."""
+    added = {"dlq.reason": failure.reason, "dlq.original.topic": message.topic(),
+             "dlq.original.partition": message.partition(), "dlq.original.offset": message.offset(),
+             "pisano.error.message": "the message could not be written; see the consumer's log",
+             ATTEMPT_HEADER: failure.attempt_id}  # an ambiguous record's replay needs it
+    return [(k, str(v).encode("utf-8", "backslashreplace")) for k, v in added.items() if v is not None]
 
 
 def _context(message: Any) -> dict[str, Any]:

@@ -198,7 +198,9 @@ def _number(n: int) -> bytes:
 
 
 def _text_bytes(text: str) -> bytes:
-    data = text.encode("utf-8")
+    # A lone surrogate (Pisano's request id is any JSON string) is written as its escape: strict
+    # UTF-8 refuses it, and the poll loop would fail on a request already accepted.
+    data = text.encode("utf-8", "backslashreplace")
     return _number(len(data)) + data
 
 
