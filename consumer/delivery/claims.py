@@ -93,6 +93,9 @@ class Claim:
         # long the rest of the preparation took.
         self.claimed_at: float | None = None
         self._held: dict[str, bool] = {}  # claimed event id -> a request carrying it may have left
+        # Claimed ids of signed replays -> the attempt each replays: their release puts its unknown
+        # mark back (consumer/state/lua/settle.lua). Empty for every batch without a replay.
+        self._replays: dict[str, str] = {}
         # Settled on exit, for the sender to report: (events, whether a request may have left).
         self.left_over: list[tuple[str, bool]] = []
 
@@ -132,8 +135,8 @@ class Claim:
         (one more round trip, only when there is such an event), so the outcomes are the ones the
         steps taken in turn would give: suppressed before skipped, skipped or ambiguous before
         cooldown. Signed replays of ambiguous dead-letters are the exception: with the opt-out list
-        on, they are claimed only once it has answered (a second round trip, for them alone), since
-        releasing a replay's claim would erase the unknown mark it overrode.
+        on, they are claimed only once it has answered (a second round trip, for them alone), so that
+        a replay the list refuses never overrides the unknown mark at all.
 
         A lost reply (a timeout, a failover) leaves the ids maybe claimed under this tag. Claims
         and reservations are idempotent per tag, so the trip is asked again under the same tag: its
@@ -162,7 +165,10 @@ class Claim:
             if self.suppression is not None and screen else None
         asked = self.phones.ask(claim) if self.phones is not None and claim else None
         ids = event_ids(claim)  # once for the claim, the release after a lost reply and `_held`
-        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(claim, ids))]
+        requests = _requests(claim, ids)
+        if requests.replays is not None:
+            self._replays.update((i, r) for i, r in zip(ids, requests.replays, strict=True) if r)
+        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests)]
         if lookup is not None:
             assert self.suppression is not None
             steps.append(self.suppression.stage(lookup))
@@ -234,7 +240,7 @@ class Claim:
                     raise
 
     def _release_steps(self, ids: list[str], keys: list[str]) -> list[Step[Any]]:
-        steps: list[Step[Any]] = [self.dedup.stage_settle(Settlement.RELEASED, self.tag, ids)]
+        steps: list[Step[Any]] = [self._dedup_step(Settlement.RELEASED, ids)]
         if self.phones is not None and keys:
             steps.append(self.phones.policy.store.stage_settle(PhoneFate.RELEASED, self.tag, keys))
         return steps
@@ -288,12 +294,18 @@ class Claim:
     def _settle_ids(self, outcome: Settlement, ids: list[str]) -> None:
         self._record(outcome, ids, [])
 
+    def _dedup_step(self, outcome: Settlement, ids: list[str]) -> Step[Any]:
+        """The dedup store's settlement of these ids; a release names the replays among them."""
+        replays = [self._replays.get(i) for i in ids] \
+            if self._replays and outcome is Settlement.RELEASED else None
+        return self.dedup.stage_settle(outcome, self.tag, ids, replays=replays)
+
     def _record(self, outcome: Settlement, ids: list[str], keys: list[str]) -> None:
         """Record an outcome in Redis for these ids and phone keys (one round trip), retrying while
         Redis is away (bounded, not interruptible: an outcome must be recorded if at all possible)."""
         if not ids and not keys:
             return
-        steps: list[Step[Any]] = [self.dedup.stage_settle(outcome, self.tag, ids)]
+        steps: list[Step[Any]] = [self._dedup_step(outcome, ids)]
         if self.phones is not None and keys:
             steps.append(self.phones.policy.store.stage_settle(PHONE_FATES[outcome], self.tag, keys))
         for attempt in range(1, SETTLE_TRIES + 1):

@@ -123,11 +123,15 @@ class DedupStore(Protocol):
     def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
         """`claim` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
+               replays: Sequence[str | None] | None = None) -> None:
         """Record a request's outcome: delivered and unknown (naming the attempt `tag`) overwrite any
-        claim; released only removes the caller's own claim."""
+        claim; released only removes the caller's own claim. `replays`: for a release, each id's
+        `replay_of` (None when no id is a replay); a replay's claim released leaves the id unknown
+        under the attempt it replays, as before the claim overrode it."""
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
+                     replays: Sequence[str | None] | None = None) -> Step[None]:
         """`settle` as a step of a shared round trip."""
 
     def state(self, event_id: str) -> str | None:
@@ -225,8 +229,7 @@ class RedisDedup:
             legacy = self._legacy(layout, groups, event_ids)
         calls = []
         for g, (base, rows) in enumerate(groups):
-            overrides = [(j + 1, replays[i]) for j, i in enumerate(rows.indexes) if replays[i]] if replays else []
-            calls.append((base, [*_packed(rows), *_sparse(overrides), *legacy.arguments(g)]))
+            calls.append((base, [*_packed(rows), *_sparse(_overrides(rows, replays)), *legacy.arguments(g)]))
         head = [tag, self.lease_ms, self.horizon_ms, layout.slice_ms]
         return Step.remote("the dedup claim", self.client, self._calls("claim", head, calls, legacy),
                            lambda replies: self._statuses(groups, replies, event_ids))
@@ -246,10 +249,12 @@ class RedisDedup:
                 statuses[i], attempts[i] = status, attempt
         return ClaimStatuses([s for s in statuses if s is not None], attempts)
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
-        together([self.stage_settle(outcome, tag, event_ids)])
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
+               replays: Sequence[str | None] | None = None) -> None:
+        together([self.stage_settle(outcome, tag, event_ids, replays=replays)])
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
+                     replays: Sequence[str | None] | None = None) -> Step[None]:
         if not event_ids:
             return Step.answered(None)
         with translated("the dedup update"):
@@ -258,7 +263,11 @@ class RedisDedup:
             # Only an unknown mark must not cover a delivered one; delivered overwrites and a
             # release touches only the caller's claims, which 0.2.0 never wrote.
             legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
-        calls = [(base, [*_packed(rows), *legacy.arguments(g)]) for g, (base, rows) in enumerate(groups)]
+        released = outcome is Settlement.RELEASED
+        restores = replays if released and replays is not None and any(replays) else None
+        calls = [(base, [*_packed(rows), *(_sparse(_overrides(rows, restores)) if released else ()),
+                         *legacy.arguments(g)])
+                 for g, (base, rows) in enumerate(groups)]
         return Step.remote("the dedup update", self.client,
                            self._calls("settle", [outcome.value, tag, self.horizon_ms, layout.slice_ms], calls, legacy),
                            lambda replies: None)
@@ -368,6 +377,11 @@ class _Legacy:
 
 def _packed(rows: Rows) -> list[Any]:
     return [len(rows), b"".join(rows.fields)]
+
+
+def _overrides(rows: Rows, replays: Sequence[str | None] | None) -> list[tuple[int, Any]]:
+    """(1-based index in the bucket's call, replay_of) of the bucket's ids that are replays."""
+    return [(j + 1, replays[i]) for j, i in enumerate(rows.indexes) if replays[i]] if replays else []
 
 
 def _sparse(items: list[tuple[int, Any]]) -> list[Any]:

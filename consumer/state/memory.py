@@ -106,18 +106,24 @@ class MemoryDedup:
     def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
         return Step.local("the dedup claim", lambda: self.claim(tag, requests))
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
-        return Step.local("the dedup update", lambda: self.settle(outcome, tag, event_ids))
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
+                     replays: Sequence[str | None] | None = None) -> Step[None]:
+        return Step.local("the dedup update", lambda: self.settle(outcome, tag, event_ids, replays=replays))
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
+               replays: Sequence[str | None] | None = None) -> None:
         now = self.clock()
         mine = f"c|{tag}|"
         with self._lock:
-            for event_id in event_ids:
+            for i, event_id in enumerate(event_ids):
                 value = self._get(event_id, now)
                 if outcome is Settlement.RELEASED:
                     if value is not None and value.startswith(mine):
-                        del self._marks[event_id]
+                        replay_of = replays[i] if replays else None
+                        if replay_of:  # as settle.lua: the unknown mark the replay's claim overrode
+                            self._marks[event_id] = _Entry(f"u|{replay_of}", self._expiry(now))
+                        else:
+                            del self._marks[event_id]
                 elif outcome is Settlement.DELIVERED:
                     self._marks[event_id] = _Entry("d", self._expiry(now))
                 elif value != "d":

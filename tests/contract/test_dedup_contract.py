@@ -77,6 +77,27 @@ def test_two_copies_of_an_ambiguous_event_replayed_send_at_most_once(make_dedup)
     assert codes(a.claim(a.new_tag(), ids("e1", replay_of=copy1))) == "D"
 
 
+def test_a_released_replay_puts_back_the_unknown_mark_it_overrode(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """Found in review: a replay's request that certainly failed (retries exhausted, a send window
+    closed, a phone in cooldown) released its claim, which deleted the id's mark: attempt X's
+    unknown fate was forgotten, and a plain copy of the event was then claimed and sent."""
+    (a,) = make_dedup()
+    x = a.new_tag()
+    a.claim(x, ids("e1", "e2"))
+    a.settle(Settlement.UNKNOWN, x, ["e1", "e2"])
+    replay = a.new_tag()
+    assert codes(a.claim(replay, [ClaimRequest("e1", x), ClaimRequest("e3")])) == "CC"
+    a.settle(Settlement.RELEASED, replay, ["e1", "e3"], replays=[x, None])
+    assert a.state("e1") == f"u|{x}" and a.state("e3") is None
+    plain = a.claim(a.new_tag(), ids("e1"))
+    assert codes(plain) == "U" and plain.attempts == [x]
+    assert codes(a.claim(a.new_tag(), ids("e1", replay_of=x))) == "C"  # the SRE may replay it again
+    # Only the caller's own claim is released: another replay's live claim stays as it is.
+    live = a.new_tag()
+    assert codes(a.claim(live, ids("e2", replay_of=x))) == "C"
+    a.settle(Settlement.RELEASED, a.new_tag(), ["e2"], replays=[x])
+    assert str(a.state("e2")).startswith(f"c|{live}|")
+
 def test_a_replay_of_another_reason_never_overrides_an_unknown_mark(make_dedup) -> None:  # type: ignore[no-untyped-def]
     """Finding 1, variant: a duplicate dead-lettered with 13001 (no claim taken) and replayed after
     the token fix carries no attempt: its sibling's unknown mark stands."""
