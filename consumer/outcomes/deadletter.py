@@ -110,11 +110,13 @@ def error_text(message: str) -> str:
 
 
 def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | None = None, *,
-                        group: str | None = None, compat: bool = False) -> list[tuple[str, bytes]]:
+                        group: str | None = None, compat: bool = False,
+                        bare: bool = False) -> list[tuple[str, bytes]]:
     """The original headers (without ours or the compat sets: a record failing again gets fresh
-    ones), then ours, then with `compat` Connect's and Spring's (consumer/outcomes/compat_headers.py)."""
-    original = [(k, v if v is not None else b"") for k, v in headers_of(message)
-                if not k.startswith(WRITTEN_HEADER_PREFIXES)]
+    ones), then ours, then with `compat` Connect's and Spring's (consumer/outcomes/compat_headers.py).
+    `bare`: ours only, a few hundred bytes whatever the record."""
+    original = [] if bare else [(k, v if v is not None else b"") for k, v in headers_of(message)
+                                if not k.startswith(WRITTEN_HEADER_PREFIXES)]
     _, timestamp = message.timestamp()
     message_text = error_text(failure.message)
     added: dict[str, str | int | None] = {
@@ -137,8 +139,13 @@ def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | No
         REPLAYS_HEADER: replay_count(message),
     }
     ours = [(k, str(v).encode("utf-8", "backslashreplace")) for k, v in added.items() if v is not None]
-    others = compat_headers(message, failure.reason, message_text, group or "") if compat else []
+    others = compat_headers(message, failure.reason, message_text, group or "") if compat and not bare else []
     return original + ours + others
+
+
+# What a dead-letter keeps of its record, step by step while the topic refuses it as too large:
+# every step is smaller, and the last is bounded (our headers only), so refusals end.
+WHOLE, WITHOUT_VALUE, BARE = 0, 1, 2
 
 
 @dataclass
@@ -147,7 +154,7 @@ class _Pending:
     failure: Failure
     on_done: Callable[[], None]
     attempts: int = 0
-    omit_value: bool = False
+    shrink: int = WHOLE  # how much of the record the topic's size limit left in it
     sent_alone: bool = False  # retried once with its value after a batch it was in was too large
     not_before: float = 0.0
     origin: Origin | None = None  # with dead-letter marks only
@@ -264,28 +271,34 @@ class DeadLetterQueue:
     def _produce(self, pending: _Pending) -> None:
         message = pending.message
         try:
-            headers = dead_letter_headers(message, pending.failure, group=self.group, compat=self.compat_headers)
+            headers = dead_letter_headers(message, pending.failure, group=self.group, compat=self.compat_headers,
+                                          bare=pending.shrink >= BARE)
         except Exception as exc:  # one record's text must never stop the poll loop: its reason still goes
             log.error("could not write the dead-letter headers (%s); sending the reason and origin only",
                       type(exc).__name__, extra=_context(message))
             headers = _minimal_headers(message, pending.failure)
-        value = message.value()
-        if pending.omit_value:
+        key, value = message.key(), message.value()
+        if pending.shrink >= WITHOUT_VALUE:
             headers.append(("dlq.value.omitted", str(len(value or b"")).encode()))
             value = b""
+        if pending.shrink >= BARE:
+            headers.append(("dlq.headers.omitted", str(len(headers_of(message))).encode()))
+            if key:
+                headers.append(("dlq.key.omitted", str(len(key)).encode()))
+                key = None
         try:
             self.producer.produce(
-                self.topic, key=message.key(), value=value, headers=headers,
+                self.topic, key=key, value=value, headers=headers,
                 on_delivery=lambda err, _msg: self._delivered(pending, err),
             )
         except BufferError:
             self._later(pending, "the producer queue is full")
         except Exception as exc:  # KafkaException for a record the client refuses outright
-            if "MSG_SIZE_TOO_LARGE" in str(exc) and not pending.omit_value:
-                pending.omit_value = True
+            if "MSG_SIZE_TOO_LARGE" in str(exc) and pending.shrink < BARE:
+                pending.shrink += 1
                 self._produce(pending)
             else:
-                pending.omit_value = False
+                pending.shrink = WHOLE
                 self._later(pending, str(exc))
 
     def _delivered(self, pending: _Pending, err: KafkaError | None) -> None:
@@ -295,7 +308,7 @@ class DeadLetterQueue:
                 self._acknowledged.append(pending.origin)
             pending.on_done()
             return
-        if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and not pending.omit_value and not pending.sent_alone \
+        if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and pending.shrink == WHOLE and not pending.sent_alone \
                 and len(pending.message.value() or b"") < SMALL_RECORD_BYTES:
             # The broker refuses a whole producer batch when it is too large: a small record
             # may just have shared one with a large record. Once more, with its value.
@@ -303,17 +316,20 @@ class DeadLetterQueue:
             pending.sent_alone = True
             self._produce(pending)
             return
-        if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and not pending.omit_value:
-            # The dead-letter topic takes smaller records than the source; keep the headers (and
-            # the source offset) rather than nothing. The value is still in the source topic.
-            log.warning("dead-letter too large for %s; sending it without its value", self.topic,
+        if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and pending.shrink < BARE:
+            # The dead-letter topic takes smaller records than the source: keep our headers (and the
+            # source offset) rather than nothing; the record is still in the source topic. First
+            # without its value; then, if its bulk is its headers or key, with our headers alone.
+            pending.shrink += 1
+            log.warning("dead-letter too large for %s; sending it %s", self.topic,
+                        "without its value" if pending.shrink == WITHOUT_VALUE
+                        else "with our headers only (no value, key or original headers)",
                         extra=_context(pending.message))
-            pending.omit_value = True
             self._produce(pending)
             return
-        # Refused even without its value: the topic is misconfigured, not our record too large.
-        # Keep the value for the next attempt, once someone fixed the topic.
-        pending.omit_value = False
+        # Refused even with our headers alone: the topic is misconfigured, not our record too
+        # large. Keep everything for the next attempt, once someone fixed the topic.
+        pending.shrink = WHOLE
         self._later(pending, err.str())
 
     def _later(self, pending: _Pending, why: str) -> None:
@@ -334,6 +350,7 @@ def _minimal_headers(message: Any, failure: Failure) -> list[tuple[str, bytes]]:
     """The reason and the origin, from values of our own: what `replay` and the alerts need."""
     added = {"dlq.reason": failure.reason, "dlq.original.topic": message.topic(),
              "dlq.original.partition": message.partition(), "dlq.original.offset": message.offset(),
+             "dlq.failed.at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
              "pisano.error.message": "the message could not be written; see the consumer's log",
              ATTEMPT_HEADER: failure.attempt_id}  # an ambiguous record's replay needs it
     return [(k, str(v).encode("utf-8", "backslashreplace")) for k, v in added.items() if v is not None]
