@@ -92,12 +92,12 @@ class RedisCircuitStore:
             pipe.hgetall(self._key)
             pipe.pttl(self._cooldown_key)
             fields, cooldown_left = pipe.execute()
-        return {k.decode(): v.decode() for k, v in fields.items()}, int(cooldown_left)
+        return {_text(k): _text(v) for k, v in fields.items()}, int(cooldown_left)
 
     def previous_cooldown_ms(self) -> int | None:
         with translated("reading the circuit"):
             previous = self.client.hget(self._key, "cooldown_ms")
-        return int(previous) if previous else None
+        return stored_number(_text(previous)) if previous else None
 
     def write_open(self, fields: dict[str, str], cooldown_ms: int) -> None:
         with translated("opening the circuit"):
@@ -123,6 +123,17 @@ class RedisCircuitStore:
     def clear(self) -> None:
         with translated("closing the circuit"):
             self.client.delete(self._key, self._cooldown_key, self._probe_key)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def stored_number(text: str | None) -> int | None:
+    """A stored number, None when absent or malformed: a hash written by hand or by another
+    version must not raise in every sender turn and stall the destination; a trip without its
+    code still holds the circuit open for its cool-down."""
+    return int(text) if text and text.isascii() and text.isdigit() else None
 
 
 class CircuitBreaker:
@@ -151,8 +162,7 @@ class CircuitBreaker:
                 return self._state, self._trip
         fields, cooldown_left = self.store.read()
         state: State = "closed" if not fields else ("open" if cooldown_left > 0 else "half_open")
-        trip = Trip(int(fields["code"]) if fields.get("code") else None,
-                    int(fields["status"]) if fields.get("status") else None,
+        trip = Trip(stored_number(fields.get("code")), stored_number(fields.get("status")),
                     fields.get("message", "")) if fields else None
         with self._lock:
             self._state, self._trip, self._read_at = state, trip, time.monotonic()

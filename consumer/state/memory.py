@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from consumer.config.windows import RateWindow
+from consumer.state.circuit import stored_number
 from consumer.state.dead_letters import Origin
 from consumer.state.dedup import (
     LEGACY_ATTEMPT,
@@ -310,7 +311,7 @@ class MemoryCircuitStore:
     def previous_cooldown_ms(self) -> int | None:
         with self._lock:
             value = self._fields.get("cooldown_ms")
-        return int(value) if value else None
+        return stored_number(value)
 
     def write_open(self, fields: dict[str, str], cooldown_ms: int) -> None:
         with self._lock:

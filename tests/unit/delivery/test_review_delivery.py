@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from consumer.errors import PisanoApiError
+from consumer.state.circuit import CircuitBreaker, Trip
 from consumer.state.dedup import ClaimRequest, Settlement
-from tests.support.fakes import FakePisano, event, rig
+from consumer.state.memory import MemoryCircuitStore
+from tests.support.fakes import CAMPAIGN, FakePisano, event, rig
+
+OTHER = "0f5b1c2e-1111-4222-8333-944455556666"
 
 
 def test_a_replay_that_certainly_failed_leaves_the_unknown_mark_it_overrode() -> None:
@@ -25,3 +31,34 @@ def test_a_replay_that_certainly_failed_leaves_the_unknown_mark_it_overrode() ->
     copy = rig(dedup=r.dedup)
     copy.process([event(1)])
     assert copy.kinds() == {"e1": {"dead_letter"}} and not copy.pisano.requests
+
+
+def test_a_malformed_campaign_circuit_ends_its_events_and_does_not_stall_the_destination() -> None:
+    """A campaign circuit's hash with a code that is not a number (written by hand, or by another
+    version) raised ValueError in every sender turn, before the handler meant for it: that
+    campaign kept the turn, and no event of any campaign of the destination got an outcome."""
+    r = rig()
+    store = r.sender.destination.campaigns.stores(CAMPAIGN)
+    store.write_open({"code": "13002-x", "status": "404", "message": "m"}, 60_000)
+    r.batcher.max_wait_s = 0.0
+    r.batcher.add([event(1)])
+    time.sleep(0.01)
+    r.batcher.add([event(2, campaign=OTHER)])
+    r.sender.start()
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and len(r.kinds()) < 2:
+            time.sleep(0.05)
+    finally:
+        r.sender.stop(2)
+    assert r.kinds() == {"e1": {"dead_letter"}, "e2": {"delivered"}}
+
+
+def test_a_circuit_hash_with_malformed_numbers_reads_as_open_without_them() -> None:
+    store = MemoryCircuitStore()
+    store.write_open({"code": "x", "status": "4O4", "message": "m"}, 60_000)
+    store._fields["cooldown_ms"] = "soon"
+    breaker = CircuitBreaker(store, cooldown_ms=1000, max_cooldown_ms=8000, probe_lease_ms=1000)
+    assert breaker.state() == ("open", Trip(None, None, "m"))
+    breaker.open(Trip(13002, 404, "again"))  # a malformed previous cool-down counts as none
+    assert store.previous_cooldown_ms() == 1000
