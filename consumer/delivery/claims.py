@@ -248,8 +248,10 @@ class Claim:
     def _release(self, ids: list[str], keys: list[str]) -> None:
         """Release, in one round trip, the ids claimed and the phones reserved that their events do
         not use (suppressed, skipped, held, ambiguous, or refused by the cooldown); retried like any
-        settlement. A release that never lands costs only time: a claim or a reservation lapses
-        with its lease (a reservation then counts as a contact: at worst a survey not sent)."""
+        settlement. A release that never lands costs no duplicate, but not only time either: the
+        claim lapses into an unknown mark, so a copy of that event read later is dead-lettered as
+        `ambiguous` though it was never sent (replayable after a check), and a reservation counts
+        as a contact (at worst a survey not sent)."""
         self._record(Settlement.RELEASED, ids, keys)
 
     def renew(self, events: Sequence[PendingEvent]) -> bool:

@@ -18,6 +18,7 @@ would still leave late takes a new slot and renews again (ARCHITECTURE.md invari
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,9 @@ PREPARE_LEAD_S = 0.2
 # is that noise, not preparation overrunning the slot (with PISANO_RATE_MARGIN_MS=0 every request
 # would otherwise count as late and take slot after slot).
 LATENESS_FLOOR_S = 0.02
+LATE_LOG_EVERY_S = 60.0  # a machine too slow for the margin says so once a minute, not per slot
+
+log = logging.getLogger(__name__)
 # A renewal (or the claim) made at most this long before a POST leaves covers it: the claim's lease
 # outlives the longest request by a margin (Settings.claim_lease_margin_ms, 10 s), so renewing
 # nearer the slot buys nothing. Any nearer bound loses a request on a slow Redis: a renewal that
@@ -64,6 +68,7 @@ class SlotReserver:
         # With a throttle, no slot sooner than the preparation's lead: a request prepared after an
         # immediate slot (a claim of 5000 ids on a busy machine) would leave late and lose it.
         self._prepare_s = PREPARE_LEAD_S if max_lateness_s is not None else 0.0
+        self._late_said_at = -LATE_LOG_EVERY_S
 
     def reserve(self, turn_wait: Callable[[float], bool] | None = None) -> float | None:
         """Reserve a slot: its time on this process's monotonic clock (None if stopping).
@@ -106,6 +111,17 @@ class SlotReserver:
             return slot_at
         return None
 
+    def _said_late(self, late_s: float) -> None:
+        now = time.monotonic()
+        if now - self._late_said_at < LATE_LOG_EVERY_S:
+            return
+        self._late_said_at = now
+        assert self.max_lateness_s is not None
+        log.warning("a request was ready %.0f ms after its throttle slot, more than the %.0f ms allowed "
+                    "(PISANO_RATE_MARGIN_MS / 2): it took a new slot. If throttle_slots_wasted_total keeps "
+                    "growing, the replica is short of CPU or Redis is slow: give it CPU, or raise "
+                    "PISANO_RATE_MARGIN_MS", late_s * 1000, self.max_lateness_s * 1000)
+
     def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: float | None = None) -> Ready:
         """Be ready to POST at `slot_at` (a new slot is reserved when None): sleep to the slot's
         lead time, `renew` the claims there, sleep to the slot. `fresh`: when (monotonic) the claims
@@ -135,8 +151,10 @@ class SlotReserver:
                 return "stopped"
             # Checked after the last sleep, not before it: a thread given the CPU back late (a busy
             # machine) would otherwise POST late, after a later slot's request.
-            if self.max_lateness_s is not None and time.monotonic() - slot_at > self.max_lateness_s:
+            late = time.monotonic() - slot_at
+            if self.max_lateness_s is not None and late > self.max_lateness_s:
                 self.dm.throttle_wasted.inc()
+                self._said_late(late)
                 slot_at = None
                 continue
             return "go"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from consumer.delivery.outage import RedisOutage
 from consumer.delivery.slots import RENEWAL_REACH_S, SlotReserver
 from consumer.operations.metrics import Metrics
@@ -61,7 +63,7 @@ class _OversleepsOnce(threading.Event):
         return stopped
 
 
-def test_a_post_woken_late_past_its_slot_takes_a_new_slot() -> None:
+def test_a_post_woken_late_past_its_slot_takes_a_new_slot(caplog: pytest.LogCaptureFixture) -> None:
     # The check before the last sleep passed; the sleep itself ended 0.2 s after the slot. Sent
     # now, the request could reach Pisano after a later slot's request: it must take a new slot.
     metrics, stop = Metrics(), _OversleepsOnce(0.2)
@@ -71,3 +73,4 @@ def test_a_post_woken_late_past_its_slot_takes_a_new_slot() -> None:
     assert slots.ready(now + 0.01, lambda: True, fresh=now) == "go"
     assert metrics.throttle_wasted.labels("default")._value.get() == 1
     assert metrics.throttle_slots.labels("default")._value.get() == 1  # the new slot
+    assert "raise PISANO_RATE_MARGIN_MS" in caplog.text  # what to do if it keeps happening
