@@ -281,7 +281,7 @@ class Pipeline:
             # dead-letter that is not there (a record read again is not dead-lettered twice).
             self._finish(message, tp, offset, epoch, "dead_letter", recipient=recipient, failure=failure)
 
-        self.dlq.send(message, failure, done)
+        self.dlq.send(message, failure, done, counts=lambda: self.tracker.live(tp, epoch, offset))
 
     def _finish(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, kind: str, *,
                 recipient: Recipient | None = None, failure: Failure | None = None, reason: str | None = None,
@@ -296,7 +296,8 @@ class Pipeline:
             return  # revoked meanwhile (or read again): the copy that counts writes its receipt
         self.receipts.record(message, kind, lambda: self.tracker.finish(tp, offset, epoch), recipient=recipient,
                              failure=failure, reason=reason, request_id=request_id,
-                             pisano_request_id=pisano_request_id, attempts=attempts, decided_at_ms=decided_at_ms)
+                             pisano_request_id=pisano_request_id, attempts=attempts, decided_at_ms=decided_at_ms,
+                             counts=lambda: self.tracker.live(tp, epoch, offset))
 
     def _receipts_in_flight(self) -> int:
         return self.receipts.in_flight if self.receipts is not None else 0

@@ -159,6 +159,7 @@ class _Pending:
     not_before: float = 0.0
     origin: Origin | None = None  # with dead-letter marks only
     generation: int = 0  # its partition's generation when it was sent (`DeadLetterQueue.forget`)
+    counts: Callable[[], bool] | None = None  # whether its record's outcome still counts (the tracker's)
 
 
 class DeadLetterQueue:
@@ -182,10 +183,14 @@ class DeadLetterQueue:
         # Bumped when a partition is revoked or lost: its dead-letters sent before are abandoned.
         self._generations: dict[tuple[str, int], int] = {}
 
-    def send(self, message: Any, failure: Failure, on_done: Callable[[], None]) -> None:
+    def send(self, message: Any, failure: Failure, on_done: Callable[[], None], *,
+             counts: Callable[[], bool] | None = None) -> None:
+        """`counts`: whether the record's outcome still counts; once it does not (its partition's
+        position moved back past it: the record read again is dead-lettered as itself), a
+        dead-letter still waiting for its topic is dropped, not produced as a second copy."""
         self.in_flight += 1
         # Read once: a retried dead-letter must not read a Kafka message's headers again.
-        pending = _Pending(InboundRecord.of(message), failure, on_done)
+        pending = _Pending(InboundRecord.of(message), failure, on_done, counts=counts)
         pending.generation = self._generations.get((pending.message.topic(), pending.message.partition()), 0)
         if self.marks is None:
             self._produce(pending)
@@ -205,7 +210,8 @@ class DeadLetterQueue:
 
     def _abandoned(self, pending: _Pending) -> bool:
         message = pending.message
-        return pending.generation != self._generations.get((message.topic(), message.partition()), 0)
+        return pending.generation != self._generations.get((message.topic(), message.partition()), 0) \
+            or (pending.counts is not None and not pending.counts())
 
     def _keep(self, pendings: list[_Pending]) -> list[_Pending]:
         kept = [p for p in pendings if not self._abandoned(p)]
@@ -220,13 +226,13 @@ class DeadLetterQueue:
             now = time.monotonic()
             due = [p for p in self._retry if p.not_before <= now]
             self._retry = [p for p in self._retry if p.not_before > now]
-            for pending in due:
+            for pending in self._keep(due):
                 self._produce(pending)
 
     def _produce_unchecked(self) -> None:
         """Produce the dead-letters sent since the last poll, except those whose origin was
         dead-lettered before (one lookup for all of them)."""
-        pending, self._unchecked = self._unchecked, []
+        pending, self._unchecked = self._keep(self._unchecked), []
         if not pending or self.marks is None:
             return
         seen = [False] * len(pending)

@@ -265,6 +265,7 @@ class _Pending:
     not_before: float = 0.0
     tp: TopicPartition = ("", 0)  # the record's partition and its generation when this was written
     generation: int = 0  # (`ReceiptWriter.forget`)
+    counts: Callable[[], bool] | None = None  # whether its record's outcome still counts (the tracker's)
 
 
 class ReceiptWriter:
@@ -296,9 +297,12 @@ class ReceiptWriter:
 
     def record(self, message: Any, kind: str, on_done: Callable[[], None], *, recipient: Recipient | None = None,
                failure: Failure | None = None, reason: str | None = None, request_id: str | None = None,
-               pisano_request_id: str | None = None, attempts: int = 0, decided_at_ms: int | None = None) -> None:
+               pisano_request_id: str | None = None, attempts: int = 0, decided_at_ms: int | None = None,
+               counts: Callable[[], bool] | None = None) -> None:
         """Produce the receipt of `message` ending as `kind` (an outcome kind of the poll loop or a
-        receipt outcome); `on_done` once it is acknowledged."""
+        receipt outcome); `on_done` once it is acknowledged. `counts`: whether the record's outcome
+        still counts; a receipt waiting for its topic once it does not (the position moved back
+        past it) is dropped: the copy read again writes the receipt of its origin."""
         outcome = receipt_outcome(kind)
         origin = _origin(message) if self.marks is not None else None
         if origin is not None and self._receipted.get((origin.topic, origin.partition), {}).get(origin.offset) \
@@ -313,13 +317,14 @@ class ReceiptWriter:
                                 failure=failure, destination=self.route(campaign) if routed and campaign else None,
                                 reason=reason, request_id=request_id, pisano_request_id=pisano_request_id,
                                 attempts=attempts, decided_at_ms=decided_at_ms)
-        self.write(receipt, on_done, origin)
+        self.write(receipt, on_done, origin, counts=counts)
 
-    def write(self, receipt: Receipt, on_done: Callable[[], None], origin: Origin | None = None) -> None:
+    def write(self, receipt: Receipt, on_done: Callable[[], None], origin: Origin | None = None, *,
+              counts: Callable[[], bool] | None = None) -> None:
         self.in_flight += 1
         tp = (receipt.origin_topic, receipt.origin_partition)
         self._produce(_Pending(receipt.key, self.codec.encode(receipt), receipt.outcome, on_done, origin, tp=tp,
-                               generation=self._generations.get(tp, 0)))
+                               generation=self._generations.get(tp, 0), counts=counts))
 
     # ---------------------------------------------------------------- marks (the poll loop's group callbacks)
 
@@ -348,7 +353,8 @@ class ReceiptWriter:
         self._retry = kept
 
     def _abandoned(self, pending: _Pending) -> bool:
-        return pending.generation != self._generations.get(pending.tp, 0)
+        return pending.generation != self._generations.get(pending.tp, 0) \
+            or (pending.counts is not None and not pending.counts())
 
     def committed(self, points: dict[TopicPartition, int]) -> None:
         """Commits the broker confirmed: the marks below them are removed in the next poll()."""
@@ -384,7 +390,9 @@ class ReceiptWriter:
             now = time.monotonic()
             due = [p for p in self._retry if p.not_before <= now]
             self._retry = [p for p in self._retry if p.not_before > now]
-            for pending in due:
+            kept = [p for p in due if not self._abandoned(p)]
+            self.in_flight -= len(due) - len(kept)
+            for pending in kept:
                 self._produce(pending)
         self.producer.poll(timeout)
         self.write_marks()

@@ -248,3 +248,56 @@ def test_an_event_accepted_after_its_partition_was_revoked_still_gets_its_accept
     written = [ReceiptCodec().decode(p["value"]) for p in producer.produced if p["key"] == b"e-0"]
     assert [(r.outcome, r.origin_offset) for r in written] == [("accepted", 0)]
     assert ("t", 0) not in consumer.committed  # the old owner commits nothing: the partition is not its own
+
+# A partition's position moved back (a truncation, an offset reset) while the first copy's
+# dead-letter or receipt waited for its topic: both copies were produced once the topic was back,
+# two dead-letters for one record, or the superseded copy's receipt before the new record's
+# (found by review). What waits is dropped once its record's outcome no longer counts.
+
+
+def test_a_record_read_again_after_a_move_back_during_a_dlq_outage_is_dead_lettered_once() -> None:
+    loop, consumer, producer = pipeline(SchemalessDecoder(default_schema()), MAPPER)
+    loop.dlq.marks = MemoryDeadLetterMarks(horizon_s=3600)
+    bad = FakeMessage("t", 0, 0, b"not avro")
+    producer.refuse = True  # the DLQ topic refuses writes (a broker in trouble: the same that truncated)
+    consumer.queue = [bad, good(1)]
+    for _ in range(3):
+        loop._step()
+    assert loop.dlq.in_flight == 1 and not producer.produced
+    consumer.queue = [bad]  # the position moved back to 0: the same record read again (offset reset)
+    for _ in range(3):
+        loop._step()
+    assert loop.tracker.moves_back == 1
+    producer.refuse = False  # the DLQ topic is back
+    for _ in range(4):
+        retry_now(loop.dlq)
+        loop._step()
+    origins = [p["headers"]["dlq.original.offset"] for p in producer.produced]
+    assert origins == [b"0"], f"dead-letters written for offset 0: {len(origins)}"
+
+
+def test_a_superseded_copys_receipt_is_not_written_after_a_move_back() -> None:
+    loop, consumer, producer = receipts_owner(MemoryReceiptMarks())
+    producer.down.add("receipts")  # the receipt topic refuses writes
+    consumer.queue = [FakeMessage("t", 0, 0, b"not avro")]
+    for _ in range(3):
+        loop._step()
+    assert loop.receipts is not None and loop.receipts.in_flight == 1  # dead-lettered, receipt waiting
+    # Truncation: the log at offset 0 now holds another record, a good one, read again from there.
+    consumer.queue = [good(0)]
+    for _ in range(3):
+        loop._step()
+    assert loop.tracker.moves_back == 1
+    events = loop.delivery.drop(lambda e: True)
+    assert [e.offset for e in events] == [0]
+    loop.outcomes.put(Outcome("delivered", events, accepted_at_ms=int(time.time() * 1000)))
+    loop._step()
+    producer.down.clear()  # the receipt topic is back
+    for _ in range(4):
+        retry_now(loop.receipts)
+        loop._step()
+    codec = ReceiptCodec()
+    written = [codec.decode(p["value"]) for topic, p in zip(producer.topics, producer.produced, strict=True)
+               if topic == "receipts"]
+    at_zero = [r.outcome for r in written if r.origin_offset == 0]
+    assert at_zero == ["accepted"], f"receipts of origin t[0]@0, in topic order: {at_zero}"
