@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -108,6 +109,7 @@ class Pipeline:
         # The sending side, one lane per destination: batches are filled here, taken by senders.
         self.delivery = delivery_factory(self.outcomes.put)
         self._stop = threading.Event()
+        self._stop_deadline = math.inf  # monotonic: the end of SHUTDOWN_GRACE_MS once stopping
         self._paused = False
         self._held: deque[tuple[float, list[PendingEvent]]] = deque()  # ids in flight elsewhere
         self._topic_names: dict[str, str] = {}  # one name object per topic (InboundRecord.of)
@@ -190,7 +192,7 @@ class Pipeline:
 
     def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace_ms / 1000
-        deadline = time.monotonic() + grace
+        deadline = self._stop_deadline = time.monotonic() + grace
         log.info("stopping: flushing buffered events for up to %.0fs", grace, extra={"count": self.delivery.buffered})
         self.health.stopping = True
         assignment = self.consumer.assignment()
@@ -413,8 +415,10 @@ class Pipeline:
         self.backlog.drop(tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
         # Requests under way for these partitions finish (bounded) so their offsets can be committed
-        # now instead of being processed again by the next owner.
-        deadline = time.monotonic() + self.settings.revoke_grace_ms / 1000
+        # now instead of being processed again by the next owner. When stopping (close() revokes
+        # after the shutdown), only what is left of SHUTDOWN_GRACE_MS: the pod's grace period is
+        # sized from it, and the shutdown already waited for these requests.
+        deadline = min(time.monotonic() + self.settings.revoke_grace_ms / 1000, self._stop_deadline)
         while time.monotonic() < deadline and self.delivery.in_flight(tps):
             self._drain_outcomes()
             self.dlq.poll(0.02)

@@ -1,0 +1,71 @@
+"""SIGTERM with a request still under way when SHUTDOWN_GRACE_MS runs out: `_shutdown` stops at its
+deadline, then `consumer.close()` makes librdkafka call the revoke callback, and `_on_revoke`
+waited REVOKE_GRACE_MS again for the same requests. The chart's terminationGracePeriodSeconds is
+SHUTDOWN_GRACE_MS + 15 s: with the defaults 30 + 10 + 5 (the final flush) s and the flushes' floors,
+the pod could be killed instead of leaving the group (found by review)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from consumer.config.resources import default_mapping_file
+from consumer.config.settings import Settings
+from consumer.delivery.batching import Batcher
+from consumer.delivery.lanes import Lane, Lanes
+from consumer.ingest.avro import SchemalessDecoder
+from consumer.ingest.mapping import DeclarativeMapper
+from consumer.ingest.samples import default_schema
+from consumer.operations.health import Health
+from consumer.operations.metrics import Metrics
+from consumer.pipeline import Pipeline
+from tests.support.fake_kafka import FakeConsumer, FakeProducer
+
+
+class StuckSender:
+    """One request under way that outlives every grace (a Pisano read timeout, a retry's slot)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+    def in_flight(self, partitions: Any = None) -> int:
+        return 1
+
+
+class ClosingConsumer(FakeConsumer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop: Pipeline | None = None
+
+    def subscribe(self, topics: Any, **callbacks: Any) -> None:
+        self.callbacks = callbacks
+
+    def assignment(self) -> list[Any]:
+        return [TopicPartition("t", 0)]
+
+    def incremental_unassign(self, partitions: Any) -> None: ...
+
+    def close(self) -> None:  # librdkafka: close() of a subscribed consumer revokes its assignment first
+        self.callbacks["on_revoke"](self, self.assignment())
+
+
+def test_sigterm_with_a_request_under_way_exits_within_the_shutdown_grace() -> None:
+    consumer = ClosingConsumer()
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", shutdown_grace_ms=1000,
+                      revoke_grace_ms=3000)
+    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), StuckSender())}, route=lambda c: "default")  # type: ignore[arg-type]
+    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=FakeProducer(),
+                    decoder=SchemalessDecoder(default_schema()),
+                    mapper=DeclarativeMapper.from_file(default_mapping_file()),
+                    delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True))
+    loop.tracker.assign(("t", 0))
+    loop.request_stop()
+    started = time.monotonic()
+    loop.run()
+    elapsed = time.monotonic() - started
+    # SHUTDOWN_GRACE_MS plus the dead-letter / receipt flushes' 0.5 s floors at most.
+    assert elapsed < 1.0 + 1.5, f"shutdown took {elapsed:.1f}s with SHUTDOWN_GRACE_MS=1s"
