@@ -275,6 +275,9 @@ class DeadLetterQueue:
         return self.in_flight == 0
 
     def _produce(self, pending: _Pending) -> None:
+        if self._abandoned(pending):  # produced again after a refusal, its partition handed over meanwhile
+            self.in_flight -= 1
+            return
         message = pending.message
         try:
             headers = dead_letter_headers(message, pending.failure, group=self.group, compat=self.compat_headers,

@@ -106,3 +106,16 @@ def test_headers_that_cannot_be_written_still_make_a_dead_letter_replay_and_stat
     assert dead_letter(source, producer) == [1]
     letter = as_letter(producer.written[0])
     assert letter is not None and letter.reason == "decode_error" and letter.origin == ("transactions", 3, 42)
+
+
+def test_a_dead_letter_refused_as_too_large_after_its_partition_was_revoked_is_not_produced_again() -> None:
+    """The next owner reads the record again and dead-letters it itself (found by review)."""
+    producer = SizeLimitedProducer(limit=1000)
+    queue = DeadLetterQueue(producer, "pisano-sms.dlq")
+    done: list[int] = []
+    queue.send(InboundRecord("transactions", 0, 7, b"evt-1", b"\x01" * 5000, (), (1, 1)),
+               Failure("decode_error", "x"), lambda: done.append(1))
+    queue.forget({("transactions", 0)})  # revoked while the broker had it
+    queue.poll(0)  # the refusal comes back: not produced again without its value
+    queue.poll(0)
+    assert producer.written == [] and done == [] and queue.in_flight == 0
