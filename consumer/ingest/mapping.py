@@ -391,7 +391,7 @@ class DeclarativeMapper(Mapper):
             key = _text(self.routes.field(record, kafka))
             campaign = self.routes.routes.get(key, self.routes.default) if key else self.routes.default
             if campaign is None:
-                raise UnroutableError(f"no campaign route for {key!r} and no default route")
+                raise UnroutableError(f"no campaign route for {key[:64]!r} and no default route")
         if campaign is None:
             raise UnroutableError("the event names no campaign and there is no route table")
         known = known_campaign(campaign)

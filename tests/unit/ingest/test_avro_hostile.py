@@ -231,7 +231,7 @@ def test_an_array_of_fixed_items_that_read_no_bytes_is_refused(size: Any) -> Non
 def union_chain(levels: int) -> str:
     """`levels` records, each the only branch but null of its parent's field: a few KB of JSON that
     fastavro parses (up to a few hundred levels) and a recursive walk measured past Python's stack."""
-    return ("".join('{"type":"record","name":"R%d","fields":[{"name":"f","type":["null",' % n for n in range(levels))
+    return ("".join(f'{{"type":"record","name":"R{n}","fields":[{{"name":"f","type":["null",' for n in range(levels))
             + '"string"' + "]}]}" * levels)
 
 
@@ -321,7 +321,7 @@ def test_a_decimal_larger_than_its_precision_is_refused_before_it_is_converted_b
 
     hostile = encoded(b"\x7f" * size)
     messages = set()
-    for name, read in readers.items():
+    for read in readers.values():
         with pytest.raises(DecodeError) as raised:
             avro._read(hostile, 0, read)
         messages.add(str(raised.value))
