@@ -60,7 +60,8 @@ def check_decimal(node: Mapping[str, Any]) -> None:
 def decimal_bytes(precision: int) -> int:
     """The bytes of the two's-complement form of any unscaled value of `precision` digits:
     ceil((precision * log2(10) + 1) / 8), computed exactly."""
-    return ((10**precision - 1).bit_length() + 1 + 7) // 8
+    largest: int = 10**precision - 1
+    return (largest.bit_length() + 1 + 7) // 8
 
 
 def significant_bytes(data: bytes) -> int:
