@@ -55,10 +55,11 @@ UNKNOWN_ID_TTL_S = 300.0  # a 404 is asked again after this (a registry replica 
 REGISTRY_REQUESTS_PER_S = 50.0
 REGISTRY_BURST = 100
 MAX_REMEMBERED_IDS = 10_000  # per cache: garbage ids must not grow memory without bound
-# Calls of the schema check down one path: a level of nesting takes at most four (a record's field,
-# a union, a branch named by reference, a `{"type": ...}` around a type); more is hostile nesting
-# that adds no level (type in type in type...), refused before Python's stack runs out.
-_MAX_CHECK_FRAMES = 4 * (MAX_SCHEMA_DEPTH + 1)
+# Calls of the schema check down one path: a level of nesting takes at most four (a union, a
+# `{"type": ...}` around a branch, its name, the named type), six with room to spare; more is
+# nesting that adds no level (a union in a union...), refused long before Python's stack runs out
+# (two Python frames a call).
+_MAX_CHECK_FRAMES = 6 * (MAX_SCHEMA_DEPTH + 1)
 
 
 class UnknownSchemaError(DecodeError):
