@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from consumer.config.campaign_ids import canonical_campaign_id
 from consumer.config.secrets import check_token, mask_url, read_secret_file
 from consumer.config.send_window import SendWindow, parse_send_window
 from consumer.config.settings import DURATION_OR_ZERO, MAX_COOLDOWN_MS, Settings, duration_ms
@@ -53,6 +54,11 @@ class DestinationSettings(BaseModel):
     campaigns: list[str] = Field(default_factory=list)
     send_window: str | None = None  # overrides SEND_WINDOW for this account's campaigns
     contact_cooldown: str | None = Field(None, pattern=DURATION_OR_ZERO)
+
+    @field_validator("campaigns")
+    @classmethod
+    def _campaigns(cls, value: list[str]) -> list[str]:
+        return [canonical_campaign_id(campaign) for campaign in value]  # as records' ids are (campaign_ids.py)
 
     @field_validator("contact_cooldown")
     @classmethod

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from consumer.config.campaign_ids import canonical_campaign_keys
 from consumer.config.secrets import check_token, is_secret_name, read_secret_file
 from consumer.config.secrets import mask_url as mask_url  # imported from here by older callers
 from consumer.config.send_window import SendWindow, SendWindowError, parse_send_window
@@ -256,7 +257,12 @@ class Settings(BaseSettings):
                 parse_send_window(text)
             except SendWindowError as exc:
                 raise ValueError(f"campaign {campaign}: {exc}") from None
-        return value
+        return canonical_campaign_keys(value, "CAMPAIGN_SEND_WINDOWS")
+
+    @field_validator("contact_cooldown_campaigns")
+    @classmethod
+    def _contact_cooldown_campaigns(cls, value: dict[str, str]) -> dict[str, str]:
+        return canonical_campaign_keys(value, "CONTACT_COOLDOWN_CAMPAIGNS")
 
     @property
     def send_windows(self) -> tuple[SendWindow | None, dict[str, SendWindow]]:

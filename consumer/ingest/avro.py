@@ -43,6 +43,7 @@ from consumer.config.registry import RegistryConnection
 from consumer.config.resources import default_schema_file
 from consumer.errors import ConfigError, DecodeError, RegistryError, UnsupportedSchemaError
 from consumer.ingest.avro_compiled import PRIMITIVES, agrees_with_fastavro, compile_reader, min_bytes
+from consumer.ingest.avro_logical import LogicalTypeError, check_decimal
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ UNKNOWN_ID_TTL_S = 300.0  # a 404 is asked again after this (a registry replica 
 REGISTRY_REQUESTS_PER_S = 50.0
 REGISTRY_BURST = 100
 MAX_REMEMBERED_IDS = 10_000  # per cache: garbage ids must not grow memory without bound
+# Calls of the schema check down one path: a level of nesting takes at most four (a union, a
+# `{"type": ...}` around a branch, its name, the named type), six with room to spare; more is
+# nesting that adds no level (a union in a union...), refused long before Python's stack runs out
+# (two Python frames a call).
+_MAX_CHECK_FRAMES = 6 * (MAX_SCHEMA_DEPTH + 1)
 
 
 class UnknownSchemaError(DecodeError):
@@ -66,62 +72,102 @@ class Decoder(Protocol):
 
 def load_schema_file(path: Path) -> Any:
     try:
-        schema = fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"AVRO_SCHEMA_FILE={path}: cannot read it ({exc.strerror})") from exc
-    except (ValueError, fastavro.schema.SchemaParseException) as exc:
+    except ValueError as exc:
         raise ConfigError(f"AVRO_SCHEMA_FILE={path}: not a valid Avro schema ({exc})") from exc
     try:
-        check_schema(schema)
+        schema = parse_writer_schema(text)
     except UnsupportedSchemaError as exc:
-        raise ConfigError(f"AVRO_SCHEMA_FILE={path}: {exc}; flatten the schema") from exc
+        raise ConfigError(f"AVRO_SCHEMA_FILE={path}: {exc}; fix or flatten the schema") from exc
+    return schema
+
+
+def parse_writer_schema(text: str) -> Any:
+    """The parsed, checked schema of this JSON text; UnsupportedSchemaError for any failure.
+
+    Whatever parsing or checking raises (fastavro's parser recurses, so a deep enough schema is a
+    RecursionError; any bug of ours on hostile input) is a refusal of the schema: a registry id is
+    then remembered as unsupported, asked once, its records dead-lettered as `unsupported_schema`,
+    and a local file stops the start with a ConfigError, not a traceback."""
+    try:
+        schema = fastavro.parse_schema(json.loads(text))
+    except Exception as exc:
+        raise UnsupportedSchemaError(f"not a valid Avro schema ({type(exc).__name__}: {exc})"[:300]) from exc
+    try:
+        check_schema(schema)
+    except UnsupportedSchemaError:
+        raise
+    except Exception as exc:
+        raise UnsupportedSchemaError(f"the schema cannot be checked ({type(exc).__name__}: {exc})"[:300]) from exc
     return schema
 
 
 def check_schema(schema: Any) -> None:
     """Raise UnsupportedSchemaError if decoding with this parsed schema could recurse without
-    bound, nest deeper than MAX_SCHEMA_DEPTH, or read items that take no bytes (module docstring)."""
+    bound, nest deeper than MAX_SCHEMA_DEPTH, read items that take no bytes, or convert a logical
+    type without bound (module docstring).
+
+    The walk stops at the depth limit before it goes deeper: a schema nested past Python's stack
+    (200 records each in a union is a few KB) is refused as too deep, never a RecursionError."""
     named = _named_types(schema)
     depth_of: dict[str, int] = {}  # named types already measured: a DAG of references stays linear
     least: dict[str, int] = {}  # their fewest bytes (`min_bytes`), likewise
 
-    def depth(node: Any, defining: tuple[str, ...]) -> int:
+    def too_deep() -> UnsupportedSchemaError:
+        return UnsupportedSchemaError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
+
+    def depth(node: Any, defining: tuple[str, ...], level: int, frames: int) -> int:
+        """The levels `node` holds, met at `level` levels and `frames` calls down."""
+        if level > MAX_SCHEMA_DEPTH or frames > _MAX_CHECK_FRAMES:
+            raise too_deep()
+        frames += 1
         if isinstance(node, str):
             if node in PRIMITIVES:
                 return 0
             if node in defining:
-                raise UnsupportedSchemaError(f"the schema is recursive ({node} contains itself)")
+                raise UnsupportedSchemaError(f"the schema is recursive ({node[:64]} contains itself)")
             if node not in depth_of:
                 if node not in named:
-                    raise UnsupportedSchemaError(f"the schema names an undefined type {node!r}")
-                depth_of[node] = depth(named[node], defining)
+                    raise UnsupportedSchemaError(f"the schema names an undefined type {node[:64]!r}")
+                depth_of[node] = depth(named[node], defining, level, frames)
+            if level + depth_of[node] > MAX_SCHEMA_DEPTH:  # measured where it was met first, shallower
+                raise too_deep()
             return depth_of[node]
         if isinstance(node, list):  # a union: as deep as its deepest branch
-            return max((depth(branch, defining) for branch in node), default=0)
+            return max((depth(branch, defining, level, frames) for branch in node), default=0)
         if not isinstance(node, dict):
             raise UnsupportedSchemaError("the schema holds something that is not a type")
         kind = node.get("type")
+        if node.get("logicalType") == "decimal" and kind in ("bytes", "fixed"):
+            try:
+                check_decimal(node)
+            except LogicalTypeError as exc:
+                raise UnsupportedSchemaError(str(exc)) from exc
         if kind in ("record", "error"):
             name = node.get("name", "")
             if not all(isinstance(field, dict) and isinstance(field.get("name"), str)
                        for field in node.get("fields", ())):
                 raise UnsupportedSchemaError(f"record {str(name)[:64]!r} has a field name that is not a string")
             inner = (*defining, name)
-            found = 1 + max((depth(field.get("type"), inner) for field in node.get("fields", ())), default=0)
+            found = 1 + max((depth(field.get("type"), inner, level + 1, frames) for field in node.get("fields", ())),
+                            default=0)
             depth_of[name] = found
         elif kind == "array":
+            found = 1 + depth(node.get("items"), defining, level + 1, frames)
+            # after the depth: min_bytes recurses through what it measures, bounded only once checked
             if min_bytes(node.get("items"), named, known=least) == 0:
                 raise UnsupportedSchemaError("an array's items take no bytes (a few bytes could claim billions)")
-            found = 1 + depth(node.get("items"), defining)
         elif kind == "map":
-            found = 1 + depth(node.get("values"), defining)
+            found = 1 + depth(node.get("values"), defining, level + 1, frames)
         else:
-            found = 0 if kind in PRIMITIVES or kind in ("enum", "fixed") else depth(kind, defining)
-        if found > MAX_SCHEMA_DEPTH:
-            raise UnsupportedSchemaError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
+            found = 0 if kind in PRIMITIVES or kind in ("enum", "fixed") else depth(kind, defining, level, frames)
+        if level + found > MAX_SCHEMA_DEPTH:
+            raise too_deep()
         return found
 
-    depth(schema, ())
+    depth(schema, (), 0, 0)
 
 
 def _named_types(schema: Any) -> dict[str, Any]:
@@ -290,14 +336,9 @@ class RegistryClient:
         if schema_type != "AVRO":
             raise UnsupportedSchemaError(f"schema id {schema_id} is {str(schema_type)[:32]}, not Avro")
         try:
-            schema = fastavro.parse_schema(json.loads(text))
-        except Exception as exc:
-            raise UnsupportedSchemaError(f"schema id {schema_id} is not a usable Avro schema ({exc})"[:300]) from exc
-        try:
-            check_schema(schema)
+            return parse_writer_schema(text)
         except UnsupportedSchemaError as exc:
             raise UnsupportedSchemaError(f"schema id {schema_id}: {exc}") from exc
-        return schema
 
     def close(self) -> None:
         self.http.close()
@@ -349,6 +390,11 @@ class RegistryDecoder:
             self._spend_token(now)
             try:
                 writer = self.registry.schema(schema_id)
+                try:
+                    read = reader_for(writer, self.reader_schema, self.reads)
+                except Exception as exc:  # a checked schema fastavro still cannot take: refused as well
+                    raise UnsupportedSchemaError(f"schema id {schema_id}: no reader for it "
+                                                 f"({type(exc).__name__}: {exc})"[:300]) from exc
             except UnknownSchemaError:
                 _remember(self._unknown, schema_id, now + UNKNOWN_ID_TTL_S)
                 raise
@@ -357,7 +403,7 @@ class RegistryDecoder:
                 log.warning("%s; its records are dead-lettered as unsupported_schema", exc)
                 raise
             self._unknown.pop(schema_id, None)
-            read = self._readers[schema_id] = reader_for(writer, self.reader_schema, self.reads)
+            self._readers[schema_id] = read
             log.info("schema id %d loaded from the registry", schema_id)
             return read
 

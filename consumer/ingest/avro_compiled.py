@@ -11,6 +11,8 @@ What it promises (tests/unit/ingest/test_avro_compiled.py checks it against fast
   Logical types go through fastavro's own converters (`fastavro.read.LOGICAL_READERS`, looked up
   when the reader is compiled), called as fastavro calls them; the four timestamps, where that
   table holds the converter fastavro ships, are its same sum written inline (`_INLINE_TIMESTAMPS`).
+  A decimal's converter is bounded first (avro_logical.py: no more bytes than its precision needs),
+  in fastavro's table as here, so both refuse an oversized decimal with the same error.
 - Where fastavro raises, it raises: EOFError when the bytes end early, ValueError otherwise (or
   what a logical converter raises). It is stricter on three invalid inputs fastavro reads anyway:
   a negative union or enum index (fastavro indexes its list from the end), a varint longer than
@@ -39,6 +41,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fastavro
+
+from consumer.ingest.avro_logical import DECIMAL_KEYS, bounded_decimal
 
 CompiledReader = Callable[[bytes, int], tuple[Any, int]]
 
@@ -418,6 +422,8 @@ class _Generator:
         convert = fastavro.read.LOGICAL_READERS.get(key)
         if convert is None:
             return value
+        if key in DECIMAL_KEYS:  # bounded before it converts (avro_logical.py); already so in fastavro's table
+            convert = bounded_decimal(convert)
         converted = self.var()
         pad = "    " * indent
         inline = _INLINE_TIMESTAMPS.get(key)

@@ -14,6 +14,7 @@ is checked, and why:
 - the event id: a non-empty string of at most MAX_EVENT_ID_CHARS (it becomes a Redis key);
 - the campaign: a UUID in its canonical 8-4-4-4-12 form (it goes into the request's URL path, so
   `../`, `urn:uuid:` or braces must never reach it) -> unroutable, as the README says for campaigns;
+  written in lower case whatever the mapper wrote (settings look campaigns up so: campaign_ids.py);
 - the phone: canonical, exactly what a phone format of consumer/ingest/phones.py produces
   (`CANONICAL_PHONE`: E.164 with its `+`, or digits only), never a separator or a stray sign;
 - the event time, when the mapper gives one: epoch milliseconds, an int within 64 bits;
@@ -44,7 +45,7 @@ from consumer.errors import (
     UnroutableError,
 )
 from consumer.ingest.avro import Decoder
-from consumer.ingest.mapping import MAX_ATTRIBUTE_CHARS, MAX_EVENT_ID_CHARS, Mapper, Recipient, is_campaign_id
+from consumer.ingest.mapping import MAX_ATTRIBUTE_CHARS, MAX_EVENT_ID_CHARS, Mapper, Recipient, known_campaign
 from consumer.ingest.phones import is_canonical_phone
 from consumer.ingest.records import InboundRecord
 
@@ -115,9 +116,12 @@ def check_recipient(recipient: Any) -> Recipient:
             or not _encodable(event_id):
         raise InvalidEventError(f"the event id must be a string of 1 to {MAX_EVENT_ID_CHARS} characters")
     campaign = recipient.campaign_id
-    if not isinstance(campaign, str) or not is_campaign_id(campaign):
+    known = known_campaign(campaign) if isinstance(campaign, str) else None
+    if known is None:
         raise UnroutableError("the campaign id is not a campaign API id (a UUID such as "
                               "ae51458c-9e82-417f-8f1d-e074891ea5c1)")
+    if known is not campaign:  # any mapper's: in the one form the settings look campaigns up by
+        recipient.campaign_id = known
     phone = recipient.phone
     if not isinstance(phone, str) or not is_canonical_phone(phone):
         raise InvalidEventError("the phone is not canonical (E.164 such as +905321234567, or digits only "

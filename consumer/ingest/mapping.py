@@ -28,6 +28,7 @@ import jmespath
 import jmespath.exceptions
 import yaml
 
+from consumer.config.campaign_ids import canonical_campaign_id
 from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
 from consumer.errors import ConfigError, InvalidEventError, UnroutableError
@@ -207,9 +208,11 @@ def is_campaign_id(value: str) -> bool:
 
 
 def known_campaign(value: str) -> str | None:
-    """The campaign id equal to `value`, if `value` is one, as one shared object per id (each
-    record decodes a copy of its own, which would otherwise stay with its event until its outcome);
-    None if it is not a campaign id. A fleet routes to a handful of campaigns: each distinct id is
+    """The campaign id `value` names, if it is one, in its canonical form (lower case: a UUID is
+    case-insensitive, and send windows, destinations, cooldowns and circuits look campaigns up by
+    exact string; consumer/config/campaign_ids.py) and as one shared object per id (each record
+    decodes a copy of its own, which would otherwise stay with its event until its outcome); None
+    if it is not a campaign id. A fleet routes to a handful of campaigns: each distinct id is
     matched once, then found in a dict (bounded, since ids come from records)."""
     exact = type(value) is str  # a str subclass could fake equality: matched each time, never remembered
     if exact:
@@ -218,11 +221,13 @@ def known_campaign(value: str) -> str | None:
             return known
     if _CAMPAIGN_ID.match(value) is None:
         return None
+    canonical = canonical_campaign_id(str.__str__(value))  # a plain str, whatever the subclass
     if exact:
         if len(_VALID_CAMPAIGNS) >= _MAX_REMEMBERED_CAMPAIGNS:
             _VALID_CAMPAIGNS.clear()
-        _VALID_CAMPAIGNS[value] = value
-    return value
+        canonical = _VALID_CAMPAIGNS.setdefault(canonical, canonical)
+        _VALID_CAMPAIGNS[value] = canonical
+    return canonical
 
 
 _VALID_CAMPAIGNS: dict[str, str] = {}
@@ -345,14 +350,15 @@ class DeclarativeMapper(Mapper):
         if not isinstance(spec, dict) or "field" not in spec or not isinstance(spec.get("routes"), dict):
             raise ConfigError(f"{source}: campaign_routes needs `field` (a path) and `routes` "
                               "(value: campaign id)")
-        routes = {str(k): str(v) for k, v in spec["routes"].items()}
         default = spec.get("default")
-        for value in [*routes.values(), *([default] if default else [])]:
+        for value in [*spec["routes"].values(), *([default] if default else [])]:
             if not is_campaign_id(str(value)):
                 raise ConfigError(f"{source}: campaign_routes: {value!r} is not a campaign API id "
                                   "(a UUID such as ae51458c-9e82-417f-8f1d-e074891ea5c1)")
+        # Canonical (lower case), as a record's own campaign id is: the settings look it up so.
+        routes = {str(k): canonical_campaign_id(str(v)) for k, v in spec["routes"].items()}
         return CampaignRoutes(compile_path("campaign_routes.field", spec["field"]), routes,
-                              str(default) if default else None)
+                              canonical_campaign_id(str(default)) if default else None)
 
     def map(self, record: Mapping[str, Any]) -> Recipient:
         return self.map_kafka(record, None)
@@ -391,7 +397,8 @@ class DeclarativeMapper(Mapper):
             key = _text(self.routes.field(record, kafka))
             campaign = self.routes.routes.get(key, self.routes.default) if key else self.routes.default
             if campaign is None:
-                raise UnroutableError(f"no campaign route for {key!r} and no default route")
+                shown = key if key is None else key[:64]  # a record's field: quoted short (redacted on the poll thread)
+                raise UnroutableError(f"no campaign route for {shown!r} and no default route")
         if campaign is None:
             raise UnroutableError("the event names no campaign and there is no route table")
         known = known_campaign(campaign)

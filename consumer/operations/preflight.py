@@ -34,7 +34,7 @@ from consumer.delivery.destination import Destination
 from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.delivery.pisano_codes import RESOURCE_NOT_FOUND
 from consumer.errors import PisanoApiError, PisanoTransportError, StateStoreError
-from consumer.ingest.mapping import DeclarativeMapper, is_campaign_id, load_mapper
+from consumer.ingest.mapping import DeclarativeMapper, is_campaign_id, known_campaign, load_mapper
 from consumer.state.circuit import Trip, token_verdict
 from consumer.state.limiter import Limiter
 
@@ -73,7 +73,7 @@ def routed_campaigns(settings: Settings, extra: tuple[str, ...] = ()) -> tuple[l
                     "pass --campaign ID for each one you expect")
     else:
         note = f"MAPPER={settings.mapper}: its campaigns cannot be listed; pass --campaign ID for each"
-    campaigns.extend(extra)
+    campaigns.extend(known_campaign(campaign) or campaign for campaign in extra)  # as a record's id is read
     return list(dict.fromkeys(campaigns)), note
 
 

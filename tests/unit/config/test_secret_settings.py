@@ -2,6 +2,8 @@
 as their own settings, insecure transport refused unless asked for."""
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,41 @@ def test_mask_urls_in_text() -> None:
     for secret in ("pw-1", "t-2", "pw-3"):
         assert secret not in masked
     assert "reg/x" in masked
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("1redis://u:pw@h", "1redis://***@h"),  # a scheme starts at the first letter of its run
+    ("+x-y.z://a@b@h/p", "+x-y.z://***@h/p"),  # the last @ before the path
+    ("a=password=pw&api_key=k2 #x TOKEN=t", "a=password=***&api_key=*** #x TOKEN=***"),
+    ("password= token=&x key", "password= token=&x key"),  # no value: nothing to mask
+    ("my.Auth-Header=v1;v2 more", "my.Auth-Header=*** more"),
+    ("monkey=see", "monkey=***"),  # any name holding a hint, as before
+])
+def test_mask_urls_in_text_cases(text: str, masked: str) -> None:
+    assert mask_urls_in_text(text) == masked
+
+
+def best_of(runs: int, work: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize("unit", ["key", "a", "a://b:", "x-token.", "1.+a"])
+def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
+    """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position
+    of a run of hints: "key" * 341 took 0.5 s) and quadratic (a scheme tried from every letter of
+    a run), on text from records (a route key in an error) redacted on the poll thread. Eight
+    times the text takes about eight times as long, not 64 or 512 times (the old patterns took
+    about 15 s for the larger "key" text)."""
+    small, large = unit * (400 // len(unit)), unit * (3200 // len(unit))
+    mask_urls_in_text(small)  # warm
+    ratio = best_of(5, lambda: [mask_urls_in_text(large) for _ in range(10)]) / best_of(
+        5, lambda: [mask_urls_in_text(small) for _ in range(10)])
+    assert ratio < 30, f"8x the text took {ratio:.0f}x as long"
 
 
 def test_every_url_credential_masked_in_the_start_dump(monkeypatch: pytest.MonkeyPatch) -> None:

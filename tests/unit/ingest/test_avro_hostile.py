@@ -14,6 +14,7 @@ from consumer.errors import ConfigError, DecodeError, RegistryError, Unsupported
 from consumer.ingest import avro
 from consumer.ingest.avro import RegistryClient, RegistryDecoder, check_schema, load_schema_file
 from consumer.ingest.samples import encode_confluent, transaction
+from tests.support.zigzag import varint
 
 DEFAULT = json.loads(default_schema_file().read_text())
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
@@ -225,3 +226,112 @@ def test_an_array_of_fixed_items_that_read_no_bytes_is_refused(size: Any) -> Non
         {"name": "a", "type": {"type": "array", "items": {"type": "fixed", "name": "F", "size": size}}}]})
     with pytest.raises(UnsupportedSchemaError):
         avro.check_schema(schema)
+
+
+def union_chain(levels: int) -> str:
+    """`levels` records, each the only branch but null of its parent's field: a few KB of JSON that
+    fastavro parses (up to a few hundred levels) and a recursive walk measured past Python's stack."""
+    return ("".join(f'{{"type":"record","name":"R{n}","fields":[{{"name":"f","type":["null",' for n in range(levels))
+            + '"string"' + "]}]}" * levels)
+
+
+@pytest.mark.parametrize("levels", [33, 200, 5000])
+def test_a_writer_schema_nested_past_the_stack_is_refused_once_as_unsupported(levels: int) -> None:
+    """Found in review: the check measured children before testing the depth, so 200 levels raised
+    RecursionError, which the registry client did not catch: the id was not remembered, every
+    record asked the registry again and was dead-lettered as `decode_error`. 5000 levels are past
+    fastavro's own (recursive) parser: refused the same way."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(200, json={"schema": union_chain(levels)})
+
+    decoder = RegistryDecoder(client(handler))
+    for _ in range(3):
+        with pytest.raises(UnsupportedSchemaError) as raised:
+            decoder.decode(framed(7, b"\x00"))
+        assert raised.value.reason == "unsupported_schema"
+        assert "deeper than 32 levels" in str(raised.value) or "RecursionError" in str(raised.value)
+    assert calls == ["/schemas/ids/7"]
+
+
+@pytest.mark.parametrize("levels", [200, 5000])
+def test_a_local_schema_nested_past_the_stack_stops_the_start_with_a_config_error(tmp_path, levels: int) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "deep.avsc"
+    path.write_text(union_chain(levels))
+    with pytest.raises(ConfigError, match="AVRO_SCHEMA_FILE"):
+        load_schema_file(path)
+
+
+def test_unions_in_unions_are_refused_before_the_stack_runs_out() -> None:
+    """A union directly in a union (the Avro spec forbids it; fastavro parses it) adds no level of
+    nesting, but a call of the check each: 450 of them were a RecursionError."""
+    node: Any = "string"
+    for _ in range(450):
+        node = ["null", node]
+    with pytest.raises(UnsupportedSchemaError, match="deeper than 32 levels"):
+        fetched(json.dumps({"type": "record", "name": "R", "fields": [{"name": "f", "type": node}]}))
+
+
+def fetched(text: str) -> Any:
+    """The writer schema of this registry answer, parsed and checked as a fetched one is."""
+    return client(lambda request: httpx.Response(200, json={"schema": text})).schema(1)
+
+
+def decimal_schema(amount: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "record", "name": "Payment", "fields": [
+        {"name": "event_id", "type": "string"}, {"name": "amount", "type": amount}]}
+
+
+@pytest.mark.parametrize("amount", [
+    {"type": "bytes", "logicalType": "decimal", "precision": 0, "scale": 0},
+    {"type": "bytes", "logicalType": "decimal", "scale": 0},  # no precision: fastavro fails every record
+    {"type": "bytes", "logicalType": "decimal", "precision": 10**6, "scale": 2},  # 415 KB values, minutes each
+    {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 5},
+    {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": -1},
+    {"type": "bytes", "logicalType": "decimal", "precision": -4, "scale": 0},
+    {"type": "bytes", "logicalType": "decimal", "precision": 4.5, "scale": 0},
+    {"type": "fixed", "name": "Big", "size": 500_000, "logicalType": "decimal", "precision": 1_000_000, "scale": 0},
+])
+def test_a_decimal_out_of_the_spec_or_the_bound_is_an_unsupported_schema(amount: dict[str, Any]) -> None:
+    with pytest.raises(UnsupportedSchemaError, match="decimal"):
+        fetched(json.dumps(decimal_schema(amount)))
+
+
+@pytest.mark.parametrize("kind", ["bytes", "fixed"])
+def test_a_decimal_larger_than_its_precision_is_refused_before_it_is_converted_by_every_reader(kind: str) -> None:
+    """Found in review: fastavro's decimal conversion is quadratic in its bytes (150 KB: about 2 s,
+    1 MB: 86 s of the poll loop, holding the GIL), and ran on every decimal, even one the mapping
+    leaves out. Every reader (projected, whole, fastavro resolving into a reader schema) refuses
+    more significant bytes than 12 digits take (6) with one message, before converting."""
+    size = 150_000
+    amount: dict[str, Any] = {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}
+    if kind == "fixed":
+        amount = {**amount, "type": "fixed", "name": "Amount", "size": size}
+    writer = fetched(json.dumps(decimal_schema(amount)))
+    reader = {**decimal_schema(amount), "fields": [*decimal_schema(amount)["fields"],
+                                                   {"name": "note", "type": "string", "default": ""}]}
+    readers = {"projected": avro.reader_for(writer, reads=[("event_id",)]), "whole": avro.reader_for(writer),
+               "fastavro": avro.reader_for(writer, fastavro.parse_schema(reader))}
+    assert readers["whole"].__qualname__ == "_make.<locals>.read" != readers["fastavro"].__qualname__
+
+    def encoded(body: bytes) -> bytes:
+        return b"\x04e1" + (body if kind == "fixed" else varint(len(body)) + body)
+
+    hostile = encoded(b"\x7f" * size)
+    messages = set()
+    for read in readers.values():
+        with pytest.raises(DecodeError) as raised:
+            avro._read(hostile, 0, read)
+        messages.add(str(raised.value))
+    assert messages == {f"not Avro for this schema (ValueError: a decimal of {size} significant bytes does not fit "
+                        "its precision of 12 digits (at most 6 bytes))"}, messages
+
+    # The largest 12 digits, and its negative, sign-extended to the whole width: read by all alike.
+    for number in (999_999_999_999, -999_999_999_999):
+        body = number.to_bytes(size if kind == "fixed" else 6, "big", signed=True)
+        values = {name: avro._read(encoded(body), 0, read)["amount"] for name, read in readers.items()
+                  if name != "projected"}
+        assert {str(value) for value in values.values()} == {f"{number / 100:.2f}"}, values
+        assert avro._read(encoded(body), 0, readers["projected"]) == {"event_id": "e1"}

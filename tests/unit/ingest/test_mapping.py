@@ -61,6 +61,15 @@ def test_no_route_is_unroutable() -> None:
         DeclarativeMapper(FOREIGN).map(foreign("DEPOSIT"))
 
 
+def test_an_unroutable_error_quotes_at_most_64_characters_of_the_route_key() -> None:
+    """Found in review: the key (up to MAX_ATTRIBUTE_CHARS of a record field) was quoted whole, and
+    the message is redacted on the poll thread (dead-letter header, log line)."""
+    with pytest.raises(UnroutableError) as raised:
+        DeclarativeMapper(FOREIGN).map(foreign("key" * 341))
+    assert f"no campaign route for {'key' * 341!r}"[:80] in str(raised.value)
+    assert "key" * 22 not in str(raised.value) and len(str(raised.value)) < 130
+
+
 def test_route_default() -> None:
     spec = {**FOREIGN, "campaign_routes": {**FOREIGN["campaign_routes"], "default": OTHER}}
     assert DeclarativeMapper(spec).map(foreign("DEPOSIT")).campaign_id == OTHER
