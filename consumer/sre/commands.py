@@ -3,7 +3,8 @@
 The work is done in consumer.sre.replay and consumer.sre.dlq_stats; this module checks the options
 (one line and exit 2 when one is wrong), shows progress on stderr (stdout carries only the
 summary, or the JSON of `dlq stats --json`) and prints counts, never a record's value: values
-carry phone numbers.
+carry phone numbers. What it prints of a record's headers (campaigns, topics, malformed reasons)
+goes through record_text.shown: escaped, phones masked.
 
 consumer.cli imports this module at its end, once `configured` exists, and registers the
 commands; import them through consumer.cli, not directly.
@@ -27,6 +28,7 @@ from consumer.operations import logs
 from consumer.outcomes.deadletter import REASONS
 from consumer.sre.dlq_read import Filters, TopicError
 from consumer.sre.dlq_stats import collect_stats
+from consumer.sre.record_text import shown
 from consumer.sre.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
 
 EXIT_FAILED = 1
@@ -139,7 +141,7 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     would = "would replay" if plan.dry_run else "replayed"
     title = f"Replay of {plan.source_topic} (group {plan.group})"
     click.secho(title + (", dry run: nothing published, nothing committed" if plan.dry_run else ""), bold=True)
-    targets = ", ".join(f"{topic} {n:,}" for topic, n in sorted(summary.by_target.items()))
+    targets = ", ".join(f"{shown(topic)} {n:,}" for topic, n in sorted(summary.by_target.items()))
     rows = [
         ("read", summary.read, ""),
         ("foreign", summary.verdicts[Verdict.FOREIGN], "no dead-letter headers: not written by pisano-sms, left alone"),
@@ -162,7 +164,7 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     for name, counter in (("by error code", summary.by_code), ("by campaign", summary.by_campaign),
                           ("by reason", summary.by_reason)):
         if counter:
-            click.echo(f"  {name:<24}" + ", ".join(f"{key} {n:,}" for key, n in counter.most_common()))
+            click.echo(f"  {name:<24}" + ", ".join(f"{shown(key)} {n:,}" for key, n in counter.most_common()))
     if summary.stale:
         click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S: the consumers may "
                     "no longer know whether those events were delivered, and would send them", fg="yellow")
@@ -175,8 +177,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     click.echo("  position committed for group " + plan.group if summary.committed else "  nothing to commit")
 
 
-def _top(counter: Counter[str], shown: int = 3) -> str:
-    return ", ".join(f"{key[:80]} {n:,}" for key, n in counter.most_common(shown))
+def _top(counter: Counter[str], count: int = 3) -> str:
+    return ", ".join(f"{shown(key, 80)} {n:,}" for key, n in counter.most_common(count))
 
 
 @click.group("dlq")
