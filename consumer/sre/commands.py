@@ -28,12 +28,22 @@ from consumer.operations import logs
 from consumer.outcomes.deadletter import REASONS
 from consumer.sre.dlq_read import Filters, TopicError
 from consumer.sre.dlq_stats import collect_stats
-from consumer.sre.record_text import shown
+from consumer.sre.record_text import plain_number, shown
 from consumer.sre.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
 
 EXIT_FAILED = 1
 PLAIN_PROGRESS_INTERVAL_S = 5.0
 BAR_REDRAW_S = 0.1
+
+
+class Count(click.IntRange):
+    """A whole number of at least `min`, in ASCII digits: click's int() reading takes ' 3', '1_000'
+    and Arabic-Indic or full-width digits, which an SRE did not mean as a count."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and plain_number(value, 18) is None:
+            self.fail(f"{value!r} is not a whole number in ASCII digits, e.g. 100", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class Progress:
@@ -85,9 +95,9 @@ def _quiet_kafka_logs(settings: Settings) -> None:
               help="Only records that failed at or after WHEN (dlq.failed.at): ISO 8601 date or datetime, "
                    "UTC unless it carries an offset; Z accepted.")
 @click.option("--until", metavar="WHEN", help="Only records that failed before WHEN (same form as --since).")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+@click.option("--limit", type=Count(min=1), metavar="N",
               help="Stop after N records that match the filters (the next run goes on from there).")
-@click.option("--max-replays", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--max-replays", type=Count(min=1), default=3, show_default=True,
               help="Refuse records already replayed this many times (header dlq.replays).")
 @click.option("--from-topic", metavar="TOPIC", help="Read this topic instead of DLQ_TOPIC.")
 @click.option("--to-topic", metavar="TOPIC",

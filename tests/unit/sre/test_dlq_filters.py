@@ -155,6 +155,18 @@ def test_bad_options_name_the_option(options: dict[str, object], message: str) -
     assert str(raised.value).startswith(message)
 
 
+@pytest.mark.parametrize("option", ["--limit", "--max-replays"])
+@pytest.mark.parametrize("value", ["\u0663", "\uff15", " 5", "1_000", "\u00b2"])
+def test_counts_on_the_command_line_are_ascii_digits(option: str, value: str) -> None:
+    from click.testing import CliRunner
+
+    from consumer.cli import main
+
+    result = CliRunner().invoke(main, ["replay", option, value])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for '{option}': {value!r} is not a whole number in ASCII digits, e.g. 100" in result.output
+
+
 def test_a_campaign_option_in_upper_case_is_the_same_filter() -> None:
     assert Filters.from_options(campaigns=[CAMPAIGN_A.upper()]) == Filters.from_options(campaigns=[CAMPAIGN_A])
 
