@@ -166,6 +166,10 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
          "dlq.original.topic is not in KAFKA_TOPICS: check the record; --to-topic if it is right"
          + (f" ({_top(summary.not_consumer_topics)})" if summary.not_consumer_topics else "")),
+        ("refused: by Kafka", summary.verdicts[Verdict.REFUSED_BY_KAFKA],
+         "Kafka refused them, each sent alone (e.g. larger than the topic's max.message.bytes): fix the topic, "
+         "then replay again with --from-beginning" + (f" ({_top(summary.kafka_refusals)})"
+                                                      if summary.kafka_refusals else "")),
         ("refused: malformed", summary.verdicts[Verdict.MALFORMED],
          "our headers, but unusable" + (f" ({_top(summary.malformed)})" if summary.malformed else "")),
     ]
