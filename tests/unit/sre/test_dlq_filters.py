@@ -129,7 +129,8 @@ def test_bad_times_are_refused_with_the_expected_form(text: str) -> None:
 
 
 def test_options_become_filters() -> None:
-    filters = Filters.from_options(["13001", "13034"], ["pisano_error"], [CAMPAIGN_A], "2026-01-01", "2026-01-03T00:00Z")
+    filters = Filters.from_options(["13001", "13034"], ["pisano_error"], [CAMPAIGN_A], "2026-01-01",
+                                   "2026-01-03T00:00Z")
     assert filters == Filters(frozenset({13001, 13034}), frozenset({"pisano_error"}), frozenset({CAMPAIGN_A}),
                               datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC))
     assert Filters.from_options() == Filters()

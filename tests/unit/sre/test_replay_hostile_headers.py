@@ -72,7 +72,7 @@ def test_conflicting_duplicate_headers_are_refused() -> None:
 @pytest.mark.parametrize("when", [b"0001-01-01T00:00:00+01:00", b"9999-12-31T23:59:59-01:00"])
 def test_a_failure_time_at_the_edge_of_the_calendar_is_malformed(when: bytes) -> None:
     # In UTC these fall outside datetime's range: OverflowError, not ValueError.
-    with pytest.raises(MalformedDeadLetter, match="dlq.failed.at is not an ISO 8601 time"):
+    with pytest.raises(MalformedDeadLetter, match=r"dlq\.failed\.at is not an ISO 8601 time"):
         parse_dead_letter(with_header("dlq.failed.at", when))
 
 
@@ -105,7 +105,7 @@ def test_an_interrupt_or_exhausted_memory_is_not_a_malformed_record(error: BaseE
 @pytest.mark.parametrize("campaign", [b"\x1b]0;owned\x07\x1b[2J", b"+905321234567", b"camp-a",
                                       b"{ae51458c-9e82-417f-8f1d-e074891ea5c1}", "\u202e".encode()])
 def test_a_campaign_that_is_not_a_campaign_id_is_malformed(campaign: bytes) -> None:
-    with pytest.raises(MalformedDeadLetter, match="^dlq.campaign.id is not a campaign id"):
+    with pytest.raises(MalformedDeadLetter, match=r"^dlq\.campaign\.id is not a campaign id"):
         parse_dead_letter(with_header("dlq.campaign.id", campaign))
 
 
