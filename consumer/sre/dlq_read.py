@@ -137,7 +137,7 @@ def _parse(message: Any) -> DeadLetter | None:
             continue
         text = raw.decode("utf-8", "replace")
         if name in own and own[name] != text:
-            raise MalformedDeadLetter(f"header {shown(name, 80)} twice with different values")
+            raise MalformedDeadLetter(f"header {shown(name, 40)} twice with different values")  # fits _top's 80
         own[name] = text
     if any(not own.get(name) for name in REQUIRED_HEADERS):
         return None
