@@ -419,7 +419,6 @@ def test_cli_errors_are_one_line_with_exit_2(stack: Stack, new_topic: Callable[.
         (("replay", "--error-code", "wrong-token"), cli_env(stack, dlq), "--error-code 'wrong-token': expected"),
         (("replay", "--error-code", "\u00b2"), cli_env(stack, dlq), "--error-code '\u00b2': expected"),
         (("replay", "--since", "0001-01-01T00:00:00+01:00"), cli_env(stack, dlq), "is outside the dates"),
-        (("replay", "--campaign", "camp-a"), cli_env(stack, dlq), "--campaign 'camp-a': not a campaign id"),
         (("replay",), cli_env(stack, "no-such-dlq"), "topic no-such-dlq does not exist"),
         (("replay", "--to-topic", "no-such-topic"), cli_env(stack, dlq), "topic no-such-topic does not exist"),
         (("dlq", "stats"), cli_env(stack, "no-such-dlq"), "check DLQ_TOPIC"),
