@@ -3,7 +3,8 @@
 The work is done in consumer.sre.replay and consumer.sre.dlq_stats; this module checks the options
 (one line and exit 2 when one is wrong), shows progress on stderr (stdout carries only the
 summary, or the JSON of `dlq stats --json`) and prints counts, never a record's value: values
-carry phone numbers.
+carry phone numbers. What it prints of a record's headers (campaigns, topics, malformed reasons)
+goes through record_text.shown: escaped, phones masked.
 
 consumer.cli imports this module at its end, once `configured` exists, and registers the
 commands; import them through consumer.cli, not directly.
@@ -27,11 +28,22 @@ from consumer.operations import logs
 from consumer.outcomes.deadletter import REASONS
 from consumer.sre.dlq_read import Filters, TopicError
 from consumer.sre.dlq_stats import collect_stats
+from consumer.sre.record_text import plain_number, shown
 from consumer.sre.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
 
 EXIT_FAILED = 1
 PLAIN_PROGRESS_INTERVAL_S = 5.0
 BAR_REDRAW_S = 0.1
+
+
+class Count(click.IntRange):
+    """A whole number of at least `min`, in ASCII digits: click's int() reading takes ' 3', '1_000'
+    and Arabic-Indic or full-width digits, which an SRE did not mean as a count."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and plain_number(value, 18) is None:
+            self.fail(f"{value!r} is not a whole number in ASCII digits, e.g. 100", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class Progress:
@@ -83,9 +95,9 @@ def _quiet_kafka_logs(settings: Settings) -> None:
               help="Only records that failed at or after WHEN (dlq.failed.at): ISO 8601 date or datetime, "
                    "UTC unless it carries an offset; Z accepted.")
 @click.option("--until", metavar="WHEN", help="Only records that failed before WHEN (same form as --since).")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+@click.option("--limit", type=Count(min=1), metavar="N",
               help="Stop after N records that match the filters (the next run goes on from there).")
-@click.option("--max-replays", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--max-replays", type=Count(min=1), default=3, show_default=True,
               help="Refuse records already replayed this many times (header dlq.replays).")
 @click.option("--from-topic", metavar="TOPIC", help="Read this topic instead of DLQ_TOPIC.")
 @click.option("--to-topic", metavar="TOPIC",
@@ -139,7 +151,7 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     would = "would replay" if plan.dry_run else "replayed"
     title = f"Replay of {plan.source_topic} (group {plan.group})"
     click.secho(title + (", dry run: nothing published, nothing committed" if plan.dry_run else ""), bold=True)
-    targets = ", ".join(f"{topic} {n:,}" for topic, n in sorted(summary.by_target.items()))
+    targets = ", ".join(f"{shown(topic)} {n:,}" for topic, n in sorted(summary.by_target.items()))
     rows = [
         ("read", summary.read, ""),
         ("foreign", summary.verdicts[Verdict.FOREIGN], "no dead-letter headers: not written by pisano-sms, left alone"),
@@ -154,6 +166,10 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
          "dlq.original.topic is not in KAFKA_TOPICS: check the record; --to-topic if it is right"
          + (f" ({_top(summary.not_consumer_topics)})" if summary.not_consumer_topics else "")),
+        ("refused: by Kafka", summary.verdicts[Verdict.REFUSED_BY_KAFKA],
+         "Kafka refused them, each sent alone (e.g. larger than the topic's max.message.bytes): fix the topic, "
+         "then replay again with --from-beginning" + (f" ({_top(summary.kafka_refusals)})"
+                                                      if summary.kafka_refusals else "")),
         ("refused: malformed", summary.verdicts[Verdict.MALFORMED],
          "our headers, but unusable" + (f" ({_top(summary.malformed)})" if summary.malformed else "")),
     ]
@@ -162,7 +178,7 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     for name, counter in (("by error code", summary.by_code), ("by campaign", summary.by_campaign),
                           ("by reason", summary.by_reason)):
         if counter:
-            click.echo(f"  {name:<24}" + ", ".join(f"{key} {n:,}" for key, n in counter.most_common()))
+            click.echo(f"  {name:<24}" + ", ".join(f"{shown(key)} {n:,}" for key, n in counter.most_common()))
     if summary.stale:
         click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S: the consumers may "
                     "no longer know whether those events were delivered, and would send them", fg="yellow")
@@ -175,8 +191,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     click.echo("  position committed for group " + plan.group if summary.committed else "  nothing to commit")
 
 
-def _top(counter: Counter[str], shown: int = 3) -> str:
-    return ", ".join(f"{key[:80]} {n:,}" for key, n in counter.most_common(shown))
+def _top(counter: Counter[str], count: int = 3) -> str:
+    return ", ".join(f"{shown(key, 80)} {n:,}" for key, n in counter.most_common(count))
 
 
 @click.group("dlq")

@@ -7,9 +7,13 @@ there now, and a DLQ that keeps growing (the cause is not fixed yet) must not ke
 A record is one of ours when it carries the headers `consumer.outcomes.deadletter` writes (reason, origin,
 failure time); anything else in the topic is *foreign* and parsed as None. One that carries them
 but malformed (a header name that is not UTF-8, a count that is not a number, an origin topic
-Kafka would not accept, the same header twice with different values) raises MalformedDeadLetter
-with the reason, so the caller refuses that record and goes on. Values hold phone numbers: a
-`DeadLetter` never shows its value or original headers in its repr.
+Kafka would not accept, a campaign that is not a campaign id, a time outside the calendar, the
+same header twice with different values) raises MalformedDeadLetter with the reason, so the caller
+refuses that record and goes on. Whoever may write to the DLQ chooses its bytes: any other failure
+while reading a record is MalformedDeadLetter too, never an exception that stops `replay` or
+`dlq stats` on that record at every run. Every header of ours that a tool prints is checked here
+(numbers, reason, topic, campaign); reasons quoting the record's text go through `shown`. Values
+hold phone numbers: a `DeadLetter` never shows its value or original headers in its repr.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Literal
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.errors import PisanoSmsError
+from consumer.ingest.mapping import is_campaign_id
 from consumer.ingest.records import read_headers
 from consumer.outcomes.deadletter import (
     ATTEMPT_HEADER,
@@ -33,6 +38,7 @@ from consumer.outcomes.deadletter import (
     REPLAYS_HEADER,
     WRITTEN_HEADER_PREFIXES,
 )
+from consumer.sre.record_text import plain_number, shown
 from consumer.sre.replay_signature import ATTEMPT_ID
 from consumer.state.dedup import LEGACY_ATTEMPT
 
@@ -54,6 +60,9 @@ Origin = tuple[str, int, int]  # dlq.original.topic, .partition, .offset
 # Kafka's own rule for topic names.
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_NUMBER_DIGITS = 18
+CAMPAIGN_HEADER = "dlq.campaign.id"
+# e.g. in the messages that say what a campaign id looks like
+CAMPAIGN_EXAMPLE = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 
 
 class MalformedDeadLetter(PisanoSmsError):
@@ -104,7 +113,19 @@ class DeadLetter:
 
 def parse_dead_letter(message: Any) -> DeadLetter | None:
     """The record as a DeadLetter, None when it was not written by us (foreign), or
-    MalformedDeadLetter saying why it cannot be used."""
+    MalformedDeadLetter saying why it cannot be used; never any other exception from the record's
+    content (module docstring). Running out of memory or an interrupt is not the record's fault
+    and goes through."""
+    try:
+        return _parse(message)
+    except (MalformedDeadLetter, MemoryError):
+        raise
+    except Exception as exc:
+        # The kind only: the exception's text may quote the record (a phone, escape sequences).
+        raise MalformedDeadLetter(f"the record could not be read ({type(exc).__name__})") from exc
+
+
+def _parse(message: Any) -> DeadLetter | None:
     # Read once and safely (consumer/ingest/records.py): a header name that is not UTF-8 must
     # not crash the reader.
     headers, header_error = read_headers(message)
@@ -116,7 +137,7 @@ def parse_dead_letter(message: Any) -> DeadLetter | None:
             continue
         text = raw.decode("utf-8", "replace")
         if name in own and own[name] != text:
-            raise MalformedDeadLetter(f"header {name} twice with different values")
+            raise MalformedDeadLetter(f"header {shown(name, 40)} twice with different values")  # fits _top's 80
         own[name] = text
     if any(not own.get(name) for name in REQUIRED_HEADERS):
         return None
@@ -128,12 +149,18 @@ def parse_dead_letter(message: Any) -> DeadLetter | None:
     try:
         failed_at = parse_when(own["dlq.failed.at"])
     except ValueError:
-        raise MalformedDeadLetter("dlq.failed.at is not an ISO 8601 time") from None
+        raise MalformedDeadLetter("dlq.failed.at is not an ISO 8601 time (years 1 to 9999 in UTC)") from None
     if own["dlq.reason"] not in REASONS:
         raise MalformedDeadLetter("dlq.reason is not a dead-letter reason")
     attempt = own.get(ATTEMPT_HEADER) or None
     if attempt is not None and not ATTEMPT_ID.fullmatch(attempt):
         raise MalformedDeadLetter(f"{ATTEMPT_HEADER} is not an attempt id")
+    campaign = own.get(CAMPAIGN_HEADER) or None
+    if campaign is not None:
+        if not is_campaign_id(campaign):
+            raise MalformedDeadLetter(f"{CAMPAIGN_HEADER} is not a campaign id (a UUID)")
+        # The mapping takes either case; Pisano's ids are lower case, and `--campaign` matches so.
+        campaign = campaign.lower()
     return DeadLetter(
         partition=message.partition(),
         offset=message.offset(),
@@ -143,7 +170,7 @@ def parse_dead_letter(message: Any) -> DeadLetter | None:
         replays=_number(own, REPLAYS_HEADER) or 0,
         error_code=_number(own, "pisano.error.code"),
         http_status=_number(own, "pisano.http.status"),
-        campaign_id=own.get("dlq.campaign.id") or None,
+        campaign_id=campaign,
         value_omitted=VALUE_OMITTED_HEADER in own,
         attempt_id=attempt,
         key=message.key(),
@@ -155,13 +182,14 @@ def parse_dead_letter(message: Any) -> DeadLetter | None:
 
 def _number(own: dict[str, str], name: str) -> int | None:
     """A numeric header of ours, None when absent; MalformedDeadLetter when present but not a plain
-    number (str.isdigit alone takes '²', which int() refuses)."""
+    number (record_text.plain_number)."""
     text = own.get(name)
     if text is None or text == "":
         return None
-    if not (text.isascii() and text.isdigit() and len(text) <= MAX_NUMBER_DIGITS):
+    number = plain_number(text, MAX_NUMBER_DIGITS)
+    if number is None:
         raise MalformedDeadLetter(f"{name} is not a number")
-    return int(text)
+    return number
 
 
 def _required_number(own: dict[str, str], name: str) -> int:
@@ -173,13 +201,21 @@ def _required_number(own: dict[str, str], name: str) -> int:
 
 def parse_when(text: str) -> datetime:
     """An ISO 8601 date or datetime (`Z` or an offset; none means UTC) as an aware UTC datetime.
-    A date alone is its midnight UTC. Raises ValueError with the expected form."""
+    A date alone is its midnight UTC. Raises ValueError saying what is expected, and nothing else:
+    a time whose offset moves it out of datetime's range (0001-01-01T00:00+01:00) has no UTC time
+    (OverflowError from astimezone)."""
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise ValueError(f"{text!r} is not an ISO 8601 date or datetime; "
                          "expected e.g. 2026-01-31 or 2026-01-31T08:00:00Z") from exc
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    try:
+        return when.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError(f"{text!r} is outside the dates this tool can compare (years 1 to 9999 in UTC); "
+                         "give a time between them, e.g. 2026-01-31T08:00:00Z") from exc
 
 
 @dataclass(frozen=True)
@@ -197,15 +233,24 @@ class Filters:
     def from_options(cls, error_codes: Iterable[str] = (), reasons: Iterable[str] = (), campaigns: Iterable[str] = (),
                      since: str | None = None, until: str | None = None) -> Filters:
         """The filters of the command-line options, or ValueError naming the option and the expected form."""
-        codes = tuple(error_codes)
-        for code in codes:
-            if not code.isdigit():
-                raise ValueError(f"--error-code {code!r}: expected a Pisano numeric error code, e.g. 13001")
+        codes = set()
+        for code in error_codes:
+            number = plain_number(code, MAX_NUMBER_DIGITS)
+            if number is None:
+                raise ValueError(f"--error-code {code!r}: expected a Pisano numeric error code in ASCII digits, "
+                                 "e.g. 13001")
+            codes.add(number)
         reasons = tuple(reasons)
         for reason in reasons:
             if reason not in REASONS:
                 raise ValueError(f"--reason {reason!r}: not a dead-letter reason; expected one of {', '.join(REASONS)}")
-        filters = cls(frozenset(int(c) for c in codes), frozenset(reasons), frozenset(campaigns),
+        campaign_ids = set()
+        for campaign in campaigns:
+            if not is_campaign_id(campaign):
+                raise ValueError(f"--campaign {campaign!r}: not a campaign id; expected its UUID, e.g. "
+                                 f"{CAMPAIGN_EXAMPLE} (dlq stats lists those in the DLQ)")
+            campaign_ids.add(campaign.lower())  # as parse_dead_letter reads dlq.campaign.id
+        filters = cls(frozenset(codes), frozenset(reasons), frozenset(campaign_ids),
                       _option_time("--since", since), _option_time("--until", until))
         if filters.since and filters.until and filters.since >= filters.until:
             raise ValueError(f"--since {since} is not before --until {until}: nothing could match")

@@ -17,6 +17,7 @@ from typing import Any
 from consumer.config.settings import Settings
 from consumer.ingest.kafka import make_consumer
 from consumer.sre.dlq_read import NO_VALUE, DeadLetter, MalformedDeadLetter, TopicReader, parse_dead_letter
+from consumer.sre.record_text import shown
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,12 @@ class DlqStats:
     def sorted_rows(self) -> list[tuple[RowKey, Row]]:
         return sorted(self.rows.items(), key=lambda item: (-item[1].records, item[0]))
 
+    def shown_rows(self) -> list[tuple[RowKey, Row]]:
+        """The rows with their keys as they may be printed: the keys come from records
+        (consumer/sre/record_text.py), checked by the parser, shown safely all the same."""
+        return [((shown(code), shown(reason), shown(campaign)), row)
+                for (code, reason, campaign), row in self.sorted_rows()]
+
     def as_json(self) -> dict[str, Any]:
         return {
             "topic": self.topic,
@@ -75,14 +82,14 @@ class DlqStats:
                  "campaign_id": None if campaign == NO_VALUE else campaign, "records": row.records,
                  "unique_origins": len(row.origins), "oldest": _iso(row.oldest, "milliseconds"),
                  "newest": _iso(row.newest, "milliseconds")}
-                for (code, reason, campaign), row in self.sorted_rows()
+                for (code, reason, campaign), row in self.shown_rows()
             ],
         }
 
     def table(self) -> list[str]:
         header = ("error code", "reason", "campaign", "records", "origins", "oldest failure", "newest failure")
         lines = [[code, reason, campaign, f"{row.records:,}", f"{len(row.origins):,}", _iso(row.oldest) or "",
-                  _iso(row.newest) or ""] for (code, reason, campaign), row in self.sorted_rows()]
+                  _iso(row.newest) or ""] for (code, reason, campaign), row in self.shown_rows()]
         widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
         numeric = {3, 4}
 

@@ -16,6 +16,10 @@ original key, value and headers untouched, count the replay, and not lose its pl
   several times: within a run it is re-published once;
 * a record replayed `max_replays` times already, or whose value was left out of the DLQ (too
   large), is refused and counted, never published;
+* a record Kafka refuses for itself (larger than the target topic's max.message.bytes, invalid
+  for it) is refused and counted once it was refused when sent alone (the broker judges a whole
+  batch, so the records batched with it were refused with it and are sent again); a run never
+  stops on such a record, or every run would stop on it and nothing after it would be replayed;
 * the DLQ is input like any topic: whoever can write to it chooses `dlq.original.topic`. A record
   is re-published only to one of the consumers' own topics (KAFKA_TOPICS) or to the SRE's explicit
   `--to-topic`, never to whatever topic a header names; a record whose headers are malformed is
@@ -78,6 +82,7 @@ class Verdict(StrEnum):
     OVER_MAX_REPLAYS = "over_max_replays"
     MALFORMED = "malformed"  # our headers, but not usable (reason counted in ReplaySummary.malformed)
     NOT_CONSUMER_TOPIC = "not_consumer_topic"  # dlq.original.topic is not in KAFKA_TOPICS, no --to-topic
+    REFUSED_BY_KAFKA = "refused_by_kafka"  # published, refused by the broker when sent alone
     REPLAY = "replay"
 
 
@@ -148,6 +153,7 @@ class ReplaySummary:
     signed: bool = False  # the re-published records carry a replay signature
     malformed: Counter[str] = field(default_factory=Counter)  # reason -> records refused
     not_consumer_topics: Counter[str] = field(default_factory=Counter)  # named topic -> records refused
+    kafka_refusals: Counter[str] = field(default_factory=Counter)  # "<error> (<topic>)" -> records refused
 
     @property
     def matched(self) -> int:
@@ -166,25 +172,72 @@ class ReplaySummary:
         if stale_before is not None and letter.failed_at < stale_before:
             self.stale += 1
 
+    def refused_by_kafka(self, refusal: Refusal, stale_before: datetime | None) -> None:
+        """Count as refused a record `add_replay` counted as replayed: Kafka refused it."""
+        self.verdicts[Verdict.REPLAY] -= 1
+        self.verdicts[Verdict.REFUSED_BY_KAFKA] += 1
+        letter = refusal.letter
+        for counter, key in ((self.by_code, letter.code_label), (self.by_campaign, letter.campaign_label),
+                             (self.by_reason, letter.reason), (self.by_target, refusal.topic)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+        if stale_before is not None and letter.failed_at < stale_before:
+            self.stale -= 1
+        self.kafka_refusals[f"{refusal.error} ({refusal.topic})"] += 1
+
+
+@dataclass(frozen=True)
+class Refusal:
+    letter: DeadLetter
+    topic: str
+    error: str  # librdkafka's name of the broker's answer, e.g. MSG_SIZE_TOO_LARGE
+
+
+# The broker's answers about a record's own content: sending it again gets the same answer.
+RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD})
+
 
 class _Publisher:
-    """Re-publishes records and tells, at a checkpoint, whether all of them were acknowledged."""
+    """Re-publishes records and tells, at a checkpoint, whether all of them were acknowledged or
+    refused for themselves (RECORD_ERRORS, when sent alone)."""
 
     def __init__(self, producer: Any, signing_key: bytes | None) -> None:
         self.producer = producer
         self.signing_key = signing_key
         self.failure: KafkaError | None = None
+        self._suspects: list[tuple[str, DeadLetter]] = []  # refused in a batch: sent again alone
+        self._refused: list[Refusal] = []
 
-    def publish(self, topic: str, letter: DeadLetter) -> None:
+    def publish(self, topic: str, letter: DeadLetter, alone: bool = False) -> None:
+        def delivered(error: KafkaError | None, _message: Any) -> None:
+            if error is None:
+                return
+            if error.code() not in RECORD_ERRORS:
+                if self.failure is None:
+                    self.failure = error
+            elif alone:
+                self._refused.append(Refusal(letter, topic, error.name()))
+            else:
+                self._suspects.append((topic, letter))
+
         produce_waiting(self.producer, topic, key=letter.key, value=letter.value,
-                        headers=replay_headers(letter, self.signing_key, topic), on_delivery=self._delivered)
+                        headers=replay_headers(letter, self.signing_key, topic), on_delivery=delivered)
         self.producer.poll(0)
 
-    def _delivered(self, error: KafkaError | None, _message: Any) -> None:
-        if error is not None and self.failure is None:
-            self.failure = error
+    def wait_acknowledged(self) -> list[Refusal]:
+        """Wait for every delivery report; the records Kafka refused for themselves, or ReplayError."""
+        self._flush()
+        while self._suspects:
+            suspects, self._suspects = self._suspects, []
+            for topic, letter in suspects:
+                # Nothing else in flight: its batch holds it alone.
+                self.publish(topic, letter, alone=True)
+                self._flush()
+        refused, self._refused = self._refused, []
+        return refused
 
-    def wait_acknowledged(self) -> None:
+    def _flush(self) -> None:
         left = self.producer.flush(ACK_TIMEOUT_S)
         if left:
             raise ReplayError(f"Kafka did not acknowledge {left} re-published record(s) within {ACK_TIMEOUT_S:.0f}s; "
@@ -214,7 +267,8 @@ def run_replay(settings: Settings, plan: ReplayPlan,
     def checkpoint() -> None:
         if publisher is None:
             return
-        publisher.wait_acknowledged()
+        for refusal in publisher.wait_acknowledged():
+            summary.refused_by_kafka(refusal, plan.stale_before)
         positions = reader.positions()
         if not positions:
             return

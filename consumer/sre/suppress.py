@@ -8,7 +8,14 @@ under SUPPRESSION_KEY, which is the point).
 
 `import FILE` reads a CSV with a header holding `phone` and/or `external_id` (other columns are
 ignored); each non-empty cell is one entry. It is idempotent (SADD): importing the same file twice
-adds nothing the second time, and the summary says how many were already there.
+adds nothing the second time, and the summary says how many were already there. Lines are lines
+of the file (a quoted cell may span several), so an operator can open the file at the one named.
+
+A row the csv module cannot read (a cell over its 128 KiB field limit, often an unbalanced quote
+that swallowed the lines after it), bytes that are not UTF-8, or Redis failing stop the import at
+that line: the entries of the lines before it are on the list (each chunk is added before the
+next is read), nothing after it was read, and the summary says so; fixing the file (or Redis)
+and importing it again completes the list, since what is there already is only counted.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from consumer.operations import logs
 from consumer.state.suppression import CHUNK, OptOutHasher, OptOutList, RedisOptOutList
 
 EXIT_NOT_LISTED = 1
+EXIT_STOPPED = 1
 PLAIN_PROGRESS_ROWS = 100_000
 MAX_INVALID_SHOWN = 20
 
@@ -113,23 +121,48 @@ def check(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, 
     sys.exit(0 if all(found) else EXIT_NOT_LISTED)
 
 
+@dataclass(frozen=True)
+class ImportStop:
+    """Where and why an import stopped before the end of the file; `what` says what to do."""
+
+    line: int  # the first line of the row that could not be read (or added)
+    what: str
+
+
 @dataclass
 class ImportSummary:
     rows: int = 0
     entries: int = 0
     added: int = 0
     invalid: list[tuple[int, str]] = field(default_factory=list)  # (line, what), never the value
+    stopped: ImportStop | None = None
+    last_line: int = 0  # the entries of every line up to this one are on the list
 
     @property
     def already(self) -> int:
         return self.entries - self.added
 
 
+def _unreadable_row(exc: csv.Error) -> str:
+    # csv's messages name the problem, not the data ("field larger than field limit (131072)").
+    return (f"the CSV cannot be read here ({exc}): a cell of over 128 KiB, or an unbalanced quote that "
+            "runs on over the next lines; fix the row, or save the file again from its source")
+
+
+NOT_UTF8 = ("not UTF-8 text at or after this line: save the file as UTF-8 (Excel: \"CSV UTF-8\"), "
+            "or convert it (iconv -f WINDOWS-1254 -t UTF-8)")
+
+
 def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
                progress: Any = lambda rows: None) -> ImportSummary:
     """Add every phone and external id of a CSV to the list, in pipelined chunks (see the module docstring)."""
     reader = csv.reader(handle)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise click.UsageError(f"line 1 (the header): {_unreadable_row(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"line 1 (the header): {NOT_UTF8}") from exc
     if header is None:
         raise click.UsageError("the file is empty; expected a header with phone and/or external_id")
     names = [name.strip().lower() for name in header]
@@ -137,31 +170,59 @@ def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
     external_at = names.index("external_id") if "external_id" in names else None
     if phone_at is None and external_at is None:
         raise click.UsageError("the header names no `phone` or `external_id` column")
-    summary = ImportSummary()
+    summary = ImportSummary(last_line=reader.line_num)
     chunk: list[str] = []
     phone_entry, external_entry = hasher.phone, hasher.external_id
-    for line, row in enumerate(reader, 2):
+    while True:
+        line = reader.line_num + 1  # where the next row starts
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # The reader could go on, but from inside the bad row: what it would read is not rows.
+            summary.stopped = ImportStop(line, _unreadable_row(exc))
+            break
+        except UnicodeDecodeError:
+            summary.stopped = ImportStop(line, NOT_UTF8)
+            break
         summary.rows += 1
         for at, entry, what in ((phone_at, phone_entry, "phone"), (external_at, external_entry, "external_id")):
             if at is None or at >= len(row) or not row[at].strip():
+                continue
+            if "\n" in row[at] or "\r" in row[at]:
+                # No phone or id holds one: an unbalanced quote made one cell of the lines after it.
+                summary.invalid.append((line, f"{what}: a line break inside the cell (lines {line}-"
+                                              f"{reader.line_num}): an unbalanced quote? check the quotes from "
+                                              f"line {line}"))
                 continue
             try:
                 chunk.append(entry(row[at]))
             except InvalidEventError as exc:
                 summary.invalid.append((line, f"{what}: {exc}"))
         if len(chunk) >= CHUNK:
-            _flush(store, chunk, summary)
+            if not _flush(store, chunk, summary, reader.line_num):
+                return summary
             progress(summary.rows)
-    _flush(store, chunk, summary)
+    _flush(store, chunk, summary, line - 1 if summary.stopped else reader.line_num)
     progress(summary.rows)
     return summary
 
 
-def _flush(store: OptOutList, chunk: list[str], summary: ImportSummary) -> None:
+def _flush(store: OptOutList, chunk: list[str], summary: ImportSummary, through: int) -> bool:
+    """Add `chunk`, the entries of the lines after `summary.last_line` up to `through`; False (the
+    import stopped at the chunk's first line) when Redis failed."""
     if chunk:
+        try:
+            summary.added += store.add(chunk)
+        except StateStoreError as exc:
+            summary.stopped = ImportStop(summary.last_line + 1, f"Redis failed ({exc}): some entries from this "
+                                         "line on may be on the list; check REDIS_URL and that Redis is up")
+            return False
         summary.entries += len(chunk)
-        summary.added += store.add(chunk)
         chunk.clear()
+    summary.last_line = through
+    return True
 
 
 class RowProgress:
@@ -206,8 +267,6 @@ def import_command(settings: Settings, file: Path) -> None:
     try:
         with file.open(newline="", encoding="utf-8-sig") as handle:
             summary = _guarded(lambda: import_csv(handle, hasher, store, progress))
-    except UnicodeDecodeError:
-        fail(f"{file}: not UTF-8 text")
     finally:
         progress.close()
     click.echo(f"rows read {summary.rows:,}; entries {summary.entries:,}: added {summary.added:,}, already on "
@@ -217,6 +276,13 @@ def import_command(settings: Settings, file: Path) -> None:
         click.echo(f"  line {line}: {what}")
     if len(summary.invalid) > MAX_INVALID_SHOWN:
         click.echo(f"  ... and {len(summary.invalid) - MAX_INVALID_SHOWN:,} more invalid rows")
+    stop = summary.stopped
+    if stop is not None:
+        done = ("Nothing was added" if summary.last_line < 2 else "The entries of line 2 are on the list"
+                if summary.last_line == 2 else f"The entries of lines 2 to {summary.last_line} are on the list")
+        fail(f"{file}: stopped at line {stop.line}: {stop.what}. {done}; nothing from line {stop.line} on was "
+             "read. Fix it and import the whole file again (what is on the list already is only counted)",
+             EXIT_STOPPED)
 
 
 @suppress.command("export")

@@ -37,7 +37,8 @@ from tests.support.kafka import all_committed, committed, headers_of, produce, r
 from tests.support.scenario import CAMPAIGNS, delivered_phones, mixed_traffic
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-CAMP_A, CAMP_B = "camp-a", "camp-b"
+# Campaign API ids, as the consumer writes them (anything else is a malformed dead-letter).
+CAMP_A, CAMP_B = "ae51458c-9e82-417f-8f1d-e074891ea5c1", "0b7c2e4a-1f3d-4c5b-9a8e-7d6f5e4c3b2a"
 TOKEN_13001 = Failure("pisano_error", "Wrong authentication token", code=13001, http_status=401, campaign_id=CAMP_A,
                       attempts=1)
 
@@ -275,6 +276,38 @@ def test_value_omitted_by_the_dead_letter_queue_is_refused(
     assert line_of(result.stdout, "refused: value omitted").split()[3] == "1"
 
 
+def test_a_record_the_target_topic_refuses_is_counted_and_the_run_goes_on(
+        stack: Stack, settings: Callable[[str], Settings]) -> None:
+    """Larger than the source topic allows (the DLQ takes more): every run used to stop on it, and
+    nothing after it was replayed. The records batched with it are sent again, alone."""
+    source, dlq = unique("small-source"), unique("dlq")
+    SOURCE_OF_DLQ[dlq] = source
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    for future in admin.create_topics([NewTopic(source, 1, 1, config={"max.message.bytes": "4096"}),
+                                       NewTopic(dlq, 1, 1)]).values():
+        future.result(timeout=30)
+    produce(stack.bootstrap, source, [(f"evt-{n}".encode(), f"payload {n}".encode()) for n in range(4)])
+    originals = read_all(stack.bootstrap, source, expected=4)
+    producer = Producer({"bootstrap.servers": stack.bootstrap, "enable.idempotence": True})
+    for n, message in enumerate(originals):
+        # Random bytes: compression must not bring it under the source topic's limit.
+        value = os.urandom(20_000) if n == 1 else message.value()
+        producer.produce(dlq, key=message.key(), value=value, headers=dead_letter_headers(message, TOKEN_13001))
+    assert producer.flush(30) == 0
+
+    summary = replay(settings(dlq))
+    assert summary.verdicts == {Verdict.REPLAY: 3, Verdict.REFUSED_BY_KAFKA: 1}
+    assert summary.kafka_refusals == {f"MSG_SIZE_TOO_LARGE ({source})": 1} and summary.by_target == {source: 3}
+    assert summary.committed and at_end(stack, default_group(Filters()), dlq)
+    assert sorted(m.key() for m in read_all(stack.bootstrap, source)) == \
+        sorted([b"evt-0", b"evt-1", b"evt-2", b"evt-3", b"evt-0", b"evt-2", b"evt-3"])
+
+    result = pisano_sms("replay", "--from-beginning", env=cli_env(stack, dlq))
+    assert result.returncode == 0, result.stderr
+    assert count_in(result.stdout, "refused: by Kafka") == 1 and count_in(result.stdout, "replayed") == 3
+    assert f"MSG_SIZE_TOO_LARGE ({source}) 1" in result.stdout
+
+
 # ------------------------------------------------------------------------------------- CLI
 
 
@@ -349,11 +382,43 @@ def test_cli_replay_summary_and_dlq_stats(stack: Stack, new_topic: Callable[...,
     assert committed(stack.bootstrap, STATS_GROUP, dlq) == {0: -1001, 1: -1001}  # looking moves nothing
 
 
+def test_cli_counts_hostile_dead_letters_as_malformed_and_prints_nothing_raw(
+        stack: Stack, new_topic: Callable[..., str]) -> None:
+    """Anyone who may write to the DLQ chooses its headers: a campaign holding escape sequences or
+    a phone, a failure time whose UTC falls off the calendar. Both tools count them and go on."""
+    source, dlq = new_topic("source"), new_topic("dlq")
+    build_dlq(stack, source, dlq, [Spec(TOKEN_13001)])
+    original = read_all(stack.bootstrap, source, expected=1)[0]
+    hostile = {"dlq.campaign.id": b"\x1b]0;owned\x07\x1b[2J+905321234567",
+               "dlq.failed.at": b"0001-01-01T00:00:00+01:00"}
+    producer = Producer({"bootstrap.servers": stack.bootstrap})
+    for name, value in hostile.items():
+        headers = [(k, v) for k, v in dead_letter_headers(original, TOKEN_13001) if k != name]
+        producer.produce(dlq, key=b"hostile", value=b"x", headers=[*headers, (name, value)])
+    assert producer.flush(30) == 0
+    env = cli_env(stack, dlq)
+
+    dry = pisano_sms("replay", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert count_in(dry.stdout, "would replay") == 1 and count_in(dry.stdout, "refused: malformed") == 2
+    assert "dlq.campaign.id is not a campaign id" in dry.stdout and "dlq.failed.at is not an ISO 8601" in dry.stdout
+    stats = pisano_sms("dlq", "stats", env=env)
+    assert stats.returncode == 0, stats.stderr
+    assert stats.stdout.splitlines()[-1].endswith("2 malformed (our headers, unusable)")
+    as_json = pisano_sms("dlq", "stats", "--json", env=env)
+    assert json.loads(as_json.stdout)["malformed"] == 2
+    for result in (dry, stats, as_json):
+        printed = result.stdout + result.stderr
+        assert "\x1b" not in printed and "905321234567" not in printed and "Traceback" not in printed
+
+
 def test_cli_errors_are_one_line_with_exit_2(stack: Stack, new_topic: Callable[..., str]) -> None:
     dlq = new_topic("dlq")
     cases = [
         (("replay", "--since", "last tuesday"), cli_env(stack, dlq), "--since 'last tuesday' is not an ISO 8601"),
         (("replay", "--error-code", "wrong-token"), cli_env(stack, dlq), "--error-code 'wrong-token': expected"),
+        (("replay", "--error-code", "\u00b2"), cli_env(stack, dlq), "--error-code '\u00b2': expected"),
+        (("replay", "--since", "0001-01-01T00:00:00+01:00"), cli_env(stack, dlq), "is outside the dates"),
         (("replay",), cli_env(stack, "no-such-dlq"), "topic no-such-dlq does not exist"),
         (("replay", "--to-topic", "no-such-topic"), cli_env(stack, dlq), "topic no-such-topic does not exist"),
         (("dlq", "stats"), cli_env(stack, "no-such-dlq"), "check DLQ_TOPIC"),

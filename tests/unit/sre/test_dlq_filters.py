@@ -13,6 +13,9 @@ from consumer.sre.dlq_stats import DlqStats
 from consumer.sre.replay import ReplaySummary, Verdict, default_group, judge, replay_headers
 
 FAILED_AT = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+# The consumer only ever writes a campaign API id (consumer/ingest/mapping.py is_campaign_id).
+CAMPAIGN_A = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
+CAMPAIGN_B = "0b7c2e4a-1f3d-4c5b-9a8e-7d6f5e4c3b2a"
 
 
 class FakeMessage:
@@ -58,7 +61,7 @@ def dead_lettered(failure: Failure, original_headers: Headers | None = None, *, 
 
 
 TOKEN_FAILURE = Failure("pisano_error", "Wrong authentication token", code=13001, http_status=401,
-                        campaign_id="camp-a", attempts=1)
+                        campaign_id=CAMPAIGN_A, attempts=1)
 
 
 def letter(failure: Failure = TOKEN_FAILURE, original_headers: Headers | None = None, *,
@@ -76,7 +79,7 @@ def test_headers_parse_into_a_typed_dead_letter() -> None:
     parsed = parse_dead_letter(dead_lettered(TOKEN_FAILURE, [("trace-id", b"abc")]))
     assert parsed == DeadLetter(
         partition=0, offset=7, reason="pisano_error", origin=("transactions", 3, 42), failed_at=FAILED_AT,
-        replays=0, error_code=13001, http_status=401, campaign_id="camp-a", value_omitted=False, key=b"evt-1",
+        replays=0, error_code=13001, http_status=401, campaign_id=CAMPAIGN_A, value_omitted=False, key=b"evt-1",
         value=b"\x02avro+905551234567", original_headers=(("trace-id", b"abc"),),
     )
 
@@ -126,8 +129,9 @@ def test_bad_times_are_refused_with_the_expected_form(text: str) -> None:
 
 
 def test_options_become_filters() -> None:
-    filters = Filters.from_options(["13001", "13034"], ["pisano_error"], ["camp-a"], "2026-01-01", "2026-01-03T00:00Z")
-    assert filters == Filters(frozenset({13001, 13034}), frozenset({"pisano_error"}), frozenset({"camp-a"}),
+    filters = Filters.from_options(["13001", "13034"], ["pisano_error"], [CAMPAIGN_A], "2026-01-01",
+                                   "2026-01-03T00:00Z")
+    assert filters == Filters(frozenset({13001, 13034}), frozenset({"pisano_error"}), frozenset({CAMPAIGN_A}),
                               datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC))
     assert Filters.from_options() == Filters()
 
@@ -138,6 +142,13 @@ def test_options_become_filters() -> None:
     ({"since": "last week"}, "--since 'last week' is not an ISO 8601"),
     ({"until": "2026/01/01"}, "--until '2026/01/01' is not an ISO 8601"),
     ({"since": "2026-01-02", "until": "2026-01-01"}, "--since 2026-01-02 is not before --until 2026-01-01"),
+    # str.isdigit takes these, int() refuses or misreads them.
+    ({"error_codes": ["\u00b2"]}, "--error-code '\u00b2': expected a Pisano numeric error code"),
+    ({"error_codes": ["\u0661\u0663"]}, "--error-code '\u0661\u0663': expected a Pisano numeric error code"),
+    ({"error_codes": ["9" * 5000]}, "--error-code '999"),
+    ({"campaigns": ["camp-a"]}, "--campaign 'camp-a': not a campaign id; expected its UUID"),
+    ({"since": "0001-01-01T00:00:00+01:00"}, "--since '0001-01-01T00:00:00+01:00' is outside the dates"),
+    ({"until": "9999-12-31T23:59:59-01:00"}, "--until '9999-12-31T23:59:59-01:00' is outside the dates"),
 ])
 def test_bad_options_name_the_option(options: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError) as raised:
@@ -145,10 +156,26 @@ def test_bad_options_name_the_option(options: dict[str, object], message: str) -
     assert str(raised.value).startswith(message)
 
 
+@pytest.mark.parametrize("option", ["--limit", "--max-replays"])
+@pytest.mark.parametrize("value", ["\u0663", "\uff15", " 5", "1_000", "\u00b2"])
+def test_counts_on_the_command_line_are_ascii_digits(option: str, value: str) -> None:
+    from click.testing import CliRunner
+
+    from consumer.cli import main
+
+    result = CliRunner().invoke(main, ["replay", option, value])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for '{option}': {value!r} is not a whole number in ASCII digits, e.g. 100" in result.output
+
+
+def test_a_campaign_option_in_upper_case_is_the_same_filter() -> None:
+    assert Filters.from_options(campaigns=[CAMPAIGN_A.upper()]) == Filters.from_options(campaigns=[CAMPAIGN_A])
+
+
 def test_criteria_combine_with_and_values_with_or() -> None:
     token = letter()
-    campaign = letter(Failure("pisano_error", "no campaign", code=13034, http_status=404, campaign_id="camp-b"))
-    ambiguous = letter(Failure("ambiguous", "read timeout", campaign_id="camp-a"))
+    campaign = letter(Failure("pisano_error", "no campaign", code=13034, http_status=404, campaign_id=CAMPAIGN_B))
+    ambiguous = letter(Failure("ambiguous", "read timeout", campaign_id=CAMPAIGN_A))
     everything = [token, campaign, ambiguous]
 
     def matching(filters: Filters) -> list[DeadLetter]:
@@ -157,9 +184,9 @@ def test_criteria_combine_with_and_values_with_or() -> None:
     assert matching(Filters()) == everything
     assert matching(Filters(error_codes=frozenset({13001, 13034}))) == [token, campaign]
     assert matching(Filters(reasons=frozenset({"ambiguous"}))) == [ambiguous]
-    assert matching(Filters(campaigns=frozenset({"camp-a"}))) == [token, ambiguous]
-    assert matching(Filters(error_codes=frozenset({13001}), campaigns=frozenset({"camp-b"}))) == []
-    assert matching(Filters(reasons=frozenset({"pisano_error"}), campaigns=frozenset({"camp-b"}))) == [campaign]
+    assert matching(Filters(campaigns=frozenset({CAMPAIGN_A}))) == [token, ambiguous]
+    assert matching(Filters(error_codes=frozenset({13001}), campaigns=frozenset({CAMPAIGN_B}))) == []
+    assert matching(Filters(reasons=frozenset({"pisano_error"}), campaigns=frozenset({CAMPAIGN_B}))) == [campaign]
 
 
 def test_since_is_inclusive_and_until_exclusive() -> None:
@@ -199,7 +226,7 @@ def test_summary_counts() -> None:
     summary.add_replay(letter(Failure("ambiguous", "timeout"), failed_at=stale_before), "transactions", stale_before)
     assert (summary.matched, summary.replayed, summary.stale) == (3, 2, 1)
     assert summary.by_code == {"13001": 1, "-": 1}
-    assert summary.by_campaign == {"camp-a": 1, "-": 1}
+    assert summary.by_campaign == {CAMPAIGN_A: 1, "-": 1}
     assert summary.by_reason == {"pisano_error": 1, "ambiguous": 1}
 
 
@@ -231,7 +258,7 @@ def test_default_group_is_stable_and_depends_on_the_filters() -> None:
     assert default_group(Filters.from_options(["13034", "13001"])) == \
         default_group(Filters.from_options(["13001", "13034"]))
     others = [Filters(), Filters.from_options(reasons=["ambiguous"]), Filters.from_options(["13034"]),
-              Filters.from_options(["13001"], campaigns=["camp-a"]),
+              Filters.from_options(["13001"], campaigns=[CAMPAIGN_A]),
               Filters.from_options(["13001"], since="2026-01-01"), Filters.from_options(["13001"], until="2026-01-01")]
     names = {default_group(f) for f in [tokens, *others]}
     assert len(names) == 1 + len(others)
@@ -259,13 +286,13 @@ def test_stats_rows_count_records_unique_origins_and_times() -> None:
     stats.add(None)
     document = stats.as_json()
     assert (document["records"], document["foreign"], document["unique_origins"]) == (5, 1, 3)
-    assert document["rows"][0] == {"error_code": "13001", "reason": "pisano_error", "campaign_id": "camp-a",
+    assert document["rows"][0] == {"error_code": "13001", "reason": "pisano_error", "campaign_id": CAMPAIGN_A,
                                    "records": 3, "unique_origins": 2, "oldest": "2026-01-02T03:04:05.678Z",
                                    "newest": "2026-01-02T04:04:05.678Z"}
     assert document["rows"][1]["error_code"] is None and document["rows"][1]["campaign_id"] is None
     table = stats.table()
     assert table[0].split() == ["error", "code", "reason", "campaign", "records", "origins", "oldest", "failure",
                                 "newest", "failure"]
-    assert table[1].split() == ["13001", "pisano_error", "camp-a", "3", "2", "2026-01-02T03:04:05Z",
+    assert table[1].split() == ["13001", "pisano_error", CAMPAIGN_A, "3", "2", "2026-01-02T03:04:05Z",
                                 "2026-01-02T04:04:05Z"]
     assert table[-1] == "5 record(s) in pisano-sms.dlq, 3 unique origin(s), 1 foreign (not written by pisano-sms)"

@@ -9,7 +9,7 @@ from consumer.outcomes.deadletter import Failure
 from consumer.sre.dlq_read import MalformedDeadLetter, parse_dead_letter
 from consumer.sre.replay import replay_headers
 from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, VerifiedReplay, sign, verified_replay
-from tests.unit.sre.test_dlq_filters import TOKEN_FAILURE, FakeMessage, dead_lettered, letter
+from tests.unit.sre.test_dlq_filters import CAMPAIGN_A, TOKEN_FAILURE, FakeMessage, dead_lettered, letter
 
 KEY = b"fleet-replay-key-0123456789abcdef"
 NOW_MS = 1_800_000_000_000
@@ -67,6 +67,61 @@ def test_conflicting_duplicate_headers_are_refused() -> None:
     headers = [*(dead_lettered(TOKEN_FAILURE).headers() or []), ("dlq.replays", b"0"), ("dlq.replays", b"5")]
     with pytest.raises(MalformedDeadLetter, match="twice"):
         parse_dead_letter(FakeMessage(headers))
+
+
+@pytest.mark.parametrize("when", [b"0001-01-01T00:00:00+01:00", b"9999-12-31T23:59:59-01:00"])
+def test_a_failure_time_at_the_edge_of_the_calendar_is_malformed(when: bytes) -> None:
+    # In UTC these fall outside datetime's range: OverflowError, not ValueError.
+    with pytest.raises(MalformedDeadLetter, match=r"dlq\.failed\.at is not an ISO 8601 time"):
+        parse_dead_letter(with_header("dlq.failed.at", when))
+
+
+class Exploding(FakeMessage):
+    """A record whose reading raises what no check foresaw: whatever its bytes, parse_dead_letter
+    answers MalformedDeadLetter (replay and stats skip it) or lets the caller's own failures through."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(dead_lettered(TOKEN_FAILURE).headers(), topic="pisano-sms.dlq", partition=0, offset=7)
+        self.error = error
+
+    def value(self) -> bytes | None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [OverflowError("date value out of range"), RecursionError(), KeyError("x"),
+                                   UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")])
+def test_any_failure_reading_a_record_is_malformed_with_its_kind_only(error: BaseException) -> None:
+    with pytest.raises(MalformedDeadLetter) as refused:
+        parse_dead_letter(Exploding(error))
+    assert str(refused.value) == f"the record could not be read ({type(error).__name__})"
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), MemoryError()])
+def test_an_interrupt_or_exhausted_memory_is_not_a_malformed_record(error: BaseException) -> None:
+    with pytest.raises(type(error)):
+        parse_dead_letter(Exploding(error))
+
+
+@pytest.mark.parametrize("campaign", [b"\x1b]0;owned\x07\x1b[2J", b"+905321234567", b"camp-a",
+                                      b"{ae51458c-9e82-417f-8f1d-e074891ea5c1}", "\u202e".encode()])
+def test_a_campaign_that_is_not_a_campaign_id_is_malformed(campaign: bytes) -> None:
+    with pytest.raises(MalformedDeadLetter, match=r"^dlq\.campaign\.id is not a campaign id"):
+        parse_dead_letter(with_header("dlq.campaign.id", campaign))
+
+
+def test_a_campaign_id_in_upper_case_is_the_same_campaign() -> None:
+    parsed = parse_dead_letter(with_header("dlq.campaign.id", CAMPAIGN_A.upper().encode()))
+    assert parsed is not None and parsed.campaign_id == CAMPAIGN_A
+
+
+def test_a_header_name_quoted_in_a_reason_is_escaped() -> None:
+    name = "dlq.x\x1b[2J+905321234567"
+    headers = [*(dead_lettered(TOKEN_FAILURE).headers() or []), (name, b"0"), (name, b"5")]
+    with pytest.raises(MalformedDeadLetter, match="twice") as refused:
+        parse_dead_letter(FakeMessage(headers))
+    reason = str(refused.value)
+    assert "\x1b" not in reason and "905321234567" not in reason
+    assert "\\x1b[2J" in reason  # shown escaped: the SRE sees what is there
 
 
 # ----------------------------------------------------------------------------- signatures

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
+from consumer.errors import StateStoreError
 from consumer.sre.suppress import import_csv
-from consumer.state.suppression import MemoryOptOutList, OptOutHasher
+from consumer.state.suppression import CHUNK, MemoryOptOutList, OptOutHasher
 
 HASHER = OptOutHasher(b"import-key-0123456789", "TR")
 
@@ -42,3 +45,85 @@ def test_progress_is_reported_per_chunk() -> None:
 def test_a_file_without_the_columns_is_refused(text: str) -> None:
     with pytest.raises(click.UsageError):
         import_csv(io.StringIO(text), HASHER, MemoryOptOutList())
+
+
+def test_a_row_csv_cannot_read_stops_the_import_at_its_line_after_adding_what_came_before() -> None:
+    # A cell over csv's field limit (128 KiB): a pasted note column, say.
+    text = "phone,note\n+905321234567,ok\n+905321234568," + "x" * 200_000 + "\n+905321234569,after\n"
+    store = MemoryOptOutList()
+    summary = import_csv(io.StringIO(text), HASHER, store)
+    assert summary.stopped is not None and summary.stopped.line == 3
+    assert "field larger than field limit" in summary.stopped.what
+    assert (summary.rows, summary.entries, summary.added) == (1, 1, 1)  # line 2 only, and it is on the list
+    assert store.contains([HASHER.phone("+905321234567"), HASHER.phone("+905321234569")]) == [True, False]
+
+
+def test_a_file_that_stops_being_utf8_stops_the_import_at_or_after_its_line() -> None:
+    # Decoding runs ahead of the rows by a buffer (8 KiB): the line named is where it noticed.
+    good = 3000
+    raw = ("phone\n" + "".join(f"+90532{n:07d}\n" for n in range(good)) + "+90532\xff0000\n").encode("latin-1")
+    store = MemoryOptOutList()
+    summary = import_csv(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", newline=""), HASHER, store)
+    assert summary.stopped is not None and "not UTF-8" in summary.stopped.what
+    assert 2 < summary.stopped.line <= good + 2
+    assert summary.added == summary.entries == summary.rows == store.size() == summary.stopped.line - 2
+    assert summary.last_line == summary.stopped.line - 1
+
+
+def test_a_cell_holding_a_line_break_is_invalid_not_an_entry() -> None:
+    # An unbalanced quote makes one cell of the next lines: they must not become one external id.
+    text = 'external_id\nc-1\n"c-2\nc-3\nc-4\n'
+    store = MemoryOptOutList()
+    summary = import_csv(io.StringIO(text), HASHER, store)
+    assert summary.invalid == [(3, "external_id: a line break inside the cell (lines 3-5): an unbalanced quote? "
+                                   "check the quotes from line 3")]
+    assert store.size() == 1
+
+
+def test_lines_are_counted_in_the_file_not_in_rows() -> None:
+    text = 'phone,note\n+905321234567,"two\nlines"\n+90 12,x\n'
+    summary = import_csv(io.StringIO(text), HASHER, MemoryOptOutList())
+    assert [line for line, _ in summary.invalid] == [4]
+
+
+class FailingAfter(MemoryOptOutList):
+    """Redis answering the first `chunks` adds, then gone."""
+
+    def __init__(self, chunks: int) -> None:
+        super().__init__()
+        self.chunks = chunks
+
+    def add(self, entries: list[str]) -> int:
+        if self.chunks == 0:
+            raise StateStoreError("Redis did not answer")
+        self.chunks -= 1
+        return super().add(entries)
+
+
+def test_redis_failing_stops_the_import_at_the_first_line_of_the_chunk_it_refused() -> None:
+    rows = CHUNK + 10
+    text = "phone\n" + "".join(f"+90532{n:07d}\n" for n in range(rows))
+    store = FailingAfter(1)
+    summary = import_csv(io.StringIO(text), HASHER, store)
+    assert summary.stopped is not None and summary.stopped.line == CHUNK + 2
+    assert "Redis failed" in summary.stopped.what and summary.last_line == CHUNK + 1
+    assert summary.added == summary.entries == CHUNK == store.size()
+
+
+def test_the_import_command_says_where_it_stopped_and_what_is_on_the_list(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.cli import main
+    from consumer.sre import suppress
+
+    store = MemoryOptOutList()
+    monkeypatch.setattr(suppress, "_open", lambda settings: (HASHER, store))
+    path = tmp_path / "opt-outs.csv"
+    path.write_text("phone,note\n+905321234567,ok\n+905321234568," + "x" * 200_000 + "\n+905321234569,x\n")
+    result = CliRunner().invoke(main, ["suppress", "import", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "905321234568" not in result.output
+    assert "rows read 1; entries 1: added 1" in result.output
+    assert (f"pisano-sms: error: {path}: stopped at line 3: the CSV cannot be read here (field larger than field "
+            "limit (131072))") in " ".join(result.output.split())
+    assert "The entries of line 2 are on the list; nothing from line 3 on was read" in result.output
+    assert store.size() == 1

@@ -1,0 +1,40 @@
+"""Text from outside as the SRE tools read and print it: plain numbers, and text fit for a terminal.
+
+The dead-letter topic is input: anyone who may write to it chooses its headers, and the tools'
+printers put what they read in front of an operator. A terminal acts on escape sequences (change
+the title, clear the screen, rewrite what was printed, on some terminals answer back), and a
+right-to-left override makes a line read differently from what it holds; a header may also hold a
+phone number. So every printer passes text that came from a record through `shown`, even text the
+parser has already checked: one rule in one place, not a check remembered at each call site.
+"""
+
+from __future__ import annotations
+
+from consumer.operations.logs import redact_phones
+
+MAX_SHOWN_CHARS = 200
+
+
+def shown(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """`text` as it may be printed: phone numbers masked, every character a terminal would act on
+    or that is not printable (controls, format characters such as bidi overrides, unassigned code
+    points, lone surrogates) written as its Python escape (`\\x1b`), at most `limit` characters.
+
+    Showing shown text again changes nothing (a backslash is left as it is), so a printer need not
+    know whether a reason was already made safe where it was built. Cut before redacting (the work
+    stays bounded) with room to spare, then again after: no half number is left."""
+    redacted = redact_phones(text[: limit * 4])
+    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                      for c in redacted)
+    return escaped[:limit]
+
+
+def plain_number(text: str, max_digits: int) -> int | None:
+    """The number `text` writes in ASCII digits only (at most `max_digits` of them), else None.
+
+    `str.isdigit` alone takes `²` (which int() refuses) and Arabic-Indic or full-width digits
+    (which int() reads); int() alone takes spaces, signs and underscores, and refuses over 4,300
+    digits with a message that says nothing of the option."""
+    if not (0 < len(text) <= max_digits and text.isascii() and text.isdigit()):
+        return None
+    return int(text)
