@@ -17,8 +17,8 @@ An answer is read within bounds, whatever Pisano (or a proxy in front of it) sen
   connection at the deadline whatever the request is doing (`_Deadline`). A request cut before
   its body was written whole was not sent (a WriteTimeout); one cut after may have reached
   Pisano (a ReadTimeout: ambiguous). No byte of it leaves after the deadline, so the claims
-  sized from it (README, "DEDUP_CLAIM_LEASE_MS") outlive it. The environment's proxy settings
-  are not used (the client has its own transport);
+  sized from it (README, "DEDUP_CLAIM_LEASE_MS") outlive it. Through a proxy named by the
+  environment (HTTPS_PROXY...) too;
 * a body that does not parse (not JSON, nested deeper than the parser's recursion limit, a number
   of thousands of digits) is an unreadable body: the status still decides the outcome.
 An error's text is built only from safe parts (the error's type, the OS reason, our own words):
@@ -34,6 +34,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,15 +358,26 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
 
 class _DeadlineTransport(httpx.HTTPTransport):
-    """httpx's transport (its pooling, its mapping of errors) over `_DeadlineBackend`: httpx takes
-    no network backend, so its pool is rebuilt with one."""
+    """httpx's transport (its pooling, proxying, mapping of errors) over `_DeadlineBackend`."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, limits: httpx.Limits) -> None:
-        super().__init__(verify=ssl_context, limits=limits)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context, max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, network_backend=_DeadlineBackend())
+    def __init__(self, ssl_context: ssl.SSLContext, limits: httpx.Limits, proxy: str | None) -> None:
+        super().__init__(verify=ssl_context, limits=limits, proxy=proxy)
+        # httpx takes no network backend: its pool (direct, or through a proxy) is given ours.
+        # Refuse to start rather than run without the deadline should httpcore rename it.
+        if not isinstance(getattr(self._pool, "_network_backend", None), httpcore.NetworkBackend):
+            raise RuntimeError("httpcore's connection pool changed: the request deadline cannot be installed")
+        self._pool._network_backend = _DeadlineBackend()
+
+
+def environment_proxy(base_url: str) -> str | None:
+    """The proxy the environment names for `base_url` (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, less
+    NO_PROXY), as httpx would take it: a client given its own transport no longer looks."""
+    url = httpx.URL(base_url)
+    proxies = urllib.request.getproxies()
+    found = proxies.get(url.scheme) or proxies.get("all")
+    if not found or urllib.request.proxy_bypass(url.host):
+        return None
+    return found if "://" in found else f"http://{found}"
 
 
 def read_bounded(response: httpx.Response, deadline: float) -> bytes:
@@ -413,7 +425,8 @@ class PisanoClient:
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
             transport=_DeadlineTransport(
                 httpx.create_ssl_context(verify=_verify(tls_verify, ca_file)),
-                httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)),
+                httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+                environment_proxy(base_url)),
         )
 
     def send(self, campaign_id: str, body: bytes) -> Accepted:

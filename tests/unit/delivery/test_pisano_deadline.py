@@ -204,6 +204,28 @@ def test_a_client_cut_at_its_deadline_sends_the_next_request_on_a_new_connection
     assert len(accepted) == 2
 
 
+def test_through_the_environments_proxy_the_deadline_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client has a transport of its own; the proxy httpx would have taken from the
+    environment is still used, and its connections keep to the deadline too."""
+    targets: list[bytes] = []
+
+    def proxy_answering_slowly(connection: socket.socket, stop: threading.Event) -> None:
+        targets.append(connection.recv(65536).split(b" ")[1])
+        trickle(connection, SLOW_HEADERS, 0.25, stop)
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    with server(proxy_answering_slowly) as (port, _):
+        monkeypatch.setenv("HTTP_PROXY", f"127.0.0.1:{port}")
+        client = PisanoClient("http://pisano.invalid", TOKEN, timeout_s=0.5, connect_timeout_s=0.5,
+                              max_connections=1)
+        elapsed, error = send_timed(client)
+    assert targets == [f"http://pisano.invalid/v1/sms_campaigns/{CAMPAIGN}/sms_sharings".encode()]
+    assert elapsed < client.deadline_s + SLACK_S, elapsed
+    assert error is not None and error.ambiguous, error
+
+
 # ----------------------------------------------------------------- over TLS
 
 @pytest.fixture(scope="module")
