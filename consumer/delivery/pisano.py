@@ -14,7 +14,7 @@ An answer is read within bounds, whatever Pisano (or a proxy in front of it) sen
   connecting, TLS, writing the body, reading the status line, headers and body all end by it.
   httpx's timeouts are per operation, and a peer that sends (or takes) a byte every second never
   trips them, so every operation gets at most the time left, and a timer thread shuts the
-  connection at the deadline whatever the request is doing (`_Deadline`). A request cut before
+  connection at the deadline whatever the request is doing (consumer/delivery/request_deadline.py). A request cut before
   its body was written whole was not sent (a WriteTimeout); one cut after may have reached
   Pisano (a ReadTimeout: ambiguous). No byte of it leaves after the deadline, so the claims
   sized from it (README, "DEDUP_CLAIM_LEASE_MS") outlive it. Through a proxy named by the
@@ -27,26 +27,22 @@ an HTTP library's message may quote request headers, and with them the token.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import json
-import socket
 import ssl
-import threading
 import time
-import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpcore
 import httpx
 import orjson
 
 from consumer import __version__
 from consumer.config.secrets import mask_urls_in_text
 from consumer.config.tokens import StaticToken, TokenSource
+from consumer.delivery.request_deadline import Deadline, DeadlineTransport, arm, environment_proxy
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.ingest.mapping import Recipient
 
@@ -196,194 +192,10 @@ def _describe(exc: httpx.HTTPError, what: str) -> str:
     return f"{type(exc).__name__}: {what}" + (f" ({reason})" if reason else "")
 
 
-def _shut(stream: httpcore.NetworkStream) -> None:
-    """Shut the stream's socket: a read or write blocked on it returns at once with an error."""
-    sock = stream.get_extra_info("socket")
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):  # already closed
-            # The plain socket's shutdown, also for a TLS socket: it only stops the transfer.
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class _Deadline:
-    """One request's deadline (time.monotonic()), armed when `send` starts.
-
-    Every network operation of the request asks it for its time left (`_DeadlineStream`), and a
-    timer thread shuts the connection the request is using when it passes, whatever the phase: a
-    read or write blocked then returns at once. httpx's timeouts apply per operation, so a peer
-    sending (or taking) a byte now and then would never trip them."""
-
-    def __init__(self, deadline: float) -> None:
-        self.at = deadline
-        self.passed = False
-        self._lock = threading.Lock()
-        self._stream: httpcore.NetworkStream | None = None
-        self._finished = False
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def left(self) -> float:
-        return self.at - time.monotonic()
-
-    def using(self, stream: httpcore.NetworkStream) -> None:
-        """The request is about to wait on `stream`: the one to shut when the deadline passes."""
-        with self._lock:
-            self._stream = stream
-            if self.passed:
-                _shut(stream)
-
-    def finish(self) -> None:
-        """The request is done with its connection (before the pool may hand it to another)."""
-        with self._lock:
-            self._finished = True
-        self._timer.cancel()
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self.passed = True
-            if self._stream is not None:
-                _shut(self._stream)
-
-
-_requests = threading.local()  # `.deadline`: the _Deadline of the request this thread is sending
-
-
-def _current() -> _Deadline | None:
-    deadline: _Deadline | None = getattr(_requests, "deadline", None)
-    return deadline
-
-
-def _clamp(timeout: float | None, left: float) -> float:
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A connection whose operations keep to the deadline of the request using it (`_Deadline`).
-
-    Once it has passed, an operation cut short, or asked for, fails as a timeout of its phase:
-    a write as a WriteTimeout (the body never arrived whole: Pisano cannot have acted on it; a
-    WriteError would be swallowed by httpcore, which goes on to read an answer), a read as a
-    ReadTimeout (the request may have reached Pisano), a TLS handshake as a ConnectTimeout."""
-
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self.stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        deadline = _current()
-        if deadline is None:
-            return self.stream.read(max_bytes, timeout)
-        left = deadline.left()
-        if left <= 0:
-            raise httpcore.ReadTimeout("the request's deadline passed")
-        deadline.using(self.stream)
-        try:
-            data = self.stream.read(max_bytes, _clamp(timeout, left))
-        except httpcore.NetworkError:
-            if not deadline.passed:
-                raise
-            data = b""
-        if not data and deadline.passed:  # a shut socket reads as the end of the stream
-            raise httpcore.ReadTimeout("the request's deadline passed")
-        return data
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        deadline = _current()
-        if deadline is None or not buffer:  # an empty write sends nothing: no deadline to keep
-            self.stream.write(buffer, timeout)
-            return
-        left = deadline.left()
-        if left <= 0:
-            raise httpcore.WriteTimeout("the request's deadline passed")
-        deadline.using(self.stream)
-        try:
-            self.stream.write(buffer, _clamp(timeout, left))
-        except httpcore.NetworkError:
-            if not deadline.passed:
-                raise
-        else:
-            return  # written whole: even past the deadline, the next read says what came of it
-        raise httpcore.WriteTimeout("the request's deadline passed")
-
-    def close(self) -> None:
-        self.stream.close()
-
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        deadline = _current()
-        if deadline is None:
-            return _DeadlineStream(self.stream.start_tls(ssl_context, server_hostname, timeout))
-        left = deadline.left()
-        if left <= 0:
-            self.stream.close()
-            raise httpcore.ConnectTimeout("the request's deadline passed")
-        # The socket cannot be shut during the handshake (the TLS socket takes it over), but the
-        # handshake as a whole keeps to the socket's timeout, however the bytes trickle in.
-        secured = self.stream.start_tls(ssl_context, server_hostname, _clamp(timeout, left))
-        if deadline.left() <= 0:
-            secured.close()
-            raise httpcore.ConnectTimeout("the request's deadline passed")
-        return _DeadlineStream(secured)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self.stream.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's own sockets, as `_DeadlineStream`s. A connection is opened within the time left
-    (name resolution aside, which no timeout bounds), and closed unused if the deadline passed
-    meanwhile: no byte of a request leaves after its deadline."""
-
-    def __init__(self) -> None:
-        self.backend = httpcore.SyncBackend()
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
-        deadline = _current()
-        if deadline is not None:
-            left = deadline.left()
-            if left <= 0:
-                raise httpcore.ConnectTimeout("the request's deadline passed")
-            timeout = _clamp(timeout, left)
-        stream = self.backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        if deadline is not None and deadline.left() <= 0:
-            stream.close()
-            raise httpcore.ConnectTimeout("the request's deadline passed")
-        return _DeadlineStream(stream)
-
-    def sleep(self, seconds: float) -> None:
-        self.backend.sleep(seconds)
-
-
-class _DeadlineTransport(httpx.HTTPTransport):
-    """httpx's transport (its pooling, proxying, mapping of errors) over `_DeadlineBackend`."""
-
-    def __init__(self, ssl_context: ssl.SSLContext, limits: httpx.Limits, proxy: str | None) -> None:
-        super().__init__(verify=ssl_context, limits=limits, proxy=proxy)
-        # httpx takes no network backend: its pool (direct, or through a proxy) is given ours.
-        # Refuse to start rather than run without the deadline should httpcore rename it.
-        if not isinstance(getattr(self._pool, "_network_backend", None), httpcore.NetworkBackend):
-            raise RuntimeError("httpcore's connection pool changed: the request deadline cannot be installed")
-        self._pool._network_backend = _DeadlineBackend()
-
-
-def environment_proxy(base_url: str) -> str | None:
-    """The proxy the environment names for `base_url` (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, less
-    NO_PROXY), as httpx would take it: a client given its own transport no longer looks."""
-    url = httpx.URL(base_url)
-    proxies = urllib.request.getproxies()
-    found = proxies.get(url.scheme) or proxies.get("all")
-    if not found or urllib.request.proxy_bypass(url.host):
-        return None
-    return found if "://" in found else f"http://{found}"
-
-
 def read_bounded(response: httpx.Response, deadline: float) -> bytes:
     """At most MAX_RESPONSE_BYTES of the body, read until `deadline` (time.monotonic()); what came
     by then, if the body is larger, slower, or breaks off. (The connection itself is cut at the
-    deadline by the request's `_Deadline`.)"""
+    deadline by the request's `Deadline`.)"""
     chunks: list[bytes] = []
     size = 0
     try:
@@ -423,7 +235,7 @@ class PisanoClient:
                 "Accept-Encoding": "identity",
             },
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
-            transport=_DeadlineTransport(
+            transport=DeadlineTransport(
                 httpx.create_ssl_context(verify=_verify(tls_verify, ca_file)),
                 httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
                 environment_proxy(base_url)),
@@ -436,8 +248,8 @@ class PisanoClient:
         token = self.tokens.current()  # this request keeps it, whatever rotates meanwhile
         # Armed before the connection is asked for: connect, TLS, the body, the answer's status
         # line, headers and body all keep to it (module docstring).
-        deadline = _Deadline(started + self.deadline_s)
-        _requests.deadline = deadline
+        deadline = Deadline(started + self.deadline_s)
+        arm(deadline)
         try:
             with self.http.stream("POST", sharing_path(campaign_id), content=body,
                                   headers={"Authorization": f"Token token={token}"}) as response:
@@ -456,7 +268,7 @@ class PisanoClient:
                                        "reached Pisano", ambiguous=True) from exc
         finally:
             deadline.finish()
-            _requests.deadline = None
+            arm(None)
         if status != 200:
             raise parse_error(status, mask_urls_in_text(reason_phrase), answer, retry_after, secret=token)
         request_id = None
