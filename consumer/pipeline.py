@@ -134,7 +134,10 @@ class Pipeline:
     # ------------------------------------------------------------------ lifecycle
 
     def request_stop(self) -> None:
-        """Begin a graceful stop (SIGTERM): stop fetching, flush, commit, leave the group."""
+        """Begin a graceful stop (SIGTERM): stop fetching, flush, commit, leave the group, all within
+        SHUTDOWN_GRACE_MS from now (a revocation under way when it comes keeps to it too)."""
+        if self._stop_deadline == math.inf:
+            self._stop_deadline = time.monotonic() + self.settings.shutdown_grace_ms / 1000
         self._stop.set()
 
     def run(self) -> None:
@@ -191,8 +194,10 @@ class Pipeline:
             self._full_passes.collect_if_due(now)
 
     def _shutdown(self) -> None:
-        grace = self.settings.shutdown_grace_ms / 1000
-        deadline = self._stop_deadline = time.monotonic() + grace
+        if self._stop_deadline == math.inf:  # stopped without request_stop (a fatal error)
+            self._stop_deadline = time.monotonic() + self.settings.shutdown_grace_ms / 1000
+        deadline = self._stop_deadline
+        grace = max(0.0, deadline - time.monotonic())
         log.info("stopping: flushing buffered events for up to %.0fs", grace, extra={"count": self.delivery.buffered})
         self.health.stopping = True
         assignment = self.consumer.assignment()
@@ -415,17 +420,21 @@ class Pipeline:
         self.backlog.drop(tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
         # Requests under way for these partitions finish (bounded) so their offsets can be committed
-        # now instead of being processed again by the next owner. When stopping (close() revokes
-        # after the shutdown), only what is left of SHUTDOWN_GRACE_MS: the pod's grace period is
-        # sized from it, and the shutdown already waited for these requests.
-        deadline = min(time.monotonic() + self.settings.revoke_grace_ms / 1000, self._stop_deadline)
-        while time.monotonic() < deadline and self.delivery.in_flight(tps):
+        # now instead of being processed again by the next owner. Once stopping (SIGTERM during
+        # this wait, or close() revoking after the shutdown), only what is left of
+        # SHUTDOWN_GRACE_MS: the pod's grace period is sized from it. Looked at on every pass.
+        revoke_end = time.monotonic() + self.settings.revoke_grace_ms / 1000
+
+        def left() -> float:
+            return min(revoke_end, self._stop_deadline) - time.monotonic()
+
+        while left() > 0 and self.delivery.in_flight(tps):
             self._drain_outcomes()
             self.dlq.poll(0.02)
         self._drain_outcomes()
-        self.dlq.flush(max(0.0, deadline - time.monotonic()))
+        self.dlq.flush(max(0.0, left()))
         self._drain_outcomes()
-        self._flush_receipts(max(0.0, deadline - time.monotonic()))
+        self._flush_receipts(max(0.0, left()))
         self._commit(sync=True, tps=list(tps), all_known=True)
         self._forget(tps)
         log.info("revoked %s (%d buffered events left for the next owner)", _names(partitions), len(dropped))

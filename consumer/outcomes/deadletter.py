@@ -239,7 +239,7 @@ class DeadLetterQueue:
         if time.monotonic() >= self._marks_paused_until:
             try:
                 seen = self.marks.seen([p.origin for p in pending if p.origin is not None])
-            except StateStoreError as exc:
+            except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
                 self._marks_failed("read", exc)
         for item, before in zip(pending, seen, strict=True):
             if before:
@@ -259,13 +259,15 @@ class DeadLetterQueue:
             return  # paused: these records may get a second copy if read again
         try:
             self.marks.mark(origins)
-        except StateStoreError as exc:
+        except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("write", exc)
 
-    def _marks_failed(self, what: str, exc: StateStoreError) -> None:
+    def _marks_failed(self, what: str, exc: Exception) -> None:
         self._marks_paused_until = time.monotonic() + MARKS_PAUSE_S
+        # Our own words for an outage; only the type of anything else, which may quote what was stored.
+        shown = exc if isinstance(exc, StateStoreError) else type(exc).__name__
         log.warning("could not %s dead-letter marks (%s); dead-lettering without them for %.0fs: a record read "
-                    "again after a restart may get a second dead-letter", what, exc, MARKS_PAUSE_S)
+                    "again after a restart may get a second dead-letter", what, shown, MARKS_PAUSE_S)
 
     def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` for every dead-letter to be acknowledged."""

@@ -337,7 +337,7 @@ class ReceiptWriter:
                 receipted = self.marks.receipted(self.group, tp)
                 if receipted:
                     self._receipted[tp] = receipted
-        except StateStoreError as exc:
+        except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("read", exc)
 
     def forget(self, tps: set[TopicPartition]) -> None:
@@ -374,16 +374,18 @@ class ReceiptWriter:
         try:
             self.marks.mark(self.group, origins)
             self.marks.forget_below(self.group, commits)
-        except StateStoreError as exc:
+        except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("write", exc)
 
     def _marks_paused(self) -> bool:
         return time.monotonic() < self._marks_paused_until
 
-    def _marks_failed(self, what: str, exc: StateStoreError) -> None:
+    def _marks_failed(self, what: str, exc: Exception) -> None:
         self._marks_paused_until = time.monotonic() + MARKS_PAUSE_S
+        # Our own words for an outage; only the type of anything else, which may quote what was stored.
+        shown = exc if isinstance(exc, StateStoreError) else type(exc).__name__
         log.warning("could not %s receipt marks (%s); writing receipts without them for %.0fs: a record read "
-                    "again after a rebalance or restart may get a second receipt", what, exc, MARKS_PAUSE_S)
+                    "again after a rebalance or restart may get a second receipt", what, shown, MARKS_PAUSE_S)
 
     def poll(self, timeout: float = 0.0) -> None:
         if self._retry:

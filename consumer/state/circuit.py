@@ -30,7 +30,7 @@ from consumer.delivery.pisano import TOKEN_ACCEPTED_CODES
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.operations.logs import redact_phones
 from consumer.state.limiter import Limiter
-from consumer.state.redis import Keys, translated
+from consumer.state.redis import Keys, stored_number, stored_text, translated
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,12 @@ class RedisCircuitStore:
             pipe.hgetall(self._key)
             pipe.pttl(self._cooldown_key)
             fields, cooldown_left = pipe.execute()
-        return {_text(k): _text(v) for k, v in fields.items()}, int(cooldown_left)
+        return {stored_text(k): stored_text(v) for k, v in fields.items()}, int(cooldown_left)
 
     def previous_cooldown_ms(self) -> int | None:
         with translated("reading the circuit"):
             previous = self.client.hget(self._key, "cooldown_ms")
-        return stored_number(_text(previous)) if previous else None
+        return stored_number(stored_text(previous)) if previous else None
 
     def write_open(self, fields: dict[str, str], cooldown_ms: int) -> None:
         with translated("opening the circuit"):
@@ -123,17 +123,6 @@ class RedisCircuitStore:
     def clear(self) -> None:
         with translated("closing the circuit"):
             self.client.delete(self._key, self._cooldown_key, self._probe_key)
-
-
-def _text(raw: Any) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-
-
-def stored_number(text: str | None) -> int | None:
-    """A stored number, None when absent or malformed: a hash written by hand or by another
-    version must not raise in every sender turn and stall the destination; a trip without its
-    code still holds the circuit open for its cool-down."""
-    return int(text) if text and text.isascii() and text.isdigit() else None
 
 
 class CircuitBreaker:

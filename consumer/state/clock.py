@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from consumer.state.redis import REDIS_ERRORS, Keys
+from consumer.state.redis import REDIS_ERRORS, Keys, stored_text
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ class RedisWallClock:
             self._failing = True
             return
         self._failing = False
-        self._reading = (time.monotonic(), int(seconds) * 1000 + int(micros) // 1000 + int(offset or 0))
+        shift = stored_text(offset).strip() if offset else ""
+        # Signed (a clock set back); a malformed offset, written by hand, shifts nothing.
+        shift_ms = int(shift) if shift.lstrip("-").isascii() and shift.lstrip("-").isdigit() else 0
+        self._reading = (time.monotonic(), int(seconds) * 1000 + int(micros) // 1000 + shift_ms)
 
     def close(self) -> None:
         """Stop reading Redis (the clock keeps running on its last reading)."""

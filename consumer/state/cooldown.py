@@ -36,7 +36,7 @@ import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from consumer.errors import StateStoreError
-from consumer.state.redis import Call, Keys, load_script, translated
+from consumer.state.redis import Call, Keys, load_script, stored_text, translated
 from consumer.state.trip import Step, together
 
 # Hash tags the phones are spread over: enough that a cluster's masters each get several, few
@@ -105,16 +105,13 @@ class CooldownStore(Protocol):
         """The raw value of one phone's key (for tests and SREs)."""
 
 
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
 
 _STATUSES = {s.value: s for s in PhoneStatus}
 
 
 def parse_statuses(raw: Any, expected: int) -> list[PhoneStatus]:
     try:
-        statuses = [_STATUSES[c] for c in _text(raw)]
+        statuses = [_STATUSES[c] for c in stored_text(raw)]
     except KeyError:
         raise StateStoreError("the phone reservation answered an unknown status") from None
     if len(statuses) != expected:
@@ -168,7 +165,7 @@ class RedisCooldown:
     def state(self, key: str) -> str | None:
         with translated("reading a phone's cooldown"):
             value = self.client.get(key)
-        return None if value is None else _text(value)
+        return None if value is None else stored_text(value)
 
     def _groups(self, keys: Sequence[str]) -> list[list[int]]:
         """One script call per bucket on a cluster (a call's keys share a slot); one for all on a

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from consumer.state.redis import Keys, translated
+from consumer.state.redis import Keys, stored_text, translated
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ class RedisDeadLetterMarks:
             return []
         with translated("reading dead-letter marks"):
             values = self.client.mget([self._key(o) for o in origins])
-        return [value is not None and _text(value) == o.fingerprint for o, value in zip(origins, values, strict=True)]
+        return [value is not None and stored_text(value) == o.fingerprint
+                for o, value in zip(origins, values, strict=True)]
 
     def mark(self, origins: Sequence[Origin]) -> None:
         if not origins:
@@ -84,6 +85,3 @@ class RedisDeadLetterMarks:
     def _key(self, origin: Origin) -> str:
         return self.keys.dead_letter(origin.topic, origin.partition, origin.offset)
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

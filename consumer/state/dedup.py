@@ -33,7 +33,7 @@ import redis
 
 from consumer.errors import StateStoreError
 from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, Rows, by_bucket, load_layout
-from consumer.state.redis import Call, Keys, load_script, translated
+from consumer.state.redis import Call, Keys, load_script, stored_text, translated
 from consumer.state.trip import Step, together
 
 
@@ -151,21 +151,18 @@ def new_tag(owner: str) -> str:
 _STATUSES = {s.value: s for s in ClaimStatus}
 
 
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
 
 def parse_statuses(raw: Any, expected: int) -> ClaimStatuses:
     """lua/claim.lua's reply: {statuses, attempt of each U in order}."""
     if not isinstance(raw, list | tuple) or not raw:
         raise StateStoreError("dedup claim answered in an unexpected form")
     try:
-        statuses = [_STATUSES[c] for c in _text(raw[0])]
+        statuses = [_STATUSES[c] for c in stored_text(raw[0])]
     except KeyError:
         raise StateStoreError("dedup claim answered an unknown status") from None
     if len(statuses) != expected:
         raise StateStoreError("dedup claim answered for a different number of events")
-    unknown = iter(_text(a) for a in raw[1:])
+    unknown = iter(stored_text(a) for a in raw[1:])
     try:
         attempts = [next(unknown) if s is ClaimStatus.UNKNOWN else "" for s in statuses]
     except StopIteration:
@@ -175,7 +172,7 @@ def parse_statuses(raw: Any, expected: int) -> ClaimStatuses:
 
 def _all_claimed(raw: Any, expected: int) -> bool:
     """lua/claim.lua's reply says every one of `expected` ids is claimed (parse_statuses agrees)."""
-    return isinstance(raw, list | tuple) and bool(raw) and _text(raw[0]) == "C" * expected
+    return isinstance(raw, list | tuple) and bool(raw) and stored_text(raw[0]) == "C" * expected
 
 
 class RedisDedup:

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from consumer.config.windows import RateWindow
 from consumer.errors import StateStoreError
 from consumer.state.accounts import AccountRecord
-from consumer.state.redis import AccountKey, Keys, load_script, token_fingerprint, translated
+from consumer.state.redis import AccountKey, Keys, load_script, stored_text, token_fingerprint, translated
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class RedisLimiter:
              max(0, pace_ms), pace_lead_ms(pace_ms) + max(0, prepare_ms), max(0, prepare_ms), *self._window_args],
             keys,
         )
-        new_epoch, event = _text(raw_epoch), _text(raw_event)
+        new_epoch, event = stored_text(raw_epoch), stored_text(raw_event)
         with self._lock:
             if keys is not self._keys:
                 pass  # an answer of the keys we just left (`_follow_account`): not what we know of the new ones
@@ -226,9 +226,6 @@ class RedisLimiter:
         with translated("the throttle"):
             return script(keys=self._keys if keys is None else keys, args=args)
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class LimiterHeartbeat:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from consumer.config.windows import RateWindow
-from consumer.state.circuit import stored_number
 from consumer.state.dead_letters import Origin
 from consumer.state.dedup import (
     LEGACY_ATTEMPT,
@@ -30,6 +29,7 @@ from consumer.state.dedup import (
 )
 from consumer.state.dedup_layout import SLICES
 from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms, pace_lead_ms
+from consumer.state.redis import stored_number
 from consumer.state.trip import Step
 
 _CLAIM = re.compile(r"c\|(.*)\|([0-9]+)", re.S)

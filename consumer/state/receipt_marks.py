@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from consumer.state.dead_letters import Origin
-from consumer.state.redis import Keys, translated
+from consumer.state.redis import Keys, stored_number, stored_text, translated
 
 TopicPartition = tuple[str, int]
 
@@ -59,9 +59,10 @@ class RedisReceiptMarks:
             members = self.client.zrange(self.keys.receipts(group, *tp), 0, -1)
         out: dict[int, str] = {}
         for member in members:
-            offset, _, fingerprint = _text(member).partition(":")
-            if offset.isdigit():
-                out[int(offset)] = fingerprint
+            offset, _, fingerprint = stored_text(member).partition(":")
+            number = stored_number(offset)
+            if number is not None:
+                out[number] = fingerprint
         return out
 
     def mark(self, group: str, origins: Sequence[Origin]) -> None:
@@ -87,6 +88,3 @@ class RedisReceiptMarks:
                 pipe.zremrangebyscore(self.keys.receipts(group, *tp), "-inf", f"({offset}")
             pipe.execute()
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

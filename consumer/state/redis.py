@@ -44,6 +44,19 @@ def translated(what: str) -> Iterator[None]:
         raise StateStoreError(f"Redis unreachable for {what} ({type(exc).__name__}: {exc})") from exc
 
 
+def stored_text(raw: Any) -> str:
+    """A value read back from Redis as text. Anything may be there (a key written by hand, by
+    another version, by a bug): bytes that are not UTF-8 are replaced, never raised out of the
+    poll loop or a sender turn."""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def stored_number(text: str | None) -> int | None:
+    """A number read back from Redis; None when absent or malformed (ASCII digits only: `isdigit()`
+    says yes to a superscript two, which `int()` refuses)."""
+    return int(text) if text and text.isascii() and text.isdigit() else None
+
+
 def connect(url: str, *, cluster: bool = False, timeout_s: float = SOCKET_TIMEOUT_S) -> Any:
     """A client for REDIS_URL (redis://, rediss:// for TLS, user:password@ for ACL users)."""
     options: dict[str, Any] = {

@@ -6,6 +6,7 @@ the pod could be killed instead of leaving the group (found by review)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -69,3 +70,44 @@ def test_sigterm_with_a_request_under_way_exits_within_the_shutdown_grace() -> N
     elapsed = time.monotonic() - started
     # SHUTDOWN_GRACE_MS plus the dead-letter / receipt flushes' 0.5 s floors at most.
     assert elapsed < 1.0 + 1.5, f"shutdown took {elapsed:.1f}s with SHUTDOWN_GRACE_MS=1s"
+
+
+# SIGTERM while a rebalance's revocation waits (a rolling update: new pods join, the old ones get
+# SIGTERM at once): the wait ran its whole REVOKE_GRACE_MS, then the shutdown its whole
+# SHUTDOWN_GRACE_MS (found by review). The stop's deadline starts at the signal.
+
+
+class RebalancingConsumer(ClosingConsumer):
+    """The first consume() serves a rebalance that revokes the partition (as librdkafka does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rebalanced = False
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        if not self.rebalanced:
+            self.rebalanced = True
+            self.callbacks["on_revoke"](self, self.assignment())
+        return []
+
+
+def test_sigterm_during_a_revoke_wait_exits_within_the_shutdown_grace() -> None:
+    consumer = RebalancingConsumer()
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", shutdown_grace_ms=1000,
+                      revoke_grace_ms=4000)
+    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), StuckSender())}, route=lambda c: "default")  # type: ignore[arg-type]
+    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=FakeProducer(),
+                    decoder=SchemalessDecoder(default_schema()),
+                    mapper=DeclarativeMapper.from_file(default_mapping_file()),
+                    delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True))
+    loop.tracker.assign(("t", 0))
+    stopped_at: list[float] = []
+
+    def sigterm() -> None:
+        stopped_at.append(time.monotonic())
+        loop.request_stop()
+
+    threading.Timer(0.3, sigterm).start()
+    loop.run()
+    elapsed = time.monotonic() - stopped_at[0]
+    assert elapsed < 1.0 + 1.5, f"exited {elapsed:.1f}s after SIGTERM with SHUTDOWN_GRACE_MS=1s"
