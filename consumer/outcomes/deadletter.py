@@ -363,7 +363,9 @@ def _minimal_headers(message: Any, failure: Failure) -> list[tuple[str, bytes]]:
              "dlq.original.partition": message.partition(), "dlq.original.offset": message.offset(),
              "dlq.failed.at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
              "pisano.error.message": "the message could not be written; see the consumer's log",
-             ATTEMPT_HEADER: failure.attempt_id}  # an ambiguous record's replay needs it
+             ATTEMPT_HEADER: failure.attempt_id,  # an ambiguous record's replay needs it
+             # `replay --max-replays` counts on it (a verified count: the snapshot's own field).
+             REPLAYS_HEADER: message.replays if isinstance(message, InboundRecord) else None}
     return [(k, str(v).encode("utf-8", "backslashreplace")) for k, v in added.items() if v is not None]
 
 

@@ -110,6 +110,8 @@ class Layout:
     @classmethod
     def decode(cls, raw: bytes | str) -> Layout:
         data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a dedup layout (a JSON object with version, buckets, slice_ms)")
         if data.get("version") != LAYOUT_VERSION:
             raise ValueError(f"dedup layout version {data.get('version')} is not {LAYOUT_VERSION}: "
                              "written by a newer release")
@@ -173,8 +175,9 @@ def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> L
         raw = client.get(name)
     try:
         layout = Layout.decode(raw)
-    except (ValueError, KeyError) as exc:  # a newer release's layout, or not one at all: fail closed
-        raise StateStoreError(f"cannot use the dedup layout in {name}: {exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:  # a newer release's layout, or not one at all: fail closed
+        raise StateStoreError(f"cannot use the dedup layout in {name}: {exc}; nothing is sent until it is "
+                              "fixed (README, \"The dedup state in Redis\")") from exc
     if layout.slices_read(horizon_ms) > 2 * SLICES + 2:
         log.warning("DEDUP_HORIZON_S is %.1f times the horizon the dedup layout was made for: each lookup "
                     "reads %d slices (README, \"The dedup state in Redis\")",

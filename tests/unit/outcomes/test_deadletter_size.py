@@ -102,10 +102,12 @@ def test_headers_that_cannot_be_written_still_make_a_dead_letter_replay_and_stat
 
     monkeypatch.setattr(deadletter, "dead_letter_headers", broken)
     source = InboundRecord("transactions", 3, 42, b"evt-1", b"\x02avro", (), (1, 1_700_000_000_000))
+    source.replays = 2
     producer = SizeLimitedProducer()
     assert dead_letter(source, producer) == [1]
     letter = as_letter(producer.written[0])
     assert letter is not None and letter.reason == "decode_error" and letter.origin == ("transactions", 3, 42)
+    assert letter.replays == 2  # `replay --max-replays` still counts
 
 
 def test_a_dead_letter_refused_as_too_large_after_its_partition_was_revoked_is_not_produced_again() -> None:

@@ -67,6 +67,9 @@ def test_the_layout_round_trips_and_a_newer_version_is_refused() -> None:
     assert Layout.decode(layout.encode()) == layout
     with pytest.raises(ValueError, match="newer release"):
         Layout.decode(layout.encode().replace('"version": 1', '"version": 2'))
+    for foreign in ("[1, 2]", "7", '"layout"'):  # found in review: AttributeError, not a refusal
+        with pytest.raises(ValueError, match="not a dedup layout"):
+            Layout.decode(foreign)
 
 
 def test_marks_of_0_2_0_are_read_for_one_horizon_and_a_clock_margin() -> None:
