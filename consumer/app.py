@@ -31,7 +31,7 @@ from consumer.errors import ConfigError, UnroutableError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.kafka import make_consumer, make_producer
-from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient, fields_read_by, load_mapper
+from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient, fields_read_by, known_campaign, load_mapper
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
 from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
@@ -147,8 +147,12 @@ class RoutedMapper:
 
     def map_kafka(self, record: Any, kafka: Any) -> Recipient:
         recipient = self._map_kafka(record, kafka)
-        if self.route(recipient.campaign_id) is None:
-            raise UnroutableError(f"campaign {recipient.campaign_id} belongs to no configured destination; "
+        # Routed in the form the settings are keyed by (a plug-in may write upper case); what is
+        # not a campaign id at all is the recipient check's to refuse, after this.
+        campaign = recipient.campaign_id
+        known = known_campaign(campaign) if isinstance(campaign, str) else None
+        if known is not None and self.route(known) is None:
+            raise UnroutableError(f"campaign {known} belongs to no configured destination; "
                                   "list it under a destination's `campaigns` or set PISANO_URL")
         return recipient
 

@@ -248,7 +248,11 @@ class PisanoClient:
         token = self.tokens.current()  # this request keeps it, whatever rotates meanwhile
         # Armed before the connection is asked for: connect, TLS, the body, the answer's status
         # line, headers and body all keep to it (module docstring).
-        deadline = Deadline(started + self.deadline_s)
+        try:
+            deadline = Deadline(started + self.deadline_s)
+        except RuntimeError as exc:  # no thread for its timer (the process is out of them): nothing left
+            raise PisanoTransportError(f"{type(exc).__name__}: no timer for the request's deadline; request "
+                                       "not sent", ambiguous=False) from exc
         arm(deadline)
         try:
             with self.http.stream("POST", sharing_path(campaign_id), content=body,

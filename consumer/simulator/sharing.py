@@ -99,10 +99,14 @@ def handle_sharing(
         if token in faults.token_codes:
             fault = "token_code"
             raise ErrorAnswer.for_code(faults.token_codes[token])
-        if campaign_id in faults.campaign_codes:
+        # A campaign id is a UUID: either case names the same campaign (the consumer sends lower
+        # case; a campaign configured here in upper case is still that campaign).
+        campaign = campaign_id.lower()
+        codes = {c.lower(): code for c, code in faults.campaign_codes.items()} if faults.campaign_codes else {}
+        if campaign in codes:
             fault = "campaign_code"
-            raise ErrorAnswer.for_code(faults.campaign_codes[campaign_id])
-        if not (config.any_campaign or campaign_id in config.campaigns):
+            raise ErrorAnswer.for_code(codes[campaign])
+        if not (config.any_campaign or campaign in {c.lower() for c in config.campaigns}):
             raise ErrorAnswer.for_code(RESOURCE_NOT_FOUND)
         decision = state.throttle.try_acquire(fingerprint, now_ns)
         if not decision.accepted:

@@ -28,7 +28,7 @@ from consumer.operations import logs
 from consumer.outcomes.deadletter import REASONS
 from consumer.sre.dlq_read import Filters, TopicError
 from consumer.sre.dlq_stats import collect_stats
-from consumer.sre.record_text import plain_number, shown
+from consumer.sre.record_text import plain_number, shown, shown_id
 from consumer.sre.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
 
 EXIT_FAILED = 1
@@ -151,7 +151,7 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     would = "would replay" if plan.dry_run else "replayed"
     title = f"Replay of {plan.source_topic} (group {plan.group})"
     click.secho(title + (", dry run: nothing published, nothing committed" if plan.dry_run else ""), bold=True)
-    targets = ", ".join(f"{shown(topic)} {n:,}" for topic, n in sorted(summary.by_target.items()))
+    targets = ", ".join(f"{shown_id(topic)} {n:,}" for topic, n in sorted(summary.by_target.items()))
     rows = [
         ("read", summary.read, ""),
         ("foreign", summary.verdicts[Verdict.FOREIGN], "no dead-letter headers: not written by pisano-sms, left alone"),
@@ -168,7 +168,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
          + (f" ({_top(summary.not_consumer_topics)})" if summary.not_consumer_topics else "")),
         ("refused: by Kafka", summary.verdicts[Verdict.REFUSED_BY_KAFKA],
          "Kafka refused them, each sent alone (e.g. larger than the topic's max.message.bytes): fix the topic, "
-         "then replay again with --from-beginning" + (f" ({_top(summary.kafka_refusals)})"
+         "then replay their time range with --since/--until and a new --group (--from-beginning would "
+         "re-publish records replayed already)" + (f" ({_top(summary.kafka_refusals)})"
                                                       if summary.kafka_refusals else "")),
         ("refused: malformed", summary.verdicts[Verdict.MALFORMED],
          "our headers, but unusable" + (f" ({_top(summary.malformed)})" if summary.malformed else "")),
@@ -178,7 +179,7 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     for name, counter in (("by error code", summary.by_code), ("by campaign", summary.by_campaign),
                           ("by reason", summary.by_reason)):
         if counter:
-            click.echo(f"  {name:<24}" + ", ".join(f"{shown(key)} {n:,}" for key, n in counter.most_common()))
+            click.echo(f"  {name:<24}" + ", ".join(f"{shown_id(key)} {n:,}" for key, n in counter.most_common()))
     if summary.stale:
         click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S: the consumers may "
                     "no longer know whether those events were delivered, and would send them", fg="yellow")

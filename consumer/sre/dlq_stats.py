@@ -17,7 +17,7 @@ from typing import Any
 from consumer.config.settings import Settings
 from consumer.ingest.kafka import make_consumer
 from consumer.sre.dlq_read import NO_VALUE, DeadLetter, MalformedDeadLetter, TopicReader, parse_dead_letter
-from consumer.sre.record_text import shown
+from consumer.sre.record_text import shown_id
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class DlqStats:
 
     def shown_rows(self) -> list[tuple[RowKey, Row]]:
         """The rows with their keys as they may be printed: the keys come from records
-        (consumer/sre/record_text.py), checked by the parser, shown safely all the same."""
-        return [((shown(code), shown(reason), shown(campaign)), row)
+        (consumer/sre/record_text.py), checked by the parser, escaped all the same."""
+        return [((shown_id(code), shown_id(reason), shown_id(campaign)), row)
                 for (code, reason, campaign), row in self.sorted_rows()]
 
     def as_json(self) -> dict[str, Any]:

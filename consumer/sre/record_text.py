@@ -10,9 +10,13 @@ parser has already checked: one rule in one place, not a check remembered at eac
 
 from __future__ import annotations
 
+import re
+
+from consumer.ingest.mapping import is_campaign_id
 from consumer.operations.logs import redact_phones
 
 MAX_SHOWN_CHARS = 200
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's topic-name characters: reasons and codes fit too
 
 
 def shown(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
@@ -23,9 +27,22 @@ def shown(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
     Showing shown text again changes nothing (a backslash is left as it is), so a printer need not
     know whether a reason was already made safe where it was built. Cut before redacting (the work
     stays bounded) with room to spare, then again after: no half number is left."""
-    redacted = redact_phones(text[: limit * 4])
+    return _escaped(redact_phones(text[: limit * 4]), limit)
+
+
+def shown_id(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """An identifier from a record (a campaign id, a topic name, a reason, an error code) as it may
+    be printed: as it is when it is one (a UUID, or Kafka's topic-name characters only), since a
+    run of seven digits in a UUID or a dated topic name is not a phone, and masked it is no longer
+    the id an SRE copies into `replay --campaign` (found by review); anything else as `shown`."""
+    if len(text) <= limit and (is_campaign_id(text) or _IDENTIFIER.fullmatch(text)):
+        return text
+    return shown(text, limit)
+
+
+def _escaped(text: str, limit: int) -> str:
     escaped = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                      for c in redacted)
+                      for c in text[: limit * 4])
     return escaped[:limit]
 
 

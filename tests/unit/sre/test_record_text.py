@@ -72,3 +72,24 @@ def test_the_replay_summary_prints_record_text_escaped(capsys: pytest.CaptureFix
     printed = capsys.readouterr().out
     assert_safe(printed)
     assert printed.count("\\x1b]0;owned") >= 4  # campaign, reason, malformed reason, topic: shown, escaped
+
+
+def test_a_campaign_id_and_a_dated_topic_are_printed_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in review: masked as phone numbers, a third of campaign UUIDs (seven digits in a row)
+    and any dated topic came out altered, in the table, in `--json` and in replay's summary: not
+    the id an SRE then passes to `replay --campaign`."""
+    import consumer.cli  # noqa: F401  (registers consumer.sre.commands; imported through it)
+    from consumer.sre.commands import _print_replay
+    from consumer.sre.dlq_read import Filters
+
+    campaign = "6f350572-1a2f-4616-a4fc-d365165f9e6a"
+    stats = DlqStats("dlq")
+    stats.add(replace(letter(), campaign_id=campaign))
+    assert [row["campaign_id"] for row in stats.as_json()["rows"]] == [campaign]
+    assert any(campaign in line for line in stats.table())
+    summary = ReplaySummary(read=1)
+    summary.verdicts[Verdict.REPLAY] += 1
+    summary.add_replay(replace(letter(), campaign_id=campaign), "tx-2024-01-15", None)
+    _print_replay(ReplayPlan("dlq", "g", Filters(), dry_run=True), summary)
+    printed = capsys.readouterr().out
+    assert "tx-2024-01-15" in printed and campaign in printed
