@@ -18,6 +18,12 @@ from tests.support.consumers import ROOT
 WINDOWS = "20/1s,40/5s,80/25s"
 TOKEN = "throttle-fleet-token"
 RUN_S = 75.0
+# The slots' safety margin. The simulator stamps a request when its event loop gets to it: on this
+# 2-core machine under a full CI run, 4 processes of 8 threads, Redis and pytest beside it, that
+# stamp lagged its successors' by more than 100 ms often enough to fail one run in ten (12
+# requests over 40/5s). The margin is what absorbs such lags in production too (its default,
+# PISANO_RATE_MARGIN_MS, is 500).
+MARGIN_MS = 300
 
 
 def violations(times_ns: list[int], limit: int, period_ns: int) -> int:
@@ -37,14 +43,15 @@ def test_four_skewed_processes_share_one_budget_exactly(stack: Stack, redis_clie
             workers.append((out, subprocess.Popen(
                 [sys.executable, "-m", "tests.support.throttle_worker", "--redis", stack.redis_url,
                  "--pisano", simulator.url, "--token", TOKEN, "--windows", WINDOWS, "--threads", "8",
-                 "--seconds", str(RUN_S), "--skew", str(skew), "--out", str(out)], cwd=ROOT)))
+                 "--seconds", str(RUN_S), "--skew", str(skew), "--margin-ms", str(MARGIN_MS),
+                 "--out", str(out)], cwd=ROOT)))
         for _, process in workers:
             assert process.wait(RUN_S + 60) == 0
         stats = simulator.state.stats_dict()
         requests = simulator.state.requests.records()
 
     results = [json.loads(out.read_text()) for out, _ in workers]
-    assert stats["throttled"]["total"] == 0, stats["throttled"]
+    assert stats["throttled"]["total"] == 0, (stats["throttled"], results)
     assert all(set(r["statuses"]) == {"200"} for r in results), results
     times = sorted(r["clock_ns"] for r in requests if r["http_status"] == 200)
     assert len(times) == sum(r["statuses"]["200"] for r in results)
@@ -52,12 +59,12 @@ def test_four_skewed_processes_share_one_budget_exactly(stack: Stack, redis_clie
         assert violations(times, window.limit, window.period_ms * 1_000_000) == 0, window
 
     # Saturated demand uses the binding window (80/25s in the long run) to the full: a request's
-    # 80th successor comes one period after it, the least the window allows, plus only the safety
-    # margin. Measured for every request after the first long window.
+    # 80th successor comes one period plus the safety margin after it, the least the slots allow.
+    # Measured for every request after the first long window.
     long_window = windows[-1]
     period, limit = long_window.period_ms * 1_000_000, long_window.limit
     steady = [j for j in range(len(times) - limit) if times[j] >= times[0] + period]
-    ratios = [period / (times[j + limit] - times[j]) for j in steady]
+    ratios = [(period + MARGIN_MS * 1_000_000) / (times[j + limit] - times[j]) for j in steady]
     used = sum(ratios) / len(ratios)
     print(json.dumps({"requests": len(times), "measured": len(ratios), "utilisation": round(used, 4),
                       "lowest": round(min(ratios), 4), "refusals": [r["refusals"] for r in results],
