@@ -46,6 +46,7 @@ from consumer.errors import StateStoreError
 from consumer.ingest.records import InboundRecord, headers_of
 from consumer.operations.logs import redact_phones
 from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_headers
+from consumer.plain_number import plain_number
 from consumer.state.dead_letters import DeadLetterMarks, Origin
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def replay_count(message: Any) -> int:
     if isinstance(message, InboundRecord):
         return message.replays
     value = header_value(headers_of(message), REPLAYS_HEADER)
-    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 10 else 0
+    return (plain_number(value, 9) if value else None) or 0
 
 
 def error_text(message: str) -> str:

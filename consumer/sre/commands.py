@@ -26,9 +26,10 @@ from consumer.cli_common import EXIT_CONFIG, configured, fail
 from consumer.config.settings import Settings
 from consumer.operations import logs
 from consumer.outcomes.deadletter import REASONS
+from consumer.plain_number import plain_number
 from consumer.sre.dlq_read import Filters, TopicError
 from consumer.sre.dlq_stats import collect_stats
-from consumer.sre.record_text import plain_number, shown, shown_id
+from consumer.sre.record_text import shown, shown_id
 from consumer.sre.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
 
 EXIT_FAILED = 1

@@ -38,7 +38,8 @@ from consumer.outcomes.deadletter import (
     REPLAYS_HEADER,
     WRITTEN_HEADER_PREFIXES,
 )
-from consumer.sre.record_text import plain_number, shown
+from consumer.plain_number import plain_number
+from consumer.sre.record_text import shown
 from consumer.sre.replay_signature import ATTEMPT_ID
 from consumer.state.dedup import LEGACY_ATTEMPT
 
@@ -182,7 +183,7 @@ def _parse(message: Any) -> DeadLetter | None:
 
 def _number(own: dict[str, str], name: str) -> int | None:
     """A numeric header of ours, None when absent; MalformedDeadLetter when present but not a plain
-    number (record_text.plain_number)."""
+    number (consumer/plain_number.py)."""
     text = own.get(name)
     if text is None or text == "":
         return None

@@ -44,14 +44,3 @@ def _escaped(text: str, limit: int) -> str:
     escaped = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
                       for c in text[: limit * 4])
     return escaped[:limit]
-
-
-def plain_number(text: str, max_digits: int) -> int | None:
-    """The number `text` writes in ASCII digits only (at most `max_digits` of them), else None.
-
-    `str.isdigit` alone takes `²` (which int() refuses) and Arabic-Indic or full-width digits
-    (which int() reads); int() alone takes spaces, signs and underscores, and refuses over 4,300
-    digits with a message that says nothing of the option."""
-    if not (0 < len(text) <= max_digits and text.isascii() and text.isdigit()):
-        return None
-    return int(text)

@@ -26,8 +26,10 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 from consumer.errors import StateStoreError
+from consumer.plain_number import plain_number
 
 SOCKET_TIMEOUT_S = 2.0
+MAX_STORED_DIGITS = 18  # offsets, milliseconds and codes: all below 10**18
 # What a Redis call raises when Redis (or a cluster slot) is not available. Cluster errors such as
 # SlotNotCoveredError during a failover do not derive from RedisError.
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
@@ -52,9 +54,9 @@ def stored_text(raw: Any) -> str:
 
 
 def stored_number(text: str | None) -> int | None:
-    """A number read back from Redis; None when absent or malformed (ASCII digits only: `isdigit()`
-    says yes to a superscript two, which `int()` refuses)."""
-    return int(text) if text and text.isascii() and text.isdigit() else None
+    """A number read back from Redis; None when absent or malformed (`plain_number`: ASCII digits
+    only, and few enough that int() takes them)."""
+    return plain_number(text, MAX_STORED_DIGITS) if text else None
 
 
 def connect(url: str, *, cluster: bool = False, timeout_s: float = SOCKET_TIMEOUT_S) -> Any:

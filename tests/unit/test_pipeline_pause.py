@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
 from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
@@ -21,7 +21,7 @@ from consumer.ingest.samples import default_schema, encode, phone_for, transacti
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
-from tests.support.fake_kafka import CAMPAIGN, FakeMessage, FakeProducer, IdleSender
+from tests.support.fake_kafka import CAMPAIGN, FakeConsumer, FakeMessage, FakeProducer, IdleSender
 
 MAPPER = DeclarativeMapper.from_file(default_mapping_file())
 
@@ -31,20 +31,19 @@ def good(partition: int, offset: int) -> FakeMessage:
     return FakeMessage("t", partition, offset, encode(record), key=f"e-{partition}-{offset}".encode())
 
 
-class PerPartitionConsumer:
+class PerPartitionConsumer(FakeConsumer):
     """librdkafka's pause: per partition, kept across unassign and assign."""
 
     def __init__(self) -> None:
-        self.queue: list[FakeMessage] = []
+        super().__init__()
         self.assigned: set[tuple[str, int]] = set()
-        self.paused: set[tuple[str, int]] = set()  # the APP_PAUSE flag of each partition object
-        self.committed: dict[tuple[str, int], int] = {}
+        self.paused_tps: set[tuple[str, int]] = set()  # the pause flag of each partition object
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         out, rest = [], []
         for m in self.queue:
             tp = (m.topic(), m.partition())
-            if tp in self.assigned and tp not in self.paused and len(out) < num_messages:
+            if tp in self.assigned and tp not in self.paused_tps and len(out) < num_messages:
                 out.append(m)
             else:
                 rest.append(m)
@@ -55,24 +54,16 @@ class PerPartitionConsumer:
         return [TopicPartition(t, p) for t, p in sorted(self.assigned)]
 
     def pause(self, partitions: list[Any]) -> None:
-        self.paused |= {(p.topic, p.partition) for p in partitions}
+        self.paused_tps |= {(p.topic, p.partition) for p in partitions}
 
     def resume(self, partitions: list[Any]) -> None:
-        self.paused -= {(p.topic, p.partition) for p in partitions}
+        self.paused_tps -= {(p.topic, p.partition) for p in partitions}
 
     def incremental_assign(self, partitions: list[Any]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in partitions}
 
     def incremental_unassign(self, partitions: list[Any]) -> None:
         self.assigned -= {(p.topic, p.partition) for p in partitions}
-
-    def commit(self, offsets: list[Any], asynchronous: bool) -> list[Any]:
-        for tp in offsets:
-            self.committed[(tp.topic, tp.partition)] = tp.offset
-        return offsets
-
-    def get_watermark_offsets(self, tp: Any, cached: bool) -> tuple[int, int]:
-        raise KafkaException("not in a unit test")
 
 
 def test_a_partition_revoked_while_paused_and_assigned_back_is_fetched_again() -> None:
@@ -87,7 +78,7 @@ def test_a_partition_revoked_while_paused_and_assigned_back_is_fetched_again() -
     consumer.queue = [good(0, 0), good(0, 1), good(1, 0), good(1, 1)]
     for _ in range(3):
         loop._step()
-    assert loop._paused and consumer.paused == {("t", 0), ("t", 1)}  # buffers full: both paused
+    assert loop._paused and consumer.paused_tps == {("t", 0), ("t", 1)}  # buffers full: both paused
 
     # A cooperative rebalance takes partition 1 away while the replica is paused.
     loop._on_revoke(consumer, [TopicPartition("t", 1)])
@@ -105,4 +96,4 @@ def test_a_partition_revoked_while_paused_and_assigned_back_is_fetched_again() -
         loop._step()
     fetched = {(e.tp, e.offset) for e in loop.delivery.drop(lambda e: True)}
     assert (("t", 0), 2) in fetched
-    assert (("t", 1), 0) in fetched, f"partition 1 stays paused: {consumer.paused}; fetched {sorted(fetched)}"
+    assert (("t", 1), 0) in fetched, f"partition 1 stays paused: {consumer.paused_tps}; fetched {sorted(fetched)}"

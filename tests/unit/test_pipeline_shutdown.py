@@ -54,16 +54,22 @@ class ClosingConsumer(FakeConsumer):
         self.callbacks["on_revoke"](self, self.assignment())
 
 
-def test_sigterm_with_a_request_under_way_exits_within_the_shutdown_grace() -> None:
-    consumer = ClosingConsumer()
+def stuck_loop(consumer: ClosingConsumer, *, revoke_grace_ms: int) -> Pipeline:
+    """A loop owning partition t[0], a request under way that outlives every grace, SHUTDOWN_GRACE_MS 1 s."""
     config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", shutdown_grace_ms=1000,
-                      revoke_grace_ms=3000)
+                      revoke_grace_ms=revoke_grace_ms)
     lanes = Lanes({"default": Lane(Batcher(5000, 1.0), StuckSender())}, route=lambda c: "default")  # type: ignore[arg-type]
     loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=FakeProducer(),
                     decoder=SchemalessDecoder(default_schema()),
                     mapper=DeclarativeMapper.from_file(default_mapping_file()),
                     delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True))
     loop.tracker.assign(("t", 0))
+    return loop
+
+
+def test_sigterm_with_a_request_under_way_exits_within_the_shutdown_grace() -> None:
+    consumer = ClosingConsumer()
+    loop = stuck_loop(consumer, revoke_grace_ms=3000)
     loop.request_stop()
     started = time.monotonic()
     loop.run()
@@ -93,14 +99,7 @@ class RebalancingConsumer(ClosingConsumer):
 
 def test_sigterm_during_a_revoke_wait_exits_within_the_shutdown_grace() -> None:
     consumer = RebalancingConsumer()
-    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", shutdown_grace_ms=1000,
-                      revoke_grace_ms=4000)
-    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), StuckSender())}, route=lambda c: "default")  # type: ignore[arg-type]
-    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=FakeProducer(),
-                    decoder=SchemalessDecoder(default_schema()),
-                    mapper=DeclarativeMapper.from_file(default_mapping_file()),
-                    delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True))
-    loop.tracker.assign(("t", 0))
+    loop = stuck_loop(consumer, revoke_grace_ms=4000)
     stopped_at: list[float] = []
 
     def sigterm() -> None:

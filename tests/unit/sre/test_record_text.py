@@ -8,8 +8,9 @@ from dataclasses import replace
 
 import pytest
 
+from consumer.plain_number import plain_number
 from consumer.sre.dlq_stats import DlqStats
-from consumer.sre.record_text import MAX_SHOWN_CHARS, plain_number, shown
+from consumer.sre.record_text import MAX_SHOWN_CHARS, shown
 from consumer.sre.replay import ReplayPlan, ReplaySummary, Verdict
 from tests.unit.sre.test_dlq_filters import letter
 

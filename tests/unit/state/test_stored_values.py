@@ -43,7 +43,7 @@ class _Client:
 
 
 @pytest.mark.parametrize(("raw", "number"), [(b"42", 42), ("42", 42), ("²", None), ("-1", None), ("4 2", None),
-                                             ("", None), (None, None)])
+                                             ("", None), (None, None), ("9" * 5000, None)])
 def test_a_stored_number_is_ascii_digits_or_none(raw: Any, number: int | None) -> None:
     assert stored_number(stored_text(raw) if raw is not None else None) == number
 
