@@ -151,6 +151,9 @@ def require_admin_token(host: str, admin_token: str | None) -> None:
                           "pass --admin-token (or PISANO_SIM_ADMIN_TOKEN), or bind 127.0.0.1")
 
 
+KEEP_ALIVE_S = 75
+
+
 def _uvicorn(app: Starlette, tls: Tls | None = None) -> uvicorn.Server:
     return uvicorn.Server(
         uvicorn.Config(
@@ -161,6 +164,11 @@ def _uvicorn(app: Starlette, tls: Tls | None = None) -> uvicorn.Server:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            # Idle connections are kept as a load balancer in front of an API keeps them (nginx's
+            # default, 75 s), longer than a client's own keep-alive (httpx: 5 s). With uvicorn's
+            # 5 s, both ends closed an idle connection at the same moment: a request the client
+            # wrote just then was reset, an ambiguous dead letter of a whole batch in a test.
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
     )
 
