@@ -24,9 +24,12 @@ _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 # mapper's error quoting a field, on the poll thread), so both patterns are linear: each run of
 # name characters is tried once, at its start (the lookbehind) and possessively (`*+`), never from
 # every position inside it (a run of "key" * 341 cost 0.5 s a pass with `[\w.-]*key[\w.-]*=`).
-# A scheme starts at the first letter of its run (`1redis://` is `redis://`, as before).
-_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*+)(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*+://)"
-                       r"(?P<userinfo>[^/\s?#]*)@")
+# A scheme starts at the first letter of its run (`1redis://` is `redis://`, as before). The user
+# info runs to the last `@` of the URL's run of non-space characters, not to the first `/`, `?`
+# or `#`: a password with those not percent-encoded would otherwise show its rest (a URL parser
+# cuts it there). A path or query that holds an `@` is masked too: more than needed, never less.
+_SCHEME = re.compile(r"(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*+)(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*+://)")
+_SPACE = re.compile(r"\s")
 # A whole run of name characters followed by `=`; whether the name is secret is decided in Python.
 _PARAM_NAME = re.compile(r"(?<![\w.-])[\w.-]++=")
 _PARAM_VALUE = re.compile(r"[^&\s#]+")
@@ -61,8 +64,30 @@ def read_secret_file(setting: str, path: Path, hint: str) -> str:
         raise ConfigError(f"{setting}={path}: not UTF-8 text; {hint}") from None
 
 
+def _mask_user_info(text: str) -> str:
+    """Every `scheme://userinfo@` in `text` as `scheme://***@`. Linear: each run of non-space
+    characters is searched for its last `@` once, and the schemes before that `@` are inside the
+    masked part (a run without `@` is skipped whole)."""
+    parts: list[str] = []
+    done = position = 0
+    while (scheme := _SCHEME.search(text, position)) is not None:
+        space = _SPACE.search(text, scheme.end())
+        run_end = space.start() if space is not None else len(text)
+        at = text.rfind("@", scheme.end(), run_end)
+        if at < 0:
+            position = run_end
+            continue
+        parts += (text[done:scheme.start()], scheme.group("lead"), scheme.group("scheme"), MASK)
+        done = position = at
+    return "".join(parts) + text[done:] if parts else text
+
+
 def mask_url(url: str) -> str:
     """The URL with its password and every secret query parameter replaced by '***'."""
+    user_info_start, at = url.find("://") + 3, url.rfind("@")
+    if user_info_start >= 3 and at >= user_info_start and any(c in url[user_info_start:at] for c in "/?#"):
+        # Not percent-encoded, or an `@` in the path: the parser would end the password early.
+        return mask_urls_in_text(url)
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
@@ -81,7 +106,7 @@ def mask_url(url: str) -> str:
 
 def mask_urls_in_text(text: str) -> str:
     """`text` with the credentials of every URL in it masked, and every `password=...`-like pair."""
-    text = _USERINFO.sub(lambda m: f"{m.group('lead')}{m.group('scheme')}{MASK}@", text)
+    text = _mask_user_info(text)
     parts: list[str] = []
     done = 0  # text before this is in `parts`; a name inside a value already masked is not looked at
     for name in _PARAM_NAME.finditer(text):
