@@ -24,12 +24,9 @@ _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 # mapper's error quoting a field, on the poll thread), so both patterns are linear: each run of
 # name characters is tried once, at its start (the lookbehind) and possessively (`*+`), never from
 # every position inside it (a run of "key" * 341 cost 0.5 s a pass with `[\w.-]*key[\w.-]*=`).
-# A scheme starts at the first letter of its run (`1redis://` is `redis://`, as before). The user
-# info runs to the last `@` of the URL's run of non-space characters, not to the first `/`, `?`
-# or `#`: a password with those not percent-encoded would otherwise show its rest (a URL parser
-# cuts it there). A path or query that holds an `@` is masked too: more than needed, never less.
-_SCHEME = re.compile(r"(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*+)(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*+://)")
-_SPACE = re.compile(r"\s")
+# A scheme starts at the first letter of its run (`1redis://` is `redis://`, as before).
+_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*+)(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*+://)"
+                       r"(?P<userinfo>[^/\s?#]*)@")
 # A whole run of name characters followed by `=`; whether the name is secret is decided in Python.
 _PARAM_NAME = re.compile(r"(?<![\w.-])[\w.-]++=")
 _PARAM_VALUE = re.compile(r"[^&\s#]+")
@@ -64,30 +61,28 @@ def read_secret_file(setting: str, path: Path, hint: str) -> str:
         raise ConfigError(f"{setting}={path}: not UTF-8 text; {hint}") from None
 
 
-def _mask_user_info(text: str) -> str:
-    """Every `scheme://userinfo@` in `text` as `scheme://***@`. Linear: each run of non-space
-    characters is searched for its last `@` once, and the schemes before that `@` are inside the
-    masked part (a run without `@` is skipped whole)."""
-    parts: list[str] = []
-    done = position = 0
-    while (scheme := _SCHEME.search(text, position)) is not None:
-        space = _SPACE.search(text, scheme.end())
-        run_end = space.start() if space is not None else len(text)
-        at = text.rfind("@", scheme.end(), run_end)
-        if at < 0:
-            position = run_end
-            continue
-        parts += (text[done:scheme.start()], scheme.group("lead"), scheme.group("scheme"), MASK)
-        done = position = at
-    return "".join(parts) + text[done:] if parts else text
+def authority_problem(url: str) -> str | None:
+    """Why the URL's host and port cannot be read as written, or None. A URL parser ends the user
+    info at the first `/`, `?` or `#`, so in `redis://u:p#ss@h` the password is cut to "p" and the
+    "port" is "p": the client fails, and its error (and any masking that trusts the parser) shows
+    the password's first part. Such a URL is refused at start, never echoed (the message is fixed)."""
+    fix = "if the password holds / ? # or @, percent-encode them (%2F %3F %23 %40)"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError:
+        return f"its port is not a number as written; {fix}"
+    # `https://u:123/ss@h` parses with port 123: an @ after a host:port is read the same way.
+    if "@" not in parts.netloc and ":" in parts.netloc and "@" in url[url.find(parts.netloc) + len(parts.netloc):]:
+        return f"an @ follows its host and port; {fix}, and an @ in the path or query as %40"
+    return None
 
 
 def mask_url(url: str) -> str:
     """The URL with its password and every secret query parameter replaced by '***'."""
-    user_info_start, at = url.find("://") + 3, url.rfind("@")
-    if user_info_start >= 3 and at >= user_info_start and any(c in url[user_info_start:at] for c in "/?#"):
-        # Not percent-encoded, or an `@` in the path: the parser would end the password early.
-        return mask_urls_in_text(url)
+    if authority_problem(url) is not None:  # where the password ends is unknown: hide all of it
+        scheme, found, _ = url.partition("://")
+        return f"{scheme}://{MASK}" if found else MASK
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
@@ -99,6 +94,9 @@ def mask_url(url: str) -> str:
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
             query = urlencode([(k, MASK if is_secret_name(k) else v) for k, v in pairs], safe="*/:")
+        if not (parts.scheme and parts.netloc) and "@" in url:
+            # Not a URL as written (quoted, no `//`, `u:pw@host`): whatever precedes an @ may be a password.
+            return MASK + url[url.rfind("@"):]
         return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         return mask_urls_in_text(url)  # not parseable as a URL: mask by pattern
@@ -106,7 +104,7 @@ def mask_url(url: str) -> str:
 
 def mask_urls_in_text(text: str) -> str:
     """`text` with the credentials of every URL in it masked, and every `password=...`-like pair."""
-    text = _mask_user_info(text)
+    text = _USERINFO.sub(lambda m: f"{m.group('lead')}{m.group('scheme')}{MASK}@", text)
     parts: list[str] = []
     done = 0  # text before this is in `parts`; a name inside a value already masked is not looked at
     for name in _PARAM_NAME.finditer(text):

@@ -22,7 +22,7 @@ from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_val
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.config.campaign_ids import canonical_campaign_keys
-from consumer.config.secrets import check_token, is_secret_name, read_secret_file
+from consumer.config.secrets import authority_problem, check_token, is_secret_name, read_secret_file
 from consumer.config.secrets import mask_url as mask_url  # imported from here by older callers
 from consumer.config.send_window import SendWindow, SendWindowError, parse_send_window
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
@@ -227,6 +227,8 @@ class Settings(BaseSettings):
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError("not an http(s) URL")
+            if (problem := authority_problem(value)) is not None:
+                raise ValueError(problem)
             return value.rstrip("/")
         return value
 
@@ -276,6 +278,8 @@ class Settings(BaseSettings):
         parts = urlsplit(value.get_secret_value())
         if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
             raise ValueError("not a redis:// URL")
+        if (problem := authority_problem(value.get_secret_value())) is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("log_level", mode="before")
@@ -521,7 +525,9 @@ class Settings(BaseSettings):
             elif isinstance(value, SecretStr):
                 value = "***"
             elif name == "destinations":
-                value = {n: {k: ("***" if "token" in k and "file" not in k else v) for k, v in spec.items()}
+                value = {n: {k: ("***" if is_secret_name(k) and "file" not in k.lower()
+                                 else mask_url(v) if k.lower() == "url" and isinstance(v, str) else v)
+                             for k, v in spec.items()}
                          for n, spec in value.items()}
             elif name == "kafka":
                 value = {k: ("***" if is_secret_key(k) else v) for k, v in value.items()}

@@ -106,7 +106,14 @@ def error_text(message: str) -> str:
     (the work stays bounded) with room to spare, then again after (no half number is left). A lone
     surrogate (valid in a JSON string, so in Pisano's answer or a mapper's error) is written as its
     escape: strict UTF-8 refuses it, and the dead-letter could not be produced at all."""
-    text = message[: MAX_MESSAGE_CHARS * 4].encode("utf-8", "backslashreplace").decode("utf-8")
+    text = message[: MAX_MESSAGE_CHARS * 4]
+    if len(text) < len(message):
+        # The cut may split a phone number or a URL's user info, and masking what precedes it can
+        # shrink the text so that the fragment, too short to be recognised, lands in the header:
+        # the last word goes, and the 32 characters before it (a number written with spaces).
+        last_space = text.rfind(" ", 0, len(text) - 32)
+        text = text[:last_space] if last_space > 0 else text[: len(text) - 64]
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return redact_phones(mask_urls_in_text(text))[:MAX_MESSAGE_CHARS]
 
 

@@ -1,6 +1,7 @@
 """Secrets in the settings: tokens checked, URL credentials masked everywhere, registry credentials
 as their own settings, insecure transport refused unless asked for."""
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from consumer.config.destinations import destination_configs
 from consumer.config.loading import load_settings
 from consumer.config.registry import registry_connection
 from consumer.config.secrets import check_token, mask_url, mask_urls_in_text
@@ -75,16 +77,69 @@ def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
 
 
-@pytest.mark.parametrize("password", ["p#ss-1", "pa/ss-1", "pa?ss-1", "a#b/c?d@e-1"])
-def test_a_password_with_reserved_characters_not_percent_encoded_is_masked_whole(password: str) -> None:
-    """Found in review: a URL parser ends the user info at the first `/`, `?` or `#`, so
-    `redis://u:p#ss@h` has password "p" and a fragment "ss@h": the old masking hid "p" and showed
-    the rest of the password, in the start-up dump and in every error quoting the URL. Such a URL
-    does not work (the client sends the cut password), so it is the one an operator is debugging."""
-    for url in (f"redis://u:{password}@h:6379/0", f"rediss://:{password}@h/0?db=1", f"https://u:{password}@reg:8081/x"):
-        for shown in (mask_url(url), mask_urls_in_text(f"cannot connect to {url}: refused")):
-            assert "ss-1" not in shown and "-1" not in shown, shown
-            assert "h:6379/0" in shown or "h/0" in shown or "reg:8081/x" in shown, shown
+RESERVED_PASSWORDS = ["p#ss-1", "pa/ss-1", "pa?ss-1", "a#b/c?d@e-1", "123/ss-1"]
+
+
+@pytest.mark.parametrize("password", RESERVED_PASSWORDS)
+def test_a_url_whose_password_holds_reserved_characters_is_refused_at_start_and_never_shown(
+        password: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a URL parser ends the user info at the first `/`, `?` or `#`, so in
+    `redis://u:p#ss@h` the password is "p" and the port "p": the client fails with an error that
+    quotes the password's first part, and the masking, trusting the parser, showed the rest. Such
+    a URL cannot work: it is refused at start, with what to do and without the URL."""
+    for setting, url in (("REDIS_URL", f"redis://u:{password}@h:6379/0"),
+                         ("PISANO_URL", f"https://u:{password}@api.pisano.test"),
+                         ("SCHEMA_REGISTRY_URL", f"https://u:{password}@reg:8081")):
+        monkeypatch.setenv(setting, url)
+        with pytest.raises(ConfigError, match="percent-encode") as refused:
+            load_settings()
+        assert "ss-1" not in str(refused.value) and "-1" not in str(refused.value)
+        monkeypatch.delenv(setting)
+        assert "-1" not in mask_url(url) and "ss" not in mask_url(url), mask_url(url)
+    monkeypatch.setenv("DESTINATIONS", json.dumps({"retail": {"url": f"https://u:{password}@api.pisano.test",
+                                                              "api_token": "tok-1"}}))
+    with pytest.raises(ConfigError, match="percent-encode") as refused:
+        destination_configs(load_settings())
+    assert "-1" not in str(refused.value)
+
+
+def test_an_at_sign_after_host_and_port_is_refused_and_a_query_password_stays_masked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review of the first fix: masking to the last @ of a URL showed the tail of a query
+    password holding an @ (`?password=p@ss-1` came out as `***@ss-1`)."""
+    assert mask_url("redis://h:6379/0?password=p@ss-1") == "redis://***"
+    monkeypatch.setenv("REDIS_URL", "redis://h:6379/0?password=p@ss-1")
+    with pytest.raises(ConfigError, match="%40") as refused:
+        load_settings()
+    assert "ss-1" not in str(refused.value)
+    monkeypatch.setenv("REDIS_URL", "redis://h:6379/0?password=p%40ss-1")  # what the message asks for
+    assert "ss-1" not in str(load_settings().as_dict())
+    # An @ in an ordinary URL's query is not a password: shown, not refused.
+    assert mask_url("https://api.pisano.test/v1?email=bob@example.com").startswith("https://api.pisano.test/v1")
+
+
+@pytest.mark.parametrize("value", ['"https://u:pw-1@reg:8081"', "u:pw-1@reg:8081", "https//u:pw-1@reg",
+                                   "<https://u:pw-1@reg>"])
+def test_a_value_that_is_not_quite_a_url_is_masked_in_the_config_error(
+        value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: quoted (as `docker --env-file` keeps them) or scheme-less values were
+    quoted whole in the error saying they are not URLs."""
+    assert "pw-1" not in mask_url(value)
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "pw-1" not in str(refused.value)
+
+
+def test_destination_urls_and_tokens_are_masked_in_the_settings_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a destination's URL credentials, and an API_TOKEN key in upper case, were
+    shown by `as_dict()` (the start-up log's formatter happened to hide the first)."""
+    monkeypatch.setenv("DESTINATIONS", '{"retail": {"url": "https://ru:retail-pw-9@api.pisano.co", '
+                                       '"API_TOKEN": "tok-upper-7", "api_token_file": "/run/t"}}')
+    settings = load_settings()
+    shown = str(settings.as_dict()) + repr(settings)
+    assert "retail-pw-9" not in shown and "tok-upper-7" not in shown
+    assert "api.pisano.co" in shown and "/run/t" in shown
 
 
 def test_mask_urls_in_text() -> None:

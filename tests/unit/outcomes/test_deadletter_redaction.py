@@ -35,3 +35,15 @@ def test_error_text_is_bounded_and_cut_numbers_do_not_leak() -> None:
     shown = error_text(text * 50)
     assert len(shown) <= MAX_MESSAGE_CHARS
     assert "53212" not in shown
+
+
+def test_a_fragment_cut_off_at_the_bound_does_not_reach_the_header_after_masking_shrinks_the_text() -> None:
+    """Found in review: the text is cut at four times the header's length before it is masked;
+    masking a long user info shrank what precedes the cut, and the number cut in half there (six
+    digits, below the redaction's seven) came into the header."""
+    cut_at = MAX_MESSAGE_CHARS * 4
+    head = "a mapper said route=a://" + "x" * (cut_at - 38) + "@ call +90555"
+    text = error_text(head + "1234567 now")
+    assert len(head) < cut_at < len(head) + 7  # the number is cut by the first bound
+    assert "90555" not in text and "+9" not in text, text[-80:]
+    assert len(text) <= MAX_MESSAGE_CHARS
