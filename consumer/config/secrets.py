@@ -72,6 +72,11 @@ def authority_problem(url: str) -> str | None:
         _ = parts.port  # a port that is not a number raises here
     except ValueError:
         return f"its port is not a number as written; {fix}"
+    # A query's `password=p#w&x` or `token=a&b` is cut the same way, at the # or the &.
+    if parts.fragment or url.endswith("#"):
+        return "it holds a # (a fragment means nothing here); if a password holds #, percent-encode it (%23)"
+    if any("=" not in item for item in parts.query.split("&") if item):
+        return "a query item has no =; if a password holds & or #, percent-encode them (%26 %23)"
     # `https://u:123/ss@h` parses with port 123: an @ after a host:port is read the same way.
     if "@" not in parts.netloc and ":" in parts.netloc and "@" in url[url.find(parts.netloc) + len(parts.netloc):]:
         return f"an @ follows its host and port; {fix}, and an @ in the path or query as %40"

@@ -103,6 +103,18 @@ def test_a_url_whose_password_holds_reserved_characters_is_refused_at_start_and_
     assert "-1" not in str(refused.value)
 
 
+@pytest.mark.parametrize("url", ["redis://h/0?password=p#w-1&db=1", "redis://h/0?token=a&b-1&db=1"])
+def test_a_query_password_holding_a_raw_hash_or_ampersand_is_refused_and_never_shown(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: the parser ends `password=p#w` at the # and `token=a&b` at the &, and the
+    masking showed the rest (`password=***#w`)."""
+    assert "-1" not in mask_url(url)
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(ConfigError, match="percent-encode") as refused:
+        load_settings()
+    assert "-1" not in str(refused.value)
+
+
 def test_an_at_sign_after_host_and_port_is_refused_and_a_query_password_stays_masked(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Found in review of the first fix: masking to the last @ of a URL showed the tail of a query
