@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from consumer.config.secrets import mask_url
+from consumer.config.secrets import mask_url, mask_urls_in_text
 from consumer.config.settings import Settings, is_secret_key
 from consumer.config.windows import EXPECTED_FORM
 from consumer.errors import ConfigError
@@ -87,12 +87,12 @@ def _describe(error: Any) -> str:
     value = error.get("input")
     if secret:
         shown = "***"
-    elif isinstance(value, dict):
+    elif isinstance(value, dict) or field == "destinations":  # a destination holds its token
         shown = "{...}"
     elif isinstance(value, str) and field in ("pisano_url", "schema_registry_url"):
         shown = repr(mask_url(value))
-    else:
-        shown = repr(value)
+    else:  # a list or number where a URL was expected may still hold one
+        shown = mask_urls_in_text(repr(value))
     expected = EXPECTED.get(field)
     if not expected:
         return f"{name}={shown}: {reason}"

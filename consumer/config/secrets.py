@@ -28,6 +28,9 @@ _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 _USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*+)(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*+://)"
                        r"(?P<userinfo>[^/\s?#]*)@")
 # A whole run of name characters followed by `=`; whether the name is secret is decided in Python.
+_SCHEME = re.compile(r"(?<![A-Za-z0-9+.-])[0-9+.-]*+[A-Za-z][A-Za-z0-9+.-]*+://")
+_URL_END = re.compile(r"[\s\"'<>()\[\]{},;]")
+_RESERVED = re.compile(r"[/?#]")
 _PARAM_NAME = re.compile(r"(?<![\w.-])[\w.-]++=")
 _PARAM_VALUE = re.compile(r"[^&\s#]+")
 
@@ -71,15 +74,16 @@ def authority_problem(url: str) -> str | None:
         parts = urlsplit(url)
         _ = parts.port  # a port that is not a number raises here
     except ValueError:
-        return f"its port is not a number as written; {fix}"
+        return f"its host or port cannot be read (a port is a number from 0 to 65535); {fix}"
     # A query's `password=p#w&x` or `token=a&b` is cut the same way, at the # or the &.
     if parts.fragment or url.endswith("#"):
         return "it holds a # (a fragment means nothing here); if a password holds #, percent-encode it (%23)"
     if any("=" not in item for item in parts.query.split("&") if item):
         return "a query item has no =; if a password holds & or #, percent-encode them (%26 %23)"
-    # `https://u:123/ss@h` parses with port 123: an @ after a host:port is read the same way.
-    if "@" not in parts.netloc and ":" in parts.netloc and "@" in url[url.find(parts.netloc) + len(parts.netloc):]:
-        return f"an @ follows its host and port; {fix}, and an @ in the path or query as %40"
+    # `https://u:123/ss@h` parses with port 123 and `redis://:Abc@123/xyz@h` with host 123: any @
+    # after the host is read as the end of a password cut short.
+    if "@" in url[url.find(parts.netloc) + len(parts.netloc):]:
+        return f"an @ follows its host; {fix}, and an @ in the path or query as %40"
     return None
 
 
@@ -107,9 +111,28 @@ def mask_url(url: str) -> str:
         return mask_urls_in_text(url)  # not parseable as a URL: mask by pattern
 
 
+def _mask_cut_user_info(text: str) -> str:
+    """Every URL whose last @ comes after a `/`, `?` or `#` as `scheme://***`: a password holding
+    those raw (or an @ in a path or query; which, cannot be told) would show its rest. A URL ends
+    at whitespace, a quote, a bracket, `,` or `;`. Linear: a run is searched for its last @ once,
+    and either masked from its first scheme on or left (every later scheme in it holds the same
+    clean stretch before that @)."""
+    parts: list[str] = []
+    done = position = 0
+    while (scheme := _SCHEME.search(text, position)) is not None:
+        end = _URL_END.search(text, scheme.end())
+        run_end = end.start() if end is not None else len(text)
+        at = text.rfind("@", scheme.end(), run_end)
+        if at >= 0 and _RESERVED.search(text, scheme.end(), at) is not None:
+            parts += (text[done:scheme.end()], MASK)
+            done = run_end
+        position = run_end
+    return "".join(parts) + text[done:] if parts else text
+
+
 def mask_urls_in_text(text: str) -> str:
     """`text` with the credentials of every URL in it masked, and every `password=...`-like pair."""
-    text = _USERINFO.sub(lambda m: f"{m.group('lead')}{m.group('scheme')}{MASK}@", text)
+    text = _mask_cut_user_info(_USERINFO.sub(lambda m: f"{m.group('lead')}{m.group('scheme')}{MASK}@", text))
     parts: list[str] = []
     done = 0  # text before this is in `parts`; a name inside a value already masked is not looked at
     for name in _PARAM_NAME.finditer(text):

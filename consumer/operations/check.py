@@ -206,7 +206,7 @@ def _registry(settings: Settings) -> tuple[str, str]:
     if connection is None:
         source = settings.avro_schema_file or "the default schema"
         return "skipped", f"SCHEMA_REGISTRY_URL not set; plain Avro with {source}"
-    url = connection.url
+    url = mask_url(connection.url)  # its query may carry a key
     try:
         with httpx.Client(timeout=10, **connection.client_options()) as client:  # type: ignore[arg-type]
             response = client.get("/subjects")

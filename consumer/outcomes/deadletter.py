@@ -110,8 +110,9 @@ def error_text(message: str) -> str:
     if len(text) < len(message):
         # The cut may split a phone number or a URL's user info, and masking what precedes it can
         # shrink the text so that the fragment, too short to be recognised, lands in the header:
-        # the last word goes, and the 32 characters before it (a number written with spaces).
-        last_space = text.rfind(" ", 0, len(text) - 32)
+        # the last word goes, and the 32 characters before it (a number written with spaces), or
+        # the last 64 characters when no space is near the end (a long quote keeps the rest).
+        last_space = text.rfind(" ", len(text) - 128, len(text) - 32)
         text = text[:last_space] if last_space > 0 else text[: len(text) - 64]
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return redact_phones(mask_urls_in_text(text))[:MAX_MESSAGE_CHARS]

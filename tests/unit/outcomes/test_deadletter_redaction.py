@@ -47,3 +47,9 @@ def test_a_fragment_cut_off_at_the_bound_does_not_reach_the_header_after_masking
     assert len(head) < cut_at < len(head) + 7  # the number is cut by the first bound
     assert "90555" not in text and "+9" not in text, text[-80:]
     assert len(text) <= MAX_MESSAGE_CHARS
+
+
+def test_a_long_quote_without_spaces_keeps_its_text_when_cut() -> None:
+    """Found in review of the cut above: looking for the last space anywhere dropped all but "ab"."""
+    text = error_text("ab " + "x" * 5000)
+    assert len(text) == MAX_MESSAGE_CHARS and text.startswith("ab xxx")
