@@ -7,11 +7,13 @@ the expected form; secrets are never echoed.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from consumer.config.secrets import mask_url, mask_urls_in_text
 from consumer.config.settings import Settings, is_secret_key
@@ -115,3 +117,9 @@ def load_settings(config_file: Path | None = None) -> Settings:
     except ValidationError as exc:
         lines = [_describe(e) for e in exc.errors(include_url=False)]
         raise ConfigError("; ".join(dict.fromkeys(lines))) from None
+    except SettingsError as exc:  # a structured setting from the environment that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1).upper() if field else "a structured setting"
+        # The value is not shown: a DESTINATIONS entry holds a token.
+        raise ConfigError(f"{name}: not valid JSON in the environment; write it as a JSON object or list, "
+                          "or set it in the --config file as YAML") from None

@@ -22,7 +22,7 @@ from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_val
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.config.campaign_ids import canonical_campaign_keys
-from consumer.config.secrets import authority_problem, check_token, is_secret_name, read_secret_file
+from consumer.config.secrets import authority_problem, check_token, is_secret_name, mask_urls_in_text, read_secret_file
 from consumer.config.secrets import mask_url as mask_url  # imported from here by older callers
 from consumer.config.send_window import SendWindow, SendWindowError, parse_send_window
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
@@ -47,6 +47,20 @@ def duration_ms(text: str) -> int:
 def _split_comma_list(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _shown_destination_value(key: str, value: Any) -> Any:
+    """A destination entry as it may be shown, checked or not yet (as_dict may run before
+    destination_configs): secret-named keys hidden, URLs masked, at any depth."""
+    if is_secret_name(key) and "file" not in key.lower():
+        return "***"
+    if isinstance(value, dict):
+        return {k: _shown_destination_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown_destination_value(key, v) for v in value]
+    if isinstance(value, str):
+        return mask_url(value) if key.lower() == "url" else mask_urls_in_text(value)
     return value
 
 
@@ -525,10 +539,7 @@ class Settings(BaseSettings):
             elif isinstance(value, SecretStr):
                 value = "***"
             elif name == "destinations":
-                value = {n: {k: ("***" if is_secret_name(k) and "file" not in k.lower()
-                                 else mask_url(v) if k.lower() == "url" and isinstance(v, str) else v)
-                             for k, v in spec.items()}
-                         for n, spec in value.items()}
+                value = {n: _shown_destination_value("", spec) for n, spec in value.items()}
             elif name == "kafka":
                 value = {k: ("***" if is_secret_key(k) else v) for k, v in value.items()}
             elif isinstance(value, Path | IPv4Address | IPv6Address):

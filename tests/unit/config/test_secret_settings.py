@@ -327,3 +327,17 @@ def test_insecure_pisano_url_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPa
     result = CliRunner().invoke(main, ["check"])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "PISANO_ALLOW_INSECURE=true" in result.output
+
+
+def test_nested_destination_values_are_masked_and_bad_json_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: values not checked yet (a list where the URL goes, a nested mapping) were
+    shown as they were by as_dict(); DESTINATIONS that is not JSON raised pydantic-settings' error
+    with a traceback."""
+    monkeypatch.setenv("DESTINATIONS", '{"retail": {"url": ["https://ru:retail-pw-9@api.pisano.co"], '
+                                       '"extra": {"password": "nested-secret-8"}}}')
+    shown = str(load_settings().as_dict())
+    assert "retail-pw-9" not in shown and "nested-secret-8" not in shown
+    monkeypatch.setenv("DESTINATIONS", '{"retail": {"url": "https://ru:retail-pw-9@h", ')
+    with pytest.raises(ConfigError, match="DESTINATIONS: not valid JSON") as refused:
+        load_settings()
+    assert "retail-pw-9" not in str(refused.value)
