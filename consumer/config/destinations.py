@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from consumer.config.campaign_ids import canonical_campaign_id
-from consumer.config.secrets import authority_problem, check_token, mask_url, read_secret_file
+from consumer.config.secrets import check_token, checked_url, mask_url, read_secret_file
 from consumer.config.send_window import SendWindow, parse_send_window
 from consumer.config.settings import DURATION_OR_ZERO, MAX_COOLDOWN_MS, Settings, duration_ms
 from consumer.config.tokens import first_token, load_token_provider
@@ -58,10 +58,7 @@ class DestinationSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        problem = authority_problem(value)
-        if problem is not None:  # the message never quotes the URL: it may hold a password
-            raise ValueError(problem)
-        return value
+        return checked_url(value)
 
     @field_validator("campaigns")
     @classmethod

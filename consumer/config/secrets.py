@@ -25,12 +25,13 @@ _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 # name characters is tried once, at its start (the lookbehind) and possessively (`*+`), never from
 # every position inside it (a run of "key" * 341 cost 0.5 s a pass with `[\w.-]*key[\w.-]*=`).
 # A scheme starts at the first letter of its run (`1redis://` is `redis://`, as before).
-_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*+)(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*+://)"
-                       r"(?P<userinfo>[^/\s?#]*)@")
-# A whole run of name characters followed by `=`; whether the name is secret is decided in Python.
-_SCHEME = re.compile(r"(?<![A-Za-z0-9+.-])[0-9+.-]*+[A-Za-z][A-Za-z0-9+.-]*+://")
+_SCHEME_PATTERN = r"(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*+)(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*+://)"
+_SCHEME = re.compile(_SCHEME_PATTERN)
+_USERINFO = re.compile(_SCHEME_PATTERN + r"(?P<userinfo>[^/\s?#]*)@")
+# Where a URL in a text ends, and what cuts a password short (`_mask_cut_user_info`).
 _URL_END = re.compile(r"[\s\"'<>()\[\]{},;]")
 _RESERVED = re.compile(r"[/?#]")
+# A whole run of name characters followed by `=`; whether the name is secret is decided in Python.
 _PARAM_NAME = re.compile(r"(?<![\w.-])[\w.-]++=")
 _PARAM_VALUE = re.compile(r"[^&\s#]+")
 
@@ -87,6 +88,15 @@ def authority_problem(url: str) -> str | None:
     return None
 
 
+def checked_url(url: str) -> str:
+    """The URL, or ValueError saying why its password would be cut short (for the settings'
+    validators: the message never quotes the URL)."""
+    problem = authority_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
+    return url
+
+
 def mask_url(url: str) -> str:
     """The URL with its password and every secret query parameter replaced by '***'."""
     if authority_problem(url) is not None:  # where the password ends is unknown: hide all of it
@@ -94,6 +104,9 @@ def mask_url(url: str) -> str:
         return f"{scheme}://{MASK}" if found else MASK
     try:
         parts = urlsplit(url)
+        if not (parts.scheme and parts.netloc) and "@" in url:
+            # Not a URL as written (quoted, no `//`, `u:pw@host`): whatever precedes an @ may be a password.
+            return MASK + url[url.rfind("@"):]
         netloc = parts.netloc
         if parts.password is not None or "@" in netloc:
             user_info, _, host = netloc.rpartition("@")
@@ -103,9 +116,6 @@ def mask_url(url: str) -> str:
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
             query = urlencode([(k, MASK if is_secret_name(k) else v) for k, v in pairs], safe="*/:")
-        if not (parts.scheme and parts.netloc) and "@" in url:
-            # Not a URL as written (quoted, no `//`, `u:pw@host`): whatever precedes an @ may be a password.
-            return MASK + url[url.rfind("@"):]
         return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         return mask_urls_in_text(url)  # not parseable as a URL: mask by pattern

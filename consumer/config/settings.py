@@ -22,7 +22,7 @@ from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_val
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.config.campaign_ids import canonical_campaign_keys
-from consumer.config.secrets import authority_problem, check_token, is_secret_name, mask_urls_in_text, read_secret_file
+from consumer.config.secrets import check_token, checked_url, is_secret_name, mask_urls_in_text, read_secret_file
 from consumer.config.secrets import mask_url as mask_url  # imported from here by older callers
 from consumer.config.send_window import SendWindow, SendWindowError, parse_send_window
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
@@ -241,9 +241,7 @@ class Settings(BaseSettings):
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError("not an http(s) URL")
-            if (problem := authority_problem(value)) is not None:
-                raise ValueError(problem)
-            return value.rstrip("/")
+            return checked_url(value).rstrip("/")
         return value
 
     @field_validator("pisano_api_token", mode="before")
@@ -292,8 +290,7 @@ class Settings(BaseSettings):
         parts = urlsplit(value.get_secret_value())
         if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
             raise ValueError("not a redis:// URL")
-        if (problem := authority_problem(value.get_secret_value())) is not None:
-            raise ValueError(problem)
+        checked_url(value.get_secret_value())
         return value
 
     @field_validator("log_level", mode="before")
