@@ -43,7 +43,7 @@ TopicPartition = tuple[str, int]
 _PHONE = attrgetter("recipient.phone")
 EVENT_ID = attrgetter("recipient.event_id")
 KAFKA_TIMESTAMP = attrgetter("message.timestamp_ms")  # epoch ms; 0 or less: none
-RECIPIENT, REPLAY_OF = attrgetter("recipient"), attrgetter("replay_of")
+RECIPIENT, REPLAY_OF, ABANDONED_BY = attrgetter("recipient"), attrgetter("replay_of"), attrgetter("abandoned_by")
 TP, EPOCH, OFFSET = attrgetter("tp"), attrgetter("epoch"), attrgetter("offset")
 MAX_REMEMBERED_TURNS = 10_000  # campaigns whose last turn is remembered while they have no events
 
@@ -67,6 +67,10 @@ class PendingEvent:
     # (consumer/state/dedup.py); None for every other record.
     replay_of: str | None = None
     sendable_since: float = 0.0  # set by the Batcher: since when it may join a request
+    # Attempts of this replica that gave the event up unsent while their claim of its id or their
+    # reservation of its phone may still be in Redis (a lost reply, a release that never landed):
+    # its next claim takes those over (consumer/delivery/claims.py, `Claim.let_go`). Most have none.
+    abandoned_by: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -10,11 +10,16 @@ With the contact cooldown on, the claim also drives the batch's phone reservatio
 (`contacts.PhoneReservation`, same tag), and with the opt-out list on, its lookup: the list is
 asked, the ids claimed and the phones reserved in one round trip (`claim`); every renewal,
 settlement and the exit path do for a phone what they do for its id.
+
+What a claim gives up without knowing it is gone from Redis (a claim whose reply was lost and
+whose release failed too, as when a cluster master dies mid-trip; a release given up after its
+retries) would hold its events back for the whole lease, then end them as `ambiguous` though they
+were never sent. So the claim remembers it, never asks for it again, and tags the events it sends
+round again (`let_go`): their next claim takes it over (lua/claim.lua, lua/reserve_phones.lua).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -24,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from consumer.delivery.backoff import REDIS_BACKOFF
-from consumer.delivery.batching import EVENT_ID, REPLAY_OF, PendingEvent
+from consumer.delivery.batching import ABANDONED_BY, EVENT_ID, REPLAY_OF, PendingEvent
 from consumer.delivery.contacts import ContactCooldown, PhoneReservation
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
@@ -41,6 +46,10 @@ PHONE_FATES = {Settlement.DELIVERED: PhoneFate.ACCEPTED, Settlement.UNKNOWN: Pho
 RENEW_TRIES = 5
 CLAIM_TRIES = 3  # a lost reply is asked again under the same tag; then Redis counts as away
 SETTLE_TRIES = 15  # about a minute of Redis outage: an outcome must be recorded if at all possible
+# The attempts an event remembers having given it up (`PendingEvent.abandoned_by`): the newest.
+# Only a failure adds one (a lost reply and a failed release), so a ninth is an outage that outlived
+# eight attempts on this very event; the oldest one's claim, if any, then ends with its lease.
+ABANDONED_LIMIT = 8
 
 
 @dataclass
@@ -98,6 +107,9 @@ class Claim:
         self._replays: dict[str, str] = {}
         # Settled on exit, for the sender to report: (events, whether a request may have left).
         self.left_over: list[tuple[str, bool]] = []
+        # Ids this attempt gave up while its claim of them may still be in Redis, or tagged events
+        # with (`let_go`): never claimed again by it, so a later attempt may take them over.
+        self._given_up: set[str] = set()
 
     def __enter__(self) -> Claim:
         return self
@@ -147,6 +159,9 @@ class Claim:
         if self.claimed_at is None:
             self.claimed_at = time.monotonic()
         answer = Claimed()
+        if self._given_up:  # ours maybe, but promised to a later attempt (`let_go`): held back
+            answer.held += [e for e in events if e.recipient.event_id in self._given_up]
+            events = [e for e in events if e.recipient.event_id not in self._given_up]
         if self.suppression is None:
             self._trip(answer, [], list(events))
             return answer
@@ -175,7 +190,7 @@ class Claim:
         if asked is not None:
             assert self.phones is not None
             steps.append(self.phones.step(asked))
-        answers = self._ask(steps, ids, [r.key for r in asked.requests] if asked else [])
+        answers = self._ask(steps, ids, [r.key for r in asked.requests] if asked else [], claim)
         statuses: ClaimStatuses = answers[0]
         refused: set[str] = set()
         if lookup is not None:
@@ -220,9 +235,11 @@ class Claim:
         self._release(release, unused)
         return refused
 
-    def _ask(self, steps: list[Step[Any]], ids: list[str], keys: list[str]) -> list[Any]:
+    def _ask(self, steps: list[Step[Any]], ids: list[str], keys: list[str],
+             events: Sequence[PendingEvent]) -> list[Any]:
         """`together(steps)`, asked again under the same tag after a lost reply; if Redis stays
-        away, what the trip may have claimed or reserved is released and StateStoreError raised."""
+        away, what the trip may have claimed or reserved is released and StateStoreError raised.
+        A release that fails too leaves them given up (`let_go`)."""
         tries = 0
         while True:
             tries += 1
@@ -234,9 +251,10 @@ class Claim:
                     self.metrics.redis_errors.labels("claim").inc()
                     log.warning("claim reply lost (%s); claiming again under the same tag in %.1fs", exc, delay)
                 if tries >= CLAIM_TRIES or self.stop.wait(delay):
-                    # A reservation left behind blocks its phone for one lease, then counts as a contact.
-                    with contextlib.suppress(StateStoreError):
+                    try:
                         together(self._release_steps(ids, keys))
+                    except StateStoreError:  # some masters may have run the trip: ours, maybe
+                        self._give_up(ids, keys)
                     raise
 
     def _release_steps(self, ids: list[str], keys: list[str]) -> list[Step[Any]]:
@@ -248,11 +266,39 @@ class Claim:
     def _release(self, ids: list[str], keys: list[str]) -> None:
         """Release, in one round trip, the ids claimed and the phones reserved that their events do
         not use (suppressed, skipped, held, ambiguous, or refused by the cooldown); retried like any
-        settlement. A release that never lands costs no duplicate, but not only time either: the
-        claim lapses into an unknown mark, so a copy of that event read later is dead-lettered as
-        `ambiguous` though it was never sent (replayable after a check), and a reservation counts
-        as a contact (at worst a survey not sent)."""
+        settlement. A release that never lands leaves them given up: the events this replica sends
+        round again take them over (`let_go`); a copy read by another replica finds the claim
+        lapsed into an unknown mark (dead-lettered as `ambiguous`, replayable after a check), and
+        the reservation counting as a contact (at worst a survey not sent)."""
         self._record(Settlement.RELEASED, ids, keys)
+
+    def let_go(self, events: list[PendingEvent]) -> list[PendingEvent]:
+        """These events go round again, to be claimed by a later attempt. Each whose id or phone
+        this attempt gave up while its claim or reservation may still be in Redis carries this
+        attempt's tag from now on (`PendingEvent.abandoned_by`), so its next claim takes them over
+        (lua/claim.lua, lua/reserve_phones.lua) instead of waiting out the lease. Only when this
+        attempt holds neither for a request that may still leave: its id and phone are then
+        promised, never asked for again by it, so a takeover can never meet a request of ours."""
+        phones = self.phones
+        if not self._given_up and (phones is None or not phones.given_up):
+            return events
+        for event in events:
+            event_id = event.recipient.event_id
+            key = phones.key_for(event) if phones is not None else None
+            doubtful = event_id in self._given_up or (phones is not None and key in phones.given_up)
+            if not doubtful or event_id in self._held or (phones is not None and key is not None and phones.holds(key)):
+                continue
+            self._given_up.add(event_id)
+            if phones is not None and key is not None:
+                phones.given_up.add(key)
+            event.abandoned_by = (*event.abandoned_by, self.tag)[-ABANDONED_LIMIT:]
+        return events
+
+    def _give_up(self, ids: list[str], keys: list[str]) -> None:
+        """A release that did not land: these ids and phones may still be ours in Redis."""
+        self._given_up.update(ids)
+        if self.phones is not None:
+            self.phones.given_up.update(keys)
 
     def renew(self, events: Sequence[PendingEvent]) -> bool:
         """Claim again under the same tag (idempotent; refreshes the lease), and the phones with
@@ -319,6 +365,12 @@ class Claim:
                 delay = REDIS_BACKOFF.delay(attempt)
                 log.error("could not record an outcome in Redis (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
+        if outcome is Settlement.RELEASED:
+            self._give_up(ids, keys)
+            log.error("gave up releasing %d claims and %d phone reservations in Redis; the events this "
+                      "replica sends round again take them over, copies read elsewhere find them ambiguous "
+                      "once their lease expires", len(ids), len(keys))
+            return
         log.error("gave up recording an outcome in Redis; duplicates of these %d events will be "
                   "dead-lettered as ambiguous once their claim lease expires, and their %d phone reservations "
                   "count as contacts once it does", len(ids), len(keys))
@@ -330,4 +382,4 @@ def event_ids(events: Iterable[PendingEvent]) -> list[str]:
 
 def _requests(events: Sequence[PendingEvent], ids: list[str]) -> ClaimRequests:
     """The claim's requests as columns (`ClaimRequests`): no object per id."""
-    return ClaimRequests(ids, list(map(REPLAY_OF, events)))
+    return ClaimRequests(ids, list(map(REPLAY_OF, events)), list(map(ABANDONED_BY, events)))

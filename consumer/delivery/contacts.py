@@ -109,23 +109,34 @@ class PhoneReservation:
         self.metrics = metrics
         self.stop = stop
         self._held: dict[str, str] = {}  # event id -> phone key reserved for it
+        # Keys given up while their reservation may still be in Redis, or promised to a later
+        # attempt (`claims.Claim.let_go`): never asked for again under this tag.
+        self.given_up: set[str] = set()
+
+    def key_for(self, event: PendingEvent) -> str | None:
+        """The key of the event's phone; None when it cannot be read back into E.164."""
+        try:
+            return self.policy.key(event.recipient.phone)
+        except InvalidEventError:
+            return None
+
+    def holds(self, key: str) -> bool:
+        """The batch holds this phone for one of its events."""
+        return key in self._held.values()
 
     def ask(self, events: Sequence[PendingEvent]) -> Asked:
         """The reservations to ask for these events, before anyone knows which of their ids will be
         claimed (optimistic: they travel with the claim, `claims.Claim.claim`). A phone the batch
-        holds already is not asked again; a phone twice is asked once, for the first event."""
+        holds already is not asked again; a phone twice is asked once, for the first event; a phone
+        given up is never asked again (its events are held back: a later attempt takes it over)."""
         asked = Asked()
-        held = set(self._held.values())
-        seen: set[str] = set()
+        seen: set[str] = set(self._held.values()) | self.given_up
         for event in events:
-            try:
-                key: str | None = self.policy.key(event.recipient.phone)
-            except InvalidEventError:
-                key = None
+            key = self.key_for(event)
             asked.keys[event.recipient.event_id] = key
-            if key is not None and key not in held and key not in seen:
+            if key is not None and key not in seen:
                 seen.add(key)
-                asked.requests.append(PhoneRequest(key, event.replay_of))
+                asked.requests.append(PhoneRequest(key, event.replay_of, event.abandoned_by))
         return asked
 
     def step(self, asked: Asked) -> Step[list[PhoneStatus]]:

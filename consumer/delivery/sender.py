@@ -251,7 +251,7 @@ class Sender:
             return
         if failed is None:
             if not self._stop.is_set():  # cannot happen by design; never leave an event behind
-                outcomes(Outcome("requeue", open_events))
+                outcomes(Outcome("requeue", claim.let_go(open_events)))
             return  # stopping: released, the records stay uncommitted and are read again
         may_have_left = {event_id for event_id, sent in claim.left_over if sent}
         unknown = [e for e in open_events if e.recipient.event_id in may_have_left]
@@ -303,7 +303,7 @@ class Sender:
             try:
                 answer = claim.claim(candidates)  # with the opt-out lookup and the phones: one round trip
             except StateStoreError as exc:  # fail closed: nothing is sent
-                outcomes(Outcome("requeue", candidates))
+                outcomes(Outcome("requeue", claim.let_go(candidates)))
                 self.outage.failed("claim", exc)
                 break
             self.outage.recovered()
@@ -320,14 +320,14 @@ class Sender:
                 outcomes(Outcome("skipped", answer.delivered))
             if answer.held:
                 self.metrics.events_held.inc(len(answer.held))
-                outcomes(Outcome("requeue", answer.held))
+                outcomes(Outcome("requeue", claim.let_go(answer.held)))
             if answer.cooling:
                 log.info("%d events not sent: phone contacted within its cooldown", len(answer.cooling),
                          extra={"count": len(answer.cooling), "campaign": batch.campaign_id})
                 outcomes(Outcome("cooldown", answer.cooling))
             if answer.phone_held:  # another attempt has the phone now: its fate decides, later
                 self.metrics.events_held.inc(len(answer.phone_held))
-                outcomes(Outcome("requeue", answer.phone_held))
+                outcomes(Outcome("requeue", claim.let_go(answer.phone_held)))
             if answer.uncheckable:
                 outcomes(Outcome("dead_letter", answer.uncheckable, Failure("invalid_event", UNCHECKABLE)))
             for attempt, unknown in _by_attempt(answer.unknown, answer.unknown_attempts).items():
@@ -360,7 +360,7 @@ class Sender:
             return None
         if sent.claim_lost or sent.held_by_window:  # decided again later (from Redis's state; at the opening)
             claim.settle(Settlement.RELEASED, events)
-            outcomes(Outcome("requeue", events))
+            outcomes(Outcome("requeue", claim.let_go(events)))
             return None
         if sent.accepted is not None:
             self._delivered(claim, campaign, events, sent, outcomes, ids)
@@ -404,7 +404,7 @@ class Sender:
             if self.policy.ambiguous == "resend":
                 # At-least-once by choice: the ids are freed and the events go round again.
                 claim.settle(Settlement.RELEASED, events)
-                outcomes(Outcome("requeue", events))
+                outcomes(Outcome("requeue", claim.let_go(events)))
                 return
             claim.settle(Settlement.UNKNOWN, events)
         else:

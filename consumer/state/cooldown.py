@@ -63,6 +63,9 @@ class PhoneRequest(NamedTuple):
 
     key: str
     replay_of: str | None = None
+    # Earlier attempts of this replica that gave the phone up unsent, their reservation maybe still
+    # in place (a lost reply, a release that never landed): taken over, never waited for.
+    abandoned_by: tuple[str, ...] = ()
 
 
 def phone_key(keys: Keys, digest_hex: str) -> str:
@@ -88,7 +91,9 @@ class CooldownStore(Protocol):
     """What the sender needs from the cooldown state, whatever keeps it."""
 
     def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
-        """One status per request, in order. Reserving again under the same tag renews the lease."""
+        """One status per request, in order. Reserving again under the same tag renews the lease.
+        A request's `abandoned_by` attempts' reservation, live or lapsed, is taken over with the
+        contact it covers (none of them sent to the phone)."""
 
     def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> Step[list[PhoneStatus]]:
         """`reserve` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
@@ -140,7 +145,11 @@ class RedisCooldown:
             return Step.answered([])
         groups = self._groups([r.key for r in requests])
         head = [tag, self.lease_ms, window_ms, self.ttl_ms]
-        calls = [Call([requests[i].key for i in rows], [*head, *(requests[i].replay_of or "" for i in rows)],
+        # Earlier attempts' tags travel only when a phone has some (lua/reserve_phones.lua).
+        abandoned = any(r.abandoned_by for r in requests)
+        calls = [Call([requests[i].key for i in rows],
+                      [*head, *(requests[i].replay_of or "" for i in rows),
+                       *((" ".join(requests[i].abandoned_by) for i in rows) if abandoned else ())],
                       self._reserve) for rows in groups]
 
         def read(replies: list[Any]) -> list[PhoneStatus]:
@@ -216,8 +225,8 @@ class MemoryCooldown:
                     kind, at, owner, prior = (match.group(1), int(match.group(2)), match.group(3), match.group(4)) \
                         if match else ("", now, "", "")
                     own = value.split("#", 1)[0]
-                    if kind == "r" and owner == tag and now < at:
-                        covered = prior  # a renewal keeps what the reservation covers
+                    if kind == "r" and ((owner == tag and now < at) or (owner and owner in request.abandoned_by)):
+                        covered = prior  # a renewal, or a takeover, keeps what the reservation covers
                     elif kind == "r" and now < at:
                         status = PhoneStatus.HELD
                     elif kind in ("u", "r") and owner and owner == request.replay_of:

@@ -62,6 +62,9 @@ class ClaimRequest(NamedTuple):
     # A verified replay of an ambiguous dead-letter: the attempt (dlq.attempt.id) whose unknown
     # mark the SRE checked, the only one it may override. None for every other record.
     replay_of: str | None = None
+    # Earlier attempts of this replica that gave the id up without sending it, their claim maybe
+    # still in place (a lost reply, a release that never landed): taken over, never waited for.
+    abandoned_by: tuple[str, ...] = ()
 
 
 class ClaimRequests(Sequence[ClaimRequest]):
@@ -69,12 +72,15 @@ class ClaimRequests(Sequence[ClaimRequest]):
     and RedisDedup reads the columns as they are, with no ClaimRequest built per id. Any other
     store sees a sequence of ClaimRequest."""
 
-    __slots__ = ("event_ids", "replays")
+    __slots__ = ("abandoned", "event_ids", "replays")
 
-    def __init__(self, event_ids: list[str], replays: list[str | None] | None = None) -> None:
+    def __init__(self, event_ids: list[str], replays: list[str | None] | None = None,
+                 abandoned: list[tuple[str, ...]] | None = None) -> None:
         self.event_ids = event_ids
         # Each id's `replay_of`, in order; None when no id is a replay (the common case).
         self.replays = replays if replays is not None and any(replays) else None
+        # Each id's `abandoned_by`, in order; None when no id has one (the common case).
+        self.abandoned = abandoned if abandoned is not None and any(abandoned) else None
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -87,19 +93,21 @@ class ClaimRequests(Sequence[ClaimRequest]):
 
     def __getitem__(self, index: int | slice) -> ClaimRequest | ClaimRequests:
         if isinstance(index, slice):
-            return ClaimRequests(self.event_ids[index], self.replays[index] if self.replays else None)
-        return ClaimRequest(self.event_ids[index], self.replays[index] if self.replays else None)
+            return ClaimRequests(self.event_ids[index], self.replays[index] if self.replays else None,
+                                 self.abandoned[index] if self.abandoned else None)
+        return ClaimRequest(self.event_ids[index], self.replays[index] if self.replays else None,
+                            self.abandoned[index] if self.abandoned else ())
 
     def __iter__(self) -> Iterator[ClaimRequest]:
-        return map(ClaimRequest, self.event_ids, self.replays or repeat(None))
+        return map(ClaimRequest, self.event_ids, self.replays or repeat(None), self.abandoned or repeat(()))
 
 
-def _columns(requests: Sequence[ClaimRequest]) -> tuple[list[str], list[str | None] | None]:
-    """(the ids, their `replay_of` or None when no id is a replay) of any sequence of requests."""
+def _columns(requests: Sequence[ClaimRequest]) -> ClaimRequests:
+    """Any sequence of requests as columns."""
     if isinstance(requests, ClaimRequests):
-        return requests.event_ids, requests.replays
-    replays = [r.replay_of for r in requests]
-    return [r.event_id for r in requests], replays if any(replays) else None
+        return requests
+    return ClaimRequests([r.event_id for r in requests], [r.replay_of for r in requests],
+                         [r.abandoned_by for r in requests])
 
 
 class ClaimStatuses(list[ClaimStatus]):
@@ -118,7 +126,9 @@ class DedupStore(Protocol):
         """A claim tag for one request attempt; reusing it makes a retried claim idempotent."""
 
     def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
-        """One status per request, in order; claiming again under the same tag renews the lease."""
+        """One status per request, in order; claiming again under the same tag renews the lease.
+        A request's `abandoned_by` attempts are taken over: their claim of its id, live or lapsed,
+        or the unknown mark it lapsed into, counts as free (none of them sent it)."""
 
     def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
         """`claim` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
@@ -220,13 +230,16 @@ class RedisDedup:
             return Step.answered(ClaimStatuses([], []))
         with translated("the dedup claim"):
             layout = self._layout_loaded()
-            event_ids, replays = _columns(requests)
+            columns = _columns(requests)
+            event_ids = columns.event_ids
             groups = self._group(event_ids)
             self._recent.keep(tag, event_ids, groups)
             legacy = self._legacy(layout, groups, event_ids)
+        abandoned = [" ".join(tags) for tags in columns.abandoned] if columns.abandoned else None
         calls = []
         for g, (base, rows) in enumerate(groups):
-            calls.append((base, [*_packed(rows), *_sparse(_overrides(rows, replays)), *legacy.arguments(g)]))
+            calls.append((base, [*_packed(rows), *_sparse(_overrides(rows, columns.replays)),
+                                 *_sparse(_overrides(rows, abandoned)), *legacy.arguments(g)]))
         head = [tag, self.lease_ms, self.horizon_ms, layout.slice_ms]
         return Step.remote("the dedup claim", self.client, self._calls("claim", head, calls, legacy),
                            lambda replies: self._statuses(groups, replies, event_ids))
@@ -376,9 +389,10 @@ def _packed(rows: Rows) -> list[Any]:
     return [len(rows), b"".join(rows.fields)]
 
 
-def _overrides(rows: Rows, replays: Sequence[str | None] | None) -> list[tuple[int, Any]]:
-    """(1-based index in the bucket's call, replay_of) of the bucket's ids that are replays."""
-    return [(j + 1, replays[i]) for j, i in enumerate(rows.indexes) if replays[i]] if replays else []
+def _overrides(rows: Rows, values: Sequence[str | None] | None) -> list[tuple[int, Any]]:
+    """(1-based index in the bucket's call, value) of the bucket's ids that have a value (a
+    replay's `replay_of`, earlier attempts' tags)."""
+    return [(j + 1, values[i]) for j, i in enumerate(rows.indexes) if values[i]] if values else []
 
 
 def _sparse(items: list[tuple[int, Any]]) -> list[Any]:

@@ -87,12 +87,14 @@ class MemoryDedup:
                 else:
                     # As claim.lua's '^c|(.*)|(%d+)$': a malformed claim has no owner and time 0.
                     match = _CLAIM.fullmatch(value)
-                    if now - (int(match.group(2)) if match else 0) < self.lease_ms:
+                    if match and match.group(1) in request.abandoned_by:
+                        status = ClaimStatus.CLAIMED  # as claim.lua: an attempt that gave it up unsent
+                    elif now - (int(match.group(2)) if match else 0) < self.lease_ms:
                         status = ClaimStatus.HELD
                     else:
                         attempt, expired = match.group(1) if match else LEGACY_ATTEMPT, True
                 if attempt is not None:
-                    if request.replay_of and request.replay_of == attempt:
+                    if (request.replay_of and request.replay_of == attempt) or attempt in request.abandoned_by:
                         status = ClaimStatus.CLAIMED
                     else:
                         status = ClaimStatus.UNKNOWN

@@ -172,3 +172,26 @@ def test_a_replay_of_the_attempt_whose_reservation_lapsed_may_override_it(make_c
     assert (survivor.state(key(1)) or "").startswith("r|")
     assert codes(survivor.reserve("b|3", phones(1), window_ms=DAY)) == "C"
     assert codes(survivor.reserve("b|4", phones(1, replay_of="a|1"), window_ms=DAY)) == "R"
+
+
+def test_a_reservation_given_up_unsent_is_taken_over_with_the_contact_it_covers(make_cooldown) -> None:  # type: ignore[no-untyped-def]
+    """A reservation whose reply was lost, or whose release never landed, is this replica's own
+    attempt that gave the phone up unsent (`PhoneRequest.abandoned_by`): taken over, live or lapsed,
+    neither waited for nor counted as a contact. A contact is never taken over."""
+    a, b = make_cooldown(2, lease_ms=300)
+    a.reserve("a|1", phones(1), window_ms=1)
+    a.settle(PhoneFate.ACCEPTED, "a|1", [key(1)])  # a contact outside the window of the next campaign
+    time.sleep(0.01)
+    assert codes(a.reserve("a|lost", phones(1, 2, 3), window_ms=1)) == "RRR"  # the reply never arrived
+    assert codes(b.reserve("b|1", phones(4), window_ms=DAY)) == "R"
+    asked = [PhoneRequest(key(1), None, ("a|lost",)), PhoneRequest(key(2)),
+             PhoneRequest(key(4), None, ("a|lost",))]
+    assert codes(a.reserve("a|2", asked, window_ms=1)) == "RHH"
+    a.settle(PhoneFate.RELEASED, "a|lost", [key(1)])  # the lost attempt's release, landing late: nothing
+    a.settle(PhoneFate.RELEASED, "a|2", [key(1)])
+    assert a.state(key(1)).startswith("c|")  # the contact it covered is back
+    time.sleep(0.4)  # key 3's reservation lapses: a contact for anyone else
+    assert codes(b.reserve("b|2", phones(3), window_ms=DAY)) == "C"
+    assert codes(a.reserve("a|3", [PhoneRequest(key(3), None, ("x|y", "a|lost"))], window_ms=DAY)) == "R"
+    a.settle(PhoneFate.ACCEPTED, "a|3", [key(3)])
+    assert codes(a.reserve("a|4", [PhoneRequest(key(3), None, ("a|3",))], window_ms=DAY)) == "C"

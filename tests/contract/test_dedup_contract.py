@@ -152,3 +152,42 @@ def test_marks_are_kept_for_the_horizon_and_forgotten_within_one_slice_more(make
     assert a.state("e1") == "d"  # remembered for the whole horizon
     time.sleep(max(0.0, written + 1.0 + 1 / SLICES + 0.05 - time.monotonic()))
     assert a.state("e1") is None
+
+
+def test_a_claim_takes_over_only_the_attempts_that_gave_the_id_up(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """A claim whose reply was lost, or whose release never landed, is this replica's own attempt
+    that gave the id up unsent (`ClaimRequest.abandoned_by`): its claim, live or lapsed, is taken
+    over, not waited for until its lease ends in an ambiguous dead-letter. Nobody else's is."""
+    a, b = make_dedup(2, lease_ms=300)
+    lost, other = a.new_tag(), b.new_tag()
+    assert codes(a.claim(lost, ids("e1", "e2", "e3"))) == "CCC"  # the reply never arrived
+    assert codes(b.claim(other, ids("e4"))) == "C"
+    retry = a.new_tag()
+    found = a.claim(retry, [ClaimRequest("e1", abandoned_by=(lost,)),
+                            ClaimRequest("e2"),  # a copy that does not know the attempt: held
+                            ClaimRequest("e4", abandoned_by=(lost,))])  # someone else's live claim: held
+    assert codes(found) == "CHH"
+    assert a.state("e1").startswith(f"c|{retry}|")
+    a.settle(Settlement.RELEASED, lost, ["e1"])  # the lost attempt's release, landing late: nothing
+    assert a.state("e1").startswith(f"c|{retry}|")
+    time.sleep(0.4)  # e3's claim lapses (e2's becomes unknown when found)
+    assert codes(a.claim(a.new_tag(), ids("e2"))) == "U"
+    later = a.new_tag()
+    assert codes(a.claim(later, [ClaimRequest("e3", abandoned_by=("x|y", lost)),
+                                 ClaimRequest("e2", abandoned_by=(lost,))])) == "CC"
+    a.settle(Settlement.DELIVERED, later, ["e3", "e2"])
+    assert codes(a.claim(a.new_tag(), [ClaimRequest("e3", abandoned_by=(later,))])) == "D"  # never a delivered mark
+
+
+def test_a_takeover_of_a_replay_keeps_its_scope(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """A replay's claim taken over and then released puts back the unknown mark it replays."""
+    (a,) = make_dedup()
+    first = a.new_tag()
+    a.claim(first, ids("e1"))
+    a.settle(Settlement.UNKNOWN, first, ["e1"])
+    lost = a.new_tag()
+    assert codes(a.claim(lost, ids("e1", replay_of=first))) == "C"
+    retry = a.new_tag()
+    assert codes(a.claim(retry, [ClaimRequest("e1", first, (lost,))])) == "C"
+    a.settle(Settlement.RELEASED, retry, ["e1"], replays=[first])
+    assert a.state("e1") == f"u|{first}"

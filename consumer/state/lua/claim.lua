@@ -22,13 +22,19 @@
 -- ARGV[7]     the length of a field (a digest of the id)
 -- ARGV[8]     the layout (consumer/state/dedup_layout.py), copied into each new slice hash
 -- then per bucket: n; the n fields concatenated (one argument: fewer arguments to parse); k and
---             k pairs (index, override); with 'a': m and m pairs (index, 0.2.0 value), only for
---             the ids that have one. The override is the attempt whose unknown mark the id may
---             override (ids without one have none): a signed replay of an
---             `ambiguous` dead-letter names the attempt an SRE checked with Pisano (its
---             `dlq.attempt.id`); any other record names none. So a replay never overrides a mark
---             written by an attempt nobody checked: a second DLQ copy, or a copy whose replay is
---             itself ambiguous, finds another attempt's mark and is dead-lettered again.
+--             k pairs (index, override); e and e pairs (index, earlier tags); with 'a': m and m
+--             pairs (index, 0.2.0 value), only for the ids that have one. The override is the
+--             attempt whose unknown mark the id may override (ids without one have none): a
+--             signed replay of an `ambiguous` dead-letter names the attempt an SRE checked with
+--             Pisano (its `dlq.attempt.id`); any other record names none. So a replay never
+--             overrides a mark written by an attempt nobody checked: a second DLQ copy, or a copy
+--             whose replay is itself ambiguous, finds another attempt's mark and is dead-lettered
+--             again. The earlier tags (most ids have none) are the attempts of this replica that gave
+--             the id up without sending it and whose claim may still be here (a claim whose
+--             reply was lost, a release that never landed), space-separated (consumer/delivery/
+--             claims.py, `Claim.let_go`). Their claim, live or lapsed, or the unknown mark it
+--             lapsed into, is taken over: none of them sent the id, so holding it back for their
+--             lease and then dead-lettering it as ambiguous would only be wrong.
 --
 -- Values: "d" delivered; "u|<attempt>" fate unknown after that attempt ("u" alone, written before
 -- attempts were recorded, counts as attempt "-"); "c|<owner>|<nonce>|<claimed at ms>" claimed.
@@ -91,14 +97,20 @@ local function pairs_at(pos)
   return into, pos + 1 + 2 * k
 end
 
+-- `tag` is one of the space-separated `tags` (nil: none)
+local function gave_up(tags, tag)
+  return tags ~= nil and string.find(' ' .. tags .. ' ', ' ' .. tag .. ' ', 1, true) ~= nil
+end
+
 local out, reply = {}, {''}
 local pos, legacy_index, out_count = 9, 0, 0
 for g = 1, groups do
   local base = KEYS[g]
   local n, packed = tonumber(ARGV[pos]), ARGV[pos + 1]
-  local fields, overrides, legacy = {}, nil, {}
+  local fields, overrides, earlier, legacy = {}, nil, nil, {}
   for j = 1, n do fields[j] = sub(packed, (j - 1) * width + 1, j * width) end
   overrides, pos = pairs_at(pos + 2)
+  earlier, pos = pairs_at(pos)
   if legacy_mode == 'a' then
     legacy, pos = pairs_at(pos)
   elseif legacy_mode == 'k' then
@@ -135,14 +147,16 @@ for g = 1, groups do
       attempt = sub(value, 3)
     else
       local owner_tag, claimed_at = string.match(value, '^c|(.*)|(%d+)$')
-      if now - (tonumber(claimed_at) or 0) < lease then
+      if owner_tag and gave_up(earlier[j], owner_tag) then
+        state, write = 'C', claim
+      elseif now - (tonumber(claimed_at) or 0) < lease then
         state = 'H'
       else
         attempt, expired = owner_tag or '-', true
       end
     end
     if attempt then
-      if overrides[j] == attempt then
+      if overrides[j] == attempt or gave_up(earlier[j], attempt) then
         state, write = 'C', claim
       else
         state = 'U'

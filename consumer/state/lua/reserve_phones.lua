@@ -12,6 +12,11 @@
 -- ARGV[4]    ttl ms: how long a contact is kept (the configuration's longest cooldown)
 -- ARGV[4+i]  the attempt whose unknown mark, or lapsed reservation, the i-th phone may override
 --            ('' for none): a signed replay of an `ambiguous` dead-letter, whose own attempt left it
+-- ARGV[4+N+i] (only when given, N = #KEYS) the earlier attempts of this replica that gave the i-th
+--            phone up without sending to it, space-separated ('' for none): their reservation may
+--            still be here (a lost reply, a release that never landed: consumer/delivery/claims.py,
+--            `Claim.let_go`). It is taken over, live or lapsed, with the contact it covers: none
+--            of them texted the phone, so it must neither hold the phone back nor count as a contact.
 --
 -- Values: "r|<lease until ms>|<tag>" reserved; "c|<at ms>|<tag>" accepted by Pisano at that time;
 -- "u|<at ms>|<tag>" fate unknown since then (counted as a contact: the customer may have been texted).
@@ -26,6 +31,15 @@ local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local tag, lease, window, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local reservation = 'r|' .. (now + lease) .. '|' .. tag
+local n = #KEYS
+local with_earlier = #ARGV > 4 + n
+
+-- the i-th phone's reservation by `owner` was given up unsent by an earlier attempt of ours
+local function gave_up(i, owner)
+  return with_earlier and owner ~= '' and
+    string.find(' ' .. ARGV[4 + n + i] .. ' ', ' ' .. owner .. ' ', 1, true) ~= nil
+end
+
 local out = {}
 for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
@@ -34,8 +48,10 @@ for i, key in ipairs(KEYS) do
     local kind, at, owner, prior = string.match(value, '^(%a)|(%d+)|([^#]*)#?(.*)$')
     local own = string.match(value, '^[^#]*')  -- the value without what it covers
     at = tonumber(at) or now  -- a malformed value counts as a contact made now: never a send
-    if kind == 'r' and owner == tag and now < at then
-      state, covered = 'R', prior  -- our own live reservation: renewed below, still covering its contact
+    if kind == 'r' and ((owner == tag and now < at) or gave_up(i, owner)) then
+      -- our own live reservation, or one an earlier attempt of ours gave up: renewed or taken
+      -- over below, still covering its contact
+      state, covered = 'R', prior
     elseif kind == 'r' and now < at then
       state = 'H'
     elseif (kind == 'u' or kind == 'r') and owner == ARGV[4 + i] and owner ~= '' then

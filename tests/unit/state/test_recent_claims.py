@@ -50,6 +50,12 @@ def test_claim_requests_as_columns_read_like_a_sequence_of_requests() -> None:
     mixed = ClaimRequests(["a", "b", "c"], [None, "att-1", None])
     assert list(mixed) == [ClaimRequest("a"), ClaimRequest("b", "att-1"), ClaimRequest("c")]
     assert list(mixed[1:]) == [ClaimRequest("b", "att-1"), ClaimRequest("c")]
-    assert _columns(mixed) == (["a", "b", "c"], [None, "att-1", None])
-    assert _columns([ClaimRequest("a"), ClaimRequest("b", "att-2")]) == (["a", "b"], [None, "att-2"])
-    assert _columns([ClaimRequest("a")]) == (["a"], None)
+    assert _columns(mixed) is mixed
+    columns = _columns([ClaimRequest("a"), ClaimRequest("b", "att-2")])
+    assert (columns.event_ids, columns.replays, columns.abandoned) == (["a", "b"], [None, "att-2"], None)
+    columns = _columns([ClaimRequest("a")])
+    assert (columns.replays, columns.abandoned) == (None, None)
+    given_up = ClaimRequests(["a", "b"], None, [(), ("t|1", "t|2")])
+    assert list(given_up) == [ClaimRequest("a"), ClaimRequest("b", None, ("t|1", "t|2"))]
+    assert given_up[1:][0] == ClaimRequest("b", None, ("t|1", "t|2"))
+    assert _columns(list(given_up)).abandoned == [(), ("t|1", "t|2")]
