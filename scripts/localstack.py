@@ -22,9 +22,9 @@ With `--redis-cluster`, six more `redis-server` nodes in cluster mode (three mas
 replicas, a 2 s node timeout so a killed master fails over in seconds) run beside the single
 Redis, on ports REDIS_PORT+100..+105; `env` then prints PISANO_STACK_REDIS_CLUSTER_URL.
 
-Tests import this module to restart Redis and Kafka in the middle of a scenario, and to kill a
-cluster master, wait for its replica's promotion and restart the node (`kill_cluster_node`,
-`wait_failover`, `restart_cluster_node`).
+Tests import this module to restart Redis and Kafka in the middle of a scenario, and to freeze or
+kill a cluster master, wait for its replica's promotion and restart the node (`freeze_cluster_node`,
+`thaw_cluster_node`, `kill_cluster_node`, `wait_failover`, `restart_cluster_node`).
 """
 
 from __future__ import annotations
@@ -702,6 +702,28 @@ def kill_cluster_node(port: int) -> None:
     """SIGKILL one node, as a crashed machine: no goodbye to the cluster, writes not yet
     replicated are lost."""
     _stop(_cluster_name(port), signal.SIGKILL)
+
+
+def freeze_cluster_node(port: int) -> None:
+    """SIGSTOP one node, as a machine that hangs: unlike a killed node, its port stays open and
+    the kernel accepts connections and takes in what clients send, but nothing answers. A client
+    then loses its replies (a timeout, with the commands sent to the other masters of a pipeline
+    already run), not a refused connection; after the cluster node timeout its replica takes
+    over. `kill_cluster_node` ends a frozen node as it is (SIGKILL needs no SIGCONT), so none of
+    what was sent to it runs; `thaw_cluster_node` lets it run on."""
+    pid = _read_pid(_cluster_name(port))
+    if pid is None:
+        raise StackError(f"Redis Cluster node {port} is not running")
+    os.kill(pid, signal.SIGSTOP)
+
+
+def thaw_cluster_node(port: int) -> None:
+    """SIGCONT a node `freeze_cluster_node` stopped (nothing if it is not running): it runs what it
+    was sent meanwhile and rejoins, as a replica if it was failed over. A frozen node left behind
+    would hold up `down` (its SIGTERM waits for the SIGCONT), so a test thaws in its cleanup."""
+    pid = _read_pid(_cluster_name(port))
+    if pid is not None:
+        os.kill(pid, signal.SIGCONT)
 
 
 def cut_replication(replica: int) -> None:
