@@ -46,10 +46,13 @@ PHONE_FATES = {Settlement.DELIVERED: PhoneFate.ACCEPTED, Settlement.UNKNOWN: Pho
 RENEW_TRIES = 5
 CLAIM_TRIES = 3  # a lost reply is asked again under the same tag; then Redis counts as away
 SETTLE_TRIES = 15  # about a minute of Redis outage: an outcome must be recorded if at all possible
-# The attempts an event remembers having given it up (`PendingEvent.abandoned_by`): the newest.
-# Only a failure adds one (a lost reply and a failed release), so a ninth is an outage that outlived
-# eight attempts on this very event; the oldest one's claim, if any, then ends with its lease.
-ABANDONED_LIMIT = 8
+# The attempts an event remembers having given it up (`PendingEvent.abandoned_by`). Only a failure
+# adds one (a lost reply and a failed release), so more is an outage that outlived that many tries
+# of this very event. A trip lands in part at the edges of an outage (a master lost mid-trip, one
+# back before the others), not while every master refuses: so the first ABANDONED_FIRST are kept,
+# and the newest; one dropped between them leaves its claim, if any, to end with its lease.
+ABANDONED_LIMIT = 32
+ABANDONED_FIRST = 8
 
 
 @dataclass
@@ -170,7 +173,14 @@ class Claim:
         refused = self._trip(answer, list(events), first)
         replays = [e for e in replays if e.recipient.event_id not in refused]
         if replays:
-            self._trip(answer, [], replays)
+            try:
+                self._trip(answer, [], replays)
+            except StateStoreError:  # the first trip's events go round again with the rest: let them go
+                claimed = answer.claimed_ids
+                for event_id in claimed:
+                    self._held.pop(event_id, None)
+                self._release_or_give_up(claimed, self.phones.keys_of(claimed) if self.phones is not None else [])
+                raise
         return answer
 
     def _trip(self, answer: Claimed, screen: list[PendingEvent], claim: list[PendingEvent]) -> set[str]:
@@ -251,11 +261,16 @@ class Claim:
                     self.metrics.redis_errors.labels("claim").inc()
                     log.warning("claim reply lost (%s); claiming again under the same tag in %.1fs", exc, delay)
                 if tries >= CLAIM_TRIES or self.stop.wait(delay):
-                    try:
-                        together(self._release_steps(ids, keys))
-                    except StateStoreError:  # some masters may have run the trip: ours, maybe
-                        self._give_up(ids, keys)
+                    self._release_or_give_up(ids, keys)  # some masters may have run the trip
                     raise
+
+    def _release_or_give_up(self, ids: list[str], keys: list[str]) -> None:
+        """Release once what a failed trip may hold (Redis is failing already: one try, not a
+        minute of them); if that fails too, they are given up (`let_go`)."""
+        try:
+            together(self._release_steps(ids, keys))
+        except StateStoreError:
+            self._give_up(ids, keys)
 
     def _release_steps(self, ids: list[str], keys: list[str]) -> list[Step[Any]]:
         steps: list[Step[Any]] = [self._dedup_step(Settlement.RELEASED, ids)]
@@ -282,16 +297,22 @@ class Claim:
         phones = self.phones
         if not self._given_up and (phones is None or not phones.given_up):
             return events
+        live = phones.live_keys() if phones is not None else set()
         for event in events:
             event_id = event.recipient.event_id
             key = phones.key_for(event) if phones is not None else None
             doubtful = event_id in self._given_up or (phones is not None and key in phones.given_up)
-            if not doubtful or event_id in self._held or (phones is not None and key is not None and phones.holds(key)):
+            if not doubtful or event_id in self._held or key in live:
+                continue
+            # What a signed replay claimed (over the unknown mark it may override) is that replay's
+            # alone: another event taking it over would send over a mark nobody checked for it.
+            scope = self._replays.get(event_id) or (phones.replay_of.get(key) if phones is not None and key else None)
+            if scope is not None and scope != event.replay_of:
                 continue
             self._given_up.add(event_id)
             if phones is not None and key is not None:
                 phones.given_up.add(key)
-            event.abandoned_by = (*event.abandoned_by, self.tag)[-ABANDONED_LIMIT:]
+            event.abandoned_by = _remembered(event.abandoned_by, self.tag)
         return events
 
     def _give_up(self, ids: list[str], keys: list[str]) -> None:
@@ -374,6 +395,14 @@ class Claim:
         log.error("gave up recording an outcome in Redis; duplicates of these %d events will be "
                   "dead-lettered as ambiguous once their claim lease expires, and their %d phone reservations "
                   "count as contacts once it does", len(ids), len(keys))
+
+
+def _remembered(tags: tuple[str, ...], tag: str) -> tuple[str, ...]:
+    """`tags` and `tag`, bounded: the first ABANDONED_FIRST and the newest (ABANDONED_LIMIT)."""
+    tags = (*tags, tag)
+    if len(tags) <= ABANDONED_LIMIT:
+        return tags
+    return tags[:ABANDONED_FIRST] + tags[ABANDONED_FIRST - ABANDONED_LIMIT:]
 
 
 def event_ids(events: Iterable[PendingEvent]) -> list[str]:

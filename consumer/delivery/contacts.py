@@ -112,6 +112,9 @@ class PhoneReservation:
         # Keys given up while their reservation may still be in Redis, or promised to a later
         # attempt (`claims.Claim.let_go`): never asked for again under this tag.
         self.given_up: set[str] = set()
+        # Keys asked for a signed replay -> the attempt it replays: a reservation that may cover that
+        # attempt's unknown contact is the replay's alone (`claims.Claim.let_go`). Empty mostly.
+        self.replay_of: dict[str, str] = {}
 
     def key_for(self, event: PendingEvent) -> str | None:
         """The key of the event's phone; None when it cannot be read back into E.164."""
@@ -120,9 +123,9 @@ class PhoneReservation:
         except InvalidEventError:
             return None
 
-    def holds(self, key: str) -> bool:
-        """The batch holds this phone for one of its events."""
-        return key in self._held.values()
+    def live_keys(self) -> set[str]:
+        """The phones the batch holds for its events."""
+        return set(self._held.values())
 
     def ask(self, events: Sequence[PendingEvent]) -> Asked:
         """The reservations to ask for these events, before anyone knows which of their ids will be
@@ -137,6 +140,8 @@ class PhoneReservation:
             if key is not None and key not in seen:
                 seen.add(key)
                 asked.requests.append(PhoneRequest(key, event.replay_of, event.abandoned_by))
+                if event.replay_of:
+                    self.replay_of[key] = event.replay_of
         return asked
 
     def step(self, asked: Asked) -> Step[list[PhoneStatus]]:
@@ -201,6 +206,8 @@ class PhoneReservation:
                 delay = REDIS_BACKOFF.delay(attempt)
                 log.error("could not record a phone's contact in Redis (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
+        if fate is PhoneFate.RELEASED:  # maybe still ours: a later attempt takes them over (`claims.Claim.let_go`)
+            self.given_up.update(keys)
         log.error("gave up recording the contact of %d phones in Redis; their reservations count as contacts "
                   "once their lease expires", len(keys))
 

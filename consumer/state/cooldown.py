@@ -30,6 +30,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 import redis
@@ -39,6 +40,7 @@ from consumer.errors import StateStoreError
 from consumer.state.redis import Call, Keys, load_script, stored_text, translated
 from consumer.state.trip import Step, together
 
+_ABANDONED_BY = attrgetter("abandoned_by")
 # Hash tags the phones are spread over: enough that a cluster's masters each get several, few
 # enough that a batch of thousands of phones touches each bucket with many of them.
 BUCKETS = 64
@@ -146,7 +148,7 @@ class RedisCooldown:
         groups = self._groups([r.key for r in requests])
         head = [tag, self.lease_ms, window_ms, self.ttl_ms]
         # Earlier attempts' tags travel only when a phone has some (lua/reserve_phones.lua).
-        abandoned = any(r.abandoned_by for r in requests)
+        abandoned = any(map(_ABANDONED_BY, requests))
         calls = [Call([requests[i].key for i in rows],
                       [*head, *(requests[i].replay_of or "" for i in rows),
                        *((" ".join(requests[i].abandoned_by) for i in rows) if abandoned else ())],

@@ -204,3 +204,29 @@ def test_the_tags_an_event_carries_are_bounded() -> None:
         r.process([e1])
     assert len(e1.abandoned_by) == claims.ABANDONED_LIMIT
     assert len(set(e1.abandoned_by)) == claims.ABANDONED_LIMIT
+
+
+def test_what_a_replay_gave_up_is_taken_over_only_by_a_replay_of_the_same_attempt() -> None:
+    """A signed replay's claim overrode the unknown mark of the attempt an SRE checked; given up,
+    it may be taken over by that replay, never by a plain copy of the event (which must still
+    find the mark and be dead-lettered as ambiguous)."""
+    r = rig()
+    first = r.dedup.new_tag()
+    r.dedup.claim(first, [ClaimRequest("e1")])
+    r.dedup.settle(Settlement.UNKNOWN, first, ["e1"])
+    claim = Claim(r.dedup, Metrics(), threading.Event())
+    replay, plain = event(1, replay_of=first), event(1)
+    with claim:
+        assert claim.claim([replay]).claimed == [replay]
+        real_settle = r.dedup.settle
+        r.dedup.settle = lambda *a, **k: (_ for _ in ()).throw(StateStoreError("refused"))  # type: ignore[method-assign]
+        claim.settle(Settlement.RELEASED, [replay])
+        r.dedup.settle = real_settle  # type: ignore[method-assign]
+        assert claim.claim([plain]).held == [plain]  # the top-up brings a plain copy
+        assert claim.let_go([plain])[0].abandoned_by == ()
+        assert claim.let_go([replay])[0].abandoned_by == (claim.tag,)
+    r.process([plain])
+    assert r.kinds() == {"e1": {"requeue"}}  # held by the given-up claim, not taken over
+    r.outcomes.clear()
+    r.process([replay])
+    assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 1

@@ -25,9 +25,6 @@ from tests.support.fakes import event, rig
 from tests.unit.delivery.test_contact_cooldown import DAY, cooled, phone_state
 
 KEY = b"k" * 32
-# The defects fail these tests on 49e958e; strict, so a fix turns them into an error to unmark.
-DEFECT = pytest.mark.xfail(strict=True, raises=AssertionError,
-                           reason="defect found in review of 49e958e (not fixed yet)")
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +68,6 @@ class SecondTripLost:
             cooldown.settle = settle_phones  # type: ignore[method-assign]
 
 
-@DEFECT
 def test_the_first_trip_of_a_claim_whose_second_trip_was_lost_is_not_left_claimed() -> None:
     """Defect (review of 49e958e): with the opt-out list on, a batch holding a signed replay is
     claimed in two trips (`Claim.claim`). The first trip's ids are claimed (answered); the second
@@ -98,7 +94,6 @@ def test_the_first_trip_of_a_claim_whose_second_trip_was_lost_is_not_left_claime
     assert r.kinds()["e1"] == {"delivered"}, (plain.abandoned_by, r.dedup.state("e1"))
 
 
-@DEFECT
 def test_the_first_trip_phone_reservation_is_not_left_to_count_as_a_contact() -> None:
     """The same sequence with the contact cooldown on: the first trip's phone reservation, whose
     release at the claim's exit failed (`PhoneReservation.settle` records no `given_up` either),
@@ -152,7 +147,6 @@ class FirstLandsThenAway:
         dedup.settle = settle  # type: ignore[method-assign]
 
 
-@DEFECT
 def test_the_bound_on_tags_keeps_the_one_attempt_whose_claim_is_still_there() -> None:
     """Defect (review of 49e958e), low: `abandoned_by` keeps the newest ABANDONED_LIMIT tags. The
     one claim that landed is the first attempt's (its master answered, then went away); the next
@@ -175,7 +169,6 @@ def test_the_bound_on_tags_keeps_the_one_attempt_whose_claim_is_still_there() ->
     assert r.kinds() == {"e1": {"delivered"}}, (e1.abandoned_by, r.dedup.state("e1"))
 
 
-@DEFECT
 def test_a_phone_release_given_up_at_the_claims_exit_is_remembered() -> None:
     """Root cause of the phone half above, at the claim's level: the exit settles left-over phones
     with `PhoneReservation.settle`, whose give-up records nothing in `given_up` (unlike
