@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from types import TracebackType
 from typing import Any
 
@@ -191,8 +192,13 @@ class Claim:
         asked = self.phones.ask(claim) if self.phones is not None and claim else None
         ids = event_ids(claim)  # once for the claim, the release after a lost reply and `_held`
         requests = _requests(claim, ids)
-        if requests.replays is not None:
-            self._replays.update((i, r) for i, r in zip(ids, requests.replays, strict=True) if r)
+        if requests.replays is not None or self._replays:
+            # The latest claim of an id decides its scope: a plain claim after a replay's has none.
+            for i, r in zip(ids, requests.replays or repeat(None), strict=False):
+                if r:
+                    self._replays[i] = r
+                else:
+                    self._replays.pop(i, None)
         steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests)]
         if lookup is not None:
             assert self.suppression is not None
@@ -306,8 +312,8 @@ class Claim:
                 continue
             # What a signed replay claimed (over the unknown mark it may override) is that replay's
             # alone: another event taking it over would send over a mark nobody checked for it.
-            scope = self._replays.get(event_id) or (phones.replay_of.get(key) if phones is not None and key else None)
-            if scope is not None and scope != event.replay_of:
+            scopes = (self._replays.get(event_id), phones.replay_of.get(key) if phones is not None and key else None)
+            if any(scope is not None and scope != event.replay_of for scope in scopes):
                 continue
             self._given_up.add(event_id)
             if phones is not None and key is not None:

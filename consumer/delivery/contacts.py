@@ -140,8 +140,10 @@ class PhoneReservation:
             if key is not None and key not in seen:
                 seen.add(key)
                 asked.requests.append(PhoneRequest(key, event.replay_of, event.abandoned_by))
-                if event.replay_of:
+                if event.replay_of:  # the latest asker decides the key's scope
                     self.replay_of[key] = event.replay_of
+                elif self.replay_of:
+                    self.replay_of.pop(key, None)
         return asked
 
     def step(self, asked: Asked) -> Step[list[PhoneStatus]]:

@@ -1,6 +1,6 @@
 """Second review of the takeover of given-up claims (49e958e, fixes in c7b2b59): the replay scope
-`Claim.let_go` checks before tagging an event (fix 4). Each test states what the design promises
-and is marked strict xfail while the consumer does not keep it.
+`Claim.let_go` checks before tagging an event (fix 4). Each test states what the design promises;
+each failed on c7b2b59.
 
 On in-memory fakes, like tests/unit/delivery/test_given_up_claims.py."""
 
@@ -30,7 +30,6 @@ def _refused(*args: object, **kwargs: object) -> None:
     raise StateStoreError("connection refused")
 
 
-@pytest.mark.xfail(strict=True, reason="review2: let_go checks the phone's replay scope only when the id has none")
 def test_a_replay_does_not_take_over_a_phone_another_replays_reservation_gave_up() -> None:
     """Defect (high: a customer texted within the cooldown). `let_go` computes the scope as
     `self._replays.get(id) or phones.replay_of.get(key)`: for an event that is itself a signed
@@ -84,7 +83,6 @@ def test_a_replay_does_not_take_over_a_phone_another_replays_reservation_gave_up
         assert answer.claimed == [], (replay_x.abandoned_by, store.state(key))
 
 
-@pytest.mark.xfail(strict=True, reason="review2: PhoneReservation.replay_of keeps a replay's scope after a plain ask")
 def test_a_plain_event_is_tagged_for_a_phone_a_replay_asked_for_earlier_in_the_attempt() -> None:
     """Defect (medium: an event waits out the lease of its own attempt's claim, then is
     dead-lettered `ambiguous`, never sent). `PhoneReservation.replay_of` is written when a replay
@@ -136,7 +134,6 @@ def test_a_plain_event_is_tagged_for_a_phone_a_replay_asked_for_earlier_in_the_a
         later.settle(Settlement.RELEASED, answer.claimed)
 
 
-@pytest.mark.xfail(strict=True, reason="review2: let_go checks the phone's replay scope only when the id has none")
 def test_through_the_sender_a_replay_texts_a_customer_over_another_replays_unknown_contact() -> None:
     """The first defect through `Sender.process`: round 0 holds R2 back and gives its phone up
     (the release of the unused reservation fails once); the top-up (`Batcher.top_up`) brings R, of
@@ -174,7 +171,6 @@ def test_through_the_sender_a_replay_texts_a_customer_over_another_replays_unkno
     assert r.kinds() == {"r": {"requeue"}} and not r.pisano.requests, (replay_x.abandoned_by, store.state(key))
 
 
-@pytest.mark.xfail(strict=True, reason="review2: Claim._replays keeps a replay's scope after a plain claim of the id")
 def test_a_plain_copy_is_tagged_for_the_claim_it_made_after_a_replay_of_its_id_was_held() -> None:
     """Defect (low: rare, one event id both as a signed replay and as a plain record in one
     attempt; the same outcome as the second defect). `Claim._replays` is written when a replay's
