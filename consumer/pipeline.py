@@ -103,7 +103,8 @@ class Pipeline:
         self.tracker = OffsetTracker()
         # With marks, a record read again after a SIGKILL or rebalance is dead-lettered only once.
         self.dlq = DeadLetterQueue(producer, settings.dlq_topic, marks=dead_letter_marks,
-                                   group=settings.kafka_group_id, compat_headers=settings.dlq_compat_headers)
+                                   group=settings.kafka_group_id, compat_headers=settings.dlq_compat_headers,
+                                   on_acknowledged=self._count_dead_letter)
         self.receipts = receipts  # with OUTCOME_TOPIC: on the same producer as the dead-letters
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         # The sending side, one lane per destination: batches are filled here, taken by senders.
@@ -283,12 +284,14 @@ class Pipeline:
                                "campaign": failure.campaign_id})
 
         def done() -> None:
-            self.metrics.dead_letters.labels(failure.reason, code_label(failure.code)).inc()
             # The receipt after the dead-letter's acknowledgement: a receipt never names a
             # dead-letter that is not there (a record read again is not dead-lettered twice).
             self._finish(message, tp, offset, epoch, "dead_letter", recipient=recipient, failure=failure)
 
         self.dlq.send(message, failure, done, counts=lambda: self.tracker.live(tp, epoch, offset))
+
+    def _count_dead_letter(self, failure: Failure) -> None:
+        self.metrics.dead_letters.labels(failure.reason, code_label(failure.code)).inc()
 
     def _finish(self, message: Any, tp: tuple[str, int], offset: int, epoch: int, kind: str, *,
                 recipient: Recipient | None = None, failure: Failure | None = None, reason: str | None = None,

@@ -176,8 +176,10 @@ class DeadLetterQueue:
 
     def __init__(self, producer: Any, topic: str, on_failure: Callable[[], None] | None = None,
                  marks: DeadLetterMarks | None = None, *, group: str | None = None,
-                 compat_headers: bool = False) -> None:
+                 compat_headers: bool = False, on_acknowledged: Callable[[Failure], None] | None = None) -> None:
         self.producer = producer
+        # Each dead-letter Kafka acknowledged (not a record read again whose copy is there already).
+        self._on_acknowledged = on_acknowledged
         self.topic = topic
         self.group = group  # dlq.original.consumer.group (and the compat sets' group)
         self.compat_headers = compat_headers
@@ -326,6 +328,8 @@ class DeadLetterQueue:
             self.in_flight -= 1
             if pending.origin is not None:
                 self._acknowledged.append(pending.origin)
+            if self._on_acknowledged is not None:
+                self._on_acknowledged(pending.failure)
             pending.on_done()
             return
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and pending.shrink == WHOLE and not pending.sent_alone \

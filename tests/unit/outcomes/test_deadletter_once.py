@@ -35,10 +35,12 @@ def test_a_record_read_again_after_its_dead_letter_was_acknowledged_is_not_dead_
     before, producer = FakeProducer(), FakeProducer()
     assert run(DeadLetterQueue(before, "dlq", marks=marks), [record(1), record(2)]) == [1, 2]
     # The replica died before committing; the next owner reads 1, 2 and 3 again.
-    after = DeadLetterQueue(producer, "dlq", marks=marks)
+    counted: list[Failure] = []  # dead_letters_total: the copies Kafka acknowledged, not the records read again
+    after = DeadLetterQueue(producer, "dlq", marks=marks, on_acknowledged=counted.append)
     assert sorted(run(after, [record(1), record(2), record(3)])) == [1, 2, 3]  # every record ends
     assert [p["headers"]["dlq.original.offset"] for p in producer.produced] == [b"3"]
     assert after.already_dead_lettered == 2 and after.in_flight == 0
+    assert counted == [FAILURE]
 
 
 def test_a_new_record_at_an_old_origin_is_dead_lettered() -> None:
