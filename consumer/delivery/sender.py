@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 
 AmbiguousPolicy = Literal["dead_letter", "assume_delivered", "resend"]
+# Events held back (their id or phone claimed by a live attempt elsewhere) are counted always, and
+# logged at most this often per destination: normal in a fleet, but never silent when it lasts.
+HELD_LOG_INTERVAL_S = 30.0
 AMBIGUOUS_MESSAGE = ("an earlier attempt for this event id may have reached Pisano (its outcome was never "
                      "recorded); check, then replay")
 
@@ -102,6 +105,7 @@ class Sender:
                          for i in range(threads)]
         self._lock = threading.Lock()
         self._work: dict[int, _Work] = {}  # thread -> the batch it processes
+        self._held_logged_at = -HELD_LOG_INTERVAL_S  # monotonic; racy by design: at worst a line more
 
     # ------------------------------------------------------------------ control
 
@@ -319,14 +323,16 @@ class Sender:
                 self.metrics.duplicates_skipped.inc(len(answer.delivered))
                 outcomes(Outcome("skipped", answer.delivered))
             if answer.held:
-                self.metrics.events_held.inc(len(answer.held))
+                self._held_back(answer.held, "their event ids are claimed by another attempt (a request in flight "
+                                "elsewhere, or one a stopped replica left: it ends as ambiguous after its lease, "
+                                "DEDUP_CLAIM_LEASE_MS)")
                 outcomes(Outcome("requeue", claim.let_go(answer.held)))
             if answer.cooling:
                 log.info("%d events not sent: phone contacted within its cooldown", len(answer.cooling),
                          extra={"count": len(answer.cooling), "campaign": batch.campaign_id})
                 outcomes(Outcome("cooldown", answer.cooling))
             if answer.phone_held:  # another attempt has the phone now: its fate decides, later
-                self.metrics.events_held.inc(len(answer.phone_held))
+                self._held_back(answer.phone_held, "their phones are reserved by another attempt (contact cooldown)")
                 outcomes(Outcome("requeue", claim.let_go(answer.phone_held)))
             if answer.uncheckable:
                 outcomes(Outcome("dead_letter", answer.uncheckable, Failure("invalid_event", UNCHECKABLE)))
@@ -347,6 +353,15 @@ class Sender:
                 self._work[threading.get_ident()].add(candidates)
             batch.events = claimed + candidates
         return claimed, claimed_ids
+
+    def _held_back(self, events: list[PendingEvent], why: str) -> None:
+        self.metrics.events_held.inc(len(events))
+        now = time.monotonic()
+        if now - self._held_logged_at >= HELD_LOG_INTERVAL_S:
+            self._held_logged_at = now
+            log.info("%d events held back, to be tried again in a few seconds: %s (events_held_total counts "
+                     "them all; this line comes at most every %.0fs)", len(events), why, HELD_LOG_INTERVAL_S,
+                     extra={"count": len(events), "destination": self.destination.name})
 
     def _conclude(self, claim: Claim, campaign: str, events: list[PendingEvent], sent: Sent,
                   outcomes: BatchReport, gate: CampaignGate, *, first: bool,

@@ -230,3 +230,15 @@ def test_what_a_replay_gave_up_is_taken_over_only_by_a_replay_of_the_same_attemp
     r.outcomes.clear()
     r.process([replay])
     assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 1
+
+
+def test_events_held_back_are_logged_sparingly_never_silently(caplog: pytest.LogCaptureFixture) -> None:
+    r = rig()
+    other = r.dedup.new_tag()
+    r.dedup.claim(other, [ClaimRequest("e1"), ClaimRequest("e2")])  # in flight elsewhere
+    with caplog.at_level("INFO", logger="consumer.delivery.sender"):
+        r.process([event(1)])
+        r.process([event(2)])
+    lines = [m for m in caplog.messages if "held back" in m]
+    assert len(lines) == 1 and "claimed by another attempt" in lines[0]
+    assert r.sender.metrics.events_held._value.get() == 2
