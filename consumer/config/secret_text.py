@@ -45,7 +45,10 @@ _QUOTE = re.compile(r"\\{0,3}[\"']")
 _CLOSING = {"\\" * n + c: re.compile(r"(?<!\\)" + re.escape("\\" * n + c)) for n in range(4) for c in "\"'"}
 _QUERY_VALUE = re.compile(r"[^&\s#]+")  # in `name=value`, as in a query string
 _BARE_VALUE = re.compile(r"[^\s\"'<>]+")  # in `name: value`, up to the end of the word
-_AUTH_SCHEME = re.compile(r"(?i)(?:bearer|basic|digest|token|negotiate|ntlm|apikey)[ \t]++(?=\S)")
+_CREDENTIAL = re.compile(r"[^\s<>]+")  # `Bearer <admin token>` in a usage text is no credential
+_SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
+_AUTH_SCHEME = re.compile(_SCHEME_WORD + r"[ \t]++(?=\S)")
+_LONE_SCHEME = re.compile(_SCHEME_WORD)
 
 # A run of unreserved characters and `%XX` escapes: where a percent-encoded URL or pair hides.
 # Raw `: @ ? # & =` end it, so a URL with a raw structure is masked as such, not decoded.
@@ -108,7 +111,10 @@ def _mask_pairs(text: str) -> str:
     parts: list[str] = []
     done = 0  # text before this is in `parts`; a name inside a value already masked is not looked at
     for pair in _PAIR.finditer(text):
-        if pair.start() < done:
+        # ...unless its value lies beyond: its `: ` or its `Basic ` reaches past that value
+        # (`password=a,"pwd": b`, `pwd=a;authorization=Basic b`: the value ends at the blank) or
+        # it ends where that value ends (a quote taken for the end of it); one name a value at most.
+        if pair.end() < done and ((scheme := _AUTH_SCHEME.match(text, pair.end())) is None or scheme.end() <= done):
             continue
         span = _secret_value(text, pair)
         if span is not None and span[0] < span[1]:
@@ -139,11 +145,14 @@ def _secret_value(text: str, pair: re.Match[str]) -> tuple[int, int] | None:
     if query_like:
         value = _QUERY_VALUE.match(text, start)
         return (start, value.end()) if value is not None else None
-    # A bare value in JSON or a header list ends before the punctuation that closes it (`"pwd": 4711}`).
-    value = _BARE_VALUE.match(text, start)
+    # A bare value in JSON or a header list ends before the punctuation that closes it (`"pwd": 4711}`);
+    # a credential after `Token ` is all of the word (Pisano's `Token token="..."`).
+    value = (_BARE_VALUE if scheme is None else _CREDENTIAL).match(text, start)
     word = value.group().rstrip(",;)]}") if value is not None else ""
-    if pair.group("quote") and scheme is None and word.isalpha():
-        # After a quoted name an unquoted word is `null`, `true`, `None` in JSON or a repr, or
-        # prose (`Invalid value for 'token': must be ...`); a secret there is quoted or a number.
+    # A word of letters only is prose (`REPLAY_SIGNING_KEY: shorter than 16`, `Invalid value for
+    # 'token': must be`) or `null`, `true`, `None`; a password or token holds a digit or a sign.
+    # Only a header's credential may be letters alone (but not a lone `Bearer`).
+    header = name.lower().endswith("authorization")
+    if scheme is None and word.isalpha() and (not header or _LONE_SCHEME.fullmatch(word)):
         return None
     return start, start + len(word)
