@@ -2,8 +2,9 @@
 
 A secret must never reach a log line, a `check` report, a config error or a dead-letter header.
 Credentials hide in two places of a URL: the user info (`redis://user:pw@host`) and the query
-(`redis://host/0?password=pw`); `mask_url` replaces both, and `mask_urls_in_text` does it for every
-URL inside a text someone else wrote (an exception's message quotes the URL it failed on).
+(`redis://host/0?password=pw`); `mask_url` replaces both in a URL we were given, and
+`mask_urls_in_text` (consumer/config/secret_text.py) every credential inside a text someone else
+wrote (an exception's message quotes the URL it failed on, a proxy echoes a header).
 """
 
 from __future__ import annotations
@@ -12,32 +13,15 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+# Masking inside free text lives in secret_text; its callers have always imported it from here.
+from consumer.config.secret_text import MASK
+from consumer.config.secret_text import is_secret_name as is_secret_name
+from consumer.config.secret_text import mask_urls_in_text as mask_urls_in_text
 from consumer.errors import ConfigError
 
-MASK = "***"
 MAX_SECRET_FILE_BYTES = 64 * 1024  # a token or password file is small; a large one is the wrong file
-# Query parameter and librdkafka property names whose values are secret.
-SECRET_NAME_HINTS = ("password", "passwd", "secret", "token", "key", "auth", "credential")
 # Printable ASCII without space: what goes into an HTTP header verbatim.
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
-# Any `scheme://userinfo@` and any `secret-name=value` in a text. The text comes from records (a
-# mapper's error quoting a field, on the poll thread), so both patterns are linear: each run of
-# name characters is tried once, at its start (the lookbehind) and possessively (`*+`), never from
-# every position inside it (a run of "key" * 341 cost 0.5 s a pass with `[\w.-]*key[\w.-]*=`).
-# A scheme starts at the first letter of its run (`1redis://` is `redis://`, as before).
-_SCHEME_PATTERN = r"(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*+)(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*+://)"
-_SCHEME = re.compile(_SCHEME_PATTERN)
-_USERINFO = re.compile(_SCHEME_PATTERN + r"(?P<userinfo>[^/\s?#]*)@")
-# Where a URL in a text ends, and what cuts a password short (`_mask_cut_user_info`).
-_URL_END = re.compile(r"[\s\"'<>()\[\]{},;]")
-_RESERVED = re.compile(r"[/?#]")
-# A whole run of name characters followed by `=`; whether the name is secret is decided in Python.
-_PARAM_NAME = re.compile(r"(?<![\w.-])[\w.-]++=")
-_PARAM_VALUE = re.compile(r"[^&\s#]+")
-
-
-def is_secret_name(name: str) -> bool:
-    return any(hint in name.lower() for hint in SECRET_NAME_HINTS)
 
 
 def check_token(raw: str) -> str:
@@ -119,37 +103,3 @@ def mask_url(url: str) -> str:
         return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         return mask_urls_in_text(url)  # not parseable as a URL: mask by pattern
-
-
-def _mask_cut_user_info(text: str) -> str:
-    """Every URL whose last @ comes after a `/`, `?` or `#` as `scheme://***`: a password holding
-    those raw (or an @ in a path or query; which, cannot be told) would show its rest. A URL ends
-    at whitespace, a quote, a bracket, `,` or `;`. Linear: a run is searched for its last @ once,
-    and either masked from its first scheme on or left (every later scheme in it holds the same
-    clean stretch before that @)."""
-    parts: list[str] = []
-    done = position = 0
-    while (scheme := _SCHEME.search(text, position)) is not None:
-        end = _URL_END.search(text, scheme.end())
-        run_end = end.start() if end is not None else len(text)
-        at = text.rfind("@", scheme.end(), run_end)
-        if at >= 0 and _RESERVED.search(text, scheme.end(), at) is not None:
-            parts += (text[done:scheme.end()], MASK)
-            done = run_end
-        position = run_end
-    return "".join(parts) + text[done:] if parts else text
-
-
-def mask_urls_in_text(text: str) -> str:
-    """`text` with the credentials of every URL in it masked, and every `password=...`-like pair."""
-    text = _mask_cut_user_info(_USERINFO.sub(lambda m: f"{m.group('lead')}{m.group('scheme')}{MASK}@", text))
-    parts: list[str] = []
-    done = 0  # text before this is in `parts`; a name inside a value already masked is not looked at
-    for name in _PARAM_NAME.finditer(text):
-        if name.start() < done or not is_secret_name(name.group()):
-            continue
-        value = _PARAM_VALUE.match(text, name.end())
-        if value is not None:
-            parts += (text[done:name.end()], MASK)
-            done = value.end()
-    return "".join(parts) + text[done:] if parts else text
