@@ -37,10 +37,12 @@ _USERINFO = re.compile(r"(?P<start>" + _URL_START.pattern + r")[^/\s?#]*@")
 _URL_END = re.compile(r"[\s\"'<>()\[\]{},;]")
 _RESERVED = re.compile(r"[/?#]")
 
-# A run of name characters, maybe quoted (also `\"name\"` in a JSON string inside one), then `=` or `:`.
+# A run of name characters, maybe quoted (also `\"name\"` in a JSON string inside one), then `=`, `:`
+# or `=>` (a Ruby hash as Rails inspects it: `{"password"=>"pw"}`; read as `=`, `>` was the value).
 _PAIR = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
-                   r"(?P<sep>[ \t]*+[:=][ \t]*+)")
-_QUOTE = re.compile(r"\\{0,3}[\"']")
+                   r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
+# A quoted value, maybe Python bytes as a repr shows them (`b'pw'`: the `b` was taken for the value).
+_QUOTE = re.compile(r"b?(?P<mark>\\{0,3}[\"'])")
 # A quoted value ends at the same quote not escaped once more; `\"` inside `"..."` does not end it.
 _CLOSING = {"\\" * n + c: re.compile(r"(?<!\\)" + re.escape("\\" * n + c)) for n in range(4) for c in "\"'"}
 _QUERY_VALUE = re.compile(r"[^&\s#]+")  # in `name=value`, as in a query string
@@ -51,8 +53,10 @@ _AUTH_SCHEME = re.compile(_SCHEME_WORD + r"[ \t]++(?=\S)")
 _LONE_SCHEME = re.compile(_SCHEME_WORD)
 
 # A run of unreserved characters and `%XX` escapes: where a percent-encoded URL or pair hides.
-# Raw `: @ ? # & =` end it, so a URL with a raw structure is masked as such, not decoded.
-_ENCODED_RUN = re.compile(r"(?<![\w.~!*+/-])(?:[\w.~!*+/-]|%[0-9A-Fa-f]{2})++")
+# Raw `? # & =` end it, so a query's structure is masked as such, not decoded. Raw `:` and `@` do
+# not: a quote() told to leave them (`safe=":@"`) writes `https%3A%2F%2Fu:pw%40h`, and cut there
+# neither half held the URL. A run without an escape, or that masks to itself, is left as written.
+_ENCODED_RUN = re.compile(r"(?<![\w.~!*+/:@-])(?:[\w.~!*+/:@-]|%[0-9A-Fa-f]{2})++")
 _DECODE_LEVELS = 3  # encoded once in a query, once more by a proxy: deeper is not seen
 
 
@@ -135,7 +139,7 @@ def _secret_value(text: str, pair: re.Match[str]) -> tuple[int, int] | None:
         return None  # `"password": ["is too short"]` is a structure (an error list), not the value
     if (quote_mark := _QUOTE.match(text, start)) is not None:
         start = quote_mark.end()
-        closing = _CLOSING[quote_mark.group()].search(text, start)
+        closing = _CLOSING[quote_mark.group("mark")].search(text, start)
         end = closing.start() if closing is not None else len(text)  # cut short: the rest may be it
         if (scheme := _AUTH_SCHEME.match(text, start, end)) is not None:
             start = scheme.end()  # `Bearer`, `Basic`: the kind of credential is a diagnostic

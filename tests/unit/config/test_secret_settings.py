@@ -207,6 +207,8 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     "%22password%22%3A%22", "token%3D", "password=", "password= ", "password = ", '"password":"', "'token': '",
     "'pwd':'\\'", '\\"pwd\\":\\"', "Authorization: Bearer ", "x-api-key:", "pwd:,", "password: [",
     'password=a"pwd": ', "pwd=;authorization=Basic ",
+    # Second review: `=>` pairs, bytes values, encoded runs through raw `:` and `@`.
+    '"pwd"=>', "pwd => b'", "'pwd': b", "%3A:@", "a%3A%2F%2Fb:c%40", "//a:%40@",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

@@ -31,6 +31,10 @@ PERCENT_ENCODED = [
     ("u=https%3A%2F%2Fh%2Fx%3Fpassword%3DSx-1", "u=https%3A%2F%2Fh%2Fx%3Fpassword%3D***"),
     ("u=https%3A%2F%2Fu%3Apa%2FSx-1%40h", "u=https%3A%2F%2F***"),
     ("u=https%253A%252F%252Fu%253ASx-1%2540h", "u=https%253A%252F%252F***%2540h"),  # encoded twice
+    # Second review: encoded by a quote() that leaves `:` or `@` raw (safe=":" or "@"), so a raw
+    # `:` or `@` cut the run in two and neither half held the whole URL.
+    ("u=https%3A%2F%2Fu:Sx-1%40h", "u=https%3A%2F%2F***%40h"),
+    ("u=https%3A%2F%2Fu%3ASx-1@h%2Fv1", "u=https%3A%2F%2F***%40h%2Fv1"),
     ("body=%7B%22password%22%3A%22Sx-1%22%7D", "body=%7B%22password%22%3A%22***%22%7D"),
 ]
 
@@ -61,6 +65,13 @@ KEY_VALUE = [
     # A value ends at a blank; a name it swallowed whose value lies beyond is still seen.
     ('password=a/"pwd": Sx-1', "password=*** ***"),
     ("pwd=a;authorization=Basic Sx-1", "pwd=*** ***"),
+    # Second review: a Ruby hash as Rails (Pisano's own stack) inspects it; `=>` was read as `=`
+    # with the value `>`, which masked nothing and showed the password.
+    ('{"user"=>{"password"=>"Sx-1", "name"=>"bob"}}', '{"user"=>{"password"=>"***", "name"=>"bob"}}'),
+    (':password => "Sx-1"', ':password => "***"'),
+    # Second review: a Python bytes value in a repr (`b'...'`): the `b` was taken for the value.
+    ("{'password': b'Sx-1', 'db': 0}", "{'password': b'***', 'db': 0}"),
+    ("{'Authorization': b'Bearer Sx-1'}", "{'Authorization': b'Bearer ***'}"),
 ]
 
 
