@@ -13,7 +13,8 @@ possessively (`*+`), never from every position inside it.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote
+
+from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
 
 MASK = "***"
 # Query parameter and librdkafka property names whose values are secret (`name=value`, where a
@@ -52,13 +53,6 @@ _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
 _AUTH_SCHEME = re.compile(_SCHEME_WORD + r"[ \t]++(?=\S)")
 _LONE_SCHEME = re.compile(_SCHEME_WORD)
 
-# A run of unreserved characters and `%XX` escapes: where a percent-encoded URL or pair hides.
-# Raw `? # & =` end it, so a query's structure is masked as such, not decoded. Raw `:` and `@` do
-# not: a quote() told to leave them (`safe=":@"`) writes `https%3A%2F%2Fu:pw%40h`, and cut there
-# neither half held the URL. A run without an escape, or that masks to itself, is left as written.
-_ENCODED_RUN = re.compile(r"(?<![\w.~!*+/:@-])(?:[\w.~!*+/:@-]|%[0-9A-Fa-f]{2})++")
-_DECODE_LEVELS = 3  # encoded once in a query, once more by a proxy: deeper is not seen
-
 
 def is_secret_name(name: str) -> bool:
     return any(hint in name.lower() for hint in SECRET_NAME_HINTS)
@@ -74,22 +68,13 @@ def is_secret_key(name: str) -> bool:
 
 def mask_urls_in_text(text: str) -> str:
     """`text` with the credentials of every URL in it masked, and every secret `name=value`-like pair."""
-    return _masked(text, _DECODE_LEVELS)
+    return _masked(text, DECODE_LEVELS)
 
 
 def _masked(text: str, levels: int) -> str:
     text = _mask_pairs(_mask_cut_user_info(_USERINFO.sub(lambda m: m.group("start") + MASK + "@", text)))
-    if levels == 0 or "%" not in text:
-        return text
-
-    def decoded(run: re.Match[str]) -> str:
-        # Masked as decoded, then encoded again (`*` left as it is, so the mask reads as one);
-        # a run without a secret is left exactly as it was written.
-        plain = unquote(run.group())
-        masked = _masked(plain, levels - 1) if plain != run.group() else plain
-        return run.group() if masked == plain else quote(masked, safe="*+")
-
-    return _ENCODED_RUN.sub(decoded, text)
+    # A percent-encoded URL or pair is masked as decoded, one level deeper each time.
+    return in_encoded_runs(text, lambda plain: _masked(plain, levels - 1)) if levels > 0 else text
 
 
 def _mask_cut_user_info(text: str) -> str:

@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
 from consumer.config.secrets import mask_urls_in_text
 
 CONTEXT_FIELDS = ("topic", "partition", "offset", "campaign", "request_id", "pisano_request_id", "status", "code",
@@ -27,8 +28,9 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 
 # What people and systems put between the digits of a phone number: any Unicode space (also
-# non-breaking and narrow ones), dots, hyphens and dashes, slashes, brackets.
-_SEPARATOR = r"[\s.\-/()\u2010-\u2015\u2212]"
+# non-breaking and narrow ones), dots, hyphens and dashes, slashes, brackets, and `+` (a space in
+# a form-encoded query: `to=0532+123+45+67`).
+_SEPARATOR = r"[\s.\-/()+\u2010-\u2015\u2212]"
 # A phone-like run: an optional + or 00, then at least MIN_PHONE_DIGITS digits (any script: the
 # phone library reads Arabic-Indic and full-width digits too) with up to 4 separator characters between
 # any two. Letters around it do not protect it (`905321234567x`, `tel:0532...`).
@@ -36,22 +38,42 @@ MIN_PHONE_DIGITS = 7
 _PHONE_LIKE = re.compile(r"\+?\d(?:" + _SEPARATOR + r"{0,4}\d){" + str(MIN_PHONE_DIGITS - 1) + r",}")
 
 
-# A host:port address (brokers, Redis) looks like a dotted number; it is left readable.
-_IPV4_WITH_PORT = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d):\d")
+# A host:port address (brokers, Redis) looks like a dotted number; it is left readable, also after
+# a number (`MOVED 3999 10.0.0.5:6379`, a cluster's slot). Not a dotted number's tail
+# (`0532.123.45.67:1` holds `32.123.45.67:1`).
+_IPV4_WITH_PORT = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d):\d")
 
 
 def redact_phones(text: str) -> str:
     """Mask anything in a text from outside (Pisano's error message, a mapper's exception) that
     could be a phone number: we cannot know what the text echoes back. Runs of 7 or more digits
-    are masked whatever separates them; shorter numbers (codes, counts, indexes) and IPv4
+    are masked whatever separates them, also percent-encoded (`to=0532%20123%2045%2067`, as a query
+    Pisano or a proxy echoes writes it); shorter numbers (codes, counts, indexes) and IPv4
     addresses with a port stay readable."""
+    return _redacted(text, DECODE_LEVELS)
 
-    def mask(match: re.Match[str]) -> str:
-        if _IPV4_WITH_PORT.match(text, match.start()) and match.group(0).count(".") == 3:
-            return match.group(0)
-        return mask_phone(re.sub(r"[^\d+]", "", match.group(0)))
 
-    return _PHONE_LIKE.sub(mask, text)
+def _redacted(text: str, levels: int) -> str:
+    # Encoded runs first, as decoded (`%20` cuts the digits into runs too short to be a number);
+    # a run holding a number is encoded again, so the pass over the plain text finds none in it.
+    if levels > 0:
+        text = in_encoded_runs(text, lambda plain: _redacted(plain, levels - 1))
+    return _PHONE_LIKE.sub(lambda match: _masked_run(text, match), text)
+
+
+def _masked_run(text: str, match: re.Match[str]) -> str:
+    # An address with a port can only end the run (`:` is no separator): it stays, and what comes
+    # before it is looked at alone. Bounded: one search within the run.
+    address = _IPV4_WITH_PORT.search(text, match.start(), match.end() + 2)
+    if address is None:
+        return _masked_number(match.group())
+    head = text[match.start():address.start()]
+    return _PHONE_LIKE.sub(lambda number: _masked_number(number.group()), head) + text[address.start():match.end()]
+
+
+def _masked_number(written: str) -> str:
+    # The digits alone, and a leading + (a + between them is a separator).
+    return mask_phone(("+" if written.startswith("+") else "") + re.sub(r"\D", "", written))
 
 
 def redact_text(text: str) -> str:

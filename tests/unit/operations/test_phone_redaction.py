@@ -9,6 +9,9 @@ scripts, and letters or punctuation glued to either end.
 
 import random
 import re
+import time
+from collections.abc import Callable
+from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
 
@@ -83,6 +86,42 @@ def test_formats_named_in_the_issue(text: str) -> None:
     assert not _leaks("05321234567" if "90" not in text else "905321234567", redact_phones(text))
 
 
+ENCODINGS = {"quote": lambda text: quote(text, safe=""), "quote_plus": quote_plus,
+             "twice": lambda text: quote(quote(text, safe=""), safe="")}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_no_percent_encoded_phone_survives_redaction(encoding: str) -> None:
+    """Found in review: a number percent-encoded in a query or form Pisano or a proxy echoes
+    (`to=0532%20123%2045%2067`, `%2B90+532+...`) reached the logs and dead-letter headers in clear:
+    `%20` cut the digits into runs too short to be a number."""
+    rng = random.Random(7)
+    for _ in range(1000):
+        digits, written = _write_number(rng)
+        text = f"{rng.choice(CONTEXT)} to={ENCODINGS[encoding](rng.choice(GLUE) + written)}&lang=tr"
+        output = redact_phones(text)
+        assert not _leaks(digits, _decoded(output)), (text, output)
+
+
+def _decoded(text: str) -> str:
+    """What a reader decoding the text (twice, as it may be encoded twice) sees."""
+    return unquote_plus(unquote_plus(text))
+
+
+@pytest.mark.parametrize("text", [
+    "to=0532%20123%2045%2067", "to=%2B90%20532%20123%2045%2067", "%2B90%205321234567", "to=0532%2D123%2D45%2D67",
+    "p=%280532%29%20123%2045%2067", "p=0532%C2%A0123%C2%A045%C2%A067", "q=0532%2520123%252045%252067",
+    "q=0532+123+45+67", "body=%7B%22phone%22%3A%220532%20123%2045%2067%22%7D",
+])
+def test_percent_encoded_formats(text: str) -> None:
+    assert not _leaks("05321234567" if "90" not in text else "905321234567", _decoded(redact_phones(text)))
+
+
+def test_encoded_text_without_a_number_stays_as_written() -> None:
+    text = "50% done, a%2Fb, url=https%3A%2F%2Fapi.pisano.co%2Fv2%3Flang%3Dtr, code%3D13028, 100%25"
+    assert redact_phones(text) == text
+
+
 def test_short_numbers_stay_readable() -> None:
     text = "HTTP 400 code 13028 at phone_numbers[3], attempt 2 of 6, 5000 recipients"
     assert redact_phones(text) == text
@@ -92,3 +131,34 @@ def test_addresses_with_a_port_stay_readable() -> None:
     text = "cannot reach Kafka at 10.100.200.30:9092 nor Redis at 192.168.10.20:6379"
     assert redact_phones(text) == text
     assert "532.123.45.67" not in redact_phones("call 0532.123.45.67:1")
+
+
+@pytest.mark.parametrize("text", ["MOVED 3999 127.0.0.1:6381", "ASK 12182 10.0.0.5:6379",
+                                  "slot 3999 moved to 10.100.200.30:6379"])
+def test_an_address_after_a_number_stays_readable(text: str) -> None:
+    """Found in review: a Redis cluster redirection (`MOVED <slot> <host:port>`) came out as
+    `MOVED 3*******01:6381`: slot and address read as one number with spaces and dots."""
+    assert redact_phones(text) == text
+    shown = redact_phones("call 0532 123 45 67 10.0.0.5:6379")
+    assert "10.0.0.5:6379" in shown and not _leaks("05321234567", shown)
+
+
+@pytest.mark.parametrize("unit", ["1 ", "1+", "1.1.1.1 ", "1 1.1.1.1:1 ", "%20", "1%20", "%2B9", "0532%20123%20",
+                                  "%2520", "%3", "a%2"])
+def test_redaction_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
+    """Percent-encoded runs are decoded (up to three levels) and an address is looked for inside a
+    number: sixteen times the text still takes about sixteen times as long (bound as in the
+    masking's linearity test, tests/unit/config/test_secret_settings.py)."""
+    def best_of(runs: int, work: Callable[[], object]) -> float:
+        best = float("inf")
+        for _ in range(runs):
+            started = time.perf_counter()
+            work()
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    small, large = unit * (400 // len(unit)), unit * (6400 // len(unit))
+    redact_phones(small)  # warm
+    ratio = best_of(7, lambda: [redact_phones(large) for _ in range(10)]) / best_of(
+        7, lambda: [redact_phones(small) for _ in range(160)]) * 16
+    assert ratio < 64, f"16x the text took {ratio:.0f}x as long"

@@ -30,6 +30,14 @@ def test_error_message_header_is_redacted() -> None:
     assert shown.startswith("Invalid parameters:")
 
 
+def test_error_message_header_redacts_percent_encoded_phones() -> None:
+    """Found in review: Pisano or a proxy echoing the request's query showed the number."""
+    shown = error_text("Invalid parameters for to=0532%20123%2045%2067&alt=%2B90%20532%20123%2045%2068")
+    assert "%2045%2067" not in shown and "%2045%2068" not in shown
+    assert "".join(ch for ch in shown if ch.isdigit()).count("123") == 0, shown
+    assert shown.startswith("Invalid parameters for to=")
+
+
 def test_error_text_is_bounded_and_cut_numbers_do_not_leak() -> None:
     text = "x" * (MAX_MESSAGE_CHARS - 5) + " +905321234567"
     shown = error_text(text * 50)

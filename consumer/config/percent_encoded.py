@@ -1,0 +1,41 @@
+"""Text behind percent-encoding: a query or form that Pisano or a proxy echoes writes a URL, a
+secret `name=value` or a phone number as `%XX` escapes (`https%3A%2F%2Fu%3Apw%40h`,
+`to=0532%20123%2045%2067`), and a pattern written for the plain text does not see it there.
+Shared by the secret masking (secret_text) and the phone redaction (operations/logs).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from urllib.parse import quote, unquote
+
+# A run of unreserved characters holding a `%XX` escape (a run without one, most words, is passed
+# over by the pattern, with no call back). Raw `? # & =` end it, so a query's structure is looked
+# at as such, not decoded. Raw `:` and `@` do not: a quote() told to leave them (`safe=":@"`) writes
+# `https%3A%2F%2Fu:pw%40h`, and cut there neither half held the URL. Linear: tried at a run's start
+# only (the lookbehind), possessively.
+_RUN_CHAR = r"[\w.~!*+/:@-]"
+_ESCAPED = r"%[0-9A-Fa-f]{2}"
+_ENCODED_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}*+{_ESCAPED}(?:{_RUN_CHAR}|{_ESCAPED})*+")
+_ESCAPE = re.compile(_ESCAPED)  # most texts have none: one scan
+DECODE_LEVELS = 3  # encoded once in a query, once more by a proxy: deeper is not seen
+
+
+def in_encoded_runs(text: str, transform: Callable[[str], str]) -> str:
+    """`text` with `transform` applied to every run holding a `%XX` escape, as decoded. A run it
+    changes is encoded again (`*` and `+` left as they are, so a mask reads as one, as does a
+    phone's `+`); any other run is left exactly as it was written. Linear: each run is decoded once
+    (a transform that calls this again on its input goes one level deeper, DECODE_LEVELS at most)."""
+    if _ESCAPE.search(text) is None:
+        return text
+
+    def decoded(run: re.Match[str]) -> str:
+        written = run.group()
+        plain = unquote(written)
+        if plain == written:
+            return written
+        changed = transform(plain)
+        return written if changed == plain else quote(changed, safe="*+")
+
+    return _ENCODED_RUN.sub(decoded, text)
