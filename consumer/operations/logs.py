@@ -30,12 +30,24 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 # What people and systems put between the digits of a phone number: any Unicode space (also
 # non-breaking and narrow ones), dots, hyphens and dashes, slashes, brackets, and `+` (a space in
 # a form-encoded query: `to=0532+123+45+67`).
-_SEPARATOR = r"[\s.\-/()+\u2010-\u2015\u2212]"
+_SEPARATOR_CHARS = r"\s.\-/()+\u2010-\u2015\u2212"
+_SEPARATOR = "[" + _SEPARATOR_CHARS + "]"
 # A phone-like run: an optional + or 00, then at least MIN_PHONE_DIGITS digits (any script: the
 # phone library reads Arabic-Indic and full-width digits too) with up to 4 separator characters between
 # any two. Letters around it do not protect it (`905321234567x`, `tel:0532...`).
 MIN_PHONE_DIGITS = 7
 _PHONE_LIKE = re.compile(r"\+?\d(?:" + _SEPARATOR + r"{0,4}\d){" + str(MIN_PHONE_DIGITS - 1) + r",}")
+
+
+# A number as a repr (`{value!r}`, pydantic's `input_value=`) or a JSON encoder writes it: a
+# separator or a digit of another script as a backslash escape (`'0532\xa0123\xa045\xa067'`,
+# `"+90\u202f532..."`, `\t`), which cut the digits into runs too short to be a number. The run of
+# digits, separators and escapes around such an escape is redacted as unescaped.
+_BACKSLASH_ESCAPE = re.compile(r"\\(?:x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|[tnrfv])")
+_NUMBER_CHAR = re.compile(rf"[\d{_SEPARATOR_CHARS}]")
+_ESCAPED_RUN_TAIL = re.compile(rf"(?:[\d{_SEPARATOR_CHARS}]|{_BACKSLASH_ESCAPE.pattern})*+")
+_NAMED_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f", "v": "\v"}
+_ESCAPED_AGAIN = {ord(char): "\\" + name for name, char in _NAMED_ESCAPES.items()}
 
 
 # A host:port address (brokers, Redis) looks like a dotted number; it is left readable, also after
@@ -48,8 +60,8 @@ def redact_phones(text: str) -> str:
     """Mask anything in a text from outside (Pisano's error message, a mapper's exception) that
     could be a phone number: we cannot know what the text echoes back. Runs of 7 or more digits
     are masked whatever separates them, also percent-encoded (`to=0532%20123%2045%2067`, as a query
-    Pisano or a proxy echoes writes it); shorter numbers (codes, counts, indexes) and IPv4
-    addresses with a port stay readable."""
+    Pisano or a proxy echoes writes it) or escaped (`'0532\\xa0123...'`, as a repr or JSON writes
+    it); shorter numbers (codes, counts, indexes) and IPv4 addresses with a port stay readable."""
     return _redacted(text, DECODE_LEVELS)
 
 
@@ -58,7 +70,46 @@ def _redacted(text: str, levels: int) -> str:
     # a run holding a number is encoded again, so the pass over the plain text finds none in it.
     if levels > 0:
         text = in_encoded_runs(text, lambda plain: _redacted(plain, levels - 1))
+    if "\\" in text:
+        text = _redacted_escaped_runs(text)
+    return _redacted_plain(text)
+
+
+def _redacted_plain(text: str) -> str:
     return _PHONE_LIKE.sub(lambda match: _masked_run(text, match), text)
+
+
+def _redacted_escaped_runs(text: str) -> str:
+    r"""Every run of digits, separators and escapes around an escape of a digit or a separator,
+    redacted as unescaped; escaped again (as a repr would) only if a number was masked, so a run
+    without one (`b'\x00\x01'`, `12\t34`) is left exactly as written. An escape of anything else
+    (`m\u00fc\u015fteri`) cuts no number and is passed over. Linear: escapes are found by their
+    backslash, and a run is read back to the end of the one before it at most, then forward once."""
+    parts: list[str] = []
+    done = run_end = position = 0
+    while (escape := _BACKSLASH_ESCAPE.search(text, position)) is not None:
+        position = escape.end()
+        if _NUMBER_CHAR.fullmatch(_unescaped(escape)) is None:
+            continue
+        start = escape.start()
+        while start > run_end and _NUMBER_CHAR.match(text, start - 1) is not None:
+            start -= 1
+        tail = _ESCAPED_RUN_TAIL.match(text, escape.start())  # at least the escape itself
+        run_end = position = tail.end() if tail is not None else escape.end()
+        plain = _BACKSLASH_ESCAPE.sub(_unescaped, text[start:run_end])
+        masked = _redacted_plain(plain)
+        if masked != plain:
+            again = masked.encode("ascii", "backslashreplace").decode("ascii").translate(_ESCAPED_AGAIN)
+            parts += (text[done:start], again)
+            done = run_end
+    return "".join(parts) + text[done:] if parts else text
+
+
+def _unescaped(escape: re.Match[str]) -> str:
+    code = escape.group()[1:]
+    if code in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[code]
+    return chr(int(code[1:], 16)) if int(code[1:], 16) <= 0x10FFFF else escape.group()
 
 
 def _masked_run(text: str, match: re.Match[str]) -> str:

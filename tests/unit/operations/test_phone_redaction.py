@@ -7,6 +7,7 @@ spaces, non-breaking and narrow spaces, dots, hyphens, dashes, slashes and brack
 scripts, and letters or punctuation glued to either end.
 """
 
+import json
 import random
 import re
 import time
@@ -117,6 +118,42 @@ def test_percent_encoded_formats(text: str) -> None:
     assert not _leaks("05321234567" if "90" not in text else "905321234567", _decoded(redact_phones(text)))
 
 
+WRITERS = {"repr": repr, "json": json.dumps}
+
+
+def _unescaped(text: str) -> str:
+    """What a reader of a repr or a JSON string sees: `\\xa0`, `\\u202f`, `\\t` as the characters."""
+    named = {"t": "\t", "n": "\n", "r": "\r", "f": "\f", "v": "\v"}
+    return re.sub(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|[tnrfv])",
+                  lambda e: named.get(e[1]) or chr(int(e[1][1:], 16)), text)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_no_phone_written_by_repr_or_json_survives_redaction(writer: str) -> None:
+    """Found in review: a number with non-breaking or narrow spaces or tabs, or in another digit
+    script, quoted by a repr (`ValueError: invalid phone '0532\\xa0123\\xa045\\xa067'`, as `{value!r}`
+    and pydantic write it) or by a JSON encoder (`"0532\\u00a0123..."`) reached the logs in clear:
+    the escapes cut the digits into runs too short to be a number."""
+    rng = random.Random(11)
+    for _ in range(1000):
+        digits, written = _write_number(rng)
+        text = f"{rng.choice(CONTEXT)} invalid phone {WRITERS[writer](rng.choice(GLUE) + written)}, code 13028"
+        output = redact_phones(text)
+        assert not _leaks(digits, _unescaped(output)), (text, output)
+
+
+@pytest.mark.parametrize("text", ["ValueError: invalid phone '0532\\xa0123\\xa045\\xa067'",
+                                  '{"to": "+90\\u202f532\\u202f123\\u202f45\\u202f67"}', "'0532\\t123\\t45\\t67'",
+                                  '"\\u0660\\u0665\\u0663\\u0662\\u0661\\u0662\\u0663\\u0664\\u0665\\u0666\\u0667"'])
+def test_escaped_formats(text: str) -> None:
+    assert not _leaks("05321234567" if "90" not in text else "905321234567", _unescaped(redact_phones(text)))
+
+
+def test_escaped_text_without_a_number_stays_as_written() -> None:
+    text = "b'\\x00\\x00\\x01\\x02\\x03\\x04\\x05\\x06\\x07' at 12\\t34, '\\u00e7 1\\xa02\\xa03', C:\\x\\u12"
+    assert redact_phones(text) == text
+
+
 def test_encoded_text_without_a_number_stays_as_written() -> None:
     text = "50% done, a%2Fb, url=https%3A%2F%2Fapi.pisano.co%2Fv2%3Flang%3Dtr, code%3D13028, 100%25"
     assert redact_phones(text) == text
@@ -144,11 +181,12 @@ def test_an_address_after_a_number_stays_readable(text: str) -> None:
 
 
 @pytest.mark.parametrize("unit", ["1 ", "1+", "1.1.1.1 ", "1 1.1.1.1:1 ", "%20", "1%20", "%2B9", "0532%20123%20",
-                                  "%2520", "%3", "a%2"])
+                                  "%2520", "%3", "a%2", "1\\xa0", "\\x0", "\\u20", "1\\u202f", "\\t1", "1\\",
+                                  "\\u12zz1"])
 def test_redaction_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
-    """Percent-encoded runs are decoded (up to three levels) and an address is looked for inside a
-    number: sixteen times the text still takes about sixteen times as long (bound as in the
-    masking's linearity test, tests/unit/config/test_secret_settings.py)."""
+    """Percent-encoded runs are decoded (up to three levels), backslash-escaped runs unescaped, and
+    an address is looked for inside a number: sixteen times the text still takes about sixteen
+    times as long (bound as in the masking's linearity test, tests/unit/config/test_secret_settings.py)."""
     def best_of(runs: int, work: Callable[[], object]) -> float:
         best = float("inf")
         for _ in range(runs):
