@@ -75,6 +75,10 @@ GAUGE_INTERVAL_S = 5.0
 # Every partition's position is committed again this often, moved or not: a coordinator that
 # fails over can lose a commit it had confirmed, and a confirmed commit is never sent twice.
 RECOMMIT_INTERVAL_S = 15.0
+# Leaving the group at the end, each step bounded: inside the 15 s the chart's grace period keeps
+# beyond SHUTDOWN_GRACE_MS, with the producer's final 5 s flush.
+LEAVE_TIMEOUT_S = 3.0
+CLOSE_TIMEOUT_S = 5.0
 
 
 class Pipeline:
@@ -151,9 +155,32 @@ class Pipeline:
                 self._step()
             self._shutdown()
         finally:
-            self.consumer.close()
+            self._close()
             self.producer.flush(5)
             log.info("stopped")
+
+    def _close(self) -> None:
+        """Leave the group, then close the consumer, both bounded. A cooperative rebalance under
+        way while the replica stops (a SIGTERM right after another replica left, its partitions
+        handed over during the shutdown) was seen to leave close() waiting for good: so the
+        subscription is dropped first and its revocation served here; close() then has nothing to
+        revoke, and runs in a thread of its own: past CLOSE_TIMEOUT_S the replica exits without it
+        (the group drops the member after its session timeout; what it did not commit, the next
+        owner reads again)."""
+        deadline = time.monotonic() + LEAVE_TIMEOUT_S
+        try:
+            self.consumer.unsubscribe()
+            while self.consumer.assignment() and time.monotonic() < deadline:
+                self.consumer.consume(num_messages=1, timeout=POLL_TIMEOUT_S)  # serves the revocation
+        except Exception as exc:  # a consumer failed fatally, say: close() is still worth a try
+            log.warning("could not leave the consumer group before closing (%s)", exc)
+        closer = threading.Thread(target=self.consumer.close, name="kafka-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            log.error("the Kafka consumer did not close within %.0fs; exiting without it: the group drops this "
+                      "member after its session timeout, and the next owner reads again what it did not "
+                      "commit", CLOSE_TIMEOUT_S)
 
     def _step(self) -> None:
         now = time.monotonic()
@@ -412,8 +439,8 @@ class Pipeline:
         # Said either way: librdkafka keeps a partition's pause across an unassign and an assign, so
         # one revoked while the replica was paused, assigned back after it resumed, would never be
         # fetched again.
-        if partitions:
-            (consumer.pause if self._paused else consumer.resume)(partitions)
+        if partitions:  # (stopping: nothing more is fetched, as in `_shutdown`)
+            (consumer.pause if self._paused or self.health.stopping else consumer.resume)(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}

@@ -10,8 +10,10 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from confluent_kafka import TopicPartition
 
+from consumer import pipeline as pipeline_module
 from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
 from consumer.delivery.batching import Batcher
@@ -22,7 +24,7 @@ from consumer.ingest.samples import default_schema
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
 from consumer.pipeline import Pipeline
-from tests.support.fake_kafka import FakeConsumer, FakeProducer
+from tests.support.fake_kafka import FakeConsumer, FakeProducer, IdleSender
 
 
 class StuckSender:
@@ -110,3 +112,72 @@ def test_sigterm_during_a_revoke_wait_exits_within_the_shutdown_grace() -> None:
     loop.run()
     elapsed = time.monotonic() - stopped_at[0]
     assert elapsed < 1.0 + 1.5, f"exited {elapsed:.1f}s after SIGTERM with SHUTDOWN_GRACE_MS=1s"
+
+
+# Leaving the group (`Pipeline._close`): close() of a consumer in the middle of a cooperative
+# rebalance was seen to wait for good in CI (SIGTERM right after another replica left), and the
+# replica never exited. The subscription is dropped first, its revocation served by the loop, and
+# close() bounded.
+
+
+class LeavingConsumer(ClosingConsumer):
+    """unsubscribe() revokes the assignment at the next consume(), as librdkafka does."""
+
+    def __init__(self, close_hangs: bool = False) -> None:
+        super().__init__()
+        self.assigned = [TopicPartition("t", 0)]
+        self.leaving = False
+        self.close_hangs = close_hangs
+        self.calls: list[str] = []
+
+    def assignment(self) -> list[Any]:
+        return list(self.assigned)
+
+    def unsubscribe(self) -> None:
+        self.calls.append("unsubscribe")
+        self.leaving = True
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        if self.leaving and self.assigned:
+            self.calls.append("revoke")
+            self.callbacks["on_revoke"](self, self.assignment())
+            self.assigned = []
+        return []
+
+    def close(self) -> None:
+        self.calls.append("close")
+        if self.close_hangs:
+            threading.Event().wait()  # for good
+        super().close()
+
+
+def idle_loop(consumer: ClosingConsumer) -> Pipeline:
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", shutdown_grace_ms=1000)
+    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), IdleSender())}, route=lambda c: "default")  # type: ignore[arg-type]
+    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=FakeProducer(),
+                    decoder=SchemalessDecoder(default_schema()),
+                    mapper=DeclarativeMapper.from_file(default_mapping_file()),
+                    delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True))
+    loop.tracker.assign(("t", 0))
+    return loop
+
+
+def test_the_group_is_left_before_close_so_close_has_nothing_to_revoke() -> None:
+    consumer = LeavingConsumer()
+    loop = idle_loop(consumer)
+    loop.request_stop()
+    loop.run()
+    assert consumer.calls == ["unsubscribe", "revoke", "close"]
+
+
+def test_a_close_that_never_returns_does_not_keep_the_replica(monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(pipeline_module, "CLOSE_TIMEOUT_S", 0.3)
+    consumer = LeavingConsumer(close_hangs=True)
+    loop = idle_loop(consumer)
+    loop.request_stop()
+    started = time.monotonic()
+    loop.run()
+    assert time.monotonic() - started < 1.0 + 1.5 + 0.3
+    assert "close" in consumer.calls
+    assert any("did not close within" in m for m in caplog.messages)
