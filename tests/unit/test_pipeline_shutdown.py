@@ -56,11 +56,12 @@ class ClosingConsumer(FakeConsumer):
         self.callbacks["on_revoke"](self, self.assignment())
 
 
-def stuck_loop(consumer: ClosingConsumer, *, revoke_grace_ms: int) -> Pipeline:
-    """A loop owning partition t[0], a request under way that outlives every grace, SHUTDOWN_GRACE_MS 1 s."""
+def stuck_loop(consumer: ClosingConsumer, *, revoke_grace_ms: int, sender: Any = None) -> Pipeline:
+    """A loop owning partition t[0], SHUTDOWN_GRACE_MS 1 s, and by default a request under way that
+    outlives every grace."""
     config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", shutdown_grace_ms=1000,
                       revoke_grace_ms=revoke_grace_ms)
-    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), StuckSender())}, route=lambda c: "default")  # type: ignore[arg-type]
+    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), sender or StuckSender())}, route=lambda c: "default")
     loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=FakeProducer(),
                     decoder=SchemalessDecoder(default_schema()),
                     mapper=DeclarativeMapper.from_file(default_mapping_file()),
@@ -152,14 +153,7 @@ class LeavingConsumer(ClosingConsumer):
 
 
 def idle_loop(consumer: ClosingConsumer) -> Pipeline:
-    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", shutdown_grace_ms=1000)
-    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), IdleSender())}, route=lambda c: "default")  # type: ignore[arg-type]
-    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=FakeProducer(),
-                    decoder=SchemalessDecoder(default_schema()),
-                    mapper=DeclarativeMapper.from_file(default_mapping_file()),
-                    delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True))
-    loop.tracker.assign(("t", 0))
-    return loop
+    return stuck_loop(consumer, revoke_grace_ms=10_000, sender=IdleSender())
 
 
 def test_the_group_is_left_before_close_so_close_has_nothing_to_revoke() -> None:

@@ -11,6 +11,7 @@ refuses every settlement, until it is over."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -28,12 +29,33 @@ from tests.unit.delivery.test_contact_cooldown import DAY, cooled, phone_state, 
 OK = Accepted(200, "req", 0.01)
 
 
+def refuse_settlements(dedup: MemoryDedup, cooldown: MemoryCooldown | None, down: Callable[[], bool]) -> None:
+    """Every settlement of ids (and of phones, with a cooldown store) fails while `down()`."""
+    real_settle = dedup.settle
+
+    def settle(outcome, tag, ids, replays=None):  # type: ignore[no-untyped-def]
+        if down():
+            raise StateStoreError("connection refused")
+        real_settle(outcome, tag, ids, replays=replays)
+
+    dedup.settle = settle  # type: ignore[method-assign]
+    if cooldown is not None:
+        real_settle_phones = cooldown.settle
+
+        def settle_phones(fate, tag, keys):  # type: ignore[no-untyped-def]
+            if down():
+                raise StateStoreError("connection refused")
+            real_settle_phones(fate, tag, keys)
+
+        cooldown.settle = settle_phones  # type: ignore[method-assign]
+
+
 class Outage:
     """While `down`: a claim runs, then its reply is lost; a settlement fails."""
 
     def __init__(self, dedup: MemoryDedup, cooldown: MemoryCooldown | None = None) -> None:
         self.down = True
-        real_claim, real_settle = dedup.claim, dedup.settle
+        real_claim = dedup.claim
 
         def claim(tag, requests):  # type: ignore[no-untyped-def]
             statuses = real_claim(tag, requests)
@@ -41,15 +63,10 @@ class Outage:
                 raise StateStoreError("reply lost")
             return statuses
 
-        def settle(outcome, tag, ids, replays=None):  # type: ignore[no-untyped-def]
-            if self.down:
-                raise StateStoreError("connection refused")
-            real_settle(outcome, tag, ids, replays=replays)
-
         dedup.claim = claim  # type: ignore[method-assign]
-        dedup.settle = settle  # type: ignore[method-assign]
+        refuse_settlements(dedup, cooldown, lambda: self.down)
         if cooldown is not None:
-            real_reserve, real_settle_phones = cooldown.reserve, cooldown.settle
+            real_reserve = cooldown.reserve
 
             def reserve(tag, requests, *, window_ms):  # type: ignore[no-untyped-def]
                 statuses = real_reserve(tag, requests, window_ms=window_ms)
@@ -57,13 +74,7 @@ class Outage:
                     raise StateStoreError("reply lost")
                 return statuses
 
-            def settle_phones(fate, tag, keys):  # type: ignore[no-untyped-def]
-                if self.down:
-                    raise StateStoreError("connection refused")
-                real_settle_phones(fate, tag, keys)
-
             cooldown.reserve = reserve  # type: ignore[method-assign]
-            cooldown.settle = settle_phones  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)

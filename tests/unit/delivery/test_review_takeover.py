@@ -23,6 +23,7 @@ from consumer.state.memory import MemoryDedup
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
 from tests.support.fakes import event, rig
 from tests.unit.delivery.test_contact_cooldown import DAY, cooled, phone_state
+from tests.unit.delivery.test_given_up_claims import refuse_settlements
 
 KEY = b"k" * 32
 
@@ -41,7 +42,7 @@ class SecondTripLost:
     def __init__(self, dedup: MemoryDedup, cooldown: MemoryCooldown | None = None) -> None:
         self.down = True
         self.trips = 0
-        real_claim, real_settle = dedup.claim, dedup.settle
+        real_claim = dedup.claim
 
         def claim(tag, requests):  # type: ignore[no-untyped-def]
             statuses = real_claim(tag, requests)
@@ -50,22 +51,8 @@ class SecondTripLost:
                 raise StateStoreError("reply lost")
             return statuses
 
-        def settle(outcome, tag, ids, replays=None):  # type: ignore[no-untyped-def]
-            if self.down:
-                raise StateStoreError("connection refused")
-            real_settle(outcome, tag, ids, replays=replays)
-
         dedup.claim = claim  # type: ignore[method-assign]
-        dedup.settle = settle  # type: ignore[method-assign]
-        if cooldown is not None:
-            real_settle_phones = cooldown.settle
-
-            def settle_phones(fate, tag, keys):  # type: ignore[no-untyped-def]
-                if self.down:
-                    raise StateStoreError("connection refused")
-                real_settle_phones(fate, tag, keys)
-
-            cooldown.settle = settle_phones  # type: ignore[method-assign]
+        refuse_settlements(dedup, cooldown, lambda: self.down)
 
 
 def test_the_first_trip_of_a_claim_whose_second_trip_was_lost_is_not_left_claimed() -> None:
@@ -127,7 +114,7 @@ class FirstLandsThenAway:
     def __init__(self, dedup: MemoryDedup) -> None:
         self.down = True
         self.trips = 0
-        real_claim, real_settle = dedup.claim, dedup.settle
+        real_claim = dedup.claim
 
         def claim(tag, requests):  # type: ignore[no-untyped-def]
             self.trips += 1
@@ -138,13 +125,8 @@ class FirstLandsThenAway:
                 raise StateStoreError("reply lost")
             return statuses
 
-        def settle(outcome, tag, ids, replays=None):  # type: ignore[no-untyped-def]
-            if self.down:
-                raise StateStoreError("connection refused")
-            real_settle(outcome, tag, ids, replays=replays)
-
         dedup.claim = claim  # type: ignore[method-assign]
-        dedup.settle = settle  # type: ignore[method-assign]
+        refuse_settlements(dedup, None, lambda: self.down)
 
 
 def test_the_bound_on_tags_keeps_the_one_attempt_whose_claim_is_still_there() -> None:
