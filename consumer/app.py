@@ -62,7 +62,8 @@ class State:
 
 
 def build_state(settings: Settings) -> State:
-    return State(connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster),
+    return State(connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster,
+                         timeout_s=settings.redis_timeout_ms / 1000),
                  Keys(settings.redis_key_prefix))
 
 

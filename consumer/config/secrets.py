@@ -100,6 +100,10 @@ def mask_url(url: str) -> str:
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
             query = urlencode([(k, MASK if is_secret_name(k) else v) for k, v in pairs], safe="*/:")
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+        masked = urlunsplit(parts._replace(netloc=netloc, query=query))
+        if not netloc and url[:len(parts.scheme) + 3].lower() == parts.scheme + "://":
+            # urlunsplit drops an empty authority's `//` (`unix:///p` would print as `unix:/p`).
+            masked = f"{parts.scheme}://{masked[len(parts.scheme) + 1:]}"
+        return masked
     except ValueError:
         return mask_urls_in_text(url)  # not parseable as a URL: mask by pattern

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     # Start and `check` refuse a Redis whose maxmemory-policy may evict delivered marks, unless this is set.
     redis_allow_eviction: bool = False
+    # How long one Redis call may take (to connect, then for each reply) before it counts as failed:
+    # the caller fails closed and tries again. At most 5 s: the claim lease's margin (10 s) must
+    # still cover a settlement that times out. A WAIT (DEDUP_WAIT_TIMEOUT_MS) must fit inside it.
+    redis_timeout_ms: int = Field(2_000, ge=100, le=5_000)
 
     # Pisano
     pisano_url: str = ""
@@ -353,6 +357,19 @@ class Settings(BaseSettings):
                 and self.schema_registry_user:
             raise ValueError("SCHEMA_REGISTRY_URL holds user:password@ and SCHEMA_REGISTRY_USER is set: "
                              "keep the credentials in SCHEMA_REGISTRY_USER / SCHEMA_REGISTRY_PASSWORD only")
+        return self
+
+    # Redis answers a WAIT only when its timeout is over (replicas missing): the reply must still
+    # come within the socket timeout, or the client gives up first and reports Redis unreachable.
+    wait_reply_margin_ms: ClassVar[int] = 500
+
+    @model_validator(mode="after")
+    def _wait_fits_the_redis_timeout(self) -> Settings:
+        longest = self.redis_timeout_ms - self.wait_reply_margin_ms
+        if self.dedup_wait_replicas and self.dedup_wait_timeout_ms > longest:
+            raise ValueError(f"DEDUP_WAIT_TIMEOUT_MS={self.dedup_wait_timeout_ms} does not fit in REDIS_TIMEOUT_MS="
+                             f"{self.redis_timeout_ms}: every call would end as Redis unreachable before WAIT answers; "
+                             f"lower it to at most {longest} or raise REDIS_TIMEOUT_MS (at most 5000)")
         return self
 
     @model_validator(mode="after")

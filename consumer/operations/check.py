@@ -146,7 +146,7 @@ def _kafka(settings: Settings) -> tuple[str, str]:
 
 def _redis(settings: Settings) -> tuple[str, str]:
     url = settings.redis_url.get_secret_value()
-    client = connect(url, cluster=settings.redis_cluster)
+    client = connect(url, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_ms / 1000)
     try:
         started = time.perf_counter()
         client.ping()

@@ -28,7 +28,7 @@ from redis.retry import Retry
 from consumer.errors import StateStoreError
 from consumer.plain_number import plain_number
 
-SOCKET_TIMEOUT_S = 2.0
+SOCKET_TIMEOUT_S = 2.0  # REDIS_TIMEOUT_MS's default
 MAX_STORED_DIGITS = 18  # offsets, milliseconds and codes: all below 10**18
 # What a Redis call raises when Redis (or a cluster slot) is not available. Cluster errors such as
 # SlotNotCoveredError during a failover do not derive from RedisError.

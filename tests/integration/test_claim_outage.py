@@ -39,7 +39,7 @@ RATE = 4  # events a second while the master is lost: claims keep going out
 # masters that answer (later claims get CLUSTERDOWN from them until the failover).
 BURST = 30
 # Longer than a claim's tries take against a master that never answers (3 tries, each up to the
-# consumer's 2 s socket timeout, 0.6 s of backoff), and the release after them.
+# consumer's 2 s socket timeout, REDIS_TIMEOUT_MS's default; 0.6 s of backoff), and the release after them.
 FROZEN_S = 8.0
 BOUND_S = 90  # after the failover; the default lease is about 245 s
 

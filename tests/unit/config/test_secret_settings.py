@@ -72,6 +72,9 @@ def test_check_token_explains() -> None:
     ("rediss://h/0?ssl_ca_certs=/ca.pem", "rediss://h/0?ssl_ca_certs=/ca.pem"),
     ("https://u:p%40w-1@reg:8081/x", "https://u:***@reg:8081/x"),
     ("https://reg:8081", "https://reg:8081"),
+    # A Unix socket's URL has an empty authority: its `//` stays (`unix:/p` is another URL).
+    ("unix:///var/run/redis.sock?db=1", "unix:///var/run/redis.sock?db=1"),
+    ("unix:///var/run/redis.sock?password=pw-1", "unix:///var/run/redis.sock?password=***"),
 ])
 def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked

@@ -151,3 +151,32 @@ def test_the_derived_claim_lease_covers_the_slowest_destination(tmp_path: Path) 
 def test_a_long_enough_claim_lease_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEDUP_CLAIM_LEASE_MS", "45000")
     assert load_settings().claim_lease_ms == 45_000
+
+
+def test_redis_timeout_defaults_to_2s_and_a_wait_must_fit_in_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().redis_timeout_ms == 2000
+    monkeypatch.setenv("DEDUP_WAIT_REPLICAS", "1")
+    monkeypatch.setenv("DEDUP_WAIT_TIMEOUT_MS", "1500")
+    assert load_settings().dedup_wait_timeout_ms == 1500
+    # A WAIT of 1.6 s answers after the client gave up at 2 s, less the reply's margin.
+    monkeypatch.setenv("DEDUP_WAIT_TIMEOUT_MS", "1600")
+    with pytest.raises(ConfigError, match=r"WAIT_TIMEOUT_MS=1600 does not fit in REDIS_TIMEOUT_MS=2000.*at most 1500"):
+        load_settings()
+    monkeypatch.setenv("REDIS_TIMEOUT_MS", "2100")
+    assert load_settings().redis_timeout_ms == 2100
+    # Without replicas to wait for, no WAIT is sent: any pair is fine.
+    monkeypatch.setenv("DEDUP_WAIT_REPLICAS", "0")
+    monkeypatch.setenv("REDIS_TIMEOUT_MS", "500")
+    assert load_settings().redis_timeout_ms == 500
+
+
+def test_the_redis_timeout_reaches_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.app import build_state
+
+    monkeypatch.setenv("REDIS_TIMEOUT_MS", "750")
+    client = build_state(load_settings()).client
+    try:
+        options = client.connection_pool.connection_kwargs
+        assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.75, 0.75)
+    finally:
+        client.close()
