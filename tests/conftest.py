@@ -77,6 +77,21 @@ def close_redis(client: Any) -> None:
     client.close()
 
 
+def flushed_client(request: pytest.FixtureRequest, variant: str) -> Any:
+    """A new consumer-kind client of the test Redis of `variant` ("redis" or "cluster"), flushed
+    once per test (db 0, or every master), closed after the test."""
+    from consumer.state.redis import connect
+
+    if variant == "cluster":
+        request.getfixturevalue("cluster_client")  # flushes every master
+        client = connect(request.getfixturevalue("redis_cluster").url, cluster=True)
+    else:
+        request.getfixturevalue("redis_client")  # flushes db 0
+        client = connect(str(request.getfixturevalue("stack").redis_url))
+    request.addfinalizer(lambda: close_redis(client))
+    return client
+
+
 @pytest.fixture
 def cluster_client(redis_cluster: ClusterStack):  # type: ignore[no-untyped-def]
     """A client of the cluster, every master flushed (the cluster twin of `redis_client`)."""

@@ -29,22 +29,15 @@ from consumer.state.memory import (
     MemoryReceiptMarks,
 )
 from consumer.state.receipt_marks import ReceiptMarks, RedisReceiptMarks
-from consumer.state.redis import Keys, connect
-from tests.conftest import close_redis, localstack
+from consumer.state.redis import Keys
+from tests.conftest import close_redis, flushed_client, localstack
 
 IMPLEMENTATIONS = ["memory", "redis", "cluster"]
 
 
 def _connect(request: pytest.FixtureRequest) -> Any:
     """A new client of the Redis of this variant (single or cluster), flushed once per test."""
-    if request.param == "cluster":
-        request.getfixturevalue("cluster_client")  # flushes every master
-        client = connect(request.getfixturevalue("redis_cluster").url, cluster=True)
-    else:
-        request.getfixturevalue("redis_client")  # flushes db 0
-        client = connect(str(request.getfixturevalue("stack").redis_url))
-    request.addfinalizer(lambda: close_redis(client))
-    return client
+    return flushed_client(request, request.param)
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

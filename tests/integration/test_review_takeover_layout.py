@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
 
 import pytest
 
 from consumer.state.dedup import ClaimRequest, RedisDedup, Settlement
-from consumer.state.redis import Keys, connect
-from tests.conftest import close_redis
+from consumer.state.redis import Keys
+from tests.conftest import flushed_client
 
 OLD = "0ld0wner000|0000000a"  # an attempt of 0.2.0's time
-
-
-def _client(request: pytest.FixtureRequest, variant: str) -> Any:
-    if variant == "cluster":
-        request.getfixturevalue("cluster_client")  # flushes every master
-        client = connect(request.getfixturevalue("redis_cluster").url, cluster=True)
-    else:
-        request.getfixturevalue("redis_client")  # flushes db 0
-        client = connect(str(request.getfixturevalue("stack").redis_url))
-    request.addfinalizer(lambda: close_redis(client))
-    return client
 
 
 @pytest.mark.parametrize("variant", ["redis", "cluster"])
 def test_tags_replays_and_0_2_0_marks_in_one_claim_over_many_buckets(request: pytest.FixtureRequest,
                                                                      variant: str) -> None:
-    client = _client(request, variant)
+    client = flushed_client(request, variant)
     keys = Keys("rv")
     now = int(time.time() * 1000)
     legacy = {f"old-claim-{i}": f"c|{OLD}|{now}" for i in range(20)}  # live claims of 0.2.0's attempt
