@@ -106,8 +106,9 @@ class Claim:
         # long the rest of the preparation took.
         self.claimed_at: float | None = None
         self._held: dict[str, bool] = {}  # claimed event id -> a request carrying it may have left
-        # Claimed ids of signed replays -> the attempt each replays: their release puts its unknown
-        # mark back (consumer/state/lua/settle.lua). Empty for every batch without a replay.
+        # Claimed ids of signed replays -> the attempt each replays: the scope of their claims, which
+        # no other event may take over (`let_go`). Empty for every batch without a replay. (What a
+        # release puts back is recorded in the claim itself: consumer/state/lua/claim.lua.)
         self._replays: dict[str, str] = {}
         # Settled on exit, for the sender to report: (events, whether a request may have left).
         self.left_over: list[tuple[str, bool]] = []
@@ -370,10 +371,9 @@ class Claim:
         self._record(outcome, ids, [])
 
     def _dedup_step(self, outcome: Settlement, ids: list[str]) -> Step[Any]:
-        """The dedup store's settlement of these ids; a release names the replays among them."""
-        replays = [self._replays.get(i) for i in ids] \
-            if self._replays and outcome is Settlement.RELEASED else None
-        return self.dedup.stage_settle(outcome, self.tag, ids, replays=replays)
+        """The dedup store's settlement of these ids. A release names no replay: a claim that
+        replaced an unknown mark recorded it, and puts back that mark only (lua/settle.lua)."""
+        return self.dedup.stage_settle(outcome, self.tag, ids)
 
     def _record(self, outcome: Settlement, ids: list[str], keys: list[str]) -> None:
         """Record an outcome in Redis for these ids and phone keys (one round trip), retrying while

@@ -133,15 +133,13 @@ class DedupStore(Protocol):
     def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
         """`claim` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
-               replays: Sequence[str | None] | None = None) -> None:
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         """Record a request's outcome: delivered and unknown (naming the attempt `tag`) overwrite any
-        claim; released only removes the caller's own claim. `replays`: for a release, each id's
-        `replay_of` (None when no id is a replay); a replay's claim released leaves the id unknown
-        under the attempt it replays, as before the claim overrode it."""
+        claim; released only removes the caller's own claim. A claim that replaced an unknown mark
+        (a replay's override, recorded in the claim itself: lua/claim.lua) puts that mark back when
+        released, as before the claim; any other leaves the id free, as it found it."""
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
-                     replays: Sequence[str | None] | None = None) -> Step[None]:
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
         """`settle` as a step of a shared round trip."""
 
     def state(self, event_id: str) -> str | None:
@@ -259,12 +257,10 @@ class RedisDedup:
                 statuses[i], attempts[i] = status, attempt
         return ClaimStatuses([s for s in statuses if s is not None], attempts)
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
-               replays: Sequence[str | None] | None = None) -> None:
-        together([self.stage_settle(outcome, tag, event_ids, replays=replays)])
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
+        together([self.stage_settle(outcome, tag, event_ids)])
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
-                     replays: Sequence[str | None] | None = None) -> Step[None]:
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
         if not event_ids:
             return Step.answered(None)
         with translated("the dedup update"):
@@ -273,11 +269,7 @@ class RedisDedup:
             # Only an unknown mark must not cover a delivered one; delivered overwrites and a
             # release touches only the caller's claims, which 0.2.0 never wrote.
             legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
-        released = outcome is Settlement.RELEASED
-        restores = replays if released and replays is not None and any(replays) else None
-        calls = [(base, [*_packed(rows), *(_sparse(_overrides(rows, restores)) if released else ()),
-                         *legacy.arguments(g)])
-                 for g, (base, rows) in enumerate(groups)]
+        calls = [(base, [*_packed(rows), *legacy.arguments(g)]) for g, (base, rows) in enumerate(groups)]
         return Step.remote("the dedup update", self.client,
                            self._calls("settle", [outcome.value, tag, self.horizon_ms, layout.slice_ms], calls, legacy),
                            lambda replies: None)

@@ -32,7 +32,27 @@ from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms, pace_lead_ms
 from consumer.state.redis import stored_number
 from consumer.state.trip import Step
 
+# As claim.lua's parse_claim: a claim that replaced an unknown mark records its attempt
+# ("c|<tag>|u|<attempt>|<ms>"); any other claim is "c|<tag>|<ms>".
+_CLAIM_OVER = re.compile(r"c\|(.*?)\|u\|(.*)\|([0-9]+)", re.S)
 _CLAIM = re.compile(r"c\|(.*)\|([0-9]+)", re.S)
+_OWN_OVER = re.compile(r"u\|(.*)\|[0-9]+", re.S)
+
+
+def _parse_claim(value: str) -> tuple[str, str | None, int] | None:
+    """A claim value's owner tag, the attempt whose unknown mark it replaced, and when it was
+    taken; None for a malformed claim."""
+    match = _CLAIM_OVER.fullmatch(value)
+    if match:
+        return match.group(1), match.group(2), int(match.group(3))
+    match = _CLAIM.fullmatch(value)
+    return (match.group(1), None, int(match.group(2))) if match else None
+
+
+def _replaced(value: str, mine: str) -> str | None:
+    """The attempt whose unknown mark the caller's own claim `value` replaced (None: none)."""
+    match = _OWN_OVER.fullmatch(value, len(mine))
+    return match.group(1) if match else None
 
 
 def _now_ms() -> int:
@@ -75,9 +95,12 @@ class MemoryDedup:
             for request in requests:
                 value = self._get(request.event_id, now)
                 attempt: str | None = None
+                over: str | None = None  # the attempt whose unknown mark the claim replaces
                 expired = False
-                if value is None or value.startswith(mine):
+                if value is None:
                     status = ClaimStatus.CLAIMED
+                elif value.startswith(mine):  # a retry or renewal keeps what the first run replaced
+                    status, over = ClaimStatus.CLAIMED, _replaced(value, mine)
                 elif value == "d":
                     status = ClaimStatus.DELIVERED
                 elif value == "u":
@@ -85,23 +108,28 @@ class MemoryDedup:
                 elif value.startswith("u|"):
                     attempt = value[2:]
                 else:
-                    # As claim.lua's '^c|(.*)|(%d+)$': a malformed claim has no owner and time 0.
-                    match = _CLAIM.fullmatch(value)
-                    if match and match.group(1) in request.abandoned_by:
-                        status = ClaimStatus.CLAIMED  # as claim.lua: an attempt that gave it up unsent
-                    elif now - (int(match.group(2)) if match else 0) < self.lease_ms:
+                    # As claim.lua's parse_claim: a malformed claim has no owner and time 0.
+                    parsed = _parse_claim(value)
+                    if parsed and parsed[0] in request.abandoned_by:
+                        # as claim.lua: an attempt that gave it up unsent; what it replaced goes on
+                        status, over = ClaimStatus.CLAIMED, parsed[1]
+                    elif now - (parsed[2] if parsed else 0) < self.lease_ms:
                         status = ClaimStatus.HELD
                     else:
-                        attempt, expired = match.group(1) if match else LEGACY_ATTEMPT, True
+                        attempt, expired = parsed[0] if parsed else LEGACY_ATTEMPT, True
                 if attempt is not None:
-                    if (request.replay_of and request.replay_of == attempt) or attempt in request.abandoned_by:
-                        status = ClaimStatus.CLAIMED
+                    if request.replay_of and request.replay_of == attempt:
+                        status, over = ClaimStatus.CLAIMED, attempt
+                    elif attempt in request.abandoned_by:
+                        # as claim.lua: what the lapsed claim replaced is lost; a replay assumes its own
+                        status, over = ClaimStatus.CLAIMED, request.replay_of
                     else:
                         status = ClaimStatus.UNKNOWN
                         if expired:
                             self._marks[request.event_id] = _Entry(f"u|{attempt}", self._expiry(now))
                 if status is ClaimStatus.CLAIMED:
-                    self._marks[request.event_id] = _Entry(f"{mine}{now}", self._expiry(now))
+                    value = f"{mine}u|{over}|{now}" if over else f"{mine}{now}"
+                    self._marks[request.event_id] = _Entry(value, self._expiry(now))
                 out.append(status)
                 attempts.append(attempt if status is ClaimStatus.UNKNOWN and attempt is not None else "")
         return ClaimStatuses(out, attempts)
@@ -109,22 +137,20 @@ class MemoryDedup:
     def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
         return Step.local("the dedup claim", lambda: self.claim(tag, requests))
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
-                     replays: Sequence[str | None] | None = None) -> Step[None]:
-        return Step.local("the dedup update", lambda: self.settle(outcome, tag, event_ids, replays=replays))
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+        return Step.local("the dedup update", lambda: self.settle(outcome, tag, event_ids))
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
-               replays: Sequence[str | None] | None = None) -> None:
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
         now = self.clock()
         mine = f"c|{tag}|"
         with self._lock:
-            for i, event_id in enumerate(event_ids):
+            for event_id in event_ids:
                 value = self._get(event_id, now)
                 if outcome is Settlement.RELEASED:
                     if value is not None and value.startswith(mine):
-                        replay_of = replays[i] if replays else None
-                        if replay_of:  # as settle.lua: the unknown mark the replay's claim overrode
-                            self._marks[event_id] = _Entry(f"u|{replay_of}", self._expiry(now))
+                        over = _replaced(value, mine)
+                        if over:  # as settle.lua: the unknown mark the claim replaced, and only that
+                            self._marks[event_id] = _Entry(f"u|{over}", self._expiry(now))
                         else:
                             del self._marks[event_id]
                 elif outcome is Settlement.DELIVERED:

@@ -112,13 +112,11 @@ class ReplicatedDedup:
         return self.inner.stage_claim(tag, requests).then_wait(
             self.wait, lambda statuses: any(status is ClaimStatus.CLAIMED for status in statuses))
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
-               replays: Sequence[str | None] | None = None) -> None:
-        together([self.stage_settle(outcome, tag, event_ids, replays=replays)])
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
+        together([self.stage_settle(outcome, tag, event_ids)])
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], *,
-                     replays: Sequence[str | None] | None = None) -> Step[None]:
-        return self.inner.stage_settle(outcome, tag, event_ids, replays=replays).then_wait(
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+        return self.inner.stage_settle(outcome, tag, event_ids).then_wait(
             self.wait, lambda _: bool(event_ids))
 
     def state(self, event_id: str) -> str | None:

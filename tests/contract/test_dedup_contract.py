@@ -7,7 +7,7 @@ import time
 
 from consumer.state.dedup import LEGACY_ATTEMPT, ClaimRequest, ClaimStatus, RedisDedup, Settlement
 from consumer.state.dedup_layout import SLICES
-from consumer.state.memory import _Entry
+from consumer.state.memory import _CLAIM, _Entry
 
 
 def ids(*names: str, replay_of: str | None = None) -> list[ClaimRequest]:
@@ -87,7 +87,7 @@ def test_a_released_replay_puts_back_the_unknown_mark_it_overrode(make_dedup) ->
     a.settle(Settlement.UNKNOWN, x, ["e1", "e2"])
     replay = a.new_tag()
     assert codes(a.claim(replay, [ClaimRequest("e1", x), ClaimRequest("e3")])) == "CC"
-    a.settle(Settlement.RELEASED, replay, ["e1", "e3"], replays=[x, None])
+    a.settle(Settlement.RELEASED, replay, ["e1", "e3"])
     assert a.state("e1") == f"u|{x}" and a.state("e3") is None
     plain = a.claim(a.new_tag(), ids("e1"))
     assert codes(plain) == "U" and plain.attempts == [x]
@@ -95,7 +95,7 @@ def test_a_released_replay_puts_back_the_unknown_mark_it_overrode(make_dedup) ->
     # Only the caller's own claim is released: another replay's live claim stays as it is.
     live = a.new_tag()
     assert codes(a.claim(live, ids("e2", replay_of=x))) == "C"
-    a.settle(Settlement.RELEASED, a.new_tag(), ["e2"], replays=[x])
+    a.settle(Settlement.RELEASED, a.new_tag(), ["e2"])
     assert str(a.state("e2")).startswith(f"c|{live}|")
 
 def test_a_replay_of_another_reason_never_overrides_an_unknown_mark(make_dedup) -> None:  # type: ignore[no-untyped-def]
@@ -189,5 +189,110 @@ def test_a_takeover_of_a_replay_keeps_its_scope(make_dedup) -> None:  # type: ig
     assert codes(a.claim(lost, ids("e1", replay_of=first))) == "C"
     retry = a.new_tag()
     assert codes(a.claim(retry, [ClaimRequest("e1", first, (lost,))])) == "C"
-    a.settle(Settlement.RELEASED, retry, ["e1"], replays=[first])
+    a.settle(Settlement.RELEASED, retry, ["e1"])
     assert a.state("e1") == f"u|{first}"
+
+
+def test_a_released_replay_puts_back_only_a_mark_that_was_there(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """Found in review: the release of a replay's claim wrote `u|<replayed attempt>` whether or
+    not the claim had overridden that mark. An id with no mark (the original attempt released it,
+    or never claimed it) then ended up unknown, and a plain copy (a producer's duplicate, a second
+    replay without a signature) was dead-lettered as ambiguous instead of sent."""
+    (a,) = make_dedup()
+    x = a.new_tag()
+    a.claim(x, ids("e1", "e2"))
+    a.settle(Settlement.UNKNOWN, x, ["e1"])  # e1 left unknown by attempt x
+    a.settle(Settlement.RELEASED, x, ["e2"])  # e2 certainly not sent: no mark
+    replay = a.new_tag()
+    # e3 was never claimed at all (a dead-letter naming x for an id x never held)
+    assert codes(a.claim(replay, ids("e1", "e2", "e3", replay_of=x))) == "CCC"
+    a.settle(Settlement.RELEASED, replay, ["e1", "e2", "e3"])
+    assert a.state("e1") == f"u|{x}"  # overridden: put back, its fate is still unknown
+    assert a.state("e2") is None and a.state("e3") is None  # nothing overridden: nothing written
+    plain = a.claim(a.new_tag(), ids("e1", "e2", "e3"))
+    assert codes(plain) == "UCC" and plain.attempts == [x, "", ""]
+
+
+def test_a_released_replay_of_an_expired_mark_writes_none(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """The unknown mark lapsed with the horizon before the replay came: the replay's claim
+    overrode nothing, so its release leaves the id free."""
+    (a,) = make_dedup(horizon_s=1)
+    x = a.new_tag()
+    a.claim(x, ids("e1"))
+    a.settle(Settlement.UNKNOWN, x, ["e1"])
+    written = time.monotonic()
+    time.sleep(max(0.0, written + 1.0 + 1 / SLICES + 0.05 - time.monotonic()))
+    assert a.state("e1") is None
+    replay = a.new_tag()
+    assert codes(a.claim(replay, ids("e1", replay_of=x))) == "C"
+    a.settle(Settlement.RELEASED, replay, ["e1"])
+    assert a.state("e1") is None
+    assert codes(a.claim(a.new_tag(), ids("e1"))) == "C"
+
+
+def test_what_a_claim_replaced_survives_its_retry_and_its_takeover(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """The replaced mark is kept in the claim itself: a retry after a lost reply or a renewal finds
+    its own claim (not the mark), a takeover finds the given-up claim; each carries it on, for the
+    ids that had a mark and for none other."""
+    (a,) = make_dedup()
+    x = a.new_tag()
+    a.claim(x, ids("e1", "e2"))
+    a.settle(Settlement.UNKNOWN, x, ["e1"])
+    a.settle(Settlement.RELEASED, x, ["e2"])
+    lost = a.new_tag()
+    assert codes(a.claim(lost, ids("e1", "e2", replay_of=x))) == "CC"
+    assert codes(a.claim(lost, ids("e1", "e2", replay_of=x))) == "CC"  # the reply was lost: asked again
+    retry = a.new_tag()
+    assert codes(a.claim(retry, [ClaimRequest(i, x, (lost,)) for i in ("e1", "e2")])) == "CC"
+    assert codes(a.claim(retry, [ClaimRequest(i, x, (lost,)) for i in ("e1", "e2")])) == "CC"  # renewed
+    a.settle(Settlement.RELEASED, retry, ["e1", "e2"])
+    assert a.state("e1") == f"u|{x}" and a.state("e2") is None
+
+
+def test_a_lapsed_replay_claim_names_its_own_attempt(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """A replay's claim past its lease is unknown under the replay's attempt (what it replaced is
+    not part of the name); a replay of that attempt overrides it and, released, puts it back."""
+    crashed, survivor = make_dedup(2, lease_ms=300)
+    x = crashed.new_tag()
+    crashed.claim(x, ids("e1"))
+    crashed.settle(Settlement.UNKNOWN, x, ["e1"])
+    replay = crashed.new_tag()
+    assert codes(crashed.claim(replay, ids("e1", replay_of=x))) == "C"
+    assert survivor.claim(survivor.new_tag(), ids("e1")).attempts == [""]  # live: held back
+    time.sleep(0.4)  # the replica died with its request in flight
+    found = survivor.claim(survivor.new_tag(), ids("e1"))
+    assert codes(found) == "U" and found.attempts == [replay]
+    assert survivor.state("e1") == f"u|{replay}"
+    second = survivor.new_tag()
+    assert codes(survivor.claim(second, ids("e1", replay_of=replay))) == "C"
+    survivor.settle(Settlement.RELEASED, second, ["e1"])
+    assert survivor.state("e1") == f"u|{replay}"
+
+
+def test_a_recorded_claim_reads_right_on_a_replica_of_the_former_build(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """A rolling upgrade runs both builds together. The former one parses a claim with
+    '^c|(.*)|(%d+)$' (memory's `_CLAIM`): a recorded claim still ends in its time, so it holds it
+    within its lease; past it, it names the attempt `<owner>|<nonce>|u|<attempt>` and writes that
+    mark. This build reads such a mark as that attempt, and a replay naming it overrides exactly it."""
+    (a,) = make_dedup()
+    x, replay = a.new_tag(), a.new_tag()
+    misnamed = f"{replay}|u|{x}"  # as the former build names the claim below once lapsed
+    # Written as a 0.2.0 mark (read where no slice holds the id), before the layout exists
+    if isinstance(a, RedisDedup):
+        a.client.set(a.keys.event("e2"), f"u|{misnamed}")
+    else:
+        a._marks["e2"] = _Entry(f"u|{misnamed}", a.clock() + 60_000)
+    a.claim(x, ids("e1"))
+    a.settle(Settlement.UNKNOWN, x, ["e1"])
+    before = int(time.time() * 1000)
+    a.claim(replay, ids("e1", replay_of=x))
+    recorded = a.state("e1")
+    assert recorded.startswith(f"c|{replay}|u|{x}|")
+    old = _CLAIM.fullmatch(recorded)
+    assert old and abs(int(old.group(2)) - before) < 5_000
+    found = a.claim(a.new_tag(), ids("e2"))
+    assert codes(found) == "U" and found.attempts == [misnamed]
+    again = a.new_tag()
+    assert codes(a.claim(again, ids("e2", replay_of=misnamed))) == "C"
+    a.settle(Settlement.RELEASED, again, ["e2"])
+    assert a.state("e2") == f"u|{misnamed}"

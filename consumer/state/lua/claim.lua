@@ -37,7 +37,12 @@
 --             lease and then dead-lettering it as ambiguous would only be wrong.
 --
 -- Values: "d" delivered; "u|<attempt>" fate unknown after that attempt ("u" alone, written before
--- attempts were recorded, counts as attempt "-"); "c|<owner>|<nonce>|<claimed at ms>" claimed.
+-- attempts were recorded, counts as attempt "-"); "c|<owner>|<nonce>|<claimed at ms>" claimed;
+-- "c|<owner>|<nonce>|u|<attempt>|<claimed at ms>" claimed over the unknown mark of <attempt>
+-- (a replay's override): the mark the claim replaced, which lua/settle.lua puts back when the
+-- claim is released, and only then. Kept in the claim itself, so a retry or a renewal of the
+-- claim (which finds its own claim, not the mark) and a takeover of it carry it on, and no caller
+-- can name a mark that was not there. Every other claim has the first form, that of 0.3.x.
 -- A claim past its lease becomes "u|<its attempt>" when found: its fate is unknown from then on,
 -- and its late owner can no longer renew it. A 0.2.0 mark counts when no slice holds the id.
 -- Returns {statuses, attempts}: one char per id in argument order (C claimed for the caller,
@@ -97,6 +102,16 @@ local function pairs_at(pos)
   return into, pos + 1 + 2 * k
 end
 
+-- A claim value's owner tag, the attempt whose unknown mark it replaced (nil: none), and when it was
+-- taken; nil for a value that is no claim. Tags are hex ("<owner>|<nonce>"), so the first "|u|"
+-- after "c|" ends the tag; the replaced attempt may hold "|" itself.
+local function parse_claim(value)
+  local owner_tag, over, claimed_at = string.match(value, '^c|(.-)|u|(.*)|(%d+)$')
+  if owner_tag then return owner_tag, over, claimed_at end
+  owner_tag, claimed_at = string.match(value, '^c|(.*)|(%d+)$')
+  return owner_tag, nil, claimed_at
+end
+
 -- `tag` is one of the space-separated `tags` (nil: none)
 local function gave_up(tags, tag)
   return tags ~= nil and string.find(' ' .. tags .. ' ', ' ' .. tag .. ' ', 1, true) ~= nil
@@ -134,21 +149,25 @@ for g = 1, groups do
   for j = 1, n do
     local value = found[j]
     if not value and legacy[j] then value = legacy[j] end
-    local state, attempt, expired, write
+    -- `over`: the attempt whose unknown mark the claim replaces (written into it, see Values)
+    local state, attempt, expired, write, over
     if not value then
       state, write = 'C', claim
     elseif value == 'd' then
       state = 'D'
     elseif sub(value, 1, mine_len) == mine then
+      -- a retry or renewal: what the first run replaced stays recorded
       state, write = 'C', claim
+      over = string.match(sub(value, mine_len + 1), '^u|(.*)|%d+$')
     elseif value == 'u' then
       attempt = '-'
     elseif sub(value, 1, 2) == 'u|' then
       attempt = sub(value, 3)
     else
-      local owner_tag, claimed_at = string.match(value, '^c|(.*)|(%d+)$')
+      local owner_tag, owner_over, claimed_at = parse_claim(value)
       if owner_tag and gave_up(earlier[j], owner_tag) then
-        state, write = 'C', claim
+        -- a takeover inherits what the given-up claim replaced: that mark is still the truth
+        state, write, over = 'C', claim, owner_over
       elseif now - (tonumber(claimed_at) or 0) < lease then
         state = 'H'
       else
@@ -156,14 +175,20 @@ for g = 1, groups do
       end
     end
     if attempt then
-      if overrides[j] == attempt or gave_up(earlier[j], attempt) then
-        state, write = 'C', claim
+      if overrides[j] == attempt then
+        state, write, over = 'C', claim, attempt
+      elseif gave_up(earlier[j], attempt) then
+        -- The given-up claim lapsed into this mark, and what it had replaced went with it: a
+        -- replay's takeover keeps the id unknown under the attempt it replays (never a duplicate;
+        -- at worst a plain copy dead-lettered), a plain one replaces nothing.
+        state, write, over = 'C', claim, overrides[j]
       else
         state = 'U'
         reply[#reply + 1] = attempt
         if expired then write = 'u|' .. attempt end
       end
     end
+    if over and write == claim then write = mine .. 'u|' .. over .. '|' .. now end
     if write then
       writes[w + 1], writes[w + 2] = fields[j], write
       w = w + 2

@@ -2,8 +2,8 @@
 --
 -- KEYS[1]  the id's bucket tag (layout: lua/claim.lua)
 -- ARGV[1]  horizon ms, ARGV[2] slice ms, ARGV[3] the id's field
--- Returns the value ("d", "u|<attempt>", "c|<owner>|<nonce>|<ms>") or nil. 0.2.0's key is read by
--- the caller.
+-- Returns the value ("d", "u|<attempt>", "c|<owner>|<nonce>|<ms>", or a replay's claim over an
+-- unknown mark "c|<owner>|<nonce>|u|<attempt>|<ms>") or nil. 0.2.0's key is read by the caller.
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local horizon, slice = tonumber(ARGV[1]), tonumber(ARGV[2])

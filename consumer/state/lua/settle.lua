@@ -13,15 +13,15 @@
 -- ARGV[6]     0.2.0's marks (read for "u" only): '' not read, 'k' from KEYS[G+i], 'a' as arguments
 -- ARGV[7]     the length of a field
 -- ARGV[8]     the layout, copied into each new slice hash
--- then per bucket: n; the n fields concatenated; for "r": m and m pairs (index, the attempt a
--- replay's claim overrode); with 'a': m and m pairs (index, 0.2.0 value)
+-- then per bucket: n; the n fields concatenated; with 'a': m and m pairs (index, 0.2.0 value)
 --
 -- Delivered and unknown are facts about the request and overwrite any claim; release only
--- removes the caller's own claim, never a delivered mark or someone else's claim. A signed
--- replay's claim, released, puts back the unknown mark of the attempt it replays: that
--- attempt's fate is still unknown, and a plain copy of the event must find it so. An unknown
--- mark names its attempt ("u|<tag>"): only a replay of the dead-letter that carries this
--- attempt id may override it (lua/claim.lua).
+-- removes the caller's own claim, never a delivered mark or someone else's claim. A claim that
+-- replaced an unknown mark (a signed replay's override: "c|<tag>|u|<attempt>|<ms>", lua/claim.lua)
+-- puts that mark back when released: that attempt's fate is still unknown, and a plain copy of
+-- the event must find it so. Any other claim released leaves no mark: one that found the id free
+-- (never claimed, released, its mark lapsed) must leave it free. An unknown mark names its attempt
+-- ("u|<tag>"): only a replay of the dead-letter that carries this attempt id may override it.
 -- Delivered is written without reading: it wins over whatever older slices hold. (Only a claim
 -- written in a later slice, by a Redis whose clock then went back a whole slice, would hide it:
 -- that id then ends as ambiguous once the claim's lease passed, never sent again.)
@@ -84,12 +84,6 @@ for g = 1, groups do
     changed = changed + n
   else
     for j = 1, n do fields[j] = sub(packed, (j - 1) * width + 1, j * width) end
-    local restores = {}
-    if outcome == 'r' then
-      local k = tonumber(ARGV[pos])
-      for i = 1, k do restores[tonumber(ARGV[pos + 2 * i - 1])] = ARGV[pos + 2 * i] end
-      pos = pos + 1 + 2 * k
-    end
     if legacy_mode == 'a' then
       local k = tonumber(ARGV[pos])
       for i = 1, k do legacy[tonumber(ARGV[pos + 2 * i - 1])] = ARGV[pos + 2 * i] end
@@ -117,8 +111,9 @@ for g = 1, groups do
       local value, s = found[j], where[j]
       if outcome == 'r' then
         if value and sub(value, 1, mine_len) == mine then
-          if restores[j] then
-            writes[w + 1], writes[w + 2] = fields[j], 'u|' .. restores[j]
+          local over = string.match(sub(value, mine_len + 1), '^u|(.*)|%d+$')
+          if over then
+            writes[w + 1], writes[w + 2] = fields[j], 'u|' .. over
             w = w + 2
             if s ~= current then removed = remove(removed, s, fields[j]) end
           else

@@ -33,10 +33,10 @@ def refuse_settlements(dedup: MemoryDedup, cooldown: MemoryCooldown | None, down
     """Every settlement of ids (and of phones, with a cooldown store) fails while `down()`."""
     real_settle = dedup.settle
 
-    def settle(outcome, tag, ids, replays=None):  # type: ignore[no-untyped-def]
+    def settle(outcome, tag, ids):  # type: ignore[no-untyped-def]
         if down():
             raise StateStoreError("connection refused")
-        real_settle(outcome, tag, ids, replays=replays)
+        real_settle(outcome, tag, ids)
 
     dedup.settle = settle  # type: ignore[method-assign]
     if cooldown is not None:

@@ -33,6 +33,26 @@ def test_a_replay_that_certainly_failed_leaves_the_unknown_mark_it_overrode() ->
     assert copy.kinds() == {"e1": {"dead_letter"}} and not copy.pisano.requests
 
 
+def test_a_replay_that_certainly_failed_writes_no_mark_it_did_not_override() -> None:
+    """Found in review: the release above wrote `u|X` whether or not the replay's claim had
+    overridden X's mark. X released (or never claimed) the id, or its mark lapsed: the failed
+    replay then left an unknown mark that was never there, and a plain copy (a producer's
+    duplicate, a replay without a signature) was dead-lettered as ambiguous instead of sent."""
+    unavailable = PisanoApiError(503, None, "Service Unavailable")
+    r = rig(FakePisano([unavailable, unavailable, unavailable]), max_attempts=3)
+    other = r.dedup.replica()
+    x = other.new_tag()
+    other.claim(x, [ClaimRequest("e1")])
+    other.settle(Settlement.RELEASED, x, ["e1"])  # attempt X certainly failed: the id is free
+    r.process([event(1, replay_of=x), event(2, replay_of=x)])  # e2: never claimed by X at all
+    assert r.reasons() == {"e1": "retries_exhausted", "e2": "retries_exhausted"}
+    assert r.dedup.state("e1") is None and r.dedup.state("e2") is None
+
+    copy = rig(dedup=r.dedup)
+    copy.process([event(1), event(2)])
+    assert copy.kinds() == {"e1": {"delivered"}, "e2": {"delivered"}}
+
+
 def test_a_malformed_campaign_circuit_ends_its_events_and_does_not_stall_the_destination() -> None:
     """A campaign circuit's hash with a code that is not a number (written by hand, or by another
     version) raised ValueError in every sender turn, before the handler meant for it: that

@@ -176,10 +176,10 @@ def test_an_exception_recording_delivery_is_ambiguous_never_free_to_resend() -> 
     r = rig()
     real = r.dedup.settle
 
-    def settle(outcome, tag, ids, replays=None):  # type: ignore[no-untyped-def]
+    def settle(outcome, tag, ids):  # type: ignore[no-untyped-def]
         if outcome is Settlement.DELIVERED:
             raise Boom("settle")
-        real(outcome, tag, ids, replays=replays)
+        real(outcome, tag, ids)
 
     r.dedup.settle = settle  # type: ignore[method-assign]
     r.process([event(1)])

@@ -135,10 +135,10 @@ def test_a_lost_claim_reply_is_checked_again_under_the_same_tag() -> None:
             raise StateStoreError("reply lost")
         return statuses
 
-    def settle(outcome, tag, ids, replays=None):  # type: ignore[no-untyped-def]
+    def settle(outcome, tag, ids):  # type: ignore[no-untyped-def]
         if outcome is Settlement.RELEASED and calls["claim"] == 1:
             raise StateStoreError("still failing over")
-        real_settle(outcome, tag, ids, replays=replays)
+        real_settle(outcome, tag, ids)
 
     r.dedup.claim = claim  # type: ignore[method-assign]
     r.dedup.settle = settle  # type: ignore[method-assign]
