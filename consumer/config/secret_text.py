@@ -1,10 +1,13 @@
 """Masking secrets inside a text someone else wrote: an exception's message, a proxy's or Pisano's
 error body, echoed into a log line or a dead-letter header (`mask_urls_in_text`).
 
-A credential hides there as a URL's user info (`redis://user:pw@host`, also `https:\\/\\/...` as a
-JSON body escapes it, `https%3A%2F%2Fuser%3Apw%40host` inside a query or form, `//user:pw@host`
-without a scheme) or as a value under a secret-bearing name (`password=pw`, `"password": "pw"`,
-`Authorization: Bearer pw`). Hosts, ports, paths and the names stay: they are the diagnostics.
+A credential hides there as a URL's user info (`redis://user:pw@host`, also `https:\\/\\/...` or
+`https:\\u002F\\u002F...` as a JSON body escapes it, `https%3A%2F%2Fuser%3Apw%40host` inside a query
+or form, `//user:pw@host` without a scheme, `user:pw@host` without the slashes) or as a value under
+a secret-bearing name (`password=pw`, `"password": "pw"`, `Authorization: Bearer pw`); also as an
+HTTP credential without such a name (secret_headers: cookies, a bare `Bearer pw`) and as a
+command's argument (secret_commands: `--password pw`, Redis `AUTH user pw`). Hosts, ports, paths
+and the names stay: they are the diagnostics.
 The texts come from records (a mapper's error quoting a field, on the poll thread), so every pass
 is linear: each run of name characters is tried once, at its start (a lookbehind) and
 possessively (`*+`), never from every position inside it.
@@ -15,55 +18,45 @@ from __future__ import annotations
 import re
 
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
-
-MASK = "***"
-# Query parameter and librdkafka property names whose values are secret (`name=value`, where a
-# wide net has always been cast: `monkey=see` is masked too).
-SECRET_NAME_HINTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "credential")
-# `name: value` and `"name": value` are everywhere in prose and JSON (`"keyword"`, `"author"`,
-# `Error: ...`): there only names whose last word is one of these, however written (`api_key`,
-# `X-Api-Key`, `accessToken`, `sasl.password`, `PWD`).
-_SECRET_LAST_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "apikey", "authorization"})
-_KEY_QUALIFIERS = frozenset({"api", "secret", "private", "signing"})  # `api_key`, `aws_secret_access_key`
-_WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
+from consumer.config.secret_commands import mask_flags, mask_redis_auth
+from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
+from consumer.config.secret_names import MASK, is_secret_key, is_secret_name, quoted_span
 
 # A URL's start: `scheme:` then two slashes, or two slashes alone after a space, a quote, a bracket
 # or `=` (a network-path reference; `a//b` is a path). A JSON string writes a slash as `\/` (and as
-# `\\\/` in a JSON string inside one). A scheme starts at the first letter of its run (`1redis://`).
-_SLASHES = r"(?:\\*+/){2}"
+# `\\\/` in a JSON string inside one), some encoders as `\u002F`, a repr of bytes as `\x2f`. A
+# scheme starts at the first letter of its run (`1redis://`).
+_ESCAPED_SLASH = r"\\++(?:u002[fF]|x2[fF])"
+_SLASHES = r"(?:\\*+/|" + _ESCAPED_SLASH + "){2}"
 _URL_START = re.compile(r"(?:(?<![A-Za-z0-9+.-])[0-9+.-]*+[A-Za-z][A-Za-z0-9+.-]*+:"
                         r"|(?<![^\s\"'<>()\[\]{},;=]))" + _SLASHES)
-_USERINFO = re.compile(r"(?P<start>" + _URL_START.pattern + r")[^/\s?#]*@")
+_USERINFO = re.compile(r"(?P<start>" + _URL_START.pattern + r")(?:[^/\s?#\\]|\\(?!u002[fF]|x2[fF]))*@")
 # Where a URL in a text ends, and what cuts a password short (`_mask_cut_user_info`).
 _URL_END = re.compile(r"[\s\"'<>()\[\]{},;]")
-_RESERVED = re.compile(r"[/?#]")
+_RESERVED = re.compile(r"[/?#]|" + _ESCAPED_SLASH)
+
+# `user:pw@host` without `//` (`_mask_bare_user_info`): a word up to its first `:`, and its rest.
+# Tried at a word's start only; a word without a `:` is read up to the next `=` at most.
+_BARE_USER_INFO = re.compile(r"(?<![^\s\"'<>()\[\]{},;=])(?P<user>[^\s\"'<>()\[\]{},;=:]*+):"
+                             r"(?P<rest>[^\s\"'<>()\[\]{},;]*+)")
+_HOST = re.compile(r"[\w\[]")
+_SLASH_FIRST = re.compile(r"\\*+/|" + _ESCAPED_SLASH)
+_ADDRESS_SCHEMES = frozenset({"mailto", "sip", "sips", "xmpp"})
 
 # A run of name characters, maybe quoted (also `\"name\"` in a JSON string inside one), then `=`, `:`
 # or `=>` (a Ruby hash as Rails inspects it: `{"password"=>"pw"}`; read as `=`, `>` was the value).
 _PAIR = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
                    r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
-# A quoted value, maybe Python bytes as a repr shows them (`b'pw'`: the `b` was taken for the value).
-_QUOTE = re.compile(r"b?(?P<mark>\\{0,3}[\"'])")
-# A quoted value ends at the same quote not escaped once more; `\"` inside `"..."` does not end it.
-_CLOSING = {"\\" * n + c: re.compile(r"(?<!\\)" + re.escape("\\" * n + c)) for n in range(4) for c in "\"'"}
 _QUERY_VALUE = re.compile(r"[^&\s#]+")  # in `name=value`, as in a query string
 _BARE_VALUE = re.compile(r"[^\s\"'<>]+")  # in `name: value`, up to the end of the word
 _CREDENTIAL = re.compile(r"[^\s<>]+")  # `Bearer <admin token>` in a usage text is no credential
 _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
-_AUTH_SCHEME = re.compile(_SCHEME_WORD + r"[ \t]++(?=\S)")
+# Maybe twice, as a client that adds `Bearer ` to a token holding it already sends: `Bearer Bearer
+# pw` (the same word only: in `Bearer token expired`, `token` is prose).
+_AUTH_SCHEME = re.compile(r"(?P<scheme>" + _SCHEME_WORD + r")(?:[ \t]++(?P=scheme))*+[ \t]++(?=\S)")
 _LONE_SCHEME = re.compile(_SCHEME_WORD)
 
-
-def is_secret_name(name: str) -> bool:
-    return any(hint in name.lower() for hint in SECRET_NAME_HINTS)
-
-
-def is_secret_key(name: str) -> bool:
-    """Whether `name` in `name: value` or `"name": value` holds a secret (see _SECRET_LAST_WORDS)."""
-    words = [word.lower() for word in _WORD_BREAK.split(name) if word]
-    if not words:
-        return False
-    return words[-1] in _SECRET_LAST_WORDS or (words[-1] == "key" and not _KEY_QUALIFIERS.isdisjoint(words))
+__all__ = ["MASK", "is_secret_key", "is_secret_name", "mask_urls_in_text"]  # the first three: secret_names
 
 
 def mask_urls_in_text(text: str) -> str:
@@ -72,7 +65,22 @@ def mask_urls_in_text(text: str) -> str:
 
 
 def _masked(text: str, levels: int) -> str:
-    text = _mask_pairs(_mask_cut_user_info(_USERINFO.sub(lambda m: m.group("start") + MASK + "@", text)))
+    # A pattern tried at every position is what an ordinary log line costs: a pass whose mark (an
+    # @, a cookie header, an auth word, a long flag) is not in the text is not run. Masking only
+    # takes marks away, so one test of the text as it came serves every pass.
+    lowered = text.lower()
+    if "@" in text:  # every user info ends at one
+        text = _mask_cut_user_info(_USERINFO.sub(lambda m: m.group("start") + MASK + "@", text))
+        text = _mask_bare_user_info(text)
+    text = _mask_pairs(text)
+    if "cookie" in lowered:
+        text = mask_cookies(text)
+    if "bearer" in lowered or "basic" in lowered:
+        text = mask_bare_credentials(text)
+    if "--" in text:
+        text = mask_flags(text)
+    if "auth" in lowered:
+        text = mask_redis_auth(text)
     # A percent-encoded URL or pair is masked as decoded, one level deeper each time.
     return in_encoded_runs(text, lambda plain: _masked(plain, levels - 1)) if levels > 0 else text
 
@@ -93,6 +101,29 @@ def _mask_cut_user_info(text: str) -> str:
             parts += (text[done:start.end()], MASK)
             done = run_end
         position = run_end
+    return "".join(parts) + text[done:] if parts else text
+
+
+def _mask_bare_user_info(text: str) -> str:
+    """`user:pw@host` without `//` (redis-py's `default:pw@redis-master:6379`) as `user:***@host`.
+    A word (the text between blanks, quotes, brackets, `,` `;` `=`) holding a `:` and, after it, an
+    @ then a host: an e-mail (`bob@bank.test`) has no `:` before its @, `host:port` and a time
+    (`12:30`) no @ after it. The password runs to the last @ (it may hold `@` and `:`). Left as
+    they are: a URL (`://`, `:\\/`, `:\\u002F` after the `:`: the passes above), a password of
+    digits with digits before its `:` or after its @ (a time `12:30@home`, a Redis cluster node
+    `10.0.0.5:6379@16379`) and an address after `mailto:` or `sip:`."""
+    parts: list[str] = []
+    done = 0
+    for word in _BARE_USER_INFO.finditer(text):
+        rest = word.group("rest")
+        at = rest.rfind("@")
+        password, host = rest[:at], rest[at + 1:]
+        user = word.group("user")
+        if (at <= 0 or _HOST.match(host) is None or _SLASH_FIRST.match(password) is not None
+                or (password.isdigit() and (host.isdigit() or user.isdigit())) or user.lower() in _ADDRESS_SCHEMES):
+            continue
+        parts += (text[done:word.start("rest")], MASK)
+        done = word.start("rest") + at
     return "".join(parts) + text[done:] if parts else text
 
 
@@ -122,10 +153,8 @@ def _secret_value(text: str, pair: re.Match[str]) -> tuple[int, int] | None:
             return None
     elif not is_secret_key(name) or text.startswith(("{", "["), start):
         return None  # `"password": ["is too short"]` is a structure (an error list), not the value
-    if (quote_mark := _QUOTE.match(text, start)) is not None:
-        start = quote_mark.end()
-        closing = _CLOSING[quote_mark.group("mark")].search(text, start)
-        end = closing.start() if closing is not None else len(text)  # cut short: the rest may be it
+    if (quoted := quoted_span(text, start)) is not None:
+        start, end, _ = quoted
         if (scheme := _AUTH_SCHEME.match(text, start, end)) is not None:
             start = scheme.end()  # `Bearer`, `Basic`: the kind of credential is a diagnostic
         return start, end

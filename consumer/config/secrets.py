@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-# Masking inside free text lives in secret_text; its callers have always imported it from here.
-from consumer.config.secret_text import MASK
-from consumer.config.secret_text import is_secret_name as is_secret_name
+# The name rules live in secret_names, masking inside free text in secret_text; their callers have
+# always imported them from here.
+from consumer.config.secret_names import MASK
+from consumer.config.secret_names import is_secret_name as is_secret_name
 from consumer.config.secret_text import mask_urls_in_text as mask_urls_in_text
 from consumer.errors import ConfigError
 

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 from consumer.delivery.failures import CODE_SCOPES
 from consumer.delivery.pisano import TOKEN_ACCEPTED_CODES
 from consumer.errors import PisanoApiError, PisanoTransportError
-from consumer.operations.logs import redact_phones
+from consumer.operations.logs import redact_text
 from consumer.state.limiter import Limiter
 from consumer.state.redis import Keys, stored_number, stored_text, translated
 
@@ -177,13 +177,16 @@ class CircuitBreaker:
             self.state()
             return
         cooldown = min(self.max_cooldown_ms, previous * 2) if previous else self.cooldown_ms
+        # Pisano's or a proxy's text may echo a URL's password or a header, and a phone: masked as in
+        # a log line before it reaches Redis (and then cut: a cut URL would hide its @ from the mask).
+        message = redact_text(trip.message)
         self.store.write_open({"code": str(trip.code or ""), "status": str(trip.http_status or ""),
-                               "message": redact_phones(trip.message)[:500]}, cooldown)
+                               "message": message[:500]}, cooldown)
         with self._lock:
             self._state, self._trip, self._read_at = "open", trip, time.monotonic()
         log.error("Pisano circuit OPEN for destination %s: Pisano answered %s (%s); not calling it for %.0fs, "
                   "dead-lettering meanwhile. Fix %s, then replay the dead-letters",
-                  self.name, trip.code or trip.http_status, redact_phones(trip.message), cooldown / 1000, self.fix,
+                  self.name, trip.code or trip.http_status, message, cooldown / 1000, self.fix,
                   extra={"code": trip.code, "status": trip.http_status, "destination": self.name})
 
     def probe_if_due(self, probe: Callable[[], bool | Trip | None]) -> None:

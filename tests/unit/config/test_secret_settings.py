@@ -213,6 +213,10 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     'password=a"pwd": ', "pwd=;authorization=Basic ",
     # Second review: `=>` pairs, bytes values, encoded runs through raw `:` and `@`.
     '"pwd"=>', "pwd => b'", "'pwd': b", "%3A:@", "a%3A%2F%2Fb:c%40", "//a:%40@",
+    # Third review: flags, Redis AUTH, cookies, bare auth schemes, `user:pw@host`, `\u002F` slashes.
+    "--password ", "--password", "--api-key '", "'--token', '", "AUTH ", "auth a ", '"AUTH" "', "AUTH a\n",
+    "Cookie: ", "Cookie:", "set-cookie: a=", "Cookie: a=b;", "Bearer ", "basic a=", "Bearer a ",
+    "a:b@", ":@", "a:", "=a:", "a@b:", "\\u002F", "a:\\u002F\\u002Fb@", "\\x2f", "//a:\\u002f@",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

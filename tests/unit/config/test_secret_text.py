@@ -80,6 +80,81 @@ def test_secrets_in_text_are_masked_however_it_is_escaped(text: str, masked: str
     assert mask_urls_in_text(text) == masked
 
 
+# Third review (2026-12-04): credentials written as words, not as `name=value` or a URL with `//`.
+FLAGS = [  # a long flag whose name is a secret key (as in `name: value`), its value after a blank
+    ("kafka-console-consumer --password Sx-1 --topic sms", "kafka-console-consumer --password *** --topic sms"),
+    ("run --sasl-password\tSx-1", "run --sasl-password\t***"),
+    ("cli --api-key 'Sx-1 2' -v", "cli --api-key '***' -v"),
+    ("Command '['tool', '--client-secret', 'Sx-1']' returned 1",
+     "Command '['tool', '--client-secret', '***']' returned 1"),
+    ("(--token Sx-1)", "(--token ***)"),
+    ("--password=Sx-1", "--password=***"),  # masked before too, as `name=value`: kept
+]
+
+REDIS_AUTH = [  # the password of a Redis AUTH echoed by an error or a trace; the ACL user stays
+    ("Command # 1 (AUTH default Sx-1) of pipeline caused error: WRONGPASS",
+     "Command # 1 (AUTH default ***) of pipeline caused error: WRONGPASS"),
+    ("AUTH Sx-1", "AUTH ***"),
+    ("auth app Sx-1\r\nPING", "auth app ***\r\nPING"),
+    ('1733312345.1 [0 10.0.0.7:51234] "AUTH" "default" "Sx-1"',
+     '1733312345.1 [0 10.0.0.7:51234] "AUTH" "default" "***"'),
+    ('"auth" "pa\\"Sx-1"', '"auth" "***"'),
+    # More text follows: which word is the password cannot be told; a word of letters only is prose.
+    ("sent AUTH Sx-1 to redis-master", "sent AUTH *** to redis-master"),
+    ("AUTH default Sx-1 failed", "AUTH default *** failed"),
+]
+
+COOKIES = [  # every cookie's value; a Set-Cookie's attributes stay
+    ("Cookie: lang=tr; session=Sx-1", "Cookie: lang=***; session=***"),
+    ("Set-Cookie: sid=Sx-1; Path=/; Expires=Wed, 21 Oct 2026 07:28:00 GMT; HttpOnly",
+     "Set-Cookie: sid=***; Path=/; Expires=Wed, 21 Oct 2026 07:28:00 GMT; HttpOnly"),
+    ("{'Cookie': 'a=Sx-1; b=Sx-2', 'Accept': '*/*'}", "{'Cookie': 'a=***; b=***', 'Accept': '*/*'}"),
+    ('{"set-cookie":"sid=Sx-1; path=/; secure"}', '{"set-cookie":"sid=***; path=/; secure"}'),
+    ("set-cookie: a=Sx-1; Path=/, b=Sx-2; Max-Age=0", "set-cookie: a=***; Path=/, b=***; Max-Age=0"),  # folded
+    ("HTTP/1.1 401\r\nSet-Cookie: sid=\"Sx-1\"\r\nContent-Type: text/plain",
+     "HTTP/1.1 401\r\nSet-Cookie: sid=***\r\nContent-Type: text/plain"),
+]
+
+BARE_SCHEMES = [  # `Bearer`, `Basic` and their credential without a header name before them
+    ("sent Bearer abc.def.Sx-1 to gw", "sent Bearer *** to gw"),
+    ("retrying with basic dXNlcjpTeC0x", "retrying with basic ***"),
+    ("(Basic dXNlcjpwYXNz)", "(Basic ***)"),  # `user:pass`: letters only, but of both cases
+    ("Authorization: Bearer Bearer Sx-1", "Authorization: Bearer Bearer ***"),  # a client's double prefix
+    ("{'auth': 'Bearer Sx-1=='}", "{'auth': 'Bearer ***'}"),
+]
+
+SIGNED_URLS = [  # a signed URL's query: `X-Amz-Credential`, `X-Amz-Security-Token`, `access_token` were masked before
+    ("GET https://b.s3.test/o?X-Amz-Credential=Sx-1%2F2026&X-Amz-Signature=Sx-2&X-Amz-Security-Token=Sx-3&X-Amz-Expires=60",
+     "GET https://b.s3.test/o?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Security-Token=***&X-Amz-Expires=60"),
+    ("https://a.blob.test/c/b?sv=2024-05-04&se=2026&sig=Sx-1&sp=r", "https://a.blob.test/c/b?sv=2024-05-04&se=2026&sig=***&sp=r"),
+    ("u?X-Goog-Signature=Sx-1&signature=Sx-2&Signature=Sx-3", "u?X-Goog-Signature=***&signature=***&Signature=***"),
+]
+
+USER_INFO_WITHOUT_SLASHES = [  # `user:password@host`, a Redis address as a client's error shows it
+    ("Error connecting to default:Sx-1@redis-master:6379.", "Error connecting to default:***@redis-master:6379."),
+    ('{"redis":"app:Sx-1@cache"}', '{"redis":"app:***@cache"}'),
+    ("REDIS=u:p@Sx-1@cache:6379/0", "REDIS=u:***@cache:6379/0"),  # to the last @
+    ("to :Sx-1@cache:6379", "to :***@cache:6379"),  # no user
+    ("bob@bank.test:Sx-1@cache", "bob@bank.test:***@cache"),
+]
+
+ESCAPED_SLASHES = [  # a JSON encoder that writes `/` as `\u002F`, or a repr as `\x2f`
+    ('{"detail":"https:\\u002F\\u002Fuser:Sx-1@gw.bank.test\\u002Fv1"}',
+     '{"detail":"https:\\u002F\\u002F***@gw.bank.test\\u002Fv1"}'),
+    ("https:\\u002f\\u002fu:Sx-1@h", "https:\\u002f\\u002f***@h"),
+    ("'https:\\x2f\\x2fu:Sx-1@h'", "'https:\\x2f\\x2f***@h'"),
+    ("https:\\u002F\\u002Fu:pa\\u002FSx-1@h\\u002Fv1", "https:\\u002F\\u002F***"),  # a raw `/` in the password
+    ("at \\u002F\\u002Fu:Sx-1@cache:6379", "at \\u002F\\u002F***@cache:6379"),
+]
+
+WORDS = FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
+
+
+@pytest.mark.parametrize(("text", "masked"), WORDS)
+def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: str, masked: str) -> None:
+    assert mask_urls_in_text(text) == masked
+
+
 @pytest.mark.parametrize("text", [
     "Pisano answered 400 code 13028: Invalid parameters (campaign 5d1c9a7e), retry later",
     '{"token_type": "Bearer", "expires_in": 3600, "keyword": "x", "author": "bob", "route_key": "retail"}',
@@ -90,12 +165,22 @@ def test_secrets_in_text_are_masked_however_it_is_escaped(text: str, masked: str
     "Invalid value for 'token': must be a string; {\"password\": null, \"pwd\": true}",
     # Prose after a secret name: a word of letters only (our own config errors read like this).
     "REPLAY_SIGNING_KEY: shorter than 16 characters; wrong token: the destination's circuit opens",
+    # Third review: near misses of the new rules.
+    "pass --password-file /run/secrets/kafka or --password <pw> --token; -p 6379 is the port, --monkey see",
+    "ERR AUTH <password> called without any password configured for the default user",
+    "NOAUTH Authentication required; basic auth is not enabled, auth failed for user bob",
+    "cookie: none set; the Cookie header is missing",
+    'Bearer <admin token>; bearer token expired; {"token_type": "Bearer"}; JWT Bearer Token',
+    'WWW-Authenticate: Bearer realm="pisano", error="invalid_token"; Basic realm=api',
+    "code=13028&state=retry&design=x&signal=y",
+    "mail bob@example.com at 12:30@home, redis-master:6379, node 10.0.0.5:30004@31004 master, mailto:bob@bank.test",
+    "see https://gw.bank.test/v1 and \\u002F\\u002Fnote, a\\x2f\\x2fb@c",
 ])
 def test_what_is_not_a_secret_stays_as_it_was(text: str) -> None:
     assert mask_urls_in_text(text) == text
 
 
-ALL_CASES = JSON_ESCAPED + PERCENT_ENCODED + SCHEME_LESS + KEY_VALUE
+ALL_CASES = JSON_ESCAPED + PERCENT_ENCODED + SCHEME_LESS + KEY_VALUE + WORDS
 
 
 def test_log_lines_and_dead_letter_headers_go_through_the_same_masking() -> None:

@@ -1,0 +1,63 @@
+"""Which names hold a secret, and where a quoted value ends: shared by the masking of texts from
+elsewhere (secret_text, secret_headers, secret_commands) and of our own settings (secrets, settings).
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = "***"
+# Query parameter and librdkafka property names whose values are secret (`name=value`, where a
+# wide net has always been cast: `monkey=see` is masked too). `signature` is a signed URL's
+# (`X-Amz-Signature`, `X-Goog-Signature`, CloudFront's `Signature`): whoever holds the URL holds the
+# object until it expires.
+SECRET_NAME_HINTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "credential", "signature")
+# Names too short to be looked for inside others (`design`, `signal`): an Azure SAS signature.
+# Not `code` (an OAuth code lives minutes, and `code=13028` is Pisano's error code, a diagnostic).
+_SECRET_NAMES = frozenset({"sig"})
+# `name: value` and `"name": value` are everywhere in prose and JSON (`"keyword"`, `"author"`,
+# `Error: ...`): there only names whose last word is one of these, however written (`api_key`,
+# `X-Api-Key`, `accessToken`, `sasl.password`, `PWD`).
+_SECRET_LAST_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "apikey", "authorization"})
+_KEY_QUALIFIERS = frozenset({"api", "secret", "private", "signing"})  # `api_key`, `aws_secret_access_key`
+_WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
+# Where a credential may follow a word without a secret name before it (`Bearer`, `AUTH`), a word of
+# letters in one case, maybe capitalized, is prose (`bearer token expired`, `auth failed for`): a
+# password or token holds a digit or a sign, or letters of both cases (base64: `dXNlcjpwYXNz`).
+_PROSE = re.compile(r"[A-Z]?[a-z]+|[A-Z]+")
+
+# A quoted value, maybe Python bytes as a repr shows them (`b'pw'`: the `b` was taken for the value),
+# maybe escaped once or more (`\"pw\"` in a JSON string inside one).
+_QUOTE = re.compile(r"b?(?P<mark>\\{0,3}[\"'])")
+# A quoted value ends at the same quote not escaped once more; `\"` inside `"..."` does not end it.
+_CLOSING = {"\\" * n + c: re.compile(r"(?<!\\)" + re.escape("\\" * n + c)) for n in range(4) for c in "\"'"}
+
+
+def is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_NAMES or any(hint in lowered for hint in SECRET_NAME_HINTS)
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether `name` in `name: value` or `"name": value` holds a secret (see _SECRET_LAST_WORDS)."""
+    words = [word.lower() for word in _WORD_BREAK.split(name) if word]
+    if not words:
+        return False
+    return words[-1] in _SECRET_LAST_WORDS or (words[-1] == "key" and not _KEY_QUALIFIERS.isdisjoint(words))
+
+
+def is_prose(text: str, start: int = 0, end: int | None = None) -> bool:
+    return _PROSE.fullmatch(text, start, len(text) if end is None else end) is not None
+
+
+def quoted_span(text: str, start: int) -> tuple[int, int, int] | None:
+    """Where the inside of a value quoted at `start` starts and ends, and where what follows its
+    closing quote starts (None: not quoted there). One not closed runs to the end of the text: the
+    text was cut short, and the rest may be the secret."""
+    quote = _QUOTE.match(text, start)
+    if quote is None:
+        return None
+    closing = _CLOSING[quote.group("mark")].search(text, quote.end())
+    if closing is None:
+        return quote.end(), len(text), len(text)
+    return quote.end(), closing.start(), closing.end()
