@@ -3,9 +3,9 @@
 Modules log through `logging.getLogger(__name__)` with lazy `%` arguments and pass context
 (`topic`, `partition`, `offset`, `campaign`) in `extra`; the JSON formatter turns it into fields.
 Phone numbers are masked with `mask_phone` before they reach a log call, and tokens never do.
-Both formatters also pass the message and any traceback through `redact_text` (phones redacted,
-URL credentials masked): an exception's text (a mapper's, a library's, Pisano's) may quote a
-record or a URL, and no call site can be trusted to remember.
+Both formatters also pass the message, any traceback and every `extra` value but a plain number
+through `redact_text` (phones redacted, URL credentials masked): an exception's text (a mapper's, a
+library's, Pisano's) may quote a record or a URL, and no call site can be trusted to remember.
 """
 
 from __future__ import annotations
@@ -140,6 +140,16 @@ def mask_phone(phone: str) -> str:
     return phone[:keep_head] + "*" * (len(phone) - keep_head - 2) + phone[-2:]
 
 
+def _field(value: object) -> str | int | float | bool | None:
+    """An `extra` field fit for a log line. Its key is chosen by the code; its value may be a text
+    from outside (Pisano's message, an exception, a record's value), so any text, and the text of
+    any other object, is redacted like the message. Plain numbers stay numbers (offsets, counts:
+    a JSON number to query by); a subclass could write anything, so it is written as a text."""
+    if value is None or (isinstance(value, (int, float)) and type(value) in (int, float, bool)):
+        return value
+    return redact_text(value if type(value) is str else str(value))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -151,7 +161,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_") and key != "color_message":
-                out[key] = value
+                out[key] = _field(value)
         if record.exc_info:
             out["exc"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
@@ -160,7 +170,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {redact_text(record.getMessage())}"
-        context = [f"{key}={vars(record)[key]}" for key in CONTEXT_FIELDS if key in vars(record)]
+        context = [f"{key}={_field(vars(record)[key])}" for key in CONTEXT_FIELDS if key in vars(record)]
         if context:
             line += "  [" + " ".join(context) + "]"
         if record.exc_info:
