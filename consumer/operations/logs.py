@@ -56,12 +56,30 @@ _ESCAPED_AGAIN = {ord(char): "\\" + name for name, char in _NAMED_ESCAPES.items(
 _IPV4_WITH_PORT = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d):\d")
 
 
+# What an SRE traces a record by: an event's id (a UUID) and its time (an ISO-8601 timestamp). Their
+# digits read as a number (`2026-12-04T...` holds 8, a UUID's last group 12), so a text is first cut
+# at each whole one, kept as written, and the numbers are looked for in the pieces between: a number
+# next to one (`...Z 0532...`, `uuid=...;phone=...`) is masked there as anywhere else. Only whole
+# forms, word-bounded, no digit glued to either end: a date alone (`2026-12-04`, an 8-digit number
+# as it may be written) and a dotted address without a port (`532.123.45.67`) stay masked. A
+# timestamp's fields are checked (ASCII digits; year 19xx or 20xx, month, day, hour, minute,
+# second), and its fraction is 6 digits at most: 7 could be a number glued to the seconds
+# (`...:00.5321234`), so a longer one is left to the masking and the timestamp kept to the second.
+# Linear: a fixed form of at most 36 characters tried at each position.
+_HEX = "[0-9A-Fa-f]"
+_UUID = rf"(?<!\w){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}(?!\w)"
+_TIMESTAMP = (r"(?<!\w)(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt ](?:[01][0-9]|2[0-3])"
+              r":[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]{1,6}(?!\d))?)?(?:[Zz]|[+-][01][0-9]:?[0-5][0-9](?!\d))?(?!\d)")
+_TRACE_IDS = re.compile(f"{_TIMESTAMP}|{_UUID}")
+
+
 def redact_phones(text: str) -> str:
     """Mask anything in a text from outside (Pisano's error message, a mapper's exception) that
     could be a phone number: we cannot know what the text echoes back. Runs of 7 or more digits
     are masked whatever separates them, also percent-encoded (`to=0532%20123%2045%2067`, as a query
     Pisano or a proxy echoes writes it) or escaped (`'0532\\xa0123...'`, as a repr or JSON writes
-    it); shorter numbers (codes, counts, indexes) and IPv4 addresses with a port stay readable."""
+    it); shorter numbers (codes, counts, indexes), IPv4 addresses with a port, and whole ISO-8601
+    timestamps (a date and a time) and UUIDs stay readable."""
     return _redacted(text, DECODE_LEVELS)
 
 
@@ -76,6 +94,17 @@ def _redacted(text: str, levels: int) -> str:
 
 
 def _redacted_plain(text: str) -> str:
+    if "-" not in text:  # both trace ids hold one: most log lines are scanned once
+        return _masked_numbers(text)
+    parts: list[str] = []
+    done = 0
+    for kept in _TRACE_IDS.finditer(text):
+        parts += (_masked_numbers(text[done:kept.start()]), kept.group())
+        done = kept.end()
+    return "".join(parts) + _masked_numbers(text[done:]) if parts else _masked_numbers(text)
+
+
+def _masked_numbers(text: str) -> str:
     return _PHONE_LIKE.sub(lambda match: _masked_run(text, match), text)
 
 
