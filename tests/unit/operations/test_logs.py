@@ -76,3 +76,21 @@ def test_formatters_redact_the_extra_fields_whatever_the_call_site() -> None:
         12345678, 3, 1.5, None, True)
     assert fields["reason"] == "Invalid phone +90********67"
     assert "offset=12345678" in TextFormatter().format(record)
+
+
+def test_our_request_id_stays_readable_in_the_extra_fields() -> None:
+    """Found while auditing the call sites: the request id (`uuid.uuid4().hex`, passed in `extra`
+    so the message's redaction would not touch it) holds 7 digits in a row about a third of the
+    time, and redacting the fields masked it: no request could be traced by its id then. Only the
+    key it is logged under, and only in the form we make it, is kept whole."""
+    from consumer.operations.logs import JsonFormatter, TextFormatter
+
+    ours = "0123456789abcdef0123456789abcdef"
+    record = logging.LogRecord("t", logging.INFO, "", 0, "request answered", None, None)
+    record.__dict__.update({"request_id": ours, "reason": ours, "pisano_request_id": "05321234567"})
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        assert line.count(ours) == 1 and "5321234567" not in line, line
+    record.__dict__["request_id"] = "0532 123 45 67"
+    for formatter in (JsonFormatter(), TextFormatter()):
+        assert "123 45 67" not in formatter.format(record)
