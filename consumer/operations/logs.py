@@ -60,16 +60,22 @@ _IPV4_WITH_PORT = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?
 # digits read as a number (`2026-12-04T...` holds 8, a UUID's last group 12), so a text is first cut
 # at each whole one, kept as written, and the numbers are looked for in the pieces between: a number
 # next to one (`...Z 0532...`, `uuid=...;phone=...`) is masked there as anywhere else. Only whole
-# forms, word-bounded, no digit glued to either end: a date alone (`2026-12-04`, an 8-digit number
-# as it may be written) and a dotted address without a port (`532.123.45.67`) stay masked. A
+# forms, word-bounded: a date alone (`2026-12-04`, an 8-digit number as it may be written) and a
+# dotted address without a port (`532.123.45.67`) stay masked. Nor is one kept that a number runs
+# into (a digit, then at most 4 separators, at an end that is a digit): its digits could be that
+# number's (`+90 53 21234567-e89b-...`), so no phone-like run that is kept reaches outside it. A
 # timestamp's fields are checked (ASCII digits; year 19xx or 20xx, month, day, hour, minute,
-# second), and its fraction is 6 digits at most: 7 could be a number glued to the seconds
-# (`...:00.5321234`), so a longer one is left to the masking and the timestamp kept to the second.
-# Linear: a fixed form of at most 36 characters tried at each position.
+# second); its fraction has at most 9 digits (nanoseconds, as Java writes them; .NET writes 7):
+# a longer run after the seconds is masked with them, the time kept to the minute. Linear: a
+# fixed form of at most 36 characters tried at each position, and 5 characters around it.
 _HEX = "[0-9A-Fa-f]"
-_UUID = rf"(?<!\w){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}(?!\w)"
-_TIMESTAMP = (r"(?<!\w)(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt ](?:[01][0-9]|2[0-3])"
-              r":[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]{1,6}(?!\d))?)?(?:[Zz]|[+-][01][0-9]:?[0-5][0-9](?!\d))?(?!\d)")
+_NO_NUMBER_BEFORE = "".join(rf"(?<!\d{_SEPARATOR}{{{n}}})" for n in range(1, 5))
+_NO_NUMBER_AFTER = rf"(?!{_SEPARATOR}{{1,4}}\d)"
+_UUID = (rf"(?<!\w)(?:(?=[A-Fa-f])|{_NO_NUMBER_BEFORE}){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{11}}"
+         rf"(?:[A-Fa-f]|[0-9]{_NO_NUMBER_AFTER})(?!\w)")
+_TIMESTAMP = (rf"(?<!\w){_NO_NUMBER_BEFORE}(?:19|20)[0-9]{{2}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt ]"
+              r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]{1,9}(?!\d))?)?"
+              rf"(?:[Zz]|[+-][01][0-9]:?[0-5][0-9](?!\d))?(?!\d)(?:(?<=[Zz])|{_NO_NUMBER_AFTER})")
 _TRACE_IDS = re.compile(f"{_TIMESTAMP}|{_UUID}")
 
 
