@@ -3,9 +3,9 @@
 Modules log through `logging.getLogger(__name__)` with lazy `%` arguments and pass context
 (`topic`, `partition`, `offset`, `campaign`) in `extra`; the JSON formatter turns it into fields.
 Phone numbers are masked with `mask_phone` before they reach a log call, and tokens never do.
-Both formatters also pass the message and any traceback through `redact_text` (phones redacted,
-URL credentials masked): an exception's text (a mapper's, a library's, Pisano's) may quote a
-record or a URL, and no call site can be trusted to remember.
+Both formatters also pass the message, any traceback and every `extra` value but a plain number
+through `redact_text` (phones redacted, URL credentials masked): an exception's text (a mapper's, a
+library's, Pisano's) may quote a record or a URL, and no call site can be trusted to remember.
 """
 
 from __future__ import annotations
@@ -56,12 +56,42 @@ _ESCAPED_AGAIN = {ord(char): "\\" + name for name, char in _NAMED_ESCAPES.items(
 _IPV4_WITH_PORT = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d):\d")
 
 
+# What an SRE traces a record by: an event's id (a UUID) and its time (an ISO-8601 timestamp). Their
+# digits read as a number (`2026-12-04T...` holds 8, a UUID's last group 12), so a text is first cut
+# at each whole one, kept as written, and the numbers are looked for in the pieces between: a number
+# next to one (`...Z 0532...`, `uuid=...;phone=...`) is masked there as anywhere else. Only whole
+# forms, word-bounded: a date alone (`2026-12-04`, an 8-digit number as it may be written) and a
+# dotted address without a port (`532.123.45.67`) stay masked. Nor is one kept that a number runs
+# into (a digit, then at most 4 separators, at an end that is a digit): its digits could be that
+# number's (`+90 53 21234567-e89b-...`), so no phone-like run that is kept reaches outside it. A
+# timestamp's fields are checked (ASCII digits; year 19xx or 20xx, month, day, hour, minute,
+# second); its fraction has at most 9 digits (nanoseconds, as Java writes them; .NET writes 7):
+# a longer run after the seconds is masked with them, the time kept to the minute. Linear: a
+# fixed form of at most 36 characters tried at each position, and 5 characters around it.
+_HEX = "[0-9A-Fa-f]"
+_NO_NUMBER_BEFORE = "".join(rf"(?<!\d{_SEPARATOR}{{{n}}})" for n in range(1, 5))
+_NO_NUMBER_AFTER = rf"(?!{_SEPARATOR}{{1,4}}\d)"
+_UUID = (rf"(?<!\w)(?:(?=[A-Fa-f])|{_NO_NUMBER_BEFORE}){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{11}}"
+         rf"(?:[A-Fa-f]|[0-9]{_NO_NUMBER_AFTER})(?!\w)")
+_TIMESTAMP = (rf"(?<!\w){_NO_NUMBER_BEFORE}(?:19|20)[0-9]{{2}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt ]"
+              r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]{1,9}(?!\d))?)?"
+              rf"(?:[Zz]|[+-][01][0-9]:?[0-5][0-9](?!\d))?(?!\d)(?:(?<=[Zz])|{_NO_NUMBER_AFTER})")
+_TRACE_IDS = re.compile(f"{_TIMESTAMP}|{_UUID}")
+# Each holds this from its 4th (a timestamp, `6-12`) or 8th character (a UUID, `7-e8`) on: a text
+# without it (most, also `dead-lettering`) is not scanned for them, one with it from just before
+# it. The scan, lookbehinds tried at every position, costs about 90 ns a character, the search for
+# this about 3 (it starts with a class of characters, which the engine skips to).
+_TRACE_ID_HINT = re.compile(r"[0-9A-Fa-f]-[0-9A-Fa-f]{2}")
+_HINT_OFFSET = 7
+
+
 def redact_phones(text: str) -> str:
     """Mask anything in a text from outside (Pisano's error message, a mapper's exception) that
     could be a phone number: we cannot know what the text echoes back. Runs of 7 or more digits
     are masked whatever separates them, also percent-encoded (`to=0532%20123%2045%2067`, as a query
     Pisano or a proxy echoes writes it) or escaped (`'0532\\xa0123...'`, as a repr or JSON writes
-    it); shorter numbers (codes, counts, indexes) and IPv4 addresses with a port stay readable."""
+    it); shorter numbers (codes, counts, indexes), IPv4 addresses with a port, and whole ISO-8601
+    timestamps (a date and a time) and UUIDs stay readable."""
     return _redacted(text, DECODE_LEVELS)
 
 
@@ -76,6 +106,18 @@ def _redacted(text: str, levels: int) -> str:
 
 
 def _redacted_plain(text: str) -> str:
+    hint = _TRACE_ID_HINT.search(text)
+    if hint is None:
+        return _masked_numbers(text)
+    parts: list[str] = []
+    done = 0
+    for kept in _TRACE_IDS.finditer(text, max(0, hint.start() - _HINT_OFFSET)):
+        parts += (_masked_numbers(text[done:kept.start()]), kept.group())
+        done = kept.end()
+    return "".join(parts) + _masked_numbers(text[done:]) if parts else _masked_numbers(text)
+
+
+def _masked_numbers(text: str) -> str:
     return _PHONE_LIKE.sub(lambda match: _masked_run(text, match), text)
 
 
@@ -140,6 +182,24 @@ def mask_phone(phone: str) -> str:
     return phone[:keep_head] + "*" * (len(phone) - keep_head - 2) + phone[-2:]
 
 
+# Ids this consumer makes, by the key they are logged under, in the one form it makes them: not
+# text from outside, and kept whole so a request can be traced (a request id, `uuid4().hex`, holds
+# 7 digits in a row about a third of the time, which the redaction would mask).
+_OWN_IDS = {"request_id": re.compile(r"[0-9a-f]{32}")}
+
+
+def _field(key: str, value: object) -> str | int | float | bool | None:
+    """An `extra` field fit for a log line. Its key is chosen by the code; its value may be a text
+    from outside (Pisano's message, an exception, a record's value), so any text, and the text of
+    any other object, is redacted like the message. Plain numbers stay numbers (offsets, counts:
+    a JSON number to query by); a subclass could write anything, so it is written as a text."""
+    if value is None or (isinstance(value, (int, float)) and type(value) in (int, float, bool)):
+        return value
+    text = value if type(value) is str else str(value)
+    own = _OWN_IDS.get(key)
+    return text if own is not None and own.fullmatch(text) is not None else redact_text(text)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -151,7 +211,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_") and key != "color_message":
-                out[key] = value
+                out[key] = _field(key, value)
         if record.exc_info:
             out["exc"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
@@ -160,7 +220,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {redact_text(record.getMessage())}"
-        context = [f"{key}={vars(record)[key]}" for key in CONTEXT_FIELDS if key in vars(record)]
+        context = [f"{key}={_field(key, vars(record)[key])}" for key in CONTEXT_FIELDS if key in vars(record)]
         if context:
             line += "  [" + " ".join(context) + "]"
         if record.exc_info:

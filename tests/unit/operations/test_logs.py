@@ -45,3 +45,52 @@ def test_formatters_redact_phones_and_url_credentials_whatever_the_call_site() -
         line = formatter.format(record)
         for leaked in ("5321234567", "123.45.67", "pw-77", "pw-88"):
             assert leaked not in line, line
+
+
+class _Echo:
+    """A value whose text quotes a record (a Pisano message object, a record's value)."""
+
+    def __str__(self) -> str:
+        return "to=0532 123 45 67 via https://u:pw-99@host/x"
+
+
+def test_formatters_redact_the_extra_fields_whatever_the_call_site() -> None:
+    """Found in review: the JSON formatter wrote every `extra` field as given and the text one its
+    context fields, so a call site passing Pisano's message, an exception or a record value in
+    `extra` put phones and URL passwords in clear. Numbers stay JSON numbers (offsets, counts)."""
+    import json
+
+    from consumer.operations.logs import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord("t", logging.WARNING, "", 0, "dead-lettering", None, None)
+    record.__dict__.update({"reason": "Invalid phone +905321234567", "campaign": _Echo(),
+                            "detail": ["0532.123.45.67"], "topic": "redis://h/0?password=pw-88",
+                            "offset": 12345678, "partition": 3, "wait_ms": 1.5, "attempt": None, "sampled": True})
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        for leaked in ("5321234567", "532 123 45 67", "123.45.67", "pw-99", "pw-88"):
+            assert leaked not in line, line
+        assert "12345678" in line, line  # an offset is no phone: SREs look records up by it
+    fields = json.loads(JsonFormatter().format(record))
+    assert (fields["offset"], fields["partition"], fields["wait_ms"], fields["attempt"], fields["sampled"]) == (
+        12345678, 3, 1.5, None, True)
+    assert fields["reason"] == "Invalid phone +90********67"
+    assert "offset=12345678" in TextFormatter().format(record)
+
+
+def test_our_request_id_stays_readable_in_the_extra_fields() -> None:
+    """Found while auditing the call sites: the request id (`uuid.uuid4().hex`, passed in `extra`
+    so the message's redaction would not touch it) holds 7 digits in a row about a third of the
+    time, and redacting the fields masked it: no request could be traced by its id then. Only the
+    key it is logged under, and only in the form we make it, is kept whole."""
+    from consumer.operations.logs import JsonFormatter, TextFormatter
+
+    ours = "0123456789abcdef0123456789abcdef"
+    record = logging.LogRecord("t", logging.INFO, "", 0, "request answered", None, None)
+    record.__dict__.update({"request_id": ours, "reason": ours, "pisano_request_id": "05321234567"})
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        assert line.count(ours) == 1 and "5321234567" not in line, line
+    record.__dict__["request_id"] = "0532 123 45 67"
+    for formatter in (JsonFormatter(), TextFormatter()):
+        assert "123 45 67" not in formatter.format(record)

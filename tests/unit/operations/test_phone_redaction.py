@@ -180,13 +180,81 @@ def test_an_address_after_a_number_stays_readable(text: str) -> None:
     assert "10.0.0.5:6379" in shown and not _leaks("05321234567", shown)
 
 
+TIMESTAMPS = ["2026-12-04T21:00:00Z", "2026-12-04T21:00:00.123+03:00", "2026-12-04 21:00:00", "2026-12-04T21:00",
+              "2026-12-04T21:00:00.123456", "2026-12-04T21:00:00+0300", "2026-12-04T21:00:00-05:00",
+              "1999-01-31T00:00:59Z"]
+UUIDS = ["123e4567-e89b-12d3-a456-426614174000", "12345678-1234-1234-1234-123456789012",
+         "123E4567-E89B-12D3-A456-426614174000"]
+
+
+@pytest.mark.parametrize("kept", TIMESTAMPS + UUIDS)
+def test_timestamps_and_uuids_stay_readable(kept: str) -> None:
+    """Found in review: an event's id and time, what an SRE traces a record by, came out masked
+    (`2*****04T21:00:00Z`, `123e4567-e89b-12d3-a4************00`): their digits read as a number."""
+    for text in (kept, f"event {kept} failed", f'{{"id": "{kept}", "code": 13028}}', f"at={kept};",
+                 f"dead-lettering a-bc 1-23: {kept} and {kept}"):
+        assert redact_phones(text) == text
+
+
+@pytest.mark.parametrize("text", ["2026-12-04", "on 2026-12-04 at 21", "532.123.45.67", "0532.123.45.67",
+                                  "2026-12-04T2100", "2026-13-04T21:00:00Z", "2026-12-04T25:00:00Z",
+                                  "123e4567-e89b-12d3-a456-4266141740001", "123e4567-e89b-12d3-a456-42661417400",
+                                  "123e4567-e89b-12d3-a4561-426614174000", "1123e4567-e89b-12d3-a456-426614174000",
+                                  "123e4567-e89b-12d3-a456-426614174000a", "x123e4567-e89b-12d3-a456-426614174000",
+                                  "123e4567e89b12d3a456426614174000", "\u0662026-12-04T21:00:00Z",
+                                  "123e4567-e89b-12d3-a456-426614174000-12",
+                                  "1234-123e4567-e89b-12d3-a456-426614174000", "attempt 2 2026-12-04T21:00:00Z"])
+def test_a_bare_date_an_address_and_near_misses_stay_masked(text: str) -> None:
+    """A date alone is an 8-digit number as it may be written, and an IPv4 address without a port a
+    Turkish number (532.123.45.67); neither is kept, nor anything that is not a whole canonical UUID
+    or a whole timestamp with a time, nor one a number runs into (its digits could be the number's)."""
+    assert redact_phones(text) != text
+
+
+@pytest.mark.parametrize("text", [
+    "{ts} {n}", "{n} {ts}", "{ts}{n}", "2026-12-04T21:00:00+{n}", "2026-12-04T21:00:00.{n}",
+    "2026-12-04T21:00:00.{n7} {tail}",
+    "2026-12-04T{n}", "T{n}Z", "{ts}+90 541 987 65 03", "{ts}+90541\u00a0987\u00a06503", "uuid={uuid};phone={n}",
+    "{uuid}+9{n}", "{n}-{uuid}", "{n}{uuid}", "123e4567-e89b-12d3-a456-{n}", "123e4567-e89b-12d3-a456-4266{n}",
+    "abcdef{n}", "{n}abcdef", "e{n}-e89b", "{uuid} 0541 987 65 03", "{uuid}0541 987 65 03",
+    # A number running into one (a digit, then separators): its digits could be the number's.
+    "+90 54 19876503-e89b-12d3-a456-426614174000", "123e4567-e89b-12d3-a456-426605419876 503",
+    "2026-12-04T21:00:00.054198 76503", "2026-12-04T21:00:00+05:41 987 65 03",
+])
+def test_a_number_next_to_a_timestamp_or_uuid_is_still_masked(text: str) -> None:
+    """The exemption keeps a whole timestamp or UUID and nothing more: a number written next to
+    one, glued to it or with T or hex letters around it is masked as anywhere else."""
+    number = "05419876503"  # no six of its digits in a row in the timestamp or UUID around it
+    text = text.format(ts="2026-12-04T21:00:00Z", uuid="123e4567-e89b-12d3-a456-426614174000", n=number,
+                       n7=number[:7], tail=number[7:])
+    output = redact_phones(text)
+    assert not _leaks("90" + number[1:] if "+9" in text else number, output), (text, output)
+
+
+def test_a_fraction_of_more_than_nanoseconds_is_masked_with_the_seconds() -> None:
+    """Nanoseconds (Java) and ticks (.NET, 7 digits) are a timestamp's; a longer run after the
+    seconds could be a number's, and the seconds run into it."""
+    for kept in ("2026-12-04T21:00:00.123456789Z", "2026-12-04T21:00:00.1234567Z", "2026-12-04T21:00:00.5321234"):
+        assert redact_phones(f"at {kept}.") == f"at {kept}."
+    shown = redact_phones("at 2026-12-04T21:00:00.0532123456Z")
+    assert shown.startswith("at 2026-12-04T21:00:") and "5321234" not in shown
+
+
 @pytest.mark.parametrize("unit", ["1 ", "1+", "1.1.1.1 ", "1 1.1.1.1:1 ", "%20", "1%20", "%2B9", "0532%20123%20",
                                   "%2520", "%3", "a%2", "1\\xa0", "\\x0", "\\u20", "1\\u202f", "\\t1", "1\\",
-                                  "\\u12zz1"])
+                                  "\\u12zz1",
+                                  # The timestamp and UUID exemption: long digit and hyphen runs, near misses.
+                                  "1-", "-1", "12-", "2026-12-04T", "2026-12-04 ", "2026-12-04 21:00:",
+                                  "2026-12-04T21:00:00.",
+                                  " 2026-12-04T21:00:00.1234567", "2026-12-04T21:00:00Z ", "2026-12-04T21:00:00+03:0",
+                                  "123e4567-", "123e4567-e89b-12d3-a456-", "12345678-1234-1234-1234-12345678901",
+                                  " 123e4567-e89b-12d3-a456-426614174000", "abcdef12-", "1 2026-12-04T21:00:00 ",
+                                  "123e4567-e89b-12d3-a456-426614174000 1 ", "2026-12-04T21:00:00.1234567890 ", "a-bc"])
 def test_redaction_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
-    """Percent-encoded runs are decoded (up to three levels), backslash-escaped runs unescaped, and
-    an address is looked for inside a number: sixteen times the text still takes about sixteen
-    times as long (bound as in the masking's linearity test, tests/unit/config/test_secret_settings.py)."""
+    """Percent-encoded runs are decoded (up to three levels), backslash-escaped runs unescaped, an
+    address is looked for inside a number, and timestamps and UUIDs are cut out first: sixteen
+    times the text still takes about sixteen times as long (bound as in the masking's linearity
+    test, tests/unit/config/test_secret_settings.py)."""
     def best_of(runs: int, work: Callable[[], object]) -> float:
         best = float("inf")
         for _ in range(runs):
