@@ -325,3 +325,21 @@ def test_a_claim_the_former_build_lapsed_is_unknown_under_the_claim_attempt(make
     assert codes(a.claim(takeover, [ClaimRequest("e2", x, (replay,)), ClaimRequest("e3", None, (replay,))])) == "CC"
     a.settle(Settlement.RELEASED, takeover, ["e2", "e3"])
     assert a.state("e2") == f"u|{x}" and a.state("e3") is None
+
+
+def test_records_land_on_their_own_ids_across_many_buckets(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """Review probe (held): each bucket's call numbers its ids from 1, and a cluster sends one call
+    per bucket: a record (or its absence) must land on the id whose mark the claim replaced, for
+    replays mixed with plain copies, renewed, then released."""
+    (a,) = make_dedup()
+    x, replay = a.new_tag(), a.new_tag()
+    names = [f"e{i}" for i in range(600)]
+    a.claim(x, ids(*names))
+    a.settle(Settlement.UNKNOWN, x, names[::2])  # even: unknown under x; odd: free
+    a.settle(Settlement.RELEASED, x, names[1::2])
+    requests = [ClaimRequest(n, x if i % 3 else None) for i, n in enumerate(names)]  # every third plain
+    got = a.claim(replay, requests)
+    assert codes(got) == "".join("U" if i % 6 == 0 else "C" for i in range(600))
+    assert codes(a.claim(replay, requests)) == codes(got)  # renewed
+    a.settle(Settlement.RELEASED, replay, [n for n, s in zip(names, got, strict=True) if s is ClaimStatus.CLAIMED])
+    assert [a.state(n) for n in names] == [f"u|{x}" if i % 2 == 0 else None for i in range(600)]
