@@ -60,6 +60,10 @@ Origin = tuple[str, int, int]  # dlq.original.topic, .partition, .offset
 
 # Kafka's own rule for topic names.
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# How a replica of the build before claims recorded the mark they replaced (README, "Upgrading")
+# names a lapsed recorded claim: "<tag>|u|<the attempt it replaced>". The unknown fate is the
+# claim's own attempt, the tag, as this build names it (lua/claim.lua): a replay is signed for that.
+_FORMER_LAPSE = re.compile(r"([0-9a-f]{1,32}\|[0-9a-f]{1,32})\|u\|[0-9a-fu|-]{1,200}")
 MAX_NUMBER_DIGITS = 18
 CAMPAIGN_HEADER = "dlq.campaign.id"
 # e.g. in the messages that say what a campaign id looks like
@@ -154,6 +158,9 @@ def _parse(message: Any) -> DeadLetter | None:
     if own["dlq.reason"] not in REASONS:
         raise MalformedDeadLetter("dlq.reason is not a dead-letter reason")
     attempt = own.get(ATTEMPT_HEADER) or None
+    lapsed = _FORMER_LAPSE.fullmatch(attempt) if attempt is not None else None
+    if lapsed:
+        attempt = lapsed.group(1)
     if attempt is not None and not ATTEMPT_ID.fullmatch(attempt):
         raise MalformedDeadLetter(f"{ATTEMPT_HEADER} is not an attempt id")
     campaign = own.get(CAMPAIGN_HEADER) or None

@@ -37,6 +37,8 @@ from consumer.state.trip import Step
 _CLAIM_OVER = re.compile(r"c\|(.*?)\|u\|(.*)\|([0-9]+)", re.S)
 _CLAIM = re.compile(r"c\|(.*)\|([0-9]+)", re.S)
 _OWN_OVER = re.compile(r"u\|(.*)\|[0-9]+", re.S)
+# A recorded claim lapsed by a replica of the former build: "u|<tag>|u|<attempt>", the claim's tag first
+_LAPSED_RECORD = re.compile(r"u\|(.*?)\|u\|", re.S)
 
 
 def _parse_claim(value: str) -> tuple[str, str | None, int] | None:
@@ -106,7 +108,8 @@ class MemoryDedup:
                 elif value == "u":
                     attempt = LEGACY_ATTEMPT
                 elif value.startswith("u|"):
-                    attempt = value[2:]
+                    lapsed = _LAPSED_RECORD.match(value)  # as claim.lua: a former build's lapse of a recorded claim
+                    attempt = lapsed.group(1) if lapsed else value[2:]
                 else:
                     # As claim.lua's parse_claim: a malformed claim has no owner and time 0.
                     parsed = _parse_claim(value)

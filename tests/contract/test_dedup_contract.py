@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from consumer.sre.replay_signature import ATTEMPT_ID
 from consumer.state.dedup import LEGACY_ATTEMPT, ClaimRequest, ClaimStatus, RedisDedup, Settlement
 from consumer.state.dedup_layout import SLICES
 from consumer.state.memory import _CLAIM, _Entry
@@ -273,7 +274,9 @@ def test_a_recorded_claim_reads_right_on_a_replica_of_the_former_build(make_dedu
     """A rolling upgrade runs both builds together. The former one parses a claim with
     '^c|(.*)|(%d+)$' (memory's `_CLAIM`): a recorded claim still ends in its time, so it holds it
     within its lease; past it, it names the attempt `<owner>|<nonce>|u|<attempt>` and writes that
-    mark. This build reads such a mark as that attempt, and a replay naming it overrides exactly it."""
+    mark. This build reads such a mark as the claim's own attempt (review: the longer name is no
+    attempt id a dead-letter can carry), and a replay naming that overrides it (also read from
+    0.2.0's key: the old read path too)."""
     (a,) = make_dedup()
     x, replay = a.new_tag(), a.new_tag()
     misnamed = f"{replay}|u|{x}"  # as the former build names the claim below once lapsed
@@ -291,8 +294,52 @@ def test_a_recorded_claim_reads_right_on_a_replica_of_the_former_build(make_dedu
     old = _CLAIM.fullmatch(recorded)
     assert old and abs(int(old.group(2)) - before) < 5_000
     found = a.claim(a.new_tag(), ids("e2"))
-    assert codes(found) == "U" and found.attempts == [misnamed]
+    assert codes(found) == "U" and found.attempts == [replay]
     again = a.new_tag()
-    assert codes(a.claim(again, ids("e2", replay_of=misnamed))) == "C"
+    assert codes(a.claim(again, ids("e2", replay_of=replay))) == "C"
     a.settle(Settlement.RELEASED, again, ["e2"])
-    assert a.state("e2") == f"u|{misnamed}"
+    assert a.state("e2") == f"u|{replay}"
+
+
+def test_a_claim_the_former_build_lapsed_is_unknown_under_the_claim_attempt(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """Found in review: a replica of the former build lapses a recorded claim `c|<R>|u|<X>|<ms>`
+    into `u|<R>|u|<X>` (its '^c|(.*)|(%d+)$' takes the record into the name: seen running its
+    scripts, e3a6d14, against this build's values). This build read that mark as attempt
+    `<R>|u|<X>`: a copy's ambiguous dead-letter carried it as dlq.attempt.id, which is no attempt id
+    (`ATTEMPT_ID`), so the replay tool refused the record as malformed and could never replay it;
+    and the replica that gave R up could not take the mark over. The unknown fate is R's request's,
+    as when this build lapses the same claim (`u|<R>`)."""
+    (a,) = make_dedup()
+    x, replay = a.new_tag(), a.new_tag()
+    lapsed = f"{replay}|u|{x}"
+    a.settle(Settlement.UNKNOWN, lapsed, ["e1", "e2", "e3"])  # the very mark the former build writes
+    assert a.state("e1") == f"u|{lapsed}"
+    found = a.claim(a.new_tag(), ids("e1", "e2", "e3"))
+    assert codes(found) == "UUU" and found.attempts == [replay] * 3
+    assert ATTEMPT_ID.fullmatch(found.attempts[0])
+    again = a.new_tag()  # a signed replay of that dead-letter
+    assert codes(a.claim(again, ids("e1", replay_of=replay))) == "C"
+    a.settle(Settlement.RELEASED, again, ["e1"])
+    assert a.state("e1") == f"u|{replay}"
+    takeover = a.new_tag()  # R's own replica, which gave R's claim up unsent
+    assert codes(a.claim(takeover, [ClaimRequest("e2", x, (replay,)), ClaimRequest("e3", None, (replay,))])) == "CC"
+    a.settle(Settlement.RELEASED, takeover, ["e2", "e3"])
+    assert a.state("e2") == f"u|{x}" and a.state("e3") is None
+
+
+def test_records_land_on_their_own_ids_across_many_buckets(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    """Review probe (held): each bucket's call numbers its ids from 1, and a cluster sends one call
+    per bucket: a record (or its absence) must land on the id whose mark the claim replaced, for
+    replays mixed with plain copies, renewed, then released."""
+    (a,) = make_dedup()
+    x, replay = a.new_tag(), a.new_tag()
+    names = [f"e{i}" for i in range(600)]
+    a.claim(x, ids(*names))
+    a.settle(Settlement.UNKNOWN, x, names[::2])  # even: unknown under x; odd: free
+    a.settle(Settlement.RELEASED, x, names[1::2])
+    requests = [ClaimRequest(n, x if i % 3 else None) for i, n in enumerate(names)]  # every third plain
+    got = a.claim(replay, requests)
+    assert codes(got) == "".join("U" if i % 6 == 0 else "C" for i in range(600))
+    assert codes(a.claim(replay, requests)) == codes(got)  # renewed
+    a.settle(Settlement.RELEASED, replay, [n for n, s in zip(names, got, strict=True) if s is ClaimStatus.CLAIMED])
+    assert [a.state(n) for n in names] == [f"u|{x}" if i % 2 == 0 else None for i in range(600)]

@@ -162,7 +162,11 @@ for g = 1, groups do
     elseif value == 'u' then
       attempt = '-'
     elseif sub(value, 1, 2) == 'u|' then
-      attempt = sub(value, 3)
+      -- The claim's own attempt even where a replica of the former build (before claims recorded
+      -- what they replaced) lapsed a recorded claim into "u|<owner>|<nonce>|u|<attempt>": this
+      -- build names that lapse "u|<owner>|<nonce>", and only a tag (hex, no "|u|") is an attempt a
+      -- dead-letter can carry, a replay can be signed for, and a takeover can name.
+      attempt = string.match(value, '^u|(.-)|u|') or sub(value, 3)
     else
       local owner_tag, owner_over, claimed_at = parse_claim(value)
       if owner_tag and gave_up(earlier[j], owner_tag) then

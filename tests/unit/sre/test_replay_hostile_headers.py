@@ -228,3 +228,13 @@ def test_replay_verifier_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert verifier.replay("transactions", b"k", b"v", headers).count == 1
     assert "fleet-replay-key" not in repr(verifier)
     assert ReplayVerifier.from_settings(Settings()).replay("transactions", b"k", b"v", headers).count == 0
+
+
+def test_an_attempt_a_former_build_replica_named_with_a_claim_record_is_read_as_the_claim() -> None:
+    """Found in review: a replica of the build before claims recorded the mark they replaced names
+    a lapsed recorded claim `<R>|u|<X>` (README, Upgrading); such a dead-letter was refused as
+    malformed, so no replay of it could ever be signed. Its attempt is R, as this build names it."""
+    letter = parse_dead_letter(with_header("dlq.attempt.id", f"{ATTEMPT}|u|fedcba987654|01234567".encode()))
+    assert letter is not None and letter.attempt_id == ATTEMPT
+    with pytest.raises(MalformedDeadLetter, match="not an attempt id"):
+        parse_dead_letter(with_header("dlq.attempt.id", f"{ATTEMPT}|u|x\nforged".encode()))
