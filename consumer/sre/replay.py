@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -206,34 +206,59 @@ class _Publisher:
         self.producer = producer
         self.signing_key = signing_key
         self.failure: KafkaError | None = None
-        self._suspects: list[tuple[str, DeadLetter]] = []  # refused in a batch: sent again alone
+        self._suspects: deque[tuple[str, DeadLetter]] = deque()  # refused in a batch: sent again alone
         self._refused: list[Refusal] = []
+        # Records published whose fate is not known yet: counted down only by a report that
+        # settles one (acknowledged, or refused alone). A checkpoint commits only at zero, so a
+        # report lost to Ctrl-C (KeyboardInterrupt raised inside its callback, which librdkafka
+        # counts as delivered) or a suspect never sent again can never pass for an acknowledgement.
+        self._unsettled = 0
 
     def publish(self, topic: str, letter: DeadLetter, alone: bool = False) -> None:
         def delivered(error: KafkaError | None, _message: Any) -> None:
             if error is None:
-                return
-            if error.code() not in RECORD_ERRORS:
+                self._unsettled -= 1
+            elif error.code() not in RECORD_ERRORS:
                 if self.failure is None:
                     self.failure = error
             elif alone:
                 self._refused.append(Refusal(letter, topic, error.name()))
+                self._unsettled -= 1
             else:
                 self._suspects.append((topic, letter))
 
-        produce_waiting(self.producer, topic, key=letter.key, value=letter.value,
-                        headers=replay_headers(letter, self.signing_key, topic), on_delivery=delivered)
+        if not alone:  # sent again alone, it is still the one record awaited
+            self._unsettled += 1
+        try:
+            produce_waiting(self.producer, topic, key=letter.key, value=letter.value,
+                            headers=replay_headers(letter, self.signing_key, topic), on_delivery=delivered)
+        except KafkaException as exc:
+            # The client judges a record over its own message.max.bytes in produce() itself, alone:
+            # a refusal like the broker's, or every run would stop on that record.
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or error.code() not in RECORD_ERRORS:
+                raise ReplayError(f"Kafka refused a re-published record ({kafka_error_text(exc)}); positions after "
+                                  "the last checkpoint were not committed: fix the cause (topic, ACLs, "
+                                  "the kafka: settings), then run again") from exc
+            self._refused.append(Refusal(letter, topic, error.name()))
+            self._unsettled -= 1
+            return
         self.producer.poll(0)
 
     def wait_acknowledged(self) -> list[Refusal]:
         """Wait for every delivery report; the records Kafka refused for themselves, or ReplayError."""
         self._flush()
         while self._suspects:
-            suspects, self._suspects = self._suspects, []
-            for topic, letter in suspects:
-                # Nothing else in flight: its batch holds it alone.
-                self.publish(topic, letter, alone=True)
-                self._flush()
+            # Taken off the list one at a time: after a Ctrl-C here, the checkpoint of the
+            # interrupt handler sends the rest again instead of forgetting them.
+            topic, letter = self._suspects.popleft()
+            # Nothing else in flight: its batch holds it alone.
+            self.publish(topic, letter, alone=True)
+            self._flush()
+        if self._unsettled:
+            raise ReplayError(f"no delivery report for {self._unsettled} re-published record(s) (interrupted?); "
+                              "positions after the last checkpoint were not committed: run again (it resumes; "
+                              "the consumers skip what was delivered)")
         refused, self._refused = self._refused, []
         return refused
 
