@@ -30,9 +30,18 @@ from consumer.plain_number import plain_number
 from consumer.sre.dlq_read import Filters, TopicError
 from consumer.sre.dlq_stats import collect_stats
 from consumer.sre.record_text import shown, shown_id
-from consumer.sre.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
+from consumer.sre.replay import (
+    ReplayError,
+    ReplayInterrupted,
+    ReplayPlan,
+    ReplaySummary,
+    Verdict,
+    default_group,
+    run_replay,
+)
 
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
 PLAIN_PROGRESS_INTERVAL_S = 5.0
 BAR_REDRAW_S = 0.1
 
@@ -75,6 +84,7 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+            self._bar = None
 
 
 def _quiet_kafka_logs(settings: Settings) -> None:
@@ -141,11 +151,32 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
         summary = run_replay(settings, plan, progress)
     except TopicError as exc:
         fail(str(exc), EXIT_CONFIG)
+    except ReplayInterrupted as exc:
+        progress.close()
+        _print_replay(plan, exc.summary)
+        fail(_interrupted(plan, exc.summary), EXIT_INTERRUPTED)
     except ReplayError as exc:
         fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        # Before the read began, or a second Ctrl-C while the interrupt's checkpoint waited for Kafka.
+        fail("interrupted; positions after the last checkpoint were not committed: run the same command "
+             "again" + _resume_hint(plan) + " (the consumers skip what was delivered)", EXIT_INTERRUPTED)
     finally:
         progress.close()
     _print_replay(plan, summary)
+
+
+def _resume_hint(plan: ReplayPlan) -> str:
+    # --from-beginning would start over rather than resume.
+    return " without --from-beginning to resume" if plan.from_beginning else " to resume"
+
+
+def _interrupted(plan: ReplayPlan, summary: ReplaySummary) -> str:
+    if plan.dry_run:
+        return "interrupted: a dry run publishes and commits nothing; run it again for the whole count"
+    kept = (f"what Kafka acknowledged is committed for group {plan.group}" if summary.committed
+            else "nothing was committed")
+    return f"interrupted after {summary.read:,} record(s) read: {kept}; run the same command again{_resume_hint(plan)}"
 
 
 def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:

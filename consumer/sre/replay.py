@@ -74,6 +74,15 @@ class ReplayError(PisanoSmsError):
     and a new run resumes from there."""
 
 
+class ReplayInterrupted(ReplayError):
+    """Ctrl-C: what Kafka acknowledged before it was committed (`summary.committed`); `summary`
+    holds the counts so far, so the operator learns what happened instead of a bare "Aborted!"."""
+
+    def __init__(self, summary: ReplaySummary) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+
+
 class Verdict(StrEnum):
     FOREIGN = "foreign"  # not written by pisano-sms
     UNMATCHED = "unmatched"  # outside the filters
@@ -347,10 +356,12 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                 checkpoint()
                 next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
         checkpoint()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Keep what was acknowledged: the next run starts after it instead of re-publishing it.
+        # A second Ctrl-C during this checkpoint goes through as KeyboardInterrupt: nothing more
+        # is committed.
         checkpoint()
-        raise
+        raise ReplayInterrupted(summary) from exc
     finally:
         consumer.close()
     log.info("replay of %s done: %d read, %d replayed", plan.source_topic, summary.read, summary.replayed,

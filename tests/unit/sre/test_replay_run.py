@@ -1,0 +1,52 @@
+"""`run_replay` and the `replay` command end to end on an in-memory DLQ (tests/unit/sre/fake_dlq.py)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from consumer.cli import main
+from consumer.config.settings import Settings
+from consumer.sre.dlq_read import Filters
+from consumer.sre.replay import ReplayPlan, run_replay
+from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, install
+from tests.unit.sre.test_dlq_filters import TOKEN_FAILURE, dead_lettered
+
+
+def dlq_records(count: int) -> list[DlqMessage]:
+    out = []
+    for n in range(count):
+        source = dead_lettered(TOKEN_FAILURE, offset=100 + n)
+        out.append(DlqMessage(source.headers(), topic=DLQ, partition=0, offset=n, key=f"evt-{n}".encode()))
+    return out
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAFKA_TOPICS", "transactions")
+
+
+def test_a_run_publishes_each_origin_once_and_commits_behind_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    records = dlq_records(2)
+    records.append(DlqMessage(records[0].headers(), topic=DLQ, partition=0, offset=2))  # dead-lettered twice
+    cluster = Cluster(records)
+    install(monkeypatch, cluster)
+    summary = run_replay(Settings(kafka_topics=["transactions"]), ReplayPlan(DLQ, "g", Filters()))
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-0", b"evt-1"]
+    assert (summary.replayed, summary.read, cluster.committed["g"]) == (2, 3, 3)
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(monkeypatch: pytest.MonkeyPatch, env: None) -> None:
+    def operator(offset: int) -> None:
+        if offset == 2:
+            raise KeyboardInterrupt
+
+    cluster = Cluster(dlq_records(4), on_read=operator)
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert len(cluster.published) == 2 and cluster.committed["g"] == 2  # what was acknowledged is kept
+    assert result.exit_code == 130, result.output
+    assert "replayed" in result.output and "2" in result.output  # the counts so far
+    assert "interrupted" in result.output and "run the same command again" in result.output
