@@ -196,7 +196,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
         ("refused: value omitted", summary.verdicts[Verdict.VALUE_OMITTED],
          "the DLQ kept only the headers (too large): re-send from the source, dlq.original.*"),
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
-         "dlq.original.topic is not in KAFKA_TOPICS: check the record; --to-topic if it is right"
+         "dlq.original.topic is not in KAFKA_TOPICS: check the record; if its topic is wrong, replay its time "
+         "range (--since/--until) with --to-topic and a new --group (this group's position is past it)"
          + (f" ({_top(summary.not_consumer_topics)})" if summary.not_consumer_topics else "")),
         ("refused: by Kafka", summary.verdicts[Verdict.REFUSED_BY_KAFKA],
          "Kafka refused them, each sent alone (e.g. larger than the topic's max.message.bytes): fix the topic, "

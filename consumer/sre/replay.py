@@ -46,7 +46,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 
 from consumer.config.settings import Settings
-from consumer.errors import PisanoSmsError
+from consumer.errors import ConfigError, PisanoSmsError
 from consumer.ingest.kafka import make_consumer, make_producer, produce_waiting
 from consumer.outcomes.deadletter import REPLAYS_HEADER
 from consumer.sre.dlq_read import (
@@ -288,6 +288,11 @@ def run_replay(settings: Settings, plan: ReplayPlan,
     missing or Kafka unreachable, ReplayError when publishing or committing fails part-way."""
     signing_key = settings.replay_key()  # a ConfigError before anything is read
     consumer_topics = frozenset(settings.kafka_topics)
+    if not consumer_topics and plan.to_topic is None:
+        # Every record would be refused as "other topic" and the group's position committed past
+        # them all: the run the operator makes next, with the same filters, would find nothing.
+        raise ConfigError("KAFKA_TOPICS is not set: replay re-publishes only to the consumers' topics; set it as "
+                          "the fleet has it, or name the target with --to-topic")
     consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
     producer = None if plan.dry_run else make_producer(settings)
     publisher = _Publisher(producer, signing_key) if producer is not None else None

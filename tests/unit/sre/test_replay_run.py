@@ -50,3 +50,35 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(monkeypatch: pytest.MonkeyP
     assert result.exit_code == 130, result.output
     assert "replayed" in result.output and "2" in result.output  # the counts so far
     assert "interrupted" in result.output and "run the same command again" in result.output
+
+
+def test_without_kafka_topics_or_to_topic_nothing_is_read_or_committed(monkeypatch: pytest.MonkeyPatch,
+                                                                        env: None) -> None:
+    # Found in review: every record was refused as `other topic` and the group's position committed
+    # past them all, so the run the summary advised (`--to-topic`, same filters, so same group)
+    # then read nothing.
+    monkeypatch.delenv("KAFKA_TOPICS")
+    cluster = Cluster(dlq_records(3))
+    install(monkeypatch, cluster)
+    for dry_run in ([], ["--dry-run"]):
+        result = CliRunner().invoke(main, ["replay", "--error-code", "13001", *dry_run])
+        assert result.exit_code == 2, result.output
+        assert "KAFKA_TOPICS" in result.output and "--to-topic" in result.output
+    assert cluster.committed == {} and cluster.published == []
+    result = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions"])
+    assert result.exit_code == 0, result.output
+    assert len(cluster.published) == 3
+
+
+def test_records_refused_for_their_topic_are_replayable_as_the_summary_says(monkeypatch: pytest.MonkeyPatch,
+                                                                              env: None) -> None:
+    monkeypatch.setenv("KAFKA_TOPICS", "payments")  # the DLQ's records came from `transactions`
+    cluster = Cluster(dlq_records(3))
+    install(monkeypatch, cluster)
+    first = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
+    assert first.exit_code == 0 and "refused: other topic" in first.output
+    line = next(text for text in first.output.splitlines() if "refused: other topic" in text)
+    assert "--to-topic" in line and "--group" in line  # the position is past them: a new group
+    again = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions",
+                                      "--group", "pisano-sms-replay-retarget"])
+    assert again.exit_code == 0 and len(cluster.published) == 3
