@@ -166,6 +166,13 @@ def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
     if header is None:
         raise click.UsageError("the file is empty; expected a header with phone and/or external_id")
     names = [name.strip().lower() for name in header]
+    for kind in ("phone", "external_id"):
+        columns = [str(n) for n, name in enumerate(names, 1) if name == kind]
+        if len(columns) > 1:
+            # Reading the first alone would leave the others' customers off the list, unnoticed.
+            raise click.UsageError(f"the header names `{kind}` twice (columns {', '.join(columns)}): one column "
+                                   f"per kind; put the other numbers in rows of their own, or import each column "
+                                   f"as a file of its own")
     phone_at = names.index("phone") if "phone" in names else None
     external_at = names.index("external_id") if "external_id" in names else None
     if phone_at is None and external_at is None:

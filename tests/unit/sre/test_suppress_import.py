@@ -127,3 +127,13 @@ def test_the_import_command_says_where_it_stopped_and_what_is_on_the_list(
             "limit (131072))") in " ".join(result.output.split())
     assert "The entries of line 2 are on the list; nothing from line 3 on was read" in result.output
     assert store.size() == 1
+
+
+@pytest.mark.parametrize("header", ["phone,name,phone", "Phone,external_id, PHONE", "external_id,phone,external_id"])
+def test_a_header_naming_a_column_twice_is_refused_not_half_imported(header: str) -> None:
+    # Found in review: only the first `phone` column was read, the second (a customer's other
+    # number) silently left off the list, and those customers surveyed.
+    store = MemoryOptOutList()
+    with pytest.raises(click.UsageError, match="twice"):
+        import_csv(io.StringIO(f"{header}\n+905321234567,x,+905321234568\n"), HASHER, store)
+    assert store.size() == 0
