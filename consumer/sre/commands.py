@@ -213,6 +213,14 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
                           ("by reason", summary.by_reason)):
         if counter:
             click.echo(f"  {name:<24}" + ", ".join(f"{shown_id(key)} {n:,}" for key, n in counter.most_common()))
+    if summary.read == 0 and summary.behind:
+        # The group is a hash of the filters alone: a run to a wrong --to-topic moved it too.
+        click.echo(f"  nothing new for group {plan.group}: its position is past the {summary.behind:,} record(s) "
+                   "an earlier run with these filters read (whatever its --to-topic); --from-beginning or a new "
+                   "--group reads them again")
+    elif summary.read and not summary.matched:
+        click.echo("  no record matched the filters: `pisano-sms dlq stats` shows the codes, reasons and campaigns "
+                   "in the topic")
     if summary.stale:
         click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S: the consumers may "
                     "no longer know whether those events were delivered, and would send them", fg="yellow")

@@ -157,6 +157,7 @@ class ReplaySummary:
     by_reason: Counter[str] = field(default_factory=Counter)
     by_target: Counter[str] = field(default_factory=Counter)
     stale: int = 0
+    behind: int = 0  # records of the DLQ before the group's position, not read by this run
     committed: bool = False
     limit_reached: bool = False
     signed: bool = False  # the re-published records carry a replay signature
@@ -321,6 +322,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
 
     try:
         reader.open()
+        summary.behind = reader.behind
         if plan.to_topic:
             _check_target(consumer, plan.to_topic, settings, known_targets)
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S

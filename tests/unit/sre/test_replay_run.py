@@ -82,3 +82,16 @@ def test_records_refused_for_their_topic_are_replayable_as_the_summary_says(monk
     again = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions",
                                       "--group", "pisano-sms-replay-retarget"])
     assert again.exit_code == 0 and len(cluster.published) == 3
+
+
+def test_a_run_that_finds_nothing_says_why_and_what_to_do(monkeypatch: pytest.MonkeyPatch, env: None) -> None:
+    cluster = Cluster(dlq_records(3))
+    install(monkeypatch, cluster)
+    unmatched = CliRunner().invoke(main, ["replay", "--error-code", "13034"])
+    assert unmatched.exit_code == 0 and "no record matched the filters" in unmatched.output
+    assert "dlq stats" in unmatched.output
+    # A first run to the wrong --to-topic moved the group (a hash of the filters only) past them.
+    CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions"])
+    again = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
+    assert again.exit_code == 0, again.output
+    assert "3 record(s)" in again.output and "--from-beginning" in again.output and "--group" in again.output
