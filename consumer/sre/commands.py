@@ -224,6 +224,12 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
     if summary.stale:
         click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S: the consumers may "
                     "no longer know whether those events were delivered, and would send them", fg="yellow")
+    if summary.by_reason.get("stale"):
+        # The replay is a new record: the consumers' stale guard reads its new time and lets it by.
+        click.secho(f"  warning: {summary.by_reason['stale']:,} of these are `stale` dead-letters: replayed, their "
+                    "events are sent even if they were delivered longer ago than DEDUP_HORIZON_S; replay them "
+                    "only if Pisano shows they were never delivered (--reason names the reasons to replay)",
+                    fg="yellow")
     if not summary.signed and summary.replayed:
         click.secho("  warning: REPLAY_SIGNING_KEY is not set: these records carry no replay signature, and "
                     "consumers that check signatures treat them as fresh records (an event of unknown fate "

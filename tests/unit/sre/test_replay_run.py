@@ -95,3 +95,20 @@ def test_a_run_that_finds_nothing_says_why_and_what_to_do(monkeypatch: pytest.Mo
     again = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
     assert again.exit_code == 0, again.output
     assert "3 record(s)" in again.output and "--from-beginning" in again.output and "--group" in again.output
+
+
+def test_a_replay_holding_stale_dead_letters_warns_before_anything_is_sent(monkeypatch: pytest.MonkeyPatch,
+                                                                           env: None) -> None:
+    # A replay is a new record: its Kafka timestamp is new, so the consumers' stale guard no longer
+    # stops an event whose delivered mark may have expired. `replay` with no --reason takes them.
+    from consumer.outcomes.deadletter import Failure
+
+    stale = dead_lettered(Failure("stale", "older than the dedup horizon"), offset=7)
+    cluster = Cluster([*dlq_records(1), DlqMessage(stale.headers(), topic=DLQ, partition=0, offset=1)])
+    install(monkeypatch, cluster)
+    dry = CliRunner().invoke(main, ["replay", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    warning = next(line for line in dry.output.splitlines() if "stale" in line and "warning" in line)
+    assert "1 " in warning and "never delivered" in warning
+    others = CliRunner().invoke(main, ["replay", "--dry-run", "--error-code", "13001"])
+    assert not any("warning" in line and "stale" in line for line in others.output.splitlines())
