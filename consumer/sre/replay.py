@@ -294,6 +294,11 @@ def run_replay(settings: Settings, plan: ReplayPlan,
         # them all: the run the operator makes next, with the same filters, would find nothing.
         raise ConfigError("KAFKA_TOPICS is not set: replay re-publishes only to the consumers' topics; set it as "
                           "the fleet has it, or name the target with --to-topic")
+    # Raw events (phones in clear) must not land among the receipts auditors read, nor in a DLQ
+    # as records of no one; and either slip would move the group's position past the dead-letters.
+    if plan.to_topic is not None and plan.to_topic in {plan.source_topic, settings.dlq_topic, settings.outcome_topic}:
+        raise ConfigError(f"--to-topic {plan.to_topic} is the dead-letter or receipt topic (DLQ_TOPIC, --from-topic, "
+                          "OUTCOME_TOPIC); name the topic the consumers read the events from")
     consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
     producer = None if plan.dry_run else make_producer(settings)
     publisher = _Publisher(producer, signing_key) if producer is not None else None

@@ -23,7 +23,8 @@ def dlq_records(count: int) -> list[DlqMessage]:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC"):
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC",
+                 "OUTCOME_TOPIC"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KAFKA_TOPICS", "transactions")
 
@@ -112,3 +113,18 @@ def test_a_replay_holding_stale_dead_letters_warns_before_anything_is_sent(monke
     assert "1 " in warning and "never delivered" in warning
     others = CliRunner().invoke(main, ["replay", "--dry-run", "--error-code", "13001"])
     assert not any("warning" in line and "stale" in line for line in others.output.splitlines())
+
+
+@pytest.mark.parametrize("target", [DLQ, "pisano-sms.receipts"])
+def test_a_target_that_is_the_dead_letter_or_receipt_topic_is_refused(monkeypatch: pytest.MonkeyPatch, env: None,
+                                                                       target: str) -> None:
+    # An operator's slip: raw events (phones in clear) in the receipts auditors read, or in the DLQ
+    # as records of no one; and the group's position moved past the dead-letters either way.
+    monkeypatch.setenv("OUTCOME_TOPIC", "pisano-sms.receipts")
+    monkeypatch.setenv("OUTCOME_PHONE_SALT", "salt-for-this-test-0123456789abcdef")
+    cluster = Cluster(dlq_records(2), topics={DLQ, "transactions", "pisano-sms.receipts"})
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--to-topic", target])
+    assert result.exit_code == 2, result.output
+    assert f"--to-topic {target}" in result.output
+    assert cluster.published == [] and cluster.committed == {}
