@@ -192,7 +192,9 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
         (would, summary.replayed, f"to {targets}" if targets else ""),
         ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE], "same origin as a record replayed in this run"),
         ("refused: max replays", summary.verdicts[Verdict.OVER_MAX_REPLAYS],
-         f"replayed {plan.max_replays} times already (--max-replays): find out why they keep failing"),
+         f"replayed {plan.max_replays} times already (--max-replays): find out why they keep failing; to replay "
+         "them still, a higher --max-replays with their time range and a new --group (this group's position is "
+         "past them)"),
         ("refused: value omitted", summary.verdicts[Verdict.VALUE_OMITTED],
          "the DLQ kept only the headers (too large): re-send from the source, dlq.original.*"),
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],

@@ -128,3 +128,17 @@ def test_a_target_that_is_the_dead_letter_or_receipt_topic_is_refused(monkeypatc
     assert result.exit_code == 2, result.output
     assert f"--to-topic {target}" in result.output
     assert cluster.published == [] and cluster.committed == {}
+
+
+def test_records_refused_at_max_replays_are_replayable_as_the_summary_says(monkeypatch: pytest.MonkeyPatch,
+                                                                           env: None) -> None:
+    records = [DlqMessage([(k, b"3" if k == "dlq.replays" else v) for k, v in message.headers() or []],
+                          topic=DLQ, partition=0, offset=n)  # replayed three times already
+               for n, message in enumerate(dlq_records(2))]
+    cluster = Cluster(records)
+    install(monkeypatch, cluster)
+    first = CliRunner().invoke(main, ["replay"])
+    line = next(text for text in first.output.splitlines() if "refused: max replays" in text)
+    assert " 2 " in line and "--max-replays" in line and "--group" in line  # the position is past them
+    again = CliRunner().invoke(main, ["replay", "--max-replays", "4", "--group", "pisano-sms-replay-more"])
+    assert again.exit_code == 0 and len(cluster.published) == 2
