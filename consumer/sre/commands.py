@@ -30,9 +30,18 @@ from consumer.plain_number import plain_number
 from consumer.sre.dlq_read import Filters, TopicError
 from consumer.sre.dlq_stats import collect_stats
 from consumer.sre.record_text import shown, shown_id
-from consumer.sre.replay import ReplayError, ReplayPlan, ReplaySummary, Verdict, default_group, run_replay
+from consumer.sre.replay import (
+    ReplayError,
+    ReplayInterrupted,
+    ReplayPlan,
+    ReplaySummary,
+    Verdict,
+    default_group,
+    run_replay,
+)
 
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
 PLAIN_PROGRESS_INTERVAL_S = 5.0
 BAR_REDRAW_S = 0.1
 
@@ -75,6 +84,7 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+            self._bar = None
 
 
 def _quiet_kafka_logs(settings: Settings) -> None:
@@ -141,11 +151,32 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
         summary = run_replay(settings, plan, progress)
     except TopicError as exc:
         fail(str(exc), EXIT_CONFIG)
+    except ReplayInterrupted as exc:
+        progress.close()
+        _print_replay(plan, exc.summary)
+        fail(_interrupted(plan, exc.summary), EXIT_INTERRUPTED)
     except ReplayError as exc:
         fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        # Before the read began, or a second Ctrl-C while the interrupt's checkpoint waited for Kafka.
+        fail("interrupted; positions after the last checkpoint were not committed: run the same command "
+             "again" + _resume_hint(plan) + " (the consumers skip what was delivered)", EXIT_INTERRUPTED)
     finally:
         progress.close()
     _print_replay(plan, summary)
+
+
+def _resume_hint(plan: ReplayPlan) -> str:
+    # --from-beginning would start over rather than resume.
+    return " without --from-beginning to resume" if plan.from_beginning else " to resume"
+
+
+def _interrupted(plan: ReplayPlan, summary: ReplaySummary) -> str:
+    if plan.dry_run:
+        return "interrupted: a dry run publishes and commits nothing; run it again for the whole count"
+    kept = (f"what Kafka acknowledged is committed for group {plan.group}" if summary.committed
+            else "nothing was committed")
+    return f"interrupted after {summary.read:,} record(s) read: {kept}; run the same command again{_resume_hint(plan)}"
 
 
 def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
@@ -161,11 +192,14 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
         (would, summary.replayed, f"to {targets}" if targets else ""),
         ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE], "same origin as a record replayed in this run"),
         ("refused: max replays", summary.verdicts[Verdict.OVER_MAX_REPLAYS],
-         f"replayed {plan.max_replays} times already (--max-replays): find out why they keep failing"),
+         f"replayed {plan.max_replays} times already (--max-replays): find out why they keep failing; to replay "
+         "them still, a higher --max-replays with their time range and a new --group (this group's position is "
+         "past them)"),
         ("refused: value omitted", summary.verdicts[Verdict.VALUE_OMITTED],
          "the DLQ kept only the headers (too large): re-send from the source, dlq.original.*"),
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
-         "dlq.original.topic is not in KAFKA_TOPICS: check the record; --to-topic if it is right"
+         "dlq.original.topic is not in KAFKA_TOPICS: check the record; if its topic is wrong, replay its time "
+         "range (--since/--until) with --to-topic and a new --group (this group's position is past it)"
          + (f" ({_top(summary.not_consumer_topics)})" if summary.not_consumer_topics else "")),
         ("refused: by Kafka", summary.verdicts[Verdict.REFUSED_BY_KAFKA],
          "Kafka refused them, each sent alone (e.g. larger than the topic's max.message.bytes): fix the topic, "
@@ -181,9 +215,23 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
                           ("by reason", summary.by_reason)):
         if counter:
             click.echo(f"  {name:<24}" + ", ".join(f"{shown_id(key)} {n:,}" for key, n in counter.most_common()))
+    if summary.read == 0 and summary.behind:
+        # The group is a hash of the filters alone: a run to a wrong --to-topic moved it too.
+        click.echo(f"  nothing new for group {plan.group}: its position is past the {summary.behind:,} record(s) "
+                   "an earlier run with these filters read (whatever its --to-topic); --from-beginning or a new "
+                   "--group reads them again")
+    elif summary.read and not summary.matched:
+        click.echo("  no record matched the filters: `pisano-sms dlq stats` shows the codes, reasons and campaigns "
+                   "in the topic")
     if summary.stale:
         click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S: the consumers may "
                     "no longer know whether those events were delivered, and would send them", fg="yellow")
+    if summary.by_reason.get("stale"):
+        # The replay is a new record: the consumers' stale guard reads its new time and lets it by.
+        click.secho(f"  warning: {summary.by_reason['stale']:,} of these are `stale` dead-letters: replayed, their "
+                    "events are sent even if they were delivered longer ago than DEDUP_HORIZON_S; replay them "
+                    "only if Pisano shows they were never delivered (--reason names the reasons to replay)",
+                    fg="yellow")
     if not summary.signed and summary.replayed:
         click.secho("  warning: REPLAY_SIGNING_KEY is not set: these records carry no replay signature, and "
                     "consumers that check signatures treat them as fresh records (an event of unknown fate "

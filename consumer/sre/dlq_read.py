@@ -327,6 +327,7 @@ class TopicReader:
         self.start = start
         self.missing_hint = missing_hint
         self.spans: list[Span] = []
+        self.behind = 0  # records in the topic before the start position (read by an earlier run)
         self._positions: dict[int, int] = {}
 
     @property
@@ -345,6 +346,7 @@ class TopicReader:
                 # A committed position older than the retention's low mark starts at the low mark.
                 start = max(low, committed.get(p, -1))
                 self.spans.append(Span(p, min(start, high), high))
+                self.behind += min(start, high) - low
         except KafkaException as exc:
             raise TopicError(f"cannot read the positions of {self.topic} ({kafka_error_text(exc)}); "
                              "check that Kafka is up and that this user may read the topic and the group") from exc

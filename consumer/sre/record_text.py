@@ -17,6 +17,7 @@ from consumer.operations.logs import redact_phones
 
 MAX_SHOWN_CHARS = 200
 _IDENTIFIER = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's topic-name characters: reasons and codes fit too
+_LETTER = re.compile(r"[A-Za-z]")
 
 
 def shown(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
@@ -34,8 +35,10 @@ def shown_id(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
     """An identifier from a record (a campaign id, a topic name, a reason, an error code) as it may
     be printed: as it is when it is one (a UUID, or Kafka's topic-name characters only), since a
     run of seven digits in a UUID or a dated topic name is not a phone, and masked it is no longer
-    the id an SRE copies into `replay --campaign` (found by review); anything else as `shown`."""
-    if len(text) <= limit and (is_campaign_id(text) or _IDENTIFIER.fullmatch(text)):
+    the id an SRE copies into `replay --campaign` (found by review); anything else as `shown`. One
+    without a letter is a number (an error code), and a phone is one too: it is `shown`, which
+    keeps a code of Pisano's (five digits) and masks seven or more (found by review)."""
+    if len(text) <= limit and (is_campaign_id(text) or (_IDENTIFIER.fullmatch(text) and _LETTER.search(text))):
         return text
     return shown(text, limit)
 

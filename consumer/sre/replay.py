@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,7 +46,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 
 from consumer.config.settings import Settings
-from consumer.errors import PisanoSmsError
+from consumer.errors import ConfigError, PisanoSmsError
 from consumer.ingest.kafka import make_consumer, make_producer, produce_waiting
 from consumer.outcomes.deadletter import REPLAYS_HEADER
 from consumer.sre.dlq_read import (
@@ -72,6 +72,15 @@ ACK_TIMEOUT_S = 60.0
 class ReplayError(PisanoSmsError):
     """The replay stopped part-way; what was acknowledged before the last checkpoint is committed,
     and a new run resumes from there."""
+
+
+class ReplayInterrupted(ReplayError):
+    """Ctrl-C: what Kafka acknowledged before it was committed (`summary.committed`); `summary`
+    holds the counts so far, so the operator learns what happened instead of a bare "Aborted!"."""
+
+    def __init__(self, summary: ReplaySummary) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
 
 
 class Verdict(StrEnum):
@@ -148,6 +157,7 @@ class ReplaySummary:
     by_reason: Counter[str] = field(default_factory=Counter)
     by_target: Counter[str] = field(default_factory=Counter)
     stale: int = 0
+    behind: int = 0  # records of the DLQ before the group's position, not read by this run
     committed: bool = False
     limit_reached: bool = False
     signed: bool = False  # the re-published records carry a replay signature
@@ -206,34 +216,59 @@ class _Publisher:
         self.producer = producer
         self.signing_key = signing_key
         self.failure: KafkaError | None = None
-        self._suspects: list[tuple[str, DeadLetter]] = []  # refused in a batch: sent again alone
+        self._suspects: deque[tuple[str, DeadLetter]] = deque()  # refused in a batch: sent again alone
         self._refused: list[Refusal] = []
+        # Records published whose fate is not known yet: counted down only by a report that
+        # settles one (acknowledged, or refused alone). A checkpoint commits only at zero, so a
+        # report lost to Ctrl-C (KeyboardInterrupt raised inside its callback, which librdkafka
+        # counts as delivered) or a suspect never sent again can never pass for an acknowledgement.
+        self._unsettled = 0
 
     def publish(self, topic: str, letter: DeadLetter, alone: bool = False) -> None:
         def delivered(error: KafkaError | None, _message: Any) -> None:
             if error is None:
-                return
-            if error.code() not in RECORD_ERRORS:
+                self._unsettled -= 1
+            elif error.code() not in RECORD_ERRORS:
                 if self.failure is None:
                     self.failure = error
             elif alone:
                 self._refused.append(Refusal(letter, topic, error.name()))
+                self._unsettled -= 1
             else:
                 self._suspects.append((topic, letter))
 
-        produce_waiting(self.producer, topic, key=letter.key, value=letter.value,
-                        headers=replay_headers(letter, self.signing_key, topic), on_delivery=delivered)
+        if not alone:  # sent again alone, it is still the one record awaited
+            self._unsettled += 1
+        try:
+            produce_waiting(self.producer, topic, key=letter.key, value=letter.value,
+                            headers=replay_headers(letter, self.signing_key, topic), on_delivery=delivered)
+        except KafkaException as exc:
+            # The client judges a record over its own message.max.bytes in produce() itself, alone:
+            # a refusal like the broker's, or every run would stop on that record.
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or error.code() not in RECORD_ERRORS:
+                raise ReplayError(f"Kafka refused a re-published record ({kafka_error_text(exc)}); positions after "
+                                  "the last checkpoint were not committed: fix the cause (topic, ACLs, "
+                                  "the kafka: settings), then run again") from exc
+            self._refused.append(Refusal(letter, topic, error.name()))
+            self._unsettled -= 1
+            return
         self.producer.poll(0)
 
     def wait_acknowledged(self) -> list[Refusal]:
         """Wait for every delivery report; the records Kafka refused for themselves, or ReplayError."""
         self._flush()
         while self._suspects:
-            suspects, self._suspects = self._suspects, []
-            for topic, letter in suspects:
-                # Nothing else in flight: its batch holds it alone.
-                self.publish(topic, letter, alone=True)
-                self._flush()
+            # Taken off the list one at a time: after a Ctrl-C here, the checkpoint of the
+            # interrupt handler sends the rest again instead of forgetting them.
+            topic, letter = self._suspects.popleft()
+            # Nothing else in flight: its batch holds it alone.
+            self.publish(topic, letter, alone=True)
+            self._flush()
+        if self._unsettled:
+            raise ReplayError(f"no delivery report for {self._unsettled} re-published record(s) (interrupted?); "
+                              "positions after the last checkpoint were not committed: run again (it resumes; "
+                              "the consumers skip what was delivered)")
         refused, self._refused = self._refused, []
         return refused
 
@@ -254,6 +289,16 @@ def run_replay(settings: Settings, plan: ReplayPlan,
     missing or Kafka unreachable, ReplayError when publishing or committing fails part-way."""
     signing_key = settings.replay_key()  # a ConfigError before anything is read
     consumer_topics = frozenset(settings.kafka_topics)
+    if not consumer_topics and plan.to_topic is None:
+        # Every record would be refused as "other topic" and the group's position committed past
+        # them all: the run the operator makes next, with the same filters, would find nothing.
+        raise ConfigError("KAFKA_TOPICS is not set: replay re-publishes only to the consumers' topics; set it as "
+                          "the fleet has it, or name the target with --to-topic")
+    # Raw events (phones in clear) must not land among the receipts auditors read, nor in a DLQ
+    # as records of no one; and either slip would move the group's position past the dead-letters.
+    if plan.to_topic is not None and plan.to_topic in {plan.source_topic, settings.dlq_topic, settings.outcome_topic}:
+        raise ConfigError(f"--to-topic {plan.to_topic} is the dead-letter or receipt topic (DLQ_TOPIC, --from-topic, "
+                          "OUTCOME_TOPIC); name the topic the consumers read the events from")
     consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
     producer = None if plan.dry_run else make_producer(settings)
     publisher = _Publisher(producer, signing_key) if producer is not None else None
@@ -282,6 +327,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
 
     try:
         reader.open()
+        summary.behind = reader.behind
         if plan.to_topic:
             _check_target(consumer, plan.to_topic, settings, known_targets)
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
@@ -322,10 +368,12 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                 checkpoint()
                 next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
         checkpoint()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Keep what was acknowledged: the next run starts after it instead of re-publishing it.
+        # A second Ctrl-C during this checkpoint goes through as KeyboardInterrupt: nothing more
+        # is committed.
         checkpoint()
-        raise
+        raise ReplayInterrupted(summary) from exc
     finally:
         consumer.close()
     log.info("replay of %s done: %d read, %d replayed", plan.source_topic, summary.read, summary.replayed,

@@ -37,6 +37,7 @@ from consumer.state.suppression import CHUNK, OptOutHasher, OptOutList, RedisOpt
 
 EXIT_NOT_LISTED = 1
 EXIT_STOPPED = 1
+EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
 PLAIN_PROGRESS_ROWS = 100_000
 MAX_INVALID_SHOWN = 20
 
@@ -127,6 +128,7 @@ class ImportStop:
 
     line: int  # the first line of the row that could not be read (or added)
     what: str
+    interrupted: bool = False  # by the operator (Ctrl-C): nothing to fix, only to run again
 
 
 @dataclass
@@ -166,11 +168,28 @@ def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
     if header is None:
         raise click.UsageError("the file is empty; expected a header with phone and/or external_id")
     names = [name.strip().lower() for name in header]
+    for kind in ("phone", "external_id"):
+        columns = [str(n) for n, name in enumerate(names, 1) if name == kind]
+        if len(columns) > 1:
+            # Reading the first alone would leave the others' customers off the list, unnoticed.
+            raise click.UsageError(f"the header names `{kind}` twice (columns {', '.join(columns)}): one column "
+                                   f"per kind; put the other numbers in rows of their own, or import each column "
+                                   f"as a file of its own")
     phone_at = names.index("phone") if "phone" in names else None
     external_at = names.index("external_id") if "external_id" in names else None
     if phone_at is None and external_at is None:
         raise click.UsageError("the header names no `phone` or `external_id` column")
     summary = ImportSummary(last_line=reader.line_num)
+    try:
+        _import_rows(reader, phone_at, external_at, hasher, store, summary, progress)
+    except KeyboardInterrupt:
+        # The summary says which lines are on the list: a bare "Aborted!" left the operator guessing.
+        summary.stopped = ImportStop(summary.last_line + 1, "interrupted (Ctrl-C)", interrupted=True)
+    return summary
+
+
+def _import_rows(reader: Any, phone_at: int | None, external_at: int | None, hasher: OptOutHasher,
+                 store: OptOutList, summary: ImportSummary, progress: Any) -> None:
     chunk: list[str] = []
     phone_entry, external_entry = hasher.phone, hasher.external_id
     while True:
@@ -202,11 +221,10 @@ def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
                 summary.invalid.append((line, f"{what}: {exc}"))
         if len(chunk) >= CHUNK:
             if not _flush(store, chunk, summary, reader.line_num):
-                return summary
+                return
             progress(summary.rows)
     _flush(store, chunk, summary, line - 1 if summary.stopped else reader.line_num)
     progress(summary.rows)
-    return summary
 
 
 def _flush(store: OptOutList, chunk: list[str], summary: ImportSummary, through: int) -> bool:
@@ -280,6 +298,9 @@ def import_command(settings: Settings, file: Path) -> None:
     if stop is not None:
         done = ("Nothing was added" if summary.last_line < 2 else "The entries of line 2 are on the list"
                 if summary.last_line == 2 else f"The entries of lines 2 to {summary.last_line} are on the list")
+        if stop.interrupted:
+            fail(f"{file}: {stop.what} at line {stop.line}. {done}; import the whole file again to complete the "
+                 "list (what is on the list already is only counted)", EXIT_INTERRUPTED)
         fail(f"{file}: stopped at line {stop.line}: {stop.what}. {done}; nothing from line {stop.line} on was "
              "read. Fix it and import the whole file again (what is on the list already is only counted)",
              EXIT_STOPPED)

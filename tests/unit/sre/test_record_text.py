@@ -94,3 +94,28 @@ def test_a_campaign_id_and_a_dated_topic_are_printed_as_they_are(capsys: pytest.
     _print_replay(ReplayPlan("dlq", "g", Filters(), dry_run=True), summary)
     printed = capsys.readouterr().out
     assert "tx-2024-01-15" in printed and campaign in printed
+
+
+def test_an_error_code_holding_a_phone_is_masked_in_stats_and_the_replay_summary(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in review: `pisano.error.code` is any number of up to 18 digits (Pisano's answer or
+    whoever wrote the DLQ chooses it), and identifiers were printed as they are: a phone there
+    reached the table, the JSON and the replay summary in clear. Pisano's codes (5 digits) stay."""
+    import consumer.cli  # noqa: F401  (registers consumer.sre.commands; imported through it)
+    from consumer.sre.commands import _print_replay
+    from consumer.sre.dlq_read import Filters
+
+    phone, code = replace(letter(), error_code=905321234567), letter()
+    stats = DlqStats("dlq")
+    stats.add(phone)
+    stats.add(code)
+    assert_safe("\n".join(stats.table()) + json.dumps(stats.as_json()))
+    assert "13001" in "\n".join(stats.table())
+    summary = ReplaySummary(read=2)
+    summary.verdicts[Verdict.REPLAY] += 2
+    summary.add_replay(phone, "transactions", None)
+    summary.add_replay(code, "transactions", None)
+    _print_replay(ReplayPlan("dlq", "g", Filters(), dry_run=True), summary)
+    printed = capsys.readouterr().out
+    assert_safe(printed)
+    assert "13001 1" in printed

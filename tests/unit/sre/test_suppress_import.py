@@ -127,3 +127,44 @@ def test_the_import_command_says_where_it_stopped_and_what_is_on_the_list(
             "limit (131072))") in " ".join(result.output.split())
     assert "The entries of line 2 are on the list; nothing from line 3 on was read" in result.output
     assert store.size() == 1
+
+
+@pytest.mark.parametrize("header", ["phone,name,phone", "Phone,external_id, PHONE", "external_id,phone,external_id"])
+def test_a_header_naming_a_column_twice_is_refused_not_half_imported(header: str) -> None:
+    # Found in review: only the first `phone` column was read, the second (a customer's other
+    # number) silently left off the list, and those customers surveyed.
+    store = MemoryOptOutList()
+    with pytest.raises(click.UsageError, match="twice"):
+        import_csv(io.StringIO(f"{header}\n+905321234567,x,+905321234568\n"), HASHER, store)
+    assert store.size() == 0
+
+
+class InterruptedAfter(MemoryOptOutList):
+    """The operator's Ctrl-C while the chunk after the first `chunks` is added."""
+
+    def __init__(self, chunks: int) -> None:
+        super().__init__()
+        self.chunks = chunks
+
+    def add(self, entries: list[str]) -> int:
+        if self.chunks == 0:
+            raise KeyboardInterrupt
+        self.chunks -= 1
+        return super().add(entries)
+
+
+def test_ctrl_c_says_which_lines_are_on_the_list_and_what_to_do(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.cli import main
+    from consumer.sre import suppress
+
+    store = InterruptedAfter(1)
+    monkeypatch.setattr(suppress, "_open", lambda settings: (HASHER, store))
+    path = tmp_path / "opt-outs.csv"
+    path.write_text("phone\n" + "".join(f"+90532{n:07d}\n" for n in range(CHUNK + 10)))
+    result = CliRunner().invoke(main, ["suppress", "import", str(path)])
+    assert result.exit_code == 130, result.output
+    assert f"entries {CHUNK:,}: added {CHUNK:,}" in result.output
+    assert f"interrupted (Ctrl-C) at line {CHUNK + 2}" in result.output
+    assert f"The entries of lines 2 to {CHUNK + 1} are on the list" in result.output
+    assert "import the whole file again" in result.output

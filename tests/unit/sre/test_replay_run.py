@@ -1,0 +1,144 @@
+"""`run_replay` and the `replay` command end to end on an in-memory DLQ (tests/unit/sre/fake_dlq.py)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from consumer.cli import main
+from consumer.config.settings import Settings
+from consumer.sre.dlq_read import Filters
+from consumer.sre.replay import ReplayPlan, run_replay
+from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, install
+from tests.unit.sre.test_dlq_filters import TOKEN_FAILURE, dead_lettered
+
+
+def dlq_records(count: int) -> list[DlqMessage]:
+    out = []
+    for n in range(count):
+        source = dead_lettered(TOKEN_FAILURE, offset=100 + n)
+        out.append(DlqMessage(source.headers(), topic=DLQ, partition=0, offset=n, key=f"evt-{n}".encode()))
+    return out
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC",
+                 "OUTCOME_TOPIC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAFKA_TOPICS", "transactions")
+
+
+def test_a_run_publishes_each_origin_once_and_commits_behind_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    records = dlq_records(2)
+    records.append(DlqMessage(records[0].headers(), topic=DLQ, partition=0, offset=2))  # dead-lettered twice
+    cluster = Cluster(records)
+    install(monkeypatch, cluster)
+    summary = run_replay(Settings(kafka_topics=["transactions"]), ReplayPlan(DLQ, "g", Filters()))
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-0", b"evt-1"]
+    assert (summary.replayed, summary.read, cluster.committed["g"]) == (2, 3, 3)
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(monkeypatch: pytest.MonkeyPatch, env: None) -> None:
+    def operator(offset: int) -> None:
+        if offset == 2:
+            raise KeyboardInterrupt
+
+    cluster = Cluster(dlq_records(4), on_read=operator)
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert len(cluster.published) == 2 and cluster.committed["g"] == 2  # what was acknowledged is kept
+    assert result.exit_code == 130, result.output
+    assert "replayed" in result.output and "2" in result.output  # the counts so far
+    assert "interrupted" in result.output and "run the same command again" in result.output
+
+
+def test_without_kafka_topics_or_to_topic_nothing_is_read_or_committed(monkeypatch: pytest.MonkeyPatch,
+                                                                        env: None) -> None:
+    # Found in review: every record was refused as `other topic` and the group's position committed
+    # past them all, so the run the summary advised (`--to-topic`, same filters, so same group)
+    # then read nothing.
+    monkeypatch.delenv("KAFKA_TOPICS")
+    cluster = Cluster(dlq_records(3))
+    install(monkeypatch, cluster)
+    for dry_run in ([], ["--dry-run"]):
+        result = CliRunner().invoke(main, ["replay", "--error-code", "13001", *dry_run])
+        assert result.exit_code == 2, result.output
+        assert "KAFKA_TOPICS" in result.output and "--to-topic" in result.output
+    assert cluster.committed == {} and cluster.published == []
+    result = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions"])
+    assert result.exit_code == 0, result.output
+    assert len(cluster.published) == 3
+
+
+def test_records_refused_for_their_topic_are_replayable_as_the_summary_says(monkeypatch: pytest.MonkeyPatch,
+                                                                              env: None) -> None:
+    monkeypatch.setenv("KAFKA_TOPICS", "payments")  # the DLQ's records came from `transactions`
+    cluster = Cluster(dlq_records(3))
+    install(monkeypatch, cluster)
+    first = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
+    assert first.exit_code == 0 and "refused: other topic" in first.output
+    line = next(text for text in first.output.splitlines() if "refused: other topic" in text)
+    assert "--to-topic" in line and "--group" in line  # the position is past them: a new group
+    again = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions",
+                                      "--group", "pisano-sms-replay-retarget"])
+    assert again.exit_code == 0 and len(cluster.published) == 3
+
+
+def test_a_run_that_finds_nothing_says_why_and_what_to_do(monkeypatch: pytest.MonkeyPatch, env: None) -> None:
+    cluster = Cluster(dlq_records(3))
+    install(monkeypatch, cluster)
+    unmatched = CliRunner().invoke(main, ["replay", "--error-code", "13034"])
+    assert unmatched.exit_code == 0 and "no record matched the filters" in unmatched.output
+    assert "dlq stats" in unmatched.output
+    # A first run to the wrong --to-topic moved the group (a hash of the filters only) past them.
+    CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions"])
+    again = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
+    assert again.exit_code == 0, again.output
+    assert "3 record(s)" in again.output and "--from-beginning" in again.output and "--group" in again.output
+
+
+def test_a_replay_holding_stale_dead_letters_warns_before_anything_is_sent(monkeypatch: pytest.MonkeyPatch,
+                                                                           env: None) -> None:
+    # A replay is a new record: its Kafka timestamp is new, so the consumers' stale guard no longer
+    # stops an event whose delivered mark may have expired. `replay` with no --reason takes them.
+    from consumer.outcomes.deadletter import Failure
+
+    stale = dead_lettered(Failure("stale", "older than the dedup horizon"), offset=7)
+    cluster = Cluster([*dlq_records(1), DlqMessage(stale.headers(), topic=DLQ, partition=0, offset=1)])
+    install(monkeypatch, cluster)
+    dry = CliRunner().invoke(main, ["replay", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    warning = next(line for line in dry.output.splitlines() if "stale" in line and "warning" in line)
+    assert "1 " in warning and "never delivered" in warning
+    others = CliRunner().invoke(main, ["replay", "--dry-run", "--error-code", "13001"])
+    assert not any("warning" in line and "stale" in line for line in others.output.splitlines())
+
+
+@pytest.mark.parametrize("target", [DLQ, "pisano-sms.receipts"])
+def test_a_target_that_is_the_dead_letter_or_receipt_topic_is_refused(monkeypatch: pytest.MonkeyPatch, env: None,
+                                                                       target: str) -> None:
+    # An operator's slip: raw events (phones in clear) in the receipts auditors read, or in the DLQ
+    # as records of no one; and the group's position moved past the dead-letters either way.
+    monkeypatch.setenv("OUTCOME_TOPIC", "pisano-sms.receipts")
+    monkeypatch.setenv("OUTCOME_PHONE_SALT", "salt-for-this-test-0123456789abcdef")
+    cluster = Cluster(dlq_records(2), topics={DLQ, "transactions", "pisano-sms.receipts"})
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--to-topic", target])
+    assert result.exit_code == 2, result.output
+    assert f"--to-topic {target}" in result.output
+    assert cluster.published == [] and cluster.committed == {}
+
+
+def test_records_refused_at_max_replays_are_replayable_as_the_summary_says(monkeypatch: pytest.MonkeyPatch,
+                                                                           env: None) -> None:
+    records = [DlqMessage([(k, b"3" if k == "dlq.replays" else v) for k, v in message.headers() or []],
+                          topic=DLQ, partition=0, offset=n)  # replayed three times already
+               for n, message in enumerate(dlq_records(2))]
+    cluster = Cluster(records)
+    install(monkeypatch, cluster)
+    first = CliRunner().invoke(main, ["replay"])
+    line = next(text for text in first.output.splitlines() if "refused: max replays" in text)
+    assert " 2 " in line and "--max-replays" in line and "--group" in line  # the position is past them
+    again = CliRunner().invoke(main, ["replay", "--max-replays", "4", "--group", "pisano-sms-replay-more"])
+    assert again.exit_code == 0 and len(cluster.published) == 2
