@@ -8,6 +8,7 @@ Linear, as secret_text: each header or scheme is tried once, and its value read 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from consumer.config.secret_names import MASK, is_prose, quoted_span
 
@@ -17,8 +18,11 @@ _COOKIE_HEADER = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<set>(?i:set
 _LINE_END = re.compile(r"[\r\n]")
 # A cookie: a name at the start of a piece (after `;`, `,` or a blank: `, ` folds two Set-Cookie
 # headers into one line), `=`, and a value of cookie octets (RFC 6265: no blank, `"`, `,`, `;` or
-# `\`), maybe quoted.
-_COOKIE = re.compile(r"(?<![^\s;,\"'])(?P<name>[^\s;,=\"'\\]++)=(?P<value>\"?[^\s;,\"\\]*+\"?)")
+# `\`), maybe quoted. The first may also follow the header's colon with no blank, as `curl -H
+# 'Cookie:sid=...'` writes it: tried there once (`_FIRST_COOKIE`), not after every colon (a name
+# runs to the next separator, so a try at each of many colons would be quadratic).
+_FIRST_COOKIE = re.compile(r"(?P<name>[^\s;,=\"'\\]++)=(?P<value>\"?[^\s;,\"\\]*+\"?)")
+_COOKIE = re.compile(r"(?<![^\s;,\"'])" + _FIRST_COOKIE.pattern)
 # After the first pair of a Set-Cookie, these say how to keep it, not what it is.
 _ATTRIBUTES = frozenset({"expires", "max-age", "domain", "path", "samesite", "priority"})
 
@@ -42,12 +46,19 @@ def mask_cookies(text: str) -> str:
         else:
             line_end = _LINE_END.search(text, header.end())
             start, covered = header.end(), line_end.start() if line_end is not None else len(text)
-        for index, cookie in enumerate(_COOKIE.finditer(text, start, covered)):
+        for index, cookie in enumerate(_cookies(text, start, covered)):
             attribute = header.group("set") and index > 0 and cookie.group("name").lower() in _ATTRIBUTES
             if cookie.group("value") and not attribute:
                 parts += (text[done:cookie.start("value")], MASK)
                 done = cookie.end("value")
     return "".join(parts) + text[done:] if parts else text
+
+
+def _cookies(text: str, start: int, end: int) -> Iterator[re.Match[str]]:
+    first = _FIRST_COOKIE.match(text, start, end)
+    if first is not None:
+        yield first
+    yield from _COOKIE.finditer(text, first.end() if first is not None else start, end)
 
 
 def mask_bare_credentials(text: str) -> str:

@@ -102,6 +102,13 @@ REDIS_AUTH = [  # the password of a Redis AUTH echoed by an error or a trace; th
     # More text follows: which word is the password cannot be told; a word of letters only is prose.
     ("sent AUTH Sx-1 to redis-master", "sent AUTH *** to redis-master"),
     ("AUTH default Sx-1 failed", "AUTH default *** failed"),
+    # Found in review: two words then the end read as `AUTH user pw`, so a password followed by a
+    # word of prose was taken for the user and shown; a user is letters (`default`), this was not.
+    ("AUTH Sx-1 failed", "AUTH *** ***"),
+    ('("AUTH \'Sx-1\' refused")', '("AUTH \'***\' ***")'),
+    # Found in review: the command as a list's or tuple's repr (redis-py's args), as flags were.
+    ("['AUTH', 'default', 'Sx-1']", "['AUTH', 'default', '***']"),
+    ('("AUTH", "Sx-1")', '("AUTH", "***")'),
 ]
 
 COOKIES = [  # every cookie's value; a Set-Cookie's attributes stay
@@ -113,6 +120,9 @@ COOKIES = [  # every cookie's value; a Set-Cookie's attributes stay
     ("set-cookie: a=Sx-1; Path=/, b=Sx-2; Max-Age=0", "set-cookie: a=***; Path=/, b=***; Max-Age=0"),  # folded
     ("HTTP/1.1 401\r\nSet-Cookie: sid=\"Sx-1\"\r\nContent-Type: text/plain",
      "HTTP/1.1 401\r\nSet-Cookie: sid=***\r\nContent-Type: text/plain"),
+    # Found in review: the first cookie right after the colon (`curl -H 'Cookie:sid=...'`) was left.
+    ("Cookie:sid=Sx-1;lang=tr", "Cookie:sid=***;lang=***"),
+    ("cookie:SESSION=Sx-1", "cookie:SESSION=***"),
 ]
 
 BARE_SCHEMES = [  # `Bearer`, `Basic` and their credential without a header name before them
