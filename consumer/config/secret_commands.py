@@ -110,4 +110,6 @@ def _is_prose(text: str, word: _Argument) -> bool:
 
 
 def _letters_only(text: str, word: _Argument) -> bool:
-    return is_prose(text, word.start, word.end)
+    # A colon after the letters is a label's (`AUTH failed: WRONGPASS`, `auth error: token expired`).
+    end = word.end - 1 if word.bare and text.startswith(":", word.end - 1) else word.end
+    return is_prose(text, word.start, end)

@@ -179,6 +179,7 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "pass --password-file /run/secrets/kafka or --password <pw> --token; -p 6379 is the port, --monkey see",
     "ERR AUTH <password> called without any password configured for the default user",
     "NOAUTH Authentication required; basic auth is not enabled, auth failed for user bob",
+    "auth error: token expired",  # a word and its colon: a label, prose
     "cookie: none set; the Cookie header is missing",
     'Bearer <admin token>; bearer token expired; {"token_type": "Bearer"}; JWT Bearer Token',
     'WWW-Authenticate: Bearer realm="pisano", error="invalid_token"; Basic realm=api',
