@@ -12,9 +12,11 @@ from collections.abc import Iterator
 
 from consumer.config.secret_names import MASK, is_prose, quoted_span
 
-# The header's name, maybe quoted as in JSON or a dict's repr (`{'Cookie': 'a=b'}`), then `:`.
+# The header's name, maybe quoted as in JSON or a dict's repr (`{'Cookie': 'a=b'}`), then `:`; or
+# quoted, then `, ` and a quote, as in a list of pairs (httpx's Headers repr once a name repeats,
+# as two Set-Cookie do: `[('set-cookie', 'a=b'), ...]`; h11's and ASGI's raw headers).
 _COOKIE_HEADER = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<set>(?i:set-))?(?i:cookie)"
-                            r"(?(quote)(?P=quote))[ \t]*+:[ \t]*+")
+                            r"(?(quote)(?P=quote))(?:[ \t]*+:[ \t]*+|(?<=[\"'])[ \t]*+,[ \t]*+(?=b?[\"']))")
 _LINE_END = re.compile(r"[\r\n]")
 # A cookie: a name at the start of a piece (after `;`, `,` or a blank: `, ` folds two Set-Cookie
 # headers into one line), `=`, and a value of cookie octets (RFC 6265: no blank, `"`, `,`, `;` or

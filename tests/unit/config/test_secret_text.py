@@ -123,6 +123,11 @@ COOKIES = [  # every cookie's value; a Set-Cookie's attributes stay
     # Found in review: the first cookie right after the colon (`curl -H 'Cookie:sid=...'`) was left.
     ("Cookie:sid=Sx-1;lang=tr", "Cookie:sid=***;lang=***"),
     ("cookie:SESSION=Sx-1", "cookie:SESSION=***"),
+    # Found in review: headers as a list of pairs, as httpx's Headers repr writes them once a name
+    # repeats (two Set-Cookie), and h11 or ASGI raw headers.
+    ("Headers([('set-cookie', 'sid=Sx-1; Path=/'), ('set-cookie', 'lb=Sx-2')])",
+     "Headers([('set-cookie', 'sid=***; Path=/'), ('set-cookie', 'lb=***')])"),
+    ("[(b'cookie', b'sid=Sx-1')]", "[(b'cookie', b'sid=***')]"),
 ]
 
 BARE_SCHEMES = [  # `Bearer`, `Basic` and their credential without a header name before them
@@ -180,7 +185,7 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "ERR AUTH <password> called without any password configured for the default user",
     "NOAUTH Authentication required; basic auth is not enabled, auth failed for user bob",
     "auth error: token expired",  # a word and its colon: a label, prose
-    "cookie: none set; the Cookie header is missing",
+    "cookie: none set; the Cookie header is missing", "missing: ['cookie', 'token']",
     'Bearer <admin token>; bearer token expired; {"token_type": "Bearer"}; JWT Bearer Token',
     'WWW-Authenticate: Bearer realm="pisano", error="invalid_token"; Basic realm=api',
     "code=13028&state=retry&design=x&signal=y",
