@@ -128,6 +128,12 @@ COOKIES = [  # every cookie's value; a Set-Cookie's attributes stay
     ("Headers([('set-cookie', 'sid=Sx-1; Path=/'), ('set-cookie', 'lb=Sx-2')])",
      "Headers([('set-cookie', 'sid=***; Path=/'), ('set-cookie', 'lb=***')])"),
     ("[(b'cookie', b'sid=Sx-1')]", "[(b'cookie', b'sid=***')]"),
+    ("{'Cookie': ' sid=Sx-1'}", "{'Cookie': ' sid=***'}"),
+    # Found in review: a header's line ran on past an escaped line break (a JSON string's `\r\n`),
+    # and every `name=value` in the headers after it was masked as a cookie.
+    ('{"raw": "Set-Cookie: lb=Sx-1\\r\\nX-Trace: req=abc-1"}', '{"raw": "Set-Cookie: lb=***\\r\\nX-Trace: req=abc-1"}'),
+    ("no cookie: retried with Cookie: sid=Sx-1", "no cookie: retried with Cookie: sid=***"),  # prose, then one
+    ("Cookie: ; sid=Sx-1", "Cookie: ; sid=***"),  # a proxy took the first one out
 ]
 
 BARE_SCHEMES = [  # `Bearer`, `Basic` and their credential without a header name before them
@@ -186,6 +192,8 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "NOAUTH Authentication required; basic auth is not enabled, auth failed for user bob",
     "auth error: token expired",  # a word and its colon: a label, prose
     "cookie: none set; the Cookie header is missing", "missing: ['cookie', 'token']",
+    # Found in review: a value not starting with a cookie is prose; the codes after it were masked.
+    "invalid cookie: rejected by gw, code=13028 status=503 topic=sms.events",
     'Bearer <admin token>; bearer token expired; {"token_type": "Bearer"}; JWT Bearer Token',
     'WWW-Authenticate: Bearer realm="pisano", error="invalid_token"; Basic realm=api',
     "code=13028&state=retry&design=x&signal=y",
