@@ -23,15 +23,19 @@ _LEADING = re.compile(r"[ \t;]*+")  # before the first cookie (`Cookie: ; sid=..
 # headers into one line), `=`, and a value of cookie octets (RFC 6265: no blank, `"`, `,`, `;` or
 # `\`), maybe quoted. The first may also follow the header's colon with no blank, as `curl -H
 # 'Cookie:sid=...'` writes it: tried there once (`_FIRST_COOKIE`), not after every colon (a name
-# runs to the next separator, so a try at each of many colons would be quadratic).
-_FIRST_COOKIE = re.compile(r"(?P<name>[^\s;,=\"'\\]++)=(?P<value>\"?[^\s;,\"\\]*+\"?)")
+# runs to the next separator, so a try at each of many colons would be quadratic). A value may hold
+# `\/`, a slash as a JSON string may escape it (PHP's json_encode: base64's `/`); a closing quote
+# is its own only if it opened with one (`{"h":"Cookie: a=b"}` keeps the JSON's).
+_COOKIE_OCTETS = r"(?:[^\s;,\"\\]|\\/)*+"
+_FIRST_COOKIE = re.compile(r"(?P<name>[^\s;,=\"'\\]++)=(?P<value>\"" + _COOKIE_OCTETS + r"\"?|" + _COOKIE_OCTETS + ")")
 _COOKIE = re.compile(r"(?<![^\s;,\"'])" + _FIRST_COOKIE.pattern)
 _NAME_RUN = re.compile(r"[^\s;,=\"'\\]*+")  # where a first cookie's name would end
 # After the first pair of a Set-Cookie, these say how to keep it, not what it is.
 _ATTRIBUTES = frozenset({"expires", "max-age", "domain", "path", "samesite", "priority"})
 
 _SCHEME = re.compile(r"(?<![\w.-])(?i:bearer|basic)[ \t]++")
-_CREDENTIAL = re.compile(r"[^\s<>\"'\\]++")  # `Bearer <admin token>` in a usage text is no credential
+# `Bearer <admin token>` in a usage text is no credential; `\/` is a JSON-escaped slash of base64.
+_CREDENTIAL = re.compile(r"(?:[^\s<>\"'\\]|\\/)++")
 # `WWW-Authenticate: Bearer realm="api", error=invalid_token`: auth parameters, not a credential
 # (base64 holds `=` only at its end, and a quote opening a value does not follow it).
 _PARAMETER = re.compile(r"[A-Za-z_-]++=[\"']")

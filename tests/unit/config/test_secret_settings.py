@@ -220,6 +220,7 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     # Fourth review: a cookie right after the colon, a cookie header and AUTH as a list's repr.
     "Cookie:a=", "cookie:a", "('cookie', '", "'cookie', 'a=", "cookie: x ", "cookie: 'x ", 'cookie: "',
     "'AUTH', '", "'AUTH', 'a', '", "\"auth\",\"a\" ", "AUTH a b\n",
+    "Cookie: a=\\/", "Cookie: a=\"\\/", "Bearer a\\/", "Bearer \\/",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

@@ -134,6 +134,10 @@ COOKIES = [  # every cookie's value; a Set-Cookie's attributes stay
     ('{"raw": "Set-Cookie: lb=Sx-1\\r\\nX-Trace: req=abc-1"}', '{"raw": "Set-Cookie: lb=***\\r\\nX-Trace: req=abc-1"}'),
     ("no cookie: retried with Cookie: sid=Sx-1", "no cookie: retried with Cookie: sid=***"),  # prose, then one
     ("Cookie: ; sid=Sx-1", "Cookie: ; sid=***"),  # a proxy took the first one out
+    # Found in review: a value ended at a JSON-escaped slash (`\/`, as PHP's json_encode writes
+    # base64's `/`), and its rest was shown.
+    ('{"h":"Cookie: sid=Sx-1\\/Sx-2+x=="}', '{"h":"Cookie: sid=***"}'),
+    ('{"h":"Cookie: a=Sx-1; b=Sx-2"}', '{"h":"Cookie: a=***; b=***"}'),  # the JSON's closing quote stays
 ]
 
 BARE_SCHEMES = [  # `Bearer`, `Basic` and their credential without a header name before them
@@ -142,6 +146,7 @@ BARE_SCHEMES = [  # `Bearer`, `Basic` and their credential without a header name
     ("(Basic dXNlcjpwYXNz)", "(Basic ***)"),  # `user:pass`: letters only, but of both cases
     ("Authorization: Bearer Bearer Sx-1", "Authorization: Bearer Bearer ***"),  # a client's double prefix
     ("{'auth': 'Bearer Sx-1=='}", "{'auth': 'Bearer ***'}"),
+    ('{"error":"sent Basic Sx-1\\/Sx-2+ab== to gw"}', '{"error":"sent Basic *** to gw"}'),  # JSON-escaped `/`
 ]
 
 SIGNED_URLS = [  # a signed URL's query: `X-Amz-Credential`, `X-Amz-Security-Token`, `access_token` were masked before
