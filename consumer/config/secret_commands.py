@@ -15,12 +15,16 @@ from consumer.config.secret_names import MASK, is_prose, is_secret_key, quoted_s
 # Only flags named as in `name: value` (is_secret_key): `--password-file`, `--auth-mode`, `--key`
 # (a key file) are not secrets; nor a short flag (`redis-cli -p 6379` is the port).
 _FLAG = re.compile(r"(?<![\w.-])--(?P<name>[\w.-]++)(?:[ \t]++|(?P<list>[\"'])[ \t]*+,[ \t]*+(?=(?P=list)))")
-_AUTH = re.compile(r"(?<![\w.-])(?P<quote>[\"'])?(?i:auth)(?(quote)(?P=quote))[ \t]++")
+# AUTH then its arguments after blanks, or quoted and after `, ` as a list's or tuple's repr writes
+# them (`['AUTH', 'default', 'pw']`, redis-py's command args; `_LIST_GAP`).
+_AUTH = re.compile(r"(?<![\w.-])(?P<quote>[\"'])?(?i:auth)(?(quote)(?P=quote))"
+                   r"(?:[ \t]++|(?<=[\"'])[ \t]*+,[ \t]*+(?=[\"']))")
 # An unquoted argument: up to a blank or a quote, less what closes around it (`(AUTH u pw)`) and a
 # backslash escaping the quote after it (`\"AUTH pw\"` in a JSON string).
 _WORD = re.compile(r"[^\s\"'<>]++")
 _CLOSERS = ",;)]}\\"
 _BLANKS = re.compile(r"[ \t]*+")
+_LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+(?=[\"'])")  # only after a quoted argument
 
 
 class _Argument(NamedTuple):
@@ -55,10 +59,14 @@ def mask_redis_auth(text: str) -> str:
     for auth in _AUTH.finditer(text):
         if auth.start() < done or (first := _argument(text, auth.end())) is None:
             continue
-        gap = _after_blanks(text, first.after)
+        gap = _after_gap(text, first)
         second = _argument(text, gap) if gap > first.after else None
         if second is not None and _ends_command(text, second.after):
+            # `AUTH user pw`; but a user is a name of letters (`default`, `app`), and a first word
+            # that is none before one that is (`AUTH s3cr3t! failed`) is the password: both go.
             secrets = [second]
+            if _letters_only(text, second) and not _letters_only(text, first):
+                secrets.insert(0, first)
         elif second is None and _ends_command(text, first.after):
             secrets = [first]
         else:
@@ -81,6 +89,12 @@ def _argument(text: str, start: int) -> _Argument | None:
     return _Argument(start, end, end, bare=True) if end > start else None
 
 
+def _after_gap(text: str, argument: _Argument) -> int:
+    """Where the argument after `argument` would start (its own end if none can follow)."""
+    listed = None if argument.bare else _LIST_GAP.match(text, argument.after)
+    return listed.end() if listed is not None else _after_blanks(text, argument.after)
+
+
 def _after_blanks(text: str, position: int) -> int:
     blanks = _BLANKS.match(text, position)
     return blanks.end() if blanks is not None else position
@@ -92,4 +106,10 @@ def _ends_command(text: str, position: int) -> bool:
 
 
 def _is_prose(text: str, word: _Argument) -> bool:
-    return word.bare and is_prose(text, word.start, word.end)
+    return word.bare and _letters_only(text, word)
+
+
+def _letters_only(text: str, word: _Argument) -> bool:
+    # A colon after the letters is a label's (`AUTH failed: WRONGPASS`, `auth error: token expired`).
+    end = word.end - 1 if word.bare and text.startswith(":", word.end - 1) else word.end
+    return is_prose(text, word.start, end)

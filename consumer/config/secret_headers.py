@@ -8,22 +8,34 @@ Linear, as secret_text: each header or scheme is tried once, and its value read 
 from __future__ import annotations
 
 import re
+from itertools import chain
 
 from consumer.config.secret_names import MASK, is_prose, quoted_span
 
-# The header's name, maybe quoted as in JSON or a dict's repr (`{'Cookie': 'a=b'}`), then `:`.
+# The header's name, maybe quoted as in JSON or a dict's repr (`{'Cookie': 'a=b'}`), then `:`; or
+# quoted, then `, ` and a quote, as in a list of pairs (httpx's Headers repr once a name repeats,
+# as two Set-Cookie do: `[('set-cookie', 'a=b'), ...]`; h11's and ASGI's raw headers).
 _COOKIE_HEADER = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<set>(?i:set-))?(?i:cookie)"
-                            r"(?(quote)(?P=quote))[ \t]*+:[ \t]*+")
-_LINE_END = re.compile(r"[\r\n]")
+                            r"(?(quote)(?P=quote))(?:[ \t]*+:[ \t]*+|(?<=[\"'])[ \t]*+,[ \t]*+(?=b?[\"']))")
+_LINE_END = re.compile(r"[\r\n]|\\[rn]")  # also as a JSON string or a repr escapes it: `\r\n`
+_LEADING = re.compile(r"[ \t;]*+")  # before the first cookie (`Cookie: ; sid=...`: a proxy took one out)
 # A cookie: a name at the start of a piece (after `;`, `,` or a blank: `, ` folds two Set-Cookie
 # headers into one line), `=`, and a value of cookie octets (RFC 6265: no blank, `"`, `,`, `;` or
-# `\`), maybe quoted.
-_COOKIE = re.compile(r"(?<![^\s;,\"'])(?P<name>[^\s;,=\"'\\]++)=(?P<value>\"?[^\s;,\"\\]*+\"?)")
+# `\`), maybe quoted. The first may also follow the header's colon with no blank, as `curl -H
+# 'Cookie:sid=...'` writes it: tried there once (`_FIRST_COOKIE`), not after every colon (a name
+# runs to the next separator, so a try at each of many colons would be quadratic). A value may hold
+# `\/`, a slash as a JSON string may escape it (PHP's json_encode: base64's `/`); a closing quote
+# is its own only if it opened with one (`{"h":"Cookie: a=b"}` keeps the JSON's).
+_COOKIE_OCTETS = r"(?:[^\s;,\"\\]|\\/)*+"
+_FIRST_COOKIE = re.compile(r"(?P<name>[^\s;,=\"'\\]++)=(?P<value>\"" + _COOKIE_OCTETS + r"\"?|" + _COOKIE_OCTETS + ")")
+_COOKIE = re.compile(r"(?<![^\s;,\"'])" + _FIRST_COOKIE.pattern)
+_NAME_RUN = re.compile(r"[^\s;,=\"'\\]*+")  # where a first cookie's name would end
 # After the first pair of a Set-Cookie, these say how to keep it, not what it is.
 _ATTRIBUTES = frozenset({"expires", "max-age", "domain", "path", "samesite", "priority"})
 
 _SCHEME = re.compile(r"(?<![\w.-])(?i:bearer|basic)[ \t]++")
-_CREDENTIAL = re.compile(r"[^\s<>\"'\\]++")  # `Bearer <admin token>` in a usage text is no credential
+# `Bearer <admin token>` in a usage text is no credential; `\/` is a JSON-escaped slash of base64.
+_CREDENTIAL = re.compile(r"(?:[^\s<>\"'\\]|\\/)++")
 # `WWW-Authenticate: Bearer realm="api", error=invalid_token`: auth parameters, not a credential
 # (base64 holds `=` only at its end, and a quote opening a value does not follow it).
 _PARAMETER = re.compile(r"[A-Za-z_-]++=[\"']")
@@ -32,17 +44,33 @@ _PARAMETER = re.compile(r"[A-Za-z_-]++=[\"']")
 def mask_cookies(text: str) -> str:
     parts: list[str] = []
     done = covered = 0  # `covered`: the headers' values looked at (a header inside one is not again)
+    line_end = -1  # where the line last looked at ends: the headers on one line share it (linear)
+    prose = 0  # the end of the last value that started with no cookie (see below)
     for header in _COOKIE_HEADER.finditer(text):
-        if header.start() < covered:
+        if header.start() < covered or header.end() < prose:
             continue
         # The header's value: quoted, or to the end of the line, as in HTTP.
         quoted = quoted_span(text, header.end())
         if quoted is not None:
-            start, covered = quoted[0], quoted[1]
+            start, end = quoted[0], quoted[1]
         else:
-            line_end = _LINE_END.search(text, header.end())
-            start, covered = header.end(), line_end.start() if line_end is not None else len(text)
-        for index, cookie in enumerate(_COOKIE.finditer(text, start, covered)):
+            if line_end < header.end():
+                found = _LINE_END.search(text, header.end())
+                line_end = found.start() if found is not None else len(text)
+            start, end = header.end(), line_end
+        # A header's value starts with a cookie (RFC 6265: `name=value`, then `; ` and more); one
+        # that does not is prose (`invalid cookie: rejected, code=13028`): no cookies in it, and a
+        # header after it on the line is looked at, unless it lies in the same run of name
+        # characters, which ends without `=` for it too (`Cookie:Cookie:...`, read once).
+        leading = _LEADING.match(text, start, end)
+        value = leading.end() if leading is not None else start
+        first = _FIRST_COOKIE.match(text, value, end)
+        if first is None:
+            run = _NAME_RUN.match(text, value, end)
+            prose = run.end() if run is not None else value
+            continue
+        covered = end
+        for index, cookie in enumerate(chain([first], _COOKIE.finditer(text, first.end(), end))):
             attribute = header.group("set") and index > 0 and cookie.group("name").lower() in _ATTRIBUTES
             if cookie.group("value") and not attribute:
                 parts += (text[done:cookie.start("value")], MASK)

@@ -217,6 +217,10 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     "--password ", "--password", "--api-key '", "'--token', '", "AUTH ", "auth a ", '"AUTH" "', "AUTH a\n",
     "Cookie: ", "Cookie:", "set-cookie: a=", "Cookie: a=b;", "Bearer ", "basic a=", "Bearer a ",
     "a:b@", ":@", "a:", "=a:", "a@b:", "\\u002F", "a:\\u002F\\u002Fb@", "\\x2f", "//a:\\u002f@",
+    # Fourth review: a cookie right after the colon, a cookie header and AUTH as a list's repr.
+    "Cookie:a=", "cookie:a", "('cookie', '", "'cookie', 'a=", "cookie: x ", "cookie: 'x ", 'cookie: "',
+    "'AUTH', '", "'AUTH', 'a', '", "\"auth\",\"a\" ", "AUTH a b\n",
+    "Cookie: a=\\/", "Cookie: a=\"\\/", "Bearer a\\/", "Bearer \\/",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

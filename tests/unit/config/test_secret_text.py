@@ -102,6 +102,13 @@ REDIS_AUTH = [  # the password of a Redis AUTH echoed by an error or a trace; th
     # More text follows: which word is the password cannot be told; a word of letters only is prose.
     ("sent AUTH Sx-1 to redis-master", "sent AUTH *** to redis-master"),
     ("AUTH default Sx-1 failed", "AUTH default *** failed"),
+    # Found in review: two words then the end read as `AUTH user pw`, so a password followed by a
+    # word of prose was taken for the user and shown; a user is letters (`default`), this was not.
+    ("AUTH Sx-1 failed", "AUTH *** ***"),
+    ('("AUTH \'Sx-1\' refused")', '("AUTH \'***\' ***")'),
+    # Found in review: the command as a list's or tuple's repr (redis-py's args), as flags were.
+    ("['AUTH', 'default', 'Sx-1']", "['AUTH', 'default', '***']"),
+    ('("AUTH", "Sx-1")', '("AUTH", "***")'),
 ]
 
 COOKIES = [  # every cookie's value; a Set-Cookie's attributes stay
@@ -113,6 +120,24 @@ COOKIES = [  # every cookie's value; a Set-Cookie's attributes stay
     ("set-cookie: a=Sx-1; Path=/, b=Sx-2; Max-Age=0", "set-cookie: a=***; Path=/, b=***; Max-Age=0"),  # folded
     ("HTTP/1.1 401\r\nSet-Cookie: sid=\"Sx-1\"\r\nContent-Type: text/plain",
      "HTTP/1.1 401\r\nSet-Cookie: sid=***\r\nContent-Type: text/plain"),
+    # Found in review: the first cookie right after the colon (`curl -H 'Cookie:sid=...'`) was left.
+    ("Cookie:sid=Sx-1;lang=tr", "Cookie:sid=***;lang=***"),
+    ("cookie:SESSION=Sx-1", "cookie:SESSION=***"),
+    # Found in review: headers as a list of pairs, as httpx's Headers repr writes them once a name
+    # repeats (two Set-Cookie), and h11 or ASGI raw headers.
+    ("Headers([('set-cookie', 'sid=Sx-1; Path=/'), ('set-cookie', 'lb=Sx-2')])",
+     "Headers([('set-cookie', 'sid=***; Path=/'), ('set-cookie', 'lb=***')])"),
+    ("[(b'cookie', b'sid=Sx-1')]", "[(b'cookie', b'sid=***')]"),
+    ("{'Cookie': ' sid=Sx-1'}", "{'Cookie': ' sid=***'}"),
+    # Found in review: a header's line ran on past an escaped line break (a JSON string's `\r\n`),
+    # and every `name=value` in the headers after it was masked as a cookie.
+    ('{"raw": "Set-Cookie: lb=Sx-1\\r\\nX-Trace: req=abc-1"}', '{"raw": "Set-Cookie: lb=***\\r\\nX-Trace: req=abc-1"}'),
+    ("no cookie: retried with Cookie: sid=Sx-1", "no cookie: retried with Cookie: sid=***"),  # prose, then one
+    ("Cookie: ; sid=Sx-1", "Cookie: ; sid=***"),  # a proxy took the first one out
+    # Found in review: a value ended at a JSON-escaped slash (`\/`, as PHP's json_encode writes
+    # base64's `/`), and its rest was shown.
+    ('{"h":"Cookie: sid=Sx-1\\/Sx-2+x=="}', '{"h":"Cookie: sid=***"}'),
+    ('{"h":"Cookie: a=Sx-1; b=Sx-2"}', '{"h":"Cookie: a=***; b=***"}'),  # the JSON's closing quote stays
 ]
 
 BARE_SCHEMES = [  # `Bearer`, `Basic` and their credential without a header name before them
@@ -121,6 +146,7 @@ BARE_SCHEMES = [  # `Bearer`, `Basic` and their credential without a header name
     ("(Basic dXNlcjpwYXNz)", "(Basic ***)"),  # `user:pass`: letters only, but of both cases
     ("Authorization: Bearer Bearer Sx-1", "Authorization: Bearer Bearer ***"),  # a client's double prefix
     ("{'auth': 'Bearer Sx-1=='}", "{'auth': 'Bearer ***'}"),
+    ('{"error":"sent Basic Sx-1\\/Sx-2+ab== to gw"}', '{"error":"sent Basic *** to gw"}'),  # JSON-escaped `/`
 ]
 
 SIGNED_URLS = [  # a signed URL's query: `X-Amz-Credential`, `X-Amz-Security-Token`, `access_token` were masked before
@@ -169,7 +195,10 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "pass --password-file /run/secrets/kafka or --password <pw> --token; -p 6379 is the port, --monkey see",
     "ERR AUTH <password> called without any password configured for the default user",
     "NOAUTH Authentication required; basic auth is not enabled, auth failed for user bob",
-    "cookie: none set; the Cookie header is missing",
+    "auth error: token expired",  # a word and its colon: a label, prose
+    "cookie: none set; the Cookie header is missing", "missing: ['cookie', 'token']",
+    # Found in review: a value not starting with a cookie is prose; the codes after it were masked.
+    "invalid cookie: rejected by gw, code=13028 status=503 topic=sms.events",
     'Bearer <admin token>; bearer token expired; {"token_type": "Bearer"}; JWT Bearer Token',
     'WWW-Authenticate: Bearer realm="pisano", error="invalid_token"; Basic realm=api',
     "code=13028&state=retry&design=x&signal=y",

@@ -85,7 +85,7 @@ def test_our_request_id_stays_readable_in_the_extra_fields() -> None:
     key it is logged under, and only in the form we make it, is kept whole."""
     from consumer.operations.logs import JsonFormatter, TextFormatter
 
-    ours = "0123456789abcdef0123456789abcdef"
+    ours = "0123456789ab4def8123456789abcdef"  # uuid4().hex: version 4, variant 8-b
     record = logging.LogRecord("t", logging.INFO, "", 0, "request answered", None, None)
     record.__dict__.update({"request_id": ours, "reason": ours, "pisano_request_id": "05321234567"})
     for formatter in (JsonFormatter(), TextFormatter()):
@@ -94,3 +94,28 @@ def test_our_request_id_stays_readable_in_the_extra_fields() -> None:
     record.__dict__["request_id"] = "0532 123 45 67"
     for formatter in (JsonFormatter(), TextFormatter()):
         assert "123 45 67" not in formatter.format(record)
+    # Found in review: any 32 hex digits were kept, also ones built from a number (a call site or a
+    # library logging someone else's id under the key); a uuid4 holds its version and variant.
+    record.__dict__["request_id"] = "00000000000000000000905321234567"
+    for formatter in (JsonFormatter(), TextFormatter()):
+        assert "5321234567" not in formatter.format(record)
+
+
+def test_a_kafka_topic_name_stays_readable_in_the_extra_fields() -> None:
+    """Found in review: the `topic` field (the broker's name for where a record came from, not the
+    record's text) was redacted like a text from outside, so a dated topic (`sms.events-20261204`,
+    `sms.v1.2026.12.04`) read as `sms.events******04` in every line about it. A topic name (Kafka's
+    characters) with a letter in it stays; anything else is redacted as before."""
+    from consumer.operations.logs import JsonFormatter, TextFormatter
+
+    for topic in ("sms.events-20261204", "sms.v1.2026.12.04"):
+        record = logging.LogRecord("t", logging.WARNING, "", 0, "dead-lettering", None, None)
+        record.__dict__.update({"topic": topic, "offset": 7})
+        for formatter in (JsonFormatter(), TextFormatter()):
+            assert topic in formatter.format(record)
+    for topic in ("905321234567", "0532-123-45-67", "sms 05321234567", "redis://h/0?password=pw-88"):
+        record = logging.LogRecord("t", logging.WARNING, "", 0, "dead-lettering", None, None)
+        record.__dict__["topic"] = topic
+        for formatter in (JsonFormatter(), TextFormatter()):
+            line = formatter.format(record)
+            assert "5321234567" not in line and "123-45-67" not in line and "pw-88" not in line, line
