@@ -29,8 +29,11 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 # What people and systems put between the digits of a phone number: any Unicode space (also
 # non-breaking and narrow ones), dots, hyphens and dashes, slashes, brackets, and `+` (a space in
-# a form-encoded query: `to=0532+123+45+67`).
-_SEPARATOR_CHARS = r"\s.\-/()+\u2010-\u2015\u2212"
+# a form-encoded query: `to=0532+123+45+67`). Also what nobody sees there, which would otherwise cut
+# the digits into runs too short to be a number: control characters (NUL, ESC, DEL), a soft hyphen,
+# zero-width characters and joiners, bidirectional marks and controls, a byte order mark.
+_SEPARATOR_CHARS = (r"\s.\-/()+\u2010-\u2015\u2212"
+                    r"\x00-\x08\x0e-\x1b\x7f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff")
 _SEPARATOR = "[" + _SEPARATOR_CHARS + "]"
 # A phone-like run: an optional + or 00, then at least MIN_PHONE_DIGITS digits (any script: the
 # phone library reads Arabic-Indic and full-width digits too) with up to 4 separator characters between
@@ -77,6 +80,11 @@ _TIMESTAMP = (rf"(?<!\w){_NO_NUMBER_BEFORE}(?:19|20)[0-9]{{2}}-(?:0[1-9]|1[0-2])
               r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]{1,9}(?!\d))?)?"
               rf"(?:[Zz]|[+-][01][0-9]:?[0-5][0-9](?!\d))?(?!\d)(?:(?<=[Zz])|{_NO_NUMBER_AFTER})")
 _TRACE_IDS = re.compile(f"{_TIMESTAMP}|{_UUID}")
+# A UUID's group that is a number as long as a phone's, leading zeros aside: an id padded from one
+# (`00000000-0000-0000-0000-905321234567`) is no trace id to keep. About 2% of random UUIDs have such
+# a group (all 8 digits of the first, or 12 of the last): that group is masked, the rest kept.
+# (A timestamp's groups are at most 4 digits, but its fraction: nanoseconds are kept.)
+_PHONE_LONG_GROUP = re.compile(rf"(?:^|-)0*[1-9][0-9]{{{MIN_PHONE_DIGITS - 1},}}(?:-|$)")
 # Each holds this from its 4th (a timestamp, `6-12`) or 8th character (a UUID, `7-e8`) on: a text
 # without it (most, also `dead-lettering`) is not scanned for them, one with it from just before
 # it. The scan, lookbehinds tried at every position, costs about 90 ns a character, the search for
@@ -112,6 +120,8 @@ def _redacted_plain(text: str) -> str:
     parts: list[str] = []
     done = 0
     for kept in _TRACE_IDS.finditer(text, max(0, hint.start() - _HINT_OFFSET)):
+        if _PHONE_LONG_GROUP.search(kept.group()) is not None:
+            continue  # masked with the text around it
         parts += (_masked_numbers(text[done:kept.start()]), kept.group())
         done = kept.end()
     return "".join(parts) + _masked_numbers(text[done:]) if parts else _masked_numbers(text)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from consumer.ingest.mapping import is_campaign_id
-from consumer.operations.logs import redact_phones
+from consumer.operations.logs import redact_text
 
 MAX_SHOWN_CHARS = 200
 _IDENTIFIER = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's topic-name characters: reasons and codes fit too
@@ -28,7 +28,7 @@ def shown(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
     Showing shown text again changes nothing (a backslash is left as it is), so a printer need not
     know whether a reason was already made safe where it was built. Cut before redacting (the work
     stays bounded) with room to spare, then again after: no half number is left."""
-    return _escaped(redact_phones(text[: limit * 4]), limit)
+    return _escaped(redact_text(text[: limit * 4]), limit)
 
 
 def shown_id(text: str, limit: int = MAX_SHOWN_CHARS) -> str:

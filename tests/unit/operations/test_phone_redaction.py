@@ -183,8 +183,8 @@ def test_an_address_after_a_number_stays_readable(text: str) -> None:
 TIMESTAMPS = ["2026-12-04T21:00:00Z", "2026-12-04T21:00:00.123+03:00", "2026-12-04 21:00:00", "2026-12-04T21:00",
               "2026-12-04T21:00:00.123456", "2026-12-04T21:00:00+0300", "2026-12-04T21:00:00-05:00",
               "1999-01-31T00:00:59Z"]
-UUIDS = ["123e4567-e89b-12d3-a456-426614174000", "12345678-1234-1234-1234-123456789012",
-         "123E4567-E89B-12D3-A456-426614174000"]
+UUIDS = ["123e4567-e89b-12d3-a456-42661417400b", "00000000-0000-4000-8000-000000013002",
+         "123E4567-E89B-12D3-A456-42661417400B", "ae51458c-9e82-417f-8f1d-e074891ea5c1"]
 
 
 @pytest.mark.parametrize("kept", TIMESTAMPS + UUIDS)
@@ -268,3 +268,29 @@ def test_redaction_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> N
     ratio = best_of(7, lambda: [redact_phones(large) for _ in range(10)]) / best_of(
         7, lambda: [redact_phones(small) for _ in range(160)]) * 16
     assert ratio < 64, f"16x the text took {ratio:.0f}x as long"
+
+
+@pytest.mark.parametrize("text", ["00000000-0000-0000-0000-905321234567", "00000000-0000-4000-8000-005321234567",
+                                  "05321234-e89b-12d3-a456-426614174000", "12345678-1234-1234-1234-123456789012",
+                                  "123e4567-e89b-12d3-a456-426614174000"])
+def test_a_uuid_whose_group_is_a_phone_long_number_is_masked(text: str) -> None:
+    """Found in review: an id padded from a phone number (`...-0000-905321234567`) was kept whole as a
+    UUID. A group that is a number of 7 or more digits, leading zeros aside, is masked like any."""
+    number = max(text.split("-"), key=lambda group: len(group.lstrip("0"))).lstrip("0")
+    output = redact_phones(f"event {text} failed")
+    assert number not in output and number[:-2] not in output, output
+
+
+# Characters nobody sees between two digits: zero-width and joiners, a soft hyphen, a byte order
+# mark, bidirectional controls, and control characters a terminal or a C string leaves in.
+INVISIBLE = ["\u200b", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202e", "\u2066", "\x00", "\x1b", "\x7f"]
+
+
+@pytest.mark.parametrize("mark", INVISIBLE)
+def test_a_number_cut_by_invisible_characters_is_masked(mark: str) -> None:
+    """Found in review: `+90532\u200b123\u200b4567` (and the same written as escapes) was left in
+    clear: the invisible characters were no separators, and cut the digits into runs too short."""
+    escaped = mark.encode("unicode_escape").decode("ascii")
+    for text in (f"to +90532{mark}123{mark}4567 failed", f"to '+90532{escaped}123{escaped}4567' failed"):
+        output = redact_phones(text)
+        assert "4567" not in output and "90532" not in output, (text, output)

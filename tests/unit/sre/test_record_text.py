@@ -31,6 +31,14 @@ def test_shown_escapes_what_a_terminal_would_act_on_and_masks_phones() -> None:
     assert shown("ae51458c-9e82-417f-8f1d-e074891ea5c1 13001 Ayşe") == "ae51458c-9e82-417f-8f1d-e074891ea5c1 13001 Ayşe"
 
 
+def test_shown_masks_credentials_too() -> None:
+    """Found in review: `shown` redacted phones only, so a reason quoting a URL, a query or a header
+    printed their credentials in clear."""
+    text = shown("redis://u:pw1x@h:6379 password=abc1x Cookie: sid=x1x")
+    assert not any(secret in text for secret in ("pw1x", "abc1x", "x1x")), text
+    assert "@h:6379" in text and "password=***" in text
+
+
 def test_shown_is_bounded_and_cuts_no_phone_in_half() -> None:
     assert len(shown("x" * 100_000)) == MAX_SHOWN_CHARS
     near_the_end = "x" * (MAX_SHOWN_CHARS - 6) + "+905321234567"
