@@ -39,6 +39,7 @@ from consumer.sre.replay import (
     default_group,
     run_replay,
 )
+from consumer.sre.replay_signature import MAX_SIGNED_REPLAYS
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
@@ -108,7 +109,7 @@ def _quiet_kafka_logs(settings: Settings) -> None:
 @click.option("--until", metavar="WHEN", help="Only records that failed before WHEN (same form as --since).")
 @click.option("--limit", type=Count(min=1), metavar="N",
               help="Stop after N records that match the filters (the next run goes on from there).")
-@click.option("--max-replays", type=Count(min=1), default=3, show_default=True,
+@click.option("--max-replays", type=Count(min=1, max=MAX_SIGNED_REPLAYS), default=3, show_default=True,
               help="Refuse records already replayed this many times (header dlq.replays).")
 @click.option("--from-topic", metavar="TOPIC", help="Read this topic instead of DLQ_TOPIC.")
 @click.option("--to-topic", metavar="TOPIC",

@@ -48,6 +48,8 @@ VERSION = "v2"
 # attempts were named). Checked before the MAC is computed: it is joined into the signed text.
 ATTEMPT_ID = re.compile(r"[0-9a-f]{1,32}\|[0-9a-f]{1,32}|-")
 MAX_HEADER_BYTES = 200  # a real signature is about 90 bytes
+# The replay count a signature carries: at most 6 digits (`replay --max-replays` stays below it).
+MAX_SIGNED_REPLAYS = 999_999
 # A replay is signed just before it is published; a little clock skew between hosts is allowed.
 CLOCK_SKEW_MS = 5 * 60_000
 
@@ -122,7 +124,8 @@ def verified_replay(key: bytes | None, topic: str, record_key: bytes | None, val
     if len(parts) != 4 or parts[0] != VERSION:
         return NOT_A_REPLAY
     _, replays_text, signed_text, mac = parts
-    if not (replays_text.isdigit() and len(replays_text) <= 6 and signed_text.isdigit() and len(signed_text) <= 15):
+    if not (replays_text.isdigit() and len(replays_text) <= len(str(MAX_SIGNED_REPLAYS))
+            and signed_text.isdigit() and len(signed_text) <= 15):
         return NOT_A_REPLAY
     if count != replays_text.encode():
         return NOT_A_REPLAY  # dlq.replays must say what was signed

@@ -168,6 +168,20 @@ def test_counts_on_the_command_line_are_ascii_digits(option: str, value: str) ->
     assert f"Invalid value for '{option}': {value!r} is not a whole number in ASCII digits, e.g. 100" in result.output
 
 
+def test_max_replays_stays_within_what_a_signature_can_carry() -> None:
+    """Found in review: `--max-replays 1000000` let a record replayed 999,999 times go out as replay
+    1,000,000, a count no signature verifies (6 digits at most): the consumers took it for a plain
+    record, whose claim can override no unknown mark."""
+    from click.testing import CliRunner
+
+    from consumer.cli import main
+    from consumer.sre.replay_signature import MAX_SIGNED_REPLAYS
+
+    result = CliRunner().invoke(main, ["replay", "--max-replays", str(MAX_SIGNED_REPLAYS + 1)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for '--max-replays': {MAX_SIGNED_REPLAYS + 1} is not in the range 1<=x<=" in result.output
+
+
 def test_a_campaign_option_in_upper_case_is_the_same_filter() -> None:
     assert Filters.from_options(campaigns=[CAMPAIGN_A.upper()]) == Filters.from_options(campaigns=[CAMPAIGN_A])
 
