@@ -78,9 +78,12 @@ class ReplayInterrupted(ReplayError):
     """Ctrl-C: what Kafka acknowledged before it was committed (`summary.committed`); `summary`
     holds the counts so far, so the operator learns what happened instead of a bare "Aborted!"."""
 
-    def __init__(self, summary: ReplaySummary) -> None:
+    def __init__(self, summary: ReplaySummary, not_committed: str | None = None) -> None:
         super().__init__("interrupted")
         self.summary = summary
+        # Why the interrupt's own checkpoint committed nothing (a delivery report lost to the
+        # Ctrl-C, Kafka not answering): `summary.committed` then stands for earlier checkpoints only.
+        self.not_committed = not_committed
 
 
 class Verdict(StrEnum):
@@ -371,8 +374,12 @@ def run_replay(settings: Settings, plan: ReplayPlan,
     except KeyboardInterrupt as exc:
         # Keep what was acknowledged: the next run starts after it instead of re-publishing it.
         # A second Ctrl-C during this checkpoint goes through as KeyboardInterrupt: nothing more
-        # is committed.
-        checkpoint()
+        # is committed. One that cannot commit (a report lost to this Ctrl-C) commits nothing, but
+        # the run was still interrupted: the operator gets the summary and exit 130, not a failure.
+        try:
+            checkpoint()
+        except ReplayError as failed:
+            raise ReplayInterrupted(summary, str(failed)) from exc
         raise ReplayInterrupted(summary) from exc
     finally:
         consumer.close()

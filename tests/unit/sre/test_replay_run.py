@@ -9,7 +9,7 @@ from consumer.cli import main
 from consumer.config.settings import Settings
 from consumer.sre.dlq_read import Filters
 from consumer.sre.replay import ReplayPlan, run_replay
-from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, install
+from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, FakeProducer, install
 from tests.unit.sre.test_dlq_filters import TOKEN_FAILURE, dead_lettered
 
 
@@ -142,3 +142,42 @@ def test_records_refused_at_max_replays_are_replayable_as_the_summary_says(monke
     assert " 2 " in line and "--max-replays" in line and "--group" in line  # the position is past them
     again = CliRunner().invoke(main, ["replay", "--max-replays", "4", "--group", "pisano-sms-replay-more"])
     assert again.exit_code == 0 and len(cluster.published) == 2
+
+
+class LosesAReportToCtrlC(FakeProducer):
+    """Ctrl-C that lands in a delivery callback at the `lose_at`-th flush: Python raises it at the
+    callback's first instruction, so that record's report is gone; confluent-kafka serves the
+    other reports of the flush, then raises KeyboardInterrupt from flush()."""
+
+    def __init__(self, cluster: Cluster, lose_at: int) -> None:
+        super().__init__(cluster)
+        self.lose_at, self.flushes = lose_at, 0
+
+    def flush(self, timeout: float = 0) -> int:
+        self.flushes += 1
+        if self.flushes != self.lose_at or not self.pending:
+            return super().flush(timeout)
+        _lost, *others = self.pending
+        self.pending = others
+        super().flush(timeout)
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_that_loses_a_delivery_report_still_exits_130_with_the_summary(monkeypatch: pytest.MonkeyPatch,
+                                                                             env: None) -> None:
+    # Found in review: the interrupt's checkpoint refused to commit past the record whose report
+    # was lost (right), but its ReplayError replaced the interrupt: exit 1, no summary, as if
+    # publishing had failed.
+    import consumer.sre.replay as replay
+
+    cluster = Cluster(dlq_records(4))
+    install(monkeypatch, cluster)
+    monkeypatch.setattr(replay, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after each record
+    monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: LosesAReportToCtrlC(cluster, lose_at=3))
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert cluster.committed["g"] == 2  # never past the record whose report was lost
+    assert result.exit_code == 130, result.output
+    assert "replayed" in result.output  # the counts so far
+    assert "interrupted" in result.output and "run the same command again" in result.output
+    assert "no delivery report" in result.output  # why the interrupt's checkpoint committed nothing
+    assert "is committed for group g" not in result.output  # not "what Kafka acknowledged is committed"
