@@ -155,7 +155,7 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
     except ReplayInterrupted as exc:
         progress.close()
         _print_replay(plan, exc.summary)
-        fail(_interrupted(plan, exc.summary), EXIT_INTERRUPTED)
+        fail(_interrupted(plan, exc.summary, exc.not_committed), EXIT_INTERRUPTED)
     except ReplayError as exc:
         fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
@@ -172,11 +172,16 @@ def _resume_hint(plan: ReplayPlan) -> str:
     return " without --from-beginning to resume" if plan.from_beginning else " to resume"
 
 
-def _interrupted(plan: ReplayPlan, summary: ReplaySummary) -> str:
+def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | None = None) -> str:
     if plan.dry_run:
         return "interrupted: a dry run publishes and commits nothing; run it again for the whole count"
-    kept = (f"what Kafka acknowledged is committed for group {plan.group}" if summary.committed
-            else "nothing was committed")
+    if not_committed is not None:
+        # The interrupt's checkpoint could not commit: only earlier checkpoints' positions stand.
+        kept = ((f"positions up to the last checkpoint are committed for group {plan.group}" if summary.committed
+                 else "nothing was committed") + f", none after it ({not_committed})")
+    else:
+        kept = (f"what Kafka acknowledged is committed for group {plan.group}" if summary.committed
+                else "nothing was committed")
     return f"interrupted after {summary.read:,} record(s) read: {kept}; run the same command again{_resume_hint(plan)}"
 
 

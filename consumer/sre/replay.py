@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
+import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -78,9 +81,12 @@ class ReplayInterrupted(ReplayError):
     """Ctrl-C: what Kafka acknowledged before it was committed (`summary.committed`); `summary`
     holds the counts so far, so the operator learns what happened instead of a bare "Aborted!"."""
 
-    def __init__(self, summary: ReplaySummary) -> None:
+    def __init__(self, summary: ReplaySummary, not_committed: str | None = None) -> None:
         super().__init__("interrupted")
         self.summary = summary
+        # Why the interrupt's own checkpoint committed nothing (a delivery report lost to the
+        # Ctrl-C, Kafka not answering): `summary.committed` then stands for earlier checkpoints only.
+        self.not_committed = not_committed
 
 
 class Verdict(StrEnum):
@@ -257,6 +263,16 @@ class _Publisher:
 
     def wait_acknowledged(self) -> list[Refusal]:
         """Wait for every delivery report; the records Kafka refused for themselves, or ReplayError."""
+        self.settle()
+        return self.take_refused()
+
+    def take_refused(self) -> list[Refusal]:
+        """The refusals not taken yet, taken off the list: count them under `interrupt_deferred`."""
+        refused, self._refused = self._refused, []
+        return refused
+
+    def settle(self) -> None:
+        """Wait until every record published is acknowledged or refused alone, or ReplayError."""
         self._flush()
         while self._suspects:
             # Taken off the list one at a time: after a Ctrl-C here, the checkpoint of the
@@ -269,8 +285,6 @@ class _Publisher:
             raise ReplayError(f"no delivery report for {self._unsettled} re-published record(s) (interrupted?); "
                               "positions after the last checkpoint were not committed: run again (it resumes; "
                               "the consumers skip what was delivered)")
-        refused, self._refused = self._refused, []
-        return refused
 
     def _flush(self) -> None:
         left = self.producer.flush(ACK_TIMEOUT_S)
@@ -312,8 +326,12 @@ def run_replay(settings: Settings, plan: ReplayPlan,
     def checkpoint() -> None:
         if publisher is None:
             return
-        for refusal in publisher.wait_acknowledged():
-            summary.refused_by_kafka(refusal, plan.stale_before)
+        publisher.settle()
+        # Taken off the publisher's list and counted as one step: a Ctrl-C in between lost the
+        # rest from the summary while the interrupt's checkpoint committed past them.
+        with interrupt_deferred():
+            for refusal in publisher.take_refused():
+                summary.refused_by_kafka(refusal, plan.stale_before)
         positions = reader.positions()
         if not positions:
             return
@@ -371,14 +389,36 @@ def run_replay(settings: Settings, plan: ReplayPlan,
     except KeyboardInterrupt as exc:
         # Keep what was acknowledged: the next run starts after it instead of re-publishing it.
         # A second Ctrl-C during this checkpoint goes through as KeyboardInterrupt: nothing more
-        # is committed.
-        checkpoint()
+        # is committed. One that cannot commit (a report lost to this Ctrl-C) commits nothing, but
+        # the run was still interrupted: the operator gets the summary and exit 130, not a failure.
+        try:
+            checkpoint()
+        except ReplayError as failed:
+            raise ReplayInterrupted(summary, str(failed)) from exc
         raise ReplayInterrupted(summary) from exc
     finally:
         consumer.close()
     log.info("replay of %s done: %d read, %d replayed", plan.source_topic, summary.read, summary.replayed,
              extra={"topic": plan.source_topic, "count": summary.replayed})
     return summary
+
+
+@contextmanager
+def interrupt_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it: for bookkeeping that must
+    not stop half-way. Only where Python's own handler is in place, in the main thread."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _check_target(client: Any, topic: str, settings: Settings, known: set[str]) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from typing import Any
+
 import pytest
 from click.testing import CliRunner
+from confluent_kafka import KafkaError, KafkaException
 
 from consumer.cli import main
 from consumer.config.settings import Settings
 from consumer.sre.dlq_read import Filters
 from consumer.sre.replay import ReplayPlan, run_replay
-from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, install
+from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, FakeProducer, install
 from tests.unit.sre.test_dlq_filters import TOKEN_FAILURE, dead_lettered
 
 
@@ -142,3 +147,81 @@ def test_records_refused_at_max_replays_are_replayable_as_the_summary_says(monke
     assert " 2 " in line and "--max-replays" in line and "--group" in line  # the position is past them
     again = CliRunner().invoke(main, ["replay", "--max-replays", "4", "--group", "pisano-sms-replay-more"])
     assert again.exit_code == 0 and len(cluster.published) == 2
+
+
+class LosesAReportToCtrlC(FakeProducer):
+    """Ctrl-C that lands in a delivery callback at the `lose_at`-th flush: Python raises it at the
+    callback's first instruction, so that record's report is gone; confluent-kafka serves the
+    other reports of the flush, then raises KeyboardInterrupt from flush()."""
+
+    def __init__(self, cluster: Cluster, lose_at: int) -> None:
+        super().__init__(cluster)
+        self.lose_at, self.flushes = lose_at, 0
+
+    def flush(self, timeout: float = 0) -> int:
+        self.flushes += 1
+        if self.flushes != self.lose_at or not self.pending:
+            return super().flush(timeout)
+        _lost, *others = self.pending
+        self.pending = others
+        super().flush(timeout)
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_that_loses_a_delivery_report_still_exits_130_with_the_summary(monkeypatch: pytest.MonkeyPatch,
+                                                                             env: None) -> None:
+    # Found in review: the interrupt's checkpoint refused to commit past the record whose report
+    # was lost (right), but its ReplayError replaced the interrupt: exit 1, no summary, as if
+    # publishing had failed.
+    import consumer.sre.replay as replay
+
+    cluster = Cluster(dlq_records(4))
+    install(monkeypatch, cluster)
+    monkeypatch.setattr(replay, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after each record
+    monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: LosesAReportToCtrlC(cluster, lose_at=3))
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert cluster.committed["g"] == 2  # never past the record whose report was lost
+    assert result.exit_code == 130, result.output
+    assert "replayed" in result.output  # the counts so far
+    assert "interrupted" in result.output and "run the same command again" in result.output
+    assert "no delivery report" in result.output  # why the interrupt's checkpoint committed nothing
+    assert "is committed for group g" not in result.output  # not "what Kafka acknowledged is committed"
+
+
+class RefusesLargeRecords(FakeProducer):
+    """librdkafka refuses in produce() itself a record over its message.max.bytes."""
+
+    def produce(self, topic: str, key: Any = None, value: Any = None, headers: Any = None,
+                on_delivery: Any = None) -> None:
+        if value is not None and len(value) > 1000:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        super().produce(topic, key, value, headers, on_delivery)
+
+
+def test_ctrl_c_while_a_checkpoint_counts_kafka_refusals_loses_none_of_them(monkeypatch: pytest.MonkeyPatch,
+                                                                           env: None) -> None:
+    # Found in review: the checkpoint took the refusals off the publisher's list, then counted them
+    # one by one; a Ctrl-C in between lost the rest, and the interrupt's checkpoint committed past
+    # them: the summary said `replayed` for a record Kafka refused, and nothing told the operator
+    # to replay it again.
+    import consumer.sre.replay as replay
+
+    records = dlq_records(2)
+    records[0] = DlqMessage(records[0].headers(), topic=DLQ, partition=0, offset=0, key=b"evt-0", value=b"b" * 1001)
+    cluster = Cluster(records)
+    install(monkeypatch, cluster)
+    monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: RefusesLargeRecords(cluster))
+    counted = replay.ReplaySummary.refused_by_kafka
+
+    def ctrl_c_then_count(self: Any, *args: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the operator's Ctrl-C, a real signal
+        counted(self, *args)
+
+    monkeypatch.setattr(replay.ReplaySummary, "refused_by_kafka", ctrl_c_then_count)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 130, result.output
+    refused = next(line for line in result.output.splitlines() if "refused: by Kafka" in line)
+    assert refused.split()[3] == "1", refused
+    replayed = next(line for line in result.output.splitlines() if line.strip().startswith("replayed"))
+    assert replayed.split()[1] == "1", replayed
+    assert cluster.committed["g"] == 2 and len(cluster.published) == 1
