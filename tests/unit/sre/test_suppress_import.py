@@ -87,15 +87,17 @@ def test_lines_are_counted_in_the_file_not_in_rows() -> None:
 
 
 class FailingAfter(MemoryOptOutList):
-    """Redis answering the first `chunks` adds, then gone."""
+    """Answering the first `chunks` adds, then raising `error`: Redis gone by default, or the
+    operator's Ctrl-C while the next chunk is added."""
 
-    def __init__(self, chunks: int) -> None:
+    def __init__(self, chunks: int, error: BaseException | None = None) -> None:
         super().__init__()
         self.chunks = chunks
+        self.error = error or StateStoreError("Redis did not answer")
 
     def add(self, entries: list[str]) -> int:
         if self.chunks == 0:
-            raise StateStoreError("Redis did not answer")
+            raise self.error
         self.chunks -= 1
         return super().add(entries)
 
@@ -139,26 +141,12 @@ def test_a_header_naming_a_column_twice_is_refused_not_half_imported(header: str
     assert store.size() == 0
 
 
-class InterruptedAfter(MemoryOptOutList):
-    """The operator's Ctrl-C while the chunk after the first `chunks` is added."""
-
-    def __init__(self, chunks: int) -> None:
-        super().__init__()
-        self.chunks = chunks
-
-    def add(self, entries: list[str]) -> int:
-        if self.chunks == 0:
-            raise KeyboardInterrupt
-        self.chunks -= 1
-        return super().add(entries)
-
-
 def test_ctrl_c_says_which_lines_are_on_the_list_and_what_to_do(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from consumer.cli import main
     from consumer.sre import suppress
 
-    store = InterruptedAfter(1)
+    store = FailingAfter(1, KeyboardInterrupt())
     monkeypatch.setattr(suppress, "_open", lambda settings: (HASHER, store))
     path = tmp_path / "opt-outs.csv"
     path.write_text("phone\n" + "".join(f"+90532{n:07d}\n" for n in range(CHUNK + 10)))
