@@ -218,7 +218,13 @@ def test_ctrl_c_while_a_checkpoint_counts_kafka_refusals_loses_none_of_them(monk
         counted(self, *args)
 
     monkeypatch.setattr(replay.ReplaySummary, "refused_by_kafka", ctrl_c_then_count)
-    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    # As at a terminal: Python's own handler. A process started in the background by a shell
+    # without job control (a CI runner's) inherits SIGINT ignored, and the signal would be lost.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert result.exit_code == 130, result.output
     refused = next(line for line in result.output.splitlines() if "refused: by Kafka" in line)
     assert refused.split()[3] == "1", refused
