@@ -31,23 +31,18 @@ OK = Accepted(200, "req", 0.01)
 
 def refuse_settlements(dedup: MemoryDedup, cooldown: MemoryCooldown | None, down: Callable[[], bool]) -> None:
     """Every settlement of ids (and of phones, with a cooldown store) fails while `down()`."""
-    real_settle = dedup.settle
+    dedup.settle = _failing_while(down, dedup.settle)  # type: ignore[method-assign]
+    if cooldown is not None:
+        cooldown.settle = _failing_while(down, cooldown.settle)  # type: ignore[method-assign]
 
-    def settle(outcome, tag, ids):  # type: ignore[no-untyped-def]
+
+def _failing_while(down: Callable[[], bool], call: Callable[..., None]) -> Callable[..., None]:
+    def failing(*args: object) -> None:
         if down():
             raise StateStoreError("connection refused")
-        real_settle(outcome, tag, ids)
+        call(*args)
 
-    dedup.settle = settle  # type: ignore[method-assign]
-    if cooldown is not None:
-        real_settle_phones = cooldown.settle
-
-        def settle_phones(fate, tag, keys):  # type: ignore[no-untyped-def]
-            if down():
-                raise StateStoreError("connection refused")
-            real_settle_phones(fate, tag, keys)
-
-        cooldown.settle = settle_phones  # type: ignore[method-assign]
+    return failing
 
 
 class Outage:
