@@ -52,7 +52,7 @@ demo: up
 ## The whole suite: lint, then every test. Starts Kafka and Redis itself (unless already up)
 ## and stops what it started.
 test: install helm kube-score lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=30
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
