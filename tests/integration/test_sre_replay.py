@@ -113,15 +113,16 @@ def test_sigkill_while_dead_lettering_loses_nothing_and_replays_send_nothing_twi
                              delivery_log_path=log)
     with SimulatorServer(config) as simulator:
         # One campaign's flow is broken on Pisano's side: its events are dead-lettered with 13034.
-        # Every answer takes 3 s, so the kill lands with requests in flight (as it did, by chance,
+        # Every answer takes 2 s, so the kill lands with requests in flight (as it did, by chance,
         # in a CI run): their claims stay until their lease lapses, then their events end
         # `ambiguous`, whether Pisano got them or not. Short timeouts keep that lease within the
-        # wait below (by default it is minutes).
-        set_faults(simulator, campaign_codes={bad_campaign: 13034}, latency_ms=3000)
+        # wait below (by default it is minutes), a short circuit cooldown the probe after the fix.
+        set_faults(simulator, campaign_codes={bad_campaign: 13034}, latency_ms=2000)
         env = consumer_env(bootstrap=stack.bootstrap, redis_url=stack.redis_url, topic=topic, dlq=dlq, group=group,
                            pisano_url=simulator.url, token=RIGHT_TOKEN, BATCH_MAX_RECIPIENTS=100,
-                           MAX_IN_FLIGHT_REQUESTS=4, COMMIT_INTERVAL_MS=2000, PISANO_TIMEOUT_MS=8000,
-                           PISANO_CONNECT_TIMEOUT_MS=1000, DEDUP_CLAIM_LEASE_MS=20_000)
+                           MAX_IN_FLIGHT_REQUESTS=4, COMMIT_INTERVAL_MS=2000, PISANO_TIMEOUT_MS=4000,
+                           PISANO_CONNECT_TIMEOUT_MS=500, DEDUP_CLAIM_LEASE_MS=15_000,
+                           CIRCUIT_COOLDOWN_MS=3000, CIRCUIT_MAX_COOLDOWN_MS=6000)
         first = ConsumerProcess(env, tmp_path / "first.log").start()
         processes.append(first)
         wait_until(lambda: len(read_all(stack.bootstrap, dlq, timeout=5)) >= 300, 60, "dead-lettering under way")
