@@ -55,6 +55,14 @@ _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
 # pw` (the same word only: in `Bearer token expired`, `token` is prose).
 _AUTH_SCHEME = re.compile(r"(?P<scheme>" + _SCHEME_WORD + r")(?:[ \t]++(?P=scheme))*+[ \t]++(?=\S)")
 _LONE_SCHEME = re.compile(_SCHEME_WORD)
+_BARE_SCHEMES = ("bearer", "basic", "token", "negotiate", "ntlm", "digest")  # secret_headers' marks
+# An Authorization (or Proxy-Authorization) header's credential is one word after these; after any
+# other scheme (`Digest`, `Token`, `Hawk`, `SharedKey`, `AWS4-HMAC-SHA256`) it is parameters or more
+# words (`id="x", mac="y"`), so the value runs to the end of the line, as in HTTP. A scheme of
+# letters stays (a diagnostic); one of other characters may be no scheme but a password: it goes.
+_ONE_WORD_SCHEME = re.compile(r"(?i:bearer|basic|negotiate|ntlm|apikey)")
+_ANY_SCHEME = re.compile(r"[A-Za-z]++[ \t]++(?=\S)")
+_LINE_END = re.compile(r"[\r\n]|\\[rn]")  # also as a JSON string or a repr escapes it: `\r\n`
 
 __all__ = ["MASK", "is_secret_key", "is_secret_name", "mask_urls_in_text"]  # the first three: secret_names
 
@@ -75,7 +83,7 @@ def _masked(text: str, levels: int) -> str:
     text = _mask_pairs(text)
     if "cookie" in lowered:
         text = mask_cookies(text)
-    if "bearer" in lowered or "basic" in lowered:
+    if any(scheme in lowered for scheme in _BARE_SCHEMES):
         text = mask_bare_credentials(text)
     if "--" in text:
         text = mask_flags(text)
@@ -130,23 +138,29 @@ def _mask_bare_user_info(text: str) -> str:
 def _mask_pairs(text: str) -> str:
     parts: list[str] = []
     done = 0  # text before this is in `parts`; a name inside a value already masked is not looked at
+    line_end = [-1]  # where the line last looked at ends: the headers on one line share it (linear)
     for pair in _PAIR.finditer(text):
         # ...unless its value lies beyond: its `: ` or its `Basic ` reaches past that value
         # (`password=a,"pwd": b`, `pwd=a;authorization=Basic b`: the value ends at the blank) or
         # it ends where that value ends (a quote taken for the end of it); one name a value at most.
         if pair.end() < done and ((scheme := _AUTH_SCHEME.match(text, pair.end())) is None or scheme.end() <= done):
             continue
-        span = _secret_value(text, pair)
+        span = _secret_value(text, pair, line_end)
         if span is not None and span[0] < span[1]:
             parts += (text[done:span[0]], MASK)
             done = span[1]
     return "".join(parts) + text[done:] if parts else text
 
 
-def _secret_value(text: str, pair: re.Match[str]) -> tuple[int, int] | None:
+def _secret_value(text: str, pair: re.Match[str], line_end: list[int]) -> tuple[int, int] | None:
     """Where the value after a secret name starts and ends, or None (not a secret name, no value)."""
     name, sep, start = pair.group("name"), pair.group("sep"), pair.end()
     query_like = pair.group("quote") is None and sep.strip() == "="
+    header = name.lower().endswith("authorization")
+    # `authorization=abc&x=1` is a query's: its value ends there, unless a scheme of more words follows.
+    if (header and is_secret_key(name) and quoted_span(text, start) is None and not text.startswith(("{", "["), start)
+            and (not query_like or _scheme_of_more_words(text, start))):
+        return _header_credential(text, start, line_end)
     if query_like:
         # `password= token=` has no value (a blank after the `=` only); `sasl.password = pw` has.
         if not is_secret_name(name) or (sep[0] == "=" and len(sep) > 1):
@@ -155,7 +169,8 @@ def _secret_value(text: str, pair: re.Match[str]) -> tuple[int, int] | None:
         return None  # `"password": ["is too short"]` is a structure (an error list), not the value
     if (quoted := quoted_span(text, start)) is not None:
         start, end, _ = quoted
-        if (scheme := _AUTH_SCHEME.match(text, start, end)) is not None:
+        scheme = _AUTH_SCHEME.match(text, start, end) or (_ANY_SCHEME.match(text, start, end) if header else None)
+        if scheme is not None:
             start = scheme.end()  # `Bearer`, `Basic`: the kind of credential is a diagnostic
         return start, end
     scheme = _AUTH_SCHEME.match(text, start)
@@ -169,8 +184,30 @@ def _secret_value(text: str, pair: re.Match[str]) -> tuple[int, int] | None:
     word = value.group().rstrip(",;)]}") if value is not None else ""
     # A word of letters only is prose (`REPLAY_SIGNING_KEY: shorter than 16`, `Invalid value for
     # 'token': must be`) or `null`, `true`, `None`; a password or token holds a digit or a sign.
-    # Only a header's credential may be letters alone (but not a lone `Bearer`).
-    header = name.lower().endswith("authorization")
-    if scheme is None and word.isalpha() and (not header or _LONE_SCHEME.fullmatch(word)):
+    if scheme is None and word.isalpha():
         return None
     return start, start + len(word)
+
+
+def _scheme_of_more_words(text: str, start: int) -> bool:
+    scheme = _ANY_SCHEME.match(text, start)
+    return scheme is not None and not _ONE_WORD_SCHEME.fullmatch(scheme.group().rstrip())
+
+
+def _header_credential(text: str, start: int, line_end: list[int]) -> tuple[int, int] | None:
+    """Where the credential of an unquoted Authorization value at `start` starts and ends (None: a
+    lone scheme, as `Authorization: Bearer` in a usage text). It may be letters alone."""
+    scheme = _AUTH_SCHEME.match(text, start)
+    if scheme is not None and _ONE_WORD_SCHEME.fullmatch(scheme.group("scheme")):
+        value = _CREDENTIAL.match(text, scheme.end())
+        word = value.group().rstrip(",;)]}") if value is not None else ""
+        return scheme.end(), scheme.end() + len(word)
+    if line_end[0] < start:
+        found = _LINE_END.search(text, start)
+        line_end[0] = found.start() if found is not None else len(text)
+    if scheme is None:
+        scheme = _ANY_SCHEME.match(text, start, line_end[0])
+        if scheme is None and _LONE_SCHEME.fullmatch(text, start, line_end[0]):
+            return None
+    begin = scheme.end() if scheme is not None else start
+    return (begin, line_end[0]) if begin < line_end[0] else None

@@ -221,6 +221,9 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     "Cookie:a=", "cookie:a", "('cookie', '", "'cookie', 'a=", "cookie: x ", "cookie: 'x ", 'cookie: "',
     "'AUTH', '", "'AUTH', 'a', '", "\"auth\",\"a\" ", "AUTH a b\n",
     "Cookie: a=\\/", "Cookie: a=\"\\/", "Bearer a\\/", "Bearer \\/",
+    # Fifth review: any Authorization scheme to the line's end, more bare schemes, Digest's lines.
+    "Authorization: a ", "authorization: Hawk a=\"", "Authorization: Bearer\n", "authorization=a b ",
+    "Proxy-Authorization:", "Digest ", "Digest a\n", "Digest response=", "token a ", "NTLM ", "digest a response=",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

@@ -173,7 +173,32 @@ ESCAPED_SLASHES = [  # a JSON encoder that writes `/` as `\u002F`, or a repr as 
     ("at \\u002F\\u002Fu:Sx-1@cache:6379", "at \\u002F\\u002F***@cache:6379"),
 ]
 
-WORDS = FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
+# Fifth review (2026-12-05): an Authorization header's value whatever its scheme (a scheme of
+# letters stays: a diagnostic); it runs to the end of the line, as in HTTP, but for the one-word
+# credentials (`Bearer`, `Basic`, `Negotiate`, `NTLM`).
+ANY_SCHEME = [
+    ("Authorization: SharedKey acct:Sx-1", "Authorization: SharedKey ***"),
+    ('Authorization: Hawk id="Sx-1", mac="Sx-2"', "Authorization: Hawk ***"),
+    ("Proxy-Authorization: Foo Sx-1\r\nHost: gw", "Proxy-Authorization: Foo ***\r\nHost: gw"),
+    ("authorization: Sx-1 Sx-2", "authorization: ***"),
+    ('Authorization: Digest username="bob", response="Sx-1"', "Authorization: Digest ***"),
+    ("Authorization: AWS4-HMAC-SHA256 Credential=Sx-1/2026, Signature=Sx-2", "Authorization: ***"),
+    ("{'Proxy-Authorization': 'Hawk id=Sx-1'}", "{'Proxy-Authorization': 'Hawk ***'}"),
+    ("authorization=SharedKey acct:Sx-1", "authorization=SharedKey ***"),
+]
+
+# Fifth review: the other schemes' credentials without a header name, as `Bearer`'s and `Basic`'s;
+# a Digest credential (it holds `response=`, a challenge does not) to the end of the line.
+MORE_BARE_SCHEMES = [
+    ("sent Token abc-Sx-1 to gw", "sent Token *** to gw"),
+    ("with NTLM TlRMTVNTUAABSx-1== now", "with NTLM *** now"),
+    ("retry Negotiate YIIabcSx-1", "retry Negotiate ***"),
+    ('sent Digest username="bob", realm="api", nonce="n1", uri="/v1", response="Sx-1"\nnext',
+     "sent Digest ***\nnext"),
+]
+
+WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
+         + ANY_SCHEME + MORE_BARE_SCHEMES)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
@@ -204,6 +229,9 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "code=13028&state=retry&design=x&signal=y",
     "mail bob@example.com at 12:30@home, redis-master:6379, node 10.0.0.5:30004@31004 master, mailto:bob@bank.test",
     "see https://gw.bank.test/v1 and \\u002F\\u002Fnote, a\\x2f\\x2fb@c",
+    # Fifth review: near misses of the schemes added.
+    "token expired; Token refresh failed for retail; NTLM authentication failed; Negotiate ok",
+    'WWW-Authenticate: Digest realm="api", nonce="n1", qop="auth"; Authorization: Bearer',
 ])
 def test_what_is_not_a_secret_stays_as_it_was(text: str) -> None:
     assert mask_urls_in_text(text) == text
