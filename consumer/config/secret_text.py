@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
-from consumer.config.secret_commands import mask_flags, mask_redis_auth
+from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_resp_auth
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
 from consumer.config.secret_names import MASK, is_secret_key, is_secret_name, quoted_span
 
@@ -85,10 +85,12 @@ def _masked(text: str, levels: int) -> str:
         text = mask_cookies(text)
     if any(scheme in lowered for scheme in _BARE_SCHEMES):
         text = mask_bare_credentials(text)
-    if "--" in text:
+    if "--" in text or "-cli" in lowered:
         text = mask_flags(text)
     if "auth" in lowered:
         text = mask_redis_auth(text)
+        if "$4" in text:
+            text = mask_resp_auth(text)
     # A percent-encoded URL or pair is masked as decoded, one level deeper each time.
     return in_encoded_runs(text, lambda plain: _masked(plain, levels - 1)) if levels > 0 else text
 

@@ -197,8 +197,38 @@ MORE_BARE_SCHEMES = [
      "sent Digest ***\nnext"),
 ]
 
+# Fifth review: redis-cli's password flags (`-a` only after a redis-cli: elsewhere it is `all`);
+# argv and AUTH inside a JSON string (`\"`-quoted); AUTH as the RESP protocol writes it (a dump, a
+# repr of the bytes); a status word alone after AUTH is no password.
+REDIS_CLI = [
+    ("redis-cli -h cache -a Sx-1 ping", "redis-cli -h cache -a *** ping"),
+    ("redis-cli --pass Sx-1 -h x", "redis-cli --pass *** -h x"),
+    ("redis-cli --pass=Sx-1", "redis-cli --pass=***"),
+    ("['redis-cli', '-a', 'Sx-1']", "['redis-cli', '-a', '***']"),
+    ("/usr/bin/valkey-cli --user app --pass 'Sx-1'", "/usr/bin/valkey-cli --user app --pass '***'"),
+]
+
+JSON_ESCAPED_COMMANDS = [
+    ('"[\\"redis-cli\\", \\"-a\\", \\"Sx-1\\"]"', '"[\\"redis-cli\\", \\"-a\\", \\"***\\"]"'),
+    ('"[\\"tool\\", \\"--password\\", \\"Sx-1\\"]"', '"[\\"tool\\", \\"--password\\", \\"***\\"]"'),
+    ('{"cmd": "\\"AUTH default Sx-1\\""}', '{"cmd": "\\"AUTH default ***\\""}'),
+    ('"[\\"AUTH\\", \\"default\\", \\"Sx-1\\"]"', '"[\\"AUTH\\", \\"default\\", \\"***\\"]"'),
+    ('{"args": "[\\\\\\"AUTH\\\\\\", \\\\\\"Sx-1\\\\\\"]"}', '{"args": "[\\\\\\"AUTH\\\\\\", \\\\\\"***\\\\\\"]"}'),
+]
+
+RESP_AUTH = [
+    ("*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$4\r\nSx-1\r\n", "*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$4\r\n***\r\n"),
+    ("*3\\r\\n$4\\r\\nAUTH\\r\\n$7\\r\\ndefault\\r\\n$4\\r\\nSx-1\\r\\n",
+     "*3\\r\\n$4\\r\\nAUTH\\r\\n$7\\r\\ndefault\\r\\n$4\\r\\n***\\r\\n"),
+    ("b'*2\\r\\n$4\\r\\nauth\\r\\n$4\\r\\nSx-1\\r\\n*1\\r\\n$4\\r\\nPING\\r\\n'",
+     "b'*2\\r\\n$4\\r\\nauth\\r\\n$4\\r\\n***\\r\\n*1\\r\\n$4\\r\\nPING\\r\\n'"),
+    ("*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$4\r\nSx-1\r\n",
+     "*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$4\r\n***\r\n"),
+    ("*2\r\n$4\r\nAUTH\r\n$4\r\nSx-1", "*2\r\n$4\r\nAUTH\r\n$4\r\n***"),  # cut short
+]
+
 WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
-         + ANY_SCHEME + MORE_BARE_SCHEMES)
+         + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
@@ -232,6 +262,10 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     # Fifth review: near misses of the schemes added.
     "token expired; Token refresh failed for retail; NTLM authentication failed; Negotiate ok",
     'WWW-Authenticate: Digest realm="api", nonce="n1", qop="auth"; Authorization: Bearer',
+    "ls -a /tmp; docker ps -a --format x; git commit -a -m fix; redis-cli -p 6379 --pass",
+    # A status word alone after AUTH (at a line's or a clause's end) is no password.
+    "AUTH OK", "AUTH failed", "redis: AUTH succeeded\nnext", "AUTH ERR", "AUTH error.", "AUTH required",
+    "AUTH OK, connected", "(AUTH failed)",
 ])
 def test_what_is_not_a_secret_stays_as_it_was(text: str) -> None:
     assert mask_urls_in_text(text) == text
