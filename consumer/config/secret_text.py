@@ -20,7 +20,7 @@ import re
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
 from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_resp_auth
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
-from consumer.config.secret_names import MASK, is_secret_key, is_secret_name, quoted_span
+from consumer.config.secret_names import MASK, is_secret_key, is_secret_name, is_session_name, quoted_span
 
 # A URL's start: `scheme:` then two slashes, or two slashes alone after a space, a quote, a bracket
 # or `=` (a network-path reference; `a//b` is a path). A JSON string writes a slash as `\/` (and as
@@ -47,7 +47,14 @@ _ADDRESS_SCHEMES = frozenset({"mailto", "sip", "sips", "xmpp"})
 # or `=>` (a Ruby hash as Rails inspects it: `{"password"=>"pw"}`; read as `=`, `>` was the value).
 _PAIR = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
                    r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
-_QUERY_VALUE = re.compile(r"[^&\s#]+")  # in `name=value`, as in a query string
+# In `name=value`, as in a query string. A `;` inside is the value's (`pw=a;b`), but one before a
+# blank, the end, or a cookie attribute ends it: `token=abc; Path=/; HttpOnly` as a Set-Cookie writes
+# it keeps its attributes (they say how the cookie is kept, not what it is).
+_COOKIE_ATTRIBUTE = r"(?i:path|domain|expires|max-age|samesite|secure|httponly|partitioned|priority)\b"
+_QUERY_VALUE = re.compile(r"(?:[^&\s#;]|;(?![ \t]*+" + _COOKIE_ATTRIBUTE + r"|\s|$))++")
+# A session id is a cookie's value wherever it stands (`Cookie:sid=a;lang=tr`, `[(b'cookie', b'sid=a')]`):
+# cookie octets, and `\/` (a JSON-escaped slash of base64).
+_SESSION_VALUE = re.compile(r"(?:[^&\s#;,\"'\\]|\\/)++")
 _BARE_VALUE = re.compile(r"[^\s\"'<>]+")  # in `name: value`, up to the end of the word
 _CREDENTIAL = re.compile(r"[^\s<>]+")  # `Bearer <admin token>` in a usage text is no credential
 _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
@@ -178,7 +185,7 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int]) -> tuple[
     scheme = _AUTH_SCHEME.match(text, start)
     start = scheme.end() if scheme is not None else start
     if query_like:
-        value = _QUERY_VALUE.match(text, start)
+        value = (_SESSION_VALUE if is_session_name(name) else _QUERY_VALUE).match(text, start)
         return (start, value.end()) if value is not None else None
     # A bare value in JSON or a header list ends before the punctuation that closes it (`"pwd": 4711}`);
     # a credential after `Token ` is all of the word (Pisano's `Token token="..."`).

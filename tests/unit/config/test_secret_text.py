@@ -227,8 +227,22 @@ RESP_AUTH = [
     ("*2\r\n$4\r\nAUTH\r\n$4\r\nSx-1", "*2\r\n$4\r\nAUTH\r\n$4\r\n***"),  # cut short
 ]
 
+# Fifth review: a session id is a credential in a query or a cookie without its header too; a
+# Set-Cookie's attributes stay after the value a secret name masked.
+SESSIONS = [
+    ("GET /a?session=Sx-1&x=1", "GET /a?session=***&x=1"),
+    ("redirect to /app;jsessionid=Sx-1 now", "redirect to /app;jsessionid=*** now"),
+    ("sid=Sx-1 expired", "sid=*** expired"),
+    ("sessionid=Sx-1; lang=tr", "sessionid=***; lang=tr"),
+    ("PHPSESSID=Sx-1&session_id=Sx-2", "PHPSESSID=***&session_id=***"),
+    ("Set-Cookie: token=Sx-1; Path=/; HttpOnly", "Set-Cookie: token=***; Path=/; HttpOnly"),
+    ("set-cookie: session=Sx-1;Path=/;Secure", "set-cookie: session=***;Path=/;Secure"),
+    ("password=Sx-1;Sx-2 more", "password=*** more"),  # a `;` inside the value is the value's
+]
+
 WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
-         + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH)
+         + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH
+         + SESSIONS)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
@@ -266,6 +280,7 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     # A status word alone after AUTH (at a line's or a clause's end) is no password.
     "AUTH OK", "AUTH failed", "redis: AUTH succeeded\nnext", "AUTH ERR", "AUTH error.", "AUTH required",
     "AUTH OK, connected", "(AUTH failed)",
+    "session.timeout.ms=45000 side=buy sids=3 session_count=2",
 ])
 def test_what_is_not_a_secret_stays_as_it_was(text: str) -> None:
     assert mask_urls_in_text(text) == text
