@@ -2,8 +2,9 @@
 error body, echoed into a log line or a dead-letter header (`mask_urls_in_text`).
 
 A credential hides there as a URL's user info (`redis://user:pw@host`, also `https:\\/\\/...` or
-`https:\\u002F\\u002F...` as a JSON body escapes it, `https%3A%2F%2Fuser%3Apw%40host` inside a query
-or form, `//user:pw@host` without a scheme, `user:pw@host` without the slashes) or as a value under
+`https:\\u002F\\u002F...` as a JSON body escapes it, its `@` and `:` escaped as `\\u0040`
+(escaped_marks), `https%3A%2F%2Fuser%3Apw%40host` inside a query or form, `//user:pw@host` without
+a scheme, `user:pw@host` without the slashes) or as a value under
 a secret-bearing name (`password=pw`, `"password": "pw"`, `Authorization: Bearer pw`); also as an
 HTTP credential without such a name (secret_headers: cookies, a bare `Bearer pw`) and as a
 command's argument (secret_commands: `--password pw`, Redis `AUTH user pw`). Hosts, ports, paths
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from consumer.config.escaped_marks import in_escaped_marks
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
 from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_resp_auth
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
@@ -84,9 +86,10 @@ def _masked(text: str, levels: int) -> str:
     # @, a cookie header, an auth word, a long flag) is not in the text is not run. Masking only
     # takes marks away, so one test of the text as it came serves every pass.
     lowered = text.lower()
+    if "\\" in text or "\uff20" in text:  # `\u0040`, `\x3a`, a full-width @: decoded first
+        text = in_escaped_marks(text, _mask_user_info)
     if "@" in text:  # every user info ends at one
-        text = _mask_cut_user_info(_USERINFO.sub(lambda m: m.group("start") + MASK + "@", text))
-        text = _mask_bare_user_info(text)
+        text = _mask_user_info(text)
     text = _mask_pairs(text)
     if "cookie" in lowered:
         text = mask_cookies(text)
@@ -100,6 +103,10 @@ def _masked(text: str, levels: int) -> str:
             text = mask_resp_auth(text)
     # A percent-encoded URL or pair is masked as decoded, one level deeper each time.
     return in_encoded_runs(text, lambda plain: _masked(plain, levels - 1)) if levels > 0 else text
+
+
+def _mask_user_info(text: str) -> str:
+    return _mask_bare_user_info(_mask_cut_user_info(_USERINFO.sub(lambda m: m.group("start") + MASK + "@", text)))
 
 
 def _mask_cut_user_info(text: str) -> str:
@@ -136,7 +143,9 @@ def _mask_bare_user_info(text: str) -> str:
         at = rest.rfind("@")
         password, host = rest[:at], rest[at + 1:]
         user = word.group("user")
-        if (at <= 0 or _HOST.match(host) is None or _SLASH_FIRST.match(password) is not None
+        # The host may be an IPv6 literal (`default:pw@[::1]:6379`), which the word does not hold.
+        if (at <= 0 or _HOST.match(text, word.start("rest") + at + 1) is None
+                or _SLASH_FIRST.match(password) is not None
                 or (password.isdigit() and (host.isdigit() or user.isdigit())) or user.lower() in _ADDRESS_SCHEMES):
             continue
         parts += (text[done:word.start("rest")], MASK)

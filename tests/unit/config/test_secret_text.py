@@ -240,9 +240,23 @@ SESSIONS = [
     ("password=Sx-1;Sx-2 more", "password=*** more"),  # a `;` inside the value is the value's
 ]
 
+# Fifth review: the `@` and `:` of a user info escaped as a JSON encoder or a repr may write them
+# (`\u0040`, `\x3a`), a full-width at sign, and an IPv6 literal after the @.
+ESCAPED_AT_AND_COLON = [
+    ("redis://user\\u003ASx-1\\u0040cache:6379", "redis://***\\u0040cache:6379"),
+    ("user\\u003ASx-1\\u0040cache", "user\\u003A***\\u0040cache"),
+    ("to user:Sx-1\\x40cache:6379", "to user:***\\x40cache:6379"),
+    ("user\\x3aSx-1@cache", "user\\x3a***@cache"),
+    ("user:Sx-1\uff20cache", "user:***\uff20cache"),
+    ('{"url":"redis://u:Sx-1\\u0040h"}', '{"url":"redis://***\\u0040h"}'),
+    ('"{\\"url\\":\\"u:Sx-1\\\\u0040h\\"}"', '"{\\"url\\":\\"u:***\\\\u0040h\\"}"'),  # escaped twice
+    ("default:Sx-1@[::1]:6379", "default:***@[::1]:6379"),
+    ("Error connecting to app:Sx-1@[fd00::5]:6379.", "Error connecting to app:***@[fd00::5]:6379."),
+]
+
 WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
          + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH
-         + SESSIONS)
+         + SESSIONS + ESCAPED_AT_AND_COLON)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
@@ -281,6 +295,7 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "AUTH OK", "AUTH failed", "redis: AUTH succeeded\nnext", "AUTH ERR", "AUTH error.", "AUTH required",
     "AUTH OK, connected", "(AUTH failed)",
     "session.timeout.ms=45000 side=buy sids=3 session_count=2",
+    "mail bob\\u0040bank.test at 12\\u003A30, bob\uff20bank.test, [::1]:6379, \\x40home",
 ])
 def test_what_is_not_a_secret_stays_as_it_was(text: str) -> None:
     assert mask_urls_in_text(text) == text
