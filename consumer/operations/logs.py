@@ -215,6 +215,13 @@ def _field(key: str, value: object) -> str | int | float | bool | None:
     return text if own is not None and own.fullmatch(text) is not None else redact_text(text)
 
 
+# The JSON formatter's own fields. An `extra` of one of these names would replace it (a line
+# claiming another level, logger or time, or losing its traceback): it is written as `extra_<key>`
+# instead, whether or not the line has that field (`exc` only comes with a traceback), so a query
+# finds it under one name. (`msg` never comes through `extra`: logging refuses LogRecord's own names.)
+_OWN_FIELDS = frozenset({"ts", "level", "logger", "msg", "exc"})
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -226,7 +233,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_") and key != "color_message":
-                out[key] = _field(key, value)
+                out[f"extra_{key}" if key in _OWN_FIELDS else key] = _field(key, value)
         if record.exc_info:
             out["exc"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
