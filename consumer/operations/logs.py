@@ -79,7 +79,20 @@ _UUID = (rf"(?<!\w)(?:(?=[A-Fa-f])|{_NO_NUMBER_BEFORE}){_HEX}{{8}}-{_HEX}{{4}}-{
 _TIMESTAMP = (rf"(?<!\w){_NO_NUMBER_BEFORE}(?:19|20)[0-9]{{2}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt ]"
               r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]{1,9}(?!\d))?)?"
               rf"(?:[Zz]|[+-][01][0-9]:?[0-5][0-9](?!\d))?(?!\d)(?:(?<=[Zz])|{_NO_NUMBER_AFTER})")
-_TRACE_IDS = re.compile(f"{_TIMESTAMP}|{_UUID}")
+# A time in a field named for one (`ts=`, `"created_at": `, `sentAt:`; `_TIME_FIELD`) is kept too:
+# epoch milliseconds from 2001 to 2033 (13 digits from 1: no phone is written so, E.164's +1 has
+# 11 and a national number starts with its trunk 0; 13 from 2 may be Nigeria's +234, masked) and a
+# bare date (8 digits: masked anywhere else). Bounded as the others, a number running into it not.
+_FIELD_TIME = (rf"(?<!\w)(?P<time>1[0-9]{{12}}|(?:19|20)[0-9]{{2}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01]))"
+               rf"(?![\w.,]?\d){_NO_NUMBER_AFTER}")
+# The name's last word and its separator, just before the value (a name is read back from there, at
+# most _FIELD_REACH characters): `ts`, `time`, `date` alone or after `_`, `.`, `-`, or capitalized
+# after a lower-case letter (`sentAt`); `at` as a word only (`format=` is no time).
+_TIME_FIELD = re.compile(r"(?:(?<![A-Za-z])(?i:ts|time|timestamp|at|date|datetime)"
+                         r"|(?<=[a-z0-9])(?:Ts|TS|Time|Timestamp|At|Date|DateTime))"
+                         r"(?:\\{0,3}[\"'])?[ \t]*+(?:=>|[:=])[ \t]*+(?:\\{0,3}[\"'])?\Z")
+_FIELD_REACH = 24
+_TRACE_IDS = re.compile(f"{_TIMESTAMP}|{_UUID}|{_FIELD_TIME}")
 # A UUID's group that is a number as long as a phone's, leading zeros aside: an id padded from one
 # (`00000000-0000-0000-0000-905321234567`) is no trace id to keep. About 2% of random UUIDs have such
 # a group (all 8 digits of the first, or 12 of the last): that group is masked, the rest kept.
@@ -89,7 +102,7 @@ _PHONE_LONG_GROUP = re.compile(rf"(?:^|-)0*[1-9][0-9]{{{MIN_PHONE_DIGITS - 1},}}
 # without it (most, also `dead-lettering`) is not scanned for them, one with it from just before
 # it. The scan, lookbehinds tried at every position, costs about 90 ns a character, the search for
 # this about 3 (it starts with a class of characters, which the engine skips to).
-_TRACE_ID_HINT = re.compile(r"[0-9A-Fa-f]-[0-9A-Fa-f]{2}")
+_TRACE_ID_HINT = re.compile(r"[0-9A-Fa-f]-[0-9A-Fa-f]{2}|1[0-9]{12}")  # ...or epoch milliseconds
 _HINT_OFFSET = 7
 
 
@@ -120,8 +133,11 @@ def _redacted_plain(text: str) -> str:
     parts: list[str] = []
     done = 0
     for kept in _TRACE_IDS.finditer(text, max(0, hint.start() - _HINT_OFFSET)):
-        if _PHONE_LONG_GROUP.search(kept.group()) is not None:
+        if _PHONE_LONG_GROUP.search(kept.group()) is not None and kept.group("time") is None:
             continue  # masked with the text around it
+        if kept.group("time") is not None and _TIME_FIELD.search(text, max(0, kept.start() - _FIELD_REACH),
+                                                                  kept.start()) is None:
+            continue  # a number like any other: no field says it is a time
         parts += (_masked_numbers(text[done:kept.start()]), kept.group())
         done = kept.end()
     return "".join(parts) + _masked_numbers(text[done:]) if parts else _masked_numbers(text)
