@@ -40,6 +40,8 @@ _CREDENTIAL = re.compile(r"(?:[^\s<>\"'\\]|\\/)++")
 # `WWW-Authenticate: Bearer realm="api", error=invalid_token`: auth parameters, not a credential
 # (base64 holds `=` only at its end, and a quote opening a value does not follow it).
 _PARAMETER = re.compile(r"[A-Za-z_-]++=[\"']")
+_PROSE_SCHEMES = frozenset({"token", "negotiate", "ntlm"})
+_MIN_CREDENTIAL = 8
 _RESPONSE = re.compile(r"(?<![\w.-])(?i:response)[ \t]*+=")  # what a Digest credential holds
 
 
@@ -96,6 +98,10 @@ def mask_bare_credentials(text: str) -> str:
             continue
         word = credential.group().rstrip(",;)]}")  # `(Bearer pw)`
         if not word or is_prose(word) or "=" in word.rstrip("=") or _PARAMETER.match(text, scheme.end()):
+            continue
+        # `token`, `negotiate`, `NTLM` are also words of prose (`retried token 3 times`, `NTLM v2`); a
+        # token or a blob of theirs is long (an NTLM message is 40 bytes and more, base64).
+        if scheme.group("scheme").lower() in _PROSE_SCHEMES and len(word) < _MIN_CREDENTIAL:
             continue
         parts += (text[done:scheme.end()], MASK)
         done = scheme.end() + len(word)

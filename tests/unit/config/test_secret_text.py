@@ -289,6 +289,7 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "see https://gw.bank.test/v1 and \\u002F\\u002Fnote, a\\x2f\\x2fb@c",
     # Fifth review: near misses of the schemes added.
     "token expired; Token refresh failed for retail; NTLM authentication failed; Negotiate ok",
+    "retried token 3 times; Token v2 format; NTLM v2 only; negotiate 1.1",  # too short for a credential
     'WWW-Authenticate: Digest realm="api", nonce="n1", qop="auth"; Authorization: Bearer',
     "ls -a /tmp; docker ps -a --format x; git commit -a -m fix; redis-cli -p 6379 --pass",
     # A status word alone after AUTH (at a line's or a clause's end) is no password.
