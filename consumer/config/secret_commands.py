@@ -1,6 +1,7 @@
 """Secrets given as arguments of a command, in a text someone else wrote: a command line's long
-flag (`--sasl-password pw`, as a failed subprocess quotes its argv) and a Redis `AUTH [user] pw` (as
-redis-py's pipeline error or a MONITOR-like trace echoes it). The flag or the user stays.
+flag (`--sasl-password pw`, as a failed subprocess quotes its argv; redis-cli's `-a pw`, `--pass
+pw`) and a Redis `AUTH [user] pw` (as redis-py's pipeline error or a MONITOR-like trace echoes it,
+also in RESP). The flag or the user stays.
 Linear, as secret_text: each flag or AUTH is tried once, and reads at most the two words after it.
 """
 
@@ -11,20 +12,37 @@ from typing import NamedTuple
 
 from consumer.config.secret_names import MASK, is_prose, is_secret_key, quoted_span
 
-# A long flag, then its value after blanks, or after `', '` in a list's repr (`['--token', 'pw']`).
-# Only flags named as in `name: value` (is_secret_key): `--password-file`, `--auth-mode`, `--key`
-# (a key file) are not secrets; nor a short flag (`redis-cli -p 6379` is the port).
-_FLAG = re.compile(r"(?<![\w.-])--(?P<name>[\w.-]++)(?:[ \t]++|(?P<list>[\"'])[ \t]*+,[ \t]*+(?=(?P=list)))")
-# AUTH then its arguments after blanks, or quoted and after `, ` as a list's or tuple's repr writes
-# them (`['AUTH', 'default', 'pw']`, redis-py's command args; `_LIST_GAP`).
-_AUTH = re.compile(r"(?<![\w.-])(?P<quote>[\"'])?(?i:auth)(?(quote)(?P=quote))"
-                   r"(?:[ \t]++|(?<=[\"'])[ \t]*+,[ \t]*+(?=[\"']))")
+# After a flag or AUTH, its argument follows blanks, or `', '` in a list's repr (`['--token',
+# 'pw']`), also with the quotes escaped once or more as in a JSON string (`[\\"AUTH\\", \\"pw\\"]`).
+_GAP = r"[ \t]++|(?P<list>\\{0,3}[\"'])[ \t]*+,[ \t]*+(?=(?P=list))"
+# A long flag, then its value. Only flags named as in `name: value` (is_secret_key): `--password-file`,
+# `--auth-mode`, `--key` (a key file) are not secrets; nor a short flag (`redis-cli -p 6379` is the
+# port), but for redis-cli's `-a` (`_REDIS_CLI`). `--pass=pw` too: no `name=value` pair with a
+# secret name (`pass` is a word of too much else), which masks `--password=pw` as a query's value.
+_FLAG = re.compile(r"(?<![\w.-])--(?P<name>[\w.-]++)(?:" + _GAP + r"|(?P<eq>=)(?=\S))")
+_PASSWORD_FLAGS = frozenset({"pass"})  # redis-cli's and valkey-cli's `--pass pw`
+# redis-cli's password is `-a pw`; elsewhere `-a` is `all` (`ls -a`, `docker ps -a`): looked for
+# only after one of these clients' names.
+_REDIS_CLI = re.compile(r"(?i:redis|valkey|keydb)-cli(?![\w.-])")
+_SHORT_PASSWORD = re.compile(r"(?<![\w.-])-a(?:" + _GAP + ")")
+# AUTH then its arguments, as flags (`_LIST_GAP` after a quoted one: redis-py's command args).
+_AUTH = re.compile(r"(?<![\w.-])(?P<quote>\\{0,3}[\"'])?(?i:auth)(?(quote)(?P=quote))"
+                   r"(?:[ \t]++|(?<=[\"'])[ \t]*+,[ \t]*+(?=\\{0,3}[\"']))")
+# A word alone after AUTH at the end of a line or clause that says how it went (`AUTH OK`, `AUTH
+# failed.`) is no password; after a user (`AUTH app OK`), or quoted, it is one.
+_STATUS_WORDS = frozenset({"ok", "failed", "succeeded", "err", "error", "required"})
 # An unquoted argument: up to a blank or a quote, less what closes around it (`(AUTH u pw)`) and a
 # backslash escaping the quote after it (`\"AUTH pw\"` in a JSON string).
 _WORD = re.compile(r"[^\s\"'<>]++")
 _CLOSERS = ",;)]}\\"
 _BLANKS = re.compile(r"[ \t]*+")
-_LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+(?=[\"'])")  # only after a quoted argument
+_LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+(?=\\{0,3}[\"'])")  # only after a quoted argument
+# AUTH as the RESP protocol writes it (a MONITOR-less trace, a repr of the bytes sent): `$4`, a line
+# break, `AUTH`, a line break, then its arguments as bulk strings, each `$<length>` and a line
+# break before it. The line breaks maybe escaped as in a repr or a JSON string (`\\r\\n`).
+_RESP_AUTH = re.compile(r"\$4(?P<eol>\r\n|\\r\\n)(?i:auth)(?P=eol)")
+_RESP_BULK = {"\r\n": re.compile(r"\$\d{1,9}+\r\n(?P<value>[^\r\n]*+)"),
+              "\\r\\n": re.compile(r"\$\d{1,9}+\\r\\n(?P<value>(?:[^\r\n\\]|\\(?![rn]))*+)")}
 
 
 class _Argument(NamedTuple):
@@ -37,12 +55,18 @@ class _Argument(NamedTuple):
 def mask_flags(text: str) -> str:
     parts: list[str] = []
     done = 0
-    for flag in _FLAG.finditer(text):
-        if flag.start() < done or not is_secret_key(flag.group("name")):
+    cli = _REDIS_CLI.search(text)
+    flags = [(flag.start(), flag.end()) for flag in _FLAG.finditer(text)
+             if flag.group("name").lower() in _PASSWORD_FLAGS or (is_secret_key(flag.group("name")) and not flag["eq"])]
+    if cli is not None:
+        flags = sorted(flags + [(flag.start(), flag.end()) for flag in _SHORT_PASSWORD.finditer(text, cli.end())])
+    for start, end in flags:
+        # `--password --topic`: no value (a bare one; a quoted one may start with `-`). Told before
+        # the word is read: `--pass=--pass=...` would read the rest of the run at each flag.
+        if start < done or text.startswith("-", end):
             continue
-        span = _argument(text, flag.end())
-        # `--password --topic`: no value (a bare one; a quoted one may start with `-`).
-        if span is not None and not (span.bare and text.startswith("-", span.start)):
+        span = _argument(text, end)
+        if span is not None:
             parts += (text[done:span.start], MASK)
             done = span.end
     return "".join(parts) + text[done:] if parts else text
@@ -68,12 +92,36 @@ def mask_redis_auth(text: str) -> str:
             if _letters_only(text, second) and not _letters_only(text, first):
                 secrets.insert(0, first)
         elif second is None and _ends_command(text, first.after):
-            secrets = [first]
+            secrets = [] if _is_status(text, first) else [first]
         else:
             secrets = [word for word in (first, second) if word is not None and not _is_prose(text, word)]
         for secret in secrets:
             parts += (text[done:secret.start], MASK)
             done = secret.end
+    return "".join(parts) + text[done:] if parts else text
+
+
+def mask_resp_auth(text: str) -> str:
+    """AUTH in RESP (`*3\\r\\n$4\\r\\nAUTH\\r\\n$7\\r\\ndefault\\r\\n$2\\r\\npw`) with
+    the password masked: the only bulk string after AUTH, or the second (`AUTH user pw`, also inside
+    `HELLO 3 AUTH user pw`). The lengths stay. Linear: each AUTH reads at most the two bulk strings
+    after it, each up to its line break."""
+    parts: list[str] = []
+    done = 0
+    for auth in _RESP_AUTH.finditer(text):
+        if auth.start() < done:
+            continue
+        eol, bulk, position = auth.group("eol"), _RESP_BULK[auth.group("eol")], auth.end()
+        values: list[tuple[int, int]] = []
+        while len(values) < 2 and (found := bulk.match(text, position)) is not None:
+            values.append(found.span("value"))
+            position = found.end() + len(eol)
+            if not text.startswith(eol, found.end()):
+                break
+        if values:
+            start, end = values[-1]
+            parts += (text[done:start], MASK)
+            done = end
     return "".join(parts) + text[done:] if parts else text
 
 
@@ -107,6 +155,10 @@ def _ends_command(text: str, position: int) -> bool:
 
 def _is_prose(text: str, word: _Argument) -> bool:
     return word.bare and _letters_only(text, word)
+
+
+def _is_status(text: str, word: _Argument) -> bool:
+    return word.bare and text[word.start:word.end].rstrip(".!:").lower() in _STATUS_WORDS
 
 
 def _letters_only(text: str, word: _Argument) -> bool:

@@ -1,6 +1,7 @@
 """HTTP credentials in a text someone else wrote that are not a `name: value` under a secret name
 (secret_text): the cookies of a `Cookie` or `Set-Cookie` header (a session is a credential), and a
-`Bearer` or `Basic` credential with no header name before it (`sent Bearer eyJ... to gw`). The
+`Bearer`, `Basic`, `Token`, `Negotiate`, `NTLM` or `Digest` credential with no header name before
+it (`sent Bearer eyJ... to gw`). The
 cookie names, a Set-Cookie's attributes and the scheme stay: they are the diagnostics.
 Linear, as secret_text: each header or scheme is tried once, and its value read once.
 """
@@ -33,12 +34,15 @@ _NAME_RUN = re.compile(r"[^\s;,=\"'\\]*+")  # where a first cookie's name would 
 # After the first pair of a Set-Cookie, these say how to keep it, not what it is.
 _ATTRIBUTES = frozenset({"expires", "max-age", "domain", "path", "samesite", "priority"})
 
-_SCHEME = re.compile(r"(?<![\w.-])(?i:bearer|basic)[ \t]++")
+_SCHEME = re.compile(r"(?<![\w.-])(?P<scheme>(?i:bearer|basic|token|negotiate|ntlm|digest))[ \t]++")
 # `Bearer <admin token>` in a usage text is no credential; `\/` is a JSON-escaped slash of base64.
 _CREDENTIAL = re.compile(r"(?:[^\s<>\"'\\]|\\/)++")
 # `WWW-Authenticate: Bearer realm="api", error=invalid_token`: auth parameters, not a credential
 # (base64 holds `=` only at its end, and a quote opening a value does not follow it).
 _PARAMETER = re.compile(r"[A-Za-z_-]++=[\"']")
+_PROSE_SCHEMES = frozenset({"token", "negotiate", "ntlm"})
+_MIN_CREDENTIAL = 8
+_RESPONSE = re.compile(r"(?<![\w.-])(?i:response)[ \t]*+=")  # what a Digest credential holds
 
 
 def mask_cookies(text: str) -> str:
@@ -81,13 +85,44 @@ def mask_cookies(text: str) -> str:
 def mask_bare_credentials(text: str) -> str:
     parts: list[str] = []
     done = 0
+    digest = _DigestLines(text)
     for scheme in _SCHEME.finditer(text):
+        if scheme.group("scheme").lower() == "digest":
+            end = digest.credential_end(scheme.end())
+            if scheme.start() >= done and end is not None:
+                parts += (text[done:scheme.end()], MASK)
+                done = end
+            continue
         credential = _CREDENTIAL.match(text, scheme.end())
         if scheme.start() < done or credential is None:
             continue
         word = credential.group().rstrip(",;)]}")  # `(Bearer pw)`
         if not word or is_prose(word) or "=" in word.rstrip("=") or _PARAMETER.match(text, scheme.end()):
             continue
+        # `token`, `negotiate`, `NTLM` are also words of prose (`retried token 3 times`, `NTLM v2`); a
+        # token or a blob of theirs is long (an NTLM message is 40 bytes and more, base64).
+        if scheme.group("scheme").lower() in _PROSE_SCHEMES and len(word) < _MIN_CREDENTIAL:
+            continue
         parts += (text[done:scheme.end()], MASK)
         done = scheme.end() + len(word)
     return "".join(parts) + text[done:] if parts else text
+
+
+class _DigestLines:
+    """A Digest credential is parameters (`username="bob", ..., response="..."`), not one word: all
+    of them to the end of the line go. A challenge (`WWW-Authenticate: Digest realm="api",
+    nonce=...`) has no `response=`, and stays. Linear: the line's end and the next `response=` are
+    searched for once and reused by every `Digest` before them."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.line_end = self.response = -1
+
+    def credential_end(self, start: int) -> int | None:
+        if self.line_end < start:
+            found = _LINE_END.search(self.text, start)
+            self.line_end = found.start() if found is not None else len(self.text)
+        if self.response < start:
+            found = _RESPONSE.search(self.text, start)
+            self.response = found.start() if found is not None else len(self.text)
+        return self.line_end if self.response < self.line_end else None

@@ -11,10 +11,16 @@ MASK = "***"
 # wide net has always been cast: `monkey=see` is masked too). `signature` is a signed URL's
 # (`X-Amz-Signature`, `X-Goog-Signature`, CloudFront's `Signature`): whoever holds the URL holds the
 # object until it expires.
-SECRET_NAME_HINTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "credential", "signature")
-# Names too short to be looked for inside others (`design`, `signal`): an Azure SAS signature.
+# A session id is a credential too (whoever holds it is logged in): `JSESSIONID`, `PHPSESSID`,
+# `ASP.NET_SessionId` hold these.
+SECRET_NAME_HINTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "credential", "signature",
+                     "sessionid", "sessid")
+# Names too short or too common to be looked for inside others (`design`, `signal`; `side`,
+# `session.timeout.ms`): an Azure SAS signature, session ids (`connect.sid`: Express's cookie).
 # Not `code` (an OAuth code lives minutes, and `code=13028` is Pisano's error code, a diagnostic).
-_SECRET_NAMES = frozenset({"sig"})
+_SESSION_NAMES = frozenset({"sid", "session", "session_id", "session-id", "connect.sid"})
+_SESSION_HINTS = ("sessionid", "sessid")
+_SECRET_NAMES = frozenset({"sig"}) | _SESSION_NAMES
 # `name: value` and `"name": value` are everywhere in prose and JSON (`"keyword"`, `"author"`,
 # `Error: ...`): there only names whose last word is one of these, however written (`api_key`,
 # `X-Api-Key`, `accessToken`, `sasl.password`, `PWD`).
@@ -36,6 +42,12 @@ _CLOSING = {"\\" * n + c: re.compile(r"(?<!\\)" + re.escape("\\" * n + c)) for n
 def is_secret_name(name: str) -> bool:
     lowered = name.lower()
     return lowered in _SECRET_NAMES or any(hint in lowered for hint in SECRET_NAME_HINTS)
+
+
+def is_session_name(name: str) -> bool:
+    """Whether `name=value` holds a session id: a cookie's value (no `;`, `,`, quote or blank in it)."""
+    lowered = name.lower()
+    return lowered in _SESSION_NAMES or any(hint in lowered for hint in _SESSION_HINTS)
 
 
 def is_secret_key(name: str) -> bool:

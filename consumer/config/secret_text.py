@@ -2,8 +2,9 @@
 error body, echoed into a log line or a dead-letter header (`mask_urls_in_text`).
 
 A credential hides there as a URL's user info (`redis://user:pw@host`, also `https:\\/\\/...` or
-`https:\\u002F\\u002F...` as a JSON body escapes it, `https%3A%2F%2Fuser%3Apw%40host` inside a query
-or form, `//user:pw@host` without a scheme, `user:pw@host` without the slashes) or as a value under
+`https:\\u002F\\u002F...` as a JSON body escapes it, its `@` and `:` escaped as `\\u0040`
+(escaped_marks), `https%3A%2F%2Fuser%3Apw%40host` inside a query or form, `//user:pw@host` without
+a scheme, `user:pw@host` without the slashes) or as a value under
 a secret-bearing name (`password=pw`, `"password": "pw"`, `Authorization: Bearer pw`); also as an
 HTTP credential without such a name (secret_headers: cookies, a bare `Bearer pw`) and as a
 command's argument (secret_commands: `--password pw`, Redis `AUTH user pw`). Hosts, ports, paths
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import re
 
+from consumer.config.escaped_marks import in_escaped_marks
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
-from consumer.config.secret_commands import mask_flags, mask_redis_auth
+from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_resp_auth
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
-from consumer.config.secret_names import MASK, is_secret_key, is_secret_name, quoted_span
+from consumer.config.secret_names import MASK, is_secret_key, is_secret_name, is_session_name, quoted_span
 
 # A URL's start: `scheme:` then two slashes, or two slashes alone after a space, a quote, a bracket
 # or `=` (a network-path reference; `a//b` is a path). A JSON string writes a slash as `\/` (and as
@@ -47,7 +49,14 @@ _ADDRESS_SCHEMES = frozenset({"mailto", "sip", "sips", "xmpp"})
 # or `=>` (a Ruby hash as Rails inspects it: `{"password"=>"pw"}`; read as `=`, `>` was the value).
 _PAIR = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
                    r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
-_QUERY_VALUE = re.compile(r"[^&\s#]+")  # in `name=value`, as in a query string
+# In `name=value`, as in a query string. A `;` inside is the value's (`pw=a;b`), but one before a
+# blank, the end, or a cookie attribute ends it: `token=abc; Path=/; HttpOnly` as a Set-Cookie writes
+# it keeps its attributes (they say how the cookie is kept, not what it is).
+_COOKIE_ATTRIBUTE = r"(?i:path|domain|expires|max-age|samesite|secure|httponly|partitioned|priority)\b"
+_QUERY_VALUE = re.compile(r"(?:[^&\s#;]|;(?![ \t]*+" + _COOKIE_ATTRIBUTE + r"|\s|$))++")
+# A session id is a cookie's value wherever it stands (`Cookie:sid=a;lang=tr`, `[(b'cookie', b'sid=a')]`):
+# cookie octets, and `\/` (a JSON-escaped slash of base64).
+_SESSION_VALUE = re.compile(r"(?:[^&\s#;,\"'\\]|\\/)++")
 _BARE_VALUE = re.compile(r"[^\s\"'<>]+")  # in `name: value`, up to the end of the word
 _CREDENTIAL = re.compile(r"[^\s<>]+")  # `Bearer <admin token>` in a usage text is no credential
 _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
@@ -55,6 +64,14 @@ _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
 # pw` (the same word only: in `Bearer token expired`, `token` is prose).
 _AUTH_SCHEME = re.compile(r"(?P<scheme>" + _SCHEME_WORD + r")(?:[ \t]++(?P=scheme))*+[ \t]++(?=\S)")
 _LONE_SCHEME = re.compile(_SCHEME_WORD)
+_BARE_SCHEMES = ("bearer", "basic", "token", "negotiate", "ntlm", "digest")  # secret_headers' marks
+# An Authorization (or Proxy-Authorization) header's credential is one word after these; after any
+# other scheme (`Digest`, `Token`, `Hawk`, `SharedKey`, `AWS4-HMAC-SHA256`) it is parameters or more
+# words (`id="x", mac="y"`), so the value runs to the end of the line, as in HTTP. A scheme of
+# letters stays (a diagnostic); one of other characters may be no scheme but a password: it goes.
+_ONE_WORD_SCHEME = re.compile(r"(?i:bearer|basic|negotiate|ntlm|apikey)")
+_ANY_SCHEME = re.compile(r"[A-Za-z]++[ \t]++(?=\S)")
+_LINE_END = re.compile(r"[\r\n]|\\[rn]")  # also as a JSON string or a repr escapes it: `\r\n`
 
 __all__ = ["MASK", "is_secret_key", "is_secret_name", "mask_urls_in_text"]  # the first three: secret_names
 
@@ -69,20 +86,27 @@ def _masked(text: str, levels: int) -> str:
     # @, a cookie header, an auth word, a long flag) is not in the text is not run. Masking only
     # takes marks away, so one test of the text as it came serves every pass.
     lowered = text.lower()
+    if "\\" in text or "\uff20" in text:  # `\u0040`, `\x3a`, a full-width @: decoded first
+        text = in_escaped_marks(text, _mask_user_info)
     if "@" in text:  # every user info ends at one
-        text = _mask_cut_user_info(_USERINFO.sub(lambda m: m.group("start") + MASK + "@", text))
-        text = _mask_bare_user_info(text)
+        text = _mask_user_info(text)
     text = _mask_pairs(text)
     if "cookie" in lowered:
         text = mask_cookies(text)
-    if "bearer" in lowered or "basic" in lowered:
+    if any(scheme in lowered for scheme in _BARE_SCHEMES):
         text = mask_bare_credentials(text)
-    if "--" in text:
+    if "--" in text or "-cli" in lowered:
         text = mask_flags(text)
     if "auth" in lowered:
         text = mask_redis_auth(text)
+        if "$4" in text:
+            text = mask_resp_auth(text)
     # A percent-encoded URL or pair is masked as decoded, one level deeper each time.
     return in_encoded_runs(text, lambda plain: _masked(plain, levels - 1)) if levels > 0 else text
+
+
+def _mask_user_info(text: str) -> str:
+    return _mask_bare_user_info(_mask_cut_user_info(_USERINFO.sub(lambda m: m.group("start") + MASK + "@", text)))
 
 
 def _mask_cut_user_info(text: str) -> str:
@@ -119,7 +143,9 @@ def _mask_bare_user_info(text: str) -> str:
         at = rest.rfind("@")
         password, host = rest[:at], rest[at + 1:]
         user = word.group("user")
-        if (at <= 0 or _HOST.match(host) is None or _SLASH_FIRST.match(password) is not None
+        # The host may be an IPv6 literal (`default:pw@[::1]:6379`), which the word does not hold.
+        if (at <= 0 or _HOST.match(text, word.start("rest") + at + 1) is None
+                or _SLASH_FIRST.match(password) is not None
                 or (password.isdigit() and (host.isdigit() or user.isdigit())) or user.lower() in _ADDRESS_SCHEMES):
             continue
         parts += (text[done:word.start("rest")], MASK)
@@ -130,23 +156,29 @@ def _mask_bare_user_info(text: str) -> str:
 def _mask_pairs(text: str) -> str:
     parts: list[str] = []
     done = 0  # text before this is in `parts`; a name inside a value already masked is not looked at
+    line_end = [-1]  # where the line last looked at ends: the headers on one line share it (linear)
     for pair in _PAIR.finditer(text):
         # ...unless its value lies beyond: its `: ` or its `Basic ` reaches past that value
         # (`password=a,"pwd": b`, `pwd=a;authorization=Basic b`: the value ends at the blank) or
         # it ends where that value ends (a quote taken for the end of it); one name a value at most.
         if pair.end() < done and ((scheme := _AUTH_SCHEME.match(text, pair.end())) is None or scheme.end() <= done):
             continue
-        span = _secret_value(text, pair)
+        span = _secret_value(text, pair, line_end)
         if span is not None and span[0] < span[1]:
             parts += (text[done:span[0]], MASK)
             done = span[1]
     return "".join(parts) + text[done:] if parts else text
 
 
-def _secret_value(text: str, pair: re.Match[str]) -> tuple[int, int] | None:
+def _secret_value(text: str, pair: re.Match[str], line_end: list[int]) -> tuple[int, int] | None:
     """Where the value after a secret name starts and ends, or None (not a secret name, no value)."""
     name, sep, start = pair.group("name"), pair.group("sep"), pair.end()
     query_like = pair.group("quote") is None and sep.strip() == "="
+    header = name.lower().endswith("authorization")
+    # `authorization=abc&x=1` is a query's: its value ends there, unless a scheme of more words follows.
+    if (header and is_secret_key(name) and quoted_span(text, start) is None and not text.startswith(("{", "["), start)
+            and (not query_like or _scheme_of_more_words(text, start))):
+        return _header_credential(text, start, line_end)
     if query_like:
         # `password= token=` has no value (a blank after the `=` only); `sasl.password = pw` has.
         if not is_secret_name(name) or (sep[0] == "=" and len(sep) > 1):
@@ -155,13 +187,14 @@ def _secret_value(text: str, pair: re.Match[str]) -> tuple[int, int] | None:
         return None  # `"password": ["is too short"]` is a structure (an error list), not the value
     if (quoted := quoted_span(text, start)) is not None:
         start, end, _ = quoted
-        if (scheme := _AUTH_SCHEME.match(text, start, end)) is not None:
+        scheme = _AUTH_SCHEME.match(text, start, end) or (_ANY_SCHEME.match(text, start, end) if header else None)
+        if scheme is not None:
             start = scheme.end()  # `Bearer`, `Basic`: the kind of credential is a diagnostic
         return start, end
     scheme = _AUTH_SCHEME.match(text, start)
     start = scheme.end() if scheme is not None else start
     if query_like:
-        value = _QUERY_VALUE.match(text, start)
+        value = (_SESSION_VALUE if is_session_name(name) else _QUERY_VALUE).match(text, start)
         return (start, value.end()) if value is not None else None
     # A bare value in JSON or a header list ends before the punctuation that closes it (`"pwd": 4711}`);
     # a credential after `Token ` is all of the word (Pisano's `Token token="..."`).
@@ -169,8 +202,30 @@ def _secret_value(text: str, pair: re.Match[str]) -> tuple[int, int] | None:
     word = value.group().rstrip(",;)]}") if value is not None else ""
     # A word of letters only is prose (`REPLAY_SIGNING_KEY: shorter than 16`, `Invalid value for
     # 'token': must be`) or `null`, `true`, `None`; a password or token holds a digit or a sign.
-    # Only a header's credential may be letters alone (but not a lone `Bearer`).
-    header = name.lower().endswith("authorization")
-    if scheme is None and word.isalpha() and (not header or _LONE_SCHEME.fullmatch(word)):
+    if scheme is None and word.isalpha():
         return None
     return start, start + len(word)
+
+
+def _scheme_of_more_words(text: str, start: int) -> bool:
+    scheme = _ANY_SCHEME.match(text, start)
+    return scheme is not None and not _ONE_WORD_SCHEME.fullmatch(scheme.group().rstrip())
+
+
+def _header_credential(text: str, start: int, line_end: list[int]) -> tuple[int, int] | None:
+    """Where the credential of an unquoted Authorization value at `start` starts and ends (None: a
+    lone scheme, as `Authorization: Bearer` in a usage text). It may be letters alone."""
+    scheme = _AUTH_SCHEME.match(text, start)
+    if scheme is not None and _ONE_WORD_SCHEME.fullmatch(scheme.group("scheme")):
+        value = _CREDENTIAL.match(text, scheme.end())
+        word = value.group().rstrip(",;)]}") if value is not None else ""
+        return scheme.end(), scheme.end() + len(word)
+    if line_end[0] < start:
+        found = _LINE_END.search(text, start)
+        line_end[0] = found.start() if found is not None else len(text)
+    if scheme is None:
+        scheme = _ANY_SCHEME.match(text, start, line_end[0])
+        if scheme is None and _LONE_SCHEME.fullmatch(text, start, line_end[0]):
+            return None
+    begin = scheme.end() if scheme is not None else start
+    return (begin, line_end[0]) if begin < line_end[0] else None

@@ -79,7 +79,24 @@ _UUID = (rf"(?<!\w)(?:(?=[A-Fa-f])|{_NO_NUMBER_BEFORE}){_HEX}{{8}}-{_HEX}{{4}}-{
 _TIMESTAMP = (rf"(?<!\w){_NO_NUMBER_BEFORE}(?:19|20)[0-9]{{2}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt ]"
               r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]{1,9}(?!\d))?)?"
               rf"(?:[Zz]|[+-][01][0-9]:?[0-5][0-9](?!\d))?(?!\d)(?:(?<=[Zz])|{_NO_NUMBER_AFTER})")
+# A time in a field named for one (`ts=`, `"created_at": `, `sentAt:`; `_TIME_FIELD`) is kept too:
+# epoch milliseconds from 2001 to 2033 (13 digits from 1: no phone is written so, E.164's +1 has
+# 11 and a national number starts with its trunk 0; 13 from 2 may be Nigeria's +234, masked) and a
+# bare date (8 digits: masked anywhere else). Bounded as the others, a number running into it not.
+_FIELD_TIME = (r"(?=[12])(?<!\w)(?P<time>1[0-9]{12}|(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01]))"
+               rf"(?![\w.,]?\d){_NO_NUMBER_AFTER}")
+# The name's last word and its separator, just before the value (a name is read back from there, at
+# most _FIELD_REACH characters): `ts`, `time`, `date` alone or after `_`, `.`, `-`, or capitalized
+# after a lower-case letter (`sentAt`); `at` as a word only (`format=` is no time).
+_TIME_FIELD = re.compile(r"(?:(?<![A-Za-z])(?i:ts|time|timestamp|at|date|datetime)"
+                         r"|(?<=[a-z0-9])(?:Ts|TS|Time|Timestamp|At|Date|DateTime))"
+                         r"(?:\\{0,3}[\"'])?[ \t]*+(?:=>|[:=])[ \t]*+(?:\\{0,3}[\"'])?\Z")
+_FIELD_REACH = 24
 _TRACE_IDS = re.compile(f"{_TIMESTAMP}|{_UUID}")
+# Trying the field times at every position costs the scan about a fifth more: they are looked for
+# only in a text with a value like one just after a `:` or `=` (a search that skips to those).
+_TRACE_IDS_AND_TIMES = re.compile(f"{_TIMESTAMP}|{_UUID}|{_FIELD_TIME}")
+_FIELD_TIME_HINT = re.compile(r"[:=>][ \t]*+(?:\\{0,3}[\"'])?[12][0-9]{3}")
 # A UUID's group that is a number as long as a phone's, leading zeros aside: an id padded from one
 # (`00000000-0000-0000-0000-905321234567`) is no trace id to keep. About 2% of random UUIDs have such
 # a group (all 8 digits of the first, or 12 of the last): that group is masked, the rest kept.
@@ -89,7 +106,7 @@ _PHONE_LONG_GROUP = re.compile(rf"(?:^|-)0*[1-9][0-9]{{{MIN_PHONE_DIGITS - 1},}}
 # without it (most, also `dead-lettering`) is not scanned for them, one with it from just before
 # it. The scan, lookbehinds tried at every position, costs about 90 ns a character, the search for
 # this about 3 (it starts with a class of characters, which the engine skips to).
-_TRACE_ID_HINT = re.compile(r"[0-9A-Fa-f]-[0-9A-Fa-f]{2}")
+_TRACE_ID_HINT = re.compile(r"[0-9A-Fa-f](?:-[0-9A-Fa-f]{2}|[0-9]{12})")  # ...or epoch milliseconds
 _HINT_OFFSET = 7
 
 
@@ -119,9 +136,13 @@ def _redacted_plain(text: str) -> str:
         return _masked_numbers(text)
     parts: list[str] = []
     done = 0
-    for kept in _TRACE_IDS.finditer(text, max(0, hint.start() - _HINT_OFFSET)):
-        if _PHONE_LONG_GROUP.search(kept.group()) is not None:
-            continue  # masked with the text around it
+    ids = _TRACE_IDS_AND_TIMES if _FIELD_TIME_HINT.search(text) is not None else _TRACE_IDS
+    for kept in ids.finditer(text, max(0, hint.start() - _HINT_OFFSET)):
+        if kept.groupdict().get("time") is None:
+            if _PHONE_LONG_GROUP.search(kept.group()) is not None:
+                continue  # masked with the text around it
+        elif _TIME_FIELD.search(text, max(0, kept.start() - _FIELD_REACH), kept.start()) is None:
+            continue  # a number like any other: no field says it is a time
         parts += (_masked_numbers(text[done:kept.start()]), kept.group())
         done = kept.end()
     return "".join(parts) + _masked_numbers(text[done:]) if parts else _masked_numbers(text)
@@ -215,6 +236,13 @@ def _field(key: str, value: object) -> str | int | float | bool | None:
     return text if own is not None and own.fullmatch(text) is not None else redact_text(text)
 
 
+# The JSON formatter's own fields. An `extra` of one of these names would replace it (a line
+# claiming another level, logger or time, or losing its traceback): it is written as `extra_<key>`
+# instead, whether or not the line has that field (`exc` only comes with a traceback), so a query
+# finds it under one name. (`msg` never comes through `extra`: logging refuses LogRecord's own names.)
+_OWN_FIELDS = frozenset({"ts", "level", "logger", "msg", "exc"})
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -226,7 +254,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_") and key != "color_message":
-                out[key] = _field(key, value)
+                out[f"extra_{key}" if key in _OWN_FIELDS else key] = _field(key, value)
         if record.exc_info:
             out["exc"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(out, default=str)

@@ -221,6 +221,13 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     "Cookie:a=", "cookie:a", "('cookie', '", "'cookie', 'a=", "cookie: x ", "cookie: 'x ", 'cookie: "',
     "'AUTH', '", "'AUTH', 'a', '", "\"auth\",\"a\" ", "AUTH a b\n",
     "Cookie: a=\\/", "Cookie: a=\"\\/", "Bearer a\\/", "Bearer \\/",
+    # Fifth review: any Authorization scheme to the line's end, more bare schemes, Digest's lines.
+    "Authorization: a ", "authorization: Hawk a=\"", "Authorization: Bearer\n", "authorization=a b ",
+    "Proxy-Authorization:", "Digest ", "Digest a\n", "Digest response=", "token a ", "NTLM ", "digest a response=",
+    "redis-cli -a ", "-a ", "redis-cli '-a', '", '\\"-a\\", \\"', "--pass=", "--pass ", "$4\r\nAUTH\r\n",
+    "$4\\r\\nauth\\r\\n$1\\r\\n", "$4\r\nauth\r\n$1\r\n", '\\"AUTH\\", \\"', "AUTH OK ", "AUTH ok\n",
+    "sid=", "sid=a;", "session=\\/", "token=a; Path", "token=a;Path=/;", "pwd=;", "pwd=a; ",
+    "\\u0040", "a\\u003A", "a:b\\x40", "\uff20", "a:\uff20", "\\", "\\\\x", "a:b@[", "a:\\u0040[",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

@@ -173,7 +173,90 @@ ESCAPED_SLASHES = [  # a JSON encoder that writes `/` as `\u002F`, or a repr as 
     ("at \\u002F\\u002Fu:Sx-1@cache:6379", "at \\u002F\\u002F***@cache:6379"),
 ]
 
-WORDS = FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
+# Fifth review (2026-12-05): an Authorization header's value whatever its scheme (a scheme of
+# letters stays: a diagnostic); it runs to the end of the line, as in HTTP, but for the one-word
+# credentials (`Bearer`, `Basic`, `Negotiate`, `NTLM`).
+ANY_SCHEME = [
+    ("Authorization: SharedKey acct:Sx-1", "Authorization: SharedKey ***"),
+    ('Authorization: Hawk id="Sx-1", mac="Sx-2"', "Authorization: Hawk ***"),
+    ("Proxy-Authorization: Foo Sx-1\r\nHost: gw", "Proxy-Authorization: Foo ***\r\nHost: gw"),
+    ("authorization: Sx-1 Sx-2", "authorization: ***"),
+    ('Authorization: Digest username="bob", response="Sx-1"', "Authorization: Digest ***"),
+    ("Authorization: AWS4-HMAC-SHA256 Credential=Sx-1/2026, Signature=Sx-2", "Authorization: ***"),
+    ("{'Proxy-Authorization': 'Hawk id=Sx-1'}", "{'Proxy-Authorization': 'Hawk ***'}"),
+    ("authorization=SharedKey acct:Sx-1", "authorization=SharedKey ***"),
+]
+
+# Fifth review: the other schemes' credentials without a header name, as `Bearer`'s and `Basic`'s;
+# a Digest credential (it holds `response=`, a challenge does not) to the end of the line.
+MORE_BARE_SCHEMES = [
+    ("sent Token abc-Sx-1 to gw", "sent Token *** to gw"),
+    ("with NTLM TlRMTVNTUAABSx-1== now", "with NTLM *** now"),
+    ("retry Negotiate YIIabcSx-1", "retry Negotiate ***"),
+    ('sent Digest username="bob", realm="api", nonce="n1", uri="/v1", response="Sx-1"\nnext',
+     "sent Digest ***\nnext"),
+]
+
+# Fifth review: redis-cli's password flags (`-a` only after a redis-cli: elsewhere it is `all`);
+# argv and AUTH inside a JSON string (`\"`-quoted); AUTH as the RESP protocol writes it (a dump, a
+# repr of the bytes); a status word alone after AUTH is no password.
+REDIS_CLI = [
+    ("redis-cli -h cache -a Sx-1 ping", "redis-cli -h cache -a *** ping"),
+    ("redis-cli --pass Sx-1 -h x", "redis-cli --pass *** -h x"),
+    ("redis-cli --pass=Sx-1", "redis-cli --pass=***"),
+    ("['redis-cli', '-a', 'Sx-1']", "['redis-cli', '-a', '***']"),
+    ("/usr/bin/valkey-cli --user app --pass 'Sx-1'", "/usr/bin/valkey-cli --user app --pass '***'"),
+]
+
+JSON_ESCAPED_COMMANDS = [
+    ('"[\\"redis-cli\\", \\"-a\\", \\"Sx-1\\"]"', '"[\\"redis-cli\\", \\"-a\\", \\"***\\"]"'),
+    ('"[\\"tool\\", \\"--password\\", \\"Sx-1\\"]"', '"[\\"tool\\", \\"--password\\", \\"***\\"]"'),
+    ('{"cmd": "\\"AUTH default Sx-1\\""}', '{"cmd": "\\"AUTH default ***\\""}'),
+    ('"[\\"AUTH\\", \\"default\\", \\"Sx-1\\"]"', '"[\\"AUTH\\", \\"default\\", \\"***\\"]"'),
+    ('{"args": "[\\\\\\"AUTH\\\\\\", \\\\\\"Sx-1\\\\\\"]"}', '{"args": "[\\\\\\"AUTH\\\\\\", \\\\\\"***\\\\\\"]"}'),
+]
+
+RESP_AUTH = [
+    ("*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$4\r\nSx-1\r\n", "*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$4\r\n***\r\n"),
+    ("*3\\r\\n$4\\r\\nAUTH\\r\\n$7\\r\\ndefault\\r\\n$4\\r\\nSx-1\\r\\n",
+     "*3\\r\\n$4\\r\\nAUTH\\r\\n$7\\r\\ndefault\\r\\n$4\\r\\n***\\r\\n"),
+    ("b'*2\\r\\n$4\\r\\nauth\\r\\n$4\\r\\nSx-1\\r\\n*1\\r\\n$4\\r\\nPING\\r\\n'",
+     "b'*2\\r\\n$4\\r\\nauth\\r\\n$4\\r\\n***\\r\\n*1\\r\\n$4\\r\\nPING\\r\\n'"),
+    ("*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$4\r\nSx-1\r\n",
+     "*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$4\r\n***\r\n"),
+    ("*2\r\n$4\r\nAUTH\r\n$4\r\nSx-1", "*2\r\n$4\r\nAUTH\r\n$4\r\n***"),  # cut short
+]
+
+# Fifth review: a session id is a credential in a query or a cookie without its header too; a
+# Set-Cookie's attributes stay after the value a secret name masked.
+SESSIONS = [
+    ("GET /a?session=Sx-1&x=1", "GET /a?session=***&x=1"),
+    ("redirect to /app;jsessionid=Sx-1 now", "redirect to /app;jsessionid=*** now"),
+    ("sid=Sx-1 expired", "sid=*** expired"),
+    ("sessionid=Sx-1; lang=tr", "sessionid=***; lang=tr"),
+    ("PHPSESSID=Sx-1&session_id=Sx-2", "PHPSESSID=***&session_id=***"),
+    ("Set-Cookie: token=Sx-1; Path=/; HttpOnly", "Set-Cookie: token=***; Path=/; HttpOnly"),
+    ("set-cookie: session=Sx-1;Path=/;Secure", "set-cookie: session=***;Path=/;Secure"),
+    ("password=Sx-1;Sx-2 more", "password=*** more"),  # a `;` inside the value is the value's
+]
+
+# Fifth review: the `@` and `:` of a user info escaped as a JSON encoder or a repr may write them
+# (`\u0040`, `\x3a`), a full-width at sign, and an IPv6 literal after the @.
+ESCAPED_AT_AND_COLON = [
+    ("redis://user\\u003ASx-1\\u0040cache:6379", "redis://***\\u0040cache:6379"),
+    ("user\\u003ASx-1\\u0040cache", "user\\u003A***\\u0040cache"),
+    ("to user:Sx-1\\x40cache:6379", "to user:***\\x40cache:6379"),
+    ("user\\x3aSx-1@cache", "user\\x3a***@cache"),
+    ("user:Sx-1\uff20cache", "user:***\uff20cache"),
+    ('{"url":"redis://u:Sx-1\\u0040h"}', '{"url":"redis://***\\u0040h"}'),
+    ('"{\\"url\\":\\"u:Sx-1\\\\u0040h\\"}"', '"{\\"url\\":\\"u:***\\\\u0040h\\"}"'),  # escaped twice
+    ("default:Sx-1@[::1]:6379", "default:***@[::1]:6379"),
+    ("Error connecting to app:Sx-1@[fd00::5]:6379.", "Error connecting to app:***@[fd00::5]:6379."),
+]
+
+WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
+         + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH
+         + SESSIONS + ESCAPED_AT_AND_COLON)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
@@ -204,6 +287,16 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "code=13028&state=retry&design=x&signal=y",
     "mail bob@example.com at 12:30@home, redis-master:6379, node 10.0.0.5:30004@31004 master, mailto:bob@bank.test",
     "see https://gw.bank.test/v1 and \\u002F\\u002Fnote, a\\x2f\\x2fb@c",
+    # Fifth review: near misses of the schemes added.
+    "token expired; Token refresh failed for retail; NTLM authentication failed; Negotiate ok",
+    "retried token 3 times; Token v2 format; NTLM v2 only; negotiate 1.1",  # too short for a credential
+    'WWW-Authenticate: Digest realm="api", nonce="n1", qop="auth"; Authorization: Bearer',
+    "ls -a /tmp; docker ps -a --format x; git commit -a -m fix; redis-cli -p 6379 --pass",
+    # A status word alone after AUTH (at a line's or a clause's end) is no password.
+    "AUTH OK", "AUTH failed", "redis: AUTH succeeded\nnext", "AUTH ERR", "AUTH error.", "AUTH required",
+    "AUTH OK, connected", "(AUTH failed)",
+    "session.timeout.ms=45000 side=buy sids=3 session_count=2",
+    "mail bob\\u0040bank.test at 12\\u003A30, bob\uff20bank.test, [::1]:6379, \\x40home",
 ])
 def test_what_is_not_a_secret_stays_as_it_was(text: str) -> None:
     assert mask_urls_in_text(text) == text

@@ -119,3 +119,35 @@ def test_a_kafka_topic_name_stays_readable_in_the_extra_fields() -> None:
         for formatter in (JsonFormatter(), TextFormatter()):
             line = formatter.format(record)
             assert "5321234567" not in line and "123-45-67" not in line and "pw-88" not in line, line
+
+
+def test_an_extra_named_as_a_formatter_field_does_not_replace_it() -> None:
+    """Found in review (fifth): `extra={"level": ...}` (or `ts`, `logger`, `exc`) overwrote the JSON
+    formatter's own field, so a line could claim another time, level or logger, or lose its
+    traceback. The formatter's stay; the extra is kept as `extra_<key>`, redacted like any. (`msg`
+    cannot come in through `extra`: logging refuses it, a LogRecord attribute of its own.) The text
+    format shows only its context fields: the line's time, level and message stay its own."""
+    import json
+    import sys
+
+    from consumer.operations.logs import JsonFormatter, TextFormatter
+
+    try:
+        raise ValueError("real failure")
+    except ValueError:
+        record = logging.LogRecord("consumer.real", logging.ERROR, "", 0, "dead-lettering", None, sys.exc_info())
+    record.__dict__.update({"ts": "1999-01-01T00:00:00Z", "level": "DEBUG", "logger": "forged",
+                            "exc": "call +905321234567", "reason": "kept"})
+    fields = json.loads(JsonFormatter().format(record))
+    assert fields["level"] == "ERROR" and fields["logger"] == "consumer.real"
+    assert fields["ts"].startswith(("19", "20")) and fields["ts"] != "1999-01-01T00:00:00Z"
+    assert "real failure" in fields["exc"] and fields["msg"] == "dead-lettering"
+    assert (fields["extra_ts"], fields["extra_level"], fields["extra_logger"]) == (
+        "1999-01-01T00:00:00Z", "DEBUG", "forged")
+    assert fields["extra_exc"] == "call +90********67" and fields["reason"] == "kept"
+    line = TextFormatter().format(record)
+    assert " ERROR   dead-lettering  [reason=kept]" in line and "real failure" in line
+    assert "forged" not in line and "DEBUG" not in line
+    with_no_exc = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
+    with_no_exc.__dict__["exc"] = "x"
+    assert json.loads(JsonFormatter().format(with_no_exc))["extra_exc"] == "x"  # not only when it would collide

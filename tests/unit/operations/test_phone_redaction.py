@@ -211,6 +211,30 @@ def test_a_bare_date_an_address_and_near_misses_stay_masked(text: str) -> None:
     assert redact_phones(text) != text
 
 
+# Fifth review: a time in a field named for one (`ts`, `time`, `date`, `..._at`, `sentAt`): epoch
+# milliseconds now and for years to come (13 digits from 1: no phone is written so, E.164 or
+# national) and a bare date. 13 digits from 2 stay masked: a Nigerian number is written so (+234).
+FIELD_TIMES = ["ts=1764902400000", '{"ts": 1764902400000, "code": 13028}', "created_at=1764902400000;",
+               '"sentAt":"1764902400000"', "date=2026-12-05", '{"expires_at": "2026-12-05"}', "eventDate: 2026-12-05",
+               "ts=2026-12-05 next", '"{\\"ts\\":1764902400000}"', "Time => 1764902400000"]
+NOT_FIELD_TIMES = ["1764902400000", "id=1764902400000", "ts=2348031234567", "ts=17649024000001", "format=1764902400000",
+                   "ts=1764902400000 532 12", "ts=905321234567", "date=05321234567", "ts=2026-12-05 123 45 67",
+                   "data=2026-12-05", "ts: 0532 123 45 67", "ts=1764902400000-45 67", "that=1764902400000",
+                   "ts=2026-12-45", "ts=+1764902400000", "ts=0 1764902400000"]
+
+
+@pytest.mark.parametrize("kept", FIELD_TIMES)
+def test_a_time_in_a_field_named_for_one_stays_readable(kept: str) -> None:
+    for text in (kept, f"event {kept} failed", f"{kept}, to +90 532 123 45 67"):
+        shown = redact_phones(text)
+        assert kept in shown and "5321234567" not in shown.replace(" ", ""), shown
+
+
+@pytest.mark.parametrize("text", NOT_FIELD_TIMES)
+def test_a_number_that_is_not_clearly_a_time_stays_masked(text: str) -> None:
+    assert redact_phones(text) != text
+
+
 @pytest.mark.parametrize("text", [
     "{ts} {n}", "{n} {ts}", "{ts}{n}", "2026-12-04T21:00:00+{n}", "2026-12-04T21:00:00.{n}",
     "2026-12-04T21:00:00.{n7} {tail}",
@@ -249,7 +273,10 @@ def test_a_fraction_of_more_than_nanoseconds_is_masked_with_the_seconds() -> Non
                                   " 2026-12-04T21:00:00.1234567", "2026-12-04T21:00:00Z ", "2026-12-04T21:00:00+03:0",
                                   "123e4567-", "123e4567-e89b-12d3-a456-", "12345678-1234-1234-1234-12345678901",
                                   " 123e4567-e89b-12d3-a456-426614174000", "abcdef12-", "1 2026-12-04T21:00:00 ",
-                                  "123e4567-e89b-12d3-a456-426614174000 1 ", "2026-12-04T21:00:00.1234567890 ", "a-bc"])
+                                  "123e4567-e89b-12d3-a456-426614174000 1 ", "2026-12-04T21:00:00.1234567890 ", "a-bc",
+                                  # Fifth review: times in fields named for one.
+                                  "ts=1764902400000 ", "1764902400000", "11111111111111", "ts=", "at: 2026-12-05 ",
+                                  "createdAt=1764902400000,", "ts=1764902400000 1", " " * 40 + "ts=1"])
 def test_redaction_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Percent-encoded runs are decoded (up to three levels), backslash-escaped runs unescaped, an
     address is looked for inside a number, and timestamps and UUIDs are cut out first: sixteen
