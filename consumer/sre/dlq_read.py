@@ -328,6 +328,9 @@ class TopicReader:
         self.missing_hint = missing_hint
         self.spans: list[Span] = []
         self.behind = 0  # records in the topic before the start position (read by an earlier run)
+        # (partition, committed position, end offset) where the committed position was past the
+        # partition's end: the topic was deleted and recreated (or truncated) since it was committed.
+        self.recreated: list[tuple[int, int, int]] = []
         self._positions: dict[int, int] = {}
 
     @property
@@ -343,8 +346,21 @@ class TopicReader:
             for p in partitions:
                 low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
                                                                 timeout=METADATA_TIMEOUT_S)
+                position = committed.get(p, -1)
+                if position > high:
+                    # Offsets only grow: a position past the end was committed on a topic that is
+                    # gone (deleted and recreated to purge it, or truncated). Starting at the end
+                    # would skip the new topic's records up to that position for good.
+                    self.recreated.append((p, position, high))
+                    log.warning("the committed position %d of %s partition %d is past its end %d: the topic was "
+                                "recreated or truncated; reading it from its beginning", position, self.topic, p,
+                                high, extra={"topic": self.topic})
+                    position = low
+                    # Committed with the next checkpoint even if nothing is read: the next run
+                    # must not find the stale position again once the topic has grown past it.
+                    self._positions[p] = low
                 # A committed position older than the retention's low mark starts at the low mark.
-                start = max(low, committed.get(p, -1))
+                start = max(low, position)
                 self.spans.append(Span(p, min(start, high), high))
                 self.behind += min(start, high) - low
         except KafkaException as exc:

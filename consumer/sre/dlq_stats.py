@@ -14,9 +14,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from consumer.config.settings import Settings
+from consumer.errors import PisanoSmsError
 from consumer.ingest.kafka import make_consumer
-from consumer.sre.dlq_read import NO_VALUE, DeadLetter, MalformedDeadLetter, TopicReader, parse_dead_letter
+from consumer.sre.dlq_read import (
+    NO_VALUE,
+    DeadLetter,
+    MalformedDeadLetter,
+    TopicReader,
+    kafka_error_text,
+    parse_dead_letter,
+)
 from consumer.sre.record_text import shown_id
 
 log = logging.getLogger(__name__)
@@ -25,6 +35,10 @@ log = logging.getLogger(__name__)
 STATS_GROUP = "pisano-sms-dlq-stats"
 
 RowKey = tuple[str, str, str]  # error code, reason, campaign
+
+
+class StatsError(PisanoSmsError):
+    """Kafka failed part-way through the read; the message says what to check."""
 
 
 @dataclass
@@ -112,9 +126,9 @@ def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int],
     """Read `topic` once, to the end offsets it had when the read started."""
     consumer = make_consumer(settings, **{"group.id": STATS_GROUP, "enable.partition.eof": True})
     stats = DlqStats(topic)
+    reader = TopicReader(consumer, topic, settings.kafka_bootstrap_servers, start="beginning",
+                         missing_hint="check DLQ_TOPIC")
     try:
-        reader = TopicReader(consumer, topic, settings.kafka_bootstrap_servers, start="beginning",
-                             missing_hint="check DLQ_TOPIC")
         reader.open()
         for message in reader.records():
             try:
@@ -124,7 +138,15 @@ def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int],
                 stats.malformed += 1
             if progress is not None:
                 progress(stats.records, reader.total)
+    except KafkaException as exc:
+        # From consume(): counts of part of the topic would pass for the whole, so none are shown.
+        raise StatsError(f"reading {topic} failed after {stats.records:,} of {reader.total:,} record(s) "
+                         f"({kafka_error_text(exc)}): check KAFKA_BOOTSTRAP_SERVERS and the security settings, "
+                         f"that {topic} exists and that this user's ACLs allow reading it; then run again") from exc
     finally:
-        consumer.close()
+        try:
+            consumer.close()
+        except KafkaException as exc:  # nothing was committed; the read's outcome stands
+            log.warning("closing the dlq stats consumer: %s", kafka_error_text(exc))
     log.info("read %d dead-letter(s) from %s", stats.records, topic, extra={"topic": topic, "count": stats.records})
     return stats
