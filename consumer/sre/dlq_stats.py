@@ -2,8 +2,9 @@
 
 One pass over the whole topic, from the low to the high watermarks taken at start, with an
 assigned consumer that never commits: looking must not move any group's position. Unique origins
-count the distinct source records (dead-lettering is at-least-once, so one may appear twice);
-they are kept as 64-bit hashes because a token outage can put millions of records in the DLQ.
+count the distinct source records (dead-lettering is at-least-once, so one may appear twice),
+exactly: a token outage can put millions of records in the DLQ, so they are kept as offset
+intervals (consumer/sre/origin_set.py), not in sets.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from consumer.sre.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
+from consumer.sre.origin_set import OriginSet
 from consumer.sre.record_text import shown_id
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,13 @@ class StatsError(PisanoSmsError):
 @dataclass
 class Row:
     records: int = 0
-    origins: set[int] = field(default_factory=set)
+    origins: OriginSet = field(default_factory=OriginSet)
     oldest: datetime | None = None
     newest: datetime | None = None
 
     def add(self, letter: DeadLetter) -> None:
         self.records += 1
-        self.origins.add(hash(letter.origin))
+        self.origins.add(letter.origin)
         if self.oldest is None or letter.failed_at < self.oldest:
             self.oldest = letter.failed_at
         if self.newest is None or letter.failed_at > self.newest:
@@ -64,7 +66,7 @@ class DlqStats:
     foreign: int = 0
     malformed: int = 0  # our headers, unusable (MalformedDeadLetter)
     rows: dict[RowKey, Row] = field(default_factory=dict)
-    origins: set[int] = field(default_factory=set)
+    origins: OriginSet = field(default_factory=OriginSet)
 
     def add(self, letter: DeadLetter | None) -> None:
         self.records += 1
@@ -73,7 +75,7 @@ class DlqStats:
             return
         key = (letter.code_label, letter.reason, letter.campaign_label)
         self.rows.setdefault(key, Row()).add(letter)
-        self.origins.add(hash(letter.origin))
+        self.origins.add(letter.origin)
 
     def sorted_rows(self) -> list[tuple[RowKey, Row]]:
         return sorted(self.rows.items(), key=lambda item: (-item[1].records, item[0]))
