@@ -79,6 +79,10 @@ class TopicError(PisanoSmsError):
     The message says what to check."""
 
 
+class ReadStopped(TopicError):
+    """The read stopped part-way (stuck, or a fatal error): the caller may hold partial results."""
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One record of the dead-letter topic, its headers parsed (README, "Dead-letter records")."""
@@ -380,7 +384,7 @@ class TopicReader:
             now = time.monotonic()
             if not any(not m.error() or m.error().code() == KafkaError._PARTITION_EOF for m in batch):
                 if now - last_seen > IDLE_TIMEOUT_S:
-                    raise TopicError(f"no records from {self.topic} for {IDLE_TIMEOUT_S:.0f}s although "
+                    raise ReadStopped(f"no records from {self.topic} for {IDLE_TIMEOUT_S:.0f}s although "
                                      f"{len(remaining)} partition(s) are not read to their end; check that "
                                      "Kafka is up, then run again (it resumes)")
             else:
@@ -394,7 +398,7 @@ class TopicReader:
                             del remaining[partition]
                         continue
                     if error.fatal():
-                        raise TopicError(f"reading {self.topic} failed: {error.str()}") from KafkaException(error)
+                        raise ReadStopped(f"reading {self.topic} failed: {error.str()}") from KafkaException(error)
                     log.warning("reading %s: %s", self.topic, error.str(), extra={"topic": self.topic})
                     continue
                 end = remaining.get(partition)

@@ -24,6 +24,7 @@ from consumer.sre.dlq_read import (
     NO_VALUE,
     DeadLetter,
     MalformedDeadLetter,
+    ReadStopped,
     TopicReader,
     kafka_error_text,
     parse_dead_letter,
@@ -140,6 +141,8 @@ def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int],
                 stats.malformed += 1
             if progress is not None:
                 progress(stats.records, reader.total)
+    except ReadStopped as exc:  # part-way: as below, not the exit 2 of a topic missing at the start
+        raise StatsError(f"{exc} (after {stats.records:,} of {reader.total:,} record(s))") from exc
     except KafkaException as exc:
         # From consume(): counts of part of the topic would pass for the whole, so none are shown.
         raise StatsError(f"reading {topic} failed after {stats.records:,} of {reader.total:,} record(s) "

@@ -57,6 +57,7 @@ from consumer.sre.dlq_read import (
     Filters,
     MalformedDeadLetter,
     Origin,
+    ReadStopped,
     TopicError,
     TopicReader,
     describe_topic,
@@ -410,6 +411,13 @@ def run_replay(settings: Settings, plan: ReplayPlan,
     except ReplayError as exc:
         exc.summary = summary
         raise
+    except ReadStopped as exc:
+        # Part-way (records may be re-published): the counts so far and exit 1, as for any failure
+        # after the start, not the exit 2 of a topic missing before anything was read.
+        stopped = ReplayError(f"{exc} after {summary.read:,} record(s) read; positions after the last checkpoint "
+                              "were not committed")
+        stopped.summary = summary
+        raise stopped from exc
     except KafkaException as exc:
         # From consume(), the producer's poll() or flush(): the broker gone, an ACL, a fatal
         # producer error. Nothing after the last checkpoint is committed: no position passes a

@@ -143,3 +143,40 @@ def test_a_position_past_the_end_of_an_empty_recreated_dlq_is_moved_to_its_begin
     cluster.records.extend(dlq_records(7))
     CliRunner().invoke(main, ["replay", "--group", "g"])
     assert len(cluster.published) == 7
+
+
+class GoesSilent(FakeDlqConsumer):
+    """The broker gone mid-read as librdkafka shows it: consume() raises nothing, returns nothing."""
+
+    def consume(self, count: int, timeout: float = 0) -> list[Any]:
+        return super().consume(count, timeout) if self.position < 2 else []
+
+
+def test_a_read_that_stalls_part_way_prints_the_counts_and_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The broker gone usually raises nothing: the read stalls until IDLE_TIMEOUT_S. That was exit 2
+    # (as for a bad option) and no counts, although records were re-published.
+    import consumer.sre.dlq_read as dlq_read
+    import consumer.sre.replay as replay
+
+    cluster = Cluster(dlq_records(4))
+    install(monkeypatch, cluster)
+    monkeypatch.setattr(dlq_read, "IDLE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(replay, "make_consumer", lambda settings, **extra: GoesSilent(cluster, extra["group.id"]))
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert_clean_failure(result)
+    assert "replayed" in result.stdout
+    assert "check that Kafka is up" in last_error_line(result)
+    assert cluster.committed == {}  # the 2 re-published were never acknowledged: nothing committed past them
+
+
+def test_dlq_stats_read_that_stalls_part_way_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    import consumer.sre.dlq_read as dlq_read
+    import consumer.sre.dlq_stats as dlq_stats
+
+    cluster = Cluster(dlq_records(4))
+    monkeypatch.setattr(dlq_read, "IDLE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(dlq_stats, "make_consumer", lambda settings, **extra: GoesSilent(cluster, extra["group.id"]))
+    result = CliRunner().invoke(main, ["dlq", "stats"])
+    assert_clean_failure(result)
+    assert "check that Kafka is up" in last_error_line(result) and "2 of 4" in last_error_line(result)
+    assert result.stdout == ""
