@@ -28,7 +28,7 @@ from consumer.operations import logs
 from consumer.outcomes.deadletter import REASONS
 from consumer.plain_number import plain_number
 from consumer.sre.dlq_read import Filters, TopicError
-from consumer.sre.dlq_stats import collect_stats
+from consumer.sre.dlq_stats import StatsError, collect_stats
 from consumer.sre.record_text import shown, shown_id
 from consumer.sre.replay import (
     ReplayError,
@@ -157,6 +157,10 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
         _print_replay(plan, exc.summary)
         fail(_interrupted(plan, exc.summary, exc.not_committed), EXIT_INTERRUPTED)
     except ReplayError as exc:
+        # The counts so far, then the one line saying what failed and what to do.
+        progress.close()
+        if exc.summary is not None:
+            _print_replay(plan, exc.summary, failed=True)
         fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         # Before the read began, or a second Ctrl-C while the interrupt's checkpoint waited for Kafka.
@@ -185,7 +189,7 @@ def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | 
     return f"interrupted after {summary.read:,} record(s) read: {kept}; run the same command again{_resume_hint(plan)}"
 
 
-def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
+def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False) -> None:
     would = "would replay" if plan.dry_run else "replayed"
     title = f"Replay of {plan.source_topic} (group {plan.group})"
     click.secho(title + (", dry run: nothing published, nothing committed" if plan.dry_run else ""), bold=True)
@@ -221,6 +225,11 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
                           ("by reason", summary.by_reason)):
         if counter:
             click.echo(f"  {name:<24}" + ", ".join(f"{shown_id(key)} {n:,}" for key, n in counter.most_common()))
+    for partition, position, end in summary.recreated:
+        click.secho(f"  warning: group {plan.group}'s position {position:,} on {shown_id(plan.source_topic)} partition "
+                    f"{partition} was past its end ({end:,}): the topic was deleted and recreated (or truncated); "
+                    "read it from its beginning (what was replayed before is not sent twice: the consumers' dedup)",
+                    fg="yellow")
     if summary.read == 0 and summary.behind:
         # The group is a hash of the filters alone: a run to a wrong --to-topic moved it too.
         click.echo(f"  nothing new for group {plan.group}: its position is past the {summary.behind:,} record(s) "
@@ -243,6 +252,10 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary) -> None:
                     "consumers that check signatures treat them as fresh records (an event of unknown fate "
                     "is not sent)", fg="yellow")
     if plan.dry_run:
+        return
+    if failed:
+        click.echo("  positions up to the last checkpoint committed for group " + plan.group if summary.committed
+                   else "  nothing committed")
         return
     click.echo("  position committed for group " + plan.group if summary.committed else "  nothing to commit")
 
@@ -271,6 +284,8 @@ def stats(settings: Settings, as_json: bool) -> None:
         result = collect_stats(settings, settings.dlq_topic, progress)
     except TopicError as exc:
         fail(str(exc), EXIT_CONFIG)
+    except StatsError as exc:
+        fail(str(exc), EXIT_FAILED)
     finally:
         progress.close()
     if as_json:

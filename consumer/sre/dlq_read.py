@@ -79,6 +79,10 @@ class TopicError(PisanoSmsError):
     The message says what to check."""
 
 
+class ReadStopped(TopicError):
+    """The read stopped part-way (stuck, or a fatal error): the caller may hold partial results."""
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One record of the dead-letter topic, its headers parsed (README, "Dead-letter records")."""
@@ -328,6 +332,9 @@ class TopicReader:
         self.missing_hint = missing_hint
         self.spans: list[Span] = []
         self.behind = 0  # records in the topic before the start position (read by an earlier run)
+        # (partition, committed position, end offset) where the committed position was past the
+        # partition's end: the topic was deleted and recreated (or truncated) since it was committed.
+        self.recreated: list[tuple[int, int, int]] = []
         self._positions: dict[int, int] = {}
 
     @property
@@ -343,8 +350,21 @@ class TopicReader:
             for p in partitions:
                 low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
                                                                 timeout=METADATA_TIMEOUT_S)
+                position = committed.get(p, -1)
+                if position > high:
+                    # Offsets only grow: a position past the end was committed on a topic that is
+                    # gone (deleted and recreated to purge it, or truncated). Starting at the end
+                    # would skip the new topic's records up to that position for good.
+                    self.recreated.append((p, position, high))
+                    log.warning("the committed position %d of %s partition %d is past its end %d: the topic was "
+                                "recreated or truncated; reading it from its beginning", position, self.topic, p,
+                                high, extra={"topic": self.topic})
+                    position = low
+                    # Committed with the next checkpoint even if nothing is read: the next run
+                    # must not find the stale position again once the topic has grown past it.
+                    self._positions[p] = low
                 # A committed position older than the retention's low mark starts at the low mark.
-                start = max(low, committed.get(p, -1))
+                start = max(low, position)
                 self.spans.append(Span(p, min(start, high), high))
                 self.behind += min(start, high) - low
         except KafkaException as exc:
@@ -364,7 +384,7 @@ class TopicReader:
             now = time.monotonic()
             if not any(not m.error() or m.error().code() == KafkaError._PARTITION_EOF for m in batch):
                 if now - last_seen > IDLE_TIMEOUT_S:
-                    raise TopicError(f"no records from {self.topic} for {IDLE_TIMEOUT_S:.0f}s although "
+                    raise ReadStopped(f"no records from {self.topic} for {IDLE_TIMEOUT_S:.0f}s although "
                                      f"{len(remaining)} partition(s) are not read to their end; check that "
                                      "Kafka is up, then run again (it resumes)")
             else:
@@ -378,7 +398,7 @@ class TopicReader:
                             del remaining[partition]
                         continue
                     if error.fatal():
-                        raise TopicError(f"reading {self.topic} failed: {error.str()}") from KafkaException(error)
+                        raise ReadStopped(f"reading {self.topic} failed: {error.str()}") from KafkaException(error)
                     log.warning("reading %s: %s", self.topic, error.str(), extra={"topic": self.topic})
                     continue
                 end = remaining.get(partition)

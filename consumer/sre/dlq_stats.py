@@ -2,8 +2,9 @@
 
 One pass over the whole topic, from the low to the high watermarks taken at start, with an
 assigned consumer that never commits: looking must not move any group's position. Unique origins
-count the distinct source records (dead-lettering is at-least-once, so one may appear twice);
-they are kept as 64-bit hashes because a token outage can put millions of records in the DLQ.
+count the distinct source records (dead-lettering is at-least-once, so one may appear twice),
+exactly: a token outage can put millions of records in the DLQ, so they are kept as offset
+intervals (consumer/sre/origin_set.py), not in sets.
 """
 
 from __future__ import annotations
@@ -14,9 +15,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from consumer.config.settings import Settings
+from consumer.errors import PisanoSmsError
 from consumer.ingest.kafka import make_consumer
-from consumer.sre.dlq_read import NO_VALUE, DeadLetter, MalformedDeadLetter, TopicReader, parse_dead_letter
+from consumer.sre.dlq_read import (
+    NO_VALUE,
+    DeadLetter,
+    MalformedDeadLetter,
+    ReadStopped,
+    TopicReader,
+    kafka_error_text,
+    parse_dead_letter,
+)
+from consumer.sre.origin_set import OriginSet
 from consumer.sre.record_text import shown_id
 
 log = logging.getLogger(__name__)
@@ -27,16 +40,20 @@ STATS_GROUP = "pisano-sms-dlq-stats"
 RowKey = tuple[str, str, str]  # error code, reason, campaign
 
 
+class StatsError(PisanoSmsError):
+    """Kafka failed part-way through the read; the message says what to check."""
+
+
 @dataclass
 class Row:
     records: int = 0
-    origins: set[int] = field(default_factory=set)
+    origins: OriginSet = field(default_factory=OriginSet)
     oldest: datetime | None = None
     newest: datetime | None = None
 
     def add(self, letter: DeadLetter) -> None:
         self.records += 1
-        self.origins.add(hash(letter.origin))
+        self.origins.add(letter.origin)
         if self.oldest is None or letter.failed_at < self.oldest:
             self.oldest = letter.failed_at
         if self.newest is None or letter.failed_at > self.newest:
@@ -50,7 +67,7 @@ class DlqStats:
     foreign: int = 0
     malformed: int = 0  # our headers, unusable (MalformedDeadLetter)
     rows: dict[RowKey, Row] = field(default_factory=dict)
-    origins: set[int] = field(default_factory=set)
+    origins: OriginSet = field(default_factory=OriginSet)
 
     def add(self, letter: DeadLetter | None) -> None:
         self.records += 1
@@ -59,7 +76,7 @@ class DlqStats:
             return
         key = (letter.code_label, letter.reason, letter.campaign_label)
         self.rows.setdefault(key, Row()).add(letter)
-        self.origins.add(hash(letter.origin))
+        self.origins.add(letter.origin)
 
     def sorted_rows(self) -> list[tuple[RowKey, Row]]:
         return sorted(self.rows.items(), key=lambda item: (-item[1].records, item[0]))
@@ -112,9 +129,9 @@ def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int],
     """Read `topic` once, to the end offsets it had when the read started."""
     consumer = make_consumer(settings, **{"group.id": STATS_GROUP, "enable.partition.eof": True})
     stats = DlqStats(topic)
+    reader = TopicReader(consumer, topic, settings.kafka_bootstrap_servers, start="beginning",
+                         missing_hint="check DLQ_TOPIC")
     try:
-        reader = TopicReader(consumer, topic, settings.kafka_bootstrap_servers, start="beginning",
-                             missing_hint="check DLQ_TOPIC")
         reader.open()
         for message in reader.records():
             try:
@@ -124,7 +141,17 @@ def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int],
                 stats.malformed += 1
             if progress is not None:
                 progress(stats.records, reader.total)
+    except ReadStopped as exc:  # part-way: as below, not the exit 2 of a topic missing at the start
+        raise StatsError(f"{exc} (after {stats.records:,} of {reader.total:,} record(s))") from exc
+    except KafkaException as exc:
+        # From consume(): counts of part of the topic would pass for the whole, so none are shown.
+        raise StatsError(f"reading {topic} failed after {stats.records:,} of {reader.total:,} record(s) "
+                         f"({kafka_error_text(exc)}): check KAFKA_BOOTSTRAP_SERVERS and the security settings, "
+                         f"that {topic} exists and that this user's ACLs allow reading it; then run again") from exc
     finally:
-        consumer.close()
+        try:
+            consumer.close()
+        except KafkaException as exc:  # nothing was committed; the read's outcome stands
+            log.warning("closing the dlq stats consumer: %s", kafka_error_text(exc))
     log.info("read %d dead-letter(s) from %s", stats.records, topic, extra={"topic": topic, "count": stats.records})
     return stats

@@ -57,6 +57,7 @@ from consumer.sre.dlq_read import (
     Filters,
     MalformedDeadLetter,
     Origin,
+    ReadStopped,
     TopicError,
     TopicReader,
     describe_topic,
@@ -74,12 +75,16 @@ ACK_TIMEOUT_S = 60.0
 
 class ReplayError(PisanoSmsError):
     """The replay stopped part-way; what was acknowledged before the last checkpoint is committed,
-    and a new run resumes from there."""
+    and a new run resumes from there. `summary` holds the counts so far once run_replay raises it."""
+
+    summary: ReplaySummary | None = None
 
 
 class ReplayInterrupted(ReplayError):
     """Ctrl-C: what Kafka acknowledged before it was committed (`summary.committed`); `summary`
     holds the counts so far, so the operator learns what happened instead of a bare "Aborted!"."""
+
+    summary: ReplaySummary
 
     def __init__(self, summary: ReplaySummary, not_committed: str | None = None) -> None:
         super().__init__("interrupted")
@@ -164,6 +169,8 @@ class ReplaySummary:
     by_target: Counter[str] = field(default_factory=Counter)
     stale: int = 0
     behind: int = 0  # records of the DLQ before the group's position, not read by this run
+    # (partition, stale position, end): the group's position was past the end (DLQ recreated), read from its start
+    recreated: list[tuple[int, int, int]] = field(default_factory=list)
     committed: bool = False
     limit_reached: bool = False
     signed: bool = False  # the re-published records carry a replay signature
@@ -338,14 +345,17 @@ def run_replay(settings: Settings, plan: ReplayPlan,
         try:
             consumer.commit(offsets=positions, asynchronous=False)
         except KafkaException as exc:
-            raise ReplayError(f"could not commit the position of group {plan.group} ({kafka_error_text(exc)}); the "
-                              "records were re-published: a new run re-publishes them again and the consumers skip "
-                              "the delivered ones") from exc
+            raise ReplayError(f"could not commit the position of group {plan.group} ({kafka_error_text(exc)}): "
+                              "check KAFKA_BOOTSTRAP_SERVERS and that this user's ACLs allow the group "
+                              f"{plan.group}; the records after its last committed position were re-published: "
+                              f"run again{_resume_hint(plan)} (it re-publishes them, the consumers skip the "
+                              "delivered ones)") from exc
         summary.committed = True
 
     try:
         reader.open()
         summary.behind = reader.behind
+        summary.recreated = list(reader.recreated)
         if plan.to_topic:
             _check_target(consumer, plan.to_topic, settings, known_targets)
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
@@ -395,12 +405,43 @@ def run_replay(settings: Settings, plan: ReplayPlan,
             checkpoint()
         except ReplayError as failed:
             raise ReplayInterrupted(summary, str(failed)) from exc
+        except KafkaException as failed:
+            raise ReplayInterrupted(summary, kafka_error_text(failed)) from exc
         raise ReplayInterrupted(summary) from exc
+    except ReplayError as exc:
+        exc.summary = summary
+        raise
+    except ReadStopped as exc:
+        # Part-way (records may be re-published): the counts so far and exit 1, as for any failure
+        # after the start, not the exit 2 of a topic missing before anything was read.
+        stopped = ReplayError(f"{exc} after {summary.read:,} record(s) read; positions after the last checkpoint "
+                              "were not committed")
+        stopped.summary = summary
+        raise stopped from exc
+    except KafkaException as exc:
+        # From consume(), the producer's poll() or flush(): the broker gone, an ACL, a fatal
+        # producer error. Nothing after the last checkpoint is committed: no position passes a
+        # record whose delivery report did not come.
+        stopped = ReplayError(f"Kafka failed after {summary.read:,} record(s) read ({kafka_error_text(exc)}): "
+                             "check KAFKA_BOOTSTRAP_SERVERS and the security settings, that the topics exist and "
+                             f"that this user's ACLs allow reading {plan.source_topic}, writing the targets and "
+                             f"committing group {plan.group}; then run again{_resume_hint(plan)}: it resumes "
+                             "from the group's committed position (the consumers skip what was delivered)")
+        stopped.summary = summary
+        raise stopped from exc
     finally:
-        consumer.close()
+        try:
+            consumer.close()
+        except KafkaException as exc:  # what was committed stands; the run's outcome is said above
+            log.warning("closing the replay's consumer: %s", kafka_error_text(exc))
     log.info("replay of %s done: %d read, %d replayed", plan.source_topic, summary.read, summary.replayed,
              extra={"topic": plan.source_topic, "count": summary.replayed})
     return summary
+
+
+def _resume_hint(plan: ReplayPlan) -> str:
+    # --from-beginning would start over rather than resume.
+    return " without --from-beginning" if plan.from_beginning else ""
 
 
 @contextmanager

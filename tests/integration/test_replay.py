@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.config.loading import load_settings
@@ -306,6 +306,53 @@ def test_a_record_the_target_topic_refuses_is_counted_and_the_run_goes_on(
     assert result.returncode == 0, result.stderr
     assert count_in(result.stdout, "refused: by Kafka") == 1 and count_in(result.stdout, "replayed") == 3
     assert f"MSG_SIZE_TOO_LARGE ({source}) 1" in result.stdout
+
+
+def recreate_topic(stack: Stack, topic: str, partitions: int = 1) -> None:
+    """Delete and create again, as an SRE purges a DLQ."""
+    from tests.support.kafka import create_topic
+
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    for future in admin.delete_topics([topic]).values():
+        future.result(timeout=30)
+    wait_until(lambda: topic not in admin.list_topics(timeout=5).topics, 30, "topic deleted")
+
+    def created() -> bool:
+        try:
+            create_topic(stack.bootstrap, topic, partitions)
+        except Exception:  # the deletion may still be under way on the controller: TOPIC_ALREADY_EXISTS
+            return False
+        return True
+
+    wait_until(created, 60, "topic created again")
+
+
+def test_a_dlq_recreated_behind_the_groups_position_is_replayed_from_its_beginning(
+        stack: Stack, new_topic: Callable[..., str], settings: Callable[[str], Settings]) -> None:
+    # Found in review: after a purge (delete, recreate) a group position (5) past the new topic's
+    # end (3) made the run start at the end: those 3 dead-letters were never replayed. Kafka 4.1
+    # drops an empty group's offsets with the topic, but a replay still running during the purge
+    # commits its old position onto the new topic (as do brokers that keep such offsets): that
+    # commit is made here.
+    first_source, dlq = new_topic("source"), new_topic("dlq")
+    build_dlq(stack, first_source, dlq, [Spec(TOKEN_13001)] * 5)
+    assert replay(settings(dlq)).replayed == 5
+    group = default_group(Filters())
+    assert committed(stack.bootstrap, group, dlq) == {0: 5}
+
+    recreate_topic(stack, dlq)
+    late = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        late.commit(offsets=[TopicPartition(dlq, 0, 5)], asynchronous=False)
+    finally:
+        late.close()
+    second_source = new_topic("source")
+    build_dlq(stack, second_source, dlq, [Spec(TOKEN_13001)] * 3)
+    again = replay(settings(dlq))
+    assert (again.read, again.replayed) == (3, 3)
+    assert again.recreated == [(0, 5, 3)]  # partition, the stale position, the end: the summary warns
+    assert len(read_all(stack.bootstrap, second_source)) == 3 + 3
+    assert committed(stack.bootstrap, group, dlq) == {0: 3}
 
 
 # ------------------------------------------------------------------------------------- CLI
