@@ -22,8 +22,8 @@ _GAP = r"[ \t]++|(?P<list>\\{0,3}[\"'])[ \t]*+,[ \t]*+(?=(?P=list))"
 _FLAG = re.compile(r"(?<![\w.-])--(?P<name>[\w.-]++)(?:" + _GAP + r"|(?P<eq>=)(?=\S))")
 _PASSWORD_FLAGS = frozenset({"pass"})  # redis-cli's and valkey-cli's `--pass pw`
 # redis-cli's password is `-a pw`; elsewhere `-a` is `all` (`ls -a`, `docker ps -a`): looked for
-# only after one of these clients' names.
-_REDIS_CLI = re.compile(r"(?i:redis|valkey|keydb)-cli(?![\w.-])")
+# only after one of these clients' names, in any case, and as Windows names them (`redis-cli.exe`).
+_REDIS_CLI = re.compile(r"(?i:(?:redis|valkey|keydb)-cli(?:\.exe)?)(?![\w.-])")
 _SHORT_PASSWORD = re.compile(r"(?<![\w.-])-a(?:" + _GAP + ")")
 # AUTH then its arguments, as flags (`_LIST_GAP` after a quoted one: redis-py's command args).
 _AUTH = re.compile(r"(?<![\w.-])(?P<quote>\\{0,3}[\"'])?(?i:auth)(?(quote)(?P=quote))"

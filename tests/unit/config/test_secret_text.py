@@ -254,9 +254,25 @@ ESCAPED_AT_AND_COLON = [
     ("Error connecting to app:Sx-1@[fd00::5]:6379.", "Error connecting to app:***@[fd00::5]:6379."),
 ]
 
+# Review of the fifth (2026-12-05): redis-cli as Windows names it (`redis-cli.exe`, Memurai's and the
+# ports') and in capitals, as a Windows path or a shell history may write it; its `-a` was shown.
+REDIS_CLI_NAMES = [
+    ("C:\\redis\\redis-cli.exe -a Sx-1 ping", "C:\\redis\\redis-cli.exe -a *** ping"),
+    ('redis-cli.exe -h h -a "Sx 1"', 'redis-cli.exe -h h -a "***"'),
+    ("REDIS-CLI -a Sx-1", "REDIS-CLI -a ***"),
+    ("Valkey-Cli.EXE -a Sx-1", "Valkey-Cli.EXE -a ***"),
+]
+
+# Review of the fifth: a full-width colon (U+FF1A) in a user info, as the same input method that types
+# a full-width at sign types it; `user\uff1apw\uff20host` was shown whole.
+FULL_WIDTH_COLON = [
+    ("user\uff1aSx-1\uff20cache", "user\uff1a***\uff20cache"),
+    ("user\uff1aSx-1@cache:6379", "user\uff1a***@cache:6379"),
+]
+
 WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
          + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH
-         + SESSIONS + ESCAPED_AT_AND_COLON)
+         + SESSIONS + ESCAPED_AT_AND_COLON + REDIS_CLI_NAMES)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
