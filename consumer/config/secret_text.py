@@ -86,7 +86,7 @@ def _masked(text: str, levels: int) -> str:
     # @, a cookie header, an auth word, a long flag) is not in the text is not run. Masking only
     # takes marks away, so one test of the text as it came serves every pass.
     lowered = text.lower()
-    if "\\" in text or "\uff20" in text:  # `\u0040`, `\x3a`, a full-width @: decoded first
+    if "\\" in text or "\uff20" in text or "\uff1a" in text:  # `\u0040`, `\x3a`, full-width @ or `:`: decoded
         text = in_escaped_marks(text, _mask_user_info)
     if "@" in text:  # every user info ends at one
         text = _mask_user_info(text)

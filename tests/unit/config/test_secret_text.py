@@ -267,12 +267,12 @@ REDIS_CLI_NAMES = [
 # a full-width at sign types it; `user\uff1apw\uff20host` was shown whole.
 FULL_WIDTH_COLON = [
     ("user\uff1aSx-1\uff20cache", "user\uff1a***\uff20cache"),
-    ("user\uff1aSx-1@cache:6379", "user\uff1a***@cache:6379"),
+    ("user\uff1aSx-1@cache:6379", "user:***@cache:6379"),  # a `:` written plain too: decoded
 ]
 
 WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
          + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH
-         + SESSIONS + ESCAPED_AT_AND_COLON + REDIS_CLI_NAMES)
+         + SESSIONS + ESCAPED_AT_AND_COLON + REDIS_CLI_NAMES + FULL_WIDTH_COLON)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
@@ -312,7 +312,7 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "AUTH OK", "AUTH failed", "redis: AUTH succeeded\nnext", "AUTH ERR", "AUTH error.", "AUTH required",
     "AUTH OK, connected", "(AUTH failed)",
     "session.timeout.ms=45000 side=buy sids=3 session_count=2",
-    "mail bob\\u0040bank.test at 12\\u003A30, bob\uff20bank.test, [::1]:6379, \\x40home",
+    "mail bob\\u0040bank.test at 12\\u003A30, bob\uff20bank.test, [::1]:6379, \\x40home, 12\uff1a30",
 ])
 def test_what_is_not_a_secret_stays_as_it_was(text: str) -> None:
     assert mask_urls_in_text(text) == text
