@@ -332,3 +332,23 @@ def test_log_lines_and_dead_letter_headers_go_through_the_same_masking() -> None
         shown = [JsonFormatter().format(record), TextFormatter().format(record), error_text(text)]
         for output in shown:
             assert "Sx-" not in output, output
+
+
+# Review of the fifth: an Authorization header quoted inside a JSON or dict string (a gateway's error
+# body, a repr of headers) ran to the end of the line, so the fields after the string and our own
+# text after the body (`; dead-lettering 40 events`) were masked with it. It ends with that string;
+# a quote inside that is not followed by the end of a value (a JSON writer that did not escape the
+# header's own quotes) does not end it.
+@pytest.mark.parametrize(("text", "masked"), [
+    ('request failed: HTTP 401: {"detail":"Authorization: invalid token","code":13028}; dead-lettering 40 events',
+     'request failed: HTTP 401: {"detail":"Authorization: invalid ***","code":13028}; dead-lettering 40 events'),
+    ('{"h": "Authorization: Hawk id=\\"Sx-1\\", mac=\\"Sx-2\\"", "code": 1}',
+     '{"h": "Authorization: Hawk ***", "code": 1}'),
+    ("{'headers': 'Authorization: SharedKey acct:Sx-1', 'status': 401}",
+     "{'headers': 'Authorization: SharedKey ***', 'status': 401}"),
+    ('{"h":"Authorization: Bearer Sx-1","code":1}', '{"h":"Authorization: Bearer ***","code":1}'),
+    ('"h": "Authorization: Hawk id="Sx-1", mac="Sx-2"" then', '"h": "Authorization: Hawk ***'),  # not escaped
+    ('"h": "x" Authorization: Hawk id="Sx-1", mac="Sx-2"', '"h": "x" Authorization: Hawk ***'),  # not inside
+])
+def test_an_authorization_header_inside_a_quoted_value_ends_with_it(text: str, masked: str) -> None:
+    assert mask_urls_in_text(text) == masked
