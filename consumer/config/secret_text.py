@@ -51,8 +51,10 @@ _PAIR = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quo
                    r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
 # In `name=value`, as in a query string. A `;` inside is the value's (`pw=a;b`), but one before a
 # blank, the end, or a cookie attribute ends it: `token=abc; Path=/; HttpOnly` as a Set-Cookie writes
-# it keeps its attributes (they say how the cookie is kept, not what it is).
-_COOKIE_ATTRIBUTE = r"(?i:path|domain|expires|max-age|samesite|secure|httponly|partitioned|priority)\b"
+# it keeps its attributes (they say how the cookie is kept, not what it is). An attribute as written:
+# a name then `=`, or a flag alone; `pw=a;secure-b` is one password.
+_COOKIE_ATTRIBUTE = (r"(?i:(?:path|domain|expires|max-age|samesite|priority)[ \t]*+="
+                     r"|(?:secure|httponly|partitioned)(?=[;\s]|$))")
 _QUERY_VALUE = re.compile(r"(?:[^&\s#;]|;(?![ \t]*+" + _COOKIE_ATTRIBUTE + r"|\s|$))++")
 # A session id is a cookie's value wherever it stands (`Cookie:sid=a;lang=tr`, `[(b'cookie', b'sid=a')]`):
 # cookie octets, and `\/` (a JSON-escaped slash of base64).

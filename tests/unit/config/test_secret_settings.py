@@ -232,6 +232,7 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     # Review of the fifth: an Authorization header inside an earlier pair's quoted value ends with it.
     '"a":"Authorization: x",', '"a":"Authorization: ', 'a:"Authorization: ', "a:'authorization:\"", '"a":"x',
     "'a': 'Authorization: x', ", '"a":"b", Authorization: ', "a:'a:\"a:\\\"a:\\'authorization:",
+    "pwd=a;path \t ", "pwd=a;secure-", "pwd=a;Path\t\t", "pwd=a;httponly",  # an attribute as written
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

@@ -270,9 +270,23 @@ FULL_WIDTH_COLON = [
     ("user\uff1aSx-1@cache:6379", "user:***@cache:6379"),  # a `:` written plain too: decoded
 ]
 
+# Review of the fifth: a `;` in a value before a word that is a cookie attribute's name but not an
+# attribute (no `=` after Path, Domain, Expires...; more than the word after Secure, HttpOnly) is the
+# value's: the rest of the password after it was shown (`password=Sx;secure-part`).
+SEMICOLON_IN_VALUE = [
+    ("password=Sx-1;secure-part", "password=***"),
+    ("token=Sx-1;Domain.2 next", "token=*** next"),
+    ("redis://h/0?password=Sx-1;Path2&db=0", "redis://h/0?password=***&db=0"),
+    ("pwd=Sx-1;expires-soon", "pwd=***"),
+    ("token=Sx-1;Secure", "token=***;Secure"),  # a flag attribute, as Set-Cookie ends with it
+    ("token=Sx-1;HttpOnly; x=1", "token=***;HttpOnly; x=1"),
+    ("token=Sx-1;Max-Age=60", "token=***;Max-Age=60"),
+]
+
 WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
          + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH
-         + SESSIONS + ESCAPED_AT_AND_COLON + REDIS_CLI_NAMES + FULL_WIDTH_COLON)
+         + SESSIONS + ESCAPED_AT_AND_COLON + REDIS_CLI_NAMES + FULL_WIDTH_COLON
+         + SEMICOLON_IN_VALUE)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
