@@ -283,10 +283,18 @@ SEMICOLON_IN_VALUE = [
     ("token=Sx-1;Max-Age=60", "token=***;Max-Age=60"),
 ]
 
+# Review of the fifth: a password holding a backslash, which a repr of the bytes doubles (`Sx\\\\rest`):
+# the escaped backslash then `r` or `n` was read as an escaped line break, and the rest was shown.
+RESP_BACKSLASH = [
+    ("b'*2\\r\\n$4\\r\\nAUTH\\r\\n$7\\r\\nSx\\\\rest\\r\\n'", "b'*2\\r\\n$4\\r\\nAUTH\\r\\n$7\\r\\n***\\r\\n'"),
+    ("*3\\r\\n$4\\r\\nAUTH\\r\\n$3\\r\\napp\\r\\n$6\\r\\nS\\\\nx-1\\\\",
+     "*3\\r\\n$4\\r\\nAUTH\\r\\n$3\\r\\napp\\r\\n$6\\r\\n***"),  # cut short after a backslash
+]
+
 WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
          + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH
          + SESSIONS + ESCAPED_AT_AND_COLON + REDIS_CLI_NAMES + FULL_WIDTH_COLON
-         + SEMICOLON_IN_VALUE)
+         + SEMICOLON_IN_VALUE + RESP_BACKSLASH)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
