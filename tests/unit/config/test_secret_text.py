@@ -374,3 +374,22 @@ def test_log_lines_and_dead_letter_headers_go_through_the_same_masking() -> None
 ])
 def test_an_authorization_header_inside_a_quoted_value_ends_with_it(text: str, masked: str) -> None:
     assert mask_urls_in_text(text) == masked
+
+
+@pytest.mark.xfail(strict=True, reason="review of the fifth, left open: RESP is read with its line breaks raw "
+                   "or escaped once (`\\r\\n`), not escaped twice as a repr of the bytes inside a JSON string "
+                   "writes them (`\\\\r\\\\n`); the bulk patterns would need one form per level")
+def test_resp_auth_inside_a_json_string_is_masked() -> None:
+    text = '{"msg": "b\'*2\\\\r\\\\n$4\\\\r\\\\nAUTH\\\\r\\\\n$4\\\\r\\\\nSx-1\\\\r\\\\n\'"}'
+    assert "Sx-1" not in mask_urls_in_text(text)
+
+
+@pytest.mark.xfail(strict=True, reason="review of the fifth, left open (older than it): an Authorization value "
+                   "in a list (Go's http.Header as JSON, `{\"Authorization\": [\"...\"]}`) or a pair list "
+                   "(`[('authorization', '...')]`, werkzeug's Headers, ASGI's raw headers) is shown unless a "
+                   "Bearer/Basic word marks it; `[` is skipped as an error list (`\"password\": [\"is too short\"]`), "
+                   "which an Authorization value can be too (`[\"This field is required.\"]`)")
+@pytest.mark.parametrize("text", ['{"Authorization": ["SharedKey acct:Sx-1"]}', "[('authorization', 'Sx-1abcdef')]",
+                                  "[(b'authorization', b'SharedKey Sx-1')]"])
+def test_an_authorization_value_in_a_list_is_masked(text: str) -> None:
+    assert "Sx-1" not in mask_urls_in_text(text)
