@@ -1,7 +1,7 @@
 """The `@` and `:` of a user info written as escapes: a JSON encoder that escapes every sign
 (`user\u003Apw\u0040host`, `\\u0040` in a JSON string inside one), a repr of bytes (`\x40`), or a
-full-width at sign (U+FF20, as an input method types it). A pattern written for `user:pw@host`
-does not see them; a run of text holding one is masked as decoded (secret_text).
+full-width at sign or colon (U+FF20, U+FF1A, as an input method types them). A pattern written for
+`user:pw@host` does not see them; a run of text holding one is masked as decoded (secret_text).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 # From the first backslash of a run of them only: tried at each, a long run would be read again
 # from every one (quadratic).
-_MARK = re.compile(r"(?<!\\)\\++(?:u0040|u003[aA]|x40|x3[aA])|\uff20")
+_MARK = re.compile(r"(?<!\\)\\++(?:u0040|u003[aA]|x40|x3[aA])|[\uff20\uff1a]")
 # A run: the text between blanks, quotes and angle brackets, as the user info passes read a URL.
 # Linear: tried at a run's start only (the lookbehind), possessively.
 _RUN = re.compile(r"(?<![^\s\"'<>])[^\s\"'<>]++")

@@ -22,8 +22,8 @@ _GAP = r"[ \t]++|(?P<list>\\{0,3}[\"'])[ \t]*+,[ \t]*+(?=(?P=list))"
 _FLAG = re.compile(r"(?<![\w.-])--(?P<name>[\w.-]++)(?:" + _GAP + r"|(?P<eq>=)(?=\S))")
 _PASSWORD_FLAGS = frozenset({"pass"})  # redis-cli's and valkey-cli's `--pass pw`
 # redis-cli's password is `-a pw`; elsewhere `-a` is `all` (`ls -a`, `docker ps -a`): looked for
-# only after one of these clients' names.
-_REDIS_CLI = re.compile(r"(?i:redis|valkey|keydb)-cli(?![\w.-])")
+# only after one of these clients' names, in any case, and as Windows names them (`redis-cli.exe`).
+_REDIS_CLI = re.compile(r"(?i:(?:redis|valkey|keydb)-cli(?:\.exe)?)(?![\w.-])")
 _SHORT_PASSWORD = re.compile(r"(?<![\w.-])-a(?:" + _GAP + ")")
 # AUTH then its arguments, as flags (`_LIST_GAP` after a quoted one: redis-py's command args).
 _AUTH = re.compile(r"(?<![\w.-])(?P<quote>\\{0,3}[\"'])?(?i:auth)(?(quote)(?P=quote))"
@@ -39,10 +39,11 @@ _BLANKS = re.compile(r"[ \t]*+")
 _LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+(?=\\{0,3}[\"'])")  # only after a quoted argument
 # AUTH as the RESP protocol writes it (a MONITOR-less trace, a repr of the bytes sent): `$4`, a line
 # break, `AUTH`, a line break, then its arguments as bulk strings, each `$<length>` and a line
-# break before it. The line breaks maybe escaped as in a repr or a JSON string (`\\r\\n`).
+# break before it. The line breaks maybe escaped as in a repr or a JSON string (`\\r\\n`); there a
+# backslash of the value is doubled, and `\\\\r` is one and an `r`, not a line break.
 _RESP_AUTH = re.compile(r"\$4(?P<eol>\r\n|\\r\\n)(?i:auth)(?P=eol)")
 _RESP_BULK = {"\r\n": re.compile(r"\$\d{1,9}+\r\n(?P<value>[^\r\n]*+)"),
-              "\\r\\n": re.compile(r"\$\d{1,9}+\\r\\n(?P<value>(?:[^\r\n\\]|\\(?![rn]))*+)")}
+              "\\r\\n": re.compile(r"\$\d{1,9}+\\r\\n(?P<value>(?:[^\r\n\\]|\\\\|\\(?![rn]))*+)")}
 
 
 class _Argument(NamedTuple):

@@ -51,8 +51,10 @@ _PAIR = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quo
                    r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
 # In `name=value`, as in a query string. A `;` inside is the value's (`pw=a;b`), but one before a
 # blank, the end, or a cookie attribute ends it: `token=abc; Path=/; HttpOnly` as a Set-Cookie writes
-# it keeps its attributes (they say how the cookie is kept, not what it is).
-_COOKIE_ATTRIBUTE = r"(?i:path|domain|expires|max-age|samesite|secure|httponly|partitioned|priority)\b"
+# it keeps its attributes (they say how the cookie is kept, not what it is). An attribute as written:
+# a name then `=`, or a flag alone; `pw=a;secure-b` is one password.
+_COOKIE_ATTRIBUTE = (r"(?i:(?:path|domain|expires|max-age|samesite|priority)[ \t]*+="
+                     r"|(?:secure|httponly|partitioned)(?=[;\s]|$))")
 _QUERY_VALUE = re.compile(r"(?:[^&\s#;]|;(?![ \t]*+" + _COOKIE_ATTRIBUTE + r"|\s|$))++")
 # A session id is a cookie's value wherever it stands (`Cookie:sid=a;lang=tr`, `[(b'cookie', b'sid=a')]`):
 # cookie octets, and `\/` (a JSON-escaped slash of base64).
@@ -72,6 +74,10 @@ _BARE_SCHEMES = ("bearer", "basic", "token", "negotiate", "ntlm", "digest")  # s
 _ONE_WORD_SCHEME = re.compile(r"(?i:bearer|basic|negotiate|ntlm|apikey)")
 _ANY_SCHEME = re.compile(r"[A-Za-z]++[ \t]++(?=\S)")
 _LINE_END = re.compile(r"[\r\n]|\\[rn]")  # also as a JSON string or a repr escapes it: `\r\n`
+# ...or at the end of the quoted value of an earlier pair it lies in (`{"detail": "Authorization:
+# invalid token", "code": 13028}`), if a value's end follows that quote: a quote inside a header
+# that a writer did not escape (`"Hawk id="x", mac="y""`) is followed by more of the header.
+_VALUE_END = re.compile(r"[ \t]*+(?:[,;}\])]|$)", re.MULTILINE)
 
 __all__ = ["MASK", "is_secret_key", "is_secret_name", "mask_urls_in_text"]  # the first three: secret_names
 
@@ -86,7 +92,7 @@ def _masked(text: str, levels: int) -> str:
     # @, a cookie header, an auth word, a long flag) is not in the text is not run. Masking only
     # takes marks away, so one test of the text as it came serves every pass.
     lowered = text.lower()
-    if "\\" in text or "\uff20" in text:  # `\u0040`, `\x3a`, a full-width @: decoded first
+    if "\\" in text or "\uff20" in text or "\uff1a" in text:  # `\u0040`, `\x3a`, full-width @ or `:`: decoded
         text = in_escaped_marks(text, _mask_user_info)
     if "@" in text:  # every user info ends at one
         text = _mask_user_info(text)
@@ -157,28 +163,36 @@ def _mask_pairs(text: str) -> str:
     parts: list[str] = []
     done = 0  # text before this is in `parts`; a name inside a value already masked is not looked at
     line_end = [-1]  # where the line last looked at ends: the headers on one line share it (linear)
+    # Where the quoted value of the last pair that had one ends, if a value's end follows its quote
+    # (`_VALUE_END`): an Authorization header inside it ends there. Only looked for in a text naming
+    # one; each value's closing quote is searched for once, from its opening one.
+    enclosing = -1
+    headers = "authorization" in text.lower()
     for pair in _PAIR.finditer(text):
         # ...unless its value lies beyond: its `: ` or its `Basic ` reaches past that value
         # (`password=a,"pwd": b`, `pwd=a;authorization=Basic b`: the value ends at the blank) or
         # it ends where that value ends (a quote taken for the end of it); one name a value at most.
         if pair.end() < done and ((scheme := _AUTH_SCHEME.match(text, pair.end())) is None or scheme.end() <= done):
             continue
-        span = _secret_value(text, pair, line_end)
+        span = _secret_value(text, pair, line_end, enclosing if pair.start() < enclosing else len(text))
         if span is not None and span[0] < span[1]:
             parts += (text[done:span[0]], MASK)
             done = span[1]
+        if headers and (quoted := quoted_span(text, pair.end())) is not None:
+            enclosing = quoted[1] if _VALUE_END.match(text, quoted[2]) is not None else -1
     return "".join(parts) + text[done:] if parts else text
 
 
-def _secret_value(text: str, pair: re.Match[str], line_end: list[int]) -> tuple[int, int] | None:
-    """Where the value after a secret name starts and ends, or None (not a secret name, no value)."""
+def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: int) -> tuple[int, int] | None:
+    """Where the value after a secret name starts and ends, or None (not a secret name, no value); an
+    unquoted Authorization value ends at `limit` at the latest."""
     name, sep, start = pair.group("name"), pair.group("sep"), pair.end()
     query_like = pair.group("quote") is None and sep.strip() == "="
     header = name.lower().endswith("authorization")
     # `authorization=abc&x=1` is a query's: its value ends there, unless a scheme of more words follows.
     if (header and is_secret_key(name) and quoted_span(text, start) is None and not text.startswith(("{", "["), start)
             and (not query_like or _scheme_of_more_words(text, start))):
-        return _header_credential(text, start, line_end)
+        return _header_credential(text, start, line_end, limit)
     if query_like:
         # `password= token=` has no value (a blank after the `=` only); `sasl.password = pw` has.
         if not is_secret_name(name) or (sep[0] == "=" and len(sep) > 1):
@@ -212,20 +226,22 @@ def _scheme_of_more_words(text: str, start: int) -> bool:
     return scheme is not None and not _ONE_WORD_SCHEME.fullmatch(scheme.group().rstrip())
 
 
-def _header_credential(text: str, start: int, line_end: list[int]) -> tuple[int, int] | None:
+def _header_credential(text: str, start: int, line_end: list[int], limit: int) -> tuple[int, int] | None:
     """Where the credential of an unquoted Authorization value at `start` starts and ends (None: a
-    lone scheme, as `Authorization: Bearer` in a usage text). It may be letters alone."""
-    scheme = _AUTH_SCHEME.match(text, start)
+    lone scheme, as `Authorization: Bearer` in a usage text), `limit` at the latest. It may be
+    letters alone."""
+    scheme = _AUTH_SCHEME.match(text, start, limit)
     if scheme is not None and _ONE_WORD_SCHEME.fullmatch(scheme.group("scheme")):
-        value = _CREDENTIAL.match(text, scheme.end())
+        value = _CREDENTIAL.match(text, scheme.end(), limit)
         word = value.group().rstrip(",;)]}") if value is not None else ""
         return scheme.end(), scheme.end() + len(word)
     if line_end[0] < start:
         found = _LINE_END.search(text, start)
         line_end[0] = found.start() if found is not None else len(text)
+    end = min(line_end[0], limit)
     if scheme is None:
-        scheme = _ANY_SCHEME.match(text, start, line_end[0])
-        if scheme is None and _LONE_SCHEME.fullmatch(text, start, line_end[0]):
+        scheme = _ANY_SCHEME.match(text, start, end)
+        if scheme is None and _LONE_SCHEME.fullmatch(text, start, end):
             return None
     begin = scheme.end() if scheme is not None else start
-    return (begin, line_end[0]) if begin < line_end[0] else None
+    return (begin, end) if begin < end else None

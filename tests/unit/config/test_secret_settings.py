@@ -228,6 +228,12 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     "$4\\r\\nauth\\r\\n$1\\r\\n", "$4\r\nauth\r\n$1\r\n", '\\"AUTH\\", \\"', "AUTH OK ", "AUTH ok\n",
     "sid=", "sid=a;", "session=\\/", "token=a; Path", "token=a;Path=/;", "pwd=;", "pwd=a; ",
     "\\u0040", "a\\u003A", "a:b\\x40", "\uff20", "a:\uff20", "\\", "\\\\x", "a:b@[", "a:\\u0040[",
+    "\uff1a", "a\uff1ab\uff20",  # review of the fifth: a full-width colon
+    # Review of the fifth: an Authorization header inside an earlier pair's quoted value ends with it.
+    '"a":"Authorization: x",', '"a":"Authorization: ', 'a:"Authorization: ', "a:'authorization:\"", '"a":"x',
+    "'a': 'Authorization: x', ", '"a":"b", Authorization: ', "a:'a:\"a:\\\"a:\\'authorization:",
+    "pwd=a;path \t ", "pwd=a;secure-", "pwd=a;Path\t\t", "pwd=a;httponly",  # an attribute as written
+    "$4\\r\\nAUTH\\r\\n$1\\r\\n\\\\", "$4\\r\\nAUTH\\r\\n$1\\r\\na\\\\r",  # a doubled backslash in RESP
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

@@ -254,9 +254,47 @@ ESCAPED_AT_AND_COLON = [
     ("Error connecting to app:Sx-1@[fd00::5]:6379.", "Error connecting to app:***@[fd00::5]:6379."),
 ]
 
+# Review of the fifth (2026-12-05): redis-cli as Windows names it (`redis-cli.exe`, Memurai's and the
+# ports') and in capitals, as a Windows path or a shell history may write it; its `-a` was shown.
+REDIS_CLI_NAMES = [
+    ("C:\\redis\\redis-cli.exe -a Sx-1 ping", "C:\\redis\\redis-cli.exe -a *** ping"),
+    ('redis-cli.exe -h h -a "Sx 1"', 'redis-cli.exe -h h -a "***"'),
+    ("REDIS-CLI -a Sx-1", "REDIS-CLI -a ***"),
+    ("Valkey-Cli.EXE -a Sx-1", "Valkey-Cli.EXE -a ***"),
+]
+
+# Review of the fifth: a full-width colon (U+FF1A) in a user info, as the same input method that types
+# a full-width at sign types it; `user\uff1apw\uff20host` was shown whole.
+FULL_WIDTH_COLON = [
+    ("user\uff1aSx-1\uff20cache", "user\uff1a***\uff20cache"),
+    ("user\uff1aSx-1@cache:6379", "user:***@cache:6379"),  # a `:` written plain too: decoded
+]
+
+# Review of the fifth: a `;` in a value before a word that is a cookie attribute's name but not an
+# attribute (no `=` after Path, Domain, Expires...; more than the word after Secure, HttpOnly) is the
+# value's: the rest of the password after it was shown (`password=Sx;secure-part`).
+SEMICOLON_IN_VALUE = [
+    ("password=Sx-1;secure-part", "password=***"),
+    ("token=Sx-1;Domain.2 next", "token=*** next"),
+    ("redis://h/0?password=Sx-1;Path2&db=0", "redis://h/0?password=***&db=0"),
+    ("pwd=Sx-1;expires-soon", "pwd=***"),
+    ("token=Sx-1;Secure", "token=***;Secure"),  # a flag attribute, as Set-Cookie ends with it
+    ("token=Sx-1;HttpOnly; x=1", "token=***;HttpOnly; x=1"),
+    ("token=Sx-1;Max-Age=60", "token=***;Max-Age=60"),
+]
+
+# Review of the fifth: a password holding a backslash, which a repr of the bytes doubles (`Sx\\\\rest`):
+# the escaped backslash then `r` or `n` was read as an escaped line break, and the rest was shown.
+RESP_BACKSLASH = [
+    ("b'*2\\r\\n$4\\r\\nAUTH\\r\\n$7\\r\\nSx\\\\rest\\r\\n'", "b'*2\\r\\n$4\\r\\nAUTH\\r\\n$7\\r\\n***\\r\\n'"),
+    ("*3\\r\\n$4\\r\\nAUTH\\r\\n$3\\r\\napp\\r\\n$6\\r\\nS\\\\nx-1\\\\",
+     "*3\\r\\n$4\\r\\nAUTH\\r\\n$3\\r\\napp\\r\\n$6\\r\\n***"),  # cut short after a backslash
+]
+
 WORDS = (FLAGS + REDIS_AUTH + COOKIES + BARE_SCHEMES + SIGNED_URLS + USER_INFO_WITHOUT_SLASHES + ESCAPED_SLASHES
          + ANY_SCHEME + MORE_BARE_SCHEMES + REDIS_CLI + JSON_ESCAPED_COMMANDS + RESP_AUTH
-         + SESSIONS + ESCAPED_AT_AND_COLON)
+         + SESSIONS + ESCAPED_AT_AND_COLON + REDIS_CLI_NAMES + FULL_WIDTH_COLON
+         + SEMICOLON_IN_VALUE + RESP_BACKSLASH)
 
 
 @pytest.mark.parametrize(("text", "masked"), WORDS)
@@ -296,7 +334,7 @@ def test_credentials_written_as_words_flags_commands_cookies_are_masked(text: st
     "AUTH OK", "AUTH failed", "redis: AUTH succeeded\nnext", "AUTH ERR", "AUTH error.", "AUTH required",
     "AUTH OK, connected", "(AUTH failed)",
     "session.timeout.ms=45000 side=buy sids=3 session_count=2",
-    "mail bob\\u0040bank.test at 12\\u003A30, bob\uff20bank.test, [::1]:6379, \\x40home",
+    "mail bob\\u0040bank.test at 12\\u003A30, bob\uff20bank.test, [::1]:6379, \\x40home, 12\uff1a30",
 ])
 def test_what_is_not_a_secret_stays_as_it_was(text: str) -> None:
     assert mask_urls_in_text(text) == text
@@ -316,3 +354,42 @@ def test_log_lines_and_dead_letter_headers_go_through_the_same_masking() -> None
         shown = [JsonFormatter().format(record), TextFormatter().format(record), error_text(text)]
         for output in shown:
             assert "Sx-" not in output, output
+
+
+# Review of the fifth: an Authorization header quoted inside a JSON or dict string (a gateway's error
+# body, a repr of headers) ran to the end of the line, so the fields after the string and our own
+# text after the body (`; dead-lettering 40 events`) were masked with it. It ends with that string;
+# a quote inside that is not followed by the end of a value (a JSON writer that did not escape the
+# header's own quotes) does not end it.
+@pytest.mark.parametrize(("text", "masked"), [
+    ('request failed: HTTP 401: {"detail":"Authorization: invalid token","code":13028}; dead-lettering 40 events',
+     'request failed: HTTP 401: {"detail":"Authorization: invalid ***","code":13028}; dead-lettering 40 events'),
+    ('{"h": "Authorization: Hawk id=\\"Sx-1\\", mac=\\"Sx-2\\"", "code": 1}',
+     '{"h": "Authorization: Hawk ***", "code": 1}'),
+    ("{'headers': 'Authorization: SharedKey acct:Sx-1', 'status': 401}",
+     "{'headers': 'Authorization: SharedKey ***', 'status': 401}"),
+    ('{"h":"Authorization: Bearer Sx-1","code":1}', '{"h":"Authorization: Bearer ***","code":1}'),
+    ('"h": "Authorization: Hawk id="Sx-1", mac="Sx-2"" then', '"h": "Authorization: Hawk ***'),  # not escaped
+    ('"h": "x" Authorization: Hawk id="Sx-1", mac="Sx-2"', '"h": "x" Authorization: Hawk ***'),  # not inside
+])
+def test_an_authorization_header_inside_a_quoted_value_ends_with_it(text: str, masked: str) -> None:
+    assert mask_urls_in_text(text) == masked
+
+
+@pytest.mark.xfail(strict=True, reason="review of the fifth, left open: RESP is read with its line breaks raw "
+                   "or escaped once (`\\r\\n`), not escaped twice as a repr of the bytes inside a JSON string "
+                   "writes them (`\\\\r\\\\n`); the bulk patterns would need one form per level")
+def test_resp_auth_inside_a_json_string_is_masked() -> None:
+    text = '{"msg": "b\'*2\\\\r\\\\n$4\\\\r\\\\nAUTH\\\\r\\\\n$4\\\\r\\\\nSx-1\\\\r\\\\n\'"}'
+    assert "Sx-1" not in mask_urls_in_text(text)
+
+
+@pytest.mark.xfail(strict=True, reason="review of the fifth, left open (older than it): an Authorization value "
+                   "in a list (Go's http.Header as JSON, `{\"Authorization\": [\"...\"]}`) or a pair list "
+                   "(`[('authorization', '...')]`, werkzeug's Headers, ASGI's raw headers) is shown unless a "
+                   "Bearer/Basic word marks it; `[` is skipped as an error list (`\"password\": [\"is too short\"]`), "
+                   "which an Authorization value can be too (`[\"This field is required.\"]`)")
+@pytest.mark.parametrize("text", ['{"Authorization": ["SharedKey acct:Sx-1"]}', "[('authorization', 'Sx-1abcdef')]",
+                                  "[(b'authorization', b'SharedKey Sx-1')]"])
+def test_an_authorization_value_in_a_list_is_masked(text: str) -> None:
+    assert "Sx-1" not in mask_urls_in_text(text)
