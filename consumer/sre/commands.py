@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -210,11 +211,11 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
          "dlq.original.topic is not in KAFKA_TOPICS: check the record; if its topic is wrong, replay its time "
          "range (--since/--until) with --to-topic and a new --group (this group's position is past it)"
-         + (f" ({_top(summary.not_consumer_topics)})" if summary.not_consumer_topics else "")),
+         + (f" ({_top(summary.not_consumer_topics, show=shown_id)})" if summary.not_consumer_topics else "")),
         ("refused: by Kafka", summary.verdicts[Verdict.REFUSED_BY_KAFKA],
          "Kafka refused them, each sent alone (e.g. larger than the topic's max.message.bytes): fix the topic, "
          "then replay their time range with --since/--until and a new --group (--from-beginning would "
-         "re-publish records replayed already)" + (f" ({_top(summary.kafka_refusals)})"
+         "re-publish records replayed already)" + (f" ({_top_refusals(summary.kafka_refusals)})"
                                                       if summary.kafka_refusals else "")),
         ("refused: malformed", summary.verdicts[Verdict.MALFORMED],
          "our headers, but unusable" + (f" ({_top(summary.malformed)})" if summary.malformed else "")),
@@ -260,8 +261,14 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
     click.echo("  position committed for group " + plan.group if summary.committed else "  nothing to commit")
 
 
-def _top(counter: Counter[str], count: int = 3) -> str:
-    return ", ".join(f"{shown(key, 80)} {n:,}" for key, n in counter.most_common(count))
+def _top(counter: Counter[str], count: int = 3, show: Callable[[str, int], str] = shown) -> str:
+    return ", ".join(f"{show(key, 80)} {n:,}" for key, n in counter.most_common(count))
+
+
+def _top_refusals(counter: Counter[tuple[str, str]], count: int = 3) -> str:
+    # Topic names as they are (shown_id): masked like phones, a dated topic is not the one to fix.
+    return ", ".join(f"{shown_id(error, 40)} ({shown_id(topic, 80)}) {n:,}" for (error, topic), n in
+                     counter.most_common(count))
 
 
 @click.group("dlq")

@@ -381,14 +381,11 @@ class TopicReader:
         last_seen = time.monotonic()
         while remaining:
             batch = self.consumer.consume(CONSUME_BATCH, 0.5)
-            now = time.monotonic()
-            if not any(not m.error() or m.error().code() == KafkaError._PARTITION_EOF for m in batch):
-                if now - last_seen > IDLE_TIMEOUT_S:
-                    raise ReadStopped(f"no records from {self.topic} for {IDLE_TIMEOUT_S:.0f}s although "
-                                     f"{len(remaining)} partition(s) are not read to their end; check that "
-                                     "Kafka is up, then run again (it resumes)")
-            else:
-                last_seen = now
+            active = any(not m.error() or m.error().code() == KafkaError._PARTITION_EOF for m in batch)
+            if not active and time.monotonic() - last_seen > IDLE_TIMEOUT_S:
+                raise ReadStopped(f"no records from {self.topic} for {IDLE_TIMEOUT_S:.0f}s although "
+                                  f"{len(remaining)} partition(s) are not read to their end; check that "
+                                  "Kafka is up, then run again (it resumes)")
             for message in batch:
                 error = message.error()
                 partition = message.partition()
@@ -408,6 +405,10 @@ class TopicReader:
                 if message.offset() == end - 1:
                     del remaining[partition]
                 yield message
+            if active:
+                # From when the batch is done: the caller's time with it (a checkpoint waiting up
+                # to ACK_TIMEOUT_S for acknowledgements) is not the broker's silence.
+                last_seen = time.monotonic()
 
     def processed(self, message: Any) -> None:
         """Mark `message` handled: `positions()` may then move past it."""

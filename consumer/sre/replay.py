@@ -176,7 +176,7 @@ class ReplaySummary:
     signed: bool = False  # the re-published records carry a replay signature
     malformed: Counter[str] = field(default_factory=Counter)  # reason -> records refused
     not_consumer_topics: Counter[str] = field(default_factory=Counter)  # named topic -> records refused
-    kafka_refusals: Counter[str] = field(default_factory=Counter)  # "<error> (<topic>)" -> records refused
+    kafka_refusals: Counter[tuple[str, str]] = field(default_factory=Counter)  # (error, topic) -> records refused
 
     @property
     def matched(self) -> int:
@@ -207,7 +207,7 @@ class ReplaySummary:
                 del counter[key]
         if stale_before is not None and letter.failed_at < stale_before:
             self.stale -= 1
-        self.kafka_refusals[f"{refusal.error} ({refusal.topic})"] += 1
+        self.kafka_refusals[(refusal.error, refusal.topic)] += 1
 
 
 @dataclass(frozen=True)

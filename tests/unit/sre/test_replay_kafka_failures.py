@@ -4,6 +4,7 @@ do, the counts so far, exit 1, never a traceback, never a position past an unpub
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -180,3 +181,45 @@ def test_dlq_stats_read_that_stalls_part_way_exits_1(monkeypatch: pytest.MonkeyP
     assert_clean_failure(result)
     assert "check that Kafka is up" in last_error_line(result) and "2 of 4" in last_error_line(result)
     assert result.stdout == ""
+
+
+class SlowAcks(FakeProducer):
+    """A broker slow to acknowledge: each flush (a checkpoint) takes longer than IDLE_TIMEOUT_S."""
+
+    def flush(self, timeout: float = 0) -> int:
+        time.sleep(0.3)
+        return super().flush(timeout)
+
+
+class FetchInFlight(FakeDlqConsumer):
+    """The next fetch not back yet when the replay asks again: one empty consume() after each batch."""
+
+    def __init__(self, cluster: Cluster, group: str) -> None:
+        super().__init__(cluster, group)
+        self.empty_next = False
+
+    def consume(self, count: int, timeout: float = 0) -> list[Any]:
+        if self.empty_next:
+            self.empty_next = False
+            return []
+        self.empty_next = True
+        return super().consume(count, timeout)
+
+
+def test_a_slow_checkpoint_is_not_taken_for_a_read_that_stalled(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: the idle time was counted from the last batch received, so the time the
+    # replay spent with it (checkpoints waiting for a slow broker's acknowledgements, up to
+    # ACK_TIMEOUT_S) counted as the broker's silence: one empty consume() after a long checkpoint
+    # ended a healthy run with exit 1 "check that Kafka is up".
+    import consumer.sre.dlq_read as dlq_read
+    import consumer.sre.replay as replay
+
+    cluster = Cluster(dlq_records(6))
+    install(monkeypatch, cluster)
+    monkeypatch.setattr(dlq_read, "IDLE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(replay, "CHECKPOINT_INTERVAL_S", 0.0)
+    monkeypatch.setattr(replay, "make_consumer", lambda settings, **extra: FetchInFlight(cluster, extra["group.id"]))
+    monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: SlowAcks(cluster))
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 0, result.output
+    assert len(cluster.published) == 6 and cluster.committed["g"] == 6

@@ -78,7 +78,7 @@ def test_a_refused_record_moves_from_replayed_to_refused_in_every_count() -> Non
     assert summary.verdicts == {Verdict.REPLAY: 1, Verdict.REFUSED_BY_KAFKA: 1}
     assert (summary.matched, summary.replayed, summary.stale) == (2, 1, 1)
     assert summary.by_campaign == {kept.campaign_label: 1} and summary.by_target == {"transactions": 1}
-    assert summary.kafka_refusals == {"MSG_SIZE_TOO_LARGE (transactions)": 1}
+    assert summary.kafka_refusals == {("MSG_SIZE_TOO_LARGE", "transactions"): 1}
 
 
 class InterruptedAt(BatchingBroker):
