@@ -18,27 +18,14 @@ import random
 import sys
 import time
 import tracemalloc
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consumer.sre.dlq_stats import DlqStats
+from tests.support.dead_letters import StatsLetter as Letter
 
-FAILED_AT = datetime(2026, 1, 2, tzinfo=UTC)
 PARTITIONS = 12
-
-
-@dataclass(frozen=True)
-class Letter:
-    """The attributes DlqStats.add reads of a DeadLetter."""
-
-    origin: tuple[str, int, int]
-    code_label: str = "13001"
-    reason: str = "pisano_error"
-    campaign_label: str = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
-    failed_at: datetime = FAILED_AT
 
 
 def origins(layout: str, records: int) -> list[tuple[int, int]]:

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import random
 import tracemalloc
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pytest
 
 from consumer.sre.dlq_stats import DlqStats
-
-
-@dataclass(frozen=True)
-class Letter:
-    """What DlqStats.add reads of a DeadLetter."""
-
-    origin: tuple[str, int, int]
-    code_label: str = "13001"
-    reason: str = "pisano_error"
-    campaign_label: str = "-"
-    failed_at: datetime = datetime(2026, 1, 2, tzinfo=UTC)
+from tests.support.dead_letters import StatsLetter as Letter
 
 
 @pytest.mark.parametrize("seed", range(40))
