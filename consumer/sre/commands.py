@@ -38,6 +38,7 @@ from consumer.sre.replay import (
     ReplaySummary,
     Verdict,
     default_group,
+    resume_hint,
     run_replay,
 )
 from consumer.sre.replay_signature import MAX_SIGNED_REPLAYS
@@ -166,15 +167,10 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
     except KeyboardInterrupt:
         # Before the read began, or a second Ctrl-C while the interrupt's checkpoint waited for Kafka.
         fail("interrupted; positions after the last checkpoint were not committed: run the same command "
-             "again" + _resume_hint(plan) + " (the consumers skip what was delivered)", EXIT_INTERRUPTED)
+             "again" + resume_hint(plan) + " to resume (the consumers skip what was delivered)", EXIT_INTERRUPTED)
     finally:
         progress.close()
     _print_replay(plan, summary)
-
-
-def _resume_hint(plan: ReplayPlan) -> str:
-    # --from-beginning would start over rather than resume.
-    return " without --from-beginning to resume" if plan.from_beginning else " to resume"
 
 
 def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | None = None) -> str:
@@ -187,7 +183,8 @@ def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | 
     else:
         kept = (f"what Kafka acknowledged is committed for group {plan.group}" if summary.committed
                 else "nothing was committed")
-    return f"interrupted after {summary.read:,} record(s) read: {kept}; run the same command again{_resume_hint(plan)}"
+    return (f"interrupted after {summary.read:,} record(s) read: {kept}; run the same command "
+            f"again{resume_hint(plan)} to resume")
 
 
 def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False) -> None:

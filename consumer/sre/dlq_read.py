@@ -419,6 +419,15 @@ class TopicReader:
         return [TopicPartition(self.topic, p, offset) for p, offset in sorted(self._positions.items())]
 
 
+def close_reader(consumer: Any, name: str) -> None:
+    """Close a tool's consumer; a failure to is only logged: what was committed stands, and the
+    run's outcome was said already."""
+    try:
+        consumer.close()
+    except KafkaException as exc:
+        log.warning("closing %s: %s", name, kafka_error_text(exc))
+
+
 def kafka_error_text(exc: KafkaException) -> str:
     """The broker's or librdkafka's own words, without the KafkaError{...} wrapping."""
     error = exc.args[0] if exc.args else None

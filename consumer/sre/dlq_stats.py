@@ -26,6 +26,7 @@ from consumer.sre.dlq_read import (
     MalformedDeadLetter,
     ReadStopped,
     TopicReader,
+    close_reader,
     kafka_error_text,
     parse_dead_letter,
 )
@@ -149,9 +150,6 @@ def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int],
                          f"({kafka_error_text(exc)}): check KAFKA_BOOTSTRAP_SERVERS and the security settings, "
                          f"that {topic} exists and that this user's ACLs allow reading it; then run again") from exc
     finally:
-        try:
-            consumer.close()
-        except KafkaException as exc:  # nothing was committed; the read's outcome stands
-            log.warning("closing the dlq stats consumer: %s", kafka_error_text(exc))
+        close_reader(consumer, "the dlq stats consumer")
     log.info("read %d dead-letter(s) from %s", stats.records, topic, extra={"topic": topic, "count": stats.records})
     return stats

@@ -60,6 +60,7 @@ from consumer.sre.dlq_read import (
     ReadStopped,
     TopicError,
     TopicReader,
+    close_reader,
     describe_topic,
     kafka_error_text,
     parse_dead_letter,
@@ -348,7 +349,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
             raise ReplayError(f"could not commit the position of group {plan.group} ({kafka_error_text(exc)}): "
                               "check KAFKA_BOOTSTRAP_SERVERS and that this user's ACLs allow the group "
                               f"{plan.group}; the records after its last committed position were re-published: "
-                              f"run again{_resume_hint(plan)} (it re-publishes them, the consumers skip the "
+                              f"run again{resume_hint(plan)} (it re-publishes them, the consumers skip the "
                               "delivered ones)") from exc
         summary.committed = True
 
@@ -425,22 +426,19 @@ def run_replay(settings: Settings, plan: ReplayPlan,
         stopped = ReplayError(f"Kafka failed after {summary.read:,} record(s) read ({kafka_error_text(exc)}): "
                              "check KAFKA_BOOTSTRAP_SERVERS and the security settings, that the topics exist and "
                              f"that this user's ACLs allow reading {plan.source_topic}, writing the targets and "
-                             f"committing group {plan.group}; then run again{_resume_hint(plan)}: it resumes "
+                             f"committing group {plan.group}; then run again{resume_hint(plan)}: it resumes "
                              "from the group's committed position (the consumers skip what was delivered)")
         stopped.summary = summary
         raise stopped from exc
     finally:
-        try:
-            consumer.close()
-        except KafkaException as exc:  # what was committed stands; the run's outcome is said above
-            log.warning("closing the replay's consumer: %s", kafka_error_text(exc))
+        close_reader(consumer, "the replay's consumer")
     log.info("replay of %s done: %d read, %d replayed", plan.source_topic, summary.read, summary.replayed,
              extra={"topic": plan.source_topic, "count": summary.replayed})
     return summary
 
 
-def _resume_hint(plan: ReplayPlan) -> str:
-    # --from-beginning would start over rather than resume.
+def resume_hint(plan: ReplayPlan) -> str:
+    """What to leave out of the rerun that resumes: --from-beginning would start over instead."""
     return " without --from-beginning" if plan.from_beginning else ""
 
 
