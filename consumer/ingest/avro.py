@@ -20,6 +20,8 @@ Hostile input, and what bounds it:
   (`permission`), anything else or no answer (`server`, `unreachable`): the records wait.
 - Registry requests are bounded (REGISTRY_REQUESTS_PER_S, burst REGISTRY_BURST): a stream of
   garbage schema ids waits for the bound instead of sending one request per record.
+- Every cache by schema id is bounded (MAX_SCHEMA_READERS readers, MAX_REMEMBERED_IDS refusals),
+  the oldest entry going first: forged ids cannot grow memory for ever.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ UNKNOWN_ID_TTL_S = 300.0  # a 404 is asked again after this (a registry replica 
 REGISTRY_REQUESTS_PER_S = 50.0
 REGISTRY_BURST = 100
 MAX_REMEMBERED_IDS = 10_000  # per cache: garbage ids must not grow memory without bound
+# Readers kept, by schema id. A topic's producers use a few versions at a time; records forging ids
+# the registry knows (or a registry of very many versions) would otherwise keep one reader each
+# for ever (about 9 KiB for the default contract, more for wider schemas). One evicted and needed
+# again costs one registry request, under the same bound as any other.
+MAX_SCHEMA_READERS = 256
 # Calls of the schema check down one path: a level of nesting takes at most four (a union, a
 # `{"type": ...}` around a branch, its name, the named type), six with room to spare; more is
 # nesting that adds no level (a union in a union...), refused long before Python's stack runs out
@@ -357,7 +364,10 @@ class RegistryDecoder:
         self.reader_schema = reader_schema
         self.reads = reads
         self.clock = clock
-        # Schema id -> the reader of its records (the writer schema resolved into the reader schema).
+        # Schema id -> the reader of its records (the writer schema resolved into the reader schema),
+        # at most MAX_SCHEMA_READERS, the first loaded evicted first (`_remember`). Decode runs per
+        # record, so a hit stays one plain dict's `get`: an OrderedDict's costs about 15 ns more, a
+        # move to the end (an LRU) more again. A hot id evicted is loaded again, once.
         self._readers: dict[int, Reader] = {}
         # Ids the registry said do not exist, until when not to ask again (oldest first).
         self._unknown: OrderedDict[int, float] = OrderedDict()
@@ -403,7 +413,7 @@ class RegistryDecoder:
                 log.warning("%s; its records are dead-lettered as unsupported_schema", exc)
                 raise
             self._unknown.pop(schema_id, None)
-            self._readers[schema_id] = read
+            _remember(self._readers, schema_id, read, MAX_SCHEMA_READERS)
             log.info("schema id %d loaded from the registry", schema_id)
             return read
 
@@ -417,11 +427,13 @@ class RegistryDecoder:
         self._tokens -= 1
 
 
-def _remember(cache: OrderedDict[int, Any], schema_id: int, value: Any) -> None:
+def _remember(cache: dict[int, Any], schema_id: int, value: Any, limit: int = MAX_REMEMBERED_IDS) -> None:
+    """`value` for `schema_id`, the newest entry of `cache`; past `limit` entries, the oldest go.
+    A dict (an OrderedDict too) iterates in insertion order: the first key is the oldest."""
+    cache.pop(schema_id, None)  # inserted again: the newest
     cache[schema_id] = value
-    cache.move_to_end(schema_id)
-    while len(cache) > MAX_REMEMBERED_IDS:
-        cache.popitem(last=False)
+    while len(cache) > limit:
+        del cache[next(iter(cache))]
 
 
 def build_decoder(registry: RegistryConnection | None, schema_file: Path | None,

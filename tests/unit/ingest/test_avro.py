@@ -176,3 +176,41 @@ def test_the_schema_pair_prepared_once_reads_exactly_as_schemaless_reader(seed: 
                 assert isinstance(got, type)
             else:
                 assert got == expected
+
+
+def test_the_readers_cache_is_bounded_and_an_evicted_id_is_asked_again_within_the_rate_bound() -> None:
+    """Records forging schema ids the registry knows (or a registry of very many versions) must not
+    grow the decoder's memory for ever: past MAX_SCHEMA_READERS the first loaded reader goes, and
+    its id is asked again when it comes back, under the same token bucket as any other request."""
+    raw = json.loads(default_schema_file().read_text())
+    cap = avro_module.MAX_SCHEMA_READERS
+    calls: list[int] = []
+    now = [0.0]
+    decoder = RegistryDecoder(registry({n: raw for n in range(1, cap + 2)}, calls), clock=lambda: now[0])
+    record = transaction("e1", "+905321234567", CAMPAIGN)
+
+    def decode(schema_id: int) -> None:
+        assert decoder.decode(encode_confluent(record, SCHEMA, schema_id))["event_id"] == "e1"
+
+    for schema_id in range(1, cap + 2):
+        now[0] += 1.0  # the bucket refills: this part is about the cache, not the rate
+        decode(schema_id)
+    assert len(decoder._readers) == cap
+    calls.clear()
+    for schema_id in range(2, cap + 2):  # the last `cap` loaded are all still there
+        decode(schema_id)
+    assert calls == []
+    decode(1)  # the first loaded was evicted: asked again (and id 2 goes in its place)
+    assert calls == [1] and len(decoder._readers) == cap
+
+    # An evicted id spends a token like any other request: with the bucket empty its records wait.
+    for schema_id in range(10_000, 10_000 + avro_module.REGISTRY_BURST):  # more than the tokens left
+        with pytest.raises((DecodeError, RegistryError)):  # unknown ids, one request each, then busy
+            decoder.decode(struct.pack(">bI", 0, schema_id) + b"\x02")
+    calls.clear()
+    with pytest.raises(RegistryError) as waited:
+        decode(2)
+    assert waited.value.kind == "busy" and calls == []
+    now[0] += 1.0
+    decode(2)
+    assert calls == [2]
