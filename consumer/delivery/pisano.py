@@ -11,7 +11,8 @@ because resending an ambiguous request could send someone a second SMS.
 An answer is read within bounds, whatever Pisano (or a proxy in front of it) sends:
 * at most MAX_RESPONSE_BYTES of body are read; the rest is dropped unread;
 * the whole request has one deadline (connect timeout + timeout), armed when `send` starts:
-  connecting, TLS, writing the body, reading the status line, headers and body all end by it.
+  resolving the host's name, connecting, TLS, writing the body, reading the status line, headers
+  and body all end by it.
   httpx's timeouts are per operation, and a peer that sends (or takes) a byte every second never
   trips them, so every operation gets at most the time left, and a timer thread shuts the
   connection at the deadline whatever the request is doing (consumer/delivery/request_deadline.py). A request cut before
@@ -43,6 +44,7 @@ from consumer import __version__
 from consumer.config.secrets import mask_urls_in_text
 from consumer.config.tokens import StaticToken, TokenSource
 from consumer.delivery.request_deadline import Deadline, DeadlineTransport, arm, environment_proxy
+from consumer.delivery.resolution import ResolutionTimeout
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.ingest.mapping import Recipient
 
@@ -180,6 +182,8 @@ def _safe_reason(exc: BaseException) -> str:
         if cause is None:
             break
         seen = cause
+        if isinstance(seen, ResolutionTimeout):  # our own words: which host, and to check DNS
+            return str(seen)
         if isinstance(seen, ssl.SSLError):
             return str(seen.reason or "TLS error")
         if isinstance(seen, OSError) and seen.strerror:

@@ -3,8 +3,9 @@
 httpx's timeouts apply per operation: a peer that sends, or takes, a byte now and then never trips
 them, and a request could outlive the claims sized from its timeout. Here every network operation
 of the request gets at most the time left (`_DeadlineStream`, over httpcore's own sockets through
-`DeadlineTransport`), and a timer shuts the connection the request is using when the deadline
-passes (`Deadline`). The deadline is per thread (`arm`): a sender thread sends one request at a time.
+`DeadlineTransport`; the name's resolution too, resolution.py), and a timer shuts the connection
+the request is using when the deadline passes (`Deadline`). The deadline is per thread (`arm`): a
+sender thread sends one request at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 import httpcore
 import httpx
+
+from consumer.delivery.resolution import resolve
 
 
 def _shut(stream: httpcore.NetworkStream) -> None:
@@ -89,6 +92,17 @@ def _current() -> Deadline | None:
 
 def _clamp(timeout: float | None, left: float) -> float:
     return left if timeout is None else min(timeout, left)
+
+
+def _time_for(deadline: Deadline | None, timeout: float | None) -> float | None:
+    """The time a connect step may take: its timeout, cut to the time left; a ConnectTimeout
+    (nothing sent) if none is."""
+    if deadline is None:
+        return timeout
+    left = deadline.left()
+    if left <= 0:
+        raise httpcore.ConnectTimeout("the request's deadline passed")
+    return _clamp(timeout, left)
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -163,9 +177,10 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's own sockets, as `_DeadlineStream`s. A connection is opened within the time left
-    (name resolution aside, which no timeout bounds), and closed unused if the deadline passed
-    meanwhile: no byte of a request leaves after its deadline."""
+    """httpcore's own sockets, as `_DeadlineStream`s. The host's name is resolved, and a
+    connection opened, within the connect timeout and the time left (resolution.py: getaddrinfo
+    takes no timeout), and closed unused if the deadline passed meanwhile: no byte of a request
+    leaves after its deadline. The TLS name stays the host's (httpcore passes it to `start_tls`)."""
 
     def __init__(self) -> None:
         self.backend = httpcore.SyncBackend()
@@ -173,16 +188,21 @@ class _DeadlineBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
         deadline = _current()
-        if deadline is not None:
-            left = deadline.left()
-            if left <= 0:
+        failed: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        # Each address in turn, as socket.create_connection would, each within the time left;
+        # an address is a literal, which the backend's own getaddrinfo turns into a sockaddr at once.
+        for address in resolve(host, port, _time_for(deadline, timeout)):
+            try:
+                stream = self.backend.connect_tcp(address[0], port, _time_for(deadline, timeout), local_address,
+                                                  socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failed = failed or exc  # the first address's failure, as create_connection reports
+                continue
+            if deadline is not None and deadline.left() <= 0:
+                stream.close()
                 raise httpcore.ConnectTimeout("the request's deadline passed")
-            timeout = _clamp(timeout, left)
-        stream = self.backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        if deadline is not None and deadline.left() <= 0:
-            stream.close()
-            raise httpcore.ConnectTimeout("the request's deadline passed")
-        return _DeadlineStream(stream)
+            return _DeadlineStream(stream)
+        raise failed or httpcore.ConnectError(f"no address for {host}")
 
     def sleep(self, seconds: float) -> None:
         self.backend.sleep(seconds)

@@ -1,0 +1,76 @@
+"""Name resolution that keeps to a request's deadline (consumer/delivery/request_deadline.py).
+
+getaddrinfo takes no timeout, and httpcore calls it inside its connect: a resolver that does not
+answer (a DNS server dropping queries, a stuck NSS module) would keep a sender thread past its
+request's deadline, and so past the claims' lease sized from it (README, "DEDUP_CLAIM_LEASE_MS").
+So the lookup runs on a daemon thread of its own (never joined: it cannot hold up the process's
+exit), and the request waits for it at most the time it has. A thread cannot be stopped: one still
+looking a name up is shared by every request for that name meanwhile, so a resolver that hangs
+holds one thread per name, not one per request.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import httpcore
+
+Address = tuple[Any, ...]  # a getaddrinfo sockaddr: (host, port) or (host, port, flowinfo, scope_id)
+
+
+class ResolutionTimeout(httpcore.ConnectTimeout):
+    """The name was not resolved in time; no connection was opened, nothing sent. Its text is our
+    own words and the host's name (pisano.py shows it): what to check."""
+
+
+class _Lookup:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.addresses: list[Address] = []
+        self.error: Exception | None = None
+
+
+_pending: dict[tuple[str, int], _Lookup] = {}  # the lookups still running, by (host, port)
+_pending_lock = threading.Lock()
+
+
+def resolve(host: str, port: int, timeout: float | None) -> list[Address]:
+    """The addresses of `host` to connect to, in the resolver's order, within `timeout` seconds
+    (None: however long it takes). Raises ResolutionTimeout past it, httpcore.ConnectError if the
+    name cannot be resolved: both mean nothing was sent."""
+    key = (host, port)
+    with _pending_lock:
+        lookup = _pending.get(key)
+        if lookup is None:
+            lookup = _Lookup()
+            thread = threading.Thread(target=_look_up, args=(key, lookup), name="resolve", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # the process is out of threads: not sent, like any failed connect
+                raise httpcore.ConnectError("no thread to resolve the host") from exc
+            _pending[key] = lookup
+    if not lookup.done.wait(timeout):
+        raise ResolutionTimeout(f"resolving {host} took over {timeout:.1f} s; check DNS for that host "
+                                "(PISANO_URL's, a destination's url or the proxy's)")
+    if lookup.error is not None:
+        # The OS's reason ("Name or service not known") for pisano.py to show: as the context too,
+        # which httpcore's pool keeps (it re-raises `from None`, dropping the cause).
+        failed = httpcore.ConnectError(f"cannot resolve {host}")
+        failed.__context__ = lookup.error
+        raise failed from lookup.error
+    return lookup.addresses
+
+
+def _look_up(key: tuple[str, int], lookup: _Lookup) -> None:
+    try:
+        # As socket.create_connection asks (httpcore's connect): any family, stream sockets.
+        lookup.addresses = [info[4] for info in socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)]
+    except Exception as exc:  # a gaierror, or a name IDNA cannot encode (a UnicodeError): not sent either way
+        lookup.error = exc
+    finally:
+        with _pending_lock:
+            if _pending.get(key) is lookup:
+                del _pending[key]
+        lookup.done.set()

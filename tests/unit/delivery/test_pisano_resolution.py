@@ -1,0 +1,144 @@
+"""Name resolution keeps to a request's deadline too.
+
+getaddrinfo takes no timeout and runs inside httpcore's connect: a resolver that does not answer
+would keep a sender thread past its request's deadline, and past the claims' lease sized from it
+(README, "DEDUP_CLAIM_LEASE_MS"). The resolver is replaced here (socket.getaddrinfo, for one name
+only), so no network is needed.
+"""
+
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.delivery.pisano import PisanoClient
+from consumer.errors import PisanoTransportError
+from tests.unit.delivery.test_pisano_deadline import (
+    BODY,
+    CAMPAIGN,
+    OK,
+    SLACK_S,
+    TOKEN,
+    read_request,
+    send_timed,
+    server,
+)
+
+NAME = "pisano.test"  # a reserved name (RFC 2606): no resolver knows it, only the one put in here
+HANG_S = 5.0  # how long the hanging resolver takes: far past the deadlines below
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, list[float]]]:
+    """socket.getaddrinfo resolving NAME to 127.0.0.1 once `answer` is set (at most HANG_S later);
+    yields `answer` and a list of the lookups of NAME asked. Other names resolve as usual."""
+    system = socket.getaddrinfo
+    answer = threading.Event()
+    asked: list[float] = []
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != NAME:
+            return system(host, port, *args, **kwargs)
+        asked.append(1.0)
+        answer.wait(HANG_S)
+        return system("127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        yield answer, asked
+    finally:
+        answer.set()  # no lookup thread left waiting after the test
+
+
+def answer_ok(connection: socket.socket, stop: threading.Event) -> None:
+    while read_request(connection):
+        connection.sendall(OK)
+
+
+def test_a_resolver_that_does_not_answer_is_cut_within_the_deadline_as_not_sent(
+        resolver: tuple[threading.Event, list[float]]) -> None:
+    with server(answer_ok) as (port, accepted):
+        client = PisanoClient(f"http://{NAME}:{port}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5,
+                              max_connections=1)
+        elapsed, error = send_timed(client)
+    assert elapsed < client.deadline_s + SLACK_S, f"the request ran {elapsed:.1f} s, deadline {client.deadline_s} s"
+    # Nothing left: retried or dead-lettered as transport_error, never ambiguous.
+    assert error is not None and not error.ambiguous, error
+    assert str(error).startswith("ConnectTimeout: request not sent"), error
+    assert f"resolving {NAME}" in str(error) and "check DNS" in str(error), error
+    assert accepted == []
+
+
+def test_a_hanging_lookup_is_shared_by_the_requests_meanwhile(
+        resolver: tuple[threading.Event, list[float]]) -> None:
+    """A lookup thread cannot be stopped: while the resolver hangs, one thread per name, not one per
+    request (a sender retrying every second would otherwise pile them up)."""
+    answer, asked = resolver
+    with server(answer_ok) as (port, accepted):
+        client = PisanoClient(f"http://{NAME}:{port}", TOKEN, timeout_s=0.2, connect_timeout_s=0.2,
+                              max_connections=2)
+        try:
+            for _ in range(3):
+                with pytest.raises(PisanoTransportError, match="check DNS"):
+                    client.send(CAMPAIGN, BODY)
+            assert len(asked) == 1 and accepted == []
+            answer.set()  # the resolver answers: the next request goes
+            assert client.send(CAMPAIGN, BODY).http_status == 200
+        finally:
+            client.close()
+    assert len(accepted) == 1
+
+
+def test_a_name_that_does_not_resolve_is_not_sent_with_the_resolvers_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unknown(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    client = PisanoClient(f"http://{NAME}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5, max_connections=1)
+    _, error = send_timed(client)
+    assert error is not None and not error.ambiguous, error
+    assert str(error) == "ConnectError: request not sent (Name or service not known)", error
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """The server's context, and the CA file trusting its certificate, made out to NAME."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not found: it makes the test server's certificate")
+    tls_dir: Path = tmp_path_factory.mktemp("tls-name")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-subj", f"/CN={NAME}", "-addext", f"subjectAltName=DNS:{NAME}", "-days", "1",
+                    "-keyout", "key.pem", "-out", "cert.pem"], cwd=tls_dir, check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_dir / "cert.pem", tls_dir / "key.pem")
+    return context, tls_dir / "cert.pem"
+
+
+def test_over_tls_the_certificate_is_checked_against_the_name_and_the_connection_is_reused(
+        resolver: tuple[threading.Event, list[float]], tls_files: tuple[ssl.SSLContext, Path]) -> None:
+    """Connected to the address the name resolved to, the handshake still checks the name (not the
+    address); a kept-alive connection asks the resolver nothing more."""
+    answer, asked = resolver
+    answer.set()
+    context, ca_file = tls_files
+
+    def answer_ok_over_tls(connection: socket.socket, stop: threading.Event) -> None:
+        with context.wrap_socket(connection, server_side=True) as secured:
+            answer_ok(secured, stop)
+
+    with server(answer_ok_over_tls) as (port, accepted):
+        client = PisanoClient(f"https://{NAME}:{port}", TOKEN, timeout_s=2.0, connect_timeout_s=2.0,
+                              max_connections=1, ca_file=ca_file)
+        try:
+            for _ in range(3):
+                assert client.send(CAMPAIGN, BODY).http_status == 200
+        finally:
+            client.close()
+    assert len(asked) == 1 and len(accepted) == 1
