@@ -67,6 +67,7 @@ from consumer.sre.dlq_read import (
 )
 from consumer.sre.record_text import shown_id
 from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, sign
+from consumer.sre.topic_identity import topic_id_of
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,10 @@ class ReplaySummary:
     by_target: Counter[str] = field(default_factory=Counter)
     stale: int = 0
     behind: int = 0  # records of the DLQ before the group's position, not read by this run
-    # (partition, stale position, end): the group's position was past the end (DLQ recreated), read from its start
+    # (partition, stale position, end): committed on a DLQ since recreated (another id, or past its end)
     recreated: list[tuple[int, int, int]] = field(default_factory=list)
+    # (partition, position, end): the same DLQ's end moved back below the position; resumed at the end
+    truncated: list[tuple[int, int, int]] = field(default_factory=list)
     committed: bool = False
     limit_reached: bool = False
     signed: bool = False  # the re-published records carry a replay signature
@@ -343,7 +346,8 @@ def run_replay(settings: Settings, plan: ReplayPlan,
     publisher = _Publisher(producer, signing_key, resume_hint(plan)) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
                          start="beginning" if plan.from_beginning else "committed",
-                         missing_hint="check DLQ_TOPIC or --from-topic")
+                         missing_hint="check DLQ_TOPIC or --from-topic",
+                         topic_id=lambda: topic_id_of(settings, plan.source_topic))
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
     replayed: set[Origin] = set()
@@ -374,6 +378,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
         reader.open()
         summary.behind = reader.behind
         summary.recreated = list(reader.recreated)
+        summary.truncated = list(reader.truncated)
         if plan.to_topic:
             _check_target(consumer, plan.to_topic, settings, known_targets)
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
