@@ -103,3 +103,12 @@ def make_consumer(settings: Settings, on_error: Any = None, **extra: Any) -> Con
 
 def make_producer(settings: Settings, on_error: Any = None, **extra: Any) -> Producer:
     return Producer(producer_config(settings, on_error, **extra))
+
+
+def make_admin(settings: Settings) -> Any:
+    """An AdminClient with the connection and security settings (kafka: in --config) alone: the
+    clients' own properties would only draw librdkafka's warnings."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({**_base(settings), **{k: v for k, v in settings.kafka.items()
+                                              if not k.startswith(_CONSUMER_ONLY + _PRODUCER_ONLY)}})

@@ -224,10 +224,18 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         if counter:
             click.echo(f"  {name:<24}" + ", ".join(f"{shown_id(key)} {n:,}" for key, n in counter.most_common()))
     for partition, position, end in summary.recreated:
+        # Past the end with no topic id to go by, it may be a truncation too (consumer/sre/topic_identity.py).
+        why = (f"was past its end ({end:,}): the topic was deleted and recreated (or truncated)" if position > end
+               else "was committed on an earlier topic of that name (its topic id differs): the topic was deleted "
+                    "and recreated")
         click.secho(f"  warning: group {plan.group}'s position {position:,} on {shown_id(plan.source_topic)} partition "
-                    f"{partition} was past its end ({end:,}): the topic was deleted and recreated (or truncated); "
-                    "read it from its beginning (what was replayed before is not sent twice: the consumers' dedup)",
-                    fg="yellow")
+                    f"{partition} {why}; read it from its beginning (what was replayed before is not sent twice: "
+                    "the consumers' dedup)", fg="yellow")
+    for partition, position, end in summary.truncated:
+        click.secho(f"  warning: group {plan.group}'s position {position:,} on {shown_id(plan.source_topic)} partition "
+                    f"{partition} was past its end ({end:,}) on the same topic (its topic id is unchanged): its last "
+                    "records were lost (an unclean leader election?); they were read before, so the run resumed at "
+                    "its end and re-published none of them", fg="yellow")
     if summary.read == 0 and summary.behind:
         # The group is a hash of the filters alone: a run to a wrong --to-topic moved it too.
         click.echo(f"  nothing new for group {plan.group}: its position is past the {summary.behind:,} record(s) "

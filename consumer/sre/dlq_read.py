@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -41,6 +41,7 @@ from consumer.outcomes.deadletter import (
 from consumer.plain_number import plain_number
 from consumer.sre.record_text import shown
 from consumer.sre.replay_signature import ATTEMPT_ID
+from consumer.sre.topic_identity import Start, decide, decoded, encoded
 from consumer.state.dedup import LEGACY_ATTEMPT
 
 log = logging.getLogger(__name__)
@@ -324,17 +325,24 @@ class TopicReader:
     nothing is committed unless the caller commits `positions()`."""
 
     def __init__(self, consumer: Any, topic: str, bootstrap: str, *,
-                 start: Literal["committed", "beginning"], missing_hint: str) -> None:
+                 start: Literal["committed", "beginning"], missing_hint: str,
+                 topic_id: Callable[[], str | None] = lambda: None) -> None:
         self.consumer = consumer
         self.topic = topic
         self.bootstrap = bootstrap
         self.start = start
         self.missing_hint = missing_hint
+        self._topic_id = topic_id  # the topic's current id, asked in open() (consumer/sre/topic_identity.py)
+        self.topic_id: str | None = None
         self.spans: list[Span] = []
         self.behind = 0  # records in the topic before the start position (read by an earlier run)
-        # (partition, committed position, end offset) where the committed position was past the
-        # partition's end: the topic was deleted and recreated (or truncated) since it was committed.
+        # (partition, committed position, end offset) where the position was committed on another
+        # topic of this name (its id differs, or, without ids, the position is past the end): the
+        # topic was deleted and recreated since. Read from its beginning.
         self.recreated: list[tuple[int, int, int]] = []
+        # The same, where the topic is the same (same id) and its end moved back below the
+        # position (an unclean leader election): read from its end, nothing re-published.
+        self.truncated: list[tuple[int, int, int]] = []
         self._positions: dict[int, int] = {}
 
     @property
@@ -344,29 +352,38 @@ class TopicReader:
     def open(self) -> None:
         partitions = describe_topic(self.consumer, self.topic, self.bootstrap, self.missing_hint)
         tps = [TopicPartition(self.topic, p) for p in partitions]
+        self.topic_id = self._topic_id()
         try:
-            committed = {tp.partition: tp.offset for tp in self.consumer.committed(tps, timeout=METADATA_TIMEOUT_S)} \
-                if self.start == "committed" else {}
+            committed = {tp.partition: (tp.offset, decoded(tp.metadata)) for tp in
+                         self.consumer.committed(tps, timeout=METADATA_TIMEOUT_S)} if self.start == "committed" else {}
             for p in partitions:
                 low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
                                                                 timeout=METADATA_TIMEOUT_S)
-                position = committed.get(p, -1)
-                if position > high:
-                    # Offsets only grow: a position past the end was committed on a topic that is
-                    # gone (deleted and recreated to purge it, or truncated). Starting at the end
-                    # would skip the new topic's records up to that position for good.
+                position, stored_id = committed.get(p, (-1, None))
+                start = decide(position, stored_id, self.topic_id, high)
+                if start is Start.RECREATED:
+                    # Starting at the position would skip the new topic's records below it for good.
                     self.recreated.append((p, position, high))
-                    log.warning("the committed position %d of %s partition %d is past its end %d: the topic was "
-                                "recreated or truncated; reading it from its beginning", position, self.topic, p,
-                                high, extra={"topic": self.topic})
+                    log.warning("the committed position %d of %s partition %d was committed on a topic since "
+                                "deleted and recreated; reading it from its beginning", position, self.topic, p,
+                                extra={"topic": self.topic})
                     position = low
+                elif start is Start.TRUNCATED:
+                    # Its records up to the position were read before the end moved back: reading
+                    # from the beginning would re-publish the whole partition.
+                    self.truncated.append((p, position, high))
+                    log.warning("the committed position %d of %s partition %d is past its end %d on the same "
+                                "topic: records were lost from its end; resuming at the end", position, self.topic,
+                                p, high, extra={"topic": self.topic})
+                    position = high
+                if start is not Start.RESUME:
                     # Committed with the next checkpoint even if nothing is read: the next run
                     # must not find the stale position again once the topic has grown past it.
-                    self._positions[p] = low
+                    self._positions[p] = position
                 # A committed position older than the retention's low mark starts at the low mark.
-                start = max(low, position)
-                self.spans.append(Span(p, min(start, high), high))
-                self.behind += min(start, high) - low
+                start_at = max(low, position)
+                self.spans.append(Span(p, min(start_at, high), high))
+                self.behind += min(start_at, high) - low
         except KafkaException as exc:
             raise TopicError(f"cannot read the positions of {self.topic} ({kafka_error_text(exc)}); "
                              "check that Kafka is up and that this user may read the topic and the group") from exc
@@ -416,7 +433,11 @@ class TopicReader:
 
     def positions(self) -> list[TopicPartition]:
         """Commit positions: after the last processed record of each partition read."""
-        return [TopicPartition(self.topic, p, offset) for p, offset in sorted(self._positions.items())]
+        # With the topic's id: the next run tells a recreated or truncated topic by it.
+        if self.topic_id is None:
+            return [TopicPartition(self.topic, p, offset) for p, offset in sorted(self._positions.items())]
+        return [TopicPartition(self.topic, p, offset, metadata=encoded(self.topic_id))
+                for p, offset in sorted(self._positions.items())]
 
 
 def close_reader(consumer: Any, name: str) -> None:

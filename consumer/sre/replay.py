@@ -65,7 +65,9 @@ from consumer.sre.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
+from consumer.sre.record_text import shown_id
 from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, sign
+from consumer.sre.topic_identity import topic_id_of
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +172,10 @@ class ReplaySummary:
     by_target: Counter[str] = field(default_factory=Counter)
     stale: int = 0
     behind: int = 0  # records of the DLQ before the group's position, not read by this run
-    # (partition, stale position, end): the group's position was past the end (DLQ recreated), read from its start
+    # (partition, stale position, end): committed on a DLQ since recreated (another id, or past its end)
     recreated: list[tuple[int, int, int]] = field(default_factory=list)
+    # (partition, position, end): the same DLQ's end moved back below the position; resumed at the end
+    truncated: list[tuple[int, int, int]] = field(default_factory=list)
     committed: bool = False
     limit_reached: bool = False
     signed: bool = False  # the re-published records carry a replay signature
@@ -220,16 +224,21 @@ class Refusal:
 
 # The broker's answers about a record's own content: sending it again gets the same answer.
 RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD})
+# What librdkafka reports for records to a topic deleted after it was checked: its metadata then
+# has no partitions for it (no auto-creation: replay's producer never creates a topic).
+TOPIC_GONE = frozenset({KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART})
 
 
 class _Publisher:
     """Re-publishes records and tells, at a checkpoint, whether all of them were acknowledged or
     refused for themselves (RECORD_ERRORS, when sent alone)."""
 
-    def __init__(self, producer: Any, signing_key: bytes | None) -> None:
+    def __init__(self, producer: Any, signing_key: bytes | None, rerun: str = "") -> None:
         self.producer = producer
         self.signing_key = signing_key
+        self.rerun = rerun  # resume_hint(plan): what the failure's message says to run again
         self.failure: KafkaError | None = None
+        self.gone_topic: str | None = None  # the target of a TOPIC_GONE report: the failure names it
         self._suspects: deque[tuple[str, DeadLetter]] = deque()  # refused in a batch: sent again alone
         self._refused: list[Refusal] = []
         # Records published whose fate is not known yet: counted down only by a report that
@@ -245,6 +254,8 @@ class _Publisher:
             elif error.code() not in RECORD_ERRORS:
                 if self.failure is None:
                     self.failure = error
+                    if error.code() in TOPIC_GONE:
+                        self.gone_topic = topic
             elif alone:
                 self._refused.append(Refusal(letter, topic, error.name()))
                 self._unsettled -= 1
@@ -300,6 +311,12 @@ class _Publisher:
             raise ReplayError(f"Kafka did not acknowledge {left} re-published record(s) within {ACK_TIMEOUT_S:.0f}s; "
                               "positions after the last checkpoint were not committed: check the brokers, then "
                               "run again (it resumes; the consumers skip what was delivered)")
+        if self.failure is not None and self.gone_topic is not None:
+            raise ReplayError(f"topic {shown_id(self.gone_topic)} no longer exists ({self.failure.str()}; deleted "
+                              "while the replay ran?); positions after the last checkpoint were not committed: "
+                              "create it, or re-publish elsewhere with --to-topic, then run again"
+                              f"{self.rerun}: it resumes from the group's committed position (the consumers skip "
+                              "what was delivered)")
         if self.failure is not None:
             raise ReplayError(f"Kafka refused a re-published record ({self.failure.str()}); positions after the "
                               "last checkpoint were not committed: fix the cause (topic, ACLs), then run again")
@@ -307,8 +324,9 @@ class _Publisher:
 
 def run_replay(settings: Settings, plan: ReplayPlan,
                progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
-    """Replay what `plan` selects; raises TopicError before anything is published when a topic is
-    missing or Kafka unreachable, ReplayError when publishing or committing fails part-way."""
+    """Replay what `plan` selects; raises TopicError when a topic is missing or Kafka unreachable
+    before the run committed or published anything, ReplayError (with the counts so far) when a
+    target is missing, or publishing, reading or committing fails, part-way."""
     signing_key = settings.replay_key()  # a ConfigError before anything is read
     consumer_topics = frozenset(settings.kafka_topics)
     if not consumer_topics and plan.to_topic is None:
@@ -322,11 +340,14 @@ def run_replay(settings: Settings, plan: ReplayPlan,
         raise ConfigError(f"--to-topic {plan.to_topic} is the dead-letter or receipt topic (DLQ_TOPIC, --from-topic, "
                           "OUTCOME_TOPIC); name the topic the consumers read the events from")
     consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
-    producer = None if plan.dry_run else make_producer(settings)
-    publisher = _Publisher(producer, signing_key) if producer is not None else None
+    # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
+    # target deleted while the replay runs, with the broker's defaults, and take the records.
+    producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
+    publisher = _Publisher(producer, signing_key, resume_hint(plan)) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
                          start="beginning" if plan.from_beginning else "committed",
-                         missing_hint="check DLQ_TOPIC or --from-topic")
+                         missing_hint="check DLQ_TOPIC or --from-topic",
+                         topic_id=lambda: topic_id_of(settings, plan.source_topic))
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
     replayed: set[Origin] = set()
@@ -357,6 +378,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
         reader.open()
         summary.behind = reader.behind
         summary.recreated = list(reader.recreated)
+        summary.truncated = list(reader.truncated)
         if plan.to_topic:
             _check_target(consumer, plan.to_topic, settings, known_targets)
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
@@ -379,8 +401,15 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                 try:
                     # Checked in a dry run too: the real run would stop here, so the counts would differ.
                     _check_target(consumer, target, settings, known_targets)
-                except TopicError:
+                except TopicError as exc:
                     checkpoint()
+                    if summary.committed or summary.replayed:
+                        # Part-way: positions were committed (or records published): the counts
+                        # so far and exit 1, like any failure after the start. A run that changed
+                        # nothing stays a missing topic at the start (exit 2).
+                        raise ReplayError(f"after {summary.read:,} record(s) read: {exc}, then run again"
+                                          f"{resume_hint(plan)}: it resumes from group {plan.group}'s committed "
+                                          "position, at the record that needs it") from exc
                     raise
                 replayed.add(letter.origin)
                 if publisher is not None:

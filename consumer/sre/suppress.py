@@ -16,6 +16,8 @@ that swallowed the lines after it), bytes that are not UTF-8, or Redis failing s
 that line: the entries of the lines before it are on the list (each chunk is added before the
 next is read), nothing after it was read, and the summary says so; fixing the file (or Redis)
 and importing it again completes the list, since what is there already is only counted.
+Invalid rows exit 1 as well (after the summary): each is a customer who opted out and is not on
+the list, which a script running the import must see.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from consumer.state.suppression import CHUNK, OptOutHasher, OptOutList, RedisOpt
 
 EXIT_NOT_LISTED = 1
 EXIT_STOPPED = 1
+EXIT_INVALID = 1  # some rows could not be added: opted-out customers left off the list
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
 PLAIN_PROGRESS_ROWS = 100_000
 MAX_INVALID_SHOWN = 20
@@ -295,15 +298,24 @@ def import_command(settings: Settings, file: Path) -> None:
     if len(summary.invalid) > MAX_INVALID_SHOWN:
         click.echo(f"  ... and {len(summary.invalid) - MAX_INVALID_SHOWN:,} more invalid rows")
     stop = summary.stopped
+    # An invalid entry is a customer who opted out and is still surveyed: a script running the
+    # import must see it in the exit status, not only in the lines a person reads.
+    count = len(summary.invalid)
+    invalid = f"{count:,} entr{'y' if count == 1 else 'ies'}" if count else ""
     if stop is not None:
         done = ("Nothing was added" if summary.last_line < 2 else "The entries of line 2 are on the list"
                 if summary.last_line == 2 else f"The entries of lines 2 to {summary.last_line} are on the list")
         if stop.interrupted:
             fail(f"{file}: {stop.what} at line {stop.line}. {done}; import the whole file again to complete the "
                  "list (what is on the list already is only counted)", EXIT_INTERRUPTED)
+        fixes = f"it and the {count:,} invalid entr{'y' if count == 1 else 'ies'} above" if count else "it"
         fail(f"{file}: stopped at line {stop.line}: {stop.what}. {done}; nothing from line {stop.line} on was "
-             "read. Fix it and import the whole file again (what is on the list already is only counted)",
-             EXIT_STOPPED)
+             f"read. Fix {fixes} and import the whole file again (it is idempotent: what is on the list already "
+             "is only counted)", EXIT_STOPPED)
+    if invalid:
+        fail(f"{file}: {invalid} could not be added (the invalid lines above): those customers are not on the "
+             "list: fix those lines and import the file again (it is idempotent: what is on the list already is "
+             "only counted)", EXIT_INVALID)
 
 
 @suppress.command("export")

@@ -27,6 +27,8 @@ class Cluster:
     records: list[FakeMessage]  # the DLQ's, partition 0
     topics: set[str] = field(default_factory=lambda: {DLQ, "transactions"})
     committed: dict[str, int] = field(default_factory=dict)  # group -> offset
+    committed_metadata: dict[str, str] = field(default_factory=dict)  # group -> the commit's metadata
+    topic_id: str | None = None  # the DLQ's id; None: the broker does not say
     published: list[tuple[str, Any, Any, list[tuple[str, bytes | None]]]] = field(default_factory=list)
     # Called with the position at each consume() (an operator's Ctrl-C, say).
     on_read: Callable[[int], None] = lambda offset: None
@@ -45,7 +47,8 @@ class FakeDlqConsumer:
         return SimpleNamespace(topics=known)
 
     def committed(self, tps: list[TopicPartition], timeout: float = 0) -> list[TopicPartition]:
-        return [TopicPartition(tp.topic, tp.partition, self.cluster.committed.get(self.group, -1001)) for tp in tps]
+        return [TopicPartition(tp.topic, tp.partition, self.cluster.committed.get(self.group, -1001),
+                               metadata=self.cluster.committed_metadata.get(self.group, "")) for tp in tps]
 
     def get_watermark_offsets(self, tp: TopicPartition, timeout: float = 0) -> tuple[int, int]:
         return 0, len(self.cluster.records)
@@ -65,6 +68,7 @@ class FakeDlqConsumer:
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
         for tp in offsets:
             self.cluster.committed[self.group] = tp.offset
+            self.cluster.committed_metadata[self.group] = tp.metadata or ""
 
     def close(self) -> None:
         pass
@@ -101,3 +105,4 @@ def install(monkeypatch: Any, cluster: Cluster) -> None:
 
     monkeypatch.setattr(replay, "make_consumer", lambda settings, **extra: cluster.consumer(extra["group.id"]))
     monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: FakeProducer(cluster))
+    monkeypatch.setattr(replay, "topic_id_of", lambda settings, topic: cluster.topic_id)

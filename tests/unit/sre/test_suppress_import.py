@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -156,3 +157,45 @@ def test_ctrl_c_says_which_lines_are_on_the_list_and_what_to_do(tmp_path: Path,
     assert f"interrupted (Ctrl-C) at line {CHUNK + 2}" in result.output
     assert f"The entries of lines 2 to {CHUNK + 1} are on the list" in result.output
     assert "import the whole file again" in result.output
+
+
+def _import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> tuple[Any, MemoryOptOutList]:
+    from consumer.cli import main
+    from consumer.sre import suppress
+
+    store = MemoryOptOutList()
+    monkeypatch.setattr(suppress, "_open", lambda settings: (HASHER, store))
+    path = tmp_path / "opt-outs.csv"
+    path.write_text(text)
+    return CliRunner().invoke(main, ["suppress", "import", str(path)]), store
+
+
+def test_invalid_rows_make_the_import_exit_1_with_what_to_do_after_the_summary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: exit 0 with invalid rows. Those customers opted out and are still surveyed;
+    # an operator's script checking the status must see it.
+    result, store = _import(tmp_path, monkeypatch, "phone,external_id\n+905321234567,c-1\n+90 12,c-2\n,c-3\n")
+    assert result.exit_code == 1, result.output
+    assert "rows read 3; entries 4: added 4, already on the list 0; invalid 1;" in result.output
+    assert "  line 3: phone:" in result.output and "+90 12" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("pisano-sms: error: ") and "1 entry could not be added" in last
+    assert "fix those lines and import the file again" in last and "idempotent" in last
+    assert store.size() == 4
+
+
+def test_an_import_where_every_row_is_added_or_there_already_exits_0(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "phone\n+905321234567\n0532 123 45 67\n"
+    result, _ = _import(tmp_path, monkeypatch, text)
+    assert result.exit_code == 0, result.output
+    assert "added 1, already on the list 1; invalid 0" in result.output and "error" not in result.output
+
+
+def test_a_stopped_import_with_invalid_rows_names_both_in_its_last_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "phone,note\n+90 12,x\n+905321234568," + "x" * 200_000 + "\n"
+    result, _ = _import(tmp_path, monkeypatch, text)
+    assert result.exit_code == 1, result.output
+    last = " ".join(result.output.split("pisano-sms: error: ")[-1].split())
+    assert "stopped at line 3" in last and "the 1 invalid entry above" in last

@@ -1,0 +1,69 @@
+"""Which topic of a name a replay group's position was committed on (README, "SRE replay").
+
+A replay resumes from its group's committed offsets, and an offset means something only on the
+topic it was committed on. A DLQ deleted and recreated under the same name (an SRE purging it)
+starts again at 0; an unclean leader election moves a partition's end back on the same topic. An
+offset past the end cannot tell the two apart (read from the beginning, the truncated partition was
+re-published), and a recreated topic that grew past the old offset does not show at all (its
+records below it were skipped). Kafka's topic id, given at creation, tells: the replay stores it in
+the metadata of each offset it commits and compares it with the topic's current id at start.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from confluent_kafka import KafkaException, TopicCollection
+
+from consumer.config.settings import Settings
+from consumer.ingest.kafka import make_admin
+
+log = logging.getLogger(__name__)
+
+# Prefixed: a group's metadata written by another tool is not taken for an id.
+METADATA_PREFIX = "pisano-sms.topic-id="
+DESCRIBE_TIMEOUT_S = 10.0
+
+
+class Start(StrEnum):
+    RESUME = "resume"  # from the committed position
+    RECREATED = "recreated"  # another topic of that name since: from its beginning
+    TRUNCATED = "truncated"  # the same topic, its end moved back below the position: from its end
+
+
+def decide(position: int, stored_id: str | None, current_id: str | None, end: int) -> Start:
+    """Where a partition's read starts, given the committed position and the ids."""
+    if position < 0:  # nothing committed
+        return Start.RESUME
+    if stored_id is not None and current_id is not None:
+        if stored_id != current_id:
+            return Start.RECREATED
+        return Start.TRUNCATED if position > end else Start.RESUME
+    # A commit without an id (a replay before ids were stored, another tool) or a broker that did
+    # not say: an offset past the end is all there is, taken for a recreated topic, the safe side
+    # (the consumers' dedup absorbs what is sent again; records skipped are never sent).
+    return Start.RECREATED if position > end else Start.RESUME
+
+
+def encoded(topic_id: str) -> str:
+    return METADATA_PREFIX + topic_id
+
+
+def decoded(metadata: str | None) -> str | None:
+    if metadata and metadata.startswith(METADATA_PREFIX):
+        return metadata[len(METADATA_PREFIX):] or None
+    return None
+
+
+def topic_id_of(settings: Settings, topic: str) -> str | None:
+    """The topic's current id, None when the broker does not say (an old broker, no Describe
+    right): the replay then goes by offsets alone, as before ids were stored."""
+    admin = make_admin(settings)  # held until the answer: a client collected meanwhile fails its futures
+    try:
+        described = admin.describe_topics(TopicCollection([topic]), request_timeout=DESCRIBE_TIMEOUT_S)[topic]
+        return str(described.result(timeout=DESCRIBE_TIMEOUT_S).topic_id) or None
+    except (KafkaException, TimeoutError) as exc:  # concurrent.futures' TimeoutError is this one
+        log.warning("could not read the id of topic %s (%s): a recreated topic is told by its offsets alone",
+                    topic, exc, extra={"topic": topic})
+        return None

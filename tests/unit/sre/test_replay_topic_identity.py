@@ -1,0 +1,95 @@
+"""Where a replay resumes when its group's position was committed on another topic of the same
+name (recreated) or its end moved back on the same topic (truncated): told by the topic id the
+replay stores with its commits (consumer/sre/topic_identity.py), on the in-memory DLQ."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from consumer.cli import main
+from consumer.sre.topic_identity import Start, decide, decoded, encoded
+from tests.unit.sre.fake_dlq import Cluster, install
+from tests.unit.sre.test_replay_run import dlq_records
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC",
+                 "OUTCOME_TOPIC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAFKA_TOPICS", "transactions")
+
+
+@pytest.mark.parametrize(("position", "stored", "current", "end", "start"), [
+    (-1001, None, "a", 3, Start.RESUME),  # nothing committed
+    (2, "a", "a", 3, Start.RESUME),
+    (3, "a", "a", 3, Start.RESUME),
+    (5, "a", "a", 3, Start.TRUNCATED),  # same topic, end moved back: an unclean leader election
+    (5, "a", "b", 3, Start.RECREATED),
+    (2, "a", "b", 7, Start.RECREATED),  # recreated and grown past the old position
+    (5, None, "b", 3, Start.RECREATED),  # an old commit without an id: by offsets, as before
+    (2, None, "b", 3, Start.RESUME),
+    (5, "a", None, 3, Start.RECREATED),  # the broker did not say: by offsets
+])
+def test_the_start_is_decided_by_the_ids_and_by_offsets_only_without_them(
+        position: int, stored: str | None, current: str | None, end: int, start: Start) -> None:
+    assert decide(position, stored, current, end) is start
+
+
+def test_the_metadata_is_read_back_and_other_tools_metadata_is_no_id() -> None:
+    assert decoded(encoded("raSL+FsLRNyFFdmWDsLFiA")) == "raSL+FsLRNyFFdmWDsLFiA"
+    assert decoded("") is None and decoded("raSL+FsLRNyFFdmWDsLFiA") is None and decoded(None) is None
+
+
+def test_commits_carry_the_topic_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Cluster(dlq_records(2), topic_id="id-1")
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 0, result.output
+    assert cluster.committed["g"] == 2 and decoded(cluster.committed_metadata["g"]) == "id-1"
+
+
+def test_a_truncated_partition_resumes_at_its_end_and_re_publishes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: an unclean leader election moved the end (5) back to 3 on the same topic;
+    # taken for a recreated topic, the partition was read from 0 and its 3 records re-published.
+    cluster = Cluster(dlq_records(3), committed={"g": 5}, committed_metadata={"g": encoded("id-1")},
+                      topic_id="id-1")
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 0, result.output
+    assert cluster.published == []
+    assert cluster.committed["g"] == 3 and decoded(cluster.committed_metadata["g"]) == "id-1"
+    warning = next(line for line in result.output.splitlines() if "warning" in line and "same topic" in line)
+    assert "position 5" in warning and "end (3)" in warning and "re-published none" in warning
+    assert "recreated" not in result.output
+    # New records land at 3 and 4, below the old position: read, not skipped up to 5.
+    cluster.records.extend(dlq_records(5)[3:])
+    again = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert again.exit_code == 0, again.output
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-3", b"evt-4"]
+
+
+def test_a_recreated_dlq_grown_past_the_old_position_is_read_from_its_beginning(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: purged (recreated) and grown to 5 records before the next run, the DLQ
+    # looked like the old one at position 2: records 0 and 1 of the new topic were skipped, silently.
+    cluster = Cluster(dlq_records(5), committed={"g": 2}, committed_metadata={"g": encoded("id-old")},
+                      topic_id="id-new")
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 0, result.output
+    assert len(cluster.published) == 5
+    assert cluster.committed["g"] == 5 and decoded(cluster.committed_metadata["g"]) == "id-new"
+    warning = next(line for line in result.output.splitlines() if "warning" in line and "recreated" in line)
+    assert "position 2" in warning and "topic id differs" in warning and "beginning" in warning
+
+
+def test_a_commit_without_an_id_past_the_end_is_read_from_the_beginning_as_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Cluster(dlq_records(3), committed={"g": 5}, topic_id="id-1")
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 0, result.output
+    assert len(cluster.published) == 3 and decoded(cluster.committed_metadata["g"]) == "id-1"
+    assert "was past its end (3): the topic was deleted and recreated (or truncated)" in " ".join(result.output.split())
