@@ -28,7 +28,7 @@ class ResolutionTimeout(httpcore.ConnectTimeout):
 class _Lookup:
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.addresses: list[Address] = []
+        self.addresses: list[str] = []
         self.error: Exception | None = None
 
 
@@ -36,10 +36,10 @@ _pending: dict[tuple[str, int], _Lookup] = {}  # the lookups still running, by (
 _pending_lock = threading.Lock()
 
 
-def resolve(host: str, port: int, timeout: float | None) -> list[Address]:
-    """The addresses of `host` to connect to, in the resolver's order, within `timeout` seconds
-    (None: however long it takes). Raises ResolutionTimeout past it, httpcore.ConnectError if the
-    name cannot be resolved: both mean nothing was sent."""
+def resolve(host: str, port: int, timeout: float | None) -> list[str]:
+    """The addresses of `host` to connect to (literals: `literal`), in the resolver's order, within
+    `timeout` seconds (None: however long it takes). Raises ResolutionTimeout past it,
+    httpcore.ConnectError if the name cannot be resolved: both mean nothing was sent."""
     key = (host, port)
     with _pending_lock:
         lookup = _pending.get(key)
@@ -66,7 +66,7 @@ def resolve(host: str, port: int, timeout: float | None) -> list[Address]:
 def _look_up(key: tuple[str, int], lookup: _Lookup) -> None:
     try:
         # As socket.create_connection asks (httpcore's connect): any family, stream sockets.
-        lookup.addresses = [info[4] for info in socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)]
+        lookup.addresses = [literal(info[4]) for info in socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)]
     except Exception as exc:  # a gaierror, or a name IDNA cannot encode (a UnicodeError): not sent either way
         lookup.error = exc
     finally:
@@ -74,3 +74,13 @@ def _look_up(key: tuple[str, int], lookup: _Lookup) -> None:
             if _pending.get(key) is lookup:
                 del _pending[key]
         lookup.done.set()
+
+
+def literal(address: Address) -> str:
+    """The host of a getaddrinfo sockaddr, as a literal that resolves back to it at once. A scoped
+    IPv6 address (link-local: `fe80::1%eth0`, from the URL or the resolver) keeps its scope id,
+    which the sockaddr's host leaves out: without it the connect fails (EINVAL)."""
+    host: str = address[0]
+    if len(address) == 4 and address[3]:
+        return f"{host}%{address[3]}"
+    return host

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from consumer.delivery.pisano import PisanoClient
+from consumer.delivery.resolution import literal
 from consumer.errors import PisanoTransportError
 from tests.unit.delivery.test_pisano_deadline import (
     BODY,
@@ -142,3 +143,53 @@ def test_over_tls_the_certificate_is_checked_against_the_name_and_the_connection
         finally:
             client.close()
     assert len(asked) == 1 and len(accepted) == 1
+
+
+def link_local_address() -> tuple[str, str]:
+    """A link-local IPv6 address of this machine and its interface (skips when there is none)."""
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        hex_address, _, _, scope, _, interface = line.split()
+        if scope == "20":  # link scope
+            address = ":".join(hex_address[i:i + 4] for i in range(0, 32, 4))
+            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, address)), interface
+    pytest.skip("no link-local IPv6 address on this machine")
+
+
+def test_a_scoped_ipv6_literal_is_connected_to_on_its_interface() -> None:
+    """A link-local address means nothing without its interface (`%eth0`): connecting to it
+    unscoped fails (EINVAL), so the scope the resolver gave must reach the connect."""
+    address, interface = link_local_address()
+    with server(answer_ok, bind=(address, 0, 0, socket.if_nametoindex(interface))) as (port, accepted):
+        client = PisanoClient(f"http://[{address}%{interface}]:{port}", TOKEN, timeout_s=2.0, connect_timeout_s=2.0,
+                              max_connections=1)
+        _, error = send_timed(client)
+    assert error is None and len(accepted) == 1, error
+
+
+def test_a_name_resolving_to_a_scoped_address_is_connected_to_on_its_interface(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As from /etc/hosts or mDNS (a `.local` name): the address comes with its scope id."""
+    address, interface = link_local_address()
+    system = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        return system(f"{address}%{interface}" if host == NAME else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with server(answer_ok, bind=(address, 0, 0, socket.if_nametoindex(interface))) as (port, accepted):
+        client = PisanoClient(f"http://{NAME}:{port}", TOKEN, timeout_s=2.0, connect_timeout_s=2.0,
+                              max_connections=1)
+        _, error = send_timed(client)
+    assert error is None and len(accepted) == 1, error
+
+
+def test_an_address_keeps_its_scope_id_as_a_literal() -> None:
+    """What the connect is given, on machines without a link-local address to test against."""
+    assert literal(("fe80::1", 443, 0, 7)) == "fe80::1%7"
+    assert socket.getaddrinfo(literal(("fe80::1", 443, 0, 1)), 443, type=socket.SOCK_STREAM)[0][4][3] == 1
+    assert literal(("2001:db8::1", 443, 0, 0)) == "2001:db8::1"
+    assert literal(("192.0.2.1", 443)) == "192.0.2.1"
