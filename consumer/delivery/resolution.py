@@ -25,6 +25,15 @@ class ResolutionTimeout(httpcore.ConnectTimeout):
     own words and the host's name (pisano.py shows it): what to check."""
 
 
+class ResolutionFailed(httpcore.ConnectError):
+    """The resolver answered that the name does not resolve (or the name cannot be encoded); no
+    connection was opened, nothing sent. Its text, like ResolutionTimeout's, names the host and
+    what to check, with the OS's reason."""
+
+
+_CHECK = "check DNS for that host (PISANO_URL's, a destination's url or the proxy's)"
+
+
 class _Lookup:
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -39,7 +48,8 @@ _pending_lock = threading.Lock()
 def resolve(host: str, port: int, timeout: float | None) -> list[str]:
     """The addresses of `host` to connect to (literals: `literal`), in the resolver's order, within
     `timeout` seconds (None: however long it takes). Raises ResolutionTimeout past it,
-    httpcore.ConnectError if the name cannot be resolved: both mean nothing was sent."""
+    ResolutionFailed (an httpcore.ConnectError) if the name cannot be resolved: both mean nothing
+    was sent."""
     key = (host, port)
     with _pending_lock:
         lookup = _pending.get(key)
@@ -52,14 +62,16 @@ def resolve(host: str, port: int, timeout: float | None) -> list[str]:
                 raise httpcore.ConnectError("no thread to resolve the host") from exc
             _pending[key] = lookup
     if not lookup.done.wait(timeout):
-        raise ResolutionTimeout(f"resolving {host} took over {timeout:.1f} s; check DNS for that host "
-                                "(PISANO_URL's, a destination's url or the proxy's)")
+        raise ResolutionTimeout(f"resolving {host} took over {timeout:.1f} s; {_CHECK}")
     if lookup.error is not None:
-        # The OS's reason ("Name or service not known") for pisano.py to show: as the context too,
-        # which httpcore's pool keeps (it re-raises `from None`, dropping the cause).
-        failed = httpcore.ConnectError(f"cannot resolve {host}")
-        failed.__context__ = lookup.error
-        raise failed from lookup.error
+        # The OS's reason ("Name or service not known") in our words, which pisano.py shows; the
+        # error itself as the context too, which httpcore's pool keeps (it re-raises `from None`,
+        # dropping the cause).
+        error = lookup.error
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+        failed = ResolutionFailed(f"cannot resolve {host}: {reason}; {_CHECK}")
+        failed.__context__ = error
+        raise failed from error
     return lookup.addresses
 
 

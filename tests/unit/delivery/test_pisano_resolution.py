@@ -104,7 +104,22 @@ def test_a_name_that_does_not_resolve_is_not_sent_with_the_resolvers_reason(monk
     client = PisanoClient(f"http://{NAME}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5, max_connections=1)
     _, error = send_timed(client)
     assert error is not None and not error.ambiguous, error
-    assert str(error) == "ConnectError: request not sent (Name or service not known)", error
+    assert str(error).startswith("ConnectError: request not sent ("), error
+    assert "Name or service not known" in str(error), error
+
+
+def test_a_name_that_does_not_resolve_says_which_host_and_to_check_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PISANO_URL's host, a destination's or the proxy's: the OS's reason alone does not say which,
+    nor what to do."""
+    def unknown(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    client = PisanoClient(f"http://{NAME}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5, max_connections=1)
+    _, error = send_timed(client)
+    assert error is not None and not error.ambiguous, error
+    assert str(error) == (f"ConnectError: request not sent (cannot resolve {NAME}: Name or service not known; "
+                          "check DNS for that host (PISANO_URL's, a destination's url or the proxy's))"), error
 
 
 @pytest.fixture(scope="module")
