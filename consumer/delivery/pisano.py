@@ -44,7 +44,7 @@ from consumer import __version__
 from consumer.config.secrets import mask_urls_in_text
 from consumer.config.tokens import StaticToken, TokenSource
 from consumer.delivery.request_deadline import Deadline, DeadlineTransport, arm, environment_proxy
-from consumer.delivery.resolution import ResolutionTimeout
+from consumer.delivery.resolution import ResolutionFailed, ResolutionTimeout
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.ingest.mapping import Recipient
 
@@ -182,7 +182,7 @@ def _safe_reason(exc: BaseException) -> str:
         if cause is None:
             break
         seen = cause
-        if isinstance(seen, ResolutionTimeout):  # our own words: which host, and to check DNS
+        if isinstance(seen, (ResolutionTimeout, ResolutionFailed)):  # our own words: which host, to check DNS
             return str(seen)
         if isinstance(seen, ssl.SSLError):
             return str(seen.reason or "TLS error")

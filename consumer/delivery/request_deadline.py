@@ -193,7 +193,7 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         # an address is a literal, which the backend's own getaddrinfo turns into a sockaddr at once.
         for address in resolve(host, port, _time_for(deadline, timeout)):
             try:
-                stream = self.backend.connect_tcp(address[0], port, _time_for(deadline, timeout), local_address,
+                stream = self.backend.connect_tcp(address, port, _time_for(deadline, timeout), local_address,
                                                   socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failed = failed or exc  # the first address's failure, as create_connection reports

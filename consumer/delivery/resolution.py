@@ -25,10 +25,19 @@ class ResolutionTimeout(httpcore.ConnectTimeout):
     own words and the host's name (pisano.py shows it): what to check."""
 
 
+class ResolutionFailed(httpcore.ConnectError):
+    """The resolver answered that the name does not resolve (or the name cannot be encoded); no
+    connection was opened, nothing sent. Its text, like ResolutionTimeout's, names the host and
+    what to check, with the OS's reason."""
+
+
+_CHECK = "check DNS for that host (PISANO_URL's, a destination's url or the proxy's)"
+
+
 class _Lookup:
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.addresses: list[Address] = []
+        self.addresses: list[str] = []
         self.error: Exception | None = None
 
 
@@ -36,10 +45,11 @@ _pending: dict[tuple[str, int], _Lookup] = {}  # the lookups still running, by (
 _pending_lock = threading.Lock()
 
 
-def resolve(host: str, port: int, timeout: float | None) -> list[Address]:
-    """The addresses of `host` to connect to, in the resolver's order, within `timeout` seconds
-    (None: however long it takes). Raises ResolutionTimeout past it, httpcore.ConnectError if the
-    name cannot be resolved: both mean nothing was sent."""
+def resolve(host: str, port: int, timeout: float | None) -> list[str]:
+    """The addresses of `host` to connect to (literals: `literal`), in the resolver's order, within
+    `timeout` seconds (None: however long it takes). Raises ResolutionTimeout past it,
+    ResolutionFailed (an httpcore.ConnectError) if the name cannot be resolved: both mean nothing
+    was sent."""
     key = (host, port)
     with _pending_lock:
         lookup = _pending.get(key)
@@ -52,21 +62,23 @@ def resolve(host: str, port: int, timeout: float | None) -> list[Address]:
                 raise httpcore.ConnectError("no thread to resolve the host") from exc
             _pending[key] = lookup
     if not lookup.done.wait(timeout):
-        raise ResolutionTimeout(f"resolving {host} took over {timeout:.1f} s; check DNS for that host "
-                                "(PISANO_URL's, a destination's url or the proxy's)")
+        raise ResolutionTimeout(f"resolving {host} took over {timeout:.1f} s; {_CHECK}")
     if lookup.error is not None:
-        # The OS's reason ("Name or service not known") for pisano.py to show: as the context too,
-        # which httpcore's pool keeps (it re-raises `from None`, dropping the cause).
-        failed = httpcore.ConnectError(f"cannot resolve {host}")
-        failed.__context__ = lookup.error
-        raise failed from lookup.error
+        # The OS's reason ("Name or service not known") in our words, which pisano.py shows; the
+        # error itself as the context too, which httpcore's pool keeps (it re-raises `from None`,
+        # dropping the cause).
+        error = lookup.error
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+        failed = ResolutionFailed(f"cannot resolve {host}: {reason}; {_CHECK}")
+        failed.__context__ = error
+        raise failed from error
     return lookup.addresses
 
 
 def _look_up(key: tuple[str, int], lookup: _Lookup) -> None:
     try:
         # As socket.create_connection asks (httpcore's connect): any family, stream sockets.
-        lookup.addresses = [info[4] for info in socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)]
+        lookup.addresses = [literal(info[4]) for info in socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)]
     except Exception as exc:  # a gaierror, or a name IDNA cannot encode (a UnicodeError): not sent either way
         lookup.error = exc
     finally:
@@ -74,3 +86,13 @@ def _look_up(key: tuple[str, int], lookup: _Lookup) -> None:
             if _pending.get(key) is lookup:
                 del _pending[key]
         lookup.done.set()
+
+
+def literal(address: Address) -> str:
+    """The host of a getaddrinfo sockaddr, as a literal that resolves back to it at once. A scoped
+    IPv6 address (link-local: `fe80::1%eth0`, from the URL or the resolver) keeps its scope id,
+    which the sockaddr's host leaves out: without it the connect fails (EINVAL)."""
+    host: str = address[0]
+    if len(address) == 4 and address[3]:
+        return f"{host}%{address[3]}"
+    return host

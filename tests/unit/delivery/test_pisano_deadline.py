@@ -66,13 +66,14 @@ def trickle(connection: socket.socket, data: bytes, interval_s: float, stop: thr
 
 
 @contextmanager
-def server(handler: Handler, *, receive_buffer: int | None = None) -> Iterator[tuple[int, list[int]]]:
-    """A local server running `handler` on each connection; yields its port and a list that
-    counts the connections accepted."""
-    listener = socket.socket()
+def server(handler: Handler, *, receive_buffer: int | None = None,
+           bind: tuple[object, ...] = ("127.0.0.1", 0)) -> Iterator[tuple[int, list[int]]]:
+    """A local server running `handler` on each connection (listening on `bind`, an IPv4 or
+    IPv6 sockaddr); yields its port and a list that counts the connections accepted."""
+    listener = socket.socket(socket.AF_INET6 if len(bind) == 4 else socket.AF_INET)
     if receive_buffer is not None:  # inherited by the accepted sockets
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(bind)
     listener.listen(8)
     stop = threading.Event()
     accepted: list[int] = []

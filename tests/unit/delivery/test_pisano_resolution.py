@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from consumer.delivery.pisano import PisanoClient
+from consumer.delivery.resolution import literal
 from consumer.errors import PisanoTransportError
 from tests.unit.delivery.test_pisano_deadline import (
     BODY,
@@ -103,7 +104,22 @@ def test_a_name_that_does_not_resolve_is_not_sent_with_the_resolvers_reason(monk
     client = PisanoClient(f"http://{NAME}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5, max_connections=1)
     _, error = send_timed(client)
     assert error is not None and not error.ambiguous, error
-    assert str(error) == "ConnectError: request not sent (Name or service not known)", error
+    assert str(error).startswith("ConnectError: request not sent ("), error
+    assert "Name or service not known" in str(error), error
+
+
+def test_a_name_that_does_not_resolve_says_which_host_and_to_check_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PISANO_URL's host, a destination's or the proxy's: the OS's reason alone does not say which,
+    nor what to do."""
+    def unknown(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    client = PisanoClient(f"http://{NAME}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5, max_connections=1)
+    _, error = send_timed(client)
+    assert error is not None and not error.ambiguous, error
+    assert str(error) == (f"ConnectError: request not sent (cannot resolve {NAME}: Name or service not known; "
+                          "check DNS for that host (PISANO_URL's, a destination's url or the proxy's))"), error
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +158,53 @@ def test_over_tls_the_certificate_is_checked_against_the_name_and_the_connection
         finally:
             client.close()
     assert len(asked) == 1 and len(accepted) == 1
+
+
+def link_local_address() -> tuple[str, str]:
+    """A link-local IPv6 address of this machine and its interface (skips when there is none)."""
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        hex_address, _, _, scope, _, interface = line.split()
+        if scope == "20":  # link scope
+            address = ":".join(hex_address[i:i + 4] for i in range(0, 32, 4))
+            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, address)), interface
+    pytest.skip("no link-local IPv6 address on this machine")
+
+
+def test_a_scoped_ipv6_literal_is_connected_to_on_its_interface() -> None:
+    """A link-local address means nothing without its interface (`%eth0`): connecting to it
+    unscoped fails (EINVAL), so the scope the resolver gave must reach the connect."""
+    address, interface = link_local_address()
+    with server(answer_ok, bind=(address, 0, 0, socket.if_nametoindex(interface))) as (port, accepted):
+        client = PisanoClient(f"http://[{address}%{interface}]:{port}", TOKEN, timeout_s=2.0, connect_timeout_s=2.0,
+                              max_connections=1)
+        _, error = send_timed(client)
+    assert error is None and len(accepted) == 1, error
+
+
+def test_a_name_resolving_to_a_scoped_address_is_connected_to_on_its_interface(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As from /etc/hosts or mDNS (a `.local` name): the address comes with its scope id."""
+    address, interface = link_local_address()
+    system = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        return system(f"{address}%{interface}" if host == NAME else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with server(answer_ok, bind=(address, 0, 0, socket.if_nametoindex(interface))) as (port, accepted):
+        client = PisanoClient(f"http://{NAME}:{port}", TOKEN, timeout_s=2.0, connect_timeout_s=2.0,
+                              max_connections=1)
+        _, error = send_timed(client)
+    assert error is None and len(accepted) == 1, error
+
+
+def test_an_address_keeps_its_scope_id_as_a_literal() -> None:
+    """What the connect is given, on machines without a link-local address to test against."""
+    assert literal(("fe80::1", 443, 0, 7)) == "fe80::1%7"
+    assert socket.getaddrinfo(literal(("fe80::1", 443, 0, 1)), 443, type=socket.SOCK_STREAM)[0][4][3] == 1
+    assert literal(("2001:db8::1", 443, 0, 0)) == "2001:db8::1"
+    assert literal(("192.0.2.1", 443)) == "192.0.2.1"
