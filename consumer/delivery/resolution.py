@@ -6,13 +6,18 @@ request's deadline, and so past the claims' lease sized from it (README, "DEDUP_
 So the lookup runs on a daemon thread of its own (never joined: it cannot hold up the process's
 exit), and the request waits for it at most the time it has. A thread cannot be stopped: one still
 looking a name up is shared by every request for that name meanwhile, so a resolver that hangs
-holds one thread per name, not one per request.
+holds one thread per name, not one per request. A lookup that never returns (a deadlocked NSS
+module) must not lock its name out for the process's life: past SUPERSEDE_AFTER_S a request starts
+a fresh one, up to MAX_LOOKUPS_PER_NAME still running for that name. An IP literal needs no
+resolver: it is turned into its address at once, on the caller's thread.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
+import time
 from typing import Any
 
 import httpcore
@@ -31,17 +36,25 @@ class ResolutionFailed(httpcore.ConnectError):
     what to check, with the OS's reason."""
 
 
+# Longer than glibc's own give-up (5 s a try, 2 tries, up to 3 name servers): a lookup still running
+# past it is wedged, not slow.
+SUPERSEDE_AFTER_S = 60.0
+MAX_LOOKUPS_PER_NAME = 4  # the threads a resolver that stays wedged can hold, per name
+_clock = time.monotonic
+
 _CHECK = "check DNS for that host (PISANO_URL's, a destination's url or the proxy's)"
 
 
 class _Lookup:
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.started = _clock()
         self.addresses: list[str] = []
         self.error: Exception | None = None
 
 
-_pending: dict[tuple[str, int], _Lookup] = {}  # the lookups still running, by (host, port)
+_pending: dict[tuple[str, int], _Lookup] = {}  # the newest lookup still running, by (host, port)
+_running: dict[tuple[str, int], int] = {}  # the lookups still running (newest and superseded), by (host, port)
 _pending_lock = threading.Lock()
 
 
@@ -50,17 +63,22 @@ def resolve(host: str, port: int, timeout: float | None) -> list[str]:
     `timeout` seconds (None: however long it takes). Raises ResolutionTimeout past it,
     ResolutionFailed (an httpcore.ConnectError) if the name cannot be resolved: both mean nothing
     was sent."""
+    if _is_literal(host):
+        return _literal_addresses(host, port)
     key = (host, port)
     with _pending_lock:
         lookup = _pending.get(key)
-        if lookup is None:
+        if lookup is None or (_clock() - lookup.started > SUPERSEDE_AFTER_S
+                              and _running.get(key, 0) < MAX_LOOKUPS_PER_NAME):
             lookup = _Lookup()
             thread = threading.Thread(target=_look_up, args=(key, lookup), name="resolve", daemon=True)
             try:
                 thread.start()
             except RuntimeError as exc:  # the process is out of threads: not sent, like any failed connect
-                raise httpcore.ConnectError("no thread to resolve the host") from exc
+                raise httpcore.ConnectError(f"no thread to resolve {host}: the process is out of threads; "
+                                            "check its thread limit (ulimit -u, the pod's pids limit)") from exc
             _pending[key] = lookup
+            _running[key] = _running.get(key, 0) + 1
     if not lookup.done.wait(timeout):
         raise ResolutionTimeout(f"resolving {host} took over {timeout:.1f} s; {_CHECK}")
     if lookup.error is not None:
@@ -85,7 +103,27 @@ def _look_up(key: tuple[str, int], lookup: _Lookup) -> None:
         with _pending_lock:
             if _pending.get(key) is lookup:
                 del _pending[key]
+            left = _running.pop(key, 1) - 1
+            if left:
+                _running[key] = left
         lookup.done.set()
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])  # a scoped IPv6 literal: fe80::1%eth0
+    except ValueError:
+        return False
+    return True
+
+
+def _literal_addresses(host: str, port: int) -> list[str]:
+    """A literal's address, as getaddrinfo gives it (no resolver asked: AI_NUMERICHOST)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError) as exc:  # an unknown scope (fe80::1%nosuch): not sent
+        raise ResolutionFailed(f"cannot use the address {host}: {exc}; check the URL's host") from exc
+    return [literal(info[4]) for info in infos]
 
 
 def literal(address: Address) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from consumer.delivery import resolution
 from consumer.delivery.pisano import PisanoClient
 from consumer.delivery.resolution import literal
 from consumer.errors import PisanoTransportError
@@ -208,3 +209,60 @@ def test_an_address_keeps_its_scope_id_as_a_literal() -> None:
     assert socket.getaddrinfo(literal(("fe80::1", 443, 0, 1)), 443, type=socket.SOCK_STREAM)[0][4][3] == 1
     assert literal(("2001:db8::1", 443, 0, 0)) == "2001:db8::1"
     assert literal(("192.0.2.1", 443)) == "192.0.2.1"
+
+
+def test_a_lookup_that_never_returns_is_superseded_so_a_recovered_resolver_is_used(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wedged lookup (a deadlocked NSS module) must not lock its name out for the process's life:
+    past SUPERSEDE_AFTER_S the next request starts a fresh lookup, and at most
+    MAX_LOOKUPS_PER_NAME of them hang at once, so a resolver that stays wedged holds a few threads."""
+    system = socket.getaddrinfo
+    wedged = threading.Event()
+    calls: list[int] = []
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= resolution.MAX_LOOKUPS_PER_NAME:
+            wedged.wait(HANG_S)  # the first lookups never come back (within the test)
+        return system("127.0.0.1", port, *args, **kwargs)
+
+    now = [1000.0]
+    monkeypatch.setattr(resolution, "_clock", lambda: now[0])
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        with pytest.raises(resolution.ResolutionTimeout):
+            resolution.resolve(NAME, 80, 0.05)
+        with pytest.raises(resolution.ResolutionTimeout):
+            resolution.resolve(NAME, 80, 0.05)  # shared: no second lookup yet
+        assert len(calls) == 1
+        for _ in range(resolution.MAX_LOOKUPS_PER_NAME + 2):
+            now[0] += resolution.SUPERSEDE_AFTER_S + 1
+            try:
+                resolution.resolve(NAME, 80, 0.05)
+                break
+            except resolution.ResolutionTimeout:
+                pass
+        # Superseded until the cap: every wedged lookup still runs, none more is started.
+        assert len(calls) == resolution.MAX_LOOKUPS_PER_NAME
+        wedged.set()  # the wedged lookups return: the name resolves again, with a fresh answer
+        now[0] += resolution.SUPERSEDE_AFTER_S + 1
+        deadline = 50
+        while deadline:
+            try:
+                assert resolution.resolve(NAME, 80, 0.5) == ["127.0.0.1"]
+                break
+            except resolution.ResolutionTimeout:
+                deadline -= 1
+        assert deadline
+    finally:
+        wedged.set()
+
+
+def test_an_ip_literal_is_not_looked_up_on_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A literal resolves at once: no thread (a process out of threads still connects to it)."""
+    def no_thread(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a thread started for an IP literal")
+
+    monkeypatch.setattr(resolution.threading, "Thread", no_thread)
+    assert resolution.resolve("127.0.0.1", 80, 0.5) == ["127.0.0.1"]
+    assert resolution.resolve("::1", 80, 0.5) == ["::1"]
