@@ -102,7 +102,9 @@ def _quiet_kafka_logs(settings: Settings) -> None:
 @click.option("--error-code", "error_codes", multiple=True, metavar="CODE",
               help="Only records with this Pisano error code (pisano.error.code), e.g. 13001. Repeatable.")
 @click.option("--reason", "reasons", multiple=True, metavar="REASON",
-              help=f"Only records with this dlq.reason ({', '.join(REASONS)}). Repeatable.")
+              help=f"Only records with this dlq.reason ({', '.join(REASONS)}). Repeatable. "
+                   "ambiguous and stale (events that may have been delivered) are replayed only when named "
+                   "here, after checking with Pisano.")
 @click.option("--campaign", "campaigns", multiple=True, metavar="ID",
               help="Only records of this campaign (dlq.campaign.id). Repeatable.")
 @click.option("--since", metavar="WHEN",
@@ -187,6 +189,18 @@ def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | 
             f"again{resume_hint(plan)} to resume")
 
 
+def _fate_unknown_hint(summary: ReplaySummary) -> str:
+    """What to do with the dead-letters held because their events may have been delivered."""
+    if not summary.fate_unknown:
+        return "ambiguous or stale: replayed only by a run whose --reason names them"
+    reasons = sorted(summary.fate_unknown)
+    counts = ", ".join(f"{reason} {summary.fate_unknown[reason]:,}" for reason in reasons)
+    named = " ".join(f"--reason {reason}" for reason in reasons)
+    return (f"{counts}: their events may have been delivered; check with Pisano, then replay the ones it "
+            f"never got with {named} (and --since/--until, --campaign): that run's default group reads them, "
+            "this group's position is past them")
+
+
 def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False) -> None:
     would = "would replay" if plan.dry_run else "replayed"
     title = f"Replay of {plan.source_topic} (group {plan.group})"
@@ -199,6 +213,7 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
          + (f" (stopped at --limit {plan.limit})" if summary.limit_reached else "")),
         (would, summary.replayed, f"to {targets}" if targets else ""),
         ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE], "same origin as a record replayed in this run"),
+        ("held: fate unknown", summary.verdicts[Verdict.FATE_UNKNOWN], _fate_unknown_hint(summary)),
         ("refused: max replays", summary.verdicts[Verdict.OVER_MAX_REPLAYS],
          f"replayed {plan.max_replays} times already (--max-replays): find out why they keep failing; to replay "
          "them still, a higher --max-replays with their time range and a new --group (this group's position is "

@@ -106,7 +106,15 @@ class Verdict(StrEnum):
     MALFORMED = "malformed"  # our headers, but not usable (reason counted in ReplaySummary.malformed)
     NOT_CONSUMER_TOPIC = "not_consumer_topic"  # dlq.original.topic is not in KAFKA_TOPICS, no --to-topic
     REFUSED_BY_KAFKA = "refused_by_kafka"  # published, refused by the broker when sent alone
+    FATE_UNKNOWN = "fate_unknown"  # a reason of NAMED_ONLY the run did not name: held for one that does
     REPLAY = "replay"
+
+
+# Reasons whose events may have reached their customer already: `ambiguous` (the request's fate is
+# unknown) and `stale` (older than the dedup horizon: a delivered mark may be gone). Replayed, they
+# can be sent a second time, so a run takes them only when --reason names them, once the SRE has
+# checked with Pisano; a run for a wrong token (--error-code 13001) or with no filter leaves them.
+NAMED_ONLY = frozenset({"ambiguous", "stale"})
 
 
 def default_group(filters: Filters) -> str:
@@ -119,6 +127,8 @@ def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_repla
     """What to do with one of our dead-letters; the order decides which count a record lands in."""
     if not filters.matches(letter):
         return Verdict.UNMATCHED
+    if letter.reason in NAMED_ONLY and letter.reason not in filters.reasons:
+        return Verdict.FATE_UNKNOWN
     if letter.origin in replayed:
         return Verdict.DUPLICATE
     if letter.value_omitted:
@@ -180,6 +190,7 @@ class ReplaySummary:
     limit_reached: bool = False
     signed: bool = False  # the re-published records carry a replay signature
     malformed: Counter[str] = field(default_factory=Counter)  # reason -> records refused
+    fate_unknown: Counter[str] = field(default_factory=Counter)  # reason (NAMED_ONLY) -> records held
     not_consumer_topics: Counter[str] = field(default_factory=Counter)  # named topic -> records refused
     kafka_refusals: Counter[tuple[str, str]] = field(default_factory=Counter)  # (error, topic) -> records refused
 
@@ -392,6 +403,8 @@ def run_replay(settings: Settings, plan: ReplayPlan,
             else:
                 verdict = Verdict.FOREIGN if letter is None else judge(letter, plan.filters, replayed,
                                                                        plan.max_replays)
+            if letter is not None and verdict is Verdict.FATE_UNKNOWN:
+                summary.fate_unknown[letter.reason] += 1
             if letter is not None and verdict is Verdict.REPLAY and plan.to_topic is None \
                     and letter.origin[0] not in consumer_topics:
                 verdict = Verdict.NOT_CONSUMER_TOPIC

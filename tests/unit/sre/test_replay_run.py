@@ -15,7 +15,7 @@ from consumer.config.settings import Settings
 from consumer.sre.dlq_read import Filters
 from consumer.sre.replay import ReplayPlan, run_replay
 from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, FakeProducer, install
-from tests.unit.sre.test_dlq_filters import TOKEN_FAILURE, dead_lettered
+from tests.unit.sre.test_dlq_filters import CAMPAIGN_A, TOKEN_FAILURE, dead_lettered
 
 
 def dlq_records(count: int) -> list[DlqMessage]:
@@ -103,21 +103,34 @@ def test_a_run_that_finds_nothing_says_why_and_what_to_do(monkeypatch: pytest.Mo
     assert "3 record(s)" in again.output and "--from-beginning" in again.output and "--group" in again.output
 
 
-def test_a_replay_holding_stale_dead_letters_warns_before_anything_is_sent(monkeypatch: pytest.MonkeyPatch,
-                                                                           env: None) -> None:
-    # A replay is a new record: its Kafka timestamp is new, so the consumers' stale guard no longer
-    # stops an event whose delivered mark may have expired. `replay` with no --reason takes them.
+@pytest.mark.parametrize("reason", ["ambiguous", "stale"])
+def test_dead_letters_of_unknown_fate_are_replayed_only_when_their_reason_is_named(
+        monkeypatch: pytest.MonkeyPatch, env: None, reason: str) -> None:
+    # An `ambiguous` event may have been delivered (its request's fate is unknown), a `stale` one
+    # may have been delivered longer ago than the dedup horizon: replayed, either could reach its
+    # customer a second time. A replay with no --reason (or another one) used to take them with the
+    # rest; now only a run that names the reason does, after the SRE checked with Pisano.
     from consumer.outcomes.deadletter import Failure
 
-    stale = dead_lettered(Failure("stale", "older than the dedup horizon"), offset=7)
-    cluster = Cluster([*dlq_records(1), DlqMessage(stale.headers(), topic=DLQ, partition=0, offset=1)])
+    unknown = dead_lettered(Failure(reason, "fate unknown", campaign_id=CAMPAIGN_A), offset=7)
+    cluster = Cluster([*dlq_records(1), DlqMessage(unknown.headers(), topic=DLQ, partition=0, offset=1)])
     install(monkeypatch, cluster)
-    dry = CliRunner().invoke(main, ["replay", "--dry-run"])
-    assert dry.exit_code == 0, dry.output
-    warning = next(line for line in dry.output.splitlines() if "stale" in line and "warning" in line)
-    assert "1 " in warning and "never delivered" in warning
-    others = CliRunner().invoke(main, ["replay", "--dry-run", "--error-code", "13001"])
-    assert not any("warning" in line and "stale" in line for line in others.output.splitlines())
+    for args in ([], ["--campaign", CAMPAIGN_A], ["--reason", "pisano_error"]):
+        result = CliRunner().invoke(main, ["replay", "--dry-run", *args])
+        assert result.exit_code == 0, result.output
+        held = next(line for line in result.output.splitlines() if "fate unknown" in line)
+        assert held.split()[3] == ("1" if args[:1] != ["--reason"] else "0"), result.output
+        if args[:1] != ["--reason"]:
+            assert f"--reason {reason}" in held and "check with Pisano" in held, held
+    result = CliRunner().invoke(main, ["replay"])
+    assert result.exit_code == 0, result.output
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
+    named = CliRunner().invoke(main, ["replay", "--reason", reason])  # its own group: reads from the start
+    assert named.exit_code == 0, named.output
+    assert len(cluster.published) == 2
+    if reason == "stale":
+        warning = next(line for line in named.output.splitlines() if "stale" in line and "warning" in line)
+        assert "1 " in warning and "never delivered" in warning
 
 
 @pytest.mark.parametrize("target", [DLQ, "pisano-sms.receipts"])
