@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from enum import StrEnum
+from typing import Any
 
 from confluent_kafka import KafkaException, TopicCollection
 
@@ -62,6 +63,17 @@ def decoded(metadata: str | None) -> str | None:
     if metadata and metadata.startswith(METADATA_PREFIX):
         return _id_or_none(metadata[len(METADATA_PREFIX):])
     return None
+
+
+def committed_id(committed: Any) -> str | None:
+    """The id a committed offset (a TopicPartition from `Consumer.committed`) carries."""
+    try:
+        metadata = committed.metadata
+    except UnicodeDecodeError:
+        # confluent_kafka decodes it as UTF-8 when read: whoever commits on the group chooses
+        # the bytes, and a broker may keep them as sent. Not ours, and no reason to stop a replay.
+        return None
+    return decoded(metadata)
 
 
 def _id_or_none(text: str) -> str | None:

@@ -160,3 +160,26 @@ def test_a_recreated_dlq_on_a_broker_without_ids_is_read_from_its_beginning(
     assert len(cluster.published) == 3 and cluster.committed["g"] == 3
     assert "same topic" not in result.output and "recreated" in result.output
     assert decoded(cluster.committed_metadata["g"]) is None  # no zero id stored
+
+
+def test_metadata_that_is_not_utf8_is_no_id_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: confluent_kafka reads a commit's metadata as UTF-8 when `metadata` is read
+    # (a T_STRING member): bytes that are not, which a client on a broker that keeps the bytes as
+    # sent can commit on the group, raised UnicodeDecodeError out of the replay at every run.
+    from tests.unit.sre.fake_dlq import FakeDlqConsumer
+
+    class NotUtf8:
+        def __init__(self, offset: int) -> None:
+            self.partition, self.offset = 0, offset
+
+        @property
+        def metadata(self) -> str:
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    cluster = Cluster(dlq_records(3), committed={"g": 5}, topic_id=ID_1)
+    install(monkeypatch, cluster)
+    monkeypatch.setattr(FakeDlqConsumer, "committed",
+                        lambda self, tps, timeout=0: [NotUtf8(self.cluster.committed[self.group]) for _ in tps])
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 0, result.output
+    assert len(cluster.published) == 3 and decoded(cluster.committed_metadata["g"]) == ID_1  # by offsets, as before
