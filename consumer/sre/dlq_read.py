@@ -41,7 +41,7 @@ from consumer.outcomes.deadletter import (
 from consumer.plain_number import plain_number
 from consumer.sre.record_text import shown
 from consumer.sre.replay_signature import ATTEMPT_ID
-from consumer.sre.topic_identity import Start, decide, decoded, encoded
+from consumer.sre.topic_identity import Start, committed_id, decide, encoded
 from consumer.state.dedup import LEGACY_ATTEMPT
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class TopicReader:
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self.topic_id = self._topic_id()
         try:
-            committed = {tp.partition: (tp.offset, decoded(tp.metadata)) for tp in
+            committed = {tp.partition: (tp.offset, committed_id(tp)) for tp in
                          self.consumer.committed(tps, timeout=METADATA_TIMEOUT_S)} if self.start == "committed" else {}
             for p in partitions:
                 low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),

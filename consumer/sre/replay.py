@@ -416,10 +416,10 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                     _check_target(consumer, target, settings, known_targets)
                 except TopicError as exc:
                     checkpoint()
-                    if summary.committed or summary.replayed:
+                    if summary.committed or (publisher is not None and summary.replayed):
                         # Part-way: positions were committed (or records published): the counts
                         # so far and exit 1, like any failure after the start. A run that changed
-                        # nothing stays a missing topic at the start (exit 2).
+                        # nothing (a dry run never does) stays a missing topic at the start (exit 2).
                         raise ReplayError(f"after {summary.read:,} record(s) read: {exc}, then run again"
                                           f"{resume_hint(plan)}: it resumes from group {plan.group}'s committed "
                                           "position, at the record that needs it") from exc

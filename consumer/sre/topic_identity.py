@@ -12,7 +12,9 @@ the metadata of each offset it commits and compares it with the topic's current 
 from __future__ import annotations
 
 import logging
+import re
 from enum import StrEnum
+from typing import Any
 
 from confluent_kafka import KafkaException, TopicCollection
 
@@ -24,6 +26,11 @@ log = logging.getLogger(__name__)
 # Prefixed: a group's metadata written by another tool is not taken for an id.
 METADATA_PREFIX = "pisano-sms.topic-id="
 DESCRIBE_TIMEOUT_S = 10.0
+# A topic id as librdkafka writes it: 16 bytes in base64, unpadded (either alphabet).
+_TOPIC_ID = re.compile(r"[A-Za-z0-9+/_-]{22}")
+# What a broker that keeps no topic ids (ZooKeeper before IBP 2.8, Metadata before v10) answers
+# for every topic: taken for an id, a recreated topic would look like the same one.
+ZERO_ID = "AAAAAAAAAAAAAAAAAAAAAA"
 
 
 class Start(StrEnum):
@@ -51,9 +58,26 @@ def encoded(topic_id: str) -> str:
 
 
 def decoded(metadata: str | None) -> str | None:
+    """The id a commit carries; None for anything else (another tool's metadata, garbage behind
+    our prefix, the zero id): such a commit goes by offsets alone."""
     if metadata and metadata.startswith(METADATA_PREFIX):
-        return metadata[len(METADATA_PREFIX):] or None
+        return _id_or_none(metadata[len(METADATA_PREFIX):])
     return None
+
+
+def committed_id(committed: Any) -> str | None:
+    """The id a committed offset (a TopicPartition from `Consumer.committed`) carries."""
+    try:
+        metadata = committed.metadata
+    except UnicodeDecodeError:
+        # confluent_kafka decodes it as UTF-8 when read: whoever commits on the group chooses
+        # the bytes, and a broker may keep them as sent. Not ours, and no reason to stop a replay.
+        return None
+    return decoded(metadata)
+
+
+def _id_or_none(text: str) -> str | None:
+    return text if _TOPIC_ID.fullmatch(text) and text != ZERO_ID else None
 
 
 def topic_id_of(settings: Settings, topic: str) -> str | None:
@@ -62,8 +86,13 @@ def topic_id_of(settings: Settings, topic: str) -> str | None:
     admin = make_admin(settings)  # held until the answer: a client collected meanwhile fails its futures
     try:
         described = admin.describe_topics(TopicCollection([topic]), request_timeout=DESCRIBE_TIMEOUT_S)[topic]
-        return str(described.result(timeout=DESCRIBE_TIMEOUT_S).topic_id) or None
+        topic_id = described.result(timeout=DESCRIBE_TIMEOUT_S).topic_id
     except (KafkaException, TimeoutError) as exc:  # concurrent.futures' TimeoutError is this one
         log.warning("could not read the id of topic %s (%s): a recreated topic is told by its offsets alone",
                     topic, exc, extra={"topic": topic})
         return None
+    known = _id_or_none(str(topic_id)) if topic_id is not None else None
+    if known is None:
+        log.warning("Kafka gives no id for topic %s (a broker that keeps no topic ids): a recreated topic is "
+                    "told by its offsets alone", topic, extra={"topic": topic})
+    return known

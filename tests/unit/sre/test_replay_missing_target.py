@@ -90,3 +90,21 @@ def test_a_target_deleted_while_the_replay_runs_is_named_with_what_to_do_and_exi
     assert "topic transactions" in line and "no longer exists" in line and "create it" in line
     assert "run again" in line and "resumes" in line
     assert cluster.committed["g"] == 2  # never past the records Kafka did not take
+
+
+def test_a_dry_run_reaching_a_missing_topic_is_exit_2_and_says_nothing_of_resuming(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: a dry run that would replay 3 records before `orders` exited 1 saying "run
+    # again: it resumes from group g's committed position", though a dry run commits nothing (and
+    # publishes nothing): README's exit 2, a topic missing before anything was committed or published.
+    import consumer.sre.replay as replay
+
+    records = dlq_records(3)
+    records.append(from_topic(dlq_records(4)[3], "orders", 3))
+    cluster = Cluster(records)
+    install(monkeypatch, cluster)
+    monkeypatch.setattr(replay, "CHECKPOINT_INTERVAL_S", 0.0)
+    result = CliRunner().invoke(main, ["replay", "--group", "g", "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "topic orders does not exist" in result.output and "resumes" not in result.output
+    assert cluster.committed == {} and cluster.published == []
