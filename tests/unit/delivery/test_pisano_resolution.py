@@ -97,21 +97,9 @@ def test_a_hanging_lookup_is_shared_by_the_requests_meanwhile(
     assert len(accepted) == 1
 
 
-def test_a_name_that_does_not_resolve_is_not_sent_with_the_resolvers_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    def unknown(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", unknown)
-    client = PisanoClient(f"http://{NAME}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5, max_connections=1)
-    _, error = send_timed(client)
-    assert error is not None and not error.ambiguous, error
-    assert str(error).startswith("ConnectError: request not sent ("), error
-    assert "Name or service not known" in str(error), error
-
-
 def test_a_name_that_does_not_resolve_says_which_host_and_to_check_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """PISANO_URL's host, a destination's or the proxy's: the OS's reason alone does not say which,
-    nor what to do."""
+    """Not sent, with the resolver's reason; and PISANO_URL's host, a destination's or the proxy's:
+    the OS's reason alone does not say which, nor what to do."""
     def unknown(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
