@@ -234,6 +234,9 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     "'a': 'Authorization: x', ", '"a":"b", Authorization: ', "a:'a:\"a:\\\"a:\\'authorization:",
     "pwd=a;path \t ", "pwd=a;secure-", "pwd=a;Path\t\t", "pwd=a;httponly",  # an attribute as written
     "$4\\r\\nAUTH\\r\\n$1\\r\\n\\\\", "$4\\r\\nAUTH\\r\\n$1\\r\\na\\\\r",  # a doubled backslash in RESP
+    # Review of the sixth: RESP escaped twice, redis-cli's `-a` up to its command's end.
+    "$4\\\\r\\\\nAUTH\\\\r\\\\n$1\\\\r\\\\n", "$4\\\\r\\\\nAUTH\\\\r\\\\n$1\\\\r\\\\na\\\\\\\\", "\\\\\\",
+    "redis-cli -a ", "redis-cli ; -a ", "redis-cli", "redis-cli -a a;",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position
