@@ -41,21 +41,29 @@ _CLOSING = {"\\" * n + c: re.compile(r"(?<!\\)" + re.escape("\\" * n + c)) for n
 
 def is_secret_name(name: str) -> bool:
     lowered = name.lower()
-    return lowered in _SECRET_NAMES or any(hint in lowered for hint in SECRET_NAME_HINTS)
+    return lowered in _SECRET_NAMES or any(hint in lowered for hint in SECRET_NAME_HINTS) or is_session_name(name)
 
 
 def is_session_name(name: str) -> bool:
-    """Whether `name=value` holds a session id: a cookie's value (no `;`, `,`, quote or blank in it)."""
+    """Whether `name=value` holds a session id: a cookie's value (no `;`, `,`, quote or blank in it).
+    A framework names its cookie for itself then the word (`laravel_session`, `ci_session`,
+    `connect_session_id`, `appSession`): a name whose last word is `session`, or whose last two are
+    `session id`. Not a word ending in it (`obsession`) nor a setting of one (`session.timeout.ms`)."""
     lowered = name.lower()
-    return lowered in _SESSION_NAMES or any(hint in lowered for hint in _SESSION_HINTS)
+    if lowered in _SESSION_NAMES or any(hint in lowered for hint in _SESSION_HINTS):
+        return True
+    words = [word.lower() for word in _WORD_BREAK.split(name) if word]
+    return words[-1:] == ["session"] or words[-2:] == ["session", "id"]
 
 
 def is_secret_key(name: str) -> bool:
-    """Whether `name` in `name: value` or `"name": value` holds a secret (see _SECRET_LAST_WORDS)."""
+    """Whether `name` in `name: value` or `"name": value` holds a secret (see _SECRET_LAST_WORDS), or
+    a session id (is_session_name)."""
     words = [word.lower() for word in _WORD_BREAK.split(name) if word]
     if not words:
         return False
-    return words[-1] in _SECRET_LAST_WORDS or (words[-1] == "key" and not _KEY_QUALIFIERS.isdisjoint(words))
+    return (words[-1] in _SECRET_LAST_WORDS or (words[-1] == "key" and not _KEY_QUALIFIERS.isdisjoint(words))
+            or is_session_name(name))
 
 
 def is_prose(text: str, start: int = 0, end: int | None = None) -> bool:

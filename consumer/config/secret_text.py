@@ -22,7 +22,7 @@ from consumer.config.escaped_marks import in_escaped_marks
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
 from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_resp_auth
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
-from consumer.config.secret_names import MASK, is_secret_key, is_secret_name, is_session_name, quoted_span
+from consumer.config.secret_names import MASK, is_prose, is_secret_key, is_secret_name, is_session_name, quoted_span
 
 # A URL's start: `scheme:` then two slashes, or two slashes alone after a space, a quote, a bracket
 # or `=` (a network-path reference; `a//b` is a path). A JSON string writes a slash as `\/` (and as
@@ -201,6 +201,8 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
         return None  # `"password": ["is too short"]` is a structure (an error list), not the value
     if (quoted := quoted_span(text, start)) is not None:
         start, end, _ = quoted
+        if is_session_name(name) and is_prose(text, start, end):
+            return None  # `"session": "expired"`: a state; an id holds a digit or a sign, or both cases
         scheme = _AUTH_SCHEME.match(text, start, end) or (_ANY_SCHEME.match(text, start, end) if header else None)
         if scheme is not None:
             start = scheme.end()  # `Bearer`, `Basic`: the kind of credential is a diagnostic
