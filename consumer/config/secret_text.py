@@ -38,17 +38,33 @@ _URL_END = re.compile(r"[\s\"'<>()\[\]{},;]")
 _RESERVED = re.compile(r"[/?#]|" + _ESCAPED_SLASH)
 
 # `user:pw@host` without `//` (`_mask_bare_user_info`): a word up to its first `:`, and its rest.
-# Tried at a word's start only; a word without a `:` is read up to the next `=` at most.
+# Tried at a word's start only; a word without a `:` is read up to the next `=` at most. The rest
+# may hold `[` and `]`: a password may (`user:p[w@host`), and so does an IPv6 host (`[::1]`).
 _BARE_USER_INFO = re.compile(r"(?<![^\s\"'<>()\[\]{},;=])(?P<user>[^\s\"'<>()\[\]{},;=:]*+):"
-                             r"(?P<rest>[^\s\"'<>()\[\]{},;]*+)")
+                             r"(?P<rest>[^\s\"'<>(){},;]*+)")
 _HOST = re.compile(r"[\w\[]")
 _SLASH_FIRST = re.compile(r"\\*+/|" + _ESCAPED_SLASH)
 _ADDRESS_SCHEMES = frozenset({"mailto", "sip", "sips", "xmpp"})
 
 # A run of name characters, maybe quoted (also `\"name\"` in a JSON string inside one), then `=`, `:`
 # or `=>` (a Ruby hash as Rails inspects it: `{"password"=>"pw"}`; read as `=`, `>` was the value).
+# Also a quoted name, `, ` and a quote: a pair in a list of them (`[('authorization', 'pw')]`:
+# werkzeug's Headers, ASGI's raw headers; `[["Authorization", "pw"]]`), read for an Authorization only.
 _PAIR = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
-                   r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
+                   r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+|(?<=[\"'])[ \t]*+,[ \t]*+(?=b?\\{0,3}[\"']))")
+# Where that pair's bracket is: it opens a pair (`(`, `[`) inside a list of them (after `[` or `,`);
+# `['authorization', 'x-api-key']` and `('authorization', 'content-type')` are lists of names.
+_PAIR_IN_LIST = re.compile(r"(?:[\[,][ \t]*+)[(\[]b?\Z")
+_LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+")
+_BLANKS = re.compile(r"[ \t]*+")
+# An Authorization value of words only is prose, no credential (`Authorization: header missing`,
+# `"Authorization": ["This field is required."]`): each word a word as _PROSE in secret_names reads
+# it (letters in one case, maybe capitalized), and a clause's punctuation. A credential holds a
+# digit or a sign, or letters of both cases (base64). Read to its first clause's end at most.
+_PROSE_WORD = r"(?:[A-Z]?[a-z]+|[A-Z]+)"
+_PROSE_CLAUSE = re.compile(_PROSE_WORD + r"(?:[ \t]++" + _PROSE_WORD + r")*+[.!?]?[ \t]*+")
+_PROSE_CLAUSE_END = re.compile(r"[;,]|[\r\n]|\\[rn]|$")
+_PROSE_ELEMENT = re.compile(r"[ \t]*+(?:" + _PROSE_WORD + r"[.,;:!?]?[ \t]*+)*+")
 # In `name=value`, as in a query string. A `;` inside is the value's (`pw=a;b`), but one before a
 # blank, the end, or a cookie attribute ends it: `token=abc; Path=/; HttpOnly` as a Set-Cookie writes
 # it keeps its attributes (they say how the cookie is kept, not what it is). An attribute as written:
@@ -92,7 +108,7 @@ def _masked(text: str, levels: int) -> str:
     # @, a cookie header, an auth word, a long flag) is not in the text is not run. Masking only
     # takes marks away, so one test of the text as it came serves every pass.
     lowered = text.lower()
-    if "\\" in text or "\uff20" in text or "\uff1a" in text:  # `\u0040`, `\x3a`, full-width @ or `:`: decoded
+    if "\\" in text or "\uff20" in text or "\uff1a" in text or "&" in text:  # `\u0040`, `\x3a`, `&#64;`, full-width
         text = in_escaped_marks(text, _mask_user_info)
     if "@" in text:  # every user info ends at one
         text = _mask_user_info(text)
@@ -197,6 +213,10 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
         # `password= token=` has no value (a blank after the `=` only); `sasl.password = pw` has.
         if not is_secret_name(name) or (sep[0] == "=" and len(sep) > 1):
             return None
+    elif sep.strip() == "," and not (header and is_secret_key(name) and _pair_in_list(text, pair.start())):
+        return None
+    elif header and is_secret_key(name) and text.startswith("[", start):
+        return _listed_credentials(text, start + 1)  # Go's http.Header as JSON: `{"Authorization": ["pw"]}`
     elif not is_secret_key(name) or text.startswith(("{", "["), start):
         return None  # `"password": ["is too short"]` is a structure (an error list), not the value
     if (quoted := quoted_span(text, start)) is not None:
@@ -223,6 +243,33 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
     return start, start + len(word)
 
 
+def _pair_in_list(text: str, quote: int) -> bool:
+    return _PAIR_IN_LIST.search(text, max(0, quote - 24), quote) is not None
+
+
+def _listed_credentials(text: str, position: int) -> tuple[int, int] | None:
+    """Where the credentials in a list of quoted Authorization values at `position` start and end,
+    a scheme before the first kept; None if each is prose (an error list) or none is quoted. Linear:
+    each element is read once."""
+    first = last = -1
+    while (element := quoted_span(text, _after_blanks(text, position))) is not None:
+        start, end, after = element
+        if _PROSE_ELEMENT.fullmatch(text, start, end) is None:
+            scheme = _AUTH_SCHEME.match(text, start, end) or _ANY_SCHEME.match(text, start, end)
+            first = first if first >= 0 else (scheme.end() if scheme is not None else start)
+            last = end
+        gap = _LIST_GAP.match(text, after)
+        if gap is None:
+            break
+        position = gap.end()
+    return (first, last) if first >= 0 else None
+
+
+def _after_blanks(text: str, position: int) -> int:
+    blanks = _BLANKS.match(text, position)
+    return blanks.end() if blanks is not None else position
+
+
 def _scheme_of_more_words(text: str, start: int) -> bool:
     scheme = _ANY_SCHEME.match(text, start)
     return scheme is not None and not _ONE_WORD_SCHEME.fullmatch(scheme.group().rstrip())
@@ -241,6 +288,9 @@ def _header_credential(text: str, start: int, line_end: list[int], limit: int) -
         found = _LINE_END.search(text, start)
         line_end[0] = found.start() if found is not None else len(text)
     end = min(line_end[0], limit)
+    prose = _PROSE_CLAUSE.match(text, start, end)
+    if scheme is None and prose is not None and _PROSE_CLAUSE_END.match(text, prose.end(), end) is not None:
+        return None  # `Authorization: header missing; ...`; after a scheme (`Token abc`), a credential
     if scheme is None:
         scheme = _ANY_SCHEME.match(text, start, end)
         if scheme is None and _LONE_SCHEME.fullmatch(text, start, end):

@@ -41,3 +41,43 @@ def test_redis_cli_a_is_its_password_only_up_to_the_end_of_its_command(text: str
 ])
 def test_a_session_id_under_a_session_name_is_masked(text: str, masked: str | None) -> None:
     assert mask_urls_in_text(text) == (text if masked is None else masked)
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # An HTML entity as the at sign (or the colon) of a user info: a page or an HTML-escaping log viewer.
+    ("redis://user:Sx-1&#64;host:6379", "redis://***&#64;host:6379"), ("user:Sx-1&#64;host", "user:***&#64;host"),
+    ("user:Sx-1&commat;host", "user:***&commat;host"), ("user:Sx-1&#x40;host", "user:***&#x40;host"),
+    ("https://user&#58;Sx-1&#64;host/x", "https://***&#64;host/x"),
+    ("user&colon;Sx-1&commat;host", "user&colon;***&commat;host"),
+    ("Tom &amp; Jerry: a&#64;b", None), ("see &commat;ops", None), ("mail bob&#64;bank.test", None),
+])
+def test_an_html_entity_at_sign_of_a_user_info_is_read_as_one(text: str, masked: str | None) -> None:
+    assert mask_urls_in_text(text) == (text if masked is None else masked)
+
+
+def test_a_percent_encoded_at_sign_of_a_user_info_is_read_as_one() -> None:
+    assert "Sx-1" not in mask_urls_in_text("user:Sx-1%40host") + mask_urls_in_text("https://user:Sx-1%40host/x")
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("user:p[Sx-1@host", "user:***@host"), ("user:Sx-1]x@host:6379", "user:***@host:6379"),
+    ("default:p[Sx-1]@[::1]:6379", "default:***@[::1]:6379"), ("[user:Sx[1]@host]", "[user:***@host]"),
+    ("redis://user:p[Sx-1@host:6379", "redis://***@host:6379"),
+    ("[12:30] done", None), ("[a:b] at [c@d]", None), ("default:***@[::1]:6379", None),
+])
+def test_brackets_in_a_password_of_a_user_info_without_a_scheme(text: str, masked: str | None) -> None:
+    assert mask_urls_in_text(text) == (text if masked is None else masked)
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # No credential after Authorization: prose (its first word is no scheme, and so is every word).
+    ("Authorization: header missing", None), ("Authorization: header missing; dead-lettering 40 events", None),
+    ("proxy-authorization: not sent, retrying", None),
+    ("Authorization: Hawk id=Sx-1", "Authorization: Hawk ***"),
+    ("Authorization: Token abc", "Authorization: Token ***"),
+    ("Authorization: SharedKey acct:Sx-1", "Authorization: SharedKey ***"),
+    ("Authorization: Custom dXNlcjpwYXNz", "Authorization: Custom ***"),
+])
+def test_an_authorization_header_of_prose_stays(text: str, masked: str | None) -> None:
+    assert mask_urls_in_text(text) == (text if masked is None else masked)
+
