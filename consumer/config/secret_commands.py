@@ -38,6 +38,7 @@ _STATUS_WORDS = frozenset({"ok", "failed", "succeeded", "err", "error", "require
 # backslash escaping the quote after it (`\"AUTH pw\"` in a JSON string).
 _WORD = re.compile(r"[^\s\"'<>]++")
 _CLOSERS = ",;)]}\\"
+_OPENERS = ("(", "[", "{")
 _BLANKS = re.compile(r"[ \t]*+")
 _LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+(?=\\{0,3}[\"'])")  # only after a quoted argument
 # AUTH as the RESP protocol writes it (a MONITOR-less trace, a repr of the bytes sent): `$4`, a line
@@ -110,6 +111,8 @@ def mask_redis_auth(text: str) -> str:
     for auth in _AUTH.finditer(text):
         if auth.start() < done or (first := _argument(text, auth.end())) is None:
             continue
+        if first.bare and text.startswith(_OPENERS, first.start):
+            continue  # `Digest auth (response=401)`: a remark in brackets follows the word, no argument
         gap = _after_gap(text, first)
         second = _argument(text, gap) if gap > first.after else None
         if second is not None and _ends_command(text, second.after):

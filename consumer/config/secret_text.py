@@ -60,8 +60,9 @@ _BLANKS = re.compile(r"[ \t]*+")
 # An Authorization value of words only is prose, no credential (`Authorization: header missing`,
 # `"Authorization": ["This field is required."]`): each word a word as _PROSE in secret_names reads
 # it (letters in one case, maybe capitalized), and a clause's punctuation. A credential holds a
-# digit or a sign, or letters of both cases (base64). Read to its first clause's end at most.
-_PROSE_WORD = r"(?:[A-Z]?[a-z]+|[A-Z]+)"
+# digit or a sign, or letters of both cases (base64), or is longer than a word (a key of 32 letters,
+# as hex may be: 20 at most). Read to its first clause's end at most.
+_PROSE_WORD = r"(?:[A-Z]?[a-z]{1,20}+|[A-Z]{1,20}+)(?![A-Za-z])"
 _PROSE_CLAUSE = re.compile(_PROSE_WORD + r"(?:[ \t]++" + _PROSE_WORD + r")*+[.!?]?[ \t]*+")
 _PROSE_CLAUSE_END = re.compile(r"[;,]|[\r\n]|\\[rn]|$")
 _PROSE_ELEMENT = re.compile(r"[ \t]*+(?:" + _PROSE_WORD + r"[.,;:!?]?[ \t]*+)*+")
@@ -223,7 +224,11 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
         start, end, _ = quoted
         if is_session_name(name) and is_prose(text, start, end):
             return None  # `"session": "expired"`: a state; an id holds a digit or a sign, or both cases
-        scheme = _AUTH_SCHEME.match(text, start, end) or (_ANY_SCHEME.match(text, start, end) if header else None)
+        scheme = _AUTH_SCHEME.match(text, start, end)
+        if header and scheme is None:
+            if _is_prose_value(text, start, end):
+                return None  # `{"Authorization": "header missing"}`, as unquoted
+            scheme = _ANY_SCHEME.match(text, start, end)
         if scheme is not None:
             start = scheme.end()  # `Bearer`, `Basic`: the kind of credential is a diagnostic
         return start, end
@@ -265,6 +270,12 @@ def _listed_credentials(text: str, position: int) -> tuple[int, int] | None:
     return (first, last) if first >= 0 else None
 
 
+def _is_prose_value(text: str, start: int, end: int) -> bool:
+    """Whether the Authorization value at `start` is prose up to its first clause's end (`end` at most)."""
+    prose = _PROSE_CLAUSE.match(text, start, end)
+    return prose is not None and _PROSE_CLAUSE_END.match(text, prose.end(), end) is not None
+
+
 def _after_blanks(text: str, position: int) -> int:
     blanks = _BLANKS.match(text, position)
     return blanks.end() if blanks is not None else position
@@ -288,8 +299,7 @@ def _header_credential(text: str, start: int, line_end: list[int], limit: int) -
         found = _LINE_END.search(text, start)
         line_end[0] = found.start() if found is not None else len(text)
     end = min(line_end[0], limit)
-    prose = _PROSE_CLAUSE.match(text, start, end)
-    if scheme is None and prose is not None and _PROSE_CLAUSE_END.match(text, prose.end(), end) is not None:
+    if scheme is None and _is_prose_value(text, start, end):
         return None  # `Authorization: header missing; ...`; after a scheme (`Token abc`), a credential
     if scheme is None:
         scheme = _ANY_SCHEME.match(text, start, end)

@@ -81,3 +81,39 @@ def test_brackets_in_a_password_of_a_user_info_without_a_scheme(text: str, maske
 def test_an_authorization_header_of_prose_stays(text: str, masked: str | None) -> None:
     assert mask_urls_in_text(text) == (text if masked is None else masked)
 
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # A Digest credential holds `response="<hash>"`; a status after `response=` is no Digest's.
+    ("Digest auth (response=401)", None), ("digest challenge failed: response=403 Forbidden", None),
+    ('Authorization: Digest username="bob", response="6629fae49393a05397450978507c4ef1"', "Authorization: Digest ***"),
+    ('sent Digest username="bob", response="6629fae49393a05397450978507c4ef1"', "sent Digest ***"),
+    ("sent Digest username=bob, response=6629fae49393a05397450978507c4ef1", "sent Digest ***"),
+])
+def test_a_digest_credential_is_told_by_its_response_hash(text: str, masked: str | None) -> None:
+    assert mask_urls_in_text(text) == (text if masked is None else masked)
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # A short credential after Token / NTLM / Negotiate: 6 characters and more, letters and digits.
+    ("Token Sx1abc", "Token ***"), ("Token abc123 sent", "Token *** sent"),
+    ("sent token ab12Sx to gw", "sent token *** to gw"),
+    ("NTLM Sx9z12", "NTLM ***"), ("Negotiate Sx1234", "Negotiate ***"),
+    # ...but prose, a version, a count stay.
+    ("Token expired", None), ("Token refresh failed", None), ("Token v2 format", None), ("NTLM v2 only", None),
+    ("retried token 3 times", None), ("token 2fa off", None), ("Token x509", None), ("token in 10 min", None),
+    ("Token ab12", None),
+])
+def test_a_short_credential_after_token_or_ntlm_is_masked(text: str, masked: str | None) -> None:
+    assert mask_urls_in_text(text) == (text if masked is None else masked)
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ('{"Authorization": "header missing", "code": 1}', None), ("{'authorization': 'Not sent.'}", None),
+    ('{"Authorization": "Hawk id=Sx-1"}', '{"Authorization": "Hawk ***"}'),
+    ('{"Authorization": "Sx-1abc"}', '{"Authorization": "***"}'),
+    ('{"Authorization": "Token abc"}', '{"Authorization": "Token ***"}'),
+    ("Authorization: abcdefabcdefabcdefabcdefabcdefab", "Authorization: ***"),  # longer than a word
+])
+def test_a_quoted_authorization_value_of_prose_stays(text: str, masked: str | None) -> None:
+    assert mask_urls_in_text(text) == (text if masked is None else masked)
