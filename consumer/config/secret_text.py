@@ -2,8 +2,8 @@
 error body, echoed into a log line or a dead-letter header (`mask_urls_in_text`).
 
 A credential hides there as a URL's user info (`redis://user:pw@host`, also `https:\\/\\/...` or
-`https:\\u002F\\u002F...` as a JSON body escapes it, its `@` and `:` escaped as `\\u0040`
-(escaped_marks), `https%3A%2F%2Fuser%3Apw%40host` inside a query or form, `//user:pw@host` without
+`https:\\u002F\\u002F...` as a JSON body escapes it, its `@` and `:` escaped as `\\u0040` or
+`&#64;` (escaped_marks), `https%3A%2F%2Fuser%3Apw%40host` inside a query or form, `//user:pw@host` without
 a scheme, `user:pw@host` without the slashes) or as a value under
 a secret-bearing name (`password=pw`, `"password": "pw"`, `Authorization: Bearer pw`); also as an
 HTTP credential without such a name (secret_headers: cookies, a bare `Bearer pw`) and as a
