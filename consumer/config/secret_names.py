@@ -41,7 +41,9 @@ _CLOSING = {"\\" * n + c: re.compile(r"(?<!\\)" + re.escape("\\" * n + c)) for n
 
 def is_secret_name(name: str) -> bool:
     lowered = name.lower()
-    return lowered in _SECRET_NAMES or any(hint in lowered for hint in SECRET_NAME_HINTS) or is_session_name(name)
+    # (is_session_name's sets are in these: only its last words are looked at again.)
+    return (lowered in _SECRET_NAMES or any(hint in lowered for hint in SECRET_NAME_HINTS)
+            or ("session" in lowered and _ends_in_session(_words(name))))
 
 
 def is_session_name(name: str) -> bool:
@@ -52,18 +54,26 @@ def is_session_name(name: str) -> bool:
     lowered = name.lower()
     if lowered in _SESSION_NAMES or any(hint in lowered for hint in _SESSION_HINTS):
         return True
-    words = [word.lower() for word in _WORD_BREAK.split(name) if word]
+    # Split into words only a name holding the word (most names are looked at on every log line).
+    return "session" in lowered and _ends_in_session(_words(name))
+
+
+def _ends_in_session(words: list[str]) -> bool:
     return words[-1:] == ["session"] or words[-2:] == ["session", "id"]
+
+
+def _words(name: str) -> list[str]:
+    return [word.lower() for word in _WORD_BREAK.split(name) if word]
 
 
 def is_secret_key(name: str) -> bool:
     """Whether `name` in `name: value` or `"name": value` holds a secret (see _SECRET_LAST_WORDS), or
     a session id (is_session_name)."""
-    words = [word.lower() for word in _WORD_BREAK.split(name) if word]
+    words = _words(name)
     if not words:
         return False
     return (words[-1] in _SECRET_LAST_WORDS or (words[-1] == "key" and not _KEY_QUALIFIERS.isdisjoint(words))
-            or is_session_name(name))
+            or _ends_in_session(words) or is_session_name(name))
 
 
 def is_prose(text: str, start: int = 0, end: int | None = None) -> bool:

@@ -48,10 +48,12 @@ _ADDRESS_SCHEMES = frozenset({"mailto", "sip", "sips", "xmpp"})
 
 # A run of name characters, maybe quoted (also `\"name\"` in a JSON string inside one), then `=`, `:`
 # or `=>` (a Ruby hash as Rails inspects it: `{"password"=>"pw"}`; read as `=`, `>` was the value).
+_NAME = r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
+_PAIR = re.compile(_NAME + r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
 # Also a quoted name, `, ` and a quote: a pair in a list of them (`[('authorization', 'pw')]`:
-# werkzeug's Headers, ASGI's raw headers; `[["Authorization", "pw"]]`), read for an Authorization only.
-_PAIR = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
-                   r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+|(?<=[\"'])[ \t]*+,[ \t]*+(?=b?\\{0,3}[\"']))")
+# werkzeug's Headers, ASGI's raw headers; `[["Authorization", "pw"]]`), read for an Authorization
+# only, so looked for only in a text naming one (the other alternative, tried at every word, costs).
+_PAIR_OR_LISTED = re.compile(_NAME + r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+|(?<=[\"'])[ \t]*+,[ \t]*+(?=b?\\{0,3}[\"']))")
 # Where that pair's bracket is: it opens a pair (`(`, `[`) inside a list of them (after `[` or `,`);
 # `['authorization', 'x-api-key']` and `('authorization', 'content-type')` are lists of names.
 _PAIR_IN_LIST = re.compile(r"(?:[\[,][ \t]*+)[(\[]b?\Z")
@@ -185,7 +187,7 @@ def _mask_pairs(text: str) -> str:
     # one; each value's closing quote is searched for once, from its opening one.
     enclosing = -1
     headers = "authorization" in text.lower()
-    for pair in _PAIR.finditer(text):
+    for pair in (_PAIR_OR_LISTED if headers else _PAIR).finditer(text):
         # ...unless its value lies beyond: its `: ` or its `Basic ` reaches past that value
         # (`password=a,"pwd": b`, `pwd=a;authorization=Basic b`: the value ends at the blank) or
         # it ends where that value ends (a quote taken for the end of it); one name a value at most.
