@@ -66,7 +66,7 @@ _BLANKS = re.compile(r"[ \t]*+")
 # as hex may be: 20 at most). Read to its first clause's end at most.
 _PROSE_WORD = r"(?:[A-Z]?[a-z]{1,20}+|[A-Z]{1,20}+)(?![A-Za-z])"
 _PROSE_CLAUSE = re.compile(_PROSE_WORD + r"(?:[ \t]++" + _PROSE_WORD + r")*+[.!?]?[ \t]*+")
-_PROSE_CLAUSE_END = re.compile(r"[;,]|[\r\n]|\\[rn]|$")
+_PROSE_CLAUSE_END = re.compile(r"[;,)\]}]|[\r\n]|\\[rn]|$")  # also where a structure closes: `{"Authorization": null}`
 _PROSE_ELEMENT = re.compile(r"[ \t]*+(?:" + _PROSE_WORD + r"[.,;:!?]?[ \t]*+)*+")
 # In `name=value`, as in a query string. A `;` inside is the value's (`pw=a;b`), but one before a
 # blank, the end, or a cookie attribute ends it: `token=abc; Path=/; HttpOnly` as a Set-Cookie writes

@@ -73,6 +73,7 @@ def test_brackets_in_a_password_of_a_user_info_without_a_scheme(text: str, maske
     # No credential after Authorization: prose (its first word is no scheme, and so is every word).
     ("Authorization: header missing", None), ("Authorization: header missing; dead-lettering 40 events", None),
     ("proxy-authorization: not sent, retrying", None),
+    ('{"Authorization": null}', None), ("{'authorization': None, 'host': 'gw'}", None),
     ("Authorization: Hawk id=Sx-1", "Authorization: Hawk ***"),
     ("Authorization: Token abc", "Authorization: Token ***"),
     ("Authorization: SharedKey acct:Sx-1", "Authorization: SharedKey ***"),
