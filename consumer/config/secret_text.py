@@ -60,14 +60,19 @@ _PAIR_IN_LIST = re.compile(r"(?:[\[,][ \t]*+)[(\[]b?\Z")
 _LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+")
 _BLANKS = re.compile(r"[ \t]*+")
 # An Authorization value of words only is prose, no credential (`Authorization: header missing`,
-# `"Authorization": ["This field is required."]`): each word a word as _PROSE in secret_names reads
-# it (letters in one case, maybe capitalized), and a clause's punctuation. A credential holds a
-# digit or a sign, or letters of both cases (base64), or is longer than a word (a key of 32 letters,
-# as hex may be: 20 at most). Read to its first clause's end at most.
-_PROSE_WORD = r"(?:[A-Z]?[a-z]{1,20}+|[A-Z]{1,20}+)(?![A-Za-z])"
-_PROSE_CLAUSE = re.compile(_PROSE_WORD + r"(?:[ \t]++" + _PROSE_WORD + r")*+[.!?]?[ \t]*+")
+# `"Authorization": ["This field is required."]`): two words and more, each a word as _PROSE in
+# secret_names reads it (letters in one case, maybe capitalized, 19 at most), and a clause's
+# punctuation. One word alone is the credential (`Authorization: letmein`): a credential may be
+# letters only, and a missing one is said in words (`header missing`). A credential holds a digit
+# or a sign, or letters of both cases (base64), or is longer than a word (a key of 32 letters, as
+# hex may be). Read to its first clause's end at most. A literal for no value is none either
+# (`{"Authorization": null}`, `{'authorization': None}`, JavaScript's `undefined`).
+_PROSE_WORD = r"(?:[A-Z]?[a-z]{1,19}+|[A-Z]{1,19}+)(?![A-Za-z])"
+_PROSE_CLAUSE = re.compile(_PROSE_WORD + r"(?:[ \t]++" + _PROSE_WORD + r")++[.!?]?[ \t]*+"
+                           r"|(?:null|None|nil|undefined)(?![\w-])[ \t]*+")
 _PROSE_CLAUSE_END = re.compile(r"[;,)\]}]|[\r\n]|\\[rn]|$")  # also where a structure closes: `{"Authorization": null}`
-_PROSE_ELEMENT = re.compile(r"[ \t]*+(?:" + _PROSE_WORD + r"[.,;:!?]?[ \t]*+)*+")
+_ELEMENT_WORD = _PROSE_WORD + r"[.,;:!?]?"
+_PROSE_ELEMENT = re.compile(r"[ \t]*+(?:" + _ELEMENT_WORD + r"(?:[ \t]++" + _ELEMENT_WORD + r")++[ \t]*+)?+")
 # In `name=value`, as in a query string. A `;` inside is the value's (`pw=a;b`), but one before a
 # blank, the end, or a cookie attribute ends it: `token=abc; Path=/; HttpOnly` as a Set-Cookie writes
 # it keeps its attributes (they say how the cookie is kept, not what it is). An attribute as written:

@@ -242,6 +242,9 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     '{"Authorization": ["a", ', '"authorization": ["a b", ', "Authorization: a b ", "authorization: a ;",
     "&#64;", "a:&#64;", "a&colon;b&commat;", "&", "a:b[@", "[a:b]@", "Token ab12cd ", "ntlm a1 ",
     "Digest response=401 ", 'Digest response="', "auth (", "auth ((",
+    # Review of the seventh: one word after Authorization is a credential, two are prose.
+    "Authorization: null ", "Authorization: a. b ", '"authorization": ["a. b ', "('authorization', 'a b'), ",
+    '{"Authorization": ["a b", "c", ',
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

@@ -1,0 +1,43 @@
+"""Review of the seventh: the prose exemptions read one word as prose, so a credential of letters
+only (`letmein`, `mysecretkey`) was shown where a secret stands. The bias is the secret's: after a
+secret name, one word is the secret; prose is a clause of two words and more (`header missing`),
+a word from a short list of states (`password: required`), or a literal for no value (`null`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.config.secret_text import mask_urls_in_text
+from consumer.operations.logs import redact_text
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("Authorization: mysecretkey", "Authorization: ***"), ("Authorization: letmein", "Authorization: ***"),
+    ("Authorization: Xyzabcqwerty", "Authorization: ***"), ("Authorization: SECRETKEY", "Authorization: ***"),
+    ("Authorization: letmein; retrying", "Authorization: ***"),
+    ('{"Authorization": "supersecret"}', '{"Authorization": "***"}'),
+    ('headers={"Authorization": "ABCDEFGHIJKLMNOP"}', 'headers={"Authorization": "***"}'),
+    ("{'authorization': 'letmein', 'host': 'gw'}", "{'authorization': '***', 'host': 'gw'}"),
+    ('{"h": "Authorization: letmein", "code": 1}', '{"h": "Authorization: ***", "code": 1}'),
+    # A pair list and a list of values: one word is a credential there too.
+    ("[('authorization', 'supersecret')]", "[('authorization', '***')]"),
+    ('{"Authorization": ["supersecret"]}', '{"Authorization": ["***"]}'),
+    ('{"Authorization": ["This field is required.", "letmein"]}',
+     '{"Authorization": ["This field is required.", "***"]}'),
+    ('{"Authorization": ["Required."]}', '{"Authorization": ["***"]}'),
+])
+def test_one_word_after_authorization_is_a_credential(text: str, masked: str) -> None:
+    assert mask_urls_in_text(text) == masked
+    assert redact_text(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    # Prose: a first clause of two words and more; a literal for no value, unquoted.
+    "Authorization: header missing", "Authorization: invalid token", "Authorization: header missing; retrying",
+    "proxy-authorization: not sent, retrying", '{"Authorization": "header missing", "code": 1}',
+    "{'authorization': 'Not sent.'}", '{"Authorization": ["This field is required."]}',
+    '{"Authorization": null}', "{'authorization': None, 'host': 'gw'}", "Authorization: null",
+    "[('authorization', 'not sent')]", "{'authorization': []}",
+])
+def test_prose_or_no_value_after_authorization_stays(text: str) -> None:
+    assert mask_urls_in_text(text) == text
