@@ -30,7 +30,16 @@ _WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
 # Where a credential may follow a word without a secret name before it (`Bearer`, `AUTH`), a word of
 # letters in one case, maybe capitalized, is prose (`bearer token expired`, `auth failed for`): a
 # password or token holds a digit or a sign, or letters of both cases (base64: `dXNlcjpwYXNz`).
+# A run of letters longer than a word (19 at most: `unauthenticated` is 15) is none: a key.
 _PROSE = re.compile(r"[A-Z]?[a-z]+|[A-Z]+")
+_LONGEST_WORD = 19
+# After a secret name and a colon, one word is the secret (`password: hunter`), but for these: a
+# value's state, as a validation error or a settings dump says it (`password: required`, `token:
+# expired`, `session: none`), or a literal for no value. Any case; a clause's end may follow. Kept
+# small on purpose: a password may be a word, and a word outside it goes.
+_STATE_WORDS = frozenset({"required", "missing", "empty", "invalid", "expired", "revoked", "unknown", "unset",
+                          "set", "none", "null", "nil", "undefined", "true", "false", "redacted", "hidden",
+                          "active", "closed"})
 
 # A quoted value, maybe Python bytes as a repr shows them (`b'pw'`: the `b` was taken for the value),
 # maybe escaped once or more (`\"pw\"` in a JSON string inside one).
@@ -77,7 +86,18 @@ def is_secret_key(name: str) -> bool:
 
 
 def is_prose(text: str, start: int = 0, end: int | None = None) -> bool:
-    return _PROSE.fullmatch(text, start, len(text) if end is None else end) is not None
+    end = len(text) if end is None else end
+    return end - start <= _LONGEST_WORD and _PROSE.fullmatch(text, start, end) is not None
+
+
+def is_prose_word(word: str) -> bool:
+    """As is_prose, of letters in any script (an error in Turkish: `geçersiz`)."""
+    return (len(word) <= _LONGEST_WORD and word.isalpha()
+            and (word.islower() or word.isupper() or (word[0].isupper() and word[1:].islower())))
+
+
+def is_state_word(word: str) -> bool:
+    return word.rstrip(".!").lower() in _STATE_WORDS
 
 
 def quoted_span(text: str, start: int) -> tuple[int, int, int] | None:

@@ -22,7 +22,15 @@ from consumer.config.escaped_marks import in_escaped_marks
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
 from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_resp_auth
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
-from consumer.config.secret_names import MASK, is_prose, is_secret_key, is_secret_name, is_session_name, quoted_span
+from consumer.config.secret_names import (
+    MASK,
+    is_prose_word,
+    is_secret_key,
+    is_secret_name,
+    is_session_name,
+    is_state_word,
+    quoted_span,
+)
 
 # A URL's start: `scheme:` then two slashes, or two slashes alone after a space, a quote, a bracket
 # or `=` (a network-path reference; `a//b` is a path). A JSON string writes a slash as `\/` (and as
@@ -84,6 +92,7 @@ _QUERY_VALUE = re.compile(r"(?:[^&\s#;]|;(?![ \t]*+" + _COOKIE_ATTRIBUTE + r"|\s
 # cookie octets, and `\/` (a JSON-escaped slash of base64).
 _SESSION_VALUE = re.compile(r"(?:[^&\s#;,\"'\\]|\\/)++")
 _BARE_VALUE = re.compile(r"[^\s\"'<>]+")  # in `name: value`, up to the end of the word
+_NEXT_WORD = re.compile(r"[ \t]++[^\W\d_]")  # ...then a word of letters: that one was prose
 _CREDENTIAL = re.compile(r"[^\s<>]+")  # `Bearer <admin token>` in a usage text is no credential
 _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
 # Maybe twice, as a client that adds `Bearer ` to a token holding it already sends: `Bearer Bearer
@@ -229,8 +238,8 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
         return None  # `"password": ["is too short"]` is a structure (an error list), not the value
     if (quoted := quoted_span(text, start)) is not None:
         start, end, _ = quoted
-        if is_session_name(name) and is_prose(text, start, end):
-            return None  # `"session": "expired"`: a state; an id holds a digit or a sign, or both cases
+        if is_session_name(name) and (is_state_word(text[start:end]) or _is_prose_value(text, start, end)):
+            return None  # `"session": "expired"`: a state; one other word is its id (`"sid": "qwhdkslapzmx"`)
         scheme = _AUTH_SCHEME.match(text, start, end)
         if header and scheme is None:
             if _is_prose_value(text, start, end):
@@ -248,9 +257,9 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
     # a credential after `Token ` is all of the word (Pisano's `Token token="..."`).
     value = (_BARE_VALUE if scheme is None else _CREDENTIAL).match(text, start)
     word = value.group().rstrip(",;)]}") if value is not None else ""
-    # A word of letters only is prose (`REPLAY_SIGNING_KEY: shorter than 16`, `Invalid value for
-    # 'token': must be`) or `null`, `true`, `None`; a password or token holds a digit or a sign.
-    if scheme is None and word.isalpha():
+    # One word is the secret (`password: hunter`), but a word of state (`password: required`, `null`)
+    # or the first of prose (`REPLAY_SIGNING_KEY: shorter than 16`, `Invalid value for 'token': must be`).
+    if scheme is None and (is_state_word(word) or (is_prose_word(word) and _NEXT_WORD.match(text, start + len(word)))):
         return None
     return start, start + len(word)
 

@@ -245,6 +245,7 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     # Review of the seventh: one word after Authorization is a credential, two are prose.
     "Authorization: null ", "Authorization: a. b ", '"authorization": ["a. b ', "('authorization', 'a b'), ",
     '{"Authorization": ["a b", "c", ',
+    "password: a ", "password: a b ", "pwd: required ", '"sid": "a b', "'session': 'a', ", "Bearer aaaa ", "AUTH aaa ",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

@@ -41,3 +41,42 @@ def test_one_word_after_authorization_is_a_credential(text: str, masked: str) ->
 ])
 def test_prose_or_no_value_after_authorization_stays(text: str) -> None:
     assert mask_urls_in_text(text) == text
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # After a secret name and a colon, one word is the secret, whatever its letters.
+    ("password: hunter", "password: ***"), ("secret: hunter", "secret: ***"), ("token: hunter", "token: ***"),
+    ("api_key: abcdefghij", "api_key: ***"), ("PWD: Letmein", "PWD: ***"),
+    ("password: hunter, user: bob", "password: ***, user: bob"), ("{password: hunter}", "{password: ***}"),
+    ("password: LetMeIn was rejected", "password: *** was rejected"),  # both cases: no prose word
+    ("password: abcdefghijklmnopqrstuvwxyz is wrong", "password: *** is wrong"),  # longer than a word
+    ("şifre ok, password: geçersiz", "şifre ok, password: ***"),
+    # A session value: one word is its id, but for a word of state (`expired`).
+    ('{"session": "abcdefghijklmnopqrstuvwxyz"}', '{"session": "***"}'),
+    ('{"sid": "ABCDEFGHIJKLMNOPQRSTUV"}', '{"sid": "***"}'), ("{'session': 'qwhdkslapzmx'}", "{'session': '***'}"),
+    ("session: abcdefghijklmnopqrstuvwxyz", "session: ***"),
+])
+def test_one_word_after_a_secret_name_is_the_secret(text: str, masked: str) -> None:
+    assert mask_urls_in_text(text) == masked
+    assert redact_text(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    # A word of state, in any case, maybe closing its clause; prose of two words and more.
+    "password: required", "password: missing", "Password: Required.", "token: expired", "secret: none",
+    "password: null}", "REPLAY_SIGNING_KEY: shorter than 16", "Invalid value for 'token': must be a string",
+    "password: too short", "şifre: geçersiz değer", '{"session": "expired"}', "session: expired",
+    '{"sid": null}',
+])
+def test_a_word_of_state_or_prose_after_a_secret_name_stays(text: str) -> None:
+    assert mask_urls_in_text(text) == text
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # A run of letters longer than any word is no prose word, after a scheme or AUTH either.
+    ("sent Bearer abcdefghijklmnopqrstuvwxyz to gw", "sent Bearer *** to gw"),
+    ("Token ABCDEFGHIJKLMNOPQRSTUVWX", "Token ***"),
+    ("sent AUTH abcdefghijklmnopqrstuvwxyz to redis", "sent AUTH *** to redis"),
+])
+def test_a_run_of_letters_longer_than_a_word_is_a_credential(text: str, masked: str) -> None:
+    assert mask_urls_in_text(text) == masked
