@@ -26,8 +26,11 @@ _PASSWORD_FLAGS = frozenset({"pass"})  # redis-cli's and valkey-cli's `--pass pw
 _REDIS_CLI = re.compile(r"(?i:(?:redis|valkey|keydb)-cli(?:\.exe)?)(?![\w.-])")
 _SHORT_PASSWORD = re.compile(r"(?<![\w.-])-a(?:" + _GAP + ")")
 # ...up to the end of its command: a shell's separator (`;`, `&&`, `||`, `|`, `&`) or a line break
-# (`redis-cli ping; ls -a /tmp` lists all of /tmp).
-_COMMAND_END = re.compile(r"[;|&\r\n]")
+# (`redis-cli ping; ls -a /tmp` lists all of /tmp), but not one inside quotes (`-h 'a;b'`) nor a
+# line break after a backslash (the command goes on: `redis-cli -h gw \` then `-a pw` below).
+# Quotes are read on one line, with no escapes: a quote that does not close is the last of its kind
+# on its line, so each is tried once and the search stays linear.
+_COMMAND_END = re.compile(r"'[^'\r\n]*+'|\"[^\"\r\n]*+\"|(?P<end>[;|&]|(?<!\\)(?<!\\\r)[\r\n])")
 # AUTH then its arguments, as flags (`_LIST_GAP` after a quoted one: redis-py's command args).
 _AUTH = re.compile(r"(?<![\w.-])(?P<quote>\\{0,3}[\"'])?(?i:auth)(?(quote)(?P=quote))"
                    r"(?:[ \t]++|(?<=[\"'])[ \t]*+,[ \t]*+(?=\\{0,3}[\"']))")
@@ -95,6 +98,8 @@ def _redis_cli_passwords(text: str) -> list[tuple[int, int]]:
     position = 0
     while (cli := _REDIS_CLI.search(text, position)) is not None:
         end = _COMMAND_END.search(text, cli.end())
+        while end is not None and end.group("end") is None:  # a quoted argument: passed over
+            end = _COMMAND_END.search(text, end.end())
         position = end.start() if end is not None else len(text)
         found += [(flag.start(), flag.end()) for flag in _SHORT_PASSWORD.finditer(text, cli.end(), position)]
     return found

@@ -59,13 +59,17 @@ _ADDRESS_SCHEMES = frozenset({"mailto", "sip", "sips", "xmpp"})
 _NAME = r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
 _PAIR = re.compile(_NAME + r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
 # Also a quoted name, `, ` and a quote: a pair in a list of them (`[('authorization', 'pw')]`:
-# werkzeug's Headers, ASGI's raw headers; `[["Authorization", "pw"]]`), read for an Authorization
-# only, so looked for only in a text naming one (the other alternative, tried at every word, costs).
+# werkzeug's Headers, ASGI's raw headers, `[(b'x-api-key', b'pw')]`; `[["Authorization", "pw"]]`),
+# looked for only in a text naming an Authorization or holding a quote, `, ` and a quote
+# (`_LISTED_MARK`: the other alternative, tried at every word, costs).
 _PAIR_OR_LISTED = re.compile(_NAME + r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+|(?<=[\"'])[ \t]*+,[ \t]*+(?=b?\\{0,3}[\"']))")
-# Where that pair's bracket is: it opens a pair (`(`, `[`) inside a list of them (after `[` or `,`);
+_LISTED_MARK = re.compile(r"[\"'][ \t]*+,[ \t]*+b?\\{0,3}[\"']")
+# Where that pair's bracket is: it opens a pair (`(`, `[`) inside a list, a tuple or a set of them
+# (after `[`, `(`, `{` or `,`);
 # `['authorization', 'x-api-key']` and `('authorization', 'content-type')` are lists of names.
-_PAIR_IN_LIST = re.compile(r"(?:[\[,][ \t]*+)[(\[]b?\Z")
+_PAIR_IN_LIST = re.compile(r"(?:[\[({,][ \t]*+)[(\[]b?\Z")
 _LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+")
+_BARE_ELEMENT = re.compile(r"[^\s,\[\](){}\"']++")  # in a list of values: `null`, a number
 _BLANKS = re.compile(r"[ \t]*+")
 # An Authorization value of words only is prose, no credential (`Authorization: header missing`,
 # `"Authorization": ["This field is required."]`): two words and more, each a word as _PROSE in
@@ -81,6 +85,10 @@ _PROSE_CLAUSE = re.compile(_PROSE_WORD + r"(?:[ \t]++" + _PROSE_WORD + r")++[.!?
 _PROSE_CLAUSE_END = re.compile(r"[;,)\]}]|[\r\n]|\\[rn]|$")  # also where a structure closes: `{"Authorization": null}`
 _ELEMENT_WORD = _PROSE_WORD + r"[.,;:!?]?"
 _PROSE_ELEMENT = re.compile(r"[ \t]*+(?:" + _ELEMENT_WORD + r"(?:[ \t]++" + _ELEMENT_WORD + r")++[ \t]*+)?+")
+# Under another name a number may be a word (`"password": ["Ensure this field has at least 8 characters."]`).
+_NUMBER_WORD = r"(?:" + _PROSE_WORD + r"|[0-9]{1,3}+(?![0-9]))[.,;:!?]?"
+_PROSE_ELEMENT_WITH_NUMBERS = re.compile(r"[ \t]*+(?:" + _NUMBER_WORD + r"(?:[ \t]++" + _NUMBER_WORD
+                                         + r")++[ \t]*+)?+")
 # In `name=value`, as in a query string. A `;` inside is the value's (`pw=a;b`), but one before a
 # blank, the end, or a cookie attribute ends it: `token=abc; Path=/; HttpOnly` as a Set-Cookie writes
 # it keeps its attributes (they say how the cookie is kept, not what it is). An attribute as written:
@@ -201,7 +209,8 @@ def _mask_pairs(text: str) -> str:
     # one; each value's closing quote is searched for once, from its opening one.
     enclosing = -1
     headers = "authorization" in text.lower()
-    for pair in (_PAIR_OR_LISTED if headers else _PAIR).finditer(text):
+    listed = headers or _LISTED_MARK.search(text) is not None
+    for pair in (_PAIR_OR_LISTED if listed else _PAIR).finditer(text):
         # ...unless its value lies beyond: its `: ` or its `Basic ` reaches past that value
         # (`password=a,"pwd": b`, `pwd=a;authorization=Basic b`: the value ends at the blank) or
         # it ends where that value ends (a quote taken for the end of it); one name a value at most.
@@ -230,16 +239,19 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
         # `password= token=` has no value (a blank after the `=` only); `sasl.password = pw` has.
         if not is_secret_name(name) or (sep[0] == "=" and len(sep) > 1):
             return None
-    elif sep.strip() == "," and not (header and is_secret_key(name) and _pair_in_list(text, pair.start())):
+    elif sep.strip() == "," and not (is_secret_key(name) and _pair_in_list(text, pair.start())):
         return None
-    elif header and is_secret_key(name) and text.startswith("[", start):
-        return _listed_credentials(text, start + 1)  # Go's http.Header as JSON: `{"Authorization": ["pw"]}`
+    elif is_secret_key(name) and text.startswith("[", start):
+        # Go's http.Header as JSON: `{"Authorization": ["pw"]}`, `{"X-Api-Key": ["pw"]}`
+        return _listed_credentials(text, start + 1, header)
     elif not is_secret_key(name) or text.startswith(("{", "["), start):
         return None  # `"password": ["is too short"]` is a structure (an error list), not the value
     if (quoted := quoted_span(text, start)) is not None:
         start, end, _ = quoted
-        if is_session_name(name) and (is_state_word(text[start:end]) or _is_prose_value(text, start, end)):
-            return None  # `"session": "expired"`: a state; one other word is its id (`"sid": "qwhdkslapzmx"`)
+        if not header and is_state_word(text[start:end]):
+            return None  # `"session": "expired"`, `('password', 'required')`: a state, no secret
+        if is_session_name(name) and _is_prose_value(text, start, end):
+            return None  # `"session": "not logged in"`; one other word is its id (`"sid": "qwhdkslapzmx"`)
         scheme = _AUTH_SCHEME.match(text, start, end)
         if header and scheme is None:
             if _is_prose_value(text, start, end):
@@ -268,22 +280,37 @@ def _pair_in_list(text: str, quote: int) -> bool:
     return _PAIR_IN_LIST.search(text, max(0, quote - 24), quote) is not None
 
 
-def _listed_credentials(text: str, position: int) -> tuple[int, int] | None:
-    """Where the credentials in a list of quoted Authorization values at `position` start and end,
-    a scheme before the first kept; None if each is prose (an error list) or none is quoted. Linear:
-    each element is read once."""
+def _listed_credentials(text: str, position: int, header: bool) -> tuple[int, int] | None:
+    """Where the secrets in a list of quoted values at `position` start and end, an Authorization's
+    scheme before the first kept; None if each is prose (an error list: `["is too short"]`), a word
+    of state under another name (`"password": ["required"]`) or a literal (`null`), or none is
+    quoted. Linear: each element is read once."""
     first = last = -1
-    while (element := quoted_span(text, _after_blanks(text, position))) is not None:
-        start, end, after = element
-        if _PROSE_ELEMENT.fullmatch(text, start, end) is None:
-            scheme = _AUTH_SCHEME.match(text, start, end) or _ANY_SCHEME.match(text, start, end)
-            first = first if first >= 0 else (scheme.end() if scheme is not None else start)
-            last = end
+    while True:
+        position = _after_blanks(text, position)
+        if (element := quoted_span(text, position)) is None:
+            if (bare := _BARE_ELEMENT.match(text, position)) is None:
+                break
+            position = after = bare.end()  # `[null, "pw"]`: not the secret, but the list goes on
+        else:
+            start, end, after = element
+            # After a scheme of one (`Basic letmein`), a credential, whatever its words.
+            scheme = _AUTH_SCHEME.match(text, start, end) if header else None
+            if scheme is not None or not _listed_prose(text, start, end, header):
+                scheme = scheme or (_ANY_SCHEME.match(text, start, end) if header else None)
+                first = first if first >= 0 else (scheme.end() if scheme is not None else start)
+                last = end
         gap = _LIST_GAP.match(text, after)
         if gap is None:
             break
         position = gap.end()
     return (first, last) if first >= 0 else None
+
+
+def _listed_prose(text: str, start: int, end: int, header: bool) -> bool:
+    if header:
+        return _PROSE_ELEMENT.fullmatch(text, start, end) is not None
+    return _PROSE_ELEMENT_WITH_NUMBERS.fullmatch(text, start, end) is not None or is_state_word(text[start:end])
 
 
 def _is_prose_value(text: str, start: int, end: int) -> bool:

@@ -236,12 +236,13 @@ def _field(key: str, value: object) -> str | int | float | bool | None:
     """An `extra` field fit for a log line. Its key is chosen by the code; its value may be a text
     from outside (Pisano's message, an exception, a record's value), so any text, and the text of
     any other object, is redacted like the message. Plain numbers stay numbers (offsets, counts:
-    a JSON number to query by), but an int as long as a phone under a key not named for a number,
+    a JSON number to query by), but one as long as a phone under a key not named for a number,
     which is redacted, and kept as a number if nothing in it was masked (a time under a time's
     name: `created_at`); a subclass could write anything, so it is written as a text."""
-    if value is None or (isinstance(value, (int, float)) and type(value) in (float, bool)):
+    if value is None or type(value) is bool:
         return value
-    if type(value) is int:
+    # A float as well: a number parsed as a double (`905321234567.0`) is the same phone.
+    if isinstance(value, (int, float)) and type(value) in (int, float):
         if abs(value) < 10 ** (MIN_PHONE_DIGITS - 1) or key in _NUMBER_FIELDS or key.endswith(_NUMBER_SUFFIXES):
             return value
         shown = _redacted_field(key, str(value))

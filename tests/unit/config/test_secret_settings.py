@@ -246,6 +246,8 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     "Authorization: null ", "Authorization: a. b ", '"authorization": ["a. b ', "('authorization', 'a b'), ",
     '{"Authorization": ["a b", "c", ',
     "password: a ", "password: a b ", "pwd: required ", '"sid": "a b', "'session': 'a', ", "Bearer aaaa ", "AUTH aaa ",
+    "redis-cli '", "redis-cli \"'-a ", "redis-cli \\\n-a ", "redis-cli -h 'a;' -a ", "[('pwd', '", "(('pwd', 'a'),",
+    '{"token": [null, ', '"pwd": [1, "a', '"pwd": ["a 1 ', "'a', b'", "[('authorization', 'Basic a b'), ",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position

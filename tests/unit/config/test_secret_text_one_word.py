@@ -80,3 +80,43 @@ def test_a_word_of_state_or_prose_after_a_secret_name_stays(text: str) -> None:
 ])
 def test_a_run_of_letters_longer_than_a_word_is_a_credential(text: str, masked: str) -> None:
     assert mask_urls_in_text(text) == masked
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # A pair list (ASGI's raw headers, werkzeug's Headers) holds any header: an API key as well.
+    ("[(b'x-api-key', b'Sx-1abc'), (b'host', b'gw')]", "[(b'x-api-key', b'***'), (b'host', b'gw')]"),
+    ("[('password', 'Sx-1')]", "[('password', '***')]"), ('[["X-Auth-Token", "Sx-1"]]', '[["X-Auth-Token", "***"]]'),
+    # ...and a tuple of pairs, a set of them.
+    ("(('authorization', 'Sx-1'),)", "(('authorization', '***'),)"),
+    ("{('x-api-key', 'Sx-1')}", "{('x-api-key', '***')}"),
+    # A list of values holding a literal or a number before the credential.
+    ('{"authorization": [null, "Sx-1"]}', '{"authorization": [null, "***"]}'),
+    ('{"Authorization": ["x y", 5, "Sx-1"]}', '{"Authorization": ["x y", 5, "***"]}'),
+    # A list of values under any secret name (Go's http.Header as JSON); after a scheme, a credential.
+    ('{"X-Api-Key": ["Sx-1"]}', '{"X-Api-Key": ["***"]}'),
+    ('{"Authorization": ["Basic letmein"]}', '{"Authorization": ["Basic ***"]}'),
+])
+def test_a_secret_in_a_pair_list_or_a_list_of_values_is_masked(text: str, masked: str) -> None:
+    assert mask_urls_in_text(text) == masked
+
+
+@pytest.mark.parametrize("text", ["missing headers: ['x-api-key', 'password']", "('password', 'token')",
+                                  "[('host', 'gw'), ('accept', '*/*')]", "{'authorization': [null]}",
+                                  # An error list or a pair of a name and its state.
+                                  '{"password": ["Ensure this field has at least 8 characters."]}',
+                                  '{"password": ["required"]}', "errors: [('password', 'required')]"])
+def test_a_list_of_names_or_of_errors_stays(text: str) -> None:
+    assert mask_urls_in_text(text) == text
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # A line continued by a backslash is the same command; a quoted `;` or `|` ends none.
+    ("redis-cli -h gw \\\n  -a Sx-1 ping", "redis-cli -h gw \\\n  -a *** ping"),
+    ("redis-cli -h gw \\\r\n  -a Sx-1 ping", "redis-cli -h gw \\\r\n  -a *** ping"),
+    ("redis-cli -h 'a;b' -a Sx-1", "redis-cli -h 'a;b' -a ***"),
+    ('redis-cli --user "u|v" -a Sx-1 ping', 'redis-cli --user "u|v" -a *** ping'),
+    ("redis-cli ping; ls -a /tmp 'x'", None),
+    ("redis-cli -a Sx-1 ping | grep -a 'PONG'", "redis-cli -a *** ping | grep -a 'PONG'"),
+])
+def test_redis_cli_a_is_read_through_a_continued_line_and_quoted_separators(text: str, masked: str | None) -> None:
+    assert mask_urls_in_text(text) == (text if masked is None else masked)

@@ -52,3 +52,18 @@ def test_the_text_formatter_redacts_an_int_phone_in_a_context_field() -> None:
     record.__dict__.update({"reason": 905321234567, "offset": 88123412345})
     line = TextFormatter().format(record)
     assert "5321234567" not in line and "offset=88123412345" in line, line
+
+
+@pytest.mark.parametrize(("key", "value"), [("phone", 905321234567.0), ("to", 5321234567.0),
+                                            ("msisdn", -9.05321234567e11), ("created_at", 905321234567.0)])
+def test_a_phone_passed_as_a_float_is_redacted(key: str, value: float) -> None:
+    """Review of the seventh: an int as long as a phone was redacted, a float of it passed as it came
+    (a number parsed as a double: `905321234567.0`)."""
+    shown = _fields(**{key: value})[key]
+    assert isinstance(shown, str) and "53212345" not in shown, shown
+
+
+@pytest.mark.parametrize(("key", "value"), [("offset", 88123412345.0), ("wait_ms", 86400000.0), ("ratio", 0.25),
+                                            ("elapsed", 12.5), ("x", float("inf"))])
+def test_a_float_under_a_number_key_or_short_stays_a_number(key: str, value: float) -> None:
+    assert _fields(**{key: value})[key] == value
