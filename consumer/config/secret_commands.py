@@ -25,6 +25,12 @@ _PASSWORD_FLAGS = frozenset({"pass"})  # redis-cli's and valkey-cli's `--pass pw
 # only after one of these clients' names, in any case, and as Windows names them (`redis-cli.exe`).
 _REDIS_CLI = re.compile(r"(?i:(?:redis|valkey|keydb)-cli(?:\.exe)?)(?![\w.-])")
 _SHORT_PASSWORD = re.compile(r"(?<![\w.-])-a(?:" + _GAP + ")")
+# ...up to the end of its command: a shell's separator (`;`, `&&`, `||`, `|`, `&`) or a line break
+# (`redis-cli ping; ls -a /tmp` lists all of /tmp), but not one inside quotes (`-h 'a;b'`) nor a
+# line break after a backslash (the command goes on: `redis-cli -h gw \` then `-a pw` below).
+# Quotes are read on one line, with no escapes: a quote that does not close is the last of its kind
+# on its line, so each is tried once and the search stays linear.
+_COMMAND_END = re.compile(r"'[^'\r\n]*+'|\"[^\"\r\n]*+\"|(?P<end>[;|&]|(?<!\\)(?<!\\\r)[\r\n])")
 # AUTH then its arguments, as flags (`_LIST_GAP` after a quoted one: redis-py's command args).
 _AUTH = re.compile(r"(?<![\w.-])(?P<quote>\\{0,3}[\"'])?(?i:auth)(?(quote)(?P=quote))"
                    r"(?:[ \t]++|(?<=[\"'])[ \t]*+,[ \t]*+(?=\\{0,3}[\"']))")
@@ -35,15 +41,27 @@ _STATUS_WORDS = frozenset({"ok", "failed", "succeeded", "err", "error", "require
 # backslash escaping the quote after it (`\"AUTH pw\"` in a JSON string).
 _WORD = re.compile(r"[^\s\"'<>]++")
 _CLOSERS = ",;)]}\\"
+_OPENERS = ("(", "[", "{")
 _BLANKS = re.compile(r"[ \t]*+")
 _LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+(?=\\{0,3}[\"'])")  # only after a quoted argument
 # AUTH as the RESP protocol writes it (a MONITOR-less trace, a repr of the bytes sent): `$4`, a line
 # break, `AUTH`, a line break, then its arguments as bulk strings, each `$<length>` and a line
-# break before it. The line breaks maybe escaped as in a repr or a JSON string (`\\r\\n`); there a
-# backslash of the value is doubled, and `\\\\r` is one and an `r`, not a line break.
-_RESP_AUTH = re.compile(r"\$4(?P<eol>\r\n|\\r\\n)(?i:auth)(?P=eol)")
-_RESP_BULK = {"\r\n": re.compile(r"\$\d{1,9}+\r\n(?P<value>[^\r\n]*+)"),
-              "\\r\\n": re.compile(r"\$\d{1,9}+\\r\\n(?P<value>(?:[^\r\n\\]|\\\\|\\(?![rn]))*+)")}
+# break before it. The line breaks maybe escaped as in a repr or a JSON string (`\\r\\n`), or more
+# than once (a repr inside a JSON string: `\\\\r\\\\n`): each escaped by the same run of n
+# backslashes. There a backslash of the value is 2n of them, and n then `r` is a line break; from
+# two on, the text is a JSON string's, which a raw `"` ends.
+_MAX_ESCAPES = 8  # a repr in JSON in JSON: 4
+_RESP_AUTH = re.compile(r"\$4(?P<eol>\r\n|(?P<escape>\\{1," + str(_MAX_ESCAPES) + r"})r(?P=escape)n)(?i:auth)(?P=eol)")
+_RAW_BULK = re.compile(r"\$\d{1,9}+\r\n(?P<value>[^\r\n]*+)")
+
+
+def _escaped_bulk(n: int) -> re.Pattern[str]:
+    escape, value_char = "\\\\" * n, r"[^\r\n\\" + ('"' if n > 1 else "") + "]"
+    return re.compile(r"\$\d{1,9}+" + escape + "r" + escape + "n(?P<value>(?:" + value_char + "|" + escape * 2
+                      + r"|\\(?!" + "\\\\" * (n - 1) + r"[rn]))*+)")
+
+
+_ESCAPED_BULK = {n: _escaped_bulk(n) for n in range(1, _MAX_ESCAPES + 1)}
 
 
 class _Argument(NamedTuple):
@@ -56,11 +74,11 @@ class _Argument(NamedTuple):
 def mask_flags(text: str) -> str:
     parts: list[str] = []
     done = 0
-    cli = _REDIS_CLI.search(text)
     flags = [(flag.start(), flag.end()) for flag in _FLAG.finditer(text)
              if flag.group("name").lower() in _PASSWORD_FLAGS or (is_secret_key(flag.group("name")) and not flag["eq"])]
-    if cli is not None:
-        flags = sorted(flags + [(flag.start(), flag.end()) for flag in _SHORT_PASSWORD.finditer(text, cli.end())])
+    short = _redis_cli_passwords(text)
+    if short:
+        flags = sorted(flags + short)
     for start, end in flags:
         # `--password --topic`: no value (a bare one; a quoted one may start with `-`). Told before
         # the word is read: `--pass=--pass=...` would read the rest of the run at each flag.
@@ -71,6 +89,20 @@ def mask_flags(text: str) -> str:
             parts += (text[done:span.start], MASK)
             done = span.end
     return "".join(parts) + text[done:] if parts else text
+
+
+def _redis_cli_passwords(text: str) -> list[tuple[int, int]]:
+    """Where each `-a` of a redis-cli command is, and where its flag ends. Linear: each command is
+    searched for its end once, and the next client's name from there."""
+    found: list[tuple[int, int]] = []
+    position = 0
+    while (cli := _REDIS_CLI.search(text, position)) is not None:
+        end = _COMMAND_END.search(text, cli.end())
+        while end is not None and end.group("end") is None:  # a quoted argument: passed over
+            end = _COMMAND_END.search(text, end.end())
+        position = end.start() if end is not None else len(text)
+        found += [(flag.start(), flag.end()) for flag in _SHORT_PASSWORD.finditer(text, cli.end(), position)]
+    return found
 
 
 def mask_redis_auth(text: str) -> str:
@@ -84,6 +116,8 @@ def mask_redis_auth(text: str) -> str:
     for auth in _AUTH.finditer(text):
         if auth.start() < done or (first := _argument(text, auth.end())) is None:
             continue
+        if first.bare and text.startswith(_OPENERS, first.start):
+            continue  # `Digest auth (response=401)`: a remark in brackets follows the word, no argument
         gap = _after_gap(text, first)
         second = _argument(text, gap) if gap > first.after else None
         if second is not None and _ends_command(text, second.after):
@@ -112,7 +146,8 @@ def mask_resp_auth(text: str) -> str:
     for auth in _RESP_AUTH.finditer(text):
         if auth.start() < done:
             continue
-        eol, bulk, position = auth.group("eol"), _RESP_BULK[auth.group("eol")], auth.end()
+        eol, escape, position = auth.group("eol"), auth.group("escape"), auth.end()
+        bulk = _RAW_BULK if escape is None else _ESCAPED_BULK[len(escape)]
         values: list[tuple[int, int]] = []
         while len(values) < 2 and (found := bulk.match(text, position)) is not None:
             values.append(found.span("value"))

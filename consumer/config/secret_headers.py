@@ -40,9 +40,18 @@ _CREDENTIAL = re.compile(r"(?:[^\s<>\"'\\]|\\/)++")
 # `WWW-Authenticate: Bearer realm="api", error=invalid_token`: auth parameters, not a credential
 # (base64 holds `=` only at its end, and a quote opening a value does not follow it).
 _PARAMETER = re.compile(r"[A-Za-z_-]++=[\"']")
+# `token`, `negotiate`, `NTLM` are also words of prose (`retried token 3 times`, `Token v2 format`,
+# `NTLM v2`, `Token x509`). After them, a word is a credential if it is long (8 characters and
+# more: a token, or an NTLM message, 40 bytes and more in base64), or of 6 or 7 with a letter and a
+# digit (a short API token: `Token abc123`); a word of letters (prose was taken out before) or of
+# digits (a count, a version: `negotiate 1.1`), or one shorter, stays.
 _PROSE_SCHEMES = frozenset({"token", "negotiate", "ntlm"})
 _MIN_CREDENTIAL = 8
-_RESPONSE = re.compile(r"(?<![\w.-])(?i:response)[ \t]*+=")  # what a Digest credential holds
+_MIN_SHORT_CREDENTIAL = 6
+_LETTER_AND_DIGIT = re.compile(r"(?=[^0-9]*+[0-9])[^A-Za-z]*+[A-Za-z]")
+# What a Digest credential holds: `response=` and its hash, quoted (RFC 7616) or as hex digits (32
+# and more: MD5, SHA-256); `response=401` is a status in prose (`Digest auth (response=401)`).
+_RESPONSE = re.compile(r"(?<![\w.-])(?i:response)[ \t]*+=[ \t]*+(?:\\{0,3}[\"']|[0-9A-Fa-f]{32})")
 
 
 def mask_cookies(text: str) -> str:
@@ -99,13 +108,16 @@ def mask_bare_credentials(text: str) -> str:
         word = credential.group().rstrip(",;)]}")  # `(Bearer pw)`
         if not word or is_prose(word) or "=" in word.rstrip("=") or _PARAMETER.match(text, scheme.end()):
             continue
-        # `token`, `negotiate`, `NTLM` are also words of prose (`retried token 3 times`, `NTLM v2`); a
-        # token or a blob of theirs is long (an NTLM message is 40 bytes and more, base64).
-        if scheme.group("scheme").lower() in _PROSE_SCHEMES and len(word) < _MIN_CREDENTIAL:
+        if scheme.group("scheme").lower() in _PROSE_SCHEMES and not _credential_after_prose_scheme(word):
             continue
         parts += (text[done:scheme.end()], MASK)
         done = scheme.end() + len(word)
     return "".join(parts) + text[done:] if parts else text
+
+
+def _credential_after_prose_scheme(word: str) -> bool:
+    return len(word) >= _MIN_CREDENTIAL or (
+        len(word) >= _MIN_SHORT_CREDENTIAL and _LETTER_AND_DIGIT.match(word) is not None)
 
 
 class _DigestLines:

@@ -30,7 +30,16 @@ _WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
 # Where a credential may follow a word without a secret name before it (`Bearer`, `AUTH`), a word of
 # letters in one case, maybe capitalized, is prose (`bearer token expired`, `auth failed for`): a
 # password or token holds a digit or a sign, or letters of both cases (base64: `dXNlcjpwYXNz`).
+# A run of letters longer than a word (19 at most: `unauthenticated` is 15) is none: a key.
 _PROSE = re.compile(r"[A-Z]?[a-z]+|[A-Z]+")
+_LONGEST_WORD = 19
+# After a secret name and a colon, one word is the secret (`password: hunter`), but for these: a
+# value's state, as a validation error or a settings dump says it (`password: required`, `token:
+# expired`, `session: none`), or a literal for no value. Any case; a clause's end may follow. Kept
+# small on purpose: a password may be a word, and a word outside it goes.
+_STATE_WORDS = frozenset({"required", "missing", "empty", "invalid", "expired", "revoked", "unknown", "unset",
+                          "set", "none", "null", "nil", "undefined", "true", "false", "redacted", "hidden",
+                          "active", "closed"})
 
 # A quoted value, maybe Python bytes as a repr shows them (`b'pw'`: the `b` was taken for the value),
 # maybe escaped once or more (`\"pw\"` in a JSON string inside one).
@@ -41,25 +50,54 @@ _CLOSING = {"\\" * n + c: re.compile(r"(?<!\\)" + re.escape("\\" * n + c)) for n
 
 def is_secret_name(name: str) -> bool:
     lowered = name.lower()
-    return lowered in _SECRET_NAMES or any(hint in lowered for hint in SECRET_NAME_HINTS)
+    # (is_session_name's sets are in these: only its last words are looked at again.)
+    return (lowered in _SECRET_NAMES or any(hint in lowered for hint in SECRET_NAME_HINTS)
+            or ("session" in lowered and _ends_in_session(_words(name))))
 
 
 def is_session_name(name: str) -> bool:
-    """Whether `name=value` holds a session id: a cookie's value (no `;`, `,`, quote or blank in it)."""
+    """Whether `name=value` holds a session id: a cookie's value (no `;`, `,`, quote or blank in it).
+    A framework names its cookie for itself then the word (`laravel_session`, `ci_session`,
+    `connect_session_id`, `appSession`): a name whose last word is `session`, or whose last two are
+    `session id`. Not a word ending in it (`obsession`) nor a setting of one (`session.timeout.ms`)."""
     lowered = name.lower()
-    return lowered in _SESSION_NAMES or any(hint in lowered for hint in _SESSION_HINTS)
+    if lowered in _SESSION_NAMES or any(hint in lowered for hint in _SESSION_HINTS):
+        return True
+    # Split into words only a name holding the word (most names are looked at on every log line).
+    return "session" in lowered and _ends_in_session(_words(name))
+
+
+def _ends_in_session(words: list[str]) -> bool:
+    return words[-1:] == ["session"] or words[-2:] == ["session", "id"]
+
+
+def _words(name: str) -> list[str]:
+    return [word.lower() for word in _WORD_BREAK.split(name) if word]
 
 
 def is_secret_key(name: str) -> bool:
-    """Whether `name` in `name: value` or `"name": value` holds a secret (see _SECRET_LAST_WORDS)."""
-    words = [word.lower() for word in _WORD_BREAK.split(name) if word]
+    """Whether `name` in `name: value` or `"name": value` holds a secret (see _SECRET_LAST_WORDS), or
+    a session id (is_session_name)."""
+    words = _words(name)
     if not words:
         return False
-    return words[-1] in _SECRET_LAST_WORDS or (words[-1] == "key" and not _KEY_QUALIFIERS.isdisjoint(words))
+    return (words[-1] in _SECRET_LAST_WORDS or (words[-1] == "key" and not _KEY_QUALIFIERS.isdisjoint(words))
+            or _ends_in_session(words) or is_session_name(name))
 
 
 def is_prose(text: str, start: int = 0, end: int | None = None) -> bool:
-    return _PROSE.fullmatch(text, start, len(text) if end is None else end) is not None
+    end = len(text) if end is None else end
+    return end - start <= _LONGEST_WORD and _PROSE.fullmatch(text, start, end) is not None
+
+
+def is_prose_word(word: str) -> bool:
+    """As is_prose, of letters in any script (an error in Turkish: `geçersiz`)."""
+    return (len(word) <= _LONGEST_WORD and word.isalpha()
+            and (word.islower() or word.isupper() or (word[0].isupper() and word[1:].islower())))
+
+
+def is_state_word(word: str) -> bool:
+    return word.rstrip(".!").lower() in _STATE_WORDS
 
 
 def quoted_span(text: str, start: int) -> tuple[int, int, int] | None:

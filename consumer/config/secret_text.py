@@ -2,8 +2,8 @@
 error body, echoed into a log line or a dead-letter header (`mask_urls_in_text`).
 
 A credential hides there as a URL's user info (`redis://user:pw@host`, also `https:\\/\\/...` or
-`https:\\u002F\\u002F...` as a JSON body escapes it, its `@` and `:` escaped as `\\u0040`
-(escaped_marks), `https%3A%2F%2Fuser%3Apw%40host` inside a query or form, `//user:pw@host` without
+`https:\\u002F\\u002F...` as a JSON body escapes it, its `@` and `:` escaped as `\\u0040` or
+`&#64;` (escaped_marks), `https%3A%2F%2Fuser%3Apw%40host` inside a query or form, `//user:pw@host` without
 a scheme, `user:pw@host` without the slashes) or as a value under
 a secret-bearing name (`password=pw`, `"password": "pw"`, `Authorization: Bearer pw`); also as an
 HTTP credential without such a name (secret_headers: cookies, a bare `Bearer pw`) and as a
@@ -22,7 +22,15 @@ from consumer.config.escaped_marks import in_escaped_marks
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
 from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_resp_auth
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
-from consumer.config.secret_names import MASK, is_secret_key, is_secret_name, is_session_name, quoted_span
+from consumer.config.secret_names import (
+    MASK,
+    is_prose_word,
+    is_secret_key,
+    is_secret_name,
+    is_session_name,
+    is_state_word,
+    quoted_span,
+)
 
 # A URL's start: `scheme:` then two slashes, or two slashes alone after a space, a quote, a bracket
 # or `=` (a network-path reference; `a//b` is a path). A JSON string writes a slash as `\/` (and as
@@ -38,17 +46,49 @@ _URL_END = re.compile(r"[\s\"'<>()\[\]{},;]")
 _RESERVED = re.compile(r"[/?#]|" + _ESCAPED_SLASH)
 
 # `user:pw@host` without `//` (`_mask_bare_user_info`): a word up to its first `:`, and its rest.
-# Tried at a word's start only; a word without a `:` is read up to the next `=` at most.
+# Tried at a word's start only; a word without a `:` is read up to the next `=` at most. The rest
+# may hold `[` and `]`: a password may (`user:p[w@host`), and so does an IPv6 host (`[::1]`).
 _BARE_USER_INFO = re.compile(r"(?<![^\s\"'<>()\[\]{},;=])(?P<user>[^\s\"'<>()\[\]{},;=:]*+):"
-                             r"(?P<rest>[^\s\"'<>()\[\]{},;]*+)")
+                             r"(?P<rest>[^\s\"'<>(){},;]*+)")
 _HOST = re.compile(r"[\w\[]")
 _SLASH_FIRST = re.compile(r"\\*+/|" + _ESCAPED_SLASH)
 _ADDRESS_SCHEMES = frozenset({"mailto", "sip", "sips", "xmpp"})
 
 # A run of name characters, maybe quoted (also `\"name\"` in a JSON string inside one), then `=`, `:`
 # or `=>` (a Ruby hash as Rails inspects it: `{"password"=>"pw"}`; read as `=`, `>` was the value).
-_PAIR = re.compile(r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
-                   r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
+_NAME = r"(?P<quote>\\{0,3}[\"'])?(?<![\w.-])(?P<name>[\w.-]++)(?(quote)(?P=quote))"
+_PAIR = re.compile(_NAME + r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+)")
+# Also a quoted name, `, ` and a quote: a pair in a list of them (`[('authorization', 'pw')]`:
+# werkzeug's Headers, ASGI's raw headers, `[(b'x-api-key', b'pw')]`; `[["Authorization", "pw"]]`),
+# looked for only in a text naming an Authorization or holding a quote, `, ` and a quote
+# (`_LISTED_MARK`: the other alternative, tried at every word, costs).
+_PAIR_OR_LISTED = re.compile(_NAME + r"(?P<sep>[ \t]*+(?:=>|[:=])[ \t]*+|(?<=[\"'])[ \t]*+,[ \t]*+(?=b?\\{0,3}[\"']))")
+_LISTED_MARK = re.compile(r"[\"'][ \t]*+,[ \t]*+b?\\{0,3}[\"']")
+# Where that pair's bracket is: it opens a pair (`(`, `[`) inside a list, a tuple or a set of them
+# (after `[`, `(`, `{` or `,`);
+# `['authorization', 'x-api-key']` and `('authorization', 'content-type')` are lists of names.
+_PAIR_IN_LIST = re.compile(r"(?:[\[({,][ \t]*+)[(\[]b?\Z")
+_LIST_GAP = re.compile(r"[ \t]*+,[ \t]*+")
+_BARE_ELEMENT = re.compile(r"[^\s,\[\](){}\"']++")  # in a list of values: `null`, a number
+_BLANKS = re.compile(r"[ \t]*+")
+# An Authorization value of words only is prose, no credential (`Authorization: header missing`,
+# `"Authorization": ["This field is required."]`): two words and more, each a word as _PROSE in
+# secret_names reads it (letters in one case, maybe capitalized, 19 at most), and a clause's
+# punctuation. One word alone is the credential (`Authorization: letmein`): a credential may be
+# letters only, and a missing one is said in words (`header missing`). A credential holds a digit
+# or a sign, or letters of both cases (base64), or is longer than a word (a key of 32 letters, as
+# hex may be). Read to its first clause's end at most. A literal for no value is none either
+# (`{"Authorization": null}`, `{'authorization': None}`, JavaScript's `undefined`).
+_PROSE_WORD = r"(?:[A-Z]?[a-z]{1,19}+|[A-Z]{1,19}+)(?![A-Za-z])"
+_PROSE_CLAUSE = re.compile(_PROSE_WORD + r"(?:[ \t]++" + _PROSE_WORD + r")++[.!?]?[ \t]*+"
+                           r"|(?:null|None|nil|undefined)(?![\w-])[ \t]*+")
+_PROSE_CLAUSE_END = re.compile(r"[;,)\]}]|[\r\n]|\\[rn]|$")  # also where a structure closes: `{"Authorization": null}`
+_ELEMENT_WORD = _PROSE_WORD + r"[.,;:!?]?"
+_PROSE_ELEMENT = re.compile(r"[ \t]*+(?:" + _ELEMENT_WORD + r"(?:[ \t]++" + _ELEMENT_WORD + r")++[ \t]*+)?+")
+# Under another name a number may be a word (`"password": ["Ensure this field has at least 8 characters."]`).
+_NUMBER_WORD = r"(?:" + _PROSE_WORD + r"|[0-9]{1,3}+(?![0-9]))[.,;:!?]?"
+_PROSE_ELEMENT_WITH_NUMBERS = re.compile(r"[ \t]*+(?:" + _NUMBER_WORD + r"(?:[ \t]++" + _NUMBER_WORD
+                                         + r")++[ \t]*+)?+")
 # In `name=value`, as in a query string. A `;` inside is the value's (`pw=a;b`), but one before a
 # blank, the end, or a cookie attribute ends it: `token=abc; Path=/; HttpOnly` as a Set-Cookie writes
 # it keeps its attributes (they say how the cookie is kept, not what it is). An attribute as written:
@@ -60,6 +100,7 @@ _QUERY_VALUE = re.compile(r"(?:[^&\s#;]|;(?![ \t]*+" + _COOKIE_ATTRIBUTE + r"|\s
 # cookie octets, and `\/` (a JSON-escaped slash of base64).
 _SESSION_VALUE = re.compile(r"(?:[^&\s#;,\"'\\]|\\/)++")
 _BARE_VALUE = re.compile(r"[^\s\"'<>]+")  # in `name: value`, up to the end of the word
+_NEXT_WORD = re.compile(r"[ \t]++[^\W\d_]")  # ...then a word of letters: that one was prose
 _CREDENTIAL = re.compile(r"[^\s<>]+")  # `Bearer <admin token>` in a usage text is no credential
 _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
 # Maybe twice, as a client that adds `Bearer ` to a token holding it already sends: `Bearer Bearer
@@ -92,7 +133,7 @@ def _masked(text: str, levels: int) -> str:
     # @, a cookie header, an auth word, a long flag) is not in the text is not run. Masking only
     # takes marks away, so one test of the text as it came serves every pass.
     lowered = text.lower()
-    if "\\" in text or "\uff20" in text or "\uff1a" in text:  # `\u0040`, `\x3a`, full-width @ or `:`: decoded
+    if "\\" in text or "\uff20" in text or "\uff1a" in text or "&" in text:  # `\u0040`, `\x3a`, `&#64;`, full-width
         text = in_escaped_marks(text, _mask_user_info)
     if "@" in text:  # every user info ends at one
         text = _mask_user_info(text)
@@ -168,7 +209,8 @@ def _mask_pairs(text: str) -> str:
     # one; each value's closing quote is searched for once, from its opening one.
     enclosing = -1
     headers = "authorization" in text.lower()
-    for pair in _PAIR.finditer(text):
+    listed = headers or _LISTED_MARK.search(text) is not None
+    for pair in (_PAIR_OR_LISTED if listed else _PAIR).finditer(text):
         # ...unless its value lies beyond: its `: ` or its `Basic ` reaches past that value
         # (`password=a,"pwd": b`, `pwd=a;authorization=Basic b`: the value ends at the blank) or
         # it ends where that value ends (a quote taken for the end of it); one name a value at most.
@@ -197,11 +239,24 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
         # `password= token=` has no value (a blank after the `=` only); `sasl.password = pw` has.
         if not is_secret_name(name) or (sep[0] == "=" and len(sep) > 1):
             return None
+    elif sep.strip() == "," and not (is_secret_key(name) and _pair_in_list(text, pair.start())):
+        return None
+    elif is_secret_key(name) and text.startswith("[", start):
+        # Go's http.Header as JSON: `{"Authorization": ["pw"]}`, `{"X-Api-Key": ["pw"]}`
+        return _listed_credentials(text, start + 1, header)
     elif not is_secret_key(name) or text.startswith(("{", "["), start):
         return None  # `"password": ["is too short"]` is a structure (an error list), not the value
     if (quoted := quoted_span(text, start)) is not None:
         start, end, _ = quoted
-        scheme = _AUTH_SCHEME.match(text, start, end) or (_ANY_SCHEME.match(text, start, end) if header else None)
+        if not header and is_state_word(text[start:end]):
+            return None  # `"session": "expired"`, `('password', 'required')`: a state, no secret
+        if is_session_name(name) and _is_prose_value(text, start, end):
+            return None  # `"session": "not logged in"`; one other word is its id (`"sid": "qwhdkslapzmx"`)
+        scheme = _AUTH_SCHEME.match(text, start, end)
+        if header and scheme is None:
+            if _is_prose_value(text, start, end):
+                return None  # `{"Authorization": "header missing"}`, as unquoted
+            scheme = _ANY_SCHEME.match(text, start, end)
         if scheme is not None:
             start = scheme.end()  # `Bearer`, `Basic`: the kind of credential is a diagnostic
         return start, end
@@ -214,11 +269,59 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
     # a credential after `Token ` is all of the word (Pisano's `Token token="..."`).
     value = (_BARE_VALUE if scheme is None else _CREDENTIAL).match(text, start)
     word = value.group().rstrip(",;)]}") if value is not None else ""
-    # A word of letters only is prose (`REPLAY_SIGNING_KEY: shorter than 16`, `Invalid value for
-    # 'token': must be`) or `null`, `true`, `None`; a password or token holds a digit or a sign.
-    if scheme is None and word.isalpha():
+    # One word is the secret (`password: hunter`), but a word of state (`password: required`, `null`)
+    # or the first of prose (`REPLAY_SIGNING_KEY: shorter than 16`, `Invalid value for 'token': must be`).
+    if scheme is None and (is_state_word(word) or (is_prose_word(word) and _NEXT_WORD.match(text, start + len(word)))):
         return None
     return start, start + len(word)
+
+
+def _pair_in_list(text: str, quote: int) -> bool:
+    return _PAIR_IN_LIST.search(text, max(0, quote - 24), quote) is not None
+
+
+def _listed_credentials(text: str, position: int, header: bool) -> tuple[int, int] | None:
+    """Where the secrets in a list of quoted values at `position` start and end, an Authorization's
+    scheme before the first kept; None if each is prose (an error list: `["is too short"]`), a word
+    of state under another name (`"password": ["required"]`) or a literal (`null`), or none is
+    quoted. Linear: each element is read once."""
+    first = last = -1
+    while True:
+        position = _after_blanks(text, position)
+        if (element := quoted_span(text, position)) is None:
+            if (bare := _BARE_ELEMENT.match(text, position)) is None:
+                break
+            position = after = bare.end()  # `[null, "pw"]`: not the secret, but the list goes on
+        else:
+            start, end, after = element
+            # After a scheme of one (`Basic letmein`), a credential, whatever its words.
+            scheme = _AUTH_SCHEME.match(text, start, end) if header else None
+            if scheme is not None or not _listed_prose(text, start, end, header):
+                scheme = scheme or (_ANY_SCHEME.match(text, start, end) if header else None)
+                first = first if first >= 0 else (scheme.end() if scheme is not None else start)
+                last = end
+        gap = _LIST_GAP.match(text, after)
+        if gap is None:
+            break
+        position = gap.end()
+    return (first, last) if first >= 0 else None
+
+
+def _listed_prose(text: str, start: int, end: int, header: bool) -> bool:
+    if header:
+        return _PROSE_ELEMENT.fullmatch(text, start, end) is not None
+    return _PROSE_ELEMENT_WITH_NUMBERS.fullmatch(text, start, end) is not None or is_state_word(text[start:end])
+
+
+def _is_prose_value(text: str, start: int, end: int) -> bool:
+    """Whether the Authorization value at `start` is prose up to its first clause's end (`end` at most)."""
+    prose = _PROSE_CLAUSE.match(text, start, end)
+    return prose is not None and _PROSE_CLAUSE_END.match(text, prose.end(), end) is not None
+
+
+def _after_blanks(text: str, position: int) -> int:
+    blanks = _BLANKS.match(text, position)
+    return blanks.end() if blanks is not None else position
 
 
 def _scheme_of_more_words(text: str, start: int) -> bool:
@@ -239,6 +342,8 @@ def _header_credential(text: str, start: int, line_end: list[int], limit: int) -
         found = _LINE_END.search(text, start)
         line_end[0] = found.start() if found is not None else len(text)
     end = min(line_end[0], limit)
+    if scheme is None and _is_prose_value(text, start, end):
+        return None  # `Authorization: header missing; ...`; after a scheme (`Token abc`), a credential
     if scheme is None:
         scheme = _ANY_SCHEME.match(text, start, end)
         if scheme is None and _LONE_SCHEME.fullmatch(text, start, end):

@@ -5,7 +5,8 @@ Modules log through `logging.getLogger(__name__)` with lazy `%` arguments and pa
 Phone numbers are masked with `mask_phone` before they reach a log call, and tokens never do.
 Both formatters also pass the message, any traceback and every `extra` value but a plain number
 through `redact_text` (phones redacted, URL credentials masked): an exception's text (a mapper's, a
-library's, Pisano's) may quote a record or a URL, and no call site can be trusted to remember.
+library's, Pisano's) may quote a record or a URL, and no call site can be trusted to remember. An
+int as long as a phone is redacted too, unless its key names a count or a position (`_field`).
 """
 
 from __future__ import annotations
@@ -224,16 +225,41 @@ _OWN_IDS = {"request_id": re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15
             "topic": re.compile(r"(?=[0-9._-]*+[A-Za-z])[A-Za-z0-9._-]{1,249}")}
 
 
+# An int under these keys is a count or a position, kept as a JSON number to query by whatever its
+# size (an offset passes 7 digits). Under any other key an int of a phone's length may be one, as
+# a record's field passed as it came (`extra={"phone": 905321234567}`): redacted as its text.
+_NUMBER_FIELDS = frozenset({"partition", "offset", "count", "wait_ms", "status", "code", "attempt"})
+_NUMBER_SUFFIXES = ("_ms", "_count", "_offset", "_bytes", "_lag", "_total", "_size")
+
+
 def _field(key: str, value: object) -> str | int | float | bool | None:
     """An `extra` field fit for a log line. Its key is chosen by the code; its value may be a text
     from outside (Pisano's message, an exception, a record's value), so any text, and the text of
     any other object, is redacted like the message. Plain numbers stay numbers (offsets, counts:
-    a JSON number to query by); a subclass could write anything, so it is written as a text."""
-    if value is None or (isinstance(value, (int, float)) and type(value) in (int, float, bool)):
+    a JSON number to query by), but one as long as a phone under a key not named for a number,
+    which is redacted, and kept as a number if nothing in it was masked (a time under a time's
+    name: `created_at`); a subclass could write anything, so it is written as a text."""
+    if value is None or type(value) is bool:
         return value
+    # A float as well: a number parsed as a double (`905321234567.0`) is the same phone.
+    if isinstance(value, (int, float)) and type(value) in (int, float):
+        if abs(value) < 10 ** (MIN_PHONE_DIGITS - 1) or key in _NUMBER_FIELDS or key.endswith(_NUMBER_SUFFIXES):
+            return value
+        shown = _redacted_field(key, str(value))
+        return value if shown == str(value) else shown
     text = value if type(value) is str else str(value)
     own = _OWN_IDS.get(key)
-    return text if own is not None and own.fullmatch(text) is not None else redact_text(text)
+    return text if own is not None and own.fullmatch(text) is not None else _redacted_field(key, text)
+
+
+def _redacted_field(key: str, text: str) -> str:
+    """`text` redacted as the value of `key`: a time under a key named for one (`created_at`,
+    `sentAt`: epoch milliseconds, a bare date) stays, as it does after that name in a text."""
+    if _TIME_FIELD.search(key[-_FIELD_REACH:] + "=") is None:
+        return redact_text(text)
+    named = f"{key}="
+    shown = redact_text(named + text)
+    return shown[len(named):] if shown.startswith(named) else redact_text(text)
 
 
 # The JSON formatter's own fields. An `extra` of one of these names would replace it (a line

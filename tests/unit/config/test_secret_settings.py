@@ -234,6 +234,20 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
     "'a': 'Authorization: x', ", '"a":"b", Authorization: ', "a:'a:\"a:\\\"a:\\'authorization:",
     "pwd=a;path \t ", "pwd=a;secure-", "pwd=a;Path\t\t", "pwd=a;httponly",  # an attribute as written
     "$4\\r\\nAUTH\\r\\n$1\\r\\n\\\\", "$4\\r\\nAUTH\\r\\n$1\\r\\na\\\\r",  # a doubled backslash in RESP
+    # Review of the sixth: RESP escaped twice, redis-cli's `-a` up to its command's end.
+    "$4\\\\r\\\\nAUTH\\\\r\\\\n$1\\\\r\\\\n", "$4\\\\r\\\\nAUTH\\\\r\\\\n$1\\\\r\\\\na\\\\\\\\", "\\\\\\",
+    "redis-cli -a ", "redis-cli ; -a ", "redis-cli", "redis-cli -a a;",
+    # ...session names, an Authorization in a list or of prose, entities, `[` in a password, short tokens.
+    "laravel_session=", "a_session_id=a;", '"sid": "', "'session': 'a", "[('authorization', '", "('a', 'b'), ",
+    '{"Authorization": ["a", ', '"authorization": ["a b", ', "Authorization: a b ", "authorization: a ;",
+    "&#64;", "a:&#64;", "a&colon;b&commat;", "&", "a:b[@", "[a:b]@", "Token ab12cd ", "ntlm a1 ",
+    "Digest response=401 ", 'Digest response="', "auth (", "auth ((",
+    # Review of the seventh: one word after Authorization is a credential, two are prose.
+    "Authorization: null ", "Authorization: a. b ", '"authorization": ["a. b ', "('authorization', 'a b'), ",
+    '{"Authorization": ["a b", "c", ',
+    "password: a ", "password: a b ", "pwd: required ", '"sid": "a b', "'session': 'a', ", "Bearer aaaa ", "AUTH aaa ",
+    "redis-cli '", "redis-cli \"'-a ", "redis-cli \\\n-a ", "redis-cli -h 'a;' -a ", "[('pwd', '", "(('pwd', 'a'),",
+    '{"token": [null, ', '"pwd": [1, "a', '"pwd": ["a 1 ', "'a', b'", "[('authorization', 'Basic a b'), ",
 ])
 def test_masking_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> None:
     """Found in review: the patterns were cubic (`[\\w.-]*key[\\w.-]*=` tried from every position
