@@ -8,7 +8,8 @@ exit), and the request waits for it at most the time it has. A thread cannot be 
 looking a name up is shared by every request for that name meanwhile, so a resolver that hangs
 holds one thread per name, not one per request. A lookup that never returns (a deadlocked NSS
 module) must not lock its name out for the process's life: past SUPERSEDE_AFTER_S a request starts
-a fresh one, up to MAX_LOOKUPS_PER_NAME still running for that name. An IP literal needs no
+a fresh one, up to MAX_LOOKUPS_PER_NAME still running for that name (past that, threads that
+never end would pile up: the name fails, its error saying a restart clears it). An IP literal needs no
 resolver: it is turned into its address at once, on the caller's thread.
 """
 
@@ -66,10 +67,11 @@ def resolve(host: str, port: int, timeout: float | None) -> list[str]:
     if _is_literal(host):
         return _literal_addresses(host, port)
     key = (host, port)
+    hung = 0  # at the cap: the lookups of the name hanging past SUPERSEDE_AFTER_S
     with _pending_lock:
         lookup = _pending.get(key)
-        if lookup is None or (_clock() - lookup.started > SUPERSEDE_AFTER_S
-                              and _running.get(key, 0) < MAX_LOOKUPS_PER_NAME):
+        wedged = lookup is not None and _clock() - lookup.started > SUPERSEDE_AFTER_S
+        if lookup is None or (wedged and _running.get(key, 0) < MAX_LOOKUPS_PER_NAME):
             lookup = _Lookup()
             thread = threading.Thread(target=_look_up, args=(key, lookup), name="resolve", daemon=True)
             try:
@@ -79,7 +81,15 @@ def resolve(host: str, port: int, timeout: float | None) -> list[str]:
                                             "check its thread limit (ulimit -u, the pod's pids limit)") from exc
             _pending[key] = lookup
             _running[key] = _running.get(key, 0) + 1
+        elif wedged:
+            hung = _running[key]
     if not lookup.done.wait(timeout):
+        if hung:
+            # No lookup of the name is started again until one of these returns, which may be
+            # never: the name fails until the process restarts, whatever DNS answers meanwhile.
+            raise ResolutionTimeout(f"resolving {host}: {hung} lookups have hung over {SUPERSEDE_AFTER_S:.0f} s in "
+                                    "this process and no more are started (its resolver is wedged: a stuck NSS "
+                                    "module or nscd); if DNS answers for that host, restart the process")
         raise ResolutionTimeout(f"resolving {host} took over {timeout:.1f} s; {_CHECK}")
     if lookup.error is not None:
         # The OS's reason ("Name or service not known") in our words, which pisano.py shows; the

@@ -158,13 +158,13 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
         fail(str(exc), EXIT_CONFIG)
     except ReplayInterrupted as exc:
         progress.close()
-        _print_replay(plan, exc.summary)
+        _print_replay(plan, exc.summary, dlq_topic=settings.dlq_topic)
         fail(_interrupted(plan, exc.summary, exc.not_committed), EXIT_INTERRUPTED)
     except ReplayError as exc:
         # The counts so far, then the one line saying what failed and what to do.
         progress.close()
         if exc.summary is not None:
-            _print_replay(plan, exc.summary, failed=True)
+            _print_replay(plan, exc.summary, failed=True, dlq_topic=settings.dlq_topic)
         fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         # Before the read began, or a second Ctrl-C while the interrupt's checkpoint waited for Kafka.
@@ -172,7 +172,7 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
              "again" + resume_hint(plan) + " to resume (the consumers skip what was delivered)", EXIT_INTERRUPTED)
     finally:
         progress.close()
-    _print_replay(plan, summary)
+    _print_replay(plan, summary, dlq_topic=settings.dlq_topic)
 
 
 def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | None = None) -> str:
@@ -189,19 +189,28 @@ def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | 
             f"again{resume_hint(plan)} to resume")
 
 
-def _fate_unknown_hint(summary: ReplaySummary) -> str:
+def _fate_unknown_hint(plan: ReplayPlan, summary: ReplaySummary, dlq_topic: str | None) -> str:
     """What to do with the dead-letters held because their events may have been delivered."""
     if not summary.fate_unknown:
         return "ambiguous or stale: replayed only by a run whose --reason names them"
     reasons = sorted(summary.fate_unknown)
     counts = ", ".join(f"{reason} {summary.fate_unknown[reason]:,}" for reason in reasons)
+    # The run that replays them reads the topic this one read and publishes where this one did:
+    # without --from-topic it would read DLQ_TOPIC and never reach them.
     named = " ".join(f"--reason {reason}" for reason in reasons)
+    if plan.source_topic != dlq_topic:
+        named += f" --from-topic {shown_id(plan.source_topic)}"
+    if plan.to_topic is not None:
+        named += f" --to-topic {shown_id(plan.to_topic)}"
+    position = ("a real run of this group commits its position past them" if plan.dry_run
+                else "this group's position is past them")
     return (f"{counts}: their events may have been delivered; check with Pisano, then replay the ones it "
             f"never got with {named} (and --since/--until, --campaign): that run's default group reads them, "
-            "this group's position is past them")
+            f"{position}")
 
 
-def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False) -> None:
+def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False,
+                  dlq_topic: str | None = None) -> None:
     would = "would replay" if plan.dry_run else "replayed"
     title = f"Replay of {plan.source_topic} (group {plan.group})"
     click.secho(title + (", dry run: nothing published, nothing committed" if plan.dry_run else ""), bold=True)
@@ -213,7 +222,7 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
          + (f" (stopped at --limit {plan.limit})" if summary.limit_reached else "")),
         (would, summary.replayed, f"to {targets}" if targets else ""),
         ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE], "same origin as a record replayed in this run"),
-        ("held: fate unknown", summary.verdicts[Verdict.FATE_UNKNOWN], _fate_unknown_hint(summary)),
+        ("held: fate unknown", summary.verdicts[Verdict.FATE_UNKNOWN], _fate_unknown_hint(plan, summary, dlq_topic)),
         ("refused: max replays", summary.verdicts[Verdict.OVER_MAX_REPLAYS],
          f"replayed {plan.max_replays} times already (--max-replays): find out why they keep failing; to replay "
          "them still, a higher --max-replays with their time range and a new --group (this group's position is "

@@ -254,3 +254,32 @@ def test_an_ip_literal_is_not_looked_up_on_a_thread(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(resolution.threading, "Thread", no_thread)
     assert resolution.resolve("127.0.0.1", 80, 0.5) == ["127.0.0.1"]
     assert resolution.resolve("::1", 80, 0.5) == ["::1"]
+
+
+def test_a_name_whose_lookups_all_hang_says_to_restart_not_to_check_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once MAX_LOOKUPS_PER_NAME lookups of a name hang past SUPERSEDE_AFTER_S, none more is
+    started: the name fails until the process restarts, however well DNS answers meanwhile (a
+    resolver that wedges now and then gets there in the end). "Check DNS" would send the operator
+    to a DNS that answers; the message says what is wrong and that a restart clears it."""
+    system = socket.getaddrinfo
+    wedged = threading.Event()
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        wedged.wait(HANG_S)
+        return system("127.0.0.1", port, *args, **kwargs)
+
+    now = [1000.0]
+    monkeypatch.setattr(resolution, "_clock", lambda: now[0])
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        for _ in range(resolution.MAX_LOOKUPS_PER_NAME):
+            with pytest.raises(resolution.ResolutionTimeout) as slow:
+                resolution.resolve(NAME, 81, 0.05)
+            assert "check DNS" in str(slow.value)  # one lookup hanging a while: DNS may be slow
+            now[0] += resolution.SUPERSEDE_AFTER_S + 1
+        with pytest.raises(resolution.ResolutionTimeout) as capped:
+            resolution.resolve(NAME, 81, 0.05)
+        text = str(capped.value)
+        assert NAME in text and f"{resolution.MAX_LOOKUPS_PER_NAME} lookups" in text and "restart" in text, text
+    finally:
+        wedged.set()

@@ -133,6 +133,32 @@ def test_dead_letters_of_unknown_fate_are_replayed_only_when_their_reason_is_nam
         assert "1 " in warning and "never delivered" in warning
 
 
+def test_the_run_advised_for_held_dead_letters_reads_them_where_they_are(monkeypatch: pytest.MonkeyPatch,
+                                                                          env: None) -> None:
+    # Held from a run of another topic (--from-topic, an old DLQ), the advised `--reason ambiguous`
+    # alone would read DLQ_TOPIC and never reach them; the advice names the topic (and the target:
+    # without the --to-topic the run needed, they would be refused as `other topic`). A dry run
+    # commits nothing: its group's position is not past them yet.
+    from consumer.outcomes.deadletter import Failure
+
+    old, target = "pisano-sms.dlq-2025", "transactions-v2"
+    unknown = dead_lettered(Failure("ambiguous", "fate unknown"), offset=7)
+    cluster = Cluster([*dlq_records(1), DlqMessage(unknown.headers(), topic=old, partition=0, offset=1)],
+                      topics={DLQ, old, "transactions", target})
+    install(monkeypatch, cluster)
+    dry = CliRunner().invoke(main, ["replay", "--dry-run", "--from-topic", old, "--to-topic", target])
+    assert dry.exit_code == 0, dry.output
+    held = next(line for line in dry.output.splitlines() if "fate unknown" in line)
+    assert f"--reason ambiguous --from-topic {old} --to-topic {target}" in held, held
+    assert "position is past them" not in held, held
+    real = CliRunner().invoke(main, ["replay", "--from-topic", old, "--to-topic", target])
+    held = next(line for line in real.output.splitlines() if "fate unknown" in line)
+    assert f"--reason ambiguous --from-topic {old} --to-topic {target}" in held and "position is past them" in held
+    advised = CliRunner().invoke(main, ["replay", "--reason", "ambiguous", "--from-topic", old, "--to-topic", target])
+    assert advised.exit_code == 0, advised.output
+    assert [topic for topic, _, _, _ in cluster.published] == [target, target]
+
+
 @pytest.mark.parametrize("target", [DLQ, "pisano-sms.receipts"])
 def test_a_target_that_is_the_dead_letter_or_receipt_topic_is_refused(monkeypatch: pytest.MonkeyPatch, env: None,
                                                                        target: str) -> None:
