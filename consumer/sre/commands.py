@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -123,12 +124,16 @@ def _quiet_kafka_logs(settings: Settings) -> None:
               help="Consumer group that keeps the position. Default: pisano-sms-replay- and a hash of the filters.")
 @click.option("--from-beginning", is_flag=True,
               help="Ignore the group's position and read from the start (the new position is still committed).")
+@click.option("--past-horizon", is_flag=True,
+              help="Replay also records that failed longer ago than DEDUP_HORIZON_S, after checking with Pisano: "
+                   "held otherwise (an earlier replay may have delivered them, and the consumers remember a "
+                   "delivery that long only).")
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; publish and commit nothing.")
 @configured
 def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tuple[str, ...],
                    campaigns: tuple[str, ...], since: str | None, until: str | None, limit: int | None,
                    max_replays: int, from_topic: str | None, to_topic: str | None, group: str | None,
-                   from_beginning: bool, dry_run: bool) -> None:
+                   from_beginning: bool, past_horizon: bool, dry_run: bool) -> None:
     """Re-publish dead-lettered records to their original topic, through the pipeline again.
 
     Only to the consumers' topics (KAFKA_TOPICS) or --to-topic: a dead-letter naming any other
@@ -142,7 +147,8 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
     acknowledged everything re-published before it).
     """
     try:
-        filters = Filters.from_options(error_codes, reasons, campaigns, since, until)
+        filters = replace(Filters.from_options(error_codes, reasons, campaigns, since, until),
+                          past_horizon=past_horizon)
     except ValueError as exc:
         fail(str(exc))
     plan = ReplayPlan(
@@ -189,24 +195,38 @@ def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | 
             f"again{resume_hint(plan)} to resume")
 
 
+def _advised_run(plan: ReplayPlan, dlq_topic: str | None, options: str, more: str = "") -> str:
+    """The options of the run that replays what this one held: it reads the topic this one read
+    and publishes where this one did (without --from-topic it would read DLQ_TOPIC and never reach
+    them); its own default group reads them, whatever this run's position."""
+    if plan.source_topic != dlq_topic:
+        options += f" --from-topic {shown_id(plan.source_topic)}"
+    if plan.to_topic is not None:
+        options += f" --to-topic {shown_id(plan.to_topic)}"
+    position = ("a real run of this group commits its position past them" if plan.dry_run
+                else "this group's position is past them")
+    return f"{options}{more}: that run's default group reads them, {position}"
+
+
 def _fate_unknown_hint(plan: ReplayPlan, summary: ReplaySummary, dlq_topic: str | None) -> str:
     """What to do with the dead-letters held because their events may have been delivered."""
     if not summary.fate_unknown:
         return "ambiguous or stale: replayed only by a run whose --reason names them"
     reasons = sorted(summary.fate_unknown)
     counts = ", ".join(f"{reason} {summary.fate_unknown[reason]:,}" for reason in reasons)
-    # The run that replays them reads the topic this one read and publishes where this one did:
-    # without --from-topic it would read DLQ_TOPIC and never reach them.
     named = " ".join(f"--reason {reason}" for reason in reasons)
-    if plan.source_topic != dlq_topic:
-        named += f" --from-topic {shown_id(plan.source_topic)}"
-    if plan.to_topic is not None:
-        named += f" --to-topic {shown_id(plan.to_topic)}"
-    position = ("a real run of this group commits its position past them" if plan.dry_run
-                else "this group's position is past them")
     return (f"{counts}: their events may have been delivered; check with Pisano, then replay the ones it "
-            f"never got with {named} (and --since/--until, --campaign): that run's default group reads them, "
-            f"{position}")
+            f"never got with {_advised_run(plan, dlq_topic, named, ' (and --since/--until, --campaign)')}")
+
+
+def _past_horizon_hint(plan: ReplayPlan, summary: ReplaySummary, dlq_topic: str | None) -> str:
+    """What to do with the dead-letters held because they failed longer ago than the horizon."""
+    what = ("failed longer ago than DEDUP_HORIZON_S: an earlier replay may have delivered them, and the "
+            "consumers no longer remember it")
+    if not summary.verdicts[Verdict.PAST_HORIZON]:
+        return what
+    return (f"{what}; check with Pisano, then replay the ones it never got with these filters and "
+            f"{_advised_run(plan, dlq_topic, '--past-horizon')}")
 
 
 def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False,
@@ -223,6 +243,7 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         (would, summary.replayed, f"to {targets}" if targets else ""),
         ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE], "same origin as a record replayed in this run"),
         ("held: fate unknown", summary.verdicts[Verdict.FATE_UNKNOWN], _fate_unknown_hint(plan, summary, dlq_topic)),
+        ("held: past horizon", summary.verdicts[Verdict.PAST_HORIZON], _past_horizon_hint(plan, summary, dlq_topic)),
         ("refused: max replays", summary.verdicts[Verdict.OVER_MAX_REPLAYS],
          f"replayed {plan.max_replays} times already (--max-replays): find out why they keep failing; to replay "
          "them still, a higher --max-replays with their time range and a new --group (this group's position is "

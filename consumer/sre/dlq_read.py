@@ -241,6 +241,9 @@ class Filters:
     campaigns: frozenset[str] = frozenset()
     since: datetime | None = None
     until: datetime | None = None
+    # Take dead-letters that failed longer ago than DEDUP_HORIZON_S too (replay holds them
+    # otherwise: consumer/sre/replay.py, `judge`). Not a match criterion: `matches` ignores it.
+    past_horizon: bool = False
 
     @classmethod
     def from_options(cls, error_codes: Iterable[str] = (), reasons: Iterable[str] = (), campaigns: Iterable[str] = (),
@@ -285,6 +288,8 @@ class Filters:
             "since=" + (self.since.isoformat() if self.since else ""),
             "until=" + (self.until.isoformat() if self.until else ""),
         ]
+        if self.past_horizon:  # only then: the groups of every other filter set keep their names
+            parts.append("past-horizon")
         return ";".join(parts)
 
 

@@ -107,6 +107,7 @@ class Verdict(StrEnum):
     NOT_CONSUMER_TOPIC = "not_consumer_topic"  # dlq.original.topic is not in KAFKA_TOPICS, no --to-topic
     REFUSED_BY_KAFKA = "refused_by_kafka"  # published, refused by the broker when sent alone
     FATE_UNKNOWN = "fate_unknown"  # a reason of NAMED_ONLY the run did not name: held for one that does
+    PAST_HORIZON = "past_horizon"  # failed longer ago than the dedup horizon, no --past-horizon: held
     REPLAY = "replay"
 
 
@@ -123,12 +124,18 @@ def default_group(filters: Filters) -> str:
     return GROUP_PREFIX + hashlib.sha256(filters.canonical().encode()).hexdigest()[:10]
 
 
-def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_replays: int) -> Verdict:
-    """What to do with one of our dead-letters; the order decides which count a record lands in."""
+def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_replays: int,
+          horizon_start: datetime | None = None) -> Verdict:
+    """What to do with one of our dead-letters; the order decides which count a record lands in.
+    `horizon_start`: dead-letters that failed before it are held unless the filters take them
+    (`past_horizon`): an earlier replay may have delivered their events, and the consumers'
+    delivered marks last DEDUP_HORIZON_S; a replay is a new record, which nothing else stops."""
     if not filters.matches(letter):
         return Verdict.UNMATCHED
     if letter.reason in NAMED_ONLY and letter.reason not in filters.reasons:
         return Verdict.FATE_UNKNOWN
+    if horizon_start is not None and letter.failed_at < horizon_start and not filters.past_horizon:
+        return Verdict.PAST_HORIZON
     if letter.origin in replayed:
         return Verdict.DUPLICATE
     if letter.value_omitted:
@@ -402,7 +409,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                 summary.malformed[str(exc)] += 1
             else:
                 verdict = Verdict.FOREIGN if letter is None else judge(letter, plan.filters, replayed,
-                                                                       plan.max_replays)
+                                                                       plan.max_replays, plan.stale_before)
             if letter is not None and verdict is Verdict.FATE_UNKNOWN:
                 summary.fate_unknown[letter.reason] += 1
             if letter is not None and verdict is Verdict.REPLAY and plan.to_topic is None \

@@ -142,7 +142,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "replay": {"enabled": True, "runId": "inc4711", "dryRun": False, "errorCodes": [13001, "13034"],
                    "reasons": ["pisano_error", "ambiguous"], "campaigns": ["3f0c2a1e-0000-4000-8000-000000000001"],
                    "since": "2026-11-26T10:00Z", "until": "2026-11-27", "limit": 500, "maxReplays": 2,
-                   "toTopic": "transactions", "group": "replay-inc4711"},
+                   "toTopic": "transactions", "group": "replay-inc4711", "pastHorizon": True},
         "tests": {"campaign": "3f0c2a1e-0000-4000-8000-000000000001"},
     }),
     "digest-pinned": merged(BASE, {
@@ -998,7 +998,8 @@ def test_replay_job_runs_the_replay_with_the_consumers_pod(helm: str) -> None:
     assert tool["args"] == [
         "replay", "--error-code", "13001", "--error-code", "13034", "--reason", "pisano_error", "--reason", "ambiguous",
         "--campaign", "3f0c2a1e-0000-4000-8000-000000000001", "--since", "2026-11-26T10:00Z", "--until", "2026-11-27",
-        "--limit", "500", "--max-replays", "2", "--to-topic", "transactions", "--group", "replay-inc4711"]
+        "--limit", "500", "--max-replays", "2", "--to-topic", "transactions", "--group", "replay-inc4711",
+        "--past-horizon"]
     assert replay["metadata"]["annotations"]["pisano-sms/replay-args"] == " ".join(tool["args"])
     # It signs with the fleet's key: the same file the consumers verify with.
     assert config_data(docs)["REPLAY_SIGNING_KEY_FILE"] == "/var/run/secrets/pisano-sms/replay-signing-key"

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -237,8 +237,13 @@ def test_since_and_until(stack: Stack, new_topic: Callable[..., str], settings: 
     build_dlq(stack, source, dlq, [Spec(TOKEN_13001, failed_at=day) for day in days])
     config = settings(dlq)
     second_day = Filters.from_options(since="2026-01-02", until="2026-01-03T00:00:00Z")
-    dry = replay(config, second_day, dry_run=True, stale_before=datetime(2026, 1, 2, 6, tzinfo=UTC))
-    assert (dry.read, dry.matched, dry.stale) == (4, 2, 1)
+    horizon_start = datetime(2026, 1, 2, 6, tzinfo=UTC)
+    dry = replay(config, second_day, dry_run=True, stale_before=horizon_start)
+    # The one that failed before the horizon's start is held (it may have been delivered by an
+    # earlier replay the consumers no longer remember); --past-horizon takes it, with a warning.
+    assert (dry.read, dry.matched, dry.replayed, dry.verdicts[Verdict.PAST_HORIZON]) == (4, 2, 1, 1)
+    dry = replay(config, replace(second_day, past_horizon=True), dry_run=True, stale_before=horizon_start)
+    assert (dry.read, dry.matched, dry.replayed, dry.stale) == (4, 2, 2, 1)
     assert replay(config, Filters.from_options(since="2026-01-02T12:00:00+00:00"), dry_run=True).replayed == 2
     assert replay(config, Filters.from_options(until="2026-01-02T03:00:00+03:00"), dry_run=True).replayed == 1
 

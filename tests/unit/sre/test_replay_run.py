@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,11 +18,14 @@ from consumer.sre.replay import ReplayPlan, run_replay
 from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, FakeProducer, install
 from tests.unit.sre.test_dlq_filters import CAMPAIGN_A, TOKEN_FAILURE, dead_lettered
 
+# Within any DEDUP_HORIZON_S of the run: `replay` holds older dead-letters unless --past-horizon.
+RECENT = datetime.now(UTC) - timedelta(hours=1)
+
 
 def dlq_records(count: int) -> list[DlqMessage]:
     out = []
     for n in range(count):
-        source = dead_lettered(TOKEN_FAILURE, offset=100 + n)
+        source = dead_lettered(TOKEN_FAILURE, offset=100 + n, failed_at=RECENT)
         out.append(DlqMessage(source.headers(), topic=DLQ, partition=0, offset=n, key=f"evt-{n}".encode()))
     return out
 
@@ -112,7 +116,7 @@ def test_dead_letters_of_unknown_fate_are_replayed_only_when_their_reason_is_nam
     # rest; now only a run that names the reason does, after the SRE checked with Pisano.
     from consumer.outcomes.deadletter import Failure
 
-    unknown = dead_lettered(Failure(reason, "fate unknown", campaign_id=CAMPAIGN_A), offset=7)
+    unknown = dead_lettered(Failure(reason, "fate unknown", campaign_id=CAMPAIGN_A), offset=7, failed_at=RECENT)
     cluster = Cluster([*dlq_records(1), DlqMessage(unknown.headers(), topic=DLQ, partition=0, offset=1)])
     install(monkeypatch, cluster)
     for args in ([], ["--campaign", CAMPAIGN_A], ["--reason", "pisano_error"]):
@@ -142,7 +146,7 @@ def test_the_run_advised_for_held_dead_letters_reads_them_where_they_are(monkeyp
     from consumer.outcomes.deadletter import Failure
 
     old, target = "pisano-sms.dlq-2025", "transactions-v2"
-    unknown = dead_lettered(Failure("ambiguous", "fate unknown"), offset=7)
+    unknown = dead_lettered(Failure("ambiguous", "fate unknown"), offset=7, failed_at=RECENT)
     cluster = Cluster([*dlq_records(1), DlqMessage(unknown.headers(), topic=old, partition=0, offset=1)],
                       topics={DLQ, old, "transactions", target})
     install(monkeypatch, cluster)
@@ -157,6 +161,28 @@ def test_the_run_advised_for_held_dead_letters_reads_them_where_they_are(monkeyp
     advised = CliRunner().invoke(main, ["replay", "--reason", "ambiguous", "--from-topic", old, "--to-topic", target])
     assert advised.exit_code == 0, advised.output
     assert [topic for topic, _, _, _ in cluster.published] == [target, target]
+
+
+def test_dead_letters_older_than_the_horizon_are_replayed_only_with_past_horizon(monkeypatch: pytest.MonkeyPatch,
+                                                                                 env: None) -> None:
+    # A replay is a new record: nothing stops its event but the delivered mark, which lasts
+    # DEDUP_HORIZON_S. A dead-letter older than that may have been delivered by an earlier replay
+    # (another filter set, so another group, which reads it again), and would reach its customer
+    # a second time. It used to be re-published with a warning printed after the fact.
+    monkeypatch.setenv("DEDUP_HORIZON_S", str(7 * 86_400))
+    old = dead_lettered(TOKEN_FAILURE, offset=7, failed_at=datetime.now(UTC) - timedelta(days=8))
+    cluster = Cluster([*dlq_records(1), DlqMessage(old.headers(), topic=DLQ, partition=0, offset=1, key=b"old")])
+    install(monkeypatch, cluster)
+    for run in (["--dry-run"], []):
+        result = CliRunner().invoke(main, ["replay", "--error-code", "13001", *run])
+        assert result.exit_code == 0, result.output
+        held = next(line for line in result.output.splitlines() if "held: past horizon" in line)
+        assert held.split()[3] == "1" and "--past-horizon" in held and "check with Pisano" in held, held
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
+    named = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--past-horizon"])  # its own group
+    assert named.exit_code == 0, named.output
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-0", b"evt-0", b"old"]
+    assert any("warning" in line and "DEDUP_HORIZON_S" in line for line in named.output.splitlines())
 
 
 @pytest.mark.parametrize("target", [DLQ, "pisano-sms.receipts"])
