@@ -106,3 +106,12 @@ def install(monkeypatch: Any, cluster: Cluster) -> None:
     monkeypatch.setattr(replay, "make_consumer", lambda settings, **extra: cluster.consumer(extra["group.id"]))
     monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: FakeProducer(cluster))
     monkeypatch.setattr(replay, "topic_id_of", lambda settings, topic: cluster.topic_id)
+
+
+def replay_env(monkeypatch: Any, topics: str = "transactions") -> None:
+    """The environment of a `replay` run here: none of this machine's Kafka, DLQ, receipt, horizon
+    or signing settings, and these KAFKA_TOPICS."""
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC",
+                 "OUTCOME_TOPIC", "DEDUP_HORIZON_S"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAFKA_TOPICS", topics)

@@ -12,16 +12,13 @@ from click.testing import CliRunner
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.cli import main
-from tests.unit.sre.fake_dlq import Cluster, FakeDlqConsumer, FakeProducer, install
+from tests.unit.sre.fake_dlq import Cluster, FakeDlqConsumer, FakeProducer, install, replay_env
 from tests.unit.sre.test_replay_run import dlq_records
 
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC",
-                 "OUTCOME_TOPIC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KAFKA_TOPICS", "transactions")
+    replay_env(monkeypatch)
 
 
 def broker_says(code: int) -> KafkaException:

@@ -11,17 +11,14 @@ from click.testing import CliRunner
 from confluent_kafka import KafkaError
 
 from consumer.cli import main
-from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, FakeProducer, install
+from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, FakeProducer, install, replay_env
 from tests.unit.sre.test_replay_kafka_failures import assert_clean_failure, last_error_line
 from tests.unit.sre.test_replay_run import dlq_records
 
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC",
-                 "OUTCOME_TOPIC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KAFKA_TOPICS", "transactions,orders")
+    replay_env(monkeypatch, "transactions,orders")
 
 
 def from_topic(message: DlqMessage, topic: str, offset: int) -> DlqMessage:

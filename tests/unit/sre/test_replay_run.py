@@ -15,7 +15,7 @@ from consumer.cli import main
 from consumer.config.settings import Settings
 from consumer.sre.dlq_read import Filters
 from consumer.sre.replay import ReplayPlan, run_replay
-from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, FakeProducer, install
+from tests.unit.sre.fake_dlq import DLQ, Cluster, DlqMessage, FakeProducer, install, replay_env
 from tests.unit.sre.test_dlq_filters import CAMPAIGN_A, TOKEN_FAILURE, dead_lettered
 
 # Within any DEDUP_HORIZON_S of the run: `replay` holds older dead-letters unless --past-horizon.
@@ -32,10 +32,7 @@ def dlq_records(count: int) -> list[DlqMessage]:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC",
-                 "OUTCOME_TOPIC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KAFKA_TOPICS", "transactions")
+    replay_env(monkeypatch)
 
 
 def test_a_run_publishes_each_origin_once_and_commits_behind_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from consumer.cli import main
 from consumer.sre.topic_identity import Start, decide, decoded, encoded
-from tests.unit.sre.fake_dlq import Cluster, install
+from tests.unit.sre.fake_dlq import Cluster, install, replay_env
 from tests.unit.sre.test_replay_run import dlq_records
 
 # Topic ids as Kafka gives them (base64 of 16 bytes): decoded() takes nothing else for one.
@@ -18,10 +18,7 @@ ID_1, ID_OLD, ID_NEW = "u8w3vABRSkmr3PrDaPA7+g", "PEwG1+/5SPyHYsgCOc50QQ", "Hxl4
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPLAY_SIGNING_KEY", "REPLAY_SIGNING_KEY_FILE", "DLQ_TOPIC",
-                 "OUTCOME_TOPIC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KAFKA_TOPICS", "transactions")
+    replay_env(monkeypatch)
 
 
 @pytest.mark.parametrize(("position", "stored", "current", "end", "start"), [
