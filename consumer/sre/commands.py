@@ -125,9 +125,9 @@ def _quiet_kafka_logs(settings: Settings) -> None:
 @click.option("--from-beginning", is_flag=True,
               help="Ignore the group's position and read from the start (the new position is still committed).")
 @click.option("--past-horizon", is_flag=True,
-              help="Replay also records that failed longer ago than DEDUP_HORIZON_S, after checking with Pisano: "
-                   "held otherwise (an earlier replay may have delivered them, and the consumers remember a "
-                   "delivery that long only).")
+              help="Replay also records that failed longer ago than DEDUP_HORIZON_S minus STALE_MARGIN_S, after "
+                   "checking with Pisano: held otherwise (an earlier replay may have delivered them, and the "
+                   "consumers remember a delivery that long only).")
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; publish and commit nothing.")
 @configured
 def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tuple[str, ...],
@@ -154,7 +154,9 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
     plan = ReplayPlan(
         source_topic=from_topic or settings.dlq_topic, group=group or default_group(filters), filters=filters,
         limit=limit, max_replays=max_replays, to_topic=to_topic, dry_run=dry_run, from_beginning=from_beginning,
-        stale_before=datetime.now(UTC) - timedelta(seconds=settings.dedup_horizon_s),
+        # The consumers look for a delivered mark when they claim the replay, later than now (lag, a
+        # backlog): their stale guard leaves STALE_MARGIN_S for that wait, and so does the hold.
+        stale_before=datetime.now(UTC) - timedelta(milliseconds=settings.stale_after_ms),
     )
     _quiet_kafka_logs(settings)
     progress = Progress(f"replay: reading {plan.source_topic}")
@@ -221,8 +223,8 @@ def _fate_unknown_hint(plan: ReplayPlan, summary: ReplaySummary, dlq_topic: str 
 
 def _past_horizon_hint(plan: ReplayPlan, summary: ReplaySummary, dlq_topic: str | None) -> str:
     """What to do with the dead-letters held because they failed longer ago than the horizon."""
-    what = ("failed longer ago than DEDUP_HORIZON_S: an earlier replay may have delivered them, and the "
-            "consumers no longer remember it")
+    what = ("failed longer ago than DEDUP_HORIZON_S minus STALE_MARGIN_S: an earlier replay may have delivered "
+            "them, and the consumers no longer remember it")
     if not summary.verdicts[Verdict.PAST_HORIZON]:
         return what
     return (f"{what}; check with Pisano, then replay the ones it never got with these filters and "
@@ -290,8 +292,9 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         click.echo("  no record matched the filters: `pisano-sms dlq stats` shows the codes, reasons and campaigns "
                    "in the topic")
     if summary.stale:
-        click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S: the consumers may "
-                    "no longer know whether those events were delivered, and would send them", fg="yellow")
+        click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S minus "
+                    "STALE_MARGIN_S: the consumers may no longer know whether those events were delivered, "
+                    "and would send them", fg="yellow")
     if summary.by_reason.get("stale"):
         # The replay is a new record: the consumers' stale guard reads its new time and lets it by.
         click.secho(f"  warning: {summary.by_reason['stale']:,} of these are `stale` dead-letters: replayed, their "

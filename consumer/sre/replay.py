@@ -129,7 +129,8 @@ def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_repla
     """What to do with one of our dead-letters; the order decides which count a record lands in.
     `horizon_start`: dead-letters that failed before it are held unless the filters take them
     (`past_horizon`): an earlier replay may have delivered their events, and the consumers'
-    delivered marks last DEDUP_HORIZON_S; a replay is a new record, which nothing else stops."""
+    delivered marks last DEDUP_HORIZON_S from delivery, and the replay is claimed later than now
+    (the command takes STALE_MARGIN_S off for that); a replay is a new record, which nothing else stops."""
     if not filters.matches(letter):
         return Verdict.UNMATCHED
     if letter.reason in NAMED_ONLY and letter.reason not in filters.reasons:
@@ -173,8 +174,9 @@ class ReplayPlan:
     to_topic: str | None = None  # instead of each record's dlq.original.topic
     dry_run: bool = False
     from_beginning: bool = False
-    # Records that failed before this were dead-lettered longer ago than the dedup horizon: the
-    # consumers may have forgotten whether their events were delivered.
+    # Records that failed before this were dead-lettered longer ago than the dedup horizon minus
+    # STALE_MARGIN_S (the consumers' wait before a claim): by the time the consumers claim their
+    # replay, they may have forgotten whether their events were delivered.
     stale_before: datetime | None = None
 
 

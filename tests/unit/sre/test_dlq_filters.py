@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -285,6 +286,18 @@ def test_default_group_is_the_same_in_every_process() -> None:
     # sha256 of the canonical filter text, not Python's per-process salted hash().
     assert default_group(Filters()) == "pisano-sms-replay-" + hashlib.sha256(
         b"code=;reason=;campaign=;since=;until=").hexdigest()[:10]
+
+
+def test_default_groups_of_runs_without_past_horizon_keep_their_names() -> None:
+    # The names main gave before --past-horizon existed (b28e0f4): a group that changed name would
+    # read the DLQ from its start again. --past-horizon is a filter set of its own.
+    sets = {"pisano-sms-replay-dc0ed24e02": Filters(),
+            "pisano-sms-replay-5443c44e0f": Filters.from_options(["13001"]),
+            "pisano-sms-replay-6e7dbfefbe": Filters.from_options(reasons=["ambiguous"], since="2026-11-26T10:00Z",
+                                                                 campaigns=[CAMPAIGN_A.upper()])}
+    for name, filters in sets.items():
+        assert default_group(filters) == name
+        assert default_group(replace(filters, past_horizon=True)) not in sets
 
 
 # ----------------------------------------------------------------------------- stats

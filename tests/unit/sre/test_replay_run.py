@@ -182,6 +182,24 @@ def test_dead_letters_older_than_the_horizon_are_replayed_only_with_past_horizon
     assert any("warning" in line and "DEDUP_HORIZON_S" in line for line in named.output.splitlines())
 
 
+def test_the_horizon_hold_leaves_the_consumers_wait_before_a_claim(monkeypatch: pytest.MonkeyPatch,
+                                                                   env: None) -> None:
+    # Found in review: the hold compared dlq.failed.at with now - DEDUP_HORIZON_S, but the consumers
+    # look for the delivered mark when they claim the replay, later (lag, a backlog): a mark an
+    # earlier replay set 6.5 days ago is gone by then. The consumers' own stale guard leaves them
+    # STALE_MARGIN_S for that wait; the hold has to leave the same.
+    monkeypatch.setenv("DEDUP_HORIZON_S", str(7 * 86_400))
+    monkeypatch.setenv("STALE_MARGIN_S", str(86_400))
+    old = dead_lettered(TOKEN_FAILURE, offset=7, failed_at=datetime.now(UTC) - timedelta(days=6, hours=12))
+    cluster = Cluster([*dlq_records(1), DlqMessage(old.headers(), topic=DLQ, partition=0, offset=1, key=b"old")])
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
+    assert result.exit_code == 0, result.output
+    held = next(line for line in result.output.splitlines() if "held: past horizon" in line)
+    assert held.split()[3] == "1", held
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
+
+
 @pytest.mark.parametrize("target", [DLQ, "pisano-sms.receipts"])
 def test_a_target_that_is_the_dead_letter_or_receipt_topic_is_refused(monkeypatch: pytest.MonkeyPatch, env: None,
                                                                        target: str) -> None:
