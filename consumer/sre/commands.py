@@ -205,6 +205,9 @@ def _advised_run(plan: ReplayPlan, dlq_topic: str | None, options: str, more: st
         options += f" --from-topic {shown_id(plan.source_topic)}"
     if plan.to_topic is not None:
         options += f" --to-topic {shown_id(plan.to_topic)}"
+    if plan.group != default_group(plan.filters):
+        # The same --group again would resume past them and read nothing.
+        more += f", without --group {shown_id(plan.group)}"
     position = ("a real run of this group commits its position past them" if plan.dry_run
                 else "this group's position is past them")
     return f"{options}{more}: that run's default group reads them, {position}"

@@ -200,6 +200,23 @@ def test_the_horizon_hold_leaves_the_consumers_wait_before_a_claim(monkeypatch: 
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
 
 
+def test_the_advice_for_held_records_after_an_explicit_group_says_to_leave_it_out(monkeypatch: pytest.MonkeyPatch,
+                                                                                  env: None) -> None:
+    # Run again with the same --group (the chart's replay.group kept), the advised run would
+    # resume past the held records and read nothing: the advice says to leave it out.
+    from consumer.outcomes.deadletter import Failure
+
+    unknown = dead_lettered(Failure("ambiguous", "fate unknown"), offset=7, failed_at=RECENT)
+    cluster = Cluster([*dlq_records(1), DlqMessage(unknown.headers(), topic=DLQ, partition=0, offset=1)])
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--group", "inc-4711"])
+    held = next(line for line in result.output.splitlines() if "fate unknown" in line)
+    assert "without --group inc-4711" in held, held
+    default = CliRunner().invoke(main, ["replay", "--from-beginning"])
+    held = next(line for line in default.output.splitlines() if "fate unknown" in line)
+    assert "without --group" not in held, held
+
+
 @pytest.mark.parametrize("target", [DLQ, "pisano-sms.receipts"])
 def test_a_target_that_is_the_dead_letter_or_receipt_topic_is_refused(monkeypatch: pytest.MonkeyPatch, env: None,
                                                                        target: str) -> None:
