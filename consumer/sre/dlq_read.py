@@ -241,8 +241,9 @@ class Filters:
     campaigns: frozenset[str] = frozenset()
     since: datetime | None = None
     until: datetime | None = None
-    # Take dead-letters that failed longer ago than DEDUP_HORIZON_S too (replay holds them
-    # otherwise: consumer/sre/replay.py, `judge`). Not a match criterion: `matches` ignores it.
+    # Take dead-letters that failed longer ago than DEDUP_HORIZON_S minus STALE_MARGIN_S too
+    # (replay holds them otherwise: consumer/sre/replay.py, `judge`). Not a match criterion:
+    # `matches` ignores it.
     past_horizon: bool = False
 
     @classmethod

@@ -301,19 +301,19 @@ def import_command(settings: Settings, file: Path) -> None:
     # An invalid entry is a customer who opted out and is still surveyed: a script running the
     # import must see it in the exit status, not only in the lines a person reads.
     count = len(summary.invalid)
-    invalid = f"{count:,} entr{'y' if count == 1 else 'ies'}" if count else ""
+    noun = "entry" if count == 1 else "entries"
     if stop is not None:
         done = ("Nothing was added" if summary.last_line < 2 else "The entries of line 2 are on the list"
                 if summary.last_line == 2 else f"The entries of lines 2 to {summary.last_line} are on the list")
         if stop.interrupted:
             fail(f"{file}: {stop.what} at line {stop.line}. {done}; import the whole file again to complete the "
                  "list (what is on the list already is only counted)", EXIT_INTERRUPTED)
-        fixes = f"it and the {count:,} invalid entr{'y' if count == 1 else 'ies'} above" if count else "it"
+        fixes = f"it and the {count:,} invalid {noun} above" if count else "it"
         fail(f"{file}: stopped at line {stop.line}: {stop.what}. {done}; nothing from line {stop.line} on was "
              f"read. Fix {fixes} and import the whole file again (it is idempotent: what is on the list already "
              "is only counted)", EXIT_STOPPED)
-    if invalid:
-        fail(f"{file}: {invalid} could not be added (the invalid lines above): those customers are not on the "
+    if count:
+        fail(f"{file}: {count:,} {noun} could not be added (the invalid lines above): those customers are not on the "
              "list: fix those lines and import the file again (it is idempotent: what is on the list already is "
              "only counted)", EXIT_INVALID)
 
