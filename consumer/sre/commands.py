@@ -113,7 +113,8 @@ def _quiet_kafka_logs(settings: Settings) -> None:
                    "UTC unless it carries an offset; Z accepted.")
 @click.option("--until", metavar="WHEN", help="Only records that failed before WHEN (same form as --since).")
 @click.option("--limit", type=Count(min=1), metavar="N",
-              help="Stop after N records that match the filters (the next run goes on from there).")
+              help="Stop after N records replayed (in a dry run: that would be); held and refused records do "
+                   "not count (the next run goes on from there).")
 @click.option("--max-replays", type=Count(min=1, max=MAX_SIGNED_REPLAYS), default=3, show_default=True,
               help="Refuse records already replayed this many times (header dlq.replays).")
 @click.option("--from-topic", metavar="TOPIC", help="Read this topic instead of DLQ_TOPIC.")
@@ -243,9 +244,10 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
     rows = [
         ("read", summary.read, ""),
         ("foreign", summary.verdicts[Verdict.FOREIGN], "no dead-letter headers: not written by pisano-sms, left alone"),
-        ("matched", summary.matched, "records that pass the filters"
+        ("matched", summary.matched, "records that pass the filters"),
+        (would, summary.replayed if plan.dry_run else summary.acknowledged,
+         (f"to {targets}" if targets else "")
          + (f" (stopped at --limit {plan.limit})" if summary.limit_reached else "")),
-        (would, summary.replayed, f"to {targets}" if targets else ""),
         ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE], "same origin as a record replayed in this run"),
         ("held: fate unknown", summary.verdicts[Verdict.FATE_UNKNOWN], _fate_unknown_hint(plan, summary, dlq_topic)),
         ("held: past horizon", summary.verdicts[Verdict.PAST_HORIZON], _past_horizon_hint(plan, summary, dlq_topic)),
@@ -267,17 +269,21 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         ("refused: malformed", summary.verdicts[Verdict.MALFORMED],
          "our headers, but unusable" + (f" ({_top(summary.malformed)})" if summary.malformed else "")),
     ]
+    if not plan.dry_run and summary.replayed > summary.acknowledged:
+        rows.insert(4, ("unacknowledged", summary.replayed - summary.acknowledged,
+                        "published, not acknowledged by Kafka before the run stopped: the next run publishes them "
+                        "again (the consumers skip what was delivered)"))
     for name, count, detail in rows:
         click.echo(f"  {name:<24}{count:>9,}   {detail}".rstrip())
     for name, counter in (("by error code", summary.by_code), ("by campaign", summary.by_campaign),
                           ("by reason", summary.by_reason)):
         if counter:
             click.echo(f"  {name:<24}" + ", ".join(f"{shown_id(key)} {n:,}" for key, n in counter.most_common()))
-    for partition, position, end in summary.recreated:
+    for partition, position, end, by_id in summary.recreated:
         # Past the end with no topic id to go by, it may be a truncation too (consumer/sre/topic_identity.py).
-        why = (f"was past its end ({end:,}): the topic was deleted and recreated (or truncated)" if position > end
-               else "was committed on an earlier topic of that name (its topic id differs): the topic was deleted "
-                    "and recreated")
+        why = ("was committed on an earlier topic of that name (its topic id differs): the topic was deleted "
+               "and recreated" if by_id else
+               f"was past its end ({end:,}): the topic was deleted and recreated (or truncated)")
         click.secho(f"  warning: group {plan.group}'s position {position:,} on {shown_id(plan.source_topic)} partition "
                     f"{partition} {why}; read it from its beginning (what was replayed before is not sent twice: "
                     "the consumers' dedup)", fg="yellow")

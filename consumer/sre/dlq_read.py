@@ -342,10 +342,10 @@ class TopicReader:
         self.topic_id: str | None = None
         self.spans: list[Span] = []
         self.behind = 0  # records in the topic before the start position (read by an earlier run)
-        # (partition, committed position, end offset) where the position was committed on another
-        # topic of this name (its id differs, or, without ids, the position is past the end): the
-        # topic was deleted and recreated since. Read from its beginning.
-        self.recreated: list[tuple[int, int, int]] = []
+        # (partition, committed position, end offset, told by the ids) where the position was
+        # committed on another topic of this name (its id differs, or, without ids, the position is
+        # past the end): the topic was deleted and recreated since. Read from its beginning.
+        self.recreated: list[tuple[int, int, int, bool]] = []
         # The same, where the topic is the same (same id) and its end moved back below the
         # position (an unclean leader election): read from its end, nothing re-published.
         self.truncated: list[tuple[int, int, int]] = []
@@ -369,7 +369,7 @@ class TopicReader:
                 start = decide(position, stored_id, self.topic_id, high)
                 if start is Start.RECREATED:
                     # Starting at the position would skip the new topic's records below it for good.
-                    self.recreated.append((p, position, high))
+                    self.recreated.append((p, position, high, stored_id is not None and self.topic_id is not None))
                     log.warning("the committed position %d of %s partition %d was committed on a topic since "
                                 "deleted and recreated; reading it from its beginning", position, self.topic, p,
                                 extra={"topic": self.topic})

@@ -169,7 +169,7 @@ class ReplayPlan:
     source_topic: str
     group: str
     filters: Filters
-    limit: int | None = None  # stop after this many matched records
+    limit: int | None = None  # stop after this many records replayed (held and refused ones do not count)
     max_replays: int = 3
     to_topic: str | None = None  # instead of each record's dlq.original.topic
     dry_run: bool = False
@@ -191,11 +191,15 @@ class ReplaySummary:
     by_target: Counter[str] = field(default_factory=Counter)
     stale: int = 0
     behind: int = 0  # records of the DLQ before the group's position, not read by this run
-    # (partition, stale position, end): committed on a DLQ since recreated (another id, or past its end)
-    recreated: list[tuple[int, int, int]] = field(default_factory=list)
+    # (partition, stale position, end, told by the ids): committed on a DLQ since recreated (another
+    # id, or with no ids to compare, past its end)
+    recreated: list[tuple[int, int, int, bool]] = field(default_factory=list)
     # (partition, position, end): the same DLQ's end moved back below the position; resumed at the end
     truncated: list[tuple[int, int, int]] = field(default_factory=list)
     committed: bool = False
+    # Of `replayed`, those Kafka acknowledged by the last checkpoint: after a failure part-way, the
+    # rest may never have reached the topic, and the next run publishes them again.
+    acknowledged: int = 0
     limit_reached: bool = False
     signed: bool = False  # the re-published records carry a replay signature
     malformed: Counter[str] = field(default_factory=Counter)  # reason -> records refused
@@ -381,6 +385,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
         with interrupt_deferred():
             for refusal in publisher.take_refused():
                 summary.refused_by_kafka(refusal, plan.stale_before)
+            summary.acknowledged = summary.replayed
         positions = reader.positions()
         if not positions:
             return
@@ -441,7 +446,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
             reader.processed(message)
             if progress is not None:
                 progress(summary.read, reader.total)
-            if plan.limit is not None and summary.matched >= plan.limit:
+            if plan.limit is not None and summary.replayed >= plan.limit:
                 summary.limit_reached = True
                 break
             if time.monotonic() >= next_checkpoint:

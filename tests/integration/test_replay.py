@@ -357,7 +357,7 @@ def test_a_dlq_recreated_behind_the_groups_position_is_replayed_from_its_beginni
     build_dlq(stack, second_source, dlq, [Spec(TOKEN_13001)] * 3)
     again = replay(settings(dlq))
     assert (again.read, again.replayed) == (3, 3)
-    assert again.recreated == [(0, 5, 3)]  # partition, the stale position, the end: the summary warns
+    assert again.recreated == [(0, 5, 3, False)]  # partition, stale position, end, no ids: the summary warns
     assert len(read_all(stack.bootstrap, second_source)) == 3 + 3
     assert committed(stack.bootstrap, group, dlq) == {0: 3}
 

@@ -57,7 +57,7 @@ def test_a_dlq_recreated_and_grown_past_the_groups_position_is_read_from_its_beg
     build_dlq(stack, second_source, dlq, [Spec(TOKEN_13001)] * 5)  # past the old position
     again = replay(settings(dlq))
     assert (again.read, again.replayed) == (5, 5)
-    assert again.recreated == [(0, 3, 5)] and again.truncated == []
+    assert again.recreated == [(0, 3, 5, True)] and again.truncated == []
     assert len(read_all(stack.bootstrap, second_source)) == 5 + 5
     position, metadata = committed_with_metadata(stack, group, dlq)
     assert position == 5 and decoded(metadata) not in (None, old_id)  # the new topic's id from now on

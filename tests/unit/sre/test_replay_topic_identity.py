@@ -180,3 +180,15 @@ def test_metadata_that_is_not_utf8_is_no_id_not_a_crash(monkeypatch: pytest.Monk
     result = CliRunner().invoke(main, ["replay", "--group", "g"])
     assert result.exit_code == 0, result.output
     assert len(cluster.published) == 3 and decoded(cluster.committed_metadata["g"]) == ID_1  # by offsets, as before
+
+
+def test_a_position_past_the_end_of_a_topic_with_another_id_is_said_recreated_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The ids tell it was recreated: "(or truncated)" is for a commit that carries no id.
+    cluster = Cluster(dlq_records(3), committed={"g": 5}, committed_metadata={"g": encoded(ID_OLD)},
+                      topic_id=ID_NEW)
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 0, result.output
+    warning = " ".join(next(line for line in result.output.splitlines() if "warning" in line).split())
+    assert "topic id differs" in warning and "or truncated" not in warning, warning
