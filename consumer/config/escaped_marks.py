@@ -1,7 +1,8 @@
 """The `@` and `:` of a user info written as escapes: a JSON encoder that escapes every sign
 (`user\u003Apw\u0040host`, `\\u0040` in a JSON string inside one), a repr of bytes (`\x40`), or a
 full-width at sign or colon (U+FF20, U+FF1A, as an input method types them), or an HTML entity
-(`&#64;`, `&#x40;`, `&commat;`, `&#58;`, `&colon;`: a page, an HTML-escaping log viewer). A pattern written for
+(`&#64;`, `&#x40;`, `&commat;`, `&#58;`, `&colon;`: a page, an HTML-escaping log viewer; a numeric one also
+without its `;`, as HTML reads `&#64host`, and escaped twice, `&amp;#64;`). A pattern written for
 `user:pw@host` does not see them; a run of text holding one is masked as decoded (secret_text).
 """
 
@@ -12,9 +13,13 @@ from collections.abc import Callable
 
 # From the first backslash of a run of them only: tried at each, a long run would be read again
 # from every one (quadratic).
+# An HTML entity's `&` may be escaped again (`&amp;#64;`, once or more: a page quoting a page). A
+# numeric one needs no `;` (HTML reads `&#64host` as `@`), unless a digit follows: then the number
+# runs on, and is another character (`&#640`).
 _MARK = re.compile(r"(?<!\\)\\++(?:u0040|u003[aA]|x40|x3[aA])|[\uff20\uff1a]"
-                   r"|&(?:#0{0,4}+(?:64|58)|#[xX]0{0,4}+(?:40|3[aA])|(?i:commat|colon));")
-_AT_SIGNS = ("40", "\uff20", "64;", "40;", "commat;")
+                   r"|&(?:amp;)*+(?:#0{0,4}+(?:64|58)(?:;|(?![0-9]))|#[xX]0{0,4}+(?:40|3[aA])(?:;|(?![0-9A-Fa-f]))"
+                   r"|(?i:commat|colon);)")
+_AT_SIGNS = ("40", "\uff20", "64", "64;", "40;", "commat;")
 # A run: the text between blanks, quotes and angle brackets, as the user info passes read a URL.
 # Linear: tried at a run's start only (the lookbehind), possessively.
 _RUN = re.compile(r"(?<![^\s\"'<>])[^\s\"'<>]++")

@@ -19,14 +19,17 @@ _RUN_CHAR = r"[\w.~!*+/:@-]"
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _ENCODED_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}*+{_ESCAPED}(?:{_RUN_CHAR}|{_ESCAPED})*+")
 _ESCAPE = re.compile(_ESCAPED)  # most texts have none: one scan
+_SIGNS = frozenset("!/:@")  # the signs of a run that quote() would escape (letters, digits, `_.~-` it keeps)
 DECODE_LEVELS = 3  # encoded once in a query, once more by a proxy: deeper is not seen
 
 
 def in_encoded_runs(text: str, transform: Callable[[str], str]) -> str:
     """`text` with `transform` applied to every run holding a `%XX` escape, as decoded. A run it
-    changes is encoded again (`*` and `+` left as they are, so a mask reads as one, as does a
-    phone's `+`); any other run is left exactly as it was written. Linear: each run is decoded once
-    (a transform that calls this again on its input goes one level deeper, DECODE_LEVELS at most)."""
+    changes is encoded again as it was written: a sign written raw in it (and not escaped elsewhere
+    in it) is written raw again (`user:pw%40host` keeps its `:`, `https%3A//` its slashes), `*`
+    and `+` too (so a mask reads as one, as does a phone's `+`); any other run is left exactly as it
+    was written. Linear: each run is decoded once (a transform that calls this again on its input
+    goes one level deeper, DECODE_LEVELS at most)."""
     if _ESCAPE.search(text) is None:
         return text
 
@@ -36,6 +39,10 @@ def in_encoded_runs(text: str, transform: Callable[[str], str]) -> str:
         if plain == written:
             return written
         changed = transform(plain)
-        return written if changed == plain else quote(changed, safe="*+")
+        if changed == plain:
+            return written
+        escaped = set(unquote("".join(_ESCAPE.findall(written))))
+        raw = set(_ESCAPE.sub("", written)) - escaped
+        return quote(changed, safe="*+" + "".join(sorted(raw & _SIGNS)))
 
     return _ENCODED_RUN.sub(decoded, text)

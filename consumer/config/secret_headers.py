@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from itertools import chain
 
-from consumer.config.secret_names import MASK, is_prose, quoted_span
+from consumer.config.secret_names import MASK, is_letters_credential, is_prose, quoted_span
 
 # The header's name, maybe quoted as in JSON or a dict's repr (`{'Cookie': 'a=b'}`), then `:`; or
 # quoted, then `, ` and a quote, as in a list of pairs (httpx's Headers repr once a name repeats,
@@ -49,6 +49,13 @@ _PROSE_SCHEMES = frozenset({"token", "negotiate", "ntlm"})
 _MIN_CREDENTIAL = 8
 _MIN_SHORT_CREDENTIAL = 6
 _LETTER_AND_DIGIT = re.compile(r"(?=[^0-9]*+[0-9])[^A-Za-z]*+[A-Za-z]")
+# `Bearer`, `Basic`, `Token` written as a scheme is (capitalized: in prose they are nouns, `bearer
+# token expired`) take a credential of letters too (`Token abcdefg`), unless that word says nothing
+# of one (secret_names.is_letters_credential) or is the first of more prose (`Token refresh failed`).
+# A word of letters then a colon is a label (`Token rotated: ...`), whatever the scheme.
+_LETTERS_SCHEMES = frozenset({"bearer", "basic", "token"})
+_CLAUSE_MARKS = ".:!?"
+_NEXT_WORD = re.compile(r"[ \t]++[^\W\d_]")
 # What a Digest credential holds: `response=` and its hash, quoted (RFC 7616) or as hex digits (32
 # and more: MD5, SHA-256); `response=401` is a status in prose (`Digest auth (response=401)`).
 _RESPONSE = re.compile(r"(?<![\w.-])(?i:response)[ \t]*+=[ \t]*+(?:\\{0,3}[\"']|[0-9A-Fa-f]{32})")
@@ -106,13 +113,26 @@ def mask_bare_credentials(text: str) -> str:
         if scheme.start() < done or credential is None:
             continue
         word = credential.group().rstrip(",;)]}")  # `(Bearer pw)`
-        if not word or is_prose(word) or "=" in word.rstrip("=") or _PARAMETER.match(text, scheme.end()):
+        letters = word.rstrip(_CLAUSE_MARKS)
+        if letters and is_prose(letters):
+            if _letters_credential(text, scheme, word, letters):
+                parts += (text[done:scheme.end()], MASK)
+                done = scheme.end() + len(letters)
+            continue
+        if not word or "=" in word.rstrip("=") or _PARAMETER.match(text, scheme.end()):
             continue
         if scheme.group("scheme").lower() in _PROSE_SCHEMES and not _credential_after_prose_scheme(word):
             continue
         parts += (text[done:scheme.end()], MASK)
         done = scheme.end() + len(word)
     return "".join(parts) + text[done:] if parts else text
+
+
+def _letters_credential(text: str, scheme: re.Match[str], word: str, letters: str) -> bool:
+    name = scheme.group("scheme")
+    return (name[0].isupper() and name.lower() in _LETTERS_SCHEMES and not word.endswith(":")
+            and is_letters_credential(letters)
+            and (word != letters or _NEXT_WORD.match(text, scheme.end() + len(word)) is None))
 
 
 def _credential_after_prose_scheme(word: str) -> bool:

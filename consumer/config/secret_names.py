@@ -40,6 +40,16 @@ _LONGEST_WORD = 19
 _STATE_WORDS = frozenset({"required", "missing", "empty", "invalid", "expired", "revoked", "unknown", "unset",
                           "set", "none", "null", "nil", "undefined", "true", "false", "redacted", "hidden",
                           "active", "closed"})
+# A word of letters after a scheme (`Bearer abcdefghij`, `Authorization: Custom abcdefghij`) is its
+# credential if it has 6 letters and more (as after `Token`: secret_headers) and says nothing of
+# one: it is no word of state, negation (`Not provided`) or participle (`Token rotated`, `Header
+# rejected`, `Token expiring`), nor the name of the thing itself (`Bearer token required`, `JWT
+# Bearer Token`). A participle is a guess by its ending: a credential of letters ending so is shown.
+_MIN_LETTERS_CREDENTIAL = 6
+_NEGATIONS = frozenset({"not", "no"})
+_PARTICIPLE_ENDINGS = ("ed", "ing")
+_AUTH_WORDS = frozenset({"bearer", "basic", "token", "tokens", "digest", "negotiate", "ntlm", "auth", "authorization",
+                         "authentication", "header", "headers", "credential", "credentials", "scheme"})
 
 # A quoted value, maybe Python bytes as a repr shows them (`b'pw'`: the `b` was taken for the value),
 # maybe escaped once or more (`\"pw\"` in a JSON string inside one).
@@ -98,6 +108,25 @@ def is_prose_word(word: str) -> bool:
 
 def is_state_word(word: str) -> bool:
     return word.rstrip(".!").lower() in _STATE_WORDS
+
+
+def is_statement_word(word: str) -> bool:
+    """Whether a word says something of a credential rather than being one: a word of state, a
+    negation, a participle (see _AUTH_WORDS' comment)."""
+    lowered = word.lower()
+    return is_state_word(word) or lowered in _NEGATIONS or lowered.endswith(_PARTICIPLE_ENDINGS)
+
+
+def is_letters_credential(word: str) -> bool:
+    """Whether a word of letters only (a prose word, as is_prose reads it) after a scheme is its credential."""
+    return (len(word) >= _MIN_LETTERS_CREDENTIAL and is_prose(word) and not is_statement_word(word)
+            and word.lower() not in _AUTH_WORDS)
+
+
+def is_label_of(name: str, value: str) -> bool:
+    """Whether `value` spells `name` again, in any case and separators (`('api_key', 'API key')`: a
+    choice's label, as Django's `choices` pairs a value and its label)."""
+    return _words(name) == _words(value)
 
 
 def quoted_span(text: str, start: int) -> tuple[int, int, int] | None:

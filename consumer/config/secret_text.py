@@ -24,11 +24,14 @@ from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_re
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
 from consumer.config.secret_names import (
     MASK,
+    is_label_of,
+    is_letters_credential,
     is_prose_word,
     is_secret_key,
     is_secret_name,
     is_session_name,
     is_state_word,
+    is_statement_word,
     quoted_span,
 )
 
@@ -78,11 +81,15 @@ _BLANKS = re.compile(r"[ \t]*+")
 # letters only, and a missing one is said in words (`header missing`). A credential holds a digit
 # or a sign, or letters of both cases (base64), or is longer than a word (a key of 32 letters, as
 # hex may be). Read to its first clause's end at most. A literal for no value is none either
-# (`{"Authorization": null}`, `{'authorization': None}`, JavaScript's `undefined`).
+# (`{"Authorization": null}`, `{'authorization': None}`, JavaScript's `undefined`). But two words,
+# the first capitalized as a scheme is written and saying nothing (no state, negation,
+# participle), the second a credential of letters (secret_names.is_letters_credential), ending the
+# clause without a sentence's stop, are a scheme and its credential (`Authorization: Custom abcdefghij`).
 _PROSE_WORD = r"(?:[A-Z]?[a-z]{1,19}+|[A-Z]{1,19}+)(?![A-Za-z])"
 _PROSE_CLAUSE = re.compile(_PROSE_WORD + r"(?:[ \t]++" + _PROSE_WORD + r")++[.!?]?[ \t]*+"
                            r"|(?:null|None|nil|undefined)(?![\w-])[ \t]*+")
 _PROSE_CLAUSE_END = re.compile(r"[;,)\]}]|[\r\n]|\\[rn]|$")  # also where a structure closes: `{"Authorization": null}`
+_SCHEME_AND_LETTERS = re.compile(r"[ \t]*+(?P<scheme>[A-Z](?:[a-z]++|[A-Z]++))[ \t]++(?P<word>[A-Za-z]++)[ \t]*+")
 _ELEMENT_WORD = _PROSE_WORD + r"[.,;:!?]?"
 _PROSE_ELEMENT = re.compile(r"[ \t]*+(?:" + _ELEMENT_WORD + r"(?:[ \t]++" + _ELEMENT_WORD + r")++[ \t]*+)?+")
 # Under another name a number may be a word (`"password": ["Ensure this field has at least 8 characters."]`).
@@ -102,6 +109,9 @@ _SESSION_VALUE = re.compile(r"(?:[^&\s#;,\"'\\]|\\/)++")
 _BARE_VALUE = re.compile(r"[^\s\"'<>]+")  # in `name: value`, up to the end of the word
 _NEXT_WORD = re.compile(r"[ \t]++[^\W\d_]")  # ...then a word of letters: that one was prose
 _CREDENTIAL = re.compile(r"[^\s<>]+")  # `Bearer <admin token>` in a usage text is no credential
+# `password: set to hunter`: after a secret name and a colon, a value said to be set is the word
+# after `to`, read as the value itself would be (a word of state or the first of prose stays).
+_SET_TO = re.compile(r"(?i:set|changed|reset|updated)[ \t]++to[ \t]++(?=\S)")
 _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
 # Maybe twice, as a client that adds `Bearer ` to a token holding it already sends: `Bearer Bearer
 # pw` (the same word only: in `Bearer token expired`, `token` is prose).
@@ -250,11 +260,14 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
         start, end, _ = quoted
         if not header and is_state_word(text[start:end]):
             return None  # `"session": "expired"`, `('password', 'required')`: a state, no secret
+        if sep.strip() == "," and is_label_of(name, text[start:end]):
+            return None  # `choices=[('token', 'Token')]`: a choice and its label
+
         if is_session_name(name) and _is_prose_value(text, start, end):
             return None  # `"session": "not logged in"`; one other word is its id (`"sid": "qwhdkslapzmx"`)
         scheme = _AUTH_SCHEME.match(text, start, end)
         if header and scheme is None:
-            if _is_prose_value(text, start, end):
+            if _is_prose_value(text, start, end, header):
                 return None  # `{"Authorization": "header missing"}`, as unquoted
             scheme = _ANY_SCHEME.match(text, start, end)
         if scheme is not None:
@@ -262,6 +275,8 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
         return start, end
     scheme = _AUTH_SCHEME.match(text, start)
     start = scheme.end() if scheme is not None else start
+    if scheme is None and not query_like and (setter := _SET_TO.match(text, start)) is not None:
+        start = setter.end()
     if query_like:
         value = (_SESSION_VALUE if is_session_name(name) else _QUERY_VALUE).match(text, start)
         return (start, value.end()) if value is not None else None
@@ -309,14 +324,24 @@ def _listed_credentials(text: str, position: int, header: bool) -> tuple[int, in
 
 def _listed_prose(text: str, start: int, end: int, header: bool) -> bool:
     if header:
-        return _PROSE_ELEMENT.fullmatch(text, start, end) is not None
+        return _PROSE_ELEMENT.fullmatch(text, start, end) is not None and not _scheme_and_credential(text, start, end)
     return _PROSE_ELEMENT_WITH_NUMBERS.fullmatch(text, start, end) is not None or is_state_word(text[start:end])
 
 
-def _is_prose_value(text: str, start: int, end: int) -> bool:
-    """Whether the Authorization value at `start` is prose up to its first clause's end (`end` at most)."""
+def _is_prose_value(text: str, start: int, end: int, header: bool = False) -> bool:
+    """Whether the Authorization (`header`) or session value at `start` is prose up to its first
+    clause's end (`end` at most)."""
     prose = _PROSE_CLAUSE.match(text, start, end)
-    return prose is not None and _PROSE_CLAUSE_END.match(text, prose.end(), end) is not None
+    if prose is None or _PROSE_CLAUSE_END.match(text, prose.end(), end) is None:
+        return False
+    return not (header and _scheme_and_credential(text, start, prose.end()))
+
+
+def _scheme_and_credential(text: str, start: int, end: int) -> bool:
+    """Whether the words from `start` to `end` are a scheme and a credential of letters (see _PROSE_CLAUSE)."""
+    words = _SCHEME_AND_LETTERS.fullmatch(text, start, end)
+    return (words is not None and not is_statement_word(words.group("scheme"))
+            and is_letters_credential(words.group("word")))
 
 
 def _after_blanks(text: str, position: int) -> int:
@@ -342,7 +367,7 @@ def _header_credential(text: str, start: int, line_end: list[int], limit: int) -
         found = _LINE_END.search(text, start)
         line_end[0] = found.start() if found is not None else len(text)
     end = min(line_end[0], limit)
-    if scheme is None and _is_prose_value(text, start, end):
+    if scheme is None and _is_prose_value(text, start, end, header=True):
         return None  # `Authorization: header missing; ...`; after a scheme (`Token abc`), a credential
     if scheme is None:
         scheme = _ANY_SCHEME.match(text, start, end)
