@@ -268,7 +268,8 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
                               holds=gate.holds if gate else None)
             sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
                             policy=policy, threads=settings.max_in_flight_requests,
-                            throttle_horizon_s=settings.throttle_horizon_ms / 1000, admission=admission,
+                            throttle_horizon_s=settings.throttle_horizon_ms / 1000,
+                            claim_lease_ms=settings.claim_lease_ms, admission=admission,
                             pace_share=settings.pisano_pace_share, quiet_hours=gate, cooldown=cooldown)
             lanes[name] = Lane(batcher, sender)
         return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)

@@ -307,6 +307,9 @@ class Settings(BaseSettings):
     # must outlive the longest request it guards: connect and answer timeouts, plus this margin
     # for the slot's lead time, a late POST and settling the outcome on a slow Redis.
     claim_lease_margin_ms: ClassVar[int] = 10_000
+    # The derived lease's slack beyond the slowest request's timeouts: that margin, and 50 s for
+    # heartbeats that find Redis unreachable (the arithmetic: `claim_lease_ms`).
+    claim_lease_slack_ms: ClassVar[int] = 60_000
 
     @model_validator(mode="after")
     def _claim_lease_outlives_a_request(self) -> Settings:
@@ -472,12 +475,24 @@ class Settings(BaseSettings):
 
     @property
     def claim_lease_ms(self) -> int:
-        """How long a dedup claim protects an event: longer than any attempt to deliver it (every
-        retry within the budget, its wait for a slot, the last request's timeouts), plus a margin for a slow Redis."""
+        """How long a dedup claim protects an event from other replicas without being renewed:
+        DEDUP_CLAIM_LEASE_MS, else the slowest request's timeouts plus claim_lease_slack_ms (95 s
+        with the default 30 s + 5 s).
+
+        A live request never leaves its claims that long: each POST is preceded by a renewal (at
+        most RENEWAL_REACH_S, 2 s, before it leaves), and every wait in between (for a slot, a
+        backoff, bisection's other requests) is its heartbeat's, which renews them every quarter
+        lease (consumer/delivery/heartbeat.py). So the lease no longer counts the retry budget and
+        the throttle horizon; what it must outlive is the longest stretch without a renewal: one
+        request, then beats that fail. With the defaults (beats every 23.75 s), the first beat
+        after the slowest request comes at 2 + 35 = 37 s at the latest; two in a row may find Redis
+        unreachable and the third (at about 85 s) still lands 10 s (the margin) before the lease
+        ends. In a wait without a POST, the third beat after a renewal comes at 71 s. This is also
+        how long a SIGKILLed replica's claims hold their events back (245 s before 0.3.0's heartbeat)."""
         if self.dedup_claim_lease_ms is not None:
             return self.dedup_claim_lease_ms
         _, _, timeout, connect = self._slowest_request()
-        return self.pisano_retry_budget_ms + self.throttle_horizon_ms + timeout + connect + 60_000
+        return timeout + connect + self.claim_lease_slack_ms
 
     def api_token(self) -> str:
         """The Pisano token from the environment or the mounted file, stripped and checked (a

@@ -6,9 +6,11 @@ outlast a claim's lease, and an expired claim lets a replay send the same event 
 renewal comes before the slot, never between the slot and the POST, so it cannot make a POST
 late. An attempt whose send window has closed meanwhile (a retry's backoff ran past it) is not
 sent: `held_by_window`, its claims released and its events back to wait for the opening
-(consumer/delivery/quiet_hours.py). Just before each POST the claim learns that its ids may now
-have left (`sending`), so an exception from then on settles them as unknown, never as free to
-send again.
+(consumer/delivery/quiet_hours.py). Its waits (for a slot, between attempts) are its heartbeat's,
+which keeps the claims alive meanwhile (consumer/delivery/heartbeat.py); a claim it finds lost
+ends the request unsent (`claim_lost`), as a failed renewal does. Just before each POST the claim
+learns that its ids may now have left (`sending`), so an exception from then on settles them as
+unknown, never as free to send again.
 
 Every attempt gets a request id of its own (32 hex digits), logged with its answer; the one of
 the attempt that decided the events' fate goes into their receipts (consumer/outcomes/receipts.py),
@@ -29,6 +31,7 @@ from consumer.config.tokens import TokenSource
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.destination import Destination
 from consumer.delivery.failures import Verdict
+from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.pisano_codes import code_label
 from consumer.delivery.slots import SlotReserver
@@ -80,14 +83,17 @@ class Attempts:
         self.tokens: TokenSource | None = getattr(destination.client, "tokens", None)  # None: a fake
 
     def send(self, campaign: str, body: bytes, *, slot_at: float | None, renew: Callable[[], bool],
-             sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = ()) -> Sent:
+             sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = (),
+             heartbeat: Heartbeat | None = None) -> Sent:
         """POST at `slot_at` (None: reserve a slot first), retrying in slots of their own.
         `fresh`: when (monotonic) the claims were taken, if for this slot. `events`: the request's
-        pending events, whose trace contexts its span links to when tracing is on."""
+        pending events, whose trace contexts its span links to when tracing is on. `heartbeat`:
+        the waits of the batch whose claims the request holds (None: only `stop` is watched)."""
+        beats = heartbeat if heartbeat is not None else Heartbeat(self.stop)
         sent = Sent()
         started = time.monotonic()
         while True:
-            ready = self.slots.ready(slot_at, renew, fresh=None if sent.attempts else fresh)
+            ready = self.slots.ready(slot_at, renew, fresh=None if sent.attempts else fresh, heartbeat=beats)
             if ready == "stopped":
                 sent.abandoned = True
                 return sent
@@ -129,10 +135,13 @@ class Attempts:
             delay = self.retry.backoff.delay(sent.attempts, retry_after)
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
                     and time.monotonic() - started + delay < self.retry.budget_s:
-                if self._back_off(sent.error, delay):
+                if self._back_off(sent.error, delay, beats):
                     slot_at = None  # every attempt counts against Pisano's throttle: a new slot
                     continue
-                sent.abandoned = True
+                if beats.lost:  # found lost during the backoff: not sent again, decided from Redis's state
+                    sent.claim_lost = True
+                else:
+                    sent.abandoned = True
             return sent
 
     def _refused_a_rotated_token(self, carried: str | None, sent: Sent) -> bool:
@@ -163,8 +172,9 @@ class Attempts:
                         "status": sent.error.http_status if isinstance(sent.error, PisanoApiError) else None,
                         "destination": self.destination.name})
 
-    def _back_off(self, error: PisanoError, delay: float) -> bool:
-        """Wait before retrying (after a 429, the whole fleet waits); False when stopping."""
+    def _back_off(self, error: PisanoError, delay: float, beats: Heartbeat) -> bool:
+        """Wait before retrying (after a 429, the whole fleet waits); False when stopping or a claim
+        was lost meanwhile (`beats.lost`)."""
         if isinstance(error, PisanoApiError) and error.http_status == 429:
             self.dm.throttle_pauses.inc()
             try:
@@ -172,7 +182,7 @@ class Attempts:
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("throttle").inc()
                 log.error("could not pause the fleet's throttle: %s", exc)
-        return not self.stop.wait(delay)
+        return not beats.wait(delay)
 
     def _count(self, error: PisanoError) -> None:
         if isinstance(error, PisanoApiError):

@@ -333,12 +333,7 @@ class Claim:
         them, in one round trip. False: do not send."""
         for attempt in range(1, RENEW_TRIES + 1):
             try:
-                steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)))]
-                if self.phones is not None:
-                    steps.append(self.phones.renewal(events))
-                answers = together(steps)
-                return all(s is ClaimStatus.CLAIMED for s in answers[0]) and \
-                    all(s is PhoneStatus.RESERVED for answer in answers[1:] for s in answer)
+                return self._renewed(events)
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("claim").inc()
                 delay = REDIS_BACKOFF.delay(attempt)
@@ -346,6 +341,27 @@ class Claim:
                 if self.stop.wait(delay):
                     return False
         return False
+
+    def _renewed(self, events: Sequence[PendingEvent]) -> bool:
+        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)))]
+        if self.phones is not None:
+            steps.append(self.phones.renewal(events))
+        answers = together(steps)
+        return all(s is ClaimStatus.CLAIMED for s in answers[0]) and \
+            all(s is PhoneStatus.RESERVED for answer in answers[1:] for s in answer)
+
+    def beat(self, events: Sequence[PendingEvent]) -> bool | None:
+        """`renew` once, for the claims still held among `events`, while their request waits
+        (consumer/delivery/heartbeat.py): True renewed, False one is lost (do not send), None Redis
+        did not answer (not retried here: the next beat, or the renewal before the POST, is)."""
+        held = [e for e in events if e.recipient.event_id in self._held]
+        if not held:
+            return True
+        try:
+            return self._renewed(held)
+        except StateStoreError:
+            self.metrics.redis_errors.labels("claim").inc()
+            return None
 
     def sending(self, events: Sequence[PendingEvent], ids: list[str] | None = None) -> None:
         """These ids are about to leave in a request: from now on their fate may be unknown.

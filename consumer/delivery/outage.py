@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from consumer.delivery.backoff import REDIS_BACKOFF
 from consumer.errors import StateStoreError
@@ -21,13 +22,14 @@ class RedisOutage:
         self.stop = stop
         self._failures = 0
 
-    def failed(self, operation: str, exc: StateStoreError) -> None:
-        """Count the failure and wait before the next try (returns early when stopping)."""
+    def failed(self, operation: str, exc: StateStoreError, wait: Callable[[float], bool] | None = None) -> None:
+        """Count the failure and wait before the next try (returns early when stopping). `wait`:
+        how to wait instead of `stop.wait` (a request holding claims: its heartbeat's)."""
         self.metrics.redis_errors.labels(operation).inc()
         self._failures += 1
         if self._failures in (1, 10) or self._failures % 100 == 0:
             log.error("Redis unavailable (%s): not sending until it is back; %s", operation, exc)
-        self.stop.wait(REDIS_BACKOFF.delay(self._failures))
+        (wait or self.stop.wait)(REDIS_BACKOFF.delay(self._failures))
 
     def recovered(self) -> None:
         self._failures = 0

@@ -5,6 +5,9 @@ Each thread promises a slot for a due batch (`Batcher.wait_for_demand`), reserve
 before it while the batch keeps filling, takes the batch, claims its event ids (`claims.Claim`),
 POSTs at the slot with retries (`attempts`), settles the ids with the request's fate and reports
 every event's outcome to the poll loop (`outcome.BatchReport`). Threads sleep; the poll loop never does.
+From the claim to the last settlement, every wait of the batch's requests (for a slot, between
+attempts, while bisection sends another part) is its heartbeat's, which keeps the claims still
+held alive (`heartbeat.Heartbeat`, every quarter of DEDUP_CLAIM_LEASE_MS).
 
 What a failure leads to is decided by the destination's classification
 (`consumer.delivery.failures`):
@@ -42,6 +45,7 @@ from consumer.delivery.campaign_gate import CampaignGate, open_failure
 from consumer.delivery.claims import Claim
 from consumer.delivery.contacts import ContactCooldown
 from consumer.delivery.destination import Destination
+from consumer.delivery.heartbeat import Heartbeat, beat_period_s
 from consumer.delivery.isolation import IsolationBudget, bisect
 from consumer.delivery.outage import RedisOutage
 from consumer.delivery.outcome import BatchReport, Outcome
@@ -77,7 +81,7 @@ class FailurePolicy:
 class Sender:
     def __init__(self, *, destination: Destination, batcher: Batcher, dedup: DedupStore, metrics: Metrics,
                  report: Callable[[Outcome], None], policy: FailurePolicy, threads: int,
-                 throttle_horizon_s: float, admission: Admission | None = None,
+                 throttle_horizon_s: float, claim_lease_ms: int, admission: Admission | None = None,
                  pace_share: float = 0.0, quiet_hours: QuietHours | None = None,
                  cooldown: ContactCooldown | None = None) -> None:
         self.destination = destination
@@ -90,6 +94,8 @@ class Sender:
         self.metrics = metrics
         self.report = report
         self.policy = policy
+        # How often a waiting request renews its claims (consumer/delivery/heartbeat.py).
+        self.beat_period_s = beat_period_s(claim_lease_ms)
         self._stop = threading.Event()
         self.outage = RedisOutage(metrics, self._stop)
         self.slots = SlotReserver(destination.limiter, metrics, self._stop, self.outage, throttle_horizon_s,
@@ -286,12 +292,14 @@ class Sender:
         body = build_body(list(map(RECIPIENT, events)))
         self.metrics.batch_size.observe(len(events))
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
+        # Every claim of the batch still held, renewed while any of its requests waits.
+        beats = Heartbeat(self._stop, lambda: claim.beat(events), self.beat_period_s, since=claim.claimed_at)
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
         # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
         sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=claim.claimed_at,
                                   renew=lambda: claim.renew(events), sending=lambda: claim.sending(events, ids),
-                                  events=events)
-        self._conclude(claim, campaign, events, sent, outcomes, gate, first=True, ids=ids)
+                                  events=events, heartbeat=beats)
+        self._conclude(claim, campaign, events, sent, outcomes, gate, first=True, ids=ids, beats=beats)
 
     def _claim(self, claim: Claim, batch: Batch, outcomes: BatchReport) -> tuple[list[PendingEvent], list[str]]:
         """Claim the batch's ids; report skipped, held and unknown ones; top up once if room.
@@ -365,10 +373,11 @@ class Sender:
 
     def _conclude(self, claim: Claim, campaign: str, events: list[PendingEvent], sent: Sent,
                   outcomes: BatchReport, gate: CampaignGate, *, first: bool,
-                  ids: list[str] | None = None) -> Sent | bool | None:
+                  ids: list[str] | None = None, beats: Heartbeat | None = None) -> Sent | bool | None:
         """Settle and report a request's events by its fate. Returns what bisection needs: True
         accepted, the answer when refused for a recipient (not settled yet), None otherwise.
-        `ids`: the events' ids in order, when known (read once per request)."""
+        `ids`: the events' ids in order, when known (read once per request). `beats`: the batch's
+        heartbeat, for the requests bisection sends (`first` only)."""
         gate.judge(sent)
         if sent.abandoned:  # stopping: free again, the records stay uncommitted
             claim.settle(Settlement.RELEASED, events)
@@ -385,7 +394,7 @@ class Sender:
             self._open_circuit(sent)
         if sent.refused_for_a_recipient and len(events) > 1:
             if first:
-                self._isolate(claim, campaign, events, sent, outcomes, gate)
+                self._isolate(claim, campaign, events, sent, outcomes, gate, beats or Heartbeat(self._stop))
                 return None
             return sent
         self._failed(claim, campaign, events, sent, outcomes)
@@ -437,7 +446,7 @@ class Sender:
         outcomes(Outcome("dead_letter", events, failure))
 
     def _isolate(self, claim: Claim, campaign: str, events: list[PendingEvent], first: Sent,
-                 outcomes: BatchReport, gate: CampaignGate) -> None:
+                 outcomes: BatchReport, gate: CampaignGate, beats: Heartbeat) -> None:
         """Drive the bisection (`isolation.bisect`) that finds the recipients Pisano refused."""
         budget = IsolationBudget.for_windows(self.destination.limiter.windows, self.policy.isolation_share)
         steps = bisect(events, first, budget)
@@ -449,8 +458,8 @@ class Sender:
                 reply = None
                 if step.kind == "send":
                     requests += 1
-                    reply = self._conclude(claim, campaign, step.group, self._send_group(claim, campaign, step.group),
-                                           outcomes, gate, first=False)
+                    sent = self._send_group(claim, campaign, step.group, beats)
+                    reply = self._conclude(claim, campaign, step.group, sent, outcomes, gate, first=False)
                 elif step.kind == "alone":
                     self._failed(claim, campaign, step.group, step.because, outcomes)
                 else:
@@ -463,10 +472,10 @@ class Sender:
         log.info("isolated the recipients Pisano refused in %d extra requests", requests,
                  extra={"campaign": campaign, "count": len(events), "destination": self.destination.name})
 
-    def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent]) -> Sent:
+    def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent], beats: Heartbeat) -> Sent:
         return self.attempts.send(campaign, build_body(list(map(RECIPIENT, group))), slot_at=None,
                                   renew=lambda: claim.renew(group), sending=lambda: claim.sending(group),
-                                  events=group)
+                                  events=group, heartbeat=beats)
 
     def _open_circuit(self, sent: Sent) -> None:
         api = sent.error if isinstance(sent.error, PisanoApiError) else None

@@ -14,6 +14,8 @@ request then takes the earliest allowed slot like any other.
 `ready` is the one way to a POST: it renews the request's claims inside the slot's lead time,
 then sleeps to the slot, so Redis round trips never push a POST past its slot; a request that
 would still leave late takes a new slot and renews again (ARCHITECTURE.md invariants 2 and 3).
+While it waits, for a slot or for the lead time, its heartbeat keeps its claims alive
+(`consumer/delivery/heartbeat.py`); a claim the heartbeat finds lost ends it as a failed renewal does.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.outage import RedisOutage
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
@@ -70,16 +73,19 @@ class SlotReserver:
         self._prepare_s = PREPARE_LEAD_S if max_lateness_s is not None else 0.0
         self._late_said_at = -LATE_LOG_EVERY_S
 
-    def reserve(self, turn_wait: Callable[[float], bool] | None = None) -> float | None:
-        """Reserve a slot: its time on this process's monotonic clock (None if stopping).
+    def reserve(self, turn_wait: Callable[[float], bool] | None = None,
+                heartbeat: Heartbeat | None = None) -> float | None:
+        """Reserve a slot: its time on this process's monotonic clock (None if stopping, or if
+        `heartbeat`, the waits of a request holding claims, found one lost).
 
         `turn_wait`: a paced request (when the sender paces); it is called to wait up to that many
         seconds for the pace's turn and returns True if the request is no longer paced."""
         pace_ms = self.pace_ms if turn_wait is not None else 0
-        while not self.stop.is_set():
+        wait = heartbeat.wait if heartbeat is not None else self.stop.wait
+        while not self.stop.is_set() and not (heartbeat is not None and heartbeat.lost):
             blocked = self._blocked_until - time.monotonic()
             if blocked > 0:
-                self.stop.wait(min(blocked, 1.0))
+                wait(min(blocked, 1.0))
                 continue
             if pace_ms and turn_wait is not None:
                 ahead = self._turn_at - self._prepare_s - time.monotonic()  # the turn's slot, less the lead
@@ -90,7 +96,7 @@ class SlotReserver:
             try:
                 grant = self.limiter.acquire(pace_ms, round(self._prepare_s * 1000))
             except StateStoreError as exc:
-                self.outage.failed("throttle", exc)
+                self.outage.failed("throttle", exc, wait)  # a cluster's dedup masters may still answer
                 continue
             self.outage.recovered()
             self.dm.throttle_fenced.set(1 if grant.held else 0)
@@ -122,33 +128,36 @@ class SlotReserver:
                     "growing, the replica is short of CPU or Redis is slow: give it CPU, or raise "
                     "PISANO_RATE_MARGIN_MS", late_s * 1000, self.max_lateness_s * 1000)
 
-    def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: float | None = None) -> Ready:
+    def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: float | None = None,
+              heartbeat: Heartbeat | None = None) -> Ready:
         """Be ready to POST at `slot_at` (a new slot is reserved when None): sleep to the slot's
         lead time, `renew` the claims there, sleep to the slot. `fresh`: when (monotonic) the claims
         were taken for this slot; no renewal is needed while the POST leaves (at the slot, or now if
-        that is later) within RENEWAL_REACH_S of them, nor of a renewal.
+        that is later) within RENEWAL_REACH_S of them, nor of a renewal. Every sleep is the
+        `heartbeat`'s: it keeps the claims alive meanwhile, and a claim it finds lost is "refused".
 
         If preparing overran the slot, or the thread woke from its sleep, more than
         `max_lateness_s` after it (a slow Redis, a busy CPU), the request could reach Pisano after
         a later slot's request and break a window: it takes a new slot, and renews again only if
         that slot falls beyond the reach of the renewal just made.
         "go": POST now; "refused": a claim could not be renewed (do not send); "stopped"."""
+        beats = heartbeat if heartbeat is not None else Heartbeat(self.stop)
         renewed_at = fresh
         while True:
             if slot_at is None:
-                slot_at = self.reserve()
+                slot_at = self.reserve(heartbeat=beats)
                 if slot_at is None:
-                    return "stopped"
+                    return "refused" if beats.lost else "stopped"
             # Reach counts to when the POST leaves: its slot, or now if preparing overran it (by
             # up to max_lateness_s, half of PISANO_RATE_MARGIN_MS, which the lease check ignores).
             if renewed_at is None or max(slot_at, time.monotonic()) - renewed_at > RENEWAL_REACH_S:
-                if self.stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
-                    return "stopped"
+                if beats.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
+                    return "refused" if beats.lost else "stopped"
                 if not renew():
                     return "refused"
                 renewed_at = time.monotonic()
-            if self.stop.wait(max(0.0, slot_at - time.monotonic())):
-                return "stopped"
+            if beats.wait(max(0.0, slot_at - time.monotonic())):
+                return "refused" if beats.lost else "stopped"
             # Checked after the last sleep, not before it: a thread given the CPU back late (a busy
             # machine) would otherwise POST late, after a later slot's request.
             late = time.monotonic() - slot_at

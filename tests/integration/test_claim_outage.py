@@ -6,11 +6,12 @@ master stops answering while a claim is out, the scripts on the other masters ha
 are claimed under the lost attempt's tag, and the release that follows fails too (the pipeline
 needs every master). Before the fix the events were requeued, and every later attempt found them
 held by that tag and requeued them again, silently, for the whole claim lease (about 245 s with
-the default settings), after which they were dead-lettered as `ambiguous`, never sent.
+the default settings then), after which they were dead-lettered as `ambiguous`, never sent.
 
 The master is frozen (SIGSTOP: it takes the commands in but never answers, so the reply is lost,
-not refused), then killed while frozen and failed over to its replica. The dedup settings are the
-defaults, so the lease is the default one, far above the bound the test waits.
+not refused), then killed while frozen and failed over to its replica. The claim lease is set to
+245 s (the default before the heartbeat made it 95 s), far above the bound the test waits: an
+event waiting out a claim cannot pass by lapsing within it.
 
 Run against an older checkout with PISANO_TEST_CONSUMER_ROOT=/path/to/checkout: the replica then
 runs that code, the harness stays this one.
@@ -41,7 +42,8 @@ BURST = 30
 # Longer than a claim's tries take against a master that never answers (3 tries, each up to the
 # consumer's 2 s socket timeout, REDIS_TIMEOUT_MS's default; 0.6 s of backoff), and the release after them.
 FROZEN_S = 8.0
-BOUND_S = 90  # after the failover; the default lease is about 245 s
+BOUND_S = 90  # after the failover
+LEASE_MS = 245_000  # far above BOUND_S (the default, 95 s, is too close to it)
 
 
 class Trickle:
@@ -94,7 +96,7 @@ def test_a_master_lost_in_the_middle_of_claims_leaves_no_event_waiting(
         cooldown: bool, run: Run, new_topic: Callable[..., str], redis_cluster: ClusterStack) -> None:
     if not redis_cluster.local:
         pytest.skip("freezing a master needs the suite's own local cluster")
-    settings = {"REDIS_URL": redis_cluster.url, "REDIS_CLUSTER": "true"}
+    settings = {"REDIS_URL": redis_cluster.url, "REDIS_CLUSTER": "true", "DEDUP_CLAIM_LEASE_MS": LEASE_MS}
     if cooldown:  # each phone's reservation is one more script per master in the claim's trip
         settings |= {"CONTACT_COOLDOWN": "30d", "SUPPRESSION_KEY": OPT_OUT_KEY}
     replica = run.start([], partitions=1, new_topics=new_topic, **settings)

@@ -142,3 +142,42 @@ def test_a_request_moved_to_a_later_slot_renews_its_claims_so_no_other_replica_f
     assert reasons == [], f"dead-lettered: {reasons}"
     assert run.delivered() == Counter({phone_for(0): 1})
     assert skipped == 1
+
+
+def test_a_request_waiting_longer_than_the_lease_for_its_retry_slot_keeps_its_claims(
+        run: Run, redis_client, new_topic: Callable[..., str]) -> None:  # type: ignore[no-untyped-def]
+    # The heartbeat (consumer/delivery/heartbeat.py). Replica A may send 1 request per 20 s; its
+    # first request gets a 503, so its retry waits about 20 s for the next slot, longer than the
+    # lease (12 s, the shortest the start check allows for these timeouts). Replica B holds a
+    # duplicate of the event and asks for it every few seconds. A's heartbeat renews the claim
+    # every 3 s while it waits: B finds it held until A delivers, then skips it. Before the
+    # heartbeat the claim lapsed 12 s into the wait: B found it of unknown fate and dead-lettered
+    # it `ambiguous`, and A's renewal before the retry failed, so A dead-lettered it too, though
+    # no request had been accepted. (B reads the same topic in a group of its own, as above.)
+    records = run.events(1, CAMPAIGNS[0])
+    marks = RedisDedup(redis_client, Keys("pisano-sms"), lease_ms=LEASE_MS, horizon_s=7 * 86_400)
+    run.faults(error_rates={"503": 1.0})
+    run.start(records, partitions=1, new_topics=new_topic, PISANO_RATE_LIMITS="1/20s",
+              PISANO_RATE_MARGIN_MS=500, THROTTLE_GRACE_MS=2000, **SHORT_TIMEOUTS)
+    wait_until(lambda: any(r["http_status"] == 503 for r in run.requests()), 20, "A's first request got a 503")
+    run.faults(error_rates={})
+    assert (marks.state(records[0][0].decode()) or "").startswith("c|"), "A does not hold the claim"
+    b_group = unique("g")
+    b_env = consumer_env(bootstrap=run.stack.bootstrap, redis_url=run.stack.redis_url, topic=run.topic, dlq=run.dlq,
+                         group=b_group, pisano_url=run.simulator.url, token=run.token, **SHORT_TIMEOUTS)
+    b = ConsumerProcess(b_env, run.tmp_path / "b.log").start()
+    run.processes.append(b)
+    ends = end_offsets(run.stack.bootstrap, run.topic)
+    wait_until(lambda: all_committed(run.stack.bootstrap, b_group, run.topic, ends), 45, "B ended its copy")
+    run.wait_all_committed(timeout=45)
+    held = b.metric("pisano_sms_events_held_total")
+    skipped = b.metric("pisano_sms_duplicates_skipped_total")
+    run.finish()
+    assert b.terminate() == 0
+
+    statuses = [r["http_status"] for r in sorted(run.requests(), key=lambda r: r["clock_ns"])]
+    assert statuses == [503, 200], statuses
+    reasons = [h.get("dlq.reason") for h in run.dead_headers()]
+    assert reasons == [], f"dead-lettered: {reasons}"
+    assert run.delivered() == Counter({phone_for(0): 1})
+    assert held >= 1 and skipped == 1, (held, skipped)

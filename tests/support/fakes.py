@@ -116,7 +116,8 @@ def rig(pisano: FakePisano | None = None, *, limiter: Limiter | None = None, max
     policy = FailurePolicy(RetryPolicy(max_attempts, 60.0, Backoff(0.001, 0.002)), ambiguous,  # type: ignore[arg-type]
                            isolation_share)
     sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=Metrics(), report=outcomes.append,
-                    policy=policy, threads=1, throttle_horizon_s=30.0, quiet_hours=quiet_hours)
+                    policy=policy, threads=1, throttle_horizon_s=30.0, claim_lease_ms=dedup.lease_ms,
+                    quiet_hours=quiet_hours)
     return Rig(sender, pisano, dedup, batcher, outcomes)
 
 

@@ -66,7 +66,7 @@ def loop_with_sender(pisano: FakePisano, **settings: Any) -> tuple[Pipeline, Fak
     def delivery(report: Callable[[Outcome], None]) -> Lanes:
         batcher = Batcher(config.batch_max_recipients, config.batch_max_wait_ms / 1000)
         sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=Metrics(), report=report,
-                        policy=policy, threads=2, throttle_horizon_s=30.0)
+                        policy=policy, threads=2, throttle_horizon_s=30.0, claim_lease_ms=dedup.lease_ms)
         return Lanes({"default": Lane(batcher, sender)}, route=lambda campaign: "default")
 
     loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=producer,

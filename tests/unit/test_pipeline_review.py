@@ -217,7 +217,7 @@ def test_an_event_accepted_after_its_partition_was_revoked_still_gets_its_accept
     def delivery(report: Callable[[Outcome], None]) -> Lanes:
         batcher = Batcher(config.batch_max_recipients, 0.0)
         sender = Sender(destination=destination, batcher=batcher, dedup=dedup, metrics=metrics, report=report,
-                        policy=policy, threads=1, throttle_horizon_s=30.0)
+                        policy=policy, threads=1, throttle_horizon_s=30.0, claim_lease_ms=dedup.lease_ms)
         return Lanes({"default": Lane(batcher, sender)}, route=lambda campaign: "default")
 
     receipts = ReceiptWriter(producer, "receipts", group=config.kafka_group_id, hasher=PhoneHasher(SALT),

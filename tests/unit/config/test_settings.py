@@ -144,8 +144,16 @@ def test_the_derived_claim_lease_covers_the_slowest_destination(tmp_path: Path) 
     config.write_text("destinations:\n  slow:\n    url: https://pisano.bank.internal\n    timeout_ms: 600000\n")
     settings = load_settings(config)
     assert settings.claim_lease_ms >= 600_000 + 5_000 + 10_000
-    monkey_default = load_settings()
-    assert monkey_default.claim_lease_ms == 120_000 + 30_000 + 30_000 + 5_000 + 60_000
+
+
+def test_the_default_claim_lease_outlives_one_request_not_every_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The heartbeat keeps a waiting request's claims (consumer/delivery/heartbeat.py), so the lease
+    # no longer counts the retry budget and the throttle horizon: a SIGKILLed replica's claims
+    # block their events for about 95 s, not 245 s.
+    assert load_settings().claim_lease_ms == 30_000 + 5_000 + 60_000
+    monkeypatch.setenv("PISANO_RETRY_BUDGET_MS", "600000")
+    monkeypatch.setenv("THROTTLE_HORIZON_MS", "600000")
+    assert load_settings().claim_lease_ms == 95_000
 
 
 def test_a_long_enough_claim_lease_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:

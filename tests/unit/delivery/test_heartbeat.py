@@ -1,0 +1,156 @@
+"""A request's claims kept alive while it waits (consumer/delivery/heartbeat.py): a wait for a slot
+or a backoff longer than the lease keeps the claims, so the lease need only outlive one request
+(Settings.claim_lease_ms); a claim found lost ends the request unsent; Redis unreachable at a beat
+is left to the renewal before the POST.
+
+The leases here are a fraction of a second (the heartbeat's period follows: a quarter of it), and
+RENEWAL_REACH_S is shrunk to match: Settings keeps a real lease far above the reach."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from consumer.config.windows import parse_rate_limits
+from consumer.delivery import slots
+from consumer.delivery.attempts import RetryPolicy
+from consumer.delivery.backoff import Backoff
+from consumer.delivery.batching import Batch
+from consumer.delivery.pisano import Accepted
+from consumer.errors import PisanoApiError, StateStoreError
+from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
+from consumer.state.limiter import Grant
+from consumer.state.memory import MemoryDedup
+from tests.support.fakes import CAMPAIGN, FakePisano, Rig, event, rig
+
+LEASE_MS = 400
+OK = Accepted(200, "req", 0.01)
+
+
+class FarSlots:
+    """A throttle whose every slot is `wait_s` away (a busy fleet's queue)."""
+
+    windows = parse_rate_limits("100/1s")
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        return Grant(granted=True, wait_s=self.wait_s, slot_ms=0)
+
+    def pause(self, seconds: float) -> None:
+        pass
+
+    def utilisation(self) -> dict:  # type: ignore[type-arg]
+        return {}
+
+
+@pytest.fixture(autouse=True)
+def _short_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slots, "RENEWAL_REACH_S", 0.05)
+
+
+def short_lease_rig(pisano: FakePisano | None = None, **kwargs) -> Rig:  # type: ignore[no-untyped-def]
+    return rig(pisano, dedup=MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600), **kwargs)
+
+
+def claimant_at(r: Rig, after_s: float, event_id: str = "e1") -> dict[str, ClaimStatus]:
+    """Another replica claims `event_id` after `after_s`, while the request waits."""
+    seen: dict[str, ClaimStatus] = {}
+    other = r.dedup.replica()
+
+    def claim() -> None:
+        time.sleep(after_s)
+        seen[event_id] = other.claim(other.new_tag(), [ClaimRequest(event_id)])[0]
+
+    threading.Thread(target=claim, daemon=True).start()
+    return seen
+
+
+def slow_backoff(r: Rig, seconds: float) -> None:
+    r.sender.attempts.retry = RetryPolicy(3, 60.0, Backoff(seconds, seconds, jitter=False))
+
+
+def test_a_request_waiting_for_a_slot_longer_than_the_lease_keeps_its_claims() -> None:
+    r = short_lease_rig(limiter=FarSlots(1.0))  # type: ignore[arg-type]
+    seen = claimant_at(r, 0.7)  # the lease ran out long before, without a heartbeat
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 1.0)
+    assert seen == {"e1": ClaimStatus.HELD}, "another replica could take a live request's claim"
+    assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 1
+    assert r.dedup.state("e1") == "d"
+
+
+def test_a_request_backing_off_longer_than_the_lease_keeps_its_claims() -> None:
+    r = short_lease_rig(FakePisano([PisanoApiError(503, None, "busy"), OK]))
+    slow_backoff(r, 1.0)
+    seen = claimant_at(r, 0.7)
+    r.process([event(1)])
+    assert seen == {"e1": ClaimStatus.HELD}, "another replica could take a backing-off request's claim"
+    assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 2
+    assert r.dedup.state("e1") == "d"
+
+
+def test_bisection_keeps_the_claims_of_the_half_not_yet_sent_while_the_other_backs_off() -> None:
+    bad = event(2).recipient.phone
+    answers = [lambda phones: PisanoApiError(422, 13028, "Invalid parameters"),  # the whole batch
+               PisanoApiError(503, None, "busy")]  # the first half's first try: a backoff, e1 waits
+    r = short_lease_rig(FakePisano(answers, default=lambda phones: PisanoApiError(
+        422, 13028, "Invalid parameters") if bad in phones else OK))
+    slow_backoff(r, 1.0)
+    seen = claimant_at(r, 0.7, "e3")
+    r.process([event(i) for i in range(1, 5)])
+    assert seen == {"e3": ClaimStatus.HELD}
+    assert r.reasons() == {"e2": "pisano_error"}
+    assert {e: k for e, k in r.kinds().items() if e != "e2"} == {e: {"delivered"} for e in ("e1", "e3", "e4")}
+
+
+def test_a_claim_lost_while_waiting_for_the_slot_ends_the_request_unsent_at_the_next_beat() -> None:
+    r = short_lease_rig(limiter=FarSlots(3.0))  # type: ignore[arg-type]
+    other = r.dedup.replica()
+    threading.Timer(0.3, lambda: other.settle(Settlement.DELIVERED, other.new_tag(), ["e1"])).start()
+    started = time.monotonic()
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 3.0)
+    assert not r.pisano.requests
+    assert r.kinds() == {"e1": {"requeue"}}
+    assert time.monotonic() - started < 1.5, "the lost claim was noticed only at the slot"
+
+
+def test_a_claim_lost_while_backing_off_means_not_sent() -> None:
+    r = short_lease_rig(FakePisano([PisanoApiError(503, None, "busy"), OK]))
+    slow_backoff(r, 3.0)
+    other = r.dedup.replica()
+    threading.Timer(0.3, lambda: other.settle(Settlement.DELIVERED, other.new_tag(), ["e1"])).start()
+    started = time.monotonic()
+    r.process([event(1)])
+    assert len(r.pisano.requests) == 1, "a retry left on a claim that was lost"
+    assert r.kinds() == {"e1": {"requeue"}}
+    assert time.monotonic() - started < 1.5, "the lost claim was noticed only after the backoff"
+
+
+def test_redis_unreachable_at_a_beat_is_said_once_and_left_to_the_renewal_before_the_post(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Lease 2 s, beats every 0.5 s: the beats during the first 1.2 s find Redis away; the claim
+    # is still alive at the gate renewal before the POST, which decides.
+    r = rig(dedup=MemoryDedup(lease_ms=2000, horizon_s=3600), limiter=FarSlots(1.7))  # type: ignore[arg-type]
+    real_claim = r.dedup.claim
+    calls: list[float] = []
+    started = time.monotonic()
+
+    def claim(tag, requests):  # type: ignore[no-untyped-def]
+        calls.append(time.monotonic() - started)
+        if len(calls) > 1 and calls[-1] < 1.2:
+            raise StateStoreError("connection refused")
+        return real_claim(tag, requests)
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 1.7)
+    assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 1
+    # The claim, beats at about 0.5 s and 1.0 s (failed, one try each), 1.5 s, and the renewal
+    # before the POST: no hammering.
+    assert 4 <= len(calls) <= 5, calls
+    said = [m for m in caplog.messages if "could not renew" in m]
+    assert len(said) == 1, said
