@@ -164,6 +164,8 @@ class Suppression:
                 continue
             owners.append(index)
             external = recipient.custom_attributes.get("external_id")
+            if type(external) is int:  # a plug-in mapper's number (the recipient check allows it): as written
+                external = str(external)
             if isinstance(external, str) and external.strip():
                 entries.append(self.hasher.external_id(external))
                 owners.append(index)
@@ -182,7 +184,10 @@ class Suppression:
         if phone.startswith("+"):
             return self.hasher.canonical_phone(phone)
         if self.digits_are_e164:
-            return self.hasher.canonical_phone("+" + phone)
+            # Checked, not assumed: a plug-in mapper without PHONE_REGION may return national digits
+            # (`05321234567` passes the recipient check), which as `+0532...` would hash a number no
+            # opt-out matches. Read by the normaliser (valid E.164 takes its fast path, remembered).
+            return self.hasher.phone("+" + phone)
         return self.hasher.phone(phone)
 
 
