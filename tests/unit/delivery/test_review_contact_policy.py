@@ -71,3 +71,21 @@ def test_an_external_id_a_plug_in_mapper_gives_as_a_number_is_looked_up() -> Non
     events[1].recipient.custom_attributes["external_id"] = 1042
     r.process(events)
     assert r.kinds() == {"e0": {"delivered"}, "e1": {"suppressed"}}
+
+
+def test_a_plug_in_mappers_e164_with_the_trunk_zero_is_looked_up_as_the_number_it_is() -> None:
+    """`+9005321200001` (E.164 with the national trunk 0 kept, as a hand-written plug-in mapper may
+    join "+90" and "0532...") passes the recipient check (a `+` and digits) and was hashed as it is
+    written: the customer who opted out as +905321200001 was looked up under another entry, and
+    surveyed. It is read as the number it is (phonenumbers drops the trunk 0), as `suppress` reads it;
+    a `+` form that is no valid number is dead-lettered, not sent unchecked."""
+    settings = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", suppression_key=KEY,
+                        phone_region="TR")
+    admission = build_admission(settings, _State(), PlugInMapper())  # type: ignore[arg-type]
+    assert admission.suppression is not None
+    admission.suppression.store = MemoryOptOutList([OptOutHasher(KEY.encode(), "TR").phone("0532 120 00 01")])
+    r = rig()
+    r.sender.admission = admission
+    r.process([_stamped(0, "+905321200000"), _stamped(1, "+9005321200001"), _stamped(2, "+9012")])
+    assert r.kinds() == {"e0": {"delivered"}, "e1": {"suppressed"}, "e2": {"dead_letter"}}
+    assert r.pisano.sent_phones == ["+905321200000"]
