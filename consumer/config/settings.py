@@ -423,6 +423,13 @@ class Settings(BaseSettings):
         """The key of the opt-out list's hashes, or None when no list is configured."""
         if self.suppression_key is not None:
             key = self.suppression_key.get_secret_value()
+            if key != key.strip():
+                # The file form is read stripped: the same Secret with its trailing newline would
+                # hash under another key here, and no entry `suppress` imported would ever match.
+                # Refused, not stripped: stripping would silently change a running fleet's hashes.
+                raise ConfigError("SUPPRESSION_KEY: starts or ends with whitespace (a newline from the Secret?); "
+                                  "SUPPRESSION_KEY_FILE is read stripped, so the same key would hash differently "
+                                  "there: remove the whitespace, or mount the key as SUPPRESSION_KEY_FILE")
         elif self.suppression_key_file is not None:
             key = read_secret_file("SUPPRESSION_KEY_FILE", self.suppression_key_file,
                                    "mount the key file or set SUPPRESSION_KEY")

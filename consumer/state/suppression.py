@@ -164,6 +164,8 @@ class Suppression:
                 continue
             owners.append(index)
             external = recipient.custom_attributes.get("external_id")
+            if type(external) is int:  # a plug-in mapper's number (the recipient check allows it): as written
+                external = str(external)
             if isinstance(external, str) and external.strip():
                 entries.append(self.hasher.external_id(external))
                 owners.append(index)
@@ -178,11 +180,17 @@ class Suppression:
     def phone_entry(self, phone: str) -> str:
         """The entry of a recipient's phone (the contact cooldown keys phones by it too);
         InvalidEventError when it cannot be read back into E.164."""
-        # A recipient's phone passed the recipient check: `+` and digits is canonical E.164 already.
+        # A recipient's phone passed the recipient check, which takes any `+` and digits: valid E.164
+        # (the declarative mapper's, nearly every phone) is hashed as it is; anything else a plug-in
+        # mapper wrote (`+9005321234567`, the trunk 0 kept) is read as the number it is, as `suppress`
+        # reads it, or refused (InvalidEventError): hashed as written it would match no opt-out.
         if phone.startswith("+"):
-            return self.hasher.canonical_phone(phone)
+            return self.hasher.canonical_phone(phone) if is_valid_e164(phone) else self.hasher.phone(phone)
         if self.digits_are_e164:
-            return self.hasher.canonical_phone("+" + phone)
+            # Checked, not assumed: a plug-in mapper without PHONE_REGION may return national digits
+            # (`05321234567` passes the recipient check), which as `+0532...` would hash a number no
+            # opt-out matches. Read by the normaliser (valid E.164 takes its fast path, remembered).
+            return self.hasher.phone("+" + phone)
         return self.hasher.phone(phone)
 
 
