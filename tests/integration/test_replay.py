@@ -517,8 +517,11 @@ def test_replayed_events_are_delivered_once_and_a_second_replay_sends_nothing(  
     config = SimulatorConfig(tokens=frozenset({TOKEN}), any_campaign=True, rate_limits=(), delivery_log_path=log,
                              faults=FaultSettings(campaign_codes={CAMPAIGNS[0]: 13034}))
     with SimulatorServer(config) as simulator:
+        # The refusals open the campaign's circuit: the replay waits for its probe, after the
+        # cooldown (30 s by default, most of this test's time before it was shortened).
         env = consumer_env(bootstrap=stack.bootstrap, redis_url=stack.redis_url, topic=topic, dlq=dlq, group=group,
-                           pisano_url=simulator.url, token=TOKEN, REDIS_KEY_PREFIX=unique("replay"))
+                           pisano_url=simulator.url, token=TOKEN, REDIS_KEY_PREFIX=unique("replay"),
+                           CIRCUIT_COOLDOWN_MS=3000, CIRCUIT_MAX_COOLDOWN_MS=6000)
         replica = ConsumerProcess(env, tmp_path / "consumer.log").start()
         processes.append(replica)
 

@@ -105,7 +105,7 @@ def test_sigkill_while_dead_lettering_loses_nothing_and_replays_send_nothing_twi
         stack: Stack, new_topic: Callable[..., str], tmp_path: Path, redis_client, processes) -> None:  # type: ignore[no-untyped-def]
     topic, dlq, group = new_topic(partitions=2), new_topic("dlq"), unique("g")
     bad_campaign = CAMPAIGNS[2]
-    traffic = mixed_traffic(6000, duplicate_every=0, invalid_every=0, prefix=unique("kill"))
+    traffic = mixed_traffic(3000, duplicate_every=0, invalid_every=0, prefix=unique("kill"))
     produce(stack.bootstrap, topic, traffic.records)
     bad_ids = {key for key, value in traffic.records if bad_campaign.encode() in (value or b"")}
     log = tmp_path / "deliveries.jsonl"

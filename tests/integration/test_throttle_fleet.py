@@ -15,9 +15,11 @@ from consumer.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import Stack
 from tests.support.consumers import ROOT
 
-WINDOWS = "20/1s,40/5s,80/25s"
+# The long window is 15 s (Pisano's third is 125 s): long enough to bind (80/15s is the lowest
+# rate) and short enough that a 45 s run measures about 80 requests after the first long window.
+WINDOWS = "20/1s,40/5s,80/15s"
 TOKEN = "throttle-fleet-token"
-RUN_S = 75.0
+RUN_S = 45.0
 # The slots' safety margin. The simulator stamps a request when its event loop gets to it: on this
 # 2-core machine under a full CI run, 4 processes of 8 threads, Redis and pytest beside it, that
 # stamp lagged its successors' by more than 100 ms often enough to fail one run in ten (12
@@ -58,7 +60,7 @@ def test_four_skewed_processes_share_one_budget_exactly(stack: Stack, redis_clie
     for window in windows:
         assert violations(times, window.limit, window.period_ms * 1_000_000) == 0, window
 
-    # Saturated demand uses the binding window (80/25s in the long run) to the full: a request's
+    # Saturated demand uses the binding window (80/15s in the long run) to the full: a request's
     # 80th successor comes one period plus the safety margin after it, the least the slots allow.
     # Measured for every request after the first long window.
     long_window = windows[-1]
