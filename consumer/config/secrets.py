@@ -50,6 +50,20 @@ def read_secret_file(setting: str, path: Path, hint: str) -> str:
         raise ConfigError(f"{setting}={path}: not UTF-8 text; {hint}") from None
 
 
+def env_secret(setting: str, value: str, after: str = "") -> str:
+    """A shared secret given in the environment, as it is; ConfigError (never the value) if
+    whitespace surrounds it. Its `<setting>_FILE` form is read stripped, so the same Secret with its
+    trailing newline (`kubectl create secret --from-file`) would be another key in one form than in
+    the other: the tool or replica given the other form would hash or sign differently, silently.
+    Refused, not stripped: stripping would silently change what a running fleet computes. `after`:
+    what else to do once it is fixed."""
+    if value != value.strip():
+        raise ConfigError(f"{setting}: starts or ends with whitespace (a newline from the Secret?), and "
+                          f"{setting}_FILE is read stripped, so the same Secret would give another value there: "
+                          f"remove the whitespace, or mount it as {setting}_FILE{after}")
+    return value
+
+
 def authority_problem(url: str) -> str | None:
     """Why the URL's host and port cannot be read as written, or None. A URL parser ends the user
     info at the first `/`, `?` or `#`, so in `redis://u:p#ss@h` the password is cut to "p" and the

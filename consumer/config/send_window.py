@@ -6,7 +6,8 @@ Grammar (one time zone for the whole window, written last):
     RULE        := [ DAYS ] RANGE ( "," RANGE )*
     DAYS        := DAY | DAY "-" DAY, comma-separated   (Mon Tue Wed Thu Fri Sat Sun; a range may wrap: Fri-Mon)
     RANGE       := HH:MM "-" HH:MM                      (24:00 ends a day)
-    ZONE        := an IANA time zone (Europe/Istanbul, UTC)
+    ZONE        := an IANA time zone (Europe/Istanbul, UTC); not Etc/GMT+N or Etc/GMT-N, whose sign
+                   is inverted (Etc/GMT+3 is UTC-03:00)
 
     09:00-21:00 Europe/Istanbul
     09:00-12:00,13:00-21:00 Europe/Istanbul
@@ -34,6 +35,9 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 _DAY_SPEC = re.compile(r"^[A-Za-z]{3}(-[A-Za-z]{3})?(,[A-Za-z]{3}(-[A-Za-z]{3})?)*$")
 MINUTES_PER_DAY = 24 * 60
+# Etc/GMT+3 is three hours *behind* UTC: a window written with one for "UTC+3" would open six
+# hours off, at night. Refused (any case), but for a zero offset, which is UTC whatever its sign.
+_POSIX_OFFSET_ZONE = re.compile(r"^etc/gmt(?P<sign>[+-])(?P<hours>\d{1,2})$", re.IGNORECASE)
 
 
 class SendWindowError(ValueError):
@@ -76,6 +80,13 @@ def parse_send_window(text: str) -> SendWindow:
     body, _, zone_name = cleaned.rpartition(" ")
     if not body:
         raise SendWindowError(f"{cleaned!r} has no time zone; end it with one, {EXAMPLE}")
+    inverted = _POSIX_OFFSET_ZONE.match(zone_name)
+    if inverted and int(inverted["hours"]):
+        sign, hours = inverted["sign"], int(inverted["hours"])
+        actual = f"UTC{'-' if sign == '+' else '+'}{hours:02d}:00"
+        raise SendWindowError(f"{zone_name!r} is {actual}: the sign of the Etc/GMT zones is inverted (POSIX), "
+                              "so it is easily the opposite of what was meant; end the window with the place's "
+                              f"zone instead, such as Europe/Istanbul for UTC+03:00 ({EXAMPLE})")
     try:
         zone = ZoneInfo(zone_name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -22,7 +22,14 @@ from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_val
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.config.campaign_ids import canonical_campaign_keys
-from consumer.config.secrets import check_token, checked_url, is_secret_name, mask_urls_in_text, read_secret_file
+from consumer.config.secrets import (
+    check_token,
+    checked_url,
+    env_secret,
+    is_secret_name,
+    mask_urls_in_text,
+    read_secret_file,
+)
 from consumer.config.secrets import mask_url as mask_url  # imported from here by older callers
 from consumer.config.send_window import SendWindow, SendWindowError, parse_send_window
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
@@ -422,14 +429,10 @@ class Settings(BaseSettings):
     def opt_out_key(self) -> bytes | None:
         """The key of the opt-out list's hashes, or None when no list is configured."""
         if self.suppression_key is not None:
-            key = self.suppression_key.get_secret_value()
-            if key != key.strip():
-                # The file form is read stripped: the same Secret with its trailing newline would
-                # hash under another key here, and no entry `suppress` imported would ever match.
-                # Refused, not stripped: stripping would silently change a running fleet's hashes.
-                raise ConfigError("SUPPRESSION_KEY: starts or ends with whitespace (a newline from the Secret?); "
-                                  "SUPPRESSION_KEY_FILE is read stripped, so the same key would hash differently "
-                                  "there: remove the whitespace, or mount the key as SUPPRESSION_KEY_FILE")
+            # Under another key, no entry `suppress` imported with the other form would ever match.
+            key = env_secret("SUPPRESSION_KEY", self.suppression_key.get_secret_value(),
+                             "; then import the opt-out list again with the key as the fleet reads it "
+                             "(entries are hashed with it)")
         elif self.suppression_key_file is not None:
             key = read_secret_file("SUPPRESSION_KEY_FILE", self.suppression_key_file,
                                    "mount the key file or set SUPPRESSION_KEY")
@@ -528,7 +531,8 @@ class Settings(BaseSettings):
     def replay_key(self) -> bytes | None:
         """The key that signs and verifies replayed records, or None when none is configured."""
         if self.replay_signing_key is not None:
-            key = self.replay_signing_key.get_secret_value()
+            # Another key in the replay tool than in the consumers: no replay's signature verifies.
+            key = env_secret("REPLAY_SIGNING_KEY", self.replay_signing_key.get_secret_value())
         elif self.replay_signing_key_file is not None:
             key = read_secret_file("REPLAY_SIGNING_KEY_FILE", self.replay_signing_key_file,
                                    "mount the key file or set REPLAY_SIGNING_KEY")
@@ -543,7 +547,8 @@ class Settings(BaseSettings):
         """The salt of the receipts' phone hashes (consumer/outcomes/receipts.py); ConfigError if
         missing or shorter than 16 characters."""
         if self.outcome_phone_salt is not None:
-            salt = self.outcome_phone_salt.get_secret_value()
+            # Another salt than the CRM's: the receipts' phone hashes would join nothing.
+            salt = env_secret("OUTCOME_PHONE_SALT", self.outcome_phone_salt.get_secret_value())
         elif self.outcome_phone_salt_file is not None:
             salt = read_secret_file("OUTCOME_PHONE_SALT_FILE", self.outcome_phone_salt_file,
                                     "mount the salt file or set OUTCOME_PHONE_SALT")

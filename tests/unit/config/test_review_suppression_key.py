@@ -32,3 +32,21 @@ def test_a_key_with_surrounding_whitespace_in_the_environment_is_refused_not_has
         _settings(suppression_key=secret).opt_out_key()
     assert KEY not in str(refused.value)  # the key never in a message
     assert _settings(suppression_key=KEY).opt_out_key() == from_file
+
+
+@pytest.mark.parametrize(("setting", "read"), [
+    ("suppression_key", lambda s: s.opt_out_key()),
+    ("replay_signing_key", lambda s: s.replay_key()),  # the replay tool signs, the consumers verify
+    ("outcome_phone_salt", lambda s: s.outcome_salt()),  # the receipts' phone hashes, joined by a CRM
+])
+@pytest.mark.parametrize("value", [KEY + "\n", KEY + "\r\n", " " + KEY, KEY + "\t"])
+def test_every_secret_with_a_file_form_refuses_surrounding_whitespace_in_the_environment(
+        setting: str, read: object, value: str) -> None:
+    # Each of these must be the same bytes on every replica and in the tools: the file form is read
+    # stripped, so the environment form with the Secret's newline would be another key or salt.
+    with pytest.raises(ConfigError) as refused:
+        read(_settings(**{setting: value}))  # type: ignore[operator]
+    message = str(refused.value)
+    assert message.startswith(setting.upper() + ":") and "whitespace" in message and "_FILE" in message
+    assert KEY not in message
+    assert read(_settings(**{setting: KEY})) in (KEY, KEY.encode())  # type: ignore[operator]

@@ -150,3 +150,19 @@ def test_check_reports_each_window_in_force_and_whether_it_is_open_now() -> None
     assert "destination card" not in report and "destination default" not in report  # they inherit SEND_WINDOW
     plain = Settings(pisano_url="https://api.pisano.co", pisano_api_token=token)
     assert _send_windows(plain, destination_configs(plain)) == ""
+
+
+@pytest.mark.parametrize("zone", ["Etc/GMT+3", "Etc/GMT-3", "etc/gmt+3", "Etc/GMT+12", "Etc/GMT-14"])
+def test_an_etc_gmt_zone_with_an_offset_is_refused_its_sign_is_inverted(zone: str) -> None:
+    # Found in review: `Etc/GMT+3` is UTC-03:00 (POSIX signs), so a bank in Istanbul writing
+    # `09:00-21:00 Etc/GMT+3` for UTC+3 would survey its customers from 15:00 to 03:00 local time.
+    with pytest.raises(SendWindowError) as refused:
+        parse_send_window(f"09:00-21:00 {zone}")
+    message = str(refused.value)
+    assert "inverted" in message and "Europe/Istanbul" in message, message
+
+
+@pytest.mark.parametrize("zone", ["Etc/GMT", "Etc/GMT+0", "Etc/GMT-0", "Etc/UTC", "UTC"])
+def test_utc_under_any_of_its_names_is_accepted(zone: str) -> None:
+    assert parse_send_window(f"09:00-21:00 {zone}").is_open(1_700_000_000_000 // 86_400_000 * 86_400_000
+                                                           + 10 * 3_600_000)
