@@ -15,9 +15,12 @@ from collections.abc import Callable
 # from every one (quadratic).
 # An HTML entity's `&` may be escaped again (`&amp;#64;`, once or more: a page quoting a page). A
 # numeric one needs no `;` (HTML reads `&#64host` as `@`), unless a digit follows: then the number
-# runs on, and is another character (`&#640`).
+# runs on, and is another character (`&#640`); but not before an IPv4 address (`&#6410.0.0.1`: no
+# log means U+190A there, a host is what follows an at sign).
+_IPV4_NEXT = r"(?=[0-9]{1,3}+(?:\.[0-9]{1,3}+){3}(?![0-9]))"
 _MARK = re.compile(r"(?<!\\)\\++(?:u0040|u003[aA]|x40|x3[aA])|[\uff20\uff1a]"
-                   r"|&(?:amp;)*+(?:#0{0,4}+(?:64|58)(?:;|(?![0-9]))|#[xX]0{0,4}+(?:40|3[aA])(?:;|(?![0-9A-Fa-f]))"
+                   r"|&(?:amp;)*+(?:#0{0,4}+(?:64(?:;|(?![0-9])|" + _IPV4_NEXT + r")|58(?:;|(?![0-9])))"
+                   r"|#[xX]0{0,4}+(?:40(?:;|(?![0-9A-Fa-f])|" + _IPV4_NEXT + r")|3[aA](?:;|(?![0-9A-Fa-f])))"
                    r"|(?i:commat|colon);)")
 _AT_SIGNS = ("40", "\uff20", "64", "64;", "40;", "commat;")
 # A run: the text between blanks, quotes and angle brackets, as the user info passes read a URL.

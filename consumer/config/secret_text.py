@@ -110,8 +110,10 @@ _BARE_VALUE = re.compile(r"[^\s\"'<>]+")  # in `name: value`, up to the end of t
 _NEXT_WORD = re.compile(r"[ \t]++[^\W\d_]")  # ...then a word of letters: that one was prose
 _CREDENTIAL = re.compile(r"[^\s<>]+")  # `Bearer <admin token>` in a usage text is no credential
 # `password: set to hunter`: after a secret name and a colon, a value said to be set is the word
-# after `to`, read as the value itself would be (a word of state or the first of prose stays).
-_SET_TO = re.compile(r"(?i:set|changed|reset|updated)[ \t]++to[ \t]++(?=\S)")
+# after `to`, read as the value itself would be (a word of state or the first of prose stays), also
+# quoted (`set to 'hunter2'`) and after an auxiliary (`was set to hunter2`, `has been changed to`).
+_SET_TO = re.compile(r"(?i:(?:was|is|has[ \t]++been|have[ \t]++been|been|now)[ \t]++)?+"
+                     r"(?i:set|changed|reset|updated)[ \t]++to[ \t]++(?=\S)")
 _SCHEME_WORD = r"(?i:bearer|basic|digest|token|negotiate|ntlm|apikey)"
 # Maybe twice, as a client that adds `Bearer ` to a token holding it already sends: `Bearer Bearer
 # pw` (the same word only: in `Bearer token expired`, `token` is prose).
@@ -277,6 +279,8 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
     start = scheme.end() if scheme is not None else start
     if scheme is None and not query_like and (setter := _SET_TO.match(text, start)) is not None:
         start = setter.end()
+        if (quoted := quoted_span(text, start)) is not None:
+            return None if is_state_word(text[quoted[0]:quoted[1]]) else quoted[:2]
     if query_like:
         value = (_SESSION_VALUE if is_session_name(name) else _QUERY_VALUE).match(text, start)
         return (start, value.end()) if value is not None else None

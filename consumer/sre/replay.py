@@ -447,8 +447,13 @@ def run_replay(settings: Settings, plan: ReplayPlan,
             if progress is not None:
                 progress(summary.read, reader.total)
             if plan.limit is not None and summary.replayed >= plan.limit:
-                summary.limit_reached = True
-                break
+                # Kafka's refusals are counted at a checkpoint: settle first, so a record it
+                # refused does not count toward the limit (then the run goes on for the rest).
+                checkpoint()
+                next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
+                if summary.replayed >= plan.limit:
+                    summary.limit_reached = True
+                    break
             if time.monotonic() >= next_checkpoint:
                 checkpoint()
                 next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
