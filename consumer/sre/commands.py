@@ -240,7 +240,9 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
     would = "would replay" if plan.dry_run else "replayed"
     title = f"Replay of {plan.source_topic} (group {plan.group})"
     click.secho(title + (", dry run: nothing published, nothing committed" if plan.dry_run else ""), bold=True)
-    targets = ", ".join(f"{shown_id(topic)} {n:,}" for topic, n in sorted(summary.by_target.items()))
+    # After a failure part-way, what Kafka acknowledged: the records the `replayed` row counts.
+    replayed = summary.breakdown(acknowledged=not plan.dry_run)
+    targets = ", ".join(f"{shown_id(topic)} {n:,}" for topic, n in sorted(replayed.by_target.items()))
     rows = [
         ("read", summary.read, ""),
         ("foreign", summary.verdicts[Verdict.FOREIGN], "no dead-letter headers: not written by pisano-sms, left alone"),
@@ -275,8 +277,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
                         "again (the consumers skip what was delivered)"))
     for name, count, detail in rows:
         click.echo(f"  {name:<24}{count:>9,}   {detail}".rstrip())
-    for name, counter in (("by error code", summary.by_code), ("by campaign", summary.by_campaign),
-                          ("by reason", summary.by_reason)):
+    for name, counter in (("by error code", replayed.by_code), ("by campaign", replayed.by_campaign),
+                          ("by reason", replayed.by_reason)):
         if counter:
             click.echo(f"  {name:<24}" + ", ".join(f"{shown_id(key)} {n:,}" for key, n in counter.most_common()))
     for partition, position, end, by_id in summary.recreated:
@@ -300,13 +302,13 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
     elif summary.read and not summary.matched:
         click.echo("  no record matched the filters: `pisano-sms dlq stats` shows the codes, reasons and campaigns "
                    "in the topic")
-    if summary.stale:
-        click.secho(f"  warning: {summary.stale:,} of these failed longer ago than DEDUP_HORIZON_S minus "
+    if replayed.stale:
+        click.secho(f"  warning: {replayed.stale:,} of these failed longer ago than DEDUP_HORIZON_S minus "
                     "STALE_MARGIN_S: the consumers may no longer know whether those events were delivered, "
                     "and would send them", fg="yellow")
-    if summary.by_reason.get("stale"):
+    if replayed.by_reason.get("stale"):
         # The replay is a new record: the consumers' stale guard reads its new time and lets it by.
-        click.secho(f"  warning: {summary.by_reason['stale']:,} of these are `stale` dead-letters: replayed, their "
+        click.secho(f"  warning: {replayed.by_reason['stale']:,} of these are `stale` dead-letters: replayed, their "
                     "events are sent even if they were delivered longer ago than DEDUP_HORIZON_S; replay them "
                     "only if Pisano shows they were never delivered (--reason names the reasons to replay)",
                     fg="yellow")

@@ -180,6 +180,17 @@ class ReplayPlan:
     stale_before: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Breakdown:
+    """What a run replayed, broken down (`ReplaySummary.breakdown`)."""
+
+    by_code: Counter[str] = field(default_factory=Counter)
+    by_campaign: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_target: Counter[str] = field(default_factory=Counter)
+    stale: int = 0
+
+
 @dataclass
 class ReplaySummary:
     read: int = 0
@@ -200,6 +211,7 @@ class ReplaySummary:
     # Of `replayed`, those Kafka acknowledged by the last checkpoint: after a failure part-way, the
     # rest may never have reached the topic, and the next run publishes them again.
     acknowledged: int = 0
+    _acknowledged_breakdown: Breakdown = field(default_factory=Breakdown)
     limit_reached: bool = False
     signed: bool = False  # the re-published records carry a replay signature
     malformed: Counter[str] = field(default_factory=Counter)  # reason -> records refused
@@ -215,6 +227,19 @@ class ReplaySummary:
     @property
     def replayed(self) -> int:
         return self.verdicts[Verdict.REPLAY]
+
+    def breakdown(self, acknowledged: bool) -> Breakdown:
+        """The breakdown of every record replayed (in a dry run: that would be), or of those Kafka
+        acknowledged by the last checkpoint: the ones the `replayed` row counts after a failure."""
+        if acknowledged:
+            return self._acknowledged_breakdown
+        return Breakdown(self.by_code, self.by_campaign, self.by_reason, self.by_target, self.stale)
+
+    def checkpointed(self) -> None:
+        """Everything replayed so far is acknowledged (or counted refused): at a checkpoint."""
+        self.acknowledged = self.replayed
+        self._acknowledged_breakdown = Breakdown(Counter(self.by_code), Counter(self.by_campaign),
+                                                 Counter(self.by_reason), Counter(self.by_target), self.stale)
 
     def add_replay(self, letter: DeadLetter, target: str, stale_before: datetime | None) -> None:
         self.by_code[letter.code_label] += 1
@@ -385,7 +410,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
         with interrupt_deferred():
             for refusal in publisher.take_refused():
                 summary.refused_by_kafka(refusal, plan.stale_before)
-            summary.acknowledged = summary.replayed
+            summary.checkpointed()
         positions = reader.positions()
         if not positions:
             return
