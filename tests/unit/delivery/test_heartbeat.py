@@ -154,3 +154,63 @@ def test_redis_unreachable_at_a_beat_is_said_once_and_left_to_the_renewal_before
     assert 4 <= len(calls) <= 5, calls
     said = [m for m in caplog.messages if "could not renew" in m]
     assert len(said) == 1, said
+
+
+def slow(answer, seconds: float):  # type: ignore[no-untyped-def]
+    """An answer Pisano takes `seconds` to give (a slow request, well within its timeouts)."""
+    def answering(phones):  # type: ignore[no-untyped-def]
+        time.sleep(seconds)
+        return answer(phones) if callable(answer) else answer
+    return answering
+
+
+def test_bisection_without_a_throttle_keeps_the_claims_of_the_groups_still_to_send() -> None:
+    # PISANO_RATE_LIMITS=off: every slot is immediate, so no wait of a bisected batch lasts long
+    # enough to beat in; requests each well within the lease follow one another, and the claims of
+    # the groups not yet sent must still be renewed between them.
+    bad = event(8).recipient.phone
+    r = short_lease_rig(FakePisano(default=slow(lambda phones: PisanoApiError(
+        422, 13028, "Invalid parameters") if bad in phones else OK, 0.25)))
+    # Requests of 0.25 s each: the whole batch (its claims taken at 0), e1-e4 (accepted), e5-e6,
+    # e7, then e8 alone at about 1.0 s: without a beat between them, e8's claim lapses at 0.4 s.
+    seen = claimant_at(r, 0.7, "e8")
+    r.process([event(i) for i in range(1, 9)])
+    assert seen == {"e8": ClaimStatus.HELD}, "a live replica's claim lapsed between bisection's requests"
+    assert r.reasons() == {"e8": "pisano_error"}
+    assert {e: k for e, k in r.kinds().items() if e != "e8"} == {f"e{i}": {"delivered"} for i in range(1, 8)}
+
+
+class CountedSlots(FarSlots):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(wait_s)
+        self.granted = 0
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        self.granted += 1
+        return super().acquire(pace_ms, prepare_ms)
+
+
+def test_no_beat_between_the_renewal_before_the_post_and_its_slot() -> None:
+    # Lease 0.4 s: beats every 0.1 s after the claim. The slot is 0.45 s away, so the claims are
+    # renewed at its lead time (0.25 s), after the beats at 0.1 and 0.2 s; the next is due at
+    # 0.3 s, between the renewal and the slot. A beat there (a Redis slow to answer: 0.5 s) makes
+    # the POST leave after its slot's lateness allowance (0.25 s), wasting the slot.
+    limiter = CountedSlots(0.45)
+    r = short_lease_rig(limiter=limiter)  # type: ignore[arg-type]
+    real_claim = r.dedup.claim
+    calls: list[float] = []
+    started = time.monotonic()
+
+    def claim(tag, requests):  # type: ignore[no-untyped-def]
+        calls.append(time.monotonic() - started)
+        answer = real_claim(tag, requests)
+        if len(calls) == 5:  # after the claim, the beats at 0.1 and 0.2 s and the renewal: a beat
+            time.sleep(0.5)
+        return answer
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 0.45)
+    assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 1
+    assert limiter.granted == 0, f"the POST left late and took another slot (claims asked at {calls})"
+    assert len(calls) == 4, calls
+
