@@ -73,6 +73,11 @@ class Heartbeat:
                 return True
         return True
 
+    def renewed(self) -> None:
+        """Every claim the beats renew was just renewed (the renewal before a POST): the next beat
+        is a period from now."""
+        self._due_at = time.monotonic() + self.period_s
+
     def _beating(self, now: float) -> None:
         assert self._beat is not None
         # Counted from the beat's start, whatever its answer: a failed one is tried again a period

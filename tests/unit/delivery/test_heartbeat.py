@@ -8,6 +8,7 @@ RENEWAL_REACH_S is shrunk to match: Settings keeps a real lease far above the re
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -214,3 +215,29 @@ def test_no_beat_between_the_renewal_before_the_post_and_its_slot() -> None:
     assert limiter.granted == 0, f"the POST left late and took another slot (claims asked at {calls})"
     assert len(calls) == 4, calls
 
+
+
+def test_bisection_at_the_shortest_lease_allowed_keeps_the_claims_of_the_groups_still_to_send() -> None:
+    # DEDUP_CLAIM_LEASE_MS at its floor (one request + a margin): a request of 0.15 s, from a
+    # renewal 0.2 s (the slot's lead) before it, fits the 0.4 s lease. But a group not yet sent is
+    # renewed by beats alone: the last one may come a period (0.1 s) before the renewal of the
+    # group that is sent, and the next only after that request, 0.45 s later: its claims lapsed.
+    bad = event(8).recipient.phone
+    r = short_lease_rig(FakePisano(default=slow(lambda phones: PisanoApiError(
+        422, 13028, "Invalid parameters") if bad in phones else OK, 0.15)),
+        limiter=FarSlots(0.39))  # type: ignore[arg-type]
+    real_claim = r.dedup.claim
+    asked: list[float] = []  # when e8's claim was taken or renewed
+
+    def claim(tag, requests):  # type: ignore[no-untyped-def]
+        answer = real_claim(tag, requests)
+        if any(q.event_id == "e8" for q in requests):
+            asked.append(time.monotonic())
+        return answer
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    r.sender.process(Batch(CAMPAIGN, [event(i) for i in range(1, 9)]), slot_at=time.monotonic() + 0.39)
+    assert r.reasons() == {"e8": "pisano_error"}
+    assert {e: k for e, k in r.kinds().items() if e != "e8"} == {f"e{i}": {"delivered"} for i in range(1, 8)}
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(asked)]
+    assert max(gaps) < LEASE_MS / 1000, f"e8's claim went unrenewed longer than its lease: {gaps}"
