@@ -241,3 +241,21 @@ def test_bisection_at_the_shortest_lease_allowed_keeps_the_claims_of_the_groups_
     assert {e: k for e, k in r.kinds().items() if e != "e8"} == {f"e{i}": {"delivered"} for i in range(1, 8)}
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(asked)]
     assert max(gaps) < LEASE_MS / 1000, f"e8's claim went unrenewed longer than its lease: {gaps}"
+
+
+def test_a_claim_lost_in_the_middle_of_bisection_sends_no_group_again_and_ends_every_event_once() -> None:
+    # Another replica delivers e7 while e1-e4 are sent: every later request's renewal (which
+    # covers every claim the batch still holds) finds it lost, so no group leaves; each event
+    # still ends once (the rest go round again, free: Pisano refused the request they were in).
+    bad = event(8).recipient.phone
+    r = short_lease_rig(FakePisano(default=slow(lambda phones: PisanoApiError(
+        422, 13028, "Invalid parameters") if bad in phones else OK, 0.1)))
+    other = r.dedup.replica()
+    threading.Timer(0.15, lambda: other.settle(Settlement.DELIVERED, other.new_tag(), ["e7"])).start()
+    r.process([event(i) for i in range(1, 9)])
+    assert len(r.pisano.requests) == 2, r.pisano.requests  # the whole batch, then e1-e4
+    kinds = r.kinds()
+    assert all(len(k) == 1 for k in kinds.values()) and len(kinds) == 8, kinds
+    assert kinds == {**{f"e{i}": {"delivered"} for i in range(1, 5)}, **{f"e{i}": {"requeue"} for i in range(5, 9)}}
+    assert r.dedup.state("e7") == "d"
+    assert all(r.dedup.state(f"e{i}") is None for i in (5, 6, 8)), "a group not sent stayed claimed"
