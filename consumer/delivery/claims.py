@@ -350,11 +350,15 @@ class Claim:
         return all(s is ClaimStatus.CLAIMED for s in answers[0]) and \
             all(s is PhoneStatus.RESERVED for answer in answers[1:] for s in answer)
 
+    def still_held(self, events: Sequence[PendingEvent]) -> list[PendingEvent]:
+        """The events among these whose claims this attempt still holds (not settled yet)."""
+        return [e for e in events if e.recipient.event_id in self._held]
+
     def beat(self, events: Sequence[PendingEvent]) -> bool | None:
         """`renew` once, for the claims still held among `events`, while their request waits
         (consumer/delivery/heartbeat.py): True renewed, False one is lost (do not send), None Redis
         did not answer (not retried here: the next beat, or the renewal before the POST, is)."""
-        held = [e for e in events if e.recipient.event_id in self._held]
+        held = self.still_held(events)
         if not held:
             return True
         try:

@@ -58,15 +58,25 @@ class Heartbeat:
             return self.stop.wait(max(0.0, seconds))
         end = time.monotonic() + seconds
         while not self.lost:
+            if self.stop.is_set():
+                return True
             now = time.monotonic()
-            if now >= end:
-                return self.stop.is_set()
+            # A due beat comes first, even in a wait too short to sleep: requests that follow one
+            # another with no wait between them (bisection without a throttle) still beat for
+            # the groups not yet sent.
             if now >= self._due_at:
                 self._beating(now)
                 continue
+            if now >= end:
+                return False
             if self.stop.wait(min(end, self._due_at) - now):
                 return True
         return True
+
+    def renewed(self) -> None:
+        """Every claim the beats renew was just renewed (the renewal before a POST): the next beat
+        is a period from now."""
+        self._due_at = time.monotonic() + self.period_s
 
     def _beating(self, now: float) -> None:
         assert self._beat is not None

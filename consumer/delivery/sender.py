@@ -42,7 +42,7 @@ from consumer.delivery.admission import UNCHECKABLE, Admission
 from consumer.delivery.attempts import Attempts, RetryPolicy, Sent
 from consumer.delivery.batching import RECIPIENT, Batch, Batcher, PendingEvent, TopicPartition
 from consumer.delivery.campaign_gate import CampaignGate, open_failure
-from consumer.delivery.claims import Claim
+from consumer.delivery.claims import Claim, event_ids
 from consumer.delivery.contacts import ContactCooldown
 from consumer.delivery.destination import Destination
 from consumer.delivery.heartbeat import Heartbeat, beat_period_s
@@ -297,7 +297,8 @@ class Sender:
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
         # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
         sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=claim.claimed_at,
-                                  renew=lambda: claim.renew(events), sending=lambda: claim.sending(events, ids),
+                                  renew=lambda: self._renew(claim, events, events, beats),
+                                  sending=lambda: claim.sending(events, ids),
                                   events=events, heartbeat=beats)
         self._conclude(claim, campaign, events, sent, outcomes, gate, first=True, ids=ids, beats=beats)
 
@@ -458,7 +459,7 @@ class Sender:
                 reply = None
                 if step.kind == "send":
                     requests += 1
-                    sent = self._send_group(claim, campaign, step.group, beats)
+                    sent = self._send_group(claim, campaign, step.group, events, beats)
                     reply = self._conclude(claim, campaign, step.group, sent, outcomes, gate, first=False)
                 elif step.kind == "alone":
                     self._failed(claim, campaign, step.group, step.because, outcomes)
@@ -472,10 +473,28 @@ class Sender:
         log.info("isolated the recipients Pisano refused in %d extra requests", requests,
                  extra={"campaign": campaign, "count": len(events), "destination": self.destination.name})
 
-    def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent], beats: Heartbeat) -> Sent:
+    def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent], batch: list[PendingEvent],
+                    beats: Heartbeat) -> Sent:
         return self.attempts.send(campaign, build_body(list(map(RECIPIENT, group))), slot_at=None,
-                                  renew=lambda: claim.renew(group), sending=lambda: claim.sending(group),
+                                  renew=lambda: self._renew(claim, group, batch, beats),
+                                  sending=lambda: claim.sending(group),
                                   events=group, heartbeat=beats)
+
+    @staticmethod
+    def _renew(claim: Claim, request: list[PendingEvent], batch: list[PendingEvent], beats: Heartbeat) -> bool:
+        """The renewal before a POST (`SlotReserver.ready`, the gate): the request's claims and
+        every other claim the batch still holds, so it counts as the heartbeat's beat. The request's
+        alone would leave the groups bisection sends later to the beats, which a request delays by
+        its whole duration past their due time: a period plus a request without a renewal, longer
+        than a lease near its floor (one request + the margin). So while its requests go, no claim
+        of the batch goes longer than one request without a renewal (Settings.claim_lease_ms).
+        False: do not send."""
+        ids = set(event_ids(request)) if request is not batch else set()
+        others = [e for e in claim.still_held(batch) if e.recipient.event_id not in ids] if ids else []
+        renewed = claim.renew([*request, *others])
+        if renewed:
+            beats.renewed()
+        return renewed
 
     def _open_circuit(self, sent: Sent) -> None:
         api = sent.error if isinstance(sent.error, PisanoApiError) else None

@@ -15,7 +15,8 @@ request then takes the earliest allowed slot like any other.
 then sleeps to the slot, so Redis round trips never push a POST past its slot; a request that
 would still leave late takes a new slot and renews again (ARCHITECTURE.md invariants 2 and 3).
 While it waits, for a slot or for the lead time, its heartbeat keeps its claims alive
-(`consumer/delivery/heartbeat.py`); a claim the heartbeat finds lost ends it as a failed renewal does.
+(`consumer/delivery/heartbeat.py`; not from the renewal to the slot, where a beat would make the
+POST late); a claim the heartbeat finds lost ends it as a failed renewal does.
 """
 
 from __future__ import annotations
@@ -133,8 +134,9 @@ class SlotReserver:
         """Be ready to POST at `slot_at` (a new slot is reserved when None): sleep to the slot's
         lead time, `renew` the claims there, sleep to the slot. `fresh`: when (monotonic) the claims
         were taken for this slot; no renewal is needed while the POST leaves (at the slot, or now if
-        that is later) within RENEWAL_REACH_S of them, nor of a renewal. Every sleep is the
-        `heartbeat`'s: it keeps the claims alive meanwhile, and a claim it finds lost is "refused".
+        that is later) within RENEWAL_REACH_S of them, nor of a renewal. Every sleep up to that
+        renewal is the `heartbeat`'s: it keeps the claims alive meanwhile, and a claim it finds lost
+        is "refused"; the sleep from it to the slot beats no more (it would make the POST late).
 
         If preparing overran the slot, or the thread woke from its sleep, more than
         `max_lateness_s` after it (a slow Redis, a busy CPU), the request could reach Pisano after
@@ -156,8 +158,10 @@ class SlotReserver:
                 if not renew():
                     return "refused"
                 renewed_at = time.monotonic()
-            if beats.wait(max(0.0, slot_at - time.monotonic())):
-                return "refused" if beats.lost else "stopped"
+            # Not the heartbeat's: the claims were renewed (or taken) within RENEWAL_REACH_S of
+            # the POST, and a beat here (a Redis round trip) would make the POST late for its slot.
+            if self.stop.wait(max(0.0, slot_at - time.monotonic())):
+                return "stopped"
             # Checked after the last sleep, not before it: a thread given the CPU back late (a busy
             # machine) would otherwise POST late, after a later slot's request.
             late = time.monotonic() - slot_at

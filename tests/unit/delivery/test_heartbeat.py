@@ -8,6 +8,7 @@ RENEWAL_REACH_S is shrunk to match: Settings keeps a real lease far above the re
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -154,3 +155,107 @@ def test_redis_unreachable_at_a_beat_is_said_once_and_left_to_the_renewal_before
     assert 4 <= len(calls) <= 5, calls
     said = [m for m in caplog.messages if "could not renew" in m]
     assert len(said) == 1, said
+
+
+def slow(answer, seconds: float):  # type: ignore[no-untyped-def]
+    """An answer Pisano takes `seconds` to give (a slow request, well within its timeouts)."""
+    def answering(phones):  # type: ignore[no-untyped-def]
+        time.sleep(seconds)
+        return answer(phones) if callable(answer) else answer
+    return answering
+
+
+def test_bisection_without_a_throttle_keeps_the_claims_of_the_groups_still_to_send() -> None:
+    # PISANO_RATE_LIMITS=off: every slot is immediate, so no wait of a bisected batch lasts long
+    # enough to beat in; requests each well within the lease follow one another, and the claims of
+    # the groups not yet sent must still be renewed between them.
+    bad = event(8).recipient.phone
+    r = short_lease_rig(FakePisano(default=slow(lambda phones: PisanoApiError(
+        422, 13028, "Invalid parameters") if bad in phones else OK, 0.25)))
+    # Requests of 0.25 s each: the whole batch (its claims taken at 0), e1-e4 (accepted), e5-e6,
+    # e7, then e8 alone at about 1.0 s: without a beat between them, e8's claim lapses at 0.4 s.
+    seen = claimant_at(r, 0.7, "e8")
+    r.process([event(i) for i in range(1, 9)])
+    assert seen == {"e8": ClaimStatus.HELD}, "a live replica's claim lapsed between bisection's requests"
+    assert r.reasons() == {"e8": "pisano_error"}
+    assert {e: k for e, k in r.kinds().items() if e != "e8"} == {f"e{i}": {"delivered"} for i in range(1, 8)}
+
+
+class CountedSlots(FarSlots):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(wait_s)
+        self.granted = 0
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        self.granted += 1
+        return super().acquire(pace_ms, prepare_ms)
+
+
+def test_no_beat_between_the_renewal_before_the_post_and_its_slot() -> None:
+    # Lease 0.4 s: beats every 0.1 s after the claim. The slot is 0.45 s away, so the claims are
+    # renewed at its lead time (0.25 s), after the beats at 0.1 and 0.2 s; the next is due at
+    # 0.3 s, between the renewal and the slot. A beat there (a Redis slow to answer: 0.5 s) makes
+    # the POST leave after its slot's lateness allowance (0.25 s), wasting the slot.
+    limiter = CountedSlots(0.45)
+    r = short_lease_rig(limiter=limiter)  # type: ignore[arg-type]
+    real_claim = r.dedup.claim
+    calls: list[float] = []
+    started = time.monotonic()
+
+    def claim(tag, requests):  # type: ignore[no-untyped-def]
+        calls.append(time.monotonic() - started)
+        answer = real_claim(tag, requests)
+        if len(calls) == 5:  # after the claim, the beats at 0.1 and 0.2 s and the renewal: a beat
+            time.sleep(0.5)
+        return answer
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 0.45)
+    assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 1
+    assert limiter.granted == 0, f"the POST left late and took another slot (claims asked at {calls})"
+    assert len(calls) == 4, calls
+
+
+
+def test_bisection_at_the_shortest_lease_allowed_keeps_the_claims_of_the_groups_still_to_send() -> None:
+    # DEDUP_CLAIM_LEASE_MS at its floor (one request + a margin): a request of 0.15 s, from a
+    # renewal 0.2 s (the slot's lead) before it, fits the 0.4 s lease. But a group not yet sent is
+    # renewed by beats alone: the last one may come a period (0.1 s) before the renewal of the
+    # group that is sent, and the next only after that request, 0.45 s later: its claims lapsed.
+    bad = event(8).recipient.phone
+    r = short_lease_rig(FakePisano(default=slow(lambda phones: PisanoApiError(
+        422, 13028, "Invalid parameters") if bad in phones else OK, 0.15)),
+        limiter=FarSlots(0.39))  # type: ignore[arg-type]
+    real_claim = r.dedup.claim
+    asked: list[float] = []  # when e8's claim was taken or renewed
+
+    def claim(tag, requests):  # type: ignore[no-untyped-def]
+        answer = real_claim(tag, requests)
+        if any(q.event_id == "e8" for q in requests):
+            asked.append(time.monotonic())
+        return answer
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    r.sender.process(Batch(CAMPAIGN, [event(i) for i in range(1, 9)]), slot_at=time.monotonic() + 0.39)
+    assert r.reasons() == {"e8": "pisano_error"}
+    assert {e: k for e, k in r.kinds().items() if e != "e8"} == {f"e{i}": {"delivered"} for i in range(1, 8)}
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(asked)]
+    assert max(gaps) < LEASE_MS / 1000, f"e8's claim went unrenewed longer than its lease: {gaps}"
+
+
+def test_a_claim_lost_in_the_middle_of_bisection_sends_no_group_again_and_ends_every_event_once() -> None:
+    # Another replica delivers e7 while e1-e4 are sent: every later request's renewal (which
+    # covers every claim the batch still holds) finds it lost, so no group leaves; each event
+    # still ends once (the rest go round again, free: Pisano refused the request they were in).
+    bad = event(8).recipient.phone
+    r = short_lease_rig(FakePisano(default=slow(lambda phones: PisanoApiError(
+        422, 13028, "Invalid parameters") if bad in phones else OK, 0.1)))
+    other = r.dedup.replica()
+    threading.Timer(0.15, lambda: other.settle(Settlement.DELIVERED, other.new_tag(), ["e7"])).start()
+    r.process([event(i) for i in range(1, 9)])
+    assert len(r.pisano.requests) == 2, r.pisano.requests  # the whole batch, then e1-e4
+    kinds = r.kinds()
+    assert all(len(k) == 1 for k in kinds.values()) and len(kinds) == 8, kinds
+    assert kinds == {**{f"e{i}": {"delivered"} for i in range(1, 5)}, **{f"e{i}": {"requeue"} for i in range(5, 9)}}
+    assert r.dedup.state("e7") == "d"
+    assert all(r.dedup.state(f"e{i}") is None for i in (5, 6, 8)), "a group not sent stayed claimed"
