@@ -52,8 +52,11 @@ _LETTER_AND_DIGIT = re.compile(r"(?=[^0-9]*+[0-9])[^A-Za-z]*+[A-Za-z]")
 # `Bearer`, `Basic`, `Token` written as a scheme is (capitalized: in prose they are nouns, `bearer
 # token expired`) take a credential of letters too (`Token abcdefg`), unless that word says nothing
 # of one (secret_names.is_letters_credential) or is the first of more prose (`Token refresh failed`).
-# A word of letters then a colon is a label (`Token rotated: ...`), whatever the scheme.
+# After `Token`, a word of letters then a colon is a label (`Token status: ok`): `token` is a noun
+# of prose too. `Bearer` and `Basic` are schemes only, and the colon is the sentence's (`Bearer
+# abcdefghij: 401 Unauthorized`).
 _LETTERS_SCHEMES = frozenset({"bearer", "basic", "token"})
+_LABEL_SCHEMES = frozenset({"token"})
 _CLAUSE_MARKS = ".:!?"
 _NEXT_WORD = re.compile(r"[ \t]++[^\W\d_]")
 # What a Digest credential holds: `response=` and its hash, quoted (RFC 7616) or as hex digits (32
@@ -130,7 +133,8 @@ def mask_bare_credentials(text: str) -> str:
 
 def _letters_credential(text: str, scheme: re.Match[str], word: str, letters: str) -> bool:
     name = scheme.group("scheme")
-    return (name[0].isupper() and name.lower() in _LETTERS_SCHEMES and not word.endswith(":")
+    return (name[0].isupper() and name.lower() in _LETTERS_SCHEMES
+            and not (word.endswith(":") and name.lower() in _LABEL_SCHEMES)
             and is_letters_credential(letters)
             and (word != letters or _NEXT_WORD.match(text, scheme.end() + len(word)) is None))
 

@@ -50,6 +50,15 @@ _NEGATIONS = frozenset({"not", "no"})
 _PARTICIPLE_ENDINGS = ("ed", "ing")
 _AUTH_WORDS = frozenset({"bearer", "basic", "token", "tokens", "digest", "negotiate", "ntlm", "auth", "authorization",
                          "authentication", "header", "headers", "credential", "credentials", "scheme"})
+# Nor a noun of error or operation prose (`Token mismatch`, `Token refresh`, `Authorization: Signature
+# mismatch`), nor, first, an adjective of it: that is no scheme (`Authorization: Bad request`,
+# `Wrong format`). Any case. Kept short: a credential of letters that is one of these shows.
+_ERROR_ADJECTIVES = frozenset({"bad", "wrong", "invalid", "missing", "malformed", "unknown", "unexpected",
+                               "unsupported", "incorrect", "illegal", "corrupt", "broken", "stale", "duplicate"})
+_ERROR_NOUNS = frozenset({"error", "errors", "failure", "failures", "mismatch", "timeout", "refresh", "lookup",
+                          "request", "response", "format", "signature", "value", "length", "encoding", "scope",
+                          "syntax", "check", "validation", "verification", "rotation", "renewal", "exchange",
+                          "issuer", "audience", "payload", "problem", "issue"})
 
 # A quoted value, maybe Python bytes as a repr shows them (`b'pw'`: the `b` was taken for the value),
 # maybe escaped once or more (`\"pw\"` in a JSON string inside one).
@@ -119,8 +128,14 @@ def is_statement_word(word: str) -> bool:
 
 def is_letters_credential(word: str) -> bool:
     """Whether a word of letters only (a prose word, as is_prose reads it) after a scheme is its credential."""
+    lowered = word.lower()
     return (len(word) >= _MIN_LETTERS_CREDENTIAL and is_prose(word) and not is_statement_word(word)
-            and word.lower() not in _AUTH_WORDS)
+            and lowered not in _AUTH_WORDS and lowered not in _ERROR_NOUNS and lowered not in _ERROR_ADJECTIVES)
+
+
+def is_error_adjective(word: str) -> bool:
+    """Whether a capitalized first word says what is wrong (`Bad`, `Wrong`) rather than naming a scheme."""
+    return word.lower() in _ERROR_ADJECTIVES
 
 
 def is_label_of(name: str, value: str) -> bool:

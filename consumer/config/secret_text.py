@@ -24,6 +24,7 @@ from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_re
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
 from consumer.config.secret_names import (
     MASK,
+    is_error_adjective,
     is_label_of,
     is_letters_credential,
     is_prose_word,
@@ -109,7 +110,7 @@ _SESSION_VALUE = re.compile(r"(?:[^&\s#;,\"'\\]|\\/)++")
 _BARE_VALUE = re.compile(r"[^\s\"'<>]+")  # in `name: value`, up to the end of the word
 _NEXT_WORD = re.compile(r"[ \t]++[^\W\d_]")  # ...then a word of letters: that one was prose
 _CREDENTIAL = re.compile(r"[^\s<>]+")  # `Bearer <admin token>` in a usage text is no credential
-# `password: set to hunter`: after a secret name and a colon, a value said to be set is the word
+# `password: set to hunter`: after a secret name and a colon (or `=`), a value said to be set is the word
 # after `to`, read as the value itself would be (a word of state or the first of prose stays), also
 # quoted (`set to 'hunter2'`) and after an auxiliary (`was set to hunter2`, `has been changed to`).
 _SET_TO = re.compile(r"(?i:(?:was|is|has[ \t]++been|have[ \t]++been|been|now)[ \t]++)?+"
@@ -146,7 +147,7 @@ def _masked(text: str, levels: int) -> str:
     # takes marks away, so one test of the text as it came serves every pass.
     lowered = text.lower()
     if "\\" in text or "\uff20" in text or "\uff1a" in text or "&" in text:  # `\u0040`, `\x3a`, `&#64;`, full-width
-        text = in_escaped_marks(text, _mask_user_info)
+        text = in_escaped_marks(text, _mask_escaped_user_info)
     if "@" in text:  # every user info ends at one
         text = _mask_user_info(text)
     text = _mask_pairs(text)
@@ -162,6 +163,15 @@ def _masked(text: str, levels: int) -> str:
             text = mask_resp_auth(text)
     # A percent-encoded URL or pair is masked as decoded, one level deeper each time.
     return in_encoded_runs(text, lambda plain: _masked(plain, levels - 1)) if levels > 0 else text
+
+
+def _mask_escaped_user_info(plain: str) -> str:
+    """A run whose escaped marks were decoded, also read with its percent escapes decoded: a user
+    info may be escaped both ways at once (`user&#58;pw%40host`, `user%3Apw&#64;host`), and then
+    neither pass alone sees both its `:` and its `@`. Only a run showing no user info as decoded (a
+    run masked is left as that pass wrote it); one level (the pass in _masked goes deeper)."""
+    masked = _mask_user_info(plain)
+    return in_encoded_runs(plain, _mask_user_info) if masked == plain and "%" in plain else masked
 
 
 def _mask_user_info(text: str) -> str:
@@ -277,8 +287,10 @@ def _secret_value(text: str, pair: re.Match[str], line_end: list[int], limit: in
         return start, end
     scheme = _AUTH_SCHEME.match(text, start)
     start = scheme.end() if scheme is not None else start
-    if scheme is None and not query_like and (setter := _SET_TO.match(text, start)) is not None:
-        start = setter.end()
+    if scheme is None and (setter := _SET_TO.match(text, start)) is not None:
+        # After `=` too (`password=set to pw`): a query value holds no blank, so this is prose, and
+        # the word after `to` is read as after a colon.
+        start, query_like = setter.end(), False
         if (quoted := quoted_span(text, start)) is not None:
             return None if is_state_word(text[quoted[0]:quoted[1]]) else quoted[:2]
     if query_like:
@@ -345,7 +357,7 @@ def _scheme_and_credential(text: str, start: int, end: int) -> bool:
     """Whether the words from `start` to `end` are a scheme and a credential of letters (see _PROSE_CLAUSE)."""
     words = _SCHEME_AND_LETTERS.fullmatch(text, start, end)
     return (words is not None and not is_statement_word(words.group("scheme"))
-            and is_letters_credential(words.group("word")))
+            and not is_error_adjective(words.group("scheme")) and is_letters_credential(words.group("word")))
 
 
 def _after_blanks(text: str, position: int) -> int:
