@@ -15,11 +15,11 @@ from urllib.parse import quote, unquote
 # at as such, not decoded. Raw `:` and `@` do not: a quote() told to leave them (`safe=":@"`) writes
 # `https%3A%2F%2Fu:pw%40h`, and cut there neither half held the URL. Linear: tried at a run's start
 # only (the lookbehind), possessively.
-_RUN_CHAR = r"[\w.~!*+/:@-]"
+_RUN_CHAR = r"[\w.~!*+/:@\[\]-]"
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _ENCODED_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}*+{_ESCAPED}(?:{_RUN_CHAR}|{_ESCAPED})*+")
 _ESCAPE = re.compile(_ESCAPED)  # most texts have none: one scan
-_SIGNS = frozenset("!/:@")  # the signs of a run that quote() would escape (letters, digits, `_.~-` it keeps)
+_SIGNS = frozenset("!/:@[]")  # the signs of a run that quote() would escape (letters, digits, `_.~-` it keeps)
 DECODE_LEVELS = 3  # encoded once in a query, once more by a proxy: deeper is not seen
 
 

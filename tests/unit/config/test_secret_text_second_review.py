@@ -92,10 +92,9 @@ def test_an_escaped_colon_and_a_percent_encoded_at_sign(text: str) -> None:
     assert "hunter2" not in redact_text(text)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "percent_encoded's run stops at '[' (_RUN_CHAR has no brackets), so a percent-encoded '@' or ':' before an "
-    "IPv6 literal is decoded without its host (`hunter2@`: no host after the '@'), and the raw-text passes see "
-    "no '@' or no ':'; widening the run is percent_encoded's (shared with the phone redaction)"))
+# percent_encoded's run stopped at '[', so a percent-encoded '@' or ':' before an IPv6 literal was
+# decoded without its host (`hunter2@`: no host after the '@'): the run now takes brackets, and
+# writes them back raw.
 @pytest.mark.parametrize("text", ["user:hunter2%40[::1]:6379", "user%3Ahunter2@[::1]:6379",
                                   "admin\uff1ahunter2%40[::1]:6379"])
 def test_a_percent_encoded_user_info_before_an_ipv6_host(text: str) -> None:
