@@ -11,6 +11,7 @@ text from a library or a server is shown without its URL credentials masked and 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from confluent_kafka import KafkaException
 
 from consumer.app import build_destination, build_state
 from consumer.config.destinations import destination_configs
+from consumer.config.env_names import misspelled_settings
 from consumer.config.registry import registry_connection
 from consumer.config.secrets import mask_url, mask_urls_in_text
 from consumer.config.settings import Settings, duration_ms
@@ -108,6 +110,8 @@ def _config(settings: Settings) -> tuple[str, str]:
     insecure = settings.insecure_transport()
     if insecure:
         detail += "; INSECURE (PISANO_ALLOW_INSECURE=true): " + "; ".join(insecure)
+    for warning in misspelled_settings(os.environ):
+        detail += f"; WARNING (environment): {warning}"
     return "ok", detail
 
 
