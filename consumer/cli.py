@@ -7,6 +7,7 @@ configuration ends with one line naming the setting and exit status 2, never a t
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import click
 
 from consumer import __version__
 from consumer.cli_common import config_option, configured, fail
+from consumer.config.env_names import misspelled_settings
 from consumer.config.settings import Settings
 from consumer.operations import logs
 
@@ -62,6 +64,8 @@ def run(settings: Settings) -> None:
     log.info("starting with %s", {k: v for k, v in settings.as_dict().items() if v not in (None, {}, [])})
     for danger in settings.insecure_transport():
         log.warning("INSECURE (PISANO_ALLOW_INSECURE=true): %s; never in production", danger)
+    for warning in misspelled_settings(os.environ):
+        log.warning("%s", warning)
     probe.start()
     if server:
         server.start()

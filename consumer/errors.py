@@ -31,6 +31,13 @@ class ConfigError(PisanoSmsError):
     """A setting has a value that cannot work; the message names it and the expected form."""
 
 
+def unreadable_file(named: str, exc: OSError) -> ConfigError:
+    """A file a setting (or --config) names could not be read: why, and what to do, in one line.
+    `named` is how the operator wrote it: `MAPPING_FILE=/etc/pisano/mapping.yaml`."""
+    return ConfigError(f"{named}: cannot read it ({exc.strerror}); check the path, and that the file is mounted "
+                       "and readable by this process")
+
+
 class RecordError(PisanoSmsError):
     """One record cannot be processed; it is dead-lettered with `reason`, never retried forever."""
 

@@ -18,7 +18,7 @@ from pydantic_settings import SettingsError
 from consumer.config.secrets import mask_url, mask_urls_in_text
 from consumer.config.settings import Settings, is_secret_key
 from consumer.config.windows import EXPECTED_FORM
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, unreadable_file
 
 KAFKA_PASSTHROUGH_ENV_PREFIX = "KAFKA_CONFIG_"
 MAX_CONFIG_FILE_BYTES = 1_048_576  # a config file is small; a huge one is a mistake or hostile
@@ -53,7 +53,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"--config {path}: larger than 1 MiB; is this the right file?")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from exc
+        raise unreadable_file(f"--config {path}", exc) from exc
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""

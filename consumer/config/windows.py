@@ -15,6 +15,10 @@ EXPECTED_FORM = "N/Ts,... (e.g. 20/5s,40/25s; T may also end in ms or m) or 'off
 
 _ITEM = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s|m)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000}
+# Bounds of what the shared limiter counts (its Redis script's integers), far beyond any real
+# throttle: Pisano's longest window is 625 s. A larger number is no throttle at all: write `off`.
+MAX_LIMIT = 1_000_000
+MAX_PERIOD_MS = 86_400_000
 
 
 @dataclass(frozen=True, order=True)
@@ -43,6 +47,9 @@ def parse_rate_limits(text: str) -> tuple[RateWindow, ...]:
         period_ms = round(amount * _UNIT_MS[unit])
         if limit < 1 or period_ms < 1:
             raise ValueError(f"{item.strip()!r} needs N >= 1 and T > 0")
+        if limit > MAX_LIMIT or period_ms > MAX_PERIOD_MS:
+            raise ValueError(f"{item.strip()!r} needs N at most {MAX_LIMIT} and T at most 1440m (for no "
+                             "throttle, write 'off')")
         windows.append(RateWindow(limit, period_ms))
     if len({w.period_ms for w in windows}) != len(windows):
         raise ValueError("two windows have the same period")

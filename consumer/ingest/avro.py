@@ -43,7 +43,7 @@ import httpx
 
 from consumer.config.registry import RegistryConnection
 from consumer.config.resources import default_schema_file
-from consumer.errors import ConfigError, DecodeError, RegistryError, UnsupportedSchemaError
+from consumer.errors import ConfigError, DecodeError, RegistryError, UnsupportedSchemaError, unreadable_file
 from consumer.ingest.avro_compiled import PRIMITIVES, agrees_with_fastavro, compile_reader, min_bytes
 from consumer.ingest.avro_logical import LogicalTypeError, check_decimal
 
@@ -81,7 +81,7 @@ def load_schema_file(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"AVRO_SCHEMA_FILE={path}: cannot read it ({exc.strerror})") from exc
+        raise unreadable_file(f"AVRO_SCHEMA_FILE={path}", exc) from exc
     except ValueError as exc:
         raise ConfigError(f"AVRO_SCHEMA_FILE={path}: not a valid Avro schema ({exc})") from exc
     try:

@@ -31,7 +31,7 @@ import yaml
 from consumer.config.campaign_ids import canonical_campaign_id
 from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
-from consumer.errors import ConfigError, InvalidEventError, UnroutableError
+from consumer.errors import ConfigError, InvalidEventError, UnroutableError, unreadable_file
 from consumer.ingest.attribute_types import Converter, converter, event_time_ms, time_zone
 from consumer.ingest.kafka_paths import compile_kafka_path, is_kafka_path
 from consumer.ingest.phones import PhoneNormaliser
@@ -314,7 +314,7 @@ class DeclarativeMapper(Mapper):
         try:
             spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"MAPPING_FILE={path}: cannot read it ({exc.strerror})") from exc
+            raise unreadable_file(f"MAPPING_FILE={path}", exc) from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"MAPPING_FILE={path}: not valid YAML; fix the file") from exc
         if not isinstance(spec, dict):

@@ -25,6 +25,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from consumer.config.secrets import mask_urls_in_text
 from consumer.delivery.destination import Destination
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
@@ -135,13 +136,18 @@ class HealthProbe:
         return now
 
     def _check_redis(self) -> None:
+        cause = ""
         try:
             self.redis.ping()
             ok = True
-        except REDIS_ERRORS:
-            ok = False
+        except REDIS_ERRORS as exc:
+            ok, cause = False, _cause(exc)
         if ok != self.health.redis_ok:
-            log.log(logging.INFO if ok else logging.ERROR, "Redis is %s", "reachable again" if ok else "unreachable")
+            if ok:
+                log.info("Redis is reachable again")
+            else:
+                log.error("Redis is unreachable (%s): nothing is sent or committed until it is back; check that "
+                          "Redis is up and REDIS_URL", cause)
         self.health.redis_ok = ok
 
     def _check_memory(self) -> None:
@@ -176,14 +182,24 @@ class HealthProbe:
         self.health.circuit_open = bool(states) and "closed" not in states
 
     def _check_kafka(self) -> None:
+        cause = ""
         try:
             self.producer.list_topics(self.dlq_topic, timeout=5)
             ok = True
-        except Exception:  # KafkaException; any failure here only means "not reachable now"
-            ok = False
+        except Exception as exc:  # KafkaException; any failure here only means "not reachable now"
+            ok, cause = False, _cause(exc)
         if ok != self.health.kafka_ok:
-            log.log(logging.INFO if ok else logging.ERROR, "Kafka is %s", "reachable again" if ok else "unreachable")
+            if ok:
+                log.info("Kafka is reachable again")
+            else:
+                log.error("Kafka is unreachable (%s); check that the brokers are up, KAFKA_BOOTSTRAP_SERVERS and "
+                          "the security settings", cause)
         self.health.kafka_ok = ok
+
+
+def _cause(exc: BaseException) -> str:
+    """The client's own words, which may quote a URL with its password: masked, and kept short."""
+    return mask_urls_in_text(f"{type(exc).__name__}: {exc}")[:300]
 
 
 class HealthServer:

@@ -336,12 +336,14 @@ class LogBudget:
         now = time.monotonic()
         if now - self._window_start < self.window_s:
             return
-        for key, spent in sorted(self._spent.items()):
+        # The new window starts before the summary is written: a RepeatFilter rolls its budget from
+        # the very logger the summary goes to, and would otherwise roll this window again, without end.
+        spent_in_window, self._spent = self._spent, {}
+        self._window_start = now
+        for key, spent in sorted(spent_in_window.items()):
             if spent > self.per_window:
                 logger.warning("%d more like that (%s) in the last %.0fs, not logged one by one",
                                spent - self.per_window, key, self.window_s, extra={"reason": key})
-        self._spent.clear()
-        self._window_start = now
 
 
 class RepeatFilter(logging.Filter):

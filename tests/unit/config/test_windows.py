@@ -17,3 +17,15 @@ def test_round_trip() -> None:
 def test_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_rate_limits(text)
+
+
+@pytest.mark.parametrize("text", ["9223372036854775807/5s", "1000001/5s", "20/1441m", "20/90000000s"])
+def test_a_window_beyond_what_the_shared_limiter_can_count_is_refused_at_start(text: str) -> None:
+    """Before, 99999999999999999999/5s passed the settings and failed in the limiter's Redis script,
+    which `check` and every replica reported as 'Redis unreachable for the throttle'."""
+    with pytest.raises(ValueError, match="at most"):
+        parse_rate_limits(text)
+
+
+def test_the_largest_window_still_parses() -> None:
+    assert [str(w) for w in parse_rate_limits("1000000/1440m")] == ["1000000/86400s"]

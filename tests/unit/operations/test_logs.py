@@ -151,3 +151,23 @@ def test_an_extra_named_as_a_formatter_field_does_not_replace_it() -> None:
     with_no_exc = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
     with_no_exc.__dict__["exc"] = "x"
     assert json.loads(JsonFormatter().format(with_no_exc))["extra_exc"] == "x"  # not only when it would collide
+
+
+def test_repeat_filter_summary_goes_through_its_own_logger_without_recursing(caplog) -> None:  # type: ignore[no-untyped-def]
+    """The filter sits on the logger its window's summary is written to: the summary passed the
+    filter, which rolled the window again before it had been reset, without end. Seen as a
+    RecursionError out of consume() 30 s after `run` started with Kafka unreachable."""
+    logger = logging.getLogger("test.repeat.filter.own.logger")
+    repeat = RepeatFilter(per_window=1, window_s=30.0)
+    logger.filters[:] = [repeat]
+    try:
+        with caplog.at_level(logging.WARNING, logger=logger.name):
+            for _ in range(3):
+                logger.error("FAIL Connect to 127.0.0.1:38099 failed")
+            repeat.budget._window_start -= 31  # the window is over
+            logger.error("FAIL Connect to 127.0.0.1:38099 failed")
+        assert "2 more like that" in caplog.text
+        # the first line, then the first of the new window
+        assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING", "ERROR"]
+    finally:
+        logger.filters[:] = []
