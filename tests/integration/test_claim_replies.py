@@ -37,6 +37,19 @@ def claim_script() -> str:
     return paths[0].read_text(encoding="utf-8")
 
 
+def copy_holder(run: Run, timeout: float, **settings: object) -> ConsumerProcess:
+    """Replica B: it reads the run's topic in a group of its own, so it holds a copy of every event
+    and asks for its claim; returned once it has ended its copy (committed the topic's end)."""
+    group = unique("g")
+    env = consumer_env(bootstrap=run.stack.bootstrap, redis_url=run.stack.redis_url, topic=run.topic, dlq=run.dlq,
+                       group=group, pisano_url=run.simulator.url, token=run.token, **settings)
+    b = ConsumerProcess(env, run.tmp_path / "b.log").start()
+    run.processes.append(b)
+    ends = end_offsets(run.stack.bootstrap, run.topic)
+    wait_until(lambda: all_committed(run.stack.bootstrap, group, run.topic, ends), timeout, "B ended its copy")
+    return b
+
+
 @pytest.fixture
 def proxy(stack: Stack, redis_client) -> Iterator[RedisProxy]:  # type: ignore[no-untyped-def]
     # Loaded beforehand, so the replica's first EVALSHA runs the script (no NOSCRIPT round).
@@ -124,13 +137,7 @@ def test_a_request_moved_to_a_later_slot_renews_its_claims_so_no_other_replica_f
     a = run.start(records, partitions=1, new_topics=new_topic, REDIS_URL=proxy.url, PISANO_RATE_LIMITS="1/14500ms",
                   PISANO_RATE_MARGIN_MS=500, THROTTLE_GRACE_MS=2000, **lease)
     wait_until(lambda: (marks.state(records[0][0].decode()) or "").startswith("c|"), 20, "A claimed the event")
-    b_group = unique("g")
-    b_env = consumer_env(bootstrap=run.stack.bootstrap, redis_url=run.stack.redis_url, topic=run.topic, dlq=run.dlq,
-                         group=b_group, pisano_url=run.simulator.url, token=run.token, **lease)
-    b = ConsumerProcess(b_env, run.tmp_path / "b.log").start()
-    run.processes.append(b)
-    ends = end_offsets(run.stack.bootstrap, run.topic)
-    wait_until(lambda: all_committed(run.stack.bootstrap, b_group, run.topic, ends), 40, "B ended its copy")
+    b = copy_holder(run, 40, **lease)
     run.wait_all_committed(timeout=40)
     wasted = a.metric("pisano_sms_throttle_slots_wasted_total")
     skipped = b.metric("pisano_sms_duplicates_skipped_total")
@@ -162,13 +169,7 @@ def test_a_request_waiting_longer_than_the_lease_for_its_retry_slot_keeps_its_cl
     wait_until(lambda: any(r["http_status"] == 503 for r in run.requests()), 20, "A's first request got a 503")
     run.faults(error_rates={})
     assert (marks.state(records[0][0].decode()) or "").startswith("c|"), "A does not hold the claim"
-    b_group = unique("g")
-    b_env = consumer_env(bootstrap=run.stack.bootstrap, redis_url=run.stack.redis_url, topic=run.topic, dlq=run.dlq,
-                         group=b_group, pisano_url=run.simulator.url, token=run.token, **SHORT_TIMEOUTS)
-    b = ConsumerProcess(b_env, run.tmp_path / "b.log").start()
-    run.processes.append(b)
-    ends = end_offsets(run.stack.bootstrap, run.topic)
-    wait_until(lambda: all_committed(run.stack.bootstrap, b_group, run.topic, ends), 45, "B ended its copy")
+    b = copy_holder(run, 45, **SHORT_TIMEOUTS)
     run.wait_all_committed(timeout=45)
     held = b.metric("pisano_sms_events_held_total")
     skipped = b.metric("pisano_sms_duplicates_skipped_total")
