@@ -53,6 +53,7 @@ from consumer.errors import ConfigError, PisanoSmsError
 from consumer.ingest.kafka import make_consumer, make_producer, produce_waiting
 from consumer.outcomes.deadletter import REPLAYS_HEADER
 from consumer.sre.dlq_read import (
+    METADATA_TIMEOUT_S,
     DeadLetter,
     Filters,
     MalformedDeadLetter,
@@ -282,11 +283,15 @@ class _Publisher:
     """Re-publishes records and tells, at a checkpoint, whether all of them were acknowledged or
     refused for themselves (RECORD_ERRORS, when sent alone)."""
 
-    def __init__(self, producer: Any, signing_key: bytes | None, rerun: str = "") -> None:
+    def __init__(self, producer: Any, signing_key: bytes | None, rerun: str = "",
+                 exists: Callable[[str], bool | None] = lambda topic: None) -> None:
         self.producer = producer
         self.signing_key = signing_key
         self.rerun = rerun  # resume_hint(plan): what the failure's message says to run again
+        # Whether a topic exists now, by a fresh metadata request (None: Kafka did not say).
+        self.exists = exists
         self.failure: KafkaError | None = None
+        self.failed_topic: str | None = None  # the target of the first failed report
         self.gone_topic: str | None = None  # the target of a TOPIC_GONE report: the failure names it
         self._suspects: deque[tuple[str, DeadLetter]] = deque()  # refused in a batch: sent again alone
         self._refused: list[Refusal] = []
@@ -302,7 +307,7 @@ class _Publisher:
                 self._unsettled -= 1
             elif error.code() not in RECORD_ERRORS:
                 if self.failure is None:
-                    self.failure = error
+                    self.failure, self.failed_topic = error, topic
                     if error.code() in TOPIC_GONE:
                         self.gone_topic = topic
             elif alone:
@@ -360,6 +365,12 @@ class _Publisher:
             raise ReplayError(f"Kafka did not acknowledge {left} re-published record(s) within {ACK_TIMEOUT_S:.0f}s; "
                               "positions after the last checkpoint were not committed: check the brokers, then "
                               "run again (it resumes; the consumers skip what was delivered)")
+        if self.failure is not None and self.gone_topic is None and self.failed_topic is not None \
+                and self.exists(self.failed_topic) is False:
+            # librdkafka fails the records of a topic deleted under it with one code or another,
+            # depending on the moment (_UNKNOWN_PARTITION, or _DESTROY with the partition's handle):
+            # whatever the code, a target that no longer exists is what the operator must hear.
+            self.gone_topic = self.failed_topic
         if self.failure is not None and self.gone_topic is not None:
             raise ReplayError(f"topic {shown_id(self.gone_topic)} no longer exists ({self.failure.str()}; deleted "
                               "while the replay ran?); positions after the last checkpoint were not committed: "
@@ -392,7 +403,8 @@ def run_replay(settings: Settings, plan: ReplayPlan,
     # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
     # target deleted while the replay runs, with the broker's defaults, and take the records.
     producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
-    publisher = _Publisher(producer, signing_key, resume_hint(plan)) if producer is not None else None
+    publisher = _Publisher(producer, signing_key, resume_hint(plan),
+                           lambda topic: _topic_exists(consumer, topic)) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
                          start="beginning" if plan.from_beginning else "committed",
                          missing_hint="check DLQ_TOPIC or --from-topic",
@@ -544,6 +556,16 @@ def interrupt_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if caught:
         raise KeyboardInterrupt
+
+
+def _topic_exists(client: Any, topic: str) -> bool | None:
+    """Whether `topic` exists now (a consumer's metadata request never creates it); None if Kafka
+    did not answer."""
+    try:
+        described = client.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
+    except KafkaException:
+        return None
+    return described is not None and described.error is None and bool(described.partitions)
 
 
 def _check_target(client: Any, topic: str, settings: Settings, known: set[str]) -> None:
