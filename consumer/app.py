@@ -176,7 +176,8 @@ def build_admission(settings: Settings, state: State, mapper: Mapper) -> Admissi
     age = settings.max_event_age_ms
     hasher = opt_out_hasher(settings, mapper)
     suppression = None if hasher is None else Suppression(
-        hasher, RedisOptOutList(state.client, state.keys), digits_are_e164=phone_reading(settings, mapper)[1])
+        hasher, RedisOptOutList(state.client, state.keys), digits_are_e164=phone_reading(settings, mapper)[1],
+        plus_is_valid=isinstance(mapper, DeclarativeMapper) and mapper.phones.output == "e164")
     # The stale guard again before the claim: an event may wait past its margin (quiet hours).
     return Admission(freshness=Freshness(age) if age else None, suppression=suppression,
                      stale_after_ms=settings.stale_after_ms)
