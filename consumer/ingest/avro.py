@@ -390,6 +390,10 @@ class RegistryDecoder:
 
     def _fetch(self, schema_id: int) -> Reader:
         with self._lock:
+            # Another thread may have loaded it while this one waited for the lock.
+            read = self._readers.get(schema_id)
+            if read is not None:
+                return read
             now = self.clock()
             refused = self._unsupported.get(schema_id)
             if refused is not None:

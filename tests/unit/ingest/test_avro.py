@@ -3,6 +3,8 @@ import json
 import os
 import random
 import struct
+import threading
+import time
 
 import fastavro
 import httpx
@@ -214,3 +216,34 @@ def test_the_readers_cache_is_bounded_and_an_evicted_id_is_asked_again_within_th
     now[0] += 1.0
     decode(2)
     assert calls == [2]
+
+
+def test_threads_that_miss_the_same_id_together_fetch_it_once() -> None:
+    """The readers' cache is read without the lock (decode runs per record); a thread that waited
+    for the lock while another fetched the same id takes that reader instead of asking again (an
+    extra request, and a token of the registry's rate bound, spent for nothing)."""
+    raw = json.loads(default_schema_file().read_text())
+    calls: list[int] = []
+    first_inside, release = threading.Event(), threading.Event()
+    client = registry({7: raw}, calls)
+    schema = client.schema
+
+    def slow_schema(schema_id: int):  # type: ignore[no-untyped-def]
+        first_inside.set()
+        release.wait(5)
+        return schema(schema_id)
+
+    client.schema = slow_schema  # type: ignore[method-assign]
+    decoder = RegistryDecoder(client)
+    value = encode_confluent(transaction("e1", "+905321234567", CAMPAIGN), SCHEMA, 7)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(decoder.decode(value)["event_id"])) for _ in range(2)]
+    threads[0].start()
+    assert first_inside.wait(5)
+    threads[1].start()
+    time.sleep(0.2)  # the second thread misses the cache and waits at the lock
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert results == ["e1", "e1"]
+    assert calls == [7]
