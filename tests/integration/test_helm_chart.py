@@ -388,7 +388,7 @@ def test_termination_grace_outlasts_the_consumers_shutdown(scenario: tuple[str, 
     name, docs = scenario
     grace_ms = int(config_data(docs)["SHUTDOWN_GRACE_MS"])
     assert grace_ms == SCENARIOS[name].get("shutdownGraceMs", 30000)
-    assert pod_spec(docs)["terminationGracePeriodSeconds"] > grace_ms / 1000 + 5
+    assert pod_spec(docs)["terminationGracePeriodSeconds"] >= grace_ms / 1000 + 15
 
 
 def test_secrets_stay_in_the_secret(scenario: tuple[str, list[dict[str, Any]]]) -> None:
@@ -704,6 +704,7 @@ def test_config_checksum_rolls_pods_on_config_change(helm: str) -> None:
     ({"HTTP_PORT": 9000}, "config.HTTP_PORT is set by the chart"),
     ({"REPLAY_SIGNING_KEY": "k" * 20}, "config.REPLAY_SIGNING_KEY looks like a secret"),
     ({"OUTCOME_PHONE_SALT": "s" * 20}, "config.OUTCOME_PHONE_SALT looks like a secret"),
+    ({"SUPPRESSION_KEY": "k" * 20}, "config.SUPPRESSION_KEY looks like a secret"),
     ({"SCHEMA_REGISTRY_URL": "https://u:pw@registry:8081"}, "config.SCHEMA_REGISTRY_URL holds a credential"),
     ({"SCHEMA_REGISTRY_URL": "https://registry:8081/?Password=pw"}, "config.SCHEMA_REGISTRY_URL holds a credential"),
     ({"PISANO_TOKEN_PROVIDER": "vault"}, "config.PISANO_TOKEN_PROVIDER is set by the chart from tokens.provider"),
@@ -738,8 +739,11 @@ def test_registry_password_needs_its_user(helm: str) -> None:
     {"tokens": {"refreshMs": 10}},
     {"tokens": {"provider": "no spaces allowed"}},
     {"secrets": {"outcomePhoneSalt": "too-short"}},
+    # 18 characters, but the consumer reads the file stripped: 14 are left, and it refuses them.
+    {"secrets": {"suppressionKey": "  " + "k" * 14 + "\n\n"}},
+    {"terminationGraceMarginSeconds": 10},
 ], ids=["typo", "env-name", "port-0", "redis-url", "digest", "short-replay-key", "otlp-grpc", "sampler",
-        "token-refresh", "token-provider", "short-outcome-salt"])
+        "token-refresh", "token-provider", "short-outcome-salt", "short-key-in-whitespace", "grace-margin"])
 def test_schema_rejects_bad_values(helm: str, values: dict[str, Any]) -> None:
     assert "values don't meet the specifications of the schema" in render_error(helm, merged(BASE, values))
 
@@ -1151,3 +1155,73 @@ def test_upgrade_strategy_is_rolling_unless_recreate_is_asked(helm: str) -> None
 def test_schema_rejects_bad_strategies(helm: str, strategy: dict[str, Any]) -> None:
     error = render_error(helm, merged(BASE, {"strategy": strategy}))
     assert "values don't meet the specifications of the schema" in error
+
+
+# ------------------------------------------------------------------------------ settings and secrets
+
+def test_secret_files_may_end_with_a_newline(helm: str) -> None:
+    """`--set-file secrets.suppressionKey=key.txt` (or a key file written by `echo`) ends with a
+    newline. The three keys are mounted as *_FILE, which the consumer reads stripped: the schema must
+    take them as the consumer does, and the Secret must hold them as given."""
+    keys = {"suppressionKey": "opt-out-key-5c1e0a9b7d3f\n", "replaySigningKey": REPLAY_KEY + "\n",
+            "outcomePhoneSalt": OUTCOME_SALT + "\n"}
+    docs = render(helm, merged(BASE, {"secrets": keys}))
+    data = config_data(docs)
+    for setting in ("SUPPRESSION_KEY_FILE", "REPLAY_SIGNING_KEY_FILE", "OUTCOME_PHONE_SALT_FILE"):
+        assert data[setting].startswith("/var/run/secrets/pisano-sms/")
+    secret = one(docs, "Secret")["data"]
+    assert base64.b64decode(secret["suppression-key"]).decode() == keys["suppressionKey"]
+
+
+def _is_secret(field: str) -> bool:
+    return "SecretStr" in str(Settings.model_fields[field].annotation)
+
+
+# Settings the chart writes from its own values (the comment above `config` in values.yaml).
+CHART_WRITTEN = {"http_port", "http_bind_address", "shutdown_grace_ms", "max_buffered_bytes", "mapping_file",
+                 "avro_schema_file", "pisano_api_token_file", "pisano_token_provider", "pisano_token_refresh_ms",
+                 "schema_registry_password_file", "replay_signing_key_file", "suppression_key_file",
+                 "outcome_phone_salt_file", "schema_registry_ca_file", "schema_registry_cert_file",
+                 "schema_registry_key_file"}
+
+
+def test_every_setting_of_the_consumer_reaches_it_through_the_chart(helm: str) -> None:
+    """Derived from consumer/config/settings.py, so a setting added there is covered here: a plain
+    one passes through `config` to the ConfigMap verbatim; a secret one (SecretStr) comes from the
+    Secret, as a *_FILE mount or a secretKeyRef, never from `config`. `kafka` is the
+    KAFKA_CONFIG_* passthrough."""
+    fields = [f for f in Settings.model_fields if f != "kafka"]
+    assert set(fields) >= CHART_WRITTEN, "CHART_WRITTEN names a setting the consumer no longer has"
+    plain = {f.upper(): "1" for f in fields if not _is_secret(f) and f not in CHART_WRITTEN}
+    secrets = {f for f in fields if _is_secret(f)}
+    values = merged(BASE, {
+        "config": plain,
+        "secrets": {"schemaRegistryPassword": REGISTRY_PASSWORD, "replaySigningKey": REPLAY_KEY,
+                    "suppressionKey": "opt-out-key-5c1e0a9b7d3f", "outcomePhoneSalt": OUTCOME_SALT},
+        "schemaRegistryTls": {"secretName": "registry-client-tls", "certKey": "tls.crt", "keyKey": "tls.key"},
+        "mapping": {"event_id": "id"}, "avroSchema": {"type": "string"},
+    })
+    docs = render(helm, values)
+    data, env = config_data(docs), env_of(docs)
+    for name in plain:
+        assert data.get(name) == "1", f"config.{name} does not reach the ConfigMap"
+    for field in CHART_WRITTEN - {"pisano_token_provider"}:  # the token provider replaces the token file
+        assert field.upper() in data, f"{field.upper()} is not written by the chart"
+    for field in secrets:
+        name = field.upper()
+        wired = f"{name}_FILE" in data or "secretKeyRef" in env.get(name, {}).get("valueFrom", {})
+        assert wired, f"the secret setting {name} is not wired from the Secret"
+        if name != "REDIS_URL":  # the one secret carried as an env var: tested with the URL itself
+            refused = render_error(helm, merged(BASE, {"config": {name: "s" * 20}}))
+            assert f"config.{name} looks like a secret" in refused
+
+
+def test_grace_margin_covers_the_consumers_steps_after_its_shutdown_grace() -> None:
+    """After SHUTDOWN_GRACE_MS the consumer still leaves the group, closes its consumer and flushes
+    its producer, each bounded (consumer/pipeline.py), plus the dead-letter and receipt flushes'
+    0.5 s floors: the schema's smallest margin must outlast them, or the kubelet's SIGKILL cuts
+    the group leave and the commit of what was delivered."""
+    from consumer import pipeline
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    after_grace = pipeline.LEAVE_TIMEOUT_S + pipeline.CLOSE_TIMEOUT_S + 5 + 2 * 0.5
+    assert schema["properties"]["terminationGraceMarginSeconds"]["minimum"] > after_grace

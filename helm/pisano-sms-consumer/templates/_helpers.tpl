@@ -198,7 +198,7 @@ KAFKA_CONFIG_SSL_KEY_LOCATION: {{ printf "%s/%s" (include "pisano-sms.kafkaTlsDi
 Env names that carry secrets: they must come from the Secret, never from the ConfigMap.
 */}}
 {{- define "pisano-sms.isSecretName" -}}
-{{- if or (has . (list "REDIS_URL" "PISANO_API_TOKEN")) (regexMatch "PASSWORD|SECRET|TOKEN|KEY_PEM|SIGNING_KEY|SALT" .) }}true{{ end }}
+{{- if or (has . (list "REDIS_URL" "PISANO_API_TOKEN")) (regexMatch "PASSWORD|SECRET|TOKEN|KEY_PEM|_KEY$|SALT" .) }}true{{ end }}
 {{- end }}
 
 {{/*
