@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from consumer import __version__
-from consumer.cli_common import config_option, configured, fail
+from consumer.cli_common import EXIT_CONFIG, EXIT_FAILED, config_option, configured, fail
 from consumer.config.env_names import misspelled_settings
 from consumer.config.settings import Settings
 from consumer.operations import logs
@@ -88,23 +88,30 @@ def run(settings: Settings) -> None:
                    "empty request that sends no SMS (one throttle slot each).")
 @configured
 def check(settings: Settings, campaign: str | None, campaigns: bool) -> None:
-    """Validate the configuration and reach Kafka, Redis, the registry and Pisano."""
+    """Validate the configuration and reach Kafka, Redis, the registry and Pisano.
+
+    Exit status: 2 when `run` would refuse to start (the configuration, an evicting Redis), as
+    `run` exits; 1 when any other check failed; 0 otherwise."""
     from consumer.operations.check import run_checks
 
     logging.basicConfig(level=logging.CRITICAL)  # librdkafka's own retries would drown the report
-    failed = False
+    failed = refused = False
     for result in run_checks(settings, campaign, campaigns):
         colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[result.status]
         click.echo(f"{result.name:<9} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.detail}")
         failed |= result.status == "failed"
-    sys.exit(1 if failed else 0)
+        refused |= result.refuses_start
+    sys.exit(EXIT_CONFIG if refused else EXIT_FAILED if failed else 0)
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
 @click.option("--port", default=8090, show_default=True, help="Port (0 picks a free one).")
 @click.option("--token", "tokens", multiple=True,
-              help="Accepted API token(s), repeatable or comma list. Default: PISANO_API_TOKEN.")
+              help="Accepted API token(s), repeatable or comma list; shown by ps: prefer --token-file. "
+                   "Default: PISANO_API_TOKEN(_FILE).")
+@click.option("--token-file", "token_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="File of accepted API token(s), one per line, repeatable (kept out of the process list).")
 @click.option("--campaign", "campaigns", multiple=True, help="Known campaign id(s), repeatable or comma list.")
 @click.option("--any-campaign", is_flag=True, help="Accept every campaign id as existing.")
 @click.option("--rate-limits", help="Throttle windows N/Ts,... or 'off'. Default: PISANO_RATE_LIMITS.")
@@ -133,8 +140,9 @@ def check(settings: Settings, campaign: str | None, campaigns: bool) -> None:
               help="Bearer token the /_sim/ endpoints require; needed when --host is not loopback. "
                    "Env: PISANO_SIM_ADMIN_TOKEN.")
 @configured
-def simulate(settings: Settings, host: str, port: int, tokens: tuple[str, ...], rate_limits: str | None,
-             tls_cert: Path | None, tls_key: Path | None, admin_token: str | None, **options: Any) -> None:
+def simulate(settings: Settings, host: str, port: int, tokens: tuple[str, ...], token_files: tuple[Path, ...],
+             rate_limits: str | None, tls_cert: Path | None, tls_key: Path | None, admin_token: str | None,
+             **options: Any) -> None:
     """Run a Pisano SMS sharing API simulator (for tests, the demo and staging).
 
     Same endpoint and body as Pisano, token check, exact throttle windows per token, the
@@ -142,12 +150,17 @@ def simulate(settings: Settings, host: str, port: int, tokens: tuple[str, ...], 
     Admin endpoints: /_sim/stats, /_sim/requests, POST /_sim/faults, /_sim/config, /_sim/reset.
     """
     from consumer.simulator import SimulatorConfig, Tls, serve
+    from consumer.simulator.token_sources import ARGV_WARNING, file_tokens
 
     logs.configure(settings.log_format, settings.log_level)
     if (tls_cert is None) != (tls_key is None):
         fail("--tls-cert and --tls-key go together")
+    if tokens:
+        click.echo(f"pisano-sms: warning: {ARGV_WARNING}", err=True)
+    tokens = (*tokens, *file_tokens(token_files))
     if not tokens and settings.pisano_api_token is None and settings.pisano_api_token_file is None:
-        fail("no token to accept: pass --token or set PISANO_API_TOKEN")
+        fail("no token to accept: give --token-file FILE (one token per line), or set PISANO_API_TOKEN or "
+             "PISANO_API_TOKEN_FILE")
     config = SimulatorConfig.from_options(
         tokens=tokens or (settings.api_token(),),
         rate_limits=rate_limits or settings.pisano_rate_limits,

@@ -15,7 +15,8 @@ from consumer.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # bad options or configuration: the command does not start (README "Configuration")
+EXIT_FAILED = 1  # the command ran and something it checked or did failed
 
 
 def config_option(command: F) -> F:

@@ -1,6 +1,8 @@
 """`pisano-sms check`: is the configuration usable, and does every dependency answer?
 
-Each check reports ok, failed (with the reason and what to do) or skipped. The Pisano check
+Each check reports ok, failed (with the reason and what to do) or skipped. A failure that `run`
+would refuse to start with (the configuration, an evicting Redis) is marked `refuses_start`: the
+command then exits 2, as `run` does, and 1 for any other failure (a dependency that did not answer). The Pisano check
 proves the token without sending an SMS (`PisanoClient.probe_token`, as the circuit breaker's
 probe does). That request counts against the throttle, so it takes a slot from the shared limiter
 like any other. `--campaigns` adds one line per routed campaign (`preflight.py`).
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from confluent_kafka import KafkaException
@@ -35,7 +38,14 @@ from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
 from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
 from consumer.state.redis import REDIS_ERRORS, connect
+from consumer.state.redis_errors import describe
 from consumer.state.replication import ReplicationWait
+
+NOT_FOUND_CODE = 13002  # Pisano's "Requested resource not found!": any resource, a path too
+
+
+# A check's own status for a failure `run` refuses to start with; reported as failed.
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -43,10 +53,11 @@ class Result:
     name: str
     status: str  # ok | failed | skipped
     detail: str
+    refuses_start: bool = False  # failed as `run` fails at start: exit 2, not 1
 
 
 def run_checks(settings: Settings, campaign: str | None = None, campaigns: bool = False) -> Iterator[Result]:
-    yield _guard("config", lambda: _config(settings))
+    yield _guard("config", lambda: _config(settings), refuses_start=True)
     yield _guard("kafka", lambda: _kafka(settings))
     yield _guard("redis", lambda: _redis(settings))
     yield _guard("registry", lambda: _registry(settings))
@@ -78,12 +89,14 @@ def _campaigns(settings: Settings, extra: tuple[str, ...]) -> Iterator[Result]:
                                             "mapping has no campaign_routes); pass --campaign ID")
 
 
-def _guard(name: str, check: Callable[[], tuple[str, str]]) -> Result:
+def _guard(name: str, check: Callable[[], tuple[str, str]], refuses_start: bool = False) -> Result:
+    """Run one check; `refuses_start`: any failure of it is one `run` refuses to start with."""
     try:
         status, detail = check()
     except PisanoSmsError as exc:
         status, detail = "failed", str(exc)
-    return Result(name, status, redact_phones(mask_urls_in_text(detail)))
+    refused = status == REFUSED or (refuses_start and status == "failed")
+    return Result(name, "failed" if refused else status, redact_phones(mask_urls_in_text(detail)), refused)
 
 
 def _config(settings: Settings) -> tuple[str, str]:
@@ -158,9 +171,9 @@ def _redis(settings: Settings) -> tuple[str, str]:
         version = _redis_version(client)
         safe, eviction = _eviction(client, settings.redis_allow_eviction)
     except REDIS_ERRORS as exc:
-        return "failed", f"{mask_url(url)}: {mask_urls_in_text(str(exc))}; check REDIS_URL and that Redis is up"
-    if not safe:
-        return "failed", f"{mask_url(url)}: {eviction}"
+        return "failed", f"{mask_url(url)}: {describe(exc, 'the check')}"
+    if not safe:  # the start refuses it too (consumer/state/eviction.py)
+        return REFUSED, f"{mask_url(url)}: {eviction}"
     acknowledged, replicas = _replicas(client, settings)
     if not acknowledged:
         return "failed", f"{mask_url(url)}: {replicas}"
@@ -251,6 +264,12 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
             return "failed", f"{config.name} {shown_url}: {exc.message}; check its URL (PISANO_URL)"
         finally:
             destination.client.close()
+        if answer is not None and answer.http_status == 404 and answer.code == NOT_FOUND_CODE:
+            status, detail = _not_found(config.name, config.url, campaign)
+            if status == "failed":
+                return status, detail
+            results.append(detail)
+            continue
         verdict = token_verdict(answer)
         if isinstance(verdict, Trip):
             return "failed", token_refused(config.name, verdict)
@@ -261,6 +280,23 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
         shown = "HTTP 200" if answer is None else f"HTTP {answer.http_status} code {answer.code}"
         results.append(f"{config.name} {shown_url}: token accepted (probe answered {shown})")
     return "ok", "; ".join(results)
+
+
+def _not_found(destination: str, url: str, campaign: str) -> tuple[str, str]:
+    """404 13002 ("Requested resource not found!") proves neither the token nor the URL: Pisano
+    gives it for a campaign it does not find once the token passed, and for any path it does not
+    serve, whatever the token (a PISANO_URL whose path does not belong there)."""
+    path = urlsplit(url).path.rstrip("/")
+    where = (f"PISANO_URL's path {path!r}: Pisano's endpoint is /v1/sms_campaigns/... right under its base URL, "
+             "so remove the path unless a proxy in front of Pisano needs it" if path else
+             "that PISANO_URL (or the destination's url) is Pisano's base URL")
+    shown = f"{destination} {mask_url(url)}: Pisano answered HTTP 404 code {NOT_FOUND_CODE} (resource not found)"
+    if campaign != PROBE_CAMPAIGN:
+        return "failed", (f"{shown} for campaign {campaign}: no such campaign at this account, or a wrong URL; "
+                          f"the token is not proven. Check the campaign's API ID in Pisano and {where}")
+    return "ok", (f"{shown} to the probe for the nil campaign, as it does after accepting the token, and also to "
+                  f"any path it does not serve: the token is not proven. Verify {where}, and prove the token with "
+                  "`pisano-sms check --campaign <an SMS campaign's API ID>` (or `check --campaigns`)")
 
 
 def token_refused(destination: str, verdict: Trip) -> str:

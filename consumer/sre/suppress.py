@@ -68,13 +68,26 @@ def _entries(hasher: OptOutHasher, phones: tuple[str, ...], external_ids: tuple[
         try:
             out.append(hasher.phone(phone))
         except InvalidEventError as exc:
-            fail(f"--phone number {number}: {exc}")
+            fail(f"--phone number {number}: {phone_refused(exc, hasher.region)}")
     for external_id in external_ids:
         try:
             out.append(hasher.external_id(external_id))
         except InvalidEventError as exc:
             fail(f"--external-id: {exc}")
     return out
+
+
+def phone_refused(exc: InvalidEventError, region: str | None) -> str:
+    """Why a phone an operator gave cannot be read, and the forms that can. The phone check's own
+    advice (after its first "; ") is written for a dead-letter, to fix the producer of the event:
+    left off here, where the operator typed the phone or wrote the file."""
+    reason = str(exc).split("; ", 1)[0]
+    forms = "write it in E.164 (+, the country code and the number; spaces . - / ( ) may separate digits)"
+    if region:
+        return (f"{reason}; {forms}, or as national numbers of {region} (phone_region in MAPPING_FILE, or "
+                "PHONE_REGION with a plug-in mapper)")
+    return (f"{reason}; {forms}. A number without its country code needs the region the consumers read it "
+            "with: phone_region in MAPPING_FILE, or PHONE_REGION with a plug-in mapper")
 
 
 def _values(command: Any) -> Any:
@@ -221,7 +234,8 @@ def _import_rows(reader: Any, phone_at: int | None, external_at: int | None, has
             try:
                 chunk.append(entry(row[at]))
             except InvalidEventError as exc:
-                summary.invalid.append((line, f"{what}: {exc}"))
+                problem = phone_refused(exc, hasher.region) if what == "phone" else str(exc)
+                summary.invalid.append((line, f"{what}: {problem}"))
         if len(chunk) >= CHUNK:
             if not _flush(store, chunk, summary, reader.line_num):
                 return
@@ -237,8 +251,9 @@ def _flush(store: OptOutList, chunk: list[str], summary: ImportSummary, through:
         try:
             summary.added += store.add(chunk)
         except StateStoreError as exc:
-            summary.stopped = ImportStop(summary.last_line + 1, f"Redis failed ({exc}): some entries from this "
-                                         "line on may be on the list; check REDIS_URL and that Redis is up")
+            # The error says what happened to Redis and what to do (consumer/state/redis_errors.py).
+            summary.stopped = ImportStop(summary.last_line + 1, f"Redis failed ({exc}); some entries from this "
+                                         "line on may be on the list: import the file again once it is fixed")
             return False
         summary.entries += len(chunk)
         chunk.clear()
@@ -349,7 +364,7 @@ def _guarded(action: Any) -> Any:
     try:
         return action()
     except StateStoreError as exc:
-        fail(f"{exc}; check REDIS_URL and that Redis is up", code=1)
+        fail(str(exc), code=1)  # it says what happened to Redis and what to do (state/redis_errors.py)
     except PisanoSmsError as exc:
         fail(str(exc))
     return None

@@ -36,7 +36,20 @@ from consumer.state.circuit import CircuitBreaker, CircuitStore, State, Trip
 
 log = logging.getLogger(__name__)
 
-Admission = Literal["send", "probe"] | Trip
+
+class Probe(str):
+    """The admission of the batch that probes a half-open circuit: equal to "probe", carrying the
+    owner token of its lease, so `record` gives back this probe's lease and no later one's."""
+
+    owner: str
+
+    def __new__(cls, owner: str) -> Probe:
+        probe = super().__new__(cls, "probe")
+        probe.owner = owner
+        return probe
+
+
+Admission = Literal["send", "probe"] | Probe | Trip
 MAX_TRACKED = 1000  # closed campaigns are forgotten beyond this many (ids come from records)
 CLOSED_REFRESH_S = 30.0
 
@@ -50,6 +63,9 @@ class CampaignCircuits:
         self.probe_lease_ms = probe_lease_ms
         self.name = name
         self._breakers: dict[str, CircuitBreaker] = {}
+        # The owner of the probe lease each campaign's probe took here last: for a caller that
+        # records a bare "probe" instead of the Probe `admit` returned.
+        self._probes: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def state(self, campaign: str) -> State:
@@ -89,9 +105,12 @@ class CampaignCircuits:
             state, trip = breaker.state()
             if state == "closed":
                 return "send"
-            if state == "half_open" and breaker.try_probe():
+            owner = breaker.try_probe() if state == "half_open" else None
+            if owner is not None:
+                with self._lock:
+                    self._probes[campaign] = owner
                 log.info("probing the campaign's circuit with a real batch", extra={"campaign": campaign})
-                return "probe"
+                return Probe(owner)
         except StateStoreError as exc:
             log.warning("could not read the campaign's circuit (%s); sending", exc, extra={"campaign": campaign})
             return "send"
@@ -101,15 +120,26 @@ class CampaignCircuits:
         """What Pisano said to a batch of the campaign: True accepted, a Trip when it refused the
         campaign itself, None otherwise."""
         breaker = self._breaker(campaign)
+        owner = self._probe_owner(campaign, admission) if admission == "probe" else None
         try:
             if isinstance(verdict, Trip):
                 breaker.open(verdict, reopen=admission == "probe")
             elif verdict is True and (admission == "probe" or breaker.known_state() != "closed"):
                 breaker.close()
-            elif admission == "probe":
-                breaker.store.release_probe()  # no verdict: the next batch probes
+            elif owner is not None:  # a probe without a verdict: the next batch probes
+                breaker.store.release_probe(owner)
         except StateStoreError as exc:
             log.error("could not record the campaign's circuit in Redis: %s", exc, extra={"campaign": campaign})
+
+    def _probe_owner(self, campaign: str, admission: Admission) -> str | None:
+        """The lease a probe's record gives back: the Probe's own; for a bare "probe", the one
+        taken here last (consumer/delivery/campaign_gate.py's close passes the bare word)."""
+        with self._lock:
+            remembered = self._probes.get(campaign)
+            owner = admission.owner if isinstance(admission, Probe) else remembered
+            if owner is not None and owner == remembered:
+                del self._probes[campaign]
+            return owner
 
     def _breaker(self, campaign: str) -> CircuitBreaker:
         with self._lock:

@@ -11,7 +11,10 @@ traffic, so the fleet is ready again as soon as the token is fixed.
 Keys (hash-tagged with the token's limiter, so one cluster slot holds them):
     ...:circuit            hash: code, status, message, cooldown_ms   (exists while not closed)
     ...:circuit:cooldown   string with a TTL: the circuit is open while it exists, then half-open
-    ...:circuit:probe      string with a TTL: the replica that holds it probes
+    ...:circuit:probe      string with a TTL: the replica that holds it probes; the value is
+                           the probe's owner token, so only that probe gives it back
+                           (lua/release_probe.lua: a probe slower than its lease must not free
+                           the lease another replica took since)
 Replicas read the state at most once a second, so a replica may send for up to a second after
 another one opened the circuit; it then hears the same answer and the circuit stays open.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -30,7 +34,7 @@ from consumer.delivery.pisano import TOKEN_ACCEPTED_CODES
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.operations.logs import redact_text
 from consumer.state.limiter import Limiter
-from consumer.state.redis import Keys, stored_number, stored_text, translated
+from consumer.state.redis import Keys, load_script, stored_number, stored_text, translated
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +70,11 @@ class CircuitStore(Protocol):
     def write_open(self, fields: dict[str, str], cooldown_ms: int) -> None:
         """Open: store the trip, start the cool-down, drop any probe lease."""
 
-    def try_probe(self, lease_ms: int) -> bool:
-        """Take the probe lease if no one holds it."""
+    def try_probe(self, lease_ms: int) -> str | None:
+        """Take the probe lease if no one holds it: its owner token, else None."""
 
-    def release_probe(self) -> None:
-        """Give the probe lease back (the probe had no verdict)."""
+    def release_probe(self, owner: str) -> None:
+        """Give the probe lease back (the probe had no verdict), only if `owner` still holds it."""
 
     def probe_held(self) -> bool:
         """Whether someone holds the probe lease (not taking it)."""
@@ -85,6 +89,7 @@ class RedisCircuitStore:
         self.client = client
         self._key, self._cooldown_key, self._probe_key = (
             keys.circuit(token) if campaign is None else keys.campaign_circuit(token, campaign))
+        self._release_probe = load_script(client, "release_probe")
 
     def read(self) -> tuple[dict[str, str], int]:
         with translated("reading the circuit"):
@@ -108,13 +113,14 @@ class RedisCircuitStore:
             pipe.delete(self._probe_key)
             pipe.execute()
 
-    def try_probe(self, lease_ms: int) -> bool:
+    def try_probe(self, lease_ms: int) -> str | None:
+        owner = uuid.uuid4().hex  # per probe: a lapsed probe tells its lease from the next one's
         with translated("the circuit probe"):
-            return bool(self.client.set(self._probe_key, "1", nx=True, px=lease_ms))
+            return owner if self.client.set(self._probe_key, owner, nx=True, px=lease_ms) else None
 
-    def release_probe(self) -> None:
+    def release_probe(self, owner: str) -> None:
         with translated("the circuit probe"):
-            self.client.delete(self._probe_key)
+            self._release_probe(keys=[self._probe_key], args=[owner])
 
     def probe_held(self) -> bool:
         with translated("the circuit probe"):
@@ -162,8 +168,9 @@ class CircuitBreaker:
         with self._lock:
             return self._state
 
-    def try_probe(self) -> bool:
-        """Become the one replica that probes a half-open circuit."""
+    def try_probe(self) -> str | None:
+        """Become the one replica that probes a half-open circuit: the lease's owner token (what
+        gives it back), None when another probe holds it."""
         return self.store.try_probe(self.probe_lease_ms)
 
     def open(self, trip: Trip, *, reopen: bool = True) -> None:
@@ -193,7 +200,8 @@ class CircuitBreaker:
         """Half-open: one replica asks Pisano (`probe`: True accepted, a Trip refused again, None
         no verdict) and closes or reopens the circuit for the fleet."""
         state, _ = self.state()
-        if state != "half_open" or not self.try_probe():
+        owner = self.try_probe() if state == "half_open" else None
+        if owner is None:
             return
         result = probe()
         if result is True:
@@ -201,7 +209,7 @@ class CircuitBreaker:
         elif isinstance(result, Trip):
             self.open(result)
         else:  # no verdict (Pisano down, no slot): let the next round, on any replica, try again
-            self.store.release_probe()
+            self.store.release_probe(owner)
 
     def close(self) -> None:
         """Close after a successful probe (callers skip this while the circuit is closed)."""

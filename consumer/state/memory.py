@@ -13,6 +13,7 @@ import math
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -333,6 +334,7 @@ class MemoryCircuitStore:
         self._fields: dict[str, str] = {}
         self._cooldown_until = 0
         self._probe_until = 0
+        self._probe_owner = ""
         self._lock = threading.Lock()
 
     def read(self) -> tuple[dict[str, str], int]:
@@ -350,17 +352,18 @@ class MemoryCircuitStore:
             self._cooldown_until = self.clock() + cooldown_ms
             self._probe_until = 0
 
-    def try_probe(self, lease_ms: int) -> bool:
+    def try_probe(self, lease_ms: int) -> str | None:
         with self._lock:
             now = self.clock()
             if self._probe_until > now:
-                return False
-            self._probe_until = now + lease_ms
-            return True
+                return None
+            self._probe_until, self._probe_owner = now + lease_ms, uuid.uuid4().hex
+            return self._probe_owner
 
-    def release_probe(self) -> None:
+    def release_probe(self, owner: str) -> None:
         with self._lock:
-            self._probe_until = 0
+            if self._probe_owner == owner and self._probe_until > self.clock():  # as Redis: a lapsed key is gone
+                self._probe_until = 0
 
     def probe_held(self) -> bool:
         with self._lock:

@@ -27,6 +27,7 @@ from redis.retry import Retry
 
 from consumer.errors import StateStoreError
 from consumer.plain_number import plain_number
+from consumer.state.redis_errors import describe
 
 SOCKET_TIMEOUT_S = 2.0  # REDIS_TIMEOUT_MS's default
 MAX_STORED_DIGITS = 18  # offsets, milliseconds and codes: all below 10**18
@@ -39,11 +40,12 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterExcep
 def translated(what: str) -> Iterator[None]:
     """The one place where Redis's exceptions become the project's StateStoreError.
 
-    Callers fail closed on StateStoreError (no slot, no claim: no send) and try again later."""
+    Callers fail closed on StateStoreError (no slot, no claim: no send) and try again later. The
+    message says what happened, "unreachable" only when Redis did not answer (redis_errors.py)."""
     try:
         yield
     except REDIS_ERRORS as exc:
-        raise StateStoreError(f"Redis unreachable for {what} ({type(exc).__name__}: {exc})") from exc
+        raise StateStoreError(describe(exc, what)) from exc
 
 
 def stored_text(raw: Any) -> str:

@@ -77,6 +77,7 @@ class OptOutHasher:
         block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self.region = region  # the phone's region for national numbers, None when only E.164 is read
         self._phones = PhoneNormaliser(region, "e164")
         self._national = _national_fast_path(region)
 

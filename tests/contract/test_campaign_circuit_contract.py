@@ -66,3 +66,19 @@ def test_a_replica_that_had_not_heard_yet_does_not_lengthen_the_cool_down(campai
     b.record(BROKEN, "send", TRIP)  # b's batch got the same answer
     assert campaign_stores(BROKEN).previous_cooldown_ms() == 300  # not doubled
     assert b.blocked() == {BROKEN}
+
+
+def test_a_slow_probe_gives_back_only_its_own_lease(campaign_stores) -> None:  # type: ignore[no-untyped-def]
+    """A probe batch slower than its lease ends without a verdict (a 503): its lease is given back
+    only if it is still its own, never the lease of the replica that probes since (found by
+    review: release deleted the probe key whoever held it, and a third replica probed too)."""
+    slow = CampaignCircuits(campaign_stores, cooldown_ms=300, max_cooldown_ms=1000, probe_lease_ms=100)
+    b, c = circuits(campaign_stores), circuits(campaign_stores)
+    slow.record(BROKEN, "send", TRIP)
+    time.sleep(0.35)
+    admission = slow.admit(BROKEN)
+    assert admission == "probe"
+    time.sleep(0.15)  # the slow probe's lease lapses
+    assert b.admit(BROKEN) == "probe"
+    slow.record(BROKEN, admission, None)
+    assert c.admit(BROKEN) == TRIP  # b still probes

@@ -60,3 +60,23 @@ def test_no_verdict_frees_the_probe_for_the_next_round(circuit_store) -> None:  
     a.probe_if_due(lambda: None)
     assert not circuit_store.probe_held()
     assert fresh_state(b)[0] == "half_open" and b.try_probe()
+
+
+def test_a_probe_whose_lease_lapsed_does_not_free_the_next_probe(circuit_store) -> None:  # type: ignore[no-untyped-def]
+    """A slow probe (longer than its lease) had no verdict: giving its lease back must not free the
+    lease another replica took meanwhile, or a third replica would probe at the same time (found
+    by review: release deleted the probe key whoever held it)."""
+    slow = CircuitBreaker(circuit_store, cooldown_ms=300, max_cooldown_ms=1000, probe_lease_ms=100)
+    other = breaker(circuit_store)
+    slow.open(TRIP)
+    time.sleep(0.35)
+    fresh_state(slow)
+
+    def slow_probe() -> None:
+        time.sleep(0.15)  # the lease lapses meanwhile
+        assert other.try_probe()  # another replica is now the fleet's probe
+        return None  # no verdict: the slow one gives its lease back
+
+    slow.probe_if_due(slow_probe)
+    assert circuit_store.probe_held()
+    assert not breaker(circuit_store).try_probe()

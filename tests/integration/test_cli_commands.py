@@ -66,7 +66,13 @@ def test_check_reports_each_dependency(stack: Stack, new_topic: Callable[..., st
     lines = {line.split()[0]: line for line in good.stdout.splitlines()}
     assert "ok" in lines["kafka"] and "ok" in lines["redis"] and "ok" in lines["pisano"]
     assert "skipped" in lines["registry"]
-    assert "token accepted" in lines["pisano"]
+    # The nil campaign's 404 13002 proves no token: Pisano says the same for any path it does not serve.
+    assert "token accepted" not in lines["pisano"] and "the token is not proven" in lines["pisano"]
+    proven = pisano_sms("check", "--campaign", CAMPAIGN, env=env)
+    assert "token accepted" in {line.split()[0]: line for line in proven.stdout.splitlines()}["pisano"]
+    wrong_path = pisano_sms("check", "--campaign", CAMPAIGN, env={**env, "PISANO_URL": simulator.url + "/api"})
+    assert wrong_path.returncode == 1 and "token accepted" not in wrong_path.stdout
+    assert "PISANO_URL's path '/api'" in wrong_path.stdout
     assert "no opt-out list (SUPPRESSION_KEY not set)" in lines["config"]
 
     no_external_id = tmp_path / "mapping.yaml"

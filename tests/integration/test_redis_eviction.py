@@ -33,7 +33,7 @@ def test_check_refuses_an_evicting_redis_unless_allowed(stack: Stack, policy) ->
     assert "noeviction" in _line(pisano_sms("check", env=env).stdout, "redis")
     policy("volatile-lru")
     refused = pisano_sms("check", env=env)
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # as the start refuses it (before 0.3.0: 1)
     line = _line(refused.stdout, "redis")
     assert "failed" in line and "volatile-lru" in line and "REDIS_ALLOW_EVICTION=true" in line
     allowed = _line(pisano_sms("check", env={**env, "REDIS_ALLOW_EVICTION": "true"}).stdout, "redis")

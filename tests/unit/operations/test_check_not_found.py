@@ -1,0 +1,59 @@
+"""`check` claims "token accepted" only on an answer that proves it. Pisano's 404 13002 ("Requested
+resource not found!") is its answer to any unknown resource: an unknown campaign once the token
+passed, and also any unknown path, whatever the token (PISANO_URL with a path that does not
+belong there). Found by review: a PISANO_URL with a wrong path was reported "token accepted"."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from consumer.config.settings import Settings
+from consumer.delivery.pisano import PROBE_CAMPAIGN
+from consumer.errors import PisanoApiError
+from consumer.operations import check
+
+CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
+NOT_FOUND = PisanoApiError(http_status=404, code=13002, message="Requested resource not found!")
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, answer: PisanoApiError | None, url: str, campaign: str) -> check.Result:
+    class Client:
+        def probe_token(self, campaign: str) -> Any:
+            return answer
+
+        def close(self) -> None:
+            pass
+
+    grant = SimpleNamespace(held=False, granted=True, wait_s=0.0)
+    destination = SimpleNamespace(limiter=SimpleNamespace(acquire=lambda: grant), client=Client())
+    monkeypatch.setattr(check, "build_state", lambda settings: None)
+    monkeypatch.setattr(check, "destination_configs",
+                        lambda settings: {"default": SimpleNamespace(name="default", url=url)})
+    monkeypatch.setattr(check, "build_destination", lambda *args, **kwargs: destination)
+    settings = Settings(kafka_topics=["t"], pisano_url=url)
+    return check._guard("pisano", lambda: check._pisano(settings, campaign))
+
+
+def test_not_found_for_the_nil_campaign_does_not_claim_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(monkeypatch, NOT_FOUND, "https://api.pisano.co/api/v2", PROBE_CAMPAIGN)
+    assert "token accepted" not in result.detail, result.detail
+    assert "not proven" in result.detail and "PISANO_URL" in result.detail
+    assert "/api/v2" in result.detail  # the path to verify
+    assert "--campaign" in result.detail  # how to prove it
+
+
+def test_not_found_for_a_campaign_asked_about_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(monkeypatch, NOT_FOUND, "https://api.pisano.co", CAMPAIGN)
+    assert result.status == "failed"
+    assert "token accepted" not in result.detail
+    assert CAMPAIGN in result.detail and "PISANO_URL" in result.detail
+
+
+@pytest.mark.parametrize("answer", [None, PisanoApiError(http_status=400, code=13028, message="Invalid parameters"),
+                                    PisanoApiError(http_status=400, code=13015, message="phone_numbers missing")])
+def test_a_validation_answer_proves_the_token(monkeypatch: pytest.MonkeyPatch, answer: PisanoApiError | None) -> None:
+    result = _run(monkeypatch, answer, "https://api.pisano.co", CAMPAIGN)
+    assert result.status == "ok" and "token accepted" in result.detail
