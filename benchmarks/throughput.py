@@ -85,9 +85,9 @@ def free_port() -> int:
 def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "simulate", "--port", str(port), "--token", TOKEN, "--any-campaign",
+        [sys.executable, "-m", "consumer", "simulate", "--port", str(port), "--any-campaign",
          "--rate-limits", "off", "--memory-log-recipients", "0"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LOG_LEVEL": "WARNING"})
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LOG_LEVEL": "WARNING", "PISANO_API_TOKEN": TOKEN})  # not in argv
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
