@@ -21,8 +21,8 @@ _ENCODED_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}*+{_ESCAPED}(?:{_RUN_CHA
 _ESCAPE = re.compile(_ESCAPED)  # most texts have none: one scan
 _SIGNS = frozenset("!/:@[]")  # the signs of a run that quote() would escape (letters, digits, `_.~-` it keeps)
 DECODE_LEVELS = 3  # encoded once in a query, once more by a proxy: deeper is not seen
-# A run read as what it writes: a raw character, or a run of escapes (decoded together: UTF-8).
-_PIECE = re.compile(rf"(?:{_ESCAPED})++|.", re.DOTALL)
+# A run read as what it writes: raw characters (each its own), or escapes (decoded together: UTF-8).
+_PIECE = re.compile(rf"(?:{_ESCAPED})++|[^%]++|%")
 
 
 def in_encoded_runs(text: str, transform: Callable[[str], str]) -> str:
@@ -63,19 +63,35 @@ def _kept_ends(written: str, plain: str, changed: str) -> tuple[str, str, int, i
     same_end = 0
     while same_end < limit - same and plain[-1 - same_end] == changed[-1 - same_end]:
         same_end += 1
-    pieces = [(piece.group(), unquote(piece.group())) for piece in _PIECE.finditer(written)]
+    pieces = [piece.group() for piece in _PIECE.finditer(written)]
     head: list[str] = []
-    start = 0
-    for piece, decoded in pieces:
-        if start + len(decoded) > same:
+    start = taken = 0
+    for piece in pieces:
+        raw = piece[0] != "%" or len(piece) < 3
+        size = len(piece) if raw else _decoded_length(piece)
+        if start + size > same:
+            if raw:  # a raw character is its own: part of a run of them may be kept
+                head.append(piece[:same - start])
+                start = same
             break
         head.append(piece)
-        start += len(decoded)
+        start += size
+        taken += 1
     tail: list[str] = []
     end = 0
-    for piece, decoded in reversed(pieces[len(head):]):
-        if end + len(decoded) > same_end:
+    for piece in reversed(pieces[taken:]):
+        raw = piece[0] != "%" or len(piece) < 3
+        size = len(piece) if raw else _decoded_length(piece)
+        if end + size > same_end:
+            if raw and same_end > end:
+                tail.append(piece[len(piece) - (same_end - end):])
+                end = same_end
             break
         tail.append(piece)
-        end += len(decoded)
+        end += size
     return "".join(head), "".join(reversed(tail)), start, end
+
+
+def _decoded_length(escapes: str) -> int:
+    # ASCII escapes (`%00` to `%7F`, most of them: `%3A`, `%40`) are one character each.
+    return len(escapes) // 3 if max(escapes[1::3]) < "8" else len(unquote(escapes))

@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from itertools import chain
 
-from consumer.config.secret_names import MASK, is_letters_credential, is_predicate_word, is_prose, quoted_span
+from consumer.config.secret_names import (
+    MASK,
+    is_letters_credential,
+    is_listed_prose_word,
+    is_predicate_word,
+    is_prose,
+    quoted_span,
+)
 
 # The header's name, maybe quoted as in JSON or a dict's repr (`{'Cookie': 'a=b'}`), then `:`; or
 # quoted, then `, ` and a quote, as in a list of pairs (httpx's Headers repr once a name repeats,
@@ -65,7 +72,10 @@ _LABEL_SCHEMES = frozenset({"token"})
 _ANY_WORDS_AFTER = frozenset({"bearer"})
 _CLAUSE_MARKS = ".:!?"
 _NEXT_WORD = re.compile(r"[ \t]++(?P<word>[^\W\d_]++)")
-# A bracket before a credential is the sentence's (`Token (mismatch)`, `Token (abc123)`), as one after it.
+# A bracket before a credential is the sentence's (`Token (abc123)`), as one after it. A word in
+# brackets is prose only if it is one of secret_names' lists (`Token (mismatch)`, `Bearer (token
+# expired)`); any other is judged as a token is, its bracket counted (`Token (sunflowered)`,
+# `bearer (abcdefg)`: in brackets no participle is guessed, nor a lower-case scheme read as prose).
 _OPENING = "([{"
 # What a Digest credential holds: `response=` and its hash, quoted (RFC 7616) or as hex digits (32
 # and more: MD5, SHA-256); `response=401` is a status in prose (`Digest auth (response=401)`).
@@ -126,14 +136,18 @@ def mask_bare_credentials(text: str) -> str:
         start = scheme.end() + len(credential.group()) - len(credential.group().lstrip(_OPENING))
         word = text[start:credential.end()].rstrip(",;)]}")  # `(Bearer pw)`
         letters = word.rstrip(_CLAUSE_MARKS)
-        if letters and is_prose(letters):
+        opened = start > scheme.end()
+        if opened and letters and is_prose(letters) and is_listed_prose_word(letters):
+            continue
+        if not opened and letters and is_prose(letters):
             if _letters_credential(text, scheme, start, word, letters):
                 parts += (text[done:start], MASK)
                 done = start + len(letters)
             continue
         if not word or "=" in word.rstrip("=") or _PARAMETER.match(text, scheme.end()):
             continue
-        if scheme.group("scheme").lower() in _PROSE_SCHEMES and not _credential_after_prose_scheme(word):
+        if (scheme.group("scheme").lower() in _PROSE_SCHEMES
+                and not _credential_after_prose_scheme(text[scheme.end():start] + word)):
             continue
         parts += (text[done:start], MASK)
         done = start + len(word)

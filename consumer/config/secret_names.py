@@ -151,9 +151,15 @@ def is_predicate_word(word: str) -> bool:
 def is_letters_credential(word: str, participles: bool = True) -> bool:
     """Whether a word of letters only (a prose word, as is_prose reads it) after a scheme is its
     credential; `participles`: whether the word before it may be a noun (see _AUTH_WORDS' comment)."""
-    lowered = word.lower()
     return (len(word) >= _MIN_LETTERS_CREDENTIAL and is_prose(word) and not is_statement_word(word, participles)
-            and lowered not in _AUTH_WORDS and lowered not in _ERROR_NOUNS and lowered not in _ERROR_ADJECTIVES)
+            and not is_listed_prose_word(word))
+
+
+def is_listed_prose_word(word: str) -> bool:
+    """Whether a word is one of the lists above: of state, negation, auth, error or operation prose."""
+    lowered = word.lower()
+    return (is_state_word(word) or lowered in _NEGATIONS or lowered in _AUTH_WORDS or lowered in _ERROR_NOUNS
+            or lowered in _ERROR_ADJECTIVES)
 
 
 def is_label_of(name: str, value: str) -> bool:
