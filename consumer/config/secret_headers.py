@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from itertools import chain
 
-from consumer.config.secret_names import MASK, is_letters_credential, is_prose, quoted_span
+from consumer.config.secret_names import (
+    MASK,
+    is_letters_credential,
+    is_listed_prose_word,
+    is_predicate_word,
+    is_prose,
+    quoted_span,
+)
 
 # The header's name, maybe quoted as in JSON or a dict's repr (`{'Cookie': 'a=b'}`), then `:`; or
 # quoted, then `, ` and a quote, as in a list of pairs (httpx's Headers repr once a name repeats,
@@ -51,14 +58,25 @@ _MIN_SHORT_CREDENTIAL = 6
 _LETTER_AND_DIGIT = re.compile(r"(?=[^0-9]*+[0-9])[^A-Za-z]*+[A-Za-z]")
 # `Bearer`, `Basic`, `Token` written as a scheme is (capitalized: in prose they are nouns, `bearer
 # token expired`) take a credential of letters too (`Token abcdefg`), unless that word says nothing
-# of one (secret_names.is_letters_credential) or is the first of more prose (`Token refresh failed`).
+# of one (secret_names.is_letters_credential). More words may follow it: after `Bearer`, a scheme
+# only, any (`Bearer abcdefghij for bob`); after `Basic` and `Token`, words of prose too (`Token
+# service unavailable`), only words saying something of it (secret_names.is_predicate_word: `Token
+# abcdefghij rejected`, `Basic abcdefghij was refused`). After `Token`, a noun, a participle may be
+# what is said of it (`Token rotated`); after `Bearer` and `Basic` none is guessed.
 # After `Token`, a word of letters then a colon is a label (`Token status: ok`): `token` is a noun
 # of prose too. `Bearer` and `Basic` are schemes only, and the colon is the sentence's (`Bearer
 # abcdefghij: 401 Unauthorized`).
 _LETTERS_SCHEMES = frozenset({"bearer", "basic", "token"})
+_NOUN_SCHEMES = frozenset({"token"})
 _LABEL_SCHEMES = frozenset({"token"})
+_ANY_WORDS_AFTER = frozenset({"bearer"})
 _CLAUSE_MARKS = ".:!?"
-_NEXT_WORD = re.compile(r"[ \t]++[^\W\d_]")
+_NEXT_WORD = re.compile(r"[ \t]++(?P<word>[^\W\d_]++)")
+# A bracket before a credential is the sentence's (`Token (abc123)`), as one after it. A word in
+# brackets is prose only if it is one of secret_names' lists (`Token (mismatch)`, `Bearer (token
+# expired)`); any other is judged as a token is, its bracket counted (`Token (sunflowered)`,
+# `bearer (abcdefg)`: in brackets no participle is guessed, nor a lower-case scheme read as prose).
+_OPENING = "([{"
 # What a Digest credential holds: `response=` and its hash, quoted (RFC 7616) or as hex digits (32
 # and more: MD5, SHA-256); `response=401` is a status in prose (`Digest auth (response=401)`).
 _RESPONSE = re.compile(r"(?<![\w.-])(?i:response)[ \t]*+=[ \t]*+(?:\\{0,3}[\"']|[0-9A-Fa-f]{32})")
@@ -115,28 +133,37 @@ def mask_bare_credentials(text: str) -> str:
         credential = _CREDENTIAL.match(text, scheme.end())
         if scheme.start() < done or credential is None:
             continue
-        word = credential.group().rstrip(",;)]}")  # `(Bearer pw)`
+        start = scheme.end() + len(credential.group()) - len(credential.group().lstrip(_OPENING))
+        word = text[start:credential.end()].rstrip(",;)]}")  # `(Bearer pw)`
         letters = word.rstrip(_CLAUSE_MARKS)
-        if letters and is_prose(letters):
-            if _letters_credential(text, scheme, word, letters):
-                parts += (text[done:scheme.end()], MASK)
-                done = scheme.end() + len(letters)
+        opened = start > scheme.end()
+        if opened and letters and is_prose(letters) and is_listed_prose_word(letters):
+            continue
+        if not opened and letters and is_prose(letters):
+            if _letters_credential(text, scheme, start, word, letters):
+                parts += (text[done:start], MASK)
+                done = start + len(letters)
             continue
         if not word or "=" in word.rstrip("=") or _PARAMETER.match(text, scheme.end()):
             continue
-        if scheme.group("scheme").lower() in _PROSE_SCHEMES and not _credential_after_prose_scheme(word):
+        if (scheme.group("scheme").lower() in _PROSE_SCHEMES
+                and not _credential_after_prose_scheme(text[scheme.end():start] + word)):
             continue
-        parts += (text[done:scheme.end()], MASK)
-        done = scheme.end() + len(word)
+        parts += (text[done:start], MASK)
+        done = start + len(word)
     return "".join(parts) + text[done:] if parts else text
 
 
-def _letters_credential(text: str, scheme: re.Match[str], word: str, letters: str) -> bool:
+def _letters_credential(text: str, scheme: re.Match[str], start: int, word: str, letters: str) -> bool:
     name = scheme.group("scheme")
-    return (name[0].isupper() and name.lower() in _LETTERS_SCHEMES
-            and not (word.endswith(":") and name.lower() in _LABEL_SCHEMES)
-            and is_letters_credential(letters)
-            and (word != letters or _NEXT_WORD.match(text, scheme.end() + len(word)) is None))
+    lowered = name.lower()
+    if not (name[0].isupper() and lowered in _LETTERS_SCHEMES and not (word.endswith(":") and lowered in _LABEL_SCHEMES)
+            and is_letters_credential(letters, participles=lowered in _NOUN_SCHEMES)):
+        return False
+    if word != letters or lowered in _ANY_WORDS_AFTER:
+        return True
+    following = _NEXT_WORD.match(text, start + len(word))
+    return following is None or is_predicate_word(following.group("word"))
 
 
 def _credential_after_prose_scheme(word: str) -> bool:

@@ -44,21 +44,37 @@ _STATE_WORDS = frozenset({"required", "missing", "empty", "invalid", "expired", 
 # credential if it has 6 letters and more (as after `Token`: secret_headers) and says nothing of
 # one: it is no word of state, negation (`Not provided`) or participle (`Token rotated`, `Header
 # rejected`, `Token expiring`), nor the name of the thing itself (`Bearer token required`, `JWT
-# Bearer Token`). A participle is a guess by its ending: a credential of letters ending so is shown.
+# Bearer Token`). A participle is a guess by its ending, and says something of a noun: where the
+# word before is a scheme only (`Bearer`, `Basic`), none is guessed (`Bearer qwertyuiopasdfed` is
+# the credential), and a word longer than the longest participle of auth prose (`unauthenticated`:
+# 15) is none anywhere. A credential of letters ending so, 15 letters at most, after a word that
+# may be a noun (`Token`, `Authorization: Access denied`) still shows.
 _MIN_LETTERS_CREDENTIAL = 6
 _NEGATIONS = frozenset({"not", "no"})
 _PARTICIPLE_ENDINGS = ("ed", "ing")
+_LONGEST_PARTICIPLE = 15
 _AUTH_WORDS = frozenset({"bearer", "basic", "token", "tokens", "digest", "negotiate", "ntlm", "auth", "authorization",
-                         "authentication", "header", "headers", "credential", "credentials", "scheme"})
+                         "authentication", "header", "headers", "credential", "credentials", "scheme", "prefix"})
+# After a credential of letters, the words that start saying something of it (`Bearer abcdefghij was
+# refused`, `Token abcdefghij rejected`): a statement word, or one of these.
+_AUXILIARIES = frozenset({"is", "was", "are", "were", "has", "had", "have", "been", "cannot", "does", "did",
+                          "could", "will", "would", "should", "must"})
 # Nor a noun of error or operation prose (`Token mismatch`, `Token refresh`, `Authorization: Signature
-# mismatch`), nor, first, an adjective of it: that is no scheme (`Authorization: Bad request`,
-# `Wrong format`). Any case. Kept short: a credential of letters that is one of these shows.
-_ERROR_ADJECTIVES = frozenset({"bad", "wrong", "invalid", "missing", "malformed", "unknown", "unexpected",
-                               "unsupported", "incorrect", "illegal", "corrupt", "broken", "stale", "duplicate"})
+# mismatch`, `Authorization: Client certificate rejected`), nor an adjective of it (`Bearer
+# malformed`). Any case. Kept short: a credential of letters that is one of these shows.
+# The adjectives are not the state words (`invalid`, `missing`, `unknown` are in both meanings, and
+# in _STATE_WORDS only, which is_letters_credential looks at too): a state word is trusted also
+# where one word is most likely the secret (`password: invalid`, and a password may be a word), so
+# that list is kept smaller; these are trusted only after a scheme, whose credential is a token.
+_ERROR_ADJECTIVES = frozenset({"bad", "wrong", "malformed", "unexpected", "unsupported", "incorrect", "illegal",
+                               "corrupt", "broken", "stale", "duplicate"})
 _ERROR_NOUNS = frozenset({"error", "errors", "failure", "failures", "mismatch", "timeout", "refresh", "lookup",
                           "request", "response", "format", "signature", "value", "length", "encoding", "scope",
                           "syntax", "check", "validation", "verification", "rotation", "renewal", "exchange",
-                          "issuer", "audience", "payload", "problem", "issue"})
+                          "issuer", "audience", "payload", "problem", "issue", "service", "endpoint", "provider",
+                          "cache", "store", "storage", "string", "mechanism", "method", "parameter", "parameters",
+                          "characters", "certificate", "account", "session", "access", "permission", "permissions",
+                          "policy", "expiry", "expiration", "generation", "revocation", "introspection"})
 
 # A quoted value, maybe Python bytes as a repr shows them (`b'pw'`: the `b` was taken for the value),
 # maybe escaped once or more (`\"pw\"` in a JSON string inside one).
@@ -119,23 +135,31 @@ def is_state_word(word: str) -> bool:
     return word.rstrip(".!").lower() in _STATE_WORDS
 
 
-def is_statement_word(word: str) -> bool:
+def is_statement_word(word: str, participles: bool = True) -> bool:
     """Whether a word says something of a credential rather than being one: a word of state, a
-    negation, a participle (see _AUTH_WORDS' comment)."""
+    negation, a participle if `participles` (see _AUTH_WORDS' comment)."""
     lowered = word.lower()
-    return is_state_word(word) or lowered in _NEGATIONS or lowered.endswith(_PARTICIPLE_ENDINGS)
+    return (is_state_word(word) or lowered in _NEGATIONS
+            or (participles and lowered.endswith(_PARTICIPLE_ENDINGS) and len(word) <= _LONGEST_PARTICIPLE))
 
 
-def is_letters_credential(word: str) -> bool:
-    """Whether a word of letters only (a prose word, as is_prose reads it) after a scheme is its credential."""
+def is_predicate_word(word: str) -> bool:
+    """Whether a word after a credential of letters starts saying something of it (see _AUXILIARIES)."""
+    return is_statement_word(word) or word.lower() in _AUXILIARIES
+
+
+def is_letters_credential(word: str, participles: bool = True) -> bool:
+    """Whether a word of letters only (a prose word, as is_prose reads it) after a scheme is its
+    credential; `participles`: whether the word before it may be a noun (see _AUTH_WORDS' comment)."""
+    return (len(word) >= _MIN_LETTERS_CREDENTIAL and is_prose(word) and not is_statement_word(word, participles)
+            and not is_listed_prose_word(word))
+
+
+def is_listed_prose_word(word: str) -> bool:
+    """Whether a word is one of the lists above: of state, negation, auth, error or operation prose."""
     lowered = word.lower()
-    return (len(word) >= _MIN_LETTERS_CREDENTIAL and is_prose(word) and not is_statement_word(word)
-            and lowered not in _AUTH_WORDS and lowered not in _ERROR_NOUNS and lowered not in _ERROR_ADJECTIVES)
-
-
-def is_error_adjective(word: str) -> bool:
-    """Whether a capitalized first word says what is wrong (`Bad`, `Wrong`) rather than naming a scheme."""
-    return word.lower() in _ERROR_ADJECTIVES
+    return (is_state_word(word) or lowered in _NEGATIONS or lowered in _AUTH_WORDS or lowered in _ERROR_NOUNS
+            or lowered in _ERROR_ADJECTIVES)
 
 
 def is_label_of(name: str, value: str) -> bool:

@@ -24,9 +24,9 @@ from consumer.config.secret_commands import mask_flags, mask_redis_auth, mask_re
 from consumer.config.secret_headers import mask_bare_credentials, mask_cookies
 from consumer.config.secret_names import (
     MASK,
-    is_error_adjective,
     is_label_of,
     is_letters_credential,
+    is_predicate_word,
     is_prose_word,
     is_secret_key,
     is_secret_name,
@@ -83,14 +83,20 @@ _BLANKS = re.compile(r"[ \t]*+")
 # or a sign, or letters of both cases (base64), or is longer than a word (a key of 32 letters, as
 # hex may be). Read to its first clause's end at most. A literal for no value is none either
 # (`{"Authorization": null}`, `{'authorization': None}`, JavaScript's `undefined`). But two words,
-# the first capitalized as a scheme is written and saying nothing (no state, negation,
-# participle), the second a credential of letters (secret_names.is_letters_credential), ending the
-# clause without a sentence's stop, are a scheme and its credential (`Authorization: Custom abcdefghij`).
+# the first capitalized as a scheme is written and no negation or participle, the second a
+# credential of letters (secret_names.is_letters_credential), are a scheme and its credential
+# (`Authorization: Custom abcdefghij`). A first word of state or error (`Wrong`, `Invalid`)
+# qualifies the noun after it (`Wrong format`, `Invalid scheme`: those nouns are in secret_names'
+# lists), and is no reason for a credential to show (`Wrong qwertyuiop`). They end the clause (also
+# with a stop: `Custom abcdefghij.`) or words saying something of the credential follow
+# (secret_names.is_predicate_word: `Custom abcdefghij was refused`). The first may be a noun
+# (`Access denied`): a participle after it is guessed.
 _PROSE_WORD = r"(?:[A-Z]?[a-z]{1,19}+|[A-Z]{1,19}+)(?![A-Za-z])"
 _PROSE_CLAUSE = re.compile(_PROSE_WORD + r"(?:[ \t]++" + _PROSE_WORD + r")++[.!?]?[ \t]*+"
                            r"|(?:null|None|nil|undefined)(?![\w-])[ \t]*+")
 _PROSE_CLAUSE_END = re.compile(r"[;,)\]}]|[\r\n]|\\[rn]|$")  # also where a structure closes: `{"Authorization": null}`
-_SCHEME_AND_LETTERS = re.compile(r"[ \t]*+(?P<scheme>[A-Z](?:[a-z]++|[A-Z]++))[ \t]++(?P<word>[A-Za-z]++)[ \t]*+")
+_SCHEME_AND_LETTERS = re.compile(r"[ \t]*+(?P<scheme>[A-Z](?:[a-z]++|[A-Z]++))[ \t]++(?P<word>[A-Za-z]++)"
+                                 r"(?:[.!?]?[ \t]*+\Z|[ \t]++(?P<next>[A-Za-z]++))")
 _ELEMENT_WORD = _PROSE_WORD + r"[.,;:!?]?"
 _PROSE_ELEMENT = re.compile(r"[ \t]*+(?:" + _ELEMENT_WORD + r"(?:[ \t]++" + _ELEMENT_WORD + r")++[ \t]*+)?+")
 # Under another name a number may be a word (`"password": ["Ensure this field has at least 8 characters."]`).
@@ -355,9 +361,11 @@ def _is_prose_value(text: str, start: int, end: int, header: bool = False) -> bo
 
 def _scheme_and_credential(text: str, start: int, end: int) -> bool:
     """Whether the words from `start` to `end` are a scheme and a credential of letters (see _PROSE_CLAUSE)."""
-    words = _SCHEME_AND_LETTERS.fullmatch(text, start, end)
-    return (words is not None and not is_statement_word(words.group("scheme"))
-            and not is_error_adjective(words.group("scheme")) and is_letters_credential(words.group("word")))
+    words = _SCHEME_AND_LETTERS.match(text, start, end)
+    scheme = words.group("scheme") if words is not None else ""
+    return (words is not None and (is_state_word(scheme) or not is_statement_word(scheme))
+            and is_letters_credential(words.group("word"))
+            and (words.group("next") is None or is_predicate_word(words.group("next"))))
 
 
 def _after_blanks(text: str, position: int) -> int:
