@@ -32,6 +32,7 @@ from consumer.operations.metrics import Metrics
 from consumer.state.eviction import RedisInfoDenied, eviction_problem, read_memory
 from consumer.state.limiter import LimiterHeartbeat
 from consumer.state.redis import REDIS_ERRORS
+from consumer.state.redis_errors import describe
 
 log = logging.getLogger(__name__)
 CIRCUIT_VALUES = {"closed": 0, "open": 1, "half_open": 2}
@@ -141,13 +142,14 @@ class HealthProbe:
             self.redis.ping()
             ok = True
         except REDIS_ERRORS as exc:
-            ok, cause = False, _cause(exc)
+            # "Unreachable" only when Redis gave no answer: a refusal (a wrong password, a replica,
+            # a full Redis) names itself and what to fix (consumer/state/redis_errors.py).
+            ok, cause = False, describe(exc, "the health check")
         if ok != self.health.redis_ok:
             if ok:
-                log.info("Redis is reachable again")
+                log.info("Redis answers again")
             else:
-                log.error("Redis is unreachable (%s): nothing is sent or committed until it is back; check that "
-                          "Redis is up and REDIS_URL", cause)
+                log.error("%s; nothing is sent or committed until it answers", cause)
         self.health.redis_ok = ok
 
     def _check_memory(self) -> None:

@@ -44,3 +44,19 @@ def test_kafka_unreachable_says_why_and_what_to_do(caplog: pytest.LogCaptureFixt
     assert not checker.health.kafka_ok
     line = caplog.records[-1].getMessage()
     assert "Broker transport failure" in line and "KAFKA_BOOTSTRAP_SERVERS" in line
+
+
+class _ReadOnlyRedis:
+    def ping(self) -> None:
+        raise redis.exceptions.AuthenticationError("invalid username-password pair or user is disabled.")
+
+
+def test_a_redis_that_answers_with_a_refusal_is_not_called_unreachable(caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong password is an answer: the network is the wrong place to look (consumer/state/redis_errors.py)."""
+    checker = HealthProbe(Health(), Metrics(), redis_client=_ReadOnlyRedis(), producer=_DownKafka(), dlq_topic="dlq",
+                          destinations=[])
+    with caplog.at_level(logging.ERROR):
+        checker._check_redis()
+    assert not checker.health.redis_ok
+    line = caplog.records[-1].getMessage()
+    assert "unreachable" not in line and "credentials" in line and "REDIS_URL" in line
