@@ -328,9 +328,10 @@ class Claim:
         if self.phones is not None:
             self.phones.given_up.update(keys)
 
-    def renew(self, events: Sequence[PendingEvent]) -> bool:
+    def renew(self, events: Sequence[PendingEvent]) -> bool | None:
         """Claim again under the same tag (idempotent; refreshes the lease), and the phones with
-        them, in one round trip. False: do not send."""
+        them, in one round trip. True renewed; False a claim is lost (do not send); None Redis did
+        not answer, or stopping (do not send either, but no claim is known lost: as `beat`)."""
         for attempt in range(1, RENEW_TRIES + 1):
             try:
                 return self._renewed(events)
@@ -339,8 +340,8 @@ class Claim:
                 delay = REDIS_BACKOFF.delay(attempt)
                 log.error("could not renew claims (%s); retrying in %.1fs", exc, delay)
                 if self.stop.wait(delay):
-                    return False
-        return False
+                    return None
+        return None
 
     def _renewed(self, events: Sequence[PendingEvent]) -> bool:
         steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)))]

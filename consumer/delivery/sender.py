@@ -515,13 +515,17 @@ class Sender:
         its whole duration past their due time: a period plus a request without a renewal, longer
         than a lease near its floor (one request + the margin). So while its requests go, no claim
         of the batch goes longer than one request without a renewal (Settings.claim_lease_ms).
-        False: do not send."""
+        False: do not send. A claim found lost ends the batch's later requests too, as a beat
+        that found it would (`Heartbeat.found_lost`): they would reserve a slot each only to be
+        refused at their gate. Redis not answering is no loss: each later request tries its own."""
         ids = set(event_ids(request)) if request is not batch else set()
         others = [e for e in claim.still_held(batch) if e.recipient.event_id not in ids] if ids else []
         renewed = claim.renew([*request, *others])
         if renewed:
             beats.renewed()
-        return renewed
+        elif renewed is False:
+            beats.found_lost()
+        return bool(renewed)
 
     def _open_circuit(self, sent: Sent) -> None:
         api = sent.error if isinstance(sent.error, PisanoApiError) else None
