@@ -38,6 +38,7 @@ from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.pisano_codes import code_label
 from consumer.delivery.slots import SlotReserver
+from consumer.delivery.token_refresh import TOKEN_REFRESH_WAIT_S, TokenRefresh
 from consumer.errors import PisanoApiError, PisanoError, PisanoTransportError, StateStoreError
 from consumer.operations import tracing
 from consumer.operations.metrics import Metrics
@@ -85,6 +86,8 @@ class Attempts:
         base_url = getattr(getattr(destination.client, "http", None), "base_url", None)
         self.server = str(getattr(base_url, "host", "") or "")
         self.tokens: TokenSource | None = getattr(destination.client, "tokens", None)  # None: a fake
+        # Shared by the sender's threads: one refresh under way at a time (consumer/delivery/token_refresh.py).
+        self._refresh = TokenRefresh(self.tokens, destination.name) if self.tokens is not None else None
 
     def send(self, campaign: str, body: bytes, *, slot_at: float | None, renew: Callable[[], bool],
              sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = (),
@@ -150,7 +153,7 @@ class Attempts:
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
                 return sent
             assert sent.error is not None and sent.verdict is not None
-            if self._refused_a_rotated_token(carried, sent):
+            if self._refused_a_rotated_token(carried, sent, beats):
                 slot_at = None  # Pisano acted on nothing: the same request again, new token, new slot
                 continue
             retry_after = sent.error.retry_after_s if isinstance(sent.error, PisanoApiError) else None
@@ -166,16 +169,19 @@ class Attempts:
                     sent.abandoned = True
             return sent
 
-    def _refused_a_rotated_token(self, carried: str | None, sent: Sent) -> bool:
+    def _refused_a_rotated_token(self, carried: str | None, sent: Sent, beats: Heartbeat) -> bool:
         """Pisano refused the token the request carried, and the source holds a newer one (read
         again now, not at the next poll): the old token was revoked a moment before this replica
-        saw the new one. Retry with it instead of opening the circuit."""
+        saw the new one. Retry with it instead of opening the circuit. The source is waited for
+        with the heartbeat and for a bounded time (`token_refresh`): a source that hangs counts
+        as unchanged."""
         assert sent.verdict is not None
         if carried is None or self.tokens is None or sent.verdict.scope != "account" \
                 or sent.attempts >= self.retry.max_attempts:
             return False
-        self.tokens.refresh()
-        if self.tokens.current() == carried:
+        if self._refresh is None or self._refresh.tokens is not self.tokens:  # a source set after start (tests)
+            self._refresh = TokenRefresh(self.tokens, self.destination.name)
+        if not self._refresh(beats.wait, TOKEN_REFRESH_WAIT_S) or self.tokens.current() == carried:
             return False
         log.warning("destination %s: Pisano refused the token the request carried (%s), and the token has "
                     "changed since: sending again with the new one", self.destination.name,
