@@ -294,6 +294,7 @@ class Sender:
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
         # Every claim of the batch still held, renewed while any of its requests waits.
         beats = Heartbeat(self._stop, lambda: claim.beat(events), self.beat_period_s, since=claim.claimed_at)
+        claim.beat_while_recording(beats.wait)  # a settlement retried through an outage beats too
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
         # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
         sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=claim.claimed_at,
