@@ -17,13 +17,18 @@ A Redis failure while the list is read fails closed like the claim it travels wi
 the batch is sent; the events wait and are tried again (StateStoreError to the sender).
 
 The Sender calls `screen` in `_claim`, before each claim (a top-up is screened too), and hands
-`suppression` to the batch's claim. Events held back by quiet hours
+`suppression` to the batch's claim. Age (expired, stale) is weighed again just before every POST,
+after the request's waits (its slot, a retry's backoff, a Redis outage, bisection's earlier groups):
+`AgeScreen`, called by `SlotReserver.ready`. An event refused there ends as here (`expired`, or a
+`stale` dead letter), unsent, its claim released so it is not remembered as delivered; the rest of
+the request goes on without it. Events held back by quiet hours
 (consumer/delivery/quiet_hours.py) come through here when their window opens, so one that grew
 past MAX_EVENT_AGE overnight ends as `expired`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -49,10 +54,13 @@ class Admission:
     def __bool__(self) -> bool:
         return self.freshness is not None or self.suppression is not None or self.stale_after_ms is not None
 
-    def screen(self, events: Sequence[PendingEvent], report: Callable[[Outcome], None]) -> list[PendingEvent]:
+    def screen(self, events: Sequence[PendingEvent], report: Callable[[Outcome], None],
+               now_ms: int | None = None) -> list[PendingEvent]:
         """The events that may be claimed; the others are reported (stale, expired). The opt-out
-        list is not asked here: it travels with the claim (`claims.Claim`, given `suppression`)."""
-        now_ms = int(time.time() * 1000)
+        list is not asked here: it travels with the claim (`claims.Claim`, given `suppression`).
+        `now_ms`: judge them as at this wall time (epoch ms) instead of now."""
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
         if self.stale_after_ms is not None:
             events = self._not_stale(events, report, self.stale_after_ms, now_ms)
         if self.freshness is None:
@@ -64,6 +72,25 @@ class Admission:
         if expired:
             report(Outcome("expired", expired))
         return admitted
+
+    def weighs_age(self) -> bool:
+        return self.freshness is not None or self.stale_after_ms is not None
+
+    def refusal_ms(self, events: Sequence[PendingEvent]) -> int | None:
+        """The earliest wall time (epoch ms) at which `screen` refuses one of these events for its
+        age (expired or stale); None: never. The ages only grow, so one figure per request serves
+        until an event is refused: no pass over its events before every POST."""
+        due: list[int] = []
+        if self.stale_after_ms is not None:
+            stamps = [stamp for stamp in map(KAFKA_TIMESTAMP, events) if stamp > 0]
+            if stamps:
+                due.append(min(stamps) + self.stale_after_ms + 1)
+        freshness = self.freshness
+        if freshness is not None:
+            times = [t for t in (freshness.event_time_ms(e.recipient, e.message) for e in events) if t is not None]
+            if times:
+                due.append(min(times) + freshness.max_age_ms + 1)
+        return min(due, default=None)
 
     @staticmethod
     def _not_stale(events: Sequence[PendingEvent], report: Callable[[Outcome], None], stale_after_ms: int,
@@ -86,3 +113,32 @@ class Admission:
             report(Outcome("dead_letter", [event], Failure("stale", message, campaign_id=event.recipient.campaign_id)))
         gone = {event for event, _ in stale}  # PendingEvent hashes by identity
         return [event for event in events if event not in gone]
+
+
+class AgeScreen:
+    """One request's events weighed for their age again just before each of its POSTs (the module
+    docstring): `events` (and `ids`, their ids in the same order, when given) lose the refused
+    events in place, so every later use of the lists (renewals, beats, `sending`, settlements,
+    bisection's groups) sees only what is left."""
+
+    def __init__(self, admission: Admission, events: list[PendingEvent], ids: list[str] | None = None) -> None:
+        self.admission = admission
+        self.events = events
+        self.ids = ids
+        self._due_ms = admission.refusal_ms(events)
+
+    def weigh(self, within_s: float) -> list[Outcome]:
+        """The outcomes of the events refused if the POST left `within_s` from now (the latest it
+        may leave): they are taken out of `events`; reporting them, and releasing their claims
+        first, is the caller's."""
+        at_ms = int(time.time() * 1000) + math.ceil(within_s * 1000)
+        if self._due_ms is None or at_ms < self._due_ms:
+            return []  # nearly every request: one comparison
+        ended: list[Outcome] = []
+        kept = self.admission.screen(self.events, ended.append, at_ms)
+        if self.ids is not None:
+            keep = set(kept)  # PendingEvent hashes by identity
+            self.ids[:] = [event_id for event, event_id in zip(self.events, self.ids, strict=True) if event in keep]
+        self.events[:] = kept
+        self._due_ms = self.admission.refusal_ms(self.events)
+        return ended

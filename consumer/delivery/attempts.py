@@ -8,7 +8,10 @@ late. An attempt whose send window has closed meanwhile (a retry's backoff ran p
 sent: `held_by_window`, its claims released and its events back to wait for the opening
 (consumer/delivery/quiet_hours.py). Its waits (for a slot, between attempts) are its heartbeat's,
 which keeps the claims alive meanwhile (consumer/delivery/heartbeat.py); a claim it finds lost
-ends the request unsent (`claim_lost`), as a failed renewal does. Just before each POST the claim
+ends the request unsent (`claim_lost`), as a failed renewal does. After its waits, each attempt's
+events are weighed for their age again (`screen`, consumer/delivery/admission.py `AgeScreen`): one
+past MAX_EVENT_AGE (or stale) by then is left out of the POST and ends `expired` (or `stale`), its
+claim released; a request left with none is not sent (`emptied`). Just before each POST the claim
 learns that its ids may now have left (`sending`), so an exception from then on settles them as
 unknown, never as free to send again.
 
@@ -35,6 +38,7 @@ from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.pisano_codes import code_label
 from consumer.delivery.slots import SlotReserver
+from consumer.delivery.token_refresh import TOKEN_REFRESH_WAIT_S, TokenRefresh
 from consumer.errors import PisanoApiError, PisanoError, PisanoTransportError, StateStoreError
 from consumer.operations import tracing
 from consumer.operations.metrics import Metrics
@@ -61,6 +65,7 @@ class Sent:
     claim_lost: bool = False  # the ids' claims could not be renewed: not sent again
     request_id: str | None = None  # this consumer's id of the last attempt (module docstring)
     held_by_window: bool = False  # its send window closed before this attempt: not sent, wait for the opening
+    emptied: bool = False  # every event grew too old before this attempt (`screen`): ended there, not sent
 
     @property
     def refused_for_a_recipient(self) -> bool:
@@ -81,21 +86,41 @@ class Attempts:
         base_url = getattr(getattr(destination.client, "http", None), "base_url", None)
         self.server = str(getattr(base_url, "host", "") or "")
         self.tokens: TokenSource | None = getattr(destination.client, "tokens", None)  # None: a fake
+        # Shared by the sender's threads: one refresh under way at a time (consumer/delivery/token_refresh.py).
+        self._refresh = TokenRefresh(self.tokens, destination.name) if self.tokens is not None else None
 
     def send(self, campaign: str, body: bytes, *, slot_at: float | None, renew: Callable[[], bool],
              sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = (),
-             heartbeat: Heartbeat | None = None) -> Sent:
+             heartbeat: Heartbeat | None = None, screen: Callable[[float], bytes | None] | None = None) -> Sent:
         """POST at `slot_at` (None: reserve a slot first), retrying in slots of their own.
         `fresh`: when (monotonic) the claims were taken, if for this slot. `events`: the request's
         pending events, whose trace contexts its span links to when tracing is on. `heartbeat`:
-        the waits of the batch whose claims the request holds (None: only `stop` is watched)."""
+        the waits of the batch whose claims the request holds (None: only `stop` is watched).
+        `screen`: the events weighed for their age before each POST (`SlotReserver.ready`),
+        given the longest the POST may take to leave: the body of the events left (the same
+        object when none was refused), None when none is left."""
         beats = heartbeat if heartbeat is not None else Heartbeat(self.stop)
         sent = Sent()
         started = time.monotonic()
+
+        def screened(within_s: float) -> bool:
+            nonlocal body
+            assert screen is not None
+            left = screen(within_s)
+            if left is None:
+                return False
+            body = left
+            return True
+
         while True:
-            ready = self.slots.ready(slot_at, renew, fresh=None if sent.attempts else fresh, heartbeat=beats)
+            ready = self.slots.ready(slot_at, renew, fresh=None if sent.attempts else fresh, heartbeat=beats,
+                                     screen=screened if screen is not None else None)
             if ready == "stopped":
                 sent.abandoned = True
+                return sent
+            if ready == "emptied":
+                self.dm.throttle_wasted.inc()
+                sent.emptied = True
                 return sent
             if ready == "refused":
                 sent.claim_lost = True
@@ -128,7 +153,7 @@ class Attempts:
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
                 return sent
             assert sent.error is not None and sent.verdict is not None
-            if self._refused_a_rotated_token(carried, sent):
+            if self._refused_a_rotated_token(carried, sent, beats):
                 slot_at = None  # Pisano acted on nothing: the same request again, new token, new slot
                 continue
             retry_after = sent.error.retry_after_s if isinstance(sent.error, PisanoApiError) else None
@@ -144,16 +169,19 @@ class Attempts:
                     sent.abandoned = True
             return sent
 
-    def _refused_a_rotated_token(self, carried: str | None, sent: Sent) -> bool:
+    def _refused_a_rotated_token(self, carried: str | None, sent: Sent, beats: Heartbeat) -> bool:
         """Pisano refused the token the request carried, and the source holds a newer one (read
         again now, not at the next poll): the old token was revoked a moment before this replica
-        saw the new one. Retry with it instead of opening the circuit."""
+        saw the new one. Retry with it instead of opening the circuit. The source is waited for
+        with the heartbeat and for a bounded time (`token_refresh`): a source that hangs counts
+        as unchanged."""
         assert sent.verdict is not None
         if carried is None or self.tokens is None or sent.verdict.scope != "account" \
                 or sent.attempts >= self.retry.max_attempts:
             return False
-        self.tokens.refresh()
-        if self.tokens.current() == carried:
+        if self._refresh is None or self._refresh.tokens is not self.tokens:  # a source set after start (tests)
+            self._refresh = TokenRefresh(self.tokens, self.destination.name)
+        if not self._refresh(beats.wait, TOKEN_REFRESH_WAIT_S) or self.tokens.current() == carried:
             return False
         log.warning("destination %s: Pisano refused the token the request carried (%s), and the token has "
                     "changed since: sending again with the new one", self.destination.name,

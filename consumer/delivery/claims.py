@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from types import TracebackType
@@ -115,6 +115,11 @@ class Claim:
         # Ids this attempt gave up while its claim of them may still be in Redis, or tagged events
         # with (`let_go`): never claimed again by it, so a later attempt may take them over.
         self._given_up: set[str] = set()
+        # The batch's heartbeat wait once its requests go (`beat_while_recording`), and the ids whose
+        # outcome is being recorded meanwhile: a beat leaves them out (renewing an id whose
+        # delivered mark landed on some masters would find it "lost").
+        self._wait: Callable[[float], bool] | None = None
+        self._recording: set[str] = set()
 
     def __enter__(self) -> Claim:
         return self
@@ -328,9 +333,10 @@ class Claim:
         if self.phones is not None:
             self.phones.given_up.update(keys)
 
-    def renew(self, events: Sequence[PendingEvent]) -> bool:
+    def renew(self, events: Sequence[PendingEvent]) -> bool | None:
         """Claim again under the same tag (idempotent; refreshes the lease), and the phones with
-        them, in one round trip. False: do not send."""
+        them, in one round trip. True renewed; False a claim is lost (do not send); None Redis did
+        not answer, or stopping (do not send either, but no claim is known lost: as `beat`)."""
         for attempt in range(1, RENEW_TRIES + 1):
             try:
                 return self._renewed(events)
@@ -339,8 +345,8 @@ class Claim:
                 delay = REDIS_BACKOFF.delay(attempt)
                 log.error("could not renew claims (%s); retrying in %.1fs", exc, delay)
                 if self.stop.wait(delay):
-                    return False
-        return False
+                    return None
+        return None
 
     def _renewed(self, events: Sequence[PendingEvent]) -> bool:
         steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)))]
@@ -354,11 +360,19 @@ class Claim:
         """The events among these whose claims this attempt still holds (not settled yet)."""
         return [e for e in events if e.recipient.event_id in self._held]
 
+    def beat_while_recording(self, wait: Callable[[float], bool]) -> None:
+        """Wait with `wait` (the batch's heartbeat's) between the retries of a settlement, so the
+        claims of the batch's requests still to come stay alive through an outage of up to a
+        minute (`_record`)."""
+        self._wait = wait
+
     def beat(self, events: Sequence[PendingEvent]) -> bool | None:
         """`renew` once, for the claims still held among `events`, while their request waits
         (consumer/delivery/heartbeat.py): True renewed, False one is lost (do not send), None Redis
         did not answer (not retried here: the next beat, or the renewal before the POST, is)."""
         held = self.still_held(events)
+        if self._recording:
+            held = [e for e in held if e.recipient.event_id not in self._recording]
         if not held:
             return True
         try:
@@ -395,23 +409,37 @@ class Claim:
         replaced an unknown mark recorded it, and puts back that mark only (lua/settle.lua)."""
         return self.dedup.stage_settle(outcome, self.tag, ids)
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep between a settlement's retries, beating the batch's other claims when it has a
+        heartbeat; never cut short (stopping, a claim lost end its wait early: the rest is slept)."""
+        end = time.monotonic() + seconds
+        if self._wait is not None:
+            self._wait(seconds)
+        time.sleep(max(0.0, end - time.monotonic()))
+
     def _record(self, outcome: Settlement, ids: list[str], keys: list[str]) -> None:
         """Record an outcome in Redis for these ids and phone keys (one round trip), retrying while
-        Redis is away (bounded, not interruptible: an outcome must be recorded if at all possible)."""
+        Redis is away (bounded, not interruptible: an outcome must be recorded if at all possible).
+        Its waits beat the batch's other claims (`beat_while_recording`): bisection's groups still
+        to be sent must not lapse while a partial cluster outage holds this for up to a minute."""
         if not ids and not keys:
             return
         steps: list[Step[Any]] = [self._dedup_step(outcome, ids)]
         if self.phones is not None and keys:
             steps.append(self.phones.policy.store.stage_settle(PHONE_FATES[outcome], self.tag, keys))
-        for attempt in range(1, SETTLE_TRIES + 1):
-            try:
-                together(steps)
-                return
-            except StateStoreError as exc:
-                self.metrics.redis_errors.labels("settle").inc()
-                delay = REDIS_BACKOFF.delay(attempt)
-                log.error("could not record an outcome in Redis (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
+        try:
+            for attempt in range(1, SETTLE_TRIES + 1):
+                try:
+                    together(steps)
+                    return
+                except StateStoreError as exc:
+                    self.metrics.redis_errors.labels("settle").inc()
+                    delay = REDIS_BACKOFF.delay(attempt)
+                    log.error("could not record an outcome in Redis (%s); retrying in %.1fs", exc, delay)
+                    self._recording.update(ids)
+                    self._pause(delay)
+        finally:
+            self._recording.clear()
         if outcome is Settlement.RELEASED:
             self._give_up(ids, keys)
             log.error("gave up releasing %d claims and %d phone reservations in Redis; the events this "

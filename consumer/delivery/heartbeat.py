@@ -10,7 +10,8 @@ that lease instead of after every retry it might have made.
 
 The period is a quarter of the lease: two beats in a row may fail and the third still lands before
 the lease ends. The renewal before each POST (`SlotReserver.ready`) stays the gate; a beat only
-keeps the claims alive until it, and ends a request early when it finds one lost:
+keeps the claims alive until it, and ends a request early when it finds one lost (a gate renewal
+that finds one lost says so too, `found_lost`: it renews every claim the batch holds, as a beat):
 - a claim lost (another attempt's now, delivered, or lapsed into an unknown mark): the request
   ends unsent, as when the gate renewal fails ("refused");
 - Redis unreachable: not a reason to give up. The next beat comes a period later, the gate
@@ -72,6 +73,14 @@ class Heartbeat:
             if self.stop.wait(min(end, self._due_at) - now):
                 return True
         return True
+
+    def found_lost(self) -> None:
+        """The renewal before a POST found a claim lost: as a beat that found it, every request of
+        the batch still to come ends unsent at once, reserving no slot."""
+        if not self.lost:
+            log.warning("a request's claim was lost at the renewal before its POST (lapsed, or taken by another "
+                        "attempt): not sent, nor are the batch's requests still to come")
+        self.lost = True
 
     def renewed(self) -> None:
         """Every claim the beats renew was just renewed (the renewal before a POST): the next beat

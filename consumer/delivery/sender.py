@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from consumer.delivery.admission import UNCHECKABLE, Admission
+from consumer.delivery.admission import UNCHECKABLE, Admission, AgeScreen
 from consumer.delivery.attempts import Attempts, RetryPolicy, Sent
 from consumer.delivery.batching import RECIPIENT, Batch, Batcher, PendingEvent, TopicPartition
 from consumer.delivery.campaign_gate import CampaignGate, open_failure
@@ -294,13 +294,35 @@ class Sender:
         self.metrics.batch_age.observe(batch.age(time.monotonic()))
         # Every claim of the batch still held, renewed while any of its requests waits.
         beats = Heartbeat(self._stop, lambda: claim.beat(events), self.beat_period_s, since=claim.claimed_at)
+        claim.beat_while_recording(beats.wait)  # a settlement retried through an outage beats too
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
         # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
         sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=claim.claimed_at,
                                   renew=lambda: self._renew(claim, events, events, beats),
                                   sending=lambda: claim.sending(events, ids),
-                                  events=events, heartbeat=beats)
+                                  events=events, heartbeat=beats,
+                                  screen=self._age_screen(claim, events, ids, body, outcomes))
         self._conclude(claim, campaign, events, sent, outcomes, gate, first=True, ids=ids, beats=beats)
+
+    def _age_screen(self, claim: Claim, events: list[PendingEvent], ids: list[str] | None, body: bytes,
+                    outcomes: BatchReport) -> Callable[[float], bytes | None] | None:
+        """The request's events weighed for their age before each POST (`admission.AgeScreen`;
+        `events` and `ids` lose the refused ones in place): the refused end as at admission,
+        unsent, their claims released first, so they are never remembered as delivered."""
+        if self.admission is None or not self.admission.weighs_age():
+            return None
+        screen = AgeScreen(self.admission, events, ids)
+        current: list[bytes | None] = [body]
+
+        def weigh(within_s: float) -> bytes | None:
+            ended = screen.weigh(within_s)
+            if ended:
+                claim.settle(Settlement.RELEASED, [e for outcome in ended for e in outcome.events])
+                for outcome in ended:
+                    outcomes(outcome)
+                current[0] = build_body(list(map(RECIPIENT, events))) if events else None
+            return current[0]
+        return weigh
 
     def _claim(self, claim: Claim, batch: Batch, outcomes: BatchReport) -> tuple[list[PendingEvent], list[str]]:
         """Claim the batch's ids; report skipped, held and unknown ones; top up once if room.
@@ -383,6 +405,8 @@ class Sender:
         if sent.abandoned:  # stopping: free again, the records stay uncommitted
             claim.settle(Settlement.RELEASED, events)
             return None
+        if sent.emptied:  # every event grew too old while it waited: each ended, its claim released
+            return None
         if sent.claim_lost or sent.held_by_window:  # decided again later (from Redis's state; at the opening)
             claim.settle(Settlement.RELEASED, events)
             outcomes(Outcome("requeue", claim.let_go(events)))
@@ -459,7 +483,7 @@ class Sender:
                 reply = None
                 if step.kind == "send":
                     requests += 1
-                    sent = self._send_group(claim, campaign, step.group, events, beats)
+                    sent = self._send_group(claim, campaign, step.group, events, beats, outcomes)
                     reply = self._conclude(claim, campaign, step.group, sent, outcomes, gate, first=False)
                 elif step.kind == "alone":
                     self._failed(claim, campaign, step.group, step.because, outcomes)
@@ -474,11 +498,15 @@ class Sender:
                  extra={"campaign": campaign, "count": len(events), "destination": self.destination.name})
 
     def _send_group(self, claim: Claim, campaign: str, group: list[PendingEvent], batch: list[PendingEvent],
-                    beats: Heartbeat) -> Sent:
-        return self.attempts.send(campaign, build_body(list(map(RECIPIENT, group))), slot_at=None,
+                    beats: Heartbeat, outcomes: BatchReport) -> Sent:
+        # `group` is bisection's own list: the events the age screen refuses leave it in place, so
+        # a group refused again is split without them.
+        body = build_body(list(map(RECIPIENT, group)))
+        return self.attempts.send(campaign, body, slot_at=None,
                                   renew=lambda: self._renew(claim, group, batch, beats),
                                   sending=lambda: claim.sending(group),
-                                  events=group, heartbeat=beats)
+                                  events=group, heartbeat=beats,
+                                  screen=self._age_screen(claim, group, None, body, outcomes))
 
     @staticmethod
     def _renew(claim: Claim, request: list[PendingEvent], batch: list[PendingEvent], beats: Heartbeat) -> bool:
@@ -488,13 +516,17 @@ class Sender:
         its whole duration past their due time: a period plus a request without a renewal, longer
         than a lease near its floor (one request + the margin). So while its requests go, no claim
         of the batch goes longer than one request without a renewal (Settings.claim_lease_ms).
-        False: do not send."""
+        False: do not send. A claim found lost ends the batch's later requests too, as a beat
+        that found it would (`Heartbeat.found_lost`): they would reserve a slot each only to be
+        refused at their gate. Redis not answering is no loss: each later request tries its own."""
         ids = set(event_ids(request)) if request is not batch else set()
         others = [e for e in claim.still_held(batch) if e.recipient.event_id not in ids] if ids else []
         renewed = claim.renew([*request, *others])
         if renewed:
             beats.renewed()
-        return renewed
+        elif renewed is False:
+            beats.found_lost()
+        return bool(renewed)
 
     def _open_circuit(self, sent: Sent) -> None:
         api = sent.error if isinstance(sent.error, PisanoApiError) else None

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 # overruns its slot's lead time makes the request take the next slot, which the limiter grants a
 # lead time after that renewal; renewing for it would overrun it again, slot after slot.
 RENEWAL_REACH_S = 2.0
-Ready = Literal["go", "refused", "stopped"]
+Ready = Literal["go", "refused", "stopped", "emptied"]
 
 
 class SlotReserver:
@@ -130,7 +130,7 @@ class SlotReserver:
                     "PISANO_RATE_MARGIN_MS", late_s * 1000, self.max_lateness_s * 1000)
 
     def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: float | None = None,
-              heartbeat: Heartbeat | None = None) -> Ready:
+              heartbeat: Heartbeat | None = None, screen: Callable[[float], bool] | None = None) -> Ready:
         """Be ready to POST at `slot_at` (a new slot is reserved when None): sleep to the slot's
         lead time, `renew` the claims there, sleep to the slot. `fresh`: when (monotonic) the claims
         were taken for this slot; no renewal is needed while the POST leaves (at the slot, or now if
@@ -142,7 +142,12 @@ class SlotReserver:
         `max_lateness_s` after it (a slow Redis, a busy CPU), the request could reach Pisano after
         a later slot's request and break a window: it takes a new slot, and renews again only if
         that slot falls beyond the reach of the renewal just made.
-        "go": POST now; "refused": a claim could not be renewed (do not send); "stopped"."""
+        `screen`: the request's events weighed for their age (`admission.AgeScreen`), called with
+        the longest the POST may still take to leave, after every wait but the last sleep to the
+        slot (it may release claims: a Redis round trip, which must not make the POST late); False:
+        no event is left to send.
+        "go": POST now; "refused": a claim could not be renewed (do not send); "stopped";
+        "emptied": every event ended at the screen."""
         beats = heartbeat if heartbeat is not None else Heartbeat(self.stop)
         renewed_at = fresh
         while True:
@@ -152,9 +157,14 @@ class SlotReserver:
                     return "refused" if beats.lost else "stopped"
             # Reach counts to when the POST leaves: its slot, or now if preparing overran it (by
             # up to max_lateness_s, half of PISANO_RATE_MARGIN_MS, which the lease check ignores).
-            if renewed_at is None or max(slot_at, time.monotonic()) - renewed_at > RENEWAL_REACH_S:
-                if beats.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
-                    return "refused" if beats.lost else "stopped"
+            renewing = renewed_at is None or max(slot_at, time.monotonic()) - renewed_at > RENEWAL_REACH_S
+            if renewing and beats.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
+                return "refused" if beats.lost else "stopped"
+            # After the waits, before the renewal: an event too old by the time the POST may leave
+            # is never sent, and its claim is released rather than renewed.
+            if screen is not None and not screen(max(0.0, slot_at - time.monotonic()) + (self.max_lateness_s or 0.0)):
+                return "emptied"
+            if renewing:
                 if not renew():
                     return "refused"
                 renewed_at = time.monotonic()

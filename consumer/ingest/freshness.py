@@ -6,10 +6,11 @@ outcome `expired`: never sent, never claimed, counted in `pisano_sms_events_filt
 and committed like a skipped duplicate. It is not a dead letter: nothing is wrong with it and
 nothing should be replayed.
 
-It is weighed twice: at intake, for every event (one comparison, no Redis), and again at
-admission just before the claim (consumer/delivery/admission.py), for events that waited since:
-held back while their id was in flight elsewhere, in a Redis outage, or by quiet hours
-(consumer/delivery/quiet_hours.py), whose held events pass admission when their window opens.
+It is weighed at intake, for every event (one comparison, no Redis), again at admission just
+before the claim (consumer/delivery/admission.py), for events that waited since: held back while
+their id was in flight elsewhere, in a Redis outage, or by quiet hours
+(consumer/delivery/quiet_hours.py), whose held events pass admission when their window opens; and
+before every POST, after the request's own waits (`admission.AgeScreen`).
 
 Not to be confused with `stale` (consumer/ingest/intake.py): a record older than DEDUP_HORIZON_S
 minus STALE_MARGIN_S by its Kafka timestamp may have lost its delivered mark, so it is
