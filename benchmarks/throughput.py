@@ -87,7 +87,8 @@ def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "consumer", "simulate", "--port", str(port), "--any-campaign",
          "--rate-limits", "off", "--memory-log-recipients", "0"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LOG_LEVEL": "WARNING", "PISANO_API_TOKEN": TOKEN})  # not in argv
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "LOG_LEVEL": "WARNING", "PISANO_API_TOKEN": TOKEN})  # the token not in argv
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

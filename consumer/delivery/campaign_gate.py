@@ -61,4 +61,4 @@ class CampaignGate:
     def close(self) -> None:
         """The batch is done: a probe that never got a verdict is given back."""
         if self.admission == "probe" and not self.judged:
-            self.circuits.record(self.campaign, "probe", None)
+            self.circuits.record(self.campaign, self.admission, None)  # its own lease, by owner

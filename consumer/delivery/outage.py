@@ -28,7 +28,7 @@ class RedisOutage:
         self.metrics.redis_errors.labels(operation).inc()
         self._failures += 1
         if self._failures in (1, 10) or self._failures % 100 == 0:
-            log.error("Redis unavailable (%s): not sending until it is back; %s", operation, exc)
+            log.error("not sending until Redis answers (%s failed): %s", operation, exc)  # exc says why, what to do
         (wait or self.stop.wait)(REDIS_BACKOFF.delay(self._failures))
 
     def recovered(self) -> None:

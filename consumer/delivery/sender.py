@@ -349,7 +349,8 @@ class Sender:
                          extra={"count": len(answer.suppressed)})
                 outcomes(Outcome("suppressed", answer.suppressed))
             if answer.unlisted:
-                outcomes(Outcome("dead_letter", answer.unlisted, Failure("invalid_event", UNCHECKABLE)))
+                outcomes(Outcome("dead_letter", answer.unlisted, Failure(
+                    "invalid_event", UNCHECKABLE, campaign_id=batch.campaign_id)))
             if answer.delivered:
                 self.metrics.duplicates_skipped.inc(len(answer.delivered))
                 outcomes(Outcome("skipped", answer.delivered))
@@ -366,7 +367,8 @@ class Sender:
                 self._held_back(answer.phone_held, "their phones are reserved by another attempt (contact cooldown)")
                 outcomes(Outcome("requeue", claim.let_go(answer.phone_held)))
             if answer.uncheckable:
-                outcomes(Outcome("dead_letter", answer.uncheckable, Failure("invalid_event", UNCHECKABLE)))
+                outcomes(Outcome("dead_letter", answer.uncheckable, Failure(
+                    "invalid_event", UNCHECKABLE, campaign_id=batch.campaign_id)))
             for attempt, unknown in _by_attempt(answer.unknown, answer.unknown_attempts).items():
                 outcomes(Outcome("dead_letter", unknown, Failure("ambiguous", AMBIGUOUS_MESSAGE,
                                                                  campaign_id=batch.campaign_id, attempt_id=attempt)))

@@ -49,7 +49,7 @@ class Probe(str):
         return probe
 
 
-Admission = Literal["send", "probe"] | Probe | Trip
+Admission = Literal["send"] | Probe | Trip  # a probe is always its Probe: it gives back its own lease
 MAX_TRACKED = 1000  # closed campaigns are forgotten beyond this many (ids come from records)
 CLOSED_REFRESH_S = 30.0
 
@@ -63,9 +63,6 @@ class CampaignCircuits:
         self.probe_lease_ms = probe_lease_ms
         self.name = name
         self._breakers: dict[str, CircuitBreaker] = {}
-        # The owner of the probe lease each campaign's probe took here last: for a caller that
-        # records a bare "probe" instead of the Probe `admit` returned.
-        self._probes: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def state(self, campaign: str) -> State:
@@ -107,8 +104,6 @@ class CampaignCircuits:
                 return "send"
             owner = breaker.try_probe() if state == "half_open" else None
             if owner is not None:
-                with self._lock:
-                    self._probes[campaign] = owner
                 log.info("probing the campaign's circuit with a real batch", extra={"campaign": campaign})
                 return Probe(owner)
         except StateStoreError as exc:
@@ -120,7 +115,8 @@ class CampaignCircuits:
         """What Pisano said to a batch of the campaign: True accepted, a Trip when it refused the
         campaign itself, None otherwise."""
         breaker = self._breaker(campaign)
-        owner = self._probe_owner(campaign, admission) if admission == "probe" else None
+        # A probe gives back its own lease only (the Probe `admit` returned carries its owner).
+        owner = admission.owner if isinstance(admission, Probe) else None
         try:
             if isinstance(verdict, Trip):
                 breaker.open(verdict, reopen=admission == "probe")
@@ -130,16 +126,6 @@ class CampaignCircuits:
                 breaker.store.release_probe(owner)
         except StateStoreError as exc:
             log.error("could not record the campaign's circuit in Redis: %s", exc, extra={"campaign": campaign})
-
-    def _probe_owner(self, campaign: str, admission: Admission) -> str | None:
-        """The lease a probe's record gives back: the Probe's own; for a bare "probe", the one
-        taken here last (consumer/delivery/campaign_gate.py's close passes the bare word)."""
-        with self._lock:
-            remembered = self._probes.get(campaign)
-            owner = admission.owner if isinstance(admission, Probe) else remembered
-            if owner is not None and owner == remembered:
-                del self._probes[campaign]
-            return owner
 
     def _breaker(self, campaign: str) -> CircuitBreaker:
         with self._lock:

@@ -54,8 +54,9 @@ def test_a_refused_probe_reopens_longer_and_no_verdict_frees_the_probe(campaign_
     time.sleep(0.35)
     assert b.admit(BROKEN) == TRIP  # still open: 600 ms now
     time.sleep(0.3)
-    assert b.admit(BROKEN) == "probe"
-    b.record(BROKEN, "probe", None)  # a 503: no verdict
+    probe = b.admit(BROKEN)
+    assert probe == "probe"
+    b.record(BROKEN, probe, None)  # a 503: no verdict
     assert a.admit(BROKEN) == "probe"
 
 

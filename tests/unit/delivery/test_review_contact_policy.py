@@ -89,3 +89,17 @@ def test_a_plug_in_mappers_e164_with_the_trunk_zero_is_looked_up_as_the_number_i
     r.process([_stamped(0, "+905321200000"), _stamped(1, "+9005321200001"), _stamped(2, "+9012")])
     assert r.kinds() == {"e0": {"delivered"}, "e1": {"suppressed"}, "e2": {"dead_letter"}}
     assert r.pisano.sent_phones == ["+905321200000"]
+
+
+def test_the_dead_letter_of_a_phone_that_cannot_be_looked_up_names_its_campaign() -> None:
+    """Every other dead-letter of the send path carries `dlq.campaign.id`; this one did not, so
+    `dlq stats` counted it under no campaign and a replay filtered by campaign left it behind."""
+    settings = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", suppression_key=KEY)
+    admission = build_admission(settings, _State(), PlugInMapper())  # type: ignore[arg-type]
+    assert admission.suppression is not None
+    admission.suppression.store = MemoryOptOutList()
+    r = rig()
+    r.sender.admission = admission
+    r.process([_stamped(0, "905321200000"), _stamped(1, "05321200001")])
+    failures = [o.failure for o in r.outcomes if o.failure is not None]
+    assert [(f.reason, f.campaign_id) for f in failures] == [("invalid_event", event(1).recipient.campaign_id)]
