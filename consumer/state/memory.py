@@ -28,7 +28,7 @@ from consumer.state.dedup import (
     new_tag,
 )
 from consumer.state.dedup_layout import SLICES
-from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms, pace_lead_ms
+from consumer.state.limiter import GRACE_MS, MIN_HORIZON_MS, Grant, fence_hold_ms, pace_lead_ms
 from consumer.state.redis import stored_number
 from consumer.state.trip import Step
 
@@ -257,7 +257,7 @@ class MemoryLimiter:
             raise ValueError("a MemoryLimiter needs at least one window; use NoLimiter for 'off'")
         self.windows = windows
         self.margin_ms = margin_ms
-        self.horizon_ms = horizon_ms
+        self.horizon_ms = max(horizon_ms, MIN_HORIZON_MS)
         self.grace_ms = grace_ms
         self.clock = clock
         self.state = shared or _LimiterState()
@@ -273,7 +273,7 @@ class MemoryLimiter:
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         with self.state.lock:
             now = self.clock()
-            data, keep, reach = self._check(now)
+            data, keep, _reach = self._check(now)
             if data.fence_until > now:
                 return Grant(granted=False, wait_s=(data.fence_until - now) / 1000, slot_ms=data.fence_until,
                              held=True)
