@@ -197,12 +197,9 @@ class RedisLimiter:
     def utilisation(self) -> dict[RateWindow, float]:
         """Share of each window's limit reserved in the window ending now (for metrics)."""
         with translated("reading the limiter"):
-            seconds, micros, *entries = self._utilisation(keys=[self._keys[0]])
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        slots = [int(e) for e in entries]
-        return {
-            w: sum(1 for s in slots if now_ms - w.period_ms < s <= now_ms) / w.limit for w in self.windows
-        }
+            _seconds, _micros, *counts = self._utilisation(keys=[self._keys[0]],
+                                                           args=[w.period_ms for w in self.windows])
+        return {w: int(count) / w.limit for w, count in zip(self.windows, counts, strict=True)}
 
     def _run(self, *, reserve: bool, pace_ms: int = 0, prepare_ms: int = 0) -> tuple[int, int, int]:
         with self._lock:

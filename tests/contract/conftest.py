@@ -116,6 +116,14 @@ class LimiterFleet:
         else:
             self.redis.delete(self._keys()[0])
 
+    def fill_log(self, slots: list[int]) -> None:
+        """Slots (ms, the store's clock) appended to the log, as a fleet's reservations would be."""
+        if self.request.param == "memory":
+            next(iter(self.memory.values())).state.data.slots.extend(slots)
+            return
+        for first in range(0, len(slots), 10_000):
+            self.redis.rpush(self._keys()[0], *slots[first:first + 10_000])
+
     def restore_log(self, snapshot: Any) -> None:
         """Only the log of slots put back from an older snapshot: the meta hash stays current."""
         if self.request.param == "memory":
