@@ -17,7 +17,8 @@ i.e. the sustainable rate of the binding (longest) window, times the share. Belo
 leaves the rest of every window free for spikes: paced requests alone never exhaust a window.
 The wait for the turn happens before the batch is taken, so the batch keeps filling: each paced
 request carries whatever arrived since the last one. While it waits, a batch that fills makes
-the request urgent at once.
+the request urgent at once; one that waited `slots.PACE_PATIENCE_TURNS` paces is paced no more
+(another replica's backlog can keep every turn out of reach).
 
 The limiter stays the exact guard: the pace is one more lower bound on a slot, enforced in the
 same script and round trip (`consumer/state/lua/acquire.lua`), so it holds fleet-wide, and a

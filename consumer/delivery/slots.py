@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 # overruns its slot's lead time makes the request take the next slot, which the limiter grants a
 # lead time after that renewal; renewing for it would overrun it again, slot after slot.
 RENEWAL_REACH_S = 2.0
+# A paced request that has waited this many paces for a turn takes the earliest allowed slot, like
+# a full batch: another replica's backlog reserves slot after slot, each the fleet's newest, and a
+# turn a pace after the newest would never come (the windows still hold: only the pace is dropped).
+PACE_PATIENCE_TURNS = 3
 Ready = Literal["go", "refused", "stopped", "emptied"]
 
 
@@ -82,16 +86,19 @@ class SlotReserver:
         `turn_wait`: a paced request (when the sender paces); it is called to wait up to that many
         seconds for the pace's turn and returns True if the request is no longer paced."""
         pace_ms = self.pace_ms if turn_wait is not None else 0
+        patience_at = time.monotonic() + PACE_PATIENCE_TURNS * pace_ms / 1000
         wait = heartbeat.wait if heartbeat is not None else self.stop.wait
         while not self.stop.is_set() and not (heartbeat is not None and heartbeat.lost):
             blocked = self._blocked_until - time.monotonic()
             if blocked > 0:
                 wait(min(blocked, 1.0))
                 continue
+            if pace_ms and time.monotonic() >= patience_at:
+                pace_ms = 0  # waited long enough for a turn: no longer paced
             if pace_ms and turn_wait is not None:
                 ahead = self._turn_at - self._prepare_s - time.monotonic()  # the turn's slot, less the lead
                 if ahead > 0:
-                    if turn_wait(ahead):
+                    if turn_wait(min(ahead, max(0.0, patience_at - time.monotonic()))):
                         pace_ms = 0
                     continue
             try:

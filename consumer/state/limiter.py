@@ -48,6 +48,11 @@ HEARTBEAT_S = 1.0
 # on its own clock): enough to absorb a round trip and a wake-up's lateness, so a sender that
 # waited for the turn it was told is granted it in one call.
 PACE_LEAD_SHARE = 0.125
+# The shortest horizon in effect (a smaller THROTTLE_HORIZON_MS, which may be 0, counts as this): a
+# sender's slot is never sooner than its preparation's lead (consumer/delivery/slots.py, 200 ms),
+# so a shorter horizon would refuse every slot as too far, forever. Every call of the script,
+# heartbeats included, passes the same horizon, so a proven loss holds for this one.
+MIN_HORIZON_MS = 500
 
 _FENCES = {
     "lost": "the throttle state was lost (Redis restarted without data, flushed, or its keys deleted)",
@@ -139,7 +144,7 @@ class RedisLimiter:
         self.client = client
         self.windows = windows
         self.margin_ms = margin_ms
-        self.horizon_ms = horizon_ms
+        self.horizon_ms = max(horizon_ms, MIN_HORIZON_MS)
         self.grace_ms = grace_ms
         self._key_names = keys
         self._keys = list(keys.limiter(token))
@@ -192,12 +197,9 @@ class RedisLimiter:
     def utilisation(self) -> dict[RateWindow, float]:
         """Share of each window's limit reserved in the window ending now (for metrics)."""
         with translated("reading the limiter"):
-            seconds, micros, *entries = self._utilisation(keys=[self._keys[0]])
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        slots = [int(e) for e in entries]
-        return {
-            w: sum(1 for s in slots if now_ms - w.period_ms < s <= now_ms) / w.limit for w in self.windows
-        }
+            _seconds, _micros, *counts = self._utilisation(keys=[self._keys[0]],
+                                                           args=[w.period_ms for w in self.windows])
+        return {w: int(count) / w.limit for w, count in zip(self.windows, counts, strict=True)}
 
     def _run(self, *, reserve: bool, pace_ms: int = 0, prepare_ms: int = 0) -> tuple[int, int, int]:
         with self._lock:

@@ -29,7 +29,7 @@ from consumer.state.dedup import (
     new_tag,
 )
 from consumer.state.dedup_layout import SLICES
-from consumer.state.limiter import GRACE_MS, Grant, fence_hold_ms, pace_lead_ms
+from consumer.state.limiter import GRACE_MS, MIN_HORIZON_MS, Grant, fence_hold_ms, pace_lead_ms
 from consumer.state.redis import stored_number
 from consumer.state.trip import Step
 
@@ -211,6 +211,14 @@ class _LimiterData:
     pause_until: int = 0
     beat: int = 0
     server: str = ""
+    # The newest slot pushed, and how many entries of it the log ends with (at most keep): a log
+    # without them lost reservations.
+    last: int | None = None
+    last_n: int = 1
+    # The most entries, and the longest reach (period + margin), a live replica's windows need of
+    # the log, with when one last said so (a replica with other windows keeps them).
+    keep: tuple[int, int] | None = None
+    reach: tuple[int, int] | None = None
 
 
 @dataclass
@@ -250,12 +258,12 @@ class MemoryLimiter:
             raise ValueError("a MemoryLimiter needs at least one window; use NoLimiter for 'off'")
         self.windows = windows
         self.margin_ms = margin_ms
-        self.horizon_ms = horizon_ms
+        self.horizon_ms = max(horizon_ms, MIN_HORIZON_MS)
         self.grace_ms = grace_ms
         self.clock = clock
         self.state = shared or _LimiterState()
         self._keep = max(w.limit for w in windows)
-        self._hold = fence_hold_ms(windows, margin_ms=margin_ms, horizon_ms=horizon_ms)
+        self._reach = fence_hold_ms(windows, margin_ms=margin_ms, horizon_ms=0)
         self._epoch = ""
         self._seq = 0
 
@@ -266,7 +274,7 @@ class MemoryLimiter:
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         with self.state.lock:
             now = self.clock()
-            data = self._check(now)
+            data, keep, _reach = self._check(now)
             if data.fence_until > now:
                 return Grant(granted=False, wait_s=(data.fence_until - now) / 1000, slot_ms=data.fence_until,
                              held=True)
@@ -283,7 +291,9 @@ class MemoryLimiter:
             if wait > self.horizon_ms:
                 return Grant(granted=False, wait_s=wait / 1000, slot_ms=slot)
             data.slots.append(slot)
-            del data.slots[:-self._keep]
+            del data.slots[:-keep]
+            data.last_n = min(data.last_n + 1, keep) if slot == data.last else 1
+            data.last = slot
             data.seq += 1
             self._seq = data.seq
             return Grant(granted=True, wait_s=wait / 1000, slot_ms=slot)
@@ -292,9 +302,30 @@ class MemoryLimiter:
         with self.state.lock:
             self._check(self.clock())
 
-    def _check(self, now: int) -> _LimiterData:
-        """The fence of `lua/acquire.lua`: a proven loss holds the fleet, a doubt holds it briefly."""
+    def _widest(self, stored: tuple[int, int] | None, own: int, reach: tuple[int, int] | None,
+                now: int) -> tuple[int, tuple[int, int]]:
+        """The larger of ours and the stored need of a live replica (`widest` in lua/acquire.lua)."""
+        lives = (reach[0] if reach else 0) + self.horizon_ms + 60_000
+        if stored is not None and stored[0] > own and now - stored[1] <= lives:
+            return stored[0], stored
+        return own, (own, now)
+
+    @staticmethod
+    def _lacks_last(data: _LimiterData) -> bool:
+        """The log no longer ends with the newest slot pushed, as often as it was (`log_lacks_last`)."""
+        assert data.last is not None
+        tail = data.slots[-1] if data.slots else -1
+        if tail != data.last:
+            return tail < data.last
+        return len(data.slots) < data.last_n or data.slots[-data.last_n] != data.last
+
+    def _check(self, now: int) -> tuple[_LimiterData, int, int]:
+        """The fence of `lua/acquire.lua`: a proven loss holds the fleet, a doubt holds it briefly.
+        Also the log's keep and reach that every live replica's windows need."""
         data, caller_epoch, caller_seq = self.state.data, self._epoch, self._seq
+        keep, stored_keep = self._widest(data.keep, self._keep, data.reach, now)
+        reach, stored_reach = self._widest(data.reach, self._reach, data.reach, now)
+        hold = self.horizon_ms + reach
 
         def fence(until: int) -> None:
             if until > data.fence_until and until > now:
@@ -302,20 +333,24 @@ class MemoryLimiter:
 
         if data.epoch is None:
             data.epoch, data.seq = str(now), 0
-            fence(now + (self._hold if caller_epoch else self.grace_ms))
+            fence(now + (hold if caller_epoch else self.grace_ms))
         elif caller_epoch and caller_epoch != data.epoch:
-            fence(now + self._hold)
+            fence(now + hold)
         elif caller_seq > data.seq:
-            fence(now + self._hold)
+            fence(now + hold)
             data.seq = caller_seq
+        elif data.last is not None and data.last + reach > now and self._lacks_last(data):
+            fence(now + hold)  # the log alone was deleted or rolled back
+            data.last, data.last_n = None, 1
         elif self.state.server != data.server or now - max(data.beat, data.fence_until) > self.grace_ms:
             fence(now + self.grace_ms)
         data.beat, data.server = now, self.state.server
+        data.keep, data.reach = stored_keep, stored_reach
         if data.epoch != caller_epoch:
             self._epoch, self._seq = data.epoch, data.seq
         else:
             self._seq = max(self._seq, data.seq)
-        return data
+        return data, keep, reach
 
     def pause(self, seconds: float) -> None:
         with self.state.lock:

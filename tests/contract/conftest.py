@@ -80,8 +80,10 @@ class LimiterFleet:
     def __call__(self, windows: str, margin_ms: int = 0, horizon_ms: int = 60_000, grace_ms: int = 0) -> Any:
         if self.request.param == "memory":
             if windows not in self.memory:
+                # Replicas configured with other windows (a rolling upgrade) share the one store.
+                shared = next(iter(self.memory.values())).state if self.memory else None
                 self.memory[windows] = MemoryLimiter(parse_rate_limits(windows), margin_ms=margin_ms,
-                                                     horizon_ms=horizon_ms, grace_ms=grace_ms)
+                                                     horizon_ms=horizon_ms, grace_ms=grace_ms, shared=shared)
                 return self.memory[windows]
             return self.memory[windows].replica()
         if self.redis is None:
@@ -105,6 +107,34 @@ class LimiterFleet:
                 limiter.state.flush()
         else:
             self.redis.delete(*self._keys())
+
+    def flush_log(self) -> None:
+        """Only the log of slots deleted (by hand, or a restore that missed it): the meta hash stays."""
+        if self.request.param == "memory":
+            for limiter in self.memory.values():
+                limiter.state.data.slots = []
+        else:
+            self.redis.delete(self._keys()[0])
+
+    def fill_log(self, slots: list[int]) -> None:
+        """Slots (ms, the store's clock) appended to the log, as a fleet's reservations would be."""
+        if self.request.param == "memory":
+            next(iter(self.memory.values())).state.data.slots.extend(slots)
+            return
+        for first in range(0, len(slots), 10_000):
+            self.redis.rpush(self._keys()[0], *slots[first:first + 10_000])
+
+    def restore_log(self, snapshot: Any) -> None:
+        """Only the log of slots put back from an older snapshot: the meta hash stays current."""
+        if self.request.param == "memory":
+            for windows, data in snapshot.items():
+                self.memory[windows].state.data.slots = list(data.slots)
+            return
+        log_key = self._keys()[0]
+        if snapshot[log_key] is None:
+            self.redis.delete(log_key)
+        else:
+            self.redis.restore(log_key, 0, snapshot[log_key], replace=True)
 
     def snapshot(self) -> Any:
         """What an RDB file taken now holds."""

@@ -219,3 +219,47 @@ def test_no_slot_sooner_than_the_callers_preparation(make_limiter) -> None:  # t
     assert later.granted and later.slot_ms >= first.slot_ms
     paced = rl.acquire(pace_ms=1000, prepare_ms=200)  # the turn counts from that (future) slot
     assert paced.paced and paced.slot_ms == later.slot_ms + 1000
+
+
+# --- One key lost or rolled back alone, and replicas with other windows on the same token -------
+
+
+def test_the_log_deleted_alone_holds_the_fleet(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("2/2s", horizon_ms=500, grace_ms=300)
+    before = _take(rl, 2)
+    make_limiter.flush_log()  # the meta hash still says nothing was lost
+    after = _take(rl, 2)
+    assert _over_limit(before + after, "2/2s") == []
+
+
+def test_the_log_restored_alone_from_an_older_snapshot_holds_the_fleet(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("3/2s", horizon_ms=500, grace_ms=300)
+    before = _take(rl, 1)
+    snapshot = make_limiter.snapshot()
+    before += _take(rl, 2)
+    make_limiter.restore_log(snapshot)
+    after = _take(rl, 3)
+    assert _over_limit(before + after, "3/2s") == []
+
+
+def test_a_replica_with_fewer_windows_keeps_the_others_slots(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    wide = make_limiter("2/1s,4/4s", horizon_ms=500, grace_ms=0)  # the new setting, mid-upgrade
+    narrow = make_limiter("2/1s", horizon_ms=500, grace_ms=0)  # a replica still on the old one
+    slots = _take(wide, 2) + _take(narrow, 2)  # the narrow replica trims the log to its 2 newest
+    slots += _take(wide, 1)
+    assert _over_limit(slots, "4/4s") == []  # the wide replica's own window, over the fleet's slots
+
+
+def test_utilisation_of_a_huge_window_does_not_read_the_whole_log(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # N up to 1,000,000: the log keeps that many slots, and the metrics read utilisation every few
+    # seconds on every replica; returning the whole log blocked Redis for 0.7 s per read.
+    windows = "300000/1440m,10/1s,400000/500s"
+    rl = make_limiter(windows)
+    t0 = int(time.time() * 1000)  # the stack's Redis runs on this machine: the same clock
+    make_limiter.fill_log([t0 - 400_000 + i for i in range(299_990)])  # ascending, the newest 100 s ago
+    started = time.perf_counter()
+    shares = rl.utilisation()
+    elapsed = time.perf_counter() - started
+    short, mid, long = parse_rate_limits(windows)
+    assert shares == {long: 299_990 / 300_000, short: 0.0, mid: 299_990 / 400_000}
+    assert elapsed < 0.1, f"utilisation took {elapsed:.3f}s"

@@ -10,6 +10,13 @@
 --            beat         when a replica last read or wrote the state (every live replica does,
 --                         every second, idle or not: limiter.py's heartbeat)
 --            server       the replication id of the Redis that last wrote the state
+--            last, last_n the newest slot pushed to the log, and how many entries of that value
+--                         it ends with (at most keep): a log that lacks them while they still count
+--                         lost reservations (the log deleted or restored alone)
+--            keep, keep_at    the most entries a live replica's windows need, and when one last
+--            reach, reach_at  said so; reach = its longest period + margin: how long an entry counts.
+--                         A replica with fewer or shorter windows (PISANO_RATE_LIMITS changed in a
+--                         rolling upgrade) trims and expires the log no shorter than these.
 -- ARGV[1]  the caller's epoch, '' when it has none yet (a replica that never used the state)
 -- ARGV[2]  the highest `seq` the caller was given in that epoch, 0 if none
 -- ARGV[3]  margin ms added to every period: requests leave a little after their slot, not at it
@@ -59,7 +66,7 @@ for i = 10, #ARGV, 2 do
   if limit > keep then keep = limit end
   if period > longest then longest = period end
 end
-local hold = horizon + longest + margin
+local reach = longest + margin
 
 -- Which Redis holds the data: the replication id changes on every restart and on a failover.
 -- A user that may not run INFO gets '' (only the heartbeat rule then catches those cases).
@@ -69,10 +76,35 @@ if type(info) == 'string' then
   server = string.match(info, 'master_replid:(%w+)') or ''
 end
 
-local state = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'fence_until', 'pause_until', 'beat', 'server')
+local state = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'fence_until', 'pause_until', 'beat', 'server',
+                        'last', 'keep', 'keep_at', 'reach', 'reach_at', 'last_n')
 local epoch, seq = state[1], tonumber(state[2] or '0')
 local fence_until, pause_until = tonumber(state[3] or '0'), tonumber(state[4] or '0')
 local beat, last_server = tonumber(state[5] or '0'), state[6] or ''
+local last, last_n = tonumber(state[7] or ''), tonumber(state[12] or '') or 1
+
+-- Does the log still end with the newest slot pushed, as many times as it was pushed? (A tail
+-- newer than `last` was pushed by a version that kept no `last`: nothing to say.)
+local function log_lacks_last()
+  local tail = tonumber(redis.call('LINDEX', KEYS[1], -1) or '-1') or -1
+  if tail ~= last then return tail < last end
+  return tonumber(redis.call('LINDEX', KEYS[1], -last_n) or '-1') ~= last
+end
+
+-- What the widest live replica needs of the log (its entries count for it as long as it lives):
+-- the larger of ours and the one stored, until the stored one has not been repeated for as long
+-- as the log itself lives (every replica heartbeats each second).
+local function widest(stored, at, own)
+  stored, at = tonumber(stored or ''), tonumber(at or '')
+  if stored and at and stored > own and now - at <= (tonumber(state[10] or '') or 0) + horizon + 60000 then
+    return stored, false
+  end
+  return own, true
+end
+local keep_mine, reach_mine
+keep, keep_mine = widest(state[8], state[9], keep)
+reach, reach_mine = widest(state[10], state[11], reach)
+local hold = horizon + reach
 local caller_epoch, caller_seq = ARGV[1], tonumber(ARGV[2])
 local event = ''
 local function fence(until_ms, why)
@@ -91,12 +123,19 @@ elseif caller_epoch ~= '' and caller_epoch ~= epoch then
 elseif caller_seq > seq then
   fence(now + hold, 'rolled_back')
   seq = caller_seq  -- reported once: replicas that know less do not raise it again
+elseif last and last + reach > now and log_lacks_last() then
+  -- the newest slots still count, and the log lacks them: the log alone was deleted or rolled back
+  fence(now + hold, 'lost')
+  last = nil  -- reported once
+  redis.call('HDEL', KEYS[2], 'last', 'last_n')
 elseif server ~= last_server or now - math.max(beat, fence_until) > grace then
   -- (measured from the fence's end too: a lone caller waiting out a fence raises no new one)
   fence(now + grace, 'doubt')
 end
 redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'fence_until', fence_until, 'beat', now,
            'server', server)
+if keep_mine then redis.call('HSET', KEYS[2], 'keep', keep, 'keep_at', now) end
+if reach_mine then redis.call('HSET', KEYS[2], 'reach', reach, 'reach_at', now) end
 
 if ARGV[6] ~= '1' then
   return {2, math.max(0, fence_until - now), epoch, 0, seq, event}
@@ -136,6 +175,8 @@ end
 redis.call('RPUSH', KEYS[1], slot)
 redis.call('LTRIM', KEYS[1], -keep, -1)
 -- An entry matters for one longest period after its slot; slots are at most `horizon` ahead.
-redis.call('PEXPIRE', KEYS[1], longest + margin + horizon + 60000)
+redis.call('PEXPIRE', KEYS[1], reach + horizon + 60000)
+if slot == last then last_n = math.min(last_n + 1, keep) else last_n = 1 end
+redis.call('HSET', KEYS[2], 'last', slot, 'last_n', last_n)
 seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 return {1, wait, epoch, slot, seq, event}

@@ -1,12 +1,29 @@
--- Read a token's reserved slots with the clock of the Redis that holds them, in one call.
+-- Count a token's reserved slots per window with the clock of the Redis that holds them, in one call.
 --
--- KEYS[1] log (as in acquire.lua)
--- Returns {seconds, microseconds, slots...}: TIME, then the log's entries (ms, Redis clock).
--- A script, not a pipeline of TIME and LRANGE: on a Redis Cluster a keyless TIME would go to
--- any node (redis-py refuses it in a pipeline), and only the log's own node keeps its clock.
+-- KEYS[1] log (as in acquire.lua: ascending slot times, ms, Redis clock)
+-- ARGV    the windows' periods (ms)
+-- Returns {seconds, microseconds, count...}: TIME, then per period the slots s with
+-- now - period < s <= now. Counted by binary search over the sorted log (a few LINDEX per window),
+-- not by returning the log: with N up to 1,000,000 that blocked Redis for most of a second.
+-- A script, not a pipeline: on a Redis Cluster a keyless TIME would go to any node (redis-py
+-- refuses it in a pipeline), and only the log's own node keeps its clock.
 local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local length = redis.call('LLEN', KEYS[1])
+
+-- How many entries are at or before t (the index of the first one after it).
+local function at_or_before(t)
+  local lo, hi = 0, length
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if (tonumber(redis.call('LINDEX', KEYS[1], mid)) or 0) <= t then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
 local reply = {clock[1], clock[2]}
-for _, slot in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  reply[#reply + 1] = slot
+local upto = at_or_before(now)
+for i = 1, #ARGV do
+  reply[#reply + 1] = upto - at_or_before(now - tonumber(ARGV[i]))
 end
 return reply

@@ -142,3 +142,29 @@ def test_no_throttle_means_no_pace() -> None:
     slots = SlotReserver(NoLimiter(), metrics, stop, RedisOutage(metrics, stop), horizon_s=60.0, destination="default",
                          pace_ms=5000)
     assert slots.pace_ms == 0
+
+
+def test_a_paced_request_is_not_starved_by_another_replicas_full_batches() -> None:
+    # Another replica drains a backlog on the same token: a full batch every 100 ms, each the
+    # fleet's newest reservation, so a paced turn (300 ms after the newest) never comes due.
+    pacer, batcher, limiter, stop = rig(pace_ms=300)
+    other = limiter.replica()
+    done = threading.Event()
+
+    def backlog() -> None:
+        while not done.wait(0.1):
+            other.acquire()
+
+    drainer = threading.Thread(target=backlog, daemon=True)
+    drainer.start()
+    while not limiter.state.data.slots:  # the backlog is draining before the trickle's request
+        time.sleep(0.01)
+    timer = threading.Timer(5.0, stop.set)  # a starved request only ends at the stop
+    timer.start()
+    try:
+        batcher.add([ev(0)])
+        started = time.monotonic()
+        slot_at, _ = pacer.reserve()
+        assert slot_at is not None and time.monotonic() - started < 2.0
+    finally:
+        done.set(), timer.cancel(), drainer.join()

@@ -30,3 +30,20 @@ def test_a_fenced_fleet_waits_out_the_fence_and_says_so() -> None:
     assert 0.25 < time.monotonic() - started < 1.0
     assert fenced_at_call == [0.0, 1.0]  # one refusal (the fence), then the grant
     assert metrics.registry.get_sample_value("pisano_sms_throttle_fenced", {"destination": "default"}) == 0
+
+
+def test_a_horizon_shorter_than_the_preparation_lead_still_grants_slots() -> None:
+    # THROTTLE_HORIZON_MS may be 0 (settings: ge=0), but every throttled slot is at least the
+    # preparation's lead (200 ms) away: a slot must not be refused as "beyond the horizon" forever.
+    limiter = windows_limiter("10/1s", horizon_ms=0)
+    metrics, stop = Metrics(), threading.Event()
+    slots = SlotReserver(limiter, metrics, stop, RedisOutage(metrics, stop), horizon_s=0.0, destination="default",
+                         max_lateness_s=0.25)
+    timer = threading.Timer(3.0, stop.set)  # without a slot, reserve() would only end at the stop
+    timer.start()
+    try:
+        started = time.monotonic()
+        assert slots.reserve() is not None
+        assert time.monotonic() - started < 1.0
+    finally:
+        timer.cancel()
