@@ -7,10 +7,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from consumer.app import build_admission
+from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
-from consumer.ingest.mapping import Mapper, Recipient
+from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient
 from consumer.ingest.records import InboundRecord
+from consumer.state import suppression as suppression_module
 from consumer.state.redis import Keys
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher
 from tests.support.fakes import event, rig
@@ -103,3 +107,18 @@ def test_the_dead_letter_of_a_phone_that_cannot_be_looked_up_names_its_campaign(
     r.process([_stamped(0, "905321200000"), _stamped(1, "05321200001")])
     failures = [o.failure for o in r.outcomes if o.failure is not None]
     assert [(f.reason, f.campaign_id) for f in failures] == [("invalid_event", event(1).recipient.campaign_id)]
+
+
+def test_the_declarative_mappers_phones_are_not_checked_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The declarative mapper's `+` phones were proven valid E.164 when it wrote them
+    (`Phones.normalise`): the opt-out entry hashes them unchecked (1.5 µs a recipient saved). A
+    plug-in mapper's pass only the recipient check (any `+` and digits): checked, as above."""
+    settings = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", suppression_key=KEY)
+    declarative = build_admission(settings, _State(), DeclarativeMapper.from_file(default_mapping_file()))  # type: ignore[arg-type]
+    plug_in = build_admission(settings, _State(), PlugInMapper())  # type: ignore[arg-type]
+    assert declarative.suppression is not None and plug_in.suppression is not None
+    checked: list[str] = []
+    real = suppression_module.is_valid_e164
+    monkeypatch.setattr(suppression_module, "is_valid_e164", lambda phone: checked.append(phone) or real(phone))
+    assert declarative.suppression.phone_entry("+905321234567") == plug_in.suppression.phone_entry("+905321234567")
+    assert checked == ["+905321234567"]  # the plug-in mapper's phone only

@@ -1,7 +1,12 @@
-"""`check` claims "token accepted" only on an answer that proves it. Pisano's 404 13002 ("Requested
+"""What `check` says of Pisano's answer to its probe.
+
+It claims "token accepted" only on an answer that proves it. Pisano's 404 13002 ("Requested
 resource not found!") is its answer to any unknown resource: an unknown campaign once the token
 passed, and also any unknown path, whatever the token (PISANO_URL with a path that does not
-belong there). Found by review: a PISANO_URL with a wrong path was reported "token accepted"."""
+belong there). Found by review: a PISANO_URL with a wrong path was reported "token accepted".
+
+A refused token names the settings to fix, readable after the report's masking (it read `check
+its token ***)`: the masking took `(PISANO_API_TOKEN)` for a credential)."""
 
 from __future__ import annotations
 
@@ -19,7 +24,11 @@ CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 NOT_FOUND = PisanoApiError(http_status=404, code=13002, message="Requested resource not found!")
 
 
-def _run(monkeypatch: pytest.MonkeyPatch, answer: PisanoApiError | None, url: str, campaign: str) -> check.Result:
+REFUSED = PisanoApiError(http_status=401, code=13001, message="Wrong authentication token")
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, answer: PisanoApiError | None, url: str, campaign: str,
+         name: str = "default") -> check.Result:
     class Client:
         def probe_token(self, campaign: str) -> Any:
             return answer
@@ -31,7 +40,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, answer: PisanoApiError | None, url: st
     destination = SimpleNamespace(limiter=SimpleNamespace(acquire=lambda: grant), client=Client())
     monkeypatch.setattr(check, "build_state", lambda settings: None)
     monkeypatch.setattr(check, "destination_configs",
-                        lambda settings: {"default": SimpleNamespace(name="default", url=url)})
+                        lambda settings: {name: SimpleNamespace(name=name, url=url)})
     monkeypatch.setattr(check, "build_destination", lambda *args, **kwargs: destination)
     settings = Settings(kafka_topics=["t"], pisano_url=url)
     return check._guard("pisano", lambda: check._pisano(settings, campaign))
@@ -57,3 +66,14 @@ def test_not_found_for_a_campaign_asked_about_fails(monkeypatch: pytest.MonkeyPa
 def test_a_validation_answer_proves_the_token(monkeypatch: pytest.MonkeyPatch, answer: PisanoApiError | None) -> None:
     result = _run(monkeypatch, answer, "https://api.pisano.co", CAMPAIGN)
     assert result.status == "ok" and "token accepted" in result.detail
+
+
+def test_a_refused_token_of_the_default_destination_names_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(monkeypatch, REFUSED, "https://api.pisano.co", PROBE_CAMPAIGN)
+    assert result.status == "failed"
+    assert "PISANO_API_TOKEN or PISANO_API_TOKEN_FILE" in result.detail, result.detail
+
+
+def test_a_refused_token_of_a_named_destination_names_its_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(monkeypatch, REFUSED, "https://api.pisano.co", PROBE_CAMPAIGN, name="retail")
+    assert "api_token_file of destination retail in DESTINATIONS" in result.detail, result.detail
