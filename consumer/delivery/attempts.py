@@ -153,9 +153,19 @@ class Attempts:
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
                 return sent
             assert sent.error is not None and sent.verdict is not None
-            if self._refused_a_rotated_token(carried, sent, beats):
+            rotated = self._refused_a_rotated_token(carried, sent, beats)
+            if rotated:
                 slot_at = None  # Pisano acted on nothing: the same request again, new token, new slot
                 continue
+            if rotated is None:
+                # Stopping, or a claim found lost, while the source was read again: no verdict on the
+                # token, and Pisano acted on nothing. Dead-lettered with the refusal (and the fleet's
+                # circuit opened) the events would end for a rotation this replica never saw through.
+                if beats.lost:
+                    sent.claim_lost = True
+                else:
+                    sent.abandoned = True
+                return sent
             retry_after = sent.error.retry_after_s if isinstance(sent.error, PisanoApiError) else None
             delay = self.retry.backoff.delay(sent.attempts, retry_after)
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
@@ -169,19 +179,23 @@ class Attempts:
                     sent.abandoned = True
             return sent
 
-    def _refused_a_rotated_token(self, carried: str | None, sent: Sent, beats: Heartbeat) -> bool:
+    def _refused_a_rotated_token(self, carried: str | None, sent: Sent, beats: Heartbeat) -> bool | None:
         """Pisano refused the token the request carried, and the source holds a newer one (read
         again now, not at the next poll): the old token was revoked a moment before this replica
         saw the new one. Retry with it instead of opening the circuit. The source is waited for
         with the heartbeat and for a bounded time (`token_refresh`): a source that hangs counts
-        as unchanged."""
+        as unchanged. None: the wait was cut short (stopping, a claim lost) before the source
+        answered."""
         assert sent.verdict is not None
         if carried is None or self.tokens is None or sent.verdict.scope != "account" \
                 or sent.attempts >= self.retry.max_attempts:
             return False
         if self._refresh is None or self._refresh.tokens is not self.tokens:  # a source set after start (tests)
             self._refresh = TokenRefresh(self.tokens, self.destination.name)
-        if not self._refresh(beats.wait, TOKEN_REFRESH_WAIT_S) or self.tokens.current() == carried:
+        answered = self._refresh(beats.wait, TOKEN_REFRESH_WAIT_S)
+        if answered is None:
+            return None
+        if not answered or self.tokens.current() == carried:
             return False
         log.warning("destination %s: Pisano refused the token the request carried (%s), and the token has "
                     "changed since: sending again with the new one", self.destination.name,

@@ -169,8 +169,14 @@ class SlotReserver:
                 return "refused" if beats.lost else "stopped"
             # After the waits, before the renewal: an event too old by the time the POST may leave
             # is never sent, and its claim is released rather than renewed.
-            if screen is not None and not screen(max(0.0, slot_at - time.monotonic()) + (self.max_lateness_s or 0.0)):
-                return "emptied"
+            if screen is not None:
+                if not screen(max(0.0, slot_at - time.monotonic()) + (self.max_lateness_s or 0.0)):
+                    return "emptied"
+                # The screen may have taken long (its release retried through a Redis outage, up to
+                # a minute): a POST planned within reach of the claims may no longer be. Without a
+                # throttle no lateness check would catch it, and within max_lateness_s none does.
+                renewing = renewing or renewed_at is None or \
+                    max(slot_at, time.monotonic()) - renewed_at > RENEWAL_REACH_S
             if renewing:
                 if not renew():
                     return "refused"

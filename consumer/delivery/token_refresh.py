@@ -40,10 +40,11 @@ class TokenRefresh:
         self._lock = threading.Lock()
         self._done: threading.Event | None = None  # the refresh under way or last made
 
-    def __call__(self, wait: Callable[[float], bool], bound_s: float = TOKEN_REFRESH_WAIT_S) -> bool:
+    def __call__(self, wait: Callable[[float], bool], bound_s: float = TOKEN_REFRESH_WAIT_S) -> bool | None:
         """Read the source again, waiting with `wait` (the heartbeat's: True when cut short) up to
         `bound_s`. True: the source answered (its current token is the newest); False: it did not in
-        time, or the wait was cut short (stopping, a claim lost)."""
+        time; None: the wait was cut short (stopping, a claim lost) before it answered, which says
+        nothing of the token (the caller must not take the refusal as final)."""
         with self._lock:
             done = self._done
             if done is None or done.is_set():
@@ -59,7 +60,7 @@ class TokenRefresh:
                           "source: it must answer promptly", self.destination, _source(self.tokens), bound_s)
                 return False
             if wait(min(POLL_S, left)):
-                return done.is_set()
+                return True if done.is_set() else None
         return True
 
     def _refresh(self, done: threading.Event) -> None:
