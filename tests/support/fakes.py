@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,3 +126,19 @@ def windows_limiter(spec: str, **kwargs: Any) -> MemoryLimiter:
     # No grace: a sender's tests start on a state no replica could have lost (the fence has its own).
     return MemoryLimiter(parse_rate_limits(spec), margin_ms=0, horizon_ms=kwargs.get("horizon_ms", 60_000),
                          grace_ms=kwargs.get("grace_ms", 0))
+
+
+ClaimAnswer = Callable[[int, Any, Callable[[], Any]], Any]
+
+
+def intercept_claims(dedup: MemoryDedup, answer: ClaimAnswer) -> None:
+    """Every `dedup.claim` (the claim, then each renewal and beat) answered by `answer(n, requests,
+    real)`: n counts the calls from 1, `real()` makes the call for real. A test's Redis that finds a
+    claim lost, or fails, from some call on."""
+    real_claim = dedup.claim
+    calls = itertools.count(1)
+
+    def claim(tag: Any, requests: Any) -> Any:
+        return answer(next(calls), requests, lambda: real_claim(tag, requests))
+
+    dedup.claim = claim  # type: ignore[method-assign]

@@ -13,7 +13,7 @@ from consumer.delivery.pisano import Accepted
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.dedup import ClaimStatus
 from consumer.state.limiter import Grant
-from tests.support.fakes import FakePisano, Rig, event, rig
+from tests.support.fakes import FakePisano, Rig, event, intercept_claims, rig
 
 OK = Accepted(200, "req", 0.01)
 
@@ -46,17 +46,14 @@ def bisecting_rig(limiter: CountedSlots) -> Rig:
 def test_a_gate_renewal_that_finds_a_claim_lost_reserves_no_slot_for_bisections_later_groups() -> None:
     limiter = CountedSlots()
     r = bisecting_rig(limiter)
-    real_claim = r.dedup.claim
-    calls = {"n": 0}
 
-    def claim(tag, requests):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        statuses = real_claim(tag, requests)
-        if calls["n"] >= 2:  # after the claim (the first POST needs no renewal), e3 is lost (lapsed, taken elsewhere)
+    def claim(n, requests, real):  # type: ignore[no-untyped-def]
+        statuses = real()
+        if n >= 2:  # after the claim (the first POST needs no renewal), e3 is lost (lapsed, taken elsewhere)
             return [ClaimStatus.HELD if rq.event_id == "e3" else s for rq, s in zip(requests, statuses, strict=True)]
         return statuses
 
-    r.dedup.claim = claim  # type: ignore[method-assign]
+    intercept_claims(r.dedup, claim)
     r.process([event(i) for i in range(4)])
     assert len(r.pisano.requests) == 1  # only the whole batch: every later group ends unsent
     assert r.kinds() == {f"e{i}": {"requeue"} for i in range(4)}
@@ -69,16 +66,13 @@ def test_a_gate_renewal_that_cannot_reach_redis_does_not_end_the_later_groups(mo
     monkeypatch.setattr(claims, "RENEW_TRIES", 1)
     limiter = CountedSlots()
     r = bisecting_rig(limiter)
-    real_claim = r.dedup.claim
-    calls = {"n": 0}
 
-    def claim(tag, requests):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 2:  # the first group's gate renewal: Redis away
+    def claim(n, requests, real):  # type: ignore[no-untyped-def]
+        if n == 2:  # the first group's gate renewal: Redis away
             raise StateStoreError("connection refused")
-        return real_claim(tag, requests)
+        return real()
 
-    r.dedup.claim = claim  # type: ignore[method-assign]
+    intercept_claims(r.dedup, claim)
     r.process([event(i) for i in range(4)])
     kinds = r.kinds()
     assert kinds["e0"] == kinds["e1"] == {"requeue"}  # the group whose gate failed: not sent

@@ -13,7 +13,7 @@ import pytest
 from consumer.delivery import attempts
 from consumer.errors import PisanoApiError
 from consumer.state.dedup import ClaimStatus
-from tests.support.fakes import FakePisano, event, rig
+from tests.support.fakes import FakePisano, event, intercept_claims, rig
 from tests.unit.delivery.test_token_refresh_wait import HangingTokens
 
 REFUSED = PisanoApiError(401, 13001, "Wrong authentication token")
@@ -42,17 +42,14 @@ def test_a_claim_lost_during_the_token_refresh_is_requeued_not_dead_lettered(
     tokens = HangingTokens(hang_s=5.0)
     r.sender.attempts.tokens = tokens  # type: ignore[assignment]
     r.sender.beat_period_s = 0.05
-    real = r.dedup.claim
-    calls = {"n": 0}
 
-    def claim(tag, requests):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        statuses = real(tag, requests)
-        if calls["n"] >= 2:  # the beats during the refresh find the claim taken elsewhere
+    def claim(n, requests, real):  # type: ignore[no-untyped-def]
+        statuses = real()
+        if n >= 2:  # the beats during the refresh find the claim taken elsewhere
             return [ClaimStatus.HELD for _ in statuses]
         return statuses
 
-    r.dedup.claim = claim  # type: ignore[method-assign]
+    intercept_claims(r.dedup, claim)
     started = time.monotonic()
     try:
         r.process([event(1)])

@@ -11,7 +11,7 @@ import pytest
 from consumer.delivery.pisano import Accepted
 from consumer.errors import PisanoApiError, PisanoTransportError, StateStoreError
 from consumer.state.dedup import Settlement
-from tests.support.fakes import CAMPAIGN, FakePisano, event, rig, windows_limiter
+from tests.support.fakes import CAMPAIGN, FakePisano, event, intercept_claims, rig, windows_limiter
 
 OK = Accepted(200, "req", 0.01)
 
@@ -188,16 +188,13 @@ def test_an_exception_recording_delivery_is_ambiguous_never_free_to_resend() -> 
 
 def test_an_exception_renewing_before_a_retry_is_ambiguous() -> None:
     r = rig(FakePisano([unavailable(), OK]))
-    calls = {"n": 0}
-    real = r.dedup.claim
 
-    def claim(tag, requests):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] > 1:
+    def claim(n, requests, real):  # type: ignore[no-untyped-def]
+        if n > 1:
             raise Boom("renew")
-        return real(tag, requests)
+        return real()
 
-    r.dedup.claim = claim  # type: ignore[method-assign]
+    intercept_claims(r.dedup, claim)
     r.process([event(1)])
     assert r.reasons() == {"e1": "ambiguous"}
     assert len(r.pisano.requests) == 1

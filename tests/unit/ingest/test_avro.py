@@ -4,7 +4,6 @@ import os
 import random
 import struct
 import threading
-import time
 
 import fastavro
 import httpx
@@ -233,15 +232,30 @@ def test_threads_that_miss_the_same_id_together_fetch_it_once() -> None:
         release.wait(5)
         return schema(schema_id)
 
+    class ContendedLock:
+        """The decoder's lock, telling when a second thread comes to it (it missed the cache)."""
+
+        def __init__(self) -> None:
+            self.lock, self.second_came = threading.Lock(), threading.Event()
+
+        def __enter__(self) -> None:
+            if self.lock.locked():
+                self.second_came.set()
+            self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
     client.schema = slow_schema  # type: ignore[method-assign]
     decoder = RegistryDecoder(client)
+    lock = decoder._lock = ContendedLock()  # type: ignore[assignment]
     value = encode_confluent(transaction("e1", "+905321234567", CAMPAIGN), SCHEMA, 7)
     results: list[str] = []
     threads = [threading.Thread(target=lambda: results.append(decoder.decode(value)["event_id"])) for _ in range(2)]
     threads[0].start()
     assert first_inside.wait(5)
     threads[1].start()
-    time.sleep(0.2)  # the second thread misses the cache and waits at the lock
+    assert lock.second_came.wait(5)  # it missed the cache and waits at the lock
     release.set()
     for thread in threads:
         thread.join(5)
