@@ -13,18 +13,23 @@ import pytest
 from consumer.delivery import attempts
 from consumer.errors import PisanoApiError
 from consumer.state.dedup import ClaimStatus
-from tests.support.fakes import FakePisano, event, intercept_claims, rig
+from tests.support.fakes import FakePisano, Rig, event, intercept_claims, rig
 from tests.unit.delivery.test_token_refresh_wait import HangingTokens
 
 REFUSED = PisanoApiError(401, 13001, "Wrong authentication token")
 
 
-def test_a_stop_during_the_token_refresh_abandons_the_request_without_a_dead_letter(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def _refused_while_the_source_hangs(monkeypatch: pytest.MonkeyPatch) -> tuple[Rig, HangingTokens]:
+    """A sender whose token Pisano refuses, and whose token source then hangs for 5 s."""
     monkeypatch.setattr(attempts, "TOKEN_REFRESH_WAIT_S", 5.0, raising=False)
     r = rig(FakePisano([REFUSED]))
     tokens = HangingTokens(hang_s=5.0)
     r.sender.attempts.tokens = tokens  # type: ignore[assignment]
+    return r, tokens
+
+def test_a_stop_during_the_token_refresh_abandons_the_request_without_a_dead_letter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    r, tokens = _refused_while_the_source_hangs(monkeypatch)
     threading.Timer(0.3, r.sender._stop.set).start()  # SIGTERM while the provider is being read
     try:
         r.process([event(1)])
@@ -37,10 +42,7 @@ def test_a_stop_during_the_token_refresh_abandons_the_request_without_a_dead_let
 
 def test_a_claim_lost_during_the_token_refresh_is_requeued_not_dead_lettered(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(attempts, "TOKEN_REFRESH_WAIT_S", 5.0, raising=False)
-    r = rig(FakePisano([REFUSED]))
-    tokens = HangingTokens(hang_s=5.0)
-    r.sender.attempts.tokens = tokens  # type: ignore[assignment]
+    r, tokens = _refused_while_the_source_hangs(monkeypatch)
     r.sender.beat_period_s = 0.05
 
     def claim(n, requests, real):  # type: ignore[no-untyped-def]
