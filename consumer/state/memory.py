@@ -9,6 +9,7 @@ the same decisions a fleet makes on Redis. State is per object: share one object
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import threading
@@ -358,9 +359,13 @@ class MemoryLimiter:
             data.pause_until = max(data.pause_until, self.clock() + max(1, round(seconds * 1000)))
 
     def utilisation(self) -> dict[RateWindow, float]:
+        # By binary search over the ascending log, as utilisation.lua does: the metrics read this
+        # every few seconds and the log may hold a million slots.
         with self.state.lock:
-            now, slots = self.clock(), list(self.state.data.slots)
-        return {w: sum(1 for s in slots if now - w.period_ms < s <= now) / w.limit for w in self.windows}
+            now, slots = self.clock(), self.state.data.slots
+            upto = bisect.bisect_right(slots, now)
+            return {w: (upto - bisect.bisect_right(slots, now - w.period_ms, 0, upto)) / w.limit
+                    for w in self.windows}
 
 
 class MemoryCircuitStore:

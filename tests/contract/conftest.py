@@ -67,6 +67,22 @@ def make_cooldown(request: pytest.FixtureRequest) -> Callable[..., list[Cooldown
     return build
 
 
+class _CountingList(list[int]):
+    """A log of slots that counts how many entries are read from it (by index or by iterating)."""
+
+    reads = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        item = super().__getitem__(index)
+        self.reads += len(item) if isinstance(index, slice) else 1
+        return item
+
+    def __iter__(self) -> Iterator[int]:
+        for item in super().__iter__():
+            self.reads += 1
+            yield item
+
+
 class LimiterFleet:
     """`fleet(windows, ...)`: one more replica's limiter on one shared store; and the losses that
     store can suffer (`flush`, `snapshot`/`restore`), the same on Redis and in memory."""
@@ -123,6 +139,24 @@ class LimiterFleet:
             return
         for first in range(0, len(slots), 10_000):
             self.redis.rpush(self._keys()[0], *slots[first:first + 10_000])
+
+    def log_reads(self) -> Callable[[], int]:
+        """From now on, count the log entries the store reads: LINDEX calls on Redis (an LRANGE
+        counts the whole log), item reads of the log in memory. Returns the reader of the count."""
+        if self.request.param == "memory":
+            state = next(iter(self.memory.values())).state
+            state.data.slots = counting = _CountingList(state.data.slots)
+            return lambda: counting.reads
+        key = self._keys()[0]
+        length = self.redis.llen(key)
+        node = {} if self.request.param == "redis" else {"target_nodes": self.redis.get_node_from_key(key)}
+
+        def calls() -> tuple[int, int]:
+            stats = self.redis.info("commandstats", **node)
+            return tuple(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("lindex", "lrange"))
+
+        before = calls()
+        return lambda: (lambda now: now[0] - before[0] + (now[1] - before[1]) * length)(calls())
 
     def restore_log(self, snapshot: Any) -> None:
         """Only the log of slots put back from an older snapshot: the meta hash stays current."""
