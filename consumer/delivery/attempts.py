@@ -137,6 +137,7 @@ class Attempts:
             span = tracing.start_request(self.destination.name, self.server, campaign, events, sent.attempts,
                                          sent.request_id)
             failure: PisanoError | None = None
+            posted = time.monotonic()  # when the POST left: a token read begun later answers its 401
             try:
                 sent.accepted = self.destination.client.send(campaign, body)
             except PisanoError as error:
@@ -153,7 +154,7 @@ class Attempts:
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
                 return sent
             assert sent.error is not None and sent.verdict is not None
-            rotated = self._refused_a_rotated_token(carried, sent, beats)
+            rotated = self._refused_a_rotated_token(carried, posted, sent, beats)
             if rotated:
                 slot_at = None  # Pisano acted on nothing: the same request again, new token, new slot
                 continue
@@ -179,20 +180,22 @@ class Attempts:
                     sent.abandoned = True
             return sent
 
-    def _refused_a_rotated_token(self, carried: str | None, sent: Sent, beats: Heartbeat) -> bool | None:
+    def _refused_a_rotated_token(self, carried: str | None, posted: float, sent: Sent,
+                                  beats: Heartbeat) -> bool | None:
         """Pisano refused the token the request carried, and the source holds a newer one (read
         again now, not at the next poll): the old token was revoked a moment before this replica
         saw the new one. Retry with it instead of opening the circuit. The source is waited for
         with the heartbeat and for a bounded time (`token_refresh`): a source that hangs counts
-        as unchanged. None: the wait was cut short (stopping, a claim lost) before the source
-        answered."""
+        as unchanged. Only a read begun after the POST left (`posted`, monotonic) answers: one
+        begun earlier may have found the old token still in place. None: the wait was cut short
+        (stopping, a claim lost) before the source answered."""
         assert sent.verdict is not None
         if carried is None or self.tokens is None or sent.verdict.scope != "account" \
                 or sent.attempts >= self.retry.max_attempts:
             return False
         if self._refresh is None or self._refresh.tokens is not self.tokens:  # a source set after start (tests)
             self._refresh = TokenRefresh(self.tokens, self.destination.name)
-        answered = self._refresh(beats.wait, TOKEN_REFRESH_WAIT_S)
+        answered = self._refresh(beats.wait, TOKEN_REFRESH_WAIT_S, sent_at=posted)
         if answered is None:
             return None
         if not answered or self.tokens.current() == carried:

@@ -10,8 +10,18 @@ floor, beats alone leave a hang stuck forever. So the source is read on a thread
 the request waits for it with the heartbeat up to TOKEN_REFRESH_WAIT_S; a source still busy then
 counts as unchanged (the refused token was the current one: the request's refusal stands, the
 circuit opens as for any refused token, and its probe later tries whatever token the source has
-by then). A refresh still under way is waited for again, never started twice: a hung source
-costs one stuck thread, not one per refusal.
+by then).
+
+A read answers a request's refusal only if it began after the request's POST left (`sent_at`,
+monotonic): during a rotation, a read begun earlier may have found the old token still in place
+(request A refused, its read begun; request B sent with the old token, refused too): taken as
+B's answer, B's refusal would stand on a stale read, B dead-lettered and the circuit opened, where
+a read now gives the new token and B succeeds on its retry. So a read begun after the POST left,
+under way or finished, is reused (no read of its own); one begun earlier and still under way is
+waited for first (one thread reads the source at a time: a hung source costs one stuck thread, not
+one per refusal), then a new one is begun, or joined if another request began it meanwhile. Both
+waits share the request's one bound. A read's beginning is taken before its thread starts, never
+later than the source is actually read.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from consumer.config.tokens import TokenSource
 
@@ -33,35 +44,72 @@ TOKEN_REFRESH_WAIT_S = 10.0
 POLL_S = 0.01
 
 
+class _Read:
+    """One read of the source: when it began (monotonic, taken before its thread starts) and
+    whether it has answered."""
+
+    __slots__ = ("began", "done")
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.done = threading.Event()
+
+
 class TokenRefresh:
     def __init__(self, tokens: TokenSource, destination: str) -> None:
         self.tokens = tokens
         self.destination = destination
         self._lock = threading.Lock()
-        self._done: threading.Event | None = None  # the refresh under way or last made
+        self._read: _Read | None = None  # the read under way or last made
 
-    def __call__(self, wait: Callable[[float], bool], bound_s: float = TOKEN_REFRESH_WAIT_S) -> bool | None:
-        """Read the source again, waiting with `wait` (the heartbeat's: True when cut short) up to
-        `bound_s`. True: the source answered (its current token is the newest); False: it did not in
-        time; None: the wait was cut short (stopping, a claim lost) before it answered, which says
-        nothing of the token (the caller must not take the refusal as final)."""
-        with self._lock:
-            done = self._done
-            if done is None or done.is_set():
-                done = self._done = threading.Event()
-                threading.Thread(target=self._refresh, args=(done,), daemon=True,
-                                 name=f"token-refresh-{self.destination}").start()
+    def __call__(self, wait: Callable[[float], bool], bound_s: float = TOKEN_REFRESH_WAIT_S, *,
+                 sent_at: float) -> bool | None:
+        """Read the source again for a request whose POST left at `sent_at` (monotonic), waiting
+        with `wait` (the heartbeat's: True when cut short) up to `bound_s` in all. True: a read
+        begun after the POST left answered (the source's current token is the newest); False: none
+        did in time; None: the wait was cut short (stopping, a claim lost) before one answered,
+        which says nothing of the token (the caller must not take the refusal as final)."""
         end = time.monotonic() + bound_s
-        while not done.is_set():
-            left = end - time.monotonic()
-            if left <= 0:
+        while True:
+            read, answers = self._read_for(sent_at)
+            waited = self._wait(read, wait, end)
+            if waited == "late":
                 log.error("destination %s: %s did not answer within %.0fs after Pisano refused the token a request "
                           "carried; the refusal stands (the circuit opens until a probe passes). Check the token "
                           "source: it must answer promptly", self.destination, _source(self.tokens), bound_s)
                 return False
+            if waited == "cut short":
+                # A read that answers this request may have answered meanwhile; an older one never does.
+                return True if answers and read.done.is_set() else None
+            if answers:
+                return True
+            # A read begun before the POST left has answered: now one that answers this request.
+
+    def _read_for(self, sent_at: float) -> tuple[_Read, bool]:
+        """The read to wait for, and whether it answers a refusal of a POST sent at `sent_at`:
+        one begun after it (under way or finished), else a new one, unless one begun earlier is
+        still under way (then that one, not answering: the source is read by one thread at a time)."""
+        with self._lock:
+            read = self._read
+            if read is not None and read.began > sent_at:
+                return read, True
+            if read is not None and not read.done.is_set():
+                return read, False
+            read = self._read = _Read()  # begun now, after the POST left: it answers (whatever the clock's grain)
+            threading.Thread(target=self._refresh, args=(read.done,), daemon=True,
+                             name=f"token-refresh-{self.destination}").start()
+            return read, True
+
+    @staticmethod
+    def _wait(read: _Read, wait: Callable[[float], bool],
+              end: float) -> Literal["done", "late", "cut short"]:
+        while not read.done.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return "late"
             if wait(min(POLL_S, left)):
-                return True if done.is_set() else None
-        return True
+                return "cut short"
+        return "done"
 
     def _refresh(self, done: threading.Event) -> None:
         try:
