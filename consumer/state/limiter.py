@@ -18,7 +18,9 @@ script then fences the fleet (see `lua/acquire.lua`): when a loss is proven, no 
 horizon + longest period + margin; when the state is only in doubt (a new state, another Redis,
 no heartbeat for a while), no slot for a short grace, during which every live replica reports
 the epoch and reservation count it knows. That report must not depend on a replica being busy,
-so each replica runs `LimiterHeartbeat`, which asks every limiter's script each second.
+so each replica runs `LimiterHeartbeat`, which asks every limiter's script each second. A state
+further ahead of Redis's clock than any slot is granted (the clock stepped back) holds the fleet
+as a proven loss does, then starts a new log: never refused forever behind a slot in the future.
 
 `Limiter` is the contract: `RedisLimiter` (the fleet's), `NoLimiter` for PISANO_RATE_LIMITS=off,
 and `consumer.state.memory.MemoryLimiter` for unit tests; the Redis and memory ones pass
@@ -51,7 +53,8 @@ PACE_LEAD_SHARE = 0.125
 # The shortest horizon in effect (a smaller THROTTLE_HORIZON_MS, which may be 0, counts as this): a
 # sender's slot is never sooner than its preparation's lead (consumer/delivery/slots.py, 200 ms),
 # so a shorter horizon would refuse every slot as too far, forever. Every call of the script,
-# heartbeats included, passes the same horizon, so a proven loss holds for this one.
+# heartbeats included, passes the same horizon; the script holds a proven loss (and judges a slot
+# too far ahead to be real: its 'clock' fence) by the longest horizon any live caller passed.
 MIN_HORIZON_MS = 500
 
 _FENCES = {
@@ -59,6 +62,9 @@ _FENCES = {
     "rolled_back": "the throttle state was rolled back (an older snapshot, or a failover that lost writes)",
     "new": "a new throttle state (first use, or a loss no live replica has reported yet)",
     "doubt": "the throttle state is in doubt (another Redis, or no heartbeat for a while)",
+    "clock": "the throttle state lies ahead of Redis's clock, further than any slot is granted: Redis's clock "
+             "stepped back (a failover to a node whose clock is behind, an NTP step) or the state was written by "
+             "hand; its slots were dropped. Check the clocks and NTP of the Redis hosts",
 }
 
 

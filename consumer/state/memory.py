@@ -220,6 +220,8 @@ class _LimiterData:
     # the log, with when one last said so (a replica with other windows keeps them).
     keep: tuple[int, int] | None = None
     reach: tuple[int, int] | None = None
+    # The longest horizon a live caller uses, and when one last said so.
+    horizon: tuple[int, int] | None = None
 
 
 @dataclass
@@ -303,10 +305,9 @@ class MemoryLimiter:
         with self.state.lock:
             self._check(self.clock())
 
-    def _widest(self, stored: tuple[int, int] | None, own: int, reach: tuple[int, int] | None,
-                now: int) -> tuple[int, tuple[int, int]]:
+    @staticmethod
+    def _widest(stored: tuple[int, int] | None, own: int, lives: int, now: int) -> tuple[int, tuple[int, int]]:
         """The larger of ours and the stored need of a live replica (`widest` in lua/acquire.lua)."""
-        lives = (reach[0] if reach else 0) + self.horizon_ms + 60_000
         if stored is not None and stored[0] > own and now - stored[1] <= lives:
             return stored[0], stored
         return own, (own, now)
@@ -321,17 +322,29 @@ class MemoryLimiter:
         return len(data.slots) < data.last_n or data.slots[-data.last_n] != data.last
 
     def _check(self, now: int) -> tuple[_LimiterData, int, int]:
-        """The fence of `lua/acquire.lua`: a proven loss holds the fleet, a doubt holds it briefly.
-        Also the log's keep and reach that every live replica's windows need."""
+        """The fence of `lua/acquire.lua`: a proven loss holds the fleet, a doubt holds it briefly,
+        a state further ahead than the clock allows (the clock stepped back) holds it and drops the
+        log. Also the log's keep and reach that every live replica's windows need, and the longest
+        horizon of a live caller."""
         data, caller_epoch, caller_seq = self.state.data, self._epoch, self._seq
-        keep, stored_keep = self._widest(data.keep, self._keep, data.reach, now)
-        reach, stored_reach = self._widest(data.reach, self._reach, data.reach, now)
-        hold = self.horizon_ms + reach
+        log_lives = (data.reach[0] if data.reach else 0) + self.horizon_ms + 60_000
+        keep, stored_keep = self._widest(data.keep, self._keep, log_lives, now)
+        reach, stored_reach = self._widest(data.reach, self._reach, log_lives, now)
+        ahead, stored_ahead = self._widest(data.horizon, self.horizon_ms,
+                                           (data.horizon[0] if data.horizon else 0) + 60_000, now)
+        hold = ahead + reach
 
         def fence(until: int) -> None:
             if until > data.fence_until and until > now:
                 data.fence_until = until
 
+        if (data.slots and data.slots[-1] > now + hold) or data.fence_until > now + hold + self.grace_ms:
+            # Redis's clock stepped back, or the state was written by hand ('clock' in acquire.lua)
+            data.fence_until = 0
+            fence(now + hold)
+            data.slots = []
+            data.last, data.last_n = None, 1
+            data.pause_until = min(data.pause_until, data.fence_until)
         if data.epoch is None:
             data.epoch, data.seq = str(now), 0
             fence(now + (hold if caller_epoch else self.grace_ms))
@@ -346,7 +359,7 @@ class MemoryLimiter:
         elif self.state.server != data.server or now - max(data.beat, data.fence_until) > self.grace_ms:
             fence(now + self.grace_ms)
         data.beat, data.server = now, self.state.server
-        data.keep, data.reach = stored_keep, stored_reach
+        data.keep, data.reach, data.horizon = stored_keep, stored_reach, stored_ahead
         if data.epoch != caller_epoch:
             self._epoch, self._seq = data.epoch, data.seq
         else:

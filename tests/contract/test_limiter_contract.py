@@ -163,6 +163,47 @@ def test_another_server_with_all_the_data_holds_the_fleet_for_the_grace_only(mak
     assert granted - held.slot_ms < 150
 
 
+def test_a_log_far_ahead_of_the_clock_holds_the_fleet_once_then_grants_again(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # No slot is ever granted further than the horizon ahead, so a log whose newest slot is an hour
+    # ahead means Redis's clock stepped back (a failover to a node whose clock is behind, an NTP
+    # step) or the log was written by hand. Every slot lay beyond the horizon, refused forever.
+    windows = "2/1s"
+    rl = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    before = _take(rl, 2)
+    t0 = int(time.time() * 1000)  # the stack's Redis runs on this machine: the same clock
+    make_limiter.fill_log([t0 + 3_600_000, t0 + 3_600_000])
+    held = rl.acquire()  # the state is in doubt: held for horizon + longest period, from now
+    assert held.held and not held.granted and 1.3 < held.wait_s <= 1.5
+    after = _take(rl, 4, timeout_s=5.0)  # then granted again, not held nor refused on a loop
+    assert after[0] - held.slot_ms < 150
+    assert _over_limit(before + after, windows) == []
+
+
+def test_a_heartbeat_finds_a_log_far_ahead_of_the_clock(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    windows = "3/1s"
+    busy = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    idle = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    before = _take(busy, 3)
+    make_limiter.fill_log([int(time.time() * 1000) + 10 * 60_000])
+    idle.heartbeat()  # an idle replica's heartbeat raises the fence: nobody needs to be sending
+    held = busy.acquire()
+    assert held.held and 1.3 < held.wait_s <= 1.5
+    after = _take(busy, 6, timeout_s=5.0)
+    assert _over_limit(before + after, windows) == []
+
+
+def test_a_slot_within_another_callers_longer_horizon_is_no_clock_step(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # `pisano-sms check` (or a replica mid-upgrade) may use a longer horizon than the fleet: its
+    # slots lie further ahead than the fleet's horizon + longest period, yet they are real.
+    far = make_limiter("2/1s", horizon_ms=4000, grace_ms=0)
+    near = make_limiter("2/1s,50/2s", horizon_ms=500, grace_ms=0)  # hold: horizon 500 + period 2000, or 4000 + 2000
+    slots = _take(far, 8)  # the newest two 3 s ahead
+    refused = near.acquire()
+    assert not refused.held and not refused.granted  # waited out, not taken for a clock that stepped back
+    slots += _take(near, 2)
+    assert _over_limit(slots, "2/1s") == []
+
+
 # --- The pace (consumer/delivery/pacing.py): a paced request keeps `pace_ms` after the newest --
 # reservation, is refused (nothing reserved) while its turn is further than the lead, and never
 # takes a slot the windows would not allow. Requests that are not paced are unaffected.

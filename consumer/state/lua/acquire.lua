@@ -17,6 +17,9 @@
 --            reach, reach_at  said so; reach = its longest period + margin: how long an entry counts.
 --                         A replica with fewer or shorter windows (PISANO_RATE_LIMITS changed in a
 --                         rolling upgrade) trims and expires the log no shorter than these.
+--            horizon, horizon_at  the longest horizon a live caller uses (THROTTLE_HORIZON_MS, or
+--                         `pisano-sms check`'s own), and when one last said so: how far ahead a
+--                         slot may have been granted. Kept for that long after it was last said.
 -- ARGV[1]  the caller's epoch, '' when it has none yet (a replica that never used the state)
 -- ARGV[2]  the highest `seq` the caller was given in that epoch, 0 if none
 -- ARGV[3]  margin ms added to every period: requests leave a little after their slot, not at it
@@ -41,11 +44,24 @@
 -- guard: a paced slot is the later of its turn and the earliest allowed slot.
 --
 -- The fence. Lost reservations still count at Pisano, and one may be for a slot up to `horizon`
--- ahead of the moment it was lost; so once a loss is proven the fleet is held for
--- hold = horizon + longest period + margin from now, after which no lost slot is in any window.
+-- (the longest a live caller uses: meta `horizon`) ahead of the moment it was lost; so once a loss
+-- is proven the fleet is held for hold = horizon + longest period + margin from now, after which
+-- no lost slot is in any window.
 --   * proven loss: the caller knew an epoch and finds none or another one (Redis restarted
 --     without its data, FLUSHALL, keys deleted), or the caller was given a higher `seq` than the
 --     state holds (rolled back: an older snapshot, a failover that lost writes) -> hold.
+--   * clock: the log's newest slot lies beyond now + hold, or the fence ends beyond now + hold +
+--     grace. Neither can happen while Redis's clock only moves forward (a slot is granted at most
+--     `horizon` ahead, a fence lasts at most hold or the grace), so Redis's clock stepped back (a
+--     failover to a node whose clock is behind, an NTP step) or the state was written by hand.
+--     Every time the state holds is then in doubt; the slots it stands for were still granted at
+--     most `horizon` ahead of the true now, so after hold from now none is in any window -> hold,
+--     and the log is dropped (its `last` with it: no 'lost' follows), the fence and the pause
+--     no longer than that hold: after it, slots are granted as for a new log. Without this,
+--     every slot lay behind the far entry, beyond the horizon, refused for as long as the step.
+--     (A newest slot beyond the horizon but within hold is only waited out: that takes at most
+--     about as long as the fence would, and a step of a few ms between two nodes' clocks is no
+--     reason to hold the fleet.)
 --   * doubt: no epoch and a caller that knows none (the first use, or a loss nobody alive
 --     remembers yet), another Redis (restart, failover: acknowledged writes may be missing), or
 --     no heartbeat for longer than the grace (an older snapshot restored, or a fleet back from
@@ -77,7 +93,7 @@ if type(info) == 'string' then
 end
 
 local state = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'fence_until', 'pause_until', 'beat', 'server',
-                        'last', 'keep', 'keep_at', 'reach', 'reach_at', 'last_n')
+                        'last', 'keep', 'keep_at', 'reach', 'reach_at', 'last_n', 'horizon', 'horizon_at')
 local epoch, seq = state[1], tonumber(state[2] or '0')
 local fence_until, pause_until = tonumber(state[3] or '0'), tonumber(state[4] or '0')
 local beat, last_server = tonumber(state[5] or '0'), state[6] or ''
@@ -94,23 +110,41 @@ end
 -- What the widest live replica needs of the log (its entries count for it as long as it lives):
 -- the larger of ours and the one stored, until the stored one has not been repeated for as long
 -- as the log itself lives (every replica heartbeats each second).
-local function widest(stored, at, own)
+local function widest(stored, at, own, lives)
   stored, at = tonumber(stored or ''), tonumber(at or '')
-  if stored and at and stored > own and now - at <= (tonumber(state[10] or '') or 0) + horizon + 60000 then
+  if stored and at and stored > own and now - at <= lives then
     return stored, false
   end
   return own, true
 end
-local keep_mine, reach_mine
-keep, keep_mine = widest(state[8], state[9], keep)
-reach, reach_mine = widest(state[10], state[11], reach)
-local hold = horizon + reach
+local keep_mine, reach_mine, ahead, ahead_mine
+local log_lives = (tonumber(state[10] or '') or 0) + horizon + 60000
+keep, keep_mine = widest(state[8], state[9], keep, log_lives)
+reach, reach_mine = widest(state[10], state[11], reach, log_lives)
+-- the longest horizon: its slots may lie that far ahead of their grant, so it lives that long
+ahead, ahead_mine = widest(state[13], state[14], horizon, (tonumber(state[13] or '') or 0) + 60000)
+local hold = ahead + reach
 local caller_epoch, caller_seq = ARGV[1], tonumber(ARGV[2])
 local event = ''
 local function fence(until_ms, why)
   if until_ms > fence_until and until_ms > now then  -- a zero grace raises nothing
     fence_until = until_ms
     event = why
+  end
+end
+
+-- Redis's clock stepped back (or the state was written by hand): see 'clock' above. Checked first,
+-- so that a fence left far ahead is brought back before any other rule compares with it.
+local newest_logged = tonumber(redis.call('LINDEX', KEYS[1], -1) or '')
+if (newest_logged and newest_logged > now + hold) or fence_until > now + hold + grace then
+  fence_until = 0
+  fence(now + hold, 'clock')
+  redis.call('DEL', KEYS[1])
+  last = nil
+  redis.call('HDEL', KEYS[2], 'last', 'last_n')
+  if pause_until > fence_until then
+    pause_until = fence_until
+    redis.call('HSET', KEYS[2], 'pause_until', pause_until)
   end
 end
 
@@ -136,6 +170,7 @@ redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'fence_until', fence_unt
            'server', server)
 if keep_mine then redis.call('HSET', KEYS[2], 'keep', keep, 'keep_at', now) end
 if reach_mine then redis.call('HSET', KEYS[2], 'reach', reach, 'reach_at', now) end
+if ahead_mine then redis.call('HSET', KEYS[2], 'horizon', ahead, 'horizon_at', now) end
 
 if ARGV[6] ~= '1' then
   return {2, math.max(0, fence_until - now), epoch, 0, seq, event}
@@ -175,7 +210,7 @@ end
 redis.call('RPUSH', KEYS[1], slot)
 redis.call('LTRIM', KEYS[1], -keep, -1)
 -- An entry matters for one longest period after its slot; slots are at most `horizon` ahead.
-redis.call('PEXPIRE', KEYS[1], reach + horizon + 60000)
+redis.call('PEXPIRE', KEYS[1], reach + ahead + 60000)
 if slot == last then last_n = math.min(last_n + 1, keep) else last_n = 1 end
 redis.call('HSET', KEYS[2], 'last', slot, 'last_n', last_n)
 seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
