@@ -261,20 +261,34 @@ class Pipeline:
         now_ms = int(time.time() * 1000)  # when these were read, for receipts: once per poll
         track, add, snapshot, topics = self.tracker.track, self.backlog.add, InboundRecord.of, self._topic_names
         tps: dict[tuple[str, int], tuple[str, int]] = {}  # one tuple per partition, not per record
+        owns, strays = self.tracker.owns, 0
         moves_back = self.tracker.moves_back
         for message in messages:
             error = message.error()
             if error is not None:
                 self._consume_error(error)
                 continue
+            tp = (message.topic(), message.partition())
+            known = tps.get(tp)
+            if known is None:
+                if not owns(tp):
+                    # A partition revoked or lost meanwhile, its record handed back late by the
+                    # client (collected in the same consume as the rebalance callback): the new
+                    # owner's. Tracked here, it would be processed and its offset committed by a
+                    # replica that no longer owns it, moving the owner's committed offset back.
+                    strays += 1
+                    continue
+                known = tps[tp] = tp
+            tp = known
             record = snapshot(message, now_ms, topics)
             topic = record.topic()
-            tp = (topic, record.partition())
-            tp = tps.setdefault(tp, tp)
             size = record.size
             taken_bytes += size
             consumed[topic] = consumed.get(topic, 0) + 1
             add(record, tp, track(tp, record.offset(), size, now))
+        if strays:
+            log.warning("%d records of partitions no longer assigned to this replica were handed back after their "
+                        "revocation; left to their new owner", strays, extra={"count": strays})
         if self.tracker.moves_back != moves_back:
             self._drop_superseded()
         taken = sum(consumed.values())

@@ -73,6 +73,10 @@ class OffsetTracker:
         if part is not None:
             self.unfinished_bytes -= sum(part.sizes.values())
 
+    def owns(self, tp: TopicPartition) -> bool:
+        """Whether `tp` is assigned to this replica (its records are ours to process)."""
+        return tp in self._partitions
+
     def assigned(self) -> list[TopicPartition]:
         return list(self._partitions)
 
@@ -90,7 +94,7 @@ class OffsetTracker:
         """Register a consumed record of `size` bytes, consumed at `now` (monotonic); returns the
         epoch its outcome must carry."""
         part = self._partitions.get(tp)
-        if part is None:  # consumed before the assign callback ran: cannot happen, but be exact
+        if part is None:  # the poll loop tracks only partitions it owns (`owns`); be exact anyway
             self.assign(tp)
             part = self._partitions[tp]
         if offset <= part.last:
