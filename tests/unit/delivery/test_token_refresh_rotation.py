@@ -249,6 +249,16 @@ def _sender(source: RotatingSource, answer: Callable[[list[str]], Any]) -> tuple
     return r, watched
 
 
+def _release_once_waiting(watched: Watched, release: threading.Event) -> None:
+    """Let the older read (R1) answer once the request waits for it, not before."""
+
+    def release_when_waiting() -> None:
+        if watched.waiting.wait(EVENT_S):
+            release.set()
+
+    threading.Thread(target=release_when_waiting, daemon=True).start()
+
+
 def test_a_request_whose_post_left_after_a_refresh_began_is_sent_again_with_the_new_token(
         source: RotatingSource) -> None:
     """The defect end to end: B is refused while A's refresh R1 (begun before B's POST) still reads
@@ -262,12 +272,7 @@ def test_a_request_whose_post_left_after_a_refresh_began_is_sent_again_with_the_
     Refusal(watched.inner, time.monotonic(), Beats())  # A's refusal: R1 begins reading the old token
     assert source.began[0].wait(EVENT_S)
     source.release[1].set()  # B's own read answers at once
-
-    def release_r1_once_b_waits() -> None:
-        if watched.waiting.wait(EVENT_S):
-            source.release[0].set()
-
-    threading.Thread(target=release_r1_once_b_waits, daemon=True).start()
+    _release_once_waiting(watched, source.release[0])
     r.process([event(1)])
     assert r.kinds() == {"e1": {"delivered"}}, r.kinds()
     assert len(r.pisano.requests) == 2
@@ -286,12 +291,7 @@ def test_a_request_whose_post_left_before_a_refresh_began_waits_for_that_refresh
         return REFUSED
 
     r, watched = _sender(source, refused)
-
-    def release_r1_once_b_waits() -> None:
-        if watched.waiting.wait(EVENT_S):
-            source.release[0].set()
-
-    threading.Thread(target=release_r1_once_b_waits, daemon=True).start()
+    _release_once_waiting(watched, source.release[0])
     r.process([event(1)])
     assert r.kinds() == {"e1": {"delivered"}}, r.kinds()
     assert source.calls == 1, "a refresh begun after the request's POST left was not reused"
