@@ -137,10 +137,10 @@ class Attempts:
             span = tracing.start_request(self.destination.name, self.server, campaign, events, sent.attempts,
                                          sent.request_id)
             failure: PisanoError | None = None
-            posted = time.monotonic()  # when the POST left: a token read begun later answers its 401
             try:
                 sent.accepted = self.destination.client.send(campaign, body)
             except PisanoError as error:
+                refused_at = time.monotonic()  # the answer came back: only a token read begun later answers it
                 failure = error
                 sent.error, sent.verdict = error, self.destination.classify(error)
                 self._count(error)
@@ -154,7 +154,7 @@ class Attempts:
                 self.metrics.request_duration.observe(sent.accepted.elapsed_s)
                 return sent
             assert sent.error is not None and sent.verdict is not None
-            rotated = self._refused_a_rotated_token(carried, posted, sent, beats)
+            rotated = self._refused_a_rotated_token(carried, refused_at, sent, beats)
             if rotated:
                 slot_at = None  # Pisano acted on nothing: the same request again, new token, new slot
                 continue
@@ -180,14 +180,15 @@ class Attempts:
                     sent.abandoned = True
             return sent
 
-    def _refused_a_rotated_token(self, carried: str | None, posted: float, sent: Sent,
+    def _refused_a_rotated_token(self, carried: str | None, refused_at: float, sent: Sent,
                                   beats: Heartbeat) -> bool | None:
         """Pisano refused the token the request carried, and the source holds a newer one (read
         again now, not at the next poll): the old token was revoked a moment before this replica
         saw the new one. Retry with it instead of opening the circuit. The source is waited for
         with the heartbeat and for a bounded time (`token_refresh`): a source that hangs counts
-        as unchanged. Only a read begun after the POST left (`posted`, monotonic) answers: one
-        begun earlier may have found the old token still in place. None: the wait was cut short
+        as unchanged. Only a read begun after the refusal came back (`refused_at`, monotonic)
+        answers: one begun earlier, even while the POST was in flight, may have read the source
+        before the new token reached it. None: the wait was cut short
         (stopping, a claim lost) before the source answered."""
         assert sent.verdict is not None
         if carried is None or self.tokens is None or sent.verdict.scope != "account" \
@@ -195,7 +196,7 @@ class Attempts:
             return False
         if self._refresh is None or self._refresh.tokens is not self.tokens:  # a source set after start (tests)
             self._refresh = TokenRefresh(self.tokens, self.destination.name)
-        answered = self._refresh(beats.wait, TOKEN_REFRESH_WAIT_S, sent_at=posted)
+        answered = self._refresh(beats.wait, TOKEN_REFRESH_WAIT_S, refused_at=refused_at)
         if answered is None:
             return None
         if not answered or self.tokens.current() == carried:

@@ -12,12 +12,15 @@ counts as unchanged (the refused token was the current one: the request's refusa
 circuit opens as for any refused token, and its probe later tries whatever token the source has
 by then).
 
-A read answers a request's refusal only if it began after the request's POST left (`sent_at`,
+A read answers a request's refusal only if it began after that refusal came back (`refused_at`,
 monotonic): during a rotation, a read begun earlier may have found the old token still in place
 (request A refused, its read begun; request B sent with the old token, refused too): taken as
 B's answer, B's refusal would stand on a stale read, B dead-lettered and the circuit opened, where
-a read now gives the new token and B succeeds on its retry. So a read begun after the POST left,
-under way or finished, is reused (no read of its own); one begun earlier and still under way is
+a read now gives the new token and B succeeds on its retry. That holds for a read begun while B's
+POST was in flight too: a token regenerated in Pisano is revoked at once and reaches the source
+a moment later, maybe after that read and before B's refusal came back. So a read begun after the
+refusal came back, under way or finished, is reused (no read of its own); one begun earlier and
+still under way is
 waited for first (one thread reads the source at a time: a hung source costs one stuck thread, not
 one per refusal), then a new one is begun, or joined if another request began it meanwhile. Both
 waits share the request's one bound. A read's beginning is taken before its thread starts, never
@@ -63,15 +66,15 @@ class TokenRefresh:
         self._read: _Read | None = None  # the read under way or last made
 
     def __call__(self, wait: Callable[[float], bool], bound_s: float = TOKEN_REFRESH_WAIT_S, *,
-                 sent_at: float) -> bool | None:
-        """Read the source again for a request whose POST left at `sent_at` (monotonic), waiting
-        with `wait` (the heartbeat's: True when cut short) up to `bound_s` in all. True: a read
-        begun after the POST left answered (the source's current token is the newest); False: none
+                 refused_at: float) -> bool | None:
+        """Read the source again for a request whose refusal came back at `refused_at` (monotonic),
+        waiting with `wait` (the heartbeat's: True when cut short) up to `bound_s` in all. True: a
+        read begun after the refusal answered (the source's current token is the newest); False: none
         did in time; None: the wait was cut short (stopping, a claim lost) before one answered,
         which says nothing of the token (the caller must not take the refusal as final)."""
         end = time.monotonic() + bound_s
         while True:
-            read, answers = self._read_for(sent_at)
+            read, answers = self._read_for(refused_at)
             waited = self._wait(read, wait, end)
             if waited == "late":
                 log.error("destination %s: %s did not answer within %.0fs after Pisano refused the token a request "
@@ -83,19 +86,19 @@ class TokenRefresh:
                 return True if answers and read.done.is_set() else None
             if answers:
                 return True
-            # A read begun before the POST left has answered: now one that answers this request.
+            # A read begun before the refusal has answered: now one that answers this request.
 
-    def _read_for(self, sent_at: float) -> tuple[_Read, bool]:
-        """The read to wait for, and whether it answers a refusal of a POST sent at `sent_at`:
+    def _read_for(self, refused_at: float) -> tuple[_Read, bool]:
+        """The read to wait for, and whether it answers a refusal that came back at `refused_at`:
         one begun after it (under way or finished), else a new one, unless one begun earlier is
         still under way (then that one, not answering: the source is read by one thread at a time)."""
         with self._lock:
             read = self._read
-            if read is not None and read.began > sent_at:
+            if read is not None and read.began > refused_at:
                 return read, True
             if read is not None and not read.done.is_set():
                 return read, False
-            read = self._read = _Read()  # begun now, after the POST left: it answers (whatever the clock's grain)
+            read = self._read = _Read()  # begun now, after the refusal: it answers (whatever the clock's grain)
             threading.Thread(target=self._refresh, args=(read.done,), daemon=True,
                              name=f"token-refresh-{self.destination}").start()
             return read, True

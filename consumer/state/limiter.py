@@ -56,6 +56,10 @@ PACE_LEAD_SHARE = 0.125
 # heartbeats included, passes the same horizon; the script holds a proven loss (and judges a slot
 # too far ahead to be real: its 'clock' fence) by the longest horizon any live caller passed.
 MIN_HORIZON_MS = 500
+# The longest horizon any version grants slots at: THROTTLE_HORIZON_MS's bound (check and preflight
+# use 60 s). The previous version never records its horizon, so a slot it reserved is judged by
+# this one, never taken for a clock step (and dropped) below it (LEGACY_HORIZON in lua/acquire.lua).
+LEGACY_HORIZON_MS = 3_600_000
 
 _FENCES = {
     "lost": "the throttle state was lost (Redis restarted without data, flushed, or its keys deleted)",

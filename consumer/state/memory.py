@@ -30,7 +30,7 @@ from consumer.state.dedup import (
     new_tag,
 )
 from consumer.state.dedup_layout import SLICES
-from consumer.state.limiter import GRACE_MS, MIN_HORIZON_MS, Grant, fence_hold_ms, pace_lead_ms
+from consumer.state.limiter import GRACE_MS, LEGACY_HORIZON_MS, MIN_HORIZON_MS, Grant, fence_hold_ms, pace_lead_ms
 from consumer.state.redis import stored_number
 from consumer.state.trip import Step
 
@@ -222,6 +222,11 @@ class _LimiterData:
     reach: tuple[int, int] | None = None
     # The longest horizon a live caller uses, and when one last said so.
     horizon: tuple[int, int] | None = None
+    # The seq this version's newest reservation was given (the previous version counts in `seq`
+    # without it: while seq is past it, the newest slot may be one of its, at an unrecorded horizon).
+    pushed: int | None = None
+    # The last fence this version raised (another fence_until may be the previous version's).
+    fenced: int | None = None
 
 
 @dataclass
@@ -298,7 +303,7 @@ class MemoryLimiter:
             data.last_n = min(data.last_n + 1, keep) if slot == data.last else 1
             data.last = slot
             data.seq += 1
-            self._seq = data.seq
+            data.pushed = self._seq = data.seq
             return Grant(granted=True, wait_s=wait / 1000, slot_ms=slot)
 
     def heartbeat(self) -> None:
@@ -333,18 +338,25 @@ class MemoryLimiter:
         ahead, stored_ahead = self._widest(data.horizon, self.horizon_ms,
                                            (data.horizon[0] if data.horizon else 0) + 60_000, now)
         hold = ahead + reach
+        # the previous version's slots, at a horizon it never recorded: up to any version's longest
+        # (and its fence, held for that horizon): judged by the longest horizon of any version
+        legacy_far = max(ahead, LEGACY_HORIZON_MS) + reach
+        far_log = legacy_far if data.slots and data.pushed != data.seq else hold
+        far_fence = legacy_far if data.fence_until > now and data.fenced != data.fence_until else hold
 
         def fence(until: int) -> None:
             if until > data.fence_until and until > now:
-                data.fence_until = until
+                data.fence_until = data.fenced = until
 
-        if (data.slots and data.slots[-1] > now + hold) or data.fence_until > now + hold + self.grace_ms:
+        if (data.slots and data.slots[-1] > now + far_log) or data.fence_until > now + far_fence + self.grace_ms:
             # Redis's clock stepped back, or the state was written by hand ('clock' in acquire.lua)
             data.fence_until = 0
-            fence(now + hold)
+            fence(now + max(far_log, far_fence))
             data.slots = []
             data.last, data.last_n = None, 1
-            data.pause_until = min(data.pause_until, data.fence_until)
+            data.pushed = data.seq
+            if data.beat > now and data.pause_until > now:  # less the step the last beat shows
+                data.pause_until = max(now, data.pause_until - (data.beat - now))
         if data.epoch is None:
             data.epoch, data.seq = str(now), 0
             fence(now + (hold if caller_epoch else self.grace_ms))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 from consumer.config.windows import parse_rate_limits
 
@@ -202,6 +203,78 @@ def test_a_slot_within_another_callers_longer_horizon_is_no_clock_step(make_limi
     assert not refused.held and not refused.granted  # waited out, not taken for a clock that stepped back
     slots += _take(near, 2)
     assert _over_limit(slots, "2/1s") == []
+
+
+@contextmanager
+def _an_older_version(make_limiter):  # type: ignore[no-untyped-def]
+    """The calls made inside run as a replica of the previous version would (mid-upgrade, or an
+    older `pisano-sms check`): the same script less the fields it does not know, so its horizon is
+    never recorded (`horizon`, `horizon_at`) and its reservations are not marked as this version's
+    (`pushed`), nor its fences (`fenced`)."""
+    fields = ("horizon", "pushed", "fenced")
+    if make_limiter.request.param == "memory":
+        state = next(iter(make_limiter.memory.values())).state
+        saved = {name: getattr(state.data, name, None) for name in fields}
+        yield
+        for name, value in saved.items():
+            setattr(state.data, name, value)
+        return
+    meta = make_limiter._keys()[1]
+    names = ["horizon", "horizon_at", "pushed", "fenced"]
+    before = make_limiter.redis.hmget(meta, names)
+    yield
+    for name, value in zip(names, before, strict=True):
+        if value is None:
+            make_limiter.redis.hdel(meta, name)
+        else:
+            make_limiter.redis.hset(meta, name, value)
+
+
+def test_slots_an_older_version_granted_at_its_longer_horizon_are_no_clock_step(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # Mid-upgrade, a replica of the previous version with a longer THROTTLE_HORIZON_MS (or an older
+    # `pisano-sms check`, 60 s) grants slots further ahead than this version's hold, and never
+    # records its horizon. Its slots are real: dropped, they would be granted a second time.
+    near = make_limiter("2/1s,50/2s", horizon_ms=500, grace_ms=0)  # hold: 500 + 2000
+    slots = _take(near, 1)
+    far = make_limiter("2/1s", horizon_ms=4000, grace_ms=0)
+    with _an_older_version(make_limiter):
+        slots += _take(far, 7)  # the newest 3 s ahead
+    refused = near.acquire()
+    assert not refused.held and not refused.granted  # waited out: no 'clock' fence, the log kept
+    slots += _take(near, 2, timeout_s=6.0)
+    assert _over_limit(slots, "2/1s") == []
+
+
+def test_a_loss_an_older_version_proved_holds_for_its_longer_horizon(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # Mid-upgrade, a replica of the previous version with a longer horizon proves a loss: its fence
+    # lasts its horizon + longest period, past this version's hold + grace, and its lost slots
+    # count until then. Taken for a clock step, the fence was cut to this version's hold.
+    near = make_limiter("2/1s,50/2s", horizon_ms=500, grace_ms=300)  # hold: 500 + 2000
+    near.acquire()
+    far = make_limiter("2/1s", horizon_ms=4000, grace_ms=300)
+    with _an_older_version(make_limiter):
+        before = _take(far, 8)  # the newest 3 s ahead
+    make_limiter.flush()  # Redis restarted without its data
+    with _an_older_version(make_limiter):
+        assert far.acquire().held  # the older replica proves the loss: held 4 s + 1 s
+    held = near.acquire()
+    assert held.held and held.wait_s > 4.0
+    after = _take(near, 4, timeout_s=10.0)
+    assert _over_limit(before + after, "2/1s") == []
+
+
+def test_a_pause_pisano_asked_for_outlasts_a_clock_fence(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # A 429's Retry-After longer than the hold: a 'clock' fence (here a log written by hand; Redis's
+    # clock did not move) must not cut the pause Pisano asked for.
+    rl = make_limiter("2/1s", horizon_ms=500, grace_ms=300)  # hold 1.5 s
+    _take(rl, 2)
+    asked = int(time.time() * 1000)
+    rl.pause(3.0)  # Retry-After: 3
+    make_limiter.fill_log([asked + 3_600_000])
+    held = rl.acquire()
+    assert held.held and held.wait_s <= 1.5
+    (after,) = _take(rl, 1, timeout_s=6.0)
+    assert after >= asked + 3000
 
 
 # --- The pace (consumer/delivery/pacing.py): a paced request keeps `pace_ms` after the newest --

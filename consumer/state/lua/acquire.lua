@@ -20,6 +20,12 @@
 --            horizon, horizon_at  the longest horizon a live caller uses (THROTTLE_HORIZON_MS, or
 --                         `pisano-sms check`'s own), and when one last said so: how far ahead a
 --                         slot may have been granted. Kept for that long after it was last said.
+--            pushed       the `seq` this version's newest reservation was given. The previous version
+--                         counts its reservations in `seq` too, but records neither this nor its
+--                         horizon: while `seq` is past `pushed`, the log's newest slot may be one of
+--                         its, as far ahead as any version grants (LEGACY_HORIZON).
+--            fenced       the last fence this version raised: a `fence_until` that is not it may
+--                         be the previous version's, held for its own, unrecorded horizon.
 -- ARGV[1]  the caller's epoch, '' when it has none yet (a replica that never used the state)
 -- ARGV[2]  the highest `seq` the caller was given in that epoch, 0 if none
 -- ARGV[3]  margin ms added to every period: requests leave a little after their slot, not at it
@@ -50,15 +56,20 @@
 --   * proven loss: the caller knew an epoch and finds none or another one (Redis restarted
 --     without its data, FLUSHALL, keys deleted), or the caller was given a higher `seq` than the
 --     state holds (rolled back: an older snapshot, a failover that lost writes) -> hold.
---   * clock: the log's newest slot lies beyond now + hold, or the fence ends beyond now + hold +
---     grace. Neither can happen while Redis's clock only moves forward (a slot is granted at most
---     `horizon` ahead, a fence lasts at most hold or the grace), so Redis's clock stepped back (a
---     failover to a node whose clock is behind, an NTP step) or the state was written by hand.
---     Every time the state holds is then in doubt; the slots it stands for were still granted at
---     most `horizon` ahead of the true now, so after hold from now none is in any window -> hold,
---     and the log is dropped (its `last` with it: no 'lost' follows), the fence and the pause
---     no longer than that hold: after it, slots are granted as for a new log. Without this,
+--   * clock: the log's newest slot lies beyond now + far, or the fence ends beyond now + far +
+--     grace, where far = hold, or LEGACY_HORIZON + longest period + margin while the newest
+--     reservation may be the previous version's (`pushed` behind `seq`: its horizon is not in
+--     `horizon`, and its slots are real), and for the fence, while it may be the previous
+--     version's (`fenced` not it: a loss it proved holds for its own horizon). Neither can happen while Redis's clock only moves
+--     forward (a slot is granted at most that far ahead, a fence lasts at most a hold or the
+--     grace), so Redis's clock stepped back (a failover to a node whose clock is behind, an NTP
+--     step) or the state was written by hand. Every time the state holds is then in doubt; the
+--     slots it stands for were still granted at most that far ahead of the true now, so after
+--     `far` from now none is in any window -> held for `far`, and the log is dropped (its `last`
+--     with it: no 'lost' follows): after it, slots are granted as for a new log. Without this,
 --     every slot lay behind the far entry, beyond the horizon, refused for as long as the step.
+--     A pause (Pisano's Retry-After) is no evidence of a step and is kept, less what the step
+--     is known to be (the last `beat` ahead of now): never shorter than Pisano asked for.
 --     (A newest slot beyond the horizon but within hold is only waited out: that takes at most
 --     about as long as the fence would, and a step of a few ms between two nodes' clocks is no
 --     reason to hold the fleet.)
@@ -93,7 +104,8 @@ if type(info) == 'string' then
 end
 
 local state = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'fence_until', 'pause_until', 'beat', 'server',
-                        'last', 'keep', 'keep_at', 'reach', 'reach_at', 'last_n', 'horizon', 'horizon_at')
+                        'last', 'keep', 'keep_at', 'reach', 'reach_at', 'last_n', 'horizon', 'horizon_at',
+                        'pushed', 'fenced')
 local epoch, seq = state[1], tonumber(state[2] or '0')
 local fence_until, pause_until = tonumber(state[3] or '0'), tonumber(state[4] or '0')
 local beat, last_server = tonumber(state[5] or '0'), state[6] or ''
@@ -124,26 +136,35 @@ reach, reach_mine = widest(state[10], state[11], reach, log_lives)
 -- the longest horizon: its slots may lie that far ahead of their grant, so it lives that long
 ahead, ahead_mine = widest(state[13], state[14], horizon, (tonumber(state[13] or '') or 0) + 60000)
 local hold = ahead + reach
+-- The longest horizon any version grants slots at (THROTTLE_HORIZON_MS is at most an hour, `check`
+-- uses 60 s): the bound on a slot the previous version reserved, whose horizon it never recorded.
+local LEGACY_HORIZON = 3600000
+local legacy_far = math.max(ahead, LEGACY_HORIZON) + reach
+local newest_logged = tonumber(redis.call('LINDEX', KEYS[1], -1) or '')
+local far_log, far_fence = hold, hold
+if newest_logged and tonumber(state[15] or '') ~= seq then far_log = legacy_far end
+if fence_until > now and tonumber(state[16] or '') ~= fence_until then far_fence = legacy_far end
 local caller_epoch, caller_seq = ARGV[1], tonumber(ARGV[2])
 local event = ''
 local function fence(until_ms, why)
   if until_ms > fence_until and until_ms > now then  -- a zero grace raises nothing
     fence_until = until_ms
-    event = why
+    event = why  -- and `fenced` (this version's) when the state is written below
   end
 end
 
 -- Redis's clock stepped back (or the state was written by hand): see 'clock' above. Checked first,
 -- so that a fence left far ahead is brought back before any other rule compares with it.
-local newest_logged = tonumber(redis.call('LINDEX', KEYS[1], -1) or '')
-if (newest_logged and newest_logged > now + hold) or fence_until > now + hold + grace then
+if (newest_logged and newest_logged > now + far_log) or fence_until > now + far_fence + grace then
   fence_until = 0
-  fence(now + hold, 'clock')
+  fence(now + math.max(far_log, far_fence), 'clock')
   redis.call('DEL', KEYS[1])
   last = nil
   redis.call('HDEL', KEYS[2], 'last', 'last_n')
-  if pause_until > fence_until then
-    pause_until = fence_until
+  redis.call('HSET', KEYS[2], 'pushed', seq)  -- an empty log holds no older version's slot
+  -- a pause ends where it did, less the step the last beat shows (it was at most that long ago)
+  if beat > now and pause_until > now then
+    pause_until = math.max(now, pause_until - (beat - now))
     redis.call('HSET', KEYS[2], 'pause_until', pause_until)
   end
 end
@@ -168,6 +189,7 @@ elseif server ~= last_server or now - math.max(beat, fence_until) > grace then
 end
 redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'fence_until', fence_until, 'beat', now,
            'server', server)
+if event ~= '' then redis.call('HSET', KEYS[2], 'fenced', fence_until) end
 if keep_mine then redis.call('HSET', KEYS[2], 'keep', keep, 'keep_at', now) end
 if reach_mine then redis.call('HSET', KEYS[2], 'reach', reach, 'reach_at', now) end
 if ahead_mine then redis.call('HSET', KEYS[2], 'horizon', ahead, 'horizon_at', now) end
@@ -214,4 +236,5 @@ redis.call('PEXPIRE', KEYS[1], reach + ahead + 60000)
 if slot == last then last_n = math.min(last_n + 1, keep) else last_n = 1 end
 redis.call('HSET', KEYS[2], 'last', slot, 'last_n', last_n)
 seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('HSET', KEYS[2], 'pushed', seq)
 return {1, wait, epoch, slot, seq, event}

@@ -1,5 +1,5 @@
 """During a token rotation, a refresh of the token source answers a request's refusal (401) only
-if it began reading after that request's POST left (consumer/delivery/token_refresh.py).
+if it began reading after that refusal came back (consumer/delivery/token_refresh.py).
 
 The defect: request A is refused and starts a refresh R1, which reads the source before the new
 token is in place; request B, whose POST left after R1 began, is refused too and reused R1 (under
@@ -88,13 +88,13 @@ class Beats:
 class Refusal:
     """A request's call of the refresh after its 401, on a thread of its own."""
 
-    def __init__(self, refresh: TokenRefresh, sent_at: float, beats: Beats, bound_s: float = EVENT_S) -> None:
+    def __init__(self, refresh: TokenRefresh, refused_at: float, beats: Beats, bound_s: float = EVENT_S) -> None:
         self.result: Any = "unanswered"
         self.elapsed = 0.0
 
         def run() -> None:
             started = time.monotonic()
-            self.result = refresh(beats, bound_s, sent_at=sent_at)
+            self.result = refresh(beats, bound_s, refused_at=refused_at)
             self.elapsed = time.monotonic() - started
 
         self.thread = threading.Thread(target=run, daemon=True)
@@ -124,7 +124,7 @@ def _first_refusal(source: RotatingSource, refresh: TokenRefresh) -> Refusal:
 def test_a_refresh_begun_before_the_post_left_does_not_answer_its_refusal(source: RotatingSource, r1: str) -> None:
     refresh = TokenRefresh(source, "default")
     a = _first_refusal(source, refresh)
-    b_sent = time.monotonic()  # B's POST leaves after R1 began reading, with the old token
+    b_sent = time.monotonic()  # B's refusal comes back after R1 began reading
     source.store = NEW  # the rotation lands
     if r1 == "finished":
         source.release[0].set()
@@ -135,7 +135,7 @@ def test_a_refresh_begun_before_the_post_left_does_not_answer_its_refusal(source
         assert b_beats.waiting.wait(EVENT_S)
         assert not source.began[1].is_set(), "a second read began while R1 was still reading"
         source.release[0].set()
-    assert source.began[1].wait(EVENT_S), "B's refusal was answered by a read begun before its POST left"
+    assert source.began[1].wait(EVENT_S), "B's refusal was answered by a read begun before it came back"
     source.release[1].set()
     assert b.answer() is True
     assert source.token == NEW  # B retries with it instead of a dead letter and an open circuit
@@ -145,9 +145,9 @@ def test_a_refresh_begun_before_the_post_left_does_not_answer_its_refusal(source
 
 
 @pytest.mark.parametrize("r1", ["under way", "finished"])
-def test_a_refresh_begun_after_the_post_left_answers_its_refusal(source: RotatingSource, r1: str) -> None:
+def test_a_refresh_begun_after_the_refusal_answers_it(source: RotatingSource, r1: str) -> None:
     refresh = TokenRefresh(source, "default")
-    b_sent = time.monotonic()  # B's POST leaves before A's refusal starts R1
+    b_sent = time.monotonic()  # B's refusal comes back before A's refusal starts R1
     source.store = NEW
     a = _first_refusal(source, refresh)
     if r1 == "finished":
@@ -160,7 +160,7 @@ def test_a_refresh_begun_after_the_post_left_answers_its_refusal(source: Rotatin
         source.release[0].set()
     assert b.answer() is True
     assert source.token == NEW
-    assert source.calls == 1, "a refresh begun after the POST left was not reused: the source was read again"
+    assert source.calls == 1, "a refresh begun after the refusal was not reused: the source was read again"
     assert a.answer() is True
 
 
@@ -280,9 +280,9 @@ def test_a_request_whose_post_left_after_a_refresh_began_is_sent_again_with_the_
     assert source.calls == 2
 
 
-def test_a_request_whose_post_left_before_a_refresh_began_waits_for_that_refresh(source: RotatingSource) -> None:
-    """The caller passes the time its POST left: a refresh begun after it (A's, during B's POST)
-    answers B's refusal, and the source is read once."""
+def test_a_refresh_begun_during_the_post_is_waited_for_then_the_source_read_again(source: RotatingSource) -> None:
+    """A refresh begun while B's POST was in flight (A's) does not answer B's refusal, which came
+    back later: B waits for it (one thread reads the source at a time), then reads again."""
 
     def refused(phones: list[str]) -> PisanoApiError:  # during B's POST: rotation, then A's refusal
         source.store = NEW
@@ -291,7 +291,37 @@ def test_a_request_whose_post_left_before_a_refresh_began_waits_for_that_refresh
         return REFUSED
 
     r, watched = _sender(source, refused)
-    _release_once_waiting(watched, source.release[0])
+
+    def release_r1_once_b_waits() -> None:
+        if watched.waiting.wait(EVENT_S):
+            assert not source.began[1].is_set(), "a second read began while R1 was still reading"
+            source.release[0].set()
+            source.release[1].set()
+
+    threading.Thread(target=release_r1_once_b_waits, daemon=True).start()
     r.process([event(1)])
     assert r.kinds() == {"e1": {"delivered"}}, r.kinds()
-    assert source.calls == 1, "a refresh begun after the request's POST left was not reused"
+    assert source.calls == 2 and source.most_reading == 1
+
+
+def test_a_refresh_begun_while_the_post_was_in_flight_does_not_answer_a_refusal_that_came_back_later(
+        source: RotatingSource) -> None:
+    """The token is regenerated in Pisano (the old one revoked at once) and reaches the secret store
+    a moment later. A's refusal starts R1 while B's POST is in flight; R1 reads the store before the
+    new token lands; B's 401 comes back after it landed. R1 began after B's POST left, yet says
+    nothing of the token B's refusal is about: only a read begun after the refusal came back does."""
+
+    def refused(phones: list[str]) -> PisanoApiError:  # B's POST, in flight
+        Refusal(watched.inner, time.monotonic(), Beats())  # A's refusal: R1 begins, reads the old token
+        assert source.began[0].wait(EVENT_S)
+        source.release[0].set()
+        assert source.ended[0].wait(EVENT_S)
+        source.store = NEW  # the new token lands, then B's refusal comes back
+        return REFUSED
+
+    r, watched = _sender(source, refused)
+    source.release[1].set()  # B's own read answers at once
+    r.process([event(1)])
+    assert r.kinds() == {"e1": {"delivered"}}, r.kinds()
+    assert source.calls == 2 and source.token == NEW
+    assert r.sender.destination.circuit.state()[0] == "closed"

@@ -67,14 +67,68 @@ def test_a_fence_left_far_ahead_by_the_step_lasts_hold_not_the_step() -> None:
     assert rl.acquire().granted
 
 
-def test_a_pause_left_far_ahead_by_the_step_ends_with_the_fence() -> None:
+def test_a_pause_left_far_ahead_by_the_step_lasts_what_pisano_asked_not_the_step_nor_the_hold() -> None:
     clock = Clock()
-    rl = _limiter(clock)
-    rl.pause(60)
+    rl = _limiter(clock, grace_ms=100_000)  # no heartbeat needed while the pause lasts
+    rl.pause(60)  # Retry-After: 60, from the last beat
     clock.now -= 3_600_000
     assert rl.acquire().held
     clock.now += 1500
+    refused = rl.acquire()  # the fence is over, the pause is not: Pisano asked for 60 s
+    assert not refused.granted and not refused.held and refused.wait_s == 58.5
+    clock.now += 58_500
     assert rl.acquire().granted  # not an hour later
+
+
+def test_a_pause_is_kept_whole_when_the_clock_did_not_step() -> None:
+    # the 'clock' fence raised by a log written by hand: no beat lies ahead of the clock, so
+    # nothing says the pause is too long
+    clock = Clock()
+    rl = _limiter(clock)
+    rl.pause(60)
+    rl.state.data.slots.append(clock.now + 3_600_000)
+    assert rl.acquire().held
+    clock.now += 1500
+    assert rl.acquire().wait_s == 58.5
+
+
+def _as_older_version(rl: MemoryLimiter) -> None:
+    """What the previous version leaves after its reservations: no horizon, nothing marked as ours."""
+    rl.state.data.horizon = rl.state.data.pushed = None
+
+
+def test_a_step_with_an_older_versions_slots_in_the_log_holds_for_the_longest_horizon_of_any_version() -> None:
+    # an older replica's horizon is unknown, up to THROTTLE_HORIZON_MS's bound (an hour): its slots
+    # may lie that far ahead of the true now, so only after that is none of them in any window
+    clock = Clock()
+    rl = _limiter(clock)
+    _as_older_version(rl)
+    clock.now -= 2 * 3_600_000
+    held = rl.acquire()
+    assert held.held and held.wait_s == 3_601.0
+    clock.now += 3_601_000
+    assert rl.acquire().granted
+
+
+def test_a_fence_an_older_version_raised_for_its_longer_horizon_is_not_cut_short() -> None:
+    # an older replica with a 600 s horizon proved a loss: its lost slots may lie 600 s ahead
+    clock = Clock()
+    rl = _limiter(clock)
+    rl.state.data.fence_until = clock.now + 601_000  # its hold; `fenced` is not this version's
+    held = rl.acquire()
+    assert held.held and held.wait_s == 601.0
+    assert rl.state.data.slots  # no 'clock' fence: the log is kept
+
+
+def test_an_older_versions_slot_within_its_horizon_is_waited_out_not_dropped() -> None:
+    clock = Clock()
+    rl = _limiter(clock)
+    rl.state.data.slots.append(clock.now + 600_000)  # granted by an older `check`-like caller ...
+    rl.state.data.seq += 1  # ... which counted it, as every version does
+    clock.now += 1
+    refused = rl.acquire()
+    assert not refused.held and not refused.granted and refused.wait_s == 599.999
+    assert rl.state.data.slots[-1] == clock.now + 599_999  # kept: it stands for a request that will leave
 
 
 def test_a_slot_beyond_the_horizon_but_within_hold_is_waited_out_without_a_fence() -> None:
