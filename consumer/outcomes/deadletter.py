@@ -3,12 +3,16 @@
 The producer is idempotent with `acks=all`, and a record's offset is only committed once its
 dead-letter is acknowledged: the caller's `on_done` runs from the delivery report. A failed
 delivery is produced again after a backoff, for ever: the dead-letter topic being down stops
-commits (the consumer pauses on its full buffers), it never loses a record.
+commits (the consumer pauses on its full buffers), it never loses a record. Except a fatal error of
+the producer (`fatal_error`: librdkafka purges its queue and refuses every later record, for good):
+`poll()` raises it once, the poll loop ends and the replica restarts with a new producer; nothing
+past those records was committed.
 
 Once per origin: with `marks` (consumer/state/dead_letters.py), each acknowledged dead-letter
 marks its origin, and a record read again after a SIGKILL or a rebalance whose origin is marked
 ends at once, without a second copy. Dead-letters are therefore produced from `poll()`, where a
-turn's worth of them is looked up in one round trip.
+turn's worth of them is looked up in one round trip. An acknowledgement served outside `poll()`
+for a record no longer ours (the final flush of a shutdown, with no poll() after it) is marked at once.
 
 Reasons (`dlq.reason`):
     pisano_error       Pisano refused the request (pisano.error.code / pisano.http.status say how)
@@ -293,6 +297,11 @@ class DeadLetterQueue:
         if skipped:  # only after a restart or a rebalance: rare, and one line per turn
             log.info("%d records read again were dead-lettered before (a restart or rebalance before their "
                      "commit); not dead-lettered twice", skipped, extra={"count": skipped})
+
+    def write_marks(self) -> None:
+        """Mark the dead-letters acknowledged since the last poll(): for the caller that served
+        acknowledgements itself (a final producer.flush(), with no poll() after it)."""
+        self._write_marks()
 
     def _write_marks(self) -> None:
         origins, self._acknowledged = self._acknowledged, []

@@ -6,8 +6,10 @@
 With OUTCOME_TOPIC set, a record's offset is committed only once its receipt is acknowledged, as
 for dead-letters: the producer is the dead-letter queue's (idempotent, `acks=all`), and a failed
 delivery is produced again after a backoff, for ever; a receipt topic that is down stops commits
-and, through the full buffers, fetching; it never loses a receipt. A dead-lettered record gets its
-receipt after its dead-letter is acknowledged, so a receipt never names a dead-letter that is not there.
+and, through the full buffers, fetching; it never loses a receipt. A fatal error of the producer
+ends the poll loop instead (`poll()` raises it once, consumer/outcomes/deadletter.py `fatal_error`).
+A dead-lettered record gets its receipt after its dead-letter is acknowledged, so a receipt never
+names a dead-letter that is not there.
 
 Once per record: a partition commits only up to its oldest record without an outcome, so after a
 rebalance or a crash its next owner reads again records that already have a receipt. With `marks`

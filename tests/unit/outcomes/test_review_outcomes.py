@@ -167,3 +167,16 @@ def test_the_poll_loop_ends_on_a_fatal_producer_and_commits_nothing_past_the_dea
             loop._step()
     loop._commit(sync=True, all_known=True)
     assert consumer.committed.get(("t", 0), 0) == 0
+
+
+def test_acknowledgements_served_by_a_final_flush_are_marked_by_write_marks() -> None:
+    """Partitions still assigned (close() could not serve the revocation in time): not abandoned,
+    so not marked at once; the caller of the final flush writes them (`write_marks`)."""
+    marks, producer = MemoryDeadLetterMarks(horizon_s=3600), FatalProducer()
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks)
+    dlq.send(record(1), FAILURE, lambda: None)
+    dlq._produce_unchecked()
+    producer.flush(5)
+    assert marks.seen([Origin.of(record(1))]) == [False]
+    dlq.write_marks()
+    assert marks.seen([Origin.of(record(1))]) == [True]
