@@ -6,8 +6,10 @@
 With OUTCOME_TOPIC set, a record's offset is committed only once its receipt is acknowledged, as
 for dead-letters: the producer is the dead-letter queue's (idempotent, `acks=all`), and a failed
 delivery is produced again after a backoff, for ever; a receipt topic that is down stops commits
-and, through the full buffers, fetching; it never loses a receipt. A dead-lettered record gets its
-receipt after its dead-letter is acknowledged, so a receipt never names a dead-letter that is not there.
+and, through the full buffers, fetching; it never loses a receipt. A fatal error of the producer
+ends the poll loop instead (`poll()` raises it once, consumer/outcomes/deadletter.py `fatal_error`).
+A dead-lettered record gets its receipt after its dead-letter is acknowledged, so a receipt never
+names a dead-letter that is not there.
 
 Once per record: a partition commits only up to its oldest record without an outcome, so after a
 rebalance or a crash its next owner reads again records that already have a receipt. With `marks`
@@ -54,7 +56,7 @@ from confluent_kafka import KafkaError
 
 from consumer.errors import StateStoreError
 from consumer.ingest.mapping import Recipient
-from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
+from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text, fatal_error, raise_fatal
 from consumer.state.dead_letters import Origin
 from consumer.state.receipt_marks import ReceiptMarks, TopicPartition
 
@@ -294,6 +296,9 @@ class ReceiptWriter:
         self._skipped = 0  # since the last poll(), for one log line per turn
         # Bumped when a partition is revoked or lost: its receipts written before are abandoned.
         self._generations: dict[TopicPartition, int] = {}
+        self._fatal: KafkaError | None = None  # the producer failed for good: poll() raises
+        self._fatal_raised = False
+        self._polling = False  # inside poll() or flush(): the marks are written at its end
 
     def record(self, message: Any, kind: str, on_done: Callable[[], None], *, recipient: Recipient | None = None,
                failure: Failure | None = None, reason: str | None = None, request_id: str | None = None,
@@ -388,6 +393,16 @@ class ReceiptWriter:
                     "again after a rebalance or restart may get a second receipt", what, shown, MARKS_PAUSE_S)
 
     def poll(self, timeout: float = 0.0) -> None:
+        polling, self._polling = self._polling, True
+        try:
+            self._poll(timeout)
+        finally:
+            self._polling = polling
+        if self._fatal is not None and not self._fatal_raised:
+            self._fatal_raised = True  # once: the poll loop ends; its close() still revokes and commits
+            raise_fatal(self._fatal, "receipts")
+
+    def _poll(self, timeout: float) -> None:
         if self._retry:
             now = time.monotonic()
             due = [p for p in self._retry if p.not_before <= now]
@@ -418,15 +433,22 @@ class ReceiptWriter:
         except BufferError:
             self._later(pending, "the producer queue is full")
         except Exception as exc:  # KafkaException: the client refused it outright (unknown topic, ...)
+            self._fatal = self._fatal or fatal_error(exc)
             self._later(pending, str(exc))
 
     def _delivered(self, pending: _Pending, err: KafkaError | None) -> None:
         if err is not None:
+            self._fatal = self._fatal or fatal_error(err)
             self._later(pending, err.str())
             return
         self.in_flight -= 1
         if pending.origin is not None:
             self._acknowledged.append(pending.origin)
+            if not self._polling and self._abandoned(pending):
+                # Served outside poll() after its partition was revoked or lost (the final flush of
+                # a shutdown, after which no poll() comes): marked now, or the next owner writes a
+                # second receipt.
+                self.write_marks()
         self.on_acknowledged(pending.outcome)
         pending.on_done()
 
