@@ -157,6 +157,11 @@ class Pipeline:
         finally:
             self._close()
             self.producer.flush(5)
+            # Acknowledgements that flush served, with no poll after it, for partitions close()
+            # could not revoke in time: unmarked, their next owner would write second copies.
+            self.dlq.write_marks()
+            if self.receipts is not None:
+                self.receipts.write_marks()
             log.info("stopped")
 
     def _close(self) -> None:

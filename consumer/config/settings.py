@@ -344,6 +344,19 @@ class Settings(BaseSettings):
         return timeout + connect + self.claim_lease_margin_ms, name, timeout, connect
 
     @model_validator(mode="after")
+    def _kafka_producer(self) -> Settings:
+        # Dead letters and receipts are produced one by one, outside any transaction, and committed
+        # behind their acknowledgements: a transactional producer refuses every such produce()
+        # ("Erroneous state", retried for ever: every partition stuck at its first failure), and the
+        # gapless guarantee makes a lost sequence a fatal error that stops the replica.
+        for name in self.kafka:
+            if name.startswith("transactional.") or name == "enable.gapless.guarantee":
+                raise ValueError(f"kafka: {name} is not supported: the consumer's dead letters and receipts are "
+                                 "produced outside transactions, idempotent, behind acks=all; remove it "
+                                 f"(KAFKA_CONFIG_{name.upper().replace('.', '_')} or the file's kafka: mapping)")
+        return self
+
+    @model_validator(mode="after")
     def _token_sources(self) -> Settings:
         if self.pisano_api_token and self.pisano_api_token_file:
             raise ValueError("set PISANO_API_TOKEN or PISANO_API_TOKEN_FILE, not both")

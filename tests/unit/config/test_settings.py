@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,24 @@ def test_the_redis_timeout_reaches_the_client(monkeypatch: pytest.MonkeyPatch) -
         assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.75, 0.75)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(("env", "setting"), [
+    ("KAFKA_CONFIG_TRANSACTIONAL_ID", "transactional.id"),
+    ("KAFKA_CONFIG_ENABLE_GAPLESS_GUARANTEE", "enable.gapless.guarantee"),
+])
+def test_producer_settings_that_would_hold_every_dead_letter_are_refused(
+        monkeypatch: pytest.MonkeyPatch, env: str, setting: str) -> None:
+    # With transactional.id every produce() outside a transaction fails ("Erroneous state"): every
+    # dead letter and receipt retried for ever, every partition stuck at its first failure. The
+    # gapless guarantee turns a lost producer sequence into a fatal error that stops the replica.
+    monkeypatch.setenv(env, "x" if setting == "transactional.id" else "true")
+    with pytest.raises(ConfigError, match=re.escape(f"kafka: {setting} is not supported")):
+        load_settings()
+
+
+def test_a_transactional_setting_in_the_file_is_refused_too(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("kafka:\n  transactional.timeout.ms: 60000\n")
+    with pytest.raises(ConfigError, match=re.escape("kafka: transactional.timeout.ms is not supported")):
+        load_settings(config)

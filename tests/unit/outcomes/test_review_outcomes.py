@@ -180,3 +180,34 @@ def test_acknowledgements_served_by_a_final_flush_are_marked_by_write_marks() ->
     assert marks.seen([Origin.of(record(1))]) == [False]
     dlq.write_marks()
     assert marks.seen([Origin.of(record(1))]) == [True]
+
+
+def test_a_dead_letter_acknowledged_by_the_final_flush_of_run_is_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poll loop ends (here on a consumer error) with a dead letter still unacknowledged, and
+    close() cannot serve the revocation in time: the partition is still assigned, so the
+    acknowledgement the final `producer.flush` serves is not an abandoned one's. Unmarked, the next
+    owner would read the record again and dead-letter it a second time."""
+    from consumer import pipeline as pipeline_module
+    from consumer.config.resources import default_mapping_file
+    from consumer.ingest.avro import SchemalessDecoder
+    from consumer.ingest.mapping import DeclarativeMapper
+    from consumer.ingest.samples import default_schema
+    from tests.support.fake_kafka import pipeline
+
+    monkeypatch.setattr(pipeline_module, "LEAVE_TIMEOUT_S", 0.05)
+    mapper = DeclarativeMapper.from_file(default_mapping_file())
+    loop, consumer, _ = pipeline(SchemalessDecoder(default_schema()), mapper)
+    marks, producer = MemoryDeadLetterMarks(horizon_s=3600), FatalProducer()  # acknowledges on poll or flush
+    loop.dlq.marks, loop.dlq.producer, loop.producer = marks, producer, producer
+    loop.dlq.send(record(1), FAILURE, lambda: None)
+    loop.dlq._produce_unchecked()  # produced, not acknowledged yet
+
+    def broken(num_messages: int, timeout: float) -> list[Any]:
+        raise KafkaException(KafkaError(KafkaError._FATAL, "the consumer failed"))
+
+    consumer.subscribe = lambda topics, **callbacks: None  # type: ignore[method-assign]
+    consumer.consume = broken  # type: ignore[method-assign]
+    consumer.close = lambda: None  # type: ignore[attr-defined]
+    with pytest.raises(KafkaException):
+        loop.run()
+    assert marks.seen([Origin.of(record(1))]) == [True]
