@@ -386,7 +386,13 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
     """Replay what `plan` selects; raises TopicError when a topic is missing or Kafka unreachable
     before the run committed or published anything, ReplayError (with the counts so far) when a
-    target is missing, or publishing, reading or committing fails, part-way."""
+    target is missing, or publishing, reading or committing fails, part-way. SIGTERM ends it as
+    Ctrl-C does (ReplayInterrupted, its cause `Terminated`)."""
+    with terminate_interrupts():
+        return _run_replay(settings, plan, progress)
+
+
+def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, int], None] | None) -> ReplaySummary:
     signing_key = settings.replay_key()  # a ConfigError before anything is read
     consumer_topics = frozenset(settings.kafka_topics)
     if not consumer_topics and plan.to_topic is None:
@@ -540,20 +546,51 @@ def resume_hint(plan: ReplayPlan) -> str:
     return " without --from-beginning" if plan.from_beginning else ""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a Kubernetes Job deleted, `timeout`, a CI job cancelled), raised where Ctrl-C's
+    KeyboardInterrupt would be, so a run ends the same way: what Kafka acknowledged committed, the
+    counts so far, how to resume (found by review: SIGTERM killed the run silently)."""
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise Terminated
+
+
 @contextmanager
-def interrupt_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it: for bookkeeping that must
-    not stop half-way. Only where Python's own handler is in place, in the main thread."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+def terminate_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated`; the previous handler is put back after.
+    Only in the main thread (where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def interrupt_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT), or a SIGTERM under `terminate_interrupts`, until the block is done,
+    then raise it: for bookkeeping that must not stop half-way. Only where Python's own handler
+    (or `terminate_interrupts`') is in place, in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    deferred = [(signum, handler) for signum, handler in ((signal.SIGINT, signal.default_int_handler),
+                                                          (signal.SIGTERM, _terminate))
+                if signal.getsignal(signum) is handler]
+    caught: list[int] = []
+    for signum, _ in deferred:
+        signal.signal(signum, lambda number, _frame: caught.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in deferred:
+            signal.signal(signum, handler)
+    if signal.SIGTERM in caught:
+        raise Terminated
     if caught:
         raise KeyboardInterrupt
 
