@@ -39,7 +39,7 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +66,7 @@ from consumer.sre.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
+from consumer.sre.origin_set import OriginSet
 from consumer.sre.record_text import shown_id
 from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, sign
 from consumer.sre.topic_identity import topic_id_of
@@ -125,7 +126,7 @@ def default_group(filters: Filters) -> str:
     return GROUP_PREFIX + hashlib.sha256(filters.canonical().encode()).hexdigest()[:10]
 
 
-def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_replays: int,
+def judge(letter: DeadLetter, filters: Filters, replayed: Container[Origin], max_replays: int,
           horizon_start: datetime | None = None) -> Verdict:
     """What to do with one of our dead-letters; the order decides which count a record lands in.
     `horizon_start`: dead-letters that failed before it are held unless the filters take them
@@ -417,7 +418,8 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                          topic_id=lambda: topic_id_of(settings, plan.source_topic))
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
-    replayed: set[Origin] = set()
+    # The origins re-published in this run, in a few bytes each (consumer/sre/origin_set.py).
+    replayed = OriginSet()
 
     def checkpoint() -> None:
         if publisher is None:
@@ -481,7 +483,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                                           f"{resume_hint(plan)}: it resumes from group {plan.group}'s committed "
                                           "position, at the record that needs it") from exc
                     raise
-                replayed.add(letter.origin)
+                replayed.add_new(letter.origin)
                 if publisher is not None:
                     publisher.publish(target, letter)
                 summary.add_replay(letter, target, plan.stale_before)
