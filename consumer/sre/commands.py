@@ -268,6 +268,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
          "past them)"),
         ("refused: value omitted", summary.verdicts[Verdict.VALUE_OMITTED],
          "the DLQ kept only the headers (too large): re-send from the source, dlq.original.*"),
+        ("refused: no value", summary.verdicts[Verdict.NO_VALUE],
+         "a tombstone (null value) with dead-letter headers: no event to re-publish; left in the DLQ"),
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
          "dlq.original.topic is not in KAFKA_TOPICS: check the record; if its topic is wrong, replay its time "
          "range (--since/--until) with --to-topic and a new --group (this group's position is past it)"

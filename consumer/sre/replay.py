@@ -104,6 +104,7 @@ class Verdict(StrEnum):
     UNMATCHED = "unmatched"  # outside the filters
     DUPLICATE = "duplicate"  # its origin was already re-published in this run
     VALUE_OMITTED = "value_omitted"  # the DLQ has no value to re-publish
+    NO_VALUE = "no_value"  # a tombstone (null value) with our headers: no event to re-publish
     OVER_MAX_REPLAYS = "over_max_replays"
     MALFORMED = "malformed"  # our headers, but not usable (reason counted in ReplaySummary.malformed)
     NOT_CONSUMER_TOPIC = "not_consumer_topic"  # dlq.original.topic is not in KAFKA_TOPICS, no --to-topic
@@ -143,6 +144,10 @@ def judge(letter: DeadLetter, filters: Filters, replayed: Container[Origin], max
         return Verdict.DUPLICATE
     if letter.value_omitted:
         return Verdict.VALUE_OMITTED
+    if letter.value is None:
+        # Re-published, a tombstone is dead-lettered again (no event), and on a compacted topic it
+        # deletes its key's latest record (found by review).
+        return Verdict.NO_VALUE
     if letter.replays >= max_replays:
         return Verdict.OVER_MAX_REPLAYS
     return Verdict.REPLAY

@@ -362,6 +362,9 @@ def export(settings: Settings, output: Path | None) -> None:
         for entry in store.entries():
             sink.write(entry + "\n")
             count += 1
+            if count % PLAIN_PROGRESS_ROWS == 0:
+                # On stderr: stdout may be the export itself (found by review: silent until the end).
+                click.echo(f"exporting: {count:,} entries", err=True)
         return count
 
     if output is None:

@@ -100,3 +100,23 @@ def test_a_run_replays_each_origin_once_whatever_the_order(monkeypatch: pytest.M
     summary = run_replay(Settings(kafka_topics=["transactions"]), ReplayPlan(DLQ, "g", Filters()))
     assert [key for _, key, _, _ in cluster.published] == [f"evt-{n}".encode() for n in range(6)]
     assert summary.replayed == 6 and summary.verdicts["duplicate"] == 3
+
+
+def test_a_tombstone_with_dead_letter_headers_is_refused_not_re_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review: a DLQ record with our headers and a null value (anyone who may write to the
+    # DLQ, or a source tombstone dead-lettered as decode_error) was re-published as a tombstone to
+    # the consumers' topic: no event to send, dead-lettered again up to --max-replays, and on a
+    # compacted topic it deletes the latest record of its key.
+    from tests.unit.sre.fake_dlq import DLQ, DlqMessage
+
+    replay_env(monkeypatch)
+    records = dlq_records(3)
+    records[1] = DlqMessage(records[1].headers(), topic=DLQ, partition=0, offset=1, key=b"evt-1", value=None)
+    cluster = Cluster(records)
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 0, result.output
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-0", b"evt-2"]
+    refused = next(line for line in result.output.splitlines() if "refused: no value" in line)
+    assert refused.split()[3] == "1", refused
+    assert cluster.committed["g"] == 3

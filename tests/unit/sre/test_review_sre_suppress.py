@@ -54,3 +54,19 @@ def test_the_command_counts_every_invalid_row_beyond_the_ones_it_shows(tmp_path:
     assert "invalid 50;" in result.output and "and 30 more invalid rows" in result.output
     assert "50 entries could not be added" in result.output
     assert "added 1," in result.output and "Traceback" not in result.output
+
+
+def test_export_shows_progress_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review: `suppress export` of a list of millions (SSCAN, 10,000 a round trip) said
+    # nothing until the end; every long-running command shows progress.
+    from consumer.cli import main
+    from consumer.sre import suppress
+
+    store = MemoryOptOutList([f"p:{n:032x}" for n in range(250_000)])
+    monkeypatch.setattr(suppress, "_open", lambda settings: (HASHER, store))
+    out = tmp_path / "opt-outs.hashes"
+    result = CliRunner().invoke(main, ["suppress", "export", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exporting: 100,000 entries" in result.stderr and "exporting: 200,000 entries" in result.stderr
+    assert "exported 250,000 entries" in result.stderr
+    assert out.read_text().count("\n") == 250_001 and "exporting" not in out.read_text()
