@@ -37,6 +37,7 @@ from consumer.sre.replay import (
     ReplayInterrupted,
     ReplayPlan,
     ReplaySummary,
+    Terminated,
     Verdict,
     default_group,
     resume_hint,
@@ -46,6 +47,7 @@ from consumer.sre.replay_signature import MAX_SIGNED_REPLAYS
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # and by SIGTERM (128 + SIGTERM)
 PLAIN_PROGRESS_INTERVAL_S = 5.0
 BAR_REDRAW_S = 0.1
 
@@ -168,25 +170,32 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
     except ReplayInterrupted as exc:
         progress.close()
         _print_replay(plan, exc.summary, dlq_topic=settings.dlq_topic)
-        fail(_interrupted(plan, exc.summary, exc.not_committed), EXIT_INTERRUPTED)
+        terminated = isinstance(exc.__cause__, Terminated)
+        fail(_interrupted(plan, exc.summary, exc.not_committed, terminated),
+             EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     except ReplayError as exc:
         # The counts so far, then the one line saying what failed and what to do.
         progress.close()
         if exc.summary is not None:
             _print_replay(plan, exc.summary, failed=True, dlq_topic=settings.dlq_topic)
         fail(str(exc), EXIT_FAILED)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Before the read began, or a second Ctrl-C while the interrupt's checkpoint waited for Kafka.
-        fail("interrupted; positions after the last checkpoint were not committed: run the same command "
-             "again" + resume_hint(plan) + " to resume (the consumers skip what was delivered)", EXIT_INTERRUPTED)
+        terminated = isinstance(exc, Terminated)
+        fail(("terminated (SIGTERM)" if terminated else "interrupted")
+             + "; positions after the last checkpoint were not committed: run the same command again"
+             + resume_hint(plan) + " to resume (the consumers skip what was delivered)",
+             EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     finally:
         progress.close()
     _print_replay(plan, summary, dlq_topic=settings.dlq_topic)
 
 
-def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | None = None) -> str:
+def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | None = None,
+                 terminated: bool = False) -> str:
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
     if plan.dry_run:
-        return "interrupted: a dry run publishes and commits nothing; run it again for the whole count"
+        return f"{how}: a dry run publishes and commits nothing; run it again for the whole count"
     if not_committed is not None:
         # The interrupt's checkpoint could not commit: only earlier checkpoints' positions stand.
         kept = ((f"positions up to the last checkpoint are committed for group {plan.group}" if summary.committed
@@ -194,7 +203,7 @@ def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | 
     else:
         kept = (f"what Kafka acknowledged is committed for group {plan.group}" if summary.committed
                 else "nothing was committed")
-    return (f"interrupted after {summary.read:,} record(s) read: {kept}; run the same command "
+    return (f"{how} after {summary.read:,} record(s) read: {kept}; run the same command "
             f"again{resume_hint(plan)} to resume")
 
 
@@ -259,6 +268,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
          "past them)"),
         ("refused: value omitted", summary.verdicts[Verdict.VALUE_OMITTED],
          "the DLQ kept only the headers (too large): re-send from the source, dlq.original.*"),
+        ("refused: no value", summary.verdicts[Verdict.NO_VALUE],
+         "a tombstone (null value) with dead-letter headers: no event to re-publish; left in the DLQ"),
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
          "dlq.original.topic is not in KAFKA_TOPICS: check the record; if its topic is wrong, replay its time "
          "range (--since/--until) with --to-topic and a new --group (this group's position is past it)"

@@ -39,7 +39,7 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +66,7 @@ from consumer.sre.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
+from consumer.sre.origin_set import OriginSet
 from consumer.sre.record_text import shown_id
 from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, sign
 from consumer.sre.topic_identity import topic_id_of
@@ -103,6 +104,7 @@ class Verdict(StrEnum):
     UNMATCHED = "unmatched"  # outside the filters
     DUPLICATE = "duplicate"  # its origin was already re-published in this run
     VALUE_OMITTED = "value_omitted"  # the DLQ has no value to re-publish
+    NO_VALUE = "no_value"  # a tombstone (null value) with our headers: no event to re-publish
     OVER_MAX_REPLAYS = "over_max_replays"
     MALFORMED = "malformed"  # our headers, but not usable (reason counted in ReplaySummary.malformed)
     NOT_CONSUMER_TOPIC = "not_consumer_topic"  # dlq.original.topic is not in KAFKA_TOPICS, no --to-topic
@@ -125,7 +127,7 @@ def default_group(filters: Filters) -> str:
     return GROUP_PREFIX + hashlib.sha256(filters.canonical().encode()).hexdigest()[:10]
 
 
-def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_replays: int,
+def judge(letter: DeadLetter, filters: Filters, replayed: Container[Origin], max_replays: int,
           horizon_start: datetime | None = None) -> Verdict:
     """What to do with one of our dead-letters; the order decides which count a record lands in.
     `horizon_start`: dead-letters that failed before it are held unless the filters take them
@@ -142,6 +144,10 @@ def judge(letter: DeadLetter, filters: Filters, replayed: set[Origin], max_repla
         return Verdict.DUPLICATE
     if letter.value_omitted:
         return Verdict.VALUE_OMITTED
+    if letter.value is None:
+        # Re-published, a tombstone is dead-lettered again (no event), and on a compacted topic it
+        # deletes its key's latest record (found by review).
+        return Verdict.NO_VALUE
     if letter.replays >= max_replays:
         return Verdict.OVER_MAX_REPLAYS
     return Verdict.REPLAY
@@ -386,7 +392,13 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
     """Replay what `plan` selects; raises TopicError when a topic is missing or Kafka unreachable
     before the run committed or published anything, ReplayError (with the counts so far) when a
-    target is missing, or publishing, reading or committing fails, part-way."""
+    target is missing, or publishing, reading or committing fails, part-way. SIGTERM ends it as
+    Ctrl-C does (ReplayInterrupted, its cause `Terminated`)."""
+    with terminate_interrupts():
+        return _run_replay(settings, plan, progress)
+
+
+def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, int], None] | None) -> ReplaySummary:
     signing_key = settings.replay_key()  # a ConfigError before anything is read
     consumer_topics = frozenset(settings.kafka_topics)
     if not consumer_topics and plan.to_topic is None:
@@ -411,7 +423,8 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                          topic_id=lambda: topic_id_of(settings, plan.source_topic))
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
-    replayed: set[Origin] = set()
+    # The origins re-published in this run, in a few bytes each (consumer/sre/origin_set.py).
+    replayed = OriginSet()
 
     def checkpoint() -> None:
         if publisher is None:
@@ -475,7 +488,7 @@ def run_replay(settings: Settings, plan: ReplayPlan,
                                           f"{resume_hint(plan)}: it resumes from group {plan.group}'s committed "
                                           "position, at the record that needs it") from exc
                     raise
-                replayed.add(letter.origin)
+                replayed.add_new(letter.origin)
                 if publisher is not None:
                     publisher.publish(target, letter)
                 summary.add_replay(letter, target, plan.stale_before)
@@ -540,20 +553,51 @@ def resume_hint(plan: ReplayPlan) -> str:
     return " without --from-beginning" if plan.from_beginning else ""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a Kubernetes Job deleted, `timeout`, a CI job cancelled), raised where Ctrl-C's
+    KeyboardInterrupt would be, so a run ends the same way: what Kafka acknowledged committed, the
+    counts so far, how to resume (found by review: SIGTERM killed the run silently)."""
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise Terminated
+
+
 @contextmanager
-def interrupt_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it: for bookkeeping that must
-    not stop half-way. Only where Python's own handler is in place, in the main thread."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+def terminate_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated`; the previous handler is put back after.
+    Only in the main thread (where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def interrupt_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT), or a SIGTERM under `terminate_interrupts`, until the block is done,
+    then raise it: for bookkeeping that must not stop half-way. Only where Python's own handler
+    (or `terminate_interrupts`') is in place, in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    deferred = [(signum, handler) for signum, handler in ((signal.SIGINT, signal.default_int_handler),
+                                                          (signal.SIGTERM, _terminate))
+                if signal.getsignal(signum) is handler]
+    caught: list[int] = []
+    for signum, _ in deferred:
+        signal.signal(signum, lambda number, _frame: caught.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in deferred:
+            signal.signal(signum, handler)
+    if signal.SIGTERM in caught:
+        raise Terminated
     if caught:
         raise KeyboardInterrupt
 

@@ -152,13 +152,22 @@ class ImportSummary:
     rows: int = 0
     entries: int = 0
     added: int = 0
-    invalid: list[tuple[int, str]] = field(default_factory=list)  # (line, what), never the value
+    # The first MAX_INVALID_SHOWN invalid rows, (line, what), never the value: the ones printed.
+    # Only these are kept (a file of ten million bad numbers must not hold ten million reasons).
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+    invalid_count: int = 0  # every invalid entry
     stopped: ImportStop | None = None
     last_line: int = 0  # the entries of every line up to this one are on the list
 
     @property
     def already(self) -> int:
         return self.entries - self.added
+
+    def refused(self, line: int, what: str) -> None:
+        """Count an invalid entry; keep its reason only if it is among the ones printed."""
+        self.invalid_count += 1
+        if len(self.invalid) < MAX_INVALID_SHOWN:
+            self.invalid.append((line, what))
 
 
 def _unreadable_row(exc: csv.Error) -> str:
@@ -227,18 +236,21 @@ def _import_rows(reader: Any, phone_at: int | None, external_at: int | None, has
                 continue
             if "\n" in row[at] or "\r" in row[at]:
                 # No phone or id holds one: an unbalanced quote made one cell of the lines after it.
-                summary.invalid.append((line, f"{what}: a line break inside the cell (lines {line}-"
-                                              f"{reader.line_num}): an unbalanced quote? check the quotes from "
-                                              f"line {line}"))
+                summary.refused(line, f"{what}: a line break inside the cell (lines {line}-{reader.line_num}): "
+                                      f"an unbalanced quote? check the quotes from line {line}")
                 continue
             try:
                 chunk.append(entry(row[at]))
             except InvalidEventError as exc:
                 problem = phone_refused(exc, hasher.region) if what == "phone" else str(exc)
-                summary.invalid.append((line, f"{what}: {problem}"))
+                summary.refused(line, f"{what}: {problem}")
         if len(chunk) >= CHUNK:
             if not _flush(store, chunk, summary, reader.line_num):
                 return
+            progress(summary.rows)
+        elif summary.rows % CHUNK == 0:
+            # Rows that add nothing (invalid, empty cells) are progress too: a file of them must
+            # not look stuck until its end.
             progress(summary.rows)
     _flush(store, chunk, summary, line - 1 if summary.stopped else reader.line_num)
     progress(summary.rows)
@@ -306,16 +318,16 @@ def import_command(settings: Settings, file: Path) -> None:
     finally:
         progress.close()
     click.echo(f"rows read {summary.rows:,}; entries {summary.entries:,}: added {summary.added:,}, already on "
-               f"the list {summary.already:,}; invalid {len(summary.invalid):,}; "
+               f"the list {summary.already:,}; invalid {summary.invalid_count:,}; "
                f"{time.monotonic() - started:.1f} s")
     for line, what in summary.invalid[:MAX_INVALID_SHOWN]:
         click.echo(f"  line {line}: {what}")
-    if len(summary.invalid) > MAX_INVALID_SHOWN:
-        click.echo(f"  ... and {len(summary.invalid) - MAX_INVALID_SHOWN:,} more invalid rows")
+    if summary.invalid_count > len(summary.invalid):
+        click.echo(f"  ... and {summary.invalid_count - len(summary.invalid):,} more invalid rows")
     stop = summary.stopped
     # An invalid entry is a customer who opted out and is still surveyed: a script running the
     # import must see it in the exit status, not only in the lines a person reads.
-    count = len(summary.invalid)
+    count = summary.invalid_count
     noun = "entry" if count == 1 else "entries"
     if stop is not None:
         done = ("Nothing was added" if summary.last_line < 2 else "The entries of line 2 are on the list"
@@ -350,6 +362,9 @@ def export(settings: Settings, output: Path | None) -> None:
         for entry in store.entries():
             sink.write(entry + "\n")
             count += 1
+            if count % PLAIN_PROGRESS_ROWS == 0:
+                # On stderr: stdout may be the export itself (found by review: silent until the end).
+                click.echo(f"exporting: {count:,} entries", err=True)
         return count
 
     if output is None:
