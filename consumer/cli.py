@@ -41,6 +41,8 @@ def main(context: click.Context, config_file: Path | None) -> None:
 @configured
 def run(settings: Settings) -> None:
     """Run the consumer until SIGTERM or Ctrl-C (then flush, commit and exit 0)."""
+    from confluent_kafka import KafkaError, KafkaException
+
     from consumer.app import build_pipeline
     from consumer.operations import collector, gil
     from consumer.operations.health import Health, HealthServer
@@ -73,6 +75,11 @@ def run(settings: Settings) -> None:
     gil.hand_over_less_often()
     try:
         pipeline.run()
+    except KafkaException as exc:  # a client failed for good (a fatal producer error): it never recovers
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        fail(f"Kafka failed fatally ({error.str() if error is not None else exc}); this replica stops: its "
+             "restart (Kubernetes restarts the pod) begins with new Kafka clients, and what it did not commit "
+             "is read again", EXIT_FAILED)
     finally:
         probe.stop()
         if server:

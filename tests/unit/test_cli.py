@@ -35,3 +35,34 @@ def test_run_without_required_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(main, ["run"])
     assert result.exit_code == 2
     assert "missing setting(s): KAFKA_TOPICS, PISANO_URL" in result.output
+
+
+def test_run_ends_on_a_fatal_kafka_error_with_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fatal producer error ends the poll loop (consumer/outcomes/deadletter.py `raise_fatal`): the
+    process exits 1 with one line saying what happened and what follows, not a traceback."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    import consumer.app
+
+    class Failing:
+        def run(self) -> None:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "Fatal error: old epoch"))
+
+    class Probe:
+        def start(self) -> None: ...
+
+        def stop(self) -> None: ...
+
+    monkeypatch.setattr(consumer.app, "build_pipeline", lambda settings, metrics, health: (Failing(), Probe()))
+    monkeypatch.setenv("KAFKA_TOPICS", "t")
+    monkeypatch.setenv("PISANO_URL", "https://pisano.invalid")
+    monkeypatch.setenv("PISANO_API_TOKEN", "a-token-of-some-length")
+    monkeypatch.setenv("HTTP_PORT", "0")
+    monkeypatch.setattr("signal.signal", lambda *args: None)
+    monkeypatch.setattr("consumer.operations.gil.hand_over_less_often", lambda: None)
+    monkeypatch.setattr("consumer.operations.collector.tune_for_throughput", lambda: None)
+    result = CliRunner().invoke(main, ["run"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "Kafka failed fatally (Fatal error: old epoch)" in result.output
+    assert "restart" in result.output
