@@ -273,7 +273,9 @@ class Pipeline:
             if error is not None:
                 self._consume_error(error)
                 continue
-            tp = (message.topic(), message.partition())
+            record = snapshot(message, now_ms, topics)
+            topic = record.topic()
+            tp = (topic, record.partition())
             known = tps.get(tp)
             if known is None:
                 if not owns(tp):
@@ -285,8 +287,6 @@ class Pipeline:
                     continue
                 known = tps[tp] = tp
             tp = known
-            record = snapshot(message, now_ms, topics)
-            topic = record.topic()
             size = record.size
             taken_bytes += size
             consumed[topic] = consumed.get(topic, 0) + 1
