@@ -30,20 +30,20 @@ from consumer.operations import logs
 from consumer.outcomes.deadletter import REASONS
 from consumer.plain_number import plain_number
 from consumer.sre.dlq_read import Filters, TopicError
-from consumer.sre.dlq_stats import StatsError, collect_stats
+from consumer.sre.dlq_stats import StatsError, StatsInterrupted, collect_stats
 from consumer.sre.record_text import shown, shown_id
 from consumer.sre.replay import (
     ReplayError,
     ReplayInterrupted,
     ReplayPlan,
     ReplaySummary,
-    Terminated,
     Verdict,
     default_group,
     resume_hint,
     run_replay,
 )
 from consumer.sre.replay_signature import MAX_SIGNED_REPLAYS
+from consumer.sre.signals import Terminated
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
@@ -366,8 +366,15 @@ def stats(settings: Settings, as_json: bool) -> None:
         result = collect_stats(settings, settings.dlq_topic, progress)
     except TopicError as exc:
         fail(str(exc), EXIT_CONFIG)
+    except StatsInterrupted as exc:
+        progress.close()
+        fail(str(exc), EXIT_TERMINATED if exc.terminated else EXIT_INTERRUPTED)
     except StatsError as exc:
         fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt as exc:  # before the read began (connecting, the topic's metadata)
+        terminated = isinstance(exc, Terminated)
+        fail(("terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)") + " before the read began; dlq "
+             "stats only reads, it changed nothing: run it again", EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     finally:
         progress.close()
     if as_json:

@@ -32,6 +32,7 @@ from consumer.sre.dlq_read import (
 )
 from consumer.sre.origin_set import OriginSet
 from consumer.sre.record_text import shown_id
+from consumer.sre.signals import Terminated, terminate_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,18 @@ RowKey = tuple[str, str, str]  # error code, reason, campaign
 
 class StatsError(PisanoSmsError):
     """Kafka failed part-way through the read; the message says what to check."""
+
+
+class StatsInterrupted(StatsError):
+    """Ctrl-C or SIGTERM part-way (`terminated`): how far the read got. No table: counts of part
+    of the topic would pass for the whole; nothing was changed (no group's position moves)."""
+
+    def __init__(self, stats: DlqStats, total: int, terminated: bool) -> None:
+        how = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
+        super().__init__(f"{how} after {stats.records:,} of {total:,} record(s) of {shown_id(stats.topic)} read; "
+                         "no counts shown (part of the topic would pass for the whole); dlq stats only reads, "
+                         "it changed nothing: run it again for the whole count")
+        self.stats, self.total, self.terminated = stats, total, terminated
 
 
 @dataclass
@@ -127,7 +140,13 @@ def _iso(when: datetime | None, timespec: str = "seconds") -> str | None:
 
 
 def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int], None] | None = None) -> DlqStats:
-    """Read `topic` once, to the end offsets it had when the read started."""
+    """Read `topic` once, to the end offsets it had when the read started; StatsInterrupted on a
+    Ctrl-C or SIGTERM part-way (found by review: SIGTERM killed it without a word)."""
+    with terminate_interrupts():
+        return _collect_stats(settings, topic, progress)
+
+
+def _collect_stats(settings: Settings, topic: str, progress: Callable[[int, int], None] | None) -> DlqStats:
     consumer = make_consumer(settings, **{"group.id": STATS_GROUP, "enable.partition.eof": True})
     stats = DlqStats(topic)
     reader = TopicReader(consumer, topic, settings.kafka_bootstrap_servers, start="beginning",
@@ -142,6 +161,8 @@ def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int],
                 stats.malformed += 1
             if progress is not None:
                 progress(stats.records, reader.total)
+    except KeyboardInterrupt as exc:
+        raise StatsInterrupted(stats, reader.total, isinstance(exc, Terminated)) from exc
     except ReadStopped as exc:  # part-way: as below, not the exit 2 of a topic missing at the start
         raise StatsError(f"{exc} (after {stats.records:,} of {reader.total:,} record(s))") from exc
     except KafkaException as exc:

@@ -35,14 +35,17 @@ from consumer.cli_common import configured, fail
 from consumer.config.settings import Settings
 from consumer.errors import InvalidEventError, PisanoSmsError, StateStoreError
 from consumer.operations import logs
+from consumer.sre.signals import Terminated, interrupt_deferred, terminate_interrupts
 from consumer.state.suppression import CHUNK, OptOutHasher, OptOutList, RedisOptOutList
 
 EXIT_NOT_LISTED = 1
 EXIT_STOPPED = 1
 EXIT_INVALID = 1  # some rows could not be added: opted-out customers left off the list
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # and by SIGTERM (128 + SIGTERM)
 PLAIN_PROGRESS_ROWS = 100_000
 MAX_INVALID_SHOWN = 20
+MAX_LINE_CHARS = 4096  # a line longer than this is an invalid row, never given to the csv reader
 
 
 def _open(settings: Settings) -> tuple[OptOutHasher, OptOutList]:
@@ -144,7 +147,8 @@ class ImportStop:
 
     line: int  # the first line of the row that could not be read (or added)
     what: str
-    interrupted: bool = False  # by the operator (Ctrl-C): nothing to fix, only to run again
+    interrupted: bool = False  # by the operator (Ctrl-C) or SIGTERM: nothing to fix, only to run again
+    terminated: bool = False  # by SIGTERM (exit 143, not 130)
 
 
 @dataclass
@@ -180,16 +184,59 @@ NOT_UTF8 = ("not UTF-8 text at or after this line: save the file as UTF-8 (Excel
             "or convert it (iconv -f WINDOWS-1254 -t UTF-8)")
 
 
+class CappedLines:
+    """The file's lines for the csv reader, none longer than MAX_LINE_CHARS (found by review: one
+    20 MB line of commas made csv build a row of 20 million cells, ~260 MB). A longer line is read
+    through in pieces of that size and dropped: the reader gets an empty line in its place (so its
+    line numbers stay the file's), and its number is noted in `too_long` for the row to be refused."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+        self.too_long: list[int] = []  # since the last row was judged
+        self._number = 0
+
+    def __iter__(self) -> CappedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.handle.readline(MAX_LINE_CHARS + 2)  # the cap, and \r\n
+        if not line:
+            raise StopIteration
+        self._number += 1
+        if len(line.rstrip("\r\n")) <= MAX_LINE_CHARS:
+            return line
+        self.too_long.append(self._number)
+        while not line.endswith(("\n", "\r")):
+            line = self.handle.readline(MAX_LINE_CHARS)
+            if not line:
+                break
+        return "\n"
+
+    def taken(self) -> list[int]:
+        """The lines longer than the cap since the last call."""
+        lines, self.too_long = self.too_long, []
+        return lines
+
+
+def _too_long(number: int) -> str:
+    return (f"line {number:,} is longer than {MAX_LINE_CHARS:,} characters (no row of phones and ids is): not read; "
+            "check the file there (a pasted blob? a file that is not the opt-out CSV?)")
+
+
 def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
                progress: Any = lambda rows: None) -> ImportSummary:
     """Add every phone and external id of a CSV to the list, in pipelined chunks (see the module docstring)."""
-    reader = csv.reader(handle)
+    lines = CappedLines(handle)
+    reader = csv.reader(lines)
     try:
         header = next(reader, None)
     except csv.Error as exc:
         raise click.UsageError(f"line 1 (the header): {_unreadable_row(exc)}") from exc
     except UnicodeDecodeError as exc:
         raise click.UsageError(f"line 1 (the header): {NOT_UTF8}") from exc
+    if lines.too_long:
+        raise click.UsageError(f"the header: {_too_long(lines.too_long[0])}; expected a header with phone and/or "
+                               "external_id")
     if header is None:
         raise click.UsageError("the file is empty; expected a header with phone and/or external_id")
     names = [name.strip().lower() for name in header]
@@ -206,15 +253,18 @@ def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
         raise click.UsageError("the header names no `phone` or `external_id` column")
     summary = ImportSummary(last_line=reader.line_num)
     try:
-        _import_rows(reader, phone_at, external_at, hasher, store, summary, progress)
-    except KeyboardInterrupt:
-        # The summary says which lines are on the list: a bare "Aborted!" left the operator guessing.
-        summary.stopped = ImportStop(summary.last_line + 1, "interrupted (Ctrl-C)", interrupted=True)
+        _import_rows(reader, lines, phone_at, external_at, hasher, store, summary, progress)
+    except KeyboardInterrupt as exc:
+        # The summary says which lines are on the list: a bare "Aborted!" left the operator guessing
+        # (and SIGTERM, under terminate_interrupts, said nothing at all).
+        terminated = isinstance(exc, Terminated)
+        summary.stopped = ImportStop(summary.last_line + 1, "terminated (SIGTERM)" if terminated
+                                     else "interrupted (Ctrl-C)", interrupted=True, terminated=terminated)
     return summary
 
 
-def _import_rows(reader: Any, phone_at: int | None, external_at: int | None, hasher: OptOutHasher,
-                 store: OptOutList, summary: ImportSummary, progress: Any) -> None:
+def _import_rows(reader: Any, lines: CappedLines, phone_at: int | None, external_at: int | None,
+                 hasher: OptOutHasher, store: OptOutList, summary: ImportSummary, progress: Any) -> None:
     chunk: list[str] = []
     phone_entry, external_entry = hasher.phone, hasher.external_id
     while True:
@@ -231,6 +281,10 @@ def _import_rows(reader: Any, phone_at: int | None, external_at: int | None, has
             summary.stopped = ImportStop(line, NOT_UTF8)
             break
         summary.rows += 1
+        too_long = lines.taken()
+        if too_long:
+            summary.refused(line, _too_long(too_long[0]))
+            row = []
         for at, entry, what in ((phone_at, phone_entry, "phone"), (external_at, external_entry, "external_id")):
             if at is None or at >= len(row) or not row[at].strip():
                 continue
@@ -259,17 +313,21 @@ def _import_rows(reader: Any, phone_at: int | None, external_at: int | None, has
 def _flush(store: OptOutList, chunk: list[str], summary: ImportSummary, through: int) -> bool:
     """Add `chunk`, the entries of the lines after `summary.last_line` up to `through`; False (the
     import stopped at the chunk's first line) when Redis failed."""
-    if chunk:
-        try:
-            summary.added += store.add(chunk)
-        except StateStoreError as exc:
-            # The error says what happened to Redis and what to do (consumer/state/redis_errors.py).
-            summary.stopped = ImportStop(summary.last_line + 1, f"Redis failed ({exc}); some entries from this "
-                                         "line on may be on the list: import the file again once it is fixed")
-            return False
-        summary.entries += len(chunk)
-        chunk.clear()
-    summary.last_line = through
+    # The add and its count as one step for Ctrl-C and SIGTERM (held until it is done, at most the
+    # Redis timeout): "lines 2 to N are on the list" then says exactly what was added.
+    with interrupt_deferred():
+        if chunk:
+            try:
+                summary.added += store.add(chunk)
+            except StateStoreError as exc:
+                # The error says what happened to Redis and what to do (consumer/state/redis_errors.py).
+                summary.stopped = ImportStop(summary.last_line + 1, f"Redis failed ({exc}); some entries from "
+                                             "this line on may be on the list: import the file again once it is "
+                                             "fixed")
+                return False
+            summary.entries += len(chunk)
+            chunk.clear()
+        summary.last_line = through
     return True
 
 
@@ -313,7 +371,7 @@ def import_command(settings: Settings, file: Path) -> None:
     started = time.monotonic()
     progress = RowProgress(_count_rows(file) if sys.stderr.isatty() else None)
     try:
-        with file.open(newline="", encoding="utf-8-sig") as handle:
+        with terminate_interrupts(), file.open(newline="", encoding="utf-8-sig") as handle:
             summary = _guarded(lambda: import_csv(handle, hasher, store, progress))
     finally:
         progress.close()
@@ -333,8 +391,10 @@ def import_command(settings: Settings, file: Path) -> None:
         done = ("Nothing was added" if summary.last_line < 2 else "The entries of line 2 are on the list"
                 if summary.last_line == 2 else f"The entries of lines 2 to {summary.last_line} are on the list")
         if stop.interrupted:
-            fail(f"{file}: {stop.what} at line {stop.line}. {done}; import the whole file again to complete the "
-                 "list (what is on the list already is only counted)", EXIT_INTERRUPTED)
+            fail(f"{file}: {stop.what} at line {stop.line} after {summary.rows:,} row(s) read, {summary.added:,} "
+                 f"entries added. {done}; import the whole file again to complete the list (it is idempotent: "
+                 "what is on the list already is only counted)", EXIT_TERMINATED if stop.terminated
+                 else EXIT_INTERRUPTED)
         fixes = f"it and the {count:,} invalid {noun} above" if count else "it"
         fail(f"{file}: stopped at line {stop.line}: {stop.what}. {done}; nothing from line {stop.line} on was "
              f"read. Fix {fixes} and import the whole file again (it is idempotent: what is on the list already "

@@ -16,6 +16,7 @@ from consumer.sre.suppress import import_csv
 from consumer.state.suppression import CHUNK, MemoryOptOutList, OptOutHasher
 
 HASHER = OptOutHasher(b"import-key-0123456789", "TR")
+BIG_CELL = '"' + "\n".join(["x" * 1000] * 200) + '"'  # 200 KB in one quoted cell, 1,000 characters a line
 
 
 def test_import_is_idempotent_and_names_bad_rows_by_line_only() -> None:
@@ -49,8 +50,9 @@ def test_a_file_without_the_columns_is_refused(text: str) -> None:
 
 
 def test_a_row_csv_cannot_read_stops_the_import_at_its_line_after_adding_what_came_before() -> None:
-    # A cell over csv's field limit (128 KiB): a pasted note column, say.
-    text = "phone,note\n+905321234567,ok\n+905321234568," + "x" * 200_000 + "\n+905321234569,after\n"
+    # A cell over csv's field limit (128 KiB): a pasted note column, say, quoted over lines within
+    # the line cap (a single line that long is an invalid row: test_suppress_long_lines.py).
+    text = "phone,note\n+905321234567,ok\n+905321234568," + BIG_CELL + "\n+905321234569,after\n"
     store = MemoryOptOutList()
     summary = import_csv(io.StringIO(text), HASHER, store)
     assert summary.stopped is not None and summary.stopped.line == 3
@@ -121,7 +123,7 @@ def test_the_import_command_says_where_it_stopped_and_what_is_on_the_list(
     store = MemoryOptOutList()
     monkeypatch.setattr(suppress, "_open", lambda settings: (HASHER, store))
     path = tmp_path / "opt-outs.csv"
-    path.write_text("phone,note\n+905321234567,ok\n+905321234568," + "x" * 200_000 + "\n+905321234569,x\n")
+    path.write_text("phone,note\n+905321234567,ok\n+905321234568," + BIG_CELL + "\n+905321234569,x\n")
     result = CliRunner().invoke(main, ["suppress", "import", str(path)])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and "905321234568" not in result.output
@@ -194,7 +196,7 @@ def test_an_import_where_every_row_is_added_or_there_already_exits_0(
 
 def test_a_stopped_import_with_invalid_rows_names_both_in_its_last_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = "phone,note\n+90 12,x\n+905321234568," + "x" * 200_000 + "\n"
+    text = "phone,note\n+90 12,x\n+905321234568," + BIG_CELL + "\n"
     result, _ = _import(tmp_path, monkeypatch, text)
     assert result.exit_code == 1, result.output
     last = " ".join(result.output.split("pisano-sms: error: ")[-1].split())
