@@ -26,6 +26,7 @@ import click
 
 from consumer.cli_common import EXIT_CONFIG, configured, fail
 from consumer.config.settings import Settings
+from consumer.errors import StateStoreError
 from consumer.operations import logs
 from consumer.outcomes.deadletter import REASONS
 from consumer.plain_number import plain_number
@@ -42,8 +43,10 @@ from consumer.sre.replay import (
     resume_hint,
     run_replay,
 )
+from consumer.sre.replay_lock import RedisLockStore, ReplayLock, ReplayLocked, lock_key
 from consumer.sre.replay_signature import MAX_SIGNED_REPLAYS
 from consumer.sre.signals import Terminated
+from consumer.state.redis import translated
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
@@ -132,11 +135,14 @@ def _quiet_kafka_logs(settings: Settings) -> None:
                    "checking with Pisano: held otherwise (an earlier replay may have delivered them, and the "
                    "consumers remember a delivery that long only).")
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; publish and commit nothing.")
+@click.option("--force", is_flag=True,
+              help="Take the replay lock of this topic and group over from the run that holds it: only once you "
+                   "made sure that run is gone (two at once re-publish the same records).")
 @configured
 def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tuple[str, ...],
                    campaigns: tuple[str, ...], since: str | None, until: str | None, limit: int | None,
                    max_replays: int, from_topic: str | None, to_topic: str | None, group: str | None,
-                   from_beginning: bool, past_horizon: bool, dry_run: bool) -> None:
+                   from_beginning: bool, past_horizon: bool, dry_run: bool, force: bool) -> None:
     """Re-publish dead-lettered records to their original topic, through the pipeline again.
 
     Only to the consumers' topics (KAFKA_TOPICS) or --to-topic: a dead-letter naming any other
@@ -162,10 +168,12 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
         stale_before=datetime.now(UTC) - timedelta(milliseconds=settings.stale_after_ms),
     )
     _quiet_kafka_logs(settings)
+    # A dry run publishes and commits nothing: it needs no lock, and never waits for one.
+    lock = None if dry_run else _CliLock(settings, plan, force)
     progress = Progress(f"replay: reading {plan.source_topic}")
     try:
-        summary = run_replay(settings, plan, progress)
-    except TopicError as exc:
+        summary = run_replay(settings, plan, progress, lock)
+    except (TopicError, ReplayLocked) as exc:
         fail(str(exc), EXIT_CONFIG)
     except ReplayInterrupted as exc:
         progress.close()
@@ -188,7 +196,54 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
              EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     finally:
         progress.close()
+        if lock is not None:
+            lock.release()
     _print_replay(plan, summary, dlq_topic=settings.dlq_topic)
+
+
+def open_replay_lock(settings: Settings, plan: ReplayPlan) -> ReplayLock:
+    """The lock of `plan`'s topic and group in the fleet's Redis (REDIS_URL, REDIS_KEY_PREFIX)."""
+    from consumer.app import build_state
+
+    with translated("the replay lock"):
+        state = build_state(settings)
+    return ReplayLock(RedisLockStore(state.client), lock_key(settings.redis_key_prefix, plan.source_topic, plan.group),
+                      f"{shown_id(plan.source_topic)} with group {shown_id(plan.group)}")
+
+
+class _CliLock:
+    """The run's lock (consumer/sre/replay_lock.py), taken by run_replay once the topics are
+    checked: ReplayLocked (exit 2) when another run holds it; a warning and no lock when Redis
+    cannot be asked (the consumers' dedup still keeps records from going twice)."""
+
+    def __init__(self, settings: Settings, plan: ReplayPlan, force: bool) -> None:
+        self.settings, self.plan, self.force = settings, plan, force
+        self.held: ReplayLock | None = None
+
+    def acquire(self) -> None:
+        self.held = _take_replay_lock(self.settings, self.plan, self.force)
+
+    def lost(self) -> str | None:
+        return self.held.lost() if self.held is not None else None
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.release()
+
+
+def _take_replay_lock(settings: Settings, plan: ReplayPlan, force: bool) -> ReplayLock | None:
+    try:
+        lock = open_replay_lock(settings, plan)
+        with translated("the replay lock"):
+            took_over = lock.acquire(force)
+    except StateStoreError as exc:
+        click.secho(f"pisano-sms: warning: replay runs without its lock ({exc}): make sure no other replay of "
+                    f"{shown_id(plan.source_topic)} with group {shown_id(plan.group)} runs (two at once re-publish "
+                    "the same records; the consumers' dedup sends none twice)", fg="yellow", err=True)
+        return None
+    if took_over is not None:
+        click.secho(f"pisano-sms: warning: {took_over}", fg="yellow", err=True)
+    return lock
 
 
 def _interrupted(plan: ReplayPlan, summary: ReplaySummary, not_committed: str | None = None,

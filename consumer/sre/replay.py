@@ -41,7 +41,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -402,16 +402,28 @@ class _Publisher:
 
 
 def run_replay(settings: Settings, plan: ReplayPlan,
-               progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
+               progress: Callable[[int, int], None] | None = None, lock: RunLock | None = None) -> ReplaySummary:
     """Replay what `plan` selects; raises TopicError when a topic is missing or Kafka unreachable
     before the run committed or published anything, ReplayError (with the counts so far) when a
     target is missing, or publishing, reading or committing fails, part-way. SIGTERM ends it as
-    Ctrl-C does (ReplayInterrupted, its cause `Terminated`)."""
+    Ctrl-C does (ReplayInterrupted, its cause `Terminated`). `lock` (consumer/sre/replay_lock.py)
+    is taken once the topics are checked, before anything is read (its refusal raises through), and
+    asked at each checkpoint: a run that lost it stops there, committing nothing more (another run
+    owns the group's position now)."""
     with terminate_interrupts():
-        return _run_replay(settings, plan, progress)
+        return _run_replay(settings, plan, progress, lock)
 
 
-def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, int], None] | None) -> ReplaySummary:
+class RunLock(Protocol):
+    def acquire(self) -> None:
+        """Take the lock, or raise (ReplayLocked) naming the run that holds it."""
+
+    def lost(self) -> str | None:
+        """Why this run no longer holds it, or None while it does."""
+
+
+def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, int], None] | None,
+                lock: RunLock | None = None) -> ReplaySummary:
     signing_key = settings.replay_key()  # a ConfigError before anything is read
     consumer_topics = frozenset(settings.kafka_topics)
     if not consumer_topics and plan.to_topic is None:
@@ -449,6 +461,12 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
             for refusal in publisher.take_refused():
                 summary.refused_by_kafka(refusal, plan.stale_before)
             summary.checkpointed()
+        lost = lock.lost() if lock is not None else None
+        if lost is not None:
+            raise ReplayError(f"this run no longer holds the replay lock of {shown_id(plan.source_topic)} with group "
+                              f"{plan.group} ({lost}): it stopped, and committed nothing after its last checkpoint "
+                              "(the run that holds the lock now owns the group's position); run again only once "
+                              "no other replay of it runs (a run that cannot start names the holder)")
         positions = reader.positions()
         if not positions:
             return
@@ -469,6 +487,8 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         summary.truncated = list(reader.truncated)
         if plan.to_topic:
             _check_target(consumer, plan.to_topic, settings, known_targets)
+        if lock is not None:
+            lock.acquire()
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
         for message in reader.records():
             summary.read += 1

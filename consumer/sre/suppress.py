@@ -16,6 +16,9 @@ that swallowed the lines after it), bytes that are not UTF-8, or Redis failing s
 that line: the entries of the lines before it are on the list (each chunk is added before the
 next is read), nothing after it was read, and the summary says so; fixing the file (or Redis)
 and importing it again completes the list, since what is there already is only counted.
+A line longer than MAX_LINE_CHARS never reaches the csv reader (CappedLines): its row is invalid,
+counted, and the import goes on. Ctrl-C and SIGTERM stop it like the errors above (exit 130, 143),
+once the chunk being added is added and counted.
 Invalid rows exit 1 as well (after the summary): each is a customer who opted out and is not on
 the list, which a script running the import must see.
 """

@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from consumer.sre.replay_lock import MemoryLockStore, ReplayLock, lock_key
 from tests.unit.sre.test_dlq_filters import FakeMessage
 
 DLQ = "pisano-sms.dlq"
@@ -33,6 +34,8 @@ class Cluster:
     # Called with the position at each consume() (an operator's Ctrl-C, say).
     on_read: Callable[[int], None] = lambda offset: None
     batch: int = 2  # records a consume() returns at most
+    locks: MemoryLockStore = field(default_factory=MemoryLockStore)  # the replay locks (Redis, for the CLI)
+    lock_renew_s: float = 10.0  # how often a run renews its lock
 
     def consumer(self, group: str) -> FakeDlqConsumer:
         return FakeDlqConsumer(self, group)
@@ -106,6 +109,11 @@ def install(monkeypatch: Any, cluster: Cluster) -> None:
     monkeypatch.setattr(replay, "make_consumer", lambda settings, **extra: cluster.consumer(extra["group.id"]))
     monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: FakeProducer(cluster))
     monkeypatch.setattr(replay, "topic_id_of", lambda settings, topic: cluster.topic_id)
+    import consumer.sre.commands as commands
+
+    monkeypatch.setattr(commands, "open_replay_lock", lambda settings, plan: ReplayLock(
+        cluster.locks, lock_key("pisano-sms", plan.source_topic, plan.group), f"{plan.source_topic} with group "
+        f"{plan.group}", renew_every_s=cluster.lock_renew_s))
 
 
 def replay_env(monkeypatch: Any, topics: str = "transactions") -> None:

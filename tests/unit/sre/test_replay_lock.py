@@ -1,0 +1,91 @@
+"""One `replay` at a time per dead-letter topic and group (consumer/sre/replay_lock.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from click.testing import CliRunner, Result
+
+from consumer.cli import main
+from consumer.sre.replay_lock import lock_key
+from tests.unit.sre.fake_dlq import DLQ, Cluster, install, replay_env
+from tests.unit.sre.test_replay_run import dlq_records
+
+KEY = lock_key("pisano-sms", DLQ, "g")
+OTHER = json.dumps({"user": "ayse", "host": "sre-box-7", "pid": 4242, "started": "2026-12-06T00:00:00Z",
+                    "nonce": "n"})
+
+
+def _replay(*args: str) -> Result:
+    return CliRunner().invoke(main, ["replay", "--group", "g", *args])
+
+
+def test_a_second_replay_of_the_same_group_refuses_to_start_while_the_first_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review: two runs at once each read from the group's committed position and
+    # re-published the same records.
+    replay_env(monkeypatch)
+    second: list[Result] = []
+    started: list[int] = []
+
+    def start_another(offset: int) -> None:
+        if offset == 2 and not started:
+            started.append(offset)
+            second.append(_replay())  # the same command, in another terminal, while the first runs
+
+    cluster = Cluster(dlq_records(4), on_read=start_another)
+    install(monkeypatch, cluster)
+    first = _replay()
+    assert first.exit_code == 0, first.output
+    refused = second[0]
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.stderr.split())
+    assert f"another replay of {DLQ} with group g is running: pid " in said
+    assert "Wait for it to finish" in said and "--force" in said
+    assert [key for _, key, _, _ in cluster.published] == [f"evt-{n}".encode() for n in range(4)]  # once each
+    assert KEY not in cluster.locks.held  # released at the end
+
+
+def test_the_refusal_names_the_holder_and_force_takes_the_lock_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    replay_env(monkeypatch)
+    cluster = Cluster(dlq_records(2))
+    install(monkeypatch, cluster)
+    cluster.locks.take(KEY, OTHER, 30_000, force=False)
+    refused = _replay()
+    assert refused.exit_code == 2 and not cluster.published and "g" not in cluster.committed
+    assert "pid 4242 on sre-box-7 (user ayse), started 2026-12-06T00:00:00Z" in " ".join(refused.stderr.split())
+    forced = _replay("--force")
+    assert forced.exit_code == 0, forced.output
+    assert "took the replay lock" in forced.stderr and "pid 4242" in forced.stderr
+    assert len(cluster.published) == 2 and KEY not in cluster.locks.held
+
+
+def test_another_group_or_a_dry_run_is_not_held_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    replay_env(monkeypatch)
+    cluster = Cluster(dlq_records(2))
+    install(monkeypatch, cluster)
+    cluster.locks.take(KEY, OTHER, 30_000, force=False)
+    assert _replay("--dry-run").exit_code == 0
+    other = CliRunner().invoke(main, ["replay", "--group", "h"])
+    assert other.exit_code == 0, other.output and len(cluster.published) == 2
+
+
+def test_a_run_whose_lock_was_taken_over_stops_at_its_next_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import consumer.sre.replay as replay
+
+    replay_env(monkeypatch)
+    monkeypatch.setattr(replay, "CHECKPOINT_INTERVAL_S", 0.0)
+
+    def take_over(offset: int) -> None:
+        if offset == 2:
+            cluster.locks.take(KEY, OTHER, 30_000, force=True)  # `--force` elsewhere
+            time.sleep(0.2)  # its renewal finds out
+
+    cluster = Cluster(dlq_records(6), on_read=take_over, lock_renew_s=0.02)
+    install(monkeypatch, cluster)
+    result = _replay()
+    assert result.exit_code == 1, result.output
+    assert "no longer holds the replay lock" in " ".join(result.stderr.split())
+    assert cluster.committed["g"] <= 4 and cluster.locks.held[KEY][0] == OTHER  # the holder's lock is left alone
