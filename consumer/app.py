@@ -286,7 +286,8 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
         metrics=metrics,
         health=health,
         replays=ReplayVerifier.from_settings(settings),
-        dead_letter_marks=RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s),
+        dead_letter_marks=RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s,
+                                               group=settings.kafka_group_id, dlq_topic=settings.dlq_topic),
         receipts=build_receipts(settings, state, producer, route, metrics),
     )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,

@@ -440,6 +440,7 @@ class Pipeline:
         confirmed = {(p.topic, p.partition): p.offset for p in partitions if p.error is None and p.offset >= 0}
         log.debug("commit confirmed: %s", ",".join(f"{t}[{p}]@{o}" for (t, p), o in confirmed.items()))
         counted = self.tracker.committed(confirmed)
+        self.dlq.committed(counted)  # the dead-letter marks below these points go
         if self.receipts is not None:  # not a confirmation from before a move back: the marks above it still count
             self.receipts.committed(counted)
 

@@ -4,15 +4,17 @@ The producer is idempotent with `acks=all`, and a record's offset is only commit
 dead-letter is acknowledged: the caller's `on_done` runs from the delivery report. A failed
 delivery is produced again after a backoff, for ever: the dead-letter topic being down stops
 commits (the consumer pauses on its full buffers), it never loses a record. Except a fatal error of
-the producer (`fatal_error`: librdkafka purges its queue and refuses every later record, for good):
-`poll()` raises it once, the poll loop ends and the replica restarts with a new producer; nothing
-past those records was committed.
+the producer (consumer/outcomes/producer_fatal.py: librdkafka purges its queue and refuses every
+later record, for good): `poll()` raises it once, the poll loop ends and the replica restarts with
+a new producer; nothing past those records was committed.
 
 Once per origin: with `marks` (consumer/state/dead_letters.py), each acknowledged dead-letter
 marks its origin, and a record read again after a SIGKILL or a rebalance whose origin is marked
 ends at once, without a second copy. Dead-letters are therefore produced from `poll()`, where a
 turn's worth of them is looked up in one round trip. An acknowledgement served outside `poll()`
 for a record no longer ours (the final flush of a shutdown, with no poll() after it) is marked at once.
+The marks below a commit the broker confirmed (`committed`, from the pipeline's commit callback)
+are removed in the next poll(): they hold about the records past the commit point.
 
 Reasons (`dlq.reason`):
     pisano_error       Pisano refused the request (pisano.error.code / pisano.http.status say how)
@@ -43,15 +45,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError
 
 from consumer.config.secrets import mask_urls_in_text
 from consumer.errors import StateStoreError
 from consumer.ingest.records import InboundRecord, headers_of
 from consumer.operations.logs import redact_phones
 from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_headers
+from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.plain_number import plain_number
-from consumer.state.dead_letters import DeadLetterMarks, Origin
+from consumer.state.dead_letters import DeadLetterMarks, Origin, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -70,26 +73,6 @@ SMALL_RECORD_BYTES = 64 * 1024
 # After Redis failed for the marks, dead-letter without them this long before asking again: the
 # poll loop must not wait a socket timeout on every turn (ARCHITECTURE.md, invariant 4).
 MARKS_PAUSE_S = 30.0
-
-
-def fatal_error(error: KafkaError | BaseException | None) -> KafkaError | None:
-    """The producer's error when it is fatal (the idempotent producer's sequence or epoch could not
-    be kept: librdkafka purges its queue, and every later produce() fails with _FATAL, for good),
-    else None. Such a producer never writes again: producing again after a backoff would hold the
-    partitions for ever, so the poll loop must end and the replica restart with a fresh one."""
-    if isinstance(error, KafkaException):
-        error = error.args[0] if error.args and isinstance(error.args[0], KafkaError) else None
-    if not isinstance(error, KafkaError):
-        return None
-    return error if error.fatal() or error.code() == KafkaError._FATAL else None
-
-
-def raise_fatal(error: KafkaError, what: str) -> None:
-    """End the poll loop (module docstring): nothing past these records was committed, their next
-    reader writes them."""
-    log.critical("the Kafka producer failed fatally (%s); stopping: %s are never produced by this producer, "
-                 "a restart produces them with a new one", error.str(), what)
-    raise KafkaException(error)
 
 
 @dataclass(frozen=True)
@@ -214,12 +197,11 @@ class DeadLetterQueue:
         self.marks = marks
         self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
+        self._commits: dict[TopicPartition, int] = {}  # confirmed commit points: marks below them go
         self._marks_paused_until = 0.0
         # Bumped when a partition is revoked or lost: its dead-letters sent before are abandoned.
         self._generations: dict[tuple[str, int], int] = {}
-        self._fatal: KafkaError | None = None  # the producer failed for good: poll() raises
-        self._fatal_raised = False
-        self._polling = False  # inside poll(): the acknowledgements' marks are written at its end
+        self._fatal = ProducerFatal("dead-letters")  # the producer failed for good: poll() raises
 
     def send(self, message: Any, failure: Failure, on_done: Callable[[], None], *,
              counts: Callable[[], bool] | None = None) -> None:
@@ -257,22 +239,17 @@ class DeadLetterQueue:
         return kept
 
     def poll(self, timeout: float = 0.0) -> None:
-        self._polling = True
-        try:
+        with self._fatal.polling():
             self._produce_unchecked()
             self.producer.poll(timeout)
             self._write_marks()
-        finally:
-            self._polling = False
         if self._retry:
             now = time.monotonic()
             due = [p for p in self._retry if p.not_before <= now]
             self._retry = [p for p in self._retry if p.not_before > now]
             for pending in self._keep(due):
                 self._produce(pending)
-        if self._fatal is not None and not self._fatal_raised:
-            self._fatal_raised = True  # once: the poll loop ends; its close() still revokes and commits
-            raise_fatal(self._fatal, "dead-letters")
+        self._fatal.raise_once()
 
     def _produce_unchecked(self) -> None:
         """Produce the dead-letters sent since the last poll, except those whose origin was
@@ -298,6 +275,11 @@ class DeadLetterQueue:
             log.info("%d records read again were dead-lettered before (a restart or rebalance before their "
                      "commit); not dead-lettered twice", skipped, extra={"count": skipped})
 
+    def committed(self, points: dict[TopicPartition, int]) -> None:
+        """Commits the broker confirmed: the marks below them are removed in the next poll()."""
+        for tp, offset in points.items():
+            self._commits[tp] = max(offset, self._commits.get(tp, offset))
+
     def write_marks(self) -> None:
         """Mark the dead-letters acknowledged since the last poll(): for the caller that served
         acknowledgements itself (a final producer.flush(), with no poll() after it)."""
@@ -305,10 +287,12 @@ class DeadLetterQueue:
 
     def _write_marks(self) -> None:
         origins, self._acknowledged = self._acknowledged, []
-        if not origins or self.marks is None or time.monotonic() < self._marks_paused_until:
+        commits, self._commits = self._commits, {}
+        if self.marks is None or (not origins and not commits) or time.monotonic() < self._marks_paused_until:
             return  # paused: these records may get a second copy if read again
         try:
             self.marks.mark(origins)
+            self.marks.forget_below(commits)
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("write", exc)
 
@@ -355,7 +339,7 @@ class DeadLetterQueue:
         except BufferError:
             self._later(pending, "the producer queue is full")
         except Exception as exc:  # KafkaException for a record the client refuses outright
-            self._fatal = self._fatal or fatal_error(exc)
+            self._fatal.note(exc)
             if "MSG_SIZE_TOO_LARGE" in str(exc) and pending.shrink < BARE:
                 pending.shrink += 1
                 self._produce(pending)
@@ -368,7 +352,7 @@ class DeadLetterQueue:
             self.in_flight -= 1
             if pending.origin is not None:
                 self._acknowledged.append(pending.origin)
-                if not self._polling and self._abandoned(pending):
+                if not self._fatal.serving and self._abandoned(pending):
                     # Served outside poll() after its partition was revoked or lost: the final
                     # flush of a shutdown, after which no poll() comes, or another client's poll
                     # while the next owner already reads the record. Marked now, or it is
@@ -378,7 +362,7 @@ class DeadLetterQueue:
                 self._on_acknowledged(pending.failure)
             pending.on_done()
             return
-        self._fatal = self._fatal or fatal_error(err)
+        self._fatal.note(err)
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and pending.shrink == WHOLE and not pending.sent_alone \
                 and len(pending.message.value() or b"") < SMALL_RECORD_BYTES:
             # The broker refuses a whole producer batch when it is too large: a small record

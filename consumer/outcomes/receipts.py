@@ -7,7 +7,7 @@ With OUTCOME_TOPIC set, a record's offset is committed only once its receipt is 
 for dead-letters: the producer is the dead-letter queue's (idempotent, `acks=all`), and a failed
 delivery is produced again after a backoff, for ever; a receipt topic that is down stops commits
 and, through the full buffers, fetching; it never loses a receipt. A fatal error of the producer
-ends the poll loop instead (`poll()` raises it once, consumer/outcomes/deadletter.py `fatal_error`).
+ends the poll loop instead (`poll()` raises it once, consumer/outcomes/producer_fatal.py).
 A dead-lettered record gets its receipt after its dead-letter is acknowledged, so a receipt never
 names a dead-letter that is not there.
 
@@ -56,9 +56,10 @@ from confluent_kafka import KafkaError
 
 from consumer.errors import StateStoreError
 from consumer.ingest.mapping import Recipient
-from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text, fatal_error, raise_fatal
-from consumer.state.dead_letters import Origin
-from consumer.state.receipt_marks import ReceiptMarks, TopicPartition
+from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
+from consumer.outcomes.producer_fatal import ProducerFatal
+from consumer.state.dead_letters import Origin, TopicPartition
+from consumer.state.receipt_marks import ReceiptMarks
 
 log = logging.getLogger(__name__)
 
@@ -296,9 +297,7 @@ class ReceiptWriter:
         self._skipped = 0  # since the last poll(), for one log line per turn
         # Bumped when a partition is revoked or lost: its receipts written before are abandoned.
         self._generations: dict[TopicPartition, int] = {}
-        self._fatal: KafkaError | None = None  # the producer failed for good: poll() raises
-        self._fatal_raised = False
-        self._polling = False  # inside poll() or flush(): the marks are written at its end
+        self._fatal = ProducerFatal("receipts")  # the producer failed for good: poll() raises
 
     def record(self, message: Any, kind: str, on_done: Callable[[], None], *, recipient: Recipient | None = None,
                failure: Failure | None = None, reason: str | None = None, request_id: str | None = None,
@@ -393,14 +392,9 @@ class ReceiptWriter:
                     "again after a rebalance or restart may get a second receipt", what, shown, MARKS_PAUSE_S)
 
     def poll(self, timeout: float = 0.0) -> None:
-        polling, self._polling = self._polling, True
-        try:
+        with self._fatal.polling():
             self._poll(timeout)
-        finally:
-            self._polling = polling
-        if self._fatal is not None and not self._fatal_raised:
-            self._fatal_raised = True  # once: the poll loop ends; its close() still revokes and commits
-            raise_fatal(self._fatal, "receipts")
+        self._fatal.raise_once()
 
     def _poll(self, timeout: float) -> None:
         if self._retry:
@@ -433,18 +427,18 @@ class ReceiptWriter:
         except BufferError:
             self._later(pending, "the producer queue is full")
         except Exception as exc:  # KafkaException: the client refused it outright (unknown topic, ...)
-            self._fatal = self._fatal or fatal_error(exc)
+            self._fatal.note(exc)
             self._later(pending, str(exc))
 
     def _delivered(self, pending: _Pending, err: KafkaError | None) -> None:
         if err is not None:
-            self._fatal = self._fatal or fatal_error(err)
+            self._fatal.note(err)
             self._later(pending, err.str())
             return
         self.in_flight -= 1
         if pending.origin is not None:
             self._acknowledged.append(pending.origin)
-            if not self._polling and self._abandoned(pending):
+            if not self._fatal.serving and self._abandoned(pending):
                 # Served outside poll() after its partition was revoked or lost (the final flush of
                 # a shutdown, after which no poll() comes): marked now, or the next owner writes a
                 # second receipt.

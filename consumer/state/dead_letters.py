@@ -3,32 +3,56 @@
 A record's offset is committed only after its dead-letter is acknowledged, so a replica killed (or
 a partition revoked) between the acknowledgement and the commit leaves the record to be read again
 by the next owner, which would dead-letter it a second time. So once Kafka acknowledged a
-dead-letter, a mark is set for its origin (topic, partition, offset), kept for DEDUP_HORIZON_S;
-before a dead-letter is produced, its origin's mark is looked up, and a record marked already ends
-as dead-lettered without a second copy.
+dead-letter, a mark is set for its origin; before a dead-letter is produced, its origin's mark is
+looked up, and a record marked already ends as dead-lettered without a second copy.
+
+The marks are kept as the receipt marks are (consumer/state/receipt_marks.py, `PartitionMarks`
+below): one sorted set per consumer group, dead-letter topic and source partition, member
+`offset:fingerprint`, score the offset, its own hash tag `{<prefix>:dl:<group>:<dlq topic>:<topic>:<partition>}`
+so a Redis Cluster spreads the partitions over its masters. Another group reading the same topic
+(or the group writing to another dead-letter topic) has marks of its own. A mark is useless once
+its offset is committed, so a confirmed commit removes the marks below it (`forget_below`, from
+the pipeline's commit callback): a set holds about the records past the commit point, not a week
+of dead-letters. Each set expires DEDUP_HORIZON_S after its last write (a partition no one
+consumes any more).
 
 The mark holds the record's fingerprint (Kafka timestamp and a digest of its key and value): a
 topic deleted and created again reuses offsets, and a new record at an old origin must still be
 dead-lettered.
 
+The previous layout kept one string per record in the prefix's slot,
+`{<prefix>}:dl:<topic>:<partition>:<offset>` (`Keys.dead_letter`), for DEDUP_HORIZON_S. During a
+rolling upgrade an old replica's mark must still stop the new replica's second copy, so those keys
+are read too (in the lookup's round trip, never written) until the last of them expired: one
+horizon, plus a day for the upgrade itself, after the first lookup of this version, whose time is
+kept in `{<prefix>}:dl:layout` (SET NX, read once per process).
+
 What is left: a dead-letter produced but whose mark was not written yet (from `produce` to the
 acknowledgement, then one Redis round trip) when the replica dies, or while Redis is unreachable
-(dead-lettering goes on without marks), is dead-lettered again by the next owner. The replay tool
-and `dlq stats` still count each origin once.
+(dead-lettering goes on without marks), is dead-lettered again by the next owner; so is a record
+read again after its group's offsets were moved back past a commit (its mark was removed). The
+replay tool and `dlq stats` still count each origin once.
 
-`DeadLetterMarks` is the contract; `RedisDeadLetterMarks` keeps the marks in Redis (one MGET to
-look up, one pipelined write per batch of acknowledgements), `consumer.state.memory.MemoryDeadLetterMarks`
-in memory. Both pass tests/contract/test_dead_letter_marks_contract.py.
+`DeadLetterMarks` is the contract; `RedisDeadLetterMarks` keeps the marks in Redis (one pipelined
+ZMSCORE per partition to look up, one pipelined write per poll turn),
+`consumer.state.memory.MemoryDeadLetterMarks` in memory. Both pass
+tests/contract/test_dead_letter_marks_contract.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from consumer.state.redis import Keys, stored_text, translated
+from consumer.state.redis import Keys, stored_number, stored_text, translated
+
+TopicPartition = tuple[str, int]
+# The previous layout's marks may be written this long after the first lookup of this version:
+# the rolling upgrade's old replicas go on writing them until they stop.
+UPGRADE_MARGIN_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -49,8 +73,65 @@ class Origin:
             digest.update(b"-" if part is None else len(part).to_bytes(8, "big") + part)
         return cls(message.topic(), message.partition(), message.offset(), f"{timestamp}:{digest.hexdigest()}")
 
+    @property
+    def member(self) -> str:
+        """Its member of its partition's sorted set of marks."""
+        return f"{self.offset}:{self.fingerprint}"
+
+
+class PartitionMarks:
+    """Marks of records, one Redis sorted set per scope (a consumer group, with its dead-letter
+    topic for the dead-letter marks) and partition: member `offset:fingerprint`, score the offset,
+    each set expiring `horizon_s` after its last write. The dead-letter and the receipt marks."""
+
+    def __init__(self, client: Any, key: Callable[[str, str, int], str], *, horizon_s: int, what: str) -> None:
+        self.client = client
+        self.key = key  # (scope, topic, partition) -> the partition's sorted set
+        self.horizon_ms = horizon_s * 1000
+        self.what = what  # "receipt marks", in the errors
+
+    def load(self, scope: str, tp: TopicPartition) -> dict[int, str]:
+        """Offset -> fingerprint of the partition's marks."""
+        with translated(f"reading {self.what}"):
+            members = self.client.zrange(self.key(scope, *tp), 0, -1)
+        out: dict[int, str] = {}
+        for member in members:
+            offset, _, fingerprint = stored_text(member).partition(":")
+            number = stored_number(offset)
+            if number is not None:
+                out[number] = fingerprint
+        return out
+
+    def by_key(self, scope: str, origins: Sequence[Origin]) -> dict[str, list[int]]:
+        """The indexes of `origins` by the sorted set that holds their marks."""
+        keys: dict[str, list[int]] = {}
+        for n, o in enumerate(origins):
+            keys.setdefault(self.key(scope, o.topic, o.partition), []).append(n)
+        return keys
+
+    def mark(self, scope: str, origins: Sequence[Origin]) -> None:
+        if not origins:
+            return
+        with translated(f"writing {self.what}"):
+            pipe = self.client.pipeline(transaction=False)
+            for key, indexes in self.by_key(scope, origins).items():
+                pipe.zadd(key, {origins[n].member: origins[n].offset for n in indexes})
+                pipe.pexpire(key, self.horizon_ms)
+            pipe.execute()
+
+    def forget_below(self, scope: str, points: Mapping[TopicPartition, int]) -> None:
+        if not points:
+            return
+        with translated(f"removing {self.what}"):
+            pipe = self.client.pipeline(transaction=False)
+            for tp, offset in points.items():
+                pipe.zremrangebyscore(self.key(scope, *tp), "-inf", f"({offset}")
+            pipe.execute()
+
 
 class DeadLetterMarks(Protocol):
+    """One consumer group's marks for one dead-letter topic (the store is made for them)."""
+
     def seen(self, origins: Sequence[Origin]) -> list[bool]:
         """For each origin, whether its record was dead-lettered (and acknowledged) before.
         StateStoreError when the store is away."""
@@ -58,30 +139,62 @@ class DeadLetterMarks(Protocol):
     def mark(self, origins: Sequence[Origin]) -> None:
         """These records' dead-letters were acknowledged. StateStoreError when the store is away."""
 
+    def forget_below(self, points: Mapping[TopicPartition, int]) -> None:
+        """The group committed these points: the records below them are never read again, their
+        marks are removed. StateStoreError when the store is away."""
+
+
+def dead_letter_key(prefix: str, scope: str, topic: str, partition: int) -> str:
+    """A partition's dead-letter marks, its own hash tag (a Redis Cluster spreads them)."""
+    return f"{{{prefix}:dl:{scope}:{topic}:{partition}}}"
+
 
 class RedisDeadLetterMarks:
-    def __init__(self, client: Any, keys: Keys, *, horizon_s: int) -> None:
+    def __init__(self, client: Any, keys: Keys, *, horizon_s: int, group: str, dlq_topic: str) -> None:
         self.client = client
         self.keys = keys
+        self.scope = f"{group}:{dlq_topic}"  # a topic name has no ':', so no two pairs give one scope
+        self.sets = PartitionMarks(client, lambda scope, topic, partition: dead_letter_key(
+            keys.prefix, scope, topic, partition), horizon_s=horizon_s, what="dead-letter marks")
         self.horizon_ms = horizon_s * 1000
+        self._legacy_until: float | None = None  # until when the previous layout's marks may still be there
 
     def seen(self, origins: Sequence[Origin]) -> list[bool]:
         if not origins:
             return []
+        legacy = self._legacy_active()
+        by_key = self.sets.by_key(self.scope, origins)
         with translated("reading dead-letter marks"):
-            values = self.client.mget([self._key(o) for o in origins])
-        return [value is not None and stored_text(value) == o.fingerprint
-                for o, value in zip(origins, values, strict=True)]
+            pipe = self.client.pipeline(transaction=False)
+            for key, indexes in by_key.items():
+                pipe.zmscore(key, [origins[n].member for n in indexes])
+            if legacy:  # GETs, not an MGET: a cluster pipeline refuses MGET
+                for o in origins:
+                    pipe.get(self.keys.dead_letter(o.topic, o.partition, o.offset))
+            replies = pipe.execute()
+        found = [False] * len(origins)
+        for indexes, scores in zip(by_key.values(), replies, strict=False):
+            for n, score in zip(indexes, scores, strict=True):
+                found[n] = score is not None
+        if legacy:
+            for n, value in enumerate(replies[len(by_key):]):
+                found[n] = found[n] or (value is not None and stored_text(value) == origins[n].fingerprint)
+        return found
 
     def mark(self, origins: Sequence[Origin]) -> None:
-        if not origins:
-            return
-        with translated("writing dead-letter marks"):
-            pipe = self.client.pipeline(transaction=False)
-            for origin in origins:
-                pipe.set(self._key(origin), origin.fingerprint, px=self.horizon_ms)
-            pipe.execute()
+        self.sets.mark(self.scope, origins)
 
-    def _key(self, origin: Origin) -> str:
-        return self.keys.dead_letter(origin.topic, origin.partition, origin.offset)
+    def forget_below(self, points: Mapping[TopicPartition, int]) -> None:
+        self.sets.forget_below(self.scope, points)
 
+    def _legacy_active(self) -> bool:
+        now = time.time() * 1000
+        if self._legacy_until is None:
+            key = f"{{{self.keys.prefix}}}:dl:layout"
+            with translated("reading dead-letter marks"):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.set(key, int(now), nx=True)
+                pipe.get(key)
+                since = stored_number(stored_text(pipe.execute()[1] or ""))
+            self._legacy_until = (now if since is None else since) + self.horizon_ms + UPGRADE_MARGIN_MS
+        return now < self._legacy_until

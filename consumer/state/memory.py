@@ -178,27 +178,76 @@ class MemoryDedup:
         return entry.value
 
 
-class MemoryDeadLetterMarks:
-    """The dead-letter marks of `consumer.state.dead_letters.RedisDeadLetterMarks`, in memory."""
+class MemoryPartitionMarks:
+    """`consumer.state.dead_letters.PartitionMarks` in memory: per scope and partition, offset ->
+    fingerprint, each partition's marks gone `horizon_ms` after their last write (never: None)."""
 
-    def __init__(self, *, horizon_s: int, clock: Callable[[], int] = _now_ms) -> None:
-        self.horizon_ms = horizon_s * 1000
+    def __init__(self, horizon_ms: int | None = None, clock: Callable[[], int] = _now_ms) -> None:
+        self.horizon_ms = horizon_ms
         self.clock = clock
-        self._marks: dict[tuple[str, int, int], _Entry] = {}
+        self._sets: dict[tuple[str, str, int], tuple[dict[int, str], float]] = {}
         self._lock = threading.Lock()
 
-    def seen(self, origins: Sequence[Origin]) -> list[bool]:
-        now = self.clock()
+    def load(self, scope: str, tp: tuple[str, int]) -> dict[int, str]:
         with self._lock:
-            found = [self._marks.get((o.topic, o.partition, o.offset)) for o in origins]
-        return [e is not None and e.expires_at > now and e.value == o.fingerprint
-                for o, e in zip(origins, found, strict=True)]
+            return dict(self._live((scope, *tp)))
 
-    def mark(self, origins: Sequence[Origin]) -> None:
-        now = self.clock()
+    def mark(self, scope: str, origins: Sequence[Origin]) -> None:
+        expires = math.inf if self.horizon_ms is None else self.clock() + self.horizon_ms
         with self._lock:
             for o in origins:
-                self._marks[(o.topic, o.partition, o.offset)] = _Entry(o.fingerprint, now + self.horizon_ms)
+                marks = self._live((scope, o.topic, o.partition))
+                marks[o.offset] = o.fingerprint
+                self._sets[(scope, o.topic, o.partition)] = (marks, expires)
+
+    def forget_below(self, scope: str, points: Mapping[tuple[str, int], int]) -> None:
+        with self._lock:
+            for tp, offset in points.items():
+                marks = self._live((scope, *tp))
+                for below in [n for n in marks if n < offset]:
+                    del marks[below]
+
+    def __len__(self) -> int:
+        """How many marks are held (the memory they take)."""
+        with self._lock:
+            return sum(len(marks) for marks, _ in self._sets.values())
+
+    def _live(self, key: tuple[str, str, int]) -> dict[int, str]:
+        marks, expires = self._sets.get(key, ({}, math.inf))
+        if expires <= self.clock():
+            del self._sets[key]
+            return {}
+        return marks
+
+
+class MemoryDeadLetterMarks:
+    """The dead-letter marks of `consumer.state.dead_letters.RedisDeadLetterMarks`, in memory: one
+    group's for one dead-letter topic; `scoped` gives another's, in the same store."""
+
+    def __init__(self, *, horizon_s: int, clock: Callable[[], int] = _now_ms, group: str = "",
+                 dlq_topic: str = "", sets: MemoryPartitionMarks | None = None) -> None:
+        self.sets = sets if sets is not None else MemoryPartitionMarks(horizon_s * 1000, clock)
+        self.horizon_s = horizon_s
+        self.scope = f"{group}:{dlq_topic}"
+
+    def scoped(self, group: str, dlq_topic: str) -> MemoryDeadLetterMarks:
+        return MemoryDeadLetterMarks(horizon_s=self.horizon_s, group=group, dlq_topic=dlq_topic, sets=self.sets)
+
+    def seen(self, origins: Sequence[Origin]) -> list[bool]:
+        loaded: dict[tuple[str, int], dict[int, str]] = {}
+        for o in origins:
+            if (o.topic, o.partition) not in loaded:
+                loaded[(o.topic, o.partition)] = self.sets.load(self.scope, (o.topic, o.partition))
+        return [loaded[(o.topic, o.partition)].get(o.offset) == o.fingerprint for o in origins]
+
+    def mark(self, origins: Sequence[Origin]) -> None:
+        self.sets.mark(self.scope, origins)
+
+    def forget_below(self, points: Mapping[tuple[str, int], int]) -> None:
+        self.sets.forget_below(self.scope, points)
+
+    def __len__(self) -> int:
+        return len(self.sets)
 
 
 @dataclass
@@ -456,26 +505,9 @@ class MemoryCircuitStores:
             return store
 
 
-class MemoryReceiptMarks:
+class MemoryReceiptMarks(MemoryPartitionMarks):
     """The receipt marks of `consumer.state.receipt_marks.RedisReceiptMarks`, in memory (no expiry:
     a test's partitions are never abandoned)."""
 
-    def __init__(self) -> None:
-        self._marks: dict[tuple[str, str, int], dict[int, str]] = {}
-        self._lock = threading.Lock()
-
     def receipted(self, group: str, tp: tuple[str, int]) -> dict[int, str]:
-        with self._lock:
-            return dict(self._marks.get((group, *tp), {}))
-
-    def mark(self, group: str, origins: Sequence[Origin]) -> None:
-        with self._lock:
-            for o in origins:
-                self._marks.setdefault((group, o.topic, o.partition), {})[o.offset] = o.fingerprint
-
-    def forget_below(self, group: str, points: Mapping[tuple[str, int], int]) -> None:
-        with self._lock:
-            for tp, offset in points.items():
-                marks = self._marks.get((group, *tp), {})
-                for below in [n for n in marks if n < offset]:
-                    del marks[below]
+        return self.load(group, tp)

@@ -9,10 +9,10 @@ marks and ends a record marked already without a second receipt (its outcome was
 
 The marks of a partition live in one sorted set per consumer group and partition, member
 `offset:fingerprint` (`consumer.state.dead_letters.Origin`: a topic created again reuses
-offsets), score the offset. A mark is useless once its offset is committed, so a confirmed commit
-removes the marks below it: the set holds about the records past the commit point, never the
-topic's history. Each set expires DEDUP_HORIZON_S after its last write (a partition no one
-consumes any more).
+offsets), score the offset (`consumer.state.dead_letters.PartitionMarks`, as the dead-letter
+marks). A mark is useless once its offset is committed, so a confirmed commit removes the marks
+below it: the set holds about the records past the commit point, never the topic's history. Each
+set expires DEDUP_HORIZON_S after its last write (a partition no one consumes any more).
 
 What is left (README, "Receipts"): a receipt acknowledged but not marked yet (the mark is written
 in the poll turn after the acknowledgement) when its replica dies, a receipt acknowledged while
@@ -29,10 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from consumer.state.dead_letters import Origin
-from consumer.state.redis import Keys, stored_number, stored_text, translated
-
-TopicPartition = tuple[str, int]
+from consumer.state.dead_letters import Origin, PartitionMarks, TopicPartition
+from consumer.state.redis import Keys
 
 
 class ReceiptMarks(Protocol):
@@ -52,39 +50,13 @@ class RedisReceiptMarks:
     def __init__(self, client: Any, keys: Keys, *, horizon_s: int) -> None:
         self.client = client
         self.keys = keys
-        self.horizon_ms = horizon_s * 1000
+        self.sets = PartitionMarks(client, keys.receipts, horizon_s=horizon_s, what="receipt marks")
 
     def receipted(self, group: str, tp: TopicPartition) -> dict[int, str]:
-        with translated("reading receipt marks"):
-            members = self.client.zrange(self.keys.receipts(group, *tp), 0, -1)
-        out: dict[int, str] = {}
-        for member in members:
-            offset, _, fingerprint = stored_text(member).partition(":")
-            number = stored_number(offset)
-            if number is not None:
-                out[number] = fingerprint
-        return out
+        return self.sets.load(group, tp)
 
     def mark(self, group: str, origins: Sequence[Origin]) -> None:
-        by_key: dict[str, dict[str, int]] = {}
-        for o in origins:
-            by_key.setdefault(self.keys.receipts(group, o.topic, o.partition), {})[f"{o.offset}:{o.fingerprint}"] \
-                = o.offset
-        if not by_key:
-            return
-        with translated("writing receipt marks"):
-            pipe = self.client.pipeline(transaction=False)
-            for key, members in by_key.items():
-                pipe.zadd(key, members)
-                pipe.pexpire(key, self.horizon_ms)
-            pipe.execute()
+        self.sets.mark(group, origins)
 
     def forget_below(self, group: str, points: Mapping[TopicPartition, int]) -> None:
-        if not points:
-            return
-        with translated("removing receipt marks"):
-            pipe = self.client.pipeline(transaction=False)
-            for tp, offset in points.items():
-                pipe.zremrangebyscore(self.keys.receipts(group, *tp), "-inf", f"({offset}")
-            pipe.execute()
-
+        self.sets.forget_below(group, points)

@@ -234,10 +234,14 @@ def circuit_store(request: pytest.FixtureRequest) -> CircuitStore:
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def make_marks(request: pytest.FixtureRequest) -> Callable[..., DeadLetterMarks]:
-    def build(horizon_s: int = 3600) -> Any:
+    shared: dict[str, Any] = {}  # every build's marks in one store, as every replica's are in one Redis
+
+    def build(horizon_s: int = 3600, group: str = "g", dlq_topic: str = "dlq") -> Any:
         if request.param == "memory":
-            return MemoryDeadLetterMarks(horizon_s=horizon_s)
-        return RedisDeadLetterMarks(_connect(request), Keys("t"), horizon_s=horizon_s)
+            store = shared.setdefault("store", MemoryDeadLetterMarks(horizon_s=horizon_s))
+            return store.scoped(group, dlq_topic)
+        client = shared.setdefault("client", _connect(request))
+        return RedisDeadLetterMarks(client, Keys("t"), horizon_s=horizon_s, group=group, dlq_topic=dlq_topic)
 
     return build
 

@@ -1,22 +1,29 @@
-"""The dead-letter marks' contract (issue 11, finding 9): an origin acknowledged once is known,
-a new record at an old origin (a topic created again) is not, and marks end with the horizon."""
+"""The dead-letter marks' contract (issue 11, finding 9; consumer/state/dead_letters.py): an origin
+acknowledged once is known, a new record at an old origin (a topic created again) is not, marks
+are kept per consumer group and dead-letter topic, a confirmed commit removes the marks below it
+(their memory is bounded by the records past the commit point), and marks end with the horizon."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
 
 from consumer.ingest.records import InboundRecord
-from consumer.state.dead_letters import Origin
+from consumer.state.dead_letters import UPGRADE_MARGIN_MS, Origin, RedisDeadLetterMarks
 
 
-def origin(offset: int, value: bytes = b"v", timestamp: int = 1_800_000_000_000) -> Origin:
-    return Origin.of(InboundRecord("t", 0, offset, b"k", value, [], (1, timestamp)))
+def origin(offset: int, value: bytes = b"v", timestamp: int = 1_800_000_000_000, partition: int = 0) -> Origin:
+    return Origin.of(InboundRecord("t", partition, offset, b"k", value, [], (1, timestamp)))
 
 
 def test_an_acknowledged_origin_is_seen(make_marks) -> None:  # type: ignore[no-untyped-def]
     marks = make_marks()
     assert marks.seen([origin(1), origin(2)]) == [False, False]
     marks.mark([origin(1)])
+    marks.mark([])
     assert marks.seen([origin(1), origin(2)]) == [True, False]
     assert marks.seen([]) == []
 
@@ -28,8 +35,59 @@ def test_another_record_at_the_same_origin_is_not_seen(make_marks) -> None:  # t
     assert marks.seen([origin(1, value=b"other"), origin(1, timestamp=1_800_000_000_001)]) == [False, False]
 
 
+def test_marks_are_kept_per_group_and_dead_letter_topic(make_marks) -> None:  # type: ignore[no-untyped-def]
+    marks = make_marks(group="g", dlq_topic="dlq")
+    marks.mark([origin(1)])
+    # Another group reads the same topic: its own dead-letter of the record is not suppressed.
+    assert make_marks(group="other", dlq_topic="dlq").seen([origin(1)]) == [False]
+    assert make_marks(group="g", dlq_topic="another-dlq").seen([origin(1)]) == [False]
+    assert make_marks(group="g", dlq_topic="dlq").seen([origin(1)]) == [True]
+
+
+def test_a_confirmed_commit_removes_the_marks_below_it_only(make_marks) -> None:  # type: ignore[no-untyped-def]
+    marks = make_marks()
+    marks.mark([origin(n) for n in range(6)] + [origin(3, partition=1)])
+    marks.forget_below({("t", 0): 4})
+    marks.forget_below({})
+    assert marks.seen([origin(n) for n in range(6)]) == [False] * 4 + [True] * 2
+    assert marks.seen([origin(3, partition=1)]) == [True]
+
+
 def test_marks_end_with_the_horizon(make_marks) -> None:  # type: ignore[no-untyped-def]
     marks = make_marks(horizon_s=1)
     marks.mark([origin(1)])
     time.sleep(1.1)
+    assert marks.seen([origin(1)]) == [False]
+
+
+def _redis(marks: Any) -> RedisDeadLetterMarks:
+    if not isinstance(marks, RedisDeadLetterMarks):
+        pytest.skip("the key layout is Redis's")
+    return marks
+
+
+def test_each_partitions_marks_are_one_key_of_their_own_hash_slot(make_marks) -> None:  # type: ignore[no-untyped-def]
+    marks = _redis(make_marks(group="g", dlq_topic="dlq"))
+    marks.mark([origin(n) for n in range(100)] + [origin(1, partition=1)])
+    keys = sorted(k.decode() for k in marks.client.scan_iter("*") if not k.endswith(b":dl:layout"))
+    assert keys == ["{t:dl:g:dlq:t:0}", "{t:dl:g:dlq:t:1}"]  # not one key per record
+    slots = {key_slot(k.encode()) for k in keys}
+    assert len(slots) == 2 and key_slot(b"{t}") not in slots  # not all in the prefix's slot
+
+
+def test_a_mark_of_the_previous_layout_is_seen_during_a_rolling_upgrade(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """The previous version wrote one string per record in the prefix's slot,
+    `{prefix}:dl:<topic>:<partition>:<offset>`, the fingerprint its value; its marks are read
+    until the last of them expired."""
+    marks = _redis(make_marks())
+    marks.client.set("{t}:dl:t:0:1", origin(1).fingerprint, px=60_000)
+    marks.client.set("{t}:dl:t:0:2", "1:other-fingerprint", px=60_000)
+    assert marks.seen([origin(1), origin(2), origin(3)]) == [True, False, False]
+
+
+def test_the_previous_layouts_marks_are_not_read_once_the_last_of_them_expired(make_marks) -> None:  # type: ignore[no-untyped-def]
+    marks = _redis(make_marks())
+    first_lookup = int(time.time() * 1000) - 3_600_000 - UPGRADE_MARGIN_MS - 1000  # horizon_s=3600
+    marks.client.set("{t}:dl:layout", first_lookup)
+    marks.client.set("{t}:dl:t:0:1", origin(1).fingerprint, px=60_000)  # by hand: no old replica left
     assert marks.seen([origin(1)]) == [False]

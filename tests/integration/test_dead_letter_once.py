@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import redis
+
 from tests.conftest import unique
 from tests.support.consumers import ConsumerProcess, wait_until
 from tests.support.kafka import committed, headers_of, read_all
@@ -28,12 +30,19 @@ def test_a_replica_killed_before_committing_its_dead_letters_leaves_one_copy_per
     wait_until(lambda: len(read_all(run.stack.bootstrap, run.dlq, timeout=5)) >= expected, 60, "all dead-lettered")
     time.sleep(1)  # the last acknowledgements' marks are written in the same poll turn
     assert all(offset <= 0 for offset in committed(run.stack.bootstrap, run.group, run.topic).values())
+    client = redis.Redis.from_url(run.stack.redis_url)
+
+    def marks() -> int:  # the group's dead-letter marks: one sorted set per partition
+        return sum(client.zcard(key) for key in client.scan_iter(f"*:dl:{run.group}:{run.dlq}:*"))
+
+    assert marks() == expected
     first.kill()
 
     second = ConsumerProcess({**first.env, "COMMIT_INTERVAL_MS": "1000"}, run.tmp_path / "second.log").start()
     run.processes.append(second)
     run.replica = second
     run.wait_all_committed(120)
+    wait_until(lambda: marks() == 0, 10, "the marks below the commits removed")  # not kept a week
     dead = read_all(run.stack.bootstrap, run.dlq)
     copies = Counter((headers_of(m)["dlq.original.partition"], headers_of(m)["dlq.original.offset"]) for m in dead)
     assert len(copies) == expected  # nothing lost

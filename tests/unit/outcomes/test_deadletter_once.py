@@ -63,6 +63,10 @@ class DownMarks:
         self.calls += 1
         raise StateStoreError("Redis unreachable for writing dead-letter marks")
 
+    def forget_below(self, points: Any) -> None:
+        self.calls += 1
+        raise StateStoreError("Redis unreachable for removing dead-letter marks")
+
 
 def test_without_redis_dead_letters_go_on_and_redis_is_not_asked_every_turn() -> None:
     marks, producer = DownMarks(), FakeProducer()
@@ -70,3 +74,26 @@ def test_without_redis_dead_letters_go_on_and_redis_is_not_asked_every_turn() ->
     assert run(dlq, [record(1)]) == [1]
     assert run(dlq, [record(2)]) == [2]
     assert len(producer.produced) == 2 and marks.calls == 1  # paused after the first failure
+
+
+def test_marks_below_a_confirmed_commit_are_removed_and_those_past_it_still_count() -> None:
+    """The marks' memory is bounded by the records past the commit point, not by a week of
+    dead-letters: a record below a confirmed commit is never read again by the group."""
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    dlq = DeadLetterQueue(FakeProducer(), "dlq", marks=marks)
+    run(dlq, [record(n) for n in range(10)])
+    assert len(marks) == 10
+    dlq.committed({("t", 0): 8})
+    dlq.poll()
+    assert len(marks) == 2
+    producer = FakeProducer()
+    assert run(DeadLetterQueue(producer, "dlq", marks=marks), [record(8), record(9)]) == [8, 9]
+    assert producer.produced == []  # read again past the commit: still dead-lettered once
+
+
+def test_another_group_reading_the_topic_dead_letters_its_own_copy() -> None:
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    run(DeadLetterQueue(FakeProducer(), "dlq", marks=marks.scoped("a", "dlq"), group="a"), [record(1)])
+    producer = FakeProducer()
+    run(DeadLetterQueue(producer, "dlq", marks=marks.scoped("b", "dlq"), group="b"), [record(1)])
+    assert len(producer.produced) == 1

@@ -19,18 +19,25 @@ from tests.support.fake_kafka import FakeMessage, FakeProducer
 
 
 class _Pipeline:
+    """Answers each command queued with what the client's foreign keys hold (None if nothing)."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self._answers, self._queued = answers, []  # type: ignore[var-annotated]
+
     def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
+        return lambda *args, **kwargs: self._queued.append(self._answers.get(name))
 
     def execute(self) -> list[Any]:
-        return []
+        return self._queued
 
 
 class _Client:
     """A redis-py client as far as these stores use it, answering with what a foreign key holds."""
 
-    def __init__(self, zrange: list[bytes] | None = None, mget: list[Any] | None = None) -> None:
+    def __init__(self, zrange: list[bytes] | None = None, mget: list[Any] | None = None,
+                 **pipelined: Any) -> None:
         self._zrange, self._mget = zrange or [], mget or []
+        self._pipelined = {"zrange": self._zrange, "mget": self._mget, **pipelined}
 
     def zrange(self, key: str, start: int, stop: int) -> list[bytes]:
         return self._zrange
@@ -39,7 +46,7 @@ class _Client:
         return self._mget[: len(keys)]
 
     def pipeline(self, transaction: bool = False) -> _Pipeline:
-        return _Pipeline()
+        return _Pipeline(self._pipelined)
 
 
 @pytest.mark.parametrize(("raw", "number"), [(b"42", 42), ("42", 42), ("²", None), ("-1", None), ("4 2", None),
@@ -61,7 +68,9 @@ def test_a_malformed_receipt_mark_is_skipped_at_assignment(foreign: bytes) -> No
 
 
 def test_a_dead_letter_mark_not_utf8_is_no_mark() -> None:
-    marks = RedisDeadLetterMarks(_Client(mget=[b"\xff"]), Keys("p"), horizon_s=60)
+    # 0.2.0's mark and the layout's time, both not UTF-8 (the marks of this version are scores)
+    client = _Client(get=b"\xff", zmscore=[None])
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq")
     producer = FakeProducer()
     dlq = DeadLetterQueue(producer, "dlq", marks=marks)
     done: list[int] = []
@@ -69,6 +78,7 @@ def test_a_dead_letter_mark_not_utf8_is_no_mark() -> None:
     dlq.poll()
     producer.poll()
     assert len(producer.produced) == 1 and done == [1] and dlq.in_flight == 0
+    assert dlq._marks_paused_until == 0  # read, not a failure of the marks
 
 
 def test_any_failure_of_the_marks_pauses_them_instead_of_leaving_the_poll_loop() -> None:
