@@ -313,6 +313,17 @@ def test_an_idle_replica_finds_a_clock_stepped_forward_before_anyone_sends(make_
     assert not refused.granted and 19.0 < refused.wait_s <= 20.2
 
 
+def test_a_pause_pisano_asked_for_lasts_through_a_clock_stepped_forward(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("100/1s", horizon_ms=500, grace_ms=300)
+    _take(rl, 1)
+    rl.pause(3.0)  # Retry-After: 3
+    make_limiter.step_clock(30_000)
+    refused = _unheld(rl)
+    assert not refused.granted and 2.5 < refused.wait_s <= 3.2  # not over because the clock jumped
+    rl.pause(1.0)  # a pause asked for after the step counts on the same clock: the longer one stays
+    assert 2.5 < _unheld(rl).wait_s <= 3.2
+
+
 # --- The pace (consumer/delivery/pacing.py): a paced request keeps `pace_ms` after the newest --
 # reservation, is refused (nothing reserved) while its turn is further than the lead, and never
 # takes a slot the windows would not allow. Requests that are not paced are unaffected.
