@@ -34,6 +34,7 @@ from consumer.config.secrets import mask_url as mask_url  # imported from here b
 from consumer.config.send_window import SendWindow, SendWindowError, parse_send_window
 from consumer.config.windows import PISANO_CLOUD_LIMITS, RateWindow, parse_rate_limits
 from consumer.errors import ConfigError
+from consumer.state.limiter import LEGACY_HORIZON_MS
 
 # A duration of s, m, h or d; or 0 (a policy turned off).
 DURATION_OR_ZERO = r"^\s*(0|[0-9]+\s*(s|m|h|d))\s*$"
@@ -143,7 +144,7 @@ class Settings(BaseSettings):
     max_buffered_bytes: int = Field(268_435_456, ge=4 * 1_048_576, le=64 * 1_073_741_824)
     max_message_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     stuck_record_ms: int = Field(900_000, ge=10_000, le=86_400_000)
-    throttle_horizon_ms: int = Field(30_000, ge=0, le=3_600_000)
+    throttle_horizon_ms: int = Field(30_000, ge=0, le=LEGACY_HORIZON_MS)
     # Fleet held while the throttle state is in doubt: at least two heartbeats (limiter.HEARTBEAT_S).
     throttle_grace_ms: int = Field(5_000, ge=2_000, le=600_000)
     shutdown_grace_ms: int = Field(30_000, ge=0, le=600_000)

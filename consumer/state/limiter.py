@@ -21,6 +21,10 @@ the epoch and reservation count it knows. That report must not depend on a repli
 so each replica runs `LimiterHeartbeat`, which asks every limiter's script each second. A state
 further ahead of Redis's clock than any slot is granted (the clock stepped back) holds the fleet
 as a proven loss does, then starts a new log: never refused forever behind a slot in the future.
+Redis's clock stepping *forward* would make every slot look older than it is, and every window
+count too few: each call sends the script's clock of its previous reply and the monotonic time
+since, the script measures the step against it and takes it out of the fleet's clock at once
+(meta `skew`, 'step' in `lua/acquire.lua`): no fence, no extra round trip.
 
 `Limiter` is the contract: `RedisLimiter` (the fleet's), `NoLimiter` for PISANO_RATE_LIMITS=off,
 and `consumer.state.memory.MemoryLimiter` for unit tests; the Redis and memory ones pass
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -56,10 +61,18 @@ PACE_LEAD_SHARE = 0.125
 # heartbeats included, passes the same horizon; the script holds a proven loss (and judges a slot
 # too far ahead to be real: its 'clock' fence) by the longest horizon any live caller passed.
 MIN_HORIZON_MS = 500
-# The longest horizon any version grants slots at: THROTTLE_HORIZON_MS's bound (check and preflight
-# use 60 s). The previous version never records its horizon, so a slot it reserved is judged by
-# this one, never taken for a clock step (and dropped) below it (LEGACY_HORIZON in lua/acquire.lua).
+# The longest horizon any version grants slots at: THROTTLE_HORIZON_MS's bound (settings.py reads it
+# from here; check and preflight use 60 s). The previous version never records its horizon, so a
+# slot it reserved is judged by this one, never taken for a clock step (and dropped) below it: sent
+# to lua/acquire.lua on every call (ARGV[10], its LEGACY_HORIZON), the one place it is written.
 LEGACY_HORIZON_MS = 3_600_000
+# Redis's clock gaining more than this over a caller's interval (its previous reply's arrival to
+# this call's sending, on the monotonic clock) is a forward step, taken out of the fleet's clock
+# ('step' in lua/acquire.lua). The gain measured includes the two latencies in between, so this
+# must be above a normal round trip with room (a spike beyond it costs the fleet that spike, once);
+# a step within it goes unmeasured and shortens each window by at most this much, which the margin
+# (PISANO_RATE_MARGIN_MS, 500 ms by default) absorbs. ntpd steps only beyond 128 ms.
+STEP_TOLERANCE_MS = 100
 
 _FENCES = {
     "lost": "the throttle state was lost (Redis restarted without data, flushed, or its keys deleted)",
@@ -171,6 +184,9 @@ class RedisLimiter:
         # Redis gave us in it. A state without them, or behind them, lost reservations.
         self._epoch = ""
         self._seq = 0
+        # The fleet clock's `now` of our newest reply, and when it came back (monotonic s): the
+        # evidence the next call sends, against which the script measures a forward step.
+        self._reply: tuple[int, float] | None = None
 
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         """Reserve the earliest allowed slot (paced: not before its turn): one round trip."""
@@ -195,6 +211,7 @@ class RedisLimiter:
         keys = list(self._key_names.limiter(AccountKey(recorded)))
         with self._lock:
             self._keys, self._fingerprint = keys, recorded
+            self._reply = None  # the other keys' clock has a skew of its own
         log.warning("destination %s: its throttle state is recorded under another token fingerprint (Redis lost "
                     "its data and a replica started with a rotated token); this replica's limiter moves there",
                     account.destination, extra={"reason": "account_moved"})
@@ -207,27 +224,40 @@ class RedisLimiter:
     def utilisation(self) -> dict[RateWindow, float]:
         """Share of each window's limit reserved in the window ending now (for metrics)."""
         with translated("reading the limiter"):
-            _seconds, _micros, *counts = self._utilisation(keys=[self._keys[0]],
-                                                           args=[w.period_ms for w in self.windows])
+            _seconds, _micros, *counts = self._utilisation(keys=self._keys, args=[w.period_ms for w in self.windows])
         return {w: int(count) / w.limit for w, count in zip(self.windows, counts, strict=True)}
 
     def _run(self, *, reserve: bool, pace_ms: int = 0, prepare_ms: int = 0) -> tuple[int, int, int]:
         with self._lock:
-            epoch, seq_seen, keys = self._epoch, self._seq, self._keys
-        status, wait_ms, raw_epoch, slot_ms, seq, raw_event = self._call(
+            epoch, seq_seen, keys, reply = self._epoch, self._seq, self._keys, self._reply
+        # The evidence of a forward step: our previous reply's clock and the monotonic ms since it
+        # came back, read last before sending (anything later only makes the gain larger: safe).
+        sent = time.monotonic()
+        previous, elapsed_ms = ("", 0) if reply is None else (reply[0], int((sent - reply[1]) * 1000))
+        status, wait_ms, raw_epoch, slot_ms, seq, raw_event, now_ms, stepped_ms = self._call(
             self._acquire,
             [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0,
-             max(0, pace_ms), pace_lead_ms(pace_ms) + max(0, prepare_ms), max(0, prepare_ms), *self._window_args],
+             max(0, pace_ms), pace_lead_ms(pace_ms) + max(0, prepare_ms), max(0, prepare_ms),
+             LEGACY_HORIZON_MS, previous, elapsed_ms, STEP_TOLERANCE_MS, *self._window_args],
             keys,
         )
+        received = time.monotonic()
         new_epoch, event = stored_text(raw_epoch), stored_text(raw_event)
         with self._lock:
             if keys is not self._keys:
                 pass  # an answer of the keys we just left (`_follow_account`): not what we know of the new ones
-            elif new_epoch != self._epoch:
-                self._epoch, self._seq = new_epoch, int(seq)
             else:
-                self._seq = max(self._seq, int(seq))
+                if new_epoch != self._epoch:
+                    self._epoch, self._seq = new_epoch, int(seq)
+                else:
+                    self._seq = max(self._seq, int(seq))
+                if self._reply is None or received >= self._reply[1]:
+                    self._reply = (int(now_ms), received)
+        if int(stepped_ms):
+            log.warning("Redis's clock stepped forward by at least %.3fs (a failover to a node whose clock is ahead, "
+                        "an NTP step): taken out of the throttle's clock, no window is affected. Check the clocks "
+                        "and NTP of the Redis hosts", int(stepped_ms) / 1000,
+                        extra={"reason": "clock_step"})
         if event in _FENCES:
             # The fleet holds from now; say why and for how long (no token: keys carry a fingerprint).
             log.warning("%s: no throttle slot for anyone for %.1fs", _FENCES[event], max(0, wait_ms) / 1000,

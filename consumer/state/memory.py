@@ -30,7 +30,15 @@ from consumer.state.dedup import (
     new_tag,
 )
 from consumer.state.dedup_layout import SLICES
-from consumer.state.limiter import GRACE_MS, LEGACY_HORIZON_MS, MIN_HORIZON_MS, Grant, fence_hold_ms, pace_lead_ms
+from consumer.state.limiter import (
+    GRACE_MS,
+    LEGACY_HORIZON_MS,
+    MIN_HORIZON_MS,
+    STEP_TOLERANCE_MS,
+    Grant,
+    fence_hold_ms,
+    pace_lead_ms,
+)
 from consumer.state.redis import stored_number
 from consumer.state.trip import Step
 
@@ -276,6 +284,8 @@ class _LimiterData:
     pushed: int | None = None
     # The last fence this version raised (another fence_until may be the previous version's).
     fenced: int | None = None
+    # Subtracted from the clock: the fleet's clock, which a measured forward step does not move.
+    skew: int = 0
 
 
 @dataclass
@@ -310,7 +320,7 @@ class MemoryLimiter:
 
     def __init__(self, windows: tuple[RateWindow, ...], *, margin_ms: int, horizon_ms: int,
                  grace_ms: int = GRACE_MS, clock: Callable[[], int] = _now_ms,
-                 shared: _LimiterState | None = None) -> None:
+                 monotonic: Callable[[], float] | None = None, shared: _LimiterState | None = None) -> None:
         if not windows:
             raise ValueError("a MemoryLimiter needs at least one window; use NoLimiter for 'off'")
         self.windows = windows
@@ -318,19 +328,41 @@ class MemoryLimiter:
         self.horizon_ms = max(horizon_ms, MIN_HORIZON_MS)
         self.grace_ms = grace_ms
         self.clock = clock
+        # The replica's own clock, against which a forward step of `clock` (Redis's) is measured:
+        # a test's clock is also the true time, unless the test gives another (to step `clock`).
+        self.monotonic = monotonic or (time.monotonic if clock is _now_ms else lambda: clock() / 1000)
         self.state = shared or _LimiterState()
         self._keep = max(w.limit for w in windows)
         self._reach = fence_hold_ms(windows, margin_ms=margin_ms, horizon_ms=0)
         self._epoch = ""
         self._seq = 0
+        self._reply: tuple[int, float] | None = None  # as RedisLimiter's: the fleet clock's now, and when
+        self.stepped = 0  # the last forward step this replica measured (RedisLimiter logs it)
 
     def replica(self) -> MemoryLimiter:
         return MemoryLimiter(self.windows, margin_ms=self.margin_ms, horizon_ms=self.horizon_ms,
-                             grace_ms=self.grace_ms, clock=self.clock, shared=self.state)
+                             grace_ms=self.grace_ms, clock=self.clock, monotonic=self.monotonic, shared=self.state)
+
+    def _now(self) -> int:
+        """The fleet's clock, after taking out a forward step this call measures ('step' in
+        lua/acquire.lua). Called under the state's lock; the reply is recorded by `_replied`."""
+        data, reply = self.state.data, self._reply
+        now = self.clock() - data.skew
+        if reply is not None:
+            gain = now - reply[0] - int((self.monotonic() - reply[1]) * 1000)
+            if gain > STEP_TOLERANCE_MS:
+                data.skew += gain
+                now -= gain
+                self.stepped = gain
+        return now
+
+    def _replied(self, now: int) -> None:
+        self._reply = (now, self.monotonic())
 
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         with self.state.lock:
-            now = self.clock()
+            now = self._now()
+            self._replied(now)
             data, keep, _reach = self._check(now)
             if data.fence_until > now:
                 return Grant(granted=False, wait_s=(data.fence_until - now) / 1000, slot_ms=data.fence_until,
@@ -357,7 +389,9 @@ class MemoryLimiter:
 
     def heartbeat(self) -> None:
         with self.state.lock:
-            self._check(self.clock())
+            now = self._now()
+            self._replied(now)
+            self._check(now)
 
     @staticmethod
     def _widest(stored: tuple[int, int] | None, own: int, lives: int, now: int) -> tuple[int, tuple[int, int]]:
@@ -430,13 +464,13 @@ class MemoryLimiter:
     def pause(self, seconds: float) -> None:
         with self.state.lock:
             data = self.state.data
-            data.pause_until = max(data.pause_until, self.clock() + max(1, round(seconds * 1000)))
+            data.pause_until = max(data.pause_until, self.clock() - data.skew + max(1, round(seconds * 1000)))
 
     def utilisation(self) -> dict[RateWindow, float]:
         # By binary search over the ascending log, as utilisation.lua does: the metrics read this
         # every few seconds and the log may hold a million slots.
         with self.state.lock:
-            now, slots = self.clock(), self.state.data.slots
+            now, slots = self.clock() - self.state.data.skew, self.state.data.slots
             upto = bisect.bisect_right(slots, now)
             return {w: (upto - bisect.bisect_right(slots, now - w.period_ms, 0, upto)) / w.limit
                     for w in self.windows}

@@ -92,6 +92,7 @@ class LimiterFleet:
         self.memory: dict[str, MemoryLimiter] = {}
         self.redis: Any = None
         self.clients: list[Any] = []
+        self.replicas: list[Any] = []
 
     def __call__(self, windows: str, margin_ms: int = 0, horizon_ms: int = 60_000, grace_ms: int = 0) -> Any:
         if self.request.param == "memory":
@@ -100,14 +101,17 @@ class LimiterFleet:
                 shared = next(iter(self.memory.values())).state if self.memory else None
                 self.memory[windows] = MemoryLimiter(parse_rate_limits(windows), margin_ms=margin_ms,
                                                      horizon_ms=horizon_ms, grace_ms=grace_ms, shared=shared)
-                return self.memory[windows]
-            return self.memory[windows].replica()
+                self.replicas.append(self.memory[windows])
+            else:
+                self.replicas.append(self.memory[windows].replica())
+            return self.replicas[-1]
         if self.redis is None:
             self.redis = _connect(self.request)
             self.clients.append(self.redis)
         self.clients.append(_connect(self.request))  # each replica its own connections
-        return RedisLimiter(self.clients[-1], Keys("t"), "tok", parse_rate_limits(windows), margin_ms=margin_ms,
-                            horizon_ms=horizon_ms, grace_ms=grace_ms)
+        self.replicas.append(RedisLimiter(self.clients[-1], Keys("t"), "tok", parse_rate_limits(windows),
+                                          margin_ms=margin_ms, horizon_ms=horizon_ms, grace_ms=grace_ms))
+        return self.replicas[-1]
 
     def close(self) -> None:
         for client in self.clients:
@@ -204,6 +208,42 @@ class LimiterFleet:
             assert time.monotonic() < deadline, "the replica did not take over"
             time.sleep(0.1)
         localstack.wait_cluster()
+
+    # Every time the limiter's state holds (ms, the store's clock); `*_at` say when a replica last
+    # said what the field before them holds.
+    _TIMES = ("fence_until", "pause_until", "beat", "last", "keep_at", "reach_at", "horizon_at", "fenced")
+
+    def step_clock(self, delta_ms: int) -> None:
+        """Redis's clock steps forward by `delta_ms` (a failover to a node whose clock is ahead, an
+        NTP step). Redis's TIME cannot be set, so this is its exact equivalent: everything written
+        before the step was written by a clock `delta_ms` behind the one read from now on. Every
+        time the store holds moves back by `delta_ms`, and so does each replica's record of its
+        previous reply (`_reply`: the script's clock, and the local monotonic time it came back).
+        Slots stay comparable across the step: the ones granted before it are in the clock read
+        from now on (the true time)."""
+        for replica in self.replicas:
+            reply = getattr(replica, "_reply", None)
+            if reply is not None:
+                replica._reply = (reply[0] - delta_ms, *reply[1:])
+        if self.request.param == "memory":
+            data = next(iter(self.memory.values())).state.data
+            data.slots[:] = [slot - delta_ms for slot in data.slots]
+            for name in ("fence_until", "pause_until", "beat", "last", "fenced"):
+                if getattr(data, name):
+                    setattr(data, name, getattr(data, name) - delta_ms)
+            for name in ("keep", "reach", "horizon"):
+                if getattr(data, name):
+                    value, at = getattr(data, name)
+                    setattr(data, name, (value, at - delta_ms))
+            return
+        log_key, meta = self._keys()
+        slots = [int(slot) for slot in self.redis.lrange(log_key, 0, -1)]
+        if slots:
+            self.redis.delete(log_key)
+            self.redis.rpush(log_key, *[slot - delta_ms for slot in slots])
+        for name, value in zip(self._TIMES, self.redis.hmget(meta, self._TIMES), strict=True):
+            if value is not None and int(value):
+                self.redis.hset(meta, name, int(value) - delta_ms)
 
     def restore(self, snapshot: Any) -> None:
         """Redis comes back from that snapshot, in place (same server)."""

@@ -277,6 +277,53 @@ def test_a_pause_pisano_asked_for_outlasts_a_clock_fence(make_limiter) -> None: 
     assert after >= asked + 3000
 
 
+def _unheld(limiter, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
+    """The first answer that is not a fence's (a sender waits a fence out and asks again)."""
+    deadline = time.monotonic() + timeout_s
+    while (grant := limiter.acquire()).held:
+        assert time.monotonic() < deadline, "held for longer than a fence of this test lasts"
+        time.sleep(grant.wait_s)
+    return grant
+
+
+def test_a_clock_stepped_forward_mid_window_grants_no_more_than_the_window(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # Redis's clock jumps 30 s forward mid-window (a failover to a node whose clock is ahead, an NTP
+    # step): every slot in the log looks 30 s older than it is, and the window, full, looked empty.
+    windows = "2/30s"
+    rl = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    before = _take(rl, 2)
+    make_limiter.step_clock(30_000)
+    after = _unheld(rl)
+    assert _over_limit([*before, after.slot_ms] if after.granted else before, windows) == []
+    assert not after.granted and 29.0 < after.wait_s <= 30.2  # the window, as before the step
+
+
+def test_an_idle_replica_finds_a_clock_stepped_forward_before_anyone_sends(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    windows = "3/20s"
+    busy = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    idle = make_limiter(windows, horizon_ms=500, grace_ms=300)
+    idle.heartbeat()
+    before = _take(busy, 3)
+    idle.heartbeat()
+    make_limiter.step_clock(25_000)
+    idle.heartbeat()  # the step is measured by the idle replica's heartbeat, and corrected once
+    busy.heartbeat()  # the busy replica measures the same step: already corrected, not again
+    refused = _unheld(busy)
+    assert _over_limit(before + ([refused.slot_ms] if refused.granted else []), windows) == []
+    assert not refused.granted and 19.0 < refused.wait_s <= 20.2
+
+
+def test_a_pause_pisano_asked_for_lasts_through_a_clock_stepped_forward(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("100/1s", horizon_ms=500, grace_ms=300)
+    _take(rl, 1)
+    rl.pause(3.0)  # Retry-After: 3
+    make_limiter.step_clock(30_000)
+    refused = _unheld(rl)
+    assert not refused.granted and 2.5 < refused.wait_s <= 3.2  # not over because the clock jumped
+    rl.pause(1.0)  # a pause asked for after the step counts on the same clock: the longer one stays
+    assert 2.5 < _unheld(rl).wait_s <= 3.2
+
+
 # --- The pace (consumer/delivery/pacing.py): a paced request keeps `pace_ms` after the newest --
 # reservation, is refused (nothing reserved) while its turn is further than the lead, and never
 # takes a slot the windows would not allow. Requests that are not paced are unaffected.

@@ -26,6 +26,9 @@
 --                         its, as far ahead as any version grants (LEGACY_HORIZON).
 --            fenced       the last fence this version raised: a `fence_until` that is not it may
 --                         be the previous version's, held for its own, unrecorded horizon.
+--            skew         ms subtracted from Redis's TIME: the fleet's clock, every time above is in
+--                         it. Raised by each forward step of Redis's clock a caller measures (see
+--                         'step' below), so that the fleet's clock does not jump; absent: 0.
 -- ARGV[1]  the caller's epoch, '' when it has none yet (a replica that never used the state)
 -- ARGV[2]  the highest `seq` the caller was given in that epoch, 0 if none
 -- ARGV[3]  margin ms added to every period: requests leave a little after their slot, not at it
@@ -37,12 +40,40 @@
 -- ARGV[8]  pace lead ms: a paced slot at most this far ahead is reserved; a later one is refused
 -- ARGV[9]  prepare ms: no slot before now + this (the caller prepares its request before the slot,
 --          so an immediate slot would find it late)
--- ARGV[10..] limit, period-ms pairs, one pair per window
+-- ARGV[10] legacy horizon ms: the longest horizon any version grants slots at (limiter.py's
+--          LEGACY_HORIZON_MS, which THROTTLE_HORIZON_MS is bounded by)
+-- ARGV[11] the fleet clock's `now` of the caller's previous reply ('' none: its first call)
+-- ARGV[12] the caller's monotonic ms from receiving that reply to sending this call
+-- ARGV[13] step tolerance ms: a gain of the clock over the caller's interval beyond this is a step
+-- ARGV[14..] limit, period-ms pairs, one pair per window
 --
--- Returns {status, wait_ms, epoch, slot_ms, seq, event}: status 1 granted; 0 refused, nothing
--- reserved, the slot is beyond the horizon; 3 refused, nothing reserved, the fleet is fenced:
--- ask again after wait_ms; 4 refused, nothing reserved, the pace's turn comes in wait_ms; 2
--- heartbeat done. `event` names the fence this call raised ('' none), for the caller's log.
+-- Returns {status, wait_ms, epoch, slot_ms, seq, event, now, stepped}: status 1 granted; 0
+-- refused, nothing reserved, the slot is beyond the horizon; 3 refused, nothing reserved, the
+-- fleet is fenced: ask again after wait_ms; 4 refused, nothing reserved, the pace's turn comes in
+-- wait_ms; 2 heartbeat done. `event` names the fence this call raised ('' none), for the caller's
+-- log; `now` is the fleet's clock (the caller sends it back next time, ARGV[11]); `stepped` the
+-- forward step of Redis's clock this call measured and took out of the fleet's clock (0 none).
+--
+-- The step (forward). Redis's clock may jump ahead (a failover to a node whose clock is ahead, an
+-- NTP step): every slot in the log would then look older than it is, every window would count
+-- too few until they aged out, and the fleet would exceed Pisano's windows. Redis cannot see its
+-- own step; a caller can, against its monotonic clock: between the TIME of its previous call and
+-- this one's, at least e = ARGV[12] passed (from that reply's arrival to this call's sending), so
+-- gain = (now - prev) - e is at least the step (plus the two latencies in between, never less).
+-- A gain beyond the tolerance is taken out of the fleet's clock at once, before anything below
+-- reads `now`: skew += gain. That is (a) safe: the clock is set back by at least the step, so
+-- the log's slots look as old as they are or younger (a window counts as many or more), pauses
+-- and fences last as long or longer; (b) exact once: the next caller that measures across the
+-- same step reads the corrected clock, so its gain is only what is left (none): k replicas do not
+-- correct k times, and two steps in one interval are both taken out; (c) cheap: no log rewrite,
+-- no fence, no extra round trip (the evidence rides on every call, heartbeats included); a
+-- latency spike beyond the tolerance (a false step) sets the clock back by that spike, costing the
+-- fleet that long once. The first call of a replica carries no evidence; every live replica
+-- heartbeats each second, so a step is measured within a second even when nobody sends, and
+-- before any grant by a replica that called before it. Not measured: a gain within the tolerance
+-- (the margin absorbs it), and a step while no replica was alive (see README, "Limits").
+-- A backward step is the 'clock' fence's (below): it only makes slots look younger (safe), unless
+-- the state then lies further ahead than any slot is granted.
 --
 -- The pace. A paced request (a batch that is not full) is not reserved ahead of its turn: the
 -- fleet's turns are `pace` apart whoever takes them, and a turn further than the lead is refused,
@@ -85,10 +116,19 @@
 -- the log stays sorted and only the newest `limit` entries matter to each window: a new slot at
 -- t is allowed by window (N, T) when the N-th newest entry is at or before t - T - margin.
 local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local skew = tonumber(redis.call('HGET', KEYS[2], 'skew') or '0') or 0
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - skew
+-- A forward step of Redis's clock, measured by the caller (see 'step' above): taken out at once.
+local stepped = 0
+local prev, elapsed, tolerance = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+if prev and elapsed and now - prev - elapsed > tolerance then
+  stepped = now - prev - elapsed
+  skew, now = skew + stepped, now - stepped
+  redis.call('HSET', KEYS[2], 'skew', skew)
+end
 local margin, horizon, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep, longest = 1, 0
-for i = 10, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   local limit, period = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if limit > keep then keep = limit end
   if period > longest then longest = period end
@@ -136,9 +176,9 @@ reach, reach_mine = widest(state[10], state[11], reach, log_lives)
 -- the longest horizon: its slots may lie that far ahead of their grant, so it lives that long
 ahead, ahead_mine = widest(state[13], state[14], horizon, (tonumber(state[13] or '') or 0) + 60000)
 local hold = ahead + reach
--- The longest horizon any version grants slots at (THROTTLE_HORIZON_MS is at most an hour, `check`
+-- The longest horizon any version grants slots at (ARGV[10]: THROTTLE_HORIZON_MS's bound, `check`
 -- uses 60 s): the bound on a slot the previous version reserved, whose horizon it never recorded.
-local LEGACY_HORIZON = 3600000
+local LEGACY_HORIZON = tonumber(ARGV[10])
 local legacy_far = math.max(ahead, LEGACY_HORIZON) + reach
 local newest_logged = tonumber(redis.call('LINDEX', KEYS[1], -1) or '')
 local far_log, far_fence = hold, hold
@@ -195,10 +235,10 @@ if reach_mine then redis.call('HSET', KEYS[2], 'reach', reach, 'reach_at', now) 
 if ahead_mine then redis.call('HSET', KEYS[2], 'horizon', ahead, 'horizon_at', now) end
 
 if ARGV[6] ~= '1' then
-  return {2, math.max(0, fence_until - now), epoch, 0, seq, event}
+  return {2, math.max(0, fence_until - now), epoch, 0, seq, event, now, stepped}
 end
 if fence_until > now then
-  return {3, fence_until - now, epoch, fence_until, seq, event}
+  return {3, fence_until - now, epoch, fence_until, seq, event, now, stepped}
 end
 
 local slot = now + tonumber(ARGV[9])
@@ -209,7 +249,7 @@ if length > 0 then
   newest = tonumber(redis.call('LINDEX', KEYS[1], -1))
   if newest > slot then slot = newest end
 end
-for i = 10, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   local limit, period = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if length >= limit then
     local nth = tonumber(redis.call('LINDEX', KEYS[1], -limit))
@@ -220,14 +260,14 @@ end
 local pace, lead = tonumber(ARGV[7]), tonumber(ARGV[8])
 if pace > 0 and newest and newest + pace > slot then
   if newest + pace - now > lead then
-    return {4, newest + pace - now, epoch, newest + pace, seq, event}
+    return {4, newest + pace - now, epoch, newest + pace, seq, event, now, stepped}
   end
   slot = newest + pace
 end
 
 local wait = slot - now
 if wait > horizon then
-  return {0, wait, epoch, slot, seq, event}
+  return {0, wait, epoch, slot, seq, event, now, stepped}
 end
 redis.call('RPUSH', KEYS[1], slot)
 redis.call('LTRIM', KEYS[1], -keep, -1)
@@ -237,4 +277,4 @@ if slot == last then last_n = math.min(last_n + 1, keep) else last_n = 1 end
 redis.call('HSET', KEYS[2], 'last', slot, 'last_n', last_n)
 seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 redis.call('HSET', KEYS[2], 'pushed', seq)
-return {1, wait, epoch, slot, seq, event}
+return {1, wait, epoch, slot, seq, event, now, stepped}

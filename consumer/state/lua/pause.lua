@@ -5,9 +5,10 @@
 -- No slot starts before now + pause; a longer pause already set is kept. The meta hash keeps no
 -- TTL (its absence means "state lost" to acquire.lua), and a pause alone does not create an
 -- epoch: acquire.lua does.
--- Returns the pause end (ms, Redis clock).
+-- Returns the pause end (ms, the fleet's clock: Redis's TIME less meta `skew`, as acquire.lua's).
 local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local skew = tonumber(redis.call('HGET', KEYS[2], 'skew') or '0') or 0
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - skew
 local pause_until = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[2], 'pause_until') or '0')
 if pause_until > current then

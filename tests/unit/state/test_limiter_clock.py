@@ -1,6 +1,7 @@
-"""The limiter when Redis's clock steps back (lua/acquire.lua's 'clock' fence), on the memory
-limiter with a clock of its own; the Redis script passes the same contract tests
-(tests/contract/test_limiter_contract.py). And the log line the event gives."""
+"""The limiter when Redis's clock steps back (lua/acquire.lua's 'clock' fence) or forward (its
+'step'), on the memory limiter with a clock of its own (and a monotonic clock per replica); the
+Redis script passes the same contract tests (tests/contract/test_limiter_contract.py). And the log
+lines the events give."""
 
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ class _Script:
 
 class _Client:
     def register_script(self, source: str) -> _Script:
-        return _Script([3, 1500, b"1", 1_800_000_001_500, 0, b"clock"])
+        return _Script([3, 1500, b"1", 1_800_000_001_500, 0, b"clock", 1_800_000_000_000, 0])
 
 
 def test_the_clock_event_says_what_happened_and_what_to_check(caplog: pytest.LogCaptureFixture) -> None:
@@ -166,3 +167,129 @@ def test_the_clock_event_says_what_happened_and_what_to_check(caplog: pytest.Log
     assert record.reason == "clock" and record.wait_ms == 1500  # type: ignore[attr-defined]
     assert "stepped back" in record.getMessage() and "NTP" in record.getMessage()
     assert "1.5s" in record.getMessage()
+
+
+# --- Forward: Redis's clock jumps ahead of the replicas' monotonic clocks ('step' in acquire.lua) --
+
+
+class Monotonic:
+    """A replica's monotonic clock (s), moved by the test with the true time, not with Redis's steps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stepping(grace_ms: int = 300) -> tuple[Clock, Monotonic, MemoryLimiter]:
+    clock, mono = Clock(), Monotonic()
+    rl = MemoryLimiter(parse_rate_limits(WINDOWS), margin_ms=0, horizon_ms=500, grace_ms=grace_ms, clock=clock,
+                       monotonic=mono)
+    assert rl.acquire().held
+    _advance(clock, mono, grace_ms)
+    assert rl.acquire().granted
+    return clock, mono, rl
+
+
+def _advance(clock: Clock, mono: Monotonic, ms: int) -> None:
+    clock.now += ms
+    mono.now += ms / 1000
+
+
+def test_a_clock_stepped_forward_keeps_every_window_and_every_pause() -> None:
+    clock, mono, rl = _stepping(grace_ms=10_000)  # no heartbeat needed while the pause lasts
+    first = rl.acquire()  # the window is full: two slots
+    rl.pause(5)
+    clock.now += 30_000  # a failover to a node 30 s ahead
+    refused = rl.acquire()  # the pause as Pisano asked, measured on the true time
+    assert not refused.granted and not refused.held and refused.wait_s == 5.0
+    assert rl.stepped == 30_000 and rl.state.data.skew == 30_000
+    _advance(clock, mono, 5000)
+    third = rl.acquire()
+    assert third.granted and third.slot_ms >= first.slot_ms + 1000  # then the window, not before
+
+
+def test_a_step_many_replicas_measure_is_taken_out_once() -> None:
+    clock, _mono, rl = _stepping()
+    other = rl.replica()
+    other.heartbeat()
+    rl.acquire()  # the window is full
+    clock.now += 30_000
+    other.heartbeat()  # an idle replica's heartbeat measures the step first
+    assert rl.state.data.skew == 30_000
+    refused = rl.acquire()  # the busy one measures the same step: already out of the clock
+    assert rl.state.data.skew == 30_000 and rl.stepped == 0
+    assert not refused.granted and refused.wait_s == 1.0
+
+
+def test_two_steps_within_one_interval_are_both_taken_out() -> None:
+    clock, _mono, rl = _stepping()
+    other = rl.replica()
+    other.heartbeat()
+    rl.acquire()
+    clock.now += 10_000
+    rl.heartbeat()  # the first step, measured by the busy replica
+    clock.now += 20_000
+    other.heartbeat()  # the idle one's interval holds both: only the second is left to take out
+    assert rl.state.data.skew == 30_000
+    assert not rl.acquire().granted
+
+
+def test_a_gain_within_the_tolerance_is_no_step_and_one_beyond_is_taken_out_whole() -> None:
+    clock, _mono, rl = _stepping()
+    clock.now += 100  # a round trip's worth: not measured as a step
+    rl.heartbeat()
+    assert rl.state.data.skew == 0
+    clock.now += 101  # a latency spike, or a small step: taken out, the fleet loses that long once
+    rl.heartbeat()
+    assert rl.state.data.skew == 101  # each interval's own gain: the 100 ms before stay (the margin's)
+
+
+def test_a_clock_stepped_back_then_forward_again_does_not_hold_past_the_hold() -> None:
+    clock, mono, rl = _stepping()
+    clock.now -= 3_600_000
+    held = rl.acquire()  # the 'clock' fence, as before
+    assert held.held and held.wait_s == 1.5
+    clock.now += 3_600_000  # NTP puts it right again: a forward step, taken out
+    still = rl.acquire()
+    assert still.held and still.wait_s == 1.5
+    _advance(clock, mono, 1500)
+    assert rl.acquire().granted
+
+
+def test_the_step_event_says_what_happened_and_what_to_check(caplog: pytest.LogCaptureFixture) -> None:
+    client = _Client()
+    client.register_script = lambda source: _Script([1, 0, b"1", 1_800_000_000_000, 3, b"", 1_800_000_000_000,
+                                                     30_000])  # type: ignore[method-assign]
+    rl = RedisLimiter(client, Keys("t"), "tok", parse_rate_limits(WINDOWS), margin_ms=0, horizon_ms=500)
+    with caplog.at_level(logging.WARNING, logger="consumer.state.limiter"):
+        assert rl.acquire().granted
+    (record,) = caplog.records
+    assert record.reason == "clock_step"  # type: ignore[attr-defined]
+    assert "forward by at least 30.000s" in record.getMessage() and "NTP" in record.getMessage()
+
+
+def test_each_call_sends_its_previous_replys_clock_and_the_time_since() -> None:
+    sent: list[list[Any]] = []
+
+    class Recording(_Script):
+        def __call__(self, keys: list[str], args: list[Any]) -> list[Any]:
+            sent.append(args)
+            return self.reply
+
+    client = _Client()
+    client.register_script = lambda source: Recording([2, 0, b"1", 0, 3, b"", 1_800_000_000_000, 0])  # type: ignore[method-assign]
+    rl = RedisLimiter(client, Keys("t"), "tok", parse_rate_limits(WINDOWS), margin_ms=0, horizon_ms=500)
+    rl.heartbeat()
+    rl.heartbeat()
+    assert sent[0][9:13] == [3_600_000, "", 0, 100]  # the legacy horizon; no evidence on the first call
+    assert sent[1][10] == 1_800_000_000_000 and 0 <= sent[1][11] < 1000
+
+
+def test_the_legacy_horizon_is_the_bound_of_throttle_horizon_ms() -> None:
+    from consumer.config.settings import Settings
+    from consumer.state.limiter import LEGACY_HORIZON_MS
+
+    bounds = [getattr(m, "le", None) for m in Settings.model_fields["throttle_horizon_ms"].metadata]
+    assert LEGACY_HORIZON_MS in bounds
