@@ -1,0 +1,83 @@
+"""Adversarial review of the sending side (h-sendrev): each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import httpx
+import pytest
+
+from consumer.delivery.destination import Destination
+from consumer.delivery.pisano import PisanoClient, build_body
+from consumer.ingest.intake import check_recipient
+from consumer.ingest.mapping import Recipient
+from consumer.state.circuit import CircuitBreaker
+from consumer.state.limiter import NoLimiter
+from consumer.state.memory import MemoryCircuitStore
+from tests.support.fakes import CAMPAIGN, FakePisano, event, rig
+
+
+def client_with(handler) -> PisanoClient:  # type: ignore[no-untyped-def]
+    client = PisanoClient("https://pisano.test", "tok", timeout_s=1, connect_timeout_s=1, max_connections=2)
+    client.http = httpx.Client(base_url="https://pisano.test", headers=client.http.headers,
+                               transport=httpx.MockTransport(handler))
+    return client
+
+
+# ------------------------------------------------------------ a 2xx other than 200 is an acceptance
+
+
+@pytest.mark.parametrize("status", [201, 202, 204])
+def test_a_2xx_other_than_200_is_accepted_never_released_for_a_resend(status: int) -> None:
+    """Pisano (or a gateway in front of it) answering 201/202/204 took the request: it may text
+    every recipient. Read as a refusal, the ids were released and dead-lettered as `pisano_error`,
+    free to be sent again by a re-read copy or a replay: a second survey."""
+    r = rig()
+    client = client_with(lambda request: httpx.Response(status, json={"status": "accepted"} if status != 204 else None))
+    circuit = CircuitBreaker(MemoryCircuitStore(), cooldown_ms=60_000, max_cooldown_ms=120_000, probe_lease_ms=1000)
+    r.sender.destination = Destination("default", client, NoLimiter(), circuit, max_recipients=5000)
+    r.sender.attempts.destination = r.sender.destination
+    r.process([event(1), event(2)])
+    assert r.kinds() == {"e1": {"delivered"}, "e2": {"delivered"}}
+    assert r.dedup.state("e1") == "d" and r.dedup.state("e2") == "d"  # a copy read again is skipped
+
+
+# ------------------------------------------------------------ the body takes whatever the recipient check admits
+
+
+class Ratio(float):
+    """A float subclass, as numpy.float64 is: a plug-in mapper's pandas value."""
+
+
+class Name(str):
+    pass
+
+
+def hostile_but_admitted() -> list[Recipient]:
+    return [
+        Recipient("e1", CAMPAIGN, "+905321200001", {"score": Ratio(4.5)}),
+        Recipient("e2", CAMPAIGN, "+905321200002", types.MappingProxyType({"name": "A"})),  # type: ignore[arg-type]
+        Recipient("e3", CAMPAIGN, "+905321200003", {Name("name"): "B"}),
+        Recipient("e4", CAMPAIGN, "+905321200004", built_in_responses={"customerDetailedInformation1": Ratio(1.0)}),
+    ]
+
+
+def test_every_recipient_the_check_admits_can_be_written_into_a_body() -> None:
+    recipients = [check_recipient(r) for r in hostile_but_admitted()]  # all admitted at the pipeline boundary
+    body = json.loads(build_body(recipients))
+    assert body["custom_attributes"] == {"+905321200001": {"score": 4.5}, "+905321200002": {"name": "A"},
+                                         "+905321200003": {"name": "B"}}
+    assert body["built_in_responses"] == {"+905321200004": {"customerDetailedInformation1": 1.0}}
+
+
+def test_one_admitted_float_subclass_does_not_dead_letter_its_whole_batch() -> None:
+    """One recipient's value that the check admits but the encoder refused made the body raise
+    after the claim: every event of the batch (up to 5,000 good ones) was dead-lettered as
+    `internal_error`, and so was every batch it joined again."""
+    r = rig(FakePisano())
+    events = [event(i) for i in range(5)]
+    events[2].recipient.custom_attributes = {"score": Ratio(2.0)}
+    r.process(events)
+    assert {k for ks in r.kinds().values() for k in ks} == {"delivered"}, r.reasons()
+    assert len(r.pisano.requests) == 1
