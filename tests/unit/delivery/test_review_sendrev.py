@@ -81,3 +81,22 @@ def test_one_admitted_float_subclass_does_not_dead_letter_its_whole_batch() -> N
     r.process(events)
     assert {k for ks in r.kinds().values() for k in ks} == {"delivered"}, r.reasons()
     assert len(r.pisano.requests) == 1
+
+
+# ------------------------------------------------------------ a 5xx the table does not name: fate unknown
+
+
+@pytest.mark.parametrize("status", [501, 505, 507, 520, 522, 524, 598, 599])
+def test_an_unlisted_5xx_is_never_released_as_a_refusal(status: int) -> None:
+    """A 5xx says a server failed on a request that reached it; one the table does not name (a CDN's
+    524 "origin timed out" after it forwarded the request, 520 "unknown error from the origin",
+    a proxy's 598/599 network read timeout) cannot say Pisano did not act. It fell to the request
+    scope: ids released, dead-lettered as `pisano_error`, free to be sent again."""
+    from consumer.delivery.failures import classify
+    from consumer.errors import PisanoApiError
+
+    assert classify(PisanoApiError(status, None, "origin timed out")).action == "ambiguous"
+    r = rig(FakePisano([PisanoApiError(status, None, "origin timed out")]))
+    r.process([event(1)])
+    assert r.reasons() == {"e1": "ambiguous"}
+    assert r.dedup.state("e1") == r.unknown_mark("e1")  # a copy read again is never sent on its own
