@@ -59,7 +59,10 @@ TOKEN_ACCEPTED_CODES = frozenset({13015, 13028, 13002})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
              # A failed or stalled write means the body never arrived whole: Pisano cannot have
              # acted on a request it could not read to its end.
-             httpx.WriteError, httpx.WriteTimeout, httpx.UnsupportedProtocol)
+             httpx.WriteError, httpx.WriteTimeout, httpx.UnsupportedProtocol,
+             # The environment's proxy refused the tunnel (CONNECT answered 403, 407, 502...): the
+             # request never went further than asking for it.
+             httpx.ProxyError)
 
 
 @dataclass(frozen=True)

@@ -244,7 +244,11 @@ class Sender:
             log.exception("error while sending a batch of campaign %s; its events are dead-lettered",
                           batch.campaign_id)
         finally:
-            gate.close()
+            try:
+                gate.close()
+            except Exception as exc:  # never in the way of the events' outcomes below
+                log.exception("could not give back the campaign's probe; it ends with its lease")
+                failed = failed or exc
         self._conclude_open(outcomes, claim, batch.campaign_id, failed)
 
     def _new_claim(self, campaign: str) -> Claim:

@@ -100,3 +100,71 @@ def test_an_unlisted_5xx_is_never_released_as_a_refusal(status: int) -> None:
     r.process([event(1)])
     assert r.reasons() == {"e1": "ambiguous"}
     assert r.dedup.state("e1") == r.unknown_mark("e1")  # a copy read again is never sent on its own
+
+
+# ------------------------------------------------------------ a proxy refusing the tunnel: nothing left
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+                                    b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+                                    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"])
+def test_a_proxy_refusing_the_tunnel_is_not_sent_never_ambiguous(monkeypatch: pytest.MonkeyPatch,
+                                                                   answer: bytes) -> None:
+    """HTTPS through the environment's proxy: the proxy refuses the CONNECT (a rule, credentials, no
+    route). Not a byte of the request reached Pisano, yet httpx's ProxyError was read as "no answer
+    after sending": every batch dead-lettered as `ambiguous`, its ids marked unknown, to be checked
+    with Pisano and replayed one by one, instead of retried and, at worst, released."""
+    import socket
+    import threading
+    from contextlib import suppress
+
+    from consumer.errors import PisanoTransportError
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    seen: list[bytes] = []
+
+    def proxy() -> None:
+        with suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                with connection:
+                    seen.append(connection.recv(65536))
+                    connection.sendall(answer)
+
+    threading.Thread(target=proxy, daemon=True).start()
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    client = PisanoClient("https://pisano.invalid", "tok", timeout_s=2, connect_timeout_s=2, max_connections=1)
+    try:
+        with pytest.raises(PisanoTransportError) as refused:
+            client.send(CAMPAIGN, b'{"phone_numbers":["+905321234567"]}')
+    finally:
+        client.close()
+        listener.close()
+    assert seen and seen[0].startswith(b"CONNECT pisano.invalid:443")  # only the tunnel was asked for
+    assert not refused.value.ambiguous and refused.value.retriable
+
+
+# ------------------------------------------------------------ the batch's outcomes whatever its campaign gate does
+
+
+def test_an_error_closing_the_campaign_gate_still_ends_every_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`CampaignGate.close` (a probe given back: a Redis call through the campaign's breaker) ran in
+    the `finally` before the fallback that ends the batch's open events: an exception there skipped
+    it, and the events of a failed batch got no outcome at all. Their records were never committed,
+    the partition stuck until a restart (ARCHITECTURE.md invariant 1: any exception still ends each
+    event)."""
+    from consumer.delivery.sender import CampaignGate
+
+    def broken_close(self: CampaignGate) -> None:
+        raise RuntimeError("the campaign's circuit could not be given back")
+
+    monkeypatch.setattr(CampaignGate, "close", broken_close)
+    r = rig(FakePisano([RuntimeError("the client broke after sending")]))
+    r.process([event(1), event(2)])
+    assert r.reasons() == {"e1": "ambiguous", "e2": "ambiguous"}
+    assert r.dedup.state("e1") == r.unknown_mark("e1")
