@@ -407,7 +407,10 @@ class Sender:
         accepted, the answer when refused for a recipient (not settled yet), None otherwise.
         `ids`: the events' ids in order, when known (read once per request). `beats`: the batch's
         heartbeat, for the requests bisection sends (`first` only)."""
-        gate.judge(sent)
+        try:
+            gate.judge(sent)
+        except Exception:  # the campaign's bookkeeping never decides what became of the request
+            log.exception("could not record the campaign's verdict; the request's outcome stands")
         if sent.abandoned:  # stopping: free again, the records stay uncommitted
             claim.settle(Settlement.RELEASED, events)
             return None

@@ -168,3 +168,25 @@ def test_an_error_closing_the_campaign_gate_still_ends_every_event(monkeypatch: 
     r.process([event(1), event(2)])
     assert r.reasons() == {"e1": "ambiguous", "e2": "ambiguous"}
     assert r.dedup.state("e1") == r.unknown_mark("e1")
+
+
+@pytest.mark.parametrize("answer", ["accepted", "refused"])
+def test_an_error_judging_the_campaign_never_decides_the_requests_fate(monkeypatch: pytest.MonkeyPatch,
+                                                                      answer: str) -> None:
+    """The campaign's verdict was recorded (`CampaignGate.judge`) before the request's outcome: an
+    exception there (anything but a StateStoreError, which the breaker logs) turned a 200 into an
+    `ambiguous` dead-letter with an unknown mark, and a refusal Pisano stated into one too."""
+    from consumer.delivery.sender import CampaignGate
+    from consumer.errors import PisanoApiError
+
+    def broken_judge(self: CampaignGate, sent: object) -> None:
+        raise RuntimeError("the campaign's circuit could not be recorded")
+
+    monkeypatch.setattr(CampaignGate, "judge", broken_judge)
+    refusal = PisanoApiError(404, 13002, "Requested resource not found!")
+    r = rig(FakePisano([refusal] if answer == "refused" else []))
+    r.process([event(1)])
+    if answer == "accepted":
+        assert r.kinds() == {"e1": {"delivered"}} and r.dedup.state("e1") == "d"
+    else:
+        assert r.reasons() == {"e1": "pisano_error"} and r.dedup.state("e1") is None
