@@ -14,7 +14,9 @@ that come without one (README, "Failure classification"). Scopes:
 
 Retriable failures (408, 429, 500/503, connection errors) are retried with backoff. A 504 is
 not retried: a gateway that timed out waiting for Pisano cannot say whether Pisano acted, so it
-follows the ambiguous policy like a read timeout. A 502 depends on who wrote it:
+follows the ambiguous policy like a read timeout. So does every other 5xx (501, 505, a CDN's 520
+or 524, a proxy's 598/599): a server failed on a request that reached it; nothing says Pisano
+refused it, so its ids are never released to be sent again. A 502 depends on who wrote it:
 - with Pisano's own JSON error body (`PisanoApiError.pisano_body`), Pisano answered and refused
   the request: retried like a 503;
 - without (an HTML page, plain text, an empty body, a gateway's own JSON): a proxy or load
@@ -108,7 +110,10 @@ def classify(error: PisanoError) -> Verdict:
         return Verdict("ambiguous", "request", "ambiguous")
     if status in RETRIABLE_STATUSES:
         return Verdict("retry", "request", "throttled" if status == 429 else "pisano_error")
-    if status in AMBIGUOUS_STATUSES:
+    if status in AMBIGUOUS_STATUSES or status >= 500:
+        # Any other 5xx (501, 505, a CDN's 520 or 524 "origin timed out", a proxy's 598/599) says a
+        # server failed on a request that reached it, not that Pisano refused it: like a 504, its
+        # fate is unknown. Read as a refusal, its ids were released and free to be sent again.
         return Verdict("ambiguous", "request", "ambiguous")
     scope = CODE_SCOPES.get(error.code) if error.code is not None else None
     if scope is None:

@@ -32,7 +32,7 @@ import email.utils
 import json
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,10 @@ TOKEN_ACCEPTED_CODES = frozenset({13015, 13028, 13002})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
              # A failed or stalled write means the body never arrived whole: Pisano cannot have
              # acted on a request it could not read to its end.
-             httpx.WriteError, httpx.WriteTimeout, httpx.UnsupportedProtocol)
+             httpx.WriteError, httpx.WriteTimeout, httpx.UnsupportedProtocol,
+             # The environment's proxy refused the tunnel (CONNECT answered 403, 407, 502...): the
+             # request never went further than asking for it.
+             httpx.ProxyError)
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,58 @@ def build_body(recipients: Sequence[Recipient]) -> bytes:
     # ensure_ascii=False).encode(), several times faster: a body carries up to 5000 recipients.
     # Like json.dumps it refuses dates and dataclasses (orjson would write them): only the JSON
     # scalars that the recipient check allows reach a body.
-    return orjson.dumps(body, option=_STRICT)
+    try:
+        return orjson.dumps(body, option=_STRICT)
+    except TypeError:
+        # The recipient check (consumer/ingest/intake.py) admits any Mapping of str to JSON scalars,
+        # subclasses included (a plug-in mapper's numpy.float64 is a float, a MappingProxyType a
+        # Mapping), which orjson refuses: one such recipient would fail its whole request, every
+        # event of it dead-lettered unsent. They are written as the plain values they are.
+        return orjson.dumps(_plain_body(recipients), option=_STRICT)
 
 
 _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _plain_body(recipients: Sequence[Recipient]) -> dict[str, Any]:
+    """`build_body`'s body with every name and value as its plain built-in type (the slow path,
+    for a request holding a subclass or a Mapping that is not a dict). What is no JSON scalar at
+    all (a date) stays, and is refused as before."""
+    phones: list[str] = []
+    custom: dict[str, dict[str, Any]] = {}
+    built_in: dict[str, dict[str, Any]] = {}
+    for r in recipients:
+        phone = _plain(r.phone)
+        phones.append(phone)
+        if r.custom_attributes:
+            custom[phone] = _plain_map(r.custom_attributes)
+        if r.built_in_responses:
+            built_in[phone] = _plain_map(r.built_in_responses)
+    body: dict[str, Any] = {"phone_numbers": phones}
+    if custom:
+        body["custom_attributes"] = custom
+    if built_in:
+        body["built_in_responses"] = built_in
+    return body
+
+
+def _plain_map(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {_plain(name): _plain(value) for name, value in attributes.items()}
+
+
+def _plain(value: Any) -> Any:
+    """A str, int or float subclass (bool has none) as the built-in value it holds, read without
+    calling any method the subclass may override (`__str__`, `__float__`); anything else as it is."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    return value
 
 
 def _verify(tls_verify: bool, ca_file: Path | None) -> ssl.SSLContext | bool:
@@ -277,10 +328,13 @@ class PisanoClient:
         finally:
             deadline.finish()
             arm(None)
-        if status != 200:
+        if not 200 <= status < 300:
             raise parse_error(status, mask_urls_in_text(reason_phrase), answer, retry_after, secret=token)
         request_id = None
-        parsed = parse_json(answer)  # a 200 is a success whatever its body says
+        # A 200 is a success whatever its body says, and so is any 2xx (201, 202 Accepted, 204): Pisano
+        # or a gateway in front of it took the request. Read as a refusal, its ids would be released
+        # and dead-lettered as `pisano_error`, free to be sent again: a second survey.
+        parsed = parse_json(answer)
         if isinstance(parsed, dict) and isinstance(parsed.get("request_id"), (str, int)) \
                 and not isinstance(parsed["request_id"], bool):
             request_id = str(parsed["request_id"])[:100]

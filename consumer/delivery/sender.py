@@ -244,7 +244,11 @@ class Sender:
             log.exception("error while sending a batch of campaign %s; its events are dead-lettered",
                           batch.campaign_id)
         finally:
-            gate.close()
+            try:
+                gate.close()
+            except Exception as exc:  # never in the way of the events' outcomes below
+                log.exception("could not give back the campaign's probe; it ends with its lease")
+                failed = failed or exc
         self._conclude_open(outcomes, claim, batch.campaign_id, failed)
 
     def _new_claim(self, campaign: str) -> Claim:
@@ -403,7 +407,10 @@ class Sender:
         accepted, the answer when refused for a recipient (not settled yet), None otherwise.
         `ids`: the events' ids in order, when known (read once per request). `beats`: the batch's
         heartbeat, for the requests bisection sends (`first` only)."""
-        gate.judge(sent)
+        try:
+            gate.judge(sent)
+        except Exception:  # the campaign's bookkeeping never decides what became of the request
+            log.exception("could not record the campaign's verdict; the request's outcome stands")
         if sent.abandoned:  # stopping: free again, the records stay uncommitted
             claim.settle(Settlement.RELEASED, events)
             return None
