@@ -3,16 +3,20 @@ lost under a running fleet. Each test failed on the code before its fix."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from consumer.app import build_admission
 from consumer.config.settings import Settings
+from consumer.delivery.contacts import PhoneReservation
 from consumer.ingest.mapping import Mapper, Recipient
 from consumer.ingest.records import InboundRecord
+from consumer.state.cooldown import MemoryCooldown, PhoneFate, PhoneRequest, PhoneStatus
 from consumer.state.redis import Keys
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher
-from tests.support.fakes import event, rig
+from tests.support.fakes import CAMPAIGN, event, rig
+from tests.unit.delivery.test_contact_cooldown import DAY, cooled, same_phone
 
 KEY = "k" * 32
 
@@ -61,3 +65,49 @@ def test_an_opt_out_list_lost_under_a_running_replica_sends_nothing() -> None:
     assert r.kinds()["e3"] == {"suppressed"} and r.kinds()["e4"] == {"delivered"}
     assert r.pisano.sent_phones == ["+905321200000", "+905321200002"]
 
+
+def test_a_phone_given_up_unsent_is_taken_over_whichever_event_of_the_batch_asks_for_it_first() -> None:
+    """An attempt A of this replica reserved a phone, sent nothing to it and could not release it
+    (Redis failing): its event carries A (`abandoned_by`) so that its next claim takes A's
+    reservation over (lua/reserve_phones.lua: "it must neither hold the phone back nor count as a
+    contact"). A phone twice in a batch is asked once, for the first event: when that was another
+    event for the same customer, fresh from Kafka, the request carried no `abandoned_by`, A's
+    reservation held both events back round after round until its lease ran out, and then counted as
+    a contact: both ended as `cooldown`, and the customer, never texted, got no survey at all."""
+    r = rig()
+    cooldown = cooled(r)
+    store = cooldown.store
+    assert isinstance(store, MemoryCooldown)
+    given_up = event(1)
+    key = cooldown.key(given_up.recipient.phone)
+    a = r.dedup.new_tag()
+    assert store.reserve(a, [PhoneRequest(key)], window_ms=30 * DAY) == [PhoneStatus.RESERVED]
+    given_up.abandoned_by = (a,)  # A gave the phone up unsent; its release never landed
+    fresh = same_phone(1, "fresh", CAMPAIGN)  # another event for the same customer, read since
+
+    r.process([fresh, given_up])
+    assert r.pisano.sent_phones == [given_up.recipient.phone], r.kinds()
+    r.process([e for e in (fresh, given_up) if r.kinds()[e.recipient.event_id] == {"requeue"}])
+    kinds = r.kinds()
+    assert sorted(sorted(kinds[i]) for i in ("fresh", "e1")) == [["cooldown", "requeue"], ["delivered"]]
+    assert r.pisano.sent_phones == [given_up.recipient.phone]  # once
+
+
+def test_a_replays_given_up_reservation_is_not_lent_to_another_event_of_the_batch() -> None:
+    """The merge above stays inside one replay scope: a reservation a signed replay gave up may cover
+    the unknown mark it was allowed to override, which nobody checked for any other event."""
+    r = rig()
+    cooldown = cooled(r)
+    store = cooldown.store
+    assert isinstance(store, MemoryCooldown)
+    replay = event(1)
+    key = cooldown.key(replay.recipient.phone)
+    y, a = r.dedup.new_tag(), r.dedup.new_tag()
+    store.reserve(y, [PhoneRequest(key)], window_ms=30 * DAY)
+    store.settle(PhoneFate.UNKNOWN, y, [key])  # attempt Y may have texted the customer
+    assert store.reserve(a, [PhoneRequest(key, y)], window_ms=30 * DAY) == [PhoneStatus.RESERVED]
+    replay.replay_of, replay.abandoned_by = y, (a,)
+    fresh = same_phone(1, "fresh", CAMPAIGN)
+    reservation = PhoneReservation(cooldown, 30 * DAY, r.dedup.new_tag(), r.sender.metrics, threading.Event())
+    asked = reservation.ask([fresh, replay])
+    assert [(q.replay_of, q.abandoned_by) for q in asked.requests] == [(None, ())]
