@@ -205,6 +205,8 @@ class Suppression:
             external = recipient.custom_attributes.get("external_id")
             if type(external) is int:  # a plug-in mapper's number (the recipient check allows it): as written
                 external = str(external)
+            elif type(external) is float and external.is_integer():  # 1042.0, a JSON number decoded as a float
+                external = str(int(external))
             if isinstance(external, str) and external.strip():
                 entries.append(self.hasher.external_id(external))
                 owners.append(index)

@@ -111,3 +111,24 @@ def test_a_replays_given_up_reservation_is_not_lent_to_another_event_of_the_batc
     reservation = PhoneReservation(cooldown, 30 * DAY, r.dedup.new_tag(), r.sender.metrics, threading.Event())
     asked = reservation.ask([fresh, replay])
     assert [(q.replay_of, q.abandoned_by) for q in asked.requests] == [(None, ())]
+
+
+def test_an_external_id_a_plug_in_mapper_gives_as_a_whole_float_is_looked_up() -> None:
+    """The recipient check lets a plug-in mapper send `external_id` as any finite JSON number, and
+    Pisano gets it; the opt-out lookup read strings and ints only, so an id decoded as a float
+    (1042.0: JSON numbers read by a generic decoder, an Avro double) was never looked up and the
+    customer put on the list with `suppress add --external-id 1042` was surveyed."""
+    hasher = OptOutHasher(KEY.encode(), "TR")
+    store = MemoryOptOutList([hasher.external_id("1042")])
+    r = rig()
+    settings = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", suppression_key=KEY,
+                        phone_region="TR")
+    admission = build_admission(settings, _State(), PlugInMapper())  # type: ignore[arg-type]
+    assert admission.suppression is not None
+    admission.suppression.store = store
+    r.sender.admission = admission
+    events = [_stamped(0, "+905321200000"), _stamped(1, "+905321200001"), _stamped(2, "+905321200002")]
+    events[1].recipient.custom_attributes["external_id"] = 1042.0
+    events[2].recipient.custom_attributes["external_id"] = 1042.5  # no customer's id: looked up as nothing
+    r.process(events)
+    assert r.kinds() == {"e0": {"delivered"}, "e1": {"suppressed"}, "e2": {"delivered"}}
