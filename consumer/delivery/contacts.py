@@ -134,11 +134,22 @@ class PhoneReservation:
         given up is never asked again (its events are held back: a later attempt takes it over)."""
         asked = Asked()
         seen: set[str] = set(self._held.values()) | self.given_up
+        at: dict[str, int] = {}  # key -> its request's index
         for event in events:
             key = self.key_for(event)
             asked.keys[event.recipient.event_id] = key
+            if key is not None and key in at and event.abandoned_by:
+                # A later event of the phone carries attempts that gave it up unsent: the request
+                # takes their reservation over whichever event asked first, else it held the batch
+                # back until the lease ran out and then counted as a contact nobody made. Within one
+                # replay scope only (what a replay gave up may cover the mark only it may override).
+                request = asked.requests[at[key]]
+                if request.replay_of == event.replay_of:
+                    extra = tuple(t for t in event.abandoned_by if t not in request.abandoned_by)
+                    asked.requests[at[key]] = request._replace(abandoned_by=request.abandoned_by + extra)
             if key is not None and key not in seen:
                 seen.add(key)
+                at[key] = len(asked.requests)
                 asked.requests.append(PhoneRequest(key, event.replay_of, event.abandoned_by))
                 if event.replay_of:  # the latest asker decides the key's scope
                     self.replay_of[key] = event.replay_of

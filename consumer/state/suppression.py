@@ -23,6 +23,16 @@ events, sent in the claim's pipeline (`stage_contains`, consumer/state/trip.py).
 the dedup keys' own, so on a Redis Cluster it lives in their slot; an entry takes about 80 bytes there (two
 million entries, a million customers by phone and external id, measured 160 MB).
 
+A lost list fails closed. Redis restarted without its data, a FLUSHALL, a failover to a replica
+that never had the set: the list is then simply empty, every lookup answers "not on the list", and
+every customer who opted out would be surveyed. So the set also holds a marker member, `MARKER`
+(no hash: it matches no entry), written with every `add` and never removed (`suppress remove` of
+every entry leaves an empty list, not a lost one). Every lookup asks for it in the same SMISMEMBER;
+a replica that has seen it and then finds it gone raises StateStoreError (nothing of the batch is
+sent, as when Redis does not answer) until the list is imported again. A replica started after the
+loss has never seen it and cannot tell a lost list from one never imported: as the throttle's loss
+detection, a live replica proves the loss (README, "The opt-out list").
+
 `OptOutList` is the contract; `RedisOptOutList` and `MemoryOptOutList` (below, small enough to live
 beside it) both pass tests/contract/test_suppression_contract.py.
 """
@@ -30,19 +40,42 @@ beside it) both pass tests/contract/test_suppression_contract.py.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import phonenumbers
 
-from consumer.errors import InvalidEventError
+from consumer.errors import InvalidEventError, StateStoreError
 from consumer.ingest.phones import PhoneNormaliser, is_valid_e164
 from consumer.state.redis import Call, Keys, translated
 from consumer.state.trip import Step
 
+log = logging.getLogger(__name__)
+
 PHONE, EXTERNAL_ID = "p", "x"
 CHUNK = 10_000  # members per command when adding or removing in bulk
+# A member of every list that was ever added to: its absence under a replica that saw it means the
+# list was lost (module docstring). Not `p:`/`x:` and no hash, so no entry is ever equal to it.
+MARKER = "m:list"
+LOST = ("the opt-out list is gone from Redis (it was there: a restart without its data, a flush or a failover "
+        "lost it); nothing is sent until it is imported again with `pisano-sms suppress import`")
+
+
+class ListPresence:
+    """Whether the list's marker was seen, per replica: its disappearance is a loss, not an empty list."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def check(self, marked: bool) -> None:
+        """StateStoreError when the marker, once seen, is gone."""
+        if marked:
+            self.seen = True
+        elif self.seen:
+            log.error("%s", LOST)
+            raise StateStoreError(LOST)
 
 
 class OptOutList(Protocol):
@@ -172,6 +205,8 @@ class Suppression:
             external = recipient.custom_attributes.get("external_id")
             if type(external) is int:  # a plug-in mapper's number (the recipient check allows it): as written
                 external = str(external)
+            elif type(external) is float and external.is_integer():  # 1042.0, a JSON number decoded as a float
+                external = str(int(external))
             if isinstance(external, str) and external.strip():
                 entries.append(self.hasher.external_id(external))
                 owners.append(index)
@@ -225,12 +260,13 @@ class RedisOptOutList:
     def __init__(self, client: Any, keys: Keys) -> None:
         self.client = client
         self.key = f"{{{keys.prefix}}}:optout"
+        self.presence = ListPresence()
 
     def add(self, entries: Sequence[str]) -> int:
         return self._bulk("sadd", entries)
 
     def remove(self, entries: Sequence[str]) -> int:
-        return self._bulk("srem", entries)
+        return self._bulk("srem", [e for e in entries if e != MARKER])
 
     def _bulk(self, command: str, entries: Sequence[str]) -> int:
         if not entries:
@@ -239,28 +275,44 @@ class RedisOptOutList:
             pipe = self.client.pipeline(transaction=False)
             for start in range(0, len(entries), CHUNK):
                 getattr(pipe, command)(self.key, *entries[start:start + CHUNK])
+            if command == "sadd":  # the list exists from now on (module docstring); not counted
+                pipe.sadd(self.key, MARKER)
+                return sum(int(n) for n in pipe.execute()[:-1])
             return sum(int(n) for n in pipe.execute())
 
     def contains(self, entries: Sequence[str]) -> list[bool]:
         if not entries:
             return []
         with translated("the opt-out list"):
-            return [bool(n) for n in self.client.smismember(self.key, list(entries))]
+            found = self.client.smismember(self.key, [MARKER, *entries])
+        return self._read(found)
 
     def stage_contains(self, entries: Sequence[str]) -> Step[list[bool]]:
         if not entries:
             return Step.answered([])
-        return Step.remote("the opt-out list", self.client, [Call([self.key], list(entries), command="SMISMEMBER")],
-                           lambda replies: [bool(n) for n in replies[0]])
+        return Step.remote("the opt-out list", self.client,
+                           [Call([self.key], [MARKER, *entries], command="SMISMEMBER")],
+                           lambda replies: self._read(replies[0]))
+
+    def _read(self, found: Sequence[Any]) -> list[bool]:
+        """The answers for the entries, after the marker's (a lost list raises StateStoreError)."""
+        self.presence.check(bool(found[0]))
+        return [bool(n) for n in found[1:]]
 
     def entries(self) -> Iterator[str]:
         with translated("the opt-out list"):
             for member in self.client.sscan_iter(self.key, count=10_000):
-                yield member.decode() if isinstance(member, bytes) else str(member)
+                text = member.decode() if isinstance(member, bytes) else str(member)
+                if text != MARKER:
+                    yield text
 
     def size(self) -> int:
         with translated("the opt-out list"):
-            return int(self.client.scard(self.key))
+            pipe = self.client.pipeline(transaction=False)
+            pipe.scard(self.key)
+            pipe.sismember(self.key, MARKER)
+            count, marked = pipe.execute()
+            return int(count) - (1 if marked else 0)
 
 
 class MemoryOptOutList:
@@ -268,32 +320,43 @@ class MemoryOptOutList:
 
     def __init__(self, entries: Iterable[str] = ()) -> None:
         self._entries = set(entries)
+        if self._entries:
+            self._entries.add(MARKER)
         self._lock = threading.Lock()
+        self.presence = ListPresence()
 
     def add(self, entries: Sequence[str]) -> int:
+        if not entries:
+            return 0
         with self._lock:
-            before = len(self._entries)
+            before = len(self._entries - {MARKER})
             self._entries.update(entries)
-            return len(self._entries) - before
+            self._entries.add(MARKER)
+            return len(self._entries - {MARKER}) - before
 
     def remove(self, entries: Sequence[str]) -> int:
         with self._lock:
             before = len(self._entries)
-            self._entries.difference_update(entries)
+            self._entries.difference_update(e for e in entries if e != MARKER)
             return before - len(self._entries)
 
     def contains(self, entries: Sequence[str]) -> list[bool]:
+        if not entries:
+            return []
         with self._lock:
-            return [entry in self._entries for entry in entries]
+            marked = MARKER in self._entries
+            found = [entry in self._entries for entry in entries]
+        self.presence.check(marked)
+        return found
 
     def stage_contains(self, entries: Sequence[str]) -> Step[list[bool]]:
         return Step.local("the opt-out list", lambda: self.contains(entries))
 
     def entries(self) -> Iterator[str]:
         with self._lock:
-            snapshot = list(self._entries)
+            snapshot = [e for e in self._entries if e != MARKER]
         return iter(snapshot)
 
     def size(self) -> int:
         with self._lock:
-            return len(self._entries)
+            return len(self._entries) - (1 if MARKER in self._entries else 0)
