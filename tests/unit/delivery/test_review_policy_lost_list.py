@@ -4,38 +4,15 @@ lost under a running fleet. Each test failed on the code before its fix."""
 from __future__ import annotations
 
 import threading
-import time
-from typing import Any
 
 from consumer.app import build_admission
 from consumer.config.settings import Settings
 from consumer.delivery.contacts import PhoneReservation
-from consumer.ingest.mapping import Mapper, Recipient
-from consumer.ingest.records import InboundRecord
 from consumer.state.cooldown import MemoryCooldown, PhoneFate, PhoneRequest, PhoneStatus
-from consumer.state.redis import Keys
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher
 from tests.support.fakes import CAMPAIGN, event, rig
 from tests.unit.delivery.test_contact_cooldown import DAY, cooled, same_phone
-
-KEY = "k" * 32
-
-
-class PlugInMapper(Mapper):
-    def map(self, record: Any) -> Recipient:
-        raise NotImplementedError
-
-
-class _State:
-    client = None
-    keys = Keys("pisano-sms")
-
-
-def _stamped(i: int, phone: str) -> Any:
-    e = event(i)
-    e.recipient.phone = phone
-    e.message = InboundRecord("t", 0, i, None, b"", [], (1, int(time.time() * 1000)))
-    return e
+from tests.unit.delivery.test_review_contact_policy import KEY, PlugInMapper, _stamped, _State
 
 
 def test_an_opt_out_list_lost_under_a_running_replica_sends_nothing() -> None:
