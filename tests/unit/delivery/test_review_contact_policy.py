@@ -41,6 +41,18 @@ def _stamped(i: int, phone: str) -> Any:
     return e
 
 
+def suppressing_rig(store: MemoryOptOutList) -> Any:
+    """A sender rig whose admission checks `store` (a plug-in mapper's phones read in TR)."""
+    r = rig()
+    settings = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", suppression_key=KEY,
+                        phone_region="TR")
+    admission = build_admission(settings, _State(), PlugInMapper())  # type: ignore[arg-type]
+    assert admission.suppression is not None
+    admission.suppression.store = store
+    r.sender.admission = admission
+    return r
+
+
 def test_a_plug_in_mappers_national_digits_without_phone_region_are_not_read_as_e164() -> None:
     """A plug-in mapper without PHONE_REGION that returns a national number (`05321200001`, digits
     only: the recipient check accepts it) had it looked up as `+05321200001`, a number that does not
@@ -64,13 +76,7 @@ def test_an_external_id_a_plug_in_mapper_gives_as_a_number_is_looked_up() -> Non
     not stop that customer's survey."""
     hasher = OptOutHasher(KEY.encode(), "TR")
     store = MemoryOptOutList([hasher.external_id("1042")])
-    r = rig()
-    settings = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", suppression_key=KEY,
-                        phone_region="TR")
-    admission = build_admission(settings, _State(), PlugInMapper())  # type: ignore[arg-type]
-    assert admission.suppression is not None
-    admission.suppression.store = store
-    r.sender.admission = admission
+    r = suppressing_rig(store)
     events = [_stamped(0, "+905321200000"), _stamped(1, "+905321200001")]
     events[1].recipient.custom_attributes["external_id"] = 1042
     r.process(events)

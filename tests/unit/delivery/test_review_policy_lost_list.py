@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import threading
 
-from consumer.app import build_admission
-from consumer.config.settings import Settings
 from consumer.delivery.contacts import PhoneReservation
 from consumer.state.cooldown import MemoryCooldown, PhoneFate, PhoneRequest, PhoneStatus
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher
 from tests.support.fakes import CAMPAIGN, event, rig
 from tests.unit.delivery.test_contact_cooldown import DAY, cooled, same_phone
-from tests.unit.delivery.test_review_contact_policy import KEY, PlugInMapper, _stamped, _State
+from tests.unit.delivery.test_review_contact_policy import KEY, _stamped, suppressing_rig
 
 
 def test_an_opt_out_list_lost_under_a_running_replica_sends_nothing() -> None:
@@ -22,13 +20,7 @@ def test_an_opt_out_list_lost_under_a_running_replica_sends_nothing() -> None:
     until it is imported again, as when Redis does not answer."""
     hasher = OptOutHasher(KEY.encode(), "TR")
     store = MemoryOptOutList([hasher.phone("+905321200001")])
-    settings = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", suppression_key=KEY,
-                        phone_region="TR")
-    r = rig()
-    admission = build_admission(settings, _State(), PlugInMapper())  # type: ignore[arg-type]
-    assert admission.suppression is not None
-    admission.suppression.store = store
-    r.sender.admission = admission
+    r = suppressing_rig(store)
     r.process([_stamped(0, "+905321200001"), _stamped(1, "+905321200000")])
     assert r.kinds() == {"e0": {"suppressed"}, "e1": {"delivered"}}
 
@@ -97,13 +89,7 @@ def test_an_external_id_a_plug_in_mapper_gives_as_a_whole_float_is_looked_up() -
     customer put on the list with `suppress add --external-id 1042` was surveyed."""
     hasher = OptOutHasher(KEY.encode(), "TR")
     store = MemoryOptOutList([hasher.external_id("1042")])
-    r = rig()
-    settings = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", suppression_key=KEY,
-                        phone_region="TR")
-    admission = build_admission(settings, _State(), PlugInMapper())  # type: ignore[arg-type]
-    assert admission.suppression is not None
-    admission.suppression.store = store
-    r.sender.admission = admission
+    r = suppressing_rig(store)
     events = [_stamped(0, "+905321200000"), _stamped(1, "+905321200001"), _stamped(2, "+905321200002")]
     events[1].recipient.custom_attributes["external_id"] = 1042.0
     events[2].recipient.custom_attributes["external_id"] = 1042.5  # no customer's id: looked up as nothing
