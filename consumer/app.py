@@ -273,7 +273,11 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
                             claim_lease_ms=settings.claim_lease_ms, admission=admission,
                             pace_share=settings.pisano_pace_share, quiet_hours=gate, cooldown=cooldown)
             lanes[name] = Lane(batcher, sender)
-        return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
+        routed = Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
+        # A sender thread that ends leaves its lane short (or empty) and its batch without an
+        # outcome: the replica is then not alive, and restarted (README "Health").
+        health.watch(*routed.threads())
+        return routed
 
     producer = make_producer(settings, kafka_error)
     pipeline = Pipeline(

@@ -7,6 +7,7 @@ open or whose throttle is spent never holds back another destination's events.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ class Lanes:
     def flush_all(self, enabled: bool = True) -> None:
         for lane in self.lanes.values():
             lane.batcher.flush_all(enabled)
+
+    def threads(self) -> list[threading.Thread]:
+        """Every lane's sender threads: the pipeline's progress depends on each (`Health.watch`)."""
+        return [thread for lane in self.lanes.values() for thread in lane.sender._threads]
 
     def start(self) -> None:
         for lane in self.lanes.values():

@@ -162,6 +162,15 @@ class Sender:
             except Exception:  # a bug here must not silently kill a sender thread
                 log.exception("sender thread error; continuing")
                 self._stop.wait(1.0)
+            # Not BaseException, on purpose (not only KeyboardInterrupt and SystemExit, which ask
+            # the process to end): one that escaped `process` (a plug-in's or a token provider's
+            # own BaseException, a leaked GeneratorExit or CancelledError) left the batch's events
+            # without an outcome (`_process` concludes them for an Exception only; `Claim.__exit__`
+            # has settled their claims unknown or released), so their records hold their
+            # partitions' commits for good: a thread that kept going would only hide a replica
+            # that can no longer commit. The thread ends instead, and since `Health.watch` watches
+            # it (consumer/app.py) the replica is not alive: one error line names the thread and
+            # the exception, Kubernetes restarts the pod, and the records are read again.
             finally:
                 if promised:  # a promise never kept would hold back a due batch for good
                     self.batcher.cancel_promise()

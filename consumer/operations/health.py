@@ -1,7 +1,9 @@
 """Health and metrics over HTTP on HTTP_PORT, and the probe that keeps them current.
 
-    /healthz  alive: the poll loop went round within the last LIVENESS_S seconds
-              (a stuck loop gets the pod restarted; a slow Pisano or a Redis outage does not)
+    /healthz  alive: the poll loop went round within the last LIVENESS_S seconds, and every
+              thread its progress depends on (`Health.watch`: the senders, this probe, the
+              limiter heartbeat) still runs (a stuck loop or a dead thread gets the pod
+              restarted; a slow Pisano or a Redis outage does not)
     /readyz   ready: joined the consumer group (an assignment arrived, possibly empty: a replica
               beyond the partition count is healthy and must not block a rollout), Kafka and
               Redis reachable, the schema registry answering, the Pisano circuit closed, no
@@ -28,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from consumer.config.secrets import mask_urls_in_text
 from consumer.delivery.destination import Destination
 from consumer.errors import StateStoreError
+from consumer.operations.logs import redact_text
 from consumer.operations.metrics import Metrics
 from consumer.state.eviction import RedisInfoDenied, eviction_problem, read_memory
 from consumer.state.limiter import LimiterHeartbeat
@@ -55,9 +58,60 @@ class Health:
     stuck: bool = False  # a record has had no outcome for STUCK_RECORD_MS
     stopping: bool = False
     loop_at: float = field(default_factory=time.monotonic)
+    # The threads the pipeline's progress depends on (`watch`), and what ended those that ended.
+    _watched: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+    _ended: dict[threading.Thread, str] = field(default_factory=dict, init=False, repr=False)
+    _threads_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def alive(self) -> bool:
-        return time.monotonic() - self.loop_at < LIVENESS_S
+        """The poll loop went round lately and no watched thread has ended (while stopping, they
+        end on purpose). Asked by the kubelet every few seconds, never on an event's path."""
+        return time.monotonic() - self.loop_at < LIVENESS_S and (self.stopping or not self.ended_threads())
+
+    def watch(self, *threads: threading.Thread) -> None:
+        """Threads the pipeline's progress depends on, registered before they start: once one has
+        ended, however (an exception that is not an `Exception`: a SystemExit from a library, a
+        plug-in's own BaseException, a leaked GeneratorExit or CancelledError), the replica is not
+        alive, and Kubernetes restarts it. A dead sender leaves the batch it was sending without
+        an outcome, its records uncommitted for good, so only a restart (they are read again)
+        gets the partitions moving; a replaced thread would not.
+
+        Each thread's `run` is wrapped to log what ended it, in one error line naming the thread
+        and the exception (redacted: a plug-in's exception may quote a record), instead of the
+        bare traceback threading prints on stderr (none at all for a SystemExit). Costs nothing
+        per event: the wrapper is one frame under the thread's loop, `alive` looks at the list."""
+        for thread in threads:
+            if thread.ident is not None:
+                raise ValueError(f"thread {thread.name} is already started: watch it before it starts")
+            run = thread.run
+
+            def watched(thread: threading.Thread = thread, run: Any = run) -> None:
+                try:
+                    run()
+                except BaseException as exc:  # the thread ends here whatever it was: say so, once
+                    self._thread_ended(thread, exc)
+                # A watched loop returns only once its stop was asked (shutdown): nothing to say.
+
+            thread.run = watched  # type: ignore[method-assign]
+            with self._threads_lock:
+                self._watched.append(thread)
+
+    def ended_threads(self) -> dict[str, str]:
+        """Watched threads that have ended, by name: what ended each (an exception's type, or
+        `returned`: its loop was asked to stop)."""
+        with self._threads_lock:
+            watched, ended = list(self._watched), dict(self._ended)
+        return {t.name: ended.get(t, "returned") for t in watched
+                if t in ended or (t.ident is not None and not t.is_alive())}
+
+    def _thread_ended(self, thread: threading.Thread, exc: BaseException) -> None:
+        kind = type(exc).__name__
+        with self._threads_lock:
+            self._ended[thread] = kind
+        text = redact_text(str(exc))[:300]
+        log.error("thread %s ended by %s; this replica is no longer alive: /healthz answers 503 and Kubernetes "
+                  "restarts it (what it did not commit is read again)", thread.name,
+                  f"{kind}: {text}" if text else kind, exc_info=exc, extra={"reason": "thread_ended"})
 
     def observe_oldest_record(self, age_s: float, limit_s: float) -> None:
         """The age of the oldest record without an outcome; past `limit_s` (STUCK_RECORD_MS) the
@@ -77,7 +131,7 @@ class Health:
     def report(self) -> dict[str, Any]:
         return {"ready": self.ready(), "alive": self.alive(), "joined_group": self.joined, "kafka": self.kafka_ok,
                 "redis": self.redis_ok, "schema_registry": self.registry_ok, "circuit_open": self.circuit_open,
-                "stuck_record": self.stuck, "stopping": self.stopping}
+                "stuck_record": self.stuck, "stopping": self.stopping, "ended_threads": self.ended_threads()}
 
 
 class HealthProbe:
@@ -102,6 +156,12 @@ class HealthProbe:
         self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
 
     def start(self) -> None:
+        # Both matter for progress: without this probe an open circuit is never probed from here
+        # and readiness freezes; without the heartbeat a lost throttle state is not proven
+        # within its grace. Either ending makes the replica not alive (`Health.watch`).
+        self.health.watch(self._thread)
+        if self.heartbeat and self.heartbeat.limiters:  # it starts no thread without limiters
+            self.health.watch(self.heartbeat._thread)  # LimiterHeartbeat exposes no thread of its own
         self._thread.start()
         if self.heartbeat:
             self.heartbeat.start()
