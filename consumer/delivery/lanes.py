@@ -57,7 +57,7 @@ class Lanes:
 
     def threads(self) -> list[threading.Thread]:
         """Every lane's sender threads: the pipeline's progress depends on each (`Health.watch`)."""
-        return [thread for lane in self.lanes.values() for thread in lane.sender._threads]
+        return [thread for lane in self.lanes.values() for thread in lane.sender.threads]
 
     def start(self) -> None:
         for lane in self.lanes.values():

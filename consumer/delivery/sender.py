@@ -126,6 +126,11 @@ class Sender:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """Its sender threads, for the liveness watch (consumer/operations/health.py)."""
+        return list(self._threads)
+
     def in_flight(self, partitions: set[TopicPartition] | None = None) -> int:
         """Events in requests under way (only those of `partitions` when given)."""
         with self._lock:
