@@ -236,6 +236,8 @@ class ReplayLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._lost is None:
-            with contextlib.suppress(Exception):  # it lapses by itself after its TTL
-                self.store.release(self.key, self.value)
+        # Also after lost(): a run that stopped because its lease ran short may still hold the
+        # lock (compare and delete: another run's is never touched), and the next run need not
+        # wait for it to lapse.
+        with contextlib.suppress(Exception):  # it lapses by itself after its TTL
+            self.store.release(self.key, self.value)

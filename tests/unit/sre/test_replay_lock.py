@@ -135,3 +135,13 @@ def test_a_run_taken_over_with_force_knows_it_at_its_next_checkpoint() -> None:
         second.release()
         first.release()
     assert store._live("k") is None  # the second run released it; the first, which lost it, did not touch it
+
+
+def test_a_run_that_stopped_on_a_short_lease_still_releases_the_lock_it_holds() -> None:
+    store = MemoryLockStore()
+    lock = ReplayLock(store, "k", "dlq with group g", ttl_ms=300, renew_every_s=10)
+    lock.acquire()
+    time.sleep(0.22)  # less than a third of the lease left: lost, though the store still holds it
+    assert lock.lost() is not None and store.holds("k", lock.value)
+    lock.release()
+    assert store._live("k") is None  # the next run need not wait for it to lapse
