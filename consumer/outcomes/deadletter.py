@@ -14,7 +14,9 @@ ends at once, without a second copy. Dead-letters are therefore produced from `p
 turn's worth of them is looked up in one round trip. An acknowledgement served outside `poll()`
 for a record no longer ours (the final flush of a shutdown, with no poll() after it) is marked at once.
 The marks below a commit the broker confirmed (`committed`, from the pipeline's commit callback)
-are removed in the next poll(): they hold about the records past the commit point.
+are removed MARKS_KEEP_S after the confirmation (`ConfirmedCommits`): a coordinator that fails over
+can lose a commit it confirmed, and the partition's next owner then reads those records again.
+They hold about the records past the commit point and the last minute's.
 
 Reasons (`dlq.reason`):
     pisano_error       Pisano refused the request (pisano.error.code / pisano.http.status say how)
@@ -40,7 +42,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +60,46 @@ from consumer.plain_number import plain_number
 from consumer.state.dead_letters import DeadLetterMarks, Origin, TopicPartition
 
 log = logging.getLogger(__name__)
+
+# A confirmed commit can still be lost by a coordinator that fails over (the pipeline commits every
+# position again each RECOMMIT_INTERVAL_S, 15 s, for that: consumer/pipeline.py); a partition that
+# moves meanwhile is read again by its next owner from the commit before. So the marks below a
+# commit go only this long after the broker confirmed it: a failover loses the writes of its last
+# moments, not a commit confirmed a minute before (and while we own the partition, the recommit
+# has repaired a loss by then).
+MARKS_KEEP_S = 60.0
+
+
+class ConfirmedCommits:
+    """Commit points the broker confirmed, handed out (`due`) MARKS_KEEP_S after their
+    confirmation, for removing the marks below them. At most one entry per partition and second."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, keep_s: float = MARKS_KEEP_S) -> None:
+        self.clock = clock
+        self.keep_s = keep_s
+        self._points: dict[TopicPartition, deque[tuple[int, float, int]]] = {}  # (second, confirmed at, offset)
+
+    def add(self, points: Mapping[TopicPartition, int]) -> None:
+        now = self.clock()
+        for tp, offset in points.items():
+            queue = self._points.setdefault(tp, deque())
+            if queue and queue[-1][2] >= offset:
+                continue  # a lower point removes nothing the higher one will not
+            if queue and queue[-1][0] == int(now):
+                queue.pop()  # the same second: one entry, confirmed at the later time (never sooner)
+            queue.append((int(now), now, offset))
+
+    def due(self) -> dict[TopicPartition, int]:
+        """The highest point of each partition confirmed MARKS_KEEP_S ago or more (taken out)."""
+        limit = self.clock() - self.keep_s
+        out: dict[TopicPartition, int] = {}
+        for tp, queue in list(self._points.items()):
+            while queue and queue[0][1] <= limit:
+                out[tp] = queue.popleft()[2]
+            if not queue:
+                del self._points[tp]
+        return out
+
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
            "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema", "internal_error", "stale")
@@ -183,7 +226,8 @@ class DeadLetterQueue:
 
     def __init__(self, producer: Any, topic: str, on_failure: Callable[[], None] | None = None,
                  marks: DeadLetterMarks | None = None, *, group: str | None = None,
-                 compat_headers: bool = False, on_acknowledged: Callable[[Failure], None] | None = None) -> None:
+                 compat_headers: bool = False, on_acknowledged: Callable[[Failure], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.producer = producer
         # Each dead-letter Kafka acknowledged (not a record read again whose copy is there already).
         self._on_acknowledged = on_acknowledged
@@ -197,7 +241,7 @@ class DeadLetterQueue:
         self.marks = marks
         self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
-        self._commits: dict[TopicPartition, int] = {}  # confirmed commit points: marks below them go
+        self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
         # Bumped when a partition is revoked or lost: its dead-letters sent before are abandoned.
         self._generations: dict[tuple[str, int], int] = {}
@@ -276,9 +320,10 @@ class DeadLetterQueue:
                      "commit); not dead-lettered twice", skipped, extra={"count": skipped})
 
     def committed(self, points: dict[TopicPartition, int]) -> None:
-        """Commits the broker confirmed: the marks below them are removed in the next poll()."""
-        for tp, offset in points.items():
-            self._commits[tp] = max(offset, self._commits.get(tp, offset))
+        """Commits the broker confirmed: the marks below them are removed MARKS_KEEP_S later
+        (`ConfirmedCommits`: the coordinator may still lose them)."""
+        if self.marks is not None:
+            self._commits.add(points)
 
     def write_marks(self) -> None:
         """Mark the dead-letters acknowledged since the last poll(): for the caller that served
@@ -287,7 +332,7 @@ class DeadLetterQueue:
 
     def _write_marks(self) -> None:
         origins, self._acknowledged = self._acknowledged, []
-        commits, self._commits = self._commits, {}
+        commits = self._commits.due()
         if self.marks is None or (not origins and not commits) or time.monotonic() < self._marks_paused_until:
             return  # paused: these records may get a second copy if read again
         try:

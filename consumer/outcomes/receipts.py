@@ -56,7 +56,7 @@ from confluent_kafka import KafkaError
 
 from consumer.errors import StateStoreError
 from consumer.ingest.mapping import Recipient
-from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
+from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, ConfirmedCommits, Failure, error_text
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.state.dead_letters import Origin, TopicPartition
 from consumer.state.receipt_marks import ReceiptMarks
@@ -278,7 +278,7 @@ class ReceiptWriter:
     def __init__(self, producer: Any, topic: str, *, group: str, hasher: PhoneHasher, codec: ReceiptCodec,
                  route: Callable[[str], str | None] = lambda campaign: None,
                  on_acknowledged: Callable[[str], None] = lambda outcome: None,
-                 marks: ReceiptMarks | None = None) -> None:
+                 marks: ReceiptMarks | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.producer = producer
         self.topic = topic
         self.group = group
@@ -292,7 +292,7 @@ class ReceiptWriter:
         self.already_receipted = 0  # records read again whose receipt was acknowledged before
         self._receipted: dict[TopicPartition, dict[int, str]] = {}  # the marks loaded at assignment
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
-        self._commits: dict[TopicPartition, int] = {}  # confirmed commit points: marks below them go
+        self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
         self._skipped = 0  # since the last poll(), for one log line per turn
         # Bumped when a partition is revoked or lost: its receipts written before are abandoned.
@@ -361,9 +361,12 @@ class ReceiptWriter:
             or (pending.counts is not None and not pending.counts())
 
     def committed(self, points: dict[TopicPartition, int]) -> None:
-        """Commits the broker confirmed: the marks below them are removed in the next poll()."""
+        """Commits the broker confirmed: the marks below them are removed MARKS_KEEP_S later
+        (`ConfirmedCommits`: the coordinator may still lose them; the partition's next owner then
+        reads the records again)."""
+        if self.marks is not None:
+            self._commits.add(points)
         for tp, offset in points.items():
-            self._commits[tp] = max(offset, self._commits.get(tp, offset))
             receipted = self._receipted.get(tp)
             if receipted:
                 for below in [n for n in receipted if n < offset]:
@@ -372,7 +375,7 @@ class ReceiptWriter:
     def write_marks(self) -> None:
         """Mark the receipts acknowledged since the last call, remove the marks below commits."""
         origins, self._acknowledged = self._acknowledged, []
-        commits, self._commits = self._commits, {}
+        commits = self._commits.due()
         if self.marks is None or (not origins and not commits) or self._marks_paused():
             return  # paused: these records may get a second receipt if read again
         try:

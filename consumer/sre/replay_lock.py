@@ -8,7 +8,11 @@ RENEW_EVERY_S by a thread of the holder while it runs, and deleted at its end on
 (compare and delete). A holder that dies without releasing it (SIGKILL, its machine lost) leaves it
 to lapse LOCK_TTL_MS after its last renewal. A second run refuses to start, naming the holder;
 `--force` takes the lock over (after the SRE made sure that holder is gone), and the holder, if it
-still runs, finds at its next checkpoint that the lock is no longer its own and stops there.
+still runs, finds at its next checkpoint that the lock is no longer its own and stops there: each
+checkpoint asks the store (one GET), not only what the renewal thread last found (every 10 s).
+The holder also counts its lease itself, from the sending of its last renewal that succeeded: once
+less than LEASE_MARGIN of it is left (a renewal hanging, Redis away, the process suspended), the
+lock is lost at the next checkpoint even if the store cannot be asked, before it lapses for others.
 
 Without Redis (unreachable, or no permission) the replay runs without the lock and says so: the
 lock guards against an accident, the consumers' dedup is what keeps a record from being sent twice.
@@ -33,6 +37,11 @@ from consumer.sre.record_text import shown_id
 
 LOCK_TTL_MS = 30_000
 RENEW_EVERY_S = 10.0
+# A run stops once less than this share of its lease is left unrenewed: a checkpoint comes every
+# 2 s (replay.py), so the run stops before the lock lapses and another run may take it.
+LEASE_MARGIN = 1 / 3
+# After a renewal that failed (Redis away), the next one is tried this soon, not RENEW_EVERY_S later.
+RETRY_EVERY_S = 1.0
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -52,6 +61,9 @@ class LockStore(Protocol):
 
     def release(self, key: str, value: str) -> None:
         """Delete `key` if `value` still holds it."""
+
+    def holds(self, key: str, value: str) -> bool:
+        """Whether `value` holds `key` now."""
 
 
 class RedisLockStore:
@@ -76,6 +88,9 @@ class RedisLockStore:
 
     def release(self, key: str, value: str) -> None:
         self.client.eval(_RELEASE, 1, key, value)
+
+    def holds(self, key: str, value: str) -> bool:
+        return _text(self.client.get(key)) == value
 
 
 class MemoryLockStore:
@@ -109,6 +124,10 @@ class MemoryLockStore:
         held = self._live(key)
         if held is not None and held[0] == value:
             del self.held[key]
+
+    def holds(self, key: str, value: str) -> bool:
+        held = self._live(key)
+        return held is not None and held[0] == value
 
 
 def _text(raw: Any) -> str | None:
@@ -154,10 +173,13 @@ class ReplayLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lost: str | None = None
-        self._renewed = time.monotonic()
+        # Until when (monotonic) the lock is ours for sure: the sending of the last take or
+        # renewal that succeeded, plus the TTL (the store set it no sooner).
+        self._lease_until = time.monotonic()
 
     def acquire(self, force: bool = False) -> str | None:
         """Take the lock or raise ReplayLocked; with `force`, who held it (a warning to print), if anyone."""
+        sent = time.monotonic()
         before, ttl_ms = self.store.take(self.key, self.value, self.ttl_ms, force)
         if before is not None and not force:
             raise ReplayLocked(
@@ -167,7 +189,7 @@ class ReplayLock:
                 f"for it to finish (its summary says what it did); if it is gone (killed with SIGKILL, its machine "
                 f"lost), the lock lapses {self.ttl_ms // 1000} s after its last renewal; once you made sure it no "
                 "longer runs, you may also run again with --force")
-        self._renewed = time.monotonic()
+        self._lease_until = sent + self.ttl_ms / 1000
         self._thread = threading.Thread(target=self._renew, name="replay-lock", daemon=True)
         self._thread.start()
         if before is not None and before != self.value:
@@ -176,25 +198,46 @@ class ReplayLock:
         return None
 
     def _renew(self) -> None:
-        while not self._stop.wait(self.renew_every_s):
+        wait = self.renew_every_s
+        while not self._stop.wait(wait):
+            sent = time.monotonic()
             try:
                 if not self.store.renew(self.key, self.value, self.ttl_ms):
                     self._lost = "another run took it over (--force), or it lapsed"
                     return
-                self._renewed = time.monotonic()
-            except Exception as exc:  # Redis failing: keep trying until the TTL is gone
-                if time.monotonic() - self._renewed >= self.ttl_ms / 1000:
+                self._lease_until, wait = sent + self.ttl_ms / 1000, self.renew_every_s
+            except Exception as exc:  # Redis failing: try again soon, until the lease is gone
+                if time.monotonic() >= self._lease_until:
                     self._lost = f"it could not be renewed for {self.ttl_ms // 1000} s ({type(exc).__name__})"
                     return
+                wait = min(self.renew_every_s, RETRY_EVERY_S)
 
     def lost(self) -> str | None:
-        """Why this run no longer holds the lock, or None while it does."""
+        """Why this run no longer holds the lock, or None while it does: at each checkpoint. Lost
+        when the renewal thread found so, when less than LEASE_MARGIN of the lease is left (a
+        renewal hanging or failing: the lock lapses soon for the others), or when the store says
+        another run holds it (--force); the store being away leaves the lease to decide."""
+        if self._lost is not None:
+            return self._lost
+        left = self._lease_until - time.monotonic()
+        if left <= self.ttl_ms / 1000 * LEASE_MARGIN:
+            self._lost = (f"it was not renewed for {self.ttl_ms / 1000 - max(left, 0):.0f} s: it lapses, or lapsed, "
+                          "for the other runs")
+            return self._lost
+        try:
+            holds = self.store.holds(self.key, self.value)
+        except Exception:  # the store away: the lease, counted above, decides
+            return None
+        if not holds:
+            self._lost = "another run took it over (--force), or it lapsed"
         return self._lost
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._lost is None:
-            with contextlib.suppress(Exception):  # it lapses by itself after its TTL
-                self.store.release(self.key, self.value)
+        # Also after lost(): a run that stopped because its lease ran short may still hold the
+        # lock (compare and delete: another run's is never touched), and the next run need not
+        # wait for it to lapse.
+        with contextlib.suppress(Exception):  # it lapses by itself after its TTL
+            self.store.release(self.key, self.value)

@@ -12,9 +12,10 @@ below): one sorted set per consumer group, dead-letter topic and source partitio
 so a Redis Cluster spreads the partitions over its masters. Another group reading the same topic
 (or the group writing to another dead-letter topic) has marks of its own. A mark is useless once
 its offset is committed, so a confirmed commit removes the marks below it (`forget_below`, from
-the pipeline's commit callback): a set holds about the records past the commit point, not a week
-of dead-letters. Each set expires DEDUP_HORIZON_S after its last write (a partition no one
-consumes any more).
+the pipeline's commit callback, a minute after the broker confirmed it: a coordinator that fails
+over can lose a confirmed commit, consumer/outcomes/deadletter.py `ConfirmedCommits`): a set holds
+about the records past the commit point and the last minute's, not a week of dead-letters. Each
+set expires DEDUP_HORIZON_S after its last write (a partition no one consumes any more).
 
 The mark holds the record's fingerprint (Kafka timestamp and a digest of its key and value): a
 topic deleted and created again reuses offsets, and a new record at an old origin must still be

@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redis.exceptions import NoScriptError
+
 from consumer.config.windows import RateWindow
 from consumer.errors import StateStoreError
 from consumer.state.accounts import AccountRecord
@@ -230,17 +232,26 @@ class RedisLimiter:
     def _run(self, *, reserve: bool, pace_ms: int = 0, prepare_ms: int = 0) -> tuple[int, int, int]:
         with self._lock:
             epoch, seq_seen, keys, reply = self._epoch, self._seq, self._keys, self._reply
-        # The evidence of a forward step: our previous reply's clock and the monotonic ms since it
-        # came back, read last before sending (anything later only makes the gain larger: safe).
-        sent = time.monotonic()
-        previous, elapsed_ms = ("", 0) if reply is None else (reply[0], int((sent - reply[1]) * 1000))
-        status, wait_ms, raw_epoch, slot_ms, seq, raw_event, now_ms, stepped_ms = self._call(
-            self._acquire,
-            [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0,
-             max(0, pace_ms), pace_lead_ms(pace_ms) + max(0, prepare_ms), max(0, prepare_ms),
-             LEGACY_HORIZON_MS, previous, elapsed_ms, STEP_TOLERANCE_MS, *self._window_args],
-            keys,
-        )
+
+        def args() -> list[Any]:
+            # The evidence of a forward step: our previous reply's clock and the monotonic ms since
+            # it came back, read last before sending, for each sending (anything later only makes
+            # the gain larger: safe; anything earlier, a reload's round trips, would be a false step).
+            elapsed = "" if reply is None else int((time.monotonic() - reply[1]) * 1000)
+            return [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0,
+                    max(0, pace_ms), pace_lead_ms(pace_ms) + max(0, prepare_ms), max(0, prepare_ms),
+                    LEGACY_HORIZON_MS, "" if reply is None else reply[0], elapsed, STEP_TOLERANCE_MS,
+                    *self._window_args]
+
+        with translated("the throttle"):
+            try:
+                result = self.client.evalsha(self._acquire.sha, len(keys), *keys, *args())
+            except NoScriptError:
+                # Not Script.__call__'s reload, which sends the same arguments again: the evidence
+                # is read anew after the reload (found by review: its time was taken for a step).
+                self._acquire.sha = self.client.script_load(self._acquire.script)
+                result = self.client.evalsha(self._acquire.sha, len(keys), *keys, *args())
+        status, wait_ms, raw_epoch, slot_ms, seq, raw_event, now_ms, stepped_ms = result
         received = time.monotonic()
         new_epoch, event = stored_text(raw_epoch), stored_text(raw_event)
         with self._lock:

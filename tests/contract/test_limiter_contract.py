@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
+import pytest
+
 from consumer.config.windows import parse_rate_limits
 
 
@@ -322,6 +324,32 @@ def test_a_pause_pisano_asked_for_lasts_through_a_clock_stepped_forward(make_lim
     assert not refused.granted and 2.5 < refused.wait_s <= 3.2  # not over because the clock jumped
     rl.pause(1.0)  # a pause asked for after the step counts on the same clock: the longer one stays
     assert 2.5 < _unheld(rl).wait_s <= 3.2
+
+
+def test_a_call_sent_again_after_a_script_reload_measures_no_step(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    """Found by review: a call answered NOSCRIPT (after a restart, a failover to a node that never ran
+    the script, SCRIPT FLUSH) was sent again by redis-py after SCRIPT LOAD with the same arguments:
+    the monotonic time since the previous reply, read before the first sending, was stale by the
+    reload's round trips, so the reload's time was taken for a forward step of Redis's clock and
+    added to meta `skew` for good (the fleet then waited it out once). A reload that took 300 ms
+    (a script of 12 KB over a slow link, to every master of a cluster) is no step."""
+    if make_limiter.request.param == "memory":
+        pytest.skip("no transport: the memory limiter has nothing to send again")
+    rl = make_limiter("100/1s", horizon_ms=500)
+    rl.heartbeat()
+    rl.heartbeat()
+    client = rl.client
+    client.script_flush()  # every master of a cluster
+    load = client.script_load
+
+    def slow_load(script: str) -> str:
+        time.sleep(0.3)
+        return load(script)
+
+    client.script_load = slow_load
+    rl.heartbeat()  # NOSCRIPT, reloaded, sent again
+    assert int(make_limiter.redis.hget(make_limiter._keys()[1], "skew") or 0) == 0
+    assert rl.acquire().granted
 
 
 # --- The pace (consumer/delivery/pacing.py): a paced request keeps `pace_ms` after the newest --

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from consumer.sre.replay_lock import lock_key
+from consumer.sre.replay_lock import RedisLockStore, ReplayLock, lock_key
 from tests.conftest import Stack, unique
 from tests.support.consumers import ROOT
 
@@ -44,3 +44,19 @@ def test_a_held_lock_refuses_a_second_run_force_takes_it_and_no_redis_only_warns
     alone = _replay(stack, topic, dlq, "redis://127.0.0.1:1/0", "--group", group)
     assert alone.returncode == 0, alone.stdout + alone.stderr
     assert "replay runs without its lock" in alone.stderr
+
+
+def test_a_holder_taken_over_in_redis_knows_it_at_its_next_checkpoint(redis_client) -> None:  # type: ignore[no-untyped-def]
+    """RedisLockStore.holds, which each checkpoint asks: a --force takeover is seen at once, not at
+    the holder's next renewal (10 s later: both runs published meanwhile)."""
+    store = RedisLockStore(redis_client)
+    first, second = ReplayLock(store, "k", "dlq with group g"), ReplayLock(store, "k", "dlq with group g")
+    first.acquire()
+    try:
+        assert first.lost() is None and store.holds("k", first.value)
+        assert second.acquire(force=True) is not None
+        assert first.lost() is not None and second.lost() is None
+    finally:
+        second.release()
+        first.release()
+    assert redis_client.exists("k") == 0

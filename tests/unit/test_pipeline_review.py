@@ -26,6 +26,7 @@ from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient
 from consumer.ingest.samples import default_schema, encode, phone_for, transaction
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
+from consumer.outcomes.deadletter import MARKS_KEEP_S
 from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
 from consumer.pipeline import Pipeline
 from consumer.state.circuit import CircuitBreaker
@@ -318,5 +319,8 @@ def test_a_confirmed_commit_removes_the_dead_letter_marks_below_it() -> None:
     assert len(marks) == 3 and loop.dlq.in_flight == 0
     loop._commit(sync=True, all_known=True)
     assert consumer.committed.get(("t", 0)) == 3
+    loop._step()
+    assert len(marks) == 3  # kept while the coordinator may still lose the commit (MARKS_KEEP_S)
+    loop.dlq._commits.clock = lambda: time.monotonic() + MARKS_KEEP_S
     loop._step()
     assert len(marks) == 0

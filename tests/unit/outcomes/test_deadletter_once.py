@@ -9,7 +9,7 @@ from typing import Any
 
 from consumer.errors import StateStoreError
 from consumer.ingest.records import InboundRecord
-from consumer.outcomes.deadletter import DeadLetterQueue, Failure
+from consumer.outcomes.deadletter import MARKS_KEEP_S, DeadLetterQueue, Failure
 from consumer.state.dead_letters import Origin
 from consumer.state.memory import MemoryDeadLetterMarks
 from tests.support.fake_kafka import FakeProducer
@@ -79,11 +79,12 @@ def test_without_redis_dead_letters_go_on_and_redis_is_not_asked_every_turn() ->
 def test_marks_below_a_confirmed_commit_are_removed_and_those_past_it_still_count() -> None:
     """The marks' memory is bounded by the records past the commit point, not by a week of
     dead-letters: a record below a confirmed commit is never read again by the group."""
-    marks = MemoryDeadLetterMarks(horizon_s=3600)
-    dlq = DeadLetterQueue(FakeProducer(), "dlq", marks=marks)
+    marks, now = MemoryDeadLetterMarks(horizon_s=3600), [1_000.0]
+    dlq = DeadLetterQueue(FakeProducer(), "dlq", marks=marks, clock=lambda: now[0])
     run(dlq, [record(n) for n in range(10)])
     assert len(marks) == 10
     dlq.committed({("t", 0): 8})
+    now[0] += MARKS_KEEP_S  # removed once the commit was confirmed that long ago (the test below)
     dlq.poll()
     assert len(marks) == 2
     producer = FakeProducer()
@@ -97,3 +98,26 @@ def test_another_group_reading_the_topic_dead_letters_its_own_copy() -> None:
     producer = FakeProducer()
     run(DeadLetterQueue(producer, "dlq", marks=marks.scoped("b", "dlq"), group="b"), [record(1)])
     assert len(producer.produced) == 1
+
+
+def test_a_mark_outlives_its_confirmed_commit_which_a_coordinator_failover_may_lose() -> None:
+    """A coordinator that fails over can lose a commit it confirmed (the pipeline commits every
+    position again each 15 s for that: RECOMMIT_INTERVAL_S). If the partition moves meanwhile, its
+    next owner reads the records again from the older commit: their marks must still be there, or
+    each is dead-lettered a second time. A mark goes only once the commit above it was confirmed
+    MARKS_KEEP_S ago (a commit confirmed that long before a loss survives it)."""
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    now = [1_000.0]
+    dlq = DeadLetterQueue(FakeProducer(), "dlq", marks=marks, clock=lambda: now[0])
+    run(dlq, [record(n) for n in range(10)])
+    dlq.committed({("t", 0): 10})  # confirmed; the coordinator fails over and loses it
+    dlq.poll()
+    producer = FakeProducer()  # the partition moved: its next owner reads from the commit before
+    assert run(DeadLetterQueue(producer, "dlq", marks=marks), [record(n) for n in range(10)]) == list(range(10))
+    assert producer.produced == []  # every record dead-lettered once
+    now[0] += MARKS_KEEP_S - 1
+    dlq.poll()
+    assert len(marks) == 10
+    now[0] += 1  # confirmed MARKS_KEEP_S ago: the marks below it go
+    dlq.poll()
+    assert len(marks) == 0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
 from click.testing import CliRunner, Result
 
 from consumer.cli import main
-from consumer.sre.replay_lock import lock_key
+from consumer.sre.replay_lock import MemoryLockStore, ReplayLock, lock_key
 from tests.unit.sre.fake_dlq import DLQ, Cluster, install, replay_env
 from tests.unit.sre.test_replay_run import dlq_records
 
@@ -89,3 +90,58 @@ def test_a_run_whose_lock_was_taken_over_stops_at_its_next_checkpoint(monkeypatc
     assert result.exit_code == 1, result.output
     assert "no longer holds the replay lock" in " ".join(result.stderr.split())
     assert cluster.committed["g"] <= 4 and cluster.locks.held[KEY][0] == OTHER  # the holder's lock is left alone
+
+
+class _StuckRenewal(MemoryLockStore):
+    """Renewals that never come back (Redis hanging, the thread starved): the lease still runs out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release_renewals = threading.Event()
+
+    def renew(self, key: str, value: str, ttl_ms: int) -> bool:
+        self.release_renewals.wait(5)
+        return False
+
+
+def test_a_run_whose_lease_ran_out_has_lost_the_lock_even_while_its_renewal_hangs() -> None:
+    """Found by review: `lost()` only said what the renewal thread had concluded, so a renewal stuck
+    (or a process suspended) past the TTL left the run publishing and committing after its lock
+    lapsed and another run had taken it. The lease is counted from the last renewal's sending."""
+    store = _StuckRenewal()
+    lock = ReplayLock(store, "k", "dlq with group g", ttl_ms=300, renew_every_s=0.02)
+    lock.acquire()
+    time.sleep(0.4)  # the lock lapsed in the store
+    assert store._live("k") is None
+    try:
+        assert lock.lost() is not None
+    finally:
+        store.release_renewals.set()
+        lock.release()
+
+
+def test_a_run_taken_over_with_force_knows_it_at_its_next_checkpoint() -> None:
+    """Found by review: the holder learnt of a --force takeover only at its next renewal (every
+    10 s), so both runs published meanwhile. `lost()` asks the store whether the lock is still ours."""
+    store = MemoryLockStore()
+    first = ReplayLock(store, "k", "dlq with group g")
+    first.acquire()
+    second = ReplayLock(store, "k", "dlq with group g")
+    assert second.acquire(force=True) is not None
+    try:
+        assert first.lost() is not None
+        assert second.lost() is None
+    finally:
+        second.release()
+        first.release()
+    assert store._live("k") is None  # the second run released it; the first, which lost it, did not touch it
+
+
+def test_a_run_that_stopped_on_a_short_lease_still_releases_the_lock_it_holds() -> None:
+    store = MemoryLockStore()
+    lock = ReplayLock(store, "k", "dlq with group g", ttl_ms=300, renew_every_s=10)
+    lock.acquire()
+    time.sleep(0.22)  # less than a third of the lease left: lost, though the store still holds it
+    assert lock.lost() is not None and store.holds("k", lock.value)
+    lock.release()
+    assert store._live("k") is None  # the next run need not wait for it to lapse

@@ -146,6 +146,8 @@ def test_a_slot_beyond_the_horizon_but_within_hold_is_waited_out_without_a_fence
 
 
 class _Script:
+    sha = "0" * 40
+
     def __init__(self, reply: list[Any]) -> None:
         self.reply = reply
 
@@ -154,8 +156,21 @@ class _Script:
 
 
 class _Client:
+    """A Redis whose acquire.lua (the first script a RedisLimiter registers) answers `reply`; the
+    arguments of each EVALSHA are kept in `sent`."""
+
+    def __init__(self, reply: list[Any] | None = None) -> None:
+        self.reply = reply or [3, 1500, b"1", 1_800_000_001_500, 0, b"clock", 1_800_000_000_000, 0]
+        self.scripts: list[_Script] = []
+        self.sent: list[list[Any]] = []
+
     def register_script(self, source: str) -> _Script:
-        return _Script([3, 1500, b"1", 1_800_000_001_500, 0, b"clock", 1_800_000_000_000, 0])
+        self.scripts.append(_Script(self.reply))
+        return self.scripts[-1]
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> list[Any]:
+        self.sent.append(list(keys_and_args[numkeys:]))
+        return self.scripts[0](list(keys_and_args[:numkeys]), list(keys_and_args[numkeys:]))
 
 
 def test_the_clock_event_says_what_happened_and_what_to_check(caplog: pytest.LogCaptureFixture) -> None:
@@ -259,9 +274,7 @@ def test_a_clock_stepped_back_then_forward_again_does_not_hold_past_the_hold() -
 
 
 def test_the_step_event_says_what_happened_and_what_to_check(caplog: pytest.LogCaptureFixture) -> None:
-    client = _Client()
-    client.register_script = lambda source: _Script([1, 0, b"1", 1_800_000_000_000, 3, b"", 1_800_000_000_000,
-                                                     30_000])  # type: ignore[method-assign]
+    client = _Client([1, 0, b"1", 1_800_000_000_000, 3, b"", 1_800_000_000_000, 30_000])
     rl = RedisLimiter(client, Keys("t"), "tok", parse_rate_limits(WINDOWS), margin_ms=0, horizon_ms=500)
     with caplog.at_level(logging.WARNING, logger="consumer.state.limiter"):
         assert rl.acquire().granted
@@ -271,19 +284,12 @@ def test_the_step_event_says_what_happened_and_what_to_check(caplog: pytest.LogC
 
 
 def test_each_call_sends_its_previous_replys_clock_and_the_time_since() -> None:
-    sent: list[list[Any]] = []
-
-    class Recording(_Script):
-        def __call__(self, keys: list[str], args: list[Any]) -> list[Any]:
-            sent.append(args)
-            return self.reply
-
-    client = _Client()
-    client.register_script = lambda source: Recording([2, 0, b"1", 0, 3, b"", 1_800_000_000_000, 0])  # type: ignore[method-assign]
+    client = _Client([2, 0, b"1", 0, 3, b"", 1_800_000_000_000, 0])
     rl = RedisLimiter(client, Keys("t"), "tok", parse_rate_limits(WINDOWS), margin_ms=0, horizon_ms=500)
     rl.heartbeat()
     rl.heartbeat()
-    assert sent[0][9:13] == [3_600_000, "", 0, 100]  # the legacy horizon; no evidence on the first call
+    sent = client.sent
+    assert sent[0][9:13] == [3_600_000, "", "", 100]  # the legacy horizon; no evidence on the first call
     assert sent[1][10] == 1_800_000_000_000 and 0 <= sent[1][11] < 1000
 
 
