@@ -14,7 +14,7 @@ ends at once, without a second copy. Dead-letters are therefore produced from `p
 turn's worth of them is looked up in one round trip. An acknowledgement served outside `poll()`
 for a record no longer ours (the final flush of a shutdown, with no poll() after it) is marked at once.
 The marks below a commit the broker confirmed (`committed`, from the pipeline's commit callback)
-are removed MARKS_KEEP_S after the confirmation (`ConfirmedCommits`): a coordinator that fails over
+are removed MARKS_KEEP_S after the confirmation (`confirmed_commits.py`): a coordinator that fails over
 can lose a commit it confirmed, and the partition's next owner then reads those records again.
 They hold about the records past the commit point and the last minute's.
 
@@ -42,8 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,51 +54,12 @@ from consumer.errors import StateStoreError
 from consumer.ingest.records import InboundRecord, headers_of
 from consumer.operations.logs import redact_phones
 from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_headers
+from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.plain_number import plain_number
 from consumer.state.dead_letters import DeadLetterMarks, Origin, TopicPartition
 
 log = logging.getLogger(__name__)
-
-# A confirmed commit can still be lost by a coordinator that fails over (the pipeline commits every
-# position again each RECOMMIT_INTERVAL_S, 15 s, for that: consumer/pipeline.py); a partition that
-# moves meanwhile is read again by its next owner from the commit before. So the marks below a
-# commit go only this long after the broker confirmed it: a failover loses the writes of its last
-# moments, not a commit confirmed a minute before (and while we own the partition, the recommit
-# has repaired a loss by then).
-MARKS_KEEP_S = 60.0
-
-
-class ConfirmedCommits:
-    """Commit points the broker confirmed, handed out (`due`) MARKS_KEEP_S after their
-    confirmation, for removing the marks below them. At most one entry per partition and second."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic, keep_s: float = MARKS_KEEP_S) -> None:
-        self.clock = clock
-        self.keep_s = keep_s
-        self._points: dict[TopicPartition, deque[tuple[int, float, int]]] = {}  # (second, confirmed at, offset)
-
-    def add(self, points: Mapping[TopicPartition, int]) -> None:
-        now = self.clock()
-        for tp, offset in points.items():
-            queue = self._points.setdefault(tp, deque())
-            if queue and queue[-1][2] >= offset:
-                continue  # a lower point removes nothing the higher one will not
-            if queue and queue[-1][0] == int(now):
-                queue.pop()  # the same second: one entry, confirmed at the later time (never sooner)
-            queue.append((int(now), now, offset))
-
-    def due(self) -> dict[TopicPartition, int]:
-        """The highest point of each partition confirmed MARKS_KEEP_S ago or more (taken out)."""
-        limit = self.clock() - self.keep_s
-        out: dict[TopicPartition, int] = {}
-        for tp, queue in list(self._points.items()):
-            while queue and queue[0][1] <= limit:
-                out[tp] = queue.popleft()[2]
-            if not queue:
-                del self._points[tp]
-        return out
-
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
            "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema", "internal_error", "stale")

@@ -56,7 +56,8 @@ from confluent_kafka import KafkaError
 
 from consumer.errors import StateStoreError
 from consumer.ingest.mapping import Recipient
-from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, ConfirmedCommits, Failure, error_text
+from consumer.outcomes.confirmed_commits import ConfirmedCommits
+from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.state.dead_letters import Origin, TopicPartition
 from consumer.state.receipt_marks import ReceiptMarks

@@ -13,7 +13,7 @@ so a Redis Cluster spreads the partitions over its masters. Another group readin
 (or the group writing to another dead-letter topic) has marks of its own. A mark is useless once
 its offset is committed, so a confirmed commit removes the marks below it (`forget_below`, from
 the pipeline's commit callback, a minute after the broker confirmed it: a coordinator that fails
-over can lose a confirmed commit, consumer/outcomes/deadletter.py `ConfirmedCommits`): a set holds
+over can lose a confirmed commit, consumer/outcomes/confirmed_commits.py): a set holds
 about the records past the commit point and the last minute's, not a week of dead-letters. Each
 set expires DEDUP_HORIZON_S after its last write (a partition no one consumes any more).
 

@@ -10,14 +10,16 @@ marks and ends a record marked already without a second receipt (its outcome was
 The marks of a partition live in one sorted set per consumer group and partition, member
 `offset:fingerprint` (`consumer.state.dead_letters.Origin`: a topic created again reuses
 offsets), score the offset (`consumer.state.dead_letters.PartitionMarks`, as the dead-letter
-marks). A mark is useless once its offset is committed, so a confirmed commit removes the marks
-below it: the set holds about the records past the commit point, never the topic's history. Each
+marks). A mark is useless once its offset is committed for good, so the marks below a confirmed
+commit are removed a minute after it (`consumer.outcomes.confirmed_commits.ConfirmedCommits`: a
+coordinator that fails over can lose a commit it confirmed, and the 15 s recommit restores it):
+the set holds about the records past the commit point, never the topic's history. Each
 set expires DEDUP_HORIZON_S after its last write (a partition no one consumes any more).
 
 What is left (README, "Receipts"): a receipt acknowledged but not marked yet (the mark is written
 in the poll turn after the acknowledgement) when its replica dies, a receipt acknowledged while
 Redis is unreachable (receipts go on without marks for a while), or a commit the coordinator lost
-after the marks below it were removed: such a record, read again, gets a second receipt.
+and nobody recommitted within that minute: such a record, read again, gets a second receipt.
 
 `ReceiptMarks` is the contract; `RedisReceiptMarks` keeps the marks in Redis,
 `consumer.state.memory.MemoryReceiptMarks` in memory. Both pass

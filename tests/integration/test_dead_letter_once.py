@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import redis
 
-from consumer.outcomes.deadletter import MARKS_KEEP_S
+from consumer.outcomes.confirmed_commits import MARKS_KEEP_S
 from tests.conftest import unique
 from tests.support.consumers import ConsumerProcess, wait_until
 from tests.support.kafka import committed, headers_of, read_all

@@ -26,7 +26,7 @@ from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient
 from consumer.ingest.samples import default_schema, encode, phone_for, transaction
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
-from consumer.outcomes.deadletter import MARKS_KEEP_S
+from consumer.outcomes.confirmed_commits import MARKS_KEEP_S
 from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
 from consumer.pipeline import Pipeline
 from consumer.state.circuit import CircuitBreaker

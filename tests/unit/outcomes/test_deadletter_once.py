@@ -9,7 +9,8 @@ from typing import Any
 
 from consumer.errors import StateStoreError
 from consumer.ingest.records import InboundRecord
-from consumer.outcomes.deadletter import MARKS_KEEP_S, DeadLetterQueue, Failure
+from consumer.outcomes.confirmed_commits import MARKS_KEEP_S
+from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.state.dead_letters import Origin
 from consumer.state.memory import MemoryDeadLetterMarks
 from tests.support.fake_kafka import FakeProducer

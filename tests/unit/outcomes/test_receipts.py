@@ -36,7 +36,8 @@ from consumer.ingest.samples import default_schema, encode, phone_for, transacti
 from consumer.operations import metrics as metrics_module
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
-from consumer.outcomes.deadletter import MARKS_KEEP_S, Failure
+from consumer.outcomes.confirmed_commits import MARKS_KEEP_S
+from consumer.outcomes.deadletter import Failure
 from consumer.outcomes.receipts import (
     RECEIPT_OUTCOMES,
     SCHEMA_FILE,
