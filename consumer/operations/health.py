@@ -161,7 +161,7 @@ class HealthProbe:
         # within its grace. Either ending makes the replica not alive (`Health.watch`).
         self.health.watch(self._thread)
         if self.heartbeat and self.heartbeat.limiters:  # it starts no thread without limiters
-            self.health.watch(self.heartbeat._thread)  # LimiterHeartbeat exposes no thread of its own
+            self.health.watch(self.heartbeat.thread)
         self._thread.start()
         if self.heartbeat:
             self.heartbeat.start()

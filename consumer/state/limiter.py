@@ -291,6 +291,11 @@ class LimiterHeartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="limiter-heartbeat", daemon=True)
 
+    @property
+    def thread(self) -> threading.Thread:
+        """The beating thread, for the liveness watch (consumer/operations/health.py)."""
+        return self._thread
+
     def start(self) -> None:
         if self.limiters:
             self._thread.start()
