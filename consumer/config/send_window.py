@@ -21,13 +21,22 @@ day they go forward, the skipped hour is simply never seen. A range that crosses
 to the day it starts on. Ranges are half-open: `09:00-21:00` is open at 09:00:00, closed at 21:00:00.
 
 `always` (no quiet hours) lets a campaign override a destination's or the fleet's window.
+
+`SendWindow.longest_closed` measures the longest stretch a window stays closed, in real time, over
+the coming year: each week of wall-clock ranges laid over every change of the zone's UTC offset
+that year. Daylight saving time makes a gap spanning the autumn change an hour longer than its
+wall-clock length, and a range inside the hour skipped in spring does not open at all that week
+(`Sun 02:00-03:00 Europe/Berlin`: two weeks closed, once a year); a flat hour of margin would miss
+the latter. The settings weigh it against the stale limit at start (consumer/config/settings.py).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 EXAMPLE = "e.g. '09:00-21:00 Europe/Istanbul' or 'Mon-Fri 09:00-21:00; Sat 10:00-14:00 Europe/Istanbul'"
@@ -35,6 +44,12 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 _DAY_SPEC = re.compile(r"^[A-Za-z]{3}(-[A-Za-z]{3})?(,[A-Za-z]{3}(-[A-Za-z]{3})?)*$")
 MINUTES_PER_DAY = 24 * 60
+_MINUTE_MS = 60_000
+_HOUR_MS = 3_600_000
+_DAY_MS = 86_400_000
+# How far `longest_closed` looks: a year of the zone's offset changes, and two weeks more so that
+# a gap spanning the last of them is seen whole.
+_SPAN_MS = (366 + 14) * _DAY_MS
 # Etc/GMT+3 is three hours *behind* UTC: a window written with one for "UTC+3" would open six
 # hours off, at night. Refused (any case), but for a zero offset, which is UTC whatever its sign.
 _POSIX_OFFSET_ZONE = re.compile(r"^etc/gmt(?P<sign>[+-])(?P<hours>\d{1,2})$", re.IGNORECASE)
@@ -63,11 +78,80 @@ class SendWindow:
         minute = local.hour * 60 + local.minute + local.second / 60 + local.microsecond / 60e6
         return any(start <= minute < end for start, end in self.intervals[local.weekday()])
 
+    def longest_closed(self, start_ms: int | None = None) -> tuple[int, int | None]:
+        """The longest time the window stays closed at a stretch, in milliseconds of real time, over
+        the year from `start_ms` (now by default), and the instant that gap begins (None: never
+        closed). For start-up: about 9,000 look-ups of the zone's offset (some 20 ms), once per zone
+        and hour; then a few milliseconds per window."""
+        if self.zone is None:
+            return 0, None
+        start = (int(time.time() * 1000) // _HOUR_MS * _HOUR_MS if start_ms is None
+                 else start_ms // _MINUTE_MS * _MINUTE_MS)
+        end = start + _SPAN_MS
+        opened: list[tuple[int, int]] = []
+        for first, last, offset in _offset_stretches(self.zone, start, end):
+            # While the offset holds, wall time is real time plus it: the window's wall-clock ranges
+            # of each local day it covers, clipped to the stretch, moved back by it.
+            wall_first, wall_last = first + offset, last + offset
+            for day in range(wall_first // _DAY_MS, (wall_last - 1) // _DAY_MS + 1):
+                midnight = day * _DAY_MS
+                for open_min, close_min in self.intervals[(day + 3) % 7]:  # 1970-01-01 was a Thursday
+                    low = max(midnight + open_min * _MINUTE_MS, wall_first)
+                    high = min(midnight + close_min * _MINUTE_MS, wall_last)
+                    if low < high:
+                        opened.append((low - offset, high - offset))
+        opened.sort()
+        longest, begins, closed_since = 0, None, start  # a gap cut by `start` counts as far as it is seen
+        for low, high in opened:
+            if low - closed_since > longest:
+                longest, begins = low - closed_since, closed_since
+            closed_since = max(closed_since, high)
+        if end - closed_since > longest:
+            longest, begins = end - closed_since, closed_since
+        return longest, begins if longest else None
+
+    def local_time(self, epoch_ms: int) -> str:
+        """An instant as the window's wall clock, `Sat 14:00 Europe/Istanbul`; the weekday only when
+        the window's days differ."""
+        if self.zone is None:
+            return datetime.fromtimestamp(epoch_ms / 1000).isoformat()
+        local = datetime.fromtimestamp(epoch_ms / 1000, self.zone)
+        day = "" if len(set(self.intervals)) == 1 else f"{DAYS[local.weekday()].capitalize()} "
+        return f"{day}{local:%H:%M} {self.zone.key}"
+
     def __str__(self) -> str:
         return self.text
 
 
 ALWAYS = SendWindow("always", None)
+
+
+@lru_cache(maxsize=64)
+def _offset_stretches(zone: ZoneInfo, start: int, end: int) -> tuple[tuple[int, int, int], ...]:
+    """[first, last) stretches of real time over which the zone's UTC offset holds, with it.
+    Sampled hourly, each change found to the second (no zone changes its offset twice in an hour)."""
+    def offset_ms(epoch_ms: int) -> int:
+        delta = datetime.fromtimestamp(epoch_ms / 1000, zone).utcoffset()
+        return round(delta.total_seconds() * 1000) if delta is not None else 0
+
+    stretches: list[tuple[int, int, int]] = []
+    first, offset = start, offset_ms(start)
+    at = start
+    while at < end:
+        step = min(at + _HOUR_MS, end)
+        if offset_ms(step) != offset:
+            low, high = at // 1000, step // 1000  # the change is in (low, high] seconds
+            while high - low > 1:
+                middle = (low + high) // 2
+                if offset_ms(middle * 1000) == offset:
+                    low = middle
+                else:
+                    high = middle
+            stretches.append((first, high * 1000, offset))
+            first, offset = high * 1000, offset_ms(high * 1000)
+        at = step
+    stretches.append((first, end, offset))
+    return tuple(stretches)
 
 
 def parse_send_window(text: str) -> SendWindow:

@@ -13,6 +13,7 @@ is consumer/config/loading.py.
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -50,6 +51,20 @@ def duration_ms(text: str) -> int:
     if value == "0":
         return 0
     return int(value[:-1].strip()) * {"s": 1, "m": 60, "h": 3600, "d": 86_400}[value[-1]] * 1000
+
+
+def span(ms: int) -> str:
+    """A duration as `6d 20h`, `12h`, `5d 23h 45m`, `90s`."""
+    parts, rest = [], ms // 1000
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return " ".join(parts) or "0s"
+
+
+def _local(window: SendWindow, epoch_ms: int | None) -> str:
+    return "never" if epoch_ms is None else window.local_time(epoch_ms)
 
 
 def _split_comma_list(value: Any) -> Any:
@@ -295,6 +310,56 @@ class Settings(BaseSettings):
         """SEND_WINDOW (None: none) and CAMPAIGN_SEND_WINDOWS, parsed."""
         return (parse_send_window(self.send_window) if self.send_window is not None else None,
                 {campaign: parse_send_window(text) for campaign, text in self.campaign_send_windows.items()})
+
+    def _send_windows_in_force(self) -> list[tuple[str, SendWindow]]:
+        """Every window configured, named as its setting: SEND_WINDOW, each destination's own (one
+        that does not parse is left to consumer/config/destinations.py to name), each campaign's."""
+        default, campaigns = self.send_windows
+        windows = [] if default is None else [("SEND_WINDOW", default)]
+        for name, spec in self.destinations.items():
+            text = spec.get("send_window") if isinstance(spec, dict) else None
+            if isinstance(text, str):
+                with suppress(SendWindowError):
+                    windows.append((f"DESTINATIONS.{name}.send_window", parse_send_window(text)))
+        windows.extend((f"CAMPAIGN_SEND_WINDOWS.{campaign}", w) for campaign, w in campaigns.items())
+        return windows
+
+    @model_validator(mode="after")
+    def _send_window_gaps(self) -> Settings:
+        # An event that arrives as its window closes waits the whole closed gap, then up to
+        # STUCK_RECORD_MS after the opening (a record let go is flagged stuck past that): past the
+        # stale limit by then it is dead-lettered as `stale`, unsent. Refused, not warned: those are
+        # dead letters someone must handle, for every closing, and no setting makes them wanted.
+        stale, stuck = self.stale_after_ms, self.stuck_record_ms
+        if stale <= 0:
+            return self  # _stale_margin refuses it
+        for name, window in self._send_windows_in_force():
+            gap, begins = window.longest_closed()
+            if gap and gap + stuck > stale:
+                raise ValueError(
+                    f"{name}={window.text!r}: closed for up to {span(gap)} (from {_local(window, begins)}), but a "
+                    f"record older than DEDUP_HORIZON_S minus STALE_MARGIN_S ({span(stale)}) is dead-lettered as "
+                    "stale, unsent: one that arrives as the window closes waits the whole gap, then up to "
+                    f"STUCK_RECORD_MS ({span(stuck)}) after the opening, so a window may stay closed at most "
+                    f"{span(max(stale - stuck, 0))}; open the window more often (another day), or raise "
+                    "DEDUP_HORIZON_S (delivered marks are kept that long in Redis; keep the topics' retention.ms "
+                    "above it too) or lower STALE_MARGIN_S")
+        return self
+
+    def send_window_warnings(self) -> list[str]:
+        """Windows closed longer than MAX_EVENT_AGE: what arrives as one closes expires before it opens.
+        Said (by `check`), not refused: a night's events expiring unsent may be the policy meant."""
+        age = self.max_event_age_ms
+        if age is None:
+            return []
+        warnings = []
+        for name, window in self._send_windows_in_force():
+            gap, begins = window.longest_closed()
+            if gap > age:
+                warnings.append(f"{name}={window.text!r} is closed for up to {span(gap)} (from "
+                                f"{_local(window, begins)}), longer than MAX_EVENT_AGE={span(age)}: events that "
+                                "arrive as it closes end as expired, unsent, before it opens")
+        return warnings
 
     @field_validator("redis_url")
     @classmethod

@@ -130,7 +130,8 @@ def _config(settings: Settings) -> tuple[str, str]:
 
 def _send_windows(settings: Settings, configs: dict[str, Any]) -> str:
     """The quiet hours in force, and whether each window is open now (by this machine's clock;
-    with SEND_WINDOW_CLOCK=redis the replicas read Redis's)."""
+    with SEND_WINDOW_CLOCK=redis the replicas read Redis's); a window closed longer than
+    MAX_EVENT_AGE is a warning (one closed past the stale limit never gets here: refused at start)."""
     default, campaigns = settings.send_windows
     windows = {f"destination {name}": config.send_window for name, config in configs.items()
                if config.send_window is not None and config.send_window != default}
@@ -141,7 +142,8 @@ def _send_windows(settings: Settings, configs: dict[str, Any]) -> str:
         return ""
     now_ms = int(time.time() * 1000)
     return "; send windows: " + ", ".join(
-        f"{scope} {window} ({'open' if window.is_open(now_ms) else 'closed'} now)" for scope, window in windows.items())
+        f"{scope} {window} ({'open' if window.is_open(now_ms) else 'closed'} now)" for scope, window in windows.items()
+    ) + "".join(f"; WARNING (send window): {warning}" for warning in settings.send_window_warnings())
 
 
 def _kafka(settings: Settings) -> tuple[str, str]:

@@ -124,12 +124,12 @@ def test_settings_check_every_window_and_destinations_inherit_or_override(monkey
     settings = Settings(pisano_url="https://api.pisano.co", pisano_api_token=token, send_window="09:00-21:00 UTC",
                         campaign_send_windows={"c-1": "always"},
                         destinations={"retail": {"url": "https://eu.pisano.co", "api_token": token,
-                                                 "send_window": "Sat 10:00-14:00 Europe/Istanbul"},
+                                                 "send_window": "Mon,Sat 10:00-14:00 Europe/Istanbul"},
                                       "card": {"url": "https://eu.pisano.co", "api_token": token}})
     configs = destination_configs(settings)
     assert str(configs["default"].send_window) == "09:00-21:00 UTC"
     assert str(configs["card"].send_window) == "09:00-21:00 UTC"
-    assert str(configs["retail"].send_window) == "Sat 10:00-14:00 Europe/Istanbul"
+    assert str(configs["retail"].send_window) == "Mon,Sat 10:00-14:00 Europe/Istanbul"
     assert settings.send_windows[1]["c-1"].always
 
 
