@@ -66,7 +66,7 @@ def run(settings: Settings) -> None:
     log.info("starting with %s", {k: v for k, v in settings.as_dict().items() if v not in (None, {}, [])})
     for danger in settings.insecure_transport():
         log.warning("INSECURE (PISANO_ALLOW_INSECURE=true): %s; never in production", danger)
-    for warning in misspelled_settings(os.environ):
+    for warning in [*misspelled_settings(os.environ), *settings.send_window_warnings()]:
         log.warning("%s", warning)
     probe.start()
     if server:
