@@ -240,8 +240,7 @@ class Suppression:
     def __init__(self, hasher: OptOutHasher, store: OptOutList, *, digits_are_e164: bool,
                  plus_is_valid: bool = False) -> None:
         self.hasher = hasher
-        self.store = store
-        store.key_check = hasher.key_check  # its lookups check the list was written under this key
+        self.store = store  # given this hasher's key check (the property below)
         # Recipients' phones are canonical in the mapping's phone_format: with e164_digits a phone
         # of digits only is E.164 without its `+`; with a national format it is read in the region.
         self.digits_are_e164 = digits_are_e164
@@ -249,6 +248,17 @@ class Suppression:
         # (`Phones.normalise`): checking each again here cost 1.5 µs per recipient for nothing. A
         # plug-in mapper's phones passed only the recipient check (any `+` and digits): checked.
         self.plus_is_valid = plus_is_valid
+
+    @property
+    def store(self) -> OptOutList:
+        return self._store
+
+    @store.setter
+    def store(self, store: OptOutList) -> None:
+        # Whoever gives the store (app.py, a test swapping it in), its lookups check that the list
+        # was written under this hasher's key: a store on another key would fail open (module docstring).
+        store.key_check = self.hasher.key_check
+        self._store = store
 
     def suppressed(self, recipients: Sequence[Any]) -> list[bool | None]:
         """One answer per recipient: its phone or its external_id attribute is on the list; None
