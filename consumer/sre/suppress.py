@@ -39,7 +39,7 @@ from consumer.config.settings import Settings
 from consumer.errors import InvalidEventError, PisanoSmsError, StateStoreError
 from consumer.operations import logs
 from consumer.sre.signals import Terminated, interrupt_deferred, terminate_interrupts
-from consumer.state.suppression import CHUNK, OptOutHasher, OptOutList, RedisOptOutList
+from consumer.state.suppression import CHUNK, OptOutHasher, OptOutList, RedisOptOutList, WrongKeyError
 
 EXIT_NOT_LISTED = 1
 EXIT_STOPPED = 1
@@ -63,7 +63,8 @@ def _open(settings: Settings) -> tuple[OptOutHasher, OptOutList]:
              "same key the consumers use")
     assert hasher is not None
     state = build_state(settings)
-    return hasher, RedisOptOutList(state.client, state.keys)
+    # The store knows the key: writes carry its keyed marker, and a list of another key is refused.
+    return hasher, RedisOptOutList(state.client, state.keys, key_check=hasher.key_check)
 
 
 def _entries(hasher: OptOutHasher, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> list[str]:
@@ -137,10 +138,20 @@ def check(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, 
     """Say whether each value is on the list (exit 0 if all are, 1 if any is not)."""
     hasher, store = _open(settings)
     entries = _entries(hasher, phones, external_ids)
-    found = _guarded(lambda: store.contains(entries))
+
+    def ask() -> list[bool]:
+        try:
+            return store.contains(entries)
+        except WrongKeyError:  # the consumers' message says "nothing is sent": this one is for `check`
+            fail(WRONG_KEY_CHECK, code=EXIT_NOT_LISTED)
+            raise
+
+    found = _guarded(ask)
     typed = [f"phone {p}" for p in phones] + [f"external id {x}" for x in external_ids]
     for label, listed in zip(typed, found, strict=True):  # only what the operator typed is shown
         click.echo(f"{label}: {'suppressed' if listed else 'not on the list'}")
+    if not all(found) and getattr(getattr(store, "presence", None), "warned_unkeyed", False):
+        click.echo(UNKEYED_CHECK, err=True)
     sys.exit(0 if all(found) else EXIT_NOT_LISTED)
 
 
@@ -322,6 +333,9 @@ def _flush(store: OptOutList, chunk: list[str], summary: ImportSummary, through:
         if chunk:
             try:
                 summary.added += store.add(chunk)
+            except WrongKeyError as exc:
+                summary.stopped = ImportStop(summary.last_line + 1, str(exc))
+                return False
             except StateStoreError as exc:
                 # The error says what happened to Redis and what to do (consumer/state/redis_errors.py).
                 summary.stopped = ImportStop(summary.last_line + 1, f"Redis failed ({exc}); some entries from "
@@ -367,10 +381,19 @@ def _count_rows(path: Path) -> int:
 
 @suppress.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--new-key", is_flag=True,
+              help="Rotate SUPPRESSION_KEY: FILE is the whole source list, imported under this (new) key; "
+                   "once it is all in, the list is keyed by it and consumers on the old key stop sending.")
 @configured
-def import_command(settings: Settings, file: Path) -> None:
+def import_command(settings: Settings, file: Path, new_key: bool) -> None:
     """Add every phone and external_id of a CSV FILE (with a header) to the list; idempotent."""
     hasher, store = _open(settings)
+    if new_key:
+        # The entries first, the keyed marker last: consumers on the old key keep their whole list
+        # (and those on the new key keep refusing) until every entry of the new key is in.
+        store.rotating = True
+    else:
+        _guarded(store.verify_key)  # another key's list: say so before reading the file
     started = time.monotonic()
     progress = RowProgress(_count_rows(file) if sys.stderr.isatty() else None)
     try:
@@ -402,6 +425,10 @@ def import_command(settings: Settings, file: Path) -> None:
         fail(f"{file}: stopped at line {stop.line}: {stop.what}. {done}; nothing from line {stop.line} on was "
              f"read. Fix {fixes} and import the whole file again (it is idempotent: what is on the list already "
              "is only counted)", EXIT_STOPPED)
+    if new_key:
+        _guarded(store.rotate_key)
+        click.echo("the list is keyed by this SUPPRESSION_KEY now: consumers on any other key send nothing until "
+                   "they run on this one")
     if count:
         fail(f"{file}: {count:,} {noun} could not be added (the invalid lines above): those customers are not on the "
              "list: fix those lines and import the file again (it is idempotent: what is on the list already is "
@@ -436,6 +463,13 @@ def export(settings: Settings, output: Path | None) -> None:
         with output.open("w", encoding="utf-8") as sink:
             count = _guarded(lambda: write(sink))
     click.echo(f"exported {count:,} entries", err=True)
+
+
+WRONG_KEY_CHECK = ("this SUPPRESSION_KEY is not the key the opt-out list was written under: every value would read "
+                   "\"not on the list\", and consumers on this key send nothing. Check SUPPRESSION_KEY (or "
+                   "SUPPRESSION_KEY_FILE) against the key the list was imported with")
+UNKEYED_CHECK = ("note: the list was written before 0.3.0 and carries no key check, so \"not on the list\" may also "
+                 "mean another SUPPRESSION_KEY than the import's; the next `suppress import` or `add` adds the check")
 
 
 def _guarded(action: Any) -> Any:

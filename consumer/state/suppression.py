@@ -33,6 +33,23 @@ sent, as when Redis does not answer) until the list is imported again. A replica
 loss has never seen it and cannot tell a lost list from one never imported: as the throttle's loss
 detection, a live replica proves the loss (README, "The opt-out list").
 
+A wrong key fails closed too. Entries hashed under one key match nothing under another: a replica
+started with another SUPPRESSION_KEY than the import's (a typo in a Secret, a rotation done on half
+the fleet, the import Job on an old Secret) would answer "not on the list" for every customer. So a
+store that knows its key (`key_check`, `OptOutHasher.key_check`: `k:` and the HMAC of KEY_CHECK, cut
+like an entry; `Suppression` gives its store its own) writes two more members with every `add`: that
+keyed marker, and the plain `KEYED` ("this list carries a keyed marker"). Every lookup asks for both
+in the same SMISMEMBER as MARKER: `KEYED` present and this key's marker absent means the list was
+written under another key, and the lookup raises StateStoreError (nothing of the batch is sent), from
+the first lookup on: no "seen before" is needed. A list holds one keyed marker: `add` under another
+key than the list's raises StateStoreError rather than mix two keys' entries (rotating is
+`rotate_key`, after an import under the new key, `pisano-sms suppress import --new-key`).
+
+A list written before 0.3.0 has MARKER and no `KEYED`: it is used as it is (a lookup logs a warning
+once per replica), since failing closed on it would stop every production fleet at the upgrade until
+someone imports the list again, and the version it replaces failed open on a wrong key anyway. The
+first `add` or `import` under this version writes the keyed marker and the check applies from then on.
+
 `OptOutList` is the contract; `RedisOptOutList` and `MemoryOptOutList` (below, small enough to live
 beside it) both pass tests/contract/test_suppression_contract.py.
 """
@@ -59,6 +76,19 @@ CHUNK = 10_000  # members per command when adding or removing in bulk
 # A member of every list that was ever added to: its absence under a replica that saw it means the
 # list was lost (module docstring). Not `p:`/`x:` and no hash, so no entry is ever equal to it.
 MARKER = "m:list"
+KEYED = "m:keyed"  # the list carries a keyed marker (`k:` + 32 hex): a list without it is from before 0.3.0
+KEY_CHECK = "pisano-sms opt-out list key check"  # what the keyed marker is the HMAC of (under SUPPRESSION_KEY)
+WRONG_KEY = ("the opt-out list in Redis was written under another SUPPRESSION_KEY than this one, so none of its "
+             "entries would match: nothing is sent. Check SUPPRESSION_KEY (or SUPPRESSION_KEY_FILE) against the key "
+             "the list was imported with, or, if the key was rotated, import the source list under the new key "
+             "(`pisano-sms suppress import --new-key FILE`)")
+WRONG_KEY_WRITE = ("the opt-out list in Redis was written under another SUPPRESSION_KEY than this one: nothing was "
+                   "changed. Check SUPPRESSION_KEY (or SUPPRESSION_KEY_FILE) against the key the consumers use; to "
+                   "rotate the key, import the whole source list under the new key with "
+                   "`pisano-sms suppress import --new-key FILE`")
+UNKEYED = ("the opt-out list was written before 0.3.0 and carries no key check: a SUPPRESSION_KEY other than the "
+           "import's cannot be told from an empty list until the next `pisano-sms suppress import` or `add` "
+           "writes one (README, \"The opt-out list\")")
 LOST = ("the opt-out list is gone from Redis (it was there: a restart without its data, a flush or a failover "
         "lost it); nothing is sent until it is imported again with `pisano-sms suppress import`")
 
@@ -68,14 +98,33 @@ class ListPresence:
 
     def __init__(self) -> None:
         self.seen = False
+        self.warned_unkeyed = False
 
-    def check(self, marked: bool) -> None:
-        """StateStoreError when the marker, once seen, is gone."""
+    def check(self, marked: bool, keyed: bool | None = None, key_matches: bool = False) -> None:
+        """StateStoreError when the marker, once seen, is gone, or when the list was written under
+        another key (`keyed` and not `key_matches`); `keyed` None: the store knows no key."""
         if marked:
             self.seen = True
         elif self.seen:
             log.error("%s", LOST)
             raise StateStoreError(LOST)
+        if keyed is None or key_matches:
+            return
+        if keyed:
+            log.error("%s", WRONG_KEY)
+            raise WrongKeyError(WRONG_KEY)
+        if marked and not self.warned_unkeyed:
+            self.warned_unkeyed = True
+            log.warning("%s", UNKEYED)
+
+
+class WrongKeyError(StateStoreError):
+    """The list was written under another SUPPRESSION_KEY than this store's (WRONG_KEY, WRONG_KEY_WRITE)."""
+
+
+def _is_marker(member: str) -> bool:
+    """MARKER, KEYED or a keyed marker: members that are no entry (entries are `p:` and `x:`)."""
+    return member.startswith(("m:", "k:"))
 
 
 class OptOutList(Protocol):
@@ -98,6 +147,19 @@ class OptOutList(Protocol):
         """Every entry, in no particular order (for export)."""
 
     def size(self) -> int: ...
+
+    # The keyed marker of this store's key (`OptOutHasher.key_check`), None when it knows no key.
+    key_check: str | None
+    # While True (`suppress import --new-key`): writes neither check nor carry the keyed marker.
+    rotating: bool
+
+    def verify_key(self) -> None:
+        """WrongKeyError when the list carries another key's marker: writing under this key would mix
+        two keys' entries (`add` and `remove` ask it themselves; a no-op once it passed)."""
+
+    def rotate_key(self) -> None:
+        """Make this store's key the list's: its keyed marker replaces any other (after an import of
+        the whole source list under it; replicas on the old key then fail closed)."""
 
 
 class OptOutHasher:
@@ -125,6 +187,11 @@ class OptOutHasher:
         if not value:
             raise InvalidEventError("an empty external id")
         return self._entry(EXTERNAL_ID, value)
+
+    @property
+    def key_check(self) -> str:
+        """The list's keyed marker under this key: a member no entry equals (module docstring)."""
+        return self._entry("k", KEY_CHECK)
 
     def canonical_phone(self, e164: str) -> str:
         """The entry of a phone already in canonical E.164 (a recipient's): no parsing."""
@@ -173,7 +240,7 @@ class Suppression:
     def __init__(self, hasher: OptOutHasher, store: OptOutList, *, digits_are_e164: bool,
                  plus_is_valid: bool = False) -> None:
         self.hasher = hasher
-        self.store = store
+        self.store = store  # given this hasher's key check (the property below)
         # Recipients' phones are canonical in the mapping's phone_format: with e164_digits a phone
         # of digits only is E.164 without its `+`; with a national format it is read in the region.
         self.digits_are_e164 = digits_are_e164
@@ -181,6 +248,17 @@ class Suppression:
         # (`Phones.normalise`): checking each again here cost 1.5 µs per recipient for nothing. A
         # plug-in mapper's phones passed only the recipient check (any `+` and digits): checked.
         self.plus_is_valid = plus_is_valid
+
+    @property
+    def store(self) -> OptOutList:
+        return self._store
+
+    @store.setter
+    def store(self, store: OptOutList) -> None:
+        # Whoever gives the store (app.py, a test swapping it in), its lookups check that the list
+        # was written under this hasher's key: a store on another key would fail open (module docstring).
+        store.key_check = self.hasher.key_check
+        self._store = store
 
     def suppressed(self, recipients: Sequence[Any]) -> list[bool | None]:
         """One answer per recipient: its phone or its external_id attribute is on the list; None
@@ -257,96 +335,187 @@ class Lookup:
 
 
 class RedisOptOutList:
-    def __init__(self, client: Any, keys: Keys) -> None:
+    def __init__(self, client: Any, keys: Keys, *, key_check: str | None = None) -> None:
         self.client = client
         self.key = f"{{{keys.prefix}}}:optout"
         self.presence = ListPresence()
+        self.key_check = key_check  # set by `Suppression` from its hasher when not given here
+        # `suppress import --new-key`: add under a key the list does not carry yet, without its
+        # keyed marker; `rotate_key` writes it once the whole file is in.
+        self.rotating = False
+        self._key_written = False  # the list carries this key's marker (checked once per store)
 
     def add(self, entries: Sequence[str]) -> int:
+        if not entries:
+            return 0
+        self.verify_key()
         return self._bulk("sadd", entries)
 
     def remove(self, entries: Sequence[str]) -> int:
-        return self._bulk("srem", [e for e in entries if e != MARKER])
-
-    def _bulk(self, command: str, entries: Sequence[str]) -> int:
+        entries = [e for e in entries if not _is_marker(e)]
         if not entries:
             return 0
+        self.verify_key()
+        return self._bulk("srem", entries)
+
+    def verify_key(self) -> None:
+        """StateStoreError when the list carries another key's marker (module docstring)."""
+        if self.key_check is None or self.rotating or self._key_written:
+            return
+        with translated("the opt-out list"):
+            keyed, ours = self.client.smismember(self.key, [KEYED, self.key_check])
+        if keyed and not ours:
+            raise WrongKeyError(WRONG_KEY_WRITE)
+        self._key_written = bool(ours)
+
+    def _markers(self) -> list[str]:
+        """What an `add` writes besides its entries: the list exists, and under which key."""
+        if self.key_check is None or self.rotating:
+            return [MARKER]
+        return [MARKER, KEYED, self.key_check]
+
+    def _bulk(self, command: str, entries: Sequence[str]) -> int:
         with translated("the opt-out list"):
             pipe = self.client.pipeline(transaction=False)
             for start in range(0, len(entries), CHUNK):
                 getattr(pipe, command)(self.key, *entries[start:start + CHUNK])
             if command == "sadd":  # the list exists from now on (module docstring); not counted
-                pipe.sadd(self.key, MARKER)
-                return sum(int(n) for n in pipe.execute()[:-1])
+                pipe.sadd(self.key, *self._markers())
+                replies = pipe.execute()[:-1]
+                self._key_written = self.key_check is not None and not self.rotating
+                return sum(int(n) for n in replies)
             return sum(int(n) for n in pipe.execute())
+
+    def rotate_key(self) -> None:
+        if self.key_check is None:
+            raise ValueError("rotate_key needs the store's key_check")
+        with translated("the opt-out list"):
+            others = [m for m in (_text(m) for m in self.client.sscan_iter(self.key, match="k:*", count=10_000))
+                      if m != self.key_check]
+            pipe = self.client.pipeline(transaction=False)
+            pipe.sadd(self.key, MARKER, KEYED, self.key_check)
+            if others:
+                pipe.srem(self.key, *others)
+            pipe.execute()
+        self.rotating, self._key_written = False, True
+
+    def _asked(self, entries: Sequence[str]) -> list[str]:
+        if self.key_check is None:
+            return [MARKER, *entries]
+        return [MARKER, KEYED, self.key_check, *entries]
 
     def contains(self, entries: Sequence[str]) -> list[bool]:
         if not entries:
             return []
         with translated("the opt-out list"):
-            found = self.client.smismember(self.key, [MARKER, *entries])
+            found = self.client.smismember(self.key, self._asked(entries))
         return self._read(found)
 
     def stage_contains(self, entries: Sequence[str]) -> Step[list[bool]]:
         if not entries:
             return Step.answered([])
         return Step.remote("the opt-out list", self.client,
-                           [Call([self.key], [MARKER, *entries], command="SMISMEMBER")],
+                           [Call([self.key], self._asked(entries), command="SMISMEMBER")],
                            lambda replies: self._read(replies[0]))
 
     def _read(self, found: Sequence[Any]) -> list[bool]:
-        """The answers for the entries, after the marker's (a lost list raises StateStoreError)."""
-        self.presence.check(bool(found[0]))
-        return [bool(n) for n in found[1:]]
+        """The answers for the entries, after the markers' (a lost list, or one written under
+        another key, raises StateStoreError)."""
+        if self.key_check is None:
+            self.presence.check(bool(found[0]))
+            return [bool(n) for n in found[1:]]
+        self.presence.check(bool(found[0]), bool(found[1]), bool(found[2]))
+        return [bool(n) for n in found[3:]]
 
     def entries(self) -> Iterator[str]:
         with translated("the opt-out list"):
             for member in self.client.sscan_iter(self.key, count=10_000):
-                text = member.decode() if isinstance(member, bytes) else str(member)
-                if text != MARKER:
+                text = _text(member)
+                if not _is_marker(text):
                     yield text
 
     def size(self) -> int:
         with translated("the opt-out list"):
             pipe = self.client.pipeline(transaction=False)
             pipe.scard(self.key)
-            pipe.sismember(self.key, MARKER)
-            count, marked = pipe.execute()
-            return int(count) - (1 if marked else 0)
+            pipe.smismember(self.key, [MARKER, KEYED])
+            count, (marked, keyed) = pipe.execute()
+            # A list with KEYED holds one keyed marker (`add` refuses another key, `rotate_key` swaps).
+            return int(count) - (1 if marked else 0) - (2 if keyed else 0)
+
+
+def _text(member: Any) -> str:
+    return member.decode() if isinstance(member, bytes) else str(member)
 
 
 class MemoryOptOutList:
-    """The in-memory twin, for unit tests and single-process tools."""
+    """The in-memory twin, for unit tests and single-process tools; `replica()` is another
+    process's view of the same list (its own key and presence)."""
 
-    def __init__(self, entries: Iterable[str] = ()) -> None:
+    def __init__(self, entries: Iterable[str] = (), *, key_check: str | None = None) -> None:
         self._entries = set(entries)
-        if self._entries:
+        if self._entries:  # a list as the version before 0.3.0 left it unless a key is given
             self._entries.add(MARKER)
+            if key_check is not None:
+                self._entries.update((KEYED, key_check))
         self._lock = threading.Lock()
         self.presence = ListPresence()
+        self.key_check = key_check
+        self.rotating = False
+
+    def replica(self, key_check: str | None = None) -> MemoryOptOutList:
+        view = MemoryOptOutList(key_check=key_check)
+        view._entries, view._lock = self._entries, self._lock
+        return view
+
+    def verify_key(self) -> None:
+        if self.key_check is not None and not self.rotating and KEYED in self._entries \
+                and self.key_check not in self._entries:
+            raise WrongKeyError(WRONG_KEY_WRITE)
+
+    def _count(self) -> int:
+        # As Redis's `size`: a list with KEYED holds one keyed marker.
+        return len(self._entries) - (MARKER in self._entries) - 2 * (KEYED in self._entries)
 
     def add(self, entries: Sequence[str]) -> int:
         if not entries:
             return 0
         with self._lock:
-            before = len(self._entries - {MARKER})
+            self.verify_key()
+            before = self._count()
             self._entries.update(entries)
             self._entries.add(MARKER)
-            return len(self._entries - {MARKER}) - before
+            if self.key_check is not None and not self.rotating:
+                self._entries.update((KEYED, self.key_check))
+            return self._count() - before
 
     def remove(self, entries: Sequence[str]) -> int:
+        entries = [e for e in entries if not _is_marker(e)]
+        if not entries:
+            return 0
         with self._lock:
+            self.verify_key()
             before = len(self._entries)
-            self._entries.difference_update(e for e in entries if e != MARKER)
+            self._entries.difference_update(entries)
             return before - len(self._entries)
+
+    def rotate_key(self) -> None:
+        if self.key_check is None:
+            raise ValueError("rotate_key needs the store's key_check")
+        with self._lock:
+            self._entries.difference_update([e for e in self._entries if e.startswith("k:")])
+            self._entries.update((MARKER, KEYED, self.key_check))
+        self.rotating = False
 
     def contains(self, entries: Sequence[str]) -> list[bool]:
         if not entries:
             return []
         with self._lock:
             marked = MARKER in self._entries
+            keyed = None if self.key_check is None else KEYED in self._entries
+            ours = self.key_check in self._entries
             found = [entry in self._entries for entry in entries]
-        self.presence.check(marked)
+        self.presence.check(marked, keyed, ours)
         return found
 
     def stage_contains(self, entries: Sequence[str]) -> Step[list[bool]]:
@@ -354,9 +523,9 @@ class MemoryOptOutList:
 
     def entries(self) -> Iterator[str]:
         with self._lock:
-            snapshot = [e for e in self._entries if e != MARKER]
+            snapshot = [e for e in self._entries if not _is_marker(e)]
         return iter(snapshot)
 
     def size(self) -> int:
         with self._lock:
-            return len(self._entries) - (1 if MARKER in self._entries else 0)
+            return self._count()

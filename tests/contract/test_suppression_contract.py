@@ -22,7 +22,7 @@ def make_list(request: pytest.FixtureRequest) -> Callable[[], OptOutList]:
     """Each call: another replica's view of one list."""
     if request.param == "memory":
         shared = MemoryOptOutList()
-        return lambda: shared
+        return shared.replica
     return lambda: RedisOptOutList(_connect(request), Keys("t"))
 
 
@@ -120,3 +120,98 @@ def test_a_list_emptied_by_remove_is_not_a_loss(make_list: Callable[[], Any]) ->
     assert replica.contains(["p:1", "x:2"]) == [False, False]
     assert replica.size() == 0 and list(replica.entries()) == []
     assert cli.add(["p:1"]) == 1 and replica.size() == 1 and list(replica.entries()) == ["p:1"]
+
+
+OTHER_KEY = b"another-key-0123456789"
+
+
+def test_a_replica_on_another_key_than_the_import_fails_closed(make_list: Callable[[], Any]) -> None:
+    """Review (contact policy): a replica started with another SUPPRESSION_KEY than the one the list
+    was imported with (a typo in the Secret, a rotation done on half the fleet) matched no entry and
+    surveyed every opted-out customer. The list's keyed marker tells it: it must refuse to send."""
+    hasher = OptOutHasher(KEY, "TR")
+    cli, replica = make_list(), make_list()
+    Suppression(hasher, cli, digits_are_e164=False)  # the CLI's store, under the import's key
+    cli.add([hasher.phone("+905321234567"), hasher.external_id("cust-9")])
+    right = Suppression(hasher, make_list(), digits_are_e164=False)
+    wrong = Suppression(OptOutHasher(OTHER_KEY, "TR"), replica, digits_are_e164=False)
+    opted_out = [_Recipient("+905321234567"), _Recipient("+905321234568", "cust-9")]
+    assert right.suppressed(opted_out) == [True, True]
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY") as raised:
+        wrong.suppressed(opted_out)
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
+        together([wrong.stage(wrong.lookup(opted_out))])
+    # Never the key, never a hash.
+    assert OTHER_KEY.decode() not in str(raised.value) and KEY.decode() not in str(raised.value)
+    assert "k:" not in str(raised.value) and hasher.phone("+905321234567") not in str(raised.value)
+
+
+def _keyed(store: Any, key: bytes) -> Any:
+    store.key_check = OptOutHasher(key, "TR").key_check
+    return store
+
+
+def test_a_list_from_before_the_key_check_is_used_and_keyed_by_the_next_add(
+        make_list: Callable[[], Any], caplog: pytest.LogCaptureFixture) -> None:
+    """A list written by the version before 0.3.0 (MARKER, no keyed marker) is not refused after
+    the upgrade: lookups warn once per replica; the first `add` under this version writes the keyed
+    marker, and from then on a replica on another key fails closed."""
+    hasher = OptOutHasher(KEY, "TR")
+    old_cli = make_list()  # knows no key: writes what 0.2 wrote
+    old_cli.add([hasher.phone("+905321234567")])
+    replica = Suppression(hasher, make_list(), digits_are_e164=False)
+    wrong = Suppression(OptOutHasher(OTHER_KEY, "TR"), make_list(), digits_are_e164=False)
+    with caplog.at_level("WARNING", logger="consumer.state.suppression"):
+        assert replica.suppressed([_Recipient("+905321234567")]) == [True]
+        assert replica.suppressed([_Recipient("+905321234567")]) == [True]
+        assert wrong.suppressed([_Recipient("+905321234567")]) == [False]  # undetectable until keyed
+    assert sum("before 0.3.0" in r.getMessage() for r in caplog.records) == 2  # once per replica
+
+    cli = _keyed(make_list(), KEY)
+    assert cli.add([hasher.external_id("cust-9")]) == 1
+    assert replica.suppressed([_Recipient("+905321234567")]) == [True]
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
+        wrong.suppressed([_Recipient("+905321234567")])
+    assert cli.size() == 2 and sorted(cli.entries()) == sorted([hasher.phone("+905321234567"),
+                                                                 hasher.external_id("cust-9")])
+
+
+def test_a_write_under_another_key_is_refused_and_changes_nothing(make_list: Callable[[], Any]) -> None:
+    """`suppress add`/`remove`/`import` with another key (the import Job on an old Secret) would mix
+    entries no replica matches into the list: refused, naming what to check."""
+    cli = _keyed(make_list(), KEY)
+    assert cli.add(["p:1", "x:2"]) == 2
+    other = _keyed(make_list(), OTHER_KEY)
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY") as raised:
+        other.add(["p:3"])
+    assert "--new-key" in str(raised.value)
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
+        other.remove(["p:1"])
+    assert cli.size() == 2 and sorted(cli.entries()) == ["p:1", "x:2"]
+    assert cli.remove(["p:1", "x:2"]) == 2 and cli.size() == 0 and list(cli.entries()) == []
+    assert cli.contains(["p:1"]) == [False]  # emptied by `remove`: still keyed, still not lost
+
+
+def test_a_rotation_keys_the_list_anew_and_the_old_key_fails_closed(make_list: Callable[[], Any]) -> None:
+    """Rotating SUPPRESSION_KEY: the source list imported under the new key (`import --new-key`:
+    entries first, then the keyed marker swapped); replicas still on the old key then fail closed
+    instead of matching none of the new entries, and replicas on the new one refused until then."""
+    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
+    _keyed(make_list(), KEY).add([old.phone("+905321234567")])
+    on_old = Suppression(old, make_list(), digits_are_e164=False)
+    on_new = Suppression(new, make_list(), digits_are_e164=False)
+    opted_out = [_Recipient("+905321234567")]
+
+    importer = _keyed(make_list(), OTHER_KEY)
+    importer.rotating = True
+    importer.add([new.phone("+905321234567")])  # the import, chunk by chunk
+    assert on_old.suppressed(opted_out) == [True]  # the old key's list is whole until the swap
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
+        on_new.suppressed(opted_out)
+    importer.rotate_key()
+    assert on_new.suppressed(opted_out) == [True]
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
+        on_old.suppressed(opted_out)
+    assert importer.add([new.external_id("cust-9")]) == 1  # writes under the new key are plain again
+    assert importer.size() == 3  # the old key's entry stays, unmatchable (re-import into a fresh list to drop it)
+    assert all(not e.startswith(("k:", "m:")) for e in importer.entries())
