@@ -187,7 +187,7 @@ def _opt_out(settings: Settings, phones: list[str]) -> None:
 
     hasher = opt_out_hasher(settings, load_mapper(settings))
     assert hasher is not None
-    RedisOptOutList(build_state(settings).client, Keys(settings.redis_key_prefix)).add(
+    RedisOptOutList(build_state(settings).client, Keys(settings.redis_key_prefix), key_check=hasher.key_check).add(
         [hasher.phone(phone) for phone in phones])
 
 
