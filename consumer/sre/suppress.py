@@ -388,6 +388,10 @@ def _count_rows(path: Path) -> int:
 def import_command(settings: Settings, file: Path, new_key: bool) -> None:
     """Add every phone and external_id of a CSV FILE (with a header) to the list; idempotent."""
     hasher, store = _open(settings)
+    # MARKER (the list is there) only once the whole file is in: a list lost under running replicas
+    # keeps them closed until its re-import ends, not from its first chunk on (found by review: the
+    # customers further down the file were surveyed meanwhile). Every stop below leaves it held.
+    store.holding_marker = True
     if new_key:
         # The entries first, the keyed marker last: consumers on the old key keep their whole list
         # (and those on the new key keep refusing) until every entry of the new key is in.
@@ -425,6 +429,8 @@ def import_command(settings: Settings, file: Path, new_key: bool) -> None:
         fail(f"{file}: stopped at line {stop.line}: {stop.what}. {done}; nothing from line {stop.line} on was "
              f"read. Fix {fixes} and import the whole file again (it is idempotent: what is on the list already "
              "is only counted)", EXIT_STOPPED)
+    if not new_key:
+        _guarded(store.complete)
     if new_key:
         _guarded(store.rotate_key)
         click.echo("the list is keyed by this SUPPRESSION_KEY now: consumers on any other key send nothing until "

@@ -27,9 +27,11 @@ A lost list fails closed. Redis restarted without its data, a FLUSHALL, a failov
 that never had the set: the list is then simply empty, every lookup answers "not on the list", and
 every customer who opted out would be surveyed. So the set also holds a marker member, `MARKER`
 (no hash: it matches no entry), written with every `add` and never removed (`suppress remove` of
-every entry leaves an empty list, not a lost one). Every lookup asks for it in the same SMISMEMBER;
-a replica that has seen it and then finds it gone raises StateStoreError (nothing of the batch is
-sent, as when Redis does not answer) until the list is imported again. A replica started after the
+every entry leaves an empty list, not a lost one); an import holds it back (`holding_marker`) until
+the whole file is in (`complete`), so that a lost list re-imported stays closed until it is whole.
+Every lookup asks for it in the same SMISMEMBER; a replica that has seen it and then finds it gone
+raises StateStoreError (nothing of the batch is sent, as when Redis does not answer) until the list
+is imported again. A replica started after the
 loss has never seen it and cannot tell a lost list from one never imported: as the throttle's loss
 detection, a live replica proves the loss (README, "The opt-out list").
 
@@ -43,7 +45,9 @@ in the same SMISMEMBER as MARKER: `KEYED` present and this key's marker absent m
 written under another key, and the lookup raises StateStoreError (nothing of the batch is sent), from
 the first lookup on: no "seen before" is needed. A list holds one keyed marker: `add` under another
 key than the list's raises StateStoreError rather than mix two keys' entries (rotating is
-`rotate_key`, after an import under the new key, `pisano-sms suppress import --new-key`).
+`rotate_key`, after an import under the new key, `pisano-sms suppress import --new-key`, whose
+writes carry `KEYED` without their keyed marker: a list that had none, lost or from before 0.3.0,
+then fails closed under the old key rather than being read as unkeyed).
 
 A list written before 0.3.0 has MARKER and no `KEYED`: it is used as it is (a lookup logs a warning
 once per replica), since failing closed on it would stop every production fleet at the upgrade until
@@ -150,8 +154,12 @@ class OptOutList(Protocol):
 
     # The keyed marker of this store's key (`OptOutHasher.key_check`), None when it knows no key.
     key_check: str | None
-    # While True (`suppress import --new-key`): writes neither check nor carry the keyed marker.
+    # While True (`suppress import --new-key`): writes neither check nor carry the keyed marker
+    # (they carry KEYED: a list being rotated into is keyed, by no key until `rotate_key`).
     rotating: bool
+    # While True (`suppress import`): writes do not carry MARKER, which `complete` (or `rotate_key`)
+    # writes once the whole file is in: a lost list stays lost, failing closed, until then.
+    holding_marker: bool
 
     def verify_key(self) -> None:
         """WrongKeyError when the list carries another key's marker: writing under this key would mix
@@ -160,6 +168,10 @@ class OptOutList(Protocol):
     def rotate_key(self) -> None:
         """Make this store's key the list's: its keyed marker replaces any other (after an import of
         the whole source list under it; replicas on the old key then fail closed)."""
+
+    def complete(self) -> None:
+        """The whole source list is in (after an import with `holding_marker`): write MARKER, and
+        this key's markers unless rotating."""
 
 
 class OptOutHasher:
@@ -343,6 +355,7 @@ class RedisOptOutList:
         # `suppress import --new-key`: add under a key the list does not carry yet, without its
         # keyed marker; `rotate_key` writes it once the whole file is in.
         self.rotating = False
+        self.holding_marker = False  # `suppress import`: MARKER once the whole file is in (`complete`)
         self._key_written = False  # the list carries this key's marker (checked once per store)
 
     def add(self, entries: Sequence[str]) -> int:
@@ -369,18 +382,25 @@ class RedisOptOutList:
         self._key_written = bool(ours)
 
     def _markers(self) -> list[str]:
-        """What an `add` writes besides its entries: the list exists, and under which key."""
-        if self.key_check is None or self.rotating:
-            return [MARKER]
-        return [MARKER, KEYED, self.key_check]
+        """What an `add` writes besides its entries: the list exists (not while an import holds it
+        back), and under which key. A rotating import writes KEYED without its own keyed marker: a
+        list it fills that had no key check (lost, or from before 0.3.0) must not be read as one
+        without, or replicas on the old key would find none of the new key's entries and send."""
+        marks = [] if self.holding_marker else [MARKER]
+        if self.key_check is not None:
+            marks.append(KEYED)
+            if not self.rotating:
+                marks.append(self.key_check)
+        return marks
 
     def _bulk(self, command: str, entries: Sequence[str]) -> int:
         with translated("the opt-out list"):
             pipe = self.client.pipeline(transaction=False)
             for start in range(0, len(entries), CHUNK):
                 getattr(pipe, command)(self.key, *entries[start:start + CHUNK])
-            if command == "sadd":  # the list exists from now on (module docstring); not counted
-                pipe.sadd(self.key, *self._markers())
+            marks = self._markers() if command == "sadd" else []
+            if marks:  # the list exists from now on (module docstring); not counted
+                pipe.sadd(self.key, *marks)
                 replies = pipe.execute()[:-1]
                 self._key_written = self.key_check is not None and not self.rotating
                 return sum(int(n) for n in replies)
@@ -397,7 +417,14 @@ class RedisOptOutList:
             if others:
                 pipe.srem(self.key, *others)
             pipe.execute()
-        self.rotating, self._key_written = False, True
+        self.rotating, self.holding_marker, self._key_written = False, False, True
+
+    def complete(self) -> None:
+        self.verify_key()  # an import of no entries at all has not asked yet
+        self.holding_marker = False
+        with translated("the opt-out list"):
+            self.client.sadd(self.key, *self._markers())
+        self._key_written = self.key_check is not None and not self.rotating
 
     def _asked(self, entries: Sequence[str]) -> list[str]:
         if self.key_check is None:
@@ -462,6 +489,7 @@ class MemoryOptOutList:
         self.presence = ListPresence()
         self.key_check = key_check
         self.rotating = False
+        self.holding_marker = False
 
     def replica(self, key_check: str | None = None) -> MemoryOptOutList:
         view = MemoryOptOutList(key_check=key_check)
@@ -484,10 +512,23 @@ class MemoryOptOutList:
             self.verify_key()
             before = self._count()
             self._entries.update(entries)
-            self._entries.add(MARKER)
-            if self.key_check is not None and not self.rotating:
-                self._entries.update((KEYED, self.key_check))
+            self._mark()
             return self._count() - before
+
+    def _mark(self) -> None:
+        # As RedisOptOutList._markers.
+        if not self.holding_marker:
+            self._entries.add(MARKER)
+        if self.key_check is not None:
+            self._entries.add(KEYED)
+            if not self.rotating:
+                self._entries.add(self.key_check)
+
+    def complete(self) -> None:
+        self.holding_marker = False
+        with self._lock:
+            self.verify_key()
+            self._mark()
 
     def remove(self, entries: Sequence[str]) -> int:
         entries = [e for e in entries if not _is_marker(e)]
@@ -505,7 +546,7 @@ class MemoryOptOutList:
         with self._lock:
             self._entries.difference_update([e for e in self._entries if e.startswith("k:")])
             self._entries.update((MARKER, KEYED, self.key_check))
-        self.rotating = False
+        self.rotating = self.holding_marker = False
 
     def contains(self, entries: Sequence[str]) -> list[bool]:
         if not entries:

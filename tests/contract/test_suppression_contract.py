@@ -215,3 +215,40 @@ def test_a_rotation_keys_the_list_anew_and_the_old_key_fails_closed(make_list: C
     assert importer.add([new.external_id("cust-9")]) == 1  # writes under the new key are plain again
     assert importer.size() == 3  # the old key's entry stays, unmatchable (re-import into a fresh list to drop it)
     assert all(not e.startswith(("k:", "m:")) for e in importer.entries())
+
+
+def test_a_rotation_into_a_lost_list_keeps_the_old_key_closed(make_list: Callable[[], Any]) -> None:
+    """Last review: `import --new-key` into a list without the key check (lost, or never keyed)
+    wrote its entries with MARKER alone; a replica on the old key then read a list "from before
+    0.3.0", warned once and sent to every customer who opted out, for as long as the import ran
+    (for good if it was stopped midway)."""
+    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
+    on_old = Suppression(old, make_list(), digits_are_e164=False)
+    importer = _keyed(make_list(), OTHER_KEY)
+    importer.rotating = importer.holding_marker = True
+    importer.add([new.phone("+905321234567")])  # a chunk, then the import is stopped
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
+        on_old.suppressed([_Recipient("+905321234567")])
+
+
+def test_a_lost_list_stays_closed_until_its_import_completes(make_list: Callable[[], Any]) -> None:
+    """Last review: a replica that saw the list lost sent again from the re-import's first chunk
+    on; an import holds MARKER back until the whole file is in (`complete`)."""
+    hasher = OptOutHasher(KEY, "TR")
+    first = _keyed(make_list(), KEY)
+    first.add([hasher.phone("+905321234567")])
+    replica = Suppression(hasher, make_list(), digits_are_e164=False)
+    assert replica.suppressed([_Recipient("+905321234568")]) == [False]  # seen
+    first.remove([hasher.phone("+905321234567")])
+    _lose(first)
+    with pytest.raises(StateStoreError):
+        replica.suppressed([_Recipient("+905321234568")])
+    importer = _keyed(make_list(), KEY)
+    importer.holding_marker = True
+    importer.add([hasher.phone("+905321234567")])  # the first chunk
+    with pytest.raises(StateStoreError):
+        replica.suppressed([_Recipient("+905321234568")])
+    importer.add([hasher.phone("+905321234568")])
+    importer.complete()
+    assert replica.suppressed([_Recipient("+905321234568")]) == [True]
+    assert importer.size() == 2

@@ -75,3 +75,65 @@ def test_import_new_key_rotates_the_list_and_the_old_key_then_fails_closed(tmp_p
     result = _run(monkeypatch, OTHER, shared.replica(OTHER.key_check), "check", "--phone", "+905321234567")
     assert result.exit_code == 0 and "suppressed" in result.output
     _secrets_absent(result)
+
+
+# Last review (fail open in a sequence): a list lost, then rotated into with `import --new-key`
+# interrupted midway, left replicas on the old key reading a list without the key check: they sent
+# to every customer who opted out (a warning once, then "not on the list" for everyone).
+def test_a_rotation_into_a_lost_list_interrupted_midway_leaves_the_old_key_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.errors import StateStoreError
+    from consumer.sre import suppress
+
+    shared = MemoryOptOutList()  # lost (a flush): no marker, no keyed marker
+    old_replica = shared.replica(IMPORTED.key_check)
+    path = tmp_path / "opt-outs.csv"
+    path.write_text("phone\n+905321234567\n+905321234568\n")
+    real_flush = suppress._flush
+    calls = []
+
+    def flush_then_stop(*args: Any) -> bool:
+        calls.append(args)
+        real_flush(*args)
+        raise KeyboardInterrupt  # the SIGTERM of a Job's pod after the first chunk
+
+    monkeypatch.setattr(suppress, "CHUNK", 1)
+    monkeypatch.setattr(suppress, "_flush", flush_then_stop)
+    result = _run(monkeypatch, OTHER, shared.replica(OTHER.key_check), "import", "--new-key", str(path))
+    assert result.exit_code == 130 and calls
+    with pytest.raises(StateStoreError):  # not "not on the list" under a key whose entries match nothing
+        old_replica.contains([IMPORTED.phone("+905321234567")])
+    with pytest.raises(StateStoreError):  # the new key: only part of the list is in
+        shared.replica(OTHER.key_check).contains([OTHER.phone("+905321234568")])
+
+
+# Last review: a replica that saw the list, then saw it lost, sent again from the first chunk of
+# the re-import on: every customer further down the file was surveyed until the import ended.
+def test_a_lost_list_stays_closed_until_its_re_import_has_ended(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.errors import StateStoreError
+    from consumer.sre import suppress
+
+    shared = _listed(IMPORTED.key_check)
+    replica = shared.replica(IMPORTED.key_check)
+    assert replica.contains([IMPORTED.phone("+905321234569")]) == [False]  # seen
+    shared._entries.clear()  # a FLUSHALL
+    path = tmp_path / "opt-outs.csv"
+    path.write_text("phone\n+905321234567\n+905321234568\n+905321234569\n")
+    seen_midway = []
+    real_flush = suppress._flush
+
+    def flush_and_look(*args: Any) -> bool:
+        done = real_flush(*args)
+        try:
+            seen_midway.append(replica.contains([IMPORTED.phone("+905321234569")]))
+        except StateStoreError:
+            seen_midway.append("closed")
+        return done
+
+    monkeypatch.setattr(suppress, "CHUNK", 1)
+    monkeypatch.setattr(suppress, "_flush", flush_and_look)
+    result = _run(monkeypatch, IMPORTED, shared.replica(IMPORTED.key_check), "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert seen_midway and all(seen == "closed" for seen in seen_midway[:-1]), seen_midway
+    assert replica.contains([IMPORTED.phone("+905321234569")]) == [True]
