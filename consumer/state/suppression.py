@@ -47,7 +47,10 @@ the first lookup on: no "seen before" is needed. A list holds one keyed marker: 
 key than the list's raises StateStoreError rather than mix two keys' entries (rotating is
 `rotate_key`, after an import under the new key, `pisano-sms suppress import --new-key`, whose
 writes carry `KEYED` without their keyed marker: a list that had none, lost or from before 0.3.0,
-then fails closed under the old key rather than being read as unkeyed).
+then fails closed under the old key rather than being read as unkeyed). A key's markers are
+written by `CLAIM`, which checks and adds at once, and every chunk of an `add` asks again in its
+pipeline whether the list is still its key's: a writer that checked before a rotation's swap stops
+at its next chunk, instead of writing the old key's marker back.
 
 A list written before 0.3.0 has MARKER and no `KEYED`: it is used as it is (a lookup logs a warning
 once per replica), since failing closed on it would stop every production fleet at the upgrade until
@@ -93,6 +96,10 @@ WRONG_KEY_WRITE = ("the opt-out list in Redis was written under another SUPPRESS
 UNKEYED = ("the opt-out list was written before 0.3.0 and carries no key check: a SUPPRESSION_KEY other than the "
            "import's cannot be told from an empty list until the next `pisano-sms suppress import` or `add` "
            "writes one (README, \"The opt-out list\")")
+# The list made this key's, atomically (one key: one slot on a Redis Cluster): 0 when it is another
+# key's. A check then a plain SADD let two imports under two keys both pass before either wrote.
+CLAIM = ("if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 and redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 "
+         "then return 0 end redis.call('SADD', KEYS[1], ARGV[1], ARGV[2]) return 1")
 LOST = ("the opt-out list is gone from Redis (it was there: a restart without its data, a flush or a failover "
         "lost it); nothing is sent until it is imported again with `pisano-sms suppress import`")
 
@@ -383,28 +390,55 @@ class RedisOptOutList:
 
     def _markers(self) -> list[str]:
         """What an `add` writes besides its entries: the list exists (not while an import holds it
-        back), and under which key. A rotating import writes KEYED without its own keyed marker: a
-        list it fills that had no key check (lost, or from before 0.3.0) must not be read as one
-        without, or replicas on the old key would find none of the new key's entries and send."""
+        back). A rotating import writes KEYED without its own keyed marker: a list it fills that had
+        no key check (lost, or from before 0.3.0) must not be read as one without, or replicas on
+        the old key would find none of the new key's entries and send. This key's own markers are
+        written by `_claim` alone, never blindly: a writer that had checked the list before a
+        rotation's swap wrote the old key's marker back with each later chunk (found by review)."""
         marks = [] if self.holding_marker else [MARKER]
-        if self.key_check is not None:
+        if self.key_check is not None and self.rotating:
             marks.append(KEYED)
-            if not self.rotating:
-                marks.append(self.key_check)
         return marks
 
+    def _checking(self) -> bool:
+        return self.key_check is not None and not self.rotating
+
+    def _claim(self) -> None:
+        """This key's markers written, unless the list carries another key's (WrongKeyError)."""
+        with translated("the opt-out list"):
+            claimed = self.client.eval(CLAIM, 1, self.key, KEYED, self.key_check)
+        if not int(claimed):
+            self._key_written = False
+            raise WrongKeyError(WRONG_KEY_WRITE)
+        self._key_written = True
+
     def _bulk(self, command: str, entries: Sequence[str]) -> int:
+        adding = command == "sadd"
+        # Each chunk asks again whether the list is still this key's (a rotation may have swapped
+        # it since), in its own pipeline: one more command per CHUNK entries.
+        checking = adding and self._checking()
+        if checking and not self._key_written:
+            self._claim()
         with translated("the opt-out list"):
             pipe = self.client.pipeline(transaction=False)
+            if checking:
+                pipe.smismember(self.key, [KEYED, self.key_check])
             for start in range(0, len(entries), CHUNK):
                 getattr(pipe, command)(self.key, *entries[start:start + CHUNK])
-            marks = self._markers() if command == "sadd" else []
+            marks = self._markers() if adding else []
             if marks:  # the list exists from now on (module docstring); not counted
                 pipe.sadd(self.key, *marks)
-                replies = pipe.execute()[:-1]
-                self._key_written = self.key_check is not None and not self.rotating
-                return sum(int(n) for n in replies)
-            return sum(int(n) for n in pipe.execute())
+            replies = pipe.execute()
+        if marks:
+            replies = replies[:-1]
+        if checking:
+            (keyed, ours), replies = replies[0], replies[1:]
+            if not ours:
+                self._key_written = False
+                if keyed:  # rotated away under this writer: its chunk is in, unmatchable, and it stops
+                    raise WrongKeyError(WRONG_KEY_WRITE)
+                self._claim()  # the list was lost under this writer: its key's again
+        return sum(int(n) for n in replies)
 
     def rotate_key(self) -> None:
         if self.key_check is None:
@@ -420,11 +454,11 @@ class RedisOptOutList:
         self.rotating, self.holding_marker, self._key_written = False, False, True
 
     def complete(self) -> None:
-        self.verify_key()  # an import of no entries at all has not asked yet
+        if self._checking():
+            self._claim()  # still this key's (and keyed, if the import added nothing)
         self.holding_marker = False
         with translated("the opt-out list"):
             self.client.sadd(self.key, *self._markers())
-        self._key_written = self.key_check is not None and not self.rotating
 
     def _asked(self, entries: Sequence[str]) -> list[str]:
         if self.key_check is None:

@@ -252,3 +252,22 @@ def test_a_lost_list_stays_closed_until_its_import_completes(make_list: Callable
     importer.complete()
     assert replica.suppressed([_Recipient("+905321234568")]) == [True]
     assert importer.size() == 2
+
+
+def test_a_write_under_the_old_key_after_the_rotation_is_refused(make_list: Callable[[], Any]) -> None:
+    """Last review: an import (or a long-lived writer) under the old key that had written before the
+    rotation's swap wrote the old key's marker back with every later chunk, unchecked: the list then
+    carried both keys' markers, and replicas still on the old key sent again, missing every opt-out
+    entered under the new key since."""
+    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
+    old_writer = _keyed(make_list(), KEY)
+    old_writer.add([old.phone("+905321234567")])  # its first chunk (the CRM sync's import, say)
+    rotator = _keyed(make_list(), OTHER_KEY)
+    rotator.rotating = True
+    rotator.add([new.phone("+905321234567")])
+    rotator.rotate_key()
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
+        old_writer.add([old.phone("+905321234568")])  # its next chunk
+    on_old = Suppression(old, make_list(), digits_are_e164=False)
+    with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
+        on_old.suppressed([_Recipient("+905321234568")])
