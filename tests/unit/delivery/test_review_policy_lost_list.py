@@ -4,6 +4,7 @@ lost under a running fleet. Each test failed on the code before its fix."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from consumer.delivery.contacts import PhoneReservation
 from consumer.state.cooldown import MemoryCooldown, PhoneFate, PhoneRequest, PhoneStatus
@@ -35,6 +36,13 @@ def test_an_opt_out_list_lost_under_a_running_replica_sends_nothing() -> None:
     assert r.pisano.sent_phones == ["+905321200000", "+905321200002"]
 
 
+def _cooled_in_memory(r: Any) -> tuple[Any, MemoryCooldown]:
+    """The rig's contact cooldown and its in-memory store."""
+    cooldown = cooled(r)
+    assert isinstance(cooldown.store, MemoryCooldown)
+    return cooldown, cooldown.store
+
+
 def test_a_phone_given_up_unsent_is_taken_over_whichever_event_of_the_batch_asks_for_it_first() -> None:
     """An attempt A of this replica reserved a phone, sent nothing to it and could not release it
     (Redis failing): its event carries A (`abandoned_by`) so that its next claim takes A's
@@ -44,9 +52,7 @@ def test_a_phone_given_up_unsent_is_taken_over_whichever_event_of_the_batch_asks
     reservation held both events back round after round until its lease ran out, and then counted as
     a contact: both ended as `cooldown`, and the customer, never texted, got no survey at all."""
     r = rig()
-    cooldown = cooled(r)
-    store = cooldown.store
-    assert isinstance(store, MemoryCooldown)
+    cooldown, store = _cooled_in_memory(r)
     given_up = event(1)
     key = cooldown.key(given_up.recipient.phone)
     a = r.dedup.new_tag()
@@ -66,9 +72,7 @@ def test_a_replays_given_up_reservation_is_not_lent_to_another_event_of_the_batc
     """The merge above stays inside one replay scope: a reservation a signed replay gave up may cover
     the unknown mark it was allowed to override, which nobody checked for any other event."""
     r = rig()
-    cooldown = cooled(r)
-    store = cooldown.store
-    assert isinstance(store, MemoryCooldown)
+    cooldown, store = _cooled_in_memory(r)
     replay = event(1)
     key = cooldown.key(replay.recipient.phone)
     y, a = r.dedup.new_tag(), r.dedup.new_tag()
