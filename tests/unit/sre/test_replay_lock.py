@@ -82,7 +82,7 @@ def test_a_run_whose_lock_was_taken_over_stops_at_its_next_checkpoint(monkeypatc
     def take_over(offset: int) -> None:
         if offset == 2:
             cluster.locks.take(KEY, OTHER, 30_000, force=True)  # `--force` elsewhere
-            time.sleep(0.2)  # its renewal finds out
+            # its next checkpoint asks the store (`ReplayLock.lost`): no renewal need come first
 
     cluster = Cluster(dlq_records(6), on_read=take_over, lock_renew_s=0.02)
     install(monkeypatch, cluster)
@@ -137,11 +137,15 @@ def test_a_run_taken_over_with_force_knows_it_at_its_next_checkpoint() -> None:
     assert store._live("k") is None  # the second run released it; the first, which lost it, did not touch it
 
 
-def test_a_run_that_stopped_on_a_short_lease_still_releases_the_lock_it_holds() -> None:
+def test_a_run_that_stopped_on_a_short_lease_still_releases_the_lock_it_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import consumer.sre.replay_lock as replay_lock
+
+    now = [1000.0]  # the lock's and the store's clock: a loaded machine's sleep would overshoot the lease
+    monkeypatch.setattr(replay_lock, "time", type("Clock", (), {"monotonic": staticmethod(lambda: now[0])}))
     store = MemoryLockStore()
     lock = ReplayLock(store, "k", "dlq with group g", ttl_ms=300, renew_every_s=10)
     lock.acquire()
-    time.sleep(0.22)  # less than a third of the lease left: lost, though the store still holds it
+    now[0] += 0.22  # less than a third of the lease left: lost, though the store still holds it
     assert lock.lost() is not None and store.holds("k", lock.value)
     lock.release()
     assert store._live("k") is None  # the next run need not wait for it to lapse
