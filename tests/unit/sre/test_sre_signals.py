@@ -34,10 +34,15 @@ def _unhandled(_signum: int, _frame: Any) -> None:
 
 @pytest.fixture
 def own_sigterm() -> Any:
+    # Ctrl-C as an interactive shell gives it: a suite started in the background (`make test &`,
+    # a CI runner) inherits SIGINT ignored, which the commands rightly leave alone.
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     before = signal.signal(signal.SIGTERM, _unhandled)
     yield
     assert signal.getsignal(signal.SIGTERM) is _unhandled  # put back once the command is over
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     signal.signal(signal.SIGTERM, before)
+    signal.signal(signal.SIGINT, before_int)
 
 
 def test_dlq_stats_on_sigterm_says_what_it_read_and_exits_143(monkeypatch: pytest.MonkeyPatch,
