@@ -346,6 +346,13 @@ class Settings(BaseSettings):
                     "above it too) or lower STALE_MARGIN_S")
         return self
 
+    def longest_uncommitted_ms(self) -> int:
+        """How long a record may stay uncommitted in normal operation: the longest stretch a send
+        window in force stays closed, then STUCK_RECORD_MS after it opens (`check` weighs the
+        topics' retention.ms against it)."""
+        gaps = [window.longest_closed()[0] for _, window in self._send_windows_in_force()]
+        return max(gaps, default=0) + self.stuck_record_ms
+
     def send_window_warnings(self) -> list[str]:
         """Windows closed longer than MAX_EVENT_AGE: what arrives as one closes expires before it opens.
         Said (by `check`), not refused: a night's events expiring unsent may be the policy meant."""

@@ -32,8 +32,15 @@ from consumer.config.settings import Settings, duration_ms
 from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.errors import PisanoSmsError, PisanoTransportError, StateStoreError
 from consumer.ingest.avro import build_decoder
-from consumer.ingest.kafka import make_producer
+from consumer.ingest.kafka import make_admin, make_producer
 from consumer.ingest.mapping import fields_read_by, is_campaign_id, load_mapper
+from consumer.operations.durability import (
+    offsets_warning,
+    persistence_warning,
+    read_offsets_retention,
+    read_topic_configs,
+    topic_warnings,
+)
 from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
 from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
@@ -160,7 +167,22 @@ def _kafka(settings: Settings) -> tuple[str, str]:
                           + (", and OUTCOME_TOPIC)" if receipts else ")"))
     parts = ", ".join(f"{t} ({len(metadata.topics[t].partitions)} partitions)" for t in settings.kafka_topics)
     return "ok", f"{settings.kafka_bootstrap_servers}: {parts}; DLQ {settings.dlq_topic}" \
-        + (f"; receipts {settings.outcome_topic}" if receipts else "")
+        + (f"; receipts {settings.outcome_topic}" if receipts else "") + _retention(settings, min(metadata.brokers))
+
+
+def _retention(settings: Settings, broker_id: int) -> str:
+    """Warnings on the topics' and brokers' retention (consumer/operations/durability.py)."""
+    admin = make_admin(settings)
+    try:
+        configs = read_topic_configs(admin, [*settings.kafka_topics, settings.dlq_topic])
+        warnings = topic_warnings(configs, settings.kafka_topics, settings.dlq_topic,
+                                  held_ms=settings.longest_uncommitted_ms(), stale_ms=settings.stale_after_ms)
+        offsets = offsets_warning(read_offsets_retention(admin, broker_id), settings.dedup_horizon_s)
+    except KafkaException as exc:
+        return (f"; retention unchecked ({exc.args[0].str() if exc.args else exc}): allow this user DescribeConfigs "
+                "on the topics and the cluster, or compare retention.ms yourself (README, \"Offsets, retention and "
+                "the dedup horizon\")")
+    return "".join(f"; WARNING (retention): {w}" for w in [*warnings, *([offsets] if offsets else [])])
 
 
 def _redis(settings: Settings) -> tuple[str, str]:
@@ -179,7 +201,12 @@ def _redis(settings: Settings) -> tuple[str, str]:
     acknowledged, replicas = _replicas(client, settings)
     if not acknowledged:
         return "failed", f"{mask_url(url)}: {replicas}"
-    return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms, {eviction}{replicas})"
+    try:
+        persistence = persistence_warning(client)
+    except REDIS_ERRORS as exc:
+        persistence = f"persistence unchecked ({describe(exc, 'INFO persistence')})"
+    return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms, {eviction}{replicas})" \
+        + (f"; WARNING (persistence): {persistence}" if persistence else "")
 
 
 def _replicas(client: Any, settings: Settings) -> tuple[bool, str]:

@@ -47,7 +47,7 @@ def read_memory(client: Any) -> RedisMemory:
     try:
         info = client.info("memory")
     except REDIS_ERRORS as exc:
-        if not _denied(exc):
+        if not is_denied(exc):
             raise
         return RedisMemory(_policy_from_config(client), 0, 0)
     nodes = [info] if "used_memory" in info else [v for v in info.values() if isinstance(v, Mapping)]
@@ -66,7 +66,7 @@ def _policy_from_config(client: Any) -> str:
     try:
         answer = client.config_get("maxmemory-policy")
     except REDIS_ERRORS as exc:
-        if _denied(exc):
+        if is_denied(exc):
             raise RedisInfoDenied(str(exc)) from exc
         raise
     if "maxmemory-policy" in answer:
@@ -79,7 +79,7 @@ def _policy_from_config(client: Any) -> str:
     return next((p for p in policies if p != SAFE_POLICY), policies[0])
 
 
-def _denied(exc: Exception) -> bool:
+def is_denied(exc: Exception) -> bool:
     """A refusal (ACL NOPERM, a disabled or renamed command), not an outage."""
     text = str(exc).lower()
     return "noperm" in text or "no permissions" in text or "unknown command" in text
