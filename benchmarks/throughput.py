@@ -13,6 +13,8 @@ local Kafka. The Pisano simulator runs in its own process, answers at once, thro
   `fastavro.schemaless_reader`, each with its ratio;
 - end to end: `pisano-sms run` in its own process, from its first poll until the group's
   committed offsets reach the end of every partition (so every event delivered or dead-lettered);
+  with `--stand-in`, the same run with each record decoded and mapped before it and looked up
+  (benchmarks/stand_in_run.py): the most a native decoder and mapper could give;
 - Redis round trips per Pisano request (the server's count of script calls, divided by requests);
 - Redis server CPU per event (INFO cpu, used_cpu_user + used_cpu_sys, over the end-to-end run);
 - the consumer's CPU per event, whole process (all threads), with and without its start-up;
@@ -152,7 +154,8 @@ def committed_all(admin_consumer: Consumer, topic: str, ends: dict[int, int]) ->
     return all(tp.offset == ends[tp.partition] for tp in result)
 
 
-def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, events: int) -> dict[str, Any]:
+def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, events: int,
+               stand_in: bool = False) -> dict[str, Any]:
     group = f"bench-{uuid.uuid4().hex[:6]}"
     dlq = f"{topic}.{group}.dlq"  # each run its own
     create_topic(bootstrap, dlq, 1)
@@ -171,7 +174,8 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
     redis_client.config_resetstat()
     before = httpx.get(f"{simulator_url}/_sim/stats").json()  # the simulator counts across runs
     redis_cpu_before = redis_cpu_s(redis_client)
-    process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=env, cwd=ROOT)
+    command = [str(ROOT / "benchmarks" / "stand_in_run.py")] if stand_in else ["-m", "consumer", "run"]
+    process = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT)
     first_poll = None
     cpu_at_first_poll = 0.0
     try:
@@ -378,10 +382,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3,
                         help="ceilings and end-to-end runs, best of these (a shared VM's noise only adds)")
+    parser.add_argument("--stand-in", action="store_true",
+                        help="end to end with every record decoded and mapped before the run and looked up "
+                             "(benchmarks/stand_in_run.py): the bound of a native decoder and mapper")
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0")
     topic = f"bench-{uuid.uuid4().hex[:8]}"
+    if args.stand_in:
+        say("--stand-in: decode and map looked up in the end-to-end runs (the bound of a native per-record path)")
     say(f"{args.events:,} events, Kafka {bootstrap}, Redis {redis_url}, {os.cpu_count()} CPUs")
     # The image runs from bytecode pip compiled at install; an editable checkout with
     # PYTHONDONTWRITEBYTECODE (as the image sets) compiles every module again at each start, about
@@ -402,7 +411,7 @@ def main() -> None:
             plain_ceilings.append(raw_ceiling(bootstrap, topic, args.events, plain=True))
             say(f"  {plain_ceilings[-1]:,.0f} events/s")
             say(f"run {run} of {args.runs}: end to end: pisano-sms run, first poll to last commit")
-            runs.append(end_to_end(bootstrap, redis_url, topic, simulator_url, args.events))
+            runs.append(end_to_end(bootstrap, redis_url, topic, simulator_url, args.events, args.stand_in))
             say(f"  {runs[-1]['events_per_s']:,.0f} events/s, "
                 f"{runs[-1]['consumer_cpu_after_start_us_per_event']:.1f} us/event after start-up")
         ceiling, plain_ceiling = max(ceilings), max(plain_ceilings)
@@ -415,6 +424,7 @@ def main() -> None:
         simulator.send_signal(signal.SIGTERM)
         simulator.wait(30)
     result = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "events": args.events, "runs": args.runs,
+              **({"stand_in": "decode-and-map"} if args.stand_in else {}),
               "raw_ceiling_events_per_s": round(ceiling),
               **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e2e.items()},
               "ratio": round(e2e["events_per_s"] / ceiling, 3),
