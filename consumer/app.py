@@ -34,6 +34,7 @@ from consumer.ingest.kafka import make_consumer, make_producer
 from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient, fields_read_by, known_campaign, load_mapper
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
+from consumer.operations.threads import collecting
 from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
 from consumer.pipeline import Pipeline
 from consumer.sre.replay_signature import ReplayVerifier
@@ -240,7 +241,19 @@ def build_receipts(settings: Settings, state: State, producer: Any, route: Calla
 
 
 def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tuple[Pipeline, HealthProbe]:
-    """Wire the real components from the settings (each fails fast with a ConfigError)."""
+    """Wire the real components from the settings (each fails fast with a ConfigError).
+
+    Every thread that lives as long as the process and is made while building (`long_lived`:
+    the token watchers, the send-window clock, the health probe, and any added later) is watched
+    by liveness (`Health.watch`) without being named here; the senders, made when the pipeline
+    starts, and the limiter heartbeat are watched by name (README "Health")."""
+    with collecting() as started:
+        pipeline, probe = _build_pipeline(settings, metrics, health)
+    health.watch(*started)
+    return pipeline, probe
+
+
+def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tuple[Pipeline, HealthProbe]:
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     state = build_state(settings)
     require_noeviction(state.client, allow=settings.redis_allow_eviction)
@@ -276,7 +289,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tupl
         routed = Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
         # A sender thread that ends leaves its lane short (or empty) and its batch without an
         # outcome: the replica is then not alive, and restarted (README "Health").
-        health.watch(*routed.threads())
+        health.watch(*routed.threads(), role="sender")
         return routed
 
     producer = make_producer(settings, kafka_error)

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from consumer.config.secrets import MAX_SECRET_FILE_BYTES, check_token
 from consumer.errors import ConfigError
+from consumer.operations.threads import LongLivedThread, long_lived
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +85,21 @@ class RefreshingToken:
         self._problem: str | None = None
         self._lock = threading.Lock()  # the watch thread, and a sender whose token was just refused
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: LongLivedThread | None = None
         self.rotations = 0
 
     def current(self) -> str:
         return self._token
 
+    @property
+    def thread(self) -> LongLivedThread | None:
+        """The watching thread once started: it lives as long as the process, so the liveness watch
+        takes it (`long_lived`: a build watches it; a dead watcher would keep a rotated-away token,
+        every request refused with 401)."""
+        return self._thread
+
     def start(self) -> RefreshingToken:
-        self._thread = threading.Thread(target=self._watch, name=f"token-{self.destination}", daemon=True)
+        self._thread = long_lived(self._watch, name=f"token-{self.destination}", role="token_watcher")
         self._thread.start()
         return self
 

@@ -2,8 +2,9 @@
 
     /healthz  alive: the poll loop went round within the last LIVENESS_S seconds, and every
               thread its progress depends on (`Health.watch`: the senders, this probe, the
-              limiter heartbeat) still runs (a stuck loop or a dead thread gets the pod
-              restarted; a slow Pisano or a Redis outage does not)
+              limiter heartbeat, the token watchers, the send-window clock) still runs (a stuck
+              loop or a dead thread gets the pod restarted; a slow Pisano or a Redis outage does
+              not)
     /readyz   ready: joined the consumer group (an assignment arrived, possibly empty: a replica
               beyond the partition count is healthy and must not block a rollout), Kafka and
               Redis reachable, the schema registry answering, the Pisano circuit closed, no
@@ -31,7 +32,8 @@ from consumer.config.secrets import mask_urls_in_text
 from consumer.delivery.destination import Destination
 from consumer.errors import StateStoreError
 from consumer.operations.logs import redact_text
-from consumer.operations.metrics import Metrics
+from consumer.operations.metrics import THREAD_ROLES, Metrics
+from consumer.operations.threads import LongLivedThread, long_lived
 from consumer.state.eviction import RedisInfoDenied, eviction_problem, read_memory
 from consumer.state.limiter import LimiterHeartbeat
 from consumer.state.redis import REDIS_ERRORS
@@ -58,8 +60,8 @@ class Health:
     stuck: bool = False  # a record has had no outcome for STUCK_RECORD_MS
     stopping: bool = False
     loop_at: float = field(default_factory=time.monotonic)
-    # The threads the pipeline's progress depends on (`watch`), and what ended those that ended.
-    _watched: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+    # The threads the pipeline's progress depends on (`watch`), their roles, and what ended those that ended.
+    _watched: dict[threading.Thread, str] = field(default_factory=dict, init=False, repr=False)
     _ended: dict[threading.Thread, str] = field(default_factory=dict, init=False, repr=False)
     _threads_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -68,19 +70,36 @@ class Health:
         end on purpose). Asked by the kubelet every few seconds, never on an event's path."""
         return time.monotonic() - self.loop_at < LIVENESS_S and (self.stopping or not self.ended_threads())
 
-    def watch(self, *threads: threading.Thread) -> None:
-        """Threads the pipeline's progress depends on, registered before they start: once one has
-        ended, however (an exception that is not an `Exception`: a SystemExit from a library, a
-        plug-in's own BaseException, a leaked GeneratorExit or CancelledError), the replica is not
-        alive, and Kubernetes restarts it. A dead sender leaves the batch it was sending without
-        an outcome, its records uncommitted for good, so only a restart (they are read again)
-        gets the partitions moving; a replaced thread would not.
+    def watch(self, *threads: threading.Thread, role: str = "other") -> None:
+        """Threads the pipeline's progress depends on: once one has ended, however (an exception
+        that is not an `Exception`: a SystemExit from a library, a plug-in's own BaseException, a
+        leaked GeneratorExit or CancelledError), the replica is not alive, and Kubernetes restarts
+        it. A dead sender leaves the batch it was sending without an outcome, its records
+        uncommitted for good, so only a restart (they are read again) gets the partitions moving;
+        a replaced thread would not. A dead token watcher keeps a rotated-away token, a dead
+        send-window clock freezes quiet hours: the same.
 
-        Each thread's `run` is wrapped to log what ended it, in one error line naming the thread
-        and the exception (redacted: a plug-in's exception may quote a record), instead of the
-        bare traceback threading prints on stderr (none at all for a SystemExit). Costs nothing
-        per event: the wrapper is one frame under the thread's loop, `alive` looks at the list."""
+        A plain thread is registered before it starts, under `role` (a bounded label of
+        `pisano_sms_threads_ended`, metrics.THREAD_ROLES), and its `run` is wrapped; a
+        `LongLivedThread` (consumer/operations/threads.py: every thread a build starts at
+        construction) carries its role and says what ended it, so it may be watched once
+        started. Either way what ended it is logged in one error line naming the thread and the
+        exception (redacted: a plug-in's exception may quote a record), instead of the bare
+        traceback threading prints on stderr (none at all for a SystemExit). Watching a thread
+        again changes nothing. Costs nothing per event: the wrapper is one frame under the
+        thread's loop, `alive` looks at the list."""
         for thread in threads:
+            thread_role = thread.role if isinstance(thread, LongLivedThread) else role
+            if thread_role not in THREAD_ROLES:
+                raise ValueError(f"thread {thread.name}: role {thread_role!r} is not one of {THREAD_ROLES}")
+            with self._threads_lock:
+                if thread in self._watched:
+                    continue
+            if isinstance(thread, LongLivedThread):
+                with self._threads_lock:
+                    self._watched[thread] = thread_role
+                thread.when_ended(self._thread_ended)
+                continue
             if thread.ident is not None:
                 raise ValueError(f"thread {thread.name} is already started: watch it before it starts")
             run = thread.run
@@ -94,14 +113,31 @@ class Health:
 
             thread.run = watched  # type: ignore[method-assign]
             with self._threads_lock:
-                self._watched.append(thread)
+                self._watched[thread] = thread_role
+
+    def watched_threads(self) -> list[str]:
+        """The names of the watched threads."""
+        with self._threads_lock:
+            return [t.name for t in self._watched]
 
     def ended_threads(self) -> dict[str, str]:
         """Watched threads that have ended, by name: what ended each (an exception's type, or
         `returned`: its loop was asked to stop)."""
+        return {t.name: kind for t, (_, kind) in self._ended_watched().items()}
+
+    def ended_roles(self) -> dict[str, int]:
+        """How many watched threads of each role (every one of THREAD_ROLES) have ended while that
+        fails liveness: none while stopping, when they end on purpose (`pisano_sms_threads_ended`)."""
+        counts = dict.fromkeys(THREAD_ROLES, 0)
+        if not self.stopping:
+            for role, _ in self._ended_watched().values():
+                counts[role] += 1
+        return counts
+
+    def _ended_watched(self) -> dict[threading.Thread, tuple[str, str]]:
         with self._threads_lock:
-            watched, ended = list(self._watched), dict(self._ended)
-        return {t.name: ended.get(t, "returned") for t in watched
+            watched, ended = dict(self._watched), dict(self._ended)
+        return {t: (role, ended.get(t, "returned")) for t, role in watched.items()
                 if t in ended or (t.ident is not None and not t.is_alive())}
 
     def _thread_ended(self, thread: threading.Thread, exc: BaseException) -> None:
@@ -153,7 +189,7 @@ class HealthProbe:
         self._memory_at = 0.0
         self._eviction_problem: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+        self._thread = long_lived(self._run, name="health-probe", role="health_probe")
 
     def start(self) -> None:
         # Both matter for progress: without this probe an open circuit is never probed from here
@@ -161,7 +197,7 @@ class HealthProbe:
         # within its grace. Either ending makes the replica not alive (`Health.watch`).
         self.health.watch(self._thread)
         if self.heartbeat and self.heartbeat.limiters:  # it starts no thread without limiters
-            self.health.watch(self.heartbeat.thread)
+            self.health.watch(self.heartbeat.thread, role="limiter_heartbeat")
         self._thread.start()
         if self.heartbeat:
             self.heartbeat.start()
@@ -437,6 +473,8 @@ def _handler(health: Health, metrics: Metrics, request_timeout_s: float) -> type
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
+                for role, ended in health.ended_roles().items():  # read at the scrape: current even if the probe died
+                    metrics.threads_ended.labels(role).set(ended)
                 self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 ok = health.alive()

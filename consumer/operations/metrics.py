@@ -26,6 +26,9 @@ REDIS_OPERATIONS = ("throttle", "claim", "settle", "circuit", "suppression", "co
 REGISTRY_ERROR_KINDS = ("unreachable", "permission", "server")
 FILTER_REASONS = ("expired", "suppressed", "cooldown")  # consumer/delivery/outcome.py FILTERED
 # schemas/receipt.avsc's outcome symbols (consumer/outcomes/receipts.py RECEIPT_OUTCOMES, which a test compares).
+# The roles of the threads /healthz watches (consumer/operations/health.py `Health.watch`): a
+# bounded label, never a thread's name (which carries a destination and a number).
+THREAD_ROLES = ("sender", "health_probe", "limiter_heartbeat", "token_watcher", "send_window_clock", "other")
 RECEIPT_OUTCOMES = ("accepted", "duplicate", "cooldown", "suppressed", "expired", "dead_lettered")
 
 
@@ -122,12 +125,18 @@ class Metrics:
                                              registry=r)
         self.assigned_partitions = Gauge(f"{p}_assigned_partitions", "Partitions assigned to this replica",
                                          registry=r)
+        # Set at each scrape from what /healthz watches; above 0 the replica is not alive (restarted).
+        self.threads_ended = Gauge(f"{p}_threads_ended",
+                                   "Watched threads that have ended (not during a shutdown): the replica is not "
+                                   "alive and is restarted", ["role"], registry=r)
         for operation in REDIS_OPERATIONS:
             self.redis_errors.labels(operation)
         for kind in REGISTRY_ERROR_KINDS:
             self.registry_errors.labels(kind)
         for outcome in RECEIPT_OUTCOMES:
             self.receipts.labels(outcome)
+        for role in THREAD_ROLES:
+            self.threads_ended.labels(role)
 
     def destination(self, name: str) -> DestinationMetrics:
         """The metrics of one destination, its label bound."""

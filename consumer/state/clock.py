@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any, Protocol
 
+from consumer.operations.threads import long_lived
 from consumer.state.redis import REDIS_ERRORS, Keys, stored_text
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,10 @@ class RedisWallClock:
         self._failing = False
         self._closed = threading.Event()
         self.refresh()
-        threading.Thread(target=self._run, name="send-window-clock", daemon=True).start()
+        # As long-lived as the process, so watched (`long_lived`: a build watches it): a dead one
+        # would freeze the clock, holding events for good or sending them in quiet hours.
+        self.thread = long_lived(self._run, name="send-window-clock", role="send_window_clock")
+        self.thread.start()
 
     def now_ms(self) -> int:
         read_at, read_ms = self._reading

@@ -40,7 +40,7 @@ def until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 def watched_lanes(r: Rig, health: Health) -> Lanes:
     """As consumer/app.py wires them: every sender thread watched before it starts."""
     lanes = Lanes({"default": Lane(r.batcher, r.sender)}, lambda campaign: "default")
-    health.watch(*lanes.threads())
+    health.watch(*lanes.threads(), role="sender")
     return lanes
 
 

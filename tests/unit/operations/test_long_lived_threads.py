@@ -1,0 +1,177 @@
+"""Every thread that lives as long as the process is watched (`Health.watch`), by construction
+(found by review: the token watchers `token-<destination>` and the `send-window-clock` were not:
+ended by a BaseException, they left /healthz passing while the replica sent with a stale token,
+every request refused with 401 after a rotation and its events dead-lettered, or judged quiet
+hours by a frozen clock, its events held for good or sent at night)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+import consumer.app
+from consumer.app import State, build_pipeline
+from consumer.config.settings import Settings
+from consumer.operations.health import Health, HealthProbe, HealthServer
+from consumer.operations.metrics import Metrics
+from consumer.operations.threads import long_lived
+from consumer.state.redis import Keys
+
+OLD = "tok-old-0123456789"
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Cancelled(BaseException):
+    """A token provider's own BaseException (as asyncio.CancelledError is one)."""
+
+
+# The token provider of these tests (PISANO_TOKEN_PROVIDER=module:callable): raises once told to.
+PROVIDER = f"{__name__}:provider"
+RAISE: dict[str, BaseException | None] = {"error": None}
+
+
+def provider(destination: str) -> str:
+    error = RAISE["error"]
+    if error is not None:
+        raise error
+    return OLD
+
+
+def until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[Health, Any, mock.MagicMock]]]:
+    """`build_pipeline` as `pisano-sms run` calls it, on a stand-in Redis, registry and producer."""
+    RAISE["error"] = None
+    redis = mock.MagicMock(name="redis")
+    redis.get.return_value = None
+    redis.time.return_value = (1_800_000_000, 0)
+    monkeypatch.setattr(consumer.app, "build_state", lambda settings: State(redis, Keys("p")))
+    monkeypatch.setattr(consumer.app, "require_noeviction", lambda client, allow: None)
+    monkeypatch.setattr(consumer.app, "account_key", lambda client, keys, name, token: token)
+    monkeypatch.setattr(consumer.app, "build_decoder", lambda *args: mock.MagicMock(name="decoder"))
+    monkeypatch.setattr(consumer.app, "make_producer", lambda *args: mock.MagicMock(name="producer"))
+    probes: list[HealthProbe] = []
+
+    def build(**settings: Any) -> tuple[Health, HealthProbe, mock.MagicMock]:
+        health = Health(joined=True)
+        config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", pisano_token_provider=PROVIDER,
+                          pisano_token_refresh_ms=100, **settings)
+        _, probe = build_pipeline(config, Metrics(), health)
+        probes.append(probe)
+        return health, probe, redis
+
+    yield build
+    RAISE["error"] = None
+    for probe in probes:
+        probe.stop()
+
+
+def test_a_token_watcher_ended_by_a_base_exception_makes_the_replica_not_alive(
+        built: Callable[..., tuple[Health, HealthProbe, mock.MagicMock]], caplog: pytest.LogCaptureFixture) -> None:
+    health, _, _ = built()
+    assert health.alive() and health.ended_threads() == {}
+    with caplog.at_level(logging.ERROR, logger="consumer.operations.health"):
+        RAISE["error"] = Cancelled("the secret store's session was cancelled")
+        assert until(lambda: not health.alive())  # /healthz: 503, and Kubernetes restarts the pod
+    assert health.ended_threads() == {"token-default": "Cancelled"}
+    [line] = [rec for rec in caplog.records if getattr(rec, "reason", None) == "thread_ended"]
+    assert "token-default" in line.getMessage() and "Cancelled" in line.getMessage()
+
+
+def test_the_send_window_clock_ended_by_a_base_exception_makes_the_replica_not_alive(
+        built: Callable[..., tuple[Health, HealthProbe, mock.MagicMock]]) -> None:
+    health, _, redis = built(send_window="09:00-21:00 Europe/Istanbul", send_window_clock="redis")
+    assert health.alive() and health.ended_threads() == {}
+    redis.get.side_effect = SystemExit("a library called sys.exit")
+    assert until(lambda: not health.alive())
+    assert health.ended_threads() == {"send-window-clock": "SystemExit"}
+
+
+def test_the_threads_a_build_starts_are_all_watched(
+        built: Callable[..., tuple[Health, HealthProbe, mock.MagicMock]]) -> None:
+    """Whatever long-lived thread the build starts (now or added later) is watched by the build."""
+    before = set(threading.enumerate())
+    health, probe, _ = built(send_window="09:00-21:00 Europe/Istanbul", send_window_clock="redis")
+    probe.start()
+    started = {t.name for t in set(threading.enumerate()) - before}
+    assert started >= {"token-default", "send-window-clock", "health-probe", "limiter-heartbeat"}
+    assert started <= set(health.watched_threads())
+
+
+def test_a_long_lived_thread_watched_once_ended_is_counted_once_and_by_its_role() -> None:
+    """A LongLivedThread may be watched after it started, even after it ended; watched twice, once."""
+    thread = long_lived(lambda: (_ for _ in ()).throw(GeneratorExit()), name="token-retail", role="token_watcher")
+    thread.start()
+    thread.join()
+    health = Health(joined=True)
+    health.watch(thread)
+    health.watch(thread)
+    assert health.ended_threads() == {"token-retail": "GeneratorExit"} and not health.alive()
+    assert health.ended_roles()["token_watcher"] == 1 and sum(health.ended_roles().values()) == 1
+    health.stopping = True  # during a shutdown threads end on purpose: nothing counted
+    assert sum(health.ended_roles().values()) == 0
+
+
+def test_the_metric_counts_the_ended_threads_by_role_at_each_scrape() -> None:
+    health, metrics = Health(joined=True), Metrics()
+    dying = threading.Thread(target=lambda: (_ for _ in ()).throw(SystemExit(3)), name="sender-retail-0")
+    health.watch(dying, role="sender")
+    server = HealthServer(0, health, metrics, "127.0.0.1")
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            assert 'pisano_sms_threads_ended{role="sender"} 0.0' in answer.read().decode()
+        dying.start()
+        dying.join()
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+        assert 'pisano_sms_threads_ended{role="sender"} 1.0' in text
+        assert 'pisano_sms_threads_ended{role="token_watcher"} 0.0' in text
+    finally:
+        server.stop()
+
+
+def test_a_role_is_a_bounded_label() -> None:
+    with pytest.raises(ValueError, match="role 'sender-retail-0'"):
+        Health().watch(threading.Thread(target=lambda: None), role="sender-retail-0")
+
+
+# Every `threading.Thread(` of the consumer, by file: long-lived threads are made by
+# `consumer.operations.threads.long_lived`, which a build collects and watches; these are either
+# short-lived (they end on their own, soon) or watched explicitly by their owner, or not the
+# consumer's `run` process at all. A new one fails here until it is judged.
+THREAD_SITES = {
+    "consumer/delivery/sender.py": "the sender threads: watched (app.py, Lanes.threads)",
+    "consumer/state/limiter.py": "the limiter heartbeat: watched (HealthProbe.start)",
+    "consumer/operations/threads.py": "LongLivedThread itself",
+    "consumer/operations/health.py": "health-http: its death fails the kubelet's probes by itself (nobody answers)",
+    "consumer/delivery/resolution.py": "short-lived: one DNS lookup",
+    "consumer/delivery/token_refresh.py": "short-lived: one read of the token source after a 401",
+    "consumer/pipeline.py": "short-lived: kafka-close, the consumer's close at shutdown",
+    "consumer/sre/replay_lock.py": "the `replay` command's lock renewal: not the consumer process",
+    "consumer/simulator/server.py": "the Pisano simulator: not the consumer process",
+    "consumer/demo.py": "the demo's consumer loop: not the consumer process",
+}
+
+
+def test_every_thread_the_consumer_creates_is_long_lived_and_watched_or_judged() -> None:
+    sites = {str(path.relative_to(ROOT)) for path in (ROOT / "consumer").rglob("*.py")
+             if re.search(r"\bThread\(", path.read_text())}
+    unjudged = sites - set(THREAD_SITES)
+    assert not unjudged, f"a new thread: make it with long_lived() (watched by the build) or judge it here: {unjudged}"
