@@ -29,7 +29,10 @@ every customer who opted out would be surveyed. So the set also holds a marker m
 (no hash: it matches no entry), never removed (`suppress remove` of every entry leaves an empty
 list, not a lost one) and written by one thing only: an import that reached the end of its file
 (`complete`, or `rotate_key` after `--new-key`; an import holds it back meanwhile, `holding_marker`),
-so that a lost list re-imported stays closed until it is whole. A plain `add` never writes it, and
+so that a lost list re-imported stays closed until it is whole; an import that finds the key
+markers it wrote gone (COMPLETE, SWAP, and each chunk's check) was lost under, and stops without
+writing it (found by review: the nightly import through a restart armed the entries after the
+loss alone). A plain `add` never writes it, and
 is refused (NotArmedError, nothing written) onto a list without it: a lost list and one never
 written are the same absent set, and an `add` that wrote MARKER after a loss reopened the whole
 fleet with the nearly empty list (found by review). A new deployment imports a file of only its
@@ -77,6 +80,8 @@ The states of the set, for a replica and a writer on key K (`+` present, `-` abs
                                                            rotating import: KEYED alone); MARKER never
     `complete` (end of file, even a file of only a header)  -> armed, keyed by K (another key's: refused)
     `rotate_key` (end of `import --new-key`)               -> armed, keyed by K, other keyed markers gone
+    either, or a chunk, once the markers the import wrote  refused (LOST_IMPORTING): the list lost
+           are gone                                        under the import stays unarmed
     `add` (ADD: the marker and the key checked, then the   armed only; MARKER never written
            entries added, at once)
     `remove`                                               entries only: the state is unchanged
@@ -149,6 +154,20 @@ elseif ARGV[1] == 'rotating' then
 end
 return redis.call('SADD', list, unpack(ARGV, 3))
 """
+LOST_IMPORTING = ("the opt-out list was lost from Redis while this import ran (a restart without its data, a flush "
+                  "or a failover): what it had added before is gone, and the list was not armed (replicas that "
+                  "saw it still send nothing); import the whole file again")
+# The end of an import, atomically: -1 when this import's keyed marker, written at its start
+# (ARGV[3] "1"), is gone (the list was lost under it: arming it would reopen the fleet with part of
+# the file), 0 when the list is another key's, else the markers and MARKER written.
+COMPLETE = (f"if ARGV[3] == '1' and redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return -1 end "
+            f"if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 and redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 "
+            f"then return 0 end redis.call('SADD', KEYS[1], ARGV[1], ARGV[2], '{MARKER}') return 1")
+# The end of `import --new-key`: -1 when KEYED, written by its chunks (ARGV[2] "1"), is gone; else
+# this key's markers and MARKER written, the other keyed markers (ARGV[3..]) removed.
+SWAP = (f"if ARGV[2] == '1' and redis.call('SISMEMBER', KEYS[1], '{KEYED}') == 0 then return -1 end "
+        f"redis.call('SADD', KEYS[1], '{MARKER}', '{KEYED}', ARGV[1]) "
+        f"if #ARGV > 2 then redis.call('SREM', KEYS[1], unpack(ARGV, 3)) end return 1")
 LOST = ("the opt-out list is gone from Redis (it was there: a restart without its data, a flush or a failover "
         "lost it); nothing is sent until it is imported again with `pisano-sms suppress import`")
 
@@ -421,6 +440,8 @@ class RedisOptOutList:
         self.rotating = False
         self.holding_marker = False  # `suppress import`: MARKER once the whole file is in (`complete`)
         self._key_written = False  # the list carries this key's marker (checked once per store)
+        self._rotation_written = False  # a rotating import's chunk wrote KEYED (its absence later: a loss)
+        self._lost_importing = False  # a chunk found the list lost under this import: it never arms it
 
     def add(self, entries: Sequence[str]) -> int:
         if not entries:
@@ -495,10 +516,13 @@ class RedisOptOutList:
         checking = adding and self._checking()
         if checking and not self._key_written:
             self._claim()
+        rotating = adding and self.key_check is not None and self.rotating
         with translated("the opt-out list"):
             pipe = self.client.pipeline(transaction=False)
             if checking:
                 pipe.smismember(self.key, [KEYED, self.key_check])
+            elif rotating:
+                pipe.sismember(self.key, KEYED)
             for start in range(0, len(entries), CHUNK):
                 getattr(pipe, command)(self.key, *entries[start:start + CHUNK])
             marks = self._markers() if adding else []
@@ -513,28 +537,52 @@ class RedisOptOutList:
                 self._key_written = False
                 if keyed:  # rotated away under this writer: its chunk is in, unmatchable, and it stops
                     raise WrongKeyError(WRONG_KEY_WRITE)
-                self._claim()  # the list was lost under this writer: its key's again
+                # Lost under this import since it claimed the list (found by review: it claimed
+                # the list again and went on, and its `complete` armed the entries after the loss).
+                self._lost_importing = True
+                raise StateStoreError(LOST_IMPORTING)
+        elif rotating:
+            keyed, replies = replies[0], replies[1:]
+            if self._rotation_written and not keyed:
+                self._lost_importing = True
+                raise StateStoreError(LOST_IMPORTING)
+            self._rotation_written = True
         return sum(int(n) for n in replies)
 
     def rotate_key(self) -> None:
         if self.key_check is None:
             raise ValueError("rotate_key needs the store's key_check")
+        if self._lost_importing:
+            raise StateStoreError(LOST_IMPORTING)
         with translated("the opt-out list"):
             others = [m for m in (_text(m) for m in self.client.sscan_iter(self.key, match="k:*", count=10_000))
                       if m != self.key_check]
-            pipe = self.client.pipeline(transaction=False)
-            pipe.sadd(self.key, MARKER, KEYED, self.key_check)
-            if others:
-                pipe.srem(self.key, *others)
-            pipe.execute()
+            swapped = int(self.client.eval(SWAP, 1, self.key, self.key_check,
+                                           "1" if self._rotation_written else "0", *others))
+        if swapped < 0:  # lost under the import: MARKER not written
+            raise StateStoreError(LOST_IMPORTING)
         self.rotating, self.holding_marker, self._key_written = False, False, True
 
     def complete(self) -> None:
-        if self._checking():
-            self._claim()  # still this key's (and keyed, if the import added nothing)
-        self.holding_marker = False
+        """MARKER (and this key's markers) once the whole file is in, unless the list was lost under
+        the import (its keyed marker, claimed at its start, gone: StateStoreError, nothing written)."""
+        if self._lost_importing:
+            raise StateStoreError(LOST_IMPORTING)
+        if not self._checking():  # no key known, or rotating (`rotate_key` ends those)
+            self.holding_marker = False
+            with translated("the opt-out list"):
+                self.client.sadd(self.key, MARKER, *self._markers())
+            return
         with translated("the opt-out list"):
-            self.client.sadd(self.key, MARKER, *self._markers())  # armed: the one write of MARKER but rotate_key's
+            done = int(self.client.eval(COMPLETE, 1, self.key, KEYED, self.key_check,
+                                        "1" if self._key_written else "0"))
+        if done < 0:
+            self._key_written = False
+            raise StateStoreError(LOST_IMPORTING)
+        if done == 0:
+            self._key_written = False
+            raise WrongKeyError(WRONG_KEY_WRITE)
+        self.holding_marker, self._key_written = False, True
 
     def _asked(self, entries: Sequence[str]) -> list[str]:
         if self.key_check is None:
@@ -601,6 +649,8 @@ class MemoryOptOutList:
         self.key_check = key_check
         self.rotating = False
         self.holding_marker = False
+        self._wrote_markers = False  # an import's chunk wrote its key's markers (as Redis's claim)
+        self._lost_importing = False  # as RedisOptOutList's
 
     def replica(self, key_check: str | None = None) -> MemoryOptOutList:
         view = MemoryOptOutList(key_check=key_check)
@@ -623,6 +673,9 @@ class MemoryOptOutList:
             if not self.holding_marker and MARKER not in self._entries:
                 raise NotArmedError(NOT_ARMED)  # as RedisOptOutList's ADD: nothing written
             self.verify_key()
+            if self.holding_marker:
+                self._check_not_lost()
+                self._wrote_markers = self.key_check is not None
             before = self._count()
             self._entries.update(entries)
             self._mark()
@@ -635,12 +688,21 @@ class MemoryOptOutList:
             if not self.rotating:
                 self._entries.add(self.key_check)
 
+    def _check_not_lost(self) -> None:
+        # As RedisOptOutList's import: the markers an earlier chunk wrote, gone, are a loss under it.
+        mark = KEYED if self.rotating else self.key_check
+        if self._lost_importing or (self._wrote_markers and mark not in self._entries):
+            self._lost_importing = True
+            raise StateStoreError(LOST_IMPORTING)
+
     def complete(self) -> None:
-        self.holding_marker = False
         with self._lock:
             self.verify_key()
+            if not self.rotating:
+                self._check_not_lost()
             self._mark()
             self._entries.add(MARKER)
+        self.holding_marker = False
 
     def remove(self, entries: Sequence[str]) -> int:
         entries = [e for e in entries if not _is_marker(e)]
@@ -656,6 +718,7 @@ class MemoryOptOutList:
         if self.key_check is None:
             raise ValueError("rotate_key needs the store's key_check")
         with self._lock:
+            self._check_not_lost()
             self._entries.difference_update([e for e in self._entries if e.startswith("k:")])
             self._entries.update((MARKER, KEYED, self.key_check))
         self.rotating = self.holding_marker = False

@@ -371,3 +371,48 @@ def test_no_write_but_a_whole_import_re_arms_a_lost_list(make_list: Callable[[],
     rotating.rotate_key()  # the rotation's import ended: whole, armed, under the new key
     on_new = Suppression(new, make_list(), digits_are_e164=False)
     assert on_new.suppressed([_Recipient("+905321234567"), _Recipient("+905321234568")]) == [True, False]
+
+
+@pytest.mark.parametrize("lost_at", ["between chunks", "before the end"])
+def test_a_list_lost_while_it_is_imported_is_not_armed_by_the_import_s_end(
+        make_list: Callable[[], Any], lost_at: str) -> None:
+    """Fail open (found with the `add` one): an import that started before a loss (the nightly CRM
+    sync, Redis restarted midway) went on into the emptied set and its `complete` wrote MARKER: the
+    fleet that saw the loss reopened with the entries after the loss alone. Only an import that ran
+    whole into the list it ends may arm it: one that sees its own key markers gone stops."""
+    hasher = OptOutHasher(KEY, "TR")
+    _import(_keyed(make_list(), KEY), [hasher.phone("+905321234567"), hasher.phone("+905321234568")])
+    replica = Suppression(hasher, make_list(), digits_are_e164=False)
+    opted_out = [_Recipient("+905321234567"), _Recipient("+905321234568")]
+    assert replica.suppressed(opted_out) == [True, True]  # seen
+    importer = _keyed(make_list(), KEY)
+    importer.holding_marker = True
+    importer.add([hasher.phone("+905321234567")])
+    _lose(importer)
+    if lost_at == "between chunks":
+        with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+            importer.add([hasher.phone("+905321234568")])
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        importer.complete()
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        replica.suppressed(opted_out)
+    _import(_keyed(make_list(), KEY), [hasher.phone("+905321234567"), hasher.phone("+905321234568")])  # again
+    assert replica.suppressed(opted_out) == [True, True]
+
+
+def test_a_list_lost_while_it_is_rotated_into_is_not_armed_by_the_swap(make_list: Callable[[], Any]) -> None:
+    """The same for `import --new-key`: `rotate_key` wrote MARKER onto a list lost under it."""
+    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
+    _import(_keyed(make_list(), KEY), [old.phone("+905321234567")])
+    on_old = Suppression(old, make_list(), digits_are_e164=False)
+    assert on_old.suppressed([_Recipient("+905321234567")]) == [True]  # seen
+    rotating = _keyed(make_list(), OTHER_KEY)
+    rotating.rotating = rotating.holding_marker = True
+    rotating.add([new.phone("+905321234567")])
+    _lose(rotating)
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        rotating.add([new.phone("+905321234568")])
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        rotating.rotate_key()
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        on_old.suppressed([_Recipient("+905321234567")])

@@ -83,3 +83,28 @@ def test_the_lost_list_is_re_armed_by_its_whole_import(tmp_path: Path, monkeypat
     assert replica.contains([HASHER.phone("+905321234567"), HASHER.phone("+905321234568")]) == [True, False]
     result = _run(monkeypatch, shared.replica(HASHER.key_check), "add", "--phone", "+905321234568")
     assert result.exit_code == 0 and "added 1," in result.output
+
+
+def test_an_import_the_list_was_lost_under_stops_and_leaves_the_fleet_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.sre import suppress
+
+    shared = MemoryOptOutList([HASHER.phone("+905321234567")], key_check=HASHER.key_check)
+    replica = shared.replica(HASHER.key_check)
+    assert replica.contains([HASHER.phone("+905321234567")]) == [True]  # seen
+    path = tmp_path / "opt-outs.csv"
+    path.write_text("phone\n+905321234567\n+905321234568\n+905321234569\n")
+    real_flush = suppress._flush
+
+    def flush_then_lose(*args: Any) -> bool:
+        done = real_flush(*args)
+        shared._entries.clear()  # Redis restarted without its data, after the first chunk
+        return done
+
+    monkeypatch.setattr(suppress, "CHUNK", 1)
+    monkeypatch.setattr(suppress, "_flush", flush_then_lose)
+    result = _run(monkeypatch, shared.replica(HASHER.key_check), "import", str(path))
+    assert result.exit_code == 1, result.output
+    assert "lost from Redis while this import ran" in result.stderr and "Traceback" not in result.output
+    with pytest.raises(StateStoreError):
+        replica.contains([HASHER.phone("+905321234569")])
