@@ -70,7 +70,8 @@ The states of the set, for a replica and a writer on key K (`+` present, `-` abs
     state                      MARKER KEYED k:<K>  a lookup answers                     a plain add
     never written, or lost       -      -     -    entries if it never saw MARKER, LOST  NotArmedError
                                                    (StateStoreError) if it did
-    importing (held)             -      ±     ±    as above; KEYED without k:<K>: wrong  NotArmedError
+    importing (held)             -      ±     ±    as above, but WrongKeyError when      NotArmedError
+                                                   KEYED is there without k:<K>
     armed, keyed by K            +      +     +    entries                              adds
     armed, another key's         +      +     -    WrongKeyError                        WrongKeyError
     armed, previous version      +      -     -    entries (a warning once)             adds, keys it by K
