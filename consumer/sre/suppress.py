@@ -21,6 +21,10 @@ counted, and the import goes on. Ctrl-C and SIGTERM stop it like the errors abov
 once the chunk being added is added and counted.
 Invalid rows exit 1 as well (after the summary): each is a customer who opted out and is not on
 the list, which a script running the import must see.
+
+Only an import that reaches the end of its file arms the list (writes its marker): a file of only
+the header line starts an empty list. `add` onto a list without the marker (Redis lost it, or it
+was never imported) is refused, exit 2, nothing written: it re-armed a lost list before 0.3.0.
 """
 
 from __future__ import annotations
@@ -39,9 +43,17 @@ from consumer.config.settings import Settings
 from consumer.errors import InvalidEventError, PisanoSmsError, StateStoreError
 from consumer.operations import logs
 from consumer.sre.signals import Terminated, interrupt_deferred, terminate_interrupts
-from consumer.state.suppression import CHUNK, OptOutHasher, OptOutList, RedisOptOutList, WrongKeyError
+from consumer.state.suppression import (
+    CHUNK,
+    NotArmedError,
+    OptOutHasher,
+    OptOutList,
+    RedisOptOutList,
+    WrongKeyError,
+)
 
 EXIT_NOT_LISTED = 1
+EXIT_NOT_ARMED = 2  # `add` onto a list without its marker (lost, or never imported): import it first
 EXIT_STOPPED = 1
 EXIT_INVALID = 1  # some rows could not be added: opted-out customers left off the list
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
@@ -113,10 +125,20 @@ def suppress() -> None:
 @_values
 @configured
 def add(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> None:
-    """Put phones and/or external ids on the opt-out list."""
+    """Put phones and/or external ids on the opt-out list (once imported: see `import`)."""
     hasher, store = _open(settings)
     entries = _entries(hasher, phones, external_ids)
-    added = _guarded(lambda: store.add(entries))
+
+    def put() -> int:
+        try:
+            return store.add(entries)
+        except NotArmedError as exc:
+            # Never the marker written here: after a loss it re-armed a nearly empty list (module
+            # docstring of consumer/state/suppression.py). Only a whole import arms the list.
+            fail(str(exc), code=EXIT_NOT_ARMED)
+            raise
+
+    added = _guarded(put)
     click.echo(f"added {added}, already on the list {len(set(entries)) - added}")
 
 

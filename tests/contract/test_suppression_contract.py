@@ -19,11 +19,30 @@ KEY = b"contract-key-0123456789"
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def make_list(request: pytest.FixtureRequest) -> Callable[[], OptOutList]:
-    """Each call: another replica's view of one list."""
+    """Each call: another replica's view of one list, an empty one as `suppress import` of a file
+    of only its header leaves it (armed: MARKER; keyed by no key until a keyed store writes).
+    `_lose` turns it into a lost list, which is also what a brand-new deployment's list is."""
     if request.param == "memory":
         shared = MemoryOptOutList()
+        _arm(shared)
         return shared.replica
+    _arm(RedisOptOutList(_connect(request), Keys("t")))
     return lambda: RedisOptOutList(_connect(request), Keys("t"))
+
+
+def _arm(store: Any) -> Any:
+    """An import of an empty file (`suppress import` of a header alone): the list is armed."""
+    store.holding_marker = True
+    store.complete()
+    return store
+
+
+def _import(store: Any, entries: list[str]) -> Any:
+    """`suppress import` of a file holding these entries, to its end: chunks held, then `complete`."""
+    store.holding_marker = True
+    store.add(entries)
+    store.complete()
+    return store
 
 
 def test_add_is_idempotent_and_counts_what_was_new(make_list: Callable[[], Any]) -> None:
@@ -106,7 +125,7 @@ def test_a_list_lost_under_a_running_replica_fails_closed(make_list: Callable[[]
     with pytest.raises(StateStoreError, match="opt-out list"):
         together([suppression.stage(suppression.lookup(opted_out))])
 
-    cli.add([hasher.phone("+905321234567"), hasher.external_id("cust-9")])  # imported again: sends resume
+    _import(cli, [hasher.phone("+905321234567"), hasher.external_id("cust-9")])  # imported again: sends resume
     assert together([suppression.stage(suppression.lookup(opted_out))])[0] == [True, True, False]
 
 
@@ -225,6 +244,7 @@ def test_a_rotation_into_a_lost_list_keeps_the_old_key_closed(make_list: Callabl
     old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
     on_old = Suppression(old, make_list(), digits_are_e164=False)
     importer = _keyed(make_list(), OTHER_KEY)
+    _lose(importer)
     importer.rotating = importer.holding_marker = True
     importer.add([new.phone("+905321234567")])  # a chunk, then the import is stopped
     with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
@@ -271,3 +291,128 @@ def test_a_write_under_the_old_key_after_the_rotation_is_refused(make_list: Call
     on_old = Suppression(old, make_list(), digits_are_e164=False)
     with pytest.raises(StateStoreError, match="SUPPRESSION_KEY"):
         on_old.suppressed([_Recipient("+905321234568")])
+
+
+def test_an_add_onto_a_lost_list_is_refused_and_does_not_re_arm_it(make_list: Callable[[], Any]) -> None:
+    """Fail open (found by review): `add` wrote MARKER with every add. After a loss, while the fleet
+    rightly sent nothing, the daily `suppress add` of one phone put MARKER back into the nearly empty
+    set and every replica sent again, to every customer who had opted out. Only a whole import
+    re-arms a list that lost its marker: an `add` onto it is refused and writes nothing."""
+    hasher = OptOutHasher(KEY, "TR")
+    cli = _keyed(make_list(), KEY)
+    cli.add([hasher.phone("+905321234567"), hasher.external_id("cust-9")])
+    replica = Suppression(hasher, make_list(), digits_are_e164=False)
+    opted_out = [_Recipient("+905321234567"), _Recipient("+905321234568", "cust-9"), _Recipient("+905321234569")]
+    assert replica.suppressed(opted_out) == [True, True, False]  # seen
+
+    _lose(cli)
+    operator = _keyed(make_list(), KEY)  # the next day's `suppress add`, a process of its own
+    with pytest.raises(StateStoreError, match="no marker") as raised:
+        operator.add([hasher.phone("+905321234570")])
+    assert "suppress import" in str(raised.value)
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        replica.suppressed(opted_out)
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        together([replica.stage(replica.lookup(opted_out))])
+    assert operator.size() == 0 and list(operator.entries()) == []  # nothing written
+
+    importer = _keyed(make_list(), KEY)
+    importer.holding_marker = True
+    importer.add([hasher.phone("+905321234567")])  # the re-import's first chunk
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        replica.suppressed(opted_out)
+    with pytest.raises(StateStoreError, match="no marker"):
+        operator.add([hasher.phone("+905321234570")])  # not while the import runs either
+    importer.add([hasher.external_id("cust-9")])
+    importer.complete()
+    assert replica.suppressed(opted_out) == [True, True, False]
+    assert operator.add([hasher.phone("+905321234570")]) == 1  # armed again: adds are plain again
+    assert replica.suppressed([_Recipient("+905321234570")]) == [True]
+
+
+def test_a_brand_new_list_takes_an_add_only_once_imported(make_list: Callable[[], Any]) -> None:
+    """A list never written is a set that is not there, as a lost one: its first `add` is refused
+    (the CLI says to import the list, an empty file if there is none yet), and an import of nothing
+    arms an empty list."""
+    cli = _keyed(make_list(), KEY)
+    _lose(cli)  # never written
+    with pytest.raises(StateStoreError, match="no marker"):
+        cli.add(["p:1"])
+    assert cli.size() == 0
+    _arm(_keyed(make_list(), KEY))  # `suppress import` of a file of only its header
+    replica = _keyed(make_list(), KEY)
+    assert replica.contains(["p:1"]) == [False] and replica.size() == 0  # empty, armed
+    assert cli.add(["p:1"]) == 1 and replica.contains(["p:1"]) == [True] and cli.size() == 1
+    _lose(cli)
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        replica.contains(["p:1"])  # armed, then lost: the replica closes
+
+
+def test_no_write_but_a_whole_import_re_arms_a_lost_list(make_list: Callable[[], Any]) -> None:
+    """`remove`, a key's markers (`add` of a keyed store, a rotating import's chunks) never write
+    MARKER onto a lost list: the replicas that saw it stay closed until an import ends."""
+    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
+    cli = _keyed(make_list(), KEY)
+    cli.add([old.phone("+905321234567")])
+    replica = Suppression(old, make_list(), digits_are_e164=False)
+    assert replica.suppressed([_Recipient("+905321234568")]) == [False]  # seen
+    _lose(cli)
+    assert cli.remove([old.phone("+905321234567")]) == 0
+    rotating = _keyed(make_list(), OTHER_KEY)
+    rotating.rotating = True
+    with pytest.raises(StateStoreError, match="no marker"):
+        rotating.add([new.phone("+905321234567")])  # a rotating write outside an import
+    rotating.holding_marker = True
+    rotating.add([new.phone("+905321234567")])  # `import --new-key`'s chunk: held
+    with pytest.raises(StateStoreError, match="no marker"):
+        _keyed(make_list(), KEY).add([old.phone("+905321234567")])
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        replica.suppressed([_Recipient("+905321234568")])
+    rotating.rotate_key()  # the rotation's import ended: whole, armed, under the new key
+    on_new = Suppression(new, make_list(), digits_are_e164=False)
+    assert on_new.suppressed([_Recipient("+905321234567"), _Recipient("+905321234568")]) == [True, False]
+
+
+@pytest.mark.parametrize("lost_at", ["between chunks", "before the end"])
+def test_a_list_lost_while_it_is_imported_is_not_armed_by_the_import_s_end(
+        make_list: Callable[[], Any], lost_at: str) -> None:
+    """Fail open (found with the `add` one): an import that started before a loss (the nightly CRM
+    sync, Redis restarted midway) went on into the emptied set and its `complete` wrote MARKER: the
+    fleet that saw the loss reopened with the entries after the loss alone. Only an import that ran
+    whole into the list it ends may arm it: one that sees its own key markers gone stops."""
+    hasher = OptOutHasher(KEY, "TR")
+    _import(_keyed(make_list(), KEY), [hasher.phone("+905321234567"), hasher.phone("+905321234568")])
+    replica = Suppression(hasher, make_list(), digits_are_e164=False)
+    opted_out = [_Recipient("+905321234567"), _Recipient("+905321234568")]
+    assert replica.suppressed(opted_out) == [True, True]  # seen
+    importer = _keyed(make_list(), KEY)
+    importer.holding_marker = True
+    importer.add([hasher.phone("+905321234567")])
+    _lose(importer)
+    if lost_at == "between chunks":
+        with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+            importer.add([hasher.phone("+905321234568")])
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        importer.complete()
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        replica.suppressed(opted_out)
+    _import(_keyed(make_list(), KEY), [hasher.phone("+905321234567"), hasher.phone("+905321234568")])  # again
+    assert replica.suppressed(opted_out) == [True, True]
+
+
+def test_a_list_lost_while_it_is_rotated_into_is_not_armed_by_the_swap(make_list: Callable[[], Any]) -> None:
+    """The same for `import --new-key`: `rotate_key` wrote MARKER onto a list lost under it."""
+    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
+    _import(_keyed(make_list(), KEY), [old.phone("+905321234567")])
+    on_old = Suppression(old, make_list(), digits_are_e164=False)
+    assert on_old.suppressed([_Recipient("+905321234567")]) == [True]  # seen
+    rotating = _keyed(make_list(), OTHER_KEY)
+    rotating.rotating = rotating.holding_marker = True
+    rotating.add([new.phone("+905321234567")])
+    _lose(rotating)
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        rotating.add([new.phone("+905321234568")])
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        rotating.rotate_key()
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        on_old.suppressed([_Recipient("+905321234567")])

@@ -6,7 +6,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from consumer.delivery.contacts import PhoneReservation
+from consumer.errors import StateStoreError
 from consumer.state.cooldown import MemoryCooldown, PhoneFate, PhoneRequest, PhoneStatus
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher
 from tests.support.fakes import CAMPAIGN, event, rig
@@ -30,7 +33,14 @@ def test_an_opt_out_list_lost_under_a_running_replica_sends_nothing() -> None:
     assert "+905321200001" not in r.pisano.sent_phones, "an opted-out customer was surveyed after the list was lost"
     assert r.kinds()["e2"] == {"requeue"}  # held back, uncommitted, as with Redis away
 
-    store.add([hasher.phone("+905321200001")])  # imported again: the list answers again
+    with pytest.raises(StateStoreError, match="no marker"):  # a routine `suppress add`: refused
+        store.add([hasher.phone("+905321200000")])
+    r.process([_stamped(5, "+905321200001")])
+    assert "+905321200001" not in r.pisano.sent_phones, "an add re-armed the lost list"
+    assert r.kinds()["e5"] == {"requeue"}
+    store.holding_marker = True  # `suppress import` of the whole list: the list answers again
+    store.add([hasher.phone("+905321200001")])
+    store.complete()
     r.process([_stamped(3, "+905321200001"), _stamped(4, "+905321200002")])
     assert r.kinds()["e3"] == {"suppressed"} and r.kinds()["e4"] == {"delivered"}
     assert r.pisano.sent_phones == ["+905321200000", "+905321200002"]
