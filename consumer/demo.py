@@ -180,15 +180,18 @@ def _create_topics(settings: Settings, topics: dict[str, int]) -> None:
 
 
 def _opt_out(settings: Settings, phones: list[str]) -> None:
-    """Put the phones on the demo's opt-out list, as `pisano-sms suppress add` would."""
+    """The demo's opt-out list, written as `pisano-sms suppress import` writes one: a list is armed
+    (its marker written) only by a whole import, never by an `add` (consumer/state/suppression.py)."""
     from consumer.app import build_state, opt_out_hasher
     from consumer.ingest.mapping import load_mapper
     from consumer.state.suppression import RedisOptOutList
 
     hasher = opt_out_hasher(settings, load_mapper(settings))
     assert hasher is not None
-    RedisOptOutList(build_state(settings).client, Keys(settings.redis_key_prefix), key_check=hasher.key_check).add(
-        [hasher.phone(phone) for phone in phones])
+    store = RedisOptOutList(build_state(settings).client, Keys(settings.redis_key_prefix), key_check=hasher.key_check)
+    store.holding_marker = True
+    store.add([hasher.phone(phone) for phone in phones])
+    store.complete()
 
 
 def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],

@@ -58,6 +58,10 @@ def fleet(request: pytest.FixtureRequest) -> Callable[[], Replica]:
     """Each call: another replica of one fleet's state."""
     memory = (MemoryDedup(lease_ms=60_000, horizon_s=3600), MemoryCooldown(lease_ms=60_000, ttl_ms=30 * DAY),
               MemoryOptOutList())
+    if request.param != "memory":  # the list imported once (empty), as a deployment starts it: armed
+        armed = RedisOptOutList(_connect(request), Keys("t"))
+        armed.holding_marker = True
+        armed.complete()
 
     def replica() -> Replica:
         if request.param == "memory":
