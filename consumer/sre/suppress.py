@@ -53,7 +53,7 @@ from consumer.state.suppression import (
 )
 
 EXIT_NOT_LISTED = 1
-EXIT_NOT_ARMED = 2  # `add` onto a list without its marker (lost, or never imported): import it first
+EXIT_NOT_ARMED = 2  # `add` onto (or `check` of) a list without its marker (lost, or never imported): import it first
 EXIT_STOPPED = 1
 EXIT_INVALID = 1  # some rows could not be added: opted-out customers left off the list
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
@@ -169,10 +169,16 @@ def check(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, 
             raise
 
     found = _guarded(ask)
+    # The lookup asked for the marker too: without it (lost, or never imported) "not on the list"
+    # is no answer to a compliance question, only what is on the set is.
+    presence = getattr(store, "presence", None)
+    armed = getattr(presence, "seen", True)
     typed = [f"phone {p}" for p in phones] + [f"external id {x}" for x in external_ids]
     for label, listed in zip(typed, found, strict=True):  # only what the operator typed is shown
-        click.echo(f"{label}: {'suppressed' if listed else 'not on the list'}")
-    if not all(found) and getattr(getattr(store, "presence", None), "warned_unkeyed", False):
+        click.echo(f"{label}: {'suppressed' if listed else 'not on the list' if armed else 'unknown'}")
+    if not all(found) and not armed:
+        fail(NOT_ARMED_CHECK, code=EXIT_NOT_ARMED)
+    if not all(found) and getattr(presence, "warned_unkeyed", False):
         click.echo(UNKEYED_CHECK, err=True)
     sys.exit(0 if all(found) else EXIT_NOT_LISTED)
 
@@ -496,6 +502,9 @@ def export(settings: Settings, output: Path | None) -> None:
 WRONG_KEY_CHECK = ("this SUPPRESSION_KEY is not the key the opt-out list was written under: every value would read "
                    "\"not on the list\", and consumers on this key send nothing. Check SUPPRESSION_KEY (or "
                    "SUPPRESSION_KEY_FILE) against the key the list was imported with")
+NOT_ARMED_CHECK = ("the opt-out list has no marker: Redis lost it, or it was never imported, so a value not found "
+                   "may still have opted out; import the whole list with `pisano-sms suppress import FILE`, then "
+                   "ask again")
 UNKEYED_CHECK = ("note: the list was written before 0.3.0 and carries no key check, so \"not on the list\" may also "
                  "mean another SUPPRESSION_KEY than the import's; the next `suppress import` or `add` adds the check")
 

@@ -108,3 +108,18 @@ def test_an_import_the_list_was_lost_under_stops_and_leaves_the_fleet_closed(
     assert "lost from Redis while this import ran" in result.stderr and "Traceback" not in result.output
     with pytest.raises(StateStoreError):
         replica.contains([HASHER.phone("+905321234569")])
+
+
+def test_check_on_a_list_without_its_marker_answers_unknown_not_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `check` answers a compliance question ("is this customer opted out?"): on a lost list, "not on
+    # the list" was printed with exit 1, the same answer an armed list gives for a customer who never
+    # opted out. A fresh CLI process never saw the marker, so it asks for it itself.
+    shared, _ = _lost_under_a_replica()
+    result = _run(monkeypatch, shared.replica(HASHER.key_check), "check", "--phone", "+905321234567")
+    assert result.exit_code == 2, result.output
+    assert "not on the list" not in result.stdout
+    assert "phone +905321234567: unknown" in result.stdout
+    assert "has no marker" in result.stderr and "pisano-sms suppress import FILE" in result.stderr
+    armed = MemoryOptOutList([HASHER.phone("+905321234567")], key_check=HASHER.key_check)
+    result = _run(monkeypatch, armed.replica(HASHER.key_check), "check", "--phone", "+905321234568")
+    assert result.exit_code == 1 and "phone +905321234568: not on the list" in result.stdout
