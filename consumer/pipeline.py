@@ -193,7 +193,10 @@ class Pipeline:
         room = min(self.settings.max_buffered_events - self._load(),
                    (self.settings.max_buffered_bytes - self.tracker.unfinished_bytes) // self._record_bytes)
         # With a backlog the turn's time goes to decoding it; the poll only serves callbacks then.
-        timeout = 0.0 if self.backlog else POLL_TIMEOUT_S
+        # Not while its records wait for the schema registry's retry: nothing can be decoded and
+        # nothing is fetched (paused), so a zero timeout would spin the loop (a core, and the GIL
+        # against the senders) for as long as the registry is away.
+        timeout = min(POLL_TIMEOUT_S, self.backlog.wait_s(now)) if self.backlog else POLL_TIMEOUT_S
         messages = self.consumer.consume(num_messages=max(1, min(POLL_BATCH, room)), timeout=timeout)
         if messages:
             self._take(messages, now)

@@ -71,6 +71,12 @@ class Backlog:
     def waiting_for_registry(self) -> bool:
         return self._failures > 0
 
+    def wait_s(self, now: float) -> float:
+        """Seconds until a record can be decoded: 0 when one can now, or the time left until the
+        registry is asked again. The poll loop waits that long in its poll (bounded by its own
+        timeout) instead of turning on nothing: the records only wait (`decode` returns none)."""
+        return max(0.0, self._retry_at - now) if self._records else 0.0
+
     def add(self, record: InboundRecord, tp: TopicPartition, epoch: int) -> None:
         self._records.append((record, tp, epoch))
 
