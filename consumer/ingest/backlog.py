@@ -81,8 +81,13 @@ class Backlog:
         self._records.append((record, tp, epoch))
 
     def drop(self, tps: set[TopicPartition]) -> None:
-        """Forget the records of partitions revoked from us: their next owner reads them again."""
+        """Forget the records of partitions revoked from us: their next owner reads them again.
+        If none is left, none waits for the registry: /readyz no longer says so (on an idle topic
+        it said so for good). The backoff still runs: the next record waits for its end."""
         self._records = deque(item for item in self._records if item[1] not in tps)
+        if not self._records and self._failures:
+            self._failures = 0
+            self.health.registry_ok = True
 
     def decode(self, now: float, deadline: float, live: Callable[[TopicPartition, int, int], bool]
                ) -> list[PendingEvent]:

@@ -138,3 +138,22 @@ def test_a_partition_assigned_back_commits_again_once_its_fetch_goes_on() -> Non
     loop._step()
     _deliver_all(loop)
     assert consumer.committed[("t", 0)] == 6
+
+
+def test_a_replica_whose_records_waiting_for_the_registry_were_revoked_is_ready_again() -> None:
+    """The registry refused the record of a partition that was then revoked: nothing waited any
+    more, but /readyz said `schema_registry: false` until another record was decoded; on an idle
+    topic, for good (a rollout waiting for the pod to be ready waited with it)."""
+    registry = FailingRegistry()
+    loop, consumer, _ = pipeline(registry, MAPPER, revoke_grace_ms=0)
+    consumer.incremental_unassign = lambda partitions: None  # type: ignore[attr-defined]
+    consumer.queue = [good(0)]
+    loop._step()
+    assert not loop.health.ready() and loop.backlog.waiting_for_registry
+    retry_at = loop.backlog._retry_at
+    loop._on_revoke(consumer, [TopicPartition("t", 0)])
+    for _ in range(3):
+        loop._step()
+    assert len(loop.backlog) == 0
+    assert loop.health.ready(), loop.health.report()
+    assert loop.backlog._retry_at == retry_at  # the backoff still holds the next record until it ends
