@@ -124,6 +124,10 @@ class Pipeline:
         self._last_gauges = 0.0
         self._log_budget = LogBudget()
         self._full_passes = FullPasses(time.monotonic())  # cyclic garbage lives a minute at most
+        # Partitions given up (revoked or lost) during the current consume call, and those of them
+        # assigned back during it: that call may hand back records of the earlier assignment.
+        self._given_up: set[tuple[str, int]] = set()
+        self._assigned_back: set[tuple[str, int]] = set()
         # Consumed records not decoded yet: the rest of a turn's slice, or waiting for the registry.
         self.backlog = Backlog(decoder, mapper, settings.max_message_bytes, metrics=metrics, health=health,
                                dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
@@ -193,7 +197,12 @@ class Pipeline:
         room = min(self.settings.max_buffered_events - self._load(),
                    (self.settings.max_buffered_bytes - self.tracker.unfinished_bytes) // self._record_bytes)
         # With a backlog the turn's time goes to decoding it; the poll only serves callbacks then.
-        timeout = 0.0 if self.backlog else POLL_TIMEOUT_S
+        # Not while its records wait for the schema registry's retry: nothing can be decoded and
+        # nothing is fetched (paused), so a zero timeout would spin the loop (a core, and the GIL
+        # against the senders) for as long as the registry is away.
+        timeout = min(POLL_TIMEOUT_S, self.backlog.wait_s(now)) if self.backlog else POLL_TIMEOUT_S
+        self._given_up.clear()
+        self._assigned_back.clear()
         messages = self.consumer.consume(num_messages=max(1, min(POLL_BATCH, room)), timeout=timeout)
         if messages:
             self._take(messages, now)
@@ -266,7 +275,7 @@ class Pipeline:
         now_ms = int(time.time() * 1000)  # when these were read, for receipts: once per poll
         track, add, snapshot, topics = self.tracker.track, self.backlog.add, InboundRecord.of, self._topic_names
         tps: dict[tuple[str, int], tuple[str, int]] = {}  # one tuple per partition, not per record
-        owns, strays = self.tracker.owns, 0
+        owns, release, assigned_back, strays = self.tracker.owns, self.tracker.release, self._assigned_back, 0
         moves_back = self.tracker.moves_back
         for message in messages:
             error = message.error()
@@ -286,6 +295,8 @@ class Pipeline:
                     strays += 1
                     continue
                 known = tps[tp] = tp
+                if tp not in assigned_back:  # a call after the one that assigned it back: the fetch goes on
+                    release(tp)
             tp = known
             size = record.size
             taken_bytes += size
@@ -448,7 +459,11 @@ class Pipeline:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for p in partitions:
-            self.tracker.assign((p.topic, p.partition))
+            tp = (p.topic, p.partition)
+            back = tp in self._given_up  # in this consume call: it may hand back the earlier assignment's records
+            self.tracker.assign(tp, held=back)
+            if back:
+                self._assigned_back.add(tp)
         if self.receipts is not None:  # the records of these partitions that have their receipt already
             self.receipts.assigned([(p.topic, p.partition) for p in partitions])
         self.health.joined = True
@@ -466,6 +481,7 @@ class Pipeline:
         tps = {(p.topic, p.partition) for p in partitions}
         if not tps:
             return
+        self._given_up |= tps
         dropped = self.delivery.drop(lambda e: e.tp in tps)
         self.backlog.drop(tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)
@@ -493,6 +509,7 @@ class Pipeline:
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # The group moved on without us: someone else owns these now; committing would be wrong.
         tps = {(p.topic, p.partition) for p in partitions}
+        self._given_up |= tps
         self.delivery.drop(lambda e: e.tp in tps)
         self.backlog.drop(tps)
         self._held = deque((at, [e for e in events if e.tp not in tps]) for at, events in self._held)

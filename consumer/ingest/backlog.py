@@ -71,12 +71,23 @@ class Backlog:
     def waiting_for_registry(self) -> bool:
         return self._failures > 0
 
+    def wait_s(self, now: float) -> float:
+        """Seconds until a record can be decoded: 0 when one can now, or the time left until the
+        registry is asked again. The poll loop waits that long in its poll (bounded by its own
+        timeout) instead of turning on nothing: the records only wait (`decode` returns none)."""
+        return max(0.0, self._retry_at - now) if self._records else 0.0
+
     def add(self, record: InboundRecord, tp: TopicPartition, epoch: int) -> None:
         self._records.append((record, tp, epoch))
 
     def drop(self, tps: set[TopicPartition]) -> None:
-        """Forget the records of partitions revoked from us: their next owner reads them again."""
+        """Forget the records of partitions revoked from us: their next owner reads them again.
+        If none is left, none waits for the registry: /readyz no longer says so (on an idle topic
+        it said so for good). The backoff still runs: the next record waits for its end."""
         self._records = deque(item for item in self._records if item[1] not in tps)
+        if not self._records and self._failures:
+            self._failures = 0
+            self.health.registry_ok = True
 
     def decode(self, now: float, deadline: float, live: Callable[[TopicPartition, int, int], bool]
                ) -> list[PendingEvent]:

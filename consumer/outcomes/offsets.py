@@ -56,6 +56,10 @@ class _Partition:
     # Once the position moved back, a commit confirmed at or below this may have been sent before:
     # such confirmations say nothing of what the broker holds now (a later commit overrode it).
     confirms_above: int = -1
+    # Assigned back within the consume call that took it away: the records that call hands back
+    # may be the previous assignment's (`assign`), so nothing is committed until the fetch is seen
+    # to go on (`release`, or a move back).
+    held: bool = False
 
 
 class OffsetTracker:
@@ -64,9 +68,23 @@ class OffsetTracker:
         self.unfinished_bytes = 0
         self.moves_back = 0  # positions moved back so far: the poll loop then drops the first copies
 
-    def assign(self, tp: TopicPartition) -> None:
+    def assign(self, tp: TopicPartition, *, held: bool = False) -> None:
+        """A new epoch of `tp`. `held`: the partition was given up and assigned back within one
+        consume call, which may still hand back records of the earlier assignment, fetched before
+        the rebalance (confluent-kafka-python#1013): passing the ownership test, they would be
+        the new epoch's first records, and their outcomes would move the commit point past the
+        records between the committed offset and them, which the new fetch has not delivered yet
+        (or back below a later owner's commit). So its commit point is held until the fetch is
+        seen to go on: the next consume call's records (`release`), or a record at or below one
+        tracked, which supersedes the earlier ones (a move back)."""
         self.revoke(tp)
-        self._partitions[tp] = _Partition(next(_epochs))
+        self._partitions[tp] = _Partition(next(_epochs), held=held)
+
+    def release(self, tp: TopicPartition) -> None:
+        """The fetch of `tp` goes on past the consume call that assigned it back (`assign`)."""
+        part = self._partitions.get(tp)
+        if part is not None:
+            part.held = False
 
     def revoke(self, tp: TopicPartition) -> None:
         part = self._partitions.pop(tp, None)
@@ -113,6 +131,7 @@ class OffsetTracker:
                     "delivered already is skipped by its id", tp[0], tp[1], position, part.last,
                     extra={"topic": tp[0], "partition": tp[1], "offset": position})
         self.moves_back += 1
+        part.held = False  # the records read before from here on are superseded: the fetch is seen
         pending, sizes = part.pending, part.sizes
         while pending and pending[-1] >= position:  # `pending` ascends: the copies read again are its tail
             offset = pending.pop()
@@ -219,7 +238,8 @@ class OffsetTracker:
         out = {}
         for tp in tps if tps is not None else list(self._partitions):
             part = self._partitions.get(tp)
-            if part and part.next_offset is not None and (all_known or part.next_offset != part.committed):
+            if part and part.next_offset is not None and not part.held \
+                    and (all_known or part.next_offset != part.committed):
                 out[tp] = part.next_offset
         return out
 
