@@ -15,6 +15,9 @@ from tests.support.scenario import CAMPAIGNS
 
 BUSY_CAMPAIGN = "5d1c9a7e-2b0f-4c3a-8e61-0f4a2b9c7d13"
 BUSY_PHONE = "+905559990001"
+# One request each: 120 outlast the backlogs (60 requests, of which a fair share is a quarter
+# theirs) and, produced first, would have taken the first 120 requests on the old batcher.
+BUSY_EVENTS = 120
 TURN = 4  # campaigns taking turns
 
 
@@ -22,14 +25,14 @@ def test_one_busy_phone_and_backlogs_share_the_requests_fairly(run: Run, new_top
     prefix = unique("busy")
     # Produced first: on the old batcher this campaign always looked oldest and took every slot.
     busy = [(f"{prefix}-{n}".encode(), encode(transaction(f"{prefix}-{n}", BUSY_PHONE, BUSY_CAMPAIGN, n=n)))
-            for n in range(240)]
+            for n in range(BUSY_EVENTS)]
     ordinary = [r for campaign in CAMPAIGNS for r in run.events(400, campaign)]
     run.start(busy + ordinary, new_topics=new_topic, BATCH_MAX_RECIPIENTS=20, BATCH_MAX_WAIT_MS=200,
               PISANO_RATE_LIMITS="20/50ms,40/250ms,80/1250ms,160/6250ms", PISANO_RATE_MARGIN_MS=0)
     run.finish(dead_letters=0)
 
     delivered = run.delivered()
-    assert delivered[BUSY_PHONE] == 240
+    assert delivered[BUSY_PHONE] == BUSY_EVENTS
     assert all(count == 1 for phone, count in delivered.items() if phone != BUSY_PHONE)
     assert len(delivered) == 1 + 3 * 400
 
