@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from consumer.app import build_destination, build_state
 from consumer.config.destinations import DEFAULT, destination_configs
@@ -172,16 +172,18 @@ def _kafka(settings: Settings) -> tuple[str, str]:
 
 def _retention(settings: Settings, broker_id: int) -> str:
     """Warnings on the topics' and brokers' retention (consumer/operations/durability.py)."""
-    admin = make_admin(settings)
     try:
+        admin = make_admin(settings)
         configs = read_topic_configs(admin, [*settings.kafka_topics, settings.dlq_topic])
         warnings = topic_warnings(configs, settings.kafka_topics, settings.dlq_topic,
                                   held_ms=settings.longest_uncommitted_ms(), stale_ms=settings.stale_after_ms)
         offsets = offsets_warning(read_offsets_retention(admin, broker_id), settings.dedup_horizon_s)
-    except KafkaException as exc:
-        return (f"; retention unchecked ({exc.args[0].str() if exc.args else exc}): allow this user DescribeConfigs "
-                "on the topics and the cluster, or compare retention.ms yourself (README, \"Offsets, retention and "
-                "the dedup horizon\")")
+    except Exception as exc:  # a warning, never the report's end (found by review: a describe that timed
+        # out on the Python side, concurrent.futures' TimeoutError, ended `check` with a traceback)
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        return (f"; retention unchecked ({error.str() if error is not None else type(exc).__name__}): allow this "
+                "user DescribeConfigs on the topics and the cluster, or compare retention.ms yourself (README, "
+                "\"Offsets, retention and the dedup horizon\")")
     return "".join(f"; WARNING (retention): {w}" for w in [*warnings, *([offsets] if offsets else [])])
 
 

@@ -29,6 +29,7 @@ was never imported) is refused, exit 2, nothing written: it re-armed a lost list
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import sys
 import time
@@ -441,6 +442,9 @@ def import_command(settings: Settings, file: Path, new_key: bool) -> None:
     if summary.invalid_count > len(summary.invalid):
         click.echo(f"  ... and {summary.invalid_count - len(summary.invalid):,} more invalid rows")
     stop = summary.stopped
+    if stop is not None:
+        with contextlib.suppress(StateStoreError):  # its own marker (consumer/state/suppression.py): not left
+            store.abandon()
     # An invalid entry is a customer who opted out and is still surveyed: a script running the
     # import must see it in the exit status, not only in the lines a person reads.
     count = summary.invalid_count

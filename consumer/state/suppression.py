@@ -29,10 +29,11 @@ every customer who opted out would be surveyed. So the set also holds a marker m
 (no hash: it matches no entry), never removed (`suppress remove` of every entry leaves an empty
 list, not a lost one) and written by one thing only: an import that reached the end of its file
 (`complete`, or `rotate_key` after `--new-key`; an import holds it back meanwhile, `holding_marker`),
-so that a lost list re-imported stays closed until it is whole; an import that finds the key
-markers it wrote gone (COMPLETE, SWAP, and each chunk's check) was lost under, and stops without
-writing it (found by review: the nightly import through a restart armed the entries after the
-loss alone). A plain `add` never writes it, and
+so that a lost list re-imported stays closed until it is whole; an import that finds its own
+marker gone (`m:i:` and a token, written by BEGIN before its first entry, removed by its end; checked
+by COMPLETE, SWAP and each chunk) was lost under, and stops without writing it (found by review: the
+nightly import through a restart armed the entries after the loss alone; and the key's markers
+could not tell, since another import under the key writes them again). A plain `add` never writes it, and
 is refused (NotArmedError, nothing written) onto a list without it: a lost list and one never
 written are the same absent set, and an `add` that wrote MARKER after a loss reopened the whole
 fleet with the nearly empty list (found by review). A new deployment imports a file of only its
@@ -55,7 +56,7 @@ key than the list's raises StateStoreError rather than mix two keys' entries (ro
 `rotate_key`, after an import under the new key, `pisano-sms suppress import --new-key`, whose
 writes carry `KEYED` without their keyed marker: a list that had none, lost or from before 0.3.0,
 then fails closed under the old key rather than being read as unkeyed). A key's markers are
-written by a script that checks and adds at once: `CLAIM` for an import, whose every chunk asks
+written by a script that checks and adds at once: `BEGIN` for an import, whose every chunk asks
 again in its pipeline whether the list is still its key's, and `ADD`, each chunk of a plain `add`;
 a writer that checked before a rotation's swap stops at its next chunk, instead of writing the old
 key's marker back.
@@ -77,12 +78,15 @@ The states of the set, for a replica and a writer on key K (`+` present, `-` abs
     armed, previous version      +      -     -    entries (a warning once)             adds, keys it by K
 
     loss (flush, restart without data, failover, DEL)      any state -> never written / lost
-    an import's chunks (`holding_marker`)                  entries and this key's markers in (a
-                                                           rotating import: KEYED alone); MARKER never
-    `complete` (end of file, even a file of only a header)  -> armed, keyed by K (another key's: refused)
+    an import's first chunk (`holding_marker`; BEGIN)      its own marker `m:i:<token>` and this key's
+                                                           markers in (a rotating import: KEYED alone)
+    an import's chunks                                     entries in; MARKER never
+    `complete` (end of file, even a file of only a header)  -> armed, keyed by K (another key's: refused),
+                                                           its own marker removed
     `rotate_key` (end of `import --new-key`)               -> armed, keyed by K, other keyed markers gone
-    either, or a chunk, once the markers the import wrote  refused (LOST_IMPORTING): the list lost
-           are gone                                        under the import stays unarmed
+    either, or a chunk, once the import's own marker is    refused (LOST_IMPORTING): the list lost
+           gone (another import's markers do not count)    under the import stays unarmed
+    `abandon` (an import stopped before its end)           its own marker removed
     `add` (ADD: the marker and the key checked, then the   armed only; MARKER never written
            entries added, at once)
     `remove`                                               entries only: the state is unchanged
@@ -95,6 +99,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
@@ -129,10 +134,29 @@ WRONG_KEY_WRITE = ("the opt-out list in Redis was written under another SUPPRESS
 UNKEYED = ("the opt-out list was written before 0.3.0 and carries no key check: a SUPPRESSION_KEY other than the "
            "import's cannot be told from an empty list until the next `pisano-sms suppress import` or `add` "
            "writes one (README, \"The opt-out list\")")
-# The list made this key's, atomically (one key: one slot on a Redis Cluster): 0 when it is another
-# key's. A check then a plain SADD let two imports under two keys both pass before either wrote.
-CLAIM = ("if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 and redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 "
-         "then return 0 end redis.call('SADD', KEYS[1], ARGV[1], ARGV[2]) return 1")
+# An import's own marker (`m:i:` and a random token: `_is_marker`, so no entry, never exported or
+# removed by `remove`), written before its first entry and gone only with the list: its absence at
+# a chunk or at the end is the list lost under this import. The key's markers cannot tell: any
+# other import under the key writes them again (found by review: an import lost under, then a
+# second import's claim, and the first one's `complete` armed the list with its tail alone).
+SESSION_PREFIX = "m:i:"
+# An import's start, atomically (one key: one slot on a Redis Cluster; a check then a plain SADD
+# let two imports under two keys both pass before either wrote): ARGV[1] its marker; ARGV[2]
+# "check" (ARGV[3] this key's marker: refused, 0, onto another key's list, else this key's markers
+# written too), "rotating" (KEYED written) or "plain".
+BEGIN = f"""
+local list = KEYS[1]
+if ARGV[2] == 'check' then
+  if redis.call('SISMEMBER', list, '{KEYED}') == 1 and redis.call('SISMEMBER', list, ARGV[3]) == 0 then
+    return 0
+  end
+  redis.call('SADD', list, '{KEYED}', ARGV[3])
+elseif ARGV[2] == 'rotating' then
+  redis.call('SADD', list, '{KEYED}')
+end
+redis.call('SADD', list, ARGV[1])
+return 1
+"""
 NOT_ARMED = ("the opt-out list has no marker: Redis lost it, or it was never imported; nothing was added. Import "
              "the whole list with `pisano-sms suppress import FILE` (a file of only the header line `phone` starts "
              "an empty list); `add` works again once that import has ended")
@@ -158,17 +182,32 @@ return redis.call('SADD', list, unpack(ARGV, 3))
 LOST_IMPORTING = ("the opt-out list was lost from Redis while this import ran (a restart without its data, a flush "
                   "or a failover): what it had added before is gone, and the list was not armed (replicas that "
                   "saw it still send nothing); import the whole file again")
-# The end of an import, atomically: -1 when this import's keyed marker, written at its start
-# (ARGV[3] "1"), is gone (the list was lost under it: arming it would reopen the fleet with part of
-# the file), 0 when the list is another key's, else the markers and MARKER written.
-COMPLETE = (f"if ARGV[3] == '1' and redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return -1 end "
-            f"if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 and redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 "
-            f"then return 0 end redis.call('SADD', KEYS[1], ARGV[1], ARGV[2], '{MARKER}') return 1")
-# The end of `import --new-key`: -1 when KEYED, written by its chunks (ARGV[2] "1"), is gone; else
-# this key's markers and MARKER written, the other keyed markers (ARGV[3..]) removed.
-SWAP = (f"if ARGV[2] == '1' and redis.call('SISMEMBER', KEYS[1], '{KEYED}') == 0 then return -1 end "
+# The end of an import, atomically: -1 when this import's own marker (ARGV[1], "" when it wrote
+# nothing) is gone (the list was lost under it: arming it would reopen the fleet with part of the
+# file), 0 when ARGV[2] is "check" and the list is another key's (ARGV[3] this key's marker), else
+# MARKER (and, checking, this key's markers) written and the import's own marker removed.
+COMPLETE = f"""
+local list = KEYS[1]
+if ARGV[1] ~= '' and redis.call('SISMEMBER', list, ARGV[1]) == 0 then return -1 end
+if ARGV[2] == 'check' then
+  if redis.call('SISMEMBER', list, '{KEYED}') == 1 and redis.call('SISMEMBER', list, ARGV[3]) == 0 then
+    return 0
+  end
+  redis.call('SADD', list, '{KEYED}', ARGV[3])
+elseif ARGV[2] == 'rotating' then
+  redis.call('SADD', list, '{KEYED}')
+end
+redis.call('SADD', list, '{MARKER}')
+if ARGV[1] ~= '' then redis.call('SREM', list, ARGV[1]) end
+return 1
+"""
+# The end of `import --new-key`: -1 when its own marker (ARGV[2], "" when it wrote nothing) is
+# gone; else this key's markers (ARGV[1]) and MARKER written, the other keyed markers (ARGV[3..])
+# and its own marker removed.
+SWAP = (f"if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return -1 end "
         f"redis.call('SADD', KEYS[1], '{MARKER}', '{KEYED}', ARGV[1]) "
-        f"if #ARGV > 2 then redis.call('SREM', KEYS[1], unpack(ARGV, 3)) end return 1")
+        f"if #ARGV > 2 then redis.call('SREM', KEYS[1], unpack(ARGV, 3)) end "
+        f"if ARGV[2] ~= '' then redis.call('SREM', KEYS[1], ARGV[2]) end return 1")
 LOST = ("the opt-out list is gone from Redis (it was there: a restart without its data, a flush or a failover "
         "lost it); nothing is sent until it is imported again with `pisano-sms suppress import`")
 
@@ -256,6 +295,9 @@ class OptOutList(Protocol):
     def complete(self) -> None:
         """The whole source list is in (after an import with `holding_marker`): write MARKER, and
         this key's markers unless rotating."""
+
+    def abandon(self) -> None:
+        """An import stopped before the end of its file: its own marker is removed (it never arms)."""
 
 
 class OptOutHasher:
@@ -441,7 +483,7 @@ class RedisOptOutList:
         self.rotating = False
         self.holding_marker = False  # `suppress import`: MARKER once the whole file is in (`complete`)
         self._key_written = False  # the list carries this key's marker (checked once per store)
-        self._rotation_written = False  # a rotating import's chunk wrote KEYED (its absence later: a loss)
+        self._session: str | None = None  # this import's own marker once written (SESSION_PREFIX)
         self._lost_importing = False  # a chunk found the list lost under this import: it never arms it
 
     def add(self, entries: Sequence[str]) -> int:
@@ -469,26 +511,33 @@ class RedisOptOutList:
             raise WrongKeyError(WRONG_KEY_WRITE)
         self._key_written = bool(ours)
 
-    def _markers(self) -> list[str]:
-        """What an import's chunk writes besides its entries: never MARKER (`complete` does, once
-        the whole file is in). A rotating import writes KEYED without its own keyed marker: a list
-        it fills that had no key check (lost, or from before 0.3.0) must not be read as one without,
-        or replicas on the old key would find none of the new key's entries and send. This key's own
-        markers are written by `_claim` alone, never blindly: a writer that had checked the list
-        before a rotation's swap wrote the old key's marker back with each later chunk (found by review)."""
-        return [KEYED] if self.key_check is not None and self.rotating else []
-
     def _checking(self) -> bool:
         return self.key_check is not None and not self.rotating
 
-    def _claim(self) -> None:
-        """This key's markers written, unless the list carries another key's (WrongKeyError)."""
+    def _mode(self) -> str:
+        """How an import's start and end treat the key (BEGIN, COMPLETE): "check" writes this key's
+        markers unless the list is another key's, "rotating" KEYED alone, "plain" (no key) none."""
+        return "plain" if self.key_check is None else "rotating" if self.rotating else "check"
+
+    def _begin(self) -> None:
+        """An import's first write, before any entry: its own marker, and the key's markers (BEGIN).
+        An import into a list lost before this runs whole into the emptied set: it may arm it."""
+        session = SESSION_PREFIX + secrets.token_hex(8)
+        mode = self._mode()
         with translated("the opt-out list"):
-            claimed = self.client.eval(CLAIM, 1, self.key, KEYED, self.key_check)
-        if not int(claimed):
+            began = int(self.client.eval(BEGIN, 1, self.key, session, mode, self.key_check or ""))
+        if not began:
             self._key_written = False
             raise WrongKeyError(WRONG_KEY_WRITE)
-        self._key_written = True
+        self._session, self._key_written = session, mode == "check"
+
+    def abandon(self) -> None:
+        """An import that stopped before the end of its file: its own marker removed (best effort:
+        one left by a killed import is only counted by `size` as an entry)."""
+        session, self._session = self._session, None
+        if session is not None:
+            with translated("the opt-out list"):
+                self.client.srem(self.key, session)
 
     def _add_armed(self, entries: Sequence[str]) -> int:
         """A plain `add` (no import under way): each chunk by ADD, which refuses a list without
@@ -512,42 +561,36 @@ class RedisOptOutList:
 
     def _bulk(self, command: str, entries: Sequence[str]) -> int:
         adding = command == "sadd"  # an import's chunks (a plain add is `_add_armed`)
-        # Each chunk asks again whether the list is still this key's (a rotation may have swapped
-        # it since), in its own pipeline: one more command per CHUNK entries.
+        if adding and self._lost_importing:
+            raise StateStoreError(LOST_IMPORTING)
+        if adding and self._session is None:
+            self._begin()
+        # Each chunk of an import asks again, in its own pipeline, whether its own marker is still
+        # there (else the list was lost under it) and whether the list is still this key's (a
+        # rotation may have swapped it since): one more command per CHUNK entries.
         checking = adding and self._checking()
-        if checking and not self._key_written:
-            self._claim()
-        rotating = adding and self.key_check is not None and self.rotating
         with translated("the opt-out list"):
             pipe = self.client.pipeline(transaction=False)
-            if checking:
-                pipe.smismember(self.key, [KEYED, self.key_check])
-            elif rotating:
-                pipe.sismember(self.key, KEYED)
+            if adding:
+                pipe.smismember(self.key, [self._session, KEYED, self.key_check or KEYED])
             for start in range(0, len(entries), CHUNK):
                 getattr(pipe, command)(self.key, *entries[start:start + CHUNK])
-            marks = self._markers() if adding else []
-            if marks:  # the list exists from now on (module docstring); not counted
-                pipe.sadd(self.key, *marks)
             replies = pipe.execute()
-        if marks:
-            replies = replies[:-1]
-        if checking:
-            (keyed, ours), replies = replies[0], replies[1:]
-            if not ours:
+        if adding:
+            (own, keyed, ours), replies = replies[0], replies[1:]
+            if not own:
+                # Lost under this import since it began (found by review: it claimed the list again,
+                # or another import's claim was taken for its own, and its `complete` armed the
+                # entries after the loss alone). What this chunk added is in, unarmed.
+                self._key_written = False
+                self._lost_importing = True
+                raise StateStoreError(LOST_IMPORTING)
+            if checking and not ours:
                 self._key_written = False
                 if keyed:  # rotated away under this writer: its chunk is in, unmatchable, and it stops
                     raise WrongKeyError(WRONG_KEY_WRITE)
-                # Lost under this import since it claimed the list (found by review: it claimed
-                # the list again and went on, and its `complete` armed the entries after the loss).
-                self._lost_importing = True
+                self._lost_importing = True  # its key's markers gone, not by a loss: stop, unarmed
                 raise StateStoreError(LOST_IMPORTING)
-        elif rotating:
-            keyed, replies = replies[0], replies[1:]
-            if self._rotation_written and not keyed:
-                self._lost_importing = True
-                raise StateStoreError(LOST_IMPORTING)
-            self._rotation_written = True
         return sum(int(n) for n in replies)
 
     def rotate_key(self) -> None:
@@ -558,32 +601,28 @@ class RedisOptOutList:
         with translated("the opt-out list"):
             others = [m for m in (_text(m) for m in self.client.sscan_iter(self.key, match="k:*", count=10_000))
                       if m != self.key_check]
-            swapped = int(self.client.eval(SWAP, 1, self.key, self.key_check,
-                                           "1" if self._rotation_written else "0", *others))
+            swapped = int(self.client.eval(SWAP, 1, self.key, self.key_check, self._session or "", *others))
         if swapped < 0:  # lost under the import: MARKER not written
+            self._lost_importing = True
             raise StateStoreError(LOST_IMPORTING)
-        self.rotating, self.holding_marker, self._key_written = False, False, True
+        self.rotating, self.holding_marker, self._key_written, self._session = False, False, True, None
 
     def complete(self) -> None:
         """MARKER (and this key's markers) once the whole file is in, unless the list was lost under
-        the import (its keyed marker, claimed at its start, gone: StateStoreError, nothing written)."""
+        the import (its own marker, written at its start, gone: StateStoreError, nothing written)."""
         if self._lost_importing:
             raise StateStoreError(LOST_IMPORTING)
-        if not self._checking():  # no key known, or rotating (`rotate_key` ends those)
-            self.holding_marker = False
-            with translated("the opt-out list"):
-                self.client.sadd(self.key, MARKER, *self._markers())
-            return
+        mode = self._mode()
         with translated("the opt-out list"):
-            done = int(self.client.eval(COMPLETE, 1, self.key, KEYED, self.key_check,
-                                        "1" if self._key_written else "0"))
+            done = int(self.client.eval(COMPLETE, 1, self.key, self._session or "", mode, self.key_check or ""))
         if done < 0:
             self._key_written = False
+            self._lost_importing = True
             raise StateStoreError(LOST_IMPORTING)
         if done == 0:
             self._key_written = False
             raise WrongKeyError(WRONG_KEY_WRITE)
-        self.holding_marker, self._key_written = False, True
+        self.holding_marker, self._key_written, self._session = False, mode == "check", None
 
     def _asked(self, entries: Sequence[str]) -> list[str]:
         if self.key_check is None:
@@ -624,10 +663,11 @@ class RedisOptOutList:
         with translated("the opt-out list"):
             pipe = self.client.pipeline(transaction=False)
             pipe.scard(self.key)
-            pipe.smismember(self.key, [MARKER, KEYED])
-            count, (marked, keyed) = pipe.execute()
-            # A list with KEYED holds one keyed marker (`add` refuses another key, `rotate_key` swaps).
-            return int(count) - (1 if marked else 0) - (2 if keyed else 0)
+            pipe.smismember(self.key, [MARKER, KEYED, self._session or MARKER])
+            count, (marked, keyed, own) = pipe.execute()
+            # A list with KEYED holds one keyed marker (`add` refuses another key, `rotate_key` swaps);
+            # an import under way holds its own marker (another import's is counted: `abandon`).
+            return int(count) - (1 if marked else 0) - (2 if keyed else 0) - (1 if own and self._session else 0)
 
 
 def _text(member: Any) -> str:
@@ -650,7 +690,7 @@ class MemoryOptOutList:
         self.key_check = key_check
         self.rotating = False
         self.holding_marker = False
-        self._wrote_markers = False  # an import's chunk wrote its key's markers (as Redis's claim)
+        self._session: str | None = None  # as RedisOptOutList's: this import's own marker once written
         self._lost_importing = False  # as RedisOptOutList's
 
     def replica(self, key_check: str | None = None) -> MemoryOptOutList:
@@ -664,8 +704,9 @@ class MemoryOptOutList:
             raise WrongKeyError(WRONG_KEY_WRITE)
 
     def _count(self) -> int:
-        # As Redis's `size`: a list with KEYED holds one keyed marker.
-        return len(self._entries) - (MARKER in self._entries) - 2 * (KEYED in self._entries)
+        # As Redis's `size`: a list with KEYED holds one keyed marker; an import its own marker.
+        own = self._session is not None and self._session in self._entries
+        return len(self._entries) - (MARKER in self._entries) - 2 * (KEYED in self._entries) - own
 
     def add(self, entries: Sequence[str]) -> int:
         if not entries:
@@ -673,13 +714,17 @@ class MemoryOptOutList:
         with self._lock:
             if not self.holding_marker and MARKER not in self._entries:
                 raise NotArmedError(NOT_ARMED)  # as RedisOptOutList's ADD: nothing written
-            self.verify_key()
             if self.holding_marker:
                 self._check_not_lost()
-                self._wrote_markers = self.key_check is not None
+            self.verify_key()
+            if self.holding_marker and self._session is None:  # as RedisOptOutList's BEGIN
+                self._mark()
+                self._session = SESSION_PREFIX + secrets.token_hex(8)
+                self._entries.add(self._session)
             before = self._count()
             self._entries.update(entries)
-            self._mark()
+            if not self.holding_marker:
+                self._mark()
             return self._count() - before
 
     def _mark(self) -> None:
@@ -690,19 +735,26 @@ class MemoryOptOutList:
                 self._entries.add(self.key_check)
 
     def _check_not_lost(self) -> None:
-        # As RedisOptOutList's import: the markers an earlier chunk wrote, gone, are a loss under it.
-        mark = KEYED if self.rotating else self.key_check
-        if self._lost_importing or (self._wrote_markers and mark not in self._entries):
+        # As RedisOptOutList's import: its own marker, written at its start, gone is a loss under it.
+        if self._lost_importing or (self._session is not None and self._session not in self._entries):
             self._lost_importing = True
             raise StateStoreError(LOST_IMPORTING)
 
+    def abandon(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._entries.discard(self._session)
+            self._session = None
+
     def complete(self) -> None:
         with self._lock:
+            self._check_not_lost()
             self.verify_key()
-            if not self.rotating:
-                self._check_not_lost()
             self._mark()
             self._entries.add(MARKER)
+            if self._session is not None:
+                self._entries.discard(self._session)
+            self._session = None
         self.holding_marker = False
 
     def remove(self, entries: Sequence[str]) -> int:
@@ -722,6 +774,9 @@ class MemoryOptOutList:
             self._check_not_lost()
             self._entries.difference_update([e for e in self._entries if e.startswith("k:")])
             self._entries.update((MARKER, KEYED, self.key_check))
+            if self._session is not None:
+                self._entries.discard(self._session)
+            self._session = None
         self.rotating = self.holding_marker = False
 
     def contains(self, entries: Sequence[str]) -> list[bool]:

@@ -416,3 +416,70 @@ def test_a_list_lost_while_it_is_rotated_into_is_not_armed_by_the_swap(make_list
         rotating.rotate_key()
     with pytest.raises(StateStoreError, match="opt-out list"):
         on_old.suppressed([_Recipient("+905321234567")])
+
+
+def test_an_import_lost_under_is_not_armed_by_another_import_s_claim(make_list: Callable[[], Any]) -> None:
+    """Fail open (review): an import checked the list's keyed marker to tell it was not lost under
+    it, but any import under the same key writes that marker. The nightly import A lost its first
+    chunk with the list (a restart without data); a second import B (the retried Job, an operator
+    re-importing) began and claimed the key; A's next chunk and its `complete` found the marker and
+    armed the list holding A's tail and B's head: the customers of A's lost chunk that B had not
+    reached yet were surveyed. An import must tell its own writes, not the key's."""
+    hasher = OptOutHasher(KEY, "TR")
+    head, tail = hasher.phone("+905321234567"), hasher.phone("+905321234568")
+    _import(_keyed(make_list(), KEY), [head, tail])
+    replica = Suppression(hasher, make_list(), digits_are_e164=False)
+    opted_out = [_Recipient("+905321234567"), _Recipient("+905321234568")]
+    assert replica.suppressed(opted_out) == [True, True]  # seen
+    a = _keyed(make_list(), KEY)
+    a.holding_marker = True
+    a.add([head])
+    _lose(a)
+    b = _keyed(make_list(), KEY)
+    b.holding_marker = True
+    b.add([hasher.external_id("cust-1")])  # B's first chunk: not yet at `head`
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        a.add([tail])
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        a.complete()
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        replica.suppressed(opted_out)  # still closed: `head` is on no list yet
+    b.add([head, tail])
+    b.complete()  # B ran whole into the list it arms
+    assert replica.suppressed(opted_out) == [True, True]
+    assert sorted(b.entries()) == sorted([head, tail, hasher.external_id("cust-1")]) and b.size() == 3
+
+
+def test_a_rotation_lost_under_is_not_armed_by_another_import_s_claim(make_list: Callable[[], Any]) -> None:
+    """The same for `import --new-key`: its chunks and its swap checked KEYED, which any import writes."""
+    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
+    _import(_keyed(make_list(), KEY), [old.phone("+905321234567")])
+    on_old = Suppression(old, make_list(), digits_are_e164=False)
+    assert on_old.suppressed([_Recipient("+905321234567")]) == [True]  # seen
+    rotating = _keyed(make_list(), OTHER_KEY)
+    rotating.rotating = rotating.holding_marker = True
+    rotating.add([new.phone("+905321234567")])
+    _lose(rotating)
+    other = _keyed(make_list(), KEY)
+    other.holding_marker = True
+    other.add([old.phone("+905321234569")])  # an import under the old key begins: KEYED is back
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        rotating.add([new.phone("+905321234568")])
+    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
+        rotating.rotate_key()
+    with pytest.raises(StateStoreError, match="opt-out list"):
+        on_old.suppressed([_Recipient("+905321234567")])
+
+
+def test_an_import_whose_list_was_lost_before_its_first_chunk_runs_whole(make_list: Callable[[], Any]) -> None:
+    """An import that wrote nothing before the loss imports the whole file into the emptied list:
+    it may arm it (it stopped with LOST_IMPORTING, a re-run for nothing)."""
+    hasher = OptOutHasher(KEY, "TR")
+    _import(_keyed(make_list(), KEY), [hasher.phone("+905321234567")])
+    importer = _keyed(make_list(), KEY)
+    importer.holding_marker = True
+    importer.verify_key()
+    _lose(importer)
+    importer.add([hasher.phone("+905321234567"), hasher.phone("+905321234568")])
+    importer.complete()
+    assert importer.contains([hasher.phone("+905321234568")]) == [True] and importer.size() == 2

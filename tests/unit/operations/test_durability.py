@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis
+from confluent_kafka import KafkaException
 
 from consumer.operations.durability import offsets_warning, persistence_warning, topic_warnings
 
@@ -108,3 +109,43 @@ def test_longest_uncommitted_is_the_longest_closed_window_plus_stuck_record_ms(m
     windowed = Settings(pisano_url="https://api.pisano.co", pisano_api_token="t" * 20,
                         send_window="09:00-21:00 UTC", campaign_send_windows={"c-1": "09:00-10:00 UTC"})
     assert windowed.longest_uncommitted_ms() == 23 * HOUR + 15 * MINUTE
+
+
+class _Future:
+    def __init__(self, failure: BaseException) -> None:
+        self.failure = failure
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self.failure
+
+
+class _Admin:
+    """An AdminClient whose describe_configs futures fail with `failure`."""
+
+    def __init__(self, failure: BaseException) -> None:
+        self.failure = failure
+
+    def describe_configs(self, resources: list[Any], request_timeout: float | None = None) -> dict[Any, _Future]:
+        return {resource: _Future(self.failure) for resource in resources}
+
+
+@pytest.mark.parametrize("failure", [
+    TimeoutError(),  # concurrent.futures' own: the future's result(timeout) ran out before librdkafka's
+    ValueError("a config entry the client could not read"),
+    RuntimeError("KafkaError{code=_TRANSPORT} without a KafkaError in its args"),
+    KafkaException("a KafkaException whose argument is no KafkaError"),  # `.str()` on it: AttributeError
+])
+def test_a_describe_configs_that_fails_otherwise_than_kafka_leaves_retention_unchecked_not_check_crashed(
+        monkeypatch: pytest.MonkeyPatch, failure: BaseException) -> None:
+    """Review: `_retention` caught KafkaException alone, and `check`'s guard only PisanoSmsError: a
+    describe that timed out on the Python side (the future's 10 s against librdkafka's own 10 s), or
+    failed any other way, ended `pisano-sms check` with a traceback instead of its report. Retention
+    is a warning: unchecked, said so, and the other checks run."""
+    from consumer.config.settings import Settings
+    from consumer.operations import check
+
+    monkeypatch.setattr(check, "make_admin", lambda settings: _Admin(failure))
+    settings = Settings(pisano_url="https://api.pisano.co", pisano_api_token="t" * 20, kafka_topics=["events"])
+    said = check._retention(settings, 1)
+    assert said.startswith("; retention unchecked (") and "DescribeConfigs" in said
+    assert type(failure).__name__ in said
