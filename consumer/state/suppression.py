@@ -140,20 +140,28 @@ UNKEYED = ("the opt-out list was written before 0.3.0 and carries no key check: 
 # other import under the key writes them again (found by review: an import lost under, then a
 # second import's claim, and the first one's `complete` armed the list with its tail alone).
 SESSION_PREFIX = "m:i:"
+
+
+def _claim_markers(mode: str, key_marker: str, *, refused: str) -> str:
+    """Lua shared by the scripts below (the set is `list`): with `mode` 'check', return `refused`
+    from the script when the list is another key's, else write this key's markers (KEYED and
+    `key_marker`); 'rotating' writes KEYED alone; 'plain' nothing."""
+    return f"""if {mode} == 'check' then
+  if redis.call('SISMEMBER', list, '{KEYED}') == 1 and redis.call('SISMEMBER', list, {key_marker}) == 0 then
+    return {refused}
+  end
+  redis.call('SADD', list, '{KEYED}', {key_marker})
+elseif {mode} == 'rotating' then
+  redis.call('SADD', list, '{KEYED}')
+end"""
+
 # An import's start, atomically (one key: one slot on a Redis Cluster; a check then a plain SADD
 # let two imports under two keys both pass before either wrote): ARGV[1] its marker; ARGV[2]
 # "check" (ARGV[3] this key's marker: refused, 0, onto another key's list, else this key's markers
 # written too), "rotating" (KEYED written) or "plain".
 BEGIN = f"""
 local list = KEYS[1]
-if ARGV[2] == 'check' then
-  if redis.call('SISMEMBER', list, '{KEYED}') == 1 and redis.call('SISMEMBER', list, ARGV[3]) == 0 then
-    return 0
-  end
-  redis.call('SADD', list, '{KEYED}', ARGV[3])
-elseif ARGV[2] == 'rotating' then
-  redis.call('SADD', list, '{KEYED}')
-end
+{_claim_markers('ARGV[2]', 'ARGV[3]', refused='0')}
 redis.call('SADD', list, ARGV[1])
 return 1
 """
@@ -169,14 +177,7 @@ NOT_ARMED = ("the opt-out list has no marker: Redis lost it, or it was never imp
 ADD = f"""
 local list = KEYS[1]
 if redis.call('SISMEMBER', list, '{MARKER}') == 0 then return -1 end
-if ARGV[1] == 'check' then
-  if redis.call('SISMEMBER', list, '{KEYED}') == 1 and redis.call('SISMEMBER', list, ARGV[2]) == 0 then
-    return -2
-  end
-  redis.call('SADD', list, '{KEYED}', ARGV[2])
-elseif ARGV[1] == 'rotating' then
-  redis.call('SADD', list, '{KEYED}')
-end
+{_claim_markers('ARGV[1]', 'ARGV[2]', refused='-2')}
 return redis.call('SADD', list, unpack(ARGV, 3))
 """
 LOST_IMPORTING = ("the opt-out list was lost from Redis while this import ran (a restart without its data, a flush "
@@ -189,14 +190,7 @@ LOST_IMPORTING = ("the opt-out list was lost from Redis while this import ran (a
 COMPLETE = f"""
 local list = KEYS[1]
 if ARGV[1] ~= '' and redis.call('SISMEMBER', list, ARGV[1]) == 0 then return -1 end
-if ARGV[2] == 'check' then
-  if redis.call('SISMEMBER', list, '{KEYED}') == 1 and redis.call('SISMEMBER', list, ARGV[3]) == 0 then
-    return 0
-  end
-  redis.call('SADD', list, '{KEYED}', ARGV[3])
-elseif ARGV[2] == 'rotating' then
-  redis.call('SADD', list, '{KEYED}')
-end
+{_claim_markers('ARGV[2]', 'ARGV[3]', refused='0')}
 redis.call('SADD', list, '{MARKER}')
 if ARGV[1] ~= '' then redis.call('SREM', list, ARGV[1]) end
 return 1
