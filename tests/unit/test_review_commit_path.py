@@ -17,6 +17,19 @@ from tests.support.fake_kafka import FakeConsumer, FakeMessage, pipeline
 from tests.unit.test_pipeline import MAPPER, FailingRegistry, good
 
 
+def recorded_timeouts(consumer: FakeConsumer) -> list[float]:
+    """The timeout of each of `consumer`'s polls from now on."""
+    timeouts: list[float] = []
+    consume = consumer.consume
+
+    def recording(num_messages: int, timeout: float) -> list:  # type: ignore[type-arg]
+        timeouts.append(timeout)
+        return consume(num_messages, timeout)
+
+    consumer.consume = recording
+    return timeouts
+
+
 def test_a_poll_loop_waiting_for_the_schema_registry_waits_in_its_poll_instead_of_spinning() -> None:
     """Records waiting for the registry's retry keep the backlog non-empty, and a non-empty backlog
     made every turn poll with a zero timeout: nothing to decode before the retry, nothing fetched
@@ -26,14 +39,7 @@ def test_a_poll_loop_waiting_for_the_schema_registry_waits_in_its_poll_instead_o
     registry = FailingRegistry()
     loop, consumer, _ = pipeline(registry, MAPPER)
     consumer.queue = [good(n) for n in range(3)]
-    timeouts: list[float] = []
-    consume = consumer.consume
-
-    def recording(num_messages: int, timeout: float) -> list:  # type: ignore[type-arg]
-        timeouts.append(timeout)
-        return consume(num_messages, timeout)
-
-    consumer.consume = recording  # type: ignore[method-assign]
+    timeouts = recorded_timeouts(consumer)
     loop._step()  # fetches the records; the registry refuses the first: all wait
     assert loop.backlog.waiting_for_registry and len(loop.backlog) == 3
     timeouts.clear()
@@ -57,14 +63,7 @@ def test_our_own_registry_request_bound_waits_in_the_poll_too() -> None:
     consumer.queue = [good(0)]
     loop._step()
     assert len(loop.backlog) == 1 and loop.backlog._retry_at > time.monotonic()
-    timeouts: list[float] = []
-    consume = consumer.consume
-
-    def recording(num_messages: int, timeout: float) -> list:  # type: ignore[type-arg]
-        timeouts.append(timeout)
-        return consume(num_messages, timeout)
-
-    consumer.consume = recording  # type: ignore[method-assign]
+    timeouts = recorded_timeouts(consumer)
     loop._step()
     assert timeouts and timeouts[0] > 0
 
