@@ -400,8 +400,9 @@ def test_a_list_lost_while_it_is_imported_is_not_armed_by_the_import_s_end(
     assert replica.suppressed(opted_out) == [True, True]
 
 
-def test_a_list_lost_while_it_is_rotated_into_is_not_armed_by_the_swap(make_list: Callable[[], Any]) -> None:
-    """The same for `import --new-key`: `rotate_key` wrote MARKER onto a list lost under it."""
+def _rotation_lost_under(make_list: Callable[[], Any]) -> tuple[OptOutHasher, Suppression, Any]:
+    """A list imported under KEY and seen by a replica on it (`on_old`), then an `import --new-key`
+    under OTHER_KEY (`rotating`) that wrote one chunk before the list was lost."""
     old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
     _import(_keyed(make_list(), KEY), [old.phone("+905321234567")])
     on_old = Suppression(old, make_list(), digits_are_e164=False)
@@ -410,12 +411,24 @@ def test_a_list_lost_while_it_is_rotated_into_is_not_armed_by_the_swap(make_list
     rotating.rotating = rotating.holding_marker = True
     rotating.add([new.phone("+905321234567")])
     _lose(rotating)
+    return old, on_old, rotating
+
+
+def _stays_closed(rotating: Any, on_old: Suppression) -> None:
+    """The rotation lost under stops (its next chunk, its swap) and the replica stays closed."""
+    new = OptOutHasher(OTHER_KEY, "TR")
     with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
         rotating.add([new.phone("+905321234568")])
     with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
         rotating.rotate_key()
     with pytest.raises(StateStoreError, match="opt-out list"):
         on_old.suppressed([_Recipient("+905321234567")])
+
+
+def test_a_list_lost_while_it_is_rotated_into_is_not_armed_by_the_swap(make_list: Callable[[], Any]) -> None:
+    """The same for `import --new-key`: `rotate_key` wrote MARKER onto a list lost under it."""
+    _, on_old, rotating = _rotation_lost_under(make_list)
+    _stays_closed(rotating, on_old)
 
 
 def test_an_import_lost_under_is_not_armed_by_another_import_s_claim(make_list: Callable[[], Any]) -> None:
@@ -452,23 +465,11 @@ def test_an_import_lost_under_is_not_armed_by_another_import_s_claim(make_list: 
 
 def test_a_rotation_lost_under_is_not_armed_by_another_import_s_claim(make_list: Callable[[], Any]) -> None:
     """The same for `import --new-key`: its chunks and its swap checked KEYED, which any import writes."""
-    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
-    _import(_keyed(make_list(), KEY), [old.phone("+905321234567")])
-    on_old = Suppression(old, make_list(), digits_are_e164=False)
-    assert on_old.suppressed([_Recipient("+905321234567")]) == [True]  # seen
-    rotating = _keyed(make_list(), OTHER_KEY)
-    rotating.rotating = rotating.holding_marker = True
-    rotating.add([new.phone("+905321234567")])
-    _lose(rotating)
+    old, on_old, rotating = _rotation_lost_under(make_list)
     other = _keyed(make_list(), KEY)
     other.holding_marker = True
     other.add([old.phone("+905321234569")])  # an import under the old key begins: KEYED is back
-    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
-        rotating.add([new.phone("+905321234568")])
-    with pytest.raises(StateStoreError, match=r"lost .*while this import ran"):
-        rotating.rotate_key()
-    with pytest.raises(StateStoreError, match="opt-out list"):
-        on_old.suppressed([_Recipient("+905321234567")])
+    _stays_closed(rotating, on_old)
 
 
 def test_an_import_whose_list_was_lost_before_its_first_chunk_runs_whole(make_list: Callable[[], Any]) -> None:
