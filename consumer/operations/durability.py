@@ -46,12 +46,12 @@ def topic_warnings(configs: Mapping[str, Mapping[str, str]], inputs: Iterable[st
     warnings = []
     for topic in inputs:
         config = configs.get(topic, {})
-        if "compact" in config.get("cleanup.policy", ""):
+        if _compacted(config):
             warnings.append(f"topic {topic} is compacted (cleanup.policy={config['cleanup.policy']}): it keeps one "
                             "record per key, so an event followed by another of the same key may be deleted before "
                             "it is read; set cleanup.policy=delete")
-        retention = _number(config.get("retention.ms"))
-        if retention is not None and retention != NO_LIMIT and retention < held_ms:
+        retention = _kept_ms(config)
+        if retention is not None and retention < held_ms:
             warnings.append(f"topic {topic} keeps records {span(retention)} (retention.ms), less than a record may "
                             f"wait uncommitted ({span(held_ms)}: STUCK_RECORD_MS and the longest closed send window): "
                             "a record held when its replica restarts may be deleted unsent; raise retention.ms")
@@ -60,11 +60,11 @@ def topic_warnings(configs: Mapping[str, Mapping[str, str]], inputs: Iterable[st
             warnings.append(f"topic {topic} also deletes records by size (retention.bytes={size} a partition): a "
                             "backlog larger than that is deleted unread; size it for the longest outage you ride out")
     config = configs.get(dlq, {})
-    if "compact" in config.get("cleanup.policy", ""):
+    if _compacted(config):
         warnings.append(f"DLQ {dlq} is compacted (cleanup.policy={config['cleanup.policy']}): it keeps one dead letter "
                         "per key, so earlier failures of one key are lost to replay; set cleanup.policy=delete")
-    retention = _number(config.get("retention.ms"))
-    if retention is not None and retention != NO_LIMIT and retention < stale_ms:
+    retention = _kept_ms(config)
+    if retention is not None and retention < stale_ms:
         warnings.append(f"DLQ {dlq} keeps dead letters {span(retention)} (retention.ms), less than the stale limit "
                         f"({span(stale_ms)}: DEDUP_HORIZON_S minus STALE_MARGIN_S): failures are deleted while they "
                         "could still be replayed; raise its retention.ms")
@@ -116,6 +116,16 @@ def persistence_warning(client: Any) -> str | None:
                 "delivered marks written since are forgotten and a copy of such an event is sent again; set "
                 "appendonly yes (README, \"Redis durability matters\")")
     return None
+
+
+def _compacted(config: Mapping[str, str]) -> bool:
+    return "compact" in config.get("cleanup.policy", "")
+
+
+def _kept_ms(config: Mapping[str, str]) -> int | None:
+    """The topic's retention.ms, None when it keeps records for ever or says nothing readable."""
+    kept = _number(config.get("retention.ms"))
+    return None if kept == NO_LIMIT else kept
 
 
 def _number(value: str | None) -> int | None:
