@@ -115,6 +115,9 @@ def persistence_warning(client: Any) -> str | None:
         return ("Redis runs without AOF (appendonly no): after a restart it has only its last snapshot, so the "
                 "delivered marks written since are forgotten and a copy of such an event is sent again; set "
                 "appendonly yes (README, \"Redis durability matters\")")
+    if not nodes or any("aof_enabled" not in node for node in nodes):
+        return ("Redis persistence unchecked (INFO persistence does not say aof_enabled): make sure appendonly is "
+                "yes, or a restart forgets the delivered marks and customers get a second SMS")
     return None
 
 

@@ -89,6 +89,10 @@ def test_redis_without_aof_forgets_delivered_marks_on_restart() -> None:
     # A cluster client answers per node: one node without AOF is enough to lose marks.
     assert persistence_warning(Info({"10.0.0.1:6379": {"aof_enabled": 1}, "10.0.0.2:6379": {"aof_enabled": 0}}))
     assert persistence_warning(Info({"10.0.0.1:6379": {"aof_enabled": 1}})) is None
+    # A server that does not say (a proxy, a managed service's own INFO) is unchecked, never silence.
+    for silent in ({"loading": 0}, {}, {"10.0.0.1:6379": {"aof_enabled": 1}, "10.0.0.2:6379": {"loading": 0}}):
+        found = persistence_warning(Info(silent))
+        assert found is not None and "unchecked (INFO persistence does not say aof_enabled)" in found
 
 
 def test_a_user_denied_info_is_told_to_check_it_and_an_outage_is_raised() -> None:
