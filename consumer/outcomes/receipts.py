@@ -47,7 +47,6 @@ import time
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -230,11 +229,15 @@ class ReceiptCodec:
 
     Encoding runs for every record, so it is done here field by field from the schema file (a
     few microseconds) rather than through fastavro's generic writer (ten times that); the unit
-    tests hold it to fastavro's bytes. Decoding (the demo, the tests, a reader) uses fastavro."""
+    tests hold it to fastavro's bytes. Decoding (the demo, the tests, a reader) uses fastavro, on
+    the schema without its logical types: the timestamps come back as the longs they were written
+    as (through a datetime, a float lost a millisecond now and then, and a time past year 9999,
+    a valid long, could not be read at all)."""
 
     def __init__(self, schema_id: int | None = None, schema: Any = None) -> None:
         raw = json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) if schema is None else schema
         self.schema = fastavro.parse_schema(raw)
+        self._plain = fastavro.parse_schema(_without_logical_types(raw))
         self.schema_id = schema_id
         self._header = struct.pack(">bI", _WIRE_MAGIC, schema_id) if schema_id is not None else b""
         fields = raw["fields"]
@@ -250,12 +253,18 @@ class ReceiptCodec:
         buffer = io.BytesIO(value)
         if self._header and buffer.read(len(self._header)) != self._header:
             raise ValueError("not a receipt of this schema id (Confluent wire format header)")
-        fields = fastavro.schemaless_reader(buffer, self.schema, None)
+        fields = fastavro.schemaless_reader(buffer, self._plain, None)
         assert isinstance(fields, dict)
-        for name in ("event_time", "consumed_at", "decided_at"):
-            if isinstance(fields.get(name), datetime):
-                fields[name] = int(fields[name].timestamp() * 1000)
         return Receipt(**fields)
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """The schema with every logicalType dropped: the same bytes, read as their Avro types."""
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_without_logical_types(item) for item in schema]
+    return schema
 
 
 @dataclass
@@ -292,6 +301,8 @@ class ReceiptWriter:
         self.marks = marks
         self.already_receipted = 0  # records read again whose receipt was acknowledged before
         self._receipted: dict[TopicPartition, dict[int, str]] = {}  # the marks loaded at assignment
+        self._owned: set[TopicPartition] = set()  # assigned, not revoked or lost since
+        self._unloaded: set[TopicPartition] = set()  # owned, marks not loaded yet (they paused): next poll()
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
@@ -334,14 +345,24 @@ class ReceiptWriter:
     # ---------------------------------------------------------------- marks (the poll loop's group callbacks)
 
     def assigned(self, tps: list[TopicPartition]) -> None:
-        """Load the marks of newly assigned partitions: their records with a receipt already."""
-        if self.marks is None or self._marks_paused():
+        """Load the marks of newly assigned partitions: their records with a receipt already.
+        While the marks pause (Redis failed a moment ago), on the first poll() after the pause:
+        records read before that may get a second receipt, not every record of the assignment."""
+        self._owned.update(tps)
+        if self.marks is None:
+            return
+        self._unloaded.update(tps)
+        self._load_marks()
+
+    def _load_marks(self) -> None:
+        if self.marks is None or not self._unloaded or self._marks_paused():
             return
         try:
-            for tp in tps:
+            for tp in sorted(self._unloaded):
                 receipted = self.marks.receipted(self.group, tp)
                 if receipted:
-                    self._receipted[tp] = receipted
+                    self._receipted.setdefault(tp, {}).update(receipted)
+                self._unloaded.discard(tp)
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("read", exc)
 
@@ -353,6 +374,8 @@ class ReceiptWriter:
         for tp in tps:
             self._receipted.pop(tp, None)
             self._generations[tp] = self._generations.get(tp, 0) + 1
+        self._owned.difference_update(tps)
+        self._unloaded.difference_update(tps)
         kept = [p for p in self._retry if not self._abandoned(p)]
         self.in_flight -= len(self._retry) - len(kept)
         self._retry = kept
@@ -411,6 +434,7 @@ class ReceiptWriter:
                 self._produce(pending)
         self.producer.poll(timeout)
         self.write_marks()
+        self._load_marks()
         if self._skipped:  # only after a restart or a rebalance: one line per turn
             log.info("%d records read again had their receipt already (a restart or rebalance before their "
                      "commit); no second receipt", self._skipped, extra={"count": self._skipped})
@@ -442,6 +466,11 @@ class ReceiptWriter:
         self.in_flight -= 1
         if pending.origin is not None:
             self._acknowledged.append(pending.origin)
+            if pending.generation != self._generations.get(pending.tp, 0) and pending.tp in self._owned:
+                # Its partition was given up and assigned back to us meanwhile: its marks were
+                # loaded without this one, and the copy read again must not get a second receipt.
+                origin = pending.origin
+                self._receipted.setdefault(pending.tp, {})[origin.offset] = origin.fingerprint
             if not self._fatal.serving and self._abandoned(pending):
                 # Served outside poll() after its partition was revoked or lost (the final flush of
                 # a shutdown, after which no poll() comes): marked now, or the next owner writes a
