@@ -7,14 +7,19 @@ With OUTCOME_TOPIC set, a record's offset is committed only once its receipt is 
 for dead-letters: the producer is the dead-letter queue's (idempotent, `acks=all`), and a failed
 delivery is produced again after a backoff, for ever; a receipt topic that is down stops commits
 and, through the full buffers, fetching; it never loses a receipt. A fatal error of the producer
-ends the poll loop instead (`poll()` raises it once, consumer/outcomes/producer_fatal.py).
+ends the poll loop instead (`poll()` raises it once, consumer/outcomes/producer_fatal.py). A topic
+whose max.message.bytes is below the producer's batch refuses a burst's batches as too large:
+those receipts go again at once, in smaller poll turns (CLEAN_TURNS), not after a backoff.
 A dead-lettered record gets its receipt after its dead-letter is acknowledged, so a receipt never
 names a dead-letter that is not there.
 
 Once per record: a partition commits only up to its oldest record without an outcome, so after a
 rebalance or a crash its next owner reads again records that already have a receipt. With `marks`
 (consumer/state/receipt_marks.py) each acknowledged receipt marks its origin, a replica assigned a
-partition loads its marks, and a record marked already ends without a second receipt.
+partition loads its marks (while the marks pause, on the first poll after the pause), and a record
+marked already ends without a second receipt. A receipt this replica wrote for a record whose
+partition it gave up and was assigned back, acknowledged after that assignment loaded the marks,
+counts as loaded too.
 
 What is left is at least once: a receipt acknowledged but not marked yet when its replica dies
 (the mark is written in the next poll turn), or acknowledged while Redis is away (receipts go on
@@ -41,6 +46,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import operator
 import struct
 import time
@@ -74,6 +80,13 @@ _FROM_KIND = {"delivered": "accepted", "skipped": "duplicate", "dead_letter": "d
 _POLICY_REASONS = {"expired": "max_event_age", "suppressed": "opt_out_list", "cooldown": "contact_cooldown"}
 MIN_SALT_CHARS = 16
 _WIRE_MAGIC = 0
+# A receipt topic whose max.message.bytes is below librdkafka's batch (batch.size, 1 MB) refuses
+# a burst's batches whole as too large, though each receipt (a few hundred bytes) fits: every
+# refused receipt produced again at once would be batched and refused again, for ever. So after
+# such a refusal each poll turn produces at most half as many receipts as were refused, and the
+# limit doubles again after CLEAN_TURNS turns with acknowledgements and no refusal.
+CLEAN_TURNS = 10
+_NO_TURN_LIMIT = 1 << 16  # a limit this high is no limit: back to librdkafka's batching
 
 
 def receipt_outcome(kind: str) -> str:
@@ -279,6 +292,7 @@ class _Pending:
     tp: TopicPartition = ("", 0)  # the record's partition and its generation when this was written
     generation: int = 0  # (`ReceiptWriter.forget`)
     counts: Callable[[], bool] | None = None  # whether its record's outcome still counts (the tracker's)
+    turn_limit: float = math.inf  # the writer's receipts-per-turn limit when this was last produced
 
 
 class ReceiptWriter:
@@ -310,6 +324,12 @@ class ReceiptWriter:
         # Bumped when a partition is revoked or lost: its receipts written before are abandoned.
         self._generations: dict[TopicPartition, int] = {}
         self._fatal = ProducerFatal("receipts")  # the producer failed for good: poll() raises
+        # Receipts produced per poll turn at most, while the topic refuses batches as too large.
+        self._turn_limit = math.inf
+        self._turn_produced = 0
+        self._refused_too_large = 0  # since the last turn began
+        self._acknowledged_now = 0  # since the last turn began
+        self._clean_turns = 0
 
     def record(self, message: Any, kind: str, on_done: Callable[[], None], *, recipient: Recipient | None = None,
                failure: Failure | None = None, reason: str | None = None, request_id: str | None = None,
@@ -424,6 +444,7 @@ class ReceiptWriter:
         self._fatal.raise_once()
 
     def _poll(self, timeout: float) -> None:
+        self._new_turn()
         if self._retry:
             now = time.monotonic()
             due = [p for p in self._retry if p.not_before <= now]
@@ -440,6 +461,23 @@ class ReceiptWriter:
                      "commit); no second receipt", self._skipped, extra={"count": self._skipped})
             self._skipped = 0
 
+    def _new_turn(self) -> None:
+        """Adjust the receipts-per-turn limit to what the last turn saw (CLEAN_TURNS)."""
+        refused, self._refused_too_large = self._refused_too_large, 0
+        acknowledged, self._acknowledged_now = self._acknowledged_now, 0
+        self._turn_produced = 0
+        if refused:
+            self._turn_limit = max(1, min(self._turn_limit, refused) // 2)
+            self._clean_turns = 0
+            log.warning("%d receipts refused by %s as too large, in batches: at most %d a poll turn for now (its "
+                        "max.message.bytes is below the producer's batch.size)", refused, self.topic,
+                        self._turn_limit, extra={"count": refused})
+        elif acknowledged and self._turn_limit < math.inf:
+            self._clean_turns += 1
+            if self._clean_turns >= CLEAN_TURNS:
+                self._clean_turns = 0
+                self._turn_limit = self._turn_limit * 2 if self._turn_limit * 2 < _NO_TURN_LIMIT else math.inf
+
     def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` for every receipt to be acknowledged."""
         deadline = time.monotonic() + timeout
@@ -449,6 +487,12 @@ class ReceiptWriter:
         return self.in_flight == 0
 
     def _produce(self, pending: _Pending) -> None:
+        if self._turn_produced >= self._turn_limit:  # the next turn's (`_new_turn`), not a failure
+            pending.not_before = 0.0
+            self._retry.append(pending)
+            return
+        self._turn_produced += 1
+        pending.turn_limit = self._turn_limit
         try:
             self.producer.produce(self.topic, key=pending.key, value=pending.value,
                                   on_delivery=lambda err, _msg: self._delivered(pending, err))
@@ -461,14 +505,26 @@ class ReceiptWriter:
     def _delivered(self, pending: _Pending, err: KafkaError | None) -> None:
         if err is not None:
             self._fatal.note(err)
-            self._later(pending, err.str())
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and pending.turn_limit > 1:
+                # Refused with a batch too large, maybe: again next turn, in smaller turns.
+                self._refused_too_large += 1
+                if self._abandoned(pending):
+                    self.in_flight -= 1
+                else:
+                    pending.not_before = 0.0
+                    self._retry.append(pending)
+                return
+            self._later(pending, err.str())  # refused alone too: the topic is misconfigured
             return
+        self._acknowledged_now += 1
         self.in_flight -= 1
         if pending.origin is not None:
             self._acknowledged.append(pending.origin)
-            if pending.generation != self._generations.get(pending.tp, 0) and pending.tp in self._owned:
-                # Its partition was given up and assigned back to us meanwhile: its marks were
-                # loaded without this one, and the copy read again must not get a second receipt.
+            if pending.tp in self._owned and (pending.counts is None or self._abandoned(pending)):
+                # Not the receipt of the copy that counts: written for a record read before its
+                # partition was given up and assigned back to us (the marks loaded then lack it),
+                # or Pisano's acceptance after the hand-over (`counts` None). The copy read
+                # again, which counts, must not get a second receipt.
                 origin = pending.origin
                 self._receipted.setdefault(pending.tp, {})[origin.offset] = origin.fingerprint
             if not self._fatal.serving and self._abandoned(pending):

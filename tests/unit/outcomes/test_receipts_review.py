@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
 from consumer.ingest.mapping import Recipient
 from consumer.ingest.records import InboundRecord
@@ -98,3 +99,85 @@ def test_a_partition_revoked_during_the_pause_is_not_loaded_after_it() -> None:
     receipts._marks_paused_until = 0.0
     receipts.poll()
     assert TP not in receipts._receipted and not receipts._unloaded
+
+
+def test_a_late_acceptance_on_a_partition_assigned_back_is_the_only_receipt() -> None:
+    """Pisano accepted an event after its partition was revoked (the poll loop's
+    `_late_acceptance`: committing nothing), and the partition came back to this replica. The
+    copy read again waits for that request (its id is in flight), then ends `skipped`: it got a
+    second receipt, `duplicate`, though this replica had the acknowledged `accepted` one."""
+    marks, producer, done = MemoryReceiptMarks(), HoldingProducer(), []
+    receipts = writer(producer, marks)
+    receipts.assigned([TP])
+    receipts.forget({TP})
+    receipts.assigned([TP])  # assigned back
+    receipts.record(message(7), "delivered", lambda: None, recipient=Recipient("tx-7", CAMPAIGN, PHONE))
+    receipts.poll()  # the late acceptance's receipt is acknowledged
+    receipts.record(message(7), "skipped", lambda: done.append(7), recipient=Recipient("tx-7", CAMPAIGN, PHONE),
+                    counts=lambda: True)
+    receipts.poll()
+    assert len(producer.on("receipts")) == 1 and done == [7] and receipts.already_receipted == 1
+
+
+class BatchLimitProducer:
+    """A receipt topic whose max.message.bytes takes `cap` receipts in one producer batch: what
+    was produced since the last poll is one batch, refused whole (MSG_SIZE_TOO_LARGE) when larger."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._batch: list[Any] = []
+        self.written = 0
+        self.refused = 0
+
+    def produce(self, topic: str, key: Any = None, value: Any = None, headers: Any = None,
+                on_delivery: Any = None) -> None:
+        self._batch.append(on_delivery)
+
+    def poll(self, timeout: float = 0) -> int:
+        batch, self._batch = self._batch, []
+        error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if len(batch) > self.cap else None
+        for report in batch:
+            report(error, None)
+        if error is None:
+            self.written += len(batch)
+        else:
+            self.refused += len(batch)
+        return len(batch)
+
+
+def test_receipts_refused_as_a_batch_too_large_get_through_in_smaller_batches() -> None:
+    """Measured on Kafka: a receipt topic with max.message.bytes=100000 (each receipt ~250 B)
+    refuses librdkafka's batches of a burst as too large; every refused receipt was produced again
+    at once, batched again, refused again: 3,525 of 20,000 receipts never written, their
+    partitions' commits held for good. They go again in smaller turns now, and all get through."""
+    producer, done = BatchLimitProducer(cap=40), []
+    receipts = ReceiptWriter(producer, "receipts", group="g", hasher=PhoneHasher(SALT), codec=ReceiptCodec())
+    for offset in range(1000):
+        receipts.record(message(offset), "delivered", lambda: done.append(1),
+                        recipient=Recipient(f"tx-{offset}", CAMPAIGN, PHONE))
+    for _ in range(200):
+        receipts.poll()
+        if not receipts.in_flight:
+            break
+    assert len(done) == 1000 and receipts.in_flight == 0 and producer.written == 1000
+    assert producer.refused <= 3000  # a few rounds of refusals, not one per turn for ever
+    # Back to full batches once the topic takes them: the limit is not kept for ever.
+    for offset in range(1000, 1300):
+        receipts.record(message(offset), "delivered", lambda: done.append(1),
+                        recipient=Recipient(f"tx-{offset}", CAMPAIGN, PHONE))
+    producer.cap = 10_000
+    for _ in range(30):
+        receipts.poll()
+    assert len(done) == 1300 and receipts.in_flight == 0
+
+
+def test_a_receipt_the_topic_refuses_alone_waits_its_backoff() -> None:
+    """A receipt refused even alone: the topic is misconfigured, not a batch too large. It is
+    held (offsets wait, the stuck-record alarm fires) with the backoff, not produced every turn."""
+    producer, done = BatchLimitProducer(cap=0), []
+    receipts = ReceiptWriter(producer, "receipts", group="g", hasher=PhoneHasher(SALT), codec=ReceiptCodec())
+    receipts.record(message(1), "delivered", lambda: done.append(1), recipient=Recipient("tx-1", CAMPAIGN, PHONE))
+    for _ in range(20):
+        receipts.poll()
+    assert done == [] and receipts.in_flight == 1 and producer.refused <= 3
+    assert receipts._retry[0].not_before > time.monotonic()
