@@ -181,3 +181,21 @@ def test_a_receipt_the_topic_refuses_alone_waits_its_backoff() -> None:
         receipts.poll()
     assert done == [] and receipts.in_flight == 1 and producer.refused <= 3
     assert receipts._retry[0].not_before > time.monotonic()
+
+
+def test_failed_receipts_are_logged_once_a_turn_not_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    """A receipt topic refusing everything (down, or not authorised) logged one ERROR line per
+    receipt and retry: 10,000 lines for one failed round of 10,000 receipts, and again each
+    backoff. One line a poll turn, with the count and the reason."""
+    producer = HoldingProducer()
+    producer.failing.add("receipts")
+    receipts = ReceiptWriter(producer, "receipts", group="g", hasher=PhoneHasher(SALT), codec=ReceiptCodec())
+    for offset in range(500):
+        receipts.record(message(offset), "delivered", lambda: None,
+                        recipient=Recipient(f"tx-{offset}", CAMPAIGN, PHONE))
+    with caplog.at_level("ERROR", logger="consumer.outcomes.receipts"):
+        receipts.poll()
+        receipts.poll()
+    lines = [r for r in caplog.records if r.name == "consumer.outcomes.receipts"]
+    assert len(lines) == 1 and "500 receipts" in lines[0].getMessage() and receipts.in_flight == 500
+    assert "timed out" in lines[0].getMessage().lower()
