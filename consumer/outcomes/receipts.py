@@ -7,14 +7,19 @@ With OUTCOME_TOPIC set, a record's offset is committed only once its receipt is 
 for dead-letters: the producer is the dead-letter queue's (idempotent, `acks=all`), and a failed
 delivery is produced again after a backoff, for ever; a receipt topic that is down stops commits
 and, through the full buffers, fetching; it never loses a receipt. A fatal error of the producer
-ends the poll loop instead (`poll()` raises it once, consumer/outcomes/producer_fatal.py).
+ends the poll loop instead (`poll()` raises it once, consumer/outcomes/producer_fatal.py). A topic
+whose max.message.bytes is below the producer's batch refuses a burst's batches as too large:
+those receipts go again at once, in smaller poll turns (CLEAN_TURNS), not after a backoff.
 A dead-lettered record gets its receipt after its dead-letter is acknowledged, so a receipt never
 names a dead-letter that is not there.
 
 Once per record: a partition commits only up to its oldest record without an outcome, so after a
 rebalance or a crash its next owner reads again records that already have a receipt. With `marks`
 (consumer/state/receipt_marks.py) each acknowledged receipt marks its origin, a replica assigned a
-partition loads its marks, and a record marked already ends without a second receipt.
+partition loads its marks (while the marks pause, on the first poll after the pause), and a record
+marked already ends without a second receipt. A receipt this replica wrote for a record whose
+partition it gave up and was assigned back, acknowledged after that assignment loaded the marks,
+counts as loaded too.
 
 What is left is at least once: a receipt acknowledged but not marked yet when its replica dies
 (the mark is written in the next poll turn), or acknowledged while Redis is away (receipts go on
@@ -41,13 +46,13 @@ import hashlib
 import io
 import json
 import logging
+import math
 import operator
 import struct
 import time
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +80,13 @@ _FROM_KIND = {"delivered": "accepted", "skipped": "duplicate", "dead_letter": "d
 _POLICY_REASONS = {"expired": "max_event_age", "suppressed": "opt_out_list", "cooldown": "contact_cooldown"}
 MIN_SALT_CHARS = 16
 _WIRE_MAGIC = 0
+# A receipt topic whose max.message.bytes is below librdkafka's batch (batch.size, 1 MB) refuses
+# a burst's batches whole as too large, though each receipt (a few hundred bytes) fits: every
+# refused receipt produced again at once would be batched and refused again, for ever. So after
+# such a refusal each poll turn produces at most half as many receipts as were refused, and the
+# limit doubles again after CLEAN_TURNS turns with acknowledgements and no refusal.
+CLEAN_TURNS = 10
+_NO_TURN_LIMIT = 1 << 16  # a limit this high is no limit: back to librdkafka's batching
 
 
 def receipt_outcome(kind: str) -> str:
@@ -230,11 +242,15 @@ class ReceiptCodec:
 
     Encoding runs for every record, so it is done here field by field from the schema file (a
     few microseconds) rather than through fastavro's generic writer (ten times that); the unit
-    tests hold it to fastavro's bytes. Decoding (the demo, the tests, a reader) uses fastavro."""
+    tests hold it to fastavro's bytes. Decoding (the demo, the tests, a reader) uses fastavro, on
+    the schema without its logical types: the timestamps come back as the longs they were written
+    as (through a datetime, a float lost a millisecond now and then, and a time past year 9999,
+    a valid long, could not be read at all)."""
 
     def __init__(self, schema_id: int | None = None, schema: Any = None) -> None:
         raw = json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) if schema is None else schema
         self.schema = fastavro.parse_schema(raw)
+        self._plain = fastavro.parse_schema(_without_logical_types(raw))
         self.schema_id = schema_id
         self._header = struct.pack(">bI", _WIRE_MAGIC, schema_id) if schema_id is not None else b""
         fields = raw["fields"]
@@ -250,12 +266,18 @@ class ReceiptCodec:
         buffer = io.BytesIO(value)
         if self._header and buffer.read(len(self._header)) != self._header:
             raise ValueError("not a receipt of this schema id (Confluent wire format header)")
-        fields = fastavro.schemaless_reader(buffer, self.schema, None)
+        fields = fastavro.schemaless_reader(buffer, self._plain, None)
         assert isinstance(fields, dict)
-        for name in ("event_time", "consumed_at", "decided_at"):
-            if isinstance(fields.get(name), datetime):
-                fields[name] = int(fields[name].timestamp() * 1000)
         return Receipt(**fields)
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """The schema with every logicalType dropped: the same bytes, read as their Avro types."""
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_without_logical_types(item) for item in schema]
+    return schema
 
 
 @dataclass
@@ -270,6 +292,7 @@ class _Pending:
     tp: TopicPartition = ("", 0)  # the record's partition and its generation when this was written
     generation: int = 0  # (`ReceiptWriter.forget`)
     counts: Callable[[], bool] | None = None  # whether its record's outcome still counts (the tracker's)
+    turn_limit: float = math.inf  # the writer's receipts-per-turn limit when this was last produced
 
 
 class ReceiptWriter:
@@ -292,6 +315,8 @@ class ReceiptWriter:
         self.marks = marks
         self.already_receipted = 0  # records read again whose receipt was acknowledged before
         self._receipted: dict[TopicPartition, dict[int, str]] = {}  # the marks loaded at assignment
+        self._owned: set[TopicPartition] = set()  # assigned, not revoked or lost since
+        self._unloaded: set[TopicPartition] = set()  # owned, marks not loaded yet (they paused): next poll()
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
@@ -299,6 +324,14 @@ class ReceiptWriter:
         # Bumped when a partition is revoked or lost: its receipts written before are abandoned.
         self._generations: dict[TopicPartition, int] = {}
         self._fatal = ProducerFatal("receipts")  # the producer failed for good: poll() raises
+        # Receipts produced per poll turn at most, while the topic refuses batches as too large.
+        self._turn_limit = math.inf
+        self._turn_produced = 0
+        self._refused_too_large = 0  # since the last turn began
+        self._acknowledged_now = 0  # since the last turn began
+        self._clean_turns = 0
+        # Receipts that failed since the last poll() logged them, for one line a turn (`_later`).
+        self._failed: tuple[int, str, float] = (0, "", 0.0)  # how many, the last reason, the least backoff
 
     def record(self, message: Any, kind: str, on_done: Callable[[], None], *, recipient: Recipient | None = None,
                failure: Failure | None = None, reason: str | None = None, request_id: str | None = None,
@@ -334,14 +367,24 @@ class ReceiptWriter:
     # ---------------------------------------------------------------- marks (the poll loop's group callbacks)
 
     def assigned(self, tps: list[TopicPartition]) -> None:
-        """Load the marks of newly assigned partitions: their records with a receipt already."""
-        if self.marks is None or self._marks_paused():
+        """Load the marks of newly assigned partitions: their records with a receipt already.
+        While the marks pause (Redis failed a moment ago), on the first poll() after the pause:
+        records read before that may get a second receipt, not every record of the assignment."""
+        self._owned.update(tps)
+        if self.marks is None:
+            return
+        self._unloaded.update(tps)
+        self._load_marks()
+
+    def _load_marks(self) -> None:
+        if self.marks is None or not self._unloaded or self._marks_paused():
             return
         try:
-            for tp in tps:
+            for tp in sorted(self._unloaded):
                 receipted = self.marks.receipted(self.group, tp)
                 if receipted:
-                    self._receipted[tp] = receipted
+                    self._receipted.setdefault(tp, {}).update(receipted)
+                self._unloaded.discard(tp)
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("read", exc)
 
@@ -353,6 +396,8 @@ class ReceiptWriter:
         for tp in tps:
             self._receipted.pop(tp, None)
             self._generations[tp] = self._generations.get(tp, 0) + 1
+        self._owned.difference_update(tps)
+        self._unloaded.difference_update(tps)
         kept = [p for p in self._retry if not self._abandoned(p)]
         self.in_flight -= len(self._retry) - len(kept)
         self._retry = kept
@@ -401,6 +446,7 @@ class ReceiptWriter:
         self._fatal.raise_once()
 
     def _poll(self, timeout: float) -> None:
+        self._new_turn()
         if self._retry:
             now = time.monotonic()
             due = [p for p in self._retry if p.not_before <= now]
@@ -411,10 +457,33 @@ class ReceiptWriter:
                 self._produce(pending)
         self.producer.poll(timeout)
         self.write_marks()
+        self._load_marks()
+        count, why, backoff = self._failed
+        if count:  # one line a turn: a topic that refuses everything would log one per receipt
+            self._failed = (0, "", 0.0)
+            log.error("%d receipts to %s failed (%s); producing them again in %.1fs or more, offsets wait", count,
+                      self.topic, why, backoff, extra={"count": count})
         if self._skipped:  # only after a restart or a rebalance: one line per turn
             log.info("%d records read again had their receipt already (a restart or rebalance before their "
                      "commit); no second receipt", self._skipped, extra={"count": self._skipped})
             self._skipped = 0
+
+    def _new_turn(self) -> None:
+        """Adjust the receipts-per-turn limit to what the last turn saw (CLEAN_TURNS)."""
+        refused, self._refused_too_large = self._refused_too_large, 0
+        acknowledged, self._acknowledged_now = self._acknowledged_now, 0
+        self._turn_produced = 0
+        if refused:
+            self._turn_limit = max(1, min(self._turn_limit, refused) // 2)
+            self._clean_turns = 0
+            log.warning("%d receipts refused by %s as too large, in batches: at most %d a poll turn for now (its "
+                        "max.message.bytes is below the producer's batch.size)", refused, self.topic,
+                        self._turn_limit, extra={"count": refused})
+        elif acknowledged and self._turn_limit < math.inf:
+            self._clean_turns += 1
+            if self._clean_turns >= CLEAN_TURNS:
+                self._clean_turns = 0
+                self._turn_limit = self._turn_limit * 2 if self._turn_limit * 2 < _NO_TURN_LIMIT else math.inf
 
     def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` for every receipt to be acknowledged."""
@@ -425,6 +494,12 @@ class ReceiptWriter:
         return self.in_flight == 0
 
     def _produce(self, pending: _Pending) -> None:
+        if self._turn_produced >= self._turn_limit:  # the next turn's (`_new_turn`), not a failure
+            pending.not_before = 0.0
+            self._retry.append(pending)
+            return
+        self._turn_produced += 1
+        pending.turn_limit = self._turn_limit
         try:
             self.producer.produce(self.topic, key=pending.key, value=pending.value,
                                   on_delivery=lambda err, _msg: self._delivered(pending, err))
@@ -437,11 +512,28 @@ class ReceiptWriter:
     def _delivered(self, pending: _Pending, err: KafkaError | None) -> None:
         if err is not None:
             self._fatal.note(err)
-            self._later(pending, err.str())
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and pending.turn_limit > 1:
+                # Refused with a batch too large, maybe: again next turn, in smaller turns.
+                self._refused_too_large += 1
+                if self._abandoned(pending):
+                    self.in_flight -= 1
+                else:
+                    pending.not_before = 0.0
+                    self._retry.append(pending)
+                return
+            self._later(pending, err.str())  # refused alone too: the topic is misconfigured
             return
+        self._acknowledged_now += 1
         self.in_flight -= 1
         if pending.origin is not None:
             self._acknowledged.append(pending.origin)
+            if pending.tp in self._owned and (pending.counts is None or self._abandoned(pending)):
+                # Not the receipt of the copy that counts: written for a record read before its
+                # partition was given up and assigned back to us (the marks loaded then lack it),
+                # or Pisano's acceptance after the hand-over (`counts` None). The copy read
+                # again, which counts, must not get a second receipt.
+                origin = pending.origin
+                self._receipted.setdefault(pending.tp, {})[origin.offset] = origin.fingerprint
             if not self._fatal.serving and self._abandoned(pending):
                 # Served outside poll() after its partition was revoked or lost (the final flush of
                 # a shutdown, after which no poll() comes): marked now, or the next owner writes a
@@ -458,7 +550,8 @@ class ReceiptWriter:
         pending.attempts += 1
         pending.not_before = time.monotonic() + backoff
         self._retry.append(pending)
-        log.error("receipt to %s failed (%s); producing it again in %.1fs, offsets wait", self.topic, why, backoff)
+        count, _, least = self._failed
+        self._failed = (count + 1, why, min(least, backoff) if count else backoff)
 
 
 def first_receipts(receipts: Iterable[Receipt]) -> dict[tuple[str, int, int], Receipt]:
