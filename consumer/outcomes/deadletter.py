@@ -55,6 +55,7 @@ from consumer.ingest.records import InboundRecord, headers_of
 from consumer.operations.logs import redact_phones
 from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_headers
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
+from consumer.outcomes.failed_deliveries import FailedDeliveries
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.plain_number import plain_number
 from consumer.state.dead_letters import DeadLetterMarks, Origin, TopicPartition
@@ -206,6 +207,7 @@ class DeadLetterQueue:
         # Bumped when a partition is revoked or lost: its dead-letters sent before are abandoned.
         self._generations: dict[tuple[str, int], int] = {}
         self._fatal = ProducerFatal("dead-letters")  # the producer failed for good: poll() raises
+        self._failed = FailedDeliveries("dead-letter", log)  # said once a poll turn, not once a record
 
     def send(self, message: Any, failure: Failure, on_done: Callable[[], None], *,
              counts: Callable[[], bool] | None = None) -> None:
@@ -253,6 +255,7 @@ class DeadLetterQueue:
             self._retry = [p for p in self._retry if p.not_before > now]
             for pending in self._keep(due):
                 self._produce(pending)
+        self._failed.say(self.topic)
         self._fatal.raise_once()
 
     def _produce_unchecked(self) -> None:
@@ -402,8 +405,7 @@ class DeadLetterQueue:
         self._retry.append(pending)
         if self._on_failure:
             self._on_failure()
-        log.error("dead-letter to %s failed (%s); producing it again in %.1fs, offsets wait", self.topic, why,
-                  backoff, extra=_context(pending.message))
+        self._failed.add(why, backoff, _context(pending.message))
 
 
 def _minimal_headers(message: Any, failure: Failure) -> list[tuple[str, bytes]]:

@@ -63,6 +63,7 @@ from consumer.errors import StateStoreError
 from consumer.ingest.mapping import Recipient
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
+from consumer.outcomes.failed_deliveries import FailedDeliveries
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.state.dead_letters import Origin, TopicPartition
 from consumer.state.receipt_marks import ReceiptMarks
@@ -330,8 +331,7 @@ class ReceiptWriter:
         self._refused_too_large = 0  # since the last turn began
         self._acknowledged_now = 0  # since the last turn began
         self._clean_turns = 0
-        # Receipts that failed since the last poll() logged them, for one line a turn (`_later`).
-        self._failed: tuple[int, str, float] = (0, "", 0.0)  # how many, the last reason, the least backoff
+        self._failed = FailedDeliveries("receipt", log)  # said once a poll turn, not once a receipt
 
     def record(self, message: Any, kind: str, on_done: Callable[[], None], *, recipient: Recipient | None = None,
                failure: Failure | None = None, reason: str | None = None, request_id: str | None = None,
@@ -458,11 +458,7 @@ class ReceiptWriter:
         self.producer.poll(timeout)
         self.write_marks()
         self._load_marks()
-        count, why, backoff = self._failed
-        if count:  # one line a turn: a topic that refuses everything would log one per receipt
-            self._failed = (0, "", 0.0)
-            log.error("%d receipts to %s failed (%s); producing them again in %.1fs or more, offsets wait", count,
-                      self.topic, why, backoff, extra={"count": count})
+        self._failed.say(self.topic)
         if self._skipped:  # only after a restart or a rebalance: one line per turn
             log.info("%d records read again had their receipt already (a restart or rebalance before their "
                      "commit); no second receipt", self._skipped, extra={"count": self._skipped})
@@ -550,8 +546,7 @@ class ReceiptWriter:
         pending.attempts += 1
         pending.not_before = time.monotonic() + backoff
         self._retry.append(pending)
-        count, _, least = self._failed
-        self._failed = (count + 1, why, min(least, backoff) if count else backoff)
+        self._failed.add(why, backoff)
 
 
 def first_receipts(receipts: Iterable[Receipt]) -> dict[tuple[str, int, int], Receipt]:

@@ -122,3 +122,26 @@ def test_a_mark_outlives_its_confirmed_commit_which_a_coordinator_failover_may_l
     now[0] += 1  # confirmed MARKS_KEEP_S ago: the marks below it go
     dlq.poll()
     assert len(marks) == 0
+
+
+def test_failed_dead_letters_are_logged_once_a_turn_not_once_each(caplog: Any) -> None:
+    """A dead-letter topic refusing everything (down, not authorised) logged one ERROR line per
+    record and retry: 10,000 lines for a failed round of 10,000 dead letters, and as many again
+    after each backoff. One line a poll turn, with the count, the reason and where the first was
+    from; the line keeps "dead-letter to ... failed", which the stuck-record alert tells SREs to
+    look for (helm's alert rules)."""
+    from tests.unit.outcomes.test_receipts import HoldingProducer
+
+    producer = HoldingProducer()
+    producer.failing.add("dlq")
+    dlq = DeadLetterQueue(producer, "dlq")  # type: ignore[arg-type]
+    for offset in range(500):
+        dlq.send(record(offset), FAILURE, lambda: None)
+    with caplog.at_level("ERROR", logger="consumer.outcomes.deadletter"):
+        dlq.poll()
+        dlq.poll()
+    lines = [r for r in caplog.records if r.name == "consumer.outcomes.deadletter"]
+    assert len(lines) == 1 and dlq.in_flight == 500
+    text = lines[0].getMessage()
+    assert "dead-letter to dlq failed for 500 records" in text and "timed out" in text.lower()
+    assert lines[0].count == 500 and lines[0].offset == 0  # type: ignore[attr-defined]
