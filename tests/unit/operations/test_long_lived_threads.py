@@ -89,12 +89,18 @@ def test_a_token_watcher_ended_by_a_base_exception_makes_the_replica_not_alive(
     # would log its own line (the line is logged on the thread that ended).
     [watcher] = [t for t in set(threading.enumerate()) - before if t.name == "token-default"]
     assert health.alive() and health.ended_threads() == {}
+
+    def lines() -> list[logging.LogRecord]:
+        return [rec for rec in caplog.records
+                if getattr(rec, "reason", None) == "thread_ended" and rec.thread == watcher.ident]
+
     with caplog.at_level(logging.ERROR, logger="consumer.operations.health"):
         RAISE["error"] = Cancelled("the secret store's session was cancelled")
         assert until(lambda: not health.alive())  # /healthz: 503, and Kubernetes restarts the pod
+        # The ended thread marks itself ended, then logs: the line may come a moment after.
+        assert until(lambda: bool(lines()))
     assert health.ended_threads() == {"token-default": "Cancelled"}
-    [line] = [rec for rec in caplog.records
-              if getattr(rec, "reason", None) == "thread_ended" and rec.thread == watcher.ident]
+    [line] = lines()
     assert "token-default" in line.getMessage() and "Cancelled" in line.getMessage()
 
 
