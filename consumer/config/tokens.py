@@ -91,13 +91,6 @@ class RefreshingToken:
     def current(self) -> str:
         return self._token
 
-    @property
-    def thread(self) -> LongLivedThread | None:
-        """The watching thread once started: it lives as long as the process, so the liveness watch
-        takes it (`long_lived`: a build watches it; a dead watcher would keep a rotated-away token,
-        every request refused with 401)."""
-        return self._thread
-
     def start(self) -> RefreshingToken:
         self._thread = long_lived(self._watch, name=f"token-{self.destination}", role="token_watcher")
         self._thread.start()
