@@ -57,6 +57,7 @@ from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_head
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.failed_deliveries import FailedDeliveries
 from consumer.outcomes.producer_fatal import ProducerFatal
+from consumer.outcomes.retry_queue import RetryQueue
 from consumer.plain_number import plain_number
 from consumer.state.dead_letters import DeadLetterMarks, Origin, TopicPartition
 
@@ -176,7 +177,6 @@ class _Pending:
     attempts: int = 0
     shrink: int = WHOLE  # how much of the record the topic's size limit left in it
     sent_alone: bool = False  # retried once with its value after a batch it was in was too large
-    not_before: float = 0.0
     origin: Origin | None = None  # with dead-letter marks only
     generation: int = 0  # its partition's generation when it was sent (`DeadLetterQueue.forget`)
     counts: Callable[[], bool] | None = None  # whether its record's outcome still counts (the tracker's)
@@ -197,7 +197,7 @@ class DeadLetterQueue:
         self.compat_headers = compat_headers
         self.in_flight = 0
         self.already_dead_lettered = 0  # records read again whose dead-letter was acknowledged before
-        self._retry: list[_Pending] = []
+        self._retry: RetryQueue[_Pending] = RetryQueue()
         self._on_failure = on_failure
         self.marks = marks
         self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
@@ -232,7 +232,7 @@ class DeadLetterQueue:
         for tp in tps:
             self._generations[tp] = self._generations.get(tp, 0) + 1
         self._unchecked = self._keep(self._unchecked)
-        self._retry = self._keep(self._retry)
+        self.in_flight -= self._retry.keep(lambda pending: not self._abandoned(pending))
 
     def _abandoned(self, pending: _Pending) -> bool:
         message = pending.message
@@ -250,10 +250,7 @@ class DeadLetterQueue:
             self.producer.poll(timeout)
             self._write_marks()
         if self._retry:
-            now = time.monotonic()
-            due = [p for p in self._retry if p.not_before <= now]
-            self._retry = [p for p in self._retry if p.not_before > now]
-            for pending in self._keep(due):
+            for pending in self._keep(self._retry.take_due(time.monotonic())):
                 self._produce(pending)
         self._failed.say(self.topic)
         self._fatal.raise_once()
@@ -401,8 +398,7 @@ class DeadLetterQueue:
             return
         backoff = RETRY_BACKOFF_S[min(pending.attempts, len(RETRY_BACKOFF_S) - 1)]
         pending.attempts += 1
-        pending.not_before = time.monotonic() + backoff
-        self._retry.append(pending)
+        self._retry.put(pending, time.monotonic() + backoff)
         if self._on_failure:
             self._on_failure()
         self._failed.add(why, backoff, _context(pending.message))

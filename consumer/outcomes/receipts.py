@@ -65,6 +65,7 @@ from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
 from consumer.outcomes.failed_deliveries import FailedDeliveries
 from consumer.outcomes.producer_fatal import ProducerFatal
+from consumer.outcomes.retry_queue import RetryQueue
 from consumer.state.dead_letters import Origin, TopicPartition
 from consumer.state.receipt_marks import ReceiptMarks
 
@@ -289,7 +290,6 @@ class _Pending:
     on_done: Callable[[], None]
     origin: Origin | None = None  # with marks only
     attempts: int = 0
-    not_before: float = 0.0
     tp: TopicPartition = ("", 0)  # the record's partition and its generation when this was written
     generation: int = 0  # (`ReceiptWriter.forget`)
     counts: Callable[[], bool] | None = None  # whether its record's outcome still counts (the tracker's)
@@ -312,7 +312,7 @@ class ReceiptWriter:
         self.route = route  # campaign -> destination name
         self.on_acknowledged = on_acknowledged  # the metric, by outcome
         self.in_flight = 0
-        self._retry: list[_Pending] = []
+        self._retry: RetryQueue[_Pending] = RetryQueue()
         self.marks = marks
         self.already_receipted = 0  # records read again whose receipt was acknowledged before
         self._receipted: dict[TopicPartition, dict[int, str]] = {}  # the marks loaded at assignment
@@ -398,9 +398,7 @@ class ReceiptWriter:
             self._generations[tp] = self._generations.get(tp, 0) + 1
         self._owned.difference_update(tps)
         self._unloaded.difference_update(tps)
-        kept = [p for p in self._retry if not self._abandoned(p)]
-        self.in_flight -= len(self._retry) - len(kept)
-        self._retry = kept
+        self.in_flight -= self._retry.keep(lambda pending: not self._abandoned(pending))
 
     def _abandoned(self, pending: _Pending) -> bool:
         return pending.generation != self._generations.get(pending.tp, 0) \
@@ -448,9 +446,7 @@ class ReceiptWriter:
     def _poll(self, timeout: float) -> None:
         self._new_turn()
         if self._retry:
-            now = time.monotonic()
-            due = [p for p in self._retry if p.not_before <= now]
-            self._retry = [p for p in self._retry if p.not_before > now]
+            due = self._retry.take_due(time.monotonic())
             kept = [p for p in due if not self._abandoned(p)]
             self.in_flight -= len(due) - len(kept)
             for pending in kept:
@@ -491,8 +487,7 @@ class ReceiptWriter:
 
     def _produce(self, pending: _Pending) -> None:
         if self._turn_produced >= self._turn_limit:  # the next turn's (`_new_turn`), not a failure
-            pending.not_before = 0.0
-            self._retry.append(pending)
+            self._retry.put(pending)
             return
         self._turn_produced += 1
         pending.turn_limit = self._turn_limit
@@ -514,8 +509,7 @@ class ReceiptWriter:
                 if self._abandoned(pending):
                     self.in_flight -= 1
                 else:
-                    pending.not_before = 0.0
-                    self._retry.append(pending)
+                    self._retry.put(pending)
                 return
             self._later(pending, err.str())  # refused alone too: the topic is misconfigured
             return
@@ -544,8 +538,7 @@ class ReceiptWriter:
             return
         backoff = RETRY_BACKOFF_S[min(pending.attempts, len(RETRY_BACKOFF_S) - 1)]
         pending.attempts += 1
-        pending.not_before = time.monotonic() + backoff
-        self._retry.append(pending)
+        self._retry.put(pending, time.monotonic() + backoff)
         self._failed.add(why, backoff)
 
 

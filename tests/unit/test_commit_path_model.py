@@ -195,11 +195,9 @@ def run(seed: int, receipts: bool, marks: bool) -> list[str]:
 
     def turn() -> None:
         loop._held = type(loop._held)((0.0, events) for _, events in loop._held)
-        for pending in loop.dlq._retry:
-            pending.not_before = 0
+        loop.dlq._retry.all_due_now()
         if loop.receipts is not None:
-            for waiting in loop.receipts._retry:
-                waiting.not_before = 0
+            loop.receipts._retry.all_due_now()
         loop._step()
         loop._last_commit = 0
 

@@ -97,7 +97,7 @@ def test_a_record_that_can_never_be_dead_lettered_makes_the_replica_not_ready() 
     assert not loop.health.ready() and loop.health.report()["stuck_record"] is True
     assert loop.metrics.oldest_unfinished_age._value.get() > 10  # type: ignore[attr-defined]
     producer.refuse = False
-    loop.dlq._retry[0].not_before = 0
+    loop.dlq._retry.all_due_now()
     loop._step()
     loop._step()
     loop._check_stuck(time.monotonic())

@@ -82,8 +82,7 @@ def owner(marks: MemoryDeadLetterMarks, **settings: Any) -> tuple[Pipeline, Fake
 
 def retry_now(*queues: Any) -> None:
     for q in queues:
-        for pending in q._retry:
-            pending.not_before = 0.0
+        q._retry.all_due_now()
 
 
 def test_a_dead_letter_that_waits_for_the_dlq_when_its_partition_is_revoked_is_not_written_twice() -> None:

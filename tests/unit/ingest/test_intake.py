@@ -165,7 +165,7 @@ def test_reading_the_dead_letter_topic_survives_header_names_that_are_not_utf8()
     message = HostileHeaders()
     dlq = DeadLetterQueue(RefusingOnce(), "dlq")
     dlq.send(message, Failure("decode_error", "bad"), lambda: None)
-    dlq._retry[0].not_before = 0
+    dlq._retry.all_due_now()
     dlq.poll()
     assert message.calls == 1
 

@@ -206,7 +206,7 @@ def test_the_writer_calls_back_only_once_acknowledged_and_produces_a_failed_rece
     writer.poll()
     assert done == [] and writer.in_flight == 1  # failed: produced again after a backoff, never dropped
     producer.failing.clear()
-    writer._retry[0].not_before = 0.0
+    writer._retry.all_due_now()
     writer.poll()
     writer.poll()
     assert done == [1] and writer.in_flight == 0 and acknowledged == ["duplicate"]
