@@ -243,10 +243,11 @@ def build_receipts(settings: Settings, state: State, producer: Any, route: Calla
 def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tuple[Pipeline, HealthProbe]:
     """Wire the real components from the settings (each fails fast with a ConfigError).
 
-    Every thread that lives as long as the process and is made while building (`long_lived`:
-    the token watchers, the send-window clock, the health probe, and any added later) is watched
-    by liveness (`Health.watch`) without being named here; the senders, made when the pipeline
-    starts, and the limiter heartbeat are watched by name (README "Health")."""
+    Every thread that lives as long as the process is made by `long_lived` and watched by
+    liveness (`Health.watch`) without being named here: those made while building (the token
+    watchers, the send-window clock, the health probe, the limiter heartbeat, and any added
+    later) by this build, the senders, made when the pipeline starts, by the delivery factory
+    (README "Health")."""
     with collecting() as started:
         pipeline, probe = _build_pipeline(settings, metrics, health)
     health.watch(*started)
@@ -275,6 +276,14 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
             health.kafka_ok = False
 
     def delivery(report: Callable[[Outcome], None]) -> Lanes:
+        with collecting() as made:
+            routed = make_lanes(report)
+        # A sender thread that ends leaves its lane short (or empty) and its batch without an
+        # outcome: the replica is then not alive, and restarted (README "Health").
+        health.watch(*made)
+        return routed
+
+    def make_lanes(report: Callable[[Outcome], None]) -> Lanes:
         lanes = {}
         for name, destination in destinations.items():
             gate = quiet_hours.get(name)
@@ -286,11 +295,7 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
                             claim_lease_ms=settings.claim_lease_ms, admission=admission,
                             pace_share=settings.pisano_pace_share, quiet_hours=gate, cooldown=cooldown)
             lanes[name] = Lane(batcher, sender)
-        routed = Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
-        # A sender thread that ends leaves its lane short (or empty) and its batch without an
-        # outcome: the replica is then not alive, and restarted (README "Health").
-        health.watch(*routed.threads(), role="sender")
-        return routed
+        return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
 
     producer = make_producer(settings, kafka_error)
     pipeline = Pipeline(

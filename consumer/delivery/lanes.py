@@ -7,13 +7,13 @@ open or whose throttle is spent never holds back another destination's events.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from consumer.delivery.batching import Batcher, PendingEvent, TopicPartition
 from consumer.delivery.sender import Sender
+from consumer.operations.threads import LongLivedThread
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Lanes:
         for lane in self.lanes.values():
             lane.batcher.flush_all(enabled)
 
-    def threads(self) -> list[threading.Thread]:
+    def threads(self) -> list[LongLivedThread]:
         """Every lane's sender threads: the pipeline's progress depends on each (`Health.watch`)."""
         return [thread for lane in self.lanes.values() for thread in lane.sender.threads]
 

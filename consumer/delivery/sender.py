@@ -56,6 +56,7 @@ from consumer.delivery.slots import PREPARE_LEAD_S, SlotReserver
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.operations.logs import redact_phones
 from consumer.operations.metrics import Metrics
+from consumer.operations.threads import LongLivedThread, long_lived
 from consumer.outcomes.deadletter import Failure
 from consumer.state.circuit import Trip
 from consumer.state.dedup import DedupStore, Settlement
@@ -107,7 +108,8 @@ class Sender:
         self.dm = metrics.destination(destination.name)
         self.attempts = Attempts(destination, self.slots, policy.retry, metrics, self._stop,
                                  quiet_hours.sending_allowed if quiet_hours else None)
-        self._threads = [threading.Thread(target=self._run, name=f"sender-{destination.name}-{i}", daemon=True)
+        # Long-lived, so watched (`long_lived`: app.py's delivery factory watches what it made).
+        self._threads = [long_lived(self._run, name=f"sender-{destination.name}-{i}", role="sender")
                          for i in range(threads)]
         self._lock = threading.Lock()
         self._work: dict[int, _Work] = {}  # thread -> the batch it processes
@@ -127,7 +129,7 @@ class Sender:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
-    def threads(self) -> list[threading.Thread]:
+    def threads(self) -> list[LongLivedThread]:
         """Its sender threads, for the liveness watch (consumer/operations/health.py)."""
         return list(self._threads)
 

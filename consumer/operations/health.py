@@ -61,8 +61,8 @@ class Health:
     stopping: bool = False
     loop_at: float = field(default_factory=time.monotonic)
     # The threads the pipeline's progress depends on (`watch`), their roles, and what ended those that ended.
-    _watched: dict[threading.Thread, str] = field(default_factory=dict, init=False, repr=False)
-    _ended: dict[threading.Thread, str] = field(default_factory=dict, init=False, repr=False)
+    _watched: dict[LongLivedThread, str] = field(default_factory=dict, init=False, repr=False)
+    _ended: dict[LongLivedThread, str] = field(default_factory=dict, init=False, repr=False)
     _threads_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def alive(self) -> bool:
@@ -70,7 +70,7 @@ class Health:
         end on purpose). Asked by the kubelet every few seconds, never on an event's path."""
         return time.monotonic() - self.loop_at < LIVENESS_S and (self.stopping or not self.ended_threads())
 
-    def watch(self, *threads: threading.Thread, role: str = "other") -> None:
+    def watch(self, *threads: LongLivedThread) -> None:
         """Threads the pipeline's progress depends on: once one has ended, however (an exception
         that is not an `Exception`: a SystemExit from a library, a plug-in's own BaseException, a
         leaked GeneratorExit or CancelledError), the replica is not alive, and Kubernetes restarts
@@ -79,41 +79,25 @@ class Health:
         a replaced thread would not. A dead token watcher keeps a rotated-away token, a dead
         send-window clock freezes quiet hours: the same.
 
-        A plain thread is registered before it starts, under `role` (a bounded label of
-        `pisano_sms_threads_ended`, metrics.THREAD_ROLES), and its `run` is wrapped; a
-        `LongLivedThread` (consumer/operations/threads.py: every thread a build starts at
-        construction) carries its role and says what ended it, so it may be watched once
-        started. Either way what ended it is logged in one error line naming the thread and the
-        exception (redacted: a plug-in's exception may quote a record), instead of the bare
-        traceback threading prints on stderr (none at all for a SystemExit). Watching a thread
-        again changes nothing. Costs nothing per event: the wrapper is one frame under the
-        thread's loop, `alive` looks at the list."""
+        Only a `LongLivedThread` (consumer/operations/threads.py `long_lived`, the one way the
+        consumer makes a thread that lives as long as the process): it carries its role (a
+        bounded label of `pisano_sms_threads_ended`, metrics.THREAD_ROLES) and says what ended
+        it, so it may be watched before or after it started, even once it ended. What ended it is
+        logged in one error line naming the thread and the exception (redacted: a plug-in's
+        exception may quote a record), instead of the bare traceback threading prints on stderr
+        (none at all for a SystemExit). Watching a thread again changes nothing. Costs nothing
+        per event: `alive` looks at the list."""
         for thread in threads:
-            thread_role = thread.role if isinstance(thread, LongLivedThread) else role
-            if thread_role not in THREAD_ROLES:
-                raise ValueError(f"thread {thread.name}: role {thread_role!r} is not one of {THREAD_ROLES}")
+            if not isinstance(thread, LongLivedThread):
+                raise TypeError(f"thread {thread.name} is a plain thread: make it with "
+                                "consumer.operations.threads.long_lived to watch it")
+            if thread.role not in THREAD_ROLES:
+                raise ValueError(f"thread {thread.name}: role {thread.role!r} is not one of {THREAD_ROLES}")
             with self._threads_lock:
                 if thread in self._watched:
                     continue
-            if isinstance(thread, LongLivedThread):
-                with self._threads_lock:
-                    self._watched[thread] = thread_role
-                thread.when_ended(self._thread_ended)
-                continue
-            if thread.ident is not None:
-                raise ValueError(f"thread {thread.name} is already started: watch it before it starts")
-            run = thread.run
-
-            def watched(thread: threading.Thread = thread, run: Any = run) -> None:
-                try:
-                    run()
-                except BaseException as exc:  # the thread ends here whatever it was: say so, once
-                    self._thread_ended(thread, exc)
-                # A watched loop returns only once its stop was asked (shutdown): nothing to say.
-
-            thread.run = watched  # type: ignore[method-assign]
-            with self._threads_lock:
-                self._watched[thread] = thread_role
+                self._watched[thread] = thread.role
+            thread.when_ended(self._thread_ended)
 
     def watched_threads(self) -> list[str]:
         """The names of the watched threads."""
@@ -134,13 +118,13 @@ class Health:
                 counts[role] += 1
         return counts
 
-    def _ended_watched(self) -> dict[threading.Thread, tuple[str, str]]:
+    def _ended_watched(self) -> dict[LongLivedThread, tuple[str, str]]:
         with self._threads_lock:
             watched, ended = dict(self._watched), dict(self._ended)
         return {t: (role, ended.get(t, "returned")) for t, role in watched.items()
                 if t in ended or (t.ident is not None and not t.is_alive())}
 
-    def _thread_ended(self, thread: threading.Thread, exc: BaseException) -> None:
+    def _thread_ended(self, thread: LongLivedThread, exc: BaseException) -> None:
         kind = type(exc).__name__
         with self._threads_lock:
             self._ended[thread] = kind
@@ -194,10 +178,11 @@ class HealthProbe:
     def start(self) -> None:
         # Both matter for progress: without this probe an open circuit is never probed from here
         # and readiness freezes; without the heartbeat a lost throttle state is not proven
-        # within its grace. Either ending makes the replica not alive (`Health.watch`).
-        self.health.watch(self._thread)
-        if self.heartbeat and self.heartbeat.limiters:  # it starts no thread without limiters
-            self.health.watch(self.heartbeat.thread, role="limiter_heartbeat")
+        # within its grace. Either ending makes the replica not alive (`Health.watch`). A build
+        # watches both already (they are long-lived threads made while building); a probe made
+        # elsewhere is watched here (watching again changes nothing; a heartbeat without
+        # limiters never starts, and a thread never started never ends).
+        self.health.watch(self._thread, *([self.heartbeat.thread] if self.heartbeat else []))
         self._thread.start()
         if self.heartbeat:
             self.heartbeat.start()
@@ -321,9 +306,13 @@ class HealthServer:
         self.server = _BoundedHTTPServer((host, port), handler, max_connections=max_connections)
         self.host = host
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="health-http", daemon=True)
+        self.health = health
+        # Watched like the pipeline's threads: once it ended nobody answers the kubelet, which
+        # restarts the pod by itself; the watch says why, in the one line (`Health.watch`).
+        self._thread = long_lived(self.server.serve_forever, name="health-http", role="other")
 
     def start(self) -> None:
+        self.health.watch(self._thread)
         self._thread.start()
         log.info("health and metrics on %s port %d (/healthz, /readyz, /metrics)", self.host, self.port)
 

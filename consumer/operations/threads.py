@@ -5,10 +5,12 @@ one: it remembers what ended it (an exception that is not an `Exception` ends an
 library's `sys.exit`, a token provider's own `BaseException`), tells whoever watches it
 (`Health.watch`, consumer/operations/health.py), and is gathered by every `collecting()` block
 open in the thread that made it. `app.build_pipeline` builds inside one and watches all it
-gathered, so a component that starts a thread of its own at construction (a token watcher, the
-send-window clock), now or added later, is watched without anyone having to remember it
-(README "Health"; a unit test, tests/unit/operations/test_long_lived_threads.py, makes every other
-`threading.Thread(` of the consumer a judged exception: short-lived, or watched by its owner).
+gathered (and its delivery factory, the senders it made), so a component that starts a thread of
+its own at construction (a token watcher, the send-window clock, the limiter heartbeat), now or
+added later, is watched without anyone having to remember it. It is the one way: `Health.watch`
+takes only these (README "Health"; a unit test, tests/unit/operations/test_long_lived_threads.py,
+makes every other `threading.Thread(` of the consumer a judged exception: short-lived, or not the
+consumer's process).
 
 A stdlib-only module: the config and state layers make threads here without importing the health
 server.

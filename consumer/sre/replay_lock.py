@@ -14,6 +14,12 @@ The holder also counts its lease itself, from the sending of its last renewal th
 less than LEASE_MARGIN of it is left (a renewal hanging, Redis away, the process suspended), the
 lock is lost at the next checkpoint even if the store cannot be asked, before it lapses for others.
 
+The renewal is a long-lived thread (consumer/operations/threads.py `long_lived`): what ends it
+that is not an `Exception` (a library's sys.exit, a Redis client's own BaseException) is this
+run's loss of the lock, said at its next checkpoint with the exception and what to do, before the
+lease lapses for the others (not a bare traceback, or nothing at all for a SystemExit, and 20 s
+more of a run on a lease nobody renews).
+
 Without Redis (unreachable, or no permission) the replay runs without the lock and says so: the
 lock guards against an accident, the consumers' dedup is what keeps a record from being sent twice.
 """
@@ -33,6 +39,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from consumer.errors import PisanoSmsError
+from consumer.operations.logs import redact_text
+from consumer.operations.threads import LongLivedThread, long_lived
 from consumer.sre.record_text import shown_id
 
 LOCK_TTL_MS = 30_000
@@ -171,7 +179,7 @@ class ReplayLock:
     def __post_init__(self) -> None:
         self.value = holder_value()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: LongLivedThread | None = None
         self._lost: str | None = None
         # Until when (monotonic) the lock is ours for sure: the sending of the last take or
         # renewal that succeeded, plus the TTL (the store set it no sooner).
@@ -190,7 +198,8 @@ class ReplayLock:
                 f"lost), the lock lapses {self.ttl_ms // 1000} s after its last renewal; once you made sure it no "
                 "longer runs, you may also run again with --force")
         self._lease_until = sent + self.ttl_ms / 1000
-        self._thread = threading.Thread(target=self._renew, name="replay-lock", daemon=True)
+        self._thread = long_lived(self._renew, name="replay-lock", role="other")
+        self._thread.when_ended(self._renewal_ended)
         self._thread.start()
         if before is not None and before != self.value:
             return (f"--force: took the replay lock of {self.what} over from {describe_holder(before)}; if that run "
@@ -211,6 +220,13 @@ class ReplayLock:
                     self._lost = f"it could not be renewed for {self.ttl_ms // 1000} s ({type(exc).__name__})"
                     return
                 wait = min(self.renew_every_s, RETRY_EVERY_S)
+
+    def _renewal_ended(self, thread: LongLivedThread, exc: BaseException) -> None:
+        """The renewal thread ended by what is not an Exception: nothing renews the lease now."""
+        text = shown_id(redact_text(str(exc)), 200)
+        kind = f"{type(exc).__name__}: {text}" if str(exc) else type(exc).__name__
+        self._lost = (f"its renewal thread ended by {kind}, so nothing renews the lock before it lapses; this run "
+                      "releases it: run the same command again to resume, and report this line if it comes back")
 
     def lost(self) -> str | None:
         """Why this run no longer holds the lock, or None while it does: at each checkpoint. Lost

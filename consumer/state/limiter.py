@@ -44,6 +44,7 @@ from redis.exceptions import NoScriptError
 
 from consumer.config.windows import RateWindow
 from consumer.errors import StateStoreError
+from consumer.operations.threads import LongLivedThread, long_lived
 from consumer.state.accounts import AccountRecord
 from consumer.state.redis import AccountKey, Keys, load_script, stored_text, token_fingerprint, translated
 
@@ -289,10 +290,12 @@ class LimiterHeartbeat:
         self.limiters = list(limiters)
         self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="limiter-heartbeat", daemon=True)
+        # As long-lived as the process, so watched (`long_lived`: a build watches it): a dead one
+        # leaves a lost throttle state unproven (consumer/operations/health.py).
+        self._thread = long_lived(self._run, name="limiter-heartbeat", role="limiter_heartbeat")
 
     @property
-    def thread(self) -> threading.Thread:
+    def thread(self) -> LongLivedThread:
         """The beating thread, for the liveness watch (consumer/operations/health.py)."""
         return self._thread
 

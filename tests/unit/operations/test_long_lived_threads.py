@@ -115,9 +115,11 @@ def test_the_send_window_clock_ended_by_a_base_exception_makes_the_replica_not_a
 
 def test_the_threads_a_build_starts_are_all_watched(
         built: Callable[..., tuple[Health, HealthProbe, mock.MagicMock]]) -> None:
-    """Whatever long-lived thread the build starts (now or added later) is watched by the build."""
+    """Whatever long-lived thread the build starts (now or added later) is watched by the build,
+    the limiter heartbeat too, before anything starts it (it was watched only by the probe's start)."""
     before = set(threading.enumerate())
     health, probe, _ = built(send_window="09:00-21:00 Europe/Istanbul", send_window_clock="redis")
+    assert {"health-probe", "limiter-heartbeat"} <= set(health.watched_threads())
     probe.start()
     started = {t.name for t in set(threading.enumerate()) - before}
     assert started >= {"token-default", "send-window-clock", "health-probe", "limiter-heartbeat"}
@@ -140,8 +142,8 @@ def test_a_long_lived_thread_watched_once_ended_is_counted_once_and_by_its_role(
 
 def test_the_metric_counts_the_ended_threads_by_role_at_each_scrape() -> None:
     health, metrics = Health(joined=True), Metrics()
-    dying = threading.Thread(target=lambda: (_ for _ in ()).throw(SystemExit(3)), name="sender-retail-0")
-    health.watch(dying, role="sender")
+    dying = long_lived(lambda: (_ for _ in ()).throw(SystemExit(3)), name="sender-retail-0", role="sender")
+    health.watch(dying)
     server = HealthServer(0, health, metrics, "127.0.0.1")
     server.start()
     try:
@@ -160,7 +162,7 @@ def test_the_metric_counts_the_ended_threads_by_role_at_each_scrape() -> None:
 
 def test_a_role_is_a_bounded_label() -> None:
     with pytest.raises(ValueError, match="role 'sender-retail-0'"):
-        Health().watch(threading.Thread(target=lambda: None), role="sender-retail-0")
+        Health().watch(long_lived(lambda: None, name="sender-retail-0", role="sender-retail-0"))
 
 
 # Every `threading.Thread(` of the consumer, by file: long-lived threads are made by
@@ -168,14 +170,10 @@ def test_a_role_is_a_bounded_label() -> None:
 # short-lived (they end on their own, soon) or watched explicitly by their owner, or not the
 # consumer's `run` process at all. A new one fails here until it is judged.
 THREAD_SITES = {
-    "consumer/delivery/sender.py": "the sender threads: watched (app.py, Lanes.threads)",
-    "consumer/state/limiter.py": "the limiter heartbeat: watched (HealthProbe.start)",
     "consumer/operations/threads.py": "LongLivedThread itself",
-    "consumer/operations/health.py": "health-http: its death fails the kubelet's probes by itself (nobody answers)",
     "consumer/delivery/resolution.py": "short-lived: one DNS lookup",
     "consumer/delivery/token_refresh.py": "short-lived: one read of the token source after a 401",
     "consumer/pipeline.py": "short-lived: kafka-close, the consumer's close at shutdown",
-    "consumer/sre/replay_lock.py": "the `replay` command's lock renewal: not the consumer process",
     "consumer/simulator/server.py": "the Pisano simulator: not the consumer process",
     "consumer/demo.py": "the demo's consumer loop: not the consumer process",
 }
@@ -186,3 +184,16 @@ def test_every_thread_the_consumer_creates_is_long_lived_and_watched_or_judged()
              if re.search(r"\bThread\(", path.read_text())}
     unjudged = sites - set(THREAD_SITES)
     assert not unjudged, f"a new thread: make it with long_lived() (watched by the build) or judge it here: {unjudged}"
+    # A judged site that no longer makes a plain thread leaves the list: it only ever shrinks.
+    stale = set(THREAD_SITES) - sites
+    assert not stale, f"no `Thread(` left in {stale}: take it off THREAD_SITES"
+
+
+def test_the_watched_threads_of_the_consumer_are_all_long_lived() -> None:
+    """The senders, the limiter heartbeat, the health server and the replay lock's renewal were
+    plain threads (found by review: two ways to watch a thread, `Health.watch` wrapping a plain
+    thread's `run` beside LongLivedThread); each is made by `long_lived` now."""
+    made = {str(path.relative_to(ROOT)) for path in (ROOT / "consumer").rglob("*.py")
+            if "long_lived(" in path.read_text()}
+    assert made >= {"consumer/delivery/sender.py", "consumer/state/limiter.py", "consumer/operations/health.py",
+                    "consumer/sre/replay_lock.py"}

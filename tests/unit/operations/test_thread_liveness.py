@@ -16,10 +16,12 @@ from collections.abc import Callable
 
 import pytest
 
+import consumer.operations.health as health_module
 from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.pisano import Accepted
 from consumer.operations.health import Health, HealthProbe, HealthServer
 from consumer.operations.metrics import Metrics
+from consumer.operations.threads import LongLivedThread, long_lived
 from consumer.state.limiter import LimiterHeartbeat, NoLimiter
 from tests.support.fakes import FakePisano, Rig, event, rig
 
@@ -38,9 +40,10 @@ def until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 def watched_lanes(r: Rig, health: Health) -> Lanes:
-    """As consumer/app.py wires them: every sender thread watched before it starts."""
+    """As consumer/app.py wires them: every sender thread watched before it starts, under the
+    role it was made with (`long_lived`)."""
     lanes = Lanes({"default": Lane(r.batcher, r.sender)}, lambda campaign: "default")
-    health.watch(*lanes.threads(), role="sender")
+    health.watch(*lanes.threads())
     return lanes
 
 
@@ -66,6 +69,10 @@ def test_a_sender_thread_ended_by_a_base_exception_makes_the_replica_not_alive(
         report = health.report()
         assert report["alive"] is False
         assert report["ended_threads"] == {"sender-default-0": type(error).__name__}
+        # Said by the thread itself (a LongLivedThread), counted under its own role.
+        [thread] = lanes.threads()
+        assert isinstance(thread, LongLivedThread) and type(thread.ended_by) is type(error)
+        assert health.ended_roles()["sender"] == 1 and sum(health.ended_roles().values()) == 1
         [line] = [rec for rec in caplog.records if getattr(rec, "reason", None) == "thread_ended"]
         message = line.getMessage()
         assert "sender-default-0" in message and type(error).__name__ in message
@@ -101,16 +108,23 @@ def test_threads_ended_by_the_shutdown_do_not_fail_liveness() -> None:
     assert health.alive()
 
 
-def test_a_thread_not_started_yet_is_not_ended_and_one_started_cannot_be_watched() -> None:
+def test_a_thread_not_started_yet_is_not_ended_and_one_started_may_be_watched() -> None:
     health = Health()
-    idle = threading.Thread(target=lambda: None, name="idle")
+    idle = long_lived(lambda: None, name="idle", role="other")
     health.watch(idle)
     assert health.alive()  # never started (a heartbeat without limiters, say)
-    running = threading.Thread(target=time.sleep, args=(0.01,), name="running")
+    running = long_lived(lambda: time.sleep(0.01), name="running", role="other")
     running.start()
-    with pytest.raises(ValueError, match="running is already started"):
-        health.watch(running)
+    health.watch(running)  # it says what ended it to a watcher that came late
     running.join()
+    assert health.ended_threads() == {"running": "returned"}
+
+
+def test_only_a_long_lived_thread_can_be_watched() -> None:
+    """One mechanism (found by review: `watch` also wrapped the `run` of plain threads, the senders'
+    and the limiter heartbeat's, a second path beside LongLivedThread's): a plain thread is refused."""
+    with pytest.raises(TypeError, match="long_lived"):
+        Health().watch(threading.Thread(target=lambda: None, name="plain"))  # type: ignore[arg-type]
 
 
 class DyingLimiter(NoLimiter):
@@ -127,13 +141,45 @@ def test_the_limiter_heartbeat_ending_makes_the_replica_not_alive() -> None:
     try:
         assert until(lambda: not health.alive())
         assert health.ended_threads() == {"limiter-heartbeat": "SystemExit"}
+        assert isinstance(heartbeat.thread, LongLivedThread)
+        assert health.ended_roles()["limiter_heartbeat"] == 1
     finally:
         probe.stop()
 
 
+class Stopped(BaseException):
+    """A BaseException out of the health server's accept loop."""
+
+
+def test_the_health_server_thread_ended_by_a_base_exception_says_so_in_one_line(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: health-http was a plain thread, its end a bare traceback on stderr (none
+    at all for a SystemExit). Nobody answers the kubelet then (it restarts the pod); the log says why."""
+    def serve_forever(*args: object) -> None:
+        raise Stopped(f"no such contact {PHONE}")
+
+    monkeypatch.setattr(health_module._BoundedHTTPServer, "serve_forever", serve_forever)
+    health = Health(joined=True)
+    server = HealthServer(0, health, Metrics(), "127.0.0.1")
+
+    def lines() -> list[logging.LogRecord]:
+        return [rec for rec in caplog.records if getattr(rec, "reason", None) == "thread_ended"]
+
+    with caplog.at_level(logging.ERROR):
+        server.start()
+        assert until(lambda: not health.alive())
+        assert until(lambda: bool(lines()))  # the ended thread marks itself ended, then logs
+    try:
+        assert health.ended_threads() == {"health-http": "Stopped"}
+        [line] = lines()
+        assert "health-http" in line.getMessage() and PHONE not in line.getMessage()
+    finally:
+        server.server.server_close()
+
+
 def test_healthz_answers_503_once_a_watched_thread_ended() -> None:
     health = Health(joined=True)
-    dying = threading.Thread(target=lambda: (_ for _ in ()).throw(GeneratorExit()), name="sender-x-0")
+    dying = long_lived(lambda: (_ for _ in ()).throw(GeneratorExit()), name="sender-x-0", role="sender")
     health.watch(dying)
     server = HealthServer(0, health, Metrics(), "127.0.0.1")
     server.start()

@@ -149,3 +149,69 @@ def test_a_run_that_stopped_on_a_short_lease_still_releases_the_lock_it_holds(mo
     assert lock.lost() is not None and store.holds("k", lock.value)
     lock.release()
     assert store._live("k") is None  # the next run need not wait for it to lapse
+
+
+class Cancelled(BaseException):
+    """A Redis client's own BaseException (as asyncio.CancelledError is one), quoting its URL."""
+
+
+class _DyingRenewal(MemoryLockStore):
+    """A renewal that raises what is not an Exception: the renewal thread ends there."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+        self.renewals = 0
+
+    def renew(self, key: str, value: str, ttl_ms: int) -> bool:
+        self.renewals += 1
+        raise self.error
+
+
+def test_a_renewal_ended_by_a_base_exception_loses_the_lock_at_once_saying_why() -> None:
+    """Found by review: `_renew` caught only Exception, so a BaseException ended the renewal
+    silently (a SystemExit without even a traceback); the run went on for 20 s on a lease nobody
+    renewed, then said only that it was not renewed. The renewal is a LongLivedThread now: its end
+    is the lock's loss at the next checkpoint, naming the exception (redacted) and what to do."""
+    store = _DyingRenewal(Cancelled("redis://sre:s3cret@redis:6379 went away"))
+    lock = ReplayLock(store, "k", "dlq with group g", renew_every_s=0.01)  # a 30 s lease: far from lapsing
+    lock.acquire()
+    try:
+        deadline = time.monotonic() + 5
+        while lock.lost() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lost = lock.lost()
+        assert lost is not None and "renewal" in lost and "Cancelled" in lost, lost
+        assert "s3cret" not in lost
+        assert "run the same command again" in lost
+        assert store.renewals == 1  # no renewal after the thread ended
+    finally:
+        lock.release()
+    assert store._live("k") is None  # released by the run: the rerun need not wait for it to lapse
+
+
+def test_a_replay_whose_renewal_ended_stops_at_its_next_checkpoint_with_what_to_do(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import consumer.sre.replay as replay
+
+    replay_env(monkeypatch)
+    monkeypatch.setattr(replay, "CHECKPOINT_INTERVAL_S", 0.0)
+    cluster = Cluster(dlq_records(6), lock_renew_s=0.01)
+    dying = _DyingRenewal(SystemExit("a library called sys.exit"))
+    cluster.locks = dying
+
+    def renewal_ended(offset: int) -> None:
+        if offset == 2:  # the renewal thread ends while the run reads
+            deadline = time.monotonic() + 5
+            while not dying.renewals and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+
+    cluster.on_read = renewal_ended
+    install(monkeypatch, cluster)
+    result = _replay()
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.stderr.split())
+    assert "no longer holds the replay lock" in said and "SystemExit" in said, said
+    assert "run the same command again" in said
+    assert cluster.committed.get("g", 0) <= 4 and KEY not in cluster.locks.held  # released: a rerun may start
