@@ -465,7 +465,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         if lost is not None:
             raise ReplayError(f"this run no longer holds the replay lock of {shown_id(plan.source_topic)} with group "
                               f"{plan.group} ({lost}): it stopped, and committed nothing after its last checkpoint "
-                              "(the run that holds the lock now owns the group's position); run again only once "
+                              "(a run that holds the lock now owns the group's position); run again only once "
                               "no other replay of it runs (a run that cannot start names the holder)")
         positions = reader.positions()
         if not positions:
