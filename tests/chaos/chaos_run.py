@@ -8,10 +8,18 @@ Pisano simulator under a scaled copy of Pisano's throttle windows. Meanwhile, at
 and later an older snapshot of them restored (DUMP/RESTORE), a Kafka broker restart, and from the
 simulator 20% 5xx answers, a 429 storm and hanging requests (some delivered, some not).
 
-Then it judges from the simulator's own logs (figures.py): no event lost, none delivered twice,
-no throttle window exceeded, every `ambiguous` dead letter accounted for by the delivery log. The
-SRE step follows: what the delivery log shows as not delivered is replayed (signed, as
-`pisano-sms replay` does), and in the end every event must have been delivered exactly once.
+The product's contact policy and receipts are on throughout: a share of the events reuse an
+earlier event's phone under a cooldown longer than the run, a few phones are on the opt-out list
+(imported before the replicas start, as `pisano-sms suppress import` does), and every record
+gets a receipt in OUTCOME_TOPIC.
+
+Then it judges from the simulator's own logs (figures.py, contacts.py): no event lost, none
+delivered twice, no throttle window exceeded, every `ambiguous` dead letter accounted for by the
+delivery log, no phone surveyed twice within the cooldown, no opted-out phone surveyed, every
+record's first receipt there and agreeing with the logs, and second receipts only of the kinds the
+README allows. The SRE step follows: what the delivery log shows as not delivered is replayed
+(signed, as `pisano-sms replay` does), and in the end every event must have been delivered exactly
+once, unless its contact-policy outcome says it must not be sent.
 `tests/integration/test_chaos.py` runs a scaled-down plan in the default suite.
 """
 
@@ -25,20 +33,35 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import redis
+from click.testing import CliRunner
 from confluent_kafka import Producer
 
+from consumer.cli import main as pisano_sms
 from consumer.config.windows import parse_rate_limits
 from consumer.ingest.kafka import produce_waiting
 from consumer.ingest.samples import encode, phone_for, transaction
+from consumer.outcomes.receipts import PhoneHasher, Receipt, ReceiptCodec
 from consumer.simulator import SimulatorConfig, SimulatorServer
 from consumer.simulator.config import FaultSettings
 from consumer.sre.replay import replay_headers
+from tests.chaos.contacts import (
+    Delivery,
+    Origin,
+    Planned,
+    Receipts,
+    Truth,
+    judge_receipts,
+    per_customer,
+    read_deliveries,
+    surveyed_too_soon,
+)
 from tests.chaos.figures import (
     Outcomes,
     account,
@@ -50,10 +73,12 @@ from tests.chaos.figures import (
 )
 from tests.conftest import localstack, unique
 from tests.support.consumers import REPLAY_KEY, ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import all_committed, create_topic, end_offsets, read_all
+from tests.support.kafka import all_committed, create_topic, end_offsets, headers_of, read_all
 from tests.support.scenario import CAMPAIGNS
 
 TOKEN = "chaos-token-7d2e41"
+SUPPRESSION_KEY = "chaos-suppression-key-3b9f50e2"
+RECEIPT_SALT = "chaos-receipt-salt-8c41d7a6"
 _QUIET = logging.getLogger("chaos.kafka")
 _QUIET.setLevel(logging.CRITICAL)
 
@@ -78,6 +103,12 @@ class ChaosPlan:
     lease_ms: int = 30_000  # longer than the retry budget, the horizon and the timeouts below
     seed: int = 11
     drain_timeout_s: float = 600.0
+    # The contact policy: this share of the events reuse an earlier event's phone (half of them
+    # one of the last 50, so two attempts for one phone meet; half any earlier one), under a
+    # cooldown longer than the run; `opted_out` phones of the events are on the opt-out list.
+    reuse_share: float = 0.15
+    cooldown_s: int = 86_400
+    opted_out: int = 20
 
 
 @dataclass
@@ -86,18 +117,22 @@ class Result:
     outcomes: Outcomes
     violations: dict[str, list[int]]  # window -> monotonic ns of the requests that exceeded it
     throttle_429: int
-    final_missing: int
+    final_missing: int  # events neither delivered nor ended by the contact policy, after the SRE step
     final_twice: int
     kills: int
     unexpected_exits: list[str]
     exit_codes: list[int | None]
+    receipts: Receipts
+    too_soon: list[str]  # phones surveyed twice within the cooldown
+    opted_out_surveyed: list[str]  # phones on the opt-out list that were surveyed
 
     @property
     def ok(self) -> bool:
         o = self.outcomes
         return (not o.lost and o.delivered_twice == 0 and not any(self.violations.values())
                 and self.throttle_429 == 0 and self.final_missing == 0
-                and self.final_twice == 0 and not self.unexpected_exits and all(c == 0 for c in self.exit_codes))
+                and self.final_twice == 0 and not self.unexpected_exits and all(c == 0 for c in self.exit_codes)
+                and self.receipts.ok and not self.too_soon and not self.opted_out_surveyed)
 
 
 class Chaos:
@@ -107,6 +142,7 @@ class Chaos:
         self.rng = random.Random(plan.seed)
         self.prefix = unique("chaos")  # a key prefix of its own: no other run's state is touched
         self.topic, self.dlq, self.group = unique("chaos-events"), unique("chaos-dlq"), unique("chaos-g")
+        self.receipt_topic = unique("chaos-receipts")
         self.replicas: list[ConsumerProcess] = []
         self.started: list[ConsumerProcess] = []
         self.kills = 0
@@ -114,7 +150,9 @@ class Chaos:
         self.produced = 0
         self.happened: list[tuple[int, str]] = []  # (monotonic ns, action): violations are told against it
         self.snapshot: dict[bytes, tuple[bytes, int]] = {}
-        self.events: dict[str, str] = {}
+        self.final_policy = 0  # events the contact policy ended unsent, after the SRE step
+        self.events: dict[str, Planned] = {}
+        self.opted_out: frozenset[str] = frozenset()  # phones on the opt-out list
         self.records: list[tuple[bytes, bytes]] = []
         self.log = workdir / "deliveries.jsonl"
         self.base_faults: dict[str, Any] = {"error_rates": {str(k): v for k, v in plan.error_rates.items()},
@@ -128,7 +166,9 @@ class Chaos:
         self.workdir.mkdir(parents=True, exist_ok=True)
         create_topic(self.bootstrap, self.topic, plan.partitions)
         create_topic(self.bootstrap, self.dlq, 1)
+        create_topic(self.bootstrap, self.receipt_topic, 3)
         self._make_events()
+        self._import_opt_outs()  # before any replica starts: one started before would send to all
         windows = parse_rate_limits(plan.windows)
         config = SimulatorConfig(tokens=frozenset({TOKEN}), campaigns=frozenset(CAMPAIGNS), rate_limits=windows,
                                  delivery_log_path=self.log, memory_log_recipients=0, seed=plan.seed,
@@ -142,7 +182,9 @@ class Chaos:
                 BATCH_MAX_RECIPIENTS=plan.batch, BATCH_MAX_WAIT_MS=500, THROTTLE_HORIZON_MS=3000,
                 PISANO_TIMEOUT_MS=2000, PISANO_CONNECT_TIMEOUT_MS=1000, PISANO_MAX_ATTEMPTS=6,
                 PISANO_RETRY_BUDGET_MS=20_000, PISANO_BACKOFF_BASE_MS=200, PISANO_BACKOFF_MAX_MS=2000,
-                DEDUP_CLAIM_LEASE_MS=plan.lease_ms)
+                DEDUP_CLAIM_LEASE_MS=plan.lease_ms, OUTCOME_TOPIC=self.receipt_topic,
+                OUTCOME_PHONE_SALT=RECEIPT_SALT, SUPPRESSION_KEY=SUPPRESSION_KEY,
+                CONTACT_COOLDOWN=f"{plan.cooldown_s}s")
             self.env = env
             self.replicas = [self._start(i) for i in range(plan.replicas)]
             started = time.monotonic()
@@ -151,19 +193,36 @@ class Chaos:
             self.say("all events produced and every fault done; waiting for every record's outcome")
             self._wait_committed(plan.drain_timeout_s)
             duration = time.monotonic() - started
-            outcomes = account(self.events, delivered_phones(self.log), read_all(self.bootstrap, self.dlq))
-            replayed = self._sre_replay(outcomes)
+            before = read_deliveries(self.log)
+            before_ends = end_offsets(self.bootstrap, self.topic)
+            dead = read_all(self.bootstrap, self.dlq)
+            replayed = self._sre_replay(account(self._customers(), per_customer(before), dead))
             requests = simulator.state.requests.records()  # the replays' requests too
             self._keep(requests)
             exit_codes = [self._terminate(slot, r) for slot, r in enumerate(self.replicas)]
-        final = delivered_phones(self.log)
-        final_missing = sum(1 for phone in self.events.values() if final.get(phone, 0) == 0)
-        final_twice = sum(1 for phone in self.events.values() if final.get(phone, 0) > 1)
+        final = read_deliveries(self.log)
+        receipts = self._judge_receipts(final)
+        # Judged as before the SRE step, with the contact-policy outcomes the records had by then.
+        outcomes = account(self._customers(), per_customer(before), dead, receipts.policy(before_ends))
+        final_missing, final_twice, self.final_policy = self._final(final, receipts.policy())
         violations = window_violations(requests, windows)
         result = Result([], outcomes, violations, throttle_refusals(requests), final_missing, final_twice,
-                        self.kills, self.unexpected_exits, exit_codes)
+                        self.kills, self.unexpected_exits, exit_codes, receipts,
+                        surveyed_too_soon(final, plan.cooldown_s * 1000),
+                        sorted({d.phone for d in final if d.phone in self.opted_out}))
         result.rows = self._rows(result, requests, duration, replayed)
         return result
+
+    def _customers(self) -> dict[str, str]:
+        return {event_id: planned.customer for event_id, planned in self.events.items()}
+
+    def _final(self, final: list[Delivery], policy: dict[str, str]) -> tuple[int, int, int]:
+        """Events neither delivered nor ended by the contact policy, events delivered twice, and
+        events the policy ended unsent."""
+        counts = per_customer(final)
+        unsent = [e for e, p in self.events.items() if counts[p.customer] == 0]
+        missing = sum(1 for e in unsent if e not in policy)
+        return missing, sum(1 for p in self.events.values() if counts[p.customer] > 1), len(unsent) - missing
 
     def _keep(self, requests: list[dict[str, Any]]) -> None:
         """The simulator's request log and the faults' times, beside the replicas' logs, to read
@@ -175,13 +234,63 @@ class Chaos:
 
     def _make_events(self) -> None:
         plan, run = self.plan, unique("c")
+        # Phones are drawn apart from the faults' generator, so a seed keeps its fault timeline.
+        rng = random.Random(f"contacts-{plan.seed}")
+        phones: list[str] = []
         for n in range(plan.events):
             event_id = f"{run}-{n}"
-            self.events[event_id] = phone_for(n)
-            self.records.append((event_id.encode(), encode(transaction(event_id, phone_for(n),
+            phones.append(self._phone(n, phones, rng))
+            self.events[event_id] = Planned(phones[n], f"cust-{n}")  # the mapping's external_id
+            self.records.append((event_id.encode(), encode(transaction(event_id, phones[n],
                                                                        CAMPAIGNS[n % len(CAMPAIGNS)], n=n))))
             if plan.duplicate_every and n % plan.duplicate_every == plan.duplicate_every - 1:
                 self.records.append(self.records[-1 - plan.duplicate_every // 2])
+        self.opted_out = self._pick_opted_out(phones, rng)
+
+    def _phone(self, n: int, earlier: list[str], rng: random.Random) -> str:
+        """The event's own phone, or for `reuse_share` of them an earlier event's: one of the last
+        50 (two attempts for one phone at once: held back, then cooldown) or any earlier one."""
+        if n == 0 or rng.random() >= self.plan.reuse_share:
+            return phone_for(n)
+        if rng.random() < 0.5:
+            return earlier[n - 1 - rng.randrange(min(n, 50))]
+        return earlier[rng.randrange(n)]
+
+    def _pick_opted_out(self, phones: list[str], rng: random.Random) -> frozenset[str]:
+        """`opted_out` phones of the events, the first of them one that several events share."""
+        if not self.plan.opted_out:
+            return frozenset()
+        counts = Counter(phones)
+        shared = sorted(p for p, c in counts.items() if c > 1)
+        picked = set(rng.sample(shared, 1)) if shared else set()
+        others = sorted(set(counts) - picked)
+        picked |= set(rng.sample(others, min(len(others), self.plan.opted_out - len(picked))))
+        return frozenset(picked)
+
+    def _import_opt_outs(self) -> None:
+        """The opt-out list as an operator writes it: `pisano-sms suppress import FILE`."""
+        csv = self.workdir / "opt-outs.csv"
+        csv.write_text("phone\n" + "".join(f"{phone}\n" for phone in sorted(self.opted_out)))
+        result = CliRunner().invoke(pisano_sms, ["suppress", "import", str(csv)],
+                                    env={"REDIS_URL": self.redis_url, "REDIS_KEY_PREFIX": self.prefix,
+                                         "SUPPRESSION_KEY": SUPPRESSION_KEY})
+        if result.exit_code != 0:
+            raise RuntimeError(f"suppress import failed ({result.exit_code}): {result.output}")
+        self.say(f"opt-out list imported: {len(self.opted_out)} phones")
+
+    def _judge_receipts(self, final: list[Delivery]) -> Receipts:
+        """Every record's receipts, after the SRE step, against the final logs."""
+        codec = ReceiptCodec()
+        written: list[Receipt] = [codec.decode(m.value()) for m in read_all(self.bootstrap, self.receipt_topic)]
+        ends = end_offsets(self.bootstrap, self.topic)
+        origins = [(self.topic, p, o) for p, end in ends.items() for o in range(end)]
+        dead: dict[Origin, set[str]] = {}
+        for message in read_all(self.bootstrap, self.dlq):
+            h = headers_of(message)
+            origin = (h["dlq.original.topic"], int(h["dlq.original.partition"]), int(h["dlq.original.offset"]))
+            dead.setdefault(origin, set()).add(h["dlq.reason"])
+        truth = Truth(self.events, final, dead, self.opted_out, PhoneHasher(RECEIPT_SALT))
+        return judge_receipts(written, origins, truth)
 
     def _timeline(self) -> list[tuple[float, str]]:
         """(seconds from the start, action), drawn from the plan's seed."""
@@ -342,6 +451,7 @@ class Chaos:
         o, faults = result.outcomes, [r["fault"] for r in requests]
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in o.dead_letters.most_common()) or "none"
         injected = sum(1 for f in faults if f == "error_rate")
+        sendable = o.events - self.final_policy
         return [
             ("events (unique, valid)", f"{o.events:,} (+{len(self.records) - o.events:,} duplicate copies)"),
             ("replicas / SIGKILLs", f"{self.plan.replicas} / {result.kills} (each restarted at once)"),
@@ -354,19 +464,55 @@ class Chaos:
             ("window violations", describe_violations(result.violations, self.happened, self.started_ns)),
             ("throttle 429s from the simulator", str(result.throttle_429)),
             ("events lost", f"{len(o.lost)}"),
+            ("ended by the contact policy", ", ".join(f"{k} {n:,}" for k, n in sorted(o.policy.items())) or "none"),
             ("events delivered twice", f"{o.delivered_twice}"),
             ("delivered before the SRE step", f"{o.delivered:,}"),
             ("dead-lettered (distinct events)", f"{reasons} ({o.dead_letter_records:,} DLQ records)"),
             ("ambiguous, accounted for", f"{o.dead_letters['ambiguous']:,}: {o.ambiguous_delivered:,} in the "
                                          f"delivery log, {o.ambiguous_not_delivered:,} not"),
-            ("dead-lettered (not ambiguous), yet delivered", f"{len(o.dead_lettered_then_delivered):,} (its "
-                                                              "offset uncommitted, the next owner delivered it)"),
+            ("dead-lettered (not ambiguous), yet delivered", f"{len(o.dead_lettered_then_delivered):,} (a copy of "
+                                                              "the event read later, or the record's next owner, "
+                                                              "delivered it: its receipts tell which)"),
             ("SRE step: replayed (not in the delivery log)", f"{replayed:,}"),
-            ("after the SRE step", f"{o.events - result.final_missing:,} of {o.events:,} delivered, "
-                                   f"{result.final_twice} twice"),
+            ("after the SRE step", f"{sendable - result.final_missing:,} of {sendable:,} sendable delivered, "
+                                   f"{result.final_twice} twice; {self.final_policy:,} not sent by the contact "
+                                   "policy"),
+            *self._policy_rows(result),
+            *self._receipt_rows(result.receipts),
             ("replica exits", f"unexpected {len(result.unexpected_exits)}, SIGTERM exit codes {result.exit_codes}"),
             ("duration (first event to last commit)", f"{duration:.0f} s"),
         ]
+
+
+    def _policy_rows(self, result: Result) -> list[tuple[str, str]]:
+        phones = Counter(p.phone for p in self.events.values())
+        shared = sum(n for n in phones.values() if n > 1)
+        on_list = sum(1 for p in self.events.values() if p.phone in self.opted_out)
+        return [
+            ("contact policy", f"cooldown {self.plan.cooldown_s:,} s; {shared:,} events share a phone "
+                               f"({sum(1 for n in phones.values() if n > 1):,} phones); opt-out list "
+                               f"{len(self.opted_out)} phones ({on_list} events)"),
+            ("phones surveyed twice within the cooldown", f"{len(result.too_soon)}{_some(result.too_soon)}"),
+            ("opted-out phones surveyed", f"{len(result.opted_out_surveyed)}{_some(result.opted_out_surveyed)}"),
+        ]
+
+    @staticmethod
+    def _receipt_rows(r: Receipts) -> list[tuple[str, str]]:
+        firsts = ", ".join(f"{k} {n:,}" for k, n in r.first.most_common())
+        seconds = ", ".join(f"{a}->{b} {n:,}" for (a, b), n in r.second.most_common()) or "none"
+        return [
+            ("receipts", f"{r.written:,} for {r.records:,} records; without a receipt "
+                         f"{len(r.without_receipt)}{_some(r.without_receipt)}"),
+            ("first receipts", firsts),
+            ("first receipts the logs contradict", f"{len(r.wrong)}{_some(r.wrong)}"),
+            ("second receipts (first->second)", f"{seconds}; not promised by the README "
+                                                f"{sum(r.second_not_promised.values())}"),
+            ("accepted, its first receipts only `duplicate`", f"{r.accepted_as_duplicate_only:,} (README's one case)"),
+        ]
+
+
+def _some(items: list[Any]) -> str:
+    return f" (e.g. {'; '.join(map(str, items[:3]))})" if items else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
             localstack.down()
     print(f"\nChaos run, seed {plan.seed} (logs in {workdir}):\n")
     print(table(result.rows))
-    print("\n" + ("PASS: nothing lost, nothing sent twice, no window exceeded." if result.ok else "FAIL: see above."))
+    print("\n" + ("PASS: nothing lost, nothing sent twice, no window exceeded, the contact policy held, every "
+                  "receipt agrees with the logs." if result.ok else "FAIL: see above."))
     return 0 if result.ok else 1
 
 

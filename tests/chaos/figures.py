@@ -84,7 +84,10 @@ class Outcomes:
     events: int
     delivered: int = 0
     delivered_twice: int = 0
-    lost: list[str] = field(default_factory=list)  # event ids with neither a delivery nor a dead letter
+    # Event ids with neither a delivery, nor a dead letter, nor a contact-policy outcome (a first
+    # receipt `cooldown` or `suppressed`, which contacts.py holds to the logs).
+    lost: list[str] = field(default_factory=list)
+    policy: Counter[str] = field(default_factory=Counter)  # outcome -> events ended unsent by the policy
     dead_letters: Counter[str] = field(default_factory=Counter)  # reason -> distinct events
     dead_letter_records: int = 0  # records in the DLQ (at-least-once: copies of one origin)
     ambiguous_delivered: int = 0  # ambiguous, and the simulator's log shows the delivery
@@ -97,8 +100,11 @@ class Outcomes:
     to_replay: dict[str, DeadLetter] = field(default_factory=dict)  # event id -> one of its letters
 
 
-def account(events: Mapping[str, str], phones: Counter[str], dead: Iterable[Any]) -> Outcomes:
-    """`events` maps each valid event id to its phone (one phone per event in a chaos run)."""
+def account(events: Mapping[str, str], delivered: Counter[str], dead: Iterable[Any],
+            policy: Mapping[str, str] | None = None) -> Outcomes:
+    """`events` maps each valid event id to the key its deliveries are counted by in `delivered`
+    (its customer id: events may share a phone), `policy` the events a contact policy ended."""
+    policy = policy or {}
     decoder = SchemalessDecoder(default_schema())
     outcomes = Outcomes(events=len(events))
     reasons: dict[str, set[str]] = {}
@@ -111,12 +117,14 @@ def account(events: Mapping[str, str], phones: Counter[str], dead: Iterable[Any]
         event_id = str(decoder.decode(letter.value)["event_id"])
         reasons.setdefault(event_id, set()).add(letter.reason)
         letters.setdefault(event_id, letter)
-    for event_id, phone in events.items():
-        count = phones.get(phone, 0)
+    for event_id, key in events.items():
+        count = delivered.get(key, 0)
         outcomes.delivered += count > 0
         outcomes.delivered_twice += count > 1
         why = reasons.get(event_id, set())
-        if count == 0 and not why:
+        if event_id in policy and not count:
+            outcomes.policy[policy[event_id]] += 1
+        elif count == 0 and not why:
             outcomes.lost.append(event_id)
         for reason in why:
             outcomes.dead_letters[reason] += 1
