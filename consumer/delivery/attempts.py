@@ -131,6 +131,9 @@ class Attempts:
                 return sent
             sent.attempts += 1
             sent.request_id = uuid.uuid4().hex
+            # The request ends with its last attempt's answer: an earlier attempt's error is no
+            # longer its error (the answer's log line read `HTTP 200` with the last 503's status).
+            sent.error = sent.verdict = None
             sending()
             self.dm.in_flight_requests.inc()
             carried = self.tokens.current() if self.tokens is not None else None

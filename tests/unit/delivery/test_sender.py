@@ -4,6 +4,7 @@ claim behind, and never sends an event twice."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 
 import pytest
@@ -61,6 +62,20 @@ def test_retriable_answers_are_retried_then_delivered() -> None:
     r = rig(FakePisano([unavailable(), PisanoTransportError("refused", ambiguous=False), OK]))
     r.process([event(1)])
     assert len(r.pisano.requests) == 3 and r.kinds() == {"e1": {"delivered"}}
+
+
+def test_each_request_answered_line_carries_its_own_attempts_status(caplog: pytest.LogCaptureFixture) -> None:
+    """Found by the chaos run: a request accepted after a 503 was logged `request answered: HTTP
+    200` with `status` 503, the earlier attempt's (the request's record of its last error stayed
+    set after a later attempt was answered)."""
+    r = rig(FakePisano([unavailable(), PisanoApiError(429, None, "Too Many Requests"), OK]))
+    with caplog.at_level(logging.INFO, logger="consumer.delivery.attempts"):
+        r.process([event(1)])
+    answered = [(rec.getMessage(), rec.__dict__.get("status"), rec.__dict__.get("attempt"))
+                for rec in caplog.records if rec.getMessage().startswith("request answered")]
+    assert [(status, attempt) for _, status, attempt in answered] == [(503, 1), (429, 2), (None, 3)]
+    assert answered[-1][0] == "request answered: HTTP 200"
+    assert r.kinds() == {"e1": {"delivered"}}
 
 
 def test_retries_exhausted_are_dead_lettered_and_released() -> None:
