@@ -175,3 +175,70 @@ def test_a_close_that_never_returns_does_not_keep_the_replica(monkeypatch: pytes
     assert time.monotonic() - started < 1.0 + 1.5 + 0.3
     assert "close" in consumer.calls
     assert any("did not close within" in m for m in caplog.messages)
+
+
+# A commit at shutdown or at a revoke with Kafka away: librdkafka's synchronous commit waits for
+# the group's coordinator as long as the member's session lasts (45.7 s measured with the broker
+# killed, `session.timeout.ms`), so SIGTERM then took SHUTDOWN_GRACE_MS + 45 s (the final commit)
+# + 45 s (the leave's revocation commits again): past the chart's 15 s margin, the kubelet's
+# SIGKILL cut the group leave. Each is bounded now (consumer/operations/bounded_call.py).
+
+
+class UnansweredCommits(LeavingConsumer):
+    """A synchronous commit is never answered while the test runs (the coordinator is away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = threading.Event()
+        self.sync_commits = 0
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> list[Any]:
+        if not asynchronous:
+            self.sync_commits += 1
+            self.answer.wait(10)  # bounded, so that the old code fails the test instead of hanging it
+        return super().commit(offsets, asynchronous)
+
+
+def test_sigterm_with_commits_never_answered_exits_within_the_grace_and_its_floors(
+        caplog: pytest.LogCaptureFixture) -> None:
+    consumer = UnansweredCommits()
+    loop = idle_loop(consumer)
+    epoch = loop.tracker.track(("t", 0), 0)
+    loop.tracker.finish(("t", 0), 0, epoch)
+    loop.request_stop()
+    started = time.monotonic()
+    try:
+        loop.run()
+        elapsed = time.monotonic() - started
+    finally:
+        consumer.answer.set()  # the commits left waiting in their threads end with the test
+    # SHUTDOWN_GRACE_MS 1 s (the final commit waits out what is left of it), then LEAVE_TIMEOUT_S
+    # for that commit's answer, and the flushes' floors.
+    assert elapsed < 1.0 + pipeline_module.LEAVE_TIMEOUT_S + 1.0, f"shutdown took {elapsed:.1f}s"
+    assert consumer.sync_commits == 1
+    assert any("commit not answered within" in m for m in caplog.messages)
+    # Never closed (nor unsubscribed) under the commit still waiting in the client.
+    assert consumer.calls == []
+    assert any("exiting without leaving the group or closing the consumer" in m for m in caplog.messages)
+
+
+def test_a_commit_answered_late_but_within_the_leave_lets_the_replica_leave_and_close() -> None:
+    consumer = UnansweredCommits()
+    loop = idle_loop(consumer)
+    epoch = loop.tracker.track(("t", 0), 0)
+    loop.tracker.finish(("t", 0), 0, epoch)
+    loop.request_stop()
+    threading.Timer(1.5, consumer.answer.set).start()  # after the grace, within LEAVE_TIMEOUT_S
+    loop.run()
+    assert consumer.calls == ["unsubscribe", "revoke", "close"]
+    assert consumer.committed == {("t", 0): 1}
+
+
+def test_a_commit_answered_in_time_counts_as_confirmed() -> None:
+    consumer = LeavingConsumer()
+    loop = idle_loop(consumer)
+    epoch = loop.tracker.track(("t", 0), 0)
+    loop.tracker.finish(("t", 0), 0, epoch)
+    loop._commit(sync=True, all_known=True, timeout=5.0)
+    assert consumer.committed == {("t", 0): 1}
+    assert loop.tracker.commit_points(None, all_known=False) == {}  # confirmed: nothing left to send
