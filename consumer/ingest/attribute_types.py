@@ -167,13 +167,19 @@ def _date(value: Any, zone: tzinfo, where: str) -> str:
 def _datetime(value: Any, zone: tzinfo, where: str) -> str:
     if isinstance(value, str) and _DATETIME.match(value.strip()):
         try:
-            return datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S").strftime("%Y-%m-%d %H:%M:%S")
+            return _written(datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S"))
         except ValueError:
             raise _refuse(where, value, "datetime") from None
     moment = _moment(value, zone)
     if moment is None:
         raise _refuse(where, value, "datetime (YYYY-MM-DD HH:MM:SS)")
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return _written(moment)
+
+
+def _written(moment: datetime) -> str:
+    """`YYYY-MM-DD HH:MM:SS`, the year always of four digits: strftime's %Y writes year 1 as `1`
+    (glibc), which Pisano's customer schema does not parse; isoformat pads it."""
+    return moment.replace(tzinfo=None).isoformat(" ", "seconds")
 
 
 def event_time_ms(value: Any, zone: tzinfo) -> int:

@@ -119,3 +119,16 @@ def test_a_mapping_without_external_id_warns_once_at_load(caplog: pytest.LogCapt
     assert [r.getMessage() for r in caplog.records if EXTERNAL_ID_WARNING in r.getMessage()]
     assert mapper({}).warnings == []
     assert mapper({}, custom_attributes={"external_id": {"path": "id", "type": "integer"}}).warnings == []
+
+
+# Found by tests/unit/ingest/test_fuzz_record_path.py: strftime's %Y does not pad years before
+# 1000 (glibc), so an Avro timestamp of year 1 (its long at -62135596800000) went out as
+# "1-01-01 00:00:00", a form Pisano's customer schema does not parse.
+@pytest.mark.parametrize(("value", "sent"), [
+    (datetime(1, 1, 1, tzinfo=UTC), "0001-01-01 00:00:00"),
+    (datetime(293, 2, 16, 3, 28, 44, tzinfo=UTC), "0293-02-16 03:28:44"),
+    ("0001-01-01 00:00:00", "0001-01-01 00:00:00"),
+    ("0999-12-31T23:59:59", "0999-12-31 23:59:59"),
+])
+def test_a_datetime_before_year_1000_keeps_its_four_digit_year(value: Any, sent: str) -> None:
+    assert mapped({"x": {"path": "v", "type": "datetime"}}, value) == sent
