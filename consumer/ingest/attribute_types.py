@@ -136,18 +136,27 @@ def _boolean(value: Any, where: str) -> str:
 
 
 def _moment(value: Any, zone: tzinfo) -> datetime | None:
-    """A datetime in `zone` from a datetime or an ISO 8601 string; None if it is neither."""
+    """A datetime in `zone` from a datetime or an ISO 8601 string; None if it is neither, or if
+    it is not in datetime's range in `zone` (a time at its bounds moved by the zone's offset)."""
+    moment = _parsed(value)
+    if moment is None or moment.tzinfo is None:  # a naive time is taken as written, in the mapping's zone
+        return moment
+    try:
+        return moment.astimezone(zone)  # an aware one is converted to it
+    except OverflowError:
+        return None
+
+
+def _parsed(value: Any) -> datetime | None:
+    """The datetime a value holds, as written (aware or naive); None if it holds none."""
     if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str) and 10 < len(value.strip()) <= 40:
+        return value
+    if isinstance(value, str) and 10 < len(value.strip()) <= 40:
         try:
-            moment = datetime.fromisoformat(value.strip())
+            return datetime.fromisoformat(value.strip())
         except ValueError:
             return None
-    else:
-        return None
-    # A naive time is taken as written, in the mapping's zone; an aware one is converted to it.
-    return moment.astimezone(zone) if moment.tzinfo is not None else moment
+    return None
 
 
 def _date(value: Any, zone: tzinfo, where: str) -> str:
@@ -187,7 +196,9 @@ def event_time_ms(value: Any, zone: tzinfo) -> int:
     milliseconds, or an ISO 8601 string; a naive time is read in the mapping's zone."""
     if type(value) is int:
         return value
-    moment = _moment(value, zone)
+    # An instant is not converted into the zone (only a naive time is read in it): at datetime's
+    # bounds the conversion leaves its range, while the milliseconds are plain arithmetic.
+    moment = _parsed(value)
     if moment is None:
         raise _refuse("event_time", value, "time (a timestamp, epoch milliseconds or ISO 8601)")
     if moment.tzinfo is None:

@@ -132,3 +132,30 @@ def test_a_mapping_without_external_id_warns_once_at_load(caplog: pytest.LogCapt
 ])
 def test_a_datetime_before_year_1000_keeps_its_four_digit_year(value: Any, sent: str) -> None:
     assert mapped({"x": {"path": "v", "type": "datetime"}}, value) == sent
+
+
+# Found by the fuzz campaign: a time at datetime's bounds, moved into the mapping's time zone, falls
+# out of datetime's range: the OverflowError escaped the mapper, and only the intake guard's net
+# caught it ("the mapper failed: OverflowError: date value out of range", no attribute named).
+@pytest.mark.parametrize(("kind", "zone", "value"), [
+    ("date", "Pacific/Kiritimati", datetime.max.replace(tzinfo=UTC)),
+    ("datetime", "Europe/Istanbul", datetime.max.replace(tzinfo=UTC)),
+    ("datetime", "America/New_York", datetime.min.replace(tzinfo=UTC)),  # its offset in year 1: -4:56
+    ("date", "UTC", "9999-12-31T23:59:59-14:00"),
+    ("datetime", "Pacific/Kiritimati", "0001-01-01T00:00:00+00:00"),
+])
+def test_a_time_that_leaves_datetime_s_range_in_the_zone_is_an_invalid_event_naming_it(
+        kind: str, zone: str, value: Any) -> None:
+    with pytest.raises(InvalidEventError, match=f"custom_attributes.x: .* is not a valid {kind}"):
+        mapped({"x": {"path": "v", "type": kind}}, value, time_zone=zone)
+
+
+@pytest.mark.parametrize(("zone", "value", "ms"), [
+    ("Europe/Istanbul", datetime.max.replace(tzinfo=UTC), 253_402_300_800_000),
+    ("UTC", "9999-12-31T23:59:59-14:00", 253_402_351_199_000),
+    ("Asia/Tokyo", datetime.min, -62_135_630_339_000),  # naive: read in the zone (its offset in year 1: 9:18:59)
+])
+def test_an_event_time_at_datetime_s_bounds_is_its_epoch_milliseconds_in_any_zone(zone: str, value: Any,
+                                                                                  ms: int) -> None:
+    m = mapper({}, event_time="v", time_zone=zone)
+    assert m.map({"id": "e1", "phone": "+905321234567", "campaign": CAMPAIGN, "v": value}).event_time_ms == ms
