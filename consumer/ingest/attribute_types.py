@@ -107,7 +107,9 @@ def _float(value: Any, where: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _refuse(where, value, "float")
-        return repr(value)
+        # Its shortest exact digits (repr's), written positionally as a decimal string is: repr
+        # alone writes 1e16 as "1e+16", a second form of the type (at most some 330 characters).
+        return format(Decimal(repr(value)), "f")
     if isinstance(value, Decimal):  # Avro decimal: its scale is kept (12.50 stays 12.50)
         if not value.is_finite():
             raise _refuse(where, value, "float")

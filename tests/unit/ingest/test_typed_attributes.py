@@ -159,3 +159,14 @@ def test_an_event_time_at_datetime_s_bounds_is_its_epoch_milliseconds_in_any_zon
                                                                                   ms: int) -> None:
     m = mapper({}, event_time="v", time_zone=zone)
     assert m.map({"id": "e1", "phone": "+905321234567", "campaign": CAMPAIGN, "v": value}).event_time_ms == ms
+
+
+# Found by the fuzz campaign: a float (an Avro double) was written with `repr`, so a large or small
+# one went out in exponent form ("1e+16", "-9.223372036854776e+18", "1e-07"), while the same number
+# as a string ("1e16") was written positionally: two forms for one type, one Pisano may not parse.
+@pytest.mark.parametrize(("value", "sent"), [
+    (1e16, "10000000000000000"), (-9.223372036854776e18, "-9223372036854776000"), (1e-7, "0.0000001"),
+    (1.7976931348623157e308, "17976931348623157" + "0" * 292), (12.5, "12.5"), (1.0, "1.0"), (-0.0, "-0.0"),
+])
+def test_a_float_is_written_positionally_never_with_an_exponent(value: float, sent: str) -> None:
+    assert mapped({"x": {"path": "v", "type": "float"}}, value) == sent
