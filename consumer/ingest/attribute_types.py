@@ -32,6 +32,7 @@ from consumer.errors import ConfigError, InvalidEventError
 
 TYPES = ("string", "integer", "float", "boolean", "date", "datetime")
 _INT_LIMIT = 2**63
+MAX_DECIMAL_EXPONENT = 1024  # mapping.MAX_ATTRIBUTE_CHARS: a longer attribute is refused at intake anyway
 _INTEGER = re.compile(r"^[+-]?[0-9]{1,19}\Z")
 _DECIMAL = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\Z")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
@@ -89,12 +90,14 @@ def _integer(value: Any, where: str) -> str:
 
 
 def _whole(value: Any) -> bool:
-    """An int subclass, or a float or decimal with nothing after the point."""
+    """An int subclass, or a float or decimal with nothing after the point (a decimal of more
+    than 19 digits is not one: `int()` of 1e999999 takes seconds, and no 64-bit integer has them)."""
     if isinstance(value, int):
         return True
     if isinstance(value, float):
         return value.is_integer()
-    return isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
+    return (isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 19
+            and value == value.to_integral_value())
 
 
 def _float(value: Any, where: str) -> str:
@@ -111,7 +114,9 @@ def _float(value: Any, where: str) -> str:
         # alone writes 1e16 as "1e+16", a second form of the type (at most some 330 characters).
         return format(Decimal(repr(value)), "f")
     if isinstance(value, Decimal):  # Avro decimal: its scale is kept (12.50 stays 12.50)
-        if not value.is_finite():
+        # Written out, an exponent is that many characters (1e999999999: a gigabyte): one past
+        # what an attribute may hold is refused before it is written.
+        if not value.is_finite() or abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
             raise _refuse(where, value, "float")
         return format(value, "f")
     if isinstance(value, str) and _DECIMAL.match(value.strip()):

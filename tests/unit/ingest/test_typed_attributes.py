@@ -170,3 +170,19 @@ def test_an_event_time_at_datetime_s_bounds_is_its_epoch_milliseconds_in_any_zon
 ])
 def test_a_float_is_written_positionally_never_with_an_exponent(value: float, sent: str) -> None:
     assert mapped({"x": {"path": "v", "type": "float"}}, value) == sent
+
+
+# Found by the fuzz campaign's handed values (no Avro reader gives them: an Avro decimal's
+# precision is at most 1000 digits): a Decimal of a huge exponent took int() 25 s (integer) or a
+# string of a million digits (float) before it was refused for its size.
+@pytest.mark.parametrize(("kind", "value"), [
+    ("integer", Decimal("1e999999")), ("integer", Decimal("-1e99999999")),
+    ("float", Decimal("1e999999999")), ("float", Decimal("1e-999999999")),
+])
+def test_a_decimal_of_a_huge_exponent_is_refused_before_it_is_written_out(kind: str, value: Decimal) -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(InvalidEventError, match=f"custom_attributes.x: Decimal is not a valid {kind}"):
+        mapped({"x": {"path": "v", "type": kind}}, value)
+    assert time.perf_counter() - started < 0.05
