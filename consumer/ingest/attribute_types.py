@@ -32,6 +32,7 @@ from consumer.errors import ConfigError, InvalidEventError
 
 TYPES = ("string", "integer", "float", "boolean", "date", "datetime")
 _INT_LIMIT = 2**63
+MAX_DECIMAL_EXPONENT = 1024  # mapping.MAX_ATTRIBUTE_CHARS: a longer attribute is refused at intake anyway
 _INTEGER = re.compile(r"^[+-]?[0-9]{1,19}\Z")
 _DECIMAL = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\Z")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
@@ -89,12 +90,14 @@ def _integer(value: Any, where: str) -> str:
 
 
 def _whole(value: Any) -> bool:
-    """An int subclass, or a float or decimal with nothing after the point."""
+    """An int subclass, or a float or decimal with nothing after the point (a decimal of more
+    than 19 digits is not one: `int()` of 1e999999 takes seconds, and no 64-bit integer has them)."""
     if isinstance(value, int):
         return True
     if isinstance(value, float):
         return value.is_integer()
-    return isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
+    return (isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 19
+            and value == value.to_integral_value())
 
 
 def _float(value: Any, where: str) -> str:
@@ -107,9 +110,13 @@ def _float(value: Any, where: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _refuse(where, value, "float")
-        return repr(value)
+        # Its shortest exact digits (repr's), written positionally as a decimal string is: repr
+        # alone writes 1e16 as "1e+16", a second form of the type (at most some 330 characters).
+        return format(Decimal(repr(value)), "f")
     if isinstance(value, Decimal):  # Avro decimal: its scale is kept (12.50 stays 12.50)
-        if not value.is_finite():
+        # Written out, an exponent is that many characters (1e999999999: a gigabyte): one past
+        # what an attribute may hold is refused before it is written.
+        if not value.is_finite() or abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
             raise _refuse(where, value, "float")
         return format(value, "f")
     if isinstance(value, str) and _DECIMAL.match(value.strip()):
@@ -136,18 +143,27 @@ def _boolean(value: Any, where: str) -> str:
 
 
 def _moment(value: Any, zone: tzinfo) -> datetime | None:
-    """A datetime in `zone` from a datetime or an ISO 8601 string; None if it is neither."""
+    """A datetime in `zone` from a datetime or an ISO 8601 string; None if it is neither, or if
+    it is not in datetime's range in `zone` (a time at its bounds moved by the zone's offset)."""
+    moment = _parsed(value)
+    if moment is None or moment.tzinfo is None:  # a naive time is taken as written, in the mapping's zone
+        return moment
+    try:
+        return moment.astimezone(zone)  # an aware one is converted to it
+    except OverflowError:
+        return None
+
+
+def _parsed(value: Any) -> datetime | None:
+    """The datetime a value holds, as written (aware or naive); None if it holds none."""
     if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str) and 10 < len(value.strip()) <= 40:
+        return value
+    if isinstance(value, str) and 10 < len(value.strip()) <= 40:
         try:
-            moment = datetime.fromisoformat(value.strip())
+            return datetime.fromisoformat(value.strip())
         except ValueError:
             return None
-    else:
-        return None
-    # A naive time is taken as written, in the mapping's zone; an aware one is converted to it.
-    return moment.astimezone(zone) if moment.tzinfo is not None else moment
+    return None
 
 
 def _date(value: Any, zone: tzinfo, where: str) -> str:
@@ -167,13 +183,19 @@ def _date(value: Any, zone: tzinfo, where: str) -> str:
 def _datetime(value: Any, zone: tzinfo, where: str) -> str:
     if isinstance(value, str) and _DATETIME.match(value.strip()):
         try:
-            return datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S").strftime("%Y-%m-%d %H:%M:%S")
+            return _written(datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S"))
         except ValueError:
             raise _refuse(where, value, "datetime") from None
     moment = _moment(value, zone)
     if moment is None:
         raise _refuse(where, value, "datetime (YYYY-MM-DD HH:MM:SS)")
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return _written(moment)
+
+
+def _written(moment: datetime) -> str:
+    """`YYYY-MM-DD HH:MM:SS`, the year always of four digits: strftime's %Y writes year 1 as `1`
+    (glibc), which Pisano's customer schema does not parse; isoformat pads it."""
+    return moment.replace(tzinfo=None).isoformat(" ", "seconds")
 
 
 def event_time_ms(value: Any, zone: tzinfo) -> int:
@@ -181,7 +203,9 @@ def event_time_ms(value: Any, zone: tzinfo) -> int:
     milliseconds, or an ISO 8601 string; a naive time is read in the mapping's zone."""
     if type(value) is int:
         return value
-    moment = _moment(value, zone)
+    # An instant is not converted into the zone (only a naive time is read in it): at datetime's
+    # bounds the conversion leaves its range, while the milliseconds are plain arithmetic.
+    moment = _parsed(value)
     if moment is None:
         raise _refuse("event_time", value, "time (a timestamp, epoch milliseconds or ISO 8601)")
     if moment.tzinfo is None:

@@ -119,3 +119,70 @@ def test_a_mapping_without_external_id_warns_once_at_load(caplog: pytest.LogCapt
     assert [r.getMessage() for r in caplog.records if EXTERNAL_ID_WARNING in r.getMessage()]
     assert mapper({}).warnings == []
     assert mapper({}, custom_attributes={"external_id": {"path": "id", "type": "integer"}}).warnings == []
+
+
+# Found by tests/unit/ingest/test_fuzz_record_path.py: strftime's %Y does not pad years before
+# 1000 (glibc), so an Avro timestamp of year 1 (its long at -62135596800000) went out as
+# "1-01-01 00:00:00", a form Pisano's customer schema does not parse.
+@pytest.mark.parametrize(("value", "sent"), [
+    (datetime(1, 1, 1, tzinfo=UTC), "0001-01-01 00:00:00"),
+    (datetime(293, 2, 16, 3, 28, 44, tzinfo=UTC), "0293-02-16 03:28:44"),
+    ("0001-01-01 00:00:00", "0001-01-01 00:00:00"),
+    ("0999-12-31T23:59:59", "0999-12-31 23:59:59"),
+])
+def test_a_datetime_before_year_1000_keeps_its_four_digit_year(value: Any, sent: str) -> None:
+    assert mapped({"x": {"path": "v", "type": "datetime"}}, value) == sent
+
+
+# Found by the fuzz campaign: a time at datetime's bounds, moved into the mapping's time zone, falls
+# out of datetime's range: the OverflowError escaped the mapper, and only the intake guard's net
+# caught it ("the mapper failed: OverflowError: date value out of range", no attribute named).
+@pytest.mark.parametrize(("kind", "zone", "value"), [
+    ("date", "Pacific/Kiritimati", datetime.max.replace(tzinfo=UTC)),
+    ("datetime", "Europe/Istanbul", datetime.max.replace(tzinfo=UTC)),
+    ("datetime", "America/New_York", datetime.min.replace(tzinfo=UTC)),  # its offset in year 1: -4:56
+    ("date", "UTC", "9999-12-31T23:59:59-14:00"),
+    ("datetime", "Pacific/Kiritimati", "0001-01-01T00:00:00+00:00"),
+])
+def test_a_time_that_leaves_datetime_s_range_in_the_zone_is_an_invalid_event_naming_it(
+        kind: str, zone: str, value: Any) -> None:
+    with pytest.raises(InvalidEventError, match=f"custom_attributes.x: .* is not a valid {kind}"):
+        mapped({"x": {"path": "v", "type": kind}}, value, time_zone=zone)
+
+
+@pytest.mark.parametrize(("zone", "value", "ms"), [
+    ("Europe/Istanbul", datetime.max.replace(tzinfo=UTC), 253_402_300_800_000),
+    ("UTC", "9999-12-31T23:59:59-14:00", 253_402_351_199_000),
+    ("Asia/Tokyo", datetime.min, -62_135_630_339_000),  # naive: read in the zone (its offset in year 1: 9:18:59)
+])
+def test_an_event_time_at_datetime_s_bounds_is_its_epoch_milliseconds_in_any_zone(zone: str, value: Any,
+                                                                                  ms: int) -> None:
+    m = mapper({}, event_time="v", time_zone=zone)
+    assert m.map({"id": "e1", "phone": "+905321234567", "campaign": CAMPAIGN, "v": value}).event_time_ms == ms
+
+
+# Found by the fuzz campaign: a float (an Avro double) was written with `repr`, so a large or small
+# one went out in exponent form ("1e+16", "-9.223372036854776e+18", "1e-07"), while the same number
+# as a string ("1e16") was written positionally: two forms for one type, one Pisano may not parse.
+@pytest.mark.parametrize(("value", "sent"), [
+    (1e16, "10000000000000000"), (-9.223372036854776e18, "-9223372036854776000"), (1e-7, "0.0000001"),
+    (1.7976931348623157e308, "17976931348623157" + "0" * 292), (12.5, "12.5"), (1.0, "1.0"), (-0.0, "-0.0"),
+])
+def test_a_float_is_written_positionally_never_with_an_exponent(value: float, sent: str) -> None:
+    assert mapped({"x": {"path": "v", "type": "float"}}, value) == sent
+
+
+# Found by the fuzz campaign's handed values (no Avro reader gives them: an Avro decimal's
+# precision is at most 1000 digits): a Decimal of a huge exponent took int() 25 s (integer) or a
+# string of a million digits (float) before it was refused for its size.
+@pytest.mark.parametrize(("kind", "value"), [
+    ("integer", Decimal("1e999999")), ("integer", Decimal("-1e99999999")),
+    ("float", Decimal("1e999999999")), ("float", Decimal("1e-999999999")),
+])
+def test_a_decimal_of_a_huge_exponent_is_refused_before_it_is_written_out(kind: str, value: Decimal) -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(InvalidEventError, match=f"custom_attributes.x: Decimal is not a valid {kind}"):
+        mapped({"x": {"path": "v", "type": kind}}, value)
+    assert time.perf_counter() - started < 0.05
