@@ -48,7 +48,6 @@ from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.mapping import Mapper, Recipient
 from consumer.ingest.records import InboundRecord
-from consumer.operations.bounded_call import Bounded, call_within
 from consumer.operations.collector import FullPasses
 from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget, redact_phones
@@ -78,12 +77,8 @@ GAUGE_INTERVAL_S = 5.0
 RECOMMIT_INTERVAL_S = 15.0
 # Leaving the group at the end, each step bounded: inside the 15 s the chart's grace period keeps
 # beyond SHUTDOWN_GRACE_MS, with the producer's final 5 s flush.
-LEAVE_TIMEOUT_S = 2.5
+LEAVE_TIMEOUT_S = 3.0
 CLOSE_TIMEOUT_S = 5.0
-# A commit at a revoke or at shutdown waits for its answer this long at least, even once the
-# grace is spent (a healthy broker answers in milliseconds); librdkafka alone would wait for the
-# coordinator as long as the session lasts (45 s), past the pod's grace (operations/bounded_call.py).
-COMMIT_FLOOR_S = 0.5
 
 
 class Pipeline:
@@ -133,8 +128,6 @@ class Pipeline:
         # assigned back during it: that call may hand back records of the earlier assignment.
         self._given_up: set[tuple[str, int]] = set()
         self._assigned_back: set[tuple[str, int]] = set()
-        # Calls to the Kafka consumer given up on while they still wait in it (`_kafka_call`).
-        self._unanswered: list[Bounded[Any]] = []
         # Consumed records not decoded yet: the rest of a turn's slice, or waiting for the registry.
         self.backlog = Backlog(decoder, mapper, settings.max_message_bytes, metrics=metrics, health=health,
                                dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
@@ -182,31 +175,21 @@ class Pipeline:
         subscription is dropped first and its revocation served here; close() then has nothing to
         revoke, and runs in a thread of its own: past CLOSE_TIMEOUT_S the replica exits without it
         (the group drops the member after its session timeout; what it did not commit, the next
-        owner reads again). With the group's coordinator away, dropping the subscription itself
-        waits for the session to time out (40 s after a 5 s grace, measured): it is bounded too,
-        and the consumer is never closed under a call still waiting for Kafka (that would free
-        what the call uses): the replica exits without closing it."""
+        owner reads again)."""
         deadline = time.monotonic() + LEAVE_TIMEOUT_S
-        if self._kafka_call_waiting(deadline):
-            return
-        leaving = self._kafka_call(lambda: self.consumer.unsubscribe(), deadline - time.monotonic(), "kafka-leave")
         try:
-            if leaving.error is not None:
-                raise leaving.error
-            while leaving.done and self.consumer.assignment() and time.monotonic() < deadline:
+            self.consumer.unsubscribe()
+            while self.consumer.assignment() and time.monotonic() < deadline:
                 self.consumer.consume(num_messages=1, timeout=POLL_TIMEOUT_S)  # serves the revocation
         except Exception as exc:  # a consumer failed fatally, say: close() is still worth a try
             log.warning("could not leave the consumer group before closing (%s)", exc)
-        if self._kafka_call_waiting(time.monotonic()):
-            return
-        closing = call_within(self.consumer.close, CLOSE_TIMEOUT_S, "kafka-close")
-        if not closing.done:
+        closer = threading.Thread(target=self.consumer.close, name="kafka-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
             log.error("the Kafka consumer did not close within %.0fs; exiting without it: the group drops this "
                       "member after its session timeout, and the next owner reads again what it did not "
                       "commit", CLOSE_TIMEOUT_S)
-        elif closing.error is not None:
-            log.warning("the Kafka consumer's close failed (%s); exiting: the group drops this member after its "
-                        "session timeout", closing.error)
 
     def _step(self) -> None:
         now = time.monotonic()
@@ -277,7 +260,7 @@ class Pipeline:
         self.dlq.flush(max(0.5, deadline - time.monotonic()))
         self._drain_outcomes()
         self._flush_receipts(max(0.5, deadline - time.monotonic()))
-        self._commit(sync=True, all_known=True, timeout=max(COMMIT_FLOOR_S, deadline - time.monotonic()))
+        self._commit(sync=True, all_known=True)
         left = self.delivery.buffered + self.delivery.in_flight()
         if left:
             log.warning("stopped with %d events unsent; they stay uncommitted for the next owner",
@@ -446,59 +429,20 @@ class Pipeline:
 
     # ------------------------------------------------------------------ offsets
 
-    def _commit(self, sync: bool = False, tps: list[tuple[str, int]] | None = None, all_known: bool = False,
-                timeout: float = COMMIT_FLOOR_S) -> None:
+    def _commit(self, sync: bool = False, tps: list[tuple[str, int]] | None = None, all_known: bool = False) -> None:
         """Commit what moved. An asynchronous commit counts only once its result comes back
-        (`_on_commit`): one that fails, as they do during a rebalance, is sent again next time. A
-        synchronous one (a revoke, the shutdown) is waited for `timeout` seconds at most: one not
-        answered by then counts as not made (the next owner reads those records again)."""
+        (`_on_commit`): one that fails, as they do during a rebalance, is sent again next time."""
         points = self.tracker.commit_points(tps, all_known=all_known)
         if not points:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in points.items()]
-        if not sync:
-            try:
-                self.consumer.commit(offsets=offsets, asynchronous=True)
-            except KafkaException as exc:
-                log.warning("commit failed (%s); will commit again", exc)
+        try:
+            result = self.consumer.commit(offsets=offsets, asynchronous=not sync)
+        except KafkaException as exc:
+            log.warning("commit failed (%s); will commit again", exc)
             return
-        commit = self._kafka_call(lambda: self.consumer.commit(offsets=offsets, asynchronous=False), timeout,
-                                  "kafka-commit")
-        if not commit.done:
-            log.warning("commit not answered within %.1fs (Kafka or the group's coordinator unreachable?); going "
-                        "on without it: the next owner of these partitions reads again what it did not commit, "
-                        "and skips what was delivered", timeout)
-        elif isinstance(commit.error, KafkaException):
-            log.warning("commit failed (%s); will commit again", commit.error)
-        elif commit.error is not None:
-            raise commit.error
-        elif commit.value:
-            self._on_commit(None, commit.value)
-
-    def _kafka_call(self, call: Callable[[], Any], timeout: float, name: str) -> Bounded[Any]:
-        """A call to the Kafka consumer that may wait for the group's coordinator, bounded; one
-        not answered in time is remembered until it is (`_kafka_call_waiting`)."""
-        result = call_within(call, timeout, name)
-        if not result.done:
-            self._unanswered.append(result)
-        return result
-
-    def _kafka_call_waiting(self, until: float) -> bool:
-        """Whether a call given up on still waits inside the Kafka client at `until` (monotonic):
-        closing the client would free what it uses. The replica exits without closing it then;
-        the group drops this member after its session timeout, and what it did not commit is
-        read again."""
-        for call in self._unanswered:
-            if call.thread is not None:
-                call.thread.join(max(0.0, until - time.monotonic()))
-        self._unanswered = [call for call in self._unanswered if call.running()]
-        if self._unanswered:
-            log.error("Kafka has not answered %s; exiting without leaving the group or closing the consumer: the "
-                      "group drops this member after its session timeout, and the next owner reads again what "
-                      "was not committed (check that the brokers are reachable)",
-                      ", ".join(call.thread.name for call in self._unanswered if call.thread is not None))
-            return True
-        return False
+        if sync and result:
+            self._on_commit(None, result)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None:
@@ -557,7 +501,7 @@ class Pipeline:
         self.dlq.flush(max(0.0, left()))
         self._drain_outcomes()
         self._flush_receipts(max(0.0, left()))
-        self._commit(sync=True, tps=list(tps), all_known=True, timeout=max(COMMIT_FLOOR_S, left()))
+        self._commit(sync=True, tps=list(tps), all_known=True)
         self._forget(tps)
         log.info("revoked %s (%d buffered events left for the next owner)", _names(partitions), len(dropped))
         consumer.incremental_unassign(partitions)

@@ -173,8 +173,7 @@ THREAD_SITES = {
     "consumer/operations/threads.py": "LongLivedThread itself",
     "consumer/delivery/resolution.py": "short-lived: one DNS lookup",
     "consumer/delivery/token_refresh.py": "short-lived: one read of the token source after a 401",
-    "consumer/operations/bounded_call.py": "short-lived: a Kafka commit at a revoke or shutdown, or the "
-                                           "consumer's close, given up after its bound",
+    "consumer/pipeline.py": "short-lived: kafka-close, the consumer's close at shutdown",
     "consumer/simulator/server.py": "the Pisano simulator: not the consumer process",
     "consumer/demo.py": "the demo's consumer loop: not the consumer process",
 }
