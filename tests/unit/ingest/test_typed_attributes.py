@@ -186,3 +186,42 @@ def test_a_decimal_of_a_huge_exponent_is_refused_before_it_is_written_out(kind: 
     with pytest.raises(InvalidEventError, match=f"custom_attributes.x: Decimal is not a valid {kind}"):
         mapped({"x": {"path": "v", "type": kind}}, value)
     assert time.perf_counter() - started < 0.05
+
+
+def test_an_aware_event_time_is_the_same_epoch_milliseconds_as_when_it_was_converted_into_the_zone() -> None:
+    """cef811e stopped converting an aware event time into the mapping's zone before taking its
+    milliseconds: for every instant the conversion kept in range, the milliseconds are the same
+    (a seeded property check: instants over datetime's whole range, offsets up to +-23:59, IANA
+    zones with gaps and folds, datetimes and ISO strings, either fold)."""
+    import random
+    from datetime import timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from consumer.ingest.attribute_types import event_time_ms, time_zone
+
+    rng = random.Random(20261206)
+    zones = [UTC, ZoneInfo("Europe/Istanbul"), ZoneInfo("America/New_York"), ZoneInfo("Australia/Lord_Howe"),
+             ZoneInfo("Pacific/Kiritimati"), ZoneInfo("America/St_Johns"), timezone(timedelta(hours=23, minutes=59)),
+             timezone(-timedelta(hours=23, minutes=59))]
+    span_s = int((datetime.max - datetime.min).total_seconds())
+    compared = 0
+    for _ in range(20_000):
+        naive = datetime.min + timedelta(seconds=rng.randrange(span_s), microseconds=rng.randrange(10**6))
+        if rng.random() < 0.3:  # near the bounds, where a zone's offset leaves the range
+            near = timedelta(hours=rng.uniform(0, 30))
+            naive = datetime.min + near if rng.random() < 0.5 else datetime.max - near
+        source = rng.choice(zones)
+        moment = naive.replace(tzinfo=source, fold=rng.randrange(2))
+        mapping_zone = time_zone(rng.choice(["UTC", "Europe/Istanbul", "Pacific/Kiritimati", "America/Adak"]))
+        value: Any = moment
+        if rng.random() < 0.3 and not isinstance(source, ZoneInfo) and naive.year >= 1:
+            value = moment.isoformat()
+        try:
+            before = int(moment.astimezone(mapping_zone).timestamp() * 1000)  # the former conversion
+        except OverflowError:
+            before = None  # refused before; its epoch milliseconds now (test above)
+        now = event_time_ms(value, mapping_zone)
+        if before is not None:
+            assert now == before, (value, mapping_zone)
+            compared += 1
+    assert compared > 15_000
