@@ -33,6 +33,9 @@ from consumer.errors import ConfigError, InvalidEventError
 TYPES = ("string", "integer", "float", "boolean", "date", "datetime")
 _INT_LIMIT = 2**63
 MAX_DECIMAL_EXPONENT = 1024  # mapping.MAX_ATTRIBUTE_CHARS: a longer attribute is refused at intake anyway
+# mapping.MAX_ATTRIBUTE_CHARS (not imported: the mapping imports this module): a float written
+# longer is refused here as a float naming its attribute, not at intake as "not a JSON scalar".
+MAX_WRITTEN_CHARS = 1024
 _INTEGER = re.compile(r"^[+-]?[0-9]{1,19}\Z")
 _DECIMAL = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\Z")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
@@ -101,6 +104,13 @@ def _whole(value: Any) -> bool:
 
 
 def _float(value: Any, where: str) -> str:
+    written = _float_written(value, where)
+    if len(written) > MAX_WRITTEN_CHARS:  # a Decimal near MAX_DECIMAL_EXPONENT, a string of 1100 digits
+        raise _refuse(where, value, f"float (at most {MAX_WRITTEN_CHARS} characters written)")
+    return written
+
+
+def _float_written(value: Any, where: str) -> str:
     if isinstance(value, bool):
         raise _refuse(where, value, "float")
     if isinstance(value, int):
