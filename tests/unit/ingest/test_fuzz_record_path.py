@@ -48,6 +48,7 @@ from consumer.ingest.intake import decode_and_map
 from consumer.ingest.mapping import DeclarativeMapper, Recipient
 from consumer.ingest.records import InboundRecord
 from consumer.outcomes.deadletter import error_text
+from tests.support.fake_kafka import FakeMessage
 from tests.unit.ingest.test_avro_compiled import STRICTER, Schemas, Values, without_logical_types
 from tests.unit.ingest.test_intake_fuzz import mutate as damage
 
@@ -270,31 +271,18 @@ HEADER_SETS: list[Any] = [
 TIMESTAMPS = [(1, 1_764_740_000_123), (0, -1), (2, 0), (1, 2**63 - 1), (1, -(2**63)), (1, 253_402_300_800_000)]
 
 
-class Message:
-    """A consumed message as confluent_kafka gives it, with hostile parts; `headers` may raise."""
+class Message(FakeMessage):
+    """A consumed message with hostile parts: any headers (`headers` raises one that is an
+    exception), any timestamp type and value."""
 
     def __init__(self, value: bytes | None, key: bytes | None, headers: Any, stamp: tuple[int, int]) -> None:
-        self._value, self._key, self._headers, self._stamp = value, key, headers, stamp
+        super().__init__("t", 0, 9, value, key, headers)
+        self._stamp = stamp
 
     def headers(self) -> Any:
         if isinstance(self._headers, BaseException):
             raise self._headers
         return self._headers
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return 9
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
 
     def timestamp(self) -> tuple[int, int]:
         return self._stamp
