@@ -277,6 +277,9 @@ class Pipeline:
         tps: dict[tuple[str, int], tuple[str, int]] = {}  # one tuple per partition, not per record
         owns, release, assigned_back, strays = self.tracker.owns, self.tracker.release, self._assigned_back, 0
         moves_back = self.tracker.moves_back
+        # Partitions with records dead-lettered before a restart or rebalance (their marks, loaded
+        # at assignment): those records end as they ended, before they are decoded.
+        ended: dict[tuple[str, int], dict[int, tuple[str, str]]] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -295,13 +298,22 @@ class Pipeline:
                     strays += 1
                     continue
                 known = tps[tp] = tp
+                marks = self.dlq.marked(tp)
+                if marks:
+                    ended[tp] = marks
                 if tp not in assigned_back:  # a call after the one that assigned it back: the fetch goes on
                     release(tp)
             tp = known
             size = record.size
             taken_bytes += size
             consumed[topic] = consumed.get(topic, 0) + 1
-            add(record, tp, track(tp, record.offset(), size, now))
+            epoch = track(tp, record.offset(), size, now)
+            if ended and tp in ended:
+                failure = self.dlq.read_again(record, ended[tp])
+                if failure is not None:
+                    self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
+                    continue
+            add(record, tp, epoch)
         if strays:
             log.warning("%d records of partitions no longer assigned to this replica were handed back after their "
                         "revocation; left to their new owner", strays, extra={"count": strays})
@@ -464,8 +476,10 @@ class Pipeline:
             self.tracker.assign(tp, held=back)
             if back:
                 self._assigned_back.add(tp)
-        if self.receipts is not None:  # the records of these partitions that have their receipt already
-            self.receipts.assigned([(p.topic, p.partition) for p in partitions])
+        tps = [(p.topic, p.partition) for p in partitions]
+        self.dlq.assigned(tps)  # the records of these partitions dead-lettered already
+        if self.receipts is not None:  # and those that have their receipt already
+            self.receipts.assigned(tps)
         self.health.joined = True
         self.metrics.assigned_partitions.set(len(self.tracker.assigned()))
         if partitions:

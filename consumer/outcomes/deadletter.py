@@ -8,11 +8,15 @@ the producer (consumer/outcomes/producer_fatal.py: librdkafka purges its queue a
 later record, for good): `poll()` raises it once, the poll loop ends and the replica restarts with
 a new producer; nothing past those records was committed.
 
-Once per origin: with `marks` (consumer/state/dead_letters.py), each acknowledged dead-letter
-marks its origin, and a record read again after a SIGKILL or a rebalance whose origin is marked
-ends at once, without a second copy. Dead-letters are therefore produced from `poll()`, where a
-turn's worth of them is looked up in one round trip. An acknowledgement served outside `poll()`
-for a record no longer ours (the final flush of a shutdown, with no poll() after it) is marked at once.
+Once per origin, one outcome per record: with `marks` (consumer/state/dead_letters.py), each
+acknowledged dead-letter marks its origin with its reason. A replica assigned a partition loads its
+marks (`assigned`), and a record read again after a SIGKILL or a rebalance whose origin is marked
+ends at once as dead-lettered again (`read_again`), before it is decoded: never sent, whatever its
+second pass would have met (a 429 storm over by then). A mark acknowledged after that load (the
+old owner's last dead-letters) is still looked up before a dead-letter is produced: dead-letters
+are produced from `poll()`, where a turn's worth of them is looked up in one round trip. An
+acknowledgement served outside `poll()` for a record no longer ours (the final flush of a shutdown,
+with no poll() after it) is marked at once.
 The marks below a commit the broker confirmed (`committed`, from the pipeline's commit callback)
 are removed MARKS_KEEP_S after the confirmation (`confirmed_commits.py`): a coordinator that fails over
 can lose a commit it confirmed, and the partition's next owner then reads those records again.
@@ -201,7 +205,11 @@ class DeadLetterQueue:
         self._on_failure = on_failure
         self.marks = marks
         self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
-        self._acknowledged: list[Origin] = []  # to mark in the next poll()
+        self._acknowledged: list[tuple[Origin, str]] = []  # to mark in the next poll(), with their reasons
+        # Offset -> (fingerprint, reason) of the marks of our partitions, loaded at assignment.
+        self._before: dict[TopicPartition, dict[int, tuple[str, str]]] = {}
+        self._unloaded: set[TopicPartition] = set()  # assigned, marks not loaded yet (they paused): next poll()
+        self._ended_again = 0  # records read again that `read_again` ended, since the last poll()
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
         # Bumped when a partition is revoked or lost: its dead-letters sent before are abandoned.
@@ -224,6 +232,43 @@ class DeadLetterQueue:
         pending.origin = Origin.of(pending.message)
         self._unchecked.append(pending)
 
+    def assigned(self, tps: Sequence[TopicPartition]) -> None:
+        """Load the marks of newly assigned partitions: their records dead-lettered already. While
+        the marks pause (Redis failed a moment ago), on the first poll() after the pause."""
+        if self.marks is not None:
+            self._unloaded.update(tps)
+            self._load_marks()
+
+    def _load_marks(self) -> None:
+        if self.marks is None or not self._unloaded or time.monotonic() < self._marks_paused_until:
+            return
+        try:
+            for tp in sorted(self._unloaded):
+                # A mark of the previous version has no reason: its record is judged again, as it was.
+                loaded = {offset: (fingerprint, reason) for offset, (fingerprint, reason) in self.marks.load(tp).items()
+                          if reason is not None}
+                if loaded:
+                    self._before.setdefault(tp, {}).update(loaded)
+                self._unloaded.discard(tp)
+        except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
+            self._marks_failed("read", exc)
+
+    def marked(self, tp: TopicPartition) -> dict[int, tuple[str, str]] | None:
+        """The loaded marks of one of our partitions, None when it has none (the common case)."""
+        return self._before.get(tp) or None
+
+    def read_again(self, record: Any, marks: dict[int, tuple[str, str]]) -> Failure | None:
+        """The failure that ended `record` (an InboundRecord of a partition whose `marked` are
+        `marks`) before a restart or rebalance, or None if it was not dead-lettered. Its dead-letter
+        is in the topic: the record ends as dead-lettered again, without a copy."""
+        mark = marks.get(record.offset())
+        if mark is None or mark[0] != Origin.of(record).fingerprint:
+            return None
+        self.already_dead_lettered += 1
+        self._ended_again += 1
+        return Failure(mark[1], "dead-lettered before a restart or rebalance (its dead-letter is in the topic); "
+                                "not sent again")
+
     def forget(self, tps: set[tuple[str, int]]) -> None:
         """Partitions revoked from us or lost: their dead-letters not acknowledged yet are
         abandoned. Their records were not committed, so the next owner reads them again and
@@ -231,6 +276,8 @@ class DeadLetterQueue:
         of the same record. (One already at the broker may still land: the marks' window.)"""
         for tp in tps:
             self._generations[tp] = self._generations.get(tp, 0) + 1
+            self._before.pop(tp, None)
+        self._unloaded.difference_update(tps)
         self._unchecked = self._keep(self._unchecked)
         self.in_flight -= self._retry.keep(lambda pending: not self._abandoned(pending))
 
@@ -249,6 +296,12 @@ class DeadLetterQueue:
             self._produce_unchecked()
             self.producer.poll(timeout)
             self._write_marks()
+            self._load_marks()
+        if self._ended_again:  # only after a restart or a rebalance: one line per turn
+            log.info("%d records read again were dead-lettered before (a restart or rebalance before their "
+                     "commit); ended as dead-lettered again, not sent", self._ended_again,
+                     extra={"count": self._ended_again})
+            self._ended_again = 0
         if self._retry:
             for pending in self._keep(self._retry.take_due(time.monotonic())):
                 self._produce(pending)
@@ -284,6 +337,11 @@ class DeadLetterQueue:
         (`ConfirmedCommits`: the coordinator may still lose them)."""
         if self.marks is not None:
             self._commits.add(points)
+        for tp, offset in points.items():
+            before = self._before.get(tp)
+            if before:
+                for below in [n for n in before if n < offset]:
+                    del before[below]
 
     def write_marks(self) -> None:
         """Mark the dead-letters acknowledged since the last poll(): for the caller that served
@@ -291,12 +349,12 @@ class DeadLetterQueue:
         self._write_marks()
 
     def _write_marks(self) -> None:
-        origins, self._acknowledged = self._acknowledged, []
+        acknowledged, self._acknowledged = self._acknowledged, []
         commits = self._commits.due()
-        if self.marks is None or (not origins and not commits) or time.monotonic() < self._marks_paused_until:
+        if self.marks is None or (not acknowledged and not commits) or time.monotonic() < self._marks_paused_until:
             return  # paused: these records may get a second copy if read again
         try:
-            self.marks.mark(origins)
+            self.marks.mark([origin for origin, _ in acknowledged], [reason for _, reason in acknowledged])
             self.marks.forget_below(commits)
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("write", exc)
@@ -356,7 +414,7 @@ class DeadLetterQueue:
         if err is None:
             self.in_flight -= 1
             if pending.origin is not None:
-                self._acknowledged.append(pending.origin)
+                self._acknowledged.append((pending.origin, pending.failure.reason))
                 if not self._fatal.serving and self._abandoned(pending):
                     # Served outside poll() after its partition was revoked or lost: the final
                     # flush of a shutdown, after which no poll() comes, or another client's poll

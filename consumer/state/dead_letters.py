@@ -19,7 +19,11 @@ set expires DEDUP_HORIZON_S after its last write (a partition no one consumes an
 
 The mark holds the record's fingerprint (Kafka timestamp and a digest of its key and value): a
 topic deleted and created again reuses offsets, and a new record at an old origin must still be
-dead-lettered.
+dead-lettered. Its score holds the dead-letter's reason beside the offset (`mark_score`): the
+partition's next owner loads the marks when it is assigned the partition and ends a record
+dead-lettered before as dead-lettered again, with that reason, before anything else is done with
+it (consumer/outcomes/deadletter.py): a record throttled to the end by a 429 storm and read again
+once the storm is over is not sent; one record, one outcome.
 
 The previous layout kept one string per record in the prefix's slot,
 `{<prefix>}:dl:<topic>:<partition>:<offset>` (`Keys.dead_letter`), for DEDUP_HORIZON_S. During a
@@ -43,6 +47,7 @@ tests/contract/test_dead_letter_marks_contract.py.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +59,28 @@ TopicPartition = tuple[str, int]
 # The previous layout's marks may be written this long after the first lookup of this version:
 # the rolling upgrade's old replicas go on writing them until they stop.
 UPGRADE_MARGIN_MS = 24 * 3600 * 1000
+
+# A mark's score is its offset plus its dead-letter reason's code over REASON_SPAN: removing the
+# marks below a commit (ZREMRANGEBYSCORE) still takes exactly the records below it, and the member
+# stays `offset:fingerprint`, which a replica of the previous version looks up (ZMSCORE) during a
+# rolling upgrade. The codes are stored in Redis: a code is never given to another reason. Code 0,
+# a whole score: a mark of the previous version, its reason unknown. Exact in a double for every
+# offset below 2**48.
+REASON_CODES = {"pisano_error": 1, "throttled": 2, "retries_exhausted": 3, "transport_error": 4, "ambiguous": 5,
+                "decode_error": 6, "oversize": 7, "invalid_event": 8, "unroutable": 9, "unsupported_schema": 10,
+                "internal_error": 11, "stale": 12}
+REASON_SPAN = 16
+_REASONS_BY_CODE = {code: reason for reason, code in REASON_CODES.items()}
+
+
+def mark_score(offset: int, reason: str | None) -> float:
+    return offset + REASON_CODES.get(reason or "", 0) / REASON_SPAN
+
+
+def mark_reason(score: float) -> str | None:
+    """The reason a mark's score holds; None for a mark of the previous version (or a code unknown
+    to this one)."""
+    return _REASONS_BY_CODE.get(round((score - math.floor(score)) * REASON_SPAN))
 
 
 @dataclass(frozen=True)
@@ -93,14 +120,18 @@ class PartitionMarks:
 
     def load(self, scope: str, tp: TopicPartition) -> dict[int, str]:
         """Offset -> fingerprint of the partition's marks."""
+        return {offset: fingerprint for offset, (fingerprint, _) in self.load_scored(scope, tp).items()}
+
+    def load_scored(self, scope: str, tp: TopicPartition) -> dict[int, tuple[str, float]]:
+        """Offset -> (fingerprint, score) of the partition's marks."""
         with translated(f"reading {self.what}"):
-            members = self.client.zrange(self.key(scope, *tp), 0, -1)
-        out: dict[int, str] = {}
-        for member in members:
+            members = self.client.zrange(self.key(scope, *tp), 0, -1, withscores=True)
+        out: dict[int, tuple[str, float]] = {}
+        for member, score in members:
             offset, _, fingerprint = stored_text(member).partition(":")
             number = stored_number(offset)
             if number is not None:
-                out[number] = fingerprint
+                out[number] = (fingerprint, float(score))
         return out
 
     def by_key(self, scope: str, origins: Sequence[Origin]) -> dict[str, list[int]]:
@@ -110,13 +141,15 @@ class PartitionMarks:
             keys.setdefault(self.key(scope, o.topic, o.partition), []).append(n)
         return keys
 
-    def mark(self, scope: str, origins: Sequence[Origin]) -> None:
+    def mark(self, scope: str, origins: Sequence[Origin], scores: Sequence[float] | None = None) -> None:
+        """`scores`: each origin's, its offset when None."""
         if not origins:
             return
         with translated(f"writing {self.what}"):
             pipe = self.client.pipeline(transaction=False)
             for key, indexes in self.by_key(scope, origins).items():
-                pipe.zadd(key, {origins[n].member: origins[n].offset for n in indexes})
+                pipe.zadd(key, {origins[n].member: origins[n].offset if scores is None else scores[n]
+                                for n in indexes})
                 pipe.pexpire(key, self.horizon_ms)
             pipe.execute()
 
@@ -137,12 +170,24 @@ class DeadLetterMarks(Protocol):
         """For each origin, whether its record was dead-lettered (and acknowledged) before.
         StateStoreError when the store is away."""
 
-    def mark(self, origins: Sequence[Origin]) -> None:
-        """These records' dead-letters were acknowledged. StateStoreError when the store is away."""
+    def mark(self, origins: Sequence[Origin], reasons: Sequence[str] | None = None) -> None:
+        """These records' dead-letters were acknowledged, each for its reason (None: unknown).
+        StateStoreError when the store is away."""
+
+    def load(self, tp: TopicPartition) -> dict[int, tuple[str, str | None]]:
+        """Offset -> (fingerprint, reason) of the partition's marks (reason None: a mark of the
+        previous version). StateStoreError when the store is away."""
 
     def forget_below(self, points: Mapping[TopicPartition, int]) -> None:
         """The group committed these points: the records below them are never read again, their
         marks are removed. StateStoreError when the store is away."""
+
+
+def scores(origins: Sequence[Origin], reasons: Sequence[str] | None) -> list[float] | None:
+    """The marks' scores, each holding its reason (`mark_score`)."""
+    if reasons is None:
+        return None
+    return [mark_score(o.offset, reason) for o, reason in zip(origins, reasons, strict=True)]
 
 
 def dead_letter_key(prefix: str, scope: str, topic: str, partition: int) -> str:
@@ -182,8 +227,12 @@ class RedisDeadLetterMarks:
                 found[n] = found[n] or (value is not None and stored_text(value) == origins[n].fingerprint)
         return found
 
-    def mark(self, origins: Sequence[Origin]) -> None:
-        self.sets.mark(self.scope, origins)
+    def mark(self, origins: Sequence[Origin], reasons: Sequence[str] | None = None) -> None:
+        self.sets.mark(self.scope, origins, scores(origins, reasons))
+
+    def load(self, tp: TopicPartition) -> dict[int, tuple[str, str | None]]:
+        return {offset: (fingerprint, mark_reason(score))
+                for offset, (fingerprint, score) in self.sets.load_scored(self.scope, tp).items()}
 
     def forget_below(self, points: Mapping[TopicPartition, int]) -> None:
         self.sets.forget_below(self.scope, points)

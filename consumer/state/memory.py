@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from consumer.config.windows import RateWindow
-from consumer.state.dead_letters import Origin
+from consumer.state.dead_letters import Origin, mark_reason, scores
 from consumer.state.dedup import (
     LEGACY_ATTEMPT,
     ClaimRequest,
@@ -188,24 +188,27 @@ class MemoryDedup:
 
 class MemoryPartitionMarks:
     """`consumer.state.dead_letters.PartitionMarks` in memory: per scope and partition, offset ->
-    fingerprint, each partition's marks gone `horizon_ms` after their last write (never: None)."""
+    (fingerprint, score), each partition's marks gone `horizon_ms` after their last write (never: None)."""
 
     def __init__(self, horizon_ms: int | None = None, clock: Callable[[], int] = _now_ms) -> None:
         self.horizon_ms = horizon_ms
         self.clock = clock
-        self._sets: dict[tuple[str, str, int], tuple[dict[int, str], float]] = {}
+        self._sets: dict[tuple[str, str, int], tuple[dict[int, tuple[str, float]], float]] = {}
         self._lock = threading.Lock()
 
     def load(self, scope: str, tp: tuple[str, int]) -> dict[int, str]:
+        return {offset: fingerprint for offset, (fingerprint, _) in self.load_scored(scope, tp).items()}
+
+    def load_scored(self, scope: str, tp: tuple[str, int]) -> dict[int, tuple[str, float]]:
         with self._lock:
             return dict(self._live((scope, *tp)))
 
-    def mark(self, scope: str, origins: Sequence[Origin]) -> None:
+    def mark(self, scope: str, origins: Sequence[Origin], scores: Sequence[float] | None = None) -> None:
         expires = math.inf if self.horizon_ms is None else self.clock() + self.horizon_ms
         with self._lock:
-            for o in origins:
+            for n, o in enumerate(origins):
                 marks = self._live((scope, o.topic, o.partition))
-                marks[o.offset] = o.fingerprint
+                marks[o.offset] = (o.fingerprint, o.offset if scores is None else scores[n])
                 self._sets[(scope, o.topic, o.partition)] = (marks, expires)
 
     def forget_below(self, scope: str, points: Mapping[tuple[str, int], int]) -> None:
@@ -220,7 +223,7 @@ class MemoryPartitionMarks:
         with self._lock:
             return sum(len(marks) for marks, _ in self._sets.values())
 
-    def _live(self, key: tuple[str, str, int]) -> dict[int, str]:
+    def _live(self, key: tuple[str, str, int]) -> dict[int, tuple[str, float]]:
         marks, expires = self._sets.get(key, ({}, math.inf))
         if expires <= self.clock():
             del self._sets[key]
@@ -248,8 +251,12 @@ class MemoryDeadLetterMarks:
                 loaded[(o.topic, o.partition)] = self.sets.load(self.scope, (o.topic, o.partition))
         return [loaded[(o.topic, o.partition)].get(o.offset) == o.fingerprint for o in origins]
 
-    def mark(self, origins: Sequence[Origin]) -> None:
-        self.sets.mark(self.scope, origins)
+    def mark(self, origins: Sequence[Origin], reasons: Sequence[str] | None = None) -> None:
+        self.sets.mark(self.scope, origins, scores(origins, reasons))
+
+    def load(self, tp: tuple[str, int]) -> dict[int, tuple[str, str | None]]:
+        return {offset: (fingerprint, mark_reason(score))
+                for offset, (fingerprint, score) in self.sets.load_scored(self.scope, tp).items()}
 
     def forget_below(self, points: Mapping[tuple[str, int], int]) -> None:
         self.sets.forget_below(self.scope, points)

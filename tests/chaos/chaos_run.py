@@ -471,8 +471,7 @@ class Chaos:
             ("ambiguous, accounted for", f"{o.dead_letters['ambiguous']:,}: {o.ambiguous_delivered:,} in the "
                                          f"delivery log, {o.ambiguous_not_delivered:,} not"),
             ("dead-lettered (not ambiguous), yet delivered", f"{len(o.dead_lettered_then_delivered):,} (a copy of "
-                                                              "the event read later, or the record's next owner, "
-                                                              "delivered it: its receipts tell which)"),
+                                                              "the event read later delivered it: two records)"),
             ("SRE step: replayed (not in the delivery log)", f"{replayed:,}"),
             ("after the SRE step", f"{sendable - result.final_missing:,} of {sendable:,} sendable delivered, "
                                    f"{result.final_twice} twice; {self.final_policy:,} not sent by the contact "

@@ -93,9 +93,10 @@ class Outcomes:
     ambiguous_delivered: int = 0  # ambiguous, and the simulator's log shows the delivery
     ambiguous_not_delivered: int = 0
     # Dead-lettered for a reason that says "not sent" (throttled, retries_exhausted...), and yet in
-    # the delivery log: the record was dead-lettered, its offset not committed (a SIGKILL, the
-    # broker's restart), and the partition's next owner delivered it. Not a second SMS (the dedup
-    # keeps it at one), but two outcomes for one record, and a dead letter that is wrong.
+    # the delivery log: a copy of the event (another record, the same id) read later delivered it;
+    # two records, one outcome each, one SMS. (The partition's next owner, reading the dead-lettered
+    # record again before its commit, used to deliver it too: two outcomes for one record, which
+    # the receipts' judge, contacts.py, now fails as a first receipt the logs contradict.)
     dead_lettered_then_delivered: list[str] = field(default_factory=list)
     to_replay: dict[str, DeadLetter] = field(default_factory=dict)  # event id -> one of its letters
 

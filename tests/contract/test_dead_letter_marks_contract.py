@@ -60,6 +60,26 @@ def test_marks_end_with_the_horizon(make_marks) -> None:  # type: ignore[no-unty
     assert marks.seen([origin(1)]) == [False]
 
 
+def test_a_mark_holds_its_dead_letters_reason(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """The partition's next owner ends a record dead-lettered before as it ended (consumer/pipeline.py):
+    it loads the marks with their reasons. A mark without one (the previous version's) says None."""
+    marks = make_marks()
+    marks.mark([origin(n) for n in range(3)], ["throttled", "stale", "ambiguous"])
+    marks.mark([origin(5)])
+    assert marks.load(("t", 0)) == {0: (origin(0).fingerprint, "throttled"), 1: (origin(1).fingerprint, "stale"),
+                                    2: (origin(2).fingerprint, "ambiguous"), 5: (origin(5).fingerprint, None)}
+    assert marks.load(("t", 1)) == {}
+    assert marks.seen([origin(n) for n in range(3)]) == [True] * 3  # looked up as before
+
+
+def test_a_reason_in_the_score_leaves_the_removal_below_a_commit_exact(make_marks) -> None:  # type: ignore[no-untyped-def]
+    marks = make_marks()
+    marks.mark([origin(n) for n in range(6)], ["stale"] * 6)  # the highest code: scores n + 0.75
+    marks.forget_below({("t", 0): 4})
+    assert sorted(marks.load(("t", 0))) == [4, 5]
+    assert marks.seen([origin(n) for n in range(6)]) == [False] * 4 + [True] * 2
+
+
 def _redis(marks: Any) -> RedisDeadLetterMarks:
     if not isinstance(marks, RedisDeadLetterMarks):
         pytest.skip("the key layout is Redis's")

@@ -10,8 +10,8 @@ from typing import Any
 from consumer.errors import StateStoreError
 from consumer.ingest.records import InboundRecord
 from consumer.outcomes.confirmed_commits import MARKS_KEEP_S
-from consumer.outcomes.deadletter import DeadLetterQueue, Failure
-from consumer.state.dead_letters import Origin
+from consumer.outcomes.deadletter import REASONS, DeadLetterQueue, Failure
+from consumer.state.dead_letters import REASON_CODES, REASON_SPAN, Origin, mark_reason, mark_score
 from consumer.state.memory import MemoryDeadLetterMarks
 from tests.support.fake_kafka import FakeProducer
 
@@ -145,3 +145,14 @@ def test_failed_dead_letters_are_logged_once_a_turn_not_once_each(caplog: Any) -
     text = lines[0].getMessage()
     assert "dead-letter to dlq failed for 500 records" in text and "timed out" in text.lower()
     assert lines[0].count == 500 and lines[0].offset == 0  # type: ignore[attr-defined]
+
+
+def test_every_dead_letter_reason_has_a_code_of_its_own_in_the_marks() -> None:
+    """A mark's score holds its reason's code (consumer/state/dead_letters.py): a reason without one
+    would be read back as a mark of the previous version, and its record judged again."""
+    assert set(REASON_CODES) == set(REASONS)
+    assert len(set(REASON_CODES.values())) == len(REASON_CODES) and 0 not in REASON_CODES.values()
+    assert max(REASON_CODES.values()) < REASON_SPAN
+    for reason in REASONS:
+        assert mark_reason(mark_score(2**47 + 3, reason)) == reason
+    assert mark_reason(float(2**47 + 3)) is None

@@ -39,8 +39,8 @@ class _Client:
         self._zrange, self._mget = zrange or [], mget or []
         self._pipelined = {"zrange": self._zrange, "mget": self._mget, **pipelined}
 
-    def zrange(self, key: str, start: int, stop: int) -> list[bytes]:
-        return self._zrange
+    def zrange(self, key: str, start: int, stop: int, withscores: bool = False) -> list[Any]:
+        return [(member, 7.0) for member in self._zrange] if withscores else self._zrange
 
     def mget(self, keys: list[str]) -> list[Any]:
         return self._mget[: len(keys)]
