@@ -15,7 +15,7 @@ from consumer.config.resources import default_mapping_file
 from consumer.config.settings import Settings
 from consumer.delivery.attempts import RetryPolicy
 from consumer.delivery.backoff import Backoff
-from consumer.delivery.batching import Batcher
+from consumer.delivery.batching import Batcher, PendingEvent
 from consumer.delivery.destination import Destination
 from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.outcome import Outcome
@@ -330,6 +330,35 @@ def test_a_confirmed_commit_removes_the_dead_letter_marks_below_it() -> None:
 # ---------------------------------------------------------------- a record read again ends as it ended
 
 
+RECORDS = [good(0), good(1), good(2)]  # one set of messages: a record read again is the same record
+
+
+def throttled_then_killed(old: Pipeline, old_consumer: FakeConsumer) -> None:
+    """`old` reads RECORDS; Pisano throttles offsets 1 and 2 to the end (dead-lettered), offset 0
+    still waits for the limiter: nothing is committed when the replica is SIGKILLed."""
+    old_consumer.queue = list(RECORDS)
+    for _ in range(2):
+        old._step()
+    events = [e for e in old.delivery.drop(lambda e: True) if e.offset > 0]
+    throttled = Failure("throttled", "Too Many Requests", http_status=429, campaign_id=CAMPAIGN, attempts=6)
+    old.outcomes.put(Outcome("dead_letter", events, failure=throttled))
+    for _ in range(4):
+        old._step()
+    old._commit(sync=True, all_known=True)
+    assert old.dlq.in_flight == 0 and old_consumer.committed == {}
+
+
+def read_again(new: Pipeline, new_consumer: FakeConsumer) -> list[PendingEvent]:
+    """The next owner is assigned the partition and reads RECORDS again (the storm is over: Pisano
+    would accept them now); the events it hands to the batches."""
+    new_consumer.incremental_assign = lambda partitions: None  # type: ignore[attr-defined]
+    new._on_assign(new_consumer, [TopicPartition("t", 0)])
+    new_consumer.queue = list(RECORDS)
+    for _ in range(3):
+        new._step()
+    return new.delivery.drop(lambda e: True)
+
+
 def test_a_record_dead_lettered_before_a_crash_is_not_sent_by_the_next_owner() -> None:
     """Found by the scaled chaos run: a replica dead-lettered 77 events `throttled` in a 429 storm
     and was SIGKILLed 5 s later, their offsets not committed (older records of the partitions still
@@ -338,31 +367,23 @@ def test_a_record_dead_lettered_before_a_crash_is_not_sent_by_the_next_owner() -
     SMS. The marks stopped a second copy of the dead-letter only; the record was still sent."""
     marks = MemoryDeadLetterMarks(horizon_s=3600)
     old, old_consumer, _ = owner(marks)
-    records = [good(0), good(1), good(2)]
-    old_consumer.queue = list(records)
-    for _ in range(2):
-        old._step()
-    events = [e for e in old.delivery.drop(lambda e: True) if e.offset > 0]
-    throttled = Failure("throttled", "Too Many Requests", http_status=429, campaign_id=CAMPAIGN, attempts=6)
-    old.outcomes.put(Outcome("dead_letter", events, failure=throttled))
-    for _ in range(3):
-        old._step()
-    assert len(marks) == 2 and old.dlq.in_flight == 0
-    old._commit(sync=True, all_known=True)
-    assert old_consumer.committed == {}  # offset 0 waits for the limiter: nothing committed, then SIGKILL
+    throttled_then_killed(old, old_consumer)
+    assert len(marks) == 2
     new, new_consumer, new_producer = owner(marks)
-    new_consumer.incremental_assign = lambda partitions: None  # type: ignore[attr-defined]
-    new._on_assign(new_consumer, [TopicPartition("t", 0)])
-    new_consumer.queue = list(records)  # the storm is over: Pisano would accept them now
-    for _ in range(3):
-        new._step()
-    waiting = new.delivery.drop(lambda e: True)
+    waiting = read_again(new, new_consumer)
     assert [e.offset for e in waiting] == [0], "records handed to the batches"
     assert not new_producer.produced  # not dead-lettered twice either
     new.outcomes.put(Outcome("delivered", waiting, accepted_at_ms=int(time.time() * 1000)))
     new._step()
     new._commit(sync=True, all_known=True)
     assert new_consumer.committed == {("t", 0): 3}  # 1 and 2 ended at once, as dead-letters
+
+
+def receipts_of(producer: TopicProducer) -> list[tuple[int, str, str | None]]:
+    codec = ReceiptCodec()
+    return [(r.origin_offset, r.outcome, r.reason) for r in
+            (codec.decode(p["value"]) for topic, p in zip(producer.topics, producer.produced, strict=True)
+             if topic == "receipts")]
 
 
 def test_a_record_dead_lettered_before_a_crash_keeps_its_receipt_and_its_reason() -> None:
@@ -373,35 +394,15 @@ def test_a_record_dead_lettered_before_a_crash_keeps_its_receipt_and_its_reason(
     old_receipts = MemoryReceiptMarks()
     old, old_consumer, old_producer = receipts_owner(old_receipts)
     old.dlq.marks = dead_letters
-    records = [good(0), good(1), good(2)]
-    old_consumer.queue = list(records)
-    for _ in range(2):
-        old._step()
-    events = [e for e in old.delivery.drop(lambda e: True) if e.offset > 0]
-    throttled = Failure("throttled", "Too Many Requests", http_status=429, campaign_id=CAMPAIGN, attempts=6)
-    old.outcomes.put(Outcome("dead_letter", events, failure=throttled))
-    for _ in range(4):
-        old._step()
-    assert old.receipts is not None and old_consumer.committed == {}
-
-    def receipts(producer: TopicProducer) -> list[tuple[int, str, str | None]]:
-        codec = ReceiptCodec()
-        return [(r.origin_offset, r.outcome, r.reason) for r in
-                (codec.decode(p["value"]) for topic, p in zip(producer.topics, producer.produced, strict=True)
-                 if topic == "receipts")]
-
-    assert receipts(old_producer) == [(1, "dead_lettered", "throttled"), (2, "dead_lettered", "throttled")]
+    throttled_then_killed(old, old_consumer)
+    assert receipts_of(old_producer) == [(1, "dead_lettered", "throttled"), (2, "dead_lettered", "throttled")]
     # SIGKILLed after the receipt of offset 1 was marked, before offset 2's was.
+    assert old.receipts is not None
     group = old.receipts.group
     marked = MemoryReceiptMarks()
     marked.mark(group, [Origin("t", 0, 1, old_receipts.receipted(group, ("t", 0))[1])])
     new, new_consumer, new_producer = receipts_owner(marked)
     new.dlq.marks = dead_letters
-    new_consumer.incremental_assign = lambda partitions: None  # type: ignore[attr-defined]
-    new._on_assign(new_consumer, [TopicPartition("t", 0)])
-    new_consumer.queue = list(records)
-    for _ in range(3):
-        new._step()
-    assert [e.offset for e in new.delivery.drop(lambda e: True)] == [0]
-    assert receipts(new_producer) == [(2, "dead_lettered", "throttled")]
+    assert [e.offset for e in read_again(new, new_consumer)] == [0]
+    assert receipts_of(new_producer) == [(2, "dead_lettered", "throttled")]
     assert new_producer.topics == ["receipts"]  # no second dead-letter
