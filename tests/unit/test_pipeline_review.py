@@ -405,3 +405,29 @@ def test_a_record_dead_lettered_before_a_crash_keeps_its_receipt_and_its_reason(
     assert [e.offset for e in new.delivery.drop(lambda e: True)] == [0]
     assert receipts(new_producer) == [(2, "dead_lettered", "throttled")]
     assert new_producer.topics == ["receipts"]  # no second dead-letter
+
+
+def test_a_record_dead_lettered_before_its_position_moved_back_is_not_sent() -> None:
+    """Found by review: the marks were loaded at assignment only. A position moved back within one
+    assignment (an offset reset) read again records this replica had dead-lettered since: they
+    were decoded and, the 429 storm over, sent; one record, two outcomes."""
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    loop, consumer, producer = owner(marks)
+    consumer.incremental_assign = lambda partitions: None  # type: ignore[attr-defined]
+    loop._on_assign(consumer, [TopicPartition("t", 0)])
+    records = [good(n) for n in range(4)]
+    consumer.queue = records[:3]
+    for _ in range(2):
+        loop._step()
+    events = [e for e in loop.delivery.drop(lambda e: True) if e.offset > 0]
+    throttled = Failure("throttled", "Too Many Requests", http_status=429, campaign_id=CAMPAIGN, attempts=6)
+    loop.outcomes.put(Outcome("dead_letter", events, failure=throttled))
+    for _ in range(3):
+        loop._step()
+    assert len(marks) == 2 and loop.dlq.in_flight == 0
+    consumer.queue = records[1:]  # the position moved back to 1 (an offset reset): the same records
+    for _ in range(3):
+        loop._step()
+    assert loop.tracker.moves_back == 1
+    assert [e.offset for e in loop.delivery.drop(lambda e: True)] == [3], "records handed to the batches"
+    assert len(producer.produced) == 2  # not dead-lettered twice either
