@@ -128,6 +128,9 @@ class Pipeline:
         # assigned back during it: that call may hand back records of the earlier assignment.
         self._given_up: set[tuple[str, int]] = set()
         self._assigned_back: set[tuple[str, int]] = set()
+        # Assigned partitions kept paused until their dead-letter marks are loaded (Redis failed at
+        # the assignment): read before, a record dead-lettered by the previous owner would be sent.
+        self._unmarked: set[tuple[str, int]] = set()
         # Consumed records not decoded yet: the rest of a turn's slice, or waiting for the registry.
         self.backlog = Backlog(decoder, mapper, settings.max_message_bytes, metrics=metrics, health=health,
                                dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
@@ -220,6 +223,8 @@ class Pipeline:
             self.delivery.add(current)
         self._drain_outcomes()
         self.dlq.poll(0)
+        if self._unmarked:
+            self._resume_marked()
         if self.receipts is not None:
             self.receipts.poll(0)
         if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
@@ -512,6 +517,22 @@ class Pipeline:
         # fetched again.
         if partitions:  # (stopping: nothing more is fetched, as in `_shutdown`)
             (consumer.pause if self._paused or self.health.stopping else consumer.resume)(partitions)
+        unloaded = self.dlq.unloaded()
+        unmarked = [p for p in partitions if (p.topic, p.partition) in unloaded]
+        if unmarked:  # fetched once their marks are loaded (`_resume_marked`)
+            self._unmarked.update((p.topic, p.partition) for p in unmarked)
+            consumer.pause(unmarked)
+            log.warning("dead-letter marks of %s not loaded (Redis failed); not fetched until they are",
+                        _names(unmarked))
+
+    def _resume_marked(self) -> None:
+        """Fetch the partitions whose marks are loaded now (a poll after the marks' pause)."""
+        loaded = self._unmarked - self.dlq.unloaded()
+        if not loaded:
+            return
+        self._unmarked -= loaded
+        if not self._paused and not self.health.stopping:
+            self.consumer.resume([TopicPartition(*tp) for tp in sorted(loaded)])
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
@@ -560,6 +581,7 @@ class Pipeline:
         self.dlq.forget(tps)
         if self.receipts is not None:
             self.receipts.forget(tps)
+        self._unmarked -= tps
         for tp in tps:
             self.tracker.revoke(tp)
             # Another replica reports these partitions now; a stale series would show false lag.
@@ -597,6 +619,8 @@ class Pipeline:
         elif (self._paused and load <= limit * RESUME_AT and held_bytes <= byte_limit * RESUME_AT
               and not blocked):
             assignment = self.consumer.assignment()
+            if self._unmarked:  # still waiting for their marks
+                assignment = [p for p in assignment if (p.topic, p.partition) not in self._unmarked]
             if assignment:
                 self.consumer.resume(assignment)
             self._paused = False

@@ -268,6 +268,11 @@ class DeadLetterQueue:
         """The loaded marks of one of our partitions, None when it has none (the common case)."""
         return self._before.get(tp) or None
 
+    def unloaded(self) -> set[TopicPartition]:
+        """Our partitions whose marks could not be loaded yet (they paused): not to be read until
+        they are, or a record the previous owner dead-lettered would be processed again."""
+        return self._unloaded
+
     def any_marked(self) -> bool:
         """Whether any of our partitions has loaded marks: once a poll call, not once a record."""
         return bool(self._before)

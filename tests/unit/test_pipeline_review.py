@@ -21,6 +21,7 @@ from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.outcome import Outcome
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.sender import FailurePolicy, Sender
+from consumer.errors import StateStoreError
 from consumer.ingest.avro import SchemalessDecoder
 from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient
 from consumer.ingest.samples import default_schema, encode, phone_for, transaction
@@ -431,3 +432,39 @@ def test_a_record_dead_lettered_before_its_position_moved_back_is_not_sent() -> 
     assert loop.tracker.moves_back == 1
     assert [e.offset for e in loop.delivery.drop(lambda e: True)] == [3], "records handed to the batches"
     assert len(producer.produced) == 2  # not dead-lettered twice either
+
+
+class MarksDownOnce(MemoryDeadLetterMarks):
+    """Redis fails the first load (a failover at the moment of the rebalance), then answers."""
+
+    def __init__(self) -> None:
+        super().__init__(horizon_s=3600)
+        self.down = True
+
+    def load(self, tp: tuple[str, int]) -> dict[int, tuple[str, str | None]]:
+        if self.down:
+            self.down = False
+            raise StateStoreError("connection refused")
+        return super().load(tp)
+
+
+def test_a_partition_assigned_while_its_marks_cannot_be_loaded_is_not_read_before_they_are() -> None:
+    """Found by review: a Redis blip at the assignment paused the marks for MARKS_PAUSE_S, and the
+    partition was fetched at once: the records the previous owner dead-lettered (a 429 storm)
+    went to the batches and, Redis back a second later and the storm over, were sent; the marks
+    loaded 30 s later changed nothing for them. The partition now waits for its marks."""
+    marks = MarksDownOnce()
+    records = [good(n) for n in range(3)]
+    marks.mark([Origin.of(records[n]) for n in (1, 2)], ["throttled", "throttled"])
+    loop, consumer, producer = owner(marks)
+    consumer.incremental_assign = lambda partitions: None  # type: ignore[attr-defined]
+    loop._on_assign(consumer, [TopicPartition("t", 0)])
+    consumer.queue = list(records)
+    for _ in range(3):
+        loop._step()
+    assert loop.delivery.drop(lambda e: True) == [], "records taken before their partition's marks were loaded"
+    loop.dlq._marks_paused_until = 0.0  # MARKS_PAUSE_S later
+    for _ in range(3):
+        loop._step()
+    assert [e.offset for e in loop.delivery.drop(lambda e: True)] == [0]
+    assert not producer.produced
