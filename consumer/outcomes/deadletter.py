@@ -12,8 +12,11 @@ Once per origin, one outcome per record: with `marks` (consumer/state/dead_lette
 acknowledged dead-letter marks its origin with its reason. A replica assigned a partition loads its
 marks (`assigned`), and a record read again after a SIGKILL or a rebalance whose origin is marked
 ends at once as dead-lettered again (`read_again`), before it is decoded: never sent, whatever its
-second pass would have met (a 429 storm over by then). A mark acknowledged after that load (the
-old owner's last dead-letters) is still looked up before a dead-letter is produced: dead-letters
+second pass would have met (a 429 storm over by then). While they cannot be loaded (`unloaded`),
+the poll loop does not fetch the partition; they are loaded again when its position moves back, and
+a dead-letter of ours acknowledged after its partition came back to us counts as loaded. A mark
+acknowledged after that load (the old owner's last dead-letters) is only looked up before a
+dead-letter is produced (its record may be sent: the marks' window): dead-letters
 are produced from `poll()`, where a turn's worth of them is looked up in one round trip. An
 acknowledgement served outside `poll()` for a record no longer ours (the final flush of a shutdown,
 with no poll() after it) is marked at once.
