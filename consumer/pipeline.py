@@ -128,6 +128,9 @@ class Pipeline:
         # assigned back during it: that call may hand back records of the earlier assignment.
         self._given_up: set[tuple[str, int]] = set()
         self._assigned_back: set[tuple[str, int]] = set()
+        # Assigned partitions kept paused until their dead-letter marks are loaded (Redis failed at
+        # the assignment): read before, a record dead-lettered by the previous owner would be sent.
+        self._unmarked: set[tuple[str, int]] = set()
         # Consumed records not decoded yet: the rest of a turn's slice, or waiting for the registry.
         self.backlog = Backlog(decoder, mapper, settings.max_message_bytes, metrics=metrics, health=health,
                                dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
@@ -220,6 +223,8 @@ class Pipeline:
             self.delivery.add(current)
         self._drain_outcomes()
         self.dlq.poll(0)
+        if self._unmarked:
+            self._resume_marked()
         if self.receipts is not None:
             self.receipts.poll(0)
         if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
@@ -277,9 +282,11 @@ class Pipeline:
         tps: dict[tuple[str, int], tuple[str, int]] = {}  # one tuple per partition, not per record
         owns, release, assigned_back, strays = self.tracker.owns, self.tracker.release, self._assigned_back, 0
         moves_back = self.tracker.moves_back
-        # Partitions with records dead-lettered before a restart or rebalance (their marks, loaded
-        # at assignment): those records end as they ended, before they are decoded.
-        ended: dict[tuple[str, int], dict[int, tuple[str, str]]] = {}
+        # With records dead-lettered before a restart or rebalance (the marks loaded at assignment),
+        # those records end as they ended, before they are decoded (`_add_unless_ended`). Chosen
+        # once a call: nothing more per record in the common case.
+        if self.dlq.any_marked():
+            add = self._add_unless_ended
         for message in messages:
             error = message.error()
             if error is not None:
@@ -298,33 +305,53 @@ class Pipeline:
                     strays += 1
                     continue
                 known = tps[tp] = tp
-                marks = self.dlq.marked(tp)
-                if marks:
-                    ended[tp] = marks
                 if tp not in assigned_back:  # a call after the one that assigned it back: the fetch goes on
                     release(tp)
             tp = known
             size = record.size
             taken_bytes += size
             consumed[topic] = consumed.get(topic, 0) + 1
-            epoch = track(tp, record.offset(), size, now)
-            if ended and tp in ended:
-                failure = self.dlq.read_again(record, ended[tp])
-                if failure is not None:
-                    self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
-                    continue
-            add(record, tp, epoch)
+            add(record, tp, track(tp, record.offset(), size, now))
         if strays:
             log.warning("%d records of partitions no longer assigned to this replica were handed back after their "
                         "revocation; left to their new owner", strays, extra={"count": strays})
         if self.tracker.moves_back != moves_back:
             self._drop_superseded()
+            self._end_read_again(list(tps))
         taken = sum(consumed.values())
         if taken:
             self._record_bytes = max(1, (self._record_bytes + taken_bytes // taken) // 2)
         # Counted per poll, not per record: a metric lock per record is measurable at 20k/s.
         for topic, count in consumed.items():
             self.metrics.events_consumed.labels(topic).inc(count)
+
+    def _add_unless_ended(self, record: InboundRecord, tp: tuple[str, int], epoch: int) -> None:
+        """`Backlog.add`, or the end of a record read again whose dead-letter was acknowledged
+        before (`DeadLetterQueue.read_again`)."""
+        marks = self.dlq.marked(tp)
+        if marks:
+            failure = self.dlq.read_again(record, marks)
+            if failure is not None:
+                self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
+                return
+        self.backlog.add(record, tp, epoch)
+
+    def _end_read_again(self, tps: list[tuple[str, int]]) -> None:
+        """A position moved back (rare): the records this replica dead-lettered since the partition
+        was assigned are read again, and their marks were not loaded at the assignment. Loaded now,
+        and the copies this call took end as the first did, never sent (one record, one outcome)."""
+        self.dlq.assigned(tps)
+        if not self.dlq.any_marked():
+            return
+        kept: deque[tuple[InboundRecord, tuple[str, int], int]] = deque()
+        for record, tp, epoch in self.backlog._records:  # this call's records are its tail
+            marks = self.dlq.marked(tp)
+            failure = self.dlq.read_again(record, marks) if marks else None
+            if failure is None:
+                kept.append((record, tp, epoch))
+            else:
+                self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
+        self.backlog._records = kept
 
     def _drop_superseded(self) -> None:
         """A partition's position moved back (consumer/outcomes/offsets.py): the first copies of
@@ -490,6 +517,22 @@ class Pipeline:
         # fetched again.
         if partitions:  # (stopping: nothing more is fetched, as in `_shutdown`)
             (consumer.pause if self._paused or self.health.stopping else consumer.resume)(partitions)
+        unloaded = self.dlq.unloaded()
+        unmarked = [p for p in partitions if (p.topic, p.partition) in unloaded]
+        if unmarked:  # fetched once their marks are loaded (`_resume_marked`)
+            self._unmarked.update((p.topic, p.partition) for p in unmarked)
+            consumer.pause(unmarked)
+            log.warning("dead-letter marks of %s not loaded (Redis failed); not fetched until they are",
+                        _names(unmarked))
+
+    def _resume_marked(self) -> None:
+        """Fetch the partitions whose marks are loaded now (a poll after the marks' pause)."""
+        loaded = self._unmarked - self.dlq.unloaded()
+        if not loaded:
+            return
+        self._unmarked -= loaded
+        if not self._paused and not self.health.stopping:
+            self.consumer.resume([TopicPartition(*tp) for tp in sorted(loaded)])
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
@@ -538,6 +581,7 @@ class Pipeline:
         self.dlq.forget(tps)
         if self.receipts is not None:
             self.receipts.forget(tps)
+        self._unmarked -= tps
         for tp in tps:
             self.tracker.revoke(tp)
             # Another replica reports these partitions now; a stale series would show false lag.
@@ -575,6 +619,8 @@ class Pipeline:
         elif (self._paused and load <= limit * RESUME_AT and held_bytes <= byte_limit * RESUME_AT
               and not blocked):
             assignment = self.consumer.assignment()
+            if self._unmarked:  # still waiting for their marks
+                assignment = [p for p in assignment if (p.topic, p.partition) not in self._unmarked]
             if assignment:
                 self.consumer.resume(assignment)
             self._paused = False

@@ -12,8 +12,11 @@ Once per origin, one outcome per record: with `marks` (consumer/state/dead_lette
 acknowledged dead-letter marks its origin with its reason. A replica assigned a partition loads its
 marks (`assigned`), and a record read again after a SIGKILL or a rebalance whose origin is marked
 ends at once as dead-lettered again (`read_again`), before it is decoded: never sent, whatever its
-second pass would have met (a 429 storm over by then). A mark acknowledged after that load (the
-old owner's last dead-letters) is still looked up before a dead-letter is produced: dead-letters
+second pass would have met (a 429 storm over by then). While they cannot be loaded (`unloaded`),
+the poll loop does not fetch the partition; they are loaded again when its position moves back, and
+a dead-letter of ours acknowledged after its partition came back to us counts as loaded. A mark
+acknowledged after that load (the old owner's last dead-letters) is only looked up before a
+dead-letter is produced (its record may be sent: the marks' window): dead-letters
 are produced from `poll()`, where a turn's worth of them is looked up in one round trip. An
 acknowledgement served outside `poll()` for a record no longer ours (the final flush of a shutdown,
 with no poll() after it) is marked at once.
@@ -209,6 +212,7 @@ class DeadLetterQueue:
         # Offset -> (fingerprint, reason) of the marks of our partitions, loaded at assignment.
         self._before: dict[TopicPartition, dict[int, tuple[str, str]]] = {}
         self._unloaded: set[TopicPartition] = set()  # assigned, marks not loaded yet (they paused): next poll()
+        self._owned: set[TopicPartition] = set()  # assigned, not revoked or lost since
         self._ended_again = 0  # records read again that `read_again` ended, since the last poll()
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
@@ -235,9 +239,19 @@ class DeadLetterQueue:
     def assigned(self, tps: Sequence[TopicPartition]) -> None:
         """Load the marks of newly assigned partitions: their records dead-lettered already. While
         the marks pause (Redis failed a moment ago), on the first poll() after the pause."""
-        if self.marks is not None:
-            self._unloaded.update(tps)
-            self._load_marks()
+        if self.marks is None:
+            return
+        self._owned.update(tps)
+        # Acknowledged, not marked yet (served by another client's poll before a loss, say): the
+        # load below does not see them.
+        for origin, reason in self._acknowledged:
+            if (origin.topic, origin.partition) in self._owned:
+                self._remember(origin, reason)
+        self._unloaded.update(tps)
+        self._load_marks()
+
+    def _remember(self, origin: Origin, reason: str) -> None:
+        self._before.setdefault((origin.topic, origin.partition), {})[origin.offset] = (origin.fingerprint, reason)
 
     def _load_marks(self) -> None:
         if self.marks is None or not self._unloaded or time.monotonic() < self._marks_paused_until:
@@ -256,6 +270,15 @@ class DeadLetterQueue:
     def marked(self, tp: TopicPartition) -> dict[int, tuple[str, str]] | None:
         """The loaded marks of one of our partitions, None when it has none (the common case)."""
         return self._before.get(tp) or None
+
+    def unloaded(self) -> set[TopicPartition]:
+        """Our partitions whose marks could not be loaded yet (they paused): not to be read until
+        they are, or a record the previous owner dead-lettered would be processed again."""
+        return self._unloaded
+
+    def any_marked(self) -> bool:
+        """Whether any of our partitions has loaded marks: once a poll call, not once a record."""
+        return bool(self._before)
 
     def read_again(self, record: Any, marks: dict[int, tuple[str, str]]) -> Failure | None:
         """The failure that ended `record` (an InboundRecord of a partition whose `marked` are
@@ -278,6 +301,7 @@ class DeadLetterQueue:
             self._generations[tp] = self._generations.get(tp, 0) + 1
             self._before.pop(tp, None)
         self._unloaded.difference_update(tps)
+        self._owned.difference_update(tps)
         self._unchecked = self._keep(self._unchecked)
         self.in_flight -= self._retry.keep(lambda pending: not self._abandoned(pending))
 
@@ -342,6 +366,8 @@ class DeadLetterQueue:
             if before:
                 for below in [n for n in before if n < offset]:
                     del before[below]
+                if not before:
+                    del self._before[tp]  # `any_marked`: the common path again
 
     def write_marks(self) -> None:
         """Mark the dead-letters acknowledged since the last poll(): for the caller that served
@@ -415,7 +441,13 @@ class DeadLetterQueue:
             self.in_flight -= 1
             if pending.origin is not None:
                 self._acknowledged.append((pending.origin, pending.failure.reason))
-                if not self._fatal.serving and self._abandoned(pending):
+                abandoned = self._abandoned(pending)
+                if abandoned and (pending.origin.topic, pending.origin.partition) in self._owned:
+                    # Acknowledged after its partition came back to us (lost or revoked, then
+                    # assigned back: the marks loaded then lack it) or after its position moved
+                    # back: the copy read again must end as this one did, not be sent.
+                    self._remember(pending.origin, pending.failure.reason)
+                if not self._fatal.serving and abandoned:
                     # Served outside poll() after its partition was revoked or lost: the final
                     # flush of a shutdown, after which no poll() comes, or another client's poll
                     # while the next owner already reads the record. Marked now, or it is

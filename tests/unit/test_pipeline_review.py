@@ -21,6 +21,7 @@ from consumer.delivery.lanes import Lane, Lanes
 from consumer.delivery.outcome import Outcome
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.sender import FailurePolicy, Sender
+from consumer.errors import StateStoreError
 from consumer.ingest.avro import SchemalessDecoder
 from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient
 from consumer.ingest.samples import default_schema, encode, phone_for, transaction
@@ -406,3 +407,65 @@ def test_a_record_dead_lettered_before_a_crash_keeps_its_receipt_and_its_reason(
     assert [e.offset for e in read_again(new, new_consumer)] == [0]
     assert receipts_of(new_producer) == [(2, "dead_lettered", "throttled")]
     assert new_producer.topics == ["receipts"]  # no second dead-letter
+
+
+def test_a_record_dead_lettered_before_its_position_moved_back_is_not_sent() -> None:
+    """Found by review: the marks were loaded at assignment only. A position moved back within one
+    assignment (an offset reset) read again records this replica had dead-lettered since: they
+    were decoded and, the 429 storm over, sent; one record, two outcomes."""
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    loop, consumer, producer = owner(marks)
+    consumer.incremental_assign = lambda partitions: None  # type: ignore[attr-defined]
+    loop._on_assign(consumer, [TopicPartition("t", 0)])
+    records = [good(n) for n in range(4)]
+    consumer.queue = records[:3]
+    for _ in range(2):
+        loop._step()
+    events = [e for e in loop.delivery.drop(lambda e: True) if e.offset > 0]
+    throttled = Failure("throttled", "Too Many Requests", http_status=429, campaign_id=CAMPAIGN, attempts=6)
+    loop.outcomes.put(Outcome("dead_letter", events, failure=throttled))
+    for _ in range(3):
+        loop._step()
+    assert len(marks) == 2 and loop.dlq.in_flight == 0
+    consumer.queue = records[1:]  # the position moved back to 1 (an offset reset): the same records
+    for _ in range(3):
+        loop._step()
+    assert loop.tracker.moves_back == 1
+    assert [e.offset for e in loop.delivery.drop(lambda e: True)] == [3], "records handed to the batches"
+    assert len(producer.produced) == 2  # not dead-lettered twice either
+
+
+class MarksDownOnce(MemoryDeadLetterMarks):
+    """Redis fails the first load (a failover at the moment of the rebalance), then answers."""
+
+    def __init__(self) -> None:
+        super().__init__(horizon_s=3600)
+        self.down = True
+
+    def load(self, tp: tuple[str, int]) -> dict[int, tuple[str, str | None]]:
+        if self.down:
+            self.down = False
+            raise StateStoreError("connection refused")
+        return super().load(tp)
+
+
+def test_a_partition_assigned_while_its_marks_cannot_be_loaded_is_not_read_before_they_are() -> None:
+    """Found by review: a Redis blip at the assignment paused the marks for MARKS_PAUSE_S, and the
+    partition was fetched at once: the records the previous owner dead-lettered (a 429 storm)
+    went to the batches and, Redis back a second later and the storm over, were sent; the marks
+    loaded 30 s later changed nothing for them. The partition now waits for its marks."""
+    marks = MarksDownOnce()
+    records = [good(n) for n in range(3)]
+    marks.mark([Origin.of(records[n]) for n in (1, 2)], ["throttled", "throttled"])
+    loop, consumer, producer = owner(marks)
+    consumer.incremental_assign = lambda partitions: None  # type: ignore[attr-defined]
+    loop._on_assign(consumer, [TopicPartition("t", 0)])
+    consumer.queue = list(records)
+    for _ in range(3):
+        loop._step()
+    assert loop.delivery.drop(lambda e: True) == [], "records taken before their partition's marks were loaded"
+    loop.dlq._marks_paused_until = 0.0  # MARKS_PAUSE_S later
+    for _ in range(3):
+        loop._step()
+    assert [e.offset for e in loop.delivery.drop(lambda e: True)] == [0]
+    assert not producer.produced

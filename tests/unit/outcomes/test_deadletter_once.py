@@ -156,3 +156,30 @@ def test_every_dead_letter_reason_has_a_code_of_its_own_in_the_marks() -> None:
     for reason in REASONS:
         assert mark_reason(mark_score(2**47 + 3, reason)) == reason
     assert mark_reason(float(2**47 + 3)) is None
+
+
+THROTTLED = Failure("throttled", "Too Many Requests", http_status=429)
+
+
+def test_a_dead_letter_acknowledged_after_its_partition_came_back_ends_the_record_read_again() -> None:
+    """Found by review: a partition lost (a session timeout) or revoked past REVOKE_GRACE_MS and
+    assigned back to the same replica loads its marks from Redis; a dead-letter at the broker then,
+    acknowledged after that load, was not in the loaded marks: the record read again was decoded
+    and, the 429 storm over, sent (a dead-letter and an SMS). Likewise one acknowledged outside
+    the DLQ's poll (the receipts' poll serves the shared producer) and not marked yet."""
+    tp = ("t", 0)
+    dlq = DeadLetterQueue(FakeProducer(), "dlq", marks=MemoryDeadLetterMarks(horizon_s=3600))
+    dlq.assigned([tp])
+    dlq.send(record(1), THROTTLED, lambda: None)
+    dlq.send(record(2), THROTTLED, lambda: None)
+    dlq._produce_unchecked()  # both at the broker
+    reports, dlq.producer._reports = dlq.producer._reports, []  # acknowledged below, one by one
+    ack_one, ack_two = reports
+    ack_two(None, None)  # offset 2 acknowledged by another client's poll: marked in the DLQ's next poll
+    dlq.forget({tp})  # lost ...
+    dlq.assigned([tp])  # ... and assigned back: the marks loaded from Redis
+    ack_one(None, None)  # offset 1's acknowledgement, after that load
+    dlq.poll()
+    for offset in (1, 2):
+        failure = dlq.read_again(record(offset), dlq.marked(tp) or {})
+        assert failure is not None and failure.reason == "throttled", f"offset {offset} would be sent"
