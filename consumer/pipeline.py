@@ -328,30 +328,27 @@ class Pipeline:
     def _add_unless_ended(self, record: InboundRecord, tp: tuple[str, int], epoch: int) -> None:
         """`Backlog.add`, or the end of a record read again whose dead-letter was acknowledged
         before (`DeadLetterQueue.read_again`)."""
-        marks = self.dlq.marked(tp)
-        if marks:
-            failure = self.dlq.read_again(record, marks)
-            if failure is not None:
-                self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
-                return
-        self.backlog.add(record, tp, epoch)
+        if not self._ended_before(record, tp, epoch):
+            self.backlog.add(record, tp, epoch)
 
     def _end_read_again(self, tps: list[tuple[str, int]]) -> None:
         """A position moved back (rare): the records this replica dead-lettered since the partition
         was assigned are read again, and their marks were not loaded at the assignment. Loaded now,
         and the copies this call took end as the first did, never sent (one record, one outcome)."""
         self.dlq.assigned(tps)
-        if not self.dlq.any_marked():
-            return
-        kept: deque[tuple[InboundRecord, tuple[str, int], int]] = deque()
-        for record, tp, epoch in self.backlog._records:  # this call's records are its tail
-            marks = self.dlq.marked(tp)
-            failure = self.dlq.read_again(record, marks) if marks else None
-            if failure is None:
-                kept.append((record, tp, epoch))
-            else:
-                self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
-        self.backlog._records = kept
+        self._hold_unmarked(tps)
+        if self.dlq.any_marked():
+            self.backlog.end(self._ended_before)
+
+    def _ended_before(self, record: InboundRecord, tp: tuple[str, int], epoch: int) -> bool:
+        """Whether `record` was dead-lettered before (`DeadLetterQueue.read_again`); if so, it
+        ends dead-lettered again here."""
+        marks = self.dlq.marked(tp)
+        failure = self.dlq.read_again(record, marks) if marks else None
+        if failure is None:
+            return False
+        self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
+        return True
 
     def _drop_superseded(self) -> None:
         """A partition's position moved back (consumer/outcomes/offsets.py): the first copies of
@@ -517,11 +514,16 @@ class Pipeline:
         # fetched again.
         if partitions:  # (stopping: nothing more is fetched, as in `_shutdown`)
             (consumer.pause if self._paused or self.health.stopping else consumer.resume)(partitions)
+        self._hold_unmarked(tps)
+
+    def _hold_unmarked(self, tps: list[tuple[str, int]]) -> None:
+        """Pause the partitions whose dead-letter marks could not be loaded (Redis failed): fetched
+        once they are (`_resume_marked`)."""
         unloaded = self.dlq.unloaded()
-        unmarked = [p for p in partitions if (p.topic, p.partition) in unloaded]
-        if unmarked:  # fetched once their marks are loaded (`_resume_marked`)
-            self._unmarked.update((p.topic, p.partition) for p in unmarked)
-            consumer.pause(unmarked)
+        unmarked = [TopicPartition(*tp) for tp in tps if tp in unloaded]
+        if unmarked:
+            self._unmarked.update(tp for tp in tps if tp in unloaded)
+            self.consumer.pause(unmarked)
             log.warning("dead-letter marks of %s not loaded (Redis failed); not fetched until they are",
                         _names(unmarked))
 

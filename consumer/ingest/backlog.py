@@ -89,6 +89,11 @@ class Backlog:
             self._failures = 0
             self.health.registry_ok = True
 
+    def end(self, ended: Callable[[InboundRecord, TopicPartition, int], bool]) -> None:
+        """Take out the records `ended(record, tp, epoch)` gave an outcome without decoding them
+        (read again after a position moved back, dead-lettered before)."""
+        self._records = deque(item for item in self._records if not ended(*item))
+
     def decode(self, now: float, deadline: float, live: Callable[[TopicPartition, int, int], bool]
                ) -> list[PendingEvent]:
         """Events from the head of the backlog, until it is empty, `deadline` (monotonic) has

@@ -265,7 +265,7 @@ class DeadLetterQueue:
                     self._before.setdefault(tp, {}).update(loaded)
                 self._unloaded.discard(tp)
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
-            self._marks_failed("read", exc)
+            self._marks_failed("load", exc)
 
     def marked(self, tp: TopicPartition) -> dict[int, tuple[str, str]] | None:
         """The loaded marks of one of our partitions, None when it has none (the common case)."""
@@ -389,6 +389,10 @@ class DeadLetterQueue:
         self._marks_paused_until = time.monotonic() + MARKS_PAUSE_S
         # Our own words for an outage; only the type of anything else, which may quote what was stored.
         shown = exc if isinstance(exc, StateStoreError) else type(exc).__name__
+        if what == "load":
+            log.warning("could not load the dead-letter marks of newly assigned partitions (%s); they are not "
+                        "fetched until the marks load, asked again in %.0fs", shown, MARKS_PAUSE_S)
+            return
         log.warning("could not %s dead-letter marks (%s); dead-lettering without them for %.0fs: a record read "
                     "again after a restart may get a second dead-letter", what, shown, MARKS_PAUSE_S)
 
