@@ -334,17 +334,23 @@ def test_a_confirmed_commit_removes_the_dead_letter_marks_below_it() -> None:
 RECORDS = [good(0), good(1), good(2)]  # one set of messages: a record read again is the same record
 
 
-def throttled_then_killed(old: Pipeline, old_consumer: FakeConsumer) -> None:
-    """`old` reads RECORDS; Pisano throttles offsets 1 and 2 to the end (dead-lettered), offset 0
-    still waits for the limiter: nothing is committed when the replica is SIGKILLed."""
-    old_consumer.queue = list(RECORDS)
+def throttled_past_offset_0(loop: Pipeline, consumer: FakeConsumer, records: list[FakeMessage]) -> None:
+    """`loop` reads `records`; Pisano throttles all but offset 0 to the end (dead-lettered),
+    offset 0 still waits for the limiter."""
+    consumer.queue = list(records)
     for _ in range(2):
-        old._step()
-    events = [e for e in old.delivery.drop(lambda e: True) if e.offset > 0]
+        loop._step()
+    events = [e for e in loop.delivery.drop(lambda e: True) if e.offset > 0]
     throttled = Failure("throttled", "Too Many Requests", http_status=429, campaign_id=CAMPAIGN, attempts=6)
-    old.outcomes.put(Outcome("dead_letter", events, failure=throttled))
+    loop.outcomes.put(Outcome("dead_letter", events, failure=throttled))
     for _ in range(4):
-        old._step()
+        loop._step()
+
+
+def throttled_then_killed(old: Pipeline, old_consumer: FakeConsumer) -> None:
+    """`old` dead-letters offsets 1 and 2 of RECORDS `throttled`; nothing is committed (offset 0
+    waits) when the replica is SIGKILLed."""
+    throttled_past_offset_0(old, old_consumer, RECORDS)
     old._commit(sync=True, all_known=True)
     assert old.dlq.in_flight == 0 and old_consumer.committed == {}
 
@@ -418,14 +424,7 @@ def test_a_record_dead_lettered_before_its_position_moved_back_is_not_sent() -> 
     consumer.incremental_assign = lambda partitions: None  # type: ignore[attr-defined]
     loop._on_assign(consumer, [TopicPartition("t", 0)])
     records = [good(n) for n in range(4)]
-    consumer.queue = records[:3]
-    for _ in range(2):
-        loop._step()
-    events = [e for e in loop.delivery.drop(lambda e: True) if e.offset > 0]
-    throttled = Failure("throttled", "Too Many Requests", http_status=429, campaign_id=CAMPAIGN, attempts=6)
-    loop.outcomes.put(Outcome("dead_letter", events, failure=throttled))
-    for _ in range(3):
-        loop._step()
+    throttled_past_offset_0(loop, consumer, records[:3])
     assert len(marks) == 2 and loop.dlq.in_flight == 0
     consumer.queue = records[1:]  # the position moved back to 1 (an offset reset): the same records
     for _ in range(3):
