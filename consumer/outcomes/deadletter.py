@@ -63,6 +63,7 @@ from consumer.operations.logs import redact_phones
 from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_headers
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.failed_deliveries import FailedDeliveries
+from consumer.outcomes.owned_marks import OwnedMarks
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.outcomes.retry_queue import RetryQueue
 from consumer.plain_number import plain_number
@@ -210,9 +211,7 @@ class DeadLetterQueue:
         self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
         self._acknowledged: list[tuple[Origin, str]] = []  # to mark in the next poll(), with their reasons
         # Offset -> (fingerprint, reason) of the marks of our partitions, loaded at assignment.
-        self._before: dict[TopicPartition, dict[int, tuple[str, str]]] = {}
-        self._unloaded: set[TopicPartition] = set()  # assigned, marks not loaded yet (they paused): next poll()
-        self._owned: set[TopicPartition] = set()  # assigned, not revoked or lost since
+        self._before: OwnedMarks[tuple[str, str]] = OwnedMarks(self._load_partition)
         self._ended_again = 0  # records read again that `read_again` ended, since the last poll()
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
@@ -241,40 +240,40 @@ class DeadLetterQueue:
         the marks pause (Redis failed a moment ago), on the first poll() after the pause."""
         if self.marks is None:
             return
-        self._owned.update(tps)
+        self._before.assigned(tps)
         # Acknowledged, not marked yet (served by another client's poll before a loss, say): the
-        # load below does not see them.
+        # load does not see them.
         for origin, reason in self._acknowledged:
-            if (origin.topic, origin.partition) in self._owned:
-                self._remember(origin, reason)
-        self._unloaded.update(tps)
+            self._remember(origin, reason)
         self._load_marks()
 
     def _remember(self, origin: Origin, reason: str) -> None:
-        self._before.setdefault((origin.topic, origin.partition), {})[origin.offset] = (origin.fingerprint, reason)
+        tp = (origin.topic, origin.partition)
+        if tp in self._before.owned:
+            self._before.remember(tp, origin.offset, (origin.fingerprint, reason))
+
+    def _load_partition(self, tp: TopicPartition) -> dict[int, tuple[str, str]]:
+        assert self.marks is not None
+        # A mark of the previous version has no reason: its record is judged again, as it was.
+        return {offset: (fingerprint, reason) for offset, (fingerprint, reason) in self.marks.load(tp).items()
+                if reason is not None}
 
     def _load_marks(self) -> None:
-        if self.marks is None or not self._unloaded or time.monotonic() < self._marks_paused_until:
+        if self.marks is None or not self._before.unloaded or time.monotonic() < self._marks_paused_until:
             return
         try:
-            for tp in sorted(self._unloaded):
-                # A mark of the previous version has no reason: its record is judged again, as it was.
-                loaded = {offset: (fingerprint, reason) for offset, (fingerprint, reason) in self.marks.load(tp).items()
-                          if reason is not None}
-                if loaded:
-                    self._before.setdefault(tp, {}).update(loaded)
-                self._unloaded.discard(tp)
+            self._before.load_all()
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("load", exc)
 
     def marked(self, tp: TopicPartition) -> dict[int, tuple[str, str]] | None:
         """The loaded marks of one of our partitions, None when it has none (the common case)."""
-        return self._before.get(tp) or None
+        return self._before.of(tp)
 
     def unloaded(self) -> set[TopicPartition]:
         """Our partitions whose marks could not be loaded yet (they paused): not to be read until
         they are, or a record the previous owner dead-lettered would be processed again."""
-        return self._unloaded
+        return self._before.unloaded
 
     def any_marked(self) -> bool:
         """Whether any of our partitions has loaded marks: once a poll call, not once a record."""
@@ -299,9 +298,7 @@ class DeadLetterQueue:
         of the same record. (One already at the broker may still land: the marks' window.)"""
         for tp in tps:
             self._generations[tp] = self._generations.get(tp, 0) + 1
-            self._before.pop(tp, None)
-        self._unloaded.difference_update(tps)
-        self._owned.difference_update(tps)
+        self._before.forget(tps)
         self._unchecked = self._keep(self._unchecked)
         self.in_flight -= self._retry.keep(lambda pending: not self._abandoned(pending))
 
@@ -361,13 +358,7 @@ class DeadLetterQueue:
         (`ConfirmedCommits`: the coordinator may still lose them)."""
         if self.marks is not None:
             self._commits.add(points)
-        for tp, offset in points.items():
-            before = self._before.get(tp)
-            if before:
-                for below in [n for n in before if n < offset]:
-                    del before[below]
-                if not before:
-                    del self._before[tp]  # `any_marked`: the common path again
+        self._before.trim(points)  # a partition left without marks: `any_marked` is false again
 
     def write_marks(self) -> None:
         """Mark the dead-letters acknowledged since the last poll(): for the caller that served
@@ -446,10 +437,11 @@ class DeadLetterQueue:
             if pending.origin is not None:
                 self._acknowledged.append((pending.origin, pending.failure.reason))
                 abandoned = self._abandoned(pending)
-                if abandoned and (pending.origin.topic, pending.origin.partition) in self._owned:
-                    # Acknowledged after its partition came back to us (lost or revoked, then
-                    # assigned back: the marks loaded then lack it) or after its position moved
-                    # back: the copy read again must end as this one did, not be sent.
+                if abandoned:
+                    # Abandoned, acknowledged all the same. If its partition is ours again (lost
+                    # or revoked, then assigned back: the marks loaded then lack it) or its
+                    # position moved back, the copy read again must end as this one did, not be
+                    # sent (`_remember` keeps it for a partition we own only).
                     self._remember(pending.origin, pending.failure.reason)
                 if not self._fatal.serving and abandoned:
                     # Served outside poll() after its partition was revoked or lost: the final

@@ -64,6 +64,7 @@ from consumer.ingest.mapping import Recipient
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
 from consumer.outcomes.failed_deliveries import FailedDeliveries
+from consumer.outcomes.owned_marks import OwnedMarks
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.outcomes.retry_queue import RetryQueue
 from consumer.state.dead_letters import Origin, TopicPartition
@@ -315,9 +316,8 @@ class ReceiptWriter:
         self._retry: RetryQueue[_Pending] = RetryQueue()
         self.marks = marks
         self.already_receipted = 0  # records read again whose receipt was acknowledged before
-        self._receipted: dict[TopicPartition, dict[int, str]] = {}  # the marks loaded at assignment
-        self._owned: set[TopicPartition] = set()  # assigned, not revoked or lost since
-        self._unloaded: set[TopicPartition] = set()  # owned, marks not loaded yet (they paused): next poll()
+        # Offset -> fingerprint of the marks of our partitions, loaded at assignment.
+        self._receipted: OwnedMarks[str] = OwnedMarks(self._load_partition)
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
@@ -343,7 +343,7 @@ class ReceiptWriter:
         past it) is dropped: the copy read again writes the receipt of its origin."""
         outcome = receipt_outcome(kind)
         origin = _origin(message) if self.marks is not None else None
-        if origin is not None and self._receipted.get((origin.topic, origin.partition), {}).get(origin.offset) \
+        if origin is not None and (self._receipted.of((origin.topic, origin.partition)) or {}).get(origin.offset) \
                 == origin.fingerprint:
             self.already_receipted += 1  # read again after a rebalance or a restart: it has its receipt
             self._skipped += 1
@@ -370,21 +370,20 @@ class ReceiptWriter:
         """Load the marks of newly assigned partitions: their records with a receipt already.
         While the marks pause (Redis failed a moment ago), on the first poll() after the pause:
         records read before that may get a second receipt, not every record of the assignment."""
-        self._owned.update(tps)
         if self.marks is None:
             return
-        self._unloaded.update(tps)
+        self._receipted.assigned(tps)
         self._load_marks()
 
+    def _load_partition(self, tp: TopicPartition) -> dict[int, str]:
+        assert self.marks is not None
+        return self.marks.receipted(self.group, tp)
+
     def _load_marks(self) -> None:
-        if self.marks is None or not self._unloaded or self._marks_paused():
+        if self.marks is None or not self._receipted.unloaded or self._marks_paused():
             return
         try:
-            for tp in sorted(self._unloaded):
-                receipted = self.marks.receipted(self.group, tp)
-                if receipted:
-                    self._receipted.setdefault(tp, {}).update(receipted)
-                self._unloaded.discard(tp)
+            self._receipted.load_all()
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("read", exc)
 
@@ -394,10 +393,8 @@ class ReceiptWriter:
         receipts; ours, produced again after an outage of the receipt topic, would be second ones
         (and might land first). One already at the broker may still land: the marks' window."""
         for tp in tps:
-            self._receipted.pop(tp, None)
             self._generations[tp] = self._generations.get(tp, 0) + 1
-        self._owned.difference_update(tps)
-        self._unloaded.difference_update(tps)
+        self._receipted.forget(tps)
         self.in_flight -= self._retry.keep(lambda pending: not self._abandoned(pending))
 
     def _abandoned(self, pending: _Pending) -> bool:
@@ -410,11 +407,7 @@ class ReceiptWriter:
         reads the records again)."""
         if self.marks is not None:
             self._commits.add(points)
-        for tp, offset in points.items():
-            receipted = self._receipted.get(tp)
-            if receipted:
-                for below in [n for n in receipted if n < offset]:
-                    del receipted[below]
+        self._receipted.trim(points)
 
     def write_marks(self) -> None:
         """Mark the receipts acknowledged since the last call, remove the marks below commits."""
@@ -517,13 +510,12 @@ class ReceiptWriter:
         self.in_flight -= 1
         if pending.origin is not None:
             self._acknowledged.append(pending.origin)
-            if pending.tp in self._owned and (pending.counts is None or self._abandoned(pending)):
+            if pending.tp in self._receipted.owned and (pending.counts is None or self._abandoned(pending)):
                 # Not the receipt of the copy that counts: written for a record read before its
                 # partition was given up and assigned back to us (the marks loaded then lack it),
                 # or Pisano's acceptance after the hand-over (`counts` None). The copy read
                 # again, which counts, must not get a second receipt.
-                origin = pending.origin
-                self._receipted.setdefault(pending.tp, {})[origin.offset] = origin.fingerprint
+                self._receipted.remember(pending.tp, pending.origin.offset, pending.origin.fingerprint)
             if not self._fatal.serving and self._abandoned(pending):
                 # Served outside poll() after its partition was revoked or lost (the final flush of
                 # a shutdown, after which no poll() comes): marked now, or the next owner writes a

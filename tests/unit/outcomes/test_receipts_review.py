@@ -98,7 +98,7 @@ def test_a_partition_revoked_during_the_pause_is_not_loaded_after_it() -> None:
     marks.mark("g", [])
     receipts._marks_paused_until = 0.0
     receipts.poll()
-    assert TP not in receipts._receipted and not receipts._unloaded
+    assert receipts._receipted.of(TP) is None and not receipts._receipted.unloaded
 
 
 def test_a_late_acceptance_on_a_partition_assigned_back_is_the_only_receipt() -> None:

@@ -64,7 +64,7 @@ def test_a_malformed_receipt_mark_is_skipped_at_assignment(foreign: bytes) -> No
     marks = RedisReceiptMarks(_Client(zrange=[foreign, b"7:1700000000000:10"]), Keys("p"), horizon_s=60)
     writer = ReceiptWriter(FakeProducer(), "receipts", group="g", hasher=None, codec=None, marks=marks)  # type: ignore[arg-type]
     writer.assigned([("t", 0)])
-    assert writer._receipted.get(("t", 0)) == {7: "1700000000000:10"}
+    assert writer._receipted.of(("t", 0)) == {7: "1700000000000:10"}
 
 
 def test_a_dead_letter_mark_not_utf8_is_no_mark() -> None:

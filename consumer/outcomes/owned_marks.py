@@ -1,0 +1,74 @@
+"""The marks of the partitions this replica owns, in memory: looked up once per record read again.
+
+Dead-letter marks (consumer/outcomes/deadletter.py) and receipt marks (consumer/outcomes/receipts.py)
+are kept in Redis per partition (consumer/state/dead_letters.py `PartitionMarks`). A replica that
+is assigned a partition loads its marks once, then asks this copy, in memory, about each record it
+reads: whether it ended before (dead-lettered, or given its receipt) on a pass a restart or a
+rebalance cut short. The copy is trimmed below confirmed commits, like the marks in Redis, and
+dropped with the partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, TypeVar
+
+from consumer.state.dead_letters import TopicPartition
+
+V = TypeVar("V")
+
+
+class OwnedMarks(Generic[V]):
+    """Offset -> what a mark holds, per owned partition. `load(tp)` reads a partition's marks from
+    the store (raising what the store raises); `assigned` only notes the partitions, and `load_all`
+    loads those not loaded yet, so a caller whose store failed tries again later."""
+
+    def __init__(self, load: Callable[[TopicPartition], Mapping[int, V]]) -> None:
+        self._load = load
+        self._marks: dict[TopicPartition, dict[int, V]] = {}
+        self.owned: set[TopicPartition] = set()  # assigned, not revoked or lost since
+        self.unloaded: set[TopicPartition] = set()  # owned, marks not loaded yet (the store failed)
+
+    def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        tps = set(tps)
+        self.owned |= tps
+        self.unloaded |= tps
+
+    def load_all(self) -> None:
+        """Load the marks of the partitions assigned and not loaded yet; each partition loaded
+        stays loaded if a later one raises."""
+        for tp in sorted(self.unloaded):
+            loaded = self._load(tp)
+            if loaded:
+                self._marks.setdefault(tp, {}).update(loaded)
+            self.unloaded.discard(tp)
+
+    def of(self, tp: TopicPartition) -> dict[int, V] | None:
+        """The marks of one of our partitions, None when it has none (the common case)."""
+        return self._marks.get(tp) or None
+
+    def __bool__(self) -> bool:
+        """Whether any of our partitions has marks: asked once a poll call, not once a record."""
+        return bool(self._marks)
+
+    def remember(self, tp: TopicPartition, offset: int, value: V) -> None:
+        """A mark of ours the store had not when the partition's marks were loaded."""
+        self._marks.setdefault(tp, {})[offset] = value
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        """Partitions revoked or lost: their next owner loads the marks from the store."""
+        for tp in tps:
+            self._marks.pop(tp, None)
+            self.owned.discard(tp)
+            self.unloaded.discard(tp)
+
+    def trim(self, points: Mapping[TopicPartition, int]) -> None:
+        """The group committed these points: the records below them are not read again by us (a
+        commit the coordinator loses is a new owner's, who loads the marks from the store)."""
+        for tp, offset in points.items():
+            marks = self._marks.get(tp)
+            if marks:
+                for below in [n for n in marks if n < offset]:
+                    del marks[below]
+                if not marks:
+                    del self._marks[tp]
