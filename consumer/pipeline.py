@@ -342,12 +342,17 @@ class Pipeline:
 
     def _ended_before(self, record: InboundRecord, tp: tuple[str, int], epoch: int) -> bool:
         """Whether `record` was dead-lettered before (`DeadLetterQueue.read_again`); if so, it
-        ends dead-lettered again here."""
+        ends dead-lettered again here, never sent: at once when its dead-letter was acknowledged,
+        else through the dead-letter topic again (a second copy beats a record with two outcomes)."""
         marks = self.dlq.marked(tp)
-        failure = self.dlq.read_again(record, marks) if marks else None
-        if failure is None:
+        before = self.dlq.read_again(record, marks) if marks else None
+        if before is None:
             return False
-        self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
+        failure, acknowledged = before
+        if acknowledged:
+            self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
+        else:
+            self._dead_letter(record, tp, record.offset(), epoch, failure)
         return True
 
     def _drop_superseded(self) -> None:

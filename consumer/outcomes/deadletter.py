@@ -9,17 +9,18 @@ later record, for good): `poll()` raises it once, the poll loop ends and the rep
 a new producer; nothing past those records was committed.
 
 Once per origin, one outcome per record: with `marks` (consumer/state/dead_letters.py), each
-acknowledged dead-letter marks its origin with its reason. A replica assigned a partition loads its
-marks (`assigned`), and a record read again after a SIGKILL or a rebalance whose origin is marked
-ends at once as dead-lettered again (`read_again`), before it is decoded: never sent, whatever its
-second pass would have met (a 429 storm over by then). While they cannot be loaded (`unloaded`),
-the poll loop does not fetch the partition; they are loaded again when its position moves back, and
-a dead-letter of ours acknowledged after its partition came back to us counts as loaded. A mark
-acknowledged after that load (the old owner's last dead-letters) is only looked up before a
-dead-letter is produced (its record may be sent: the marks' window): dead-letters
-are produced from `poll()`, where a turn's worth of them is looked up in one round trip. An
-acknowledgement served outside `poll()` for a record no longer ours (the final flush of a shutdown,
-with no poll() after it) is marked at once.
+dead-letter is noted with its reason before it is produced (`sending`), and marked once Kafka
+acknowledged it. A replica assigned a partition loads both (`assigned`), and a record read again
+after a SIGKILL or a rebalance that either holds is never sent, whatever its second pass would
+have met (a 429 storm over by then): acknowledged, it ends at once as dead-lettered again
+(`read_again`), before it is decoded; only noted, it is dead-lettered again (a second copy,
+maybe). While they cannot be loaded (`unloaded`), the poll loop does not fetch the partition;
+they are loaded again when its position moves back, and a dead-letter of ours acknowledged after
+its partition came back to us counts as loaded. A mark acknowledged after that load (the old
+owner's last dead-letters) is looked up before a dead-letter is produced: dead-letters are
+produced from `poll()`, where a turn's worth of them is looked up in one round trip (and noted in
+one more). An acknowledgement served outside `poll()` for a record no longer ours (the final
+flush of a shutdown, with no poll() after it) is marked at once.
 The marks below a commit the broker confirmed (`committed`, from the pipeline's commit callback)
 are removed MARKS_KEEP_S after the confirmation (`confirmed_commits.py`): a coordinator that fails over
 can lose a commit it confirmed, and the partition's next owner then reads those records again.
@@ -67,7 +68,7 @@ from consumer.outcomes.owned_marks import OwnedMarks
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.outcomes.retry_queue import RetryQueue
 from consumer.plain_number import plain_number
-from consumer.state.dead_letters import DeadLetterMarks, Origin, TopicPartition
+from consumer.state.dead_letters import DeadLetterMarks, Mark, Origin, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,8 @@ class DeadLetterQueue:
         self.marks = marks
         self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
         self._acknowledged: list[tuple[Origin, str]] = []  # to mark in the next poll(), with their reasons
-        # Offset -> (fingerprint, reason) of the marks of our partitions, loaded at assignment.
-        self._before: OwnedMarks[tuple[str, str]] = OwnedMarks(self._load_partition)
+        # Offset -> the mark of our partitions' records dead-lettered before, loaded at assignment.
+        self._before: OwnedMarks[Mark] = OwnedMarks(self._load_partition)
         self._ended_again = 0  # records read again that `read_again` ended, since the last poll()
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
@@ -250,13 +251,12 @@ class DeadLetterQueue:
     def _remember(self, origin: Origin, reason: str) -> None:
         tp = (origin.topic, origin.partition)
         if tp in self._before.owned:
-            self._before.remember(tp, origin.offset, (origin.fingerprint, reason))
+            self._before.remember(tp, origin.offset, Mark(origin.fingerprint, reason, True))
 
-    def _load_partition(self, tp: TopicPartition) -> dict[int, tuple[str, str]]:
+    def _load_partition(self, tp: TopicPartition) -> dict[int, Mark]:
         assert self.marks is not None
         # A mark of the previous version has no reason: its record is judged again, as it was.
-        return {offset: (fingerprint, reason) for offset, (fingerprint, reason) in self.marks.load(tp).items()
-                if reason is not None}
+        return {offset: mark for offset, mark in self.marks.load(tp).items() if mark.reason is not None}
 
     def _load_marks(self) -> None:
         if self.marks is None or not self._before.unloaded or time.monotonic() < self._marks_paused_until:
@@ -266,7 +266,7 @@ class DeadLetterQueue:
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("load", exc)
 
-    def marked(self, tp: TopicPartition) -> dict[int, tuple[str, str]] | None:
+    def marked(self, tp: TopicPartition) -> dict[int, Mark] | None:
         """The loaded marks of one of our partitions, None when it has none (the common case)."""
         return self._before.of(tp)
 
@@ -279,17 +279,21 @@ class DeadLetterQueue:
         """Whether any of our partitions has loaded marks: once a poll call, not once a record."""
         return bool(self._before)
 
-    def read_again(self, record: Any, marks: dict[int, tuple[str, str]]) -> Failure | None:
-        """The failure that ended `record` (an InboundRecord of a partition whose `marked` are
-        `marks`) before a restart or rebalance, or None if it was not dead-lettered. Its dead-letter
-        is in the topic: the record ends as dead-lettered again, without a copy."""
+    def read_again(self, record: Any, marks: dict[int, Mark]) -> tuple[Failure, bool] | None:
+        """How `record` (an InboundRecord of a partition whose `marked` are `marks`) was
+        dead-lettered before a restart or rebalance: the failure, and whether its dead-letter was
+        acknowledged (it ends as dead-lettered again, without a copy) or only about to be produced
+        (it is dead-lettered again, maybe a second copy); None if it was not. Never sent."""
         mark = marks.get(record.offset())
-        if mark is None or mark[0] != Origin.of(record).fingerprint:
+        if mark is None or mark.reason is None or mark.fingerprint != Origin.of(record).fingerprint:
             return None
-        self.already_dead_lettered += 1
         self._ended_again += 1
-        return Failure(mark[1], "dead-lettered before a restart or rebalance (its dead-letter is in the topic); "
-                                "not sent again")
+        if mark.acknowledged:
+            self.already_dead_lettered += 1
+            return Failure(mark.reason, "dead-lettered before a restart or rebalance (its dead-letter is in the "
+                                        "topic); not sent again"), True
+        return Failure(mark.reason, "was being dead-lettered when a restart or rebalance came (its dead-letter may "
+                                    "be in the topic twice); not sent"), False
 
     def forget(self, tps: set[tuple[str, int]]) -> None:
         """Partitions revoked from us or lost: their dead-letters not acknowledged yet are
@@ -341,13 +345,22 @@ class DeadLetterQueue:
                 seen = self.marks.seen([p.origin for p in pending if p.origin is not None])
             except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
                 self._marks_failed("read", exc)
+        fresh = [item for item, before in zip(pending, seen, strict=True) if not before]
         for item, before in zip(pending, seen, strict=True):
             if before:
                 self.in_flight -= 1
                 self.already_dead_lettered += 1
                 item.on_done()
-            else:
-                self._produce(item)
+        if fresh and time.monotonic() >= self._marks_paused_until:
+            # Noted before they are produced: a replica killed before their acknowledgement leaves
+            # records the next owner dead-letters again (a second copy, maybe), never sends.
+            try:
+                self.marks.sending([p.origin for p in fresh if p.origin is not None],
+                                   [p.failure.reason for p in fresh if p.origin is not None])
+            except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
+                self._marks_failed("write", exc)
+        for item in fresh:
+            self._produce(item)
         skipped = sum(seen)
         if skipped:  # only after a restart or a rebalance: rare, and one line per turn
             log.info("%d records read again were dead-lettered before (a restart or rebalance before their "

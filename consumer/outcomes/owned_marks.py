@@ -40,7 +40,8 @@ class OwnedMarks(Generic[V]):
         for tp in sorted(self.unloaded):
             loaded = self._load(tp)
             if loaded:
-                self._marks.setdefault(tp, {}).update(loaded)
+                # What was remembered since the assignment is newer than the store's copy.
+                self._marks[tp] = {**loaded, **self._marks.get(tp, {})}
             self.unloaded.discard(tp)
 
     def of(self, tp: TopicPartition) -> dict[int, V] | None:

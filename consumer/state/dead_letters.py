@@ -32,11 +32,14 @@ are read too (in the lookup's round trip, never written) until the last of them 
 horizon, plus a day for the upgrade itself, after the first lookup of this version, whose time is
 kept in `{<prefix>}:dl:layout` (SET NX, read once per process).
 
-What is left: a dead-letter produced but whose mark was not written yet (from `produce` to the
-acknowledgement, then one Redis round trip) when the replica dies, or while Redis is unreachable
-(dead-lettering goes on without marks), is dead-lettered again by the next owner; so is a record
-read again after its group's offsets were moved back past a commit (its mark was removed). The
-replay tool and `dlq stats` still count each origin once.
+Each dead-letter is also noted, with its reason, before it is produced, in a second sorted set
+beside the marks (`sending_key`, same hash slot): a record whose dead-letter was produced but not
+acknowledged when its replica died is dead-lettered again by the next owner (a second copy, maybe),
+never processed again. What is left: while Redis is unreachable (dead-lettering goes on without
+notes and marks), the record read again is processed again (a second copy, or, what failed it
+being over, an SMS); a record read again after its group's offsets were moved back past a commit
+is processed again from scratch (its mark was removed). The replay tool and `dlq stats` still
+count each origin once.
 
 `DeadLetterMarks` is the contract; `RedisDeadLetterMarks` keeps the marks in Redis (one pipelined
 ZMSCORE per partition to look up, one pipelined write per poll turn),
@@ -51,7 +54,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from consumer.state.redis import Keys, stored_number, stored_text, translated
 
@@ -163,6 +166,16 @@ class PartitionMarks:
             pipe.execute()
 
 
+class Mark(NamedTuple):
+    """What a partition's marks say of one offset: the record's fingerprint, its dead-letter's
+    reason (None: a mark of the previous version), and whether Kafka acknowledged the dead-letter
+    (False: it was about to be produced when the mark was written; it may not be in the topic)."""
+
+    fingerprint: str
+    reason: str | None
+    acknowledged: bool
+
+
 class DeadLetterMarks(Protocol):
     """One consumer group's marks for one dead-letter topic (the store is made for them)."""
 
@@ -174,9 +187,14 @@ class DeadLetterMarks(Protocol):
         """These records' dead-letters were acknowledged, each for its reason (None: unknown).
         StateStoreError when the store is away."""
 
-    def load(self, tp: TopicPartition) -> dict[int, tuple[str, str | None]]:
-        """Offset -> (fingerprint, reason) of the partition's marks (reason None: a mark of the
-        previous version). StateStoreError when the store is away."""
+    def sending(self, origins: Sequence[Origin], reasons: Sequence[str]) -> None:
+        """These records' dead-letters are about to be produced, each for its reason: a replica
+        killed before the acknowledgement leaves its record to be dead-lettered again, not sent.
+        StateStoreError when the store is away."""
+
+    def load(self, tp: TopicPartition) -> dict[int, Mark]:
+        """Offset -> the partition's mark there, acknowledged or about to be produced (the
+        acknowledged one when both). StateStoreError when the store is away."""
 
     def forget_below(self, points: Mapping[TopicPartition, int]) -> None:
         """The group committed these points: the records below them are never read again, their
@@ -195,12 +213,29 @@ def dead_letter_key(prefix: str, scope: str, topic: str, partition: int) -> str:
     return f"{{{prefix}:dl:{scope}:{topic}:{partition}}}"
 
 
+def sending_key(prefix: str, scope: str, topic: str, partition: int) -> str:
+    """A partition's dead-letters about to be produced: beside its marks, in their hash slot. A key
+    of its own, so a replica of the previous version, which looks up the marks key, never takes a
+    dead-letter that may not be in the topic for one that is."""
+    return dead_letter_key(prefix, scope, topic, partition) + ":sending"
+
+
+def merged(acknowledged: Mapping[int, tuple[str, float]], sending: Mapping[int, tuple[str, float]]) -> dict[int, Mark]:
+    """A partition's marks from its two sorted sets ((fingerprint, score) by offset)."""
+    out = {offset: Mark(fingerprint, mark_reason(score), False) for offset, (fingerprint, score) in sending.items()}
+    out.update((offset, Mark(fingerprint, mark_reason(score), True))
+               for offset, (fingerprint, score) in acknowledged.items())
+    return out
+
+
 class RedisDeadLetterMarks:
     def __init__(self, client: Any, keys: Keys, *, horizon_s: int, group: str, dlq_topic: str) -> None:
         self.client = client
         self.keys = keys
         self.scope = f"{group}:{dlq_topic}"  # a topic name has no ':', so no two pairs give one scope
         self.sets = PartitionMarks(client, lambda scope, topic, partition: dead_letter_key(
+            keys.prefix, scope, topic, partition), horizon_s=horizon_s, what="dead-letter marks")
+        self.sending_sets = PartitionMarks(client, lambda scope, topic, partition: sending_key(
             keys.prefix, scope, topic, partition), horizon_s=horizon_s, what="dead-letter marks")
         self.horizon_ms = horizon_s * 1000
         self._legacy_until: float | None = None  # until when the previous layout's marks may still be there
@@ -230,12 +265,15 @@ class RedisDeadLetterMarks:
     def mark(self, origins: Sequence[Origin], reasons: Sequence[str] | None = None) -> None:
         self.sets.mark(self.scope, origins, scores(origins, reasons))
 
-    def load(self, tp: TopicPartition) -> dict[int, tuple[str, str | None]]:
-        return {offset: (fingerprint, mark_reason(score))
-                for offset, (fingerprint, score) in self.sets.load_scored(self.scope, tp).items()}
+    def sending(self, origins: Sequence[Origin], reasons: Sequence[str]) -> None:
+        self.sending_sets.mark(self.scope, origins, scores(origins, reasons))
+
+    def load(self, tp: TopicPartition) -> dict[int, Mark]:
+        return merged(self.sets.load_scored(self.scope, tp), self.sending_sets.load_scored(self.scope, tp))
 
     def forget_below(self, points: Mapping[TopicPartition, int]) -> None:
         self.sets.forget_below(self.scope, points)
+        self.sending_sets.forget_below(self.scope, points)
 
     def _legacy_active(self) -> bool:
         now = time.time() * 1000

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from consumer.config.windows import RateWindow
-from consumer.state.dead_letters import Origin, mark_reason, scores
+from consumer.state.dead_letters import Mark, Origin, merged, scores
 from consumer.state.dedup import (
     LEGACY_ATTEMPT,
     ClaimRequest,
@@ -236,13 +236,16 @@ class MemoryDeadLetterMarks:
     group's for one dead-letter topic; `scoped` gives another's, in the same store."""
 
     def __init__(self, *, horizon_s: int, clock: Callable[[], int] = _now_ms, group: str = "",
-                 dlq_topic: str = "", sets: MemoryPartitionMarks | None = None) -> None:
+                 dlq_topic: str = "", sets: MemoryPartitionMarks | None = None,
+                 sending_sets: MemoryPartitionMarks | None = None) -> None:
         self.sets = sets if sets is not None else MemoryPartitionMarks(horizon_s * 1000, clock)
+        self.sending_sets = sending_sets if sending_sets is not None else MemoryPartitionMarks(horizon_s * 1000, clock)
         self.horizon_s = horizon_s
         self.scope = f"{group}:{dlq_topic}"
 
     def scoped(self, group: str, dlq_topic: str) -> MemoryDeadLetterMarks:
-        return MemoryDeadLetterMarks(horizon_s=self.horizon_s, group=group, dlq_topic=dlq_topic, sets=self.sets)
+        return MemoryDeadLetterMarks(horizon_s=self.horizon_s, group=group, dlq_topic=dlq_topic, sets=self.sets,
+                                     sending_sets=self.sending_sets)
 
     def seen(self, origins: Sequence[Origin]) -> list[bool]:
         loaded: dict[tuple[str, int], dict[int, str]] = {}
@@ -254,14 +257,18 @@ class MemoryDeadLetterMarks:
     def mark(self, origins: Sequence[Origin], reasons: Sequence[str] | None = None) -> None:
         self.sets.mark(self.scope, origins, scores(origins, reasons))
 
-    def load(self, tp: tuple[str, int]) -> dict[int, tuple[str, str | None]]:
-        return {offset: (fingerprint, mark_reason(score))
-                for offset, (fingerprint, score) in self.sets.load_scored(self.scope, tp).items()}
+    def sending(self, origins: Sequence[Origin], reasons: Sequence[str]) -> None:
+        self.sending_sets.mark(self.scope, origins, scores(origins, reasons))
+
+    def load(self, tp: tuple[str, int]) -> dict[int, Mark]:
+        return merged(self.sets.load_scored(self.scope, tp), self.sending_sets.load_scored(self.scope, tp))
 
     def forget_below(self, points: Mapping[tuple[str, int], int]) -> None:
         self.sets.forget_below(self.scope, points)
+        self.sending_sets.forget_below(self.scope, points)
 
     def __len__(self) -> int:
+        """Acknowledged marks held (those about to be produced: `sending_sets`)."""
         return len(self.sets)
 
 

@@ -12,7 +12,7 @@ import pytest
 from redis.crc import key_slot
 
 from consumer.ingest.records import InboundRecord
-from consumer.state.dead_letters import UPGRADE_MARGIN_MS, Origin, RedisDeadLetterMarks
+from consumer.state.dead_letters import UPGRADE_MARGIN_MS, Mark, Origin, RedisDeadLetterMarks
 
 
 def origin(offset: int, value: bytes = b"v", timestamp: int = 1_800_000_000_000, partition: int = 0) -> Origin:
@@ -66,8 +66,10 @@ def test_a_mark_holds_its_dead_letters_reason(make_marks) -> None:  # type: igno
     marks = make_marks()
     marks.mark([origin(n) for n in range(3)], ["throttled", "stale", "ambiguous"])
     marks.mark([origin(5)])
-    assert marks.load(("t", 0)) == {0: (origin(0).fingerprint, "throttled"), 1: (origin(1).fingerprint, "stale"),
-                                    2: (origin(2).fingerprint, "ambiguous"), 5: (origin(5).fingerprint, None)}
+    assert marks.load(("t", 0)) == {0: Mark(origin(0).fingerprint, "throttled", True),
+                                    1: Mark(origin(1).fingerprint, "stale", True),
+                                    2: Mark(origin(2).fingerprint, "ambiguous", True),
+                                    5: Mark(origin(5).fingerprint, None, True)}
     assert marks.load(("t", 1)) == {}
     assert marks.seen([origin(n) for n in range(3)]) == [True] * 3  # looked up as before
 
@@ -78,6 +80,22 @@ def test_a_reason_in_the_score_leaves_the_removal_below_a_commit_exact(make_mark
     marks.forget_below({("t", 0): 4})
     assert sorted(marks.load(("t", 0))) == [4, 5]
     assert marks.seen([origin(n) for n in range(6)]) == [False] * 4 + [True] * 2
+
+
+def test_a_dead_letter_about_to_be_produced_is_loaded_as_not_acknowledged(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """Noted before it is produced (`sending`): the next owner dead-letters its record again rather
+    than send it. Never `seen`: its dead-letter may not be in the topic, so a lookup before a
+    produce does not skip it. Once acknowledged, the mark says so."""
+    marks = make_marks()
+    marks.sending([origin(1), origin(2)], ["throttled", "pisano_error"])
+    marks.mark([origin(2)], ["pisano_error"])
+    assert marks.load(("t", 0)) == {1: Mark(origin(1).fingerprint, "throttled", False),
+                                    2: Mark(origin(2).fingerprint, "pisano_error", True)}
+    assert marks.seen([origin(1), origin(2)]) == [False, True]
+    marks.forget_below({("t", 0): 2})
+    assert marks.load(("t", 0)) == {2: Mark(origin(2).fingerprint, "pisano_error", True)}
+    marks.forget_below({("t", 0): 3})
+    assert marks.load(("t", 0)) == {}
 
 
 def _redis(marks: Any) -> RedisDeadLetterMarks:
@@ -93,6 +111,9 @@ def test_each_partitions_marks_are_one_key_of_their_own_hash_slot(make_marks) ->
     assert keys == ["{t:dl:g:dlq:t:0}", "{t:dl:g:dlq:t:1}"]  # not one key per record
     slots = {key_slot(k.encode()) for k in keys}
     assert len(slots) == 2 and key_slot(b"{t}") not in slots  # not all in the prefix's slot
+    marks.sending([origin(1)], ["throttled"])  # beside the partition's marks, in their slot
+    sending = sorted(k.decode() for k in marks.client.scan_iter("*:sending"))
+    assert sending == ["{t:dl:g:dlq:t:0}:sending"] and key_slot(sending[0].encode()) == key_slot(b"{t:dl:g:dlq:t:0}")
 
 
 def test_a_mark_of_the_previous_layout_is_seen_during_a_rolling_upgrade(make_marks) -> None:  # type: ignore[no-untyped-def]

@@ -468,3 +468,26 @@ def test_a_partition_assigned_while_its_marks_cannot_be_loaded_is_not_read_befor
         loop._step()
     assert [e.offset for e in loop.delivery.drop(lambda e: True)] == [0]
     assert not producer.produced
+
+
+def test_a_record_whose_dead_letter_was_not_acknowledged_before_a_crash_is_dead_lettered_again_not_sent() -> None:
+    """The window the marks left: a replica killed between producing dead-letters and their
+    acknowledgement (milliseconds; seconds while a broker restarts) left no mark, and the next
+    owner processed the records again: sent once the 429 storm was over, a dead-letter at the
+    broker and an SMS for one record. Each dead-letter is now noted before it is produced; the next
+    owner dead-letters such a record again (a second copy, maybe), never sends it."""
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    old, old_consumer, old_producer = owner(marks)
+    old_producer.poll = lambda timeout=0: 0  # type: ignore[method-assign]  # no acknowledgement comes
+    throttled_past_offset_0(old, old_consumer, RECORDS)
+    assert len(old_producer.produced) == 2 and len(marks) == 0  # produced, not acknowledged: SIGKILL
+    new, new_consumer, new_producer = owner(marks)
+    waiting = read_again(new, new_consumer)
+    assert [e.offset for e in waiting] == [0], "records handed to the batches"
+    new._step()
+    assert [(p["headers"]["dlq.original.offset"], p["headers"]["dlq.reason"]) for p in new_producer.produced] \
+        == [(b"1", b"throttled"), (b"2", b"throttled")]
+    new.outcomes.put(Outcome("delivered", waiting, accepted_at_ms=int(time.time() * 1000)))
+    new._step()
+    new._commit(sync=True, all_known=True)
+    assert new_consumer.committed == {("t", 0): 3}

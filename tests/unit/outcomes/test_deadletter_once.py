@@ -181,5 +181,6 @@ def test_a_dead_letter_acknowledged_after_its_partition_came_back_ends_the_recor
     ack_one(None, None)  # offset 1's acknowledgement, after that load
     dlq.poll()
     for offset in (1, 2):
-        failure = dlq.read_again(record(offset), dlq.marked(tp) or {})
-        assert failure is not None and failure.reason == "throttled", f"offset {offset} would be sent"
+        before = dlq.read_again(record(offset), dlq.marked(tp) or {})
+        assert before is not None and before[0].reason == "throttled", f"offset {offset} would be sent"
+        assert before[1], f"offset {offset}: its acknowledged dead-letter would be written again"
