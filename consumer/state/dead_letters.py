@@ -82,7 +82,9 @@ def mark_score(offset: int, reason: str | None) -> float:
 
 def mark_reason(score: float) -> str | None:
     """The reason a mark's score holds; None for a mark of the previous version (or a code unknown
-    to this one)."""
+    to this one, or a score that is not finite: inf or -inf, written by hand or by a bug)."""
+    if not math.isfinite(score):
+        return None
     return _REASONS_BY_CODE.get(round((score - math.floor(score)) * REASON_SPAN))
 
 
@@ -128,14 +130,7 @@ class PartitionMarks:
     def load_scored(self, scope: str, tp: TopicPartition) -> dict[int, tuple[str, float]]:
         """Offset -> (fingerprint, score) of the partition's marks."""
         with translated(f"reading {self.what}"):
-            members = self.client.zrange(self.key(scope, *tp), 0, -1, withscores=True)
-        out: dict[int, tuple[str, float]] = {}
-        for member, score in members:
-            offset, _, fingerprint = stored_text(member).partition(":")
-            number = stored_number(offset)
-            if number is not None:
-                out[number] = (fingerprint, float(score))
-        return out
+            return scored(self.client.zrange(self.key(scope, *tp), 0, -1, withscores=True))
 
     def by_key(self, scope: str, origins: Sequence[Origin]) -> dict[str, list[int]]:
         """The indexes of `origins` by the sorted set that holds their marks."""
@@ -156,14 +151,31 @@ class PartitionMarks:
                 pipe.pexpire(key, self.horizon_ms)
             pipe.execute()
 
-    def forget_below(self, scope: str, points: Mapping[TopicPartition, int]) -> None:
+    def forget_below(self, scope: str, points: Mapping[TopicPartition, int], *,
+                     beside: Callable[[str], str] | None = None) -> None:
+        """`beside`: another key per partition (in its slot) whose members go below the same
+        points, in the same round trip."""
         if not points:
             return
         with translated(f"removing {self.what}"):
             pipe = self.client.pipeline(transaction=False)
             for tp, offset in points.items():
-                pipe.zremrangebyscore(self.key(scope, *tp), "-inf", f"({offset}")
+                key = self.key(scope, *tp)
+                for each in (key, beside(key)) if beside is not None else (key,):
+                    pipe.zremrangebyscore(each, "-inf", f"({offset}")
             pipe.execute()
+
+
+def scored(members: Sequence[tuple[Any, Any]]) -> dict[int, tuple[str, float]]:
+    """Offset -> (fingerprint, score) of a sorted set's members read back (ZRANGE WITHSCORES); a
+    member whose offset is no number is skipped."""
+    out: dict[int, tuple[str, float]] = {}
+    for member, score in members:
+        offset, _, fingerprint = stored_text(member).partition(":")
+        number = stored_number(offset)
+        if number is not None:
+            out[number] = (fingerprint, float(score))
+    return out
 
 
 class Mark(NamedTuple):
@@ -213,18 +225,28 @@ def dead_letter_key(prefix: str, scope: str, topic: str, partition: int) -> str:
     return f"{{{prefix}:dl:{scope}:{topic}:{partition}}}"
 
 
+SENDING_SUFFIX = ":sending"
+
+
 def sending_key(prefix: str, scope: str, topic: str, partition: int) -> str:
     """A partition's dead-letters about to be produced: beside its marks, in their hash slot. A key
     of its own, so a replica of the previous version, which looks up the marks key, never takes a
     dead-letter that may not be in the topic for one that is."""
-    return dead_letter_key(prefix, scope, topic, partition) + ":sending"
+    return dead_letter_key(prefix, scope, topic, partition) + SENDING_SUFFIX
 
 
 def merged(acknowledged: Mapping[int, tuple[str, float]], sending: Mapping[int, tuple[str, float]]) -> dict[int, Mark]:
-    """A partition's marks from its two sorted sets ((fingerprint, score) by offset)."""
+    """A partition's marks from its two sorted sets ((fingerprint, score) by offset). An
+    acknowledged mark without a reason (a replica of the previous version dead-lettered the record
+    during a rolling upgrade) takes the reason of a note of the same record: the record ends
+    dead-lettered, not judged again (and sent, what failed it being over)."""
     out = {offset: Mark(fingerprint, mark_reason(score), False) for offset, (fingerprint, score) in sending.items()}
-    out.update((offset, Mark(fingerprint, mark_reason(score), True))
-               for offset, (fingerprint, score) in acknowledged.items())
+    for offset, (fingerprint, score) in acknowledged.items():
+        reason = mark_reason(score)
+        noted = out.get(offset)
+        if reason is None and noted is not None and noted.fingerprint == fingerprint:
+            reason = noted.reason
+        out[offset] = Mark(fingerprint, reason, True)
     return out
 
 
@@ -269,11 +291,16 @@ class RedisDeadLetterMarks:
         self.sending_sets.mark(self.scope, origins, scores(origins, reasons))
 
     def load(self, tp: TopicPartition) -> dict[int, Mark]:
-        return merged(self.sets.load_scored(self.scope, tp), self.sending_sets.load_scored(self.scope, tp))
+        # One round trip: both sets are in the partition's slot.
+        with translated("reading dead-letter marks"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrange(self.sets.key(self.scope, *tp), 0, -1, withscores=True)
+            pipe.zrange(self.sending_sets.key(self.scope, *tp), 0, -1, withscores=True)
+            acknowledged, sending = pipe.execute()
+        return merged(scored(acknowledged), scored(sending))
 
     def forget_below(self, points: Mapping[TopicPartition, int]) -> None:
-        self.sets.forget_below(self.scope, points)
-        self.sending_sets.forget_below(self.scope, points)
+        self.sets.forget_below(self.scope, points, beside=lambda key: key + SENDING_SUFFIX)
 
     def _legacy_active(self) -> bool:
         now = time.time() * 1000

@@ -132,3 +132,27 @@ def test_the_previous_layouts_marks_are_not_read_once_the_last_of_them_expired(m
     marks.client.set("{t}:dl:layout", first_lookup)
     marks.client.set("{t}:dl:t:0:1", origin(1).fingerprint, px=60_000)  # by hand: no old replica left
     assert marks.seen([origin(1)]) == [False]
+
+
+def test_a_previous_versions_mark_over_a_note_keeps_the_notes_reason(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """Found by review (a rolling upgrade): a replica of this version noted the dead-letter and died
+    before its acknowledgement; a replica of the previous version read the record again, dead-lettered
+    it and marked it without a reason, then died before its commit. The reason is the note's: without
+    it, the next owner of this version judged the record again and, the storm over, sent it."""
+    marks = make_marks()
+    marks.sending([origin(1), origin(2)], ["throttled", "throttled"])
+    marks.mark([origin(1), origin(2, value=b"another record")])  # the previous version's: integer scores
+    assert marks.load(("t", 0)) == {1: Mark(origin(1).fingerprint, "throttled", True),
+                                    2: Mark(origin(2, value=b"another record").fingerprint, None, True)}
+
+
+def test_a_score_that_is_not_finite_is_a_mark_without_a_reason(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """Found by review: a score of inf or -inf (written by hand, by a bug) raised OverflowError out
+    of every load: the partition was never fetched again, on every replica given it."""
+    marks = _redis(make_marks())
+    marks.client.zadd("{t:dl:g:dlq:t:0}", {f"1:{origin(1).fingerprint}": "inf"})
+    marks.client.zadd("{t:dl:g:dlq:t:0}:sending", {f"2:{origin(2).fingerprint}": "-inf"})
+    marks.mark([origin(3)], ["stale"])
+    assert marks.load(("t", 0)) == {1: Mark(origin(1).fingerprint, None, True),
+                                    2: Mark(origin(2).fingerprint, None, False),
+                                    3: Mark(origin(3).fingerprint, "stale", True)}

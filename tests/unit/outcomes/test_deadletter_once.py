@@ -5,6 +5,7 @@ Redis, dead-lettering goes on, at-least-once."""
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from consumer.errors import StateStoreError
@@ -184,3 +185,53 @@ def test_a_dead_letter_acknowledged_after_its_partition_came_back_ends_the_recor
         before = dlq.read_again(record(offset), dlq.marked(tp) or {})
         assert before is not None and before[0].reason == "throttled", f"offset {offset} would be sent"
         assert before[1], f"offset {offset}: its acknowledged dead-letter would be written again"
+
+
+def test_a_partition_whose_stored_mark_has_a_score_that_is_not_finite_is_loaded_and_fetched() -> None:
+    """Found by review: `mark_reason(inf)` raised OverflowError out of every load of the marks, so
+    the partition was held (not fetched) for good, on every replica given it."""
+    tp = ("t", 0)
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    marks.sets.mark(marks.scope, [Origin.of(record(1))], [math.inf])
+    marks.sending_sets.mark(marks.scope, [Origin.of(record(2))], [-math.inf])
+    marks.mark([Origin.of(record(3))], ["throttled"])
+    dlq = DeadLetterQueue(FakeProducer(), "dlq", marks=marks)
+    dlq.assigned([tp])
+    assert dlq.unloaded() == set() and dlq._marks_paused_until == 0
+    assert set(dlq.marked(tp) or {}) == {3}  # the others: judged again, as a previous version's mark
+
+
+def test_loading_a_partitions_marks_and_notes_is_one_round_trip() -> None:
+    """Found by review: the notes (`:sending`) doubled the round trips of each partition's load in
+    the assign callback, and of each removal below commits, on the poll thread."""
+    from consumer.state.dead_letters import RedisDeadLetterMarks
+    from consumer.state.redis import Keys
+
+    class Counting:
+        def __init__(self) -> None:
+            self.trips = 0
+
+        def pipeline(self, transaction: bool = False) -> Any:
+            client, queued = self, []
+
+            class Pipe:
+                def __getattr__(self, name: str) -> Any:
+                    return lambda *a, **k: queued.append([])
+
+                def execute(self) -> list[Any]:
+                    client.trips += 1
+                    return queued
+
+            return Pipe()
+
+        def __getattr__(self, name: str) -> Any:  # a command sent on its own
+            def call(*a: Any, **k: Any) -> list[Any]:
+                self.trips += 1
+                return []
+            return call
+
+    client = Counting()
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq")
+    assert marks.load(("t", 0)) == {} and client.trips == 1
+    marks.forget_below({("t", 0): 5, ("t", 1): 7})
+    assert client.trips == 2
