@@ -9,7 +9,8 @@ later record, for good): `poll()` raises it once, the poll loop ends and the rep
 a new producer; nothing past those records was committed.
 
 Once per origin, one outcome per record: with `marks` (consumer/state/dead_letters.py), each
-dead-letter is noted with its reason before it is produced (`sending`), and marked once Kafka
+dead-letter but an ambiguous one is noted with its reason before it is produced (`sending`; the
+event id's unknown mark keeps an ambiguous record from being sent), and marked once Kafka
 acknowledged it. A replica assigned a partition loads both (`assigned`), and a record read again
 after a SIGKILL or a rebalance that either holds is never sent, whatever its second pass would
 have met (a 429 storm over by then): acknowledged, it ends at once as dead-lettered again
@@ -351,12 +352,15 @@ class DeadLetterQueue:
                 self.in_flight -= 1
                 self.already_dead_lettered += 1
                 item.on_done()
-        if fresh and time.monotonic() >= self._marks_paused_until:
-            # Noted before they are produced: a replica killed before their acknowledgement leaves
-            # records the next owner dead-letters again (a second copy, maybe), never sends.
+        # Noted before they are produced: a replica killed before their acknowledgement leaves
+        # records the next owner dead-letters again (a second copy, maybe), never sends. Not an
+        # ambiguous one: its event id's unknown mark keeps it from being sent, and its second pass
+        # dead-letters it again with the attempt id `replay` needs (a note does not hold it).
+        noted = [p for p in fresh if p.origin is not None and p.failure.reason != "ambiguous"]
+        if noted and time.monotonic() >= self._marks_paused_until:
             try:
-                self.marks.sending([p.origin for p in fresh if p.origin is not None],
-                                   [p.failure.reason for p in fresh if p.origin is not None])
+                self.marks.sending([p.origin for p in noted if p.origin is not None],
+                                   [p.failure.reason for p in noted])
             except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
                 self._marks_failed("write", exc)
         for item in fresh:

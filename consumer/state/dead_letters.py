@@ -32,7 +32,8 @@ are read too (in the lookup's round trip, never written) until the last of them 
 horizon, plus a day for the upgrade itself, after the first lookup of this version, whose time is
 kept in `{<prefix>}:dl:layout` (SET NX, read once per process).
 
-Each dead-letter is also noted, with its reason, before it is produced, in a second sorted set
+Each dead-letter (but an ambiguous one: its event id's unknown mark keeps its record from being
+sent) is also noted, with its reason, before it is produced, in a second sorted set
 beside the marks (`sending_key`, same hash slot): a record whose dead-letter was produced but not
 acknowledged when its replica died is dead-lettered again by the next owner (a second copy, maybe),
 never processed again. What is left: while Redis is unreachable (dead-lettering goes on without

@@ -235,3 +235,20 @@ def test_loading_a_partitions_marks_and_notes_is_one_round_trip() -> None:
     assert marks.load(("t", 0)) == {} and client.trips == 1
     marks.forget_below({("t", 0): 5, ("t", 1): 7})
     assert client.trips == 2
+
+
+def test_an_ambiguous_dead_letter_is_not_noted_before_it_is_produced() -> None:
+    """Found by review: a record dead-lettered again from a note got a Failure without the first
+    pass's attempt id; for `ambiguous`, the copy that counts for `replay` needs it (its
+    `dlq.attempt.id` may override that attempt's unknown mark, no other). An ambiguous record read
+    again needs no note: the event id's unknown mark in Redis keeps it from being sent, and its
+    second pass dead-letters it again with that attempt's id."""
+    marks = MemoryDeadLetterMarks(horizon_s=3600)
+    producer = FakeProducer()
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks)
+    ambiguous = Failure("ambiguous", "read timeout", attempt_id="a-1")
+    dlq.send(record(1), ambiguous, lambda: None)
+    dlq.send(record(2), THROTTLED, lambda: None)
+    dlq._produce_unchecked()  # produced, not acknowledged: the replica dies here
+    assert len(producer.produced) == 2
+    assert {offset: mark.reason for offset, mark in marks.load(("t", 0)).items()} == {2: "throttled"}
