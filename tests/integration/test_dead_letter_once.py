@@ -29,6 +29,12 @@ from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS, mixed_traffic
 
 
+def acknowledged_marks(client: redis.Redis, run: Run) -> int:
+    """The group's dead-letter marks: one sorted set per partition, `{...}` (the notes of
+    dead-letters about to be produced are beside them, `{...}:sending`)."""
+    return sum(client.zcard(key) for key in client.scan_iter(f"{{*:dl:{run.group}:{run.dlq}:*}}"))
+
+
 def test_a_replica_killed_before_committing_its_dead_letters_leaves_one_copy_per_origin(
         run: Run, new_topic: Callable[..., str]) -> None:
     bad_campaign = CAMPAIGNS[2]
@@ -42,8 +48,8 @@ def test_a_replica_killed_before_committing_its_dead_letters_leaves_one_copy_per
     wait_until(lambda: len(read_all(run.stack.bootstrap, run.dlq, timeout=5)) >= expected, 60, "all dead-lettered")
     client = redis.Redis.from_url(run.stack.redis_url)
 
-    def marks() -> int:  # the group's dead-letter marks: one sorted set per partition
-        return sum(client.zcard(key) for key in client.scan_iter(f"*:dl:{run.group}:{run.dlq}:*"))
+    def marks() -> int:
+        return acknowledged_marks(client, run)
 
     # the last acknowledgements' marks are written in the same poll turn: one per dead-lettered origin
     wait_until(lambda: marks() == expected, 10, f"{expected} dead-letter marks")
@@ -69,4 +75,37 @@ def test_a_replica_killed_before_committing_its_dead_letters_leaves_one_copy_per
     assert "were dead-lettered before" in second.log_text()
     delivered = run.delivered()
     assert max(delivered.values()) == 1
+    assert second.terminate() == 0
+
+
+def test_a_record_dead_lettered_before_a_kill_is_not_sent_by_the_next_owner_once_pisano_accepts(
+        run: Run, new_topic: Callable[..., str]) -> None:
+    """The scaled chaos run's CI failure, made deterministic: a replica dead-letters the records
+    Pisano failed (503 to the last attempt) and is SIGKILLed before their commit; by the time the
+    next owner reads them again, Pisano answers. Before 0.3.0 the next owner sent them: a
+    dead-letter, a `dead_lettered` outcome and an SMS for one record. Now each ends dead-lettered
+    again, unsent, and is not dead-lettered twice."""
+    run.faults(error_rates={"503": 1.0})
+    events = 120
+    traffic = mixed_traffic(events, duplicate_every=0, invalid_every=0, prefix=unique("again"))
+    first = run.start(traffic.records, partitions=2, new_topics=new_topic, COMMIT_INTERVAL_MS=60_000,
+                      BATCH_MAX_RECIPIENTS=20, PISANO_MAX_ATTEMPTS=1)
+    wait_until(lambda: len(read_all(run.stack.bootstrap, run.dlq, timeout=5)) >= events, 60,
+               "every record dead-lettered")
+    client = redis.Redis.from_url(run.stack.redis_url)
+    wait_until(lambda: acknowledged_marks(client, run) == events, 10, f"{events} dead-letter marks")
+    assert all(offset <= 0 for offset in committed(run.stack.bootstrap, run.group, run.topic).values())
+    first.kill()
+    run.faults(error_rates={})  # the outage is over: Pisano would accept them now
+
+    second = ConsumerProcess({**first.env, "COMMIT_INTERVAL_MS": "1000"}, run.tmp_path / "second.log").start()
+    run.processes.append(second)
+    run.replica = second
+    run.wait_all_committed(120)
+    assert run.delivered() == {}, "dead-lettered records sent after all"
+    dead = read_all(run.stack.bootstrap, run.dlq)
+    assert {headers_of(m)["dlq.reason"] for m in dead} == {"retries_exhausted"}
+    copies = Counter((headers_of(m)["dlq.original.partition"], headers_of(m)["dlq.original.offset"]) for m in dead)
+    assert len(copies) == events and max(copies.values()) == 1
+    assert "ended as dead-lettered again, not sent" in second.log_text()
     assert second.terminate() == 0
