@@ -326,8 +326,8 @@ class Pipeline:
             self.metrics.events_consumed.labels(topic).inc(count)
 
     def _add_unless_ended(self, record: InboundRecord, tp: tuple[str, int], epoch: int) -> None:
-        """`Backlog.add`, or the end of a record read again whose dead-letter was acknowledged
-        before (`DeadLetterQueue.read_again`)."""
+        """`Backlog.add`, or the end of a record read again that was dead-lettered before
+        (`_ended_before`)."""
         if not self._ended_before(record, tp, epoch):
             self.backlog.add(record, tp, epoch)
 
