@@ -346,21 +346,23 @@ class DeadLetterQueue:
                 seen = self.marks.seen([p.origin for p in pending if p.origin is not None])
             except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
                 self._marks_failed("read", exc)
-        fresh = [item for item, before in zip(pending, seen, strict=True) if not before]
+        fresh: list[_Pending] = []
         for item, before in zip(pending, seen, strict=True):
             if before:
                 self.in_flight -= 1
                 self.already_dead_lettered += 1
                 item.on_done()
+            else:
+                fresh.append(item)
         # Noted before they are produced: a replica killed before their acknowledgement leaves
         # records the next owner dead-letters again (a second copy, maybe), never sends. Not an
         # ambiguous one: its event id's unknown mark keeps it from being sent, and its second pass
         # dead-letters it again with the attempt id `replay` needs (a note does not hold it).
-        noted = [p for p in fresh if p.origin is not None and p.failure.reason != "ambiguous"]
+        noted = [(p.origin, p.failure.reason) for p in fresh
+                 if p.origin is not None and p.failure.reason != "ambiguous"]
         if noted and time.monotonic() >= self._marks_paused_until:
             try:
-                self.marks.sending([p.origin for p in noted if p.origin is not None],
-                                   [p.failure.reason for p in noted])
+                self.marks.sending([origin for origin, _ in noted], [reason for _, reason in noted])
             except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
                 self._marks_failed("write", exc)
         for item in fresh:

@@ -43,7 +43,8 @@ is processed again from scratch (its mark was removed). The replay tool and `dlq
 count each origin once.
 
 `DeadLetterMarks` is the contract; `RedisDeadLetterMarks` keeps the marks in Redis (one pipelined
-ZMSCORE per partition to look up, one pipelined write per poll turn),
+ZMSCORE per partition to look up, one pipelined write of notes and one of marks per poll turn with
+dead-letters, one round trip per partition to load marks and notes at assignment),
 `consumer.state.memory.MemoryDeadLetterMarks` in memory. Both pass
 tests/contract/test_dead_letter_marks_contract.py.
 """
