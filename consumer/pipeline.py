@@ -47,6 +47,7 @@ from consumer.ingest.avro import Decoder
 from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.mapping import Mapper, Recipient
+from consumer.ingest.membership import GroupWatch, rejoin_limit_s
 from consumer.ingest.records import InboundRecord
 from consumer.operations.collector import FullPasses
 from consumer.operations.health import Health
@@ -98,7 +99,10 @@ class Pipeline:
         receipts: ReceiptWriter | None = None,
     ) -> None:
         self.settings = settings
-        self.consumer = consumer_factory(self._on_commit)
+        self._consumer_factory = consumer_factory
+        self._generation = 0  # of the Kafka consumer: one replaced (`_replace_consumer`) is ignored
+        self.consumer = self._new_consumer()
+        self._group = GroupWatch(rejoin_limit_s(settings.kafka))
         self.producer = producer
         self.decoder = decoder
         self.mapper = mapper
@@ -152,9 +156,27 @@ class Pipeline:
             self._stop_deadline = time.monotonic() + self.settings.shutdown_grace_ms / 1000
         self._stop.set()
 
+    def _new_consumer(self) -> Any:
+        generation = self._generation = self._generation + 1
+
+        def on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+            if generation == self._generation:  # not a replaced consumer's, served by its close()
+                self._on_commit(error, partitions)
+
+        return self._consumer_factory(on_commit)
+
+    def _subscribe(self) -> None:
+        def current(callback: Callable[[Any, list[TopicPartition]], None]) -> Callable[..., None]:
+            # A replaced consumer's close() serves its own callbacks in another thread: they must not
+            # touch this loop's state (confluent-kafka assigns and unassigns by itself then).
+            return lambda consumer, partitions: callback(consumer, partitions) if consumer is self.consumer else None
+
+        self.consumer.subscribe(self.settings.kafka_topics, on_assign=current(self._on_assign),
+                                on_revoke=current(self._on_revoke), on_lost=current(self._on_lost))
+        self._group.left(time.monotonic())
+
     def run(self) -> None:
-        self.consumer.subscribe(self.settings.kafka_topics, on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._subscribe()
         self.delivery.start()
         log.info("consuming %s as group %s", ",".join(self.settings.kafka_topics), self.settings.kafka_group_id)
         try:
@@ -236,6 +258,7 @@ class Pipeline:
         self._backpressure()
         if now - self._last_gauges >= GAUGE_INTERVAL_S:
             self._update_gauges()
+            self._check_membership(now)
             self._last_gauges = now
             self._log_budget.roll(log)
             self._full_passes.collect_if_due(now)
@@ -520,6 +543,7 @@ class Pipeline:
         if partitions:  # (stopping: nothing more is fetched, as in `_shutdown`)
             (consumer.pause if self._paused or self.health.stopping else consumer.resume)(partitions)
         self._hold_unmarked(tps)
+        self._group.joined()
 
     def _hold_unmarked(self, tps: list[tuple[str, int]]) -> None:
         """Pause the partitions whose dead-letter marks could not be loaded (Redis failed): fetched
@@ -581,6 +605,26 @@ class Pipeline:
         log.warning("lost %s (session timed out?); their records will be processed by the new owner",
                     _names(partitions))
         consumer.incremental_unassign(partitions)
+        self.health.joined = False  # out of the group until the next assignment
+        self._group.left(time.monotonic())
+
+    def _check_membership(self, now: float) -> None:
+        """Replace a Kafka consumer that has stayed outside its group longer than any rebalance
+        takes while Kafka answers (consumer/ingest/membership.py). It owns no partition then:
+        nothing of this loop's state belongs to it."""
+        if not self._group.overdue(now) or not self.health.kafka_ok or self.tracker.assigned():
+            return
+        log.error("not in consumer group %s for %.0fs although Kafka answers, longer than any rebalance takes "
+                  "(max.poll.interval.ms plus twice session.timeout.ms): replacing the Kafka consumer. If this "
+                  "repeats, look for the group coordinator's errors in the brokers' logs",
+                  self.settings.kafka_group_id, self._group.outside_for(now))
+        self.metrics.consumer_replaced.inc()
+        old = self.consumer
+        self.consumer = self._new_consumer()
+        self._group.joined()
+        self._subscribe()  # outside from now: the new consumer has the same time to join
+        # Its close() may never return (the client hung): in a thread of its own, never waited for.
+        threading.Thread(target=_close_quietly, args=(old,), name="kafka-close-replaced", daemon=True).start()
 
     def _forget(self, tps: set[tuple[str, int]]) -> None:
         # Their dead-letters and receipts not acknowledged by now are the next owner's to write:
@@ -668,6 +712,13 @@ class Pipeline:
         age = self.tracker.oldest_unfinished_age(now)
         self.metrics.oldest_unfinished_age.set(age)
         self.health.observe_oldest_record(age, self.settings.stuck_record_ms / 1000)
+
+
+def _close_quietly(consumer: Any) -> None:
+    try:
+        consumer.close()
+    except Exception as exc:  # the replaced client is of no use any more, whatever its state
+        log.warning("the replaced Kafka consumer did not close cleanly (%s)", exc)
 
 
 def _names(partitions: list[TopicPartition]) -> str:

@@ -88,6 +88,9 @@ class Metrics:
                                              "Redis used_memory / maxmemory (0 when maxmemory is 0: no limit)",
                                              registry=r)
         self.kafka_errors = Counter(f"{p}_kafka_errors", "Errors reported by librdkafka", ["code"], registry=r)
+        self.consumer_replaced = Counter(f"{p}_kafka_consumer_replaced",
+                                         "Kafka consumers replaced after staying outside their group longer "
+                                         "than any rebalance takes", registry=r)
         self.consumer_lag = Gauge(f"{p}_consumer_lag", "Records behind the end of the partition",
                                   ["topic", "partition"], registry=r)
         self.buffered_events = Gauge(f"{p}_buffered_events", "Events waiting in batches", registry=r)

@@ -67,8 +67,12 @@ def test_dead_letter_topic_refusing_writes_holds_commits_and_loses_nothing(run: 
 def test_kafka_restart_mid_run(local_stack: Stack, run: Run, new_topic) -> None:  # type: ignore[no-untyped-def]
     run.faults(latency_ms=150)  # keep the run going long enough to restart the broker under it
     traffic = mixed_traffic(6000, duplicate_every=25, invalid_every=100)
+    # The client once never rejoined after this restart (README, "Kafka consumer outside its
+    # group"): its group protocol is logged (debug cgrp), and with a rebalance bounded at 15 s the
+    # replica replaces a client still outside its group after 35 s, within this test's wait.
     replica = run.start(traffic.records, partitions=3, new_topics=new_topic, BATCH_MAX_RECIPIENTS=200,
-                        MAX_IN_FLIGHT_REQUESTS=2)
+                        MAX_IN_FLIGHT_REQUESTS=2, KAFKA_CONFIG_MAX_POLL_INTERVAL_MS=15000,
+                        KAFKA_CONFIG_DEBUG="cgrp", LOG_LEVEL="DEBUG")
     wait_until(lambda: len(run.delivered()) > 1500, 60, "a quarter delivered")
     localstack.stop_kafka()
     wait_until(lambda: httpx.get(f"{replica.url}/readyz").status_code == 503, 30, "not ready without Kafka")

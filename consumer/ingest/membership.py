@@ -1,0 +1,53 @@
+"""How long the replica has been outside its consumer group, and when that is longer than any
+rebalance can take.
+
+After a broker restart, librdkafka's consumer rejoins by itself: a lost session, a new member id,
+a join that waits for the old member's session to expire. Once (CI, a single broker restarted late
+in the suite) the consumer never rejoined: no coordinator found for 12 s after the broker
+answered, then no assignment for the remaining 80 s of the test, while the same broker served
+the group's offsets to other clients. A replica in that state consumes nothing, and with every
+replica in it nothing is sent at all; nothing in the client reports it.
+
+A legitimate join waits at most for every other member to rejoin (the rebalance timeout, their
+max.poll.interval.ms) and for a dead member's session to expire (session.timeout.ms, and a
+second one for a member id the client abandoned). Past that, with Kafka answering, the client is
+replaced (`Pipeline._replace_consumer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from consumer.ingest.kafka import CONSUMER_DEFAULTS
+
+
+def rejoin_limit_s(kafka: Mapping[str, Any]) -> float:
+    """max.poll.interval.ms plus twice session.timeout.ms, from the user's librdkafka settings
+    (`kafka`, strings or numbers) or the consumer's defaults."""
+    def ms(name: str) -> float:
+        return float(kafka.get(name, CONSUMER_DEFAULTS[name]))
+
+    return (ms("max.poll.interval.ms") + 2 * ms("session.timeout.ms")) / 1000
+
+
+class GroupWatch:
+    """Outside the group from the subscription, and from each lost assignment, until an
+    assignment (possibly empty) arrives."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._outside_since: float | None = None
+
+    def left(self, now: float) -> None:
+        if self._outside_since is None:
+            self._outside_since = now
+
+    def joined(self) -> None:
+        self._outside_since = None
+
+    def outside_for(self, now: float) -> float:
+        return 0.0 if self._outside_since is None else now - self._outside_since
+
+    def overdue(self, now: float) -> bool:
+        return self.outside_for(now) >= self.limit_s

@@ -1,0 +1,142 @@
+"""A Kafka consumer that stays outside its group is replaced (consumer/ingest/membership.py).
+
+Seen in CI after a broker restart: the session timed out, the assignment was lost, and the
+client never joined again (no coordinator found, no assignment for 80 s) while the broker served
+the group to other clients. The replica consumed nothing and reported nothing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from consumer.config.resources import default_mapping_file
+from consumer.config.settings import Settings
+from consumer.delivery.batching import Batcher
+from consumer.delivery.lanes import Lane, Lanes
+from consumer.ingest.avro import SchemalessDecoder
+from consumer.ingest.mapping import DeclarativeMapper
+from consumer.ingest.membership import GroupWatch, rejoin_limit_s
+from consumer.ingest.samples import default_schema
+from consumer.operations.health import Health
+from consumer.operations.metrics import Metrics
+from consumer.pipeline import Pipeline
+from tests.support.fake_kafka import FakeConsumer, FakeProducer, IdleSender
+
+KAFKA = {"session.timeout.ms": "10000", "max.poll.interval.ms": "20000"}
+LIMIT_S = 40.0  # 20 s + 2 x 10 s
+
+
+class GroupConsumer(FakeConsumer):
+    """Subscribes, closes, and calls back as confluent-kafka does (the consumer as first argument)."""
+
+    def __init__(self, on_commit: Any) -> None:
+        super().__init__()
+        self.on_commit = on_commit
+        self.callbacks: dict[str, Any] = {}
+        self.closed = threading.Event()
+
+    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+        self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
+
+    def incremental_assign(self, partitions: list[Any]) -> None: ...
+
+    def incremental_unassign(self, partitions: list[Any]) -> None: ...
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def make_loop() -> tuple[Pipeline, list[GroupConsumer], Metrics, Health]:
+    made: list[GroupConsumer] = []
+
+    def factory(on_commit: Any) -> GroupConsumer:
+        made.append(GroupConsumer(on_commit))
+        return made[-1]
+
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", kafka=KAFKA)
+    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), IdleSender())}, route=lambda campaign: "default")  # type: ignore[arg-type]
+    metrics, health = Metrics(), Health()
+    health.kafka_ok = True
+    loop = Pipeline(config, consumer_factory=factory, producer=FakeProducer(),
+                    decoder=SchemalessDecoder(default_schema()),
+                    mapper=DeclarativeMapper.from_file(default_mapping_file()),
+                    delivery_factory=lambda report: lanes, metrics=metrics, health=health)
+    return loop, made, metrics, health
+
+
+def joined_then_lost(loop: Pipeline, consumer: GroupConsumer) -> float:
+    loop._subscribe()
+    consumer.callbacks["assign"](consumer, [TopicPartition("t", 0)])
+    consumer.callbacks["lost"](consumer, [TopicPartition("t", 0)])
+    return time.monotonic()
+
+
+def test_a_consumer_outside_its_group_past_any_rebalance_is_replaced_once_and_the_old_one_closed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    loop, made, metrics, health = make_loop()
+    lost_at = joined_then_lost(loop, made[0])
+    assert not health.joined  # out of the group: not ready until the next assignment
+
+    loop._check_membership(lost_at + LIMIT_S - 1)
+    assert len(made) == 1, "replaced before a legitimate rebalance could have ended"
+
+    with caplog.at_level(logging.ERROR, logger="consumer.pipeline"):
+        loop._check_membership(lost_at + LIMIT_S + 1)
+    assert len(made) == 2 and loop.consumer is made[1]
+    assert made[1].callbacks, "the new consumer is subscribed"
+    assert made[0].closed.wait(5), "the replaced consumer is closed"
+    assert metrics.consumer_replaced._value.get() == 1
+    assert "not in consumer group" in caplog.text and "replacing the Kafka consumer" in caplog.text
+
+    # The new consumer has the same time to join: not replaced again right away.
+    loop._check_membership(time.monotonic() + 1)
+    assert len(made) == 2
+    made[1].callbacks["assign"](made[1], [])  # joined, with an empty assignment
+    assert health.joined
+    loop._check_membership(time.monotonic() + 10 * LIMIT_S)
+    assert len(made) == 2
+
+
+def test_nothing_is_replaced_while_kafka_is_unreachable_or_the_consumer_is_in_its_group() -> None:
+    loop, made, _, health = make_loop()
+    lost_at = joined_then_lost(loop, made[0])
+    health.kafka_ok = False  # a new client would not join either
+    loop._check_membership(lost_at + 10 * LIMIT_S)
+    assert len(made) == 1
+
+    health.kafka_ok = True
+    made[0].callbacks["assign"](made[0], [TopicPartition("t", 1)])
+    loop._check_membership(lost_at + 10 * LIMIT_S)
+    assert len(made) == 1
+
+
+def test_a_replaced_consumers_late_callbacks_touch_nothing() -> None:
+    """Its close() serves its callbacks in another thread: the loop's state is the new one's."""
+    loop, made, _, _ = make_loop()
+    lost_at = joined_then_lost(loop, made[0])
+    loop._check_membership(lost_at + LIMIT_S + 1)
+    old = made[0]
+    old.callbacks["assign"](old, [TopicPartition("t", 5)])
+    assert ("t", 5) not in loop.tracker.assigned()
+    loop.tracker.assign(("t", 5))
+    old.on_commit(None, [TopicPartition("t", 5, 7)])
+    assert loop.tracker._partitions[("t", 5)].committed is None  # the confirmation was not counted
+    old.callbacks["lost"](old, [TopicPartition("t", 5)])
+    assert ("t", 5) in loop.tracker.assigned()
+
+
+def test_the_limit_is_the_longest_rebalance_from_the_clients_settings() -> None:
+    assert rejoin_limit_s(KAFKA) == LIMIT_S
+    assert rejoin_limit_s({}) == 300 + 2 * 45  # the consumer's defaults
+    watch = GroupWatch(10)
+    assert not watch.overdue(100.0)  # never subscribed
+    watch.left(100.0)
+    watch.left(105.0)  # still outside since the first
+    assert watch.overdue(110.0) and watch.outside_for(110.0) == 10
+    watch.joined()
+    assert not watch.overdue(1000.0)
