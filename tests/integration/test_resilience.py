@@ -4,6 +4,7 @@ itself; readiness says so meanwhile."""
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 
 import httpx
@@ -17,8 +18,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from tests.conftest import Stack, localstack, unique
-from tests.support.consumers import wait_until
-from tests.support.kafka import all_committed, committed, headers_of
+from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
+from tests.support.kafka import all_committed, committed, headers_of, produce
 from tests.support.runs import RUN_TOKEN, Run
 from tests.support.scenario import CAMPAIGNS, mixed_traffic
 
@@ -106,3 +107,61 @@ def test_readiness_follows_redis(redis: str, local_stack: Stack, run: Run, new_t
     run.finish(dead_letters=0)
     assert len(run.delivered()) == 20
     assert [headers_of(m) for m in run.dead] == []
+
+
+# A member of the group that stops answering without leaving (a process frozen by SIGSTOP): it
+# joins first and owns every partition, so a newcomer's join waits for its session to expire.
+FROZEN_MEMBER = """
+import sys
+from confluent_kafka import Consumer
+bootstrap, group, topic, session_ms = sys.argv[1:5]
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "session.timeout.ms": int(session_ms),
+                     "heartbeat.interval.ms": 1000, "enable.auto.commit": False,
+                     "partition.assignment.strategy": "cooperative-sticky"})
+assigned = []
+consumer.subscribe([topic], on_assign=lambda c, partitions: assigned.extend(partitions))
+while not assigned:
+    consumer.poll(0.2)
+print("joined", flush=True)
+sys.stdin.read()  # frozen here until killed
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_replica_kept_outside_its_group_replaces_its_client_and_loses_nothing(run: Run, new_topic) -> None:  # type: ignore[no-untyped-def]
+    """The replacement path with a real client and broker (README, "Kafka consumer outside its
+    group"). The replica's join waits on a frozen member for 40 s, past its own limit (18 s: a
+    rebalance bounded at 6 s, sessions of 6 s), so it replaces its client in the middle of a
+    join: the old client leaves while closing, the new one gets every partition once the frozen
+    member expires, and every record ends once, nothing sent twice. (A client that hangs, as in
+    CI, cannot be made to order; this shows the replacement itself is safe and completes.)"""
+    import subprocess
+    import sys
+
+    stack = run.stack
+    traffic = mixed_traffic(300, duplicate_every=25, invalid_every=50)
+    run.topic, run.dlq, run.group = new_topic(partitions=3), new_topic("dlq"), unique("g")
+    produce(stack.bootstrap, run.topic, traffic.records)
+    frozen = subprocess.Popen([sys.executable, "-c", FROZEN_MEMBER, stack.bootstrap, run.group, run.topic, "40000"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert frozen.stdout is not None and frozen.stdout.readline().strip() == b"joined"
+        frozen.send_signal(signal.SIGSTOP)
+        env = consumer_env(bootstrap=stack.bootstrap, redis_url=stack.redis_url, topic=run.topic, dlq=run.dlq,
+                           group=run.group, pisano_url=run.simulator.url, token=TOKEN,
+                           KAFKA_CONFIG_SESSION_TIMEOUT_MS=6000, KAFKA_CONFIG_MAX_POLL_INTERVAL_MS=6000,
+                           REVOKE_GRACE_MS=1000)
+        replica = run.replica = ConsumerProcess(env, run.tmp_path / "consumer.log").start()
+        run.processes.append(replica)
+        wait_until(lambda: "replacing the Kafka consumer" in replica.log_text(), 60, "the client replaced")
+        assert httpx.get(f"{replica.url}/readyz").json()["joined_group"] is False
+        assert replica.metric("pisano_sms_kafka_consumer_replaced_total") == 1
+        run.finish()
+    finally:
+        frozen.kill()
+        frozen.communicate(timeout=10)  # reaps it and closes its pipes
+    assert set(run.delivered()) == traffic.valid_phones and max(run.delivered().values()) == 1
+    origins = {(h["dlq.original.partition"], h["dlq.original.offset"]): h["dlq.reason"] for h in run.dead_headers()}
+    assert Counter(origins.values()) == traffic.invalid
+    assert "replacing the Kafka consumer" in replica.log_text()
