@@ -47,7 +47,7 @@ from consumer.ingest.avro import Decoder
 from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.mapping import Mapper, Recipient
-from consumer.ingest.membership import GroupWatch, rejoin_limit_s
+from consumer.ingest.membership import GroupWatch, missing_topics, rejoin_limit_s
 from consumer.ingest.records import InboundRecord
 from consumer.operations.collector import FullPasses
 from consumer.operations.health import Health
@@ -611,8 +611,23 @@ class Pipeline:
     def _check_membership(self, now: float) -> None:
         """Replace a Kafka consumer that has stayed outside its group longer than any rebalance
         takes while Kafka answers (consumer/ingest/membership.py). It owns no partition then:
-        nothing of this loop's state belongs to it."""
-        if not self._group.overdue(now) or not self.health.kafka_ok or self.tracker.assigned():
+        nothing of this loop's state belongs to it. The time counts while Kafka answers and has a
+        subscribed topic: after an outage the client has the whole time of a rebalance to rejoin."""
+        if not self.health.kafka_ok:
+            self._group.restart(now)
+            return
+        if self._stop.is_set() or not self._group.overdue(now) or self.tracker.assigned():
+            return  # (stopping: the shutdown closes the client; a new one would only be closed again)
+        try:
+            missing = missing_topics(self.settings.kafka_topics, self.consumer.list_topics(timeout=5))
+        except KafkaException:
+            self._group.restart(now)  # not answering after all
+            return
+        if len(missing) == len(self.settings.kafka_topics):
+            log.warning("not in consumer group %s for %.0fs: no such topic in Kafka: %s (KAFKA_TOPICS); the "
+                        "client joins once one exists", self.settings.kafka_group_id, self._group.outside_for(now),
+                        ",".join(missing))
+            self._group.restart(now)
             return
         log.error("not in consumer group %s for %.0fs although Kafka answers, longer than any rebalance takes "
                   "(max.poll.interval.ms plus twice session.timeout.ms): replacing the Kafka consumer. If this "

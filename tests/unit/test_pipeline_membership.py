@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -39,6 +40,12 @@ class GroupConsumer(FakeConsumer):
         self.on_commit = on_commit
         self.callbacks: dict[str, Any] = {}
         self.closed = threading.Event()
+        self.topics = {"t"}  # in the cluster's metadata (list_topics)
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        partitions = {0: object()}
+        return SimpleNamespace(topics={name: SimpleNamespace(partitions=partitions, error=None)
+                                       for name in self.topics})
 
     def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
@@ -140,3 +147,59 @@ def test_the_limit_is_the_longest_rebalance_from_the_clients_settings() -> None:
     assert watch.overdue(110.0) and watch.outside_for(110.0) == 10
     watch.joined()
     assert not watch.overdue(1000.0)
+
+
+def test_the_time_kafka_was_unreachable_does_not_count() -> None:
+    """A Kafka outage longer than the limit: the client rejoins once Kafka answers, as after any
+    broker restart. Replaced the moment Kafka answers again, it would be given no time at all."""
+    loop, made, _, health = make_loop()
+    lost_at = joined_then_lost(loop, made[0])  # the session timed out during the outage
+    health.kafka_ok = False
+    for t in range(0, int(3 * LIMIT_S), 5):
+        loop._check_membership(lost_at + t)
+    health.kafka_ok = True  # the broker is back
+    back_at = lost_at + 3 * LIMIT_S
+    loop._check_membership(back_at)
+    loop._check_membership(back_at + LIMIT_S - 6)
+    assert len(made) == 1, "replaced before it had the time of a rebalance with Kafka answering"
+    loop._check_membership(back_at + LIMIT_S + 6)
+    assert len(made) == 2
+
+
+def test_a_client_whose_topics_do_not_exist_is_not_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    """Subscribed to topics none of which exists (not created yet, a typo in KAFKA_TOPICS, not
+    authorized), librdkafka joins no group: a new client would not either. Said, not replaced."""
+    loop, made, metrics, _ = make_loop()
+    made[0].topics = {"other"}
+    loop._subscribe()
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="consumer.pipeline"):
+        loop._check_membership(start + LIMIT_S + 1)
+        loop._check_membership(start + 3 * LIMIT_S)
+    assert len(made) == 1 and metrics.consumer_replaced._value.get() == 0
+    assert "replacing" not in caplog.text and "t" in caplog.text and "no such topic" in caplog.text
+    made[0].topics = {"t", "other"}  # created: the client now has the time of a rebalance to join
+    created_at = start + 3 * LIMIT_S + 5
+    loop._check_membership(created_at)
+    loop._check_membership(created_at + LIMIT_S - 6)
+    assert len(made) == 1
+    loop._check_membership(created_at + LIMIT_S + 6)
+    assert len(made) == 2
+
+
+def test_a_regular_expression_subscription_counts_its_matching_topics() -> None:
+    loop, made, _, _ = make_loop()
+    loop.settings.kafka_topics = ["^sms-.*"]
+    made[0].topics = {"sms-a"}
+    loop._subscribe()
+    loop._check_membership(time.monotonic() + LIMIT_S + 1)
+    assert len(made) == 2
+
+
+def test_nothing_is_replaced_once_stopping() -> None:
+    """A SIGTERM: the loop's last turns must not start a new client the shutdown then closes."""
+    loop, made, _, _ = make_loop()
+    lost_at = joined_then_lost(loop, made[0])
+    loop.request_stop()
+    loop._check_membership(lost_at + 10 * LIMIT_S)
+    assert len(made) == 1
