@@ -103,6 +103,7 @@ class Pipeline:
         self._generation = 0  # of the Kafka consumer: one replaced (`_replace_consumer`) is ignored
         self.consumer = self._new_consumer()
         self._group = GroupWatch(rejoin_limit_s(settings.kafka))
+        self._closing: threading.Thread | None = None  # the close() of the last consumer replaced
         self.producer = producer
         self.decoder = decoder
         self.mapper = mapper
@@ -629,6 +630,12 @@ class Pipeline:
                         ",".join(missing))
             self._group.restart(now)
             return
+        if self._closing is not None and self._closing.is_alive():
+            # Each replacement after it would leave one more client (threads, connections) behind.
+            log.error("not in consumer group %s for %.0fs, but the Kafka consumer replaced before has not closed "
+                      "yet: not replacing another", self.settings.kafka_group_id, self._group.outside_for(now))
+            self._group.restart(now)
+            return
         log.error("not in consumer group %s for %.0fs although Kafka answers, longer than any rebalance takes "
                   "(max.poll.interval.ms plus twice session.timeout.ms): replacing the Kafka consumer. If this "
                   "repeats, look for the group coordinator's errors in the brokers' logs",
@@ -639,7 +646,8 @@ class Pipeline:
         self._group.joined()
         self._subscribe()  # outside from now: the new consumer has the same time to join
         # Its close() may never return (the client hung): in a thread of its own, never waited for.
-        threading.Thread(target=_close_quietly, args=(old,), name="kafka-close-replaced", daemon=True).start()
+        self._closing = threading.Thread(target=_close_quietly, args=(old,), name="kafka-close-replaced", daemon=True)
+        self._closing.start()
 
     def _forget(self, tps: set[tuple[str, int]]) -> None:
         # Their dead-letters and receipts not acknowledged by now are the next owner's to write:

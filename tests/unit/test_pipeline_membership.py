@@ -203,3 +203,23 @@ def test_nothing_is_replaced_once_stopping() -> None:
     loop.request_stop()
     loop._check_membership(lost_at + 10 * LIMIT_S)
     assert len(made) == 1
+
+
+def test_a_replaced_client_that_never_closes_is_not_followed_by_more() -> None:
+    """Its close() may hang (never waited for): each replacement that follows would leave one more
+    librdkafka client, its threads and connections, behind. One at a time."""
+    loop, made, metrics, _ = make_loop()
+    release = threading.Event()
+    made[0].close = lambda: release.wait(10)  # type: ignore[method-assign]
+    lost_at = joined_then_lost(loop, made[0])
+    loop._check_membership(lost_at + LIMIT_S + 1)
+    assert len(made) == 2
+    made[1].close = lambda: release.wait(10)  # type: ignore[method-assign]
+    loop._check_membership(time.monotonic() + LIMIT_S + 1)
+    assert len(made) == 2 and metrics.consumer_replaced._value.get() == 1, "replaced while the last one closes"
+    release.set()
+    deadline = time.monotonic() + 5
+    while loop._closing is not None and loop._closing.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    loop._check_membership(time.monotonic() + 3 * LIMIT_S)
+    assert len(made) == 3
