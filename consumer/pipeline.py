@@ -620,7 +620,8 @@ class Pipeline:
         if self._stop.is_set() or not self._group.overdue(now) or self.tracker.assigned():
             return  # (stopping: the shutdown closes the client; a new one would only be closed again)
         try:
-            missing = missing_topics(self.settings.kafka_topics, self.consumer.list_topics(timeout=5))
+            # The producer: the consumer itself may be the client that hangs.
+            missing = missing_topics(self.settings.kafka_topics, self.producer.list_topics(timeout=5))
         except KafkaException:
             self._group.restart(now)  # not answering after all
             return

@@ -40,12 +40,9 @@ class GroupConsumer(FakeConsumer):
         self.on_commit = on_commit
         self.callbacks: dict[str, Any] = {}
         self.closed = threading.Event()
-        self.topics = {"t"}  # in the cluster's metadata (list_topics)
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
-        partitions = {0: object()}
-        return SimpleNamespace(topics={name: SimpleNamespace(partitions=partitions, error=None)
-                                       for name in self.topics})
+        raise AssertionError("asked the client outside its group: it may be the one that hangs")
 
     def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
@@ -56,6 +53,19 @@ class GroupConsumer(FakeConsumer):
 
     def close(self) -> None:
         self.closed.set()
+
+
+class TopicsProducer(FakeProducer):
+    """Answers metadata requests with `topics` (the producer: a client that works)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.topics = {"t"}
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        partitions = {0: object()}
+        return SimpleNamespace(topics={name: SimpleNamespace(partitions=partitions, error=None)
+                                       for name in self.topics})
 
 
 def make_loop() -> tuple[Pipeline, list[GroupConsumer], Metrics, Health]:
@@ -69,7 +79,7 @@ def make_loop() -> tuple[Pipeline, list[GroupConsumer], Metrics, Health]:
     lanes = Lanes({"default": Lane(Batcher(5000, 1.0), IdleSender())}, route=lambda campaign: "default")  # type: ignore[arg-type]
     metrics, health = Metrics(), Health()
     health.kafka_ok = True
-    loop = Pipeline(config, consumer_factory=factory, producer=FakeProducer(),
+    loop = Pipeline(config, consumer_factory=factory, producer=TopicsProducer(),
                     decoder=SchemalessDecoder(default_schema()),
                     mapper=DeclarativeMapper.from_file(default_mapping_file()),
                     delivery_factory=lambda report: lanes, metrics=metrics, health=health)
@@ -170,7 +180,7 @@ def test_a_client_whose_topics_do_not_exist_is_not_replaced(caplog: pytest.LogCa
     """Subscribed to topics none of which exists (not created yet, a typo in KAFKA_TOPICS, not
     authorized), librdkafka joins no group: a new client would not either. Said, not replaced."""
     loop, made, metrics, _ = make_loop()
-    made[0].topics = {"other"}
+    loop.producer.topics = {"other"}
     loop._subscribe()
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="consumer.pipeline"):
@@ -178,7 +188,7 @@ def test_a_client_whose_topics_do_not_exist_is_not_replaced(caplog: pytest.LogCa
         loop._check_membership(start + 3 * LIMIT_S)
     assert len(made) == 1 and metrics.consumer_replaced._value.get() == 0
     assert "replacing" not in caplog.text and "t" in caplog.text and "no such topic" in caplog.text
-    made[0].topics = {"t", "other"}  # created: the client now has the time of a rebalance to join
+    loop.producer.topics = {"t", "other"}  # created: the client now has the time of a rebalance to join
     created_at = start + 3 * LIMIT_S + 5
     loop._check_membership(created_at)
     loop._check_membership(created_at + LIMIT_S - 6)
@@ -190,7 +200,7 @@ def test_a_client_whose_topics_do_not_exist_is_not_replaced(caplog: pytest.LogCa
 def test_a_regular_expression_subscription_counts_its_matching_topics() -> None:
     loop, made, _, _ = make_loop()
     loop.settings.kafka_topics = ["^sms-.*"]
-    made[0].topics = {"sms-a"}
+    loop.producer.topics = {"sms-a"}
     loop._subscribe()
     loop._check_membership(time.monotonic() + LIMIT_S + 1)
     assert len(made) == 2
