@@ -47,7 +47,7 @@ from consumer.ingest.avro import Decoder
 from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.mapping import Mapper, Recipient
-from consumer.ingest.membership import GroupWatch, rejoin_limit_s
+from consumer.ingest.membership import GroupWatch, missing_topics, rejoin_limit_s
 from consumer.ingest.records import InboundRecord
 from consumer.operations.collector import FullPasses
 from consumer.operations.health import Health
@@ -103,6 +103,7 @@ class Pipeline:
         self._generation = 0  # of the Kafka consumer: one replaced (`_replace_consumer`) is ignored
         self.consumer = self._new_consumer()
         self._group = GroupWatch(rejoin_limit_s(settings.kafka))
+        self._closing: threading.Thread | None = None  # the close() of the last consumer replaced
         self.producer = producer
         self.decoder = decoder
         self.mapper = mapper
@@ -611,8 +612,30 @@ class Pipeline:
     def _check_membership(self, now: float) -> None:
         """Replace a Kafka consumer that has stayed outside its group longer than any rebalance
         takes while Kafka answers (consumer/ingest/membership.py). It owns no partition then:
-        nothing of this loop's state belongs to it."""
-        if not self._group.overdue(now) or not self.health.kafka_ok or self.tracker.assigned():
+        nothing of this loop's state belongs to it. The time counts while Kafka answers and has a
+        subscribed topic: after an outage the client has the whole time of a rebalance to rejoin."""
+        if not self.health.kafka_ok:
+            self._group.restart(now)
+            return
+        if self._stop.is_set() or not self._group.overdue(now) or self.tracker.assigned():
+            return  # (stopping: the shutdown closes the client; a new one would only be closed again)
+        try:
+            # The producer: the consumer itself may be the client that hangs.
+            missing = missing_topics(self.settings.kafka_topics, self.producer.list_topics(timeout=5))
+        except KafkaException:
+            self._group.restart(now)  # not answering after all
+            return
+        if len(missing) == len(self.settings.kafka_topics):
+            log.warning("not in consumer group %s for %.0fs: no such topic in Kafka: %s (KAFKA_TOPICS); the "
+                        "client joins once one exists", self.settings.kafka_group_id, self._group.outside_for(now),
+                        ",".join(missing))
+            self._group.restart(now)
+            return
+        if self._closing is not None and self._closing.is_alive():
+            # Each replacement after it would leave one more client (threads, connections) behind.
+            log.error("not in consumer group %s for %.0fs, but the Kafka consumer replaced before has not closed "
+                      "yet: not replacing another", self.settings.kafka_group_id, self._group.outside_for(now))
+            self._group.restart(now)
             return
         log.error("not in consumer group %s for %.0fs although Kafka answers, longer than any rebalance takes "
                   "(max.poll.interval.ms plus twice session.timeout.ms): replacing the Kafka consumer. If this "
@@ -624,7 +647,8 @@ class Pipeline:
         self._group.joined()
         self._subscribe()  # outside from now: the new consumer has the same time to join
         # Its close() may never return (the client hung): in a thread of its own, never waited for.
-        threading.Thread(target=_close_quietly, args=(old,), name="kafka-close-replaced", daemon=True).start()
+        self._closing = threading.Thread(target=_close_quietly, args=(old,), name="kafka-close-replaced", daemon=True)
+        self._closing.start()
 
     def _forget(self, tps: set[tuple[str, int]]) -> None:
         # Their dead-letters and receipts not acknowledged by now are the next owner's to write:

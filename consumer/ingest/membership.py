@@ -16,7 +16,8 @@ replaced (`Pipeline._replace_consumer`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from consumer.ingest.kafka import CONSUMER_DEFAULTS
@@ -46,8 +47,23 @@ class GroupWatch:
     def joined(self) -> None:
         self._outside_since = None
 
+    def restart(self, now: float) -> None:
+        """Still outside, but the time so far does not count (Kafka did not answer, or had none of
+        the subscribed topics): a client is given the whole time of a rebalance from `now`."""
+        if self._outside_since is not None:
+            self._outside_since = now
+
     def outside_for(self, now: float) -> float:
         return 0.0 if self._outside_since is None else now - self._outside_since
 
     def overdue(self, now: float) -> bool:
         return self.outside_for(now) >= self.limit_s
+
+
+def missing_topics(subscribed: Iterable[str], metadata: Any) -> list[str]:
+    """The subscribed topics (names, or librdkafka's regular expressions: `^...`) that name no
+    topic with partitions in the cluster's `metadata` (`list_topics()`): with all of them missing,
+    librdkafka joins no group, and a new client would not either."""
+    present = [name for name, topic in metadata.topics.items() if topic.error is None and topic.partitions]
+    return [s for s in subscribed
+            if not (any(re.search(s, name) for name in present) if s.startswith("^") else s in present)]

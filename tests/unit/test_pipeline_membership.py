@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -40,6 +41,9 @@ class GroupConsumer(FakeConsumer):
         self.callbacks: dict[str, Any] = {}
         self.closed = threading.Event()
 
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        raise AssertionError("asked the client outside its group: it may be the one that hangs")
+
     def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
 
@@ -49,6 +53,19 @@ class GroupConsumer(FakeConsumer):
 
     def close(self) -> None:
         self.closed.set()
+
+
+class TopicsProducer(FakeProducer):
+    """Answers metadata requests with `topics` (the producer: a client that works)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.topics = {"t"}
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        partitions = {0: object()}
+        return SimpleNamespace(topics={name: SimpleNamespace(partitions=partitions, error=None)
+                                       for name in self.topics})
 
 
 def make_loop() -> tuple[Pipeline, list[GroupConsumer], Metrics, Health]:
@@ -62,7 +79,7 @@ def make_loop() -> tuple[Pipeline, list[GroupConsumer], Metrics, Health]:
     lanes = Lanes({"default": Lane(Batcher(5000, 1.0), IdleSender())}, route=lambda campaign: "default")  # type: ignore[arg-type]
     metrics, health = Metrics(), Health()
     health.kafka_ok = True
-    loop = Pipeline(config, consumer_factory=factory, producer=FakeProducer(),
+    loop = Pipeline(config, consumer_factory=factory, producer=TopicsProducer(),
                     decoder=SchemalessDecoder(default_schema()),
                     mapper=DeclarativeMapper.from_file(default_mapping_file()),
                     delivery_factory=lambda report: lanes, metrics=metrics, health=health)
@@ -140,3 +157,79 @@ def test_the_limit_is_the_longest_rebalance_from_the_clients_settings() -> None:
     assert watch.overdue(110.0) and watch.outside_for(110.0) == 10
     watch.joined()
     assert not watch.overdue(1000.0)
+
+
+def test_the_time_kafka_was_unreachable_does_not_count() -> None:
+    """A Kafka outage longer than the limit: the client rejoins once Kafka answers, as after any
+    broker restart. Replaced the moment Kafka answers again, it would be given no time at all."""
+    loop, made, _, health = make_loop()
+    lost_at = joined_then_lost(loop, made[0])  # the session timed out during the outage
+    health.kafka_ok = False
+    for t in range(0, int(3 * LIMIT_S), 5):
+        loop._check_membership(lost_at + t)
+    health.kafka_ok = True  # the broker is back
+    back_at = lost_at + 3 * LIMIT_S
+    loop._check_membership(back_at)
+    loop._check_membership(back_at + LIMIT_S - 6)
+    assert len(made) == 1, "replaced before it had the time of a rebalance with Kafka answering"
+    loop._check_membership(back_at + LIMIT_S + 6)
+    assert len(made) == 2
+
+
+def test_a_client_whose_topics_do_not_exist_is_not_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    """Subscribed to topics none of which exists (not created yet, a typo in KAFKA_TOPICS, not
+    authorized), librdkafka joins no group: a new client would not either. Said, not replaced."""
+    loop, made, metrics, _ = make_loop()
+    loop.producer.topics = {"other"}
+    loop._subscribe()
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="consumer.pipeline"):
+        loop._check_membership(start + LIMIT_S + 1)
+        loop._check_membership(start + 3 * LIMIT_S)
+    assert len(made) == 1 and metrics.consumer_replaced._value.get() == 0
+    assert "replacing" not in caplog.text and "t" in caplog.text and "no such topic" in caplog.text
+    loop.producer.topics = {"t", "other"}  # created: the client now has the time of a rebalance to join
+    created_at = start + 3 * LIMIT_S + 5
+    loop._check_membership(created_at)
+    loop._check_membership(created_at + LIMIT_S - 6)
+    assert len(made) == 1
+    loop._check_membership(created_at + LIMIT_S + 6)
+    assert len(made) == 2
+
+
+def test_a_regular_expression_subscription_counts_its_matching_topics() -> None:
+    loop, made, _, _ = make_loop()
+    loop.settings.kafka_topics = ["^sms-.*"]
+    loop.producer.topics = {"sms-a"}
+    loop._subscribe()
+    loop._check_membership(time.monotonic() + LIMIT_S + 1)
+    assert len(made) == 2
+
+
+def test_nothing_is_replaced_once_stopping() -> None:
+    """A SIGTERM: the loop's last turns must not start a new client the shutdown then closes."""
+    loop, made, _, _ = make_loop()
+    lost_at = joined_then_lost(loop, made[0])
+    loop.request_stop()
+    loop._check_membership(lost_at + 10 * LIMIT_S)
+    assert len(made) == 1
+
+
+def test_a_replaced_client_that_never_closes_is_not_followed_by_more() -> None:
+    """Its close() may hang (never waited for): each replacement that follows would leave one more
+    librdkafka client, its threads and connections, behind. One at a time."""
+    loop, made, metrics, _ = make_loop()
+    release = threading.Event()
+    made[0].close = lambda: release.wait(10)  # type: ignore[method-assign]
+    lost_at = joined_then_lost(loop, made[0])
+    loop._check_membership(lost_at + LIMIT_S + 1)
+    assert len(made) == 2
+    made[1].close = lambda: release.wait(10)  # type: ignore[method-assign]
+    loop._check_membership(time.monotonic() + LIMIT_S + 1)
+    assert len(made) == 2 and metrics.consumer_replaced._value.get() == 1, "replaced while the last one closes"
+    release.set()
+    deadline = time.monotonic() + 5
+    while loop._closing is not None and loop._closing.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    loop._check_membership(time.monotonic() + 3 * LIMIT_S)
+    assert len(made) == 3
