@@ -206,6 +206,16 @@ def test_a_regular_expression_subscription_counts_its_matching_topics() -> None:
     assert len(made) == 2
 
 
+def test_a_regular_expression_python_cannot_read_is_not_counted_missing() -> None:
+    """librdkafka's regex dialect is not Python's: a pattern `re` refuses must not end the loop."""
+    loop, made, _, _ = make_loop()
+    loop.settings.kafka_topics = ["^sms-(?<x>a)"]  # an error to Python's re
+    loop.producer.topics = {"sms-a"}
+    loop._subscribe()
+    loop._check_membership(time.monotonic() + LIMIT_S + 1)
+    assert len(made) == 2
+
+
 def test_nothing_is_replaced_once_stopping() -> None:
     """A SIGTERM: the loop's last turns must not start a new client the shutdown then closes."""
     loop, made, _, _ = make_loop()
