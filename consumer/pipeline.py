@@ -614,6 +614,11 @@ class Pipeline:
         takes while Kafka answers (consumer/ingest/membership.py). It owns no partition then:
         nothing of this loop's state belongs to it. The time counts while Kafka answers and has a
         subscribed topic: after an outage the client has the whole time of a rebalance to rejoin."""
+        if self._group.inside and not self.consumer.memberid():
+            # Out of the group without a lost assignment: an empty one's session timed out (librdkafka
+            # calls on_lost only with partitions); the client's member id was reset.
+            self._group.left(now)
+            self.health.joined = False
         if not self.health.kafka_ok:
             self._group.restart(now)
             return

@@ -47,6 +47,10 @@ class GroupWatch:
     def joined(self) -> None:
         self._outside_since = None
 
+    @property
+    def inside(self) -> bool:
+        return self._outside_since is None
+
     def restart(self, now: float) -> None:
         """Still outside, but the time so far does not count (Kafka did not answer, or had none of
         the subscribed topics): a client is given the whole time of a rebalance from `now`."""

@@ -95,6 +95,9 @@ class FakeConsumer:
     def get_watermark_offsets(self, tp: Any, cached: bool) -> tuple[int, int]:
         raise KafkaException("not in a unit test")
 
+    def memberid(self) -> str | None:
+        return "member-1"  # in the group, as far as the poll loop's membership check asks
+
 
 class FakeProducer:
     """Acknowledges every dead-letter on the next poll, or refuses them all (`refuse`)."""

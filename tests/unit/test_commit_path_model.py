@@ -80,6 +80,9 @@ class Consumer:
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(*tp) for tp in sorted(self.assigned)]
 
+    def memberid(self) -> str:
+        return "member-1"  # the model's member never leaves the group on its own
+
     def pause(self, partitions: list[TopicPartition]) -> None:
         self.paused |= {(p.topic, p.partition) for p in partitions}
 

@@ -40,6 +40,10 @@ class GroupConsumer(FakeConsumer):
         self.on_commit = on_commit
         self.callbacks: dict[str, Any] = {}
         self.closed = threading.Event()
+        self.member: str | None = "m-1"
+
+    def memberid(self) -> str | None:
+        return self.member
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
         raise AssertionError("asked the client outside its group: it may be the one that hangs")
@@ -214,6 +218,23 @@ def test_a_regular_expression_python_cannot_read_is_not_counted_missing() -> Non
     loop._subscribe()
     loop._check_membership(time.monotonic() + LIMIT_S + 1)
     assert len(made) == 2
+
+
+def test_an_empty_assignments_lost_session_is_seen_through_the_member_id(caplog: pytest.LogCaptureFixture) -> None:
+    """A replica beyond the partition count gets no on_lost when its session times out (nothing to
+    lose): only its member id, reset by librdkafka, says it is out of the group."""
+    loop, made, _, health = make_loop()
+    loop._subscribe()
+    made[0].callbacks["assign"](made[0], [])
+    assert health.joined
+    made[0].member = None  # the session timed out; no callback
+    left_at = time.monotonic()
+    loop._check_membership(left_at)
+    assert not health.joined
+    loop._check_membership(left_at + LIMIT_S - 1)
+    assert len(made) == 1
+    loop._check_membership(left_at + LIMIT_S + 1)
+    assert len(made) == 2 and loop.consumer is made[1]
 
 
 def test_nothing_is_replaced_once_stopping() -> None:
