@@ -158,13 +158,15 @@ class Pipeline:
         self._stop.set()
 
     def _new_consumer(self) -> Any:
-        generation = self._generation = self._generation + 1
+        generation = self._generation + 1
 
         def on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
             if generation == self._generation:  # not a replaced consumer's, served by its close()
                 self._on_commit(error, partitions)
 
-        return self._consumer_factory(on_commit)
+        consumer = self._consumer_factory(on_commit)
+        self._generation = generation  # (only once it exists: one that failed replaces nothing)
+        return consumer
 
     def _subscribe(self) -> None:
         def current(callback: Callable[[Any, list[TopicPartition]], None]) -> Callable[..., None]:
@@ -646,9 +648,16 @@ class Pipeline:
                   "(max.poll.interval.ms plus twice session.timeout.ms): replacing the Kafka consumer. If this "
                   "repeats, look for the group coordinator's errors in the brokers' logs",
                   self.settings.kafka_group_id, self._group.outside_for(now))
+        try:
+            new = self._new_consumer()
+        except KafkaException as exc:
+            # Where the first one was not (a TLS file unreadable mid-rotation, say): the loop goes on
+            # with the old client, and tries again after another limit.
+            log.error("could not create a new Kafka consumer (%s); trying again in %.0fs", exc, self._group.limit_s)
+            self._group.restart(now)
+            return
         self.metrics.consumer_replaced.inc()
-        old = self.consumer
-        self.consumer = self._new_consumer()
+        old, self.consumer = self.consumer, new
         self._group.joined()
         self._subscribe()  # outside from now: the new consumer has the same time to join
         # Its close() may never return (the client hung): in a thread of its own, never waited for.

@@ -264,3 +264,34 @@ def test_a_replaced_client_that_never_closes_is_not_followed_by_more() -> None:
         time.sleep(0.01)
     loop._check_membership(time.monotonic() + 3 * LIMIT_S)
     assert len(made) == 3
+
+
+def test_a_new_client_that_cannot_be_created_leaves_the_old_one_in_place(caplog: pytest.LogCaptureFixture) -> None:
+    """Creating a librdkafka client can fail where the first one did not (a TLS file unreadable
+    mid-rotation: KafkaException "Failed to create consumer"): the poll loop goes on with the old
+    client, its callbacks still its own, and tries again after another limit."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    loop, made, metrics, _ = make_loop()
+    first = made[0]
+    lost_at = joined_then_lost(loop, first)
+    factory = loop._consumer_factory
+
+    def failing(on_commit: Any) -> Any:
+        raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "Failed to create consumer: ssl.ca.location failed"))
+
+    loop._consumer_factory = failing
+    with caplog.at_level(logging.ERROR, logger="consumer.pipeline"):
+        loop._check_membership(lost_at + LIMIT_S + 1)  # raised out of the poll loop, ending it
+    assert loop.consumer is first and not first.closed.is_set() and metrics.consumer_replaced._value.get() == 0
+    assert "could not create" in caplog.text
+    confirmed: list[Any] = []
+    loop._on_commit = lambda error, partitions: confirmed.append(partitions)  # type: ignore[method-assign]
+    first.on_commit(None, [TopicPartition("t", 0, 3)])
+    assert confirmed, "the client still in use had its commit confirmations dropped"
+
+    loop._consumer_factory = factory
+    loop._check_membership(lost_at + LIMIT_S + 5)
+    assert len(made) == 1, "tried again before another limit"
+    loop._check_membership(lost_at + 2 * LIMIT_S + 2)
+    assert len(made) == 2 and loop.consumer is made[1] and first.closed.wait(5)
