@@ -641,7 +641,8 @@ class Pipeline:
         if self._closing is not None and self._closing.is_alive():
             # Each replacement after it would leave one more client (threads, connections) behind.
             log.error("not in consumer group %s for %.0fs, but the Kafka consumer replaced before has not closed "
-                      "yet: not replacing another", self.settings.kafka_group_id, self._group.outside_for(now))
+                      "yet: not replacing another; if this repeats, restart the replica",
+                      self.settings.kafka_group_id, self._group.outside_for(now))
             self._group.restart(now)
             return
         log.error("not in consumer group %s for %.0fs although Kafka answers, longer than any rebalance takes "
@@ -653,7 +654,8 @@ class Pipeline:
         except KafkaException as exc:
             # Where the first one was not (a TLS file unreadable mid-rotation, say): the loop goes on
             # with the old client, and tries again after another limit.
-            log.error("could not create a new Kafka consumer (%s); trying again in %.0fs", exc, self._group.limit_s)
+            log.error("could not create a new Kafka consumer (%s); trying again in %.0fs: check the Kafka "
+                      "client's settings and files (KAFKA_CONFIG_*, TLS certificates)", exc, self._group.limit_s)
             self._group.restart(now)
             return
         self.metrics.consumer_replaced.inc()
