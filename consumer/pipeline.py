@@ -100,7 +100,7 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self._consumer_factory = consumer_factory
-        self._generation = 0  # of the Kafka consumer: one replaced (`_replace_consumer`) is ignored
+        self._generation = 0  # of the Kafka consumer: one replaced (`_check_membership`) is ignored
         self.consumer = self._new_consumer()
         self._group = GroupWatch(rejoin_limit_s(settings.kafka))
         self._closing: threading.Thread | None = None  # the close() of the last consumer replaced

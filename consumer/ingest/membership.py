@@ -11,7 +11,7 @@ replica in it nothing is sent at all; nothing in the client reports it.
 A legitimate join waits at most for every other member to rejoin (the rebalance timeout, their
 max.poll.interval.ms) and for a dead member's session to expire (session.timeout.ms, and a
 second one for a member id the client abandoned). Past that, with Kafka answering, the client is
-replaced (`Pipeline._replace_consumer`).
+replaced (`Pipeline._check_membership`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def rejoin_limit_s(kafka: Mapping[str, Any]) -> float:
 
 
 class GroupWatch:
-    """Outside the group from the subscription, and from each lost assignment, until an
-    assignment (possibly empty) arrives."""
+    """Outside the group from the subscription, from each lost assignment and from a member id
+    reset, until an assignment (possibly empty) arrives."""
 
     def __init__(self, limit_s: float) -> None:
         self.limit_s = limit_s

@@ -5,6 +5,8 @@ itself; readiness says so meanwhile."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from collections import Counter
 
 import httpx
@@ -136,9 +138,6 @@ def test_a_replica_kept_outside_its_group_replaces_its_client_and_loses_nothing(
     join: the old client leaves while closing, the new one gets every partition once the frozen
     member expires, and every record ends once, nothing sent twice. (A client that hangs, as in
     CI, cannot be made to order; this shows the replacement itself is safe and completes.)"""
-    import subprocess
-    import sys
-
     stack = run.stack
     traffic = mixed_traffic(300, duplicate_every=25, invalid_every=50)
     run.topic, run.dlq, run.group = new_topic(partitions=3), new_topic("dlq"), unique("g")
