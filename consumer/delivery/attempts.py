@@ -37,7 +37,7 @@ from consumer.delivery.failures import Verdict
 from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.pisano_codes import code_label
-from consumer.delivery.slots import SlotReserver
+from consumer.delivery.slots import Slot, SlotReserver
 from consumer.delivery.token_refresh import TOKEN_REFRESH_WAIT_S, TokenRefresh
 from consumer.errors import PisanoApiError, PisanoError, PisanoTransportError, StateStoreError
 from consumer.operations import tracing
@@ -89,10 +89,10 @@ class Attempts:
         # Shared by the sender's threads: one refresh under way at a time (consumer/delivery/token_refresh.py).
         self._refresh = TokenRefresh(self.tokens, destination.name) if self.tokens is not None else None
 
-    def send(self, campaign: str, body: bytes, *, slot_at: float | None, renew: Callable[[], bool],
+    def send(self, campaign: str, body: bytes, *, slot: Slot | None, renew: Callable[[], bool],
              sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = (),
              heartbeat: Heartbeat | None = None, screen: Callable[[float], bytes | None] | None = None) -> Sent:
-        """POST at `slot_at` (None: reserve a slot first), retrying in slots of their own.
+        """POST at `slot` (None: reserve a slot first), retrying in slots of their own.
         `fresh`: when (monotonic) the claims were taken, if for this slot. `events`: the request's
         pending events, whose trace contexts its span links to when tracing is on. `heartbeat`:
         the waits of the batch whose claims the request holds (None: only `stop` is watched).
@@ -113,7 +113,7 @@ class Attempts:
             return True
 
         while True:
-            ready = self.slots.ready(slot_at, renew, fresh=None if sent.attempts else fresh, heartbeat=beats,
+            ready = self.slots.ready(slot, renew, fresh=None if sent.attempts else fresh, heartbeat=beats,
                                      screen=screened if screen is not None else None)
             if ready == "stopped":
                 sent.abandoned = True
@@ -159,7 +159,7 @@ class Attempts:
             assert sent.error is not None and sent.verdict is not None
             rotated = self._refused_a_rotated_token(carried, refused_at, sent, beats)
             if rotated:
-                slot_at = None  # Pisano acted on nothing: the same request again, new token, new slot
+                slot = None  # Pisano acted on nothing: the same request again, new token, new slot
                 continue
             if rotated is None:
                 # Stopping, or a claim found lost, while the source was read again: no verdict on the
@@ -175,7 +175,7 @@ class Attempts:
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
                     and time.monotonic() - started + delay < self.retry.budget_s:
                 if self._back_off(sent.error, delay, beats):
-                    slot_at = None  # every attempt counts against Pisano's throttle: a new slot
+                    slot = None  # every attempt counts against Pisano's throttle: a new slot
                     continue
                 if beats.lost:  # found lost during the backoff: not sent again, decided from Redis's state
                     sent.claim_lost = True

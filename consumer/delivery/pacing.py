@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 from consumer.config.windows import RateWindow
 from consumer.delivery.batching import Batcher
-from consumer.delivery.slots import SlotReserver
+from consumer.delivery.slots import Slot, SlotReserver
 
 STOP_CHECK_S = 0.5  # a thread waiting for its turn notices a stop within this
 
@@ -64,7 +64,7 @@ class Pacer:
     def pacing(self) -> bool:
         return self.slots.pace_ms > 0
 
-    def reserve(self) -> tuple[float | None, bool]:
+    def reserve(self) -> tuple[Slot | None, bool]:
         """A slot for the due batch a thread promised: (its time or None if stopping, urgent).
         An urgent slot must be given back with `taken` once its batch is taken (or not)."""
         if not self.pacing:
@@ -86,11 +86,11 @@ class Pacer:
             return False
 
         try:
-            slot_at = self.slots.reserve() if urgent else self.slots.reserve(turn_wait)
+            slot = self.slots.reserve() if urgent else self.slots.reserve(turn_wait)
         except BaseException:
             self.taken(state["urgent"])
             raise
-        return slot_at, state["urgent"]
+        return slot, state["urgent"]
 
     def taken(self, urgent: bool) -> None:
         """The batch of an urgent slot was taken (or the slot given up)."""

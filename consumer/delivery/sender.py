@@ -52,7 +52,7 @@ from consumer.delivery.outcome import BatchReport, Outcome
 from consumer.delivery.pacing import Pacer, pace_interval_ms
 from consumer.delivery.pisano import build_body
 from consumer.delivery.quiet_hours import QuietHours
-from consumer.delivery.slots import PREPARE_LEAD_S, SlotReserver
+from consumer.delivery.slots import PREPARE_LEAD_S, Slot, SlotReserver
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.operations.logs import redact_phones
 from consumer.operations.metrics import Metrics
@@ -154,9 +154,9 @@ class Sender:
                     continue
                 # Paced unless its batch is full (consumer/delivery/pacing.py); an urgent slot is
                 # counted until its batch is taken, so one full batch makes one urgent slot.
-                slot_at, urgent = self.pacer.reserve()
+                slot, urgent = self.pacer.reserve()
                 try:
-                    if slot_at is None or self._stop.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
+                    if slot is None or self._stop.wait(max(0.0, slot.at - PREPARE_LEAD_S - time.monotonic())):
                         continue
                     promised = False
                     batch = self.batcher.take(skip=self.destination.campaigns.blocked())
@@ -165,7 +165,7 @@ class Sender:
                 if batch is None:
                     self.dm.throttle_wasted.inc()
                     continue
-                self.process(batch, slot_at)
+                self.process(batch, slot)
             except Exception:  # a bug here must not silently kill a sender thread
                 log.exception("sender thread error; continuing")
                 self._stop.wait(1.0)
@@ -228,14 +228,14 @@ class Sender:
 
     # ------------------------------------------------------------------ one batch
 
-    def process(self, batch: Batch, slot_at: float) -> None:
+    def process(self, batch: Batch, slot: Slot) -> None:
         """Claim, send and settle one batch: every event ends with exactly one outcome."""
         # In flight from here: a taken batch is no longer buffered, and a revoke waits only for
         # what is buffered or in flight (the campaign circuit below may be a Redis read).
         with self._tracking(batch):
-            self._process(batch, slot_at)
+            self._process(batch, slot)
 
-    def _process(self, batch: Batch, slot_at: float) -> None:
+    def _process(self, batch: Batch, slot: Slot) -> None:
         outcomes = BatchReport(self.report, batch.events)
         try:
             gate = CampaignGate.enter(self.destination.campaigns, batch.campaign_id)
@@ -254,7 +254,7 @@ class Sender:
         failed: BaseException | None = None
         try:
             with claim:
-                self._deliver(claim, batch, slot_at, outcomes, gate)
+                self._deliver(claim, batch, slot, outcomes, gate)
         except Exception as exc:
             failed = exc
             log.exception("error while sending a batch of campaign %s; its events are dead-lettered",
@@ -304,7 +304,7 @@ class Sender:
             with self._lock:
                 self._work.pop(ident, None)
 
-    def _deliver(self, claim: Claim, batch: Batch, slot_at: float, outcomes: BatchReport, gate: CampaignGate) -> None:
+    def _deliver(self, claim: Claim, batch: Batch, slot: Slot, outcomes: BatchReport, gate: CampaignGate) -> None:
         events, ids = self._claim(claim, batch, outcomes)
         if not events:
             return
@@ -317,7 +317,7 @@ class Sender:
         claim.beat_while_recording(beats.wait)  # a settlement retried through an outage beats too
         # The claims were just taken for this slot; if preparing overran it (a slow Redis, a busy
         # CPU), `SlotReserver.ready` takes a new slot and renews them in its lead time.
-        sent = self.attempts.send(campaign, body, slot_at=slot_at, fresh=claim.claimed_at,
+        sent = self.attempts.send(campaign, body, slot=slot, fresh=claim.claimed_at,
                                   renew=lambda: self._renew(claim, events, events, beats),
                                   sending=lambda: claim.sending(events, ids),
                                   events=events, heartbeat=beats,
@@ -527,7 +527,7 @@ class Sender:
         # `group` is bisection's own list: the events the age screen refuses leave it in place, so
         # a group refused again is split without them.
         body = build_body(list(map(RECIPIENT, group)))
-        return self.attempts.send(campaign, body, slot_at=None,
+        return self.attempts.send(campaign, body, slot=None,
                                   renew=lambda: self._renew(claim, group, batch, beats),
                                   sending=lambda: claim.sending(group),
                                   events=group, heartbeat=beats,

@@ -1,7 +1,10 @@
 """Reserving throttle slots for a destination's sender threads.
 
 A slot's time arrives as a wait measured on Redis's clock, so only a duration crosses machines:
-clock skew between replicas does not matter. A slot further away than the horizon is refused
+clock skew between replicas does not matter. That wait counts from the moment the script ran,
+somewhere within the call's round trip, so a `Slot` carries both ends: a POST never leaves before
+the later one, and its lateness counts from the earlier one (a reply held back would otherwise
+make a POST late unseen). A slot further away than the horizon is refused
 with its wait; then no thread of this sender asks again until the slot would be within reach,
 so a replica holds no far slot and does not hammer Redis.
 
@@ -25,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from consumer.delivery.heartbeat import Heartbeat
@@ -57,6 +61,24 @@ PACE_PATIENCE_TURNS = 3
 Ready = Literal["go", "refused", "stopped", "emptied"]
 
 
+@dataclass(frozen=True)
+class Slot:
+    """A reserved slot on this process's monotonic clock: no later than `at`, no earlier than
+    `at - doubt`. The limiter's script measured it as a wait from when it ran, which this process
+    only knows lies between the call's sending and its reply's arrival (`Grant.round_trip_s`).
+    A POST leaves no earlier than `at`, so never before its slot; it is late by how long after
+    the earliest it leaves. A reply that came back late (this process descheduled while Redis
+    answered, a congested link) is doubt, not lateness: counted from `at` alone, the POST would
+    reach Pisano that much after its slot, unseen, among the requests of later slots."""
+
+    at: float
+    doubt: float = 0.0
+
+    def late_s(self, now: float) -> float:
+        """How long after the slot's earliest possible moment `now` is."""
+        return now - self.at + self.doubt
+
+
 class SlotReserver:
     def __init__(self, limiter: Limiter, metrics: Metrics, stop: threading.Event, outage: RedisOutage,
                  horizon_s: float, destination: str, max_lateness_s: float | None = None,
@@ -79,9 +101,10 @@ class SlotReserver:
         self._late_said_at = -LATE_LOG_EVERY_S
 
     def reserve(self, turn_wait: Callable[[float], bool] | None = None,
-                heartbeat: Heartbeat | None = None) -> float | None:
-        """Reserve a slot: its time on this process's monotonic clock (None if stopping, or if
-        `heartbeat`, the waits of a request holding claims, found one lost).
+                heartbeat: Heartbeat | None = None) -> Slot | None:
+        """Reserve a slot (None if stopping, or if `heartbeat`, the waits of a request holding
+        claims, found one lost). A slot whose reply took longer than the lateness allowed is given
+        up at once: wherever the slot lies in that round trip, no POST can be sure to be on time.
 
         `turn_wait`: a paced request (when the sender paces); it is called to wait up to that many
         seconds for the pace's turn and returns True if the request is no longer paced."""
@@ -119,26 +142,32 @@ class SlotReserver:
                 continue
             self.dm.throttle_slots.inc()
             self.metrics.throttle_wait.observe(grant.wait_s)
-            slot_at = time.monotonic() + grant.wait_s
+            slot = Slot(grant.received_at + grant.wait_s, grant.round_trip_s)
             if self.pace_ms:  # any reservation is the newest for a while: the next turn is a pace after it
-                self._turn_at = max(self._turn_at, slot_at + self.pace_ms / 1000)
-            return slot_at
+                self._turn_at = max(self._turn_at, slot.at + self.pace_ms / 1000)
+            if self.max_lateness_s is not None and slot.doubt > self.max_lateness_s:
+                self._wasted("a request's throttle slot came back %.0f ms after it was asked for (it may "
+                             "have passed by as much)", slot.doubt)
+                continue
+            return slot
         return None
 
-    def _said_late(self, late_s: float) -> None:
+    def _wasted(self, why: str, late_s: float) -> None:
+        """A slot given up as (possibly) late: counted, and said once a minute. `why` ends with
+        "%.0f ms", the lateness."""
+        self.dm.throttle_wasted.inc()
         now = time.monotonic()
         if now - self._late_said_at < LATE_LOG_EVERY_S:
             return
         self._late_said_at = now
         assert self.max_lateness_s is not None
-        log.warning("a request was ready %.0f ms after its throttle slot, more than the %.0f ms allowed "
-                    "(PISANO_RATE_MARGIN_MS / 2): it took a new slot. If throttle_slots_wasted_total keeps "
-                    "growing, the replica is short of CPU or Redis is slow: give it CPU, or raise "
-                    "PISANO_RATE_MARGIN_MS", late_s * 1000, self.max_lateness_s * 1000)
+        log.warning(why + ", more than the %.0f ms allowed (PISANO_RATE_MARGIN_MS / 2): it took a new slot. "
+                    "If throttle_slots_wasted_total keeps growing, the replica is short of CPU or Redis is slow: "
+                    "give it CPU, or raise PISANO_RATE_MARGIN_MS", late_s * 1000, self.max_lateness_s * 1000)
 
-    def ready(self, slot_at: float | None, renew: Callable[[], bool], *, fresh: float | None = None,
+    def ready(self, slot: Slot | None, renew: Callable[[], bool], *, fresh: float | None = None,
               heartbeat: Heartbeat | None = None, screen: Callable[[float], bool] | None = None) -> Ready:
-        """Be ready to POST at `slot_at` (a new slot is reserved when None): sleep to the slot's
+        """Be ready to POST at `slot` (a new slot is reserved when None): sleep to the slot's
         lead time, `renew` the claims there, sleep to the slot. `fresh`: when (monotonic) the claims
         were taken for this slot; no renewal is needed while the POST leaves (at the slot, or now if
         that is later) within RENEWAL_REACH_S of them, nor of a renewal. Every sleep up to that
@@ -146,7 +175,8 @@ class SlotReserver:
         is "refused"; the sleep from it to the slot beats no more (it would make the POST late).
 
         If preparing overran the slot, or the thread woke from its sleep, more than
-        `max_lateness_s` after it (a slow Redis, a busy CPU), the request could reach Pisano after
+        `max_lateness_s` after it (a slow Redis, a busy CPU; counted from the slot's earliest
+        possible moment, `Slot`), the request could reach Pisano after
         a later slot's request and break a window: it takes a new slot, and renews again only if
         that slot falls beyond the reach of the renewal just made.
         `screen`: the request's events weighed for their age (`admission.AgeScreen`), called with
@@ -158,39 +188,38 @@ class SlotReserver:
         beats = heartbeat if heartbeat is not None else Heartbeat(self.stop)
         renewed_at = fresh
         while True:
-            if slot_at is None:
-                slot_at = self.reserve(heartbeat=beats)
-                if slot_at is None:
+            if slot is None:
+                slot = self.reserve(heartbeat=beats)
+                if slot is None:
                     return "refused" if beats.lost else "stopped"
             # Reach counts to when the POST leaves: its slot, or now if preparing overran it (by
             # up to max_lateness_s, half of PISANO_RATE_MARGIN_MS, which the lease check ignores).
-            renewing = renewed_at is None or max(slot_at, time.monotonic()) - renewed_at > RENEWAL_REACH_S
-            if renewing and beats.wait(max(0.0, slot_at - PREPARE_LEAD_S - time.monotonic())):
+            renewing = renewed_at is None or max(slot.at, time.monotonic()) - renewed_at > RENEWAL_REACH_S
+            if renewing and beats.wait(max(0.0, slot.at - PREPARE_LEAD_S - time.monotonic())):
                 return "refused" if beats.lost else "stopped"
             # After the waits, before the renewal: an event too old by the time the POST may leave
             # is never sent, and its claim is released rather than renewed.
             if screen is not None:
-                if not screen(max(0.0, slot_at - time.monotonic()) + (self.max_lateness_s or 0.0)):
+                if not screen(max(0.0, slot.at - time.monotonic()) + (self.max_lateness_s or 0.0)):
                     return "emptied"
                 # The screen may have taken long (its release retried through a Redis outage, up to
                 # a minute): a POST planned within reach of the claims may no longer be. Without a
                 # throttle no lateness check would catch it, and within max_lateness_s none does.
                 renewing = renewing or renewed_at is None or \
-                    max(slot_at, time.monotonic()) - renewed_at > RENEWAL_REACH_S
+                    max(slot.at, time.monotonic()) - renewed_at > RENEWAL_REACH_S
             if renewing:
                 if not renew():
                     return "refused"
                 renewed_at = time.monotonic()
             # Not the heartbeat's: the claims were renewed (or taken) within RENEWAL_REACH_S of
             # the POST, and a beat here (a Redis round trip) would make the POST late for its slot.
-            if self.stop.wait(max(0.0, slot_at - time.monotonic())):
+            if self.stop.wait(max(0.0, slot.at - time.monotonic())):
                 return "stopped"
             # Checked after the last sleep, not before it: a thread given the CPU back late (a busy
             # machine) would otherwise POST late, after a later slot's request.
-            late = time.monotonic() - slot_at
+            late = slot.late_s(time.monotonic())
             if self.max_lateness_s is not None and late > self.max_lateness_s:
-                self.dm.throttle_wasted.inc()
-                self._said_late(late)
-                slot_at = None
+                self._wasted("a request was ready %.0f ms after its throttle slot", late)
+                slot = None
                 continue
             return "go"

@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.exceptions import NoScriptError
@@ -92,13 +92,19 @@ _FENCES = {
 class Grant:
     """A reserved slot (`granted`), or a refusal: the next slot is beyond the horizon, the
     fleet is fenced (`held`) after the state may have lost reservations, or a paced request's
-    turn is not due yet (`paced`). Ask again in `wait_s`."""
+    turn is not due yet (`paced`). Ask again in `wait_s`.
+
+    `wait_s` counts from when the state was read, which this process only knows lies within the
+    call's round trip: at most `round_trip_s` before the answer came back (`received_at`, on the
+    monotonic clock; an in-process limiter answers at once)."""
 
     granted: bool
     wait_s: float
     slot_ms: int
     held: bool = False
     paced: bool = False
+    received_at: float = field(default_factory=time.monotonic)
+    round_trip_s: float = 0.0
 
 
 def pace_lead_ms(pace_ms: int) -> int:
@@ -193,9 +199,9 @@ class RedisLimiter:
 
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         """Reserve the earliest allowed slot (paced: not before its turn): one round trip."""
-        status, wait_ms, slot_ms = self._run(reserve=True, pace_ms=pace_ms, prepare_ms=prepare_ms)
+        status, wait_ms, slot_ms, sent, received = self._run(reserve=True, pace_ms=pace_ms, prepare_ms=prepare_ms)
         return Grant(granted=status == 1, wait_s=max(0, wait_ms) / 1000, slot_ms=slot_ms, held=status == 3,
-                     paced=status == 4)
+                     paced=status == 4, received_at=received, round_trip_s=received - sent)
 
     def heartbeat(self) -> None:
         """Tell the state what we know of it, whether or not we are sending (one round trip, two
@@ -230,15 +236,21 @@ class RedisLimiter:
             _seconds, _micros, *counts = self._utilisation(keys=self._keys, args=[w.period_ms for w in self.windows])
         return {w: int(count) / w.limit for w, count in zip(self.windows, counts, strict=True)}
 
-    def _run(self, *, reserve: bool, pace_ms: int = 0, prepare_ms: int = 0) -> tuple[int, int, int]:
+    def _run(self, *, reserve: bool, pace_ms: int = 0,
+             prepare_ms: int = 0) -> tuple[int, int, int, float, float]:
+        """(status, wait ms, slot ms, when the call was sent, when its answer came back)."""
         with self._lock:
             epoch, seq_seen, keys, reply = self._epoch, self._seq, self._keys, self._reply
+
+        sent = 0.0
 
         def args() -> list[Any]:
             # The evidence of a forward step: our previous reply's clock and the monotonic ms since
             # it came back, read last before sending, for each sending (anything later only makes
             # the gain larger: safe; anything earlier, a reload's round trips, would be a false step).
-            elapsed = "" if reply is None else int((time.monotonic() - reply[1]) * 1000)
+            nonlocal sent
+            sent = time.monotonic()  # the last sending's: its state read comes after this
+            elapsed = "" if reply is None else int((sent - reply[1]) * 1000)
             return [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0,
                     max(0, pace_ms), pace_lead_ms(pace_ms) + max(0, prepare_ms), max(0, prepare_ms),
                     LEGACY_HORIZON_MS, "" if reply is None else reply[0], elapsed, STEP_TOLERANCE_MS,
@@ -266,15 +278,18 @@ class RedisLimiter:
                 if self._reply is None or received >= self._reply[1]:
                     self._reply = (int(now_ms), received)
         if int(stepped_ms):
-            log.warning("Redis's clock stepped forward by at least %.3fs (a failover to a node whose clock is ahead, "
-                        "an NTP step): taken out of the throttle's clock, no window is affected. Check the clocks "
-                        "and NTP of the Redis hosts", int(stepped_ms) / 1000,
-                        extra={"reason": "clock_step"})
+            # Up to the step: a reply held up (a replica starved of CPU) reads the same, and is
+            # taken out too, which only slows the fleet once (lua/acquire.lua, 'step').
+            log.warning("Redis's clock ran %.3fs ahead of this replica's between two calls: a forward step of "
+                        "Redis's clock (a failover to a node whose clock is ahead, an NTP step) or a reply held up "
+                        "that long (a replica short of CPU, a slow network); taken out of the throttle's clock, no "
+                        "window is affected. If it recurs, check the clocks and NTP of the Redis hosts and the "
+                        "replicas' CPU", int(stepped_ms) / 1000, extra={"reason": "clock_step"})
         if event in _FENCES:
             # The fleet holds from now; say why and for how long (no token: keys carry a fingerprint).
             log.warning("%s: no throttle slot for anyone for %.1fs", _FENCES[event], max(0, wait_ms) / 1000,
                         extra={"reason": event, "wait_ms": wait_ms})
-        return int(status), int(wait_ms), int(slot_ms)
+        return int(status), int(wait_ms), int(slot_ms), sent, received
 
     def _call(self, script: Any, args: list[Any], keys: list[str] | None = None) -> Any:
         with translated("the throttle"):

@@ -28,6 +28,17 @@ def test_replicas_share_one_budget(make_limiter) -> None:  # type: ignore[no-unt
     assert 9.5 < a.acquire().wait_s <= 10.0
 
 
+def test_a_grant_says_when_its_answer_came_and_how_long_the_call_took(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # The sender counts a slot from both ends of the call (consumer/delivery/slots.py, Slot): the
+    # wait from the answer's arrival, the lateness from the call's sending.
+    rl = make_limiter("3/1s")
+    before = time.monotonic()
+    grant = rl.acquire()
+    after = time.monotonic()
+    assert before <= grant.received_at <= after
+    assert 0 <= grant.round_trip_s <= grant.received_at - before
+
+
 def test_margin_is_added_to_every_period(make_limiter) -> None:  # type: ignore[no-untyped-def]
     rl = make_limiter("1/1s", margin_ms=50)
     a, b = rl.acquire(), rl.acquire()

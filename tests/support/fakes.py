@@ -16,6 +16,7 @@ from consumer.delivery.destination import Destination
 from consumer.delivery.outcome import Outcome
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.sender import FailurePolicy, Sender
+from consumer.delivery.slots import Slot
 from consumer.errors import PisanoApiError
 from consumer.ingest.mapping import Recipient
 from consumer.operations.metrics import Metrics
@@ -80,7 +81,7 @@ class Rig:
     outcomes: list[Outcome]
 
     def process(self, events: list[PendingEvent]) -> None:
-        self.sender.process(Batch(events[0].recipient.campaign_id, list(events)), slot_at=0.0)
+        self.sender.process(Batch(events[0].recipient.campaign_id, list(events)), slot=Slot(0.0))
 
     def kinds(self) -> dict[str, set[str]]:
         """Event id -> every outcome kind it got (each should get exactly one)."""

@@ -6,7 +6,9 @@ slow to answer. The proxy forwards bytes both ways and, when told:
 - loses the reply to the next command whose bytes hold a marker (e.g. the claim script's SHA):
   the command reaches Redis and runs, its reply is kept here for the test and never forwarded,
   the connection is cut, and every connection is refused for `down_s` (Redis failing over);
-- delays every command whose bytes hold a marker by `seconds` (a slow Redis for that command).
+- delays every command whose bytes hold a marker by `seconds` (a slow Redis for that command);
+- holds back the reply to every n-th command holding a marker by `seconds`: the command ran at
+  once, its answer arrives late (a client descheduled, a congested link on the way back).
 
 One thread per direction per connection; redis-py sends one command at a time per connection,
 so the first bytes back after a marked command are its reply.
@@ -26,6 +28,7 @@ class _Conn:
     client: socket.socket
     server: socket.socket
     drop_reply: bool = False  # the reply to the command just forwarded is to be lost
+    hold_reply: float = 0.0  # seconds to hold the reply to the command just forwarded
 
     def cut(self) -> None:
         for sock in (self.client, self.server):
@@ -40,12 +43,17 @@ class RedisProxy:
     upstream_port: int
     lost: list[bytes] = field(default_factory=list)  # replies lost on purpose, as Redis sent them
     delayed: int = 0  # commands delayed so far
+    held: int = 0  # replies held back so far
     _lose_marker: bytes | None = None
     _down_s: float = 0.0
     _down_until: float = 0.0
     _delay_marker: bytes | None = None
     _delay_s: float = 0.0
     _delay_times: int | None = None  # how many more commands to delay (None: all)
+    _hold_marker: bytes | None = None
+    _hold_s: float = 0.0
+    _hold_every: int = 1
+    _hold_seen: int = 0
     _conns: list[_Conn] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,6 +76,11 @@ class RedisProxy:
         """Hold the commands holding `marker` (every one, or the next `times`) for `seconds`."""
         with self._lock:
             self._delay_marker, self._delay_s, self._delay_times = marker, seconds, times
+
+    def hold_replies(self, marker: bytes, seconds: float, every: int = 1) -> None:
+        """Hold back by `seconds` the reply to every `every`-th command holding `marker`."""
+        with self._lock:
+            self._hold_marker, self._hold_s, self._hold_every, self._hold_seen = marker, seconds, every, 0
 
     def close(self) -> None:
         self._listener.close()
@@ -111,6 +124,10 @@ class RedisProxy:
                     if self._delay_marker is not None and self._delay_marker in seen and self._delay_times != 0:
                         slow = self._delay_s
                         self._delay_times = None if self._delay_times is None else self._delay_times - 1
+                    if self._hold_marker is not None and self._hold_marker in seen:
+                        self._hold_seen += 1
+                        if self._hold_seen % self._hold_every == 0:
+                            conn.hold_reply = self._hold_s
                 if slow:
                     self.delayed += 1
                     time.sleep(slow)
@@ -127,6 +144,10 @@ class RedisProxy:
                     self.lost.append(data)
                     self._down_until = time.monotonic() + self._down_s
                     break
+                if conn.hold_reply:  # the command ran; its answer comes back late
+                    seconds, conn.hold_reply = conn.hold_reply, 0.0
+                    self.held += 1
+                    time.sleep(seconds)
                 conn.client.sendall(data)
         except OSError:
             pass

@@ -40,6 +40,7 @@ def main() -> None:
     import httpx
 
     from consumer.config.windows import parse_rate_limits
+    from consumer.delivery.slots import Slot
     from consumer.state.limiter import LimiterHeartbeat, RedisLimiter
     from consumer.state.redis import Keys, connect
 
@@ -63,12 +64,13 @@ def main() -> None:
                     refusals[0] += 1
                 stop.wait(max(0.01, grant.wait_s if grant.held else grant.wait_s - args.horizon_ms / 1000))
                 continue
-            slot_at = time.monotonic() + grant.wait_s
-            stop.wait(grant.wait_s)
-            if time.monotonic() - slot_at > args.margin_ms / 2000:
-                # Woken late (4 processes of 8 threads on 2 cores): as the product's senders do
-                # (consumer/delivery/slots.py), a late request gives its slot up rather than reach
-                # Pisano after a later slot's request.
+            # As the product's senders do (consumer/delivery/slots.py): the slot counts from when
+            # the script ran, somewhere in the call's round trip.
+            slot = Slot(grant.received_at + grant.wait_s, grant.round_trip_s)
+            stop.wait(max(0.0, slot.at - time.monotonic()))
+            if slot.late_s(time.monotonic()) > args.margin_ms / 2000:
+                # Woken late (4 processes of 8 threads on 2 cores), or the reply came back late: a
+                # late request gives its slot up rather than reach Pisano after a later slot's request.
                 with lock:
                     wasted[0] += 1
                 continue

@@ -21,6 +21,7 @@ from consumer.delivery.attempts import RetryPolicy
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.batching import Batch
 from consumer.delivery.pisano import Accepted
+from consumer.delivery.slots import Slot
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
 from consumer.state.limiter import Grant
@@ -78,7 +79,7 @@ def slow_backoff(r: Rig, seconds: float) -> None:
 def test_a_request_waiting_for_a_slot_longer_than_the_lease_keeps_its_claims() -> None:
     r = short_lease_rig(limiter=FarSlots(1.0))  # type: ignore[arg-type]
     seen = claimant_at(r, 0.7)  # the lease ran out long before, without a heartbeat
-    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 1.0)
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot=Slot(time.monotonic() + 1.0))
     assert seen == {"e1": ClaimStatus.HELD}, "another replica could take a live request's claim"
     assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 1
     assert r.dedup.state("e1") == "d"
@@ -113,7 +114,7 @@ def test_a_claim_lost_while_waiting_for_the_slot_ends_the_request_unsent_at_the_
     other = r.dedup.replica()
     threading.Timer(0.3, lambda: other.settle(Settlement.DELIVERED, other.new_tag(), ["e1"])).start()
     started = time.monotonic()
-    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 3.0)
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot=Slot(time.monotonic() + 3.0))
     assert not r.pisano.requests
     assert r.kinds() == {"e1": {"requeue"}}
     assert time.monotonic() - started < 1.5, "the lost claim was noticed only at the slot"
@@ -148,7 +149,7 @@ def test_redis_unreachable_at_a_beat_is_said_once_and_left_to_the_renewal_before
 
     r.dedup.claim = claim  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING):
-        r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 1.7)
+        r.sender.process(Batch(CAMPAIGN, [event(1)]), slot=Slot(time.monotonic() + 1.7))
     assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 1
     # The claim, beats at about 0.5 s and 1.0 s (failed, one try each), 1.5 s, and the renewal
     # before the POST: no hammering.
@@ -210,7 +211,7 @@ def test_no_beat_between_the_renewal_before_the_post_and_its_slot() -> None:
         return answer
 
     r.dedup.claim = claim  # type: ignore[method-assign]
-    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 0.45)
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot=Slot(time.monotonic() + 0.45))
     assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 1
     assert limiter.granted == 0, f"the POST left late and took another slot (claims asked at {calls})"
     assert len(calls) == 4, calls
@@ -236,7 +237,7 @@ def test_bisection_at_the_shortest_lease_allowed_keeps_the_claims_of_the_groups_
         return answer
 
     r.dedup.claim = claim  # type: ignore[method-assign]
-    r.sender.process(Batch(CAMPAIGN, [event(i) for i in range(1, 9)]), slot_at=time.monotonic() + 0.39)
+    r.sender.process(Batch(CAMPAIGN, [event(i) for i in range(1, 9)]), slot=Slot(time.monotonic() + 0.39))
     assert r.reasons() == {"e8": "pisano_error"}
     assert {e: k for e, k in r.kinds().items() if e != "e8"} == {f"e{i}": {"delivered"} for i in range(1, 8)}
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(asked)]

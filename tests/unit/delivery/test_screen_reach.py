@@ -11,7 +11,7 @@ import pytest
 
 from consumer.delivery import slots
 from consumer.delivery.outage import RedisOutage
-from consumer.delivery.slots import SlotReserver
+from consumer.delivery.slots import Slot, SlotReserver
 from consumer.operations.metrics import Metrics
 from consumer.state.limiter import NoLimiter
 
@@ -29,7 +29,8 @@ def test_a_slow_age_screen_before_an_unrenewed_post_renews_first(monkeypatch: py
         return True
 
     now = time.monotonic()
-    assert reserver.ready(now, lambda: renewals.append(time.monotonic()) is None, fresh=now, screen=screen) == "go"
+    ready = reserver.ready(Slot(now), lambda: renewals.append(time.monotonic()) is None, fresh=now, screen=screen)
+    assert ready == "go"
     assert len(renewals) == 1, "the POST left with no renewal within its reach after a slow screen"
 
 
@@ -41,6 +42,6 @@ def test_a_slow_age_screen_within_the_lateness_allowed_still_renews(monkeypatch:
                             max_lateness_s=5.0)
     renewals: list[float] = []
     now = time.monotonic()
-    assert reserver.ready(now + 0.01, lambda: renewals.append(time.monotonic()) is None, fresh=now,
+    assert reserver.ready(Slot(now + 0.01), lambda: renewals.append(time.monotonic()) is None, fresh=now,
                           screen=lambda within_s: time.sleep(0.2) is None) == "go"
     assert len(renewals) == 1

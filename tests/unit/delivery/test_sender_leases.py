@@ -16,7 +16,7 @@ from consumer.config.windows import parse_rate_limits
 from consumer.delivery import slots
 from consumer.delivery.batching import Batch
 from consumer.delivery.pisano import Accepted
-from consumer.delivery.slots import PREPARE_LEAD_S, RENEWAL_REACH_S
+from consumer.delivery.slots import PREPARE_LEAD_S, RENEWAL_REACH_S, Slot
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.dedup import Settlement
 from consumer.state.limiter import Grant
@@ -78,7 +78,7 @@ def process_in_a_slot(r, timeline: Timeline, events: list) -> None:  # type: ign
     """As the sender thread does: a slot reserved, the batch claimed within its lead time."""
     slot_at = time.monotonic() + 0.1
     timeline.slots.append(slot_at)
-    r.sender.process(Batch(CAMPAIGN, list(events)), slot_at=slot_at)
+    r.sender.process(Batch(CAMPAIGN, list(events)), slot=Slot(slot_at))
 
 
 def assert_each_post_renewed_in_its_lead_and_on_time(timeline: Timeline, lateness_s: float) -> None:
@@ -114,7 +114,7 @@ def test_a_first_post_in_a_slot_reserved_again_renews_its_claims(monkeypatch: py
     # before the new one.
     monkeypatch.setattr(slots, "RENEWAL_REACH_S", SLOT_WAIT_S / 2)
     r, timeline = timed_rig(FakePisano(), renew_s=0.0)
-    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() - 5.0)
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot=Slot(time.monotonic() - 5.0))
     assert r.kinds() == {"e1": {"delivered"}}
     assert len(timeline.slots) == 1 and len(timeline.claims) == 2, "the late request did not renew"
     assert timeline.claims[1] <= timeline.slots[0] <= timeline.posts[0]
@@ -177,7 +177,7 @@ def test_a_slow_renewal_for_an_immediate_slot_costs_one_slot_more_not_the_budget
         return real_claim(tag, requests)
 
     r.dedup.claim = slow_claim  # type: ignore[method-assign]
-    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot_at=time.monotonic() + 0.2)
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot=Slot(time.monotonic() + 0.2))
     assert r.kinds() == {"e1": {"delivered"}} and len(r.pisano.requests) == 2
     assert len(timeline.slots) == 2  # the retry's slot, and one more after its renewal overran it
 
@@ -208,7 +208,7 @@ def test_a_renewal_slower_than_the_lead_costs_one_slot_more_not_a_slot_per_turn(
 
     r.dedup.claim = slow_renewal  # type: ignore[method-assign]
     done = threading.Thread(target=r.sender.process, args=(Batch(CAMPAIGN, [event(1)]),),
-                            kwargs={"slot_at": r.sender.slots.reserve()}, daemon=True)
+                            kwargs={"slot": r.sender.slots.reserve()}, daemon=True)
     done.start()
     done.join(5)
     stopped = done.is_alive()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 from consumer.delivery.outage import RedisOutage
 from consumer.delivery.slots import SlotReserver
@@ -47,3 +48,43 @@ def test_a_horizon_shorter_than_the_preparation_lead_still_grants_slots() -> Non
         assert time.monotonic() - started < 1.0
     finally:
         timer.cancel()
+
+
+class _HeldReplies:
+    """A limiter whose first `held` answers come back `delay_s` after the state was read (this
+    process descheduled while Redis answered): each grant's true slot is recorded on the monotonic
+    clock, from the moment the state was read, as Pisano's clock would see it."""
+
+    def __init__(self, held: int, delay_s: float) -> None:
+        self.inner = windows_limiter("100/1s", horizon_ms=5000)
+        self.windows, self.margin_ms = self.inner.windows, self.inner.margin_ms
+        self.held, self.delay_s = held, delay_s
+        self.true_slots: list[float] = []
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0):  # type: ignore[no-untyped-def]
+        read_at = time.monotonic()
+        grant = self.inner.acquire(pace_ms, prepare_ms)
+        self.true_slots.append(read_at + grant.wait_s)
+        if self.held > 0:
+            self.held -= 1
+            time.sleep(self.delay_s)
+            # As RedisLimiter times a reply: from the call's sending to its arrival.
+            received = time.monotonic()
+            return replace(grant, received_at=received, round_trip_s=received - read_at)
+        return grant
+
+
+def test_a_slot_whose_reply_came_back_late_is_never_used_late() -> None:
+    # Found in a CI chaos run: replicas starved of CPU for 0.5 s got their slots' replies late, took
+    # the wait from the reply's arrival, and POSTed that much after their slots, unseen by the
+    # lateness check: five requests over a window. Redis's wait counts from when the script ran.
+    limiter = _HeldReplies(held=2, delay_s=0.3)
+    metrics, stop = Metrics(), threading.Event()
+    slots = SlotReserver(limiter, metrics, stop, RedisOutage(metrics, stop), horizon_s=5.0,  # type: ignore[arg-type]
+                         destination="default", max_lateness_s=0.1)
+    assert slots.ready(None, lambda: True) == "go"
+    went_at = time.monotonic()
+    true_slot = limiter.true_slots[-1]
+    assert true_slot <= went_at <= true_slot + 0.1 + 0.05, (went_at - true_slot, limiter.true_slots)
+    assert len(limiter.true_slots) == 3  # the two late replies' slots given up
+    assert metrics.registry.get_sample_value("pisano_sms_throttle_slots_wasted_total", {"destination": "default"}) == 2
