@@ -43,7 +43,7 @@ import orjson
 from consumer import __version__
 from consumer.config.secrets import mask_urls_in_text
 from consumer.config.tokens import StaticToken, TokenSource
-from consumer.delivery.request_deadline import Deadline, DeadlineTransport, arm, environment_proxy
+from consumer.delivery.request_deadline import Deadline, DeadlineTransport, DeadlineWatch, arm, environment_proxy
 from consumer.delivery.resolution import ResolutionFailed, ResolutionTimeout
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.ingest.mapping import Recipient
@@ -277,6 +277,7 @@ class PisanoClient:
         ca_file: Path | None = None,
     ) -> None:
         self.deadline_s = connect_timeout_s + timeout_s
+        self._deadlines = DeadlineWatch()
         # The token is read per request (a rotated token takes effect on the next one), and this
         # client closes its source (the thread watching a token file or provider).
         self.tokens: TokenSource = StaticToken(token) if isinstance(token, str) else token
@@ -304,9 +305,9 @@ class PisanoClient:
         # Armed before the connection is asked for: connect, TLS, the body, the answer's status
         # line, headers and body all keep to it (module docstring).
         try:
-            deadline = Deadline(started + self.deadline_s)
-        except RuntimeError as exc:  # no thread for its timer (the process is out of them): nothing left
-            raise PisanoTransportError(f"{type(exc).__name__}: no timer for the request's deadline; request "
+            deadline = Deadline(started + self.deadline_s, self._deadlines)
+        except RuntimeError as exc:  # the client was closed (a shutdown): nothing left
+            raise PisanoTransportError(f"{type(exc).__name__}: no watch for the request's deadline; request "
                                        "not sent", ambiguous=False) from exc
         arm(deadline)
         try:
@@ -356,3 +357,4 @@ class PisanoClient:
     def close(self) -> None:
         self.tokens.close()
         self.http.close()
+        self._deadlines.close()

@@ -28,7 +28,8 @@ FILTER_REASONS = ("expired", "suppressed", "cooldown")  # consumer/delivery/outc
 # schemas/receipt.avsc's outcome symbols (consumer/outcomes/receipts.py RECEIPT_OUTCOMES, which a test compares).
 # The roles of the threads /healthz watches (consumer/operations/health.py `Health.watch`): a
 # bounded label, never a thread's name (which carries a destination and a number).
-THREAD_ROLES = ("sender", "health_probe", "limiter_heartbeat", "token_watcher", "send_window_clock", "other")
+THREAD_ROLES = ("sender", "health_probe", "limiter_heartbeat", "token_watcher", "send_window_clock",
+                "request_deadlines", "other")
 RECEIPT_OUTCOMES = ("accepted", "duplicate", "cooldown", "suppressed", "expired", "dead_lettered")
 
 

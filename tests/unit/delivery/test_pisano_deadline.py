@@ -316,3 +316,53 @@ def test_trickled_headers_over_tls_are_cut_at_the_deadline(tls_server_context: s
         elapsed, error = send_timed(client)
     assert elapsed < client.deadline_s + SLACK_S, elapsed
     assert error is not None and error.ambiguous, error
+
+
+def test_a_request_starts_no_thread_on_its_way_to_pisano() -> None:
+    """Found measuring a CI chaos run's late requests: each POST armed its deadline with a timer
+    thread of its own, and Thread.start waits until the new thread runs: 12 ms at the median and
+    38 ms at p99 beside one busy thread (a poll loop working through a backlog), 44 to 66 ms beside
+    two, all after the throttle's lateness check and before the bytes left. One thread per client
+    keeps every deadline; a request only hands it its time."""
+    def answer(connection: socket.socket, stop: threading.Event) -> None:
+        while read_request(connection):
+            connection.sendall(OK)
+
+    with server(answer) as (port, _):
+        client = PisanoClient(f"http://127.0.0.1:{port}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5,
+                              max_connections=1)
+        started: list[str] = []
+        real_start = threading.Thread.start
+        sender = threading.current_thread()
+
+        def counted(thread: threading.Thread) -> None:
+            if threading.current_thread() is sender:  # not the test server's, serving the connection
+                started.append(thread.name)
+            real_start(thread)
+
+        try:
+            threading.Thread.start = counted  # type: ignore[method-assign]
+            for _ in range(3):
+                assert client.send(CAMPAIGN, BODY).http_status == 200
+        finally:
+            threading.Thread.start = real_start  # type: ignore[method-assign]
+            client.close()
+    assert started == [], started
+
+
+def test_one_client_thread_keeps_the_deadlines_of_requests_one_after_another() -> None:
+    """The shared thread cuts the second request at its own deadline, after the first was done
+    early (its deadline, finished, must neither fire on the second's connection nor hold it up)."""
+    def answer_then_stall(connection: socket.socket, stop: threading.Event) -> None:
+        if read_request(connection):
+            connection.sendall(OK)
+        if read_request(connection):
+            trickle(connection, SLOW_HEADERS, 0.25, stop)
+
+    with server(answer_then_stall) as (port, _):
+        client = PisanoClient(f"http://127.0.0.1:{port}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5,
+                              max_connections=1)
+        assert client.send(CAMPAIGN, BODY).http_status == 200  # its deadline is still ahead
+        elapsed, error = send_timed(client)
+    assert client.deadline_s - 0.1 < elapsed < client.deadline_s + SLACK_S, elapsed
+    assert error is not None and error.ambiguous, error
