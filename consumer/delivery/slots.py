@@ -35,7 +35,7 @@ from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.outage import RedisOutage
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
-from consumer.state.limiter import Limiter
+from consumer.state.limiter import Grant, Limiter
 
 # Work for a request (taking its batch, claiming or renewing its ids, building its body) starts
 # this long before its slot, so that at the slot only the POST remains: requests reach Pisano a
@@ -77,6 +77,30 @@ class Slot:
     def late_s(self, now: float) -> float:
         """How long after the slot's earliest possible moment `now` is."""
         return now - self.at + self.doubt
+
+    @classmethod
+    def of(cls, grant: Grant) -> Slot:
+        """A granted slot on this process's clock: its wait counted from the reply's arrival,
+        doubted by the call's round trip."""
+        return cls(grant.received_at + grant.wait_s, grant.round_trip_s)
+
+
+def lateness_allowed_s(limiter: Limiter) -> float | None:
+    """How late after its slot a request may leave: half of PISANO_RATE_MARGIN_MS, never below
+    LATENESS_FLOOR_S (None: no throttle, any time is fine)."""
+    return max(LATENESS_FLOOR_S, limiter.margin_ms / 2000) if limiter.windows else None
+
+
+def sleep_to_slot(grant: Grant, limiter: Limiter, sleep: Callable[[float], object] = time.sleep) -> bool:
+    """For a request that takes its slot outside the sender threads (the circuit's token probe,
+    `check`): sleep to the granted slot. True: leave now, within the lateness allowed; False: the
+    slot cannot be used on time (its reply came back, or this thread woke, later than that) and is
+    given up, as `SlotReserver` gives it up: its request must not leave in it."""
+    slot, allowed = Slot.of(grant), lateness_allowed_s(limiter)
+    if allowed is not None and slot.doubt > allowed:
+        return False
+    sleep(max(0.0, slot.at - time.monotonic()))
+    return allowed is None or slot.late_s(time.monotonic()) <= allowed
 
 
 class SlotReserver:
@@ -142,7 +166,7 @@ class SlotReserver:
                 continue
             self.dm.throttle_slots.inc()
             self.metrics.throttle_wait.observe(grant.wait_s)
-            slot = Slot(grant.received_at + grant.wait_s, grant.round_trip_s)
+            slot = Slot.of(grant)
             if self.pace_ms:  # any reservation is the newest for a while: the next turn is a pace after it
                 self._turn_at = max(self._turn_at, slot.at + self.pace_ms / 1000)
             if self.max_lateness_s is not None and slot.doubt > self.max_lateness_s:
