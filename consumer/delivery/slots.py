@@ -35,7 +35,7 @@ from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.outage import RedisOutage
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
-from consumer.state.limiter import Limiter
+from consumer.state.limiter import Grant, Limiter
 
 # Work for a request (taking its batch, claiming or renewing its ids, building its body) starts
 # this long before its slot, so that at the slot only the POST remains: requests reach Pisano a
@@ -46,6 +46,14 @@ PREPARE_LEAD_S = 0.2
 # would otherwise count as late and take slot after slot).
 LATENESS_FLOOR_S = 0.02
 LATE_LOG_EVERY_S = 60.0  # a machine too slow for the margin says so once a minute, not per slot
+# A slot given up because its reply came back later than the lateness allowed stops this sender's
+# reservations for this long, doubling while replies stay late (up to the most): every slot counts
+# at Pisano, so a replica that cannot use its slots on time must not go on taking them from the
+# replicas that can. A single late reply (a stall) costs the first; a Redis slow for this replica
+# costs at most one slot per LATE_REPLY_PAUSE_MAX_S once the pause has grown.
+LATE_REPLY_PAUSE_S = 0.25
+LATE_REPLY_PAUSE_MAX_S = 30.0
+LATE_REPLY_POLL_S = 0.05  # meanwhile, how often the other threads look whether they may ask again
 
 log = logging.getLogger(__name__)
 # A renewal (or the claim) made at most this long before a POST leaves covers it: the claim's lease
@@ -78,6 +86,30 @@ class Slot:
         """How long after the slot's earliest possible moment `now` is."""
         return now - self.at + self.doubt
 
+    @classmethod
+    def of(cls, grant: Grant) -> Slot:
+        """A granted slot on this process's clock: its wait counted from the reply's arrival,
+        doubted by the call's round trip."""
+        return cls(grant.received_at + grant.wait_s, grant.round_trip_s)
+
+
+def lateness_allowed_s(limiter: Limiter) -> float | None:
+    """How late after its slot a request may leave: half of PISANO_RATE_MARGIN_MS, never below
+    LATENESS_FLOOR_S (None: no throttle, any time is fine)."""
+    return max(LATENESS_FLOOR_S, limiter.margin_ms / 2000) if limiter.windows else None
+
+
+def sleep_to_slot(grant: Grant, limiter: Limiter, sleep: Callable[[float], object] = time.sleep) -> bool:
+    """For a request that takes its slot outside the sender threads (the circuit's token probe,
+    `check`): sleep to the granted slot. True: leave now, within the lateness allowed; False: the
+    slot cannot be used on time (its reply came back, or this thread woke, later than that) and is
+    given up, as `SlotReserver` gives it up: its request must not leave in it."""
+    slot, allowed = Slot.of(grant), lateness_allowed_s(limiter)
+    if allowed is not None and slot.doubt > allowed:
+        return False
+    sleep(max(0.0, slot.at - time.monotonic()))
+    return allowed is None or slot.late_s(time.monotonic()) <= allowed
+
 
 class SlotReserver:
     def __init__(self, limiter: Limiter, metrics: Metrics, stop: threading.Event, outage: RedisOutage,
@@ -99,12 +131,18 @@ class SlotReserver:
         # immediate slot (a claim of 5000 ids on a busy machine) would leave late and lose it.
         self._prepare_s = PREPARE_LEAD_S if max_lateness_s is not None else 0.0
         self._late_said_at = -LATE_LOG_EVERY_S
+        # Slots given up in a row for their late replies (shared by the threads), and when the
+        # pause they set began: a call already under way then is no new evidence.
+        self._late_replies = 0
+        self._late_paused_at = -LATE_REPLY_PAUSE_MAX_S
+        self._late_lock = threading.Lock()  # held by the one thread asking while replies come back late
 
     def reserve(self, turn_wait: Callable[[float], bool] | None = None,
                 heartbeat: Heartbeat | None = None) -> Slot | None:
         """Reserve a slot (None if stopping, or if `heartbeat`, the waits of a request holding
         claims, found one lost). A slot whose reply took longer than the lateness allowed is given
-        up at once: wherever the slot lies in that round trip, no POST can be sure to be on time.
+        up at once: wherever the slot lies in that round trip, no POST can be sure to be on time;
+        then this sender pauses its reservations (`_late_reply`), one thread asking at a time.
 
         `turn_wait`: a paced request (when the sender paces); it is called to wait up to that many
         seconds for the pace's turn and returns True if the request is no longer paced."""
@@ -124,11 +162,22 @@ class SlotReserver:
                     if turn_wait(min(ahead, max(0.0, patience_at - time.monotonic()))):
                         pace_ms = 0
                     continue
+            # While replies come back late, one thread at a time asks: each late reply costs a slot.
+            alone = self._late_replies > 0
+            if alone and not self._late_lock.acquire(blocking=False):
+                wait(LATE_REPLY_POLL_S)
+                continue
             try:
                 grant = self.limiter.acquire(pace_ms, round(self._prepare_s * 1000))
             except StateStoreError as exc:
+                if alone:
+                    self._late_lock.release()
+                    alone = False
                 self.outage.failed("throttle", exc, wait)  # a cluster's dedup masters may still answer
                 continue
+            finally:
+                if alone:
+                    self._late_lock.release()
             self.outage.recovered()
             self.dm.throttle_fenced.set(1 if grant.held else 0)
             if grant.paced:  # another request took the turn: wait for the next one
@@ -142,26 +191,43 @@ class SlotReserver:
                 continue
             self.dm.throttle_slots.inc()
             self.metrics.throttle_wait.observe(grant.wait_s)
-            slot = Slot(grant.received_at + grant.wait_s, grant.round_trip_s)
+            slot = Slot.of(grant)
             if self.pace_ms:  # any reservation is the newest for a while: the next turn is a pace after it
                 self._turn_at = max(self._turn_at, slot.at + self.pace_ms / 1000)
             if self.max_lateness_s is not None and slot.doubt > self.max_lateness_s:
+                pause = self._late_reply(grant.received_at - grant.round_trip_s)
                 self._wasted("a request's throttle slot came back %.0f ms after it was asked for (it may "
-                             "have passed by as much)", slot.doubt)
+                             "have passed by as much)", slot.doubt,
+                             f"it was given up, and this replica asks for no slot for {pause:.2f}s (longer while "
+                             "replies stay late, so it takes no budget it cannot use)")
                 continue
+            self._late_replies = 0
             return slot
         return None
 
-    def _wasted(self, why: str, late_s: float) -> None:
+    def _late_reply(self, sent_at: float) -> float:
+        """A slot given up for its late reply (its call sent at `sent_at`, monotonic): no
+        reservation by this sender for a pause, doubled by each late reply to a call sent after
+        the last pause began (calls already under way then, one per thread, are no new evidence).
+        Returns the pause in effect."""
+        now = time.monotonic()
+        if sent_at >= self._late_paused_at:
+            pause = min(LATE_REPLY_PAUSE_MAX_S, LATE_REPLY_PAUSE_S * 2 ** min(self._late_replies, 16))
+            self._late_replies += 1
+            self._late_paused_at = now
+            self._blocked_until = max(self._blocked_until, now + pause)
+        return max(0.0, self._blocked_until - now)
+
+    def _wasted(self, why: str, late_s: float, then: str = "it took a new slot") -> None:
         """A slot given up as (possibly) late: counted, and said once a minute. `why` ends with
-        "%.0f ms", the lateness."""
+        "%.0f ms", the lateness; `then` says what the request did instead."""
         self.dm.throttle_wasted.inc()
         now = time.monotonic()
         if now - self._late_said_at < LATE_LOG_EVERY_S:
             return
         self._late_said_at = now
         assert self.max_lateness_s is not None
-        log.warning(why + ", more than the %.0f ms allowed (PISANO_RATE_MARGIN_MS / 2): it took a new slot. "
+        log.warning(why + ", more than the %.0f ms allowed (PISANO_RATE_MARGIN_MS / 2): " + then + ". "
                     "If throttle_slots_wasted_total keeps growing, the replica is short of CPU or Redis is slow: "
                     "give it CPU, or raise PISANO_RATE_MARGIN_MS", late_s * 1000, self.max_lateness_s * 1000)
 

@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 from consumer.delivery.failures import CODE_SCOPES
 from consumer.delivery.pisano import TOKEN_ACCEPTED_CODES
+from consumer.delivery.slots import sleep_to_slot
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.operations.logs import redact_text
 from consumer.state.limiter import Limiter
@@ -235,9 +236,10 @@ def token_probe(client: TokenProbe, limiter: Limiter) -> Callable[[], bool | Tri
 
     def probe() -> bool | Trip | None:
         grant = limiter.acquire()
-        if not grant.granted:
+        # A slot it cannot use on time (its reply came back late, the thread woke late) is given
+        # up: no verdict, the next round (on any replica) probes in a slot of its own.
+        if not grant.granted or not sleep_to_slot(grant, limiter):
             return None
-        time.sleep(grant.wait_s)
         try:
             return token_verdict(client.probe_token())
         except PisanoTransportError:

@@ -88,3 +88,54 @@ def test_a_slot_whose_reply_came_back_late_is_never_used_late() -> None:
     assert true_slot <= went_at <= true_slot + 0.1 + 0.05, (went_at - true_slot, limiter.true_slots)
     assert len(limiter.true_slots) == 3  # the two late replies' slots given up
     assert metrics.registry.get_sample_value("pisano_sms_throttle_slots_wasted_total", {"destination": "default"}) == 2
+
+
+class _SlowReplies:
+    """A replica whose every throttle reply comes back `delay_s` after the state was read (a slow
+    link to Redis, a Redis answering slowly), on the fleet's shared limiter."""
+
+    def __init__(self, inner, delay_s: float) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.delay_s = inner, delay_s
+        self.windows, self.margin_ms = inner.windows, inner.margin_ms
+        self.calls = 0
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0):  # type: ignore[no-untyped-def]
+        sent = time.monotonic()
+        grant = self.inner.acquire(pace_ms, prepare_ms)
+        self.calls += 1
+        time.sleep(self.delay_s)
+        received = time.monotonic()
+        return replace(grant, received_at=received, round_trip_s=received - sent)
+
+
+def test_a_replica_whose_replies_all_come_back_late_does_not_burn_the_fleets_budget() -> None:
+    # Found by review: a slot given up for its late reply was followed at once by another call, by
+    # every thread; with every reply late, a replica reserved (and gave up) slot after slot as fast
+    # as Redis answered, taking the fleet's budget from the replicas that could use it.
+    fleet = windows_limiter("20/1s", horizon_ms=5000)
+    slow = _SlowReplies(fleet.replica(), delay_s=0.15)
+    metrics, stop = Metrics(), threading.Event()
+    reservers = {name: SlotReserver(limiter, metrics, stop, RedisOutage(metrics, stop), horizon_s=5.0,  # type: ignore[arg-type]
+                                    destination=name, max_lateness_s=0.1)
+                 for name, limiter in (("slow", slow), ("healthy", fleet))}
+    sent = {"slow": 0, "healthy": 0}
+
+    def sender(name: str) -> None:
+        while not stop.is_set():
+            if reservers[name].ready(None, lambda: True) == "go":
+                sent[name] += 1
+
+    threads = [threading.Thread(target=sender, args=(name,), daemon=True)
+               for name, count in (("slow", 4), ("healthy", 2)) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    stop.wait(2.0)
+    stop.set()
+    for thread in threads:
+        thread.join(6)
+    wasted = metrics.registry.get_sample_value("pisano_sms_throttle_slots_wasted_total", {"destination": "slow"})
+    assert sent["slow"] == 0  # its slots could never be used on time
+    # The four calls under way when the first late reply came, then one call per pause (0.25 s,
+    # 0.5 s, 1 s...); before, 56 in 2 s, and the healthy replica sent 8 requests.
+    assert wasted is not None and wasted <= 7, f"{wasted} slots given up in 2 s ({slow.calls} calls), {sent}"
+    assert sent["healthy"] >= 16, sent  # its two threads' most: a slot, the preparation's lead, a POST

@@ -19,6 +19,7 @@ from consumer.config.settings import Settings
 from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.errors import PisanoApiError
 from consumer.operations import check
+from consumer.state.limiter import NoLimiter
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 NOT_FOUND = PisanoApiError(http_status=404, code=13002, message="Requested resource not found!")
@@ -36,8 +37,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, answer: PisanoApiError | None, url: st
         def close(self) -> None:
             pass
 
-    grant = SimpleNamespace(held=False, granted=True, wait_s=0.0)
-    destination = SimpleNamespace(limiter=SimpleNamespace(acquire=lambda: grant), client=Client())
+    destination = SimpleNamespace(limiter=NoLimiter(), client=Client())
     monkeypatch.setattr(check, "build_state", lambda settings: None)
     monkeypatch.setattr(check, "destination_configs",
                         lambda settings: {name: SimpleNamespace(name=name, url=url)})
