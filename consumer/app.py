@@ -30,7 +30,7 @@ from consumer.delivery.sender import FailurePolicy, Sender
 from consumer.errors import ConfigError, UnroutableError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.freshness import Freshness
-from consumer.ingest.kafka import make_consumer, make_producer
+from consumer.ingest.kafka import make_consumer, make_producer, refused_settings
 from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient, fields_read_by, known_campaign, load_mapper
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
@@ -297,21 +297,22 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
             lanes[name] = Lane(batcher, sender)
         return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
 
-    producer = make_producer(settings, kafka_error)
-    pipeline = Pipeline(
-        settings,
-        consumer_factory=lambda on_commit: make_consumer(settings, kafka_error, on_commit=on_commit),
-        producer=producer,
-        decoder=decoder,
-        mapper=mapper,  # type: ignore[arg-type]
-        delivery_factory=delivery,
-        metrics=metrics,
-        health=health,
-        replays=ReplayVerifier.from_settings(settings),
-        dead_letter_marks=RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s,
-                                               group=settings.kafka_group_id, dlq_topic=settings.dlq_topic),
-        receipts=build_receipts(settings, state, producer, route, metrics),
-    )
+    with refused_settings():  # the producer, and the Pipeline's first consumer
+        producer = make_producer(settings, kafka_error)
+        pipeline = Pipeline(
+            settings,
+            consumer_factory=lambda on_commit: make_consumer(settings, kafka_error, on_commit=on_commit),
+            producer=producer,
+            decoder=decoder,
+            mapper=mapper,  # type: ignore[arg-type]
+            delivery_factory=delivery,
+            metrics=metrics,
+            health=health,
+            replays=ReplayVerifier.from_settings(settings),
+            dead_letter_marks=RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s,
+                                                   group=settings.kafka_group_id, dlq_topic=settings.dlq_topic),
+            receipts=build_receipts(settings, state, producer, route, metrics),
+        )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
                         dlq_topic=settings.dlq_topic, destinations=list(destinations.values()),
                         heartbeat=LimiterHeartbeat([d.limiter for d in destinations.values()]),

@@ -8,11 +8,15 @@ Offsets are stored and committed only by the pipeline, after each record's outco
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
+from consumer.config.secrets import mask_urls_in_text
 from consumer.config.settings import Settings
+from consumer.errors import ConfigError
 
 log = logging.getLogger(__name__)
 librdkafka_log = logging.getLogger("librdkafka")
@@ -95,6 +99,23 @@ def produce_waiting(producer: Producer, topic: str, **record: Any) -> None:
             return
         except BufferError:
             producer.poll(0.1)
+
+
+@contextmanager
+def refused_settings() -> Iterator[None]:
+    """Kafka clients created at start-up: one librdkafka refuses to create (a property out of its
+    range or in conflict with another, a TLS file it cannot read) is a ConfigError saying what it
+    refused, as any setting that cannot work, not a traceback: the same settings would be refused
+    again after a restart. (Not around a client created later, `Pipeline._check_membership`'s: a
+    file unreadable for a moment there is tried again.)"""
+    try:
+        yield
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        said = mask_urls_in_text(error.str() if error is not None else str(exc))
+        raise ConfigError(f"Kafka refused the client's settings: {said}. Fix the setting it names "
+                          "(KAFKA_CONFIG_<PROPERTY> in the environment, dots as underscores, or the config "
+                          "file's kafka: mapping), or make the file it names readable") from exc
 
 
 def make_consumer(settings: Settings, on_error: Any = None, **extra: Any) -> Consumer:

@@ -31,9 +31,9 @@ from consumer.config.secrets import mask_url, mask_urls_in_text
 from consumer.config.settings import Settings, duration_ms
 from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.delivery.slots import sleep_to_slot
-from consumer.errors import PisanoSmsError, PisanoTransportError, StateStoreError
+from consumer.errors import ConfigError, PisanoSmsError, PisanoTransportError, StateStoreError
 from consumer.ingest.avro import build_decoder
-from consumer.ingest.kafka import make_admin, make_producer
+from consumer.ingest.kafka import make_admin, make_producer, refused_settings
 from consumer.ingest.mapping import fields_read_by, is_campaign_id, load_mapper
 from consumer.operations.durability import (
     offsets_warning,
@@ -155,7 +155,11 @@ def _send_windows(settings: Settings, configs: dict[str, Any]) -> str:
 
 
 def _kafka(settings: Settings) -> tuple[str, str]:
-    producer = make_producer(settings)
+    try:
+        with refused_settings():
+            producer = make_producer(settings)
+    except ConfigError as exc:  # `run` refuses to start with these settings too
+        return REFUSED, str(exc)
     try:
         metadata = producer.list_topics(timeout=10)
     except KafkaException as exc:
