@@ -6,33 +6,25 @@ begins with new Kafka clients", advice that only restarts it into the same refus
 from __future__ import annotations
 
 from typing import Any
-from unittest import mock
 
 import pytest
 from click.testing import CliRunner
 
-import consumer.app
-from consumer.app import State, build_pipeline
+from consumer.app import build_pipeline
 from consumer.cli import main
 from consumer.config.settings import Settings
 from consumer.errors import ConfigError
 from consumer.operations.check import run_checks
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
-from consumer.state.redis import Keys
+from tests.support.offline_build import stand_in_state
 
 
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """`build_pipeline` on a stand-in Redis and registry; the Kafka clients are librdkafka's own
     (none connects before it is created: the refusals below come first)."""
-    redis = mock.MagicMock(name="redis")
-    redis.get.return_value = None
-    redis.time.return_value = (1_800_000_000, 0)
-    monkeypatch.setattr(consumer.app, "build_state", lambda settings: State(redis, Keys("p")))
-    monkeypatch.setattr(consumer.app, "require_noeviction", lambda client, allow: None)
-    monkeypatch.setattr(consumer.app, "account_key", lambda client, keys, name, token: token)
-    monkeypatch.setattr(consumer.app, "build_decoder", lambda *args: mock.MagicMock(name="decoder"))
+    stand_in_state(monkeypatch)
 
 
 def build(**kafka: Any) -> None:

@@ -139,7 +139,9 @@ def test_trickled_status_line_and_headers_are_cut_at_the_deadline_with_fate_unkn
 
 
 def test_a_kept_alive_connection_is_cut_at_the_deadline_of_the_request_using_it() -> None:
-    """A pooled connection opens no socket for the next request: the deadline still finds it."""
+    """A pooled connection opens no socket for the next request: the deadline still finds it. The
+    first request's deadline, finished early and still ahead, neither cuts the second one short
+    nor holds it up (the client's one deadline thread keeps both)."""
     def answer_then_stall(connection: socket.socket, stop: threading.Event) -> None:
         if read_request(connection):
             connection.sendall(OK)
@@ -152,7 +154,7 @@ def test_a_kept_alive_connection_is_cut_at_the_deadline_of_the_request_using_it(
         assert client.send(CAMPAIGN, BODY).http_status == 200
         elapsed, error = send_timed(client)
     assert len(accepted) == 1  # the second request did go over the first one's connection
-    assert elapsed < client.deadline_s + SLACK_S, elapsed
+    assert client.deadline_s - 0.1 < elapsed < client.deadline_s + SLACK_S, elapsed
     assert error is not None and error.ambiguous, error
 
 
@@ -349,20 +351,3 @@ def test_a_request_starts_no_thread_on_its_way_to_pisano() -> None:
             client.close()
     assert started == [], started
 
-
-def test_one_client_thread_keeps_the_deadlines_of_requests_one_after_another() -> None:
-    """The shared thread cuts the second request at its own deadline, after the first was done
-    early (its deadline, finished, must neither fire on the second's connection nor hold it up)."""
-    def answer_then_stall(connection: socket.socket, stop: threading.Event) -> None:
-        if read_request(connection):
-            connection.sendall(OK)
-        if read_request(connection):
-            trickle(connection, SLOW_HEADERS, 0.25, stop)
-
-    with server(answer_then_stall) as (port, _):
-        client = PisanoClient(f"http://127.0.0.1:{port}", TOKEN, timeout_s=0.5, connect_timeout_s=0.5,
-                              max_connections=1)
-        assert client.send(CAMPAIGN, BODY).http_status == 200  # its deadline is still ahead
-        elapsed, error = send_timed(client)
-    assert client.deadline_s - 0.1 < elapsed < client.deadline_s + SLACK_S, elapsed
-    assert error is not None and error.ambiguous, error

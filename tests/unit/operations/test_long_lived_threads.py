@@ -19,12 +19,12 @@ from unittest import mock
 import pytest
 
 import consumer.app
-from consumer.app import State, build_pipeline
+from consumer.app import build_pipeline
 from consumer.config.settings import Settings
 from consumer.operations.health import Health, HealthProbe, HealthServer
 from consumer.operations.metrics import Metrics
 from consumer.operations.threads import long_lived
-from consumer.state.redis import Keys
+from tests.support.offline_build import stand_in_state
 
 OLD = "tok-old-0123456789"
 ROOT = Path(__file__).resolve().parents[3]
@@ -57,13 +57,7 @@ def until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:  # retu
 def built(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[Health, Any, mock.MagicMock]]]:
     """`build_pipeline` as `pisano-sms run` calls it, on a stand-in Redis, registry and producer."""
     RAISE["error"] = None
-    redis = mock.MagicMock(name="redis")
-    redis.get.return_value = None
-    redis.time.return_value = (1_800_000_000, 0)
-    monkeypatch.setattr(consumer.app, "build_state", lambda settings: State(redis, Keys("p")))
-    monkeypatch.setattr(consumer.app, "require_noeviction", lambda client, allow: None)
-    monkeypatch.setattr(consumer.app, "account_key", lambda client, keys, name, token: token)
-    monkeypatch.setattr(consumer.app, "build_decoder", lambda *args: mock.MagicMock(name="decoder"))
+    redis = stand_in_state(monkeypatch)
     monkeypatch.setattr(consumer.app, "make_producer", lambda *args: mock.MagicMock(name="producer"))
     probes: list[HealthProbe] = []
 
