@@ -318,7 +318,9 @@ class PisanoClient:
                     answer = read_bounded(response, deadline.at)
                     reason_phrase, retry_after = response.reason_phrase, response.headers.get("Retry-After")
                 finally:
-                    deadline.finish()  # before the connection goes back to the pool
+                    # Before the connection goes back to the pool (done already if the body was read
+                    # to its end, when httpx gives it back: request_deadline._FinishingStream).
+                    deadline.finish()
         except _NOT_SENT as exc:
             raise PisanoTransportError(_describe(exc, "request not sent"), ambiguous=False) from exc
         except httpx.HTTPError as exc:
