@@ -275,9 +275,10 @@ class PisanoClient:
         max_connections: int,
         tls_verify: bool = True,
         ca_file: Path | None = None,
+        destination: str = "default",
     ) -> None:
         self.deadline_s = connect_timeout_s + timeout_s
-        self._deadlines = DeadlineWatch()
+        self._deadlines = DeadlineWatch(destination)
         # The token is read per request (a rotated token takes effect on the next one), and this
         # client closes its source (the thread watching a token file or provider).
         self.tokens: TokenSource = StaticToken(token) if isinstance(token, str) else token

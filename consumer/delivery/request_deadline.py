@@ -91,14 +91,16 @@ class DeadlineWatch:
     throttle's lateness check (consumer/delivery/slots.py) and before its bytes left, eating
     the margin that keeps it inside Pisano's windows. Adding a deadline is a heap push."""
 
-    def __init__(self) -> None:
+    def __init__(self, destination: str) -> None:
         self._ready = threading.Condition()
         self._heap: list[tuple[float, int, Deadline]] = []
         self._order = itertools.count()  # ties in time: no Deadline is ever compared
         self._closed = False
         # Watched with the build's other threads (app.build_pipeline): a dead one would leave
         # every stalled request to its per-operation timeouts alone.
-        self.thread = long_lived(self._run, name="request-deadlines", role="request_deadlines")
+        # Its name carries the destination, as the senders' and token watchers' do: /healthz
+        # names the threads that ended by their names.
+        self.thread = long_lived(self._run, name=f"request-deadlines-{destination}", role="request_deadlines")
         self.thread.start()
 
     def add(self, deadline: Deadline) -> None:
