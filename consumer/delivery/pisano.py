@@ -278,7 +278,6 @@ class PisanoClient:
         destination: str = "default",
     ) -> None:
         self.deadline_s = connect_timeout_s + timeout_s
-        self._deadlines = DeadlineWatch(destination)
         # The token is read per request (a rotated token takes effect on the next one), and this
         # client closes its source (the thread watching a token file or provider).
         self.tokens: TokenSource = StaticToken(token) if isinstance(token, str) else token
@@ -297,6 +296,8 @@ class PisanoClient:
                 httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
                 environment_proxy(base_url)),
         )
+        # Last: a client that could not be built (a CA file that is no certificate) leaves no thread.
+        self._deadlines = DeadlineWatch(destination)
 
     def send(self, campaign_id: str, body: bytes) -> Accepted:
         """POST one request. Raises PisanoApiError for an error answer, PisanoTransportError when

@@ -423,3 +423,16 @@ def test_a_deadline_passing_as_its_answer_ends_never_cuts_the_next_request_on_th
             client.close()
     assert len(accepted) == 1  # the second request did go over the first one's connection
     assert results == {"first": 200, "second": 200}, results
+
+
+def test_a_client_that_cannot_be_built_leaves_no_deadline_thread_behind(tmp_path: Path) -> None:
+    """The deadline thread was started before the TLS context was made: a CA file that is not a
+    certificate (`check` reports it and goes on to the next destination) left it running for good."""
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    before = {t for t in threading.enumerate() if t.name.startswith("request-deadlines")}
+    with pytest.raises(ssl.SSLError):
+        PisanoClient("https://127.0.0.1:1", TOKEN, timeout_s=0.5, connect_timeout_s=0.5, max_connections=1,
+                     ca_file=bad, destination="bad-ca")
+    after = {t for t in threading.enumerate() if t.name.startswith("request-deadlines")}
+    assert after - before == set()
