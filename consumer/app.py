@@ -104,7 +104,7 @@ def build_destination(config: DestinationConfig, settings: Settings, state: Stat
                           provider=settings.pisano_token_provider, interval_s=settings.pisano_token_refresh_ms / 1000)
     client = PisanoClient(config.url, tokens, timeout_s=config.timeout_ms / 1000,
                           connect_timeout_s=config.connect_timeout_ms / 1000, max_connections=connections,
-                          tls_verify=config.tls_verify, ca_file=config.ca_file)
+                          tls_verify=config.tls_verify, ca_file=config.ca_file, destination=config.name)
     # The wrong-token circuit belongs to the token this replica started with, not to the account:
     # pods restarted with a corrected token must not inherit the open circuit of the wrong one.
     # Throttle and campaign circuits stay with the account (Pisano's budget, its campaigns).

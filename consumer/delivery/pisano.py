@@ -275,9 +275,9 @@ class PisanoClient:
         max_connections: int,
         tls_verify: bool = True,
         ca_file: Path | None = None,
+        destination: str = "default",
     ) -> None:
         self.deadline_s = connect_timeout_s + timeout_s
-        self._deadlines = DeadlineWatch()
         # The token is read per request (a rotated token takes effect on the next one), and this
         # client closes its source (the thread watching a token file or provider).
         self.tokens: TokenSource = StaticToken(token) if isinstance(token, str) else token
@@ -296,6 +296,8 @@ class PisanoClient:
                 httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
                 environment_proxy(base_url)),
         )
+        # Last: a client that could not be built (a CA file that is no certificate) leaves no thread.
+        self._deadlines = DeadlineWatch(destination)
 
     def send(self, campaign_id: str, body: bytes) -> Accepted:
         """POST one request. Raises PisanoApiError for an error answer, PisanoTransportError when
@@ -318,7 +320,9 @@ class PisanoClient:
                     answer = read_bounded(response, deadline.at)
                     reason_phrase, retry_after = response.reason_phrase, response.headers.get("Retry-After")
                 finally:
-                    deadline.finish()  # before the connection goes back to the pool
+                    # Before the connection goes back to the pool (done already if the body was read
+                    # to its end, when httpx gives it back: request_deadline._FinishingStream).
+                    deadline.finish()
         except _NOT_SENT as exc:
             raise PisanoTransportError(_describe(exc, "request not sent"), ambiguous=False) from exc
         except httpx.HTTPError as exc:

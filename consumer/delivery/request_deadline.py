@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -91,14 +91,16 @@ class DeadlineWatch:
     throttle's lateness check (consumer/delivery/slots.py) and before its bytes left, eating
     the margin that keeps it inside Pisano's windows. Adding a deadline is a heap push."""
 
-    def __init__(self) -> None:
+    def __init__(self, destination: str) -> None:
         self._ready = threading.Condition()
         self._heap: list[tuple[float, int, Deadline]] = []
         self._order = itertools.count()  # ties in time: no Deadline is ever compared
         self._closed = False
         # Watched with the build's other threads (app.build_pipeline): a dead one would leave
         # every stalled request to its per-operation timeouts alone.
-        self.thread = long_lived(self._run, name="request-deadlines", role="request_deadlines")
+        # Its name carries the destination, as the senders' and token watchers' do: /healthz
+        # names the threads that ended by their names.
+        self.thread = long_lived(self._run, name=f"request-deadlines-{destination}", role="request_deadlines")
         self.thread.start()
 
     def add(self, deadline: Deadline) -> None:
@@ -268,6 +270,24 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self.backend.sleep(seconds)
 
 
+class _FinishingStream(httpx.SyncByteStream):
+    """An answer's body that finishes its request's deadline as it closes: before the connection
+    goes back to the pool, where another thread's request may take it at once. httpx closes it
+    as soon as the body is read to its end, while `send` is still reading; a deadline passing
+    after that and finished only later would shut the connection under the next request."""
+
+    def __init__(self, stream: httpx.SyncByteStream, deadline: Deadline) -> None:
+        self.stream = stream
+        self.deadline = deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.stream
+
+    def close(self) -> None:
+        self.deadline.finish()
+        self.stream.close()
+
+
 class DeadlineTransport(httpx.HTTPTransport):
     """httpx's transport (its pooling, proxying, mapping of errors) over `_DeadlineBackend`."""
 
@@ -278,6 +298,13 @@ class DeadlineTransport(httpx.HTTPTransport):
         if not isinstance(getattr(self._pool, "_network_backend", None), httpcore.NetworkBackend):
             raise RuntimeError("httpcore's connection pool changed: the request deadline cannot be installed")
         self._pool._network_backend = _DeadlineBackend()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = _current()
+        response = super().handle_request(request)
+        if deadline is not None and isinstance(response.stream, httpx.SyncByteStream):
+            response.stream = _FinishingStream(response.stream, deadline)
+        return response
 
 
 def environment_proxy(base_url: str) -> str | None:

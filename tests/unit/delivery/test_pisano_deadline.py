@@ -351,3 +351,72 @@ def test_a_request_starts_no_thread_on_its_way_to_pisano() -> None:
             client.close()
     assert started == [], started
 
+
+def test_a_deadline_passing_as_its_answer_ends_never_cuts_the_next_request_on_that_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx gives the connection back to the pool as soon as the answer's body is read to its
+    end, inside `read_bounded`, before `send` is done with it. A deadline that passed right then
+    (an answer that came at the last moment) shut the connection another thread's request was
+    already using: its request sent, its answer lost (ambiguous: retried, maybe a second SMS)."""
+    import consumer.delivery.pisano as pisano
+
+    second_in_flight = threading.Event()
+    first_done = threading.Event()
+
+    def answer_twice(connection: socket.socket, stop: threading.Event) -> None:
+        if read_request(connection):
+            connection.sendall(OK)
+        if read_request(connection):
+            second_in_flight.set()
+            first_done.wait(5)  # the first request's deadline has passed meanwhile
+            connection.sendall(OK)
+
+    real_read_bounded = pisano.read_bounded
+
+    def read_then_linger(response: object, deadline_at: float) -> bytes:
+        answer = real_read_bounded(response, deadline_at)  # type: ignore[arg-type]
+        if threading.current_thread().name == "first":
+            # Still in `send`, its connection back in the pool: the second request takes it.
+            assert second_in_flight.wait(5)
+            time.sleep(max(0.0, deadline_at - time.monotonic()) + 0.1)  # the watch has seen it pass
+            first_done.set()
+        return answer
+
+    monkeypatch.setattr(pisano, "read_bounded", read_then_linger)
+    results: dict[str, object] = {}
+    with server(answer_twice) as (port, accepted):
+        # Deadlines 2.5 s after each start; the second's answer comes within its read timeout (1.5 s).
+        client = PisanoClient(f"http://127.0.0.1:{port}", TOKEN, timeout_s=1.5, connect_timeout_s=1.0,
+                              max_connections=1)
+
+        def send(name: str) -> None:
+            try:
+                results[name] = client.send(CAMPAIGN, BODY).http_status
+            except PisanoTransportError as exc:
+                results[name] = exc
+
+        try:
+            first = threading.Thread(target=send, args=("first",), name="first")
+            first.start()
+            time.sleep(1.5)  # the second request starts 1 s before the first's deadline
+            second = threading.Thread(target=send, args=("second",), name="second")
+            second.start()
+            first.join(10)
+            second.join(10)
+        finally:
+            client.close()
+    assert len(accepted) == 1  # the second request did go over the first one's connection
+    assert results == {"first": 200, "second": 200}, results
+
+
+def test_a_client_that_cannot_be_built_leaves_no_deadline_thread_behind(tmp_path: Path) -> None:
+    """The deadline thread was started before the TLS context was made: a CA file that is not a
+    certificate (`check` reports it and goes on to the next destination) left it running for good."""
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    before = {t for t in threading.enumerate() if t.name.startswith("request-deadlines")}
+    with pytest.raises(ssl.SSLError):
+        PisanoClient("https://127.0.0.1:1", TOKEN, timeout_s=0.5, connect_timeout_s=0.5, max_connections=1,
+                     ca_file=bad, destination="bad-ca")
+    after = {t for t in threading.enumerate() if t.name.startswith("request-deadlines")}
+    assert after - before == set()

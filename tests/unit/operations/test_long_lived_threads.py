@@ -191,3 +191,15 @@ def test_the_watched_threads_of_the_consumer_are_all_long_lived() -> None:
             if "long_lived(" in path.read_text()}
     assert made >= {"consumer/delivery/sender.py", "consumer/state/limiter.py", "consumer/operations/health.py",
                     "consumer/sre/replay_lock.py"}
+
+
+def test_each_destinations_request_deadline_thread_has_a_name_of_its_own(
+        built: Callable[..., tuple[Health, HealthProbe, mock.MagicMock]]) -> None:
+    """Found by review: every client's deadline thread was `request-deadlines`, so with two
+    destinations /healthz's `ended_threads` (keyed by name) showed one where two had ended, and
+    its error line did not say which destination had lost its deadlines."""
+    health, _, _ = built(destinations={"retail": {"url": "https://eu.pisano.co",
+                                                  "campaigns": ["ae51458c-9e82-417f-8f1d-e074891ea5c1"]}})
+    names = health.watched_threads()
+    assert len(names) == len(set(names)), names
+    assert {"request-deadlines-default", "request-deadlines-retail"} <= set(names), names
