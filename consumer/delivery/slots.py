@@ -99,6 +99,24 @@ def lateness_allowed_s(limiter: Limiter) -> float | None:
     return max(LATENESS_FLOOR_S, limiter.margin_ms / 2000) if limiter.windows else None
 
 
+def take_slot(limiter: Limiter, within_s: float) -> str | None:
+    """For a request outside the sender threads (`check`'s probe and empty requests): reserve a
+    slot and sleep to it, waiting out fences and far slots, taking another slot when one cannot be
+    used on time (`sleep_to_slot`). None: leave now; else why no slot came within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        grant = limiter.acquire()
+        if not grant.granted:
+            if time.monotonic() + grant.wait_s > deadline:
+                return f"no throttle slot within {within_s:.0f}s (next in {grant.wait_s:.0f}s); try again later"
+            time.sleep(min(grant.wait_s, 5.0) or 0.05)
+        elif sleep_to_slot(grant, limiter):
+            return None
+        elif time.monotonic() > deadline:
+            return f"no throttle slot usable on time within {within_s:.0f}s: Redis answers slower than half of " \
+                   "PISANO_RATE_MARGIN_MS; check Redis's latency"
+
+
 def sleep_to_slot(grant: Grant, limiter: Limiter, sleep: Callable[[float], object] = time.sleep) -> bool:
     """For a request that takes its slot outside the sender threads (the circuit's token probe,
     `check`): sleep to the granted slot. True: leave now, within the lateness allowed; False: the
@@ -170,14 +188,15 @@ class SlotReserver:
             try:
                 grant = self.limiter.acquire(pace_ms, round(self._prepare_s * 1000))
             except StateStoreError as exc:
-                if alone:
-                    self._late_lock.release()
-                    alone = False
-                self.outage.failed("throttle", exc, wait)  # a cluster's dedup masters may still answer
-                continue
+                failed: StateStoreError | None = exc
+            else:
+                failed = None
             finally:
-                if alone:
+                if alone:  # before an outage's wait: another thread may ask meanwhile
                     self._late_lock.release()
+            if failed is not None:
+                self.outage.failed("throttle", failed, wait)  # a cluster's dedup masters may still answer
+                continue
             self.outage.recovered()
             self.dm.throttle_fenced.set(1 if grant.held else 0)
             if grant.paced:  # another request took the turn: wait for the next one

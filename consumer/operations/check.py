@@ -30,7 +30,7 @@ from consumer.config.registry import registry_connection
 from consumer.config.secrets import mask_url, mask_urls_in_text
 from consumer.config.settings import Settings, duration_ms
 from consumer.delivery.pisano import PROBE_CAMPAIGN
-from consumer.delivery.slots import sleep_to_slot
+from consumer.delivery.slots import take_slot
 from consumer.errors import ConfigError, PisanoSmsError, PisanoTransportError, StateStoreError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_admin, make_producer, refused_settings
@@ -286,21 +286,9 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
         destination = build_destination(config, settings, state, connections=1, horizon_ms=60_000)
         shown_url = mask_url(config.url)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                grant = destination.limiter.acquire()
-                while grant.held and time.monotonic() + grant.wait_s < deadline:  # a fence: wait it out
-                    time.sleep(grant.wait_s)
-                    grant = destination.limiter.acquire()
-                if not grant.granted:
-                    return "failed", f"{config.name}: no throttle slot within a minute (next in " \
-                                     f"{grant.wait_s:.0f}s); try again later"
-                if sleep_to_slot(grant, destination.limiter):
-                    break
-                # It could not be used on time (its reply came back late: a slow Redis): another slot.
-                if time.monotonic() > deadline:
-                    return "failed", f"{config.name}: no throttle slot usable on time within a minute: Redis " \
-                                     "answers slower than half of PISANO_RATE_MARGIN_MS; check Redis's latency"
+            waited = take_slot(destination.limiter, 60.0)
+            if waited is not None:
+                return "failed", f"{config.name}: {waited}"
             answer = destination.client.probe_token(campaign)
         except PisanoTransportError as exc:
             return "failed", f"{config.name} {shown_url}: {exc.message}; check its URL (PISANO_URL)"

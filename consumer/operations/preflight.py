@@ -22,7 +22,6 @@ ok. A preflight must never pass a campaign it did not prove.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,7 +32,7 @@ from consumer.config.settings import Settings
 from consumer.delivery.destination import Destination
 from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.delivery.pisano_codes import RESOURCE_NOT_FOUND
-from consumer.delivery.slots import sleep_to_slot
+from consumer.delivery.slots import take_slot
 from consumer.errors import PisanoApiError, PisanoTransportError, StateStoreError
 from consumer.ingest.mapping import DeclarativeMapper, is_campaign_id, known_campaign, load_mapper
 from consumer.state.circuit import Trip, token_verdict
@@ -168,17 +167,4 @@ def _check_one(destination: Destination, campaign: str, shown_url: str) -> Campa
 def _take_slot(limiter: Limiter) -> str | None:
     """Wait for a slot of the shared throttle (None), or why there was none in time."""
     longest = max((w.period_ms / 1000 for w in limiter.windows), default=0.0)
-    deadline = time.monotonic() + longest + MARGIN_S
-    while True:
-        grant = limiter.acquire()
-        while not grant.granted:
-            if time.monotonic() + grant.wait_s > deadline:
-                return f"no throttle slot before {longest + MARGIN_S:.0f}s (next in {grant.wait_s:.0f}s); try later"
-            time.sleep(min(grant.wait_s, 5.0) or 0.05)
-            grant = limiter.acquire()
-        if sleep_to_slot(grant, limiter):
-            return None
-        # It could not be used on time (its reply came back late: a slow Redis): another slot.
-        if time.monotonic() > deadline:
-            return f"no throttle slot usable on time before {longest + MARGIN_S:.0f}s: Redis answers slower " \
-                   "than half of PISANO_RATE_MARGIN_MS; check Redis's latency"
+    return take_slot(limiter, longest + MARGIN_S)
