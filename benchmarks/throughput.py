@@ -15,6 +15,9 @@ local Kafka. The Pisano simulator runs in its own process, answers at once, thro
   committed offsets reach the end of every partition (so every event delivered or dead-lettered);
   with `--stand-in`, the same run with each record decoded and mapped before it and looked up
   (benchmarks/stand_in_run.py): the most a native decoder and mapper could give;
+  with `--refused`, the same run with Pisano knowing none of the campaigns: every event ends as a
+  dead-letter (the flood after a campaign is deleted or a token loses its rights), counted on the
+  dead-letter topic; the stage costs and the memory are then left out;
 - Redis round trips per Pisano request (the server's count of script calls, divided by requests);
 - Redis server CPU per event (INFO cpu, used_cpu_user + used_cpu_sys, over the end-to-end run);
 - the consumer's CPU per event, whole process (all threads), with and without its start-up;
@@ -70,6 +73,7 @@ from consumer.state.redis import Keys, connect  # noqa: E402
 CAMPAIGNS = ["ae51458c-9e82-417f-8f1d-e074891ea5c1", "9a1e0000-0000-4000-8000-000000000001",
              "3f0c0000-0000-4000-8000-000000000002", "3f0c0000-0000-4000-8000-000000000003"]
 TOKEN = "bench-token"
+UNKNOWN_CAMPAIGN = "00000000-0000-4000-8000-00000000dead"  # with --refused, the only campaign Pisano knows
 STAGE_SAMPLE = 20_000
 GAUGE_WAIT_S = 6  # the consumer's gauges refresh every 5 s
 
@@ -84,10 +88,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
+def start_simulator(refused: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """The simulator, throttle off; knowing every campaign, or with `refused` none of ours."""
     port = free_port()
+    campaigns = ["--campaign", UNKNOWN_CAMPAIGN] if refused else ["--any-campaign"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "simulate", "--port", str(port), "--any-campaign",
+        [sys.executable, "-m", "consumer", "simulate", "--port", str(port), *campaigns,
          "--rate-limits", "off", "--memory-log-recipients", "0"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "LOG_LEVEL": "WARNING", "PISANO_API_TOKEN": TOKEN})  # the token not in argv
@@ -218,6 +224,7 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
     stats = httpx.get(f"{simulator_url}/_sim/stats").json()
     requests = stats["requests"]["by_status"].get("200", 0) - before["requests"]["by_status"].get("200", 0)
     return {
+        "dlq_topic": dlq,
         "events_per_s": events / (last_commit - first_poll),
         "seconds": last_commit - first_poll,
         "requests": requests,
@@ -377,6 +384,41 @@ def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) 
     return costs
 
 
+def refused_report(bootstrap: str, events: int, runs: list[dict[str, Any]], e2e: dict[str, Any],
+                   ceiling: float, plain_ceiling: float) -> None:
+    """`--refused`: every event must be on its run's dead-letter topic; the figures printed and
+    appended to the results file."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex[:6]}"})
+    try:
+        counts = [probe.get_watermark_offsets(TopicPartition(run["dlq_topic"], 0), timeout=10)[1] for run in runs]
+    finally:
+        probe.close()
+    result = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "events": events, "runs": len(runs),
+              "refused": "every campaign unknown", "raw_ceiling_events_per_s": round(ceiling),
+              **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e2e.items() if k != "dlq_topic"},
+              "ratio": round(e2e["events_per_s"] / ceiling, 3),
+              "plain_raw_ceiling_events_per_s": round(plain_ceiling),
+              "ratio_to_plain": round(e2e["events_per_s"] / plain_ceiling, 3), "dead_letters": counts}
+    print()
+    rates = ", ".join(f"{v:,.0f}" for v in e2e["spread"]["events_per_s"])
+    print(f"  best of {len(runs)} runs each (every run: {rates} events/s)")
+    print(f"  dead-lettered       {e2e['events_per_s']:>10,.0f} events/s  ({e2e['seconds']:.1f}s, "
+          f"{e2e['requests']} requests accepted)")
+    print(f"  raw ceiling         {ceiling:>10,.0f} events/s  ratio {result['ratio']:.2f}")
+    print(f"  plain raw ceiling   {plain_ceiling:>10,.0f} events/s  ratio {result['ratio_to_plain']:.2f}")
+    print(f"  consumer CPU        {e2e['consumer_cpu_us_per_event']:>10.1f} us/event (whole process), "
+          f"{e2e['consumer_cpu_after_start_us_per_event']:.1f} after start-up")
+    print(f"  Redis server CPU    {e2e['redis_cpu_us_per_event']:>10.2f} us/event")
+    print(f"  dead-letters        {', '.join(f'{c:,}' for c in counts)} (one run each)")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    with open(out / "throughput.jsonl", "a", encoding="utf-8") as results:
+        results.write(json.dumps(result) + "\n")
+    short = [count for count in counts if count != events]
+    if short:
+        raise SystemExit(f"a run's dead-letter topic holds {short[0]:,} of {events:,} events")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
@@ -385,6 +427,9 @@ def main() -> None:
     parser.add_argument("--stand-in", action="store_true",
                         help="end to end with every record decoded and mapped before the run and looked up "
                              "(benchmarks/stand_in_run.py): the bound of a native decoder and mapper")
+    parser.add_argument("--refused", action="store_true",
+                        help="Pisano knows none of the campaigns: every event is dead-lettered (a flood of "
+                             "dead-letters); stage costs and memory left out")
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0")
@@ -396,7 +441,9 @@ def main() -> None:
     # PYTHONDONTWRITEBYTECODE (as the image sets) compiles every module again at each start, about
     # 0.1 s of CPU a run that the start-up figures would otherwise count.
     compileall.compile_dir(ROOT / "consumer", quiet=1)
-    simulator, simulator_url = start_simulator()
+    if args.refused:
+        say("--refused: Pisano knows none of the campaigns, every event ends on the dead-letter topic")
+    simulator, simulator_url = start_simulator(args.refused)
     try:
         produce(bootstrap, topic, args.events)
         ceilings: list[float] = []
@@ -416,6 +463,9 @@ def main() -> None:
                 f"{runs[-1]['consumer_cpu_after_start_us_per_event']:.1f} us/event after start-up")
         ceiling, plain_ceiling = max(ceilings), max(plain_ceilings)
         e2e = best_of(runs)
+        if args.refused:
+            refused_report(bootstrap, args.events, runs, e2e, ceiling, plain_ceiling)
+            return
         say("CPU per event by stage")
         stages = stage_costs(bootstrap, topic, redis_url, simulator_url)
         say("memory: RSS per 100,000 buffered events")

@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -72,6 +73,8 @@ from consumer.plain_number import plain_number
 from consumer.state.dead_letters import DeadLetterMarks, Mark, Origin, TopicPartition
 
 log = logging.getLogger(__name__)
+
+Headers = tuple[tuple[str, bytes], ...]
 
 REASONS = ("pisano_error", "throttled", "retries_exhausted", "transport_error", "ambiguous",
            "decode_error", "oversize", "invalid_event", "unroutable", "unsupported_schema", "internal_error", "stale")
@@ -127,7 +130,16 @@ def error_text(message: str) -> str:
     number (Pisano's or a mapper's text may echo one) and no URL credential. Cut before redacting
     (the work stays bounded) with room to spare, then again after (no half number is left). A lone
     surrogate (valid in a JSON string, so in Pisano's answer or a mapper's error) is written as its
-    escape: strict UTF-8 refuses it, and the dead-letter could not be produced at all."""
+    escape: strict UTF-8 refuses it, and the dead-letter could not be produced at all.
+
+    A failed request's events share one message: the text is made once per message (the latest
+    few kept; a message of more than MAX_MESSAGE_CHARS * 4 is not kept, only its text would be)."""
+    if len(message) > MAX_MESSAGE_CHARS * 4:
+        return _error_text(message)
+    return _kept_error_text(message)
+
+
+def _error_text(message: str) -> str:
     text = message[: MAX_MESSAGE_CHARS * 4]
     if len(text) < len(message):
         # The cut may split a phone number or a URL's user info, and masking what precedes it can
@@ -140,6 +152,9 @@ def error_text(message: str) -> str:
     return redact_phones(mask_urls_in_text(text))[:MAX_MESSAGE_CHARS]
 
 
+_kept_error_text = lru_cache(maxsize=256)(_error_text)
+
+
 def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | None = None, *,
                         group: str | None = None, compat: bool = False,
                         bare: bool = False) -> list[tuple[str, bytes]]:
@@ -149,29 +164,46 @@ def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | No
     original = [] if bare else [(k, v if v is not None else b"") for k, v in headers_of(message)
                                 if not k.startswith(WRITTEN_HEADER_PREFIXES)]
     _, timestamp = message.timestamp()
-    message_text = error_text(failure.message)
-    added: dict[str, str | int | None] = {
-        "pisano.error.code": failure.code,
-        "pisano.http.status": failure.http_status,
-        "pisano.error.message": message_text,
-        "dlq.reason": failure.reason,
-        "dlq.original.topic": message.topic(),
-        "dlq.original.partition": message.partition(),
-        "dlq.original.offset": message.offset(),
-        "dlq.original.timestamp": timestamp if timestamp and timestamp > 0 else None,
-        "dlq.original.consumer.group": group,
-        "dlq.campaign.id": failure.campaign_id,
-        "dlq.attempts": failure.attempts,
-        # The consumer's id of the last request that carried the event: its log line, its span
-        # and its receipt name the same id.
-        "dlq.request.id": failure.request_id,
-        ATTEMPT_HEADER: failure.attempt_id,
-        "dlq.failed.at": (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        REPLAYS_HEADER: replay_count(message),
-    }
-    ours = [(k, str(v).encode("utf-8", "backslashreplace")) for k, v in added.items() if v is not None]
-    others = compat_headers(message, failure.reason, message_text, group or "") if compat and not bare else []
+    first, middle = (_kept_failure_headers if len(failure.message) <= MAX_MESSAGE_CHARS * 4
+                     else _failure_headers)(failure, group)
+    ours = [*first,
+            ("dlq.original.topic", _header_bytes(message.topic())),
+            ("dlq.original.partition", str(message.partition()).encode()),
+            ("dlq.original.offset", str(message.offset()).encode())]
+    if timestamp and timestamp > 0:
+        ours.append(("dlq.original.timestamp", str(timestamp).encode()))
+    ours += middle
+    failed = (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    ours += [("dlq.failed.at", failed.encode()), (REPLAYS_HEADER, str(replay_count(message)).encode())]
+    others = compat_headers(message, failure.reason, error_text(failure.message), group or "") \
+        if compat and not bare else []
     return original + ours + others
+
+
+def _failure_headers(failure: Failure, group: str | None) -> tuple[Headers, Headers]:
+    """Our headers that come from the failure alone, before and after the record's origin, in
+    their order: the same for every event of a failed request, so made once for all of them.
+    Absent values leave their header out."""
+    first = {"pisano.error.code": failure.code, "pisano.http.status": failure.http_status,
+             "pisano.error.message": error_text(failure.message), "dlq.reason": failure.reason}
+    middle = {"dlq.original.consumer.group": group,
+              "dlq.campaign.id": failure.campaign_id,
+              "dlq.attempts": failure.attempts,
+              # The consumer's id of the last request that carried the event: its log line, its
+              # span and its receipt name the same id.
+              "dlq.request.id": failure.request_id,
+              ATTEMPT_HEADER: failure.attempt_id}
+    return (tuple((k, _header_bytes(v)) for k, v in first.items() if v is not None),
+            tuple((k, _header_bytes(v)) for k, v in middle.items() if v is not None))
+
+
+# The latest few failures' (a failed request's events share one Failure); one whose message is
+# longer than error_text keeps is made each time, not kept.
+_kept_failure_headers = lru_cache(maxsize=64)(_failure_headers)
+
+
+def _header_bytes(value: str | int) -> bytes:
+    return str(value).encode("utf-8", "backslashreplace")
 
 
 # What a dead-letter keeps of its record, step by step while the topic refuses it as too large:

@@ -26,11 +26,13 @@ it (consumer/outcomes/deadletter.py): a record throttled to the end by a 429 sto
 once the storm is over is not sent; one record, one outcome.
 
 The previous layout kept one string per record in the prefix's slot,
-`{<prefix>}:dl:<topic>:<partition>:<offset>` (`Keys.dead_letter`), for DEDUP_HORIZON_S. During a
-rolling upgrade an old replica's mark must still stop the new replica's second copy, so those keys
-are read too (in the lookup's round trip, never written) until the last of them expired: one
-horizon, plus a day for the upgrade itself, after the first lookup of this version, whose time is
-kept in `{<prefix>}:dl:layout` (SET NX, read once per process).
+`{<prefix>}:dl:<topic>:<partition>:<offset>` (`Keys.dead_letter`), for DEDUP_HORIZON_S. A mark
+of the previous fleet must still stop this one's second copy, so if the first lookup of this
+version finds any of those keys (a SCAN), they are read too (in the lookup's round trip, never
+written) until the last of them expired: one horizon, plus a day, after that first lookup, whose
+time is kept in `{<prefix>}:dl:layout` (SET NX, read once per process). If it finds none, the key
+holds 0 and they are never read: the previous fleet is stopped before this one starts (README,
+"Upgrading from 0.2.0"), so none can come later.
 
 Each dead-letter (but an ambiguous one: its event id's unknown mark keeps its record from being
 sent) is also noted, with its reason, before it is produced, in a second sorted set
@@ -58,6 +60,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+import redis
+
+from consumer.state.dedup_layout import find_key, masters
 from consumer.state.redis import Keys, stored_number, stored_text, translated
 
 TopicPartition = tuple[str, int]
@@ -310,8 +315,22 @@ class RedisDeadLetterMarks:
             key = f"{{{self.keys.prefix}}}:dl:layout"
             with translated("reading dead-letter marks"):
                 pipe = self.client.pipeline(transaction=False)
-                pipe.set(key, int(now), nx=True)
                 pipe.get(key)
-                since = stored_number(stored_text(pipe.execute()[1] or ""))
+                raw = pipe.execute()[0]
+                if raw is None:
+                    pipe = self.client.pipeline(transaction=False)
+                    pipe.set(key, int(now) if self._previous_layout_may_be_there() else 0, nx=True)
+                    pipe.get(key)
+                    raw = pipe.execute()[1]
+                since = stored_number(stored_text(raw or ""))
             self._legacy_until = (now if since is None else since) + self.horizon_ms + UPGRADE_MARGIN_MS
         return now < self._legacy_until
+
+    def _previous_layout_may_be_there(self) -> bool:
+        """Whether the previous layout left marks, looked for once, by the first lookup of this
+        version: its fleet is stopped before this one starts (README, "Upgrading from 0.2.0"), so
+        if there are none (the key `0`: read from the epoch, long over) none come later, and a
+        dead-letter costs no lookup of them. A keyspace too large to scan may hold some."""
+        pattern = f"{{{self.keys.prefix}}}:dl:*:*:*"  # `Keys.dead_letter`'s
+        cluster = isinstance(self.client, redis.RedisCluster)
+        return find_key(masters(self.client, self.keys.dead_letter("x", 0, 0), cluster), pattern) is not False

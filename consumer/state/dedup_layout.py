@@ -166,7 +166,7 @@ def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> L
         else:
             seconds, micros = client.time()
             now_ms = int(seconds) * 1000 + int(micros) // 1000
-            legacy = _found(_masters(client, keys.event("x"), cluster), keys.event("*")) is not False
+            legacy = find_key(masters(client, keys.event("x"), cluster), keys.event("*")) is not False
             proposed = Layout(BUCKETS, math.ceil(horizon_ms / SLICES), now_ms + horizon_ms if legacy else 0)
             if client.set(name, proposed.encode(), nx=True):
                 log.warning("dedup layout created: %d buckets, slices of %d s%s", proposed.buckets,
@@ -186,9 +186,9 @@ def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> L
 
 
 def _layout_of_existing_slices(client: Any, keys: Keys, *, cluster: bool) -> bytes | None:
-    nodes = _masters(client, None, cluster)
+    nodes = masters(client, None, cluster)
     for node in nodes:
-        key = _found([node], keys.dedup_slices())
+        key = find_key([node], keys.dedup_slices())
         if isinstance(key, bytes):
             copy = node.hget(key, SENTINEL)
             if copy is None:
@@ -198,7 +198,7 @@ def _layout_of_existing_slices(client: Any, keys: Keys, *, cluster: bool) -> byt
     return None
 
 
-def _masters(client: Any, key: str | None, cluster: bool) -> list[Any]:
+def masters(client: Any, key: str | None, cluster: bool) -> list[Any]:
     """Plain clients of the masters to scan: the one holding `key`'s slot, or every one."""
     if not cluster:
         return [client]
@@ -207,7 +207,7 @@ def _masters(client: Any, key: str | None, cluster: bool) -> list[Any]:
     return [client.get_redis_connection(node) for node in client.get_primaries()]
 
 
-def _found(nodes: list[Any], pattern: str) -> bytes | bool | None:
+def find_key(nodes: list[Any], pattern: str) -> bytes | bool | None:
     """A key matching the pattern on these nodes; False if there is none; None if the keyspace
     was too large to scan (`LEGACY_SCAN_CALLS` SCANs of `LEGACY_SCAN_COUNT` per node)."""
     complete = True

@@ -126,6 +126,17 @@ def test_a_mark_of_the_previous_layout_is_seen_during_a_rolling_upgrade(make_mar
     assert marks.seen([origin(1), origin(2), origin(3)]) == [True, False, False]
 
 
+def test_a_store_without_marks_of_the_previous_layout_never_reads_them(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """0.2.0's fleet is stopped before 0.3.0 starts (README, "Upgrading from 0.2.0"): if the first
+    lookup finds none of its marks, none can come later, and a dead-letter costs no lookup of them
+    (one GET per record before: a third of a dead-letter's cost in the poll loop)."""
+    marks = _redis(make_marks())
+    assert marks.seen([origin(1)]) == [False]  # the first lookup: nothing of 0.2.0's
+    marks.client.set("{t}:dl:t:0:1", origin(1).fingerprint, px=60_000)  # by hand, after it
+    assert marks.seen([origin(1)]) == [False]
+    assert make_marks().seen([origin(1)]) == [False]  # another replica, a restart: the same answer
+
+
 def test_the_previous_layouts_marks_are_not_read_once_the_last_of_them_expired(make_marks) -> None:  # type: ignore[no-untyped-def]
     marks = _redis(make_marks())
     first_lookup = int(time.time() * 1000) - 3_600_000 - UPGRADE_MARGIN_MS - 1000  # horizon_s=3600

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from consumer.outcomes.deadletter import Failure, dead_letter_headers, replay_count
+from consumer.outcomes.deadletter import Failure, dead_letter_headers, error_text, replay_count
 
 
 class FakeMessage:
@@ -58,3 +58,50 @@ def test_a_replayed_record_failing_again_gets_fresh_headers_and_keeps_its_replay
 def test_a_hostile_replay_header_counts_as_zero() -> None:
     for value in (b"\xc2\xb2", "²".encode(), b"-1", b"abc", b"9" * 40):
         assert replay_count(FakeMessage([("dlq.replays", value)])) == 0
+
+
+class _Origin(FakeMessage):
+    def __init__(self, partition: int, offset: int, timestamp: int) -> None:
+        super().__init__(None)
+        self._at = (partition, offset, timestamp)
+
+    def partition(self) -> int:
+        return self._at[0]
+
+    def offset(self) -> int:
+        return self._at[1]
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._at[2])
+
+
+def test_the_events_of_one_failed_request_share_its_headers_each_with_its_own_origin() -> None:
+    """The failure's headers are made once per failure (a request's 5,000 events share one), the
+    origin's for each record: in one order, whatever was made before."""
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    failure = Failure("ambiguous", "call +905321234567", code=None, http_status=502, campaign_id="c-1",
+                      attempt_id="a-1")
+    first = dead_letter_headers(_Origin(1, 7, 1_700_000_000_000), failure, at, group="g")
+    second = dead_letter_headers(_Origin(2, 9, 0), failure, at, group="g")
+    assert [k for k, _ in first] == [
+        "pisano.http.status", "pisano.error.message", "dlq.reason", "dlq.original.topic",
+        "dlq.original.partition", "dlq.original.offset", "dlq.original.timestamp",
+        "dlq.original.consumer.group", "dlq.campaign.id", "dlq.attempts", "dlq.attempt.id", "dlq.failed.at",
+        "dlq.replays"]
+    assert dict(first)["pisano.error.message"] == error_text(failure.message).encode() != failure.message.encode()
+    assert (dict(first)["dlq.original.partition"], dict(first)["dlq.original.offset"]) == (b"1", b"7")
+    assert (dict(second)["dlq.original.partition"], dict(second)["dlq.original.offset"]) == (b"2", b"9")
+    assert "dlq.original.timestamp" not in dict(second)  # the record had none
+    assert [h for h in second if h[0] != "dlq.original.partition" and h[0] != "dlq.original.offset"] == \
+        [h for h in first if h[0] not in ("dlq.original.partition", "dlq.original.offset", "dlq.original.timestamp")]
+    other_group = dead_letter_headers(_Origin(1, 7, 1), failure, at, group="h")
+    assert dict(other_group)["dlq.original.consumer.group"] == b"h"
+
+
+def test_a_long_message_is_cut_and_redacted_the_same_whether_kept_or_not() -> None:
+    long_message = "Pisano said: " + "x " * 3000 + "call +905321234567"
+    failure = Failure("pisano_error", long_message, code=13028)
+    text = dict(dead_letter_headers(_Origin(1, 1, 1), failure))["pisano.error.message"]
+    assert text == error_text(long_message).encode() and len(text) <= 1000 and b"905321234567" not in text
+    assert error_text("call +905321234567") == error_text("call +905321234567") and "905321234567" not in \
+        error_text("call +905321234567")
