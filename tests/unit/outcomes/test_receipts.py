@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import re
 import time
 import typing
@@ -39,6 +40,7 @@ from consumer.operations.metrics import Metrics
 from consumer.outcomes.confirmed_commits import MARKS_KEEP_S
 from consumer.outcomes.deadletter import Failure
 from consumer.outcomes.receipts import (
+    MAX_SHARED_KEPT,
     RECEIPT_OUTCOMES,
     SCHEMA_FILE,
     PhoneHasher,
@@ -130,6 +132,30 @@ def test_the_encoder_writes_what_fastavro_writes() -> None:
                                                              Receipt.__dataclass_fields__})
         assert codec.encode(receipt) == expected.getvalue()
         assert codec.decode(codec.encode(receipt)) == receipt
+
+
+def test_receipts_sharing_a_requests_fields_encode_as_fastavro_writes_each() -> None:
+    """The fields a request's events share are encoded once and kept (a bounded memory, dropped
+    whole when full), and a large number's high bytes are taken from the numbers encoded lately:
+    every receipt's bytes are still exactly fastavro's, whatever came before it."""
+    codec, hasher, rng = ReceiptCodec(), PhoneHasher(SALT), random.Random(7)
+    longs = [0, 1, -1, 63, 64, -65, 8191, 8192, 16383, 16384, 2**31 - 1, -2**31, 2**63 - 1, -2**63]
+    for n in range(MAX_SHARED_KEPT * 3):
+        request = n // 7  # seven events a request, then another request's fields
+        number = rng.choice(longs) if n % 5 == 0 else rng.randrange(-2**63, 2**63) if n % 5 == 1 else \
+            1_700_000_000_000 + rng.randrange(10**6)
+        receipt = build_receipt(
+            InboundRecord("t", n % 3, abs(number) % 2**62, b"k", b"v", [], (1, number),
+                          consumed_at_ms=abs(number) % 2**63),
+            "accepted" if request % 2 else "dead_lettered", group=f"g{request % 3}", hasher=hasher,
+            recipient=Recipient(f"tx-{n}", CAMPAIGN, PHONE) if request % 2 else None,
+            failure=None if request % 2 else Failure("pisano_error", f"refused {request}", code=13002 + request,
+                                                     http_status=404, attempts=request % 70),
+            request_id=f"r{request}", attempts=request % 70, decided_at_ms=number)
+        expected = io.BytesIO()
+        fastavro.schemaless_writer(expected, codec.schema, {name: getattr(receipt, name) for name in
+                                                             Receipt.__dataclass_fields__})
+        assert codec.encode(receipt) == expected.getvalue(), n
 
 
 def test_a_contact_policys_outcome_has_its_receipt_with_the_policy_as_reason() -> None:
