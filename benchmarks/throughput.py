@@ -17,7 +17,9 @@ local Kafka. The Pisano simulator runs in its own process, answers at once, thro
   (benchmarks/stand_in_run.py): the most a native decoder and mapper could give;
   with `--refused`, the same run with Pisano knowing none of the campaigns: every event ends as a
   dead-letter (the flood after a campaign is deleted or a token loses its rights), counted on the
-  dead-letter topic; the stage costs and the memory are then left out;
+  dead-letter topic; the stage costs and the memory are then left out; with `--with receipts`,
+  `--with contact-policy` (or both, comma-separated), the end-to-end runs with receipts written
+  and the contact policy on (a 30-day cooldown and the opt-out list it needs);
 - Redis round trips per Pisano request (the server's count of script calls, divided by requests);
 - Redis server CPU per event (INFO cpu, used_cpu_user + used_cpu_sys, over the end-to-end run);
 - the consumer's CPU per event, whole process (all threads), with and without its start-up;
@@ -161,10 +163,11 @@ def committed_all(admin_consumer: Consumer, topic: str, ends: dict[int, int]) ->
 
 
 def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, events: int,
-               stand_in: bool = False) -> dict[str, Any]:
+               stand_in: bool = False, features: tuple[str, ...] = ()) -> dict[str, Any]:
     group = f"bench-{uuid.uuid4().hex[:6]}"
     dlq = f"{topic}.{group}.dlq"  # each run its own
     create_topic(bootstrap, dlq, 1)
+    extra = feature_settings(bootstrap, f"{topic}.{group}", features)
     port = free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPICS": topic, "KAFKA_GROUP_ID": group,
            "DLQ_TOPIC": dlq, "REDIS_URL": redis_url, "PISANO_URL": simulator_url, "PISANO_API_TOKEN": TOKEN,
@@ -173,7 +176,7 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
            "REDIS_KEY_PREFIX": group,
            # The run's end is seen in the committed offsets: committing every 100 ms instead of
            # every second keeps a run of a few seconds from being measured in steps of a sixth.
-           "COMMIT_INTERVAL_MS": os.environ.get("COMMIT_INTERVAL_MS", "100")}
+           "COMMIT_INTERVAL_MS": os.environ.get("COMMIT_INTERVAL_MS", "100"), **extra}
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(6)}
     redis_client = redis.Redis.from_url(redis_url)
@@ -237,6 +240,21 @@ def end_to_end(bootstrap: str, redis_url: str, topic: str, simulator_url: str, e
         # that a run of 200,000 events spreads at 2 to 3 us each): the cost of the work per event.
         "consumer_cpu_after_start_us_per_event": (cpu_s - cpu_at_first_poll) * 1e6 / events,
     }
+
+
+FEATURES = ("receipts", "contact-policy")
+
+
+def feature_settings(bootstrap: str, name: str, features: tuple[str, ...]) -> dict[str, str]:
+    """The settings that turn the features on (`--with`): receipts to a topic of the run's own,
+    the contact policy (a 30-day cooldown, with the opt-out list it needs) on every phone."""
+    settings: dict[str, str] = {}
+    if "receipts" in features:
+        create_topic(bootstrap, f"{name}.receipts", 6)
+        settings |= {"OUTCOME_TOPIC": f"{name}.receipts", "OUTCOME_PHONE_SALT": uuid.uuid4().hex * 2}
+    if "contact-policy" in features:
+        settings |= {"CONTACT_COOLDOWN": "30d", "SUPPRESSION_KEY": uuid.uuid4().hex * 2}
+    return settings
 
 
 def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -385,7 +403,7 @@ def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) 
 
 
 def refused_report(bootstrap: str, events: int, runs: list[dict[str, Any]], e2e: dict[str, Any],
-                   ceiling: float, plain_ceiling: float) -> None:
+                   ceiling: float, plain_ceiling: float, features: tuple[str, ...]) -> None:
     """`--refused`: every event must be on its run's dead-letter topic; the figures printed and
     appended to the results file."""
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex[:6]}"})
@@ -394,7 +412,8 @@ def refused_report(bootstrap: str, events: int, runs: list[dict[str, Any]], e2e:
     finally:
         probe.close()
     result = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "events": events, "runs": len(runs),
-              "refused": "every campaign unknown", "raw_ceiling_events_per_s": round(ceiling),
+              "refused": "every campaign unknown", **({"with": list(features)} if features else {}),
+              "raw_ceiling_events_per_s": round(ceiling),
               **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e2e.items() if k != "dlq_topic"},
               "ratio": round(e2e["events_per_s"] / ceiling, 3),
               "plain_raw_ceiling_events_per_s": round(plain_ceiling),
@@ -427,16 +446,22 @@ def main() -> None:
     parser.add_argument("--stand-in", action="store_true",
                         help="end to end with every record decoded and mapped before the run and looked up "
                              "(benchmarks/stand_in_run.py): the bound of a native decoder and mapper")
+    parser.add_argument("--with", dest="features", default="",
+                        help=f"features on in the end-to-end runs, comma-separated: {', '.join(FEATURES)}")
     parser.add_argument("--refused", action="store_true",
                         help="Pisano knows none of the campaigns: every event is dead-lettered (a flood of "
                              "dead-letters); stage costs and memory left out")
     args = parser.parse_args()
+    features = tuple(f for f in args.features.split(",") if f)
+    if set(features) - set(FEATURES):
+        parser.error(f"--with: one of {', '.join(FEATURES)}")
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0")
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     if args.stand_in:
         say("--stand-in: decode and map looked up in the end-to-end runs (the bound of a native per-record path)")
-    say(f"{args.events:,} events, Kafka {bootstrap}, Redis {redis_url}, {os.cpu_count()} CPUs")
+    say(f"{args.events:,} events, Kafka {bootstrap}, Redis {redis_url}, {os.cpu_count()} CPUs"
+        + (f", with {', '.join(features)}" if features else ""))
     # The image runs from bytecode pip compiled at install; an editable checkout with
     # PYTHONDONTWRITEBYTECODE (as the image sets) compiles every module again at each start, about
     # 0.1 s of CPU a run that the start-up figures would otherwise count.
@@ -458,13 +483,13 @@ def main() -> None:
             plain_ceilings.append(raw_ceiling(bootstrap, topic, args.events, plain=True))
             say(f"  {plain_ceilings[-1]:,.0f} events/s")
             say(f"run {run} of {args.runs}: end to end: pisano-sms run, first poll to last commit")
-            runs.append(end_to_end(bootstrap, redis_url, topic, simulator_url, args.events, args.stand_in))
+            runs.append(end_to_end(bootstrap, redis_url, topic, simulator_url, args.events, args.stand_in, features))
             say(f"  {runs[-1]['events_per_s']:,.0f} events/s, "
                 f"{runs[-1]['consumer_cpu_after_start_us_per_event']:.1f} us/event after start-up")
         ceiling, plain_ceiling = max(ceilings), max(plain_ceilings)
         e2e = best_of(runs)
         if args.refused:
-            refused_report(bootstrap, args.events, runs, e2e, ceiling, plain_ceiling)
+            refused_report(bootstrap, args.events, runs, e2e, ceiling, plain_ceiling, features)
             return
         say("CPU per event by stage")
         stages = stage_costs(bootstrap, topic, redis_url, simulator_url)
@@ -475,6 +500,7 @@ def main() -> None:
         simulator.wait(30)
     result = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "events": args.events, "runs": args.runs,
               **({"stand_in": "decode-and-map"} if args.stand_in else {}),
+              **({"with": list(features)} if features else {}),
               "raw_ceiling_events_per_s": round(ceiling),
               **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e2e.items()},
               "ratio": round(e2e["events_per_s"] / ceiling, 3),
