@@ -85,6 +85,16 @@ def build_dedup(settings: Settings, state: State) -> DedupStore:
     return dedup if wait is None else ReplicatedDedup(dedup, wait)
 
 
+def build_dead_letter_marks(settings: Settings, state: State, dedup: DedupStore) -> RedisDeadLetterMarks:
+    """The marks read 0.2.0's as long as the dedup layout reads 0.2.0's dedup marks: one look for
+    both kinds, made once by the replica that created the layout (consumer/state/dead_letters.py)."""
+    redis_dedup = dedup.inner if isinstance(dedup, ReplicatedDedup) else dedup
+    assert isinstance(redis_dedup, RedisDedup)
+    return RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s,
+                                group=settings.kafka_group_id, dlq_topic=settings.dlq_topic,
+                                previous_release=redis_dedup.reads_previous_release)
+
+
 def build_limiter(config: DestinationConfig, state: State, horizon_ms: int, grace_ms: int,
                   account: str | None = None) -> Limiter:
     if not config.windows:
@@ -309,8 +319,7 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
             metrics=metrics,
             health=health,
             replays=ReplayVerifier.from_settings(settings),
-            dead_letter_marks=RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s,
-                                                   group=settings.kafka_group_id, dlq_topic=settings.dlq_topic),
+            dead_letter_marks=build_dead_letter_marks(settings, state, dedup),
             receipts=build_receipts(settings, state, producer, route, metrics),
         )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,

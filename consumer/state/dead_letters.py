@@ -25,14 +25,15 @@ dead-lettered before as dead-lettered again, with that reason, before anything e
 it (consumer/outcomes/deadletter.py): a record throttled to the end by a 429 storm and read again
 once the storm is over is not sent; one record, one outcome.
 
-The previous layout kept one string per record in the prefix's slot,
+The previous layout (0.2.0) kept one string per record in the prefix's slot,
 `{<prefix>}:dl:<topic>:<partition>:<offset>` (`Keys.dead_letter`), for DEDUP_HORIZON_S. A mark
-of the previous fleet must still stop this one's second copy, so if the first lookup of this
-version finds any of those keys (a SCAN), they are read too (in the lookup's round trip, never
-written) until the last of them expired: one horizon, plus a day, after that first lookup, whose
-time is kept in `{<prefix>}:dl:layout` (SET NX, read once per process). If it finds none, the key
-holds 0 and they are never read: the previous fleet is stopped before this one starts (README,
-"Upgrading from 0.2.0"), so none can come later.
+0.2.0 left must still stop this version's second copy, so those keys are read too (in the lookup's
+round trip, never written) for as long as the dedup layout reads 0.2.0's dedup marks: its first
+replica looks for both kinds of 0.2.0 mark once, when it creates the layout, and if it finds any,
+they are read for one horizon (consumer/state/dedup_layout.py; a 0.2.0 fleet is stopped before
+0.3.0 starts, README "Upgrading from 0.2.0", so none come later). A fleet that never ran 0.2.0
+never reads them once its first claim loaded the layout (before that, they are read: the poll
+loop never waits for the layout's creation), and a dead-letter then costs no lookup of them.
 
 Each dead-letter (but an ambiguous one: its event id's unknown mark keeps its record from being
 sent) is also noted, with its reason, before it is produced, in a second sorted set
@@ -55,20 +56,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-import redis
-
-from consumer.state.dedup_layout import find_key, masters
 from consumer.state.redis import Keys, stored_number, stored_text, translated
 
 TopicPartition = tuple[str, int]
-# The previous layout's marks may be written this long after the first lookup of this version:
-# the rolling upgrade's old replicas go on writing them until they stop.
-UPGRADE_MARGIN_MS = 24 * 3600 * 1000
 
 # A mark's score is its offset plus its dead-letter reason's code over REASON_SPAN: removing the
 # marks below a commit (ZREMRANGEBYSCORE) still takes exactly the records below it, and the member
@@ -258,7 +252,10 @@ def merged(acknowledged: Mapping[int, tuple[str, float]], sending: Mapping[int, 
 
 
 class RedisDeadLetterMarks:
-    def __init__(self, client: Any, keys: Keys, *, horizon_s: int, group: str, dlq_topic: str) -> None:
+    """`previous_release()`: whether 0.2.0's marks may still be there (`RedisDedup.reads_previous_release`)."""
+
+    def __init__(self, client: Any, keys: Keys, *, horizon_s: int, group: str, dlq_topic: str,
+                 previous_release: Callable[[], bool]) -> None:
         self.client = client
         self.keys = keys
         self.scope = f"{group}:{dlq_topic}"  # a topic name has no ':', so no two pairs give one scope
@@ -266,13 +263,12 @@ class RedisDeadLetterMarks:
             keys.prefix, scope, topic, partition), horizon_s=horizon_s, what="dead-letter marks")
         self.sending_sets = PartitionMarks(client, lambda scope, topic, partition: sending_key(
             keys.prefix, scope, topic, partition), horizon_s=horizon_s, what="dead-letter marks")
-        self.horizon_ms = horizon_s * 1000
-        self._legacy_until: float | None = None  # until when the previous layout's marks may still be there
+        self.previous_release = previous_release
 
     def seen(self, origins: Sequence[Origin]) -> list[bool]:
         if not origins:
             return []
-        legacy = self._legacy_active()
+        legacy = self.previous_release()
         by_key = self.sets.by_key(self.scope, origins)
         with translated("reading dead-letter marks"):
             pipe = self.client.pipeline(transaction=False)
@@ -308,29 +304,3 @@ class RedisDeadLetterMarks:
 
     def forget_below(self, points: Mapping[TopicPartition, int]) -> None:
         self.sets.forget_below(self.scope, points, beside=lambda key: key + SENDING_SUFFIX)
-
-    def _legacy_active(self) -> bool:
-        now = time.time() * 1000
-        if self._legacy_until is None:
-            key = f"{{{self.keys.prefix}}}:dl:layout"
-            with translated("reading dead-letter marks"):
-                pipe = self.client.pipeline(transaction=False)
-                pipe.get(key)
-                raw = pipe.execute()[0]
-                if raw is None:
-                    pipe = self.client.pipeline(transaction=False)
-                    pipe.set(key, int(now) if self._previous_layout_may_be_there() else 0, nx=True)
-                    pipe.get(key)
-                    raw = pipe.execute()[1]
-                since = stored_number(stored_text(raw or ""))
-            self._legacy_until = (now if since is None else since) + self.horizon_ms + UPGRADE_MARGIN_MS
-        return now < self._legacy_until
-
-    def _previous_layout_may_be_there(self) -> bool:
-        """Whether the previous layout left marks, looked for once, by the first lookup of this
-        version: its fleet is stopped before this one starts (README, "Upgrading from 0.2.0"), so
-        if there are none (the key `0`: read from the epoch, long over) none come later, and a
-        dead-letter costs no lookup of them. A keyspace too large to scan may hold some."""
-        pattern = f"{{{self.keys.prefix}}}:dl:*:*:*"  # `Keys.dead_letter`'s
-        cluster = isinstance(self.client, redis.RedisCluster)
-        return find_key(masters(self.client, self.keys.dead_letter("x", 0, 0), cluster), pattern) is not False

@@ -283,6 +283,14 @@ class RedisDedup:
                 value = self.client.get(self.keys.event(event_id))
         return value.decode() if isinstance(value, bytes) else value
 
+    def reads_previous_release(self) -> bool:
+        """Whether 0.2.0's marks may still be there (its dedup marks, and its dead-letter marks:
+        consumer/state/dead_letters.py), as the layout says; True until a claim or settlement
+        loaded the layout. Never loads it: the dead-letter marks ask from the poll loop, which
+        must not wait for the layout's first creation (a scan of up to 2 million keys)."""
+        layout = self._layout
+        return layout is None or layout.legacy_active()
+
     def _layout_loaded(self) -> Layout:
         # Read (or created) on first use, not at construction: a replica starts while Redis is away.
         with self._lock:

@@ -28,8 +28,9 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -166,7 +167,7 @@ def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> L
         else:
             seconds, micros = client.time()
             now_ms = int(seconds) * 1000 + int(micros) // 1000
-            legacy = find_key(masters(client, keys.event("x"), cluster), keys.event("*")) is not False
+            legacy = _previous_release_marks(client, keys, cluster) is not False
             proposed = Layout(BUCKETS, math.ceil(horizon_ms / SLICES), now_ms + horizon_ms if legacy else 0)
             if client.set(name, proposed.encode(), nx=True):
                 log.warning("dedup layout created: %d buckets, slices of %d s%s", proposed.buckets,
@@ -186,9 +187,9 @@ def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> L
 
 
 def _layout_of_existing_slices(client: Any, keys: Keys, *, cluster: bool) -> bytes | None:
-    nodes = masters(client, None, cluster)
+    nodes = _masters(client, None, cluster)
     for node in nodes:
-        key = find_key([node], keys.dedup_slices())
+        key = _found([node], keys.dedup_slices())
         if isinstance(key, bytes):
             copy = node.hget(key, SENTINEL)
             if copy is None:
@@ -198,7 +199,19 @@ def _layout_of_existing_slices(client: Any, keys: Keys, *, cluster: bool) -> byt
     return None
 
 
-def masters(client: Any, key: str | None, cluster: bool) -> list[Any]:
+def _previous_release_marks(client: Any, keys: Keys, cluster: bool) -> bool | None:
+    """Whether 0.2.0 left marks under this prefix: its dedup marks (`Keys.event`) or its dead-letter
+    marks (`Keys.dead_letter`, which the dead-letter marks read as long as the layout says:
+    consumer/state/dead_letters.py). Both are in the prefix's slot, found in one scan of its
+    master; None when the keyspace was too large to scan."""
+    slot = f"{{{keys.prefix}}}"
+    previous = re.compile(rf"{re.escape(slot)}:(e:|dl:[^:]+:[0-9]+:[0-9]+\Z)")  # `Keys.event`, `Keys.dead_letter`
+    found = _found(_masters(client, keys.event("x"), cluster), f"{slot}:*",
+                   lambda key: previous.match(key.decode("utf-8", "replace")) is not None)
+    return None if found is None else found is not False
+
+
+def _masters(client: Any, key: str | None, cluster: bool) -> list[Any]:
     """Plain clients of the masters to scan: the one holding `key`'s slot, or every one."""
     if not cluster:
         return [client]
@@ -207,16 +220,18 @@ def masters(client: Any, key: str | None, cluster: bool) -> list[Any]:
     return [client.get_redis_connection(node) for node in client.get_primaries()]
 
 
-def find_key(nodes: list[Any], pattern: str) -> bytes | bool | None:
-    """A key matching the pattern on these nodes; False if there is none; None if the keyspace
-    was too large to scan (`LEGACY_SCAN_CALLS` SCANs of `LEGACY_SCAN_COUNT` per node)."""
+def _found(nodes: list[Any], pattern: str, wanted: Callable[[bytes], bool] | None = None) -> bytes | bool | None:
+    """A key matching the pattern (and `wanted`, when given) on these nodes; False if there is none;
+    None if the keyspace was too large to scan (`LEGACY_SCAN_CALLS` SCANs of `LEGACY_SCAN_COUNT`
+    per node)."""
     complete = True
     for node in nodes:
         cursor = 0
         for _ in range(LEGACY_SCAN_CALLS):
-            cursor, found = node.scan(cursor, match=pattern, count=LEGACY_SCAN_COUNT)
+            cursor, keys = node.scan(cursor, match=pattern, count=LEGACY_SCAN_COUNT)
+            found = [bytes(key) for key in keys if wanted is None or wanted(bytes(key))]
             if found:
-                return bytes(found[0])
+                return found[0]
             if int(cursor) == 0:
                 break
         else:

@@ -276,12 +276,13 @@ def circuit_store(request: pytest.FixtureRequest) -> CircuitStore:
 def make_marks(request: pytest.FixtureRequest) -> Callable[..., DeadLetterMarks]:
     shared: dict[str, Any] = {}  # every build's marks in one store, as every replica's are in one Redis
 
-    def build(horizon_s: int = 3600, group: str = "g", dlq_topic: str = "dlq") -> Any:
+    def build(horizon_s: int = 3600, group: str = "g", dlq_topic: str = "dlq", previous_release: bool = True) -> Any:
         if request.param == "memory":
             store = shared.setdefault("store", MemoryDeadLetterMarks(horizon_s=horizon_s))
             return store.scoped(group, dlq_topic)
         client = shared.setdefault("client", _connect(request))
-        return RedisDeadLetterMarks(client, Keys("t"), horizon_s=horizon_s, group=group, dlq_topic=dlq_topic)
+        return RedisDeadLetterMarks(client, Keys("t"), horizon_s=horizon_s, group=group, dlq_topic=dlq_topic,
+                                    previous_release=lambda: previous_release)
 
     return build
 

@@ -12,7 +12,7 @@ import pytest
 from redis.crc import key_slot
 
 from consumer.ingest.records import InboundRecord
-from consumer.state.dead_letters import UPGRADE_MARGIN_MS, Mark, Origin, RedisDeadLetterMarks
+from consumer.state.dead_letters import Mark, Origin, RedisDeadLetterMarks
 
 
 def origin(offset: int, value: bytes = b"v", timestamp: int = 1_800_000_000_000, partition: int = 0) -> Origin:
@@ -107,7 +107,7 @@ def _redis(marks: Any) -> RedisDeadLetterMarks:
 def test_each_partitions_marks_are_one_key_of_their_own_hash_slot(make_marks) -> None:  # type: ignore[no-untyped-def]
     marks = _redis(make_marks(group="g", dlq_topic="dlq"))
     marks.mark([origin(n) for n in range(100)] + [origin(1, partition=1)])
-    keys = sorted(k.decode() for k in marks.client.scan_iter("*") if not k.endswith(b":dl:layout"))
+    keys = sorted(k.decode() for k in marks.client.scan_iter("*"))
     assert keys == ["{t:dl:g:dlq:t:0}", "{t:dl:g:dlq:t:1}"]  # not one key per record
     slots = {key_slot(k.encode()) for k in keys}
     assert len(slots) == 2 and key_slot(b"{t}") not in slots  # not all in the prefix's slot
@@ -116,32 +116,21 @@ def test_each_partitions_marks_are_one_key_of_their_own_hash_slot(make_marks) ->
     assert sending == ["{t:dl:g:dlq:t:0}:sending"] and key_slot(sending[0].encode()) == key_slot(b"{t:dl:g:dlq:t:0}")
 
 
-def test_a_mark_of_the_previous_layout_is_seen_during_a_rolling_upgrade(make_marks) -> None:  # type: ignore[no-untyped-def]
-    """The previous version wrote one string per record in the prefix's slot,
+def test_a_mark_of_the_previous_layout_is_seen_while_the_dedup_layout_reads_them(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """0.2.0 wrote one string per record in the prefix's slot,
     `{prefix}:dl:<topic>:<partition>:<offset>`, the fingerprint its value; its marks are read
-    until the last of them expired."""
+    as long as the dedup layout reads 0.2.0's."""
     marks = _redis(make_marks())
     marks.client.set("{t}:dl:t:0:1", origin(1).fingerprint, px=60_000)
     marks.client.set("{t}:dl:t:0:2", "1:other-fingerprint", px=60_000)
     assert marks.seen([origin(1), origin(2), origin(3)]) == [True, False, False]
 
 
-def test_a_store_without_marks_of_the_previous_layout_never_reads_them(make_marks) -> None:  # type: ignore[no-untyped-def]
-    """0.2.0's fleet is stopped before 0.3.0 starts (README, "Upgrading from 0.2.0"): if the first
-    lookup finds none of its marks, none can come later, and a dead-letter costs no lookup of them
-    (one GET per record before: a third of a dead-letter's cost in the poll loop)."""
-    marks = _redis(make_marks())
-    assert marks.seen([origin(1)]) == [False]  # the first lookup: nothing of 0.2.0's
-    marks.client.set("{t}:dl:t:0:1", origin(1).fingerprint, px=60_000)  # by hand, after it
-    assert marks.seen([origin(1)]) == [False]
-    assert make_marks().seen([origin(1)]) == [False]  # another replica, a restart: the same answer
-
-
-def test_the_previous_layouts_marks_are_not_read_once_the_last_of_them_expired(make_marks) -> None:  # type: ignore[no-untyped-def]
-    marks = _redis(make_marks())
-    first_lookup = int(time.time() * 1000) - 3_600_000 - UPGRADE_MARGIN_MS - 1000  # horizon_s=3600
-    marks.client.set("{t}:dl:layout", first_lookup)
-    marks.client.set("{t}:dl:t:0:1", origin(1).fingerprint, px=60_000)  # by hand: no old replica left
+def test_the_previous_layouts_marks_are_not_read_when_the_dedup_layout_says_none_are_left(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """A fleet that never ran 0.2.0, or one whose 0.2.0 marks expired: a dead-letter costs no
+    lookup of them (consumer/state/dedup_layout.py looks for them once)."""
+    marks = _redis(make_marks(previous_release=False))
+    marks.client.set("{t}:dl:t:0:1", origin(1).fingerprint, px=60_000)  # by hand: no 0.2.0 replica left
     assert marks.seen([origin(1)]) == [False]
 
 

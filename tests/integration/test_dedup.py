@@ -9,13 +9,19 @@ from typing import Any
 
 import pytest
 
+from consumer.app import State, build_dead_letter_marks
+from consumer.config.settings import Settings
 from consumer.errors import StateStoreError
+from consumer.ingest.records import InboundRecord
 from consumer.state import dedup as dedup_module
+from consumer.state.dead_letters import Origin
 from consumer.state.dedup import ClaimRequest, ClaimStatus, RedisDedup, Settlement
 from consumer.state.dedup_layout import BUCKETS, SLICES, Layout, digest
 from consumer.state.redis import Keys, connect
 from tests.conftest import Stack
 from tests.support.redis_trips import count_round_trips
+
+SETTINGS = Settings(pisano_api_token="t", dlq_topic="dlq", kafka_group_id="g")
 
 
 @pytest.fixture
@@ -190,8 +196,29 @@ class TestMarksOf020:
         dedup = make()
         dedup.claim(dedup.new_tag(), ids("first"))
         assert Layout.decode(redis_client.get(Keys("t").dedup_layout())).legacy_until_ms == 0
+        assert not dedup.reads_previous_release()
         self.write_0_2_0_marks(redis_client, lease_ms=60_000)
         assert codes(dedup.claim(dedup.new_tag(), ids("delivered"))) == "C"
+
+    def test_the_dead_letter_marks_read_0_2_0s_as_long_as_the_layout_does(self, make, redis_client) -> None:  # type: ignore[no-untyped-def]
+        """One look for both kinds of 0.2.0 mark, made when the layout is created: a prefix where
+        0.2.0 only dead-lettered (no dedup mark left) reads its dead-letter marks; one where it left
+        none never looks them up, not even for a mark written later."""
+        mark = Origin.of(InboundRecord("t", 0, 5, b"k", b"v", [], (1, 1_800_000_000_000)))
+        for prefix, left_by_0_2_0 in (("t", True), ("fresh", False)):
+            keys = Keys(prefix)
+            if left_by_0_2_0:
+                redis_client.set(keys.dead_letter("t", 0, 5), mark.fingerprint, px=3_600_000)
+            dedup = RedisDedup(redis_client, keys, lease_ms=60_000, horizon_s=3600)
+            marks = build_dead_letter_marks(SETTINGS, State(redis_client, keys), dedup)
+            # Before the first claim loads the layout, 0.2.0's marks are read (the poll loop never
+            # waits for the layout's creation).
+            assert dedup.reads_previous_release() and marks.seen([mark]) == [left_by_0_2_0]
+            dedup.claim(dedup.new_tag(), ids("first"))  # the layout is made here
+            if not left_by_0_2_0:
+                redis_client.set(keys.dead_letter("t", 0, 5), mark.fingerprint, px=3_600_000)
+            assert marks.seen([mark]) == [left_by_0_2_0]
+            assert dedup.reads_previous_release() is left_by_0_2_0
 
 
 def test_digests_of_ids_differ_from_the_ids(make, redis_client) -> None:  # type: ignore[no-untyped-def]

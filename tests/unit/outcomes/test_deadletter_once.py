@@ -231,7 +231,8 @@ def test_loading_a_partitions_marks_and_notes_is_one_round_trip() -> None:
             return call
 
     client = Counting()
-    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq")
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: True)
     assert marks.load(("t", 0)) == {} and client.trips == 1
     marks.forget_below({("t", 0): 5, ("t", 1): 7})
     assert client.trips == 2
