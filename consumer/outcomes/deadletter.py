@@ -164,14 +164,14 @@ def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | No
     original = [] if bare else [(k, v if v is not None else b"") for k, v in headers_of(message)
                                 if not k.startswith(WRITTEN_HEADER_PREFIXES)]
     _, timestamp = message.timestamp()
-    first, middle = (_kept_failure_headers if len(failure.message) <= MAX_MESSAGE_CHARS * 4
-                     else _failure_headers)(failure, group)
-    ours = [*first,
-            ("dlq.original.topic", _header_bytes(message.topic())),
-            ("dlq.original.partition", str(message.partition()).encode()),
-            ("dlq.original.offset", str(message.offset()).encode())]
+    first, middle = (_kept_failure_headers if _keepable(failure, group) else _failure_headers)(failure, group)
+    ours = [*first]
+    for name, value in (("dlq.original.topic", message.topic()), ("dlq.original.partition", message.partition()),
+                        ("dlq.original.offset", message.offset())):
+        if value is not None:
+            ours.append((name, _header_bytes(value)))
     if timestamp and timestamp > 0:
-        ours.append(("dlq.original.timestamp", str(timestamp).encode()))
+        ours.append(("dlq.original.timestamp", _header_bytes(timestamp)))
     ours += middle
     failed = (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     ours += [("dlq.failed.at", failed.encode()), (REPLAYS_HEADER, str(replay_count(message)).encode())]
@@ -200,6 +200,18 @@ def _failure_headers(failure: Failure, group: str | None) -> tuple[Headers, Head
 # The latest few failures' (a failed request's events share one Failure); one whose message is
 # longer than error_text keeps is made each time, not kept.
 _kept_failure_headers = lru_cache(maxsize=64)(_failure_headers)
+_KEPT_TYPES = (str, int, type(None))
+
+
+def _keepable(failure: Failure, group: str | None) -> bool:
+    """Whether the failure's headers may be kept: kept ones are found by equality, and values
+    equal but written otherwise (1, True and 1.0; 0.0 and -0.0; a str subclass) would take one
+    another's headers, so only plain str, int and None values are kept (what the consumer makes)."""
+    return (len(failure.message) <= MAX_MESSAGE_CHARS * 4 and type(failure.message) is str
+            and type(failure.reason) is str and type(group) in _KEPT_TYPES
+            and type(failure.code) in _KEPT_TYPES and type(failure.http_status) in _KEPT_TYPES
+            and type(failure.campaign_id) in _KEPT_TYPES and type(failure.attempts) in _KEPT_TYPES
+            and type(failure.attempt_id) in _KEPT_TYPES and type(failure.request_id) in _KEPT_TYPES)
 
 
 def _header_bytes(value: str | int) -> bytes:

@@ -292,13 +292,18 @@ class ReceiptCodec:
         self._first, self._end = first, end
         self._writers_before, self._writers_shared = writers[:first], writers[first:end]
         self._writers_after = writers[end:]
+        numbers = [n for n, f in enumerate(fields[first:end]) if _is_number(f["type"])]
+        self._numbers: Callable[[tuple[Any, ...]], Iterable[Any]] = \
+            operator.itemgetter(*numbers, *numbers) if numbers else (lambda shared: ())  # a tuple even for one
         self._shared_bytes: dict[tuple[Any, ...], bytes] = {}
 
     def encode(self, receipt: Receipt) -> bytes:
         values = self._values(receipt)
         shared = values[self._first:self._end]
         middle = self._shared_bytes.get(shared)
-        if middle is None:
+        # Kept by equality: a number equal to a kept one but not an int (1.0, a float Avro's long
+        # refuses) is written on its own, never given the int's bytes.
+        if middle is None or not _INTEGRAL.issuperset(map(type, self._numbers(shared))):
             middle = b"".join([write(value) for write, value in zip(self._writers_shared, shared, strict=True)])
             if len(self._shared_bytes) >= MAX_SHARED_KEPT:  # dropped whole: a request's receipts come together
                 self._shared_bytes.clear()
@@ -316,6 +321,16 @@ class ReceiptCodec:
         fields = fastavro.schemaless_reader(buffer, self._plain, None)
         assert isinstance(fields, dict)
         return Receipt(**fields)
+
+
+_INTEGRAL = frozenset({int, bool, type(None)})  # written alike when equal (True as 1)
+
+
+def _is_number(avro_type: Any) -> bool:
+    """Whether a field of the receipt's schema holds an int or a long (or null)."""
+    if isinstance(avro_type, list):
+        return any(_is_number(branch) for branch in avro_type)
+    return (avro_type.get("type") if isinstance(avro_type, dict) else avro_type) in ("int", "long")
 
 
 def _without_logical_types(schema: Any) -> Any:

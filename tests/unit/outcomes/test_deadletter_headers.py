@@ -105,3 +105,38 @@ def test_a_long_message_is_cut_and_redacted_the_same_whether_kept_or_not() -> No
     assert text == error_text(long_message).encode() and len(text) <= 1000 and b"905321234567" not in text
     assert error_text("call +905321234567") == error_text("call +905321234567") and "905321234567" not in \
         error_text("call +905321234567")
+
+
+def test_a_failure_equal_to_a_kept_one_but_written_otherwise_gets_its_own_headers() -> None:
+    """Failures are kept by equality, and 1 == True == 1.0, 0.0 == -0.0: a kept failure's headers
+    must not stand for one whose values are written otherwise (nor a value that cannot be kept,
+    a list, lose the failure's headers)."""
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for name, kept, other, written in [("code", 1, True, b"True"), ("code", 1, 1.0, b"1.0"),
+                                       ("http_status", 0.0, -0.0, b"-0.0"), ("attempts", 2, 2.0, b"2.0")]:
+        header = {"code": "pisano.error.code", "http_status": "pisano.http.status", "attempts": "dlq.attempts"}[name]
+        dead_letter_headers(FakeMessage([]), Failure("pisano_error", "m", **{name: kept}), at, group="g")
+        again = dead_letter_headers(FakeMessage([]), Failure("pisano_error", "m", **{name: other}), at, group="g")
+        assert dict(again)[header] == written, name
+    listed = dead_letter_headers(FakeMessage([]), Failure("pisano_error", "m", campaign_id=["c"]), at)  # type: ignore[arg-type]
+    assert dict(listed)["dlq.campaign.id"] == b"['c']"
+
+
+class _Unplaced(FakeMessage):
+    """A message without a topic, partition or offset (none of a consumed record's, but the
+    headers are made from whatever message is given): those headers are left out, as before."""
+
+    def topic(self) -> str:
+        return None  # type: ignore[return-value]
+
+    def partition(self) -> int:
+        return None  # type: ignore[return-value]
+
+    def offset(self) -> int:
+        return None  # type: ignore[return-value]
+
+
+def test_a_message_without_a_topic_partition_or_offset_leaves_their_headers_out() -> None:
+    headers = dict(dead_letter_headers(_Unplaced([]), Failure("decode_error", "bad")))
+    assert not {"dlq.original.topic", "dlq.original.partition", "dlq.original.offset"} & set(headers)
+    assert headers["dlq.reason"] == b"decode_error" and headers["dlq.original.timestamp"] == b"1700000000000"
