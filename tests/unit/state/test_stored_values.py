@@ -68,7 +68,7 @@ def test_a_malformed_receipt_mark_is_skipped_at_assignment(foreign: bytes) -> No
 
 
 def test_a_dead_letter_mark_not_utf8_is_no_mark() -> None:
-    # 0.2.0's mark and the layout's time, both not UTF-8 (the marks of this version are scores)
+    # 0.2.0's mark not UTF-8 (the marks of this version are scores)
     client = _Client(get=b"\xff", zmscore=[None])
     marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
                                  previous_release=lambda: True)
