@@ -32,6 +32,19 @@ _MAX_PHONE_CHARS = 64  # longer input is not a phone; refuse before the parser s
 CANONICAL_PHONE = re.compile(r"^(\+[1-9][0-9]{2,14}|[0-9]{4,17})\Z")
 
 
+def remembered(memory: dict[str, str], phone: str, make: Callable[[str], str]) -> str:
+    """`make(phone)`, kept in `memory` for the next ask: up to MAX_REMEMBERED_PHONES, dropped whole
+    when full (for a stream of new customers an LRU's bookkeeping on every miss cost more than the
+    work it saves). What `make` raises is raised, and nothing is kept."""
+    found = memory.get(phone)
+    if found is None:
+        found = make(phone)
+        if len(memory) >= MAX_REMEMBERED_PHONES:
+            memory.clear()
+        memory[phone] = found
+    return found
+
+
 def is_canonical_phone(phone: str) -> bool:
     """`CANONICAL_PHONE` matches `phone`, decided with str methods (ASCII `isdigit` is exactly
     0-9): the intake guard asks it for every event, and a regex call costs several times more
@@ -84,16 +97,8 @@ class PhoneNormaliser:
 
     def normalise(self, raw: str) -> str:
         """`raw` written in `output`, or InvalidEventError. Repeat customers are common: the
-        numbers seen last (up to MAX_REMEMBERED_PHONES) skip the parser. The memory is dropped
-        whole when full, not kept in LRU order: for a stream of new customers an LRU's bookkeeping
-        on every miss cost more than the check itself."""
-        known = self._known.get(raw)
-        if known is None:
-            known = self._normalise(raw)
-            if len(self._known) >= MAX_REMEMBERED_PHONES:
-                self._known.clear()
-            self._known[raw] = known
-        return known
+        numbers seen last skip the parser (`remembered`)."""
+        return remembered(self._known, raw, self._normalise)
 
     def _normalise(self, raw: str) -> str:
         if self.output in ("e164", "e164_digits") and is_valid_e164(raw):

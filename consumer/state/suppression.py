@@ -107,7 +107,7 @@ from typing import Any, Protocol
 import phonenumbers
 
 from consumer.errors import InvalidEventError, StateStoreError
-from consumer.ingest.phones import MAX_REMEMBERED_PHONES, PhoneNormaliser, is_valid_e164
+from consumer.ingest.phones import PhoneNormaliser, is_valid_e164, remembered
 from consumer.state.redis import Call, Keys, translated
 from consumer.state.trip import Step
 
@@ -432,17 +432,11 @@ class Suppression:
     def phone_entry(self, phone: str) -> str:
         """The entry of a recipient's phone (the contact cooldown keys phones by it too);
         InvalidEventError when it cannot be read back into E.164. A claim asks it twice for each
-        phone, for the list and for the cooldown's key: the entries made last are kept (up to
-        MAX_REMEMBERED_PHONES, dropped whole when full, as the phone normaliser keeps its numbers)."""
+        phone, for the list and for the cooldown's key: the entries made last are kept, as the
+        phone normaliser keeps its numbers (`remembered`)."""
         if type(phone) is not str:  # a str subclass could fake equality: made each time, never kept
             return self._phone_entry(phone)
-        entry = self._entries.get(phone)
-        if entry is None:
-            entry = self._phone_entry(phone)
-            if len(self._entries) >= MAX_REMEMBERED_PHONES:
-                self._entries.clear()
-            self._entries[phone] = entry
-        return entry
+        return remembered(self._entries, phone, self._phone_entry)
 
     def _phone_entry(self, phone: str) -> str:
         # A recipient's phone passed the recipient check, which takes any `+` and digits: valid E.164

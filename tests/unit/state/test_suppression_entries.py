@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import consumer.state.suppression as suppression_module
+import consumer.ingest.phones as phones_module
 from consumer.errors import InvalidEventError
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
 
@@ -18,7 +18,7 @@ def phones(**options: bool) -> Suppression:
 
 
 def test_a_kept_entry_is_the_one_made_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(suppression_module, "MAX_REMEMBERED_PHONES", 3)
+    monkeypatch.setattr(phones_module, "MAX_REMEMBERED_PHONES", 3)
     kept, fresh = phones(), phones()
     numbers = ["+905321234567", "05321234567", "5321234567", "+905321234568", "+905321234567"] * 3
     for number in numbers:
