@@ -402,6 +402,14 @@ def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) 
     return costs
 
 
+def append_result(result: dict[str, Any]) -> None:
+    """One JSON line in benchmarks/results/throughput.jsonl."""
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    with open(out / "throughput.jsonl", "a", encoding="utf-8") as results:
+        results.write(json.dumps(result) + "\n")
+
+
 def refused_report(bootstrap: str, events: int, runs: list[dict[str, Any]], e2e: dict[str, Any],
                    ceiling: float, plain_ceiling: float, features: tuple[str, ...]) -> None:
     """`--refused`: every event must be on its run's dead-letter topic; the figures printed and
@@ -429,10 +437,7 @@ def refused_report(bootstrap: str, events: int, runs: list[dict[str, Any]], e2e:
           f"{e2e['consumer_cpu_after_start_us_per_event']:.1f} after start-up")
     print(f"  Redis server CPU    {e2e['redis_cpu_us_per_event']:>10.2f} us/event")
     print(f"  dead-letters        {', '.join(f'{c:,}' for c in counts)} (one run each)")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    with open(out / "throughput.jsonl", "a", encoding="utf-8") as results:
-        results.write(json.dumps(result) + "\n")
+    append_result(result)
     short = [count for count in counts if count != events]
     if short:
         raise SystemExit(f"a run's dead-letter topic holds {short[0]:,} of {events:,} events")
@@ -531,10 +536,7 @@ def main() -> None:
     print(f"  peak RSS            {e2e['peak_rss_mb']:>10.0f} MB")
     print(f"  RSS per 100k held   {rss_per_100k:>10.0f} MB  (events buffered while the throttle holds them)")
     print("  CPU us/event by stage (each alone): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    with open(out / "throughput.jsonl", "a", encoding="utf-8") as results:
-        results.write(json.dumps(result) + "\n")
+    append_result(result)
     short = [run["recipients_delivered"] for run in runs if run["recipients_delivered"] != args.events]
     if short:
         raise SystemExit(f"a run delivered {short[0]:,} of {args.events:,} recipients")
