@@ -14,6 +14,7 @@
     └── PisanoError                 a call to the Pisano API did not succeed
         ├── PisanoApiError          Pisano answered with an error status (HTTP status, Pisano code)
         └── PisanoTransportError    no usable answer; `ambiguous` when the request may have arrived
+            └── SlotMissed          not sent: its bytes would have left too late for its throttle slot
 
 Third-party errors are wrapped with `raise ... from exc` so the cause stays in the traceback.
 """
@@ -131,3 +132,14 @@ class PisanoTransportError(PisanoError):
         self.message = message
         self.ambiguous = ambiguous
         self.retriable = not ambiguous
+
+
+class SlotMissed(PisanoTransportError):
+    """The request was not sent: its first byte would have left `over_s` after the latest moment
+    its throttle slot allowed (consumer/delivery/request_deadline.py). Nothing reached Pisano, and
+    the slot is lost: the request takes a new one; it is no failed attempt."""
+
+    def __init__(self, over_s: float) -> None:
+        super().__init__(f"not sent: it would have left {over_s * 1000:.0f} ms after its throttle slot allowed",
+                         ambiguous=False)
+        self.over_s = over_s

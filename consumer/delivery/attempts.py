@@ -18,6 +18,10 @@ unknown, never as free to send again.
 Every attempt gets a request id of its own (32 hex digits), logged with its answer; the one of
 the attempt that decided the events' fate goes into their receipts (consumer/outcomes/receipts.py),
 so a receipt leads to the log line of its request.
+
+An attempt found late at the wire (`SlotMissed`: its first byte would have left after its slot
+allowed, consumer/delivery/request_deadline.py) sent nothing and is no attempt: the request takes
+a new slot, its claims renewed for it as for a retry.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from consumer.delivery.pisano import Accepted
 from consumer.delivery.pisano_codes import code_label
 from consumer.delivery.slots import Slot, SlotReserver
 from consumer.delivery.token_refresh import TOKEN_REFRESH_WAIT_S, TokenRefresh
-from consumer.errors import PisanoApiError, PisanoError, PisanoTransportError, StateStoreError
+from consumer.errors import PisanoApiError, PisanoError, PisanoTransportError, SlotMissed, StateStoreError
 from consumer.operations import tracing
 from consumer.operations.metrics import Metrics
 
@@ -115,20 +119,21 @@ class Attempts:
         while True:
             ready = self.slots.ready(slot, renew, fresh=None if sent.attempts else fresh, heartbeat=beats,
                                      screen=screened if screen is not None else None)
-            if ready == "stopped":
+            if ready.state == "stopped":
                 sent.abandoned = True
                 return sent
-            if ready == "emptied":
+            if ready.state == "emptied":
                 self.dm.throttle_wasted.inc()
                 sent.emptied = True
                 return sent
-            if ready == "refused":
+            if ready.state == "refused":
                 sent.claim_lost = True
                 return sent
             if self.sending_allowed is not None and not self.sending_allowed(campaign):
                 self.dm.throttle_wasted.inc()
                 sent.held_by_window = True
                 return sent
+            before = sent.request_id, sent.error, sent.verdict  # kept should this attempt not leave
             sent.attempts += 1
             sent.request_id = uuid.uuid4().hex
             # The request ends with its last attempt's answer: an earlier attempt's error is no
@@ -141,7 +146,9 @@ class Attempts:
                                          sent.request_id)
             failure: PisanoError | None = None
             try:
-                sent.accepted = self.destination.client.send(campaign, body)
+                sent.accepted = self.destination.client.send(campaign, body, ready.leave_by)
+            except SlotMissed as missed:  # late at the wire: nothing left, the slot is lost
+                failure = missed
             except PisanoError as error:
                 refused_at = time.monotonic()  # the answer came back: only a token read begun later answers it
                 failure = error
@@ -151,6 +158,12 @@ class Attempts:
                 self.dm.in_flight_requests.dec()
                 if span is not None:
                     _end_span(span, sent.accepted, failure)
+            if isinstance(failure, SlotMissed):  # no attempt: the same request in a new slot
+                self.slots.missed(failure)
+                sent.attempts -= 1
+                sent.request_id, sent.error, sent.verdict = before
+                slot = None
+                continue
             self._log(campaign, sent)
             if sent.accepted is not None:
                 self.dm.requests("200", "").inc()

@@ -28,8 +28,9 @@ DEFAULT = "default"
 class PisanoApi(Protocol):
     """The calls the sender makes: `consumer.delivery.pisano.PisanoClient` over HTTP, or a fake."""
 
-    def send(self, campaign_id: str, body: bytes) -> Accepted:
-        """POST one sms_sharings request; PisanoError when it did not succeed."""
+    def send(self, campaign_id: str, body: bytes, leave_by: float | None = None) -> Accepted:
+        """POST one sms_sharings request; PisanoError when it did not succeed, SlotMissed (not
+        sent) when its first byte would leave after `leave_by` (monotonic; None: any time)."""
 
     def probe_token(self, campaign_id: str = ...) -> PisanoApiError | None:
         """Ask whether the token is accepted, sending no SMS (None: accepted)."""

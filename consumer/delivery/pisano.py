@@ -43,9 +43,16 @@ import orjson
 from consumer import __version__
 from consumer.config.secrets import mask_urls_in_text
 from consumer.config.tokens import StaticToken, TokenSource
-from consumer.delivery.request_deadline import Deadline, DeadlineTransport, DeadlineWatch, arm, environment_proxy
+from consumer.delivery.request_deadline import (
+    Deadline,
+    DeadlineTransport,
+    DeadlineWatch,
+    arm,
+    environment_proxy,
+    mark_head,
+)
 from consumer.delivery.resolution import ResolutionFailed, ResolutionTimeout
-from consumer.errors import PisanoApiError, PisanoTransportError
+from consumer.errors import PisanoApiError, PisanoTransportError, SlotMissed
 from consumer.ingest.mapping import Recipient
 
 MAX_ERROR_BODY_CHARS = 500
@@ -299,22 +306,25 @@ class PisanoClient:
         # Last: a client that could not be built (a CA file that is no certificate) leaves no thread.
         self._deadlines = DeadlineWatch(destination)
 
-    def send(self, campaign_id: str, body: bytes) -> Accepted:
+    def send(self, campaign_id: str, body: bytes, leave_by: float | None = None) -> Accepted:
         """POST one request. Raises PisanoApiError for an error answer, PisanoTransportError when
-        none came back (with `ambiguous` set when the request may have reached Pisano); nothing else."""
+        none came back (with `ambiguous` set when the request may have reached Pisano); nothing else.
+        `leave_by` (monotonic): the latest its first byte may leave, its throttle slot's; SlotMissed
+        (nothing sent) when it would leave later, however long the connection took to set up."""
         started = time.monotonic()
         token = self.tokens.current()  # this request keeps it, whatever rotates meanwhile
         # Armed before the connection is asked for: connect, TLS, the body, the answer's status
         # line, headers and body all keep to it (module docstring).
         try:
-            deadline = Deadline(started + self.deadline_s, self._deadlines)
+            deadline = Deadline(started + self.deadline_s, self._deadlines, leave_by)
         except RuntimeError as exc:  # the client was closed (a shutdown): nothing left
             raise PisanoTransportError(f"{type(exc).__name__}: no watch for the request's deadline; request "
                                        "not sent", ambiguous=False) from exc
         arm(deadline)
         try:
             with self.http.stream("POST", sharing_path(campaign_id), content=body,
-                                  headers={"Authorization": f"Token token={token}"}) as response:
+                                  headers={"Authorization": f"Token token={token}"},
+                                  extensions={"trace": mark_head}) as response:
                 try:
                     status = response.status_code
                     answer = read_bounded(response, deadline.at)
@@ -323,6 +333,8 @@ class PisanoClient:
                     # Before the connection goes back to the pool (done already if the body was read
                     # to its end, when httpx gives it back: request_deadline._FinishingStream).
                     deadline.finish()
+        except SlotMissed:
+            raise
         except _NOT_SENT as exc:
             raise PisanoTransportError(_describe(exc, "request not sent"), ambiguous=False) from exc
         except httpx.HTTPError as exc:

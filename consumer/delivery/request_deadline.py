@@ -6,6 +6,14 @@ of the request gets at most the time left (`_DeadlineStream`, over httpcore's ow
 `DeadlineTransport`; the name's resolution too, resolution.py), and the client's one deadline
 thread shuts the connection the request is using when the deadline passes (`Deadline`,
 `DeadlineWatch`). The deadline is per thread (`arm`): a sender thread sends one request at a time.
+
+A request may also carry the latest moment its first byte may leave (`Deadline.leave_by`: its
+throttle slot's, consumer/delivery/slots.py). It is checked at the wire, just before the write
+that carries the request's head, not before the request is built: whatever ran in between
+(a connection set up, the interpreter handed to busy threads) would otherwise come out of
+PISANO_RATE_MARGIN_MS unseen. A request found late there is not sent (`SlotMissed`). Its head
+(status line and headers) is held and leaves in one write with the body (`_DeadlineStream`): a
+second write would wait for the interpreter again, and the body would reach Pisano that much later.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import socket
 import ssl
 import threading
@@ -25,6 +34,7 @@ import httpcore
 import httpx
 
 from consumer.delivery.resolution import resolve
+from consumer.errors import SlotMissed
 from consumer.operations.threads import long_lived
 
 # Deadlines kept past their request (done before its time) are dropped once the heap holds this
@@ -49,8 +59,12 @@ class Deadline:
     the phase: a read or write blocked then returns at once. httpx's timeouts apply per operation,
     so a peer sending (or taking) a byte now and then would never trip them."""
 
-    def __init__(self, deadline: float, watch: DeadlineWatch) -> None:
+    def __init__(self, deadline: float, watch: DeadlineWatch, leave_by: float | None = None) -> None:
         self.at = deadline
+        self.leave_by = leave_by  # the latest its head may leave (None: any time before `at`)
+        # The request's next write is its head: its first write, and after a tunnel's CONNECT the
+        # request's own (`mark_head`).
+        self.head_next = True
         self.passed = False
         self._lock = threading.Lock()
         self._stream: httpcore.NetworkStream | None = None
@@ -141,6 +155,16 @@ class DeadlineWatch:
 
 _requests = threading.local()  # `.deadline`: the Deadline of the request this thread is sending
 
+# httpcore's event (its `trace` extension) just before it writes a request's status line and
+# headers: a tunnel's CONNECT and the request itself. The client speaks HTTP/1.1 only.
+HEAD_STARTED = "http11.send_request_headers.started"
+
+
+def mark_head(event: str, info: object) -> None:
+    """httpcore's `trace` callback: the next write of this thread's request is a request head."""
+    if event == HEAD_STARTED and (deadline := _current()) is not None:
+        deadline.head_next = True
+
 
 def arm(deadline: Deadline | None) -> None:
     """`deadline` is the one of the request this thread sends from now (None: no request)."""
@@ -177,11 +201,14 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self.stream = stream
+        self.head = b""  # a request's head, held to leave with its body (module docstring)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         deadline = _current()
         if deadline is None:
             return self.stream.read(max_bytes, timeout)
+        if self.head:  # a request without a body (a tunnel's CONNECT): its head leaves now
+            self._send(b"", deadline, timeout)
         left = deadline.left()
         if left <= 0:
             raise httpcore.ReadTimeout("the request's deadline passed")
@@ -201,10 +228,26 @@ class _DeadlineStream(httpcore.NetworkStream):
         if deadline is None or not buffer:  # an empty write sends nothing: no deadline to keep
             self.stream.write(buffer, timeout)
             return
+        if deadline.head_next:
+            deadline.head_next = False
+            self.head = buffer
+            return
+        self._send(buffer, deadline, timeout)
+
+    def _send(self, buffer: bytes, deadline: Deadline, timeout: float | None) -> None:
+        """`buffer` after the held head, if any: in one write, within the deadline, and a head
+        not after `leave_by` (checked last, just before the bytes leave)."""
         left = deadline.left()
         if left <= 0:
             raise httpcore.WriteTimeout("the request's deadline passed")
         deadline.using(self.stream)
+        if self.head:
+            buffer, self.head = self.head + buffer, b""
+            if deadline.leave_by is not None and (over := time.monotonic() - deadline.leave_by) > 0:
+                raise SlotMissed(over)  # httpcore closes the connection: nothing of it was written
+            buffer = buffer[self._write_at_once(buffer):]
+            if not buffer:
+                return
         try:
             self.stream.write(buffer, _clamp(timeout, left))
         except httpcore.NetworkError:
@@ -213,6 +256,21 @@ class _DeadlineStream(httpcore.NetworkStream):
         else:
             return  # written whole: even past the deadline, the next read says what came of it
         raise httpcore.WriteTimeout("the request's deadline passed")
+
+    def _write_at_once(self, buffer: bytes) -> int:
+        """Write what a plain connection's socket takes now, in one call; how much it took.
+
+        A socket with a timeout (httpcore's) waits for writability before each send, and the
+        sender needs the interpreter back between the two: beside busy threads, one more handover
+        between the check and the bytes (tens of ms, benchmarks/post_lateness.py). TLS writes
+        first and waits only when the socket is full, so it is left to the stream."""
+        sock = self.stream.get_extra_info("socket")
+        if type(sock) is not socket.socket or self.stream.get_extra_info("ssl_object") is not None:
+            return 0
+        try:
+            return os.write(sock.fileno(), buffer)
+        except OSError:  # full (or broken): the stream's own write waits, or says what failed
+            return 0
 
     def close(self) -> None:
         self.stream.close()

@@ -17,6 +17,8 @@ request then takes the earliest allowed slot like any other.
 `ready` is the one way to a POST: it renews the request's claims inside the slot's lead time,
 then sleeps to the slot, so Redis round trips never push a POST past its slot; a request that
 would still leave late takes a new slot and renews again (ARCHITECTURE.md invariants 2 and 3).
+Its "go" carries the latest moment the POST may leave, which the client checks again at the wire
+(`Readiness.leave_by`): what runs between the two comes out of the margin no more.
 While it waits, for a slot or for the lead time, its heartbeat keeps its claims alive
 (`consumer/delivery/heartbeat.py`; not from the renewal to the slot, where a beat would make the
 POST late); a claim the heartbeat finds lost ends it as a failed renewal does.
@@ -29,11 +31,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.outage import RedisOutage
-from consumer.errors import StateStoreError
+from consumer.errors import SlotMissed, StateStoreError
 from consumer.operations.metrics import Metrics
 from consumer.state.limiter import Grant, Limiter
 
@@ -69,6 +71,13 @@ PACE_PATIENCE_TURNS = 3
 Ready = Literal["go", "refused", "stopped", "emptied"]
 
 
+class Readiness(NamedTuple):
+    state: Ready
+    # With "go" under a throttle: the latest moment the POST's first byte may leave in its slot,
+    # checked at the wire (consumer/delivery/request_deadline.py). None: any time.
+    leave_by: float | None = None
+
+
 @dataclass(frozen=True)
 class Slot:
     """A reserved slot on this process's monotonic clock: no later than `at`, no earlier than
@@ -85,6 +94,10 @@ class Slot:
     def late_s(self, now: float) -> float:
         """How long after the slot's earliest possible moment `now` is."""
         return now - self.at + self.doubt
+
+    def leave_by(self, allowed_s: float | None) -> float | None:
+        """The latest moment a request may leave in this slot, `allowed_s` late (None: any time)."""
+        return None if allowed_s is None else self.at - self.doubt + allowed_s
 
     @classmethod
     def of(cls, grant: Grant) -> Slot:
@@ -250,8 +263,15 @@ class SlotReserver:
                     "If throttle_slots_wasted_total keeps growing, the replica is short of CPU or Redis is slow: "
                     "give it CPU, or raise PISANO_RATE_MARGIN_MS", late_s * 1000, self.max_lateness_s * 1000)
 
+    def missed(self, error: SlotMissed) -> None:
+        """A request found late at the wire (`ready`'s "go" came in time, its bytes would not
+        have): not sent, its slot given up."""
+        assert self.max_lateness_s is not None
+        self._wasted("a request's first byte was ready %.0f ms after its throttle slot",
+                     self.max_lateness_s + error.over_s)
+
     def ready(self, slot: Slot | None, renew: Callable[[], bool], *, fresh: float | None = None,
-              heartbeat: Heartbeat | None = None, screen: Callable[[float], bool] | None = None) -> Ready:
+              heartbeat: Heartbeat | None = None, screen: Callable[[float], bool] | None = None) -> Readiness:
         """Be ready to POST at `slot` (a new slot is reserved when None): sleep to the slot's
         lead time, `renew` the claims there, sleep to the slot. `fresh`: when (monotonic) the claims
         were taken for this slot; no renewal is needed while the POST leaves (at the slot, or now if
@@ -268,25 +288,26 @@ class SlotReserver:
         the longest the POST may still take to leave, after every wait but the last sleep to the
         slot (it may release claims: a Redis round trip, which must not make the POST late); False:
         no event is left to send.
-        "go": POST now; "refused": a claim could not be renewed (do not send); "stopped";
-        "emptied": every event ended at the screen."""
+        "go": POST now, its first byte not after `leave_by` (`missed` when it would be); "refused":
+        a claim could not be renewed (do not send); "stopped"; "emptied": every event ended at the
+        screen."""
         beats = heartbeat if heartbeat is not None else Heartbeat(self.stop)
         renewed_at = fresh
         while True:
             if slot is None:
                 slot = self.reserve(heartbeat=beats)
                 if slot is None:
-                    return "refused" if beats.lost else "stopped"
+                    return Readiness("refused" if beats.lost else "stopped")
             # Reach counts to when the POST leaves: its slot, or now if preparing overran it (by
             # up to max_lateness_s, half of PISANO_RATE_MARGIN_MS, which the lease check ignores).
             renewing = renewed_at is None or max(slot.at, time.monotonic()) - renewed_at > RENEWAL_REACH_S
             if renewing and beats.wait(max(0.0, slot.at - PREPARE_LEAD_S - time.monotonic())):
-                return "refused" if beats.lost else "stopped"
+                return Readiness("refused" if beats.lost else "stopped")
             # After the waits, before the renewal: an event too old by the time the POST may leave
             # is never sent, and its claim is released rather than renewed.
             if screen is not None:
                 if not screen(max(0.0, slot.at - time.monotonic()) + (self.max_lateness_s or 0.0)):
-                    return "emptied"
+                    return Readiness("emptied")
                 # The screen may have taken long (its release retried through a Redis outage, up to
                 # a minute): a POST planned within reach of the claims may no longer be. Without a
                 # throttle no lateness check would catch it, and within max_lateness_s none does.
@@ -294,12 +315,12 @@ class SlotReserver:
                     max(slot.at, time.monotonic()) - renewed_at > RENEWAL_REACH_S
             if renewing:
                 if not renew():
-                    return "refused"
+                    return Readiness("refused")
                 renewed_at = time.monotonic()
             # Not the heartbeat's: the claims were renewed (or taken) within RENEWAL_REACH_S of
             # the POST, and a beat here (a Redis round trip) would make the POST late for its slot.
             if self.stop.wait(max(0.0, slot.at - time.monotonic())):
-                return "stopped"
+                return Readiness("stopped")
             # Checked after the last sleep, not before it: a thread given the CPU back late (a busy
             # machine) would otherwise POST late, after a later slot's request.
             late = slot.late_s(time.monotonic())
@@ -307,4 +328,4 @@ class SlotReserver:
                 self._wasted("a request was ready %.0f ms after its throttle slot", late)
                 slot = None
                 continue
-            return "go"
+            return Readiness("go", slot.leave_by(self.max_lateness_s))

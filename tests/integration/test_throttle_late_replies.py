@@ -63,7 +63,7 @@ def test_replies_held_back_never_make_a_post_late(stack: Stack, proxy: RedisProx
 
         def sender(slots: SlotReserver) -> None:  # saturated demand: a slot, a POST, again
             while not stop.is_set():
-                if slots.ready(None, lambda: True) == "go":
+                if slots.ready(None, lambda: True).state == "go":
                     http.post(f"/v1/sms_campaigns/{CAMPAIGN}/sms_sharings", json={"phone_numbers": ["+905551234567"]})
 
         threads = [threading.Thread(target=sender, args=(slots,), daemon=True)

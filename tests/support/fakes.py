@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from consumer.delivery.outcome import Outcome
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.sender import FailurePolicy, Sender
 from consumer.delivery.slots import Slot
-from consumer.errors import PisanoApiError
+from consumer.errors import PisanoApiError, SlotMissed
 from consumer.ingest.mapping import Recipient
 from consumer.operations.metrics import Metrics
 from consumer.state.circuit import CircuitBreaker
@@ -39,10 +40,18 @@ class FakePisano:
     default: Answer | None = None
     requests: list[list[str]] = field(default_factory=list)
     probes: int = 0
+    missed: int = 0  # requests not sent: called after their `leave_by`
+    # Optional: called as each request would leave, before the `leave_by` check (a stall there).
+    on_wire: Callable[[], None] | None = None
 
-    def send(self, campaign_id: str, body: bytes) -> Accepted:
+    def send(self, campaign_id: str, body: bytes, leave_by: float | None = None) -> Accepted:
         import json
 
+        if self.on_wire is not None:
+            self.on_wire()
+        if leave_by is not None and (over := time.monotonic() - leave_by) > 0:  # as PisanoClient at the wire
+            self.missed += 1
+            raise SlotMissed(over)
         phones = list(json.loads(body)["phone_numbers"])
         self.requests.append(phones)
         answer = self.answers.pop(0) if self.answers else (self.default or Accepted(200, "req", 0.01))

@@ -43,11 +43,11 @@ class GatedPisano(FakePisano):
         super().__init__()
         self.gates: dict[str, threading.Event] = {}
 
-    def send(self, campaign_id: str, body: bytes) -> Accepted:
+    def send(self, campaign_id: str, body: bytes, leave_by: float | None = None) -> Accepted:
         gate = self.gates.get(campaign_id)
         if gate is not None:
             gate.wait(10)
-        return super().send(campaign_id, body)
+        return super().send(campaign_id, body, leave_by)
 
 
 def record(offset: int, campaign: str, partition: int = 0) -> FakeMessage:

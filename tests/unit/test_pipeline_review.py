@@ -196,9 +196,9 @@ class GatedPisano(FakePisano):
         super().__init__()
         self.gate = threading.Event()
 
-    def send(self, campaign_id: str, body: bytes) -> Accepted:
+    def send(self, campaign_id: str, body: bytes, leave_by: float | None = None) -> Accepted:
         self.gate.wait(10)
-        return super().send(campaign_id, body)
+        return super().send(campaign_id, body, leave_by)
 
 
 def test_an_event_accepted_after_its_partition_was_revoked_still_gets_its_accepted_receipt() -> None:

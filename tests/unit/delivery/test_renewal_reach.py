@@ -35,7 +35,7 @@ def test_a_post_leaving_late_after_a_slot_near_the_claim_renews_first() -> None:
         return True
 
     now = time.monotonic()
-    assert slots.ready(Slot(now - 2.5), renew, fresh=now - 4.0) == "go"
+    assert slots.ready(Slot(now - 2.5), renew, fresh=now - 4.0).state == "go"
     assert len(renewals) == 1  # the POST would leave 4 s after the claims: beyond their reach
 
 
@@ -43,7 +43,8 @@ def test_a_post_within_reach_of_the_claim_does_not_renew() -> None:
     slots = reserver(5.0)
     renewals: list[float] = []
     now = time.monotonic()
-    assert slots.ready(Slot(now + 0.05), lambda: renewals.append(now) is None, fresh=now - RENEWAL_REACH_S / 2) == "go"
+    assert slots.ready(Slot(now + 0.05), lambda: renewals.append(now) is None,
+                       fresh=now - RENEWAL_REACH_S / 2).state == "go"
     assert not renewals
 
 
@@ -70,7 +71,7 @@ def test_a_post_woken_late_past_its_slot_takes_a_new_slot(caplog: pytest.LogCapt
     slots = SlotReserver(NoLimiter(), metrics, stop, RedisOutage(metrics, stop), 30.0, "default",
                          max_lateness_s=0.05)
     now = time.monotonic()
-    assert slots.ready(Slot(now + 0.01), lambda: True, fresh=now) == "go"
+    assert slots.ready(Slot(now + 0.01), lambda: True, fresh=now).state == "go"
     assert metrics.throttle_wasted.labels("default")._value.get() == 1
     assert metrics.throttle_slots.labels("default")._value.get() == 1  # the new slot
     assert "raise PISANO_RATE_MARGIN_MS" in caplog.text  # what to do if it keeps happening

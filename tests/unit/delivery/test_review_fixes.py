@@ -53,9 +53,9 @@ def test_claims_taken_long_before_the_slot_are_renewed_before_the_post() -> None
         return True
 
     # Claimed just now: the slot is within the claim's lead time, no renewal needed.
-    assert slots.ready(Slot(time.monotonic()), renew, fresh=time.monotonic()) == "go" and not renewals
+    assert slots.ready(Slot(time.monotonic()), renew, fresh=time.monotonic()).state == "go" and not renewals
     # Claimed 10 s ago (a Redis outage while topping up): renewed before the POST.
-    assert slots.ready(Slot(time.monotonic()), renew, fresh=time.monotonic() - 10) == "go" and len(renewals) == 1
+    assert slots.ready(Slot(time.monotonic()), renew, fresh=time.monotonic() - 10).state == "go" and len(renewals) == 1
 
 
 def test_a_signed_replay_dead_lettered_at_intake_carries_its_replay_count() -> None:

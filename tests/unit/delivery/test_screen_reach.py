@@ -30,7 +30,7 @@ def test_a_slow_age_screen_before_an_unrenewed_post_renews_first(monkeypatch: py
 
     now = time.monotonic()
     ready = reserver.ready(Slot(now), lambda: renewals.append(time.monotonic()) is None, fresh=now, screen=screen)
-    assert ready == "go"
+    assert ready.state == "go"
     assert len(renewals) == 1, "the POST left with no renewal within its reach after a slow screen"
 
 
@@ -43,5 +43,5 @@ def test_a_slow_age_screen_within_the_lateness_allowed_still_renews(monkeypatch:
     renewals: list[float] = []
     now = time.monotonic()
     assert reserver.ready(Slot(now + 0.01), lambda: renewals.append(time.monotonic()) is None, fresh=now,
-                          screen=lambda within_s: time.sleep(0.2) is None) == "go"
+                          screen=lambda within_s: time.sleep(0.2) is None).state == "go"
     assert len(renewals) == 1

@@ -65,9 +65,9 @@ def timed_rig(pisano: FakePisano, renew_s: float = 0.15):  # type: ignore[no-unt
             time.sleep(renew_s)  # a renewal of 5000 ids on a busy Redis
         return real_claim(tag, requests)
 
-    def send(campaign, body):  # type: ignore[no-untyped-def]
+    def send(campaign, body, leave_by=None):  # type: ignore[no-untyped-def]
         timeline.posts.append(time.monotonic())
-        return real_send(campaign, body)
+        return real_send(campaign, body, leave_by)
 
     r.dedup.claim = claim  # type: ignore[method-assign]
     pisano.send = send  # type: ignore[method-assign]

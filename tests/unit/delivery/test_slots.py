@@ -82,7 +82,7 @@ def test_a_slot_whose_reply_came_back_late_is_never_used_late() -> None:
     metrics, stop = Metrics(), threading.Event()
     slots = SlotReserver(limiter, metrics, stop, RedisOutage(metrics, stop), horizon_s=5.0,  # type: ignore[arg-type]
                          destination="default", max_lateness_s=0.1)
-    assert slots.ready(None, lambda: True) == "go"
+    assert slots.ready(None, lambda: True).state == "go"
     went_at = time.monotonic()
     true_slot = limiter.true_slots[-1]
     assert true_slot <= went_at <= true_slot + 0.1 + 0.05, (went_at - true_slot, limiter.true_slots)
@@ -122,7 +122,7 @@ def test_a_replica_whose_replies_all_come_back_late_does_not_burn_the_fleets_bud
 
     def sender(name: str) -> None:
         while not stop.is_set():
-            if reservers[name].ready(None, lambda: True) == "go":
+            if reservers[name].ready(None, lambda: True).state == "go":
                 sent[name] += 1
 
     threads = [threading.Thread(target=sender, args=(name,), daemon=True)

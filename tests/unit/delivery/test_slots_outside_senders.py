@@ -59,7 +59,7 @@ class Posts:
         self.at.append(time.monotonic())
         return VALIDATION
 
-    def send(self, campaign: str, body: bytes) -> Any:
+    def send(self, campaign: str, body: bytes, leave_by: float | None = None) -> Any:
         self.at.append(time.monotonic())
         raise VALIDATION
 

@@ -371,10 +371,10 @@ def mixed_records() -> list[FakeMessage]:
 
 def refusing(campaign: str) -> FakePisano:
     class Refusing(FakePisano):
-        def send(self, campaign_id: str, body: bytes) -> Accepted:
+        def send(self, campaign_id: str, body: bytes, leave_by: float | None = None) -> Accepted:
             if campaign_id == campaign:
                 raise PisanoApiError(404, 13002, "campaign not found")
-            return super().send(campaign_id, body)
+            return super().send(campaign_id, body, leave_by)
 
     return Refusing(default=Accepted(200, "pisano-req-1", 0.01))
 
