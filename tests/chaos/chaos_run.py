@@ -48,7 +48,7 @@ from consumer.config.windows import parse_rate_limits
 from consumer.ingest.kafka import produce_waiting
 from consumer.ingest.samples import encode, phone_for, transaction
 from consumer.outcomes.receipts import PhoneHasher, Receipt, ReceiptCodec
-from consumer.simulator import SimulatorConfig, SimulatorServer
+from consumer.simulator import SimulatorConfig
 from consumer.simulator.config import FaultSettings
 from consumer.sre.replay import replay_headers
 from tests.chaos.contacts import (
@@ -75,6 +75,7 @@ from tests.conftest import localstack, unique
 from tests.support.consumers import REPLAY_KEY, ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import all_committed, create_topic, end_offsets, headers_of, read_all
 from tests.support.scenario import CAMPAIGNS
+from tests.support.simulator_process import SimulatorProcess
 
 TOKEN = "chaos-token-7d2e41"
 SUPPRESSION_KEY = "chaos-suppression-key-3b9f50e2"
@@ -173,7 +174,7 @@ class Chaos:
         config = SimulatorConfig(tokens=frozenset({TOKEN}), campaigns=frozenset(CAMPAIGNS), rate_limits=windows,
                                  delivery_log_path=self.log, memory_log_recipients=0, seed=plan.seed,
                                  faults=FaultSettings.from_json(self.base_faults))
-        with SimulatorServer(config) as simulator:
+        with SimulatorProcess(config) as simulator:  # stamps requests as they arrive, whatever the harness does
             self.simulator = simulator
             env = consumer_env(
                 bootstrap=self.bootstrap, redis_url=self.redis_url, topic=self.topic, dlq=self.dlq,
@@ -197,7 +198,7 @@ class Chaos:
             before_ends = end_offsets(self.bootstrap, self.topic)
             dead = read_all(self.bootstrap, self.dlq)
             replayed = self._sre_replay(account(self._customers(), per_customer(before), dead))
-            requests = simulator.state.requests.records()  # the replays' requests too
+            requests = simulator.requests()  # the replays' requests too
             self._keep(requests)
             exit_codes = [self._terminate(slot, r) for slot, r in enumerate(self.replicas)]
         final = read_deliveries(self.log)

@@ -37,7 +37,8 @@ def window_violations(requests: Iterable[Mapping[str, Any]], windows: Iterable[R
 def describe_violations(found: Mapping[str, list[int]], happened: list[tuple[int, str]], start_ns: int) -> str:
     """How many per window, and for the first of each the three kinds of fault that came last
     before it (and the limiter's restore, if earlier), with how long before. The simulator runs in
-    the chaos run's process, so its monotonic clock is the run's."""
+    a process of its own on this machine (tests/support/simulator_process.py), so its monotonic
+    clock is the run's."""
     parts = []
     for window, times in found.items():
         text = f"{window}: {len(times)}"
