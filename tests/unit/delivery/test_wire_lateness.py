@@ -217,3 +217,37 @@ def test_a_late_tunnel_leaves_its_connect_and_the_request_in_it_is_answered_unse
     finally:
         request_deadline.arm(None)
         watch.close()
+
+
+def test_an_error_after_a_missed_slot_leaves_the_unsent_events_released_not_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before each attempt its ids are marked as possibly sent (`Claim.sending`): an error from then
+    on settles them as unknown, dead-lettered as ambiguous, their phones counted as contacted. A
+    first attempt found late at the wire sent nothing, yet its ids stayed marked: an error while the
+    request waited for its new slot (here the wait itself; a Redis outage outlasting its retries)
+    made events that never left ambiguous, to be checked with Pisano and replayed by hand."""
+    from consumer.delivery.slots import SlotReserver
+
+    stalls = [0.4]
+
+    def stall() -> None:
+        if stalls:
+            time.sleep(stalls.pop())
+
+    pisano = FakePisano(on_wire=stall)
+    r = rig(pisano, limiter=windows_limiter("20/1s"))
+    real_ready = SlotReserver.ready
+    calls: list[int] = []
+
+    def ready(self: SlotReserver, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("broke while waiting for a new slot")
+        return real_ready(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SlotReserver, "ready", ready)
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot=Slot(time.monotonic()))
+    assert pisano.missed == 1 and not pisano.requests
+    assert r.outcome_count() == 1
+    assert r.reasons().get("e1") != "ambiguous", "an event that never left was dead-lettered as ambiguous"
+    assert not (r.dedup.state("e1") or "").startswith("u|"), "an event that never left was marked unknown"
