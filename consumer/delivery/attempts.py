@@ -265,6 +265,8 @@ def _end_span(span: Any, accepted: Accepted | None, failure: PisanoError | None)
         tracing.end_request(span, accepted.http_status, None, None, accepted.request_id)
     elif isinstance(failure, PisanoApiError):
         tracing.end_request(span, failure.http_status, failure.code, str(failure.http_status))
+    elif isinstance(failure, SlotMissed):  # not sent: late at the wire, no error of Pisano's transport
+        tracing.end_request(span, None, None, "slot_missed")
     elif isinstance(failure, PisanoTransportError):
         tracing.end_request(span, None, None, "ambiguous" if failure.ambiguous else "transport")
     else:
