@@ -95,14 +95,17 @@ class Attempts:
 
     def send(self, campaign: str, body: bytes, *, slot: Slot | None, renew: Callable[[], bool],
              sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = (),
-             heartbeat: Heartbeat | None = None, screen: Callable[[float], bytes | None] | None = None) -> Sent:
+             heartbeat: Heartbeat | None = None, screen: Callable[[float], bytes | None] | None = None,
+             unsent: Callable[[], None] | None = None) -> Sent:
         """POST at `slot` (None: reserve a slot first), retrying in slots of their own.
         `fresh`: when (monotonic) the claims were taken, if for this slot. `events`: the request's
         pending events, whose trace contexts its span links to when tracing is on. `heartbeat`:
         the waits of the batch whose claims the request holds (None: only `stop` is watched).
         `screen`: the events weighed for their age before each POST (`SlotReserver.ready`),
         given the longest the POST may take to leave: the body of the events left (the same
-        object when none was refused), None when none is left."""
+        object when none was refused), None when none is left. `unsent`: undoes `sending` when the
+        first attempt was found late at the wire (nothing left; None: an earlier request carried
+        the events, as a bisection's groups were)."""
         beats = heartbeat if heartbeat is not None else Heartbeat(self.stop)
         sent = Sent()
         started = time.monotonic()
@@ -162,6 +165,8 @@ class Attempts:
                 self.slots.missed(failure)
                 sent.attempts -= 1
                 sent.request_id, sent.error, sent.verdict = before
+                if not sent.attempts and unsent is not None:  # no request carried them yet
+                    unsent()
                 slot = None
                 continue
             self._log(campaign, sent)
@@ -260,6 +265,8 @@ def _end_span(span: Any, accepted: Accepted | None, failure: PisanoError | None)
         tracing.end_request(span, accepted.http_status, None, None, accepted.request_id)
     elif isinstance(failure, PisanoApiError):
         tracing.end_request(span, failure.http_status, failure.code, str(failure.http_status))
+    elif isinstance(failure, SlotMissed):  # not sent: late at the wire, no error of Pisano's transport
+        tracing.end_request(span, None, None, "slot_missed")
     elif isinstance(failure, PisanoTransportError):
         tracing.end_request(span, None, None, "ambiguous" if failure.ambiguous else "transport")
     else:

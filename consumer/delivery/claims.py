@@ -386,6 +386,14 @@ class Claim:
         `ids`: the events' ids in order, when the caller has them (`Claimed.claimed_ids`)."""
         self._held.update(dict.fromkeys(event_ids(events) if ids is None else ids, True))
 
+    def unsent(self, events: Sequence[PendingEvent], ids: list[str] | None = None) -> None:
+        """The request these ids were about to leave in (`sending`) did not leave (late for its
+        throttle slot at the wire), and none before it carried them: an error from now on releases
+        them, as before `sending`. `ids`: as for `sending`."""
+        for event_id in event_ids(events) if ids is None else ids:
+            if event_id in self._held:  # one settled meanwhile stays settled
+                self._held[event_id] = False
+
     def settle(self, outcome: Settlement, events: Sequence[PendingEvent], ids: list[str] | None = None) -> None:
         """Record the fate of these events' request, for their ids and their phones in one round
         trip. Until it is recorded they stay held, so an exception here still ends them as unknown

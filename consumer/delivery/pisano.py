@@ -333,18 +333,21 @@ class PisanoClient:
                     # Before the connection goes back to the pool (done already if the body was read
                     # to its end, when httpx gives it back: request_deadline._FinishingStream).
                     deadline.finish()
-        except SlotMissed:
-            raise
-        except _NOT_SENT as exc:
-            raise PisanoTransportError(_describe(exc, "request not sent"), ambiguous=False) from exc
-        except httpx.HTTPError as exc:
-            raise PisanoTransportError(_describe(exc, "no answer after sending"), ambiguous=True) from exc
-        except Exception as exc:  # whatever broke, the request may have left
+        except Exception as exc:
+            if deadline.missed_s is not None:  # none of its bytes left, whatever failed after
+                raise SlotMissed(deadline.missed_s) from exc
+            if isinstance(exc, _NOT_SENT):
+                raise PisanoTransportError(_describe(exc, "request not sent"), ambiguous=False) from exc
+            if isinstance(exc, httpx.HTTPError):
+                raise PisanoTransportError(_describe(exc, "no answer after sending"), ambiguous=True) from exc
+            # Whatever broke, the request may have left.
             raise PisanoTransportError(f"{type(exc).__name__}: the request failed unexpectedly; it may have "
                                        "reached Pisano", ambiguous=True) from exc
         finally:
             deadline.finish()
             arm(None)
+        if deadline.missed_s is not None:  # not sent: the stream answered it (request_deadline.MISSED_REPLY)
+            raise SlotMissed(deadline.missed_s)
         if not 200 <= status < 300:
             raise parse_error(status, mask_urls_in_text(reason_phrase), answer, retry_after, secret=token)
         request_id = None

@@ -14,6 +14,12 @@ that carries the request's head, not before the request is built: whatever ran i
 PISANO_RATE_MARGIN_MS unseen. A request found late there is not sent (`SlotMissed`). Its head
 (status line and headers) is held and leaves in one write with the body (`_DeadlineStream`): a
 second write would wait for the interpreter again, and the body would reach Pisano that much later.
+A late request's connection stays usable: none of its bytes are written, and the stream answers it
+itself (`MISSED_REPLY`), so httpcore ends the exchange and pools the connection. Closed, as httpcore
+closes a connection a request failed on, it would be set up again for the next slot's request: where
+setting one up takes longer than the lateness allowed (a distant Pisano, TLS, a proxy's tunnel),
+that one would miss too, slot after slot. A tunnel's CONNECT is not checked: it goes to the proxy,
+not to Pisano, and the request's own head after it is.
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ import httpcore
 import httpx
 
 from consumer.delivery.resolution import resolve
-from consumer.errors import SlotMissed
 from consumer.operations.threads import long_lived
 
 # Deadlines kept past their request (done before its time) are dropped once the heap holds this
@@ -65,6 +70,8 @@ class Deadline:
         # The request's next write is its head: its first write, and after a tunnel's CONNECT the
         # request's own (`mark_head`).
         self.head_next = True
+        # Set when its head was found late (`_DeadlineStream`): by how much. None of its bytes left.
+        self.missed_s: float | None = None
         self.passed = False
         self._lock = threading.Lock()
         self._stream: httpcore.NetworkStream | None = None
@@ -155,6 +162,11 @@ class DeadlineWatch:
 
 _requests = threading.local()  # `.deadline`: the Deadline of the request this thread is sending
 
+# What the stream answers a request it did not send for its slot (`_DeadlineStream`): an exchange
+# httpcore reads to its end, leaving the connection idle on both sides. `PisanoClient.send` raises
+# SlotMissed for it (`Deadline.missed_s`), whatever it reads here.
+MISSED_REPLY = b"HTTP/1.1 599 Slot Missed\r\nContent-Length: 0\r\n\r\n"
+
 # httpcore's event (its `trace` extension) just before it writes a request's status line and
 # headers: a tunnel's CONNECT and the request itself. The client speaks HTTP/1.1 only.
 HEAD_STARTED = "http11.send_request_headers.started"
@@ -202,6 +214,7 @@ class _DeadlineStream(httpcore.NetworkStream):
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self.stream = stream
         self.head = b""  # a request's head, held to leave with its body (module docstring)
+        self.reply = b""  # the answer to a request not sent for its slot (MISSED_REPLY), read next
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         deadline = _current()
@@ -209,6 +222,9 @@ class _DeadlineStream(httpcore.NetworkStream):
             return self.stream.read(max_bytes, timeout)
         if self.head:  # a request without a body (a tunnel's CONNECT): its head leaves now
             self._send(b"", deadline, timeout)
+        if self.reply:
+            reply, self.reply = self.reply, b""
+            return reply
         left = deadline.left()
         if left <= 0:
             raise httpcore.ReadTimeout("the request's deadline passed")
@@ -228,6 +244,8 @@ class _DeadlineStream(httpcore.NetworkStream):
         if deadline is None or not buffer:  # an empty write sends nothing: no deadline to keep
             self.stream.write(buffer, timeout)
             return
+        if deadline.missed_s is not None:  # its head was late: nothing more of it leaves either
+            return
         if deadline.head_next:
             deadline.head_next = False
             self.head = buffer
@@ -243,8 +261,11 @@ class _DeadlineStream(httpcore.NetworkStream):
         deadline.using(self.stream)
         if self.head:
             buffer, self.head = self.head + buffer, b""
-            if deadline.leave_by is not None and (over := time.monotonic() - deadline.leave_by) > 0:
-                raise SlotMissed(over)  # httpcore closes the connection: nothing of it was written
+            if deadline.leave_by is not None and not buffer.startswith(b"CONNECT ") \
+                    and (over := time.monotonic() - deadline.leave_by) > 0:
+                # Nothing written: answered here, so that the connection stays (module docstring).
+                deadline.missed_s, self.reply = over, MISSED_REPLY
+                return
             buffer = buffer[self._write_at_once(buffer):]
             if not buffer:
                 return

@@ -320,6 +320,7 @@ class Sender:
         sent = self.attempts.send(campaign, body, slot=slot, fresh=claim.claimed_at,
                                   renew=lambda: self._renew(claim, events, events, beats),
                                   sending=lambda: claim.sending(events, ids),
+                                  unsent=lambda: claim.unsent(events, ids),
                                   events=events, heartbeat=beats,
                                   screen=self._age_screen(claim, events, ids, body, outcomes))
         self._conclude(claim, campaign, events, sent, outcomes, gate, first=True, ids=ids, beats=beats)

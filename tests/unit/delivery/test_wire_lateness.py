@@ -144,3 +144,110 @@ def test_a_post_held_up_after_its_go_takes_a_new_slot_and_is_sent_once() -> None
     assert [o.attempts for o in r.outcomes if o.kind == "delivered"] == [1]
     assert r.sender.metrics.throttle_wasted.labels("default")._value.get() == 1
 
+
+
+def test_a_connection_set_up_for_a_missed_slot_serves_the_next_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting up a connection (a distant Pisano, TLS, a proxy's tunnel) may take longer than the
+    lateness allowed. The request found late at its head sent nothing, but httpcore closed the
+    connection it had set up: the next slot's request set one up again and missed again, slot
+    after slot, for as long as setting up took that long. A sender never sent, and took one of the
+    fleet's slots each time. The connection set up stays for the next request."""
+    real_resolve = request_deadline.resolve
+
+    def slow_resolve(host: str, port: int, timeout: float | None) -> list[str]:
+        time.sleep(0.3)  # every connection takes this long to set up
+        return real_resolve(host, port, timeout)
+
+    monkeypatch.setattr(request_deadline, "resolve", slow_resolve)
+    with recording_server() as (port, received):
+        client = client_for(port)
+        try:
+            with pytest.raises(SlotMissed):
+                client.send(CAMPAIGN, BODY, leave_by=time.monotonic() + 0.1)
+            assert client.send(CAMPAIGN, BODY, leave_by=time.monotonic() + 0.1).http_status == 200
+        finally:
+            client.close()
+        time.sleep(0.1)
+    assert len(received) == 1 and received[0].count(b"POST ") == 1, "the late request's bytes left, or a new connection"
+
+
+class _Recorded(request_deadline.httpcore.NetworkStream):
+    """A connection that records what is written to it and answers each read with `answer`."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.written: list[bytes] = []
+        self.answer = answer
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if buffer:
+            self.written.append(buffer)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.answer
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_late_tunnel_leaves_its_connect_and_the_request_in_it_is_answered_unsent() -> None:
+    """Through the environment's proxy, a CONNECT found late was given up as the request: the
+    connection to the proxy closed, to be set up and tunnelled again for the next slot, which a
+    distant proxy made miss again. The CONNECT goes to the proxy, not to Pisano: it leaves, and the
+    request's own head in the tunnel is the one checked; not sent, it is answered in place, the
+    tunnel kept for the next request."""
+    watch = request_deadline.DeadlineWatch("test")
+    proxy = _Recorded(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    tunnel = request_deadline._DeadlineStream(proxy)
+    origin = request_deadline._DeadlineStream(_Recorded(b""))
+    deadline = request_deadline.Deadline(time.monotonic() + 5, watch, leave_by=time.monotonic() - 0.05)
+    request_deadline.arm(deadline)
+    try:
+        request_deadline.mark_head(request_deadline.HEAD_STARTED, {})
+        tunnel.write(b"CONNECT pisano.example:443 HTTP/1.1\r\nHost: pisano.example:443\r\n\r\n")
+        assert tunnel.read(65536).startswith(b"HTTP/1.1 200")
+        assert proxy.written == [b"CONNECT pisano.example:443 HTTP/1.1\r\nHost: pisano.example:443\r\n\r\n"]
+        assert deadline.missed_s is None
+        request_deadline.mark_head(request_deadline.HEAD_STARTED, {})
+        origin.write(b"POST /v1/sms_campaigns/x/sms_sharings HTTP/1.1\r\nContent-Length: 2\r\n\r\n")
+        origin.write(b"{}")
+        origin.write(b"")
+        assert origin.read(65536) == request_deadline.MISSED_REPLY
+        assert isinstance(origin.stream, _Recorded) and origin.stream.written == []
+        assert deadline.missed_s is not None and deadline.missed_s >= 0.05
+    finally:
+        request_deadline.arm(None)
+        watch.close()
+
+
+def test_an_error_after_a_missed_slot_leaves_the_unsent_events_released_not_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before each attempt its ids are marked as possibly sent (`Claim.sending`): an error from then
+    on settles them as unknown, dead-lettered as ambiguous, their phones counted as contacted. A
+    first attempt found late at the wire sent nothing, yet its ids stayed marked: an error while the
+    request waited for its new slot (here the wait itself; a Redis outage outlasting its retries)
+    made events that never left ambiguous, to be checked with Pisano and replayed by hand."""
+    from consumer.delivery.slots import SlotReserver
+
+    stalls = [0.4]
+
+    def stall() -> None:
+        if stalls:
+            time.sleep(stalls.pop())
+
+    pisano = FakePisano(on_wire=stall)
+    r = rig(pisano, limiter=windows_limiter("20/1s"))
+    real_ready = SlotReserver.ready
+    calls: list[int] = []
+
+    def ready(self: SlotReserver, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("broke while waiting for a new slot")
+        return real_ready(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SlotReserver, "ready", ready)
+    r.sender.process(Batch(CAMPAIGN, [event(1)]), slot=Slot(time.monotonic()))
+    assert pisano.missed == 1 and not pisano.requests
+    assert r.outcome_count() == 1
+    assert r.reasons().get("e1") != "ambiguous", "an event that never left was dead-lettered as ambiguous"
+    assert not (r.dedup.state("e1") or "").startswith("u|"), "an event that never left was marked unknown"

@@ -209,3 +209,20 @@ def test_a_tracing_failure_never_touches_the_request(caplog: pytest.LogCaptureFi
     assert caplog.text.count("tracing failed to start a span") == 1
     tracing.end_request(BrokenSpans(), 200, None, None)  # a span that cannot end: logged, not raised
     assert "tracing failed to end a span" in caplog.text
+
+
+def test_a_request_not_sent_for_its_slot_is_no_transport_error_on_its_span(exported: InMemorySpanExporter) -> None:
+    """A POST found late at the wire (SlotMissed) sent nothing, yet its span said `transport`, as a
+    connection Pisano broke: a dashboard of Pisano's transport errors counted the replica's CPU."""
+    import time
+
+    from tests.support.fakes import windows_limiter
+
+    stalls = [0.4]  # past the lateness allowed (250 ms)
+    r = rig(FakePisano(on_wire=lambda: time.sleep(stalls.pop()) if stalls else None),
+            limiter=windows_limiter("20/1s"))
+    r.process([traced_event(7, VALID)])
+    missed, sent = exported.get_finished_spans()
+    assert missed.attributes["error.type"] == "slot_missed"  # type: ignore[index]
+    assert sent.status.status_code is StatusCode.UNSET and "error.type" not in (sent.attributes or {})
+    assert [s.attributes["pisano.attempt"] for s in (missed, sent)] == [1, 1]  # type: ignore[index]
