@@ -21,7 +21,7 @@ so a receipt leads to the log line of its request.
 
 An attempt found late at the wire (`SlotMissed`: its first byte would have left after its slot
 allowed, consumer/delivery/request_deadline.py) sent nothing and is no attempt: the request takes
-a new slot, its claims renewed for it as for a retry.
+a new slot, its claims renewed when that slot lies beyond the reach of their claim or last renewal.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ class PisanoApi(Protocol):
         """POST one sms_sharings request; PisanoError when it did not succeed, SlotMissed (not
         sent) when its first byte would leave after `leave_by` (monotonic; None: any time)."""
 
+    def warm(self, within_s: float) -> None:
+        """Set up a connection now, within about `within_s`, for the next request (best effort)."""
+
     def probe_token(self, campaign_id: str = ...) -> PisanoApiError | None:
         """Ask whether the token is accepted, sending no SMS (None: accepted)."""
 

@@ -19,7 +19,9 @@ itself (`MISSED_REPLY`), so httpcore ends the exchange and pools the connection.
 closes a connection a request failed on, it would be set up again for the next slot's request: where
 setting one up takes longer than the lateness allowed (a distant Pisano, TLS, a proxy's tunnel),
 that one would miss too, slot after slot. A tunnel's CONNECT is not checked: it goes to the proxy,
-not to Pisano, and the request's own head after it is.
+not to Pisano, and the request's own head after it is. A sender sets up its connection before its
+slot (`DeadlineTransport.warm`, consumer/delivery/spare_connections.py), so that at the slot only
+the POST remains.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import httpcore
 import httpx
 
 from consumer.delivery.resolution import resolve
+from consumer.delivery.spare_connections import Spares
 from consumer.operations.threads import long_lived
 
 # Deadlines kept past their request (done before its time) are dropped once the heap holds this
@@ -211,8 +214,10 @@ class _DeadlineStream(httpcore.NetworkStream):
     WriteError would be swallowed by httpcore, which goes on to read an answer), a read as a
     ReadTimeout (the request may have reached Pisano), a TLS handshake as a ConnectTimeout."""
 
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
+    def __init__(self, stream: httpcore.NetworkStream, secured_for: str | None = None) -> None:
         self.stream = stream
+        # A spare set up before its request (spare_connections.py): already secured, for this name.
+        self.secured_for = secured_for
         self.head = b""  # a request's head, held to leave with its body (module docstring)
         self.reply = b""  # the answer to a request not sent for its slot (MISSED_REPLY), read next
 
@@ -298,6 +303,11 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                   timeout: float | None = None) -> httpcore.NetworkStream:
+        if self.secured_for is not None:  # a spare: its handshake is done
+            if self.secured_for == server_hostname:
+                return self
+            self.stream.close()
+            raise httpcore.ConnectError("a spare connection secured for another name")
         deadline = _current()
         if deadline is None:
             return _DeadlineStream(self.stream.start_tls(ssl_context, server_hostname, timeout))
@@ -321,13 +331,42 @@ class _DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's own sockets, as `_DeadlineStream`s. The host's name is resolved, and a
     connection opened, within the connect timeout and the time left (resolution.py: getaddrinfo
     takes no timeout), and closed unused if the deadline passed meanwhile: no byte of a request
-    leaves after its deadline. The TLS name stays the host's (httpcore passes it to `start_tls`)."""
+    leaves after its deadline. The TLS name stays the host's (httpcore passes it to `start_tls`).
+    With `spares`, a connection set up before its request (`set_up`) is the next one asked for."""
 
-    def __init__(self) -> None:
+    def __init__(self, spares: Spares | None = None) -> None:
         self.backend = httpcore.SyncBackend()
+        self.spares = spares
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
+        if self.spares is not None and local_address is None and (spare := self.spares.take(host, port)):
+            return spare
+        return self._connect(host, port, timeout, local_address, socket_options)
+
+    def set_up(self, host: str, port: int, within_s: float, tls: tuple[ssl.SSLContext, str] | None) -> None:
+        """A spare connection to (host, port), secured for `tls`'s name with its context, set up
+        within about `within_s`; none if one is kept already, or it cannot be (the request then
+        sets one up itself, and says what failed)."""
+        if self.spares is None or self.spares.has(host, port):
+            return
+        ends = time.monotonic() + within_s
+        try:
+            stream = self._connect(host, port, within_s, None, None)
+            if tls is not None:
+                left = ends - time.monotonic()
+                if left <= 0:
+                    stream.close()
+                    return
+                context, name = tls
+                context.set_alpn_protocols(["http/1.1"])  # as httpcore sets it for each connection
+                stream = _DeadlineStream(stream.stream.start_tls(context, name, left), secured_for=name)
+        except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError):
+            return
+        self.spares.keep(host, port, stream)
+
+    def _connect(self, host: str, port: int, timeout: float | None, local_address: str | None,
+                 socket_options: Iterable[httpcore.SOCKET_OPTION] | None) -> _DeadlineStream:
         deadline = _current()
         failed: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
         # Each address in turn, as socket.create_connection would, each within the time left;
@@ -376,7 +415,26 @@ class DeadlineTransport(httpx.HTTPTransport):
         # Refuse to start rather than run without the deadline should httpcore rename it.
         if not isinstance(getattr(self._pool, "_network_backend", None), httpcore.NetworkBackend):
             raise RuntimeError("httpcore's connection pool changed: the request deadline cannot be installed")
-        self._pool._network_backend = _DeadlineBackend()
+        self._backend = _DeadlineBackend(Spares() if proxy is None else None)
+        self._pool._network_backend = self._backend
+        self._ssl_context = ssl_context
+
+    def warm(self, url: httpx.URL, within_s: float) -> None:
+        """A connection to `url`'s origin ready for the next request, unless the pool holds an
+        idle one: set up now, within about `within_s` (spare_connections.py)."""
+        if self._backend.spares is None or within_s <= 0:
+            return
+        port = url.port or (443 if url.scheme == "https" else 80)
+        origin = httpcore.Origin(url.raw_scheme, url.raw_host, port)
+        if any(connection.can_handle_request(origin) and connection.is_idle() and not connection.has_expired()
+               for connection in self._pool.connections):
+            return
+        self._backend.set_up(url.host, port, within_s, (self._ssl_context, url.host) if url.scheme == "https" else None)
+
+    def close(self) -> None:
+        super().close()
+        if self._backend.spares is not None:
+            self._backend.spares.close()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline = _current()

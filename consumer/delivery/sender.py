@@ -103,7 +103,8 @@ class Sender:
                                   destination.name,
                                   destination.max_lateness_s if destination.limiter.windows else None,
                                   pace_interval_ms(destination.limiter.windows, destination.limiter.margin_ms,
-                                                   pace_share) if pace_share else 0)
+                                                   pace_share) if pace_share else 0,
+                                  warm=destination.client.warm)
         self.pacer = Pacer(batcher, self.slots, self._stop)
         self.dm = metrics.destination(destination.name)
         self.attempts = Attempts(destination, self.slots, policy.retry, metrics, self._stop,

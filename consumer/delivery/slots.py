@@ -47,6 +47,9 @@ PREPARE_LEAD_S = 0.2
 # is that noise, not preparation overrunning the slot (with PISANO_RATE_MARGIN_MS=0 every request
 # would otherwise count as late and take slot after slot).
 LATENESS_FLOOR_S = 0.02
+# A sender whose connection pool holds no idle connection to Pisano sets one up this long before
+# its slot (name lookup, TCP, TLS: a few round trips to a distant Pisano), until the renewal's lead.
+CONNECT_LEAD_S = 1.0
 LATE_LOG_EVERY_S = 60.0  # a machine too slow for the margin says so once a minute, not per slot
 # A slot given up because its reply came back later than the lateness allowed stops this sender's
 # reservations for this long, doubling while replies stay late (up to the most): every slot counts
@@ -145,8 +148,10 @@ def sleep_to_slot(grant: Grant, limiter: Limiter, sleep: Callable[[float], objec
 class SlotReserver:
     def __init__(self, limiter: Limiter, metrics: Metrics, stop: threading.Event, outage: RedisOutage,
                  horizon_s: float, destination: str, max_lateness_s: float | None = None,
-                 pace_ms: int = 0) -> None:
+                 pace_ms: int = 0, warm: Callable[[float], None] | None = None) -> None:
         self.limiter = limiter
+        # Sets up a connection to Pisano before a slot, given the time it may take (PisanoClient.warm).
+        self.warm = warm
         self.metrics = metrics
         self.dm = metrics.destination(destination)
         self.stop = stop
@@ -298,6 +303,12 @@ class SlotReserver:
                 slot = self.reserve(heartbeat=beats)
                 if slot is None:
                     return Readiness("refused" if beats.lost else "stopped")
+            # The connection is set up before the slot, not at it, where the wire's check would
+            # find a request that had to set one up late (consumer/delivery/spare_connections.py).
+            if self.warm is not None and self.max_lateness_s is not None:
+                if beats.wait(max(0.0, slot.at - CONNECT_LEAD_S - time.monotonic())):
+                    return Readiness("refused" if beats.lost else "stopped")
+                self.warm(slot.at - PREPARE_LEAD_S - time.monotonic())
             # Reach counts to when the POST leaves: its slot, or now if preparing overran it (by
             # up to max_lateness_s, half of PISANO_RATE_MARGIN_MS, which the lease check ignores).
             renewing = renewed_at is None or max(slot.at, time.monotonic()) - renewed_at > RENEWAL_REACH_S

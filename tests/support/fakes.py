@@ -41,6 +41,7 @@ class FakePisano:
     requests: list[list[str]] = field(default_factory=list)
     probes: int = 0
     missed: int = 0  # requests not sent: called after their `leave_by`
+    warmed: list[float] = field(default_factory=list)  # each `warm`'s time allowed
     # Optional: called as each request would leave, before the `leave_by` check (a stall there).
     on_wire: Callable[[], None] | None = None
 
@@ -60,6 +61,9 @@ class FakePisano:
         if isinstance(answer, BaseException):
             raise answer
         return answer
+
+    def warm(self, within_s: float) -> None:
+        self.warmed.append(within_s)
 
     def probe_token(self, campaign_id: str = "") -> PisanoApiError | None:
         self.probes += 1
