@@ -31,15 +31,18 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\
 
 
 @contextmanager
-def server(close_at_once: bool = False) -> Iterator[tuple[int, list[socket.socket]]]:
+def server(close_at_once: bool = False, tls: ssl.SSLContext | None = None) -> Iterator[tuple[int, list[socket.socket]]]:
     """A local server answering 200 to each request (or closing each connection it accepts at
-    once); yields its port and the connections it accepted."""
+    once), over TLS with `tls`; yields its port and the connections it accepted."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     accepted: list[socket.socket] = []
 
     def serve(connection: socket.socket) -> None:
+        with suppress(OSError):
+            if tls is not None:
+                connection = tls.wrap_socket(connection, server_side=True)
         with connection, suppress(OSError):
             data = b""
             while chunk := connection.recv(65536):
@@ -154,32 +157,13 @@ def test_over_tls_the_spare_is_secured_once_and_carries_the_post(lookups: list[f
                    cwd=tmp_path, check=True, capture_output=True)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    handshakes: list[int] = []
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-
-    def serve() -> None:
-        with suppress(OSError):
-            while True:
-                raw, _ = listener.accept()
-                with context.wrap_socket(raw, server_side=True) as connection:
-                    handshakes.append(1)
-                    data = b""
-                    while chunk := connection.recv(65536):
-                        data += chunk
-                        if data.endswith(BODY):
-                            connection.sendall(OK)
-                            data = b""
-
-    threading.Thread(target=serve, daemon=True).start()
-    client = PisanoClient(f"https://127.0.0.1:{listener.getsockname()[1]}", "tok-123456789", timeout_s=2,
-                          connect_timeout_s=2, max_connections=1, tls_verify=False)
-    try:
-        client.warm(1.0)
-        time.sleep(0.1)  # TLS 1.3: the server's session tickets arrive after the handshake, unread
-        assert client.send(CAMPAIGN, BODY, leave_by=time.monotonic() + 0.1).http_status == 200
-    finally:
-        client.close()
-        listener.close()
-    assert len(lookups) == 1 and len(handshakes) == 1
+    with server(tls=context) as (port, accepted):
+        client = PisanoClient(f"https://127.0.0.1:{port}", "tok-123456789", timeout_s=2, connect_timeout_s=2,
+                              max_connections=1, tls_verify=False)
+        try:
+            client.warm(1.0)
+            time.sleep(0.1)  # TLS 1.3: the server's session tickets arrive after the handshake, unread
+            assert client.send(CAMPAIGN, BODY, leave_by=time.monotonic() + 0.1).http_status == 200
+        finally:
+            client.close()
+    assert len(lookups) == 1 and len(accepted) == 1
