@@ -352,7 +352,9 @@ class _DeadlineBackend(httpcore.NetworkBackend):
             return
         ends = time.monotonic() + within_s
         try:
-            stream = self._connect(host, port, within_s, None, None)
+            # All of it within `within_s` (`ends`), not each address's attempt: a Pisano unreachable
+            # behind several addresses would hold the sender past its slot, slot after slot.
+            stream = self._connect(host, port, within_s, None, None, ends)
             if tls is not None:
                 left = ends - time.monotonic()
                 if left <= 0:
@@ -366,15 +368,25 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self.spares.keep(host, port, stream)
 
     def _connect(self, host: str, port: int, timeout: float | None, local_address: str | None,
-                 socket_options: Iterable[httpcore.SOCKET_OPTION] | None) -> _DeadlineStream:
+                 socket_options: Iterable[httpcore.SOCKET_OPTION] | None,
+                 ends: float | None = None) -> _DeadlineStream:
+        """`ends` (monotonic): when a connection set up with no request (a spare) must be done."""
         deadline = _current()
         failed: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+
+        def step() -> float | None:
+            allowed = _time_for(deadline, timeout)
+            if ends is None:
+                return allowed
+            if (left := ends - time.monotonic()) <= 0:
+                raise httpcore.ConnectTimeout("no time left to set up a spare connection")
+            return _clamp(allowed, left)
+
         # Each address in turn, as socket.create_connection would, each within the time left;
         # an address is a literal, which the backend's own getaddrinfo turns into a sockaddr at once.
-        for address in resolve(host, port, _time_for(deadline, timeout)):
+        for address in resolve(host, port, step()):
             try:
-                stream = self.backend.connect_tcp(address, port, _time_for(deadline, timeout), local_address,
-                                                  socket_options)
+                stream = self.backend.connect_tcp(address, port, step(), local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failed = failed or exc  # the first address's failure, as create_connection reports
                 continue

@@ -183,3 +183,20 @@ def test_over_tls_the_spare_is_secured_once_and_carries_the_post(lookups: list[f
         client.close()
         listener.close()
     assert len(lookups) == 1 and len(handshakes) == 1
+
+
+def test_setting_up_a_spare_keeps_to_its_time_across_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pisano unreachable (SYNs dropped) behind several addresses (a load balancer's, A and AAAA):
+    each address given the whole time would hold the sender past its slot, every slot: the slot
+    wasted, a new one taken and missed the same way, the request never sent nor failed."""
+    monkeypatch.setattr(request_deadline, "resolve", lambda host, port, timeout: ["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+    backend = request_deadline._DeadlineBackend(spare_connections.Spares())
+
+    def blackholed(host: str, port: int, timeout: float | None = None, *args: object) -> object:
+        time.sleep(timeout or 0)
+        raise request_deadline.httpcore.ConnectTimeout("timed out")
+
+    monkeypatch.setattr(backend.backend, "connect_tcp", blackholed)
+    started = time.monotonic()
+    backend.set_up("pisano.example", 443, 0.3, None)
+    assert time.monotonic() - started < 0.4
