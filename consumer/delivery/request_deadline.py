@@ -48,6 +48,9 @@ from consumer.operations.threads import long_lived
 # Deadlines kept past their request (done before its time) are dropped once the heap holds this
 # many: the live ones are at most the client's connections.
 PRUNE_AT = 1024
+# How long after a warm's time (`DeadlineTransport.warm`) the request may still come: the renewal's
+# lead before its slot (consumer/delivery/slots.py PREPARE_LEAD_S) and the lateness allowed, with room.
+USE_AFTER_S = 0.5
 
 
 def _shut(stream: httpcore.NetworkStream) -> None:
@@ -418,6 +421,12 @@ class _FinishingStream(httpx.SyncByteStream):
         self.stream.close()
 
 
+def _kept_until(connection: httpcore.ConnectionInterface) -> float:
+    """When the pool drops this idle connection (monotonic; inf: not known, or never)."""
+    expire_at = getattr(getattr(connection, "_connection", None), "_expire_at", None)
+    return float("inf") if expire_at is None else float(expire_at)
+
+
 class DeadlineTransport(httpx.HTTPTransport):
     """httpx's transport (its pooling, proxying, mapping of errors) over `_DeadlineBackend`."""
 
@@ -438,8 +447,12 @@ class DeadlineTransport(httpx.HTTPTransport):
             return
         port = url.port or (443 if url.scheme == "https" else 80)
         origin = httpcore.Origin(url.raw_scheme, url.raw_host, port)
+        # An idle connection counts only if it is still kept when the request comes: at its slot,
+        # after `within_s` and the renewal's lead (USE_AFTER_S); httpx drops it 5 s after its last
+        # answer, and the POST would set one up at the slot, late.
+        used_at = time.monotonic() + within_s + USE_AFTER_S
         if any(connection.can_handle_request(origin) and connection.is_idle() and not connection.has_expired()
-               for connection in self._pool.connections):
+               and _kept_until(connection) > used_at for connection in self._pool.connections):
             return
         self._backend.set_up(url.host, port, within_s, (self._ssl_context, url.host) if url.scheme == "https" else None)
 

@@ -200,3 +200,21 @@ def test_setting_up_a_spare_keeps_to_its_time_across_addresses(monkeypatch: pyte
     started = time.monotonic()
     backend.set_up("pisano.example", 443, 0.3, None)
     assert time.monotonic() - started < 0.4
+
+
+def test_an_idle_connection_expiring_before_the_slot_is_no_connection_for_it(lookups: list[float]) -> None:
+    """httpx keeps an idle connection 5 s: one idle 4.5 s when the sender asks, a second before its
+    slot, is gone at the slot. Counted as there, it left the POST to set one up at the slot and miss
+    it, and with requests 5 to 6 s apart (a paced sender), every one of them."""
+    with server() as (port, accepted):
+        client = client_for(port)
+        try:
+            assert client.send(CAMPAIGN, BODY).http_status == 200
+            [connection] = client._transport._pool.connections
+            connection._connection._expire_at = time.monotonic() + 0.3  # type: ignore[attr-defined]
+            client.warm(1.0)
+            time.sleep(0.4)  # the slot: the idle connection has expired
+            assert client.send(CAMPAIGN, BODY, leave_by=time.monotonic() + 0.1).http_status == 200
+        finally:
+            client.close()
+    assert len(lookups) == 2 and len(accepted) == 2
