@@ -454,7 +454,9 @@ class DeadlineTransport(httpx.HTTPTransport):
         if any(connection.can_handle_request(origin) and connection.is_idle() and not connection.has_expired()
                and _kept_until(connection) > used_at for connection in self._pool.connections):
             return
-        self._backend.set_up(url.host, port, within_s, (self._ssl_context, url.host) if url.scheme == "https" else None)
+        # The name as httpcore asks for it, and secures it (its ASCII form: an IDN's IDNA), not url.host.
+        host = url.raw_host.decode("ascii")
+        self._backend.set_up(host, port, within_s, (self._ssl_context, host) if url.scheme == "https" else None)
 
     def close(self) -> None:
         super().close()

@@ -218,3 +218,24 @@ def test_an_idle_connection_expiring_before_the_slot_is_no_connection_for_it(loo
         finally:
             client.close()
     assert len(lookups) == 2 and len(accepted) == 2
+
+
+def test_a_spare_for_an_internationalised_name_is_the_one_the_pool_asks_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpcore asks for a connection by the name's ASCII form (IDNA): a spare kept under its
+    Unicode form was never taken, and every POST set up its connection at its slot."""
+    asked: list[str] = []
+
+    def local(host: str, port: int, timeout: float | None) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(request_deadline, "resolve", local)
+    with server() as (port, accepted):
+        client = PisanoClient(f"http://münchen.example:{port}", "tok-123456789", timeout_s=2, connect_timeout_s=2,
+                              max_connections=1)
+        try:
+            client.warm(1.0)
+            assert client.send(CAMPAIGN, BODY).http_status == 200
+        finally:
+            client.close()
+    assert asked == ["xn--mnchen-3ya.example"] and len(accepted) == 1
