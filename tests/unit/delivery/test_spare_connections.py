@@ -239,3 +239,16 @@ def test_a_spare_for_an_internationalised_name_is_the_one_the_pool_asks_for(monk
         finally:
             client.close()
     assert asked == ["xn--mnchen-3ya.example"] and len(accepted) == 1
+
+
+def test_a_spare_set_up_while_the_client_closes_is_closed_too() -> None:
+    """A sender's warm may finish after the transport closed its spares (a shutdown): the spare
+    it keeps then would stay open, a connection to Pisano no one closes."""
+    spares = spare_connections.Spares()
+    spares.close()
+    left, right = socket.socketpair()
+    with right:
+        stream = request_deadline.httpcore._backends.sync.SyncStream(left)
+        spares.keep("pisano.example", 443, stream)
+        assert left.fileno() == -1, "a spare kept after close stayed open"
+        assert spares.take("pisano.example", 443) is None
