@@ -48,6 +48,9 @@ from consumer.operations.threads import long_lived
 # Deadlines kept past their request (done before its time) are dropped once the heap holds this
 # many: the live ones are at most the client's connections.
 PRUNE_AT = 1024
+# How long after a warm's time (`DeadlineTransport.warm`) the request may still come: the renewal's
+# lead before its slot (consumer/delivery/slots.py PREPARE_LEAD_S) and the lateness allowed, with room.
+USE_AFTER_S = 0.5
 
 
 def _shut(stream: httpcore.NetworkStream) -> None:
@@ -352,7 +355,9 @@ class _DeadlineBackend(httpcore.NetworkBackend):
             return
         ends = time.monotonic() + within_s
         try:
-            stream = self._connect(host, port, within_s, None, None)
+            # All of it within `within_s` (`ends`), not each address's attempt: a Pisano unreachable
+            # behind several addresses would hold the sender past its slot, slot after slot.
+            stream = self._connect(host, port, within_s, None, None, ends)
             if tls is not None:
                 left = ends - time.monotonic()
                 if left <= 0:
@@ -366,15 +371,25 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self.spares.keep(host, port, stream)
 
     def _connect(self, host: str, port: int, timeout: float | None, local_address: str | None,
-                 socket_options: Iterable[httpcore.SOCKET_OPTION] | None) -> _DeadlineStream:
+                 socket_options: Iterable[httpcore.SOCKET_OPTION] | None,
+                 ends: float | None = None) -> _DeadlineStream:
+        """`ends` (monotonic): when a connection set up with no request (a spare) must be done."""
         deadline = _current()
         failed: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+
+        def step() -> float | None:
+            allowed = _time_for(deadline, timeout)
+            if ends is None:
+                return allowed
+            if (left := ends - time.monotonic()) <= 0:
+                raise httpcore.ConnectTimeout("no time left to set up a spare connection")
+            return _clamp(allowed, left)
+
         # Each address in turn, as socket.create_connection would, each within the time left;
         # an address is a literal, which the backend's own getaddrinfo turns into a sockaddr at once.
-        for address in resolve(host, port, _time_for(deadline, timeout)):
+        for address in resolve(host, port, step()):
             try:
-                stream = self.backend.connect_tcp(address, port, _time_for(deadline, timeout), local_address,
-                                                  socket_options)
+                stream = self.backend.connect_tcp(address, port, step(), local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failed = failed or exc  # the first address's failure, as create_connection reports
                 continue
@@ -406,6 +421,12 @@ class _FinishingStream(httpx.SyncByteStream):
         self.stream.close()
 
 
+def _kept_until(connection: httpcore.ConnectionInterface) -> float:
+    """When the pool drops this idle connection (monotonic; inf: not known, or never)."""
+    expire_at = getattr(getattr(connection, "_connection", None), "_expire_at", None)
+    return float("inf") if expire_at is None else float(expire_at)
+
+
 class DeadlineTransport(httpx.HTTPTransport):
     """httpx's transport (its pooling, proxying, mapping of errors) over `_DeadlineBackend`."""
 
@@ -426,10 +447,16 @@ class DeadlineTransport(httpx.HTTPTransport):
             return
         port = url.port or (443 if url.scheme == "https" else 80)
         origin = httpcore.Origin(url.raw_scheme, url.raw_host, port)
+        # An idle connection counts only if it is still kept when the request comes: at its slot,
+        # after `within_s` and the renewal's lead (USE_AFTER_S); httpx drops it 5 s after its last
+        # answer, and the POST would set one up at the slot, late.
+        used_at = time.monotonic() + within_s + USE_AFTER_S
         if any(connection.can_handle_request(origin) and connection.is_idle() and not connection.has_expired()
-               for connection in self._pool.connections):
+               and _kept_until(connection) > used_at for connection in self._pool.connections):
             return
-        self._backend.set_up(url.host, port, within_s, (self._ssl_context, url.host) if url.scheme == "https" else None)
+        # The name as httpcore asks for it, and secures it (its ASCII form: an IDN's IDNA), not url.host.
+        host = url.raw_host.decode("ascii")
+        self._backend.set_up(host, port, within_s, (self._ssl_context, host) if url.scheme == "https" else None)
 
     def close(self) -> None:
         super().close()

@@ -31,6 +31,8 @@ class Spares:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._kept: dict[tuple[str, int], tuple[float, httpcore.NetworkStream]] = {}
+        # Closed with its transport: a spare set up meanwhile (a sender's warm) is closed, not kept.
+        self._closed = False
 
     def has(self, host: str, port: int) -> bool:
         """A spare for (host, port) kept lately (it may still turn out closed when taken)."""
@@ -41,7 +43,10 @@ class Spares:
     def keep(self, host: str, port: int, stream: httpcore.NetworkStream) -> None:
         with self._lock:
             earlier = self._kept.pop((host, port), None)
-            self._kept[(host, port)] = (time.monotonic(), stream)
+            if not self._closed:
+                self._kept[(host, port)] = (time.monotonic(), stream)
+        if self._closed:
+            stream.close()
         if earlier is not None:
             earlier[1].close()
 
@@ -59,6 +64,7 @@ class Spares:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             kept, self._kept = list(self._kept.values()), {}
         for _, stream in kept:
             stream.close()

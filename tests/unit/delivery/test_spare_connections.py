@@ -167,3 +167,72 @@ def test_over_tls_the_spare_is_secured_once_and_carries_the_post(lookups: list[f
         finally:
             client.close()
     assert len(lookups) == 1 and len(accepted) == 1
+
+
+def test_setting_up_a_spare_keeps_to_its_time_across_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pisano unreachable (SYNs dropped) behind several addresses (a load balancer's, A and AAAA):
+    each address given the whole time would hold the sender past its slot, every slot: the slot
+    wasted, a new one taken and missed the same way, the request never sent nor failed."""
+    monkeypatch.setattr(request_deadline, "resolve", lambda host, port, timeout: ["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+    backend = request_deadline._DeadlineBackend(spare_connections.Spares())
+
+    def blackholed(host: str, port: int, timeout: float | None = None, *args: object) -> object:
+        time.sleep(timeout or 0)
+        raise request_deadline.httpcore.ConnectTimeout("timed out")
+
+    monkeypatch.setattr(backend.backend, "connect_tcp", blackholed)
+    started = time.monotonic()
+    backend.set_up("pisano.example", 443, 0.3, None)
+    assert time.monotonic() - started < 0.4
+
+
+def test_an_idle_connection_expiring_before_the_slot_is_no_connection_for_it(lookups: list[float]) -> None:
+    """httpx keeps an idle connection 5 s: one idle 4.5 s when the sender asks, a second before its
+    slot, is gone at the slot. Counted as there, it left the POST to set one up at the slot and miss
+    it, and with requests 5 to 6 s apart (a paced sender), every one of them."""
+    with server() as (port, accepted):
+        client = client_for(port)
+        try:
+            assert client.send(CAMPAIGN, BODY).http_status == 200
+            [connection] = client._transport._pool.connections
+            connection._connection._expire_at = time.monotonic() + 0.3  # type: ignore[attr-defined]
+            client.warm(1.0)
+            time.sleep(0.4)  # the slot: the idle connection has expired
+            assert client.send(CAMPAIGN, BODY, leave_by=time.monotonic() + 0.1).http_status == 200
+        finally:
+            client.close()
+    assert len(lookups) == 2 and len(accepted) == 2
+
+
+def test_a_spare_for_an_internationalised_name_is_the_one_the_pool_asks_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpcore asks for a connection by the name's ASCII form (IDNA): a spare kept under its
+    Unicode form was never taken, and every POST set up its connection at its slot."""
+    asked: list[str] = []
+
+    def local(host: str, port: int, timeout: float | None) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(request_deadline, "resolve", local)
+    with server() as (port, accepted):
+        client = PisanoClient(f"http://münchen.example:{port}", "tok-123456789", timeout_s=2, connect_timeout_s=2,
+                              max_connections=1)
+        try:
+            client.warm(1.0)
+            assert client.send(CAMPAIGN, BODY).http_status == 200
+        finally:
+            client.close()
+    assert asked == ["xn--mnchen-3ya.example"] and len(accepted) == 1
+
+
+def test_a_spare_set_up_while_the_client_closes_is_closed_too() -> None:
+    """A sender's warm may finish after the transport closed its spares (a shutdown): the spare
+    it keeps then would stay open, a connection to Pisano no one closes."""
+    spares = spare_connections.Spares()
+    spares.close()
+    left, right = socket.socketpair()
+    with right:
+        stream = request_deadline.httpcore._backends.sync.SyncStream(left)
+        spares.keep("pisano.example", 443, stream)
+        assert left.fileno() == -1, "a spare kept after close stayed open"
+        assert spares.take("pisano.example", 443) is None
