@@ -83,6 +83,15 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return made
 
 
+def until_the_spare_is_readable(client: PisanoClient) -> None:
+    """Until the server's bytes (its close, TLS 1.3's session tickets) reach the client's spare."""
+    [(_, spare)] = client._transport._backend.spares._kept.values()  # type: ignore[union-attr]
+    ends = time.monotonic() + 5
+    while not spare.get_extra_info("is_readable"):
+        assert time.monotonic() < ends, "nothing reached the spare"
+        time.sleep(0.005)
+
+
 def client_for(port: int) -> PisanoClient:
     return PisanoClient(f"http://127.0.0.1:{port}", "tok-123456789", timeout_s=2, connect_timeout_s=2,
                         max_connections=1)
@@ -108,7 +117,7 @@ def test_a_spare_the_server_closed_is_not_used(lookups: list[float]) -> None:
         client = client_for(port)
         try:
             client.warm(1.0)
-            time.sleep(0.1)  # the server's close arrives
+            until_the_spare_is_readable(client)  # the server's close arrives
             with pytest.raises(PisanoTransportError):  # this server closes every connection, the new one too
                 client.send(CAMPAIGN, BODY)
         finally:
@@ -162,7 +171,7 @@ def test_over_tls_the_spare_is_secured_once_and_carries_the_post(lookups: list[f
                               max_connections=1, tls_verify=False)
         try:
             client.warm(1.0)
-            time.sleep(0.1)  # TLS 1.3: the server's session tickets arrive after the handshake, unread
+            until_the_spare_is_readable(client)  # TLS 1.3: the server's session tickets, unread
             assert client.send(CAMPAIGN, BODY, leave_by=time.monotonic() + 0.1).http_status == 200
         finally:
             client.close()

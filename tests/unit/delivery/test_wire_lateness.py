@@ -35,11 +35,13 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\
 @contextmanager
 def recording_server() -> Iterator[tuple[int, list[bytes]]]:
     """A local server answering 200 to each request; yields its port and the bytes of each
-    connection (one entry per connection, growing as bytes arrive)."""
+    connection (one entry per connection, growing as bytes arrive). On leaving, it waits until
+    every connection has ended (the client closed): all that was sent has been received."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     received: list[bytes] = []
+    serving: list[threading.Thread] = []
 
     def serve(connection: socket.socket, index: int) -> None:
         with connection, suppress(OSError):
@@ -53,13 +55,16 @@ def recording_server() -> Iterator[tuple[int, list[bytes]]]:
             while True:
                 connection, _ = listener.accept()
                 received.append(b"")
-                threading.Thread(target=serve, args=(connection, len(received) - 1), daemon=True).start()
+                serving.append(threading.Thread(target=serve, args=(connection, len(received) - 1), daemon=True))
+                serving[-1].start()
 
     threading.Thread(target=accept, daemon=True).start()
     try:
         yield listener.getsockname()[1], received
     finally:
         listener.close()
+        for thread in serving:
+            thread.join(5)
 
 
 def client_for(port: int) -> PisanoClient:
@@ -86,7 +91,6 @@ def test_a_request_whose_connection_outlasts_its_slot_sends_nothing(monkeypatch:
             assert client.send(CAMPAIGN, BODY, leave_by=time.monotonic() + 1.0).http_status == 200
         finally:
             client.close()
-        time.sleep(0.1)
     assert [data for data in received if data] and all(data.count(b"POST ") <= 1 for data in received)
     assert sum(data.count(b"POST ") for data in received) == 1, "the late request's bytes reached the server"
 
@@ -167,7 +171,6 @@ def test_a_connection_set_up_for_a_missed_slot_serves_the_next_request(monkeypat
             assert client.send(CAMPAIGN, BODY, leave_by=time.monotonic() + 0.1).http_status == 200
         finally:
             client.close()
-        time.sleep(0.1)
     assert len(received) == 1 and received[0].count(b"POST ") == 1, "the late request's bytes left, or a new connection"
 
 
