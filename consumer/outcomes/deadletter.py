@@ -259,8 +259,10 @@ class DeadLetterQueue:
         # Offset -> the mark of our partitions' records dead-lettered before, loaded at assignment.
         self._before: OwnedMarks[Mark] = OwnedMarks(self._load_partition)
         self._ended_again = 0  # records read again that `read_again` ended, since the last poll()
+        self._clock = clock  # the marks' pauses
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
+        self._marks_away = False  # the pause is an outage's (dead-letters wait), not a stored value's
         # Bumped when a partition is revoked or lost: its dead-letters sent before are abandoned.
         self._generations: dict[tuple[str, int], int] = {}
         self._fatal = ProducerFatal("dead-letters")  # the producer failed for good: poll() raises
@@ -304,7 +306,7 @@ class DeadLetterQueue:
         return {offset: mark for offset, mark in self.marks.load(tp).items() if mark.reason is not None}
 
     def _load_marks(self) -> None:
-        if self.marks is None or not self._before.unloaded or time.monotonic() < self._marks_paused_until:
+        if self.marks is None or not self._before.unloaded or self._clock() < self._marks_paused_until:
             return
         try:
             self._before.load_all()
@@ -380,16 +382,29 @@ class DeadLetterQueue:
 
     def _produce_unchecked(self) -> None:
         """Produce the dead-letters sent since the last poll, except those whose origin was
-        dead-lettered before (one lookup for all of them)."""
+        dead-lettered before (one lookup for all of them).
+
+        While Redis is unreachable they wait, uncommitted, and leave once their lookup and note
+        are written (asked again every MARKS_PAUSE_S): produced without its note, a record read
+        again by a next owner (a SIGKILL or rebalance before the commit) would be judged again,
+        and sent if what failed it was over: a dead-letter and an SMS for one record. Redis
+        unreachable stops sending (invariant 5), so nothing else waits on them. A stored value no
+        one expected is no outage: those go on without the marks, or a partition would stop."""
         pending, self._unchecked = self._keep(self._unchecked), []
         if not pending or self.marks is None:
             return
+        if self._marks_away and self._clock() < self._marks_paused_until:
+            self._unchecked = pending
+            return
         seen = [False] * len(pending)
-        if time.monotonic() >= self._marks_paused_until:
+        if self._clock() >= self._marks_paused_until:
             try:
                 seen = self.marks.seen([p.origin for p in pending if p.origin is not None])
-            except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
+            except Exception as exc:  # an outage (they wait), or a stored value no one expected
                 self._marks_failed("read", exc)
+                if self._marks_away:
+                    self._unchecked = pending
+                    return
         fresh: list[_Pending] = []
         for item, before in zip(pending, seen, strict=True):
             if before:
@@ -404,11 +419,14 @@ class DeadLetterQueue:
         # dead-letters it again with the attempt id `replay` needs (a note does not hold it).
         noted = [(p.origin, p.failure.reason) for p in fresh
                  if p.origin is not None and p.failure.reason != "ambiguous"]
-        if noted and time.monotonic() >= self._marks_paused_until:
+        if noted and self._clock() >= self._marks_paused_until:
             try:
                 self.marks.sending([origin for origin, _ in noted], [reason for _, reason in noted])
-            except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
+            except Exception as exc:  # an outage (they wait), or a stored value no one expected
                 self._marks_failed("write", exc)
+                if self._marks_away:
+                    self._unchecked = fresh
+                    return
         for item in fresh:
             self._produce(item)
         skipped = sum(seen)
@@ -431,7 +449,7 @@ class DeadLetterQueue:
     def _write_marks(self) -> None:
         acknowledged, self._acknowledged = self._acknowledged, []
         commits = self._commits.due()
-        if self.marks is None or (not acknowledged and not commits) or time.monotonic() < self._marks_paused_until:
+        if self.marks is None or (not acknowledged and not commits) or self._clock() < self._marks_paused_until:
             return  # paused: these records may get a second copy if read again
         try:
             self.marks.mark([origin for origin, _ in acknowledged], [reason for _, reason in acknowledged])
@@ -440,12 +458,18 @@ class DeadLetterQueue:
             self._marks_failed("write", exc)
 
     def _marks_failed(self, what: str, exc: Exception) -> None:
-        self._marks_paused_until = time.monotonic() + MARKS_PAUSE_S
+        self._marks_paused_until = self._clock() + MARKS_PAUSE_S
+        self._marks_away = isinstance(exc, StateStoreError)  # an outage: dead-letters wait for Redis
         # Our own words for an outage; only the type of anything else, which may quote what was stored.
         shown = exc if isinstance(exc, StateStoreError) else type(exc).__name__
         if what == "load":
             log.warning("could not load the dead-letter marks of newly assigned partitions (%s); they are not "
                         "fetched until the marks load, asked again in %.0fs", shown, MARKS_PAUSE_S)
+            return
+        if self._marks_away:
+            log.warning("could not %s dead-letter marks (%s); dead-letters wait for Redis, uncommitted, asked "
+                        "again in %.0fs (a dead-letter without its mark could be sent by the next owner of its "
+                        "record); check Redis", what, shown, MARKS_PAUSE_S)
             return
         log.warning("could not %s dead-letter marks (%s); dead-lettering without them for %.0fs: a record read "
                     "again after a restart may get a second dead-letter", what, shown, MARKS_PAUSE_S)

@@ -39,10 +39,11 @@ Each dead-letter (but an ambiguous one: its event id's unknown mark keeps its re
 sent) is also noted, with its reason, before it is produced, in a second sorted set
 beside the marks (`sending_key`, same hash slot): a record whose dead-letter was produced but not
 acknowledged when its replica died is dead-lettered again by the next owner (a second copy, maybe),
-never processed again. What is left: while Redis is unreachable (dead-lettering goes on without
-notes and marks), the record read again is processed again (a second copy, or, what failed it
-being over, an SMS); a record read again after its group's offsets were moved back past a commit
-is processed again from scratch (its mark was removed). The replay tool and `dlq stats` still
+never processed again. While Redis is unreachable, dead-letters wait, uncommitted, until their
+note is written (consumer/outcomes/deadletter.py). What is left: a dead-letter acknowledged but
+not marked when its replica dies, or while Redis is away, may get a second copy; a record read
+again after its group's offsets were moved back past a commit is processed again from scratch (its
+mark was removed). The replay tool and `dlq stats` still
 count each origin once.
 
 `DeadLetterMarks` is the contract; `RedisDeadLetterMarks` keeps the marks in Redis (one pipelined

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import redis
 
 from consumer.outcomes.confirmed_commits import MARKS_KEEP_S
-from tests.conftest import unique
+from tests.conftest import Stack, localstack, unique
 from tests.support.consumers import ConsumerProcess, wait_until
 from tests.support.kafka import committed, end_offsets, headers_of, read_all
 from tests.support.runs import Run
@@ -107,3 +107,33 @@ def test_a_record_dead_lettered_before_a_kill_is_not_sent_by_the_next_owner_once
     assert len(copies) == events and max(copies.values()) == 1
     assert "ended as dead-lettered again, not sent" in second.log_text()
     assert second.terminate() == 0
+
+
+def test_records_failing_while_redis_is_away_wait_uncommitted_and_end_once_after_a_kill(
+        local_stack: Stack, run: Run, new_topic: Callable[..., str]) -> None:
+    """Before: while Redis was unreachable, dead-letters were produced without their note and
+    committed; one acknowledged but not committed when its replica died was judged again by the
+    next owner and, what failed it being over, sent: a dead-letter and an SMS for one record. Now
+    they wait, uncommitted, until Redis answers; the replica is SIGKILLed while they wait, Redis
+    comes back, and the next owner ends each record once."""
+    first = run.start(run.events(20, CAMPAIGNS[0]), partitions=1, new_topics=new_topic)
+    run.wait_all_committed(60)
+    localstack.stop_redis()
+    try:
+        run.produce_more([(f"bad-{n}".encode(), b"\x00not avro at all\xff" + n.to_bytes(4, "big")) for n in range(10)])
+        wait_until(lambda: "could not read dead-letter marks" in first.log_text(), 30, "the marks failing")
+        time.sleep(2)  # two commit intervals: a record ended would have been committed by now
+        assert read_all(run.stack.bootstrap, run.dlq, timeout=2) == []
+        assert committed(run.stack.bootstrap, run.group, run.topic) == {0: 20}
+        assert "dead-letters wait for Redis" in first.log_text()
+        first.kill()
+    finally:
+        localstack.start_redis()
+        localstack.wait_redis()
+    second = ConsumerProcess(first.env, run.tmp_path / "second.log").start()
+    run.processes.append(second)
+    run.replica = second
+    run.finish()
+    copies = Counter(headers_of(m)["dlq.original.offset"] for m in run.dead)
+    assert sorted(copies) == sorted(str(n) for n in range(20, 30)) and max(copies.values()) == 1
+    assert max(run.delivered().values()) == 1 and len(run.delivered()) == 20

@@ -1,6 +1,6 @@
 """Dead-lettering once per origin (issue 11, finding 9): a record read again after its dead-letter
-was acknowledged (a SIGKILL or rebalance before the commit) ends without a second copy; without
-Redis, dead-lettering goes on, at-least-once."""
+was acknowledged (a SIGKILL or rebalance before the commit) ends without a second copy; while
+Redis is unreachable, dead-letters wait for their note."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from consumer.errors import StateStoreError
 from consumer.ingest.records import InboundRecord
 from consumer.outcomes.confirmed_commits import MARKS_KEEP_S
-from consumer.outcomes.deadletter import REASONS, DeadLetterQueue, Failure
+from consumer.outcomes.deadletter import MARKS_PAUSE_S, REASONS, DeadLetterQueue, Failure
 from consumer.state.dead_letters import REASON_CODES, REASON_SPAN, Origin, mark_reason, mark_score
 from consumer.state.memory import MemoryDeadLetterMarks
 from tests.support.fake_kafka import FakeProducer
@@ -54,28 +54,100 @@ def test_a_new_record_at_an_old_origin_is_dead_lettered() -> None:
 
 
 class DownMarks:
+    """Dead-letter marks in a Redis that does not answer, until `up` (then in memory)."""
+
     def __init__(self) -> None:
         self.calls = 0
+        self.up: MemoryDeadLetterMarks | None = None
+
+    def _call(self, what: str) -> MemoryDeadLetterMarks:
+        self.calls += 1
+        if self.up is None:
+            raise StateStoreError(f"Redis unreachable for {what} dead-letter marks")
+        return self.up
 
     def seen(self, origins: Any) -> list[bool]:
-        self.calls += 1
-        raise StateStoreError("Redis unreachable for reading dead-letter marks")
+        return self._call("reading").seen(origins)
 
-    def mark(self, origins: list[Origin]) -> None:
-        self.calls += 1
-        raise StateStoreError("Redis unreachable for writing dead-letter marks")
+    def mark(self, origins: list[Origin], reasons: Any = None) -> None:
+        self._call("writing").mark(origins, reasons)
+
+    def sending(self, origins: list[Origin], reasons: Any) -> None:
+        self._call("noting").sending(origins, reasons)
 
     def forget_below(self, points: Any) -> None:
-        self.calls += 1
-        raise StateStoreError("Redis unreachable for removing dead-letter marks")
+        self._call("removing").forget_below(points)
 
 
-def test_without_redis_dead_letters_go_on_and_redis_is_not_asked_every_turn() -> None:
+def test_without_redis_dead_letters_wait_uncommitted_and_redis_is_not_asked_every_turn() -> None:
+    """Before: while Redis was unreachable dead-letters were produced without their note; a record
+    read again by a next owner (a SIGKILL before the commit) was judged again, and sent once what
+    failed it was over: a dead-letter and an SMS for one record. Now they wait, their records
+    unended (so uncommitted), and leave with their note once Redis answers."""
     marks, producer = DownMarks(), FakeProducer()
+    now = [1_000.0]
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0])
+    assert run(dlq, [record(1)]) == []
+    assert run(dlq, [record(2)]) == []
+    assert producer.produced == [] and marks.calls == 1  # paused after the first failure
+    assert dlq.in_flight == 2  # counted in the pipeline's load: fetching stops before memory runs out
+    marks.up = MemoryDeadLetterMarks(horizon_s=3600)
+    now[0] += MARKS_PAUSE_S
+    done: list[int] = []
+    dlq.send(record(3), FAILURE, functools.partial(done.append, 3))
+    dlq.poll()
+    dlq.poll()
+    assert [p["headers"]["dlq.original.offset"] for p in producer.produced] == [b"1", b"2", b"3"]
+    assert done == [3] and dlq.in_flight == 0
+    # Noted before they left: a next owner reading them again ends them, sends nothing.
+    assert sorted(marks.up.load(("t", 0))) == [1, 2, 3]
+
+
+def test_dead_letters_waiting_for_redis_whose_note_fails_wait_too() -> None:
+    """The lookup answered, the note did not (Redis went away in between): produced, a dead-letter
+    without its note could still be sent by the next owner."""
+    marks, producer = DownMarks(), FakeProducer()
+    marks.up = MemoryDeadLetterMarks(horizon_s=3600)
+    down = marks.up
+
+    def sending(origins: Any, reasons: Any) -> None:
+        raise StateStoreError("Redis unreachable for noting dead-letter marks")
+
+    marks.sending = sending  # type: ignore[method-assign]
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks)
+    assert run(dlq, [record(1)]) == []
+    assert producer.produced == [] and dlq.in_flight == 1
+    assert down.load(("t", 0)) == {}
+
+
+def test_a_stored_value_no_one_expected_does_not_stop_dead_lettering() -> None:
+    """Not an outage: waiting would stop the partition for good. Dead-lettering goes on without
+    the marks (at worst a second copy of a record read again), as before."""
+
+    class Corrupt(DownMarks):
+        def seen(self, origins: Any) -> list[bool]:
+            self.calls += 1
+            raise ValueError("a mark's score that is not a number")
+
+    marks, producer = Corrupt(), FakeProducer()
     dlq = DeadLetterQueue(producer, "dlq", marks=marks)
     assert run(dlq, [record(1)]) == [1]
     assert run(dlq, [record(2)]) == [2]
-    assert len(producer.produced) == 2 and marks.calls == 1  # paused after the first failure
+    assert len(producer.produced) == 2
+
+
+def test_dead_letters_waiting_for_redis_of_a_revoked_partition_are_dropped() -> None:
+    """Their records were not committed: the next owner reads them again and dead-letters them with
+    its own note. Ours, produced once Redis answers, would be a second copy."""
+    marks, producer = DownMarks(), FakeProducer()
+    now = [1_000.0]
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0])
+    assert run(dlq, [record(1)]) == []
+    dlq.forget({("t", 0)})
+    marks.up = MemoryDeadLetterMarks(horizon_s=3600)
+    now[0] += MARKS_PAUSE_S
+    dlq.poll()
+    assert producer.produced == [] and dlq.in_flight == 0
 
 
 def test_marks_below_a_confirmed_commit_are_removed_and_those_past_it_still_count() -> None:
