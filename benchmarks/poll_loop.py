@@ -68,6 +68,9 @@ class InMemoryConsumer:
     def assignment(self) -> list[Any]:
         return []
 
+    def memberid(self) -> str:
+        return "in-memory"  # always inside its group: the loop never replaces it
+
     def pause(self, partitions: list[Any]) -> None: ...
 
     def resume(self, partitions: list[Any]) -> None: ...
