@@ -28,6 +28,7 @@ from consumer.config.windows import parse_rate_limits
 from consumer.delivery import request_deadline
 from consumer.delivery.destination import Destination
 from consumer.delivery.pisano import PisanoClient
+from consumer.delivery.slots import CONNECT_LEAD_S, PREPARE_LEAD_S, sleep_to_slot
 from consumer.operations import check, preflight
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
@@ -196,3 +197,18 @@ def test_a_probe_that_never_leaves_on_time_gives_no_verdict_and_no_failure(monke
     assert pisano.probes == 0 and pisano.missed >= 2 and len(wasted) == pisano.missed
     assert circuit.state()[0] == "half_open" and not store.probe_held()
     assert store.previous_cooldown_ms() == 0, "a missed slot reopened the circuit"
+
+
+def test_a_far_slot_has_its_connection_set_up_before_it_as_a_senders_has() -> None:
+    """Without it, a slot beyond the pooled connection's keep-alive (a busy fleet's next slot) is
+    met by a connection set up at the slot, late at the wire, slot after slot."""
+    limiter = Slots()
+    calls: list[tuple[str, float]] = []
+    grant = Grant(True, wait_s=3.0, slot_ms=0)
+    ready = sleep_to_slot(grant, limiter, sleep=lambda s: calls.append(("sleep", s)),  # type: ignore[arg-type]
+                          warm=lambda within: calls.append(("warm", within)))
+    assert ready.state == "go" and ready.leave_by == pytest.approx(grant.received_at + 3.0 + ALLOWED_S)
+    assert [what for what, _ in calls] == ["sleep", "warm", "sleep"]
+    assert calls[0][1] == pytest.approx(3.0 - CONNECT_LEAD_S, abs=0.05)
+    # Until the request's own lead before the slot (counted from now: the sleeps here take no time).
+    assert calls[1][1] == pytest.approx(3.0 - PREPARE_LEAD_S, abs=0.05)
