@@ -35,8 +35,9 @@ class PisanoApi(Protocol):
     def warm(self, within_s: float) -> None:
         """Set up a connection now, within about `within_s`, for the next request (best effort)."""
 
-    def probe_token(self, campaign_id: str = ...) -> PisanoApiError | None:
-        """Ask whether the token is accepted, sending no SMS (None: accepted)."""
+    def probe_token(self, campaign_id: str = ..., leave_by: float | None = None) -> PisanoApiError | None:
+        """Ask whether the token is accepted, sending no SMS (None: accepted); SlotMissed (not
+        sent) as `send`."""
 
     def close(self) -> None:
         """Release connections."""
@@ -58,6 +59,7 @@ class Destination:
     campaigns: CampaignCircuits = field(default_factory=lambda: CampaignCircuits(
         MemoryCircuitStores(), cooldown_ms=30_000, max_cooldown_ms=600_000, probe_lease_ms=60_000))
 
-    def probe(self) -> Callable[[], bool | Trip | None]:
-        """The half-open circuit's question to Pisano, in a throttle slot of this destination."""
-        return token_probe(self.client, self.limiter)
+    def probe(self, wasted: Callable[[], object] | None = None) -> Callable[[], bool | Trip | None]:
+        """The half-open circuit's question to Pisano, in a throttle slot of this destination;
+        `wasted` counts each slot it gives up (throttle_slots_wasted_total)."""
+        return token_probe(self.client, self.limiter, warm=self.client.warm, wasted=wasted)

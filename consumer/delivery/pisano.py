@@ -367,15 +367,16 @@ class PisanoClient:
         slot, so that at the slot only the POST remains (consumer/delivery/spare_connections.py)."""
         self._transport.warm(self.http.base_url, within_s)
 
-    def probe_token(self, campaign_id: str = PROBE_CAMPAIGN) -> PisanoApiError | None:
+    def probe_token(self, campaign_id: str = PROBE_CAMPAIGN, leave_by: float | None = None) -> PisanoApiError | None:
         """Ask Pisano whether it accepts the token, without sending anyone an SMS.
 
         An empty recipient list to the nil campaign is refused by validation (13015, 13028) or as
         an unknown campaign (13002) only once the token passed; a wrong token is refused first.
         Returns Pisano's answer as an error (None for a 200, which would also mean "accepted");
-        raises PisanoTransportError when no answer came."""
+        raises PisanoTransportError when no answer came, SlotMissed (nothing sent) when it would
+        leave after `leave_by`, its throttle slot's latest moment (`send`)."""
         try:
-            self.send(campaign_id, b'{"phone_numbers":[]}')
+            self.send(campaign_id, b'{"phone_numbers":[]}', leave_by)
         except PisanoApiError as answer:
             return answer
         return None

@@ -1,4 +1,4 @@
-"""Reserving throttle slots for a destination's sender threads.
+"""Reserving throttle slots for a destination's sender threads, and for requests outside them.
 
 A slot's time arrives as a wait measured on Redis's clock, so only a duration crosses machines:
 clock skew between replicas does not matter. That wait counts from the moment the script ran,
@@ -22,6 +22,11 @@ Its "go" carries the latest moment the POST may leave, which the client checks a
 While it waits, for a slot or for the lead time, its heartbeat keeps its claims alive
 (`consumer/delivery/heartbeat.py`; not from the renewal to the slot, where a beat would make the
 POST late); a claim the heartbeat finds lost ends it as a failed renewal does.
+
+A request outside the sender threads (the circuit's token probe, `check`'s probe and
+`check --campaigns`' empty requests) counts at Pisano all the same: `send_in_slot` is its one way
+there, with the same checks (the reply's lateness, the wake-up's, then the wire's) and the same
+answer to a slot missed (a new slot, the missed one counted where there are metrics).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.outage import RedisOutage
@@ -72,6 +77,7 @@ RENEWAL_REACH_S = 2.0
 # turn a pace after the newest would never come (the windows still hold: only the pace is dropped).
 PACE_PATIENCE_TURNS = 3
 Ready = Literal["go", "refused", "stopped", "emptied"]
+T = TypeVar("T")
 
 
 class Readiness(NamedTuple):
@@ -115,34 +121,68 @@ def lateness_allowed_s(limiter: Limiter) -> float | None:
     return max(LATENESS_FLOOR_S, limiter.margin_ms / 2000) if limiter.windows else None
 
 
-def take_slot(limiter: Limiter, within_s: float) -> str | None:
-    """For a request outside the sender threads (`check`'s probe and empty requests): reserve a
-    slot and sleep to it, waiting out fences and far slots, taking another slot when one cannot be
-    used on time (`sleep_to_slot`). None: leave now; else why no slot came within `within_s`."""
+@dataclass(frozen=True)
+class NoSlot:
+    """Why a request outside the sender threads found no slot it could use within its time."""
+
+    why: str
+
+
+def send_in_slot(limiter: Limiter, within_s: float, send: Callable[[float | None], T], *,
+                 warm: Callable[[float], object] | None = None,
+                 wasted: Callable[[], object] | None = None) -> T | NoSlot:
+    """The one way to Pisano for a request outside the sender threads (the circuit's token probe,
+    `check`'s probe, `check --campaigns`' empty requests): reserve a slot, waiting out fences and
+    far slots, sleep to it, then `send(leave_by)`, the latest moment its first byte may leave
+    (PisanoClient.send checks it at the wire, as a sender's). A slot that cannot be used on time
+    (`sleep_to_slot`: its reply came back, or this thread woke, too late; or the request was late
+    at the wire, SlotMissed: nothing left) is given up, counted by `wasted`, and the request
+    takes another, as a sender's does, while `within_s` lasts: a missed slot is no answer from
+    Pisano. `warm`: sets up a connection to Pisano before a slot (PisanoClient.warm).
+    Returns what `send` returned (anything it raises but SlotMissed passes), or NoSlot: why no
+    slot served within `within_s`."""
     deadline = time.monotonic() + within_s
     while True:
         grant = limiter.acquire()
         if not grant.granted:
             if time.monotonic() + grant.wait_s > deadline:
-                return f"no throttle slot within {within_s:.0f}s (next in {grant.wait_s:.0f}s); try again later"
+                return NoSlot(f"no throttle slot within {within_s:.0f}s (next in {grant.wait_s:.0f}s); "
+                              "try again later")
             time.sleep(min(grant.wait_s, 5.0) or 0.05)
-        elif sleep_to_slot(grant, limiter):
-            return None
-        elif time.monotonic() > deadline:
-            return f"no throttle slot usable on time within {within_s:.0f}s: Redis answers slower than half of " \
-                   "PISANO_RATE_MARGIN_MS; check Redis's latency"
+            continue
+        ready = sleep_to_slot(grant, limiter, warm=warm)
+        if ready.state == "go":
+            try:
+                return send(ready.leave_by)
+            except SlotMissed:
+                pass  # nothing of it left; its slot is lost all the same
+        if wasted is not None:
+            wasted()
+        if time.monotonic() > deadline:
+            return NoSlot(f"no throttle slot usable on time within {within_s:.0f}s: the request could not leave "
+                          "within half of PISANO_RATE_MARGIN_MS of its slot (Redis slow to answer, a connection "
+                          "to Pisano slow to set up, or a busy machine); check Redis's latency and the way to "
+                          "Pisano, or raise PISANO_RATE_MARGIN_MS")
 
 
-def sleep_to_slot(grant: Grant, limiter: Limiter, sleep: Callable[[float], object] = time.sleep) -> bool:
-    """For a request that takes its slot outside the sender threads (the circuit's token probe,
-    `check`): sleep to the granted slot. True: leave now, within the lateness allowed; False: the
-    slot cannot be used on time (its reply came back, or this thread woke, later than that) and is
-    given up, as `SlotReserver` gives it up: its request must not leave in it."""
+def sleep_to_slot(grant: Grant, limiter: Limiter, sleep: Callable[[float], object] = time.sleep,
+                  warm: Callable[[float], object] | None = None) -> Readiness:
+    """For a request that takes its slot outside the sender threads (`send_in_slot`): sleep to
+    the granted slot, setting up a connection before it as a sender does (`warm`, when given
+    and under a throttle). "go": leave now, within the lateness allowed, the first byte not after
+    its `leave_by`; "refused": the slot cannot be used on time (its reply came back, or this
+    thread woke, later than that) and is given up, as `SlotReserver` gives it up: its request
+    must not leave in it."""
     slot, allowed = Slot.of(grant), lateness_allowed_s(limiter)
     if allowed is not None and slot.doubt > allowed:
-        return False
+        return Readiness("refused")
+    if warm is not None and allowed is not None:
+        sleep(max(0.0, slot.at - CONNECT_LEAD_S - time.monotonic()))
+        warm(slot.at - PREPARE_LEAD_S - time.monotonic())
     sleep(max(0.0, slot.at - time.monotonic()))
-    return allowed is None or slot.late_s(time.monotonic()) <= allowed
+    if allowed is not None and slot.late_s(time.monotonic()) > allowed:
+        return Readiness("refused")
+    return Readiness("go", slot.leave_by(allowed))
 
 
 class SlotReserver:

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from consumer.config.registry import registry_connection
 from consumer.config.secrets import mask_url, mask_urls_in_text
 from consumer.config.settings import Settings, duration_ms
 from consumer.delivery.pisano import PROBE_CAMPAIGN
-from consumer.delivery.slots import take_slot
+from consumer.delivery.slots import NoSlot, send_in_slot
 from consumer.errors import ConfigError, PisanoSmsError, PisanoTransportError, StateStoreError
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_admin, make_producer, refused_settings
@@ -286,10 +287,11 @@ def _pisano(settings: Settings, campaign: str) -> tuple[str, str]:
         destination = build_destination(config, settings, state, connections=1, horizon_ms=60_000)
         shown_url = mask_url(config.url)
         try:
-            waited = take_slot(destination.limiter, 60.0)
-            if waited is not None:
-                return "failed", f"{config.name}: {waited}"
-            answer = destination.client.probe_token(campaign)
+            sent = send_in_slot(destination.limiter, 60.0, partial(destination.client.probe_token, campaign),
+                                warm=destination.client.warm)
+            if isinstance(sent, NoSlot):
+                return "failed", f"{config.name}: {sent.why}"
+            answer = sent
         except PisanoTransportError as exc:
             return "failed", f"{config.name} {shown_url}: {exc.message}; check its URL (PISANO_URL)"
         finally:

@@ -252,7 +252,9 @@ class HealthProbe:
         states = []
         for destination in self.destinations:
             try:
-                destination.circuit.probe_if_due(destination.probe())
+                # A slot the probe gives up counts as a sender's does (throttle_slots_wasted_total).
+                wasted = self.metrics.throttle_wasted.labels(destination.name).inc
+                destination.circuit.probe_if_due(destination.probe(wasted))
                 state, _ = destination.circuit.state()
             except StateStoreError:
                 return  # Redis down is reported on its own

@@ -32,7 +32,7 @@ from consumer.config.settings import Settings
 from consumer.delivery.destination import Destination
 from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.delivery.pisano_codes import RESOURCE_NOT_FOUND
-from consumer.delivery.slots import take_slot
+from consumer.delivery.slots import NoSlot, send_in_slot
 from consumer.errors import PisanoApiError, PisanoTransportError, StateStoreError
 from consumer.ingest.mapping import DeclarativeMapper, is_campaign_id, known_campaign, load_mapper
 from consumer.state.circuit import Trip, token_verdict
@@ -149,10 +149,11 @@ def _control(destination: Destination) -> str | None:
 
 def _check_one(destination: Destination, campaign: str, shown_url: str) -> CampaignResult:
     try:
-        waited = _take_slot(destination.limiter)
-        if waited is not None:
-            return CampaignResult(destination.name, campaign, "throttled", waited)
-        destination.client.send(campaign, EMPTY_REQUEST)
+        client = destination.client
+        sent = send_in_slot(destination.limiter, _within_s(destination.limiter),
+                            lambda leave_by: client.send(campaign, EMPTY_REQUEST, leave_by), warm=client.warm)
+        if isinstance(sent, NoSlot):
+            return CampaignResult(destination.name, campaign, "throttled", sent.why)
         answer = None
     except PisanoApiError as refused:
         answer = refused
@@ -164,7 +165,7 @@ def _check_one(destination: Destination, campaign: str, shown_url: str) -> Campa
     return CampaignResult(destination.name, campaign, status, detail)
 
 
-def _take_slot(limiter: Limiter) -> str | None:
-    """Wait for a slot of the shared throttle (None), or why there was none in time."""
+def _within_s(limiter: Limiter) -> float:
+    """How long a request waits for a slot of the shared throttle it can use on time."""
     longest = max((w.period_ms / 1000 for w in limiter.windows), default=0.0)
-    return take_slot(limiter, longest + MARGIN_S)
+    return longest + MARGIN_S

@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 
 from consumer.delivery.failures import CODE_SCOPES
 from consumer.delivery.pisano import TOKEN_ACCEPTED_CODES
-from consumer.delivery.slots import sleep_to_slot
+from consumer.delivery.slots import NoSlot, send_in_slot
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.operations.logs import redact_text
 from consumer.state.limiter import Limiter
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 State = Literal["closed", "open", "half_open"]
 REFRESH_S = 1.0
 STATE_TTL_MS = 86_400_000  # an abandoned open circuit does not outlive a day
+# How long a probe goes on taking slots when one cannot be used on time (most often its first:
+# after a cool-down its pooled connection has expired, and one set up at the slot is late at the
+# wire, then kept for the next). Well within the 10 s the probe's lease (consumer/app.py) keeps
+# beyond one slot's wait and one request: a probe outliving its lease lets another replica probe.
+PROBE_SLOT_WITHIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,9 @@ class Trip:
 
 
 class TokenProbe(Protocol):
-    def probe_token(self) -> PisanoApiError | None:
-        """Pisano's answer to an empty request (None: accepted)."""
+    def probe_token(self, campaign_id: str = ..., leave_by: float | None = None) -> PisanoApiError | None:
+        """Pisano's answer to an empty request (None: accepted); SlotMissed, nothing sent, when it
+        would leave after `leave_by`."""
 
 
 class CircuitStore(Protocol):
@@ -231,18 +237,18 @@ def token_verdict(answer: PisanoApiError | None) -> bool | Trip | None:
     return None
 
 
-def token_probe(client: TokenProbe, limiter: Limiter) -> Callable[[], bool | Trip | None]:
-    """The probe of a half-open circuit: Pisano's verdict on the token, in a throttle slot."""
+def token_probe(client: TokenProbe, limiter: Limiter, *, warm: Callable[[float], object] | None = None,
+                wasted: Callable[[], object] | None = None) -> Callable[[], bool | Trip | None]:
+    """The probe of a half-open circuit: Pisano's verdict on the token, in a throttle slot, its
+    first byte checked at the wire like a sender's (`send_in_slot`; `warm` and `wasted` as there)."""
 
     def probe() -> bool | Trip | None:
-        grant = limiter.acquire()
-        # A slot it cannot use on time (its reply came back late, the thread woke late) is given
-        # up: no verdict, the next round (on any replica) probes in a slot of its own.
-        if not grant.granted or not sleep_to_slot(grant, limiter):
-            return None
         try:
-            return token_verdict(client.probe_token())
+            answer = send_in_slot(limiter, PROBE_SLOT_WITHIN_S, lambda leave_by: client.probe_token(leave_by=leave_by),
+                                  warm=warm, wasted=wasted)
         except PisanoTransportError:
             return None
+        # No slot usable on time: no verdict, the next round (on any replica) probes in one of its own.
+        return None if isinstance(answer, NoSlot) else token_verdict(answer)
 
     return probe

@@ -65,7 +65,12 @@ class FakePisano:
     def warm(self, within_s: float) -> None:
         self.warmed.append(within_s)
 
-    def probe_token(self, campaign_id: str = "") -> PisanoApiError | None:
+    def probe_token(self, campaign_id: str = "", leave_by: float | None = None) -> PisanoApiError | None:
+        if self.on_wire is not None:
+            self.on_wire()
+        if leave_by is not None and (over := time.monotonic() - leave_by) > 0:  # as `send`
+            self.missed += 1
+            raise SlotMissed(over)
         self.probes += 1
         return None
 

@@ -55,9 +55,12 @@ class Posts:
     def __init__(self) -> None:
         self.at: list[float] = []
 
-    def probe_token(self, campaign_id: str = "") -> Any:
+    def probe_token(self, campaign_id: str = "", leave_by: float | None = None) -> Any:
         self.at.append(time.monotonic())
         return VALIDATION
+
+    def warm(self, within_s: float) -> None:
+        pass
 
     def send(self, campaign: str, body: bytes, leave_by: float | None = None) -> Any:
         self.at.append(time.monotonic())

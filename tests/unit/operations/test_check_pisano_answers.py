@@ -31,8 +31,11 @@ REFUSED = PisanoApiError(http_status=401, code=13001, message="Wrong authenticat
 def _run(monkeypatch: pytest.MonkeyPatch, answer: PisanoApiError | None, url: str, campaign: str,
          name: str = "default") -> check.Result:
     class Client:
-        def probe_token(self, campaign: str) -> Any:
+        def probe_token(self, campaign: str, leave_by: float | None = None) -> Any:
             return answer
+
+        def warm(self, within_s: float) -> None:
+            pass
 
         def close(self) -> None:
             pass
