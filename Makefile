@@ -49,10 +49,12 @@ down:
 demo: up
 	$(BIN)/python scripts/localstack.py run -- $(BIN)/pisano-sms demo
 
-## The whole suite: lint, then every test. Starts Kafka and Redis itself (unless already up)
-## and stops what it started.
+## The whole suite: lint, then every test. The unit tests first, one worker per core (they need
+## no stack); then the rest one at a time, on Kafka and Redis it starts itself
+## (unless already up) and stops. The rest share one Redis db 0 and wait on real processes.
 test: install helm kube-score lint
-	$(BIN)/python -m pytest tests --durations=30
+	$(BIN)/python -m pytest tests/unit -n auto --durations=10
+	$(BIN)/python -m pytest tests --ignore=tests/unit --durations=30
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -162,3 +162,12 @@ def _loggers_enabled() -> Iterator[None]:
     yield
     root.setLevel(level)
 
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Escape lone surrogates in a report's captured output before pytest-xdist sends it to the
+    controller as UTF-8 (`make test` runs the unit tests in two workers): the hostile-input tests
+    log them on purpose, and one unencodable character crashed the worker that ran the test."""
+    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+                       for title, text in report.sections]
