@@ -169,6 +169,7 @@ class Attempts:
                     unsent()
                 slot = None
                 continue
+            self.slots.left()
             self._log(campaign, sent)
             if sent.accepted is not None:
                 self.dm.requests("200", "").inc()

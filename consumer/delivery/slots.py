@@ -61,6 +61,8 @@ LATE_LOG_EVERY_S = 60.0  # a machine too slow for the margin says so once a minu
 # at Pisano, so a replica that cannot use its slots on time must not go on taking them from the
 # replicas that can. A single late reply (a stall) costs the first; a Redis slow for this replica
 # costs at most one slot per LATE_REPLY_PAUSE_MAX_S once the pause has grown.
+# A request found late at the wire (its slot lost, `missed`) pauses them the same way: a replica
+# short of CPU must not go on taking slots it cannot use either.
 LATE_REPLY_PAUSE_S = 0.25
 LATE_REPLY_PAUSE_MAX_S = 30.0
 LATE_REPLY_POLL_S = 0.05  # meanwhile, how often the other threads look whether they may ask again
@@ -212,6 +214,9 @@ class SlotReserver:
         self._late_replies = 0
         self._late_paused_at = -LATE_REPLY_PAUSE_MAX_S
         self._late_lock = threading.Lock()  # held by the one thread asking while replies come back late
+        # Requests found late at the wire in a row (shared by the threads), and when their pause ends.
+        self._misses = 0
+        self._miss_pause_until = 0.0
 
     def reserve(self, turn_wait: Callable[[float], bool] | None = None,
                 heartbeat: Heartbeat | None = None) -> Slot | None:
@@ -310,10 +315,24 @@ class SlotReserver:
 
     def missed(self, error: SlotMissed) -> None:
         """A request found late at the wire (`ready`'s "go" came in time, its bytes would not
-        have): not sent, its slot given up."""
+        have): not sent, its slot given up. This sender then asks for no slot for a pause, doubled
+        by each miss after the pause ended, until a request leaves on time (`left`): misses during
+        the pause are of slots reserved before it (one per thread), no new evidence."""
         assert self.max_lateness_s is not None
+        now = time.monotonic()
+        if now >= self._miss_pause_until:
+            pause = min(LATE_REPLY_PAUSE_MAX_S, LATE_REPLY_PAUSE_S * 2 ** min(self._misses, 16))
+            self._misses += 1
+            self._miss_pause_until = now + pause
+            self._blocked_until = max(self._blocked_until, self._miss_pause_until)
         self._wasted("a request's first byte was ready %.0f ms after its throttle slot",
-                     self.max_lateness_s + error.over_s)
+                     self.max_lateness_s + error.over_s,
+                     f"it was not sent, and this replica asks for no slot for {self._miss_pause_until - now:.2f}s "
+                     "(longer while its requests stay late, so it takes no budget it cannot use)")
+
+    def left(self) -> None:
+        """A request left in its slot (whatever its answer): the misses at the wire are no longer in a row."""
+        self._misses = 0
 
     def ready(self, slot: Slot | None, renew: Callable[[], bool], *, fresh: float | None = None,
               heartbeat: Heartbeat | None = None, screen: Callable[[float], bool] | None = None) -> Readiness:

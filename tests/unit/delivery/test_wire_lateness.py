@@ -254,3 +254,29 @@ def test_an_error_after_a_missed_slot_leaves_the_unsent_events_released_not_unkn
     assert r.outcome_count() == 1
     assert r.reasons().get("e1") != "ambiguous", "an event that never left was dead-lettered as ambiguous"
     assert not (r.dedup.state("e1") or "").startswith("u|"), "an event that never left was marked unknown"
+
+
+def test_a_replica_whose_requests_all_miss_at_the_wire_does_not_burn_the_fleets_budget() -> None:
+    """Before: a request late at the wire took a new slot at once, and missed again: a replica
+    short of CPU for good reserved (and wasted) slot after slot, the fleet's budget, as fast as
+    the limiter granted them. Now a miss pauses the sender's reservations as a late reply does
+    (0.25 s, doubled by each miss after the pause), until a request leaves on time."""
+    stop = threading.Event()
+    late = [True]
+
+    def stall() -> None:
+        if late[0]:
+            time.sleep(0.3)  # past the lateness allowed (0.25 s)
+
+    pisano = FakePisano(on_wire=stall)
+    r = rig(pisano, limiter=windows_limiter("20/1s"), stop=stop)
+    worker = threading.Thread(target=r.sender.process, args=(Batch(CAMPAIGN, [event(1)]), None), daemon=True)
+    worker.start()
+    time.sleep(4.5)
+    # A miss every 0.5 s (the preparation's lead, then the stall), and after each a pause of 0.25,
+    # 0.5, 1 and 2 s: the fourth at about 3.75 s. Before, one every 0.5 s: nine.
+    assert 3 <= pisano.missed <= 5, pisano.missed
+    late[0] = False  # the replica has its CPU back: the next slot is used, and the misses no longer count
+    worker.join(8)
+    assert not worker.is_alive() and len(pisano.requests) == 1 and r.kinds() == {"e1": {"delivered"}}
+    assert r.sender.slots._misses == 0
