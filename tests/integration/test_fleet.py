@@ -25,7 +25,7 @@ from consumer.simulator.config import FaultSettings
 from consumer.sre.replay_signature import sign
 from tests.conftest import Stack, unique
 from tests.support.consumers import REPLAY_KEY, ConsumerProcess, consumer_env, wait_until
-from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
+from tests.support.kafka import all_committed, end_offsets, headers_of, produce, produce_each, read_all
 from tests.support.scenario import delivered_phones, mixed_traffic
 
 TOKEN = "fleet-token-31c"
@@ -96,12 +96,15 @@ def test_three_replicas_a_join_and_a_sigkill(stack: Stack, new_topic: Callable[.
             # As `pisano-sms replay` does: each record signed with the fleet's key, or it is no replay.
             now_ms = int(time.time() * 1000)
             # A replay of an ambiguous dead-letter names its attempt, or it overrides no mark.
+            replays = []
             for m in to_replay:
                 attempt = headers_of(m)["dlq.attempt.id"]
                 signature = sign(REPLAY_KEY.encode(), topic, 1, now_ms, m.key(), m.value(), attempt)
-                produce(stack.bootstrap, topic, [(m.key(), m.value())],
-                        headers=[("dlq.replays", b"1"), ("dlq.replay.signature", signature),
-                                 ("dlq.replay.attempt", attempt.encode())])
+                replays.append((m.key(), m.value(), [("dlq.replays", b"1"), ("dlq.replay.signature", signature),
+                                                     ("dlq.replay.attempt", attempt.encode())]))
+            # All through one producer: one per record cost 0.5 s each (its producer id), and a kill
+            # between a claim and its POST leaves a whole batch to replay (250 records: 2 minutes).
+            produce_each(stack.bootstrap, topic, replays)
             ends = end_offsets(stack.bootstrap, topic)
             wait_until(lambda: all_committed(stack.bootstrap, group, topic, ends), 60, "replay consumed")
         for replica in survivors:
