@@ -280,7 +280,7 @@ class Pipeline:
         # Events held by quiet hours are not waited for: they stay uncommitted for the next owner.
         waiting = self.delivery.held_count()
         while time.monotonic() < deadline and (self.delivery.buffered > waiting or self.delivery.in_flight()
-                                               or self.dlq.in_flight or self._receipts_in_flight()):
+                                               or self.dlq.unsettled or self._receipts_in_flight()):
             self.consumer.consume(num_messages=1, timeout=POLL_TIMEOUT_S)  # serve callbacks, fetch nothing
             self._drain_outcomes()
             self.dlq.poll(0)

@@ -474,12 +474,21 @@ class DeadLetterQueue:
         log.warning("could not %s dead-letter marks (%s); dead-lettering without them for %.0fs: a record read "
                     "again after a restart may get a second dead-letter", what, shown, MARKS_PAUSE_S)
 
+    @property
+    def unsettled(self) -> int:
+        """The dead-letters a shutdown or a revoke may wait for: not those waiting for Redis while
+        the marks pause (they cannot leave before it ends; uncommitted, the next owner reads their
+        records again)."""
+        waiting = self._marks_away and self._clock() < self._marks_paused_until
+        return self.in_flight - (len(self._unchecked) if waiting else 0)
+
     def flush(self, timeout: float) -> bool:
-        """Wait up to `timeout` for every dead-letter to be acknowledged."""
+        """Wait up to `timeout` for every dead-letter to be acknowledged (but those waiting for
+        Redis: `unsettled`)."""
         deadline = time.monotonic() + timeout
-        while self.in_flight and time.monotonic() < deadline:
+        while self.unsettled and time.monotonic() < deadline:
             self.poll(min(0.1, max(0.0, deadline - time.monotonic())))
-        return self.in_flight == 0
+        return self.unsettled == 0
 
     def _produce(self, pending: _Pending) -> None:
         if self._abandoned(pending):  # produced again after a refusal, its partition handed over meanwhile

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from typing import Any
 
 from consumer.errors import StateStoreError
@@ -325,3 +326,14 @@ def test_an_ambiguous_dead_letter_is_not_noted_before_it_is_produced() -> None:
     dlq._produce_unchecked()  # produced, not acknowledged: the replica dies here
     assert len(producer.produced) == 2
     assert {offset: mark.reason for offset, mark in marks.load(("t", 0)).items()} == {2: "throttled"}
+
+
+def test_a_flush_does_not_wait_for_dead_letters_waiting_for_redis() -> None:
+    """They cannot leave before the marks' pause ends: a shutdown or revoke waiting for them would
+    only spend its grace. Uncommitted, the next owner reads their records again."""
+    marks, producer = DownMarks(), FakeProducer()
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks)
+    assert run(dlq, [record(1)]) == []
+    started = time.monotonic()
+    assert dlq.flush(5.0) and time.monotonic() - started < 1.0
+    assert dlq.in_flight == 1 and dlq.unsettled == 0 and producer.produced == []
