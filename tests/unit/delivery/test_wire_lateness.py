@@ -26,6 +26,7 @@ from consumer.delivery.pisano import PisanoClient
 from consumer.delivery.slots import Slot
 from consumer.errors import SlotMissed
 from tests.support.fakes import FakePisano, event, rig, windows_limiter
+from tests.support.local_server import serving
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 BODY = b'{"phone_numbers":["+905321200001"]}'
@@ -37,34 +38,21 @@ def recording_server() -> Iterator[tuple[int, list[bytes]]]:
     """A local server answering 200 to each request; yields its port and the bytes of each
     connection (one entry per connection, growing as bytes arrive). On leaving, it waits until
     every connection has ended (the client closed): all that was sent has been received."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
     received: list[bytes] = []
-    serving: list[threading.Thread] = []
+    lock = threading.Lock()
 
-    def serve(connection: socket.socket, index: int) -> None:
+    def serve(connection: socket.socket) -> None:
+        with lock:
+            received.append(b"")
+            index = len(received) - 1
         with connection, suppress(OSError):
             while data := connection.recv(65536):
                 received[index] += data
                 if received[index].endswith(BODY):
                     connection.sendall(OK)
 
-    def accept() -> None:
-        with suppress(OSError):
-            while True:
-                connection, _ = listener.accept()
-                received.append(b"")
-                serving.append(threading.Thread(target=serve, args=(connection, len(received) - 1), daemon=True))
-                serving[-1].start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield listener.getsockname()[1], received
-    finally:
-        listener.close()
-        for thread in serving:
-            thread.join(5)
+    with serving(serve) as port:
+        yield port, received
 
 
 def client_for(port: int) -> PisanoClient:

@@ -14,7 +14,6 @@ counts it in `throttle_slots_wasted_total` as the senders do.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -37,6 +36,7 @@ from consumer.state.circuit import CircuitBreaker
 from consumer.state.limiter import Grant
 from consumer.state.memory import MemoryCircuitStore, MemoryLimiter
 from tests.support.fakes import FakePisano
+from tests.support.local_server import serving
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 MARGIN_MS = 200
@@ -69,11 +69,7 @@ class Slots:
 def stamping_server() -> Iterator[tuple[int, list[float]]]:
     """A local Pisano answering each request as it answers an empty one for a known campaign;
     yields its port and when each request's first bytes arrived (monotonic)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
     arrived: list[float] = []
-    serving: list[threading.Thread] = []
 
     def serve(connection: socket.socket) -> None:
         with connection, suppress(OSError):
@@ -86,20 +82,8 @@ def stamping_server() -> Iterator[tuple[int, list[float]]]:
                     pending = b""
                     connection.sendall(VALIDATION)
 
-    def accept() -> None:
-        with suppress(OSError):
-            while True:
-                connection, _ = listener.accept()
-                serving.append(threading.Thread(target=serve, args=(connection,), daemon=True))
-                serving[-1].start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield listener.getsockname()[1], arrived
-    finally:
-        listener.close()
-        for thread in serving:
-            thread.join(5)
+    with serving(serve) as port:
+        yield port, arrived
 
 
 @pytest.fixture
