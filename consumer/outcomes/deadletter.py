@@ -477,10 +477,15 @@ class DeadLetterQueue:
         log.warning("could not %s dead-letter marks (%s); dead-lettering without them for %.0fs: a record read "
                     "again after a restart may get a second dead-letter", what, shown, MARKS_PAUSE_S)
 
+    def waiting_for_redis(self) -> int:
+        """Dead-letters that wait for Redis (`_produce_unchecked`) until the marks' pause ends:
+        nothing moves them before, so no flush waits for them; their records stay uncommitted."""
+        return len(self._unchecked) if self._marks_away and self._clock() < self._marks_paused_until else 0
+
     def flush(self, timeout: float) -> bool:
-        """Wait up to `timeout` for every dead-letter to be acknowledged."""
+        """Wait up to `timeout` for every dead-letter to be acknowledged (but those waiting for Redis)."""
         deadline = time.monotonic() + timeout
-        while self.in_flight and time.monotonic() < deadline:
+        while self.in_flight > self.waiting_for_redis() and time.monotonic() < deadline:
             self.poll(min(0.1, max(0.0, deadline - time.monotonic())))
         return self.in_flight == 0
 

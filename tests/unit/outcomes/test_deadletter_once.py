@@ -363,3 +363,16 @@ def test_a_marks_key_of_the_wrong_type_does_not_hold_dead_letters_for_good() -> 
         now[0] += MARKS_PAUSE_S
         done += run(dlq, [])
     assert done == [1] and len(producer.produced) == 1 and dlq.in_flight == 0
+
+
+def test_a_flush_does_not_wait_for_dead_letters_waiting_for_redis() -> None:
+    """Found by review: they leave only once Redis answers, asked again every MARKS_PAUSE_S, so a
+    flush (a revocation's, REVOKE_GRACE_MS; a shutdown's) waited its whole time for nothing while
+    one waited, stalling each rebalance of a Redis outage. They stay uncommitted either way."""
+    import time
+
+    dlq = DeadLetterQueue(FakeProducer(), "dlq", marks=DownMarks())
+    assert run(dlq, [record(1)]) == [] and dlq.in_flight == 1
+    started = time.monotonic()
+    assert dlq.flush(2.0) is False
+    assert time.monotonic() - started < 0.5
