@@ -40,7 +40,7 @@ from consumer.pipeline import Pipeline
 from consumer.sre.replay_signature import ReplayVerifier
 from consumer.state.accounts import AccountRecord, account_key
 from consumer.state.campaigns import CampaignCircuits
-from consumer.state.circuit import CircuitBreaker, RedisCircuitStore
+from consumer.state.circuit import PROBE_SLOT_WITHIN_S, CircuitBreaker, RedisCircuitStore
 from consumer.state.clock import RedisWallClock, SystemWallClock, WallClock
 from consumer.state.cooldown import CooldownStore, RedisCooldown
 from consumer.state.dead_letters import RedisDeadLetterMarks
@@ -120,7 +120,11 @@ def build_destination(config: DestinationConfig, settings: Settings, state: Stat
     # Throttle and campaign circuits stay with the account (Pisano's budget, its campaigns).
     circuit = CircuitBreaker(RedisCircuitStore(state.client, state.keys, config.token),
                              cooldown_ms=settings.circuit_cooldown_ms, max_cooldown_ms=settings.circuit_max_cooldown_ms,
-                             probe_lease_ms=config.timeout_ms + horizon + 10_000, name=config.name)
+                             # The longest probe (consumer/state/circuit.py): its slots' time, the
+                             # last slot up to the horizon away, its request's whole deadline
+                             # (connect and read timeouts), and 10 s for Redis's replies around it.
+                             probe_lease_ms=round(PROBE_SLOT_WITHIN_S * 1000) + horizon + config.connect_timeout_ms
+                             + config.timeout_ms + 10_000, name=config.name)
     campaigns = CampaignCircuits(lambda campaign: RedisCircuitStore(state.client, state.keys, account, campaign),
                                  cooldown_ms=settings.circuit_cooldown_ms,
                                  max_cooldown_ms=settings.circuit_max_cooldown_ms,

@@ -279,6 +279,7 @@ class Pipeline:
         self.delivery.flush_all()
         # Events held by quiet hours are not waited for: they stay uncommitted for the next owner.
         waiting = self.delivery.held_count()
+        # Nor dead-letters waiting for Redis: they leave once it answers, asked again every 30 s.
         while time.monotonic() < deadline and (self.delivery.buffered > waiting or self.delivery.in_flight()
                                                or self.dlq.unsettled or self._receipts_in_flight()):
             self.consumer.consume(num_messages=1, timeout=POLL_TIMEOUT_S)  # serve callbacks, fetch nothing

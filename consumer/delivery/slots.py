@@ -144,6 +144,7 @@ def send_in_slot(limiter: Limiter, within_s: float, send: Callable[[float | None
     Returns what `send` returned (anything it raises but SlotMissed passes), or NoSlot: why no
     slot served within `within_s`."""
     deadline = time.monotonic() + within_s
+    given_up = 0  # slots given up so far: the wait before the next doubles with each
     while True:
         grant = limiter.acquire()
         if not grant.granted:
@@ -165,6 +166,12 @@ def send_in_slot(limiter: Limiter, within_s: float, send: Callable[[float | None
                           "within half of PISANO_RATE_MARGIN_MS of its slot (Redis slow to answer, a connection "
                           "to Pisano slow to set up, or a busy machine); check Redis's latency and the way to "
                           "Pisano, or raise PISANO_RATE_MARGIN_MS")
+        # Not the next slot at once: while Redis's replies come back late (or this machine wakes
+        # late) every slot asked for would be given up too, each one taken from the fleet's budget
+        # for nothing, as fast as Redis answers. A wait as a sender's (`SlotReserver._late_reply`).
+        time.sleep(min(LATE_REPLY_PAUSE_MAX_S, LATE_REPLY_PAUSE_S * 2 ** min(given_up, 16),
+                       max(0.0, deadline - time.monotonic())))
+        given_up += 1
 
 
 def sleep_to_slot(grant: Grant, limiter: Limiter, sleep: Callable[[float], object] = time.sleep,

@@ -71,6 +71,7 @@ from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.outcomes.retry_queue import RetryQueue
 from consumer.plain_number import plain_number
 from consumer.state.dead_letters import DeadLetterMarks, Mark, Origin, TopicPartition
+from consumer.state.redis_errors import foreign_value
 
 log = logging.getLogger(__name__)
 
@@ -459,7 +460,9 @@ class DeadLetterQueue:
 
     def _marks_failed(self, what: str, exc: Exception) -> None:
         self._marks_paused_until = self._clock() + MARKS_PAUSE_S
-        self._marks_away = isinstance(exc, StateStoreError)  # an outage: dead-letters wait for Redis
+        # An outage: dead-letters wait for Redis. Not a key of the marks holding what we did not
+        # write (WRONGTYPE): Redis answers, no wait would end, and the partition would stop for good.
+        self._marks_away = isinstance(exc, StateStoreError) and not foreign_value(exc.__cause__)
         # Our own words for an outage; only the type of anything else, which may quote what was stored.
         shown = exc if isinstance(exc, StateStoreError) else type(exc).__name__
         if what == "load":

@@ -44,8 +44,8 @@ REFRESH_S = 1.0
 STATE_TTL_MS = 86_400_000  # an abandoned open circuit does not outlive a day
 # How long a probe goes on taking slots when one cannot be used on time (most often its first:
 # after a cool-down its pooled connection has expired, and one set up at the slot is late at the
-# wire, then kept for the next). Well within the 10 s the probe's lease (consumer/app.py) keeps
-# beyond one slot's wait and one request: a probe outliving its lease lets another replica probe.
+# wire, then kept for the next). The probe's lease (consumer/app.py) covers it, with the last
+# slot's wait and one request's whole deadline: a probe outliving its lease lets another replica probe.
 PROBE_SLOT_WITHIN_S = 5.0
 
 

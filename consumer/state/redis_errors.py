@@ -58,7 +58,7 @@ def _meaning(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, redis.exceptions.NoScriptError):
         return ("lost the script again right after it was loaded", "something flushes Redis's scripts "
                 "(SCRIPT FLUSH) or a proxy spreads the calls over several servers: point REDIS_URL at Redis itself")
-    text = str(exc)
+    text = _reply(exc)
     first_word = text.split(" ", 1)[0]
     if first_word == "WRONGTYPE":
         return "found a key of the wrong type", _FOREIGN_KEY
@@ -72,3 +72,27 @@ def _meaning(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, redis.exceptions.InvalidResponse):  # not Redis's protocol: another server, or TLS
         return "did not answer in Redis's protocol", "check REDIS_URL: its host and port, and rediss:// for TLS"
     return "call failed", "report it with this message: the client refused the call before sending it"
+
+
+_PIPELINE_NOTE = " of pipeline caused error: "
+
+
+def _reply(exc: BaseException) -> str:
+    """The error's text as Redis wrote it: redis-py puts a pipeline's failed command before it
+    ("Command # 1 (ZMSCORE ...) of pipeline caused error: WRONGTYPE ..."), and its first word is
+    what says what happened."""
+    text = str(exc)
+    return text.rpartition(_PIPELINE_NOTE)[2] if isinstance(exc, redis.ResponseError) else text
+
+
+def foreign_value(exc: BaseException | None) -> bool:
+    """Whether Redis answered that a key of ours holds what this consumer did not write (WRONGTYPE,
+    a script failing on it): Redis is there, and waiting for it ends nothing; someone must delete
+    the key. Not a refusal Redis names itself (READONLY, OOM, NOSCRIPT: their own classes), which
+    stops the senders' claims too and ends when Redis is fixed."""
+    if type(exc) is not redis.ResponseError:
+        return False
+    reply = _reply(exc)
+    first_word = reply.split(" ", 1)[0]
+    return first_word == "WRONGTYPE" or (first_word != "BUSY" and ("user_script" in reply
+                                                                  or "Error running script" in reply))

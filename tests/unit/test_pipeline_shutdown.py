@@ -175,3 +175,33 @@ def test_a_close_that_never_returns_does_not_keep_the_replica(monkeypatch: pytes
     assert time.monotonic() - started < 1.0 + 1.5 + 0.3
     assert "close" in consumer.calls
     assert any("did not close within" in m for m in caplog.messages)
+
+
+def test_dead_letters_waiting_for_redis_hold_neither_a_revocation_nor_the_shutdown() -> None:
+    """Found by review: a dead-letter waits for Redis (its marks) until it answers, asked again
+    every 30 s; the revocation's flush and the shutdown's loop counted it as one Kafka had still
+    to acknowledge, and waited REVOKE_GRACE_MS, then SHUTDOWN_GRACE_MS, for nothing on every
+    rebalance and stop of a Redis outage. Their records stay uncommitted for the next owner."""
+    from consumer.outcomes.deadletter import Failure
+    from tests.unit.outcomes.test_deadletter_once import DownMarks, record
+
+    consumer = ClosingConsumer()
+    config = Settings(kafka_topics=["t"], pisano_url="https://pisano.invalid", shutdown_grace_ms=3000,
+                      revoke_grace_ms=3000)
+    lanes = Lanes({"default": Lane(Batcher(5000, 1.0), IdleSender())}, route=lambda c: "default")
+    loop = Pipeline(config, consumer_factory=lambda on_commit: consumer, producer=FakeProducer(),
+                    decoder=SchemalessDecoder(default_schema()),
+                    mapper=DeclarativeMapper.from_file(default_mapping_file()),
+                    delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True),
+                    dead_letter_marks=DownMarks())
+    loop.tracker.assign(("t", 0))
+    loop.dlq.send(record(1), Failure("invalid_event", "no phone"), lambda: None)
+    loop.dlq.poll()
+    assert loop.dlq.in_flight == 1  # waiting for Redis
+    started = time.monotonic()
+    loop._on_revoke(consumer, [TopicPartition("t", 1)])  # another partition's revocation
+    assert time.monotonic() - started < 1.0
+    loop.request_stop()
+    started = time.monotonic()
+    loop.run()
+    assert time.monotonic() - started < 2.0  # the dead-letter and receipt flushes' 0.5 s floors at most

@@ -107,3 +107,33 @@ def test_checks_token_probe_never_leaves_late_for_its_slot(monkeypatch: pytest.M
     result = check._guard("pisano", lambda: check._pisano(settings, CAMPAIGN))
     assert result.status == "ok", result
     assert_on_time(limiter, posts)
+
+
+class LateReplies:
+    """A limiter whose every reply comes back later than the lateness allowed (a Redis slow for
+    this replica): each grant reserves a slot of the fleet's budget that cannot be used on time."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryLimiter(parse_rate_limits("100/1s"), margin_ms=MARGIN_MS, horizon_ms=5000, grace_ms=0)
+        self.windows, self.margin_ms = self.inner.windows, self.inner.margin_ms
+        self.granted = 0
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        self.granted += 1
+        return Grant(True, wait_s=0.0, slot_ms=0, round_trip_s=MARGIN_MS / 1000)
+
+
+def test_a_request_outside_the_senders_does_not_take_slot_after_slot_while_replies_come_back_late() -> None:
+    """Found by review: `send_in_slot` took a new slot at once for one given up, with no wait, so
+    while Redis's replies came back late the circuit's probe (5 s a round, where it used to take
+    one slot) and `check` (60 s) reserved slots as fast as Redis answered, each one a slot of the
+    fleet's budget taken from the senders for nothing. Like a sender (`SlotReserver._late_reply`),
+    it now waits before the next, longer each time."""
+    from consumer.delivery.slots import NoSlot, send_in_slot
+
+    limiter = LateReplies()
+    started = time.monotonic()
+    result = send_in_slot(limiter, 1.0, lambda leave_by: "sent")  # type: ignore[arg-type]
+    assert isinstance(result, NoSlot)
+    assert limiter.granted <= 4, f"{limiter.granted} slots taken in 1 s"
+    assert time.monotonic() - started < 1.5

@@ -196,3 +196,29 @@ def test_a_far_slot_has_its_connection_set_up_before_it_as_a_senders_has() -> No
     assert calls[0][1] == pytest.approx(3.0 - CONNECT_LEAD_S, abs=0.05)
     # Until the request's own lead before the slot (counted from now: the sleeps here take no time).
     assert calls[1][1] == pytest.approx(3.0 - PREPARE_LEAD_S, abs=0.05)
+
+
+def test_the_probes_lease_outlasts_the_longest_probe() -> None:
+    """Found by review: a probe takes slots for PROBE_SLOT_WITHIN_S (`send_in_slot`), its last slot
+    up to the throttle horizon away, and its request then takes up to its connect and read timeouts
+    (PisanoClient's deadline). The lease covered one slot's wait, the read timeout and 10 s: with
+    the default 5 s connect timeout the 10 s were spent before a single Redis round trip, and a
+    longer connect timeout let a probe outlive its lease by the difference, another replica
+    probing meanwhile (two token probes at once)."""
+    import redis
+
+    from consumer.app import build_destination
+    from consumer.config.destinations import destination_configs
+    from consumer.state.circuit import PROBE_SLOT_WITHIN_S
+    from consumer.state.redis import Keys
+
+    settings = Settings(kafka_topics=["t"], pisano_url="https://api.pisano.co", pisano_api_token="tok-123456789abc",
+                        pisano_rate_limits="10/1s")
+    config = destination_configs(settings)["default"]
+    nowhere = redis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2)  # its account falls back to the token
+    destination = build_destination(config, settings, SimpleNamespace(client=nowhere, keys=Keys("p")), connections=1)
+    destination.client.close()
+    longest_ms = (PROBE_SLOT_WITHIN_S * 1000 + settings.throttle_horizon_ms + config.margin_ms / 2
+                  + config.connect_timeout_ms + config.timeout_ms)
+    # With room for the Redis calls around it (the throttle's reply, the circuit's writes).
+    assert destination.circuit.probe_lease_ms >= longest_ms + settings.redis_timeout_ms

@@ -328,6 +328,44 @@ def test_an_ambiguous_dead_letter_is_not_noted_before_it_is_produced() -> None:
     assert {offset: mark.reason for offset, mark in marks.load(("t", 0)).items()} == {2: "throttled"}
 
 
+class _ForeignKeyClient:
+    """A redis-py client whose dead-letter marks key holds a string someone else wrote: every
+    pipeline fails as redis-py raises it, the reply annotated with the command's number."""
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        import redis
+
+        class Pipe:
+            def __getattr__(self, name: str) -> Any:
+                return lambda *a, **k: None
+
+            def execute(self) -> list[Any]:
+                raise redis.ResponseError("Command # 1 (ZMSCORE {p:dl:g:dlq:t:0} 1:1:abc) of pipeline caused error: "
+                                          "WRONGTYPE Operation against a key holding the wrong kind of value")
+
+        return Pipe()
+
+
+def test_a_marks_key_of_the_wrong_type_does_not_hold_dead_letters_for_good() -> None:
+    """Found by review: every Redis answer becomes a StateStoreError, so a marks key holding what
+    this consumer did not write (WRONGTYPE: a stored value no one expected, the case the README
+    says goes on without marks) was taken for an outage: its dead-letters waited, asked again every
+    MARKS_PAUSE_S, for ever, and the partition behind them never committed again."""
+    from consumer.state.dead_letters import RedisDeadLetterMarks
+    from consumer.state.redis import Keys
+
+    marks = RedisDeadLetterMarks(_ForeignKeyClient(), Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: False)
+    producer = FakeProducer()
+    now = [1_000.0]
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0])
+    done = run(dlq, [record(1)])
+    for _ in range(3):
+        now[0] += MARKS_PAUSE_S
+        done += run(dlq, [])
+    assert done == [1] and len(producer.produced) == 1 and dlq.in_flight == 0
+
+
 def test_a_flush_does_not_wait_for_dead_letters_waiting_for_redis() -> None:
     """They cannot leave before the marks' pause ends: a shutdown or revoke waiting for them would
     only spend its grace. Uncommitted, the next owner reads their records again."""

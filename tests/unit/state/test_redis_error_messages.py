@@ -66,3 +66,35 @@ def test_the_cause_stays_attached() -> None:
     with pytest.raises(StateStoreError) as raised, translated("the claim"):
         raise cause
     assert raised.value.__cause__ is cause
+
+
+def _in_pipeline(reply: str) -> Exception:
+    """As redis-py raises a pipeline's failed reply: its command put before the text."""
+    exc = _reply(reply)
+    exc.args = (f"Command # 1 (ZMSCORE {{p:dl:g:dlq:t:0}} 5:1:abc) of pipeline caused error: {reply}",)
+    return exc
+
+
+@pytest.mark.parametrize(("reply", "foreign"), [
+    ("WRONGTYPE Operation against a key holding the wrong kind of value", True),
+    ("ERR user_script:7: attempt to compare nil with number script: 1f2e, on @user_script:7.", True),
+    ("READONLY You can't write against a read only replica. script: 1f2e, on @user_script:12.", False),
+    ("OOM command not allowed when used memory > 'maxmemory'. script: 1f2e, on @user_script:9.", False),
+    ("NOSCRIPT No matching script. Please use EVAL.", False),
+    ("NOPERM User pisano has no permissions to run the 'evalsha' command", False),
+    ("LOADING Redis is loading the dataset in memory", False),
+    ("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.", False),
+    ("CLUSTERDOWN The cluster is down", False),
+])
+def test_a_key_holding_what_we_did_not_write_is_told_from_a_refusal(reply: str, foreign: bool) -> None:
+    """Found by review: the dead-letter marks wait for Redis when it cannot serve them, not when a
+    key holds a foreign value (no wait ends that); in a pipeline, redis-py puts the command first."""
+    from consumer.state.redis_errors import foreign_value
+
+    assert foreign_value(_reply(reply)) is foreign and foreign_value(_in_pipeline(reply)) is foreign
+    assert not foreign_value(redis.ConnectionError("Connection refused")) and not foreign_value(None)
+
+
+def test_a_pipelines_wrong_type_says_what_to_do() -> None:
+    assert "REDIS_KEY_PREFIX" in _message(_in_pipeline("WRONGTYPE Operation against a key holding the wrong kind of "
+                                                       "value"))
