@@ -123,6 +123,12 @@ def lateness_allowed_s(limiter: Limiter) -> float | None:
     return max(LATENESS_FLOOR_S, limiter.margin_ms / 2000) if limiter.windows else None
 
 
+def late_pause_s(before: int) -> float:
+    """The pause after a slot given up as late when `before` were given up in a row before it:
+    LATE_REPLY_PAUSE_S, doubled by each, up to LATE_REPLY_PAUSE_MAX_S."""
+    return min(LATE_REPLY_PAUSE_MAX_S, LATE_REPLY_PAUSE_S * 2.0 ** min(before, 16))
+
+
 @dataclass(frozen=True)
 class NoSlot:
     """Why a request outside the sender threads found no slot it could use within its time."""
@@ -169,8 +175,7 @@ def send_in_slot(limiter: Limiter, within_s: float, send: Callable[[float | None
         # Not the next slot at once: while Redis's replies come back late (or this machine wakes
         # late) every slot asked for would be given up too, each one taken from the fleet's budget
         # for nothing, as fast as Redis answers. A wait as a sender's (`SlotReserver._late_reply`).
-        time.sleep(min(LATE_REPLY_PAUSE_MAX_S, LATE_REPLY_PAUSE_S * 2 ** min(given_up, 16),
-                       max(0.0, deadline - time.monotonic())))
+        time.sleep(min(late_pause_s(given_up), max(0.0, deadline - time.monotonic())))
         given_up += 1
 
 
@@ -301,7 +306,7 @@ class SlotReserver:
         Returns the pause in effect."""
         now = time.monotonic()
         if sent_at >= self._late_paused_at:
-            pause = min(LATE_REPLY_PAUSE_MAX_S, LATE_REPLY_PAUSE_S * 2 ** min(self._late_replies, 16))
+            pause = late_pause_s(self._late_replies)
             self._late_replies += 1
             self._late_paused_at = now
             self._blocked_until = max(self._blocked_until, now + pause)
@@ -328,7 +333,7 @@ class SlotReserver:
         assert self.max_lateness_s is not None
         now = time.monotonic()
         if now >= self._miss_pause_until:
-            pause = min(LATE_REPLY_PAUSE_MAX_S, LATE_REPLY_PAUSE_S * 2 ** min(self._misses, 16))
+            pause = late_pause_s(self._misses)
             self._misses += 1
             self._miss_pause_until = now + pause
             self._blocked_until = max(self._blocked_until, self._miss_pause_until)
