@@ -46,6 +46,7 @@ from consumer.delivery.pisano_codes import code_label
 from consumer.ingest.avro import Decoder
 from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
+from consumer.ingest.intake import decode_and_map
 from consumer.ingest.mapping import Mapper, Recipient
 from consumer.ingest.membership import GroupWatch, missing_topics, rejoin_limit_s
 from consumer.ingest.records import InboundRecord
@@ -376,11 +377,23 @@ class Pipeline:
         if before is None:
             return False
         failure, acknowledged = before
+        recipient = self._named_for_receipt(record) if self.receipts is not None else None
         if acknowledged:
-            self._finish(record, tp, record.offset(), epoch, "dead_letter", failure=failure)
+            self._finish(record, tp, record.offset(), epoch, "dead_letter", recipient=recipient, failure=failure)
         else:
-            self._dead_letter(record, tp, record.offset(), epoch, failure)
+            self._dead_letter(record, tp, record.offset(), epoch, failure, recipient)
         return True
+
+    def _named_for_receipt(self, record: InboundRecord) -> Recipient | None:
+        """The recipient of a record ended before it is decoded (`_ended_before`), for its receipt
+        only: its receipt may be the record's first (its replica killed before the first was
+        acknowledged), and one keyed by its origin alone reads as a record that cannot be decoded.
+        None when it cannot (or the registry does not answer now): the receipt goes without it."""
+        backlog = self.backlog
+        try:
+            return decode_and_map(record, backlog.decoder, backlog.mapper, backlog.max_message_bytes)
+        except Exception:  # RecordError, RegistryError, a plug-in mapper's own: it ends as it ended all the same
+            return None
 
     def _drop_superseded(self) -> None:
         """A partition's position moved back (consumer/outcomes/offsets.py): the first copies of

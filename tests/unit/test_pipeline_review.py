@@ -415,6 +415,27 @@ def test_a_record_dead_lettered_before_a_crash_keeps_its_receipt_and_its_reason(
     assert new_producer.topics == ["receipts"]  # no second dead-letter
 
 
+def test_a_record_ended_from_its_mark_names_its_event_in_its_receipt() -> None:
+    """Found by the scaled chaos run in CI: a record read again whose dead-letter was noted ends
+    before it is decoded, and its receipt (the first, when the killed replica's was never
+    acknowledged) had no event id: keyed by its origin, as for a record that cannot be decoded,
+    though it can. Decoded for its receipt now (not sent: it ends as it ended)."""
+    dead_letters = MemoryDeadLetterMarks(horizon_s=3600)
+    old, old_consumer, _ = receipts_owner(MemoryReceiptMarks())
+    old.dlq.marks = dead_letters
+    throttled_then_killed(old, old_consumer)  # no receipt of it marked: the next owner writes them
+    new, new_consumer, new_producer = receipts_owner(MemoryReceiptMarks())
+    new.dlq.marks = dead_letters
+    assert [e.offset for e in read_again(new, new_consumer)] == [0]
+    codec = ReceiptCodec()
+    written = [codec.decode(p["value"]) for topic, p in zip(new_producer.topics, new_producer.produced, strict=True)
+               if topic == "receipts"]
+    expected = [MAPPER.map(SchemalessDecoder(default_schema()).decode(m.value())).event_id for m in RECORDS[1:]]
+    assert [(r.origin_offset, r.outcome, r.event_id) for r in written] == [
+        (1, "dead_lettered", expected[0]), (2, "dead_lettered", expected[1])]
+    assert new_producer.topics == ["receipts", "receipts"]  # not sent, no second dead-letter
+
+
 def test_a_record_dead_lettered_before_its_position_moved_back_is_not_sent() -> None:
     """Found by review: the marks were loaded at assignment only. A position moved back within one
     assignment (an offset reset) read again records this replica had dead-lettered since: they
