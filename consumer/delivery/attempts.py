@@ -96,7 +96,7 @@ class Attempts:
     def send(self, campaign: str, body: bytes, *, slot: Slot | None, renew: Callable[[], bool],
              sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = (),
              heartbeat: Heartbeat | None = None, screen: Callable[[float], bytes | None] | None = None,
-             unsent: Callable[[], None] | None = None) -> Sent:
+             unsent: Callable[[], None] | None = None, disarm: Callable[[], None] | None = None) -> Sent:
         """POST at `slot` (None: reserve a slot first), retrying in slots of their own.
         `fresh`: when (monotonic) the claims were taken, if for this slot. `events`: the request's
         pending events, whose trace contexts its span links to when tracing is on. `heartbeat`:
@@ -105,7 +105,10 @@ class Attempts:
         given the longest the POST may take to leave: the body of the events left (the same
         object when none was refused), None when none is left. `unsent`: undoes `sending` when the
         first attempt was found late at the wire (nothing left; None: an earlier request carried
-        the events, as a bisection's groups were)."""
+        the events, as a bisection's groups were). `disarm`: makes the events' claims pending
+        (consumer/state/arming.py) when the request waits for a new slot and no attempt of it may
+        have reached Pisano (each failed certainly: an ambiguous one is never retried); the
+        renewal before the next POST arms them again."""
         beats = heartbeat if heartbeat is not None else Heartbeat(self.stop)
         sent = Sent()
         started = time.monotonic()
@@ -118,6 +121,12 @@ class Attempts:
                 return False
             body = left
             return True
+
+        def disarmed() -> None:
+            nonlocal fresh
+            if disarm is not None:
+                disarm()
+                fresh = None  # pending now: the next POST must renew (arm) them first
 
         while True:
             ready = self.slots.ready(slot, renew, fresh=None if sent.attempts else fresh, heartbeat=beats,
@@ -167,6 +176,7 @@ class Attempts:
                 sent.request_id, sent.error, sent.verdict = before
                 if not sent.attempts and unsent is not None:  # no request carried them yet
                     unsent()
+                disarmed()
                 slot = None
                 continue
             self.slots.left()
@@ -178,6 +188,7 @@ class Attempts:
             assert sent.error is not None and sent.verdict is not None
             rotated = self._refused_a_rotated_token(carried, refused_at, sent, beats)
             if rotated:
+                disarmed()
                 slot = None  # Pisano acted on nothing: the same request again, new token, new slot
                 continue
             if rotated is None:
@@ -193,6 +204,7 @@ class Attempts:
             delay = self.retry.backoff.delay(sent.attempts, retry_after)
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
                     and time.monotonic() - started + delay < self.retry.budget_s:
+                disarmed()  # the backoff and the next slot may be long: a replica killed there sent nothing
                 if self._back_off(sent.error, delay, beats):
                     slot = None  # every attempt counts against Pisano's throttle: a new slot
                     continue

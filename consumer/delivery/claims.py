@@ -34,6 +34,7 @@ from consumer.delivery.batching import ABANDONED_BY, EVENT_ID, REPLAY_OF, Pendin
 from consumer.delivery.contacts import ContactCooldown, PhoneReservation
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
+from consumer.state.arming import Arming
 from consumer.state.cooldown import PhoneFate, PhoneStatus
 from consumer.state.dedup import ClaimRequests, ClaimStatus, ClaimStatuses, DedupStore, Settlement
 from consumer.state.suppression import Suppression
@@ -146,10 +147,11 @@ class Claim:
         except Exception:  # never mask the error that brought us here; the lease bounds the claims
             log.exception("could not settle %d left-over claims; they expire with their lease", len(self.left_over))
 
-    def claim(self, events: Sequence[PendingEvent]) -> Claimed:
+    def claim(self, events: Sequence[PendingEvent], arming: Arming = Arming.ARM) -> Claimed:
         """Look the events up in the opt-out list, claim their ids and reserve their phones, in one
         round trip (one pipelined packet per master: consumer/state/trip.py); StateStoreError if
-        Redis stays away.
+        Redis stays away. `arming`: PENDING when the POST is far and `renew` arms them before it
+        (consumer/state/arming.py); ARM when the POST may follow without a renewal.
 
         The three answers come together, so the claim and the reservation are optimistic: each
         event's id is claimed even if the list has it, each phone reserved even if its id turns out
@@ -173,15 +175,15 @@ class Claim:
             answer.held += [e for e in events if e.recipient.event_id in self._given_up]
             events = [e for e in events if e.recipient.event_id not in self._given_up]
         if self.suppression is None:
-            self._trip(answer, [], list(events))
+            self._trip(answer, [], list(events), arming)
             return answer
         first = [e for e in events if not e.replay_of]
         replays = [e for e in events if e.replay_of]
-        refused = self._trip(answer, list(events), first)
+        refused = self._trip(answer, list(events), first, arming)
         replays = [e for e in replays if e.recipient.event_id not in refused]
         if replays:
             try:
-                self._trip(answer, [], replays)
+                self._trip(answer, [], replays, arming)
             except StateStoreError:  # the first trip's events go round again with the rest: let them go
                 claimed = answer.claimed_ids
                 for event_id in claimed:
@@ -190,7 +192,8 @@ class Claim:
                 raise
         return answer
 
-    def _trip(self, answer: Claimed, screen: list[PendingEvent], claim: list[PendingEvent]) -> set[str]:
+    def _trip(self, answer: Claimed, screen: list[PendingEvent], claim: list[PendingEvent],
+              arming: Arming) -> set[str]:
         """One round trip: the opt-out lookup of `screen`, the claim of `claim` and their phones.
         Adds what it learnt to `answer`; returns the ids the opt-out list refused."""
         lookup = self.suppression.lookup([e.recipient for e in screen]) \
@@ -205,13 +208,13 @@ class Claim:
                     self._replays[i] = r
                 else:
                     self._replays.pop(i, None)
-        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests)]
+        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests, arming)]
         if lookup is not None:
             assert self.suppression is not None
             steps.append(self.suppression.stage(lookup))
         if asked is not None:
             assert self.phones is not None
-            steps.append(self.phones.step(asked))
+            steps.append(self.phones.step(asked, arming))
         answers = self._ask(steps, ids, [r.key for r in asked.requests] if asked else [], claim)
         statuses: ClaimStatuses = answers[0]
         refused: set[str] = set()
@@ -335,11 +338,12 @@ class Claim:
 
     def renew(self, events: Sequence[PendingEvent]) -> bool | None:
         """Claim again under the same tag (idempotent; refreshes the lease), and the phones with
-        them, in one round trip. True renewed; False a claim is lost (do not send); None Redis did
-        not answer, or stopping (do not send either, but no claim is known lost: as `beat`)."""
+        them, in one round trip, armed: the renewal just before a POST (consumer/state/arming.py).
+        True renewed; False a claim is lost (do not send); None Redis did not answer, or stopping
+        (do not send either, but no claim is known lost: as `beat`)."""
         for attempt in range(1, RENEW_TRIES + 1):
             try:
-                return self._renewed(events)
+                return self._renewed(events, Arming.ARM)
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("claim").inc()
                 delay = REDIS_BACKOFF.delay(attempt)
@@ -348,10 +352,25 @@ class Claim:
                     return None
         return None
 
-    def _renewed(self, events: Sequence[PendingEvent]) -> bool:
-        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)))]
+    def disarm(self, events: Sequence[PendingEvent]) -> None:
+        """The request carrying these events certainly failed, as every attempt before it did
+        (an ambiguous one is never retried): their claims are pending again while the retry waits
+        (consumer/state/arming.py), so a replica killed in that wait leaves events the next one
+        sends instead of dead-letters. Best effort, once: a claim left armed only lapses unknown."""
+        held = self.still_held(events)
+        if not held:
+            return
+        try:
+            self._renewed(held, Arming.PENDING)
+        except StateStoreError as exc:
+            self.metrics.redis_errors.labels("claim").inc()
+            log.warning("could not mark the claims of a failed request as unsent (%s); a replica stopped "
+                        "before the retry leaves them ambiguous", exc)
+
+    def _renewed(self, events: Sequence[PendingEvent], arming: Arming) -> bool:
+        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)), arming)]
         if self.phones is not None:
-            steps.append(self.phones.renewal(events))
+            steps.append(self.phones.renewal(events, arming))
         answers = together(steps)
         return all(s is ClaimStatus.CLAIMED for s in answers[0]) and \
             all(s is PhoneStatus.RESERVED for answer in answers[1:] for s in answer)
@@ -376,7 +395,7 @@ class Claim:
         if not held:
             return True
         try:
-            return self._renewed(held)
+            return self._renewed(held, Arming.KEEP)
         except StateStoreError:
             self.metrics.redis_errors.labels("claim").inc()
             return None

@@ -33,6 +33,7 @@ from consumer.delivery.backoff import REDIS_BACKOFF
 from consumer.delivery.batching import PendingEvent
 from consumer.errors import InvalidEventError, StateStoreError
 from consumer.operations.metrics import Metrics
+from consumer.state.arming import Arming
 from consumer.state.cooldown import CooldownStore, PhoneFate, PhoneRequest, PhoneStatus, phone_key
 from consumer.state.redis import Keys
 from consumer.state.trip import Step
@@ -157,8 +158,8 @@ class PhoneReservation:
                     self.replay_of.pop(key, None)
         return asked
 
-    def step(self, asked: Asked) -> Step[list[PhoneStatus]]:
-        return self.policy.store.stage_reserve(self.tag, asked.requests, window_ms=self.window_ms)
+    def step(self, asked: Asked, arming: Arming) -> Step[list[PhoneStatus]]:
+        return self.policy.store.stage_reserve(self.tag, asked.requests, window_ms=self.window_ms, arming=arming)
 
     def take(self, asked: Asked, statuses: Sequence[PhoneStatus],
              claimed: Sequence[PendingEvent]) -> tuple[Reserved, list[str]]:
@@ -193,12 +194,12 @@ class PhoneReservation:
                   if s is PhoneStatus.RESERVED and r.key not in taken]
         return answer, unused
 
-    def renewal(self, events: Sequence[PendingEvent]) -> Step[list[PhoneStatus]]:
-        """Reserve again under the same tag (refreshes the lease): every answer must be RESERVED,
-        else a phone is no longer ours (do not send)."""
+    def renewal(self, events: Sequence[PendingEvent], arming: Arming) -> Step[list[PhoneStatus]]:
+        """Reserve again under the same tag (refreshes the lease), armed or not as the claims
+        renewed with them: every answer must be RESERVED, else a phone is no longer ours (do not send)."""
         requests = [PhoneRequest(self._held[e.recipient.event_id], e.replay_of) for e in events
                     if e.recipient.event_id in self._held]
-        return self.policy.store.stage_reserve(self.tag, requests, window_ms=self.window_ms)
+        return self.policy.store.stage_reserve(self.tag, requests, window_ms=self.window_ms, arming=arming)
 
     def keys_of(self, event_ids: Sequence[str]) -> list[str]:
         """The keys held for these events, no longer held (their fate is about to be recorded)."""

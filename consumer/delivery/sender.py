@@ -321,7 +321,7 @@ class Sender:
         sent = self.attempts.send(campaign, body, slot=slot, fresh=claim.claimed_at,
                                   renew=lambda: self._renew(claim, events, events, beats),
                                   sending=lambda: claim.sending(events, ids),
-                                  unsent=lambda: claim.unsent(events, ids),
+                                  unsent=lambda: claim.unsent(events, ids), disarm=lambda: claim.disarm(events),
                                   events=events, heartbeat=beats,
                                   screen=self._age_screen(claim, events, ids, body, outcomes))
         self._conclude(claim, campaign, events, sent, outcomes, gate, first=True, ids=ids, beats=beats)
@@ -531,7 +531,7 @@ class Sender:
         body = build_body(list(map(RECIPIENT, group)))
         return self.attempts.send(campaign, body, slot=None,
                                   renew=lambda: self._renew(claim, group, batch, beats),
-                                  sending=lambda: claim.sending(group),
+                                  sending=lambda: claim.sending(group), disarm=lambda: claim.disarm(group),
                                   events=group, heartbeat=beats,
                                   screen=self._age_screen(claim, group, None, body, outcomes))
 

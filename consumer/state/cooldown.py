@@ -37,6 +37,7 @@ import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from consumer.errors import StateStoreError
+from consumer.state.arming import Arming
 from consumer.state.redis import Call, Keys, load_script, stored_text, translated
 from consumer.state.trip import Step, together
 
@@ -92,12 +93,15 @@ def bucket_tags(prefix: str) -> tuple[str, ...]:
 class CooldownStore(Protocol):
     """What the sender needs from the cooldown state, whatever keeps it."""
 
-    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
+    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
+                arming: Arming = Arming.ARM) -> list[PhoneStatus]:
         """One status per request, in order. Reserving again under the same tag renews the lease.
         A request's `abandoned_by` attempts' reservation, live or lapsed, is taken over with the
-        contact it covers (none of them sent to the phone)."""
+        contact it covers (none of them sent to the phone). `arming` as the dedup claim's
+        (consumer/state/arming.py): a lapsed pending reservation is no contact."""
 
-    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> Step[list[PhoneStatus]]:
+    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
+                      arming: Arming = Arming.ARM) -> Step[list[PhoneStatus]]:
         """`reserve` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
 
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
@@ -137,16 +141,19 @@ class RedisCooldown:
         self._reserve = load_script(client, "reserve_phones")
         self._settle = load_script(client, "settle_phones")
 
-    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
-        answer: list[PhoneStatus] = together([self.stage_reserve(tag, requests, window_ms=window_ms)])[0]
+    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
+                arming: Arming = Arming.ARM) -> list[PhoneStatus]:
+        answer: list[PhoneStatus] = together([self.stage_reserve(tag, requests, window_ms=window_ms,
+                                                                 arming=arming)])[0]
         return answer
 
-    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> Step[list[PhoneStatus]]:
+    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
+                      arming: Arming = Arming.ARM) -> Step[list[PhoneStatus]]:
         """The reservation's calls, to run alone or in a round trip shared with other stores."""
         if not requests:
             return Step.answered([])
         groups = self._groups([r.key for r in requests])
-        head = [tag, self.lease_ms, window_ms, self.ttl_ms]
+        head = [tag, self.lease_ms, window_ms, self.ttl_ms, arming.value]
         # Earlier attempts' tags travel only when a phone has some (lua/reserve_phones.lua).
         abandoned = any(map(_ABANDONED_BY, requests))
         calls = [Call([requests[i].key for i in rows],
@@ -194,6 +201,8 @@ def _by_bucket(keys: Sequence[str]) -> list[list[int]]:
 
 # kind|at|owner, and after `#` the contact a reservation covers (put back if it is released)
 _VALUE = re.compile(r"([a-z])\|(\d+)\|([^#]*)#?(.*)", re.S)
+# A pending reservation (lua/reserve_phones.lua): its lease until, with the leading '0'; what it covers
+_LAPSED_PENDING = re.compile(r"r\|(0\d*)\|[^#]*#?(.*)", re.S)
 
 
 def _now_ms() -> int:
@@ -215,18 +224,24 @@ class MemoryCooldown:
         """Another process's view of the same store."""
         return MemoryCooldown(lease_ms=self.lease_ms, ttl_ms=self.ttl_ms, clock=self.clock, shared=self._values)
 
-    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
+    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
+                arming: Arming = Arming.ARM) -> list[PhoneStatus]:
         now = self.clock()
         out = []
         with self._lock:
             for request in requests:
                 value = self._get(request.key, now)
-                status, covered = PhoneStatus.RESERVED, ""
+                status, covered, pending = PhoneStatus.RESERVED, "", arming is Arming.PENDING
+                lapsed = _LAPSED_PENDING.match(value) if value is not None else None
+                if lapsed and now >= int(lapsed.group(1)):
+                    value = lapsed.group(2) or None  # as reserve_phones.lua: it texted no one
                 if value is not None:
                     match = _VALUE.fullmatch(value)
                     kind, at, owner, prior = (match.group(1), int(match.group(2)), match.group(3), match.group(4)) \
                         if match else ("", now, "", "")
                     own = value.split("#", 1)[0]
+                    if kind == "r" and owner == tag and arming is Arming.KEEP:
+                        pending = match is not None and match.group(2).startswith("0")
                     if kind == "r" and ((owner == tag and now < at) or (owner and owner in request.abandoned_by)):
                         covered = prior  # a renewal, or a takeover, keeps what the reservation covers
                     elif kind == "r" and now < at:
@@ -238,13 +253,16 @@ class MemoryCooldown:
                     else:
                         covered = own
                 if status is PhoneStatus.RESERVED:
-                    reservation = f"r|{now + self.lease_ms}|{tag}" + (f"#{covered}" if covered else "")
+                    until = f"0{now + self.lease_ms}" if pending else str(now + self.lease_ms)
+                    reservation = f"r|{until}|{tag}" + (f"#{covered}" if covered else "")
                     self._values[request.key] = (reservation, now + self.lease_ms + self.ttl_ms)
                 out.append(status)
         return out
 
-    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> Step[list[PhoneStatus]]:
-        return Step.local("the phone reservation", lambda: self.reserve(tag, requests, window_ms=window_ms))
+    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
+                      arming: Arming = Arming.ARM) -> Step[list[PhoneStatus]]:
+        return Step.local("the phone reservation",
+                          lambda: self.reserve(tag, requests, window_ms=window_ms, arming=arming))
 
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
         now = self.clock()

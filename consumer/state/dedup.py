@@ -32,6 +32,7 @@ from typing import Any, NamedTuple, Protocol, overload
 import redis
 
 from consumer.errors import StateStoreError
+from consumer.state.arming import Arming
 from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, Rows, by_bucket, load_layout
 from consumer.state.redis import Call, Keys, load_script, stored_text, translated
 from consumer.state.trip import Step, together
@@ -125,12 +126,15 @@ class DedupStore(Protocol):
     def new_tag(self) -> str:
         """A claim tag for one request attempt; reusing it makes a retried claim idempotent."""
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
+    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM) -> ClaimStatuses:
         """One status per request, in order; claiming again under the same tag renews the lease.
         A request's `abandoned_by` attempts are taken over: their claim of its id, live or lapsed,
-        or the unknown mark it lapsed into, counts as free (none of them sent it)."""
+        or the unknown mark it lapsed into, counts as free (none of them sent it). `arming`: what
+        the claims granted say of their requests (`Arming`); a lapsed pending claim counts as the
+        mark it replaced, or as free."""
 
-    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
+    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest],
+                    arming: Arming = Arming.ARM) -> Step[ClaimStatuses]:
         """`claim` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
@@ -217,11 +221,12 @@ class RedisDedup:
     def new_tag(self) -> str:
         return new_tag(self.owner)
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
-        answer: ClaimStatuses = together([self.stage_claim(tag, requests)])[0]
+    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM) -> ClaimStatuses:
+        answer: ClaimStatuses = together([self.stage_claim(tag, requests, arming)])[0]
         return answer
 
-    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
+    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest],
+                    arming: Arming = Arming.ARM) -> Step[ClaimStatuses]:
         """The claim's calls, to run alone (`claim`) or in a round trip shared with other stores
         (consumer/state/trip.py)."""
         if not requests:
@@ -239,7 +244,7 @@ class RedisDedup:
             calls.append((base, [*_packed(rows), *_sparse(_overrides(rows, columns.replays)),
                                  *_sparse(_overrides(rows, abandoned)), *legacy.arguments(g)]))
         head = [tag, self.lease_ms, self.horizon_ms, layout.slice_ms]
-        return Step.remote("the dedup claim", self.client, self._calls("claim", head, calls, legacy),
+        return Step.remote("the dedup claim", self.client, self._calls("claim", head, calls, legacy, [arming.value]),
                            lambda replies: self._statuses(groups, replies, event_ids))
 
     def _statuses(self, groups: list[tuple[str, Rows]], replies: list[Any], event_ids: list[str]) -> ClaimStatuses:
@@ -327,15 +332,17 @@ class RedisDedup:
                  for group in keys]
         return _Legacy("a", [], found)
 
-    def _calls(self, name: str, head: list[Any], calls: list[tuple[str, list[Any]]], legacy: _Legacy) -> list[Call]:
-        """One script call for all buckets on a single Redis; one per bucket on a cluster."""
+    def _calls(self, name: str, head: list[Any], calls: list[tuple[str, list[Any]]], legacy: _Legacy,
+               tail: Sequence[Any] = ()) -> list[Call]:
+        """One script call for all buckets on a single Redis; one per bucket on a cluster. `tail`:
+        the script's arguments after the layout, before the buckets' (the claim's arming)."""
         script = self._scripts[name]
         if not self.cluster:
             keys = [base for base, _ in calls] + legacy.keys
-            args = [*head, len(calls), legacy.mode, FIELD_BYTES, self._layout_copy,
+            args = [*head, len(calls), legacy.mode, FIELD_BYTES, self._layout_copy, *tail,
                     *(a for _, call_args in calls for a in call_args)]
             return [Call(keys, args, script)]
-        return [Call([base], [*head, 1, legacy.mode, FIELD_BYTES, self._layout_copy, *call_args], script)
+        return [Call([base], [*head, 1, legacy.mode, FIELD_BYTES, self._layout_copy, *tail, *call_args], script)
                 for base, call_args in calls]
 
 

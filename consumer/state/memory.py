@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from consumer.config.windows import RateWindow
+from consumer.state.arming import Arming
 from consumer.state.dead_letters import Mark, Origin, merged, scores
 from consumer.state.dedup import (
     LEGACY_ATTEMPT,
@@ -47,6 +48,8 @@ from consumer.state.trip import Step
 _CLAIM_OVER = re.compile(r"c\|(.*?)\|u\|(.*)\|([0-9]+)", re.S)
 _CLAIM = re.compile(r"c\|(.*)\|([0-9]+)", re.S)
 _OWN_OVER = re.compile(r"u\|(.*)\|[0-9]+", re.S)
+# A pending claim (claim.lua, "Values"): its time, the value's last field, begins with '0'
+_PENDING = re.compile(r"\|0[0-9]*\Z")
 # A recorded claim lapsed by a replica of the former build: "u|<tag>|u|<attempt>", the claim's tag first
 _LAPSED_RECORD = re.compile(r"u\|(.*?)\|u\|", re.S)
 
@@ -99,7 +102,7 @@ class MemoryDedup:
     def new_tag(self) -> str:
         return new_tag(self.owner)
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
+    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM) -> ClaimStatuses:
         now = self.clock()
         mine = f"c|{tag}|"
         out, attempts = [], []
@@ -108,11 +111,14 @@ class MemoryDedup:
                 value = self._get(request.event_id, now)
                 attempt: str | None = None
                 over: str | None = None  # the attempt whose unknown mark the claim replaces
+                pending = arming is Arming.PENDING  # as claim.lua: its time written with a leading '0'
                 expired = False
                 if value is None:
                     status = ClaimStatus.CLAIMED
                 elif value.startswith(mine):  # a retry or renewal keeps what the first run replaced
                     status, over = ClaimStatus.CLAIMED, _replaced(value, mine)
+                    if arming is Arming.KEEP:
+                        pending = _PENDING.search(value) is not None
                 elif value == "d":
                     status = ClaimStatus.DELIVERED
                 elif value == "u":
@@ -128,6 +134,12 @@ class MemoryDedup:
                         status, over = ClaimStatus.CLAIMED, parsed[1]
                     elif now - (parsed[2] if parsed else 0) < self.lease_ms:
                         status = ClaimStatus.HELD
+                    elif parsed and _PENDING.search(value):
+                        # as claim.lua: a lapsed pending claim sent nothing; what it replaced stands
+                        if parsed[1]:
+                            attempt, expired = parsed[1], True
+                        else:
+                            status = ClaimStatus.CLAIMED
                     else:
                         attempt, expired = parsed[0] if parsed else LEGACY_ATTEMPT, True
                 if attempt is not None:
@@ -141,14 +153,16 @@ class MemoryDedup:
                         if expired:
                             self._marks[request.event_id] = _Entry(f"u|{attempt}", self._expiry(now))
                 if status is ClaimStatus.CLAIMED:
-                    value = f"{mine}u|{over}|{now}" if over else f"{mine}{now}"
+                    stamp = f"0{now}" if pending else str(now)
+                    value = f"{mine}u|{over}|{stamp}" if over else f"{mine}{stamp}"
                     self._marks[request.event_id] = _Entry(value, self._expiry(now))
                 out.append(status)
                 attempts.append(attempt if status is ClaimStatus.UNKNOWN and attempt is not None else "")
         return ClaimStatuses(out, attempts)
 
-    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
-        return Step.local("the dedup claim", lambda: self.claim(tag, requests))
+    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest],
+                    arming: Arming = Arming.ARM) -> Step[ClaimStatuses]:
+        return Step.local("the dedup claim", lambda: self.claim(tag, requests, arming))
 
     def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
         return Step.local("the dedup update", lambda: self.settle(outcome, tag, event_ids))

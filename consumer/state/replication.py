@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from consumer.errors import StateStoreError
+from consumer.state.arming import Arming
 from consumer.state.cooldown import CooldownStore, PhoneFate, PhoneRequest, PhoneStatus
 from consumer.state.dedup import ClaimRequest, ClaimStatus, ClaimStatuses, DedupStore, Settlement
 from consumer.state.redis import translated
@@ -103,13 +104,15 @@ class ReplicatedDedup:
     def new_tag(self) -> str:
         return self.inner.new_tag()
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest]) -> ClaimStatuses:
-        answer: ClaimStatuses = together([self.stage_claim(tag, requests)])[0]
+    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM) -> ClaimStatuses:
+        answer: ClaimStatuses = together([self.stage_claim(tag, requests, arming)])[0]
         return answer
 
-    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest]) -> Step[ClaimStatuses]:
-        # Only a claim granted is relied on (a POST follows); the other statuses send nothing.
-        return self.inner.stage_claim(tag, requests).then_wait(
+    def stage_claim(self, tag: str, requests: Sequence[ClaimRequest],
+                    arming: Arming = Arming.ARM) -> Step[ClaimStatuses]:
+        # Only a claim granted is relied on (a POST follows, or it is armed for one); the other
+        # statuses send nothing.
+        return self.inner.stage_claim(tag, requests, arming).then_wait(
             self.wait, lambda statuses: any(status is ClaimStatus.CLAIMED for status in statuses))
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
@@ -130,12 +133,15 @@ class ReplicatedCooldown:
         self.inner = inner
         self.wait = wait
 
-    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> list[PhoneStatus]:
-        answer: list[PhoneStatus] = together([self.stage_reserve(tag, requests, window_ms=window_ms)])[0]
+    def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
+                arming: Arming = Arming.ARM) -> list[PhoneStatus]:
+        answer: list[PhoneStatus] = together([self.stage_reserve(tag, requests, window_ms=window_ms,
+                                                                 arming=arming)])[0]
         return answer
 
-    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int) -> Step[list[PhoneStatus]]:
-        return self.inner.stage_reserve(tag, requests, window_ms=window_ms).then_wait(  # a POST follows
+    def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
+                      arming: Arming = Arming.ARM) -> Step[list[PhoneStatus]]:
+        return self.inner.stage_reserve(tag, requests, window_ms=window_ms, arming=arming).then_wait(  # a POST follows
             self.wait, lambda statuses: any(status is PhoneStatus.RESERVED for status in statuses))
 
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:

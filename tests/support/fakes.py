@@ -157,7 +157,7 @@ def intercept_claims(dedup: MemoryDedup, answer: ClaimAnswer) -> None:
     real_claim = dedup.claim
     calls = itertools.count(1)
 
-    def claim(tag: Any, requests: Any) -> Any:
-        return answer(next(calls), requests, lambda: real_claim(tag, requests))
+    def claim(tag: Any, requests: Any, *rest: Any) -> Any:
+        return answer(next(calls), requests, lambda: real_claim(tag, requests, *rest))
 
     dedup.claim = claim  # type: ignore[method-assign]

@@ -21,6 +21,10 @@
 --             (a cluster reads them beforehand from their own slot)
 -- ARGV[7]     the length of a field (a digest of the id)
 -- ARGV[8]     the layout (consumer/state/dedup_layout.py), copied into each new slice hash
+-- ARGV[9]     arming (consumer/state/dedup.py `Arming`): 'a' a request may leave under these claims
+--             from now on (the renewal just before a POST); 'p' none has left that may have reached
+--             Pisano (a claim taken while its slot is still far; an attempt that certainly failed);
+--             'k' keep each own claim as it is (a heartbeat), a new one armed
 -- then per bucket: n; the n fields concatenated (one argument: fewer arguments to parse); k and
 --             k pairs (index, override); e and e pairs (index, earlier tags); with 'a': m and m
 --             pairs (index, 0.2.0 value), only for the ids that have one. The override is the
@@ -45,6 +49,13 @@
 -- can name a mark that was not there. Every other claim has the first form, that of 0.3.x.
 -- A claim past its lease becomes "u|<its attempt>" when found: its fate is unknown from then on,
 -- and its late owner can no longer renew it. A 0.2.0 mark counts when no slice holds the id.
+-- A pending claim (ARGV[9] 'p') writes its time with a leading '0' ("c|<tag>|0<ms>"): no request
+-- that may have reached Pisano has left under it. Past its lease it is not unknown but what it
+-- replaced: the unknown mark of its `over` attempt, or nothing (the id is free: claimed again at
+-- once). The renewal before a POST writes the time plainly (armed): from then on a lapse is unknown.
+-- The '0' keeps every form above: a build before pending claims reads one as an ordinary claim of
+-- the same tag and time (so it is held, then unknown under its own attempt, as before), and a
+-- claim of such a build counts as armed.
 -- Returns {statuses, attempts}: one char per id in argument order (C claimed for the caller,
 -- D already delivered: skip it, H claimed by a live attempt elsewhere: hold it back, U fate
 -- unknown: dead-letter as ambiguous), then for each U in order the attempt whose mark it is.
@@ -52,10 +63,9 @@ local call, sub = redis.call, string.sub
 local now_parts = call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local tag, lease, horizon, slice = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local groups, legacy_mode = tonumber(ARGV[5]), ARGV[6]
+local groups, legacy_mode, arming = tonumber(ARGV[5]), ARGV[6], ARGV[9]
 local mine = 'c|' .. tag .. '|'
 local mine_len = #mine
-local claim = mine .. now
 local current = math.floor(now / slice)
 local oldest = math.floor((now - horizon) / slice)
 local expire_at = (current + 1) * slice + horizon
@@ -112,13 +122,18 @@ local function parse_claim(value)
   return owner_tag, nil, claimed_at
 end
 
+-- A claim value (or its time) written pending: its time begins with '0' (see Values)
+local function is_pending(value)
+  return string.find(value, '|0%d*$') ~= nil or string.find(value, '^0%d*$') ~= nil
+end
+
 -- `tag` is one of the space-separated `tags` (nil: none)
 local function gave_up(tags, tag)
   return tags ~= nil and string.find(' ' .. tags .. ' ', ' ' .. tag .. ' ', 1, true) ~= nil
 end
 
 local out, reply = {}, {''}
-local pos, legacy_index, out_count = 9, 0, 0
+local pos, legacy_index, out_count = 10, 0, 0
 for g = 1, groups do
   local base = KEYS[g]
   local n, packed = tonumber(ARGV[pos]), ARGV[pos + 1]
@@ -149,16 +164,19 @@ for g = 1, groups do
   for j = 1, n do
     local value = found[j]
     if not value and legacy[j] then value = legacy[j] end
-    -- `over`: the attempt whose unknown mark the claim replaces (written into it, see Values)
+    -- `over`: the attempt whose unknown mark the claim replaces (written into it, see Values);
+    -- `pending`: the claim is written pending (see Values)
     local state, attempt, expired, write, over
+    local pending = arming == 'p'
     if not value then
-      state, write = 'C', claim
+      state, write = 'C', true
     elseif value == 'd' then
       state = 'D'
     elseif sub(value, 1, mine_len) == mine then
       -- a retry or renewal: what the first run replaced stays recorded
-      state, write = 'C', claim
+      state, write = 'C', true
       over = string.match(sub(value, mine_len + 1), '^u|(.*)|%d+$')
+      if arming == 'k' then pending = is_pending(value) end
     elseif value == 'u' then
       attempt = '-'
     elseif sub(value, 1, 2) == 'u|' then
@@ -171,28 +189,39 @@ for g = 1, groups do
       local owner_tag, owner_over, claimed_at = parse_claim(value)
       if owner_tag and gave_up(earlier[j], owner_tag) then
         -- a takeover inherits what the given-up claim replaced: that mark is still the truth
-        state, write, over = 'C', claim, owner_over
+        state, write, over = 'C', true, owner_over
       elseif now - (tonumber(claimed_at) or 0) < lease then
         state = 'H'
+      elseif owner_tag and is_pending(claimed_at) then
+        -- Lapsed pending: no request under it may have reached Pisano. What it replaced is the
+        -- truth again: the unknown mark of its `over` attempt (written back if it stays so), or
+        -- nothing, and the id is free.
+        if owner_over then
+          attempt, expired = owner_over, true
+        else
+          state, write = 'C', true
+        end
       else
         attempt, expired = owner_tag or '-', true
       end
     end
     if attempt then
       if overrides[j] == attempt then
-        state, write, over = 'C', claim, attempt
+        state, write, over = 'C', true, attempt
       elseif gave_up(earlier[j], attempt) then
         -- The given-up claim lapsed into this mark, and what it had replaced went with it: a
         -- replay's takeover keeps the id unknown under the attempt it replays (never a duplicate;
         -- at worst a plain copy dead-lettered), a plain one replaces nothing.
-        state, write, over = 'C', claim, overrides[j]
+        state, write, over = 'C', true, overrides[j]
       else
         state = 'U'
         reply[#reply + 1] = attempt
         if expired then write = 'u|' .. attempt end
       end
     end
-    if over and write == claim then write = mine .. 'u|' .. over .. '|' .. now end
+    if write == true then
+      write = mine .. (over and ('u|' .. over .. '|') or '') .. (pending and '0' or '') .. now
+    end
     if write then
       writes[w + 1], writes[w + 2] = fields[j], write
       w = w + 2

@@ -10,9 +10,12 @@
 --            Pisano, so it counts as a contact made when the lease ran out
 -- ARGV[3]    window ms: this campaign's cooldown; a contact younger than this refuses the phone
 -- ARGV[4]    ttl ms: how long a contact is kept (the configuration's longest cooldown)
--- ARGV[4+i]  the attempt whose unknown mark, or lapsed reservation, the i-th phone may override
+-- ARGV[5]    arming, as the dedup claim's (lua/claim.lua): 'a' a request may leave under these
+--            reservations from now on; 'p' none has left that may have reached Pisano; 'k' keep
+--            each own reservation as it is (a heartbeat), a new one armed
+-- ARGV[5+i]  the attempt whose unknown mark, or lapsed reservation, the i-th phone may override
 --            ('' for none): a signed replay of an `ambiguous` dead-letter, whose own attempt left it
--- ARGV[4+N+i] (only when given, N = #KEYS) the earlier attempts of this replica that gave the i-th
+-- ARGV[5+N+i] (only when given, N = #KEYS) the earlier attempts of this replica that gave the i-th
 --            phone up without sending to it, space-separated ('' for none): their reservation may
 --            still be here (a lost reply, a release that never landed: consumer/delivery/claims.py,
 --            `Claim.let_go`). It is taken over, live or lapsed, with the contact it covers: none
@@ -25,28 +28,40 @@
 -- after a '#': "r|<until>|<tag>#c|<at>|<tag>". A release puts it back (lua/settle_phones.lua), so
 -- a reservation that is not used (its request refused, or its event skipped, held back or
 -- suppressed after an optimistic reservation: consumer/delivery/claims.py) forgets no contact.
+-- A pending reservation writes its lease with a leading '0' ("r|0<until>|<tag>"): past its lease it
+-- is what it covered (or nothing), not a contact, since no request under it may have reached Pisano.
+-- A build before pending reservations reads the same time and tag, and counts it a contact as before.
 -- Returns one char per key: R reserved for the caller (it may send), C in cooldown (the phone was
 -- contacted within the window: do not send), H reserved by a live attempt elsewhere (hold back).
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local tag, lease, window, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local reservation = 'r|' .. (now + lease) .. '|' .. tag
+local arming = ARGV[5]
 local n = #KEYS
-local with_earlier = #ARGV > 4 + n
+local with_earlier = #ARGV > 5 + n
 
 -- the i-th phone's reservation by `owner` was given up unsent by an earlier attempt of ours
 local function gave_up(i, owner)
   return with_earlier and owner ~= '' and
-    string.find(' ' .. ARGV[4 + n + i] .. ' ', ' ' .. owner .. ' ', 1, true) ~= nil
+    string.find(' ' .. ARGV[5 + n + i] .. ' ', ' ' .. owner .. ' ', 1, true) ~= nil
 end
 
 local out = {}
 for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
-  local state, covered = 'R', ''
+  local state, covered, pending = 'R', '', arming == 'p'
+  if value then
+    local kind, at = string.match(value, '^(%a)|(%d+)|')
+    if kind == 'r' and string.sub(at, 1, 1) == '0' and now >= tonumber(at) then
+      -- a lapsed pending reservation texted no one: what it covered stands, or nothing
+      value = string.match(value, '#(.*)$')
+      if value == '' then value = nil end
+    end
+  end
   if value then
     local kind, at, owner, prior = string.match(value, '^(%a)|(%d+)|([^#]*)#?(.*)$')
     local own = string.match(value, '^[^#]*')  -- the value without what it covers
+    if kind == 'r' and owner == tag and arming == 'k' then pending = string.sub(at, 1, 1) == '0' end
     at = tonumber(at) or now  -- a malformed value counts as a contact made now: never a send
     if kind == 'r' and ((owner == tag and now < at) or gave_up(i, owner)) then
       -- our own live reservation, or one an earlier attempt of ours gave up: renewed or taken
@@ -54,7 +69,7 @@ for i, key in ipairs(KEYS) do
       state, covered = 'R', prior
     elseif kind == 'r' and now < at then
       state = 'H'
-    elseif (kind == 'u' or kind == 'r') and owner == ARGV[4 + i] and owner ~= '' then
+    elseif (kind == 'u' or kind == 'r') and owner == ARGV[5 + i] and owner ~= '' then
       -- The replay of the ambiguous attempt that left this contact, checked by an SRE: its unknown
       -- mark, or its reservation that lapsed (a live one answered H above). A replica killed between
       -- the POST and settling leaves only the lapsed reservation; refused here, the replay would end
@@ -67,6 +82,7 @@ for i, key in ipairs(KEYS) do
     end
   end
   if state == 'R' then
+    local reservation = 'r|' .. (pending and '0' or '') .. (now + lease) .. '|' .. tag
     if covered ~= '' then
       redis.call('SET', key, reservation .. '#' .. covered, 'PX', lease + ttl)
     else

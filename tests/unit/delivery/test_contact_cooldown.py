@@ -133,7 +133,7 @@ def test_an_exception_after_sending_leaves_a_contact_and_before_sending_frees_th
 
 
 class Away(MemoryCooldown):
-    def reserve(self, tag, requests, *, window_ms):  # type: ignore[no-untyped-def]
+    def reserve(self, tag, requests, *, window_ms, **rest):  # type: ignore[no-untyped-def]
         raise StateStoreError("Redis unreachable for the phone reservation")
 
 
@@ -177,8 +177,8 @@ class LosesFirstReply(MemoryCooldown):
 
     lost = False
 
-    def reserve(self, tag, requests, *, window_ms):  # type: ignore[no-untyped-def]
-        statuses = super().reserve(tag, requests, window_ms=window_ms)
+    def reserve(self, tag, requests, *, window_ms, **rest):  # type: ignore[no-untyped-def]
+        statuses = super().reserve(tag, requests, window_ms=window_ms, **rest)
         if not self.lost:
             self.lost = True
             raise StateStoreError("reply lost")

@@ -52,8 +52,8 @@ class Outage:
         self.down = True
         real_claim = dedup.claim
 
-        def claim(tag, requests):  # type: ignore[no-untyped-def]
-            statuses = real_claim(tag, requests)
+        def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+            statuses = real_claim(tag, requests, *rest)
             if self.down:
                 raise StateStoreError("reply lost")
             return statuses
@@ -63,8 +63,8 @@ class Outage:
         if cooldown is not None:
             real_reserve = cooldown.reserve
 
-            def reserve(tag, requests, *, window_ms):  # type: ignore[no-untyped-def]
-                statuses = real_reserve(tag, requests, window_ms=window_ms)
+            def reserve(tag, requests, *, window_ms, **rest):  # type: ignore[no-untyped-def]
+                statuses = real_reserve(tag, requests, window_ms=window_ms, **rest)
                 if self.down:
                     raise StateStoreError("reply lost")
                 return statuses

@@ -141,11 +141,11 @@ def test_redis_unreachable_at_a_beat_is_said_once_and_left_to_the_renewal_before
     calls: list[float] = []
     started = time.monotonic()
 
-    def claim(tag, requests):  # type: ignore[no-untyped-def]
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
         calls.append(time.monotonic() - started)
         if len(calls) > 1 and calls[-1] < 1.2:
             raise StateStoreError("connection refused")
-        return real_claim(tag, requests)
+        return real_claim(tag, requests, *rest)
 
     r.dedup.claim = claim  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING):
@@ -203,9 +203,9 @@ def test_no_beat_between_the_renewal_before_the_post_and_its_slot() -> None:
     calls: list[float] = []
     started = time.monotonic()
 
-    def claim(tag, requests):  # type: ignore[no-untyped-def]
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
         calls.append(time.monotonic() - started)
-        answer = real_claim(tag, requests)
+        answer = real_claim(tag, requests, *rest)
         if len(calls) == 5:  # after the claim, the beats at 0.1 and 0.2 s and the renewal: a beat
             time.sleep(0.5)
         return answer
@@ -230,8 +230,8 @@ def test_bisection_at_the_shortest_lease_allowed_keeps_the_claims_of_the_groups_
     real_claim = r.dedup.claim
     asked: list[float] = []  # when e8's claim was taken or renewed
 
-    def claim(tag, requests):  # type: ignore[no-untyped-def]
-        answer = real_claim(tag, requests)
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        answer = real_claim(tag, requests, *rest)
         if any(q.event_id == "e8" for q in requests):
             asked.append(time.monotonic())
         return answer

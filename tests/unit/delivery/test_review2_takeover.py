@@ -115,8 +115,8 @@ def test_a_plain_event_is_tagged_for_a_phone_a_replay_asked_for_earlier_in_the_a
         assert first.delivered == [replay] and store.state(key) is None  # P released unused
         real = (r.dedup.settle, store.reserve, store.settle)
 
-        def reserve_lost(tag, requests, *, window_ms):  # type: ignore[no-untyped-def]
-            real[1](tag, requests, window_ms=window_ms)  # the trip ran (the id's claim too) ...
+        def reserve_lost(tag, requests, *, window_ms, **rest):  # type: ignore[no-untyped-def]
+            real[1](tag, requests, window_ms=window_ms, **rest)  # the trip ran (the id's claim too) ...
             raise StateStoreError("reply lost")  # ... and its reply was lost
 
         r.dedup.settle = _refused  # type: ignore[method-assign]

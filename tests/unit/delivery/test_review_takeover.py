@@ -44,8 +44,8 @@ class SecondTripLost:
         self.trips = 0
         real_claim = dedup.claim
 
-        def claim(tag, requests):  # type: ignore[no-untyped-def]
-            statuses = real_claim(tag, requests)
+        def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+            statuses = real_claim(tag, requests, *rest)
             self.trips += 1
             if self.down and self.trips > 1:
                 raise StateStoreError("reply lost")
@@ -116,11 +116,11 @@ class FirstLandsThenAway:
         self.trips = 0
         real_claim = dedup.claim
 
-        def claim(tag, requests):  # type: ignore[no-untyped-def]
+        def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
             self.trips += 1
             if self.down and self.trips > 1:
                 raise StateStoreError("connection refused")
-            statuses = real_claim(tag, requests)
+            statuses = real_claim(tag, requests, *rest)
             if self.down:
                 raise StateStoreError("reply lost")
             return statuses

@@ -18,6 +18,7 @@ from consumer.delivery.batching import Batch
 from consumer.delivery.pisano import Accepted
 from consumer.delivery.slots import PREPARE_LEAD_S, RENEWAL_REACH_S, Slot
 from consumer.errors import PisanoApiError, StateStoreError
+from consumer.state.arming import Arming
 from consumer.state.dedup import Settlement
 from consumer.state.limiter import Grant
 from tests.support.fakes import CAMPAIGN, FakePisano, event, rig
@@ -28,11 +29,13 @@ SLOT_WAIT_S = 0.3
 
 @dataclass
 class Timeline:
-    """Monotonic times of slots granted, claims (first and renewals) and POSTs."""
+    """Monotonic times of slots granted, claims (first and renewals), POSTs, and the claims made
+    pending again after an attempt that certainly failed (consumer/state/arming.py)."""
 
     slots: list[float] = field(default_factory=list)
     claims: list[float] = field(default_factory=list)
     posts: list[float] = field(default_factory=list)
+    disarms: list[float] = field(default_factory=list)
 
 
 class SlotsAhead:
@@ -59,11 +62,14 @@ def timed_rig(pisano: FakePisano, renew_s: float = 0.15):  # type: ignore[no-unt
     r = rig(pisano, limiter=SlotsAhead(timeline))  # type: ignore[arg-type]
     real_claim, real_send = r.dedup.claim, pisano.send
 
-    def claim(tag, requests):  # type: ignore[no-untyped-def]
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        if rest and rest[0] is Arming.PENDING:
+            timeline.disarms.append(time.monotonic())
+            return real_claim(tag, requests, *rest)
         timeline.claims.append(time.monotonic())
         if len(timeline.claims) > 1:
             time.sleep(renew_s)  # a renewal of 5000 ids on a busy Redis
-        return real_claim(tag, requests)
+        return real_claim(tag, requests, *rest)
 
     def send(campaign, body, leave_by=None):  # type: ignore[no-untyped-def]
         timeline.posts.append(time.monotonic())
@@ -96,6 +102,8 @@ def test_a_retry_renews_its_claims_before_its_slot_not_between_slot_and_post() -
     assert r.kinds() == {"e1": {"delivered"}}
     assert len(timeline.posts) == 2 and len(timeline.claims) == 2
     assert_each_post_renewed_in_its_lead_and_on_time(timeline, r.sender.destination.max_lateness_s)
+    # made pending once the 503 came back, before the backoff; the renewal arms them again
+    assert len(timeline.disarms) == 1 and timeline.posts[0] < timeline.disarms[0] < timeline.claims[1]
 
 
 def test_each_bisection_request_renews_before_its_slot() -> None:
@@ -128,9 +136,9 @@ def test_a_lost_claim_reply_is_checked_again_under_the_same_tag() -> None:
     real_claim, real_settle = r.dedup.claim, r.dedup.settle
     calls = {"claim": 0}
 
-    def claim(tag, requests):  # type: ignore[no-untyped-def]
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
         calls["claim"] += 1
-        statuses = real_claim(tag, requests)
+        statuses = real_claim(tag, requests, *rest)
         if calls["claim"] == 1:
             raise StateStoreError("reply lost")
         return statuses
@@ -172,9 +180,9 @@ def test_a_slow_renewal_for_an_immediate_slot_costs_one_slot_more_not_the_budget
     r.sender.slots.max_lateness_s = 0.02  # PISANO_RATE_MARGIN_MS=0
     real_claim = r.dedup.claim
 
-    def slow_claim(tag, requests):  # type: ignore[no-untyped-def]
+    def slow_claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
         time.sleep(0.05)
-        return real_claim(tag, requests)
+        return real_claim(tag, requests, *rest)
 
     r.dedup.claim = slow_claim  # type: ignore[method-assign]
     r.sender.process(Batch(CAMPAIGN, [event(1)]), slot=Slot(time.monotonic() + 0.2))
@@ -200,11 +208,13 @@ def test_a_renewal_slower_than_the_lead_costs_one_slot_more_not_a_slot_per_turn(
     real_claim = r.dedup.claim
     calls = []
 
-    def slow_renewal(tag, requests):  # type: ignore[no-untyped-def]
+    def slow_renewal(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        if rest and rest[0] is Arming.PENDING:  # after the 503: not a renewal
+            return real_claim(tag, requests, *rest)
         calls.append(time.monotonic())
         if len(calls) > 1:
             time.sleep(PREPARE_LEAD_S + r.sender.slots.max_lateness_s + 0.1)
-        return real_claim(tag, requests)
+        return real_claim(tag, requests, *rest)
 
     r.dedup.claim = slow_renewal  # type: ignore[method-assign]
     done = threading.Thread(target=r.sender.process, args=(Batch(CAMPAIGN, [event(1)]),),

@@ -1,0 +1,208 @@
+"""Pending claims in the sender (consumer/state/arming.py): a request that certainly failed makes
+its claims pending while its retry waits; the renewal before every POST arms them; no POST ever
+leaves under a pending claim.
+
+Before: a replica killed while a retry waited (a backoff after a 503, a far slot) left armed
+claims, which lapsed into "fate unknown": every event of the request was dead-lettered `ambiguous`
+though nothing had reached Pisano, and its survey waited for an SRE's replay."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from consumer.config.windows import parse_rate_limits
+from consumer.delivery.pisano import Accepted
+from consumer.errors import PisanoApiError
+from consumer.state.dedup import ClaimRequest, ClaimStatus
+from consumer.state.limiter import Grant
+from consumer.state.memory import MemoryDedup
+from tests.support.fakes import FakePisano, event, rig
+
+OK = Accepted(200, "req", 0.01)
+LEASE_MS = 60_000
+
+
+def armed_at_the_wire(r: Any, pisano: FakePisano, seen: list[list[str]]) -> None:
+    """Record, as each request would leave, the claims of every event it carries."""
+
+    def check() -> None:
+        values = [str(r.dedup.state(e)) for e in list(current)]
+        seen.append(values)
+
+    current: list[str] = []
+    pisano.on_wire = check
+    real_send = pisano.send
+
+    def send(campaign_id: str, body: bytes, leave_by: float | None = None) -> Accepted:
+        import json
+
+        phones = json.loads(body)["phone_numbers"]
+        current[:] = [f"e{int(p[-5:])}" for p in phones]
+        return real_send(campaign_id, body, leave_by)
+
+    pisano.send = send  # type: ignore[method-assign]
+
+
+def is_pending(value: str) -> bool:
+    return value.startswith("c|") and value.rsplit("|", 1)[1].startswith("0")
+
+
+@pytest.mark.parametrize("answers", [
+    [PisanoApiError(503, None, "busy"), OK],
+    [PisanoApiError(500, None, "oops"), PisanoApiError(503, None, "busy"), OK],
+    [PisanoApiError(429, None, "slow down", retry_after_s=0.01), OK],
+    [lambda phones: PisanoApiError(422, 13028, "Invalid parameters") if "+905321200002" in phones else OK],
+], ids=["503", "500-503", "429", "bisection"])
+def test_no_post_leaves_under_a_pending_claim(answers: list[Any]) -> None:
+    pisano = FakePisano(list(answers[:-1]) if len(answers) > 1 else [], default=answers[-1])
+    r = rig(pisano)
+    seen: list[list[str]] = []
+    armed_at_the_wire(r, pisano, seen)
+    r.process([event(i) for i in range(4)])
+    assert r.outcome_count() == 4
+    assert len(seen) >= 2, "the scenario sent one request only"
+    for values in seen:
+        assert values and all(v.startswith("c|") and not is_pending(v) for v in values), values
+
+
+class Snapshot:
+    """A throttle granting every slot at once that, at the retry's slot (its second), copies the
+    dedup state: what Redis holds if the replica is SIGKILLed while the retry waits there."""
+
+    windows = parse_rate_limits("100/1s")
+
+    def __init__(self, dedup: MemoryDedup) -> None:
+        self.dedup = dedup
+        self.calls = 0
+        self.marks: dict[str, Any] | None = None
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        self.calls += 1
+        if self.calls == 2:
+            self.marks = dict(self.dedup._marks)
+        return Grant(granted=True, wait_s=prepare_ms / 1000, slot_ms=0)
+
+    def pause(self, seconds: float) -> None:
+        pass
+
+    def utilisation(self) -> dict:  # type: ignore[type-arg]
+        return {}
+
+
+@pytest.mark.parametrize("failure", [PisanoApiError(503, None, "busy"), PisanoApiError(500, None, "oops"),
+                                     PisanoApiError(429, None, "slow down", retry_after_s=0.01)],
+                         ids=["503", "500", "429"])
+def test_a_replica_killed_while_a_retry_waits_leaves_its_events_to_be_sent(failure: PisanoApiError) -> None:
+    dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600)
+    throttle = Snapshot(dedup)
+    r = rig(FakePisano([failure]), limiter=throttle, dedup=dedup)  # type: ignore[arg-type]
+    events = [event(i) for i in range(3)]
+    r.process(events)
+    assert throttle.marks is not None, "the request was not retried in a slot of its own"
+    # The next replica, once the dead one's lease ran out, reads the records again.
+    later = int(time.time() * 1000) + LEASE_MS + 1000
+    survivor = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600, clock=lambda: later, shared=throttle.marks)
+    found = survivor.claim(survivor.new_tag(), [ClaimRequest(e.recipient.event_id) for e in events])
+    assert list(found) == [ClaimStatus.CLAIMED] * 3, \
+        f"dead-lettered as ambiguous though nothing reached Pisano: {[s.value for s in found]}"
+
+
+def test_a_replica_killed_after_an_ambiguous_answer_still_leaves_them_unknown() -> None:
+    """The other side: a timeout after the request left (the default policy dead-letters it at
+    once, never retried) stays unknown, as does a claim killed mid-POST."""
+    dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600)
+    r = rig(FakePisano(), dedup=dedup)
+    marks: dict[str, Any] = {}
+    r.pisano.on_wire = lambda: marks.update(dedup._marks)  # killed with the POST on the wire
+    events = [event(i) for i in range(3)]
+    r.process(events)
+    later = int(time.time() * 1000) + LEASE_MS + 1000
+    survivor = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600, clock=lambda: later, shared=marks)
+    found = survivor.claim(survivor.new_tag(), [ClaimRequest(e.recipient.event_id) for e in events])
+    assert list(found) == [ClaimStatus.UNKNOWN] * 3
+
+
+class Immediate:
+    """A throttle granting every slot within the preparation's lead, as the real one does."""
+
+    windows = parse_rate_limits("100/1s")
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        return Grant(granted=True, wait_s=prepare_ms / 1000, slot_ms=0)
+
+    def pause(self, seconds: float) -> None:
+        pass
+
+    def utilisation(self) -> dict:  # type: ignore[type-arg]
+        return {}
+
+
+def test_a_request_late_at_the_wire_waits_pending_and_leaves_armed() -> None:
+    """Its first attempt found late at the wire sent nothing: the claims are pending while it waits
+    for a new slot, and that slot's POST renews (arms) them first, although they were taken for
+    the first slot within a renewal's reach."""
+    pisano = FakePisano()
+    r = rig(pisano, limiter=Immediate())  # type: ignore[arg-type]
+    seen: list[list[str]] = []
+    armed_at_the_wire(r, pisano, seen)
+    check = pisano.on_wire
+    stalls = [r.sender.slots.max_lateness_s + 0.05]
+
+    def stall_once() -> None:
+        assert check is not None
+        check()
+        if stalls:
+            time.sleep(stalls.pop())
+
+    pisano.on_wire = stall_once
+    pending: list[bool] = []
+    real_claim = r.dedup.claim
+
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        answer = real_claim(tag, requests, *rest)
+        pending.append(all(is_pending(str(r.dedup.state(q.event_id))) for q in requests))
+        return answer
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    r.process([event(i) for i in range(2)])
+    assert r.kinds() == {"e0": {"delivered"}, "e1": {"delivered"}} and pisano.missed == 1
+    assert pending == [False, True, False], "claimed, made pending after the miss, armed before the POST"
+    assert len(seen) == 2 and all(not is_pending(v) for v in seen[1])
+
+
+def test_the_phone_reservations_follow_their_claims() -> None:
+    """With a contact cooldown, a phone reserved by a request killed while its retry waited is no
+    contact: counted as one, the event read again would end `cooldown`, its survey never sent."""
+    from consumer.delivery.contacts import ContactCooldown, CooldownWindows
+    from consumer.state.cooldown import MemoryCooldown, PhoneRequest, PhoneStatus
+    from consumer.state.redis import Keys
+    from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
+
+    day = 86_400_000
+    store = MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=30 * day)
+    suppression = Suppression(OptOutHasher(b"k" * 32, "TR"), MemoryOptOutList(), digits_are_e164=False)
+    dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600)
+    throttle = Snapshot(dedup)
+    r = rig(FakePisano([PisanoApiError(503, None, "busy")]), limiter=throttle, dedup=dedup)  # type: ignore[arg-type]
+    cooldown = r.sender.cooldown = ContactCooldown(store, CooldownWindows(30 * day), Keys("t"),
+                                                   suppression.phone_entry)
+    phones: dict[str, Any] = {}
+    real_acquire = throttle.acquire
+
+    def acquire(pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        if throttle.calls == 1:
+            phones.update(store._values)
+        return real_acquire(pace_ms, prepare_ms)
+
+    throttle.acquire = acquire  # type: ignore[method-assign]
+    events = [event(i) for i in range(3)]
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events} and phones
+    later = int(time.time() * 1000) + LEASE_MS + 1000
+    survivor = MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=30 * day, clock=lambda: later, shared=phones)
+    keys = [cooldown.key(e.recipient.phone) for e in events]
+    assert survivor.reserve("next|1", [PhoneRequest(k) for k in keys], window_ms=30 * day) == \
+        [PhoneStatus.RESERVED] * 3
