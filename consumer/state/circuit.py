@@ -210,13 +210,25 @@ class CircuitBreaker:
         owner = self.try_probe() if state == "half_open" else None
         if owner is None:
             return
-        result = probe()
+        try:
+            result = probe()
+        except BaseException:
+            # No verdict either (the throttle's Redis refusing, a bug): the lease goes back now, not
+            # when it expires, so the next round can probe; the error goes on to the caller's log.
+            self._give_back(owner)
+            raise
         if result is True:
             self.close()
         elif isinstance(result, Trip):
             self.open(result)
         else:  # no verdict (Pisano down, no slot): let the next round, on any replica, try again
             self.store.release_probe(owner)
+
+    def _give_back(self, owner: str) -> None:
+        try:
+            self.store.release_probe(owner)
+        except Exception:  # Redis away: the lease ends on its own
+            log.warning("could not give the circuit's probe back to Redis; the next probe waits for its lease")
 
     def close(self) -> None:
         """Close after a successful probe (callers skip this while the circuit is closed)."""

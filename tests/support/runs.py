@@ -49,7 +49,7 @@ class Run:
         produce(self.stack.bootstrap, self.topic, records)
         env = consumer_env(bootstrap=self.stack.bootstrap, redis_url=self.stack.redis_url, topic=self.topic,
                            dlq=self.dlq, group=self.group, pisano_url=self.simulator.url, token=self.token,
-                           PISANO_BACKOFF_BASE_MS=50, PISANO_BACKOFF_MAX_MS=500, **settings)
+                           **{"PISANO_BACKOFF_BASE_MS": 50, "PISANO_BACKOFF_MAX_MS": 500, **settings})
         self.replica = ConsumerProcess(env, self.tmp_path / f"{self.topic}.log").start()
         self.processes.append(self.replica)
         return self.replica

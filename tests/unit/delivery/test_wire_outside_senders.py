@@ -28,6 +28,7 @@ from consumer.delivery import request_deadline
 from consumer.delivery.destination import Destination
 from consumer.delivery.pisano import PisanoClient
 from consumer.delivery.slots import CONNECT_LEAD_S, PREPARE_LEAD_S, sleep_to_slot
+from consumer.errors import StateStoreError
 from consumer.operations import check, preflight
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
@@ -222,3 +223,20 @@ def test_the_probes_lease_outlasts_the_longest_probe() -> None:
                   + config.connect_timeout_ms + config.timeout_ms)
     # With room for the Redis calls around it (the throttle's reply, the circuit's writes).
     assert destination.circuit.probe_lease_ms >= longest_ms + settings.redis_timeout_ms
+
+
+def test_a_probe_that_raises_gives_its_lease_back() -> None:
+    """A probe whose throttle call fails (Redis refusing the limiter's script) or that raises
+    anything else gave no verdict, as one that found no slot; its lease used to stay until it
+    expired (the probe's slot time, the throttle horizon and the connect timeout), and no replica
+    could probe meanwhile."""
+    store = MemoryCircuitStore()
+    store.write_open({"code": "13001", "status": "401", "message": "Wrong authentication token"}, cooldown_ms=0)
+    circuit = CircuitBreaker(store, cooldown_ms=60_000, max_cooldown_ms=120_000, probe_lease_ms=60_000)
+
+    def failing() -> bool:
+        raise StateStoreError("Redis refused the throttle script")
+
+    with pytest.raises(StateStoreError):
+        circuit.probe_if_due(failing)
+    assert circuit.state()[0] == "half_open" and not store.probe_held()
