@@ -66,6 +66,8 @@ local tag, lease, horizon, slice = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local groups, legacy_mode, arming = tonumber(ARGV[5]), ARGV[6], ARGV[9]
 local mine = 'c|' .. tag .. '|'
 local mine_len = #mine
+-- the value of a claim that replaced nothing, armed or pending (built once: most ids take one)
+local claim_armed, claim_pending = mine .. now, mine .. '0' .. now
 local current = math.floor(now / slice)
 local oldest = math.floor((now - horizon) / slice)
 local expire_at = (current + 1) * slice + horizon
@@ -220,7 +222,11 @@ for g = 1, groups do
       end
     end
     if write == true then
-      write = mine .. (over and ('u|' .. over .. '|') or '') .. (pending and '0' or '') .. now
+      if over then
+        write = mine .. 'u|' .. over .. '|' .. (pending and '0' or '') .. now
+      else
+        write = pending and claim_pending or claim_armed
+      end
     end
     if write then
       writes[w + 1], writes[w + 2] = fields[j], write
