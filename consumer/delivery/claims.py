@@ -150,8 +150,9 @@ class Claim:
     def claim(self, events: Sequence[PendingEvent], arming: Arming = Arming.ARM) -> Claimed:
         """Look the events up in the opt-out list, claim their ids and reserve their phones, in one
         round trip (one pipelined packet per master: consumer/state/trip.py); StateStoreError if
-        Redis stays away. `arming`: PENDING when the POST is far and `renew` arms them before it
-        (consumer/state/arming.py); ARM when the POST may follow without a renewal.
+        Redis stays away. `arming`: ARM (the sender's: its first POST may follow without a
+        renewal, `claimed_at` counting as fresh); PENDING only for claims that are never passed
+        as fresh, so that the renewal before their POST arms them (consumer/state/arming.py).
 
         The three answers come together, so the claim and the reservation are optimistic: each
         event's id is claimed even if the list has it, each phone reserved even if its id turns out
