@@ -264,3 +264,36 @@ def test_a_disarm_whose_reply_never_came_back_is_no_ground_for_another_post(with
         r.process(events)  # their next attempt takes it over, and sends them once
         assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}
         assert len(seen) == 2 and all(not is_pending(v) for v in seen[1])
+
+
+def test_a_bisection_group_whose_disarm_is_in_doubt_ends_alone() -> None:
+    """The same for one group of a bisection: it ends unsent and goes round again; the batch's
+    other groups are sent under their own claims, armed."""
+    from consumer.errors import StateStoreError
+    from consumer.state.arming import Arming
+
+    pisano = FakePisano([PisanoApiError(422, 13028, "Invalid parameters"), PisanoApiError(503, None, "busy")])
+    r = rig(pisano)
+    seen: list[list[str]] = []
+    armed_at_the_wire(r, pisano, seen)
+    late: list[Any] = []
+    real_claim = r.dedup.claim
+
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        arming = rest[0] if rest else Arming.ARM
+        if arming is Arming.PENDING and not late:
+            late.append(lambda: real_claim(tag, requests, *rest))
+            raise StateStoreError("Timeout reading from Redis")
+        answer = real_claim(tag, requests, *rest)
+        while late and arming is Arming.ARM:
+            late.pop()()
+        return answer
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    events = [event(i) for i in range(4)]
+    r.process(events)
+    for values in seen:
+        assert values and all(not is_pending(v) for v in values), f"a POST left under pending claims: {values}"
+    assert len(seen) == 3  # the batch, its first half (503), its second half
+    assert r.kinds() == {"e0": {"requeue"}, "e1": {"requeue"}, "e2": {"delivered"}, "e3": {"delivered"}}
+    assert events[0].abandoned_by and events[1].abandoned_by
