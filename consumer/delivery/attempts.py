@@ -96,7 +96,7 @@ class Attempts:
     def send(self, campaign: str, body: bytes, *, slot: Slot | None, renew: Callable[[], bool],
              sending: Callable[[], None], fresh: float | None = None, events: Sequence[Any] = (),
              heartbeat: Heartbeat | None = None, screen: Callable[[float], bytes | None] | None = None,
-             unsent: Callable[[], None] | None = None, disarm: Callable[[], None] | None = None) -> Sent:
+             unsent: Callable[[], None] | None = None, disarm: Callable[[], bool] | None = None) -> Sent:
         """POST at `slot` (None: reserve a slot first), retrying in slots of their own.
         `fresh`: when (monotonic) the claims were taken, if for this slot. `events`: the request's
         pending events, whose trace contexts its span links to when tracing is on. `heartbeat`:
@@ -108,7 +108,9 @@ class Attempts:
         the events, as a bisection's groups were). `disarm`: makes the events' claims pending
         (consumer/state/arming.py) when the request waits for a new slot and no attempt of it may
         have reached Pisano (each failed certainly: an ambiguous one is never retried); the
-        renewal before the next POST arms them again."""
+        renewal before the next POST arms them again. False: its reply never came back, so it
+        may still land after that renewal, under the POST: the request ends unsent
+        (`claim_lost`), never sent again under those claims (`Claim.disarm`)."""
         beats = heartbeat if heartbeat is not None else Heartbeat(self.stop)
         sent = Sent()
         started = time.monotonic()
@@ -122,11 +124,16 @@ class Attempts:
             body = left
             return True
 
-        def disarmed() -> None:
+        def disarmed() -> bool:
+            """False: the request must not be sent again (`disarm`)."""
             nonlocal fresh
-            if disarm is not None:
-                disarm()
-                fresh = None  # pending now: the next POST must renew (arm) them first
+            if disarm is None:
+                return True
+            fresh = None  # pending now: the next POST must renew (arm) them first
+            if disarm():
+                return True
+            sent.claim_lost = True
+            return False
 
         while True:
             ready = self.slots.ready(slot, renew, fresh=None if sent.attempts else fresh, heartbeat=beats,
@@ -176,7 +183,8 @@ class Attempts:
                 sent.request_id, sent.error, sent.verdict = before
                 if not sent.attempts and unsent is not None:  # no request carried them yet
                     unsent()
-                disarmed()
+                if not disarmed():
+                    return sent
                 slot = None
                 continue
             self.slots.left()
@@ -188,7 +196,8 @@ class Attempts:
             assert sent.error is not None and sent.verdict is not None
             rotated = self._refused_a_rotated_token(carried, refused_at, sent, beats)
             if rotated:
-                disarmed()
+                if not disarmed():
+                    return sent
                 slot = None  # Pisano acted on nothing: the same request again, new token, new slot
                 continue
             if rotated is None:
@@ -204,7 +213,9 @@ class Attempts:
             delay = self.retry.backoff.delay(sent.attempts, retry_after)
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
                     and time.monotonic() - started + delay < self.retry.budget_s:
-                disarmed()  # the backoff and the next slot may be long: a replica killed there sent nothing
+                # the backoff and the next slot may be long: a replica killed there sent nothing
+                if not disarmed():
+                    return sent
                 if self._back_off(sent.error, delay, beats):
                     slot = None  # every attempt counts against Pisano's throttle: a new slot
                     continue

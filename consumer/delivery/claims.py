@@ -150,8 +150,9 @@ class Claim:
     def claim(self, events: Sequence[PendingEvent], arming: Arming = Arming.ARM) -> Claimed:
         """Look the events up in the opt-out list, claim their ids and reserve their phones, in one
         round trip (one pipelined packet per master: consumer/state/trip.py); StateStoreError if
-        Redis stays away. `arming`: PENDING when the POST is far and `renew` arms them before it
-        (consumer/state/arming.py); ARM when the POST may follow without a renewal.
+        Redis stays away. `arming`: ARM (the sender's: its first POST may follow without a
+        renewal, `claimed_at` counting as fresh); PENDING only for claims that are never passed
+        as fresh, so that the renewal before their POST arms them (consumer/state/arming.py).
 
         The three answers come together, so the claim and the reservation are optimistic: each
         event's id is claimed even if the list has it, each phone reserved even if its id turns out
@@ -352,20 +353,32 @@ class Claim:
                     return None
         return None
 
-    def disarm(self, events: Sequence[PendingEvent]) -> None:
+    def disarm(self, events: Sequence[PendingEvent]) -> bool:
         """The request carrying these events certainly failed, as every attempt before it did
         (an ambiguous one is never retried): their claims are pending again while the retry waits
         (consumer/state/arming.py), so a replica killed in that wait leaves events the next one
-        sends instead of dead-letters. Best effort, once: a claim left armed only lapses unknown."""
+        sends instead of dead-letters. Once, not retried: a claim left armed only lapses unknown.
+
+        False when its reply did not come back (StateStoreError): the request must not be sent
+        again under these claims. The script call may still run, later than anything sent after
+        it (a call is not cancelled when its connection is given up, and the renewal before the
+        next POST goes on another connection, which Redis may serve first): it would leave the
+        claims pending under a POST that may reach Pisano, to lapse into free and be sent again
+        by the next replica. Its ids and phones count as given up (`let_go`): whatever the late
+        call leaves is taken over by their next attempt instead of holding them back a lease."""
         held = self.still_held(events)
         if not held:
-            return
+            return True
         try:
             self._renewed(held, Arming.PENDING)
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("claim").inc()
-            log.warning("could not mark the claims of a failed request as unsent (%s); a replica stopped "
-                        "before the retry leaves them ambiguous", exc)
+            ids = event_ids(held)
+            self._give_up(ids, self.phones.held_keys(ids) if self.phones is not None else [])
+            log.warning("could not mark the claims of a failed request as unsent (%s): the request is not sent "
+                        "again under them, its events go round again", exc)
+            return False
+        return True
 
     def _renewed(self, events: Sequence[PendingEvent], arming: Arming) -> bool:
         steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)), arming)]

@@ -201,6 +201,10 @@ class PhoneReservation:
                     if e.recipient.event_id in self._held]
         return self.policy.store.stage_reserve(self.tag, requests, window_ms=self.window_ms, arming=arming)
 
+    def held_keys(self, event_ids: Sequence[str]) -> list[str]:
+        """The keys held for these events (still held: `keys_of` takes them)."""
+        return [self._held[i] for i in event_ids if i in self._held]
+
     def keys_of(self, event_ids: Sequence[str]) -> list[str]:
         """The keys held for these events, no longer held (their fate is about to be recorded)."""
         return [self._held.pop(i) for i in event_ids if i in self._held]

@@ -4,10 +4,14 @@ A replica killed while it holds claims leaves them to lapse. An armed claim laps
 unknown": a request under it may have reached Pisano, so its events are dead-lettered `ambiguous`
 and wait for an SRE. A pending claim lapses into what it replaced (nothing, or an earlier attempt's
 unknown mark): no request under it that may have reached Pisano has left, so whoever reads the
-event next simply sends it. Claims are pending while they wait for a far throttle slot or for a
-retry after an attempt that certainly failed; the renewal just before each POST arms them, in the
-same script call, so no POST leaves under a pending claim. The dedup claims (lua/claim.lua) and
-the contact cooldown's phone reservations (lua/reserve_phones.lua) follow the same rule.
+event next simply sends it. Claims are pending while a retry waits (its backoff, its new slot,
+however far) after an attempt that certainly failed (consumer/delivery/attempts.py, `disarm`); the
+renewal just before each POST arms them, in the same script call, so no POST leaves under a
+pending claim. A batch's first claims are taken armed, for their slot: that POST may follow them
+without a renewal (`SlotReserver.ready`'s `fresh`), so a claim taken pending must never count as
+fresh. A marking whose reply never came back may land later than the next arming, so its request
+is not sent again under those claims (`Claim.disarm`). The dedup claims (lua/claim.lua) and the
+contact cooldown's phone reservations (lua/reserve_phones.lua) follow the same rule.
 """
 
 from __future__ import annotations
@@ -21,5 +25,5 @@ class Arming(enum.Enum):
     that may have), so the event is sent by whoever reads it next instead of dead-lettered."""
 
     ARM = "a"  # a request may leave from now on: the renewal just before a POST, or a claim taken for its slot
-    PENDING = "p"  # none has left that may have reached Pisano: a claim taken early, an attempt that certainly failed
+    PENDING = "p"  # none has left that may have reached Pisano: after an attempt that certainly failed
     KEEP = "k"  # each own claim as it is (a heartbeat's renewal); a claim it takes anew is armed

@@ -1,8 +1,9 @@
 """A replica SIGKILLed while its claims wait, with no request of theirs in flight, leaves no
 `ambiguous` dead-letter: every valid event is delivered exactly once, by the next replica.
 
-A claim is pending from the claim until the renewal right before a POST arms it, and disarmed
-again after an attempt that certainly failed (a 503 Pisano itself wrote, retried later). A pending
+A batch's first claims are taken armed, for their slot; an attempt that certainly failed (a 503
+Pisano itself wrote, retried later) makes them pending, and the renewal right before the next POST
+arms them again. A pending
 claim that lapses with its lease (DEDUP_CLAIM_LEASE_MS) is free again: its replica has not sent
 those events since the last attempt that certainly failed, so the next owner simply sends them.
 Only an armed claim that lapses (a kill between the POST and recording its answer) leaves an

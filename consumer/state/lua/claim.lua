@@ -23,7 +23,7 @@
 -- ARGV[8]     the layout (consumer/state/dedup_layout.py), copied into each new slice hash
 -- ARGV[9]     arming (consumer/state/dedup.py `Arming`): 'a' a request may leave under these claims
 --             from now on (the renewal just before a POST); 'p' none has left that may have reached
---             Pisano (a claim taken while its slot is still far; an attempt that certainly failed);
+--             Pisano (after an attempt that certainly failed, while its retry waits);
 --             'k' keep each own claim as it is (a heartbeat), a new one armed
 -- then per bucket: n; the n fields concatenated (one argument: fewer arguments to parse); k and
 --             k pairs (index, override); e and e pairs (index, earlier tags); with 'a': m and m

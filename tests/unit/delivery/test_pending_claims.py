@@ -206,3 +206,94 @@ def test_the_phone_reservations_follow_their_claims() -> None:
     keys = [cooldown.key(e.recipient.phone) for e in events]
     assert survivor.reserve("next|1", [PhoneRequest(k) for k in keys], window_ms=30 * day) == \
         [PhoneStatus.RESERVED] * 3
+
+
+@pytest.mark.parametrize("with_phones", [False, True], ids=["claims", "claims+phones"])
+def test_a_disarm_whose_reply_never_came_back_is_no_ground_for_another_post(with_phones: bool) -> None:
+    """A disarm that timed out (Redis slow, a lost segment retransmitted late) may still be applied,
+    later than anything this replica sends after it: a script call on a connection given up is
+    not cancelled, and the renewal before the next POST goes on another connection, which Redis may
+    serve first. Applied after that renewal, it leaves the claims pending under a POST that may
+    reach Pisano: a replica killed before settling (or a settlement that never lands) leaves them to
+    lapse into free, and the next replica sends the events again. So no POST goes under the claims
+    of a request whose disarm is in doubt: it ends unsent, its claims released and its events back
+    to be claimed anew (taking over whatever the late disarm leaves)."""
+    from consumer.errors import StateStoreError
+    from consumer.state.arming import Arming
+
+    pisano = FakePisano([PisanoApiError(503, None, "busy")])
+    r = rig(pisano)
+    if with_phones:
+        from consumer.delivery.contacts import ContactCooldown, CooldownWindows
+        from consumer.state.cooldown import MemoryCooldown
+        from consumer.state.redis import Keys
+        from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
+
+        day = 86_400_000
+        suppression = Suppression(OptOutHasher(b"k" * 32, "TR"), MemoryOptOutList(), digits_are_e164=False)
+        r.sender.cooldown = ContactCooldown(MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=day), CooldownWindows(day),
+                                            Keys("t"), suppression.phone_entry)
+    seen: list[list[str]] = []
+    armed_at_the_wire(r, pisano, seen)
+    late: list[Any] = []
+    real_claim = r.dedup.claim
+
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        arming = rest[0] if rest else Arming.ARM
+        if arming is Arming.PENDING and not late:
+            late.append(lambda: real_claim(tag, requests, *rest))  # sent, its reply lost
+            raise StateStoreError("Timeout reading from Redis")
+        answer = real_claim(tag, requests, *rest)
+        while late and arming is Arming.ARM:  # the late disarm lands just after the renewal
+            late.pop()()
+        return answer
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    events = [event(i) for i in range(3)]
+    r.process(events)
+    assert r.outcome_count() == 3
+    for values in seen:
+        assert values and all(not is_pending(v) for v in values), f"a POST left under pending claims: {values}"
+    if len(seen) == 1:  # ended unsent after the doubtful disarm: the events go round again
+        assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
+        assert all(e.abandoned_by for e in events), "a late disarm's claim would hold them back for a lease"
+        while late:  # it lands after the release: a pending claim of the request's attempt again
+            late.pop()()
+        assert all(is_pending(str(r.dedup.state(e.recipient.event_id))) for e in events)
+        r.outcomes.clear()
+        r.process(events)  # their next attempt takes it over, and sends them once
+        assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}
+        assert len(seen) == 2 and all(not is_pending(v) for v in seen[1])
+
+
+def test_a_bisection_group_whose_disarm_is_in_doubt_ends_alone() -> None:
+    """The same for one group of a bisection: it ends unsent and goes round again; the batch's
+    other groups are sent under their own claims, armed."""
+    from consumer.errors import StateStoreError
+    from consumer.state.arming import Arming
+
+    pisano = FakePisano([PisanoApiError(422, 13028, "Invalid parameters"), PisanoApiError(503, None, "busy")])
+    r = rig(pisano)
+    seen: list[list[str]] = []
+    armed_at_the_wire(r, pisano, seen)
+    late: list[Any] = []
+    real_claim = r.dedup.claim
+
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        arming = rest[0] if rest else Arming.ARM
+        if arming is Arming.PENDING and not late:
+            late.append(lambda: real_claim(tag, requests, *rest))
+            raise StateStoreError("Timeout reading from Redis")
+        answer = real_claim(tag, requests, *rest)
+        while late and arming is Arming.ARM:
+            late.pop()()
+        return answer
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    events = [event(i) for i in range(4)]
+    r.process(events)
+    for values in seen:
+        assert values and all(not is_pending(v) for v in values), f"a POST left under pending claims: {values}"
+    assert len(seen) == 3  # the batch, its first half (503), its second half
+    assert r.kinds() == {"e0": {"requeue"}, "e1": {"requeue"}, "e2": {"delivered"}, "e3": {"delivered"}}
+    assert events[0].abandoned_by and events[1].abandoned_by
