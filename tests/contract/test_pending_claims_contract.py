@@ -6,14 +6,14 @@ replay. Armed claims (the renewal just before a POST) lapse into unknown as befo
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 
 from consumer.state.arming import Arming
-from consumer.state.cooldown import PhoneFate, PhoneRequest, PhoneStatus, phone_key
+from consumer.state.cooldown import PhoneFate
 from consumer.state.dedup import ClaimRequest, ClaimStatus, RedisDedup, Settlement
-from consumer.state.redis import Keys
+from tests.contract.test_cooldown_contract import DAY, key, phones
+from tests.contract.test_cooldown_contract import codes as codes_of
 
 
 def ids(*names: str, replay_of: str | None = None) -> list[ClaimRequest]:
@@ -149,32 +149,16 @@ def test_a_build_before_pending_claims_reads_one_as_an_ordinary_claim(make_dedup
 
 # ---------------------------------------------------------------- the contact cooldown's reservations
 
-DAY = 86_400_000
-
-
-def key(n: int) -> str:
-    """The key of phone n: a 128-bit digest, as the keyed hash of a phone is."""
-    return phone_key(Keys("t"), hashlib.sha256(str(n).encode()).hexdigest()[:32])
-
-
-def phones(*numbers: int, replay_of: str | None = None) -> list[PhoneRequest]:
-    return [PhoneRequest(key(n), replay_of) for n in numbers]
-
-
-def phone_codes(statuses: list[PhoneStatus]) -> str:
-    return "".join(s.value for s in statuses)
-
-
 def test_a_lapsed_pending_reservation_is_no_contact(make_cooldown) -> None:  # type: ignore[no-untyped-def]
     """Its request never left: counted as a contact, the event read again would end `cooldown`
     and the customer get no survey."""
     crashed, survivor = make_cooldown(2, lease_ms=300)
-    assert phone_codes(crashed.reserve("a|1", phones(1, 2, 3), window_ms=DAY, arming=Arming.PENDING)) == "RRR"
-    assert phone_codes(survivor.reserve("b|1", phones(1), window_ms=DAY)) == "H"
-    assert phone_codes(crashed.reserve("a|1", phones(2), window_ms=DAY, arming=Arming.ARM)) == "R"  # in a POST
-    assert phone_codes(crashed.reserve("a|1", phones(3), window_ms=DAY, arming=Arming.KEEP)) == "R"  # a heartbeat
+    assert codes_of(crashed.reserve("a|1", phones(1, 2, 3), window_ms=DAY, arming=Arming.PENDING)) == "RRR"
+    assert codes_of(survivor.reserve("b|1", phones(1), window_ms=DAY)) == "H"
+    assert codes_of(crashed.reserve("a|1", phones(2), window_ms=DAY, arming=Arming.ARM)) == "R"  # in a POST
+    assert codes_of(crashed.reserve("a|1", phones(3), window_ms=DAY, arming=Arming.KEEP)) == "R"  # a heartbeat
     time.sleep(0.4)
-    assert phone_codes(survivor.reserve("b|2", phones(1, 2, 3), window_ms=DAY)) == "RCR"
+    assert codes_of(survivor.reserve("b|2", phones(1, 2, 3), window_ms=DAY)) == "RCR"
 
 
 def test_a_lapsed_pending_reservation_leaves_the_contact_it_covered(make_cooldown) -> None:  # type: ignore[no-untyped-def]
@@ -184,15 +168,15 @@ def test_a_lapsed_pending_reservation_leaves_the_contact_it_covered(make_cooldow
     a.settle(PhoneFate.UNKNOWN, "a|1", [key(2)])
     # a campaign with a short window reserves over the contact (kept after '#'), pending
     time.sleep(0.05)
-    assert phone_codes(a.reserve("b|1", phones(1, 2), window_ms=10, arming=Arming.PENDING)) == "RR"
+    assert codes_of(a.reserve("b|1", phones(1, 2), window_ms=10, arming=Arming.PENDING)) == "RR"
     time.sleep(0.4)
-    assert phone_codes(a.reserve("c|1", phones(1, 2), window_ms=DAY)) == "CC"  # both contacts still count
-    assert phone_codes(a.reserve("d|1", phones(2), window_ms=DAY, arming=Arming.PENDING)) == "C"
+    assert codes_of(a.reserve("c|1", phones(1, 2), window_ms=DAY)) == "CC"  # both contacts still count
+    assert codes_of(a.reserve("d|1", phones(2), window_ms=DAY, arming=Arming.PENDING)) == "C"
 
 
 def test_a_disarmed_reservation_lapses_free(make_cooldown) -> None:  # type: ignore[no-untyped-def]
     crashed, survivor = make_cooldown(2, lease_ms=300)
     crashed.reserve("a|1", phones(1), window_ms=DAY, arming=Arming.ARM)
-    assert phone_codes(crashed.reserve("a|1", phones(1), window_ms=DAY, arming=Arming.PENDING)) == "R"
+    assert codes_of(crashed.reserve("a|1", phones(1), window_ms=DAY, arming=Arming.PENDING)) == "R"
     time.sleep(0.4)
-    assert phone_codes(survivor.reserve("b|1", phones(1), window_ms=DAY)) == "R"
+    assert codes_of(survivor.reserve("b|1", phones(1), window_ms=DAY)) == "R"

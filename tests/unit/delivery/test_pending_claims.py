@@ -14,15 +14,49 @@ from typing import Any
 import pytest
 
 from consumer.config.windows import parse_rate_limits
+from consumer.delivery.contacts import ContactCooldown, CooldownWindows
 from consumer.delivery.pisano import Accepted
-from consumer.errors import PisanoApiError
+from consumer.errors import PisanoApiError, StateStoreError
+from consumer.state.arming import Arming
+from consumer.state.cooldown import MemoryCooldown, PhoneRequest, PhoneStatus
 from consumer.state.dedup import ClaimRequest, ClaimStatus
 from consumer.state.limiter import Grant
 from consumer.state.memory import MemoryDedup
-from tests.support.fakes import FakePisano, event, rig
+from consumer.state.redis import Keys
+from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
+from tests.support.fakes import FakePisano, Rig, event, rig
 
 OK = Accepted(200, "req", 0.01)
 LEASE_MS = 60_000
+DAY = 86_400_000
+
+
+def with_cooldown(r: Rig, store: MemoryCooldown | None = None) -> ContactCooldown:
+    """The sender's contact cooldown on: 30 days, in `store`."""
+    suppression = Suppression(OptOutHasher(b"k" * 32, "TR"), MemoryOptOutList(), digits_are_e164=False)
+    r.sender.cooldown = ContactCooldown(store or MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=30 * DAY),
+                                        CooldownWindows(30 * DAY), Keys("t"), suppression.phone_entry)
+    return r.sender.cooldown
+
+
+def lose_the_first_disarm_reply(r: Rig) -> list[Any]:
+    """The first disarm (a PENDING claim) times out, its script applied only just after the next
+    arming renewal; returns the calls still to land (the test lands them)."""
+    late: list[Any] = []
+    real_claim = r.dedup.claim
+
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        arming = rest[0] if rest else Arming.ARM
+        if arming is Arming.PENDING and not late:
+            late.append(lambda: real_claim(tag, requests, *rest))  # sent, its reply lost
+            raise StateStoreError("Timeout reading from Redis")
+        answer = real_claim(tag, requests, *rest)
+        while late and arming is Arming.ARM:  # the late disarm lands just after the renewal
+            late.pop()()
+        return answer
+
+    r.dedup.claim = claim  # type: ignore[method-assign]
+    return late
 
 
 def armed_at_the_wire(r: Any, pisano: FakePisano, seen: list[list[str]]) -> None:
@@ -176,19 +210,12 @@ def test_a_request_late_at_the_wire_waits_pending_and_leaves_armed() -> None:
 def test_the_phone_reservations_follow_their_claims() -> None:
     """With a contact cooldown, a phone reserved by a request killed while its retry waited is no
     contact: counted as one, the event read again would end `cooldown`, its survey never sent."""
-    from consumer.delivery.contacts import ContactCooldown, CooldownWindows
-    from consumer.state.cooldown import MemoryCooldown, PhoneRequest, PhoneStatus
-    from consumer.state.redis import Keys
-    from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
 
-    day = 86_400_000
-    store = MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=30 * day)
-    suppression = Suppression(OptOutHasher(b"k" * 32, "TR"), MemoryOptOutList(), digits_are_e164=False)
+    store = MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=30 * DAY)
     dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600)
     throttle = Snapshot(dedup)
     r = rig(FakePisano([PisanoApiError(503, None, "busy")]), limiter=throttle, dedup=dedup)  # type: ignore[arg-type]
-    cooldown = r.sender.cooldown = ContactCooldown(store, CooldownWindows(30 * day), Keys("t"),
-                                                   suppression.phone_entry)
+    cooldown = with_cooldown(r, store)
     phones: dict[str, Any] = {}
     real_acquire = throttle.acquire
 
@@ -202,9 +229,9 @@ def test_the_phone_reservations_follow_their_claims() -> None:
     r.process(events)
     assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events} and phones
     later = int(time.time() * 1000) + LEASE_MS + 1000
-    survivor = MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=30 * day, clock=lambda: later, shared=phones)
+    survivor = MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=30 * DAY, clock=lambda: later, shared=phones)
     keys = [cooldown.key(e.recipient.phone) for e in events]
-    assert survivor.reserve("next|1", [PhoneRequest(k) for k in keys], window_ms=30 * day) == \
+    assert survivor.reserve("next|1", [PhoneRequest(k) for k in keys], window_ms=30 * DAY) == \
         [PhoneStatus.RESERVED] * 3
 
 
@@ -218,37 +245,14 @@ def test_a_disarm_whose_reply_never_came_back_is_no_ground_for_another_post(with
     lapse into free, and the next replica sends the events again. So no POST goes under the claims
     of a request whose disarm is in doubt: it ends unsent, its claims released and its events back
     to be claimed anew (taking over whatever the late disarm leaves)."""
-    from consumer.errors import StateStoreError
-    from consumer.state.arming import Arming
 
     pisano = FakePisano([PisanoApiError(503, None, "busy")])
     r = rig(pisano)
     if with_phones:
-        from consumer.delivery.contacts import ContactCooldown, CooldownWindows
-        from consumer.state.cooldown import MemoryCooldown
-        from consumer.state.redis import Keys
-        from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
-
-        day = 86_400_000
-        suppression = Suppression(OptOutHasher(b"k" * 32, "TR"), MemoryOptOutList(), digits_are_e164=False)
-        r.sender.cooldown = ContactCooldown(MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=day), CooldownWindows(day),
-                                            Keys("t"), suppression.phone_entry)
+        with_cooldown(r)
     seen: list[list[str]] = []
     armed_at_the_wire(r, pisano, seen)
-    late: list[Any] = []
-    real_claim = r.dedup.claim
-
-    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
-        arming = rest[0] if rest else Arming.ARM
-        if arming is Arming.PENDING and not late:
-            late.append(lambda: real_claim(tag, requests, *rest))  # sent, its reply lost
-            raise StateStoreError("Timeout reading from Redis")
-        answer = real_claim(tag, requests, *rest)
-        while late and arming is Arming.ARM:  # the late disarm lands just after the renewal
-            late.pop()()
-        return answer
-
-    r.dedup.claim = claim  # type: ignore[method-assign]
+    late = lose_the_first_disarm_reply(r)
     events = [event(i) for i in range(3)]
     r.process(events)
     assert r.outcome_count() == 3
@@ -269,27 +273,12 @@ def test_a_disarm_whose_reply_never_came_back_is_no_ground_for_another_post(with
 def test_a_bisection_group_whose_disarm_is_in_doubt_ends_alone() -> None:
     """The same for one group of a bisection: it ends unsent and goes round again; the batch's
     other groups are sent under their own claims, armed."""
-    from consumer.errors import StateStoreError
-    from consumer.state.arming import Arming
 
     pisano = FakePisano([PisanoApiError(422, 13028, "Invalid parameters"), PisanoApiError(503, None, "busy")])
     r = rig(pisano)
     seen: list[list[str]] = []
     armed_at_the_wire(r, pisano, seen)
-    late: list[Any] = []
-    real_claim = r.dedup.claim
-
-    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
-        arming = rest[0] if rest else Arming.ARM
-        if arming is Arming.PENDING and not late:
-            late.append(lambda: real_claim(tag, requests, *rest))
-            raise StateStoreError("Timeout reading from Redis")
-        answer = real_claim(tag, requests, *rest)
-        while late and arming is Arming.ARM:
-            late.pop()()
-        return answer
-
-    r.dedup.claim = claim  # type: ignore[method-assign]
+    lose_the_first_disarm_reply(r)
     events = [event(i) for i in range(4)]
     r.process(events)
     for values in seen:
