@@ -307,9 +307,10 @@ class Claim:
         """Release, in one round trip, the ids claimed and the phones reserved that their events do
         not use (suppressed, skipped, held, ambiguous, or refused by the cooldown); retried like any
         settlement. A release that never lands leaves them given up: the events this replica sends
-        round again take them over (`let_go`); a copy read by another replica finds the claim
-        lapsed into an unknown mark (dead-lettered as `ambiguous`, replayable after a check), and
-        the reservation counting as a contact (at worst a survey not sent)."""
+        round again take them over (`let_go`); a copy read by another replica is held for the
+        lease, then finds an armed claim lapsed into an unknown mark (dead-lettered as `ambiguous`,
+        replayable after a check) and an armed reservation counting as a contact (at worst a survey
+        not sent), a pending one lapsed into what it replaced (consumer/state/arming.py)."""
         self._record(Settlement.RELEASED, ids, keys)
 
     def let_go(self, events: list[PendingEvent]) -> list[PendingEvent]:

@@ -102,6 +102,9 @@ def test_a_late_disarm_is_taken_over_by_the_tagged_events_and_frees_after_the_le
     while late:  # the late disarm lands after the release
         late.pop()()
     assert all(_pending(str(mine.dedup.state(e.recipient.event_id))) for e in events)
+    cooldown = mine.sender.cooldown
+    assert cooldown is not None
+    assert all(str(cooldown.store.state(cooldown.key(e.recipient.phone))).startswith("r|0") for e in events)
 
     other = rig(FakePisano(default=OK), dedup=RedisDedup(client, Keys("t"), lease_ms=LEASE_MS, horizon_s=3600))  # type: ignore[arg-type]
     other.sender.cooldown = mine.sender.cooldown
@@ -124,3 +127,56 @@ def test_a_late_disarm_is_taken_over_by_the_tagged_events_and_frees_after_the_le
     assert other.kinds() == {"e0": {"skipped"}}
     carried = [i for request in seen[1:] for i in request]
     assert len(carried) == 4  # each event in exactly one POST after the failed one
+
+
+@pytest.mark.parametrize("variant", ["redis", "cluster"])
+def test_a_late_renewal_is_taken_over_by_the_tagged_events(
+        request: pytest.FixtureRequest, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The renewal before the retry's POST gets no reply (one try here): the request ends unsent,
+    released; the renewal lands after, taking the ids and phones again under the attempt, armed.
+    Their next attempt takes them over (the ids counted as given up once released): each event
+    sent once, none held a lease and then dead-lettered `ambiguous` (or ended `cooldown`)."""
+    import consumer.delivery.claims as claims_module
+
+    monkeypatch.setattr(claims_module, "RENEW_TRIES", 1)
+    client = flushed_client(request, variant)
+    dedup = RedisDedup(client, Keys("t"), lease_ms=60_000, horizon_s=3600)
+    phones = RedisCooldown(client, lease_ms=60_000, ttl_ms=DAY)
+    pisano = FakePisano([PisanoApiError(503, None, "busy")], default=OK)
+    r = rig(pisano, dedup=dedup)  # type: ignore[arg-type]
+    suppression = Suppression(OptOutHasher(b"k" * 32, "TR"), MemoryOptOutList(), digits_are_e164=False)
+    r.sender.cooldown = ContactCooldown(phones, CooldownWindows(DAY), Keys("t"), suppression.phone_entry)
+    late: list[Callable[[], Any]] = []
+    real_claim, real_reserve = dedup.stage_claim, phones.stage_reserve
+    armed = [0, 0]
+
+    def stage_claim(tag: str, requests: Any, arming: Arming = Arming.ARM) -> Step[Any]:
+        armed[0] += arming is Arming.ARM
+        if arming is Arming.ARM and armed[0] == 2:
+            late.append(lambda: together([real_claim(tag, requests, arming)]))
+            return Step.local("a renewal whose reply is lost", lambda: None)
+        return real_claim(tag, requests, arming)
+
+    def stage_reserve(tag: str, requests: Any, *, window_ms: int, arming: Arming = Arming.ARM) -> Step[Any]:
+        armed[1] += arming is Arming.ARM
+        if arming is Arming.ARM and armed[1] == 2:
+            late.append(lambda: together([real_reserve(tag, requests, window_ms=window_ms, arming=arming)]))
+
+            def lost() -> Any:
+                raise StateStoreError("Timeout reading from Redis")
+            return Step.local("a renewal whose reply is lost", lost)
+        return real_reserve(tag, requests, window_ms=window_ms, arming=arming)
+
+    dedup.stage_claim = stage_claim  # type: ignore[method-assign]
+    phones.stage_reserve = stage_reserve  # type: ignore[method-assign]
+    events = [event(i) for i in range(3)]
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
+    assert len(late) == 2
+    while late:
+        late.pop()()
+    assert all(str(dedup.state(e.recipient.event_id)).startswith("c|") for e in events)
+    r.outcomes.clear()
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()
+    assert len(pisano.requests) == 2
