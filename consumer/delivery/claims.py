@@ -13,9 +13,11 @@ settlement and the exit path do for a phone what they do for its id.
 
 What a claim gives up without knowing it is gone from Redis (a claim whose reply was lost and
 whose release failed too, as when a cluster master dies mid-trip; a release given up after its
-retries) would hold its events back for the whole lease, then end them as `ambiguous` though they
-were never sent. So the claim remembers it, never asks for it again, and tags the events it sends
-round again (`let_go`): their next claim takes it over (lua/claim.lua, lua/reserve_phones.lua).
+retries; a disarm, renewal or beat whose reply was lost, which may land after the release and take
+the ids again under this tag) would hold its events back for the whole lease, then end them as
+`ambiguous` though they were never sent. So the claim remembers it, never asks for it again, and
+tags the events it sends round again (`let_go`): their next claim takes it over (lua/claim.lua,
+lua/reserve_phones.lua).
 """
 
 from __future__ import annotations
@@ -116,6 +118,13 @@ class Claim:
         # Ids this attempt gave up while its claim of them may still be in Redis, or tagged events
         # with (`let_go`): never claimed again by it, so a later attempt may take them over.
         self._given_up: set[str] = set()
+        # Ids (and phone keys) whose renewal or beat got no reply: the script call may still land,
+        # after their release, and take them again under this tag (lua/claim.lua: a renewal or a
+        # beat that finds an id free claims it, armed). Once released they count as given up
+        # (`_record`), so their next attempt takes over what the late call leaves instead of
+        # holding them back a lease and then dead-lettering them `ambiguous`, never sent.
+        self._doubtful: set[str] = set()
+        self._doubtful_keys: set[str] = set()
         # The batch's heartbeat wait once its requests go (`beat_while_recording`), and the ids whose
         # outcome is being recorded meanwhile: a beat leaves them out (renewing an id whose
         # delivered mark landed on some masters would find it "lost").
@@ -298,9 +307,10 @@ class Claim:
         """Release, in one round trip, the ids claimed and the phones reserved that their events do
         not use (suppressed, skipped, held, ambiguous, or refused by the cooldown); retried like any
         settlement. A release that never lands leaves them given up: the events this replica sends
-        round again take them over (`let_go`); a copy read by another replica finds the claim
-        lapsed into an unknown mark (dead-lettered as `ambiguous`, replayable after a check), and
-        the reservation counting as a contact (at worst a survey not sent)."""
+        round again take them over (`let_go`); a copy read by another replica is held for the
+        lease, then finds an armed claim lapsed into an unknown mark (dead-lettered as `ambiguous`,
+        replayable after a check) and an armed reservation counting as a contact (at worst a survey
+        not sent), a pending one lapsed into what it replaced (consumer/state/arming.py)."""
         self._record(Settlement.RELEASED, ids, keys)
 
     def let_go(self, events: list[PendingEvent]) -> list[PendingEvent]:
@@ -347,6 +357,7 @@ class Claim:
                 return self._renewed(events, Arming.ARM)
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("claim").inc()
+                self._doubt(events)
                 delay = REDIS_BACKOFF.delay(attempt)
                 log.error("could not renew claims (%s); retrying in %.1fs", exc, delay)
                 if self.stop.wait(delay):
@@ -411,7 +422,15 @@ class Claim:
             return self._renewed(held, Arming.KEEP)
         except StateStoreError:
             self.metrics.redis_errors.labels("claim").inc()
+            self._doubt(held)
             return None
+
+    def _doubt(self, events: Sequence[PendingEvent]) -> None:
+        """A renewal or a beat of these events got no reply: it may land after their release."""
+        ids = [i for i in event_ids(events) if i in self._held]
+        self._doubtful.update(ids)
+        if self.phones is not None:
+            self._doubtful_keys.update(self.phones.held_keys(ids))
 
     def sending(self, events: Sequence[PendingEvent], ids: list[str] | None = None) -> None:
         """These ids are about to leave in a request: from now on their fate may be unknown.
@@ -471,6 +490,10 @@ class Claim:
             for attempt in range(1, SETTLE_TRIES + 1):
                 try:
                     together(steps)
+                    if outcome is Settlement.RELEASED and (self._doubtful or self._doubtful_keys):
+                        # a late renewal or beat may take them again: as given up (`_doubtful`)
+                        self._give_up([i for i in ids if i in self._doubtful],
+                                      [k for k in keys if k in self._doubtful_keys])
                     return
                 except StateStoreError as exc:
                     self.metrics.redis_errors.labels("settle").inc()

@@ -378,8 +378,8 @@ class Sender:
                 outcomes(Outcome("skipped", answer.delivered))
             if answer.held:
                 self._held_back(answer.held, "their event ids are claimed by another attempt (a request in flight "
-                                "elsewhere, or one a stopped replica left: it ends as ambiguous after its lease, "
-                                "DEDUP_CLAIM_LEASE_MS)")
+                                "elsewhere, or one a stopped replica left: after its lease, DEDUP_CLAIM_LEASE_MS, it "
+                                "ends as ambiguous if a request may have left under it, else it is free)")
                 outcomes(Outcome("requeue", claim.let_go(answer.held)))
             if answer.cooling:
                 log.info("%d events not sent: phone contacted within its cooldown", len(answer.cooling),

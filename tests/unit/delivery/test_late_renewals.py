@@ -1,0 +1,161 @@
+"""A renewal or a heartbeat beat whose reply was lost lands late, after its request's release
+(consumer/delivery/claims.py). Like a disarm whose reply was lost (`Claim.disarm`), such a script
+call is not cancelled when its connection is given up: landing after the release, it takes the
+ids again under the request's attempt (lua/claim.lua: a renewal or a beat that finds an id free
+claims it, armed). Untagged, the events' next attempt found that claim live and held them back
+for a lease, then found it lapsed armed: every event was dead-lettered `ambiguous`, though the only
+request that carried them was answered 503 and nothing reached Pisano, and the customer's survey
+waited for an SRE's replay. So an id whose renewal or beat got no reply counts as given up once it
+is released: its next attempt takes over whatever the late call leaves (`let_go`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import consumer.delivery.claims as claims_module
+from consumer.delivery.heartbeat import Heartbeat
+from consumer.delivery.pisano import Accepted
+from consumer.errors import PisanoApiError, StateStoreError
+from consumer.state.arming import Arming
+from consumer.state.memory import MemoryDedup
+from tests.support.fakes import FakePisano, event, rig
+
+OK = Accepted(200, "req", 0.01)
+LEASE_MS = 60_000
+
+
+def test_a_renewal_whose_reply_never_came_back_is_taken_over_by_the_next_attempt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(claims_module, "RENEW_TRIES", 1)  # one lost reply, then Redis counts as away
+    now = [1_700_000_000_000]
+    dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600, clock=lambda: now[0])
+    pisano = FakePisano([PisanoApiError(503, None, "busy")], default=OK)
+    r = rig(pisano, dedup=dedup)
+    late: list[Any] = []
+    real_claim = dedup.claim
+    armed = [0]
+
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        arming = rest[0] if rest else Arming.ARM
+        if arming is Arming.ARM:
+            armed[0] += 1
+            if armed[0] == 2:  # the renewal before the retry: it runs, its reply is lost
+                late.append(lambda: real_claim(tag, requests, *rest))
+                raise StateStoreError("Timeout reading from Redis")
+        return real_claim(tag, requests, *rest)
+
+    dedup.claim = claim  # type: ignore[method-assign]
+    events = [event(i) for i in range(3)]
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
+    assert len(pisano.requests) == 1
+    assert late
+    while late:  # it lands after the release
+        late.pop()()
+    r.outcomes.clear()
+    now[0] += LEASE_MS + 1000  # however long the requeue waited
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()
+    assert len(pisano.requests) == 2
+
+
+def test_a_beat_whose_reply_never_came_back_is_taken_over_by_the_next_attempt() -> None:
+    """A beat's reply lost while the request waited for its retry; the request then ends unsent
+    (here its claims are found lost at the renewal, as a replica whose Redis answers again late
+    may): released, the late beat lands after."""
+    now = [1_700_000_000_000]
+    dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600, clock=lambda: now[0])
+    pisano = FakePisano([PisanoApiError(503, None, "busy")], default=OK)
+    r = rig(pisano, dedup=dedup)
+    late: list[Any] = []
+    real_claim = dedup.claim
+    calls: list[Arming] = []
+
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        arming = rest[0] if rest else Arming.ARM
+        calls.append(arming)
+        if arming is Arming.KEEP and not late:
+            late.append(lambda: real_claim(tag, requests, *rest))
+            raise StateStoreError("Timeout reading from Redis")
+        return real_claim(tag, requests, *rest)
+
+    dedup.claim = claim  # type: ignore[method-assign]
+    real_ready = r.sender.slots.ready
+    readies = [0]
+
+    def ready(slot, renew, *, fresh=None, heartbeat=None, screen=None):  # type: ignore[no-untyped-def]
+        readies[0] += 1
+        if readies[0] == 2:  # the retry waits: a beat goes, its reply lost; then the retry is refused
+            assert heartbeat is not None and isinstance(heartbeat, Heartbeat)
+            heartbeat._beating(time.monotonic())  # a beat falls due
+            heartbeat.found_lost()
+        return real_ready(slot, renew, fresh=fresh, heartbeat=heartbeat, screen=screen)
+
+    r.sender.slots.ready = ready  # type: ignore[method-assign]
+    events = [event(i) for i in range(3)]
+    r.process(events)
+    assert Arming.KEEP in calls, calls
+    assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
+    assert len(pisano.requests) == 1
+    while late:
+        late.pop()()
+    r.outcomes.clear()
+    now[0] += LEASE_MS + 1000
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()
+
+
+def test_a_late_renewal_with_phones_is_no_contact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same with the contact cooldown: the late renewal's phone reservation, armed, lapsed into a
+    contact nobody made (an event read elsewhere ended `cooldown`); the next attempt takes it over."""
+    from consumer.delivery.contacts import ContactCooldown, CooldownWindows
+    from consumer.state.cooldown import MemoryCooldown
+    from consumer.state.redis import Keys
+    from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
+
+    monkeypatch.setattr(claims_module, "RENEW_TRIES", 1)
+    day = 86_400_000
+    now = [1_700_000_000_000]
+    dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600, clock=lambda: now[0])
+    phones = MemoryCooldown(lease_ms=LEASE_MS, ttl_ms=day, clock=lambda: now[0])
+    pisano = FakePisano([PisanoApiError(503, None, "busy")], default=OK)
+    r = rig(pisano, dedup=dedup)
+    suppression = Suppression(OptOutHasher(b"k" * 32, "TR"), MemoryOptOutList(), digits_are_e164=False)
+    r.sender.cooldown = ContactCooldown(phones, CooldownWindows(day), Keys("t"), suppression.phone_entry)
+    late: list[Any] = []
+    real_claim, real_reserve = dedup.claim, phones.reserve
+    armed = [0, 0]
+
+    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
+        arming = rest[0] if rest else Arming.ARM
+        if arming is Arming.ARM:
+            armed[0] += 1
+            if armed[0] == 2:  # the renewal's claim step runs, the trip's reply is lost (below)
+                late.append(lambda: real_claim(tag, requests, *rest))
+                return None
+        return real_claim(tag, requests, *rest)
+
+    def reserve(tag, requests, *, window_ms, arming=Arming.ARM):  # type: ignore[no-untyped-def]
+        if arming is Arming.ARM:
+            armed[1] += 1
+            if armed[1] == 2:
+                late.append(lambda: real_reserve(tag, requests, window_ms=window_ms, arming=arming))
+                raise StateStoreError("Timeout reading from Redis")
+        return real_reserve(tag, requests, window_ms=window_ms, arming=arming)
+
+    dedup.claim = claim  # type: ignore[method-assign]
+    phones.reserve = reserve  # type: ignore[method-assign]
+    events = [event(i) for i in range(3)]
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
+    assert len(late) == 2
+    while late:
+        late.pop()()
+    r.outcomes.clear()
+    now[0] += LEASE_MS + 1000
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()
+    assert len(pisano.requests) == 2
