@@ -13,7 +13,9 @@ import time
 from consumer.state.arming import Arming
 from consumer.state.cooldown import PhoneFate, PhoneRequest
 from consumer.state.dedup import ClaimRequest, Settlement
-from tests.contract.test_pending_claims_contract import DAY, codes, ids, key, phone_codes
+from tests.contract.test_cooldown_contract import DAY, key
+from tests.contract.test_cooldown_contract import codes as phone_codes
+from tests.contract.test_pending_claims_contract import codes, ids
 
 LEASE_MS = 400
 
