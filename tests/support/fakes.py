@@ -161,3 +161,19 @@ def intercept_claims(dedup: MemoryDedup, answer: ClaimAnswer) -> None:
         return answer(next(calls), requests, lambda: real_claim(tag, requests, *rest))
 
     dedup.claim = claim  # type: ignore[method-assign]
+
+
+def lands_late_then_sent_once(r: Rig, events: list[PendingEvent], late: list[Callable[[], Any]],
+                              before_retry: Callable[[], None] | None = None) -> None:
+    """A request ended unsent (each event requeued) while calls whose replies were lost are still
+    under way: they land now, after its release; then (after `before_retry`) the events' next
+    attempt delivers each of them."""
+    assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
+    assert late, "no call's reply was lost"
+    while late:
+        late.pop()()
+    if before_retry is not None:
+        before_retry()
+    r.outcomes.clear()
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()

@@ -10,7 +10,9 @@ is released: its next attempt takes over whatever the late call leaves (`let_go`
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,44 +23,52 @@ from consumer.delivery.pisano import Accepted
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.arming import Arming
 from consumer.state.memory import MemoryDedup
-from tests.support.fakes import FakePisano, event, rig
+from tests.support.fakes import FakePisano, Rig, event, lands_late_then_sent_once, rig
 
 OK = Accepted(200, "req", 0.01)
 LEASE_MS = 60_000
 
 
-def test_a_renewal_whose_reply_never_came_back_is_taken_over_by_the_next_attempt(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(claims_module, "RENEW_TRIES", 1)  # one lost reply, then Redis counts as away
+def clocked_rig() -> tuple[Rig, MemoryDedup, list[int]]:
+    """A sender whose dedup store runs on `now` (ms), its first request answered 503."""
     now = [1_700_000_000_000]
     dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600, clock=lambda: now[0])
-    pisano = FakePisano([PisanoApiError(503, None, "busy")], default=OK)
-    r = rig(pisano, dedup=dedup)
+    return rig(FakePisano([PisanoApiError(503, None, "busy")], default=OK), dedup=dedup), dedup, now
+
+
+def lose_claim_replies(dedup: MemoryDedup, lost: Callable[[Arming], bool]) -> list[Any]:
+    """The claim calls `lost` picks run later (the returned list lands them); each raises now, as
+    a call whose reply timed out."""
     late: list[Any] = []
     real_claim = dedup.claim
-    armed = [0]
 
     def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
-        arming = rest[0] if rest else Arming.ARM
-        if arming is Arming.ARM:
-            armed[0] += 1
-            if armed[0] == 2:  # the renewal before the retry: it runs, its reply is lost
-                late.append(lambda: real_claim(tag, requests, *rest))
-                raise StateStoreError("Timeout reading from Redis")
+        if lost(rest[0] if rest else Arming.ARM):
+            late.append(lambda: real_claim(tag, requests, *rest))
+            raise StateStoreError("Timeout reading from Redis")
         return real_claim(tag, requests, *rest)
 
     dedup.claim = claim  # type: ignore[method-assign]
+    return late
+
+
+def advance(now: list[int]) -> Any:
+    """Move the stores' clock past a lease, as a requeued event may wait."""
+    return lambda: now.__setitem__(0, now[0] + LEASE_MS + 1000)
+
+
+def test_a_renewal_whose_reply_never_came_back_is_taken_over_by_the_next_attempt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(claims_module, "RENEW_TRIES", 1)  # one lost reply, then Redis counts as away
+    r, dedup, now = clocked_rig()
+    pisano = r.pisano
+    armed = itertools.count(1)
+    # the renewal before the retry (the second armed call): it runs, its reply is lost
+    late = lose_claim_replies(dedup, lambda arming: arming is Arming.ARM and next(armed) == 2)
     events = [event(i) for i in range(3)]
     r.process(events)
-    assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
     assert len(pisano.requests) == 1
-    assert late
-    while late:  # it lands after the release
-        late.pop()()
-    r.outcomes.clear()
-    now[0] += LEASE_MS + 1000  # however long the requeue waited
-    r.process(events)
-    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()
+    lands_late_then_sent_once(r, events, late, advance(now))  # however long the requeue waited
     assert len(pisano.requests) == 2
 
 
@@ -66,23 +76,10 @@ def test_a_beat_whose_reply_never_came_back_is_taken_over_by_the_next_attempt() 
     """A beat's reply lost while the request waited for its retry; the request then ends unsent
     (here its claims are found lost at the renewal, as a replica whose Redis answers again late
     may): released, the late beat lands after."""
-    now = [1_700_000_000_000]
-    dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600, clock=lambda: now[0])
-    pisano = FakePisano([PisanoApiError(503, None, "busy")], default=OK)
-    r = rig(pisano, dedup=dedup)
-    late: list[Any] = []
-    real_claim = dedup.claim
+    r, dedup, now = clocked_rig()
+    pisano = r.pisano
     calls: list[Arming] = []
-
-    def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
-        arming = rest[0] if rest else Arming.ARM
-        calls.append(arming)
-        if arming is Arming.KEEP and not late:
-            late.append(lambda: real_claim(tag, requests, *rest))
-            raise StateStoreError("Timeout reading from Redis")
-        return real_claim(tag, requests, *rest)
-
-    dedup.claim = claim  # type: ignore[method-assign]
+    late = lose_claim_replies(dedup, lambda arming: calls.append(arming) or (arming is Arming.KEEP and not late))
     real_ready = r.sender.slots.ready
     readies = [0]
 
@@ -98,14 +95,8 @@ def test_a_beat_whose_reply_never_came_back_is_taken_over_by_the_next_attempt() 
     events = [event(i) for i in range(3)]
     r.process(events)
     assert Arming.KEEP in calls, calls
-    assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
     assert len(pisano.requests) == 1
-    while late:
-        late.pop()()
-    r.outcomes.clear()
-    now[0] += LEASE_MS + 1000
-    r.process(events)
-    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()
+    lands_late_then_sent_once(r, events, late, advance(now))
 
 
 def test_a_late_renewal_with_phones_is_no_contact(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,12 +141,6 @@ def test_a_late_renewal_with_phones_is_no_contact(monkeypatch: pytest.MonkeyPatc
     phones.reserve = reserve  # type: ignore[method-assign]
     events = [event(i) for i in range(3)]
     r.process(events)
-    assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
     assert len(late) == 2
-    while late:
-        late.pop()()
-    r.outcomes.clear()
-    now[0] += LEASE_MS + 1000
-    r.process(events)
-    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()
+    lands_late_then_sent_once(r, events, late, advance(now))
     assert len(pisano.requests) == 2
