@@ -21,7 +21,7 @@
 --             (a cluster reads them beforehand from their own slot)
 -- ARGV[7]     the length of a field (a digest of the id)
 -- ARGV[8]     the layout (consumer/state/dedup_layout.py), copied into each new slice hash
--- ARGV[9]     arming (consumer/state/dedup.py `Arming`): 'a' a request may leave under these claims
+-- ARGV[9]     arming (consumer/state/arming.py `Arming`): 'a' a request may leave under these claims
 --             from now on (the renewal just before a POST); 'p' none has left that may have reached
 --             Pisano (after an attempt that certainly failed, while its retry waits);
 --             'k' keep each own claim as it is (a heartbeat), a new one armed
