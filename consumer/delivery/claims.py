@@ -156,12 +156,11 @@ class Claim:
         except Exception:  # never mask the error that brought us here; the lease bounds the claims
             log.exception("could not settle %d left-over claims; they expire with their lease", len(self.left_over))
 
-    def claim(self, events: Sequence[PendingEvent], arming: Arming = Arming.ARM) -> Claimed:
+    def claim(self, events: Sequence[PendingEvent]) -> Claimed:
         """Look the events up in the opt-out list, claim their ids and reserve their phones, in one
         round trip (one pipelined packet per master: consumer/state/trip.py); StateStoreError if
-        Redis stays away. `arming`: ARM (the sender's: its first POST may follow without a
-        renewal, `claimed_at` counting as fresh); PENDING only for claims that are never passed
-        as fresh, so that the renewal before their POST arms them (consumer/state/arming.py).
+        Redis stays away. The claims are armed (consumer/state/arming.py): the first POST may
+        follow them without a renewal, `claimed_at` counting as fresh.
 
         The three answers come together, so the claim and the reservation are optimistic: each
         event's id is claimed even if the list has it, each phone reserved even if its id turns out
@@ -185,15 +184,15 @@ class Claim:
             answer.held += [e for e in events if e.recipient.event_id in self._given_up]
             events = [e for e in events if e.recipient.event_id not in self._given_up]
         if self.suppression is None:
-            self._trip(answer, [], list(events), arming)
+            self._trip(answer, [], list(events))
             return answer
         first = [e for e in events if not e.replay_of]
         replays = [e for e in events if e.replay_of]
-        refused = self._trip(answer, list(events), first, arming)
+        refused = self._trip(answer, list(events), first)
         replays = [e for e in replays if e.recipient.event_id not in refused]
         if replays:
             try:
-                self._trip(answer, [], replays, arming)
+                self._trip(answer, [], replays)
             except StateStoreError:  # the first trip's events go round again with the rest: let them go
                 claimed = answer.claimed_ids
                 for event_id in claimed:
@@ -202,8 +201,7 @@ class Claim:
                 raise
         return answer
 
-    def _trip(self, answer: Claimed, screen: list[PendingEvent], claim: list[PendingEvent],
-              arming: Arming) -> set[str]:
+    def _trip(self, answer: Claimed, screen: list[PendingEvent], claim: list[PendingEvent]) -> set[str]:
         """One round trip: the opt-out lookup of `screen`, the claim of `claim` and their phones.
         Adds what it learnt to `answer`; returns the ids the opt-out list refused."""
         lookup = self.suppression.lookup([e.recipient for e in screen]) \
@@ -218,13 +216,13 @@ class Claim:
                     self._replays[i] = r
                 else:
                     self._replays.pop(i, None)
-        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests, arming)]
+        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests, Arming.ARM)]
         if lookup is not None:
             assert self.suppression is not None
             steps.append(self.suppression.stage(lookup))
         if asked is not None:
             assert self.phones is not None
-            steps.append(self.phones.step(asked, arming))
+            steps.append(self.phones.step(asked, Arming.ARM))
         answers = self._ask(steps, ids, [r.key for r in asked.requests] if asked else [], claim)
         statuses: ClaimStatuses = answers[0]
         refused: set[str] = set()
@@ -375,8 +373,9 @@ class Claim:
         it (a call is not cancelled when its connection is given up, and the renewal before the
         next POST goes on another connection, which Redis may serve first): it would leave the
         claims pending under a POST that may reach Pisano, to lapse into free and be sent again
-        by the next replica. Its ids and phones count as given up (`let_go`): whatever the late
-        call leaves is taken over by their next attempt instead of holding them back a lease."""
+        by the next replica. Like a renewal's lost reply (`_doubt`), its ids and phones count as
+        given up once released: whatever the late call leaves is taken over by their next attempt
+        instead of holding them back a lease."""
         held = self.still_held(events)
         if not held:
             return True
@@ -384,8 +383,7 @@ class Claim:
             self._renewed(held, Arming.PENDING)
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("claim").inc()
-            ids = event_ids(held)
-            self._give_up(ids, self.phones.held_keys(ids) if self.phones is not None else [])
+            self._doubt(held)
             log.warning("could not mark the claims of a failed request as unsent (%s): the request is not sent "
                         "again under them, its events go round again", exc)
             return False
@@ -426,7 +424,7 @@ class Claim:
             return None
 
     def _doubt(self, events: Sequence[PendingEvent]) -> None:
-        """A renewal or a beat of these events got no reply: it may land after their release."""
+        """A renewal, beat or disarm of these events got no reply: it may land after their release."""
         ids = [i for i in event_ids(events) if i in self._held]
         self._doubtful.update(ids)
         if self.phones is not None:

@@ -201,8 +201,6 @@ def _by_bucket(keys: Sequence[str]) -> list[list[int]]:
 
 # kind|at|owner, and after `#` the contact a reservation covers (put back if it is released)
 _VALUE = re.compile(r"([a-z])\|(\d+)\|([^#]*)#?(.*)", re.S)
-# A pending reservation (lua/reserve_phones.lua): its lease until, with the leading '0'; what it covers
-_LAPSED_PENDING = re.compile(r"r\|(0\d*)\|[^#]*#?(.*)", re.S)
 
 
 def _now_ms() -> int:
@@ -232,9 +230,11 @@ class MemoryCooldown:
             for request in requests:
                 value = self._get(request.key, now)
                 status, covered, pending = PhoneStatus.RESERVED, "", arming is Arming.PENDING
-                lapsed = _LAPSED_PENDING.match(value) if value is not None else None
-                if lapsed and now >= int(lapsed.group(1)):
-                    value = lapsed.group(2) or None  # as reserve_phones.lua: it texted no one
+                # as reserve_phones.lua: a pending reservation ('0' before its lease) lapsed texted no one
+                lapsed = _VALUE.fullmatch(value) if value is not None else None
+                if lapsed and lapsed.group(1) == "r" and lapsed.group(2).startswith("0") \
+                        and now >= int(lapsed.group(2)):
+                    value = lapsed.group(4) or None  # what it covered stands, or nothing
                 if value is not None:
                     match = _VALUE.fullmatch(value)
                     kind, at, owner, prior = (match.group(1), int(match.group(2)), match.group(3), match.group(4)) \
