@@ -50,11 +50,14 @@ demo: up
 	$(BIN)/python scripts/localstack.py run -- $(BIN)/pisano-sms demo
 
 ## The whole suite: lint, then every test. The unit tests first, one worker per core (they need
-## no stack); then the rest one at a time, on Kafka and Redis it starts itself
-## (unless already up) and stops. The rest share one Redis db 0 and wait on real processes.
+## no stack); then the rest on STACK_WORKERS pytest-xdist workers, a file at a time each, every
+## worker on a Kafka and Redis of its own that it starts (unless already up) and stops
+## (tests/conftest.py). They mostly wait on real processes, so two workers share two cores well.
+STACK_WORKERS ?= 2
 test: install helm kube-score lint
 	$(BIN)/python -m pytest tests/unit -n auto --durations=10
-	$(BIN)/python -m pytest tests --ignore=tests/unit --durations=30
+	$(BIN)/python scripts/localstack.py install
+	$(BIN)/python -m pytest tests --ignore=tests/unit -n $(STACK_WORKERS) --dist loadfile --durations=30
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -6,6 +6,7 @@
     python scripts/localstack.py status   # what runs, and the connection settings
     python scripts/localstack.py env      # the settings as shell exports (eval "$(... env)")
     python scripts/localstack.py down     # stop what `up` started (by pid) and delete its data
+    python scripts/localstack.py install  # only install what is missing (Kafka, redis-server, prometheus)
     python scripts/localstack.py run -- CMD...   # run CMD with the connection settings set
 
 Kafka comes from Maven Central as `org.apache.kafka` artifacts fetched with `mvn` into a cache
@@ -30,6 +31,7 @@ kill a cluster master, wait for its replica's promotion and restart the node (`f
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,26 @@ def say(message: str) -> None:
     print(f"[stack] {message}", flush=True)
 
 
+@contextlib.contextmanager
+def _installing() -> Iterator[None]:
+    """One install at a time on this machine: the test suite runs one stack per pytest-xdist
+    worker (tests/conftest.py), and two workers on a fresh machine would otherwise fetch Kafka
+    into the same cache, or run apt-get together (the second fails on dpkg's lock). Whoever
+    waits looks again once it holds the lock: the first one may have installed it meanwhile."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / "install.lock"
+    with open(path, "w", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another process's install to finish (it holds {path})")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class StackError(RuntimeError):
     pass
 
@@ -88,9 +111,20 @@ def ensure_java() -> str:
     return java
 
 
+def _kafka_fetched() -> bool:
+    return KAFKA_LIBS.is_dir() and any(KAFKA_LIBS.glob(f"kafka_2.13-{KAFKA_VERSION}.jar"))
+
+
 def ensure_kafka_libs() -> Path:
-    if KAFKA_LIBS.is_dir() and any(KAFKA_LIBS.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+    if _kafka_fetched():
         return KAFKA_LIBS
+    with _installing():
+        if not _kafka_fetched():
+            _fetch_kafka_libs()
+    return KAFKA_LIBS
+
+
+def _fetch_kafka_libs() -> None:
     mvn = shutil.which("mvn")
     if not mvn:
         raise StackError("mvn not found: install Maven (apt-get install maven) to fetch Kafka from Maven Central")
@@ -110,7 +144,6 @@ def ensure_kafka_libs() -> Path:
         raise StackError(f"mvn could not fetch Kafka (exit {result.returncode}); "
                          "check the connection to Maven Central and rerun")
     staging.rename(KAFKA_LIBS)  # only a complete download counts as installed
-    return KAFKA_LIBS
 
 
 def _kafka_pom() -> str:
@@ -137,6 +170,11 @@ def ensure_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
+    with _installing():
+        return shutil.which("redis-server") or _install_redis_server()
+
+
+def _install_redis_server() -> str:
     if os.geteuid() != 0:
         raise StackError("redis-server not found: run `sudo apt-get install -y redis-server` and retry")
     say("installing Debian's redis-server with apt")
@@ -159,8 +197,14 @@ def ensure_prometheus() -> tuple[str, str]:
     """Debian's `prometheus` package (it ships `promtool`), for the tests of the alert rules and
     the dashboard. Only its binaries are used: tests start their own Prometheus on a port of the
     stack; the package's own service must not start and take port 9090."""
-    if PROMETHEUS.is_file() and PROMTOOL.is_file():
-        return str(PROMETHEUS), str(PROMTOOL)
+    if not (PROMETHEUS.is_file() and PROMTOOL.is_file()):
+        with _installing():
+            if not (PROMETHEUS.is_file() and PROMTOOL.is_file()):
+                _install_prometheus()
+    return str(PROMETHEUS), str(PROMTOOL)
+
+
+def _install_prometheus() -> None:
     if os.geteuid() != 0:
         raise StackError("prometheus not found: run `sudo apt-get install -y --no-install-recommends "
                          "prometheus` and retry")
@@ -186,7 +230,6 @@ def ensure_prometheus() -> tuple[str, str]:
             policy.unlink(missing_ok=True)
     if not (PROMETHEUS.is_file() and PROMTOOL.is_file()):
         raise StackError(f"{PROMETHEUS} or {PROMTOOL} still missing after apt-get install prometheus")
-    return str(PROMETHEUS), str(PROMTOOL)
 
 
 def ensure_tls() -> None:
@@ -813,6 +856,15 @@ def up(redis_cluster: bool = False) -> dict[str, str]:
     return values
 
 
+def install() -> None:
+    """Install what the stack and the tests need, without starting anything: `make test` does it
+    first, in the open, since its test workers start their stacks with their output captured."""
+    say(f"java: {ensure_java()}")
+    say(f"Kafka {KAFKA_VERSION}: {ensure_kafka_libs()}")
+    say(f"redis-server: {ensure_redis_server()}")
+    say(f"prometheus, promtool: {', '.join(ensure_prometheus())}")
+
+
 def down() -> None:
     """Stop what `up` started and delete its data (the Kafka download cache stays)."""
     stopped = [name for name in ("kafka", "redis") if _stop(name)]
@@ -837,6 +889,8 @@ def main(argv: list[str]) -> int:
             say("stop them with: python scripts/localstack.py down")
         elif command == "down":
             down()
+        elif command == "install":
+            install()
         elif command == "env":
             for key, value in settings().items():
                 print(f"export {key}={value}")

@@ -1,7 +1,11 @@
 """Session fixtures: the real local stack (Kafka + Redis) started once, unique names per test.
 
-Point the suite at an existing cluster by setting both KAFKA_BOOTSTRAP_SERVERS and REDIS_URL
-(the tests that restart Kafka or Redis are skipped then, since they need to own the processes).
+Under pytest-xdist (`make test` runs two workers) each worker starts a stack of its own, on ports
+and in a directory of its own (`own_stack_per_worker`).
+
+Point the suite at an existing cluster by setting both KAFKA_BOOTSTRAP_SERVERS and REDIS_URL, with
+one worker (`-n 0`): the tests that restart Kafka or Redis are skipped then, since they need to
+own the processes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,40 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+# Ports apart between pytest-xdist workers' stacks: Kafka takes its port +0..+2 and +5
+# (Prometheus), Redis +0, +1 and +100..+115 (the cluster and its bus).
+WORKER_PORT_STEP = 500
+
+
+def own_stack_per_worker(environ: dict[str, str] | os._Environ[str], worker: str | None) -> None:
+    """Give each pytest-xdist worker a stack of its own: the tests flush Redis db 0, restart
+    Redis and Kafka and kill cluster masters, so two workers must never share one. Worker gwN
+    takes the configured ports (or localstack.py's defaults) plus N * WORKER_PORT_STEP and a stack
+    directory of its own; gw0 keeps them, so a stack started by hand (`make up`) serves it. Set
+    before localstack.py is imported: it reads them once."""
+    if not worker or worker == "gw0":
+        return
+    step = WORKER_PORT_STEP * int(worker.removeprefix("gw"))
+    base_dir = Path(environ.get("PISANO_STACK_DIR", ROOT / ".stack"))
+    environ["PISANO_STACK_DIR"] = str(base_dir.with_name(f"{base_dir.name}-{worker}"))
+    for name, default in (("PISANO_STACK_KAFKA_PORT", 19092), ("PISANO_STACK_REDIS_PORT", 16379)):
+        environ[name] = str(int(environ.get(name, default)) + step)
+    for name in ("PISANO_STACK_PROMETHEUS_PORT", "PISANO_STACK_REDIS_CLUSTER_PORT"):
+        if name in environ:
+            environ[name] = str(int(environ[name]) + step)
+
+
+def refuse_shared_servers(what: str) -> None:
+    """Servers given from outside are one for every pytest-xdist worker: they would flush each
+    other's Redis. Said when a test first asks for them (the unit tests never do)."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        pytest.fail(f"{what} is set, and {os.environ['PYTEST_XDIST_WORKER_COUNT']} pytest-xdist workers would "
+                    "share those servers and flush each other's Redis: run the suite with `-n 0`, or unset "
+                    "it so that each worker starts a stack of its own", pytrace=False)
+
+
+own_stack_per_worker(os.environ, os.environ.get("PYTEST_XDIST_WORKER"))
+
 import localstack  # noqa: E402
 
 
@@ -34,6 +72,7 @@ class Stack:
 def stack() -> Iterator[Stack]:
     bootstrap, redis_url = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
     if bootstrap and redis_url:
+        refuse_shared_servers("KAFKA_BOOTSTRAP_SERVERS with REDIS_URL")
         yield Stack(bootstrap, redis_url, local=False)
         return
     was_running = all(localstack.running().values())
@@ -57,6 +96,7 @@ def redis_cluster(stack: Stack) -> Iterator[ClusterStack]:
     skipped then); otherwise the local stack's (`localstack.py up --redis-cluster`)."""
     url = os.environ.get("PISANO_TEST_REDIS_CLUSTER_URL")
     if url:
+        refuse_shared_servers("PISANO_TEST_REDIS_CLUSTER_URL")
         yield ClusterStack(url, local=False)
         return
     if not stack.local:
