@@ -13,11 +13,15 @@ settlement and the exit path do for a phone what they do for its id.
 
 What a claim gives up without knowing it is gone from Redis (a claim whose reply was lost and
 whose release failed too, as when a cluster master dies mid-trip; a release given up after its
-retries; a disarm, renewal or beat whose reply was lost, which may land after the release and take
-the ids again under this tag) would hold its events back for the whole lease, then end them as
-`ambiguous` though they were never sent. So the claim remembers it, never asks for it again, and
-tags the events it sends round again (`let_go`): their next claim takes it over (lua/claim.lua,
-lua/reserve_phones.lua).
+retries) would hold its events back for the whole lease, then end them as `ambiguous` though they
+were never sent. So the claim remembers it, never asks for it again, and tags the events it sends
+round again (`let_go`): their next claim takes it over (lua/claim.lua, lua/reserve_phones.lua).
+
+A renewal, a disarm or a beat takes nothing anew (the scripts' renewal mode: consumer/state/
+arming.py): one whose reply was lost is not cancelled and may land after the release, and then
+finds the ids free and answers lost, writing nothing. So it leaves no claim for anyone to wait
+for, and an id it finds free (its claim gone: released, or lost with Redis's data) is never sent
+under it: the request ends as for any claim lost (`claim_lost`), its next attempt claims afresh.
 """
 
 from __future__ import annotations
@@ -118,13 +122,6 @@ class Claim:
         # Ids this attempt gave up while its claim of them may still be in Redis, or tagged events
         # with (`let_go`): never claimed again by it, so a later attempt may take them over.
         self._given_up: set[str] = set()
-        # Ids (and phone keys) whose renewal or beat got no reply: the script call may still land,
-        # after their release, and take them again under this tag (lua/claim.lua: a renewal or a
-        # beat that finds an id free claims it, armed). Once released they count as given up
-        # (`_record`), so their next attempt takes over what the late call leaves instead of
-        # holding them back a lease and then dead-lettering them `ambiguous`, never sent.
-        self._doubtful: set[str] = set()
-        self._doubtful_keys: set[str] = set()
         # The batch's heartbeat wait once its requests go (`beat_while_recording`), and the ids whose
         # outcome is being recorded meanwhile: a beat leaves them out (renewing an id whose
         # delivered mark landed on some masters would find it "lost").
@@ -348,14 +345,14 @@ class Claim:
     def renew(self, events: Sequence[PendingEvent]) -> bool | None:
         """Claim again under the same tag (idempotent; refreshes the lease), and the phones with
         them, in one round trip, armed: the renewal just before a POST (consumer/state/arming.py).
-        True renewed; False a claim is lost (do not send); None Redis did not answer, or stopping
-        (do not send either, but no claim is known lost: as `beat`)."""
+        True renewed; False a claim is lost (taken by another attempt, lapsed, or gone from Redis:
+        a renewal takes no free id); None Redis did not answer, or stopping (do not send either,
+        but no claim is known lost: as `beat`)."""
         for attempt in range(1, RENEW_TRIES + 1):
             try:
                 return self._renewed(events, Arming.ARM)
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("claim").inc()
-                self._doubt(events)
                 delay = REDIS_BACKOFF.delay(attempt)
                 log.error("could not renew claims (%s); retrying in %.1fs", exc, delay)
                 if self.stop.wait(delay):
@@ -373,9 +370,8 @@ class Claim:
         it (a call is not cancelled when its connection is given up, and the renewal before the
         next POST goes on another connection, which Redis may serve first): it would leave the
         claims pending under a POST that may reach Pisano, to lapse into free and be sent again
-        by the next replica. Like a renewal's lost reply (`_doubt`), its ids and phones count as
-        given up once released: whatever the late call leaves is taken over by their next attempt
-        instead of holding them back a lease."""
+        by the next replica. Landing after their release, it finds them free and writes nothing
+        (a disarm takes no id: `_renewed`)."""
         held = self.still_held(events)
         if not held:
             return True
@@ -383,14 +379,18 @@ class Claim:
             self._renewed(held, Arming.PENDING)
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("claim").inc()
-            self._doubt(held)
             log.warning("could not mark the claims of a failed request as unsent (%s): the request is not sent "
                         "again under them, its events go round again", exc)
             return False
         return True
 
     def _renewed(self, events: Sequence[PendingEvent], arming: Arming) -> bool:
-        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)), arming)]
+        """A renewal, a disarm or a beat: in the renewal mode, which renews only this attempt's own
+        claims and reservations and answers LOST, writing nothing, where they are gone (a late call
+        after the release must leave nothing behind; after a Redis that lost its data, the ids
+        are given up and claimed afresh by their next attempt). True when every one is renewed."""
+        requests = _requests(events, event_ids(events))
+        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests, arming, renewal=True)]
         if self.phones is not None:
             steps.append(self.phones.renewal(events, arming))
         answers = together(steps)
@@ -420,15 +420,7 @@ class Claim:
             return self._renewed(held, Arming.KEEP)
         except StateStoreError:
             self.metrics.redis_errors.labels("claim").inc()
-            self._doubt(held)
             return None
-
-    def _doubt(self, events: Sequence[PendingEvent]) -> None:
-        """A renewal, beat or disarm of these events got no reply: it may land after their release."""
-        ids = [i for i in event_ids(events) if i in self._held]
-        self._doubtful.update(ids)
-        if self.phones is not None:
-            self._doubtful_keys.update(self.phones.held_keys(ids))
 
     def sending(self, events: Sequence[PendingEvent], ids: list[str] | None = None) -> None:
         """These ids are about to leave in a request: from now on their fate may be unknown.
@@ -488,10 +480,6 @@ class Claim:
             for attempt in range(1, SETTLE_TRIES + 1):
                 try:
                     together(steps)
-                    if outcome is Settlement.RELEASED and (self._doubtful or self._doubtful_keys):
-                        # a late renewal or beat may take them again: as given up (`_doubtful`)
-                        self._give_up([i for i in ids if i in self._doubtful],
-                                      [k for k in keys if k in self._doubtful_keys])
                     return
                 except StateStoreError as exc:
                     self.metrics.redis_errors.labels("settle").inc()

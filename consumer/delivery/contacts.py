@@ -196,14 +196,12 @@ class PhoneReservation:
 
     def renewal(self, events: Sequence[PendingEvent], arming: Arming) -> Step[list[PhoneStatus]]:
         """Reserve again under the same tag (refreshes the lease), armed or not as the claims
-        renewed with them: every answer must be RESERVED, else a phone is no longer ours (do not send)."""
+        renewed with them, in the renewal mode (a phone no longer ours is left as it is: LOST):
+        every answer must be RESERVED, else a phone is no longer ours (do not send)."""
         requests = [PhoneRequest(self._held[e.recipient.event_id], e.replay_of) for e in events
                     if e.recipient.event_id in self._held]
-        return self.policy.store.stage_reserve(self.tag, requests, window_ms=self.window_ms, arming=arming)
-
-    def held_keys(self, event_ids: Sequence[str]) -> list[str]:
-        """The keys held for these events (still held: `keys_of` takes them)."""
-        return [self._held[i] for i in event_ids if i in self._held]
+        return self.policy.store.stage_reserve(self.tag, requests, window_ms=self.window_ms, arming=arming,
+                                               renewal=True)
 
     def keys_of(self, event_ids: Sequence[str]) -> list[str]:
         """The keys held for these events, no longer held (their fate is about to be recorded)."""

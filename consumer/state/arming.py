@@ -12,6 +12,12 @@ without a renewal (`SlotReserver.ready`'s `fresh`), so a claim taken pending mus
 fresh. A marking whose reply never came back may land later than the next arming, so its request
 is not sent again under those claims (`Claim.disarm`). The dedup claims (lua/claim.lua) and the
 contact cooldown's phone reservations (lua/reserve_phones.lua) follow the same rule.
+
+A renewal, a disarm and a beat run in the renewal mode (`script_argument`): they renew the
+caller's own claims and take nothing else. One whose reply was lost is not cancelled and may land
+after its request released the ids; had it taken them again, another replica's copy of the event
+would have waited a lease for a claim under which nothing is sent, then (armed) dead-lettered it
+`ambiguous`. Only a batch's first claim (and that call run again after a lost reply) takes an id.
 """
 
 from __future__ import annotations
@@ -27,3 +33,9 @@ class Arming(enum.Enum):
     ARM = "a"  # a request may leave from now on: the renewal just before a POST, or a claim taken for its slot
     PENDING = "p"  # none has left that may have reached Pisano: after an attempt that certainly failed
     KEEP = "k"  # each own claim as it is (a heartbeat's renewal); a claim it takes anew is armed
+
+
+def script_argument(arming: Arming, renewal: bool) -> str:
+    """The scripts' arming argument: the renewal mode adds an 'r' (lua/claim.lua, ARGV[9]): an id
+    that is not the caller's own claim is answered lost and left as it is."""
+    return arming.value + "r" if renewal else arming.value

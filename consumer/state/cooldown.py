@@ -37,7 +37,7 @@ import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from consumer.errors import StateStoreError
-from consumer.state.arming import Arming
+from consumer.state.arming import Arming, script_argument
 from consumer.state.redis import Call, Keys, load_script, stored_text, translated
 from consumer.state.trip import Step, together
 
@@ -51,6 +51,7 @@ class PhoneStatus(enum.Enum):
     RESERVED = "R"  # reserved for the caller: it may send
     COOLING = "C"  # contacted within the campaign's cooldown: do not send (outcome `cooldown`)
     HELD = "H"  # reserved by a live attempt elsewhere: hold the event back, try later
+    LOST = "L"  # a renewal's only: the caller's reservation is gone: do not send
 
 
 class PhoneFate(enum.Enum):
@@ -94,14 +95,16 @@ class CooldownStore(Protocol):
     """What the sender needs from the cooldown state, whatever keeps it."""
 
     def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
-                arming: Arming = Arming.ARM) -> list[PhoneStatus]:
+                arming: Arming = Arming.ARM, renewal: bool = False) -> list[PhoneStatus]:
         """One status per request, in order. Reserving again under the same tag renews the lease.
         A request's `abandoned_by` attempts' reservation, live or lapsed, is taken over with the
         contact it covers (none of them sent to the phone). `arming` as the dedup claim's
-        (consumer/state/arming.py): a lapsed pending reservation is no contact."""
+        (consumer/state/arming.py): a lapsed pending reservation is no contact. `renewal` as the
+        dedup claim's: only the caller's own live reservation is renewed; a phone the call would
+        reserve anew is answered LOST, and nothing is written for any other phone."""
 
     def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
-                      arming: Arming = Arming.ARM) -> Step[list[PhoneStatus]]:
+                      arming: Arming = Arming.ARM, renewal: bool = False) -> Step[list[PhoneStatus]]:
         """`reserve` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
 
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
@@ -142,18 +145,18 @@ class RedisCooldown:
         self._settle = load_script(client, "settle_phones")
 
     def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
-                arming: Arming = Arming.ARM) -> list[PhoneStatus]:
+                arming: Arming = Arming.ARM, renewal: bool = False) -> list[PhoneStatus]:
         answer: list[PhoneStatus] = together([self.stage_reserve(tag, requests, window_ms=window_ms,
-                                                                 arming=arming)])[0]
+                                                                 arming=arming, renewal=renewal)])[0]
         return answer
 
     def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
-                      arming: Arming = Arming.ARM) -> Step[list[PhoneStatus]]:
+                      arming: Arming = Arming.ARM, renewal: bool = False) -> Step[list[PhoneStatus]]:
         """The reservation's calls, to run alone or in a round trip shared with other stores."""
         if not requests:
             return Step.answered([])
         groups = self._groups([r.key for r in requests])
-        head = [tag, self.lease_ms, window_ms, self.ttl_ms, arming.value]
+        head = [tag, self.lease_ms, window_ms, self.ttl_ms, script_argument(arming, renewal)]
         # Earlier attempts' tags travel only when a phone has some (lua/reserve_phones.lua).
         abandoned = any(map(_ABANDONED_BY, requests))
         calls = [Call([requests[i].key for i in rows],
@@ -223,13 +226,14 @@ class MemoryCooldown:
         return MemoryCooldown(lease_ms=self.lease_ms, ttl_ms=self.ttl_ms, clock=self.clock, shared=self._values)
 
     def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
-                arming: Arming = Arming.ARM) -> list[PhoneStatus]:
+                arming: Arming = Arming.ARM, renewal: bool = False) -> list[PhoneStatus]:
         now = self.clock()
         out = []
         with self._lock:
             for request in requests:
                 value = self._get(request.key, now)
                 status, covered, pending = PhoneStatus.RESERVED, "", arming is Arming.PENDING
+                renewing = False  # the caller's own live reservation
                 # as reserve_phones.lua: a pending reservation ('0' before its lease) lapsed texted no one
                 lapsed = _VALUE.fullmatch(value) if value is not None else None
                 if lapsed and lapsed.group(1) == "r" and lapsed.group(2).startswith("0") \
@@ -244,6 +248,7 @@ class MemoryCooldown:
                         pending = match is not None and match.group(2).startswith("0")
                     if kind == "r" and ((owner == tag and now < at) or (owner and owner in request.abandoned_by)):
                         covered = prior  # a renewal, or a takeover, keeps what the reservation covers
+                        renewing = owner == tag and now < at
                     elif kind == "r" and now < at:
                         status = PhoneStatus.HELD
                     elif kind in ("u", "r") and owner and owner == request.replay_of:
@@ -252,7 +257,11 @@ class MemoryCooldown:
                         status = PhoneStatus.COOLING
                     else:
                         covered = own
-                if status is PhoneStatus.RESERVED:
+                if renewal and not renewing:
+                    # as reserve_phones.lua's renewal mode: not ours any more, left as it is
+                    if status is PhoneStatus.RESERVED:
+                        status = PhoneStatus.LOST
+                elif status is PhoneStatus.RESERVED:
                     until = f"0{now + self.lease_ms}" if pending else str(now + self.lease_ms)
                     reservation = f"r|{until}|{tag}" + (f"#{covered}" if covered else "")
                     self._values[request.key] = (reservation, now + self.lease_ms + self.ttl_ms)
@@ -260,9 +269,9 @@ class MemoryCooldown:
         return out
 
     def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
-                      arming: Arming = Arming.ARM) -> Step[list[PhoneStatus]]:
+                      arming: Arming = Arming.ARM, renewal: bool = False) -> Step[list[PhoneStatus]]:
         return Step.local("the phone reservation",
-                          lambda: self.reserve(tag, requests, window_ms=window_ms, arming=arming))
+                          lambda: self.reserve(tag, requests, window_ms=window_ms, arming=arming, renewal=renewal))
 
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
         now = self.clock()

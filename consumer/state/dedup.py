@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Protocol, overload
 import redis
 
 from consumer.errors import StateStoreError
-from consumer.state.arming import Arming
+from consumer.state.arming import Arming, script_argument
 from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, Rows, by_bucket, load_layout
 from consumer.state.redis import Call, Keys, load_script, stored_text, translated
 from consumer.state.trip import Step, together
@@ -43,6 +43,7 @@ class ClaimStatus(enum.Enum):
     DELIVERED = "D"  # delivered before: skip it
     HELD = "H"  # claimed by a live attempt elsewhere: hold it back, try later
     UNKNOWN = "U"  # an earlier attempt may have reached Pisano: dead-letter as ambiguous
+    LOST = "L"  # a renewal's only: the caller's claim is gone (the id is free): do not send
 
 
 class Settlement(enum.Enum):
@@ -126,15 +127,18 @@ class DedupStore(Protocol):
     def new_tag(self) -> str:
         """A claim tag for one request attempt; reusing it makes a retried claim idempotent."""
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM) -> ClaimStatuses:
+    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM,
+              renewal: bool = False) -> ClaimStatuses:
         """One status per request, in order; claiming again under the same tag renews the lease.
         A request's `abandoned_by` attempts are taken over: their claim of its id, live or lapsed,
         or the unknown mark it lapsed into, counts as free (none of them sent it). `arming`: what
         the claims granted say of their requests (`Arming`); a lapsed pending claim counts as the
-        mark it replaced, or as free."""
+        mark it replaced, or as free. `renewal` (a renewal, a disarm, a beat: consumer/state/
+        arming.py): only the caller's own claims are renewed; an id the call would take anew is
+        answered LOST, and nothing is written for any id that is not the caller's claim."""
 
     def stage_claim(self, tag: str, requests: Sequence[ClaimRequest],
-                    arming: Arming = Arming.ARM) -> Step[ClaimStatuses]:
+                    arming: Arming = Arming.ARM, renewal: bool = False) -> Step[ClaimStatuses]:
         """`claim` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
@@ -221,12 +225,13 @@ class RedisDedup:
     def new_tag(self) -> str:
         return new_tag(self.owner)
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM) -> ClaimStatuses:
-        answer: ClaimStatuses = together([self.stage_claim(tag, requests, arming)])[0]
+    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM,
+              renewal: bool = False) -> ClaimStatuses:
+        answer: ClaimStatuses = together([self.stage_claim(tag, requests, arming, renewal)])[0]
         return answer
 
     def stage_claim(self, tag: str, requests: Sequence[ClaimRequest],
-                    arming: Arming = Arming.ARM) -> Step[ClaimStatuses]:
+                    arming: Arming = Arming.ARM, renewal: bool = False) -> Step[ClaimStatuses]:
         """The claim's calls, to run alone (`claim`) or in a round trip shared with other stores
         (consumer/state/trip.py)."""
         if not requests:
@@ -244,7 +249,8 @@ class RedisDedup:
             calls.append((base, [*_packed(rows), *_sparse(_overrides(rows, columns.replays)),
                                  *_sparse(_overrides(rows, abandoned)), *legacy.arguments(g)]))
         head = [tag, self.lease_ms, self.horizon_ms, layout.slice_ms]
-        return Step.remote("the dedup claim", self.client, self._calls("claim", head, calls, legacy, [arming.value]),
+        return Step.remote("the dedup claim", self.client, self._calls("claim", head, calls, legacy,
+                                                                    [script_argument(arming, renewal)]),
                            lambda replies: self._statuses(groups, replies, event_ids))
 
     def _statuses(self, groups: list[tuple[str, Rows]], replies: list[Any], event_ids: list[str]) -> ClaimStatuses:

@@ -102,7 +102,8 @@ class MemoryDedup:
     def new_tag(self) -> str:
         return new_tag(self.owner)
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM) -> ClaimStatuses:
+    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM,
+              renewal: bool = False) -> ClaimStatuses:
         now = self.clock()
         mine = f"c|{tag}|"
         out, attempts = [], []
@@ -113,10 +114,11 @@ class MemoryDedup:
                 over: str | None = None  # the attempt whose unknown mark the claim replaces
                 pending = arming is Arming.PENDING  # as claim.lua: its time written with a leading '0'
                 expired = False
+                own = False  # the caller's claim, renewed
                 if value is None:
                     status = ClaimStatus.CLAIMED
                 elif value.startswith(mine):  # a retry or renewal keeps what the first run replaced
-                    status, over = ClaimStatus.CLAIMED, _replaced(value, mine)
+                    status, over, own = ClaimStatus.CLAIMED, _replaced(value, mine), True
                     if arming is Arming.KEEP:
                         pending = _PENDING.search(value) is not None
                 elif value == "d":
@@ -150,9 +152,13 @@ class MemoryDedup:
                         status, over = ClaimStatus.CLAIMED, request.replay_of
                     else:
                         status = ClaimStatus.UNKNOWN
-                        if expired:
+                        if expired and not renewal:  # a renewal writes nothing but its own claims
                             self._marks[request.event_id] = _Entry(f"u|{attempt}", self._expiry(now))
-                if status is ClaimStatus.CLAIMED:
+                if renewal and not own:
+                    # as claim.lua's renewal mode: the caller's claim is gone, the id left as it is
+                    if status is ClaimStatus.CLAIMED:
+                        status = ClaimStatus.LOST
+                elif status is ClaimStatus.CLAIMED:
                     stamp = f"0{now}" if pending else str(now)
                     value = f"{mine}u|{over}|{stamp}" if over else f"{mine}{stamp}"
                     self._marks[request.event_id] = _Entry(value, self._expiry(now))
@@ -161,8 +167,8 @@ class MemoryDedup:
         return ClaimStatuses(out, attempts)
 
     def stage_claim(self, tag: str, requests: Sequence[ClaimRequest],
-                    arming: Arming = Arming.ARM) -> Step[ClaimStatuses]:
-        return Step.local("the dedup claim", lambda: self.claim(tag, requests, arming))
+                    arming: Arming = Arming.ARM, renewal: bool = False) -> Step[ClaimStatuses]:
+        return Step.local("the dedup claim", lambda: self.claim(tag, requests, arming, renewal))
 
     def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
         return Step.local("the dedup update", lambda: self.settle(outcome, tag, event_ids))

@@ -104,15 +104,16 @@ class ReplicatedDedup:
     def new_tag(self) -> str:
         return self.inner.new_tag()
 
-    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM) -> ClaimStatuses:
-        answer: ClaimStatuses = together([self.stage_claim(tag, requests, arming)])[0]
+    def claim(self, tag: str, requests: Sequence[ClaimRequest], arming: Arming = Arming.ARM,
+              renewal: bool = False) -> ClaimStatuses:
+        answer: ClaimStatuses = together([self.stage_claim(tag, requests, arming, renewal)])[0]
         return answer
 
     def stage_claim(self, tag: str, requests: Sequence[ClaimRequest],
-                    arming: Arming = Arming.ARM) -> Step[ClaimStatuses]:
+                    arming: Arming = Arming.ARM, renewal: bool = False) -> Step[ClaimStatuses]:
         # Only a claim granted is relied on (a POST follows, or it is armed for one); the other
         # statuses send nothing.
-        return self.inner.stage_claim(tag, requests, arming).then_wait(
+        return self.inner.stage_claim(tag, requests, arming, renewal).then_wait(
             self.wait, lambda statuses: any(status is ClaimStatus.CLAIMED for status in statuses))
 
     def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
@@ -134,14 +135,15 @@ class ReplicatedCooldown:
         self.wait = wait
 
     def reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
-                arming: Arming = Arming.ARM) -> list[PhoneStatus]:
+                arming: Arming = Arming.ARM, renewal: bool = False) -> list[PhoneStatus]:
         answer: list[PhoneStatus] = together([self.stage_reserve(tag, requests, window_ms=window_ms,
-                                                                 arming=arming)])[0]
+                                                                 arming=arming, renewal=renewal)])[0]
         return answer
 
     def stage_reserve(self, tag: str, requests: Sequence[PhoneRequest], *, window_ms: int,
-                      arming: Arming = Arming.ARM) -> Step[list[PhoneStatus]]:
-        return self.inner.stage_reserve(tag, requests, window_ms=window_ms, arming=arming).then_wait(  # a POST follows
+                      arming: Arming = Arming.ARM, renewal: bool = False) -> Step[list[PhoneStatus]]:
+        return self.inner.stage_reserve(tag, requests, window_ms=window_ms, arming=arming,  # a POST follows
+                                        renewal=renewal).then_wait(
             self.wait, lambda statuses: any(status is PhoneStatus.RESERVED for status in statuses))
 
     def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:

@@ -24,7 +24,19 @@
 -- ARGV[9]     arming (consumer/state/arming.py `Arming`): 'a' a request may leave under these claims
 --             from now on (the renewal just before a POST); 'p' none has left that may have reached
 --             Pisano (after an attempt that certainly failed, while its retry waits);
---             'k' keep each own claim as it is (a heartbeat), a new one armed
+--             'k' keep each own claim as it is (a heartbeat), a new one armed. A second character
+--             'r' is the renewal mode (a renewal, a disarm, a beat: consumer/delivery/claims.py):
+--             only the caller's own claims are renewed; an id found free, or taken by anyone else,
+--             or one a first claim would take over, is answered L (lost) and nothing is written
+--             for it (see Returns). Only a batch's first claim, and that same call run again
+--             after a lost reply, takes an id anew: a renewal whose reply was lost is not
+--             cancelled and may land after its request released the ids, and taking them then
+--             left a stray claim under an attempt that sends nothing (another replica's copy
+--             held back a lease, then dead-lettered `ambiguous`). After a Redis that lost its
+--             data, every renewal finds its ids free: the request gives them up unsent, and
+--             their next attempt claims them afresh. Without the 'r' ('a', 'p', 'k' alone) a
+--             call takes free ids as before. Each build sends its own script text, so a build
+--             before this mode never runs it; it writes no value a former build cannot read.
 -- then per bucket: n; the n fields concatenated (one argument: fewer arguments to parse); k and
 --             k pairs (index, override); e and e pairs (index, earlier tags); with 'a': m and m
 --             pairs (index, 0.2.0 value), only for the ids that have one. The override is the
@@ -58,12 +70,14 @@
 -- claim of such a build counts as armed.
 -- Returns {statuses, attempts}: one char per id in argument order (C claimed for the caller,
 -- D already delivered: skip it, H claimed by a live attempt elsewhere: hold it back, U fate
--- unknown: dead-letter as ambiguous), then for each U in order the attempt whose mark it is.
+-- unknown: dead-letter as ambiguous; L, in the renewal mode only, the caller's claim is gone:
+-- do not send), then for each U in order the attempt whose mark it is.
 local call, sub = redis.call, string.sub
 local now_parts = call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local tag, lease, horizon, slice = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local groups, legacy_mode, arming = tonumber(ARGV[5]), ARGV[6], ARGV[9]
+local groups, legacy_mode = tonumber(ARGV[5]), ARGV[6]
+local arming, renewal = sub(ARGV[9], 1, 1), sub(ARGV[9], 2, 2) == 'r'
 local mine = 'c|' .. tag .. '|'
 local mine_len = #mine
 -- the value of a claim that replaced nothing, armed or pending (built once: most ids take one)
@@ -167,8 +181,8 @@ for g = 1, groups do
     local value = found[j]
     if not value and legacy[j] then value = legacy[j] end
     -- `over`: the attempt whose unknown mark the claim replaces (written into it, see Values);
-    -- `pending`: the claim is written pending (see Values)
-    local state, attempt, expired, write, over
+    -- `pending`: the claim is written pending (see Values); `own`: the caller's claim, renewed
+    local state, attempt, expired, write, over, own
     local pending = arming == 'p'
     if not value then
       state, write = 'C', true
@@ -176,7 +190,7 @@ for g = 1, groups do
       state = 'D'
     elseif sub(value, 1, mine_len) == mine then
       -- a retry or renewal: what the first run replaced stays recorded
-      state, write = 'C', true
+      state, write, own = 'C', true, true
       over = string.match(sub(value, mine_len + 1), '^u|(.*)|%d+$')
       if arming == 'k' then pending = is_pending(value) end
     elseif value == 'u' then
@@ -220,6 +234,11 @@ for g = 1, groups do
         reply[#reply + 1] = attempt
         if expired then write = 'u|' .. attempt end
       end
+    end
+    if renewal and not own then
+      -- the renewal mode (ARGV[9]): the caller's claim is gone; whatever the id holds stays
+      if state == 'C' then state = 'L' end
+      write = nil
     end
     if write == true then
       if over then

@@ -12,7 +12,10 @@
 -- ARGV[4]    ttl ms: how long a contact is kept (the configuration's longest cooldown)
 -- ARGV[5]    arming, as the dedup claim's (lua/claim.lua): 'a' a request may leave under these
 --            reservations from now on; 'p' none has left that may have reached Pisano; 'k' keep
---            each own reservation as it is (a heartbeat), a new one armed
+--            each own reservation as it is (a heartbeat), a new one armed; a second character 'r'
+--            the renewal mode, as the claim's: only the caller's own live reservation is renewed;
+--            any other phone is answered L (lost) when it would have been reserved, and nothing is
+--            written for it (a late renewal leaves no reservation to count as a contact)
 -- ARGV[5+i]  the attempt whose unknown mark, or lapsed reservation, the i-th phone may override
 --            ('' for none): a signed replay of an `ambiguous` dead-letter, whose own attempt left it
 -- ARGV[5+N+i] (only when given, N = #KEYS) the earlier attempts of this replica that gave the i-th
@@ -32,11 +35,12 @@
 -- is what it covered (or nothing), not a contact, since no request under it may have reached Pisano.
 -- A build before pending reservations reads the same time and tag, and counts it a contact as before.
 -- Returns one char per key: R reserved for the caller (it may send), C in cooldown (the phone was
--- contacted within the window: do not send), H reserved by a live attempt elsewhere (hold back).
+-- contacted within the window: do not send), H reserved by a live attempt elsewhere (hold back),
+-- L (the renewal mode only) the caller's reservation is gone: do not send.
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local tag, lease, window, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local arming = ARGV[5]
+local arming, renewal = string.sub(ARGV[5], 1, 1), string.sub(ARGV[5], 2, 2) == 'r'
 local n = #KEYS
 local with_earlier = #ARGV > 5 + n
 
@@ -50,6 +54,7 @@ local out = {}
 for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
   local state, covered, pending = 'R', '', arming == 'p'
+  local renewing = false  -- the caller's own live reservation
   if value then
     local kind, at = string.match(value, '^(%a)|(%d+)|')
     if kind == 'r' and string.sub(at, 1, 1) == '0' and now >= tonumber(at) then
@@ -66,7 +71,7 @@ for i, key in ipairs(KEYS) do
     if kind == 'r' and ((owner == tag and now < at) or gave_up(i, owner)) then
       -- our own live reservation, or one an earlier attempt of ours gave up: renewed or taken
       -- over below, still covering its contact
-      state, covered = 'R', prior
+      state, covered, renewing = 'R', prior, owner == tag and now < at
     elseif kind == 'r' and now < at then
       state = 'H'
     elseif (kind == 'u' or kind == 'r') and owner == ARGV[5 + i] and owner ~= '' then
@@ -81,7 +86,10 @@ for i, key in ipairs(KEYS) do
       covered = own  -- a contact outside this campaign's window
     end
   end
-  if state == 'R' then
+  if renewal and not renewing then
+    -- the renewal mode (ARGV[5]): the caller's reservation is gone; the key stays as it is
+    if state == 'R' then state = 'L' end
+  elseif state == 'R' then
     local reservation = 'r|' .. (pending and '0' or '') .. (now + lease) .. '|' .. tag
     if covered ~= '' then
       redis.call('SET', key, reservation .. '#' .. covered, 'PX', lease + ttl)

@@ -1,12 +1,12 @@
 """A renewal or a heartbeat beat whose reply was lost lands late, after its request's release
 (consumer/delivery/claims.py). Like a disarm whose reply was lost (`Claim.disarm`), such a script
-call is not cancelled when its connection is given up: landing after the release, it takes the
-ids again under the request's attempt (lua/claim.lua: a renewal or a beat that finds an id free
-claims it, armed). Untagged, the events' next attempt found that claim live and held them back
-for a lease, then found it lapsed armed: every event was dead-lettered `ambiguous`, though the only
-request that carried them was answered 503 and nothing reached Pisano, and the customer's survey
-waited for an SRE's replay. So an id whose renewal or beat got no reply counts as given up once it
-is released: its next attempt takes over whatever the late call leaves (`let_go`)."""
+call is not cancelled when its connection is given up. It used to take the ids again under the
+request's attempt (a renewal or a beat that found an id free claimed it, armed): the events' next
+attempt found that claim live and held them back for a lease, then found it lapsed armed, and
+every event was dead-lettered `ambiguous`, though the only request that carried them was answered
+503 and nothing reached Pisano. A renewal now takes no free id (lua/claim.lua, the renewal mode):
+the late call leaves nothing, and the next attempt sends the events (tests/unit/delivery/
+test_renewal_lost.py: another replica's copy too)."""
 
 from __future__ import annotations
 
@@ -129,13 +129,13 @@ def test_a_late_renewal_with_phones_is_no_contact(monkeypatch: pytest.MonkeyPatc
                 return None
         return real_claim(tag, requests, *rest)
 
-    def reserve(tag, requests, *, window_ms, arming=Arming.ARM):  # type: ignore[no-untyped-def]
+    def reserve(tag, requests, *, window_ms, arming=Arming.ARM, renewal=False):  # type: ignore[no-untyped-def]
         if arming is Arming.ARM:
             armed[1] += 1
             if armed[1] == 2:
-                late.append(lambda: real_reserve(tag, requests, window_ms=window_ms, arming=arming))
+                late.append(lambda: real_reserve(tag, requests, window_ms=window_ms, arming=arming, renewal=renewal))
                 raise StateStoreError("Timeout reading from Redis")
-        return real_reserve(tag, requests, window_ms=window_ms, arming=arming)
+        return real_reserve(tag, requests, window_ms=window_ms, arming=arming, renewal=renewal)
 
     dedup.claim = claim  # type: ignore[method-assign]
     phones.reserve = reserve  # type: ignore[method-assign]
