@@ -24,8 +24,8 @@ from consumer.operations.metrics import Metrics
 from consumer.state.cooldown import MemoryCooldown
 from consumer.state.dedup import Settlement
 from consumer.state.memory import MemoryDedup
-from tests.support.fakes import event
-from tests.unit.delivery.test_renewal_lost import DAY, cooldown_on, stores
+from tests.support.fakes import FakePisano, event, rig
+from tests.unit.delivery.test_renewal_lost import DAY, OK, cooldown_on, stores
 
 
 def lose_first_calls(dedup: MemoryDedup, phones: MemoryCooldown | None, count: int) -> list[Callable[[], Any]]:
@@ -93,3 +93,22 @@ def test_a_first_claim_landing_after_the_release_is_taken_over_by_the_next_attem
         answer = nxt.claim(requeued)
         assert [e.recipient.event_id for e in answer.claimed] == ids, (answer.held, answer.phone_held)
         nxt.settle(Settlement.DELIVERED, answer.claimed)
+
+
+def test_a_sender_whose_claim_lands_after_its_release_sends_the_events_round_once() -> None:
+    """The whole sender: Redis does not answer the batch's claim (each try lands later), the trip
+    is released and the events requeued; the late tries land; the events sent round again are
+    delivered at once, in one request."""
+    dedup, _ = stores()
+    r = rig(FakePisano(default=OK), dedup=dedup)
+    late = lose_first_calls(dedup, None, claims_module.CLAIM_TRIES)
+    events = [event(i) for i in range(3)]
+    r.process(events)
+    assert r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
+    for land in late:
+        land()
+    requeued = [e for o in r.outcomes if o.kind == "requeue" for e in o.events]
+    r.outcomes.clear()
+    r.process(requeued)
+    assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()
+    assert len(r.pisano.requests) == 1
