@@ -22,6 +22,9 @@ arming.py): one whose reply was lost is not cancelled and may land after the rel
 finds the ids free and answers lost, writing nothing. So it leaves no claim for anyone to wait
 for, and an id it finds free (its claim gone: released, or lost with Redis's data) is never sent
 under it: the request ends as for any claim lost (`claim_lost`), its next attempt claims afresh.
+A batch's first claim must take free ids, so one whose reply was lost (asked again, or released
+when Redis stays away) may still land after their release and take them again: those ids and
+phones count as given up once released (`_doubtful`), and their next attempt takes that over.
 """
 
 from __future__ import annotations
@@ -122,6 +125,12 @@ class Claim:
         # Ids this attempt gave up while its claim of them may still be in Redis, or tagged events
         # with (`let_go`): never claimed again by it, so a later attempt may take them over.
         self._given_up: set[str] = set()
+        # Ids a first claim's trip may have claimed though its reply was lost (`_ask`): the call is
+        # not cancelled, and it may land after their release and take them again under this tag
+        # (a first claim takes free ids: it cannot run in the renewal mode). Once released they
+        # count as given up, so their next attempt takes over what the late call may leave
+        # instead of waiting out the lease and then dead-lettering them `ambiguous`, never sent.
+        self._doubtful: set[str] = set()
         # The batch's heartbeat wait once its requests go (`beat_while_recording`), and the ids whose
         # outcome is being recorded meanwhile: a beat leaves them out (renewing an id whose
         # delivered mark landed on some masters would find it "lost").
@@ -276,6 +285,9 @@ class Claim:
             try:
                 return together(steps)
             except StateStoreError as exc:
+                self._doubtful.update(ids)  # the call may still land, later than anything after it
+                if self.phones is not None:
+                    self.phones.doubtful.update(keys)
                 delay = REDIS_BACKOFF.delay(tries)
                 if tries < CLAIM_TRIES:  # the last failure is counted by the caller's outage
                     self.metrics.redis_errors.labels("claim").inc()
@@ -291,6 +303,15 @@ class Claim:
             together(self._release_steps(ids, keys))
         except StateStoreError:
             self._give_up(ids, keys)
+            return
+        self._released_doubtful(ids, keys)
+
+    def _released_doubtful(self, ids: list[str], keys: list[str]) -> None:
+        """These ids and phones were just released: those a lost first-claim reply may take again
+        later (`_doubtful`) count as given up from now on (`let_go`)."""
+        doubtful_keys = self.phones.doubtful if self.phones is not None else set()
+        if self._doubtful or doubtful_keys:
+            self._give_up([i for i in ids if i in self._doubtful], [k for k in keys if k in doubtful_keys])
 
     def _release_steps(self, ids: list[str], keys: list[str]) -> list[Step[Any]]:
         steps: list[Step[Any]] = [self._dedup_step(Settlement.RELEASED, ids)]
@@ -480,6 +501,8 @@ class Claim:
             for attempt in range(1, SETTLE_TRIES + 1):
                 try:
                     together(steps)
+                    if outcome is Settlement.RELEASED:
+                        self._released_doubtful(ids, keys)
                     return
                 except StateStoreError as exc:
                     self.metrics.redis_errors.labels("settle").inc()

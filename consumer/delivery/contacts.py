@@ -113,6 +113,9 @@ class PhoneReservation:
         # Keys given up while their reservation may still be in Redis, or promised to a later
         # attempt (`claims.Claim.let_go`): never asked for again under this tag.
         self.given_up: set[str] = set()
+        # Keys a first claim's trip may have reserved though its reply was lost: given up once
+        # released (`claims.Claim._doubtful`).
+        self.doubtful: set[str] = set()
         # Keys asked for a signed replay -> the attempt it replays: a reservation that may cover that
         # attempt's unknown contact is the replay's alone (`claims.Claim.let_go`). Empty mostly.
         self.replay_of: dict[str, str] = {}
@@ -216,6 +219,8 @@ class PhoneReservation:
         for attempt in range(1, SETTLE_TRIES + 1):
             try:
                 self.policy.store.settle(fate, self.tag, keys)
+                if fate is PhoneFate.RELEASED and self.doubtful:  # a lost reply's call may land later
+                    self.given_up.update(k for k in keys if k in self.doubtful)
                 return
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("cooldown").inc()
