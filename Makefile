@@ -42,8 +42,12 @@ up: install
 up-cluster: install
 	$(BIN)/python scripts/localstack.py up --redis-cluster
 
+## Also the second test worker's stack, if an interrupted `make test` left it running
+## (tests/conftest.py: 500 ports higher, in .stack-gw1/).
 down:
 	$(BIN)/python scripts/localstack.py down
+	if [ -d .stack-gw1 ]; then PISANO_STACK_DIR=.stack-gw1 PISANO_STACK_KAFKA_PORT=19592 \
+		PISANO_STACK_REDIS_PORT=16879 $(BIN)/python scripts/localstack.py down; fi
 
 ## The main job on the local stack: Kafka, Redis, the Pisano simulator and the consumer.
 demo: up

@@ -100,4 +100,5 @@ class Heartbeat:
                             "every %.0fs; the renewal before its POST decides whether it is sent", self.period_s)
         elif not renewed:
             self.lost = True
-            log.warning("a waiting request's claim was lost (lapsed, or taken by another attempt): not sent")
+            log.warning("a waiting request's claim was lost (lapsed, taken by another attempt, or gone from "
+                        "Redis): not sent under it; its events go round again and are claimed afresh")

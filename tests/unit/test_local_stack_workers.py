@@ -65,3 +65,14 @@ def test_two_installs_on_one_machine_run_one_after_the_other(tmp_path: Path) -> 
         process.join(10)
         assert process.exitcode == 0
     assert log.read_text().split("\n") == ["a in", "a out", "b in", "b out", ""]
+
+
+def test_make_down_stops_the_second_workers_stack_where_it_runs() -> None:
+    """`make down` also stops a stack an interrupted `make test` left running in worker gw1."""
+    gw1: dict[str, str] = {}
+    own_stack_per_worker(gw1, "gw1")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    down = makefile[makefile.index("\ndown:"):makefile.index("\n\n", makefile.index("\ndown:"))]
+    assert f"PISANO_STACK_DIR={Path(gw1['PISANO_STACK_DIR']).name}" in down
+    assert f"PISANO_STACK_KAFKA_PORT={gw1['PISANO_STACK_KAFKA_PORT']}" in down
+    assert f"PISANO_STACK_REDIS_PORT={gw1['PISANO_STACK_REDIS_PORT']}" in down
