@@ -69,6 +69,7 @@ from consumer.ingest.avro import SchemalessDecoder  # noqa: E402
 from consumer.ingest.kafka import produce_waiting  # noqa: E402
 from consumer.ingest.mapping import DeclarativeMapper  # noqa: E402
 from consumer.ingest.samples import default_schema, transactions  # noqa: E402
+from consumer.operations.logs import redact_text  # noqa: E402
 from consumer.state.dedup import ClaimRequest, RedisDedup, Settlement  # noqa: E402
 from consumer.state.redis import Keys, connect  # noqa: E402
 
@@ -82,6 +83,25 @@ GAUGE_WAIT_S = 6  # the consumer's gauges refresh every 5 s
 
 def say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
+
+
+def require_stack(bootstrap: str, redis_url: str) -> None:
+    """Kafka and Redis answer, or a line that says what to do: against a stack that is down, the
+    Kafka client only retries and logs connection failures, and the benchmark would wait."""
+    missing = []
+    try:
+        # log_level 0: its own connection-refused lines would bury the one line below
+        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=10)
+    except Exception:  # KafkaException: no broker answered within the timeout
+        missing.append(f"Kafka at {bootstrap}")
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=5).ping()
+    except redis.RedisError:
+        missing.append("Redis at REDIS_URL")
+    if missing:
+        say(f"error: {' and '.join(missing)} not reachable: start the local stack (`make up`, or run "
+            "`make bench`, which starts it) or point KAFKA_BOOTSTRAP_SERVERS and REDIS_URL at yours")
+        sys.exit(2)
 
 
 def free_port() -> int:
@@ -465,8 +485,12 @@ def main() -> None:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     if args.stand_in:
         say("--stand-in: decode and map looked up in the end-to-end runs (the bound of a native per-record path)")
-    say(f"{args.events:,} events, Kafka {bootstrap}, Redis {redis_url}, {os.cpu_count()} CPUs"
+    say(f"{args.events:,} events, Kafka {bootstrap}, Redis {redact_text(redis_url)}, {os.cpu_count()} CPUs"
         + (f", with {', '.join(features)}" if features else ""))
+    require_stack(bootstrap, redis_url)
+    # A SIGTERM (a timeout, an impatient kill) ends the run through its `finally` clauses, so the
+    # simulator and consumer processes it started stop with it instead of staying behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # The image runs from bytecode pip compiled at install; an editable checkout with
     # PYTHONDONTWRITEBYTECODE (as the image sets) compiles every module again at each start, about
     # 0.1 s of CPU a run that the start-up figures would otherwise count.
