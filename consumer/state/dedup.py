@@ -33,7 +33,15 @@ import redis
 
 from consumer.errors import StateStoreError
 from consumer.state.arming import Arming, script_argument
-from consumer.state.dedup_layout import FIELD_BYTES, BucketNames, Layout, Rows, by_bucket, load_layout
+from consumer.state.dedup_layout import (
+    FIELD_BYTES,
+    BucketNames,
+    Layout,
+    Rows,
+    by_bucket,
+    load_layout,
+    reshard_guard,
+)
 from consumer.state.redis import Call, Keys, load_script, stored_text, translated
 from consumer.state.trip import Step, together
 
@@ -196,7 +204,9 @@ class RedisDedup:
 
     A single Redis runs one script per claim or settle for all buckets: one round trip, atomic.
     A Redis Cluster runs one script per bucket (a script's keys share one slot), pipelined: one
-    round trip per master the batch touches, sent to all of them before any reply is read.
+    round trip per master the batch touches, sent to all of them before any reply is read. Each
+    declares the bucket's tag and its guard (dedup_layout.reshard_guard): while a bucket's slot
+    moves between masters its calls fail closed.
     Statuses are per id, so atomicity per bucket is all they need. If any bucket's script fails,
     the whole call raises StateStoreError: the caller fails closed, and asks again under the same
     tag (claims are idempotent per tag) or releases; what succeeded elsewhere is the caller's own
@@ -289,7 +299,9 @@ class RedisDedup:
         with translated("reading a dedup mark"):
             layout = self._layout_loaded()
             (base, rows), = self._group([event_id])
-            value = self._scripts["peek"](keys=[base], args=[self.horizon_ms, layout.slice_ms, rows.fields[0]])
+            # the guard on a cluster: never a None read from a slot that is moving (reshard_guard)
+            keys = [base, reshard_guard(base)] if self.cluster else [base]
+            value = self._scripts["peek"](keys=keys, args=[self.horizon_ms, layout.slice_ms, rows.fields[0]])
             if value is None and layout.legacy_active():
                 value = self.client.get(self.keys.event(event_id))
         return value.decode() if isinstance(value, bytes) else value
@@ -348,7 +360,10 @@ class RedisDedup:
             args = [*head, len(calls), legacy.mode, FIELD_BYTES, self._layout_copy, *tail,
                     *(a for _, call_args in calls for a in call_args)]
             return [Call(keys, args, script)]
-        return [Call([base], [*head, 1, legacy.mode, FIELD_BYTES, self._layout_copy, *tail, *call_args], script)
+        # Each call declares the bucket's guard too: Redis then runs it only where its slot is
+        # stable, never over part of the slot's keys while the slot moves (reshard_guard).
+        return [Call([base, reshard_guard(base)],
+                     [*head, 1, legacy.mode, FIELD_BYTES, self._layout_copy, *tail, *call_args], script)
                 for base, call_args in calls]
 
 

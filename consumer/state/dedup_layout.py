@@ -151,6 +151,22 @@ class BucketNames:
         raise AssertionError("no hash tag found for a dedup bucket")  # 1e6 tries at p = 1/64: never
 
 
+def reshard_guard(base: str) -> str:
+    """A key of the bucket's slot that nothing ever writes, declared by each dedup script call on
+    a Redis Cluster beside the bucket's tag (which never exists either).
+
+    A script touches slice hashes it does not declare (derived from Redis's clock inside it), and
+    while the slot moves (CLUSTER SETSLOT MIGRATING/IMPORTING, MIGRATE: `redis-cli --cluster
+    reshard`) Redis redirects a call only by the keys it declares. With the tag alone, the source
+    answered ASK (the tag is missing) and the target ran the script over the slices moved so far: a
+    delivered id whose slice had not moved yet was claimed again, and a settlement wrote a new
+    slice key beside its namesake on the source (tests/contract/test_reshard_contract.py). Two
+    declared keys that are always missing make the call a multi-key one Redis serves on neither
+    side mid-move: the source answers ASK, the target TRYAGAIN, until the slot is stable again.
+    The claims of that bucket fail closed (StateStoreError) for as long as its slot moves."""
+    return f"{base}:reshard-guard"
+
+
 def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> Layout:
     """The prefix's layout, created by the first replica to ask.
 

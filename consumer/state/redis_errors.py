@@ -46,6 +46,13 @@ def _meaning(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, redis.exceptions.ClusterDownError):
         return ("cluster cannot serve the key's slot", "a failover may be under way and end by itself; if it lasts, "
                 "check the cluster (CLUSTER INFO, a master without a replica)")
+    if isinstance(exc, redis.exceptions.TryAgainError) or (
+            isinstance(exc, redis.exceptions.ClusterError) and "TTL exhausted" in str(exc)):
+        # Redis answered, redirecting the call again and again: a multi-key call (a dedup bucket's,
+        # consumer/state/dedup_layout.py `reshard_guard`) while its slot moves between masters
+        return ("cluster is moving the key's slot between masters (resharding)", "wait: it ends when the slot's "
+                "move ends; if it lasts, look for a slot left migrating or importing (CLUSTER NODES) and "
+                "finish its move (redis-cli --cluster fix)")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, RedisClusterException)):
         return ("unreachable",
                 "check that Redis is up, REDIS_URL and the network")

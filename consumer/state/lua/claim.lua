@@ -7,6 +7,9 @@
 -- Every write goes to the current slice and removes the id from the slice it was found in.
 --
 -- KEYS[g]     the tag of the g-th bucket of this call (one on a Redis Cluster: one slot per call)
+-- KEYS[2]     on a Redis Cluster only (one bucket, no KEYS[G+i]): the bucket's guard, a key never
+--             written or read, declared so that Redis runs the call only where its slot is stable
+--             (consumer/state/dedup_layout.py, `reshard_guard`)
 -- KEYS[G+i]   with ARGV[6] = 'k': the key 0.2.0 kept the i-th id's mark in (counted over all
 --             buckets in order), read for one horizon after the upgrade (a single Redis)
 -- ARGV[1]     claim tag "<owner>|<attempt nonce>": the id of this attempt. Running the same call

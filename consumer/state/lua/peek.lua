@@ -1,6 +1,7 @@
 -- The raw state of one id (for `check`, tests and SREs): its value in the newest slice holding it.
 --
--- KEYS[1]  the id's bucket tag (layout: lua/claim.lua)
+-- KEYS[1]  the id's bucket tag (layout: lua/claim.lua); KEYS[2] on a Redis Cluster: its guard, never
+--          read (consumer/state/dedup_layout.py, `reshard_guard`)
 -- ARGV[1]  horizon ms, ARGV[2] slice ms, ARGV[3] the id's field
 -- Returns the value ("d", "u|<attempt>", "c|<owner>|<nonce>|<ms>", or a replay's claim over an
 -- unknown mark "c|<owner>|<nonce>|u|<attempt>|<ms>") or nil. 0.2.0's key is read by the caller.

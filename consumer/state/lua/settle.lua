@@ -3,6 +3,9 @@
 -- Layout as in lua/claim.lua: field <digest> of "<bucket tag>:<slice>", newest slice first.
 --
 -- KEYS[g]     the tag of the g-th bucket of this call (one on a Redis Cluster)
+-- KEYS[2]     on a Redis Cluster only (one bucket, no KEYS[G+i]): the bucket's guard, a key never
+--             written or read, declared so that Redis runs the call only where its slot is stable
+--             (consumer/state/dedup_layout.py, `reshard_guard`)
 -- KEYS[G+i]   with ARGV[6] = 'k': the key 0.2.0 kept the i-th id's mark in
 -- ARGV[1]     outcome: "d" delivered (Pisano answered 200), "u" fate unknown (ambiguous), or
 --             "r" release (the request certainly failed: the event may be sent again)

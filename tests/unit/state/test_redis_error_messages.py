@@ -56,6 +56,17 @@ def test_an_answer_is_not_unreachability_and_says_what_to_do(reply: str, says: s
     assert "the throttle" in message and says in message
 
 
+@pytest.mark.parametrize("exc", [
+    redis.exceptions.ClusterError("TTL exhausted."),  # redis-py's, after a call answered ASK and TRYAGAIN in turn
+    _reply("TRYAGAIN Multiple keys request during rehashing of slot"),
+])
+def test_a_slot_being_resharded_is_named(exc: Exception) -> None:
+    """Found with tests/contract/test_reshard_contract.py: a dedup call while its bucket's slot moves
+    fails closed, and was reported as "the client refused the call before sending it"."""
+    message = _message(exc)
+    assert "unreachable" not in message and "resharding" in message and "CLUSTER NODES" in message
+
+
 def test_the_credentials_a_client_error_quotes_are_masked() -> None:
     message = _message(redis.ConnectionError("Error connecting to redis://app:pw-secret-99@10.0.0.5:6379"))
     assert "pw-secret-99" not in message
