@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis
 
 from consumer.errors import StateStoreError
 from consumer.state.cooldown import PhoneFate, PhoneRequest, PhoneStatus, RedisCooldown, phone_key
@@ -77,8 +78,6 @@ class Reshard:
 
 def _asking(port: int, *command: Any) -> Any:
     """A command to the node of an importing slot, after ASKING on the same connection."""
-    import redis
-
     with redis.Redis(host=HOST, port=port, socket_timeout=2) as client:
         pipe = client.pipeline(transaction=False)
         pipe.execute_command("ASKING")
