@@ -42,11 +42,12 @@ from consumer.state.accounts import AccountRecord, account_key
 from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import PROBE_SLOT_WITHIN_S, CircuitBreaker, RedisCircuitStore
 from consumer.state.clock import RedisWallClock, SystemWallClock, WallClock
-from consumer.state.cooldown import CooldownStore, RedisCooldown
+from consumer.state.cooldown import CooldownStore, RedisCooldown, bucket_tags
 from consumer.state.dead_letters import RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.eviction import require_noeviction
 from consumer.state.limiter import Limiter, LimiterHeartbeat, NoLimiter, RedisLimiter
+from consumer.state.origins import CONTACTS, DEDUP, Buckets, OriginWatch, RedisOrigins
 from consumer.state.receipt_marks import RedisReceiptMarks
 from consumer.state.redis import Keys, connect
 from consumer.state.replication import ReplicatedCooldown, ReplicatedDedup, ReplicationWait
@@ -88,11 +89,30 @@ def build_dedup(settings: Settings, state: State) -> DedupStore:
 def build_dead_letter_marks(settings: Settings, state: State, dedup: DedupStore) -> RedisDeadLetterMarks:
     """The marks read 0.2.0's as long as the dedup layout reads 0.2.0's dedup marks: one look for
     both kinds, made once by the replica that created the layout (consumer/state/dead_letters.py)."""
-    redis_dedup = dedup.inner if isinstance(dedup, ReplicatedDedup) else dedup
-    assert isinstance(redis_dedup, RedisDedup)
     return RedisDeadLetterMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s,
                                 group=settings.kafka_group_id, dlq_topic=settings.dlq_topic,
-                                previous_release=redis_dedup.reads_previous_release)
+                                previous_release=_redis_dedup(dedup).reads_previous_release)
+
+
+def build_origins(state: State, dedup: DedupStore, cooldown: ContactCooldown | None) -> OriginWatch:
+    """Every bucket's origin, so that Redis losing the dedup or contact state is noticed and said
+    (consumer/state/origins.py)."""
+    redis_dedup = _redis_dedup(dedup)
+
+    def dedup_buckets() -> Buckets:
+        tags, layout_copy = redis_dedup.buckets()
+        return Buckets(DEDUP, tags, layout_copy)
+
+    sources = [dedup_buckets]
+    if cooldown is not None:
+        sources.append(lambda: Buckets(CONTACTS, bucket_tags(state.keys.prefix)))
+    return OriginWatch(RedisOrigins(state.client), sources)
+
+
+def _redis_dedup(dedup: DedupStore) -> RedisDedup:
+    redis_dedup = dedup.inner if isinstance(dedup, ReplicatedDedup) else dedup
+    assert isinstance(redis_dedup, RedisDedup)
+    return redis_dedup
 
 
 def build_limiter(config: DestinationConfig, state: State, horizon_ms: int, grace_ms: int,
@@ -329,5 +349,6 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
                         dlq_topic=settings.dlq_topic, destinations=list(destinations.values()),
                         heartbeat=LimiterHeartbeat([d.limiter for d in destinations.values()]),
-                        allow_eviction=settings.redis_allow_eviction)
+                        allow_eviction=settings.redis_allow_eviction,
+                        origins=build_origins(state, dedup, cooldown))
     return pipeline, probe

@@ -25,7 +25,8 @@ Redis, on ports REDIS_PORT+100..+105; `env` then prints PISANO_STACK_REDIS_CLUST
 
 Tests import this module to restart Redis and Kafka in the middle of a scenario, and to freeze or
 kill a cluster master, wait for its replica's promotion and restart the node (`freeze_cluster_node`,
-`thaw_cluster_node`, `kill_cluster_node`, `wait_failover`, `restart_cluster_node`).
+`thaw_cluster_node`, `kill_cluster_node`, `wait_failover`, `restart_cluster_node`), or restart the
+single Redis without its data (`restart_redis_without_data`).
 """
 
 from __future__ import annotations
@@ -378,6 +379,14 @@ def start_redis() -> None:
 
 def stop_redis(kill: bool = False) -> None:
     _stop("redis", signal.SIGKILL if kill else signal.SIGTERM)
+
+
+def restart_redis_without_data() -> None:
+    """Kill Redis and start it again with its files gone, as a Redis without persistence comes back."""
+    stop_redis(kill=True)
+    shutil.rmtree(REDIS_DIR / "appendonlydir", ignore_errors=True)
+    (REDIS_DIR / "dump.rdb").unlink(missing_ok=True)
+    start_redis()
 
 
 def wait_redis(timeout: float = 30.0) -> None:

@@ -36,6 +36,7 @@ from consumer.operations.metrics import THREAD_ROLES, Metrics
 from consumer.operations.threads import LongLivedThread, long_lived
 from consumer.state.eviction import RedisInfoDenied, eviction_problem, read_memory
 from consumer.state.limiter import LimiterHeartbeat
+from consumer.state.origins import ORIGIN_CHECK_INTERVAL_S, OriginWatch
 from consumer.state.redis import REDIS_ERRORS
 from consumer.state.redis_errors import describe
 
@@ -159,7 +160,7 @@ class HealthProbe:
 
     def __init__(self, health: Health, metrics: Metrics, *, redis_client: Any, producer: Any, dlq_topic: str,
                  destinations: list[Destination], heartbeat: LimiterHeartbeat | None = None,
-                 allow_eviction: bool = False) -> None:
+                 allow_eviction: bool = False, origins: OriginWatch | None = None) -> None:
         self.health = health
         self.metrics = metrics
         self.redis = redis_client
@@ -170,7 +171,10 @@ class HealthProbe:
         # heartbeat must reach the limiter within its grace.
         self.heartbeat = heartbeat
         self.allow_eviction = allow_eviction
+        # Whether Redis lost the dedup or contact state (consumer/state/origins.py)
+        self.origins = origins
         self._memory_at = 0.0
+        self._origins_at = 0.0
         self._eviction_problem: str | None = None
         self._stop = threading.Event()
         self._thread = long_lived(self._run, name="health-probe", role="health_probe")
@@ -209,6 +213,9 @@ class HealthProbe:
         if self.health.redis_ok and now - self._memory_at >= MEMORY_INTERVAL_S:
             self._memory_at = now
             self._check_memory()
+        if self.origins and self.health.redis_ok and now - self._origins_at >= ORIGIN_CHECK_INTERVAL_S:
+            self._origins_at = now
+            self._check_origins(self.origins)
         if not self.health.redis_ok or now - last_utilisation < UTILISATION_INTERVAL_S:
             return last_utilisation
         with contextlib.suppress(StateStoreError):
@@ -247,6 +254,15 @@ class HealthProbe:
             log.error("%s%s", "REDIS_ALLOW_EVICTION=true, but " if self.allow_eviction else "", problem,
                       extra={"reason": "redis_eviction"})
         self._eviction_problem = problem
+
+    def _check_origins(self, origins: OriginWatch) -> None:
+        try:
+            losses = origins.check()
+        except StateStoreError:
+            return  # Redis away or refusing: reported on its own; the origins are asked again next time
+        for loss in losses:
+            self.metrics.redis_state_lost.labels(loss.state).inc(loss.lost)
+            log.error("%s", loss.message(), extra={"reason": "redis_state_lost"})
 
     def _check_circuit(self) -> None:
         states = []

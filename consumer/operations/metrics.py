@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from consumer.state.origins import CONTACTS, DEDUP
+
 PREFIX = "pisano_sms"
 
 SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 3000, 4000, 4500, 5000)
@@ -85,6 +87,11 @@ class Metrics:
                                      "1 while the fleet is held after the throttle state was lost or is in doubt",
                                      ["destination"], registry=r)
         self.redis_errors = Counter(f"{p}_redis_errors", "Redis calls that failed", ["operation"], registry=r)
+        self.redis_state_lost = Counter(f"{p}_redis_state_lost",
+                                        "Buckets of the dedup or contact state found lost since this replica saw "
+                                        "them (consumer/state/origins.py)", ["state"], registry=r)
+        for state in (DEDUP, CONTACTS):  # exported at 0 from the start, so that a loss is an increase
+            self.redis_state_lost.labels(state)
         self.redis_memory_used_ratio = Gauge(f"{p}_redis_memory_used_ratio",
                                              "Redis used_memory / maxmemory (0 when maxmemory is 0: no limit)",
                                              registry=r)

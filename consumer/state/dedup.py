@@ -314,6 +314,13 @@ class RedisDedup:
         layout = self._layout
         return layout is None or layout.legacy_active()
 
+    def buckets(self) -> tuple[list[str], str]:
+        """Every bucket's tag and the layout's copy (consumer/state/origins.py), the layout loaded
+        on first use."""
+        with translated("loading the dedup layout"):
+            self._layout_loaded()
+        return self._buckets, self._layout_copy
+
     def _layout_loaded(self) -> Layout:
         # Read (or created) on first use, not at construction: a replica starts while Redis is away.
         with self._lock:

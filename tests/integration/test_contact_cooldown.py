@@ -113,7 +113,7 @@ def cooldown_keys_per_master(url: str, prefix: str) -> dict[str, int]:
     client = redis.RedisCluster.from_url(url)
     try:
         return {node.name: sum(1 for _ in client.get_redis_connection(node).scan_iter(
-            match=f"{{{prefix}:p:*", count=1000)) for node in client.get_primaries()}
+            match=f"{{{prefix}:p:*}}:cd:*", count=1000)) for node in client.get_primaries()}
     finally:
         close_redis(client)
 

@@ -186,7 +186,7 @@ def test_dashboard_breaks_down_requests_and_dead_letters(dashboard: dict[str, An
 EXPECTED_ALERTS = {"PisanoSmsCircuitOpen", "PisanoSmsCampaignCircuitOpen", "PisanoSmsDeadLetterRateHigh",
                    "PisanoSmsConsumerLagGrowing", "PisanoSmsThrottleSaturated", "PisanoSmsNoDeliveries",
                    "PisanoSmsRedisErrors", "PisanoSmsRecordStuck", "PisanoSmsSchemaRegistryFailing",
-                   "PisanoSmsRedisMemoryHigh"}
+                   "PisanoSmsRedisMemoryHigh", "PisanoSmsRedisStateLost"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,153 @@
+"""Noticing that Redis lost the dedup or the contact state (README, "When Redis loses its data").
+
+The delivered marks are what stop a second SMS, and the contact marks what stop a second survey
+within a phone's cooldown. Redis can lose them with no caller seeing an error: a restart without
+persistence, FLUSHALL, keys deleted by hand, a failover to a replica that had not received them.
+Nothing can bring them back, but the operators must hear of it from the consumer, not from a
+customer surveyed twice.
+
+So each bucket (the 64 dedup buckets, and the contact cooldown's 64 when it is on) has an
+*origin*: a hash `<bucket tag>:origin` in the bucket's own slot, written once and never expiring,
+so it is lost, and moves in a reshard, together with the bucket's marks. Its field `since` holds
+Redis's time when it was written and a random part; a dedup bucket's also holds the layout's copy
+in `#`, as every slice hash does (dedup_layout.py restores a lost layout key from such a copy).
+
+Each replica's health probe asks for every origin every ORIGIN_CHECK_INTERVAL_S (`lua/origin.lua`:
+one script call per bucket, pipelined, one round trip per master), which writes one where none is,
+and remembers what it saw. An origin that vanished (this call wrote a new one) or changed (another
+replica wrote a new one) since this replica saw it proves that the bucket's keys were lost in
+between. A first sight proves nothing (a first start, an upgrade from a build without origins, a
+loss while no replica ran): it is only remembered.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+
+from consumer.state.redis import Call, load_script, run_calls, stored_text, translated
+
+log = logging.getLogger(__name__)
+
+ORIGIN_CHECK_INTERVAL_S = 10.0
+DEDUP = "dedup"
+CONTACTS = "contacts"
+_CONSEQUENCES = {
+    DEDUP: ("an event delivered before then whose copy arrives again (an upstream duplicate, a replay, a record "
+            "read again after a rebalance) may be sent a second SMS until DEDUP_HORIZON_S has passed; check "
+            "the receipts or Pisano before replaying events of that time"),
+    CONTACTS: "a phone contacted before then may be surveyed again within its cooldown",
+}
+
+
+def origin_key(tag: str) -> str:
+    return f"{tag}:origin"
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """One state's buckets: their hash tags and, for the dedup state, the layout's copy."""
+
+    state: str  # DEDUP or CONTACTS
+    tags: Sequence[str]
+    layout_copy: str = ""
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Buckets of one state whose keys were lost since this replica last saw them whole."""
+
+    state: str
+    lost: int
+    buckets: int
+    seen_at: float  # wall-clock time of the check that last saw them whole
+
+    def message(self) -> str:
+        seen = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.seen_at))
+        return (f"Redis lost the {self.state} state of {self.lost} of {self.buckets} buckets since {seen} "
+                "(their origin keys vanished: a restart without its data, FLUSHALL, keys deleted, or a failover "
+                f"to a replica that had not received them): {_CONSEQUENCES[self.state]}. Keep Redis's persistence "
+                "on (appendonly yes) with replicas, and consider DEDUP_WAIT_REPLICAS (README, \"When Redis loses "
+                "its data\")")
+
+
+class OriginStore(Protocol):
+    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
+        """The origin of each (origin key, layout copy), in order: as stored, or written now
+        (with the copy, when not empty) where there is none."""
+
+
+class RedisOrigins:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.cluster = isinstance(client, redis.RedisCluster)
+        self._script = load_script(client, "origin")
+
+    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
+        calls = [Call([key], [secrets.token_hex(8), copy], self._script) for key, copy in buckets]
+        with translated("reading the buckets' origins"):
+            return [stored_text(reply) for reply in run_calls(self.client, calls, cluster=self.cluster)]
+
+
+class MemoryOrigins:
+    """`lua/origin.lua` in memory, for unit tests: `lose` stands for Redis losing the keys."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
+        with self._lock:
+            found = []
+            for key, copy in buckets:
+                if key not in self.stored:
+                    since = f"{int(time.time() * 1000)}-{secrets.token_hex(8)}"
+                    self.stored[key] = {"since": since, **({"#": copy} if copy else {})}
+                found.append(self.stored[key]["since"])
+            return found
+
+    def lose(self, keys: Sequence[str] | None = None) -> None:
+        with self._lock:
+            for key in list(self.stored) if keys is None else keys:
+                self.stored.pop(key, None)
+
+
+class OriginWatch:
+    """What this replica saw of every bucket's origin, and the losses each check proves.
+
+    `sources` give each state's buckets when asked (the dedup buckets are known once the layout is
+    loaded); one that raises StateStoreError fails the check, asked again at the next."""
+
+    def __init__(self, store: OriginStore, sources: Sequence[Callable[[], Buckets]],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.sources = sources
+        self.clock = clock
+        self._seen: dict[str, str] = {}  # origin key -> its origin when this replica last saw it
+        self._seen_at = 0.0
+
+    def check(self) -> list[Loss]:
+        now = self.clock()
+        states = [source() for source in self.sources]
+        keys = [[origin_key(tag) for tag in state.tags] for state in states]
+        asked = [(key, state.layout_copy) for state, state_keys in zip(states, keys, strict=True) for key in state_keys]
+        found = iter(self.store.origins(asked))
+        losses = []
+        for state, state_keys in zip(states, keys, strict=True):
+            lost = 0
+            for key in state_keys:
+                origin = next(found)
+                before = self._seen.get(key)
+                lost += before is not None and before != origin
+                self._seen[key] = origin
+            if lost:
+                losses.append(Loss(state.state, lost, len(state_keys), self._seen_at))
+        self._seen_at = now
+        return losses

@@ -1,0 +1,83 @@
+"""The buckets' origins (consumer/state/origins.py) on memory, a single Redis and a Redis Cluster:
+written once, kept as they are, new when lost; a dedup origin carries the layout, which a replica
+finding the layout key lost restores from it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from consumer.state.cooldown import bucket_tags
+from consumer.state.dedup import RedisDedup
+from consumer.state.dedup_layout import SENTINEL, load_layout
+from consumer.state.origins import CONTACTS, DEDUP, Buckets, MemoryOrigins, OriginWatch, RedisOrigins, origin_key
+from consumer.state.redis import Keys
+from tests.conftest import flushed_client
+from tests.contract.conftest import IMPLEMENTATIONS
+
+SINCE = re.compile(r"([0-9]{13})-[0-9a-f]{16}")
+
+
+class Variant:
+    """One variant's store, how it loses every key, and (for Redis) the client."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.name = request.param
+        self.client: Any = None if self.name == "memory" else flushed_client(request, self.name)
+        self.store = MemoryOrigins() if self.client is None else RedisOrigins(self.client)
+
+    def lose(self, keys: list[str]) -> None:
+        if isinstance(self.store, MemoryOrigins):
+            self.store.lose(keys)
+        else:
+            for key in keys:
+                self.client.delete(key)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def variant(request: pytest.FixtureRequest) -> Variant:
+    return Variant(request)
+
+
+def test_an_origin_is_written_once_and_kept(variant: Variant) -> None:
+    tags = bucket_tags("t")
+    asked = [(origin_key(tag), "") for tag in tags]
+    first = variant.store.origins(asked)
+    assert len(set(first)) == len(tags)  # each its own random part
+    assert all(SINCE.fullmatch(since) for since in first)
+    assert variant.store.origins(asked) == first
+    if variant.client is not None:  # what another replica's client reads
+        assert RedisOrigins(variant.client).origins(asked) == first
+
+
+def test_a_lost_origin_is_written_anew_with_another_value_and_only_that_one(variant: Variant) -> None:
+    tags = bucket_tags("t")
+    asked = [(origin_key(tag), "") for tag in tags]
+    first = variant.store.origins(asked)
+    variant.lose([origin_key(tags[3]), origin_key(tags[60])])
+    again = variant.store.origins(asked)
+    assert [i for i, (a, b) in enumerate(zip(first, again, strict=True)) if a != b] == [3, 60]
+
+
+def test_the_watch_reports_what_was_lost_on_every_variant(variant: Variant) -> None:
+    dedup_tags = [f"{{t:d:{b}:0}}" for b in range(4)]
+    replica = OriginWatch(variant.store, [lambda: Buckets(DEDUP, dedup_tags, "{}"),
+                                          lambda: Buckets(CONTACTS, bucket_tags("t"))])
+    assert replica.check() == []
+    variant.lose([origin_key(dedup_tags[1])] + [origin_key(tag) for tag in bucket_tags("t")[:7]])
+    assert [(loss.state, loss.lost, loss.buckets) for loss in replica.check()] == [(DEDUP, 1, 4), (CONTACTS, 7, 64)]
+
+
+@pytest.mark.parametrize("variant", ["redis", "cluster"], indirect=True)
+def test_a_dedup_origin_carries_the_layout_and_a_lost_layout_key_is_restored_from_it(variant: Variant) -> None:
+    """With every slice expired (an idle fleet) the origins are the only copies of the layout."""
+    dedup = RedisDedup(variant.client, Keys("t"), lease_ms=60_000, horizon_s=3600)
+    tags, layout_copy = dedup.buckets()
+    replica = OriginWatch(variant.store, [lambda: Buckets(DEDUP, tags, layout_copy)])
+    replica.check()
+    assert variant.client.hget(origin_key(tags[0]), SENTINEL).decode() == layout_copy
+    variant.client.delete(Keys("t").dedup_layout())
+    cluster = variant.name == "cluster"
+    assert load_layout(variant.client, Keys("t"), 3600_000, cluster=cluster).encode() == layout_copy

@@ -1,0 +1,85 @@
+"""Redis losing the dedup and the contact state under a running replica is said and counted
+(consumer/state/origins.py; README, "When Redis loses its data"); Redis back with its data is not
+a loss. Real Redis restarts and a real cluster master's keys flushed, not a fake."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from consumer.operations.health import PROBE_INTERVAL_S
+from consumer.state.origins import ORIGIN_CHECK_INTERVAL_S
+from tests.conftest import ClusterStack, Stack, close_redis, localstack, unique
+from tests.integration.test_contact_policy import OPT_OUT_KEY
+from tests.support.consumers import wait_until
+from tests.support.runs import Run
+from tests.support.scenario import CAMPAIGNS
+
+BUCKETS = 64  # of each state
+CONTACT_POLICY = {"CONTACT_COOLDOWN": "30d", "SUPPRESSION_KEY": OPT_OUT_KEY}
+LOST = "pisano_sms_redis_state_lost_total"
+
+
+def origins(node: Any, prefix: str, state: str = "*") -> int:
+    """The origin keys of the prefix's buckets on this node (`d`: dedup, `p`: contacts, `*`: both)."""
+    return sum(1 for _ in node.scan_iter(match=f"{{{prefix}:{state}:*}}:origin", count=1000))
+
+
+def test_a_redis_restarted_without_its_data_is_said_and_counted_and_one_with_its_data_is_not(
+        local_stack: Stack, run: Run, new_topic: Callable[..., str], redis_client: Any) -> None:
+    prefix = unique("lost")
+    replica = run.start(run.events(20, CAMPAIGNS[0]), new_topics=new_topic, REDIS_KEY_PREFIX=prefix,
+                        **CONTACT_POLICY)
+    replica.wait_ready()
+    run.wait_all_committed()
+    wait_until(lambda: origins(redis_client, prefix) == 2 * BUCKETS, 30, "every bucket's origin written")
+    time.sleep(1.5)  # appendfsync everysec: the origins are on disk
+
+    localstack.stop_redis(kill=True)
+    localstack.start_redis()  # its data back from the AOF
+    time.sleep(ORIGIN_CHECK_INTERVAL_S + 2 * PROBE_INTERVAL_S)  # a check or more since
+    assert replica.metric(LOST) == 0, replica.log_tail()
+
+    localstack.restart_redis_without_data()
+    wait_until(lambda: replica.metric(LOST) == 2 * BUCKETS, ORIGIN_CHECK_INTERVAL_S + 30, "the loss counted")
+    metrics = replica.metrics()
+    assert metrics[f"{LOST}{{state=dedup}}"] == BUCKETS and metrics[f"{LOST}{{state=contacts}}"] == BUCKETS
+    log = replica.log_path.read_text(encoding="utf-8")
+    assert log.count("Redis lost the dedup state of 64 of 64 buckets since") == 1
+    assert log.count("Redis lost the contacts state of 64 of 64 buckets since") == 1
+    assert origins(redis_client, prefix) == 2 * BUCKETS  # written anew: the next loss is noticed too
+
+    run.produce_more(run.events(10, CAMPAIGNS[1]))  # the replica goes on
+    run.finish(dead_letters=0)
+    delivered = run.delivered()
+    assert len(delivered) == 30 and max(delivered.values()) == 1
+
+
+def test_on_a_redis_cluster_a_master_that_lost_its_keys_is_counted_by_its_share_of_the_buckets(
+        run: Run, new_topic: Callable[..., str], redis_cluster: ClusterStack, cluster_client: Any) -> None:
+    prefix = unique("lost")
+    replica = run.start(run.events(20, CAMPAIGNS[0]), new_topics=new_topic, REDIS_URL=redis_cluster.url,
+                        REDIS_CLUSTER="true", REDIS_KEY_PREFIX=prefix, **CONTACT_POLICY)
+    replica.wait_ready()
+    run.wait_all_committed()
+    client = redis.RedisCluster.from_url(redis_cluster.url)
+    try:
+        masters = [client.get_redis_connection(node) for node in client.get_primaries()]
+        wait_until(lambda: sum(origins(m, prefix) for m in masters) == 2 * BUCKETS, 30,
+                   "every bucket's origin written")
+        master = masters[0]
+        dedup, contacts = origins(master, prefix, "d"), origins(master, prefix, "p")
+        assert 0 < dedup < BUCKETS and 0 < contacts < BUCKETS  # its share of each
+        master.flushall()  # keys deleted on one master: its buckets' marks, and their origins
+        wait_until(lambda: replica.metric(LOST) == dedup + contacts, ORIGIN_CHECK_INTERVAL_S + 30,
+                   "the loss counted")
+    finally:
+        close_redis(client)
+    metrics = replica.metrics()
+    assert metrics[f"{LOST}{{state=dedup}}"] == dedup and metrics[f"{LOST}{{state=contacts}}"] == contacts
+    log = replica.log_path.read_text(encoding="utf-8")
+    assert f"Redis lost the dedup state of {dedup} of 64 buckets since" in log
+    run.finish(dead_letters=0)

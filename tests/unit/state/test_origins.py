@@ -1,0 +1,159 @@
+"""Redis losing the dedup or contact state is noticed: each bucket's origin, seen by every replica
+(consumer/state/origins.py), and said by the health probe in an error and a metric."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pytest
+
+from consumer.errors import StateStoreError
+from consumer.operations.health import Health, HealthProbe
+from consumer.operations.metrics import Metrics
+from consumer.state.origins import CONTACTS, DEDUP, Buckets, MemoryOrigins, OriginWatch, origin_key
+
+DEDUP_TAGS = [f"{{t:d:{b}:0}}" for b in range(64)]
+PHONE_TAGS = [f"{{t:p:{b}:0}}" for b in range(64)]
+LAYOUT = '{"what": "pisano-sms dedup layout"}'
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 10
+        return self.now
+
+
+def watch(store: MemoryOrigins, clock: Clock | None = None, contacts: bool = True) -> OriginWatch:
+    sources = [lambda: Buckets(DEDUP, DEDUP_TAGS, LAYOUT)]
+    if contacts:
+        sources.append(lambda: Buckets(CONTACTS, PHONE_TAGS))
+    return OriginWatch(store, sources, clock=clock or Clock())
+
+
+def keys(tags: Sequence[str]) -> list[str]:
+    return [origin_key(tag) for tag in tags]
+
+
+def test_the_first_sight_and_an_unchanged_state_report_nothing() -> None:
+    store = MemoryOrigins()
+    replica = watch(store)
+    assert replica.check() == []  # a first start, or an upgrade: nothing to compare with
+    assert replica.check() == []
+    assert len(store.stored) == 128
+    assert all(store.stored[key]["#"] == LAYOUT for key in keys(DEDUP_TAGS))
+    assert all("#" not in store.stored[key] for key in keys(PHONE_TAGS))
+
+
+def test_keys_lost_between_two_checks_are_reported_once_per_state_with_when_they_were_seen() -> None:
+    store, clock = MemoryOrigins(), Clock()
+    replica = watch(store, clock)
+    replica.check()
+    seen = clock.now
+    store.lose(keys(DEDUP_TAGS[:21]) + keys(PHONE_TAGS[40:]))
+    losses = replica.check()
+    assert [(loss.state, loss.lost, loss.buckets, loss.seen_at) for loss in losses] == \
+        [(DEDUP, 21, 64, seen), (CONTACTS, 24, 64, seen)]
+    assert replica.check() == []  # said once: the new origins are what it knows now
+
+
+def test_another_replica_that_wrote_the_new_origin_first_does_not_hide_the_loss() -> None:
+    store = MemoryOrigins()
+    first, second = watch(store), watch(store)
+    first.check()
+    second.check()
+    store.lose()
+    assert [(loss.state, loss.lost) for loss in first.check()] == [(DEDUP, 64), (CONTACTS, 64)]
+    # The second finds the origins the first wrote after the loss: changed, so lost too.
+    assert [(loss.state, loss.lost) for loss in second.check()] == [(DEDUP, 64), (CONTACTS, 64)]
+
+
+def test_a_replica_started_after_the_loss_cannot_tell_and_says_nothing() -> None:
+    store = MemoryOrigins()
+    watch(store).check()
+    store.lose()
+    assert watch(store).check() == []
+
+
+def test_the_message_names_the_state_the_consequence_and_what_to_do() -> None:
+    store = MemoryOrigins()
+    replica = watch(store, contacts=True)
+    replica.check()
+    store.lose()
+    dedup, contacts = replica.check()
+    assert dedup.message().startswith("Redis lost the dedup state of 64 of 64 buckets since 2027-01-15T08:00:10Z")
+    assert "second SMS" in dedup.message() and "appendonly yes" in dedup.message()
+    assert "DEDUP_WAIT_REPLICAS" in dedup.message() and "README" in dedup.message()
+    assert "surveyed again within its cooldown" in contacts.message()
+
+
+def test_a_source_that_cannot_load_fails_the_check_and_the_next_one_compares_with_the_last_sight() -> None:
+    store = MemoryOrigins()
+    failing = [False]
+
+    def dedup() -> Buckets:
+        if failing[0]:
+            raise StateStoreError("Redis unreachable")
+        return Buckets(DEDUP, DEDUP_TAGS, LAYOUT)
+
+    replica = OriginWatch(store, [dedup])
+    replica.check()
+    failing[0] = True
+    with pytest.raises(StateStoreError):
+        replica.check()
+    failing[0] = False
+    store.lose(keys(DEDUP_TAGS[:3]))
+    assert [(loss.state, loss.lost) for loss in replica.check()] == [(DEDUP, 3)]
+
+
+def probe(origins: OriginWatch, metrics: Metrics) -> HealthProbe:
+    return HealthProbe(Health(), metrics, redis_client=None, producer=None, dlq_topic="dlq", destinations=[],
+                       origins=origins)
+
+
+def lost(metrics: Metrics, state: str) -> float | None:
+    return metrics.registry.get_sample_value("pisano_sms_redis_state_lost_total", {"state": state})
+
+
+def test_the_probe_counts_the_lost_buckets_and_logs_one_error_per_state(caplog: pytest.LogCaptureFixture) -> None:
+    store, metrics = MemoryOrigins(), Metrics()
+    checker = probe(watch(store), metrics)
+    checker._check_origins(checker.origins)  # type: ignore[arg-type]
+    assert lost(metrics, DEDUP) == 0  # exported from the start
+    store.lose(keys(DEDUP_TAGS[:5]))
+    with caplog.at_level(logging.ERROR):
+        checker._check_origins(checker.origins)  # type: ignore[arg-type]
+        checker._check_origins(checker.origins)  # type: ignore[arg-type]
+    assert lost(metrics, DEDUP) == 5
+    assert lost(metrics, CONTACTS) == 0
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.reason for r in errors] == ["redis_state_lost"]  # type: ignore[attr-defined]
+    assert "lost the dedup state of 5 of 64 buckets" in errors[0].getMessage()
+
+
+def test_the_probe_leaves_a_redis_that_does_not_answer_to_the_reachability_check() -> None:
+    def unreachable() -> Buckets:
+        raise StateStoreError("Redis unreachable")
+
+    metrics = Metrics()
+    checker = probe(OriginWatch(MemoryOrigins(), [unreachable]), metrics)
+    checker._check_origins(checker.origins)  # type: ignore[arg-type]  # no raise: asked again next time
+    assert lost(metrics, DEDUP) == 0
+
+
+def test_the_probe_round_asks_for_the_origins_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryOrigins()
+    calls = []
+    origins = watch(store)
+    monkeypatch.setattr(origins, "check", lambda: calls.append(1) or [])
+    checker = probe(origins, Metrics())
+    for name in ("_check_redis", "_check_kafka", "_check_circuit", "_check_memory"):
+        monkeypatch.setattr(checker, name, lambda: None)
+    ticks = iter([100.0, 101.0, 109.0, 110.5, 111.0])
+    monkeypatch.setattr("consumer.operations.health.time.monotonic", lambda: next(ticks))
+    for _ in range(5):
+        checker._round(0.0)
+    assert len(calls) == 2  # at 100 and at 110.5
