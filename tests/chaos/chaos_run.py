@@ -126,6 +126,9 @@ class Result:
     receipts: Receipts
     too_soon: list[str]  # phones surveyed twice within the cooldown
     opted_out_surveyed: list[str]  # phones on the opt-out list that were surveyed
+    # Losses of the dedup or contact state the replicas reported: none is lost here (only the
+    # limiter's keys are deleted), so any is a false alarm (consumer/state/origins.py).
+    state_lost_reports: int = 0
 
     @property
     def ok(self) -> bool:
@@ -133,7 +136,8 @@ class Result:
         return (not o.lost and o.delivered_twice == 0 and not any(self.violations.values())
                 and self.throttle_429 == 0 and self.final_missing == 0
                 and self.final_twice == 0 and not self.unexpected_exits and all(c == 0 for c in self.exit_codes)
-                and self.receipts.ok and not self.too_soon and not self.opted_out_surveyed)
+                and self.receipts.ok and not self.too_soon and not self.opted_out_surveyed
+                and self.state_lost_reports == 0)
 
 
 class Chaos:
@@ -210,7 +214,8 @@ class Chaos:
         result = Result([], outcomes, violations, throttle_refusals(requests), final_missing, final_twice,
                         self.kills, self.unexpected_exits, exit_codes, receipts,
                         surveyed_too_soon(final, plan.cooldown_s * 1000),
-                        sorted({d.phone for d in final if d.phone in self.opted_out}))
+                        sorted({d.phone for d in final if d.phone in self.opted_out}),
+                        self._state_lost_reports())
         result.rows = self._rows(result, requests, duration, replayed)
         return result
 
@@ -368,6 +373,11 @@ class Chaos:
                 self.say(f"replica-{slot} exited by itself ({replica.process.returncode}); see {replica.log_path}")
                 self.replicas[slot] = self._start(slot)
 
+    def _state_lost_reports(self) -> int:
+        """The replicas' log lines saying Redis lost the dedup or contact state, over every replica started."""
+        return sum(replica.log_path.read_text(encoding="utf-8", errors="replace").count('"reason": "redis_state_lost"')
+                   for replica in self.started)
+
     def _limiter_keys(self, client: Any) -> list[bytes]:
         """Every key of the limiter's hash tag but the circuit's (consumer/state/redis.py)."""
         return [k for k in client.scan_iter(match=f"{{{self.prefix}:rl:*", count=1000) if b":circuit" not in k]
@@ -480,6 +490,7 @@ class Chaos:
             *self._policy_rows(result),
             *self._receipt_rows(result.receipts),
             ("replica exits", f"unexpected {len(result.unexpected_exits)}, SIGTERM exit codes {result.exit_codes}"),
+            ("Redis state reported lost (none was)", str(result.state_lost_reports)),
             ("duration (first event to last commit)", f"{duration:.0f} s"),
         ]
 
