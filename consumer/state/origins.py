@@ -9,15 +9,16 @@ customer surveyed twice.
 So each bucket (the 64 dedup buckets, and the contact cooldown's 64 when it is on) has an
 *origin*: a hash `<bucket tag>:origin` in the bucket's own slot, written once and never expiring,
 so it is lost, and moves in a reshard, together with the bucket's marks. Its field `since` holds
-Redis's time when it was written and a random part; a dedup bucket's also holds the layout's copy
-in `#`, as every slice hash does (dedup_layout.py restores a lost layout key from such a copy).
+the writer's time and a random part; a dedup bucket's also holds the layout's copy in `#`, as
+every slice hash does (dedup_layout.py restores a lost layout key from such a copy).
 
-Each replica's health probe asks for every origin every ORIGIN_CHECK_INTERVAL_S (`lua/origin.lua`:
-one script call per bucket, pipelined, one round trip per master), which writes one where none is,
-and remembers what it saw. An origin that vanished (this call wrote a new one) or changed (another
-replica wrote a new one) since this replica saw it proves that the bucket's keys were lost in
-between. A first sight proves nothing (a first start, an upgrade from a build without origins, a
-loss while no replica ran): it is only remembered.
+Each replica's health probe asks for every origin every ORIGIN_CHECK_INTERVAL_S, writing one where
+none is (HSETNX, then HGET: of replicas racing to write one, the first wins and all read it; plain
+commands pipelined, one round trip per master), and remembers what it saw. An origin that
+vanished (this call wrote a new one) or changed (another replica wrote a new one) since this
+replica saw it proves that the bucket's keys were lost in between. A first sight proves nothing
+(a first start, an upgrade from a build without origins, a loss while no replica ran): it is only
+remembered.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 
 import redis
 
-from consumer.state.redis import Call, load_script, run_calls, stored_text, translated
+from consumer.state.redis import Call, run_calls, stored_text, translated
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +85,31 @@ class OriginStore(Protocol):
         (with the copy, when not empty) where there is none."""
 
 
+def new_since() -> str:
+    return f"{int(time.time() * 1000)}-{secrets.token_hex(8)}"
+
+
 class RedisOrigins:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.cluster = isinstance(client, redis.RedisCluster)
-        self._script = load_script(client, "origin")
 
     def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
-        calls = [Call([key], [secrets.token_hex(8), copy], self._script) for key, copy in buckets]
+        calls, reads = [], []
+        for key, layout_copy in buckets:
+            if layout_copy:  # first: a hash a scan for slice hashes finds always holds the layout
+                calls.append(Call([key], ["#", layout_copy], command="HSETNX"))
+            calls.append(Call([key], ["since", new_since()], command="HSETNX"))
+            reads.append(len(calls))
+            calls.append(Call([key], ["since"], command="HGET"))
         with translated("reading the buckets' origins"):
-            return [stored_text(reply) for reply in run_calls(self.client, calls, cluster=self.cluster)]
+            replies = run_calls(self.client, calls, cluster=self.cluster)
+        # None only if the key was deleted between the two commands: lost, as it is.
+        return [stored_text(replies[i]) if replies[i] is not None else "" for i in reads]
 
 
 class MemoryOrigins:
-    """`lua/origin.lua` in memory, for unit tests: `lose` stands for Redis losing the keys."""
+    """`RedisOrigins` in memory, for unit tests: `lose` stands for Redis losing the keys."""
 
     def __init__(self) -> None:
         self.stored: dict[str, dict[str, str]] = {}
@@ -108,8 +120,7 @@ class MemoryOrigins:
             found = []
             for key, copy in buckets:
                 if key not in self.stored:
-                    since = f"{int(time.time() * 1000)}-{secrets.token_hex(8)}"
-                    self.stored[key] = {"since": since, **({"#": copy} if copy else {})}
+                    self.stored[key] = {"since": new_since(), **({"#": copy} if copy else {})}
                 found.append(self.stored[key]["since"])
             return found
 
