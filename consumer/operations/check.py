@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 from confluent_kafka import KafkaError, KafkaException
 
-from consumer.app import build_destination, build_state
+from consumer.app import build_destination, build_state, cooldown_windows
 from consumer.config.destinations import DEFAULT, destination_configs
 from consumer.config.env_names import misspelled_settings
 from consumer.config.registry import registry_connection
@@ -45,8 +45,11 @@ from consumer.operations.durability import (
 )
 from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
+from consumer.state.cooldown import bucket_tags
+from consumer.state.dedup_layout import BucketNames, Layout
 from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
-from consumer.state.redis import REDIS_ERRORS, connect
+from consumer.state.origins import CONTACTS, DEDUP, origins_summary, read_origins
+from consumer.state.redis import REDIS_ERRORS, Keys, connect
 from consumer.state.redis_errors import describe
 from consumer.state.replication import ReplicationWait
 
@@ -214,7 +217,28 @@ def _redis(settings: Settings) -> tuple[str, str]:
     except REDIS_ERRORS as exc:
         persistence = f"persistence unchecked ({describe(exc, 'INFO persistence')})"
     return "ok", f"{mask_url(url)} (Redis {version}, PING {elapsed:.1f} ms, {eviction}{replicas})" \
-        + (f"; WARNING (persistence): {persistence}" if persistence else "")
+        + (f"; WARNING (persistence): {persistence}" if persistence else "") + _state_origins(client, settings)
+
+
+def _state_origins(client: Any, settings: Settings) -> str:
+    """Since when the dedup (and contact) state has been kept, and a warning when part of it began
+    later: lost meanwhile (consumer/state/origins.py). Read only."""
+    keys = Keys(settings.redis_key_prefix)
+    try:
+        raw = client.get(keys.dedup_layout())
+        if raw is None:
+            return "; dedup state: none yet"
+        states = [(DEDUP, BucketNames(keys, Layout.decode(raw).buckets).bases)]
+        if cooldown_windows(settings):
+            states.append((CONTACTS, list(bucket_tags(keys.prefix))))
+        said = [origins_summary(state, read_origins(client, tags)) for state, tags in states]
+    except StateStoreError as exc:
+        return f"; state origins unchecked ({exc})"
+    except REDIS_ERRORS as exc:
+        return f"; state origins unchecked ({describe(exc, 'reading the dedup layout')})"
+    except (ValueError, KeyError, TypeError) as exc:  # not a layout this release reads: `run` refuses it too
+        return f"; dedup layout unreadable ({type(exc).__name__}): README, \"The dedup state in Redis\""
+    return "".join(f"; {text}" + (f"; WARNING (state lost): {warning}" if warning else "") for text, warning in said)
 
 
 def _replicas(client: Any, settings: Settings) -> tuple[bool, str]:

@@ -38,6 +38,10 @@ from consumer.state.redis import Call, run_calls, stored_text, translated
 log = logging.getLogger(__name__)
 
 ORIGIN_CHECK_INTERVAL_S = 10.0
+# `pisano-sms check` says which buckets of a state began this much later than its first: a replica's
+# first check writes every missing origin of a state at once, so a later one was written anew
+# after its bucket's keys were lost (or its master did not answer that first check).
+LATER_BY_MS = 60_000
 DEDUP = "dedup"
 CONTACTS = "contacts"
 _CONSEQUENCES = {
@@ -128,6 +132,43 @@ class MemoryOrigins:
         with self._lock:
             for key in list(self.stored) if keys is None else keys:
                 self.stored.pop(key, None)
+
+
+def read_origins(client: Any, tags: Sequence[str]) -> list[str | None]:
+    """Each bucket's origin as stored, None where there is none; read only (`pisano-sms check`)."""
+    calls = [Call([origin_key(tag)], ["since"], command="HGET") for tag in tags]
+    with translated("reading the buckets' origins"):
+        replies = run_calls(client, calls, cluster=isinstance(client, redis.RedisCluster))
+    return [None if reply is None else stored_text(reply) for reply in replies]
+
+
+def origins_summary(state: str, origins: Sequence[str | None]) -> tuple[str, str | None]:
+    """What `pisano-sms check` says of one state's origins, and a warning when some buckets began
+    later than the others (their keys lost in between), else None."""
+    began = sorted(ms for ms in (_since_ms(origin) for origin in origins if origin) if ms is not None)
+    if not began:
+        return f"{state} state: no origins yet (no replica of this release has checked it)", None
+    missing = sum(origin is None for origin in origins)
+    text = f"{state} state since {_iso(began[0])}" + (f" ({missing} of {len(origins)} buckets without an origin yet)"
+                                                       if missing else "")
+    later = [ms for ms in began if ms - began[0] > LATER_BY_MS]
+    if not later:
+        return text, None
+    span = _iso(later[0]) if _iso(later[-1]) == _iso(later[0]) else f"{_iso(later[0])} to {_iso(later[-1])}"
+    return text, (f"{len(later)} of {len(origins)} {state} buckets began at {span}"
+                  + f", after the others: their keys were lost and begun anew since {_iso(began[0])} (a restart "
+                  "without its data, FLUSHALL, keys deleted, a failover that lost writes), unless their master did not "
+                  "answer the first replica's first check. A replica running then logged \"Redis lost the "
+                  f"{state} state\" (README, \"When Redis loses its data\")")
+
+
+def _since_ms(origin: str) -> int | None:
+    head = origin.partition("-")[0]
+    return int(head) if head.isdigit() and len(head) <= 15 else None
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
 class OriginWatch:

@@ -11,8 +11,12 @@ from typing import Any
 import redis
 
 from consumer.operations.health import PROBE_INTERVAL_S
-from consumer.state.origins import ORIGIN_CHECK_INTERVAL_S
+from consumer.state.dedup import RedisDedup
+from consumer.state.origins import ORIGIN_CHECK_INTERVAL_S, origin_key
+from consumer.state.redis import Keys
 from tests.conftest import ClusterStack, Stack, close_redis, localstack, unique
+from tests.integration.test_check_durability import kafka_and_redis_lines
+from tests.integration.test_cli_commands import base_env
 from tests.integration.test_contact_policy import OPT_OUT_KEY
 from tests.support.consumers import wait_until
 from tests.support.runs import Run
@@ -83,3 +87,19 @@ def test_on_a_redis_cluster_a_master_that_lost_its_keys_is_counted_by_its_share_
     log = replica.log_path.read_text(encoding="utf-8")
     assert f"Redis lost the dedup state of {dedup} of 64 buckets since" in log
     run.finish(dead_letters=0)
+
+
+def test_check_says_since_when_the_state_is_kept_and_which_buckets_began_later(
+        local_stack: Stack, redis_client: Any) -> None:
+    """A loss while no replica ran is seen afterwards: its buckets' origins are younger."""
+    prefix = unique("lost")
+    env = base_env(local_stack, REDIS_KEY_PREFIX=prefix, KAFKA_TOPICS="t", DLQ_TOPIC="t-dlq")
+    assert kafka_and_redis_lines(env)[1].endswith("; dedup state: none yet")
+    tags, _ = RedisDedup(redis_client, Keys(prefix), lease_ms=60_000, horizon_s=3600).buckets()
+    began = 1_800_000_000_000
+    for n, tag in enumerate(tags):  # as a first check writes them, and 21 written anew two hours later
+        redis_client.hset(origin_key(tag), "since", f"{began + (7_200_000 if n < 21 else n)}-{n:016x}")
+    redis = kafka_and_redis_lines(env)[1]
+    assert redis.split()[1] == "ok", redis
+    assert "; dedup state since 2027-01-15T08:00:00Z; WARNING (state lost): 21 of 64 dedup buckets began at " \
+           "2027-01-15T10:00:00Z, after the others: their keys were lost" in redis, redis

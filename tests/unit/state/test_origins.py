@@ -11,7 +11,15 @@ import pytest
 from consumer.errors import StateStoreError
 from consumer.operations.health import Health, HealthProbe
 from consumer.operations.metrics import Metrics
-from consumer.state.origins import CONTACTS, DEDUP, Buckets, MemoryOrigins, OriginWatch, origin_key
+from consumer.state.origins import (
+    CONTACTS,
+    DEDUP,
+    Buckets,
+    MemoryOrigins,
+    OriginWatch,
+    origin_key,
+    origins_summary,
+)
 
 DEDUP_TAGS = [f"{{t:d:{b}:0}}" for b in range(64)]
 PHONE_TAGS = [f"{{t:p:{b}:0}}" for b in range(64)]
@@ -157,3 +165,23 @@ def test_the_probe_round_asks_for_the_origins_at_most_every_interval(monkeypatch
     for _ in range(5):
         checker._round(0.0)
     assert len(calls) == 2  # at 100 and at 110.5
+
+
+def test_check_says_since_when_and_warns_of_buckets_begun_later_than_the_others() -> None:
+    first = 1_800_000_000_000
+    same = [f"{first + n}-{n:016x}" for n in range(64)]
+    assert origins_summary(DEDUP, same) == ("dedup state since 2027-01-15T08:00:00Z", None)
+    text, warning = origins_summary(DEDUP, same[:43] + [f"{first + 7_200_000 + n}-{n:016x}" for n in range(21)])
+    assert text == "dedup state since 2027-01-15T08:00:00Z"
+    assert warning is not None and warning.startswith(
+        "21 of 64 dedup buckets began at 2027-01-15T10:00:00Z, after the others: their keys were lost")
+    assert '"Redis lost the dedup state"' in warning and "README" in warning
+    # A minute apart at most: one first check (a replica writes every missing origin at once).
+    assert origins_summary(CONTACTS, [f"{first + 59_000}-0", *same[1:]])[1] is None
+
+
+def test_check_counts_buckets_without_an_origin_and_says_when_there_is_none() -> None:
+    assert origins_summary(DEDUP, [None] * 64) == \
+        ("dedup state: no origins yet (no replica of this release has checked it)", None)
+    assert origins_summary(DEDUP, ["1800000000000-ab", None, "not a time"])[0] == \
+        "dedup state since 2027-01-15T08:00:00Z (1 of 3 buckets without an origin yet)"
