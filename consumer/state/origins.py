@@ -32,7 +32,9 @@ from typing import Any, Protocol
 
 import redis
 
+from consumer.errors import StateStoreError
 from consumer.state.redis import Call, load_script, run_calls, stored_text, translated
+from consumer.state.redis_errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,10 @@ class Loss:
 
 
 class OriginStore(Protocol):
-    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
+    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str | StateStoreError]:
         """The origin of each (origin key, layout copy), in order: as stored, or written now
-        (with the copy, when not empty) where there is none."""
+        (with the copy, when not empty) where there is none; or why that one could not be read
+        (one refused call must not blind the watch to the other buckets)."""
 
 
 class RedisOrigins:
@@ -90,10 +93,17 @@ class RedisOrigins:
         self.cluster = isinstance(client, redis.RedisCluster)
         self._script = load_script(client, "origin")
 
-    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
+    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str | StateStoreError]:
         calls = [Call([key], [secrets.token_hex(8), copy], self._script) for key, copy in buckets]
-        with translated("reading the buckets' origins"):
-            return [stored_text(reply) for reply in run_calls(self.client, calls, cluster=self.cluster)]
+        with translated(READING):
+            replies = run_calls(self.client, calls, cluster=self.cluster, raise_errors=False)
+        # Each call stands alone: a key of another type, or on a cluster a master down while the
+        # others serve, leaves only its own bucket unread.
+        return [StateStoreError(describe(reply, READING)) if isinstance(reply, Exception) else stored_text(reply)
+                for reply in replies]
+
+
+READING = "reading the buckets' origins"
 
 
 class MemoryOrigins:
@@ -103,9 +113,9 @@ class MemoryOrigins:
         self.stored: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
-    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
+    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str | StateStoreError]:
         with self._lock:
-            found = []
+            found: list[str | StateStoreError] = []
             for key, copy in buckets:
                 if key not in self.stored:
                     since = f"{int(time.time() * 1000)}-{secrets.token_hex(8)}"
@@ -130,8 +140,12 @@ class OriginWatch:
         self.store = store
         self.sources = sources
         self.clock = clock
-        self._seen: dict[str, str] = {}  # origin key -> its origin when this replica last saw it
-        self._seen_at = 0.0
+        # origin key -> its origin when this replica last saw it, and when (a bucket left unread
+        # keeps the time it was last read, so that a loss found later says since when truly)
+        self._seen: dict[str, tuple[str, float]] = {}
+        # Why the last check left buckets unread, None when it read them all: the probe says it
+        # (a watch blind to some buckets must not look like one that found nothing lost).
+        self.unread: str | None = None
 
     def check(self) -> list[Loss]:
         now = self.clock()
@@ -139,15 +153,19 @@ class OriginWatch:
         keys = [[origin_key(tag) for tag in state.tags] for state in states]
         asked = [(key, state.layout_copy) for state, state_keys in zip(states, keys, strict=True) for key in state_keys]
         found = iter(self.store.origins(asked))
-        losses = []
+        losses, unread = [], []
         for state, state_keys in zip(states, keys, strict=True):
-            lost = 0
+            lost, since = 0, now
             for key in state_keys:
                 origin = next(found)
+                if isinstance(origin, StateStoreError):
+                    unread.append(str(origin))
+                    continue
                 before = self._seen.get(key)
-                lost += before is not None and before != origin
-                self._seen[key] = origin
+                if before is not None and before[0] != origin:
+                    lost, since = lost + 1, min(since, before[1])
+                self._seen[key] = (origin, now)
             if lost:
-                losses.append(Loss(state.state, lost, len(state_keys), self._seen_at))
-        self._seen_at = now
+                losses.append(Loss(state.state, lost, len(state_keys), since))
+        self.unread = f"{len(unread)} of {len(asked)} buckets, the first: {unread[0]}" if unread else None
         return losses

@@ -119,3 +119,17 @@ def test_redis_rolled_back_to_an_earlier_snapshot_is_a_loss(variant: Variant) ->
     # The loss is real: the id delivered after the snapshot may be sent again
     assert dedup.claim(dedup.new_tag(), [ClaimRequest("after-the-snapshot")]) == [ClaimStatus.CLAIMED]
     assert [loss.state for loss in replica.check()] == [DEDUP]
+
+
+@pytest.mark.parametrize("variant", ["redis", "cluster"], indirect=True)
+def test_an_origin_that_cannot_be_read_does_not_hide_the_losses_of_the_others(variant: Variant) -> None:
+    """One refused call (a key of another type written by hand; on a cluster a master down while
+    the others serve) used to fail the whole check, every time: no loss anywhere was said again."""
+    tags = bucket_tags("t")
+    replica = OriginWatch(variant.store, [lambda: Buckets(CONTACTS, tags)])
+    replica.check()
+    variant.client.delete(origin_key(tags[0]))
+    variant.client.set(origin_key(tags[0]), "not a hash")  # WRONGTYPE for lua/origin.lua
+    variant.lose([origin_key(tags[9])])
+    assert [(loss.state, loss.lost) for loss in replica.check()] == [(CONTACTS, 1)]
+    assert replica.unread is not None and "WRONGTYPE" in replica.unread

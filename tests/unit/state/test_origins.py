@@ -157,3 +157,25 @@ def test_the_probe_round_asks_for_the_origins_at_most_every_interval(monkeypatch
     for _ in range(5):
         checker._round(0.0)
     assert len(calls) == 2  # at 100 and at 110.5
+
+
+def test_origins_that_cannot_be_read_are_said_once_and_their_return_too(caplog: pytest.LogCaptureFixture) -> None:
+    """The check failing (all of it or some buckets) while Redis answers the probe's ping used to
+    be silent: losses went unsaid with nothing saying the watch was blind."""
+    failing = [True]
+
+    def dedup() -> Buckets:
+        if failing[0]:
+            raise StateStoreError("Redis refused reading the buckets' origins (ResponseError: WRONGTYPE)")
+        return Buckets(DEDUP, DEDUP_TAGS, LAYOUT)
+
+    checker = probe(OriginWatch(MemoryOrigins(), [dedup]), Metrics())
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            checker._check_origins(checker.origins)  # type: ignore[arg-type]
+        failing[0] = False
+        checker._check_origins(checker.origins)  # type: ignore[arg-type]
+        checker._check_origins(checker.origins)  # type: ignore[arg-type]
+    said = [(r.levelno, getattr(r, "reason", "")) for r in caplog.records if r.name == "consumer.operations.health"]
+    assert said == [(logging.WARNING, "redis_state_unchecked"), (logging.INFO, "redis_state_unchecked")]
+    assert "WRONGTYPE" in caplog.records[0].getMessage()
