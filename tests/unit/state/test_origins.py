@@ -179,3 +179,36 @@ def test_origins_that_cannot_be_read_are_said_once_and_their_return_too(caplog: 
     said = [(r.levelno, getattr(r, "reason", "")) for r in caplog.records if r.name == "consumer.operations.health"]
     assert said == [(logging.WARNING, "redis_state_unchecked"), (logging.INFO, "redis_state_unchecked")]
     assert "WRONGTYPE" in caplog.records[0].getMessage()
+
+
+def test_redis_gone_back_to_an_older_state_is_said_by_every_replica_once() -> None:
+    """A restart from the last RDB snapshot keeps the origins and loses the marks written since:
+    the check counts, lower than each replica read two checks ago, say it."""
+    store, clock = MemoryOrigins(), Clock()
+    first, second = watch(store, clock), watch(store, clock)
+    for _ in range(2):
+        assert first.check() == [] and second.check() == []
+    snapshot = store.snapshot()
+    when = clock.now
+    for _ in range(3):  # the fleet goes on: 30 s of checks, and marks, after the snapshot
+        assert first.check() == [] and second.check() == []
+    store.go_back(snapshot)
+    for replica in (first, second):  # the second reads after the first's check: still said
+        losses = replica.check()
+        said = [(loss.state, loss.lost, loss.rolled_back) for loss in losses]
+        assert said == [(DEDUP, 64, True), (CONTACTS, 64, True)]
+        assert losses[0].seen_at > when
+        assert "went back to a state of 64 of 64 buckets of the dedup state older than" in losses[0].message()
+        assert "second SMS" in losses[0].message()
+    assert first.check() == [] and second.check() == []  # said once
+
+
+def test_redis_that_lost_only_the_last_check_says_nothing() -> None:
+    store = MemoryOrigins()
+    replica = watch(store)
+    replica.check()
+    replica.check()
+    snapshot = store.snapshot()
+    replica.check()
+    store.go_back(snapshot)  # an AOF written every second lost the last second
+    assert replica.check() == [] and replica.check() == []
