@@ -109,8 +109,13 @@ class _Sight:
     since: str
     checks: int
     at: float
-    checks_before: int | None = None  # at the check before, if it read the same `since`
+    checks_before: int | None = None  # the baseline: a count read before (see OriginWatch.check)
     at_before: float = 0.0
+    # Whether the check that read this had its writes on DEDUP_WAIT_REPLICAS replicas (always,
+    # without the setting), and whether `since` ever was: with the setting, a failover loses no
+    # mark relied on, so what the checks alone wrote and lost in it is no loss.
+    replicated: bool = True
+    durable: bool = True
 
 
 class OriginStore(Protocol):
@@ -180,10 +185,12 @@ class OriginWatch:
     loaded); one that raises StateStoreError fails the check, asked again at the next."""
 
     def __init__(self, store: OriginStore, sources: Sequence[Callable[[], Buckets]],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, replicated: Callable[[], None] | None = None) -> None:
         self.store = store
         self.sources = sources
         self.clock = clock
+        # DEDUP_WAIT_REPLICAS's wait (raises StateStoreError when the replicas do not acknowledge)
+        self.replicated = replicated
         # origin key -> what this replica last read of it, and when (a bucket left unread keeps
         # the time it was last read, so that a loss found later says since when truly)
         self._seen: dict[str, _Sight] = {}
@@ -197,6 +204,12 @@ class OriginWatch:
         keys = [[origin_key(tag) for tag in state.tags] for state in states]
         asked = [(key, state.layout_copy) for state, state_keys in zip(states, keys, strict=True) for key in state_keys]
         found = iter(self.store.origins(asked))
+        replicated = True
+        if self.replicated is not None:
+            try:
+                self.replicated()
+            except StateStoreError:
+                replicated = False
         losses, unread = [], []
         for state, state_keys in zip(states, keys, strict=True):
             lost, since, rolled_back, older_than = 0, now, 0, now
@@ -207,16 +220,25 @@ class OriginWatch:
                     continue
                 before = self._seen.get(key)
                 if before is None or before.since != origin.since:
-                    if before is not None:
+                    if before is not None and before.durable:
                         lost, since = lost + 1, min(since, before.at)
-                    self._seen[key] = _Sight(origin.since, origin.checks, now)
+                    self._seen[key] = _Sight(origin.since, origin.checks, now, replicated=replicated,
+                                             durable=replicated)
                     continue
+                durable = before.durable or replicated
                 if before.checks_before is not None and origin.checks <= before.checks_before:
                     rolled_back, older_than = rolled_back + 1, min(older_than, before.at_before)
-                    self._seen[key] = _Sight(origin.since, origin.checks, now)  # said once: compared afresh
+                    self._seen[key] = _Sight(origin.since, origin.checks, now, replicated=replicated,
+                                             durable=durable)  # said once: compared afresh
                     continue
-                # The lower of the last two counts: one a shallow rollback took back is no baseline.
-                self._seen[key] = _Sight(origin.since, origin.checks, now, min(before.checks, origin.checks), before.at)
+                # The baseline moves on to the lower of the last two counts (one a shallow rollback
+                # took back is none), and only from a check whose writes were replicated.
+                baseline: int | None
+                if before.replicated:
+                    baseline, baseline_at = min(before.checks, origin.checks), before.at
+                else:
+                    baseline, baseline_at = before.checks_before, before.at_before
+                self._seen[key] = _Sight(origin.since, origin.checks, now, baseline, baseline_at, replicated, durable)
             if lost:
                 losses.append(Loss(state.state, lost, len(state_keys), since))
             if rolled_back:

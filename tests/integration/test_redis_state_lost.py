@@ -4,14 +4,20 @@ a loss. Real Redis restarts and a real cluster master's keys flushed, not a fake
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 
+from consumer.errors import StateStoreError
 from consumer.operations.health import PROBE_INTERVAL_S
-from consumer.state.origins import ORIGIN_CHECK_INTERVAL_S
+from consumer.state.cooldown import bucket_tags
+from consumer.state.origins import CONTACTS, ORIGIN_CHECK_INTERVAL_S, Buckets, OriginWatch, RedisOrigins
+from consumer.state.redis import connect
+from consumer.state.replication import ReplicationWait
 from tests.conftest import ClusterStack, Stack, close_redis, localstack, unique
 from tests.integration.test_contact_policy import OPT_OUT_KEY
 from tests.support.consumers import wait_until
@@ -83,3 +89,39 @@ def test_on_a_redis_cluster_a_master_that_lost_its_keys_is_counted_by_its_share_
     log = replica.log_path.read_text(encoding="utf-8")
     assert f"Redis lost the dedup state of {dedup} of 64 buckets since" in log
     run.finish(dead_letters=0)
+
+
+def test_with_dedup_wait_replicas_a_failover_to_a_replica_cut_off_is_no_rollback(
+        redis_cluster: ClusterStack, cluster_client: Any) -> None:
+    """DEDUP_WAIT_REPLICAS keeps every mark relied on on a replica: the checks counted on a master
+    whose replica was cut off, lost in the failover, are not the state going back."""
+    if not redis_cluster.local:
+        pytest.skip("kills a node of the local stack's cluster")
+    prefix = unique("lost")
+    client = connect(redis_cluster.url, cluster=True)
+    tags = bucket_tags(prefix)
+    wait = ReplicationWait(client, prefix, replicas=1, timeout_ms=300)
+    replica = OriginWatch(RedisOrigins(client), [lambda: Buckets(CONTACTS, tags)], replicated=wait)
+    try:
+        assert replica.check() == [] and replica.check() == []
+        victim = sorted(localstack.cluster_topology())[0]
+        (lagging,) = localstack.cluster_topology()[victim]
+        localstack.cut_replication(lagging)
+        try:
+            for _ in range(3):  # the senders' claims fail closed meanwhile: nothing is relied on
+                assert replica.check() == []
+            localstack.kill_cluster_node(victim)
+            assert localstack.wait_failover(victim) == lagging
+        finally:
+            localstack.restore_replication(lagging)
+        losses = None
+        deadline = time.monotonic() + 30
+        while losses is None or replica.unread:
+            assert time.monotonic() < deadline, replica.unread
+            with contextlib.suppress(StateStoreError):
+                losses = replica.check()
+            time.sleep(0.5)
+        assert losses == []
+    finally:
+        close_redis(client)
+        localstack.restart_cluster_node(victim)
