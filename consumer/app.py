@@ -94,9 +94,11 @@ def build_dead_letter_marks(settings: Settings, state: State, dedup: DedupStore)
                                 previous_release=_redis_dedup(dedup).reads_previous_release)
 
 
-def build_origins(state: State, dedup: DedupStore, cooldown: ContactCooldown | None) -> OriginWatch:
+def build_origins(state: State, dedup: DedupStore, cooldown: ContactCooldown | None,
+                  wait: ReplicationWait | None = None) -> OriginWatch:
     """Every bucket's origin, so that Redis losing the dedup or contact state is noticed and said
-    (consumer/state/origins.py)."""
+    (consumer/state/origins.py); with DEDUP_WAIT_REPLICAS (`wait`), only what reached the replicas
+    counts, as for the marks."""
     redis_dedup = _redis_dedup(dedup)
 
     def dedup_buckets() -> Buckets:
@@ -106,7 +108,7 @@ def build_origins(state: State, dedup: DedupStore, cooldown: ContactCooldown | N
     sources = [dedup_buckets]
     if cooldown is not None:
         sources.append(lambda: Buckets(CONTACTS, bucket_tags(state.keys.prefix)))
-    return OriginWatch(RedisOrigins(state.client), sources)
+    return OriginWatch(RedisOrigins(state.client), sources, replicated=wait)
 
 
 def _redis_dedup(dedup: DedupStore) -> RedisDedup:
@@ -350,5 +352,5 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
                         dlq_topic=settings.dlq_topic, destinations=list(destinations.values()),
                         heartbeat=LimiterHeartbeat([d.limiter for d in destinations.values()]),
                         allow_eviction=settings.redis_allow_eviction,
-                        origins=build_origins(state, dedup, cooldown))
+                        origins=build_origins(state, dedup, cooldown, replication_wait(settings, state)))
     return pipeline, probe

@@ -175,6 +175,7 @@ class HealthProbe:
         self.origins = origins
         self._memory_at = 0.0
         self._origins_at = 0.0
+        self._origins_unread: str | None = None  # why the origins could not be read, as last said
         self._eviction_problem: str | None = None
         self._stop = threading.Event()
         self._thread = long_lived(self._run, name="health-probe", role="health_probe")
@@ -258,11 +259,24 @@ class HealthProbe:
     def _check_origins(self, origins: OriginWatch) -> None:
         try:
             losses = origins.check()
-        except StateStoreError:
-            return  # Redis away or refusing: reported on its own; the origins are asked again next time
+        except StateStoreError as exc:
+            # Asked again next time. Said, once: Redis may answer the ping and still refuse these
+            # calls, and a watch that cannot read must not pass for one that found nothing lost.
+            self._say_origins_unread(str(exc))
+            return
+        self._say_origins_unread(origins.unread)
         for loss in losses:
             self.metrics.redis_state_lost.labels(loss.state).inc(loss.lost)
             log.error("%s", loss.message(), extra={"reason": "redis_state_lost"})
+
+    def _say_origins_unread(self, unread: str | None) -> None:
+        if unread and not self._origins_unread:
+            log.warning("the buckets' origins cannot be read (%s): Redis losing the dedup or contact state there "
+                        "goes unsaid until they can (README, \"When Redis loses its data\")", unread,
+                        extra={"reason": "redis_state_unchecked"})
+        elif self._origins_unread and not unread:
+            log.info("the buckets' origins are read again", extra={"reason": "redis_state_unchecked"})
+        self._origins_unread = unread
 
     def _check_circuit(self) -> None:
         states = []

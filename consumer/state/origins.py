@@ -19,6 +19,14 @@ vanished (this call wrote a new one) or changed (another replica wrote a new one
 replica saw it proves that the bucket's keys were lost in between. A first sight proves nothing
 (a first start, an upgrade from a build without origins, a loss while no replica ran): it is only
 remembered.
+
+Redis can also go back to an earlier state that held the origins: a restart from its last RDB
+snapshot (no AOF), a restore from a backup, a failover to a replica far behind. The marks written
+since are gone, the origins are not. So each call also counts one more check in the origin
+(HINCRBY `checks`, every replica's); a count read now no higher than the one this replica read at the
+check before its last proves that Redis went back to before that check (its own two checks since
+are gone). The check before the last, not the last: an AOF written every second, or a failover's
+replication lag, loses the last second or so, which is not what this says.
 """
 
 from __future__ import annotations
@@ -29,11 +37,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import redis
 
+from consumer.errors import StateStoreError
 from consumer.state.redis import Call, run_calls, stored_text, translated
+from consumer.state.redis_errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -65,28 +75,59 @@ class Buckets:
     layout_copy: str = ""
 
 
+class Origin(NamedTuple):
+    """A bucket's origin as one call read it: `since`, and the checks counted so far."""
+
+    since: str
+    checks: int
+
+
 @dataclass(frozen=True)
 class Loss:
-    """Buckets of one state whose keys were lost since this replica last saw them whole."""
+    """Buckets of one state whose keys were lost since this replica last saw them whole, or (with
+    `rolled_back`) that Redis took back to a state older than `seen_at`."""
 
     state: str
     lost: int
     buckets: int
-    seen_at: float  # wall-clock time of the check that last saw them whole
+    seen_at: float  # wall-clock time of a check that saw them whole (for a rollback: a state newer)
+    rolled_back: bool = False
 
     def message(self) -> str:
         seen = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.seen_at))
-        return (f"Redis lost the {self.state} state of {self.lost} of {self.buckets} buckets since {seen} "
-                "(their origin keys vanished: a restart without its data, FLUSHALL, keys deleted, or a failover "
-                f"to a replica that had not received them): {_CONSEQUENCES[self.state]}. Keep Redis's persistence "
-                "on (appendonly yes) with replicas, and consider DEDUP_WAIT_REPLICAS (README, \"When Redis loses "
-                "its data\")")
+        if self.rolled_back:
+            what = (f"Redis went back to a state of {self.lost} of {self.buckets} buckets of the {self.state} state "
+                    f"older than {seen}, losing what was written after it (a restart from its last snapshot "
+                    "without AOF, a restore from a backup, or a failover to a replica far behind)")
+        else:
+            what = (f"Redis lost the {self.state} state of {self.lost} of {self.buckets} buckets since {seen} "
+                    "(their origin keys vanished: a restart without its data, FLUSHALL, keys deleted, or a "
+                    "failover to a replica that had not received them)")
+        return (f"{what}: {_CONSEQUENCES[self.state]}. Keep Redis's persistence on (appendonly yes) with replicas, "
+                "and consider DEDUP_WAIT_REPLICAS (README, \"When Redis loses its data\")")
+
+
+@dataclass(frozen=True)
+class _Sight:
+    """What this replica read of one origin at its last check that read it, and at the one before."""
+
+    since: str
+    checks: int
+    at: float
+    checks_before: int | None = None  # the baseline: a count read before (see OriginWatch.check)
+    at_before: float = 0.0
+    # Whether the check that read this had its writes on DEDUP_WAIT_REPLICAS replicas (always,
+    # without the setting), and whether `since` ever was: with the setting, a failover loses no
+    # mark relied on, so what the checks alone wrote and lost in it is no loss.
+    replicated: bool = True
+    durable: bool = True
 
 
 class OriginStore(Protocol):
-    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
+    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[Origin | StateStoreError]:
         """The origin of each (origin key, layout copy), in order: as stored, or written now
-        (with the copy, when not empty) where there is none."""
+        (with the copy, when not empty) where there is none, its check count one more; or why that one could not be read
+        (one refused call must not blind the watch to the other buckets)."""
 
 
 def new_since() -> str:
@@ -98,35 +139,61 @@ class RedisOrigins:
         self.client = client
         self.cluster = isinstance(client, redis.RedisCluster)
 
-    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
-        calls, reads = [], []
+    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[Origin | StateStoreError]:
+        calls: list[Call] = []
+        spans = []  # each bucket's calls: [first, end)
         for key, layout_copy in buckets:
+            first = len(calls)
             if layout_copy:  # first: a hash a scan for slice hashes finds always holds the layout
                 calls.append(Call([key], ["#", layout_copy], command="HSETNX"))
-            calls.append(Call([key], ["since", new_since()], command="HSETNX"))
-            reads.append(len(calls))
-            calls.append(Call([key], ["since"], command="HGET"))
-        with translated("reading the buckets' origins"):
-            replies = run_calls(self.client, calls, cluster=self.cluster)
-        # None only if the key was deleted between the two commands: lost, as it is.
-        return [stored_text(replies[i]) if replies[i] is not None else "" for i in reads]
+            calls += [Call([key], ["since", new_since()], command="HSETNX"),
+                      Call([key], ["checks", 1], command="HINCRBY"),
+                      Call([key], ["since"], command="HGET")]
+            spans.append((first, len(calls)))
+        with translated(READING):
+            replies = run_calls(self.client, calls, cluster=self.cluster, raise_errors=False)
+        # Each bucket stands alone: a key of another type, or on a cluster a master down while the
+        # others serve, leaves only its own bucket unread.
+        found: list[Origin | StateStoreError] = []
+        for first, end in spans:
+            error = next((reply for reply in replies[first:end] if isinstance(reply, Exception)), None)
+            if error is not None:
+                found.append(StateStoreError(describe(error, READING)))
+            else:  # `since` None only if the key was deleted between the commands: lost, as it is
+                since = replies[end - 1]
+                found.append(Origin("" if since is None else stored_text(since), int(replies[end - 2])))
+        return found
+
+
+READING = "reading the buckets' origins"
 
 
 class MemoryOrigins:
-    """`RedisOrigins` in memory, for unit tests: `lose` stands for Redis losing the keys."""
+    """`RedisOrigins` in memory, for unit tests: `lose` stands for Redis losing the keys,
+    `snapshot` and `go_back` for Redis going back to an earlier state."""
 
     def __init__(self) -> None:
         self.stored: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
-    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[str]:
+    def origins(self, buckets: Sequence[tuple[str, str]]) -> list[Origin | StateStoreError]:
         with self._lock:
-            found = []
+            found: list[Origin | StateStoreError] = []
             for key, copy in buckets:
                 if key not in self.stored:
                     self.stored[key] = {"since": new_since(), **({"#": copy} if copy else {})}
-                found.append(self.stored[key]["since"])
+                stored = self.stored[key]
+                stored["checks"] = str(int(stored.get("checks", "0")) + 1)
+                found.append(Origin(stored["since"], int(stored["checks"])))
             return found
+
+    def snapshot(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            return {key: dict(fields) for key, fields in self.stored.items()}
+
+    def go_back(self, snapshot: dict[str, dict[str, str]]) -> None:
+        with self._lock:
+            self.stored = {key: dict(fields) for key, fields in snapshot.items()}
 
     def lose(self, keys: Sequence[str] | None = None) -> None:
         with self._lock:
@@ -178,12 +245,18 @@ class OriginWatch:
     loaded); one that raises StateStoreError fails the check, asked again at the next."""
 
     def __init__(self, store: OriginStore, sources: Sequence[Callable[[], Buckets]],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, replicated: Callable[[], None] | None = None) -> None:
         self.store = store
         self.sources = sources
         self.clock = clock
-        self._seen: dict[str, str] = {}  # origin key -> its origin when this replica last saw it
-        self._seen_at = 0.0
+        # DEDUP_WAIT_REPLICAS's wait (raises StateStoreError when the replicas do not acknowledge)
+        self.replicated = replicated
+        # origin key -> what this replica last read of it, and when (a bucket left unread keeps
+        # the time it was last read, so that a loss found later says since when truly)
+        self._seen: dict[str, _Sight] = {}
+        # Why the last check left buckets unread, None when it read them all: the probe says it
+        # (a watch blind to some buckets must not look like one that found nothing lost).
+        self.unread: str | None = None
 
     def check(self) -> list[Loss]:
         now = self.clock()
@@ -191,15 +264,44 @@ class OriginWatch:
         keys = [[origin_key(tag) for tag in state.tags] for state in states]
         asked = [(key, state.layout_copy) for state, state_keys in zip(states, keys, strict=True) for key in state_keys]
         found = iter(self.store.origins(asked))
-        losses = []
+        replicated = True
+        if self.replicated is not None:
+            try:
+                self.replicated()
+            except StateStoreError:
+                replicated = False
+        losses, unread = [], []
         for state, state_keys in zip(states, keys, strict=True):
-            lost = 0
+            lost, since, rolled_back, older_than = 0, now, 0, now
             for key in state_keys:
                 origin = next(found)
+                if isinstance(origin, StateStoreError):
+                    unread.append(str(origin))
+                    continue
                 before = self._seen.get(key)
-                lost += before is not None and before != origin
-                self._seen[key] = origin
+                if before is None or before.since != origin.since:
+                    if before is not None and before.durable:
+                        lost, since = lost + 1, min(since, before.at)
+                    self._seen[key] = _Sight(origin.since, origin.checks, now, replicated=replicated,
+                                             durable=replicated)
+                    continue
+                durable = before.durable or replicated
+                if before.checks_before is not None and origin.checks <= before.checks_before:
+                    rolled_back, older_than = rolled_back + 1, min(older_than, before.at_before)
+                    self._seen[key] = _Sight(origin.since, origin.checks, now, replicated=replicated,
+                                             durable=durable)  # said once: compared afresh
+                    continue
+                # The baseline moves on to the lower of the last two counts (one a shallow rollback
+                # took back is none), and only from a check whose writes were replicated.
+                baseline: int | None
+                if before.replicated:
+                    baseline, baseline_at = min(before.checks, origin.checks), before.at
+                else:
+                    baseline, baseline_at = before.checks_before, before.at_before
+                self._seen[key] = _Sight(origin.since, origin.checks, now, baseline, baseline_at, replicated, durable)
             if lost:
-                losses.append(Loss(state.state, lost, len(state_keys), self._seen_at))
-        self._seen_at = now
+                losses.append(Loss(state.state, lost, len(state_keys), since))
+            if rolled_back:
+                losses.append(Loss(state.state, rolled_back, len(state_keys), older_than, rolled_back=True))
+        self.unread = f"{len(unread)} of {len(asked)} buckets, the first: {unread[0]}" if unread else None
         return losses

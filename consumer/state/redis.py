@@ -160,7 +160,7 @@ class Call(NamedTuple):
     command: str = ""
 
 
-def run_calls(client: Any, calls: Sequence[Call], *, cluster: bool) -> list[Any]:
+def run_calls(client: Any, calls: Sequence[Call], *, cluster: bool, raise_errors: bool = True) -> list[Any]:
     """Run every call in one pipeline: one reply per call, in order; one network round trip on a
     single Redis, one per master on a cluster, sent to all of them before any reply is read.
 
@@ -168,7 +168,8 @@ def run_calls(client: Any, calls: Sequence[Call], *, cluster: bool) -> list[Any]
     cluster pipeline refuses evalsha, and would ask a node for the keys of a raw EVALSHA (one
     more round trip each). A Redis that restarted, or a master just promoted, lacks a script:
     each script that answered NOSCRIPT is loaded (on every master) and the calls that answered it
-    are run again, only those (the others ran). The first error among the replies is raised."""
+    are run again, only those (the others ran). The first error among the replies is raised, or
+    with `raise_errors` False left in its place (a caller whose calls stand each on its own)."""
     replies = _pipelined(client, calls, cluster)
     missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
@@ -177,7 +178,7 @@ def run_calls(client: Any, calls: Sequence[Call], *, cluster: bool) -> list[Any]
             client.script_load(script.script)
         for i, reply in zip(missing, _pipelined(client, [calls[i] for i in missing], cluster), strict=True):
             replies[i] = reply
-    for reply in replies:
+    for reply in replies if raise_errors else ():
         if isinstance(reply, Exception):
             raise reply
     return replies

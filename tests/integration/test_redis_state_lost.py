@@ -4,16 +4,21 @@ a loss. Real Redis restarts and a real cluster master's keys flushed, not a fake
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 
+from consumer.errors import StateStoreError
 from consumer.operations.health import PROBE_INTERVAL_S
+from consumer.state.cooldown import bucket_tags
 from consumer.state.dedup import RedisDedup
-from consumer.state.origins import ORIGIN_CHECK_INTERVAL_S, origin_key
-from consumer.state.redis import Keys
+from consumer.state.origins import CONTACTS, ORIGIN_CHECK_INTERVAL_S, Buckets, OriginWatch, RedisOrigins, origin_key
+from consumer.state.redis import Keys, connect
+from consumer.state.replication import ReplicationWait
 from tests.conftest import ClusterStack, Stack, close_redis, localstack, unique
 from tests.integration.test_check_durability import kafka_and_redis_lines
 from tests.integration.test_cli_commands import base_env
@@ -103,3 +108,37 @@ def test_check_says_since_when_the_state_is_kept_and_which_buckets_began_later(
     assert redis.split()[1] == "ok", redis
     assert "; dedup state since 2027-01-15T08:00:00Z; WARNING (state lost): 21 of 64 dedup buckets began at " \
            "2027-01-15T10:00:00Z, after the others: their keys were lost" in redis, redis
+def test_with_dedup_wait_replicas_a_failover_to_a_replica_cut_off_is_no_rollback(
+        redis_cluster: ClusterStack, cluster_client: Any) -> None:
+    """DEDUP_WAIT_REPLICAS keeps every mark relied on on a replica: the checks counted on a master
+    whose replica was cut off, lost in the failover, are not the state going back."""
+    if not redis_cluster.local:
+        pytest.skip("kills a node of the local stack's cluster")
+    prefix = unique("lost")
+    client = connect(redis_cluster.url, cluster=True)
+    tags = bucket_tags(prefix)
+    wait = ReplicationWait(client, prefix, replicas=1, timeout_ms=300)
+    replica = OriginWatch(RedisOrigins(client), [lambda: Buckets(CONTACTS, tags)], replicated=wait)
+    try:
+        assert replica.check() == [] and replica.check() == []
+        victim = sorted(localstack.cluster_topology())[0]
+        (lagging,) = localstack.cluster_topology()[victim]
+        localstack.cut_replication(lagging)
+        try:
+            for _ in range(3):  # the senders' claims fail closed meanwhile: nothing is relied on
+                assert replica.check() == []
+            localstack.kill_cluster_node(victim)
+            assert localstack.wait_failover(victim) == lagging
+        finally:
+            localstack.restore_replication(lagging)
+        losses = None
+        deadline = time.monotonic() + 30
+        while losses is None or replica.unread:
+            assert time.monotonic() < deadline, replica.unread
+            with contextlib.suppress(StateStoreError):
+                losses = replica.check()
+            time.sleep(0.5)
+        assert losses == []
+    finally:
+        close_redis(client)
+        localstack.restart_cluster_node(victim)

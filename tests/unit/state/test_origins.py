@@ -185,3 +185,86 @@ def test_check_counts_buckets_without_an_origin_and_says_when_there_is_none() ->
         ("dedup state: no origins yet (no replica of this release has checked it)", None)
     assert origins_summary(DEDUP, ["1800000000000-ab", None, "not a time"])[0] == \
         "dedup state since 2027-01-15T08:00:00Z (1 of 3 buckets without an origin yet)"
+def test_origins_that_cannot_be_read_are_said_once_and_their_return_too(caplog: pytest.LogCaptureFixture) -> None:
+    """The check failing (all of it or some buckets) while Redis answers the probe's ping used to
+    be silent: losses went unsaid with nothing saying the watch was blind."""
+    failing = [True]
+
+    def dedup() -> Buckets:
+        if failing[0]:
+            raise StateStoreError("Redis refused reading the buckets' origins (ResponseError: WRONGTYPE)")
+        return Buckets(DEDUP, DEDUP_TAGS, LAYOUT)
+
+    checker = probe(OriginWatch(MemoryOrigins(), [dedup]), Metrics())
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            checker._check_origins(checker.origins)  # type: ignore[arg-type]
+        failing[0] = False
+        checker._check_origins(checker.origins)  # type: ignore[arg-type]
+        checker._check_origins(checker.origins)  # type: ignore[arg-type]
+    said = [(r.levelno, getattr(r, "reason", "")) for r in caplog.records if r.name == "consumer.operations.health"]
+    assert said == [(logging.WARNING, "redis_state_unchecked"), (logging.INFO, "redis_state_unchecked")]
+    assert "WRONGTYPE" in caplog.records[0].getMessage()
+
+
+def test_redis_gone_back_to_an_older_state_is_said_by_every_replica_once() -> None:
+    """A restart from the last RDB snapshot keeps the origins and loses the marks written since:
+    the check counts, lower than each replica read two checks ago, say it."""
+    store, clock = MemoryOrigins(), Clock()
+    first, second = watch(store, clock), watch(store, clock)
+    for _ in range(2):
+        assert first.check() == [] and second.check() == []
+    snapshot = store.snapshot()
+    when = clock.now
+    for _ in range(3):  # the fleet goes on: 30 s of checks, and marks, after the snapshot
+        assert first.check() == [] and second.check() == []
+    store.go_back(snapshot)
+    for replica in (first, second):  # the second reads after the first's check: still said
+        losses = replica.check()
+        said = [(loss.state, loss.lost, loss.rolled_back) for loss in losses]
+        assert said == [(DEDUP, 64, True), (CONTACTS, 64, True)]
+        assert losses[0].seen_at > when
+        assert "went back to a state of 64 of 64 buckets of the dedup state older than" in losses[0].message()
+        assert "second SMS" in losses[0].message()
+    assert first.check() == [] and second.check() == []  # said once
+
+
+def test_redis_that_lost_only_the_last_check_says_nothing() -> None:
+    store = MemoryOrigins()
+    replica = watch(store)
+    replica.check()
+    replica.check()
+    snapshot = store.snapshot()
+    replica.check()
+    store.go_back(snapshot)  # an AOF written every second lost the last second
+    assert replica.check() == [] and replica.check() == []
+
+
+def test_with_dedup_wait_replicas_what_only_the_checks_wrote_and_a_failover_lost_is_no_loss() -> None:
+    """The replica holds what its master had when the link was cut: every mark relied on (the
+    senders fail closed meanwhile), not the checks counted, nor an origin first written, since."""
+    store, cut = MemoryOrigins(), [False]
+
+    def wait() -> None:
+        if cut[0]:
+            raise StateStoreError("only 0 of 1 Redis replicas acknowledged")
+
+    replica = OriginWatch(store, [lambda: Buckets(DEDUP, DEDUP_TAGS[:32], LAYOUT)], clock=Clock(),
+                          replicated=wait)
+    replica.check()
+    replica.check()
+    on_the_replica = store.snapshot()
+    cut[0] = True
+    later = OriginWatch(store, [lambda: Buckets(DEDUP, DEDUP_TAGS[32:], LAYOUT)], clock=Clock(), replicated=wait)
+    for _ in range(3):
+        assert replica.check() == [] and later.check() == []  # the later buckets' origins: first written now
+    store.go_back(on_the_replica)  # the failover
+    cut[0] = False
+    assert replica.check() == [] and later.check() == []
+    assert replica.check() == [] and later.check() == []
+    # Once replicated again, going back is said as before.
+    snapshot = store.snapshot()
+    for _ in range(3):
+        replica.check()
+    store.go_back(snapshot)
+    assert [(loss.state, loss.lost, loss.rolled_back) for loss in replica.check()] == [(DEDUP, 32, True)]
