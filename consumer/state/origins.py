@@ -282,6 +282,9 @@ class OriginWatch:
                 if before is None or before.since != origin.since:
                     if before is not None and before.durable:
                         lost, since = lost + 1, min(since, before.at)
+                    if not origin.since:  # the key vanished during this check: the next one's origin is new
+                        self._seen.pop(key, None)  # a first sight, not this loss said again
+                        continue
                     self._seen[key] = _Sight(origin.since, origin.checks, now, replicated=replicated,
                                              durable=replicated)
                     continue

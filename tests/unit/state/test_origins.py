@@ -19,6 +19,7 @@ from consumer.state.origins import (
     ORIGIN_CHECK_INTERVAL_S,
     Buckets,
     MemoryOrigins,
+    Origin,
     OriginWatch,
     origin_key,
     origins_summary,
@@ -322,3 +323,31 @@ def wait_for(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_keys_lost_in_the_middle_of_a_check_are_said_once() -> None:
+    """RedisOrigins reads `since` as "" when the key vanished between the bucket's HSETNX and its
+    HGET (FLUSHALL or keys deleted between two reads of the pipeline): a loss, said then. The next
+    check writes a new origin; that is the same loss, not a second one."""
+    class Vanishing(MemoryOrigins):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vanish: list[str] = []
+
+        def origins(self, buckets: Sequence[tuple[str, str]]) -> list[Origin | StateStoreError]:
+            found = super().origins(buckets)
+            for i, (key, _) in enumerate(buckets):
+                if key in self.vanish:
+                    self.lose([key])
+                    origin = found[i]
+                    assert isinstance(origin, Origin)
+                    found[i] = Origin("", origin.checks)
+            self.vanish = []
+            return found
+
+    store = Vanishing()
+    replica = watch(store, contacts=False)
+    assert replica.check() == [] and replica.check() == []
+    store.vanish = keys(DEDUP_TAGS[:2])
+    assert [(loss.state, loss.lost) for loss in replica.check()] == [(DEDUP, 2)]
+    assert replica.check() == [] and replica.check() == []
