@@ -175,6 +175,7 @@ class HealthProbe:
         self.origins = origins
         self._memory_at = 0.0
         self._origins_at = 0.0
+        self._origins_thread: threading.Thread | None = None  # the check running, one at a time
         self._origins_unread: str | None = None  # why the origins could not be read, as last said
         self._eviction_problem: str | None = None
         self._stop = threading.Event()
@@ -214,9 +215,14 @@ class HealthProbe:
         if self.health.redis_ok and now - self._memory_at >= MEMORY_INTERVAL_S:
             self._memory_at = now
             self._check_memory()
-        if self.origins and self.health.redis_ok and now - self._origins_at >= ORIGIN_CHECK_INTERVAL_S:
-            self._origins_at = now
-            self._check_origins(self.origins)
+        if self.origins and self.health.redis_ok and not self._origins_running() \
+                and now - self._origins_at >= ORIGIN_CHECK_INTERVAL_S:
+            # On a thread of its own: on a cluster a master that hangs costs one timeout per
+            # command of its buckets (redis-py's cluster pipeline retries them one by one), minutes
+            # in which this round's other checks (reachability, the circuit's probe) must go on.
+            self._origins_thread = threading.Thread(target=self._origins_round, args=(self.origins,),
+                                                    name="origin-check", daemon=True)
+            self._origins_thread.start()
         if not self.health.redis_ok or now - last_utilisation < UTILISATION_INTERVAL_S:
             return last_utilisation
         with contextlib.suppress(StateStoreError):
@@ -255,6 +261,20 @@ class HealthProbe:
             log.error("%s%s", "REDIS_ALLOW_EVICTION=true, but " if self.allow_eviction else "", problem,
                       extra={"reason": "redis_eviction"})
         self._eviction_problem = problem
+
+    def _origins_running(self) -> bool:
+        return self._origins_thread is not None and self._origins_thread.is_alive()
+
+    def _origins_round(self, origins: OriginWatch) -> None:
+        try:
+            self._check_origins(origins)
+        except Exception:  # asked again at the next interval
+            log.exception("origins check error; continuing")
+        finally:
+            # The interval counts from the end of a check: a slow check's counts landing close to
+            # the next one's would let the last second an AOF loses take both (origins.py compares
+            # with the check before the last).
+            self._origins_at = time.monotonic()
 
     def _check_origins(self, origins: OriginWatch) -> None:
         try:

@@ -52,6 +52,7 @@ SLICES = 8
 FIELD_BYTES = 14  # a 14-byte field fills the same 16-byte allocation as a shorter one
 LAYOUT_VERSION = 1
 SENTINEL = "#"  # each slice hash's extra field: a copy of the layout (lua/claim.lua)
+ORIGIN_SUFFIX = b"}:origin"  # a bucket's origin, `origins.origin_key`, which also holds the copy
 # Finding 0.2.0's marks at the first start: SCAN calls of this many keys, at most this many calls.
 # A database of more keys than these allow (2 million) is assumed to hold them: they are then read
 # for one horizon.
@@ -205,7 +206,10 @@ def load_layout(client: Any, keys: Keys, horizon_ms: int, *, cluster: bool) -> L
 def _layout_of_existing_slices(client: Any, keys: Keys, *, cluster: bool) -> bytes | None:
     nodes = _masters(client, None, cluster)
     for node in nodes:
-        key = _found([node], keys.dedup_slices())
+        # A bucket's origin (consumer/state/origins.py) is no mark: written by plain commands, it
+        # can lack its copy for a while (its `HSETNX #` failed, its `since` written), so one
+        # without the copy is passed over, and a slice without it still means marks of a lost layout.
+        key = _found([node], keys.dedup_slices(), _mark_or_copy(node))
         if isinstance(key, bytes):
             copy = node.hget(key, SENTINEL)
             if copy is None:
@@ -213,6 +217,11 @@ def _layout_of_existing_slices(client: Any, keys: Keys, *, cluster: bool) -> byt
                                       f"{keys.dedup_layout()} from a backup")
             return bytes(copy)
     return None
+
+
+def _mark_or_copy(node: Any) -> Callable[[bytes], bool]:
+    """Whether a key is a slice hash, or an origin holding the layout's copy."""
+    return lambda key: not key.endswith(ORIGIN_SUFFIX) or bool(node.hexists(key, SENTINEL))
 
 
 def _previous_release_marks(client: Any, keys: Keys, cluster: bool) -> bool | None:

@@ -48,10 +48,11 @@ from consumer.state.redis_errors import describe
 log = logging.getLogger(__name__)
 
 ORIGIN_CHECK_INTERVAL_S = 10.0
-# `pisano-sms check` says which buckets of a state began this much later than its first: a replica's
-# first check writes every missing origin of a state at once, so a later one was written anew
-# after its bucket's keys were lost (or its master did not answer that first check).
-LATER_BY_MS = 60_000
+# `pisano-sms check` says which buckets of a state began this much later than its first: the first
+# check writes every missing origin it reaches at once, so a much later one was written anew after
+# its bucket's keys were lost. The margin also covers a master unreachable for minutes at that first
+# start and the writers' clocks (each origin's `since` is its writer's) lying minutes apart.
+LATER_BY_MS = 600_000
 DEDUP = "dedup"
 CONTACTS = "contacts"
 _CONSEQUENCES = {
@@ -225,7 +226,7 @@ def origins_summary(state: str, origins: Sequence[str | None]) -> tuple[str, str
     return text, (f"{len(later)} of {len(origins)} {state} buckets began at {span}"
                   + f", after the others: their keys were lost and begun anew since {_iso(began[0])} (a restart "
                   "without its data, FLUSHALL, keys deleted, a failover that lost writes), unless their master did not "
-                  "answer the first replica's first check. A replica running then logged \"Redis lost the "
+                  "answer the first checks for more than 10 minutes. A replica running then logged \"Redis lost the "
                   f"{state} state\" (README, \"When Redis loses its data\")")
 
 
@@ -282,6 +283,9 @@ class OriginWatch:
                 if before is None or before.since != origin.since:
                     if before is not None and before.durable:
                         lost, since = lost + 1, min(since, before.at)
+                    if not origin.since:  # the key vanished during this check: the next one's origin is new
+                        self._seen.pop(key, None)  # a first sight, not this loss said again
+                        continue
                     self._seen[key] = _Sight(origin.since, origin.checks, now, replicated=replicated,
                                              durable=replicated)
                     continue

@@ -170,3 +170,23 @@ def test_an_origin_that_cannot_be_read_does_not_hide_the_losses_of_the_others(va
     variant.lose([origin_key(tags[9])])
     assert [(loss.state, loss.lost) for loss in replica.check()] == [(CONTACTS, 1)]
     assert replica.unread is not None and "WRONGTYPE" in replica.unread
+
+
+@pytest.mark.parametrize("variant", ["redis", "cluster"], indirect=True)
+def test_a_dedup_origin_left_without_the_layout_copy_does_not_stop_the_layout_being_restored(
+        variant: Variant) -> None:
+    """The origins are written by plain commands, not atomically: `HSETNX #` can fail while the
+    bucket's `HSETNX since` succeeds (on a cluster, the commands that failed in a failover are sent
+    again one by one, the first out of retries before the replica is promoted, the next after; on
+    a single Redis, keys deleted between two reads of the pipeline). Such an origin is no mark: a
+    replica that finds the layout key lost must take the copy from a hash that holds one, not
+    refuse to start (`dedup marks exist ... restore ... from a backup`) until a running replica's
+    next check writes the copy, which none does if every replica restarted."""
+    dedup = RedisDedup(variant.client, Keys("t"), lease_ms=60_000, horizon_s=3600)
+    tags, layout_copy = dedup.buckets()
+    OriginWatch(variant.store, [lambda: Buckets(DEDUP, tags, layout_copy)]).check()
+    for tag in tags[:-1]:  # one bucket keeps its copy
+        variant.client.hdel(origin_key(tag), SENTINEL)
+    variant.client.delete(Keys("t").dedup_layout())
+    cluster = variant.name == "cluster"
+    assert load_layout(variant.client, Keys("t"), 3600_000, cluster=cluster).encode() == layout_copy

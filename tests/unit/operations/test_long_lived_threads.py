@@ -168,6 +168,7 @@ THREAD_SITES = {
     "consumer/delivery/resolution.py": "short-lived: one DNS lookup",
     "consumer/delivery/token_refresh.py": "short-lived: one read of the token source after a 401",
     "consumer/pipeline.py": "short-lived: kafka-close, the consumer's close at shutdown",
+    "consumer/operations/health.py": "short-lived: origin-check, one check of the origins (one at a time)",
     "consumer/simulator/server.py": "the Pisano simulator: not the consumer process",
     "consumer/demo.py": "the demo's consumer loop: not the consumer process",
 }
