@@ -48,6 +48,7 @@ from consumer.state.redis_errors import describe
 log = logging.getLogger(__name__)
 
 ORIGIN_CHECK_INTERVAL_S = 10.0
+READING = "reading the buckets' origins"
 # `pisano-sms check` says which buckets of a state began this much later than its first: the first
 # check writes every missing origin it reaches at once, so a much later one was written anew after
 # its bucket's keys were lost. The margin also covers a master unreachable for minutes at that first
@@ -126,9 +127,9 @@ class _Sight:
 
 class OriginStore(Protocol):
     def origins(self, buckets: Sequence[tuple[str, str]]) -> list[Origin | StateStoreError]:
-        """The origin of each (origin key, layout copy), in order: as stored, or written now
-        (with the copy, when not empty) where there is none, its check count one more; or why that one could not be read
-        (one refused call must not blind the watch to the other buckets)."""
+        """The origin of each (origin key, layout copy), in order: as stored, or written now (with
+        the copy, when not empty) where there is none, its check count one more; or why that one
+        could not be read (one refused call must not blind the watch to the other buckets)."""
 
 
 def new_since() -> str:
@@ -165,8 +166,6 @@ class RedisOrigins:
                 found.append(Origin("" if since is None else stored_text(since), int(replies[end - 2])))
         return found
 
-
-READING = "reading the buckets' origins"
 
 
 class MemoryOrigins:
@@ -205,7 +204,7 @@ class MemoryOrigins:
 def read_origins(client: Any, tags: Sequence[str]) -> list[str | None]:
     """Each bucket's origin as stored, None where there is none; read only (`pisano-sms check`)."""
     calls = [Call([origin_key(tag)], ["since"], command="HGET") for tag in tags]
-    with translated("reading the buckets' origins"):
+    with translated(READING):
         replies = run_calls(client, calls, cluster=isinstance(client, redis.RedisCluster))
     return [None if reply is None else stored_text(reply) for reply in replies]
 

@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from consumer.errors import StateStoreError
-from consumer.operations.health import PROBE_INTERVAL_S
 from consumer.state.cooldown import bucket_tags
 from consumer.state.dedup import RedisDedup
 from consumer.state.origins import CONTACTS, ORIGIN_CHECK_INTERVAL_S, Buckets, OriginWatch, RedisOrigins, origin_key
@@ -37,6 +36,12 @@ def origins(node: Any, prefix: str, state: str = "*") -> int:
     return sum(1 for _ in node.scan_iter(match=f"{{{prefix}:{state}:*}}:origin", count=1000))
 
 
+def checks_of(client: Any, prefix: str) -> int:
+    """The checks counted in one of the prefix's dedup origins (every check adds one)."""
+    key = next(iter(client.scan_iter(match=f"{{{prefix}:d:*}}:origin", count=1000)))
+    return int(client.hget(key, "checks"))
+
+
 def test_a_redis_restarted_without_its_data_is_said_and_counted_and_one_with_its_data_is_not(
         local_stack: Stack, run: Run, new_topic: Callable[..., str], redis_client: Any) -> None:
     prefix = unique("lost")
@@ -45,11 +50,16 @@ def test_a_redis_restarted_without_its_data_is_said_and_counted_and_one_with_its
     replica.wait_ready()
     run.wait_all_committed()
     wait_until(lambda: origins(redis_client, prefix) == 2 * BUCKETS, 30, "every bucket's origin written")
-    time.sleep(1.5)  # appendfsync everysec: the origins are on disk
+    # Every write so far on disk (everysec would have it within a second): fsynced with the next one.
+    redis_client.config_set("appendfsync", "always")
+    redis_client.set(f"{prefix}-fsync", "1")
 
     localstack.stop_redis(kill=True)
-    localstack.start_redis()  # its data back from the AOF
-    time.sleep(ORIGIN_CHECK_INTERVAL_S + 2 * PROBE_INTERVAL_S)  # a check or more since
+    localstack.start_redis()  # its data back from the AOF (its config rewritten: everysec again)
+    counted = checks_of(redis_client, prefix)
+    # A third check begun: two ended since the restart, the second comparing with the check before its last.
+    wait_until(lambda: checks_of(redis_client, prefix) >= counted + 3, 3 * ORIGIN_CHECK_INTERVAL_S + 10,
+               "three checks since the restart")
     assert replica.metric(LOST) == 0, replica.log_tail()
 
     localstack.restart_redis_without_data()
