@@ -6,6 +6,7 @@ checks and what the demo shows. Each builder fails fast with a ConfigError namin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,7 @@ from consumer.state.receipt_marks import RedisReceiptMarks
 from consumer.state.redis import Keys, connect
 from consumer.state.replication import ReplicatedCooldown, ReplicatedDedup, ReplicationWait
 from consumer.state.suppression import OptOutHasher, RedisOptOutList, Suppression
+from consumer.state.witness import CommittedStamps
 
 
 @dataclass
@@ -95,20 +97,22 @@ def build_dead_letter_marks(settings: Settings, state: State, dedup: DedupStore)
 
 
 def build_origins(state: State, dedup: DedupStore, cooldown: ContactCooldown | None,
-                  wait: ReplicationWait | None = None) -> OriginWatch:
+                  wait: ReplicationWait | None = None, horizon_s: float = math.inf) -> OriginWatch:
     """Every bucket's origin, so that Redis losing the dedup or contact state is noticed and said
     (consumer/state/origins.py); with DEDUP_WAIT_REPLICAS (`wait`), only what reached the replicas
-    counts, as for the marks."""
+    counts, as for the marks. `horizon_s` (DEDUP_HORIZON_S) and the longest cooldown: how long a
+    commit's stamp of each state witnesses something (consumer/state/witness.py)."""
     redis_dedup = _redis_dedup(dedup)
 
     def dedup_buckets() -> Buckets:
         tags, layout_copy = redis_dedup.buckets()
-        return Buckets(DEDUP, tags, layout_copy)
+        return Buckets(DEDUP, tags, layout_copy, keeps_s=horizon_s)
 
     sources = [dedup_buckets]
     if cooldown is not None:
-        sources.append(lambda: Buckets(CONTACTS, bucket_tags(state.keys.prefix)))
-    return OriginWatch(RedisOrigins(state.client), sources, replicated=wait)
+        keeps_s = cooldown.windows.longest_ms / 1000
+        sources.append(lambda: Buckets(CONTACTS, bucket_tags(state.keys.prefix), keeps_s=keeps_s))
+    return OriginWatch(RedisOrigins(state.client), sources, replicated=wait, witnessed_key=state.keys.witnessed())
 
 
 def _redis_dedup(dedup: DedupStore) -> RedisDedup:
@@ -333,6 +337,7 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
             lanes[name] = Lane(batcher, sender)
         return Lanes(lanes, lambda campaign: route(campaign) or DEFAULT)
 
+    origins = build_origins(state, dedup, cooldown, replication_wait(settings, state), settings.dedup_horizon_s)
     with refused_settings():  # the producer, and the Pipeline's first consumer
         producer = make_producer(settings, kafka_error)
         pipeline = Pipeline(
@@ -347,10 +352,11 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
             replays=ReplayVerifier.from_settings(settings),
             dead_letter_marks=build_dead_letter_marks(settings, state, dedup),
             receipts=build_receipts(settings, state, producer, route, metrics),
+            stamps=CommittedStamps(origins),
         )
     probe = HealthProbe(health, metrics, redis_client=state.client, producer=pipeline.producer,
                         dlq_topic=settings.dlq_topic, destinations=list(destinations.values()),
                         heartbeat=LimiterHeartbeat([d.limiter for d in destinations.values()]),
                         allow_eviction=settings.redis_allow_eviction,
-                        origins=build_origins(state, dedup, cooldown, replication_wait(settings, state)))
+                        origins=origins)
     return pipeline, probe

@@ -59,6 +59,7 @@ from consumer.outcomes.offsets import OffsetTracker
 from consumer.outcomes.receipts import ReceiptWriter
 from consumer.sre.replay_signature import NOT_A_REPLAY, ReplayVerifier
 from consumer.state.dead_letters import DeadLetterMarks
+from consumer.state.witness import CommittedStamps
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ RECOMMIT_INTERVAL_S = 15.0
 # beyond SHUTDOWN_GRACE_MS, with the producer's final 5 s flush.
 LEAVE_TIMEOUT_S = 3.0
 CLOSE_TIMEOUT_S = 5.0
+# Reading the group's committed offsets at the start (their stamps of the Redis state), each call.
+STAMPS_TIMEOUT_S = 10.0
 
 
 class Pipeline:
@@ -98,6 +101,7 @@ class Pipeline:
         replays: ReplayVerifier | None = None,
         dead_letter_marks: DeadLetterMarks | None = None,
         receipts: ReceiptWriter | None = None,
+        stamps: CommittedStamps | None = None,
     ) -> None:
         self.settings = settings
         self._consumer_factory = consumer_factory
@@ -116,6 +120,8 @@ class Pipeline:
                                    group=settings.kafka_group_id, compat_headers=settings.dlq_compat_headers,
                                    on_acknowledged=self._count_dead_letter)
         self.receipts = receipts  # with OUTCOME_TOPIC: on the same producer as the dead-letters
+        # Each commit stamps the Redis state, read back by the next start (consumer/state/witness.py).
+        self.stamps = stamps
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         # The sending side, one lane per destination: batches are filled here, taken by senders.
         self.delivery = delivery_factory(self.outcomes.put)
@@ -169,6 +175,21 @@ class Pipeline:
         self._generation = generation  # (only once it exists: one that failed replaces nothing)
         return consumer
 
+    def _read_stamps(self) -> None:
+        """The group's committed offsets as they are before this replica commits anything: their
+        stamps witness the Redis state of the last commits (consumer/state/witness.py)."""
+        if self.stamps is None:
+            return
+        try:
+            metadata = self.consumer.list_topics(timeout=STAMPS_TIMEOUT_S)
+            partitions = [TopicPartition(topic, partition) for topic in self.settings.kafka_topics
+                          if topic in metadata.topics for partition in metadata.topics[topic].partitions]
+            committed = self.consumer.committed(partitions, timeout=STAMPS_TIMEOUT_S) if partitions else []
+        except KafkaException as exc:
+            self.stamps.unread(str(exc))
+            return
+        self.stamps.read((p.topic, p.partition, p.metadata) for p in committed if p.error is None)
+
     def _subscribe(self) -> None:
         def current(callback: Callable[[Any, list[TopicPartition]], None]) -> Callable[..., None]:
             # A replaced consumer's close() serves its own callbacks in another thread: they must not
@@ -180,6 +201,7 @@ class Pipeline:
         self._group.left(time.monotonic())
 
     def run(self) -> None:
+        self._read_stamps()
         self._subscribe()
         self.delivery.start()
         log.info("consuming %s as group %s", ",".join(self.settings.kafka_topics), self.settings.kafka_group_id)
@@ -516,16 +538,18 @@ class Pipeline:
         points = self.tracker.commit_points(tps, all_known=all_known)
         if not points:
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in points.items()]
+        offsets = [self._stamped(t, p, o) for (t, p), o in points.items()]
         try:
             result = self.consumer.commit(offsets=offsets, asynchronous=not sync)
         except KafkaException as exc:
             log.warning("commit failed (%s); will commit again", exc)
+            self._refused_stamps(exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None)
             return
         if sync and result:
             self._on_commit(None, result)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self._refused_stamps(error, *(p.error for p in partitions))
         if error is not None:
             log.info("commit not accepted (%s); will commit again", error.str())
             return
@@ -535,6 +559,19 @@ class Pipeline:
         self.dlq.committed(counted)  # the dead-letter marks below these points go
         if self.receipts is not None:  # not a confirmation from before a move back: the marks above it still count
             self.receipts.committed(counted)
+
+    def _stamped(self, topic: str, partition: int, offset: int) -> TopicPartition:
+        metadata = self.stamps.metadata((topic, partition)) if self.stamps is not None else None
+        # (confluent-kafka refuses metadata=None: a TypeError)
+        return TopicPartition(topic, partition, offset) if metadata is None else \
+            TopicPartition(topic, partition, offset, metadata=metadata)
+
+    def _refused_stamps(self, *errors: KafkaError | None) -> None:
+        """A broker whose offset.metadata.max.bytes is below a stamp refuses the whole commit:
+        the next ones go without it (consumer/state/witness.py)."""
+        if self.stamps is not None and any(e is not None and e.code() == KafkaError.OFFSET_METADATA_TOO_LARGE
+                                           for e in errors):
+            self.stamps.refuse()
 
     # ------------------------------------------------------------------ group membership
 

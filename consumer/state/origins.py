@@ -27,15 +27,19 @@ since are gone, the origins are not. So each call also counts one more check in 
 check before its last proves that Redis went back to before that check (its own two checks since
 are gone). The check before the last, not the last: an AOF written every second, or a failover's
 replication lag, loses the last second or so, which is not what this says.
+
+What a replica saw last is also stamped on every commit of its group, so that a replica starting
+after a loss while none ran can compare (witness.py).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -44,6 +48,7 @@ import redis
 from consumer.errors import StateStoreError
 from consumer.state.redis import Call, run_calls, stored_text, translated
 from consumer.state.redis_errors import describe
+from consumer.state.witness import StateStamp, judge, parse_stamp, stamp_of, stamp_text
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,9 @@ class Buckets:
     state: str  # DEDUP or CONTACTS
     tags: Sequence[str]
     layout_copy: str = ""
+    # How long a mark of this state matters (DEDUP_HORIZON_S, the longest contact cooldown): a
+    # commit's stamp older than that witnesses nothing (witness.py).
+    keeps_s: float = math.inf
 
 
 class Origin(NamedTuple):
@@ -94,10 +102,21 @@ class Loss:
     buckets: int
     seen_at: float  # wall-clock time of a check that saw them whole (for a rollback: a state newer)
     rolled_back: bool = False
+    # Found by the stamp of a commit made before this replica started: lost while none watched.
+    witnessed: bool = False
 
     def message(self) -> str:
         seen = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.seen_at))
-        if self.rolled_back:
+        if self.witnessed and self.rolled_back:
+            what = (f"Redis went back, while no replica watched, to a state of the {self.state} state older than "
+                    f"the one the consumer group's offsets were committed under at {seen} (a restart from its last "
+                    "snapshot without AOF, a restore from a backup, or a failover to a replica far behind)")
+        elif self.witnessed:
+            what = (f"Redis lost the {self.state} state of {self.lost} of {self.buckets} buckets while no replica "
+                    f"watched: the consumer group's offsets were committed under origins, seen at {seen}, that are "
+                    "gone (a restart without its data, FLUSHALL, keys deleted, a failover that lost writes, or a "
+                    "new key prefix)")
+        elif self.rolled_back:
             what = (f"Redis went back to a state of {self.lost} of {self.buckets} buckets of the {self.state} state "
                     f"older than {seen}, losing what was written after it (a restart from its last snapshot "
                     "without AOF, a restore from a backup, or a failover to a replica far behind)")
@@ -130,6 +149,12 @@ class OriginStore(Protocol):
         """The origin of each (origin key, layout copy), in order: as stored, or written now (with
         the copy, when not empty) where there is none, its check count one more; or why that one
         could not be read (one refused call must not blind the watch to the other buckets)."""
+
+    def witnessed(self, key: str) -> str | None:
+        """The stamp the last replica that compared kept (witness.py), or None; StateStoreError."""
+
+    def keep_witnessed(self, key: str, stamp: str) -> None:
+        """Keep this replica's stamp once it has compared (never expires); StateStoreError."""
 
 
 def new_since() -> str:
@@ -166,6 +191,14 @@ class RedisOrigins:
                 found.append(Origin("" if since is None else stored_text(since), int(replies[end - 2])))
         return found
 
+    def witnessed(self, key: str) -> str | None:
+        with translated(READING):
+            stamp = self.client.get(key)
+        return None if stamp is None else stored_text(stamp)
+
+    def keep_witnessed(self, key: str, stamp: str) -> None:
+        with translated("keeping the state's stamp"):
+            self.client.set(key, stamp)
 
 
 class MemoryOrigins:
@@ -186,6 +219,14 @@ class MemoryOrigins:
                 stored["checks"] = str(int(stored.get("checks", "0")) + 1)
                 found.append(Origin(stored["since"], int(stored["checks"])))
             return found
+
+    def witnessed(self, key: str) -> str | None:
+        with self._lock:
+            return self.stored.get(key, {}).get("stamp")
+
+    def keep_witnessed(self, key: str, stamp: str) -> None:
+        with self._lock:
+            self.stored[key] = {"stamp": stamp}
 
     def snapshot(self) -> dict[str, dict[str, str]]:
         with self._lock:
@@ -245,8 +286,12 @@ class OriginWatch:
     loaded); one that raises StateStoreError fails the check, asked again at the next."""
 
     def __init__(self, store: OriginStore, sources: Sequence[Callable[[], Buckets]],
-                 clock: Callable[[], float] = time.time, replicated: Callable[[], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, replicated: Callable[[], None] | None = None,
+                 witnessed_key: str = "") -> None:
         self.store = store
+        # Where the replica that compared last keeps its stamp (witness.py): with it, a loss one
+        # start said is not said again by the next, whose oldest commits may predate it.
+        self.witnessed_key = witnessed_key
         self.sources = sources
         self.clock = clock
         # DEDUP_WAIT_REPLICAS's wait (raises StateStoreError when the replicas do not acknowledge)
@@ -257,10 +302,29 @@ class OriginWatch:
         # Why the last check left buckets unread, None when it read them all: the probe says it
         # (a watch blind to some buckets must not look like one that found nothing lost).
         self.unread: str | None = None
+        # The stamps of the group's commits, per state, once read (`witness`); the states compared
+        # with them so far; and what this replica's commits stamp, None until every state is
+        # compared (till then a commit keeps the stamp it replaces: witness.py).
+        self._witnessed: Mapping[str, Sequence[StateStamp]] | None = None
+        self._kept: Mapping[str, StateStamp] | None = None  # the stamp kept in Redis, once read
+        self._compared: set[str] = set()
+        self._stamp: str | None = None
+        self._stamp_kept = False
+
+    def witness(self, stamps: Mapping[str, Sequence[StateStamp]]) -> None:
+        """The stamps of the group's commits, read before consuming: compared with the first check
+        that reads every bucket of a state."""
+        self._witnessed = stamps
+
+    @property
+    def stamp(self) -> str | None:
+        return self._stamp
 
     def check(self) -> list[Loss]:
         now = self.clock()
         states = [source() for source in self.sources]
+        if self._witnessed is not None and self._kept is None:
+            self._kept = parse_stamp(self.store.witnessed(self.witnessed_key)) if self.witnessed_key else {}
         keys = [[origin_key(tag) for tag in state.tags] for state in states]
         asked = [(key, state.layout_copy) for state, state_keys in zip(states, keys, strict=True) for key in state_keys]
         found = iter(self.store.origins(asked))
@@ -273,11 +337,14 @@ class OriginWatch:
         losses, unread = [], []
         for state, state_keys in zip(states, keys, strict=True):
             lost, since, rolled_back, older_than = 0, now, 0, now
+            read: list[Origin] = []  # this check's reads, for the stamps
             for key in state_keys:
                 origin = next(found)
                 if isinstance(origin, StateStoreError):
                     unread.append(str(origin))
                     continue
+                if origin.since:
+                    read.append(origin)
                 before = self._seen.get(key)
                 if before is None or before.since != origin.since:
                     if before is not None and before.durable:
@@ -306,5 +373,46 @@ class OriginWatch:
                 losses.append(Loss(state.state, lost, len(state_keys), since))
             if rolled_back:
                 losses.append(Loss(state.state, rolled_back, len(state_keys), older_than, rolled_back=True))
+            if len(read) == len(state_keys):
+                losses += self._compare(state, read, now)
         self.unread = f"{len(unread)} of {len(asked)} buckets, the first: {unread[0]}" if unread else None
+        if self._witnessed is not None and self._compared >= {state.state for state in states}:
+            self._stamp = stamp_text({state.state: stamp for state, state_keys in zip(states, keys, strict=True)
+                                      if (stamp := self._state_stamp(state_keys)) is not None})
+            self._keep_stamp(self._stamp)
         return losses
+
+    def _keep_stamp(self, stamp: str) -> None:
+        if self._stamp_kept or not self.witnessed_key:
+            return
+        try:
+            self.store.keep_witnessed(self.witnessed_key, stamp)
+            self._stamp_kept = True
+        except StateStoreError:
+            pass  # kept at the next check
+
+    def _compare(self, state: Buckets, read: Sequence[Origin], now: float) -> list[Loss]:
+        """What the group's stamps prove of a state this check read whole, once (witness.py)."""
+        if self._witnessed is None or state.state in self._compared:
+            return []
+        self._compared.add(state.state)
+        kept = (self._kept or {}).get(state.state)  # the last start's, as one more commit's
+        stamps = [*self._witnessed.get(state.state, ()), *([kept] if kept else [])]
+        verdict = judge(stamps, [o.since for o in read], [o.checks for o in read], now, state.keeps_s)
+        losses = []
+        if verdict.lost:
+            losses.append(Loss(state.state, verdict.lost, len(read), verdict.lost_since, witnessed=True))
+        if verdict.rolled_back_before is not None:
+            losses.append(Loss(state.state, len(read), len(read), verdict.rolled_back_before, rolled_back=True,
+                               witnessed=True))
+        return losses
+
+    def _state_stamp(self, keys: Sequence[str]) -> StateStamp | None:
+        """A state as this replica last saw it whole, or None if some bucket was never read, or (with
+        DEDUP_WAIT_REPLICAS) its origin never reached the replicas: a failover may take it back."""
+        sights = [self._seen.get(key) for key in keys]
+        if not sights or any(sight is None or not sight.durable for sight in sights):
+            return None
+        seen = [sight for sight in sights if sight is not None]
+        return stamp_of(int(min(sight.at for sight in seen)), [sight.since for sight in seen],
+                        [sight.checks_before for sight in seen])

@@ -106,6 +106,11 @@ class Keys:
     def dedup_layout(self) -> str:
         return f"{{{self.prefix}}}:dedup:layout"
 
+    def witnessed(self) -> str:
+        """The stamp of the dedup and contact state kept by the replica that compared it last with
+        its group's commits (consumer/state/witness.py)."""
+        return f"{{{self.prefix}}}:witnessed"
+
     def dedup_slices(self) -> str:
         """A SCAN pattern matching every dedup slice hash of the prefix."""
         return f"{{{self.prefix}:d:*"

@@ -24,6 +24,7 @@ from consumer.state.origins import (
     origin_key,
 )
 from consumer.state.redis import Keys
+from consumer.state.witness import parse_stamp
 from tests.conftest import flushed_client
 from tests.contract.conftest import IMPLEMENTATIONS
 
@@ -190,3 +191,41 @@ def test_a_dedup_origin_left_without_the_layout_copy_does_not_stop_the_layout_be
     variant.client.delete(Keys("t").dedup_layout())
     cluster = variant.name == "cluster"
     assert load_layout(variant.client, Keys("t"), 3600_000, cluster=cluster).encode() == layout_copy
+
+
+def test_the_kept_stamp_reads_back_as_written_and_is_lost_with_the_state(variant: Variant) -> None:
+    key = Keys("t").witnessed()
+    assert variant.store.witnessed(key) is None
+    variant.store.keep_witnessed(key, "pisano-sms/1 dedup=1.abcdefabcdef.00.-")
+    assert variant.store.witnessed(key) == "pisano-sms/1 dedup=1.abcdefabcdef.00.-"
+    variant.store.keep_witnessed(key, "pisano-sms/1")  # the next start's
+    assert variant.store.witnessed(key) == "pisano-sms/1"
+    variant.lose([key])
+    assert variant.store.witnessed(key) is None
+
+
+def test_a_start_after_a_loss_says_it_once_and_keeps_its_stamp_for_the_next(
+        variant: Variant, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch over each store: a loss while no replica ran, witnessed by a commit's stamp."""
+    # Numbered origins: a random one would share the lost one's byte of the stamp once in 256.
+    numbers = iter(range(1, 1000))
+    monkeypatch.setattr("consumer.state.origins.new_since", lambda: f"1800000000000-{next(numbers):016x}")
+    tags = bucket_tags("t")
+    keys = [origin_key(tag) for tag in tags]
+
+    def replica() -> OriginWatch:
+        return OriginWatch(variant.store, [lambda: Buckets(CONTACTS, tags)], witnessed_key=Keys("t").witnessed())
+
+    first = replica()
+    first.witness({})
+    for _ in range(3):
+        assert first.check() == []
+    stamp = first.stamp
+    assert stamp is not None
+    variant.lose(keys[:5])
+    second = replica()
+    second.witness({CONTACTS: list(parse_stamp(stamp).values())})
+    assert [(loss.state, loss.lost, loss.witnessed) for loss in second.check()] == [(CONTACTS, 5, True)]
+    third = replica()
+    third.witness({CONTACTS: list(parse_stamp(stamp).values())})
+    assert third.check() == []  # the second kept its stamp: the loss is said once

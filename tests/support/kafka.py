@@ -97,6 +97,17 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def committed_metadata(bootstrap: str, group: str, topic: str) -> dict[int, str | None]:
+    """Each partition's committed metadata (the consumer's stamp of the Redis state, or None)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        result = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: tp.metadata for tp in result}
+    finally:
+        consumer.close()
+
+
 def all_committed(bootstrap: str, group: str, topic: str, ends: dict[int, int] | None = None) -> bool:
     """Every record of the topic (up to `ends`, default the end offsets now) has its offset
     committed by the group. A partition without records has nothing to commit: the consumer

@@ -1,0 +1,68 @@
+"""Redis losing the dedup and the contact state while no replica ran is said by the next replica
+that starts, once, through the stamps its group's commits carry (consumer/state/witness.py;
+README, "When Redis loses its data"). A real Kafka group and a real Redis restarted without its
+data between two runs of `pisano-sms run`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from consumer.state.redis import Keys
+from consumer.state.witness import parse_stamp
+from tests.conftest import Stack, localstack, unique
+from tests.integration.test_redis_state_lost import BUCKETS, CONTACT_POLICY, LOST
+from tests.support.consumers import ConsumerProcess, wait_until
+from tests.support.kafka import committed_metadata
+from tests.support.runs import Run
+from tests.support.scenario import CAMPAIGNS
+
+BOTH = {"dedup", "contacts"}
+
+
+def stamped(run: Run) -> dict[int, set[str]]:
+    """The states each partition's last commit stamps."""
+    return {partition: set(parse_stamp(metadata)) for partition, metadata in
+            committed_metadata(run.stack.bootstrap, run.group, run.topic).items()}
+
+
+def test_a_loss_while_no_replica_ran_is_said_by_the_next_start_once_and_deliveries_go_on(
+        local_stack: Stack, run: Run, new_topic: Callable[..., str], redis_client: Any, tmp_path: Path) -> None:
+    """Before: the replica starting after the loss saw the new origins for the first time and said
+    nothing, though the marks that stop a second SMS were gone."""
+    prefix = unique("wit")
+    first = run.start(run.events(20, CAMPAIGNS[0]), new_topics=new_topic, REDIS_KEY_PREFIX=prefix,
+                      **CONTACT_POLICY)
+    first.wait_ready()
+    run.wait_all_committed()
+    # Every partition's commit stamps both states: after the first check, by the recommit (15 s).
+    wait_until(lambda: all(states == BOTH for states in stamped(run).values()), 60, "every commit stamped")
+    assert first.terminate() == 0, first.log_tail()
+
+    localstack.restart_redis_without_data()  # while the fleet is stopped
+    second = ConsumerProcess(first.env, tmp_path / "second.log").start()
+    run.processes.append(second)
+    second.wait_ready()
+    wait_until(lambda: second.metric(LOST) == 2 * BUCKETS, 60, "the loss counted")
+    metrics = second.metrics()
+    assert metrics[f"{LOST}{{state=dedup}}"] == BUCKETS and metrics[f"{LOST}{{state=contacts}}"] == BUCKETS
+    log = second.log_text()
+    assert log.count("Redis lost the dedup state of 64 of 64 buckets while no replica watched") == 1, log
+    assert log.count("Redis lost the contacts state of 64 of 64 buckets while no replica watched") == 1
+    kept = redis_client.get(Keys(prefix).witnessed())
+    assert kept is not None and set(parse_stamp(kept.decode())) == BOTH
+    assert second.terminate() == 0, second.log_tail()
+
+    # The topic stayed idle: its commits still stamp the state that was lost. The third start
+    # compares with them and with the stamp the second kept, newer: the loss was said already.
+    third = ConsumerProcess(first.env, tmp_path / "third.log").start()
+    run.processes.append(third)
+    third.wait_ready()
+    wait_until(lambda: redis_client.get(Keys(prefix).witnessed()) != kept, 60, "the third compared")
+    assert third.metric(LOST) == 0, third.log_tail()
+    run.replica = third
+    run.produce_more(run.events(10, CAMPAIGNS[1]))  # and it delivers
+    run.finish(dead_letters=0)
+    delivered = run.delivered()
+    assert len(delivered) == 30 and max(delivered.values()) == 1
