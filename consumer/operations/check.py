@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.app import build_destination, build_state, cooldown_windows
 from consumer.config.destinations import DEFAULT, destination_configs
@@ -34,7 +34,7 @@ from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.delivery.slots import NoSlot, send_in_slot
 from consumer.errors import ConfigError, PisanoSmsError, PisanoTransportError, StateStoreError
 from consumer.ingest.avro import build_decoder
-from consumer.ingest.kafka import make_admin, make_producer, refused_settings
+from consumer.ingest.kafka import make_admin, make_consumer, make_producer, refused_settings
 from consumer.ingest.mapping import fields_read_by, is_campaign_id, load_mapper
 from consumer.operations.durability import (
     offsets_warning,
@@ -46,12 +46,14 @@ from consumer.operations.durability import (
 from consumer.operations.logs import redact_phones
 from consumer.state.circuit import Trip, token_verdict
 from consumer.state.cooldown import bucket_tags
+from consumer.state.dedup_layout import BUCKETS as DEDUP_BUCKETS
 from consumer.state.dedup_layout import BucketNames, Layout
 from consumer.state.eviction import DENIED_HELP, RedisInfoDenied, eviction_problem, read_memory
 from consumer.state.origins import CONTACTS, DEDUP, origins_summary, read_origins
-from consumer.state.redis import REDIS_ERRORS, Keys, connect
+from consumer.state.redis import REDIS_ERRORS, Keys, connect, stored_text
 from consumer.state.redis_errors import describe
 from consumer.state.replication import ReplicationWait
+from consumer.state.witness import judge, read_stamps
 
 NOT_FOUND_CODE = 13002  # Pisano's "Requested resource not found!": any resource, a path too
 
@@ -222,23 +224,65 @@ def _redis(settings: Settings) -> tuple[str, str]:
 
 def _state_origins(client: Any, settings: Settings) -> str:
     """Since when the dedup (and contact) state has been kept, and a warning when part of it began
-    later: lost meanwhile (consumer/state/origins.py). Read only."""
+    later, or when the group's commits were made under origins Redis no longer holds: lost
+    meanwhile (consumer/state/origins.py, witness.py). Read only."""
     keys = Keys(settings.redis_key_prefix)
     try:
+        cooldown_s = cooldown_windows(settings).longest_ms / 1000
+    except ConfigError:  # the config line says why
+        cooldown_s = 0
+    try:
         raw = client.get(keys.dedup_layout())
-        if raw is None:
-            return "; dedup state: none yet"
-        states = [(DEDUP, BucketNames(keys, Layout.decode(raw).buckets).bases)]
-        if cooldown_windows(settings):
-            states.append((CONTACTS, list(bucket_tags(keys.prefix))))
-        said = [origins_summary(state, read_origins(client, tags)) for state, tags in states]
+        origins: dict[str, list[str | None]] = {
+            DEDUP: [None] * DEDUP_BUCKETS if raw is None
+            else read_origins(client, BucketNames(keys, Layout.decode(raw).buckets).bases)}
+        if cooldown_s:
+            origins[CONTACTS] = read_origins(client, list(bucket_tags(keys.prefix)))
+        said = [("dedup state: none yet", None) if raw is None and state == DEDUP else origins_summary(state, found)
+                for state, found in origins.items()]
+        kept = client.get(keys.witnessed())
     except StateStoreError as exc:
         return f"; state origins unchecked ({exc})"
     except REDIS_ERRORS as exc:
         return f"; state origins unchecked ({describe(exc, 'reading the dedup layout')})"
     except (ValueError, KeyError, TypeError) as exc:  # not a layout this release reads: `run` refuses it too
         return f"; dedup layout unreadable ({type(exc).__name__}): README, \"The dedup state in Redis\""
-    return "".join(f"; {text}" + (f"; WARNING (state lost): {warning}" if warning else "") for text, warning in said)
+    return "".join(f"; {text}" + (f"; WARNING (state lost): {warning}" if warning else "") for text, warning in said) \
+        + _witnessed(settings, origins, {DEDUP: settings.dedup_horizon_s, CONTACTS: cooldown_s},
+                     None if kept is None else stored_text(kept))
+
+
+def _witnessed(settings: Settings, origins: dict[str, list[str | None]], keeps_s: dict[str, float],
+               kept: str | None) -> str:
+    """A warning for each state the group's commits were made under that Redis no longer holds:
+    lost while no replica ran, which the first replica to start says too (consumer/state/witness.py)."""
+    if not settings.kafka_topics:
+        return ""  # the config line says so
+    try:
+        with refused_settings():
+            consumer = make_consumer(settings, **{"enable.auto.commit": False})
+    except ConfigError:
+        return ""  # the config and kafka lines say why
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        partitions = [TopicPartition(topic, partition) for topic in settings.kafka_topics
+                      if topic in metadata.topics for partition in metadata.topics[topic].partitions]
+        committed = consumer.committed(partitions, timeout=10) if partitions else []
+    except KafkaException as exc:
+        return f"; commits' stamps unchecked ({exc.args[0].str() if exc.args else exc})"
+    finally:
+        consumer.close()
+    stamps = read_stamps(((p.topic, p.partition, p.metadata) for p in committed if p.error is None), kept)
+    warnings = []
+    for state, found in origins.items():
+        verdict = judge(stamps.get(state, ()), [origin or "" for origin in found], None, time.time(), keeps_s[state])
+        if verdict.lost:
+            seen = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(verdict.lost_since))
+            warnings.append(f"; WARNING (state lost): consumer group {settings.kafka_group_id} committed under {state} "
+                            f"origins, seen at {seen}, that Redis no longer holds ({verdict.lost} of {len(found)} "
+                            "buckets): lost while no replica ran; the first replica to start says so too (README, "
+                            "\"When Redis loses its data\")")
+    return "".join(warnings)
 
 
 def _replicas(client: Any, settings: Settings) -> tuple[bool, str]:

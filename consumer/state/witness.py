@@ -101,14 +101,14 @@ class Verdict:
     rolled_back_before: int | None = None
 
 
-def judge(stamps: Iterable[StateStamp], origins: Sequence[str], checks: Sequence[int], now: float,
+def judge(stamps: Iterable[StateStamp], origins: Sequence[str], checks: Sequence[int] | None, now: float,
           keeps_s: float) -> Verdict:
     """Compare the stamps of one state with a check that read every bucket (`origins`, `checks`:
-    this check's, its own count included)."""
+    this check's, its own count included; None: origins only read, no rollback judged)."""
     current = stamp_of(0, origins, [None] * len(origins))
     verdict = Verdict()
     for stamp in sorted((s for s in stamps if now - s.at <= keeps_s), key=lambda s: s.at):
-        found = _compare(stamp, current, sum(checks), len(checks))
+        found = _compare(stamp, current, None if checks is None else sum(checks), len(origins))
         if found is None:  # the state as a later commit saw it: what was lost before, that replica saw
             verdict = Verdict()
         elif isinstance(found, int):
@@ -121,7 +121,7 @@ def judge(stamps: Iterable[StateStamp], origins: Sequence[str], checks: Sequence
 ROLLED_BACK = "rolled back"
 
 
-def _compare(stamp: StateStamp, current: StateStamp, checks: int, buckets: int) -> int | str | None:
+def _compare(stamp: StateStamp, current: StateStamp, checks: int | None, buckets: int) -> int | str | None:
     """The buckets lost since the stamp, ROLLED_BACK, or None when the state is the stamp's."""
     if stamp.digest != current.digest:
         if len(stamp.buckets) != len(current.buckets):
@@ -131,9 +131,20 @@ def _compare(stamp: StateStamp, current: StateStamp, checks: int, buckets: int) 
     # Each count is at least its baseline plus this check's own, unless Redis went back: a sum
     # below that proves it (the baseline is the check before the last, which losing the last
     # second of an AOF does not take back; see origins.py).
-    if stamp.checks is not None and checks < stamp.checks + buckets:
+    if stamp.checks is not None and checks is not None and checks < stamp.checks + buckets:
         return ROLLED_BACK
     return None
+
+
+def read_stamps(committed: Iterable[tuple[str, int, str | None]], kept: str | None = None
+                ) -> dict[str, list[StateStamp]]:
+    """Per state, the stamps of the group's commits (topic, partition, metadata) and the one kept in
+    Redis, in the order they were made."""
+    found: dict[str, set[StateStamp]] = {}
+    for metadata in [*(metadata for _, _, metadata in committed), kept]:
+        for name, stamp in parse_stamp(metadata).items():
+            found.setdefault(name, set()).add(stamp)
+    return {name: sorted(stamps, key=lambda s: s.at) for name, stamps in found.items()}
 
 
 class Witnessed(Protocol):
@@ -157,13 +168,9 @@ class CommittedStamps:
 
     def read(self, committed: Iterable[tuple[str, int, str | None]]) -> None:
         """The committed (topic, partition, metadata) of the group, read before consuming."""
-        found: dict[str, set[StateStamp]] = {}
-        for topic, partition, metadata in committed:
-            if metadata:
-                self._read[(topic, partition)] = metadata
-            for name, stamp in parse_stamp(metadata).items():
-                found.setdefault(name, set()).add(stamp)
-        self.watch.witness({name: sorted(stamps, key=lambda s: s.at) for name, stamps in found.items()})
+        committed = list(committed)
+        self._read = {(topic, partition): metadata for topic, partition, metadata in committed if metadata}
+        self.watch.witness(read_stamps(committed))
 
     def unread(self, why: str) -> None:
         log.warning("could not read the consumer group's committed offsets (%s): Redis losing the dedup or contact "

@@ -12,7 +12,8 @@ from typing import Any
 from consumer.state.redis import Keys
 from consumer.state.witness import parse_stamp
 from tests.conftest import Stack, localstack, unique
-from tests.integration.test_redis_state_lost import BUCKETS, CONTACT_POLICY, LOST
+from tests.integration.test_check_durability import kafka_and_redis_lines
+from tests.integration.test_redis_state_lost import BUCKETS, CONTACT_POLICY, LOST, origins
 from tests.support.consumers import ConsumerProcess, wait_until
 from tests.support.kafka import committed_metadata
 from tests.support.runs import Run
@@ -41,6 +42,13 @@ def test_a_loss_while_no_replica_ran_is_said_by_the_next_start_once_and_deliveri
     assert first.terminate() == 0, first.log_tail()
 
     localstack.restart_redis_without_data()  # while the fleet is stopped
+    # `check` says it before any replica starts (read only: it writes no origin)
+    redis = kafka_and_redis_lines(first.env)[1]
+    assert "; dedup state: none yet" in redis, redis
+    for state in ("dedup", "contacts"):
+        assert f"WARNING (state lost): consumer group {run.group} committed under {state} origins, seen at " in redis
+    assert "that Redis no longer holds (64 of 64 buckets): lost while no replica ran" in redis, redis
+    assert origins(redis_client, prefix) == 0 and redis_client.get(Keys(prefix).witnessed()) is None
     second = ConsumerProcess(first.env, tmp_path / "second.log").start()
     run.processes.append(second)
     second.wait_ready()
@@ -53,6 +61,7 @@ def test_a_loss_while_no_replica_ran_is_said_by_the_next_start_once_and_deliveri
     kept = redis_client.get(Keys(prefix).witnessed())
     assert kept is not None and set(parse_stamp(kept.decode())) == BOTH
     assert second.terminate() == 0, second.log_tail()
+    assert "WARNING (state lost)" not in kafka_and_redis_lines(first.env)[1]  # said once: the kept stamp
 
     # The topic stayed idle: its commits still stamp the state that was lost. The third start
     # compares with them and with the stamp the second kept, newer: the loss was said already.
