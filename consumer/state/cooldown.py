@@ -327,7 +327,7 @@ class MemoryCooldown:
         contact, tags = stands or NO_CONTACT, tag
         if stands is not None and _STONES in stands:
             contact, older = stands.split(_STONES, 1)
-            tags = f"{older} {tag}"
+            tags = older if tag in older.split(" ") else f"{older} {tag}"
         self._values[key] = (f"{contact or NO_CONTACT}{_STONES}{tags}", now + self.lease_ms + self.ttl_ms)
 
     def state(self, key: str) -> str | None:

@@ -42,7 +42,11 @@ for _, key in ipairs(KEYS) do
     if stands ~= false then
       local contact, tags = stands, tag
       local stones = stands and string.find(stands, '#x|', 1, true)
-      if stones then contact, tags = string.sub(stands, 1, stones - 1), string.sub(stands, stones + 3) .. ' ' .. tag end
+      if stones then
+        contact, tags = string.sub(stands, 1, stones - 1), string.sub(stands, stones + 3)
+        -- a release asked again (its reply lost) adds no second copy of the tag
+        if not string.find(' ' .. tags .. ' ', ' ' .. tag .. ' ', 1, true) then tags = tags .. ' ' .. tag end
+      end
       if not contact or contact == '' then contact = 'c|0|-' end
       redis.call('SET', key, contact .. '#x|' .. tags, 'PX', tonumber(ARGV[4]) + ttl)
     end
