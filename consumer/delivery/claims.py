@@ -23,8 +23,12 @@ finds the ids free and answers lost, writing nothing. So it leaves no claim for 
 for, and an id it finds free (its claim gone: released, or lost with Redis's data) is never sent
 under it: the request ends as for any claim lost (`claim_lost`), its next attempt claims afresh.
 A batch's first claim must take free ids, so one whose reply was lost (asked again, or released
-when Redis stays away) may still land after their release and take them again: those ids and
-phones count as given up once released (`_doubtful`), and their next attempt takes that over.
+when Redis stays away) may still land after their release and take them again. So those ids and
+phones (`_doubtful`) are released with a tombstone naming the attempt (lua/settle.lua,
+lua/settle_phones.lua): the late call finds it and takes nothing, and any other attempt ignores it,
+so another replica's copy of the event is sent at once instead of being held back a lease and
+then dead-lettered `ambiguous`. They also count as given up once released, and their next attempt
+takes over whatever a late call may still leave (a tombstone lost in a failover).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any
 
 from consumer.delivery.backoff import REDIS_BACKOFF
 from consumer.delivery.batching import ABANDONED_BY, EVENT_ID, REPLAY_OF, PendingEvent
-from consumer.delivery.contacts import ContactCooldown, PhoneReservation
+from consumer.delivery.contacts import Asked, ContactCooldown, PhoneReservation
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
 from consumer.state.arming import Arming
@@ -130,6 +134,8 @@ class Claim:
         # (a first claim takes free ids: it cannot run in the renewal mode). Once released they
         # count as given up, so their next attempt takes over what the late call may leave
         # instead of waiting out the lease and then dead-lettering them `ambiguous`, never sent.
+        # Their release leaves a tombstone the late call finds (`_settle_steps`), for the copies
+        # other replicas read.
         self._doubtful: set[str] = set()
         # The batch's heartbeat wait once its requests go (`beat_while_recording`), and the ids whose
         # outcome is being recorded meanwhile: a beat leaves them out (renewing an id whose
@@ -271,8 +277,25 @@ class Claim:
         answer.claimed += claimed
         answer.claimed_ids += claimed_ids
         self._held.update(dict.fromkeys(claimed_ids, False))
+        if self._doubtful or (self.phones is not None and self.phones.doubtful):
+            self._bury_unclaimed(ids, claimed_ids, release, unused, asked)
         self._release(release, unused)
         return refused
+
+    def _bury_unclaimed(self, ids: list[str], claimed_ids: list[str], release: list[str], unused: list[str],
+                        asked: Asked | None) -> None:
+        """A try of this trip got no reply and may still land after this answer, whatever it was. The
+        ids and phones it did not give this attempt (held by another, delivered, refused...) join
+        the release (`release`, `unused`), which leaves a tombstone for each (`_settle_steps`) and
+        takes nothing else: else, once their holder let go, the late try would take them under an
+        attempt that never sends. (A phone another attempt holds keeps no tombstone:
+        lua/settle_phones.lua leaves its reservation as it is.)"""
+        if self._doubtful:
+            taken = set(claimed_ids).union(release)
+            release += [i for i in ids if i in self._doubtful and i not in taken]
+        if asked is not None and self.phones is not None and self.phones.doubtful:
+            taken = self.phones.live_keys().union(unused)
+            unused += [r.key for r in asked.requests if r.key in self.phones.doubtful and r.key not in taken]
 
     def _ask(self, steps: list[Step[Any]], ids: list[str], keys: list[str],
              events: Sequence[PendingEvent]) -> list[Any]:
@@ -314,9 +337,33 @@ class Claim:
             self._give_up([i for i in ids if i in self._doubtful], [k for k in keys if k in doubtful_keys])
 
     def _release_steps(self, ids: list[str], keys: list[str]) -> list[Step[Any]]:
-        steps: list[Step[Any]] = [self._dedup_step(Settlement.RELEASED, ids)]
-        if self.phones is not None and keys:
-            steps.append(self.phones.policy.store.stage_settle(PhoneFate.RELEASED, self.tag, keys))
+        return self._settle_steps(Settlement.RELEASED, ids, keys)
+
+    def _settle_steps(self, outcome: Settlement, ids: list[str], keys: list[str]) -> list[Step[Any]]:
+        """The settlement of these ids and phones, one round trip. A release names no replay: a
+        claim that replaced an unknown mark recorded it, and puts back that mark only (lua/
+        settle.lua). Those a lost first-claim reply may take again (`_doubtful`) are released with
+        a tombstone (lua/settle.lua, lua/settle_phones.lua): that late call takes nothing, so
+        another replica's copy finds them free, not held by an attempt that never sends."""
+        late_ids: list[str] = []
+        late_keys: list[str] = []
+        phones = self.phones
+        if outcome is Settlement.RELEASED:
+            if self._doubtful:
+                late_ids = [i for i in ids if i in self._doubtful]
+                ids = [i for i in ids if i not in self._doubtful] if late_ids else ids
+            if phones is not None and phones.doubtful:
+                late_keys = [k for k in keys if k in phones.doubtful]
+                keys = [k for k in keys if k not in phones.doubtful] if late_keys else keys
+        steps: list[Step[Any]] = [self.dedup.stage_settle(outcome, self.tag, ids)]
+        if late_ids:
+            steps.append(self.dedup.stage_settle(outcome, self.tag, late_ids, tombstone=True))
+        if phones is not None:
+            store = phones.policy.store
+            if keys:
+                steps.append(store.stage_settle(PHONE_FATES[outcome], self.tag, keys))
+            if late_keys:
+                steps.append(store.stage_settle(PhoneFate.RELEASED, self.tag, late_keys, tombstone=True))
         return steps
 
     def _release(self, ids: list[str], keys: list[str]) -> None:
@@ -474,11 +521,6 @@ class Claim:
     def _settle_ids(self, outcome: Settlement, ids: list[str]) -> None:
         self._record(outcome, ids, [])
 
-    def _dedup_step(self, outcome: Settlement, ids: list[str]) -> Step[Any]:
-        """The dedup store's settlement of these ids. A release names no replay: a claim that
-        replaced an unknown mark recorded it, and puts back that mark only (lua/settle.lua)."""
-        return self.dedup.stage_settle(outcome, self.tag, ids)
-
     def _pause(self, seconds: float) -> None:
         """Sleep between a settlement's retries, beating the batch's other claims when it has a
         heartbeat; never cut short (stopping, a claim lost end its wait early: the rest is slept)."""
@@ -494,9 +536,7 @@ class Claim:
         to be sent must not lapse while a partial cluster outage holds this for up to a minute."""
         if not ids and not keys:
             return
-        steps: list[Step[Any]] = [self._dedup_step(outcome, ids)]
-        if self.phones is not None and keys:
-            steps.append(self.phones.policy.store.stage_settle(PHONE_FATES[outcome], self.tag, keys))
+        steps = self._settle_steps(outcome, ids, keys)
         try:
             for attempt in range(1, SETTLE_TRIES + 1):
                 try:

@@ -216,11 +216,17 @@ class PhoneReservation:
         keys = [self._held.pop(i) for i in event_ids if i in self._held]
         if not keys:
             return
+        # Those a lost first-claim reply may reserve again are released with a tombstone, so that
+        # late call takes nothing (lua/settle_phones.lua).
+        late = [k for k in keys if k in self.doubtful] if fate is PhoneFate.RELEASED and self.doubtful else []
+        plain = [k for k in keys if k not in self.doubtful] if late else keys
         for attempt in range(1, SETTLE_TRIES + 1):
             try:
-                self.policy.store.settle(fate, self.tag, keys)
-                if fate is PhoneFate.RELEASED and self.doubtful:  # a lost reply's call may land later
-                    self.given_up.update(k for k in keys if k in self.doubtful)
+                if plain:
+                    self.policy.store.settle(fate, self.tag, plain)
+                if late:
+                    self.policy.store.settle(fate, self.tag, late, tombstone=True)
+                    self.given_up.update(late)  # never asked for again under this tag
                 return
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("cooldown").inc()

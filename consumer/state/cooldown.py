@@ -107,12 +107,15 @@ class CooldownStore(Protocol):
                       arming: Arming = Arming.ARM, renewal: bool = False) -> Step[list[PhoneStatus]]:
         """`reserve` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
 
-    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
+    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str], tombstone: bool = False) -> None:
         """Record a request's fate for its phones: accepted and unknown write a contact whatever the
         key holds; released removes only the caller's own reservation, and puts back the contact
-        it covered (a contact older than the reserving campaign's window, still within another's)."""
+        it covered (a contact older than the reserving campaign's window, still within another's).
+        `tombstone` (released only): the caller's first reservation of these phones may still land,
+        its reply lost; that reservation of `tag` then takes nothing (HELD), another attempt's
+        ignores the tombstone (lua/settle_phones.lua, "Tombstones")."""
 
-    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> Step[None]:
+    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str], tombstone: bool = False) -> Step[None]:
         """`settle` as a step of a shared round trip."""
 
     def state(self, key: str) -> str | None:
@@ -121,6 +124,11 @@ class CooldownStore(Protocol):
 
 
 _STATUSES = {s.value: s for s in PhoneStatus}
+# lua/settle_phones.lua's fate for a release that leaves the attempt's tombstone
+_TOMBSTONE = "t"
+# A released phone's tombstones: "<contact>#x|<tags>" (lua/settle_phones.lua); NO_CONTACT for none.
+_STONES = "#x|"
+NO_CONTACT = "c|0|-"
 
 
 def parse_statuses(raw: Any, expected: int) -> list[PhoneStatus]:
@@ -173,14 +181,15 @@ class RedisCooldown:
 
         return Step.remote("the phone reservation", self.client, calls, read)
 
-    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
-        together([self.stage_settle(fate, tag, keys)])
+    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str], tombstone: bool = False) -> None:
+        together([self.stage_settle(fate, tag, keys, tombstone)])
 
-    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> Step[None]:
+    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str], tombstone: bool = False) -> Step[None]:
         if not keys:
             return Step.answered(None)
-        calls = [Call([keys[i] for i in rows], [fate.value, tag, self.ttl_ms], self._settle)
-                 for rows in self._groups(keys)]
+        args = [_TOMBSTONE, tag, self.ttl_ms, self.lease_ms] if tombstone and fate is PhoneFate.RELEASED \
+            else [fate.value, tag, self.ttl_ms]
+        calls = [Call([keys[i] for i in rows], args, self._settle) for rows in self._groups(keys)]
         return Step.remote("the phone reservation's outcome", self.client, calls, lambda replies: None)
 
     def state(self, key: str) -> str | None:
@@ -234,6 +243,11 @@ class MemoryCooldown:
                 value = self._get(request.key, now)
                 status, covered, pending = PhoneStatus.RESERVED, "", arming is Arming.PENDING
                 renewing = False  # the caller's own live reservation
+                buried = False  # as reserve_phones.lua: released with the caller's tombstone
+                if value is not None and _STONES in value:
+                    value, stones = value.split(_STONES, 1)
+                    buried = tag in stones.split(" ")
+                    value = None if value == NO_CONTACT else value
                 # as reserve_phones.lua: a pending reservation ('0' before its lease) lapsed texted no one
                 lapsed = _VALUE.fullmatch(value) if value is not None else None
                 if lapsed and lapsed.group(1) == "r" and lapsed.group(2).startswith("0") \
@@ -257,7 +271,9 @@ class MemoryCooldown:
                         status = PhoneStatus.COOLING
                     else:
                         covered = own
-                if renewal and not renewing:
+                if buried:
+                    status = PhoneStatus.LOST if renewal else PhoneStatus.HELD
+                elif renewal and not renewing:
                     # as reserve_phones.lua's renewal mode: not ours any more, left as it is
                     if status is PhoneStatus.RESERVED:
                         status = PhoneStatus.LOST
@@ -273,11 +289,13 @@ class MemoryCooldown:
         return Step.local("the phone reservation",
                           lambda: self.reserve(tag, requests, window_ms=window_ms, arming=arming, renewal=renewal))
 
-    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
+    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str], tombstone: bool = False) -> None:
         now = self.clock()
         with self._lock:
             for key in keys:
-                if fate is PhoneFate.RELEASED:
+                if fate is PhoneFate.RELEASED and tombstone:
+                    self._bury(key, tag, now)
+                elif fate is PhoneFate.RELEASED:
                     value = self._get(key, now)
                     match = _VALUE.fullmatch(value) if value is not None else None
                     if match and match.group(1) == "r" and match.group(3) == tag:
@@ -291,8 +309,26 @@ class MemoryCooldown:
                     kind = "c" if fate is PhoneFate.ACCEPTED else "u"
                     self._values[key] = (f"{kind}|{now}|{tag}", now + self.ttl_ms)
 
-    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> Step[None]:
+    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str], tombstone: bool = False) -> Step[None]:
+        if tombstone:
+            return Step.local("the phone reservation's outcome", lambda: self.settle(fate, tag, keys, tombstone=True))
         return Step.local("the phone reservation's outcome", lambda: self.settle(fate, tag, keys))
+
+    def _bury(self, key: str, tag: str, now: int) -> None:
+        """As settle_phones.lua's 't': what a release leaves, and the tombstone of `tag`."""
+        value = self._get(key, now)
+        stands = value
+        match = _VALUE.fullmatch(value) if value is not None else None
+        if match and match.group(1) == "r":
+            if match.group(3) != tag:
+                return  # another attempt's reservation: its own release decides
+            covered = _VALUE.fullmatch(match.group(4)) if match.group(4) else None
+            stands = match.group(4) if covered and int(covered.group(2)) + self.ttl_ms > now else None
+        contact, tags = stands or NO_CONTACT, tag
+        if stands is not None and _STONES in stands:
+            contact, older = stands.split(_STONES, 1)
+            tags = older if tag in older.split(" ") else f"{older} {tag}"
+        self._values[key] = (f"{contact or NO_CONTACT}{_STONES}{tags}", now + self.lease_ms + self.ttl_ms)
 
     def state(self, key: str) -> str | None:
         with self._lock:

@@ -149,13 +149,17 @@ class DedupStore(Protocol):
                     arming: Arming = Arming.ARM, renewal: bool = False) -> Step[ClaimStatuses]:
         """`claim` as a step of a round trip shared with other stores (consumer/state/trip.py)."""
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], tombstone: bool = False) -> None:
         """Record a request's outcome: delivered and unknown (naming the attempt `tag`) overwrite any
         claim; released only removes the caller's own claim. A claim that replaced an unknown mark
         (a replay's override, recorded in the claim itself: lua/claim.lua) puts that mark back when
-        released, as before the claim; any other leaves the id free, as it found it."""
+        released, as before the claim; any other leaves the id free, as it found it.
+        `tombstone` (released only): the caller's first claim of these ids may still land, its reply
+        lost; that claim of `tag` then takes nothing (HELD), another attempt's ignores the tombstone
+        (lua/settle.lua, "Tombstones")."""
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str],
+                     tombstone: bool = False) -> Step[None]:
         """`settle` as a step of a shared round trip."""
 
     def state(self, event_id: str) -> str | None:
@@ -173,6 +177,8 @@ def new_tag(owner: str) -> str:
 
 
 _STATUSES = {s.value: s for s in ClaimStatus}
+# lua/settle.lua's outcome for a release that leaves the attempt's tombstone
+_TOMBSTONE = "t"
 
 
 
@@ -278,10 +284,11 @@ class RedisDedup:
                 statuses[i], attempts[i] = status, attempt
         return ClaimStatuses([s for s in statuses if s is not None], attempts)
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
-        together([self.stage_settle(outcome, tag, event_ids)])
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], tombstone: bool = False) -> None:
+        together([self.stage_settle(outcome, tag, event_ids, tombstone)])
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str],
+                     tombstone: bool = False) -> Step[None]:
         if not event_ids:
             return Step.answered(None)
         with translated("the dedup update"):
@@ -292,7 +299,9 @@ class RedisDedup:
             legacy = self._legacy(layout, groups, event_ids if outcome is Settlement.UNKNOWN else [])
         calls = [(base, [*_packed(rows), *legacy.arguments(g)]) for g, (base, rows) in enumerate(groups)]
         return Step.remote("the dedup update", self.client,
-                           self._calls("settle", [outcome.value, tag, self.horizon_ms, layout.slice_ms], calls, legacy),
+                           self._calls("settle", [_TOMBSTONE if tombstone and outcome is Settlement.RELEASED
+                                                  else outcome.value, tag, self.horizon_ms, layout.slice_ms],
+                                       calls, legacy),
                            lambda replies: None)
 
     def state(self, event_id: str) -> str | None:

@@ -85,19 +85,23 @@ class MemoryDedup:
     a mark written in slice `now // slice_ms` is forgotten at that slice's end plus the horizon."""
 
     def __init__(self, *, lease_ms: int, horizon_s: int, clock: Callable[[], int] = _now_ms,
-                 shared: dict[str, _Entry] | None = None) -> None:
+                 shared: dict[str, _Entry] | None = None,
+                 tombstones: dict[tuple[str, str], int] | None = None) -> None:
         self.lease_ms = lease_ms
         self.horizon_ms = horizon_s * 1000
         self.slice_ms = math.ceil(self.horizon_ms / SLICES)
         self.clock = clock
         self.owner = new_owner()
         self._marks: dict[str, _Entry] = {} if shared is None else shared
+        # (tag, event id) -> expires at: ids released with their attempt's tombstone (settle.lua's
+        # field "x<tag>", which lives with its slice)
+        self._tombstones: dict[tuple[str, str], int] = {} if tombstones is None else tombstones
         self._lock = threading.Lock()
 
     def replica(self) -> MemoryDedup:
         """Another process's view of the same store (its own owner id)."""
         return MemoryDedup(lease_ms=self.lease_ms, horizon_s=self.horizon_ms // 1000, clock=self.clock,
-                           shared=self._marks)
+                           shared=self._marks, tombstones=self._tombstones)
 
     def new_tag(self) -> str:
         return new_tag(self.owner)
@@ -115,7 +119,9 @@ class MemoryDedup:
                 pending = arming is Arming.PENDING  # as claim.lua: its time written with a leading '0'
                 expired = False
                 own = False  # the caller's claim, renewed
-                if value is None:
+                if not renewal and self._tombstones and self._buried(tag, request.event_id, now):
+                    status = ClaimStatus.HELD  # as claim.lua: this attempt's late first claim takes nothing
+                elif value is None:
                     status = ClaimStatus.CLAIMED
                 elif value.startswith(mine):  # a retry or renewal keeps what the first run replaced
                     status, over, own = ClaimStatus.CLAIMED, _replaced(value, mine), True
@@ -170,15 +176,20 @@ class MemoryDedup:
                     arming: Arming = Arming.ARM, renewal: bool = False) -> Step[ClaimStatuses]:
         return Step.local("the dedup claim", lambda: self.claim(tag, requests, arming, renewal))
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str],
+                     tombstone: bool = False) -> Step[None]:
+        if tombstone:
+            return Step.local("the dedup update", lambda: self.settle(outcome, tag, event_ids, tombstone=True))
         return Step.local("the dedup update", lambda: self.settle(outcome, tag, event_ids))
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], tombstone: bool = False) -> None:
         now = self.clock()
         mine = f"c|{tag}|"
         with self._lock:
             for event_id in event_ids:
                 value = self._get(event_id, now)
+                if outcome is Settlement.RELEASED and tombstone:
+                    self._tombstones[(tag, event_id)] = self._expiry(now)
                 if outcome is Settlement.RELEASED:
                     if value is not None and value.startswith(mine):
                         over = _replaced(value, mine)
@@ -197,6 +208,13 @@ class MemoryDedup:
 
     def _expiry(self, now: int) -> int:
         return (now // self.slice_ms + 1) * self.slice_ms + self.horizon_ms
+
+    def _buried(self, tag: str, event_id: str, now: int) -> bool:
+        expires_at = self._tombstones.get((tag, event_id))
+        if expires_at is not None and expires_at <= now:
+            del self._tombstones[(tag, event_id)]
+            return False
+        return expires_at is not None
 
     def _get(self, event_id: str, now: int) -> str | None:
         entry = self._marks.get(event_id)

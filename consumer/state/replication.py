@@ -116,11 +116,12 @@ class ReplicatedDedup:
         return self.inner.stage_claim(tag, requests, arming, renewal).then_wait(
             self.wait, lambda statuses: any(status is ClaimStatus.CLAIMED for status in statuses))
 
-    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> None:
-        together([self.stage_settle(outcome, tag, event_ids)])
+    def settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str], tombstone: bool = False) -> None:
+        together([self.stage_settle(outcome, tag, event_ids, tombstone)])
 
-    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str]) -> Step[None]:
-        return self.inner.stage_settle(outcome, tag, event_ids).then_wait(
+    def stage_settle(self, outcome: Settlement, tag: str, event_ids: Sequence[str],
+                     tombstone: bool = False) -> Step[None]:
+        return self.inner.stage_settle(outcome, tag, event_ids, tombstone).then_wait(
             self.wait, lambda _: bool(event_ids))
 
     def state(self, event_id: str) -> str | None:
@@ -146,13 +147,13 @@ class ReplicatedCooldown:
                                         renewal=renewal).then_wait(
             self.wait, lambda statuses: any(status is PhoneStatus.RESERVED for status in statuses))
 
-    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> None:
-        together([self.stage_settle(fate, tag, keys)])
+    def settle(self, fate: PhoneFate, tag: str, keys: Sequence[str], tombstone: bool = False) -> None:
+        together([self.stage_settle(fate, tag, keys, tombstone)])
 
-    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str]) -> Step[None]:
+    def stage_settle(self, fate: PhoneFate, tag: str, keys: Sequence[str], tombstone: bool = False) -> Step[None]:
         # A release lost in a failover only blocks a phone longer (or, covering a contact, forgets
         # an older contact, one the campaign that reserved did not count anyway).
-        return self.inner.stage_settle(fate, tag, keys).then_wait(
+        return self.inner.stage_settle(fate, tag, keys, tombstone).then_wait(
             self.wait, lambda _: bool(keys) and fate is not PhoneFate.RELEASED)
 
     def state(self, key: str) -> str | None:

@@ -71,6 +71,11 @@
 -- The '0' keeps every form above: a build before pending claims reads one as an ordinary claim of
 -- the same tag and time (so it is held, then unknown under its own attempt, as before), and a
 -- claim of such a build counts as armed.
+-- Tombstones (lua/settle.lua): a first claim (not the renewal mode) also reads field "x<tag>" of
+-- each slice it reads, in the same HMGET: one more field, no more commands. Its ids released with
+-- a tombstone ("t") are answered H and nothing is written for them: this call is that release's
+-- late first claim (its reply was lost, the call not cancelled), and taking them would leave a claim
+-- under an attempt that never sends. Any other attempt's claim never reads another tag's field.
 -- Returns {statuses, attempts}: one char per id in argument order (C claimed for the caller,
 -- D already delivered: skip it, H claimed by a live attempt elsewhere: hold it back, U fate
 -- unknown: dead-letter as ambiguous; L, in the renewal mode only, the caller's claim is gone:
@@ -153,6 +158,8 @@ end
 
 local out, reply = {}, {''}
 local pos, legacy_index, out_count = 10, 0, 0
+-- the field of this attempt's tombstones (nil in the renewal mode, which takes no id anyway)
+local stone_field = not renewal and ('x' .. tag) or nil
 for g = 1, groups do
   local base = KEYS[g]
   local n, packed = tonumber(ARGV[pos]), ARGV[pos + 1]
@@ -168,14 +175,21 @@ for g = 1, groups do
     end
     legacy_index = legacy_index + n
   end
-  local found, where = {}, {}
+  local found, where, buried = {}, {}, nil
+  local read = n
+  if stone_field then read = n + 1; fields[read] = stone_field end
   for s = current + 1, oldest, -1 do
     local key = base .. ':' .. s
     if call('EXISTS', key) == 1 then
-      local values = hmget(key, fields, n)
+      local values = hmget(key, fields, read)
       for j = 1, n do
         local value = values[j]
         if value and not found[j] then found[j], where[j] = value, s end
+      end
+      local stones = read > n and values[read]
+      if stones then
+        buried = buried or {}
+        for at = 1, #stones, width do buried[sub(stones, at, at + width - 1)] = true end
       end
     end
   end
@@ -187,7 +201,9 @@ for g = 1, groups do
     -- `pending`: the claim is written pending (see Values); `own`: the caller's claim, renewed
     local state, attempt, expired, write, over, own
     local pending = arming == 'p'
-    if not value then
+    if buried and buried[fields[j]] then
+      state = 'H'  -- released with this attempt's tombstone: this call landed late (see Tombstones)
+    elseif not value then
       state, write = 'C', true
     elseif value == 'd' then
       state = 'D'

@@ -34,6 +34,10 @@
 -- A pending reservation writes its lease with a leading '0' ("r|0<until>|<tag>"): past its lease it
 -- is what it covered (or nothing), not a contact, since no request under it may have reached Pisano.
 -- A build before pending reservations reads the same time and tag, and counts it a contact as before.
+-- A released phone may carry tombstones (lua/settle_phones.lua): "<contact>#x|<tags>", "c|0|-" for
+-- no contact. The value stands for its contact (nothing for "c|0|-"); the attempts in <tags> take
+-- nothing (H; L in the renewal mode): their first reservation whose reply was lost landed after
+-- its release. A reservation made over it keeps the contact, not the tombstones.
 -- Returns one char per key: R reserved for the caller (it may send), C in cooldown (the phone was
 -- contacted within the window: do not send), H reserved by a live attempt elsewhere (hold back),
 -- L (the renewal mode only) the caller's reservation is gone: do not send.
@@ -55,6 +59,13 @@ for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
   local state, covered, pending = 'R', '', arming == 'p'
   local renewing = false  -- the caller's own live reservation
+  local buried = false  -- released with the caller's tombstone: this call landed late
+  local stones = value and string.find(value, '#x|', 1, true)
+  if stones then
+    buried = string.find(' ' .. string.sub(value, stones + 3) .. ' ', ' ' .. tag .. ' ', 1, true) ~= nil
+    value = string.sub(value, 1, stones - 1)
+    if value == 'c|0|-' then value = nil end
+  end
   if value then
     local kind, at = string.match(value, '^(%a)|(%d+)|')
     if kind == 'r' and string.sub(at, 1, 1) == '0' and now >= tonumber(at) then
@@ -86,7 +97,9 @@ for i, key in ipairs(KEYS) do
       covered = own  -- a contact outside this campaign's window
     end
   end
-  if renewal and not renewing then
+  if buried then
+    state = renewal and 'L' or 'H'
+  elseif renewal and not renewing then
     -- the renewal mode (ARGV[5]): the caller's reservation is gone; the key stays as it is
     if state == 'R' then state = 'L' end
   elseif state == 'R' then

@@ -8,7 +8,8 @@
 --             (consumer/state/dedup_layout.py, `reshard_guard`)
 -- KEYS[G+i]   with ARGV[6] = 'k': the key 0.2.0 kept the i-th id's mark in
 -- ARGV[1]     outcome: "d" delivered (Pisano answered 200), "u" fate unknown (ambiguous), or
---             "r" release (the request certainly failed: the event may be sent again)
+--             "r" release (the request certainly failed: the event may be sent again), or "t" a
+--             release that leaves the caller's tombstone (see Tombstones)
 -- ARGV[2]     claim tag "<owner>|<attempt nonce>" of the caller: the attempt id
 -- ARGV[3]     horizon ms
 -- ARGV[4]     slice ms
@@ -28,6 +29,15 @@
 -- Delivered is written without reading: it wins over whatever older slices hold. (Only a claim
 -- written in a later slice, by a Redis whose clock then went back a whole slice, would hide it:
 -- that id then ends as ambiguous once the claim's lease passed, never sent again.)
+--
+-- Tombstones: a batch's first claim (the one call that takes free ids, lua/claim.lua) whose reply
+-- was lost is not cancelled, and may land after its attempt released the ids: it would take them
+-- again under an attempt that never sends, and another replica's copy of the event would be held
+-- back a lease, then dead-lettered `ambiguous`. So the release of ids such a call may take ("t",
+-- consumer/delivery/claims.py `_doubtful`) also appends their fields to field "x<tag>" of the
+-- current slice: a first claim of that tag finds them there and takes nothing; nobody else reads
+-- the field (older builds neither: it is no field of theirs). It lives with its slice: 14 bytes
+-- per id released so (again for each retry of a release whose reply was lost), beside their marks.
 -- Returns how many ids changed.
 local call, sub = redis.call, string.sub
 local now_parts = call('TIME')
@@ -112,7 +122,7 @@ for g = 1, groups do
     local writes, removed, w = {}, nil, 0
     for j = 1, n do
       local value, s = found[j], where[j]
-      if outcome == 'r' then
+      if outcome ~= 'u' then
         if value and sub(value, 1, mine_len) == mine then
           local over = string.match(sub(value, mine_len + 1), '^u|(.*)|%d+$')
           if over then
@@ -134,6 +144,11 @@ for g = 1, groups do
           changed = changed + 1
         end
       end
+    end
+    if outcome == 't' then
+      local stone = 'x' .. tag
+      writes[w + 1], writes[w + 2] = stone, (call('HGET', key, stone) or '') .. packed
+      w = w + 2
     end
     if w > 0 then write_slice(key, writes, w, expire_at) end
     if removed then

@@ -3,19 +3,54 @@
 -- KEYS[i]    the cooldown key of the i-th phone
 -- ARGV[1]    the request's fate: 'd' accepted by Pisano (the cooldown starts now), 'u' fate unknown
 --            (counted as a contact now: the customer may have been texted), 'r' certainly not sent
---            (the caller's own reservation is removed: the phone is free again)
+--            (the caller's own reservation is removed: the phone is free again), 't' a release
+--            that leaves the caller's tombstone (below)
 -- ARGV[2]    reservation tag of the attempt
 -- ARGV[3]    ttl ms: how long a contact is kept (the configuration's longest cooldown)
+-- ARGV[4]    with 't' only: lease ms
 --
 -- A contact ('d', 'u') is written whatever the key holds: it happened, whoever holds the phone
 -- now. A release removes only the caller's own reservation, never another's or a contact, and puts
 -- back the contact the reservation covered (after its '#': lua/reserve_phones.lua) with the expiry
 -- it had (its time plus the ttl), so an unused reservation forgets no contact.
+--
+-- Tombstones: a batch's first reservation whose reply was lost is not cancelled, and may land after
+-- its attempt released the phone; it would reserve it again under an attempt that never sends,
+-- to lapse into a contact nobody made. So the release of phones such a call may reserve ('t',
+-- consumer/delivery/claims.py `_doubtful`) leaves what a release leaves (the contact covered, or
+-- nothing: "c|0|-", a contact at time 0, outside every window) followed by "#x|<tags>", the
+-- space-separated attempts whose late reservation must take nothing (lua/reserve_phones.lua). A
+-- contact keeps any tombstone it already had; another attempt's reservation is left as it is. A
+-- build before tombstones reads the value as that contact, what it covers after '#' ignored, as
+-- for any contact. Kept as long as a reservation is (lease plus ttl), then gone with the key.
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local fate, tag, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 for _, key in ipairs(KEYS) do
-  if fate == 'r' then
+  if fate == 't' then
+    local value = redis.call('GET', key) or nil  -- a missing key reads false
+    local stands = value  -- what the phone stands for once released
+    if value then
+      local owner, covered = string.match(value, '^r|%d+|([^#]*)#?(.*)$')
+      if owner == tag then
+        local at = tonumber(string.match(covered, '^%a|(%d+)|'))
+        stands = (at and at + ttl > now) and covered or nil
+      elseif owner then
+        stands = false  -- another attempt's reservation: its own release decides
+      end
+    end
+    if stands ~= false then
+      local contact, tags = stands, tag
+      local stones = stands and string.find(stands, '#x|', 1, true)
+      if stones then
+        contact, tags = string.sub(stands, 1, stones - 1), string.sub(stands, stones + 3)
+        -- a release asked again (its reply lost) adds no second copy of the tag
+        if not string.find(' ' .. tags .. ' ', ' ' .. tag .. ' ', 1, true) then tags = tags .. ' ' .. tag end
+      end
+      if not contact or contact == '' then contact = 'c|0|-' end
+      redis.call('SET', key, contact .. '#x|' .. tags, 'PX', tonumber(ARGV[4]) + ttl)
+    end
+  elseif fate == 'r' then
     local value = redis.call('GET', key)
     local owner, covered
     if value then owner, covered = string.match(value, '^r|%d+|([^#]*)#?(.*)$') end

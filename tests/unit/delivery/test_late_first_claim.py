@@ -22,10 +22,10 @@ from consumer.delivery.claims import Claim
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
 from consumer.state.cooldown import MemoryCooldown
-from consumer.state.dedup import Settlement
+from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
 from consumer.state.memory import MemoryDedup
 from tests.support.fakes import FakePisano, event, rig
-from tests.unit.delivery.test_renewal_lost import DAY, OK, cooldown_on, stores
+from tests.unit.delivery.test_renewal_lost import DAY, OK, another_replica, cooldown_on, stores
 
 
 def lose_first_calls(dedup: MemoryDedup, phones: MemoryCooldown | None, count: int) -> list[Callable[[], Any]]:
@@ -112,3 +112,61 @@ def test_a_sender_whose_claim_lands_after_its_release_sends_the_events_round_onc
     r.process(requeued)
     assert r.kinds() == {e.recipient.event_id: {"delivered"} for e in events}, r.reasons()
     assert len(r.pisano.requests) == 1
+
+
+@pytest.mark.parametrize("with_phones", [False, True], ids=["claims", "phones"])
+@pytest.mark.parametrize("away", [False, True], ids=["answered-on-retry", "redis-stays-away"])
+def test_a_first_claim_landing_after_the_release_leaves_nothing_for_another_replica(
+        away: bool, with_phones: bool) -> None:
+    """The same late landing, seen from another replica reading a copy of the events (an upstream
+    duplicate, the records read again after a rebalance): the release left a tombstone naming the
+    attempt (lua/settle.lua, lua/settle_phones.lua), so the late call takes nothing and the copy is
+    sent at once. It used to find the late call's claim live: held back a lease, then (armed)
+    dead-lettered `ambiguous` though never sent; a stray phone reservation lapsed into a contact."""
+    dedup, phones = stores()
+    events = [event(i) for i in range(3)]
+    ids = [e.recipient.event_id for e in events]
+    late = lose_first_calls(dedup, phones if with_phones else None, claims_module.CLAIM_TRIES if away else 1)
+    claim = Claim(dedup, Metrics(), threading.Event(), cooldown=cooldown_on(phones) if with_phones else None,
+                  window_ms=DAY if with_phones else 0)
+    with claim:
+        if away:
+            with pytest.raises(StateStoreError):
+                claim.claim(events)
+        else:
+            assert len(claim.claim(events).claimed) == 3
+            claim.settle(Settlement.RELEASED, events)
+        claim.let_go(events)
+    for land in late:
+        land()
+    assert [dedup.state(i) for i in ids] == [None] * 3
+    other = another_replica(dedup, phones if with_phones else None)
+    copies = [event(i) for i in range(3)]
+    other.process(copies)
+    assert other.kinds() == {i: {"delivered"} for i in ids}, other.reasons()
+
+
+def test_a_late_first_claim_takes_nothing_its_answered_retry_found_held() -> None:
+    """The first try's reply lost, the retry answered: an id another replica's copy holds is held
+    back here. The late try may land after that copy's request failed and released it: it finds
+    the tombstone the retry's answer left (`Claim._bury_unclaimed`), not a free id, so the copy's
+    next attempt is sent at once instead of finding a claim of an attempt that never sends."""
+    dedup, _ = stores()
+    other = dedup.replica()
+    copy_tag = other.new_tag()
+    assert other.claim(copy_tag, [ClaimRequest("e0")]) == [ClaimStatus.CLAIMED]  # a copy read elsewhere
+    late = lose_first_calls(dedup, None, 1)
+    events = [event(i) for i in range(3)]
+    claim = Claim(dedup, Metrics(), threading.Event())
+    with claim:
+        answer = claim.claim(events)
+        assert [e.recipient.event_id for e in answer.held] == ["e0"]
+        claim.settle(Settlement.DELIVERED, answer.claimed)
+        claim.let_go(answer.held)
+    other.settle(Settlement.RELEASED, copy_tag, ["e0"])  # the copy's request certainly failed
+    for land in late:
+        land()
+    assert dedup.state("e0") is None
+    r = rig(FakePisano(default=OK), dedup=other)
+    r.process([event(0)])
+    assert r.kinds() == {"e0": {"delivered"}}, r.reasons()
