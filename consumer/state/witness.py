@@ -6,7 +6,7 @@ replica ran (the whole fleet stopped, and Redis restarted without its data, or f
 snapshot) leaves origins that a starting replica sees for the first time, with nothing to compare
 them with. Kafka kept something from before: every commit of the group carries, as its offset
 metadata, a *stamp* of the state its replica last saw whole: per state, when it saw it, a digest of
-the buckets' origins, one byte of each, and the sum of the check counts it knows Redis held.
+the buckets' origins, two bytes of each, and the sum of the check counts it knows Redis held.
 
 A replica reads its group's stamps before it consumes (`CommittedStamps`), and its origin watch
 compares them with what its first complete check reads (`judge`): origins that are not the stamp's
@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 
 PREFIX = "pisano-sms/1"
 # Kafka refuses a commit whose metadata is longer than the broker's offset.metadata.max.bytes
-# (4096 by default); a stamp of both states is about 330 characters.
+# (4096 by default); a stamp of both states is about 600 characters.
 MAX_STAMP_CHARS = 1024
+# Each bucket's origin in two bytes: the count of buckets lost is short by one once in 65,536 buckets
+# (one byte undercounted a loss of all 64 once in four).
+BUCKET_CHARS = 4
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class StateStamp:
 
     at: int  # when (epoch seconds): the oldest of its buckets' last reads
     digest: str  # 12 hex characters over every bucket's origin, in bucket order
-    buckets: str  # two hex characters per bucket's origin: which ones changed, give or take a collision
+    buckets: str  # BUCKET_CHARS hex characters per bucket's origin: which ones changed (a collision once in 65,536)
     checks: int | None  # the sum of the counts Redis surely held (OriginWatch's baselines); None: unknown
 
     def text(self) -> str:
@@ -51,7 +54,7 @@ class StateStamp:
         if len(parts) != 4:
             return None
         at, digest, buckets, checks = parts
-        if not (_digits(at) and len(digest) == 12 and _hex(digest) and buckets and len(buckets) % 2 == 0
+        if not (_digits(at) and len(digest) == 12 and _hex(digest) and buckets and len(buckets) % BUCKET_CHARS == 0
                 and _hex(buckets) and (checks == "-" or _digits(checks))):
             return None
         return cls(int(at), digest, buckets, None if checks == "-" else int(checks))
@@ -68,7 +71,7 @@ def _hex(text: str) -> bool:
 def stamp_of(at: int, origins: Sequence[str], baselines: Sequence[int | None]) -> StateStamp:
     """The stamp of a state whose buckets' origins (in bucket order) were seen whole."""
     digest = hashlib.blake2b("\n".join(origins).encode(), digest_size=6).hexdigest()
-    buckets = "".join(hashlib.blake2b(origin.encode(), digest_size=1).hexdigest() for origin in origins)
+    buckets = "".join(hashlib.blake2b(origin.encode(), digest_size=BUCKET_CHARS // 2).hexdigest() for origin in origins)
     checks = None if any(b is None for b in baselines) else sum(b for b in baselines if b is not None)
     return StateStamp(at, digest, buckets, checks)
 
@@ -93,7 +96,7 @@ def parse_stamp(metadata: str | None) -> dict[str, StateStamp]:
 @dataclass(frozen=True)
 class Verdict:
     """What the stamps prove of one state: buckets lost since `lost_since` (at least one when the
-    digest differs; the byte per bucket may undercount by a collision), or Redis gone back to
+    digest differs; the bytes kept per bucket may undercount by a collision), or Redis gone back to
     before `rolled_back_before`."""
 
     lost: int = 0
@@ -126,8 +129,8 @@ def _compare(stamp: StateStamp, current: StateStamp, checks: int | None, buckets
     if stamp.digest != current.digest:
         if len(stamp.buckets) != len(current.buckets):
             return buckets  # another bucket count: another state altogether
-        pairs = range(0, len(stamp.buckets), 2)
-        return max(1, sum(stamp.buckets[i:i + 2] != current.buckets[i:i + 2] for i in pairs))
+        each = range(0, len(stamp.buckets), BUCKET_CHARS)
+        return max(1, sum(stamp.buckets[i:i + BUCKET_CHARS] != current.buckets[i:i + BUCKET_CHARS] for i in each))
     # Each count is at least its baseline plus this check's own, unless Redis went back: a sum
     # below that proves it (the baseline is the check before the last, which losing the last
     # second of an AOF does not take back; see origins.py).

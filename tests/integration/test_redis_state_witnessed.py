@@ -5,6 +5,7 @@ data between two runs of `pisano-sms run`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
 
 BOTH = {"dedup", "contacts"}
+# Every bucket: the stamp keeps two bytes of each origin, so a new one matches a lost one's once in
+# 65,536 (counted one short); the metric counts the same.
+ALL = "6[34]"
 
 
 def stamped(run: Run) -> dict[int, set[str]]:
@@ -47,17 +51,19 @@ def test_a_loss_while_no_replica_ran_is_said_by_the_next_start_once_and_deliveri
     assert "; dedup state: none yet" in redis, redis
     for state in ("dedup", "contacts"):
         assert f"WARNING (state lost): consumer group {run.group} committed under {state} origins, seen at " in redis
-    assert "that Redis no longer holds (64 of 64 buckets): lost while no replica ran" in redis, redis
+    assert re.search(rf"that Redis no longer holds \({ALL} of 64 buckets\): lost while no replica ran", redis), redis
     assert origins(redis_client, prefix) == 0 and redis_client.get(Keys(prefix).witnessed()) is None
     second = ConsumerProcess(first.env, tmp_path / "second.log").start()
     run.processes.append(second)
     second.wait_ready()
-    wait_until(lambda: second.metric(LOST) == 2 * BUCKETS, 60, "the loss counted")
+    wait_until(lambda: second.metric(LOST) >= 2 * BUCKETS - 2, 60, "the loss counted")
     metrics = second.metrics()
-    assert metrics[f"{LOST}{{state=dedup}}"] == BUCKETS and metrics[f"{LOST}{{state=contacts}}"] == BUCKETS
+    assert metrics[f"{LOST}{{state=dedup}}"] in (BUCKETS - 1, BUCKETS)
+    assert metrics[f"{LOST}{{state=contacts}}"] in (BUCKETS - 1, BUCKETS)
     log = second.log_text()
-    assert log.count("Redis lost the dedup state of 64 of 64 buckets while no replica watched") == 1, log
-    assert log.count("Redis lost the contacts state of 64 of 64 buckets while no replica watched") == 1
+    for state in ("dedup", "contacts"):
+        said = re.findall(rf"Redis lost the {state} state of {ALL} of 64 buckets while no replica watched", log)
+        assert len(said) == 1, log
     kept = redis_client.get(Keys(prefix).witnessed())
     assert kept is not None and set(parse_stamp(kept.decode())) == BOTH
     assert second.terminate() == 0, second.log_tail()

@@ -19,6 +19,9 @@ from consumer.state.origins import DEDUP, Buckets, MemoryOrigins, OriginWatch
 from consumer.state.witness import CommittedStamps
 from tests.support.fake_kafka import FakeConsumer, pipeline
 from tests.unit.state.test_origins import DEDUP_TAGS, LAYOUT, Clock
+from tests.unit.state.test_witness import numbered_origins  # noqa: F401 - used as a fixture, autouse there only
+
+pytestmark = pytest.mark.usefixtures("numbered_origins")
 
 
 class CommittedOffsets(dict[tuple[str, int], int]):
