@@ -72,10 +72,10 @@ lint: install
 	@echo "[make] lint ok"
 
 bench: up
-	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python scripts/localstack.py run -- $(BIN)/python benchmarks/throughput.py
 
 bench-limiter: up
-	$(BIN)/python benchmarks/limiter.py
+	$(BIN)/python scripts/localstack.py run -- $(BIN)/python benchmarks/limiter.py
 
 ## The poll loop's own CPU per event (snapshot, decode, map, check, batch, offsets), 100,000 events.
 bench-poll: up
@@ -88,7 +88,7 @@ bench-sizing: up-cluster
 ## Latency under Pisano's windows (steady loads, a spike) and saturation by a backlog, before and
 ## after pacing; about 20 minutes (README, "Benchmarks").
 bench-latency: up
-	$(BIN)/python benchmarks/latency.py --mode all
+	$(BIN)/python scripts/localstack.py run -- $(BIN)/python benchmarks/latency.py --mode all
 
 ## Every fault at once on a fleet of three replicas, 100,000 events; prints the figures (README, "Chaos").
 chaos: up
