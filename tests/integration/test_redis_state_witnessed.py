@@ -5,6 +5,7 @@ data between two runs of `pisano-sms run`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
 
 BOTH = {"dedup", "contacts"}
+UNCOUNTED = 4  # at most, of a loss of every bucket: a chance below 1e-5
 
 
 def stamped(run: Run) -> dict[int, set[str]]:
@@ -44,12 +46,15 @@ def test_a_loss_while_no_replica_ran_is_said_by_the_next_start_once_and_deliveri
     second = ConsumerProcess(first.env, tmp_path / "second.log").start()
     run.processes.append(second)
     second.wait_ready()
-    wait_until(lambda: second.metric(LOST) == 2 * BUCKETS, 60, "the loss counted")
+    # A bucket's byte of the stamp matches its new origin's once in 256: of 64 buckets, one or two
+    # may go uncounted (witness.py), in about one run of five per state.
+    wait_until(lambda: second.metric(LOST) >= 2 * (BUCKETS - UNCOUNTED), 60, "the loss counted")
     metrics = second.metrics()
-    assert metrics[f"{LOST}{{state=dedup}}"] == BUCKETS and metrics[f"{LOST}{{state=contacts}}"] == BUCKETS
+    assert all(BUCKETS - UNCOUNTED <= metrics[f"{LOST}{{state={state}}}"] <= BUCKETS for state in BOTH)
     log = second.log_text()
-    assert log.count("Redis lost the dedup state of 64 of 64 buckets while no replica watched") == 1, log
-    assert log.count("Redis lost the contacts state of 64 of 64 buckets while no replica watched") == 1
+    for state in BOTH:
+        said = re.findall(rf"Redis lost the {state} state of (\d+) of 64 buckets while no replica watched", log)
+        assert len(said) == 1 and BUCKETS - UNCOUNTED <= int(said[0]) <= BUCKETS, log
     kept = redis_client.get(Keys(prefix).witnessed())
     assert kept is not None and set(parse_stamp(kept.decode())) == BOTH
     assert second.terminate() == 0, second.log_tail()

@@ -19,6 +19,7 @@ from consumer.state.origins import DEDUP, Buckets, MemoryOrigins, OriginWatch
 from consumer.state.witness import CommittedStamps
 from tests.support.fake_kafka import FakeConsumer, pipeline
 from tests.unit.state.test_origins import DEDUP_TAGS, LAYOUT, Clock
+from tests.unit.state.test_witness import numbered_origins  # noqa: F401 (autouse)
 
 
 class CommittedOffsets(dict[tuple[str, int], int]):
