@@ -309,7 +309,11 @@ class OriginWatch:
         self._kept: Mapping[str, StateStamp] | None = None  # the stamp kept in Redis, once read
         self._compared: set[str] = set()
         self._stamp: str | None = None
-        self._stamp_kept = False
+        # The stamp is kept in Redis after the first comparison, and again after every check that
+        # finds a loss: with no record since (a quiet night), no commit carries the state this
+        # replica saw after it, and the next start, over the stamps of commits from before, would
+        # say the same loss again as one while no replica ran. Due until one of every state is kept.
+        self._keep_due = True
 
     def witness(self, stamps: Mapping[str, Sequence[StateStamp]]) -> None:
         """The stamps of the group's commits, read before consuming: compared with the first check
@@ -322,8 +326,11 @@ class OriginWatch:
 
     def check(self) -> list[Loss]:
         now = self.clock()
+        # Read once: the loop's thread sets it (`witness`) while the probe's checks; compared in a
+        # check that began without it, the stamps would go without the one kept in Redis.
+        witnessed = self._witnessed
         states = [source() for source in self.sources]
-        if self._witnessed is not None and self._kept is None:
+        if witnessed is not None and self._kept is None:
             self._kept = parse_stamp(self.store.witnessed(self.witnessed_key)) if self.witnessed_key else {}
         keys = [[origin_key(tag) for tag in state.tags] for state in states]
         asked = [(key, state.layout_copy) for state, state_keys in zip(states, keys, strict=True) for key in state_keys]
@@ -373,31 +380,36 @@ class OriginWatch:
                 losses.append(Loss(state.state, lost, len(state_keys), since))
             if rolled_back:
                 losses.append(Loss(state.state, rolled_back, len(state_keys), older_than, rolled_back=True))
-            if len(read) == len(state_keys):
-                losses += self._compare(state, read, now)
+            if len(read) == len(state_keys) and witnessed is not None:
+                losses += self._compare(state, read, now, witnessed)
         self.unread = f"{len(unread)} of {len(asked)} buckets, the first: {unread[0]}" if unread else None
-        if self._witnessed is not None and self._compared >= {state.state for state in states}:
-            self._stamp = stamp_text({state.state: stamp for state, state_keys in zip(states, keys, strict=True)
-                                      if (stamp := self._state_stamp(state_keys)) is not None})
-            self._keep_stamp(self._stamp)
+        if losses:
+            self._keep_due = True
+        if witnessed is not None and self._compared >= {state.state for state in states}:
+            stamps = {state.state: stamp for state, state_keys in zip(states, keys, strict=True)
+                      if (stamp := self._state_stamp(state_keys)) is not None}
+            self._stamp = stamp_text(stamps)
+            if self._keep_due:
+                self._keep_stamp(self._stamp, whole=len(stamps) == len(states))
         return losses
 
-    def _keep_stamp(self, stamp: str) -> None:
-        if self._stamp_kept or not self.witnessed_key:
+    def _keep_stamp(self, stamp: str, whole: bool) -> None:
+        if not self.witnessed_key:
             return
         try:
             self.store.keep_witnessed(self.witnessed_key, stamp)
-            self._stamp_kept = True
+            self._keep_due = not whole  # a state not stamped yet (a bucket unread since the loss, say)
         except StateStoreError:
             pass  # kept at the next check
 
-    def _compare(self, state: Buckets, read: Sequence[Origin], now: float) -> list[Loss]:
+    def _compare(self, state: Buckets, read: Sequence[Origin], now: float,
+                 witnessed: Mapping[str, Sequence[StateStamp]]) -> list[Loss]:
         """What the group's stamps prove of a state this check read whole, once (witness.py)."""
-        if self._witnessed is None or state.state in self._compared:
+        if state.state in self._compared:
             return []
         self._compared.add(state.state)
         kept = (self._kept or {}).get(state.state)  # the last start's, as one more commit's
-        stamps = [*self._witnessed.get(state.state, ()), *([kept] if kept else [])]
+        stamps = [*witnessed.get(state.state, ()), *([kept] if kept else [])]
         verdict = judge(stamps, [o.since for o in read], [o.checks for o in read], now, state.keeps_s)
         losses = []
         if verdict.lost:

@@ -242,3 +242,61 @@ def test_a_loss_the_last_start_said_is_not_said_again_by_the_next_over_idle_part
     assert starting(store, clock, old).check() == []  # no record since: nothing committed anew
     store.lose()  # and lost again, the kept stamp with it
     assert [(loss.state, loss.lost) for loss in starting(store, clock, old).check()] == [(DEDUP, 64), (CONTACTS, 64)]
+
+
+def test_a_loss_a_running_replica_said_is_not_said_again_by_the_next_start_over_idle_partitions() -> None:
+    """No record since the loss (a quiet night): no commit carries the state a running replica saw
+    after it, and only the stamp it keeps in Redis tells the next start that the loss was said."""
+    store, clock = MemoryOrigins(), Clock()
+    watch = replica(store, clock)
+    CommittedStamps(watch).read([])
+    for _ in range(3):
+        assert watch.check() == []
+    old = watch.stamp  # the last commits', before the loss
+    assert old is not None
+    store.lose()  # Redis restarted without its data while the replica ran: said there and then
+    assert [(loss.state, loss.witnessed) for loss in watch.check()] == [(DEDUP, False), (CONTACTS, False)]
+    assert watch.check() == []
+    assert starting(store, clock, old).check() == []  # the rolling restart that follows
+
+
+def test_a_rollback_a_running_replica_said_is_not_said_again_by_the_next_start_over_idle_partitions() -> None:
+    store, clock = MemoryOrigins(), Clock()
+    watch = replica(store, clock)
+    CommittedStamps(watch).read([])
+    watch.check()
+    snapshot = store.snapshot()
+    for _ in range(6):
+        assert watch.check() == []
+    old = watch.stamp
+    assert old is not None
+    store.go_back(snapshot)  # restarted from an RDB snapshot a minute old while the replica ran
+    assert [(loss.rolled_back, loss.witnessed) for loss in watch.check()] == [(True, False), (True, False)]
+    assert watch.check() == []
+    assert starting(store, clock, old).check() == []
+
+
+def test_the_group_read_while_a_check_runs_is_compared_with_the_kept_stamp_too() -> None:
+    """The probe's thread checks while the loop reads the group: a check that began before the
+    stamps came must not compare them without the stamp the last start kept."""
+    store, clock = MemoryOrigins(), Clock()
+    old = running(store, clock)
+    store.lose()
+    assert [loss.state for loss in starting(store, clock, old).check()] == [DEDUP, CONTACTS]  # said, kept
+
+    watch = replica(store, clock)
+    stamps = CommittedStamps(watch)
+
+    class ReadMeanwhile(MemoryOrigins):
+        def witnessed(self, key: str) -> str | None:
+            return store.witnessed(key)
+
+        def keep_witnessed(self, key: str, stamp: str) -> None:
+            store.keep_witnessed(key, stamp)
+
+        def origins(self, buckets):  # type: ignore[no-untyped-def]
+            stamps.read([("t", 0, old)])  # the pipeline's thread, during this check
+            return store.origins(buckets)
+
+    watch.store = ReadMeanwhile()
+    assert watch.check() == [] and watch.check() == []
