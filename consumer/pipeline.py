@@ -188,7 +188,7 @@ class Pipeline:
         except KafkaException as exc:
             self.stamps.unread(str(exc))
             return
-        self.stamps.read((p.topic, p.partition, p.metadata) for p in committed if p.error is None)
+        self.stamps.read((p.topic, p.partition, _metadata(p)) for p in committed if p.error is None)
 
     def _subscribe(self) -> None:
         def current(callback: Callable[[Any, list[TopicPartition]], None]) -> Callable[..., None]:
@@ -803,6 +803,16 @@ class Pipeline:
         age = self.tracker.oldest_unfinished_age(now)
         self.metrics.oldest_unfinished_age.set(age)
         self.health.observe_oldest_record(age, self.settings.stuck_record_ms / 1000)
+
+
+def _metadata(partition: TopicPartition) -> str | None:
+    """A committed partition's metadata, None when it cannot be read: confluent-kafka raises
+    UnicodeDecodeError for some metadata other tools commit (one or two bytes, b"\\xff" or "é",
+    seen with 2.16: it reads past them), and it must not stop the start of every replica."""
+    try:
+        return partition.metadata
+    except ValueError:  # UnicodeDecodeError among others
+        return None
 
 
 def _close_quietly(consumer: Any) -> None:

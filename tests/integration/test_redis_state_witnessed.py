@@ -15,7 +15,8 @@ from consumer.state.witness import parse_stamp
 from tests.conftest import Stack, localstack, unique
 from tests.integration.test_redis_state_lost import BUCKETS, CONTACT_POLICY, LOST
 from tests.support.consumers import ConsumerProcess, wait_until
-from tests.support.kafka import committed_metadata
+from tests.support.kafka import committed, committed_metadata
+from tests.support.raw_kafka import commit_raw
 from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
 
@@ -71,3 +72,25 @@ def test_a_loss_while_no_replica_ran_is_said_by_the_next_start_once_and_deliveri
     run.finish(dead_letters=0)
     delivered = run.delivered()
     assert len(delivered) == 30 and max(delivered.values()) == 1
+
+
+def test_a_commit_with_metadata_the_client_cannot_decode_does_not_stop_the_next_start(
+        local_stack: Stack, run: Run, new_topic: Callable[..., str], tmp_path: Path) -> None:
+    """Another tool committed the group's offsets with metadata confluent-kafka cannot decode (it
+    raised UnicodeDecodeError in about seven reads of ten for b"\\xff"): before, every start of
+    every replica died reading the group's stamps, before it subscribed."""
+    first = run.start(run.events(10, CAMPAIGNS[0]), new_topics=new_topic, REDIS_KEY_PREFIX=unique("wit"))
+    first.wait_ready()
+    run.wait_all_committed()
+    assert first.terminate() == 0, first.log_tail()
+    for partition, offset in committed(run.stack.bootstrap, run.group, run.topic).items():
+        commit_raw(run.stack.bootstrap, run.group, run.topic, partition, offset, b"\xff")
+    run.produce_more(run.events(10, CAMPAIGNS[1]))
+    second = ConsumerProcess(first.env, tmp_path / "second.log").start()
+    run.processes.append(second)
+    run.replica = second
+    second.wait_ready()
+    run.finish(dead_letters=0)
+    assert "Traceback" not in second.log_text()
+    delivered = run.delivered()
+    assert len(delivered) == 20 and max(delivered.values()) == 1

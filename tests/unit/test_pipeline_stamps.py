@@ -133,3 +133,39 @@ def test_a_broker_that_refuses_the_stamp_gets_commits_without_it(how: str, caplo
             loop._on_commit(too_large if how == "callback" else None, [refused])  # type: ignore[list-item]
     assert "offset.metadata.max.bytes" in caplog.text
     assert loop.stamps is not None and loop.stamps.metadata(("t", 0)) is None
+
+
+class Undecodable:
+    """A committed partition as confluent-kafka 2.16 gives it when another tool committed metadata
+    it cannot decode (seen with one or two bytes, such as b"\\xff" or "é"): reading `metadata`
+    raises UnicodeDecodeError."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic, self.partition, self.offset, self.error = topic, partition, 5, None
+
+    @property
+    def metadata(self) -> str:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+def test_metadata_that_cannot_be_decoded_is_passed_over_and_consuming_goes_on() -> None:
+    """Before: the UnicodeDecodeError left `run` before it subscribed, at every start: the group
+    would never consume again until that commit was replaced."""
+    store, clock = MemoryOrigins(), Clock()
+    first, kafka, watch = stamped(store, clock)
+    first._read_stamps()
+    for _ in range(3):
+        watch.check()
+    commit(first, 0)
+    store.lose()
+    second, _, later = stamped(store, clock)
+    second.consumer = kafka
+    read = kafka.committed.__call__
+
+    def with_undecodable(partitions: list[TopicPartition], timeout: float) -> list[Any]:
+        return [Undecodable(p.topic, p.partition) if p.partition == 1 else p for p in read(partitions, timeout)]
+
+    kafka.committed = with_undecodable  # type: ignore[assignment,method-assign]
+    second._read_stamps()
+    assert [(loss.state, loss.witnessed) for loss in later.check()] == [(DEDUP, True)]  # partition 0's stamp
+    assert second.stamps is not None and second.stamps.metadata(("t", 1)) == later.stamp
