@@ -306,7 +306,6 @@ class OriginWatch:
         # with them so far; and what this replica's commits stamp, None until every state is
         # compared (till then a commit keeps the stamp it replaces: witness.py).
         self._witnessed: Mapping[str, Sequence[StateStamp]] | None = None
-        self._kept: Mapping[str, StateStamp] | None = None  # the stamp kept in Redis, once read
         self._compared: set[str] = set()
         self._stamp: str | None = None
         # The stamp is kept in Redis after the first comparison, and again after every check that
@@ -330,8 +329,12 @@ class OriginWatch:
         # check that began without it, the stamps would go without the one kept in Redis.
         witnessed = self._witnessed
         states = [source() for source in self.sources]
-        if witnessed is not None and self._kept is None:
-            self._kept = parse_stamp(self.store.witnessed(self.witnessed_key)) if self.witnessed_key else {}
+        # The stamp kept in Redis, read by each check that may compare: a state is compared once
+        # its every bucket is read, maybe long after the start, and the running replicas keep it
+        # anew after every loss they say meanwhile.
+        kept: Mapping[str, StateStamp] = {}
+        if witnessed is not None and self.witnessed_key and not self._compared >= {state.state for state in states}:
+            kept = parse_stamp(self.store.witnessed(self.witnessed_key))
         keys = [[origin_key(tag) for tag in state.tags] for state in states]
         asked = [(key, state.layout_copy) for state, state_keys in zip(states, keys, strict=True) for key in state_keys]
         found = iter(self.store.origins(asked))
@@ -381,7 +384,7 @@ class OriginWatch:
             if rolled_back:
                 losses.append(Loss(state.state, rolled_back, len(state_keys), older_than, rolled_back=True))
             if len(read) == len(state_keys) and witnessed is not None:
-                losses += self._compare(state, read, now, witnessed)
+                losses += self._compare(state, read, now, witnessed, kept.get(state.state))
         self.unread = f"{len(unread)} of {len(asked)} buckets, the first: {unread[0]}" if unread else None
         if losses:
             self._keep_due = True
@@ -403,12 +406,12 @@ class OriginWatch:
             pass  # kept at the next check
 
     def _compare(self, state: Buckets, read: Sequence[Origin], now: float,
-                 witnessed: Mapping[str, Sequence[StateStamp]]) -> list[Loss]:
-        """What the group's stamps prove of a state this check read whole, once (witness.py)."""
+                 witnessed: Mapping[str, Sequence[StateStamp]], kept: StateStamp | None) -> list[Loss]:
+        """What the group's stamps prove of a state this check read whole, once (witness.py); the
+        stamp kept in Redis counts as one more commit's."""
         if state.state in self._compared:
             return []
         self._compared.add(state.state)
-        kept = (self._kept or {}).get(state.state)  # the last start's, as one more commit's
         stamps = [*witnessed.get(state.state, ()), *([kept] if kept else [])]
         verdict = judge(stamps, [o.since for o in read], [o.checks for o in read], now, state.keeps_s)
         losses = []

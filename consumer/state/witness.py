@@ -13,8 +13,9 @@ compares them with what its first complete check reads (`judge`): origins that a
 prove that the state was lost, or replaced (a new key prefix), since that commit; counts lower than
 the stamp's, that Redis went back to an older state. A stamp older than the time a state's marks
 matter (DEDUP_HORIZON_S, the longest contact cooldown) is passed over: what was lost then no longer
-counted. Until the watch has compared, each commit carries the partition's stamp as it was read, so
-a replica that stops before its first check leaves the evidence for the next.
+counted; so is one dated more than AHEAD_S after now. Until the watch has compared, each commit
+carries the partition's stamp as it was read, so a replica that stops before its first check leaves
+the evidence for the next.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ PREFIX = "pisano-sms/1"
 # Kafka refuses a commit whose metadata is longer than the broker's offset.metadata.max.bytes
 # (4096 by default); a stamp of both states is about 330 characters.
 MAX_STAMP_CHARS = 1024
+# A stamp dated later than this after now witnesses nothing: sorted after every other, it would
+# decide every start's verdict (another tool's metadata in this form, a replica's clock set years
+# ahead), and a date past time_t cannot be said. Writers' clocks minutes apart are well within it.
+AHEAD_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def judge(stamps: Iterable[StateStamp], origins: Sequence[str], checks: Sequence
     this check's, its own count included)."""
     current = stamp_of(0, origins, [None] * len(origins))
     verdict = Verdict()
-    for stamp in sorted((s for s in stamps if now - s.at <= keeps_s), key=lambda s: s.at):
+    for stamp in sorted((s for s in stamps if -AHEAD_S <= now - s.at <= keeps_s), key=lambda s: s.at):
         found = _compare(stamp, current, sum(checks), len(checks))
         if found is None:  # the state as a later commit saw it: what was lost before, that replica saw
             verdict = Verdict()

@@ -300,3 +300,54 @@ def test_the_group_read_while_a_check_runs_is_compared_with_the_kept_stamp_too()
 
     watch.store = ReadMeanwhile()
     assert watch.check() == [] and watch.check() == []
+
+
+@pytest.mark.parametrize("at", ["99999999999999999999", "4102444800"])  # past time_t; 2100
+def test_a_stamp_dated_in_the_future_witnesses_nothing(at: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Another tool's metadata in the stamp's form, or a replica whose clock was years ahead:
+    sorted last, it would be said as a loss at every start (and past time_t, its date raised in
+    the message, the loss counted but never logged)."""
+    store, clock, metrics = MemoryOrigins(), Clock(), Metrics()
+    stamp = running(store, clock, contacts=False)
+    hostile = f"pisano-sms/1 dedup={at}.abcdefabcdef.{'00' * 64}.5"
+    checker = probe(starting(store, clock, stamp, hostile, contacts=False), metrics)
+    with caplog.at_level(logging.ERROR):
+        checker._check_origins(checker.origins)  # type: ignore[arg-type]
+    assert caplog.records == []
+    assert metrics.registry.get_sample_value("pisano_sms_redis_state_lost_total", {"state": DEDUP}) == 0
+
+
+def test_a_loss_said_by_a_running_replica_before_a_start_first_read_every_bucket_is_not_witnessed() -> None:
+    """A starting replica compares once it has read every bucket, maybe much later (a master
+    down): the stamp kept in Redis is read then, not at its first check, or it misses the one the
+    running replica kept after saying the loss, and says it again as one while no replica ran."""
+    store, clock = MemoryOrigins(), Clock()
+    running_one = replica(store, clock, contacts=False)
+    CommittedStamps(running_one).read([])
+    for _ in range(3):
+        assert running_one.check() == []
+    old = running_one.stamp
+    assert old is not None
+    failing = [True]
+
+    class Flaky(MemoryOrigins):
+        def origins(self, buckets):  # type: ignore[no-untyped-def]
+            found = store.origins(buckets)
+            if failing[0]:
+                found[5] = origins_module.StateStoreError("a master down")
+            return found
+
+        def witnessed(self, key: str) -> str | None:
+            return store.witnessed(key)
+
+        def keep_witnessed(self, key: str, stamp: str) -> None:
+            store.keep_witnessed(key, stamp)
+
+    starting_one = OriginWatch(Flaky(), [lambda: Buckets(DEDUP, DEDUP_TAGS, LAYOUT, keeps_s=HOUR)], clock=clock,
+                               witnessed_key=KEPT)
+    CommittedStamps(starting_one).read([("t", 0, old)])
+    assert starting_one.check() == []  # a bucket unread: not compared yet
+    store.lose()
+    assert [loss.witnessed for loss in running_one.check()] == [False]  # said there and then
+    failing[0] = False
+    assert [loss for loss in starting_one.check() if loss.witnessed] == []
