@@ -313,6 +313,12 @@ class OriginWatch:
         # replica saw after it, and the next start, over the stamps of commits from before, would
         # say the same loss again as one while no replica ran. Due until one of every state is kept.
         self._keep_due = True
+        # Per state, until compared: the buckets (their indexes) whose loss this replica said, and
+        # whether it said Redis went back. A state is compared once every bucket is read, maybe
+        # long after the start (a master down): what it said meanwhile is not said again as lost
+        # while no replica ran.
+        self._said: dict[str, set[int]] = {}
+        self._said_rolled_back: set[str] = set()
 
     def witness(self, stamps: Mapping[str, Sequence[StateStamp]]) -> None:
         """The stamps of the group's commits, read before consuming: compared with the first check
@@ -332,9 +338,14 @@ class OriginWatch:
         # The stamp kept in Redis, read by each check that may compare: a state is compared once
         # its every bucket is read, maybe long after the start, and the running replicas keep it
         # anew after every loss they say meanwhile.
-        kept: Mapping[str, StateStamp] = {}
-        if witnessed is not None and self.witnessed_key and not self._compared >= {state.state for state in states}:
-            kept = parse_stamp(self.store.witnessed(self.witnessed_key))
+        # Unread (on a cluster, its master down), the comparison waits; the check goes on.
+        kept: Mapping[str, StateStamp] | None = {}
+        comparing = not self._compared >= {state.state for state in states}
+        if witnessed is not None and self.witnessed_key and comparing:
+            try:
+                kept = parse_stamp(self.store.witnessed(self.witnessed_key))
+            except StateStoreError:
+                kept = None
         keys = [[origin_key(tag) for tag in state.tags] for state in states]
         asked = [(key, state.layout_copy) for state, state_keys in zip(states, keys, strict=True) for key in state_keys]
         found = iter(self.store.origins(asked))
@@ -348,7 +359,7 @@ class OriginWatch:
         for state, state_keys in zip(states, keys, strict=True):
             lost, since, rolled_back, older_than = 0, now, 0, now
             read: list[Origin] = []  # this check's reads, for the stamps
-            for key in state_keys:
+            for index, key in enumerate(state_keys):
                 origin = next(found)
                 if isinstance(origin, StateStoreError):
                     unread.append(str(origin))
@@ -359,6 +370,8 @@ class OriginWatch:
                 if before is None or before.since != origin.since:
                     if before is not None and before.durable:
                         lost, since = lost + 1, min(since, before.at)
+                        if comparing:
+                            self._said.setdefault(state.state, set()).add(index)
                     if not origin.since:  # the key vanished during this check: the next one's origin is new
                         self._seen.pop(key, None)  # a first sight, not this loss said again
                         continue
@@ -368,6 +381,8 @@ class OriginWatch:
                 durable = before.durable or replicated
                 if before.checks_before is not None and origin.checks <= before.checks_before:
                     rolled_back, older_than = rolled_back + 1, min(older_than, before.at_before)
+                    if comparing:
+                        self._said_rolled_back.add(state.state)
                     self._seen[key] = _Sight(origin.since, origin.checks, now, replicated=replicated,
                                              durable=durable)  # said once: compared afresh
                     continue
@@ -383,11 +398,13 @@ class OriginWatch:
                 losses.append(Loss(state.state, lost, len(state_keys), since))
             if rolled_back:
                 losses.append(Loss(state.state, rolled_back, len(state_keys), older_than, rolled_back=True))
-            if len(read) == len(state_keys) and witnessed is not None:
+            if len(read) == len(state_keys) and witnessed is not None and kept is not None:
                 losses += self._compare(state, read, now, witnessed, kept.get(state.state))
         self.unread = f"{len(unread)} of {len(asked)} buckets, the first: {unread[0]}" if unread else None
         if losses:
             self._keep_due = True
+        if not comparing:
+            self._said.clear()
         if witnessed is not None and self._compared >= {state.state for state in states}:
             stamps = {state.state: stamp for state, state_keys in zip(states, keys, strict=True)
                       if (stamp := self._state_stamp(state_keys)) is not None}
@@ -413,11 +430,12 @@ class OriginWatch:
             return []
         self._compared.add(state.state)
         stamps = [*witnessed.get(state.state, ()), *([kept] if kept else [])]
-        verdict = judge(stamps, [o.since for o in read], [o.checks for o in read], now, state.keeps_s)
+        verdict = judge(stamps, [o.since for o in read], [o.checks for o in read], now, state.keeps_s,
+                        said=self._said.get(state.state, set()))
         losses = []
         if verdict.lost:
             losses.append(Loss(state.state, verdict.lost, len(read), verdict.lost_since, witnessed=True))
-        if verdict.rolled_back_before is not None:
+        if verdict.rolled_back_before is not None and state.state not in self._said_rolled_back:
             losses.append(Loss(state.state, len(read), len(read), verdict.rolled_back_before, rolled_back=True,
                                witnessed=True))
         return losses

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -107,13 +107,14 @@ class Verdict:
 
 
 def judge(stamps: Iterable[StateStamp], origins: Sequence[str], checks: Sequence[int], now: float,
-          keeps_s: float) -> Verdict:
+          keeps_s: float, said: Collection[int] = ()) -> Verdict:
     """Compare the stamps of one state with a check that read every bucket (`origins`, `checks`:
-    this check's, its own count included)."""
+    this check's, its own count included). `said`: the buckets (indexes) whose loss this replica
+    said itself since it started, not counted again."""
     current = stamp_of(0, origins, [None] * len(origins))
     verdict = Verdict()
     for stamp in sorted((s for s in stamps if -AHEAD_S <= now - s.at <= keeps_s), key=lambda s: s.at):
-        found = _compare(stamp, current, sum(checks), len(checks))
+        found = _compare(stamp, current, sum(checks), len(checks), said)
         if found is None:  # the state as a later commit saw it: what was lost before, that replica saw
             verdict = Verdict()
         elif isinstance(found, int):
@@ -126,13 +127,19 @@ def judge(stamps: Iterable[StateStamp], origins: Sequence[str], checks: Sequence
 ROLLED_BACK = "rolled back"
 
 
-def _compare(stamp: StateStamp, current: StateStamp, checks: int, buckets: int) -> int | str | None:
-    """The buckets lost since the stamp, ROLLED_BACK, or None when the state is the stamp's."""
+def _compare(stamp: StateStamp, current: StateStamp, checks: int, buckets: int,
+             said: Collection[int] = ()) -> int | str | None:
+    """The buckets lost since the stamp, ROLLED_BACK, or None when the state is the stamp's (but
+    for buckets whose loss was said already)."""
     if stamp.digest != current.digest:
         if len(stamp.buckets) != len(current.buckets):
             return buckets  # another bucket count: another state altogether
-        pairs = range(0, len(stamp.buckets), 2)
-        return max(1, sum(stamp.buckets[i:i + 2] != current.buckets[i:i + 2] for i in pairs))
+        changed = [n for n in range(len(stamp.buckets) // 2)
+                   if stamp.buckets[2 * n:2 * n + 2] != current.buckets[2 * n:2 * n + 2]]
+        unsaid = [n for n in changed if n not in said]
+        if changed and not unsaid:
+            return None  # (their counts began anew: no sum to compare)
+        return max(1, len(unsaid))  # none changed: a collision of the byte per bucket
     # Each count is at least its baseline plus this check's own, unless Redis went back: a sum
     # below that proves it (the baseline is the check before the last, which losing the last
     # second of an AOF does not take back; see origins.py).

@@ -351,3 +351,32 @@ def test_a_loss_said_by_a_running_replica_before_a_start_first_read_every_bucket
     assert [loss.witnessed for loss in running_one.check()] == [False]  # said there and then
     failing[0] = False
     assert [loss for loss in starting_one.check() if loss.witnessed] == []
+
+
+def test_a_kept_stamp_that_cannot_be_read_defers_the_comparison_not_the_check() -> None:
+    """On a cluster the kept stamp lives on one master: that master down must not blind the watch
+    to the buckets of the others (a loss there goes unsaid), only put off the comparison."""
+    store, clock = MemoryOrigins(), Clock()
+    old = running(store, clock, contacts=False)
+    away = [True]
+
+    class KeptAway(MemoryOrigins):
+        def origins(self, buckets):  # type: ignore[no-untyped-def]
+            return store.origins(buckets)
+
+        def witnessed(self, key: str) -> str | None:
+            if away[0]:
+                raise origins_module.StateStoreError("the master of the kept stamp is down")
+            return store.witnessed(key)
+
+        def keep_witnessed(self, key: str, stamp: str) -> None:
+            store.keep_witnessed(key, stamp)
+
+    watch = OriginWatch(KeptAway(), [lambda: Buckets(DEDUP, DEDUP_TAGS, LAYOUT, keeps_s=HOUR)], clock=clock,
+                        witnessed_key=KEPT)
+    CommittedStamps(watch).read([("t", 0, old)])
+    assert watch.check() == [] and watch.stamp is None  # not compared: commits keep the stamps they replace
+    store.lose([origin_key(tag) for tag in DEDUP_TAGS[:3]])
+    assert [(loss.lost, loss.witnessed) for loss in watch.check()] == [(3, False)]  # still watched
+    away[0] = False
+    assert watch.check() == [] and watch.stamp is not None  # compared: the loss was this replica's to say
