@@ -539,14 +539,20 @@ class Pipeline:
         if not points:
             return
         offsets = [self._stamped(t, p, o) for (t, p), o in points.items()]
+        stamped = self.stamps is not None and not self.stamps.refused
         try:
             result = self.consumer.commit(offsets=offsets, asynchronous=not sync)
         except KafkaException as exc:
             log.warning("commit failed (%s); will commit again", exc)
             self._refused_stamps(exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None)
-            return
+            result = None
         if sync and result:
             self._on_commit(None, result)
+        if sync and stamped and self.stamps is not None and self.stamps.refused:
+            # Refused for the stamp's size: made again at once without it. A revocation's commit,
+            # or the last one at a stop, is not sent again: the next owner would read the
+            # partition's tail again.
+            self._commit(sync=True, tps=tps, all_known=all_known)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         self._refused_stamps(error, *(p.error for p in partitions))

@@ -169,3 +169,30 @@ def test_metadata_that_cannot_be_decoded_is_passed_over_and_consuming_goes_on() 
     second._read_stamps()
     assert [(loss.state, loss.witnessed) for loss in later.check()] == [(DEDUP, True)]  # partition 0's stamp
     assert second.stamps is not None and second.stamps.metadata(("t", 1)) == later.stamp
+
+
+@pytest.mark.parametrize("how", ["raised", "partition"])
+def test_a_revocation_commit_refused_for_its_stamp_is_made_again_without_it(how: str) -> None:
+    """The commit of a partition given up (and the last one at a stop) is synchronous and not
+    sent again: refused for its stamp, the next owner would read the partition's tail again."""
+    store, clock = MemoryOrigins(), Clock()
+    loop, kafka, watch = stamped(store, clock)
+    loop._read_stamps()
+    watch.check()
+    too_large = KafkaError(KafkaError.OFFSET_METADATA_TOO_LARGE)
+    real = kafka.commit
+
+    def refuse_stamped(offsets: list[Any], asynchronous: bool) -> list[Any]:
+        if any(tp.metadata for tp in offsets):
+            if how == "raised":
+                raise KafkaException(too_large)
+            # (a TopicPartition's error cannot be set from Python)
+            return [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=tp.offset, error=too_large)
+                    for tp in offsets]
+        return real(offsets, asynchronous)
+
+    kafka.commit = refuse_stamped  # type: ignore[method-assign]
+    epoch = loop.tracker.track(("t", 0), 7)
+    loop.tracker.finish(("t", 0), 7, epoch)
+    loop._commit(sync=True, tps=[("t", 0)], all_known=True)
+    assert kafka.committed[("t", 0)] == 8 and kafka.committed.metadata[("t", 0)] is None
