@@ -337,8 +337,8 @@ class OriginWatch:
         states = [source() for source in self.sources]
         # The stamp kept in Redis, read by each check that may compare: a state is compared once
         # its every bucket is read, maybe long after the start, and the running replicas keep it
-        # anew after every loss they say meanwhile.
-        # Unread (on a cluster, its master down), the comparison waits; the check goes on.
+        # anew after every loss they say meanwhile. Unread (on a cluster, its master down), the
+        # comparison waits; the check goes on.
         kept: Mapping[str, StateStamp] | None = {}
         comparing = not self._compared >= {state.state for state in states}
         if witnessed is not None and self.witnessed_key and comparing:

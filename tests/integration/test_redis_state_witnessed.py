@@ -94,3 +94,34 @@ def test_a_commit_with_metadata_the_client_cannot_decode_does_not_stop_the_next_
     assert "Traceback" not in second.log_text()
     delivered = run.delivered()
     assert len(delivered) == 20 and max(delivered.values()) == 1
+
+
+def test_a_redis_restarted_with_its_aof_while_no_replica_ran_is_no_loss(
+        local_stack: Stack, run: Run, new_topic: Callable[..., str], redis_client: Any, tmp_path: Path) -> None:
+    """SIGKILLed with appendfsync everysec, Redis comes back without its last second: the stamps'
+    counts are those of the check before the last, which that second cannot take back."""
+    prefix = unique("wit")
+    first = run.start(run.events(20, CAMPAIGNS[0]), new_topics=new_topic, REDIS_KEY_PREFIX=prefix,
+                      **CONTACT_POLICY)
+    first.wait_ready()
+    run.wait_all_committed()
+
+    def counted() -> bool:  # every commit stamps both states with the counts Redis surely held
+        stamps = [parse_stamp(metadata) for metadata in
+                  committed_metadata(run.stack.bootstrap, run.group, run.topic).values()]
+        return all(set(s) == BOTH and all(stamp.checks is not None for stamp in s.values()) for s in stamps)
+
+    wait_until(counted, 90, "every commit stamped with counts")
+    assert first.terminate() == 0, first.log_tail()
+    localstack.stop_redis(kill=True)
+    localstack.start_redis()  # its data back from the AOF, but for its last second at most
+    kept = redis_client.get(Keys(prefix).witnessed())
+    second = ConsumerProcess(first.env, tmp_path / "second.log").start()
+    run.processes.append(second)
+    run.replica = second
+    second.wait_ready()
+    wait_until(lambda: redis_client.get(Keys(prefix).witnessed()) != kept, 60, "the second compared")
+    assert second.metric(LOST) == 0, second.log_tail()
+    run.produce_more(run.events(10, CAMPAIGNS[1]))
+    run.finish(dead_letters=0)
+    assert "redis_state_lost" not in second.log_text()
