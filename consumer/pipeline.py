@@ -188,7 +188,7 @@ class Pipeline:
         except KafkaException as exc:
             self.stamps.unread(str(exc))
             return
-        self.stamps.read((p.topic, p.partition, p.metadata) for p in committed if p.error is None)
+        self.stamps.read((p.topic, p.partition, _metadata(p)) for p in committed if p.error is None)
 
     def _subscribe(self) -> None:
         def current(callback: Callable[[Any, list[TopicPartition]], None]) -> Callable[..., None]:
@@ -539,14 +539,20 @@ class Pipeline:
         if not points:
             return
         offsets = [self._stamped(t, p, o) for (t, p), o in points.items()]
+        stamped = self.stamps is not None and not self.stamps.refused
         try:
             result = self.consumer.commit(offsets=offsets, asynchronous=not sync)
         except KafkaException as exc:
             log.warning("commit failed (%s); will commit again", exc)
             self._refused_stamps(exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None)
-            return
+            result = None
         if sync and result:
             self._on_commit(None, result)
+        if sync and stamped and self.stamps is not None and self.stamps.refused:
+            # Refused for the stamp's size: made again at once without it. A revocation's commit,
+            # or the last one at a stop, is not sent again: the next owner would read the
+            # partition's tail again.
+            self._commit(sync=True, tps=tps, all_known=all_known)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         self._refused_stamps(error, *(p.error for p in partitions))
@@ -803,6 +809,16 @@ class Pipeline:
         age = self.tracker.oldest_unfinished_age(now)
         self.metrics.oldest_unfinished_age.set(age)
         self.health.observe_oldest_record(age, self.settings.stuck_record_ms / 1000)
+
+
+def _metadata(partition: TopicPartition) -> str | None:
+    """A committed partition's metadata, None when it cannot be read: confluent-kafka raises
+    UnicodeDecodeError for some metadata other tools commit (one or two bytes, b"\\xff" or "é",
+    seen with 2.16: it reads past them), and it must not stop the start of every replica."""
+    try:
+        return partition.metadata
+    except ValueError:  # UnicodeDecodeError among others
+        return None
 
 
 def _close_quietly(consumer: Any) -> None:

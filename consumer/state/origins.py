@@ -306,10 +306,19 @@ class OriginWatch:
         # with them so far; and what this replica's commits stamp, None until every state is
         # compared (till then a commit keeps the stamp it replaces: witness.py).
         self._witnessed: Mapping[str, Sequence[StateStamp]] | None = None
-        self._kept: Mapping[str, StateStamp] | None = None  # the stamp kept in Redis, once read
         self._compared: set[str] = set()
         self._stamp: str | None = None
-        self._stamp_kept = False
+        # The stamp is kept in Redis after the first comparison, and again after every check that
+        # finds a loss: with no record since (a quiet night), no commit carries the state this
+        # replica saw after it, and the next start, over the stamps of commits from before, would
+        # say the same loss again as one while no replica ran. Due until one of every state is kept.
+        self._keep_due = True
+        # Per state, until compared: the buckets (their indexes) whose loss this replica said, and
+        # whether it said Redis went back. A state is compared once every bucket is read, maybe
+        # long after the start (a master down): what it said meanwhile is not said again as lost
+        # while no replica ran.
+        self._said: dict[str, set[int]] = {}
+        self._said_rolled_back: set[str] = set()
 
     def witness(self, stamps: Mapping[str, Sequence[StateStamp]]) -> None:
         """The stamps of the group's commits, read before consuming: compared with the first check
@@ -322,9 +331,21 @@ class OriginWatch:
 
     def check(self) -> list[Loss]:
         now = self.clock()
+        # Read once: the loop's thread sets it (`witness`) while the probe's checks; compared in a
+        # check that began without it, the stamps would go without the one kept in Redis.
+        witnessed = self._witnessed
         states = [source() for source in self.sources]
-        if self._witnessed is not None and self._kept is None:
-            self._kept = parse_stamp(self.store.witnessed(self.witnessed_key)) if self.witnessed_key else {}
+        # The stamp kept in Redis, read by each check that may compare: a state is compared once
+        # its every bucket is read, maybe long after the start, and the running replicas keep it
+        # anew after every loss they say meanwhile. Unread (on a cluster, its master down), the
+        # comparison waits; the check goes on.
+        kept: Mapping[str, StateStamp] | None = {}
+        comparing = not self._compared >= {state.state for state in states}
+        if witnessed is not None and self.witnessed_key and comparing:
+            try:
+                kept = parse_stamp(self.store.witnessed(self.witnessed_key))
+            except StateStoreError:
+                kept = None
         keys = [[origin_key(tag) for tag in state.tags] for state in states]
         asked = [(key, state.layout_copy) for state, state_keys in zip(states, keys, strict=True) for key in state_keys]
         found = iter(self.store.origins(asked))
@@ -338,7 +359,7 @@ class OriginWatch:
         for state, state_keys in zip(states, keys, strict=True):
             lost, since, rolled_back, older_than = 0, now, 0, now
             read: list[Origin] = []  # this check's reads, for the stamps
-            for key in state_keys:
+            for index, key in enumerate(state_keys):
                 origin = next(found)
                 if isinstance(origin, StateStoreError):
                     unread.append(str(origin))
@@ -349,6 +370,8 @@ class OriginWatch:
                 if before is None or before.since != origin.since:
                     if before is not None and before.durable:
                         lost, since = lost + 1, min(since, before.at)
+                        if comparing:
+                            self._said.setdefault(state.state, set()).add(index)
                     if not origin.since:  # the key vanished during this check: the next one's origin is new
                         self._seen.pop(key, None)  # a first sight, not this loss said again
                         continue
@@ -358,6 +381,8 @@ class OriginWatch:
                 durable = before.durable or replicated
                 if before.checks_before is not None and origin.checks <= before.checks_before:
                     rolled_back, older_than = rolled_back + 1, min(older_than, before.at_before)
+                    if comparing:
+                        self._said_rolled_back.add(state.state)
                     self._seen[key] = _Sight(origin.since, origin.checks, now, replicated=replicated,
                                              durable=durable)  # said once: compared afresh
                     continue
@@ -373,36 +398,44 @@ class OriginWatch:
                 losses.append(Loss(state.state, lost, len(state_keys), since))
             if rolled_back:
                 losses.append(Loss(state.state, rolled_back, len(state_keys), older_than, rolled_back=True))
-            if len(read) == len(state_keys):
-                losses += self._compare(state, read, now)
+            if len(read) == len(state_keys) and witnessed is not None and kept is not None:
+                losses += self._compare(state, read, now, witnessed, kept.get(state.state))
         self.unread = f"{len(unread)} of {len(asked)} buckets, the first: {unread[0]}" if unread else None
-        if self._witnessed is not None and self._compared >= {state.state for state in states}:
-            self._stamp = stamp_text({state.state: stamp for state, state_keys in zip(states, keys, strict=True)
-                                      if (stamp := self._state_stamp(state_keys)) is not None})
-            self._keep_stamp(self._stamp)
+        if losses:
+            self._keep_due = True
+        if not comparing:
+            self._said.clear()
+        if witnessed is not None and self._compared >= {state.state for state in states}:
+            stamps = {state.state: stamp for state, state_keys in zip(states, keys, strict=True)
+                      if (stamp := self._state_stamp(state_keys)) is not None}
+            self._stamp = stamp_text(stamps)
+            if self._keep_due:
+                self._keep_stamp(self._stamp, whole=len(stamps) == len(states))
         return losses
 
-    def _keep_stamp(self, stamp: str) -> None:
-        if self._stamp_kept or not self.witnessed_key:
+    def _keep_stamp(self, stamp: str, whole: bool) -> None:
+        if not self.witnessed_key:
             return
         try:
             self.store.keep_witnessed(self.witnessed_key, stamp)
-            self._stamp_kept = True
+            self._keep_due = not whole  # a state not stamped yet (a bucket unread since the loss, say)
         except StateStoreError:
             pass  # kept at the next check
 
-    def _compare(self, state: Buckets, read: Sequence[Origin], now: float) -> list[Loss]:
-        """What the group's stamps prove of a state this check read whole, once (witness.py)."""
-        if self._witnessed is None or state.state in self._compared:
+    def _compare(self, state: Buckets, read: Sequence[Origin], now: float,
+                 witnessed: Mapping[str, Sequence[StateStamp]], kept: StateStamp | None) -> list[Loss]:
+        """What the group's stamps prove of a state this check read whole, once (witness.py); the
+        stamp kept in Redis counts as one more commit's."""
+        if state.state in self._compared:
             return []
         self._compared.add(state.state)
-        kept = (self._kept or {}).get(state.state)  # the last start's, as one more commit's
-        stamps = [*self._witnessed.get(state.state, ()), *([kept] if kept else [])]
-        verdict = judge(stamps, [o.since for o in read], [o.checks for o in read], now, state.keeps_s)
+        stamps = [*witnessed.get(state.state, ()), *([kept] if kept else [])]
+        verdict = judge(stamps, [o.since for o in read], [o.checks for o in read], now, state.keeps_s,
+                        said=self._said.get(state.state, set()))
         losses = []
         if verdict.lost:
             losses.append(Loss(state.state, verdict.lost, len(read), verdict.lost_since, witnessed=True))
-        if verdict.rolled_back_before is not None:
+        if verdict.rolled_back_before is not None and state.state not in self._said_rolled_back:
             losses.append(Loss(state.state, len(read), len(read), verdict.rolled_back_before, rolled_back=True,
                                witnessed=True))
         return losses

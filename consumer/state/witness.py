@@ -13,15 +13,16 @@ compares them with what its first complete check reads (`judge`): origins that a
 prove that the state was lost, or replaced (a new key prefix), since that commit; counts lower than
 the stamp's, that Redis went back to an older state. A stamp older than the time a state's marks
 matter (DEDUP_HORIZON_S, the longest contact cooldown) is passed over: what was lost then no longer
-counted. Until the watch has compared, each commit carries the partition's stamp as it was read, so
-a replica that stops before its first check leaves the evidence for the next.
+counted; so is one dated more than AHEAD_S after now. Until the watch has compared, each commit
+carries the partition's stamp as it was read, so a replica that stops before its first check leaves
+the evidence for the next.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -34,6 +35,10 @@ MAX_STAMP_CHARS = 1024
 # Each bucket's origin in two bytes: the count of buckets lost is short by one once in 65,536 buckets
 # (one byte undercounted a loss of all 64 once in four).
 BUCKET_CHARS = 4
+# A stamp dated later than this after now witnesses nothing: sorted after every other, it would
+# decide every start's verdict (another tool's metadata in this form, a replica's clock set years
+# ahead), and a date past time_t cannot be said. Writers' clocks minutes apart are well within it.
+AHEAD_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -105,13 +110,14 @@ class Verdict:
 
 
 def judge(stamps: Iterable[StateStamp], origins: Sequence[str], checks: Sequence[int] | None, now: float,
-          keeps_s: float) -> Verdict:
+          keeps_s: float, said: Collection[int] = ()) -> Verdict:
     """Compare the stamps of one state with a check that read every bucket (`origins`, `checks`:
-    this check's, its own count included; None: origins only read, no rollback judged)."""
+    this check's, its own count included; None: origins only read, no rollback judged). `said`:
+    the buckets (indexes) whose loss this replica said itself since it started, not counted again."""
     current = stamp_of(0, origins, [None] * len(origins))
     verdict = Verdict()
-    for stamp in sorted((s for s in stamps if now - s.at <= keeps_s), key=lambda s: s.at):
-        found = _compare(stamp, current, None if checks is None else sum(checks), len(origins))
+    for stamp in sorted((s for s in stamps if -AHEAD_S <= now - s.at <= keeps_s), key=lambda s: s.at):
+        found = _compare(stamp, current, None if checks is None else sum(checks), len(origins), said)
         if found is None:  # the state as a later commit saw it: what was lost before, that replica saw
             verdict = Verdict()
         elif isinstance(found, int):
@@ -124,13 +130,20 @@ def judge(stamps: Iterable[StateStamp], origins: Sequence[str], checks: Sequence
 ROLLED_BACK = "rolled back"
 
 
-def _compare(stamp: StateStamp, current: StateStamp, checks: int | None, buckets: int) -> int | str | None:
-    """The buckets lost since the stamp, ROLLED_BACK, or None when the state is the stamp's."""
+def _compare(stamp: StateStamp, current: StateStamp, checks: int | None, buckets: int,
+             said: Collection[int] = ()) -> int | str | None:
+    """The buckets lost since the stamp, ROLLED_BACK, or None when the state is the stamp's (but
+    for buckets whose loss was said already)."""
     if stamp.digest != current.digest:
         if len(stamp.buckets) != len(current.buckets):
             return buckets  # another bucket count: another state altogether
-        each = range(0, len(stamp.buckets), BUCKET_CHARS)
-        return max(1, sum(stamp.buckets[i:i + BUCKET_CHARS] != current.buckets[i:i + BUCKET_CHARS] for i in each))
+        changed = [n for n in range(len(stamp.buckets) // BUCKET_CHARS)
+                    if stamp.buckets[BUCKET_CHARS * n:BUCKET_CHARS * (n + 1)]
+                    != current.buckets[BUCKET_CHARS * n:BUCKET_CHARS * (n + 1)]]
+        unsaid = [n for n in changed if n not in said]
+        if changed and not unsaid:
+            return None  # (their counts began anew: no sum to compare)
+        return max(1, len(unsaid))  # none changed: a collision of the bytes kept per bucket
     # Each count is at least its baseline plus this check's own, unless Redis went back: a sum
     # below that proves it (the baseline is the check before the last, which losing the last
     # second of an AOF does not take back; see origins.py).

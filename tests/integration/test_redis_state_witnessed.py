@@ -16,7 +16,8 @@ from tests.conftest import Stack, localstack, unique
 from tests.integration.test_check_durability import kafka_and_redis_lines
 from tests.integration.test_redis_state_lost import BUCKETS, CONTACT_POLICY, LOST, origins
 from tests.support.consumers import ConsumerProcess, wait_until
-from tests.support.kafka import committed_metadata
+from tests.support.kafka import committed, committed_metadata
+from tests.support.raw_kafka import commit_raw
 from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
 
@@ -81,3 +82,56 @@ def test_a_loss_while_no_replica_ran_is_said_by_the_next_start_once_and_deliveri
     run.finish(dead_letters=0)
     delivered = run.delivered()
     assert len(delivered) == 30 and max(delivered.values()) == 1
+
+
+def test_a_commit_with_metadata_the_client_cannot_decode_does_not_stop_the_next_start(
+        local_stack: Stack, run: Run, new_topic: Callable[..., str], tmp_path: Path) -> None:
+    """Another tool committed the group's offsets with metadata confluent-kafka cannot decode (it
+    raised UnicodeDecodeError in about seven reads of ten for b"\\xff"): before, every start of
+    every replica died reading the group's stamps, before it subscribed."""
+    first = run.start(run.events(10, CAMPAIGNS[0]), new_topics=new_topic, REDIS_KEY_PREFIX=unique("wit"))
+    first.wait_ready()
+    run.wait_all_committed()
+    assert first.terminate() == 0, first.log_tail()
+    for partition, offset in committed(run.stack.bootstrap, run.group, run.topic).items():
+        commit_raw(run.stack.bootstrap, run.group, run.topic, partition, offset, b"\xff")
+    run.produce_more(run.events(10, CAMPAIGNS[1]))
+    second = ConsumerProcess(first.env, tmp_path / "second.log").start()
+    run.processes.append(second)
+    run.replica = second
+    second.wait_ready()
+    run.finish(dead_letters=0)
+    assert "Traceback" not in second.log_text()
+    delivered = run.delivered()
+    assert len(delivered) == 20 and max(delivered.values()) == 1
+
+
+def test_a_redis_restarted_with_its_aof_while_no_replica_ran_is_no_loss(
+        local_stack: Stack, run: Run, new_topic: Callable[..., str], redis_client: Any, tmp_path: Path) -> None:
+    """SIGKILLed with appendfsync everysec, Redis comes back without its last second: the stamps'
+    counts are those of the check before the last, which that second cannot take back."""
+    prefix = unique("wit")
+    first = run.start(run.events(20, CAMPAIGNS[0]), new_topics=new_topic, REDIS_KEY_PREFIX=prefix,
+                      **CONTACT_POLICY)
+    first.wait_ready()
+    run.wait_all_committed()
+
+    def counted() -> bool:  # every commit stamps both states with the counts Redis surely held
+        stamps = [parse_stamp(metadata) for metadata in
+                  committed_metadata(run.stack.bootstrap, run.group, run.topic).values()]
+        return all(set(s) == BOTH and all(stamp.checks is not None for stamp in s.values()) for s in stamps)
+
+    wait_until(counted, 90, "every commit stamped with counts")
+    assert first.terminate() == 0, first.log_tail()
+    localstack.stop_redis(kill=True)
+    localstack.start_redis()  # its data back from the AOF, but for its last second at most
+    kept = redis_client.get(Keys(prefix).witnessed())
+    second = ConsumerProcess(first.env, tmp_path / "second.log").start()
+    run.processes.append(second)
+    run.replica = second
+    second.wait_ready()
+    wait_until(lambda: redis_client.get(Keys(prefix).witnessed()) != kept, 60, "the second compared")
+    assert second.metric(LOST) == 0, second.log_tail()
+    run.produce_more(run.events(10, CAMPAIGNS[1]))
+    run.finish(dead_letters=0)
+    assert "redis_state_lost" not in second.log_text()

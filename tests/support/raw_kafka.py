@@ -81,3 +81,28 @@ def _read(sock: socket.socket, size: int) -> bytes:
             raise ConnectionError("broker closed the connection")
         data += chunk
     return bytes(data)
+
+
+def commit_raw(bootstrap: str, group: str, topic: str, partition: int, offset: int, metadata: bytes) -> None:
+    """Commit `offset` for `group` with `metadata` as raw bytes (OffsetCommit v2, outside any group
+    generation: the group must have no members). The protocol's metadata is any bytes to a broker;
+    confluent_kafka only writes `str`, so a tool writing bytes that are not UTF-8 needs this."""
+    host, _, port = bootstrap.partition(",")[0].rpartition(":")
+    client_id, group_name, name = b"raw-test", group.encode(), topic.encode()
+    body = (struct.pack(">hhih", 8, 2, 1, len(client_id)) + client_id  # OffsetCommit v2, correlation id 1
+            + struct.pack(">h", len(group_name)) + group_name
+            + struct.pack(">ih", -1, 0)  # no generation, no member id
+            + struct.pack(">q", -1)  # the broker's retention
+            + struct.pack(">ih", 1, len(name)) + name
+            + struct.pack(">iiqh", 1, partition, offset, len(metadata)) + metadata)
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", _read(sock, 4))[0]
+        answer = _read(sock, size)
+    # correlation id, topics: 1, name, partitions: 1, index, error code
+    offset_in = 4 + 4
+    (name_length,) = struct.unpack_from(">h", answer, offset_in)
+    offset_in += 2 + name_length + 4
+    _, error_code = struct.unpack_from(">ih", answer, offset_in)
+    if error_code != 0:
+        raise RuntimeError(f"raw commit to {group} {topic}[{partition}] failed with Kafka error code {error_code}")

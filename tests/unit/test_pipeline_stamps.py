@@ -19,9 +19,7 @@ from consumer.state.origins import DEDUP, Buckets, MemoryOrigins, OriginWatch
 from consumer.state.witness import CommittedStamps
 from tests.support.fake_kafka import FakeConsumer, pipeline
 from tests.unit.state.test_origins import DEDUP_TAGS, LAYOUT, Clock
-from tests.unit.state.test_witness import numbered_origins  # noqa: F401 - used as a fixture, autouse there only
-
-pytestmark = pytest.mark.usefixtures("numbered_origins")
+from tests.unit.state.test_witness import numbered_origins  # noqa: F401 (autouse)
 
 
 class CommittedOffsets(dict[tuple[str, int], int]):
@@ -135,3 +133,66 @@ def test_a_broker_that_refuses_the_stamp_gets_commits_without_it(how: str, caplo
             loop._on_commit(too_large if how == "callback" else None, [refused])  # type: ignore[list-item]
     assert "offset.metadata.max.bytes" in caplog.text
     assert loop.stamps is not None and loop.stamps.metadata(("t", 0)) is None
+
+
+class Undecodable:
+    """A committed partition as confluent-kafka 2.16 gives it when another tool committed metadata
+    it cannot decode (seen with one or two bytes, such as b"\\xff" or "é"): reading `metadata`
+    raises UnicodeDecodeError."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic, self.partition, self.offset, self.error = topic, partition, 5, None
+
+    @property
+    def metadata(self) -> str:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+def test_metadata_that_cannot_be_decoded_is_passed_over_and_consuming_goes_on() -> None:
+    """Before: the UnicodeDecodeError left `run` before it subscribed, at every start: the group
+    would never consume again until that commit was replaced."""
+    store, clock = MemoryOrigins(), Clock()
+    first, kafka, watch = stamped(store, clock)
+    first._read_stamps()
+    for _ in range(3):
+        watch.check()
+    commit(first, 0)
+    store.lose()
+    second, _, later = stamped(store, clock)
+    second.consumer = kafka
+    read = kafka.committed.__call__
+
+    def with_undecodable(partitions: list[TopicPartition], timeout: float) -> list[Any]:
+        return [Undecodable(p.topic, p.partition) if p.partition == 1 else p for p in read(partitions, timeout)]
+
+    kafka.committed = with_undecodable  # type: ignore[assignment,method-assign]
+    second._read_stamps()
+    assert [(loss.state, loss.witnessed) for loss in later.check()] == [(DEDUP, True)]  # partition 0's stamp
+    assert second.stamps is not None and second.stamps.metadata(("t", 1)) == later.stamp
+
+
+@pytest.mark.parametrize("how", ["raised", "partition"])
+def test_a_revocation_commit_refused_for_its_stamp_is_made_again_without_it(how: str) -> None:
+    """The commit of a partition given up (and the last one at a stop) is synchronous and not
+    sent again: refused for its stamp, the next owner would read the partition's tail again."""
+    store, clock = MemoryOrigins(), Clock()
+    loop, kafka, watch = stamped(store, clock)
+    loop._read_stamps()
+    watch.check()
+    too_large = KafkaError(KafkaError.OFFSET_METADATA_TOO_LARGE)
+    real = kafka.commit
+
+    def refuse_stamped(offsets: list[Any], asynchronous: bool) -> list[Any]:
+        if any(tp.metadata for tp in offsets):
+            if how == "raised":
+                raise KafkaException(too_large)
+            # (a TopicPartition's error cannot be set from Python)
+            return [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=tp.offset, error=too_large)
+                    for tp in offsets]
+        return real(offsets, asynchronous)
+
+    kafka.commit = refuse_stamped  # type: ignore[method-assign]
+    epoch = loop.tracker.track(("t", 0), 7)
+    loop.tracker.finish(("t", 0), 7, epoch)
+    loop._commit(sync=True, tps=[("t", 0)], all_known=True)
+    assert kafka.committed[("t", 0)] == 8 and kafka.committed.metadata[("t", 0)] is None

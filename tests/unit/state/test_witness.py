@@ -242,3 +242,141 @@ def test_a_loss_the_last_start_said_is_not_said_again_by_the_next_over_idle_part
     assert starting(store, clock, old).check() == []  # no record since: nothing committed anew
     store.lose()  # and lost again, the kept stamp with it
     assert [(loss.state, loss.lost) for loss in starting(store, clock, old).check()] == [(DEDUP, 64), (CONTACTS, 64)]
+
+
+def test_a_loss_a_running_replica_said_is_not_said_again_by_the_next_start_over_idle_partitions() -> None:
+    """No record since the loss (a quiet night): no commit carries the state a running replica saw
+    after it, and only the stamp it keeps in Redis tells the next start that the loss was said."""
+    store, clock = MemoryOrigins(), Clock()
+    watch = replica(store, clock)
+    CommittedStamps(watch).read([])
+    for _ in range(3):
+        assert watch.check() == []
+    old = watch.stamp  # the last commits', before the loss
+    assert old is not None
+    store.lose()  # Redis restarted without its data while the replica ran: said there and then
+    assert [(loss.state, loss.witnessed) for loss in watch.check()] == [(DEDUP, False), (CONTACTS, False)]
+    assert watch.check() == []
+    assert starting(store, clock, old).check() == []  # the rolling restart that follows
+
+
+def test_a_rollback_a_running_replica_said_is_not_said_again_by_the_next_start_over_idle_partitions() -> None:
+    store, clock = MemoryOrigins(), Clock()
+    watch = replica(store, clock)
+    CommittedStamps(watch).read([])
+    watch.check()
+    snapshot = store.snapshot()
+    for _ in range(6):
+        assert watch.check() == []
+    old = watch.stamp
+    assert old is not None
+    store.go_back(snapshot)  # restarted from an RDB snapshot a minute old while the replica ran
+    assert [(loss.rolled_back, loss.witnessed) for loss in watch.check()] == [(True, False), (True, False)]
+    assert watch.check() == []
+    assert starting(store, clock, old).check() == []
+
+
+def test_the_group_read_while_a_check_runs_is_compared_with_the_kept_stamp_too() -> None:
+    """The probe's thread checks while the loop reads the group: a check that began before the
+    stamps came must not compare them without the stamp the last start kept."""
+    store, clock = MemoryOrigins(), Clock()
+    old = running(store, clock)
+    store.lose()
+    assert [loss.state for loss in starting(store, clock, old).check()] == [DEDUP, CONTACTS]  # said, kept
+
+    watch = replica(store, clock)
+    stamps = CommittedStamps(watch)
+
+    class ReadMeanwhile(MemoryOrigins):
+        def witnessed(self, key: str) -> str | None:
+            return store.witnessed(key)
+
+        def keep_witnessed(self, key: str, stamp: str) -> None:
+            store.keep_witnessed(key, stamp)
+
+        def origins(self, buckets):  # type: ignore[no-untyped-def]
+            stamps.read([("t", 0, old)])  # the pipeline's thread, during this check
+            return store.origins(buckets)
+
+    watch.store = ReadMeanwhile()
+    assert watch.check() == [] and watch.check() == []
+
+
+@pytest.mark.parametrize("at", ["99999999999999999999", "4102444800"])  # past time_t; 2100
+def test_a_stamp_dated_in_the_future_witnesses_nothing(at: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Another tool's metadata in the stamp's form, or a replica whose clock was years ahead:
+    sorted last, it would be said as a loss at every start (and past time_t, its date raised in
+    the message, the loss counted but never logged)."""
+    store, clock, metrics = MemoryOrigins(), Clock(), Metrics()
+    stamp = running(store, clock, contacts=False)
+    hostile = f"pisano-sms/1 dedup={at}.abcdefabcdef.{'00' * 64}.5"
+    checker = probe(starting(store, clock, stamp, hostile, contacts=False), metrics)
+    with caplog.at_level(logging.ERROR):
+        checker._check_origins(checker.origins)  # type: ignore[arg-type]
+    assert caplog.records == []
+    assert metrics.registry.get_sample_value("pisano_sms_redis_state_lost_total", {"state": DEDUP}) == 0
+
+
+def test_a_loss_said_by_a_running_replica_before_a_start_first_read_every_bucket_is_not_witnessed() -> None:
+    """A starting replica compares once it has read every bucket, maybe much later (a master
+    down): the stamp kept in Redis is read then, not at its first check, or it misses the one the
+    running replica kept after saying the loss, and says it again as one while no replica ran."""
+    store, clock = MemoryOrigins(), Clock()
+    running_one = replica(store, clock, contacts=False)
+    CommittedStamps(running_one).read([])
+    for _ in range(3):
+        assert running_one.check() == []
+    old = running_one.stamp
+    assert old is not None
+    failing = [True]
+
+    class Flaky(MemoryOrigins):
+        def origins(self, buckets):  # type: ignore[no-untyped-def]
+            found = store.origins(buckets)
+            if failing[0]:
+                found[5] = origins_module.StateStoreError("a master down")
+            return found
+
+        def witnessed(self, key: str) -> str | None:
+            return store.witnessed(key)
+
+        def keep_witnessed(self, key: str, stamp: str) -> None:
+            store.keep_witnessed(key, stamp)
+
+    starting_one = OriginWatch(Flaky(), [lambda: Buckets(DEDUP, DEDUP_TAGS, LAYOUT, keeps_s=HOUR)], clock=clock,
+                               witnessed_key=KEPT)
+    CommittedStamps(starting_one).read([("t", 0, old)])
+    assert starting_one.check() == []  # a bucket unread: not compared yet
+    store.lose()
+    assert [loss.witnessed for loss in running_one.check()] == [False]  # said there and then
+    failing[0] = False
+    assert [loss for loss in starting_one.check() if loss.witnessed] == []
+
+
+def test_a_kept_stamp_that_cannot_be_read_defers_the_comparison_not_the_check() -> None:
+    """On a cluster the kept stamp lives on one master: that master down must not blind the watch
+    to the buckets of the others (a loss there goes unsaid), only put off the comparison."""
+    store, clock = MemoryOrigins(), Clock()
+    old = running(store, clock, contacts=False)
+    away = [True]
+
+    class KeptAway(MemoryOrigins):
+        def origins(self, buckets):  # type: ignore[no-untyped-def]
+            return store.origins(buckets)
+
+        def witnessed(self, key: str) -> str | None:
+            if away[0]:
+                raise origins_module.StateStoreError("the master of the kept stamp is down")
+            return store.witnessed(key)
+
+        def keep_witnessed(self, key: str, stamp: str) -> None:
+            store.keep_witnessed(key, stamp)
+
+    watch = OriginWatch(KeptAway(), [lambda: Buckets(DEDUP, DEDUP_TAGS, LAYOUT, keeps_s=HOUR)], clock=clock,
+                        witnessed_key=KEPT)
+    CommittedStamps(watch).read([("t", 0, old)])
+    assert watch.check() == [] and watch.stamp is None  # not compared: commits keep the stamps they replace
+    store.lose([origin_key(tag) for tag in DEDUP_TAGS[:3]])
+    assert [(loss.lost, loss.witnessed) for loss in watch.check()] == [(3, False)]  # still watched
+    away[0] = False
+    assert watch.check() == [] and watch.stamp is not None  # compared: the loss was this replica's to say
