@@ -48,7 +48,7 @@ from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.intake import decode_and_map
 from consumer.ingest.mapping import Mapper, Recipient
-from consumer.ingest.membership import GroupWatch, missing_topics, rejoin_limit_s
+from consumer.ingest.membership import GroupWatch, missing_topics, rejoin_limit_s, subscribed_topics
 from consumer.ingest.records import InboundRecord
 from consumer.operations.collector import FullPasses
 from consumer.operations.health import Health
@@ -182,8 +182,9 @@ class Pipeline:
             return
         try:
             metadata = self.consumer.list_topics(timeout=STAMPS_TIMEOUT_S)
-            partitions = [TopicPartition(topic, partition) for topic in self.settings.kafka_topics
-                          if topic in metadata.topics for partition in metadata.topics[topic].partitions]
+            partitions = [TopicPartition(topic, partition) for topic in subscribed_topics(self.settings.kafka_topics,
+                                                                                           metadata)
+                          for partition in metadata.topics[topic].partitions]
             committed = self.consumer.committed(partitions, timeout=STAMPS_TIMEOUT_S) if partitions else []
         except KafkaException as exc:
             self.stamps.unread(str(exc))

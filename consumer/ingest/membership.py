@@ -72,6 +72,26 @@ def missing_topics(subscribed: Iterable[str], metadata: Any) -> list[str]:
     return [s for s in subscribed if not (_matches_any(s, present) if s.startswith("^") else s in present)]
 
 
+def subscribed_topics(subscribed: Iterable[str], metadata: Any) -> list[str]:
+    """The topics of the cluster's `metadata` the subscription names, or matches (`^...`); a
+    pattern in librdkafka's dialect that Python cannot read matches none here."""
+    present = sorted(metadata.topics)
+    found = []
+    for name in present:
+        for s in subscribed:
+            if s == name or (s.startswith("^") and _matches(s, name)):
+                found.append(name)
+                break
+    return found
+
+
+def _matches(pattern: str, name: str) -> bool:
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return False
+
+
 def _matches_any(pattern: str, names: list[str]) -> bool:
     try:
         return any(re.search(pattern, name) for name in names)

@@ -36,6 +36,7 @@ from consumer.errors import ConfigError, PisanoSmsError, PisanoTransportError, S
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_admin, make_consumer, make_producer, refused_settings
 from consumer.ingest.mapping import fields_read_by, is_campaign_id, load_mapper
+from consumer.ingest.membership import subscribed_topics
 from consumer.operations.durability import (
     offsets_warning,
     persistence_warning,
@@ -265,8 +266,8 @@ def _witnessed(settings: Settings, origins: dict[str, list[str | None]], keeps_s
         return ""  # the config and kafka lines say why
     try:
         metadata = consumer.list_topics(timeout=10)
-        partitions = [TopicPartition(topic, partition) for topic in settings.kafka_topics
-                      if topic in metadata.topics for partition in metadata.topics[topic].partitions]
+        partitions = [TopicPartition(topic, partition) for topic in subscribed_topics(settings.kafka_topics, metadata)
+                      for partition in metadata.topics[topic].partitions]
         committed = consumer.committed(partitions, timeout=10) if partitions else []
     except KafkaException as exc:
         return f"; commits' stamps unchecked ({exc.args[0].str() if exc.args else exc})"

@@ -196,3 +196,16 @@ def test_a_revocation_commit_refused_for_its_stamp_is_made_again_without_it(how:
     loop.tracker.finish(("t", 0), 7, epoch)
     loop._commit(sync=True, tps=[("t", 0)], all_known=True)
     assert kafka.committed[("t", 0)] == 8 and kafka.committed.metadata[("t", 0)] is None
+
+
+def test_a_pattern_subscription_reads_the_stamps_of_the_topics_it_matches() -> None:
+    """Before: `^...` in KAFKA_TOPICS named no topic, so no stamp was read, silently."""
+    store, clock = MemoryOrigins(), Clock()
+    loop, kafka, _ = stamped(store, clock)
+    loop.settings = loop.settings.model_copy(update={"kafka_topics": ["^o.h", "^[unreadable"]})
+    kafka.committed.metadata[("other", 0)] = "pisano-sms/1 read"
+    kafka.committed.metadata[("t", 0)] = "pisano-sms/1 not subscribed"
+    loop._read_stamps()
+    assert loop.stamps is not None
+    assert loop.stamps.metadata(("other", 0)) == "pisano-sms/1 read"
+    assert loop.stamps.metadata(("t", 0)) is None
