@@ -328,7 +328,15 @@ class MemoryCooldown:
         match = _VALUE.fullmatch(value) if value is not None else None
         if match and match.group(1) == "r":
             if match.group(3) != tag:
-                return  # another attempt's reservation: its own release decides
+                # as settle_phones.lua: another attempt's reservation, still its own and with its
+                # lease, carries the tombstone, which its release puts back
+                contact, tags = match.group(4), tag
+                if _STONES in contact:
+                    contact, older = contact.split(_STONES, 1)
+                    tags = older if tag in older.split(" ") else f"{older} {tag}"
+                head = value.split("#", 1)[0] if value is not None else ""
+                self._values[key] = (f"{head}#{contact or NO_CONTACT}{_STONES}{tags}", self._values[key][1])
+                return
             covered = _VALUE.fullmatch(match.group(4)) if match.group(4) else None
             carried = match.group(4).find(_STONES)  # as settle_phones.lua: tombstones it carried
             stands = match.group(4) if covered and int(covered.group(2)) + self.ttl_ms > now \

@@ -188,3 +188,33 @@ def test_a_carried_phone_tombstone_keeps_the_contact_under_it(make_cooldown) -> 
     assert phone_codes(b.reserve("b|3", phones(1), window_ms=DAY)) == "C"
     b.settle(PhoneFate.ACCEPTED, "b|4", [key(1)])  # a contact made now wins over the tombstone, as ever
     assert phone_codes(a.reserve(lost, phones(1), window_ms=10)) == "C"
+
+
+@pytest.mark.parametrize("then", ["released", "renewed-then-released", "lapsed-pending", "accepted"])
+def test_a_phone_tombstone_rides_on_the_reservation_of_the_attempt_holding_it(make_cooldown, then: str) -> None:  # type: ignore[no-untyped-def]
+    """The lost call's answered retry found the phone held by another attempt (a copy read
+    elsewhere): its release leaves that reservation as it is (still the holder's, same lease) but
+    carrying the tombstone, so the late call, landing after the holder let go, takes nothing. It
+    left no tombstone at all before: the late call reserved the phone once the holder released it,
+    and the holder's next attempt was held back a lease, then ended `cooldown`, never sent."""
+    a, b = make_cooldown(2, lease_ms=100 if then == "lapsed-pending" else 60_000, ttl_ms=DAY)
+    arming = Arming.PENDING if then == "lapsed-pending" else Arming.ARM
+    assert phone_codes(b.reserve("b|copy", phones(1), window_ms=DAY, arming=arming)) == "R"
+    held = str(b.state(key(1)))
+    lost = "a|lost"
+    a.settle(PhoneFate.RELEASED, lost, [key(1)], tombstone=True)
+    assert str(b.state(key(1))).startswith(held)  # still b's, as it was
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY)) == "H"
+    assert phone_codes(b.reserve("x|other", phones(1), window_ms=DAY)) == "H"  # b's for anyone else
+    if then == "renewed-then-released":
+        assert phone_codes(b.reserve("b|copy", phones(1), window_ms=DAY, arming=Arming.ARM, renewal=True)) == "R"
+    if then == "lapsed-pending":
+        time.sleep(0.15)
+    elif then == "accepted":
+        b.settle(PhoneFate.ACCEPTED, "b|copy", [key(1)])
+        assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY)) == "C"
+        return
+    else:
+        b.settle(PhoneFate.RELEASED, "b|copy", [key(1)])
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY)) == "H"  # the late call takes nothing
+    assert phone_codes(b.reserve("b|next", phones(1), window_ms=DAY)) == "R"  # free for anyone else

@@ -21,8 +21,9 @@
 -- consumer/delivery/claims.py `_doubtful`) leaves what a release leaves (the contact covered, or
 -- nothing: "c|0|-", a contact at time 0, outside every window) followed by "#x|<tags>", the
 -- space-separated attempts whose late reservation must take nothing (lua/reserve_phones.lua). A
--- contact keeps any tombstone it already had; another attempt's reservation is left as it is (it
--- carries the tombstones it was made over, and its release puts them back: lua/reserve_phones.lua). A
+-- contact keeps any tombstone it already had. Another attempt's reservation stays that attempt's,
+-- with its lease, and carries the tombstone after what it covers, as it carries those it was made
+-- over: its release puts them back (lua/reserve_phones.lua). A
 -- build before tombstones reads the value as that contact, what it covers after '#' ignored, as
 -- for any contact. Kept as long as a reservation is (lease plus ttl), then gone with the key.
 local now_parts = redis.call('TIME')
@@ -39,7 +40,19 @@ for _, key in ipairs(KEYS) do
         local carried = string.find(covered, '#x|', 1, true)  -- tombstones it carried
         stands = (at and at + ttl > now) and covered or (carried and 'c|0|-' .. string.sub(covered, carried)) or nil
       elseif owner then
-        stands = false  -- another attempt's reservation: its own release decides
+        -- another attempt's reservation (the lost call's answered retry found the phone held):
+        -- still its own, same lease, and it carries the tombstone, which its release puts back
+        -- (lua/reserve_phones.lua); else the late call took the phone once that attempt let go
+        stands = false
+        local contact, tags = covered, tag
+        local carried = string.find(covered, '#x|', 1, true)
+        if carried then
+          contact, tags = string.sub(covered, 1, carried - 1), string.sub(covered, carried + 3)
+          if not string.find(' ' .. tags .. ' ', ' ' .. tag .. ' ', 1, true) then tags = tags .. ' ' .. tag end
+        end
+        if contact == '' then contact = 'c|0|-' end
+        redis.call('SET', key, string.match(value, '^[^#]*') .. '#' .. contact .. '#x|' .. tags,
+          'PX', math.max(redis.call('PTTL', key), 1))
       end
     end
     if stands ~= false then
