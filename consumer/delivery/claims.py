@@ -288,8 +288,8 @@ class Claim:
         ids and phones it did not give this attempt (held by another, delivered, refused...) join
         the release (`release`, `unused`), which leaves a tombstone for each (`_settle_steps`) and
         takes nothing else: else, once their holder let go, the late try would take them under an
-        attempt that never sends. (A phone another attempt holds keeps no tombstone:
-        lua/settle_phones.lua leaves its reservation as it is.)"""
+        attempt that never sends. (A phone another attempt holds stays that attempt's, carrying
+        the tombstone, which its release puts back: lua/settle_phones.lua.)"""
         if self._doubtful:
             taken = set(claimed_ids).union(release)
             release += [i for i in ids if i in self._doubtful and i not in taken]

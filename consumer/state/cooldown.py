@@ -244,6 +244,7 @@ class MemoryCooldown:
                 status, covered, pending = PhoneStatus.RESERVED, "", arming is Arming.PENDING
                 renewing = False  # the caller's own live reservation
                 buried = False  # as reserve_phones.lua: released with the caller's tombstone
+                stones: str | None = None
                 if value is not None and _STONES in value:
                     value, stones = value.split(_STONES, 1)
                     buried = tag in stones.split(" ")
@@ -279,6 +280,8 @@ class MemoryCooldown:
                         status = PhoneStatus.LOST
                 elif status is PhoneStatus.RESERVED:
                     until = f"0{now + self.lease_ms}" if pending else str(now + self.lease_ms)
+                    if stones is not None:  # as reserve_phones.lua: another attempt's tombstones ride on
+                        covered = f"{covered or NO_CONTACT}{_STONES}{stones}"
                     reservation = f"r|{until}|{tag}" + (f"#{covered}" if covered else "")
                     self._values[request.key] = (reservation, now + self.lease_ms + self.ttl_ms)
                 out.append(status)
@@ -301,7 +304,11 @@ class MemoryCooldown:
                     if match and match.group(1) == "r" and match.group(3) == tag:
                         covered = _VALUE.fullmatch(match.group(4)) if match.group(4) else None
                         expires = int(covered.group(2)) + self.ttl_ms if covered else now
-                        if covered and expires > now:
+                        if _STONES in match.group(4):  # as settle_phones.lua: the tombstones it carried
+                            stands = match.group(4) if expires > now \
+                                else NO_CONTACT + match.group(4)[match.group(4).index(_STONES):]
+                            self._values[key] = (stands, max(self._values[key][1], expires))
+                        elif covered and expires > now:
                             self._values[key] = (match.group(4), expires)
                         else:
                             del self._values[key]
@@ -321,9 +328,19 @@ class MemoryCooldown:
         match = _VALUE.fullmatch(value) if value is not None else None
         if match and match.group(1) == "r":
             if match.group(3) != tag:
-                return  # another attempt's reservation: its own release decides
+                # as settle_phones.lua: another attempt's reservation, still its own and with its
+                # lease, carries the tombstone, which its release puts back
+                contact, tags = match.group(4), tag
+                if _STONES in contact:
+                    contact, older = contact.split(_STONES, 1)
+                    tags = older if tag in older.split(" ") else f"{older} {tag}"
+                head = value.split("#", 1)[0] if value is not None else ""
+                self._values[key] = (f"{head}#{contact or NO_CONTACT}{_STONES}{tags}", self._values[key][1])
+                return
             covered = _VALUE.fullmatch(match.group(4)) if match.group(4) else None
-            stands = match.group(4) if covered and int(covered.group(2)) + self.ttl_ms > now else None
+            carried = match.group(4).find(_STONES)  # as settle_phones.lua: tombstones it carried
+            stands = match.group(4) if covered and int(covered.group(2)) + self.ttl_ms > now \
+                else NO_CONTACT + match.group(4)[carried:] if carried >= 0 else None
         contact, tags = stands or NO_CONTACT, tag
         if stands is not None and _STONES in stands:
             contact, older = stands.split(_STONES, 1)

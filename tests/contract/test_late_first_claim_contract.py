@@ -98,9 +98,11 @@ def test_a_first_reservation_landing_after_its_release_takes_nothing(make_cooldo
         assert phone_codes(a.reserve(lost, phones(1, 2), window_ms=DAY)) == "HH"
     assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY, renewal=True)) == "L"
     assert phone_codes(b.reserve("b|copy", phones(1, 2), window_ms=DAY)) == "RR"  # free for anyone else
-    assert str(b.state(key(1))).startswith("r|") and "#" not in str(b.state(key(1)))
-    b.settle(PhoneFate.RELEASED, "b|copy", [key(1)])
-    assert b.state(key(1)) is None  # a release by the copy leaves it free, as ever
+    assert str(b.state(key(1))).startswith("r|") and lost in str(b.state(key(1)))
+    b.settle(PhoneFate.RELEASED, "b|copy", [key(1)])  # the copy's reservation carried the tombstone on
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY)) == "H"
+    assert phone_codes(b.reserve("b|next", phones(1), window_ms=DAY)) == "R"  # free for anyone else, as ever
+    b.settle(PhoneFate.RELEASED, "b|next", [key(1)])
     b.settle(PhoneFate.ACCEPTED, "b|copy", [key(2)])
     assert phone_codes(a.reserve(lost, phones(2), window_ms=DAY)) == "C"
 
@@ -123,7 +125,8 @@ def test_a_phone_tombstone_keeps_the_contact_it_stands_on(make_cooldown, landed:
     assert phone_codes(b.reserve("b|2", phones(1), window_ms=DAY)) == "C"
     assert phone_codes(b.reserve("b|3", phones(1), window_ms=10)) == "R"
     b.settle(PhoneFate.RELEASED, "b|3", [key(1)])
-    assert b.state(key(1)) == contact
+    assert b.state(key(1)) == f"{contact}#x|{lost}"  # the contact, and the tombstone b|3 carried
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=10)) == "H"
 
 
 def test_a_replays_phone_tombstone_keeps_the_unknown_contact(make_cooldown) -> None:  # type: ignore[no-untyped-def]
@@ -135,3 +138,83 @@ def test_a_replays_phone_tombstone_keeps_the_unknown_contact(make_cooldown) -> N
     assert phone_codes(b.reserve("b|replay", phones(1, replay_of="a|1"), window_ms=DAY)) == "H"
     assert phone_codes(b.reserve("b|copy", phones(1), window_ms=DAY)) == "C"
     assert phone_codes(b.reserve("b|2", [PhoneRequest(key(1), "a|1")], window_ms=DAY)) == "R"
+
+
+@pytest.mark.parametrize("then", ["released", "renewed-then-released", "lapsed-pending", "taken-over", "buried"])
+def test_a_phone_tombstone_outlives_another_attempts_reservation(make_cooldown, then: str) -> None:  # type: ignore[no-untyped-def]
+    """Another attempt reserving the phone between the tombstone and the late call (the copy a
+    replica reads, or a reservation made optimistically for another event of the phone and released
+    at once) carries the tombstone on, and its release puts it back. Before, the reservation
+    dropped it and its release left the phone free: the late call then reserved it under an attempt
+    that never sends, and that stray reservation held the copy back a lease, then counted as a
+    contact nobody made (the copy ended `cooldown`, never sent)."""
+    a, b = make_cooldown(2, lease_ms=100 if then == "lapsed-pending" else 60_000, ttl_ms=DAY)
+    lost = "a|lost"
+    a.settle(PhoneFate.RELEASED, lost, [key(1)], tombstone=True)
+    arming = Arming.PENDING if then == "lapsed-pending" else Arming.ARM
+    assert phone_codes(b.reserve("b|copy", phones(1), window_ms=DAY, arming=arming)) == "R"
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY)) == "H"  # landing while b holds it
+    if then == "renewed-then-released":
+        assert phone_codes(b.reserve("b|copy", phones(1), window_ms=DAY, arming=Arming.KEEP, renewal=True)) == "R"
+    if then == "lapsed-pending":
+        time.sleep(0.15)  # b's pending reservation lapsed: it texted no one
+    elif then == "taken-over":  # b gave it up unsent; its next attempt takes it over, then releases it
+        assert phone_codes(b.reserve("b|next", [PhoneRequest(key(1), None, ("b|copy",))], window_ms=DAY)) == "R"
+        b.settle(PhoneFate.RELEASED, "b|next", [key(1)])
+    elif then == "buried":  # b's first reservation was doubtful too
+        b.settle(PhoneFate.RELEASED, "b|copy", [key(1)], tombstone=True)
+        assert phone_codes(b.reserve("b|copy", phones(1), window_ms=DAY)) == "H"
+    else:
+        b.settle(PhoneFate.RELEASED, "b|copy", [key(1)])
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY)) == "H"  # the late call takes nothing
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY, renewal=True)) == "L"
+    assert phone_codes(b.reserve("b|other", phones(1), window_ms=DAY)) == "R"  # free for anyone else
+
+
+def test_a_carried_phone_tombstone_keeps_the_contact_under_it(make_cooldown) -> None:  # type: ignore[no-untyped-def]
+    """The tombstone carried by another attempt's reservation keeps the contact it stood on: that
+    reservation's release puts back both, and every campaign judges the phone by the contact."""
+    a, b = make_cooldown(2, ttl_ms=DAY)
+    b.reserve("b|1", phones(1), window_ms=DAY)
+    b.settle(PhoneFate.ACCEPTED, "b|1", [key(1)])
+    contact = str(b.state(key(1)))
+    time.sleep(0.05)
+    lost = "a|lost"
+    a.settle(PhoneFate.RELEASED, lost, [key(1)], tombstone=True)
+    assert phone_codes(b.reserve("b|2", phones(1), window_ms=10)) == "R"
+    b.settle(PhoneFate.RELEASED, "b|2", [key(1)])
+    assert str(b.state(key(1))).startswith(contact)
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=10)) == "H"
+    assert phone_codes(b.reserve("b|3", phones(1), window_ms=DAY)) == "C"
+    b.settle(PhoneFate.ACCEPTED, "b|4", [key(1)])  # a contact made now wins over the tombstone, as ever
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=10)) == "C"
+
+
+@pytest.mark.parametrize("then", ["released", "renewed-then-released", "lapsed-pending", "accepted"])
+def test_a_phone_tombstone_rides_on_the_reservation_of_the_attempt_holding_it(make_cooldown, then: str) -> None:  # type: ignore[no-untyped-def]
+    """The lost call's answered retry found the phone held by another attempt (a copy read
+    elsewhere): its release leaves that reservation as it is (still the holder's, same lease) but
+    carrying the tombstone, so the late call, landing after the holder let go, takes nothing. It
+    left no tombstone at all before: the late call reserved the phone once the holder released it,
+    and the holder's next attempt was held back a lease, then ended `cooldown`, never sent."""
+    a, b = make_cooldown(2, lease_ms=100 if then == "lapsed-pending" else 60_000, ttl_ms=DAY)
+    arming = Arming.PENDING if then == "lapsed-pending" else Arming.ARM
+    assert phone_codes(b.reserve("b|copy", phones(1), window_ms=DAY, arming=arming)) == "R"
+    held = str(b.state(key(1)))
+    lost = "a|lost"
+    a.settle(PhoneFate.RELEASED, lost, [key(1)], tombstone=True)
+    assert str(b.state(key(1))).startswith(held)  # still b's, as it was
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY)) == "H"
+    assert phone_codes(b.reserve("x|other", phones(1), window_ms=DAY)) == "H"  # b's for anyone else
+    if then == "renewed-then-released":
+        assert phone_codes(b.reserve("b|copy", phones(1), window_ms=DAY, arming=Arming.ARM, renewal=True)) == "R"
+    if then == "lapsed-pending":
+        time.sleep(0.15)
+    elif then == "accepted":
+        b.settle(PhoneFate.ACCEPTED, "b|copy", [key(1)])
+        assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY)) == "C"
+        return
+    else:
+        b.settle(PhoneFate.RELEASED, "b|copy", [key(1)])
+    assert phone_codes(a.reserve(lost, phones(1), window_ms=DAY)) == "H"  # the late call takes nothing
+    assert phone_codes(b.reserve("b|next", phones(1), window_ms=DAY)) == "R"  # free for anyone else

@@ -37,7 +37,12 @@
 -- A released phone may carry tombstones (lua/settle_phones.lua): "<contact>#x|<tags>", "c|0|-" for
 -- no contact. The value stands for its contact (nothing for "c|0|-"); the attempts in <tags> take
 -- nothing (H; L in the renewal mode): their first reservation whose reply was lost landed after
--- its release. A reservation made over it keeps the contact, not the tombstones.
+-- its release. A reservation made over it covers the contact and the tombstones
+-- ("r|<until>|<tag>#<contact>#x|<tags>"), which its release puts back (lua/settle_phones.lua): else
+-- another attempt reserving the phone meanwhile (a copy, an optimistic reservation released at once)
+-- dropped them, and the late call took the phone after that release. A build before tombstones
+-- reads what it covers as that contact (its release puts back both, or nothing once the contact
+-- is past the ttl: as before), and a reservation of its own over it keeps the contact only.
 -- Returns one char per key: R reserved for the caller (it may send), C in cooldown (the phone was
 -- contacted within the window: do not send), H reserved by a live attempt elsewhere (hold back),
 -- L (the renewal mode only) the caller's reservation is gone: do not send.
@@ -62,8 +67,8 @@ for i, key in ipairs(KEYS) do
   local buried = false  -- released with the caller's tombstone: this call landed late
   local stones = value and string.find(value, '#x|', 1, true)
   if stones then
-    buried = string.find(' ' .. string.sub(value, stones + 3) .. ' ', ' ' .. tag .. ' ', 1, true) ~= nil
-    value = string.sub(value, 1, stones - 1)
+    stones, value = string.sub(value, stones + 3), string.sub(value, 1, stones - 1)
+    buried = string.find(' ' .. stones .. ' ', ' ' .. tag .. ' ', 1, true) ~= nil
     if value == 'c|0|-' then value = nil end
   end
   if value then
@@ -104,6 +109,8 @@ for i, key in ipairs(KEYS) do
     if state == 'R' then state = 'L' end
   elseif state == 'R' then
     local reservation = 'r|' .. (pending and '0' or '') .. (now + lease) .. '|' .. tag
+    -- another attempt's tombstones ride on under the reservation (see Values)
+    if stones then covered = (covered ~= '' and covered or 'c|0|-') .. '#x|' .. stones end
     if covered ~= '' then
       redis.call('SET', key, reservation .. '#' .. covered, 'PX', lease + ttl)
     else

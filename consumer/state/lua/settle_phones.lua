@@ -12,7 +12,8 @@
 -- A contact ('d', 'u') is written whatever the key holds: it happened, whoever holds the phone
 -- now. A release removes only the caller's own reservation, never another's or a contact, and puts
 -- back the contact the reservation covered (after its '#': lua/reserve_phones.lua) with the expiry
--- it had (its time plus the ttl), so an unused reservation forgets no contact.
+-- it had (its time plus the ttl), so an unused reservation forgets no contact; and the tombstones it
+-- carried, for as long as the reservation would have lived (below).
 --
 -- Tombstones: a batch's first reservation whose reply was lost is not cancelled, and may land after
 -- its attempt released the phone; it would reserve it again under an attempt that never sends,
@@ -20,7 +21,9 @@
 -- consumer/delivery/claims.py `_doubtful`) leaves what a release leaves (the contact covered, or
 -- nothing: "c|0|-", a contact at time 0, outside every window) followed by "#x|<tags>", the
 -- space-separated attempts whose late reservation must take nothing (lua/reserve_phones.lua). A
--- contact keeps any tombstone it already had; another attempt's reservation is left as it is. A
+-- contact keeps any tombstone it already had. Another attempt's reservation stays that attempt's,
+-- with its lease, and carries the tombstone after what it covers, as it carries those it was made
+-- over: its release puts them back (lua/reserve_phones.lua). A
 -- build before tombstones reads the value as that contact, what it covers after '#' ignored, as
 -- for any contact. Kept as long as a reservation is (lease plus ttl), then gone with the key.
 local now_parts = redis.call('TIME')
@@ -34,9 +37,22 @@ for _, key in ipairs(KEYS) do
       local owner, covered = string.match(value, '^r|%d+|([^#]*)#?(.*)$')
       if owner == tag then
         local at = tonumber(string.match(covered, '^%a|(%d+)|'))
-        stands = (at and at + ttl > now) and covered or nil
+        local carried = string.find(covered, '#x|', 1, true)  -- tombstones it carried
+        stands = (at and at + ttl > now) and covered or (carried and 'c|0|-' .. string.sub(covered, carried)) or nil
       elseif owner then
-        stands = false  -- another attempt's reservation: its own release decides
+        -- another attempt's reservation (the lost call's answered retry found the phone held):
+        -- still its own, same lease, and it carries the tombstone, which its release puts back
+        -- (lua/reserve_phones.lua); else the late call took the phone once that attempt let go
+        stands = false
+        local contact, tags = covered, tag
+        local carried = string.find(covered, '#x|', 1, true)
+        if carried then
+          contact, tags = string.sub(covered, 1, carried - 1), string.sub(covered, carried + 3)
+          if not string.find(' ' .. tags .. ' ', ' ' .. tag .. ' ', 1, true) then tags = tags .. ' ' .. tag end
+        end
+        if contact == '' then contact = 'c|0|-' end
+        redis.call('SET', key, string.match(value, '^[^#]*') .. '#' .. contact .. '#x|' .. tags,
+          'PX', math.max(redis.call('PTTL', key), 1))
       end
     end
     if stands ~= false then
@@ -56,7 +72,14 @@ for _, key in ipairs(KEYS) do
     if value then owner, covered = string.match(value, '^r|%d+|([^#]*)#?(.*)$') end
     if owner == tag then
       local at = tonumber(string.match(covered, '^%a|(%d+)|'))
-      if at and at + ttl > now then
+      local carried = string.find(covered, '#x|', 1, true)
+      if carried then
+        -- the tombstones the reservation carried (lua/reserve_phones.lua) are put back, with the
+        -- contact while it is within the ttl, and kept as long as the reservation would have been
+        if not (at and at + ttl > now) then covered = 'c|0|-' .. string.sub(covered, carried) end
+        local left = math.max(redis.call('PTTL', key), at and at + ttl - now or 0, 1)
+        redis.call('SET', key, covered, 'PX', left)
+      elseif at and at + ttl > now then
         redis.call('SET', key, covered, 'PX', at + ttl - now)
       else
         redis.call('DEL', key)

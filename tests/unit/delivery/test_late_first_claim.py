@@ -21,7 +21,7 @@ from consumer.delivery.backoff import Backoff
 from consumer.delivery.claims import Claim
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
-from consumer.state.cooldown import MemoryCooldown
+from consumer.state.cooldown import MemoryCooldown, PhoneFate, PhoneRequest, PhoneStatus
 from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
 from consumer.state.memory import MemoryDedup
 from tests.support.fakes import FakePisano, event, rig
@@ -168,5 +168,37 @@ def test_a_late_first_claim_takes_nothing_its_answered_retry_found_held() -> Non
         land()
     assert dedup.state("e0") is None
     r = rig(FakePisano(default=OK), dedup=other)
+    r.process([event(0)])
+    assert r.kinds() == {"e0": {"delivered"}}, r.reasons()
+
+
+def test_a_late_first_reservation_takes_nothing_its_answered_retry_found_held() -> None:
+    """As above for a phone: the answered retry found it reserved by a copy read elsewhere, so
+    this batch released it with a tombstone, which rides on the copy's reservation (lua/
+    settle_phones.lua). The copy's request certainly failed and released it; the late try lands
+    after that and takes nothing, so the copy's next attempt is sent at once. It used to find the
+    late try's reservation: held back a lease, then counted as a contact nobody made (`cooldown`)."""
+    dedup, phones = stores()
+    policy = cooldown_on(phones)
+    key = policy.key(event(0).recipient.phone)
+    other_dedup, other_phones = dedup.replica(), phones.replica()
+    copy_tag = other_dedup.new_tag()
+    assert other_dedup.claim(copy_tag, [ClaimRequest("e0")]) == [ClaimStatus.CLAIMED]
+    assert other_phones.reserve(copy_tag, [PhoneRequest(key)], window_ms=DAY) == [PhoneStatus.RESERVED]
+    late = lose_first_calls(dedup, phones, 1)
+    events = [event(i) for i in range(3)]
+    claim = Claim(dedup, Metrics(), threading.Event(), cooldown=policy, window_ms=DAY)
+    with claim:
+        answer = claim.claim(events)
+        assert [e.recipient.event_id for e in answer.held] == ["e0"]
+        claim.sending(answer.claimed)
+        claim.settle(Settlement.DELIVERED, answer.claimed)
+        claim.let_go(answer.held)
+    other_dedup.settle(Settlement.RELEASED, copy_tag, ["e0"])  # the copy's request certainly failed
+    other_phones.settle(PhoneFate.RELEASED, copy_tag, [key])
+    for land in late:
+        land()
+    assert phones.state(key) is None or not str(phones.state(key)).startswith("r|")
+    r = another_replica(dedup, phones)
     r.process([event(0)])
     assert r.kinds() == {"e0": {"delivered"}}, r.reasons()
