@@ -88,22 +88,19 @@ def read_all(bootstrap: str, topic: str, expected: int | None = None, timeout: f
 
 
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        result = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return {tp.partition: tp.offset for tp in result}
-    finally:
-        consumer.close()
+    return {tp.partition: tp.offset for tp in _committed(bootstrap, group, topic)}
 
 
 def committed_metadata(bootstrap: str, group: str, topic: str) -> dict[int, str | None]:
     """Each partition's committed metadata (the consumer's stamp of the Redis state, or None)."""
+    return {tp.partition: tp.metadata for tp in _committed(bootstrap, group, topic)}
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> list[TopicPartition]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        result = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return {tp.partition: tp.metadata for tp in result}
+        return list(consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10))
     finally:
         consumer.close()
 

@@ -60,17 +60,27 @@ def produce_raw(bootstrap: str, topic: str, partition: int, key: bytes | None, v
             + struct.pack(">hhi", -1, -1, 10_000)  # no transactional id, acks=all, timeout
             + struct.pack(">ih", 1, len(name)) + name
             + struct.pack(">iii", 1, partition, len(batch)) + batch)
-    with socket.create_connection((host, int(port)), timeout=15) as sock:
+    error_code = _first_partition_error(_request(host, int(port), body))
+    if error_code != 0:
+        raise RuntimeError(f"raw produce to {topic}[{partition}] failed with Kafka error code {error_code}")
+
+
+def _request(host: str, port: int, body: bytes) -> bytes:
+    """Send one request, return its answer (without its size)."""
+    with socket.create_connection((host, port), timeout=15) as sock:
         sock.sendall(struct.pack(">i", len(body)) + body)
         size = struct.unpack(">i", _read(sock, 4))[0]
-        answer = _read(sock, size)
+        return _read(sock, size)
+
+
+def _first_partition_error(answer: bytes) -> int:
+    """The error code of a one-topic, one-partition answer (Produce v3, OffsetCommit v2)."""
     # correlation id, topics: 1, name, partitions: 1, index, error code, ...
     offset = 4 + 4
     (name_length,) = struct.unpack_from(">h", answer, offset)
     offset += 2 + name_length + 4
     _, error_code = struct.unpack_from(">ih", answer, offset)
-    if error_code != 0:
-        raise RuntimeError(f"raw produce to {topic}[{partition}] failed with Kafka error code {error_code}")
+    return int(error_code)
 
 
 def _read(sock: socket.socket, size: int) -> bytes:
@@ -95,14 +105,6 @@ def commit_raw(bootstrap: str, group: str, topic: str, partition: int, offset: i
             + struct.pack(">q", -1)  # the broker's retention
             + struct.pack(">ih", 1, len(name)) + name
             + struct.pack(">iiqh", 1, partition, offset, len(metadata)) + metadata)
-    with socket.create_connection((host, int(port)), timeout=15) as sock:
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", _read(sock, 4))[0]
-        answer = _read(sock, size)
-    # correlation id, topics: 1, name, partitions: 1, index, error code
-    offset_in = 4 + 4
-    (name_length,) = struct.unpack_from(">h", answer, offset_in)
-    offset_in += 2 + name_length + 4
-    _, error_code = struct.unpack_from(">ih", answer, offset_in)
+    error_code = _first_partition_error(_request(host, int(port), body))
     if error_code != 0:
         raise RuntimeError(f"raw commit to {group} {topic}[{partition}] failed with Kafka error code {error_code}")

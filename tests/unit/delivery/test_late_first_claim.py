@@ -18,6 +18,7 @@ import pytest
 
 import consumer.delivery.claims as claims_module
 from consumer.delivery.backoff import Backoff
+from consumer.delivery.batching import PendingEvent
 from consumer.delivery.claims import Claim
 from consumer.errors import StateStoreError
 from consumer.operations.metrics import Metrics
@@ -63,10 +64,10 @@ def _no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(claims_module, "REDIS_BACKOFF", Backoff(0.0, 0.0, jitter=False))
 
 
-@pytest.mark.parametrize("with_phones", [False, True], ids=["claims", "phones"])
-@pytest.mark.parametrize("away", [False, True], ids=["answered-on-retry", "redis-stays-away"])
-def test_a_first_claim_landing_after_the_release_is_taken_over_by_the_next_attempt(
-        away: bool, with_phones: bool) -> None:
+def released_with_a_call_in_flight(away: bool, with_phones: bool) -> tuple[Any, Any, list[str], list[Any],
+                                                                          list[PendingEvent]]:
+    """A batch of three whose first claim got no reply (`away`: none of its tries did), released
+    and requeued; its lost calls (`late`) not landed yet."""
     dedup, phones = stores()
     events = [event(i) for i in range(3)]
     ids = [e.recipient.event_id for e in events]
@@ -81,6 +82,14 @@ def test_a_first_claim_landing_after_the_release_is_taken_over_by_the_next_attem
             assert len(claim.claim(events).claimed) == 3
             claim.settle(Settlement.RELEASED, events)  # e.g. held by the send window: requeued
         requeued = claim.let_go(events)
+    return dedup, phones, ids, late, requeued
+
+
+@pytest.mark.parametrize("with_phones", [False, True], ids=["claims", "phones"])
+@pytest.mark.parametrize("away", [False, True], ids=["answered-on-retry", "redis-stays-away"])
+def test_a_first_claim_landing_after_the_release_is_taken_over_by_the_next_attempt(
+        away: bool, with_phones: bool) -> None:
+    dedup, phones, ids, late, requeued = released_with_a_call_in_flight(away, with_phones)
     assert [dedup.state(i) for i in ids] == [None] * 3
     assert late
     for land in late:
@@ -123,20 +132,7 @@ def test_a_first_claim_landing_after_the_release_leaves_nothing_for_another_repl
     attempt (lua/settle.lua, lua/settle_phones.lua), so the late call takes nothing and the copy is
     sent at once. It used to find the late call's claim live: held back a lease, then (armed)
     dead-lettered `ambiguous` though never sent; a stray phone reservation lapsed into a contact."""
-    dedup, phones = stores()
-    events = [event(i) for i in range(3)]
-    ids = [e.recipient.event_id for e in events]
-    late = lose_first_calls(dedup, phones if with_phones else None, claims_module.CLAIM_TRIES if away else 1)
-    claim = Claim(dedup, Metrics(), threading.Event(), cooldown=cooldown_on(phones) if with_phones else None,
-                  window_ms=DAY if with_phones else 0)
-    with claim:
-        if away:
-            with pytest.raises(StateStoreError):
-                claim.claim(events)
-        else:
-            assert len(claim.claim(events).claimed) == 3
-            claim.settle(Settlement.RELEASED, events)
-        claim.let_go(events)
+    dedup, phones, ids, late, _ = released_with_a_call_in_flight(away, with_phones)
     for land in late:
         land()
     assert [dedup.state(i) for i in ids] == [None] * 3

@@ -178,23 +178,35 @@ def test_commits_keep_the_stamp_they_replace_until_the_watch_has_compared() -> N
     assert stamps.metadata(("t", 0)) is None
 
 
+class MasterDown(MemoryOrigins):
+    """`store`, with one bucket's origin unread while `down` (its cluster master down)."""
+
+    def __init__(self, store: MemoryOrigins) -> None:
+        super().__init__()
+        self.store, self.down = store, True
+
+    def origins(self, buckets):  # type: ignore[no-untyped-def]
+        found = self.store.origins(buckets)
+        if self.down:
+            found[5] = origins_module.StateStoreError("a master down")
+        return found
+
+    def witnessed(self, key: str) -> str | None:
+        return self.store.witnessed(key)
+
+    def keep_witnessed(self, key: str, stamp: str) -> None:
+        self.store.keep_witnessed(key, stamp)
+
+
 def test_a_state_with_unread_buckets_is_compared_once_every_bucket_is_read() -> None:
     store, clock = MemoryOrigins(), Clock()
     stamp = running(store, clock, contacts=False)
     store.lose()
-    failing = [True]
-
-    class Flaky(MemoryOrigins):
-        def origins(self, buckets):  # type: ignore[no-untyped-def]
-            found = store.origins(buckets)
-            if failing[0]:
-                found[5] = origins_module.StateStoreError("a master down")
-            return found
-
-    watch = OriginWatch(Flaky(), [lambda: Buckets(DEDUP, DEDUP_TAGS, LAYOUT, keeps_s=HOUR)], clock=clock)
+    flaky = MasterDown(store)
+    watch = OriginWatch(flaky, [lambda: Buckets(DEDUP, DEDUP_TAGS, LAYOUT, keeps_s=HOUR)], clock=clock)
     CommittedStamps(watch).read([("t", 0, stamp)])
     assert watch.check() == [] and watch.stamp is None
-    failing[0] = False
+    flaky.down = False
     assert [(loss.state, loss.lost) for loss in watch.check()] == [(DEDUP, 64)]
     assert watch.stamp is not None
 
@@ -328,28 +340,14 @@ def test_a_loss_said_by_a_running_replica_before_a_start_first_read_every_bucket
         assert running_one.check() == []
     old = running_one.stamp
     assert old is not None
-    failing = [True]
-
-    class Flaky(MemoryOrigins):
-        def origins(self, buckets):  # type: ignore[no-untyped-def]
-            found = store.origins(buckets)
-            if failing[0]:
-                found[5] = origins_module.StateStoreError("a master down")
-            return found
-
-        def witnessed(self, key: str) -> str | None:
-            return store.witnessed(key)
-
-        def keep_witnessed(self, key: str, stamp: str) -> None:
-            store.keep_witnessed(key, stamp)
-
-    starting_one = OriginWatch(Flaky(), [lambda: Buckets(DEDUP, DEDUP_TAGS, LAYOUT, keeps_s=HOUR)], clock=clock,
+    flaky = MasterDown(store)
+    starting_one = OriginWatch(flaky, [lambda: Buckets(DEDUP, DEDUP_TAGS, LAYOUT, keeps_s=HOUR)], clock=clock,
                                witnessed_key=KEPT)
     CommittedStamps(starting_one).read([("t", 0, old)])
     assert starting_one.check() == []  # a bucket unread: not compared yet
     store.lose()
     assert [loss.witnessed for loss in running_one.check()] == [False]  # said there and then
-    failing[0] = False
+    flaky.down = False
     assert [loss for loss in starting_one.check() if loss.witnessed] == []
 
 
