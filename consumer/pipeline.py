@@ -48,7 +48,7 @@ from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.intake import decode_and_map
 from consumer.ingest.mapping import Mapper, Recipient
-from consumer.ingest.membership import GroupWatch, missing_topics, rejoin_limit_s, subscribed_topics
+from consumer.ingest.membership import GroupWatch, committed_metadata, missing_topics, rejoin_limit_s
 from consumer.ingest.records import InboundRecord
 from consumer.operations.collector import FullPasses
 from consumer.operations.health import Health
@@ -181,15 +181,11 @@ class Pipeline:
         if self.stamps is None:
             return
         try:
-            metadata = self.consumer.list_topics(timeout=STAMPS_TIMEOUT_S)
-            partitions = [TopicPartition(topic, partition) for topic in subscribed_topics(self.settings.kafka_topics,
-                                                                                           metadata)
-                          for partition in metadata.topics[topic].partitions]
-            committed = self.consumer.committed(partitions, timeout=STAMPS_TIMEOUT_S) if partitions else []
+            committed = committed_metadata(self.consumer, self.settings.kafka_topics, STAMPS_TIMEOUT_S)
         except KafkaException as exc:
             self.stamps.unread(str(exc))
             return
-        self.stamps.read((p.topic, p.partition, _metadata(p)) for p in committed if p.error is None)
+        self.stamps.read(committed)
 
     def _subscribe(self) -> None:
         def current(callback: Callable[[Any, list[TopicPartition]], None]) -> Callable[..., None]:
@@ -810,16 +806,6 @@ class Pipeline:
         age = self.tracker.oldest_unfinished_age(now)
         self.metrics.oldest_unfinished_age.set(age)
         self.health.observe_oldest_record(age, self.settings.stuck_record_ms / 1000)
-
-
-def _metadata(partition: TopicPartition) -> str | None:
-    """A committed partition's metadata, None when it cannot be read: confluent-kafka raises
-    UnicodeDecodeError for some metadata other tools commit (one or two bytes, b"\\xff" or "é",
-    seen with 2.16: it reads past them), and it must not stop the start of every replica."""
-    try:
-        return partition.metadata
-    except ValueError:  # UnicodeDecodeError among others
-        return None
 
 
 def _close_quietly(consumer: Any) -> None:

@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from confluent_kafka import TopicPartition
+
 from consumer.ingest.kafka import CONSUMER_DEFAULTS
 
 
@@ -72,17 +74,33 @@ def missing_topics(subscribed: Iterable[str], metadata: Any) -> list[str]:
     return [s for s in subscribed if not (_matches_any(s, present) if s.startswith("^") else s in present)]
 
 
+def committed_metadata(consumer: Any, subscribed: Iterable[str], timeout_s: float
+                       ) -> list[tuple[str, int, str | None]]:
+    """The group's committed (topic, partition, metadata) of the subscribed topics, for the stamps
+    its commits carry (consumer/state/witness.py); raises KafkaException."""
+    metadata = consumer.list_topics(timeout=timeout_s)
+    partitions = [TopicPartition(topic, partition) for topic in subscribed_topics(subscribed, metadata)
+                  for partition in metadata.topics[topic].partitions]
+    committed = consumer.committed(partitions, timeout=timeout_s) if partitions else []
+    return [(p.topic, p.partition, _metadata_of(p)) for p in committed if p.error is None]
+
+
+def _metadata_of(partition: Any) -> str | None:
+    """A committed partition's metadata, None when it cannot be read: confluent-kafka raises
+    UnicodeDecodeError for some metadata other tools commit (one or two bytes, b"\\xff" or "é",
+    seen with 2.16: it reads past them), and it must not stop the start of every replica."""
+    try:
+        return partition.metadata  # type: ignore[no-any-return]
+    except ValueError:  # UnicodeDecodeError among others
+        return None
+
+
 def subscribed_topics(subscribed: Iterable[str], metadata: Any) -> list[str]:
     """The topics of the cluster's `metadata` the subscription names, or matches (`^...`); a
     pattern in librdkafka's dialect that Python cannot read matches none here."""
-    present = sorted(metadata.topics)
-    found = []
-    for name in present:
-        for s in subscribed:
-            if s == name or (s.startswith("^") and _matches(s, name)):
-                found.append(name)
-                break
-    return found
+    names = list(subscribed)
+    return [name for name in sorted(metadata.topics)
+            if any(s == name or (s.startswith("^") and _matches(s, name)) for s in names)]
 
 
 def _matches(pattern: str, name: str) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 
 from consumer.app import build_destination, build_state, cooldown_windows
 from consumer.config.destinations import DEFAULT, destination_configs
@@ -36,7 +36,7 @@ from consumer.errors import ConfigError, PisanoSmsError, PisanoTransportError, S
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.kafka import make_admin, make_consumer, make_producer, refused_settings
 from consumer.ingest.mapping import fields_read_by, is_campaign_id, load_mapper
-from consumer.ingest.membership import subscribed_topics
+from consumer.ingest.membership import committed_metadata
 from consumer.operations.durability import (
     offsets_warning,
     persistence_warning,
@@ -265,15 +265,12 @@ def _witnessed(settings: Settings, origins: dict[str, list[str | None]], keeps_s
     except ConfigError:
         return ""  # the config and kafka lines say why
     try:
-        metadata = consumer.list_topics(timeout=10)
-        partitions = [TopicPartition(topic, partition) for topic in subscribed_topics(settings.kafka_topics, metadata)
-                      for partition in metadata.topics[topic].partitions]
-        committed = consumer.committed(partitions, timeout=10) if partitions else []
+        committed = committed_metadata(consumer, settings.kafka_topics, 10)
     except KafkaException as exc:
         return f"; commits' stamps unchecked ({exc.args[0].str() if exc.args else exc})"
     finally:
         consumer.close()
-    stamps = read_stamps(((p.topic, p.partition, p.metadata) for p in committed if p.error is None), kept)
+    stamps = read_stamps(committed, kept)
     warnings = []
     for state, found in origins.items():
         verdict = judge(stamps.get(state, ()), [origin or "" for origin in found], None, time.time(), keeps_s[state])
