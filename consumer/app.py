@@ -277,7 +277,8 @@ def build_receipts(settings: Settings, state: State, producer: Any, route: Calla
     return ReceiptWriter(producer, settings.outcome_topic, group=settings.kafka_group_id,
                          hasher=PhoneHasher(settings.outcome_salt()), codec=ReceiptCodec(settings.outcome_schema_id),
                          route=route, on_acknowledged=lambda outcome: metrics.receipts.labels(outcome).inc(),
-                         marks=RedisReceiptMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s))
+                         marks=RedisReceiptMarks(state.client, state.keys, horizon_s=settings.dedup_horizon_s),
+                         on_marks_error=metrics.redis_errors.labels("marks").inc)
 
 
 def build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tuple[Pipeline, HealthProbe]:

@@ -118,7 +118,8 @@ class Pipeline:
         # With marks, a record read again after a SIGKILL or rebalance is dead-lettered only once.
         self.dlq = DeadLetterQueue(producer, settings.dlq_topic, marks=dead_letter_marks,
                                    group=settings.kafka_group_id, compat_headers=settings.dlq_compat_headers,
-                                   on_acknowledged=self._count_dead_letter)
+                                   on_acknowledged=self._count_dead_letter,
+                                   on_marks_error=metrics.redis_errors.labels("marks").inc)
         self.receipts = receipts  # with OUTCOME_TOPIC: on the same producer as the dead-letters
         # Each commit stamps the Redis state, read back by the next start (consumer/state/witness.py).
         self.stamps = stamps

@@ -24,7 +24,8 @@ SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 
 # start, so that rate() sees the first failure (a counter born at 1 has no increase to show) and
 # the dashboard shows 0 rather than "no data". Operations: consumer/delivery/ (slots, claims,
 # sender, attempts); kinds: consumer.errors.RegistryError.
-REDIS_OPERATIONS = ("throttle", "claim", "settle", "circuit", "suppression", "cooldown")
+# "marks": the dead-letter and receipt marks (consumer/outcomes/owned_marks.py)
+REDIS_OPERATIONS = ("throttle", "claim", "settle", "circuit", "suppression", "cooldown", "marks")
 REGISTRY_ERROR_KINDS = ("unreachable", "permission", "server")
 FILTER_REASONS = ("expired", "suppressed", "cooldown")  # consumer/delivery/outcome.py FILTERED
 # schemas/receipt.avsc's outcome symbols (consumer/outcomes/receipts.py RECEIPT_OUTCOMES, which a test compares).

@@ -66,12 +66,12 @@ from consumer.operations.logs import redact_phones
 from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_headers
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.failed_deliveries import FailedDeliveries
-from consumer.outcomes.owned_marks import OwnedMarks
+from consumer.outcomes.owned_marks import OwnedMarks, go_on_without
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.outcomes.retry_queue import RetryQueue
 from consumer.plain_number import plain_number
 from consumer.state.dead_letters import DeadLetterMarks, Mark, Origin, TopicPartition
-from consumer.state.redis_errors import foreign_value
+from consumer.state.redis_errors import passes
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +243,10 @@ class DeadLetterQueue:
     def __init__(self, producer: Any, topic: str, on_failure: Callable[[], None] | None = None,
                  marks: DeadLetterMarks | None = None, *, group: str | None = None,
                  compat_headers: bool = False, on_acknowledged: Callable[[Failure], None] | None = None,
+                 on_marks_error: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.producer = producer
+        self._on_marks_error = on_marks_error  # redis_errors_total{operation="marks"}
         # Each dead-letter Kafka acknowledged (not a record read again whose copy is there already).
         self._on_acknowledged = on_acknowledged
         self.topic = topic
@@ -258,7 +260,7 @@ class DeadLetterQueue:
         self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
         self._acknowledged: list[tuple[Origin, str]] = []  # to mark in the next poll(), with their reasons
         # Offset -> the mark of our partitions' records dead-lettered before, loaded at assignment.
-        self._before: OwnedMarks[Mark] = OwnedMarks(self._load_partition)
+        self._before: OwnedMarks[Mark] = OwnedMarks(self._load_partition, without=self._without_marks)
         self._ended_again = 0  # records read again that `read_again` ended, since the last poll()
         self._clock = clock  # the marks' pauses
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
@@ -305,6 +307,15 @@ class DeadLetterQueue:
         assert self.marks is not None
         # A mark of the previous version has no reason: its record is judged again, as it was.
         return {offset: mark for offset, mark in self.marks.load(tp).items() if mark.reason is not None}
+
+    def _without_marks(self, tp: TopicPartition, exc: Exception) -> bool:
+        """A partition whose marks failed to load: fetched without them unless waiting can end it."""
+        if not go_on_without(log, "dead-letter marks", tp, exc, "a record of it dead-lettered before a restart "
+                             "or rebalance, read again, is judged again (a second dead-letter, or sent if what "
+                             "failed it is over)"):
+            return False  # an outage: the load raises it, `_marks_failed` counts it
+        self._on_marks_error()
+        return True
 
     def _load_marks(self) -> None:
         if self.marks is None or not self._before.unloaded or self._clock() < self._marks_paused_until:
@@ -459,10 +470,11 @@ class DeadLetterQueue:
             self._marks_failed("write", exc)
 
     def _marks_failed(self, what: str, exc: Exception) -> None:
+        self._on_marks_error()
         self._marks_paused_until = self._clock() + MARKS_PAUSE_S
         # An outage: dead-letters wait for Redis. Not a key of the marks holding what we did not
         # write (WRONGTYPE): Redis answers, no wait would end, and the partition would stop for good.
-        self._marks_away = isinstance(exc, StateStoreError) and not foreign_value(exc.__cause__)
+        self._marks_away = passes(exc)
         # Our own words for an outage; only the type of anything else, which may quote what was stored.
         shown = exc if isinstance(exc, StateStoreError) else type(exc).__name__
         if what == "load":

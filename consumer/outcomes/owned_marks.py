@@ -10,10 +10,13 @@ dropped with the partition.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Generic, TypeVar
 
+from consumer.errors import StateStoreError
 from consumer.state.dead_letters import TopicPartition
+from consumer.state.redis_errors import passes
 
 V = TypeVar("V")
 
@@ -21,10 +24,16 @@ V = TypeVar("V")
 class OwnedMarks(Generic[V]):
     """Offset -> what a mark holds, per owned partition. `load(tp)` reads a partition's marks from
     the store (raising what the store raises); `assigned` only notes the partitions, and `load_all`
-    loads those not loaded yet, so a caller whose store failed tries again later."""
+    loads those not loaded yet, so a caller whose store failed tries again later.
 
-    def __init__(self, load: Callable[[TopicPartition], Mapping[int, V]]) -> None:
+    `without(tp, exc)`, when a partition's load raised: True to go on without its marks (the
+    caller said why): a failure no wait ends (a key holding what this consumer did not write)
+    would otherwise leave the partition unloaded, so never fetched, for good."""
+
+    def __init__(self, load: Callable[[TopicPartition], Mapping[int, V]], *,
+                 without: Callable[[TopicPartition, Exception], bool] | None = None) -> None:
         self._load = load
+        self._without = without
         self._marks: dict[TopicPartition, dict[int, V]] = {}
         self.owned: set[TopicPartition] = set()  # assigned, not revoked or lost since
         self.unloaded: set[TopicPartition] = set()  # owned, marks not loaded yet (the store failed)
@@ -38,7 +47,13 @@ class OwnedMarks(Generic[V]):
         """Load the marks of the partitions assigned and not loaded yet; each partition loaded
         stays loaded if a later one raises."""
         for tp in sorted(self.unloaded):
-            loaded = self._load(tp)
+            try:
+                loaded = self._load(tp)
+            except Exception as exc:
+                if self._without is not None and self._without(tp, exc):
+                    self.unloaded.discard(tp)  # no marks: its records are judged as if none were there
+                    continue
+                raise
             if loaded:
                 # What is in memory wins: remembered since the assignment, it is newer than the
                 # store's copy. (Loaded before, on a reload after a move back, it is at worst a
@@ -75,3 +90,22 @@ class OwnedMarks(Generic[V]):
                     del marks[below]
                 if not marks:
                     del self._marks[tp]
+
+
+def go_on_without(log: logging.Logger, what: str, tp: TopicPartition, exc: Exception, cost: str) -> bool:
+    """For `OwnedMarks(without=...)`: whether a partition whose `what` ("dead-letter marks") failed
+    to load with `exc` is consumed without them. Not after an outage (it ends: the partition waits
+    for its marks). After a failure no wait ends (Redis answered that the key holds what this
+    consumer did not write, or the store could not read what is stored), a warning says which key,
+    what is wrong with it and what to do (the StateStoreError's words, which name the key), and
+    `cost`: what being without them may do."""
+    if passes(exc):
+        return False
+    topic, partition = tp
+    # Our own words; only the type of anything else, which may quote what was stored.
+    shown = exc if isinstance(exc, StateStoreError) else \
+        f"{type(exc).__name__} on a stored value this consumer cannot read: delete the partition's {what} keys"
+    log.warning("the %s of %s[%d] cannot be read (%s); %s[%d] is consumed without them until it is assigned "
+                "again: %s", what, topic, partition, shown, topic, partition, cost,
+                extra={"topic": topic, "partition": partition})
+    return True

@@ -64,7 +64,7 @@ from consumer.ingest.mapping import Recipient
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
 from consumer.outcomes.failed_deliveries import FailedDeliveries
-from consumer.outcomes.owned_marks import OwnedMarks
+from consumer.outcomes.owned_marks import OwnedMarks, go_on_without
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.outcomes.retry_queue import RetryQueue
 from consumer.state.dead_letters import Origin, TopicPartition
@@ -363,8 +363,10 @@ class ReceiptWriter:
     def __init__(self, producer: Any, topic: str, *, group: str, hasher: PhoneHasher, codec: ReceiptCodec,
                  route: Callable[[str], str | None] = lambda campaign: None,
                  on_acknowledged: Callable[[str], None] = lambda outcome: None,
-                 marks: ReceiptMarks | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 marks: ReceiptMarks | None = None, clock: Callable[[], float] = time.monotonic,
+                 on_marks_error: Callable[[], None] = lambda: None) -> None:
         self.producer = producer
+        self._on_marks_error = on_marks_error  # redis_errors_total{operation="marks"}
         self.topic = topic
         self.group = group
         self.hasher = hasher
@@ -376,7 +378,7 @@ class ReceiptWriter:
         self.marks = marks
         self.already_receipted = 0  # records read again whose receipt was acknowledged before
         # Offset -> fingerprint of the marks of our partitions, loaded at assignment.
-        self._receipted: OwnedMarks[str] = OwnedMarks(self._load_partition)
+        self._receipted: OwnedMarks[str] = OwnedMarks(self._load_partition, without=self._without_marks)
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
@@ -438,6 +440,15 @@ class ReceiptWriter:
         assert self.marks is not None
         return self.marks.receipted(self.group, tp)
 
+    def _without_marks(self, tp: TopicPartition, exc: Exception) -> bool:
+        """A partition whose marks failed to load for good (not an outage): it goes on without
+        them, and its failure pauses no other partition's marks."""
+        if not go_on_without(log, "receipt marks", tp, exc, "a record of it read again after a rebalance or "
+                             "restart may get a second receipt"):
+            return False  # an outage: the load raises it, `_marks_failed` counts it
+        self._on_marks_error()
+        return True
+
     def _load_marks(self) -> None:
         if self.marks is None or not self._receipted.unloaded or self._marks_paused():
             return
@@ -484,6 +495,7 @@ class ReceiptWriter:
         return time.monotonic() < self._marks_paused_until
 
     def _marks_failed(self, what: str, exc: Exception) -> None:
+        self._on_marks_error()
         self._marks_paused_until = time.monotonic() + MARKS_PAUSE_S
         # Our own words for an outage; only the type of anything else, which may quote what was stored.
         shown = exc if isinstance(exc, StateStoreError) else type(exc).__name__

@@ -131,8 +131,9 @@ class PartitionMarks:
 
     def load_scored(self, scope: str, tp: TopicPartition) -> dict[int, tuple[str, float]]:
         """Offset -> (fingerprint, score) of the partition's marks."""
-        with translated(f"reading {self.what}"):
-            return scored(self.client.zrange(self.key(scope, *tp), 0, -1, withscores=True))
+        key = self.key(scope, *tp)
+        with translated(f"reading the {self.what} of {tp[0]}[{tp[1]}] (key {key})"):  # the key to look at
+            return scored(self.client.zrange(key, 0, -1, withscores=True))
 
     def by_key(self, scope: str, origins: Sequence[Origin]) -> dict[str, list[int]]:
         """The indexes of `origins` by the sorted set that holds their marks."""
@@ -296,9 +297,11 @@ class RedisDeadLetterMarks:
 
     def load(self, tp: TopicPartition) -> dict[int, Mark]:
         # One round trip: both sets are in the partition's slot.
-        with translated("reading dead-letter marks"):
+        key = self.sets.key(self.scope, *tp)
+        # The keys named: a key holding what we did not write is found and deleted by that name.
+        with translated(f"reading the dead-letter marks of {tp[0]}[{tp[1]}] (keys {key} and {key}{SENDING_SUFFIX})"):
             pipe = self.client.pipeline(transaction=False)
-            pipe.zrange(self.sets.key(self.scope, *tp), 0, -1, withscores=True)
+            pipe.zrange(key, 0, -1, withscores=True)
             pipe.zrange(self.sending_sets.key(self.scope, *tp), 0, -1, withscores=True)
             acknowledged, sending = pipe.execute()
         return merged(scored(acknowledged), scored(sending))

@@ -1,0 +1,124 @@
+"""A partition whose marks key holds what this consumer did not write (WRONGTYPE) is consumed
+without those marks, with a warning naming the key and what to do (found in the review of the
+Kafka side: the load failed the same way every MARKS_PAUSE_S for ever, and the partition was
+never fetched; Redis answered, so no wait could end it). An outage still holds the partition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from consumer.errors import StateStoreError
+from consumer.outcomes.deadletter import DeadLetterQueue
+from consumer.outcomes.owned_marks import OwnedMarks
+from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
+from consumer.state.dead_letters import RedisDeadLetterMarks, dead_letter_key
+from consumer.state.receipt_marks import RedisReceiptMarks
+from consumer.state.redis import Keys, translated
+from tests.support.fake_kafka import FakeProducer
+
+TP0, TP1 = ("t", 0), ("t", 1)
+WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+
+
+class _Client:
+    """A redis-py client whose keys named in `foreign` hold a string someone else wrote: a
+    pipeline touching one fails as redis-py raises it; every other key is an empty sorted set."""
+
+    def __init__(self, foreign: set[str]) -> None:
+        self.foreign = foreign
+        self.reads = 0
+
+    def zrange(self, key: str, start: int, stop: int, withscores: bool = False) -> list[Any]:
+        self.reads += 1
+        if key in self.foreign:
+            raise redis.ResponseError(WRONGTYPE)
+        return []
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        client, touched = self, []
+
+        class Pipe:
+            def __getattr__(self, name: str) -> Any:
+                return lambda key, *a, **k: touched.append(key)
+
+            def execute(self) -> list[Any]:
+                client.reads += 1
+                bad = [n for n, key in enumerate(touched) if key in client.foreign]
+                if bad:
+                    raise redis.ResponseError(f"Command # {bad[0] + 1} (ZRANGE {touched[bad[0]]} 0 -1 WITHSCORES) "
+                                              f"of pipeline caused error: {WRONGTYPE}")
+                return [[] for _ in touched]
+
+        return Pipe()
+
+
+def _dlq(client: _Client, errors: list[str]) -> DeadLetterQueue:
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: False)
+    return DeadLetterQueue(FakeProducer(), "dlq", marks=marks, on_marks_error=lambda: errors.append("marks"))
+
+
+def test_a_partition_whose_dead_letter_marks_key_is_foreign_is_fetched_without_them(
+        caplog: pytest.LogCaptureFixture) -> None:
+    key = dead_letter_key("p", "g:dlq", *TP0)
+    client, errors = _Client({key}), []  # type: ignore[var-annotated]
+    dlq = _dlq(client, errors)
+    with caplog.at_level("WARNING", logger="consumer.outcomes.deadletter"):
+        dlq.assigned([TP0, TP1])
+    assert dlq.unloaded() == set()  # both fetched: before, t[0] stayed unloaded for good
+    assert dlq._marks_paused_until == 0  # t[1]'s marks, and the others' writes, are not paused by it
+    assert errors == ["marks"]  # redis_errors_total{operation="marks"}
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert key in line and "t[0]" in line and "wrong type" in line  # which key, and what is wrong with it
+    assert "delete that key" in line and "consumed without them" in line  # what to do, and what it costs
+    reads = client.reads
+    dlq.poll()
+    assert client.reads == reads  # not asked again every turn
+
+
+def test_an_outage_still_holds_a_newly_assigned_partition_until_its_marks_load() -> None:
+    class Away(_Client):
+        def pipeline(self, transaction: bool = False) -> Any:
+            raise redis.ConnectionError("Connection refused")
+
+    errors: list[str] = []
+    dlq = _dlq(Away(set()), errors)
+    dlq.assigned([TP0])
+    assert dlq.unloaded() == {TP0} and errors == ["marks"]
+
+
+def test_a_partition_whose_receipt_marks_key_is_foreign_goes_on_without_them_and_pauses_no_other() -> None:
+    keys = Keys("p")
+    client, errors = _Client({keys.receipts("g", *TP0)}), []  # type: ignore[var-annotated]
+    writer = ReceiptWriter(FakeProducer(), "receipts", group="g", hasher=PhoneHasher("s" * 20), codec=ReceiptCodec(),
+                           marks=RedisReceiptMarks(client, keys, horizon_s=60),
+                           on_marks_error=lambda: errors.append("marks"))
+    writer.assigned([TP0, TP1])
+    assert writer._receipted.unloaded == set() and not writer._marks_paused()
+    assert errors == ["marks"]
+    reads = client.reads
+    writer.poll()
+    assert client.reads == reads  # before: read again every MARKS_PAUSE_S, failing, pausing every partition's marks
+
+
+def test_owned_marks_go_on_without_a_partition_the_caller_gives_up_and_raise_the_rest() -> None:
+    def load(tp: tuple[str, int]) -> dict[int, str]:
+        with translated("reading marks"):
+            if tp == TP0:
+                raise redis.ResponseError(WRONGTYPE)
+            raise redis.ConnectionError("refused")
+
+    given_up: list[tuple[str, int]] = []
+
+    def without(tp: tuple[str, int], exc: Exception) -> bool:
+        given_up.append(tp)
+        return tp == TP0
+
+    marks: OwnedMarks[str] = OwnedMarks(load, without=without)
+    marks.assigned([TP0, TP1])
+    with pytest.raises(StateStoreError):
+        marks.load_all()
+    assert marks.unloaded == {TP1} and given_up == [TP0, TP1] and marks.of(TP0) is None
