@@ -280,8 +280,8 @@ class DeadLetterQueue:
         # Read once: a retried dead-letter must not read a Kafka message's headers again.
         pending = _Pending(InboundRecord.of(message), failure, on_done, counts=counts)
         pending.generation = self._generations.get((pending.message.topic(), pending.message.partition()), 0)
-        if self.marks is None:
-            self._produce(pending)
+        if self.marks is None or (pending.message.topic(), pending.message.partition()) in self._before.without:
+            self._produce(pending)  # (a partition consumed without its marks: its key fails every call)
             return
         pending.origin = Origin.of(pending.message)
         self._unchecked.append(pending)
@@ -461,6 +461,10 @@ class DeadLetterQueue:
     def _write_marks(self) -> None:
         acknowledged, self._acknowledged = self._acknowledged, []
         commits = self._commits.due()
+        without = self._before.without
+        if without:  # partitions consumed without their marks: their key would fail the whole call
+            acknowledged = [(o, r) for o, r in acknowledged if (o.topic, o.partition) not in without]
+            commits = {tp: offset for tp, offset in commits.items() if tp not in without}
         if self.marks is None or (not acknowledged and not commits) or self._clock() < self._marks_paused_until:
             return  # paused: these records may get a second copy if read again
         try:

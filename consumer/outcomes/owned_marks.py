@@ -37,11 +37,15 @@ class OwnedMarks(Generic[V]):
         self._marks: dict[TopicPartition, dict[int, V]] = {}
         self.owned: set[TopicPartition] = set()  # assigned, not revoked or lost since
         self.unloaded: set[TopicPartition] = set()  # owned, marks not loaded yet (the store failed)
+        # Owned, consumed without marks (`without` said so): the caller keeps their records out of
+        # the store's calls, whose every call touching the key would fail (and pause the others').
+        self.without: set[TopicPartition] = set()
 
     def assigned(self, tps: Iterable[TopicPartition]) -> None:
         tps = set(tps)
         self.owned |= tps
         self.unloaded |= tps
+        self.without -= tps  # loaded again: the key may have been mended since
 
     def load_all(self) -> None:
         """Load the marks of the partitions assigned and not loaded yet; each partition loaded
@@ -52,6 +56,7 @@ class OwnedMarks(Generic[V]):
             except Exception as exc:
                 if self._without is not None and self._without(tp, exc):
                     self.unloaded.discard(tp)  # no marks: its records are judged as if none were there
+                    self.without.add(tp)
                     continue
                 raise
             if loaded:
@@ -79,6 +84,7 @@ class OwnedMarks(Generic[V]):
             self._marks.pop(tp, None)
             self.owned.discard(tp)
             self.unloaded.discard(tp)
+            self.without.discard(tp)
 
     def trim(self, points: Mapping[TopicPartition, int]) -> None:
         """The group committed these points: the records below them are not read again by us (a

@@ -403,7 +403,9 @@ class ReceiptWriter:
         still counts; a receipt waiting for its topic once it does not (the position moved back
         past it) is dropped: the copy read again writes the receipt of its origin."""
         outcome = receipt_outcome(kind)
-        origin = _origin(message) if self.marks is not None else None
+        # None for a partition consumed without its marks (`OwnedMarks.without`): its key fails every call.
+        origin = _origin(message) if self.marks is not None \
+            and (message.topic(), message.partition()) not in self._receipted.without else None
         if origin is not None and (self._receipted.of((origin.topic, origin.partition)) or {}).get(origin.offset) \
                 == origin.fingerprint:
             self.already_receipted += 1  # read again after a rebalance or a restart: it has its receipt
@@ -483,6 +485,10 @@ class ReceiptWriter:
         """Mark the receipts acknowledged since the last call, remove the marks below commits."""
         origins, self._acknowledged = self._acknowledged, []
         commits = self._commits.due()
+        without = self._receipted.without
+        if without:  # partitions consumed without their marks: their key would fail the whole call
+            origins = [o for o in origins if (o.topic, o.partition) not in without]
+            commits = {tp: offset for tp, offset in commits.items() if tp not in without}
         if self.marks is None or (not origins and not commits) or self._marks_paused():
             return  # paused: these records may get a second receipt if read again
         try:

@@ -122,3 +122,82 @@ def test_owned_marks_go_on_without_a_partition_the_caller_gives_up_and_raise_the
     with pytest.raises(StateStoreError):
         marks.load_all()
     assert marks.unloaded == {TP1} and given_up == [TP0, TP1] and marks.of(TP0) is None
+
+
+class _Recording(_Client):
+    """`_Client` that keeps the keys each successful pipeline wrote to."""
+
+    def __init__(self, foreign: set[str]) -> None:
+        super().__init__(foreign)
+        self.written: list[str] = []
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        client, touched, inner = self, [], super().pipeline(transaction)
+
+        class Pipe:
+            def __getattr__(self, name: str) -> Any:
+                def queue(key: str, *a: Any, **k: Any) -> None:
+                    touched.append((name, key))
+                    getattr(inner, name)(key, *a, **k)
+                return queue
+
+            def execute(self) -> list[Any]:
+                replies = inner.execute()
+                client.written += [key for name, key in touched if name in ("zadd", "zremrangebyscore")]
+                return [[None] if name == "zmscore" else reply for (name, _), reply in zip(touched, replies,
+                                                                                           strict=True)]
+
+        return Pipe()
+
+
+def test_a_foreign_marks_key_of_one_partition_leaves_the_other_partitions_marks_working() -> None:
+    """Found with the item above: the partition consumed without its marks still had its
+    dead-letters looked up, noted and marked in the one pipeline of every poll turn, whose WRONGTYPE
+    paused the marks of every partition of the replica (a record of any of them dead-lettered then
+    could be sent by its next owner), again after every pause, for as long as the key stayed."""
+    from consumer.ingest.records import InboundRecord
+    from consumer.outcomes.deadletter import Failure
+
+    key = dead_letter_key("p", "g:dlq", *TP0)
+    client = _Recording({key, key + ":sending"})
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: False)
+    producer = FakeProducer()
+    now = [1_000.0]
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0])
+    dlq.assigned([TP0, TP1])
+    done: list[tuple[str, int]] = []
+    for tp in (TP0, TP1):
+        record = InboundRecord(tp[0], tp[1], 7, b"k", b"v", [], (1, 1_800_000_000_000))
+        dlq.send(record, Failure("throttled", "429"), lambda tp=tp: done.append(tp))  # type: ignore[misc]
+    dlq.poll()
+    producer.poll()
+    dlq.poll()
+    assert sorted(done) == [TP0, TP1] and len(producer.produced) == 2
+    assert dlq._marks_paused_until == 0  # t[1]'s marks go on
+    other = dead_letter_key("p", "g:dlq", *TP1)
+    assert other + ":sending" in client.written and other in client.written  # noted, then marked
+    dlq.committed({TP0: 8, TP1: 8})
+    now[0] += 3600  # past MARKS_KEEP_S: the marks below the commits go, t[1]'s only
+    written = len(client.written)
+    dlq.poll()
+    assert dlq._marks_paused_until == 0 and client.written[written:] == [other, other + ":sending"]
+
+
+def test_a_foreign_receipt_marks_key_of_one_partition_leaves_the_other_partitions_marks_working() -> None:
+    from consumer.ingest.records import InboundRecord
+
+    keys = Keys("p")
+    client = _Recording({keys.receipts("g", *TP0)})
+    producer = FakeProducer()
+    writer = ReceiptWriter(producer, "receipts", group="g", hasher=PhoneHasher("s" * 20), codec=ReceiptCodec(),
+                           marks=RedisReceiptMarks(client, keys, horizon_s=60))
+    writer.assigned([TP0, TP1])
+    done: list[tuple[str, int]] = []
+    for tp in (TP0, TP1):
+        record = InboundRecord(tp[0], tp[1], 7, b"k", b"v", [], (1, 1_800_000_000_000))
+        writer.record(record, "expired", lambda tp=tp: done.append(tp))  # type: ignore[misc]
+    producer.poll()
+    writer.poll()
+    assert sorted(done) == [TP0, TP1] and not writer._marks_paused()
+    assert client.written == [keys.receipts("g", *TP1)]  # t[1]'s receipt marked; before: the call failed whole
