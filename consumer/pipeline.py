@@ -46,7 +46,6 @@ from consumer.delivery.pisano_codes import code_label
 from consumer.ingest.avro import Decoder
 from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
-from consumer.ingest.intake import decode_and_map
 from consumer.ingest.mapping import Mapper, Recipient
 from consumer.ingest.membership import GroupWatch, committed_metadata, missing_topics, rejoin_limit_s
 from consumer.ingest.records import InboundRecord
@@ -409,11 +408,7 @@ class Pipeline:
         only: its receipt may be the record's first (its replica killed before the first was
         acknowledged), and one keyed by its origin alone reads as a record that cannot be decoded.
         None when it cannot (or the registry does not answer now): the receipt goes without it."""
-        backlog = self.backlog
-        try:
-            return decode_and_map(record, backlog.decoder, backlog.mapper, backlog.max_message_bytes)
-        except Exception:  # RecordError, RegistryError, a plug-in mapper's own: it ends as it ended all the same
-            return None
+        return self.backlog.name(record)
 
     def _drop_superseded(self) -> None:
         """A partition's position moved back (consumer/outcomes/offsets.py): the first copies of

@@ -24,7 +24,7 @@ from consumer.errors import RecordError, RegistryError
 from consumer.ingest.avro import Decoder
 from consumer.ingest.freshness import Freshness
 from consumer.ingest.intake import decode_and_map
-from consumer.ingest.mapping import Mapper
+from consumer.ingest.mapping import Mapper, Recipient
 from consumer.ingest.records import InboundRecord
 from consumer.operations.health import Health
 from consumer.operations.logs import LogBudget
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # A failing registry is asked again after these waits (jittered), the last one repeated.
 REGISTRY_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+# After the registry failed a record's naming (`name`), records are named without it this long:
+# each naming runs on the poll thread, and a registry that hangs costs a timeout a record.
+NAMING_PAUSE_S = 30.0
 
 DeadLetter = Callable[[InboundRecord, TopicPartition, int, Failure], None]
 
@@ -63,6 +66,7 @@ class Backlog:
         self._records: deque[tuple[InboundRecord, TopicPartition, int]] = deque()
         self._retry_at = 0.0
         self._failures = 0
+        self._naming_paused_until = 0.0  # `name`'s own pause: it makes no record wait, so not `_retry_at`
 
     def __len__(self) -> int:
         return len(self._records)
@@ -88,6 +92,25 @@ class Backlog:
         if not self._records and self._failures:
             self._failures = 0
             self.health.registry_ok = True
+
+    def name(self, record: InboundRecord) -> Recipient | None:
+        """The recipient of a record that ends without its pass through the backlog (read again
+        after it was dead-lettered before: `Pipeline._ended_before`), for its receipt only; None
+        when it has none now (it ends as it ended all the same). On the poll thread: after the
+        registry failed (a timeout, when it hangs), it is not asked again for NAMING_PAUSE_S, or
+        480 records read again would wait 480 timeouts. No record waits and none is dead-lettered
+        here, so neither /readyz nor the backlog's own backoff hears of it."""
+        now = time.monotonic()
+        if now < self._naming_paused_until:
+            return None
+        try:
+            return decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes)
+        except RegistryError as exc:
+            if exc.kind != "busy":  # our own bound on registry requests: asked no one
+                self._naming_paused_until = now + NAMING_PAUSE_S
+            return None
+        except Exception:  # RecordError, a plug-in mapper's own: it ends as it ended all the same
+            return None
 
     def end(self, ended: Callable[[InboundRecord, TopicPartition, int], bool]) -> None:
         """Take out the records `ended(record, tp, epoch)` gave an outcome without decoding them
