@@ -15,15 +15,17 @@ from consumer.config.settings import Settings
 from consumer.delivery.batching import Batcher
 from consumer.delivery.lanes import Lane, Lanes
 from consumer.errors import RegistryError
+from consumer.ingest.avro import SchemalessDecoder
 from consumer.ingest.mapping import DeclarativeMapper
 from consumer.ingest.records import InboundRecord
+from consumer.ingest.samples import default_schema, encode, phone_for, transaction
 from consumer.operations.health import Health
 from consumer.operations.metrics import Metrics
 from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
 from consumer.pipeline import Pipeline
 from consumer.state.dead_letters import Origin
 from consumer.state.memory import MemoryDeadLetterMarks, MemoryReceiptMarks
-from tests.support.fake_kafka import FakeConsumer, FakeMessage, FakeProducer, IdleSender
+from tests.support.fake_kafka import CAMPAIGN, FakeConsumer, FakeMessage, FakeProducer, IdleSender
 
 SALT = "a-salt-of-sixteen-or-more-characters"
 
@@ -39,11 +41,11 @@ class HangingRegistry:
         raise RegistryError("schema registry unreachable (ReadTimeout)", kind="unreachable")
 
 
-def test_records_read_again_do_not_each_wait_for_a_hanging_registry() -> None:
-    records = [FakeMessage("t", 0, n, b"\x00\x00\x00\x00\x01payload") for n in range(50)]
+def owner(records: list[FakeMessage], decoder: Any) -> tuple[Pipeline, FakeConsumer, FakeProducer]:
+    """A replica assigned t[0], whose `records` were each dead-lettered (`throttled`) before."""
     marks = MemoryDeadLetterMarks(horizon_s=3600, group="g", dlq_topic="dlq")
     marks.mark([Origin.of(InboundRecord.of(m)) for m in records], ["throttled"] * len(records))
-    consumer, producer, decoder = FakeConsumer(), FakeProducer(), HangingRegistry()
+    consumer, producer = FakeConsumer(), FakeProducer()
     config = Settings(kafka_topics=["t"], kafka_group_id="g", pisano_url="https://pisano.invalid",
                       outcome_topic="receipts", outcome_phone_salt=SALT, dlq_topic="dlq")
     lanes = Lanes({"default": Lane(Batcher(5000, 1.0), IdleSender())}, route=lambda campaign: "default")  # type: ignore[arg-type]
@@ -60,5 +62,22 @@ def test_records_read_again_do_not_each_wait_for_a_hanging_registry() -> None:
     for _ in range(3):
         loop._step()
     loop._commit(sync=True)
+    return loop, consumer, producer
+
+
+def test_records_read_again_do_not_each_wait_for_a_hanging_registry() -> None:
+    records = [FakeMessage("t", 0, n, b"\x00\x00\x00\x00\x01payload") for n in range(50)]
+    decoder = HangingRegistry()
+    _, consumer, producer = owner(records, decoder)
     assert consumer.committed == {("t", 0): 50}  # each ended as dead-lettered before, with its receipt
     assert decoder.asked == 1  # before: 50, a registry timeout each on the poll thread
+    receipts = [ReceiptCodec().decode(p["value"]) for p in producer.produced]
+    assert len(receipts) == 50 and {r.outcome for r in receipts} == {"dead_lettered"}
+
+
+def test_a_record_read_again_is_still_named_in_its_receipt_when_the_registry_answers() -> None:
+    records = [FakeMessage("t", 0, n, encode(transaction(f"ev-{n}", phone_for(n), CAMPAIGN, n=n))) for n in range(3)]
+    _, consumer, producer = owner(records, SchemalessDecoder(default_schema()))
+    assert consumer.committed == {("t", 0): 3}
+    receipts = [ReceiptCodec().decode(p["value"]) for p in producer.produced]
+    assert sorted(r.event_id or "" for r in receipts) == ["ev-0", "ev-1", "ev-2"]
