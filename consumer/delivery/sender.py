@@ -556,10 +556,15 @@ class Sender:
         return bool(renewed)
 
     def _open_circuit(self, sent: Sent) -> None:
+        """Open the token's circuit for the fleet. Not a reopening: the fleet's other requests in
+        flight when the first refusal opened it (other threads, other replicas, each reading the
+        state at most once a second) hear the same answer, and each doubled the cool-down, up to
+        CIRCUIT_MAX_COOLDOWN_MS after a token fixed at once. Only a failed probe reopens
+        (`CircuitBreaker.probe_if_due`)."""
         api = sent.error if isinstance(sent.error, PisanoApiError) else None
         try:
             self.destination.circuit.open(Trip(api.code if api else None, api.http_status if api else None,
-                                               str(sent.error)))
+                                               str(sent.error)), reopen=False)
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("circuit").inc()
             log.error("could not open the circuit in Redis: %s", exc)

@@ -1,0 +1,79 @@
+"""The review of the sender side (h-sside): the token's circuit, as Pisano's codes say.
+
+- Requests already in flight when the token's circuit opens (other threads, other replicas: the
+  state is read at most once a second) hear the same refusal. README ("Circuit breaker"): the
+  circuit "stays open"; only a failed probe reopens it with twice the cool-down. Each of those
+  refusals doubled it, so the fleet dead-lettered for up to CIRCUIT_MAX_COOLDOWN_MS after a
+  token that was fixed at once.
+- The probe of a half-open circuit: any Pisano code outside the account scope (README, "Failure
+  classification") comes from a Pisano that accepted the token, as 13015, 13028 and 13002 do.
+  A 403 "Permission denied" (13013) reopened the circuit for good, and a 400 13038 or 13000 gave
+  no verdict, so the circuit never closed and every batch was dead-lettered while the token was
+  fine.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.delivery.failures import CODE_SCOPES
+from consumer.delivery.pisano_codes import CODES
+from consumer.errors import PisanoApiError
+from consumer.state.circuit import CircuitBreaker, Trip, token_verdict
+from consumer.state.memory import MemoryCircuitStore
+from tests.support.fakes import FakePisano, event, rig
+
+
+def test_requests_in_flight_when_the_circuit_opens_do_not_double_its_cooldown() -> None:
+    wrong = PisanoApiError(401, 13001, "Wrong authentication token")
+    r = rig(FakePisano([wrong, wrong, wrong]), max_attempts=1)
+    # Three batches in flight on the fleet's threads: each was past the circuit's check when the
+    # first refusal opened it, and each hears the same answer.
+    for i in range(3):
+        r.process([event(i)])
+    store = r.sender.destination.circuit.store
+    assert store.previous_cooldown_ms() == 60_000, "a refusal heard while the circuit is open reopened it"
+    assert set(r.reasons().values()) == {"pisano_error"}
+    state, trip = r.sender.destination.circuit.state()
+    assert state == "open" and trip is not None and trip.code == 13001
+
+
+def test_a_failed_probe_still_reopens_with_twice_the_cooldown() -> None:
+    breaker = CircuitBreaker(MemoryCircuitStore(clock=lambda: 0), cooldown_ms=1000, max_cooldown_ms=8000,
+                             probe_lease_ms=1000)
+    breaker.open(Trip(13001, 401, "Wrong authentication token"), reopen=False)  # the first: opens
+    assert breaker.store.previous_cooldown_ms() == 1000
+    store = breaker.store
+    assert isinstance(store, MemoryCircuitStore)
+    store.clock = lambda: 10_000  # the cool-down is over: half-open
+    breaker._read_at = -10.0
+    breaker.probe_if_due(lambda: Trip(13001, 401, "Wrong authentication token"))
+    assert breaker.store.previous_cooldown_ms() == 2000
+
+
+ACCOUNT = sorted(code for code, scope in CODE_SCOPES.items() if scope == "account")
+OTHERS = sorted(code for code, scope in CODE_SCOPES.items() if scope != "account")
+
+
+@pytest.mark.parametrize("code", OTHERS)
+def test_a_probe_answered_with_a_code_outside_the_account_scope_accepts_the_token(code: int) -> None:
+    status = CODES[code].http_status
+    assert token_verdict(PisanoApiError(status, code, CODES[code].message)) is True
+
+
+@pytest.mark.parametrize("code", ACCOUNT)
+def test_a_probe_answered_with_an_account_code_refuses_the_token(code: int) -> None:
+    verdict = token_verdict(PisanoApiError(CODES[code].http_status, code, CODES[code].message))
+    assert isinstance(verdict, Trip) and verdict.code == code
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_probe_refused_without_a_code_refuses_the_token(status: int) -> None:
+    assert isinstance(token_verdict(PisanoApiError(status, None, "Forbidden")), Trip)
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, None), (503, None), (502, None), (500, 13000), (408, None),
+                                              (400, None), (404, None), (400, 99999)])
+def test_a_probe_answer_that_says_nothing_of_the_token_is_no_verdict(status: int, code: int | None) -> None:
+    assert token_verdict(PisanoApiError(status, code, "no word on the token")) is None
+
