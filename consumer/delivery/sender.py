@@ -41,7 +41,7 @@ from typing import Literal
 from consumer.delivery.admission import UNCHECKABLE, Admission, AgeScreen
 from consumer.delivery.attempts import Attempts, RetryPolicy, Sent
 from consumer.delivery.batching import RECIPIENT, Batch, Batcher, PendingEvent, TopicPartition
-from consumer.delivery.campaign_gate import CampaignGate, open_failure
+from consumer.delivery.campaign_gate import CampaignGate, campaign_verdict, open_failure
 from consumer.delivery.claims import Claim, event_ids
 from consumer.delivery.contacts import ContactCooldown
 from consumer.delivery.destination import Destination
@@ -504,14 +504,21 @@ class Sender:
         steps = bisect(events, first, budget)
         requests = 0
         reply: Sent | bool | None = None
+        # Set once a group's refusal opened the token's or the campaign's circuit: every later group
+        # would hear the same, each in a throttle slot (failures.py: none is spent while it is open).
+        halted: Failure | None = None
         try:
             step = next(steps)
             while True:
                 reply = None
-                if step.kind == "send":
+                if step.kind == "send" and halted is not None:
+                    claim.settle(Settlement.RELEASED, step.group)  # never sent: free for a replay
+                    outcomes(Outcome("dead_letter", step.group, halted))
+                elif step.kind == "send":
                     requests += 1
                     sent = self._send_group(claim, campaign, step.group, events, beats, outcomes)
                     reply = self._conclude(claim, campaign, step.group, sent, outcomes, gate, first=False)
+                    halted = _halting(sent, campaign)
                 elif step.kind == "alone":
                     self._failed(claim, campaign, step.group, step.because, outcomes)
                 else:
@@ -603,6 +610,23 @@ def _by_attempt(events: list[PendingEvent], attempts: list[str]) -> dict[str, li
     for event, attempt in zip(events, attempts, strict=True):
         groups.setdefault(attempt, []).append(event)
     return groups
+
+
+def _halting(sent: Sent, campaign: str) -> Failure | None:
+    """The dead-letter of a bisection's groups not sent after this answer: refused for the token
+    (its circuit opened) or for the campaign itself (`CAMPAIGN_CODES`), as the batches the open
+    circuit refuses before any slot are (`Sender._short_circuit`, `campaign_gate.open_failure`).
+    None: the search goes on."""
+    api = sent.error if isinstance(sent.error, PisanoApiError) else None
+    if api is None or sent.verdict is None or sent.verdict.action != "dead_letter":
+        return None
+    trip = campaign_verdict(sent)
+    if isinstance(trip, Trip):
+        return open_failure(trip, campaign)
+    if sent.verdict.scope == "account":
+        return Failure("pisano_error", f"not sent, circuit open: Pisano answered {api.message}", code=api.code,
+                       http_status=api.http_status, campaign_id=campaign, attempts=0)
+    return None
 
 
 def _failure(reason: str, sent: Sent, campaign: str, note: str = "", attempt_id: str | None = None) -> Failure:

@@ -77,3 +77,35 @@ def test_a_probe_refused_without_a_code_refuses_the_token(status: int) -> None:
 def test_a_probe_answer_that_says_nothing_of_the_token_is_no_verdict(status: int, code: int | None) -> None:
     assert token_verdict(PisanoApiError(status, code, "no word on the token")) is None
 
+
+# ---------------------------------------------------------------- bisection after the circuit opened
+
+
+def refused_then(later: PisanoApiError, bad: set[str]):  # type: ignore[no-untyped-def]
+    """The first request is refused for a recipient (13028); every later one gets `later`."""
+    calls = iter(range(10**6))
+    return lambda phones: (PisanoApiError(422, 13028, "Invalid parameters") if next(calls) == 0 and bad & set(phones)
+                           else later)
+
+
+@pytest.mark.parametrize(("later", "opened"), [
+    (PisanoApiError(401, 13001, "Wrong authentication token"), "circuit open"),
+    (PisanoApiError(404, 13002, "Requested resource not found!"), "campaign circuit open"),
+])
+def test_bisection_sends_nothing_more_once_the_token_or_the_campaign_is_refused(later: PisanoApiError,
+                                                                               opened: str) -> None:
+    # failures.py: once the token is refused, "no throttle slots are burned until a probe
+    # succeeds"; a campaign refused as a whole is refused for every part of the batch. The search
+    # went on sending its groups (up to ISOLATION_BUDGET_SHARE of the longest window) to hear the
+    # same answer each time.
+    r = rig(FakePisano(default=refused_then(later, {event(3).recipient.phone})))
+    r.process([event(i) for i in range(16)])
+    assert len(r.pisano.requests) == 2, r.pisano.requests  # the batch, then its first half
+    kinds = r.kinds()
+    assert len(kinds) == 16 and all(k == {"dead_letter"} for k in kinds.values()), kinds
+    failures = {e.recipient.event_id: o.failure for o in r.outcomes if o.failure for e in o.events}
+    assert {f.code for f in failures.values()} == {later.code}
+    unsent = [f for i, f in failures.items() if int(i[1:]) >= 8]
+    assert unsent and all(opened in f.message and f.attempts == 0 and f.request_id is None for f in unsent)
+    assert not [i for i in kinds if (r.dedup.state(i) or "").startswith("c|")], "a claim was left behind"
+    assert all(r.dedup.state(f"e{i}") is None for i in range(8, 16))  # never sent: free for a replay
