@@ -21,7 +21,7 @@ from consumer.delivery.pisano_codes import CODES
 from consumer.errors import PisanoApiError
 from consumer.state.circuit import CircuitBreaker, Trip, token_verdict
 from consumer.state.memory import MemoryCircuitStore
-from tests.support.fakes import FakePisano, event, rig
+from tests.support.fakes import FakePisano, event, rig, windows_limiter
 
 
 def test_requests_in_flight_when_the_circuit_opens_do_not_double_its_cooldown() -> None:
@@ -109,3 +109,25 @@ def test_bisection_sends_nothing_more_once_the_token_or_the_campaign_is_refused(
     assert unsent and all(opened in f.message and f.attempts == 0 and f.request_id is None for f in unsent)
     assert not [i for i in kinds if (r.dedup.state(i) or "").startswith("c|")], "a claim was left behind"
     assert all(r.dedup.state(f"e{i}") is None for i in range(8, 16))  # never sent: free for a replay
+
+
+# ---------------------------------------------------------------- a 429 that is not retried
+
+
+@pytest.mark.parametrize(("answers", "max_attempts"), [
+    # Pisano's longest window is 625 s: a Retry-After past PISANO_RETRY_BUDGET_MS (60 s here)
+    ([PisanoApiError(429, None, "Too Many Requests", retry_after_s=500.0)], 3),
+    # the last attempt's 429
+    ([PisanoApiError(429, None, "Too Many Requests", retry_after_s=0.05),
+      PisanoApiError(429, None, "Too Many Requests", retry_after_s=30.0)], 2),
+])
+def test_a_429_not_retried_still_pauses_the_fleet(answers: list[PisanoApiError], max_attempts: int) -> None:
+    # README ("The shared throttle"): a 429 pauses the token's limiter for the whole fleet. Only a
+    # 429 followed by a retry did: one dead-lettered at once left the fleet sending into Pisano's
+    # throttle, each request answered 429 and, with a long Retry-After, dead-lettered at once.
+    limiter = windows_limiter("100/1s")
+    r = rig(FakePisano(list(answers)), limiter=limiter, max_attempts=max_attempts)
+    r.process([event(1)])
+    assert r.reasons() == {"e1": "throttled"}
+    retry_after_ms = answers[-1].retry_after_s * 1000  # type: ignore[operator]
+    assert limiter.state.data.pause_until - limiter.clock() >= retry_after_ms - 1000, "the fleet was not paused"
