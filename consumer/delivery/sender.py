@@ -35,7 +35,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from consumer.delivery.admission import UNCHECKABLE, Admission, AgeScreen
@@ -512,8 +512,10 @@ class Sender:
             while True:
                 reply = None
                 if step.kind == "send" and halted is not None:
-                    claim.settle(Settlement.RELEASED, step.group)  # never sent: free for a replay
-                    outcomes(Outcome("dead_letter", step.group, halted))
+                    claim.settle(Settlement.RELEASED, step.group)  # not sent again: free for a replay
+                    # The last request that carried them is the refusal that put them there.
+                    outcomes(Outcome("dead_letter", step.group, replace(
+                        halted, attempts=step.because.attempts, request_id=step.because.request_id)))
                 elif step.kind == "send":
                     requests += 1
                     sent = self._send_group(claim, campaign, step.group, events, beats, outcomes)
@@ -613,9 +615,9 @@ def _by_attempt(events: list[PendingEvent], attempts: list[str]) -> dict[str, li
 
 
 def _halting(sent: Sent, campaign: str) -> Failure | None:
-    """The dead-letter of a bisection's groups not sent after this answer: refused for the token
-    (its circuit opened) or for the campaign itself (`CAMPAIGN_CODES`), as the batches the open
-    circuit refuses before any slot are (`Sender._short_circuit`, `campaign_gate.open_failure`).
+    """The dead-letter of a bisection's groups not sent again after this answer: refused for the
+    token (its circuit opened) or for the campaign itself (`CAMPAIGN_CODES`), as the batches the
+    open circuit refuses before any slot are (`Sender._short_circuit`, `campaign_gate.open_failure`).
     None: the search goes on."""
     api = sent.error if isinstance(sent.error, PisanoApiError) else None
     if api is None or sent.verdict is None or sent.verdict.action != "dead_letter":
@@ -624,7 +626,7 @@ def _halting(sent: Sent, campaign: str) -> Failure | None:
     if isinstance(trip, Trip):
         return open_failure(trip, campaign)
     if sent.verdict.scope == "account":
-        return Failure("pisano_error", f"not sent, circuit open: Pisano answered {api.message}", code=api.code,
+        return Failure("pisano_error", f"not sent again, circuit open: Pisano answered {api.message}", code=api.code,
                        http_status=api.http_status, campaign_id=campaign, attempts=0)
     return None
 

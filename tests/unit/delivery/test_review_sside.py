@@ -106,7 +106,10 @@ def test_bisection_sends_nothing_more_once_the_token_or_the_campaign_is_refused(
     failures = {e.recipient.event_id: o.failure for o in r.outcomes if o.failure for e in o.events}
     assert {f.code for f in failures.values()} == {later.code}
     unsent = [f for i, f in failures.items() if int(i[1:]) >= 8]
-    assert unsent and all(opened in f.message and f.attempts == 0 and f.request_id is None for f in unsent)
+    # dlq.request.id names the last request that carried them: the batch's, refused for a recipient,
+    # not the first half's (e0's, refused for the token or the campaign)
+    assert unsent and all(opened in f.message and f.attempts == 1 and f.request_id for f in unsent)
+    assert len({f.request_id for f in unsent}) == 1 and failures["e0"].request_id not in {f.request_id for f in unsent}
     assert not [i for i in kinds if (r.dedup.state(i) or "").startswith("c|")], "a claim was left behind"
     assert all(r.dedup.state(f"e{i}") is None for i in range(8, 16))  # never sent: free for a replay
 
@@ -131,3 +134,12 @@ def test_a_429_not_retried_still_pauses_the_fleet(answers: list[PisanoApiError],
     assert r.reasons() == {"e1": "throttled"}
     retry_after_ms = answers[-1].retry_after_s * 1000  # type: ignore[operator]
     assert limiter.state.data.pause_until - limiter.clock() >= retry_after_ms - 1000, "the fleet was not paused"
+
+
+def test_check_campaigns_says_a_permission_denied_is_no_wrong_token() -> None:
+    # `check --campaigns` read a 403 13013 through the token's verdict as "wrong token: check the
+    # destination's token", sending the operator to a token Pisano had accepted.
+    from consumer.operations.preflight import verdict
+
+    status, detail = verdict(PisanoApiError(403, 13013, "Permission denied"))
+    assert status == "failed" and "accepted the token" in detail and "API user" in detail
