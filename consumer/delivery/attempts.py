@@ -211,12 +211,17 @@ class Attempts:
                 return sent
             retry_after = sent.error.retry_after_s if isinstance(sent.error, PisanoApiError) else None
             delay = self.retry.backoff.delay(sent.attempts, retry_after)
+            if isinstance(sent.error, PisanoApiError) and sent.error.http_status == 429:
+                # Whether or not this request is retried: one dead-lettered at once (a Retry-After
+                # past PISANO_RETRY_BUDGET_MS, its last attempt) paused nothing, and the fleet went
+                # on sending into Pisano's throttle, each request refused, its events dead-lettered.
+                self._pause_fleet(delay)
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
                     and time.monotonic() - started + delay < self.retry.budget_s:
                 # the backoff and the next slot may be long: a replica killed there sent nothing
                 if not disarmed():
                     return sent
-                if self._back_off(sent.error, delay, beats):
+                if self._back_off(delay, beats):
                     slot = None  # every attempt counts against Pisano's throttle: a new slot
                     continue
                 if beats.lost:  # found lost during the backoff: not sent again, decided from Redis's state
@@ -263,16 +268,19 @@ class Attempts:
                         "status": sent.error.http_status if isinstance(sent.error, PisanoApiError) else None,
                         "destination": self.destination.name})
 
-    def _back_off(self, error: PisanoError, delay: float, beats: Heartbeat) -> bool:
-        """Wait before retrying (after a 429, the whole fleet waits); False when stopping or a claim
-        was lost meanwhile (`beats.lost`)."""
-        if isinstance(error, PisanoApiError) and error.http_status == 429:
-            self.dm.throttle_pauses.inc()
-            try:
-                self.destination.limiter.pause(delay)
-            except StateStoreError as exc:
-                self.metrics.redis_errors.labels("throttle").inc()
-                log.error("could not pause the fleet's throttle: %s", exc)
+    def _pause_fleet(self, seconds: float) -> None:
+        """Pisano answered 429: no slot for the whole fleet for `seconds` (its Retry-After, else
+        the backoff), in the token's shared limiter."""
+        self.dm.throttle_pauses.inc()
+        try:
+            self.destination.limiter.pause(seconds)
+        except StateStoreError as exc:
+            self.metrics.redis_errors.labels("throttle").inc()
+            log.error("could not pause the fleet's throttle: %s", exc)
+
+    def _back_off(self, delay: float, beats: Heartbeat) -> bool:
+        """Wait before retrying (after a 429 the whole fleet waits too: `_pause_fleet`); False when
+        stopping or a claim was lost meanwhile (`beats.lost`)."""
         return not beats.wait(delay)
 
     def _count(self, error: PisanoError) -> None:

@@ -61,8 +61,6 @@ MAX_RESPONSE_BYTES = 64 * 1024
 MAX_CODE_DIGITS = 9
 MIN_SCRUBBED_SECRET = 8  # shorter "tokens" (tests) would mangle ordinary words
 PROBE_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
-# Answers to the token probe that Pisano gives only after accepting the token.
-TOKEN_ACCEPTED_CODES = frozenset({13015, 13028, 13002})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
              # A failed or stalled write means the body never arrived whole: Pisano cannot have
              # acted on a request it could not read to its end.
@@ -371,7 +369,8 @@ class PisanoClient:
         """Ask Pisano whether it accepts the token, without sending anyone an SMS.
 
         An empty recipient list to the nil campaign is refused by validation (13015, 13028) or as
-        an unknown campaign (13002) only once the token passed; a wrong token is refused first.
+        an unknown campaign (13002) only once the token passed; a wrong token is refused first
+        (consumer/state/circuit.py `token_verdict` reads the answer).
         Returns Pisano's answer as an error (None for a 200, which would also mean "accepted");
         raises PisanoTransportError when no answer came, SlotMissed (nothing sent) when it would
         leave after `leave_by`, its throttle slot's latest moment (`send`)."""

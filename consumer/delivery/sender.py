@@ -35,13 +35,13 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from consumer.delivery.admission import UNCHECKABLE, Admission, AgeScreen
 from consumer.delivery.attempts import Attempts, RetryPolicy, Sent
 from consumer.delivery.batching import RECIPIENT, Batch, Batcher, PendingEvent, TopicPartition
-from consumer.delivery.campaign_gate import CampaignGate, open_failure
+from consumer.delivery.campaign_gate import CampaignGate, campaign_verdict, open_failure
 from consumer.delivery.claims import Claim, event_ids
 from consumer.delivery.contacts import ContactCooldown
 from consumer.delivery.destination import Destination
@@ -504,14 +504,23 @@ class Sender:
         steps = bisect(events, first, budget)
         requests = 0
         reply: Sent | bool | None = None
+        # Set once a group's refusal opened the token's or the campaign's circuit: every later group
+        # would hear the same, each in a throttle slot (failures.py: none is spent while it is open).
+        halted: Failure | None = None
         try:
             step = next(steps)
             while True:
                 reply = None
-                if step.kind == "send":
+                if step.kind == "send" and halted is not None:
+                    claim.settle(Settlement.RELEASED, step.group)  # not sent again: free for a replay
+                    # The last request that carried them is the refusal that put them there.
+                    outcomes(Outcome("dead_letter", step.group, replace(
+                        halted, attempts=step.because.attempts, request_id=step.because.request_id)))
+                elif step.kind == "send":
                     requests += 1
                     sent = self._send_group(claim, campaign, step.group, events, beats, outcomes)
                     reply = self._conclude(claim, campaign, step.group, sent, outcomes, gate, first=False)
+                    halted = _halting(sent, campaign)
                 elif step.kind == "alone":
                     self._failed(claim, campaign, step.group, step.because, outcomes)
                 else:
@@ -556,10 +565,15 @@ class Sender:
         return bool(renewed)
 
     def _open_circuit(self, sent: Sent) -> None:
+        """Open the token's circuit for the fleet. Not a reopening: the fleet's other requests in
+        flight when the first refusal opened it (other threads, other replicas, each reading the
+        state at most once a second) hear the same answer, and each doubled the cool-down, up to
+        CIRCUIT_MAX_COOLDOWN_MS after a token fixed at once. Only a failed probe reopens
+        (`CircuitBreaker.probe_if_due`)."""
         api = sent.error if isinstance(sent.error, PisanoApiError) else None
         try:
             self.destination.circuit.open(Trip(api.code if api else None, api.http_status if api else None,
-                                               str(sent.error)))
+                                               str(sent.error)), reopen=False)
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("circuit").inc()
             log.error("could not open the circuit in Redis: %s", exc)
@@ -598,6 +612,23 @@ def _by_attempt(events: list[PendingEvent], attempts: list[str]) -> dict[str, li
     for event, attempt in zip(events, attempts, strict=True):
         groups.setdefault(attempt, []).append(event)
     return groups
+
+
+def _halting(sent: Sent, campaign: str) -> Failure | None:
+    """The dead-letter of a bisection's groups not sent again after this answer: refused for the
+    token (its circuit opened) or for the campaign itself (`CAMPAIGN_CODES`), as the batches the
+    open circuit refuses before any slot are (`Sender._short_circuit`, `campaign_gate.open_failure`).
+    None: the search goes on."""
+    api = sent.error if isinstance(sent.error, PisanoApiError) else None
+    if api is None or sent.verdict is None or sent.verdict.action != "dead_letter":
+        return None
+    trip = campaign_verdict(sent)
+    if isinstance(trip, Trip):
+        return open_failure(trip, campaign)
+    if sent.verdict.scope == "account":
+        return Failure("pisano_error", f"not sent again, circuit open: Pisano answered {api.message}", code=api.code,
+                       http_status=api.http_status, campaign_id=campaign, attempts=0)
+    return None
 
 
 def _failure(reason: str, sent: Sent, campaign: str, note: str = "", attempt_id: str | None = None) -> Failure:

@@ -39,7 +39,7 @@ from consumer.state.circuit import Trip, token_verdict
 from consumer.state.limiter import Limiter
 
 VALIDATION_CODES = frozenset({13015, 13028})  # the body was refused: the campaign was found first
-NO_FLOW, INVALID_FLOW = 13005, 13034
+NO_FLOW, INVALID_FLOW, PERMISSION_DENIED = 13005, 13034, 13013
 EMPTY_REQUEST = b'{"phone_numbers":[]}'
 MARGIN_S = 60.0
 
@@ -91,6 +91,9 @@ def verdict(answer: PisanoApiError | None) -> tuple[str, str]:
         return "no flow", f"{shown}: the campaign's node has no flow; bind its SMS channel to a flow in Pisano"
     if answer.code == INVALID_FLOW:
         return "invalid flow", f"{shown}: the campaign's flow is invalid; fix the flow in Pisano"
+    if answer.code == PERMISSION_DENIED:  # given once the token passed: the token is not what to check
+        return "failed", (f"{shown}: Pisano accepted the token, but its API user may not use this campaign; "
+                          "give that user access to the campaign in Pisano")
     token = token_verdict(answer)
     if isinstance(token, Trip):
         return "wrong token", (f"{shown}: Pisano refused the token; check the destination's token "

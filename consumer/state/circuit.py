@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from consumer.delivery.failures import CODE_SCOPES
-from consumer.delivery.pisano import TOKEN_ACCEPTED_CODES
+from consumer.delivery.failures import classify
+from consumer.delivery.pisano_codes import CODES
 from consumer.delivery.slots import NoSlot, send_in_slot
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.operations.logs import redact_text
@@ -241,12 +241,23 @@ class CircuitBreaker:
 
 
 def token_verdict(answer: PisanoApiError | None) -> bool | Trip | None:
-    """What Pisano's answer to a token probe says: True accepted, a Trip refused, None unclear."""
-    if answer is None or (answer.http_status in (400, 404) and answer.code in TOKEN_ACCEPTED_CODES):
+    """What Pisano's answer to a token probe says: True accepted, a Trip refused, None unclear.
+
+    Read as a sender's answer is (`classify`): a refusal of the account scope refuses the token,
+    and so does a 401 or 403 without a code. Any other code of Pisano's table accepts it: Pisano
+    checks the token first, so a code about the request (13015, 13028 and 13002 for the empty
+    request to the nil campaign, but also 13013 "Permission denied" or 13038) came from a Pisano
+    that took the token. Read as a refusal, or as no verdict, it kept the circuit open for good,
+    every batch dead-lettered while the token was fine. Throttled, failing (5xx, 408) or codeless
+    answers say nothing of the token: no verdict, the next round probes again."""
+    if answer is None:
         return True
-    if answer.http_status in (401, 403) or CODE_SCOPES.get(answer.code or 0) == "account":
+    verdict = classify(answer)
+    if verdict.action != "dead_letter":
+        return None
+    if verdict.scope == "account":
         return Trip(answer.code, answer.http_status, answer.message)
-    return None
+    return True if answer.code in CODES else None
 
 
 def token_probe(client: TokenProbe, limiter: Limiter, *, warm: Callable[[float], object] | None = None,
