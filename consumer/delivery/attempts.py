@@ -270,10 +270,14 @@ class Attempts:
 
     def _pause_fleet(self, seconds: float) -> None:
         """Pisano answered 429: no slot for the whole fleet for `seconds` (its Retry-After, else
-        the backoff), in the token's shared limiter."""
+        the backoff), in the token's shared limiter; at most the longest window's period. No
+        window needs longer to give its budget back, and a Retry-After is the word of whatever
+        answered (a gateway's day, a misread date): the fleet is not held past what the throttle
+        can mean. Should Pisano still refuse then, its next 429 pauses the fleet again."""
         self.dm.throttle_pauses.inc()
+        longest_s = max((w.period_ms for w in self.destination.limiter.windows), default=0) / 1000
         try:
-            self.destination.limiter.pause(seconds)
+            self.destination.limiter.pause(min(seconds, longest_s))
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("throttle").inc()
             log.error("could not pause the fleet's throttle: %s", exc)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -173,9 +174,11 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "inf", "nan", "1e400": no wait anyone can keep to (and inf overflows every conversion)
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -128,12 +128,36 @@ def test_a_429_not_retried_still_pauses_the_fleet(answers: list[PisanoApiError],
     # README ("The shared throttle"): a 429 pauses the token's limiter for the whole fleet. Only a
     # 429 followed by a retry did: one dead-lettered at once left the fleet sending into Pisano's
     # throttle, each request answered 429 and, with a long Retry-After, dead-lettered at once.
-    limiter = windows_limiter("100/1s")
+    limiter = windows_limiter("100/1s,160/625s")
     r = rig(FakePisano(list(answers)), limiter=limiter, max_attempts=max_attempts)
     r.process([event(1)])
     assert r.reasons() == {"e1": "throttled"}
     retry_after_ms = answers[-1].retry_after_s * 1000  # type: ignore[operator]
     assert limiter.state.data.pause_until - limiter.clock() >= retry_after_ms - 1000, "the fleet was not paused"
+
+
+@pytest.mark.parametrize("retry_after", ["86400", "1e12", "1e400"])
+def test_a_retry_after_past_the_longest_window_pauses_the_fleet_for_that_window_only(retry_after: str) -> None:
+    # Every 429 pauses the fleet, retried or not. A Retry-After is the server's word, and not
+    # always Pisano's throttle's (a gateway's, a maintenance page's): a day paused the whole fleet
+    # for a day, every partition's records waiting. No window needs more than its period to give
+    # its budget back: the pause stops at the longest one. (An infinite wait, "1e400", raised
+    # OverflowError out of the pause, and the batch, refused so never sent, ended `ambiguous`.)
+    limiter = windows_limiter("100/1s,160/625s")
+    seconds = float(retry_after)
+    r = rig(FakePisano([PisanoApiError(429, None, "Too Many Requests", retry_after_s=seconds)]), limiter=limiter)
+    r.process([event(1)])
+    assert r.reasons() == {"e1": "throttled"}
+    paused_ms = limiter.state.data.pause_until - limiter.clock()
+    assert 624_000 <= paused_ms <= 625_000, paused_ms
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity", "1e400"])
+def test_a_retry_after_that_is_no_number_of_seconds_is_none(value: str) -> None:
+    # "1e400" is read as inf: no wait anyone can keep to.
+    from consumer.delivery.pisano import parse_retry_after
+
+    assert parse_retry_after(value) is None
 
 
 def test_check_campaigns_says_a_permission_denied_is_no_wrong_token() -> None:
