@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 PISANO_CLOUD_LIMITS = "20/5s,40/25s,80/125s,160/625s"
+CLOUD_LONGEST_MS = 625_000  # its longest window's period (a test keeps it equal to the limits)
 EXPECTED_FORM = "N/Ts,... (e.g. 20/5s,40/25s; T may also end in ms or m) or 'off'"
 
 _ITEM = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s|m)\s*$")

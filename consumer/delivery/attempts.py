@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.config.tokens import TokenSource
+from consumer.config.windows import CLOUD_LONGEST_MS
 from consumer.delivery.backoff import Backoff
 from consumer.delivery.destination import Destination
 from consumer.delivery.failures import Verdict
@@ -270,14 +271,16 @@ class Attempts:
 
     def _pause_fleet(self, seconds: float) -> None:
         """Pisano answered 429: no slot for the whole fleet for `seconds` (its Retry-After, else
-        the backoff), in the token's shared limiter; at most the longest window's period. No
-        window needs longer to give its budget back, and a Retry-After is the word of whatever
-        answered (a gateway's day, a misread date): the fleet is not held past what the throttle
-        can mean. Should Pisano still refuse then, its next 429 pauses the fleet again."""
+        the backoff), in the token's shared limiter; at most the longest window's period, of the
+        configured windows or Pisano's cloud's (a Pisano stricter than PISANO_RATE_LIMITS says
+        still gets its wait). No window needs longer to give its budget back, and a Retry-After
+        is the word of whatever answered (a gateway's day, a misread date): the fleet is not held
+        past what a throttle can mean. Should Pisano still refuse then, its next 429 pauses the
+        fleet again."""
         self.dm.throttle_pauses.inc()
-        longest_s = max((w.period_ms for w in self.destination.limiter.windows), default=0) / 1000
+        longest_ms = max((w.period_ms for w in self.destination.limiter.windows), default=0)
         try:
-            self.destination.limiter.pause(min(seconds, longest_s))
+            self.destination.limiter.pause(min(seconds, max(longest_ms, CLOUD_LONGEST_MS) / 1000))
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("throttle").inc()
             log.error("could not pause the fleet's throttle: %s", exc)

@@ -136,20 +136,40 @@ def test_a_429_not_retried_still_pauses_the_fleet(answers: list[PisanoApiError],
     assert limiter.state.data.pause_until - limiter.clock() >= retry_after_ms - 1000, "the fleet was not paused"
 
 
+@pytest.mark.parametrize("windows", ["100/1s,160/625s", "10/1s"])
 @pytest.mark.parametrize("retry_after", ["86400", "1e12", "1e400"])
-def test_a_retry_after_past_the_longest_window_pauses_the_fleet_for_that_window_only(retry_after: str) -> None:
+def test_a_retry_after_past_the_longest_window_pauses_the_fleet_for_that_window_only(
+        retry_after: str, windows: str) -> None:
     # Every 429 pauses the fleet, retried or not. A Retry-After is the server's word, and not
     # always Pisano's throttle's (a gateway's, a maintenance page's): a day paused the whole fleet
     # for a day, every partition's records waiting. No window needs more than its period to give
-    # its budget back: the pause stops at the longest one. (An infinite wait, "1e400", raised
-    # OverflowError out of the pause, and the batch, refused so never sent, ended `ambiguous`.)
-    limiter = windows_limiter("100/1s,160/625s")
+    # its budget back: the pause stops at the longest one, configured or Pisano's cloud's (a
+    # Pisano stricter than the configured windows is still waited for: the next test). (An
+    # infinite wait, "1e400", raised OverflowError out of the pause, and the batch, refused so
+    # never sent, ended `ambiguous`.)
+    limiter = windows_limiter(windows)
     seconds = float(retry_after)
     r = rig(FakePisano([PisanoApiError(429, None, "Too Many Requests", retry_after_s=seconds)]), limiter=limiter)
     r.process([event(1)])
     assert r.reasons() == {"e1": "throttled"}
     paused_ms = limiter.state.data.pause_until - limiter.clock()
     assert 624_000 <= paused_ms <= 625_000, paused_ms
+
+
+def test_the_cloud_windows_longest_is_the_constant_the_pause_is_bounded_by() -> None:
+    from consumer.config.windows import CLOUD_LONGEST_MS, PISANO_CLOUD_LIMITS, parse_rate_limits
+
+    assert max(w.period_ms for w in parse_rate_limits(PISANO_CLOUD_LIMITS)) == CLOUD_LONGEST_MS
+
+
+def test_a_retry_after_longer_than_the_configured_windows_is_still_waited_for() -> None:
+    # A Pisano stricter than PISANO_RATE_LIMITS says (tests/integration/test_throttle_not_retried.py)
+    limiter = windows_limiter("10/1s")
+    r = rig(FakePisano([PisanoApiError(429, None, "Too Many Requests", retry_after_s=3.0)]), limiter=limiter,
+            max_attempts=1)
+    r.process([event(1)])
+    assert r.reasons() == {"e1": "throttled"}
+    assert 2_000 <= limiter.state.data.pause_until - limiter.clock() <= 3_000
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity", "1e400"])
