@@ -350,13 +350,22 @@ class TopicReader:
         # position (an unclean leader election): read from its end, nothing re-published.
         self.truncated: list[tuple[int, int, int]] = []
         self._positions: dict[int, int] = {}
+        self._partitions: list[int] | None = None
 
     @property
     def total(self) -> int:
         return sum(span.end - span.start for span in self.spans)
 
+    def check(self) -> None:
+        """That the topic exists (TopicError saying what to do otherwise), without reading any
+        position: `replay` takes its lock between the two (found by review: positions read before
+        the lock were those of a run finishing meanwhile, and its records were re-published)."""
+        if self._partitions is None:
+            self._partitions = describe_topic(self.consumer, self.topic, self.bootstrap, self.missing_hint)
+
     def open(self) -> None:
-        partitions = describe_topic(self.consumer, self.topic, self.bootstrap, self.missing_hint)
+        self.check()
+        partitions = self._partitions or []
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self.topic_id = self._topic_id()
         try:

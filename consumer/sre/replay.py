@@ -481,14 +481,17 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         summary.committed = True
 
     try:
+        reader.check()
+        if plan.to_topic:
+            _check_target(consumer, plan.to_topic, settings, known_targets)
+        # Before the group's positions are read: a run that finished meanwhile committed past what
+        # it re-published, and positions read before its release would publish all that again.
+        if lock is not None:
+            lock.acquire()
         reader.open()
         summary.behind = reader.behind
         summary.recreated = list(reader.recreated)
         summary.truncated = list(reader.truncated)
-        if plan.to_topic:
-            _check_target(consumer, plan.to_topic, settings, known_targets)
-        if lock is not None:
-            lock.acquire()
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
         for message in reader.records():
             summary.read += 1
