@@ -108,7 +108,7 @@ class Verdict(StrEnum):
     NOT_CONSUMER_TOPIC = "not_consumer_topic"  # dlq.original.topic is not in KAFKA_TOPICS, no --to-topic
     REFUSED_BY_KAFKA = "refused_by_kafka"  # published, refused by the broker when sent alone
     FATE_UNKNOWN = "fate_unknown"  # a reason of NAMED_ONLY the run did not name: held for one that does
-    PAST_HORIZON = "past_horizon"  # failed longer ago than the dedup horizon, no --past-horizon: held
+    PAST_HORIZON = "past_horizon"  # failed, or written, longer ago than the dedup horizon, no --past-horizon: held
     REPLAY = "replay"
 
 
@@ -128,15 +128,16 @@ def default_group(filters: Filters) -> str:
 def judge(letter: DeadLetter, filters: Filters, replayed: Container[Origin], max_replays: int,
           horizon_start: datetime | None = None) -> Verdict:
     """What to do with one of our dead-letters; the order decides which count a record lands in.
-    `horizon_start`: dead-letters that failed before it are held unless the filters take them
-    (`past_horizon`): an earlier replay may have delivered their events, and the consumers'
-    delivered marks last DEDUP_HORIZON_S from delivery, and the replay is claimed later than now
+    `horizon_start`: dead-letters that failed before it, or whose source records were written
+    before it (DeadLetter.older_than), are held unless the filters take them (`past_horizon`): an
+    earlier replay, or another copy of the event, may have delivered their events, and the
+    consumers' delivered marks last DEDUP_HORIZON_S from delivery, and the replay is claimed later than now
     (the command takes STALE_MARGIN_S off for that); a replay is a new record, which nothing else stops."""
     if not filters.matches(letter):
         return Verdict.UNMATCHED
     if letter.reason in NAMED_ONLY and letter.reason not in filters.reasons:
         return Verdict.FATE_UNKNOWN
-    if horizon_start is not None and letter.failed_at < horizon_start and not filters.past_horizon:
+    if horizon_start is not None and letter.older_than(horizon_start) and not filters.past_horizon:
         return Verdict.PAST_HORIZON
     if letter.origin in replayed:
         return Verdict.DUPLICATE
@@ -251,7 +252,7 @@ class ReplaySummary:
         self.by_campaign[letter.campaign_label] += 1
         self.by_reason[letter.reason] += 1
         self.by_target[target] += 1
-        if stale_before is not None and letter.failed_at < stale_before:
+        if stale_before is not None and letter.older_than(stale_before):
             self.stale += 1
 
     def refused_by_kafka(self, refusal: Refusal, stale_before: datetime | None) -> None:
@@ -264,7 +265,7 @@ class ReplaySummary:
             counter[key] -= 1
             if counter[key] <= 0:
                 del counter[key]
-        if stale_before is not None and letter.failed_at < stale_before:
+        if stale_before is not None and letter.older_than(stale_before):
             self.stale -= 1
         self.kafka_refusals[(refusal.error, refusal.topic)] += 1
 

@@ -200,6 +200,34 @@ def test_the_horizon_hold_leaves_the_consumers_wait_before_a_claim(monkeypatch: 
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
 
 
+def test_the_horizon_hold_counts_from_when_the_source_record_was_written(monkeypatch: pytest.MonkeyPatch,
+                                                                          env: None) -> None:
+    # Found by review (sre): the hold went by dlq.failed.at alone. A record read days after it was
+    # written (a lagging partition: 5 days 20 h, under the consumers' stale guard of 6 days) and
+    # dead-lettered then (`throttled`) was replayed 16 h later as recent, though it was 6.5 days
+    # old: another copy of its event, delivered when it was written, has a delivered mark that
+    # lapses 7 days after that, before the consumers claim the replay after any lag. The replay
+    # is a new record with a new timestamp, so the consumers' own stale guard, which would have
+    # stopped the source record, lets it by: the hold is the only guard, and it must go by the
+    # older of the two times.
+    monkeypatch.setenv("DEDUP_HORIZON_S", str(7 * 86_400))
+    monkeypatch.setenv("STALE_MARGIN_S", str(86_400))
+    now = datetime.now(UTC)
+    lagged = dead_lettered(TOKEN_FAILURE, offset=7, failed_at=now - timedelta(hours=16),
+                           written_at=now - timedelta(days=6, hours=12))
+    cluster = Cluster([*dlq_records(1), DlqMessage(lagged.headers(), topic=DLQ, partition=0, offset=1, key=b"old")])
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
+    assert result.exit_code == 0, result.output
+    held = next(line for line in result.output.splitlines() if "held: past horizon" in line)
+    assert held.split()[3] == "1", result.output
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
+    named = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--past-horizon"])  # after checking
+    assert named.exit_code == 0, named.output
+    assert [key for _, key, _, _ in cluster.published][-1] == b"old"
+    assert any("warning" in line and "DEDUP_HORIZON_S" in line for line in named.output.splitlines())
+
+
 def test_the_advice_for_held_records_after_an_explicit_group_says_to_leave_it_out(monkeypatch: pytest.MonkeyPatch,
                                                                                   env: None) -> None:
     # Run again with the same --group (the chart's replay.group kept), the advised run would
