@@ -426,6 +426,14 @@ class RunLock(Protocol):
 def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, int], None] | None,
                 lock: RunLock | None = None) -> ReplaySummary:
     signing_key = settings.replay_key()  # a ConfigError before anything is read
+    if signing_key is None and "ambiguous" in plan.filters.reasons and not plan.dry_run:
+        # Unsigned, an ambiguous replay is dead-lettered as ambiguous again by the consumers, never
+        # sent (README, "Signed replays"): the run would move its group's position past every one of
+        # them and say `replayed`, and each would come back to the DLQ under a new origin.
+        raise ConfigError("--reason ambiguous needs REPLAY_SIGNING_KEY (or REPLAY_SIGNING_KEY_FILE), the key the "
+                          "fleet has: unsigned, the consumers dead-letter every replayed ambiguous event as ambiguous "
+                          "again and never send it; set it as the fleet has it and run again (--dry-run counts "
+                          "without it)")
     consumer_topics = frozenset(settings.kafka_topics)
     if not consumer_topics and plan.to_topic is None:
         # Every record would be refused as "other topic" and the group's position committed past

@@ -126,12 +126,40 @@ def test_dead_letters_of_unknown_fate_are_replayed_only_when_their_reason_is_nam
     result = CliRunner().invoke(main, ["replay"])
     assert result.exit_code == 0, result.output
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
+    monkeypatch.setenv("REPLAY_SIGNING_KEY", "k" * 32)  # an ambiguous replay is signed, or it does not start
     named = CliRunner().invoke(main, ["replay", "--reason", reason])  # its own group: reads from the start
     assert named.exit_code == 0, named.output
     assert len(cluster.published) == 2
     if reason == "stale":
         warning = next(line for line in named.output.splitlines() if "stale" in line and "warning" in line)
         assert "1 " in warning and "never delivered" in warning
+
+
+def test_a_replay_of_ambiguous_dead_letters_without_the_signing_key_does_not_start(monkeypatch: pytest.MonkeyPatch,
+                                                                                   env: None) -> None:
+    # Found by review (sre): without REPLAY_SIGNING_KEY the run re-published every ambiguous
+    # dead-letter unsigned, committed its position past them and said `replayed`, with a warning
+    # after the fact; the consumers dead-letter an unsigned ambiguous replay as ambiguous again and
+    # never send it (README, "Signed replays"), so nothing it did could reach a customer, and each
+    # such record came back to the DLQ a second time, under a new origin. The chart already refuses
+    # to render such a Job; the command now refuses to start, saying what to set.
+    from consumer.outcomes.deadletter import Failure
+
+    unknown = dead_lettered(Failure("ambiguous", "fate unknown"), offset=7, failed_at=RECENT)
+    cluster = Cluster([DlqMessage(unknown.headers(), topic=DLQ, partition=0, offset=0, key=b"amb")])
+    install(monkeypatch, cluster)
+    refused = CliRunner().invoke(main, ["replay", "--reason", "ambiguous"])
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert "REPLAY_SIGNING_KEY" in said and "dead-letter" in said, said
+    assert not cluster.published and not cluster.committed
+    dry = CliRunner().invoke(main, ["replay", "--reason", "ambiguous", "--dry-run"])  # counting needs no key
+    assert dry.exit_code == 0, dry.output
+    monkeypatch.setenv("REPLAY_SIGNING_KEY", "k" * 32)
+    signed = CliRunner().invoke(main, ["replay", "--reason", "ambiguous"])
+    assert signed.exit_code == 0, signed.output
+    [(_, key, _, headers)] = cluster.published
+    assert key == b"amb" and "dlq.replay.signature" in dict(headers)
 
 
 def test_the_run_advised_for_held_dead_letters_reads_them_where_they_are(monkeypatch: pytest.MonkeyPatch,
@@ -155,6 +183,7 @@ def test_the_run_advised_for_held_dead_letters_reads_them_where_they_are(monkeyp
     real = CliRunner().invoke(main, ["replay", "--from-topic", old, "--to-topic", target])
     held = next(line for line in real.output.splitlines() if "fate unknown" in line)
     assert f"--reason ambiguous --from-topic {old} --to-topic {target}" in held and "position is past them" in held
+    monkeypatch.setenv("REPLAY_SIGNING_KEY", "k" * 32)  # an ambiguous replay is signed, or it does not start
     advised = CliRunner().invoke(main, ["replay", "--reason", "ambiguous", "--from-topic", old, "--to-topic", target])
     assert advised.exit_code == 0, advised.output
     assert [topic for topic, _, _, _ in cluster.published] == [target, target]
