@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,11 @@ REQUIRED_HEADERS = ("dlq.reason", "dlq.original.topic", "dlq.original.partition"
                     "dlq.failed.at")
 
 NO_VALUE = "-"  # a missing error code or campaign, in counts and tables
+# Whoever writes to the DLQ chooses its codes, campaigns and topics: what a tool keeps per distinct
+# value a record chose is bounded (found by review: a million records, each naming its own topic or
+# campaign, were a million counts or rows, about a gigabyte). Values past the bound count as OTHER.
+MAX_DISTINCT = 10_000
+OTHER = "(other)"
 Origin = tuple[str, int, int]  # dlq.original.topic, .partition, .offset
 
 
@@ -137,6 +143,14 @@ class DeadLetter:
     @property
     def campaign_label(self) -> str:
         return self.campaign_id or NO_VALUE
+
+
+def count_bounded(counter: Counter[Any], key: Any, other: Any = OTHER) -> None:
+    """Count `key`, or `other` once the counter holds MAX_DISTINCT keys and `key` is not one of them."""
+    if key in counter or len(counter) < MAX_DISTINCT:
+        counter[key] += 1
+    else:
+        counter[other] += 1
 
 
 def parse_dead_letter(message: Any) -> DeadLetter | None:

@@ -59,6 +59,7 @@ from consumer.sre.dlq_read import (
     TopicError,
     TopicReader,
     close_reader,
+    count_bounded,
     describe_topic,
     kafka_error_text,
     parse_dead_letter,
@@ -508,7 +509,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                 letter = parse_dead_letter(message)
             except MalformedDeadLetter as exc:
                 letter, verdict = None, Verdict.MALFORMED
-                summary.malformed[str(exc)] += 1
+                count_bounded(summary.malformed, str(exc))
             else:
                 verdict = Verdict.FOREIGN if letter is None else judge(letter, plan.filters, replayed,
                                                                        plan.max_replays, plan.stale_before)
@@ -517,7 +518,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
             if letter is not None and verdict is Verdict.REPLAY and plan.to_topic is None \
                     and letter.origin[0] not in consumer_topics:
                 verdict = Verdict.NOT_CONSUMER_TOPIC
-                summary.not_consumer_topics[letter.origin[0]] += 1
+                count_bounded(summary.not_consumer_topics, letter.origin[0])
             if letter is not None and verdict is Verdict.REPLAY:
                 target = plan.to_topic or letter.origin[0]
                 try:
