@@ -131,7 +131,8 @@ def _quiet_kafka_logs(settings: Settings) -> None:
 @click.option("--from-beginning", is_flag=True,
               help="Ignore the group's position and read from the start (the new position is still committed).")
 @click.option("--past-horizon", is_flag=True,
-              help="Replay also records that failed longer ago than DEDUP_HORIZON_S minus STALE_MARGIN_S, after "
+              help="Replay also records that failed (or whose source records were written) longer ago than "
+                   "DEDUP_HORIZON_S minus STALE_MARGIN_S, after "
                    "checking with Pisano: held otherwise (an earlier replay may have delivered them, and the "
                    "consumers remember a delivery that long only).")
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; publish and commit nothing.")
@@ -291,8 +292,8 @@ def _fate_unknown_hint(plan: ReplayPlan, summary: ReplaySummary, dlq_topic: str 
 
 def _past_horizon_hint(plan: ReplayPlan, summary: ReplaySummary, dlq_topic: str | None) -> str:
     """What to do with the dead-letters held because they failed longer ago than the horizon."""
-    what = ("failed longer ago than DEDUP_HORIZON_S minus STALE_MARGIN_S: an earlier replay may have delivered "
-            "them, and the consumers no longer remember it")
+    what = ("failed, or were written, longer ago than DEDUP_HORIZON_S minus STALE_MARGIN_S: an earlier replay "
+            "or copy may have delivered them, and the consumers no longer remember it")
     if not summary.verdicts[Verdict.PAST_HORIZON]:
         return what
     return (f"{what}; check with Pisano, then replay the ones it never got with these filters and "
@@ -369,9 +370,9 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         click.echo("  no record matched the filters: `pisano-sms dlq stats` shows the codes, reasons and campaigns "
                    "in the topic")
     if replayed.stale:
-        click.secho(f"  warning: {replayed.stale:,} of these failed longer ago than DEDUP_HORIZON_S minus "
-                    "STALE_MARGIN_S: the consumers may no longer know whether those events were delivered, "
-                    "and would send them", fg="yellow")
+        click.secho(f"  warning: {replayed.stale:,} of these failed, or were written, longer ago than "
+                    "DEDUP_HORIZON_S minus STALE_MARGIN_S: the consumers may no longer know whether those events "
+                    "were delivered, and would send them", fg="yellow")
     if replayed.by_reason.get("stale"):
         # The replay is a new record: the consumers' stale guard reads its new time and lets it by.
         click.secho(f"  warning: {replayed.by_reason['stale']:,} of these are `stale` dead-letters: replayed, their "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,11 @@ REQUIRED_HEADERS = ("dlq.reason", "dlq.original.topic", "dlq.original.partition"
                     "dlq.failed.at")
 
 NO_VALUE = "-"  # a missing error code or campaign, in counts and tables
+# Whoever writes to the DLQ chooses its codes, campaigns and topics: what a tool keeps per distinct
+# value a record chose is bounded (found by review: a million records, each naming its own topic or
+# campaign, were a million counts or rows, about a gigabyte). Values past the bound count as OTHER.
+MAX_DISTINCT = 10_000
+OTHER = "(other)"
 Origin = tuple[str, int, int]  # dlq.original.topic, .partition, .offset
 
 
@@ -67,6 +73,7 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _FORMER_LAPSE = re.compile(r"([0-9a-f]{1,32}\|[0-9a-f]{1,32})\|u\|[0-9a-fu|-]{1,200}")
 MAX_NUMBER_DIGITS = 18
 CAMPAIGN_HEADER = "dlq.campaign.id"
+ORIGINAL_TIMESTAMP_HEADER = "dlq.original.timestamp"
 # e.g. in the messages that say what a campaign id looks like
 CAMPAIGN_EXAMPLE = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 
@@ -99,6 +106,8 @@ class DeadLetter:
     campaign_id: str | None = None
     value_omitted: bool = False
     attempt_id: str | None = None  # dlq.attempt.id: the attempt whose unknown mark stands (ambiguous)
+    # dlq.original.timestamp: when the source record was written (ms since the epoch), if it had a time
+    original_timestamp_ms: int | None = None
     key: bytes | None = None
     value: bytes | None = field(default=None, repr=False)
     # Headers the original record carried (not ours); may hold personal data too.
@@ -112,6 +121,21 @@ class DeadLetter:
             return None
         return self.attempt_id or LEGACY_ATTEMPT
 
+    def older_than(self, when: datetime) -> bool:
+        """Whether it failed, or its source record was written, before `when`. A record may be read
+        (and fail) days after it was written, and another copy of its event may have been delivered
+        when it was written: its delivered mark lapses DEDUP_HORIZON_S after that, whatever the
+        failure's time. A replay carries a new Kafka timestamp, which the consumers' stale guard lets
+        by, so the replay's horizon hold must go by the older of the two (found by review).
+
+        Except for a `stale` dead-letter: old by its source time by definition, it is replayed only
+        by a run whose --reason names it, after checking with Pisano, and that run warns; it goes by
+        its failure alone, as before (else `--reason stale` would replay none without --past-horizon)."""
+        if self.failed_at < when:
+            return True
+        return (self.reason != "stale" and self.original_timestamp_ms is not None
+                and self.original_timestamp_ms < when.timestamp() * 1000)
+
     @property
     def code_label(self) -> str:
         return str(self.error_code) if self.error_code is not None else NO_VALUE
@@ -119,6 +143,14 @@ class DeadLetter:
     @property
     def campaign_label(self) -> str:
         return self.campaign_id or NO_VALUE
+
+
+def count_bounded(counter: Counter[Any], key: Any, other: Any = OTHER) -> None:
+    """Count `key`, or `other` once the counter holds MAX_DISTINCT keys and `key` is not one of them."""
+    if key in counter or len(counter) < MAX_DISTINCT:
+        counter[key] += 1
+    else:
+        counter[other] += 1
 
 
 def parse_dead_letter(message: Any) -> DeadLetter | None:
@@ -186,6 +218,7 @@ def _parse(message: Any) -> DeadLetter | None:
         campaign_id=campaign,
         value_omitted=VALUE_OMITTED_HEADER in own,
         attempt_id=attempt,
+        original_timestamp_ms=_number(own, ORIGINAL_TIMESTAMP_HEADER),
         key=message.key(),
         value=message.value(),
         # The compat sets (DLQ_COMPAT_HEADERS) go too: a replayed record carries none of them.
@@ -241,7 +274,8 @@ class Filters:
     campaigns: frozenset[str] = frozenset()
     since: datetime | None = None
     until: datetime | None = None
-    # Take dead-letters that failed longer ago than DEDUP_HORIZON_S minus STALE_MARGIN_S too
+    # Take dead-letters that failed (or whose source records were written: DeadLetter.older_than)
+    # longer ago than DEDUP_HORIZON_S minus STALE_MARGIN_S too
     # (replay holds them otherwise: consumer/sre/replay.py, `judge`). Not a match criterion:
     # `matches` ignores it.
     past_horizon: bool = False
@@ -350,13 +384,22 @@ class TopicReader:
         # position (an unclean leader election): read from its end, nothing re-published.
         self.truncated: list[tuple[int, int, int]] = []
         self._positions: dict[int, int] = {}
+        self._partitions: list[int] | None = None
 
     @property
     def total(self) -> int:
         return sum(span.end - span.start for span in self.spans)
 
+    def check(self) -> None:
+        """That the topic exists (TopicError saying what to do otherwise), without reading any
+        position: `replay` takes its lock between the two (found by review: positions read before
+        the lock were those of a run finishing meanwhile, and its records were re-published)."""
+        if self._partitions is None:
+            self._partitions = describe_topic(self.consumer, self.topic, self.bootstrap, self.missing_hint)
+
     def open(self) -> None:
-        partitions = describe_topic(self.consumer, self.topic, self.bootstrap, self.missing_hint)
+        self.check()
+        partitions = self._partitions or []
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self.topic_id = self._topic_id()
         try:

@@ -22,6 +22,7 @@ from consumer.errors import PisanoSmsError
 from consumer.ingest.kafka import make_consumer
 from consumer.sre.dlq_read import (
     NO_VALUE,
+    OTHER,
     DeadLetter,
     MalformedDeadLetter,
     ReadStopped,
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 STATS_GROUP = "pisano-sms-dlq-stats"
 
 RowKey = tuple[str, str, str]  # error code, reason, campaign
+# Rows past this many distinct (code, reason, campaign) share one row, OTHER_ROW: the DLQ's writers
+# choose codes and campaigns (consumer/sre/dlq_read.py, MAX_DISTINCT), and each row keeps an origin set.
+MAX_ROWS = 10_000
+OTHER_ROW: RowKey = (OTHER, OTHER, OTHER)
 
 
 class StatsError(PisanoSmsError):
@@ -82,6 +87,7 @@ class DlqStats:
     malformed: int = 0  # our headers, unusable (MalformedDeadLetter)
     rows: dict[RowKey, Row] = field(default_factory=dict)
     origins: OriginSet = field(default_factory=OriginSet)
+    other_records: int = 0  # records counted in OTHER_ROW: their rows were past MAX_ROWS
 
     def add(self, letter: DeadLetter | None) -> None:
         self.records += 1
@@ -89,7 +95,13 @@ class DlqStats:
             self.foreign += 1
             return
         key = (letter.code_label, letter.reason, letter.campaign_label)
-        self.rows.setdefault(key, Row()).add(letter)
+        row = self.rows.get(key)
+        if row is None and len(self.rows) >= MAX_ROWS:
+            key, self.other_records = OTHER_ROW, self.other_records + 1
+            row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = Row()
+        row.add(letter)
         self.origins.add(letter.origin)
 
     def sorted_rows(self) -> list[tuple[RowKey, Row]]:
@@ -108,6 +120,7 @@ class DlqStats:
             "foreign": self.foreign,
             "malformed": self.malformed,
             "unique_origins": len(self.origins),
+            "other_records": self.other_records,
             "rows": [
                 {"error_code": None if code == NO_VALUE else code, "reason": reason,
                  "campaign_id": None if campaign == NO_VALUE else campaign, "records": row.records,
@@ -132,6 +145,10 @@ class DlqStats:
         out.append(f"{self.records:,} record(s) in {self.topic}, {len(self.origins):,} unique origin(s)"
                    + (f", {self.foreign:,} foreign (not written by pisano-sms)" if self.foreign else "")
                    + (f", {self.malformed:,} malformed (our headers, unusable)" if self.malformed else ""))
+        if self.other_records:
+            out.append(f"{self.other_records:,} record(s) of more than {MAX_ROWS:,} distinct (error code, reason, "
+                       f"campaign) counted together as {OTHER}: records not written by pisano-sms? look at the "
+                       "topic's producers (its ACLs)")
         return out
 
 

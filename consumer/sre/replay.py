@@ -59,6 +59,7 @@ from consumer.sre.dlq_read import (
     TopicError,
     TopicReader,
     close_reader,
+    count_bounded,
     describe_topic,
     kafka_error_text,
     parse_dead_letter,
@@ -108,7 +109,7 @@ class Verdict(StrEnum):
     NOT_CONSUMER_TOPIC = "not_consumer_topic"  # dlq.original.topic is not in KAFKA_TOPICS, no --to-topic
     REFUSED_BY_KAFKA = "refused_by_kafka"  # published, refused by the broker when sent alone
     FATE_UNKNOWN = "fate_unknown"  # a reason of NAMED_ONLY the run did not name: held for one that does
-    PAST_HORIZON = "past_horizon"  # failed longer ago than the dedup horizon, no --past-horizon: held
+    PAST_HORIZON = "past_horizon"  # failed, or written, longer ago than the dedup horizon, no --past-horizon: held
     REPLAY = "replay"
 
 
@@ -128,15 +129,16 @@ def default_group(filters: Filters) -> str:
 def judge(letter: DeadLetter, filters: Filters, replayed: Container[Origin], max_replays: int,
           horizon_start: datetime | None = None) -> Verdict:
     """What to do with one of our dead-letters; the order decides which count a record lands in.
-    `horizon_start`: dead-letters that failed before it are held unless the filters take them
-    (`past_horizon`): an earlier replay may have delivered their events, and the consumers'
-    delivered marks last DEDUP_HORIZON_S from delivery, and the replay is claimed later than now
+    `horizon_start`: dead-letters that failed before it, or whose source records were written
+    before it (DeadLetter.older_than), are held unless the filters take them (`past_horizon`): an
+    earlier replay, or another copy of the event, may have delivered their events, and the
+    consumers' delivered marks last DEDUP_HORIZON_S from delivery, and the replay is claimed later than now
     (the command takes STALE_MARGIN_S off for that); a replay is a new record, which nothing else stops."""
     if not filters.matches(letter):
         return Verdict.UNMATCHED
     if letter.reason in NAMED_ONLY and letter.reason not in filters.reasons:
         return Verdict.FATE_UNKNOWN
-    if horizon_start is not None and letter.failed_at < horizon_start and not filters.past_horizon:
+    if horizon_start is not None and letter.older_than(horizon_start) and not filters.past_horizon:
         return Verdict.PAST_HORIZON
     if letter.origin in replayed:
         return Verdict.DUPLICATE
@@ -251,7 +253,7 @@ class ReplaySummary:
         self.by_campaign[letter.campaign_label] += 1
         self.by_reason[letter.reason] += 1
         self.by_target[target] += 1
-        if stale_before is not None and letter.failed_at < stale_before:
+        if stale_before is not None and letter.older_than(stale_before):
             self.stale += 1
 
     def refused_by_kafka(self, refusal: Refusal, stale_before: datetime | None) -> None:
@@ -264,7 +266,7 @@ class ReplaySummary:
             counter[key] -= 1
             if counter[key] <= 0:
                 del counter[key]
-        if stale_before is not None and letter.failed_at < stale_before:
+        if stale_before is not None and letter.older_than(stale_before):
             self.stale -= 1
         self.kafka_refusals[(refusal.error, refusal.topic)] += 1
 
@@ -425,6 +427,14 @@ class RunLock(Protocol):
 def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, int], None] | None,
                 lock: RunLock | None = None) -> ReplaySummary:
     signing_key = settings.replay_key()  # a ConfigError before anything is read
+    if signing_key is None and "ambiguous" in plan.filters.reasons and not plan.dry_run:
+        # Unsigned, an ambiguous replay is dead-lettered as ambiguous again by the consumers, never
+        # sent (README, "Signed replays"): the run would move its group's position past every one of
+        # them and say `replayed`, and each would come back to the DLQ under a new origin.
+        raise ConfigError("--reason ambiguous needs REPLAY_SIGNING_KEY (or REPLAY_SIGNING_KEY_FILE), the key the "
+                          "fleet has: unsigned, the consumers dead-letter every replayed ambiguous event as ambiguous "
+                          "again and never send it; set it as the fleet has it and run again (--dry-run counts "
+                          "without it)")
     consumer_topics = frozenset(settings.kafka_topics)
     if not consumer_topics and plan.to_topic is None:
         # Every record would be refused as "other topic" and the group's position committed past
@@ -481,14 +491,17 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         summary.committed = True
 
     try:
+        reader.check()
+        if plan.to_topic:
+            _check_target(consumer, plan.to_topic, settings, known_targets)
+        # Before the group's positions are read: a run that finished meanwhile committed past what
+        # it re-published, and positions read before its release would publish all that again.
+        if lock is not None:
+            lock.acquire()
         reader.open()
         summary.behind = reader.behind
         summary.recreated = list(reader.recreated)
         summary.truncated = list(reader.truncated)
-        if plan.to_topic:
-            _check_target(consumer, plan.to_topic, settings, known_targets)
-        if lock is not None:
-            lock.acquire()
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
         for message in reader.records():
             summary.read += 1
@@ -496,7 +509,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                 letter = parse_dead_letter(message)
             except MalformedDeadLetter as exc:
                 letter, verdict = None, Verdict.MALFORMED
-                summary.malformed[str(exc)] += 1
+                count_bounded(summary.malformed, str(exc))
             else:
                 verdict = Verdict.FOREIGN if letter is None else judge(letter, plan.filters, replayed,
                                                                        plan.max_replays, plan.stale_before)
@@ -505,7 +518,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
             if letter is not None and verdict is Verdict.REPLAY and plan.to_topic is None \
                     and letter.origin[0] not in consumer_topics:
                 verdict = Verdict.NOT_CONSUMER_TOPIC
-                summary.not_consumer_topics[letter.origin[0]] += 1
+                count_bounded(summary.not_consumer_topics, letter.origin[0])
             if letter is not None and verdict is Verdict.REPLAY:
                 target = plan.to_topic or letter.origin[0]
                 try:

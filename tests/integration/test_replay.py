@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import SecretStr
 
 from consumer.config.loading import load_settings
 from consumer.config.settings import Settings
@@ -167,8 +168,9 @@ def test_dry_run_counts_equal_the_real_run_and_records_go_back_untouched(
             assert republished.headers() == [("trace-id", f"trace-{n}".encode()), ("dlq.replays", b"1")]
 
     # Every filter set has its own group: the 13001 run did not take the ambiguous record away.
+    # Signed: a replay of ambiguous dead-letters does not start without the fleet's key.
     ambiguous = Filters.from_options(reasons=["ambiguous"])
-    assert replay(config, ambiguous).replayed == 1
+    assert replay(config.model_copy(update={"replay_signing_key": SecretStr(REPLAY_KEY)}), ambiguous).replayed == 1
     # Same filters again: it resumes at the end, nothing more to do.
     again = replay(config, tokens)
     assert (again.read, again.replayed) == (0, 0)

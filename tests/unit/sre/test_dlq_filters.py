@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from consumer.outcomes.deadletter import Failure, dead_letter_headers
-from consumer.sre.dlq_read import DeadLetter, Filters, parse_dead_letter, parse_when
+from consumer.sre.dlq_read import DeadLetter, Filters, MalformedDeadLetter, parse_dead_letter, parse_when
 from consumer.sre.dlq_stats import DlqStats
 from consumer.sre.replay import ReplaySummary, Verdict, default_group, judge, replay_headers
 
@@ -24,9 +24,9 @@ class FakeMessage:
 
     def __init__(self, headers: list[tuple[str, bytes | None]] | None, *, topic: str = "transactions",
                  partition: int = 3, offset: int = 42, key: bytes | None = b"evt-1",
-                 value: bytes | None = b"\x02avro+905551234567") -> None:
+                 value: bytes | None = b"\x02avro+905551234567", timestamp_ms: int = 1_700_000_000_000) -> None:
         self._headers, self._topic, self._partition, self._offset = headers, topic, partition, offset
-        self._key, self._value = key, value
+        self._key, self._value, self._timestamp_ms = key, value, timestamp_ms
 
     def headers(self) -> list[tuple[str, bytes | None]] | None:
         return self._headers
@@ -41,7 +41,7 @@ class FakeMessage:
         return self._offset
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
+        return (1, self._timestamp_ms)
 
     def key(self) -> bytes | None:
         return self._key
@@ -54,9 +54,11 @@ Headers = list[tuple[str, bytes | None]]
 
 
 def dead_lettered(failure: Failure, original_headers: Headers | None = None, *, failed_at: datetime = FAILED_AT,
-                  extra: Headers | None = None, offset: int = 42) -> FakeMessage:
-    """The DLQ record the real dead-letter code writes for a source record."""
-    source = FakeMessage(original_headers, offset=offset)
+                  extra: Headers | None = None, offset: int = 42, written_at: datetime | None = None) -> FakeMessage:
+    """The DLQ record the real dead-letter code writes for a source record, written at `written_at`
+    (by default a second before it failed)."""
+    written = written_at if written_at is not None else failed_at - timedelta(seconds=1)
+    source = FakeMessage(original_headers, offset=offset, timestamp_ms=int(written.timestamp() * 1000))
     headers: list[tuple[str, bytes | None]] = [*dead_letter_headers(source, failure, failed_at), *(extra or [])]
     return FakeMessage(headers, topic="pisano-sms.dlq", partition=0, offset=7)
 
@@ -66,9 +68,10 @@ TOKEN_FAILURE = Failure("pisano_error", "Wrong authentication token", code=13001
 
 
 def letter(failure: Failure = TOKEN_FAILURE, original_headers: Headers | None = None, *,
-           failed_at: datetime = FAILED_AT, extra: Headers | None = None, offset: int = 42) -> DeadLetter:
+           failed_at: datetime = FAILED_AT, extra: Headers | None = None, offset: int = 42,
+           written_at: datetime | None = None) -> DeadLetter:
     parsed = parse_dead_letter(dead_lettered(failure, original_headers, failed_at=failed_at, extra=extra,
-                                             offset=offset))
+                                             offset=offset, written_at=written_at))
     assert parsed is not None
     return parsed
 
@@ -82,6 +85,7 @@ def test_headers_parse_into_a_typed_dead_letter() -> None:
         partition=0, offset=7, reason="pisano_error", origin=("transactions", 3, 42), failed_at=FAILED_AT,
         replays=0, error_code=13001, http_status=401, campaign_id=CAMPAIGN_A, value_omitted=False, key=b"evt-1",
         value=b"\x02avro+905551234567", original_headers=(("trace-id", b"abc"),),
+        original_timestamp_ms=int(FAILED_AT.timestamp() * 1000) - 1000,  # the source record's time
     )
 
 
@@ -238,7 +242,8 @@ def test_summary_counts() -> None:
     summary.verdicts.update({Verdict.FOREIGN: 1, Verdict.UNMATCHED: 2, Verdict.REPLAY: 2, Verdict.DUPLICATE: 1})
     stale_before = FAILED_AT + timedelta(days=1)
     summary.add_replay(letter(), "transactions", stale_before)
-    summary.add_replay(letter(Failure("ambiguous", "timeout"), failed_at=stale_before), "transactions", stale_before)
+    summary.add_replay(letter(Failure("ambiguous", "timeout"), failed_at=stale_before, written_at=stale_before),
+                       "transactions", stale_before)
     assert (summary.matched, summary.replayed, summary.stale) == (3, 2, 1)
     assert summary.by_code == {"13001": 1, "-": 1}
     assert summary.by_campaign == {CAMPAIGN_A: 1, "-": 1}
@@ -323,3 +328,21 @@ def test_stats_rows_count_records_unique_origins_and_times() -> None:
     assert table[1].split() == ["13001", "pisano_error", CAMPAIGN_A, "3", "2", "2026-01-02T03:04:05Z",
                                 "2026-01-02T04:04:05Z"]
     assert table[-1] == "5 record(s) in pisano-sms.dlq, 3 unique origin(s), 1 foreign (not written by pisano-sms)"
+
+
+def test_the_horizon_goes_by_the_older_of_the_failure_and_the_source_records_time() -> None:
+    # Found by review (sre): a record read days after it was written fails recently, but another copy
+    # of its event may have been delivered when it was written (DeadLetter.older_than).
+    cutoff = FAILED_AT - timedelta(hours=1)
+    assert not letter().older_than(cutoff)
+    assert letter(written_at=FAILED_AT - timedelta(days=2)).older_than(cutoff)
+    assert letter(failed_at=cutoff - timedelta(seconds=1)).older_than(cutoff)
+    # A `stale` one is old by its source time by definition: named by --reason, it goes by its failure.
+    assert not letter(Failure("stale", "old"), written_at=FAILED_AT - timedelta(days=8)).older_than(cutoff)
+    untimed = [(n, v) for n, v in dead_lettered(TOKEN_FAILURE).headers() or [] if n != "dlq.original.timestamp"]
+    parsed = parse_dead_letter(FakeMessage(untimed, topic="pisano-sms.dlq", partition=0, offset=7))
+    assert parsed is not None and parsed.original_timestamp_ms is None and not parsed.older_than(cutoff)
+    headers = dead_lettered(TOKEN_FAILURE).headers() or []
+    odd = [(n, b"yesterday" if n == "dlq.original.timestamp" else v) for n, v in headers]
+    with pytest.raises(MalformedDeadLetter, match=r"dlq\.original\.timestamp is not a number"):
+        parse_dead_letter(FakeMessage(odd, topic="pisano-sms.dlq", partition=0, offset=7))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from consumer.cli import main
 from consumer.sre.replay_lock import MemoryLockStore, ReplayLock, lock_key
-from tests.unit.sre.fake_dlq import DLQ, Cluster, install, replay_env
+from tests.unit.sre.fake_dlq import DLQ, Cluster, FakeDlqConsumer, install, replay_env
 from tests.unit.sre.test_replay_run import dlq_records
 
 KEY = lock_key("pisano-sms", DLQ, "g")
@@ -215,3 +216,33 @@ def test_a_replay_whose_renewal_ended_stops_at_its_next_checkpoint_with_what_to_
     assert "no longer holds the replay lock" in said and "SystemExit" in said, said
     assert "run the same command again" in said
     assert cluster.committed.get("g", 0) <= 4 and KEY not in cluster.locks.held  # released: a rerun may start
+
+
+def test_a_run_reads_the_groups_position_only_once_it_holds_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review (sre): the run read the group's committed positions (TopicReader.open) before
+    # it took the lock. A run started while another was finishing read the position the first had
+    # when it began, then took the lock the first had just released, and re-published every record
+    # the first had re-published and committed (the consumers' dedup absorbed them: what the lock
+    # exists to prevent). Taken before the positions are read, the second run either is refused
+    # (exit 2, the first still holds the lock) or reads the first's final position.
+    replay_env(monkeypatch)
+    cluster = Cluster(dlq_records(4))
+    install(monkeypatch, cluster)
+    cluster.locks.take(KEY, OTHER, 30_000, force=False)  # the first run: all 4 re-published, not committed yet
+    cluster.published.extend((DLQ, f"evt-{n}".encode(), None, []) for n in range(4))
+    committed_before = cluster.consumer("g").committed
+    finished: list[bool] = []
+
+    def committed(consumer: Any, tps: list[Any], timeout: float = 0) -> list[Any]:
+        positions = committed_before.__func__(consumer, tps, timeout)  # type: ignore[attr-defined]
+        if not finished:  # the first run ends right now: it commits behind them and releases its lock
+            finished.append(True)
+            cluster.committed["g"] = 4
+            cluster.locks.release(KEY, OTHER)
+        return positions
+
+    monkeypatch.setattr(FakeDlqConsumer, "committed", committed)
+    second = _replay()
+    assert second.exit_code in (0, 2), second.output
+    keys = [key for _, key, _, _ in cluster.published]
+    assert sorted(keys) == [f"evt-{n}".encode() for n in range(4)], keys  # each once: none re-published

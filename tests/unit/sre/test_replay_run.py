@@ -126,12 +126,40 @@ def test_dead_letters_of_unknown_fate_are_replayed_only_when_their_reason_is_nam
     result = CliRunner().invoke(main, ["replay"])
     assert result.exit_code == 0, result.output
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
+    monkeypatch.setenv("REPLAY_SIGNING_KEY", "k" * 32)  # an ambiguous replay is signed, or it does not start
     named = CliRunner().invoke(main, ["replay", "--reason", reason])  # its own group: reads from the start
     assert named.exit_code == 0, named.output
     assert len(cluster.published) == 2
     if reason == "stale":
         warning = next(line for line in named.output.splitlines() if "stale" in line and "warning" in line)
         assert "1 " in warning and "never delivered" in warning
+
+
+def test_a_replay_of_ambiguous_dead_letters_without_the_signing_key_does_not_start(monkeypatch: pytest.MonkeyPatch,
+                                                                                   env: None) -> None:
+    # Found by review (sre): without REPLAY_SIGNING_KEY the run re-published every ambiguous
+    # dead-letter unsigned, committed its position past them and said `replayed`, with a warning
+    # after the fact; the consumers dead-letter an unsigned ambiguous replay as ambiguous again and
+    # never send it (README, "Signed replays"), so nothing it did could reach a customer, and each
+    # such record came back to the DLQ a second time, under a new origin. The chart already refuses
+    # to render such a Job; the command now refuses to start, saying what to set.
+    from consumer.outcomes.deadletter import Failure
+
+    unknown = dead_lettered(Failure("ambiguous", "fate unknown"), offset=7, failed_at=RECENT)
+    cluster = Cluster([DlqMessage(unknown.headers(), topic=DLQ, partition=0, offset=0, key=b"amb")])
+    install(monkeypatch, cluster)
+    refused = CliRunner().invoke(main, ["replay", "--reason", "ambiguous"])
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert "REPLAY_SIGNING_KEY" in said and "dead-letter" in said, said
+    assert not cluster.published and not cluster.committed
+    dry = CliRunner().invoke(main, ["replay", "--reason", "ambiguous", "--dry-run"])  # counting needs no key
+    assert dry.exit_code == 0, dry.output
+    monkeypatch.setenv("REPLAY_SIGNING_KEY", "k" * 32)
+    signed = CliRunner().invoke(main, ["replay", "--reason", "ambiguous"])
+    assert signed.exit_code == 0, signed.output
+    [(_, key, _, headers)] = cluster.published
+    assert key == b"amb" and "dlq.replay.signature" in dict(headers)
 
 
 def test_the_run_advised_for_held_dead_letters_reads_them_where_they_are(monkeypatch: pytest.MonkeyPatch,
@@ -155,6 +183,7 @@ def test_the_run_advised_for_held_dead_letters_reads_them_where_they_are(monkeyp
     real = CliRunner().invoke(main, ["replay", "--from-topic", old, "--to-topic", target])
     held = next(line for line in real.output.splitlines() if "fate unknown" in line)
     assert f"--reason ambiguous --from-topic {old} --to-topic {target}" in held and "position is past them" in held
+    monkeypatch.setenv("REPLAY_SIGNING_KEY", "k" * 32)  # an ambiguous replay is signed, or it does not start
     advised = CliRunner().invoke(main, ["replay", "--reason", "ambiguous", "--from-topic", old, "--to-topic", target])
     assert advised.exit_code == 0, advised.output
     assert [topic for topic, _, _, _ in cluster.published] == [target, target]
@@ -198,6 +227,34 @@ def test_the_horizon_hold_leaves_the_consumers_wait_before_a_claim(monkeypatch: 
     held = next(line for line in result.output.splitlines() if "held: past horizon" in line)
     assert held.split()[3] == "1", held
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
+
+
+def test_the_horizon_hold_counts_from_when_the_source_record_was_written(monkeypatch: pytest.MonkeyPatch,
+                                                                          env: None) -> None:
+    # Found by review (sre): the hold went by dlq.failed.at alone. A record read days after it was
+    # written (a lagging partition: 5 days 20 h, under the consumers' stale guard of 6 days) and
+    # dead-lettered then (`throttled`) was replayed 16 h later as recent, though it was 6.5 days
+    # old: another copy of its event, delivered when it was written, has a delivered mark that
+    # lapses 7 days after that, before the consumers claim the replay after any lag. The replay
+    # is a new record with a new timestamp, so the consumers' own stale guard, which would have
+    # stopped the source record, lets it by: the hold is the only guard, and it must go by the
+    # older of the two times.
+    monkeypatch.setenv("DEDUP_HORIZON_S", str(7 * 86_400))
+    monkeypatch.setenv("STALE_MARGIN_S", str(86_400))
+    now = datetime.now(UTC)
+    lagged = dead_lettered(TOKEN_FAILURE, offset=7, failed_at=now - timedelta(hours=16),
+                           written_at=now - timedelta(days=6, hours=12))
+    cluster = Cluster([*dlq_records(1), DlqMessage(lagged.headers(), topic=DLQ, partition=0, offset=1, key=b"old")])
+    install(monkeypatch, cluster)
+    result = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
+    assert result.exit_code == 0, result.output
+    held = next(line for line in result.output.splitlines() if "held: past horizon" in line)
+    assert held.split()[3] == "1", result.output
+    assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
+    named = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--past-horizon"])  # after checking
+    assert named.exit_code == 0, named.output
+    assert [key for _, key, _, _ in cluster.published][-1] == b"old"
+    assert any("warning" in line and "DEDUP_HORIZON_S" in line for line in named.output.splitlines())
 
 
 def test_the_advice_for_held_records_after_an_explicit_group_says_to_leave_it_out(monkeypatch: pytest.MonkeyPatch,
