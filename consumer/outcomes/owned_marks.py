@@ -37,15 +37,17 @@ class OwnedMarks(Generic[V]):
         self._marks: dict[TopicPartition, dict[int, V]] = {}
         self.owned: set[TopicPartition] = set()  # assigned, not revoked or lost since
         self.unloaded: set[TopicPartition] = set()  # owned, marks not loaded yet (the store failed)
-        # Owned, consumed without marks (`without` said so): the caller keeps their records out of
-        # the store's calls, whose every call touching the key would fail (and pause the others').
+        # Consumed without marks (`without` said so), owned or not since: the caller keeps their
+        # records and commit points out of the store's calls, whose every call touching the key
+        # would fail (and pause the others'). Kept past a revoke, until a load of the partition's
+        # marks succeeds: the revoke's last commit, and those confirmed the minute before it, come
+        # due after it (ConfirmedCommits), as do outcomes of requests that outlive it.
         self.without: set[TopicPartition] = set()
 
     def assigned(self, tps: Iterable[TopicPartition]) -> None:
         tps = set(tps)
         self.owned |= tps
-        self.unloaded |= tps
-        self.without -= tps  # loaded again: the key may have been mended since
+        self.unloaded |= tps  # loaded again: the key may have been mended since (`load_all`)
 
     def load_all(self) -> None:
         """Load the marks of the partitions assigned and not loaded yet; each partition loaded
@@ -65,6 +67,7 @@ class OwnedMarks(Generic[V]):
                 # dead-letter's note over its acknowledged mark: one more lookup before a produce.)
                 self._marks[tp] = {**loaded, **self._marks.get(tp, {})}
             self.unloaded.discard(tp)
+            self.without.discard(tp)  # its key mended: in the store's calls again
 
     def of(self, tp: TopicPartition) -> dict[int, V] | None:
         """The marks of one of our partitions, None when it has none (the common case)."""
@@ -84,7 +87,7 @@ class OwnedMarks(Generic[V]):
             self._marks.pop(tp, None)
             self.owned.discard(tp)
             self.unloaded.discard(tp)
-            self.without.discard(tp)
+            # not `without`: what comes due for them after the revoke still stays out of the calls
 
     def trim(self, points: Mapping[TopicPartition, int]) -> None:
         """The group committed these points: the records below them are not read again by us (a

@@ -51,6 +51,7 @@ from consumer.ingest.kafka import make_consumer, make_producer
 from consumer.outcomes.deadletter import REPLAYS_HEADER
 from consumer.sre.dlq_read import (
     METADATA_TIMEOUT_S,
+    OTHER,
     DeadLetter,
     Filters,
     MalformedDeadLetter,
@@ -249,8 +250,10 @@ class ReplaySummary:
                                                  Counter(self.by_reason), Counter(self.by_target), self.stale)
 
     def add_replay(self, letter: DeadLetter, target: str, stale_before: datetime | None) -> None:
-        self.by_code[letter.code_label] += 1
-        self.by_campaign[letter.campaign_label] += 1
+        # The code and the campaign are the record's choice (dlq_read.MAX_DISTINCT); the reason is
+        # one of ours (parse_dead_letter) and the target a consumer topic or --to-topic.
+        count_bounded(self.by_code, letter.code_label)
+        count_bounded(self.by_campaign, letter.campaign_label)
         self.by_reason[letter.reason] += 1
         self.by_target[target] += 1
         if stale_before is not None and letter.older_than(stale_before):
@@ -263,6 +266,8 @@ class ReplaySummary:
         letter = refusal.letter
         for counter, key in ((self.by_code, letter.code_label), (self.by_campaign, letter.campaign_label),
                              (self.by_reason, letter.reason), (self.by_target, refusal.topic)):
+            if key not in counter:  # counted as OTHER by `add_replay`
+                key = OTHER
             counter[key] -= 1
             if counter[key] <= 0:
                 del counter[key]

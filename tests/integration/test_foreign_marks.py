@@ -62,3 +62,48 @@ def test_partitions_whose_marks_keys_are_foreign_are_consumed_to_the_end(
         assert second.terminate() == 0
     finally:
         client.delete(dead_letter_marks, receipt_marks)
+
+
+def test_a_revoked_partition_whose_marks_keys_are_foreign_pauses_no_other_partitions_marks(
+        redis_client: redis.Redis) -> None:
+    """On the real Redis (its own WRONGTYPE): the revoke's last commit of a partition consumed
+    without its marks comes due MARKS_KEEP_S after the revoke; its removal must not touch the
+    foreign key, or the replica's whole marks call fails and every other partition's marks pause
+    (review h-rev; tests/unit/outcomes/test_foreign_marks.py has the mechanism)."""
+    from consumer.outcomes.deadletter import DeadLetterQueue
+    from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
+    from consumer.state.dead_letters import RedisDeadLetterMarks
+    from consumer.state.receipt_marks import RedisReceiptMarks
+    from consumer.state.redis import connect
+    from tests.support.fake_kafka import FakeProducer
+
+    client = connect(_url(redis_client))  # the consumer's kind of client
+    keys, t0, t1 = Keys(PREFIX), ("t", 0), ("t", 1)
+    foreign = dead_letter_key(PREFIX, "g:dlq", *t0)
+    redis_client.set(foreign, "written by someone else")
+    redis_client.set(keys.receipts("g", *t0), "written by someone else")
+    kept = dead_letter_key(PREFIX, "g:dlq", *t1)
+    redis_client.zadd(kept, {"3:f": 1})  # a mark of t[1] below its commit: removed once it is due
+    redis_client.zadd(keys.receipts("g", *t1), {"3:f": 1})
+    now = [1_000.0]
+    dlq = DeadLetterQueue(FakeProducer(), "dlq", clock=lambda: now[0],
+                          marks=RedisDeadLetterMarks(client, keys, horizon_s=600, group="g", dlq_topic="dlq",
+                                                     previous_release=lambda: False))
+    writer = ReceiptWriter(FakeProducer(), "receipts", group="g", hasher=PhoneHasher("s" * 20), codec=ReceiptCodec(),
+                           marks=RedisReceiptMarks(client, keys, horizon_s=600))
+    writer._commits.clock = lambda: now[0]
+    for side in (dlq, writer):
+        side.assigned([t0, t1])
+        side.committed({t0: 8, t1: 8})  # the revoke's last commit of t[0], and t[1]'s
+        side.forget({t0})  # revoked
+    now[0] += 3600  # past MARKS_KEEP_S
+    dlq.poll()
+    writer.poll()
+    assert dlq._marks_paused_until == 0 and not writer._marks_paused()
+    assert redis_client.zcard(kept) == 0 and redis_client.zcard(keys.receipts("g", *t1)) == 0  # t[1]'s went
+    assert redis_client.get(foreign) == b"written by someone else"  # left as it was
+
+
+def _url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"

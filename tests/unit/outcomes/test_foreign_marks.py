@@ -201,3 +201,70 @@ def test_a_foreign_receipt_marks_key_of_one_partition_leaves_the_other_partition
     writer.poll()
     assert sorted(done) == [TP0, TP1] and not writer._marks_paused()
     assert client.written == [keys.receipts("g", *TP1)]  # t[1]'s receipt marked; before: the call failed whole
+
+
+def test_a_revoked_partition_whose_marks_key_is_foreign_pauses_no_other_partitions_marks_later() -> None:
+    """Found by review: a revoke commits the partition's last position, then forgets it, and
+    forgetting it also took it out of the partitions consumed without marks. MARKS_KEEP_S later,
+    the removal below that commit (and below those confirmed in the minute before) touched its
+    foreign key again: WRONGTYPE failed the replica's whole marks call, and the marks of every
+    other partition paused MARKS_PAUSE_S (their dead-letters produced unnoted, their acknowledged
+    marks dropped: a record of any of them read again by its next owner was judged again), after
+    every revoke of such a partition."""
+    from consumer.ingest.records import InboundRecord
+    from consumer.outcomes.deadletter import Failure
+
+    key = dead_letter_key("p", "g:dlq", *TP0)
+    client = _Recording({key, key + ":sending"})
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: False)
+    producer = FakeProducer()
+    now = [1_000.0]
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0])
+    dlq.assigned([TP0, TP1])
+    dlq.committed({TP0: 8, TP1: 8})  # the revoke's last commit of t[0], and t[1]'s
+    dlq.forget({TP0})  # revoked
+    now[0] += 3600  # past MARKS_KEEP_S
+    dlq.poll()
+    assert dlq._marks_paused_until == 0  # before: paused by t[0]'s key
+    other = dead_letter_key("p", "g:dlq", *TP1)
+    assert client.written == [other, other + ":sending"]
+    # t[1]'s dead-letters are still looked up and noted
+    record = InboundRecord(TP1[0], TP1[1], 9, b"k", b"v", [], (1, 1_800_000_000_000))
+    dlq.send(record, Failure("throttled", "429"), lambda: None)
+    written = len(client.written)
+    dlq.poll()
+    assert client.written[written:] and dlq._marks_paused_until == 0 and len(producer.produced) == 1
+
+
+def test_a_revoked_partition_whose_receipt_marks_key_is_foreign_pauses_no_other_partitions_marks_later() -> None:
+    keys = Keys("p")
+    client = _Recording({keys.receipts("g", *TP0)})
+    now = [1_000.0]
+    writer = ReceiptWriter(FakeProducer(), "receipts", group="g", hasher=PhoneHasher("s" * 20), codec=ReceiptCodec(),
+                           marks=RedisReceiptMarks(client, keys, horizon_s=60))
+    writer._commits.clock = lambda: now[0]
+    writer.assigned([TP0, TP1])
+    writer.committed({TP0: 8, TP1: 8})
+    writer.forget({TP0})
+    now[0] += 3600
+    writer.poll()
+    assert not writer._marks_paused()  # before: paused by t[0]'s key
+    assert client.written == [keys.receipts("g", *TP1)]
+
+
+def test_a_partition_assigned_again_is_loaded_again_and_its_mended_key_used() -> None:
+    """The partitions kept out of the marks' calls stay out after their revoke (above), until a
+    load of their marks succeeds: assigned again with the key mended, they have their marks."""
+    key = dead_letter_key("p", "g:dlq", *TP0)
+    client = _Recording({key})
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: False)
+    dlq = DeadLetterQueue(FakeProducer(), "dlq", marks=marks)
+    dlq.assigned([TP0])
+    assert TP0 in dlq._before.without
+    dlq.forget({TP0})
+    assert TP0 in dlq._before.without  # still out of the marks' calls
+    client.foreign.clear()  # an SRE deleted the key
+    dlq.assigned([TP0])
+    assert TP0 not in dlq._before.without and dlq.unloaded() == set()

@@ -66,3 +66,49 @@ def test_replay_counts_of_hostile_topics_are_bounded(monkeypatch: pytest.MonkeyP
     assert summary.not_consumer_topics["(other)"] == 4
     result = CliRunner().invoke(main, ["replay", "--group", "h"])
     assert result.exit_code == 0 and "(other) 4" in result.output, result.output
+
+
+def test_replay_breakdown_of_hostile_campaigns_and_codes_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review (h-rev): the breakdown of what a run replays (by error code, by campaign)
+    kept a count per distinct value too, copied at every checkpoint and printed a line each: a
+    `replay --dry-run` of a DLQ naming a million campaigns was the gigabyte and million-line table
+    the bound above was for. Every replayed record is still counted, and Kafka's refusals still
+    take their record's count back."""
+    from dataclasses import replace
+
+    replay_env(monkeypatch)
+    monkeypatch.setattr(dlq_read, "MAX_DISTINCT", 2)
+    records = []
+    for n in range(6):
+        failure = replace(TOKEN_FAILURE, campaign_id=_campaign(n), code=13001 + n)
+        source = dead_lettered(failure, offset=100 + n, failed_at=RECENT)
+        records.append(DlqMessage(source.headers(), topic=DLQ, partition=0, offset=n, key=f"evt-{n}".encode()))
+    cluster = Cluster(records)
+    install(monkeypatch, cluster)
+    from consumer.config.settings import Settings
+    from consumer.sre.dlq_read import Filters
+    from consumer.sre.replay import ReplayPlan, Verdict, run_replay
+
+    summary = run_replay(Settings(kafka_topics=["transactions"]), ReplayPlan(DLQ, "g", Filters(), dry_run=True))
+    assert summary.verdicts[Verdict.REPLAY] == 6
+    for counter in (summary.by_campaign, summary.by_code):
+        assert len(counter) == 3 and counter["(other)"] == 4 and sum(counter.values()) == 6, counter
+
+
+def test_a_kafka_refusal_takes_back_the_count_its_record_had_in_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from consumer.sre.replay import Refusal, ReplaySummary, Verdict
+    from tests.unit.sre.test_dlq_filters import letter
+
+    monkeypatch.setattr(dlq_read, "MAX_DISTINCT", 2)
+    summary = ReplaySummary()
+    letters = [letter(replace(TOKEN_FAILURE, campaign_id=_campaign(n), code=13001 + n), offset=n) for n in range(3)]
+    for each in letters:
+        summary.verdicts[Verdict.REPLAY] += 1
+        summary.add_replay(each, "transactions", None)
+    assert summary.by_campaign["(other)"] == 1
+    summary.refused_by_kafka(Refusal(letters[2], "transactions", "MSG_SIZE_TOO_LARGE"), None)
+    assert "(other)" not in summary.by_campaign and "(other)" not in summary.by_code
+    assert sum(summary.by_campaign.values()) == sum(summary.by_code.values()) == 2
+
