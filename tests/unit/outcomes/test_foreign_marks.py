@@ -150,6 +150,17 @@ class _Recording(_Client):
         return Pipe()
 
 
+def _queue_with_a_foreign_key_at_t0() -> tuple[_Recording, FakeProducer, DeadLetterQueue, list[float]]:
+    """A dead-letter queue whose marks keys of t[0] hold what it did not write; `now[0]` its clock."""
+    key = dead_letter_key("p", "g:dlq", *TP0)
+    client = _Recording({key, key + ":sending"})
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: False)
+    producer = FakeProducer()
+    now = [1_000.0]
+    return client, producer, DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0]), now
+
+
 def test_a_foreign_marks_key_of_one_partition_leaves_the_other_partitions_marks_working() -> None:
     """Found with the item above: the partition consumed without its marks still had its
     dead-letters looked up, noted and marked in the one pipeline of every poll turn, whose WRONGTYPE
@@ -158,13 +169,7 @@ def test_a_foreign_marks_key_of_one_partition_leaves_the_other_partitions_marks_
     from consumer.ingest.records import InboundRecord
     from consumer.outcomes.deadletter import Failure
 
-    key = dead_letter_key("p", "g:dlq", *TP0)
-    client = _Recording({key, key + ":sending"})
-    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
-                                 previous_release=lambda: False)
-    producer = FakeProducer()
-    now = [1_000.0]
-    dlq = DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0])
+    client, producer, dlq, now = _queue_with_a_foreign_key_at_t0()
     dlq.assigned([TP0, TP1])
     done: list[tuple[str, int]] = []
     for tp in (TP0, TP1):
@@ -214,13 +219,7 @@ def test_a_revoked_partition_whose_marks_key_is_foreign_pauses_no_other_partitio
     from consumer.ingest.records import InboundRecord
     from consumer.outcomes.deadletter import Failure
 
-    key = dead_letter_key("p", "g:dlq", *TP0)
-    client = _Recording({key, key + ":sending"})
-    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
-                                 previous_release=lambda: False)
-    producer = FakeProducer()
-    now = [1_000.0]
-    dlq = DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0])
+    client, producer, dlq, now = _queue_with_a_foreign_key_at_t0()
     dlq.assigned([TP0, TP1])
     dlq.committed({TP0: 8, TP1: 8})  # the revoke's last commit of t[0], and t[1]'s
     dlq.forget({TP0})  # revoked
