@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -260,7 +260,10 @@ class DeadLetterQueue:
         self._unchecked: list[_Pending] = []  # waiting for the marks' lookup in the next poll()
         self._acknowledged: list[tuple[Origin, str]] = []  # to mark in the next poll(), with their reasons
         # Offset -> the mark of our partitions' records dead-lettered before, loaded at assignment.
-        self._before: OwnedMarks[Mark] = OwnedMarks(self._load_partition, without=self._without_marks)
+        # A partition whose marks cannot load, however long it waits, is fetched without them.
+        self._before: OwnedMarks[Mark] = OwnedMarks(self._load_partition, without=partial(
+            go_on_without, log, "dead-letter marks", "a record of it dead-lettered before a restart or rebalance, "
+            "read again, is judged again (a second dead-letter, or sent if what failed it is over)", on_marks_error))
         self._ended_again = 0  # records read again that `read_again` ended, since the last poll()
         self._clock = clock  # the marks' pauses
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
@@ -280,7 +283,8 @@ class DeadLetterQueue:
         # Read once: a retried dead-letter must not read a Kafka message's headers again.
         pending = _Pending(InboundRecord.of(message), failure, on_done, counts=counts)
         pending.generation = self._generations.get((pending.message.topic(), pending.message.partition()), 0)
-        if self.marks is None or (pending.message.topic(), pending.message.partition()) in self._before.without:
+        without = self._before.without
+        if self.marks is None or (without and (pending.message.topic(), pending.message.partition()) in without):
             self._produce(pending)  # (a partition consumed without its marks: its key fails every call)
             return
         pending.origin = Origin.of(pending.message)
@@ -307,15 +311,6 @@ class DeadLetterQueue:
         assert self.marks is not None
         # A mark of the previous version has no reason: its record is judged again, as it was.
         return {offset: mark for offset, mark in self.marks.load(tp).items() if mark.reason is not None}
-
-    def _without_marks(self, tp: TopicPartition, exc: Exception) -> bool:
-        """A partition whose marks failed to load: fetched without them unless waiting can end it."""
-        if not go_on_without(log, "dead-letter marks", tp, exc, "a record of it dead-lettered before a restart "
-                             "or rebalance, read again, is judged again (a second dead-letter, or sent if what "
-                             "failed it is over)"):
-            return False  # an outage: the load raises it, `_marks_failed` counts it
-        self._on_marks_error()
-        return True
 
     def _load_marks(self) -> None:
         if self.marks is None or not self._before.unloaded or self._clock() < self._marks_paused_until:

@@ -101,15 +101,18 @@ class OwnedMarks(Generic[V]):
                     del self._marks[tp]
 
 
-def go_on_without(log: logging.Logger, what: str, tp: TopicPartition, exc: Exception, cost: str) -> bool:
-    """For `OwnedMarks(without=...)`: whether a partition whose `what` ("dead-letter marks") failed
-    to load with `exc` is consumed without them. Not after an outage (it ends: the partition waits
-    for its marks). After a failure no wait ends (Redis answered that the key holds what this
-    consumer did not write, or the store could not read what is stored), a warning says which key,
-    what is wrong with it and what to do (the StateStoreError's words, which name the key), and
-    `cost`: what being without them may do."""
+def go_on_without(log: logging.Logger, what: str, cost: str, on_error: Callable[[], None],
+                  tp: TopicPartition, exc: Exception) -> bool:
+    """For `OwnedMarks(without=partial(go_on_without, log, what, cost, on_error))`: whether a
+    partition whose `what` ("dead-letter marks") failed to load with `exc` is consumed without
+    them. Not after an outage (it ends: the partition waits for its marks; the caller's pause
+    counts it). After a failure no wait ends (Redis answered that the key holds what this consumer
+    did not write, or the store could not read what is stored), `on_error` counts it, and a
+    warning says which key, what is wrong with it and what to do (the StateStoreError's words,
+    which name the key), and `cost`: what being without them may do."""
     if passes(exc):
         return False
+    on_error()
     topic, partition = tp
     # Our own words; only the type of anything else, which may quote what was stored.
     shown = exc if isinstance(exc, StateStoreError) else \

@@ -53,6 +53,7 @@ import time
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -378,7 +379,11 @@ class ReceiptWriter:
         self.marks = marks
         self.already_receipted = 0  # records read again whose receipt was acknowledged before
         # Offset -> fingerprint of the marks of our partitions, loaded at assignment.
-        self._receipted: OwnedMarks[str] = OwnedMarks(self._load_partition, without=self._without_marks)
+        # A partition whose marks cannot load, however long it waits, goes on without them, and
+        # its failure pauses no other partition's marks.
+        self._receipted: OwnedMarks[str] = OwnedMarks(self._load_partition, without=partial(
+            go_on_without, log, "receipt marks", "a record of it read again after a rebalance or restart may get "
+            "a second receipt", on_marks_error))
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
@@ -404,8 +409,9 @@ class ReceiptWriter:
         past it) is dropped: the copy read again writes the receipt of its origin."""
         outcome = receipt_outcome(kind)
         # None for a partition consumed without its marks (`OwnedMarks.without`): its key fails every call.
+        without = self._receipted.without  # empty but after a foreign key: no lookup per record
         origin = _origin(message) if self.marks is not None \
-            and (message.topic(), message.partition()) not in self._receipted.without else None
+            and not (without and (message.topic(), message.partition()) in without) else None
         if origin is not None and (self._receipted.of((origin.topic, origin.partition)) or {}).get(origin.offset) \
                 == origin.fingerprint:
             self.already_receipted += 1  # read again after a rebalance or a restart: it has its receipt
@@ -441,15 +447,6 @@ class ReceiptWriter:
     def _load_partition(self, tp: TopicPartition) -> dict[int, str]:
         assert self.marks is not None
         return self.marks.receipted(self.group, tp)
-
-    def _without_marks(self, tp: TopicPartition, exc: Exception) -> bool:
-        """A partition whose marks failed to load for good (not an outage): it goes on without
-        them, and its failure pauses no other partition's marks."""
-        if not go_on_without(log, "receipt marks", tp, exc, "a record of it read again after a rebalance or "
-                             "restart may get a second receipt"):
-            return False  # an outage: the load raises it, `_marks_failed` counts it
-        self._on_marks_error()
-        return True
 
     def _load_marks(self) -> None:
         if self.marks is None or not self._receipted.unloaded or self._marks_paused():
