@@ -32,9 +32,13 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 # non-breaking and narrow ones), dots, hyphens and dashes, slashes, brackets, and `+` (a space in
 # a form-encoded query: `to=0532+123+45+67`). Also what nobody sees there, which would otherwise cut
 # the digits into runs too short to be a number: control characters (NUL, ESC, DEL), a soft hyphen,
-# zero-width characters and joiners, bidirectional marks and controls, a byte order mark.
+# zero-width characters and joiners, bidirectional marks and controls, a byte order mark. And the
+# marks written on a digit, which leave it readable: combining accents and lines (the general blocks,
+# and Arabic's, whose digits the phone library reads), the keycap (`5️⃣`) and variation selectors.
 _SEPARATOR_CHARS = (r"\s.\-/()+\u2010-\u2015\u2212"
-                    r"\x00-\x08\x0e-\x1b\x7f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff")
+                    r"\x00-\x08\x0e-\x1b\x7f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+                    r"\u0300-\u036f\u064b-\u065f\u0670\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f"
+                    r"\U000e0100-\U000e01ef")
 _SEPARATOR = "[" + _SEPARATOR_CHARS + "]"
 # A phone-like run: an optional + or 00, then at least MIN_PHONE_DIGITS digits (any script: the
 # phone library reads Arabic-Indic and full-width digits too) with up to 4 separator characters between

@@ -321,3 +321,21 @@ def test_a_number_cut_by_invisible_characters_is_masked(mark: str) -> None:
     for text in (f"to +90532{mark}123{mark}4567 failed", f"to '+90532{escaped}123{escaped}4567' failed"):
         output = redact_phones(text)
         assert "4567" not in output and "90532" not in output, (text, output)
+
+
+# Marks written on a digit (a combining underline or accent, a keycap `5️⃣`: a variation selector
+# and the combining keycap) leave each digit readable to a person.
+COMBINING = ["\u0332", "\u0301", "\u20e3", "\ufe0f\u20e3", "\ufe0f", "\u1ab0", "\u1dc0", "\ufe20", "\u0651"]
+
+
+@pytest.mark.parametrize("mark", COMBINING)
+def test_a_number_whose_digits_carry_combining_marks_is_masked(mark: str) -> None:
+    """Noticed in review: `0̲5̲3̲2̲1̲2̲3̲4̲5̲6̲7̲` (and keycap digits) was left in clear: the marks were
+    no separators, and cut the digits into runs of one."""
+    escaped = mark.encode("unicode_escape").decode("ascii")
+    number = "05321234567"
+    for joined in (mark, escaped):
+        text = f"to {joined.join(number)}{joined} failed"
+        output = redact_phones(text)
+        digits = [char for char in output.replace(joined, "") if char.isdigit()]
+        assert len(digits) <= 3, (text, output)  # the mask's `0********67`
