@@ -180,7 +180,8 @@ class HealthProbe:
         self._origins_thread: threading.Thread | None = None  # the check running, one at a time
         self._origins_unread: str | None = None  # why the origins could not be read, as last said
         self._eviction_problem: str | None = None
-        self._masters_failed: list[str] = []  # Redis Cluster masters that did not answer, as last said
+        # Redis Cluster masters that did not answer, and whether the cluster was down, as last said
+        self._masters_failed: tuple[list[str], bool] = ([], False)
         self._stop = threading.Event()
         self._thread = long_lived(self._run, name="health-probe", role="health_probe")
 
@@ -273,30 +274,56 @@ class HealthProbe:
             except REDIS_ERRORS as exc:
                 failed[node.name] = exc
         names = sorted(failed)
-        if names != self._masters_failed:
-            listed = ", ".join(names)
-            if not failed:
-                log.info("every Redis Cluster master answers again")
-            elif len(failed) == len(masters):
-                log.error("%s; nothing is sent or committed until they answer",
-                          describe(failed[names[0]], f"the health check of every Redis Cluster master ({listed})"))
-            else:
-                answering = sorted(n.name for n in masters if n.name not in failed)
-                one = len(names) == 1
-                log.error("%s; %s (%s) and the keys in their slots still serve, but whatever needs the slots of %s "
-                          "waits (a batch with an event or phone whose bucket is there, the dead-letter and receipt "
-                          "marks of partitions whose keys are there, a throttle or circuit kept there) until %s "
-                          "(after the cluster's cluster-node-timeout); not ready meanwhile. Check that node and its "
-                          "replica: CLUSTER NODES on a master that answers shows whether it is marked fail and who "
-                          "took over",
-                          describe(failed[names[0]], f"the health check of Redis Cluster master{'' if one else 's'} "
-                                                     f"{listed}"),
-                          "the other master answers" if len(answering) == 1
-                          else f"the other {len(answering)} masters answer", ", ".join(answering),
-                          f"master {listed}" if one else f"masters {listed}",
-                          "it answers or its replica takes over" if one else "they answer or their replicas take over")
-        self._masters_failed = names
+        answering = [n for n in masters if n.name not in failed]
+        # Whether the others still serve their keys: once the cluster has marked the silent master
+        # failed (cluster-node-timeout), a cluster that requires full coverage (Redis's default)
+        # refuses every key (CLUSTERDOWN) until its replica takes over, though PING still answers.
+        down = bool(failed and answering) and self._cluster_down(answering[0])
+        said = (names, down)
+        if said != self._masters_failed:
+            self._say_masters(failed, names, answering, down)
+        self._masters_failed = said
         self.health.redis_ok = not failed
+
+    def _cluster_down(self, node: Any) -> bool:
+        """Whether a master that answers says the cluster is down (CLUSTER INFO cluster_state:fail);
+        False when it cannot say (the pings' verdict stands)."""
+        cluster: Any = self.redis
+        try:
+            info = cluster.execute_command("CLUSTER INFO", target_nodes=node)
+        except REDIS_ERRORS:
+            return False
+        return isinstance(info, dict) and str(info.get("cluster_state", "ok")) == "fail"
+
+    def _say_masters(self, failed: dict[str, BaseException], names: list[str], answering: list[Any],
+                     down: bool) -> None:
+        """One line when the masters that do not answer change (or the cluster goes down or up)."""
+        listed = ", ".join(names)
+        if not failed:
+            log.info("every Redis Cluster master answers again")
+            return
+        if not answering:
+            log.error("%s; nothing is sent or committed until they answer",
+                      describe(failed[names[0]], f"the health check of every Redis Cluster master ({listed})"))
+            return
+        one = len(names) == 1
+        which = f"master {listed}" if one else f"masters {listed}"
+        until = "it answers or its replica takes over" if one else "they answer or their replicas take over"
+        others = ("the other master answers" if len(answering) == 1
+                  else f"the other {len(answering)} masters answer") + f" ({', '.join(n.name for n in answering)})"
+        cause = describe(failed[names[0]], f"the health check of Redis Cluster {which}")
+        if down:
+            log.error("%s; %s, but the cluster has marked it failed and refuses every key (CLUSTERDOWN: "
+                      "cluster_state:fail, its slots have no master): nothing is sent or committed until %s; not "
+                      "ready meanwhile. Check that node and its replica: CLUSTER NODES on a master that answers "
+                      "shows them (a master without a replica is not replaced: restart it)", cause, others, until)
+            return
+        log.error("%s; %s and the keys in their slots still serve, but whatever needs the slots of %s waits (a "
+                  "batch with an event or phone whose bucket is there, the dead-letter and receipt marks of "
+                  "partitions whose keys are there, a throttle or circuit kept there) until %s (after the "
+                  "cluster's cluster-node-timeout); not ready meanwhile. Check that node and its replica: CLUSTER "
+                  "NODES on a master that answers shows whether it is marked fail and who took over",
+                  cause, others, which, until)
 
     def _check_memory(self) -> None:
         """Redis memory use for the alert, and the eviction policy again: it can change at run time."""

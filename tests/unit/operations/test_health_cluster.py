@@ -31,6 +31,7 @@ class _Cluster(redis.RedisCluster):
         self.masters = [_Node(m) for m in masters]
         self.down: set[str] = set()
         self.pinged: list[str] = []
+        self.state = "ok"  # CLUSTER INFO's cluster_state
 
     def get_primaries(self) -> list[_Node]:  # type: ignore[override]
         return list(self.masters)
@@ -38,9 +39,11 @@ class _Cluster(redis.RedisCluster):
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         # Without target_nodes, a keyless PING goes to the one node redis-py picks (at random): here the first.
         node = kwargs.get("target_nodes") or self.masters[0]
-        self.pinged.append(node.name)
         if node.name in self.down:
             raise redis.TimeoutError(f"Timeout reading from {node.name}")
+        if args == ("CLUSTER INFO",):
+            return {"cluster_state": self.state, "cluster_slots_ok": 16384}
+        self.pinged.append(node.name)
         return True
 
     def __del__(self) -> None:
@@ -106,3 +109,22 @@ def test_a_second_master_not_answering_is_said_too(caplog: pytest.LogCaptureFixt
     assert not health.redis_ok
     assert "masters 10.0.0.1:6379, 10.0.0.3:6379" in line and "the other master answers (10.0.0.2:6379)" in line
     assert "until they answer or their replicas take over" in line
+
+
+def test_a_cluster_that_marked_the_master_failed_is_said_to_refuse_every_key(caplog: pytest.LogCaptureFixture) -> None:
+    """Once the cluster marks the silent master failed (cluster-node-timeout), a cluster requiring
+    full coverage (Redis's default) refuses every key until its replica takes over: the other
+    masters answer PING, but no longer serve their keys. Said when it happens."""
+    cluster = _Cluster(["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"])
+    health, probe = _probe(cluster)
+    cluster.down = {"10.0.0.2:6379"}
+    probe._check_redis()
+    cluster.state = "fail"
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="consumer.operations.health"):
+        probe._check_redis()
+        probe._check_redis()
+    [line] = [r.getMessage() for r in caplog.records]
+    assert not health.redis_ok and "master 10.0.0.2:6379" in line
+    assert "refuses every key (CLUSTERDOWN" in line and "nothing is sent or committed until it answers" in line
+    assert "still serve" not in line and "CLUSTER NODES" in line
