@@ -7,8 +7,9 @@
               not)
     /readyz   ready: joined the consumer group (an assignment arrived, possibly empty: a replica
               beyond the partition count is healthy and must not block a rollout), Kafka and
-              Redis reachable, the schema registry answering, the Pisano circuit closed, no
-              record waiting for an outcome longer than STUCK_RECORD_MS, not shutting down
+              Redis reachable (on a cluster, every master: `_check_masters`), the schema
+              registry answering, the Pisano circuit closed, no record waiting for an outcome
+              longer than STUCK_RECORD_MS, not shutting down
     /metrics  Prometheus text format
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumer.config.secrets import mask_urls_in_text
@@ -178,6 +180,8 @@ class HealthProbe:
         self._origins_thread: threading.Thread | None = None  # the check running, one at a time
         self._origins_unread: str | None = None  # why the origins could not be read, as last said
         self._eviction_problem: str | None = None
+        # Redis Cluster masters that did not answer, and whether the cluster was down, as last said
+        self._masters_failed: tuple[list[str], bool] = ([], False)
         self._stop = threading.Event()
         self._thread = long_lived(self._run, name="health-probe", role="health_probe")
 
@@ -232,6 +236,12 @@ class HealthProbe:
         return now
 
     def _check_redis(self) -> None:
+        if isinstance(self.redis, redis.RedisCluster):
+            cluster: Any = self.redis  # redis-py's cluster methods are untyped
+            masters = list(cluster.get_primaries())
+            if masters:  # none known: the client has no slot map yet, the ping below says why
+                self._check_masters(masters)
+                return
         cause = ""
         try:
             self.redis.ping()
@@ -246,6 +256,74 @@ class HealthProbe:
             else:
                 log.error("%s; nothing is sent or committed until it answers", cause)
         self.health.redis_ok = ok
+
+    def _check_masters(self, masters: list[Any]) -> None:
+        """Redis Cluster: every master pinged. A keyless PING goes to one node the client picks at
+        random, so with one master not answering the verdict flipped from round to round, and a
+        round that picked it said nothing could be sent, though the other masters serve their
+        slots. Not ready while any master does not answer: a batch's claim (its ids' and phones'
+        buckets, spread over every master) and the partitions whose marks are there wait for it,
+        so this replica cannot do its work (README "Health": Redis reachable). Said once per
+        change of which masters do not answer. Pinged through the cluster client: a failed ping
+        has it read the slot map again, so once a replica took over, the next round pings it."""
+        cluster: Any = self.redis  # redis-py's cluster methods are untyped
+        failed: dict[str, BaseException] = {}
+        for node in masters:
+            try:
+                cluster.execute_command("PING", target_nodes=node)
+            except REDIS_ERRORS as exc:
+                failed[node.name] = exc
+        names = sorted(failed)
+        answering = [n for n in masters if n.name not in failed]
+        # Whether the others still serve their keys: once the cluster has marked the silent master
+        # failed (cluster-node-timeout), a cluster that requires full coverage (Redis's default)
+        # refuses every key (CLUSTERDOWN) until its replica takes over, though PING still answers.
+        down = bool(failed and answering) and self._cluster_down(answering[0])
+        said = (names, down)
+        if said != self._masters_failed:
+            self._say_masters(failed, names, answering, down)
+        self._masters_failed = said
+        self.health.redis_ok = not failed
+
+    def _cluster_down(self, node: Any) -> bool:
+        """Whether a master that answers says the cluster is down (CLUSTER INFO cluster_state:fail);
+        False when it cannot say (the pings' verdict stands)."""
+        cluster: Any = self.redis
+        try:
+            info = cluster.execute_command("CLUSTER INFO", target_nodes=node)
+        except REDIS_ERRORS:
+            return False
+        return isinstance(info, dict) and str(info.get("cluster_state", "ok")) == "fail"
+
+    def _say_masters(self, failed: dict[str, BaseException], names: list[str], answering: list[Any],
+                     down: bool) -> None:
+        """One line when the masters that do not answer change (or the cluster goes down or up)."""
+        listed = ", ".join(names)
+        if not failed:
+            log.info("every Redis Cluster master answers again")
+            return
+        if not answering:
+            log.error("%s; nothing is sent or committed until they answer",
+                      describe(failed[names[0]], f"the health check of every Redis Cluster master ({listed})"))
+            return
+        one = len(names) == 1
+        which = f"master {listed}" if one else f"masters {listed}"
+        until = "it answers or its replica takes over" if one else "they answer or their replicas take over"
+        others = ("the other master answers" if len(answering) == 1
+                  else f"the other {len(answering)} masters answer") + f" ({', '.join(n.name for n in answering)})"
+        cause = describe(failed[names[0]], f"the health check of Redis Cluster {which}")
+        if down:
+            log.error("%s; %s, but the cluster has marked it failed and refuses every key (CLUSTERDOWN: "
+                      "cluster_state:fail, its slots have no master): nothing is sent or committed until %s; not "
+                      "ready meanwhile. Check that node and its replica: CLUSTER NODES on a master that answers "
+                      "shows them (a master without a replica is not replaced: restart it)", cause, others, until)
+            return
+        log.error("%s; %s and the keys in their slots still serve, but whatever needs the slots of %s waits (a "
+                  "batch with an event or phone whose bucket is there, the dead-letter and receipt marks of "
+                  "partitions whose keys are there, a throttle or circuit kept there) until %s (after the "
+                  "cluster's cluster-node-timeout); not ready meanwhile. Check that node and its replica: CLUSTER "
+                  "NODES on a master that answers shows whether it is marked fail and who took over",
+                  cause, others, which, until)
 
     def _check_memory(self) -> None:
         """Redis memory use for the alert, and the eviction policy again: it can change at run time."""

@@ -403,15 +403,24 @@ class DeadLetterQueue:
         if self._marks_away and self._clock() < self._marks_paused_until:
             self._unchecked = pending
             return
+        marks = self.marks
         seen = [False] * len(pending)
         if self._clock() >= self._marks_paused_until:
+            # Not those of a partition consumed without its marks (its key fails every call), and a
+            # key found foreign by this call takes its own partition out, not every partition's
+            # marks (`OwnedMarks.isolating`): its records are not looked up (None).
+            asked = [(n, p.origin) for n, p in enumerate(pending)
+                     if p.origin is not None and self._with_marks(p.origin)]
             try:
-                seen = self.marks.seen([p.origin for p in pending if p.origin is not None])
+                found = self._before.isolating(marks.seen, [origin for _, origin in asked], _partition)
             except Exception as exc:  # an outage (they wait), or a stored value no one expected
                 self._marks_failed("read", exc)
                 if self._marks_away:
                     self._unchecked = pending
                     return
+            else:
+                for (n, _), before in zip(asked, found, strict=True):
+                    seen[n] = bool(before)
         fresh: list[_Pending] = []
         for item, before in zip(pending, seen, strict=True):
             if before:
@@ -423,12 +432,15 @@ class DeadLetterQueue:
         # Noted before they are produced: a replica killed before their acknowledgement leaves
         # records the next owner dead-letters again (a second copy, maybe), never sends. Not an
         # ambiguous one: its event id's unknown mark keeps it from being sent, and its second pass
-        # dead-letters it again with the attempt id `replay` needs (a note does not hold it).
+        # dead-letters it again with the attempt id `replay` needs (a note does not hold it). Not
+        # one of a partition consumed without its marks (its key, foreign, fails every call).
         noted = [(p.origin, p.failure.reason) for p in fresh
-                 if p.origin is not None and p.failure.reason != "ambiguous"]
+                 if p.origin is not None and p.failure.reason != "ambiguous" and self._with_marks(p.origin)]
         if noted and self._clock() >= self._marks_paused_until:
             try:
-                self.marks.sending([origin for origin, _ in noted], [reason for _, reason in noted])
+                self._before.isolating(lambda part: marks.sending([origin for origin, _ in part],
+                                                                  [reason for _, reason in part]),
+                                       noted, _noted_partition)
             except Exception as exc:  # an outage (they wait), or a stored value no one expected
                 self._marks_failed("write", exc)
                 if self._marks_away:
@@ -456,17 +468,27 @@ class DeadLetterQueue:
     def _write_marks(self) -> None:
         acknowledged, self._acknowledged = self._acknowledged, []
         commits = self._commits.due()
-        without = self._before.without
-        if without:  # partitions consumed without their marks: their key would fail the whole call
-            acknowledged = [(o, r) for o, r in acknowledged if (o.topic, o.partition) not in without]
-            commits = {tp: offset for tp, offset in commits.items() if tp not in without}
+        # Partitions consumed without their marks: their key would fail the whole call.
+        acknowledged = [(o, r) for o, r in acknowledged if self._with_marks(o)]
         if self.marks is None or (not acknowledged and not commits) or self._clock() < self._marks_paused_until:
             return  # paused: these records may get a second copy if read again
+        marks = self.marks
         try:
-            self.marks.mark([origin for origin, _ in acknowledged], [reason for _, reason in acknowledged])
-            self.marks.forget_below(commits)
-        except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
+            # A key found foreign by a call takes its own partition out (`OwnedMarks.isolating`),
+            # so the other partitions' marks are written, and their commits' removals made.
+            self._before.isolating(lambda part: marks.mark([origin for origin, _ in part],
+                                                           [reason for _, reason in part]),
+                                   acknowledged, _noted_partition)
+            without = self._before.without  # taken again: the marks' call may have added one
+            due = [(tp, offset) for tp, offset in commits.items() if tp not in without]
+            self._before.isolating(lambda part: marks.forget_below(dict(part)), due, _point_partition)
+        except Exception as exc:  # an outage: only the marks pause
             self._marks_failed("write", exc)
+
+    def _with_marks(self, origin: Origin) -> bool:
+        """Whether `origin`'s partition is in the marks' calls (not consumed without its marks)."""
+        without = self._before.without
+        return not without or (origin.topic, origin.partition) not in without
 
     def _marks_failed(self, what: str, exc: Exception) -> None:
         self._on_marks_error()
@@ -598,6 +620,18 @@ class DeadLetterQueue:
         if self._on_failure:
             self._on_failure()
         self._failed.add(why, backoff, _context(pending.message))
+
+
+def _partition(origin: Origin) -> TopicPartition:
+    return origin.topic, origin.partition
+
+
+def _noted_partition(noted: tuple[Origin, str]) -> TopicPartition:
+    return noted[0].topic, noted[0].partition
+
+
+def _point_partition(point: tuple[TopicPartition, int]) -> TopicPartition:
+    return point[0]
 
 
 def _minimal_headers(message: Any, failure: Failure) -> list[tuple[str, bytes]]:

@@ -6,12 +6,17 @@ is assigned a partition loads its marks once, then asks this copy, in memory, ab
 reads: whether it ended before (dead-lettered, or given its receipt) on a pass a restart or a
 rebalance cut short. The copy is trimmed below confirmed commits, like the marks in Redis, and
 dropped with the partition.
+
+A partition whose key holds what this consumer did not write (WRONGTYPE) is left out of the marks'
+calls, found at its load or, when the key turned foreign later, by the call it failed
+(`isolating`): one call touching such a key fails whole, so leaving it in would pause the marks of
+every partition, again after every pause.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from consumer.errors import StateStoreError
@@ -19,6 +24,8 @@ from consumer.state.dead_letters import TopicPartition
 from consumer.state.redis_errors import passes
 
 V = TypeVar("V")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class OwnedMarks(Generic[V]):
@@ -69,6 +76,43 @@ class OwnedMarks(Generic[V]):
             self.unloaded.discard(tp)
             self.without.discard(tp)  # its key mended: in the store's calls again
 
+    def isolating(self, call: Callable[[list[T]], Sequence[R] | None], items: Sequence[T],
+                  tp_of: Callable[[T], TopicPartition]) -> list[R | None]:
+        """`call(items)` (one pipelined call of the store), its replies by item (None for a call
+        that answers nothing). When it fails for a reason no wait ends (`without` says so: a key
+        that turned foreign after its partition's marks loaded, which a load would have found),
+        the call again one partition at a time: a partition whose own call fails so goes without
+        its marks, as at its load (one warning, counted), and its items' replies are None; the
+        others' calls are made, so their marks go on. An outage (here or in a partition's call)
+        is raised: the caller pauses, as before.
+
+        Only on that failure does it cost more round trips (one per partition, once: the
+        partition is left out of later calls). The writes made again (ZADD, PEXPIRE,
+        ZREMRANGEBYSCORE) are the same writes: the failed pipeline ran the others' already."""
+        try:
+            replies = call(list(items))
+        except Exception as exc:
+            if self._without is None or passes(exc):
+                raise
+        else:
+            return [None] * len(items) if replies is None else list(replies)
+        out: list[R | None] = [None] * len(items)
+        by_tp: dict[TopicPartition, list[int]] = {}
+        for n, item in enumerate(items):
+            by_tp.setdefault(tp_of(item), []).append(n)
+        for tp, indexes in by_tp.items():
+            try:
+                replies = call([items[n] for n in indexes])
+            except Exception as exc:
+                if not self._without(tp, exc):
+                    raise  # an outage meanwhile: the caller pauses
+                self.without.add(tp)
+                continue
+            if replies is not None:
+                for n, reply in zip(indexes, replies, strict=True):
+                    out[n] = reply
+        return out
+
     def of(self, tp: TopicPartition) -> dict[int, V] | None:
         """The marks of one of our partitions, None when it has none (the common case)."""
         return self._marks.get(tp) or None
@@ -104,9 +148,10 @@ class OwnedMarks(Generic[V]):
 def go_on_without(log: logging.Logger, what: str, cost: str, on_error: Callable[[], None],
                   tp: TopicPartition, exc: Exception) -> bool:
     """For `OwnedMarks(without=partial(go_on_without, log, what, cost, on_error))`: whether a
-    partition whose `what` ("dead-letter marks") failed to load with `exc` is consumed without
-    them. Not after an outage (it ends: the partition waits for its marks; the caller's pause
-    counts it). After a failure no wait ends (Redis answered that the key holds what this consumer
+    partition whose `what` ("dead-letter marks") failed to load with `exc`, or failed a read or
+    write of them after they loaded (`OwnedMarks.isolating`), is consumed without them. Not after
+    an outage (it ends: the partition waits for its marks, or its dead-letters for their notes;
+    the caller's pause counts it). After a failure no wait ends (Redis answered that the key holds what this consumer
     did not write, or the store could not read what is stored), `on_error` counts it, and a
     warning says which key, what is wrong with it and what to do (the StateStoreError's words,
     which name the key), and `cost`: what being without them may do."""
@@ -117,7 +162,9 @@ def go_on_without(log: logging.Logger, what: str, cost: str, on_error: Callable[
     # Our own words; only the type of anything else, which may quote what was stored.
     shown = exc if isinstance(exc, StateStoreError) else \
         f"{type(exc).__name__} on a stored value this consumer cannot read: delete the partition's {what} keys"
-    log.warning("the %s of %s[%d] cannot be read (%s); %s[%d] is consumed without them until it is assigned "
+    # "used": found at the load or by a later read or write (`OwnedMarks.isolating`); the
+    # StateStoreError's words say which and name the key.
+    log.warning("the %s of %s[%d] cannot be used (%s); %s[%d] is consumed without them until it is assigned "
                 "again: %s", what, topic, partition, shown, topic, partition, cost,
                 extra={"topic": topic, "partition": partition})
     return True

@@ -485,13 +485,17 @@ class ReceiptWriter:
         without = self._receipted.without
         if without:  # partitions consumed without their marks: their key would fail the whole call
             origins = [o for o in origins if (o.topic, o.partition) not in without]
-            commits = {tp: offset for tp, offset in commits.items() if tp not in without}
         if self.marks is None or (not origins and not commits) or self._marks_paused():
             return  # paused: these records may get a second receipt if read again
+        marks, group = self.marks, self.group
         try:
-            self.marks.mark(self.group, origins)
-            self.marks.forget_below(self.group, commits)
-        except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
+            # A key found foreign by a call takes its own partition out (`OwnedMarks.isolating`),
+            # so the other partitions' marks are written, and their commits' removals made.
+            self._receipted.isolating(lambda part: marks.mark(group, part), origins, _partition)
+            without = self._receipted.without  # taken again: the marks' call may have added one
+            due = [(tp, offset) for tp, offset in commits.items() if tp not in without]
+            self._receipted.isolating(lambda part: marks.forget_below(group, dict(part)), due, _point_partition)
+        except Exception as exc:  # an outage: only the marks pause
             self._marks_failed("write", exc)
 
     def _marks_paused(self) -> bool:
@@ -606,6 +610,14 @@ class ReceiptWriter:
         pending.attempts += 1
         self._retry.put(pending, time.monotonic() + backoff)
         self._failed.add(why, backoff)
+
+
+def _partition(origin: Origin) -> TopicPartition:
+    return origin.topic, origin.partition
+
+
+def _point_partition(point: tuple[TopicPartition, int]) -> TopicPartition:
+    return point[0]
 
 
 def first_receipts(receipts: Iterable[Receipt]) -> dict[tuple[str, int, int], Receipt]:

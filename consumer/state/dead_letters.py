@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -146,9 +146,10 @@ class PartitionMarks:
         """`scores`: each origin's, its offset when None."""
         if not origins:
             return
-        with translated(f"writing {self.what}"):
+        by_key = self.by_key(scope, origins)
+        with translated(f"writing {self.what}{named(by_key, len(by_key))}"):
             pipe = self.client.pipeline(transaction=False)
-            for key, indexes in self.by_key(scope, origins).items():
+            for key, indexes in by_key.items():
                 pipe.zadd(key, {origins[n].member: origins[n].offset if scores is None else scores[n]
                                 for n in indexes})
                 pipe.pexpire(key, self.horizon_ms)
@@ -160,13 +161,26 @@ class PartitionMarks:
         points, in the same round trip."""
         if not points:
             return
-        with translated(f"removing {self.what}"):
+        keys = {self.key(scope, *tp): offset for tp, offset in points.items()}
+        touched = [each for key in keys for each in ((key, beside(key)) if beside is not None else (key,))]
+        with translated(f"removing {self.what}{named(touched, len(keys))}"):
             pipe = self.client.pipeline(transaction=False)
-            for tp, offset in points.items():
-                key = self.key(scope, *tp)
+            for key, offset in keys.items():
                 for each in (key, beside(key)) if beside is not None else (key,):
                     pipe.zremrangebyscore(each, "-inf", f"({offset}")
             pipe.execute()
+
+
+def named(keys: Iterable[str], partitions: int) -> str:
+    """" (key K)" or " (keys K and L)" for a call over one partition's keys, else "": a foreign
+    key is found and deleted by that name. A call over one partition is the marks' isolation's
+    (consumer/outcomes/owned_marks.py `isolating`), the one whose failure says which partition's
+    key to delete; a call over several names none (naming them all would name keys that are
+    fine, and make an outage's one line a list of keys)."""
+    if partitions != 1:
+        return ""
+    keys = list(keys)
+    return f" (key {keys[0]})" if len(keys) == 1 else f" (keys {' and '.join(keys)})"
 
 
 def scored(members: Sequence[tuple[Any, Any]]) -> dict[int, tuple[str, float]]:
@@ -272,7 +286,9 @@ class RedisDeadLetterMarks:
             return []
         legacy = self.previous_release()
         by_key = self.sets.by_key(self.scope, origins)
-        with translated("reading dead-letter marks"):
+        # With 0.2.0's keys (one per record) the failed one is named by the client's error (its
+        # failed command), not here: naming only ours would have the wrong key deleted.
+        with translated(f"reading dead-letter marks{'' if legacy else named(by_key, len(by_key))}"):
             pipe = self.client.pipeline(transaction=False)
             for key, indexes in by_key.items():
                 pipe.zmscore(key, [origins[n].member for n in indexes])

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from consumer.operations.logs import redact_text
 from consumer.state.dead_letters import dead_letter_key
 from consumer.state.redis import Keys
-from tests.conftest import unique
+from tests.conftest import flushed_client, unique
 from tests.support.consumers import ConsumerProcess
 from tests.support.kafka import end_offsets, headers_of, produce, read_all
 from tests.support.runs import Run
@@ -47,8 +48,8 @@ def test_partitions_whose_marks_keys_are_foreign_are_consumed_to_the_end(
         run.wait_all_committed(60)  # before: partition 0 was never fetched
 
         text = second.log_text()
-        assert redact_text(f"the dead-letter marks of {run.topic}[0] cannot be read") in text
-        assert redact_text(f"the receipt marks of {run.topic}[1] cannot be read") in text
+        assert redact_text(f"the dead-letter marks of {run.topic}[0] cannot be used") in text
+        assert redact_text(f"the receipt marks of {run.topic}[1] cannot be used") in text
         # As the log line shows them: 7 digits in a row of a random name are masked as a phone could be
         assert redact_text(dead_letter_marks) in text and redact_text(receipt_marks) in text
         assert "delete that key" in text
@@ -102,6 +103,67 @@ def test_a_revoked_partition_whose_marks_keys_are_foreign_pauses_no_other_partit
     assert dlq._marks_paused_until == 0 and not writer._marks_paused()
     assert redis_client.zcard(kept) == 0 and redis_client.zcard(keys.receipts("g", *t1)) == 0  # t[1]'s went
     assert redis_client.get(foreign) == b"written by someone else"  # left as it was
+
+
+@pytest.mark.parametrize("variant", ["redis", "cluster"])
+def test_a_marks_key_turned_foreign_after_its_load_pauses_no_other_partitions_marks(
+        request: pytest.FixtureRequest, variant: str) -> None:
+    """On the real Redis and a Redis Cluster (their own WRONGTYPE, their own pipelines): t[0]'s
+    marks keys are written by someone else after t[0]'s marks loaded. Before, the one pipelined
+    lookup, note and mark of every poll turn failed whole, and the marks of t[1] and t[2] paused
+    30 s at a time, again after each pause (a record dead-lettered on them then was produced
+    unnoted and never marked: its next owner judged it again). Now t[0] alone goes without its
+    marks; the others' are written every turn (review of the marks; the mechanism's unit tests
+    are in tests/unit/outcomes/test_foreign_marks.py)."""
+    from consumer.ingest.records import InboundRecord
+    from consumer.outcomes.deadletter import MARKS_PAUSE_S, DeadLetterQueue, Failure
+    from consumer.outcomes.receipts import PhoneHasher, ReceiptCodec, ReceiptWriter
+    from consumer.state.dead_letters import RedisDeadLetterMarks
+    from consumer.state.receipt_marks import RedisReceiptMarks
+    from tests.support.fake_kafka import FakeProducer
+
+    client = flushed_client(request, variant)
+    keys, tps = Keys(PREFIX), [("t", 0), ("t", 1), ("t", 2)]
+    dead_letter_keys = [dead_letter_key(PREFIX, "g:dlq", *tp) for tp in tps]
+    receipt_keys = [keys.receipts("g", *tp) for tp in tps]
+    now, errors = [1_000.0], []  # type: ignore[var-annotated]
+    dead, receipted = FakeProducer(), FakeProducer()
+    dlq = DeadLetterQueue(dead, "dlq", clock=lambda: now[0], on_marks_error=lambda: errors.append("dl"),
+                          marks=RedisDeadLetterMarks(client, keys, horizon_s=600, group="g", dlq_topic="dlq",
+                                                     previous_release=lambda: False))
+    writer = ReceiptWriter(receipted, "receipts", group="g", hasher=PhoneHasher("s" * 20), codec=ReceiptCodec(),
+                           marks=RedisReceiptMarks(client, keys, horizon_s=600),
+                           on_marks_error=lambda: errors.append("rc"))
+    dlq.assigned(tps)
+    writer.assigned(tps)
+    assert not dlq._before.without and not writer._receipted.without  # loaded: the keys were ours
+    for key in (dead_letter_keys[0], dead_letter_keys[0] + ":sending", receipt_keys[0]):
+        client.set(key, "written by someone else")
+    done: list[tuple[str, int]] = []
+    try:
+        for turn in range(3):
+            for tp in tps:
+                record = InboundRecord(tp[0], tp[1], 10 + turn, b"k", f"v{turn}".encode(), [],
+                                       (1, 1_800_000_000_000))
+                dlq.send(record, Failure("throttled", "429"), lambda tp=tp: done.append(tp))  # type: ignore[misc]
+                writer.record(record, "expired", lambda tp=tp: done.append(tp))  # type: ignore[misc]
+            dlq.poll()  # looked up and noted, then produced
+            dead.poll()
+            receipted.poll()
+            dlq.poll()  # marked
+            writer.poll()
+            assert dlq._marks_paused_until == 0 and not writer._marks_paused(), turn  # before: paused
+            for n in (1, 2):  # every other partition's marks written, every turn
+                assert client.zcard(dead_letter_keys[n] + ":sending") == turn + 1, (turn, n)
+                assert client.zcard(dead_letter_keys[n]) == turn + 1, (turn, n)
+                assert client.zcard(receipt_keys[n]) == turn + 1, (turn, n)
+            now[0] += MARKS_PAUSE_S  # a pause, had there been one, would be over
+        assert len(done) == 18 and len(dead.produced) == 9 and len(receipted.produced) == 9  # each once
+        assert errors == ["dl", "rc"]  # one each, for t[0]'s keys
+        assert dlq._before.without == {tps[0]} and writer._receipted.without == {tps[0]}
+        assert client.get(dead_letter_keys[0]) == client.get(receipt_keys[0]) == b"written by someone else"
+    finally:
+        client.delete(dead_letter_keys[0], dead_letter_keys[0] + ":sending", receipt_keys[0])
 
 
 def _url(client: redis.Redis) -> str:

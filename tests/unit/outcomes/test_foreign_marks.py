@@ -42,13 +42,14 @@ class _Client:
 
         class Pipe:
             def __getattr__(self, name: str) -> Any:
-                return lambda key, *a, **k: touched.append(key)
+                return lambda key, *a, **k: touched.append((name, key))
 
             def execute(self) -> list[Any]:
                 client.reads += 1
-                bad = [n for n, key in enumerate(touched) if key in client.foreign]
+                bad = [(n, name, key) for n, (name, key) in enumerate(touched) if key in client.foreign]
                 if bad:
-                    raise redis.ResponseError(f"Command # {bad[0] + 1} (ZRANGE {touched[bad[0]]} 0 -1 WITHSCORES) "
+                    n, name, key = bad[0]
+                    raise redis.ResponseError(f"Command # {n + 1} ({name.upper()} {key} ...) "
                                               f"of pipeline caused error: {WRONGTYPE}")
                 return [[] for _ in touched]
 
@@ -267,3 +268,142 @@ def test_a_partition_assigned_again_is_loaded_again_and_its_mended_key_used() ->
     client.foreign.clear()  # an SRE deleted the key
     dlq.assigned([TP0])
     assert TP0 not in dlq._before.without and dlq.unloaded() == set()
+
+
+def _dead_letter(dlq: DeadLetterQueue, tp: tuple[str, int], offset: int, done: list[tuple[str, int]]) -> None:
+    from consumer.ingest.records import InboundRecord
+    from consumer.outcomes.deadletter import Failure
+
+    record = InboundRecord(tp[0], tp[1], offset, b"k", f"v{offset}".encode(), [], (1, 1_800_000_000_000))
+    dlq.send(record, Failure("throttled", "429"), lambda: done.append(tp))
+
+
+def test_a_dead_letter_marks_key_turned_foreign_after_its_load_stops_its_partitions_marks_only(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Found in the review of the marks: a key that turned foreign after its partition's marks
+    loaded (someone wrote it, another program sharing the prefix) failed the one pipelined lookup,
+    note and mark of every poll turn with WRONGTYPE: the marks of every partition paused
+    MARKS_PAUSE_S, then failed again, for as long as the key stayed. While paused, a record
+    dead-lettered on any partition was produced without its note and never marked: its next
+    owner judged it again (sent, what failed it being over). Now the partition whose key fails is
+    found and left out of the marks' calls, as at its load; the others' go on, every turn."""
+    from consumer.outcomes.deadletter import MARKS_PAUSE_S
+
+    key = dead_letter_key("p", "g:dlq", *TP0)
+    other = dead_letter_key("p", "g:dlq", *TP1)
+    client = _Recording(set())
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: False)
+    producer, now, errors = FakeProducer(), [1_000.0], []  # type: ignore[var-annotated]
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0],
+                          on_marks_error=lambda: errors.append("marks"))
+    dlq.assigned([TP0, TP1])
+    assert dlq.unloaded() == set() and not dlq._before.without  # both loaded: the key was ours then
+    client.foreign |= {key, key + ":sending"}  # then someone else wrote it
+    done: list[tuple[str, int]] = []
+    with caplog.at_level("WARNING", logger="consumer.outcomes.deadletter"):
+        for turn in range(4):
+            for tp in (TP0, TP1):
+                _dead_letter(dlq, tp, 10 + turn, done)
+            written = len(client.written)
+            dlq.poll()  # looked up and noted, then produced
+            producer.poll()  # acknowledged
+            dlq.poll()  # marked
+            assert client.written[written:] == [other + ":sending", other], turn  # t[1]'s, every turn
+            assert dlq._marks_paused_until == 0, turn  # before: every partition's marks paused
+            now[0] += MARKS_PAUSE_S  # a pause, had there been one, would be over
+    assert len(done) == 8 and len(producer.produced) == 8  # every record ended once
+    assert errors == ["marks"]  # counted once, for t[0]
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert key in line and "t[0]" in line and "delete that key" in line and "without them" in line
+    assert TP0 in dlq._before.without and TP1 not in dlq._before.without
+
+
+def test_a_dead_letter_marks_key_turned_foreign_after_its_load_fails_no_commit_points_of_the_others() -> None:
+    """The removal below a confirmed commit, a minute later, goes on for the others too."""
+    key = dead_letter_key("p", "g:dlq", *TP0)
+    other = dead_letter_key("p", "g:dlq", *TP1)
+    client = _Recording(set())
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: False)
+    now = [1_000.0]
+    dlq = DeadLetterQueue(FakeProducer(), "dlq", marks=marks, clock=lambda: now[0])
+    dlq.assigned([TP0, TP1])
+    client.foreign.add(key)
+    dlq.committed({TP0: 8, TP1: 8})
+    now[0] += 3600  # past MARKS_KEEP_S
+    dlq.poll()
+    assert dlq._marks_paused_until == 0 and TP0 in dlq._before.without
+    assert client.written == [other, other + ":sending"]
+
+
+def test_a_0_2_0_dead_letter_mark_key_holding_another_type_stops_its_partitions_lookups_only() -> None:
+    """During an upgrade the lookup also reads 0.2.0's per-record keys, `{p}:dl:<topic>:<partition>:<offset>`,
+    in the same pipeline: one of them holding another type failed the whole lookup, as above."""
+    legacy = Keys("p").dead_letter(*TP0, 10)
+    other = dead_letter_key("p", "g:dlq", *TP1)
+    client = _Recording(set())
+    marks = RedisDeadLetterMarks(client, Keys("p"), horizon_s=60, group="g", dlq_topic="dlq",
+                                 previous_release=lambda: True)
+    producer, now = FakeProducer(), [1_000.0]
+    dlq = DeadLetterQueue(producer, "dlq", marks=marks, clock=lambda: now[0])
+    dlq.assigned([TP0, TP1])
+    client.foreign.add(legacy)
+    done: list[tuple[str, int]] = []
+    for tp in (TP0, TP1):
+        _dead_letter(dlq, tp, 10, done)
+    dlq.poll()
+    producer.poll()
+    dlq.poll()
+    assert dlq._marks_paused_until == 0 and TP0 in dlq._before.without
+    assert client.written == [other + ":sending", other] and len(producer.produced) == 2
+
+
+def test_a_receipt_marks_key_turned_foreign_after_its_load_stops_its_partitions_marks_only() -> None:
+    from consumer.ingest.records import InboundRecord
+
+    keys = Keys("p")
+    client = _Recording(set())
+    producer, errors = FakeProducer(), []  # type: ignore[var-annotated]
+    writer = ReceiptWriter(producer, "receipts", group="g", hasher=PhoneHasher("s" * 20), codec=ReceiptCodec(),
+                           marks=RedisReceiptMarks(client, keys, horizon_s=60),
+                           on_marks_error=lambda: errors.append("marks"))
+    writer.assigned([TP0, TP1])
+    client.foreign.add(keys.receipts("g", *TP0))
+    done: list[tuple[str, int]] = []
+    for turn in range(3):
+        for tp in (TP0, TP1):
+            record = InboundRecord(tp[0], tp[1], 10 + turn, b"k", b"v", [], (1, 1_800_000_000_000))
+            writer.record(record, "expired", lambda tp=tp: done.append(tp))  # type: ignore[misc]
+        written = len(client.written)
+        producer.poll()
+        writer.poll()
+        assert client.written[written:] == [keys.receipts("g", *TP1)], turn  # t[1]'s receipts marked, every turn
+        assert not writer._marks_paused(), turn
+    assert len(done) == 6 and errors == ["marks"] and TP0 in writer._receipted.without
+
+
+def test_isolating_raises_an_outage_met_in_a_partitions_own_call_and_isolates_only_foreign_keys() -> None:
+    """`OwnedMarks.isolating`: after a failure no wait ends, each partition alone. A partition
+    whose own call meets an outage is not given up: the outage is raised (the caller pauses, its
+    dead-letters wait for Redis), as it would have been for the whole call."""
+    calls: list[list[tuple[str, int]]] = []
+
+    def call(part: list[tuple[str, int]]) -> list[str]:
+        calls.append(part)
+        with translated("writing marks"):
+            if TP0 in part:
+                raise redis.ResponseError(WRONGTYPE)
+            if len(calls) > 2:
+                raise redis.ConnectionError("refused")
+        return ["ok"] * len(part)
+
+    given_up: list[tuple[str, int]] = []
+    marks: OwnedMarks[str] = OwnedMarks(lambda tp: {}, without=lambda tp, exc: (given_up.append(tp), True)[1]
+                                        if not isinstance(exc.__cause__, redis.ConnectionError) else False)
+    assert marks.isolating(call, [TP1, TP0, TP1], lambda tp: tp) == ["ok", None, "ok"]
+    assert calls == [[TP1, TP0, TP1], [TP1, TP1], [TP0]] and given_up == [TP0] and marks.without == {TP0}
+    calls.clear()
+    with pytest.raises(StateStoreError):  # t[0] fails whole, then t[2] alone meets the outage
+        marks.isolating(call, [TP0, ("t", 2)], lambda tp: tp)
+    assert marks.without == {TP0}
