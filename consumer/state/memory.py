@@ -206,6 +206,11 @@ class MemoryDedup:
         with self._lock:
             return self._get(event_id, self.clock())
 
+    def states(self, event_ids: Sequence[str]) -> list[str | None]:
+        with self._lock:
+            now = self.clock()
+            return [self._get(event_id, now) for event_id in event_ids]
+
     def _expiry(self, now: int) -> int:
         return (now // self.slice_ms + 1) * self.slice_ms + self.horizon_ms
 
