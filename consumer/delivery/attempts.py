@@ -138,7 +138,8 @@ class Attempts:
 
         while True:
             ready = self.slots.ready(slot, renew, fresh=None if sent.attempts else fresh, heartbeat=beats,
-                                     screen=screened if screen is not None else None)
+                                     screen=screened if screen is not None else None,
+                                     on_pause=disarmed if disarm is not None else None)
             if ready.state == "stopped":
                 sent.abandoned = True
                 return sent

@@ -523,6 +523,11 @@ class MemoryLimiter:
             data = self.state.data
             data.pause_until = max(data.pause_until, self.clock() - data.skew + max(1, round(seconds * 1000)))
 
+    def paused_until_ms(self) -> int:
+        # Read from the shared state at once: in memory every replica knows what the script would tell it.
+        with self.state.lock:
+            return self.state.data.pause_until
+
     def utilisation(self) -> dict[RateWindow, float]:
         # By binary search over the ascending log, as utilisation.lua does: the metrics read this
         # every few seconds and the log may hold a million slots.
