@@ -134,6 +134,17 @@ class PisanoTransportError(PisanoError):
         self.retriable = not ambiguous
 
 
+class UnusableToken(PisanoTransportError):
+    """The token cannot go in the Authorization header (a line break, a space, a character that is
+    not printable ASCII): the request was never built, so nothing was sent, and no retry can build
+    it either. A configuration error on the token: dead-lettered, never `ambiguous`, never retried
+    (consumer/delivery/failures.py). Its message says what to fix and never holds the token."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ambiguous=False)
+        self.retriable = False
+
+
 class SlotMissed(PisanoTransportError):
     """The request was not sent: its first byte would have left `over_s` after the latest moment
     its throttle slot allowed (consumer/delivery/request_deadline.py). Nothing reached Pisano, and

@@ -138,7 +138,8 @@ class Attempts:
 
         while True:
             ready = self.slots.ready(slot, renew, fresh=None if sent.attempts else fresh, heartbeat=beats,
-                                     screen=screened if screen is not None else None)
+                                     screen=screened if screen is not None else None,
+                                     on_pause=disarmed if disarm is not None else None)
             if ready.state == "stopped":
                 sent.abandoned = True
                 return sent
@@ -216,7 +217,7 @@ class Attempts:
                 # Whether or not this request is retried: one dead-lettered at once (a Retry-After
                 # past PISANO_RETRY_BUDGET_MS, its last attempt) paused nothing, and the fleet went
                 # on sending into Pisano's throttle, each request refused, its events dead-lettered.
-                self._pause_fleet(delay)
+                self._pause_fleet(delay if retry_after is not None else max(delay, self._pause_floor_s()))
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
                     and time.monotonic() - started + delay < self.retry.budget_s:
                 # the backoff and the next slot may be long: a replica killed there sent nothing
@@ -284,6 +285,23 @@ class Attempts:
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("throttle").inc()
             log.error("could not pause the fleet's throttle: %s", exc)
+
+    def _pause_floor_s(self) -> float:
+        """The shortest pause for a 429 that says no Retry-After: the shortest window's period
+        plus the margin, of the configured windows (none: no throttle, nothing to pause). Pisano counts in
+        sliding windows, and a 429 says one of them is full at its count. The backoff alone
+        (jittered, from `PISANO_RETRY_BASE_MS`: often a few milliseconds) sent the fleet straight
+        back into the full window, each request heard 429 and paused the fleet for a moment again.
+        The shortest window is the soonest any window can have given a slot back: the one a burst
+        fills, and after its period, with nothing sent meanwhile, Pisano counts none of ours in it.
+        A longer window still binding answers 429 again then, and pauses the fleet again. Not the
+        limiter's own view of the windows: it granted the slot that heard 429, so Pisano counts
+        differently (another client on the token, a state Redis lost); the cap (`_pause_fleet`)
+        still applies, and is never shorter, the longest window being at least as long."""
+        windows = self.destination.limiter.windows
+        if not windows:
+            return 0.0
+        return (min(w.period_ms for w in windows) + self.destination.limiter.margin_ms) / 1000
 
     def _back_off(self, delay: float, beats: Heartbeat) -> bool:
         """Wait before retrying (after a 429 the whole fleet waits too: `_pause_fleet`); False when

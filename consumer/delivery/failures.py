@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from consumer.errors import PisanoApiError, PisanoError, PisanoTransportError
+from consumer.errors import PisanoApiError, PisanoError, PisanoTransportError, UnusableToken
 
 Scope = Literal["account", "request", "recipient"]
 Action = Literal["retry", "ambiguous", "dead_letter"]
@@ -100,6 +100,9 @@ STATUS_SCOPES: dict[int, Scope] = {
 
 
 def classify(error: PisanoError) -> Verdict:
+    if isinstance(error, UnusableToken):
+        # Nothing was sent (the header could not be built), and a retry would carry the same token.
+        return Verdict("dead_letter", "request", "transport_error")
     if isinstance(error, PisanoTransportError):
         if error.ambiguous:
             return Verdict("ambiguous", "request", "ambiguous")

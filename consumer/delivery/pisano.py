@@ -42,7 +42,7 @@ import httpx
 import orjson
 
 from consumer import __version__
-from consumer.config.secrets import mask_urls_in_text
+from consumer.config.secrets import check_token, mask_urls_in_text
 from consumer.config.tokens import StaticToken, TokenSource
 from consumer.delivery.request_deadline import (
     Deadline,
@@ -53,7 +53,7 @@ from consumer.delivery.request_deadline import (
     mark_head,
 )
 from consumer.delivery.resolution import ResolutionFailed, ResolutionTimeout
-from consumer.errors import PisanoApiError, PisanoTransportError, SlotMissed
+from consumer.errors import PisanoApiError, PisanoTransportError, SlotMissed, UnusableToken
 from consumer.ingest.mapping import Recipient
 
 MAX_ERROR_BODY_CHARS = 500
@@ -315,6 +315,7 @@ class PisanoClient:
         (nothing sent) when it would leave later, however long the connection took to set up."""
         started = time.monotonic()
         token = self.tokens.current()  # this request keeps it, whatever rotates meanwhile
+        _check_header_token(token)
         # Armed before the connection is asked for: connect, TLS, the body, the answer's status
         # line, headers and body all keep to it (module docstring).
         try:
@@ -387,3 +388,23 @@ class PisanoClient:
         self.tokens.close()
         self.http.close()
         self._deadlines.close()
+
+
+def _check_header_token(token: str) -> None:
+    """UnusableToken, before anything is sent, for a token the Authorization header cannot carry
+    as it is. Settings and every rotation check it (`check_token`), but a token source is any
+    object with `current()`: the HTTP library's refusal to build the header (UnicodeEncodeError,
+    an invalid header value) came out of the request as "it may have reached Pisano", so its
+    events ended `ambiguous` although nothing had left. The message is check_token's, which never
+    shows the token, with what to fix."""
+    try:
+        fit = check_token(token) == token  # surrounding whitespace would be sent as it is
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if fit:
+            return
+        problem = "the token has a space or a line break around it"
+    raise UnusableToken(f"not sent: the Pisano token cannot go in an HTTP header ({problem}); fix "
+                        "PISANO_API_TOKEN (or PISANO_API_TOKEN_FILE, the destination's api_token or api_token_file, "
+                        "or the token provider's secret), then replay these events")

@@ -195,12 +195,33 @@ class Sender:
             return False
         batch = self.batcher.take()
         if batch is not None and trip is not None:
-            self.report(Outcome("dead_letter", batch.events, Failure(
-                "pisano_error", f"not sent, circuit open: Pisano answered {trip.message}", code=trip.code,
-                http_status=trip.http_status, campaign_id=batch.campaign_id, attempts=0)))
+            events = self._skip_delivered(batch.events)
+            if events:
+                self.report(Outcome("dead_letter", events, Failure(
+                    "pisano_error", f"not sent, circuit open: Pisano answered {trip.message}", code=trip.code,
+                    http_status=trip.http_status, campaign_id=batch.campaign_id, attempts=0)))
         elif batch is not None:
             self.report(Outcome("requeue", batch.events))
         return True
+
+    def _skip_delivered(self, events: list[PendingEvent]) -> list[PendingEvent]:
+        """The events of a batch the open circuit refuses, less those already delivered: those end
+        `skipped`, as the claim would end them (`_claim`). Dead-lettered, a delivered event said
+        `pisano_error` of a survey its recipient had, and asked an SRE for a replay it did not need.
+        A peek, one round trip: nothing claimed, nothing sent. Redis away: the batch waits, as the
+        claim's failure makes it (fail closed), rather than end without the check."""
+        try:
+            states = self.dedup.states([e.recipient.event_id for e in events])
+        except StateStoreError as exc:
+            self.report(Outcome("requeue", events))
+            self.outage.failed("claim", exc)
+            return []
+        self.outage.recovered()
+        delivered = [e for e, state in zip(events, states, strict=True) if state == "d"]
+        if delivered:
+            self.metrics.duplicates_skipped.inc(len(delivered))
+            self.report(Outcome("skipped", delivered))
+        return [e for e, state in zip(events, states, strict=True) if state != "d"]
 
     def _campaign_short_circuit(self) -> bool:
         """If the campaign whose turn it is has an open circuit (it does not exist at Pisano, has

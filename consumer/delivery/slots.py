@@ -101,6 +101,9 @@ class Slot:
 
     at: float
     doubt: float = 0.0
+    # The slot on the fleet's clock, as the limiter granted it (None: not the limiter's, e.g. a
+    # test's): compared with the fleet's pause (`inside_pause`).
+    fleet_ms: int | None = None
 
     def late_s(self, now: float) -> float:
         """How long after the slot's earliest possible moment `now` is."""
@@ -114,7 +117,13 @@ class Slot:
     def of(cls, grant: Grant) -> Slot:
         """A granted slot on this process's clock: its wait counted from the reply's arrival,
         doubted by the call's round trip."""
-        return cls(grant.received_at + grant.wait_s, grant.round_trip_s)
+        return cls(grant.received_at + grant.wait_s, grant.round_trip_s, grant.slot_ms)
+
+    def inside_pause(self, limiter: Limiter) -> bool:
+        """Whether a 429 paused the fleet, after this slot was granted, past it: the limiter grants
+        no slot inside a pause it knows, so only a pause begun later can cover one (both on the
+        fleet's clock, so no round trip's doubt enters the comparison)."""
+        return self.fleet_ms is not None and self.fleet_ms < limiter.paused_until_ms()
 
 
 def lateness_allowed_s(limiter: Limiter) -> float | None:
@@ -221,6 +230,7 @@ class SlotReserver:
         # immediate slot (a claim of 5000 ids on a busy machine) would leave late and lose it.
         self._prepare_s = PREPARE_LEAD_S if max_lateness_s is not None else 0.0
         self._late_said_at = -LATE_LOG_EVERY_S
+        self._paused_said_at = -LATE_LOG_EVERY_S  # when a slot inside a pause was last said (`_paused_over`)
         # Slots given up in a row for their late replies (shared by the threads), and when the
         # pause they set began: a call already under way then is no new evidence.
         self._late_replies = 0
@@ -325,6 +335,24 @@ class SlotReserver:
                     "If throttle_slots_wasted_total keeps growing, the replica is short of CPU or Redis is slow: "
                     "give it CPU, or raise PISANO_RATE_MARGIN_MS", late_s * 1000, self.max_lateness_s * 1000)
 
+    def _paused_over(self) -> None:
+        """A slot a 429 paused the fleet over (reserved up to the horizon ahead, before the pause
+        began) is given up, and the request takes a new one, which the limiter grants after the
+        pause: sent in it, it would hear 429 and pause the fleet again, its events dead-lettered
+        once their retries ran out. Not sent at the pause's end in the old slot either: the log
+        counts it where it was granted, and windows ending later would not count it at all. The
+        old slot stays in the log (counted, never used: no window can be exceeded by it), and is
+        counted wasted. The claims are kept: `ready`'s waits for the new slot are the heartbeat's,
+        and its renewal before the POST renews them when the new slot lies beyond their reach,
+        as for a retry's slot."""
+        self.dm.throttle_wasted.inc()
+        now = time.monotonic()
+        if now - self._paused_said_at >= LATE_LOG_EVERY_S:  # once a minute, as the late slots
+            self._paused_said_at = now
+            log.info("a request's throttle slot lies inside the fleet's pause after Pisano answered 429 (the slot "
+                     "was reserved before the pause began): it was given up, and the request takes a slot after "
+                     "the pause", extra={"reason": "slot_inside_pause"})
+
     def missed(self, error: SlotMissed) -> None:
         """A request found late at the wire (`ready`'s "go" came in time, its bytes would not
         have): not sent, its slot given up. This sender then asks for no slot for a pause, doubled
@@ -347,7 +375,8 @@ class SlotReserver:
         self._misses = 0
 
     def ready(self, slot: Slot | None, renew: Callable[[], bool], *, fresh: float | None = None,
-              heartbeat: Heartbeat | None = None, screen: Callable[[float], bool] | None = None) -> Readiness:
+              heartbeat: Heartbeat | None = None, screen: Callable[[float], bool] | None = None,
+              on_pause: Callable[[], bool] | None = None) -> Readiness:
         """Be ready to POST at `slot` (a new slot is reserved when None): sleep to the slot's
         lead time, `renew` the claims there, sleep to the slot. `fresh`: when (monotonic) the claims
         were taken for this slot; no renewal is needed while the POST leaves (at the slot, or now if
@@ -364,6 +393,11 @@ class SlotReserver:
         the longest the POST may still take to leave, after every wait but the last sleep to the
         slot (it may release claims: a Redis round trip, which must not make the POST late); False:
         no event is left to send.
+        A slot a 429 paused the fleet over, after it was granted, is given up for one after the
+        pause (`_paused_over`); `on_pause` is then called first (the request's `disarm`: its claims
+        pending while it waits, so a replica killed meanwhile leaves its events free, not
+        `ambiguous`), and the claims are renewed (armed) before the POST whatever their reach;
+        False: the request must not be sent again ("refused").
         "go": POST now, its first byte not after `leave_by` (`missed` when it would be); "refused":
         a claim could not be renewed (do not send); "stopped"; "emptied": every event ended at the
         screen."""
@@ -374,6 +408,14 @@ class SlotReserver:
                 slot = self.reserve(heartbeat=beats)
                 if slot is None:
                     return Readiness("refused" if beats.lost else "stopped")
+            if slot.inside_pause(self.limiter):
+                self._paused_over()
+                slot = None
+                if on_pause is not None:
+                    if not on_pause():
+                        return Readiness("refused")
+                    renewed_at = None  # pending now: armed by the renewal before the POST
+                continue
             # The connection is set up before the slot, not at it, where the wire's check would
             # find a request that had to set one up late (consumer/delivery/spare_connections.py).
             if self.warm is not None and self.max_lateness_s is not None:
@@ -409,5 +451,15 @@ class SlotReserver:
             if self.max_lateness_s is not None and late > self.max_lateness_s:
                 self._wasted("a request was ready %.0f ms after its throttle slot", late)
                 slot = None
+                continue
+            # Again at the slot: a 429 heard meanwhile (this replica's, or another's seen by the
+            # limiter's heartbeat, at most a second old) paused the fleet over it. Local, no round trip.
+            if slot.inside_pause(self.limiter):
+                self._paused_over()
+                slot = None
+                if on_pause is not None:
+                    if not on_pause():
+                        return Readiness("refused")
+                    renewed_at = None  # pending now: armed by the renewal before the POST
                 continue
             return Readiness("go", slot.leave_by(self.max_lateness_s))

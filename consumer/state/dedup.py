@@ -42,7 +42,7 @@ from consumer.state.dedup_layout import (
     load_layout,
     reshard_guard,
 )
-from consumer.state.redis import Call, Keys, load_script, stored_text, translated
+from consumer.state.redis import Call, Keys, load_script, run_calls, stored_text, translated
 from consumer.state.trip import Step, together
 
 
@@ -164,6 +164,11 @@ class DedupStore(Protocol):
 
     def state(self, event_id: str) -> str | None:
         """The raw state of one id (for `check`, tests and SREs): None, 'd', 'u|<attempt>' or a claim."""
+
+    def states(self, event_ids: Sequence[str]) -> list[str | None]:
+        """`state` of each id, in order, in one round trip (one per master on a cluster); claims
+        and writes nothing. For a batch the open token circuit refuses before any claim
+        (consumer/delivery/sender.py `_short_circuit`): its delivered ids end `skipped` there too."""
 
 
 def new_owner() -> str:
@@ -314,6 +319,29 @@ class RedisDedup:
             if value is None and layout.legacy_active():
                 value = self.client.get(self.keys.event(event_id))
         return value.decode() if isinstance(value, bytes) else value
+
+    def states(self, event_ids: Sequence[str]) -> list[str | None]:
+        if not event_ids:
+            return []
+        with translated("reading dedup marks"):
+            layout = self._layout_loaded()
+            calls, order = [], []
+            for base, rows in self._group(event_ids):
+                # the guard on a cluster, as `state`: never a None read from a slot that is moving
+                keys = [base, reshard_guard(base)] if self.cluster else [base]
+                for index, field in zip(rows.indexes, rows.fields, strict=True):
+                    calls.append(Call(keys, [self.horizon_ms, layout.slice_ms, field], self._scripts["peek"]))
+                    order.append(index)
+            values: list[str | None] = [None] * len(event_ids)
+            for index, value in zip(order, run_calls(self.client, calls, cluster=self.cluster), strict=True):
+                values[index] = stored_text(value) if value is not None else None
+            missing = [i for i, value in enumerate(values) if value is None]
+            if missing and layout.legacy_active():  # 0.2.0's keys, as `state` reads them
+                legacy = run_calls(self.client, [Call([self.keys.event(event_ids[i])], [], command="GET")
+                                                 for i in missing], cluster=self.cluster)
+                for i, value in zip(missing, legacy, strict=True):
+                    values[i] = stored_text(value) if value is not None else None
+        return values
 
     def reads_previous_release(self) -> bool:
         """Whether 0.2.0's marks may still be there (its dedup marks, and its dead-letter marks:

@@ -129,6 +129,12 @@ class Limiter(Protocol):
     def pause(self, seconds: float) -> None:
         """No slot for anyone before `seconds` from now (Pisano answered 429)."""
 
+    def paused_until_ms(self) -> int:
+        """The end of the newest pause this replica knows of, on the fleet's clock (`Grant.slot_ms`'s):
+        from its own pauses and every reply of the script, heartbeats included (so at most a
+        heartbeat old); no round trip. A slot granted before it lies inside the pause when its
+        `slot_ms` is below this: consumer/delivery/slots.py gives it up (0: no pause known)."""
+
     def utilisation(self) -> dict[RateWindow, float]:
         """Share of each window's limit reserved in the window ending now."""
 
@@ -147,6 +153,9 @@ class NoLimiter:
 
     def pause(self, seconds: float) -> None:
         pass
+
+    def paused_until_ms(self) -> int:
+        return 0
 
     def utilisation(self) -> dict[RateWindow, float]:
         return {}
@@ -196,6 +205,11 @@ class RedisLimiter:
         # The fleet clock's `now` of our newest reply, and when it came back (monotonic s): the
         # evidence the next call sends, against which the script measures a forward step.
         self._reply: tuple[int, float] | None = None
+        # The pause's end the newest reply showed (fleet clock ms), and when it came back (monotonic):
+        # `paused_until_ms`. The newest, not the largest: a clock stepped back brings a pause's end
+        # back too (lua/acquire.lua), and a larger end kept from before would make every slot granted
+        # after it look inside a pause, each given up in turn.
+        self._paused_until: tuple[int, float] = (0, 0.0)
 
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         """Reserve the earliest allowed slot (paced: not before its turn): one round trip."""
@@ -221,14 +235,26 @@ class RedisLimiter:
         with self._lock:
             self._keys, self._fingerprint = keys, recorded
             self._reply = None  # the other keys' clock has a skew of its own
+            self._paused_until = (0, time.monotonic())  # and a pause of its own, learned at the next reply
         log.warning("destination %s: its throttle state is recorded under another token fingerprint (Redis lost "
                     "its data and a replica started with a rotated token); this replica's limiter moves there",
                     account.destination, extra={"reason": "account_moved"})
 
     def pause(self, seconds: float) -> None:
         """Stop the whole fleet's slots for `seconds` (a 429 from Pisano)."""
-        self._call(self._pause, [max(1, round(seconds * 1000))])
+        until = self._call(self._pause, [max(1, round(seconds * 1000))])
+        self._paused(until, time.monotonic())
         log.warning("Pisano throttled us: fleet paused for %.1fs", seconds, extra={"wait_ms": round(seconds * 1000)})
+
+    def paused_until_ms(self) -> int:
+        return self._paused_until[0]
+
+    def _paused(self, raw: Any, received: float) -> None:
+        """Note the pause's end a script answered, unless a newer reply was noted already."""
+        until = int(raw or 0)
+        with self._lock:
+            if received >= self._paused_until[1]:
+                self._paused_until = (until, received)
 
     def utilisation(self) -> dict[RateWindow, float]:
         """Share of each window's limit reserved in the window ending now (for metrics)."""
@@ -264,8 +290,12 @@ class RedisLimiter:
                 # is read anew after the reload (found by review: its time was taken for a step).
                 self._acquire.sha = self.client.script_load(self._acquire.script)
                 result = self.client.evalsha(self._acquire.sha, len(keys), *keys, *args())
-        status, wait_ms, raw_epoch, slot_ms, seq, raw_event, now_ms, stepped_ms = result
+        status, wait_ms, raw_epoch, slot_ms, seq, raw_event, now_ms, stepped_ms = result[:8]
+        # The pause's end (lua/acquire.lua); a reply without it (a test's script) says no pause.
+        paused_until = result[8] if len(result) > 8 else 0
         received = time.monotonic()
+        if keys is self._keys:
+            self._paused(paused_until, received)
         new_epoch, event = stored_text(raw_epoch), stored_text(raw_event)
         with self._lock:
             if keys is not self._keys:

@@ -206,6 +206,11 @@ class MemoryDedup:
         with self._lock:
             return self._get(event_id, self.clock())
 
+    def states(self, event_ids: Sequence[str]) -> list[str | None]:
+        with self._lock:
+            now = self.clock()
+            return [self._get(event_id, now) for event_id in event_ids]
+
     def _expiry(self, now: int) -> int:
         return (now // self.slice_ms + 1) * self.slice_ms + self.horizon_ms
 
@@ -517,6 +522,11 @@ class MemoryLimiter:
         with self.state.lock:
             data = self.state.data
             data.pause_until = max(data.pause_until, self.clock() - data.skew + max(1, round(seconds * 1000)))
+
+    def paused_until_ms(self) -> int:
+        # Read from the shared state at once: in memory every replica knows what the script would tell it.
+        with self.state.lock:
+            return self.state.data.pause_until
 
     def utilisation(self) -> dict[RateWindow, float]:
         # By binary search over the ascending log, as utilisation.lua does: the metrics read this

@@ -127,6 +127,9 @@ class ReplicatedDedup:
     def state(self, event_id: str) -> str | None:
         return self.inner.state(event_id)
 
+    def states(self, event_ids: Sequence[str]) -> list[str | None]:
+        return self.inner.states(event_ids)  # a read: nothing to wait for
+
 
 class ReplicatedCooldown:
     """A CooldownStore whose reservations and contacts are replicated before the caller goes on."""

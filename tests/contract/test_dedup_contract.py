@@ -28,6 +28,24 @@ def test_delivered_ids_are_skipped_fleet_wide(make_dedup) -> None:  # type: igno
     assert codes(b.claim(b.new_tag(), ids("e1", "e2"))) == "DD"
 
 
+def test_states_peek_many_ids_in_order_as_state_does_and_claim_nothing(make_dedup) -> None:  # type: ignore[no-untyped-def]
+    # The open token circuit's batch (consumer/delivery/sender.py `_short_circuit`): its delivered
+    # ids end `skipped`, and looking must take none of them.
+    a, b = make_dedup(2)
+    tag = a.new_tag()
+    names = [f"p{i}" for i in range(40)]
+    a.claim(tag, ids(*names[:20]))
+    a.settle(Settlement.DELIVERED, tag, names[:10])
+    a.settle(Settlement.UNKNOWN, tag, names[10:15])
+    assert b.states([]) == []
+    peeked = b.states(names)
+    assert peeked == [b.state(n) for n in names]
+    assert peeked[:10] == ["d"] * 10 and peeked[20:] == [None] * 20
+    assert all(v is not None and v.startswith("u|") for v in peeked[10:15])
+    assert all(v is not None and v.startswith("c|") for v in peeked[15:20])
+    assert codes(b.claim(b.new_tag(), ids(*names[20:]))) == "C" * 20  # the peek took nothing
+
+
 def test_released_ids_can_be_sent_again(make_dedup) -> None:  # type: ignore[no-untyped-def]
     a, b = make_dedup(2)
     tag = a.new_tag()

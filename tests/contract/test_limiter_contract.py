@@ -62,6 +62,21 @@ def test_pause_holds_every_slot(make_limiter) -> None:  # type: ignore[no-untype
     assert after.slot_ms - first.slot_ms >= 2000
 
 
+def test_every_replica_learns_a_pause_from_its_next_reply(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # consumer/delivery/slots.py gives up a slot reserved before a 429 paused the fleet over it: each
+    # replica knows the pause's end from its own pause and from any reply, a heartbeat's included.
+    mine, other = make_limiter("1/1s"), make_limiter("1/1s")
+    assert mine.paused_until_ms() == 0
+    mine.acquire()
+    ahead = mine.acquire()  # a window ahead, reserved before the pause
+    other.pause(3.0)
+    assert other.paused_until_ms() > ahead.slot_ms  # the pausing replica knows at once
+    mine.heartbeat()
+    assert mine.paused_until_ms() == other.paused_until_ms() > ahead.slot_ms
+    after = mine.acquire()
+    assert after.slot_ms >= mine.paused_until_ms()  # a slot granted after it is never inside it
+
+
 def test_utilisation_counts_the_window_ending_now(make_limiter) -> None:  # type: ignore[no-untyped-def]
     rl = make_limiter("4/10s")
     rl.acquire(), rl.acquire()

@@ -47,12 +47,15 @@
 -- ARGV[13] step tolerance ms: a gain of the clock over the caller's interval beyond this is a step
 -- ARGV[14..] limit, period-ms pairs, one pair per window
 --
--- Returns {status, wait_ms, epoch, slot_ms, seq, event, now, stepped}: status 1 granted; 0
+-- Returns {status, wait_ms, epoch, slot_ms, seq, event, now, stepped, pause_until}: status 1 granted; 0
 -- refused, nothing reserved, the slot is beyond the horizon; 3 refused, nothing reserved, the
 -- fleet is fenced: ask again after wait_ms; 4 refused, nothing reserved, the pace's turn comes in
 -- wait_ms; 2 heartbeat done. `event` names the fence this call raised ('' none), for the caller's
 -- log; `now` is the fleet's clock (the caller sends it back next time, ARGV[11]); `stepped` the
--- forward step of Redis's clock this call measured and took out of the fleet's clock (0 none).
+-- forward step of Redis's clock this call measured and took out of the fleet's clock (0 none);
+-- `pause_until` the end of the fleet's pause after a 429 (fleet clock, 0 none), so that every
+-- replica learns of a pause within a heartbeat and gives up a slot it reserved inside it before
+-- the pause began (consumer/delivery/slots.py: it would hear 429 and pause the fleet again).
 --
 -- The step (forward). Redis's clock may jump ahead (a failover to a node whose clock is ahead, an
 -- NTP step): every slot in the log would then look older than it is, every window would count
@@ -235,10 +238,10 @@ if reach_mine then redis.call('HSET', KEYS[2], 'reach', reach, 'reach_at', now) 
 if ahead_mine then redis.call('HSET', KEYS[2], 'horizon', ahead, 'horizon_at', now) end
 
 if ARGV[6] ~= '1' then
-  return {2, math.max(0, fence_until - now), epoch, 0, seq, event, now, stepped}
+  return {2, math.max(0, fence_until - now), epoch, 0, seq, event, now, stepped, pause_until}
 end
 if fence_until > now then
-  return {3, fence_until - now, epoch, fence_until, seq, event, now, stepped}
+  return {3, fence_until - now, epoch, fence_until, seq, event, now, stepped, pause_until}
 end
 
 local slot = now + tonumber(ARGV[9])
@@ -260,14 +263,14 @@ end
 local pace, lead = tonumber(ARGV[7]), tonumber(ARGV[8])
 if pace > 0 and newest and newest + pace > slot then
   if newest + pace - now > lead then
-    return {4, newest + pace - now, epoch, newest + pace, seq, event, now, stepped}
+    return {4, newest + pace - now, epoch, newest + pace, seq, event, now, stepped, pause_until}
   end
   slot = newest + pace
 end
 
 local wait = slot - now
 if wait > horizon then
-  return {0, wait, epoch, slot, seq, event, now, stepped}
+  return {0, wait, epoch, slot, seq, event, now, stepped, pause_until}
 end
 redis.call('RPUSH', KEYS[1], slot)
 redis.call('LTRIM', KEYS[1], -keep, -1)
@@ -277,4 +280,4 @@ if slot == last then last_n = math.min(last_n + 1, keep) else last_n = 1 end
 redis.call('HSET', KEYS[2], 'last', slot, 'last_n', last_n)
 seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 redis.call('HSET', KEYS[2], 'pushed', seq)
-return {1, wait, epoch, slot, seq, event, now, stepped}
+return {1, wait, epoch, slot, seq, event, now, stepped, pause_until}

@@ -46,6 +46,9 @@ class FarSlots:
     def pause(self, seconds: float) -> None:
         pass
 
+    def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
+        return 0
+
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}
 

@@ -83,13 +83,13 @@ def test_a_beat_whose_reply_never_came_back_is_taken_over_by_the_next_attempt() 
     real_ready = r.sender.slots.ready
     readies = [0]
 
-    def ready(slot, renew, *, fresh=None, heartbeat=None, screen=None):  # type: ignore[no-untyped-def]
+    def ready(slot, renew, *, fresh=None, heartbeat=None, screen=None, on_pause=None):  # type: ignore[no-untyped-def]
         readies[0] += 1
         if readies[0] == 2:  # the retry waits: a beat goes, its reply lost; then the retry is refused
             assert heartbeat is not None and isinstance(heartbeat, Heartbeat)
             heartbeat._beating(time.monotonic())  # a beat falls due
             heartbeat.found_lost()
-        return real_ready(slot, renew, fresh=fresh, heartbeat=heartbeat, screen=screen)
+        return real_ready(slot, renew, fresh=fresh, heartbeat=heartbeat, screen=screen, on_pause=on_pause)
 
     r.sender.slots.ready = ready  # type: ignore[method-assign]
     events = [event(i) for i in range(3)]

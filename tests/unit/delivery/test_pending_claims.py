@@ -122,6 +122,9 @@ class Snapshot:
     def pause(self, seconds: float) -> None:
         pass
 
+    def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
+        return 0
+
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}
 
@@ -169,6 +172,9 @@ class Immediate:
 
     def pause(self, seconds: float) -> None:
         pass
+
+    def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
+        return 0
 
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}

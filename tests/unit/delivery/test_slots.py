@@ -60,6 +60,7 @@ class _HeldReplies:
         self.windows, self.margin_ms = self.inner.windows, self.inner.margin_ms
         self.held, self.delay_s = held, delay_s
         self.true_slots: list[float] = []
+        self.paused_until_ms = self.inner.paused_until_ms
 
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0):  # type: ignore[no-untyped-def]
         read_at = time.monotonic()
