@@ -315,7 +315,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         (would, summary.replayed if plan.dry_run else summary.acknowledged,
          (f"to {targets}" if targets else "")
          + (f" (stopped at --limit {plan.limit})" if summary.limit_reached else "")),
-        ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE], "same origin as a record replayed in this run"),
+        ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE],
+         "same origin, key and value as a record replayed in this run"),
         ("held: fate unknown", summary.verdicts[Verdict.FATE_UNKNOWN], _fate_unknown_hint(plan, summary, dlq_topic)),
         ("held: past horizon", summary.verdicts[Verdict.PAST_HORIZON], _past_horizon_hint(plan, summary, dlq_topic)),
         ("refused: max replays", summary.verdicts[Verdict.OVER_MAX_REPLAYS],

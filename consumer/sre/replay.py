@@ -13,7 +13,9 @@ original key, value and headers untouched, count the replay, and not lose its pl
   (idempotent producer, acks=all, delivery reports awaited at each checkpoint): a crash re-publishes
   at most what came after the last checkpoint, which the consumers' dedup then absorbs;
 * dead-lettering is at-least-once, so one origin (topic, partition, offset) may sit in the DLQ
-  several times: within a run it is re-published once;
+  several times: within a run it is re-published once, a copy being one with the same key and
+  value too (a forged record naming a real one's origin must not make the real one be skipped:
+  consumer/sre/replayed_records.py);
 * a record replayed `max_replays` times already, or whose value was left out of the DLQ (too
   large), is refused and counted, never published;
 * a record Kafka refuses for itself (larger than the target topic's max.message.bytes, invalid
@@ -55,7 +57,6 @@ from consumer.sre.dlq_read import (
     DeadLetter,
     Filters,
     MalformedDeadLetter,
-    Origin,
     ReadStopped,
     TopicError,
     TopicReader,
@@ -65,9 +66,9 @@ from consumer.sre.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
-from consumer.sre.origin_set import OriginSet
 from consumer.sre.record_text import shown_id
 from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, sign
+from consumer.sre.replayed_records import ReplayedRecords
 from consumer.sre.signals import interrupt_deferred, raise_pending, terminate_interrupts
 from consumer.sre.topic_identity import topic_id_of
 
@@ -102,7 +103,7 @@ class ReplayInterrupted(ReplayError):
 class Verdict(StrEnum):
     FOREIGN = "foreign"  # not written by pisano-sms
     UNMATCHED = "unmatched"  # outside the filters
-    DUPLICATE = "duplicate"  # its origin was already re-published in this run
+    DUPLICATE = "duplicate"  # its origin, key and value were already re-published in this run
     VALUE_OMITTED = "value_omitted"  # the DLQ has no value to re-publish
     NO_VALUE = "no_value"  # a tombstone (null value) with our headers: no event to re-publish
     OVER_MAX_REPLAYS = "over_max_replays"
@@ -127,7 +128,7 @@ def default_group(filters: Filters) -> str:
     return GROUP_PREFIX + hashlib.sha256(filters.canonical().encode()).hexdigest()[:10]
 
 
-def judge(letter: DeadLetter, filters: Filters, replayed: Container[Origin], max_replays: int,
+def judge(letter: DeadLetter, filters: Filters, replayed: Container[DeadLetter], max_replays: int,
           horizon_start: datetime | None = None) -> Verdict:
     """What to do with one of our dead-letters; the order decides which count a record lands in.
     `horizon_start`: dead-letters that failed before it, or whose source records were written
@@ -141,7 +142,7 @@ def judge(letter: DeadLetter, filters: Filters, replayed: Container[Origin], max
         return Verdict.FATE_UNKNOWN
     if horizon_start is not None and letter.older_than(horizon_start) and not filters.past_horizon:
         return Verdict.PAST_HORIZON
-    if letter.origin in replayed:
+    if letter in replayed:  # the same origin and the same key and value (consumer/sre/replayed_records.py)
         return Verdict.DUPLICATE
     if letter.value_omitted:
         return Verdict.VALUE_OMITTED
@@ -463,8 +464,9 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                          topic_id=lambda: topic_id_of(settings, plan.source_topic))
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
-    # The origins re-published in this run, in a few bytes each (consumer/sre/origin_set.py).
-    replayed = OriginSet()
+    # The records re-published in this run, by origin and content, in about 8 bytes each
+    # (consumer/sre/replayed_records.py).
+    replayed = ReplayedRecords()
 
     def checkpoint() -> None:
         if publisher is None:
@@ -547,7 +549,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                 if letter is not None and verdict is Verdict.REPLAY:
                     if publisher is not None:
                         publisher.publish(target, letter)
-                    replayed.add_new(letter.origin)
+                    replayed.add(letter)
                     summary.add_replay(letter, target, plan.stale_before)
                 summary.verdicts[verdict] += 1
                 reader.processed(message)

@@ -14,8 +14,8 @@ import time
 from consumer.ingest.records import InboundRecord
 from consumer.outcomes.deadletter import Failure, _minimal_headers, dead_letter_headers, replay_count
 from consumer.sre.dlq_read import DeadLetter, Filters, parse_dead_letter
-from consumer.sre.origin_set import OriginSet
 from consumer.sre.replay import Verdict, judge, replay_headers
+from consumer.sre.replayed_records import ReplayedRecords
 
 
 def _consumed(headers: list[tuple[str, bytes | None]], verified: int = 0, offset: int = 7) -> InboundRecord:
@@ -76,12 +76,12 @@ def test_replay_max_replays_stops_a_record_that_keeps_failing_without_a_signing_
     for offset in range(10):
         letter = parse_dead_letter(_DlqMessage(list(headers), offset))
         assert letter is not None
-        if judge(letter, Filters(), OriginSet(), max_replays) is not Verdict.REPLAY:
+        if judge(letter, Filters(), ReplayedRecords(), max_replays) is not Verdict.REPLAY:
             break
         rounds += 1
         published = replay_headers(letter, signing_key=None)
         # Consumed without a key: not verified. Fails again.
         again = _consumed([(k, v) for k, v in published], verified=0, offset=100 + offset)
         headers = dead_letter_headers(again, Failure("pisano_error", "x"))
-    assert letter is not None and judge(letter, Filters(), OriginSet(), max_replays) is Verdict.OVER_MAX_REPLAYS
+    assert letter is not None and judge(letter, Filters(), ReplayedRecords(), max_replays) is Verdict.OVER_MAX_REPLAYS
     assert rounds == max_replays
