@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 GROUP_PREFIX = "pisano-sms-replay-"
 CHECKPOINT_INTERVAL_S = 2.0
 ACK_TIMEOUT_S = 60.0
+# A checkpoint waiting on a slow broker says so this often: up to ACK_TIMEOUT_S of silence looked
+# like a hung run, which an SRE kills (its acknowledged records then published again).
+WAIT_NOTE_S = 5.0
 
 
 class ReplayError(PisanoSmsError):
@@ -296,8 +299,10 @@ class _Publisher:
     refused for themselves (RECORD_ERRORS, when sent alone)."""
 
     def __init__(self, producer: Any, signing_key: bytes | None, rerun: str = "",
-                 exists: Callable[[str], bool | None] = lambda topic: None) -> None:
+                 exists: Callable[[str], bool | None] = lambda topic: None,
+                 waiting: Callable[[str], None] = lambda text: None) -> None:
         self.producer = producer
+        self.waiting = waiting  # a progress line while the acknowledgements keep it waiting
         self.signing_key = signing_key
         self.rerun = rerun  # resume_hint(plan): what the failure's message says to run again
         # Whether a topic exists now, by a fresh metadata request (None: Kafka did not say).
@@ -387,7 +392,19 @@ class _Publisher:
                               "the consumers skip what was delivered)")
 
     def _flush(self) -> None:
-        left = self.producer.flush(ACK_TIMEOUT_S)
+        # In slices, with a progress line after each: the wait may last ACK_TIMEOUT_S.
+        started = time.monotonic()
+        deadline = started + ACK_TIMEOUT_S
+        while True:
+            slice_s = max(0.0, min(WAIT_NOTE_S, deadline - time.monotonic()))
+            sliced_at = time.monotonic()
+            left = self.producer.flush(slice_s)
+            # A flush that gave up well before its slice (the producer has nothing more coming)
+            # ends the wait as one flush did: slicing must not turn it into a busy loop.
+            if not left or time.monotonic() >= deadline or time.monotonic() - sliced_at < slice_s / 2:
+                break
+            self.waiting(f"waiting for Kafka to acknowledge {left:,} re-published record(s): "
+                         f"{time.monotonic() - started:.0f}s of at most {ACK_TIMEOUT_S:.0f}s")
         if left:
             raise ReplayError(f"Kafka did not acknowledge {left} re-published record(s) within {ACK_TIMEOUT_S:.0f}s; "
                               "positions after the last checkpoint were not committed: check the brokers, then "
@@ -410,16 +427,18 @@ class _Publisher:
 
 
 def run_replay(settings: Settings, plan: ReplayPlan,
-               progress: Callable[[int, int], None] | None = None, lock: RunLock | None = None) -> ReplaySummary:
+               progress: Callable[[int, int], None] | None = None, lock: RunLock | None = None,
+               waiting: Callable[[str], None] | None = None) -> ReplaySummary:
     """Replay what `plan` selects; raises TopicError when a topic is missing or Kafka unreachable
     before the run committed or published anything, ReplayError (with the counts so far) when a
     target is missing, or publishing, reading or committing fails, part-way. SIGTERM ends it as
     Ctrl-C does (ReplayInterrupted, its cause `Terminated`). `lock` (consumer/sre/replay_lock.py)
     is taken once the topics are checked, before anything is read (its refusal raises through), and
     asked at each checkpoint: a run that lost it stops there, committing nothing more (another run
-    owns the group's position now)."""
+    owns the group's position now). `waiting(text)`: a progress line while Kafka keeps the run
+    waiting (a checkpoint's acknowledgements, the end offsets read at the start)."""
     with terminate_interrupts():
-        return _run_replay(settings, plan, progress, lock)
+        return _run_replay(settings, plan, progress, lock, waiting or (lambda text: None))
 
 
 class RunLock(Protocol):
@@ -431,7 +450,7 @@ class RunLock(Protocol):
 
 
 def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, int], None] | None,
-                lock: RunLock | None = None) -> ReplaySummary:
+                lock: RunLock | None, waiting: Callable[[str], None]) -> ReplaySummary:
     signing_key = settings.replay_key()  # a ConfigError before anything is read
     if signing_key is None and "ambiguous" in plan.filters.reasons and not plan.dry_run:
         # Unsigned, an ambiguous replay is dead-lettered as ambiguous again by the consumers, never
@@ -456,12 +475,12 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
     # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
     # target deleted while the replay runs, with the broker's defaults, and take the records.
     producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
-    publisher = _Publisher(producer, signing_key, resume_hint(plan),
-                           lambda topic: _topic_exists(consumer, topic)) if producer is not None else None
+    publisher = _Publisher(producer, signing_key, resume_hint(plan), lambda topic: _topic_exists(consumer, topic),
+                           waiting) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
                          start="beginning" if plan.from_beginning else "committed",
                          missing_hint="check DLQ_TOPIC or --from-topic",
-                         topic_id=lambda: topic_id_of(settings, plan.source_topic))
+                         topic_id=lambda: topic_id_of(settings, plan.source_topic), note=waiting)
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
     # The records re-published in this run, by origin and content, in about 8 bytes each

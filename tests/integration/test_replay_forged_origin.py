@@ -1,5 +1,6 @@
 """On a real broker: a forged dead-letter naming a real one's origin, placed before it, no longer
-makes `replay` skip the real one (consumer/sre/replayed_records.py)."""
+makes `replay` skip the real one (consumer/sre/replayed_records.py); and the run says what it
+waits for while it reads the DLQ's end offsets (consumer/sre/dlq_read.py, TopicReader.open)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,7 @@ def test_a_forged_dead_letter_before_the_real_one_does_not_make_it_skipped(stack
     assert number(result.stdout, "replayed") == 2 and number(result.stdout, "duplicates skipped") == 1
     published = sorted((m.key(), m.value()) for m in read_all(stack.bootstrap, source, expected=2))
     assert published == [(b"evt-forged", b"\x02forged"), (b"evt-real", b"\x02real")]
+    # A progress line before open() asks Kafka (up to 10 s a request on a slow broker), on stderr;
+    # the next ones at most every 2 s (a fast broker answers before).
+    assert f"replay: reading {dlq}: committed positions of the group" in result.stderr
+    assert "committed positions" not in result.stdout

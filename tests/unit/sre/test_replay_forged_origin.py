@@ -46,7 +46,7 @@ def test_a_replayed_record_is_remembered_in_about_8_bytes(monkeypatch: pytest.Mo
     from consumer.sre.dlq_read import DeadLetter
     from consumer.sre.replayed_records import ReplayedRecords
 
-    count = 200_000
+    count = 100_000
     letters = [DeadLetter(0, n, "pisano_error", ("transactions", n % 12, 10**9 + n // 12), RECENT, 0,
                           key=b"k%d" % n, value=b"v") for n in range(count)]
     replayed = ReplayedRecords()
