@@ -118,12 +118,21 @@ def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str) 
 
 
 def replay_count(message: Any) -> int:
-    """A consumed record's verified replay count; for any other message (a dead-letter read back
-    by the SRE tools) its dlq.replays header, where anything but a plain number counts as 0."""
-    if isinstance(message, InboundRecord):
-        return message.replays
-    value = header_value(headers_of(message), REPLAYS_HEADER)
-    return (plain_number(value, 9) if value else None) or 0
+    """The replay count a dead-letter of `message` carries: the largest of its verified count (a
+    consumed record's signature, InboundRecord.replays) and every dlq.replays header it holds, where
+    anything but a plain number counts as 0.
+
+    Why not the verified count alone: it is all the dedup may trust (a forged count must not get an
+    event of unknown fate sent), but `replay --max-replays` reads this header to stop a record that
+    keeps failing. Without REPLAY_SIGNING_KEY (or with a signature past the horizon, or a rotated
+    key) nothing verifies, so every failed replay was dead-lettered with 0 and replayed for ever.
+    An unverified count can only make `replay` refuse sooner, never send anything; and since the
+    largest header wins, no header a writer adds can lower the count the replay tool wrote."""
+    count = message.replays if isinstance(message, InboundRecord) else 0
+    for name, value in headers_of(message) or ():
+        if name == REPLAYS_HEADER and value:
+            count = max(count, plain_number(value.decode("utf-8", "replace"), 9) or 0)
+    return count
 
 
 def error_text(message: str) -> str:
@@ -641,8 +650,8 @@ def _minimal_headers(message: Any, failure: Failure) -> list[tuple[str, bytes]]:
              "dlq.failed.at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
              "pisano.error.message": "the message could not be written; see the consumer's log",
              ATTEMPT_HEADER: failure.attempt_id,  # an ambiguous record's replay needs it
-             # `replay --max-replays` counts on it (a verified count: the snapshot's own field).
-             REPLAYS_HEADER: message.replays if isinstance(message, InboundRecord) else None}
+             # `replay --max-replays` counts on it (replay_count: it only ever grows).
+             REPLAYS_HEADER: replay_count(message)}
     return [(k, str(v).encode("utf-8", "backslashreplace")) for k, v in added.items() if v is not None]
 
 

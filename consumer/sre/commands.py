@@ -52,6 +52,8 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # and by SIGTERM (128 + SIGTERM)
 PLAIN_PROGRESS_INTERVAL_S = 5.0
+# Progress lines of a wait on Kafka (Progress.note): at most one this often, the first at once.
+NOTE_INTERVAL_S = 2.0
 BAR_REDRAW_S = 0.1
 
 
@@ -74,6 +76,7 @@ class Progress:
         self._bar: Any = None
         self._shown = 0
         self._next = time.monotonic() + (BAR_REDRAW_S if self.interactive else PLAIN_PROGRESS_INTERVAL_S)
+        self._next_note = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -89,6 +92,16 @@ class Progress:
         elif done < total:
             click.echo(f"{self.label}: {done:,} of {total:,} records ({100 * done // max(total, 1)}%)", err=True)
             self._next = now + PLAIN_PROGRESS_INTERVAL_S
+
+    def note(self, text: str) -> None:
+        """A line saying what the command waits for (Kafka's acknowledgements, end offsets): no
+        record moves the bar meanwhile, and a silent wait looks like a hung run."""
+        now = time.monotonic()
+        if now < self._next_note:
+            return
+        self._next_note = now + NOTE_INTERVAL_S
+        # On its own line: a bar drawn on this terminal line is redrawn below it.
+        click.echo(("\n" if self._bar is not None else "") + f"{self.label}: {text}", err=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -173,7 +186,7 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
     lock = None if dry_run else _CliLock(settings, plan, force)
     progress = Progress(f"replay: reading {plan.source_topic}")
     try:
-        summary = run_replay(settings, plan, progress, lock)
+        summary = run_replay(settings, plan, progress, lock, progress.note)
     except (TopicError, ReplayLocked) as exc:
         fail(str(exc), EXIT_CONFIG)
     except ReplayInterrupted as exc:
@@ -315,7 +328,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         (would, summary.replayed if plan.dry_run else summary.acknowledged,
          (f"to {targets}" if targets else "")
          + (f" (stopped at --limit {plan.limit})" if summary.limit_reached else "")),
-        ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE], "same origin as a record replayed in this run"),
+        ("duplicates skipped", summary.verdicts[Verdict.DUPLICATE],
+         "same origin, key and value as a record replayed in this run"),
         ("held: fate unknown", summary.verdicts[Verdict.FATE_UNKNOWN], _fate_unknown_hint(plan, summary, dlq_topic)),
         ("held: past horizon", summary.verdicts[Verdict.PAST_HORIZON], _past_horizon_hint(plan, summary, dlq_topic)),
         ("refused: max replays", summary.verdicts[Verdict.OVER_MAX_REPLAYS],
@@ -419,7 +433,7 @@ def stats(settings: Settings, as_json: bool) -> None:
     _quiet_kafka_logs(settings)
     progress = Progress(f"dlq stats: reading {settings.dlq_topic}")
     try:
-        result = collect_stats(settings, settings.dlq_topic, progress)
+        result = collect_stats(settings, settings.dlq_topic, progress, progress.note)
     except TopicError as exc:
         fail(str(exc), EXIT_CONFIG)
     except StatsInterrupted as exc:

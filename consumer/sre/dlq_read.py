@@ -366,8 +366,12 @@ class TopicReader:
 
     def __init__(self, consumer: Any, topic: str, bootstrap: str, *,
                  start: Literal["committed", "beginning"], missing_hint: str,
-                 topic_id: Callable[[], str | None] = lambda: None) -> None:
+                 topic_id: Callable[[], str | None] = lambda: None,
+                 note: Callable[[str], None] = lambda text: None) -> None:
         self.consumer = consumer
+        # A progress line before each request of open(): one a partition, up to METADATA_TIMEOUT_S
+        # each on a slow broker, was minutes of silence on a DLQ of many partitions.
+        self.note = note
         self.topic = topic
         self.bootstrap = bootstrap
         self.start = start
@@ -403,9 +407,12 @@ class TopicReader:
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self.topic_id = self._topic_id()
         try:
+            if self.start == "committed":
+                self.note("committed positions of the group")
             committed = {tp.partition: (tp.offset, committed_id(tp)) for tp in
                          self.consumer.committed(tps, timeout=METADATA_TIMEOUT_S)} if self.start == "committed" else {}
-            for p in partitions:
+            for i, p in enumerate(partitions, 1):
+                self.note(f"end offsets of partition {p} ({i} of {len(partitions)})")
                 low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
                                                                 timeout=METADATA_TIMEOUT_S)
                 position, stored_id = committed.get(p, (-1, None))

@@ -156,18 +156,21 @@ def _iso(when: datetime | None, timespec: str = "seconds") -> str | None:
     return when.isoformat(timespec=timespec).replace("+00:00", "Z") if when else None
 
 
-def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int], None] | None = None) -> DlqStats:
+def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int], None] | None = None,
+                  waiting: Callable[[str], None] | None = None) -> DlqStats:
     """Read `topic` once, to the end offsets it had when the read started; StatsInterrupted on a
-    Ctrl-C or SIGTERM part-way (found by review: SIGTERM killed it without a word)."""
+    Ctrl-C or SIGTERM part-way (found by review: SIGTERM killed it without a word). `waiting(text)`:
+    a progress line before each partition's end offsets are read (TopicReader.open)."""
     with terminate_interrupts():
-        return _collect_stats(settings, topic, progress)
+        return _collect_stats(settings, topic, progress, waiting or (lambda text: None))
 
 
-def _collect_stats(settings: Settings, topic: str, progress: Callable[[int, int], None] | None) -> DlqStats:
+def _collect_stats(settings: Settings, topic: str, progress: Callable[[int, int], None] | None,
+                   waiting: Callable[[str], None]) -> DlqStats:
     consumer = make_consumer(settings, **{"group.id": STATS_GROUP, "enable.partition.eof": True})
     stats = DlqStats(topic)
     reader = TopicReader(consumer, topic, settings.kafka_bootstrap_servers, start="beginning",
-                         missing_hint="check DLQ_TOPIC")
+                         missing_hint="check DLQ_TOPIC", note=waiting)
     try:
         reader.open()
         for message in reader.records():

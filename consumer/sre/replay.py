@@ -13,7 +13,9 @@ original key, value and headers untouched, count the replay, and not lose its pl
   (idempotent producer, acks=all, delivery reports awaited at each checkpoint): a crash re-publishes
   at most what came after the last checkpoint, which the consumers' dedup then absorbs;
 * dead-lettering is at-least-once, so one origin (topic, partition, offset) may sit in the DLQ
-  several times: within a run it is re-published once;
+  several times: within a run it is re-published once, a copy being one with the same key and
+  value too (a forged record naming a real one's origin must not make the real one be skipped:
+  consumer/sre/replayed_records.py);
 * a record replayed `max_replays` times already, or whose value was left out of the DLQ (too
   large), is refused and counted, never published;
 * a record Kafka refuses for itself (larger than the target topic's max.message.bytes, invalid
@@ -55,7 +57,6 @@ from consumer.sre.dlq_read import (
     DeadLetter,
     Filters,
     MalformedDeadLetter,
-    Origin,
     ReadStopped,
     TopicError,
     TopicReader,
@@ -65,9 +66,9 @@ from consumer.sre.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
-from consumer.sre.origin_set import OriginSet
 from consumer.sre.record_text import shown_id
 from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, sign
+from consumer.sre.replayed_records import ReplayedRecords
 from consumer.sre.signals import interrupt_deferred, raise_pending, terminate_interrupts
 from consumer.sre.topic_identity import topic_id_of
 
@@ -76,6 +77,9 @@ log = logging.getLogger(__name__)
 GROUP_PREFIX = "pisano-sms-replay-"
 CHECKPOINT_INTERVAL_S = 2.0
 ACK_TIMEOUT_S = 60.0
+# A checkpoint waiting on a slow broker says so this often: up to ACK_TIMEOUT_S of silence looked
+# like a hung run, which an SRE kills (its acknowledged records then published again).
+WAIT_NOTE_S = 5.0
 
 
 class ReplayError(PisanoSmsError):
@@ -102,7 +106,7 @@ class ReplayInterrupted(ReplayError):
 class Verdict(StrEnum):
     FOREIGN = "foreign"  # not written by pisano-sms
     UNMATCHED = "unmatched"  # outside the filters
-    DUPLICATE = "duplicate"  # its origin was already re-published in this run
+    DUPLICATE = "duplicate"  # its origin, key and value were already re-published in this run
     VALUE_OMITTED = "value_omitted"  # the DLQ has no value to re-publish
     NO_VALUE = "no_value"  # a tombstone (null value) with our headers: no event to re-publish
     OVER_MAX_REPLAYS = "over_max_replays"
@@ -127,7 +131,7 @@ def default_group(filters: Filters) -> str:
     return GROUP_PREFIX + hashlib.sha256(filters.canonical().encode()).hexdigest()[:10]
 
 
-def judge(letter: DeadLetter, filters: Filters, replayed: Container[Origin], max_replays: int,
+def judge(letter: DeadLetter, filters: Filters, replayed: Container[DeadLetter], max_replays: int,
           horizon_start: datetime | None = None) -> Verdict:
     """What to do with one of our dead-letters; the order decides which count a record lands in.
     `horizon_start`: dead-letters that failed before it, or whose source records were written
@@ -141,7 +145,7 @@ def judge(letter: DeadLetter, filters: Filters, replayed: Container[Origin], max
         return Verdict.FATE_UNKNOWN
     if horizon_start is not None and letter.older_than(horizon_start) and not filters.past_horizon:
         return Verdict.PAST_HORIZON
-    if letter.origin in replayed:
+    if letter in replayed:  # the same origin and the same key and value (consumer/sre/replayed_records.py)
         return Verdict.DUPLICATE
     if letter.value_omitted:
         return Verdict.VALUE_OMITTED
@@ -295,8 +299,10 @@ class _Publisher:
     refused for themselves (RECORD_ERRORS, when sent alone)."""
 
     def __init__(self, producer: Any, signing_key: bytes | None, rerun: str = "",
-                 exists: Callable[[str], bool | None] = lambda topic: None) -> None:
+                 exists: Callable[[str], bool | None] = lambda topic: None,
+                 waiting: Callable[[str], None] = lambda text: None) -> None:
         self.producer = producer
+        self.waiting = waiting  # a progress line while the acknowledgements keep it waiting
         self.signing_key = signing_key
         self.rerun = rerun  # resume_hint(plan): what the failure's message says to run again
         # Whether a topic exists now, by a fresh metadata request (None: Kafka did not say).
@@ -386,7 +392,19 @@ class _Publisher:
                               "the consumers skip what was delivered)")
 
     def _flush(self) -> None:
-        left = self.producer.flush(ACK_TIMEOUT_S)
+        # In slices, with a progress line after each: the wait may last ACK_TIMEOUT_S.
+        started = time.monotonic()
+        deadline = started + ACK_TIMEOUT_S
+        while True:
+            slice_s = max(0.0, min(WAIT_NOTE_S, deadline - time.monotonic()))
+            sliced_at = time.monotonic()
+            left = self.producer.flush(slice_s)
+            # A flush that gave up well before its slice (the producer has nothing more coming)
+            # ends the wait as one flush did: slicing must not turn it into a busy loop.
+            if not left or time.monotonic() >= deadline or time.monotonic() - sliced_at < slice_s / 2:
+                break
+            self.waiting(f"waiting for Kafka to acknowledge {left:,} re-published record(s): "
+                         f"{time.monotonic() - started:.0f}s of at most {ACK_TIMEOUT_S:.0f}s")
         if left:
             raise ReplayError(f"Kafka did not acknowledge {left} re-published record(s) within {ACK_TIMEOUT_S:.0f}s; "
                               "positions after the last checkpoint were not committed: check the brokers, then "
@@ -409,16 +427,18 @@ class _Publisher:
 
 
 def run_replay(settings: Settings, plan: ReplayPlan,
-               progress: Callable[[int, int], None] | None = None, lock: RunLock | None = None) -> ReplaySummary:
+               progress: Callable[[int, int], None] | None = None, lock: RunLock | None = None,
+               waiting: Callable[[str], None] | None = None) -> ReplaySummary:
     """Replay what `plan` selects; raises TopicError when a topic is missing or Kafka unreachable
     before the run committed or published anything, ReplayError (with the counts so far) when a
     target is missing, or publishing, reading or committing fails, part-way. SIGTERM ends it as
     Ctrl-C does (ReplayInterrupted, its cause `Terminated`). `lock` (consumer/sre/replay_lock.py)
     is taken once the topics are checked, before anything is read (its refusal raises through), and
     asked at each checkpoint: a run that lost it stops there, committing nothing more (another run
-    owns the group's position now)."""
+    owns the group's position now). `waiting(text)`: a progress line while Kafka keeps the run
+    waiting (a checkpoint's acknowledgements, the end offsets read at the start)."""
     with terminate_interrupts():
-        return _run_replay(settings, plan, progress, lock)
+        return _run_replay(settings, plan, progress, lock, waiting or (lambda text: None))
 
 
 class RunLock(Protocol):
@@ -430,7 +450,7 @@ class RunLock(Protocol):
 
 
 def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, int], None] | None,
-                lock: RunLock | None = None) -> ReplaySummary:
+                lock: RunLock | None, waiting: Callable[[str], None]) -> ReplaySummary:
     signing_key = settings.replay_key()  # a ConfigError before anything is read
     if signing_key is None and "ambiguous" in plan.filters.reasons and not plan.dry_run:
         # Unsigned, an ambiguous replay is dead-lettered as ambiguous again by the consumers, never
@@ -455,16 +475,17 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
     # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
     # target deleted while the replay runs, with the broker's defaults, and take the records.
     producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
-    publisher = _Publisher(producer, signing_key, resume_hint(plan),
-                           lambda topic: _topic_exists(consumer, topic)) if producer is not None else None
+    publisher = _Publisher(producer, signing_key, resume_hint(plan), lambda topic: _topic_exists(consumer, topic),
+                           waiting) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
                          start="beginning" if plan.from_beginning else "committed",
                          missing_hint="check DLQ_TOPIC or --from-topic",
-                         topic_id=lambda: topic_id_of(settings, plan.source_topic))
+                         topic_id=lambda: topic_id_of(settings, plan.source_topic), note=waiting)
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
-    # The origins re-published in this run, in a few bytes each (consumer/sre/origin_set.py).
-    replayed = OriginSet()
+    # The records re-published in this run, by origin and content, in about 8 bytes each
+    # (consumer/sre/replayed_records.py).
+    replayed = ReplayedRecords()
 
     def checkpoint() -> None:
         if publisher is None:
@@ -547,7 +568,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                 if letter is not None and verdict is Verdict.REPLAY:
                     if publisher is not None:
                         publisher.publish(target, letter)
-                    replayed.add_new(letter.origin)
+                    replayed.add(letter)
                     summary.add_replay(letter, target, plan.stale_before)
                 summary.verdicts[verdict] += 1
                 reader.processed(message)

@@ -1036,6 +1036,26 @@ def test_replay_job_args_are_ones_the_cli_accepts(helm: str) -> None:
             assert params["dry_run"] is False and params["limit"] == 500 and params["to_topic"] == "transactions"
 
 
+def test_replay_job_grace_outlasts_the_replays_sigterm_checkpoint(helm: str) -> None:
+    """On SIGTERM (a deleted Job, activeDeadlineSeconds) `replay` still waits up to ACK_TIMEOUT_S
+    for Kafka's acknowledgements before it commits them (consumer/sre/replay.py); the kubelet's
+    SIGKILL at the default 30 s cut that wait, so what Kafka acknowledged was never committed and
+    the next run published it again. The grace is the wait plus replay.terminationGraceMarginSeconds."""
+    from consumer.sre import replay
+
+    for margin in (None, 15, 45):
+        values = SCENARIOS["replay-job"] if margin is None else \
+            merged(SCENARIOS["replay-job"], {"replay": {"terminationGraceMarginSeconds": margin}})
+        grace = job(render(helm, values))["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace == replay.ACK_TIMEOUT_S + (30 if margin is None else margin)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    margin_schema = schema["properties"]["replay"]["properties"]["terminationGraceMarginSeconds"]
+    # The commit, the lock's check and release (Redis, 2 s each) and the consumer's close after the wait.
+    assert margin_schema["minimum"] >= 15
+    assert "values don't meet the specifications of the schema" in render_error(
+        helm, merged(SCENARIOS["replay-job"], {"replay": {"terminationGraceMarginSeconds": 5}}))
+
+
 def test_replay_of_ambiguous_needs_the_signing_key(helm: str) -> None:
     unsigned = merged(BASE, {"replay": {"enabled": True, "runId": "x", "reasons": ["ambiguous"], "dryRun": False}})
     assert "no replay signing key is wired" in render_error(helm, unsigned)

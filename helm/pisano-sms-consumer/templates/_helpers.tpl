@@ -247,6 +247,17 @@ out, so it must always outlast SHUTDOWN_GRACE_MS.
 {{- end }}
 
 {{/*
+The replay Job's grace period. On SIGTERM (the Job deleted, activeDeadlineSeconds) `replay`
+still waits up to 60 s for Kafka to acknowledge what it published (ACK_TIMEOUT_S in
+consumer/sre/replay.py; a chart test pins the two), so that the commit keeps what Kafka has and
+the next run does not publish it again; then it commits, releases its lock and prints its
+summary (replay.terminationGraceMarginSeconds). Kubernetes' default of 30 s cut the wait.
+*/}}
+{{- define "pisano-sms.replayTerminationGracePeriodSeconds" -}}
+{{- add 60 (int64 .Values.replay.terminationGraceMarginSeconds) }}
+{{- end }}
+
+{{/*
 The consumer group and topics KEDA measures: the consumer's own (its default group when unset).
 */}}
 {{- define "pisano-sms.groupId" -}}

@@ -12,6 +12,7 @@ from consumer.outcomes.deadletter import Failure, dead_letter_headers
 from consumer.sre.dlq_read import DeadLetter, Filters, MalformedDeadLetter, parse_dead_letter, parse_when
 from consumer.sre.dlq_stats import DlqStats
 from consumer.sre.replay import ReplaySummary, Verdict, default_group, judge, replay_headers
+from consumer.sre.replayed_records import ReplayedRecords
 
 FAILED_AT = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
 # The consumer only ever writes a campaign API id (consumer/ingest/mapping.py is_campaign_id).
@@ -226,10 +227,10 @@ def test_decisions_in_order() -> None:
     again = letter(offset=1)  # the same origin, dead-lettered twice
     omitted = letter(offset=2, extra=[("dlq.value.omitted", b"5000000")])
     worn = letter(original_headers=[("dlq.replays", b"3")], offset=3)
-    replayed: set[tuple[str, int, int]] = set()
+    replayed = ReplayedRecords()
     assert judge(fresh, Filters(reasons=frozenset({"ambiguous"})), replayed, 3) is Verdict.UNMATCHED
     assert judge(fresh, Filters(), replayed, 3) is Verdict.REPLAY
-    replayed.add(fresh.origin)
+    replayed.add(fresh)
     assert judge(again, Filters(), replayed, 3) is Verdict.DUPLICATE
     assert judge(omitted, Filters(), replayed, 3) is Verdict.VALUE_OMITTED
     assert worn.replays == 3

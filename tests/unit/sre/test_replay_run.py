@@ -37,7 +37,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_run_publishes_each_origin_once_and_commits_behind_it(monkeypatch: pytest.MonkeyPatch) -> None:
     records = dlq_records(2)
-    records.append(DlqMessage(records[0].headers(), topic=DLQ, partition=0, offset=2))  # dead-lettered twice
+    # Dead-lettered twice: the same origin, key and value.
+    records.append(DlqMessage(records[0].headers(), topic=DLQ, partition=0, offset=2, key=b"evt-0"))
     cluster = Cluster(records)
     install(monkeypatch, cluster)
     summary = run_replay(Settings(kafka_topics=["transactions"]), ReplayPlan(DLQ, "g", Filters()))

@@ -94,7 +94,8 @@ def test_a_run_replays_each_origin_once_whatever_the_order(monkeypatch: pytest.M
     records = dlq_records(6)
     # Dead-lettered again, out of order: origins 105, 101, 105.
     for offset, copy in enumerate((5, 1, 5), start=6):
-        records.append(DlqMessage(records[copy].headers(), topic=DLQ, partition=0, offset=offset))
+        records.append(DlqMessage(records[copy].headers(), topic=DLQ, partition=0, offset=offset,
+                                  key=records[copy].key(), value=records[copy].value()))
     cluster = Cluster(records)
     install(monkeypatch, cluster)
     summary = run_replay(Settings(kafka_topics=["transactions"]), ReplayPlan(DLQ, "g", Filters()))

@@ -1,0 +1,85 @@
+"""A long wait of `replay` on Kafka shows progress, on stderr like its other progress lines.
+
+Before, a checkpoint waiting for acknowledgements from a slow broker (up to ACK_TIMEOUT_S, 60 s)
+and `open()` reading each partition's end offsets in turn (up to 10 s each) printed nothing: on a
+DLQ of 50 partitions and a slow broker, minutes of a silent terminal or CI log, and an SRE who
+cannot tell a slow run from a hung one (and kills it)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from confluent_kafka import TopicPartition
+
+import consumer.sre.replay as replay
+from consumer.cli import main
+from tests.unit.sre.fake_dlq import Cluster, FakeDlqConsumer, FakeProducer, install, replay_env
+from tests.unit.sre.test_replay_run import dlq_records
+
+
+class _SlowBroker(FakeProducer):
+    """Acknowledges only once `ack_after_s` passed since the first flush."""
+
+    ack_after_s = 0.6
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__(cluster)
+        self.first: float | None = None
+
+    def flush(self, timeout: float = 0) -> int:
+        now = time.monotonic()
+        self.first = now if self.first is None else self.first
+        if now - self.first < self.ack_after_s:
+            time.sleep(min(timeout, self.first + self.ack_after_s - now))
+            if time.monotonic() - self.first < self.ack_after_s:
+                return len(self.pending)
+        return super().flush(timeout)
+
+
+class _SlowWatermarks(FakeDlqConsumer):
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = 0) -> tuple[int, int]:
+        time.sleep(0.3)
+        return super().get_watermark_offsets(tp, timeout) if tp.partition == 0 else (0, 0)  # empty
+
+    def list_topics(self, topic: str, timeout: float = 0) -> Any:
+        described = super().list_topics(topic, timeout)
+        if topic in described.topics:  # three partitions, the records in partition 0
+            described.topics[topic].partitions = {0: None, 1: None, 2: None}
+        return described
+
+
+def test_a_checkpoint_waiting_on_a_slow_broker_and_reading_end_offsets_show_progress(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    replay_env(monkeypatch)
+    cluster = Cluster(dlq_records(3))
+    install(monkeypatch, cluster)
+    monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: _SlowBroker(cluster))
+    monkeypatch.setattr(replay, "make_consumer", lambda settings, **extra: _SlowWatermarks(cluster, extra["group.id"]))
+    monkeypatch.setattr(replay, "WAIT_NOTE_S", 0.1, raising=False)
+    import consumer.sre.commands as commands
+
+    monkeypatch.setattr(commands, "NOTE_INTERVAL_S", 0.05, raising=False)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    assert result.exit_code == 0, result.output
+    assert len(cluster.published) == 3 and cluster.committed["g"] == 3
+    stderr = result.stderr
+    assert "replay: reading pisano-sms.dlq: end offsets of partition 2 (3 of 3)" in stderr, stderr
+    assert "replay: reading pisano-sms.dlq: waiting for Kafka to acknowledge 3 re-published record(s)" in stderr
+    assert "s of at most 60s" in stderr
+    assert "waiting" not in result.stdout  # the summary's stream stays the summary
+
+
+def test_dlq_stats_shows_progress_while_it_reads_the_end_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import consumer.sre.commands as commands
+    import consumer.sre.dlq_stats as dlq_stats
+
+    replay_env(monkeypatch)
+    cluster = Cluster(dlq_records(3))
+    monkeypatch.setattr(dlq_stats, "make_consumer", lambda settings, **extra: _SlowWatermarks(cluster, "stats"))
+    monkeypatch.setattr(commands, "NOTE_INTERVAL_S", 0.05, raising=False)
+    result = CliRunner().invoke(main, ["dlq", "stats"])
+    assert result.exit_code == 0, result.output
+    assert "dlq stats: reading pisano-sms.dlq: end offsets of partition 2 (3 of 3)" in result.stderr, result.stderr
