@@ -521,7 +521,8 @@ class MemoryLimiter:
     def pause(self, seconds: float) -> None:
         with self.state.lock:
             data = self.state.data
-            data.pause_until = max(data.pause_until, self.clock() - data.skew + max(1, round(seconds * 1000)))
+            # `_now`: a forward step not measured yet is taken out first, as lua/pause.lua does
+            data.pause_until = max(data.pause_until, self._now() + max(1, round(seconds * 1000)))
 
     def paused_until_ms(self) -> int:
         # Read from the shared state at once: in memory every replica knows what the script would tell it.

@@ -352,6 +352,18 @@ def test_a_pause_pisano_asked_for_lasts_through_a_clock_stepped_forward(make_lim
     assert 2.5 < _unheld(rl).wait_s <= 3.2
 
 
+def test_a_pause_asked_for_before_anyone_measured_a_forward_step_lasts_what_pisano_asked(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # Found by review (h-rsend): the pause (lua/pause.lua) read the clock without taking a forward
+    # step out, so a 429 that was the first call after the step paused the fleet for the step too.
+    rl = make_limiter("100/1s", horizon_ms=500, grace_ms=300)
+    _take(rl, 1)
+    make_limiter.step_clock(30_000)
+    rl.pause(3.0)  # Retry-After: 3, before any acquire or heartbeat measured the step
+    refused = _unheld(rl)
+    assert not refused.granted and 2.5 < refused.wait_s <= 3.2  # not 33 s
+    assert refused.slot_ms - rl.paused_until_ms() < 50  # the pause's end the replica knows, on the same clock
+
+
 def test_a_call_sent_again_after_a_script_reload_measures_no_step(make_limiter) -> None:  # type: ignore[no-untyped-def]
     """Found by review: a call answered NOSCRIPT (after a restart, a failover to a node that never ran
     the script, SCRIPT FLUSH) was sent again by redis-py after SCRIPT LOAD with the same arguments:

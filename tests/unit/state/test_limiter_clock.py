@@ -6,6 +6,7 @@ lines the events give."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -225,6 +226,22 @@ def test_a_clock_stepped_forward_keeps_every_window_and_every_pause() -> None:
     assert third.granted and third.slot_ms >= first.slot_ms + 1000  # then the window, not before
 
 
+def test_a_pause_asked_for_before_anyone_measured_a_forward_step_lasts_what_pisano_asked() -> None:
+    # Found by review (h-rsend): the step is measured by acquire and the heartbeat, not by the pause.
+    # A 429's pause that was the first call to reach a clock stepped forward (a failover to a node an
+    # hour ahead) ended an hour late once the next call took the step out: the fleet was held for the
+    # step, and every slot reserved ahead was given up as inside the pause (consumer/delivery/slots.py).
+    clock, mono, rl = _stepping(grace_ms=10_000)
+    rl.acquire()  # the window is full: two slots
+    clock.now += 3_600_000
+    rl.pause(5)  # Retry-After: 5, the first call after the step
+    refused = rl.acquire()
+    assert rl.state.data.skew == 3_600_000  # measured once, by the pause
+    assert not refused.granted and not refused.held and refused.wait_s == 5.0
+    _advance(clock, mono, 5000)
+    assert rl.acquire().granted
+
+
 def test_a_step_many_replicas_measure_is_taken_out_once() -> None:
     clock, _mono, rl = _stepping()
     other = rl.replica()
@@ -300,3 +317,51 @@ def test_the_legacy_horizon_is_the_bound_of_throttle_horizon_ms() -> None:
 
     bounds = [getattr(m, "le", None) for m in Settings.model_fields["throttle_horizon_ms"].metadata]
     assert LEGACY_HORIZON_MS in bounds
+
+
+class _PauseClient(_Client):
+    """acquire.lua's heartbeat reply as `_Client`'s; pause.lua (four arguments) answers PAUSE_END,
+    running `during_pause` first (what happens while the call is out)."""
+
+    PAUSE_END = 1_800_000_005_000
+
+    def __init__(self) -> None:
+        super().__init__([2, 0, b"1", 0, 3, b"", 1_800_000_000_000, 0, 0])
+        self.during_pause: Any = None
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        if len(keys_and_args) - numkeys != 4:
+            return super().evalsha(sha, numkeys, *keys_and_args)
+        self.sent.append(list(keys_and_args[numkeys:]))
+        if self.during_pause is not None:
+            self.during_pause()
+        return self.PAUSE_END
+
+
+def test_a_pause_sends_the_step_evidence_of_the_previous_reply() -> None:
+    # lua/pause.lua takes a forward step out before it reads the clock, as acquire.lua does.
+    client = _PauseClient()
+    rl = RedisLimiter(client, Keys("t"), "tok", parse_rate_limits(WINDOWS), margin_ms=0, horizon_ms=500)
+    rl.pause(5)  # no reply yet: no evidence
+    assert client.sent[-1] == [5000, "", "", 100]
+    rl.heartbeat()
+    rl.pause(5)
+    ms, prev, elapsed, tolerance = client.sent[-1]
+    assert ms == 5000 and prev == 1_800_000_000_000 and 0 <= elapsed < 1000 and tolerance == 100
+    assert rl.paused_until_ms() == _PauseClient.PAUSE_END
+
+
+def test_a_pause_of_the_keys_just_left_is_not_taken_for_the_new_keys_pause() -> None:
+    # The destination's record moved the limiter to other keys while the pause was out: its end is
+    # on the old keys' clock; the new keys' pause is learned from their next reply.
+    client = _PauseClient()
+    rl = RedisLimiter(client, Keys("t"), "tok", parse_rate_limits(WINDOWS), margin_ms=0, horizon_ms=500)
+    rl.heartbeat()
+
+    def moved() -> None:  # what `_follow_account` does
+        with rl._lock:
+            rl._keys, rl._reply, rl._paused_until = ["x:log", "x:meta"], None, (0, time.monotonic())
+
+    client.during_pause = moved
+    rl.pause(5)
+    assert rl.paused_until_ms() == 0
