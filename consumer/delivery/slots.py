@@ -453,13 +453,8 @@ class SlotReserver:
                 slot = None
                 continue
             # Again at the slot: a 429 heard meanwhile (this replica's, or another's seen by the
-            # limiter's heartbeat, at most a second old) paused the fleet over it. Local, no round trip.
+            # limiter's heartbeat, at most a second old) paused the fleet over it. Local, no round
+            # trip; given up at the loop's top, as a slot found inside a pause there.
             if slot.inside_pause(self.limiter):
-                self._paused_over()
-                slot = None
-                if on_pause is not None:
-                    if not on_pause():
-                        return Readiness("refused")
-                    renewed_at = None  # pending now: armed by the renewal before the POST
                 continue
             return Readiness("go", slot.leave_by(self.max_lateness_s))

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -244,20 +244,10 @@ class RedisLimiter:
         """Stop the whole fleet's slots for `seconds` (a 429 from Pisano)."""
         with self._lock:
             keys, reply = self._keys, self._reply
-
-        def args() -> list[Any]:
-            # The evidence of a forward step, as `_run` sends it (lua/pause.lua takes the step out
-            # before it reads the clock), read last before each sending: a reload's round trips
-            # counted in it would be taken for a step.
-            elapsed = "" if reply is None else int((time.monotonic() - reply[1]) * 1000)
-            return [max(1, round(seconds * 1000)), "" if reply is None else reply[0], elapsed, STEP_TOLERANCE_MS]
-
-        with translated("the throttle"):
-            try:
-                until = self.client.evalsha(self._pause.sha, len(keys), *keys, *args())
-            except NoScriptError:
-                self._pause.sha = self.client.script_load(self._pause.script)
-                until = self.client.evalsha(self._pause.sha, len(keys), *keys, *args())
+        # With the step's evidence, as `_run` sends it: lua/pause.lua takes the step out before it
+        # reads the clock.
+        until = self._evaluated(self._pause, keys,
+                                lambda: [max(1, round(seconds * 1000)), *_step_evidence(reply, time.monotonic())])
         if keys is self._keys:  # not a pause of the keys just left (`_follow_account`): another clock
             self._paused(until, time.monotonic())
         log.warning("Pisano throttled us: fleet paused for %.1fs", seconds, extra={"wait_ms": round(seconds * 1000)})
@@ -278,6 +268,17 @@ class RedisLimiter:
             _seconds, _micros, *counts = self._utilisation(keys=self._keys, args=[w.period_ms for w in self.windows])
         return {w: int(count) / w.limit for w, count in zip(self.windows, counts, strict=True)}
 
+    def _evaluated(self, script: Any, keys: list[str], args: Callable[[], list[Any]]) -> Any:
+        """A script's reply, its arguments read by `args` last before each sending. Not
+        Script.__call__'s reload, which sends the same arguments again: the step's evidence is read
+        anew after a NOSCRIPT reload (found by review: its round trips were taken for a step)."""
+        with translated("the throttle"):
+            try:
+                return self.client.evalsha(script.sha, len(keys), *keys, *args())
+            except NoScriptError:
+                script.sha = self.client.script_load(script.script)
+                return self.client.evalsha(script.sha, len(keys), *keys, *args())
+
     def _run(self, *, reserve: bool, pace_ms: int = 0,
              prepare_ms: int = 0) -> tuple[int, int, int, float, float]:
         """(status, wait ms, slot ms, when the call was sent, when its answer came back)."""
@@ -287,25 +288,14 @@ class RedisLimiter:
         sent = 0.0
 
         def args() -> list[Any]:
-            # The evidence of a forward step: our previous reply's clock and the monotonic ms since
-            # it came back, read last before sending, for each sending (anything later only makes
-            # the gain larger: safe; anything earlier, a reload's round trips, would be a false step).
+            # Read for each sending, the step's evidence with them (`_step_evidence`).
             nonlocal sent
             sent = time.monotonic()  # the last sending's: its state read comes after this
-            elapsed = "" if reply is None else int((sent - reply[1]) * 1000)
             return [epoch, seq_seen, self.margin_ms, self.horizon_ms, self.grace_ms, 1 if reserve else 0,
                     max(0, pace_ms), pace_lead_ms(pace_ms) + max(0, prepare_ms), max(0, prepare_ms),
-                    LEGACY_HORIZON_MS, "" if reply is None else reply[0], elapsed, STEP_TOLERANCE_MS,
-                    *self._window_args]
+                    LEGACY_HORIZON_MS, *_step_evidence(reply, sent), *self._window_args]
 
-        with translated("the throttle"):
-            try:
-                result = self.client.evalsha(self._acquire.sha, len(keys), *keys, *args())
-            except NoScriptError:
-                # Not Script.__call__'s reload, which sends the same arguments again: the evidence
-                # is read anew after the reload (found by review: its time was taken for a step).
-                self._acquire.sha = self.client.script_load(self._acquire.script)
-                result = self.client.evalsha(self._acquire.sha, len(keys), *keys, *args())
+        result = self._evaluated(self._acquire, keys, args)
         status, wait_ms, raw_epoch, slot_ms, seq, raw_event, now_ms, stepped_ms = result[:8]
         # The pause's end (lua/acquire.lua); a reply without it (a test's script) says no pause.
         paused_until = result[8] if len(result) > 8 else 0
@@ -378,3 +368,13 @@ class LimiterHeartbeat:
                     pass  # Redis down: the senders report it; the next beat tries again
                 except Exception:  # the heartbeat must outlive any surprise, or fences go unproven
                     log.exception("limiter heartbeat error; continuing")
+
+
+def _step_evidence(reply: tuple[int, float] | None, sending: float) -> list[Any]:
+    """What a script needs to measure a forward step of Redis's clock (lua/acquire.lua, 'step'):
+    our previous reply's fleet clock, the monotonic ms from its arrival to `sending` (read last
+    before sending: anything later only makes the gain larger, safe; anything earlier, a reload's
+    round trips, would be a false step), and the tolerance. Nothing measured on a first call."""
+    if reply is None:
+        return ["", "", STEP_TOLERANCE_MS]
+    return [reply[0], int((sending - reply[1]) * 1000), STEP_TOLERANCE_MS]

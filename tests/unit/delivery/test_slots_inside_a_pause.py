@@ -14,7 +14,7 @@ import threading
 import time
 
 from consumer.delivery.outage import RedisOutage
-from consumer.delivery.slots import RENEWAL_REACH_S, SlotReserver
+from consumer.delivery.slots import RENEWAL_REACH_S, Slot, SlotReserver
 from consumer.operations.metrics import Metrics
 from tests.support.fakes import windows_limiter
 
@@ -68,12 +68,7 @@ def test_a_request_waiting_for_the_pause_end_holds_its_claims_pending_then_arms_
     # A replica killed while it waits out the pause (up to 625 s) must leave its events free, not
     # `ambiguous`: the request's claims are made pending (`on_pause`, Attempts' disarm) when its slot
     # is given up, and the renewal before the POST arms them again, however near the claims were taken.
-    mine = windows_limiter("1/1s")
-    slots, _metrics = _reserver(mine)
-    slots.reserve()
-    ahead = slots.reserve()
-    assert ahead is not None
-    mine.replica().pause(1.5)
+    slots, ahead = _a_slot_ahead_then_a_pause()
     calls: list[str] = []
     fresh = time.monotonic()
     ready = slots.ready(ahead, lambda: calls.append("renew") is None, fresh=fresh,
@@ -82,10 +77,16 @@ def test_a_request_waiting_for_the_pause_end_holds_its_claims_pending_then_arms_
 
 
 def test_a_disarm_without_reply_ends_the_request_unsent() -> None:
+    slots, ahead = _a_slot_ahead_then_a_pause()
+    assert slots.ready(ahead, lambda: True, on_pause=lambda: False).state == "refused"
+
+
+def _a_slot_ahead_then_a_pause() -> tuple[SlotReserver, Slot]:
+    """A slot reserved a second ahead, then another replica's 429 pauses the fleet over it."""
     mine = windows_limiter("1/1s")
     slots, _metrics = _reserver(mine)
     slots.reserve()
     ahead = slots.reserve()
     assert ahead is not None
     mine.replica().pause(1.5)
-    assert slots.ready(ahead, lambda: True, on_pause=lambda: False).state == "refused"
+    return slots, ahead
