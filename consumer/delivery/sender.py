@@ -204,23 +204,28 @@ class Sender:
             self.report(Outcome("requeue", batch.events))
         return True
 
-    def _skip_delivered(self, events: list[PendingEvent]) -> list[PendingEvent]:
-        """The events of a batch the open circuit refuses, less those already delivered: those end
-        `skipped`, as the claim would end them (`_claim`). Dead-lettered, a delivered event said
-        `pisano_error` of a survey its recipient had, and asked an SRE for a replay it did not need.
-        A peek, one round trip: nothing claimed, nothing sent. Redis away: the batch waits, as the
-        claim's failure makes it (fail closed), rather than end without the check."""
+    def _skip_delivered(self, events: list[PendingEvent],
+                        report: Callable[[Outcome], None] | None = None) -> list[PendingEvent]:
+        """The events of a batch an open circuit (the token's, the campaign's) refuses, less those
+        already delivered: those end `skipped` (through `report`, the sender's by default), as the
+        claim would end them (`_claim`). Dead-lettered, a delivered event said `pisano_error` of a
+        survey its recipient had, and asked an SRE for a replay it did not need. A peek, one round
+        trip: nothing claimed, nothing sent. Redis away: the batch waits, as the claim's failure
+        makes it (fail closed), rather than end without the check."""
+        report = report or self.report
+        if not events:
+            return events
         try:
             states = self.dedup.states([e.recipient.event_id for e in events])
         except StateStoreError as exc:
-            self.report(Outcome("requeue", events))
+            report(Outcome("requeue", events))
             self.outage.failed("claim", exc)
             return []
         self.outage.recovered()
         delivered = [e for e, state in zip(events, states, strict=True) if state == "d"]
         if delivered:
             self.metrics.duplicates_skipped.inc(len(delivered))
-            self.report(Outcome("skipped", delivered))
+            report(Outcome("skipped", delivered))
         return [e for e, state in zip(events, states, strict=True) if state != "d"]
 
     def _campaign_short_circuit(self) -> bool:
@@ -238,11 +243,11 @@ class Sender:
 
     def _refused_by_campaign(self, batch: Batch, trip: Trip, report: Callable[[Outcome], None]) -> None:
         """A batch its campaign's open circuit refuses before any slot is reserved: dead-lettered
-        with the code, except the events an SRE replayed (the campaign was fixed, by the look of
-        it): those wait for the circuit's probe, so a replay made within the cool-down is not
-        dead-lettered again."""
+        with the code, except the events already delivered (skipped, `_skip_delivered`) and those
+        an SRE replayed (the campaign was fixed, by the look of it): those wait for the circuit's
+        probe, so a replay made within the cool-down is not dead-lettered again."""
         replays = [e for e in batch.events if _replayed(e)]
-        rest = [e for e in batch.events if not _replayed(e)]
+        rest = self._skip_delivered([e for e in batch.events if not _replayed(e)], report)
         if replays:
             report(Outcome("requeue", replays))
         if rest:

@@ -46,3 +46,22 @@ def test_a_dedup_store_that_cannot_answer_holds_the_batch_as_the_claim_would() -
     r.batcher.flush_all()
     assert r.sender._short_circuit()
     assert r.kinds() == {"e2": {"requeue"}} and len(r.pisano.requests) == 1
+
+
+def test_an_open_campaign_circuit_skips_an_event_already_delivered() -> None:
+    """Carried from the sender review: the campaign's circuit refused a delivered duplicate
+    `pisano_error` too, before any slot, and when it opened while the slot was awaited."""
+    from tests.unit.delivery.test_sender import campaign_rig, run_once
+
+    broken = PisanoApiError(404, 13002, "Requested resource not found!")
+    r, _limiter = campaign_rig(FakePisano([broken]))
+    r.process([event(1)])  # the campaign's circuit opens
+    r.dedup.settle(Settlement.DELIVERED, r.dedup.new_tag(), ["e2"])  # e2 was delivered before
+    r.outcomes.clear()
+    r.batcher.add([event(2), event(3)])
+    r.batcher.flush_all()
+    run_once(r)  # refused at once, before any slot
+    assert len(r.pisano.requests) == 1  # nothing sent
+    assert r.kinds() == {"e2": {"skipped"}, "e3": {"dead_letter"}}
+    assert sum(len(o.events) for o in r.outcomes) == 2  # exactly one outcome each
+    assert r.dedup.state("e3") is None  # nothing claimed
