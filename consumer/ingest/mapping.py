@@ -234,15 +234,23 @@ _VALID_CAMPAIGNS: dict[str, str] = {}
 _MAX_REMEMBERED_CAMPAIGNS = 4096
 
 
-def _text(value: Any) -> str | None:
-    """Attribute values go to Pisano as strings; nested structures are not attributes."""
+def _text(value: Any, where: str) -> str | None:
+    """Attribute values go to Pisano as strings; nested structures are not attributes. `where`
+    names the field in the message of a value that has no text."""
     if type(value) is str:  # nearly every value: skip the checks below
         return value if len(value) <= MAX_ATTRIBUTE_CHARS else value[:MAX_ATTRIBUTE_CHARS]
     if value is None or isinstance(value, (dict, list)):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = str(value)
+    try:
+        text = str(value)
+    except Exception as exc:
+        # No Avro reader gives such a value, a custom decoder may: an int past Python's 4,300
+        # digits (ValueError), an object whose __str__ raises. A reason naming the field, where the
+        # intake's net would only say that the mapper failed.
+        raise InvalidEventError(f"{where}: a value of type {type(value).__name__} that cannot be written as text "
+                                f"({type(exc).__name__}); convert it in the decoder or a custom mapper") from None
     return text[:MAX_ATTRIBUTE_CHARS]
 
 
@@ -364,7 +372,7 @@ class DeclarativeMapper(Mapper):
         return self.map_kafka(record, None)
 
     def map_kafka(self, record: Mapping[str, Any], kafka: Any) -> Recipient:
-        event_id = _text(self.event_id(record, kafka))
+        event_id = _text(self.event_id(record, kafka), "event_id")
         if not event_id:
             raise InvalidEventError("no event id at the mapping's event_id path")
         if len(event_id) > MAX_EVENT_ID_CHARS:
@@ -373,10 +381,11 @@ class DeclarativeMapper(Mapper):
         if not isinstance(raw_phone, str) or not (raw_phone := raw_phone.strip()):
             raise InvalidEventError("no phone at the mapping's phone path")
         phone = self.phones.normalise(raw_phone)
-        custom = self._values(self.custom_attributes, record, kafka)
+        custom = self._values("custom_attributes", self.custom_attributes, record, kafka)
         if self.custom_types:
             _typed(self.custom_types, record, kafka, custom)
-        built_in = self._values(self.built_in_responses, record, kafka) if self.built_in_responses else {}
+        built_in = (self._values("built_in_responses", self.built_in_responses, record, kafka)
+                    if self.built_in_responses else {})
         if self.built_in_types:
             _typed(self.built_in_types, record, kafka, built_in)
         # Positional (event id, campaign, phone, custom, built-in, event time): a keyword call costs
@@ -392,9 +401,9 @@ class DeclarativeMapper(Mapper):
         return event_time_ms(value, self.zone)
 
     def _campaign(self, record: Mapping[str, Any], kafka: Any) -> str:
-        campaign = _text(self.campaign_id(record, kafka)) if self.campaign_id else None
+        campaign = _text(self.campaign_id(record, kafka), "campaign_id") if self.campaign_id else None
         if campaign is None and self.routes is not None:
-            key = _text(self.routes.field(record, kafka))
+            key = _text(self.routes.field(record, kafka), "campaign_routes.field")
             campaign = self.routes.routes.get(key, self.routes.default) if key else self.routes.default
             if campaign is None:
                 shown = key if key is None else key[:64]  # a record's field: quoted short (redacted on the poll thread)
@@ -407,12 +416,14 @@ class DeclarativeMapper(Mapper):
         return known
 
     @staticmethod
-    def _values(paths: tuple[tuple[str, Path_], ...], record: Mapping[str, Any], kafka: Any) -> dict[str, str]:
+    def _values(field: str, paths: tuple[tuple[str, Path_], ...], record: Mapping[str, Any],
+                kafka: Any) -> dict[str, str]:
         out = {}
         for name, path in paths:
             value = path(record, kafka)
             # Nearly every value is a short string: kept as `_text` would keep it, without the call.
-            if (type(value) is str and len(value) <= MAX_ATTRIBUTE_CHARS) or (value := _text(value)) is not None:
+            if (type(value) is str and len(value) <= MAX_ATTRIBUTE_CHARS) \
+                    or (value := _text(value, f"{field}.{name}")) is not None:
                 out[name] = value
         return out
 

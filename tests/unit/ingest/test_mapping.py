@@ -277,3 +277,23 @@ def test_a_mapper_without_fields_read_gets_the_whole_record() -> None:
 
     assert fields_read_by(OnlyMap()) is None
     assert fields_read_by(DeclarativeMapper.from_file(default_mapping_file())) is not None
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@pytest.mark.parametrize(("overrides", "where"), [
+    ({"event_id": 10**5000}, "event_id"),  # past Python's 4,300-digit limit: str() raises ValueError
+    ({"campaign_id": Unprintable()}, "campaign_id"),
+    ({"customer": {"id": "c1", "phone": "+90 532 123 45 67", "name": -(10**5000)}}, "custom_attributes.name"),
+])
+def test_a_value_a_custom_decoder_gives_without_a_text_is_refused_naming_its_field(
+        overrides: dict[str, Any], where: str) -> None:
+    """Found by tests/unit/ingest/test_fuzz_record_path.py: such a value was a ValueError out of the
+    mapper, dead-lettered by the intake's net as "the mapper failed: ValueError: Exceeds the limit
+    ...", naming no field."""
+    mapper = DeclarativeMapper.from_file(default_mapping_file())
+    with pytest.raises(InvalidEventError, match=f"^{where}: a value of type .* cannot be written as text"):
+        mapper.map(event(**overrides))

@@ -10,13 +10,12 @@ scripts, and letters or punctuation glued to either end.
 import json
 import random
 import re
-import time
-from collections.abc import Callable
 from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
 
 from consumer.operations.logs import redact_phones
+from tests.support.timing import growth
 
 CASES = 5000
 # Kept visible by the mask: a country code (up to 3 characters) and the last two digits. Any
@@ -282,18 +281,10 @@ def test_redaction_is_linear_in_the_text_even_an_adversarial_one(unit: str) -> N
     address is looked for inside a number, and timestamps and UUIDs are cut out first: sixteen
     times the text still takes about sixteen times as long (bound as in the masking's linearity
     test, tests/unit/config/test_secret_settings.py)."""
-    def best_of(runs: int, work: Callable[[], object]) -> float:
-        best = float("inf")
-        for _ in range(runs):
-            started = time.perf_counter()
-            work()
-            best = min(best, time.perf_counter() - started)
-        return best
-
     small, large = unit * (400 // len(unit)), unit * (6400 // len(unit))
     redact_phones(small)  # warm
-    ratio = best_of(7, lambda: [redact_phones(large) for _ in range(10)]) / best_of(
-        7, lambda: [redact_phones(small) for _ in range(160)]) * 16
+    ratio = growth(lambda: [redact_phones(small) for _ in range(160)],
+                   lambda: [redact_phones(large) for _ in range(10)]) * 16
     assert ratio < 64, f"16x the text took {ratio:.0f}x as long"
 
 
