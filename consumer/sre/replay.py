@@ -66,6 +66,7 @@ from consumer.sre.dlq_read import (
     kafka_error_text,
     parse_dead_letter,
 )
+from consumer.sre.position_commit import CommitStalled, PositionCommitter
 from consumer.sre.record_text import shown_id
 from consumer.sre.replay_signature import ATTEMPT_HEADER, SIGNATURE_HEADER, sign
 from consumer.sre.replayed_records import ReplayedRecords
@@ -481,6 +482,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                          start="beginning" if plan.from_beginning else "committed",
                          missing_hint="check DLQ_TOPIC or --from-topic",
                          topic_id=lambda: topic_id_of(settings, plan.source_topic), note=waiting)
+    committer = PositionCommitter(consumer, plan.group, waiting, timeout_s=ACK_TIMEOUT_S, note_every_s=WAIT_NOTE_S)
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
     # The records re-published in this run, by origin and content, in about 8 bytes each
@@ -507,7 +509,11 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         if not positions:
             return
         try:
-            consumer.commit(offsets=positions, asynchronous=False)
+            committer.commit(positions)
+        except CommitStalled as exc:
+            raise ReplayError(f"{exc} (a broker that stalls?); the records after its last confirmed position were "
+                              f"re-published: check the brokers, then run again{resume_hint(plan)} (it re-publishes "
+                              "them, the consumers skip the delivered ones)") from exc
         except KafkaException as exc:
             raise ReplayError(f"could not commit the position of group {plan.group} ({kafka_error_text(exc)}): "
                               "check KAFKA_BOOTSTRAP_SERVERS and that this user's ACLs allow the group "
@@ -620,7 +626,11 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         stopped.summary = summary
         raise stopped from exc
     finally:
-        close_reader(consumer, "the replay's consumer")
+        if committer.in_flight:
+            # Closing would destroy the client under the stalled commit: the process's exit ends it.
+            log.warning("the replay's consumer is left open: Kafka has not answered its commit")
+        else:
+            close_reader(consumer, "the replay's consumer")
     log.info("replay of %s done: %d read, %d replayed", plan.source_topic, summary.read, summary.replayed,
              extra={"topic": plan.source_topic, "count": summary.replayed})
     return summary

@@ -171,6 +171,8 @@ THREAD_SITES = {
     "consumer/operations/health.py": "short-lived: origin-check, one check of the origins (one at a time)",
     "consumer/simulator/server.py": "the Pisano simulator: not the consumer process",
     "consumer/demo.py": "the demo's consumer loop: not the consumer process",
+    "consumer/sre/position_commit.py": "short-lived: the replay command's commit of its position, waited for "
+                                       "with a bound (librdkafka's has none); not the consumer process",
 }
 
 

@@ -83,3 +83,92 @@ def test_dlq_stats_shows_progress_while_it_reads_the_end_offsets(monkeypatch: py
     result = CliRunner().invoke(main, ["dlq", "stats"])
     assert result.exit_code == 0, result.output
     assert "dlq stats: reading pisano-sms.dlq: end offsets of partition 2 (3 of 3)" in result.stderr, result.stderr
+
+
+class _StalledCommits(FakeDlqConsumer):
+    """A broker that stalls on commits: each commit waits `stall_s` (librdkafka's synchronous
+    commit has no timeout: against a frozen broker one waited the whole 300 s of a real test)."""
+
+    stall_s = 0.5
+
+    def __init__(self, cluster: Cluster, group: str) -> None:
+        super().__init__(cluster, group)
+        self.closed_during_commit = self.overlapped = False
+        self.committing = False
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+        self.overlapped |= self.committing
+        self.committing = True
+        time.sleep(self.stall_s)
+        super().commit(offsets, asynchronous)
+        self.committing = False
+
+    def close(self) -> None:
+        self.closed_during_commit |= self.committing
+
+
+def _stalled_run(monkeypatch: pytest.MonkeyPatch, stall_s: float,
+                 timeout_s: float = 1.0) -> tuple[Any, Cluster, _StalledCommits]:
+    replay_env(monkeypatch)
+    cluster = Cluster(dlq_records(3))
+    install(monkeypatch, cluster)
+    consumers: list[_StalledCommits] = []
+
+    def stalled(settings: Any, **extra: Any) -> _StalledCommits:
+        consumers.append(_StalledCommits(cluster, extra["group.id"]))
+        consumers[-1].stall_s = stall_s
+        return consumers[-1]
+
+    monkeypatch.setattr(replay, "make_consumer", stalled)
+    monkeypatch.setattr(replay, "WAIT_NOTE_S", 0.1, raising=False)
+    monkeypatch.setattr(replay, "ACK_TIMEOUT_S", timeout_s, raising=False)
+    import consumer.sre.commands as commands
+
+    monkeypatch.setattr(commands, "NOTE_INTERVAL_S", 0.05, raising=False)
+    result = CliRunner().invoke(main, ["replay", "--group", "g"])
+    return result, cluster, consumers[0]
+
+
+def test_a_commit_kafka_is_slow_to_confirm_shows_progress() -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        result, cluster, _ = _stalled_run(monkeypatch, stall_s=0.5)
+    assert result.exit_code == 0, result.output
+    assert cluster.committed["g"] == 3
+    assert "replay: reading pisano-sms.dlq: waiting for Kafka to confirm the position of group g: " in result.stderr, \
+        result.stderr
+    assert "s of at most 1s" in result.stderr
+
+
+def test_a_commit_kafka_never_confirms_ends_the_run_with_what_to_do_and_leaves_the_consumer_open() -> None:
+    """Before, the run waited as long as the broker stalled (here 6 s, against a bound of 1 s),
+    silent, then went on as if nothing happened."""
+    started = time.monotonic()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        result, _, consumer = _stalled_run(monkeypatch, stall_s=6.0)
+    assert time.monotonic() - started < 5, "the run waited past its bound"
+    assert result.exit_code == 1, result.output
+    assert "Kafka did not confirm the position of group g within 1s" in result.output, result.output
+    assert "check the brokers, then run again" in result.output
+    assert not consumer.closed_during_commit
+
+
+def test_a_sigterm_while_a_commit_waits_lets_it_finish_then_checkpoints_without_overlapping_it() -> None:
+    """The interrupt's checkpoint commits again: it waits for the commit in flight first (two
+    commits at once on one client, or a close under one, are not allowed). Found writing it: a
+    signal cutting short `Thread.join` marks the thread stopped in Python 3.11 while it runs (the
+    commits overlapped), so the wait is on an event the thread sets."""
+    import os
+    import signal
+    import threading
+
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            result, cluster, consumer = _stalled_run(monkeypatch, stall_s=1.0, timeout_s=5.0)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, before)
+    assert result.exit_code == 143, result.output
+    assert cluster.committed["g"] == 3 and not consumer.overlapped and not consumer.closed_during_commit
