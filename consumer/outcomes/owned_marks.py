@@ -7,7 +7,9 @@ reads: whether it ended before (dead-lettered, or given its receipt) on a pass a
 rebalance cut short. The copy is trimmed below confirmed commits, like the marks in Redis, and
 dropped with the partition.
 
-A partition whose key holds what this consumer did not write (WRONGTYPE) is left out of the marks'
+A partition whose key holds what this consumer did not write (WRONGTYPE), or more marks than a
+partition ever has (OversizeStateError, found by the load's size check before the set is read:
+consumer/state/dead_letters.py `read_sets`), is left out of the marks'
 calls, found at its load or, when the key turned foreign later, by the call it failed
 (`isolating`): one call touching such a key fails whole, so leaving it in would pause the marks of
 every partition, again after every pause.
@@ -151,10 +153,11 @@ def go_on_without(log: logging.Logger, what: str, cost: str, on_error: Callable[
     partition whose `what` ("dead-letter marks") failed to load with `exc`, or failed a read or
     write of them after they loaded (`OwnedMarks.isolating`), is consumed without them. Not after
     an outage (it ends: the partition waits for its marks, or its dead-letters for their notes;
-    the caller's pause counts it). After a failure no wait ends (Redis answered that the key holds what this consumer
-    did not write, or the store could not read what is stored), `on_error` counts it, and a
-    warning says which key, what is wrong with it and what to do (the StateStoreError's words,
-    which name the key), and `cost`: what being without them may do."""
+    the caller's pause counts it). After a failure no wait ends (Redis answered that the key holds
+    what this consumer did not write, or more marks than a partition ever has, or the store could
+    not read what is stored), `on_error` counts it, and a warning says which key, what is wrong
+    with it and what to do (the StateStoreError's words, which name the key), and `cost`: what
+    being without them may do."""
     if passes(exc):
         return False
     on_error()
