@@ -18,12 +18,17 @@ every partition, again after every pause.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from consumer.errors import StateStoreError
 from consumer.state.dead_letters import TopicPartition
 from consumer.state.redis_errors import passes
+
+# The time a poll turn spends loading newly assigned partitions' marks before it leaves the rest
+# to the next turns (`OwnedMarks.load_all`): the loop keeps turning (heartbeats, commits, health).
+LOAD_TURN_S = 1.0
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -58,10 +63,19 @@ class OwnedMarks(Generic[V]):
         self.owned |= tps
         self.unloaded |= tps  # loaded again: the key may have been mended since (`load_all`)
 
-    def load_all(self) -> None:
+    def load_all(self, budget_s: float | None = None, clock: Callable[[], float] | None = None) -> None:
         """Load the marks of the partitions assigned and not loaded yet; each partition loaded
-        stays loaded if a later one raises."""
-        for tp in sorted(self.unloaded):
+        stays loaded if a later one raises. With `budget_s`, no partition's load starts once that
+        long was spent (one always does): the rest stay unloaded for the caller's next call (its
+        next poll turn). Each partition's load is bounded (consumer/state/dead_letters.py
+        `read_sets`: seconds at MAX_PARTITION_MARKS), but many partitions near it at one
+        assignment would hold the poll loop past its liveness (LIVENESS_S) and the replica would
+        be restarted, again at each assignment."""
+        clock = clock or time.monotonic
+        started = clock()
+        for n, tp in enumerate(sorted(self.unloaded)):
+            if budget_s is not None and n and clock() - started >= budget_s:
+                return
             try:
                 loaded = self._load(tp)
             except Exception as exc:

@@ -111,3 +111,90 @@ def test_a_load_reads_a_partition_page_by_page() -> None:
                                  previous_release=lambda: False, page=2)
     assert sorted(marks.load(TP0)) == [0, 1, 2, 3, 4] and client.trips == 3  # the size with the first page
     assert dead_letter_key("p", "g:dlq", *TP0) == "{p:dl:g:dlq:t:0}"
+
+
+def test_a_turns_loads_stop_after_their_budget_and_the_next_turn_loads_the_rest() -> None:
+    """Each partition's load is bounded (seconds at MAX_PARTITION_MARKS), but many at one
+    assignment would add up past the poll loop's liveness: a call starts no load once
+    LOAD_TURN_S was spent (one always starts), and the next call loads the rest."""
+    from consumer.outcomes.owned_marks import LOAD_TURN_S, OwnedMarks
+
+    now, loaded = [0.0], []  # type: ignore[var-annotated]
+
+    def load(tp: tuple[str, int]) -> dict[int, str]:
+        now[0] += LOAD_TURN_S * 0.6  # a slow load
+        loaded.append(tp)
+        return {1: "f"}
+
+    owned: OwnedMarks[str] = OwnedMarks(load)
+    tps = [("t", n) for n in range(5)]
+    owned.assigned(tps)
+    owned.load_all(LOAD_TURN_S, lambda: now[0])
+    assert loaded == tps[:2] and owned.unloaded == set(tps[2:])
+    owned.load_all(LOAD_TURN_S, lambda: now[0])
+    owned.load_all(LOAD_TURN_S, lambda: now[0])
+    assert loaded == tps and owned.unloaded == set()
+    owned.assigned([("t", 9)])
+    now[0] += 100
+    owned.load_all(0.0, lambda: now[0])  # the first always loads
+    assert loaded[-1] == ("t", 9)
+
+
+def test_partitions_whose_marks_wait_for_a_later_turn_are_fetched_once_loaded(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The pipeline holds a partition whose dead-letter or receipt marks a later turn loads (not
+    read before: a record dead-lettered or receipted before would be judged again), and fetches it
+    once they are; no warning of Redis failing (it did not)."""
+    from confluent_kafka import TopicPartition
+
+    from consumer.outcomes.owned_marks import LOAD_TURN_S
+    from tests.unit.test_pipeline_review import owner
+
+    now = [1_000.0]
+
+    class Slow(MemoryDeadLetterMarks):
+        def load(self, tp: tuple[str, int]) -> Any:
+            now[0] += LOAD_TURN_S * 0.6
+            return super().load(tp)
+
+    loop, consumer, _ = owner(Slow(horizon_s=3600))
+    loop.dlq._clock = lambda: now[0]
+    paused, resumed = [], []  # type: ignore[var-annotated]
+    consumer.incremental_assign = lambda partitions: None  # type: ignore[attr-defined]
+    consumer.pause = lambda ps: paused.extend((p.topic, p.partition) for p in ps)  # type: ignore[method-assign]
+    consumer.resume = lambda ps: resumed.extend((p.topic, p.partition) for p in ps)  # type: ignore[method-assign]
+    with caplog.at_level("INFO", logger="consumer.pipeline"):
+        loop._on_assign(consumer, [TopicPartition("t", n) for n in range(4)])
+    assert set(paused) == {("t", 2), ("t", 3)} and loop.dlq.unloaded() == {("t", 2), ("t", 3)}
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert any("loaded over the next poll turns" in r.getMessage() for r in caplog.records)
+    resumed.clear()
+    loop._step()
+    assert loop.dlq.unloaded() == set() and sorted(resumed) == [("t", 2), ("t", 3)]
+
+
+def test_receipt_marks_a_later_turn_loads_are_deferred_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ReceiptWriter.deferred`: the partitions whose receipt marks wait for a later turn (the
+    pipeline holds them); none while the marks pause after a failure (receipts go on without them
+    then, as before)."""
+    from consumer.outcomes import owned_marks
+    from consumer.outcomes.owned_marks import LOAD_TURN_S
+
+    now = [0.0]
+    monkeypatch.setattr(owned_marks.time, "monotonic", lambda: now[0])
+
+    class Slow(MemoryReceiptMarks):
+        def receipted(self, group: str, tp: tuple[str, int]) -> dict[int, str]:
+            now[0] += LOAD_TURN_S * 0.6
+            return super().receipted(group, tp)
+
+    errors: list[str] = []
+    writer = ReceiptWriter(FakeProducer(), "receipts", group="g", hasher=PhoneHasher("s" * 20), codec=ReceiptCodec(),
+                           marks=Slow(), on_marks_error=lambda: errors.append("marks"))
+    writer.assigned([("t", n) for n in range(3)])
+    assert writer.deferred() == {("t", 2)} and not errors
+    writer.poll()
+    assert writer.deferred() == set() and writer._receipted.unloaded == set()
+    writer._marks_paused_until = float("inf")  # a failure: receipts go on without the marks
+    writer._receipted.assigned([("t", 5)])
+    assert writer.deferred() == set()
