@@ -11,6 +11,7 @@
     │   └── StaleRecordError        older than the dedup horizon allows      -> stale
     ├── RegistryError               schema registry unreachable or failing (retriable); `kind` says how
     ├── StateStoreError             Redis unreachable or failing (retriable: fail closed, resume)
+    │   └── OversizeStateError      a key of ours holds more than this consumer ever writes there (not retriable)
     └── PisanoError                 a call to the Pisano API did not succeed
         ├── PisanoApiError          Pisano answered with an error status (HTTP status, Pisano code)
         └── PisanoTransportError    no usable answer; `ambiguous` when the request may have arrived
@@ -89,6 +90,15 @@ class StateStoreError(PisanoSmsError):
     """Redis could not be reached or refused a command; callers fail closed and try again later."""
 
     retriable = True
+
+
+class OversizeStateError(StateStoreError):
+    """Redis answered, but a key of ours holds more than this consumer ever writes there (a
+    partition's marks past MAX_PARTITION_MARKS, consumer/state/dead_letters.py): read whole, it
+    would take longer than any Redis timeout, and no wait makes it smaller. The message names the
+    key, its size and what to do; the caller goes on without what the key holds."""
+
+    retriable = False
 
 
 class PisanoError(PisanoSmsError):

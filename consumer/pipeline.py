@@ -55,6 +55,7 @@ from consumer.operations.logs import LogBudget, redact_phones
 from consumer.operations.metrics import Metrics, observe_ages
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure
 from consumer.outcomes.offsets import OffsetTracker
+from consumer.outcomes.owned_marks import LOAD_TURN_S
 from consumer.outcomes.receipts import ReceiptWriter
 from consumer.sre.replay_signature import NOT_A_REPLAY, ReplayVerifier
 from consumer.state.dead_letters import DeadLetterMarks
@@ -598,20 +599,32 @@ class Pipeline:
         self._hold_unmarked(tps)
         self._group.joined()
 
-    def _hold_unmarked(self, tps: list[tuple[str, int]]) -> None:
-        """Pause the partitions whose dead-letter marks could not be loaded (Redis failed): fetched
-        once they are (`_resume_marked`)."""
+    def _unloaded(self) -> set[tuple[str, int]]:
+        """Partitions whose dead-letter marks are not loaded (Redis failed, or a later turn loads
+        them), or whose receipt marks a later turn loads (`LOAD_TURN_S`)."""
         unloaded = self.dlq.unloaded()
+        return unloaded | self.receipts.deferred() if self.receipts is not None else unloaded
+
+    def _hold_unmarked(self, tps: list[tuple[str, int]]) -> None:
+        """Pause the partitions whose marks could not be loaded (Redis failed), or are loaded over
+        the next poll turns (many marks at one assignment: `LOAD_TURN_S` a turn): fetched once
+        they are (`_resume_marked`)."""
+        unloaded = self._unloaded()
         unmarked = [TopicPartition(*tp) for tp in tps if tp in unloaded]
         if unmarked:
             self._unmarked.update(tp for tp in tps if tp in unloaded)
             self.consumer.pause(unmarked)
-            log.warning("dead-letter marks of %s not loaded (Redis failed); not fetched until they are",
-                        _names(unmarked))
+            if self.dlq.marks_paused():
+                log.warning("dead-letter marks of %s not loaded (Redis failed); not fetched until they are",
+                            _names(unmarked))
+            else:
+                log.info("marks of %s are loaded over the next poll turns (%.0fs of loading a turn); not "
+                         "fetched until they are", _names(unmarked), LOAD_TURN_S)
 
     def _resume_marked(self) -> None:
-        """Fetch the partitions whose marks are loaded now (a poll after the marks' pause)."""
-        loaded = self._unmarked - self.dlq.unloaded()
+        """Fetch the partitions whose marks are loaded now (a poll after the marks' pause, or a
+        later turn's load)."""
+        loaded = self._unmarked - self._unloaded()
         if not loaded:
             return
         self._unmarked -= loaded

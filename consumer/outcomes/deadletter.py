@@ -66,7 +66,7 @@ from consumer.operations.logs import redact_phones
 from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_headers
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.failed_deliveries import FailedDeliveries
-from consumer.outcomes.owned_marks import OwnedMarks, go_on_without
+from consumer.outcomes.owned_marks import LOAD_TURN_S, OwnedMarks, go_on_without
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.outcomes.retry_queue import RetryQueue
 from consumer.plain_number import plain_number
@@ -325,7 +325,7 @@ class DeadLetterQueue:
         if self.marks is None or not self._before.unloaded or self._clock() < self._marks_paused_until:
             return
         try:
-            self._before.load_all()
+            self._before.load_all(LOAD_TURN_S, self._clock)  # the rest next turn: unloaded, not fetched yet
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("load", exc)
 
@@ -334,9 +334,14 @@ class DeadLetterQueue:
         return self._before.of(tp)
 
     def unloaded(self) -> set[TopicPartition]:
-        """Our partitions whose marks could not be loaded yet (they paused): not to be read until
-        they are, or a record the previous owner dead-lettered would be processed again."""
+        """Our partitions whose marks could not be loaded yet (they paused, or wait for a later
+        turn's load: `LOAD_TURN_S`): not to be read until they are, or a record the previous owner
+        dead-lettered would be processed again."""
         return self._before.unloaded
+
+    def marks_paused(self) -> bool:
+        """Whether the marks pause after a failure of Redis (their loads too)."""
+        return self._clock() < self._marks_paused_until
 
     def any_marked(self) -> bool:
         """Whether any of our partitions has loaded marks: once a poll call, not once a record."""

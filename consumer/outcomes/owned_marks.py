@@ -7,7 +7,9 @@ reads: whether it ended before (dead-lettered, or given its receipt) on a pass a
 rebalance cut short. The copy is trimmed below confirmed commits, like the marks in Redis, and
 dropped with the partition.
 
-A partition whose key holds what this consumer did not write (WRONGTYPE) is left out of the marks'
+A partition whose key holds what this consumer did not write (WRONGTYPE), or more marks than a
+partition ever has (OversizeStateError, found by the load's size check before the set is read:
+consumer/state/dead_letters.py `read_sets`), is left out of the marks'
 calls, found at its load or, when the key turned foreign later, by the call it failed
 (`isolating`): one call touching such a key fails whole, so leaving it in would pause the marks of
 every partition, again after every pause.
@@ -16,12 +18,17 @@ every partition, again after every pause.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from consumer.errors import StateStoreError
 from consumer.state.dead_letters import TopicPartition
 from consumer.state.redis_errors import passes
+
+# The time a poll turn spends loading newly assigned partitions' marks before it leaves the rest
+# to the next turns (`OwnedMarks.load_all`): the loop keeps turning (heartbeats, commits, health).
+LOAD_TURN_S = 1.0
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -56,10 +63,19 @@ class OwnedMarks(Generic[V]):
         self.owned |= tps
         self.unloaded |= tps  # loaded again: the key may have been mended since (`load_all`)
 
-    def load_all(self) -> None:
+    def load_all(self, budget_s: float | None = None, clock: Callable[[], float] | None = None) -> None:
         """Load the marks of the partitions assigned and not loaded yet; each partition loaded
-        stays loaded if a later one raises."""
-        for tp in sorted(self.unloaded):
+        stays loaded if a later one raises. With `budget_s`, no partition's load starts once that
+        long was spent (one always does): the rest stay unloaded for the caller's next call (its
+        next poll turn). Each partition's load is bounded (consumer/state/dead_letters.py
+        `read_sets`: seconds at MAX_PARTITION_MARKS), but many partitions near it at one
+        assignment would hold the poll loop past its liveness (LIVENESS_S) and the replica would
+        be restarted, again at each assignment."""
+        clock = clock or time.monotonic
+        started = clock()
+        for n, tp in enumerate(sorted(self.unloaded)):
+            if budget_s is not None and n and clock() - started >= budget_s:
+                return
             try:
                 loaded = self._load(tp)
             except Exception as exc:
@@ -151,10 +167,11 @@ def go_on_without(log: logging.Logger, what: str, cost: str, on_error: Callable[
     partition whose `what` ("dead-letter marks") failed to load with `exc`, or failed a read or
     write of them after they loaded (`OwnedMarks.isolating`), is consumed without them. Not after
     an outage (it ends: the partition waits for its marks, or its dead-letters for their notes;
-    the caller's pause counts it). After a failure no wait ends (Redis answered that the key holds what this consumer
-    did not write, or the store could not read what is stored), `on_error` counts it, and a
-    warning says which key, what is wrong with it and what to do (the StateStoreError's words,
-    which name the key), and `cost`: what being without them may do."""
+    the caller's pause counts it). After a failure no wait ends (Redis answered that the key holds
+    what this consumer did not write, or more marks than a partition ever has, or the store could
+    not read what is stored), `on_error` counts it, and a warning says which key, what is wrong
+    with it and what to do (the StateStoreError's words, which name the key), and `cost`: what
+    being without them may do."""
     if passes(exc):
         return False
     on_error()

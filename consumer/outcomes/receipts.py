@@ -65,7 +65,7 @@ from consumer.ingest.mapping import Recipient
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
 from consumer.outcomes.deadletter import MARKS_PAUSE_S, RETRY_BACKOFF_S, Failure, error_text
 from consumer.outcomes.failed_deliveries import FailedDeliveries
-from consumer.outcomes.owned_marks import OwnedMarks, go_on_without
+from consumer.outcomes.owned_marks import LOAD_TURN_S, OwnedMarks, go_on_without
 from consumer.outcomes.producer_fatal import ProducerFatal
 from consumer.outcomes.retry_queue import RetryQueue
 from consumer.state.dead_letters import Origin, TopicPartition
@@ -452,9 +452,17 @@ class ReceiptWriter:
         if self.marks is None or not self._receipted.unloaded or self._marks_paused():
             return
         try:
-            self._receipted.load_all()
+            self._receipted.load_all(LOAD_TURN_S)  # the rest next turn (`deferred`)
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("read", exc)
+
+    def deferred(self) -> set[TopicPartition]:
+        """Our partitions whose receipt marks wait for a later poll turn's load (`LOAD_TURN_S`),
+        not for Redis: not to be read until they load (a record read before would get a second
+        receipt). Not while the marks pause after a failure: receipts go on without them then."""
+        if self.marks is None or self._marks_paused():
+            return set()
+        return self._receipted.unloaded
 
     def forget(self, tps: set[TopicPartition]) -> None:
         """Partitions revoked from us or lost. Their receipts not acknowledged yet are abandoned:

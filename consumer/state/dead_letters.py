@@ -46,9 +46,17 @@ again after its group's offsets were moved back past a commit is processed again
 mark was removed). The replay tool and `dlq stats` still
 count each origin once.
 
+A partition's sets are read at assignment in pages (`read_sets`: MARKS_PAGE members of each set a
+round trip, their sizes asked with the first), never more than MAX_PARTITION_MARKS of a set: a
+set past it (hostile or corrupted content: this consumer never writes that many) is not read, and
+its partition goes without its marks, as when its key holds what we did not write (one warning
+naming the key, its size and what to do; consumer/outcomes/owned_marks.py). Read in one reply, such
+a set took longer than REDIS_TIMEOUT_MS, was taken for an outage, and the partition was never
+fetched.
+
 `DeadLetterMarks` is the contract; `RedisDeadLetterMarks` keeps the marks in Redis (one pipelined
 ZMSCORE per partition to look up, one pipelined write of notes and one of marks per poll turn with
-dead-letters, one round trip per partition to load marks and notes at assignment),
+dead-letters, one round trip per page of a partition's marks and notes to load them at assignment),
 `consumer.state.memory.MemoryDeadLetterMarks` in memory. Both pass
 tests/contract/test_dead_letter_marks_contract.py.
 """
@@ -56,14 +64,31 @@ tests/contract/test_dead_letter_marks_contract.py.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from consumer.errors import OversizeStateError
 from consumer.state.redis import Keys, stored_number, stored_text, translated
 
 TopicPartition = tuple[str, int]
+
+# The most marks one of a partition's sets may hold before its load gives up on it. A set holds
+# the marks of the partition's records past its commit point, and of the last MARKS_KEEP_S (60 s)
+# before it (they go a minute after each confirmed commit): at the most one replica consumes,
+# about 16,700 records/s (README, "Receipts", "What it costs"), a minute of a partition alone is
+# 1,000,000 marks. More is not what this consumer wrote in its normal running (a hostile or
+# corrupted key), or a partition whose commit point stood still for minutes at that rate: either
+# way, read whole, its load would hold the poll loop for seconds and its copy in memory take
+# hundreds of MB, and in one reply it takes longer than REDIS_TIMEOUT_MS (measured: 1,000,000
+# marks, 0.84 s to a 500 ms timeout; 4,000,000 past the default 2 s). The partition goes without
+# its marks instead: a record of it read again may be judged again (the warning says so).
+MAX_PARTITION_MARKS = 1_000_000
+# Members of a set read per round trip at a load: a reply Redis builds in milliseconds (about
+# 7 ms per page measured on the local stack), far below any REDIS_TIMEOUT_MS.
+MARKS_PAGE = 10_000
 
 # A mark's score is its offset plus its dead-letter reason's code over REASON_SPAN: removing the
 # marks below a commit (ZREMRANGEBYSCORE) still takes exactly the records below it, and the member
@@ -119,21 +144,26 @@ class PartitionMarks:
     topic for the dead-letter marks) and partition: member `offset:fingerprint`, score the offset,
     each set expiring `horizon_s` after its last write. The dead-letter and the receipt marks."""
 
-    def __init__(self, client: Any, key: Callable[[str, str, int], str], *, horizon_s: int, what: str) -> None:
+    def __init__(self, client: Any, key: Callable[[str, str, int], str], *, horizon_s: int, what: str,
+                 most: int = MAX_PARTITION_MARKS, page: int = MARKS_PAGE) -> None:
         self.client = client
         self.key = key  # (scope, topic, partition) -> the partition's sorted set
         self.horizon_ms = horizon_s * 1000
         self.what = what  # "receipt marks", in the errors
+        self.most = most  # a load's bound (`read_sets`)
+        self.page = page
 
     def load(self, scope: str, tp: TopicPartition) -> dict[int, str]:
         """Offset -> fingerprint of the partition's marks."""
         return {offset: fingerprint for offset, (fingerprint, _) in self.load_scored(scope, tp).items()}
 
     def load_scored(self, scope: str, tp: TopicPartition) -> dict[int, tuple[str, float]]:
-        """Offset -> (fingerprint, score) of the partition's marks."""
+        """Offset -> (fingerprint, score) of the partition's marks. OversizeStateError when the set
+        holds more than `most` (`read_sets`)."""
         key = self.key(scope, *tp)
         with translated(f"reading the {self.what} of {tp[0]}[{tp[1]}] (key {key})"):  # the key to look at
-            return scored(self.client.zrange(key, 0, -1, withscores=True))
+            [members] = read_sets(self.client, [key], what=self.what, tp=tp, most=self.most, page=self.page)
+        return scored(members)
 
     def by_key(self, scope: str, origins: Sequence[Origin]) -> dict[str, list[int]]:
         """The indexes of `origins` by the sorted set that holds their marks."""
@@ -169,6 +199,60 @@ class PartitionMarks:
                 for each in (key, beside(key)) if beside is not None else (key,):
                     pipe.zremrangebyscore(each, "-inf", f"({offset}")
             pipe.execute()
+
+
+def read_sets(client: Any, keys: Sequence[str], *, what: str, tp: TopicPartition, most: int = MAX_PARTITION_MARKS,
+              page: int = MARKS_PAGE) -> list[list[tuple[Any, Any]]]:
+    """The (member, score) pairs of a partition's sorted sets `keys` (one hash slot), each in score
+    order, read `page` members of each set a round trip, their sizes (ZCARD) asked with the first
+    page: bounded in size and time whatever they hold. OversizeStateError naming the key when a set
+    holds more than `most`, before anything more is read (or when it grew past it while read).
+
+    Paged by score, not by index: the marks below a commit are removed meanwhile (the previous
+    owner's, within its revoke grace), which would move every index and skip members. Each page
+    starts at the last score read, past the members of that score read already (two records may
+    share an offset, and so a score: a topic created again)."""
+    out: list[list[tuple[Any, Any]]] = [[] for _ in keys]
+    cursors = {n: ("-inf", 0) for n in range(len(keys))}  # set -> (lowest score, members of it read)
+    first = True
+    while cursors:
+        pipe = client.pipeline(transaction=False)
+        if first:
+            for key in keys:
+                pipe.zcard(key)
+        for n, (low, skip) in cursors.items():
+            pipe.zrangebyscore(keys[n], low, "+inf", start=skip, num=page, withscores=True)
+        replies = pipe.execute()
+        if first:
+            sizes, replies = replies[:len(keys)], replies[len(keys):]
+            for key, size in zip(keys, sizes, strict=True):
+                if int(size) > most:
+                    raise oversize(key, int(size), what, tp, most)
+            first = False
+        for n, members in zip(list(cursors), replies, strict=True):
+            out[n].extend(members)
+            if len(out[n]) > most:  # grew past it while read
+                raise oversize(keys[n], len(out[n]), what, tp, most)
+            if len(members) < page:
+                del cursors[n]  # read to its end
+                continue
+            backwards = [float(score) for _, score in reversed(members)]
+            last = backwards[0]
+            same = sum(1 for _ in itertools.takewhile(last.__eq__, backwards))
+            low, skip = cursors[n]
+            # repr: the shortest text Redis reads back as the same double
+            cursors[n] = (low, skip + same) if same == len(members) and low == repr(last) else (repr(last), same)
+    return out
+
+
+def oversize(key: str, size: int, what: str, tp: TopicPartition, most: int) -> OversizeStateError:
+    """What a load says of a set past its bound: which key, how big, and what to do (owned_marks.py
+    logs it in the warning that the partition goes without its marks)."""
+    return OversizeStateError(
+        f"Redis holds {size:,} {what} of {tp[0]}[{tp[1]}] under key {key}, more than this consumer ever keeps for "
+        f"a partition ({most:,}): not read (hostile or corrupted content, or a commit point that stood still "
+        f"for minutes); delete that key, or give this fleet a REDIS_KEY_PREFIX of its own if another program "
+        f"writes there")
 
 
 def named(keys: Iterable[str], partitions: int) -> str:
@@ -223,7 +307,9 @@ class DeadLetterMarks(Protocol):
 
     def load(self, tp: TopicPartition) -> dict[int, Mark]:
         """Offset -> the partition's mark there, acknowledged or about to be produced (the
-        acknowledged one when both). StateStoreError when the store is away."""
+        acknowledged one when both). StateStoreError when the store is away; OversizeStateError,
+        naming the key, when either set holds more than MAX_PARTITION_MARKS (`read_sets`): no wait
+        makes it smaller."""
 
     def forget_below(self, points: Mapping[TopicPartition, int]) -> None:
         """The group committed these points: the records below them are never read again, their
@@ -271,7 +357,8 @@ class RedisDeadLetterMarks:
     """`previous_release()`: whether 0.2.0's marks may still be there (`RedisDedup.reads_previous_release`)."""
 
     def __init__(self, client: Any, keys: Keys, *, horizon_s: int, group: str, dlq_topic: str,
-                 previous_release: Callable[[], bool]) -> None:
+                 previous_release: Callable[[], bool], most: int = MAX_PARTITION_MARKS,
+                 page: int = MARKS_PAGE) -> None:
         self.client = client
         self.keys = keys
         self.scope = f"{group}:{dlq_topic}"  # a topic name has no ':', so no two pairs give one scope
@@ -280,6 +367,8 @@ class RedisDeadLetterMarks:
         self.sending_sets = PartitionMarks(client, lambda scope, topic, partition: sending_key(
             keys.prefix, scope, topic, partition), horizon_s=horizon_s, what="dead-letter marks")
         self.previous_release = previous_release
+        self.most = most  # a load's bound for each of the partition's two sets (`read_sets`)
+        self.page = page
 
     def seen(self, origins: Sequence[Origin]) -> list[bool]:
         if not origins:
@@ -312,14 +401,12 @@ class RedisDeadLetterMarks:
         self.sending_sets.mark(self.scope, origins, scores(origins, reasons))
 
     def load(self, tp: TopicPartition) -> dict[int, Mark]:
-        # One round trip: both sets are in the partition's slot.
+        # One round trip a page: both sets are in the partition's slot.
         key = self.sets.key(self.scope, *tp)
         # The keys named: a key holding what we did not write is found and deleted by that name.
         with translated(f"reading the dead-letter marks of {tp[0]}[{tp[1]}] (keys {key} and {key}{SENDING_SUFFIX})"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zrange(key, 0, -1, withscores=True)
-            pipe.zrange(self.sending_sets.key(self.scope, *tp), 0, -1, withscores=True)
-            acknowledged, sending = pipe.execute()
+            acknowledged, sending = read_sets(self.client, [key, self.sending_sets.key(self.scope, *tp)],
+                                              what="dead-letter marks", tp=tp, most=self.most, page=self.page)
         return merged(scored(acknowledged), scored(sending))
 
     def forget_below(self, points: Mapping[TopicPartition, int]) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from consumer.config.windows import RateWindow
 from consumer.state.arming import Arming
-from consumer.state.dead_letters import Mark, Origin, merged, scores
+from consumer.state.dead_letters import MAX_PARTITION_MARKS, Mark, Origin, merged, oversize, scores
 from consumer.state.dedup import (
     LEGACY_ATTEMPT,
     ClaimRequest,
@@ -231,11 +231,15 @@ class MemoryDedup:
 
 class MemoryPartitionMarks:
     """`consumer.state.dead_letters.PartitionMarks` in memory: per scope and partition, offset ->
-    (fingerprint, score), each partition's marks gone `horizon_ms` after their last write (never: None)."""
+    (fingerprint, score), each partition's marks gone `horizon_ms` after their last write (never: None).
+    A load of more than `most` marks raises OversizeStateError, as Redis's (`read_sets`)."""
 
-    def __init__(self, horizon_ms: int | None = None, clock: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, horizon_ms: int | None = None, clock: Callable[[], int] = _now_ms, *,
+                 most: int = MAX_PARTITION_MARKS, what: str = "marks") -> None:
         self.horizon_ms = horizon_ms
         self.clock = clock
+        self.most = most
+        self.what = what
         self._sets: dict[tuple[str, str, int], tuple[dict[int, tuple[str, float]], float]] = {}
         self._lock = threading.Lock()
 
@@ -244,7 +248,10 @@ class MemoryPartitionMarks:
 
     def load_scored(self, scope: str, tp: tuple[str, int]) -> dict[int, tuple[str, float]]:
         with self._lock:
-            return dict(self._live((scope, *tp)))
+            marks = self._live((scope, *tp))
+            if len(marks) > self.most:
+                raise oversize(f"{scope}:{tp[0]}:{tp[1]}", len(marks), self.what, tp, self.most)
+            return dict(marks)
 
     def mark(self, scope: str, origins: Sequence[Origin], scores: Sequence[float] | None = None) -> None:
         expires = math.inf if self.horizon_ms is None else self.clock() + self.horizon_ms
@@ -253,6 +260,11 @@ class MemoryPartitionMarks:
                 marks = self._live((scope, o.topic, o.partition))
                 marks[o.offset] = (o.fingerprint, o.offset if scores is None else scores[n])
                 self._sets[(scope, o.topic, o.partition)] = (marks, expires)
+
+    def peek(self, scope: str, tp: tuple[str, int]) -> dict[int, tuple[str, float]]:
+        """The partition's marks, unbounded: for lookups of some of them (Redis's ZMSCORE)."""
+        with self._lock:
+            return dict(self._live((scope, *tp)))
 
     def forget_below(self, scope: str, points: Mapping[tuple[str, int], int]) -> None:
         with self._lock:
@@ -280,9 +292,11 @@ class MemoryDeadLetterMarks:
 
     def __init__(self, *, horizon_s: int, clock: Callable[[], int] = _now_ms, group: str = "",
                  dlq_topic: str = "", sets: MemoryPartitionMarks | None = None,
-                 sending_sets: MemoryPartitionMarks | None = None) -> None:
-        self.sets = sets if sets is not None else MemoryPartitionMarks(horizon_s * 1000, clock)
-        self.sending_sets = sending_sets if sending_sets is not None else MemoryPartitionMarks(horizon_s * 1000, clock)
+                 sending_sets: MemoryPartitionMarks | None = None, most: int = MAX_PARTITION_MARKS) -> None:
+        self.sets = sets if sets is not None else MemoryPartitionMarks(
+            horizon_s * 1000, clock, most=most, what="dead-letter marks")
+        self.sending_sets = sending_sets if sending_sets is not None else MemoryPartitionMarks(
+            horizon_s * 1000, clock, most=most, what="dead-letter marks")
         self.horizon_s = horizon_s
         self.scope = f"{group}:{dlq_topic}"
 
@@ -293,8 +307,9 @@ class MemoryDeadLetterMarks:
     def seen(self, origins: Sequence[Origin]) -> list[bool]:
         loaded: dict[tuple[str, int], dict[int, str]] = {}
         for o in origins:
-            if (o.topic, o.partition) not in loaded:
-                loaded[(o.topic, o.partition)] = self.sets.load(self.scope, (o.topic, o.partition))
+            if (o.topic, o.partition) not in loaded:  # a lookup, not a load: no bound (ZMSCORE's)
+                loaded[(o.topic, o.partition)] = {offset: fingerprint for offset, (fingerprint, _)
+                                                  in self.sets.peek(self.scope, (o.topic, o.partition)).items()}
         return [loaded[(o.topic, o.partition)].get(o.offset) == o.fingerprint for o in origins]
 
     def mark(self, origins: Sequence[Origin], reasons: Sequence[str] | None = None) -> None:
@@ -605,6 +620,10 @@ class MemoryCircuitStores:
 class MemoryReceiptMarks(MemoryPartitionMarks):
     """The receipt marks of `consumer.state.receipt_marks.RedisReceiptMarks`, in memory (no expiry:
     a test's partitions are never abandoned)."""
+
+    def __init__(self, horizon_ms: int | None = None, clock: Callable[[], int] = _now_ms, *,
+                 most: int = MAX_PARTITION_MARKS) -> None:
+        super().__init__(horizon_ms, clock, most=most, what="receipt marks")
 
     def receipted(self, group: str, tp: tuple[str, int]) -> dict[int, str]:
         return self.load(group, tp)

@@ -31,14 +31,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from consumer.state.dead_letters import Origin, PartitionMarks, TopicPartition
+from consumer.state.dead_letters import MARKS_PAGE, MAX_PARTITION_MARKS, Origin, PartitionMarks, TopicPartition
 from consumer.state.redis import Keys
 
 
 class ReceiptMarks(Protocol):
     def receipted(self, group: str, tp: TopicPartition) -> dict[int, str]:
         """Offset -> fingerprint of the partition's records whose receipts were acknowledged
-        (those at or past the last commit that removed marks). StateStoreError when the store is away."""
+        (those at or past the last commit that removed marks). StateStoreError when the store is away;
+        OversizeStateError, naming the key, when it holds more than MAX_PARTITION_MARKS
+        (consumer/state/dead_letters.py `read_sets`): no wait makes it smaller."""
 
     def mark(self, group: str, origins: Sequence[Origin]) -> None:
         """These records' receipts were acknowledged. StateStoreError when the store is away."""
@@ -49,10 +51,12 @@ class ReceiptMarks(Protocol):
 
 
 class RedisReceiptMarks:
-    def __init__(self, client: Any, keys: Keys, *, horizon_s: int) -> None:
+    def __init__(self, client: Any, keys: Keys, *, horizon_s: int, most: int = MAX_PARTITION_MARKS,
+                 page: int = MARKS_PAGE) -> None:
         self.client = client
         self.keys = keys
-        self.sets = PartitionMarks(client, keys.receipts, horizon_s=horizon_s, what="receipt marks")
+        self.sets = PartitionMarks(client, keys.receipts, horizon_s=horizon_s, what="receipt marks", most=most,
+                                   page=page)
 
     def receipted(self, group: str, tp: TopicPartition) -> dict[int, str]:
         return self.sets.load(group, tp)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import redis
 from redis.exceptions import RedisClusterException
 
-from consumer.errors import StateStoreError
+from consumer.errors import OversizeStateError, StateStoreError
 from consumer.operations.logs import redact_text
 
 MAX_CAUSE_CHARS = 300
@@ -109,7 +109,9 @@ def foreign_value(exc: BaseException | None) -> bool:
 def passes(exc: BaseException) -> bool:
     """Whether a store's failure may end by waiting: a StateStoreError for an outage, or a refusal
     Redis names itself (READONLY, OOM, ...). Not a key of ours holding what we did not write
-    (`foreign_value`), nor anything but a StateStoreError (a stored value the store could not
-    read): the same answer would come back for ever, so a caller holding work for it would hold
-    it for good (the dead-letter and receipt marks: consumer/outcomes/owned_marks.py)."""
-    return isinstance(exc, StateStoreError) and not foreign_value(exc.__cause__)
+    (`foreign_value`), or more than we ever write there (`OversizeStateError`), nor anything but a
+    StateStoreError (a stored value the store could not read): the same answer would come back for
+    ever, so a caller holding work for it would hold it for good (the dead-letter and receipt
+    marks: consumer/outcomes/owned_marks.py)."""
+    return isinstance(exc, StateStoreError) and not isinstance(exc, OversizeStateError) \
+        and not foreign_value(exc.__cause__)

@@ -17,7 +17,7 @@ import pytest
 from consumer.config.windows import parse_rate_limits
 from consumer.state.circuit import CircuitStore, RedisCircuitStore
 from consumer.state.cooldown import CooldownStore, MemoryCooldown, RedisCooldown
-from consumer.state.dead_letters import DeadLetterMarks, RedisDeadLetterMarks
+from consumer.state.dead_letters import MARKS_PAGE, MAX_PARTITION_MARKS, DeadLetterMarks, RedisDeadLetterMarks
 from consumer.state.dedup import DedupStore, RedisDedup
 from consumer.state.limiter import RedisLimiter
 from consumer.state.memory import (
@@ -276,13 +276,16 @@ def circuit_store(request: pytest.FixtureRequest) -> CircuitStore:
 def make_marks(request: pytest.FixtureRequest) -> Callable[..., DeadLetterMarks]:
     shared: dict[str, Any] = {}  # every build's marks in one store, as every replica's are in one Redis
 
-    def build(horizon_s: int = 3600, group: str = "g", dlq_topic: str = "dlq", previous_release: bool = True) -> Any:
+    def build(horizon_s: int = 3600, group: str = "g", dlq_topic: str = "dlq", previous_release: bool = True,
+              most: int = MAX_PARTITION_MARKS, page: int = MARKS_PAGE) -> Any:
+        """`most`, `page`: a load's bound and page (consumer/state/dead_letters.py `read_sets`); the
+        memory twin has no pages, and its bound is its first build's."""
         if request.param == "memory":
-            store = shared.setdefault("store", MemoryDeadLetterMarks(horizon_s=horizon_s))
+            store = shared.setdefault("store", MemoryDeadLetterMarks(horizon_s=horizon_s, most=most))
             return store.scoped(group, dlq_topic)
         client = shared.setdefault("client", _connect(request))
         return RedisDeadLetterMarks(client, Keys("t"), horizon_s=horizon_s, group=group, dlq_topic=dlq_topic,
-                                    previous_release=lambda: previous_release)
+                                    previous_release=lambda: previous_release, most=most, page=page)
 
     return build
 
@@ -301,3 +304,14 @@ def receipt_marks(request: pytest.FixtureRequest) -> ReceiptMarks:
     if request.param == "memory":
         return MemoryReceiptMarks()
     return RedisReceiptMarks(_connect(request), Keys("t"), horizon_s=3600)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def make_receipt_marks(request: pytest.FixtureRequest) -> Callable[..., ReceiptMarks]:
+    """Receipt marks with a load's bound and page of the test's (`read_sets`)."""
+    def build(most: int = MAX_PARTITION_MARKS, page: int = MARKS_PAGE) -> ReceiptMarks:
+        if request.param == "memory":
+            return MemoryReceiptMarks(most=most)
+        return RedisReceiptMarks(_connect(request), Keys("t"), horizon_s=3600, most=most, page=page)
+
+    return build

@@ -156,3 +156,40 @@ def test_a_score_that_is_not_finite_is_a_mark_without_a_reason(make_marks) -> No
     assert marks.load(("t", 0)) == {1: Mark(origin(1).fingerprint, None, True),
                                     2: Mark(origin(2).fingerprint, None, False),
                                     3: Mark(origin(3).fingerprint, "stale", True)}
+
+
+def test_a_load_reads_every_mark_whatever_its_pages(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """Read in pages (`read_sets`: 3 members a round trip here), a partition's marks and notes load
+    as read whole: pages that end inside a run of one score, an infinite score (written by hand)."""
+    marks = make_marks(page=3)
+    marks.mark([origin(n) for n in range(10)], ["throttled"] * 10)
+    marks.sending([origin(n) for n in range(8, 14)], ["stale"] * 6)
+    expected = {n: Mark(origin(n).fingerprint, "throttled", True) for n in range(10)} | \
+        {n: Mark(origin(n).fingerprint, "stale", False) for n in range(10, 14)}
+    assert marks.load(("t", 0)) == expected
+    if isinstance(marks, RedisDeadLetterMarks):  # one score for many members, and an infinite one
+        marks.client.zadd("{t:dl:g:dlq:t:1}", {f"{n}:f{n}": 5 for n in range(7)} | {"9:f": "inf"})
+        assert marks.load(("t", 1)) == {n: Mark(f"f{n}", None, True) for n in range(7)} | {9: Mark("f", None, True)}
+
+
+def test_a_partition_over_the_bound_is_not_loaded_and_its_key_named(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """More marks than a partition of this consumer ever holds (`MAX_PARTITION_MARKS`; 4 here): the
+    load says so (OversizeStateError, which no wait ends) and names the key, before reading it;
+    the partition's marks are still looked up, the other partitions' loaded."""
+    from consumer.errors import OversizeStateError
+    from consumer.state.redis_errors import passes
+
+    marks = make_marks(most=4, page=2)
+    marks.mark([origin(n) for n in range(4)] + [origin(n, partition=1) for n in range(5)], ["throttled"] * 9)
+    assert sorted(marks.load(("t", 0))) == [0, 1, 2, 3]  # at the bound: loaded
+    with pytest.raises(OversizeStateError) as raised:
+        marks.load(("t", 1))
+    text = str(raised.value)
+    assert "5 dead-letter marks of t[1]" in text and "(4)" in text and "delete that key" in text
+    assert not passes(raised.value)  # not an outage: its partition does not wait for it
+    if isinstance(marks, RedisDeadLetterMarks):
+        assert "{t:dl:g:dlq:t:1}" in text
+    assert marks.seen([origin(4, partition=1)]) == [True]
+    marks.sending([origin(n) for n in range(4, 9)], ["stale"] * 5)  # the notes have the same bound
+    with pytest.raises(OversizeStateError, match=r"5 dead-letter marks of t\[0\]"):
+        marks.load(("t", 0))

@@ -51,7 +51,7 @@ class _Client:
                     n, name, key = bad[0]
                     raise redis.ResponseError(f"Command # {n + 1} ({name.upper()} {key} ...) "
                                               f"of pipeline caused error: {WRONGTYPE}")
-                return [[] for _ in touched]
+                return [0 if name == "zcard" else [] for name, _ in touched]
 
         return Pipe()
 

@@ -37,7 +37,10 @@ class _Client:
     def __init__(self, zrange: list[bytes] | None = None, mget: list[Any] | None = None,
                  **pipelined: Any) -> None:
         self._zrange, self._mget = zrange or [], mget or []
-        self._pipelined = {"zrange": self._zrange, "mget": self._mget, **pipelined}
+        # A load reads a set's size and its pages (consumer/state/dead_letters.py `read_sets`): one page here.
+        self._pipelined = {"zrange": self._zrange, "zcard": len(self._zrange),
+                           "zrangebyscore": [(member, 7.0) for member in self._zrange], "mget": self._mget,
+                           **pipelined}
 
     def zrange(self, key: str, start: int, stop: int, withscores: bool = False) -> list[Any]:
         return [(member, 7.0) for member in self._zrange] if withscores else self._zrange
