@@ -116,3 +116,26 @@ def test_freshness_expired_is_what_a_holding_policy_asks() -> None:
     assert not freshness.expired(Event(None, now - HOUR_MS), now)
     assert not freshness.expired(Event(now - 60_000, now - 5 * HOUR_MS), now)  # its own time wins
     assert not freshness.expired(Event(None, -1), now)  # no time at all: no age, as the stale check
+
+
+def test_an_event_time_in_seconds_or_microseconds_is_dead_lettered_not_expired_or_never_expiring() -> None:
+    # Found in review: an int event time is taken as epoch milliseconds whatever it holds. A producer
+    # writing seconds (1.7e9: 1970-01-21 as milliseconds) had every event end `expired`, committed,
+    # never sent and never replayable; one writing microseconds (1.7e15: year 55,000) had none ever
+    # expire, MAX_EVENT_AGE silently off. Either is the mapping's mistake: a dead letter that says so.
+    now = datetime.now(UTC)
+    seconds, micros = int(now.timestamp()), int(now.timestamp() * 1_000_000)
+    four_days_ago_ms = int((now - timedelta(days=4)).timestamp() * 1000)
+    b, expired, letters = backlog({"event_time": "occurred_at"},
+                                  {b"s": {**value("seconds", None), "occurred_at": seconds},
+                                   b"u": {**value("micros", None), "occurred_at": micros},
+                                   b"m": {**value("millis", None), "occurred_at": four_days_ago_ms}}, 48 * HOUR_MS)
+    for offset, key in enumerate((b"s", b"u", b"m")):
+        add(b, key, offset, int(time.time() * 1000))
+    events = b.decode(time.monotonic(), time.monotonic() + 5, lambda tp, epoch, offset: True)
+    assert not events
+    assert [e.recipient.event_id for e in expired] == ["millis"]
+    assert [f.reason for f in letters] == ["invalid_event", "invalid_event"]
+    for failure, digits in zip(letters, (10, 16), strict=True):
+        assert f"{digits} digits" in failure.message and "milliseconds" in failure.message, failure.message
+        assert str(seconds) not in failure.message and str(micros) not in failure.message
