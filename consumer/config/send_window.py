@@ -51,8 +51,10 @@ _DAY_MS = 86_400_000
 # a gap spanning the last of them is seen whole.
 _SPAN_MS = (366 + 14) * _DAY_MS
 # Etc/GMT+3 is three hours *behind* UTC: a window written with one for "UTC+3" would open six
-# hours off, at night. Refused (any case), but for a zero offset, which is UTC whatever its sign.
-_POSIX_OFFSET_ZONE = re.compile(r"^etc/gmt(?P<sign>[+-])(?P<hours>\d{1,2})$", re.IGNORECASE)
+# hours off, at night. Refused (any case), but for a zero offset, which is UTC whatever its sign;
+# also under the tz database's `posix/` and `right/` copies, which the system's zoneinfo loads as
+# well (`posix/Etc/GMT+3` went through).
+_POSIX_OFFSET_ZONE = re.compile(r"^((posix|right)/)?etc/gmt(?P<sign>[+-])(?P<hours>\d{1,2})$", re.IGNORECASE)
 
 
 class SendWindowError(ValueError):

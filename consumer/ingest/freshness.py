@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from consumer.ingest.records import older
+
 
 class Freshness:
     def __init__(self, max_age_ms: int) -> None:
@@ -29,11 +31,13 @@ class Freshness:
 
     @staticmethod
     def event_time_ms(recipient: Any, record: Any) -> int | None:
-        """When the event happened: the mapping's event_time, else the record's Kafka timestamp."""
+        """When the event happened: the mapping's event_time, else the record's Kafka timestamp, or
+        a replay's source record's time when older (`records.SOURCE_TIMESTAMP_HEADER`)."""
         stamp = recipient.event_time_ms
         if stamp is not None:
             return stamp  # type: ignore[no-any-return]
         _, stamp = record.timestamp()
+        stamp = older(stamp, getattr(record, "source_timestamp_ms", 0))
         return stamp if stamp > 0 else None  # as the stale check: no timestamp, no age
 
     def too_old(self, recipient: Any, record: Any, now_ms: int) -> bool:

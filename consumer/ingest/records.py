@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from consumer.plain_number import plain_number
+
 Headers = Sequence[tuple[str, bytes | None]]
 # A record without headers (nearly every one) shares this one: no empty list per buffered record.
 NO_HEADERS: Headers = ()
@@ -33,6 +35,13 @@ _call_headers = operator.methodcaller("headers")
 
 # Python object overhead of a snapshot and its fields, counted with the value in MAX_BUFFERED_BYTES.
 _OVERHEAD_BYTES = 400
+# A replay's source record's time (epoch ms), written by `pisano-sms replay` (consumer/sre/replay.py):
+# a replay is a new record with a new Kafka timestamp, and without the mapping's event_time
+# MAX_EVENT_AGE counted from that, so a survey about a payment days old went out when its
+# dead-letter was replayed. Its age runs from the older of the two (consumer/ingest/freshness.py),
+# and dead-lettered again it keeps this time as its dlq.original.timestamp. Read from any record: it
+# can only make one older (expired sooner, held for the dedup horizon sooner), never send one.
+SOURCE_TIMESTAMP_HEADER = "dlq.source.timestamp"
 
 
 def read_headers(message: Any) -> tuple[Headers, str | None]:
@@ -57,7 +66,7 @@ class InboundRecord:
     """One Kafka record as plain values; see the module docstring."""
 
     __slots__ = ("_headers", "_key", "_offset", "_partition", "_size", "_timestamp_type", "_topic", "_value",
-                 "consumed_at_ms", "header_error", "replays", "timestamp_ms")
+                 "consumed_at_ms", "header_error", "replays", "source_timestamp_ms", "timestamp_ms")
 
     def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                  headers: Headers, timestamp: tuple[int, int], header_error: str | None = None,
@@ -85,6 +94,8 @@ class InboundRecord:
         for name, header in headers:
             size += len(name) + len(header or b"") + 64
         self._size = size
+        # The replay's source record's time (SOURCE_TIMESTAMP_HEADER), epoch ms; 0: none.
+        self.source_timestamp_ms = source_timestamp_ms(headers) if headers else 0
 
     @classmethod
     def of(cls, message: Any, consumed_at_ms: int | None = None, topics: dict[str, str] | None = None
@@ -130,6 +141,23 @@ class InboundRecord:
     def __repr__(self) -> str:  # the value and headers may hold personal data
         return f"InboundRecord({self._topic}[{self._partition}]@{self._offset}, {len(self._value or b'')} bytes)"
 
+
+
+def source_timestamp_ms(headers: Headers) -> int:
+    """The earliest time SOURCE_TIMESTAMP_HEADER writes among these headers (plain ASCII digits,
+    epoch ms); 0 for none."""
+    found = 0
+    for name, value in headers:
+        if name == SOURCE_TIMESTAMP_HEADER and value and value.isascii():
+            found = older(found, plain_number(value.decode("ascii"), 15) or 0)
+    return found
+
+
+def older(a: int, b: int) -> int:
+    """The earlier of two epoch-ms times, 0 (or less) standing for none."""
+    if a <= 0:
+        return max(b, 0)
+    return a if b <= 0 or a <= b else b
 
 
 def headers_of(message: Any) -> Headers:

@@ -61,7 +61,7 @@ from confluent_kafka import KafkaError
 
 from consumer.config.secrets import mask_urls_in_text
 from consumer.errors import StateStoreError
-from consumer.ingest.records import InboundRecord, headers_of
+from consumer.ingest.records import InboundRecord, headers_of, older, source_timestamp_ms
 from consumer.operations.logs import redact_phones
 from consumer.outcomes.compat_headers import COMPAT_HEADER_PREFIXES, compat_headers
 from consumer.outcomes.confirmed_commits import ConfirmedCommits
@@ -174,6 +174,10 @@ def dead_letter_headers(message: Any, failure: Failure, failed_at: datetime | No
     original = [] if bare else [(k, v if v is not None else b"") for k, v in headers_of(message)
                                 if not k.startswith(WRITTEN_HEADER_PREFIXES)]
     _, timestamp = message.timestamp()
+    # A replay's source record's time, when older: dlq.original.timestamp says when the event's
+    # record was first written, whatever re-published it since (consumer/ingest/records.py).
+    timestamp = older(timestamp, message.source_timestamp_ms if isinstance(message, InboundRecord)
+                      else source_timestamp_ms(headers_of(message)))
     first, middle = (_kept_failure_headers if _keepable(failure, group) else _failure_headers)(failure, group)
     ours = [*first]
     for name, value in (("dlq.original.topic", message.topic()), ("dlq.original.partition", message.partition()),

@@ -50,6 +50,7 @@ from confluent_kafka import KafkaError, KafkaException
 from consumer.config.settings import Settings
 from consumer.errors import ConfigError, PisanoSmsError
 from consumer.ingest.kafka import make_consumer, make_producer
+from consumer.ingest.records import SOURCE_TIMESTAMP_HEADER
 from consumer.outcomes.deadletter import REPLAYS_HEADER
 from consumer.sre.dlq_read import (
     METADATA_TIMEOUT_S,
@@ -167,6 +168,10 @@ def replay_headers(letter: DeadLetter, signing_key: bytes | None = None, topic: 
     (the one the SRE checked), inside the signature: the consumers honour it only signed."""
     replays = letter.replays + 1
     headers: list[tuple[str, bytes | None]] = [*letter.original_headers, (REPLAYS_HEADER, str(replays).encode())]
+    if letter.original_timestamp_ms:
+        # The replay gets a new Kafka timestamp; the event's age still runs from its source record
+        # (consumer/ingest/records.py, SOURCE_TIMESTAMP_HEADER: MAX_EVENT_AGE).
+        headers.append((SOURCE_TIMESTAMP_HEADER, str(letter.original_timestamp_ms).encode()))
     if signing_key is not None:
         signed_at = now_ms if now_ms is not None else int(time.time() * 1000)
         attempt = letter.replay_attempt

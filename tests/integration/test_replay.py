@@ -165,7 +165,9 @@ def test_dry_run_counts_equal_the_real_run_and_records_go_back_untouched(
         if n < 3:
             republished = copies[1]
             assert republished.value() == original.value()
-            assert republished.headers() == [("trace-id", f"trace-{n}".encode()), ("dlq.replays", b"1")]
+            # and the source record's time: the replay's age runs from it (MAX_EVENT_AGE)
+            assert republished.headers() == [("trace-id", f"trace-{n}".encode()), ("dlq.replays", b"1"),
+                                             ("dlq.source.timestamp", str(original.timestamp()[1]).encode())]
 
     # Every filter set has its own group: the 13001 run did not take the ambiguous record away.
     # Signed: a replay of ambiguous dead-letters does not start without the fleet's key.

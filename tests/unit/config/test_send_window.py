@@ -162,6 +162,15 @@ def test_an_etc_gmt_zone_with_an_offset_is_refused_its_sign_is_inverted(zone: st
     assert "inverted" in message and "Europe/Istanbul" in message, message
 
 
+@pytest.mark.parametrize("zone", ["posix/Etc/GMT+3", "right/Etc/GMT-3"])
+def test_the_tz_database_s_posix_and_right_copies_of_an_etc_gmt_zone_are_refused_too(zone: str) -> None:
+    # Found in review: the system's zoneinfo loads `posix/Etc/GMT+3` (UTC-03:00) as well, and it
+    # went through: `09:00-21:00 posix/Etc/GMT+3` was open at 23:00 UTC, 02:00 in Istanbul.
+    with pytest.raises(SendWindowError) as refused:
+        parse_send_window(f"09:00-21:00 {zone}")
+    assert "inverted" in str(refused.value)
+
+
 @pytest.mark.parametrize("zone", ["Etc/GMT", "Etc/GMT+0", "Etc/GMT-0", "Etc/UTC", "UTC"])
 def test_utc_under_any_of_its_names_is_accepted(zone: str) -> None:
     assert parse_send_window(f"09:00-21:00 {zone}").is_open(1_700_000_000_000 // 86_400_000 * 86_400_000

@@ -116,3 +116,44 @@ def test_freshness_expired_is_what_a_holding_policy_asks() -> None:
     assert not freshness.expired(Event(None, now - HOUR_MS), now)
     assert not freshness.expired(Event(now - 60_000, now - 5 * HOUR_MS), now)  # its own time wins
     assert not freshness.expired(Event(None, -1), now)  # no time at all: no age, as the stale check
+
+
+def test_an_event_time_in_seconds_or_microseconds_is_dead_lettered_not_expired_or_never_expiring() -> None:
+    # Found in review: an int event time is taken as epoch milliseconds whatever it holds. A producer
+    # writing seconds (1.7e9: 1970-01-21 as milliseconds) had every event end `expired`, committed,
+    # never sent and never replayable; one writing microseconds (1.7e15: year 55,000) had none ever
+    # expire, MAX_EVENT_AGE silently off. Either is the mapping's mistake: a dead letter that says so.
+    now = datetime.now(UTC)
+    seconds, micros = int(now.timestamp()), int(now.timestamp() * 1_000_000)
+    four_days_ago_ms = int((now - timedelta(days=4)).timestamp() * 1000)
+    b, expired, letters = backlog({"event_time": "occurred_at"},
+                                  {b"s": {**value("seconds", None), "occurred_at": seconds},
+                                   b"u": {**value("micros", None), "occurred_at": micros},
+                                   b"m": {**value("millis", None), "occurred_at": four_days_ago_ms}}, 48 * HOUR_MS)
+    for offset, key in enumerate((b"s", b"u", b"m")):
+        add(b, key, offset, int(time.time() * 1000))
+    events = b.decode(time.monotonic(), time.monotonic() + 5, lambda tp, epoch, offset: True)
+    assert not events
+    assert [e.recipient.event_id for e in expired] == ["millis"]
+    assert [f.reason for f in letters] == ["invalid_event", "invalid_event"]
+    for failure, digits in zip(letters, (10, 16), strict=True):
+        assert f"{digits} digits" in failure.message and "milliseconds" in failure.message, failure.message
+        assert str(seconds) not in failure.message and str(micros) not in failure.message
+
+
+def test_a_replay_s_age_runs_from_its_source_record_not_from_its_republishing() -> None:
+    # Found in review: `replay` re-publishes a dead-letter as a new record with a new Kafka timestamp,
+    # and without the mapping's event_time MAX_EVENT_AGE counted from that: a survey about a payment
+    # four days old went out with MAX_EVENT_AGE=48h when an SRE replayed its `throttled` dead-letter.
+    # The replay carries its source record's time (dlq.source.timestamp); the age runs from the older.
+    now_ms = int(time.time() * 1000)
+    b, expired, letters = backlog({}, {v: value(v.decode(), None) for v in (b"old", b"young", b"forged", b"junk")},
+                                  48 * HOUR_MS)
+    source = [(b"old", str(now_ms - 96 * HOUR_MS).encode()), (b"young", str(now_ms - HOUR_MS).encode()),
+              (b"forged", str(now_ms + 96 * HOUR_MS).encode()), (b"junk", "٩٦".encode())]
+    for offset, (key, stamp) in enumerate(source):
+        kafka_ms = now_ms if key != b"forged" else now_ms - 49 * HOUR_MS  # a later source time is no younger
+        b.add(InboundRecord("t", 0, offset, None, key, [("dlq.source.timestamp", stamp)], (1, kafka_ms)), ("t", 0), 0)
+    events = b.decode(time.monotonic(), time.monotonic() + 5, lambda tp, epoch, offset: True)
+    assert sorted(e.recipient.event_id for e in events) == ["junk", "young"]
+    assert sorted(e.recipient.event_id for e in expired) == ["forged", "old"] and not letters

@@ -256,15 +256,18 @@ def test_summary_counts() -> None:
 
 def test_replay_keeps_original_headers_strips_ours_and_counts_the_replay() -> None:
     original = [("trace-id", b"abc"), ("tenant", b"acme"), ("empty", None)]
-    headers = replay_headers(letter(original_headers=original))
-    assert headers == [("trace-id", b"abc"), ("tenant", b"acme"), ("empty", b""), ("dlq.replays", b"1")]
+    source = letter(original_headers=original)
+    headers = replay_headers(source)
+    assert headers == [("trace-id", b"abc"), ("tenant", b"acme"), ("empty", b""), ("dlq.replays", b"1"),
+                       ("dlq.source.timestamp", str(source.original_timestamp_ms).encode())]
 
 
 def test_a_record_replayed_before_gets_its_count_raised() -> None:
     # Replayed twice, failed again: the DLQ record says 2, its replay says 3.
-    headers = replay_headers(letter(original_headers=[("trace-id", b"abc"), ("dlq.replays", b"2"),
-                                                      ("pisano.error.code", b"13001")]))
-    assert headers == [("trace-id", b"abc"), ("dlq.replays", b"3")]
+    source = letter(original_headers=[("trace-id", b"abc"), ("dlq.replays", b"2"), ("pisano.error.code", b"13001")])
+    headers = replay_headers(source)
+    assert headers == [("trace-id", b"abc"), ("dlq.replays", b"3"),
+                       ("dlq.source.timestamp", str(source.original_timestamp_ms).encode())]
 
 
 # ----------------------------------------------------------------------------- group names
@@ -347,3 +350,20 @@ def test_the_horizon_goes_by_the_older_of_the_failure_and_the_source_records_tim
     odd = [(n, b"yesterday" if n == "dlq.original.timestamp" else v) for n, v in headers]
     with pytest.raises(MalformedDeadLetter, match=r"dlq\.original\.timestamp is not a number"):
         parse_dead_letter(FakeMessage(odd, topic="pisano-sms.dlq", partition=0, offset=7))
+
+
+def test_a_replay_carries_its_source_record_s_time_through_every_failure() -> None:
+    # A replay is a new record with a new Kafka timestamp: it carries the source record's time
+    # (dlq.source.timestamp), so MAX_EVENT_AGE counts from the event (consumer/ingest/freshness.py),
+    # and failing again it keeps that time as its dlq.original.timestamp, for the next replay and its
+    # horizon hold (`DeadLetter.older_than`), not the time it was re-published.
+    written = FAILED_AT - timedelta(days=4)
+    first = letter(written_at=written)
+    assert first.original_timestamp_ms == int(written.timestamp() * 1000)
+    headers = replay_headers(first)
+    assert ("dlq.source.timestamp", str(first.original_timestamp_ms).encode()) in headers
+    again = parse_dead_letter(FakeMessage([*dead_letter_headers(
+        FakeMessage(headers, timestamp_ms=int(FAILED_AT.timestamp() * 1000) + 60_000), TOKEN_FAILURE, FAILED_AT)],
+        topic="pisano-sms.dlq", partition=0, offset=8))
+    assert again is not None and again.original_timestamp_ms == first.original_timestamp_ms
+    assert dict(replay_headers(again))["dlq.source.timestamp"] == str(first.original_timestamp_ms).encode()

@@ -167,12 +167,14 @@ def test_a_replay_signature_cannot_be_forged_or_moved(change: str) -> None:
 def test_replay_headers_carry_a_signature_for_the_target_topic() -> None:
     dead = letter(Failure("ambiguous", "timeout", attempt_id=ATTEMPT), original_headers=[("trace-id", b"abc")])
     headers = replay_headers(dead, KEY, "transactions", now_ms=NOW_MS)
-    assert [name for name, _ in headers] == ["trace-id", "dlq.replays", ATTEMPT_HEADER, SIGNATURE_HEADER]
+    assert [name for name, _ in headers] == ["trace-id", "dlq.replays", "dlq.source.timestamp", ATTEMPT_HEADER,
+                                             SIGNATURE_HEADER]
     assert verified_replay(KEY, "transactions", dead.key, dead.value, headers, NOW_MS, DAY_MS) == \
         VerifiedReplay(1, ATTEMPT)
     assert verified_replays(KEY, "elsewhere", dead.key, dead.value, headers, NOW_MS, DAY_MS) == 0
     # Without a key: unsigned, exactly as before.
-    assert replay_headers(dead) == [("trace-id", b"abc"), ("dlq.replays", b"1")]
+    assert replay_headers(dead) == [("trace-id", b"abc"), ("dlq.replays", b"1"),
+                                    ("dlq.source.timestamp", str(dead.original_timestamp_ms).encode())]
 
 
 def test_only_a_replay_of_an_ambiguous_dead_letter_names_an_attempt() -> None:
