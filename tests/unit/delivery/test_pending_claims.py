@@ -107,6 +107,7 @@ class Snapshot:
     dedup state: what Redis holds if the replica is SIGKILLed while the retry waits there."""
 
     windows = parse_rate_limits("100/1s")
+    margin_ms = 0
 
     def __init__(self, dedup: MemoryDedup) -> None:
         self.dedup = dedup
