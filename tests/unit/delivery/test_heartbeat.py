@@ -26,6 +26,7 @@ from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
 from consumer.state.limiter import Grant
 from consumer.state.memory import MemoryDedup
+from consumer.state.trip import Step
 from tests.support.fakes import CAMPAIGN, FakePisano, Rig, event, rig
 
 LEASE_MS = 400
@@ -48,6 +49,9 @@ class FarSlots:
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0
+
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)
 
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}

@@ -24,6 +24,7 @@ from consumer.state.limiter import Grant
 from consumer.state.memory import MemoryDedup
 from consumer.state.redis import Keys
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
+from consumer.state.trip import Step
 from tests.support.fakes import FakePisano, Rig, event, rig
 
 OK = Accepted(200, "req", 0.01)
@@ -126,6 +127,9 @@ class Snapshot:
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0
 
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)
+
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}
 
@@ -176,6 +180,9 @@ class Immediate:
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0
+
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)
 
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}

@@ -21,6 +21,7 @@ from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.arming import Arming
 from consumer.state.dedup import Settlement
 from consumer.state.limiter import Grant
+from consumer.state.trip import Step
 from tests.support.fakes import CAMPAIGN, FakePisano, event, rig
 
 OK = Accepted(200, "req", 0.01)
@@ -55,6 +56,9 @@ class SlotsAhead:
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0
+
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)
 
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}
