@@ -6,7 +6,9 @@ trip; the caller then waits for its slot on its own (the wait comes back with th
 one polls Redis. A slot further away than the horizon is refused with its wait, so a replica
 pauses instead of holding a far slot.
 
-A 429 pauses the token's limiter for everyone (`lua/pause.lua`).
+A 429 pauses the token's limiter for everyone (`lua/pause.lua`). Every reply carries the pause's
+end, and so does the claims' round trip before each POST (`stage_pause_read`): another replica's
+pause is known before the POST, not only at the next heartbeat.
 
 A *paced* reservation (`acquire(pace_ms=...)`, a batch that is not full: consumer/delivery/pacing.py)
 also keeps `pace_ms` after the fleet's newest reservation; its turn is refused (`Grant.paced`)
@@ -144,9 +146,10 @@ class Limiter(Protocol):
 
     def paused_until_ms(self) -> int:
         """The end of the newest pause this replica knows of, on the fleet's clock (`Grant.slot_ms`'s):
-        from its own pauses and every reply of the script, heartbeats included (so at most a
-        heartbeat old); no round trip. A slot granted before it lies inside the pause when its
-        `slot_ms` is below this: consumer/delivery/slots.py gives it up (0: no pause known)."""
+        from its own pauses, every reply of the script, heartbeats included (so at most a
+        heartbeat old), and the reads staged in the claims' trips (`stage_pause_read`); no round
+        trip. A slot granted before it lies inside the pause when its `slot_ms` is below this:
+        consumer/delivery/slots.py gives it up (0: no pause known)."""
 
     def stage_pause_read(self) -> Step[None]:
         """The pause's end read as a step of a round trip made anyway (consumer/state/trip.py):
