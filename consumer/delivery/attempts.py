@@ -281,13 +281,14 @@ class Attempts:
         than PISANO_RATE_LIMITS says still gets its wait). No window needs longer to give its
         budget back, and a Retry-After is the word of whatever answered (a gateway's day, a misread
         date): the fleet is not held past what a throttle can mean. Should Pisano still refuse
-        then, its next 429 pauses the fleet again. Returns the pause asked for: the retry's next
-        slot lies after it (0 without a throttle)."""
+        then, its next 429 pauses the fleet again. Returns how long the fleet stays paused (this
+        pause, or a longer one another replica set; the one asked for when Redis did not answer):
+        the retry's next slot lies after it (0 without a throttle)."""
         self.dm.throttle_pauses.inc()
         longest_ms = max((w.period_ms for w in self.destination.limiter.windows), default=0)
         pause = min(seconds, max(longest_ms, CLOUD_LONGEST_MS) / 1000)
         try:
-            self.destination.limiter.pause(pause)
+            return self.destination.limiter.pause(pause)
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("throttle").inc()
             log.error("could not pause the fleet's throttle: %s", exc)

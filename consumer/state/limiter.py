@@ -141,8 +141,10 @@ class Limiter(Protocol):
     def heartbeat(self) -> None:
         """Report what this replica knows of the state (it fences the fleet if the state lost it)."""
 
-    def pause(self, seconds: float) -> None:
-        """No slot for anyone before `seconds` from now (Pisano answered 429)."""
+    def pause(self, seconds: float) -> float:
+        """No slot for anyone before `seconds` from now (Pisano answered 429). Returns how long
+        the fleet stays paused from when the state was read: this pause, or a longer one already
+        set (another replica's 429), which a retry waits out too (its budget counts it)."""
 
     def paused_until_ms(self) -> int:
         """The end of the newest pause this replica knows of, on the fleet's clock (`Grant.slot_ms`'s):
@@ -173,8 +175,8 @@ class NoLimiter:
     def heartbeat(self) -> None:
         pass
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0
 
     def paused_until_ms(self) -> int:
         return 0
@@ -263,16 +265,18 @@ class RedisLimiter:
                     "its data and a replica started with a rotated token); this replica's limiter moves there",
                     account.destination, extra={"reason": "account_moved"})
 
-    def pause(self, seconds: float) -> None:
-        """Stop the whole fleet's slots for `seconds` (a 429 from Pisano)."""
+    def pause(self, seconds: float) -> float:
+        """Stop the whole fleet's slots for `seconds` (a 429 from Pisano); how long it stays paused."""
+        paused_s = seconds
         for _ in range(PAUSE_TRIES):
             with self._lock:
                 keys, reply = self._keys, self._reply
             sent = time.monotonic()
             # With the step's evidence, as `_run` sends it: lua/pause.lua takes the step out before
             # it reads the clock.
-            until = self._evaluated(self._pause, keys, lambda reply=reply: [  # type: ignore[misc]
+            until, now = self._evaluated(self._pause, keys, lambda reply=reply: [  # type: ignore[misc]
                 max(1, round(seconds * 1000)), *_step_evidence(reply, time.monotonic())])
+            paused_s = max(0, int(until) - int(now)) / 1000
             if self._paused(until, sent, time.monotonic(), keys):
                 break
             # The heartbeat moved this limiter to another token's keys while the pause was on its
@@ -280,6 +284,7 @@ class RedisLimiter:
             # (found by review: it paused only the keys just left). A move is rare: once, mostly;
             # bounded all the same (the next 429 pauses the keys of that moment).
         log.warning("Pisano throttled us: fleet paused for %.1fs", seconds, extra={"wait_ms": round(seconds * 1000)})
+        return paused_s
 
     def paused_until_ms(self) -> int:
         return self._paused_until[0]

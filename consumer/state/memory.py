@@ -523,12 +523,14 @@ class MemoryLimiter:
             self._seq = max(self._seq, data.seq)
         return data, keep, reach
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> float:
         with self.state.lock:
             data = self.state.data
             # `_now`: a forward step not measured yet is taken out first, as lua/pause.lua does
-            data.pause_until = max(data.pause_until, self._now() + max(1, round(seconds * 1000)))
+            now = self._now()
+            data.pause_until = max(data.pause_until, now + max(1, round(seconds * 1000)))
             self._known_pause = data.pause_until
+            return (data.pause_until - now) / 1000
 
     def paused_until_ms(self) -> int:
         return self._known_pause

@@ -55,6 +55,15 @@ def test_far_slot_is_refused_without_reserving(make_limiter) -> None:  # type: i
     assert not again.granted and abs(again.slot_ms - refused.slot_ms) < 50  # nothing was reserved
 
 
+def test_a_pause_says_how_long_the_fleet_stays_paused(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # A retry's wait (consumer/delivery/attempts.py) counts the fleet's pause against
+    # PISANO_RETRY_BUDGET_MS: this one, or a longer one another replica set.
+    mine, other = make_limiter("100/1s"), make_limiter("100/1s")
+    assert 1.9 <= mine.pause(2.0) <= 2.0
+    assert 1.8 <= other.pause(0.5) <= 2.0  # the longer one already set, less the time since
+    assert 4.9 <= other.pause(5.0) <= 5.0
+
+
 def test_pause_holds_every_slot(make_limiter) -> None:  # type: ignore[no-untyped-def]
     rl = make_limiter("100/1s")
     first = rl.acquire()

@@ -31,8 +31,8 @@ class CountedSlots:
         self.reserved += 1
         return Grant(granted=True, wait_s=0.0, slot_ms=0)
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0  # it pauses nothing
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0

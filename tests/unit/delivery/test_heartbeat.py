@@ -44,8 +44,8 @@ class FarSlots:
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         return Grant(granted=True, wait_s=self.wait_s, slot_ms=0)
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0  # it pauses nothing
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0

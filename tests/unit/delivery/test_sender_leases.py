@@ -51,8 +51,8 @@ class SlotsAhead:
         self.timeline.slots.append(time.monotonic() + SLOT_WAIT_S)
         return Grant(granted=True, wait_s=SLOT_WAIT_S, slot_ms=0)
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0  # it pauses nothing
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0

@@ -75,3 +75,22 @@ def test_a_retry_within_the_budget_waits_out_the_floor() -> None:
     r.process([event(1)])
     assert len(r.pisano.requests) == 2 and r.kinds() == {"e1": {"delivered"}}
     assert time.monotonic() - started >= 0.9  # in a slot after the pause
+
+
+def test_the_retry_budget_counts_a_longer_pause_the_fleet_is_under() -> None:
+    # The retry's next slot lies after the fleet's pause, which another replica's 429 (its
+    # Retry-After: 3 s) may have made longer than this 429's floor (1 s here): the budget (2 s) counts that.
+    limiter = windows_limiter("10/1s")
+    other = limiter.replica()
+
+    def throttled_after_another_replicas_429(phones: list[str]) -> PisanoApiError:
+        other.pause(3.0)  # while this request was in flight
+        return PisanoApiError(429, None, "Too Many Requests")
+
+    r = rig(FakePisano([throttled_after_another_replicas_429]), limiter=limiter, max_attempts=3)
+    r.sender.attempts.retry = RetryPolicy(3, 2.0, Backoff(0.001, 0.002))
+    started = time.monotonic()
+    r.process([event(1)])
+    assert len(r.pisano.requests) == 1, "retried past the budget"
+    assert r.reasons() == {"e1": "throttled"}
+    assert time.monotonic() - started < 1.0

@@ -319,7 +319,7 @@ def test_the_legacy_horizon_is_the_bound_of_throttle_horizon_ms() -> None:
 
 
 class _PauseClient(_Client):
-    """acquire.lua's heartbeat reply as `_Client`'s; pause.lua (four arguments) answers PAUSE_END,
+    """acquire.lua's heartbeat reply as `_Client`'s; pause.lua (four arguments) answers PAUSE_END (and now),
     running `during_pause` first (what happens while the call is out)."""
 
     PAUSE_END = 1_800_000_005_000
@@ -334,7 +334,7 @@ class _PauseClient(_Client):
         self.sent.append(list(keys_and_args[numkeys:]))
         if self.during_pause is not None:
             self.during_pause()
-        return self.PAUSE_END
+        return [self.PAUSE_END, 1_800_000_000_000]
 
 
 def test_a_pause_sends_the_step_evidence_of_the_previous_reply() -> None:

@@ -43,7 +43,7 @@ class StubRedis:
         self.calls.append((name, meta))
         if name == "pause":
             self.pause_until[meta] = max(self.pause_until.get(meta, 0), self.NOW + int(args[0]))
-            reply: Any = self.pause_until[meta]
+            reply: Any = [self.pause_until[meta], self.NOW]
         else:
             reply = [2 if args[5] == 0 else 1, 0, "epoch", self.NOW, 1, "", self.NOW, 0,
                      self.pause_until.get(meta, 0)]
