@@ -272,10 +272,7 @@ class RedisLimiter:
             with self._lock:
                 keys, reply = self._keys, self._reply
             sent = time.monotonic()
-            # With the step's evidence, as `_run` sends it: lua/pause.lua takes the step out before
-            # it reads the clock.
-            until, now = self._evaluated(self._pause, keys, lambda reply=reply: [  # type: ignore[misc]
-                max(1, round(seconds * 1000)), *_step_evidence(reply, time.monotonic())])
+            until, now = self._paused_by(keys, reply, seconds)
             paused_s = max(0, int(until) - int(now)) / 1000
             if self._paused(until, sent, time.monotonic(), keys):
                 break
@@ -285,6 +282,12 @@ class RedisLimiter:
             # bounded all the same (the next 429 pauses the keys of that moment).
         log.warning("Pisano throttled us: fleet paused for %.1fs", seconds, extra={"wait_ms": round(seconds * 1000)})
         return paused_s
+
+    def _paused_by(self, keys: list[str], reply: tuple[int, float] | None, seconds: float) -> tuple[Any, Any]:
+        """lua/pause.lua's answer, {pause end, now}: with the step's evidence, as `_run` sends it
+        (the script takes the step out before it reads the clock)."""
+        return tuple(self._evaluated(self._pause, keys, lambda: [
+            max(1, round(seconds * 1000)), *_step_evidence(reply, time.monotonic())]))
 
     def paused_until_ms(self) -> int:
         return self._paused_until[0]
