@@ -213,13 +213,17 @@ class Attempts:
                 return sent
             retry_after = sent.error.retry_after_s if isinstance(sent.error, PisanoApiError) else None
             delay = self.retry.backoff.delay(sent.attempts, retry_after)
+            # What the retry really waits: its backoff, and after a 429 the fleet's pause too (its
+            # next slot lies after the pause), which may be the floor, far beyond the backoff.
+            wait = delay
             if isinstance(sent.error, PisanoApiError) and sent.error.http_status == 429:
                 # Whether or not this request is retried: one dead-lettered at once (a Retry-After
                 # past PISANO_RETRY_BUDGET_MS, its last attempt) paused nothing, and the fleet went
                 # on sending into Pisano's throttle, each request refused, its events dead-lettered.
-                self._pause_fleet(delay if retry_after is not None else max(delay, self._pause_floor_s()))
+                # The floor whatever the Retry-After: `Retry-After: 0` sent the fleet straight back.
+                wait = max(delay, self._pause_fleet(max(delay, self._pause_floor_s())))
             if sent.verdict.action == "retry" and sent.attempts < self.retry.max_attempts \
-                    and time.monotonic() - started + delay < self.retry.budget_s:
+                    and time.monotonic() - started + wait < self.retry.budget_s:
                 # the backoff and the next slot may be long: a replica killed there sent nothing
                 if not disarmed():
                     return sent
@@ -270,24 +274,28 @@ class Attempts:
                         "status": sent.error.http_status if isinstance(sent.error, PisanoApiError) else None,
                         "destination": self.destination.name})
 
-    def _pause_fleet(self, seconds: float) -> None:
-        """Pisano answered 429: no slot for the whole fleet for `seconds` (its Retry-After, else
-        the backoff), in the token's shared limiter; at most the longest window's period, of the
-        configured windows or Pisano's cloud's (a Pisano stricter than PISANO_RATE_LIMITS says
-        still gets its wait). No window needs longer to give its budget back, and a Retry-After
-        is the word of whatever answered (a gateway's day, a misread date): the fleet is not held
-        past what a throttle can mean. Should Pisano still refuse then, its next 429 pauses the
-        fleet again."""
+    def _pause_fleet(self, seconds: float) -> float:
+        """Pisano answered 429: no slot for the whole fleet for `seconds` (its Retry-After or the
+        backoff, at least the floor: `_pause_floor_s`), in the token's shared limiter; at most the
+        longest window's period, of the configured windows or Pisano's cloud's (a Pisano stricter
+        than PISANO_RATE_LIMITS says still gets its wait). No window needs longer to give its
+        budget back, and a Retry-After is the word of whatever answered (a gateway's day, a misread
+        date): the fleet is not held past what a throttle can mean. Should Pisano still refuse
+        then, its next 429 pauses the fleet again. Returns how long the fleet stays paused (this
+        pause, or a longer one another replica set; the one asked for when Redis did not answer):
+        the retry's next slot lies after it (0 without a throttle)."""
         self.dm.throttle_pauses.inc()
         longest_ms = max((w.period_ms for w in self.destination.limiter.windows), default=0)
+        pause = min(seconds, max(longest_ms, CLOUD_LONGEST_MS) / 1000)
         try:
-            self.destination.limiter.pause(min(seconds, max(longest_ms, CLOUD_LONGEST_MS) / 1000))
+            return self.destination.limiter.pause(pause)
         except StateStoreError as exc:
             self.metrics.redis_errors.labels("throttle").inc()
             log.error("could not pause the fleet's throttle: %s", exc)
+        return pause if self.destination.limiter.windows else 0.0
 
     def _pause_floor_s(self) -> float:
-        """The shortest pause for a 429 that says no Retry-After: the shortest window's period
+        """The shortest pause for a 429, whatever its Retry-After: the shortest window's period
         plus the margin, of the configured windows (none: no throttle, nothing to pause). Pisano counts in
         sliding windows, and a 429 says one of them is full at its count. The backoff alone
         (jittered, from `PISANO_RETRY_BASE_MS`: often a few milliseconds) sent the fleet straight
@@ -297,7 +305,9 @@ class Attempts:
         A longer window still binding answers 429 again then, and pauses the fleet again. Not the
         limiter's own view of the windows: it granted the slot that heard 429, so Pisano counts
         differently (another client on the token, a state Redis lost); the cap (`_pause_fleet`)
-        still applies, and is never shorter, the longest window being at least as long."""
+        still applies, and is never shorter, the longest window being at least as long. A
+        Retry-After below it (`0` from a gateway, a proxy) gets it too: whatever the 429 says, a
+        window is full, and the fleet sent straight back heard 429 again."""
         windows = self.destination.limiter.windows
         if not windows:
             return 0.0

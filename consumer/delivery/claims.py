@@ -106,8 +106,14 @@ class Claimed:
 class Claim:
     def __init__(self, dedup: DedupStore, metrics: Metrics, stop: threading.Event, *,
                  cooldown: ContactCooldown | None = None, window_ms: int = 0,
-                 suppression: Suppression | None = None) -> None:
+                 suppression: Suppression | None = None,
+                 pause_read: Callable[[], Step[Any]] | None = None) -> None:
         self.dedup = dedup
+        # The fleet's pause read with the claims' trips that come right before a POST (the first
+        # claim, a renewal that arms them): the last round trip before it, so a pause another
+        # replica set since this one's last limiter reply is known before the POST leaves into it,
+        # for no round trip of its own (`Limiter.stage_pause_read`; None: no throttle to ask).
+        self.pause_read = pause_read
         # The opt-out list, looked up in the claim's round trip (README "The opt-out list").
         self.suppression = suppression
         self.metrics = metrics
@@ -235,6 +241,9 @@ class Claim:
         if asked is not None:
             assert self.phones is not None
             steps.append(self.phones.step(asked, Arming.ARM))
+        phones_answer = len(steps) - 1
+        if self.pause_read is not None:
+            steps.append(self.pause_read())
         answers = self._ask(steps, ids, [r.key for r in asked.requests] if asked else [], claim)
         statuses: ClaimStatuses = answers[0]
         refused: set[str] = set()
@@ -264,7 +273,7 @@ class Claim:
         unused: list[str] = []
         if asked is not None:
             assert self.phones is not None
-            phones, unused = self.phones.take(asked, answers[-1], claimed)
+            phones, unused = self.phones.take(asked, answers[phones_answer], claimed)
             refusals = phones.cooling + phones.held + phones.uncheckable
             release += [e.recipient.event_id for e in refusals]
             whole = whole and len(phones.reserved) == len(claimed)
@@ -461,9 +470,12 @@ class Claim:
         steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests, arming, renewal=True)]
         if self.phones is not None:
             steps.append(self.phones.renewal(events, arming))
+        phones_answers = len(steps)
+        if arming is Arming.ARM and self.pause_read is not None:  # the renewal before a POST
+            steps.append(self.pause_read())
         answers = together(steps)
         return all(s is ClaimStatus.CLAIMED for s in answers[0]) and \
-            all(s is PhoneStatus.RESERVED for answer in answers[1:] for s in answer)
+            all(s is PhoneStatus.RESERVED for answer in answers[1:phones_answers] for s in answer)
 
     def still_held(self, events: Sequence[PendingEvent]) -> list[PendingEvent]:
         """The events among these whose claims this attempt still holds (not settled yet)."""

@@ -296,10 +296,13 @@ class Sender:
 
     def _new_claim(self, campaign: str) -> Claim:
         suppression = self.admission.suppression if self.admission is not None else None
+        # The claims' trips before a POST read the fleet's pause too (`Claim.pause_read`).
+        pause_read = self.destination.limiter.stage_pause_read if self.destination.limiter.windows else None
         if self.cooldown is None:
-            return Claim(self.dedup, self.metrics, self._stop, suppression=suppression)
+            return Claim(self.dedup, self.metrics, self._stop, suppression=suppression, pause_read=pause_read)
         return Claim(self.dedup, self.metrics, self._stop, cooldown=self.cooldown, suppression=suppression,
-                     window_ms=self.cooldown.windows.window_ms(self.destination.name, campaign))
+                     window_ms=self.cooldown.windows.window_ms(self.destination.name, campaign),
+                     pause_read=pause_read)
 
     def _conclude_open(self, outcomes: BatchReport, claim: Claim, campaign: str, failed: BaseException | None) -> None:
         """The events the batch's processing left without an outcome."""

@@ -453,8 +453,10 @@ class SlotReserver:
                 slot = None
                 continue
             # Again at the slot: a 429 heard meanwhile (this replica's, or another's seen by the
-            # limiter's heartbeat, at most a second old) paused the fleet over it. Local, no round
-            # trip; given up at the loop's top, as a slot found inside a pause there.
+            # limiter's heartbeat, at most a second old, or read by the claims' trip just made:
+            # the first claim's or the renewal's, consumer/delivery/claims.py `pause_read`) paused
+            # the fleet over it. Local, no round trip; given up at the loop's top, as a slot found
+            # inside a pause there.
             if slot.inside_pause(self.limiter):
                 continue
             return Readiness("go", slot.leave_by(self.max_lateness_s))

@@ -6,7 +6,9 @@ trip; the caller then waits for its slot on its own (the wait comes back with th
 one polls Redis. A slot further away than the horizon is refused with its wait, so a replica
 pauses instead of holding a far slot.
 
-A 429 pauses the token's limiter for everyone (`lua/pause.lua`).
+A 429 pauses the token's limiter for everyone (`lua/pause.lua`). Every reply carries the pause's
+end, and so does the claims' round trip before each POST (`stage_pause_read`): another replica's
+pause is known before the POST, not only at the next heartbeat.
 
 A *paced* reservation (`acquire(pace_ms=...)`, a batch that is not full: consumer/delivery/pacing.py)
 also keeps `pace_ms` after the fleet's newest reservation; its turn is refused (`Grant.paced`)
@@ -46,7 +48,17 @@ from consumer.config.windows import RateWindow
 from consumer.errors import StateStoreError
 from consumer.operations.threads import LongLivedThread, long_lived
 from consumer.state.accounts import AccountRecord
-from consumer.state.redis import AccountKey, Keys, load_script, stored_text, token_fingerprint, translated
+from consumer.state.redis import (
+    AccountKey,
+    Call,
+    Keys,
+    load_script,
+    stored_number,
+    stored_text,
+    token_fingerprint,
+    translated,
+)
+from consumer.state.trip import Step
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +88,9 @@ LEGACY_HORIZON_MS = 3_600_000
 # a step within it goes unmeasured and shortens each window by at most this much, which the margin
 # (PISANO_RATE_MARGIN_MS, 500 ms by default) absorbs. ntpd steps only beyond 128 ms.
 STEP_TOLERANCE_MS = 100
+# A pause sent again to the keys the limiter moved to while it was on its way (`RedisLimiter.pause`)
+# at most this many times in all.
+PAUSE_TRIES = 3
 
 _FENCES = {
     "lost": "the throttle state was lost (Redis restarted without data, flushed, or its keys deleted)",
@@ -126,14 +141,23 @@ class Limiter(Protocol):
     def heartbeat(self) -> None:
         """Report what this replica knows of the state (it fences the fleet if the state lost it)."""
 
-    def pause(self, seconds: float) -> None:
-        """No slot for anyone before `seconds` from now (Pisano answered 429)."""
+    def pause(self, seconds: float) -> float:
+        """No slot for anyone before `seconds` from now (Pisano answered 429). Returns how long
+        the fleet stays paused from when the state was read: this pause, or a longer one already
+        set (another replica's 429), which a retry waits out too (its budget counts it)."""
 
     def paused_until_ms(self) -> int:
         """The end of the newest pause this replica knows of, on the fleet's clock (`Grant.slot_ms`'s):
-        from its own pauses and every reply of the script, heartbeats included (so at most a
-        heartbeat old); no round trip. A slot granted before it lies inside the pause when its
-        `slot_ms` is below this: consumer/delivery/slots.py gives it up (0: no pause known)."""
+        from its own pauses, every reply of the script, heartbeats included (so at most a
+        heartbeat old), and the reads staged in the claims' trips (`stage_pause_read`); no round
+        trip. A slot granted before it lies inside the pause when its `slot_ms` is below this:
+        consumer/delivery/slots.py gives it up (0: no pause known)."""
+
+    def stage_pause_read(self) -> Step[None]:
+        """The pause's end read as a step of a round trip made anyway (consumer/state/trip.py):
+        the claims' trip before a POST carries it (consumer/delivery/claims.py), so a pause another
+        replica set since this one's last reply is known right before the POST, for no round trip
+        of its own. Noted as a reply's is (`paused_until_ms`)."""
 
     def utilisation(self) -> dict[RateWindow, float]:
         """Share of each window's limit reserved in the window ending now."""
@@ -151,11 +175,14 @@ class NoLimiter:
     def heartbeat(self) -> None:
         pass
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0
 
     def paused_until_ms(self) -> int:
         return 0
+
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)  # nothing to ask: no pause without a throttle
 
     def utilisation(self) -> dict[RateWindow, float]:
         return {}
@@ -205,10 +232,8 @@ class RedisLimiter:
         # The fleet clock's `now` of our newest reply, and when it came back (monotonic s): the
         # evidence the next call sends, against which the script measures a forward step.
         self._reply: tuple[int, float] | None = None
-        # The pause's end the newest reply showed (fleet clock ms), and when it came back (monotonic):
-        # `paused_until_ms`. The newest, not the largest: a clock stepped back brings a pause's end
-        # back too (lua/acquire.lua), and a larger end kept from before would make every slot granted
-        # after it look inside a pause, each given up in turn.
+        # The fleet's pause's end as the replies showed it (fleet clock ms: `paused_until_ms`), and
+        # when the reply it was last taken from came back (monotonic): `_paused`.
         self._paused_until: tuple[int, float] = (0, 0.0)
 
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
@@ -235,32 +260,82 @@ class RedisLimiter:
         with self._lock:
             self._keys, self._fingerprint = keys, recorded
             self._reply = None  # the other keys' clock has a skew of its own
-            self._paused_until = (0, time.monotonic())  # and a pause of its own, learned at the next reply
+            self._paused_until = (0, 0.0)  # and a pause of its own, learned at the next reply
         log.warning("destination %s: its throttle state is recorded under another token fingerprint (Redis lost "
                     "its data and a replica started with a rotated token); this replica's limiter moves there",
                     account.destination, extra={"reason": "account_moved"})
 
-    def pause(self, seconds: float) -> None:
-        """Stop the whole fleet's slots for `seconds` (a 429 from Pisano)."""
-        with self._lock:
-            keys, reply = self._keys, self._reply
-        # With the step's evidence, as `_run` sends it: lua/pause.lua takes the step out before it
-        # reads the clock.
-        until = self._evaluated(self._pause, keys,
-                                lambda: [max(1, round(seconds * 1000)), *_step_evidence(reply, time.monotonic())])
-        if keys is self._keys:  # not a pause of the keys just left (`_follow_account`): another clock
-            self._paused(until, time.monotonic())
+    def pause(self, seconds: float) -> float:
+        """Stop the whole fleet's slots for `seconds` (a 429 from Pisano); how long it stays paused."""
+        paused_s = seconds
+        for _ in range(PAUSE_TRIES):
+            with self._lock:
+                keys, reply = self._keys, self._reply
+            sent = time.monotonic()
+            until, now = self._paused_by(keys, reply, seconds)
+            paused_s = max(0, int(until) - int(now)) / 1000
+            if self._paused(until, sent, time.monotonic(), keys):
+                break
+            # The heartbeat moved this limiter to another token's keys while the pause was on its
+            # way (`_follow_account`): the fleet counts there now, so the pause goes there too
+            # (found by review: it paused only the keys just left). A move is rare: once, mostly;
+            # bounded all the same (the next 429 pauses the keys of that moment).
         log.warning("Pisano throttled us: fleet paused for %.1fs", seconds, extra={"wait_ms": round(seconds * 1000)})
+        return paused_s
+
+    def _paused_by(self, keys: list[str], reply: tuple[int, float] | None, seconds: float) -> tuple[Any, Any]:
+        """lua/pause.lua's answer, {pause end, now}: with the step's evidence, as `_run` sends it
+        (the script takes the step out before it reads the clock)."""
+        return tuple(self._evaluated(self._pause, keys, lambda: [
+            max(1, round(seconds * 1000)), *_step_evidence(reply, time.monotonic())]))
 
     def paused_until_ms(self) -> int:
         return self._paused_until[0]
 
-    def _paused(self, raw: Any, received: float) -> None:
-        """Note the pause's end a script answered, unless a newer reply was noted already."""
+    def _paused(self, raw: Any, sent: float, received: float, keys: list[str]) -> bool:
+        """Note the pause's end a reply showed (its call sent at `sent`, its reply back at
+        `received`, monotonic); False when `keys` are no longer this limiter's (a reply of the
+        keys just left, `_follow_account`: another state, another clock), noting nothing.
+
+        Redis runs the calls one at a time, yet this replica only knows that each ran within its
+        round trip. A call sent after the reply the end was taken from came back ran after it:
+        its end is the newer one, taken as it is, even when lower (a clock stepped back brings a
+        pause's end back too, lua/acquire.lua: a larger end kept from before would make every
+        slot granted after it look inside a pause, each given up in turn). A call sent before may
+        have run before: its reply may show the end from before a pause that reply came back
+        after (another thread's reservation, the heartbeat, crossing this replica's own 429), so
+        the later end of the two is kept. Not the order of arrival (found by review: such a
+        reply put the older end back for up to a second, and a request holding a slot inside the
+        pause left into it), nor a stamp on the fleet's clock (it goes back with Redis's clock).
+        A later end kept for nothing costs a slot given up, until the next call sent after it."""
         until = int(raw or 0)
         with self._lock:
-            if received >= self._paused_until[1]:
+            if keys is not self._keys:
+                return False
+            end, since = self._paused_until
+            if sent >= since:
                 self._paused_until = (until, received)
+            elif until > end:
+                self._paused_until = (until, since)
+            return True
+
+    def stage_pause_read(self) -> Step[None]:
+        """Read the fleet's pause's end in a round trip made anyway (the claims' before a POST:
+        consumer/delivery/claims.py), and note it: a pause another replica set since this one's
+        last reply is then known right before the POST, with no round trip of its own. One HGET
+        of the meta key, in the trip's pipeline (on a cluster, to the meta key's master, sent with
+        the other masters' packets: still one round trip)."""
+        with self._lock:
+            keys = self._keys
+        sent = time.monotonic()
+
+        def read(replies: list[Any]) -> None:
+            until = 0 if replies[0] is None else stored_number(stored_text(replies[0]))
+            if until is not None:  # a value no version writes (by hand): the next script's reply says
+                self._paused(until, sent, time.monotonic(), keys)
+
+        return Step.remote("the throttle's pause", self.client,
+                           [Call([keys[1]], ["pause_until"], command="HGET")], read)
 
     def utilisation(self) -> dict[RateWindow, float]:
         """Share of each window's limit reserved in the window ending now (for metrics)."""
@@ -300,8 +375,7 @@ class RedisLimiter:
         # The pause's end (lua/acquire.lua); a reply without it (a test's script) says no pause.
         paused_until = result[8] if len(result) > 8 else 0
         received = time.monotonic()
-        if keys is self._keys:
-            self._paused(paused_until, received)
+        self._paused(paused_until, sent, received, keys)
         new_epoch, event = stored_text(raw_epoch), stored_text(raw_event)
         with self._lock:
             if keys is not self._keys:

@@ -410,6 +410,10 @@ class MemoryLimiter:
         self._seq = 0
         self._reply: tuple[int, float] | None = None  # as RedisLimiter's: the fleet clock's now, and when
         self.stepped = 0  # the last forward step this replica measured (RedisLimiter logs it)
+        # The pause's end as this replica last learnt it (`paused_until_ms`), as RedisLimiter knows
+        # it: from its own pauses, its replies and its staged reads, never from another replica's
+        # pause before one of those.
+        self._known_pause = 0
 
     def replica(self) -> MemoryLimiter:
         return MemoryLimiter(self.windows, margin_ms=self.margin_ms, horizon_ms=self.horizon_ms,
@@ -436,6 +440,7 @@ class MemoryLimiter:
             now = self._now()
             self._replied(now)
             data, keep, _reach = self._check(now)
+            self._known_pause = data.pause_until
             if data.fence_until > now:
                 return Grant(granted=False, wait_s=(data.fence_until - now) / 1000, slot_ms=data.fence_until,
                              held=True)
@@ -463,7 +468,7 @@ class MemoryLimiter:
         with self.state.lock:
             now = self._now()
             self._replied(now)
-            self._check(now)
+            self._known_pause = self._check(now)[0].pause_until
 
     @staticmethod
     def _widest(stored: tuple[int, int] | None, own: int, lives: int, now: int) -> tuple[int, tuple[int, int]]:
@@ -533,16 +538,26 @@ class MemoryLimiter:
             self._seq = max(self._seq, data.seq)
         return data, keep, reach
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> float:
         with self.state.lock:
             data = self.state.data
             # `_now`: a forward step not measured yet is taken out first, as lua/pause.lua does
-            data.pause_until = max(data.pause_until, self._now() + max(1, round(seconds * 1000)))
+            now = self._now()
+            data.pause_until = max(data.pause_until, now + max(1, round(seconds * 1000)))
+            self._known_pause = data.pause_until
+            return (data.pause_until - now) / 1000
 
     def paused_until_ms(self) -> int:
-        # Read from the shared state at once: in memory every replica knows what the script would tell it.
-        with self.state.lock:
-            return self.state.data.pause_until
+        return self._known_pause
+
+    def stage_pause_read(self) -> Step[None]:
+        """The pause's end read in a trip made anyway (RedisLimiter's HGET), done in place."""
+
+        def read() -> None:
+            with self.state.lock:
+                self._known_pause = self.state.data.pause_until
+
+        return Step.local("the throttle's pause", read)
 
     def utilisation(self) -> dict[RateWindow, float]:
         # By binary search over the ascending log, as utilisation.lua does: the metrics read this

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import pytest
 
 from consumer.config.windows import parse_rate_limits
+from consumer.state.trip import together
 
 
 def test_slots_are_exactly_the_earliest_allowed(make_limiter) -> None:  # type: ignore[no-untyped-def]
@@ -54,6 +55,15 @@ def test_far_slot_is_refused_without_reserving(make_limiter) -> None:  # type: i
     assert not again.granted and abs(again.slot_ms - refused.slot_ms) < 50  # nothing was reserved
 
 
+def test_a_pause_says_how_long_the_fleet_stays_paused(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # A retry's wait (consumer/delivery/attempts.py) counts the fleet's pause against
+    # PISANO_RETRY_BUDGET_MS: this one, or a longer one another replica set.
+    mine, other = make_limiter("100/1s"), make_limiter("100/1s")
+    assert 1.9 <= mine.pause(2.0) <= 2.0
+    assert 1.8 <= other.pause(0.5) <= 2.0  # the longer one already set, less the time since
+    assert 4.9 <= other.pause(5.0) <= 5.0
+
+
 def test_pause_holds_every_slot(make_limiter) -> None:  # type: ignore[no-untyped-def]
     rl = make_limiter("100/1s")
     first = rl.acquire()
@@ -75,6 +85,28 @@ def test_every_replica_learns_a_pause_from_its_next_reply(make_limiter) -> None:
     assert mine.paused_until_ms() == other.paused_until_ms() > ahead.slot_ms
     after = mine.acquire()
     assert after.slot_ms >= mine.paused_until_ms()  # a slot granted after it is never inside it
+
+
+def test_a_replica_knows_another_replicas_pause_only_from_a_reply(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    # What the sender may rely on (consumer/delivery/slots.py): a pause set by another replica is
+    # known from this replica's next reply, or the pause read staged in a trip made anyway (the
+    # claims' before a POST), not before; the in-memory limiter used to know it at once, so the
+    # sender's unit tests could not see a request leave into a pause it had not heard of yet.
+    mine, other = make_limiter("1/1s"), make_limiter("1/1s")
+    mine.acquire()
+    other.pause(3.0)
+    assert mine.paused_until_ms() == 0
+    together([mine.stage_pause_read()])  # as the claims' trip carries it: no reservation, no heartbeat
+    assert mine.paused_until_ms() == other.paused_until_ms() > 0
+
+
+def test_a_pause_read_of_a_state_never_paused_says_no_pause(make_limiter) -> None:  # type: ignore[no-untyped-def]
+    rl = make_limiter("1/1s")
+    together([rl.stage_pause_read()])
+    assert rl.paused_until_ms() == 0
+    rl.acquire()
+    together([rl.stage_pause_read()])
+    assert rl.paused_until_ms() == 0
 
 
 def test_utilisation_counts_the_window_ending_now(make_limiter) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,9 @@
 -- whose clock is ahead) otherwise ended the step's length late once the next call took it out,
 -- and the fleet was held for the step (an hour's NTP step: an hour). Measured once: the next
 -- caller across the same step reads the corrected clock.
--- Returns the pause end (ms, the fleet's clock: Redis's TIME less meta `skew`, as acquire.lua's).
+-- Returns {pause end, now} (ms, the fleet's clock: Redis's TIME less meta `skew`, as acquire.lua's):
+-- the end of the fleet's pause (this one, or a longer one already set) and the clock it was read
+-- at, so that the caller knows how long the fleet stays paused (its retry's wait: attempts.py).
 local clock = redis.call('TIME')
 local skew = tonumber(redis.call('HGET', KEYS[2], 'skew') or '0') or 0
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - skew
@@ -31,4 +33,4 @@ if pause_until > current then
 else
   pause_until = current
 end
-return pause_until
+return {pause_until, now}

@@ -13,6 +13,7 @@ from consumer.delivery.pisano import Accepted
 from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.dedup import ClaimStatus
 from consumer.state.limiter import Grant
+from consumer.state.trip import Step
 from tests.support.fakes import FakePisano, Rig, event, intercept_claims, rig
 
 OK = Accepted(200, "req", 0.01)
@@ -30,11 +31,14 @@ class CountedSlots:
         self.reserved += 1
         return Grant(granted=True, wait_s=0.0, slot_ms=0)
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0  # it pauses nothing
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0
+
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)
 
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}

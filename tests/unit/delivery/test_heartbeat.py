@@ -26,6 +26,7 @@ from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.dedup import ClaimRequest, ClaimStatus, Settlement
 from consumer.state.limiter import Grant
 from consumer.state.memory import MemoryDedup
+from consumer.state.trip import Step
 from tests.support.fakes import CAMPAIGN, FakePisano, Rig, event, rig
 
 LEASE_MS = 400
@@ -43,11 +44,14 @@ class FarSlots:
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         return Grant(granted=True, wait_s=self.wait_s, slot_ms=0)
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0  # it pauses nothing
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0
+
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)
 
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}

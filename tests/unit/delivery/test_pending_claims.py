@@ -24,6 +24,7 @@ from consumer.state.limiter import Grant
 from consumer.state.memory import MemoryDedup
 from consumer.state.redis import Keys
 from consumer.state.suppression import MemoryOptOutList, OptOutHasher, Suppression
+from consumer.state.trip import Step
 from tests.support.fakes import FakePisano, Rig, event, rig
 
 OK = Accepted(200, "req", 0.01)
@@ -107,6 +108,7 @@ class Snapshot:
     dedup state: what Redis holds if the replica is SIGKILLed while the retry waits there."""
 
     windows = parse_rate_limits("100/1s")
+    margin_ms = 0
 
     def __init__(self, dedup: MemoryDedup) -> None:
         self.dedup = dedup
@@ -119,11 +121,14 @@ class Snapshot:
             self.marks = dict(self.dedup._marks)
         return Grant(granted=True, wait_s=prepare_ms / 1000, slot_ms=0)
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0  # it pauses nothing
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0
+
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)
 
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}
@@ -170,11 +175,14 @@ class Immediate:
     def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
         return Grant(granted=True, wait_s=prepare_ms / 1000, slot_ms=0)
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0  # it pauses nothing
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0
+
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)
 
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}

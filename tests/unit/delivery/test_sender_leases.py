@@ -21,6 +21,7 @@ from consumer.errors import PisanoApiError, StateStoreError
 from consumer.state.arming import Arming
 from consumer.state.dedup import Settlement
 from consumer.state.limiter import Grant
+from consumer.state.trip import Step
 from tests.support.fakes import CAMPAIGN, FakePisano, event, rig
 
 OK = Accepted(200, "req", 0.01)
@@ -50,11 +51,14 @@ class SlotsAhead:
         self.timeline.slots.append(time.monotonic() + SLOT_WAIT_S)
         return Grant(granted=True, wait_s=SLOT_WAIT_S, slot_ms=0)
 
-    def pause(self, seconds: float) -> None:
-        pass
+    def pause(self, seconds: float) -> float:
+        return 0.0  # it pauses nothing
 
     def paused_until_ms(self) -> int:  # it pauses nothing: no slot lies inside a pause
         return 0
+
+    def stage_pause_read(self) -> Step[None]:
+        return Step.answered(None)
 
     def utilisation(self) -> dict:  # type: ignore[type-arg]
         return {}

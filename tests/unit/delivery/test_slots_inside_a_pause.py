@@ -89,4 +89,5 @@ def _a_slot_ahead_then_a_pause() -> tuple[SlotReserver, Slot]:
     ahead = slots.reserve()
     assert ahead is not None
     mine.replica().pause(1.5)
+    mine.heartbeat()  # what this replica learns within a second (or from its claims' trip)
     return slots, ahead

@@ -6,7 +6,6 @@ lines the events give."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import pytest
@@ -320,7 +319,7 @@ def test_the_legacy_horizon_is_the_bound_of_throttle_horizon_ms() -> None:
 
 
 class _PauseClient(_Client):
-    """acquire.lua's heartbeat reply as `_Client`'s; pause.lua (four arguments) answers PAUSE_END,
+    """acquire.lua's heartbeat reply as `_Client`'s; pause.lua (four arguments) answers PAUSE_END (and now),
     running `during_pause` first (what happens while the call is out)."""
 
     PAUSE_END = 1_800_000_005_000
@@ -335,7 +334,7 @@ class _PauseClient(_Client):
         self.sent.append(list(keys_and_args[numkeys:]))
         if self.during_pause is not None:
             self.during_pause()
-        return self.PAUSE_END
+        return [self.PAUSE_END, 1_800_000_000_000]
 
 
 def test_a_pause_sends_the_step_evidence_of_the_previous_reply() -> None:
@@ -351,17 +350,37 @@ def test_a_pause_sends_the_step_evidence_of_the_previous_reply() -> None:
     assert rl.paused_until_ms() == _PauseClient.PAUSE_END
 
 
-def test_a_pause_of_the_keys_just_left_is_not_taken_for_the_new_keys_pause() -> None:
+def test_a_pause_of_the_keys_just_left_is_not_taken_for_the_new_keys_pause_but_sent_to_them() -> None:
     # The destination's record moved the limiter to other keys while the pause was out: its end is
-    # on the old keys' clock; the new keys' pause is learned from their next reply.
+    # on the old keys' clock, not noted for the new keys. The fleet counts on the new keys now, so
+    # the pause is sent there too (h-pause: it used to pause only the keys just left), and its end
+    # there is noted.
     client = _PauseClient()
     rl = RedisLimiter(client, Keys("t"), "tok", parse_rate_limits(WINDOWS), margin_ms=0, horizon_ms=500)
     rl.heartbeat()
+    noted: list[int] = []
 
-    def moved() -> None:  # what `_follow_account` does
+    def moved() -> None:  # what `_follow_account` does, once
         with rl._lock:
-            rl._keys, rl._reply, rl._paused_until = ["x:log", "x:meta"], None, (0, time.monotonic())
+            rl._keys, rl._reply, rl._paused_until = ["x:log", "x:meta"], None, (0, 0.0)
+        client.during_pause = lambda: noted.append(rl.paused_until_ms())
 
     client.during_pause = moved
     rl.pause(5)
-    assert rl.paused_until_ms() == 0
+    assert noted == [0]  # the old keys' end was not noted for the new keys
+    assert [args[0] for args in client.sent if len(args) == 4] == [5000, 5000]
+    assert rl.paused_until_ms() == _PauseClient.PAUSE_END
+
+
+def test_a_pause_goes_after_the_keys_a_few_times_at_most() -> None:
+    client = _PauseClient()
+    rl = RedisLimiter(client, Keys("t"), "tok", parse_rate_limits(WINDOWS), margin_ms=0, horizon_ms=500)
+    moves = iter(range(100))
+
+    def moved() -> None:  # keys moving at every pause: never so in a fleet, yet no endless loop
+        with rl._lock:
+            rl._keys, rl._paused_until = [f"x{next(moves)}:log", "m"], (0, 0.0)
+
+    client.during_pause = moved
+    rl.pause(5)
+    assert len([args for args in client.sent if len(args) == 4]) == 3
