@@ -382,8 +382,9 @@ class Pipeline:
     def _end_read_again(self, tps: list[tuple[str, int]]) -> None:
         """A position moved back (rare): the records this replica dead-lettered since the partition
         was assigned are read again, and their marks were not loaded at the assignment. Loaded now,
-        and the copies this call took end as the first did, never sent (one record, one outcome)."""
-        self.dlq.assigned(tps)
+        and the copies this call took end as the first did, never sent (one record, one outcome):
+        loaded whole, not over the next turns (`LOAD_TURN_S`), or those copies would go on without."""
+        self.dlq.assigned(tps, now=True)
         self._hold_unmarked(tps)
         if self.dlq.any_marked():
             self.backlog.end(self._ended_before)

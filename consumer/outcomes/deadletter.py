@@ -303,9 +303,12 @@ class DeadLetterQueue:
         pending.origin = Origin.of(pending.message)
         self._unchecked.append(pending)
 
-    def assigned(self, tps: Sequence[TopicPartition]) -> None:
+    def assigned(self, tps: Sequence[TopicPartition], *, now: bool = False) -> None:
         """Load the marks of newly assigned partitions: their records dead-lettered already. While
-        the marks pause (Redis failed a moment ago), on the first poll() after the pause."""
+        the marks pause (Redis failed a moment ago), on the first poll() after the pause. `now`:
+        these partitions' loads all run in this call, whatever the turn's budget (`LOAD_TURN_S`):
+        their records read again were taken already (a position moved back), and must end as
+        they ended before; a partition held from the next fetch would not stop them."""
         if self.marks is None:
             return
         self._before.assigned(tps)
@@ -313,7 +316,7 @@ class DeadLetterQueue:
         # load does not see them.
         for origin, reason in self._acknowledged:
             self._remember(origin, reason)
-        self._load_marks()
+        self._load_marks(tps if now else None)
 
     def _remember(self, origin: Origin, reason: str) -> None:
         tp = (origin.topic, origin.partition)
@@ -325,11 +328,14 @@ class DeadLetterQueue:
         # A mark of the previous version has no reason: its record is judged again, as it was.
         return {offset: mark for offset, mark in self.marks.load(tp).items() if mark.reason is not None}
 
-    def _load_marks(self) -> None:
+    def _load_marks(self, now: Sequence[TopicPartition] | None = None) -> None:
         if self.marks is None or not self._before.unloaded or self._clock() < self._marks_paused_until:
             return
         try:
-            self._before.load_all(LOAD_TURN_S, self._clock)  # the rest next turn: unloaded, not fetched yet
+            if now is not None:  # (a move back: rare, and each partition's load is bounded)
+                self._before.load_all(only=now)
+            else:
+                self._before.load_all(LOAD_TURN_S, self._clock)  # the rest next turn: unloaded, not fetched yet
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("load", exc)
 

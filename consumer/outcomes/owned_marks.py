@@ -63,17 +63,19 @@ class OwnedMarks(Generic[V]):
         self.owned |= tps
         self.unloaded |= tps  # loaded again: the key may have been mended since (`load_all`)
 
-    def load_all(self, budget_s: float | None = None, clock: Callable[[], float] | None = None) -> None:
+    def load_all(self, budget_s: float | None = None, clock: Callable[[], float] | None = None, *,
+                 only: Iterable[TopicPartition] | None = None) -> None:
         """Load the marks of the partitions assigned and not loaded yet; each partition loaded
         stays loaded if a later one raises. With `budget_s`, no partition's load starts once that
         long was spent (one always does): the rest stay unloaded for the caller's next call (its
         next poll turn). Each partition's load is bounded (consumer/state/dead_letters.py
         `read_sets`: seconds at MAX_PARTITION_MARKS), but many partitions near it at one
         assignment would hold the poll loop past its liveness (LIVENESS_S) and the replica would
-        be restarted, again at each assignment."""
+        be restarted, again at each assignment. `only`: these partitions alone (those not loaded
+        yet), the others left for later calls."""
         clock = clock or time.monotonic
         started = clock()
-        for n, tp in enumerate(sorted(self.unloaded)):
+        for n, tp in enumerate(sorted(self.unloaded if only is None else self.unloaded & set(only))):
             if budget_s is not None and n and clock() - started >= budget_s:
                 return
             try:

@@ -209,39 +209,53 @@ def read_sets(client: Any, keys: Sequence[str], *, what: str, tp: TopicPartition
     holds more than `most`, before anything more is read (or when it grew past it while read).
 
     Paged by score, not by index: the marks below a commit are removed meanwhile (the previous
-    owner's, within its revoke grace), which would move every index and skip members. Each page
-    starts at the last score read, past the members of that score read already (two records may
-    share an offset, and so a score: a topic created again)."""
+    owner's, within its revoke grace), which would move every index and skip members. A page goes
+    on past the last score read (exclusive), and asks apart for the members of that score not read
+    yet (two records may share an offset, and so a score: a topic created again), by their index
+    among that score's alone: a removal below a commit takes all of them or none, so it moves no
+    index that counts. (Counted from the last score inclusive, the members of it read already were
+    skipped by index: once a commit past it removed them, the marks after them were skipped
+    instead, records read again by the new owner as if never judged.)"""
     out: list[list[tuple[Any, Any]]] = [[] for _ in keys]
-    cursors = {n: ("-inf", 0) for n in range(len(keys))}  # set -> (lowest score, members of it read)
+    # set -> None before its first page, then (its last score read, as Redis reads it back: the
+    # shortest repr of the double; how many members of that score were read)
+    cursors: dict[int, tuple[str, int] | None] = dict.fromkeys(range(len(keys)))
     first = True
     while cursors:
         pipe = client.pipeline(transaction=False)
         if first:
             for key in keys:
                 pipe.zcard(key)
-        for n, (low, skip) in cursors.items():
-            pipe.zrangebyscore(keys[n], low, "+inf", start=skip, num=page, withscores=True)
-        replies = pipe.execute()
+        for n, cursor in cursors.items():
+            if cursor is None:
+                pipe.zrangebyscore(keys[n], "-inf", "+inf", start=0, num=page, withscores=True)
+            else:
+                last, read = cursor
+                pipe.zrangebyscore(keys[n], last, last, start=read, num=page, withscores=True)
+                pipe.zrangebyscore(keys[n], f"({last}", "+inf", start=0, num=page, withscores=True)
+        replies = iter(pipe.execute())
         if first:
-            sizes, replies = replies[:len(keys)], replies[len(keys):]
-            for key, size in zip(keys, sizes, strict=True):
-                if int(size) > most:
-                    raise oversize(key, int(size), what, tp, most)
+            for key in keys:
+                size = int(next(replies))
+                if size > most:
+                    raise oversize(key, size, what, tp, most)
             first = False
-        for n, members in zip(list(cursors), replies, strict=True):
-            out[n].extend(members)
+        for n, cursor in list(cursors.items()):
+            ties = next(replies) if cursor is not None else []  # the rest of the last score read
+            past = next(replies)  # the scores past it
+            out[n].extend(ties)
+            if cursor is not None and len(ties) == page:  # that score may have more: the scores past it wait
+                cursors[n] = (cursor[0], cursor[1] + page)
+            elif len(past) < page:
+                out[n].extend(past)
+                del cursors[n]  # read to its end
+            else:
+                out[n].extend(past)
+                backwards = [float(score) for _, score in reversed(past)]
+                top = backwards[0]
+                cursors[n] = (repr(top), sum(1 for _ in itertools.takewhile(top.__eq__, backwards)))
             if len(out[n]) > most:  # grew past it while read
                 raise oversize(keys[n], len(out[n]), what, tp, most)
-            if len(members) < page:
-                del cursors[n]  # read to its end
-                continue
-            backwards = [float(score) for _, score in reversed(members)]
-            last = backwards[0]
-            same = sum(1 for _ in itertools.takewhile(last.__eq__, backwards))
-            low, skip = cursors[n]
-            # repr: the shortest text Redis reads back as the same double
-            cursors[n] = (low, skip + same) if same == len(members) and low == repr(last) else (repr(last), same)
     return out
 
 

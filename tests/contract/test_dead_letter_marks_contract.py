@@ -193,3 +193,39 @@ def test_a_partition_over_the_bound_is_not_loaded_and_its_key_named(make_marks) 
     marks.sending([origin(n) for n in range(4, 9)], ["stale"] * 5)  # the notes have the same bound
     with pytest.raises(OversizeStateError, match=r"5 dead-letter marks of t\[0\]"):
         marks.load(("t", 0))
+
+
+def test_a_commit_landing_while_a_load_reads_its_pages_loses_no_mark_past_it(make_marks) -> None:  # type: ignore[no-untyped-def]
+    """The previous owner's confirmed commit removes the marks below it (`forget_below`) while the
+    new owner reads its pages (3 members a round trip here): every mark at or past the commit
+    loads (tests/unit/state/test_marks_pages.py; before, the first mark past the commit was
+    skipped). Scores past 2**53 and infinite ones (written by hand) page as the others."""
+    marks, previous = make_marks(page=3), make_marks()
+    marks.mark([origin(n) for n in range(10)], ["throttled"] * 10)
+    if isinstance(marks, RedisDeadLetterMarks):
+        marks.client.zadd("{t:dl:g:dlq:t:0}",
+                          {"20:a": 1e16, "21:b": 1e16, "22:c": 1e16 + 2, "23:d": "inf", "24:e": "inf"})
+        client, trips = marks.client, [0]
+
+        class Between:  # another client's commit lands after the first round trip
+            def pipeline(self, transaction: bool = False) -> Any:
+                pipe = client.pipeline(transaction=transaction)
+                execute = pipe.execute
+
+                def then() -> Any:
+                    replies = execute()
+                    trips[0] += 1
+                    if trips[0] == 1:
+                        previous.forget_below({("t", 0): 5})
+                    return replies
+
+                pipe.execute = then
+                return pipe
+
+        marks.client = Between()
+    else:
+        previous.forget_below({("t", 0): 5})
+    loaded = marks.load(("t", 0))
+    assert {n for n in loaded if 5 <= n < 10} == set(range(5, 10))
+    if isinstance(marks, RedisDeadLetterMarks):
+        assert {n for n in loaded if n >= 20} == set(range(20, 25))

@@ -82,9 +82,10 @@ class _Paged:
                 queued.append(client.size if ":sending" not in key else 0)
 
             def zrangebyscore(self, key: str, low: str, high: str, start: int, num: int, withscores: bool) -> None:
-                first = 0 if low == "-inf" else int(float(low)) + 1
-                queued.append([] if ":sending" in key else [(f"{n}:f".encode(), float(n))
-                                                            for n in range(first, min(first + num, client.size))])
+                # one member a score: the rest of the last score read (low == high) is none
+                first = 0 if low == "-inf" else int(float(low.lstrip("("))) + 1
+                queued.append([] if ":sending" in key or low == high else [
+                    (f"{n}:f".encode(), float(n)) for n in range(first, min(first + num, client.size))])
 
             def execute(self) -> list[Any]:
                 client.trips += 1
