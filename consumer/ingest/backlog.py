@@ -160,7 +160,11 @@ class Backlog:
                     self.dead_letter(record, tp, epoch, Failure(exc.reason, str(exc)))
                 else:
                     event = PendingEvent(record, tp, record.offset(), epoch, recipient, now, replay.attempt)
-                    if freshness is not None and freshness.too_old(recipient, record, now_ms):
+                    if freshness is None:
+                        events.append(event)
+                    elif (wrong := freshness.wrong_unit(recipient)) is not None:
+                        self.dead_letter(record, tp, epoch, Failure("invalid_event", wrong))
+                    elif freshness.too_old(recipient, record, now_ms):
                         expired.append(event)
                     else:
                         events.append(event)

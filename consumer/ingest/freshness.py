@@ -24,10 +24,29 @@ from typing import Any
 
 from consumer.ingest.records import older
 
+# An event time in epoch milliseconds lies between 1973 and the year 5138 (12 to 14 digits). A count
+# of seconds (10 digits today) falls below, of microseconds or nanoseconds (16, 19) above: taken as
+# milliseconds, the first made every event `expired` (January 1970), the second none ever (tens of
+# millennia ahead, MAX_EVENT_AGE silently off). Either is the mapping's mistake, dead-lettered; only
+# under MAX_EVENT_AGE, which is what the time decides: without it the time only labels a receipt,
+# and dead-lettering every survey for a label would stop a fleet that worked.
+_EVENT_TIME_MS = range(10**11, 10**14)
+
 
 class Freshness:
     def __init__(self, max_age_ms: int) -> None:
         self.max_age_ms = max_age_ms
+
+    @staticmethod
+    def wrong_unit(recipient: Any) -> str | None:
+        """Why the mapping's event time cannot be epoch milliseconds (its digits, never its value),
+        or None: the dead letter's message (`invalid_event`, consumer/ingest/backlog.py)."""
+        stamp = recipient.event_time_ms
+        if stamp is None or stamp in _EVENT_TIME_MS:
+            return None
+        return (f"event time of {len(str(abs(stamp)))} digits is not epoch milliseconds (12 to 14 digits, 1973 to "
+                "5138: seconds or microseconds?), so MAX_EVENT_AGE cannot weigh it; map the event_time to "
+                "milliseconds, an Avro timestamp or ISO 8601 (a custom mapper converts it), then replay")
 
     @staticmethod
     def event_time_ms(recipient: Any, record: Any) -> int | None:

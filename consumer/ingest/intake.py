@@ -52,11 +52,6 @@ from consumer.ingest.records import InboundRecord
 MAX_ATTRIBUTES = 256
 MAX_ATTRIBUTE_NAME_CHARS = 256
 _INT_LIMIT = 2**63  # Pisano's JSON numbers; past 4,300 digits Python cannot even print an int
-# An event time in epoch milliseconds lies between 1973 and the year 5138 (12 to 14 digits). A count
-# of seconds (10 digits today) falls below, of microseconds or nanoseconds (16, 19) above: taken as
-# milliseconds, the first made every event `expired` (January 1970), the second none ever (tens of
-# millennia ahead, MAX_EVENT_AGE silently off). Either is the mapping's mistake, dead-lettered.
-_EVENT_TIME_MS = range(10**11, 10**14)
 
 
 def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_bytes: int, *,
@@ -142,12 +137,6 @@ def check_recipient(recipient: Any) -> Recipient:
     if event_time is not None and (type(event_time) is not int or not -_INT_LIMIT <= event_time < _INT_LIMIT):
         raise InvalidEventError(f"event_time_ms must be epoch milliseconds (an int), not a "
                                 f"{type(event_time).__name__}; convert it in the mapper")
-    if event_time is not None and event_time not in _EVENT_TIME_MS:
-        # Its digits, not the value: the record's own time, but one number says no more.
-        raise InvalidEventError(f"event time of {len(str(abs(event_time)))} digits is not epoch milliseconds (12 to "
-                                "14 digits, 1973 to 5138: seconds or microseconds?); map the event_time to "
-                                "milliseconds, an Avro timestamp or ISO 8601 (a custom mapper converts it), then "
-                                "replay")
     return recipient
 
 

@@ -234,9 +234,10 @@ _VALID_CAMPAIGNS: dict[str, str] = {}
 _MAX_REMEMBERED_CAMPAIGNS = 4096
 
 
-def _text(value: Any, where: str) -> str | None:
-    """Attribute values go to Pisano as strings; nested structures are not attributes. `where`
-    names the field in the message of a value that has no text."""
+def _text(value: Any, field: str, name: str = "") -> str | None:
+    """Attribute values go to Pisano as strings; nested structures are not attributes. `field`
+    (and the attribute's `name`) name the field in the message of a value that has no text: put
+    together only then, as this runs for every attribute value that is not a string."""
     if type(value) is str:  # nearly every value: skip the checks below
         return value if len(value) <= MAX_ATTRIBUTE_CHARS else value[:MAX_ATTRIBUTE_CHARS]
     if value is None or isinstance(value, (dict, list)):
@@ -249,6 +250,7 @@ def _text(value: Any, where: str) -> str | None:
         # No Avro reader gives such a value, a custom decoder may: an int past Python's 4,300
         # digits (ValueError), an object whose __str__ raises. A reason naming the field, where the
         # intake's net would only say that the mapper failed.
+        where = f"{field}.{name}" if name else field
         raise InvalidEventError(f"{where}: a value of type {type(value).__name__} that cannot be written as text "
                                 f"({type(exc).__name__}); convert it in the decoder or a custom mapper") from None
     return text[:MAX_ATTRIBUTE_CHARS]
@@ -423,7 +425,7 @@ class DeclarativeMapper(Mapper):
             value = path(record, kafka)
             # Nearly every value is a short string: kept as `_text` would keep it, without the call.
             if (type(value) is str and len(value) <= MAX_ATTRIBUTE_CHARS) \
-                    or (value := _text(value, f"{field}.{name}")) is not None:
+                    or (value := _text(value, field, name)) is not None:
                 out[name] = value
         return out
 

@@ -53,14 +53,14 @@ def value(event_id: str, occurred: datetime | None) -> dict[str, Any]:
 
 
 def backlog(mapping: dict[str, Any], values: dict[bytes, dict[str, Any]],
-            max_age_ms: int) -> tuple[Backlog, list[Any], list[Any]]:
+            max_age_ms: int | None) -> tuple[Backlog, list[Any], list[Any]]:
     expired: list[Any] = []
     letters: list[Any] = []
     mapper = DeclarativeMapper({"event_id": "event_id", "phone": "phone", "campaign_id": "campaign_id",
                                 "custom_attributes": {"external_id": "customer_id"}, **mapping})
     b = Backlog(Values(values), mapper, 1 << 20, metrics=Metrics(), health=Health(joined=True),
                 dead_letter=lambda record, tp, epoch, failure: letters.append(failure), log_budget=LogBudget(),
-                freshness=Freshness(max_age_ms), expire=expired.extend)
+                freshness=Freshness(max_age_ms) if max_age_ms else None, expire=expired.extend)
     return b, expired, letters
 
 
@@ -139,6 +139,18 @@ def test_an_event_time_in_seconds_or_microseconds_is_dead_lettered_not_expired_o
     for failure, digits in zip(letters, (10, 16), strict=True):
         assert f"{digits} digits" in failure.message and "milliseconds" in failure.message, failure.message
         assert str(seconds) not in failure.message and str(micros) not in failure.message
+
+
+def test_without_max_event_age_an_event_time_in_another_unit_is_still_sent() -> None:
+    """Found in review of the check above, first made for every event: a fleet whose mapping's
+    event_time holds seconds and that sets no MAX_EVENT_AGE worked (the time labels its receipts
+    only), and would have dead-lettered every survey after the upgrade."""
+    seconds = int(time.time())
+    b, expired, letters = backlog({"event_time": "occurred_at"},
+                                  {b"s": {**value("seconds", None), "occurred_at": seconds}}, None)
+    add(b, b"s", 0, int(time.time() * 1000))
+    events = b.decode(time.monotonic(), time.monotonic() + 5, lambda tp, epoch, offset: True)
+    assert [e.recipient.event_id for e in events] == ["seconds"] and not expired and not letters
 
 
 def test_a_replay_s_age_runs_from_its_source_record_not_from_its_republishing() -> None:
