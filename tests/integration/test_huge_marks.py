@@ -20,9 +20,8 @@ import redis
 from consumer.operations.logs import redact_text
 from consumer.state.dead_letters import dead_letter_key, mark_score
 from consumer.state.redis import Keys, connect
-from tests.conftest import flushed_client, unique
-from tests.support.consumers import ConsumerProcess
-from tests.support.kafka import end_offsets, headers_of, produce, read_all
+from tests.conftest import flushed_client
+from tests.support.kafka import end_offsets, headers_of, read_all
 from tests.support.runs import Run
 from tests.support.scenario import CAMPAIGNS
 
@@ -125,14 +124,7 @@ def test_a_partition_whose_dead_letter_marks_key_is_huge_is_consumed_to_the_end(
     huge = dead_letter_key(PREFIX, f"{run.group}:{run.dlq}", run.topic, 0)
     fill(client, huge)
     try:
-        for partition in (0, 1):  # on each partition: a valid event and a record that is not Avro
-            produce(run.stack.bootstrap, run.topic, run.events(1, CAMPAIGNS[0]), partition=partition)
-            produce(run.stack.bootstrap, run.topic, [(unique("bad").encode(), b"\x00not avro\xff")],
-                    partition=partition)
-        second = ConsumerProcess(first.env, run.tmp_path / "second.log").start()
-        run.processes.append(second)
-        run.replica = second
-        run.wait_all_committed(60)  # before: partition 0 was never fetched
+        second = run.second_replica_after_new_records(first)  # before: partition 0 was never fetched
 
         text = second.log_text()
         assert text.count(redact_text(f"the dead-letter marks of {run.topic}[0] cannot be used")) == 1

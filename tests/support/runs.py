@@ -15,7 +15,7 @@ from consumer.simulator import SimulatorServer
 from tests.conftest import Stack, unique
 from tests.support.consumers import ConsumerProcess, consumer_env, wait_until
 from tests.support.kafka import all_committed, end_offsets, headers_of, produce, read_all
-from tests.support.scenario import delivered_phones
+from tests.support.scenario import CAMPAIGNS, delivered_phones
 
 RUN_TOKEN = "run-token-3c9e"
 
@@ -57,6 +57,21 @@ class Run:
     def produce_more(self, records: Iterable[tuple[bytes | None, bytes | None]],
                      timestamp_ms: int | None = None) -> None:
         produce(self.stack.bootstrap, self.topic, records, timestamp_ms=timestamp_ms)
+
+    def second_replica_after_new_records(self, first: ConsumerProcess, partitions: Iterable[int] = (0, 1),
+                                         timeout: float = 60) -> ConsumerProcess:
+        """On each partition a valid event and a record that is not Avro, then a replica with
+        `first`'s settings, run until every record has an outcome (a partition never fetched
+        fails here)."""
+        for partition in partitions:
+            produce(self.stack.bootstrap, self.topic, self.events(1, CAMPAIGNS[0]), partition=partition)
+            produce(self.stack.bootstrap, self.topic, [(unique("bad").encode(), b"\x00not avro\xff")],
+                    partition=partition)
+        second = ConsumerProcess(first.env, self.tmp_path / "second.log").start()
+        self.processes.append(second)
+        self.replica = second
+        self.wait_all_committed(timeout)
+        return second
 
     def wait_all_committed(self, timeout: float = 90) -> None:
         ends = end_offsets(self.stack.bootstrap, self.topic)
