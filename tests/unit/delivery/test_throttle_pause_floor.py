@@ -10,6 +10,7 @@ the shortest window is the soonest one that can have given a slot back.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -53,13 +54,19 @@ def test_a_retry_after_above_the_floor_is_kept() -> None:
     assert 6_800 <= paused_ms <= 7_000, paused_ms
 
 
+def retrying(limiter: Any, budget_s: float, answer: Any = None) -> Any:
+    """A rig whose first POST hears `answer` (a plain 429 by default), then may retry: 3
+    attempts within `budget_s`, backoffs of a millisecond or two."""
+    r = rig(FakePisano([answer or PisanoApiError(429, None, "Too Many Requests")]), limiter=limiter, max_attempts=3)
+    r.sender.attempts.retry = RetryPolicy(3, budget_s, Backoff(0.001, 0.002))
+    return r
+
+
 def test_the_retry_budget_counts_the_pause_floor_not_the_backoff() -> None:
     # Found by review (h-pause): the budget check added the jittered backoff (milliseconds) to the
     # time spent, yet the retry waits for a slot after the pause (the floor: 2 s here), so it left
     # up to a floor past PISANO_RETRY_BUDGET_MS (1 s here). Not retried now: dead-lettered at once.
-    limiter = windows_limiter("10/2s")
-    r = rig(FakePisano([PisanoApiError(429, None, "Too Many Requests")]), limiter=limiter, max_attempts=3)
-    r.sender.attempts.retry = RetryPolicy(3, 1.0, Backoff(0.001, 0.002))
+    r = retrying(windows_limiter("10/2s"), 1.0)
     started = time.monotonic()
     r.process([event(1)])
     assert len(r.pisano.requests) == 1, "retried past the budget"
@@ -68,9 +75,7 @@ def test_the_retry_budget_counts_the_pause_floor_not_the_backoff() -> None:
 
 
 def test_a_retry_within_the_budget_waits_out_the_floor() -> None:
-    limiter = windows_limiter("10/1s")
-    r = rig(FakePisano([PisanoApiError(429, None, "Too Many Requests")]), limiter=limiter, max_attempts=3)
-    r.sender.attempts.retry = RetryPolicy(3, 3.0, Backoff(0.001, 0.002))
+    r = retrying(windows_limiter("10/1s"), 3.0)
     started = time.monotonic()
     r.process([event(1)])
     assert len(r.pisano.requests) == 2 and r.kinds() == {"e1": {"delivered"}}
@@ -87,8 +92,7 @@ def test_the_retry_budget_counts_a_longer_pause_the_fleet_is_under() -> None:
         other.pause(3.0)  # while this request was in flight
         return PisanoApiError(429, None, "Too Many Requests")
 
-    r = rig(FakePisano([throttled_after_another_replicas_429]), limiter=limiter, max_attempts=3)
-    r.sender.attempts.retry = RetryPolicy(3, 2.0, Backoff(0.001, 0.002))
+    r = retrying(limiter, 2.0, throttled_after_another_replicas_429)
     started = time.monotonic()
     r.process([event(1)])
     assert len(r.pisano.requests) == 1, "retried past the budget"
