@@ -20,6 +20,10 @@ local Kafka. The Pisano simulator runs in its own process, answers at once, thro
   dead-letter topic; the stage costs and the memory are then left out; with `--with receipts`,
   `--with contact-policy` (or both, comma-separated), the end-to-end runs with receipts written
   and the contact policy on (a 30-day cooldown and the opt-out list it needs);
+- the issue's hand-written consumer (benchmarks/plain_consumer.py: confluent-kafka, fastavro,
+  batches per campaign, httpx, a commit after each round of POSTs; no dedup, no validation, no
+  dead letters) on the same events and simulator, alternated with ours: its events/s and CPU per
+  event, and ours over its (without `--refused`: it stops at Pisano's first refusal);
 - Redis round trips per Pisano request (the server's count of script calls, divided by requests);
 - Redis server CPU per event (INFO cpu, used_cpu_user + used_cpu_sys, over the end-to-end run);
 - the consumer's CPU per event, whole process (all threads), with and without its start-up;
@@ -175,6 +179,20 @@ def raw_ceiling(bootstrap: str, topic: str, events: int, plain: bool = False) ->
     elapsed = time.monotonic() - (started or time.monotonic())
     consumer.close()
     return events / elapsed
+
+
+def plain_end_to_end(bootstrap: str, topic: str, simulator_url: str, events: int) -> dict[str, float]:
+    """The issue's hand-written consumer (benchmarks/plain_consumer.py: no dedup, no validation, no
+    dead letters) on the same events, against the same simulator: its events/s from its first poll
+    to its last commit, and its process CPU per event."""
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "plain_consumer.py"), "--topic", topic,
+         "--group", f"plain-{uuid.uuid4().hex[:6]}", "--pisano-url", simulator_url, "--events", str(events)],
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PISANO_API_TOKEN": TOKEN},
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if process.returncode != 0:
+        raise SystemExit(f"the plain consumer failed: {process.stderr.strip()[-2000:]}")
+    return dict(json.loads(process.stdout.strip().splitlines()[-1]))
 
 
 def committed_all(admin_consumer: Consumer, topic: str, ends: dict[int, int]) -> bool:
@@ -503,6 +521,7 @@ def main() -> None:
         ceilings: list[float] = []
         plain_ceilings: list[float] = []
         runs: list[dict[str, Any]] = []
+        plains: list[dict[str, float]] = []
         # Alternated, so that a slow minute of the machine falls on every kind of run alike.
         for run in range(1, args.runs + 1):
             say(f"run {run} of {args.runs}: raw ceiling: consume + Avro decode only")
@@ -515,6 +534,12 @@ def main() -> None:
             runs.append(end_to_end(bootstrap, redis_url, topic, simulator_url, args.events, args.stand_in, features))
             say(f"  {runs[-1]['events_per_s']:,.0f} events/s, "
                 f"{runs[-1]['consumer_cpu_after_start_us_per_event']:.1f} us/event after start-up")
+            if not args.refused:  # (it would stop at Pisano's first refusal: it has no dead letters)
+                say(f"run {run} of {args.runs}: the hand-written consumer (benchmarks/plain_consumer.py), "
+                    "first poll to last commit")
+                plains.append(plain_end_to_end(bootstrap, topic, simulator_url, args.events))
+                say(f"  {plains[-1]['events_per_s']:,.0f} events/s, "
+                    f"{plains[-1]['cpu_after_start_us_per_event']:.1f} us/event after start-up")
         ceiling, plain_ceiling = max(ceilings), max(plain_ceilings)
         e2e = best_of(runs)
         if args.refused:
@@ -540,6 +565,14 @@ def main() -> None:
               "cpu_us_per_event": {k: round(v, 2) for k, v in stages.items()},
               "cpu_over_stage_sum": round(e2e["consumer_cpu_us_per_event"] / stages["total"], 2),
               "rss_mb_per_100k_buffered": round(rss_per_100k, 1)}
+    plain = {key: (max if key == "events_per_s" else min)(run[key] for run in plains)
+             for key in ("events_per_s", "cpu_us_per_event", "cpu_after_start_us_per_event")}
+    result |= {"plain_consumer": {k: round(v, 2) for k, v in plain.items()},
+               "over_plain_consumer": {
+                   "events_per_s": round(e2e["events_per_s"] / plain["events_per_s"], 2),
+                   "cpu_us_per_event": round(e2e["consumer_cpu_us_per_event"] / plain["cpu_us_per_event"], 2),
+                   "cpu_after_start_us_per_event": round(
+                       e2e["consumer_cpu_after_start_us_per_event"] / plain["cpu_after_start_us_per_event"], 2)}}
     print()
     rates = ", ".join(f"{v:,.0f}" for v in e2e["spread"]["events_per_s"])
     cpus = ", ".join(f"{v:.1f}" for v in e2e["spread"]["consumer_cpu_after_start_us_per_event"])
@@ -557,6 +590,12 @@ def main() -> None:
           "(from the first poll to the last commit)")
     print(f"  CPU / stage sum     {result['cpu_over_stage_sum']:>10.2f}  (whole process over the stages timed alone)")
     print(f"    after start-up    {result['cpu_after_start_over_stage_sum']:>10.2f}")
+    print(f"  hand-written        {plain['events_per_s']:>10,.0f} events/s, {plain['cpu_us_per_event']:.1f} us/event "
+          f"({plain['cpu_after_start_us_per_event']:.1f} after start-up): benchmarks/plain_consumer.py, "
+          "no dedup, validation or dead letters")
+    over = result["over_plain_consumer"]
+    print(f"  over hand-written   {over['events_per_s']:>10.2f} x its events/s, {over['cpu_us_per_event']:.2f} x its "
+          f"CPU per event ({over['cpu_after_start_us_per_event']:.2f} after start-up)")
     print(f"  peak RSS            {e2e['peak_rss_mb']:>10.0f} MB")
     print(f"  RSS per 100k held   {rss_per_100k:>10.0f} MB  (events buffered while the throttle holds them)")
     print("  CPU us/event by stage (each alone): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
