@@ -33,6 +33,7 @@ import time
 from collections import Counter as TallyCounter
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -144,6 +145,10 @@ class Pipeline:
         # Assigned partitions kept paused until their dead-letter marks are loaded (Redis failed at
         # the assignment): read before, a record dead-lettered by the previous owner would be sent.
         self._unmarked: set[tuple[str, int]] = set()
+        # Records read again after their partition's position moved back while its dead-letter
+        # marks could not be loaded (Redis failed a moment ago): undecoded until they are
+        # (`_hold_read_again`), or one dead-lettered before could be sent.
+        self._unjudged: dict[tuple[str, int], list[tuple[InboundRecord, tuple[str, int], int]]] = {}
         # Consumed records not decoded yet: the rest of a turn's slice, or waiting for the registry.
         self.backlog = Backlog(decoder, mapper, settings.max_message_bytes, metrics=metrics, health=health,
                                dead_letter=lambda record, tp, epoch, failure: self._dead_letter(
@@ -335,6 +340,8 @@ class Pipeline:
         # once a call: nothing more per record in the common case.
         if self.dlq.any_marked():
             add = self._add_unless_ended
+        if self._unjudged:  # (rare: a move back while the marks paused) their partitions' records wait too
+            add = partial(self._add_or_hold, add)
         for message in messages:
             error = message.error()
             if error is not None:
@@ -379,15 +386,39 @@ class Pipeline:
         if not self._ended_before(record, tp, epoch):
             self.backlog.add(record, tp, epoch)
 
+    def _add_or_hold(self, add: Callable[[InboundRecord, tuple[str, int], int], None], record: InboundRecord,
+                     tp: tuple[str, int], epoch: int) -> None:
+        """`add`, unless the record's partition waits for its dead-letter marks (`_hold_read_again`)."""
+        held = self._unjudged.get(tp)
+        if held is None:
+            add(record, tp, epoch)
+        else:
+            held.append((record, tp, epoch))
+
     def _end_read_again(self, tps: list[tuple[str, int]]) -> None:
-        """A position moved back (rare): the records this replica dead-lettered since the partition
-        was assigned are read again, and their marks were not loaded at the assignment. Loaded now,
-        and the copies this call took end as the first did, never sent (one record, one outcome):
-        loaded whole, not over the next turns (`LOAD_TURN_S`), or those copies would go on without."""
+        """A position moved back (rare): the records this replica dead-lettered, or gave their
+        receipts, since the partition was assigned are read again, and their marks were not loaded
+        at the assignment. Loaded now, and the copies this call took end as the first did, never
+        sent (one record, one outcome): loaded whole, not over the next turns (`LOAD_TURN_S`), or
+        those copies would go on without. While the marks cannot load (Redis failed a moment ago),
+        the partitions are held from the fetch, and the copies taken wait for them undecoded."""
         self.dlq.assigned(tps, now=True)
+        if self.receipts is not None:
+            self.receipts.assigned(tps, now=True)  # (their receipts wait for them: `ReceiptWriter.record`)
         self._hold_unmarked(tps)
+        unloaded = self.dlq.unloaded()
+        self._hold_read_again({tp for tp in tps if tp in unloaded})
         if self.dlq.any_marked():
             self.backlog.end(self._ended_before)
+
+    def _hold_read_again(self, tps: set[tuple[str, int]]) -> None:
+        """The records taken of partitions whose position moved back and whose dead-letter marks
+        could not be loaded: out of the backlog until they are (`_resume_marked`), then judged as
+        records read again (`_ended_before`). Decoded before, one this replica dead-lettered (a 429
+        storm, over by then) would be sent: one record, two outcomes. Their partitions are not
+        fetched meanwhile (`_hold_unmarked`), so they are at most one consume call's."""
+        for tp in tps:
+            self._unjudged.setdefault(tp, []).extend(self.backlog.take({tp}))
 
     def _ended_before(self, record: InboundRecord, tp: tuple[str, int], epoch: int) -> bool:
         """Whether `record` was dead-lettered before (`DeadLetterQueue.read_again`); if so, it
@@ -618,6 +649,9 @@ class Pipeline:
             if self.dlq.marks_paused():
                 log.warning("dead-letter marks of %s not loaded (Redis failed); not fetched until they are",
                             _names(unmarked))
+            elif self.receipts is not None and self.receipts.marks_paused():  # (a move back: `_end_read_again`)
+                log.warning("receipt marks of %s not loaded (Redis failed); not fetched until they are",
+                            _names(unmarked))
             else:
                 log.info("marks of %s are loaded over the next poll turns (%.0fs of loading a turn); not "
                          "fetched until they are", _names(unmarked), LOAD_TURN_S)
@@ -629,8 +663,20 @@ class Pipeline:
         if not loaded:
             return
         self._unmarked -= loaded
+        for tp in sorted(loaded & self._unjudged.keys()):
+            self._judge_held(self._unjudged.pop(tp))
         if not self._paused and not self.health.stopping:
             self.consumer.resume([TopicPartition(*tp) for tp in sorted(loaded)])
+
+    def _judge_held(self, records: list[tuple[InboundRecord, tuple[str, int], int]]) -> None:
+        """Records held for their partition's marks (`_hold_read_again`), the marks loaded now: those
+        dead-lettered before end as they ended, the others are decoded. Not those read again once
+        more meanwhile (another move back): the later copies count."""
+        live = self.tracker.live
+        add = self._add_unless_ended if self.dlq.any_marked() else self.backlog.add
+        for record, tp, epoch in records:
+            if live(tp, epoch, record.offset()):
+                add(record, tp, epoch)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
@@ -738,6 +784,7 @@ class Pipeline:
             self.receipts.forget(tps)
         self._unmarked -= tps
         for tp in tps:
+            self._unjudged.pop(tp, None)  # read again by the next owner
             self.tracker.revoke(tp)
             # Another replica reports these partitions now; a stale series would show false lag.
             for gauge in (self.metrics.consumer_lag, self.metrics.unfinished_records):
@@ -750,7 +797,7 @@ class Pipeline:
     def _load(self) -> int:
         # Dead-letters waiting for their acknowledgement count too: with the dead-letter topic
         # down they pile up, and fetching must stop before memory runs out.
-        held = sum(len(events) for _, events in self._held)
+        held = sum(len(events) for _, events in self._held) + sum(map(len, self._unjudged.values()))
         return self.delivery.buffered + self.delivery.in_flight() + len(self.backlog) + held + self.dlq.in_flight \
             + self._receipts_in_flight()
 

@@ -93,6 +93,14 @@ class Backlog:
             self._failures = 0
             self.health.registry_ok = True
 
+    def take(self, tps: set[TopicPartition]) -> list[tuple[InboundRecord, TopicPartition, int]]:
+        """Take out the records of these partitions, undecoded (their position moved back while
+        their dead-letter marks could not load: `Pipeline._hold_read_again`)."""
+        taken = [item for item in self._records if item[1] in tps]
+        if taken:
+            self._records = deque(item for item in self._records if item[1] not in tps)
+        return taken
+
     def name(self, record: InboundRecord) -> Recipient | None:
         """The recipient of a record that ends without its pass through the backlog (read again
         after it was dead-lettered before: `Pipeline._ended_before`), for its receipt only; None

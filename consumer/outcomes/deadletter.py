@@ -16,12 +16,14 @@ after a SIGKILL or a rebalance that either holds is never sent, whatever its sec
 have met (a 429 storm over by then): acknowledged, it ends at once as dead-lettered again
 (`read_again`), before it is decoded; only noted, it is dead-lettered again (a second copy,
 maybe). While they cannot be loaded (`unloaded`), the poll loop does not fetch the partition;
-they are loaded again when its position moves back, and a dead-letter of ours acknowledged after
-its partition came back to us counts as loaded. A mark acknowledged after that load (the old
-owner's last dead-letters) is looked up before a dead-letter is produced: dead-letters are
-produced from `poll()`, where a turn's worth of them is looked up in one round trip (and noted in
-one more). An acknowledgement served outside `poll()` for a record no longer ours (the final
-flush of a shutdown, with no poll() after it) is marked at once.
+they are loaded again when its position moves back (while they cannot be, the records read
+again wait undecoded: `Pipeline._hold_read_again`), and a dead-letter of ours acknowledged after
+its partition came back to us, or while the marks could not be written, counts as loaded. A mark
+acknowledged after that load (the old owner's last dead-letters) is looked up before a
+dead-letter is produced: dead-letters are produced from `poll()`, where a turn's worth of them is
+looked up in one round trip (and noted in one more). An acknowledgement served outside `poll()`
+for a record no longer ours (the final flush of a shutdown, with no poll() after it) is marked at
+once.
 The marks below a commit the broker confirmed (`committed`, from the pipeline's commit callback)
 are removed MARKS_KEEP_S after the confirmation (`confirmed_commits.py`): a coordinator that fails over
 can lose a commit it confirmed, and the partition's next owner then reads those records again.
@@ -494,8 +496,14 @@ class DeadLetterQueue:
         commits = self._commits.due()
         # Partitions consumed without their marks: their key would fail the whole call.
         acknowledged = [(o, r) for o, r in acknowledged if self._with_marks(o)]
-        if self.marks is None or (not acknowledged and not commits) or self._clock() < self._marks_paused_until:
-            return  # paused: these records may get a second copy if read again
+        if self.marks is None or (not acknowledged and not commits):
+            return
+        if self._clock() < self._marks_paused_until:
+            # Paused: not marked, a next owner reading these records again may write second copies;
+            # this replica, reading them again after a move back, finds them in memory.
+            for origin, reason in acknowledged:
+                self._remember(origin, reason)
+            return
         marks = self.marks
         try:
             # A key found foreign by a call takes its own partition out (`OwnedMarks.isolating`),
@@ -507,6 +515,8 @@ class DeadLetterQueue:
             due = [(tp, offset) for tp, offset in commits.items() if tp not in without]
             self._before.isolating(lambda part: marks.forget_below(dict(part)), due, _point_partition)
         except Exception as exc:  # an outage: only the marks pause
+            for origin, reason in acknowledged:  # maybe not marked (as while paused)
+                self._remember(origin, reason)
             self._marks_failed("write", exc)
 
     def _with_marks(self, origin: Origin) -> bool:

@@ -19,7 +19,11 @@ rebalance or a crash its next owner reads again records that already have a rece
 partition loads its marks (while the marks pause, on the first poll after the pause), and a record
 marked already ends without a second receipt. A receipt this replica wrote for a record whose
 partition it gave up and was assigned back, acknowledged after that assignment loaded the marks,
-counts as loaded too.
+counts as loaded too. A partition whose position moves back (an offset reset) loads its marks
+again at once (`assigned(now=True)`), and the receipts this replica acknowledged while the marks
+could not be written are kept in memory: a record read again then gets no second receipt. While
+that load cannot be made (the marks pause), the partition is not fetched (`deferred`) and the
+receipts of its records wait for it (`record`).
 
 What is left is at least once: a receipt acknowledged but not marked yet when its replica dies
 (the mark is written in the next poll turn), or acknowledged while Redis is away (receipts go on
@@ -385,6 +389,10 @@ class ReceiptWriter:
             go_on_without, log, "receipt marks", "a record of it read again after a rebalance or restart may get "
             "a second receipt", on_marks_error))
         self._acknowledged: list[Origin] = []  # to mark in the next poll()
+        # Partitions whose position moved back and whose marks are loaded again (`assigned(now=True)`),
+        # with the receipts of their records waiting for that load (`record`).
+        self._reloading: set[TopicPartition] = set()
+        self._waiting: list[tuple[TopicPartition, Callable[[], bool] | None, Callable[[], None]]] = []
         self._commits = ConfirmedCommits(clock)  # confirmed commit points: the marks below them go, later
         self._marks_paused_until = 0.0
         self._skipped = 0  # since the last poll(), for one log line per turn
@@ -408,6 +416,15 @@ class ReceiptWriter:
         still counts; a receipt waiting for its topic once it does not (the position moved back
         past it) is dropped: the copy read again writes the receipt of its origin."""
         outcome = receipt_outcome(kind)
+        if self._reloading and (tp := (message.topic(), message.partition())) in self._reloading:
+            # Read again after its position moved back, while its marks cannot load (Redis failed a
+            # moment ago): written now, it could be the record's second receipt. It waits, its
+            # record uncommitted, for the load (`_load_marks`); a revoke abandons it (`forget`).
+            self._waiting.append((tp, counts, partial(
+                self.record, message, kind, on_done, recipient=recipient, failure=failure, reason=reason,
+                request_id=request_id, pisano_request_id=pisano_request_id, attempts=attempts,
+                decided_at_ms=decided_at_ms, counts=counts)))
+            return
         # None for a partition consumed without its marks (`OwnedMarks.without`): its key fails every call.
         without = self._receipted.without  # empty but after a foreign key: no lookup per record
         origin = _origin(message) if self.marks is not None \
@@ -435,33 +452,71 @@ class ReceiptWriter:
 
     # ---------------------------------------------------------------- marks (the poll loop's group callbacks)
 
-    def assigned(self, tps: list[TopicPartition]) -> None:
+    def assigned(self, tps: list[TopicPartition], *, now: bool = False) -> None:
         """Load the marks of newly assigned partitions: their records with a receipt already.
         While the marks pause (Redis failed a moment ago), on the first poll() after the pause:
-        records read before that may get a second receipt, not every record of the assignment."""
+        records read before that may get a second receipt, not every record of the assignment.
+
+        `now`: these partitions' positions moved back (an offset reset), and the records read
+        again may have had their receipts since the assignment, marked in the store, not in the
+        marks loaded then. Loaded again in this call, whatever the turn's budget; while they cannot
+        load, those partitions are held from the fetch (`deferred`) and their receipts wait for
+        the load (`record`): a record read again ends with the one receipt it had."""
         if self.marks is None:
             return
         self._receipted.assigned(tps)
-        self._load_marks()
+        if now:
+            self._reloading.update(tps)
+            # Acknowledged, not marked yet: the load does not see them.
+            self._remember(self._acknowledged)
+        self._load_marks(tps if now else None)
 
     def _load_partition(self, tp: TopicPartition) -> dict[int, str]:
         assert self.marks is not None
         return self.marks.receipted(self.group, tp)
 
-    def _load_marks(self) -> None:
+    def _load_marks(self, now: list[TopicPartition] | None = None) -> None:
         if self.marks is None or not self._receipted.unloaded or self._marks_paused():
             return
         try:
-            self._receipted.load_all(LOAD_TURN_S)  # the rest next turn (`deferred`)
+            if now is not None:  # (a move back: rare, and each partition's load is bounded)
+                self._receipted.load_all(only=now)
+            else:
+                self._receipted.load_all(LOAD_TURN_S)  # the rest next turn (`deferred`)
         except Exception as exc:  # an outage, or a stored value no one expected: only the marks pause
             self._marks_failed("read", exc)
+        if self._reloading:
+            self._reloaded()
+
+    def _reloaded(self) -> None:
+        """Write the waiting receipts of the partitions whose marks loaded again after a move back
+        (or that go on without them: a key no wait mends), looked up in those marks first."""
+        self._reloading &= self._receipted.unloaded
+        ready = [(counts, call) for tp, counts, call in self._waiting if tp not in self._reloading]
+        if ready:
+            self._waiting = [item for item in self._waiting if item[0] in self._reloading]
+            for counts, call in ready:
+                if counts is None or counts():  # else read again once more: that copy writes it
+                    call()
+
+    def _remember(self, origins: list[Origin]) -> None:
+        """Keep in memory these receipts of ours that are not marked in the store (acknowledged
+        since the last write, or while it failed): a record of one of our partitions read again
+        after its position moves back finds them, as it finds the store's (`assigned(now=True)`)."""
+        owned = self._receipted.owned
+        for origin in origins:
+            if (origin.topic, origin.partition) in owned:
+                self._receipted.remember((origin.topic, origin.partition), origin.offset, origin.fingerprint)
 
     def deferred(self) -> set[TopicPartition]:
         """Our partitions whose receipt marks wait for a later poll turn's load (`LOAD_TURN_S`),
         not for Redis: not to be read until they load (a record read before would get a second
-        receipt). Not while the marks pause after a failure: receipts go on without them then."""
-        if self.marks is None or self._marks_paused():
+        receipt). While the marks pause after a failure, only those whose position moved back
+        (`assigned(now=True)`): the other partitions' receipts go on without them then."""
+        if self.marks is None:
             return set()
+        if self._marks_paused():
+            return self._reloading
         return self._receipted.unloaded
 
     def forget(self, tps: set[TopicPartition]) -> None:
@@ -472,6 +527,9 @@ class ReceiptWriter:
         for tp in tps:
             self._generations[tp] = self._generations.get(tp, 0) + 1
         self._receipted.forget(tps)
+        self._reloading -= tps
+        if self._waiting:  # waiting for the marks of a partition no longer ours: its next owner writes them
+            self._waiting = [item for item in self._waiting if item[0] not in tps]
         self.in_flight -= self._retry.keep(lambda pending: not self._abandoned(pending))
 
     def _abandoned(self, pending: _Pending) -> bool:
@@ -493,8 +551,13 @@ class ReceiptWriter:
         without = self._receipted.without
         if without:  # partitions consumed without their marks: their key would fail the whole call
             origins = [o for o in origins if (o.topic, o.partition) not in without]
-        if self.marks is None or (not origins and not commits) or self._marks_paused():
-            return  # paused: these records may get a second receipt if read again
+        if self.marks is None or (not origins and not commits):
+            return
+        if self._marks_paused():
+            # Not marked: a next owner reading these records again may write second receipts; this
+            # replica, reading them again after a move back, finds them in memory.
+            self._remember(origins)
+            return
         marks, group = self.marks, self.group
         try:
             # A key found foreign by a call takes its own partition out (`OwnedMarks.isolating`),
@@ -504,10 +567,15 @@ class ReceiptWriter:
             due = [(tp, offset) for tp, offset in commits.items() if tp not in without]
             self._receipted.isolating(lambda part: marks.forget_below(group, dict(part)), due, _point_partition)
         except Exception as exc:  # an outage: only the marks pause
+            self._remember(origins)  # maybe not marked (as while paused)
             self._marks_failed("write", exc)
 
     def _marks_paused(self) -> bool:
         return time.monotonic() < self._marks_paused_until
+
+    def marks_paused(self) -> bool:
+        """Whether the marks pause after a failure of Redis (their loads too)."""
+        return self._marks_paused()
 
     def _marks_failed(self, what: str, exc: Exception) -> None:
         self._on_marks_error()

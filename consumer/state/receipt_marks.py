@@ -19,7 +19,8 @@ set expires DEDUP_HORIZON_S after its last write (a partition no one consumes an
 What is left (README, "Receipts"): a receipt acknowledged but not marked yet (the mark is written
 in the poll turn after the acknowledgement) when its replica dies, a receipt acknowledged while
 Redis is unreachable (receipts go on without marks for a while), or a commit the coordinator lost
-and nobody recommitted within that minute: such a record, read again, gets a second receipt.
+and nobody recommitted within that minute: such a record, read again by a next owner, gets a
+second receipt (the replica itself keeps what it could not mark in memory, for a move back).
 
 `ReceiptMarks` is the contract; `RedisReceiptMarks` keeps the marks in Redis,
 `consumer.state.memory.MemoryReceiptMarks` in memory. Both pass
