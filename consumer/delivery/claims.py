@@ -419,15 +419,17 @@ class Claim:
         if self.phones is not None:
             self.phones.given_up.update(keys)
 
-    def renew(self, events: Sequence[PendingEvent]) -> bool | None:
+    def renew(self, events: Sequence[PendingEvent], keep: Sequence[PendingEvent] = ()) -> bool | None:
         """Claim again under the same tag (idempotent; refreshes the lease), and the phones with
         them, in one round trip, armed: the renewal just before a POST (consumer/state/arming.py).
+        `keep`: the batch's other claims, renewed in the same trip as they are (as a beat does):
+        the parts bisection has yet to send wait pending, and only a POST's own claims are armed.
         True renewed; False a claim is lost (taken by another attempt, lapsed, or gone from Redis:
         a renewal takes no free id); None Redis did not answer, or stopping (do not send either,
         but no claim is known lost: as `beat`)."""
         for attempt in range(1, RENEW_TRIES + 1):
             try:
-                return self._renewed(events, Arming.ARM)
+                return self._renewed(events, Arming.ARM, keep)
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("claim").inc()
                 delay = REDIS_BACKOFF.delay(attempt)
@@ -461,21 +463,28 @@ class Claim:
             return False
         return True
 
-    def _renewed(self, events: Sequence[PendingEvent], arming: Arming) -> bool:
+    def _renewed(self, events: Sequence[PendingEvent], arming: Arming, keep: Sequence[PendingEvent] = ()) -> bool:
         """A renewal, a disarm or a beat: in the renewal mode, which renews only this attempt's own
         claims and reservations and answers LOST, writing nothing, where they are gone (a late call
         after the release must leave nothing behind; after a Redis that lost its data, the ids
-        are given up and claimed afresh by their next attempt). True when every one is renewed."""
-        requests = _requests(events, event_ids(events))
-        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests, arming, renewal=True)]
+        are given up and claimed afresh by their next attempt). `keep`: more of them, renewed as
+        they are (Arming.KEEP) in the same trip. True when every one is renewed."""
+        steps: list[Step[Any]] = []
+        if keep:  # staged first: the dedup store keeps the latest claim's grouping for `events`' settlement
+            steps.append(self.dedup.stage_claim(self.tag, _requests(keep, event_ids(keep)), Arming.KEEP,
+                                                renewal=True))
+        steps.append(self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)), arming, renewal=True))
+        claims_answers = len(steps)
         if self.phones is not None:
+            if keep:
+                steps.append(self.phones.renewal(keep, Arming.KEEP))
             steps.append(self.phones.renewal(events, arming))
         phones_answers = len(steps)
         if arming is Arming.ARM and self.pause_read is not None:  # the renewal before a POST
             steps.append(self.pause_read())
         answers = together(steps)
-        return all(s is ClaimStatus.CLAIMED for s in answers[0]) and \
-            all(s is PhoneStatus.RESERVED for answer in answers[1:phones_answers] for s in answer)
+        return all(s is ClaimStatus.CLAIMED for answer in answers[:claims_answers] for s in answer) and \
+            all(s is PhoneStatus.RESERVED for answer in answers[claims_answers:phones_answers] for s in answer)
 
     def still_held(self, events: Sequence[PendingEvent]) -> list[PendingEvent]:
         """The events among these whose claims this attempt still holds (not settled yet)."""
