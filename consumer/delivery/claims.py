@@ -135,6 +135,11 @@ class Claim:
         # Ids this attempt gave up while its claim of them may still be in Redis, or tagged events
         # with (`let_go`): never claimed again by it, so a later attempt may take them over.
         self._given_up: set[str] = set()
+        # Ids this attempt asked to release: never claimed again by it. A release whose reply was
+        # lost is asked again, and the call may still land later than anything after it: under a
+        # new claim of the same id and tag (a top-up taking another record of the id), it would
+        # remove that claim while its request is on the wire, and another replica could send it.
+        self._released: set[str] = set()
         # Ids a first claim's trip may have claimed though its reply was lost (`_ask`): the call is
         # not cancelled, and it may land after their release and take them again under this tag
         # (a first claim takes free ids: it cannot run in the renewal mode). Once released they
@@ -198,9 +203,10 @@ class Claim:
         if self.claimed_at is None:
             self.claimed_at = time.monotonic()
         answer = Claimed()
-        if self._given_up:  # ours maybe, but promised to a later attempt (`let_go`): held back
-            answer.held += [e for e in events if e.recipient.event_id in self._given_up]
-            events = [e for e in events if e.recipient.event_id not in self._given_up]
+        if self._given_up or self._released:  # ours maybe, promised to a later attempt (`let_go`), or released
+            gone = self._given_up | self._released
+            answer.held += [e for e in events if e.recipient.event_id in gone]
+            events = [e for e in events if e.recipient.event_id not in gone]
         if self.suppression is None:
             self._trip(answer, [], list(events))
             return answer
@@ -331,6 +337,7 @@ class Claim:
     def _release_or_give_up(self, ids: list[str], keys: list[str]) -> None:
         """Release once what a failed trip may hold (Redis is failing already: one try, not a
         minute of them); if that fails too, they are given up (`let_go`)."""
+        self._released.update(ids)  # (see `_released`)
         try:
             together(self._release_steps(ids, keys))
         except StateStoreError:
@@ -557,6 +564,8 @@ class Claim:
         to be sent must not lapse while a partial cluster outage holds this for up to a minute."""
         if not ids and not keys:
             return
+        if outcome is Settlement.RELEASED:
+            self._released.update(ids)  # any try may land late: never claimed again (`_released`)
         steps = self._settle_steps(outcome, ids, keys)
         try:
             for attempt in range(1, SETTLE_TRIES + 1):
