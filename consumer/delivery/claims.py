@@ -135,6 +135,11 @@ class Claim:
         # Ids this attempt gave up while its claim of them may still be in Redis, or tagged events
         # with (`let_go`): never claimed again by it, so a later attempt may take them over.
         self._given_up: set[str] = set()
+        # Ids this attempt asked to release: never claimed again by it. A release whose reply was
+        # lost is asked again, and the call may still land later than anything after it: under a
+        # new claim of the same id and tag (a top-up taking another record of the id), it would
+        # remove that claim while its request is on the wire, and another replica could send it.
+        self._released: set[str] = set()
         # Ids a first claim's trip may have claimed though its reply was lost (`_ask`): the call is
         # not cancelled, and it may land after their release and take them again under this tag
         # (a first claim takes free ids: it cannot run in the renewal mode). Once released they
@@ -198,9 +203,10 @@ class Claim:
         if self.claimed_at is None:
             self.claimed_at = time.monotonic()
         answer = Claimed()
-        if self._given_up:  # ours maybe, but promised to a later attempt (`let_go`): held back
-            answer.held += [e for e in events if e.recipient.event_id in self._given_up]
-            events = [e for e in events if e.recipient.event_id not in self._given_up]
+        if self._given_up or self._released:  # ours maybe, promised to a later attempt (`let_go`), or released
+            gone = self._given_up | self._released
+            answer.held += [e for e in events if e.recipient.event_id in gone]
+            events = [e for e in events if e.recipient.event_id not in gone]
         if self.suppression is None:
             self._trip(answer, [], list(events))
             return answer
@@ -331,6 +337,7 @@ class Claim:
     def _release_or_give_up(self, ids: list[str], keys: list[str]) -> None:
         """Release once what a failed trip may hold (Redis is failing already: one try, not a
         minute of them); if that fails too, they are given up (`let_go`)."""
+        self._released.update(ids)  # (see `_released`)
         try:
             together(self._release_steps(ids, keys))
         except StateStoreError:
@@ -419,15 +426,17 @@ class Claim:
         if self.phones is not None:
             self.phones.given_up.update(keys)
 
-    def renew(self, events: Sequence[PendingEvent]) -> bool | None:
+    def renew(self, events: Sequence[PendingEvent], keep: Sequence[PendingEvent] = ()) -> bool | None:
         """Claim again under the same tag (idempotent; refreshes the lease), and the phones with
         them, in one round trip, armed: the renewal just before a POST (consumer/state/arming.py).
+        `keep`: the batch's other claims, renewed in the same trip as they are (as a beat does):
+        the parts bisection has yet to send wait pending, and only a POST's own claims are armed.
         True renewed; False a claim is lost (taken by another attempt, lapsed, or gone from Redis:
         a renewal takes no free id); None Redis did not answer, or stopping (do not send either,
         but no claim is known lost: as `beat`)."""
         for attempt in range(1, RENEW_TRIES + 1):
             try:
-                return self._renewed(events, Arming.ARM)
+                return self._renewed(events, Arming.ARM, keep)
             except StateStoreError as exc:
                 self.metrics.redis_errors.labels("claim").inc()
                 delay = REDIS_BACKOFF.delay(attempt)
@@ -461,21 +470,28 @@ class Claim:
             return False
         return True
 
-    def _renewed(self, events: Sequence[PendingEvent], arming: Arming) -> bool:
+    def _renewed(self, events: Sequence[PendingEvent], arming: Arming, keep: Sequence[PendingEvent] = ()) -> bool:
         """A renewal, a disarm or a beat: in the renewal mode, which renews only this attempt's own
         claims and reservations and answers LOST, writing nothing, where they are gone (a late call
         after the release must leave nothing behind; after a Redis that lost its data, the ids
-        are given up and claimed afresh by their next attempt). True when every one is renewed."""
-        requests = _requests(events, event_ids(events))
-        steps: list[Step[Any]] = [self.dedup.stage_claim(self.tag, requests, arming, renewal=True)]
+        are given up and claimed afresh by their next attempt). `keep`: more of them, renewed as
+        they are (Arming.KEEP) in the same trip. True when every one is renewed."""
+        steps: list[Step[Any]] = []
+        if keep:  # staged first: the dedup store keeps the latest claim's grouping for `events`' settlement
+            steps.append(self.dedup.stage_claim(self.tag, _requests(keep, event_ids(keep)), Arming.KEEP,
+                                                renewal=True))
+        steps.append(self.dedup.stage_claim(self.tag, _requests(events, event_ids(events)), arming, renewal=True))
+        claims_answers = len(steps)
         if self.phones is not None:
+            if keep:
+                steps.append(self.phones.renewal(keep, Arming.KEEP))
             steps.append(self.phones.renewal(events, arming))
         phones_answers = len(steps)
         if arming is Arming.ARM and self.pause_read is not None:  # the renewal before a POST
             steps.append(self.pause_read())
         answers = together(steps)
-        return all(s is ClaimStatus.CLAIMED for s in answers[0]) and \
-            all(s is PhoneStatus.RESERVED for answer in answers[1:phones_answers] for s in answer)
+        return all(s is ClaimStatus.CLAIMED for answer in answers[:claims_answers] for s in answer) and \
+            all(s is PhoneStatus.RESERVED for answer in answers[claims_answers:phones_answers] for s in answer)
 
     def still_held(self, events: Sequence[PendingEvent]) -> list[PendingEvent]:
         """The events among these whose claims this attempt still holds (not settled yet)."""
@@ -548,6 +564,8 @@ class Claim:
         to be sent must not lapse while a partial cluster outage holds this for up to a minute."""
         if not ids and not keys:
             return
+        if outcome is Settlement.RELEASED:
+            self._released.update(ids)  # any try may land late: never claimed again (`_released`)
         steps = self._settle_steps(outcome, ids, keys)
         try:
             for attempt in range(1, SETTLE_TRIES + 1):

@@ -474,6 +474,16 @@ class Sender:
         if sent.verdict.scope == "account" and sent.verdict.action == "dead_letter":
             self._open_circuit(sent)
         if sent.refused_for_a_recipient and len(events) > 1:
+            # Refused whole, so nothing reached Pisano: while bisection sends the parts one at a
+            # time (each in a slot of its own: minutes), those waiting their turn are pending, as
+            # a retry's are, and each part's renewal arms its own claims only (`_renew`). Left
+            # armed, a replica killed meanwhile left every one of them to lapse into "fate
+            # unknown", dead-lettered `ambiguous` though never sent. A disarm in doubt may land
+            # under a later part's POST: then no part goes under these claims (`Claim.disarm`).
+            if not claim.disarm(events):
+                claim.settle(Settlement.RELEASED, events)
+                outcomes(Outcome("requeue", claim.let_go(events)))
+                return None
             if first:
                 self._isolate(claim, campaign, events, sent, outcomes, gate, beats or Heartbeat(self._stop))
                 return None
@@ -575,8 +585,9 @@ class Sender:
 
     @staticmethod
     def _renew(claim: Claim, request: list[PendingEvent], batch: list[PendingEvent], beats: Heartbeat) -> bool:
-        """The renewal before a POST (`SlotReserver.ready`, the gate): the request's claims and
-        every other claim the batch still holds, so it counts as the heartbeat's beat. The request's
+        """The renewal before a POST (`SlotReserver.ready`, the gate): the request's claims, armed,
+        and every other claim the batch still holds, kept as they are (the parts bisection has yet to
+        send stay pending: `_conclude`), so it counts as the heartbeat's beat. The request's
         alone would leave the groups bisection sends later to the beats, which a request delays by
         its whole duration past their due time: a period plus a request without a renewal, longer
         than a lease near its floor (one request + the margin). So while its requests go, no claim
@@ -586,7 +597,7 @@ class Sender:
         refused at their gate. Redis not answering is no loss: each later request tries its own."""
         ids = set(event_ids(request)) if request is not batch else set()
         others = [e for e in claim.still_held(batch) if e.recipient.event_id not in ids] if ids else []
-        renewed = claim.renew([*request, *others])
+        renewed = claim.renew(request, keep=others)  # the others as they are: pending parts stay so
         if renewed:
             beats.renewed()
         elif renewed is False:

@@ -5,13 +5,15 @@ unknown": a request under it may have reached Pisano, so its events are dead-let
 and wait for an SRE. A pending claim lapses into what it replaced (nothing, or an earlier attempt's
 unknown mark): no request under it that may have reached Pisano has left, so whoever reads the
 event next simply sends it. Claims are pending while a retry waits (its backoff, its new slot,
-however far) after an attempt that certainly failed (consumer/delivery/attempts.py, `disarm`); the
-renewal just before each POST arms them, in the same script call, so no POST leaves under a
-pending claim. A batch's first claims are taken armed, for their slot: that POST may follow them
-without a renewal (`SlotReserver.ready`'s `fresh`), so a claim taken pending must never count as
-fresh. A marking whose reply never came back may land later than the next arming, so its request
-is not sent again under those claims (`Claim.disarm`). The dedup claims (lua/claim.lua) and the
-contact cooldown's phone reservations (lua/reserve_phones.lua) follow the same rule.
+however far) after an attempt that certainly failed (consumer/delivery/attempts.py, `disarm`), and
+while bisection sends the parts of a request Pisano refused for a recipient one at a time
+(consumer/delivery/sender.py, `_conclude`); the renewal just before each POST arms its own, in
+the same script call, so no POST leaves under a pending claim. A batch's first claims are taken
+armed, for their slot: that POST may follow them without a renewal (`SlotReserver.ready`'s
+`fresh`), so a claim taken pending must never count as fresh. A marking whose reply never came
+back may land later than the next arming, so its request is not sent again under those claims
+(`Claim.disarm`). The dedup claims (lua/claim.lua) and the contact cooldown's phone reservations
+(lua/reserve_phones.lua) follow the same rule.
 
 A renewal, a disarm and a beat run in the renewal mode (`script_argument`): they renew the
 caller's own claims and take nothing else. One whose reply was lost is not cancelled and may land

@@ -4,6 +4,8 @@ campaign's window, and no path leaves a phone reservation behind (consumer/deliv
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from consumer.delivery.batching import PendingEvent
@@ -236,3 +238,43 @@ def test_a_replay_of_a_killed_replicas_attempt_may_send_over_its_lapsed_reservat
     r.process([event(1, replay_of=tag)])  # the signed replay of that dead letter
     assert [o.kind for o in r.outcomes] == ["dead_letter", "cooldown", "delivered"]
     assert len(r.pisano.requests) == 1 and (phone_state(cooldown, 1) or "").startswith("c|")
+
+
+def test_an_id_an_attempt_released_is_never_claimed_again_under_its_tag() -> None:
+    """A release whose reply was lost is asked again, and the call whose reply was lost may still
+    land later (a call is not cancelled when its connection is given up: consumer/delivery/
+    claims.py). So an attempt must never claim again an id it released: that late release would
+    remove the new claim while its request is on the wire, and the id, unclaimed, could be sent by
+    another replica meanwhile. The top-up after the claim's first round did: a copy of a record
+    refused for its phone's cooldown (an upstream duplicate with another phone) was claimed again
+    under the tag that had just released the id."""
+    r = rig()
+    cooled(r)
+    r.process([event(1)])  # its phone is contacted: in cooldown from now on
+    r.outcomes.clear()
+    refused = same_phone(1, "x1", CAMPAIGN)  # id x1, the phone in cooldown
+    copy = event(5)
+    copy.recipient = Recipient(event_id="x1", campaign_id=CAMPAIGN, phone=event(5).recipient.phone)
+    r.batcher.add([copy])
+    late: list[Any] = []
+    real_settle = r.dedup.settle
+
+    def settle(outcome, tag, ids, tombstone=False):  # type: ignore[no-untyped-def]
+        if outcome is Settlement.RELEASED and list(ids) == ["x1"] and not late:
+            late.append(lambda: real_settle(outcome, tag, ids, tombstone))  # sent, its reply lost
+            raise StateStoreError("Timeout reading from Redis")
+        return real_settle(outcome, tag, ids, tombstone)
+
+    r.dedup.settle = settle  # type: ignore[method-assign]
+    at_the_wire: list[str | None] = []
+
+    def land_late() -> None:
+        while late:
+            late.pop()()
+        at_the_wire.append(r.dedup.state("x1"))
+
+    r.pisano.on_wire = land_late
+    r.process([refused])
+    assert [o.kind for o in r.outcomes if refused in o.events] == ["cooldown"]
+    assert all(state is not None and state.startswith("c|") for state in at_the_wire), \
+        f"an id left in a request with its claim gone: {at_the_wire}"

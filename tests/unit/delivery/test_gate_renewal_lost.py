@@ -75,7 +75,8 @@ def test_a_gate_renewal_that_cannot_reach_redis_does_not_end_the_later_groups(mo
     r = bisecting_rig(limiter)
 
     def claim(n, requests, real):  # type: ignore[no-untyped-def]
-        if n == 2:  # the first group's gate renewal: Redis away
+        # (call 2 made the batch's claims pending after the refusal, `Sender._conclude`)
+        if n == 3:  # the first group's gate renewal: Redis away
             raise StateStoreError("connection refused")
         return real()
 

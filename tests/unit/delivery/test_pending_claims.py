@@ -40,15 +40,16 @@ def with_cooldown(r: Rig, store: MemoryCooldown | None = None) -> ContactCooldow
     return r.sender.cooldown
 
 
-def lose_the_first_disarm_reply(r: Rig) -> list[Any]:
-    """The first disarm (a PENDING claim) times out, its script applied only just after the next
+def lose_the_first_disarm_reply(r: Rig, nth: int = 1) -> list[Any]:
+    """The `nth` disarm (a PENDING claim) times out, its script applied only just after the next
     arming renewal; returns the calls still to land (the test lands them)."""
     late: list[Any] = []
     real_claim = r.dedup.claim
+    disarms = iter(range(1, 1_000))
 
     def claim(tag, requests, *rest):  # type: ignore[no-untyped-def]
         arming = rest[0] if rest else Arming.ARM
-        if arming is Arming.PENDING and not late:
+        if arming is Arming.PENDING and next(disarms) == nth:
             late.append(lambda: real_claim(tag, requests, *rest))  # sent, its reply lost
             raise StateStoreError("Timeout reading from Redis")
         answer = real_claim(tag, requests, *rest)
@@ -286,13 +287,14 @@ def test_a_disarm_whose_reply_never_came_back_is_no_ground_for_another_post(with
 
 def test_a_bisection_group_whose_disarm_is_in_doubt_ends_alone() -> None:
     """The same for one group of a bisection: it ends unsent and goes round again; the batch's
-    other groups are sent under their own claims, armed."""
+    other groups are sent under their own claims, armed. (The first disarm is the batch's, after
+    Pisano refused it for a recipient: its parts wait pending.)"""
 
     pisano = FakePisano([PisanoApiError(422, 13028, "Invalid parameters"), PisanoApiError(503, None, "busy")])
     r = rig(pisano)
     seen: list[list[str]] = []
     armed_at_the_wire(r, pisano, seen)
-    late = lose_the_first_disarm_reply(r)
+    late = lose_the_first_disarm_reply(r, nth=2)
     events = [event(i) for i in range(4)]
     r.process(events)
     for values in seen:
@@ -301,3 +303,62 @@ def test_a_bisection_group_whose_disarm_is_in_doubt_ends_alone() -> None:
     assert r.kinds() == {"e0": {"requeue"}, "e1": {"requeue"}, "e2": {"delivered"}, "e3": {"delivered"}}
     # the late disarm landed after the group's release (just after the next renewal): nothing left
     assert not late and r.dedup.state("e0") is None and r.dedup.state("e1") is None
+
+
+class SnapshotAt(Snapshot):
+    """As Snapshot, at the `at`-th slot: a bisection's second part waits for it while its first
+    part has gone (`at` 3), or its first part waits (`at` 2)."""
+
+    def __init__(self, dedup: MemoryDedup, at: int) -> None:
+        super().__init__(dedup)
+        self.at = at
+
+    def acquire(self, pace_ms: int = 0, prepare_ms: int = 0) -> Grant:
+        self.calls += 1
+        if self.calls == self.at:
+            self.marks = dict(self.dedup._marks)
+        return Grant(granted=True, wait_s=prepare_ms / 1000, slot_ms=0)
+
+
+@pytest.mark.parametrize("at", [2, 3], ids=["first-part-waits", "second-part-waits"])
+def test_a_replica_killed_while_bisection_waits_leaves_its_unsent_parts_to_be_sent(at: int) -> None:
+    """Pisano refused the whole request for one recipient (13028): nothing reached it, as after a
+    503. Bisection then sends the batch's parts one at a time, each in a slot of its own (minutes,
+    with a throttle), and the parts waiting their turn were left armed (the batch's first claim,
+    then every part's renewal armed them all): a replica killed meanwhile left every event not yet
+    sent to lapse into "fate unknown", dead-lettered `ambiguous` for an SRE though none reached
+    Pisano. They wait pending, as a retry's claims do; each part's renewal arms its own only."""
+    dedup = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600)
+    throttle = SnapshotAt(dedup, at)
+    bad = "+905321200003"
+    pisano = FakePisano(default=lambda phones: PisanoApiError(422, 13028, "Invalid parameters") if bad in phones
+                        else OK)
+    r = rig(pisano, limiter=throttle, dedup=dedup)  # type: ignore[arg-type]
+    events = [event(i) for i in range(4)]
+    r.process(events)
+    assert r.kinds() == {"e0": {"delivered"}, "e1": {"delivered"}, "e2": {"delivered"},
+                         "e3": {"dead_letter"}}, r.kinds()
+    assert throttle.marks is not None, "bisection took fewer slots than the scenario needs"
+    waiting = ["e0", "e1", "e2", "e3"] if at == 2 else ["e2", "e3"]  # the first part (e0, e1) went in slot 2
+    later = int(time.time() * 1000) + LEASE_MS + 1000
+    survivor = MemoryDedup(lease_ms=LEASE_MS, horizon_s=3600, clock=lambda: later, shared=throttle.marks)
+    found = survivor.claim(survivor.new_tag(), [ClaimRequest(i) for i in waiting])
+    assert list(found) == [ClaimStatus.CLAIMED] * len(waiting), \
+        f"dead-lettered as ambiguous though nothing reached Pisano: {[s.value for s in found]}"
+
+
+def test_a_refused_batch_whose_disarm_is_in_doubt_is_not_bisected_under_its_claims() -> None:
+    """The batch's own disarm after Pisano refused it for a recipient timed out: it may land under a
+    part's POST, so no part goes under these claims. The batch ends unsent, its claims released,
+    and goes round again (landing after the release, the late disarm leaves nothing)."""
+    bad = "+905321200003"
+    pisano = FakePisano(default=lambda phones: PisanoApiError(422, 13028, "Invalid parameters") if bad in phones
+                        else OK)
+    r = rig(pisano)
+    late = lose_the_first_disarm_reply(r)
+    events = [event(i) for i in range(4)]
+    r.process(events)
+    assert len(pisano.requests) == 1 and r.kinds() == {e.recipient.event_id: {"requeue"} for e in events}
+    while late:
+        late.pop()()
+    assert [r.dedup.state(e.recipient.event_id) for e in events] == [None] * 4
