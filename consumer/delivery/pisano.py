@@ -58,6 +58,7 @@ from consumer.delivery.request_deadline import (
 from consumer.delivery.resolution import ResolutionFailed, ResolutionTimeout
 from consumer.errors import PisanoApiError, PisanoTransportError, SlotMissed, UnusableToken
 from consumer.ingest.mapping import Recipient
+from consumer.operations.logs import cut
 
 MAX_ERROR_BODY_CHARS = 500
 # Pisano's answers are a few hundred bytes; anything past this is not an answer worth reading.
@@ -220,7 +221,7 @@ def parse_error(status: int, reason_phrase: str, body: bytes, retry_after: str |
         room = MAX_ERROR_BODY_CHARS * 4 + 6 * len(secret or "")
         text = scrubbed(body[:room].decode("utf-8", "replace")).strip()
         if text:
-            message = text[:MAX_ERROR_BODY_CHARS]
+            message = cut(text, MAX_ERROR_BODY_CHARS)
     if isinstance(parsed, dict):
         nested = parsed.get("error")
         fields = nested if isinstance(nested, dict) else parsed
@@ -236,7 +237,7 @@ def parse_error(status: int, reason_phrase: str, body: bytes, retry_after: str |
             code = int(text_code)
         found = fields.get("message") or (nested if isinstance(nested, str) else None)
         if isinstance(found, str) and found:
-            message = scrubbed(found)[:MAX_ERROR_BODY_CHARS]
+            message = cut(scrubbed(found), MAX_ERROR_BODY_CHARS)
     return PisanoApiError(status, code, message, pisano_body=pisano_body,
                           retry_after_s=parse_retry_after(retry_after))
 

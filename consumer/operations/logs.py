@@ -226,6 +226,31 @@ def redact_text(text: str) -> str:
     return redact_phones(mask_urls_in_text(text))
 
 
+# Where a text from outside is cut to a length before it is redacted (an exception's text,
+# Pisano's message), the cut may fall inside a URL's user info (`https://crm:VerySecr`: no `@` is
+# left to say what it is) or a number (`+90 532`: too few digits left to be one), which the
+# redaction then cannot see. So the last word goes (back to the blank before it, at most
+# CUT_WORD_REACH characters: a URL, a token, an escaped or encoded number are one word), and the
+# digits and separators before it (a number written with spaces; at most _CUT_NUMBER_REACH).
+CUT_WORD_REACH = 256
+_CUT_NUMBER_REACH = 64
+_LAST_BLANK = re.compile(r"\s(?=\S*\Z)")
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` at most `limit` characters long, for a message redacted later: as it is when it fits,
+    else cut where no part of a URL's credentials or of a number is left (above)."""
+    if len(text) <= limit:
+        return text
+    start = max(0, limit - CUT_WORD_REACH)
+    blank = _LAST_BLANK.search(text, start, limit)
+    end = blank.start() if blank is not None else start
+    floor = max(0, end - _CUT_NUMBER_REACH)
+    while end > floor and _NUMBER_CHAR.match(text, end - 1) is not None:
+        end -= 1
+    return text[:end]
+
+
 def mask_phone(phone: str) -> str:
     """Keep the country code and last two digits: enough to correlate, not enough to call."""
     if len(phone) <= 4:

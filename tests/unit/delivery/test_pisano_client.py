@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from consumer.config.tokens import StaticToken
-from consumer.delivery.pisano import MAX_RESPONSE_BYTES, PisanoClient, build_body, parse_retry_after
+from consumer.delivery.pisano import MAX_RESPONSE_BYTES, PisanoClient, build_body, parse_error, parse_retry_after
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.ingest.mapping import Recipient
+from consumer.outcomes.deadletter import error_text
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 
@@ -259,3 +260,22 @@ def test_an_error_echoing_the_token_escaped_is_scrubbed(echo: bytes) -> None:
     said = error.value.message
     for piece in ("Zm9vYmFy", "cXV4", "YmF6PQ"):
         assert piece not in said, said
+
+
+@pytest.mark.parametrize(("quoted", "kept_back"), [
+    ("https://proxy:ProxySecret-77ab@gw.bank.internal/pisano", "ProxySec"),
+    ("+90 532 123 45 67", "532"),
+])
+@pytest.mark.parametrize("as_json", [True, False])
+def test_an_error_message_cut_inside_a_url_or_a_number_shows_no_part_of_it(
+        quoted: str, kept_back: str, as_json: bool) -> None:
+    """Found in review: Pisano's (or a gateway's) message was cut at 500 characters before the
+    dead-letter header's redaction saw it: a cut inside a URL's user info or a number left the
+    password's or the number's first part, no longer recognisable, in clear."""
+    cut_at = quoted.index(kept_back) + len(kept_back)
+    text = "refused " + "x" * (500 - len("refused ") - cut_at - 1) + " " + quoted + " and more"
+    assert text[:500].endswith(quoted[:cut_at])
+    body = json.dumps({"code": 13028, "message": text}).encode() if as_json else text.encode()
+    message = error_text(parse_error(400, "Bad Request", body).message)
+    assert kept_back not in message, message
+    assert message.startswith("refused xxx")
