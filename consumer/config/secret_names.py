@@ -25,7 +25,7 @@ _SECRET_NAMES = frozenset({"sig"}) | _SESSION_NAMES
 # `Error: ...`): there only names whose last word is one of these, however written (`api_key`,
 # `X-Api-Key`, `accessToken`, `sasl.password`, `PWD`).
 _SECRET_LAST_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey",
-                                "authorization"})
+                                "authorization", "credential", "credentials"})
 _KEY_QUALIFIERS = frozenset({"api", "secret", "private", "signing"})  # `api_key`, `aws_secret_access_key`
 _WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
 # Where a credential may follow a word without a secret name before it (`Bearer`, `AUTH`), a word of
