@@ -15,7 +15,9 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
+from types import TracebackType
 from typing import Any
 
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
@@ -356,6 +358,41 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     for noisy in ("librdkafka", "consumer.ingest.kafka"):
         logger = logging.getLogger(noisy)
         logger.filters[:] = [RepeatFilter()]
+    # An exception nobody caught (a bug out of `run`'s poll loop, a short-lived thread's) is logged
+    # like any other line, redacted: Python's own hooks print it to stderr as it is, and its text
+    # may quote a record or a URL (found by review: `KeyError('+905321234567')` in clear). Only
+    # Python's own printers are replaced: a hook someone else put in place is still called after.
+    global _other_hook, _other_thread_hook
+    if sys.excepthook is not _log_uncaught:
+        _other_hook = None if sys.excepthook is sys.__excepthook__ else sys.excepthook
+        sys.excepthook = _log_uncaught
+    if threading.excepthook is not _log_uncaught_in_thread:
+        _other_thread_hook = None if threading.excepthook is threading.__excepthook__ else threading.excepthook
+        threading.excepthook = _log_uncaught_in_thread
+
+
+_other_hook: Any = None
+_other_thread_hook: Any = None
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, traceback: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):  # Ctrl-C: Python's own short word, nothing from outside
+        sys.__excepthook__(kind, exc, traceback)
+        return
+    logging.getLogger("consumer").critical("uncaught %s; the process ends", kind.__name__,
+                                           exc_info=(kind, exc, traceback), extra={"reason": "uncaught"})
+    if _other_hook is not None:
+        _other_hook(kind, exc, traceback)
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not SystemExit:  # as Python's own hook: a thread's sys.exit() is said by nobody
+        name = args.thread.name if args.thread is not None else "?"
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback) if args.exc_value is not None else None
+        logging.getLogger("consumer").error("thread %s ended by an uncaught %s", name, args.exc_type.__name__,
+                                            exc_info=exc_info, extra={"reason": "thread_ended"})
+    if _other_thread_hook is not None:
+        _other_thread_hook(args)
 
 
 class LogBudget:
