@@ -13,8 +13,8 @@ MASK = "***"
 # object until it expires.
 # A session id is a credential too (whoever holds it is logged in): `JSESSIONID`, `PHPSESSID`,
 # `ASP.NET_SessionId` hold these.
-SECRET_NAME_HINTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "credential", "signature",
-                     "sessionid", "sessid")
+SECRET_NAME_HINTS = ("password", "passwd", "pwd", "passphrase", "secret", "token", "key", "auth", "credential",
+                     "signature", "sessionid", "sessid")
 # Names too short or too common to be looked for inside others (`design`, `signal`; `side`,
 # `session.timeout.ms`): an Azure SAS signature, session ids (`connect.sid`: Express's cookie).
 # Not `code` (an OAuth code lives minutes, and `code=13028` is Pisano's error code, a diagnostic).
@@ -24,7 +24,8 @@ _SECRET_NAMES = frozenset({"sig"}) | _SESSION_NAMES
 # `name: value` and `"name": value` are everywhere in prose and JSON (`"keyword"`, `"author"`,
 # `Error: ...`): there only names whose last word is one of these, however written (`api_key`,
 # `X-Api-Key`, `accessToken`, `sasl.password`, `PWD`).
-_SECRET_LAST_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "apikey", "authorization"})
+_SECRET_LAST_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey",
+                                "authorization", "credential", "credentials"})
 _KEY_QUALIFIERS = frozenset({"api", "secret", "private", "signing"})  # `api_key`, `aws_secret_access_key`
 _WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
 # Where a credential may follow a word without a secret name before it (`Bearer`, `AUTH`), a word of

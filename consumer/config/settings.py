@@ -74,8 +74,8 @@ def _split_comma_list(value: Any) -> Any:
 
 
 def _shown_destination_value(key: str, value: Any) -> Any:
-    """A destination entry as it may be shown, checked or not yet (as_dict may run before
-    destination_configs): secret-named keys hidden, URLs masked, at any depth."""
+    """A destination entry (or MAPPER_OPTIONS) as it may be shown, checked or not yet (as_dict may
+    run before destination_configs): secret-named keys hidden, URLs masked, at any depth."""
     if is_secret_name(key) and "file" not in key.lower():
         return "***"
     if isinstance(value, dict):
@@ -667,6 +667,9 @@ class Settings(BaseSettings):
                 value = "***"
             elif name == "destinations":
                 value = {n: _shown_destination_value("", spec) for n, spec in value.items()}
+            elif name == "mapper_options":
+                # A plug-in's own options, handed to it as is: its CRM's URL and password go there too.
+                value = _shown_destination_value("", value)
             elif name == "kafka":
                 value = {k: ("***" if is_secret_key(k) else v) for k, v in value.items()}
             elif isinstance(value, Path | IPv4Address | IPv6Address):

@@ -31,10 +31,12 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ import httpx
 import orjson
 
 from consumer import __version__
+from consumer.config.secret_names import MASK
 from consumer.config.secrets import check_token, mask_urls_in_text
 from consumer.config.tokens import StaticToken, TokenSource
 from consumer.delivery.request_deadline import (
@@ -55,6 +58,7 @@ from consumer.delivery.request_deadline import (
 from consumer.delivery.resolution import ResolutionFailed, ResolutionTimeout
 from consumer.errors import PisanoApiError, PisanoTransportError, SlotMissed, UnusableToken
 from consumer.ingest.mapping import Recipient
+from consumer.operations.logs import cut
 
 MAX_ERROR_BODY_CHARS = 500
 # Pisano's answers are a few hundred bytes; anything past this is not an answer worth reading.
@@ -200,18 +204,24 @@ def parse_json(body: bytes) -> Any:
 def parse_error(status: int, reason_phrase: str, body: bytes, retry_after: str | None = None,
                 secret: str | None = None) -> PisanoApiError:
     """The error answer as a PisanoApiError; never raises, whatever the body holds. `secret` (the
-    token) is cut out of the message: a proxy's error page may echo the request's headers."""
+    token) is cut out of the message: a proxy's error page may echo the request's headers. Also
+    as a JSON encoder or a URL writes it (`\\/`, `\\u002f`, `%2F`), looked for in the text as
+    decoded, before it is cut to its length (no piece of it is left at the cut)."""
+    scrubbed: Callable[[str], str] = _unchanged
     if secret and len(secret) >= MIN_SCRUBBED_SECRET:
-        body = body.replace(secret.encode(), b"***")
-        reason_phrase = reason_phrase.replace(secret, "***")
+        body = body.replace(secret.encode(), MASK.encode())
+        scrubbed = _token_scrubber(secret)
+    reason_phrase = scrubbed(reason_phrase)
     code: int | None = None
     pisano_body = False
     message = reason_phrase or f"HTTP {status}"
     parsed = parse_json(body)
     if parsed is None:
-        text = body[: MAX_ERROR_BODY_CHARS * 4].decode("utf-8", "replace").strip()
+        # Room for the token written at its longest (`\\u002f`: 6 characters for 1) past the cut.
+        room = MAX_ERROR_BODY_CHARS * 4 + 6 * len(secret or "")
+        text = scrubbed(body[:room].decode("utf-8", "replace")).strip()
         if text:
-            message = text[:MAX_ERROR_BODY_CHARS]
+            message = cut(text, MAX_ERROR_BODY_CHARS)
     if isinstance(parsed, dict):
         nested = parsed.get("error")
         fields = nested if isinstance(nested, dict) else parsed
@@ -227,9 +237,30 @@ def parse_error(status: int, reason_phrase: str, body: bytes, retry_after: str |
             code = int(text_code)
         found = fields.get("message") or (nested if isinstance(nested, str) else None)
         if isinstance(found, str) and found:
-            message = found[:MAX_ERROR_BODY_CHARS]
+            message = cut(scrubbed(found), MAX_ERROR_BODY_CHARS)
     return PisanoApiError(status, code, message, pisano_body=pisano_body,
                           retry_after_s=parse_retry_after(retry_after))
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+@lru_cache(maxsize=8)  # the tokens in use: one per destination, two while one rotates
+def _token_scrubber(secret: str) -> Callable[[str], str]:
+    """What masks `secret` in a text however it is written there: each character as itself,
+    percent-encoded (`%2F`, `%2f`), or escaped as JSON or a repr writes it (`\\/`, `\\u002f`,
+    `\\x2f`). Found by review: an error body's JSON escapes a token's `/` (PHP writes `\\/`), so the
+    bytes as sent were not in it, and parse_error decoded the token back into the message."""
+    pieces = []
+    for char in secret:
+        code = ord(char)
+        if code < 0x80:
+            pieces.append(rf"(?:{re.escape(char)}|%{code:02x}|\\(?:u00{code:02x}|x{code:02x}|{re.escape(char)}))")
+        else:  # a token is printable ASCII (check_token): anything else only as itself
+            pieces.append(re.escape(char))
+    pattern = re.compile("".join(pieces), re.IGNORECASE)
+    return lambda text: pattern.sub(MASK, text)
 
 
 def _safe_reason(exc: BaseException) -> str:

@@ -46,6 +46,7 @@ from consumer.config.resources import default_schema_file
 from consumer.errors import ConfigError, DecodeError, RegistryError, UnsupportedSchemaError, unreadable_file
 from consumer.ingest.avro_compiled import PRIMITIVES, agrees_with_fastavro, compile_reader, min_bytes
 from consumer.ingest.avro_logical import LogicalTypeError, check_decimal
+from consumer.operations.logs import cut
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,13 @@ def parse_writer_schema(text: str) -> Any:
     try:
         schema = fastavro.parse_schema(json.loads(text))
     except Exception as exc:
-        raise UnsupportedSchemaError(f"not a valid Avro schema ({type(exc).__name__}: {exc})"[:300]) from exc
+        raise UnsupportedSchemaError(cut(f"not a valid Avro schema ({type(exc).__name__}: {exc})", 300)) from exc
     try:
         check_schema(schema)
     except UnsupportedSchemaError:
         raise
     except Exception as exc:
-        raise UnsupportedSchemaError(f"the schema cannot be checked ({type(exc).__name__}: {exc})"[:300]) from exc
+        raise UnsupportedSchemaError(cut(f"the schema cannot be checked ({type(exc).__name__}: {exc})", 300)) from exc
     return schema
 
 
@@ -288,7 +289,8 @@ def _read(payload: bytes, offset: int, read: Reader) -> Mapping[str, Any]:
     except (EOFError, StopIteration) as exc:
         raise DecodeError("truncated Avro record") from exc
     except Exception as exc:  # fastavro raises bare ValueError, IndexError, UnicodeDecodeError...
-        raise DecodeError(f"not Avro for this schema ({type(exc).__name__}: {exc})"[:300]) from exc
+        # A decoder's text may quote the record: cut where no part of a number is left (`cut`).
+        raise DecodeError(cut(f"not Avro for this schema ({type(exc).__name__}: {exc})", 300)) from exc
     if end != len(payload):
         # Random bytes often decode "successfully" as a prefix; a real record uses every byte.
         raise DecodeError(f"not Avro for this schema ({len(payload) - end} bytes left over)")
@@ -407,8 +409,8 @@ class RegistryDecoder:
                 try:
                     read = reader_for(writer, self.reader_schema, self.reads)
                 except Exception as exc:  # a checked schema fastavro still cannot take: refused as well
-                    raise UnsupportedSchemaError(f"schema id {schema_id}: no reader for it "
-                                                 f"({type(exc).__name__}: {exc})"[:300]) from exc
+                    raise UnsupportedSchemaError(cut(f"schema id {schema_id}: no reader for it "
+                                                     f"({type(exc).__name__}: {exc})", 300)) from exc
             except UnknownSchemaError:
                 _remember(self._unknown, schema_id, now + UNKNOWN_ID_TTL_S)
                 raise

@@ -48,6 +48,7 @@ from consumer.ingest.avro import Decoder
 from consumer.ingest.mapping import MAX_ATTRIBUTE_CHARS, MAX_EVENT_ID_CHARS, Mapper, Recipient, known_campaign
 from consumer.ingest.phones import is_canonical_phone
 from consumer.ingest.records import InboundRecord
+from consumer.operations.logs import cut
 
 MAX_ATTRIBUTES = 256
 MAX_ATTRIBUTE_NAME_CHARS = 256
@@ -102,7 +103,9 @@ def check_age(record: InboundRecord, stale_after_ms: int, now_ms: int) -> None:
 
 def _short(exc: Exception) -> str:
     try:
-        return str(exc)[:400]
+        # Cut so that no first part of a URL's password or of a number is left to pass the
+        # redaction unseen (`cut`): the text may quote the record or the mapper's own connection.
+        return cut(str(exc), 400)
     except Exception:  # a hostile __str__ (or a huge int in it) must not escape the guard
         return "(no message)"
 

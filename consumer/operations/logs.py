@@ -15,7 +15,9 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
+from types import TracebackType
 from typing import Any
 
 from consumer.config.percent_encoded import DECODE_LEVELS, in_encoded_runs
@@ -35,10 +37,24 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 # zero-width characters and joiners, bidirectional marks and controls, a byte order mark. And the
 # marks written on a digit, which leave it readable: combining accents and lines (the general blocks,
 # and Arabic's, whose digits the phone library reads), the keycap (`5️⃣`) and variation selectors.
+# Also (found by review) the phone library's own punctuation, which it reads a number through
+# (phonenumbers' _VALID_PUNCTUATION and _PLUS_CHARS: full-width digits and hyphens, U+FF10... and
+# U+FF0D, are a valid number to it, and to libphonenumber wherever Pisano or a CRM parses one):
+# `~`, the prolonged sound mark and the swung dashes and tildes, the full-width and small forms of
+# the ASCII separators and its full-width brackets (not `[ ]`: Pisano's errors index the request's
+# array right before a number, `phone_numbers[3] +90...`, and the index would be read into it);
+# the middle dots and bullets people write between groups (U+00B7, U+30FB); blanks that show as
+# nothing (Hangul fillers, the Braille blank, the Mongolian vowel separator, the Arabic letter mark,
+# deprecated format and annotation characters, tags); and U+FFFD, which a decoder writes for a byte
+# it cannot read (a Windows-1254 page's non-breaking space).
 _SEPARATOR_CHARS = (r"\s.\-/()+\u2010-\u2015\u2212"
                     r"\x00-\x08\x0e-\x1b\x7f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
                     r"\u0300-\u036f\u064b-\u065f\u0670\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f"
-                    r"\U000e0100-\U000e01ef")
+                    r"\U000e0100-\U000e01ef"
+                    r"~\u30fc\u2053\u223c\uff5e\u301c\uff08\uff09\uff0b\uff0d-\uff0f\uff3b\uff3d\ufe52\ufe58-\ufe5a"
+                    r"\ufe62\ufe63\u00b7\u2022\u2024\u2027\u2043\u2219\u22c5\u30fb\uff65\u02d7"
+                    r"\u115f\u1160\u3164\uffa0\u2800\u180e\u061c\u206a-\u206f\ufff9-\ufffb\ufffd"
+                    r"\U000e0001\U000e0020-\U000e007f")
 _SEPARATOR = "[" + _SEPARATOR_CHARS + "]"
 # A phone-like run: an optional + or 00, then at least MIN_PHONE_DIGITS digits (any script: the
 # phone library reads Arabic-Indic and full-width digits too) with up to 4 separator characters between
@@ -51,7 +67,9 @@ _PHONE_LIKE = re.compile(r"\+?\d(?:" + _SEPARATOR + r"{0,4}\d){" + str(MIN_PHONE
 # separator or a digit of another script as a backslash escape (`'0532\xa0123\xa045\xa067'`,
 # `"+90\u202f532..."`, `\t`), which cut the digits into runs too short to be a number. The run of
 # digits, separators and escapes around such an escape is redacted as unescaped.
-_BACKSLASH_ESCAPE = re.compile(r"\\(?:x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|[tnrfv])")
+# An escape written in a text escaped again (a repr of a JSON text, `'0532\\\\u00a0123'`; a JSON string
+# inside one) has its backslash escaped too: up to three levels are read as the escape they write.
+_BACKSLASH_ESCAPE = re.compile(r"\\{1,4}(?:x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|[tnrfv])")
 _NUMBER_CHAR = re.compile(rf"[\d{_SEPARATOR_CHARS}]")
 _ESCAPED_RUN_TAIL = re.compile(rf"(?:[\d{_SEPARATOR_CHARS}]|{_BACKSLASH_ESCAPE.pattern})*+")
 _NAMED_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f", "v": "\v"}
@@ -184,7 +202,7 @@ def _redacted_escaped_runs(text: str) -> str:
 
 
 def _unescaped(escape: re.Match[str]) -> str:
-    code = escape.group()[1:]
+    code = escape.group().lstrip("\\")
     if code in _NAMED_ESCAPES:
         return _NAMED_ESCAPES[code]
     return chr(int(code[1:], 16)) if int(code[1:], 16) <= 0x10FFFF else escape.group()
@@ -208,6 +226,31 @@ def _masked_number(written: str) -> str:
 def redact_text(text: str) -> str:
     """A text fit for a log line: URL credentials masked, then phone numbers redacted."""
     return redact_phones(mask_urls_in_text(text))
+
+
+# Where a text from outside is cut to a length before it is redacted (an exception's text,
+# Pisano's message), the cut may fall inside a URL's user info (`https://crm:VerySecr`: no `@` is
+# left to say what it is) or a number (`+90 532`: too few digits left to be one), which the
+# redaction then cannot see. So the last word goes (back to the blank before it, at most
+# CUT_WORD_REACH characters: a URL, a token, an escaped or encoded number are one word), and the
+# digits and separators before it (a number written with spaces; at most _CUT_NUMBER_REACH).
+CUT_WORD_REACH = 256
+_CUT_NUMBER_REACH = 64
+_LAST_BLANK = re.compile(r"\s(?=\S*\Z)")
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` at most `limit` characters long, for a message redacted later: as it is when it fits,
+    else cut where no part of a URL's credentials or of a number is left (above)."""
+    if len(text) <= limit:
+        return text
+    start = max(0, limit - CUT_WORD_REACH)
+    blank = _LAST_BLANK.search(text, start, limit)
+    end = blank.start() if blank is not None else start
+    floor = max(0, end - _CUT_NUMBER_REACH)
+    while end > floor and _NUMBER_CHAR.match(text, end - 1) is not None:
+        end -= 1
+    return text[:end]
 
 
 def mask_phone(phone: str) -> str:
@@ -315,6 +358,41 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     for noisy in ("librdkafka", "consumer.ingest.kafka"):
         logger = logging.getLogger(noisy)
         logger.filters[:] = [RepeatFilter()]
+    # An exception nobody caught (a bug out of `run`'s poll loop, a short-lived thread's) is logged
+    # like any other line, redacted: Python's own hooks print it to stderr as it is, and its text
+    # may quote a record or a URL (found by review: `KeyError('+905321234567')` in clear). Only
+    # Python's own printers are replaced: a hook someone else put in place is still called after.
+    global _other_hook, _other_thread_hook
+    if sys.excepthook is not _log_uncaught:
+        _other_hook = None if sys.excepthook is sys.__excepthook__ else sys.excepthook
+        sys.excepthook = _log_uncaught
+    if threading.excepthook is not _log_uncaught_in_thread:
+        _other_thread_hook = None if threading.excepthook is threading.__excepthook__ else threading.excepthook
+        threading.excepthook = _log_uncaught_in_thread
+
+
+_other_hook: Any = None
+_other_thread_hook: Any = None
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, traceback: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):  # Ctrl-C: Python's own short word, nothing from outside
+        sys.__excepthook__(kind, exc, traceback)
+        return
+    logging.getLogger("consumer").critical("uncaught %s; the process ends", kind.__name__,
+                                           exc_info=(kind, exc, traceback), extra={"reason": "uncaught"})
+    if _other_hook is not None:
+        _other_hook(kind, exc, traceback)
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not SystemExit:  # as Python's own hook: a thread's sys.exit() is said by nobody
+        name = args.thread.name if args.thread is not None else "?"
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback) if args.exc_value is not None else None
+        logging.getLogger("consumer").error("thread %s ended by an uncaught %s", name, args.exc_type.__name__,
+                                            exc_info=exc_info, extra={"reason": "thread_ended"})
+    if _other_thread_hook is not None:
+        _other_thread_hook(args)
 
 
 class LogBudget:

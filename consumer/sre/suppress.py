@@ -174,8 +174,10 @@ def check(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, 
     # is no answer to a compliance question, only what is on the set is.
     presence = getattr(store, "presence", None)
     armed = getattr(presence, "seen", True)
-    typed = [f"phone {p}" for p in phones] + [f"external id {x}" for x in external_ids]
-    for label, listed in zip(typed, found, strict=True):  # only what the operator typed is shown
+    # Only what the operator typed is shown, its phones masked as in the logs: this output, too,
+    # may end in a log store (a Job, CI).
+    typed = [f"phone {logs.redact_text(p)}" for p in phones] + [f"external id {x}" for x in external_ids]
+    for label, listed in zip(typed, found, strict=True):
         click.echo(f"{label}: {'suppressed' if listed else 'not on the list' if armed else 'unknown'}")
     if not all(found) and not armed:
         fail(NOT_ARMED_CHECK, code=EXIT_NOT_ARMED)

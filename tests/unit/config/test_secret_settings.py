@@ -380,3 +380,38 @@ def test_nested_destination_values_are_masked_and_bad_json_is_a_config_error(mon
     with pytest.raises(ConfigError, match="DESTINATIONS: not valid JSON") as refused:
         load_settings()
     assert "retail-pw-9" not in str(refused.value)
+
+
+@pytest.mark.parametrize("setting", ["suppression_key", "outcome_phone_salt", "replay_signing_key",
+                                     "schema_registry_password", "pisano_api_token", "redis_url"])
+@pytest.mark.parametrize("value", [98765432109876543210, ["k3y-in-a-list-5f2a9c"], True])
+def test_a_secret_setting_of_the_wrong_type_is_never_shown_in_the_config_error(
+        setting: str, value: object, tmp_path: Path) -> None:
+    """Found in review: the error for a secret setting that is not a string (a key of digits only,
+    which YAML reads as an int; a list) quoted its value, for SUPPRESSION_KEY and
+    OUTCOME_PHONE_SALT: the error named the secret settings one by one, and these two were missing."""
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({setting: value}))  # JSON is YAML
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    said = str(refused.value)
+    assert setting.upper() in said and "***" in said
+    for shown in ("98765432109876543210", "9876543", "k3y-in-a-list", "True"):
+        assert shown not in said, said
+
+
+def test_a_plug_in_mappers_secret_options_are_masked_in_the_settings_dump(tmp_path: Path) -> None:
+    """Found in review: MAPPER_OPTIONS (a plug-in's own options, "as is": where its CRM password or
+    key goes) was dumped whole by as_dict(), so the start-up log line showed every value the log
+    redaction did not know by name (`credentials`, `passphrase`, a nested `password` in a list)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"mapper_options": {
+        "crm": {"url": "https://crm:crm-pw-3@crm.bank.internal", "credentials": "crm-cred-4",
+                "passphrase": "crm-phrase-5", "replicas": [{"password": "crm-pw-6"}]},
+        "region": "TR", "lookup_timeout_ms": 250}}))
+    settings = load_settings(config)
+    shown = str(settings.as_dict()) + repr(settings)
+    for secret in ("crm-pw-3", "crm-cred-4", "crm-phrase-5", "crm-pw-6"):
+        assert secret not in shown, shown
+    assert "crm.bank.internal" in shown and "'TR'" in shown and "250" in shown
+    assert settings.mapper_options["crm"]["credentials"] == "crm-cred-4"  # the plug-in still gets them

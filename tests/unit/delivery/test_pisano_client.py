@@ -8,9 +8,11 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from consumer.delivery.pisano import MAX_RESPONSE_BYTES, PisanoClient, build_body, parse_retry_after
+from consumer.config.tokens import StaticToken
+from consumer.delivery.pisano import MAX_RESPONSE_BYTES, PisanoClient, build_body, parse_error, parse_retry_after
 from consumer.errors import PisanoApiError, PisanoTransportError
 from consumer.ingest.mapping import Recipient
+from consumer.outcomes.deadletter import error_text
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 
@@ -235,3 +237,45 @@ def test_the_body_is_the_compact_utf8_json_of_the_standard_library() -> None:
                 "custom_attributes": {r.phone: r.custom_attributes for r in recipients if r.custom_attributes},
                 "built_in_responses": {r.phone: r.built_in_responses for r in recipients if r.built_in_responses}}
     assert build_body(recipients) == json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+SLASHED_TOKEN = "Zm9vYmFy/cXV4+YmF6PQ=="  # base64: `/`, `+` and `=`, which JSON and URLs escape
+
+
+@pytest.mark.parametrize("echo", [
+    b'{"code": 13001, "message": "API key Zm9vYmFy\\/cXV4+YmF6PQ== is revoked"}',  # PHP's json_encode
+    b'{"code": 13001, "message": "API key Zm9vYmFy\\u002fcXV4\\u002bYmF6PQ\\u003d\\u003d is revoked"}',
+    b"<html><body>denied: Zm9vYmFy%2FcXV4%2BYmF6PQ%3D%3D</body></html>",  # a proxy echoing a query
+    b"denied: Zm9vYmFy%2fcXV4%2bYmF6PQ%3d%3d",
+    b'{"message": "' + b"x" * 490 + b' Zm9vYmFy\\/cXV4+YmF6PQ=="}',  # across the message's cut at 500
+])
+def test_an_error_echoing_the_token_escaped_is_scrubbed(echo: bytes) -> None:
+    """Found in review: the token was cut out of an error body only as written byte for byte, so
+    one Pisano's JSON encoder escaped (`\\/`, `\\u002f`) or a proxy percent-encoded came out of
+    parse_error decoded, in clear, into the dead-letter header, the receipt and the log."""
+    client = client_with(lambda request: httpx.Response(401, content=echo))
+    client.tokens = StaticToken(SLASHED_TOKEN)
+    with pytest.raises(PisanoApiError) as error:
+        client.send(CAMPAIGN, b"{}")
+    said = error.value.message
+    for piece in ("Zm9vYmFy", "cXV4", "YmF6PQ"):
+        assert piece not in said, said
+
+
+@pytest.mark.parametrize(("quoted", "kept_back"), [
+    ("https://proxy:ProxySecret-77ab@gw.bank.internal/pisano", "ProxySec"),
+    ("+90 532 123 45 67", "532"),
+])
+@pytest.mark.parametrize("as_json", [True, False])
+def test_an_error_message_cut_inside_a_url_or_a_number_shows_no_part_of_it(
+        quoted: str, kept_back: str, as_json: bool) -> None:
+    """Found in review: Pisano's (or a gateway's) message was cut at 500 characters before the
+    dead-letter header's redaction saw it: a cut inside a URL's user info or a number left the
+    password's or the number's first part, no longer recognisable, in clear."""
+    cut_at = quoted.index(kept_back) + len(kept_back)
+    text = "refused " + "x" * (500 - len("refused ") - cut_at - 1) + " " + quoted + " and more"
+    assert text[:500].endswith(quoted[:cut_at])
+    body = json.dumps({"code": 13028, "message": text}).encode() if as_json else text.encode()
+    message = error_text(parse_error(400, "Bad Request", body).message)
+    assert kept_back not in message, message
+    assert message.startswith("refused xxx")

@@ -11,6 +11,7 @@ from consumer.errors import DecodeError, InvalidEventError, OversizeError, Recor
 from consumer.ingest.intake import check_recipient, decode_and_map
 from consumer.ingest.mapping import Mapper, Recipient
 from consumer.ingest.records import InboundRecord, read_headers
+from consumer.outcomes.deadletter import error_text
 
 CAMPAIGN = "ae51458c-9e82-417f-8f1d-e074891ea5c1"
 
@@ -196,3 +197,34 @@ def test_a_record_older_than_the_horizon_minus_the_margin_is_stale_before_anythi
 class _Failing:
     def decode(self, value: bytes) -> Any:
         raise DecodeError("not avro")
+
+
+class RaisesQuoting(Mapper):
+    """A plug-in mapper whose error quotes what it failed on: its CRM's URL, a record's phone."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def map(self, record: Mapping[str, Any]) -> Recipient:
+        raise ConnectionError(self.text)
+
+
+# The mapper's error is cut to 400 characters before anything redacts it; "the mapper failed:
+# ConnectionError: " comes before it in the message.
+@pytest.mark.parametrize(("quoted", "kept_back"), [
+    ("https://crm:CrmSecret-9f2a7c@crm.bank.internal/v1/customers", "CrmSec"),  # cut inside the password
+    ("redis://default:RedisSecret-4e1d@crm-cache:6379/0", "RedisSec"),
+    ("+90 532 123 45 67", "532"),  # cut after `+90 532`: five digits, too few to be read as a number
+])
+def test_a_mapper_error_cut_inside_a_url_or_a_number_shows_no_part_of_it(quoted: str, kept_back: str) -> None:
+    """Found in review: the mapper's error was cut at 400 characters before the dead-letter
+    header's redaction saw it, so a cut inside a URL's user info (no `@` left to say it is one) or a
+    number (too few digits left to be one) put the password's or the number's first part in clear."""
+    cut_at = quoted.index(kept_back) + len(kept_back)
+    text = "lookup failed " + "x" * (400 - len("lookup failed ") - cut_at - 1) + " " + quoted
+    assert len(text[:400]) == 400 and text[:400].endswith(quoted[:cut_at])
+    with pytest.raises(RecordError) as failed:
+        decode_and_map(record(b"x"), Identity(), RaisesQuoting(text), 1024)
+    header = error_text(str(failed.value))
+    assert kept_back not in header, header
+    assert header.startswith("the mapper failed: ConnectionError: lookup failed xxx")

@@ -330,3 +330,54 @@ def test_a_number_whose_digits_carry_combining_marks_is_masked(mark: str) -> Non
         output = redact_phones(text)
         digits = [char for char in output.replace(joined, "") if char.isdigit()]
         assert len(digits) <= 3, (text, output)  # the mask's `0********67`
+
+
+# The phone library's own punctuation (phonenumbers' _VALID_PUNCTUATION and _PLUS_CHARS: it reads
+# full-width digits with full-width hyphens, U+FF0D, as a valid Turkish number, as libphonenumber
+# does wherever Pisano or a CRM parses one), the full-width and small forms of the ASCII
+# separators, the middle dots people write between groups, and blanks that show as nothing (Hangul
+# fillers, a Braille blank, the Mongolian vowel separator, the Arabic letter mark, deprecated
+# format characters).
+WRITTEN_BETWEEN = ["\uff0d", "\u30fc", "\uff0f", "\uff08", "\uff09", "\uff3b", "\uff3d", "~", "\u2053",
+                   "\u223c", "\uff5e", "\u301c", "\uff0b", "\uff0e", "\ufe52", "\ufe58", "\ufe63", "\u00b7",
+                   "\u2022", "\u2024", "\u2027", "\u2219", "\u22c5", "\u30fb", "\uff65", "\u02d7", "\u115f",
+                   "\u1160", "\u3164", "\uffa0", "\u2800", "\u180e", "\u061c", "\u206a", "\ufff9"]
+
+
+@pytest.mark.parametrize("mark", WRITTEN_BETWEEN)
+def test_a_number_written_with_the_phone_librarys_or_full_width_punctuation_is_masked(mark: str) -> None:
+    """Found in review: `0532\uff0d123\uff0d45\uff0d67` (full-width hyphens, which the phone library
+    itself reads as a valid number), `0532·123·45·67`, `0532~123~45~67` and the same cut by a blank
+    nobody sees were left in clear: those characters were no separators, and cut the digits into runs too
+    short to be a number. In full-width digits too, and as a repr escapes them."""
+    full_width = str.maketrans("0123456789", "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19")
+    for number in ("0532{0}123{0}45{0}67", "+90 {0}532{0} 123{0}45{0}67", "0532{0}{0}1234567"):
+        written = number.format(mark)
+        for text in (f"invalid phone {written} refused", f"invalid phone {written.translate(full_width)} refused",
+                     f"ValueError: invalid phone {written!a}"):
+            output = redact_phones(text)
+            assert not _leaks("05321234567" if "90" not in written else "905321234567", _unescaped(output)), \
+                (text, output)
+
+
+def test_a_number_whose_separators_a_decoder_could_not_read_is_masked() -> None:
+    """Found in review: an error page in Windows-1254 or Latin-1 (a proxy's, a legacy gateway's) is
+    decoded as UTF-8 with replacement: its non-breaking spaces between the groups became U+FFFD,
+    no separator, and `0532\ufffd123\ufffd45\ufffd67` reached the dead-letter header in clear."""
+    page = "ge\u00e7ersiz numara 0532\u00a0123\u00a045\u00a067".encode("cp1254").decode("utf-8", "replace")
+    output = redact_phones(page)
+    assert not _leaks("05321234567", output), output
+
+
+@pytest.mark.parametrize("text", [
+    # A plug-in mapper's `ValueError(f"bad record {json.dumps(record)!r}")`: JSON's escape, escaped by the repr.
+    "ValueError: bad record '{\"phone\": \"0532\\\\u00a0123\\\\u00a045\\\\u00a067\"}'",
+    "'+90\\\\xa0532\\\\xa0123\\\\xa045\\\\xa067'", "\"0532\\\\\\\\t123\\\\\\\\t45\\\\\\\\t67\"",
+])
+def test_a_number_escaped_twice_is_masked(text: str) -> None:
+    """Found in review: a JSON text quoted by a repr (or a JSON string inside a JSON string) writes
+    each separator's escape with its backslash escaped, `0532\\\\u00a0123`, which was not read as
+    an escape: the digits were cut into runs too short to be a number."""
+    output = redact_phones(text)
+    assert not _leaks("05321234567" if "90" not in text else "905321234567",
+                      _unescaped(_unescaped(output.replace("\\\\", "\\")))), (text, output)

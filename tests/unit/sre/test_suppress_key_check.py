@@ -137,3 +137,15 @@ def test_a_lost_list_stays_closed_until_its_re_import_has_ended(tmp_path: Path,
     assert result.exit_code == 0, result.output
     assert seen_midway and all(seen == "closed" for seen in seen_midway[:-1]), seen_midway
     assert replica.contains([IMPORTED.phone("+905321234569")]) == [True]
+
+
+def test_check_names_each_phone_masked_never_in_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: `suppress check` printed every phone it was given in clear (`phone
+    +905321234567: suppressed`); run as a Job or in CI, its output goes to the log store like any
+    other. Each answer names its phone masked as the logs do, in the order given."""
+    shared = _listed(IMPORTED.key_check)
+    result = _run(monkeypatch, IMPORTED, shared.replica(IMPORTED.key_check), "check",
+                  "--phone", "+905321234567", "--phone", "0532 123 45 68")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[:2] == ["phone +90********67: suppressed", "phone 0********68: not on the list"]
+    assert "5321234567" not in result.output and "123 45 68" not in result.output
