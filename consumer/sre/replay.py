@@ -617,7 +617,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         # Part-way (records may be re-published): the counts so far and exit 1, as for any failure
         # after the start, not the exit 2 of a topic missing before anything was read.
         stopped = ReplayError(f"{exc} after {summary.read:,} record(s) read; positions after the last checkpoint "
-                              "were not committed")
+                              f"were not committed: the same command{resume_hint(plan)} resumes from there")
         stopped.summary = summary
         raise stopped from exc
     except KafkaException as exc:
