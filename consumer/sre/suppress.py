@@ -158,18 +158,21 @@ def remove(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str,
 @_values
 @configured
 def check(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> None:
-    """Say whether each value is on the list (exit 0 if all are, 1 if any is not)."""
+    """Say whether each value is on the list (exit 0 if all are, 1 if any is not, 2 if the list cannot say)."""
     hasher, store = _open(settings)
     entries = _entries(hasher, phones, external_ids)
 
-    def ask() -> list[bool]:
-        try:
-            return store.contains(entries)
-        except WrongKeyError:  # the consumers' message says "nothing is sent": this one is for `check`
-            fail(WRONG_KEY_CHECK, code=EXIT_NOT_LISTED)
-            raise
-
-    found = _guarded(ask)
+    # 1 says "not on the list": only the list may say it. Another key's list or Redis failing is no
+    # answer, `unknown` (2), as a list without its marker (found by review: both exited 1, and a
+    # script that surveys on 1 surveyed every customer who had opted out).
+    try:
+        found = store.contains(entries)
+    except WrongKeyError:  # the consumers' message says "nothing is sent": this one is for `check`
+        fail(WRONG_KEY_CHECK, code=EXIT_NOT_ARMED)
+        raise
+    except StateStoreError as exc:
+        fail(f"{exc}; no answer (unknown)", code=EXIT_NOT_ARMED)
+        raise
     # The lookup asked for the marker too: without it (lost, or never imported) "not on the list"
     # is no answer to a compliance question, only what is on the set is.
     presence = getattr(store, "presence", None)
