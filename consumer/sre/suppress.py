@@ -43,6 +43,7 @@ from consumer.cli_common import configured, fail
 from consumer.config.settings import Settings
 from consumer.errors import InvalidEventError, PisanoSmsError, StateStoreError
 from consumer.operations import logs
+from consumer.sre.record_text import shown
 from consumer.sre.signals import Terminated, interrupt_deferred, terminate_interrupts
 from consumer.state.suppression import (
     CHUNK,
@@ -269,6 +270,10 @@ def _too_long(number: int) -> str:
             "check the file there (a pasted blob? a file that is not the opt-out CSV?)")
 
 
+# A header cell's letters and digits alone -> the kind it names.
+_SPELLED_KINDS = {"phone": "phone", "externalid": "external_id"}
+
+
 def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
                progress: Any = lambda rows: None) -> ImportSummary:
     """Add every phone and external id of a CSV to the list, in pipelined chunks (see the module docstring)."""
@@ -286,6 +291,14 @@ def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
     if header is None:
         raise click.UsageError("the file is empty; expected a header with phone and/or external_id")
     names = [name.strip().lower() for name in header]
+    for number, (cell, name) in enumerate(zip(header, names, strict=True), 1):
+        # `External ID`, `externalId`, `Phone #`: meant as a kind, ignored as another column, its
+        # customers left off the list with exit 0 (found by review). Refused, as a column named twice.
+        kind = _SPELLED_KINDS.get("".join(c for c in name if c.isalnum()))
+        if kind is not None and name != kind:
+            raise click.UsageError(f"column {number} of the header, `{shown(cell, 40)}`, reads as `{kind}` but is not "
+                                   f"written so: name it `{kind}` (only the columns `phone` and `external_id` are "
+                                   "read, any other is ignored: its customers would be left off the list)")
     for kind in ("phone", "external_id"):
         columns = [str(n) for n, name in enumerate(names, 1) if name == kind]
         if len(columns) > 1:
