@@ -43,3 +43,31 @@ def test_a_value_not_on_an_armed_list_is_still_1(monkeypatch: pytest.MonkeyPatch
     shared.complete()
     result = _run(monkeypatch, IMPORTED, shared.replica(IMPORTED.key_check), "check", "--phone", "+905321234568")
     assert result.exit_code == 1 and "not on the list" in result.output
+
+
+@pytest.mark.parametrize(("command", "status"), [(["check", "--phone", "+905321234567"], 2),
+                                                 (["add", "--phone", "+905321234567"], 1),
+                                                 (["export"], 1)])
+def test_a_redis_cluster_out_of_reach_at_the_start_is_said_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, command: list[str], status: int) -> None:
+    # Found by review (sre): with REDIS_CLUSTER=true the client connects when it is made, before
+    # any command's own error handling: a traceback and exit 1, for `check` the status of "not on
+    # the list", and nothing said of what to do.
+    import redis
+
+    import consumer.app as app
+    from consumer.cli import main
+
+    def unreachable(settings: Any) -> Any:
+        raise redis.exceptions.RedisClusterUnreachableError("Redis Cluster cannot be connected. Please provide at "
+                                                            "least one reachable node: Error 111 connecting")
+
+    monkeypatch.setattr(app, "build_state", unreachable)
+    monkeypatch.setenv("SUPPRESSION_KEY", "import-key-0123456789")
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["suppress", *command])
+    assert result.exit_code == status, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "pisano-sms: error: Redis unreachable for the opt-out list" in result.stderr
+    assert "check that Redis is up" in result.stderr
