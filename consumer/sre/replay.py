@@ -49,7 +49,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumer.config.settings import Settings
 from consumer.errors import ConfigError, PisanoSmsError
-from consumer.ingest.kafka import make_consumer, make_producer
+from consumer.ingest.kafka import make_consumer, make_producer, refused_settings
 from consumer.ingest.membership import subscribes
 from consumer.ingest.records import SOURCE_TIMESTAMP_HEADER
 from consumer.outcomes.deadletter import REPLAYS_HEADER
@@ -478,10 +478,13 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
     if plan.to_topic is not None and plan.to_topic in {plan.source_topic, settings.dlq_topic, settings.outcome_topic}:
         raise ConfigError(f"--to-topic {plan.to_topic} is the dead-letter or receipt topic (DLQ_TOPIC, --from-topic, "
                           "OUTCOME_TOPIC); name the topic the consumers read the events from")
-    consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
-    # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
-    # target deleted while the replay runs, with the broker's defaults, and take the records.
-    producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
+    # A client librdkafka refuses to make (a CA file missing on the SRE's machine) is a ConfigError
+    # naming the setting, exit 2, not a traceback (found by review).
+    with refused_settings():
+        consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
+        # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
+        # target deleted while the replay runs, with the broker's defaults, and take the records.
+        producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
     publisher = _Publisher(producer, signing_key, resume_hint(plan), lambda topic: _topic_exists(consumer, topic),
                            waiting) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
