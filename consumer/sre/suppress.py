@@ -523,7 +523,13 @@ def export(settings: Settings, output: Path | None) -> None:
     if output is None:
         count = _guarded(lambda: write(sys.stdout))
     else:
-        with output.open("w", encoding="utf-8") as sink:
+        try:
+            sink = output.open("w", encoding="utf-8")
+        except OSError as exc:  # found by review: a traceback
+            fail(f"cannot write {output} ({exc.strerror}): give a file in a directory that exists and this user "
+                 "may write to, or leave -o out to write to standard output", EXIT_STOPPED)
+            raise
+        with sink:
             count = _guarded(lambda: write(sink))
     click.echo(f"exported {count:,} entries", err=True)
 
