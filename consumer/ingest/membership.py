@@ -99,8 +99,13 @@ def subscribed_topics(subscribed: Iterable[str], metadata: Any) -> list[str]:
     """The topics of the cluster's `metadata` the subscription names, or matches (`^...`); a
     pattern in librdkafka's dialect that Python cannot read matches none here."""
     names = list(subscribed)
-    return [name for name in sorted(metadata.topics)
-            if any(s == name or (s.startswith("^") and _matches(s, name)) for s in names)]
+    return [name for name in sorted(metadata.topics) if subscribes(names, name)]
+
+
+def subscribes(subscribed: Iterable[str], name: str) -> bool:
+    """Whether the subscription (names, or librdkafka's regular expressions: `^...`) takes topic
+    `name`; a pattern in librdkafka's dialect that Python cannot read takes none here."""
+    return any(s == name or (s.startswith("^") and _matches(s, name)) for s in subscribed)
 
 
 def _matches(pattern: str, name: str) -> bool:

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 METADATA_TIMEOUT_S = 10.0
 # A bounded read that gets nothing for this long is stuck (broker gone, partition leaderless).
 IDLE_TIMEOUT_S = 30.0
+# Until then, a read that gets nothing says so this often: IDLE_TIMEOUT_S of silence looked like a
+# hung run, which an SRE kills.
+IDLE_NOTE_S = 5.0
 CONSUME_BATCH = 500
 VALUE_OMITTED_HEADER = "dlq.value.omitted"
 # Without these a record was not written by consumer.outcomes.deadletter.
@@ -451,14 +454,19 @@ class TopicReader:
     def records(self) -> Iterator[Any]:
         """The data records, partition by partition in offset order (partitions interleaved)."""
         remaining = {s.partition: s.end for s in self.spans if s.start < s.end}
-        last_seen = time.monotonic()
+        last_seen = next_note = time.monotonic()
         while remaining:
             batch = self.consumer.consume(CONSUME_BATCH, 0.5)
             active = any(not m.error() or m.error().code() == KafkaError._PARTITION_EOF for m in batch)
-            if not active and time.monotonic() - last_seen > IDLE_TIMEOUT_S:
+            idle_s = time.monotonic() - last_seen
+            if not active and idle_s > IDLE_TIMEOUT_S:
                 raise ReadStopped(f"no records from {self.topic} for {IDLE_TIMEOUT_S:.0f}s although "
                                   f"{len(remaining)} partition(s) are not read to their end; check that "
-                                  "Kafka is up, then run again (it resumes)")
+                                  "Kafka is up, then run again")
+            if not active and idle_s >= IDLE_NOTE_S and time.monotonic() >= next_note:
+                next_note = time.monotonic() + IDLE_NOTE_S
+                self.note(f"no record from {self.topic} for {idle_s:.0f}s: {len(remaining)} partition(s) not "
+                          f"read to their end yet (stops after {IDLE_TIMEOUT_S:.0f}s)")
             for message in batch:
                 error = message.error()
                 partition = message.partition()
@@ -468,7 +476,9 @@ class TopicReader:
                             del remaining[partition]
                         continue
                     if error.fatal():
-                        raise ReadStopped(f"reading {self.topic} failed: {error.str()}") from KafkaException(error)
+                        raise ReadStopped(f"reading {self.topic} failed: {error.str()}; check the brokers and that "
+                                          "this user's ACLs allow reading it, then run again"
+                                          ) from KafkaException(error)
                     log.warning("reading %s: %s", self.topic, error.str(), extra={"topic": self.topic})
                     continue
                 end = remaining.get(partition)

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException
 
 from consumer.config.settings import Settings
 from consumer.errors import PisanoSmsError
-from consumer.ingest.kafka import make_consumer
+from consumer.ingest.kafka import make_consumer, refused_settings
 from consumer.sre.dlq_read import (
     NO_VALUE,
     OTHER,
@@ -167,7 +167,8 @@ def collect_stats(settings: Settings, topic: str, progress: Callable[[int, int],
 
 def _collect_stats(settings: Settings, topic: str, progress: Callable[[int, int], None] | None,
                    waiting: Callable[[str], None]) -> DlqStats:
-    consumer = make_consumer(settings, **{"group.id": STATS_GROUP, "enable.partition.eof": True})
+    with refused_settings():  # a client librdkafka refuses to make: a ConfigError naming the setting
+        consumer = make_consumer(settings, **{"group.id": STATS_GROUP, "enable.partition.eof": True})
     stats = DlqStats(topic)
     reader = TopicReader(consumer, topic, settings.kafka_bootstrap_servers, start="beginning",
                          missing_hint="check DLQ_TOPIC", note=waiting)

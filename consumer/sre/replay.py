@@ -49,7 +49,8 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumer.config.settings import Settings
 from consumer.errors import ConfigError, PisanoSmsError
-from consumer.ingest.kafka import make_consumer, make_producer
+from consumer.ingest.kafka import make_consumer, make_producer, refused_settings
+from consumer.ingest.membership import subscribes
 from consumer.ingest.records import SOURCE_TIMESTAMP_HEADER
 from consumer.outcomes.deadletter import REPLAYS_HEADER
 from consumer.sre.dlq_read import (
@@ -466,8 +467,8 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                           "fleet has: unsigned, the consumers dead-letter every replayed ambiguous event as ambiguous "
                           "again and never send it; set it as the fleet has it and run again (--dry-run counts "
                           "without it)")
-    consumer_topics = frozenset(settings.kafka_topics)
-    if not consumer_topics and plan.to_topic is None:
+    consumer_topics = _consumer_topics(settings, plan)
+    if not settings.kafka_topics and plan.to_topic is None:
         # Every record would be refused as "other topic" and the group's position committed past
         # them all: the run the operator makes next, with the same filters, would find nothing.
         raise ConfigError("KAFKA_TOPICS is not set: replay re-publishes only to the consumers' topics; set it as "
@@ -477,10 +478,13 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
     if plan.to_topic is not None and plan.to_topic in {plan.source_topic, settings.dlq_topic, settings.outcome_topic}:
         raise ConfigError(f"--to-topic {plan.to_topic} is the dead-letter or receipt topic (DLQ_TOPIC, --from-topic, "
                           "OUTCOME_TOPIC); name the topic the consumers read the events from")
-    consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
-    # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
-    # target deleted while the replay runs, with the broker's defaults, and take the records.
-    producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
+    # A client librdkafka refuses to make (a CA file missing on the SRE's machine) is a ConfigError
+    # naming the setting, exit 2, not a traceback (found by review).
+    with refused_settings():
+        consumer = make_consumer(settings, **{"group.id": plan.group, "enable.partition.eof": True})
+        # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
+        # target deleted while the replay runs, with the broker's defaults, and take the records.
+        producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
     publisher = _Publisher(producer, signing_key, resume_hint(plan), lambda topic: _topic_exists(consumer, topic),
                            waiting) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
@@ -553,7 +557,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
             if letter is not None and verdict is Verdict.FATE_UNKNOWN:
                 summary.fate_unknown[letter.reason] += 1
             if letter is not None and verdict is Verdict.REPLAY and plan.to_topic is None \
-                    and letter.origin[0] not in consumer_topics:
+                    and not consumer_topics(letter.origin[0]):
                 verdict = Verdict.NOT_CONSUMER_TOPIC
                 count_bounded(summary.not_consumer_topics, letter.origin[0])
             if letter is not None and verdict is Verdict.REPLAY:
@@ -616,7 +620,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         # Part-way (records may be re-published): the counts so far and exit 1, as for any failure
         # after the start, not the exit 2 of a topic missing before anything was read.
         stopped = ReplayError(f"{exc} after {summary.read:,} record(s) read; positions after the last checkpoint "
-                              "were not committed")
+                              f"were not committed: the same command{resume_hint(plan)} resumes from there")
         stopped.summary = summary
         raise stopped from exc
     except KafkaException as exc:
@@ -644,6 +648,17 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
 def resume_hint(plan: ReplayPlan) -> str:
     """What to leave out of the rerun that resumes: --from-beginning would start over instead."""
     return " without --from-beginning" if plan.from_beginning else ""
+
+
+def _consumer_topics(settings: Settings, plan: ReplayPlan) -> Callable[[str], bool]:
+    """Whether a dead-letter's topic is one the consumers read, as they subscribe: KAFKA_TOPICS'
+    names and `^...` patterns (found by review: a fleet subscribed by pattern had every dead-letter
+    refused as `other topic`, and the group's position committed past them all). Never the
+    dead-letter or receipt topic, which a wide pattern may match too: a forged origin naming one
+    would put raw events among the dead-letters or the receipts."""
+    subscribed = tuple(settings.kafka_topics)
+    never = {plan.source_topic, settings.dlq_topic, settings.outcome_topic}
+    return lambda topic: topic not in never and subscribes(subscribed, topic)
 
 
 def _topic_exists(client: Any, topic: str) -> bool | None:

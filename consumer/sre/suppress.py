@@ -43,7 +43,9 @@ from consumer.cli_common import configured, fail
 from consumer.config.settings import Settings
 from consumer.errors import InvalidEventError, PisanoSmsError, StateStoreError
 from consumer.operations import logs
+from consumer.sre.record_text import shown
 from consumer.sre.signals import Terminated, interrupt_deferred, terminate_interrupts
+from consumer.state.redis import translated
 from consumer.state.suppression import (
     CHUNK,
     NotArmedError,
@@ -65,6 +67,8 @@ MAX_LINE_CHARS = 4096  # a line longer than this is an invalid row, never given 
 
 
 def _open(settings: Settings) -> tuple[OptOutHasher, OptOutList]:
+    """The key's hasher and the list; StateStoreError when Redis is out of reach already (a cluster
+    client connects when it is made): the commands say so with what to do, not a traceback."""
     from consumer.app import build_state, opt_out_hasher
     from consumer.ingest.mapping import load_mapper
 
@@ -75,9 +79,16 @@ def _open(settings: Settings) -> tuple[OptOutHasher, OptOutList]:
         fail("SUPPRESSION_KEY (or SUPPRESSION_KEY_FILE) is not set: the opt-out list is keyed by it; set the "
              "same key the consumers use")
     assert hasher is not None
-    state = build_state(settings)
+    with translated("the opt-out list"):
+        state = build_state(settings)
     # The store knows the key: writes carry its keyed marker, and a list of another key is refused.
     return hasher, RedisOptOutList(state.client, state.keys, key_check=hasher.key_check)
+
+
+def _opened(settings: Settings) -> tuple[OptOutHasher, OptOutList]:
+    """`_open`, Redis out of reach said with what to do (exit 1)."""
+    opened: tuple[OptOutHasher, OptOutList] = _guarded(lambda: _open(settings))
+    return opened
 
 
 def _entries(hasher: OptOutHasher, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> list[str]:
@@ -127,7 +138,7 @@ def suppress() -> None:
 @configured
 def add(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> None:
     """Put phones and/or external ids on the opt-out list (once imported: see `import`)."""
-    hasher, store = _open(settings)
+    hasher, store = _opened(settings)
     entries = _entries(hasher, phones, external_ids)
 
     def put() -> int:
@@ -148,7 +159,7 @@ def add(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, ..
 @configured
 def remove(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> None:
     """Take phones and/or external ids off the opt-out list."""
-    hasher, store = _open(settings)
+    hasher, store = _opened(settings)
     entries = _entries(hasher, phones, external_ids)
     removed = _guarded(lambda: store.remove(entries))
     click.echo(f"removed {removed}, not on the list {len(set(entries)) - removed}")
@@ -158,18 +169,20 @@ def remove(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str,
 @_values
 @configured
 def check(settings: Settings, phones: tuple[str, ...], external_ids: tuple[str, ...]) -> None:
-    """Say whether each value is on the list (exit 0 if all are, 1 if any is not)."""
-    hasher, store = _open(settings)
-    entries = _entries(hasher, phones, external_ids)
-
-    def ask() -> list[bool]:
-        try:
-            return store.contains(entries)
-        except WrongKeyError:  # the consumers' message says "nothing is sent": this one is for `check`
-            fail(WRONG_KEY_CHECK, code=EXIT_NOT_LISTED)
-            raise
-
-    found = _guarded(ask)
+    """Say whether each value is on the list (exit 0 if all are, 1 if any is not, 2 if the list cannot say)."""
+    # 1 says "not on the list": only the list may say it. Another key's list or Redis failing is no
+    # answer, `unknown` (2), as a list without its marker (found by review: both exited 1, and a
+    # script that surveys on 1 surveyed every customer who had opted out).
+    try:
+        hasher, store = _open(settings)
+        entries = _entries(hasher, phones, external_ids)
+        found = store.contains(entries)
+    except WrongKeyError:  # the consumers' message says "nothing is sent": this one is for `check`
+        fail(WRONG_KEY_CHECK, code=EXIT_NOT_ARMED)
+        raise
+    except StateStoreError as exc:  # Redis failing, or out of reach from the start: no answer either
+        fail(f"{exc}; no answer (unknown)", code=EXIT_NOT_ARMED)
+        raise
     # The lookup asked for the marker too: without it (lost, or never imported) "not on the list"
     # is no answer to a compliance question, only what is on the set is.
     presence = getattr(store, "presence", None)
@@ -268,6 +281,10 @@ def _too_long(number: int) -> str:
             "check the file there (a pasted blob? a file that is not the opt-out CSV?)")
 
 
+# A header cell's letters and digits alone -> the kind it names.
+_SPELLED_KINDS = {"phone": "phone", "externalid": "external_id"}
+
+
 def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
                progress: Any = lambda rows: None) -> ImportSummary:
     """Add every phone and external id of a CSV to the list, in pipelined chunks (see the module docstring)."""
@@ -285,6 +302,14 @@ def import_csv(handle: IO[str], hasher: OptOutHasher, store: OptOutList,
     if header is None:
         raise click.UsageError("the file is empty; expected a header with phone and/or external_id")
     names = [name.strip().lower() for name in header]
+    for number, (cell, name) in enumerate(zip(header, names, strict=True), 1):
+        # `External ID`, `externalId`, `Phone #`: meant as a kind, ignored as another column, its
+        # customers left off the list with exit 0 (found by review). Refused, as a column named twice.
+        kind = _SPELLED_KINDS.get("".join(c for c in name if c.isalnum()))
+        if kind is not None and name != kind:
+            raise click.UsageError(f"column {number} of the header, `{shown(cell, 40)}`, reads as `{kind}` but is not "
+                                   f"written so: name it `{kind}` (only the columns `phone` and `external_id` are "
+                                   "read, any other is ignored: its customers would be left off the list)")
     for kind in ("phone", "external_id"):
         columns = [str(n) for n, name in enumerate(names, 1) if name == kind]
         if len(columns) > 1:
@@ -418,7 +443,7 @@ def _count_rows(path: Path) -> int:
 @configured
 def import_command(settings: Settings, file: Path, new_key: bool) -> None:
     """Add every phone and external_id of a CSV FILE (with a header) to the list; idempotent."""
-    hasher, store = _open(settings)
+    hasher, store = _opened(settings)
     # MARKER (the list is there) only once the whole file is in: a list lost under running replicas
     # keeps them closed until its re-import ends, not from its first chunk on (found by review: the
     # customers further down the file were surveyed meanwhile). Every stop below leaves it held.
@@ -484,7 +509,7 @@ def export(settings: Settings, output: Path | None) -> None:
 
     Phones cannot be exported in clear: only their hashes are stored. Keep the source list (the
     CRM's opt-outs) as the record of who opted out; an export is for audits and comparisons."""
-    _, store = _open(settings)
+    _, store = _opened(settings)
 
     def write(sink: IO[str]) -> int:
         count = 0
@@ -500,7 +525,13 @@ def export(settings: Settings, output: Path | None) -> None:
     if output is None:
         count = _guarded(lambda: write(sys.stdout))
     else:
-        with output.open("w", encoding="utf-8") as sink:
+        try:
+            sink = output.open("w", encoding="utf-8")
+        except OSError as exc:  # found by review: a traceback
+            fail(f"cannot write {output} ({exc.strerror}): give a file in a directory that exists and this user "
+                 "may write to, or leave -o out to write to standard output", EXIT_STOPPED)
+            raise
+        with sink:
             count = _guarded(lambda: write(sink))
     click.echo(f"exported {count:,} entries", err=True)
 

@@ -172,3 +172,38 @@ def test_a_sigterm_while_a_commit_waits_lets_it_finish_then_checkpoints_without_
         signal.signal(signal.SIGTERM, before)
     assert result.exit_code == 143, result.output
     assert cluster.committed["g"] == 3 and not consumer.overlapped and not consumer.closed_during_commit
+
+
+class _StalledFetch(FakeDlqConsumer):
+    """A broker that stops serving fetches after the first record (frozen, packets dropped): each
+    consume() waits its timeout and returns nothing."""
+
+    def consume(self, count: int, timeout: float = 0) -> list[Any]:
+        if self.position >= 1:
+            time.sleep(min(timeout, 0.05))
+            return []
+        return super().consume(1, timeout)
+
+
+@pytest.mark.parametrize("command", [["replay", "--group", "g"], ["dlq", "stats"]])
+def test_a_read_kafka_stopped_serving_shows_progress_until_it_gives_up(monkeypatch: pytest.MonkeyPatch,
+                                                                       command: list[str]) -> None:
+    # Found by review (sre): a read that got no record said nothing for IDLE_TIMEOUT_S (30 s), then
+    # stopped: a silent terminal, which an SRE takes for a hung run and kills.
+    import consumer.sre.commands as commands
+    import consumer.sre.dlq_read as dlq_read
+    import consumer.sre.dlq_stats as dlq_stats
+
+    replay_env(monkeypatch)
+    cluster = Cluster(dlq_records(3))
+    install(monkeypatch, cluster)
+    monkeypatch.setattr(replay, "make_consumer", lambda settings, **extra: _StalledFetch(cluster, extra["group.id"]))
+    monkeypatch.setattr(dlq_stats, "make_consumer", lambda settings, **extra: _StalledFetch(cluster, "stats"))
+    monkeypatch.setattr(dlq_read, "IDLE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(dlq_read, "IDLE_NOTE_S", 0.2, raising=False)
+    monkeypatch.setattr(commands, "NOTE_INTERVAL_S", 0.05, raising=False)
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1, result.output
+    assert "no record from pisano-sms.dlq for " in result.stderr, result.stderr
+    assert "1 partition(s) not read to their end" in result.stderr
+    assert "run again" in result.stderr  # the failure says what to do

@@ -70,3 +70,14 @@ def test_export_shows_progress_on_stderr(tmp_path: Path, monkeypatch: pytest.Mon
     assert "exporting: 100,000 entries" in result.stderr and "exporting: 200,000 entries" in result.stderr
     assert "exported 250,000 entries" in result.stderr
     assert out.read_text().count("\n") == 250_001 and "exporting" not in out.read_text()
+
+
+def test_export_to_a_path_it_cannot_write_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review (sre): a traceback (FileNotFoundError) and exit 1, nothing said of what to do.
+    from consumer.cli import main
+    from consumer.sre import suppress
+
+    monkeypatch.setattr(suppress, "_open", lambda settings: (HASHER, MemoryOptOutList(["p:" + "0" * 32])))
+    result = CliRunner().invoke(main, ["suppress", "export", "-o", str(tmp_path / "no-such-dir" / "x.hashes")])
+    assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit)
+    assert "pisano-sms: error: cannot write" in result.stderr and "directory" in result.stderr

@@ -201,3 +201,16 @@ def test_a_stopped_import_with_invalid_rows_names_both_in_its_last_line(
     assert result.exit_code == 1, result.output
     last = " ".join(result.output.split("pisano-sms: error: ")[-1].split())
     assert "stopped at line 3" in last and "the 1 invalid entry above" in last
+
+
+@pytest.mark.parametrize("header", ["phone,External ID", "phone,externalId", "external_id,Phone-", "phone,external-id",
+                                    "external_id,PHONE #"])
+def test_a_header_spelling_a_kind_otherwise_is_refused_not_half_imported(header: str) -> None:
+    # Found by review (sre): `phone,External ID` (a CRM's export) imported the phones alone and
+    # exited 0: every customer who opted out under an id (the event's phone another number) was
+    # left off the list, and nothing said so.
+    store = MemoryOptOutList()
+    with pytest.raises(click.UsageError, match="column 2") as refused:
+        import_csv(io.StringIO(f"{header}\n+905321234567,C-1\n"), HASHER, store)
+    assert "`phone`" in str(refused.value) and "`external_id`" in str(refused.value)
+    assert store.size() == 0
