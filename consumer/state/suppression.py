@@ -83,7 +83,10 @@ The states of the set, for a replica and a writer on key K (`+` present, `-` abs
     an import's chunks                                     entries in; MARKER never
     `complete` (end of file, even a file of only a header)  -> armed, keyed by K (another key's: refused),
                                                            its own marker removed
-    `rotate_key` (end of `import --new-key`)               -> armed, keyed by K, other keyed markers gone
+    `import --new-key`'s first write (BEGIN, rotating)      ROTATING in: every other write is refused
+                                                           (RotatingError) until the swap or `abandon`
+    `rotate_key` (end of `import --new-key`)               -> armed, keyed by K, other keyed markers gone,
+                                                           ROTATING gone
     either, or a chunk, once the import's own marker is    refused (LOST_IMPORTING): the list lost
            gone (another import's markers do not count)    under the import stays unarmed
     `abandon` (an import stopped before its end)           its own marker removed
@@ -140,28 +143,42 @@ UNKEYED = ("the opt-out list was written before 0.3.0 and carries no key check: 
 # other import under the key writes them again (found by review: an import lost under, then a
 # second import's claim, and the first one's `complete` armed the list with its tail alone).
 SESSION_PREFIX = "m:i:"
+# A rotation is under way (`import --new-key`, from its first write to its swap or `abandon`): any
+# other write is refused meanwhile (found by review: a `suppress add` on the old Secret passed every
+# check while the rotation ran, said "added", and the swap then dropped the old key: the entry
+# matched nothing, and a customer who had just opted out was surveyed). A rotation killed outright
+# leaves it: running the rotation again finishes it (ROTATING_WRITE says so).
+ROTATING = "m:rotating"
+ROTATING_WRITE = ("a SUPPRESSION_KEY rotation is under way (`pisano-sms suppress import --new-key`): written under "
+                  "the old key now, this would match nothing once the rotation ends, so nothing was changed. Write "
+                  "it under the new key once the rotation has ended; if no rotation is running any more (one was "
+                  "killed), finish it by running `pisano-sms suppress import --new-key FILE` again")
 
 
-def _claim_markers(mode: str, key_marker: str, *, refused: str) -> str:
-    """Lua shared by the scripts below (the set is `list`): with `mode` 'check', return `refused`
-    from the script when the list is another key's, else write this key's markers (KEYED and
-    `key_marker`); 'rotating' writes KEYED alone; 'plain' nothing."""
-    return f"""if {mode} == 'check' then
-  if redis.call('SISMEMBER', list, '{KEYED}') == 1 and redis.call('SISMEMBER', list, {key_marker}) == 0 then
-    return {refused}
+def _claim_markers(mode: str, key_marker: str, *, refused: str, rotating: str) -> str:
+    """Lua shared by the scripts below (the set is `list`): 'rotating' writes KEYED and ROTATING;
+    any other `mode` returns `rotating` from the script while ROTATING is there; then 'check'
+    returns `refused` when the list is another key's, else writes this key's markers (KEYED and
+    `key_marker`); 'plain' writes nothing."""
+    return f"""if {mode} == 'rotating' then
+  redis.call('SADD', list, '{KEYED}', '{ROTATING}')
+else
+  if redis.call('SISMEMBER', list, '{ROTATING}') == 1 then return {rotating} end
+  if {mode} == 'check' then
+    if redis.call('SISMEMBER', list, '{KEYED}') == 1 and redis.call('SISMEMBER', list, {key_marker}) == 0 then
+      return {refused}
+    end
+    redis.call('SADD', list, '{KEYED}', {key_marker})
   end
-  redis.call('SADD', list, '{KEYED}', {key_marker})
-elseif {mode} == 'rotating' then
-  redis.call('SADD', list, '{KEYED}')
 end"""
 
 # An import's start, atomically (one key: one slot on a Redis Cluster; a check then a plain SADD
 # let two imports under two keys both pass before either wrote): ARGV[1] its marker; ARGV[2]
 # "check" (ARGV[3] this key's marker: refused, 0, onto another key's list, else this key's markers
-# written too), "rotating" (KEYED written) or "plain".
+# written too), "rotating" (KEYED and ROTATING written) or "plain"; -3 while a rotation runs.
 BEGIN = f"""
 local list = KEYS[1]
-{_claim_markers('ARGV[2]', 'ARGV[3]', refused='0')}
+{_claim_markers('ARGV[2]', 'ARGV[3]', refused='0', rotating='-3')}
 redis.call('SADD', list, ARGV[1])
 return 1
 """
@@ -170,14 +187,15 @@ NOT_ARMED = ("the opt-out list has no marker: Redis lost it, or it was never imp
              "an empty list); `add` works again once that import has ended")
 # A plain `add` (no import under way), one chunk, atomically: refused (-1) onto a list without
 # MARKER, which it never writes (only a whole import does: `complete`, `rotate_key`); refused (-2)
-# onto another key's list; else this key's markers claimed (ARGV[1] "check": ARGV[2] is the keyed
-# marker; "rotating": KEYED alone; "plain": none) and the entries ARGV[3..] added (at most
+# onto another key's list; refused (-3) while a rotation runs, unless it is the rotation's; else
+# this key's markers claimed (ARGV[1] "check": ARGV[2] is the keyed marker; "rotating": KEYED and
+# ROTATING; "plain": none) and the entries ARGV[3..] added (at most
 # ADD_CHUNK: Lua's unpack takes about 8,000 values). A check, then a pipelined SADD, would let a
 # loss between the two put entries into the lost set; nothing here writes onto one.
 ADD = f"""
 local list = KEYS[1]
 if redis.call('SISMEMBER', list, '{MARKER}') == 0 then return -1 end
-{_claim_markers('ARGV[1]', 'ARGV[2]', refused='-2')}
+{_claim_markers('ARGV[1]', 'ARGV[2]', refused='-2', rotating='-3')}
 return redis.call('SADD', list, unpack(ARGV, 3))
 """
 LOST_IMPORTING = ("the opt-out list was lost from Redis while this import ran (a restart without its data, a flush "
@@ -185,21 +203,23 @@ LOST_IMPORTING = ("the opt-out list was lost from Redis while this import ran (a
                   "saw it still send nothing); import the whole file again")
 # The end of an import, atomically: -1 when this import's own marker (ARGV[1], "" when it wrote
 # nothing) is gone (the list was lost under it: arming it would reopen the fleet with part of the
-# file), 0 when ARGV[2] is "check" and the list is another key's (ARGV[3] this key's marker), else
-# MARKER (and, checking, this key's markers) written and the import's own marker removed.
+# file), 0 when ARGV[2] is "check" and the list is another key's (ARGV[3] this key's marker), -3
+# while a rotation runs, else MARKER (and, checking, this key's markers) written and the import's
+# own marker removed.
 COMPLETE = f"""
 local list = KEYS[1]
 if ARGV[1] ~= '' and redis.call('SISMEMBER', list, ARGV[1]) == 0 then return -1 end
-{_claim_markers('ARGV[2]', 'ARGV[3]', refused='0')}
+{_claim_markers('ARGV[2]', 'ARGV[3]', refused='0', rotating='-3')}
 redis.call('SADD', list, '{MARKER}')
 if ARGV[1] ~= '' then redis.call('SREM', list, ARGV[1]) end
 return 1
 """
 # The end of `import --new-key`: -1 when its own marker (ARGV[2], "" when it wrote nothing) is
-# gone; else this key's markers (ARGV[1]) and MARKER written, the other keyed markers (ARGV[3..])
-# and its own marker removed.
+# gone; else this key's markers (ARGV[1]) and MARKER written, the other keyed markers (ARGV[3..]),
+# ROTATING and its own marker removed.
 SWAP = (f"if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return -1 end "
         f"redis.call('SADD', KEYS[1], '{MARKER}', '{KEYED}', ARGV[1]) "
+        f"redis.call('SREM', KEYS[1], '{ROTATING}') "
         f"if #ARGV > 2 then redis.call('SREM', KEYS[1], unpack(ARGV, 3)) end "
         f"if ARGV[2] ~= '' then redis.call('SREM', KEYS[1], ARGV[2]) end return 1")
 LOST = ("the opt-out list is gone from Redis (it was there: a restart without its data, a flush or a failover "
@@ -233,6 +253,10 @@ class ListPresence:
 
 class WrongKeyError(StateStoreError):
     """The list was written under another SUPPRESSION_KEY than this store's (WRONG_KEY, WRONG_KEY_WRITE)."""
+
+
+class RotatingError(WrongKeyError):
+    """A write under the old key while a rotation runs (ROTATING_WRITE); nothing was written."""
 
 
 class NotArmedError(StateStoreError):
@@ -501,6 +525,10 @@ class RedisOptOutList:
         if not entries:
             return 0
         self.verify_key()
+        if not self.rotating:  # the rotation's own entry of the value would stay: the customer still out
+            with translated("the opt-out list"):
+                if self.client.sismember(self.key, ROTATING):
+                    raise RotatingError(ROTATING_WRITE)
         return self._bulk("srem", entries)
 
     def verify_key(self) -> None:
@@ -528,6 +556,8 @@ class RedisOptOutList:
         mode = self._mode()
         with translated("the opt-out list"):
             began = int(self.client.eval(BEGIN, 1, self.key, session, mode, self.key_check or ""))
+        if began == -3:
+            raise RotatingError(ROTATING_WRITE)
         if not began:
             self._key_written = False
             raise WrongKeyError(WRONG_KEY_WRITE)
@@ -539,7 +569,8 @@ class RedisOptOutList:
         session, self._session = self._session, None
         if session is not None:
             with translated("the opt-out list"):
-                self.client.srem(self.key, session)
+                # A rotation stopped before its swap: the old key is the list's again (ROTATING).
+                self.client.srem(self.key, session, *([ROTATING] if self.rotating else []))
 
     def _add_armed(self, entries: Sequence[str]) -> int:
         """A plain `add` (no import under way): each chunk by ADD, which refuses a list without
@@ -557,6 +588,8 @@ class RedisOptOutList:
             if reply == -2:
                 self._key_written = False
                 raise WrongKeyError(WRONG_KEY_WRITE)
+            if reply == -3:
+                raise RotatingError(ROTATING_WRITE)
             self._key_written = mode == "check"
             added += reply
         return added
@@ -568,18 +601,20 @@ class RedisOptOutList:
         if adding and self._session is None:
             self._begin()
         # Each chunk of an import asks again, in its own pipeline, whether its own marker is still
-        # there (else the list was lost under it) and whether the list is still this key's (a
-        # rotation may have swapped it since): one more command per CHUNK entries.
+        # there (else the list was lost under it), whether the list is still this key's (a
+        # rotation may have swapped it since) and whether a rotation began since (ROTATING): one
+        # more command per CHUNK entries. (A chunk in the same moment as a rotation's first write
+        # is in, under the old key; the import then stops at its next chunk or its end.)
         checking = adding and self._checking()
         with translated("the opt-out list"):
             pipe = self.client.pipeline(transaction=False)
             if adding:
-                pipe.smismember(self.key, [self._session, KEYED, self.key_check or KEYED])
+                pipe.smismember(self.key, [self._session, KEYED, self.key_check or KEYED, ROTATING])
             for start in range(0, len(entries), CHUNK):
                 getattr(pipe, command)(self.key, *entries[start:start + CHUNK])
             replies = pipe.execute()
         if adding:
-            (own, keyed, ours), replies = replies[0], replies[1:]
+            (own, keyed, ours, rotation), replies = replies[0], replies[1:]
             if not own:
                 # Lost under this import since it began (found by review: it claimed the list again,
                 # or another import's claim was taken for its own, and its `complete` armed the
@@ -587,6 +622,8 @@ class RedisOptOutList:
                 self._key_written = False
                 self._lost_importing = True
                 raise StateStoreError(LOST_IMPORTING)
+            if rotation and not self.rotating:
+                raise RotatingError(ROTATING_WRITE)
             if checking and not ours:
                 self._key_written = False
                 if keyed:  # rotated away under this writer: its chunk is in, unmatchable, and it stops
@@ -617,6 +654,8 @@ class RedisOptOutList:
         mode = self._mode()
         with translated("the opt-out list"):
             done = int(self.client.eval(COMPLETE, 1, self.key, self._session or "", mode, self.key_check or ""))
+        if done == -3:
+            raise RotatingError(ROTATING_WRITE)
         if done < 0:
             self._key_written = False
             self._lost_importing = True
@@ -665,11 +704,12 @@ class RedisOptOutList:
         with translated("the opt-out list"):
             pipe = self.client.pipeline(transaction=False)
             pipe.scard(self.key)
-            pipe.smismember(self.key, [MARKER, KEYED, self._session or MARKER])
-            count, (marked, keyed, own) = pipe.execute()
+            pipe.smismember(self.key, [MARKER, KEYED, self._session or MARKER, ROTATING])
+            count, (marked, keyed, own, rotation) = pipe.execute()
             # A list with KEYED holds one keyed marker (`add` refuses another key, `rotate_key` swaps);
             # an import under way holds its own marker (another import's is counted: `abandon`).
-            return int(count) - (1 if marked else 0) - (2 if keyed else 0) - (1 if own and self._session else 0)
+            return int(count) - (1 if marked else 0) - (2 if keyed else 0) - (1 if own and self._session else 0) \
+                - (1 if rotation else 0)
 
 
 def _text(member: Any) -> str:
@@ -708,7 +748,13 @@ class MemoryOptOutList:
     def _count(self) -> int:
         # As Redis's `size`: a list with KEYED holds one keyed marker; an import its own marker.
         own = self._session is not None and self._session in self._entries
-        return len(self._entries) - (MARKER in self._entries) - 2 * (KEYED in self._entries) - own
+        return len(self._entries) - (MARKER in self._entries) - 2 * (KEYED in self._entries) - own \
+            - (ROTATING in self._entries)
+
+    def _check_not_rotating(self) -> None:
+        # As RedisOptOutList's scripts and chunks: only the rotation writes while it runs.
+        if not self.rotating and ROTATING in self._entries:
+            raise RotatingError(ROTATING_WRITE)
 
     def add(self, entries: Sequence[str]) -> int:
         if not entries:
@@ -718,6 +764,7 @@ class MemoryOptOutList:
                 raise NotArmedError(NOT_ARMED)  # as RedisOptOutList's ADD: nothing written
             if self.holding_marker:
                 self._check_not_lost()
+            self._check_not_rotating()
             self.verify_key()
             if self.holding_marker and self._session is None:  # as RedisOptOutList's BEGIN
                 self._mark()
@@ -733,8 +780,7 @@ class MemoryOptOutList:
         # As RedisOptOutList's: an add writes this key's markers, never MARKER.
         if self.key_check is not None:
             self._entries.add(KEYED)
-            if not self.rotating:
-                self._entries.add(self.key_check)
+            self._entries.add(ROTATING if self.rotating else self.key_check)
 
     def _check_not_lost(self) -> None:
         # As RedisOptOutList's import: its own marker, written at its start, gone is a loss under it.
@@ -746,11 +792,14 @@ class MemoryOptOutList:
         with self._lock:
             if self._session is not None:
                 self._entries.discard(self._session)
+                if self.rotating:  # as RedisOptOutList's: the old key is the list's again
+                    self._entries.discard(ROTATING)
             self._session = None
 
     def complete(self) -> None:
         with self._lock:
             self._check_not_lost()
+            self._check_not_rotating()
             self.verify_key()
             self._mark()
             self._entries.add(MARKER)
@@ -765,6 +814,7 @@ class MemoryOptOutList:
             return 0
         with self._lock:
             self.verify_key()
+            self._check_not_rotating()
             before = len(self._entries)
             self._entries.difference_update(entries)
             return before - len(self._entries)
@@ -774,7 +824,7 @@ class MemoryOptOutList:
             raise ValueError("rotate_key needs the store's key_check")
         with self._lock:
             self._check_not_lost()
-            self._entries.difference_update([e for e in self._entries if e.startswith("k:")])
+            self._entries.difference_update([e for e in self._entries if e.startswith("k:")] + [ROTATING])
             self._entries.update((MARKER, KEYED, self.key_check))
             if self._session is not None:
                 self._entries.discard(self._session)

@@ -484,3 +484,57 @@ def test_an_import_whose_list_was_lost_before_its_first_chunk_runs_whole(make_li
     importer.add([hasher.phone("+905321234567"), hasher.phone("+905321234568")])
     importer.complete()
     assert importer.contains([hasher.phone("+905321234568")]) == [True] and importer.size() == 2
+
+
+def test_no_write_under_the_old_key_lands_while_a_rotation_runs(make_list: Callable[[], Any]) -> None:
+    """Found by review (SRE tools): while `suppress import --new-key` ran, a `suppress add` on the
+    old Secret passed its checks (the old key's marker was still there), said "added 1", and the
+    swap then dropped that key: the customer's entry matched nothing under the new key, and the
+    fleet surveyed someone who had just opted out. A plain import under the old key finishing
+    meanwhile lost its entries the same way. While a rotation runs, every write but the
+    rotation's is refused (nothing written; the message says to write under the new key), and a
+    `remove` too (the new key's entry would stay)."""
+    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
+    _keyed(make_list(), KEY).add([old.phone("+905321234567")])
+    nightly = _keyed(make_list(), KEY)  # an import under the old key, begun before the rotation
+    nightly.holding_marker = True
+    nightly.add([old.phone("+905321234569")])
+    rotator = _keyed(make_list(), OTHER_KEY)
+    rotator.rotating = rotator.holding_marker = True
+    rotator.add([new.phone("+905321234567"), new.phone("+905321234569")])  # the rotation's first chunk
+
+    old_secret = _keyed(make_list(), KEY)
+    with pytest.raises(StateStoreError, match="rotation"):
+        old_secret.add([old.phone("+905321234568")])  # `suppress add` on the old Secret
+    with pytest.raises(StateStoreError, match="rotation"):
+        old_secret.remove([old.phone("+905321234567")])
+    with pytest.raises(StateStoreError, match="rotation"):
+        nightly.add([old.phone("+905321234570")])  # its next chunk
+    with pytest.raises(StateStoreError):
+        nightly.complete()
+    late = _keyed(make_list(), KEY)
+    late.holding_marker = True
+    with pytest.raises(StateStoreError, match="rotation"):
+        late.add([old.phone("+905321234568")])  # an import under the old key begun during the rotation
+
+    rotator.rotate_key()
+    assert all(not e.startswith(("k:", "m:")) for e in rotator.entries())
+    on_new = Suppression(new, make_list(), digits_are_e164=False)
+    assert on_new.suppressed([_Recipient("+905321234567"), _Recipient("+905321234569")]) == [True, True]
+    new_secret = _keyed(make_list(), OTHER_KEY)
+    assert new_secret.add([new.phone("+905321234568")]) == 1  # after the swap, writes under the new key go
+    assert on_new.suppressed([_Recipient("+905321234568")]) == [True]
+
+
+def test_a_rotation_stopped_before_its_end_lets_the_old_key_write_again(make_list: Callable[[], Any]) -> None:
+    """An `import --new-key` stopped midway (`abandon`: Ctrl-C, a bad line) leaves the old key the
+    list's: writes under it go again (a rotation killed outright is finished by running it again)."""
+    old, new = OptOutHasher(KEY, "TR"), OptOutHasher(OTHER_KEY, "TR")
+    _keyed(make_list(), KEY).add([old.phone("+905321234567")])
+    rotator = _keyed(make_list(), OTHER_KEY)
+    rotator.rotating = rotator.holding_marker = True
+    rotator.add([new.phone("+905321234567")])
+    rotator.abandon()
+    assert _keyed(make_list(), KEY).add([old.phone("+905321234568")]) == 1
+    on_old = Suppression(old, make_list(), digits_are_e164=False)
+    assert on_old.suppressed([_Recipient("+905321234568")]) == [True]
