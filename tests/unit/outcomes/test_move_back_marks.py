@@ -31,12 +31,16 @@ def _assigned(loop: Pipeline, consumer: FakeConsumer) -> None:
     loop._on_assign(consumer, [TopicPartition("t", 0)])
 
 
-def _with_receipts() -> tuple[Pipeline, FakeConsumer, TopicProducer]:
+def _with_receipts(*, marks_paused: bool = False) -> tuple[Pipeline, FakeConsumer, TopicProducer]:
     """A replica with receipts and both marks, which delivered offset 0 of RECORDS and dead-lettered
-    1 and 2 (a 429 storm): each has its receipt, acknowledged and marked."""
+    1 and 2 (a 429 storm): each has its receipt, acknowledged, and marked unless `marks_paused` (a
+    failed write of the receipt marks a moment before: they pause for MARKS_PAUSE_S)."""
     loop, consumer, producer = receipts_owner(MemoryReceiptMarks())
     loop.dlq.marks = MemoryDeadLetterMarks(horizon_s=3600)
     _assigned(loop, consumer)
+    if marks_paused:
+        assert loop.receipts is not None
+        loop.receipts._marks_paused_until = time.monotonic() + 30
     consumer.queue = list(RECORDS[:3])
     for _ in range(2):
         loop._step()
@@ -81,20 +85,7 @@ def test_records_read_again_while_the_receipt_marks_pause_wait_for_them() -> Non
     """Redis failed a moment before the move back (the receipt marks pause for MARKS_PAUSE_S), and
     the receipts acknowledged meanwhile were never marked in Redis: the copies' receipts wait for
     the marks (their records uncommitted), then none is written twice."""
-    loop, consumer, producer = receipts_owner(MemoryReceiptMarks())
-    loop.dlq.marks = MemoryDeadLetterMarks(horizon_s=3600)
-    _assigned(loop, consumer)
-    assert loop.receipts is not None
-    loop.receipts._marks_paused_until = time.monotonic() + 30  # a failed write of the marks
-    consumer.queue = list(RECORDS[:3])
-    for _ in range(2):
-        loop._step()
-    events = loop.delivery.drop(lambda e: True)
-    loop.outcomes.put(Outcome("delivered", [e for e in events if e.offset == 0],
-                              accepted_at_ms=int(time.time() * 1000)))
-    loop.delivery.add([e for e in events if e.offset > 0])
-    throttled_past_offset_0(loop, consumer, [])
-    assert len(receipts_of(producer)) == 3
+    loop, consumer, producer = _with_receipts(marks_paused=True)
     consumer.queue = list(RECORDS)  # the position moved back to 0, the marks still paused
     for _ in range(3):
         loop._step()
@@ -109,6 +100,7 @@ def test_records_read_again_while_the_receipt_marks_pause_wait_for_them() -> Non
     assert consumer.paused  # not fetched meanwhile: what waits is one consume call's
     loop._commit(sync=True, all_known=True)
     assert consumer.committed.get(("t", 0), 0) == 0  # the copies wait, uncommitted
+    assert loop.receipts is not None
     loop.receipts._marks_paused_until = 0.0  # MARKS_PAUSE_S later
     for _ in range(3):
         loop._step()
