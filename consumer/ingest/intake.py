@@ -48,7 +48,7 @@ from consumer.ingest.avro import Decoder
 from consumer.ingest.mapping import MAX_ATTRIBUTE_CHARS, MAX_EVENT_ID_CHARS, Mapper, Recipient, known_campaign
 from consumer.ingest.phones import is_canonical_phone
 from consumer.ingest.records import InboundRecord
-from consumer.operations.logs import cut
+from consumer.operations.logs import cut, cut_short
 
 MAX_ATTRIBUTES = 256
 MAX_ATTRIBUTE_NAME_CHARS = 256
@@ -163,7 +163,7 @@ def _check_attributes(field: str, attributes: Any) -> None:
         if not isinstance(name, str) or not name or len(name) > MAX_ATTRIBUTE_NAME_CHARS or not _encodable(name):
             raise InvalidEventError(f"{field}: a name is not a string of 1 to {MAX_ATTRIBUTE_NAME_CHARS} characters")
         if not _scalar(value):
-            raise InvalidEventError(f"{field}[{name[:64]!r}]: a {type(value).__name__} is not a JSON scalar "
+            raise InvalidEventError(f"{field}[{cut_short(name, 64)!r}]: a {type(value).__name__} is not a JSON scalar "
                                     f"(string of at most {MAX_ATTRIBUTE_CHARS} characters, bool, null, "
                                     "64-bit integer or finite number); convert it in the mapper")
 

@@ -35,6 +35,7 @@ from consumer.errors import ConfigError, InvalidEventError, UnroutableError, unr
 from consumer.ingest.attribute_types import Converter, converter, event_time_ms, time_zone
 from consumer.ingest.kafka_paths import compile_kafka_path, is_kafka_path
 from consumer.ingest.phones import PhoneNormaliser
+from consumer.operations.logs import cut_short
 
 log = logging.getLogger(__name__)
 
@@ -408,13 +409,15 @@ class DeclarativeMapper(Mapper):
             key = _text(self.routes.field(record, kafka), "campaign_routes.field")
             campaign = self.routes.routes.get(key, self.routes.default) if key else self.routes.default
             if campaign is None:
-                shown = key if key is None else key[:64]  # a record's field: quoted short (redacted on the poll thread)
+                # A record's field: quoted short, cut where no part of a number is left (redacted
+                # on the poll thread, which could not read a number cut to a few digits).
+                shown = key if key is None else cut_short(key, 64)
                 raise UnroutableError(f"no campaign route for {shown!r} and no default route")
         if campaign is None:
             raise UnroutableError("the event names no campaign and there is no route table")
         known = known_campaign(campaign)
         if known is None:
-            raise UnroutableError(f"campaign {campaign[:64]!r} is not a campaign API id (a UUID)")
+            raise UnroutableError(f"campaign {cut_short(campaign, 64)!r} is not a campaign API id (a UUID)")
         return known
 
     @staticmethod

@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from consumer.config.secrets import mask_urls_in_text
 from consumer.delivery.destination import Destination
 from consumer.errors import StateStoreError
-from consumer.operations.logs import redact_text
+from consumer.operations.logs import cut, redact_text
 from consumer.operations.metrics import THREAD_ROLES, Metrics
 from consumer.operations.threads import LongLivedThread, long_lived
 from consumer.state.eviction import RedisInfoDenied, eviction_problem, read_memory
@@ -412,7 +412,7 @@ class HealthProbe:
 
 def _cause(exc: BaseException) -> str:
     """The client's own words, which may quote a URL with its password: masked, and kept short."""
-    return mask_urls_in_text(f"{type(exc).__name__}: {exc}")[:300]
+    return cut(mask_urls_in_text(f"{type(exc).__name__}: {exc}"), 300)  # no part of a number left at the cut
 
 
 class HealthServer:

@@ -253,6 +253,23 @@ def cut(text: str, limit: int) -> str:
     return text[:end]
 
 
+def cut_short(text: str, limit: int) -> str:
+    """A record's value quoted short (a route key, a campaign, an attribute name: at most `limit`
+    characters) for a message redacted later: cut at `limit`, less the part before the cut of a
+    number that runs across it (`+90 532| 123 45 67` would leave five digits, too few for the
+    redaction to read as a number). The rest of the word stays: what the value was is what such
+    a message is for, and a record's field is no place for a URL's credentials (`cut` is, for an
+    error's text)."""
+    if len(text) <= limit:
+        return text
+    end = limit
+    if _NUMBER_CHAR.match(text, end) is not None:
+        floor = max(0, end - _CUT_NUMBER_REACH)
+        while end > floor and _NUMBER_CHAR.match(text, end - 1) is not None:
+            end -= 1
+    return text[:end]
+
+
 def mask_phone(phone: str) -> str:
     """Keep the country code and last two digits: enough to correlate, not enough to call."""
     if len(phone) <= 4:

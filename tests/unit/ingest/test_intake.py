@@ -228,3 +228,40 @@ def test_a_mapper_error_cut_inside_a_url_or_a_number_shows_no_part_of_it(quoted:
     header = error_text(str(failed.value))
     assert kept_back not in header, header
     assert header.startswith("the mapper failed: ConnectionError: lookup failed xxx")
+
+
+class _Quoting(Mapper):
+    """A plug-in mapper whose recipient carries what a record gave it."""
+
+    def __init__(self, recipient: Recipient) -> None:
+        self.recipient = recipient
+
+    def map(self, record: Mapping[str, Any]) -> Recipient:
+        return self.recipient
+
+
+# A record's value quoted at 64 characters before the redaction sees it: `+90 532` at the cut
+# (five digits) is too few to be read as a number, and went out in clear (found by review).
+_CUT_INSIDE_A_NUMBER = "x" * 56 + " +90 532 123 45 67"
+
+
+def test_a_record_s_attribute_name_quoted_short_shows_no_part_of_a_number() -> None:
+    recipient = Recipient("e-1", "ae51458c-9e82-417f-8f1d-e074891ea5c1", "+905321234567",
+                          {_CUT_INSIDE_A_NUMBER: ["not", "a", "scalar"]})  # type: ignore[dict-item]
+    with pytest.raises(InvalidEventError) as failed:
+        decode_and_map(record(b"x"), Identity(), _Quoting(recipient), 1024)
+    assert "532" not in error_text(str(failed.value)), str(failed.value)
+
+
+@pytest.mark.parametrize("spec", [
+    {"event_id": "id", "phone": "phone", "campaign_id": "campaign"},  # the campaign quoted
+    {"event_id": "id", "phone": "phone",  # the route's key quoted
+     "campaign_routes": {"field": "campaign", "routes": {"LOAN": "ae51458c-9e82-417f-8f1d-e074891ea5c1"}}},
+])
+def test_a_record_s_campaign_or_route_key_quoted_short_shows_no_part_of_a_number(spec: dict[str, Any]) -> None:
+    from consumer.ingest.mapping import DeclarativeMapper
+
+    mapper = DeclarativeMapper(spec)
+    with pytest.raises(UnroutableError) as failed:
+        mapper.map({"id": "e-1", "phone": "+905321234567", "campaign": _CUT_INSIDE_A_NUMBER})
+    assert "532" not in error_text(str(failed.value)), str(failed.value)

@@ -381,3 +381,15 @@ def test_a_number_escaped_twice_is_masked(text: str) -> None:
     output = redact_phones(text)
     assert not _leaks("05321234567" if "90" not in text else "905321234567",
                       _unescaped(_unescaped(output.replace("\\\\", "\\")))), (text, output)
+
+
+def test_a_client_error_cut_for_the_health_log_shows_no_part_of_a_number() -> None:
+    """The health probe's cause of a Kafka or Redis failure is kept to 300 characters before the
+    log line's redaction reads it: cut inside a number quoted there, its first digits went out in
+    clear (found by review)."""
+    from consumer.operations.health import _cause
+    from consumer.operations.logs import redact_text
+
+    message = "x" * (300 - len("ConnectionError: ") - 8) + " +90 532 123 45 67"
+    shown = redact_text(_cause(ConnectionError(message)))
+    assert "532" not in shown and shown.startswith("ConnectionError: xxx"), shown
