@@ -9,17 +9,23 @@ HELM_VERSION := v3.19.0
 HELM   := $(CACHE)/helm-$(HELM_VERSION)/helm
 KUBE_SCORE_VERSION := v1.20.0
 KUBE_SCORE := $(CACHE)/kube-score-$(KUBE_SCORE_VERSION)/kube-score
-export PATH := $(dir $(HELM)):$(dir $(KUBE_SCORE)):$(PATH)
+# cargo: rustup's default place, for the native core (native/).
+export PATH := $(dir $(HELM)):$(dir $(KUBE_SCORE)):$(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: install helm kube-score up up-cluster down demo test test-unit lint bench bench-limiter bench-poll bench-latency bench-sizing chaos clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+## The native core (native/: Rust, built with maturin; consumer/ingest/fused.py) is built here too:
+## about a minute the first time. The consumer runs without it (NATIVE_INTAKE), the suite does not.
+$(VENV)/.installed: pyproject.toml native/Cargo.toml native/pyproject.toml $(wildcard native/src/*.rs)
 	@echo "[make] creating $(VENV) and installing the package with its dev tools"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@command -v cargo > /dev/null || { echo "[make] cargo not found: install Rust (https://rustup.rs) to build the native core"; exit 1; }
+	@echo "[make] building the native core (native/, Rust) with maturin"
+	$(BIN)/pip install -q ./native
 	@touch $@
 
 helm: $(HELM)

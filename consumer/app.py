@@ -6,6 +6,7 @@ checks and what the demo shows. Each builder fails fast with a ConfigError namin
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ from consumer.delivery.pisano import PisanoClient
 from consumer.delivery.quiet_hours import QuietHours
 from consumer.delivery.sender import FailurePolicy, Sender
 from consumer.errors import ConfigError, UnroutableError
+from consumer.ingest import fused
 from consumer.ingest.avro import build_decoder
 from consumer.ingest.freshness import Freshness
+from consumer.ingest.intake import native_recipient
 from consumer.ingest.kafka import make_consumer, make_producer, refused_settings
 from consumer.ingest.mapping import DeclarativeMapper, Mapper, Recipient, fields_read_by, known_campaign, load_mapper
 from consumer.operations.health import Health, HealthProbe
@@ -54,6 +57,8 @@ from consumer.state.redis import Keys, connect
 from consumer.state.replication import ReplicatedCooldown, ReplicatedDedup, ReplicationWait
 from consumer.state.suppression import OptOutHasher, RedisOptOutList, Suppression
 from consumer.state.witness import CommittedStamps
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -187,6 +192,20 @@ class RoutedMapper:
     def map(self, record: Any) -> Recipient:
         return self.map_kafka(record, None)
 
+    def native(self, decoder: Any) -> Callable[[bytes], Recipient | None] | None:
+        """The decoder's native recipient (consumer/ingest/fused.py), routed as `map_kafka` routes:
+        a campaign no destination takes is left to `map_kafka`, whose refusal says so."""
+        fused = native_recipient(decoder, self.mapper)
+        if fused is None:
+            return None
+        route = self.route
+
+        def routed(value: bytes) -> Recipient | None:
+            recipient = fused(value)
+            return None if recipient is None or route(recipient.campaign_id) is None else recipient
+
+        return routed
+
     def map_kafka(self, record: Any, kafka: Any) -> Recipient:
         recipient = self._map_kafka(record, kafka)
         # Routed in the form the settings are keyed by (a plug-in may write upper case); what is
@@ -197,6 +216,18 @@ class RoutedMapper:
             raise UnroutableError(f"campaign {known} belongs to no configured destination; "
                                   "list it under a destination's `campaigns` or set PISANO_URL")
         return recipient
+
+
+def native_mapper(settings: Settings, mapper: Mapper) -> Mapper | None:
+    """The mapper the native core may decode and map for (consumer/ingest/fused.py), or None
+    (NATIVE_INTAKE=off, or the core not built: said once)."""
+    if settings.native_intake == "off":
+        return None
+    if not fused.available():
+        log.info("the native core (pisano_native) is not installed: records are decoded and mapped in Python; "
+                 "`make install` builds it")
+        return None
+    return mapper
 
 
 def phone_reading(settings: Settings, mapper: Mapper) -> tuple[str | None, bool]:
@@ -303,7 +334,8 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
     route = router(destinations, settings)
     loaded = load_mapper(settings)
     # Only the fields the mapper reads make the decoded record: the rest are checked, not kept.
-    decoder = build_decoder(registry_connection(settings), settings.avro_schema_file, fields_read_by(loaded))
+    decoder = build_decoder(registry_connection(settings), settings.avro_schema_file, fields_read_by(loaded),
+                            native_mapper(settings, loaded))
     mapper = RoutedMapper(loaded, route)
     admission = build_admission(settings, state, loaded)
     cooldown = build_cooldown(settings, state, admission)

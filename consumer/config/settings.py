@@ -227,6 +227,9 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(16, ge=1, le=1024)
     http_request_timeout_ms: int = Field(5000, ge=100, le=60_000)
     log_format: Literal["auto", "json", "text"] = "auto"
+    # Records decoded and mapped by the native core where it takes them (consumer/ingest/fused.py);
+    # `off`: every record through Python, for a suspected difference or a build without it.
+    native_intake: Literal["auto", "off"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

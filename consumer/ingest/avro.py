@@ -46,6 +46,8 @@ from consumer.config.resources import default_schema_file
 from consumer.errors import ConfigError, DecodeError, RegistryError, UnsupportedSchemaError, unreadable_file
 from consumer.ingest.avro_compiled import PRIMITIVES, agrees_with_fastavro, compile_reader, min_bytes
 from consumer.ingest.avro_logical import LogicalTypeError, check_decimal
+from consumer.ingest.fused import FusedReader, fused_reader
+from consumer.ingest.mapping import Recipient
 from consumer.operations.logs import cut
 
 log = logging.getLogger(__name__)
@@ -300,14 +302,22 @@ def _read(payload: bytes, offset: int, read: Reader) -> Mapping[str, Any]:
 
 
 class SchemalessDecoder:
-    """Plain Avro (no header), written with the one local schema."""
+    """Plain Avro (no header), written with the one local schema.
 
-    def __init__(self, schema: Any, reads: Collection[tuple[str, ...]] | None = None) -> None:
+    Given the mapper, `recipient(value)` decodes and maps a record in one native pass where the
+    native core takes it (consumer/ingest/fused.py); None: `decode`, then the mapper."""
+
+    def __init__(self, schema: Any, reads: Collection[tuple[str, ...]] | None = None, mapper: Any = None) -> None:
         self.schema = schema
+        self.mapper = mapper
         self._read = reader_for(schema, reads=reads)
+        self._fused = fused_reader(schema, mapper, reader_for) if mapper is not None else None
 
     def decode(self, value: bytes) -> Mapping[str, Any]:
         return _read(value, 0, self._read)
+
+    def recipient(self, value: bytes) -> Recipient | None:
+        return None if self._fused is None else self._fused(value, 0)
 
 
 class RegistryClient:
@@ -361,10 +371,15 @@ class RegistryDecoder:
     """
 
     def __init__(self, registry: RegistryClient, reader_schema: Any | None = None,
-                 clock: Callable[[], float] = time.monotonic, reads: Collection[tuple[str, ...]] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, reads: Collection[tuple[str, ...]] | None = None,
+                 mapper: Any = None) -> None:
         self.registry = registry
         self.reader_schema = reader_schema
         self.reads = reads
+        self.mapper = mapper
+        # Schema id -> its native reader (consumer/ingest/fused.py), for the ids loaded without a
+        # resolution whose schema and mapping it takes; bounded as `_readers`.
+        self._fused: dict[int, FusedReader] = {}
         self.clock = clock
         # Schema id -> the reader of its records (the writer schema resolved into the reader schema),
         # at most MAX_SCHEMA_READERS, the first loaded evicted first (`_remember`). Decode runs per
@@ -389,6 +404,14 @@ class RegistryDecoder:
         if read is None:
             read = self._fetch(schema_id)
         return _read(value, _HEADER.size, read)
+
+    def recipient(self, value: bytes) -> Recipient | None:
+        """The record decoded and mapped natively, if its schema id is loaded and planned; None:
+        `decode` it (which loads the id), then map it."""
+        if len(value) < _HEADER.size or value[0] != MAGIC_BYTE:
+            return None
+        fused = self._fused.get(_HEADER.unpack_from(value)[1])
+        return None if fused is None else fused(value, _HEADER.size)
 
     def _fetch(self, schema_id: int) -> Reader:
         with self._lock:
@@ -420,6 +443,10 @@ class RegistryDecoder:
                 raise
             self._unknown.pop(schema_id, None)
             _remember(self._readers, schema_id, read, MAX_SCHEMA_READERS)
+            if self.mapper is not None and (not self.reader_schema or self.reader_schema == writer):
+                fused = fused_reader(writer, self.mapper, reader_for)
+                if fused is not None:
+                    _remember(self._fused, schema_id, fused, MAX_SCHEMA_READERS)
             log.info("schema id %d loaded from the registry", schema_id)
             return read
 
@@ -443,11 +470,12 @@ def _remember(cache: dict[int, Any], schema_id: int, value: Any, limit: int = MA
 
 
 def build_decoder(registry: RegistryConnection | None, schema_file: Path | None,
-                  reads: Collection[tuple[str, ...]] | None = None) -> Decoder:
+                  reads: Collection[tuple[str, ...]] | None = None, mapper: Any = None) -> Decoder:
     """Confluent framing through the registry (its URL without credentials, basic auth, TLS from
-    consumer/config/registry.py), or plain Avro with the schema file; `reads` as in `reader_for`."""
+    consumer/config/registry.py), or plain Avro with the schema file; `reads` as in `reader_for`;
+    `mapper`: the mapper the native core may map for (consumer/ingest/fused.py), None for none."""
     if registry is not None:
         reader = load_schema_file(schema_file) if schema_file else None
         return RegistryDecoder(RegistryClient(registry.url, verify=registry.verify, auth=registry.auth), reader,
-                               reads=reads)
-    return SchemalessDecoder(load_schema_file(schema_file or default_schema_file()), reads)
+                               reads=reads, mapper=mapper)
+    return SchemalessDecoder(load_schema_file(schema_file or default_schema_file()), reads, mapper)

@@ -23,7 +23,7 @@ from consumer.delivery.batching import PendingEvent, TopicPartition
 from consumer.errors import RecordError, RegistryError
 from consumer.ingest.avro import Decoder
 from consumer.ingest.freshness import Freshness
-from consumer.ingest.intake import decode_and_map
+from consumer.ingest.intake import decode_and_map, native_recipient
 from consumer.ingest.mapping import Mapper, Recipient
 from consumer.ingest.records import InboundRecord
 from consumer.operations.health import Health
@@ -51,6 +51,7 @@ class Backlog:
                  expire: Callable[[list[PendingEvent]], None] = lambda events: None) -> None:
         self.decoder = decoder
         self.mapper = mapper
+        self.fused = native_recipient(decoder, mapper)  # decode and map natively where it can
         self.max_message_bytes = max_message_bytes
         self.metrics = metrics
         self.health = health
@@ -112,7 +113,7 @@ class Backlog:
         if now < self._naming_paused_until:
             return None
         try:
-            return decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes)
+            return decode_and_map(record, self.decoder, self.mapper, self.max_message_bytes, fused=self.fused)
         except RegistryError as exc:
             if exc.kind != "busy":  # our own bound on registry requests: asked no one
                 self._naming_paused_until = now + NAMING_PAUSE_S
@@ -148,7 +149,7 @@ class Backlog:
         was_failing = self._failures > 0
         # One wall-clock reading per turn: a turn lasts milliseconds, the stale limit is hours.
         now_ms = int(time.time() * 1000)
-        decoder, mapper, max_bytes = self.decoder, self.mapper, self.max_message_bytes
+        decoder, mapper, max_bytes, fused = self.decoder, self.mapper, self.max_message_bytes, self.fused
         stale_after_ms = self.stale_after_ms
         verify_replay, freshness, monotonic = self.verify_replay, self.freshness, time.monotonic
         while records:
@@ -160,7 +161,7 @@ class Backlog:
                 record.replays = replay.count
                 try:
                     recipient = decode_and_map(record, decoder, mapper, max_bytes,
-                                               stale_after_ms=stale_after_ms, now_ms=now_ms)
+                                               stale_after_ms=stale_after_ms, now_ms=now_ms, fused=fused)
                 except RegistryError as exc:
                     self._failed(exc, now)
                     return

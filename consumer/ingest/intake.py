@@ -32,7 +32,7 @@ SMS; this happens when a group re-reads a retained topic (offsets lost after
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from consumer.errors import (
@@ -56,8 +56,11 @@ _INT_LIMIT = 2**63  # Pisano's JSON numbers; past 4,300 digits Python cannot eve
 
 
 def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_bytes: int, *,
-                   stale_after_ms: int | None = None, now_ms: int = 0) -> Recipient:
-    """The record's recipient; RecordError (with its reason) when it cannot have one."""
+                   stale_after_ms: int | None = None, now_ms: int = 0,
+                   fused: Callable[[bytes], Recipient | None] | None = None) -> Recipient:
+    """The record's recipient; RecordError (with its reason) when it cannot have one. `fused`:
+    the decoder's `recipient` (`native_recipient`), which decodes and maps in one native pass the
+    records it takes whole; the others are decoded and mapped here."""
     if stale_after_ms is not None:
         check_age(record, stale_after_ms, now_ms)
     if record.header_error is not None:
@@ -67,6 +70,13 @@ def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_
         raise DecodeError("the record has no value (tombstone)")
     if len(value) > max_bytes:
         raise OversizeError(f"value of {len(value)} bytes exceeds MAX_MESSAGE_BYTES={max_bytes}")
+    if fused is not None:
+        try:
+            recipient = fused(value)
+        except Exception:  # a fault of the native core on one record: Python decides it below
+            recipient = None
+        if recipient is not None:
+            return check_recipient(recipient)
     try:
         decoded = decoder.decode(value)
     except (RecordError, RegistryError):
@@ -88,6 +98,20 @@ def decode_and_map(record: InboundRecord, decoder: Decoder, mapper: Mapper, max_
     except Exception as exc:  # a company's own mapper failing on one event is that event's problem
         raise RecordError(f"the mapper failed: {type(exc).__name__}: {_short(exc)}") from exc
     return check_recipient(recipient)
+
+
+def native_recipient(decoder: Decoder, mapper: Any) -> Callable[[bytes], Recipient | None] | None:
+    """The decoder's native `recipient` (consumer/ingest/fused.py), if it was planned for this
+    very mapper; None: every record is decoded and mapped in Python. A mapper wrapping another
+    (consumer/app.py's RoutedMapper) gives its own (`native`), with the checks it adds."""
+    wrapped = getattr(mapper, "native", None)
+    if wrapped is not None:
+        found: Callable[[bytes], Recipient | None] | None = wrapped(decoder)
+        return found
+    if getattr(decoder, "mapper", None) is not mapper:
+        return None
+    found = getattr(decoder, "recipient", None)
+    return found
 
 
 def check_age(record: InboundRecord, stale_after_ms: int, now_ms: int) -> None:

@@ -277,6 +277,7 @@ class DeclarativeMapper(Mapper):
                 raise ConfigError(f"{source}: `{required}` is required (a path into the event)")
         if "campaign_id" not in spec and "campaign_routes" not in spec:
             raise ConfigError(f"{source}: set `campaign_id` (a path) or `campaign_routes`")
+        self.spec = spec  # as read: the native core plans from it (consumer/ingest/fused.py)
         self.zone = time_zone(spec.get("time_zone"))
         self.event_id = compile_path("event_id", spec["event_id"])
         self.phone = compile_path("phone", spec["phone"])

@@ -177,15 +177,18 @@ _TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number",
           "fixed_line", "mobile")
 
 
-@lru_cache(maxsize=512)
-def _validator(country_code: int) -> Callable[[str], bool] | None:
-    """phonenumbers' own validity rule for a calling code of one region, with its patterns compiled
-    once: the national number matches the general description and at least one number type
-    (length and pattern, as `phonenumberutil._number_type_helper` does).
+# A calling code's validity rule as pattern texts: (the general description, its lengths, the
+# alternation of the number types allowing each length, that of the types listing no length).
+Rule = tuple[str, tuple[int, ...], dict[int, str], "str | None"]
 
-    The types that allow a length are joined into one alternation per length, behind a lookahead
-    for the general description, so a number costs one regex match, not one per type (a mobile
-    number, the common case, is the last type phonenumbers tries)."""
+
+@lru_cache(maxsize=512)
+def validity_rule(country_code: int) -> Rule | None:
+    """phonenumbers' own validity rule for a calling code of one region, as pattern texts: the
+    national number matches the general description (and one of its lengths, if it lists any)
+    and at least one number type (length and pattern, as `phonenumberutil._number_type_helper`
+    does); None for a calling code several regions share, or one without metadata. `_validator`
+    compiles it for Python, the native core (consumer/ingest/fused.py) for its own engine."""
     regions = _COUNTRY_CODES.get(country_code, ())
     if len(regions) != 1:
         return None
@@ -197,33 +200,51 @@ def _validator(country_code: int) -> Callable[[str], bool] | None:
         return None
     types = [d for d in (_described(getattr(metadata, name, None)) for name in _TYPES) if d is not None]
     general_pattern, general_lengths = general
-    by_length = _joined_by_length(types, general_pattern.pattern)
-    other_lengths = by_length.get(None)
+    by_length = _types_by_length(types)
+    any_length = by_length.pop(None, None)
+    return general_pattern, tuple(sorted(general_lengths)), by_length, any_length  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=512)
+def _validator(country_code: int) -> Callable[[str], bool] | None:
+    """`validity_rule` compiled: the types that allow a length are one alternation per length,
+    behind a lookahead for the general description, so a number costs one regex match, not one
+    per type (a mobile number, the common case, is the last type phonenumbers tries)."""
+    rule = validity_rule(country_code)
+    if rule is None:
+        return None
+    general, general_lengths, by_length, any_length = rule
+
+    def joined(types: str) -> re.Pattern[str]:
+        return re.compile(f"(?=(?:{general})\\Z)(?:{types})")
+
+    lengths = frozenset(general_lengths)
+    compiled = {length: joined(types) for length, types in by_length.items()}
+    other_lengths = joined(any_length) if any_length is not None else None
 
     def valid(national: str) -> bool:
-        if general_lengths and len(national) not in general_lengths:
+        if lengths and len(national) not in lengths:
             return False
-        joined = by_length.get(len(national)) or other_lengths
-        return joined is not None and joined.fullmatch(national) is not None
+        pattern = compiled.get(len(national)) or other_lengths
+        return pattern is not None and pattern.fullmatch(national) is not None
 
     return valid
 
 
-def _described(desc: Any) -> tuple[re.Pattern[str], frozenset[int]] | None:
+def _described(desc: Any) -> tuple[str, frozenset[int]] | None:
     if desc is None or not desc.national_number_pattern:
         return None
-    return re.compile(desc.national_number_pattern), frozenset(desc.possible_length or ())
+    return str(desc.national_number_pattern), frozenset(desc.possible_length or ())
 
 
-def _joined_by_length(types: list[Any], general: str) -> dict[int | None, re.Pattern[str]]:
-    """One alternation of the type patterns that allow each length, each behind a lookahead for
-    the whole number matching `general` (phonenumbers checks the general description first); key
-    None for a length no type lists (only the types without a length list allow it)."""
+def _types_by_length(types: list[tuple[str, frozenset[int]]]) -> dict[int | None, str]:
+    """The alternation of the type patterns that allow each length; key None for a length no
+    type lists (only the types without a length list allow it)."""
     lengths = {n for _, allowed in types for n in allowed}
-    any_length = [pattern.pattern for pattern, allowed in types if not allowed]
-    out: dict[int | None, re.Pattern[str]] = {}
+    any_length = [pattern for pattern, allowed in types if not allowed]
+    out: dict[int | None, str] = {}
     for length in (*lengths, None):
-        patterns = [pattern.pattern for pattern, allowed in types if length in allowed] + any_length
+        patterns = [pattern for pattern, allowed in types if length in allowed] + any_length
         if patterns:
-            out[length] = re.compile(f"(?=(?:{general})\\Z)(?:" + "|".join(f"(?:{p})" for p in patterns) + ")")
+            out[length] = "|".join(f"(?:{p})" for p in patterns)
     return out
