@@ -136,30 +136,26 @@ class DecodedBefore:
         return self.recipients[kafka.value()]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--stand-in", choices=("none", "decode", "decode-and-map"), default="none",
-                        help="replace the decoder (and the mapper) by a lookup of results computed before "
-                             "the timed loop: the poll loop's CPU if they cost next to nothing")
-    args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-    topic = f"loop-{uuid.uuid4().hex[:8]}"
-    produce(bootstrap, topic, args.events)
-    messages = read(bootstrap, topic, args.events)
+def loop_cpu(messages: list[Any], topic: str, *, python: bool = False, stand_in: str = "none"
+             ) -> tuple[float, int]:
+    """(CPU microseconds per event of the consumer's `Pipeline` taking `messages` from memory to
+    their outcomes, the events left without one); module docstring. Also a stage of
+    benchmarks/throughput.py."""
     source = InMemoryConsumer(messages)
     batcher = Batcher(5000, 1.0)
     lanes = Lanes({"default": Lane(batcher, NoSender())}, route=lambda campaign: "default")  # type: ignore[arg-type]
     settings = Settings(kafka_topics=[topic], pisano_url="https://pisano.invalid")
     mapper: Any = DeclarativeMapper.from_file(default_mapping_file())
-    decoder: Any = SchemalessDecoder(default_schema(), mapper.fields_read())  # as `run` decodes
-    if args.stand_in != "none":
+    # As `run` decodes: natively where the native core takes the records (consumer/ingest/fused.py),
+    # unless `python` asks for the Python path (NATIVE_INTAKE=off).
+    decoder: Any = SchemalessDecoder(default_schema(), mapper.fields_read(), None if python else mapper)
+    if stand_in != "none":
         decoder = mapper = DecodedBefore(decoder, mapper, [m.value() for m in messages],
-                                         map_too=args.stand_in == "decode-and-map")
+                                         map_too=stand_in == "decode-and-map")
     loop = Pipeline(settings, consumer_factory=lambda on_commit: source, producer=NoProducer(),
                     decoder=decoder, mapper=mapper,
                     delivery_factory=lambda report: lanes, metrics=Metrics(), health=Health(joined=True))
-    for partition in range(6):
+    for partition in {m.partition() for m in messages}:
         loop.tracker.assign((topic, partition))
     tune_for_throughput()
     started = time.process_time()
@@ -170,8 +166,24 @@ def main() -> None:
     loop._step()
     cpu = time.process_time() - started
     left = sum(loop.tracker.unfinished(tp) for tp in loop.tracker.assigned())
+    return cpu * 1e6 / len(messages), left
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--python", action="store_true", help="decode and map in Python (NATIVE_INTAKE=off)")
+    parser.add_argument("--stand-in", choices=("none", "decode", "decode-and-map"), default="none",
+                        help="replace the decoder (and the mapper) by a lookup of results computed before "
+                             "the timed loop: the poll loop's CPU if they cost next to nothing")
+    args = parser.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    topic = f"loop-{uuid.uuid4().hex[:8]}"
+    produce(bootstrap, topic, args.events)
+    messages = read(bootstrap, topic, args.events)
+    cpu_us, left = loop_cpu(messages, topic, python=args.python, stand_in=args.stand_in)
     stand_in = "" if args.stand_in == "none" else f", {args.stand_in} looked up"
-    print(f"  poll loop alone   {cpu * 1e6 / args.events:8.2f} us/event CPU ({args.events:,} events, "
+    print(f"  poll loop alone   {cpu_us:8.2f} us/event CPU ({args.events:,} events, "
           f"{left} without an outcome{stand_in})")
     if left:
         raise SystemExit(f"{left} events without an outcome")
