@@ -21,11 +21,12 @@ from tests.support.runs import Run
 from tests.support.scenario import delivered_phones
 
 
-@pytest.mark.parametrize("stand_in", ["none", "decode-and-map"])
-def test_the_poll_loop_benchmark_runs_every_event_to_its_outcome(stack: Stack, stand_in: str) -> None:
+@pytest.mark.parametrize("how", [["--stand-in", "none"], ["--python"], ["--stand-in", "decode-and-map"]])
+def test_the_poll_loop_benchmark_runs_every_event_to_its_outcome(stack: Stack, how: list[str]) -> None:
+    # Natively (as `run` decodes by default), in Python (NATIVE_INTAKE=off), and looked up.
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap}
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "poll_loop.py"), "--events", "500",
-                             "--stand-in", stand_in], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "poll_loop.py"), "--events", "500", *how],
+                            env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "0 without an outcome" in result.stdout, result.stdout
 
