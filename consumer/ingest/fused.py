@@ -83,6 +83,8 @@ def fused_reader(writer: Any, mapper: Any, reader_of: Callable[[Any], Any]) -> F
     except Unplanned as exc:
         log.info("records decoded and mapped in Python, not natively: %s", exc)
         return None
+    log.info("records decoded and mapped natively where the native core takes them (pisano_native %s)",
+             pisano_native.__version__)
     recipient: FusedReader = fused.recipient
     return recipient
 
