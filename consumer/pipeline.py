@@ -44,6 +44,7 @@ from consumer.delivery.batching import KAFKA_TIMESTAMP, TP, PendingEvent
 from consumer.delivery.lanes import Lanes
 from consumer.delivery.outcome import FILTERED, Outcome
 from consumer.delivery.pisano_codes import code_label
+from consumer.ingest import fused
 from consumer.ingest.avro import Decoder
 from consumer.ingest.backlog import Backlog
 from consumer.ingest.freshness import Freshness
@@ -131,6 +132,7 @@ class Pipeline:
         self._stop_deadline = math.inf  # monotonic: the end of SHUTDOWN_GRACE_MS once stopping
         self._paused = False
         self._held: deque[tuple[float, list[PendingEvent]]] = deque()  # ids in flight elsewhere
+        self._mapped_natively = fused.records_mapped()  # the process's count, reported by its increase
         self._topic_names: dict[str, str] = {}  # one name object per topic (InboundRecord.of)
         self._record_bytes = 1024  # moving average of a record's size: how many fit in the byte room
         self._last_commit = 0.0
@@ -266,6 +268,10 @@ class Pipeline:
                 self.delivery.add(events)
                 for topic, count in TallyCounter(map(itemgetter(0), map(TP, events))).items():
                     self.metrics.events_decoded.labels(topic).inc(count)
+                mapped = fused.records_mapped()
+                if mapped > self._mapped_natively:
+                    self.metrics.events_mapped_natively.inc(mapped - self._mapped_natively)
+                    self._mapped_natively = mapped
         while self._held and self._held[0][0] <= now:
             _, events = self._held.popleft()
             current = [e for e in events if self.tracker.live(e.tp, e.epoch, e.offset)]

@@ -4,6 +4,8 @@ from typing import Any
 
 __version__: str
 
+def records_mapped() -> int: ...
+
 class Fused:
     def __init__(
         self,

@@ -61,6 +61,11 @@ def available() -> bool:
     return pisano_native is not None
 
 
+def records_mapped() -> int:
+    """Records the native core has decoded and mapped in this process, every plan together."""
+    return 0 if pisano_native is None else pisano_native.records_mapped()
+
+
 def fused_reader(writer: Any, mapper: Any, reader_of: Callable[[Any], Any]) -> FusedReader | None:
     """The native reader of records written with `writer` and mapped by `mapper`, or None (the
     reason logged) when the native core cannot take them. `reader_of(schema)`: the Python reader

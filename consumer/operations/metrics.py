@@ -43,6 +43,9 @@ class Metrics:
         self.events_consumed = Counter(f"{p}_events_consumed", "Records polled from Kafka", ["topic"], registry=r)
         self.events_decoded = Counter(f"{p}_events_decoded", "Records decoded and mapped to a recipient",
                                       ["topic"], registry=r)
+        self.events_mapped_natively = Counter(
+            f"{p}_events_mapped_natively", "Records of events_decoded that the native core decoded and mapped "
+            "(NATIVE_INTAKE; the rest went through Python); counted for the whole process", registry=r)
         self.duplicates_skipped = Counter(f"{p}_duplicates_skipped", "Events skipped: their id was already delivered",
                                           registry=r)
         self.events_filtered = Counter(f"{p}_events_filtered",

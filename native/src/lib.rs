@@ -12,6 +12,7 @@ mod avro;
 mod phones;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use pyo3::exceptions::PyValueError;
@@ -79,6 +80,35 @@ fn campaign_id(text: &str) -> Option<String> {
 }
 
 impl Fused {
+    fn read<'py>(&self, py: Python<'py>, payload: &Bound<'py, PyBytes>, offset: usize) -> PyResult<Option<PyObject>> {
+        let bytes = payload.as_bytes();
+        if offset > bytes.len() {
+            return Ok(None);
+        }
+        let mut reader = Reader::new(bytes, offset, self.slots);
+        if reader.record(&self.root).is_none() {
+            return Ok(None);
+        }
+        let Ok(Some(event_id)) = text(&reader, &self.symbols, &reader.slots[self.event_id]) else { return Ok(None) };
+        let length = event_id.chars().count();
+        if length == 0 || length > MAX_EVENT_ID_CHARS {
+            return Ok(None);
+        }
+        // The phone must be a string (a number is not a phone), already in valid E.164.
+        let Value::Str(start, end) = reader.slots[self.phone] else { return Ok(None) };
+        let phone = reader.text(start, end);
+        if !self.phones.valid_e164(py, phone) {
+            return Ok(None);
+        }
+        let phone = if self.digits_only { &phone[1..] } else { phone };
+        let Some(custom) = self.attributes(py, &reader, &self.custom)? else { return Ok(None) };
+        let Some(built_in) = self.attributes(py, &reader, &self.built_in)? else { return Ok(None) };
+        let Ok(Some(campaign)) = text(&reader, &self.symbols, &reader.slots[self.campaign]) else { return Ok(None) };
+        let Some(campaign) = campaign_id(&campaign) else { return Ok(None) };
+        let arguments = (event_id.as_ref(), campaign, phone, custom, built_in, py.None());
+        Ok(Some(self.recipient.call1(py, arguments)?))
+    }
+
     fn attributes<'py>(&self, py: Python<'py>, reader: &Reader, paths: &[(Py<PyString>, usize)]) -> PyResult<Option<Bound<'py, PyDict>>> {
         let out = PyDict::new(py);
         for (name, slot) in paths {
@@ -118,34 +148,15 @@ impl Fused {
     }
 
     /// The Recipient of the record at `offset` in `payload`, or None when Python must decode and
-    /// map it (module docstring).
+    /// map it (module docstring). A panic here (a bug) is that record's None, never an exception
+    /// into the poll loop: PyO3 would raise it as a BaseException no record guard catches.
     fn recipient<'py>(&self, py: Python<'py>, payload: &Bound<'py, PyBytes>, offset: usize) -> PyResult<Option<PyObject>> {
-        let bytes = payload.as_bytes();
-        if offset > bytes.len() {
-            return Ok(None);
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read(py, payload, offset)));
+        let recipient = found.unwrap_or(Ok(None))?;
+        if recipient.is_some() {
+            MAPPED.fetch_add(1, Ordering::Relaxed);
         }
-        let mut reader = Reader::new(bytes, offset, self.slots);
-        if reader.record(&self.root).is_none() {
-            return Ok(None);
-        }
-        let Ok(Some(event_id)) = text(&reader, &self.symbols, &reader.slots[self.event_id]) else { return Ok(None) };
-        let length = event_id.chars().count();
-        if length == 0 || length > MAX_EVENT_ID_CHARS {
-            return Ok(None);
-        }
-        // The phone must be a string (a number is not a phone), already in valid E.164.
-        let Value::Str(start, end) = reader.slots[self.phone] else { return Ok(None) };
-        let phone = reader.text(start, end);
-        if !self.phones.valid_e164(py, phone) {
-            return Ok(None);
-        }
-        let phone = if self.digits_only { &phone[1..] } else { phone };
-        let Some(custom) = self.attributes(py, &reader, &self.custom)? else { return Ok(None) };
-        let Some(built_in) = self.attributes(py, &reader, &self.built_in)? else { return Ok(None) };
-        let Ok(Some(campaign)) = text(&reader, &self.symbols, &reader.slots[self.campaign]) else { return Ok(None) };
-        let Some(campaign) = campaign_id(&campaign) else { return Ok(None) };
-        let arguments = (event_id.as_ref(), campaign, phone, custom, built_in, py.None());
-        Ok(Some(self.recipient.call1(py, arguments)?))
+        Ok(recipient)
     }
 }
 
@@ -198,9 +209,18 @@ fn node(plan: &Bound<'_, PyAny>, slots: usize, symbols: usize, depth: usize) -> 
     Ok(Node { kind, slots: filled })
 }
 
+/// Records mapped natively by every plan of this process, for the metric (consumer/pipeline.py).
+static MAPPED: AtomicU64 = AtomicU64::new(0);
+
+#[pyfunction]
+fn records_mapped() -> u64 {
+    MAPPED.load(Ordering::Relaxed)
+}
+
 #[pymodule]
 fn pisano_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Fused>()?;
+    module.add_function(wrap_pyfunction!(records_mapped, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

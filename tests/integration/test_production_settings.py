@@ -89,6 +89,10 @@ def test_secured_run_metrics_match_and_logs_keep_secrets(local_stack: Stack, new
         delivered = delivered_phones(log)
         dead = read_all(stack.bootstrap, dlq, expected=sum(traffic.invalid.values()))
         assert replica.metric("pisano_sms_events_consumed_total") == len(traffic.records) >= mid_run
+        # The valid records of this traffic are E.164: the native core decodes and maps them (README,
+        # "Decoding and mapping natively"); the rest went through Python.
+        assert 0 < replica.metric("pisano_sms_events_mapped_natively_total") \
+            <= replica.metric("pisano_sms_events_decoded_total")
         assert replica.metric("pisano_sms_recipients_delivered_total") == sum(delivered.values()) == \
             len(traffic.valid_phones)
         assert replica.metric("pisano_sms_duplicates_skipped_total") == traffic.duplicates

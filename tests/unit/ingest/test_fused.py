@@ -243,3 +243,13 @@ def test_uuid_campaigns_are_canonical_whatever_the_case() -> None:
     upper = str(uuid.uuid4()).upper()
     found = decoder.recipient(event(campaign_id=upper))
     assert found is not None and found.campaign_id == upper.lower()
+
+
+def test_the_records_mapped_natively_are_counted_for_the_metric() -> None:
+    m = mapper()
+    decoder = SchemalessDecoder(default_schema(), m.fields_read(), m)
+    before = fused.records_mapped()
+    decoder.recipient(event())
+    decoder.recipient(event(phone="05321234567"))  # Python's: not counted
+    decoder.recipient(event()[:-1])
+    assert fused.records_mapped() == before + 1
