@@ -20,13 +20,14 @@ from consumer.operations import collector
 ROOT = Path(__file__).resolve().parents[2]
 
 # Other commands' modules and heavy libraries `run` does not need: the simulator (starlette,
-# uvicorn), the SRE tools, `check`, the demo, and the tracing SDK while no OTEL_* asks for it.
+# uvicorn), the SRE tools, `check`, the demo, the tracing SDK while no OTEL_* asks for it, and
+# the in-memory twins of the Redis stores.
 # (Redis's client itself imports OpenTelemetry's metrics API and SDK when they are installed: not
 # ours to avoid, so only the tracing SDK and the exporters are named.)
 NOT_FOR_RUN = ("starlette", "uvicorn", "opentelemetry.sdk.trace", "opentelemetry.exporter",
                "consumer.simulator", "consumer.sre.commands", "consumer.sre.suppress", "consumer.sre.replay",
                "consumer.sre.dlq_read", "consumer.sre.dlq_stats", "consumer.demo", "consumer.operations.check",
-               "consumer.operations.otel")
+               "consumer.operations.otel", "consumer.state.memory")
 # What the command line needs before it knows the command: not the settings' libraries.
 NOT_FOR_THE_COMMAND_LINE = ("pydantic", "pydantic_settings", "redis", "yaml", "confluent_kafka", "httpx",
                             "consumer.config", "consumer.app")
@@ -93,3 +94,23 @@ def test_the_start_up_pause_ends_with_the_tuning_and_leaves_a_collector_already_
         gc.enable()
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_what_run_may_never_need_is_built_at_its_first_use_not_at_import() -> None:
+    """The DESTINATIONS entries' validator (PISANO_URL alone needs none) and the log redaction's
+    trace-id patterns (7 ms to compile; needed once a log line holds a timestamp or a UUID)."""
+    code = ("import json, sys\nimport consumer.cli, consumer.app\n"
+            "from consumer.config.destinations import DestinationSettings\n"
+            "from consumer.operations import logs\n"
+            "print(json.dumps([DestinationSettings.__pydantic_complete__, logs._trace_ids.cache_info().currsize]))\n"
+            "DestinationSettings.model_validate({'url': 'https://eu.pisano.co'})\n"
+            "said = logs.redact_text('at 2026-12-04T10:11:12Z for 0532 123 45 67')\n"
+            "print(json.dumps([DestinationSettings.__pydantic_complete__, logs._trace_ids.cache_info().currsize,"
+            " said]))")
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True,
+                          timeout=60, check=True)
+    before, after = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+    assert before == [False, 0]
+    assert after[:2] == [True, 1]
+    assert "2026-12-04T10:11:12Z" in after[2] and "0532 123 45 67" not in after[2]
