@@ -82,6 +82,7 @@ def run(settings: Settings) -> None:
     from consumer.operations.metrics import Metrics
     from consumer.operations.tracing import configure as configure_tracing
 
+    collector.freeze_imports()
     logs.configure(settings.log_format, settings.log_level)
     tracing = configure_tracing(settings.kafka_group_id)  # README "Tracing": off unless OTEL_* asks
     metrics, health = Metrics(), Health()

@@ -114,3 +114,20 @@ def test_what_run_may_never_need_is_built_at_its_first_use_not_at_import() -> No
     assert before == [False, 0]
     assert after[:2] == [True, 1]
     assert "2026-12-04T10:11:12Z" in after[2] and "0532 123 45 67" not in after[2]
+
+
+def test_the_imports_are_frozen_without_a_pass_only_while_the_start_up_pause_holds() -> None:
+    threshold = gc.get_threshold()
+    try:
+        gc.unfreeze()
+        collector.freeze_imports()
+        assert gc.get_freeze_count() == 0  # not paused: not run's start-up
+        collector.pause_for_start_up()
+        collector.freeze_imports()
+        assert gc.get_freeze_count() > 0 and not gc.isenabled()
+        collector.tune_for_throughput()
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
