@@ -46,6 +46,7 @@ FULL_EVERY_S = 60.0
 
 
 _paused = False  # by pause_for_start_up, until end_start_up
+_imports_frozen = False  # by freeze_imports, until tune_for_throughput freezes for good or end_start_up
 
 
 def pause_for_start_up() -> None:
@@ -60,13 +61,20 @@ def pause_for_start_up() -> None:
 def freeze_imports() -> None:
     """Called by `run` once its modules are imported: while the start-up pause holds, what they
     made is frozen without a pass (module docstring); nothing otherwise."""
+    global _imports_frozen
     if _paused:
         gc.freeze()
+        _imports_frozen = True
 
 
 def end_start_up() -> None:
-    """The collector back on, if `pause_for_start_up` turned it off (and not since)."""
-    global _paused
+    """The collector back on, if `pause_for_start_up` turned it off (and not since); a start-up
+    that ended before `tune_for_throughput` (a bad setting, in a process that goes on: a test)
+    also leaves the heap unfrozen, as it found it."""
+    global _paused, _imports_frozen
+    if _imports_frozen:
+        _imports_frozen = False
+        gc.unfreeze()
     if _paused:
         _paused = False
         gc.enable()
@@ -74,8 +82,10 @@ def end_start_up() -> None:
 
 def tune_for_throughput() -> None:
     """Call once, after start-up built everything that lives for the whole run."""
+    global _imports_frozen
     gc.collect()
     gc.freeze()
+    _imports_frozen = False  # frozen for good now, with the rest of the start-up heap
     gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_EVERY, OLD_EVERY)
     end_start_up()
 

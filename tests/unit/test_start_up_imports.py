@@ -131,3 +131,17 @@ def test_the_imports_are_frozen_without_a_pass_only_while_the_start_up_pause_hol
         gc.enable()
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_a_start_up_ended_before_the_tuning_leaves_the_heap_unfrozen_and_the_collector_on() -> None:
+    """As when `run` fails to build (a Redis that evicts) in a process that goes on (a test)."""
+    gc.unfreeze()
+    try:
+        collector.pause_for_start_up()
+        collector.freeze_imports()
+        assert gc.get_freeze_count() > 0
+        collector.end_start_up()
+        assert gc.get_freeze_count() == 0 and gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
