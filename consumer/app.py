@@ -166,9 +166,13 @@ def build_destination(config: DestinationConfig, settings: Settings, state: Stat
                        campaigns=campaigns)
 
 
-def build_destinations(settings: Settings, state: State) -> dict[str, Destination]:
+def build_destinations(settings: Settings, state: State,
+                       configs: dict[str, DestinationConfig] | None = None) -> dict[str, Destination]:
+    """`configs`: destination_configs(settings), when the caller has them already (the builders
+    below take them too: read once, a PISANO_TOKEN_PROVIDER is asked once per destination)."""
+    configs = destination_configs(settings) if configs is None else configs
     return {name: build_destination(config, settings, state, connections=settings.max_in_flight_requests)
-            for name, config in destination_configs(settings).items()}
+            for name, config in configs.items()}
 
 
 def failure_policy(settings: Settings) -> FailurePolicy:
@@ -255,10 +259,11 @@ def build_admission(settings: Settings, state: State, mapper: Mapper) -> Admissi
                      stale_after_ms=settings.stale_after_ms)
 
 
-def build_quiet_hours(settings: Settings, state: State, metrics: Metrics) -> dict[str, QuietHours]:
+def build_quiet_hours(settings: Settings, state: State, metrics: Metrics,
+                      configs: dict[str, DestinationConfig] | None = None) -> dict[str, QuietHours]:
     """Each destination's send windows (none configured: no entry, no check on the send path)."""
     campaigns = settings.send_windows[1]
-    configs = destination_configs(settings)
+    configs = destination_configs(settings) if configs is None else configs
     if not campaigns and all(c.send_window is None for c in configs.values()):
         return {}
     redis_clock = settings.send_window_clock == "redis"
@@ -271,18 +276,19 @@ def build_quiet_hours(settings: Settings, state: State, metrics: Metrics) -> dic
     return out
 
 
-def cooldown_windows(settings: Settings) -> CooldownWindows:
+def cooldown_windows(settings: Settings, configs: dict[str, DestinationConfig] | None = None) -> CooldownWindows:
     """CONTACT_COOLDOWN and its overrides: per destination (`contact_cooldown` of its entry), per campaign."""
+    configs = destination_configs(settings) if configs is None else configs
     return CooldownWindows(
         duration_ms(settings.contact_cooldown),
-        {c.name: c.contact_cooldown_ms for c in destination_configs(settings).values()
-         if c.contact_cooldown_ms is not None},
+        {c.name: c.contact_cooldown_ms for c in configs.values() if c.contact_cooldown_ms is not None},
         {campaign: duration_ms(value) for campaign, value in settings.contact_cooldown_campaigns.items()})
 
 
-def build_cooldown(settings: Settings, state: State, admission: Admission) -> ContactCooldown | None:
+def build_cooldown(settings: Settings, state: State, admission: Admission,
+                   configs: dict[str, DestinationConfig] | None = None) -> ContactCooldown | None:
     """The per-phone contact cooldown when any campaign has one (it needs SUPPRESSION_KEY)."""
-    windows = cooldown_windows(settings)
+    windows = cooldown_windows(settings, configs)
     if not windows:
         return None
     if admission.suppression is None:
@@ -294,8 +300,9 @@ def build_cooldown(settings: Settings, state: State, admission: Admission) -> Co
     return ContactCooldown(store, windows, state.keys, admission.suppression.phone_entry)
 
 
-def router(destinations: dict[str, Destination], settings: Settings) -> Callable[[str], str | None]:
-    owned = routes(destination_configs(settings))
+def router(destinations: dict[str, Destination], settings: Settings,
+           configs: dict[str, DestinationConfig] | None = None) -> Callable[[str], str | None]:
+    owned = routes(destination_configs(settings) if configs is None else configs)
     fallback = DEFAULT if DEFAULT in destinations else None
     return lambda campaign: owned.get(campaign, fallback)
 
@@ -330,18 +337,19 @@ def _build_pipeline(settings: Settings, metrics: Metrics, health: Health) -> tup
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     state = build_state(settings)
     require_noeviction(state.client, allow=settings.redis_allow_eviction)
-    destinations = build_destinations(settings, state)
-    route = router(destinations, settings)
+    configs = destination_configs(settings)  # once: each asks a token provider, reads token files
+    destinations = build_destinations(settings, state, configs)
+    route = router(destinations, settings, configs)
     loaded = load_mapper(settings)
     # Only the fields the mapper reads make the decoded record: the rest are checked, not kept.
     decoder = build_decoder(registry_connection(settings), settings.avro_schema_file, fields_read_by(loaded),
                             native_mapper(settings, loaded))
     mapper = RoutedMapper(loaded, route)
     admission = build_admission(settings, state, loaded)
-    cooldown = build_cooldown(settings, state, admission)
+    cooldown = build_cooldown(settings, state, admission, configs)
     dedup = build_dedup(settings, state)
     policy = failure_policy(settings)
-    quiet_hours = build_quiet_hours(settings, state, metrics)
+    quiet_hours = build_quiet_hours(settings, state, metrics, configs)
 
     def kafka_error(error: KafkaError) -> None:
         metrics.kafka_errors.labels(error.name()).inc()

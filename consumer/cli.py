@@ -6,25 +6,52 @@ configuration ends with one line naming the setting and exit status 2, never a t
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from consumer import __version__
 from consumer.cli_common import EXIT_CONFIG, EXIT_FAILED, config_option, configured, fail
-from consumer.config.env_names import misspelled_settings
-from consumer.config.settings import Settings
-from consumer.operations import logs
+from consumer.operations import collector
+
+if TYPE_CHECKING:
+    from consumer.config.settings import Settings
 
 log = logging.getLogger("consumer")
 
+# Each command imports what it needs when it runs, so that `run` loads none of the other
+# commands' modules (the simulator's starlette and uvicorn, the SRE tools) and loads its own with
+# the collector paused (issue 14: start-up CPU). The SRE commands are loaded when named.
+_LOADED_WHEN_NAMED = {
+    "dlq": ("consumer.sre.commands", "dlq"),
+    "replay": ("consumer.sre.commands", "replay"),
+    "suppress": ("consumer.sre.suppress", "suppress"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class _Commands(click.Group):
+    """The command group, with the commands of _LOADED_WHEN_NAMED imported when named (or listed
+    by --help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LOADED_WHEN_NAMED})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _LOADED_WHEN_NAMED:
+            module, name = _LOADED_WHEN_NAMED[cmd_name]
+            command = getattr(importlib.import_module(module), name)
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pisano-sms")
 @config_option
 @click.pass_context
@@ -35,6 +62,11 @@ def main(context: click.Context, config_file: Path | None) -> None:
     inside the fleet-wide throttle, and dead-letters every failure with its Pisano code.
     """
     context.obj = {"config_file": config_file}
+    if context.invoked_subcommand == "run":
+        # Its imports and builders make no garbage worth a pass: one full pass ends the start-up
+        # (collector.tune_for_throughput); the collector is back on then, or when the command ends.
+        collector.pause_for_start_up()
+        context.call_on_close(collector.end_start_up)
 
 
 @main.command()
@@ -44,11 +76,13 @@ def run(settings: Settings) -> None:
     from confluent_kafka import KafkaError, KafkaException
 
     from consumer.app import build_pipeline
-    from consumer.operations import collector, gil
+    from consumer.config.env_names import misspelled_settings
+    from consumer.operations import gil, logs
     from consumer.operations.health import Health, HealthServer
     from consumer.operations.metrics import Metrics
     from consumer.operations.tracing import configure as configure_tracing
 
+    collector.freeze_imports()
     logs.configure(settings.log_format, settings.log_level)
     tracing = configure_tracing(settings.kafka_group_id)  # README "Tracing": off unless OTEL_* asks
     metrics, health = Metrics(), Health()
@@ -156,6 +190,7 @@ def simulate(settings: Settings, host: str, port: int, tokens: tuple[str, ...], 
     reference's error codes, fault injection, and a delivery log (GET /_sim/deliveries).
     Admin endpoints: /_sim/stats, /_sim/requests, POST /_sim/faults, /_sim/config, /_sim/reset.
     """
+    from consumer.operations import logs
     from consumer.simulator import SimulatorConfig, Tls, serve
     from consumer.simulator.token_sources import ARGV_WARNING, file_tokens
 
@@ -187,17 +222,9 @@ def demo(settings: Settings, events: int) -> None:
     Redis key prefix each run, with Pisano's cloud throttle (PISANO_RATE_LIMITS) in force.
     """
     from consumer.demo import run_demo
+    from consumer.operations import logs
 
     # Dead-letters are the point of part of the demo: the report shows them, the log need not.
     logs.configure(settings.log_format, "ERROR")
     run_demo(settings, events)
 
-
-from consumer.sre.commands import dlq, replay  # noqa: E402
-
-main.add_command(replay)
-main.add_command(dlq)
-
-from consumer.sre.suppress import suppress  # noqa: E402
-
-main.add_command(suppress)

@@ -1,4 +1,9 @@
-"""What every `pisano-sms` command shares: the --config option, settings loading, failure exit."""
+"""What every `pisano-sms` command shares: the --config option, settings loading, failure exit.
+
+Light to import (click and the standard library): the settings' modules (pydantic, Redis's
+client through the limiter's constants) load when a command loads its settings, so that `run`
+loads them with the collector paused (consumer/operations/collector.py, `pause_for_start_up`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ from typing import Any, TypeVar
 
 import click
 
-from consumer.config.loading import load_settings
 from consumer.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +42,8 @@ def configured(command: F) -> F:
     def wrapper(*args: Any, config_file: Path | None = None, **kwargs: Any) -> Any:
         context = click.get_current_context()
         path = config_file or (context.obj or {}).get("config_file")
+        from consumer.config.loading import load_settings
+
         try:
             settings = load_settings(path)
             return command(*args, settings=settings, **kwargs)

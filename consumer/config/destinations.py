@@ -39,7 +39,9 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"  # a metric label value: bounded an
 class DestinationSettings(BaseModel):
     """One entry of `destinations:` (names as the PISANO_* settings, without the prefix)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Its validator is built when a DESTINATIONS entry is first validated: a replica with
+    # PISANO_URL alone never pays for it (issue 14: start-up CPU).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     url: str
     api_token: SecretStr | None = None

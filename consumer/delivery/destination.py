@@ -20,7 +20,6 @@ from consumer.errors import PisanoApiError, PisanoError
 from consumer.state.campaigns import CampaignCircuits
 from consumer.state.circuit import CircuitBreaker, Trip, token_probe
 from consumer.state.limiter import Limiter
-from consumer.state.memory import MemoryCircuitStores
 
 DEFAULT = "default"
 
@@ -43,6 +42,14 @@ class PisanoApi(Protocol):
         """Release connections."""
 
 
+def _in_memory_campaign_circuits() -> CampaignCircuits:
+    # Imported here: `run` always gives the Redis ones, and need not load the memory twins.
+    from consumer.state.memory import MemoryCircuitStores
+
+    return CampaignCircuits(MemoryCircuitStores(), cooldown_ms=30_000, max_cooldown_ms=600_000,
+                            probe_lease_ms=60_000)
+
+
 @dataclass
 class Destination:
     name: str
@@ -56,8 +63,7 @@ class Destination:
     classify: Callable[[PisanoError], Verdict] = field(default=classify)
     # A circuit per campaign (unknown campaign, no flow): `consumer.app` keeps them in Redis for
     # the fleet; in memory for unit tests and single-process tools.
-    campaigns: CampaignCircuits = field(default_factory=lambda: CampaignCircuits(
-        MemoryCircuitStores(), cooldown_ms=30_000, max_cooldown_ms=600_000, probe_lease_ms=60_000))
+    campaigns: CampaignCircuits = field(default_factory=_in_memory_campaign_circuits)
 
     def probe(self, wasted: Callable[[], object] | None = None) -> Callable[[], bool | Trip | None]:
         """The half-open circuit's question to Pisano, in a throttle slot of this destination;

@@ -6,8 +6,8 @@ summary, or the JSON of `dlq stats --json`) and prints counts, never a record's 
 carry phone numbers. What it prints of a record's headers (campaigns, topics, malformed reasons)
 goes through record_text.shown: escaped, phones masked.
 
-consumer.cli imports this module at its end, once `configured` exists, and registers the
-commands; import them through consumer.cli, not directly.
+consumer.cli imports this module when `replay` or `dlq` is named (or --help lists the commands),
+and registers the commands there.
 """
 
 from __future__ import annotations
@@ -454,7 +454,6 @@ def stats(settings: Settings, as_json: bool) -> None:
             click.echo(line)
 
 
-# Declared types: consumer.cli imports these while this module imports consumer.cli, and mypy
-# cannot infer decorated names across that cycle.
+# Declared types: consumer.cli registers these by name, and mypy cannot infer decorated names.
 replay: click.Command = replay_command
 dlq: click.Group = dlq_group
