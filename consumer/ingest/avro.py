@@ -443,6 +443,10 @@ class RegistryDecoder:
                 raise
             self._unknown.pop(schema_id, None)
             _remember(self._readers, schema_id, read, MAX_SCHEMA_READERS)
+            # A native reader goes with its id's reader: an id evicted is asked of the registry
+            # again on both paths, never answered natively from a plan kept longer.
+            for evicted in [known for known in self._fused if known not in self._readers]:
+                del self._fused[evicted]
             if self.mapper is not None and (not self.reader_schema or self.reader_schema == writer):
                 fused = fused_reader(writer, self.mapper, reader_for)
                 if fused is not None:

@@ -88,6 +88,10 @@ def fused_reader(writer: Any, mapper: Any, reader_of: Callable[[Any], Any]) -> F
     except Unplanned as exc:
         log.info("records decoded and mapped in Python, not natively: %s", exc)
         return None
+    except Exception as exc:  # a schema the planner did not foresee: its records are Python's, never its failure
+        log.warning("records decoded and mapped in Python, not natively: the native core could not be planned "
+                    "(%s: %s)", type(exc).__name__, str(exc)[:200])
+        return None
     log.info("records decoded and mapped natively where the native core takes them (pisano_native %s)",
              pisano_native.__version__)
     recipient: FusedReader = fused.recipient
@@ -149,6 +153,9 @@ class _Planner:
         self.named = _named_types(writer)
         self.reader_of = reader_of
         self.symbols: list[str] = []
+        # Where each enum's symbols start in `symbols`, by the enum's schema: an enum used at many
+        # places (a named type reused through records reused) lists its symbols once, not per use.
+        self._enums: dict[int, tuple[Any, int]] = {}
         self.nodes = 0
         self._ranges: dict[str, tuple[int, int]] = {}
         self.root = self.node(writer, paths)
@@ -177,16 +184,24 @@ class _Planner:
         if isinstance(kind, str) and logical is not None:
             return self.logical(kind, logical, here, paths)
         if kind in ("record", "error"):
+            names = [field["name"] for field in schema["fields"]]
+            if len(set(names)) != len(names):  # fastavro reads it, its dict keeping the last field's value
+                raise Unplanned(f"record {str(schema.get('name'))[:64]!r} names a field twice")
             fields = [self.node(field["type"], [(steps[1:], slot) for steps, slot in paths
                                                 if steps and steps[0] == field["name"]])
                       for field in schema["fields"]]
             return ("record", here, fields)
         if kind == "enum":
-            first = len(self.symbols)
-            self.symbols.extend(str(symbol) for symbol in schema["symbols"])
-            return ("enum", here, first, len(schema["symbols"]))
+            known = self._enums.get(id(schema))
+            if known is None:  # the schema is kept beside its id: the id stays its own while planning
+                known = self._enums[id(schema)] = (schema, len(self.symbols))
+                self.symbols.extend(str(symbol) for symbol in schema["symbols"])
+            return ("enum", here, known[1], len(schema["symbols"]))
         if kind == "fixed":
-            return ("fixed", here, int(schema["size"]))
+            size = schema["size"]
+            if type(size) is not int or size < 0:  # fastavro reads 2.0 as no size and -1 as all the rest
+                raise Unplanned(f"a fixed of size {str(size)[:32]}")
+            return ("fixed", here, size)
         if kind == "array":
             return ("array", here, self.node(schema["items"], []))
         if kind == "map":

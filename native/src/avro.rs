@@ -8,10 +8,11 @@
 //! reader may be stricter than Python's, never looser: a record it reads, Python reads the same.
 
 /// One node of the writer schema, expanded at each place it is used, with the slots its value
-/// fills (the mapping paths that end here).
+/// fills (the mapping paths that end here) and every slot filled at or below it (`below`).
 pub struct Node {
     pub kind: Kind,
     pub slots: Vec<usize>,
+    pub below: Vec<usize>,
 }
 
 pub enum Kind {
@@ -31,6 +32,7 @@ pub enum Kind {
     /// Values read where no path goes on (`plain`), and for the keys a path names (`keyed`).
     Map { plain: Box<Node>, keyed: Vec<(String, Node)> },
     Union(Vec<Node>),
+    /// Its fields, of distinct names (the plan leaves a record naming a field twice to Python).
     Record(Vec<Node>),
 }
 
@@ -76,6 +78,15 @@ impl<'a> Reader<'a> {
     fn fill(&mut self, slots: &[usize], value: Value) {
         for &slot in slots {
             self.slots[slot] = value.clone();
+        }
+    }
+
+    /// A map's value under a key written again replaces the whole of the one before in Python's
+    /// dict, so what the slots below it found is forgotten before it is read: a path the new
+    /// value does not reach (a null, another union branch) finds nothing, as in Python.
+    fn forget(&mut self, below: &[usize]) {
+        for &slot in below {
+            self.slots[slot] = Value::Null;
         }
     }
 
@@ -136,6 +147,8 @@ impl<'a> Reader<'a> {
                         let (start, end) = self.string()?;
                         let key = &self.bytes[start..end];
                         let values = keyed.iter().find(|(name, _)| name.as_bytes() == key).map_or(&**plain, |(_, node)| node);
+                        // A key written twice: Python's dict keeps the last value.
+                        self.forget(&values.below);
                         self.node(values)?;
                     }
                 }

@@ -42,21 +42,21 @@ struct Fused {
     recipient: PyObject,
 }
 
-/// Text as `_text` writes a value (consumer/ingest/mapping.py): a string cut to
-/// MAX_ATTRIBUTE_CHARS characters, an integer in decimal, a boolean as true/false; Ok(None) for
-/// null; Err for a value the core leaves to Python.
+/// Text as `_text` writes a value (consumer/ingest/mapping.py): a string (an enum's symbol too,
+/// of any length) cut to MAX_ATTRIBUTE_CHARS characters, an integer in decimal, a boolean as
+/// true/false; Ok(None) for null; Err for a value the core leaves to Python.
 fn text<'a>(reader: &Reader<'a>, symbols: &'a [String], value: &Value) -> Result<Option<std::borrow::Cow<'a, str>>, ()> {
     use std::borrow::Cow;
+    fn cut(text: &str) -> &str {
+        match text.char_indices().nth(MAX_ATTRIBUTE_CHARS) {
+            Some((at, _)) => &text[..at],
+            None => text,
+        }
+    }
     Ok(Some(match value {
         Value::Null => return Ok(None),
-        Value::Str(start, end) => {
-            let text = reader.text(*start, *end);
-            match text.char_indices().nth(MAX_ATTRIBUTE_CHARS) {
-                Some((cut, _)) => Cow::Borrowed(&text[..cut]),
-                None => Cow::Borrowed(text),
-            }
-        }
-        Value::Symbol(index) => Cow::Borrowed(symbols[*index].as_str()),
+        Value::Str(start, end) => Cow::Borrowed(cut(reader.text(*start, *end))),
+        Value::Symbol(index) => Cow::Borrowed(cut(symbols[*index].as_str())),
         Value::Long(number) => Cow::Owned(number.to_string()),
         Value::Bool(flag) => Cow::Borrowed(if *flag { "true" } else { "false" }),
         Value::Other => return Err(()),
@@ -206,7 +206,19 @@ fn node(plan: &Bound<'_, PyAny>, slots: usize, symbols: usize, depth: usize) -> 
         "record" => Kind::Record(children(2)?),
         other => return Err(PyValueError::new_err(format!("unknown plan node {other:?}"))),
     };
-    Ok(Node { kind, slots: filled })
+    let mut below = filled.clone();
+    match &kind {
+        Kind::Array(items) => below.extend(&items.below),
+        Kind::Map { plain, keyed } => {
+            below.extend(&plain.below);
+            keyed.iter().for_each(|(_, values)| below.extend(&values.below));
+        }
+        Kind::Union(nodes) | Kind::Record(nodes) => nodes.iter().for_each(|node| below.extend(&node.below)),
+        _ => {}
+    }
+    below.sort_unstable();
+    below.dedup();
+    Ok(Node { kind, slots: filled, below })
 }
 
 /// Records mapped natively by every plan of this process, for the metric (consumer/pipeline.py).
