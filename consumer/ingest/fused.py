@@ -18,8 +18,13 @@ What it promises (tests/unit/ingest/test_fused.py holds it to this against the P
   paths only (no `$kafka.*`, no JMESPath), string attributes, `campaign_id` (no route table), no
   `event_time`, an E.164 phone format; a schema without resolution into a reader schema, whose
   logical types are the timestamps, dates and times (their valid range found from Python's own
-  reader at plan time). Otherwise `fused_reader` answers None, says why once in the log, and every
-  record goes through Python.
+  reader at plan time), with no record naming a field twice and no fixed whose size is not a
+  count. Otherwise, or if planning fails at all, `fused_reader` answers None, says why once in the
+  log, and every record goes through Python. tests/unit/ingest/test_fused_differential.py fuzzes
+  the two paths against each other (schemas, mappings, bytes).
+- A map key written twice counts as in Python's dict: the last value (native/src/avro.rs).
+- A panic in the native core answers None (caught in Rust): PyO3 would raise a BaseException the
+  intake does not catch.
 - `NATIVE_INTAKE=off` turns it off; without the native module built it is off (said at start-up).
 """
 
