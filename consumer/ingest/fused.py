@@ -56,6 +56,9 @@ _INT64 = (-(2**63), 2**63 - 1)
 # convert bytes or text, and a schema holding one is read by Python.
 _RANGED_LOGICAL = {"int-date", "int-time-millis", "long-time-micros", "long-timestamp-millis",
                    "long-timestamp-micros", "long-local-timestamp-millis", "long-local-timestamp-micros"}
+# The valid range of each logical type, by (Python's reader, "type-logicalType"): found once per
+# process (a few milliseconds for all of them), not for every schema id the registry serves.
+_RANGES: dict[tuple[Callable[[Any], Any], str], tuple[int, int]] = {}
 
 
 class Unplanned(Exception):
@@ -162,10 +165,44 @@ class _Planner:
         # places (a named type reused through records reused) lists its symbols once, not per use.
         self._enums: dict[int, tuple[Any, int]] = {}
         self.nodes = 0
-        self._ranges: dict[str, tuple[int, int]] = {}
+        # Counted before it is expanded: a few KB of named types each used twice by the next
+        # expand past the bound, and expanding up to it took 40 times as long as Python's reader.
+        if self.size(writer, {}, ()) > MAX_PLAN_NODES:
+            raise Unplanned(f"the schema expands past {MAX_PLAN_NODES} nodes")
         self.root = self.node(writer, paths)
         if self.root[0] != "record":
             raise Unplanned("the schema's top level is not a record")
+
+    def size(self, schema: Any, sizes: dict[str, int], defining: tuple[str, ...]) -> int:
+        """The nodes `node` makes of `schema` at most (a map's values twice: the values no path
+        names, and one key's a path names), each named type measured once (`sizes`)."""
+        if isinstance(schema, list):
+            return 1 + sum(self.size(branch, sizes, defining) for branch in schema)
+        if isinstance(schema, str):
+            if schema not in self.named:
+                return 1
+            if schema not in sizes:
+                if schema in defining:
+                    raise Unplanned(f"the schema is recursive ({schema[:64]!r})")
+                sizes[schema] = self.size(self.named[schema], sizes, (*defining, schema))
+            return sizes[schema]
+        if not isinstance(schema, dict):
+            return 1
+        kind, name = schema.get("type"), schema.get("name")
+        if kind in ("record", "error"):
+            inner = (*defining, name) if isinstance(name, str) else defining
+            found = 1 + sum(self.size(field.get("type"), sizes, inner) for field in schema.get("fields", ())
+                            if isinstance(field, dict))
+            if isinstance(name, str):
+                sizes.setdefault(name, found)
+            return found
+        if kind == "array":
+            return 1 + self.size(schema.get("items"), sizes, defining)
+        if kind == "map":
+            return 1 + 2 * self.size(schema.get("values"), sizes, defining)
+        if isinstance(kind, (list, dict)) or (isinstance(kind, str) and kind in self.named):
+            return self.size(kind, sizes, defining)
+        return 1
 
     def node(self, schema: Any, paths: Slots) -> tuple[Any, ...]:
         self.nodes += 1
@@ -226,9 +263,13 @@ class _Planner:
             return self.node(kind, paths)
         if key not in _RANGED_LOGICAL:
             raise Unplanned(f"the schema has a {logical} logical type")
-        if key not in self._ranges:
-            self._ranges[key] = self.valid_range(kind, logical)
-        return ("long", here, *self._ranges[key], True)
+        found = _RANGES.get((self.reader_of, key))
+        if found is None:
+            found = self.valid_range(kind, logical)
+            if len(_RANGES) >= 64:  # one reader of schemas in production; tests bring others
+                _RANGES.clear()
+            _RANGES[self.reader_of, key] = found
+        return ("long", here, *found, True)
 
     def valid_range(self, kind: str, logical: str) -> tuple[int, int]:
         """The raw values Python's reader converts for this logical type, found by bisection from
