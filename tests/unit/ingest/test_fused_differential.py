@@ -729,6 +729,7 @@ class Stats:
         self.counts[f"{prefix}"] += 1
         self.counts[f"{prefix} python recipient"] += python[0] == "recipient"
         self.counts[f"{prefix} native recipient"] += took
+        self.counts["unroutable by RoutedMapper"] += python[0] == "error" and "no configured destination" in python[2]
         if python != natively and len(self.mismatches) < 5:
             self.mismatches.append(f"{label}\n  payload {value.hex()[:2000]}\n  python {str(python)[:400]}\n"
                                    f"  native {str(natively)[:400]}")
@@ -815,6 +816,7 @@ def test_the_native_core_answers_as_the_python_path_for_random_schemas_mappings_
     assert counts["valid native recipient"] >= 0.35 * counts["valid python recipient"], counts
     assert counts["valid native recipient"] >= 150, counts
     assert counts["registry"] > 100, counts
+    assert counts["unroutable by RoutedMapper"] > 10, counts
     assert time.monotonic() - started < 20
 
 
