@@ -33,6 +33,7 @@ local Kafka. The Pisano simulator runs in its own process, answers at once, thro
   core takes the records (consumer/ingest/fused.py), the Python ones shown beside it; and the poll
   loop as a whole (benchmarks/poll_loop.py: the consumer's Pipeline on the same records in memory),
   which holds the decode, map and batch stages: the sum is consume, poll loop, JSON, dedup, POST;
+  `NATIVE_INTAKE=off` in the environment runs all of it (consumer and stages) in Python;
 - the consumer's peak RSS, and the memory added per 100,000 events held while the throttle
   keeps them waiting.
 
@@ -409,12 +410,13 @@ def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) 
     # As the consumer decodes and maps: in one native pass where the native core takes the records
     # (consumer/ingest/fused.py), else decoded, then mapped, in Python. The Python stages are timed
     # either way, but count in the stage sum only when they are the consumer's path.
-    decoder = SchemalessDecoder(default_schema(), mapper.fields_read(), mapper)
+    python_only = os.environ.get("NATIVE_INTAKE", "auto").lower() == "off"  # as the consumer reads it
+    decoder = SchemalessDecoder(default_schema(), mapper.fields_read(), None if python_only else mapper)
     records, python["decode"] = _best(lambda: [decoder.decode(v) for v in values], count)
     started = time.process_time()
     recipients = [mapper.map(r) for r in records]
     python["map"] = (time.process_time() - started) * 1e6 / count
-    if all(decoder.recipient(v) is not None for v in values):
+    if not python_only and all(decoder.recipient(v) is not None for v in values):
         natively, costs["native_decode_map"] = _best(lambda: [decoder.recipient(v) for v in values], count)
         assert natively == recipients, "the native core and the Python path disagree"
     else:
@@ -454,7 +456,7 @@ def stage_costs(bootstrap: str, topic: str, redis_url: str, simulator_url: str) 
     # stages above, which are shown inside it, not added to it again.
     from poll_loop import loop_cpu
 
-    costs["poll_loop"], _ = loop_cpu(messages, topic)
+    costs["poll_loop"], _ = loop_cpu(messages, topic, python=python_only)
     inside = ("decode", "map", "native_decode_map", "batch")
     costs["total"] = sum(cost for name, cost in costs.items() if name not in inside)
     if "native_decode_map" in costs:  # shown beside it, in no sum
