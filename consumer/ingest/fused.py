@@ -277,13 +277,15 @@ class _Planner:
         or a clock's ends."""
         import fastavro
 
+        from consumer.outcomes.receipts import avro_long
+
         schema = fastavro.parse_schema({"type": "record", "name": "Probe", "fields": [
             {"name": "v", "type": {"type": kind, "logicalType": logical}}]})
         read = self.reader_of(schema)
 
         def converts(value: int) -> bool:
             try:
-                read(_zigzag(value), 0)
+                read(avro_long(value), 0)
             except Exception:
                 return False
             return True
@@ -304,13 +306,3 @@ class _Planner:
             raise Unplanned(f"the {logical} logical type converts no single range of values")
         return lo, hi
 
-
-def _zigzag(value: int) -> bytes:
-    """`value` as one Avro long (a zigzag varint)."""
-    n = ((value << 1) ^ (value >> 63)) & ((1 << 64) - 1)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)

@@ -240,7 +240,9 @@ _HIGH_GROUPS: dict[int, bytes] = {}
 _SMALL = [_varint(n) for n in range(64)]  # lengths, union branches, enum indexes: most are small
 
 
-def _number(n: int) -> bytes:
+def avro_long(n: int) -> bytes:
+    """An Avro int or long (`n` within 64 bits) as its bytes (also the native core's probes of
+    logical types: consumer/ingest/fused.py)."""
     return _SMALL[n] if 0 <= n < 64 else _varint(n)
 
 
@@ -248,7 +250,7 @@ def _text_bytes(text: str) -> bytes:
     # A lone surrogate (Pisano's request id is any JSON string) is written as its escape: strict
     # UTF-8 refuses it, and the poll loop would fail on a request already accepted.
     data = text.encode("utf-8", "backslashreplace")
-    return _number(len(data)) + data
+    return avro_long(len(data)) + data
 
 
 def _field_writer(avro_type: Any) -> Callable[[Any], bytes]:
@@ -258,11 +260,11 @@ def _field_writer(avro_type: Any) -> Callable[[Any], bytes]:
         inner = _field_writer(avro_type[1])
         return lambda value: b"\x00" if value is None else b"\x02" + inner(value)
     if isinstance(avro_type, dict) and avro_type.get("type") == "enum":
-        index = {symbol: _number(n) for n, symbol in enumerate(avro_type["symbols"])}
+        index = {symbol: avro_long(n) for n, symbol in enumerate(avro_type["symbols"])}
         return index.__getitem__
     name = avro_type.get("type") if isinstance(avro_type, dict) else avro_type
     if name in ("int", "long"):
-        return _number
+        return avro_long
     if name == "string":
         return _text_bytes
     raise ValueError(f"receipt schema: no encoder for {avro_type!r}")
