@@ -61,6 +61,9 @@ _RANGED_LOGICAL = {"int-date", "int-time-millis", "long-time-micros", "long-time
 _RANGES: dict[tuple[Callable[[Any], Any], str], tuple[int, int]] = {}
 
 
+_PLAN_FAILED = "the native core could not be planned"
+
+
 class Unplanned(Exception):
     """What the native core does not take whole: every record goes through Python."""
 
@@ -78,8 +81,42 @@ def fused_reader(writer: Any, mapper: Any, reader_of: Callable[[Any], Any]) -> F
     """The native reader of records written with `writer` and mapped by `mapper`, or None (the
     reason logged) when the native core cannot take them. `reader_of(schema)`: the Python reader
     of a schema (consumer/ingest/avro.py's `reader_for`), asked for the range of each logical type."""
-    if pisano_native is None:
+    fused, reason = _planned(writer, mapper, reader_of)
+    if fused is None:
+        if reason is not None:  # a failure of the planner itself is worth a warning: it was not foreseen
+            log.log(logging.WARNING if reason.startswith(_PLAN_FAILED) else logging.INFO,
+                    "records decoded and mapped in Python, not natively: %s", reason)
         return None
+    log.info("records decoded and mapped natively where the native core takes them (pisano_native %s)",
+             pisano_native.__version__)
+    recipient: FusedReader = fused.recipient
+    return recipient
+
+
+def why_not(writer: Any, mapper: Any, reader_of: Callable[[Any], Any]) -> str | None:
+    """Why the records of `writer` mapped by `mapper` go through Python, not the native core; None
+    if the native core takes them (`pisano-sms check` says which)."""
+    if pisano_native is None:
+        return "the native core (pisano_native) is not installed; `make install` builds it"
+    return _planned(writer, mapper, reader_of)[1]
+
+
+def why_not_mapping(mapper: Any) -> str | None:
+    """Why no record mapped by `mapper` goes through the native core, whatever its schema (a
+    registry's schemas are known only when their records come); None if some may."""
+    if pisano_native is None:
+        return "the native core (pisano_native) is not installed; `make install` builds it"
+    try:
+        _mapping_paths(mapper)
+    except Unplanned as exc:
+        return str(exc)
+    return None
+
+
+def _planned(writer: Any, mapper: Any, reader_of: Callable[[Any], Any]) -> tuple[Any, str | None]:
+    """(the native core's plan, None), or (None, why not); (None, None) without the module."""
+    if pisano_native is None:
+        return None, None
     try:
         paths = _mapping_paths(mapper)
         slots: dict[tuple[str, ...], int] = {}
@@ -88,22 +125,15 @@ def fused_reader(writer: Any, mapper: Any, reader_of: Callable[[Any], Any]) -> F
         for _, steps in (*paths.custom, *paths.built_in):
             slots.setdefault(steps, len(slots))
         plan = _Planner(writer, list(slots.items()), reader_of)
-        fused = pisano_native.Fused(
+        return pisano_native.Fused(
             plan.root, plan.symbols, len(slots), (slots[paths.event_id], slots[paths.phone], slots[paths.campaign]),
             [(name, slots[steps]) for name, steps in paths.custom],
             [(name, slots[steps]) for name, steps in paths.built_in],
-            mapper.phones.output == "e164_digits", list(_COUNTRY_CODES), validity_rule, Recipient)
+            mapper.phones.output == "e164_digits", list(_COUNTRY_CODES), validity_rule, Recipient), None
     except Unplanned as exc:
-        log.info("records decoded and mapped in Python, not natively: %s", exc)
-        return None
+        return None, str(exc)
     except Exception as exc:  # a schema the planner did not foresee: its records are Python's, never its failure
-        log.warning("records decoded and mapped in Python, not natively: the native core could not be planned "
-                    "(%s: %s)", type(exc).__name__, str(exc)[:200])
-        return None
-    log.info("records decoded and mapped natively where the native core takes them (pisano_native %s)",
-             pisano_native.__version__)
-    recipient: FusedReader = fused.recipient
-    return recipient
+        return None, f"{_PLAN_FAILED} ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 class _Paths:

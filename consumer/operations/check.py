@@ -33,7 +33,8 @@ from consumer.config.settings import Settings, duration_ms
 from consumer.delivery.pisano import PROBE_CAMPAIGN
 from consumer.delivery.slots import NoSlot, send_in_slot
 from consumer.errors import ConfigError, PisanoSmsError, PisanoTransportError, StateStoreError
-from consumer.ingest.avro import build_decoder
+from consumer.ingest import fused
+from consumer.ingest.avro import build_decoder, reader_for
 from consumer.ingest.kafka import make_admin, make_consumer, make_producer, refused_settings
 from consumer.ingest.mapping import fields_read_by, is_campaign_id, load_mapper
 from consumer.ingest.membership import committed_metadata
@@ -114,10 +115,29 @@ def _guard(name: str, check: Callable[[], tuple[str, str]], refuses_start: bool 
     return Result(name, "failed" if refused else status, redact_phones(mask_urls_in_text(detail)), refused)
 
 
+def _native(settings: Settings, mapper: Any, decoder: Any, registry: bool) -> str:
+    """Whether records are decoded and mapped by the native core (README, "Decoding and mapping
+    natively"), and if not, why."""
+    if settings.native_intake == "off":
+        return "; records decoded and mapped in Python (NATIVE_INTAKE=off)"
+    if registry:  # the schemas come with their records: only the mapping can be judged now
+        reason = fused.why_not_mapping(mapper)
+        if reason is not None:
+            return f"; records decoded and mapped in Python: {reason}"
+        if settings.avro_schema_file is not None:
+            return ("; records decoded and mapped natively when written with AVRO_SCHEMA_FILE's own schema "
+                    "and their schema allows (others are resolved into it in Python)")
+        return "; records decoded and mapped natively where their schema allows"
+    reason = fused.why_not(decoder.schema, mapper, reader_for)
+    return ("; records decoded and mapped natively" if reason is None
+            else f"; records decoded and mapped in Python: {reason}")
+
+
 def _config(settings: Settings) -> tuple[str, str]:
     mapper = load_mapper(settings)
     # As `run` builds it: with the fields the mapper reads (a bad answer fails here, as at start).
-    build_decoder(registry_connection(settings), settings.avro_schema_file, fields_read_by(mapper))
+    registry = registry_connection(settings)
+    decoder = build_decoder(registry, settings.avro_schema_file, fields_read_by(mapper))
     settings.require("kafka_topics", *(() if settings.destinations else ("pisano_url",)))
     configs = destination_configs(settings)
     if settings.outcome_topic:
@@ -126,6 +146,7 @@ def _config(settings: Settings) -> tuple[str, str]:
     detail = f"topics {','.join(settings.kafka_topics)}, group {settings.kafka_group_id}, throttle {windows}"
     for warning in getattr(mapper, "warnings", ()):
         detail += f"; WARNING (mapping): {warning}"
+    detail += _native(settings, mapper, decoder, registry is not None)
     if settings.opt_out_key() is None:
         detail += "; no opt-out list (SUPPRESSION_KEY not set)"
     cooldown = duration_ms(settings.contact_cooldown)
