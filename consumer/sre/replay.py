@@ -54,7 +54,6 @@ from consumer.ingest.membership import subscribes
 from consumer.ingest.records import SOURCE_TIMESTAMP_HEADER
 from consumer.outcomes.deadletter import REPLAYS_HEADER
 from consumer.sre.dlq_read import (
-    METADATA_TIMEOUT_S,
     OTHER,
     DeadLetter,
     Filters,
@@ -67,6 +66,7 @@ from consumer.sre.dlq_read import (
     describe_topic,
     kafka_error_text,
     parse_dead_letter,
+    waited,
 )
 from consumer.sre.position_commit import CommitStalled, PositionCommitter
 from consumer.sre.record_text import shown_id
@@ -485,12 +485,13 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
         # target deleted while the replay runs, with the broker's defaults, and take the records.
         producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
-    publisher = _Publisher(producer, signing_key, resume_hint(plan), lambda topic: _topic_exists(consumer, topic),
+    publisher = _Publisher(producer, signing_key, resume_hint(plan),
+                           lambda topic: _topic_exists(consumer, topic, waiting),
                            waiting) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
                          start="beginning" if plan.from_beginning else "committed",
                          missing_hint="check DLQ_TOPIC or --from-topic",
-                         topic_id=lambda: topic_id_of(settings, plan.source_topic), note=waiting)
+                         topic_id=lambda: topic_id_of(settings, plan.source_topic, waiting), note=waiting)
     committer = PositionCommitter(consumer, plan.group, waiting, timeout_s=ACK_TIMEOUT_S, note_every_s=WAIT_NOTE_S)
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
@@ -534,7 +535,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
     try:
         reader.check()
         if plan.to_topic:
-            _check_target(consumer, plan.to_topic, settings, known_targets)
+            _check_target(consumer, plan.to_topic, settings, known_targets, waiting)
         # Before the group's positions are read: a run that finished meanwhile committed past what
         # it re-published, and positions read before its release would publish all that again.
         if lock is not None:
@@ -564,7 +565,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                 target = plan.to_topic or letter.origin[0]
                 try:
                     # Checked in a dry run too: the real run would stop here, so the counts would differ.
-                    _check_target(consumer, target, settings, known_targets)
+                    _check_target(consumer, target, settings, known_targets, waiting)
                 except TopicError as exc:
                     checkpoint()
                     if summary.committed or (publisher is not None and summary.replayed):
@@ -661,20 +662,22 @@ def _consumer_topics(settings: Settings, plan: ReplayPlan) -> Callable[[str], bo
     return lambda topic: topic not in never and subscribes(subscribed, topic)
 
 
-def _topic_exists(client: Any, topic: str) -> bool | None:
+def _topic_exists(client: Any, topic: str, note: Callable[[str], None] = lambda text: None) -> bool | None:
     """Whether `topic` exists now (a consumer's metadata request never creates it); None if Kafka
     did not answer."""
     try:
-        described = client.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
+        described = waited(lambda timeout: client.list_topics(topic, timeout=timeout),
+                           f"whether topic {topic} still exists", note).topics.get(topic)
     except KafkaException:
         return None
     return described is not None and described.error is None and bool(described.partitions)
 
 
-def _check_target(client: Any, topic: str, settings: Settings, known: set[str]) -> None:
+def _check_target(client: Any, topic: str, settings: Settings, known: set[str],
+                  note: Callable[[str], None] = lambda text: None) -> None:
     # Producing to a missing topic would only fail after message.timeout.ms (5 minutes).
     if topic not in known:
         describe_topic(client, topic, settings.kafka_bootstrap_servers,
-                       "create it, or re-publish elsewhere with --to-topic")
+                       "create it, or re-publish elsewhere with --to-topic", note)
         known.add(topic)
 
