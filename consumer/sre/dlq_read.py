@@ -498,10 +498,23 @@ class TopicReader:
         return low, high
 
     def _committed(self, tps: list[TopicPartition]) -> dict[int, tuple[int, str | None]]:
-        """The group's committed position and stored topic id of each partition."""
+        """The group's committed position and stored topic id of each partition. A partition Kafka
+        answered with an error for (its coordinator loading, an ACL) has offset -1001 like one never
+        committed: taken so (found by review), the run read the partition from its beginning and
+        re-published what earlier runs had, the records that failed again included. TopicError then,
+        before anything is read."""
         self.note("committed positions of the group")
         answered = waited(lambda timeout: self.consumer.committed(tps, timeout=timeout),
                           "committed positions of the group", self.note)
+        failed = [tp for tp in answered if getattr(tp, "error", None) is not None]
+        if failed:
+            tp = failed[0]
+            raise TopicError(f"Kafka could not tell the group's committed position of {self.topic} partition "
+                             f"{tp.partition} ({tp.error.str()}"
+                             + (f"; {len(failed) - 1} other partition(s) too" if len(failed) > 1 else "")
+                             + "): nothing was read or published (read from its beginning, the partition's "
+                             "records replayed before would be published again); check that Kafka is up and "
+                             "that this user may describe the group, then run again")
         return {tp.partition: (tp.offset, committed_id(tp)) for tp in answered}
 
     def records(self) -> Iterator[Any]:
