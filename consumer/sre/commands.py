@@ -137,8 +137,12 @@ def _quiet_kafka_logs(settings: Settings) -> None:
               help="Refuse records already replayed this many times (header dlq.replays).")
 @click.option("--from-topic", metavar="TOPIC", help="Read this topic instead of DLQ_TOPIC.")
 @click.option("--to-topic", metavar="TOPIC",
-              help="Re-publish to this topic instead of each record's dlq.original.topic (which must be one "
-                   "of KAFKA_TOPICS).")
+              help="Re-publish to this topic instead of each record's dlq.original.topic. Like that one, it must "
+                   "be a topic the consumers read (KAFKA_TOPICS, its patterns included), never the DLQ or the "
+                   "receipt topic.")
+@click.option("--to-unconsumed-topic", is_flag=True,
+              help="Take a --to-topic that is not in KAFKA_TOPICS (a topic the fleet reads under a configuration "
+                   "this run does not have). Never the DLQ or the receipt topic.")
 @click.option("--group", metavar="GROUP",
               help="Consumer group that keeps the position. Default: pisano-sms-replay- and a hash of the filters.")
 @click.option("--from-beginning", is_flag=True,
@@ -155,8 +159,8 @@ def _quiet_kafka_logs(settings: Settings) -> None:
 @configured
 def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tuple[str, ...],
                    campaigns: tuple[str, ...], since: str | None, until: str | None, limit: int | None,
-                   max_replays: int, from_topic: str | None, to_topic: str | None, group: str | None,
-                   from_beginning: bool, past_horizon: bool, dry_run: bool, force: bool) -> None:
+                   max_replays: int, from_topic: str | None, to_topic: str | None, to_unconsumed_topic: bool,
+                   group: str | None, from_beginning: bool, past_horizon: bool, dry_run: bool, force: bool) -> None:
     """Re-publish dead-lettered records to their original topic, through the pipeline again.
 
     Only to the consumers' topics (KAFKA_TOPICS) or --to-topic: a dead-letter naming any other
@@ -176,7 +180,8 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
         fail(str(exc))
     plan = ReplayPlan(
         source_topic=from_topic or settings.dlq_topic, group=group or default_group(filters), filters=filters,
-        limit=limit, max_replays=max_replays, to_topic=to_topic, dry_run=dry_run, from_beginning=from_beginning,
+        limit=limit, max_replays=max_replays, to_topic=to_topic, to_unconsumed_topic=to_unconsumed_topic,
+        dry_run=dry_run, from_beginning=from_beginning,
         # The consumers look for a delivered mark when they claim the replay, later than now (lag, a
         # backlog): their stale guard leaves STALE_MARGIN_S for that wait, and so does the hold.
         stale_before=datetime.now(UTC) - timedelta(milliseconds=settings.stale_after_ms),
@@ -284,6 +289,8 @@ def _advised_run(plan: ReplayPlan, dlq_topic: str | None, options: str, more: st
         options += f" --from-topic {shown_id(plan.source_topic)}"
     if plan.to_topic is not None:
         options += f" --to-topic {shown_id(plan.to_topic)}"
+        if plan.to_unconsumed_topic:
+            options += " --to-unconsumed-topic"
     if plan.group != default_group(plan.filters):
         # The same --group again would resume past them and read nothing.
         more += f", without --group {shown_id(plan.group)}"
@@ -342,7 +349,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
          "a tombstone (null value) with dead-letter headers: no event to re-publish; left in the DLQ"),
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
          "dlq.original.topic is not in KAFKA_TOPICS: check the record; if its topic is wrong, replay its time "
-         "range (--since/--until) with --to-topic and a new --group (this group's position is past it)"
+         "range (--since/--until) with --to-topic (a topic of KAFKA_TOPICS, or add --to-unconsumed-topic) and a new "
+         "--group (this group's position is past it)"
          + (f" ({_top(summary.not_consumer_topics, show=shown_id)})" if summary.not_consumer_topics else "")),
         ("refused: by Kafka", summary.verdicts[Verdict.REFUSED_BY_KAFKA],
          "Kafka refused them, each sent alone (e.g. larger than the topic's max.message.bytes): fix the topic, "

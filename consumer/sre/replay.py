@@ -121,6 +121,13 @@ class Verdict(StrEnum):
     REPLAY = "replay"
 
 
+# Records the run selected and left in the DLQ: `replay` exits 3 (commands.EXIT_NOT_ALL_REPLAYED)
+# when it met any, so a script or a Job knows not everything was replayed.
+NOT_REPLAYED = frozenset({Verdict.FATE_UNKNOWN, Verdict.PAST_HORIZON, Verdict.VALUE_OMITTED, Verdict.NO_VALUE,
+                          Verdict.OVER_MAX_REPLAYS, Verdict.MALFORMED, Verdict.NOT_CONSUMER_TOPIC,
+                          Verdict.REFUSED_BY_KAFKA})
+
+
 # Reasons whose events may have reached their customer already: `ambiguous` (the request's fate is
 # unknown) and `stale` (older than the dedup horizon: a delivered mark may be gone). Replayed, they
 # can be sent a second time, so a run takes them only when --reason names them, once the SRE has
@@ -191,6 +198,8 @@ class ReplayPlan:
     limit: int | None = None  # stop after this many records replayed (held and refused ones do not count)
     max_replays: int = 3
     to_topic: str | None = None  # instead of each record's dlq.original.topic
+    # --to-unconsumed-topic: take a `to_topic` the fleet does not consume (not in KAFKA_TOPICS)
+    to_unconsumed_topic: bool = False
     dry_run: bool = False
     from_beginning: bool = False
     # Records that failed before this were dead-lettered longer ago than the dedup horizon minus
@@ -478,6 +487,17 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
     if plan.to_topic is not None and plan.to_topic in {plan.source_topic, settings.dlq_topic, settings.outcome_topic}:
         raise ConfigError(f"--to-topic {plan.to_topic} is the dead-letter or receipt topic (DLQ_TOPIC, --from-topic, "
                           "OUTCOME_TOPIC); name the topic the consumers read the events from")
+    # Any other topic the SRE's credentials may write was taken too (found by review): another team's
+    # topic got raw events (phones in clear) no pisano-sms consumer reads, and the group's position
+    # moved past them. A target the fleet does not consume is taken only when said so.
+    if plan.to_topic is not None and not plan.to_unconsumed_topic \
+            and not subscribes(tuple(settings.kafka_topics), plan.to_topic):
+        fleet = (f"KAFKA_TOPICS ({', '.join(settings.kafka_topics)})" if settings.kafka_topics
+                 else "KAFKA_TOPICS, which is not set here")
+        raise ConfigError(f"--to-topic {plan.to_topic} is not a topic the consumers read: not in {fleet}; the "
+                          "replayed events would reach no pisano-sms consumer. Name one of the fleet's topics, or "
+                          "set KAFKA_TOPICS as the fleet has it; if the fleet does read it (a new topic not in "
+                          "KAFKA_TOPICS yet), add --to-unconsumed-topic to re-publish there anyway")
     # A client librdkafka refuses to make (a CA file missing on the SRE's machine) is a ConfigError
     # naming the setting, exit 2, not a traceback (found by review).
     with refused_settings():

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from consumer.config.loading import load_settings
 from consumer.config.settings import Settings
+from consumer.errors import ConfigError
 from consumer.ingest.kafka import make_producer
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure, dead_letter_headers
 from consumer.simulator import SimulatorConfig, SimulatorServer
@@ -185,7 +186,10 @@ def test_dry_run_counts_equal_the_real_run_and_records_go_back_untouched(
 def test_to_topic(stack: Stack, new_topic: Callable[..., str], settings: Callable[[str], Settings]) -> None:
     source, dlq, elsewhere = new_topic("source"), new_topic("dlq"), new_topic("elsewhere")
     originals = build_dlq(stack, source, dlq, MIX)
-    summary = replay(settings(dlq), Filters.from_options(["13001", "13034"]), to_topic=elsewhere)
+    with pytest.raises(ConfigError, match="--to-unconsumed-topic"):  # not in KAFKA_TOPICS
+        replay(settings(dlq), Filters.from_options(["13001", "13034"]), to_topic=elsewhere)
+    summary = replay(settings(dlq), Filters.from_options(["13001", "13034"]), to_topic=elsewhere,
+                     to_unconsumed_topic=True)
     assert summary.by_target == {elsewhere: 4}
     moved = sorted(read_all(stack.bootstrap, elsewhere), key=lambda m: m.key())
     assert [(m.key(), m.value()) for m in moved] == [(o.key(), o.value()) for o in originals[:4]]
@@ -479,7 +483,10 @@ def test_cli_errors_are_one_line_with_exit_2(stack: Stack, new_topic: Callable[.
         (("replay", "--since", "0001-01-01T00:00:00+01:00"), cli_env(stack, dlq), "is outside the dates"),
         (("replay",), cli_env(stack, "no-such-dlq", KAFKA_TOPICS="t"), "topic no-such-dlq does not exist"),
         (("replay",), cli_env(stack, dlq, KAFKA_TOPICS=""), "KAFKA_TOPICS is not set"),
-        (("replay", "--to-topic", "no-such-topic"), cli_env(stack, dlq), "topic no-such-topic does not exist"),
+        (("replay", "--to-topic", "no-such-topic", "--to-unconsumed-topic"), cli_env(stack, dlq),
+         "topic no-such-topic does not exist"),
+        (("replay", "--to-topic", "other-teams-topic"), cli_env(stack, dlq, KAFKA_TOPICS="t"),
+         "--to-topic other-teams-topic is not a topic the consumers read: not in KAFKA_TOPICS (t)"),
         (("dlq", "stats"), cli_env(stack, "no-such-dlq"), "check DLQ_TOPIC"),
         (("dlq", "stats"), {**cli_env(stack, dlq), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
          "cannot reach Kafka at 127.0.0.1:1"),

@@ -73,7 +73,11 @@ def test_without_kafka_topics_or_to_topic_nothing_is_read_or_committed(monkeypat
         assert result.exit_code == 2, result.output
         assert "KAFKA_TOPICS" in result.output and "--to-topic" in result.output
     assert cluster.committed == {} and cluster.published == []
+    # Without KAFKA_TOPICS nothing tells that the target is one the fleet reads: said explicitly.
     result = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions"])
+    assert result.exit_code == 2 and "--to-unconsumed-topic" in result.output, result.output
+    result = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions",
+                                       "--to-unconsumed-topic"])
     assert result.exit_code == 0, result.output
     assert len(cluster.published) == 3
 
@@ -87,8 +91,9 @@ def test_records_refused_for_their_topic_are_replayable_as_the_summary_says(monk
     assert first.exit_code == 0 and "refused: other topic" in first.output
     line = next(text for text in first.output.splitlines() if "refused: other topic" in text)
     assert "--to-topic" in line and "--group" in line  # the position is past them: a new group
+    assert "--to-unconsumed-topic" in line  # `transactions` is not in this run's KAFKA_TOPICS either
     again = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions",
-                                      "--group", "pisano-sms-replay-retarget"])
+                                      "--to-unconsumed-topic", "--group", "pisano-sms-replay-retarget"])
     assert again.exit_code == 0 and len(cluster.published) == 3
 
 
@@ -172,6 +177,7 @@ def test_the_run_advised_for_held_dead_letters_reads_them_where_they_are(monkeyp
     from consumer.outcomes.deadletter import Failure
 
     old, target = "pisano-sms.dlq-2025", "transactions-v2"
+    monkeypatch.setenv("KAFKA_TOPICS", f"transactions,{target}")  # a target the fleet reads
     unknown = dead_lettered(Failure("ambiguous", "fate unknown"), offset=7, failed_at=RECENT)
     cluster = Cluster([*dlq_records(1), DlqMessage(unknown.headers(), topic=old, partition=0, offset=1)],
                       topics={DLQ, old, "transactions", target})
