@@ -49,6 +49,9 @@ from consumer.sre.signals import Terminated
 from consumer.state.redis import translated
 
 EXIT_FAILED = 1
+# `replay` ran to its end, but left selected records in the DLQ (refused or held): a script or a
+# Job must not take the run for a full replay (found by review: it exited 0).
+EXIT_NOT_ALL_REPLAYED = 3
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # and by SIGTERM (128 + SIGTERM)
 PLAIN_PROGRESS_INTERVAL_S = 5.0
@@ -172,6 +175,15 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
     combine with AND. Reads up to the end of the topic as it is at start, and resumes where the
     last run with the same filters stopped (its position is committed only once Kafka
     acknowledged everything re-published before it).
+
+    \b
+    Exit status:
+      0    every selected record was replayed (in a dry run: would be); --limit may stop it
+      3    the run ended, but selected records were refused or held (the summary's rows
+           and its `not replayed` count): they are still in the DLQ
+      1    Kafka failed part-way (the summary so far, then what to check)
+      2    bad options or configuration, a missing topic, the lock held: nothing done
+      130  interrupted (Ctrl-C), 143 terminated (SIGTERM)
     """
     try:
         filters = replace(Filters.from_options(error_codes, reasons, campaigns, since, until),
@@ -218,6 +230,11 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
         if lock is not None:
             lock.release()
     _print_replay(plan, summary, dlq_topic=settings.dlq_topic)
+    if summary.not_replayed:
+        would = "would not be replayed (dry run)" if plan.dry_run else "were not replayed"
+        fail(f"{summary.not_replayed:,} selected record(s) {would}: refused or held, see the summary's rows "
+             "(they stay in the DLQ); everything else the run selected was "
+             + ("counted" if plan.dry_run else "replayed and its position committed"), EXIT_NOT_ALL_REPLAYED)
 
 
 def open_replay_lock(settings: Settings, plan: ReplayPlan) -> ReplayLock:
@@ -360,6 +377,9 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         ("refused: malformed", summary.verdicts[Verdict.MALFORMED],
          "our headers, but unusable" + (f" ({_top(summary.malformed)})" if summary.malformed else "")),
     ]
+    rows.append(("not replayed", summary.not_replayed,
+                 "of the records selected, the ones refused or held above: still in the DLQ (exit status 3)"
+                 if summary.not_replayed else ""))
     if not plan.dry_run and summary.replayed > summary.acknowledged:
         rows.insert(4, ("unacknowledged", summary.replayed - summary.acknowledged,
                         "published, not acknowledged by Kafka before the run stopped: the next run publishes them "

@@ -256,6 +256,13 @@ class ReplaySummary:
     def replayed(self) -> int:
         return self.verdicts[Verdict.REPLAY]
 
+    @property
+    def not_replayed(self) -> int:
+        """Records of ours the run selected (they passed the filters) and did not replay, nor would in
+        a dry run: refused or held; malformed ones too (no filter can be judged on them). Foreign and
+        unmatched records were not selected; a duplicate's content was replayed."""
+        return sum(self.verdicts[verdict] for verdict in NOT_REPLAYED)
+
     def breakdown(self, acknowledged: bool) -> Breakdown:
         """The breakdown of every record replayed (in a dry run: that would be), or of those Kafka
         acknowledged by the last checkpoint: the ones the `replayed` row counts after a failure."""

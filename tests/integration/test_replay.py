@@ -287,8 +287,9 @@ def test_value_omitted_by_the_dead_letter_queue_is_refused(
     assert [m.key() for m in read_all(stack.bootstrap, source)] == [b"big", b"small", b"small"]
 
     result = pisano_sms("replay", "--from-beginning", "--dry-run", env=cli_env(stack, dlq))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # one record would not be replayed
     assert line_of(result.stdout, "refused: value omitted").split()[3] == "1"
+    assert count_in(result.stdout, "not replayed") == 1 and "1 selected record(s)" in result.stderr
 
 
 def test_a_record_the_target_topic_refuses_is_counted_and_the_run_goes_on(
@@ -318,7 +319,7 @@ def test_a_record_the_target_topic_refuses_is_counted_and_the_run_goes_on(
         sorted([b"evt-0", b"evt-1", b"evt-2", b"evt-3", b"evt-0", b"evt-2", b"evt-3"])
 
     result = pisano_sms("replay", "--from-beginning", env=cli_env(stack, dlq))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # the refused record is not replayed
     assert count_in(result.stdout, "refused: by Kafka") == 1 and count_in(result.stdout, "replayed") == 3
     assert f"MSG_SIZE_TOO_LARGE ({source}) 1" in result.stdout
 
@@ -461,7 +462,7 @@ def test_cli_counts_hostile_dead_letters_as_malformed_and_prints_nothing_raw(
     env = cli_env(stack, dlq)
 
     dry = pisano_sms("replay", "--dry-run", env=env)
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 3, dry.stderr  # the two malformed would not be replayed
     assert count_in(dry.stdout, "would replay") == 1 and count_in(dry.stdout, "refused: malformed") == 2
     assert "dlq.campaign.id is not a campaign id" in dry.stdout and "dlq.failed.at is not an ISO 8601" in dry.stdout
     stats = pisano_sms("dlq", "stats", env=env)
