@@ -49,6 +49,9 @@ from consumer.sre.signals import Terminated
 from consumer.state.redis import translated
 
 EXIT_FAILED = 1
+# `replay` ran to its end, but left selected records in the DLQ (refused or held): a script or a
+# Job must not take the run for a full replay (found by review: it exited 0).
+EXIT_NOT_ALL_REPLAYED = 3
 EXIT_INTERRUPTED = 130  # the shell's own status for a command ended by Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # and by SIGTERM (128 + SIGTERM)
 PLAIN_PROGRESS_INTERVAL_S = 5.0
@@ -137,8 +140,12 @@ def _quiet_kafka_logs(settings: Settings) -> None:
               help="Refuse records already replayed this many times (header dlq.replays).")
 @click.option("--from-topic", metavar="TOPIC", help="Read this topic instead of DLQ_TOPIC.")
 @click.option("--to-topic", metavar="TOPIC",
-              help="Re-publish to this topic instead of each record's dlq.original.topic (which must be one "
-                   "of KAFKA_TOPICS).")
+              help="Re-publish to this topic instead of each record's dlq.original.topic. Like that one, it must "
+                   "be a topic the consumers read (KAFKA_TOPICS, its patterns included), never the DLQ or the "
+                   "receipt topic.")
+@click.option("--to-unconsumed-topic", is_flag=True,
+              help="Take a --to-topic that is not in KAFKA_TOPICS (a topic the fleet reads under a configuration "
+                   "this run does not have). Never the DLQ or the receipt topic.")
 @click.option("--group", metavar="GROUP",
               help="Consumer group that keeps the position. Default: pisano-sms-replay- and a hash of the filters.")
 @click.option("--from-beginning", is_flag=True,
@@ -155,8 +162,8 @@ def _quiet_kafka_logs(settings: Settings) -> None:
 @configured
 def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tuple[str, ...],
                    campaigns: tuple[str, ...], since: str | None, until: str | None, limit: int | None,
-                   max_replays: int, from_topic: str | None, to_topic: str | None, group: str | None,
-                   from_beginning: bool, past_horizon: bool, dry_run: bool, force: bool) -> None:
+                   max_replays: int, from_topic: str | None, to_topic: str | None, to_unconsumed_topic: bool,
+                   group: str | None, from_beginning: bool, past_horizon: bool, dry_run: bool, force: bool) -> None:
     """Re-publish dead-lettered records to their original topic, through the pipeline again.
 
     Only to the consumers' topics (KAFKA_TOPICS) or --to-topic: a dead-letter naming any other
@@ -168,6 +175,15 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
     combine with AND. Reads up to the end of the topic as it is at start, and resumes where the
     last run with the same filters stopped (its position is committed only once Kafka
     acknowledged everything re-published before it).
+
+    \b
+    Exit status:
+      0    every selected record was replayed (in a dry run: would be); --limit may stop it
+      3    the run ended, but selected records were refused or held (the summary's rows
+           and its `not replayed` count): they are still in the DLQ
+      1    Kafka failed part-way (the summary so far, then what to check)
+      2    bad options or configuration, a missing topic, the lock held: nothing done
+      130  interrupted (Ctrl-C), 143 terminated (SIGTERM)
     """
     try:
         filters = replace(Filters.from_options(error_codes, reasons, campaigns, since, until),
@@ -176,7 +192,8 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
         fail(str(exc))
     plan = ReplayPlan(
         source_topic=from_topic or settings.dlq_topic, group=group or default_group(filters), filters=filters,
-        limit=limit, max_replays=max_replays, to_topic=to_topic, dry_run=dry_run, from_beginning=from_beginning,
+        limit=limit, max_replays=max_replays, to_topic=to_topic, to_unconsumed_topic=to_unconsumed_topic,
+        dry_run=dry_run, from_beginning=from_beginning,
         # The consumers look for a delivered mark when they claim the replay, later than now (lag, a
         # backlog): their stale guard leaves STALE_MARGIN_S for that wait, and so does the hold.
         stale_before=datetime.now(UTC) - timedelta(milliseconds=settings.stale_after_ms),
@@ -213,6 +230,11 @@ def replay_command(settings: Settings, error_codes: tuple[str, ...], reasons: tu
         if lock is not None:
             lock.release()
     _print_replay(plan, summary, dlq_topic=settings.dlq_topic)
+    if summary.not_replayed:
+        would = "would not be replayed (dry run)" if plan.dry_run else "were not replayed"
+        fail(f"{summary.not_replayed:,} selected record(s) {would}: refused or held, see the summary's rows "
+             "(they stay in the DLQ); everything else the run selected was "
+             + ("counted" if plan.dry_run else "replayed and its position committed"), EXIT_NOT_ALL_REPLAYED)
 
 
 def open_replay_lock(settings: Settings, plan: ReplayPlan) -> ReplayLock:
@@ -284,6 +306,8 @@ def _advised_run(plan: ReplayPlan, dlq_topic: str | None, options: str, more: st
         options += f" --from-topic {shown_id(plan.source_topic)}"
     if plan.to_topic is not None:
         options += f" --to-topic {shown_id(plan.to_topic)}"
+        if plan.to_unconsumed_topic:
+            options += " --to-unconsumed-topic"
     if plan.group != default_group(plan.filters):
         # The same --group again would resume past them and read nothing.
         more += f", without --group {shown_id(plan.group)}"
@@ -342,7 +366,8 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
          "a tombstone (null value) with dead-letter headers: no event to re-publish; left in the DLQ"),
         ("refused: other topic", summary.verdicts[Verdict.NOT_CONSUMER_TOPIC],
          "dlq.original.topic is not in KAFKA_TOPICS: check the record; if its topic is wrong, replay its time "
-         "range (--since/--until) with --to-topic and a new --group (this group's position is past it)"
+         "range (--since/--until) with --to-topic (a topic of KAFKA_TOPICS, or add --to-unconsumed-topic) and a new "
+         "--group (this group's position is past it)"
          + (f" ({_top(summary.not_consumer_topics, show=shown_id)})" if summary.not_consumer_topics else "")),
         ("refused: by Kafka", summary.verdicts[Verdict.REFUSED_BY_KAFKA],
          "Kafka refused them, each sent alone (e.g. larger than the topic's max.message.bytes): fix the topic, "
@@ -352,6 +377,9 @@ def _print_replay(plan: ReplayPlan, summary: ReplaySummary, failed: bool = False
         ("refused: malformed", summary.verdicts[Verdict.MALFORMED],
          "our headers, but unusable" + (f" ({_top(summary.malformed)})" if summary.malformed else "")),
     ]
+    rows.append(("not replayed", summary.not_replayed,
+                 "of the records selected, the ones refused or held above: still in the DLQ (exit status 3)"
+                 if summary.not_replayed else ""))
     if not plan.dry_run and summary.replayed > summary.acknowledged:
         rows.insert(4, ("unacknowledged", summary.replayed - summary.acknowledged,
                         "published, not acknowledged by Kafka before the run stopped: the next run publishes them "

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, TypeVar, cast
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
@@ -42,12 +44,17 @@ from consumer.outcomes.deadletter import (
 from consumer.plain_number import plain_number
 from consumer.sre.record_text import shown
 from consumer.sre.replay_signature import ATTEMPT_ID
+from consumer.sre.signals import interrupt_deferred
 from consumer.sre.topic_identity import Start, committed_id, decide, encoded
 from consumer.state.dedup import LEGACY_ATTEMPT
 
 log = logging.getLogger(__name__)
 
 METADATA_TIMEOUT_S = 10.0
+# A metadata request (a topic's partitions, a group's positions, end offsets) waits up to
+# METADATA_TIMEOUT_S in slices this long, saying after each what it waits for: one request of 10 s
+# was 10 s of silence on a slow broker, and several in a row looked like a hung run (found by review).
+METADATA_NOTE_S = 2.5
 # A bounded read that gets nothing for this long is stuck (broker gone, partition leaderless).
 IDLE_TIMEOUT_S = 30.0
 # Until then, a read that gets nothing says so this often: IDLE_TIMEOUT_S of silence looked like a
@@ -66,6 +73,7 @@ NO_VALUE = "-"  # a missing error code or campaign, in counts and tables
 MAX_DISTINCT = 10_000
 OTHER = "(other)"
 Origin = tuple[str, int, int]  # dlq.original.topic, .partition, .offset
+T = TypeVar("T")
 
 
 # Kafka's own rule for topic names.
@@ -347,11 +355,48 @@ class Span:
     end: int  # the end offset when the read started: records at or after it are not read
 
 
-def describe_topic(client: Any, topic: str, bootstrap: str, hint: str) -> list[int]:
+def waited(call: Callable[[float], T], what: str, note: Callable[[str], None],
+           timeout_s: float | None = None) -> T:
+    """`call(timeout)`, a Kafka request given `timeout_s` (METADATA_TIMEOUT_S), run on a thread of
+    its own while this one says what it waits for every METADATA_NOTE_S until it returns (found by
+    review: a request of up to 10 s was 10 s of silence); a fast answer says nothing. Asked once, not again
+    in shorter slices: a broker that always answers in 3 s would time every slice out. A Ctrl-C or
+    SIGTERM meanwhile is raised once the request returned (within its timeout), never while the
+    client is still inside librdkafka (the caller closes it next)."""
+    total = METADATA_TIMEOUT_S if timeout_s is None else timeout_s
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(total)))
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    started = time.monotonic()
+    threading.Thread(target=run, name="kafka-request", daemon=True).start()
+    try:
+        while not done.wait(METADATA_NOTE_S):
+            note(f"{what}: waiting for Kafka, {time.monotonic() - started:.0f}s of at most {total:.0f}s")
+    except KeyboardInterrupt:
+        with interrupt_deferred():  # a second signal is held until the request returned too
+            done.wait(max(0.0, started + total - time.monotonic()) + METADATA_NOTE_S)
+        raise
+    [(answered, value)] = outcome
+    if not answered:
+        raise value
+    return cast(T, value)
+
+
+def describe_topic(client: Any, topic: str, bootstrap: str, hint: str,
+                   note: Callable[[str], None] = lambda text: None) -> list[int]:
     """The topic's partition ids, or TopicError saying what to do. `client` is a consumer, whose
     metadata requests never auto-create a topic."""
     try:
-        metadata = client.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        metadata = waited(lambda timeout: client.list_topics(topic, timeout=timeout),
+                          f"partitions of topic {topic}", note)
     except KafkaException as exc:
         raise TopicError(f"cannot reach Kafka at {bootstrap} ({kafka_error_text(exc)}); check "
                          "KAFKA_BOOTSTRAP_SERVERS and the security settings (kafka: in --config)") from exc
@@ -402,7 +447,7 @@ class TopicReader:
         position: `replay` takes its lock between the two (found by review: positions read before
         the lock were those of a run finishing meanwhile, and its records were re-published)."""
         if self._partitions is None:
-            self._partitions = describe_topic(self.consumer, self.topic, self.bootstrap, self.missing_hint)
+            self._partitions = describe_topic(self.consumer, self.topic, self.bootstrap, self.missing_hint, self.note)
 
     def open(self) -> None:
         self.check()
@@ -410,14 +455,11 @@ class TopicReader:
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self.topic_id = self._topic_id()
         try:
-            if self.start == "committed":
-                self.note("committed positions of the group")
-            committed = {tp.partition: (tp.offset, committed_id(tp)) for tp in
-                         self.consumer.committed(tps, timeout=METADATA_TIMEOUT_S)} if self.start == "committed" else {}
+            committed = self._committed(tps) if self.start == "committed" else {}
             for i, p in enumerate(partitions, 1):
                 self.note(f"end offsets of partition {p} ({i} of {len(partitions)})")
-                low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
-                                                                timeout=METADATA_TIMEOUT_S)
+                low, high = waited(partial(self._watermarks, p),
+                                   f"end offsets of partition {p} ({i} of {len(partitions)})", self.note)
                 position, stored_id = committed.get(p, (-1, None))
                 start = decide(position, stored_id, self.topic_id, high)
                 if start is Start.RECREATED:
@@ -450,6 +492,30 @@ class TopicReader:
                               if s.start < s.end])
         log.info("reading %s up to its end offsets: %d records", self.topic, self.total,
                  extra={"topic": self.topic, "count": self.total})
+
+    def _watermarks(self, partition: int, timeout: float) -> tuple[int, int]:
+        low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=timeout)
+        return low, high
+
+    def _committed(self, tps: list[TopicPartition]) -> dict[int, tuple[int, str | None]]:
+        """The group's committed position and stored topic id of each partition. A partition Kafka
+        answered with an error for (its coordinator loading, an ACL) has offset -1001 like one never
+        committed: taken so (found by review), the run read the partition from its beginning and
+        re-published what earlier runs had, the records that failed again included. TopicError then,
+        before anything is read."""
+        self.note("committed positions of the group")
+        answered = waited(lambda timeout: self.consumer.committed(tps, timeout=timeout),
+                          "committed positions of the group", self.note)
+        failed = [tp for tp in answered if getattr(tp, "error", None) is not None]
+        if failed:
+            tp = failed[0]
+            raise TopicError(f"Kafka could not tell the group's committed position of {self.topic} partition "
+                             f"{tp.partition} ({tp.error.str()}"
+                             + (f"; {len(failed) - 1} other partition(s) too" if len(failed) > 1 else "")
+                             + "): nothing was read or published (read from its beginning, the partition's "
+                             "records replayed before would be published again); check that Kafka is up and "
+                             "that this user may describe the group, then run again")
+        return {tp.partition: (tp.offset, committed_id(tp)) for tp in answered}
 
     def records(self) -> Iterator[Any]:
         """The data records, partition by partition in offset order (partitions interleaved)."""

@@ -54,7 +54,6 @@ from consumer.ingest.membership import subscribes
 from consumer.ingest.records import SOURCE_TIMESTAMP_HEADER
 from consumer.outcomes.deadletter import REPLAYS_HEADER
 from consumer.sre.dlq_read import (
-    METADATA_TIMEOUT_S,
     OTHER,
     DeadLetter,
     Filters,
@@ -67,6 +66,7 @@ from consumer.sre.dlq_read import (
     describe_topic,
     kafka_error_text,
     parse_dead_letter,
+    waited,
 )
 from consumer.sre.position_commit import CommitStalled, PositionCommitter
 from consumer.sre.record_text import shown_id
@@ -119,6 +119,13 @@ class Verdict(StrEnum):
     FATE_UNKNOWN = "fate_unknown"  # a reason of NAMED_ONLY the run did not name: held for one that does
     PAST_HORIZON = "past_horizon"  # failed, or written, longer ago than the dedup horizon, no --past-horizon: held
     REPLAY = "replay"
+
+
+# Records the run selected and left in the DLQ: `replay` exits 3 (commands.EXIT_NOT_ALL_REPLAYED)
+# when it met any, so a script or a Job knows not everything was replayed.
+NOT_REPLAYED = frozenset({Verdict.FATE_UNKNOWN, Verdict.PAST_HORIZON, Verdict.VALUE_OMITTED, Verdict.NO_VALUE,
+                          Verdict.OVER_MAX_REPLAYS, Verdict.MALFORMED, Verdict.NOT_CONSUMER_TOPIC,
+                          Verdict.REFUSED_BY_KAFKA})
 
 
 # Reasons whose events may have reached their customer already: `ambiguous` (the request's fate is
@@ -191,6 +198,8 @@ class ReplayPlan:
     limit: int | None = None  # stop after this many records replayed (held and refused ones do not count)
     max_replays: int = 3
     to_topic: str | None = None  # instead of each record's dlq.original.topic
+    # --to-unconsumed-topic: take a `to_topic` the fleet does not consume (not in KAFKA_TOPICS)
+    to_unconsumed_topic: bool = False
     dry_run: bool = False
     from_beginning: bool = False
     # Records that failed before this were dead-lettered longer ago than the dedup horizon minus
@@ -246,6 +255,13 @@ class ReplaySummary:
     @property
     def replayed(self) -> int:
         return self.verdicts[Verdict.REPLAY]
+
+    @property
+    def not_replayed(self) -> int:
+        """Records of ours the run selected (they passed the filters) and did not replay, nor would in
+        a dry run: refused or held; malformed ones too (no filter can be judged on them). Foreign and
+        unmatched records were not selected; a duplicate's content was replayed."""
+        return sum(self.verdicts[verdict] for verdict in NOT_REPLAYED)
 
     def breakdown(self, acknowledged: bool) -> Breakdown:
         """The breakdown of every record replayed (in a dry run: that would be), or of those Kafka
@@ -478,6 +494,17 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
     if plan.to_topic is not None and plan.to_topic in {plan.source_topic, settings.dlq_topic, settings.outcome_topic}:
         raise ConfigError(f"--to-topic {plan.to_topic} is the dead-letter or receipt topic (DLQ_TOPIC, --from-topic, "
                           "OUTCOME_TOPIC); name the topic the consumers read the events from")
+    # Any other topic the SRE's credentials may write was taken too (found by review): another team's
+    # topic got raw events (phones in clear) no pisano-sms consumer reads, and the group's position
+    # moved past them. A target the fleet does not consume is taken only when said so.
+    if plan.to_topic is not None and not plan.to_unconsumed_topic \
+            and not subscribes(tuple(settings.kafka_topics), plan.to_topic):
+        fleet = (f"KAFKA_TOPICS ({', '.join(settings.kafka_topics)})" if settings.kafka_topics
+                 else "KAFKA_TOPICS, which is not set here")
+        raise ConfigError(f"--to-topic {plan.to_topic} is not a topic the consumers read: not in {fleet}; the "
+                          "replayed events would reach no pisano-sms consumer. Name one of the fleet's topics, or "
+                          "set KAFKA_TOPICS as the fleet has it; if the fleet does read it (a new topic not in "
+                          "KAFKA_TOPICS yet), add --to-unconsumed-topic to re-publish there anyway")
     # A client librdkafka refuses to make (a CA file missing on the SRE's machine) is a ConfigError
     # naming the setting, exit 2, not a traceback (found by review).
     with refused_settings():
@@ -485,12 +512,13 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
         # Never create a topic: a broker with auto.create.topics.enable would otherwise recreate a
         # target deleted while the replay runs, with the broker's defaults, and take the records.
         producer = None if plan.dry_run else make_producer(settings, **{"allow.auto.create.topics": False})
-    publisher = _Publisher(producer, signing_key, resume_hint(plan), lambda topic: _topic_exists(consumer, topic),
+    publisher = _Publisher(producer, signing_key, resume_hint(plan),
+                           lambda topic: _topic_exists(consumer, topic, waiting),
                            waiting) if producer is not None else None
     reader = TopicReader(consumer, plan.source_topic, settings.kafka_bootstrap_servers,
                          start="beginning" if plan.from_beginning else "committed",
                          missing_hint="check DLQ_TOPIC or --from-topic",
-                         topic_id=lambda: topic_id_of(settings, plan.source_topic), note=waiting)
+                         topic_id=lambda: topic_id_of(settings, plan.source_topic, waiting), note=waiting)
     committer = PositionCommitter(consumer, plan.group, waiting, timeout_s=ACK_TIMEOUT_S, note_every_s=WAIT_NOTE_S)
     summary = ReplaySummary(signed=signing_key is not None)
     known_targets: set[str] = set()
@@ -534,7 +562,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
     try:
         reader.check()
         if plan.to_topic:
-            _check_target(consumer, plan.to_topic, settings, known_targets)
+            _check_target(consumer, plan.to_topic, settings, known_targets, waiting)
         # Before the group's positions are read: a run that finished meanwhile committed past what
         # it re-published, and positions read before its release would publish all that again.
         if lock is not None:
@@ -564,7 +592,7 @@ def _run_replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int, i
                 target = plan.to_topic or letter.origin[0]
                 try:
                     # Checked in a dry run too: the real run would stop here, so the counts would differ.
-                    _check_target(consumer, target, settings, known_targets)
+                    _check_target(consumer, target, settings, known_targets, waiting)
                 except TopicError as exc:
                     checkpoint()
                     if summary.committed or (publisher is not None and summary.replayed):
@@ -661,20 +689,22 @@ def _consumer_topics(settings: Settings, plan: ReplayPlan) -> Callable[[str], bo
     return lambda topic: topic not in never and subscribes(subscribed, topic)
 
 
-def _topic_exists(client: Any, topic: str) -> bool | None:
+def _topic_exists(client: Any, topic: str, note: Callable[[str], None] = lambda text: None) -> bool | None:
     """Whether `topic` exists now (a consumer's metadata request never creates it); None if Kafka
     did not answer."""
     try:
-        described = client.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
+        described = waited(lambda timeout: client.list_topics(topic, timeout=timeout),
+                           f"whether topic {topic} still exists", note).topics.get(topic)
     except KafkaException:
         return None
     return described is not None and described.error is None and bool(described.partitions)
 
 
-def _check_target(client: Any, topic: str, settings: Settings, known: set[str]) -> None:
+def _check_target(client: Any, topic: str, settings: Settings, known: set[str],
+                  note: Callable[[str], None] = lambda text: None) -> None:
     # Producing to a missing topic would only fail after message.timeout.ms (5 minutes).
     if topic not in known:
         describe_topic(client, topic, settings.kafka_bootstrap_servers,
-                       "create it, or re-publish elsewhere with --to-topic")
+                       "create it, or re-publish elsewhere with --to-topic", note)
         known.add(topic)
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from enum import StrEnum
 from typing import Any
 
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 # Prefixed: a group's metadata written by another tool is not taken for an id.
 METADATA_PREFIX = "pisano-sms.topic-id="
 DESCRIBE_TIMEOUT_S = 10.0
+NOTE_EVERY_S = 2.5  # as dlq_read.METADATA_NOTE_S
 # A topic id as librdkafka writes it: 16 bytes in base64, unpadded (either alphabet).
 _TOPIC_ID = re.compile(r"[A-Za-z0-9+/_-]{22}")
 # What a broker that keeps no topic ids (ZooKeeper before IBP 2.8, Metadata before v10) answers
@@ -80,13 +84,14 @@ def _id_or_none(text: str) -> str | None:
     return text if _TOPIC_ID.fullmatch(text) and text != ZERO_ID else None
 
 
-def topic_id_of(settings: Settings, topic: str) -> str | None:
+def topic_id_of(settings: Settings, topic: str, note: Callable[[str], None] = lambda text: None) -> str | None:
     """The topic's current id, None when the broker does not say (an old broker, no Describe
-    right): the replay then goes by offsets alone, as before ids were stored."""
+    right): the replay then goes by offsets alone, as before ids were stored. `note(text)` says
+    what it waits for every NOTE_EVERY_S of the wait (up to DESCRIBE_TIMEOUT_S)."""
     admin = make_admin(settings)  # held until the answer: a client collected meanwhile fails its futures
     try:
         described = admin.describe_topics(TopicCollection([topic]), request_timeout=DESCRIBE_TIMEOUT_S)[topic]
-        topic_id = described.result(timeout=DESCRIBE_TIMEOUT_S).topic_id
+        topic_id = _answer(described, f"the id of topic {topic}", note).topic_id
     except (KafkaException, TimeoutError) as exc:  # concurrent.futures' TimeoutError is this one
         log.warning("could not read the id of topic %s (%s): a recreated topic is told by its offsets alone",
                     topic, exc, extra={"topic": topic})
@@ -96,3 +101,17 @@ def topic_id_of(settings: Settings, topic: str) -> str | None:
         log.warning("Kafka gives no id for topic %s (a broker that keeps no topic ids): a recreated topic is "
                     "told by its offsets alone", topic, extra={"topic": topic})
     return known
+
+
+def _answer(future: Future[Any], what: str, note: Callable[[str], None]) -> Any:
+    """The future's result within DESCRIBE_TIMEOUT_S (TimeoutError after), `note` saying what it
+    waits for after each NOTE_EVERY_S it waited (found by review: 10 s of silence)."""
+    started = time.monotonic()
+    while True:
+        left = started + DESCRIBE_TIMEOUT_S - time.monotonic()
+        try:
+            return future.result(timeout=max(0.0, min(NOTE_EVERY_S, left)))
+        except TimeoutError:
+            if left <= NOTE_EVERY_S:
+                raise
+        note(f"{what}: waiting for Kafka, {time.monotonic() - started:.0f}s of at most {DESCRIBE_TIMEOUT_S:.0f}s")

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from consumer.config.loading import load_settings
 from consumer.config.settings import Settings
+from consumer.errors import ConfigError
 from consumer.ingest.kafka import make_producer
 from consumer.outcomes.deadletter import DeadLetterQueue, Failure, dead_letter_headers
 from consumer.simulator import SimulatorConfig, SimulatorServer
@@ -185,7 +186,10 @@ def test_dry_run_counts_equal_the_real_run_and_records_go_back_untouched(
 def test_to_topic(stack: Stack, new_topic: Callable[..., str], settings: Callable[[str], Settings]) -> None:
     source, dlq, elsewhere = new_topic("source"), new_topic("dlq"), new_topic("elsewhere")
     originals = build_dlq(stack, source, dlq, MIX)
-    summary = replay(settings(dlq), Filters.from_options(["13001", "13034"]), to_topic=elsewhere)
+    with pytest.raises(ConfigError, match="--to-unconsumed-topic"):  # not in KAFKA_TOPICS
+        replay(settings(dlq), Filters.from_options(["13001", "13034"]), to_topic=elsewhere)
+    summary = replay(settings(dlq), Filters.from_options(["13001", "13034"]), to_topic=elsewhere,
+                     to_unconsumed_topic=True)
     assert summary.by_target == {elsewhere: 4}
     moved = sorted(read_all(stack.bootstrap, elsewhere), key=lambda m: m.key())
     assert [(m.key(), m.value()) for m in moved] == [(o.key(), o.value()) for o in originals[:4]]
@@ -283,8 +287,9 @@ def test_value_omitted_by_the_dead_letter_queue_is_refused(
     assert [m.key() for m in read_all(stack.bootstrap, source)] == [b"big", b"small", b"small"]
 
     result = pisano_sms("replay", "--from-beginning", "--dry-run", env=cli_env(stack, dlq))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # one record would not be replayed
     assert line_of(result.stdout, "refused: value omitted").split()[3] == "1"
+    assert count_in(result.stdout, "not replayed") == 1 and "1 selected record(s)" in result.stderr
 
 
 def test_a_record_the_target_topic_refuses_is_counted_and_the_run_goes_on(
@@ -314,7 +319,7 @@ def test_a_record_the_target_topic_refuses_is_counted_and_the_run_goes_on(
         sorted([b"evt-0", b"evt-1", b"evt-2", b"evt-3", b"evt-0", b"evt-2", b"evt-3"])
 
     result = pisano_sms("replay", "--from-beginning", env=cli_env(stack, dlq))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # the refused record is not replayed
     assert count_in(result.stdout, "refused: by Kafka") == 1 and count_in(result.stdout, "replayed") == 3
     assert f"MSG_SIZE_TOO_LARGE ({source}) 1" in result.stdout
 
@@ -457,7 +462,7 @@ def test_cli_counts_hostile_dead_letters_as_malformed_and_prints_nothing_raw(
     env = cli_env(stack, dlq)
 
     dry = pisano_sms("replay", "--dry-run", env=env)
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 3, dry.stderr  # the two malformed would not be replayed
     assert count_in(dry.stdout, "would replay") == 1 and count_in(dry.stdout, "refused: malformed") == 2
     assert "dlq.campaign.id is not a campaign id" in dry.stdout and "dlq.failed.at is not an ISO 8601" in dry.stdout
     stats = pisano_sms("dlq", "stats", env=env)
@@ -479,7 +484,10 @@ def test_cli_errors_are_one_line_with_exit_2(stack: Stack, new_topic: Callable[.
         (("replay", "--since", "0001-01-01T00:00:00+01:00"), cli_env(stack, dlq), "is outside the dates"),
         (("replay",), cli_env(stack, "no-such-dlq", KAFKA_TOPICS="t"), "topic no-such-dlq does not exist"),
         (("replay",), cli_env(stack, dlq, KAFKA_TOPICS=""), "KAFKA_TOPICS is not set"),
-        (("replay", "--to-topic", "no-such-topic"), cli_env(stack, dlq), "topic no-such-topic does not exist"),
+        (("replay", "--to-topic", "no-such-topic", "--to-unconsumed-topic"), cli_env(stack, dlq),
+         "topic no-such-topic does not exist"),
+        (("replay", "--to-topic", "other-teams-topic"), cli_env(stack, dlq, KAFKA_TOPICS="t"),
+         "--to-topic other-teams-topic is not a topic the consumers read: not in KAFKA_TOPICS (t)"),
         (("dlq", "stats"), cli_env(stack, "no-such-dlq"), "check DLQ_TOPIC"),
         (("dlq", "stats"), {**cli_env(stack, dlq), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
          "cannot reach Kafka at 127.0.0.1:1"),
@@ -488,8 +496,13 @@ def test_cli_errors_are_one_line_with_exit_2(stack: Stack, new_topic: Callable[.
         result = pisano_sms(*args, env=env)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert result.stdout == ""
-        assert result.stderr.count("\n") == 1 and result.stderr.startswith("pisano-sms: error: "), result.stderr
-        assert message in result.stderr
+        *waits, error = result.stderr.splitlines()
+        assert error.startswith("pisano-sms: error: ") and message in error, result.stderr
+        if "cannot reach Kafka" in message:
+            # 10 s of waiting for an answer: said every few seconds, then the one error line.
+            assert len(waits) >= 2 and all("waiting for Kafka" in line for line in waits), result.stderr
+        else:
+            assert not waits, result.stderr
 
 
 def test_a_missing_original_topic_stops_the_run_before_publishing(stack: Stack, new_topic: Callable[..., str]) -> None:

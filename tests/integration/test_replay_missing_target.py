@@ -74,8 +74,8 @@ def test_a_target_deleted_while_the_replay_runs_is_named_and_the_run_exits_1(
     # its metadata for gone and fails its records: the same failure, 29 s sooner.
     env["KAFKA_CONFIG_TOPIC_METADATA_PROPAGATION_MAX_MS"] = "1000"
     group = "replay-deleted-target-" + dlq
-    result = CliRunner().invoke(commands.replay, ["--to-topic", target, "--group", group], env=env,
-                                catch_exceptions=False)
+    result = CliRunner().invoke(commands.replay, ["--to-topic", target, "--to-unconsumed-topic", "--group", group],
+                                env=env, catch_exceptions=False)
     assert result.exit_code == 1, result.output
     assert count_in(result.stdout, "read") >= 3 and "Traceback" not in result.output
     last = result.stderr.strip().splitlines()[-1]

@@ -173,6 +173,8 @@ THREAD_SITES = {
     "consumer/demo.py": "the demo's consumer loop: not the consumer process",
     "consumer/sre/position_commit.py": "short-lived: the replay command's commit of its position, waited for "
                                        "with a bound (librdkafka's has none); not the consumer process",
+    "consumer/sre/dlq_read.py": "short-lived: one metadata request of replay or dlq stats (up to "
+                                "METADATA_TIMEOUT_S), waited for with progress lines; not the consumer process",
 }
 
 

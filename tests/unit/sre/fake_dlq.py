@@ -108,7 +108,7 @@ def install(monkeypatch: Any, cluster: Cluster) -> None:
 
     monkeypatch.setattr(replay, "make_consumer", lambda settings, **extra: cluster.consumer(extra["group.id"]))
     monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: FakeProducer(cluster))
-    monkeypatch.setattr(replay, "topic_id_of", lambda settings, topic: cluster.topic_id)
+    monkeypatch.setattr(replay, "topic_id_of", lambda settings, topic, note=None: cluster.topic_id)
     import consumer.sre.commands as commands
 
     monkeypatch.setattr(commands, "open_replay_lock", lambda settings, plan: ReplayLock(

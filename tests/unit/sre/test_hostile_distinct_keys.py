@@ -65,7 +65,7 @@ def test_replay_counts_of_hostile_topics_are_bounded(monkeypatch: pytest.MonkeyP
     assert len(summary.not_consumer_topics) == 3, summary.not_consumer_topics
     assert summary.not_consumer_topics["(other)"] == 4
     result = CliRunner().invoke(main, ["replay", "--group", "h"])
-    assert result.exit_code == 0 and "(other) 4" in result.output, result.output
+    assert result.exit_code == 3 and "(other) 4" in result.output, result.output
 
 
 def test_replay_breakdown_of_hostile_campaigns_and_codes_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ def test_limit_is_reached_only_by_records_kafka_did_not_refuse(monkeypatch: pyte
     install(monkeypatch, cluster)
     monkeypatch.setattr(replay, "make_producer", lambda settings, **extra: RefusesLargeRecords(cluster))
     result = CliRunner().invoke(main, ["replay", "--limit", "2", "--group", "g"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # the refused record is not replayed
     assert [key for _, key, _, _ in cluster.published] == [b"evt-1", b"evt-2"], result.output
     replayed = next(line for line in result.output.splitlines() if line.split()[:1] == ["replayed"])
     assert replayed.split()[1] == "2" and "stopped at --limit 2" in replayed, result.output

@@ -73,7 +73,11 @@ def test_without_kafka_topics_or_to_topic_nothing_is_read_or_committed(monkeypat
         assert result.exit_code == 2, result.output
         assert "KAFKA_TOPICS" in result.output and "--to-topic" in result.output
     assert cluster.committed == {} and cluster.published == []
+    # Without KAFKA_TOPICS nothing tells that the target is one the fleet reads: said explicitly.
     result = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions"])
+    assert result.exit_code == 2 and "--to-unconsumed-topic" in result.output, result.output
+    result = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions",
+                                       "--to-unconsumed-topic"])
     assert result.exit_code == 0, result.output
     assert len(cluster.published) == 3
 
@@ -84,11 +88,12 @@ def test_records_refused_for_their_topic_are_replayable_as_the_summary_says(monk
     cluster = Cluster(dlq_records(3))
     install(monkeypatch, cluster)
     first = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
-    assert first.exit_code == 0 and "refused: other topic" in first.output
+    assert first.exit_code == 3 and "refused: other topic" in first.output
     line = next(text for text in first.output.splitlines() if "refused: other topic" in text)
     assert "--to-topic" in line and "--group" in line  # the position is past them: a new group
+    assert "--to-unconsumed-topic" in line  # `transactions` is not in this run's KAFKA_TOPICS either
     again = CliRunner().invoke(main, ["replay", "--error-code", "13001", "--to-topic", "transactions",
-                                      "--group", "pisano-sms-replay-retarget"])
+                                      "--to-unconsumed-topic", "--group", "pisano-sms-replay-retarget"])
     assert again.exit_code == 0 and len(cluster.published) == 3
 
 
@@ -119,13 +124,13 @@ def test_dead_letters_of_unknown_fate_are_replayed_only_when_their_reason_is_nam
     install(monkeypatch, cluster)
     for args in ([], ["--campaign", CAMPAIGN_A], ["--reason", "pisano_error"]):
         result = CliRunner().invoke(main, ["replay", "--dry-run", *args])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == (3 if args[:1] != ["--reason"] else 0), result.output  # held: not replayed
         held = next(line for line in result.output.splitlines() if "fate unknown" in line)
         assert held.split()[3] == ("1" if args[:1] != ["--reason"] else "0"), result.output
         if args[:1] != ["--reason"]:
             assert f"--reason {reason}" in held and "check with Pisano" in held, held
     result = CliRunner().invoke(main, ["replay"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
     monkeypatch.setenv("REPLAY_SIGNING_KEY", "k" * 32)  # an ambiguous replay is signed, or it does not start
     named = CliRunner().invoke(main, ["replay", "--reason", reason])  # its own group: reads from the start
@@ -172,12 +177,13 @@ def test_the_run_advised_for_held_dead_letters_reads_them_where_they_are(monkeyp
     from consumer.outcomes.deadletter import Failure
 
     old, target = "pisano-sms.dlq-2025", "transactions-v2"
+    monkeypatch.setenv("KAFKA_TOPICS", f"transactions,{target}")  # a target the fleet reads
     unknown = dead_lettered(Failure("ambiguous", "fate unknown"), offset=7, failed_at=RECENT)
     cluster = Cluster([*dlq_records(1), DlqMessage(unknown.headers(), topic=old, partition=0, offset=1)],
                       topics={DLQ, old, "transactions", target})
     install(monkeypatch, cluster)
     dry = CliRunner().invoke(main, ["replay", "--dry-run", "--from-topic", old, "--to-topic", target])
-    assert dry.exit_code == 0, dry.output
+    assert dry.exit_code == 3, dry.output  # one held
     held = next(line for line in dry.output.splitlines() if "fate unknown" in line)
     assert f"--reason ambiguous --from-topic {old} --to-topic {target}" in held, held
     assert "position is past them" not in held, held
@@ -202,7 +208,7 @@ def test_dead_letters_older_than_the_horizon_are_replayed_only_with_past_horizon
     install(monkeypatch, cluster)
     for run in (["--dry-run"], []):
         result = CliRunner().invoke(main, ["replay", "--error-code", "13001", *run])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 3, result.output  # one held
         held = next(line for line in result.output.splitlines() if "held: past horizon" in line)
         assert held.split()[3] == "1" and "--past-horizon" in held and "check with Pisano" in held, held
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
@@ -224,7 +230,7 @@ def test_the_horizon_hold_leaves_the_consumers_wait_before_a_claim(monkeypatch: 
     cluster = Cluster([*dlq_records(1), DlqMessage(old.headers(), topic=DLQ, partition=0, offset=1, key=b"old")])
     install(monkeypatch, cluster)
     result = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # one held
     held = next(line for line in result.output.splitlines() if "held: past horizon" in line)
     assert held.split()[3] == "1", held
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
@@ -248,7 +254,7 @@ def test_the_horizon_hold_counts_from_when_the_source_record_was_written(monkeyp
     cluster = Cluster([*dlq_records(1), DlqMessage(lagged.headers(), topic=DLQ, partition=0, offset=1, key=b"old")])
     install(monkeypatch, cluster)
     result = CliRunner().invoke(main, ["replay", "--error-code", "13001"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # one held
     held = next(line for line in result.output.splitlines() if "held: past horizon" in line)
     assert held.split()[3] == "1", result.output
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0"]
@@ -400,7 +406,7 @@ def test_limit_counts_the_records_replayed_not_the_ones_held(monkeypatch: pytest
     cluster = Cluster([*held, *replayable])
     install(monkeypatch, cluster)
     result = CliRunner().invoke(main, ["replay", "--limit", "2", "--group", "g"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # the two held
     assert [key for _, key, _, _ in cluster.published] == [b"evt-0", b"evt-1"]
     assert "stopped at --limit 2" in result.output and cluster.committed["g"] == 4
 

@@ -151,7 +151,8 @@ def test_a_recreated_dlq_on_a_broker_without_ids_is_read_from_its_beginning(
     cluster = Cluster(dlq_records(3), committed={"g": 5}, committed_metadata={"g": encoded(ZERO_ID)})
     install(monkeypatch, cluster)
     monkeypatch.setattr(topic_identity, "make_admin", lambda settings: _admin_giving(Uuid(0, 0)))
-    monkeypatch.setattr(replay, "topic_id_of", lambda settings, topic: topic_identity.topic_id_of(settings, "dlq"))
+    monkeypatch.setattr(replay, "topic_id_of",
+                        lambda settings, topic, note=None: topic_identity.topic_id_of(settings, "dlq"))
     result = CliRunner().invoke(main, ["replay", "--group", "g"])
     assert result.exit_code == 0, result.output
     assert len(cluster.published) == 3 and cluster.committed["g"] == 3
