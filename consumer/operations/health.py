@@ -20,6 +20,7 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -428,6 +429,11 @@ class HealthServer:
     pod). Only when every slot is answering a request is a newcomer answered 503 and closed.
     The NetworkPolicy (chart) keeps strangers off the port; these bounds keep a misbehaving
     neighbour from taking the pod down with it.
+
+    On a loaded machine the accept loop runs ahead of the threads it starts: a connection whose
+    request has arrived but is not read yet is not idle (closing it would fail a probe), and when
+    the connections already closed for newcomers have not ended yet, a newcomer waits for one of
+    them (up to _CLOSED_END_WAIT_S) rather than being refused while idle ones hold the slots.
     """
 
     def __init__(self, port: int, health: Health, metrics: Metrics, host: str = "0.0.0.0", *,
@@ -451,6 +457,27 @@ class HealthServer:
         self.server.server_close()
 
 
+# How long a newcomer beyond the cap waits for a connection closed for an earlier one to end
+# (its thread waiting for a core) before it is refused. The accept loop waits meanwhile, for the
+# server's own threads, never for a client.
+_CLOSED_END_WAIT_S = 1.0
+
+
+def _request_pending(sock: socket.socket) -> bool:
+    """The end of a request head is in the socket, unread: the client sent its request."""
+    # Through a duplicate without a timeout: the connection's own object may carry one its
+    # thread set, and Python waits out a timeout for data before any recv, MSG_DONTWAIT or not.
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as peek:
+            pending = peek.recv(_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing to read (BlockingIOError), or closed: idle
+        return False
+    return b"\r\n\r\n" in pending or b"\n\n" in pending
+
+
+_PEEK_BYTES = 8192
+
+
 # Sent, without reading anything, to a connection beyond the cap.
 _BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 _BUSY_LOG_INTERVAL_S = 60.0
@@ -459,7 +486,8 @@ _BUSY_LOG_INTERVAL_S = 60.0
 class _BoundedHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     # Connections waiting to be accepted while the accept loop works; a probe that lands here
-    # waits microseconds, since accepting (or refusing) never blocks on a client.
+    # waits microseconds, since accepting (or refusing) never blocks on a client (at most on the
+    # end of a connection closed for an earlier newcomer: _CLOSED_END_WAIT_S).
     request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
@@ -484,9 +512,13 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         if self._slots.acquire(blocking=False):
             pool = self._slots
-        elif self._spare.acquire(blocking=False):
+        elif self._spare.acquire(blocking=False) or (self._idle_waiting() and self._spare.acquire(
+                timeout=_CLOSED_END_WAIT_S)):
             # A newcomer beyond the cap takes the slot of the connection it closes; that one's
-            # thread ends within milliseconds and gives back the spare slot in its stead.
+            # thread ends within milliseconds and gives back the spare slot in its stead. On a
+            # loaded machine those threads may all still wait for a core: with an idle
+            # connection to close, the newcomer waits for one to end (its socket is shut down:
+            # it ends without its client), not a 503 that fails the probe.
             taken = self._evict_oldest_waiting()
             if taken is None:
                 self._spare.release()
@@ -505,11 +537,19 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
             self._done(request)
             raise
 
+    def _idle_waiting(self) -> bool:
+        with self._waiting_lock:
+            return any(not _request_pending(sock) for sock in self._waiting)
+
     def _evict_oldest_waiting(self) -> threading.BoundedSemaphore | None:
         """Close the oldest connection without a request; its slot's pool (the caller holds a
-        spare one, which the closed connection's thread releases when it ends)."""
+        spare one, which the closed connection's thread releases when it ends).
+
+        A connection whose whole request head has arrived but whose thread has not read it yet
+        (a loaded machine: the thread waits for a core while the accept loop goes on) is not
+        idle: closing it would fail a probe that did nothing wrong."""
         with self._waiting_lock:
-            oldest = next(iter(self._waiting), None)
+            oldest = next((sock for sock in self._waiting if not _request_pending(sock)), None)
             if oldest is None:
                 return None
             del self._waiting[oldest]

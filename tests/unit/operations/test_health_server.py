@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 
 import pytest
@@ -21,7 +21,7 @@ from prometheus_client import Gauge
 
 from consumer.config.loading import load_settings
 from consumer.errors import ConfigError
-from consumer.operations.health import Health, HealthServer
+from consumer.operations.health import Health, HealthServer, _BoundedHTTPServer
 from consumer.operations.metrics import Metrics
 
 
@@ -108,6 +108,95 @@ def test_idle_connections_beyond_the_cap_make_room_for_a_probe() -> None:
                 sock.close()
 
 
+@contextmanager
+def threads_held(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The connections' threads do not run until the event is set: a loaded machine, where the
+    accept loop goes on while the threads it started wait for a core."""
+    go = threading.Event()
+    real = _BoundedHTTPServer.process_request_thread
+
+    def held(self, request, client_address):  # type: ignore[no-untyped-def]
+        go.wait(10)
+        real(self, request, client_address)
+
+    monkeypatch.setattr(_BoundedHTTPServer, "process_request_thread", held)
+    try:
+        yield go
+    finally:
+        go.set()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never: {what}")
+        time.sleep(0.005)
+
+
+def test_a_connection_whose_request_arrived_is_not_closed_as_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe that sent its whole request before its thread read it is not an idle connection:
+    a newcomer must not close it (the probe would read nothing and fail). Under load, the accept
+    loop takes newcomers while the threads it started wait for a core."""
+    with threads_held(monkeypatch) as go, serving(max_connections=1, request_timeout_s=30.0) as server:
+        probe = connect(server)
+        try:
+            probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            # Its thread has not read the request yet; every slot is taken by it.
+            with closing(connect(server)) as newcomer:
+                wait_for(lambda: server.server.refused + server.server.evicted == 1, "the newcomer was handled")
+                go.set()
+                raw = read_all(probe)
+                assert raw.startswith(b"HTTP/1.0 200"), raw
+                assert server.server.evicted == 0 and server.server.refused == 1
+                assert read_all(newcomer).startswith(b"HTTP/1.0 503")
+        finally:
+            probe.close()
+
+
+class WatchedSemaphore:
+    """The spare pool, saying when the accept loop waits on it."""
+
+    def __init__(self, pool: threading.BoundedSemaphore) -> None:
+        self.pool = pool
+        self.waited = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if self.pool.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        self.waited.set()
+        return self.pool.acquire(timeout=timeout)
+
+    def release(self) -> None:
+        self.pool.release()
+
+
+def test_a_newcomer_waits_for_closed_connections_to_end_rather_than_be_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every idle connection closed for a newcomer lends its slot until its thread ends. Under
+    load those threads wait for a core, and once `max_connections` of them have not ended yet, a
+    probe was answered 503 while every slot was held by idle connections: the probe waits for
+    one of them to end instead (it ends without the client: its socket was shut down)."""
+    with threads_held(monkeypatch) as go, serving(max_connections=1, request_timeout_s=30.0) as server:
+        spare = WatchedSemaphore(server.server._spare)
+        server.server._spare = spare  # type: ignore[assignment]
+        idle = [connect(server)]
+        try:
+            idle.append(connect(server))  # closes the first, whose thread does not end yet
+            wait_for(lambda: server.server.evicted == 1, "the first idle connection was closed")
+            releaser = threading.Thread(target=lambda: spare.waited.wait(10) and go.set(), daemon=True)
+            releaser.start()
+            assert get(server, "/healthz") == (200, b'{"alive": true}')
+            assert spare.waited.is_set(), "the probe never had to wait: the race was not set up"
+            assert server.server.evicted == 2 and server.server.refused == 0
+        finally:
+            go.set()
+            for sock in idle:
+                sock.close()
+
+
 def test_a_flood_of_idle_connections_does_not_fail_the_probes() -> None:
     """A neighbour opening idle connections as fast as it can, for as long as the probes run."""
     with serving(max_connections=4, request_timeout_s=30.0) as server:
@@ -121,16 +210,21 @@ def test_a_flood_of_idle_connections_does_not_fail_the_probes() -> None:
 
         flooder = threading.Thread(target=flood, daemon=True)
         flooder.start()
+        statuses = []
         try:
-            time.sleep(0.3)
-            statuses = [get(server, "/healthz")[0] for _ in range(20)]
+            for _ in range(20):
+                # Each probe comes while the flood holds every slot and is closing its own
+                # connections (it has closed a slot's worth since the last probe). Waited for, not
+                # assumed from a sleep: on a loaded machine the flood may open few in a while.
+                closed = server.server.evicted
+                wait_for(lambda closed=closed: server.server.evicted >= closed + 4, "the flood filled the slots again")
+                statuses.append(get(server, "/healthz")[0])
         finally:
             stop.set()
             flooder.join()
             for sock in opened:
                 sock.close()
         assert statuses == [200] * 20
-        assert server.server.evicted > 20  # the flood's connections were the ones closed
 
 
 def test_when_every_slot_is_answering_a_newcomer_is_refused() -> None:
