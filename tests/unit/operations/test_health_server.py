@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 
 import pytest
@@ -23,6 +23,7 @@ from consumer.config.loading import load_settings
 from consumer.errors import ConfigError
 from consumer.operations.health import Health, HealthServer, _BoundedHTTPServer
 from consumer.operations.metrics import Metrics
+from tests.support.consumers import wait_until
 
 
 @contextmanager
@@ -126,13 +127,6 @@ def threads_held(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
         go.set()
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never: {what}")
-        time.sleep(0.005)
-
 
 def test_a_connection_whose_request_arrived_is_not_closed_as_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """A probe that sent its whole request before its thread read it is not an idle connection:
@@ -144,7 +138,8 @@ def test_a_connection_whose_request_arrived_is_not_closed_as_idle(monkeypatch: p
             probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
             # Its thread has not read the request yet; every slot is taken by it.
             with closing(connect(server)) as newcomer:
-                wait_for(lambda: server.server.refused + server.server.evicted == 1, "the newcomer was handled")
+                wait_until(lambda: server.server.refused + server.server.evicted == 1, 10.0,
+                           "the newcomer was handled", interval=0.005)
                 go.set()
                 raw = read_all(probe)
                 assert raw.startswith(b"HTTP/1.0 200"), raw
@@ -185,7 +180,7 @@ def test_a_newcomer_waits_for_closed_connections_to_end_rather_than_be_refused(
         idle = [connect(server)]
         try:
             idle.append(connect(server))  # closes the first, whose thread does not end yet
-            wait_for(lambda: server.server.evicted == 1, "the first idle connection was closed")
+            wait_until(lambda: server.server.evicted == 1, 10.0, "the first idle connection was closed", interval=0.005)
             releaser = threading.Thread(target=lambda: spare.waited.wait(10) and go.set(), daemon=True)
             releaser.start()
             assert get(server, "/healthz") == (200, b'{"alive": true}')
@@ -217,7 +212,8 @@ def test_a_flood_of_idle_connections_does_not_fail_the_probes() -> None:
                 # connections (it has closed a slot's worth since the last probe). Waited for, not
                 # assumed from a sleep: on a loaded machine the flood may open few in a while.
                 closed = server.server.evicted
-                wait_for(lambda closed=closed: server.server.evicted >= closed + 4, "the flood filled the slots again")
+                wait_until(lambda closed=closed: server.server.evicted >= closed + 4, 10.0,
+                           "the flood filled the slots again", interval=0.005)
                 statuses.append(get(server, "/healthz")[0])
         finally:
             stop.set()
